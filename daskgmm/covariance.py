@@ -1,0 +1,233 @@
+"""Covariance algebra per covariance type: M-step, precision Cholesky, log-densities.
+
+Pure NumPy. Shapes follow scikit-learn:
+
+================  ========================  ===========================
+covariance_type   covariances / precisions   precisions_cholesky
+================  ========================  ===========================
+``full``          (K, D, D)                 (K, D, D), ``P_k = U_k U_kᵀ``
+``tied``          (D, D)                    (D, D)
+``diag``          (K, D)                    (K, D), ``sqrt(precision)``
+``spherical``     (K,)                      (K,)
+================  ========================  ===========================
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from daskgmm.stats import COVARIANCE_TYPES, NaturalParams, SuffStats
+
+
+def check_covariance_type(covariance_type) -> str:
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {', '.join(map(repr, COVARIANCE_TYPES))}; "
+            f"got {covariance_type!r}"
+        )
+    return covariance_type
+
+
+def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
+    """Shape of covariances (and precisions, and their Cholesky factors)."""
+    k, d = n_components, n_features
+    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[covariance_type]
+
+
+def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Free parameters of a mixture (as scikit-learn counts them for BIC/AIC)."""
+    k, d = n_components, n_features
+    cov = {
+        "full": k * d * (d + 1) / 2.0,
+        "diag": k * d,
+        "tied": d * (d + 1) / 2.0,
+        "spherical": k,
+    }[covariance_type]
+    return int(cov + k * d + k - 1)
+
+
+def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64):
+    """M-step from merged statistics, with scikit-learn's arithmetic.
+
+    Parameters
+    ----------
+    stats : SuffStats
+        Statistics of all rows under the current responsibilities.
+    reg_covar : float
+        Added to the diagonal of every covariance.
+    eps_dtype : dtype
+        Data dtype; ``10 * eps`` of it is added to every responsibility sum
+        (as scikit-learn does) so that empty components stay finite.
+
+    Returns
+    -------
+    nk : ndarray, shape (K,)
+        Responsibility sums (plus ``10 * eps``).
+    means : ndarray, shape (K, D)
+    covariances : ndarray
+        In the shape of ``stats.covariance_type``.
+    """
+    n0 = stats.n
+    nk = n0 + 10 * np.finfo(eps_dtype).eps
+    m = stats.s1 / nk[:, None]  # mean - shift
+    means = stats.shift + m
+    ct = stats.covariance_type
+    d = m.shape[1]
+    if ct in ("full", "tied"):
+        # Σ_i r (x - μ)(x - μ)ᵀ = s2 - s1 mᵀ - m s1ᵀ + n0 m mᵀ, exact for any shift.
+        cross = np.einsum("ki,kj->kij", stats.s1, m)
+        corr = cross + cross.transpose(0, 2, 1) - n0[:, None, None] * np.einsum("ki,kj->kij", m, m)
+        if ct == "full":
+            cov = (stats.s2 - corr) / nk[:, None, None]
+            cov = 0.5 * (cov + cov.transpose(0, 2, 1))
+        else:
+            cov = (stats.s2 - corr.sum(axis=0)) / nk.sum()
+            cov = 0.5 * (cov + cov.T)
+        cov[..., np.arange(d), np.arange(d)] += reg_covar
+    else:
+        diag_s2 = stats.s2 if ct == "diag" else None
+        corr = 2.0 * stats.s1 * m - n0[:, None] * m**2
+        if ct == "diag":
+            cov = (diag_s2 - corr) / nk[:, None] + reg_covar
+        else:
+            cov = (stats.s2 - corr.sum(axis=1)) / (nk * d) + reg_covar
+    return nk, means, cov
+
+
+def _collapse_error(components, covariance_type, reg_covar, float32) -> ValueError:
+    which = ", ".join(str(int(k)) for k in components)
+    noun = "component" if len(components) == 1 else "components"
+    if covariance_type == "tied":
+        what = "the tied covariance is"
+    else:
+        what = f"{noun} {which} {'has' if len(components) == 1 else 'have'} an"
+    msg = (
+        f"Fitting the mixture model failed because {what} ill-defined empirical "
+        "covariance: not positive definite (for instance caused by a component "
+        "collapsing onto a single point or onto too few samples). "
+        f"Increase reg_covar (now {reg_covar:g}), decrease the number of components, "
+        "or scale the input data."
+    )
+    if float32:
+        msg += " The numerical accuracy can also be improved by passing float64 data instead of float32."
+    return ValueError(msg)
+
+
+def precisions_cholesky(covariances, covariance_type, *, reg_covar=None, float32=False):
+    """Cholesky factors of the precisions, raising a clear error on a collapse.
+
+    Raises
+    ------
+    ValueError
+        Naming the components whose covariance is not positive definite (or
+        not finite), and suggesting a larger ``reg_covar``.
+    """
+    cov = np.asarray(covariances, dtype=np.float64)
+    reg = float("nan") if reg_covar is None else reg_covar
+    if covariance_type in ("full", "tied"):
+        stack = cov[None] if covariance_type == "tied" else cov
+        d = stack.shape[-1]
+        bad = [k for k in range(stack.shape[0]) if not np.all(np.isfinite(stack[k]))]
+        if not bad:
+            try:
+                chol = np.linalg.cholesky(stack)
+            except np.linalg.LinAlgError:
+                chol = None
+            if chol is None or not np.all(np.isfinite(chol)):
+                for k in range(stack.shape[0]):
+                    try:
+                        ck = np.linalg.cholesky(stack[k])
+                        if not np.all(np.isfinite(ck)) or np.any(np.diagonal(ck) <= 0):
+                            bad.append(k)
+                    except np.linalg.LinAlgError:
+                        bad.append(k)
+        if bad:
+            raise _collapse_error(bad, covariance_type, reg, float32)
+        eye = np.broadcast_to(np.eye(d), stack.shape)
+        prec = np.linalg.solve(chol, eye).transpose(0, 2, 1)
+        return prec[0] if covariance_type == "tied" else prec
+    bad_mask = ~(np.isfinite(cov) & (cov > 0))
+    if bad_mask.any():
+        comps = np.flatnonzero(bad_mask.reshape(cov.shape[0], -1).any(axis=1))
+        raise _collapse_error(comps, covariance_type, reg, float32)
+    return 1.0 / np.sqrt(cov)
+
+
+def precisions_cholesky_from_precisions(precisions, covariance_type):
+    """Upper-triangular ``U`` with ``P = U Uᵀ`` (scikit-learn's convention)."""
+    p = np.asarray(precisions, dtype=np.float64)
+    if covariance_type in ("full", "tied"):
+        # Cholesky of the row/column-reversed matrix, reversed back, is upper triangular.
+        flipped = p[..., ::-1, ::-1]
+        return np.linalg.cholesky(flipped)[..., ::-1, ::-1].copy()
+    return np.sqrt(p)
+
+
+def precisions_from_cholesky(prec_chol, covariance_type):
+    """``P = U Uᵀ`` (or ``U²`` for diagonal and spherical)."""
+    u = np.asarray(prec_chol)
+    if covariance_type == "full":
+        return np.einsum("kij,klj->kil", u, u)
+    if covariance_type == "tied":
+        return u @ u.T
+    return u**2
+
+
+def covariances_from_precisions(precisions, covariance_type):
+    """Inverse of the precisions."""
+    p = np.asarray(precisions, dtype=np.float64)
+    if covariance_type in ("full", "tied"):
+        cov = np.linalg.inv(p)
+        return 0.5 * (cov + np.swapaxes(cov, -1, -2))
+    return 1.0 / p
+
+
+def log_det_cholesky(prec_chol, covariance_type, n_features):
+    """``log det U`` per component (half the log-determinant of the precision)."""
+    u = np.asarray(prec_chol, dtype=np.float64)
+    if covariance_type == "full":
+        return np.log(np.diagonal(u, axis1=1, axis2=2)).sum(axis=1)
+    if covariance_type == "tied":
+        return np.log(np.diagonal(u)).sum()
+    if covariance_type == "diag":
+        return np.log(u).sum(axis=1)
+    return n_features * np.log(u)
+
+
+def natural_params(weights, means, prec_chol, covariance_type, centre) -> NaturalParams:
+    """Weighted component log-densities ``log π_k + log N(x | μ_k, Σ_k)`` as quadratic forms.
+
+    Parameters
+    ----------
+    weights : ndarray, shape (K,)
+    means : ndarray, shape (K, D)
+    prec_chol : ndarray
+        Precision Cholesky factors in the shape of ``covariance_type``.
+    covariance_type : str
+    centre : ndarray, shape (D,)
+        The shift the rows will be expressed about.
+
+    Returns
+    -------
+    NaturalParams
+    """
+    means = np.asarray(means, dtype=np.float64)
+    k, d = means.shape
+    m = means - np.asarray(centre, dtype=np.float64)
+    u = np.asarray(prec_chol, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(np.asarray(weights, dtype=np.float64))
+    log_det = log_det_cholesky(u, covariance_type, d)
+    base = log_w + log_det - 0.5 * d * math.log(2 * math.pi)
+    if covariance_type in ("full", "tied"):
+        uu = np.broadcast_to(u, (k, d, d)) if covariance_type == "tied" else u
+        y = np.einsum("kd,kde->ke", m, uu)  # Uᵀ m, so mᵀ P m = ‖y‖²
+        prec = np.einsum("kij,klj->kil", uu, uu)
+        lin = np.einsum("kde,ke->kd", uu, y)
+        return NaturalParams(quad=-0.5 * prec, lin=lin, const=base - 0.5 * (y**2).sum(axis=1))
+    p = u**2
+    if covariance_type == "diag":
+        return NaturalParams(quad=-0.5 * p, lin=p * m, const=base - 0.5 * (p * m**2).sum(axis=1))
+    return NaturalParams(quad=-0.5 * p, lin=p[:, None] * m, const=base - 0.5 * p * (m**2).sum(axis=1))

@@ -1,0 +1,261 @@
+"""The EM loop over a Dask array: map chunks to statistics, tree-reduce, update.
+
+Nothing here knows covariance algebra. A pass sends one small *plan* (the
+requests: parameters of every model in the list) to the cluster, maps every
+chunk to partial results with :func:`daskgmm.stats.chunk_pass`, merges them in
+a fixed tree (``split_every`` at a time) and returns the merged result to the
+client. Each iteration builds a new small graph that references the data's
+graph (persisted futures, or the Parquet reads when out of core) and nothing
+from earlier iterations, so graphs never grow with the iteration count.
+Because the tree's shape depends only on the chunking, a pass gives bitwise
+the same result whichever worker runs which task, and after a worker dies.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daskgmm.cluster import active_client, blas_threads, cluster_memory, local_memory, pin_worker_blas
+from daskgmm.stats import MixtureRequest, ScanRequest, chunk_pass, merge_partials
+
+#: Fraction of the workers' (or this machine's) memory the data may take when
+#: ``cache="auto"`` decides to keep it in memory.
+MEMORY_FRACTION = 0.4
+
+
+@dataclass(frozen=True)
+class _Plan:
+    requests: list
+    centre: np.ndarray | None
+    block_rows: int | None
+
+
+def _chunk_task(x, w, row0, plan: _Plan):
+    pin_worker_blas()
+    return chunk_pass(x, plan.requests, plan.centre, sample_weight=w, row0=row0, block_rows=plan.block_rows)
+
+
+def _merge_task(plan: _Plan, *parts):
+    return functools.reduce(lambda a, b: merge_partials(plan.requests, a, b), parts)
+
+
+class ChunkedData:
+    """Rows of a Dask array as the passes see them.
+
+    Parameters
+    ----------
+    X : dask.array.Array, shape (N, D)
+        Floating-point rows; columns are merged into one chunk.
+    sample_weight : dask.array.Array, shape (N,), optional
+    cache : {"auto", "memory", "none"}
+        Keep the rows in (cluster) memory for all passes, re-read them on
+        every pass (out of core: memory stays bounded by a few chunks per
+        worker), or decide by size: in memory when the data take less than
+        ``MEMORY_FRACTION`` of the workers' memory limits.
+    in_memory : bool
+        The array is backed by NumPy data in this process (then "auto" keeps it
+        as it is locally, and ships it to the cluster once with a client).
+    block_rows : int, optional
+        Rows per cache-sized block inside a chunk.
+    split_every : int
+        Fan-in of the reduction tree.
+    """
+
+    def __init__(self, X, sample_weight=None, *, cache="auto", in_memory=False, block_rows=None, split_every=8):
+        if cache not in ("auto", "memory", "none"):
+            raise ValueError(f"cache must be 'auto', 'memory' or 'none'; got {cache!r}")
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array, got {X.ndim}-D")
+        if X.numblocks[1] != 1:
+            X = X.rechunk({1: -1})
+        if any(math.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        if sample_weight is not None:
+            sample_weight = sample_weight.rechunk((X.chunks[0],))
+        self.client = active_client()
+        self.persisted = self._should_persist(X, cache, in_memory)
+        if self.persisted:
+            if sample_weight is not None:
+                X, sample_weight = self._persist(X, sample_weight)
+            else:
+                (X,) = self._persist(X)
+        self.X = X
+        self.sample_weight = sample_weight
+        self.block_rows = block_rows
+        self.split_every = max(2, int(split_every))
+        self._blocks = list(X.to_delayed(optimize_graph=False).ravel())
+        self._wblocks = (
+            [None] * len(self._blocks)
+            if sample_weight is None
+            else list(sample_weight.to_delayed(optimize_graph=False).ravel())
+        )
+        self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
+        self._scan = None
+        self.passes = 0
+
+    def _should_persist(self, X, cache, in_memory) -> bool:
+        if cache == "memory":
+            return True
+        if cache == "none":
+            return False
+        if self.client is not None:
+            if in_memory:
+                return True  # else the NumPy data would be shipped with every pass
+            budget = cluster_memory(self.client) or local_memory()
+        else:
+            if in_memory:
+                return False
+            budget = local_memory()
+        return X.nbytes <= MEMORY_FRACTION * budget
+
+    def _persist(self, *arrays):
+        import dask
+
+        if self.client is not None:
+            return self.client.persist(list(arrays))
+        with blas_threads(1):
+            return dask.persist(*arrays)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.X.dtype
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self._blocks)
+
+    def graph(self, requests: list, centre=None):
+        """The Delayed of one pass (map every chunk, then a fixed reduction tree)."""
+        from dask import delayed
+
+        plan = _Plan(list(requests), None if centre is None else np.asarray(centre, np.float64), self.block_rows)
+        tag = uuid.uuid4().hex[:12]
+        plan_d = delayed(plan, name=f"daskgmm-plan-{tag}", traverse=False)
+        parts = [
+            delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False)(b, w, int(self.offsets[i]), plan_d)
+            for i, (b, w) in enumerate(zip(self._blocks, self._wblocks))
+        ]
+        level = 0
+        while len(parts) > 1:
+            level += 1
+            se = self.split_every
+            parts = [
+                delayed(_merge_task, name=f"daskgmm-merge-{tag}-{level}-{j}", pure=False)(plan_d, *parts[i : i + se])
+                for j, i in enumerate(range(0, len(parts), se))
+            ]
+        return parts[0]
+
+    def run(self, requests: list, centre=None) -> list:
+        """One pass: every request over every chunk, merged. Returns one result per request."""
+        import dask
+
+        root = self.graph(requests, centre)
+        self.passes += 1
+        if self.client is not None:
+            (result,) = dask.compute(root)
+        else:
+            with blas_threads(1):
+                (result,) = dask.compute(root)
+        return result
+
+    def scan(self):
+        """Rows, weighted mean and variance, non-finite counts (one pass, cached)."""
+        if self._scan is None:
+            (self._scan,) = self.run([ScanRequest()])
+        return self._scan
+
+    def map_blocks(self, func, *args, dtype=None, drop_axis=None, new_axis=None, chunks=None):
+        """Lazy per-chunk map over the rows (for predictions)."""
+        return self.X.map_blocks(func, *args, dtype=dtype, drop_axis=drop_axis, new_axis=new_axis, chunks=chunks)
+
+
+@dataclass
+class Run:
+    """One model's course through the loop.
+
+    Attributes
+    ----------
+    state : model state (see :mod:`daskgmm.models`)
+    n_iter : int
+    converged : bool
+    objective : float
+        The latest objective (for mixtures: scikit-learn's ``lower_bound_``,
+        the mean log-likelihood of the parameters before the last M-step).
+    objectives : list of float
+    history : list of dict
+        Per iteration: ``iteration``, ``objective``, ``change``, ``seconds``
+        (wall time of the pass that served it) and ``events``.
+    done : bool
+    """
+
+    state: Any
+    n_iter: int = 0
+    converged: bool = False
+    objective: float = -np.inf
+    objectives: list = field(default_factory=list)
+    history: list = field(default_factory=list)
+    done: bool = False
+
+
+def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callback=None) -> list[Run]:
+    """Advance every run by EM iterations, all served by one pass per iteration.
+
+    Semantics per run are scikit-learn's: iteration ``t`` computes the
+    objective of the current parameters and updates them; a run stops when
+    ``state.converged`` says so or after ``max_iter`` iterations. Runs already
+    marked done are skipped; ``Run.n_iter`` continues a resumed run.
+
+    Parameters
+    ----------
+    data : ChunkedData
+    runs : list of Run
+    centre : ndarray, shape (D,)
+        Shift for every pass of the fit.
+    max_iter : int
+    callback : callable, optional
+        ``callback(iteration, runs)`` after every iteration (progress, checkpoints).
+    """
+    while True:
+        active = [r for r in runs if not r.done and r.n_iter < max_iter]
+        if not active:
+            for r in runs:
+                r.done = True
+            return runs
+        t0 = time.perf_counter()
+        stats = data.run([MixtureRequest([r.state.spec(centre) for r in active])], centre)[0]
+        seconds = time.perf_counter() - t0
+        for r, st in zip(active, stats):
+            obj = r.state.objective(st)
+            new = r.state.update(st)
+            change = obj - r.objective
+            r.converged = bool(r.state.converged(new, change))
+            r.state = new
+            r.objective = obj
+            r.n_iter += 1
+            r.objectives.append(obj)
+            r.history.append({
+                "iteration": r.n_iter,
+                "objective": obj,
+                "change": change,
+                "seconds": seconds,
+                "events": list(new.events),
+            })
+            if r.converged or r.n_iter >= max_iter:
+                r.done = True
+        if callback is not None:
+            callback(max(r.n_iter for r in active), runs)

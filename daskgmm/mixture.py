@@ -1,0 +1,550 @@
+"""``GaussianMixture``: scikit-learn's estimator, fitted by EM passes over Dask chunks."""
+
+from __future__ import annotations
+
+import time
+import typing
+
+import numpy as np
+
+from daskgmm import covariance as cov
+from daskgmm._base import (
+    ARRAY_LIKE,
+    BOOLEAN,
+    NONE,
+    RANDOM_STATE,
+    VERBOSE,
+    BaseEstimator,
+    Interval,
+    Options,
+    _is_dask_array,
+    _is_dask_dataframe,
+    check_finite,
+    check_rows,
+    warn_convergence,
+)
+from daskgmm.em import ChunkedData, Run, lockstep
+from daskgmm.init import INIT_METHODS, check_random_state, mixture_init_stats, restart_seeds
+from daskgmm.models import MixtureState
+from daskgmm.stats import component_logits
+
+
+def _check_shape(param, shape, name):
+    if param.shape != shape:
+        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}")
+
+
+def _as_param_array(value, name, ndim_ok=(1, 2, 3)) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"The parameter '{name}' must be numeric") from None
+    if arr.ndim not in ndim_ok:
+        raise ValueError(f"The parameter '{name}' has {arr.ndim} dimension(s)")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"The parameter '{name}' contains NaN or infinity")
+    return arr
+
+
+def check_weights(weights, n_components) -> np.ndarray:
+    w = _as_param_array(weights, "weights", (1,))
+    _check_shape(w, (n_components,), "weights")
+    if np.any(w < 0.0) or np.any(w > 1.0):
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got max value "
+            f"{w.min():.5f}, min value {w.max():.5f}"
+        )
+    if not np.allclose(abs(1.0 - w.sum()), 0.0, atol=1e-8):
+        raise ValueError(f"The parameter 'weights' should be normalized, but got sum(weights) = {w.sum():.5f}")
+    return w
+
+
+def check_means(means, n_components, n_features) -> np.ndarray:
+    m = _as_param_array(means, "means", (1, 2))
+    _check_shape(m, (n_components, n_features), "means")
+    return m
+
+
+def check_precisions(precisions, covariance_type, n_components, n_features) -> np.ndarray:
+    p = _as_param_array(precisions, f"{covariance_type} precision")
+    _check_shape(p, cov.covariance_shape(covariance_type, n_components, n_features), f"{covariance_type} precision")
+    if covariance_type in ("full", "tied"):
+        for mat in p.reshape(-1, n_features, n_features):
+            if not (np.allclose(mat, mat.T) and np.all(np.linalg.eigvalsh(mat) > 0.0)):
+                raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
+    elif np.any(p <= 0.0):
+        raise ValueError(f"'{covariance_type} precision' should be positive")
+    return p
+
+
+def _predict_block(x, nat, centre, what):
+    """Per-chunk predictions (a top-level function so that workers can unpickle it)."""
+    x = np.asarray(x)
+    if x.size and not np.all(np.isfinite(x)):
+        raise ValueError("Input X contains NaN or infinity.")
+    logits = component_logits(x, nat, centre)
+    if what == "labels":
+        return logits.argmax(axis=1)
+    mx = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1), logits.dtype)
+    with np.errstate(under="ignore"):
+        lse = mx + np.log(np.exp(logits - mx).sum(axis=1, keepdims=True))
+        if what == "proba":
+            return np.exp(logits - lse)
+    return lse[:, 0]
+
+
+class GaussianMixture(BaseEstimator):
+    """Gaussian mixture fitted by EM on data larger than memory.
+
+    The constructor, attributes and methods are scikit-learn's
+    :class:`sklearn.mixture.GaussianMixture`; each EM iteration is one pass in
+    which every Dask chunk is reduced to sufficient statistics and the
+    statistics are tree-reduced on the cluster. Restarts (``n_init``) run in
+    lockstep: one pass per iteration serves all of them.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    tol : float, default=1e-3
+        EM stops when the change of the mean log-likelihood per sample (the
+        lower bound) is below ``tol``.
+    reg_covar : float, default=1e-6
+        Added to the diagonal of covariances, to keep them positive definite.
+    max_iter : int, default=100
+    n_init : int, default=1
+        Restarts; the one with the largest final lower bound is kept.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+        "kmeans" runs k-means|| seeding and a few Lloyd passes on the cluster.
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        Shape (K,) spherical, (D, D) tied, (K, D) diag, (K, D, D) full.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation (independently of chunking) and ``sample``.
+    warm_start : bool, default=False
+        Continue from the fitted parameters on the next ``fit`` (``n_init`` ignored).
+    verbose : int, default=0
+    verbose_interval : int, default=10
+    assignment : {"soft", "hard"}, default="soft"
+        "hard" is classification EM: each row wholly to its most likely component.
+    update_params : str, default="wmc"
+        Which of weights (w), means (m) and covariances (c) the M-step updates.
+    on_collapse : {"raise", "reinit"}, default="raise"
+        A component whose covariance stops being positive definite raises a
+        ValueError naming it ("raise", scikit-learn's behaviour), or is re-seeded
+        at the worst-explained rows and the fit continues ("reinit"; recorded
+        in ``history_``).
+    cache : {"auto", "memory", "none"}, default="auto"
+        Keep Dask input in (cluster) memory across passes, or re-read it every
+        pass (out of core). "auto" keeps it when it takes under 40% of memory.
+    chunk_size : int, optional
+        Rows per chunk when the input is in memory (NumPy, pandas).
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+    precisions_ : ndarray
+    precisions_cholesky_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        Mean log-likelihood per sample of the best run (before its last M-step).
+    lower_bounds_ : list of float
+        Lower bound at each iteration of the best run.
+    history_ : list of dict
+        Per iteration of the best run: ``iteration``, ``lower_bound``,
+        ``change``, ``seconds`` (wall time of the pass) and ``events``.
+    restarts_ : list of dict
+        ``lower_bound``, ``n_iter``, ``converged`` of every restart.
+    init_seconds_ : float
+        Wall time of the initialisation (all restarts).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Column names, when the input had string column names.
+    """
+
+    _parameter_constraints: typing.ClassVar[dict] = {
+        "n_components": [Interval(int, 1, None)],
+        "covariance_type": [Options("full", "tied", "diag", "spherical")],
+        "tol": [Interval(float, 0.0, None)],
+        "reg_covar": [Interval(float, 0.0, None)],
+        "max_iter": [Interval(int, 0, None)],
+        "n_init": [Interval(int, 1, None)],
+        "init_params": [Options(*INIT_METHODS)],
+        "weights_init": [ARRAY_LIKE, NONE],
+        "means_init": [ARRAY_LIKE, NONE],
+        "precisions_init": [ARRAY_LIKE, NONE],
+        "random_state": RANDOM_STATE,
+        "warm_start": [BOOLEAN],
+        "verbose": VERBOSE,
+        "verbose_interval": [Interval(int, 1, None)],
+        "assignment": [Options("soft", "hard")],
+        "on_collapse": [Options("raise", "reinit")],
+        "cache": [Options("auto", "memory", "none")],
+        "chunk_size": [Interval(int, 1, None), NONE],
+    }
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        assignment="soft",
+        update_params="wmc",
+        on_collapse="raise",
+        cache="auto",
+        chunk_size=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.assignment = assignment
+        self.update_params = update_params
+        self.on_collapse = on_collapse
+        self.cache = cache
+        self.chunk_size = chunk_size
+
+    # ------------------------------------------------------------------ fit
+    def _check_update_params(self):
+        up = self.update_params
+        if not isinstance(up, str) or not up or set(up) - set("wmc") or len(set(up)) != len(up):
+            raise ValueError(
+                f"update_params must be a non-empty combination of 'w', 'm' and 'c' "
+                f"(weights, means, covariances); got {up!r}"
+            )
+
+    def _state_kwargs(self, dtype) -> dict:
+        return dict(
+            reg_covar=float(self.reg_covar), tol=float(self.tol), eps_dtype=np.dtype(dtype),
+            assignment=self.assignment, update_params=self.update_params, on_collapse=self.on_collapse,
+        )
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the parameters with EM, keeping the best of ``n_init`` runs.
+
+        Parameters
+        ----------
+        X : array-like, pandas DataFrame, dask Array or dask DataFrame, shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like or dask Array of shape (n_samples,), optional
+            Non-negative row weights (multiply the responsibilities).
+
+        Returns
+        -------
+        self
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then label the rows (NumPy for in-memory input, lazy Dask for Dask input)."""
+        self._fit(X, sample_weight)
+        return self.predict(X)
+
+    def _prepare(self, X, sample_weight, min_samples=2):
+        Xd, info = check_rows(X, type(self).__name__, min_samples=min_samples, chunk_rows=self.chunk_size)
+        w = None
+        if sample_weight is not None:
+            import dask.array as da
+
+            if _is_dask_array(sample_weight) or _is_dask_dataframe(sample_weight):
+                w = sample_weight
+                if hasattr(w, "to_dask_array"):
+                    w = w.to_dask_array(lengths=True)
+            else:
+                w = np.asarray(sample_weight, dtype=np.float64)
+                if w.ndim != 1 or len(w) != Xd.shape[0]:
+                    raise ValueError(
+                        f"sample_weight.shape == {w.shape}, expected ({Xd.shape[0]},)!"
+                    )
+                w = da.from_array(w, chunks=(Xd.chunks[0],))
+            if w.ndim != 1 or w.shape[0] != Xd.shape[0]:
+                raise ValueError(f"sample_weight.shape == {w.shape}, expected ({Xd.shape[0]},)!")
+            w = w.astype(np.float64)
+        data = ChunkedData(Xd, w, cache=self.cache, in_memory=info["in_memory"])
+        scan = data.scan()
+        check_finite(scan, info["feature_names"])
+        if scan.weight <= 0:
+            raise ValueError("sample_weight must have a positive sum")
+        return data, scan, info
+
+    def _fit(self, X, sample_weight):
+        self._validate_params()
+        self._check_update_params()
+        data, scan, info = self._prepare(X, sample_weight)
+        n, d = data.n_rows, data.n_features
+        k = self.n_components
+        if n < k:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
+            )
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if not do_init and self.means_.shape[1] != d:
+            raise ValueError(
+                f"X has {d} features, but the warm-started {type(self).__name__} was fitted "
+                f"with {self.means_.shape[1]} features."
+            )
+        init = self._checked_init(d)
+        centre = scan.mean
+        kw = self._state_kwargs(data.dtype)
+        t0 = time.perf_counter()
+        if do_init:
+            seeds = restart_seeds(self.random_state, self.n_init)
+            states = self._initial_states(data, centre, scan, seeds, init, kw)
+            runs = [Run(s) for s in states]
+        else:
+            runs = [Run(self._current_state(kw), objective=self.lower_bound_)]
+        self.init_seconds_ = time.perf_counter() - t0
+        self._verbose_start(len(runs))
+        lockstep(data, runs, centre=centre, max_iter=self.max_iter,
+                 callback=self._verbose_iteration if self.verbose else None)
+        self._verbose_end(runs)
+        self._finish(runs, data.dtype, d, info)
+        return data
+
+    def _checked_init(self, d):
+        k, ct = self.n_components, self.covariance_type
+        return {
+            "weights": None if self.weights_init is None else check_weights(self.weights_init, k),
+            "means": None if self.means_init is None else check_means(self.means_init, k, d),
+            "precisions": None if self.precisions_init is None else check_precisions(self.precisions_init, ct, k, d),
+        }
+
+    def _initial_states(self, data, centre, scan, seeds, init, kw) -> list[MixtureState]:
+        ct = self.covariance_type
+        if all(v is not None for v in init.values()):
+            p = init["precisions"]
+            state = MixtureState(
+                init["weights"], init["means"], cov.covariances_from_precisions(p, ct),
+                cov.precisions_cholesky_from_precisions(p, ct), ct, **kw,
+            )
+            return [state] * len(seeds)
+        stats = mixture_init_stats(
+            data, centre, method=self.init_params, n_components=self.n_components,
+            covariance_type=ct, seeds=seeds,
+        )
+        states = []
+        for st in stats:
+            nk, means, covs = cov.estimate_parameters(st, self.reg_covar, kw["eps_dtype"])
+            weights = nk / scan.weight if init["weights"] is None else init["weights"]
+            means = means if init["means"] is None else init["means"]
+            if init["precisions"] is None:
+                states.append(MixtureState.from_covariances(weights, means, covs, ct, **kw))
+            else:
+                p = init["precisions"]
+                states.append(MixtureState(
+                    weights, means, cov.covariances_from_precisions(p, ct),
+                    cov.precisions_cholesky_from_precisions(p, ct), ct, **kw,
+                ))
+        return states
+
+    def _current_state(self, kw) -> MixtureState:
+        return MixtureState(
+            np.asarray(self.weights_, np.float64), np.asarray(self.means_, np.float64),
+            np.asarray(self.covariances_, np.float64), np.asarray(self.precisions_cholesky_, np.float64),
+            self.covariance_type, **kw,
+        )
+
+    def _finish(self, runs, dtype, d, info):
+        if self.max_iter == 0:
+            best = runs[-1]  # scikit-learn keeps the last initialisation
+            best_lb = -np.inf
+        else:
+            best, best_lb = None, -np.inf
+            for r in runs:
+                if r.objective > best_lb or best_lb == -np.inf:
+                    best, best_lb = r, r.objective
+        st = best.state
+        self.weights_ = st.weights.astype(dtype)
+        self.means_ = st.means.astype(dtype)
+        if st.covariances is not None:
+            self.covariances_ = st.covariances.astype(dtype)
+        self.precisions_cholesky_ = np.asarray(st.precisions_cholesky).astype(dtype)
+        self.precisions_ = cov.precisions_from_cholesky(st.precisions_cholesky, self.covariance_type).astype(dtype)
+        self.converged_ = bool(best.converged) if self.max_iter > 0 else False
+        self.n_iter_ = int(best.n_iter)
+        self.lower_bound_ = float(best_lb)
+        self.lower_bounds_ = [float(v) for v in best.objectives]
+        self.history_ = [
+            {"iteration": h["iteration"], "lower_bound": h["objective"], "change": h["change"],
+             "seconds": h["seconds"], "events": h["events"]}
+            for h in best.history
+        ]
+        self.restarts_ = [
+            {"lower_bound": float(r.objective), "n_iter": int(r.n_iter), "converged": bool(r.converged)}
+            for r in runs
+        ]
+        self.n_features_in_ = d
+        if info.get("feature_names") is not None:
+            self.feature_names_in_ = info["feature_names"]
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        if not self.converged_ and self.max_iter > 0:
+            warn_convergence(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data."
+            )
+
+    # ------------------------------------------------------------- verbose
+    def _verbose_start(self, n_runs):
+        self._t_iter = time.perf_counter()
+        if self.verbose:
+            for i in range(n_runs):
+                print(f"Initialization {i}")
+
+    def _verbose_iteration(self, iteration, runs):
+        if iteration % self.verbose_interval:
+            return
+        now = time.perf_counter()
+        for i, r in enumerate(runs):
+            if r.n_iter != iteration:
+                continue
+            tag = f" (initialization {i})" if len(runs) > 1 else ""
+            if self.verbose == 1:
+                print(f"  Iteration {iteration}{tag}")
+            else:
+                change = r.history[-1]["change"]
+                print(f"  Iteration {iteration}\t time lapse {now - self._t_iter:.5f}s\t ll change {change:.5f}{tag}")
+        self._t_iter = now
+
+    def _verbose_end(self, runs):
+        if not self.verbose:
+            return
+        for i, r in enumerate(runs):
+            msg = "converged" if r.converged else "did not converge"
+            if self.verbose >= 2:
+                print(f"Initialization {i} {msg}. lower bound {r.objective:.5f}.")
+            else:
+                print(f"Initialization {i} {msg}.")
+
+    # ----------------------------------------------------------- predictions
+    def _centre(self) -> np.ndarray:
+        w = np.asarray(self.weights_, np.float64)
+        return (w / w.sum()) @ np.asarray(self.means_, np.float64)
+
+    def _natural(self, centre):
+        return cov.natural_params(
+            self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, centre
+        )
+
+    def _apply(self, X, what):
+        """Run ``_predict_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
+        self._check_is_fitted("means_")
+        name = type(self).__name__
+        d = self.n_features_in_
+        centre = self._centre()
+        nat = self._natural(centre)
+        if _is_dask_array(X) or _is_dask_dataframe(X):
+            Xd, _ = check_rows(X, name, min_samples=0)
+            if Xd.shape[1] != d:
+                raise ValueError(f"X has {Xd.shape[1]} features, but {name} is expecting {d} features as input.")
+            if Xd.numblocks[1] != 1:
+                Xd = Xd.rechunk({1: -1})
+            if what == "proba":
+                return Xd.map_blocks(_predict_block, nat, centre, what, dtype=Xd.dtype,
+                                     chunks=(Xd.chunks[0], (self.n_components,)))
+            dtype = np.intp if what == "labels" else Xd.dtype
+            return Xd.map_blocks(_predict_block, nat, centre, what, dtype=dtype, drop_axis=1)
+        Xd, _ = check_rows(X, name, min_samples=1)
+        x = np.asarray(Xd.compute(scheduler="sync"))  # in-memory input: a view, no copy
+        if x.shape[1] != d:
+            raise ValueError(f"X has {x.shape[1]} features, but {name} is expecting {d} features as input.")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("Input X contains NaN." if np.isnan(x).any() else
+                             "Input X contains infinity or a value too large for dtype('float64').")
+        return _predict_block(x, nat, centre, what)
+
+    def predict(self, X):
+        """Most likely component of each row, shape (n_samples,)."""
+        return self._apply(X, "labels")
+
+    def predict_proba(self, X):
+        """Posterior probability of each component, shape (n_samples, n_components)."""
+        return self._apply(X, "proba")
+
+    def score_samples(self, X):
+        """Log-likelihood ``log p(x)`` of each row, shape (n_samples,)."""
+        return self._apply(X, "score")
+
+    def score(self, X, y=None):
+        """Mean log-likelihood per row (a float; Dask input is computed)."""
+        s = self.score_samples(X)
+        return float(s.mean().compute() if hasattr(s, "compute") else s.mean())
+
+    def _n_parameters(self) -> int:
+        return cov.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
+
+    def _n_rows(self, X) -> int:
+        if _is_dask_dataframe(X):
+            return len(X)
+        n = X.shape[0] if hasattr(X, "shape") else len(X)
+        if isinstance(n, float) and np.isnan(n):
+            n = int(X.compute_chunk_sizes().shape[0])
+        return int(n)
+
+    def bic(self, X):
+        """Bayesian information criterion on X (lower is better)."""
+        n = self._n_rows(X)
+        return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X):
+        """Akaike information criterion on X (lower is better)."""
+        return -2 * self.score(X) * self._n_rows(X) + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream).
+
+        Returns
+        -------
+        X : ndarray, shape (n_samples, n_features)
+        y : ndarray of int, shape (n_samples,)
+            Component of each row.
+        """
+        self._check_is_fitted("means_")
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
+            )
+        rng = check_random_state(self.random_state)
+        means = np.asarray(self.means_, np.float64)
+        covs = np.asarray(self.covariances_, np.float64)
+        n_features = means.shape[1]
+        counts = rng.multinomial(n_samples, np.asarray(self.weights_, np.float64))
+        ct = self.covariance_type
+        if ct == "full":
+            X = np.vstack([rng.multivariate_normal(m, c, int(s)) for m, c, s in zip(means, covs, counts)])
+        elif ct == "tied":
+            X = np.vstack([rng.multivariate_normal(m, covs, int(s)) for m, s in zip(means, counts)])
+        else:
+            X = np.vstack([
+                m + rng.standard_normal(size=(s, n_features)) * np.sqrt(c)
+                for m, c, s in zip(means, covs, counts)
+            ])
+        y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
+        return X, y

@@ -1,0 +1,237 @@
+"""Model states the EM loop advances: what each model asks of a pass, and its M-step.
+
+Pure NumPy. The loop in :mod:`daskgmm.em` treats every state alike through four
+methods: ``spec(centre)`` (what a pass must compute for it), ``update(stats)``
+(the M-step), ``objective(stats)`` (the number recorded per iteration) and
+``converged(new, change)``. A Gaussian mixture, its hard-assignment and
+means-only variants, and k-means differ only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from daskgmm import covariance as cov
+from daskgmm.stats import ModelSpec, SuffStats, kmeans_natural_params
+
+
+def _f64(a):
+    return None if a is None else np.asarray(a, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class MixtureState:
+    """Parameters of one Gaussian mixture, and how to update them.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (K,)
+    means : ndarray, shape (K, D)
+    covariances : ndarray or None
+        In the shape of ``covariance_type`` (None only when the model was
+        initialised from precisions).
+    precisions_cholesky : ndarray
+    covariance_type : str
+    reg_covar : float
+    tol : float
+        Convergence threshold on the change of the mean log-likelihood.
+    eps_dtype : numpy dtype
+        The data dtype (sets scikit-learn's ``10 * eps`` guard and error hints).
+    assignment : {"soft", "hard"}
+    update_params : str
+        Which of weights (w), means (m), covariances (c) the M-step updates.
+    on_collapse : {"raise", "reinit"}
+    events : tuple of str
+        What the last update did besides the M-step (e.g. a re-seeded component).
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray | None
+    precisions_cholesky: np.ndarray
+    covariance_type: str
+    reg_covar: float = 1e-6
+    tol: float = 1e-3
+    eps_dtype: np.dtype = field(default=np.dtype(np.float64))
+    assignment: str = "soft"
+    update_params: str = "wmc"
+    on_collapse: str = "raise"
+    events: tuple = ()
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    # -- construction -----------------------------------------------------
+    @classmethod
+    def from_covariances(cls, weights, means, covariances, covariance_type, **kw) -> MixtureState:
+        eps_dtype = np.dtype(kw.get("eps_dtype", np.float64))
+        prec_chol = cov.precisions_cholesky(
+            covariances, covariance_type, reg_covar=kw.get("reg_covar"), float32=eps_dtype == np.float32
+        )
+        return cls(_f64(weights), _f64(means), _f64(covariances), prec_chol, covariance_type, **kw)
+
+    @classmethod
+    def from_stats(cls, stats: SuffStats, *, n_samples=None, **kw) -> MixtureState:
+        """Parameters from statistics, as scikit-learn's ``_initialize`` (``n_samples`` given:
+        weights are ``nk / n_samples``, not renormalised) or ``_m_step`` (normalised)."""
+        eps_dtype = np.dtype(kw.get("eps_dtype", np.float64))
+        nk, means, covs = cov.estimate_parameters(stats, kw.get("reg_covar", 1e-6), eps_dtype)
+        weights = nk / n_samples if n_samples is not None else nk / nk.sum()
+        return cls.from_covariances(weights, means, covs, stats.covariance_type, **kw)
+
+    def with_overrides(self, weights=None, means=None, precisions=None) -> MixtureState:
+        """User-given initial parameters replace the estimated ones (scikit-learn's rule)."""
+        st = self
+        if weights is not None:
+            st = replace(st, weights=_f64(weights))
+        if means is not None:
+            st = replace(st, means=_f64(means))
+        if precisions is not None:
+            pc = cov.precisions_cholesky_from_precisions(precisions, self.covariance_type)
+            st = replace(st, precisions_cholesky=pc, covariances=None)
+        return st
+
+    # -- the loop's interface ---------------------------------------------
+    def spec(self, centre, n_worst: int = 0) -> ModelSpec:
+        nat = cov.natural_params(
+            self.weights, self.means, self.precisions_cholesky, self.covariance_type, centre
+        )
+        if self.on_collapse == "reinit":
+            n_worst = max(n_worst, self.n_components)
+        return ModelSpec(nat, self.covariance_type, self.assignment, n_worst=n_worst)
+
+    def objective(self, stats: SuffStats) -> float:
+        """Mean log-likelihood per sample (scikit-learn's lower bound)."""
+        return stats.loglik / stats.weight if stats.weight > 0 else -np.inf
+
+    def converged(self, new: MixtureState, change: float) -> bool:
+        return abs(change) < self.tol
+
+    def update(self, stats: SuffStats) -> MixtureState:
+        """M-step. Raises ValueError naming collapsed components (``on_collapse="raise"``)."""
+        nk, means, covs = cov.estimate_parameters(stats, self.reg_covar, self.eps_dtype)
+        up = self.update_params
+        weights = nk / nk.sum() if "w" in up else self.weights
+        means = means if "m" in up else self.means
+        events = ()
+        if "c" not in up:
+            return replace(self, weights=weights, means=means, events=events)
+        try:
+            prec_chol = cov.precisions_cholesky(
+                covs, self.covariance_type, reg_covar=self.reg_covar,
+                float32=self.eps_dtype == np.float32,
+            )
+        except ValueError:
+            if self.on_collapse != "reinit" or self.covariance_type == "tied":
+                raise
+            weights, means, covs, prec_chol, events = self._reinit(stats, weights, means, covs)
+        return replace(
+            self, weights=weights, means=means, covariances=covs,
+            precisions_cholesky=prec_chol, events=events,
+        )
+
+    def _reinit(self, stats: SuffStats, weights, means, covs):
+        """Re-seed collapsed components at the worst-explained rows."""
+        k = self.n_components
+        ct = self.covariance_type
+        bad = _collapsed_components(covs, ct)
+        good = np.setdiff1d(np.arange(k), bad)
+        if good.size == 0:
+            raise ValueError(
+                "every component collapsed; increase reg_covar or decrease n_components"
+            )
+        worst = stats.worst
+        points = worst.points if worst is not None else np.zeros((0, means.shape[1]))
+        # A collapsed component restarts at a poorly explained row, with the
+        # average covariance of the healthy ones and an equal share of weight.
+        covs = covs.copy()
+        means = means.copy()
+        weights = weights.copy()
+        avg_cov = covs[good].mean(axis=0)
+        events = []
+        for j, comp in enumerate(bad):
+            if j < len(points):
+                means[comp] = points[j]
+            covs[comp] = avg_cov
+            weights[comp] = 1.0 / k
+            where = f"row {int(worst.rows[j])}" if j < len(points) else "its old mean"
+            events.append(f"component {int(comp)} collapsed; re-seeded at {where}")
+        weights = weights / weights.sum()
+        prec_chol = cov.precisions_cholesky(covs, ct, reg_covar=self.reg_covar)
+        return weights, means, covs, prec_chol, tuple(events)
+
+
+def _collapsed_components(covs, covariance_type) -> np.ndarray:
+    bad = []
+    for k in range(covs.shape[0]):
+        c = covs[k]
+        if covariance_type == "full":
+            try:
+                np.linalg.cholesky(c)
+                ok = np.all(np.isfinite(c))
+            except np.linalg.LinAlgError:
+                ok = False
+        else:
+            ok = bool(np.all(np.isfinite(c)) and np.all(c > 0))
+        if not ok:
+            bad.append(k)
+    return np.array(bad, dtype=np.intp)
+
+
+@dataclass(frozen=True)
+class KMeansState:
+    """Centres of one k-means model (Lloyd's algorithm in the same loop).
+
+    Attributes
+    ----------
+    centers : ndarray, shape (K, D)
+    tol : float
+        Absolute threshold on the summed squared centre shift (scikit-learn's
+        ``tol`` times the mean feature variance).
+    relocate_empty : bool
+        Move empty clusters onto the rows farthest from their centres, as
+        scikit-learn does (needs the pass to return the worst rows).
+    """
+
+    centers: np.ndarray
+    tol: float = 0.0
+    relocate_empty: bool = True
+    events: tuple = ()
+
+    @property
+    def n_components(self) -> int:
+        return self.centers.shape[0]
+
+    def spec(self, centre, n_worst: int = 0) -> ModelSpec:
+        n_worst = max(n_worst, self.n_components if self.relocate_empty else 0)
+        return ModelSpec(
+            kmeans_natural_params(self.centers - centre), "spherical", "hard", n_worst=n_worst
+        )
+
+    def objective(self, stats: SuffStats) -> float:
+        """Inertia: the weighted sum of squared distances to the nearest centre."""
+        return -stats.loglik
+
+    def converged(self, new: KMeansState, change: float) -> bool:
+        shift = float(((new.centers - self.centers) ** 2).sum())
+        return shift <= self.tol
+
+    def update(self, stats: SuffStats) -> KMeansState:
+        n = stats.n
+        centers = self.centers.copy()
+        full = n > 0
+        centers[full] = stats.shift + stats.s1[full] / n[full, None]
+        events = ()
+        empty = np.flatnonzero(~full)
+        if empty.size and self.relocate_empty and stats.worst is not None:
+            pts = stats.worst.points
+            take = min(len(pts), empty.size)
+            centers[empty[:take]] = pts[:take]
+            events = tuple(
+                f"cluster {int(c)} was empty; moved to row {int(r)}"
+                for c, r in zip(empty[:take], stats.worst.rows[:take])
+            )
+        return replace(self, centers=centers, events=events)

@@ -1,0 +1,85 @@
+"""The distributed path: chunking invariance, graph size, real LocalCluster."""
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from daskgmm import GaussianMixture
+from daskgmm.em import ChunkedData
+
+from .conftest import make_blobs
+
+
+def _fit(X, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return GaussianMixture(3, random_state=0, max_iter=15, tol=0.0, **kw).fit(X)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_same_result_for_any_chunking(ct):
+    X, _, _ = make_blobs(n=3000, d=3, k=3, spread=1.5, sep=4.0)
+    ref = _fit(X, covariance_type=ct, chunk_size=3000)  # one chunk
+    chunkings = [
+        (100, 3),  # many
+        ((1000, 1, 1500, 499), 3),  # uneven
+        ((1500, 0, 1500), 3),  # with an empty chunk
+    ]
+    for chunks in chunkings:
+        g = _fit(da.from_array(X, chunks=chunks), covariance_type=ct)
+        np.testing.assert_allclose(g.means_, ref.means_, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(g.covariances_, ref.covariances_, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(g.lower_bounds_, ref.lower_bounds_, rtol=1e-12)
+
+
+def test_graph_does_not_grow_with_iterations(monkeypatch):
+    X, _, _ = make_blobs(n=2000)
+    sizes = []
+    original = ChunkedData.graph
+
+    def recording(self, requests, centre=None):
+        root = original(self, requests, centre)
+        sizes.append(len(root.__dask_graph__()))
+        return root
+
+    monkeypatch.setattr(ChunkedData, "graph", recording)
+    g = _fit(da.from_array(X, chunks=(250, 3)), init_params="random_from_data")
+    em_sizes = sizes[-g.n_iter_:]
+    assert len(set(em_sizes)) == 1
+    # 8 chunks + their data tasks, 1 plan, 1 merge: small and fixed
+    assert em_sizes[0] < 30
+
+
+def test_fit_on_local_cluster_with_processes(process_client):
+    """The same fit through a real distributed cluster (2 worker processes, 127.0.0.1)."""
+    X, _, _ = make_blobs(n=4000, d=3, k=3)
+    local = _fit(X, init_params="kmeans")
+    assert process_client.scheduler.address.startswith("tcp://127.0.0.1")
+    with process_client.as_current():
+        dist = _fit(da.from_array(X, chunks=(500, 3)), init_params="kmeans")
+        on_cluster_numpy = _fit(X, init_params="kmeans")
+    np.testing.assert_allclose(dist.means_, local.means_, rtol=1e-9)
+    np.testing.assert_allclose(on_cluster_numpy.means_, local.means_, rtol=1e-9)
+    np.testing.assert_allclose(dist.lower_bound_, local.lower_bound_, rtol=1e-12)
+
+
+def test_workers_run_blas_single_threaded(process_client):
+    def blas_threads():
+        from threadpoolctl import threadpool_info
+
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    for threads in process_client.run(blas_threads).values():
+        assert threads and all(t == 1 for t in threads)
+
+
+def test_cache_policies_give_the_same_fit():
+    X, _, _ = make_blobs(n=2000)
+    Xd = da.from_array(X, chunks=(300, 3))
+    a = _fit(Xd, cache="memory")
+    b = _fit(Xd, cache="none")
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-12)
+    with pytest.raises(ValueError, match="'cache' parameter"):
+        GaussianMixture(2, cache="disk").fit(X)

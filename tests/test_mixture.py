@@ -1,0 +1,335 @@
+"""GaussianMixture against scikit-learn: same init, same parameters; the scikit-learn API."""
+
+import warnings
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGMM
+
+import daskgmm
+from daskgmm import GaussianMixture
+
+from .conftest import make_blobs
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _sk_start(X, ct, k=3, seed=1):
+    """Initial parameters from a short scikit-learn fit (so both start at the same point)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = SkGMM(k, covariance_type=ct, random_state=seed, max_iter=2).fit(X)
+    return dict(weights_init=s.weights_, means_init=s.means_, precisions_init=s.precisions_)
+
+
+@pytest.mark.parametrize("ct", TYPES)
+@pytest.mark.parametrize("chunks", [None, 97])
+def test_same_parameters_as_sklearn_from_same_init(ct, chunks):
+    X, _, _ = make_blobs(n=1500, d=3, k=3, spread=1.5, sep=3.0)
+    init = _sk_start(X, ct)
+    kw = dict(covariance_type=ct, max_iter=25, tol=0.0, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGMM(3, **kw).fit(X)
+        Xin = X if chunks is None else da.from_array(X, chunks=(chunks, 3))
+        g = GaussianMixture(3, **kw).fit(Xin)
+    assert g.n_iter_ == sk.n_iter_ == 25
+    np.testing.assert_allclose(g.weights_, sk.weights_, rtol=1e-6)
+    np.testing.assert_allclose(g.means_, sk.means_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g.covariances_, sk.covariances_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g.precisions_cholesky_, sk.precisions_cholesky_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g.precisions_, sk.precisions_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g.lower_bound_, sk.lower_bound_, rtol=1e-10)
+    np.testing.assert_allclose(g.lower_bounds_, sk.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose(g.score(X), sk.score(X), rtol=1e-10)
+    np.testing.assert_allclose(g.bic(X), sk.bic(X), rtol=1e-10)
+    np.testing.assert_allclose(g.aic(X), sk.aic(X), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(g.predict_proba(Xin)), sk.predict_proba(X), atol=1e-8)
+    np.testing.assert_array_equal(np.asarray(g.predict(Xin)), sk.predict(X))
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_convergence_semantics_match_sklearn(ct):
+    X, _, _ = make_blobs(n=800, d=2, k=3, spread=1.2, sep=3.0)
+    init = _sk_start(X, ct)
+    sk = SkGMM(3, covariance_type=ct, tol=1e-4, max_iter=200, **init).fit(X)
+    g = GaussianMixture(3, covariance_type=ct, tol=1e-4, max_iter=200, **init).fit(X)
+    assert g.converged_ and sk.converged_
+    assert g.n_iter_ == sk.n_iter_
+    assert len(g.history_) == g.n_iter_ == len(g.lower_bounds_)
+    assert all(h["seconds"] >= 0 for h in g.history_)
+    np.testing.assert_allclose(g.lower_bound_, sk.lower_bound_, rtol=1e-9)
+
+
+def test_convergence_warning_and_max_iter_zero():
+    X, _, _ = make_blobs(n=300)
+    with pytest.warns(daskgmm.ConvergenceWarning, match="did not converge"):
+        g = GaussianMixture(3, max_iter=2, tol=0.0, random_state=0).fit(X)
+    assert not g.converged_ and g.n_iter_ == 2
+    # the same warning is catchable as scikit-learn's
+    with pytest.warns(SkConvergenceWarning):
+        GaussianMixture(3, max_iter=1, tol=0.0, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g0 = GaussianMixture(3, max_iter=0, random_state=0).fit(X)
+    assert g0.n_iter_ == 0 and not g0.converged_ and g0.lower_bound_ == -np.inf
+
+
+def test_old_faithful_two_regimes(faithful):
+    g = GaussianMixture(2, random_state=0).fit(faithful)
+    order = np.argsort(g.means_[:, 0])
+    short, long_ = g.means_[order]
+    # short eruptions (~2 min) after ~55 min waits; long (~4.3 min) after ~80 min
+    np.testing.assert_allclose(short, [2.04, 54.5], atol=0.1)
+    np.testing.assert_allclose(long_, [4.29, 80.0], atol=0.1)
+    np.testing.assert_allclose(g.weights_[order], [0.356, 0.644], atol=0.01)
+    sk = SkGMM(2, random_state=0).fit(faithful)
+    np.testing.assert_allclose(g.lower_bound_, sk.lower_bound_, rtol=1e-6)
+    assert g.converged_
+
+
+@pytest.mark.parametrize("init", ["kmeans", "k-means++", "random_from_data", "random"])
+def test_every_init_is_reproducible_and_chunking_independent(init):
+    X, _, _ = make_blobs(n=2000, d=2, k=3, sep=8.0)
+    kw = dict(init_params=init, random_state=3, max_iter=5, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)
+        a = GaussianMixture(3, **kw).fit(X)
+        b = GaussianMixture(3, **kw).fit(da.from_array(X, chunks=(137, 2)))
+        c = GaussianMixture(3, **kw).fit(da.from_array(X, chunks=((1000, 0, 999, 1), 2)))
+    for other in (b, c):
+        np.testing.assert_allclose(other.means_, a.means_, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(other.covariances_, a.covariances_, rtol=1e-9, atol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)
+        d = GaussianMixture(3, **{**kw, "random_state": 4}).fit(X)
+    if init != "random":  # different seeds pick different starting rows
+        assert not np.allclose(d.means_, a.means_, rtol=0, atol=1e-12) or init == "kmeans"
+
+
+@pytest.mark.parametrize("init", ["kmeans", "k-means++", "random_from_data"])
+def test_point_inits_find_separated_clusters(init):
+    X, _labels, centres = make_blobs(n=3000, d=2, k=4, sep=10.0, seed=2)
+    g = GaussianMixture(4, init_params=init, random_state=0, n_init=3).fit(X)
+    found = g.means_[np.argsort(g.means_[:, 0])]
+    expect = centres[np.argsort(centres[:, 0])]
+    np.testing.assert_allclose(found, expect, atol=0.2)
+
+
+def test_n_init_keeps_the_best_run():
+    X, _, _ = make_blobs(n=1500, d=2, k=5, sep=4.0, seed=7)
+    g = GaussianMixture(5, n_init=4, init_params="random_from_data", random_state=0).fit(X)
+    lbs = [r["lower_bound"] for r in g.restarts_]
+    assert len(lbs) == 4
+    assert g.lower_bound_ == max(lbs)
+    best = int(np.argmax(lbs))
+    assert g.n_iter_ == g.restarts_[best]["n_iter"]
+
+
+def test_warm_start_continues():
+    X, _, _ = make_blobs(n=1000, d=2, k=3, spread=2.0, sep=3.0)
+    kw = dict(random_state=0, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = GaussianMixture(3, max_iter=8, **kw).fit(X)
+        warm = GaussianMixture(3, max_iter=4, warm_start=True, **kw).fit(X)
+        first_lb = warm.lower_bound_
+        warm.fit(X)
+    assert warm.n_iter_ == 4
+    assert warm.lower_bound_ >= first_lb - 1e-12
+    np.testing.assert_allclose(warm.means_, full.means_, rtol=1e-9)
+    np.testing.assert_allclose(warm.lower_bound_, full.lower_bound_, rtol=1e-12)
+
+
+def test_outputs_numpy_for_numpy_and_lazy_dask_for_dask(blobs):
+    X, _, _ = blobs
+    g = GaussianMixture(3, random_state=0).fit(X)
+    for f in (g.predict, g.predict_proba, g.score_samples):
+        assert isinstance(f(X), np.ndarray)
+        lazy = f(da.from_array(X, chunks=(500, 3)))
+        assert isinstance(lazy, da.Array)
+        np.testing.assert_allclose(lazy.compute(), f(X), rtol=1e-12)
+    labels = g.fit_predict(da.from_array(X, chunks=(700, 3)))
+    assert isinstance(labels, da.Array)
+    np.testing.assert_array_equal(labels.compute(), g.predict(X))
+    np.testing.assert_array_equal(GaussianMixture(3, random_state=0).fit_predict(X), g.predict(X))
+    assert g.predict(X).shape == (3000,) and g.predict_proba(X).shape == (3000, 3)
+    assert isinstance(g.score(da.from_array(X, chunks=(500, 3))), float)
+
+
+def test_pandas_and_dask_dataframe_inputs(blobs):
+    X, _, _ = blobs
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    g1 = GaussianMixture(3, random_state=0).fit(df)
+    g2 = GaussianMixture(3, random_state=0).fit(dd.from_pandas(df, npartitions=4))
+    np.testing.assert_allclose(g1.means_, g2.means_, rtol=1e-9)
+    assert list(g1.feature_names_in_) == ["a", "b", "c"]
+    assert list(g2.feature_names_in_) == ["a", "b", "c"]
+    assert g1.n_features_in_ == 3
+    bad = df.assign(c=["x"] * len(df))
+    with pytest.raises(ValueError, match="'c'"):
+        GaussianMixture(3).fit(bad)
+    with pytest.raises(ValueError, match="'c'"):
+        GaussianMixture(3).fit(dd.from_pandas(bad, npartitions=2))
+
+
+def test_float32_stays_float32(blobs):
+    X, _, _ = blobs
+    X32 = X.astype(np.float32)
+    g = GaussianMixture(3, random_state=0).fit(X32)
+    g64 = GaussianMixture(3, random_state=0).fit(X)
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        assert getattr(g, name).dtype == np.float32, name
+    assert g.predict_proba(X32).dtype == np.float32
+    assert g.score_samples(X32).dtype == np.float32
+    np.testing.assert_allclose(g.means_, g64.means_, rtol=1e-4, atol=1e-4)
+
+
+def test_clone_get_set_params_and_repr():
+    g = GaussianMixture(4, covariance_type="diag", random_state=3)
+    c = clone(g)
+    assert c.get_params() == g.get_params()
+    assert "n_components" in g.get_params() and "covariance_type" in g.get_params()
+    assert g.set_params(n_components=5) is g and g.n_components == 5
+    with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
+        g.set_params(nope=1)
+    assert repr(g) == "GaussianMixture(covariance_type='diag', n_components=5, random_state=3)" or repr(g).startswith(
+        "GaussianMixture(n_components=5"
+    )
+
+
+def test_sample_matches_sklearn(faithful):
+    g = GaussianMixture(2, random_state=0).fit(faithful)
+    sk = SkGMM(2, random_state=0).fit(faithful)
+    for ct in TYPES:
+        g2 = GaussianMixture(2, covariance_type=ct, random_state=5).fit(faithful)
+        s2 = SkGMM(2, covariance_type=ct, random_state=5)
+        for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+            setattr(s2, attr, getattr(g2, attr))
+        Xa, ya = g2.sample(500)
+        Xb, yb = s2.sample(500)
+        np.testing.assert_allclose(Xa, Xb)
+        np.testing.assert_array_equal(ya, yb)
+    X, y = g.sample(1000)
+    assert X.shape == (1000, 2) and y.shape == (1000,)
+    assert abs(np.mean(y == np.argmax(g.weights_)) - g.weights_.max()) < 0.05
+    with pytest.raises(ValueError, match="at least one sample"):
+        g.sample(0)
+    del sk
+
+
+# ----------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"n_components": 0}, "'n_components' parameter of GaussianMixture must be an int in the range \\[1, inf\\)"),
+        ({"covariance_type": "banana"}, "'covariance_type' parameter of GaussianMixture must be a str among"),
+        ({"tol": -1.0}, "'tol' parameter"),
+        ({"reg_covar": -1}, "'reg_covar' parameter"),
+        ({"max_iter": -1}, "'max_iter' parameter"),
+        ({"n_init": 0}, "'n_init' parameter"),
+        ({"init_params": "magic"}, "'init_params' parameter"),
+        ({"random_state": "x"}, "'random_state' parameter"),
+        ({"warm_start": "yes"}, "'warm_start' parameter"),
+        ({"assignment": "fuzzy"}, "'assignment' parameter"),
+        ({"update_params": "wx"}, "update_params must be"),
+    ],
+)
+def test_invalid_parameters(params, match):
+    X, _, _ = make_blobs(n=50)
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(**params).fit(X)
+
+
+@pytest.mark.parametrize("bad, match", [(np.nan, "contains NaN"), (np.inf, "contains infinity")])
+@pytest.mark.parametrize("as_dask", [False, True])
+def test_nan_and_inf_are_rejected(bad, match, as_dask):
+    X, _, _ = make_blobs(n=100)
+    X[7, 1] = bad
+    X[9, 1] = bad
+    Xin = da.from_array(X, chunks=(30, 3)) if as_dask else X
+    with pytest.raises(ValueError, match=match) as exc:
+        GaussianMixture(2).fit(Xin)
+    assert "column 1: 2 value(s)" in str(exc.value)
+
+
+def test_bad_shapes_and_types():
+    g = GaussianMixture(2)
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
+        g.fit(np.arange(10.0))
+    with pytest.raises(ValueError, match="Found array with 0 sample\\(s\\)"):
+        g.fit(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="Found array with 0 sample\\(s\\)"):
+        g.fit(da.zeros((0, 3), chunks=(1, 3)))
+    with pytest.raises(ValueError, match="Found array with 1 sample\\(s\\)"):
+        g.fit(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="Expected n_samples >= n_components but got n_components = 5, n_samples = 3"):
+        GaussianMixture(5).fit(np.random.default_rng(0).normal(size=(3, 2)))
+    with pytest.raises(ValueError, match="non-numeric value 'a'"):
+        g.fit([[1.0, 2.0], [3.0, "a"], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="dim 3"):
+        g.fit(np.zeros((4, 2, 2)))
+    with pytest.raises(ValueError, match="numeric"):
+        g.fit(da.from_array(np.array([["a", "b"], ["c", "d"]], dtype=object), chunks=(1, 2)))
+
+
+def test_predict_checks():
+    X, _, _ = make_blobs(n=200, d=2)
+    g = GaussianMixture(2)
+    with pytest.raises(daskgmm.NotFittedError, match="not fitted yet"):
+        g.predict(X)
+    g.fit(X)
+    with pytest.raises(ValueError, match="X has 3 features, but GaussianMixture is expecting 2 features"):
+        g.predict(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="X has 3 features"):
+        g.predict(da.zeros((4, 3)))
+    with pytest.raises(ValueError, match="contains NaN"):
+        g.predict_proba(np.array([[np.nan, 1.0]]))
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_collapsed_component_raises_naming_it(ct):
+    """A component left with a single point (reg_covar=0) has a singular covariance."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(200, 2)), np.full((1, 2), 50.0)])
+    k, d = 2, 2
+    from daskgmm.covariance import covariance_shape
+
+    prec = np.ones(covariance_shape(ct, k, d)) if ct in ("diag", "spherical") else None
+    if ct == "full":
+        prec = np.stack([np.eye(d)] * k)
+    if ct == "tied":
+        prec = np.eye(d)
+        X = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0]])  # every component on one point
+    means = np.array([[0.0, 0.0], [50.0, 50.0]]) if ct != "tied" else np.array([[0.0, 0.0], [5.0, 5.0]])
+    match = "tied covariance is ill-defined" if ct == "tied" else (
+        r"component 1 has an ill-defined empirical covariance.*Increase reg_covar"
+    )
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(k, covariance_type=ct, reg_covar=0.0, weights_init=[0.5, 0.5], means_init=means,
+                        precisions_init=prec).fit(X)
+
+
+def test_init_parameter_validation():
+    X, _, _ = make_blobs(n=100, d=2)
+    with pytest.raises(ValueError, match="'weights' should be normalized"):
+        GaussianMixture(2, weights_init=[0.5, 0.6]).fit(X)
+    with pytest.raises(ValueError, match="'means' should have the shape of \\(2, 2\\)"):
+        GaussianMixture(2, means_init=np.zeros((3, 2))).fit(X)
+    with pytest.raises(ValueError, match="symmetric, positive-definite"):
+        GaussianMixture(2, precisions_init=np.array([[[1, 2], [2, 1]], [[1, 0], [0, 1]]])).fit(X)
+    with pytest.raises(ValueError, match="'diag precision' should be positive"):
+        GaussianMixture(2, covariance_type="diag", precisions_init=-np.ones((2, 2))).fit(X)
+
+
+def test_verbose_prints_progress(capsys):
+    X, _, _ = make_blobs(n=200, d=2)
+    GaussianMixture(2, verbose=2, verbose_interval=1, random_state=0).fit(X)
+    out = capsys.readouterr().out
+    assert "Initialization 0" in out and "Iteration 1" in out and "ll change" in out and "converged" in out

@@ -1,0 +1,226 @@
+"""Kernels (pure NumPy) against scikit-learn and scipy on small arrays."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+from sklearn.mixture import GaussianMixture as SkGMM
+from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
+
+from daskgmm import covariance as cov
+from daskgmm._random import keyed_uniform, stream_key
+from daskgmm.stats import (
+    MixtureRequest,
+    ModelSpec,
+    NaturalParams,
+    SampleRequest,
+    ScanRequest,
+    SuffStats,
+    build_features,
+    chunk_pass,
+    component_logits,
+    kmeans_natural_params,
+    merge_partials,
+    n_feature_rows,
+)
+
+from .conftest import make_blobs
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _fitted_sklearn(X, ct, k=3):
+    return SkGMM(k, covariance_type=ct, random_state=0, max_iter=3).fit(X)
+
+
+def _stats(X, spec, centre, cuts, block_rows=None, w=None):
+    req = MixtureRequest([spec])
+    parts = []
+    for a, b in itertools.pairwise(cuts):
+        parts.append(chunk_pass(X[a:b], [req], centre, row0=a, block_rows=block_rows,
+                                sample_weight=None if w is None else w[a:b]))
+    tot = parts[0]
+    for p in parts[1:]:
+        tot = merge_partials([req], tot, p)
+    return tot[0][0]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("ct", TYPES)
+def test_estep_mstep_match_sklearn(ct):
+    X, _, _ = make_blobs(n=500, d=3)
+    sk = _fitted_sklearn(X, ct)
+    log_norm, log_resp = sk._estimate_log_prob_resp(X)
+    nk, means, covs = _estimate_gaussian_parameters(X, np.exp(log_resp), sk.reg_covar, ct)
+    centre = X.mean(axis=0)
+    nat = cov.natural_params(sk.weights_, sk.means_, sk.precisions_cholesky_, ct, centre)
+    st = _stats(X, ModelSpec(nat, ct), centre, [0, 123, 123, 500], block_rows=64)
+    assert st.rows == 500 and st.weight == 500
+    np.testing.assert_allclose(st.loglik / st.weight, log_norm.mean(), rtol=1e-12)
+    nk2, means2, covs2 = cov.estimate_parameters(st, sk.reg_covar)
+    np.testing.assert_allclose(nk2, nk, rtol=1e-11)
+    np.testing.assert_allclose(means2, means, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(covs2, covs, rtol=1e-10, atol=1e-13)
+    # per-row log-densities for prediction
+    logits = component_logits(X, nat, centre, block_rows=100)
+    np.testing.assert_allclose(logits, sk._estimate_weighted_log_prob(X), rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_log_density_matches_scipy(ct):
+    rng = np.random.default_rng(1)
+    d, k = 4, 2
+    means = rng.normal(size=(k, d))
+    a = rng.normal(size=(k, d, d))
+    full = a @ a.transpose(0, 2, 1) + np.eye(d)
+    covs = {
+        "full": full,
+        "tied": full[0],
+        "diag": rng.uniform(0.5, 2, size=(k, d)),
+        "spherical": rng.uniform(0.5, 2, size=k),
+    }[ct]
+    weights = np.array([0.3, 0.7])
+    pc = cov.precisions_cholesky(covs, ct)
+    X = rng.normal(size=(50, d)) * 2
+    centre = rng.normal(size=d)
+    got = component_logits(X, cov.natural_params(weights, means, pc, ct, centre), centre)
+    for j in range(k):
+        if ct == "full":
+            c = covs[j]
+        elif ct == "tied":
+            c = covs
+        elif ct == "diag":
+            c = np.diag(covs[j])
+        else:
+            c = covs[j] * np.eye(d)
+        expect = np.log(weights[j]) + multivariate_normal(means[j], c).logpdf(X)
+        np.testing.assert_allclose(got[:, j], expect, rtol=1e-11)
+
+
+def test_features_layout():
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    xT = np.ascontiguousarray(x.T)
+    for level, quad in [(0, lambda r: [r @ r]), (1, lambda r: list(r**2)),
+                        (2, lambda r: [r[i] * r[j] for i in range(3) for j in range(i, 3)])]:
+        T = build_features(xT, level, np.empty((n_feature_rows(level, 3), 2)))
+        for i, r in enumerate(x):
+            np.testing.assert_allclose(T[:, i], quad(r) + list(r) + [1.0])
+
+
+def test_suffstats_merge_is_associative_commutative_with_zero_identity():
+    X, _, _ = make_blobs(n=300, d=2, k=2)
+    centre = X.mean(axis=0)
+    nat = kmeans_natural_params(np.array([[0.0, 0.0], [3.0, 3.0]]) - centre)
+    spec = ModelSpec(nat, "full", "hard")
+    req = MixtureRequest([spec])
+    a, b, c = (chunk_pass(X[s], [req], centre)[0][0] for s in (slice(0, 100), slice(100, 180), slice(180, 300)))
+    zero = SuffStats.zero(2, centre, "full")
+    left = a.merge(b).merge(c)
+    right = a.merge(b.merge(c))
+    swapped = c.merge(a).merge(b)
+    for other in (right, swapped, left.merge(zero), zero.merge(left)):
+        np.testing.assert_allclose(other.n, left.n, rtol=1e-14)
+        np.testing.assert_allclose(other.s2, left.s2, rtol=1e-13)
+        assert other.rows == 300
+    # empty chunk gives the identity
+    empty = chunk_pass(X[:0], [req], centre)[0][0]
+    assert empty.rows == 0 and np.all(empty.n == 0) and np.all(empty.s2 == 0)
+    # immutable
+    with pytest.raises(ValueError):
+        left.n[0] = 1.0
+    with pytest.raises(ValueError, match="different shifts"):
+        left.merge(SuffStats.zero(2, centre + 1, "full"))
+
+
+def test_large_offset_loses_no_precision():
+    """Data near 1e6 give the same parameters as the same data near 0."""
+    X, _, _ = make_blobs(n=2000, d=2, k=2, spread=0.01, sep=1.0)
+    res = []
+    for offset in (0.0, 1e6):
+        Y = X + offset
+        centre = Y.mean(axis=0)
+        sk = SkGMM(2, random_state=0, max_iter=2).fit(X)
+        nat = cov.natural_params(sk.weights_, sk.means_ + offset, sk.precisions_cholesky_, "full", centre)
+        st = _stats(Y, ModelSpec(nat, "full"), centre, [0, 700, 2000])
+        _nk, means, covs = cov.estimate_parameters(st, 0.0)
+        res.append((means - offset, covs))
+    np.testing.assert_allclose(res[1][0], res[0][0], atol=1e-9)
+    np.testing.assert_allclose(res[1][1], res[0][1], rtol=1e-6)
+
+
+def test_float32_accumulates_in_float64():
+    X, _, _ = make_blobs(n=4000, d=3, k=2)
+    centre = X.mean(axis=0)
+    nat = kmeans_natural_params(np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 5.0]]) - centre)
+    s64 = _stats(X, ModelSpec(nat, "diag", "hard"), centre, [0, 4000])
+    s32 = _stats(X.astype(np.float32), ModelSpec(nat, "diag", "hard"), centre, [0, 4000])
+    assert s32.n.dtype == np.float64 and s32.s2.dtype == np.float64
+    np.testing.assert_allclose(s32.n, s64.n)
+    np.testing.assert_allclose(s32.s2, s64.s2, rtol=1e-5)
+
+
+def test_sample_weight_multiplies_responsibilities():
+    X, _, _ = make_blobs(n=200, d=2, k=2)
+    centre = X.mean(axis=0)
+    nat = kmeans_natural_params(np.array([[0.0, 0.0], [3.0, 3.0]]) - centre)
+    spec = ModelSpec(nat, "full", "hard")
+    w = np.r_[np.full(100, 2.0), np.ones(100)]
+    weighted = _stats(X, spec, centre, [0, 77, 200], w=w)
+    repeated = _stats(np.vstack([X[:100], X]), spec, centre, [0, 300])
+    np.testing.assert_allclose(weighted.n, repeated.n)
+    np.testing.assert_allclose(weighted.s2, repeated.s2, rtol=1e-12)
+    assert weighted.weight == 300.0 and weighted.rows == 200
+
+
+def test_random_assignment_and_sampling_do_not_depend_on_chunking():
+    X, _, _ = make_blobs(n=1000, d=2, k=2)
+    centre = X.mean(axis=0)
+    zero = NaturalParams(np.zeros(3), np.zeros((3, 2)), np.zeros(3))
+    spec = ModelSpec(zero, "diag", "random", seed=stream_key(5, 1))
+    a = _stats(X, spec, centre, [0, 1000])
+    b = _stats(X, spec, centre, [0, 10, 333, 1000], block_rows=50)
+    np.testing.assert_allclose(a.n, b.n, rtol=1e-12)
+    np.testing.assert_allclose(a.s2, b.s2, rtol=1e-12)
+
+    req = SampleRequest(X[:2], 7, stream_key(3, 2))
+    whole = chunk_pass(X, [req], centre)[0]
+    cuts = [(0, 400), (400, 401), (401, 1000)]
+    parts = [chunk_pass(X[s:e], [req], centre, row0=s, block_rows=64)[0] for s, e in cuts]
+    merged = req.merge(req.merge(parts[0], parts[1]), parts[2])
+    np.testing.assert_array_equal(whole.rows, merged.rows)
+    np.testing.assert_allclose(whole.potential, merged.potential)
+
+
+def test_sampling_follows_squared_distance():
+    """Rows are drawn with probability proportional to d²(x, centres)."""
+    X = np.array([[0.0], [1.0], [3.0]])
+    centre = np.zeros(1)
+    counts = np.zeros(3)
+    for seed in range(3000):
+        res = chunk_pass(X, [SampleRequest(np.array([[0.0]]), 1, stream_key(seed, 0))], centre)[0]
+        counts[res.rows[0, 0]] += 1
+    np.testing.assert_allclose(counts / counts.sum(), [0, 0.1, 0.9], atol=0.025)
+
+
+def test_keyed_uniform_is_uniform_and_positional():
+    key = stream_key(42, 0)
+    u = keyed_uniform(key, np.arange(100000))
+    assert 0 < u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005
+    np.testing.assert_array_equal(keyed_uniform(key, np.arange(500, 600)), u[500:600])
+    assert not np.allclose(keyed_uniform(stream_key(42, 1), np.arange(100)), u[:100])
+
+
+def test_scan_mean_variance_and_nonfinite_counts():
+    X, _, _ = make_blobs(n=500, d=3, offset=1e6)
+    req = ScanRequest()
+    parts = [chunk_pass(X[a:b], [req], row0=a, block_rows=37)[0] for a, b in [(0, 250), (250, 250), (250, 500)]]
+    tot = req.merge(req.merge(parts[0], parts[1]), parts[2])
+    np.testing.assert_allclose(tot.mean, X.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(tot.variance, X.var(axis=0), rtol=1e-9)
+    Y = X.copy()
+    Y[3, 1] = np.nan
+    Y[4, 2] = np.inf
+    bad = chunk_pass(Y, [req])[0]
+    assert bad.nan.tolist() == [0, 1, 0] and bad.inf.tolist() == [0, 0, 1]
