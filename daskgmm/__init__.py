@@ -1,14 +1,23 @@
 """daskgmm: Gaussian mixture models and k-means fitted by EM on Dask, for data larger than memory."""
 
 from daskgmm._base import ConvergenceWarning, InvalidParameterError, NotFittedError
+from daskgmm.io import DataError, RowsOmittedWarning, open_parquet, read_parquet
 from daskgmm.mixture import GaussianMixture
+from daskgmm.persist import ModelFileError
+from daskgmm.persist import load_model as load
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "DataError",
     "GaussianMixture",
     "InvalidParameterError",
+    "ModelFileError",
     "NotFittedError",
+    "RowsOmittedWarning",
     "__version__",
+    "load",
+    "open_parquet",
+    "read_parquet",
 ]

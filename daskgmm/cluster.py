@@ -120,7 +120,7 @@ def connect(
         memory_limit=memory_limit,
         processes=processes,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # no fixed port, loopback only
         silence_logs=logging.ERROR if quiet else logging.WARNING,
     )
     try:

@@ -93,6 +93,51 @@ def _predict_block(x, nat, centre, what):
     return lse[:, 0]
 
 
+def _prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components):
+    """Columns of one part of a predictions dataset."""
+    x = np.asarray(x)
+    logits = component_logits(x, nat, centre)
+    out = {}
+    if id_column is not None:
+        out[id_column] = ids
+    out["label"] = logits.argmax(axis=1).astype(np.int32)
+    if proba or loglik:
+        mx = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1), logits.dtype)
+        with np.errstate(under="ignore"):
+            lse = mx + np.log(np.exp(logits - mx).sum(axis=1, keepdims=True))
+            if proba:
+                p = np.exp(logits - lse)
+                for k in range(n_components):
+                    out[f"proba_{k}"] = p[:, k]
+        if loglik:
+            out["loglik"] = lse[:, 0]
+    return out
+
+
+def _sample_part(n, seed, part, weights, means, covs, covariance_type, names, dtype):
+    """``n`` rows of one part of a streamed sample (shuffled; with their component)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(part,)))
+    counts = rng.multinomial(n, weights)
+    d = means.shape[1]
+    xs, ys = [], []
+    for k, c in enumerate(counts):
+        if c == 0:
+            continue
+        if covariance_type in ("full", "tied"):
+            cov_k = covs[k] if covariance_type == "full" else covs
+            z = rng.standard_normal((c, d)) @ np.linalg.cholesky(cov_k).T
+        else:  # diag (K, D) or spherical (K,): scale each coordinate
+            z = rng.standard_normal((c, d)) * np.sqrt(covs[k])
+        xs.append(means[k] + z)
+        ys.append(np.full(c, k, dtype=np.int32))
+    X = np.vstack(xs) if xs else np.zeros((0, d))
+    y = np.concatenate(ys) if ys else np.zeros(0, np.int32)
+    order = rng.permutation(len(y))
+    out = {name: X[order, j].astype(dtype) for j, name in enumerate(names)}
+    out["component"] = y[order]
+    return out
+
+
 class GaussianMixture(BaseEstimator):
     """Gaussian mixture fitted by EM on data larger than memory.
 
@@ -161,6 +206,9 @@ class GaussianMixture(BaseEstimator):
         ``lower_bound``, ``n_iter``, ``converged`` of every restart.
     init_seconds_ : float
         Wall time of the initialisation (all restarts).
+    init_passes_, n_passes_ : int
+        Passes over the data for the initialisation (the first scan included),
+        and in all.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Column names, when the input had string column names.
@@ -294,7 +342,9 @@ class GaussianMixture(BaseEstimator):
             raise ValueError("sample_weight must have a positive sum")
         return data, scan, info
 
-    def _fit(self, X, sample_weight):
+    def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
+        """Fit; ``checkpoint`` (persist.Checkpoint) saves every iteration and resumes from
+        its last save; ``progress(event, **info)`` reports "init" and "iteration" events."""
         self._validate_params()
         self._check_update_params()
         data, scan, info = self._prepare(X, sample_weight)
@@ -314,18 +364,35 @@ class GaussianMixture(BaseEstimator):
         centre = scan.mean
         kw = self._state_kwargs(data.dtype)
         t0 = time.perf_counter()
-        if do_init:
-            seeds = restart_seeds(self.random_state, self.n_init)
-            states = self._initial_states(data, centre, scan, seeds, init, kw)
-            runs = [Run(s) for s in states]
-        else:
-            runs = [Run(self._current_state(kw), objective=self.lower_bound_)]
+        runs = checkpoint.load() if checkpoint is not None else None
+        resumed = runs is not None
+        if runs is None:
+            if do_init:
+                seeds = restart_seeds(self.random_state, self.n_init)
+                states = self._initial_states(data, centre, scan, seeds, init, kw)
+                runs = [Run(s) for s in states]
+            else:
+                runs = [Run(self._current_state(kw), objective=self.lower_bound_)]
+            if checkpoint is not None:
+                checkpoint.save(runs)
         self.init_seconds_ = time.perf_counter() - t0
+        self.init_passes_ = data.passes
+        if progress is not None:
+            progress("init", seconds=self.init_seconds_, resumed=resumed, runs=runs)
         self._verbose_start(len(runs))
-        lockstep(data, runs, centre=centre, max_iter=self.max_iter,
-                 callback=self._verbose_iteration if self.verbose else None)
+
+        def after_iteration(iteration, runs):
+            if checkpoint is not None:
+                checkpoint.save(runs)
+            if self.verbose:
+                self._verbose_iteration(iteration, runs)
+            if progress is not None:
+                progress("iteration", iteration=iteration, runs=runs)
+
+        lockstep(data, runs, centre=centre, max_iter=self.max_iter, callback=after_iteration)
         self._verbose_end(runs)
         self._finish(runs, data.dtype, d, info)
+        self.n_passes_ = data.passes
         return data
 
     def _checked_init(self, d):
@@ -548,3 +615,162 @@ class GaussianMixture(BaseEstimator):
             ])
         y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
         return X, y
+
+    # ------------------------------------------------------------ to Parquet
+    def _column_names(self):
+        names = getattr(self, "feature_names_in_", None)
+        return [str(c) for c in names] if names is not None else [f"x{j}" for j in range(self.n_features_in_)]
+
+    def write_predictions(self, X, path, *, ids=None, id_column="id", proba=False, loglik=False,
+                          storage_options=None) -> int:
+        """Predict every row of Dask (or NumPy) ``X`` and write Parquet parts to ``path``, atomically.
+
+        Columns: ``id_column`` (when ``ids`` are given), ``label``, optionally
+        ``proba_0 … proba_{K-1}`` and ``loglik`` (per-row log-likelihood). The
+        directory is written beside ``path`` and renamed into place with a
+        ``_SUCCESS`` marker only when every part is written.
+
+        Returns
+        -------
+        int
+            Rows written.
+        """
+        from daskgmm.io import write_parts
+
+        parts = self._prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
+        return write_parts(path, parts, storage_options)
+
+    def _prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
+        """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
+        import dask
+        import dask.array as da
+
+        self._check_is_fitted("means_")
+        Xd, _ = check_rows(X, type(self).__name__, min_samples=0)
+        if Xd.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {Xd.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        if Xd.numblocks[1] != 1:
+            Xd = Xd.rechunk({1: -1})
+        xb = Xd.to_delayed().ravel()
+        if ids is not None:
+            ids = ids if isinstance(ids, da.Array) else da.from_array(np.asarray(ids), chunks=(Xd.chunks[0],))
+            ib = ids.rechunk((Xd.chunks[0],)).to_delayed().ravel()
+        else:
+            ib = [None] * len(xb)
+            id_column = None
+        centre = self._centre()
+        nat = self._natural(centre)
+        part = dask.delayed(_prediction_part, pure=True)
+        return [part(x, i, nat, centre, id_column, proba, loglik, self.n_components) for x, i in zip(xb, ib)]
+
+    def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
+        """Stream ``n_samples`` rows drawn from the mixture to Parquet parts, atomically.
+
+        Each part of ``chunk_rows`` rows is drawn by its own task from a seed
+        derived from ``random_state`` and the part number, so no process holds
+        more than one part. Columns: the feature names (or ``x0 …``) and
+        ``component``.
+
+        Returns
+        -------
+        int
+            Rows written.
+        """
+        import dask
+
+        from daskgmm.io import rows_per_part, write_parts
+
+        self._check_is_fitted("means_")
+        n_samples = int(n_samples)
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        seed = check_random_state(random_state).randint(0, 2**31 - 1)
+        n_parts = max(1, -(-n_samples // int(chunk_rows)))
+        w = np.asarray(self.weights_, np.float64)
+        args = (w / w.sum(), np.asarray(self.means_, np.float64), np.asarray(self.covariances_, np.float64),
+                self.covariance_type, self._column_names(), np.asarray(self.means_).dtype)
+        part = dask.delayed(_sample_part, pure=True)
+        parts = [part(n, seed, i, *args) for i, n in enumerate(rows_per_part(n_samples, n_parts))]
+        return write_parts(path, parts, storage_options)
+
+    # ----------------------------------------------------------- persistence
+    def save(self, path, storage_options=None):
+        """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically)."""
+        from daskgmm.persist import save_model
+
+        save_model(self, path, storage_options)
+        return self
+
+    def _persist_state(self):
+        self._check_is_fitted("means_")
+        arrays = {
+            name: getattr(self, name)
+            for name in ("weights_", "means_", "covariances_", "precisions_cholesky_")
+            if hasattr(self, name)
+        }
+        names = getattr(self, "feature_names_in_", None)
+        meta = {
+            "n_components": int(self.n_components),
+            "covariance_type": self.covariance_type,
+            "n_features": int(self.n_features_in_),
+            "columns": None if names is None else [str(c) for c in names],
+            "dtype": str(np.asarray(self.means_).dtype),
+            "fit": {
+                "converged": bool(self.converged_),
+                "n_iter": int(self.n_iter_),
+                "lower_bound": float(self.lower_bound_),
+                "lower_bounds": [float(v) for v in getattr(self, "lower_bounds_", [])],
+                "history": getattr(self, "history_", []),
+                "restarts": getattr(self, "restarts_", []),
+                "init_seconds": float(getattr(self, "init_seconds_", 0.0)),
+            },
+        }
+        return arrays, meta
+
+    def _restore_state(self, arrays, meta):
+        k, d, ct = int(meta["n_components"]), int(meta["n_features"]), meta["covariance_type"]
+        if k != self.n_components or ct != self.covariance_type:
+            raise ValueError("n_components/covariance_type differ between parameters and fitted arrays")
+        dtype = np.dtype(meta.get("dtype", "float64"))
+        expect = {
+            "weights_": (k,),
+            "means_": (k, d),
+            "precisions_cholesky_": cov.covariance_shape(ct, k, d),
+            "covariances_": cov.covariance_shape(ct, k, d),
+        }
+        for name, shape in expect.items():
+            if name == "covariances_" and name not in arrays:
+                continue
+            a = np.asarray(arrays[name])
+            if a.shape != shape:
+                raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} holds NaN or infinite values")
+        w = np.asarray(arrays["weights_"], np.float64)
+        if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-5):
+            raise ValueError(f"weights_ must be non-negative and sum to 1 (sum {w.sum():.6g})")
+        self.weights_ = arrays["weights_"].astype(dtype)
+        self.means_ = arrays["means_"].astype(dtype)
+        self.precisions_cholesky_ = arrays["precisions_cholesky_"].astype(dtype)
+        pc64 = np.asarray(arrays["precisions_cholesky_"], np.float64)
+        self.precisions_ = cov.precisions_from_cholesky(pc64, ct).astype(dtype)
+        if "covariances_" in arrays:
+            self.covariances_ = arrays["covariances_"].astype(dtype)
+        else:
+            self.covariances_ = cov.covariances_from_precisions(self.precisions_, ct).astype(dtype)
+        fit = meta.get("fit", {})
+        self.converged_ = bool(fit.get("converged", False))
+        self.n_iter_ = int(fit.get("n_iter", 0))
+        self.lower_bound_ = float(fit.get("lower_bound", -np.inf))
+        self.lower_bounds_ = [float(v) for v in fit.get("lower_bounds", [])]
+        from daskgmm.persist import restore_history
+
+        self.history_ = restore_history(fit.get("history"))
+        self.restarts_ = fit.get("restarts", [])
+        self.init_seconds_ = float(fit.get("init_seconds", 0.0))
+        self.n_features_in_ = d
+        if meta.get("columns") is not None:
+            self.feature_names_in_ = np.asarray(meta["columns"], dtype=object)

@@ -1,0 +1,433 @@
+"""The ``daskgmm`` command: fit, predict, score, sample and inspect models on Parquet data.
+
+Made for scheduled ETL jobs: outputs are written atomically (a staging
+directory renamed into place, with ``_SUCCESS``), progress goes to stderr, a
+JSON summary to ``--metrics-out``, and the exit status tells what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from daskgmm.config import (
+    FIT,
+    INFO,
+    OPTIONS,
+    PREDICT,
+    SAMPLE,
+    SCORE,
+    ConfigError,
+    coerce,
+    load_config,
+    options_for,
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+EXIT_DOC = """exit status:
+  0  success
+  2  bad usage or bad input: a missing/unknown option or config key, a missing or
+     non-numeric column, disagreeing schemas, NaN/inf values, an empty or corrupt
+     file, an unreadable model (the message names the file, column, key or value)
+  1  any other failure (e.g. a component collapsed, a worker failed for good)
+Outputs are written to a staging directory and renamed into place only when
+complete, so after a failure the previous outputs are untouched."""
+
+COMMANDS = {
+    FIT: "fit a Gaussian mixture on Parquet data and save the model",
+    PREDICT: "label rows of Parquet data with a saved model",
+    SCORE: "mean log-likelihood, BIC and AIC of Parquet data under a saved model",
+    SAMPLE: "draw rows from a saved model into Parquet, streaming",
+    INFO: "describe a saved model",
+}
+
+
+class UsageError(ValueError):
+    """Bad command line (exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from daskgmm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="daskgmm",
+        description="Gaussian mixture models fitted by EM on Parquet data with Dask.",
+        epilog=EXIT_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"daskgmm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd, text in COMMANDS.items():
+        sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".", epilog=EXIT_DOC,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if cmd in (FIT, PREDICT, SCORE):
+            sp.add_argument("data", nargs="*", metavar="DATA",
+                            help="Parquet file(s), directory, glob or fsspec URL (or 'data' in the config)")
+        for opt in options_for(cmd):
+            flags = [opt.flag] + ([opt.short] if opt.short else [])
+            default = "" if opt.default in (None, False) else f" (default: {_show(opt.default)})"
+            if opt.kind == "bool":
+                sp.add_argument(*flags, dest=opt.dest, action="store_true", default=None, help=opt.help)
+            else:
+                sp.add_argument(*flags, dest=opt.dest, default=None, metavar=opt.metavar or opt.dest.upper(),
+                                choices=opt.choices or None, help=opt.help + default)
+        if cmd != INFO:
+            sp.add_argument("--config", metavar="FILE.yaml",
+                            help="YAML file holding the same options (underscores for dashes); flags override it")
+    return parser
+
+
+def _show(value):
+    return ",".join(value) if isinstance(value, list) else value
+
+
+def resolve(args) -> argparse.Namespace:
+    """Defaults, then the config file, then explicit flags."""
+    cmd = args.command
+    merged = {o.dest: o.default for o in options_for(cmd)}
+    config = getattr(args, "config", None)
+    data = None
+    if config:
+        values = load_config(config, cmd)
+        data = values.pop("data", None)
+        merged.update(values)
+    for o in options_for(cmd):
+        given = getattr(args, o.dest, None)
+        if given is not None:
+            merged[o.dest] = coerce(o, given, o.flag)
+    if getattr(args, "data", None):
+        data = args.data
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    merged["data"] = data
+    merged["command"] = cmd
+    ns = argparse.Namespace(**merged)
+    _require(ns)
+    return ns
+
+
+def _require(o):
+    need = {FIT: ["data", "model_out"], PREDICT: ["data", "model", "out"], SCORE: ["data", "model"],
+            SAMPLE: ["model", "n", "out"], INFO: ["model"]}[o.command]
+    for key in need:
+        if getattr(o, key) in (None, [], ""):
+            flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
+            raise UsageError(f"daskgmm {o.command}: {flag} is required (or '{key}' in the config)")
+    for key in ("n_components", "n_init", "max_iter", "n", "chunk_rows", "n_workers", "threads_per_worker"):
+        v = getattr(o, key, None)
+        if v is not None and v < (0 if key == "max_iter" else 1):
+            raise UsageError(f"daskgmm {o.command}: --{key.replace('_', '-')} must be at least "
+                             f"{0 if key == 'max_iter' else 1}, got {v}")
+    if getattr(o, "resume", False) and not getattr(o, "checkpoint_dir", None):
+        raise UsageError("daskgmm fit: --resume needs --checkpoint-dir")
+    tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
+    if any(tls) and not getattr(o, "scheduler", None):
+        raise UsageError(f"daskgmm {o.command}: --tls-* options need --scheduler tls://HOST:PORT")
+    outs = [p for p in (getattr(o, "model_out", None), getattr(o, "predictions_out", None)) if p]
+    if len(outs) == 2 and _overlap(*outs):
+        raise UsageError("daskgmm fit: --model-out and --predictions-out must be separate directories")
+
+
+def _overlap(a, b) -> bool:
+    a, b = os.path.abspath(a), os.path.abspath(b)
+    return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
+
+
+# ---------------------------------------------------------------------------
+
+
+class Reporter:
+    """Progress lines on stderr (unless quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"daskgmm: {msg}", file=sys.stderr, flush=True)
+
+    def progress(self, event, **info):
+        now = time.perf_counter()
+        if event == "init":
+            how = "resumed from checkpoint" if info["resumed"] else "initialised"
+            self(f"{how} {len(info['runs'])} run(s) in {info['seconds']:.2f} s")
+        elif event == "iteration":
+            runs = info["runs"]
+            it = info["iteration"]
+            rows = [r for r in runs if r.n_iter == it and r.history]
+            if not rows:
+                return
+            best = max(rows, key=lambda r: r.objective)
+            h = best.history[-1]
+            active = sum(not r.done for r in runs)
+            many = f"  [best of {len(rows)} run(s), {active} still active]" if len(runs) > 1 else ""
+            self(f"iter {it:4d}  loglik {h['objective']:.6f}  change {h['change']:.3e}  "
+                 f"{h['seconds']:.2f} s{many}")
+            for r in rows:
+                for e in r.history[-1]["events"]:
+                    self(f"          {e}")
+        self.last = now
+
+
+@contextlib.contextmanager
+def _cluster(o, log):
+    from daskgmm.cluster import connect
+
+    security = None
+    if o.scheduler and any((o.tls_ca, o.tls_cert, o.tls_key)):
+        from distributed.security import Security
+
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(o, key)
+            if path and not os.path.isfile(path):
+                raise UsageError(f"--{key.replace('_', '-')}: no such file {path!r}")
+        security = Security(tls_ca_file=o.tls_ca, tls_client_cert=o.tls_cert, tls_client_key=o.tls_key,
+                            require_encryption=True)
+    with connect(o.scheduler, n_workers=o.n_workers, threads_per_worker=o.threads_per_worker,
+                 memory_limit=o.memory_limit, security=security) as client:
+        info = client.scheduler_info()
+        workers = info.get("workers", {})
+        threads = sum(w.get("nthreads", 0) for w in workers.values())
+        where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
+        log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s)")
+        yield client
+
+
+def _open(o, columns=None, dtype=None):
+    from daskgmm.io import RowsOmittedWarning, open_parquet
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RowsOmittedWarning)
+        src = open_parquet(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
+                           dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows)
+    return src, [str(w.message) for w in caught if issubclass(w.category, RowsOmittedWarning)]
+
+
+def _fingerprint(o, src) -> dict:
+    keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
+            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows")
+    return {"files": src.files, "columns": src.columns, "n_rows": src.n_rows, **{k: getattr(o, k) for k in keys}}
+
+
+def cmd_fit(o, log, metrics):
+    from daskgmm import ConvergenceWarning
+    from daskgmm.io import DataError, staged_directory, write_parts_into
+    from daskgmm.mixture import GaussianMixture
+    from daskgmm.persist import Checkpoint, write_model_files
+
+    t_start = time.perf_counter()
+    src, notes = _open(o)
+    for n in notes:
+        log(n)
+    if src.n_rows < o.n_components:
+        raise DataError(f"{o.data}: {src.n_rows} row(s) but --n-components {o.n_components}; "
+                        "need at least as many rows as components")
+    log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({', '.join(src.columns)}) from "
+        f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s), {src.X.dtype}")
+    metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns, n_omitted=src.n_omitted,
+                   files=len(src.files))
+    est = GaussianMixture(
+        n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+        max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
+        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache,
+    )
+    ckpt = None
+    if o.checkpoint_dir:
+        ckpt = Checkpoint(o.checkpoint_dir, _fingerprint(o, src))
+        if not o.resume and os.path.exists(ckpt.path):
+            os.remove(ckpt.path)  # a fresh run must not pick up another run's progress
+    report = Reporter(o.quiet)
+    with _cluster(o, log):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            t_fit = time.perf_counter()
+            est._fit(src.X, None, checkpoint=ckpt, progress=report.progress)
+            fit_seconds = time.perf_counter() - t_fit
+        for w in caught:
+            if issubclass(w.category, ConvergenceWarning):
+                log(f"warning: {w.message}")
+        est.feature_names_in_ = np.asarray(src.columns, dtype=object)
+        state = "converged" if est.converged_ else "did not converge"
+        log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
+            f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
+        rows = None
+        with contextlib.ExitStack() as stack:
+            fs_m, st_m = stack.enter_context(staged_directory(o.model_out))
+            write_model_files(est, fs_m, st_m)
+            if o.predictions_out:
+                fs_p, st_p = stack.enter_context(staged_directory(o.predictions_out))
+                parts = est._prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                              loglik=o.loglik)
+                rows = write_parts_into(fs_p, st_p, parts)
+    log(f"model written to {o.model_out}")
+    if rows is not None:
+        log(f"{rows:,} predictions written to {o.predictions_out}")
+    metrics.update(
+        converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
+        lower_bounds=est.lower_bounds_, history=est.history_, restarts=est.restarts_,
+        init_seconds=est.init_seconds_, init_passes=est.init_passes_, passes=est.n_passes_,
+        fit_seconds=fit_seconds, total_seconds=time.perf_counter() - t_start,
+        n_components=o.n_components, covariance_type=o.covariance_type, weights=est.weights_,
+        model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
+    )
+    return EXIT_OK
+
+
+def _load(o):
+    from daskgmm.persist import load_model
+
+    return load_model(o.model)
+
+
+def _model_source(o, est):
+    cols = o.columns
+    model_cols = getattr(est, "feature_names_in_", None)
+    if cols is None and model_cols is not None:
+        cols = [str(c) for c in model_cols]
+    src, notes = _open(o, columns=cols, dtype=str(np.asarray(est.means_).dtype))
+    if len(src.columns) != est.n_features_in_:
+        from daskgmm.io import DataError
+
+        raise DataError(f"{o.data}: {len(src.columns)} feature column(s) ({', '.join(src.columns)}) but the model "
+                        f"expects {est.n_features_in_}; choose them with --columns")
+    return src, notes
+
+
+def cmd_predict(o, log, metrics):
+    est = _load(o)
+    src, notes = _model_source(o, est)
+    for n in notes:
+        log(n)
+    with _cluster(o, log):
+        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                     loglik=o.loglik)
+    log(f"{rows:,} predictions written to {o.out}")
+    return EXIT_OK
+
+
+def cmd_score(o, log, metrics):
+    est = _load(o)
+    src, notes = _model_source(o, est)
+    for n in notes:
+        log(n)
+    with _cluster(o, log):
+        mean = est.score(src.X)
+    n = src.n_rows
+    p = est._n_parameters()
+    result = {"n_rows": n, "mean_loglik": mean, "bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p,
+              "n_parameters": p}
+    metrics.update(result)
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def cmd_sample(o, log, metrics):
+    est = _load(o)
+    with _cluster(o, log):
+        rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000)
+    log(f"{rows:,} rows written to {o.out}")
+    return EXIT_OK
+
+
+def cmd_info(o, log, metrics):
+    est = _load(o)
+    path = os.path.join(o.model, "model.json")
+    if o.json:
+        with open(path, encoding="utf-8") as f:
+            print(f.read())
+        return EXIT_OK
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    fit = doc.get("fit", {})
+    lines = [
+        f"model:            {o.model}",
+        f"estimator:        {doc['estimator']} (daskgmm {doc.get('daskgmm_version')}, saved {doc.get('saved_at')})",
+        f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
+        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+        f"dtype:            {doc.get('dtype')}",
+        f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
+        f"lower bound:      {fit.get('lower_bound')}",
+        "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
+    ]
+    for k, m in enumerate(np.asarray(est.means_, float)):
+        lines.append(f"mean[{k}]:{' ' * (9 - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sample, INFO: cmd_info}
+
+
+def _write_metrics(path, metrics):
+    from daskgmm.persist import _jsonable
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(metrics), f, indent=2)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``daskgmm`` console script; returns the exit status."""
+    from daskgmm._base import InvalidParameterError
+    from daskgmm.io import DataError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    metrics = {"command": args.command, "status": "running"}
+    metrics_out = getattr(args, "metrics_out", None)
+    status = EXIT_FAILURE
+    quiet = bool(getattr(args, "quiet", False))
+    try:
+        o = resolve(args)
+        metrics_out = getattr(o, "metrics_out", None)
+        quiet = bool(getattr(o, "quiet", False))
+        log = Reporter(quiet)
+        status = HANDLERS[o.command](o, log, metrics)
+        metrics["status"] = "ok"
+    except (UsageError, ConfigError, DataError, InvalidParameterError) as exc:
+        status = EXIT_USAGE
+        _fail(metrics, exc, status)
+    except KeyboardInterrupt:
+        status = 130
+        _fail(metrics, "interrupted", status)
+    except Exception as exc:  # every other failure: exit 1 with the reason
+        status = EXIT_FAILURE
+        _fail(metrics, exc, status)
+    if metrics_out:
+        try:
+            _write_metrics(metrics_out, metrics)
+        except OSError as exc:
+            print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {exc}", file=sys.stderr)
+            status = status or EXIT_FAILURE
+    return status
+
+
+def _fail(metrics, exc, status):
+    text = exc if isinstance(exc, str) else f"{exc}"
+    if not isinstance(exc, str) and status == EXIT_FAILURE:
+        text = f"{type(exc).__name__}: {exc}"
+    print(f"daskgmm: error: {text}", file=sys.stderr, flush=True)
+    metrics.update(status="error", exit_code=status, error=text)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["OPTIONS", "build_parser", "main"]

@@ -1,0 +1,197 @@
+"""Options of the ``daskgmm`` command, and YAML configs holding the same keys.
+
+Every option is declared once here (flag, type, default, which subcommands
+take it); the parser and the config loader are both built from this table, so a
+config key is exactly a long flag with underscores for dashes. Unknown keys and
+values of the wrong type are errors naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or option value is invalid (the command exits with status 2)."""
+
+
+@dataclass(frozen=True)
+class Opt:
+    dest: str
+    kind: str  # int, float, str, bool, list, choice
+    default: object
+    help: str
+    commands: tuple
+    choices: tuple = ()
+    short: str | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.dest.replace("_", "-")
+
+
+FIT, PREDICT, SCORE, SAMPLE, INFO = "fit", "predict", "score", "sample", "info"
+_CLUSTER = (FIT, PREDICT, SCORE, SAMPLE)
+_DATA = (FIT, PREDICT, SCORE)
+
+OPTIONS = [
+    # data
+    Opt("columns", "list", None, "feature columns, comma-separated (default: all but the id column)", _DATA,
+        metavar="A,B,..."),
+    Opt("id_column", "str", None, "a column carried into the predictions, to join them back", (FIT, PREDICT),
+        metavar="COL"),
+    Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32")),
+    Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, or drop them", _DATA,
+        choices=("raise", "omit")),
+    Opt("chunk_rows", "int", None, "minimum rows per chunk (consecutive row groups are merged)", _DATA + (SAMPLE,),
+        metavar="N"),
+    Opt("cache", "choice", "auto", "keep data in cluster memory across passes, or re-read every pass",
+        (FIT,), choices=("auto", "memory", "none")),
+    # model
+    Opt("n_components", "int", 1, "number of mixture components K", (FIT,), metavar="K"),
+    Opt("covariance_type", "choice", "full", "covariance shape", (FIT,),
+        choices=("full", "tied", "diag", "spherical")),
+    Opt("max_iter", "int", 100, "maximum EM iterations", (FIT,), metavar="N"),
+    Opt("tol", "float", 1e-3, "stop when the mean log-likelihood changes by less", (FIT,), metavar="T"),
+    Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (FIT,), metavar="N"),
+    Opt("init_params", "choice", "kmeans", "initialisation", (FIT,),
+        choices=("kmeans", "k-means++", "random", "random_from_data"), metavar="M"),
+    Opt("reg_covar", "float", 1e-6, "added to covariance diagonals", (FIT,), metavar="R"),
+    Opt("assignment", "choice", "soft", "soft EM, or hard (classification) EM", (FIT,), choices=("soft", "hard")),
+    Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on", (FIT,),
+        choices=("raise", "reinit")),
+    Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE), metavar="S"),
+    # outputs
+    Opt("model_out", "str", None, "directory to write the fitted model to (required)", (FIT,), metavar="DIR"),
+    Opt("predictions_out", "str", None, "also write predictions of the training data here", (FIT,), metavar="DIR"),
+    Opt("proba", "bool", False, "write proba_0..proba_{K-1} with the predictions", (FIT, PREDICT)),
+    Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT)),
+    Opt("checkpoint_dir", "str", None, "save EM progress here after every iteration", (FIT,), metavar="DIR"),
+    Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one", (FIT,)),
+    Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers", (FIT, SCORE),
+        metavar="FILE"),
+    Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE)),
+    # predict / score / sample / info
+    Opt("model", "str", None, "directory of a saved model (required)", (PREDICT, SCORE, SAMPLE, INFO), metavar="DIR"),
+    Opt("out", "str", None, "output directory (required)", (PREDICT, SAMPLE), metavar="DIR"),
+    Opt("n", "int", None, "number of rows to draw (required)", (SAMPLE,), short="-n", metavar="N"),
+    Opt("json", "bool", False, "print the model's JSON metadata", (INFO,)),
+    # cluster
+    Opt("scheduler", "str", None, "address of a running Dask scheduler (default: an embedded LocalCluster "
+        "on 127.0.0.1)", _CLUSTER, metavar="ADDRESS"),
+    Opt("tls_ca", "str", None, "CA certificate for a tls:// scheduler", _CLUSTER, metavar="FILE"),
+    Opt("tls_cert", "str", None, "client certificate for a tls:// scheduler", _CLUSTER, metavar="FILE"),
+    Opt("tls_key", "str", None, "client key for a tls:// scheduler", _CLUSTER, metavar="FILE"),
+    Opt("n_workers", "int", None, "LocalCluster worker processes (default: one per core, at most 4)", _CLUSTER,
+        metavar="N"),
+    Opt("threads_per_worker", "int", None, "LocalCluster threads per worker", _CLUSTER, metavar="T"),
+    Opt("memory_limit", "str", "auto", "LocalCluster memory limit per worker (e.g. 2GiB)", _CLUSTER,
+        metavar="SIZE"),
+]
+
+BY_DEST = {o.dest: o for o in OPTIONS}
+
+#: Keys a config may hold besides options: the positional DATA argument.
+POSITIONAL_KEYS = {"data"}
+
+
+def options_for(command: str) -> list[Opt]:
+    return [o for o in OPTIONS if command in o.commands]
+
+
+def _type_name(kind) -> str:
+    return {
+        "int": "an integer", "float": "a number", "bool": "true or false",
+        "list": "a list or a comma-separated string", "str": "a string", "choice": "one of",
+    }[kind]
+
+
+def coerce(opt: Opt, value, where: str):
+    """Convert a config (or command-line) value to the option's type, or raise ConfigError."""
+    def bad(extra=""):
+        want = _type_name(opt.kind) + (f" {', '.join(opt.choices)}" if opt.kind == "choice" else "")
+        return ConfigError(f"{where}: {opt.dest}: expected {want}, got {value!r}{extra}")
+
+    if value is None:
+        return None
+    kind = opt.kind
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if kind == "int":
+        if isinstance(value, bool):
+            raise bad()
+        try:
+            as_int = int(value) if isinstance(value, (int, str)) else None
+        except ValueError:
+            raise bad() from None
+        if as_int is None or (isinstance(value, float) and not value.is_integer()):
+            raise bad()
+        return as_int
+    if kind == "float":
+        if isinstance(value, bool):
+            raise bad()
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad() from None
+    if kind == "list":
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+            items = [str(v) for v in value]
+        else:
+            raise bad()
+        if not items:
+            raise bad(" (empty)")
+        return items
+    if kind == "choice":
+        if not isinstance(value, str) or value not in opt.choices:
+            raise bad()
+        return value
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise bad()
+
+
+def load_config(path: str, command: str) -> dict:
+    """Read a YAML config for ``command``: a mapping of option names (underscores) to values.
+
+    Raises
+    ------
+    ConfigError
+        The file is unreadable or not YAML, not a mapping, has unknown keys
+        (the message lists the valid ones) or values of the wrong type.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of option names to values")
+    valid = {o.dest: o for o in options_for(command)}
+    valid.pop("config", None)
+    out = {}
+    for key, value in doc.items():
+        k = str(key).replace("-", "_")
+        if k in POSITIONAL_KEYS:
+            if not isinstance(value, (str, list)):
+                raise ConfigError(f"{path}: data: expected a path or a list of paths, got {value!r}")
+            out[k] = value
+            continue
+        if k not in valid:
+            raise ConfigError(
+                f"{path}: unknown key {key!r} for 'daskgmm {command}' (valid: "
+                f"{', '.join(sorted(list(valid) + list(POSITIONAL_KEYS)))})"
+            )
+        out[k] = coerce(valid[k], value, path)
+    return out

@@ -1,0 +1,316 @@
+"""Models and checkpoints as data: JSON metadata plus ``.npz`` arrays, never pickle.
+
+A saved model is a directory::
+
+    model.json    format, versions, estimator class, constructor parameters,
+                  columns, dtype, array shapes, fit summary and history
+    arrays.npz    fitted arrays (and array-valued parameters), loaded with
+                  ``allow_pickle=False``
+    _SUCCESS      written last; the directory is renamed into place atomically
+
+A checkpoint is one ``checkpoint.npz`` (metadata as a JSON string inside),
+replaced atomically after every EM iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import posixpath
+
+import numpy as np
+
+from daskgmm.io import DataError, staged_directory
+
+FORMAT = "daskgmm-model"
+FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "daskgmm-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class ModelFileError(DataError):
+    """A model or checkpoint file is missing, corrupt, or from an incompatible version."""
+
+
+def _estimators():
+    from daskgmm.mixture import GaussianMixture
+
+    return {"GaussianMixture": GaussianMixture}
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)  # JSON has no inf/nan; "inf", "-inf", "nan" round-trip through float()
+    return v
+
+
+def _float_or_str(v):
+    return float(v) if isinstance(v, str) and v in ("inf", "-inf", "nan") else v
+
+
+def restore_history(history) -> list:
+    """History dicts read from JSON, with "inf"/"nan" strings turned back into floats."""
+    return [{k: _float_or_str(v) for k, v in h.items()} for h in history or []]
+
+
+def save_model(estimator, path, storage_options=None) -> None:
+    """Save a fitted estimator to the directory ``path`` (replaced atomically).
+
+    Parameters
+    ----------
+    estimator : GaussianMixture or KMeans
+        Fitted.
+    path : str
+        Target directory (local path or fsspec URL).
+    """
+    with staged_directory(path, storage_options) as (fs, staging):
+        write_model_files(estimator, fs, staging)
+
+
+def model_document(estimator):
+    """The arrays and the JSON document that describe a fitted estimator."""
+    name = type(estimator).__name__
+    if name not in _estimators():
+        raise TypeError(f"cannot save a {name}")
+    arrays, meta = estimator._persist_state()
+    params, param_arrays = {}, {}
+    for key, value in estimator.get_params().items():
+        if value is None or isinstance(value, (bool, int, float, str)):
+            params[key] = value
+        elif isinstance(value, (np.integer, np.floating, np.bool_)):
+            params[key] = value.item()
+        elif isinstance(value, np.random.RandomState):
+            params[key] = None  # an RNG object is state, not a parameter we can store as data
+        else:
+            param_arrays[key] = np.asarray(value, dtype=np.float64)
+            params[key] = {"array": key}
+    stored = {**arrays, **{f"param__{k}": v for k, v in param_arrays.items()}}
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "daskgmm_version": _version(),
+        "estimator": name,
+        "params": params,
+        "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in stored.items()},
+        "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **_jsonable(meta),
+    }
+    return stored, doc
+
+
+def _write_files(fs, directory, stored, doc):
+    with fs.open(posixpath.join(directory, "arrays.npz"), "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in stored.items()})
+    with fs.open(posixpath.join(directory, "model.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+
+
+def write_model_files(estimator, fs, directory) -> None:
+    """Write a model's files into an existing (staging) directory."""
+    stored, doc = model_document(estimator)
+    _write_files(fs, directory, stored, doc)
+
+
+def _version() -> str:
+    from daskgmm import __version__
+
+    return __version__
+
+
+def load_model(path, storage_options=None):
+    """Load an estimator saved by :func:`save_model`, validating it.
+
+    Raises
+    ------
+    ModelFileError
+        The directory is missing, incomplete, corrupt, of another format or a
+        newer format version, or its arrays do not have the recorded shapes.
+    """
+    from daskgmm.io import _get_fs, _strip
+
+    path = os.fspath(path)
+    fs = _get_fs(path, storage_options)
+    root = _strip(fs, path).rstrip("/")
+    json_path = posixpath.join(root, "model.json")
+    if not fs.exists(json_path):
+        raise ModelFileError(f"{path}: no model here (model.json not found)")
+    try:
+        with fs.open(json_path, "r") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: model.json is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise ModelFileError(f"{path}: not a daskgmm model (format {found!r})")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version!r} is newer than this daskgmm "
+            f"({_version()}) reads (up to {FORMAT_VERSION}); upgrade daskgmm"
+        )
+    cls = _estimators().get(doc.get("estimator"))
+    if cls is None:
+        raise ModelFileError(f"{path}: unknown estimator {doc.get('estimator')!r}")
+    try:
+        with fs.open(posixpath.join(root, "arrays.npz"), "rb") as f:
+            with np.load(f, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ModelFileError(f"{path}: arrays.npz is missing or corrupt ({exc})") from None
+    recorded = doc.get("arrays", {})
+    for key, spec in recorded.items():
+        if key not in arrays:
+            raise ModelFileError(f"{path}: arrays.npz lacks {key!r}")
+        if list(arrays[key].shape) != list(spec["shape"]):
+            raise ModelFileError(
+                f"{path}: array {key!r} has shape {list(arrays[key].shape)}, model.json says {spec['shape']}"
+            )
+    params = {}
+    for key, value in doc.get("params", {}).items():
+        if isinstance(value, dict) and "array" in value:
+            params[key] = arrays[f"param__{key}"]
+        else:
+            params[key] = value
+    try:
+        est = cls(**params)
+    except TypeError as exc:
+        raise ModelFileError(f"{path}: parameters do not fit {cls.__name__} ({exc})") from None
+    fitted = {k: v for k, v in arrays.items() if not k.startswith("param__")}
+    meta = {k: v for k, v in doc.items() if k not in ("params", "arrays")}
+    try:
+        est._restore_state(fitted, meta)
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(f"{path}: inconsistent model ({exc})") from None
+    return est
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+
+
+def _state_classes():
+    from daskgmm.models import KMeansState, MixtureState
+
+    return {"MixtureState": MixtureState, "KMeansState": KMeansState}
+
+
+class Checkpoint:
+    """EM progress of one job in ``directory/checkpoint.npz``, replaced atomically.
+
+    Parameters
+    ----------
+    directory : str
+        Local directory (created if missing).
+    fingerprint : dict
+        JSON-able description of the job (data, columns, parameters, seed); a
+        checkpoint written for a different fingerprint is refused on resume.
+    """
+
+    def __init__(self, directory, fingerprint: dict):
+        self.directory = os.fspath(directory)
+        self.path = os.path.join(self.directory, "checkpoint.npz")
+        self.fingerprint = _jsonable(fingerprint)
+
+    def save(self, runs, extra: dict | None = None) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        arrays, run_docs = {}, []
+        for i, run in enumerate(runs):
+            fields, state = {}, run.state
+            for f in dataclasses.fields(state):
+                value = getattr(state, f.name)
+                if isinstance(value, np.ndarray):
+                    arrays[f"run{i}__{f.name}"] = value
+                    fields[f.name] = {"array": f"run{i}__{f.name}"}
+                elif isinstance(value, np.dtype):
+                    fields[f.name] = {"dtype": str(value)}
+                else:
+                    fields[f.name] = _jsonable(value)
+            run_docs.append({
+                "state_class": type(state).__name__,
+                "state": fields,
+                "n_iter": run.n_iter,
+                "converged": run.converged,
+                "objective": _jsonable(float(run.objective)),
+                "objectives": [float(v) for v in run.objectives],
+                "history": _jsonable(run.history),
+                "done": run.done,
+            })
+        doc = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "fingerprint": self.fingerprint,
+            "runs": run_docs,
+            "extra": _jsonable(extra or {}),
+        }
+        tmp = self.path + f".tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, __meta__=np.array(json.dumps(doc)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)  # atomic: a kill leaves the old or the new checkpoint
+
+    def load(self):
+        """Runs saved by :meth:`save`, or None when there is no checkpoint.
+
+        Raises
+        ------
+        ModelFileError
+            The checkpoint is corrupt or was written for a different job.
+        """
+        from daskgmm.em import Run
+
+        if not os.path.exists(self.path):
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                doc = json.loads(str(npz["__meta__"]))
+                arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise ModelFileError(f"{self.path}: corrupt checkpoint ({exc})") from None
+        if doc.get("format") != CHECKPOINT_FORMAT or doc.get("format_version", 99) > CHECKPOINT_VERSION:
+            raise ModelFileError(f"{self.path}: not a checkpoint this daskgmm can read")
+        if doc.get("fingerprint") != self.fingerprint:
+            theirs = doc.get("fingerprint", {})
+            diff = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
+            raise ModelFileError(
+                f"{self.path} was written for a different job (differs in: {', '.join(diff)}); "
+                "remove it or use another --checkpoint-dir"
+            )
+        classes = _state_classes()
+        runs = []
+        for rd in doc["runs"]:
+            kwargs = {}
+            for name, value in rd["state"].items():
+                if isinstance(value, dict) and "array" in value:
+                    kwargs[name] = arrays[value["array"]]
+                elif isinstance(value, dict) and "dtype" in value:
+                    kwargs[name] = np.dtype(value["dtype"])
+                elif isinstance(value, list):
+                    kwargs[name] = tuple(value)
+                else:
+                    kwargs[name] = value
+            state = classes[rd["state_class"]](**kwargs)
+            history = restore_history(rd["history"])
+            for h in history:
+                for k in ("objective", "change", "seconds"):
+                    h[k] = float(h[k])
+            runs.append(Run(
+                state=state, n_iter=rd["n_iter"], converged=rd["converged"],
+                objective=float(_float_or_str(rd["objective"])), objectives=list(rd["objectives"]),
+                history=history, done=rd["done"],
+            ))
+        return runs

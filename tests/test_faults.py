@@ -1,0 +1,115 @@
+"""Faults and memory: a killed worker process, and data larger than the workers' memory."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from daskgmm import GaussianMixture
+from daskgmm.io import open_parquet
+
+from .conftest import make_blobs
+
+
+def _write(directory, n, d, files, seed=0):
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, d)) * 4
+    per = n // files
+    for i in range(files):
+        lab = rng.integers(4, size=per)
+        x = centres[lab] + rng.normal(size=(per, d))
+        pq.write_table(pa.table({f"f{j}": x[:, j] for j in range(d)}), os.path.join(directory, f"p{i:03d}.parquet"),
+                       row_group_size=65536)
+
+
+def _cluster(**kw):
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0", **kw)
+    return cluster, Client(cluster)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
+def test_killed_worker_does_not_change_the_result(tmp_path):
+    X, _, _ = make_blobs(n=200_000, d=4, k=4, spread=1.5, sep=3.0)
+    kw = dict(n_components=4, random_state=0, tol=0.0, max_iter=12, init_params="random_from_data")
+    cluster, client = _cluster()
+    try:
+        with client.as_current():
+            ref = GaussianMixture(**kw).fit(X)
+            killed = []
+
+            def kill_one():
+                pid = next(iter(client.run(os.getpid).values()))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+            def progress(event, **info):
+                # kill a worker shortly after iterations 3 and 7 finish: during the next pass
+                if event == "iteration" and info["iteration"] in (3, 7):
+                    threading.Timer(0.02, kill_one).start()
+
+            g = GaussianMixture(**kw)
+            g._fit(X, None, progress=progress)
+            assert len(killed) == 2
+            # the nanny restarted the workers; the fit recomputed what was lost
+            assert len(client.scheduler_info()["workers"]) == 2
+        np.testing.assert_array_equal(g.means_, ref.means_)
+        np.testing.assert_array_equal(g.covariances_, ref.covariances_)
+        assert g.n_iter_ == ref.n_iter_ == 12
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
+def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
+    """732 MiB of data on 2 workers x 300 MiB: re-read every pass, no worker killed.
+
+    A worker's own libraries (numpy, pandas, pyarrow, distributed) take about
+    180 MiB, and distributed pauses a worker at 80% of its limit, so 300 MiB
+    leaves ~60 MiB for data in flight: a few 8 MiB chunks.
+    """
+    data = tmp_path / "big"
+    _write(data, n=6_000_000, d=16, files=12)
+    src = open_parquet(data, chunk_rows=65536)  # 8 MiB chunks: a worker's libraries take ~180 MiB
+    assert src.X.nbytes > 1.2 * 2 * 300 * 2**20
+    cluster, client = _cluster(memory_limit="300MiB")
+    try:
+        pids = sorted(client.run(os.getpid).values())
+        peak = {}
+        stop = threading.Event()
+
+        def watch():
+            import psutil
+
+            while not stop.is_set():
+                for addr, rss in client.run(lambda: psutil.Process().memory_info().rss).items():
+                    peak[addr] = max(peak.get(addr, 0), rss)
+                time.sleep(0.2)
+
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        with client.as_current():
+            g = GaussianMixture(4, covariance_type="diag", init_params="random_from_data", random_state=0,
+                                max_iter=3, tol=0.0)
+            data_used = g._fit(src.X, None)
+        stop.set()
+        t.join()
+        assert not data_used.persisted  # cache="auto" chose to re-read
+        assert sorted(client.run(os.getpid).values()) == pids  # no worker was restarted
+        print(f"peak worker RSS {max(peak.values()) / 2**20:.0f} MiB for {src.X.nbytes / 2**20:.0f} MiB of data")
+        assert max(peak.values()) < 300 * 2**20
+        assert g.n_iter_ == 3 and np.all(np.isfinite(g.means_))
+    finally:
+        client.close()
+        cluster.close()
