@@ -96,7 +96,9 @@ class _Simple:
 
 BOOLEAN = _Simple(lambda v: isinstance(v, (bool, np.bool_)), "an instance of 'bool' or an instance of 'numpy.bool'")
 NONE = _Simple(lambda v: v is None, "None")
-ARRAY_LIKE = _Simple(lambda v: hasattr(v, "__len__") or hasattr(v, "__array__"), "an array-like")
+ARRAY_LIKE = _Simple(
+    lambda v: not isinstance(v, str) and (hasattr(v, "__len__") or hasattr(v, "__array__")), "an array-like"
+)
 RANDOM_STATE = [
     Interval(int, 0, 2**32 - 1, "both"),
     _Simple(lambda v: isinstance(v, np.random.RandomState), "an instance of 'numpy.random.mtrand.RandomState'"),
@@ -363,3 +365,41 @@ def check_finite(scan, feature_names, what: str = "X") -> None:
         raise ValueError(
             f"sample_weight has {scan.bad_weights} negative or non-finite value(s)."
         )
+
+
+def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2):
+    """Validated input as :class:`daskgmm.em.ChunkedData`, with its first scan done.
+
+    Returns
+    -------
+    data : ChunkedData
+    scan : ScanResult
+        Rows, weighted mean and variance (non-finite values already rejected).
+    info : dict
+        See :func:`check_rows`.
+    """
+    import dask.array as da
+
+    from daskgmm.em import ChunkedData
+
+    Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size)
+    w = None
+    if sample_weight is not None:
+        if _is_dask_array(sample_weight) or _is_dask_dataframe(sample_weight):
+            w = sample_weight
+            if hasattr(w, "to_dask_array"):
+                w = w.to_dask_array(lengths=True)
+        else:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.ndim != 1 or len(w) != Xd.shape[0]:
+                raise ValueError(f"sample_weight.shape == {w.shape}, expected ({Xd.shape[0]},)!")
+            w = da.from_array(w, chunks=(Xd.chunks[0],))
+        if w.ndim != 1 or w.shape[0] != Xd.shape[0]:
+            raise ValueError(f"sample_weight.shape == {w.shape}, expected ({Xd.shape[0]},)!")
+        w = w.astype(np.float64)
+    data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
+    scan = data.scan()
+    check_finite(scan, info["feature_names"])
+    if scan.weight <= 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return data, scan, info

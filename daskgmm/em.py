@@ -46,6 +46,39 @@ def _merge_task(plan: _Plan, *parts):
     return functools.reduce(lambda a, b: merge_partials(plan.requests, a, b), parts)
 
 
+def balanced_targets(sizes, workers) -> list:
+    """A worker for each chunk (in order), so that rows per thread are as even as possible.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Rows per chunk.
+    workers : list of (address, nthreads)
+    """
+    load = {addr: 0 for addr, _ in workers}
+    threads = dict(workers)
+    out = []
+    for n in sizes:
+        addr = min(load, key=lambda a: ((load[a] + n) / threads[a], a))
+        load[addr] += n
+        out.append(addr)
+    return out
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def dask_persist(X, sample_weight):
+    import dask
+
+    if sample_weight is None:
+        return dask.persist(X)[0], None
+    return dask.persist(X, sample_weight)
+
+
 class ChunkedData:
     """Rows of a Dask array as the passes see them.
 
@@ -81,11 +114,13 @@ class ChunkedData:
             sample_weight = sample_weight.rechunk((X.chunks[0],))
         self.client = active_client()
         self.persisted = self._should_persist(X, cache, in_memory)
-        if self.persisted:
-            if sample_weight is not None:
-                X, sample_weight = self._persist(X, sample_weight)
-            else:
-                (X,) = self._persist(X)
+        self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
+        self._futures = self._wfutures = None
+        if self.persisted and self.client is not None:
+            self._futures, self._wfutures = self._persist_placed(X, sample_weight)
+        elif self.persisted:
+            with blas_threads(1):
+                X, sample_weight = dask_persist(X, sample_weight)
         self.X = X
         self.sample_weight = sample_weight
         self.block_rows = block_rows
@@ -96,7 +131,6 @@ class ChunkedData:
             if sample_weight is None
             else list(sample_weight.to_delayed(optimize_graph=False).ravel())
         )
-        self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
         self._scan = None
         self.passes = 0
 
@@ -115,13 +149,46 @@ class ChunkedData:
             budget = local_memory()
         return X.nbytes <= MEMORY_FRACTION * budget
 
-    def _persist(self, *arrays):
-        import dask
+    def _workers(self) -> list:
+        info = self.client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(self.client) else \
+            self.client.scheduler_info()["workers"]
+        return sorted((addr, max(1, int(w.get("nthreads", 1)))) for addr, w in info.items())
 
-        if self.client is not None:
-            return self.client.persist(list(arrays))
-        with blas_threads(1):
-            return dask.persist(*arrays)
+    def _persist_placed(self, X, sample_weight):
+        """Persist chunks and spread them over the workers by rows (weights with their rows).
+
+        Persisting puts chunks wherever a worker is free first (6 of 8 on one
+        worker was seen), and every pass then waits for the busier worker. So a
+        chunk that is not on its target worker is copied there (a data copy,
+        no task: worker restrictions on tasks that may be recomputed after a
+        worker dies can leave them stuck in distributed's "no-worker" state).
+        Chunk tasks carry no restrictions; the scheduler runs each on a holder.
+        """
+        from dask.core import flatten
+        from distributed import futures_of, wait
+
+        client = self.client
+        workers = self._workers()
+        targets = balanced_targets(np.diff(self.offsets), workers)
+
+        def persisted(arr):
+            arr = client.persist(arr)
+            by_key = {f.key: f for f in futures_of(arr)}
+            return [by_key[k] for k in flatten(arr.__dask_keys__())]
+
+        futs = persisted(X)
+        wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
+        wait([f for f in futs + wfuts if f is not None])
+        if len(workers) > 1:
+            holders = client.who_has([f for f in futs + wfuts if f is not None])
+            moves: dict = {}
+            for f, wf, t in zip(futs, wfuts, targets):
+                for fut in (f, wf):
+                    if fut is not None and t not in holders.get(fut.key, ()):
+                        moves.setdefault(t, []).append(fut)
+            for t, group in moves.items():
+                client.replicate(group, n=1, workers=[t])
+        return futs, wfuts
 
     @property
     def n_rows(self) -> int:
@@ -139,39 +206,64 @@ class ChunkedData:
     def n_chunks(self) -> int:
         return len(self._blocks)
 
-    def graph(self, requests: list, centre=None):
-        """The Delayed of one pass (map every chunk, then a fixed reduction tree)."""
+    def graph(self, requests: list, centre=None) -> list:
+        """The Delayed partial results of one pass, reduced on the cluster to at most
+        ``split_every`` (a fixed tree: the result does not depend on which worker runs what).
+
+        The plan (a few KiB: the parameters of every model) travels inside each
+        chunk task rather than as a task of its own, which would cost every
+        chunk task a fetch before it could start.
+        """
         from dask import delayed
 
         plan = _Plan(list(requests), None if centre is None else np.asarray(centre, np.float64), self.block_rows)
         tag = uuid.uuid4().hex[:12]
-        plan_d = delayed(plan, name=f"daskgmm-plan-{tag}", traverse=False)
         parts = [
-            delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False)(b, w, int(self.offsets[i]), plan_d)
+            delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False, traverse=False)(
+                b, w, int(self.offsets[i]), plan
+            )
             for i, (b, w) in enumerate(zip(self._blocks, self._wblocks))
         ]
         level = 0
-        while len(parts) > 1:
+        se = self.split_every
+        while len(parts) > se:
             level += 1
-            se = self.split_every
             parts = [
-                delayed(_merge_task, name=f"daskgmm-merge-{tag}-{level}-{j}", pure=False)(plan_d, *parts[i : i + se])
+                delayed(_merge_task, name=f"daskgmm-merge-{tag}-{level}-{j}", pure=False, traverse=False)(
+                    plan, *parts[i : i + se]
+                )
                 for j, i in enumerate(range(0, len(parts), se))
             ]
-        return parts[0]
+        return parts
 
     def run(self, requests: list, centre=None) -> list:
         """One pass: every request over every chunk, merged. Returns one result per request."""
         import dask
 
-        root = self.graph(requests, centre)
         self.passes += 1
-        if self.client is not None:
-            (result,) = dask.compute(root)
+        if self.client is not None and self.persisted:
+            results = self._run_placed(requests, centre)
+        elif self.client is not None:
+            results = dask.compute(*self.graph(requests, centre))
         else:
             with blas_threads(1):
-                (result,) = dask.compute(root)
-        return result
+                results = dask.compute(*self.graph(requests, centre))
+        # the last level of the tree is merged here, in a fixed order
+        return functools.reduce(lambda a, b: merge_partials(requests, a, b), results)
+
+    def _run_placed(self, requests, centre) -> list:
+        """A pass over persisted chunks with the futures API (one submit per chunk)."""
+        client = self.client
+        plan = _Plan(list(requests), None if centre is None else np.asarray(centre, np.float64), self.block_rows)
+        parts = [
+            client.submit(_chunk_task, fut, w, int(self.offsets[i]), plan, pure=False)
+            for i, (fut, w) in enumerate(zip(self._futures, self._wfutures))
+        ]
+        se = self.split_every
+        while len(parts) > se:
+            parts = [client.submit(_merge_task, plan, *parts[i : i + se], pure=False)
+                     for i in range(0, len(parts), se)]
+        return client.gather(parts)
 
     def scan(self):
         """Rows, weighted mean and variance, non-finite counts (one pass, cached)."""

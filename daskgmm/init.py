@@ -44,49 +44,62 @@ def restart_seeds(random_state, n: int) -> list[int]:
     return [int(rs.randint(0, np.iinfo(np.int64).max, dtype=np.int64)) for _ in range(n)]
 
 
+def _per_seed(n_clusters, seeds) -> list[int]:
+    """``n_clusters`` as one int per seed (it may be one int for all)."""
+    if isinstance(n_clusters, (int, np.integer)):
+        return [int(n_clusters)] * len(seeds)
+    ks = [int(k) for k in n_clusters]
+    if len(ks) != len(seeds):
+        raise ValueError("n_clusters must be an int or one int per seed")
+    return ks
+
+
 def _finite_points(result, h=0) -> np.ndarray:
     ok = np.isfinite(result.keys[h])
     return result.points[h][ok]
 
 
-def random_rows(data: ChunkedData, centre, n: int, seeds: list[int], stream: int = 7) -> list[np.ndarray]:
-    """``n`` distinct rows per seed, uniformly (by sample weight) without replacement."""
-    reqs = [SampleRequest(np.zeros((0, data.n_features)), n, stream_key(s, stream)) for s in seeds]
+def random_rows(data: ChunkedData, centre, n, seeds: list[int], stream: int = 7) -> list[np.ndarray]:
+    """``n`` distinct rows per seed (``n`` an int, or one per seed), uniformly by sample weight."""
+    reqs = [SampleRequest(np.zeros((0, data.n_features)), m, stream_key(s, stream))
+            for m, s in zip(_per_seed(n, seeds), seeds)]
     return [_finite_points(r) for r in data.run(reqs, centre)]
 
 
-def kmeans_plusplus(data: ChunkedData, centre, n_clusters: int, seeds: list[int]) -> list[np.ndarray]:
+def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> list[np.ndarray]:
     """Greedy k-means++ (Arthur & Vassilvitskii 2007, with scikit-learn's local trials).
 
     Each new centre is the best of ``2 + log(k)`` candidates drawn with
     probability proportional to the squared distance to the chosen centres.
     Choosing among candidates and drawing the next candidates happen in the
     same pass (the pass computes, for every candidate, the potential it would
-    give and the next draws if it were chosen), so k centres take k + 1 passes.
+    give and the next draws if it were chosen), so k centres take k + 1 passes;
+    several seeds (and several k, one per seed) share them.
     """
     d = data.n_features
-    trials = 2 + int(math.log(n_clusters))
+    ks = _per_seed(n_clusters, seeds)
+    trials = [2 + int(math.log(k)) for k in ks]
     first = data.run(
         [SampleRequest(np.zeros((0, d)), 1, stream_key(s, 1000)) for s in seeds], centre
     )
     chosen = [_finite_points(r)[:1] for r in first]
-    if n_clusters == 1:
+    active = [i for i, k in enumerate(ks) if k > 1]
+    if not active:
         return chosen
     res = data.run(
-        [SampleRequest(c, trials, stream_key(s, 1001)) for c, s in zip(chosen, seeds)], centre
+        [SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1001)) for i in active], centre
     )
-    cands = [_finite_points(r) for r in res]
-    for step in range(2, n_clusters + 1):
+    cands = {i: _finite_points(r) for i, r in zip(active, res)}
+    for step in range(2, max(ks) + 1):
+        active = [i for i in active if ks[i] >= step]
         reqs = []
-        for c, cand, s in zip(chosen, cands, seeds):
-            if len(cand) == 0:  # every row is already a centre: repeat one
-                cand = c[:1]
-            reqs.append(SampleRequest(c, trials, stream_key(s, 1000 + step), candidates=cand))
+        for i in active:
+            cand = cands[i] if len(cands[i]) else chosen[i][:1]  # every row is a centre: repeat one
+            reqs.append(SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1000 + step), candidates=cand))
         res = data.run(reqs, centre)
-        for i, r in enumerate(res):
-            cand = reqs[i].candidates
+        for i, req, r in zip(active, reqs, res):
             best = int(np.argmin(r.potential))
-            chosen[i] = np.vstack([chosen[i], cand[best : best + 1]])
+            chosen[i] = np.vstack([chosen[i], req.candidates[best : best + 1]])
             cands[i] = _finite_points(r, best)
     return chosen
 
@@ -135,7 +148,7 @@ def _local_lloyd(points, weights, centers, max_iter=300) -> np.ndarray:
 
 
 def kmeans_parallel(
-    data: ChunkedData, centre, n_clusters: int, seeds: list[int],
+    data: ChunkedData, centre, n_clusters, seeds: list[int],
     rounds: int = KMEANS_PARALLEL_ROUNDS, oversampling: float = KMEANS_PARALLEL_OVERSAMPLING,
 ) -> list[np.ndarray]:
     """k-means|| seeding (Bahmani et al. 2012), one list of centres per seed.
@@ -148,22 +161,23 @@ def kmeans_parallel(
     candidates to k centres with k-means++ and Lloyd.
     """
     d = data.n_features
+    ks = _per_seed(n_clusters, seeds)
     res = data.run([SampleRequest(np.zeros((0, d)), 1, stream_key(s, 0)) for s in seeds], centre)
     cands = [_finite_points(r) for r in res]
-    ell = max(1, round(oversampling * n_clusters))
     for rnd in range(1, rounds + 1):
-        res = data.run([SampleRequest(c, ell, stream_key(s, rnd)) for c, s in zip(cands, seeds)], centre)
+        res = data.run([SampleRequest(c, max(1, round(oversampling * k)), stream_key(s, rnd))
+                        for c, k, s in zip(cands, ks, seeds)], centre)
         cands = [np.vstack([c, _finite_points(r)]) for c, r in zip(cands, res)]
     specs = [ModelSpec(kmeans_natural_params(c - centre), "spherical", "hard") for c in cands]
     counts = [st.n for st in data.run([MixtureRequest(specs)], centre)[0]]
     out = []
-    for c, w, s in zip(cands, counts, seeds):
+    for c, w, k, s in zip(cands, counts, ks, seeds):
         rng = np.random.default_rng(s)
-        if len(c) <= n_clusters:
-            reps = np.resize(np.arange(len(c)), n_clusters)
+        if len(c) <= k:
+            reps = np.resize(np.arange(len(c)), k)
             out.append(c[reps])
             continue
-        out.append(_local_lloyd(c, w, _local_kmeanspp(c, w, n_clusters, rng)))
+        out.append(_local_lloyd(c, w, _local_kmeanspp(c, w, k, rng)))
     return out
 
 
@@ -184,11 +198,28 @@ def lloyd(data: ChunkedData, centre, centers: list[np.ndarray], *, max_iter: int
 MIXTURE_KMEANS_MAX_ITER = 10
 
 
+def initial_centers(data: ChunkedData, centre, method: str, n_clusters, seeds: list[int]) -> list[np.ndarray]:
+    """Starting centres per seed: "k-means||", "k-means++" or "random" (distinct rows)."""
+    if method == "k-means||":
+        return kmeans_parallel(data, centre, n_clusters, seeds)
+    if method == "k-means++":
+        return kmeans_plusplus(data, centre, n_clusters, seeds)
+    if method == "random":
+        return random_rows(data, centre, n_clusters, seeds)
+    raise ValueError(f"unknown centre initialisation {method!r}")
+
+
 def mixture_init_stats(
-    data: ChunkedData, centre, *, method: str, n_components: int, covariance_type: str,
-    seeds: list[int], kmeans_tol: float = 1e-4, kmeans_max_iter: int = MIXTURE_KMEANS_MAX_ITER,
+    data: ChunkedData, centre, *, method: str, jobs: list[tuple],
+    kmeans_tol: float = 1e-4, kmeans_max_iter: int = MIXTURE_KMEANS_MAX_ITER,
 ):
-    """Statistics of the initial responsibilities, one per restart (scikit-learn's meaning).
+    """Statistics of the initial responsibilities, one per job, with scikit-learn's meaning.
+
+    Parameters
+    ----------
+    jobs : list of (n_components, covariance_type, seed)
+        One initial model each; jobs that share (n_components, seed) share
+        their centres, and all run in the same passes.
 
     ``kmeans``: hard labels of k-means (k-means|| then Lloyd on the cluster);
     ``k-means++`` and ``random_from_data``: one chosen row per component;
@@ -196,25 +227,27 @@ def mixture_init_stats(
     """
     from daskgmm.stats import NaturalParams, points_stats
 
-    k = n_components
-    if method == "kmeans":
-        centers = kmeans_parallel(data, centre, k, seeds)
-        tol_scaled = kmeans_tolerance(data.scan().variance, kmeans_tol)
-        runs = lloyd(data, centre, centers, max_iter=kmeans_max_iter, tol_scaled=tol_scaled)
-        specs = [
-            ModelSpec(kmeans_natural_params(r.state.centers - centre), covariance_type, "hard")
-            for r in runs
-        ]
-        return data.run([MixtureRequest(specs)], centre)[0]
-    if method in ("k-means++", "random_from_data"):
-        if method == "k-means++":
-            points = kmeans_plusplus(data, centre, k, seeds)
+    keys = sorted({(k, s) for k, _, s in jobs})
+    if method in ("kmeans", "k-means++", "random_from_data"):
+        ks, seeds = [k for k, _ in keys], [s for _, s in keys]
+        if method == "kmeans":
+            centers = kmeans_parallel(data, centre, ks, seeds)
+            tol_scaled = kmeans_tolerance(data.scan().variance, kmeans_tol)
+            runs = lloyd(data, centre, centers, max_iter=kmeans_max_iter, tol_scaled=tol_scaled)
+            centers = [r.state.centers for r in runs]
         else:
-            points = random_rows(data, centre, k, seeds)
-        return [points_stats(p, centre, covariance_type) for p in points]
+            centers = initial_centers(data, centre, "k-means++" if method == "k-means++" else "random", ks, seeds)
+        by_key = dict(zip(keys, centers))
+        if method != "kmeans":
+            return [points_stats(by_key[(k, s)], centre, ct) for k, ct, s in jobs]
+        specs = [ModelSpec(kmeans_natural_params(by_key[(k, s)] - centre), ct, "hard") for k, ct, s in jobs]
+        return data.run([MixtureRequest(specs)], centre)[0]
     if method == "random":
         d = data.n_features
-        zero = NaturalParams(quad=np.zeros(k), lin=np.zeros((k, d)), const=np.zeros(k))
-        specs = [ModelSpec(zero, covariance_type, "random", seed=stream_key(s, 9)) for s in seeds]
+        specs = [
+            ModelSpec(NaturalParams(quad=np.zeros(k), lin=np.zeros((k, d)), const=np.zeros(k)), ct, "random",
+                      seed=stream_key(s, 9))
+            for k, ct, s in jobs
+        ]
         return data.run([MixtureRequest(specs)], centre)[0]
     raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")

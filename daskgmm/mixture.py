@@ -19,11 +19,11 @@ from daskgmm._base import (
     Options,
     _is_dask_array,
     _is_dask_dataframe,
-    check_finite,
     check_rows,
+    prepare_rows,
     warn_convergence,
 )
-from daskgmm.em import ChunkedData, Run, lockstep
+from daskgmm.em import Run, lockstep
 from daskgmm.init import INIT_METHODS, check_random_state, mixture_init_stats, restart_seeds
 from daskgmm.models import MixtureState
 from daskgmm.stats import component_logits
@@ -316,31 +316,8 @@ class GaussianMixture(BaseEstimator):
         return self.predict(X)
 
     def _prepare(self, X, sample_weight, min_samples=2):
-        Xd, info = check_rows(X, type(self).__name__, min_samples=min_samples, chunk_rows=self.chunk_size)
-        w = None
-        if sample_weight is not None:
-            import dask.array as da
-
-            if _is_dask_array(sample_weight) or _is_dask_dataframe(sample_weight):
-                w = sample_weight
-                if hasattr(w, "to_dask_array"):
-                    w = w.to_dask_array(lengths=True)
-            else:
-                w = np.asarray(sample_weight, dtype=np.float64)
-                if w.ndim != 1 or len(w) != Xd.shape[0]:
-                    raise ValueError(
-                        f"sample_weight.shape == {w.shape}, expected ({Xd.shape[0]},)!"
-                    )
-                w = da.from_array(w, chunks=(Xd.chunks[0],))
-            if w.ndim != 1 or w.shape[0] != Xd.shape[0]:
-                raise ValueError(f"sample_weight.shape == {w.shape}, expected ({Xd.shape[0]},)!")
-            w = w.astype(np.float64)
-        data = ChunkedData(Xd, w, cache=self.cache, in_memory=info["in_memory"])
-        scan = data.scan()
-        check_finite(scan, info["feature_names"])
-        if scan.weight <= 0:
-            raise ValueError("sample_weight must have a positive sum")
-        return data, scan, info
+        return prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache, chunk_size=self.chunk_size,
+                            min_samples=min_samples)
 
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
         """Fit; ``checkpoint`` (persist.Checkpoint) saves every iteration and resumes from
@@ -413,8 +390,7 @@ class GaussianMixture(BaseEstimator):
             )
             return [state] * len(seeds)
         stats = mixture_init_stats(
-            data, centre, method=self.init_params, n_components=self.n_components,
-            covariance_type=ct, seeds=seeds,
+            data, centre, method=self.init_params, jobs=[(self.n_components, ct, s) for s in seeds],
         )
         states = []
         for st in stats:

@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--separation", type=float, default=6.0, help="spread of the true means")
     p.add_argument("--offset", type=float, default=0.0, help="constant added to every feature")
+    p.add_argument("--scale", type=float, default=1.0, help="factor applied to every value (after --offset)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.rows < 1 or a.features < 1 or a.components < 1:
@@ -73,14 +74,15 @@ def main(argv=None) -> int:
     for i in range(n_files):
         n = a.rows // n_files + (1 if i < a.rows % n_files else 0)
         x, _ = draw(rng, n, weights, means, chols)
+        x *= a.scale
         cols = {"id": pa.array(np.arange(start, start + n, dtype=np.int64))}
         for j in range(a.features):
             cols[f"f{j}"] = pa.array(x[:, j].astype(a.dtype))
         pq.write_table(pa.table(cols), os.path.join(tmp, f"part-{i:05d}.parquet"), row_group_size=a.row_group_size)
         start += n
     with open(os.path.join(tmp, "truth.json"), "w") as f:
-        json.dump({"weights": weights.tolist(), "means": means.tolist(), "covariances": covs.tolist(),
-                   "rows": a.rows, "seed": a.seed}, f)
+        json.dump({"weights": weights.tolist(), "means": (means * a.scale).tolist(),
+                   "covariances": (covs * a.scale**2).tolist(), "rows": a.rows, "seed": a.seed}, f)
     shutil.rmtree(a.out, ignore_errors=True)
     os.rename(tmp, a.out)
     print(f"wrote {a.rows:,} rows x {a.features} features ({a.components} true components) "

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Per-iteration cost of an EM fit: daskgmm in memory and out of core, scikit-learn, Spark MLlib.
+
+Usage (after ``scripts/test`` or ``pip install -e .``; ``pip install -e .[bench]`` adds pyspark):
+
+    .venv/bin/python scripts/bench.py                      # 1M x 16, K=16, full covariance
+    .venv/bin/python scripts/bench.py --quick              # smaller and fewer repeats
+    .venv/bin/python scripts/bench.py --scaling 1,2,4,8,16 # linearity in N (millions of rows)
+
+Every time is the *marginal* cost of an EM iteration: (time of a fit with 2 + I
+iterations - time with 2) / I, from the same start (``tol=0`` so every
+iteration runs), so start-up, the first scan and the initialisation cancel.
+The start is daskgmm's default initialisation (k-means|| and Lloyd), computed
+once and given to every fit (scikit-learn included) as weights/means/precisions;
+a "cold start" row times the first iterations from random rows with broad
+covariances, where every component overlaps every row.
+The median of ``--repeats`` is reported. daskgmm runs on a LocalCluster of two
+worker processes with one thread each (BLAS single-threaded); scikit-learn in
+this process with BLAS on both cores; Spark on ``local[2]``. The GEMM rate is
+measured in both workers at once, and the bound is ``4 N K D^2`` flops at that
+rate (E-step Mahalanobis terms plus M-step second moments, per component).
+
+The data (seeded) are written as Parquet by scripts/make_data.py and scaled by
+0.1 so that Spark's linear-space EM does not collapse (timings do not depend on
+scale). Results are printed as a table and written as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def _gemm_rate(seconds=1.5):
+    """Single-threaded dgemm rate in flop/s (run in every worker at once)."""
+    a = np.random.default_rng(0).standard_normal((1200, 1200))
+    a @ a
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ a
+        n += 1
+    return n * 2 * 1200**3 / (time.perf_counter() - t0)
+
+
+def _marginal(fit, iters, repeats):
+    """Median and min of (t(2 + iters) - t(2)) / iters."""
+    per = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fit(2)
+        t2 = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fit(2 + iters)
+        tn = time.perf_counter() - t0
+        per.append((tn - t2) / iters)
+    return {"per_iter": statistics.median(per), "min": min(per), "all": per}
+
+
+def _init(X_sample, k, d, seed=1):
+    rng = np.random.default_rng(seed)
+    means = X_sample[rng.choice(len(X_sample), k, replace=False)]
+    var = X_sample.var(axis=0).mean()
+    return dict(weights_init=np.full(k, 1.0 / k), means_init=means,
+                precisions_init=np.stack([np.eye(d) / var] * k))
+
+
+def _precisions(init, ct, k, d):
+    p = init["precisions_init"]
+    diag = np.stack([np.diag(m) for m in p])
+    return {"full": p, "tied": p.mean(axis=0), "diag": diag, "spherical": diag.mean(axis=1)}[ct]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=16)
+    ap.add_argument("--components", type=int, default=16)
+    ap.add_argument("--iters", type=int, default=5, help="I, the extra iterations timed")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--data", default="data/bench", help="where the Parquet data go")
+    ap.add_argument("--out", default="bench-results/bench.json")
+    ap.add_argument("--scaling", default="", help="comma-separated millions of rows for the linearity test")
+    ap.add_argument("--no-sklearn", action="store_true")
+    ap.add_argument("--no-spark", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="200k rows, 3 iterations, 1 repeat")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.rows, a.iters, a.repeats = 200_000, 3, 1
+    warnings.simplefilter("ignore")
+
+    import dask
+    from distributed import Client, LocalCluster
+    from make_data import main as make_data
+
+    import daskgmm
+    from daskgmm import GaussianMixture
+    from daskgmm.io import open_parquet
+
+    n, d, k = a.rows, a.features, a.components
+    stamp = os.path.join(a.data, f".made-{n}-{d}-{k}")
+    if not os.path.exists(stamp):
+        make_data(["--out", a.data, "--rows", str(n), "--features", str(d), "--components", str(k),
+                   "--separation", "2", "--scale", "0.1", "--seed", "7"])
+        open(stamp, "w").close()
+    cols = [f"f{j}" for j in range(d)]
+    res = {
+        "config": {"rows": n, "features": d, "components": k, "iters": a.iters, "repeats": a.repeats,
+                   "covariance_type": "full"},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "daskgmm": daskgmm.__version__, "numpy": np.__version__, "dask": dask.__version__},
+        "cases": {},
+    }
+    cases = res["cases"]
+
+    def report(name, r, note=""):
+        cases[name] = {**r, "note": note}
+        print(f"  {name:38s} {r['per_iter']:8.3f} s/iter  (min {r['min']:.3f})  {note}", flush=True)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        rates = list(client.run(_gemm_rate).values())
+        res["gemm_flops"] = float(sum(rates))
+        flops = 4.0 * n * k * d * d
+        res["gemm_bound_s"] = flops / res["gemm_flops"]
+        print(f"GEMM rate, both workers at once: {res['gemm_flops'] / 1e9:.1f} GFLOP/s; "
+              f"bound for 4NKD^2 = {flops / 1e9:.1f} GFLOP: {res['gemm_bound_s']:.3f} s/iter", flush=True)
+
+        src = {dt: open_parquet(a.data, columns=cols, dtype=dt) for dt in ("float64", "float32")}
+        sample = src["float64"].X[:20000].compute()
+        cold = _init(sample, k, d)
+        mem = {dt: client.persist(s.X) for dt, s in src.items()}
+        for x in mem.values():
+            x.sum().compute()
+        t0 = time.perf_counter()
+        start = GaussianMixture(k, max_iter=0, random_state=0).fit(mem["float64"])
+        res["kmeans_init_s"] = time.perf_counter() - t0
+        init = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
+        print(f"default initialisation (k-means||, Lloyd): {res['kmeans_init_s']:.2f} s", flush=True)
+
+        def fitter(X, ct="full", cache="memory", start=init, **kw):
+            def fit(it):
+                params = dict(start, precisions_init=_precisions(start, ct, k, d))
+                GaussianMixture(k, covariance_type=ct, max_iter=it, tol=0.0, cache=cache, **params, **kw).fit(X)
+            return fit
+
+        print("daskgmm (LocalCluster, 2 workers x 1 thread):", flush=True)
+        report("daskgmm in memory, float64", _marginal(fitter(mem["float64"]), a.iters, a.repeats))
+        report("daskgmm in memory, float32", _marginal(fitter(mem["float32"]), a.iters, a.repeats))
+        report("daskgmm in memory, float64, cold start", _marginal(fitter(mem["float64"], start=cold), a.iters,
+                                                                    a.repeats), "every component overlaps")
+        for ct in ("diag", "spherical", "tied"):
+            report(f"daskgmm in memory, float64, {ct}", _marginal(fitter(mem["float64"], ct), a.iters, a.repeats))
+
+        # float32 answers: same start, same iterations
+        g64 = GaussianMixture(k, max_iter=10, tol=0.0, **init).fit(mem["float64"])
+        g32 = GaussianMixture(k, max_iter=10, tol=0.0, **init).fit(mem["float32"])
+        scale = np.abs(g64.means_).max()
+        res["float32_vs_float64"] = {
+            "max_abs_mean_diff_rel_to_scale": float(np.abs(g32.means_ - g64.means_).max() / scale),
+            "max_rel_weight_diff": float(np.abs(g32.weights_ / g64.weights_ - 1).max()),
+            "max_rel_cov_diff": float(np.abs(g32.covariances_ - g64.covariances_).max()
+                                      / np.abs(g64.covariances_).max()),
+            "lower_bound_diff": float(abs(g32.lower_bound_ - g64.lower_bound_)),
+        }
+        print("  float32 vs float64 after 10 iterations:", res["float32_vs_float64"], flush=True)
+        for x in mem.values():
+            del x
+        del mem
+
+        # out of core: the Parquet is read by every pass
+        from daskgmm.em import ChunkedData
+
+        data = ChunkedData(src["float64"].X, cache="none")
+        scans = []
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            dask.compute(*[dask.delayed(len)(b) for b in data._blocks])
+            scans.append(time.perf_counter() - t0)
+        res["parquet_scan_s"] = statistics.median(scans)
+        print(f"  {'Parquet scan (read only)':38s} {res['parquet_scan_s']:8.3f} s", flush=True)
+        report("daskgmm out of core, float64", _marginal(fitter(src["float64"].X, cache="none"), a.iters, a.repeats))
+        rand = dict(init_params="random_from_data", random_state=0)
+
+        def restarts(n_init):
+            def fit(it):
+                GaussianMixture(k, max_iter=it, tol=0.0, cache="none", n_init=n_init, **rand).fit(src["float64"].X)
+            return fit
+
+        report("daskgmm out of core, n_init=1", _marginal(restarts(1), a.iters, a.repeats), "random_from_data")
+        report("daskgmm out of core, n_init=8 lockstep", _marginal(restarts(8), a.iters, a.repeats),
+               "random_from_data")
+
+        if a.scaling:
+            res["scaling"] = {}
+            import dask.array as da
+
+            print("linearity in N (in memory, float64):", flush=True)
+            for m in [float(v) for v in a.scaling.split(",") if v]:
+                reps = max(1, round(m * 1_000_000 / n))
+                X = client.persist(da.concatenate([src["float64"].X] * reps, axis=0))
+                X.sum().compute()
+                r = _marginal(fitter(X), max(2, a.iters // 2), 1)
+                res["scaling"][str(X.shape[0])] = r
+                print(f"  {X.shape[0]:>11,d} rows  {r['per_iter']:8.3f} s/iter  "
+                      f"{r['per_iter'] / (X.shape[0] / 1e6):.3f} s per 1M rows", flush=True)
+                del X
+
+    if not a.no_sklearn:
+        from sklearn.mixture import GaussianMixture as SkGMM
+
+        X = src["float64"].X.compute()
+        print("scikit-learn (this process):", flush=True)
+
+        def skfit(it):
+            SkGMM(k, max_iter=it, tol=0.0, **init).fit(X)
+
+        report("scikit-learn, float64", _marginal(skfit, max(2, a.iters // 2), 1))
+        del X
+
+    if not a.no_spark:
+        import bench_spark
+
+        why = bench_spark.available()
+        if why:
+            print(f"Spark MLlib: skipped ({why})", flush=True)
+            res["spark_skipped"] = why
+        else:
+            print("Spark MLlib (local[2]):", flush=True)
+            r = bench_spark.time_spark_gmm(os.path.join(os.path.abspath(a.data), "*.parquet"), cols, k,
+                                           iters=max(2, a.iters // 2),
+                                           repeats=max(1, a.repeats - 1))
+            if r.get("per_iter"):
+                report("Spark MLlib GaussianMixture", {"per_iter": r["per_iter"], "min": min(r["per_iter_all"]),
+                                                       "all": r["per_iter_all"]},
+                       f"{r['spark_version']}, {r['blas'].rsplit('.', 1)[-1]}")
+            res["spark"] = r
+
+    res["targets"] = targets(res)
+    print("\ntargets:")
+    for t in res["targets"]:
+        print(f"  [{'ok' if t['met'] else 'NOT MET'}] {t['what']}: {t['value']}")
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=2)
+    print(f"\nwritten to {a.out}")
+    print("\n" + markdown(res))
+    return 0
+
+
+def targets(res) -> list:
+    c = res["cases"]
+    out = []
+
+    def add(what, value, met):
+        out.append({"what": what, "value": value, "met": bool(met)})
+
+    mem = c["daskgmm in memory, float64"]["per_iter"]
+    if "Spark MLlib GaussianMixture" in c:
+        ratio = c["Spark MLlib GaussianMixture"]["per_iter"] / mem
+        add("in memory >= 2x faster than Spark MLlib local[2]", f"{ratio:.1f}x", ratio >= 2)
+    frac = res["gemm_bound_s"] / mem
+    add("in memory >= 50% of the f64 GEMM bound", f"{100 * frac:.0f}%", frac >= 0.5)
+    r32 = mem / c["daskgmm in memory, float32"]["per_iter"]
+    add("float32 >= 1.7x the float64 speed", f"{r32:.2f}x", r32 >= 1.7)
+    ooc = c["daskgmm out of core, float64"]["per_iter"]
+    lim = res["parquet_scan_s"] + mem
+    add("out of core <= 1.3 x (scan + in-memory iteration)", f"{ooc / lim:.2f} x", ooc <= 1.3 * lim)
+    for ct in ("diag", "spherical"):
+        r = mem / c[f"daskgmm in memory, float64, {ct}"]["per_iter"]
+        add(f"{ct} >= 4x faster than full", f"{r:.1f}x", r >= 4)
+    r8 = c["daskgmm out of core, n_init=8 lockstep"]["per_iter"] / c["daskgmm out of core, n_init=1"]["per_iter"]
+    add("n_init=8 in lockstep <= 3x one restart, out of core", f"{r8:.2f}x", r8 <= 3)
+    if res.get("scaling"):
+        per_m = [v["per_iter"] / (int(rows) / 1e6) for rows, v in res["scaling"].items()]
+        spread = max(per_m) / min(per_m)
+        add("linear in N (max/min seconds per 1M rows)", f"{spread:.2f}", spread <= 1.25)
+    return out
+
+
+def markdown(res) -> str:
+    cfg = res["config"]
+    lines = [
+        f"{cfg['rows']:,} rows x {cfg['features']} features, K={cfg['components']}, full covariance unless "
+        "noted; seconds per EM iteration (marginal, median)",
+        "",
+        "| case | s/iter |",
+        "|---|---|",
+    ]
+    for name, r in res["cases"].items():
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(f"| {name}{note} | {r['per_iter']:.3f} |")
+    lines.append(f"| Parquet scan (read only) | {res['parquet_scan_s']:.3f} |")
+    lines.append(f"| GEMM bound (4NKD² at {res['gemm_flops'] / 1e9:.0f} GFLOP/s) | {res['gemm_bound_s']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
