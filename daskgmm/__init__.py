@@ -2,9 +2,11 @@
 
 from daskgmm._base import ConvergenceWarning, InvalidParameterError, NotFittedError
 from daskgmm.io import DataError, RowsOmittedWarning, open_parquet, read_parquet
+from daskgmm.kmeans import KMeans
 from daskgmm.mixture import GaussianMixture
 from daskgmm.persist import ModelFileError
 from daskgmm.persist import load_model as load
+from daskgmm.selection import SelectionResult, select_model
 
 __version__ = "0.1.0"
 
@@ -13,11 +15,14 @@ __all__ = [
     "DataError",
     "GaussianMixture",
     "InvalidParameterError",
+    "KMeans",
     "ModelFileError",
     "NotFittedError",
     "RowsOmittedWarning",
+    "SelectionResult",
     "__version__",
     "load",
     "open_parquet",
     "read_parquet",
+    "select_model",
 ]

@@ -24,6 +24,7 @@ from daskgmm.config import (
     PREDICT,
     SAMPLE,
     SCORE,
+    SELECT,
     ConfigError,
     coerce,
     load_config,
@@ -47,6 +48,7 @@ COMMANDS = {
     SCORE: "mean log-likelihood, BIC and AIC of Parquet data under a saved model",
     SAMPLE: "draw rows from a saved model into Parquet, streaming",
     INFO: "describe a saved model",
+    SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
 }
 
 
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd, text in COMMANDS.items():
         sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".", epilog=EXIT_DOC,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        if cmd in (FIT, PREDICT, SCORE):
+        if cmd in (FIT, PREDICT, SCORE, SELECT):
             sp.add_argument("data", nargs="*", metavar="DATA",
                             help="Parquet file(s), directory, glob or fsspec URL (or 'data' in the config)")
         for opt in options_for(cmd):
@@ -77,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
             if opt.kind == "bool":
                 sp.add_argument(*flags, dest=opt.dest, action="store_true", default=None, help=opt.help)
             else:
-                sp.add_argument(*flags, dest=opt.dest, default=None, metavar=opt.metavar or opt.dest.upper(),
+                metavar = opt.metavar or (None if opt.choices else opt.dest.upper())
+                sp.add_argument(*flags, dest=opt.dest, default=None, metavar=metavar,
                                 choices=opt.choices or None, help=opt.help + default)
         if cmd != INFO:
             sp.add_argument("--config", metavar="FILE.yaml",
@@ -116,7 +119,7 @@ def resolve(args) -> argparse.Namespace:
 
 def _require(o):
     need = {FIT: ["data", "model_out"], PREDICT: ["data", "model", "out"], SCORE: ["data", "model"],
-            SAMPLE: ["model", "n", "out"], INFO: ["model"]}[o.command]
+            SAMPLE: ["model", "n", "out"], INFO: ["model"], SELECT: ["data", "out"]}[o.command]
     for key in need:
         if getattr(o, key) in (None, [], ""):
             flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
@@ -126,6 +129,18 @@ def _require(o):
         if v is not None and v < (0 if key == "max_iter" else 1):
             raise UsageError(f"daskgmm {o.command}: --{key.replace('_', '-')} must be at least "
                              f"{0 if key == 'max_iter' else 1}, got {v}")
+    if o.command == SELECT:
+        if o.k_min < 1 or o.k_max < o.k_min:
+            raise UsageError(f"daskgmm select: need 1 <= --k-min <= --k-max, got {o.k_min} and {o.k_max}")
+        bad = [t for t in o.covariance_types if t not in ("full", "tied", "diag", "spherical")]
+        if bad:
+            raise UsageError(f"daskgmm select: unknown covariance type(s) {', '.join(bad)} "
+                             "(choose among full, tied, diag, spherical)")
+    if getattr(o, "plot", None):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'daskgmm[plot]'") from None
     if getattr(o, "resume", False) and not getattr(o, "checkpoint_dir", None):
         raise UsageError("daskgmm fit: --resume needs --checkpoint-dir")
     tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
@@ -260,6 +275,11 @@ def cmd_fit(o, log, metrics):
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
             f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
+        if o.plot:
+            from daskgmm.plot import plot_fit
+
+            plot_fit(est, src.X, o.plot)
+            log(f"picture written to {o.plot}")
         rows = None
         with contextlib.ExitStack() as stack:
             fs_m, st_m = stack.enter_context(staged_directory(o.model_out))
@@ -365,7 +385,61 @@ def cmd_info(o, log, metrics):
     return EXIT_OK
 
 
-HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sample, INFO: cmd_info}
+def cmd_select(o, log, metrics):
+    import posixpath
+
+    from daskgmm import ConvergenceWarning
+    from daskgmm.io import staged_directory
+    from daskgmm.persist import write_model_files
+    from daskgmm.selection import select_model
+
+    t_start = time.perf_counter()
+    src, notes = _open(o)
+    for n in notes:
+        log(n)
+    log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s)")
+    ks = list(range(o.k_min, o.k_max + 1))
+    log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "
+        "all in the same passes")
+    report = Reporter(o.quiet)
+    with _cluster(o, log):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
+                               random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
+                               init_params=o.init_params, cache=o.cache, progress=report.progress)
+    best = res.best_
+    best.feature_names_in_ = np.asarray(src.columns, dtype=object)
+    for m in res.models_.values():
+        m.feature_names_in_ = best.feature_names_in_
+    log(f"best by {o.criterion.upper()}: K={best.n_components}, {best.covariance_type} covariance")
+    if not o.quiet:
+        print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
+    summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
+                                                   "covariance_type": best.covariance_type},
+               "candidates": res.table.to_dict(orient="records")}
+    with staged_directory(o.out) as (fs, staging):
+        model_dir = posixpath.join(staging, "model")
+        fs.makedirs(model_dir, exist_ok=True)
+        write_model_files(best, fs, model_dir)
+        with fs.open(posixpath.join(staging, "selection.csv"), "w") as f:
+            res.table.to_csv(f, index=False)
+        with fs.open(posixpath.join(staging, "selection.json"), "w") as f:
+            from daskgmm.persist import _jsonable
+
+            json.dump(_jsonable(summary), f, indent=2)
+    if o.plot:
+        from daskgmm.plot import plot_selection
+
+        plot_selection(res, o.plot)
+        log(f"picture written to {o.plot}")
+    log(f"best model and table written to {o.out}")
+    metrics.update(summary, n_rows=src.n_rows, total_seconds=time.perf_counter() - t_start, out=o.out)
+    return EXIT_OK
+
+
+HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sample, INFO: cmd_info,
+            SELECT: cmd_select}
 
 
 def _write_metrics(path, metrics):

@@ -33,9 +33,9 @@ class Opt:
         return "--" + self.dest.replace("_", "-")
 
 
-FIT, PREDICT, SCORE, SAMPLE, INFO = "fit", "predict", "score", "sample", "info"
-_CLUSTER = (FIT, PREDICT, SCORE, SAMPLE)
-_DATA = (FIT, PREDICT, SCORE)
+FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT = "fit", "predict", "score", "sample", "info", "select"
+_CLUSTER = (FIT, PREDICT, SCORE, SAMPLE, SELECT)
+_DATA = (FIT, PREDICT, SCORE, SELECT)
 
 OPTIONS = [
     # data
@@ -49,21 +49,21 @@ OPTIONS = [
     Opt("chunk_rows", "int", None, "minimum rows per chunk (consecutive row groups are merged)", _DATA + (SAMPLE,),
         metavar="N"),
     Opt("cache", "choice", "auto", "keep data in cluster memory across passes, or re-read every pass",
-        (FIT,), choices=("auto", "memory", "none")),
+        (FIT, SELECT), choices=("auto", "memory", "none")),
     # model
     Opt("n_components", "int", 1, "number of mixture components K", (FIT,), metavar="K"),
     Opt("covariance_type", "choice", "full", "covariance shape", (FIT,),
         choices=("full", "tied", "diag", "spherical")),
-    Opt("max_iter", "int", 100, "maximum EM iterations", (FIT,), metavar="N"),
-    Opt("tol", "float", 1e-3, "stop when the mean log-likelihood changes by less", (FIT,), metavar="T"),
-    Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (FIT,), metavar="N"),
-    Opt("init_params", "choice", "kmeans", "initialisation", (FIT,),
-        choices=("kmeans", "k-means++", "random", "random_from_data"), metavar="M"),
-    Opt("reg_covar", "float", 1e-6, "added to covariance diagonals", (FIT,), metavar="R"),
+    Opt("max_iter", "int", 100, "maximum EM iterations", (FIT, SELECT), metavar="N"),
+    Opt("tol", "float", 1e-3, "stop when the mean log-likelihood changes by less", (FIT, SELECT), metavar="T"),
+    Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (FIT, SELECT), metavar="N"),
+    Opt("init_params", "choice", "kmeans", "initialisation", (FIT, SELECT),
+        choices=("kmeans", "k-means++", "random", "random_from_data")),
+    Opt("reg_covar", "float", 1e-6, "added to covariance diagonals", (FIT, SELECT), metavar="R"),
     Opt("assignment", "choice", "soft", "soft EM, or hard (classification) EM", (FIT,), choices=("soft", "hard")),
     Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on", (FIT,),
         choices=("raise", "reinit")),
-    Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE), metavar="S"),
+    Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE, SELECT), metavar="S"),
     # outputs
     Opt("model_out", "str", None, "directory to write the fitted model to (required)", (FIT,), metavar="DIR"),
     Opt("predictions_out", "str", None, "also write predictions of the training data here", (FIT,), metavar="DIR"),
@@ -71,14 +71,23 @@ OPTIONS = [
     Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT)),
     Opt("checkpoint_dir", "str", None, "save EM progress here after every iteration", (FIT,), metavar="DIR"),
     Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one", (FIT,)),
-    Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers", (FIT, SCORE),
+    Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers", (FIT, SCORE, SELECT),
         metavar="FILE"),
-    Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE)),
+    Opt("plot", "str", None, "write a PNG picture of the fit (needs matplotlib: pip install daskgmm[plot])",
+        (FIT, SELECT), metavar="FILE.png"),
+    Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE, SELECT)),
     # predict / score / sample / info
     Opt("model", "str", None, "directory of a saved model (required)", (PREDICT, SCORE, SAMPLE, INFO), metavar="DIR"),
-    Opt("out", "str", None, "output directory (required)", (PREDICT, SAMPLE), metavar="DIR"),
+    Opt("out", "str", None, "output directory (required)", (PREDICT, SAMPLE, SELECT), metavar="DIR"),
     Opt("n", "int", None, "number of rows to draw (required)", (SAMPLE,), short="-n", metavar="N"),
     Opt("json", "bool", False, "print the model's JSON metadata", (INFO,)),
+    # select
+    Opt("k_min", "int", 1, "smallest number of components to try", (SELECT,), metavar="K"),
+    Opt("k_max", "int", 10, "largest number of components to try", (SELECT,), metavar="K"),
+    Opt("covariance_types", "list", ["full", "diag"], "covariance types to try, comma-separated", (SELECT,),
+        metavar="T,T"),
+    Opt("criterion", "choice", "bic", "what picks the best model (lower is better)", (SELECT,),
+        choices=("bic", "aic")),
     # cluster
     Opt("scheduler", "str", None, "address of a running Dask scheduler (default: an embedded LocalCluster "
         "on 127.0.0.1)", _CLUSTER, metavar="ADDRESS"),

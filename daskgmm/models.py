@@ -43,6 +43,8 @@ class MixtureState:
     update_params : str
         Which of weights (w), means (m), covariances (c) the M-step updates.
     on_collapse : {"raise", "reinit"}
+        "reinit" re-seeds a collapsed component (see :func:`collapsed_components`)
+        at a worst-explained row instead of failing.
     events : tuple of str
         What the last update did besides the M-step (e.g. a re-seeded component).
     """
@@ -119,25 +121,25 @@ class MixtureState:
         events = ()
         if "c" not in up:
             return replace(self, weights=weights, means=means, events=events)
-        try:
+        bad = ()
+        if self.on_collapse == "reinit" and self.covariance_type != "tied":
+            bad = collapsed_components(covs, stats.n, self.covariance_type)
+        if len(bad):
+            weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)
+        else:
             prec_chol = cov.precisions_cholesky(
                 covs, self.covariance_type, reg_covar=self.reg_covar,
                 float32=self.eps_dtype == np.float32,
             )
-        except ValueError:
-            if self.on_collapse != "reinit" or self.covariance_type == "tied":
-                raise
-            weights, means, covs, prec_chol, events = self._reinit(stats, weights, means, covs)
         return replace(
             self, weights=weights, means=means, covariances=covs,
             precisions_cholesky=prec_chol, events=events,
         )
 
-    def _reinit(self, stats: SuffStats, weights, means, covs):
+    def _reinit(self, stats: SuffStats, bad, weights, means, covs):
         """Re-seed collapsed components at the worst-explained rows."""
         k = self.n_components
         ct = self.covariance_type
-        bad = _collapsed_components(covs, ct)
         good = np.setdiff1d(np.arange(k), bad)
         if good.size == 0:
             raise ValueError(
@@ -164,19 +166,30 @@ class MixtureState:
         return weights, means, covs, prec_chol, tuple(events)
 
 
-def _collapsed_components(covs, covariance_type) -> np.ndarray:
+def collapsed_components(covs, nk, covariance_type) -> np.ndarray:
+    """Components that have collapsed: covariance not positive definite, or too little mass.
+
+    A component that holds less responsibility than it takes to estimate its
+    covariance from data (``D + 1`` rows for a full covariance, 2 for
+    diagonal and spherical ones) sits on a point or a flat subspace: its
+    likelihood grows without bound as its variance shrinks (kept finite only
+    by ``reg_covar``), which is the singularity of maximum likelihood for
+    mixtures.
+    """
+    covs = np.asarray(covs)
+    d = covs.shape[-1] if covariance_type in ("full", "diag") else 1
+    need = d + 1 if covariance_type == "full" else 2
     bad = []
     for k in range(covs.shape[0]):
         c = covs[k]
-        if covariance_type == "full":
+        if not np.all(np.isfinite(c)) or nk[k] < need:
+            bad.append(k)
+        elif covariance_type == "full":
             try:
                 np.linalg.cholesky(c)
-                ok = np.all(np.isfinite(c))
             except np.linalg.LinAlgError:
-                ok = False
-        else:
-            ok = bool(np.all(np.isfinite(c)) and np.all(c > 0))
-        if not ok:
+                bad.append(k)
+        elif np.any(c <= 0):
             bad.append(k)
     return np.array(bad, dtype=np.intp)
 

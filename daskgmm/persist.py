@@ -35,9 +35,10 @@ class ModelFileError(DataError):
 
 
 def _estimators():
+    from daskgmm.kmeans import KMeans
     from daskgmm.mixture import GaussianMixture
 
-    return {"GaussianMixture": GaussianMixture}
+    return {"GaussianMixture": GaussianMixture, "KMeans": KMeans}
 
 
 def _jsonable(v):

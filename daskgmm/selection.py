@@ -1,0 +1,141 @@
+"""Model selection: every (K, covariance type, restart) candidate fitted in the same passes.
+
+Each candidate is one more model in the lockstep loop: the k-means|| seeding of
+every K, the Lloyd passes, the EM iterations and the final scoring pass serve
+all candidates at once, so a sweep over ten K and two covariance types reads
+the data about as often as a single fit.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from daskgmm import covariance as cov
+from daskgmm._base import ConvergenceWarning, prepare_rows
+from daskgmm.em import Run, lockstep
+from daskgmm.init import mixture_init_stats, restart_seeds
+from daskgmm.models import MixtureState
+from daskgmm.stats import COVARIANCE_TYPES, MixtureRequest
+
+
+@dataclass
+class SelectionResult:
+    """What :func:`select_model` found.
+
+    Attributes
+    ----------
+    best_ : GaussianMixture
+        The candidate with the lowest criterion, fitted.
+    table : pandas.DataFrame
+        One row per candidate: ``n_components``, ``covariance_type``,
+        ``log_likelihood`` (mean per row under the final parameters),
+        ``bic``, ``aic``, ``n_parameters``, ``n_iter``, ``converged``.
+    criterion : str
+    models_ : dict
+        Every fitted candidate, keyed by ``(n_components, covariance_type)``.
+    """
+
+    best_: object
+    table: object
+    criterion: str
+    models_: dict = field(default_factory=dict)
+
+
+def select_model(
+    X, n_components=range(1, 11), covariance_types=("full", "diag"), criterion="bic", n_init=1,
+    random_state=None, *, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", sample_weight=None,
+    cache="auto", progress=None,
+) -> SelectionResult:
+    """Fit a Gaussian mixture for every K and covariance type in lockstep; pick by BIC or AIC.
+
+    Parameters
+    ----------
+    X : array-like, pandas DataFrame, dask Array or dask DataFrame, shape (n_samples, n_features)
+    n_components : int or iterable of int, default=range(1, 11)
+    covariance_types : str or iterable of str, default=("full", "diag")
+    criterion : {"bic", "aic"}, default="bic"
+        Lower is better; ties go to the smaller model.
+    n_init : int, default=1
+        Restarts per candidate (the best lower bound is kept, as in ``GaussianMixture``).
+    random_state : int, RandomState instance or None
+        Candidates with the same K share their initial k-means centres.
+    max_iter, tol, reg_covar, init_params :
+        As in :class:`daskgmm.GaussianMixture`.
+    sample_weight : array-like of shape (n_samples,), optional
+    cache : {"auto", "memory", "none"}
+    progress : callable, optional
+        ``progress(event, **info)`` with "init" and "iteration" events.
+
+    Returns
+    -------
+    SelectionResult
+    """
+    import pandas as pd
+
+    from daskgmm.mixture import GaussianMixture
+
+    ks = [int(n_components)] if np.isscalar(n_components) else sorted({int(k) for k in n_components})
+    types = [covariance_types] if isinstance(covariance_types, str) else list(dict.fromkeys(covariance_types))
+    if not ks or min(ks) < 1:
+        raise ValueError(f"n_components must hold integers >= 1, got {n_components!r}")
+    bad = [t for t in types if t not in COVARIANCE_TYPES]
+    if bad or not types:
+        raise ValueError(f"covariance_types must be among {COVARIANCE_TYPES}, got {covariance_types!r}")
+    if criterion not in ("bic", "aic"):
+        raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}")
+    # each candidate is validated as the estimator it becomes
+    probe = {(k, t): GaussianMixture(k, covariance_type=t, tol=tol, reg_covar=reg_covar, max_iter=max_iter,
+                                     n_init=n_init, init_params=init_params, random_state=random_state, cache=cache)
+             for k in ks for t in types}
+    for est in probe.values():
+        est._validate_params()
+    data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2)
+    n, d = data.n_rows, data.n_features
+    if n < max(ks):
+        raise ValueError(f"Expected n_samples >= n_components but got n_components = {max(ks)}, n_samples = {n}")
+    centre = scan.mean
+    seeds = restart_seeds(random_state, n_init)
+    jobs = [(k, t, s) for k in ks for t in types for s in seeds]
+    stats = mixture_init_stats(data, centre, method=init_params, jobs=jobs)
+    runs = []
+    for (_k, t, _s), st in zip(jobs, stats):
+        kw = dict(reg_covar=float(reg_covar), tol=float(tol), eps_dtype=data.dtype)
+        nk, means, covs = cov.estimate_parameters(st, reg_covar, data.dtype)
+        runs.append(Run(MixtureState.from_covariances(nk / scan.weight, means, covs, t, **kw)))
+    if progress is not None:
+        progress("init", seconds=0.0, resumed=False, runs=runs)
+    lockstep(data, runs, centre=centre, max_iter=max_iter,
+             callback=None if progress is None else (lambda it, rs: progress("iteration", iteration=it, runs=rs)))
+    # the best restart of each candidate (scikit-learn's rule), then one pass scores them all
+    by_candidate = {}
+    for (k, t, _), r in zip(jobs, runs):
+        best = by_candidate.get((k, t))
+        if best is None or r.objective > best.objective:
+            by_candidate[(k, t)] = r
+    keys = list(by_candidate)
+    final = data.run([MixtureRequest([by_candidate[c].state.spec(centre) for c in keys])], centre)[0]
+    rows, models = [], {}
+    for c, st in zip(keys, final):
+        k, t = c
+        r = by_candidate[c]
+        est = probe[c]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # the table says which converged
+            est._finish([r], data.dtype, d, info)
+        ll = st.loglik / st.weight
+        p = cov.n_parameters(t, k, d)
+        bic = -2 * ll * n + p * math.log(n)
+        aic = -2 * ll * n + 2 * p
+        rows.append({"n_components": k, "covariance_type": t, "log_likelihood": ll, "bic": bic, "aic": aic,
+                     "n_parameters": p, "n_iter": r.n_iter, "converged": r.converged})
+        models[c] = est
+    table = pd.DataFrame(rows).sort_values(["covariance_type", "n_components"], kind="stable")
+    table = table.reset_index(drop=True)
+    ordered = table.sort_values([criterion, "n_parameters"], kind="stable")
+    top = ordered.iloc[0]
+    best = models[(int(top["n_components"]), top["covariance_type"])]
+    return SelectionResult(best_=best, table=table, criterion=criterion, models_=models)

@@ -1,0 +1,117 @@
+"""KMeans: batch Lloyd against scikit-learn, sequential updates, the API."""
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.cluster import KMeans as SkKMeans
+
+import daskgmm
+from daskgmm import KMeans
+
+from .conftest import make_blobs
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_inertia_matches_sklearn_on_old_faithful(faithful, k):
+    ours = KMeans(k, n_init=10, random_state=0).fit(faithful)
+    sk = SkKMeans(k, n_init=10, random_state=0).fit(faithful)
+    assert abs(ours.inertia_ - sk.inertia_) <= 0.01 * sk.inertia_
+    # inertia_ is that of the final centres and labels
+    d2 = ((faithful - ours.cluster_centers_[ours.labels_]) ** 2).sum()
+    np.testing.assert_allclose(ours.inertia_, d2, rtol=1e-10)
+
+
+def test_same_lloyd_steps_as_sklearn_from_same_centres():
+    X, _, _ = make_blobs(n=3000, d=3, k=4, sep=3.0, spread=1.5)
+    start = X[:4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for it in (1, 3, 10):
+            ours = KMeans(4, init=start, max_iter=it, tol=0.0).fit(X)
+            sk = SkKMeans(4, init=start, n_init=1, max_iter=it, tol=0.0, algorithm="lloyd").fit(X)
+            np.testing.assert_allclose(ours.cluster_centers_, sk.cluster_centers_, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(ours.inertia_, sk.inertia_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+def test_inits_find_separated_clusters_and_do_not_depend_on_chunking(init):
+    X, _, _ = make_blobs(n=4000, d=2, k=5, sep=10.0, seed=4)
+    a = KMeans(5, init=init, random_state=1, tol=0.0).fit(X)
+    b = KMeans(5, init=init, random_state=1, tol=0.0).fit(da.from_array(X, chunks=(333, 2)))
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-10)
+    sk = SkKMeans(5, n_init=10, random_state=0, tol=0.0).fit(X)
+    assert a.inertia_ <= 1.01 * sk.inertia_
+    assert isinstance(b.labels_, da.Array)
+    np.testing.assert_array_equal(b.labels_.compute(), a.labels_)
+
+
+def test_predict_transform_score_against_sklearn():
+    X, _, _ = make_blobs(n=2000, d=3, k=3)
+    ours = KMeans(3, random_state=0).fit(X)
+    sk = SkKMeans(3, init=ours.cluster_centers_, n_init=1, max_iter=1).fit(X)
+    sk.cluster_centers_ = ours.cluster_centers_
+    np.testing.assert_array_equal(ours.predict(X), sk.predict(X))
+    np.testing.assert_allclose(ours.transform(X), sk.transform(X), rtol=1e-10)
+    np.testing.assert_allclose(ours.score(X), sk.score(X), rtol=1e-10)
+    lazy = ours.transform(da.from_array(X, chunks=(500, 3)))
+    np.testing.assert_allclose(lazy.compute(), ours.transform(X), rtol=1e-12)
+    np.testing.assert_array_equal(ours.fit_predict(X), ours.labels_)
+
+
+def test_sample_weight_counts_as_repeated_rows():
+    X, _, _ = make_blobs(n=500, d=2, k=2, sep=8.0)
+    w = np.r_[np.full(250, 3.0), np.ones(250)]
+    start = X[[0, 300]]
+    a = KMeans(2, init=start).fit(X, sample_weight=w)
+    b = KMeans(2, init=start).fit(np.vstack([X[:250], X[:250], X]))
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-10)
+    np.testing.assert_allclose(a.inertia_, b.inertia_, rtol=1e-10)
+
+
+def test_partial_fit_is_the_sequential_update_and_close_to_batch():
+    X, _, _ = make_blobs(n=20000, d=3, k=5, seed=3)
+    batch = KMeans(5, random_state=0).fit(X)
+    online = KMeans(5, random_state=0)
+    for a in range(0, 20000, 1000):
+        online.partial_fit(X[a : a + 1000] if a % 2000 else da.from_array(X[a : a + 1000], chunks=(400, 3)))
+    assert online.n_steps_ == 20 and online.counts_.sum() == 20000
+    assert -online.score(X) <= 1.02 * batch.inertia_
+    # one row at a time, the update is exactly mu <- mu + (x - mu) / n_k
+    seq = KMeans(2, init=np.array([[0.0, 0.0], [10.0, 10.0]]))
+    rows = np.array([[1.0, 1.0], [9.0, 9.0], [3.0, 1.0], [11.0, 8.0], [2.0, 4.0]])
+    mu = np.array([[0.0, 0.0], [10.0, 10.0]])
+    n = np.zeros(2)
+    for r in rows:
+        seq.partial_fit(r[None, :])
+        k = int(np.argmin(((mu - r) ** 2).sum(axis=1)))
+        n[k] += 1
+        mu[k] += (r - mu[k]) / n[k]
+        np.testing.assert_allclose(seq.cluster_centers_, mu, rtol=1e-12)
+    with pytest.raises(ValueError, match="expecting 2 features"):
+        seq.partial_fit(np.zeros((3, 3)))
+
+
+def test_kmeans_api_and_errors(tmp_path):
+    X, _, _ = make_blobs(n=300, d=2, k=3)
+    km = KMeans(3, random_state=0)
+    assert clone(km).get_params() == km.get_params()
+    with pytest.raises(daskgmm.NotFittedError):
+        km.predict(X)
+    with pytest.raises(ValueError, match="n_samples=2 should be >= n_clusters=3"):
+        km.fit(X[:2])
+    with pytest.raises(ValueError, match="'init' parameter of KMeans"):
+        KMeans(3, init="kmeans++").fit(X)
+    with pytest.raises(ValueError, match="does not match the number of clusters"):
+        KMeans(3, init=X[:2]).fit(X)
+    with pytest.raises(ValueError, match="contains NaN"):
+        KMeans(2).fit(np.array([[1.0, np.nan], [0.0, 1.0], [2.0, 2.0]]))
+    km.fit(X)
+    assert km.cluster_centers_.shape == (3, 2) and km.n_iter_ >= 1 and len(km.history_) == km.n_iter_
+    km.save(tmp_path / "km")
+    back = daskgmm.load(tmp_path / "km")
+    assert isinstance(back, KMeans)
+    np.testing.assert_array_equal(back.predict(X), km.predict(X))
+    assert back.inertia_ == km.inertia_

@@ -1,0 +1,123 @@
+"""Model selection in lockstep, pictures, streamed sampling."""
+
+import json
+import os
+
+import dask.array as da
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.mixture import GaussianMixture as SkGMM
+
+import daskgmm
+from daskgmm import GaussianMixture, select_model
+from daskgmm.cli import main
+
+from .conftest import make_blobs
+from .test_cli import FAST, write_data
+
+
+def test_selection_recovers_true_k():
+    X, _, _ = make_blobs(n=6000, d=2, k=4, sep=12.0, seed=11)
+    res = select_model(da.from_array(X, chunks=(1000, 2)), range(1, 8), ("full", "diag"), random_state=0)
+    assert res.best_.n_components == 4
+    assert len(res.table) == 14
+    assert set(res.table.columns) >= {"n_components", "covariance_type", "log_likelihood", "bic", "aic",
+                                      "n_iter", "converged"}
+    # BIC in the table is the estimator's own, on the final parameters
+    best = res.best_
+    row = res.table[(res.table.n_components == 4) & (res.table.covariance_type == best.covariance_type)]
+    np.testing.assert_allclose(row["bic"].iloc[0], best.bic(X), rtol=1e-10)
+    assert res.models_[(4, "diag")].n_components == 4
+
+
+def test_each_candidate_equals_its_own_fit():
+    """Lockstep changes nothing: every candidate is the fit GaussianMixture would make."""
+    X, _, _ = make_blobs(n=2000, d=2, k=3, seed=12)
+    res = select_model(X, [2, 3], ("full", "spherical"), random_state=5, n_init=2)
+    for (k, ct), model in res.models_.items():
+        alone = GaussianMixture(k, covariance_type=ct, random_state=5, n_init=2).fit(X)
+        np.testing.assert_allclose(model.means_, alone.means_, rtol=1e-9, atol=1e-9)
+        assert model.n_iter_ == alone.n_iter_
+
+
+def test_selection_on_old_faithful_prefers_two_components(faithful):
+    res = select_model(faithful, range(1, 6), ("full", "diag", "tied", "spherical"), random_state=0)
+    assert (res.best_.n_components, res.best_.covariance_type) == (2, "full")
+    sk_bic = SkGMM(2, random_state=0).fit(faithful).bic(faithful)
+    np.testing.assert_allclose(res.table.query("n_components == 2 and covariance_type == 'full'")["bic"].iloc[0],
+                               sk_bic, rtol=1e-6)
+
+
+def test_selection_errors():
+    X, _, _ = make_blobs(n=50)
+    with pytest.raises(ValueError, match="covariance_types"):
+        select_model(X, [1, 2], ("round",))
+    with pytest.raises(ValueError, match="criterion"):
+        select_model(X, [1, 2], criterion="mdl")
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        select_model(X[:3], [1, 5])
+
+
+def _count_ellipses(ax):
+    from matplotlib.patches import Ellipse
+
+    return sum(isinstance(p, Ellipse) for p in ax.patches)
+
+
+def test_plots_render_with_one_ellipse_per_component_and_radius(tmp_path, faithful):
+    from daskgmm import plot
+
+    g = GaussianMixture(3, random_state=0).fit(faithful)
+    fig = plot.plot_fit(g, faithful, tmp_path / "fit.png")
+    conv, comps = fig.axes
+    assert _count_ellipses(comps) == 3 * 2
+    assert len(conv.lines[0].get_xdata()) == g.n_iter_
+    assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = plot.plot_components(g, da.from_array(faithful, chunks=(50, 2)), n_std=[1, 2, 3])
+    assert _count_ellipses(ax) == 9
+    assert len(ax.collections[0].get_offsets()) == len(faithful)
+    res = select_model(faithful, range(1, 4), ("full", "diag"), random_state=0)
+    fig = plot.plot_selection(res, tmp_path / "sel.png")
+    assert len(fig.axes[0].lines) == 2 * 2 + 1  # BIC and AIC per type, and the star
+    assert os.path.getsize(tmp_path / "sel.png") > 1000
+
+
+def test_streamed_sample_writes_parts_with_the_mixture_distribution(tmp_path, faithful):
+    g = GaussianMixture(2, random_state=0).fit(faithful)
+    rows = g.write_sample(tmp_path / "s", 50_000, random_state=3, chunk_rows=12_000)
+    assert rows == 50_000
+    parts = sorted(p for p in os.listdir(tmp_path / "s") if p.endswith(".parquet"))
+    assert len(parts) == 5 and (tmp_path / "s" / "_SUCCESS").exists()
+    t = pq.read_table(tmp_path / "s")
+    x = np.column_stack([t.column("x0").to_numpy(), t.column("x1").to_numpy()])
+    comp = t.column("component").to_numpy()
+    np.testing.assert_allclose(np.bincount(comp) / len(comp), g.weights_, atol=0.01)
+    for k in range(2):
+        np.testing.assert_allclose(x[comp == k].mean(axis=0), g.means_[k], rtol=0.01)
+        np.testing.assert_allclose(np.cov(x[comp == k].T), g.covariances_[k], rtol=0.05)
+    # a second run with the same seed writes the same rows
+    g.write_sample(tmp_path / "s2", 50_000, random_state=3, chunk_rows=12_000)
+    assert pq.read_table(tmp_path / "s2").equals(t)
+
+
+def test_cli_select_and_fit_plot(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_data(data, n=3000, d=2, k=3)
+    out = tmp_path / "sel"
+    rc = main(["select", str(data), "--columns", "f0,f1", "--k-min", "1", "--k-max", "5",
+               "--covariance-types", "full,diag", "--seed", "0", "--out", str(out), "--plot",
+               str(tmp_path / "sel.png"), "--metrics-out", str(tmp_path / "m.json"), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "model", "selection.csv", "selection.json"]
+    summary = json.loads((out / "selection.json").read_text())
+    assert summary["best"]["n_components"] == 3 and len(summary["candidates"]) == 10
+    best = daskgmm.load(out / "model")
+    assert best.n_components == 3 and list(best.feature_names_in_) == ["f0", "f1"]
+    assert (tmp_path / "sel.png").exists()
+    assert json.loads((tmp_path / "m.json").read_text())["status"] == "ok"
+    rc = main(["fit", str(data), "--columns", "f0,f1", "--n-components", "3", "--model-out", str(tmp_path / "m"),
+               "--plot", str(tmp_path / "fit.png"), *FAST])
+    assert rc == 0 and (tmp_path / "fit.png").stat().st_size > 1000
+    rc = main(["select", str(data), "--columns", "f0,f1", "--k-min", "3", "--k-max", "2", "--out", str(out)])
+    assert rc == 2 and "--k-min" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""The classic variants from the lecture notes: hard EM, means-only EM, singularities, 1-D."""
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.mixture import GaussianMixture as SkGMM
+
+from daskgmm import GaussianMixture, KMeans
+
+from .conftest import make_blobs
+
+# fixed iteration counts are the point of several tests here
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_hard_means_only_equal_spherical_equal_weights_is_kmeans():
+    """Classification EM that updates only the means, with equal weights and one fixed
+    spherical variance, assigns each row to its nearest mean: exactly Lloyd's k-means."""
+    X, _, _ = make_blobs(n=3000, d=3, k=4, sep=3.0, spread=1.2, seed=5)
+    start = X[[0, 1, 2, 3]]
+    k = 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for it in (1, 4, 12):
+            em = GaussianMixture(
+                k, covariance_type="spherical", assignment="hard", update_params="m", max_iter=it, tol=0.0,
+                weights_init=np.full(k, 1 / k), means_init=start, precisions_init=np.full(k, 1.0),
+            ).fit(da.from_array(X, chunks=(700, 3)))
+            km = KMeans(k, init=start, max_iter=it, tol=0.0).fit(X)
+            np.testing.assert_allclose(em.means_, km.cluster_centers_, rtol=1e-9, atol=1e-12)
+            np.testing.assert_array_equal(em.predict(X), km.labels_)
+
+
+def test_means_only_keeps_weights_and_covariances():
+    X, _, _ = make_blobs(n=1500, d=2, k=3, seed=6)
+    w0 = np.array([0.2, 0.3, 0.5])
+    p0 = np.array([0.5, 1.0, 2.0])
+    g = GaussianMixture(3, covariance_type="spherical", update_params="m", weights_init=w0, means_init=X[:3],
+                        precisions_init=p0, max_iter=20).fit(X)
+    np.testing.assert_array_equal(g.weights_, w0)
+    np.testing.assert_allclose(g.precisions_, p0, rtol=1e-12)
+    assert not np.allclose(g.means_, X[:3])
+    # "wm": weights move too, covariances stay
+    g2 = GaussianMixture(3, covariance_type="diag", update_params="wm", means_init=X[:3], max_iter=5, tol=0,
+                         weights_init=w0, precisions_init=np.ones((3, 2))).fit(X)
+    np.testing.assert_allclose(g2.precisions_, 1.0)
+    assert not np.allclose(g2.weights_, w0)
+
+
+def test_notes_means_only_em_in_one_dimension():
+    """The notes' example: 1-D data, K=2, variances fixed to 1, uniform class weights."""
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(-2.0, 1.0, 4000), rng.normal(3.0, 1.0, 4000)][:, None]
+    g = GaussianMixture(2, covariance_type="spherical", update_params="m", weights_init=[0.5, 0.5],
+                        means_init=[[-0.5], [0.5]], precisions_init=[1.0, 1.0], tol=1e-8, max_iter=500).fit(x)
+    np.testing.assert_allclose(np.sort(g.means_[:, 0]), [-2.0, 3.0], atol=0.06)
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_one_feature_matches_sklearn(ct):
+    rng = np.random.default_rng(1)
+    x = np.r_[rng.normal(0, 1, 300), rng.normal(5, 0.5, 200)][:, None]
+    init = dict(means_init=[[0.5], [4.0]], weights_init=[0.5, 0.5],
+                precisions_init={"full": np.ones((2, 1, 1)), "tied": np.ones((1, 1)), "diag": np.ones((2, 1)),
+                                 "spherical": np.ones(2)}[ct])
+    sk = SkGMM(2, covariance_type=ct, max_iter=30, tol=0, **init).fit(x)
+    g = GaussianMixture(2, covariance_type=ct, max_iter=30, tol=0, **init).fit(x)
+    np.testing.assert_allclose(g.means_, sk.means_, rtol=1e-8)
+    np.testing.assert_allclose(g.covariances_, sk.covariances_, rtol=1e-8)
+
+
+def test_hard_assignment_improves_classification_likelihood():
+    X, _, _ = make_blobs(n=2000, d=2, k=3, spread=1.5, sep=4.0, seed=2)
+    g = GaussianMixture(3, assignment="hard", random_state=0, tol=0, max_iter=15).fit(X)
+    lbs = np.array(g.lower_bounds_)
+    assert np.all(np.diff(lbs) >= -1e-9)  # classification EM is monotone too
+    soft = GaussianMixture(3, random_state=0).fit(X)
+    confusion = np.zeros((3, 3))
+    np.add.at(confusion, (g.predict(X), soft.predict(X)), 1)
+    assert confusion.max(axis=1).sum() / len(X) > 0.95  # the same clusters, up to their order
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_collapse_raises_by_default_and_reinit_recovers(ct):
+    """A component started on an isolated point collapses onto it (the notes' singularity)."""
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(size=(400, 2)), rng.normal(size=(400, 2)) + 6, [[30.0, 30.0]]])
+    means = np.array([[0.0, 0.0], [6.0, 6.0], [30.0, 30.0]])
+    prec = {"full": np.stack([np.eye(2)] * 3), "diag": np.ones((3, 2)), "spherical": np.ones(3)}[ct]
+    kw = dict(covariance_type=ct, means_init=means, weights_init=np.full(3, 1 / 3), precisions_init=prec)
+    with pytest.raises(ValueError, match=r"component 2 has an ill-defined empirical covariance.*reg_covar"):
+        GaussianMixture(3, reg_covar=0.0, **kw).fit(X)
+    g = GaussianMixture(3, reg_covar=0.0, on_collapse="reinit", max_iter=50, **kw).fit(X)
+    events = [e for h in g.history_ for e in h["events"]]
+    assert events and "component 2 collapsed" in events[0]
+    assert np.all(np.isfinite(g.covariances_)) and np.all(g.weights_ > 0.01)
+    # with the default reg_covar the collapse is only masked: reinit still catches it
+    g2 = GaussianMixture(3, on_collapse="reinit", max_iter=50, **kw).fit(X)
+    assert any("component 2 collapsed" in e for h in g2.history_ for e in h["events"])
+    assert g2.weights_.min() > 0.01
