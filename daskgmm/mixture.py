@@ -492,9 +492,13 @@ class GaussianMixture(BaseEstimator):
         return (w / w.sum()) @ np.asarray(self.means_, np.float64)
 
     def _natural(self, centre):
-        return cov.natural_params(
-            self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, centre
-        )
+        """Log-density parameters for predictions: shared features, or the per-component
+        form when the model is badly conditioned for them."""
+        args = (self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, centre)
+        if cov.precise_needed(self.means_, self.precisions_cholesky_, self.covariance_type, centre,
+                              np.asarray(self.means_).dtype):
+            return cov.per_component(*args)
+        return cov.natural_params(*args)
 
     def _apply(self, X, what):
         """Run ``_predict_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""

@@ -98,12 +98,14 @@ class MixtureState:
 
     # -- the loop's interface ---------------------------------------------
     def spec(self, centre, n_worst: int = 0) -> ModelSpec:
-        nat = cov.natural_params(
-            self.weights, self.means, self.precisions_cholesky, self.covariance_type, centre
-        )
+        args = (self.weights, self.means, self.precisions_cholesky, self.covariance_type, centre)
+        nat = cov.natural_params(*args)
+        precise = None
+        if cov.precise_needed(self.means, self.precisions_cholesky, self.covariance_type, centre, self.eps_dtype):
+            precise = cov.per_component(*args)
         if self.on_collapse == "reinit":
             n_worst = max(n_worst, self.n_components)
-        return ModelSpec(nat, self.covariance_type, self.assignment, n_worst=n_worst)
+        return ModelSpec(nat, self.covariance_type, self.assignment, n_worst=n_worst, precise=precise)
 
     def objective(self, stats: SuffStats) -> float:
         """Mean log-likelihood per sample (scikit-learn's lower bound)."""

@@ -70,23 +70,24 @@ def scratch(name: str, shape: tuple, dtype) -> np.ndarray:
 
 
 def argmax_rows(a: np.ndarray, best: np.ndarray, top: np.ndarray) -> None:
-    """Arg-max and max over the rows of a short, wide ``a`` (K, n), into ``best`` and ``top``.
+    """Arg-max and max over the components of logits ``a`` (M, K, n), into ``best`` and ``top`` (M, n).
 
-    Row by row with contiguous vector operations: for K up to a few dozen this is
-    several times faster than ``argmax(axis=0)``, which walks columns. Ties go to
-    the first row, as with ``argmax``.
+    Component by component with contiguous vector operations over all M models
+    at once: for K up to a few dozen this is several times faster than
+    ``argmax(axis=1)``, which walks across rows. Ties go to the first
+    component, as with ``argmax``.
     """
-    top[:] = a[0]
+    top[...] = a[:, 0]
     best.fill(0)
-    mask = scratch("argmax-mask", (a.shape[1],), bool)
-    for k in range(1, a.shape[0]):
-        np.greater(a[k], top, out=mask)
+    mask = scratch("argmax-mask", top.shape, bool)
+    for k in range(1, a.shape[1]):
+        np.greater(a[:, k], top, out=mask)
         best[mask] = k
-        np.maximum(top, a[k], out=top)
+        np.maximum(top, a[:, k], out=top)
 
 
 def soft_responsibilities(lm: np.ndarray, top: np.ndarray, tot: np.ndarray, sparse: bool = True):
-    """Turn logits ``lm`` (K, nb) into responsibilities in place.
+    """Turn logits ``lm`` (M, K, nb) of M models into responsibilities in place.
 
     Terms more than ``-ln(eps)`` below their row's largest (``exp < eps``
     relative to it) are below the precision of every float sum they enter, so
@@ -94,49 +95,55 @@ def soft_responsibilities(lm: np.ndarray, top: np.ndarray, tot: np.ndarray, spar
     exponential. With separated components most rows keep one or two terms,
     which saves most of the ``exp`` work, the costliest per-element operation in
     float64 (NumPy has no SIMD double ``exp`` on AVX2). When many terms are
-    close, or with ``sparse=False``, all are computed.
+    close, or with ``sparse=False``, all are computed. Models that share K are
+    done together: the same work in M times fewer NumPy calls.
 
     Parameters
     ----------
-    lm : ndarray, shape (K, nb), C-contiguous
-    top, tot : ndarray, shape (nb,)
-        Scratch vectors of the same dtype; ``tot`` holds the result.
+    lm : ndarray, shape (M, K, nb), C-contiguous
+    top, tot : ndarray, shape (M, nb)
+        Scratch of the same dtype; ``tot`` holds the result.
     sparse : bool
         Try skipping negligible terms (costs a comparison pass when it does not pay).
 
     Returns
     -------
-    log_p : ndarray, shape (nb,)
-        ``log Σ_k exp(lm_k)`` per row (a view of ``tot``).
+    log_p : ndarray, shape (M, nb)
+        ``log Σ_k exp(lm_k)`` per model and row (a view of ``tot``).
     kept : float
         Fraction of terms whose exponential was computed.
     """
-    k, nb = lm.shape
-    np.max(lm, axis=0, out=top)
+    m, k, nb = lm.shape
+    np.max(lm, axis=1, out=top)
     kept = 1.0
     idx = None
     if sparse and k > 2:
         cut = float(np.log(np.finfo(lm.dtype).eps)) - 1.0
-        thr = scratch("soft-threshold", (nb,), lm.dtype)
-        np.add(top, cut, out=thr)
-        mask = scratch("soft-mask", (k, nb), bool)
-        np.greater(lm, thr, out=mask)
+        thr = scratch("soft-threshold", (m, 1, nb), lm.dtype)
+        np.add(top[:, None, :], cut, out=thr)
+        mask = scratch("soft-mask", lm.shape, bool)
+        # >=: far from every component, top + cut can round back to top (an ulp of
+        # 6e17 is 64), and the row's largest term must always be kept
+        np.greater_equal(lm, thr, out=mask)
         kept = np.count_nonzero(mask) / lm.size
         if kept <= 0.4:
             idx = np.flatnonzero(mask)
     if idx is None:
-        np.subtract(lm, top, out=lm)
+        np.subtract(lm, top[:, None, :], out=lm)
         np.exp(lm, out=lm)
-        np.sum(lm, axis=0, out=tot)
-        np.divide(lm, tot, out=lm)
+        np.sum(lm, axis=1, out=tot)
+        np.divide(lm, tot[:, None, :], out=lm)
     else:
-        col = idx % nb
+        # flat index (model, component, row) -> (model, row)
+        row = idx % nb
+        if m > 1:
+            row += (idx // (k * nb)) * nb
         flat = lm.reshape(-1)
         vals = flat[idx]
-        vals -= top[col]
+        vals -= top.reshape(-1)[row]
         np.exp(vals, out=vals)
-        tot[:] = np.bincount(col, weights=vals, minlength=nb)
-        vals /= tot[col]
+        tot.reshape(-1)[:] = np.bincount(row, weights=vals, minlength=m * nb)
+        vals /= tot.reshape(-1)[row]
         lm.fill(0.0)
         flat[idx] = vals
     np.log(tot, out=tot)
@@ -333,7 +340,9 @@ class SuffStats:
         ``Σ_i w_i`` (the number of rows when unweighted).
     rows : int
         Number of rows.
-    shift : ndarray, shape (D,)
+    shift : ndarray, shape (D,) or (K, D)
+        One centre for all components (the fast path), or each component's
+        own mean (the precise path).
     covariance_type : str
     worst : WorstRows or None
         The rows with the lowest per-row objective, when requested.
@@ -352,7 +361,7 @@ class SuffStats:
     @classmethod
     def zero(cls, n_components: int, shift: np.ndarray, covariance_type: str) -> SuffStats:
         """The identity of :meth:`merge`."""
-        k, d = n_components, len(shift)
+        k, d = n_components, np.shape(shift)[-1]
         s2_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}
         return cls(
             n=_frozen(np.zeros(k)),
@@ -438,6 +447,58 @@ class Block:
 
 
 @dataclass(frozen=True)
+class PerComponent:
+    """Gaussian log-densities in scikit-learn's per-component form, for the precise path.
+
+    ``logit_k(x) = const[k] - ‖U_kᵀ (x - m_k)‖² / 2`` with ``x`` and ``m`` centred.
+    Each component's rows are differenced from its own mean before anything is
+    squared, so no precision is lost however far the mean lies from the
+    centre, and the statistics are taken about each component's mean (the
+    per-component shift). Costs about twice the shared-feature path.
+
+    Attributes
+    ----------
+    means : ndarray, shape (K, D)
+        Component means minus the pass centre.
+    factor : ndarray
+        Precision Cholesky factors ``U``: (K, D, D) full, (D, D) tied, (K, D)
+        diag, (K,) spherical.
+    const : ndarray, shape (K,)
+        ``log π_k + log det U_k - D/2 log 2π``.
+    covariance_type : str
+    """
+
+    means: np.ndarray
+    factor: np.ndarray
+    const: np.ndarray
+    covariance_type: str
+
+    def whitened(self, xT: np.ndarray) -> np.ndarray:
+        """``Y[k] = U_kᵀ (x - m_k)`` for a block, shape (K, D, nb), in a scratch buffer."""
+        k, d = self.means.shape
+        nb = xT.shape[1]
+        dt = xT.dtype
+        z = scratch("pc-diff", (k, d, nb), dt)
+        np.subtract(xT[None, :, :], self.means.astype(dt)[:, :, None], out=z)
+        ct = self.covariance_type
+        if ct in ("full", "tied"):
+            u = np.broadcast_to(self.factor, (k, d, d)) if ct == "tied" else self.factor
+            y = scratch("pc-white", (k, d, nb), dt)
+            np.matmul(np.ascontiguousarray(u.transpose(0, 2, 1)).astype(dt), z, out=y)
+            return y, z
+        u = self.factor if ct == "diag" else np.broadcast_to(self.factor[:, None], (k, d))
+        return z * u.astype(dt)[:, :, None], z
+
+    def logits(self, xT: np.ndarray, out: np.ndarray) -> tuple:
+        """Write the (K, nb) logits of a centred, transposed block into ``out``; return the differences."""
+        y, z = self.whitened(xT)
+        np.einsum("kdn,kdn->kn", y, y, out=out)
+        out *= -0.5
+        out += self.const.astype(out.dtype)[:, None]
+        return z
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What a pass needs to know of one model.
 
@@ -454,6 +515,10 @@ class ModelSpec:
         Stream key for ``assignment="random"``.
     n_worst : int
         How many worst-explained rows to return (0: none).
+    precise : PerComponent or None
+        When given, logits and statistics come from the per-component path
+        (the model is badly conditioned for the shared features; see
+        ``daskgmm.covariance.precise_needed``), about each component's mean.
     """
 
     params: NaturalParams
@@ -461,6 +526,7 @@ class ModelSpec:
     assignment: str = "soft"
     seed: int = 0
     n_worst: int = 0
+    precise: PerComponent | None = None
 
     @property
     def level(self) -> int:
@@ -498,6 +564,15 @@ class MixtureRequest:
         self.level = max(s.level for s in self.specs)
         sizes = [s.params.n_components for s in self.specs]
         self._bounds = np.concatenate([[0], np.cumsum(sizes)])
+        self._precise = [i for i, sp in enumerate(self.specs) if sp.precise is not None]
+        # consecutive models with the same assignment and K are done as one (M, K, nb) array
+        self._groups = []
+        for i, spec in enumerate(self.specs):
+            g = self._groups[-1] if self._groups else None
+            if g and spec.assignment == g[2] and sizes[i] == sizes[g[0]] and spec.assignment != "random":
+                g[1] = i + 1
+            else:
+                self._groups.append([i, i + 1, spec.assignment])
 
     @property
     def width(self) -> int:
@@ -514,8 +589,13 @@ class MixtureRequest:
             "weight": 0.0,
             "rows": 0,
             "worst": [None] * len(self.specs),
-            "blocks": 0,
-            "dense": [0] * len(self.specs),  # blocks left before trying sparse responsibilities again
+            "dense": [0] * len(self._groups),  # blocks left before trying sparse responsibilities again
+            "precise": {
+                i: {"n": np.zeros(self.specs[i].params.n_components),
+                    "s1": np.zeros((self.specs[i].params.n_components, n_features)),
+                    "s2": None}
+                for i in self._precise
+            },
         }
 
     def update(self, acc, blk: Block) -> None:
@@ -524,43 +604,54 @@ class MixtureRequest:
         dtype = theta.dtype
         L = scratch("logits", (theta.shape[0], nb), dtype)
         np.matmul(theta, blk.T, out=L)
-        top = scratch("top", (nb,), dtype)
-        tot = scratch("total", (nb,), dtype)
-        best = scratch("best", (nb,), np.intp)
+        diffs = {}
+        for i in self._precise:
+            a, b = self._bounds[i], self._bounds[i + 1]
+            diffs[i] = self.specs[i].precise.logits(blk.xT, L[a:b]).copy()
         w = None if blk.w is None else blk.w.astype(dtype, copy=False)
-        for m, spec in enumerate(self.specs):
-            lm = L[self._bounds[m] : self._bounds[m + 1]]
-            if spec.assignment == "soft":
+        for gi, (first, end, assignment) in enumerate(self._groups):
+            m = end - first
+            a, b = self._bounds[first], self._bounds[end]
+            lm = L[a:b].reshape(m, (b - a) // m, nb)
+            top = scratch("top", (m, nb), dtype)
+            if assignment == "soft":
                 # Where responsibilities were dense, skip the sparsity test for a while.
-                try_sparse = acc["dense"][m] == 0
-                per_row, kept = soft_responsibilities(lm, top, tot, sparse=try_sparse)
+                try_sparse = acc["dense"][gi] == 0
+                per_row, kept = soft_responsibilities(lm, top, scratch("total", (m, nb), dtype), sparse=try_sparse)
                 if try_sparse and kept > 0.4:
-                    acc["dense"][m] = 16
+                    acc["dense"][gi] = 16
                 elif not try_sparse:
-                    acc["dense"][m] -= 1
-            elif spec.assignment == "hard":
+                    acc["dense"][gi] -= 1
+            elif assignment == "hard":
+                best = scratch("best", (m, nb), np.intp)
                 argmax_rows(lm, best, top)
                 per_row = top
                 lm.fill(0.0)
-                lm[best, np.arange(nb)] = 1.0
-            elif spec.assignment == "random":
-                k = lm.shape[0]
+                lm[np.arange(m)[:, None], best, np.arange(nb)[None, :]] = 1.0
+            elif assignment == "random":
+                k = lm.shape[1]
                 idx = blk.rows[None, :] * k + np.arange(k)[:, None]
-                u = keyed_uniform(spec.seed, idx.ravel()).reshape(k, nb)
-                lm[...] = u / u.sum(axis=0)
-                per_row = np.zeros(nb, dtype=dtype)
+                u = keyed_uniform(self.specs[first].seed, idx.ravel()).reshape(k, nb)
+                lm[0] = u / u.sum(axis=0)
+                per_row = np.zeros((1, nb), dtype=dtype)
             else:
-                raise ValueError(f"unknown assignment {spec.assignment!r}")
+                raise ValueError(f"unknown assignment {assignment!r}")
             if w is not None:
                 np.multiply(lm, w, out=lm)
-            acc["loglik"][m] += blk.weighted_sum(per_row)
-            if spec.n_worst:
-                worst = _block_worst(per_row, blk, spec.n_worst)
-                prev = acc["worst"][m]
-                acc["worst"][m] = worst if prev is None else prev.merge(worst, spec.n_worst)
+            for j in range(m):
+                i = first + j
+                acc["loglik"][i] += blk.weighted_sum(per_row[j])
+                spec = self.specs[i]
+                if spec.n_worst:
+                    worst = _block_worst(per_row[j], blk, spec.n_worst)
+                    prev = acc["worst"][i]
+                    acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
         part = scratch("moments", acc["S"].shape, dtype)
         np.matmul(L, blk.T.T, out=part)
         acc["S"] += part
+        for i, z in diffs.items():
+            r = L[self._bounds[i] : self._bounds[i + 1]]  # responsibilities (weighted)
+            _precise_moments(acc["precise"][i], z, r, self.specs[i].covariance_type)
         acc["weight"] += blk.weight_sum()
         acc["rows"] += nb
 
@@ -573,14 +664,22 @@ class MixtureRequest:
             worst = acc["worst"][m]
             if spec.n_worst and worst is None:
                 worst = WorstRows(np.zeros(0), np.zeros(0, np.int64), np.zeros((0, d)))
+            if spec.precise is not None:
+                pc = acc["precise"][m]
+                k = spec.params.n_components
+                s2 = pc["s2"] if pc["s2"] is not None else SuffStats.zero(k, centre, spec.covariance_type).s2
+                n, s1, shift = pc["n"], pc["s1"], centre + spec.precise.means
+            else:
+                n, s1, shift = block[:, q + d], block[:, q : q + d], centre
+                s2 = _extract_s2(block[:, :q], lvl, d, spec.covariance_type)
             out.append(SuffStats(
-                n=_frozen(block[:, q + d]),
-                s1=_frozen(block[:, q : q + d]),
-                s2=_frozen(_extract_s2(block[:, :q], lvl, d, spec.covariance_type)),
+                n=_frozen(n),
+                s1=_frozen(s1),
+                s2=_frozen(s2),
                 loglik=float(acc["loglik"][m]),
                 weight=float(acc["weight"]),
                 rows=int(acc["rows"]),
-                shift=_frozen(centre),
+                shift=_frozen(shift),
                 covariance_type=spec.covariance_type,
                 worst=worst,
             ))
@@ -589,6 +688,25 @@ class MixtureRequest:
     @staticmethod
     def merge(a: list[SuffStats], b: list[SuffStats]) -> list[SuffStats]:
         return [x.merge(y) for x, y in zip(a, b, strict=True)]
+
+
+def _precise_moments(acc, z, r, covariance_type) -> None:
+    """Add a block's moments about each component's own mean (the per-component shift).
+
+    ``z`` (K, D, nb) holds ``x - m_k``; ``r`` (K, nb) the (weighted) responsibilities.
+    """
+    wz = z * r[:, None, :]
+    acc["n"] += r.sum(axis=1, dtype=np.float64)
+    acc["s1"] += wz.sum(axis=2, dtype=np.float64)
+    if covariance_type in ("full", "tied"):
+        s2 = np.matmul(wz, z.transpose(0, 2, 1)).astype(np.float64)
+        if covariance_type == "tied":
+            s2 = s2.sum(axis=0)
+    elif covariance_type == "diag":
+        s2 = np.einsum("kdn,kdn->kd", wz, z).astype(np.float64)
+    else:
+        s2 = np.einsum("kdn,kdn->k", wz, z).astype(np.float64)
+    acc["s2"] = s2 if acc["s2"] is None else acc["s2"] + s2
 
 
 def _block_worst(per_row: np.ndarray, blk: Block, m: int) -> WorstRows:
@@ -817,19 +935,22 @@ class ScanRequest:
 # ---------------------------------------------------------------------------
 # The per-chunk entry point
 
-#: Rows per block: long GEMMs, per-row vectors of at most 64 KiB (reused scratch
-#: buffers); measured best for float32 and diagonal models, even for full float64.
-BLOCK_ROWS = 8192
+#: Bytes of one per-row vector of a block (2048 float64 or 4096 float32 rows). With
+#: two busy workers sharing the L3 cache this measured best (float64, K=16, full:
+#: 0.52 s per pass at 2048 rows against 0.64 s at 8192; float32 best at 4096-8192;
+#: diagonal 0.34 s against 0.43 s): a block's logits stay in L2.
+BLOCK_VECTOR_BYTES = 16 << 10
 #: Upper bound on the bytes of features plus logits of one block.
 BLOCK_BYTES = 16 << 20
 
 
 def block_rows_for(n_rows_features: int, itemsize: int, block_rows: int | None = None) -> int:
-    """Rows per block: ``BLOCK_ROWS``, fewer when ``n_rows_features`` rows would exceed ``BLOCK_BYTES``."""
+    """Rows per block: 16 KiB per-row vectors, fewer rows when ``n_rows_features`` rows would
+    exceed ``BLOCK_BYTES``."""
     if block_rows:
         return int(block_rows)
-    nb = BLOCK_BYTES // max(1, n_rows_features * itemsize)
-    return int(min(BLOCK_ROWS, max(512, nb)))
+    nb = min(BLOCK_VECTOR_BYTES // itemsize, BLOCK_BYTES // max(1, n_rows_features * itemsize))
+    return int(max(512, nb))
 
 
 def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_rows=None):
@@ -908,20 +1029,18 @@ def points_stats(points: np.ndarray, shift: np.ndarray, covariance_type: str) ->
     """Statistics of responsibilities that put one unit on each of ``points`` (K, D).
 
     This is scikit-learn's "k-means++" and "random_from_data" initialisation:
-    component k is responsible for exactly the k-th chosen row.
+    component k is responsible for exactly the k-th chosen row. Each row is
+    its own shift, so the moments about it are exactly zero (taken about a
+    far centre, ``s2 - m mᵀ`` would cancel terms of size ``‖x - c‖²`` and leave
+    rounding noise larger than ``reg_covar``). ``shift`` is unused and kept
+    for the signature.
     """
-    p = np.asarray(points, dtype=np.float64) - shift
-    k, _d = p.shape
-    outer = np.einsum("ki,kj->kij", p, p)
-    s2 = {
-        "full": outer,
-        "tied": outer.sum(axis=0),
-        "diag": p**2,
-        "spherical": (p**2).sum(axis=1),
-    }[covariance_type]
+    p = np.asarray(points, dtype=np.float64)
+    k = p.shape[0]
+    zero = SuffStats.zero(k, p, covariance_type)
     return SuffStats(
-        n=_frozen(np.ones(k)), s1=_frozen(p), s2=_frozen(s2), loglik=0.0, weight=float(k),
-        rows=k, shift=_frozen(shift), covariance_type=covariance_type,
+        n=_frozen(np.ones(k)), s1=zero.s1, s2=zero.s2, loglik=0.0, weight=float(k), rows=k,
+        shift=_frozen(p), covariance_type=covariance_type,
     )
 
 
@@ -931,13 +1050,26 @@ def component_logits(x: np.ndarray, params: NaturalParams, centre: np.ndarray, b
     Parameters
     ----------
     x : ndarray, shape (n, D)
-    params : NaturalParams
-        Log-densities about ``centre``.
+    params : NaturalParams or PerComponent
+        Log-densities about ``centre`` (per-component form when the model is
+        badly conditioned for the shared features).
     centre : ndarray, shape (D,)
     """
     x = np.asarray(x)
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     n, d = x.shape
+    if isinstance(params, PerComponent):
+        out = np.empty((n, params.means.shape[0]), dtype=dtype)
+        nb = block_rows_for(params.means.size, dtype.itemsize, block_rows)
+        c = np.asarray(centre, dtype=np.float64).astype(dtype)[:, None]
+        for a in range(0, n, nb):
+            b = min(n, a + nb)
+            xt = scratch("xT", (d, b - a), dtype)
+            np.subtract(x[a:b].T.astype(dtype, copy=False), c, out=xt)
+            lt = scratch("pc-logits", (params.means.shape[0], b - a), dtype)
+            params.logits(xt, lt)
+            out[a:b] = lt.T
+        return out
     level = params.level
     theta = params.theta(level).astype(dtype)
     out = np.empty((n, theta.shape[0]), dtype=dtype)

@@ -23,6 +23,7 @@ from daskgmm.stats import (
     kmeans_natural_params,
     merge_partials,
     n_feature_rows,
+    soft_responsibilities,
 )
 
 from .conftest import make_blobs
@@ -224,3 +225,40 @@ def test_scan_mean_variance_and_nonfinite_counts():
     Y[4, 2] = np.inf
     bad = chunk_pass(Y, [req])[0]
     assert bad.nan.tolist() == [0, 1, 0] and bad.inf.tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_precise_path_matches_fast_path_and_scipy(ct):
+    """The per-component path (for badly conditioned models) gives the same statistics."""
+    X, _, _ = make_blobs(n=700, d=3, k=3, offset=5.0)
+    sk = _fitted_sklearn(X, ct)
+    centre = X.mean(axis=0)
+    args = (sk.weights_, sk.means_, sk.precisions_cholesky_, ct, centre)
+    nat = cov.natural_params(*args)
+    fast = _stats(X, ModelSpec(nat, ct), centre, [0, 300, 700], block_rows=128)
+    precise = _stats(X, ModelSpec(nat, ct, precise=cov.per_component(*args)), centre, [0, 300, 700], block_rows=128)
+    assert precise.shift.shape == (3, 3)  # about each component's own mean
+    np.testing.assert_allclose(precise.loglik, fast.loglik, rtol=1e-12)
+    for a, b in zip(cov.estimate_parameters(precise, 1e-6), cov.estimate_parameters(fast, 1e-6)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(component_logits(X, cov.per_component(*args), centre),
+                               sk._estimate_weighted_log_prob(X), rtol=1e-12, atol=1e-12)
+
+
+def test_conditioning_predicts_when_the_fast_path_loses_precision():
+    X, _, _ = make_blobs(n=500, d=2, k=2)
+    c = X.mean(axis=0)
+    ok = cov.conditioning(X[:2], np.stack([np.eye(2)] * 2), "full", c)
+    assert ok < 1e3 and not cov.precise_needed(X[:2], np.stack([np.eye(2)] * 2), "full", c, np.float64)
+    # point initialisations: covariance reg_covar * I, precision 1e6
+    tiny = np.stack([np.eye(2) * 1e3] * 2)
+    assert cov.precise_needed(X[:2], tiny, "full", c, np.float32)
+    assert cov.precise_needed(X[:2] + 1e6, tiny, "full", c, np.float64)
+
+
+def test_rows_far_from_every_component_keep_a_finite_likelihood():
+    """Logits of -6e17: top + ln(eps) rounds back to top; the largest term must still count."""
+    lm = np.array([[-1.12080392e18, -1.0], [-5.76523220e17, -2.0], [-7.67560500e17, -3.0]])[None]
+    per, _ = soft_responsibilities(lm.copy(), np.empty((1, 2)), np.empty((1, 2)), sparse=True)
+    assert np.all(np.isfinite(per))
+    np.testing.assert_allclose(per[0, 0], -5.76523220e17)
