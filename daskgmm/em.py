@@ -169,7 +169,6 @@ class ChunkedData:
 
         client = self.client
         workers = self._workers()
-        targets = balanced_targets(np.diff(self.offsets), workers)
 
         def persisted(arr):
             arr = client.persist(arr)
@@ -179,7 +178,8 @@ class ChunkedData:
         futs = persisted(X)
         wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
         wait([f for f in futs + wfuts if f is not None])
-        if len(workers) > 1:
+        if len(workers) > 1:  # (none listed while workers restart: placement is only an optimisation)
+            targets = balanced_targets(np.diff(self.offsets), workers)
             holders = client.who_has([f for f in futs + wfuts if f is not None])
             moves: dict = {}
             for f, wf, t in zip(futs, wfuts, targets):
