@@ -267,15 +267,7 @@ def check_rows(X, name: str, *, min_samples: int = 1, chunk_rows: int | None = N
 
     feature_names = None
     if _is_dask_dataframe(X):
-        if getattr(X, "ndim", 2) == 1:
-            raise _ndim_error(X, 1, name)
-        bad = _non_numeric(dict(X.dtypes.items()))
-        if bad:
-            raise ValueError(
-                f"{name} needs numeric features; column(s) {', '.join(map(repr, bad))} "
-                "are not numeric."
-            )
-        feature_names = _names(X.columns)
+        feature_names = _frame_names(X, name)
         # nullable (extension) columns become float with NaN for missing values
         arr = X.astype(_frame_float_dtype(X.dtypes)).to_dask_array(lengths=True)
         _shape_errors(arr.shape, name, min_samples)
@@ -292,22 +284,59 @@ def check_rows(X, name: str, *, min_samples: int = 1, chunk_rows: int | None = N
             arr = arr.compute_chunk_sizes()
         _shape_errors(arr.shape, name, min_samples)
         return arr, {"dask_input": True, "in_memory": False, "feature_names": None}
-    if _is_pandas(X):
-        if getattr(X, "ndim", 2) == 1:
-            raise _ndim_error(X, 1, name)
-        bad = _non_numeric(dict(X.dtypes.items()))
-        if bad:
-            raise ValueError(
-                f"{name} needs numeric features; column(s) {', '.join(map(repr, bad))} "
-                "are not numeric."
-            )
-        feature_names = _names(X.columns)
-        X = X.to_numpy(dtype=_frame_float_dtype(X.dtypes), na_value=np.nan)
-    arr = _as_float_ndarray(X, name)
-    _shape_errors(arr.shape, name, min_samples)
+    arr, feature_names = in_memory_rows(X, name, min_samples)
     rows = chunk_rows or default_chunk_rows(arr.shape[0])
     darr = da.from_array(arr, chunks=(max(1, rows), arr.shape[1]), asarray=False)
     return darr, {"dask_input": False, "in_memory": True, "feature_names": feature_names}
+
+
+def in_memory_rows(X, name: str, min_samples: int = 1):
+    """NumPy or pandas input as a float ndarray (no copy when it already is one) and its column names."""
+    feature_names = None
+    if _is_pandas(X):
+        feature_names = _frame_names(X, name)
+        X = X.to_numpy(dtype=_frame_float_dtype(X.dtypes), na_value=np.nan)
+    arr = _as_float_ndarray(X, name)
+    _shape_errors(arr.shape, name, min_samples)
+    return arr, feature_names
+
+
+def prediction_rows(X, name: str, n_features: int):
+    """Rows to predict on with a fitted estimator.
+
+    Returns
+    -------
+    (dask.array.Array, None)
+        For Dask input: lazy, one chunk of columns (values are checked per chunk).
+    (None, ndarray)
+        For in-memory input: checked now (shape, features, finite values).
+    """
+    def check_width(width):
+        if width != n_features:
+            raise ValueError(f"X has {width} features, but {name} is expecting {n_features} features as input.")
+
+    if _is_dask_array(X) or _is_dask_dataframe(X):
+        Xd, _ = check_rows(X, name, min_samples=0)
+        check_width(Xd.shape[1])
+        return (Xd.rechunk({1: -1}) if Xd.numblocks[1] != 1 else Xd), None
+    x, _ = in_memory_rows(X, name, 1)
+    check_width(x.shape[1])
+    if not np.all(np.isfinite(x)):
+        raise ValueError("Input X contains NaN." if np.isnan(x).any() else
+                         "Input X contains infinity or a value too large for dtype('float64').")
+    return None, x
+
+
+def _frame_names(frame, name):
+    """Checks shared by pandas and Dask DataFrames; their string column names (or None)."""
+    if getattr(frame, "ndim", 2) == 1:
+        raise _ndim_error(frame, 1, name)
+    bad = _non_numeric(dict(frame.dtypes.items()))
+    if bad:
+        raise ValueError(
+            f"{name} needs numeric features; column(s) {', '.join(map(repr, bad))} are not numeric."
+        )
+    return _names(frame.columns)
 
 
 def _names(columns):

@@ -210,22 +210,27 @@ def _cluster(o, log):
                             require_encryption=True)
     with connect(o.scheduler, n_workers=o.n_workers, threads_per_worker=o.threads_per_worker,
                  memory_limit=o.memory_limit, security=security) as client:
-        info = client.scheduler_info()
-        workers = info.get("workers", {})
+        from daskgmm.cluster import workers as list_workers
+
+        workers = list_workers(client)
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
         log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s)")
         yield client
 
 
-def _open(o, columns=None, dtype=None):
+def _open(o, log, columns=None, dtype=None):
+    """Open DATA; the rows dropped by ``--nan-policy omit`` are reported on stderr."""
     from daskgmm.io import RowsOmittedWarning, open_parquet
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RowsOmittedWarning)
         src = open_parquet(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
                            dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows)
-    return src, [str(w.message) for w in caught if issubclass(w.category, RowsOmittedWarning)]
+    for w in caught:
+        if issubclass(w.category, RowsOmittedWarning):
+            log(str(w.message))
+    return src
 
 
 def _fingerprint(o, src) -> dict:
@@ -241,9 +246,7 @@ def cmd_fit(o, log, metrics):
     from daskgmm.persist import Checkpoint, write_model_files
 
     t_start = time.perf_counter()
-    src, notes = _open(o)
-    for n in notes:
-        log(n)
+    src = _open(o, log)
     if src.n_rows < o.n_components:
         raise DataError(f"{o.data}: {src.n_rows} row(s) but --n-components {o.n_components}; "
                         "need at least as many rows as components")
@@ -309,25 +312,24 @@ def _load(o):
     return load_model(o.model)
 
 
-def _model_source(o, est):
+def _model_source(o, log):
+    """The saved model and DATA opened with the model's columns and dtype."""
+    est = _load(o)
     cols = o.columns
     model_cols = getattr(est, "feature_names_in_", None)
     if cols is None and model_cols is not None:
         cols = [str(c) for c in model_cols]
-    src, notes = _open(o, columns=cols, dtype=str(np.asarray(est.means_).dtype))
+    src = _open(o, log, columns=cols, dtype=str(np.asarray(est.means_).dtype))
     if len(src.columns) != est.n_features_in_:
         from daskgmm.io import DataError
 
         raise DataError(f"{o.data}: {len(src.columns)} feature column(s) ({', '.join(src.columns)}) but the model "
                         f"expects {est.n_features_in_}; choose them with --columns")
-    return src, notes
+    return est, src
 
 
 def cmd_predict(o, log, metrics):
-    est = _load(o)
-    src, notes = _model_source(o, est)
-    for n in notes:
-        log(n)
+    est, src = _model_source(o, log)
     with _cluster(o, log):
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
                                      loglik=o.loglik)
@@ -336,10 +338,7 @@ def cmd_predict(o, log, metrics):
 
 
 def cmd_score(o, log, metrics):
-    est = _load(o)
-    src, notes = _model_source(o, est)
-    for n in notes:
-        log(n)
+    est, src = _model_source(o, log)
     with _cluster(o, log):
         mean = est.score(src.X)
     n = src.n_rows
@@ -394,9 +393,7 @@ def cmd_select(o, log, metrics):
     from daskgmm.selection import select_model
 
     t_start = time.perf_counter()
-    src, notes = _open(o)
-    for n in notes:
-        log(n)
+    src = _open(o, log)
     log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s)")
     ks = list(range(o.k_min, o.k_max + 1))
     log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "

@@ -130,13 +130,17 @@ def connect(
         cluster.close()
 
 
+def workers(client) -> dict:
+    """Every worker the scheduler knows: address -> info (recent distributed lists 5 by default)."""
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # older distributed without n_workers
+        return client.scheduler_info()["workers"]
+
+
 def cluster_memory(client) -> int:
     """Sum of the workers' memory limits in bytes (0 when unknown or unlimited)."""
-    try:
-        workers = client.scheduler_info(n_workers=-1)["workers"]
-    except TypeError:  # older distributed without n_workers
-        workers = client.scheduler_info()["workers"]
-    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    limits = [w.get("memory_limit") or 0 for w in workers(client).values()]
     if not limits or any(lim == 0 for lim in limits):
         return 0
     return int(sum(limits))

@@ -18,21 +18,12 @@ import math
 
 import numpy as np
 
-from daskgmm.stats import COVARIANCE_TYPES, NaturalParams, PerComponent, SuffStats
+from daskgmm.stats import NaturalParams, PerComponent, SuffStats
 
 #: Largest predicted absolute error of a logit on the shared-feature path before a
 #: model switches to the per-component path (responsibilities are then exact to
 #: about this relative error).
 LOGIT_TOLERANCE = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
-
-
-def check_covariance_type(covariance_type) -> str:
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"covariance_type must be one of {', '.join(map(repr, COVARIANCE_TYPES))}; "
-            f"got {covariance_type!r}"
-        )
-    return covariance_type
 
 
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:

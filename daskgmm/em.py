@@ -65,12 +65,6 @@ def balanced_targets(sizes, workers) -> list:
     return out
 
 
-def _takes_n_workers(client) -> bool:
-    import inspect
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
-
-
 def dask_persist(X, sample_weight):
     import dask
 
@@ -150,9 +144,9 @@ class ChunkedData:
         return X.nbytes <= MEMORY_FRACTION * budget
 
     def _workers(self) -> list:
-        info = self.client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(self.client) else \
-            self.client.scheduler_info()["workers"]
-        return sorted((addr, max(1, int(w.get("nthreads", 1)))) for addr, w in info.items())
+        from daskgmm.cluster import workers
+
+        return sorted((addr, max(1, int(w.get("nthreads", 1)))) for addr, w in workers(self.client).items())
 
     def _persist_placed(self, X, sample_weight):
         """Persist chunks and spread them over the workers by rows (weights with their rows).
@@ -201,10 +195,6 @@ class ChunkedData:
     @property
     def dtype(self) -> np.dtype:
         return self.X.dtype
-
-    @property
-    def n_chunks(self) -> int:
-        return len(self._blocks)
 
     def graph(self, requests: list, centre=None) -> list:
         """The Delayed partial results of one pass, reduced on the cluster to at most
@@ -270,11 +260,6 @@ class ChunkedData:
         if self._scan is None:
             (self._scan,) = self.run([ScanRequest()])
         return self._scan
-
-    def map_blocks(self, func, *args, dtype=None, drop_axis=None, new_axis=None, chunks=None):
-        """Lazy per-chunk map over the rows (for predictions)."""
-        return self.X.map_blocks(func, *args, dtype=dtype, drop_axis=drop_axis, new_axis=new_axis, chunks=chunks)
-
 
 @dataclass
 class Run:

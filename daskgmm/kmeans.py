@@ -23,7 +23,8 @@ from daskgmm._base import (
     Options,
     _is_dask_array,
     _is_dask_dataframe,
-    check_rows,
+    in_memory_rows,
+    prediction_rows,
     prepare_rows,
     warn_convergence,
 )
@@ -254,8 +255,8 @@ class KMeans(BaseEstimator):
             data, scan, info = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1)
             d = data.n_features
         else:
-            Xd, info = check_rows(X, type(self).__name__, min_samples=1)
-            x = np.asarray(Xd.compute(scheduler="sync"))
+            x, names = in_memory_rows(X, type(self).__name__, 1)
+            info = {"feature_names": names}
             if not np.all(np.isfinite(x)):
                 raise ValueError("Input X contains NaN or infinity.")
             d = x.shape[1]
@@ -307,15 +308,7 @@ class KMeans(BaseEstimator):
     # ----------------------------------------------------------- predictions
     def _rows(self, X):
         self._check_is_fitted("cluster_centers_")
-        name = type(self).__name__
-        d = self.n_features_in_
-        min_samples = 0 if (_is_dask_array(X) or _is_dask_dataframe(X)) else 1
-        Xd, info = check_rows(X, name, min_samples=min_samples)
-        if Xd.shape[1] != d:
-            raise ValueError(f"X has {Xd.shape[1]} features, but {name} is expecting {d} features as input.")
-        if Xd.numblocks[1] != 1:
-            Xd = Xd.rechunk({1: -1})
-        return Xd, info
+        return prediction_rows(X, type(self).__name__, self.n_features_in_)
 
     def _nat(self):
         centers = np.asarray(self.cluster_centers_, np.float64)
@@ -324,23 +317,20 @@ class KMeans(BaseEstimator):
 
     def predict(self, X):
         """Index of the nearest centre for each row (NumPy for NumPy input, lazy Dask for Dask)."""
-        Xd, info = self._rows(X)
+        Xd, x = self._rows(X)
         nat, centre = self._nat()
-        if info["dask_input"]:
+        if Xd is not None:
             return Xd.map_blocks(_labels_block, nat, centre, dtype=np.intp, drop_axis=1)
-        x = np.asarray(Xd.compute(scheduler="sync"))
-        if not np.all(np.isfinite(x)):
-            raise ValueError("Input X contains NaN or infinity.")
         return _labels_block(x, nat, centre)
 
     def transform(self, X):
         """Distances of every row to every centre, shape (n_samples, n_clusters)."""
-        Xd, info = self._rows(X)
+        Xd, x = self._rows(X)
         centers = np.asarray(self.cluster_centers_)
-        if info["dask_input"]:
+        if Xd is not None:
             return Xd.map_blocks(_distances_block, centers, dtype=Xd.dtype,
                                  chunks=(Xd.chunks[0], (self.n_clusters,)))
-        return _distances_block(np.asarray(Xd.compute(scheduler="sync")), centers)
+        return _distances_block(x, centers)
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of X (a float; Dask input is computed)."""

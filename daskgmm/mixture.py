@@ -17,9 +17,9 @@ from daskgmm._base import (
     BaseEstimator,
     Interval,
     Options,
-    _is_dask_array,
     _is_dask_dataframe,
     check_rows,
+    prediction_rows,
     prepare_rows,
     warn_convergence,
 )
@@ -503,28 +503,15 @@ class GaussianMixture(BaseEstimator):
     def _apply(self, X, what):
         """Run ``_predict_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
         self._check_is_fitted("means_")
-        name = type(self).__name__
-        d = self.n_features_in_
+        Xd, x = prediction_rows(X, type(self).__name__, self.n_features_in_)
         centre = self._centre()
         nat = self._natural(centre)
-        if _is_dask_array(X) or _is_dask_dataframe(X):
-            Xd, _ = check_rows(X, name, min_samples=0)
-            if Xd.shape[1] != d:
-                raise ValueError(f"X has {Xd.shape[1]} features, but {name} is expecting {d} features as input.")
-            if Xd.numblocks[1] != 1:
-                Xd = Xd.rechunk({1: -1})
+        if Xd is not None:
             if what == "proba":
                 return Xd.map_blocks(_predict_block, nat, centre, what, dtype=Xd.dtype,
                                      chunks=(Xd.chunks[0], (self.n_components,)))
             dtype = np.intp if what == "labels" else Xd.dtype
             return Xd.map_blocks(_predict_block, nat, centre, what, dtype=dtype, drop_axis=1)
-        Xd, _ = check_rows(X, name, min_samples=1)
-        x = np.asarray(Xd.compute(scheduler="sync"))  # in-memory input: a view, no copy
-        if x.shape[1] != d:
-            raise ValueError(f"X has {x.shape[1]} features, but {name} is expecting {d} features as input.")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("Input X contains NaN." if np.isnan(x).any() else
-                             "Input X contains infinity or a value too large for dtype('float64').")
         return _predict_block(x, nat, centre, what)
 
     def predict(self, X):

@@ -75,27 +75,6 @@ class MixtureState:
         )
         return cls(_f64(weights), _f64(means), _f64(covariances), prec_chol, covariance_type, **kw)
 
-    @classmethod
-    def from_stats(cls, stats: SuffStats, *, n_samples=None, **kw) -> MixtureState:
-        """Parameters from statistics, as scikit-learn's ``_initialize`` (``n_samples`` given:
-        weights are ``nk / n_samples``, not renormalised) or ``_m_step`` (normalised)."""
-        eps_dtype = np.dtype(kw.get("eps_dtype", np.float64))
-        nk, means, covs = cov.estimate_parameters(stats, kw.get("reg_covar", 1e-6), eps_dtype)
-        weights = nk / n_samples if n_samples is not None else nk / nk.sum()
-        return cls.from_covariances(weights, means, covs, stats.covariance_type, **kw)
-
-    def with_overrides(self, weights=None, means=None, precisions=None) -> MixtureState:
-        """User-given initial parameters replace the estimated ones (scikit-learn's rule)."""
-        st = self
-        if weights is not None:
-            st = replace(st, weights=_f64(weights))
-        if means is not None:
-            st = replace(st, means=_f64(means))
-        if precisions is not None:
-            pc = cov.precisions_cholesky_from_precisions(precisions, self.covariance_type)
-            st = replace(st, precisions_cholesky=pc, covariances=None)
-        return st
-
     # -- the loop's interface ---------------------------------------------
     def spec(self, centre, n_worst: int = 0) -> ModelSpec:
         args = (self.weights, self.means, self.precisions_cholesky, self.covariance_type, centre)

@@ -59,6 +59,9 @@ def test_predict_transform_score_against_sklearn():
     lazy = ours.transform(da.from_array(X, chunks=(500, 3)))
     np.testing.assert_allclose(lazy.compute(), ours.transform(X), rtol=1e-12)
     np.testing.assert_array_equal(ours.fit_predict(X), ours.labels_)
+    np.testing.assert_allclose(ours.fit_transform(X), ours.transform(X))
+    with pytest.raises(ValueError, match="X has 2 features, but KMeans is expecting 3"):
+        ours.predict(X[:, :2])
 
 
 def test_sample_weight_counts_as_repeated_rows():
