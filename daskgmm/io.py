@@ -219,6 +219,10 @@ def _read_matrix(fs, path, row_groups, columns, dtype, id_column=None):
         raise DataError(
             f"{path}: reading row group(s) {list(row_groups)} failed ({type(exc).__name__}: {exc})"
         ) from None
+    finally:
+        # Arrow's allocator (mimalloc) keeps freed pages: ~60 MiB per reading worker,
+        # enough to hold a worker with a 300 MiB limit above distributed's pause mark
+        pa.default_memory_pool().release_unused()
     return x, (np.concatenate(ids) if id_column is not None else None)
 
 

@@ -25,7 +25,7 @@ def _write(directory, n, d, files, seed=0):
         lab = rng.integers(4, size=per)
         x = centres[lab] + rng.normal(size=(per, d))
         pq.write_table(pa.table({f"f{j}": x[:, j] for j in range(d)}), os.path.join(directory, f"p{i:03d}.parquet"),
-                       row_group_size=65536)
+                       row_group_size=32768)
 
 
 def _cluster(**kw):
@@ -88,13 +88,14 @@ def test_killed_worker_does_not_change_the_result(tmp_path):
 def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
     """732 MiB of data on 2 workers x 300 MiB: re-read every pass, no worker killed.
 
-    A worker's own libraries (numpy, pandas, pyarrow, distributed) take about
-    180 MiB, and distributed pauses a worker at 80% of its limit, so 300 MiB
-    leaves ~60 MiB for data in flight: a few 8 MiB chunks.
+    A worker takes about 160 MiB before it holds any data (numpy, pandas,
+    pyarrow, distributed), and distributed pauses a worker at 80% of its limit
+    (and keeps it paused while its memory stays above), so 300 MiB leaves ~80
+    MiB for data in flight: a few 4 MiB chunks.
     """
     data = tmp_path / "big"
     _write(data, n=6_000_000, d=16, files=12)
-    src = open_parquet(data, chunk_rows=65536)  # 8 MiB chunks: a worker's libraries take ~180 MiB
+    src = open_parquet(data, chunk_rows=32768)  # 4 MiB chunks
     assert src.X.nbytes > 1.2 * 2 * 300 * 2**20
     cluster, client = _cluster(memory_limit="300MiB")
     try:
