@@ -36,6 +36,10 @@ class DataError(ValueError):
     schemas, an empty dataset, a corrupt file, NaN or infinite values."""
 
 
+class NonFiniteError(DataError):
+    """A chunk holds NaN, null or infinite feature values (``nan_policy="raise"``)."""
+
+
 class RowsOmittedWarning(UserWarning):
     """Rows with NaN or infinite values were dropped (``nan_policy="omit"``)."""
 
@@ -238,7 +242,7 @@ def _read_piece(fs, path, row_groups, columns, id_column, dtype, nan_policy):
         if nan_policy == "raise":
             counts = (~np.isfinite(x)).sum(axis=0)
             detail = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(columns, counts) if n)
-            raise DataError(
+            raise NonFiniteError(
                 f"{path} (row group(s) {list(row_groups)}): {int(bad.sum())} row(s) with NaN, null or "
                 f"infinite values ({detail}); fix the data or use nan_policy='omit' (--nan-policy omit)"
             )
@@ -283,6 +287,41 @@ class ParquetSource:
     n_rows: int
     n_omitted: int = 0
     omitted_by_column: dict = field(default_factory=dict)
+    fs: object = None
+    pieces: list = field(default_factory=list)
+    dtype: object = np.dtype(np.float64)
+
+    def signatures(self) -> list:
+        """(path, size in bytes, modification time or None) of every file: what a
+        checkpoint of a job on these data must match."""
+        out = []
+        for path in self.files:
+            info = self.fs.info(path)
+            mtime = info.get("mtime", info.get("LastModified", info.get("updated")))
+            out.append([path, int(info.get("size") or 0), None if mtime is None else str(mtime)])
+        return out
+
+    def nonfinite_summary(self) -> str:
+        """Rows with NaN, null or infinite feature values over the whole dataset, by
+        column and by file (one more read of the data; for error messages)."""
+        import dask
+
+        counts = dask.compute(*[
+            dask.delayed(_count_bad)(self.fs, p, rg, self.columns, self.dtype) for p, rg, _ in self.pieces
+        ])
+        rows = int(sum(c[0] for c in counts))
+        per_col = np.sum([c[1] for c in counts], axis=0)
+        by_file: dict = {}
+        for (path, _, _), (n, _) in zip(self.pieces, counts):
+            if n:
+                by_file[path] = by_file.get(path, 0) + int(n)
+        cols = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(self.columns, per_col) if n)
+        shown = sorted(by_file.items(), key=lambda kv: -kv[1])[:5]
+        files = ", ".join(f"{p} ({n})" for p, n in shown)
+        more = f" and {len(by_file) - len(shown)} more" if len(by_file) > len(shown) else ""
+        return (f"{rows} of {sum(p[2] for p in self.pieces)} row(s) have NaN, null or infinite values "
+                f"({cols}) in {len(by_file)} of {len(self.files)} file(s): {files}{more}; fix the data "
+                "or use nan_policy='omit' (--nan-policy omit)")
 
 
 def open_parquet(
@@ -369,7 +408,8 @@ def open_parquet(
         id_layer = {(id_name, i): (operator.getitem, (read_name, i), 1) for i in range(len(pieces))}
         g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})
         ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
-    return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col)
+    return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
+                         fs=fs, pieces=pieces, dtype=dtype)
 
 
 def _numpy_dtype(arrow_type) -> np.dtype:
@@ -411,10 +451,12 @@ def staged_directory(target, storage_options=None):
     """Write into a staging directory beside ``target``; swap it in only on success.
 
     On success, a ``_SUCCESS`` marker is written into the staging directory and
-    it replaces ``target`` (on a local filesystem by two renames). On any
-    exception the staging directory is removed and ``target`` is untouched.
-    Stale staging directories left by a killed job for the same target are
-    removed first.
+    it replaces ``target`` (on a local filesystem by two renames: the old
+    output is set aside, the new one renamed into place). On any exception the
+    staging directory is removed and ``target`` is untouched. Leftovers of a
+    killed job for the same target are handled first: staging directories are
+    removed, and an output set aside by a swap that did not finish is put back
+    (or removed, when the swap did finish).
 
     Yields
     ------
@@ -429,11 +471,19 @@ def staged_directory(target, storage_options=None):
         raise DataError(f"output {target!r} exists and is not a directory")
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    prefix = f".{base}.staging-"
+    prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
+    entries = []
     with contextlib.suppress(FileNotFoundError):
-        for entry in fs.ls(parent or ".", detail=False):
-            if posixpath.basename(entry.rstrip("/")).startswith(prefix):
-                fs.rm(entry, recursive=True)
+        entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
+    for entry in entries:
+        if posixpath.basename(entry).startswith(prefix):
+            fs.rm(entry, recursive=True)
+    olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
+    if olds and not fs.exists(path):
+        # a job killed between the two renames of a swap: the set-aside output is the last complete one
+        _move(fs, olds.pop(), path)
+    for entry in olds:
+        fs.rm(entry, recursive=True)
     staging = posixpath.join(parent, f"{prefix}{uuid.uuid4().hex[:12]}")
     fs.makedirs(staging, exist_ok=False)
     try:
@@ -507,6 +557,7 @@ def rows_per_part(n_rows: int, n_parts: int) -> list[int]:
 
 __all__ = [
     "DataError",
+    "NonFiniteError",
     "ParquetSource",
     "RowsOmittedWarning",
     "list_files",

@@ -1,0 +1,130 @@
+"""Parquet in (every way of naming the data), atomic outputs, and model files that are checked on load."""
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import daskgmm
+from daskgmm import DataError, GaussianMixture, RowsOmittedWarning, read_parquet
+from daskgmm.io import NonFiniteError, open_parquet, staged_directory
+from daskgmm.persist import ModelFileError
+
+from .conftest import make_blobs
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Three Parquet files of 400 rows, two feature columns and an id column."""
+    X, _, _ = make_blobs(n=1200, d=2, k=2, seed=1)
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(3):
+        part = X[400 * i : 400 * (i + 1)]
+        pq.write_table(pa.table({"key": np.arange(400 * i, 400 * (i + 1)), "a": part[:, 0], "b": part[:, 1]}),
+                       root / f"p{i}.parquet", row_group_size=150)
+    return root, X
+
+
+def test_every_way_of_naming_the_data_reads_the_same_rows(dataset):
+    root, X = dataset
+    files = sorted(str(p) for p in root.glob("*.parquet"))
+    for path in (str(root), str(root / "*.parquet"), files, f"file://{root}"):
+        got = read_parquet(path, columns=["a", "b"]).compute()
+        np.testing.assert_array_equal(got, X)
+    one = read_parquet(files[1], columns=["b"]).compute()
+    np.testing.assert_array_equal(one[:, 0], X[400:800, 1])
+    x, ids = read_parquet(root, columns=["a", "b"], id_column="key", dtype="float32", chunk_rows=100)
+    assert x.dtype == np.float32 and x.chunks[0] == (150, 150, 100) * 3
+    np.testing.assert_array_equal(ids.compute(), np.arange(1200))
+    assert read_parquet(root, id_column="key")[0].shape == (1200, 2)  # every column but the id
+
+
+def test_bad_paths_and_columns_are_named(dataset, tmp_path):
+    root, _ = dataset
+    with pytest.raises(DataError, match="no id column 'nope'"):
+        read_parquet(root, columns=["a"], id_column="nope")
+    with pytest.raises(DataError, match=r"no Parquet files match"):
+        read_parquet(str(root / "*.csv"))
+    with pytest.raises(DataError, match="columns lists 'a' more than once"):
+        read_parquet(root, columns=["a", "a"])
+    with pytest.raises(DataError, match="is also listed as a feature column"):
+        read_parquet(root, columns=["a", "key"], id_column="key")
+
+
+def test_nan_policies_through_the_api(dataset, tmp_path):
+    root, X = dataset
+    t = pq.read_table(root / "p2.parquet").to_pydict()
+    t["b"][7] = None  # a null becomes NaN
+    t["a"][9] = float("inf")
+    pq.write_table(pa.table(t), root / "p2.parquet", row_group_size=150)
+    with pytest.warns(RowsOmittedWarning, match="dropped 2 of 1200 rows"):
+        src = open_parquet(root, columns=["a", "b"], nan_policy="omit")
+    assert src.n_rows == 1198 and src.n_omitted == 2 and src.omitted_by_column == {"a": 1, "b": 1}
+    keep = np.ones(1200, bool)
+    keep[[807, 809]] = False
+    np.testing.assert_array_equal(src.X.compute(), X[keep])
+    x = read_parquet(root, columns=["a", "b"])  # "raise": the chunk that holds them fails, naming them
+    with pytest.raises(NonFiniteError, match=r"p2.parquet \(row group\(s\) \[0, 1, 2\]\): 2 row\(s\).*column 'a': 1"):
+        x.compute()
+    src = open_parquet(root, columns=["a", "b"])
+    assert src.nonfinite_summary().startswith("2 of 1200 row(s) have NaN")
+
+
+def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
+    target = tmp_path / "out"
+    for content in (b"first", b"second"):
+        with staged_directory(str(target)) as (fs, staging):
+            with fs.open(f"{staging}/part-0.txt", "wb") as f:
+                f.write(content)
+    # killed after setting the old output aside, before renaming the new one in
+    aside = tmp_path / ".out.old-0123456789ab"
+    os.rename(target, aside)
+    (tmp_path / ".out.staging-0123456789ab").mkdir()
+    with pytest.raises(RuntimeError):
+        with staged_directory(str(target)):
+            raise RuntimeError("this job fails too")
+    assert (target / "part-0.txt").read_bytes() == b"second" and (target / "_SUCCESS").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_model_files_are_checked_on_load(tmp_path):
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=0)
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    path = tmp_path / "m"
+    gm.save(path)
+    back = daskgmm.load(path)
+    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(back, attr), getattr(gm, attr))
+    np.testing.assert_array_equal(back.predict(X), gm.predict(X))
+    assert back.get_params() == gm.get_params()
+
+    doc = json.loads((path / "model.json").read_text())
+
+    def broken(change, arrays=None):
+        bad = tmp_path / f"bad{len(os.listdir(tmp_path))}"
+        bad.mkdir()
+        d = json.loads(json.dumps(doc))
+        change(d)
+        (bad / "model.json").write_text(json.dumps(d))
+        if arrays is None:
+            (bad / "arrays.npz").write_bytes((path / "arrays.npz").read_bytes())
+        else:
+            np.savez(bad / "arrays.npz", **arrays)
+        return bad
+
+    with pytest.raises(ModelFileError, match="is newer than this daskgmm"):
+        daskgmm.load(broken(lambda d: d.update(format_version=99)))
+    with pytest.raises(ModelFileError, match="has shape"):
+        daskgmm.load(broken(lambda d: d["arrays"]["means_"].update(shape=[3, 2])))
+    with pytest.raises(ModelFileError, match="not a daskgmm model"):
+        daskgmm.load(broken(lambda d: d.update(format="pickle")))
+    with np.load(path / "arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    with pytest.raises(ModelFileError, match=r"arrays\.npz is missing or corrupt"):
+        daskgmm.load(broken(lambda d: None, {**arrays, "means_": np.array([object()], dtype=object)}))
+    with pytest.raises(ModelFileError, match="inconsistent model"):
+        daskgmm.load(broken(lambda d: None, {**arrays, "weights_": np.full(2, np.nan)}))
