@@ -37,12 +37,16 @@ class SelectionResult:
     criterion : str
     models_ : dict
         Every fitted candidate, keyed by ``(n_components, covariance_type)``.
+    n_passes : int
+        Passes over the data, all candidates together (scan, initialisation, EM,
+        and the final scoring pass).
     """
 
     best_: object
     table: object
     criterion: str
     models_: dict = field(default_factory=dict)
+    n_passes: int = 0
 
 
 def select_model(
@@ -138,4 +142,4 @@ def select_model(
     ordered = table.sort_values([criterion, "n_parameters"], kind="stable")
     top = ordered.iloc[0]
     best = models[(int(top["n_components"]), top["covariance_type"])]
-    return SelectionResult(best_=best, table=table, criterion=criterion, models_=models)
+    return SelectionResult(best_=best, table=table, criterion=criterion, models_=models, n_passes=data.passes)

@@ -129,6 +129,8 @@ def test_n_init_keeps_the_best_run():
     assert g.lower_bound_ == max(lbs)
     best = int(np.argmax(lbs))
     assert g.n_iter_ == g.restarts_[best]["n_iter"]
+    # the restarts run in lockstep: one pass per iteration of the longest, not one per restart
+    assert g.n_passes_ - g.init_passes_ == max(r["n_iter"] for r in g.restarts_)
 
 
 def test_warm_start_continues():

@@ -35,10 +35,14 @@ def test_each_candidate_equals_its_own_fit():
     """Lockstep changes nothing: every candidate is the fit GaussianMixture would make."""
     X, _, _ = make_blobs(n=2000, d=2, k=3, seed=12)
     res = select_model(X, [2, 3], ("full", "spherical"), random_state=5, n_init=2)
+    slowest = 0
     for (k, ct), model in res.models_.items():
         alone = GaussianMixture(k, covariance_type=ct, random_state=5, n_init=2).fit(X)
         np.testing.assert_allclose(model.means_, alone.means_, rtol=1e-9, atol=1e-9)
         assert model.n_iter_ == alone.n_iter_
+        slowest = max(slowest, alone.n_passes_)
+    # in lockstep: all eight runs together take the passes of the slowest alone, plus the scoring pass
+    assert res.n_passes <= slowest + 1
 
 
 def test_selection_on_old_faithful_prefers_two_components(faithful):
