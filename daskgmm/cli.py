@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
             flags = [opt.flag] + ([opt.short] if opt.short else [])
             default = "" if opt.default in (None, False) else f" (default: {_show(opt.default)})"
             if opt.kind == "bool":
-                sp.add_argument(*flags, dest=opt.dest, action="store_true", default=None, help=opt.help)
+                # --x and --no-x: a flag on the command line overrides the config either way
+                sp.add_argument(*flags, dest=opt.dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=opt.help)
             else:
                 metavar = opt.metavar or (None if opt.choices else opt.dest.upper())
                 sp.add_argument(*flags, dest=opt.dest, default=None, metavar=metavar,
@@ -195,8 +197,10 @@ class Reporter:
 
 
 @contextlib.contextmanager
-def _cluster(o, log):
+def _cluster(o, log, src=None):
+    """The cluster of a command; NaN found while reading ``src`` is reported over all of it."""
     from daskgmm.cluster import connect
+    from daskgmm.io import DataError, NonFiniteError
 
     security = None
     if o.scheduler and any((o.tls_ca, o.tls_cert, o.tls_key)):
@@ -216,7 +220,13 @@ def _cluster(o, log):
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
         log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s)")
-        yield client
+        try:
+            yield client
+        except NonFiniteError as exc:
+            if src is None:
+                raise
+            log(f"{exc}; counting over all the data")
+            raise DataError(src.nonfinite_summary()) from None
 
 
 def _open(o, log, columns=None, dtype=None):
@@ -236,7 +246,8 @@ def _open(o, log, columns=None, dtype=None):
 def _fingerprint(o, src) -> dict:
     keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
             "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows")
-    return {"files": src.files, "columns": src.columns, "n_rows": src.n_rows, **{k: getattr(o, k) for k in keys}}
+    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows,
+            **{k: getattr(o, k) for k in keys}}
 
 
 def cmd_fit(o, log, metrics):
@@ -262,10 +273,14 @@ def cmd_fit(o, log, metrics):
     ckpt = None
     if o.checkpoint_dir:
         ckpt = Checkpoint(o.checkpoint_dir, _fingerprint(o, src))
-        if not o.resume and os.path.exists(ckpt.path):
-            os.remove(ckpt.path)  # a fresh run must not pick up another run's progress
+        stale = ckpt.stale() if o.resume else None
+        if stale:
+            log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
+            metrics["checkpoint_discarded"] = stale
+        if stale or not o.resume:
+            ckpt.clear()  # a fresh run must not pick up another run's progress
     report = Reporter(o.quiet)
-    with _cluster(o, log):
+    with _cluster(o, log, src):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
@@ -295,6 +310,9 @@ def cmd_fit(o, log, metrics):
     log(f"model written to {o.model_out}")
     if rows is not None:
         log(f"{rows:,} predictions written to {o.predictions_out}")
+    if ckpt is not None:
+        ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
+        log(f"checkpoint {ckpt.path} removed (the job finished)")
     metrics.update(
         converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
         lower_bounds=est.lower_bounds_, history=est.history_, restarts=est.restarts_,
@@ -306,10 +324,16 @@ def cmd_fit(o, log, metrics):
     return EXIT_OK
 
 
-def _load(o):
-    from daskgmm.persist import load_model
+def _load(o, mixture=True):
+    """The model at ``--model``; with ``mixture``, only a GaussianMixture will do."""
+    from daskgmm.mixture import GaussianMixture
+    from daskgmm.persist import ModelFileError, load_model
 
-    return load_model(o.model)
+    est = load_model(o.model)
+    if mixture and not isinstance(est, GaussianMixture):
+        raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a "
+                             "GaussianMixture model (as written by daskgmm fit or GaussianMixture.save)")
+    return est
 
 
 def _model_source(o, log):
@@ -330,7 +354,7 @@ def _model_source(o, log):
 
 def cmd_predict(o, log, metrics):
     est, src = _model_source(o, log)
-    with _cluster(o, log):
+    with _cluster(o, log, src):
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
                                      loglik=o.loglik)
     log(f"{rows:,} predictions written to {o.out}")
@@ -339,7 +363,7 @@ def cmd_predict(o, log, metrics):
 
 def cmd_score(o, log, metrics):
     est, src = _model_source(o, log)
-    with _cluster(o, log):
+    with _cluster(o, log, src):
         mean = est.score(src.X)
     n = src.n_rows
     p = est._n_parameters()
@@ -359,7 +383,7 @@ def cmd_sample(o, log, metrics):
 
 
 def cmd_info(o, log, metrics):
-    est = _load(o)
+    est = _load(o, mixture=False)
     path = os.path.join(o.model, "model.json")
     if o.json:
         with open(path, encoding="utf-8") as f:
@@ -371,14 +395,27 @@ def cmd_info(o, log, metrics):
     lines = [
         f"model:            {o.model}",
         f"estimator:        {doc['estimator']} (daskgmm {doc.get('daskgmm_version')}, saved {doc.get('saved_at')})",
-        f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
-        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
-        f"dtype:            {doc.get('dtype')}",
-        f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
-        f"lower bound:      {fit.get('lower_bound')}",
-        "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
     ]
-    for k, m in enumerate(np.asarray(est.means_, float)):
+    if hasattr(est, "cluster_centers_"):  # KMeans
+        lines += [
+            f"clusters:         {doc.get('n_components')}",
+            f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+            f"dtype:            {doc.get('dtype')}",
+            f"iterations:       {fit.get('n_iter')} (plus {fit.get('n_steps')} sequential update(s))",
+            f"inertia:          {fit.get('inertia')}",
+        ]
+        centres = est.cluster_centers_
+    else:
+        lines += [
+            f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
+            f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+            f"dtype:            {doc.get('dtype')}",
+            f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
+            f"lower bound:      {fit.get('lower_bound')}",
+            "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
+        ]
+        centres = est.means_
+    for k, m in enumerate(np.asarray(centres, float)):
         lines.append(f"mean[{k}]:{' ' * (9 - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
     print("\n".join(lines))
     return EXIT_OK
@@ -399,7 +436,7 @@ def cmd_select(o, log, metrics):
     log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "
         "all in the same passes")
     report = Reporter(o.quiet)
-    with _cluster(o, log):
+    with _cluster(o, log, src):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,

@@ -46,8 +46,10 @@ OPTIONS = [
     Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32")),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, or drop them", _DATA,
         choices=("raise", "omit")),
-    Opt("chunk_rows", "int", None, "minimum rows per chunk (consecutive row groups are merged)", _DATA + (SAMPLE,),
+    Opt("chunk_rows", "int", None, "minimum rows per chunk (consecutive row groups are merged)", _DATA,
         metavar="N"),
+    Opt("chunk_rows", "int", None, "rows per part file written (default 1000000); one part is in memory at a time",
+        (SAMPLE,), metavar="N"),
     Opt("cache", "choice", "auto", "keep data in cluster memory across passes, or re-read every pass",
         (FIT, SELECT), choices=("auto", "memory", "none")),
     # model
@@ -101,7 +103,6 @@ OPTIONS = [
         metavar="SIZE"),
 ]
 
-BY_DEST = {o.dest: o for o in OPTIONS}
 
 #: Keys a config may hold besides options: the positional DATA argument.
 POSITIONAL_KEYS = {"data"}

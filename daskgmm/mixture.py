@@ -344,6 +344,7 @@ class GaussianMixture(BaseEstimator):
         runs = checkpoint.load() if checkpoint is not None else None
         resumed = runs is not None
         if runs is None:
+            seeds = None
             if do_init:
                 seeds = restart_seeds(self.random_state, self.n_init)
                 states = self._initial_states(data, centre, scan, seeds, init, kw)
@@ -351,7 +352,9 @@ class GaussianMixture(BaseEstimator):
             else:
                 runs = [Run(self._current_state(kw), objective=self.lower_bound_)]
             if checkpoint is not None:
-                checkpoint.save(runs)
+                # every later draw is keyed by (seed, row): the seeds are the whole random state
+                checkpoint.save(runs, extra={"rng": {"generator": "SplitMix64 keyed by (seed, row)",
+                                                     "restart_seeds": seeds}})
         self.init_seconds_ = time.perf_counter() - t0
         self.init_passes_ = data.passes
         if progress is not None:

@@ -14,6 +14,7 @@ replaced atomically after every EM iteration.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -225,8 +226,46 @@ class Checkpoint:
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, "checkpoint.npz")
         self.fingerprint = _jsonable(fingerprint)
+        self.extra: dict = {}
+
+    def _differences(self, theirs) -> list:
+        mine = self.fingerprint
+        if not isinstance(theirs, dict):
+            return ["fingerprint"]
+        return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+
+    def _read_meta(self) -> dict:
+        with np.load(self.path, allow_pickle=False) as npz:
+            return json.loads(str(npz["__meta__"]))
+
+    def stale(self) -> str | None:
+        """Why the checkpoint on disk cannot be resumed by this job, or None.
+
+        None also when there is no checkpoint. A checkpoint of another job
+        (other data, files rewritten since, other parameters) or an unreadable
+        one is stale: resuming it would give a model of something else.
+        """
+        if not os.path.exists(self.path):
+            return None
+        try:
+            doc = self._read_meta()
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            return f"unreadable ({exc})"
+        if doc.get("format") != CHECKPOINT_FORMAT or doc.get("format_version", 99) > CHECKPOINT_VERSION:
+            return "not a checkpoint this daskgmm can read"
+        diff = self._differences(doc.get("fingerprint", {}))
+        return f"written for a different job (differs in: {', '.join(diff)})" if diff else None
+
+    def clear(self) -> None:
+        """Remove the checkpoint: the job it tracked has finished (its outputs are written)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
 
     def save(self, runs, extra: dict | None = None) -> None:
+        """Write the runs' states atomically; ``extra`` (JSON-able, e.g. the random
+        state the runs were drawn from) is kept for later saves and :meth:`load`."""
+        if extra is not None:
+            self.extra = _jsonable(extra)
         os.makedirs(self.directory, exist_ok=True)
         arrays, run_docs = {}, []
         for i, run in enumerate(runs):
@@ -255,7 +294,7 @@ class Checkpoint:
             "format_version": CHECKPOINT_VERSION,
             "fingerprint": self.fingerprint,
             "runs": run_docs,
-            "extra": _jsonable(extra or {}),
+            "extra": self.extra,
         }
         tmp = self.path + f".tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
@@ -284,13 +323,13 @@ class Checkpoint:
             raise ModelFileError(f"{self.path}: corrupt checkpoint ({exc})") from None
         if doc.get("format") != CHECKPOINT_FORMAT or doc.get("format_version", 99) > CHECKPOINT_VERSION:
             raise ModelFileError(f"{self.path}: not a checkpoint this daskgmm can read")
-        if doc.get("fingerprint") != self.fingerprint:
-            theirs = doc.get("fingerprint", {})
-            diff = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
+        diff = self._differences(doc.get("fingerprint", {}))
+        if diff:
             raise ModelFileError(
                 f"{self.path} was written for a different job (differs in: {', '.join(diff)}); "
                 "remove it or use another --checkpoint-dir"
             )
+        self.extra = doc.get("extra", {})
         classes = _state_classes()
         runs = []
         for rd in doc["runs"]:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from daskgmm.cli import main
-from daskgmm.config import BY_DEST, load_config
+from daskgmm.config import load_config, options_for
 
 from .conftest import make_blobs
 
@@ -28,10 +28,12 @@ def write_data(directory, n=3000, d=3, k=3, files=3, seed=0, nan_row=None):
     X, _labels, _ = make_blobs(n=n, d=d, k=k, seed=seed)
     os.makedirs(directory, exist_ok=True)
     bounds = np.linspace(0, n, files + 1).astype(int)
+    nan_rows = [] if nan_row is None else np.atleast_1d(nan_row)
     for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         cols = {"id": np.arange(a, b), **{f"f{j}": X[a:b, j].copy() for j in range(d)}, "tag": ["t"] * (b - a)}
-        if nan_row is not None and a <= nan_row < b:
-            cols["f1"][nan_row - a] = np.nan
+        for r in nan_rows:
+            if a <= r < b:
+                cols["f1"][r - a] = np.nan
         pq.write_table(pa.table(cols), os.path.join(directory, f"part-{i}.parquet"), row_group_size=400)
     return X
 
@@ -115,7 +117,7 @@ def test_example_configs_are_valid(name):
     values = load_config(str(REPO / "configs" / name), "fit")
     assert values["data"] and values["model_out"]
     for key in values:
-        assert key == "data" or key in BY_DEST
+        assert key == "data" or key in {o.dest for o in options_for("fit")}
 
 
 @pytest.mark.parametrize(
@@ -261,3 +263,113 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
             np.testing.assert_array_equal(a[key], b[key])
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["n_iter"] == 25 and len(m["history"]) == 25
+    assert not (ckpt / "checkpoint.npz").exists()  # the job finished: the next run starts afresh
+
+
+def test_nan_raise_reports_rows_over_the_whole_dataset(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_data(data, nan_row=[5, 17, 1234, 2500, 2999])
+    argv = ["fit", str(data), "--columns", "f0,f1,f2", "--n-components", "2", "--model-out",
+            str(tmp_path / "model"), *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "5 of 3000 row(s) have NaN" in err and "column 'f1': 5" in err and "in 3 of 3 file(s)" in err
+    assert "part-0.parquet (2)" in err
+
+
+def test_nightly_rerun_with_resume_fits_the_new_data(tmp_path, capsys):
+    """A finished job leaves no checkpoint; a stale one (other data or parameters) is not resumed."""
+    data, ckpt, model = tmp_path / "data", tmp_path / "ckpt", tmp_path / "model"
+    job = ["fit", str(data), "--columns", "f0,f1,f2", "--n-components", "3", "--seed", "0", "--model-out",
+           str(model), "--checkpoint-dir", str(ckpt), "--resume", "--metrics-out", str(tmp_path / "m.json"), *FAST]
+    write_data(data, seed=0)
+    assert main(job) == 0
+    assert not (ckpt / "checkpoint.npz").exists()
+    from daskgmm import GaussianMixture, load
+
+    first = load(model).means_
+    # the next night: same file names and row count, new values
+    time.sleep(0.01)
+    X2 = write_data(data, seed=5)
+    assert main(job) == 0
+    second = load(model).means_
+    assert not np.allclose(np.sort(first, axis=0), np.sort(second, axis=0))
+    ref = GaussianMixture(3, random_state=0).fit(X2)
+    np.testing.assert_allclose(np.sort(second, axis=0), np.sort(ref.means_, axis=0), rtol=1e-6)
+    # a killed run of another job left its checkpoint: not resumed, the fit starts afresh
+    from daskgmm.cli import _fingerprint, _open, build_parser, resolve
+    from daskgmm.persist import Checkpoint
+
+    o = resolve(build_parser().parse_args(job))
+    fingerprint = {**_fingerprint(o, _open(o, lambda msg: None)), "n_components": 2}
+    Checkpoint(ckpt, fingerprint).save([])
+    capsys.readouterr()
+    assert main([a for a in job if a != "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "not resumed: written for a different job (differs in: n_components)" in err
+    assert json.loads((tmp_path / "m.json").read_text())["checkpoint_discarded"].startswith("written for")
+    np.testing.assert_allclose(load(model).means_, second, rtol=1e-10)
+
+
+def test_no_flags_override_config_and_progress_goes_to_stderr(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_data(data)
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"data": str(data), "columns": ["f0", "f1", "f2"], "n_components": 3,
+                                   "model_out": str(tmp_path / "model"), "quiet": True, "n_workers": 1}))
+    assert main(["fit", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["fit", "--config", str(cfg), "--no-quiet", "--max-iter", "3", "--tol", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("daskgmm: iter")]
+    assert len(lines) == 3
+    for ln in lines:
+        assert "loglik" in ln and "change" in ln and ln.rstrip().endswith(" s")
+    assert "embedded LocalCluster on 127.0.0.1" in captured.err and "model written to" in captured.err
+
+
+def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):
+    from daskgmm import KMeans
+
+    X, _, _ = make_blobs(n=500, d=3, k=3, seed=0)
+    KMeans(3, random_state=0, n_init=1).fit(X).save(tmp_path / "km")
+    capsys.readouterr()
+    assert main(["info", "--model", str(tmp_path / "km")]) == 0
+    out = capsys.readouterr().out
+    assert "KMeans" in out and "clusters:         3" in out and "inertia:" in out and "mean[2]:" in out
+    write_data(tmp_path / "data")
+    _expect_exit2(["score", str(tmp_path / "data"), "--model", str(tmp_path / "km"), "--columns", "f0,f1,f2",
+                   *FAST], "a KMeans model; daskgmm score needs a GaussianMixture model", capsys)
+
+
+@pytest.mark.slow
+def test_every_subcommand_as_a_process(tmp_path):
+    """The console script, as a scheduler runs it: exit codes, outputs and progress on stderr."""
+    exe = str(pathlib.Path(sys.executable).parent / "daskgmm")
+    data = tmp_path / "data"
+    write_data(data)
+    one = ["--n-workers", "1", "--threads-per-worker", "1"]
+
+    def run(*args):
+        p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return p
+
+    p = run("fit", str(data), "--columns", "f0,f1,f2", "--n-components", "3", "--seed", "0",
+            "--model-out", str(tmp_path / "model"), *one)
+    assert "daskgmm: iter" in p.stderr and "converged after" in p.stderr
+    run("predict", str(data), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "p"), "--id-column",
+        "id", "--proba", *one)
+    assert pq.read_table(tmp_path / "p").num_rows == 3000
+    score = json.loads(run("score", str(data), "--model", str(tmp_path / "model"), *one).stdout)
+    assert score["n_rows"] == 3000 and np.isfinite(score["bic"])
+    run("sample", "--model", str(tmp_path / "model"), "-n", "100", "--out", str(tmp_path / "s"), *one)
+    assert pq.read_table(tmp_path / "s").num_rows == 100
+    assert "3 (full covariance)" in run("info", "--model", str(tmp_path / "model")).stdout
+    p = run("select", str(data), "--columns", "f0,f1,f2", "--k-min", "1", "--k-max", "4", "--seed", "0",
+            "--out", str(tmp_path / "sel"), "--quiet", *one)
+    assert json.loads((tmp_path / "sel" / "selection.json").read_text())["best"]["n_components"] == 3
+    bad = subprocess.run([exe, "predict", str(data), "--model", str(tmp_path / "nope"), "--out",
+                          str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no model here" in bad.stderr
