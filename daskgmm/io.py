@@ -258,6 +258,14 @@ def _count_bad(fs, path, row_groups, columns, dtype):
     return int(_bad_rows(x).sum()), (~np.isfinite(x)).sum(axis=0)
 
 
+def _count_nonfinite(fs, pieces, columns, dtype):
+    """One read of every piece: rows with non-finite values per piece, and values per column."""
+    import dask
+
+    counts = dask.compute(*[dask.delayed(_count_bad)(fs, p, rg, columns, dtype) for p, rg, _ in pieces])
+    return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0)
+
+
 @dataclass
 class ParquetSource:
     """A Parquet dataset opened for EM passes.
@@ -304,15 +312,10 @@ class ParquetSource:
     def nonfinite_summary(self) -> str:
         """Rows with NaN, null or infinite feature values over the whole dataset, by
         column and by file (one more read of the data; for error messages)."""
-        import dask
-
-        counts = dask.compute(*[
-            dask.delayed(_count_bad)(self.fs, p, rg, self.columns, self.dtype) for p, rg, _ in self.pieces
-        ])
-        rows = int(sum(c[0] for c in counts))
-        per_col = np.sum([c[1] for c in counts], axis=0)
+        per_piece, per_col = _count_nonfinite(self.fs, self.pieces, self.columns, self.dtype)
+        rows = int(sum(per_piece))
         by_file: dict = {}
-        for (path, _, _), (n, _) in zip(self.pieces, counts):
+        for (path, _, _), n in zip(self.pieces, per_piece):
             if n:
                 by_file[path] = by_file.get(path, 0) + int(n)
         cols = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(self.columns, per_col) if n)
@@ -354,7 +357,6 @@ def open_parquet(
     -------
     ParquetSource
     """
-    import dask
     import dask.array as da
     from dask.highlevelgraph import HighLevelGraph
 
@@ -374,12 +376,9 @@ def open_parquet(
     sizes = [p[2] for p in pieces]
     n_omitted, by_col = 0, {}
     if nan_policy == "omit":
-        counts = dask.compute(*[
-            dask.delayed(_count_bad)(fs, p, rg, columns, dtype) for p, rg, _ in pieces
-        ])
-        sizes = [n - c[0] for n, (_, _, n), c in zip(sizes, pieces, counts)]
-        n_omitted = int(sum(c[0] for c in counts))
-        per_col = np.sum([c[1] for c in counts], axis=0)
+        per_piece, per_col = _count_nonfinite(fs, pieces, columns, dtype)
+        sizes = [n - bad for n, bad in zip(sizes, per_piece)]
+        n_omitted = int(sum(per_piece))
         by_col = {c: int(n) for c, n in zip(columns, per_col) if n}
         if n_omitted:
             detail = ", ".join(f"column {c!r}: {n}" for c, n in by_col.items())
