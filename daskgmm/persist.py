@@ -228,15 +228,15 @@ class Checkpoint:
         self.fingerprint = _jsonable(fingerprint)
         self.extra: dict = {}
 
-    def _differences(self, theirs) -> list:
-        mine = self.fingerprint
+    def _mismatch(self, doc) -> str | None:
+        """Why a checkpoint's metadata ``doc`` does not belong to this job, or None."""
+        if doc.get("format") != CHECKPOINT_FORMAT or doc.get("format_version", 99) > CHECKPOINT_VERSION:
+            return "not a checkpoint this daskgmm can read"
+        mine, theirs = self.fingerprint, doc.get("fingerprint", {})
         if not isinstance(theirs, dict):
-            return ["fingerprint"]
-        return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-
-    def _read_meta(self) -> dict:
-        with np.load(self.path, allow_pickle=False) as npz:
-            return json.loads(str(npz["__meta__"]))
+            theirs = {}
+        diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+        return f"written for a different job (differs in: {', '.join(diff)})" if diff else None
 
     def stale(self) -> str | None:
         """Why the checkpoint on disk cannot be resumed by this job, or None.
@@ -248,13 +248,11 @@ class Checkpoint:
         if not os.path.exists(self.path):
             return None
         try:
-            doc = self._read_meta()
+            with np.load(self.path, allow_pickle=False) as npz:
+                doc = json.loads(str(npz["__meta__"]))
         except (OSError, ValueError, KeyError, EOFError) as exc:
             return f"unreadable ({exc})"
-        if doc.get("format") != CHECKPOINT_FORMAT or doc.get("format_version", 99) > CHECKPOINT_VERSION:
-            return "not a checkpoint this daskgmm can read"
-        diff = self._differences(doc.get("fingerprint", {}))
-        return f"written for a different job (differs in: {', '.join(diff)})" if diff else None
+        return self._mismatch(doc)
 
     def clear(self) -> None:
         """Remove the checkpoint: the job it tracked has finished (its outputs are written)."""
@@ -321,14 +319,9 @@ class Checkpoint:
                 arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise ModelFileError(f"{self.path}: corrupt checkpoint ({exc})") from None
-        if doc.get("format") != CHECKPOINT_FORMAT or doc.get("format_version", 99) > CHECKPOINT_VERSION:
-            raise ModelFileError(f"{self.path}: not a checkpoint this daskgmm can read")
-        diff = self._differences(doc.get("fingerprint", {}))
-        if diff:
-            raise ModelFileError(
-                f"{self.path} was written for a different job (differs in: {', '.join(diff)}); "
-                "remove it or use another --checkpoint-dir"
-            )
+        mismatch = self._mismatch(doc)
+        if mismatch:
+            raise ModelFileError(f"{self.path}: {mismatch}; remove it or use another --checkpoint-dir")
         self.extra = doc.get("extra", {})
         classes = _state_classes()
         runs = []
