@@ -396,20 +396,21 @@ def cmd_info(o, log, metrics):
         f"model:            {o.model}",
         f"estimator:        {doc['estimator']} (daskgmm {doc.get('daskgmm_version')}, saved {doc.get('saved_at')})",
     ]
-    if hasattr(est, "cluster_centers_"):  # KMeans
+    kmeans = hasattr(est, "cluster_centers_")
+    lines += [
+        f"clusters:         {doc.get('n_components')}" if kmeans else
+        f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
+        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+        f"dtype:            {doc.get('dtype')}",
+    ]
+    if kmeans:
         lines += [
-            f"clusters:         {doc.get('n_components')}",
-            f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
-            f"dtype:            {doc.get('dtype')}",
             f"iterations:       {fit.get('n_iter')} (plus {fit.get('n_steps')} sequential update(s))",
             f"inertia:          {fit.get('inertia')}",
         ]
         centres = est.cluster_centers_
     else:
         lines += [
-            f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
-            f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
-            f"dtype:            {doc.get('dtype')}",
             f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
             f"lower bound:      {fit.get('lower_bound')}",
             "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
