@@ -1,5 +1,6 @@
 """daskgmm: Gaussian mixture models and k-means fitted by EM on Dask, for data larger than memory."""
 
+# scikit-learn's classes (InvalidParameterError is the one its parameter validation raises)
 from daskgmm._base import ConvergenceWarning, InvalidParameterError, NotFittedError
 from daskgmm.io import DataError, RowsOmittedWarning, open_parquet, read_parquet
 from daskgmm.kmeans import KMeans

@@ -1,49 +1,64 @@
-"""scikit-learn conventions without depending on scikit-learn at run time.
+"""scikit-learn conventions for daskgmm's estimators, and what scikit-learn cannot do for Dask input.
 
-``get_params``/``set_params`` (so ``sklearn.base.clone`` works), parameter
-validation with scikit-learn's messages, input validation that turns NumPy,
-array-likes, pandas and Dask inputs into one row-chunked Dask array, and the
-exception/warning types.
+scikit-learn provides the base classes, ``NotFittedError``, ``ConvergenceWarning``
+and the validation of in-memory input (``sklearn.utils.validation.validate_data``,
+which also keeps ``n_features_in_`` and ``feature_names_in_``). This module adds:
+
+- parameter constraints checked with scikit-learn's messages (scikit-learn's own
+  constraint classes live in a private module, so these are ours), raising
+  scikit-learn's ``InvalidParameterError``;
+- Dask arrays and DataFrames turned into row-chunked Dask arrays without pulling
+  them to the client (shape, dtype and feature names are checked from metadata;
+  values are checked by the first pass);
+- in-memory input wrapped as a Dask array for the same passes.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import os
-import sys
 import typing
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils.validation import validate_data
+
+__all__ = [
+    "ARRAY_LIKE", "BOOLEAN", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning", "Interval",
+    "InvalidParameterError", "NotFittedError", "Options", "check_rows", "prediction_rows", "prepare_rows",
+    "validate_params", "warn_convergence",
+]
 
 
-class InvalidParameterError(ValueError, TypeError):
-    """A constructor parameter has a wrong type or value (as scikit-learn's)."""
+def _invalid_parameter_error() -> type:
+    """scikit-learn's ``InvalidParameterError`` (a ValueError and a TypeError).
+
+    The class is defined in a private module of scikit-learn; its public face is what
+    ``BaseEstimator``'s parameter validation raises, so it is taken from there.
+    """
+
+    class _Probe(BaseEstimator):
+        _parameter_constraints: typing.ClassVar[dict] = {"p": [None]}
+
+        def __init__(self, p=0):
+            self.p = p
+
+    try:
+        _Probe()._validate_params()
+    except (ValueError, TypeError) as exc:
+        return type(exc)
+    raise RuntimeError("scikit-learn accepted an invalid parameter")  # pragma: no cover
 
 
-class NotFittedError(ValueError, AttributeError):
-    """The estimator is used before ``fit``."""
-
-
-class ConvergenceWarning(UserWarning):
-    """EM or Lloyd iterations stopped at ``max_iter`` before converging."""
-
-
-_bridges: dict = {}
+InvalidParameterError = _invalid_parameter_error()
 
 
 def warn_convergence(message: str) -> None:
-    """Warn with a class that is also scikit-learn's ConvergenceWarning when that is loaded,
-    so filters written for scikit-learn catch it too."""
-    cls = ConvergenceWarning
-    sk = sys.modules.get("sklearn.exceptions")
-    if sk is not None and hasattr(sk, "ConvergenceWarning"):
-        cls = _bridges.get("cw")
-        if cls is None:
-            cls = _bridges["cw"] = type("ConvergenceWarning", (ConvergenceWarning, sk.ConvergenceWarning), {})
-    warnings.warn(message, cls, stacklevel=3)
+    """Warn with scikit-learn's ConvergenceWarning, pointing at the caller of ``fit``."""
+    warnings.warn(message, ConvergenceWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------------------
@@ -51,6 +66,8 @@ def warn_convergence(message: str) -> None:
 
 
 class Interval:
+    """A real or integral number in an interval (``closed``: "left", "right", "both", "neither")."""
+
     def __init__(self, kind, left, right, closed="left"):
         self.kind, self.left, self.right, self.closed = kind, left, right, closed
 
@@ -76,6 +93,8 @@ class Interval:
 
 
 class Options:
+    """One of a set of strings."""
+
     def __init__(self, *values):
         self.values = set(values)
 
@@ -99,6 +118,7 @@ NONE = _Simple(lambda v: v is None, "None")
 ARRAY_LIKE = _Simple(
     lambda v: not isinstance(v, str) and (hasattr(v, "__len__") or hasattr(v, "__array__")), "an array-like"
 )
+CALLABLE = _Simple(callable, "a callable")
 RANDOM_STATE = [
     Interval(int, 0, 2**32 - 1, "both"),
     _Simple(lambda v: isinstance(v, np.random.RandomState), "an instance of 'numpy.random.mtrand.RandomState'"),
@@ -112,101 +132,42 @@ def _describe(constraints) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
-class BaseEstimator:
-    """``get_params``/``set_params``/``repr`` from the constructor signature."""
-
-    _parameter_constraints: typing.ClassVar[dict] = {}
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return sorted(
-            p.name for p in sig.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        )
-
-    def get_params(self, deep: bool = True) -> dict:
-        """Parameters of this estimator (constructor arguments)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params):
-        """Set parameters; unknown names raise ValueError."""
-        valid = self._param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(
-                    f"Invalid parameter {key!r} for estimator {type(self).__name__}(). "
-                    f"Valid parameters are: {valid!r}."
-                )
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        sig = inspect.signature(type(self).__init__)
-        shown = []
-        for name, p in sig.parameters.items():
-            if name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                continue
-            value = getattr(self, name, None)
-            default = p.default
-            same = value is default
-            if not same:
-                try:
-                    same = bool(value == default) if not isinstance(value, np.ndarray) else False
-                except Exception:
-                    same = False
-            if not same:
-                shown.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(shown)})"
-
-    def _validate_params(self) -> None:
-        for name, constraints in self._parameter_constraints.items():
-            value = getattr(self, name)
-            if not any(c.ok(value) for c in constraints):
-                raise InvalidParameterError(
-                    f"The {name!r} parameter of {type(self).__name__} must be "
-                    f"{_describe(constraints)}. Got {value!r} instead."
-                )
-
-    def _check_is_fitted(self, attribute: str) -> None:
-        if not hasattr(self, attribute):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
+def validate_params(estimator) -> None:
+    """Check every parameter against ``estimator._parameter_constraints`` (scikit-learn's message)."""
+    for name, constraints in type(estimator)._parameter_constraints.items():
+        value = getattr(estimator, name)
+        if not any(c.ok(value) for c in constraints):
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {type(estimator).__name__} must be "
+                f"{_describe(constraints)}. Got {value!r} instead."
             )
 
 
 # ---------------------------------------------------------------------------
-# Input validation
+# Input
 
 
-def _is_dask_array(X) -> bool:
+def is_dask_array(X) -> bool:
     return type(X).__module__.startswith("dask.array") and hasattr(X, "chunks")
 
 
-def _is_dask_dataframe(X) -> bool:
+def is_dask_dataframe(X) -> bool:
     mod = type(X).__module__
     return mod.startswith("dask.dataframe") or mod.startswith("dask_expr")
 
 
-def _is_pandas(X) -> bool:
-    return type(X).__module__.startswith("pandas")
+def is_dask(X) -> bool:
+    return is_dask_array(X) or is_dask_dataframe(X)
 
 
-def _non_numeric(dtypes: dict) -> list[str]:
-    # pandas extension dtypes (strings, categoricals, nullable ints) carry a .kind too
-    return [str(name) for name, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf"]
+# the names other modules used before the scikit-learn rewrite
+_is_dask_array, _is_dask_dataframe = is_dask_array, is_dask_dataframe
 
 
 def _frame_float_dtype(dtypes) -> np.dtype:
     """float32 when every column is float32, else float64 (what the frame converts to)."""
     dts = list(dtypes)
     return np.dtype(np.float32) if dts and all(str(d) == "float32" for d in dts) else np.dtype(np.float64)
-
-
-def _float_dtype(dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
 def default_chunk_rows(n_rows: int) -> int:
@@ -229,20 +190,51 @@ def _shape_errors(shape, name, min_samples=1) -> None:
         )
 
 
-def _ndim_error(X, ndim, name):
-    if ndim == 1:
-        return ValueError(
-            "Expected 2D array, got 1D array instead:\narray="
-            f"{np.asarray(X) if not _is_dask_array(X) else X!r}.\n"
-            "Reshape your data either using array.reshape(-1, 1) if your data has a single "
-            "feature or array.reshape(1, -1) if it contains a single sample."
+def _reject_sparse(X, name):
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):
+        raise TypeError(
+            "Sparse data was passed for X, but dense data is required. Use '.toarray()' to convert to a "
+            f"dense numpy array. {name} fits dense rows only (its statistics are dense); for data larger "
+            "than memory, pass a Dask array or daskgmm.read_parquet(...)."
         )
-    if ndim == 0:
-        return ValueError(f"Expected 2D array, got scalar array instead:\narray={X!r}.")
-    return ValueError(f"Found array with dim {ndim}. {name} expected <= 2.")
 
 
-def check_rows(X, name: str, *, min_samples: int = 1, chunk_rows: int | None = None):
+def _dask_rows(X, name, min_samples):
+    """A Dask array or DataFrame as a 2-D float Dask array (lazy; values are checked by the passes)."""
+    if is_dask_dataframe(X):
+        if getattr(X, "ndim", 2) == 1:
+            raise ValueError("Expected a 2-dimensional container but got a Dask Series instead.")
+        bad = _non_numeric_columns(X)
+        if bad:
+            raise ValueError(
+                f"{name} needs numeric features; column(s) {', '.join(map(repr, bad))} are not numeric."
+            )
+        # nullable (extension) columns become float with NaN for missing values
+        arr = X.astype(_frame_float_dtype(X.dtypes)).to_dask_array(lengths=True)
+    else:
+        if X.ndim != 2:
+            raise ValueError(
+                f"Expected 2D array, got {X.ndim}D array instead:\narray={X!r}.\nReshape your data either using "
+                "array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) if it "
+                "contains a single sample."
+            )
+        if X.dtype.kind == "c":
+            raise ValueError("Complex data not supported")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"{name} needs numeric features; got a Dask array of dtype {X.dtype}.")
+        arr = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+        if any(math.isnan(c) for c in arr.chunks[0]):
+            arr = arr.compute_chunk_sizes()
+    _shape_errors(arr.shape, name, min_samples)
+    if arr.numblocks[1] != 1:
+        arr = arr.rechunk({1: -1})
+    return arr
+
+
+def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, estimator=None,
+               reset: bool = True, finite: bool = False):
     """Turn any supported input into a row-chunked Dask array of floats.
 
     Parameters
@@ -254,6 +246,14 @@ def check_rows(X, name: str, *, min_samples: int = 1, chunk_rows: int | None = N
         Fewer rows raise (scikit-learn's message), when the row count is known.
     chunk_rows : int, optional
         Rows per chunk for in-memory input.
+    estimator : estimator, optional
+        When given, ``sklearn.utils.validation.validate_data`` sets (``reset``) or
+        checks its ``n_features_in_`` and ``feature_names_in_``.
+    reset : bool
+        Fit (True) or predict (False).
+    finite : bool
+        Reject NaN and infinity in in-memory input now (scikit-learn's message);
+        Dask input is checked chunk by chunk when it is read.
 
     Returns
     -------
@@ -265,44 +265,80 @@ def check_rows(X, name: str, *, min_samples: int = 1, chunk_rows: int | None = N
     """
     import dask.array as da
 
-    feature_names = None
-    if _is_dask_dataframe(X):
-        feature_names = _frame_names(X, name)
-        # nullable (extension) columns become float with NaN for missing values
-        arr = X.astype(_frame_float_dtype(X.dtypes)).to_dask_array(lengths=True)
-        _shape_errors(arr.shape, name, min_samples)
-        return arr, {"dask_input": True, "in_memory": False, "feature_names": feature_names}
-    if _is_dask_array(X):
-        if X.ndim != 2:
-            raise _ndim_error(X, X.ndim, name)
-        if X.dtype.kind == "c":
-            raise ValueError("Complex data not supported")
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"{name} needs numeric features; got an array of dtype {X.dtype}.")
-        arr = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
-        if any(math.isnan(c) for c in arr.chunks[0]):
-            arr = arr.compute_chunk_sizes()
-        _shape_errors(arr.shape, name, min_samples)
-        return arr, {"dask_input": True, "in_memory": False, "feature_names": None}
-    arr, feature_names = in_memory_rows(X, name, min_samples)
+    _reject_sparse(X, name)
+    if is_dask(X):
+        names = _column_names(X) if is_dask_dataframe(X) else None
+        if estimator is not None:
+            validate_data(estimator, X, skip_check_array=True, reset=reset)
+            _dask_feature_names(estimator, names, reset)
+        arr = _dask_rows(X, name, min_samples)
+        return arr, {"dask_input": True, "in_memory": False, "feature_names": names}
+    arr = in_memory_rows(X, name, min_samples, estimator=estimator, reset=reset, finite=finite)
     rows = chunk_rows or default_chunk_rows(arr.shape[0])
     darr = da.from_array(arr, chunks=(max(1, rows), arr.shape[1]), asarray=False)
-    return darr, {"dask_input": False, "in_memory": True, "feature_names": feature_names}
+    names = _column_names(X) if hasattr(X, "columns") else None
+    return darr, {"dask_input": False, "in_memory": True, "feature_names": names}
 
 
-def in_memory_rows(X, name: str, min_samples: int = 1):
-    """NumPy or pandas input as a float ndarray (no copy when it already is one) and its column names."""
-    feature_names = None
-    if _is_pandas(X):
-        feature_names = _frame_names(X, name)
-        X = X.to_numpy(dtype=_frame_float_dtype(X.dtypes), na_value=np.nan)
-    arr = _as_float_ndarray(X, name)
-    _shape_errors(arr.shape, name, min_samples)
-    return arr, feature_names
+def _dask_feature_names(estimator, names, reset):
+    """``feature_names_in_`` for a Dask DataFrame, which scikit-learn's validation does not read."""
+    if reset:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if names is not None and fitted is not None and list(names) != list(fitted):
+        unseen = [c for c in names if c not in set(fitted)]
+        missing = [c for c in fitted if c not in set(names)]
+        msg = "The feature names should match those that were passed during fit.\n"
+        if unseen:
+            msg += "Feature names unseen at fit time:\n" + "".join(f"- {c}\n" for c in unseen)
+        if missing:
+            msg += "Feature names seen at fit time, yet now missing:\n" + "".join(f"- {c}\n" for c in missing)
+        if not unseen and not missing:
+            msg += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(msg)
 
 
-def prediction_rows(X, name: str, n_features: int):
-    """Rows to predict on with a fitted estimator.
+def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool = True,
+                   finite: bool = False) -> np.ndarray:
+    """NumPy, array-like or pandas input as a float32/float64 ndarray (scikit-learn's checks)."""
+    from sklearn.utils import check_array
+
+    _reject_sparse(X, name)
+    kw = dict(dtype=[np.float64, np.float32], ensure_min_samples=min_samples,
+              ensure_all_finite=True if finite else False)
+    try:
+        if estimator is not None:
+            return validate_data(estimator, X, reset=reset, **kw)
+        return check_array(X, estimator=name, **kw)
+    except (TypeError, ValueError) as exc:
+        bad = _non_numeric_columns(X)
+        if not bad:
+            raise
+        # scikit-learn's (NumPy's) message first, then which columns
+        raise type(exc)(f"{exc}. {name} needs numeric features; column(s) {', '.join(map(repr, bad))} "
+                        "are not numeric.") from None
+
+
+def _non_numeric_columns(X) -> list[str]:
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return []
+    return [str(c) for c, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf"]
+
+
+def _column_names(frame):
+    names = list(frame.columns)
+    if names and all(isinstance(c, str) for c in names):
+        return np.asarray(names, dtype=object)
+    return None
+
+
+def prediction_rows(estimator, X):
+    """Rows to predict on with a fitted estimator, checked against what it was fitted on.
 
     Returns
     -------
@@ -311,69 +347,15 @@ def prediction_rows(X, name: str, n_features: int):
     (None, ndarray)
         For in-memory input: checked now (shape, features, finite values).
     """
-    def check_width(width):
-        if width != n_features:
-            raise ValueError(f"X has {width} features, but {name} is expecting {n_features} features as input.")
-
-    if _is_dask_array(X) or _is_dask_dataframe(X):
-        Xd, _ = check_rows(X, name, min_samples=0)
-        check_width(Xd.shape[1])
-        return (Xd.rechunk({1: -1}) if Xd.numblocks[1] != 1 else Xd), None
-    x, _ = in_memory_rows(X, name, 1)
-    check_width(x.shape[1])
-    if not np.all(np.isfinite(x)):
-        raise ValueError("Input X contains NaN." if np.isnan(x).any() else
-                         "Input X contains infinity or a value too large for dtype('float64').")
-    return None, x
-
-
-def _frame_names(frame, name):
-    """Checks shared by pandas and Dask DataFrames; their string column names (or None)."""
-    if getattr(frame, "ndim", 2) == 1:
-        raise _ndim_error(frame, 1, name)
-    bad = _non_numeric(dict(frame.dtypes.items()))
-    if bad:
-        raise ValueError(
-            f"{name} needs numeric features; column(s) {', '.join(map(repr, bad))} are not numeric."
-        )
-    return _names(frame.columns)
-
-
-def _names(columns):
-    names = [c for c in columns]
-    if all(isinstance(c, str) for c in names):
-        return np.asarray(names, dtype=object)
-    return None
-
-
-def _as_float_ndarray(X, name) -> np.ndarray:
-    try:
-        arr = np.asarray(X)
-    except ValueError as exc:  # ragged nested sequences
-        raise ValueError(f"{name} could not read X as a 2-D array: {exc}") from None
-    if arr.ndim != 2:
-        raise _ndim_error(X, arr.ndim, name)
-    if arr.dtype.kind == "c":
-        raise ValueError("Complex data not supported")
-    if arr.dtype.kind not in "biuf":
-        # Find the first offending value to name it.
-        for j in range(arr.shape[1]):
-            col = arr[:, j]
-            for i, v in enumerate(col):
-                try:
-                    float(v)
-                except (TypeError, ValueError):
-                    shown = v.item() if isinstance(v, np.generic) else v
-                    raise ValueError(
-                        f"{name} needs numeric features; column {j} holds a non-numeric value "
-                        f"{shown!r} (row {i})."
-                    ) from None
-        arr = arr.astype(np.float64)
-    return arr.astype(_float_dtype(arr.dtype), copy=False)
+    name = type(estimator).__name__
+    if is_dask(X):
+        Xd, _ = check_rows(X, name, min_samples=0, estimator=estimator, reset=False)
+        return Xd, None
+    return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=True)
 
 
 def check_finite(scan, feature_names, what: str = "X") -> None:
-    """Raise if the scan found NaN or infinite values, naming columns and row counts."""
+    """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts."""
     def col(j):
         return repr(str(feature_names[j])) if feature_names is not None else str(j)
 
@@ -382,22 +364,42 @@ def check_finite(scan, feature_names, what: str = "X") -> None:
     if nan_cols.size:
         detail = ", ".join(f"column {col(j)}: {int(scan.nan[j])} value(s)" for j in nan_cols)
         raise ValueError(
-            f"Input {what} contains NaN ({detail}). Remove or impute missing values "
-            "before fitting (daskgmm.read_parquet(..., nan_policy='omit') drops such rows)."
+            f"Input {what} contains NaN. {detail}. Remove or impute missing values before fitting "
+            "(daskgmm.read_parquet(..., nan_policy='omit') drops such rows)."
         )
     if inf_cols.size:
         detail = ", ".join(f"column {col(j)}: {int(scan.inf[j])} value(s)" for j in inf_cols)
-        raise ValueError(
-            f"Input {what} contains infinity or a value too large for dtype('float64') ({detail})."
-        )
+        raise ValueError(f"Input {what} contains infinity or a value too large for dtype('float64'). {detail}.")
     if scan.bad_weights:
-        raise ValueError(
-            f"sample_weight has {scan.bad_weights} negative or non-finite value(s)."
-        )
+        raise ValueError(f"sample_weight has {scan.bad_weights} negative or non-finite value(s).")
 
 
-def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2):
+def _weights_array(sample_weight, Xd):
+    """``sample_weight`` as a float64 Dask array chunked like the rows of ``Xd``."""
+    import dask.array as da
+
+    n = Xd.shape[0]
+    if is_dask(sample_weight):
+        w = sample_weight.to_dask_array(lengths=True) if hasattr(sample_weight, "to_dask_array") else sample_weight
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.ndim == 0:  # a scalar weights every row alike, as in scikit-learn
+            w = np.full(n, float(w))
+        if w.ndim != 1 or len(w) != n:
+            raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
+        w = da.from_array(w, chunks=(Xd.chunks[0],))
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
+    return w.astype(np.float64)
+
+
+def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None):
     """Validated input as :class:`daskgmm.em.ChunkedData`, with its first scan done.
+
+    Parameters
+    ----------
+    estimator : estimator, optional
+        Its ``n_features_in_``/``feature_names_in_`` are set from X (a fit).
 
     Returns
     -------
@@ -407,28 +409,16 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     info : dict
         See :func:`check_rows`.
     """
-    import dask.array as da
-
     from daskgmm.em import ChunkedData
 
-    Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size)
-    w = None
-    if sample_weight is not None:
-        if _is_dask_array(sample_weight) or _is_dask_dataframe(sample_weight):
-            w = sample_weight
-            if hasattr(w, "to_dask_array"):
-                w = w.to_dask_array(lengths=True)
-        else:
-            w = np.asarray(sample_weight, dtype=np.float64)
-            if w.ndim != 1 or len(w) != Xd.shape[0]:
-                raise ValueError(f"sample_weight.shape == {w.shape}, expected ({Xd.shape[0]},)!")
-            w = da.from_array(w, chunks=(Xd.chunks[0],))
-        if w.ndim != 1 or w.shape[0] != Xd.shape[0]:
-            raise ValueError(f"sample_weight.shape == {w.shape}, expected ({Xd.shape[0]},)!")
-        w = w.astype(np.float64)
+    Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size, estimator=estimator)
+    w = None if sample_weight is None else _weights_array(sample_weight, Xd)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
     scan = data.scan()
     check_finite(scan, info["feature_names"])
     if scan.weight <= 0:
-        raise ValueError("sample_weight must have a positive sum")
+        raise ValueError(
+            "Sample weights must contain at least one non-zero number. "
+            f"{name} got sample_weight with a sum of {scan.weight:g}."
+        )
     return data, scan, info

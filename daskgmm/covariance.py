@@ -93,21 +93,22 @@ def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64
 
 
 def _collapse_error(components, covariance_type, reg_covar, float32) -> ValueError:
+    """scikit-learn's message for a singular covariance, then which components and the reg_covar in use."""
     which = ", ".join(str(int(k)) for k in components)
-    noun = "component" if len(components) == 1 else "components"
     if covariance_type == "tied":
-        what = "the tied covariance is"
+        detail = "The tied covariance is not positive definite"
     else:
-        what = f"{noun} {which} {'has' if len(components) == 1 else 'have'} an"
+        noun = "Component" if len(components) == 1 else "Components"
+        verb = "has" if len(components) == 1 else "have"
+        detail = f"{noun} {which} {verb} a covariance that is not positive definite"
     msg = (
-        f"Fitting the mixture model failed because {what} ill-defined empirical "
-        "covariance: not positive definite (for instance caused by a component "
-        "collapsing onto a single point or onto too few samples). "
-        f"Increase reg_covar (now {reg_covar:g}), decrease the number of components, "
-        "or scale the input data."
+        "Fitting the mixture model failed because some components have ill-defined empirical covariance "
+        "(for instance caused by singleton or collapsed samples). Try to decrease the number of components, "
+        "increase reg_covar, or scale the input data."
     )
     if float32:
         msg += " The numerical accuracy can also be improved by passing float64 data instead of float32."
+    msg += f" {detail} (reg_covar={reg_covar:g})."
     return ValueError(msg)
 
 

@@ -12,20 +12,25 @@ import typing
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
 from daskgmm._base import (
     ARRAY_LIKE,
+    BOOLEAN,
+    CALLABLE,
     NONE,
     RANDOM_STATE,
     VERBOSE,
-    BaseEstimator,
     Interval,
     Options,
-    _is_dask_array,
-    _is_dask_dataframe,
     in_memory_rows,
+    is_dask,
     prediction_rows,
     prepare_rows,
+    validate_params,
     warn_convergence,
 )
 from daskgmm.em import Run, lockstep
@@ -43,7 +48,7 @@ INITS = ("k-means||", "k-means++", "random")
 
 
 def _labels_block(x, nat, centre):
-    return component_logits(np.asarray(x), nat, centre).argmax(axis=1)
+    return component_logits(np.asarray(x), nat, centre).argmax(axis=1).astype(np.int32)
 
 
 def _distances_block(x, centers):
@@ -58,17 +63,20 @@ def _distances_block(x, centers):
     return out
 
 
-class KMeans(BaseEstimator):
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means clustering on data larger than memory (batch Lloyd) or on a stream (``partial_fit``).
 
     Parameters
     ----------
     n_clusters : int, default=8
-    init : {"k-means||", "k-means++", "random"} or array of shape (n_clusters, n_features), default="k-means||"
+    init : {"k-means||", "k-means++", "random"}, callable or array of shape (n_clusters, n_features), \
+default="k-means||"
         "k-means||" is scalable k-means++ (Bahmani et al. 2012: a few passes
         each drawing 2k rows by squared distance, then k-means++ on the
         weighted candidates); "k-means++" is greedy k-means++ in k + 1 passes;
-        "random" draws k distinct rows.
+        "random" draws k distinct rows. A callable is called as
+        ``init(X, n_clusters, random_state)`` with X as given to ``fit`` (a
+        lazy Dask array stays lazy) and returns the centres.
     n_init : "auto" or int, default="auto"
         Restarts (1 for "k-means||", "k-means++" and arrays; 10 for "random",
         as scikit-learn); all advance in lockstep, one pass per iteration.
@@ -78,6 +86,13 @@ class KMeans(BaseEstimator):
         times the mean feature variance (scikit-learn's rule).
     verbose : int, default=0
     random_state : int, RandomState instance or None, default=None
+    copy_x : bool, default=True
+        Accepted for scikit-learn compatibility: daskgmm never modifies X (rows
+        are shifted inside each block), so both values behave the same.
+    algorithm : {"lloyd", "elkan"}, default="lloyd"
+        Accepted for scikit-learn compatibility; both run Lloyd's algorithm,
+        whose result Elkan's only accelerates (Elkan's bounds are per-row state
+        that a pass over data larger than memory cannot keep).
     cache : {"auto", "memory", "none"}, default="auto"
     chunk_size : int, optional
         Rows per chunk for in-memory input.
@@ -85,7 +100,7 @@ class KMeans(BaseEstimator):
     Attributes
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
-    labels_ : ndarray of shape (n_samples,), or a lazy Dask array for Dask input
+    labels_ : ndarray of int32, shape (n_samples,), or a lazy Dask array for Dask input
     inertia_ : float
         Sum of (weighted) squared distances to the nearest centre.
     n_iter_ : int
@@ -102,18 +117,20 @@ class KMeans(BaseEstimator):
 
     _parameter_constraints: typing.ClassVar[dict] = {
         "n_clusters": [Interval(int, 1, None)],
-        "init": [Options(*INITS), ARRAY_LIKE],
+        "init": [Options(*INITS), CALLABLE, ARRAY_LIKE],
         "n_init": [Options("auto"), Interval(int, 1, None)],
         "max_iter": [Interval(int, 1, None)],
         "tol": [Interval(float, 0.0, None)],
         "verbose": VERBOSE,
         "random_state": RANDOM_STATE,
+        "copy_x": [BOOLEAN],
+        "algorithm": [Options("lloyd", "elkan")],
         "cache": [Options("auto", "memory", "none")],
         "chunk_size": [Interval(int, 1, None), NONE],
     }
 
     def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4, verbose=0,
-                 random_state=None, cache="auto", chunk_size=None):
+                 random_state=None, copy_x=True, algorithm="lloyd", cache="auto", chunk_size=None):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -121,14 +138,40 @@ class KMeans(BaseEstimator):
         self.tol = tol
         self.verbose = verbose
         self.random_state = random_state
+        self.copy_x = copy_x
+        self.algorithm = algorithm
         self.cache = cache
         self.chunk_size = chunk_size
 
+    def _validate_params(self):
+        validate_params(self)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "cluster_centers_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags
+
+    @property
+    def _n_features_out(self):
+        """Output width of ``transform`` (for ``get_feature_names_out``: kmeans0, kmeans1, …)."""
+        return self.cluster_centers_.shape[0]
+
     # ------------------------------------------------------------------ fit
-    def _init_array(self, d):
+    def _init_array(self, d, X=None, seed=None):
+        """The given or computed starting centres (checked), or None for a named method."""
         if isinstance(self.init, str):
             return None
-        c = np.asarray(self.init, dtype=np.float64)
+        if callable(self.init):
+            c = self.init(X, self.n_clusters, random_state=check_random_state(self.random_state))
+            if hasattr(c, "compute"):
+                c = c.compute()
+        else:
+            c = self.init
+        c = np.asarray(c, dtype=np.float64)
         if c.ndim != 2 or c.shape[0] != self.n_clusters:
             raise ValueError(
                 f"The shape of the initial centers {c.shape} does not match the number of clusters "
@@ -145,8 +188,8 @@ class KMeans(BaseEstimator):
             return 10 if isinstance(self.init, str) and self.init == "random" else 1
         if not isinstance(self.init, str) and self.n_init != 1:
             warnings.warn(
-                f"Explicit initial center position passed: performing only one init in {type(self).__name__} "
-                f"instead of n_init={self.n_init}.",
+                "Explicit initial center position passed: performing only one init in "
+                f"{type(self).__name__} instead of n_init={self.n_init}.",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -166,20 +209,24 @@ class KMeans(BaseEstimator):
         self
         """
         self._validate_params()
-        data, scan, info = prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
-                                        chunk_size=self.chunk_size, min_samples=1)
+        data, scan, _ = prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
+                                        chunk_size=self.chunk_size, min_samples=1, estimator=self)
         n, d = data.n_rows, data.n_features
         k = self.n_clusters
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
-        given = self._init_array(d)
+        if self.algorithm == "elkan" and k == 1:
+            warnings.warn("algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
+                          RuntimeWarning, stacklevel=2)
         n_init = self._n_init()
+        seeds = restart_seeds(self.random_state, n_init)
+        given = self._init_array(d, X, seeds[0])
         centre = scan.mean
         t0 = time.perf_counter()
         if given is not None:
             starts = [given]
         else:
-            starts = initial_centers(data, centre, self.init, k, restart_seeds(self.random_state, n_init))
+            starts = initial_centers(data, centre, self.init, k, seeds)
         if self.verbose:
             print(f"Initialization complete ({time.perf_counter() - t0:.3f}s)")
         tol = kmeans_tolerance(scan.variance, self.tol)
@@ -189,13 +236,20 @@ class KMeans(BaseEstimator):
             for i, r in enumerate(runs):
                 if r.n_iter == iteration:
                     tag = f" (init {i})" if len(runs) > 1 else ""
-                    print(f"Iteration {iteration}, inertia {r.objective:.6g}{tag}")
+                    print(f"Iteration {iteration - 1}, inertia {r.objective}{tag}.")
+                    if r.converged:
+                        shift = r.state.shift
+                        if shift == 0:
+                            print(f"Converged at iteration {iteration - 1}: strict convergence{tag}.")
+                        else:
+                            print(f"Converged at iteration {iteration - 1}: center shift {shift} within "
+                                  f"tolerance {tol}{tag}.")
 
         lockstep(data, runs, centre=centre, max_iter=self.max_iter, callback=report if self.verbose else None)
         # inertia and counts of the final centres (Lloyd's last pass measured the previous ones)
         specs = [ModelSpec(kmeans_natural_params(r.state.centers - centre), "spherical", "hard") for r in runs]
         final = data.run([MixtureRequest(specs)], centre)[0]
-        inertias = [float(-st.loglik) for st in final]
+        inertias = [max(0.0, float(-st.loglik)) for st in final]  # never -0.0
         best = int(np.argmin(inertias))
         r = runs[best]
         dtype = data.dtype
@@ -203,18 +257,24 @@ class KMeans(BaseEstimator):
         self.inertia_ = inertias[best]
         self.n_iter_ = int(r.n_iter)
         self.counts_ = final[best].n.copy()
+        self.n_steps_ = 0
         self.history_ = [
             {"iteration": h["iteration"], "inertia": h["objective"], "seconds": h["seconds"], "events": h["events"]}
             for h in r.history
         ]
-        self.n_features_in_ = d
-        if info.get("feature_names") is not None:
-            self.feature_names_in_ = info["feature_names"]
+        distinct = int(np.count_nonzero(self.counts_ > 0))
+        if distinct < k:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
+                "Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         if not r.converged:
             warn_convergence(
                 f"KMeans did not converge in max_iter={self.max_iter} iterations; increase max_iter or tol."
             )
-        self.labels_ = self.predict(X)
+        self.labels_ = self._labels(X)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -250,26 +310,24 @@ class KMeans(BaseEstimator):
         first = not hasattr(self, "cluster_centers_")
         if first:
             self._validate_params()
-        dask_batch = _is_dask_array(X) or _is_dask_dataframe(X)
+        name = type(self).__name__
+        dask_batch = is_dask(X)
         if dask_batch:
-            data, scan, info = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1)
+            data, scan, _ = prepare_rows(X, sample_weight, name, cache="none", min_samples=1,
+                                            estimator=self if first else None)
             d = data.n_features
         else:
-            x, names = in_memory_rows(X, type(self).__name__, 1)
-            info = {"feature_names": names}
-            if not np.all(np.isfinite(x)):
-                raise ValueError("Input X contains NaN or infinity.")
+            x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True)
             d = x.shape[1]
             w = None if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
             if w is not None and len(w) != len(x):
                 raise ValueError(f"sample_weight.shape == {w.shape}, expected ({len(x)},)!")
         if not first and d != self.n_features_in_:
-            raise ValueError(f"X has {d} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input.")
+            raise ValueError(f"X has {d} features, but {name} is expecting {self.n_features_in_} features as input.")
         if first:
-            given = self._init_array(d)
+            seed = restart_seeds(self.random_state, 1)
+            given = self._init_array(d, X, seed[0])
             if given is None:
-                seed = restart_seeds(self.random_state, 1)
                 if dask_batch:
                     given = initial_centers(data, scan.mean, "k-means++", self.n_clusters, seed)[0]
                 else:
@@ -285,8 +343,6 @@ class KMeans(BaseEstimator):
             self.counts_ = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_features_in_ = d
-            if info.get("feature_names") is not None:
-                self.feature_names_in_ = info["feature_names"]
         centers = np.asarray(self.cluster_centers_, np.float64)
         centre = centers.mean(axis=0)
         spec = ModelSpec(kmeans_natural_params(centers - centre), "spherical", "hard")
@@ -302,26 +358,35 @@ class KMeans(BaseEstimator):
         centers[moved] += sums / seen[moved, None]
         self.cluster_centers_ = centers
         self.counts_ = seen
-        self.n_steps_ += 1
+        self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         return self
 
     # ----------------------------------------------------------- predictions
     def _rows(self, X):
-        self._check_is_fitted("cluster_centers_")
-        return prediction_rows(X, type(self).__name__, self.n_features_in_)
+        check_is_fitted(self)
+        return prediction_rows(self, X)
 
     def _nat(self):
         centers = np.asarray(self.cluster_centers_, np.float64)
         centre = centers.mean(axis=0)
         return kmeans_natural_params(centers - centre), centre
 
-    def predict(self, X):
-        """Index of the nearest centre for each row (NumPy for NumPy input, lazy Dask for Dask)."""
+    def _labels(self, X):
+        """``labels_`` of the rows just fitted (int32, as scikit-learn's)."""
         Xd, x = self._rows(X)
         nat, centre = self._nat()
         if Xd is not None:
-            return Xd.map_blocks(_labels_block, nat, centre, dtype=np.intp, drop_axis=1)
+            return Xd.map_blocks(_labels_block, nat, centre, dtype=np.int32, drop_axis=1)
         return _labels_block(x, nat, centre)
+
+    def predict(self, X):
+        """Index of the nearest centre for each row (NumPy for NumPy input, lazy Dask for Dask).
+
+        Returns
+        -------
+        labels : ndarray of int32, shape (n_samples,), or a lazy Dask array
+        """
+        return self._labels(X)
 
     def transform(self, X):
         """Distances of every row to every centre, shape (n_samples, n_clusters)."""
@@ -334,7 +399,11 @@ class KMeans(BaseEstimator):
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of X (a float; Dask input is computed)."""
-        self._check_is_fitted("cluster_centers_")
+        check_is_fitted(self)
+        if not is_dask(X):
+            X = in_memory_rows(X, type(self).__name__, 1, estimator=self, reset=False, finite=True)
+        else:
+            prediction_rows(self, X)  # width and feature names, as predict checks them
         data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1)
         nat, centre = self._nat()
         st = data.run([MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre)[0][0]
@@ -349,7 +418,7 @@ class KMeans(BaseEstimator):
         return self
 
     def _persist_state(self):
-        self._check_is_fitted("cluster_centers_")
+        check_is_fitted(self)
         names = getattr(self, "feature_names_in_", None)
         meta = {
             "n_components": int(self.n_clusters),

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 import typing
+import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils import check_array
+from sklearn.utils.validation import check_is_fitted
 
 from daskgmm import covariance as cov
 from daskgmm._base import (
@@ -14,13 +18,13 @@ from daskgmm._base import (
     NONE,
     RANDOM_STATE,
     VERBOSE,
-    BaseEstimator,
     Interval,
     Options,
-    _is_dask_dataframe,
     check_rows,
+    is_dask_dataframe,
     prediction_rows,
     prepare_rows,
+    validate_params,
     warn_convergence,
 )
 from daskgmm.em import Run, lockstep
@@ -34,35 +38,29 @@ def _check_shape(param, shape, name):
         raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}")
 
 
-def _as_param_array(value, name, ndim_ok=(1, 2, 3)) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"The parameter '{name}' must be numeric") from None
-    if arr.ndim not in ndim_ok:
-        raise ValueError(f"The parameter '{name}' has {arr.ndim} dimension(s)")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"The parameter '{name}' contains NaN or infinity")
-    return arr
+def _as_param_array(value, name) -> np.ndarray:
+    """scikit-learn's check of an initial parameter array (numeric, finite; any shape, checked next)."""
+    return check_array(value, dtype=[np.float64, np.float32], ensure_2d=False, allow_nd=True, input_name=name)
 
 
 def check_weights(weights, n_components) -> np.ndarray:
-    w = _as_param_array(weights, "weights", (1,))
+    w = _as_param_array(weights, "weights")
     _check_shape(w, (n_components,), "weights")
     if np.any(w < 0.0) or np.any(w > 1.0):
         raise ValueError(
             "The parameter 'weights' should be in the range [0, 1], but got max value "
             f"{w.min():.5f}, min value {w.max():.5f}"
         )
-    if not np.allclose(abs(1.0 - w.sum()), 0.0, atol=1e-8):
+    atol = 1e-6 if w.dtype == np.float32 else 1e-8  # as scikit-learn: float32 sums round
+    if not np.allclose(abs(1.0 - w.sum()), 0.0, atol=atol):
         raise ValueError(f"The parameter 'weights' should be normalized, but got sum(weights) = {w.sum():.5f}")
-    return w
+    return w.astype(np.float64, copy=False)
 
 
 def check_means(means, n_components, n_features) -> np.ndarray:
-    m = _as_param_array(means, "means", (1, 2))
+    m = _as_param_array(means, "means")
     _check_shape(m, (n_components, n_features), "means")
-    return m
+    return m.astype(np.float64, copy=False)
 
 
 def check_precisions(precisions, covariance_type, n_components, n_features) -> np.ndarray:
@@ -74,7 +72,7 @@ def check_precisions(precisions, covariance_type, n_components, n_features) -> n
                 raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
     elif np.any(p <= 0.0):
         raise ValueError(f"'{covariance_type} precision' should be positive")
-    return p
+    return p.astype(np.float64, copy=False)
 
 
 def _predict_block(x, nat, centre, what):
@@ -138,7 +136,7 @@ def _sample_part(n, seed, part, weights, means, covs, covariance_type, names, dt
     return out
 
 
-class GaussianMixture(BaseEstimator):
+class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by EM on data larger than memory.
 
     The constructor, attributes and methods are scikit-learn's
@@ -317,7 +315,19 @@ class GaussianMixture(BaseEstimator):
 
     def _prepare(self, X, sample_weight, min_samples=2):
         return prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache, chunk_size=self.chunk_size,
-                            min_samples=min_samples)
+                            min_samples=min_samples, estimator=self)
+
+    def _validate_params(self):
+        validate_params(self)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "means_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags
 
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
         """Fit; ``checkpoint`` (persist.Checkpoint) saves every iteration and resumes from
@@ -505,8 +515,8 @@ class GaussianMixture(BaseEstimator):
 
     def _apply(self, X, what):
         """Run ``_predict_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
-        self._check_is_fitted("means_")
-        Xd, x = prediction_rows(X, type(self).__name__, self.n_features_in_)
+        check_is_fitted(self)
+        Xd, x = prediction_rows(self, X)
         centre = self._centre()
         nat = self._natural(centre)
         if Xd is not None:
@@ -538,7 +548,7 @@ class GaussianMixture(BaseEstimator):
         return cov.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
 
     def _n_rows(self, X) -> int:
-        if _is_dask_dataframe(X):
+        if is_dask_dataframe(X):
             return len(X)
         n = X.shape[0] if hasattr(X, "shape") else len(X)
         if isinstance(n, float) and np.isnan(n):
@@ -563,7 +573,7 @@ class GaussianMixture(BaseEstimator):
         y : ndarray of int, shape (n_samples,)
             Component of each row.
         """
-        self._check_is_fitted("means_")
+        check_is_fitted(self)
         if n_samples < 1:
             raise ValueError(
                 f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
@@ -615,15 +625,11 @@ class GaussianMixture(BaseEstimator):
         import dask
         import dask.array as da
 
-        self._check_is_fitted("means_")
-        Xd, _ = check_rows(X, type(self).__name__, min_samples=0)
-        if Xd.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {Xd.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        if Xd.numblocks[1] != 1:
-            Xd = Xd.rechunk({1: -1})
+        check_is_fitted(self)
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False, finite=True)
         xb = Xd.to_delayed().ravel()
         if ids is not None:
             ids = ids if isinstance(ids, da.Array) else da.from_array(np.asarray(ids), chunks=(Xd.chunks[0],))
@@ -653,7 +659,7 @@ class GaussianMixture(BaseEstimator):
 
         from daskgmm.io import rows_per_part, write_parts
 
-        self._check_is_fitted("means_")
+        check_is_fitted(self)
         n_samples = int(n_samples)
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}")
@@ -675,7 +681,7 @@ class GaussianMixture(BaseEstimator):
         return self
 
     def _persist_state(self):
-        self._check_is_fitted("means_")
+        check_is_fitted(self)
         arrays = {
             name: getattr(self, name)
             for name in ("weights_", "means_", "covariances_", "precisions_cholesky_")

@@ -194,6 +194,7 @@ class KMeansState:
     tol: float = 0.0
     relocate_empty: bool = True
     events: tuple = ()
+    shift: float = np.inf  # summed squared move of the centres in the update that made this state
 
     @property
     def n_components(self) -> int:
@@ -214,18 +215,32 @@ class KMeansState:
         return shift <= self.tol
 
     def update(self, stats: SuffStats) -> KMeansState:
-        n = stats.n
+        """Lloyd's update; empty clusters move onto the rows farthest from their centres.
+
+        As scikit-learn relocates them: the ``e`` empty clusters take the ``e``
+        rows farthest from their (old) centres, one each, and every such row
+        leaves the cluster it was assigned to, whose mean is taken without it.
+        """
+        n = stats.n.copy()
+        s1 = stats.s1.copy()  # Σ w (x - shift), kept about the shift so that large offsets stay exact
+        shift = np.broadcast_to(stats.shift, self.centers.shape)
+        empty = np.flatnonzero(n <= 0)
+        events = ()
+        if empty.size and self.relocate_empty and stats.worst is not None:
+            worst = stats.worst
+            take = min(len(worst.points), empty.size)
+            pts, wts = worst.points[:take], worst.weights[:take]
+            d2 = ((pts[:, None, :] - self.centers[None, :, :]) ** 2).sum(axis=2)
+            old = d2.argmin(axis=1)  # the cluster each row was assigned to in this pass
+            for c, p, w, o in zip(empty[:take], pts, wts, old):
+                s1[o] -= (p - shift[o]) * w
+                n[o] -= w
+                s1[c] = (p - shift[c]) * w
+                n[c] = w
+            events = tuple(
+                f"cluster {int(c)} was empty; moved to row {int(r)}" for c, r in zip(empty[:take], worst.rows[:take])
+            )
         centers = self.centers.copy()
         full = n > 0
-        centers[full] = stats.shift + stats.s1[full] / n[full, None]
-        events = ()
-        empty = np.flatnonzero(~full)
-        if empty.size and self.relocate_empty and stats.worst is not None:
-            pts = stats.worst.points
-            take = min(len(pts), empty.size)
-            centers[empty[:take]] = pts[:take]
-            events = tuple(
-                f"cluster {int(c)} was empty; moved to row {int(r)}"
-                for c, r in zip(empty[:take], stats.worst.rows[:take])
-            )
-        return replace(self, centers=centers, events=events)
+        centers[full] = shift[full] + s1[full] / n[full, None]
+        return replace(self, centers=centers, events=events, shift=float(((centers - self.centers) ** 2).sum()))

@@ -315,27 +315,39 @@ class WorstRows:
         gives the same rows).
     points : ndarray, shape (m, D)
         The rows themselves, in data coordinates.
+    weights : ndarray, shape (m,)
+        Their sample weights (ones when the pass has none).
     """
 
     values: np.ndarray
     rows: np.ndarray
     points: np.ndarray
+    weights: np.ndarray
 
     def merge(self, other: WorstRows, m: int) -> WorstRows:
-        return WorstRows(*_smallest(
+        return WorstRows.smallest(
             np.concatenate([self.values, other.values]),
             np.concatenate([self.rows, other.rows]),
             np.concatenate([self.points, other.points]),
+            np.concatenate([self.weights, other.weights]),
             m,
-        ))
+        )
+
+    @staticmethod
+    def smallest(values, rows, points, weights, m) -> WorstRows:
+        """The ``m`` rows with smallest (value, row), in that order."""
+        order = _smallest_order(values, rows, m)
+        return WorstRows(values[order], rows[order], points[order], weights[order])
+
+
+def _smallest_order(keys, rows, m):
+    order = np.lexsort((rows, keys))
+    return order[:m] if len(keys) > m else order
 
 
 def _smallest(keys, rows, points, m):
     """The ``m`` entries with smallest (key, row), in that order."""
-    if len(keys) > m:
-        order = np.lexsort((rows, keys))[:m]
-    else:
-        order = np.lexsort((rows, keys))
+    order = _smallest_order(keys, rows, m)
     return keys[order], rows[order], points[order]
 
 
@@ -688,7 +700,7 @@ class MixtureRequest:
             block = S[self._bounds[m] : self._bounds[m + 1]]
             worst = acc["worst"][m]
             if spec.n_worst and worst is None:
-                worst = WorstRows(np.zeros(0), np.zeros(0, np.int64), np.zeros((0, d)))
+                worst = WorstRows(np.zeros(0), np.zeros(0, np.int64), np.zeros((0, d)), np.zeros(0))
             if spec.precise is not None:
                 pc = acc["precise"][m]
                 k = spec.params.n_components
@@ -736,7 +748,8 @@ def _precise_moments(acc, z, r, covariance_type) -> None:
 
 def _block_worst(per_row: np.ndarray, blk: Block, m: int) -> WorstRows:
     values = per_row.astype(np.float64)
-    return WorstRows(*_smallest(values, blk.rows, np.array(blk.x, dtype=np.float64), m))
+    weights = np.ones(blk.size) if blk.w is None else np.asarray(blk.w, dtype=np.float64)
+    return WorstRows.smallest(values, blk.rows, np.array(blk.x, dtype=np.float64), weights, m)
 
 
 @dataclass(frozen=True)

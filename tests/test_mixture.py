@@ -273,7 +273,7 @@ def test_bad_shapes_and_types():
         g.fit(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="Expected n_samples >= n_components but got n_components = 5, n_samples = 3"):
         GaussianMixture(5).fit(np.random.default_rng(0).normal(size=(3, 2)))
-    with pytest.raises(ValueError, match="non-numeric value 'a'"):
+    with pytest.raises(ValueError, match="could not convert string to float: 'a'"):
         g.fit([[1.0, 2.0], [3.0, "a"], [1.0, 1.0]])
     with pytest.raises(ValueError, match="dim 3"):
         g.fit(np.zeros((4, 2, 2)))
@@ -310,8 +310,9 @@ def test_collapsed_component_raises_naming_it(ct):
         prec = np.eye(d)
         X = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0]])  # every component on one point
     means = np.array([[0.0, 0.0], [50.0, 50.0]]) if ct != "tied" else np.array([[0.0, 0.0], [5.0, 5.0]])
-    match = "tied covariance is ill-defined" if ct == "tied" else (
-        r"component 1 has an ill-defined empirical covariance.*Increase reg_covar"
+    match = r"^Fitting the mixture model failed because some components have ill-defined empirical covariance.*" + (
+        r"The tied covariance is not positive definite" if ct == "tied"
+        else r"Component 1 has a covariance that is not positive definite \(reg_covar=0\)"
     )
     with pytest.raises(ValueError, match=match):
         GaussianMixture(k, covariance_type=ct, reg_covar=0.0, weights_init=[0.5, 0.5], means_init=means,

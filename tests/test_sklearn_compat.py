@@ -1,0 +1,175 @@
+"""daskgmm's estimators inside scikit-learn: its estimator checks, meta-estimators, pickling, names."""
+
+import pickle
+
+import dask.dataframe as dd
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse
+import sklearn
+from sklearn.base import clone, is_clusterer
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import estimator_html_repr
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.validation import check_is_fitted
+
+import daskgmm
+from daskgmm import GaussianMixture, KMeans
+
+from .conftest import make_blobs
+
+# The checks scikit-learn's own estimators of the same kind are expected to fail, with its reasons
+# (sklearn/utils/_test_common/instance_generator.py, PER_ESTIMATOR_XFAIL_CHECKS), in one place.
+EXPECTED_FAILED_CHECKS = {
+    "KMeans": {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "sample_weight is not equivalent to removing/repeating samples (as for scikit-learn's KMeans: the "
+            "random initialisation draws rows, and a repeated row is more likely to be drawn)."
+        ),
+    },
+    "GaussianMixture": {},
+}
+
+
+@parametrize_with_checks(
+    # the small settings scikit-learn's own test suite uses for these estimators
+    [GaussianMixture(n_init=2, max_iter=5), KMeans(n_clusters=2, n_init=2, max_iter=5)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__],
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def three_blobs():
+    X, y, _ = make_blobs(n=600, d=2, k=3, seed=3, sep=8.0)
+    return X, y
+
+
+def test_base_classes_tags_and_exceptions():
+    assert is_clusterer(KMeans())
+    assert GaussianMixture().__sklearn_tags__().estimator_type == "density_estimator"
+    for est in (GaussianMixture(), KMeans()):
+        tags = est.__sklearn_tags__()
+        assert not tags.input_tags.sparse and not tags.input_tags.allow_nan
+        with pytest.raises(NotFittedError):
+            check_is_fitted(est)
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            est.predict(np.zeros((3, 2)))
+    assert daskgmm.NotFittedError is NotFittedError
+    assert daskgmm.ConvergenceWarning is ConvergenceWarning
+    from sklearn.utils._param_validation import InvalidParameterError  # the class scikit-learn raises
+
+    assert daskgmm.InvalidParameterError is InvalidParameterError
+    with pytest.raises(InvalidParameterError, match=r"The 'n_components' parameter of GaussianMixture must be"):
+        GaussianMixture(n_components=0).fit(np.zeros((4, 2)))
+
+
+def test_sparse_input_is_a_clear_type_error():
+    X = scipy.sparse.csr_matrix(np.eye(4))
+    for est in (GaussianMixture(), KMeans(2)):
+        with pytest.raises(TypeError, match=r"^Sparse data was passed for X, but dense data is required.*toarray"):
+            est.fit(X)
+
+
+def test_object_dtype_is_a_type_error():
+    X = np.ones((10, 2), dtype=object)
+    X[0, 0] = {"a": 1}
+    with pytest.raises(TypeError, match=r"argument must be a string.* number"):
+        GaussianMixture().fit(X)
+
+
+def test_pipeline_fit_predict_score(three_blobs):
+    X, y = three_blobs
+    pipe = make_pipeline(StandardScaler(), GaussianMixture(3, random_state=0)).fit(X)
+    labels = pipe.predict(X)
+    assert sklearn.metrics.adjusted_rand_score(y, labels) > 0.99
+    assert np.isfinite(pipe.score(X))
+    km = make_pipeline(StandardScaler(), KMeans(3, random_state=0)).fit(X)
+    assert sklearn.metrics.adjusted_rand_score(y, km.predict(X)) > 0.99
+
+
+def test_set_output_pandas_through_kmeans_transform(three_blobs):
+    X, _ = three_blobs
+    pipe = make_pipeline(StandardScaler(), KMeans(3, random_state=0)).set_output(transform="pandas")
+    out = pipe.fit_transform(pd.DataFrame(X, columns=["a", "b"]))
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == ["kmeans0", "kmeans1", "kmeans2"]
+    assert list(pipe[-1].get_feature_names_out()) == ["kmeans0", "kmeans1", "kmeans2"]
+
+
+def test_grid_search_picks_the_true_k_and_cross_val_score(three_blobs):
+    X, _ = three_blobs
+    search = GridSearchCV(GaussianMixture(random_state=0), {"n_components": [1, 2, 3, 4]}, cv=3).fit(X)
+    # the default score is the mean log-likelihood; on separated blobs 3 wins clearly over 1 and 2,
+    # and 4 only splits a blob (its held-out likelihood is no better)
+    scores = dict(zip(search.cv_results_["param_n_components"], search.cv_results_["mean_test_score"]))
+    assert search.best_params_["n_components"] in (3, 4)
+    assert scores[3] > scores[2] > scores[1]
+    cv = cross_val_score(GaussianMixture(3, random_state=0), X, cv=3)
+    assert cv.shape == (3,) and np.all(np.isfinite(cv))
+    assert np.allclose(cv.mean(), scores[3])
+
+
+def test_clone_pickle_joblib_and_html_repr(three_blobs, tmp_path):
+    X, _ = three_blobs
+    for est in (GaussianMixture(3, random_state=0), KMeans(3, random_state=0)):
+        c = clone(est)
+        assert c.get_params() == est.get_params() and c is not est
+        est.fit(X)
+        again = pickle.loads(pickle.dumps(est))
+        np.testing.assert_array_equal(again.predict(X), est.predict(X))
+        joblib.dump(est, tmp_path / "m.joblib")
+        np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").predict(X), est.predict(X))
+        html = estimator_html_repr(est)
+        assert type(est).__name__ in html
+
+
+def test_feature_names_from_pandas_and_dask_frames(three_blobs):
+    X, _ = three_blobs
+    df = pd.DataFrame(X, columns=["eruptions", "waiting"])
+    for frame in (df, dd.from_pandas(df, npartitions=3)):
+        for est in (GaussianMixture(3, random_state=0), KMeans(3, random_state=0)):
+            est.fit(frame)
+            assert list(est.feature_names_in_) == ["eruptions", "waiting"]
+            assert est.n_features_in_ == 2
+    renamed = df.rename(columns={"waiting": "w"})
+    for frame in (renamed, dd.from_pandas(renamed, npartitions=3)):
+        with pytest.raises(ValueError, match="Feature names unseen at fit time"):
+            GaussianMixture(3, random_state=0).fit(df).predict(frame)
+
+
+def test_kmeans_partial_fit_continues_fit(three_blobs):
+    X, _ = three_blobs
+    km = KMeans(3, random_state=0).fit(X[:300])
+    counts = km.counts_.copy()
+    centers = km.cluster_centers_.copy()
+    km.partial_fit(X[300:])
+    assert km.n_steps_ == 1
+    np.testing.assert_allclose(km.counts_.sum(), counts.sum() + 300)
+    assert not np.allclose(km.cluster_centers_, centers)
+    # the running means over both halves: fit's centres weighted by its counts, then the batch
+    ref = KMeans(3, init=centers, n_init=1)
+    ref.cluster_centers_, ref.counts_, ref.n_features_in_ = centers.copy(), counts.copy(), 2
+    ref.partial_fit(X[300:])
+    np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_)
+
+
+def test_kmeans_scikit_learn_parameters_and_warnings():
+    X = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    fewer = r"Number of distinct clusters \(2\) found smaller than n_clusters \(3\)"
+    with pytest.warns(ConvergenceWarning, match=fewer):
+        km = KMeans(3, random_state=0, algorithm="elkan", copy_x=False).fit(X)
+    assert km.labels_.dtype == np.int32
+    assert km.inertia_ == 0.0 and not np.signbit(km.inertia_)
+    with pytest.warns(RuntimeWarning, match="algorithm='elkan' doesn't make sense for a single cluster"):
+        KMeans(1, algorithm="elkan").fit(X)
+    km = KMeans(2, init=lambda X, k, random_state: np.array([[0.0, 0.0], [1.0, 1.0]]), n_init=1).fit(X)
+    np.testing.assert_array_equal(km.cluster_centers_, [[0.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="X has 3 features, but KMeans is expecting 2 features as input"):
+        km.score(np.zeros((2, 3)))
