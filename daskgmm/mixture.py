@@ -8,10 +8,10 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm import covariance as cov
+from daskgmm import fitting
 from daskgmm._base import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -27,52 +27,8 @@ from daskgmm._base import (
     validate_params,
     warn_convergence,
 )
-from daskgmm.em import Run, lockstep
-from daskgmm.init import INIT_METHODS, check_random_state, mixture_init_stats, restart_seeds
-from daskgmm.models import MixtureState
+from daskgmm.init import INIT_METHODS, check_random_state
 from daskgmm.stats import component_logits
-
-
-def _check_shape(param, shape, name):
-    if param.shape != shape:
-        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}")
-
-
-def _as_param_array(value, name) -> np.ndarray:
-    """scikit-learn's check of an initial parameter array (numeric, finite; any shape, checked next)."""
-    return check_array(value, dtype=[np.float64, np.float32], ensure_2d=False, allow_nd=True, input_name=name)
-
-
-def check_weights(weights, n_components) -> np.ndarray:
-    w = _as_param_array(weights, "weights")
-    _check_shape(w, (n_components,), "weights")
-    if np.any(w < 0.0) or np.any(w > 1.0):
-        raise ValueError(
-            "The parameter 'weights' should be in the range [0, 1], but got max value "
-            f"{w.min():.5f}, min value {w.max():.5f}"
-        )
-    atol = 1e-6 if w.dtype == np.float32 else 1e-8  # as scikit-learn: float32 sums round
-    if not np.allclose(abs(1.0 - w.sum()), 0.0, atol=atol):
-        raise ValueError(f"The parameter 'weights' should be normalized, but got sum(weights) = {w.sum():.5f}")
-    return w.astype(np.float64, copy=False)
-
-
-def check_means(means, n_components, n_features) -> np.ndarray:
-    m = _as_param_array(means, "means")
-    _check_shape(m, (n_components, n_features), "means")
-    return m.astype(np.float64, copy=False)
-
-
-def check_precisions(precisions, covariance_type, n_components, n_features) -> np.ndarray:
-    p = _as_param_array(precisions, f"{covariance_type} precision")
-    _check_shape(p, cov.covariance_shape(covariance_type, n_components, n_features), f"{covariance_type} precision")
-    if covariance_type in ("full", "tied"):
-        for mat in p.reshape(-1, n_features, n_features):
-            if not (np.allclose(mat, mat.T) and np.all(np.linalg.eigvalsh(mat) > 0.0)):
-                raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
-    elif np.any(p <= 0.0):
-        raise ValueError(f"'{covariance_type} precision' should be positive")
-    return p.astype(np.float64, copy=False)
 
 
 def _predict_block(x, nat, centre, what):
@@ -285,12 +241,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"(weights, means, covariances); got {up!r}"
             )
 
-    def _state_kwargs(self, dtype) -> dict:
-        return dict(
-            reg_covar=float(self.reg_covar), tol=float(self.tol), eps_dtype=np.dtype(dtype),
-            assignment=self.assignment, update_params=self.update_params, on_collapse=self.on_collapse,
-        )
-
     def fit(self, X, y=None, sample_weight=None):
         """Estimate the parameters with EM, keeping the best of ``n_init`` runs.
 
@@ -330,142 +280,43 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return tags
 
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
-        """Fit; ``checkpoint`` (persist.Checkpoint) saves every iteration and resumes from
-        its last save; ``progress(event, **info)`` reports "init" and "iteration" events."""
         self._validate_params()
         self._check_update_params()
-        data, scan, info = self._prepare(X, sample_weight)
+        data, scan, _ = self._prepare(X, sample_weight)
         n, d = data.n_rows, data.n_features
         k = self.n_components
         if n < k:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
             )
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        if not do_init and self.means_.shape[1] != d:
-            raise ValueError(
-                f"X has {d} features, but the warm-started {type(self).__name__} was fitted "
-                f"with {self.means_.shape[1]} features."
-            )
-        init = self._checked_init(d)
-        centre = scan.mean
-        kw = self._state_kwargs(data.dtype)
-        t0 = time.perf_counter()
-        runs = checkpoint.load() if checkpoint is not None else None
-        resumed = runs is not None
-        if runs is None:
-            seeds = None
-            if do_init:
-                seeds = restart_seeds(self.random_state, self.n_init)
-                states = self._initial_states(data, centre, scan, seeds, init, kw)
-                runs = [Run(s) for s in states]
-            else:
-                runs = [Run(self._current_state(kw), objective=self.lower_bound_)]
-            if checkpoint is not None:
-                # every later draw is keyed by (seed, row): the seeds are the whole random state
-                checkpoint.save(runs, extra={"rng": {"generator": "SplitMix64 keyed by (seed, row)",
-                                                     "restart_seeds": seeds}})
-        self.init_seconds_ = time.perf_counter() - t0
-        self.init_passes_ = data.passes
-        if progress is not None:
-            progress("init", seconds=self.init_seconds_, resumed=resumed, runs=runs)
-        self._verbose_start(len(runs))
-
-        def after_iteration(iteration, runs):
-            if checkpoint is not None:
-                checkpoint.save(runs)
-            if self.verbose:
-                self._verbose_iteration(iteration, runs)
-            if progress is not None:
-                progress("iteration", iteration=iteration, runs=runs)
-
-        lockstep(data, runs, centre=centre, max_iter=self.max_iter, callback=after_iteration)
-        self._verbose_end(runs)
-        self._finish(runs, data.dtype, d, info)
-        self.n_passes_ = data.passes
-        return data
-
-    def _checked_init(self, d):
-        k, ct = self.n_components, self.covariance_type
-        return {
-            "weights": None if self.weights_init is None else check_weights(self.weights_init, k),
-            "means": None if self.means_init is None else check_means(self.means_init, k, d),
-            "precisions": None if self.precisions_init is None else check_precisions(self.precisions_init, ct, k, d),
-        }
-
-    def _initial_states(self, data, centre, scan, seeds, init, kw) -> list[MixtureState]:
-        ct = self.covariance_type
-        if all(v is not None for v in init.values()):
-            p = init["precisions"]
-            state = MixtureState(
-                init["weights"], init["means"], cov.covariances_from_precisions(p, ct),
-                cov.precisions_cholesky_from_precisions(p, ct), ct, **kw,
-            )
-            return [state] * len(seeds)
-        stats = mixture_init_stats(
-            data, centre, method=self.init_params, jobs=[(self.n_components, ct, s) for s in seeds],
+        params = fitting.MixtureParams.of(self.get_params())
+        warm = None
+        if self.warm_start and hasattr(self, "converged_"):
+            if self.means_.shape[1] != d:
+                raise ValueError(
+                    f"X has {d} features, but the warm-started {type(self).__name__} was fitted "
+                    f"with {self.means_.shape[1]} features."
+                )
+            warm = (fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
+                                       params, data.dtype), self.lower_bound_)
+        given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init, params, d)
+        self._verbose_start(1 if warm is not None else self.n_init)
+        fit = fitting.fit_mixture(
+            data, scan, params, random_state=self.random_state, given=given, warm=warm, checkpoint=checkpoint,
+            progress=progress, on_iteration=self._verbose_iteration if self.verbose else None,
         )
-        states = []
-        for st in stats:
-            nk, means, covs = cov.estimate_parameters(st, self.reg_covar, kw["eps_dtype"])
-            weights = nk / scan.weight if init["weights"] is None else init["weights"]
-            means = means if init["means"] is None else init["means"]
-            if init["precisions"] is None:
-                states.append(MixtureState.from_covariances(weights, means, covs, ct, **kw))
-            else:
-                p = init["precisions"]
-                states.append(MixtureState(
-                    weights, means, cov.covariances_from_precisions(p, ct),
-                    cov.precisions_cholesky_from_precisions(p, ct), ct, **kw,
-                ))
-        return states
-
-    def _current_state(self, kw) -> MixtureState:
-        return MixtureState(
-            np.asarray(self.weights_, np.float64), np.asarray(self.means_, np.float64),
-            np.asarray(self.covariances_, np.float64), np.asarray(self.precisions_cholesky_, np.float64),
-            self.covariance_type, **kw,
-        )
-
-    def _finish(self, runs, dtype, d, info):
-        if self.max_iter == 0:
-            best = runs[-1]  # scikit-learn keeps the last initialisation
-            best_lb = -np.inf
-        else:
-            best, best_lb = None, -np.inf
-            for r in runs:
-                if r.objective > best_lb or best_lb == -np.inf:
-                    best, best_lb = r, r.objective
-        st = best.state
-        self.weights_ = st.weights.astype(dtype)
-        self.means_ = st.means.astype(dtype)
-        if st.covariances is not None:
-            self.covariances_ = st.covariances.astype(dtype)
-        self.precisions_cholesky_ = np.asarray(st.precisions_cholesky).astype(dtype)
-        self.precisions_ = cov.precisions_from_cholesky(st.precisions_cholesky, self.covariance_type).astype(dtype)
-        self.converged_ = bool(best.converged) if self.max_iter > 0 else False
-        self.n_iter_ = int(best.n_iter)
-        self.lower_bound_ = float(best_lb)
-        self.lower_bounds_ = [float(v) for v in best.objectives]
-        self.history_ = [
-            {"iteration": h["iteration"], "lower_bound": h["objective"], "change": h["change"],
-             "seconds": h["seconds"], "events": h["events"]}
-            for h in best.history
-        ]
-        self.restarts_ = [
-            {"lower_bound": float(r.objective), "n_iter": int(r.n_iter), "converged": bool(r.converged)}
-            for r in runs
-        ]
+        self._verbose_end(fit.runs)
+        for name, value in fitting.fitted_attributes(fit.best, fit.runs, fit.lower_bound, self.max_iter,
+                                                     data.dtype).items():
+            setattr(self, name, value)
+        self.init_seconds_, self.init_passes_, self.n_passes_ = fit.init_seconds, fit.init_passes, fit.n_passes
         self.n_features_in_ = d
-        if info.get("feature_names") is not None:
-            self.feature_names_in_ = info["feature_names"]
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
         if not self.converged_ and self.max_iter > 0:
             warn_convergence(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data."
             )
+        return data
 
     # ------------------------------------------------------------- verbose
     def _verbose_start(self, n_runs):

@@ -9,16 +9,15 @@ the data about as often as a single fit.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from daskgmm import covariance as cov
-from daskgmm._base import ConvergenceWarning, prepare_rows
-from daskgmm.em import Run, lockstep
-from daskgmm.init import mixture_init_stats, restart_seeds
-from daskgmm.models import MixtureState
+from daskgmm import fitting
+from daskgmm._base import prepare_rows, validate_params
+from daskgmm.em import Run
+from daskgmm.init import restart_seeds
 from daskgmm.stats import COVARIANCE_TYPES, MixtureRequest
 
 
@@ -96,40 +95,40 @@ def select_model(
                                      n_init=n_init, init_params=init_params, random_state=random_state, cache=cache)
              for k in ks for t in types}
     for est in probe.values():
-        est._validate_params()
+        validate_params(est)
     data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2)
     n, d = data.n_rows, data.n_features
     if n < max(ks):
         raise ValueError(f"Expected n_samples >= n_components but got n_components = {max(ks)}, n_samples = {n}")
-    centre = scan.mean
     seeds = restart_seeds(random_state, n_init)
-    jobs = [(k, t, s) for k in ks for t in types for s in seeds]
-    stats = mixture_init_stats(data, centre, method=init_params, jobs=jobs)
-    runs = []
-    for (_k, t, _s), st in zip(jobs, stats):
-        kw = dict(reg_covar=float(reg_covar), tol=float(tol), eps_dtype=data.dtype)
-        nk, means, covs = cov.estimate_parameters(st, reg_covar, data.dtype)
-        runs.append(Run(MixtureState.from_covariances(nk / scan.weight, means, covs, t, **kw)))
+    jobs = [(fitting.MixtureParams.of(probe[(k, t)].get_params()), s) for k in ks for t in types for s in seeds]
+    runs = [Run(st) for st in fitting.initial_states(data, scan, jobs)]
     if progress is not None:
         progress("init", seconds=0.0, resumed=False, runs=runs)
-    lockstep(data, runs, centre=centre, max_iter=max_iter,
-             callback=None if progress is None else (lambda it, rs: progress("iteration", iteration=it, runs=rs)))
-    # the best restart of each candidate (scikit-learn's rule), then one pass scores them all
-    by_candidate = {}
-    for (k, t, _), r in zip(jobs, runs):
-        best = by_candidate.get((k, t))
-        if best is None or r.objective > best.objective:
-            by_candidate[(k, t)] = r
+    fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, progress=progress)
+    # the best restart of each candidate, then one pass scores them all
+    by_candidate: dict = {}
+    for (p, _), r in zip(jobs, runs):
+        by_candidate.setdefault((p.n_components, p.covariance_type), []).append(r)
+    best_of = {}
+    for c, rs in by_candidate.items():
+        best = rs[0]
+        for r in rs[1:]:
+            if r.objective > best.objective:
+                best = r
+        best_of[c] = (best, best.objective)
     keys = list(by_candidate)
-    final = data.run([MixtureRequest([by_candidate[c].state.spec(centre) for c in keys])], centre)[0]
+    final = data.run([MixtureRequest([best_of[c][0].state.spec(scan.mean) for c in keys])], scan.mean)[0]
     rows, models = [], {}
     for c, st in zip(keys, final):
         k, t = c
-        r = by_candidate[c]
+        r, lower_bound = best_of[c]
         est = probe[c]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # the table says which converged
-            est._finish([r], data.dtype, d, info)
+        for name, value in fitting.fitted_attributes(r, [r], lower_bound, max_iter, data.dtype).items():
+            setattr(est, name, value)
+        est.n_features_in_ = d
+        if info["feature_names"] is not None:
+            est.feature_names_in_ = info["feature_names"]
         ll = st.loglik / st.weight
         p = cov.n_parameters(t, k, d)
         bic = -2 * ll * n + p * math.log(n)
