@@ -936,6 +936,10 @@ def write_parts_into(fs, directory, parts) -> int:
     try:
         wait_bounded(client, futures, "write")
         return int(sum(client.gather(futures)))
+    except OSError as exc:  # disk full, permissions: name the output, not only its staging part
+        parent, name = posixpath.split(directory.rstrip("/"))
+        target = posixpath.join(parent, name[1:].split(".staging-")[0]) if ".staging-" in name else directory
+        raise OSError(exc.errno, f"cannot write output {target}: {exc.strerror or exc}") from None
     finally:
         # no write task may still run when the staging directory is removed after a failure
         client.cancel(futures)
