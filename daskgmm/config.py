@@ -47,7 +47,8 @@ OPTIONS = [
     Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32")),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, or drop them", _DATA,
         choices=("raise", "omit")),
-    Opt("chunk_rows", "int", None, "minimum rows per chunk (consecutive row groups are merged)", _DATA,
+    Opt("chunk_rows", "int", None, "rows per chunk: smaller row groups are merged, larger ones cut into row slices "
+        "(default: sized from the workers' memory limit)", _DATA,
         metavar="N"),
     Opt("chunk_rows", "int", None, "rows per part file written (default 1000000); one part is in memory at a time",
         (SAMPLE,), metavar="N"),
