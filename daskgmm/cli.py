@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -197,8 +200,8 @@ class Reporter:
 
 
 @contextlib.contextmanager
-def _cluster(o, log, src=None):
-    """The cluster of a command; NaN found while reading ``src`` is reported over all of it."""
+def _cluster(o, log, box=None):
+    """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it."""
     from daskgmm.cluster import connect
     from daskgmm.io import DataError, NonFiniteError
 
@@ -223,64 +226,120 @@ def _cluster(o, log, src=None):
         try:
             yield client
         except NonFiniteError as exc:
+            src = (box or {}).get("src")
             if src is None:
                 raise
             log(f"{exc}; counting over all the data")
             raise DataError(src.nonfinite_summary()) from None
+        except Exception as exc:
+            _explain_cluster_failure(exc, client)
+            raise
+
+
+def _explain_cluster_failure(exc, client):
+    """Turn distributed's KilledWorker into a message saying what happened and what to change."""
+    try:
+        from distributed.scheduler import KilledWorker
+    except ImportError:  # pragma: no cover
+        return
+    if isinstance(exc, KilledWorker):
+        from daskgmm.cluster import memory_advice
+
+        raise WorkersDied(
+            f"workers died again and again running the same task ({exc.args[0] if exc.args else 'a task'}), "
+            f"most likely out of memory: {memory_advice(client)}"
+        ) from None
+
+
+class WorkersDied(RuntimeError):
+    """Workers died repeatedly on the same task (exit status 1)."""
+
+
+def _check_outputs(o, locks):
+    """Before any data pass: lock every output directory (which also proves it creatable) and
+    check that the plot and metrics files can be written."""
+    from daskgmm.io import OutputLock
+
+    for key in ("model_out", "predictions_out", "out"):
+        target = getattr(o, key, None)
+        if target and (key != "out" or o.command == SELECT):
+            locks.enter_context(OutputLock(target))
+    for key in ("plot", "metrics_out"):
+        path = getattr(o, key, None)
+        if path:
+            _check_file_target(path, "--" + key.replace("_", "-"))
+
+
+def _check_file_target(path, flag):
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory; give a file name")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create its directory ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag} {path}: directory {parent} is not writable")
 
 
 def _open(o, log, columns=None, dtype=None):
     """Open DATA; the rows dropped by ``--nan-policy omit`` are reported on stderr."""
-    from daskgmm.io import RowsOmittedWarning, open_parquet
+    from daskgmm.io import DataWarning, RowsOmittedWarning, open_parquet
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RowsOmittedWarning)
+        warnings.simplefilter("always", DataWarning)
         src = open_parquet(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
                            dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows)
     for w in caught:
-        if issubclass(w.category, RowsOmittedWarning):
-            log(str(w.message))
+        if issubclass(w.category, (RowsOmittedWarning, DataWarning)):
+            log(f"warning: {w.message}")
     return src
 
 
 def _fingerprint(o, src) -> dict:
     keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
             "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows")
-    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows,
+    # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks
+    chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
+    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
             **{k: getattr(o, k) for k in keys}}
 
 
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
-    from daskgmm.io import DataError, staged_directory, write_parts_into
+    from daskgmm.io import DataError, StagedOutput, commit_together, write_parts_into
     from daskgmm.mixture import GaussianMixture
     from daskgmm.persist import Checkpoint, write_model_files
 
     t_start = time.perf_counter()
-    src = _open(o, log)
-    if src.n_rows < o.n_components:
-        raise DataError(f"{o.data}: {src.n_rows} row(s) but --n-components {o.n_components}; "
-                        "need at least as many rows as components")
-    log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({', '.join(src.columns)}) from "
-        f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s), {src.X.dtype}")
-    metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns, n_omitted=src.n_omitted,
-                   files=len(src.files))
-    est = GaussianMixture(
-        n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
-        max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
-        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache,
-    )
-    ckpt = None
-    if o.checkpoint_dir:
-        ckpt = Checkpoint(o.checkpoint_dir, _fingerprint(o, src))
-        stale = ckpt.stale() if o.resume else None
-        if stale:
-            log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
-            metrics["checkpoint_discarded"] = stale
-        if stale or not o.resume:
-            ckpt.clear()  # a fresh run must not pick up another run's progress
-    report = Reporter(o.quiet)
-    with _cluster(o, log, src):
+    box: dict = {}
+    with contextlib.ExitStack() as locks, _cluster(o, log, box):
+        _check_outputs(o, locks)
+        src = box["src"] = _open(o, log)
+        if src.n_rows < o.n_components:
+            raise DataError(f"{o.data}: {src.n_rows} row(s) but --n-components {o.n_components}; "
+                            "need at least as many rows as components")
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({', '.join(src.columns)}) from "
+            f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, "
+            f"{src.X.dtype}")
+        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
+                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
+        est = GaussianMixture(
+            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
+            assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache,
+        )
+        ckpt = None
+        if o.checkpoint_dir:
+            ckpt = Checkpoint(o.checkpoint_dir, _fingerprint(o, src))
+            stale = ckpt.stale() if o.resume else None
+            if stale:
+                log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
+                metrics["checkpoint_discarded"] = stale
+            if stale or not o.resume:
+                ckpt.clear()  # a fresh run must not pick up another run's progress
+        report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
@@ -293,35 +352,55 @@ def cmd_fit(o, log, metrics):
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
             f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
+        rows = None
+        # model and predictions are staged, then swapped in together (one commit)
+        outs = [StagedOutput(o.model_out)] + ([StagedOutput(o.predictions_out)] if o.predictions_out else [])
+        try:
+            for out in outs:
+                out.begin()
+            write_model_files(est, outs[0].fs, outs[0].staging)
+            if o.predictions_out:
+                parts = est._prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                              loglik=o.loglik)
+                rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
+            commit_together(outs)
+        except BaseException:
+            for out in outs:
+                out.abort()
+            raise
+        finally:
+            for out in outs:
+                out.release()
+        log(f"model written to {o.model_out}")
+        if rows is not None:
+            log(f"{rows:,} predictions written to {o.predictions_out}")
+        if ckpt is not None:
+            ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
+            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        metrics.update(
+            converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
+            lower_bounds=est.lower_bounds_, history=est.history_, restarts=est.restarts_,
+            init_seconds=est.init_seconds_, init_passes=est.init_passes_, passes=est.n_passes_,
+            fit_seconds=fit_seconds, total_seconds=time.perf_counter() - t_start,
+            n_components=o.n_components, covariance_type=o.covariance_type, weights=est.weights_,
+            model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
+        )
         if o.plot:
             from daskgmm.plot import plot_fit
 
-            plot_fit(est, src.X, o.plot)
-            log(f"picture written to {o.plot}")
-        rows = None
-        with contextlib.ExitStack() as stack:
-            fs_m, st_m = stack.enter_context(staged_directory(o.model_out))
-            write_model_files(est, fs_m, st_m)
-            if o.predictions_out:
-                fs_p, st_p = stack.enter_context(staged_directory(o.predictions_out))
-                parts = est._prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                              loglik=o.loglik)
-                rows = write_parts_into(fs_p, st_p, parts)
-    log(f"model written to {o.model_out}")
-    if rows is not None:
-        log(f"{rows:,} predictions written to {o.predictions_out}")
-    if ckpt is not None:
-        ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
-        log(f"checkpoint {ckpt.path} removed (the job finished)")
-    metrics.update(
-        converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
-        lower_bounds=est.lower_bounds_, history=est.history_, restarts=est.restarts_,
-        init_seconds=est.init_seconds_, init_passes=est.init_passes_, passes=est.n_passes_,
-        fit_seconds=fit_seconds, total_seconds=time.perf_counter() - t_start,
-        n_components=o.n_components, covariance_type=o.covariance_type, weights=est.weights_,
-        model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
-    )
+            _plot(o, log, metrics, lambda: plot_fit(est, src.X, o.plot))
     return EXIT_OK
+
+
+def _plot(o, log, metrics, draw):
+    """Draw the picture after the outputs are written: a picture that fails costs nothing else."""
+    try:
+        draw()
+    except Exception as exc:
+        log(f"warning: picture not written to {o.plot}: {type(exc).__name__}: {exc}")
+        metrics["plot_error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        log(f"picture written to {o.plot}")
 
 
 def _load(o, mixture=True):
@@ -353,8 +432,11 @@ def _model_source(o, log):
 
 
 def cmd_predict(o, log, metrics):
-    est, src = _model_source(o, log)
-    with _cluster(o, log, src):
+    from daskgmm.io import OutputLock
+
+    box: dict = {}
+    with OutputLock(o.out), _cluster(o, log, box):
+        est, src = box["model"], box["src"] = _model_source(o, log)
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
                                      loglik=o.loglik)
     log(f"{rows:,} predictions written to {o.out}")
@@ -362,8 +444,9 @@ def cmd_predict(o, log, metrics):
 
 
 def cmd_score(o, log, metrics):
-    est, src = _model_source(o, log)
-    with _cluster(o, log, src):
+    box: dict = {}
+    with _cluster(o, log, box):
+        est, src = box["model"], box["src"] = _model_source(o, log)
         mean = est.score(src.X)
     n = src.n_rows
     p = est._n_parameters()
@@ -375,8 +458,10 @@ def cmd_score(o, log, metrics):
 
 
 def cmd_sample(o, log, metrics):
+    from daskgmm.io import OutputLock
+
     est = _load(o)
-    with _cluster(o, log):
+    with OutputLock(o.out), _cluster(o, log):
         rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000)
     log(f"{rows:,} rows written to {o.out}")
     return EXIT_OK
@@ -431,45 +516,47 @@ def cmd_select(o, log, metrics):
     from daskgmm.selection import select_model
 
     t_start = time.perf_counter()
-    src = _open(o, log)
-    log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s)")
-    ks = list(range(o.k_min, o.k_max + 1))
-    log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "
-        "all in the same passes")
-    report = Reporter(o.quiet)
-    with _cluster(o, log, src):
+    box: dict = {}
+    with contextlib.ExitStack() as locks, _cluster(o, log, box):
+        _check_outputs(o, locks)
+        src = box["src"] = _open(o, log)
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
+            f"{src.X.numblocks[0]} chunk(s)")
+        ks = list(range(o.k_min, o.k_max + 1))
+        log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "
+            "all in the same passes")
+        report = Reporter(o.quiet)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress)
-    best = res.best_
-    best.feature_names_in_ = np.asarray(src.columns, dtype=object)
-    for m in res.models_.values():
-        m.feature_names_in_ = best.feature_names_in_
-    log(f"best by {o.criterion.upper()}: K={best.n_components}, {best.covariance_type} covariance")
-    if not o.quiet:
-        print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
-    summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
-                                                   "covariance_type": best.covariance_type},
-               "candidates": res.table.to_dict(orient="records")}
-    with staged_directory(o.out) as (fs, staging):
-        model_dir = posixpath.join(staging, "model")
-        fs.makedirs(model_dir, exist_ok=True)
-        write_model_files(best, fs, model_dir)
-        with fs.open(posixpath.join(staging, "selection.csv"), "w") as f:
-            res.table.to_csv(f, index=False)
-        with fs.open(posixpath.join(staging, "selection.json"), "w") as f:
-            from daskgmm.persist import _jsonable
+        best = res.best_
+        best.feature_names_in_ = np.asarray(src.columns, dtype=object)
+        for m in res.models_.values():
+            m.feature_names_in_ = best.feature_names_in_
+        log(f"best by {o.criterion.upper()}: K={best.n_components}, {best.covariance_type} covariance")
+        if not o.quiet:
+            print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
+        summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
+                                                       "covariance_type": best.covariance_type},
+                   "candidates": res.table.to_dict(orient="records")}
+        with staged_directory(o.out) as (fs, staging):
+            model_dir = posixpath.join(staging, "model")
+            fs.makedirs(model_dir, exist_ok=True)
+            write_model_files(best, fs, model_dir)
+            with fs.open(posixpath.join(staging, "selection.csv"), "w") as f:
+                res.table.to_csv(f, index=False)
+            with fs.open(posixpath.join(staging, "selection.json"), "w") as f:
+                from daskgmm.persist import _jsonable
 
-            json.dump(_jsonable(summary), f, indent=2)
-    if o.plot:
-        from daskgmm.plot import plot_selection
+                json.dump(_jsonable(summary), f, indent=2)
+        log(f"best model and table written to {o.out}")
+        metrics.update(summary, n_rows=src.n_rows, total_seconds=time.perf_counter() - t_start, out=o.out)
+        if o.plot:
+            from daskgmm.plot import plot_selection
 
-        plot_selection(res, o.plot)
-        log(f"picture written to {o.plot}")
-    log(f"best model and table written to {o.out}")
-    metrics.update(summary, n_rows=src.n_rows, total_seconds=time.perf_counter() - t_start, out=o.out)
+            _plot(o, log, metrics, lambda: plot_selection(res, o.plot))
     return EXIT_OK
 
 
@@ -488,8 +575,32 @@ def _write_metrics(path, metrics):
     os.replace(tmp, path)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwound like Ctrl-C (staging removed, cluster closed), exit 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
-    """Entry point of the ``daskgmm`` console script; returns the exit status."""
+    """Entry point of the ``daskgmm`` console script; returns the exit status.
+
+    SIGTERM (what schedulers send first) is handled like SIGINT: the job stops
+    within seconds, says so, removes its staging directories, closes its
+    cluster and writes the error metrics; exit status 143 (130 for SIGINT).
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv=None) -> int:
     from daskgmm._base import InvalidParameterError
     from daskgmm.io import DataError
 
@@ -512,6 +623,9 @@ def main(argv=None) -> int:
     except (UsageError, ConfigError, DataError, InvalidParameterError) as exc:
         status = EXIT_USAGE
         _fail(metrics, exc, status)
+    except Terminated:
+        status = 143
+        _fail(metrics, "terminated (SIGTERM): stopped, no output written", status)
     except KeyboardInterrupt:
         status = 130
         _fail(metrics, "interrupted", status)
@@ -528,8 +642,12 @@ def main(argv=None) -> int:
 
 
 def _fail(metrics, exc, status):
+    from daskgmm.cluster import ClusterError
+    from daskgmm.io import OutputBusyError
+
     text = exc if isinstance(exc, str) else f"{exc}"
-    if not isinstance(exc, str) and status == EXIT_FAILURE:
+    own = (ClusterError, OutputBusyError, WorkersDied)  # our own messages say what happened
+    if not isinstance(exc, str) and status == EXIT_FAILURE and not isinstance(exc, own):
         text = f"{type(exc).__name__}: {exc}"
     print(f"daskgmm: error: {text}", file=sys.stderr, flush=True)
     metrics.update(status="error", exit_code=status, error=text)

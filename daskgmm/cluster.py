@@ -11,8 +11,32 @@ without processes) are limited with threadpoolctl around each computation.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
+import time
+
+#: A pass fails when, for this long, the cluster has had no worker, or no worker
+#: has run or held one of its tasks (every worker paused or idle while tasks wait).
+STALL_SECONDS = 45.0
+
+#: Distributed settings of the embedded cluster, so that no pass waits forever:
+#: tasks no worker can take fail after ``no-workers-timeout``; a task that took
+#: down its worker this many times fails with ``KilledWorker``.
+CLUSTER_CONFIG = {
+    "distributed.scheduler.no-workers-timeout": "30s",
+    "distributed.scheduler.allowed-failures": 3,
+}
+
+#: Fraction of a worker's memory limit its resident memory may reach
+#: (distributed pauses a worker at 80%).
+_MEMORY_TARGET = 0.7
+
+#: What a worker takes before it holds data, with numpy, pyarrow, distributed and the
+#: kernels loaded (measured 115-125 MiB here). A constant, not each run's measurement,
+#: so that the same cluster settings always give the same chunks, hence the same
+#: reduction tree and bits (a resumed fit must read the chunks the killed one read).
+IDLE_WORKER_BYTES = 128 << 20
 
 _pin_lock = threading.Lock()
 _pinned = False
@@ -114,6 +138,10 @@ def connect(
         )
     if threads_per_worker is None:
         threads_per_worker = max(1, (os.cpu_count() or 1) // n_workers)
+    stack = contextlib.ExitStack()
+    import dask
+
+    stack.enter_context(dask.config.set(CLUSTER_CONFIG))
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
@@ -125,9 +153,32 @@ def connect(
     )
     try:
         with Client(cluster, set_as_default=True) as client:
+            client.register_plugin(_QuietComputeFailed(), name="daskgmm-quiet-compute-failed")
             yield client
     finally:
-        cluster.close()
+        try:
+            cluster.close(timeout=20)
+        finally:
+            stack.close()
+
+
+class _ComputeFailedFilter(logging.Filter):
+    def filter(self, record):
+        return not str(record.msg).startswith("Compute Failed")
+
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
+except ImportError:  # pragma: no cover - distributed is a dependency
+    _WorkerPlugin = object
+
+
+class _QuietComputeFailed(_WorkerPlugin):
+    """Drop a worker's "Compute Failed" log record (a task's traceback on stderr): the
+    command reports the same error once, in one line. Other worker logs are kept."""
+
+    def setup(self, worker):
+        logging.getLogger("distributed.worker").addFilter(_ComputeFailedFilter())
 
 
 def workers(client) -> dict:
@@ -144,6 +195,123 @@ def cluster_memory(client) -> int:
     if not limits or any(lim == 0 for lim in limits):
         return 0
     return int(sum(limits))
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot finish a pass: no workers, or no progress for too long."""
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _warm_rss() -> int:
+    """A worker's resident memory after importing what a chunk task uses."""
+    import pyarrow.parquet  # noqa: F401
+
+    import daskgmm.stats  # noqa: F401
+
+    return _rss()
+
+
+_floors: dict = {}
+
+
+def worker_floor(client) -> int:
+    """Resident memory of an idle worker with the libraries a task needs loaded,
+    the largest over the workers (measured once per client; 0 when unknown)."""
+    key = id(client)
+    if key not in _floors:
+        try:
+            _floors[key] = int(max(client.run(_warm_rss).values(), default=0))
+        except Exception:  # a remote cluster may refuse client.run
+            _floors[key] = 0
+    return _floors[key]
+
+
+def chunk_budget(client) -> int | None:
+    """Decoded bytes one chunk task may hold on the active cluster, or None (no
+    client, or no memory limit: chunks of the default row count).
+
+    The least memory per worker thread, above ``IDLE_WORKER_BYTES`` and below
+    ``_MEMORY_TARGET`` of the limit, shared by the task's matrix, its decoded
+    batch, the kernels' outputs and a chunk read ahead (a quarter each).
+    Between 1 MiB and 64 MiB.
+    """
+    if client is None:
+        return None
+    info = workers(client)
+    per_thread = []
+    for w in info.values():
+        limit = w.get("memory_limit") or 0
+        if not limit:
+            return None
+        per_thread.append((limit * _MEMORY_TARGET - IDLE_WORKER_BYTES) / max(1, int(w.get("nthreads", 1))))
+    if not per_thread:
+        return None
+    return int(min(64 << 20, max(1 << 20, min(per_thread) / 4)))
+
+
+def memory_advice(client) -> str:
+    """What the cluster has and what to change, for messages about dying workers."""
+    if client is None:
+        return ""
+    try:
+        info = workers(client)
+    except Exception:
+        return ""
+    limits = sorted({int(w.get("memory_limit") or 0) for w in info.values()})
+    floor = worker_floor(client) if info else 0
+    have = ", ".join(f"{lim / 2**20:.0f} MiB" for lim in limits if lim) or "none"
+    text = f"worker memory limit {have}"
+    if floor:
+        text += f", of which an idle worker already takes {floor / 2**20:.0f} MiB"
+    return (f"{text}; raise --memory-limit (distributed pauses a worker at 80% of it), or lower "
+            "--chunk-rows, or use fewer --threads-per-worker")
+
+
+def wait_bounded(client, futures, what: str = "pass") -> None:
+    """Wait until every future is finished or failed, never forever.
+
+    Raises
+    ------
+    ClusterError
+        For ``STALL_SECONDS`` the cluster had no worker, every worker was
+        paused for memory, or no worker ran or held any of the waiting tasks.
+    """
+    from distributed import wait
+
+    futures = [f for f in futures if f is not None]
+    stalled_since = None
+    reason = ""
+    while True:
+        try:
+            wait(futures, timeout=2.0)
+            return
+        except TimeoutError:
+            pass
+        now = time.monotonic()
+        try:
+            info = workers(client)
+            processing = client.processing()
+        except Exception:  # the scheduler is going away: let the next wait or gather tell
+            info, processing = {}, {}
+        if not info:
+            problem = "the cluster has no workers (they died or never started)"
+        elif all(w.get("status") == "paused" for w in info.values()):
+            problem = "every worker is paused: its memory is above 80% of its limit"
+        elif not any(processing.values()):
+            problem = "no worker is running any of its tasks"
+        else:
+            stalled_since = None
+            continue
+        if stalled_since is None or problem != reason:
+            stalled_since, reason = now, problem
+        elif now - stalled_since > STALL_SECONDS:
+            raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; "
+                               f"{memory_advice(client)}")
 
 
 def local_memory() -> int:

@@ -41,12 +41,14 @@ OPTIONS = [
     # data
     Opt("columns", "list", None, "feature columns, comma-separated (default: all but the id column)", _DATA,
         metavar="A,B,..."),
-    Opt("id_column", "str", None, "a column carried into the predictions, to join them back", (FIT, PREDICT),
+    Opt("id_column", "str", None, "a column carried into the predictions, to join them back (never a feature)",
+        (FIT, PREDICT, SELECT),
         metavar="COL"),
     Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32")),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, or drop them", _DATA,
         choices=("raise", "omit")),
-    Opt("chunk_rows", "int", None, "minimum rows per chunk (consecutive row groups are merged)", _DATA,
+    Opt("chunk_rows", "int", None, "rows per chunk: smaller row groups are merged, larger ones cut into row slices "
+        "(default: sized from the workers' memory limit)", _DATA,
         metavar="N"),
     Opt("chunk_rows", "int", None, "rows per part file written (default 1000000); one part is in memory at a time",
         (SAMPLE,), metavar="N"),
@@ -99,7 +101,7 @@ OPTIONS = [
     Opt("n_workers", "int", None, "LocalCluster worker processes (default: one per core, at most 4)", _CLUSTER,
         metavar="N"),
     Opt("threads_per_worker", "int", None, "LocalCluster threads per worker", _CLUSTER, metavar="T"),
-    Opt("memory_limit", "str", "auto", "LocalCluster memory limit per worker (e.g. 2GiB)", _CLUSTER,
+    Opt("memory_limit", "size", "auto", "LocalCluster memory limit per worker (e.g. 2GiB)", _CLUSTER,
         metavar="SIZE"),
 ]
 
@@ -116,6 +118,7 @@ def _type_name(kind) -> str:
     return {
         "int": "an integer", "float": "a number", "bool": "true or false",
         "list": "a list or a comma-separated string", "str": "a string", "choice": "one of",
+        "size": "a size such as 2GiB, 500MB or auto",
     }[kind]
 
 
@@ -142,6 +145,20 @@ def coerce(opt: Opt, value, where: str):
         if as_int is None or (isinstance(value, float) and not value.is_integer()):
             raise bad()
         return as_int
+    if kind == "size":
+        if isinstance(value, bool):
+            raise bad()
+        if value == "auto":
+            return value
+        if isinstance(value, (int, float)):
+            return value
+        from dask.utils import parse_bytes
+
+        try:
+            parse_bytes(str(value))
+        except (TypeError, ValueError):
+            raise bad() from None
+        return str(value)
     if kind == "float":
         if isinstance(value, bool):
             raise bad()

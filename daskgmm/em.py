@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from daskgmm.cluster import active_client, blas_threads, cluster_memory, local_memory, pin_worker_blas
+from daskgmm.cluster import (
+    active_client,
+    blas_threads,
+    cluster_memory,
+    local_memory,
+    pin_worker_blas,
+    wait_bounded,
+)
 from daskgmm.stats import MixtureRequest, ScanRequest, chunk_pass, merge_partials
 
 #: Fraction of the workers' (or this machine's) memory the data may take when
@@ -159,7 +166,7 @@ class ChunkedData:
         Chunk tasks carry no restrictions; the scheduler runs each on a holder.
         """
         from dask.core import flatten
-        from distributed import futures_of, wait
+        from distributed import futures_of
 
         client = self.client
         workers = self._workers()
@@ -171,7 +178,7 @@ class ChunkedData:
 
         futs = persisted(X)
         wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
-        wait([f for f in futs + wfuts if f is not None])
+        wait_bounded(client, futs + wfuts, "persist")
         if len(workers) > 1:  # (none listed while workers restart: placement is only an optimisation)
             targets = balanced_targets(np.diff(self.offsets), workers)
             holders = client.who_has([f for f in futs + wfuts if f is not None])
@@ -234,7 +241,9 @@ class ChunkedData:
         if self.client is not None and self.persisted:
             results = self._run_placed(requests, centre)
         elif self.client is not None:
-            results = dask.compute(*self.graph(requests, centre))
+            futures = self.client.compute(self.graph(requests, centre))
+            wait_bounded(self.client, futures)  # never wait forever on a cluster that cannot finish
+            results = self.client.gather(futures)
         else:
             with blas_threads(1):
                 results = dask.compute(*self.graph(requests, centre))
@@ -253,6 +262,7 @@ class ChunkedData:
         while len(parts) > se:
             parts = [client.submit(_merge_task, plan, *parts[i : i + se], pure=False)
                      for i in range(0, len(parts), se)]
+        wait_bounded(client, parts)  # never wait forever on a cluster that cannot finish
         return client.gather(parts)
 
     def scan(self):

@@ -1,8 +1,13 @@
 """Parquet in (files, directories, globs, lists, fsspec URLs) and results out, atomically.
 
-Reading builds a Dask array with one task per group of consecutive row groups
-of a file: the schema of every file is checked on the client from the Parquet
-footers before any data is read, and each task reads only the chosen columns.
+Reading builds a Dask array whose chunks are sized from memory, not from the
+writer's row groups: the schema of every file is checked on the client from the
+Parquet footers before any data is read, then consecutive small row groups of a
+file are merged and large ones are cut into row slices, so that one task's
+working set (the decoded columns, the matrix) stays within a byte budget
+derived from the workers' memory limit. Each task reads only the chosen
+columns, in batches, checks that the file is still the one planned (size,
+modification time, rows), and verifies Parquet page checksums where present.
 Chunks are column-major (Fortran order), which is how Parquet stores columns and
 how the kernels want them (transposed, features by rows).
 
@@ -14,6 +19,7 @@ that fails leaves the previous output untouched and no staging directory.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 import os
 import posixpath
@@ -24,9 +30,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Rows per chunk when row groups are small: consecutive row groups of one file
-#: are read together until a chunk has at least this many rows.
+#: Rows per chunk when no memory budget is known (no cluster, no ``chunk_rows``).
 DEFAULT_CHUNK_ROWS = 131072
+
+#: Rows decoded at a time inside a chunk task (Arrow's batch size).
+BATCH_ROWS = 16384
+
+#: Read buffer of Parquet files: column chunks are streamed, never read whole.
+_READ_BUFFER = 1 << 20
 
 _PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -38,6 +49,10 @@ class DataError(ValueError):
 
 class NonFiniteError(DataError):
     """A chunk holds NaN, null or infinite feature values (``nan_policy="raise"``)."""
+
+
+class DataWarning(UserWarning):
+    """Data a fit can use but probably should not as they are (e.g. boolean features)."""
 
 
 class RowsOmittedWarning(UserWarning):
@@ -108,19 +123,38 @@ class _FileInfo:
     path: str
     schema: object  # pyarrow.Schema
     row_groups: tuple  # rows per row group
+    col_bytes: tuple = ()  # per row group: {column: uncompressed bytes} (decoded size from the footer)
+    signature: tuple = ()  # (size, mtime) when planned
+
+
+def _signature(fs, path) -> tuple:
+    """(size in bytes, modification time as text or None) of a file."""
+    info = fs.info(path)
+    mtime = info.get("mtime", info.get("LastModified", info.get("updated")))
+    return int(info.get("size") or 0), None if mtime is None else str(mtime)
 
 
 def _inspect(fs, path) -> _FileInfo:
     import pyarrow.parquet as pq
 
     try:
+        sig = _signature(fs, path)
         with fs.open(path, "rb") as f:
             md = pq.ParquetFile(f).metadata
             schema = md.schema.to_arrow_schema()
             rgs = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
+            col_bytes = []
+            for i in range(md.num_row_groups):
+                rg = md.row_group(i)
+                sizes: dict = {}
+                for j in range(rg.num_columns):
+                    c = rg.column(j)
+                    name = c.path_in_schema.split(".")[0]
+                    sizes[name] = sizes.get(name, 0) + int(c.total_uncompressed_size or 0)
+                col_bytes.append(sizes)
     except Exception as exc:  # any reader failure means an unreadable file
         raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
-    return _FileInfo(path, schema, rgs)
+    return _FileInfo(path, schema, rgs, tuple(col_bytes), sig)
 
 
 def _is_numeric(t) -> bool:
@@ -134,7 +168,32 @@ def _check_schemas(infos: list[_FileInfo], columns, id_column):
     first = infos[0]
     names = list(first.schema.names)
     if columns is None:
+        # every file must have the same columns, whichever file comes first: name the odd one
+        sets = {}
+        for info in infos:
+            sets.setdefault(frozenset(info.schema.names), []).append(info)
+        if len(sets) > 1:
+            common = max(sets.values(), key=len)
+            base = set(common[0].schema.names)
+            odd = next(i for group in sets.values() if group is not common for i in group)
+            extra, missing = sorted(set(odd.schema.names) - base), sorted(base - set(odd.schema.names))
+            what = "; ".join(filter(None, [extra and f"extra column(s) {', '.join(map(repr, extra))}",
+                                           missing and f"missing column(s) {', '.join(map(repr, missing))}"]))
+            raise DataError(
+                f"{odd.path}: its columns differ from the other files' ({what}; {len(common)} file(s) such as "
+                f"{common[0].path} have: {', '.join(sorted(base))}); choose the feature columns with "
+                "columns=[...] (--columns a,b,...)"
+            )
         columns = [c for c in names if c != id_column]
+        import pyarrow as pa
+
+        flags = [c for c in columns if pa.types.is_boolean(first.schema.field(c).type)]
+        if flags:
+            warnings.warn(
+                f"boolean column(s) {', '.join(map(repr, flags))} are used as 0/1 features; name the feature "
+                "columns with columns=[...] (--columns a,b,...) to leave them out",
+                DataWarning, stacklevel=3,
+            )
         bad = [c for c in columns if not _is_numeric(first.schema.field(c).type)]
         if bad:
             listed = ", ".join(f"{c!r} ({first.schema.field(c).type})" for c in bad)
@@ -171,58 +230,144 @@ def _check_schemas(infos: list[_FileInfo], columns, id_column):
     return columns
 
 
-def _plan_pieces(infos: list[_FileInfo], chunk_rows: int) -> list[tuple]:
-    """(path, row groups, rows) per chunk: consecutive row groups of one file."""
+@dataclass(frozen=True)
+class _Piece:
+    """One chunk: rows ``[lo, hi)`` of some row groups of one file, as planned from its footer."""
+
+    path: str
+    slices: tuple  # ((row group, lo, hi), ...) in file order
+    rows: int
+    signature: tuple  # (size, mtime) of the file when planned
+    group_rows: tuple  # rows of each row group in ``slices``, from the footer
+
+
+def bytes_per_row(info: _FileInfo, columns, id_column, dtype) -> float:
+    """Decoded bytes a chunk task holds per row: the Arrow columns (from the footer's
+    uncompressed sizes, at least 8 bytes a value) plus the feature matrix."""
+    wanted = list(columns) + ([id_column] if id_column is not None else [])
+    decoded = 0.0
+    for n, sizes in zip(info.row_groups, info.col_bytes):
+        if n:
+            decoded = max(decoded, sum(max(sizes.get(c, 0) / n, 8.0) for c in wanted))
+    return (decoded or 8.0 * len(wanted)) + len(columns) * np.dtype(dtype).itemsize
+
+
+def _plan_pieces(infos: list[_FileInfo], chunk_rows: int | None, chunk_bytes: int | None = None, *,
+                 columns=(), id_column=None, dtype=np.float64) -> list[_Piece]:
+    """Chunks of at most ``chunk_rows`` rows (or ``chunk_bytes`` decoded bytes) each.
+
+    Consecutive small row groups of a file are merged; a row group larger than
+    a chunk is cut into equal row slices.
+    """
     pieces = []
     for info in infos:
-        group, rows = [], 0
+        if chunk_rows:
+            target = int(chunk_rows)
+        elif chunk_bytes:
+            target = max(256, int(chunk_bytes // bytes_per_row(info, columns, id_column, dtype)))
+        else:
+            target = DEFAULT_CHUNK_ROWS
+        runs: list = [[]]  # whole row groups merged while they fit
         for i, n in enumerate(info.row_groups):
             if n == 0:
                 continue
-            group.append(i)
-            rows += n
-            if rows >= chunk_rows:
-                pieces.append((info.path, tuple(group), rows))
-                group, rows = [], 0
-        if group:
-            pieces.append((info.path, tuple(group), rows))
+            if n > target:
+                cuts = rows_per_part(n, -(-n // target))
+                bounds = np.concatenate([[0], np.cumsum(cuts)])
+                runs += [[(i, int(lo), int(hi))] for lo, hi in itertools.pairwise(bounds)] + [[]]
+                continue
+            if sum(hi - lo for _, lo, hi in runs[-1]) + n > target:
+                runs.append([])
+            runs[-1].append((i, 0, n))
+        for group in filter(None, runs):
+            pieces.append(_Piece(info.path, tuple(group), sum(hi - lo for _, lo, hi in group), info.signature,
+                                 tuple(info.row_groups[g] for g, _, _ in group)))
     return pieces
 
 
-def _read_matrix(fs, path, row_groups, columns, dtype, id_column=None):
-    """Feature matrix (n, D), Fortran-ordered, and the id column, read row group by row group.
+class InputChangedError(DataError):
+    """An input file changed (size, modification time or rows) after the job planned its reads."""
 
-    One row group at a time goes through Arrow memory (single-threaded: Dask
-    provides the parallelism), so a chunk costs its matrix plus one row group.
-    Nulls become NaN.
+
+def _check_unchanged(fs, piece: _Piece, pf=None):
+    if piece.signature:
+        try:
+            now = _signature(fs, piece.path)
+        except FileNotFoundError:
+            raise InputChangedError(f"{piece.path}: the file was removed after the job started; "
+                                    "inputs must not change during a job") from None
+        if now != tuple(piece.signature):
+            raise InputChangedError(
+                f"{piece.path}: the file changed after the job started (size, modification time {piece.signature} "
+                f"then, {now} now); inputs must not change during a job"
+            )
+    if pf is not None:
+        md = pf.metadata
+        for (g, _, _), n in zip(piece.slices, piece.group_rows):
+            have = md.row_group(g).num_rows if g < md.num_row_groups else 0
+            if have != n:
+                raise InputChangedError(
+                    f"{piece.path}: row group {g} has {have} rows, {n} when the job started; "
+                    "inputs must not change during a job"
+                )
+
+
+def _read_matrix(fs, piece: _Piece, columns, dtype, id_column=None):
+    """Feature matrix (n, D), Fortran-ordered, and the id column of one planned chunk.
+
+    Row groups are decoded in batches of at most ``BATCH_ROWS`` rows
+    (single-threaded: Dask provides the parallelism) from a buffered stream, so
+    a chunk costs its matrix plus one batch however large the writer's row
+    groups are. Rows before a slice are decoded and dropped. Nulls become NaN.
+    Page checksums are verified where the writer stored them.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
     cols = list(columns) + ([id_column] if id_column is not None else [])
+    path = piece.path
     try:
+        _check_unchanged(fs, piece)
         with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
-            sizes = [pf.metadata.row_group(i).num_rows for i in row_groups]
-            x = np.empty((sum(sizes), len(columns)), dtype=dtype, order="F")
+            pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
+            _check_unchanged(fs, piece, pf)
+            x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
             ids = []
             start = 0
-            for rg, n in zip(row_groups, sizes):
-                table = pf.read_row_group(rg, columns=cols, use_threads=False)
-                for j, c in enumerate(columns):
-                    col = table.column(c)
-                    if col.type != target:
-                        col = col.cast(target)
-                    x[start : start + n, j] = col.to_numpy()
-                if id_column is not None:
-                    ids.append(table.column(id_column).to_numpy(zero_copy_only=False))
-                start += n
-                del table
+            for g, lo, hi in piece.slices:
+                pos = 0
+                batch_rows = max(1, min(BATCH_ROWS, hi - lo))
+                for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=cols,
+                                             use_threads=False):
+                    n = batch.num_rows
+                    a, b = max(lo, pos), min(hi, pos + n)
+                    if b > a:
+                        part = batch.slice(a - pos, b - a)
+                        for j, c in enumerate(columns):
+                            col = part.column(c)
+                            if col.type != target:
+                                col = col.cast(target)
+                            x[start : start + b - a, j] = col.to_numpy(zero_copy_only=False)
+                        if id_column is not None:
+                            ids.append(part.column(id_column).to_numpy(zero_copy_only=False))
+                        start += b - a
+                    pos += n
+                    del batch
+                    if pos >= hi:
+                        break
+            if start != piece.rows:
+                raise InputChangedError(f"{path}: read {start} rows where the job planned {piece.rows}; "
+                                        "inputs must not change during a job")
+        _check_unchanged(fs, piece)
+    except InputChangedError:
+        raise
+    except FileNotFoundError:
+        raise InputChangedError(f"{path}: the file was removed after the job started; "
+                                "inputs must not change during a job") from None
     except Exception as exc:  # a corrupt file fails in many ways
-        raise DataError(
-            f"{path}: reading row group(s) {list(row_groups)} failed ({type(exc).__name__}: {exc})"
-        ) from None
+        where = ", ".join(f"row group {g} rows {lo}-{hi}" for g, lo, hi in piece.slices)
+        raise DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})") from None
     finally:
         # Arrow's allocator (mimalloc) keeps freed pages: ~60 MiB per reading worker,
         # enough to hold a worker with a 300 MiB limit above distributed's pause mark
@@ -234,17 +379,17 @@ def _bad_rows(x) -> np.ndarray:
     return ~np.isfinite(x).all(axis=1)
 
 
-def _read_piece(fs, path, row_groups, columns, id_column, dtype, nan_policy):
+def _read_piece(fs, piece, columns, id_column, dtype, nan_policy):
     """One chunk: (features (n, D) Fortran-ordered, ids (n,) or None)."""
-    x, ids = _read_matrix(fs, path, row_groups, columns, dtype, id_column)
+    x, ids = _read_matrix(fs, piece, columns, dtype, id_column)
     bad = _bad_rows(x)
     if bad.any():
         if nan_policy == "raise":
             counts = (~np.isfinite(x)).sum(axis=0)
             detail = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(columns, counts) if n)
             raise NonFiniteError(
-                f"{path} (row group(s) {list(row_groups)}): {int(bad.sum())} row(s) with NaN, null or "
-                f"infinite values ({detail}); fix the data or use nan_policy='omit' (--nan-policy omit)"
+                f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {int(bad.sum())} row(s) with "
+                f"NaN, null or infinite values ({detail}); fix the data or use nan_policy='omit' (--nan-policy omit)"
             )
         keep = ~bad
         x = np.asfortranarray(x[keep])
@@ -253,8 +398,8 @@ def _read_piece(fs, path, row_groups, columns, id_column, dtype, nan_policy):
     return x, ids
 
 
-def _count_bad(fs, path, row_groups, columns, dtype):
-    x, _ = _read_matrix(fs, path, row_groups, columns, dtype)
+def _count_bad(fs, piece, columns, dtype):
+    x, _ = _read_matrix(fs, piece, columns, dtype)
     return int(_bad_rows(x).sum()), (~np.isfinite(x)).sum(axis=0)
 
 
@@ -262,7 +407,7 @@ def _count_nonfinite(fs, pieces, columns, dtype):
     """One read of every piece: rows with non-finite values per piece, and values per column."""
     import dask
 
-    counts = dask.compute(*[dask.delayed(_count_bad)(fs, p, rg, columns, dtype) for p, rg, _ in pieces])
+    counts = dask.compute(*[dask.delayed(_count_bad)(fs, p, columns, dtype) for p in pieces])
     return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0)
 
 
@@ -302,12 +447,7 @@ class ParquetSource:
     def signatures(self) -> list:
         """(path, size in bytes, modification time or None) of every file: what a
         checkpoint of a job on these data must match."""
-        out = []
-        for path in self.files:
-            info = self.fs.info(path)
-            mtime = info.get("mtime", info.get("LastModified", info.get("updated")))
-            out.append([path, int(info.get("size") or 0), None if mtime is None else str(mtime)])
-        return out
+        return [[path, *_signature(self.fs, path)] for path in self.files]
 
     def nonfinite_summary(self) -> str:
         """Rows with NaN, null or infinite feature values over the whole dataset, by
@@ -315,21 +455,21 @@ class ParquetSource:
         per_piece, per_col = _count_nonfinite(self.fs, self.pieces, self.columns, self.dtype)
         rows = int(sum(per_piece))
         by_file: dict = {}
-        for (path, _, _), n in zip(self.pieces, per_piece):
+        for piece, n in zip(self.pieces, per_piece):
             if n:
-                by_file[path] = by_file.get(path, 0) + int(n)
+                by_file[piece.path] = by_file.get(piece.path, 0) + int(n)
         cols = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(self.columns, per_col) if n)
         shown = sorted(by_file.items(), key=lambda kv: -kv[1])[:5]
         files = ", ".join(f"{p} ({n})" for p, n in shown)
         more = f" and {len(by_file) - len(shown)} more" if len(by_file) > len(shown) else ""
-        return (f"{rows} of {sum(p[2] for p in self.pieces)} row(s) have NaN, null or infinite values "
+        return (f"{rows} of {sum(p.rows for p in self.pieces)} row(s) have NaN, null or infinite values "
                 f"({cols}) in {len(by_file)} of {len(self.files)} file(s): {files}{more}; fix the data "
                 "or use nan_policy='omit' (--nan-policy omit)")
 
 
 def open_parquet(
     path, columns=None, id_column=None, dtype="float64", *, nan_policy="raise",
-    chunk_rows=None, storage_options=None,
+    chunk_rows=None, chunk_bytes=None, storage_options=None,
 ) -> ParquetSource:
     """Open Parquet data as a Dask array, checking every file's schema first.
 
@@ -349,7 +489,13 @@ def open_parquet(
         the column and the number of rows; or the rows are dropped (one
         counting pass first; a RowsOmittedWarning reports how many).
     chunk_rows : int, optional
-        Minimum rows per chunk (consecutive row groups are merged).
+        Rows per chunk: smaller row groups of a file are merged, larger ones
+        cut into row slices. Default: from ``chunk_bytes``.
+    chunk_bytes : int, optional
+        Decoded bytes one chunk task may hold (Arrow columns plus the
+        matrix, sized from the footers). Default: from the active client's
+        worker memory limits (:func:`daskgmm.cluster.chunk_budget`), else
+        ``DEFAULT_CHUNK_ROWS`` rows.
     storage_options : dict, optional
         Passed to fsspec (credentials, endpoints).
 
@@ -369,11 +515,15 @@ def open_parquet(
     with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
         infos = list(pool.map(lambda f: _inspect(fs, f), files))
     columns = _check_schemas(infos, columns, id_column)
-    pieces = _plan_pieces(infos, int(chunk_rows or DEFAULT_CHUNK_ROWS))
-    total = sum(p[2] for p in pieces)
+    if chunk_rows is None and chunk_bytes is None:
+        from daskgmm.cluster import active_client, chunk_budget
+
+        chunk_bytes = chunk_budget(active_client())
+    pieces = _plan_pieces(infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype)
+    total = sum(p.rows for p in pieces)
     if total == 0:
         raise DataError(f"no rows in {path!r} ({len(files)} file(s), all empty)")
-    sizes = [p[2] for p in pieces]
+    sizes = [p.rows for p in pieces]
     n_omitted, by_col = 0, {}
     if nan_policy == "omit":
         per_piece, per_col = _count_nonfinite(fs, pieces, columns, dtype)
@@ -393,8 +543,8 @@ def open_parquet(
     tag = uuid.uuid4().hex[:16]
     read_name, x_name, id_name = f"daskgmm-read-{tag}", f"daskgmm-x-{tag}", f"daskgmm-ids-{tag}"
     read_layer = {
-        (read_name, i): (_read_piece, fs, p, rg, tuple(columns), id_column, dtype, nan_policy)
-        for i, (p, rg, _) in enumerate(pieces)
+        (read_name, i): (_read_piece, fs, p, tuple(columns), id_column, dtype, nan_policy)
+        for i, p in enumerate(pieces)
     }
     x_layer = {(x_name, i, 0): (operator.getitem, (read_name, i), 0) for i in range(len(pieces))}
     graph = HighLevelGraph({read_name: read_layer, x_name: x_layer}, {read_name: set(), x_name: {read_name}})
@@ -419,8 +569,8 @@ def _numpy_dtype(arrow_type) -> np.dtype:
 
 
 def read_parquet(path, columns=None, id_column=None, dtype="float64", *, nan_policy="raise",
-                 chunk_rows=None, storage_options=None):
-    """Parquet feature columns as a Dask array (rows chunked by row groups).
+                 chunk_rows=None, chunk_bytes=None, storage_options=None):
+    """Parquet feature columns as a Dask array (rows chunked to a memory budget).
 
     Parameters are those of :func:`open_parquet`.
 
@@ -433,7 +583,7 @@ def read_parquet(path, columns=None, id_column=None, dtype="float64", *, nan_pol
         the same tasks.
     """
     src = open_parquet(path, columns, id_column, dtype, nan_policy=nan_policy, chunk_rows=chunk_rows,
-                       storage_options=storage_options)
+                       chunk_bytes=chunk_bytes, storage_options=storage_options)
     return src.X if id_column is None else (src.X, src.ids)
 
 
@@ -445,15 +595,270 @@ def _local(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
 
 
+class OutputBusyError(RuntimeError):
+    """Another live job holds the lock of an output (exit status 1)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+_held: dict = {}  # lock path -> how many times this process holds it
+
+
+class OutputLock:
+    """An advisory lock on one output target: the file ``.NAME.lock`` beside it, holding
+    the owner's pid, created exclusively. A lock whose owner is no longer alive (a
+    killed job) is taken over. Re-entrant within one process. Local filesystems
+    only (elsewhere it does nothing: object stores have no exclusive create).
+
+    Creating the lock is also the check that the output's directory is writable,
+    made before any data pass.
+    """
+
+    def __init__(self, target, storage_options=None):
+        self.target = os.fspath(target)
+        self.fs = _get_fs(self.target, storage_options)
+        self.path = _strip(self.fs, self.target).rstrip("/")
+        parent, base = posixpath.split(self.path)
+        self.parent = parent
+        self.lock_path = posixpath.join(parent or ".", f".{base}.lock")
+        self.held = False
+
+    def acquire(self) -> OutputLock:
+        if self.fs.exists(self.path) and not self.fs.isdir(self.path):
+            raise DataError(f"output {self.target!r} exists and is not a directory")
+        try:
+            if self.parent:
+                self.fs.makedirs(self.parent, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create the directory of output {self.target!r}: {exc.strerror or exc}") from None
+        if not _local(self.fs):
+            self.held = True
+            return self
+        if _held.get(self.lock_path):
+            _held[self.lock_path] += 1
+            self.held = True
+            return self
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _pid_alive(owner):
+                    raise OutputBusyError(
+                        f"output {self.target!r} is being written by another job (pid {owner}); "
+                        f"wait for it to finish (its lock is {self.lock_path})"
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.lock_path)  # a killed job's lock
+                continue
+            except OSError as exc:
+                raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            _held[self.lock_path] = 1
+            self.held = True
+            return self
+        raise OutputBusyError(f"output {self.target!r}: could not take its lock {self.lock_path}")
+
+    def _owner(self) -> int | None:
+        try:
+            with open(self.lock_path, encoding="ascii") as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if not _local(self.fs):
+            return
+        _held[self.lock_path] -= 1
+        if _held[self.lock_path] == 0:
+            del _held[self.lock_path]
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.lock_path)
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _staging_owner(name: str, prefix: str) -> int | None:
+    """The pid in a staging directory's name ``PREFIX<pid>-<hex>`` (None for old names)."""
+    head = name[len(prefix):].split("-", 1)[0]
+    return int(head) if head.isdigit() and "-" in name[len(prefix):] else None
+
+
+def _rm_retrying(fs, path, seconds=5.0):
+    """Remove a directory that tasks may still be writing into (they were cancelled)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            fs.rm(path, recursive=True)
+        if not fs.exists(path) or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
+class StagedOutput:
+    """One output target written into a staging directory beside it (see :func:`staged_directory`)."""
+
+    def __init__(self, target, storage_options=None):
+        self.lock = OutputLock(target, storage_options)
+        self.target, self.fs, self.path = self.lock.target, self.lock.fs, self.lock.path
+        self.parent, self.base = posixpath.split(self.path)
+        self.staging = None
+
+    def begin(self) -> str:
+        """Take the lock, tidy a killed job's leftovers, and make the staging directory."""
+        fs, path, parent, base = self.fs, self.path, self.parent, self.base
+        self.lock.acquire()
+        prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
+        entries = []
+        with contextlib.suppress(FileNotFoundError):
+            entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
+        _finish_commits(fs, entries, f".{base}.commit-")
+        for entry in entries:
+            name = posixpath.basename(entry)
+            if name.startswith(prefix):
+                owner = _staging_owner(name, prefix)
+                # under the lock no other live job writes here; a staging of ours is a retry's
+                if owner is None or owner == os.getpid() or not _pid_alive(owner):
+                    with contextlib.suppress(FileNotFoundError):
+                        fs.rm(entry, recursive=True)
+        olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
+        if olds and not fs.exists(path):
+            # a job killed between the two renames of a swap: the set-aside output is the last complete one
+            _move(fs, olds.pop(), path)
+        for entry in olds:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(entry, recursive=True)
+        self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        try:
+            fs.makedirs(self.staging, exist_ok=False)
+        except OSError as exc:
+            self.lock.release()
+            raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
+        return self.staging
+
+    def finish(self) -> None:
+        """Write ``_SUCCESS`` into the staging directory (the output is complete)."""
+        with self.fs.open(posixpath.join(self.staging, "_SUCCESS"), "wb"):
+            pass
+
+    def swap(self) -> None:
+        """Rename the complete staging directory into place (the old output set aside, then removed)."""
+        fs, path = self.fs, self.path
+        if fs.exists(path):
+            old = posixpath.join(self.parent, f".{self.base}.old-{uuid.uuid4().hex[:12]}")
+            _move(fs, path, old)
+            _move(fs, self.staging, path)
+            fs.rm(old, recursive=True)
+        else:
+            _move(fs, self.staging, path)
+        self.staging = None
+
+    def abort(self) -> None:
+        if self.staging is not None:
+            _rm_retrying(self.fs, self.staging)
+            self.staging = None
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def _finish_commits(fs, entries, prefix):
+    """Roll forward a joint commit a killed job had started (its journal lists every swap)."""
+    import json
+
+    for entry in entries:
+        name = posixpath.basename(entry)
+        if not name.startswith(prefix):
+            continue
+        owner = _staging_owner(name, prefix)
+        if owner is not None and owner != os.getpid() and _pid_alive(owner):
+            continue
+        try:
+            with fs.open(entry, "r") as f:
+                pairs = json.load(f)
+        except (OSError, ValueError):
+            pairs = []
+        for staging, target in pairs:
+            if fs.exists(posixpath.join(staging, "_SUCCESS")):
+                if fs.exists(target):
+                    fs.rm(target, recursive=True)
+                _move(fs, staging, target)
+        for _, target in pairs:  # every output of the commit carries the journal: remove each copy
+            parent, base = posixpath.split(target)
+            for other in fs.glob(posixpath.join(parent or ".", f".{base}.commit-*")):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm(other)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(entry)
+
+
+def commit_together(outputs: list[StagedOutput]) -> None:
+    """Swap several complete staged outputs into place as one unit.
+
+    A journal listing every (staging, target) pair is written beside each
+    target first; a job killed during the swaps is rolled forward by the next
+    job that writes any of these outputs, so a model is never left beside
+    another job's predictions.
+    """
+    import json
+
+    outputs = [o for o in outputs if o.staging is not None]
+    for o in outputs:
+        o.finish()
+    if len(outputs) < 2 or not all(_local(o.fs) for o in outputs):
+        for o in outputs:
+            o.swap()
+        return
+    pairs = [[o.staging, o.path] for o in outputs]
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    journals = []
+    for o in outputs:
+        j = posixpath.join(o.parent or ".", f".{o.base}.commit-{tag}")
+        tmp = j + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(pairs, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, j)
+        journals.append(j)
+    for o in outputs:
+        o.swap()
+    for j in journals:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(j)
+
+
 @contextlib.contextmanager
 def staged_directory(target, storage_options=None):
     """Write into a staging directory beside ``target``; swap it in only on success.
 
-    On success, a ``_SUCCESS`` marker is written into the staging directory and
-    it replaces ``target`` (on a local filesystem by two renames: the old
-    output is set aside, the new one renamed into place). On any exception the
-    staging directory is removed and ``target`` is untouched. Leftovers of a
-    killed job for the same target are handled first: staging directories are
+    The target is locked against other jobs for the duration (:class:`OutputLock`;
+    a live owner makes this raise :class:`OutputBusyError`). On success, a
+    ``_SUCCESS`` marker is written into the staging directory and it replaces
+    ``target`` (on a local filesystem by two renames: the old output is set
+    aside, the new one renamed into place). On any exception the staging
+    directory is removed and ``target`` is untouched. Leftovers of a killed job
+    for the same target are handled first: its staging directories are
     removed, and an output set aside by a swap that did not finish is put back
     (or removed, when the swap did finish).
 
@@ -462,44 +867,18 @@ def staged_directory(target, storage_options=None):
     fs : fsspec.AbstractFileSystem
     staging : str
     """
-    target = os.fspath(target)
-    fs = _get_fs(target, storage_options)
-    path = _strip(fs, target).rstrip("/")
-    parent, base = posixpath.split(path)
-    if fs.exists(path) and not fs.isdir(path):
-        raise DataError(f"output {target!r} exists and is not a directory")
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
-    entries = []
-    with contextlib.suppress(FileNotFoundError):
-        entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
-    for entry in entries:
-        if posixpath.basename(entry).startswith(prefix):
-            fs.rm(entry, recursive=True)
-    olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
-    if olds and not fs.exists(path):
-        # a job killed between the two renames of a swap: the set-aside output is the last complete one
-        _move(fs, olds.pop(), path)
-    for entry in olds:
-        fs.rm(entry, recursive=True)
-    staging = posixpath.join(parent, f"{prefix}{uuid.uuid4().hex[:12]}")
-    fs.makedirs(staging, exist_ok=False)
+    out = StagedOutput(target, storage_options)
+    out.begin()
     try:
-        yield fs, staging
-        with fs.open(posixpath.join(staging, "_SUCCESS"), "wb"):
-            pass
-    except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm(staging, recursive=True)
-        raise
-    if fs.exists(path):
-        old = posixpath.join(parent, f".{base}.old-{uuid.uuid4().hex[:12]}")
-        _move(fs, path, old)
-        _move(fs, staging, path)
-        fs.rm(old, recursive=True)
-    else:
-        _move(fs, staging, path)
+        try:
+            yield out.fs, out.staging
+            out.finish()
+        except BaseException:
+            out.abort()
+            raise
+        out.swap()
+    finally:
+        out.release()
 
 
 def _move(fs, src, dst):
@@ -515,8 +894,12 @@ def _write_part(fs, directory, index, columns: dict):
     import pyarrow.parquet as pq
 
     table = pa.table({k: pa.array(v) for k, v in columns.items()})
-    with fs.open(posixpath.join(directory, f"part-{index:05d}.parquet"), "wb") as f:
-        pq.write_table(table, f)
+    path = posixpath.join(directory, f"part-{index:05d}.parquet")
+    try:
+        with fs.open(path, "wb") as f:
+            pq.write_table(table, f, write_page_checksum=True)  # readers can verify every page
+    except OSError as exc:  # disk full, permissions: name the output
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
     return table.num_rows
 
 
@@ -543,8 +926,23 @@ def write_parts_into(fs, directory, parts) -> int:
     """Compute ``parts`` (Delayed column dicts) and write each as a part file of ``directory``."""
     import dask
 
+    from daskgmm.cluster import active_client, wait_bounded
+
     writes = [dask.delayed(_write_part)(fs, directory, i, p) for i, p in enumerate(parts)]
-    return int(sum(dask.compute(*writes)))
+    client = active_client()
+    if client is None:
+        return int(sum(dask.compute(*writes)))
+    futures = client.compute(writes)
+    try:
+        wait_bounded(client, futures, "write")
+        return int(sum(client.gather(futures)))
+    except OSError as exc:  # disk full, permissions: name the output, not only its staging part
+        parent, name = posixpath.split(directory.rstrip("/"))
+        target = posixpath.join(parent, name[1:].split(".staging-")[0]) if ".staging-" in name else directory
+        raise OSError(exc.errno, f"cannot write output {target}: {exc.strerror or exc}") from None
+    finally:
+        # no write task may still run when the staging directory is removed after a failure
+        client.cancel(futures)
 
 
 def rows_per_part(n_rows: int, n_parts: int) -> list[int]:
@@ -556,9 +954,14 @@ def rows_per_part(n_rows: int, n_parts: int) -> list[int]:
 
 __all__ = [
     "DataError",
+    "DataWarning",
     "NonFiniteError",
+    "OutputBusyError",
+    "OutputLock",
     "ParquetSource",
     "RowsOmittedWarning",
+    "StagedOutput",
+    "commit_together",
     "list_files",
     "open_parquet",
     "read_parquet",

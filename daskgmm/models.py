@@ -62,6 +62,15 @@ class MixtureState:
     on_collapse: str = "raise"
     events: tuple = ()
 
+    def __post_init__(self):
+        # one memory layout for every parameter array: after an M-step precisions_cholesky
+        # has transposed strides, a checkpoint reloads it C-contiguous, and the kernels give
+        # other bits for the two layouts; normalised here, a resumed fit is bit-exact
+        for name in ("weights", "means", "covariances", "precisions_cholesky"):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
+                object.__setattr__(self, name, np.ascontiguousarray(value))
+
     @property
     def n_components(self) -> int:
         return self.means.shape[0]

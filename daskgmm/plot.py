@@ -28,9 +28,13 @@ def _new_axes(ax, size=(6, 4.5)):
 
 def save_figure(fig, path, dpi=110) -> None:
     """Write ``fig`` to ``path`` (PNG by extension) with the Agg canvas."""
+    import os
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
     fig.savefig(path, dpi=dpi)
 
 
@@ -48,6 +52,7 @@ def plot_convergence(model, ax=None):
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)  # no "1e-8-6.700355" offset label: plain values
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("mean log-likelihood per sample")
     state = "converged" if getattr(model, "converged_", False) else "not converged"
@@ -109,6 +114,8 @@ def plot_components(model, X=None, *, dims=(0, 1), n_sample=5000, n_std=(1.0, 2.
     from matplotlib.patches import Ellipse
 
     _, ax = _new_axes(ax)
+    if np.shape(model.means_)[1] == 1:
+        return _plot_components_1d(model, X, n_sample, ax, random_state)
     i, j = dims
     names = getattr(model, "feature_names_in_", None)
     labels = [str(names[i]), str(names[j])] if names is not None else [f"x{i}", f"x{j}"]
@@ -136,6 +143,33 @@ def plot_components(model, X=None, *, dims=(0, 1), n_sample=5000, n_std=(1.0, 2.
     ax.legend(loc="best", fontsize="small")
     ax.autoscale_view()
     return ax
+
+
+def _plot_components_1d(model, X, n_sample, ax, random_state):
+    """One feature: a histogram of a sample and each component's weighted density."""
+    names = getattr(model, "feature_names_in_", None)
+    means = np.asarray(model.means_, dtype=float)[:, 0]
+    sd = np.sqrt(np.array([_cov1(model, k) for k in range(model.n_components)]))
+    weights = np.asarray(model.weights_, dtype=float)
+    lo, hi = (means - 4 * sd).min(), (means + 4 * sd).max()
+    if X is not None:
+        x = _sample_rows(X, n_sample, random_state)[:, 0]
+        ax.hist(x, bins=60, density=True, color="0.8")
+        lo, hi = min(lo, x.min()), max(hi, x.max())
+    grid = np.linspace(lo, hi, 400)
+    for k in range(model.n_components):
+        dens = weights[k] * np.exp(-0.5 * ((grid - means[k]) / sd[k]) ** 2) / (sd[k] * np.sqrt(2 * np.pi))
+        ax.plot(grid, dens, color=f"C{k % 10}", label=f"component {k} (weight {weights[k]:.2f})")
+    ax.set_xlabel(str(names[0]) if names is not None else "x0")
+    ax.set_ylabel("density")
+    ax.set_title(f"{model.n_components} components, one feature")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def _cov1(model, k):
+    c = np.asarray(model.covariances_, dtype=float)
+    return float(c.ravel()[0] if model.covariance_type == "tied" else np.ravel(c[k])[0])
 
 
 def plot_criterion(result, ax=None):

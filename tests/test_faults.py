@@ -16,7 +16,7 @@ from daskgmm.io import open_parquet
 from .conftest import make_blobs
 
 
-def _write(directory, n, d, files, seed=0):
+def _write(directory, n, d, files, seed=0, row_group_size=32768):
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(4, d)) * 4
@@ -25,7 +25,7 @@ def _write(directory, n, d, files, seed=0):
         lab = rng.integers(4, size=per)
         x = centres[lab] + rng.normal(size=(per, d))
         pq.write_table(pa.table({f"f{j}": x[:, j] for j in range(d)}), os.path.join(directory, f"p{i:03d}.parquet"),
-                       row_group_size=32768)
+                       row_group_size=row_group_size)
 
 
 def _cluster(**kw):
@@ -86,7 +86,8 @@ def test_killed_worker_does_not_change_the_result(tmp_path):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
 def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
-    """732 MiB of data on 2 workers x 300 MiB: re-read every pass, no worker killed.
+    """732 MiB of data in 64 MiB (decoded) row groups on 2 workers x 300 MiB, default chunking:
+    row groups are read in row slices sized from the memory limit, no worker killed.
 
     A worker takes about 160 MiB before it holds any data (numpy, pandas,
     pyarrow, distributed), and distributed pauses a worker at 80% of its limit
@@ -94,11 +95,13 @@ def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
     MiB for data in flight: a few 4 MiB chunks.
     """
     data = tmp_path / "big"
-    _write(data, n=6_000_000, d=16, files=12)
-    src = open_parquet(data, chunk_rows=32768)  # 4 MiB chunks
-    assert src.X.nbytes > 1.2 * 2 * 300 * 2**20
+    _write(data, n=6_000_000, d=16, files=12, row_group_size=500_000)
     cluster, client = _cluster(memory_limit="300MiB")
     try:
+        with client.as_current():
+            src = open_parquet(data)  # chunks sized from the workers' memory limit
+        assert src.X.nbytes > 1.2 * 2 * 300 * 2**20
+        assert max(src.X.chunks[0]) < 500_000  # the row groups were cut
         pids = sorted(client.run(os.getpid).values())
         peak = {}
         stop = threading.Event()

@@ -37,9 +37,17 @@ def test_every_way_of_naming_the_data_reads_the_same_rows(dataset):
         np.testing.assert_array_equal(got, X)
     one = read_parquet(files[1], columns=["b"]).compute()
     np.testing.assert_array_equal(one[:, 0], X[400:800, 1])
+    # --chunk-rows splits row groups larger than a chunk into row slices, and merges smaller ones
     x, ids = read_parquet(root, columns=["a", "b"], id_column="key", dtype="float32", chunk_rows=100)
-    assert x.dtype == np.float32 and x.chunks[0] == (150, 150, 100) * 3
+    assert x.dtype == np.float32 and x.chunks[0] == (75, 75, 75, 75, 100) * 3
     np.testing.assert_array_equal(ids.compute(), np.arange(1200))
+    np.testing.assert_array_equal(x.compute(), X.astype(np.float32))
+    x, ids = read_parquet(root, columns=["a", "b"], id_column="key", chunk_rows=300)
+    assert x.chunks[0] == (300, 100) * 3
+    np.testing.assert_array_equal(x.compute(), X)
+    # or a budget of decoded bytes per chunk (at least 16 a row here: two float64 columns, and the matrix)
+    x = read_parquet(root, columns=["a", "b"], chunk_bytes=32 * 300)
+    assert max(x.chunks[0]) <= 300 and sum(x.chunks[0]) == 1200
     assert read_parquet(root, id_column="key")[0].shape == (1200, 2)  # every column but the id
 
 

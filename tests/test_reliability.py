@@ -1,0 +1,254 @@
+"""Faults a scheduled job meets, with real processes and real signals (issue 12)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from daskgmm.cli import main
+from daskgmm.io import DataError, InputChangedError, OutputLock, read_parquet
+
+from .conftest import make_blobs
+
+
+def _data(directory, n=20_000, d=3, files=2, seed=0, row_group_size=5000, extra=None):
+    os.makedirs(directory, exist_ok=True)
+    X, _, _ = make_blobs(n=n, d=d, k=3, seed=seed)
+    per = n // files
+    for i in range(files):
+        cols = {"id": np.arange(i * per, (i + 1) * per)}
+        cols.update({f"f{j}": X[i * per:(i + 1) * per, j] for j in range(d)})
+        if extra and i in extra:
+            cols[extra[i]] = np.zeros(per)
+        pq.write_table(pa.table(cols), os.path.join(directory, f"p{i}.parquet"), row_group_size=row_group_size)
+    return X
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "daskgmm.cli", *map(str, args)], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, **kw)
+
+
+def _children(pid):
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _gone(pids, seconds=20):
+    import psutil
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _wait_for_line(proc, needle, lines):
+    for line in proc.stderr:
+        lines.append(line)
+        if needle in line:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["iter    2", "lower bound"])
+def test_sigterm_stops_the_job_cleanly(tmp_path, when):
+    """SIGTERM mid-fit, or as the predictions are written: exit 143, said so, error metrics
+    written, no staging directory, no output, no worker process left."""
+    _data(tmp_path / "d", n=400_000, files=4, row_group_size=20_000)
+    proc = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter", 200,
+                "--init-params", "random_from_data", "--seed", 0, "--n-workers", 2, "--threads-per-worker", 1,
+                "--chunk-rows", 5000, "--model-out", tmp_path / "out" / "m", "--predictions-out",
+                tmp_path / "out" / "p", "--metrics-out", tmp_path / "metrics.json",
+                "--max-iter" if when == "lower bound" else "--tol", 3 if when == "lower bound" else 0)
+    lines = []
+    try:
+        assert _wait_for_line(proc, when, lines), "".join(lines)
+        workers = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        err = "".join(lines) + proc.stderr.read()
+        assert proc.wait(timeout=60) == 143, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "terminated (SIGTERM)" in err
+    assert _gone(workers), "worker processes left behind"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "error" and metrics["exit_code"] == 143
+    out = tmp_path / "out"
+    assert not out.exists() or os.listdir(out) == []  # no output, no staging, no lock
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bit_exact(tmp_path):
+    """A fit whose parameters still move is killed after iteration 4 and resumed: the model
+    has the same bits as an uninterrupted fit."""
+    _data(tmp_path / "d", n=60_000, d=4, files=2, row_group_size=10_000)
+    common = ["fit", tmp_path / "d", "--id-column", "id", "--n-components", 4, "--init-params", "random_from_data",
+              "--max-iter", 12, "--tol", 0, "--seed", 3, "--n-workers", 2, "--threads-per-worker", 1,
+              "--chunk-rows", 10_000, "--cache", "memory", "--checkpoint-dir", tmp_path / "ck"]
+    assert main([*map(str, common), "--model-out", str(tmp_path / "ref"), "--quiet"]) == 0
+    proc = _cli(*common, "--model-out", tmp_path / "m")
+    lines = []
+    try:
+        assert _wait_for_line(proc, "iter    5", lines), "".join(lines)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert os.path.exists(tmp_path / "ck" / "checkpoint.npz")
+    assert main([*map(str, common), "--model-out", str(tmp_path / "m"), "--resume", "--quiet"]) == 0
+    with np.load(tmp_path / "ref" / "arrays.npz") as a, np.load(tmp_path / "m" / "arrays.npz") as b:
+        assert set(a.files) == set(b.files)
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    ref = json.loads((tmp_path / "ref" / "model.json").read_text())
+    got = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert ref["fit"]["lower_bounds"] == got["fit"]["lower_bounds"]
+    lbs = ref["fit"]["lower_bounds"]
+    assert lbs[-1] != lbs[5]  # the parameters were still moving when the job was killed
+
+
+# ---------------------------------------------------------------------------- concurrent writers
+
+
+def test_a_second_writer_of_the_same_output_fails_clearly(tmp_path, capsys):
+    """A live job holds the output's lock: the second fails at once with exit 1, naming the pid;
+    a killed job's lock and staging directories are taken over."""
+    _data(tmp_path / "d", n=2000, files=1)
+    out = tmp_path / "out" / "m"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from daskgmm.io import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); time.sleep(60)"), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--model-out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert status == 1
+        assert f"is being written by another job (pid {holder.pid})" in err
+        assert "Traceback" not in err
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is dead now: its lock (and a staging directory it left) are a killed job's
+    os.makedirs(tmp_path / "out" / f".m.staging-{holder.pid}-abc", exist_ok=True)
+    with OutputLock(out):  # the dead holder's lock is taken over; another process sees this live one
+        r = subprocess.run([sys.executable, "-c", (
+            "import sys; from daskgmm.io import OutputLock; OutputLock(sys.argv[1]).acquire()"), str(out)],
+            capture_output=True, text=True)
+        assert r.returncode != 0 and f"another job (pid {os.getpid()})" in r.stderr
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--model-out", str(out), "--quiet",
+                 "--n-workers", "1"]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["m"]
+
+
+# ---------------------------------------------------------------------------- inputs changing
+
+
+def test_a_file_rewritten_after_planning_fails_naming_it(tmp_path):
+    """The reads were planned from the footers; a file replaced by a valid shorter one fails
+    the pass naming the file instead of silently fitting fewer rows."""
+    _data(tmp_path / "d", n=4000, files=2, row_group_size=1000)
+    X = read_parquet(tmp_path / "d", columns=["f0", "f1"])
+    victim = tmp_path / "d" / "p1.parquet"
+    time.sleep(0.01)
+    pq.write_table(pq.read_table(victim).slice(0, 1500), victim, row_group_size=1000)
+    with pytest.raises(InputChangedError, match=r"p1\.parquet.*changed after the job started"):
+        X.sum().compute(scheduler="sync")
+
+
+def test_a_flipped_byte_in_a_checksummed_file_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "c.parquet"
+    values = np.arange(20_000, dtype=np.float64)
+    pq.write_table(pa.table({"a": values}), path, write_page_checksum=True, compression="none",
+                   use_dictionary=False)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(np.float64(12_345.0).tobytes())
+    assert at > 0
+    raw[at + 3] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"c\.parquet.*(?i:checksum|crc)"):
+        read_parquet(path).compute(scheduler="sync")
+
+
+# ---------------------------------------------------------------------------- disk full
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full_names_the_output_and_leaves_nothing(tmp_path, capsys):
+    _data(tmp_path / "d", n=60_000, files=2, row_group_size=10_000)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--max-iter", "2", "--n-workers", "1",
+                       "--model-out", str(tmp_path / "m"), "--predictions-out", str(mnt / "p"), "--proba",
+                       "--quiet"])
+        err = capsys.readouterr().err
+        assert status == 1, err
+        assert "No space left on device" in err and str(mnt / "p") in err, err
+        assert os.listdir(mnt) == []  # no staging, no lock left behind
+        assert not os.path.exists(tmp_path / "m")  # model and predictions are one commit
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+# ---------------------------------------------------------------------------- errors at the right moment
+
+
+def test_bad_option_values_and_output_paths_fail_before_any_pass(tmp_path, capsys):
+    _data(tmp_path / "d", n=2000, files=1)
+    base = ["fit", str(tmp_path / "d"), "--id-column", "id", "--model-out", str(tmp_path / "m")]
+    assert main([*base, "--memory-limit", "garbage"]) == 2
+    assert "--memory-limit" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main([*base, "--plot", str(tmp_path / "file" / "p.png"), "--n-workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--plot" in err and "iter" not in err  # before any pass
+    assert not glob.glob(str(tmp_path / ".m*")) and not os.path.exists(tmp_path / "m")
+
+
+def test_column_sets_that_differ_fail_whatever_the_file_order(tmp_path):
+    for first in (0, 2):
+        d = tmp_path / f"d{first}"
+        _data(d, n=3000, files=3, extra={first: "extra"})
+        with pytest.raises(DataError, match=rf"p{first}\.parquet: its columns differ.*'extra'"):
+            read_parquet(d)
+
+
+def test_select_takes_an_id_column_and_plots_go_into_new_directories(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    _data(tmp_path / "d", n=3000, d=1, files=1)
+    assert main(["select", str(tmp_path / "d"), "--id-column", "id", "--k-min", "1", "--k-max", "2",
+                 "--out", str(tmp_path / "sel"), "--n-workers", "1", "--quiet"]) == 0
+    doc = json.loads((tmp_path / "sel" / "model" / "model.json").read_text())
+    assert doc["columns"] == ["f0"]  # the id is not a feature
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--n-workers", "1",
+                 "--model-out", str(tmp_path / "m"), "--plot", str(tmp_path / "new" / "dir" / "fit.png"),
+                 "--quiet"]) == 0
+    assert (tmp_path / "new" / "dir" / "fit.png").stat().st_size > 0  # one feature: a histogram, no crash
