@@ -110,13 +110,7 @@ def select_model(
     by_candidate: dict = {}
     for (p, _), r in zip(jobs, runs):
         by_candidate.setdefault((p.n_components, p.covariance_type), []).append(r)
-    best_of = {}
-    for c, rs in by_candidate.items():
-        best = rs[0]
-        for r in rs[1:]:
-            if r.objective > best.objective:
-                best = r
-        best_of[c] = (best, best.objective)
+    best_of = {c: fitting.best_run(rs, max_iter) for c, rs in by_candidate.items()}  # GaussianMixture's rule
     keys = list(by_candidate)
     final = data.run([MixtureRequest([best_of[c][0].state.spec(scan.mean) for c in keys])], scan.mean)[0]
     rows, models = [], {}
@@ -124,7 +118,8 @@ def select_model(
         k, t = c
         r, lower_bound = best_of[c]
         est = probe[c]
-        for name, value in fitting.fitted_attributes(r, [r], lower_bound, max_iter, data.dtype).items():
+        for name, value in fitting.fitted_attributes(r, by_candidate[c], lower_bound, max_iter,
+                                                     data.dtype).items():
             setattr(est, name, value)
         est.n_features_in_ = d
         if info["feature_names"] is not None:
