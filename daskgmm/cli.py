@@ -343,7 +343,7 @@ def cmd_fit(o, log, metrics):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
-            est._fit(src.X, None, checkpoint=ckpt, progress=report.progress)
+            est.fit(src.X, checkpoint=ckpt, progress=report.progress)
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
             if issubclass(w.category, ConvergenceWarning):
@@ -360,7 +360,7 @@ def cmd_fit(o, log, metrics):
                 out.begin()
             write_model_files(est, outs[0].fs, outs[0].staging)
             if o.predictions_out:
-                parts = est._prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
                                               loglik=o.loglik)
                 rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
             commit_together(outs)
@@ -448,8 +448,10 @@ def cmd_score(o, log, metrics):
     with _cluster(o, log, box):
         est, src = box["model"], box["src"] = _model_source(o, log)
         mean = est.score(src.X)
+    from daskgmm.covariance import n_parameters
+
     n = src.n_rows
-    p = est._n_parameters()
+    p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
     result = {"n_rows": n, "mean_loglik": mean, "bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p,
               "n_parameters": p}
     metrics.update(result)
@@ -548,9 +550,9 @@ def cmd_select(o, log, metrics):
             with fs.open(posixpath.join(staging, "selection.csv"), "w") as f:
                 res.table.to_csv(f, index=False)
             with fs.open(posixpath.join(staging, "selection.json"), "w") as f:
-                from daskgmm.persist import _jsonable
+                from daskgmm.persist import jsonable
 
-                json.dump(_jsonable(summary), f, indent=2)
+                json.dump(jsonable(summary), f, indent=2)
         log(f"best model and table written to {o.out}")
         metrics.update(summary, n_rows=src.n_rows, total_seconds=time.perf_counter() - t_start, out=o.out)
         if o.plot:
@@ -565,13 +567,13 @@ HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sa
 
 
 def _write_metrics(path, metrics):
-    from daskgmm.persist import _jsonable
+    from daskgmm.persist import jsonable
 
     tmp = f"{path}.tmp-{os.getpid()}"
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_jsonable(metrics), f, indent=2)
+        json.dump(jsonable(metrics), f, indent=2)
     os.replace(tmp, path)
 
 
@@ -601,8 +603,8 @@ def main(argv=None) -> int:
 
 
 def _main(argv=None) -> int:
-    from daskgmm._base import InvalidParameterError
     from daskgmm.io import DataError
+    from daskgmm.validation import InvalidParameterError
 
     parser = build_parser()
     try:

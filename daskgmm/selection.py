@@ -15,10 +15,10 @@ import numpy as np
 
 from daskgmm import covariance as cov
 from daskgmm import fitting
-from daskgmm._base import prepare_rows, validate_params
 from daskgmm.em import Run
 from daskgmm.init import restart_seeds
 from daskgmm.stats import COVARIANCE_TYPES, MixtureRequest
+from daskgmm.validation import prepare_rows, validate_params
 
 
 @dataclass

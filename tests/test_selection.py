@@ -14,8 +14,7 @@ import daskgmm
 from daskgmm import GaussianMixture, select_model
 from daskgmm.cli import main
 
-from .conftest import make_blobs
-from .test_cli import FAST, write_data
+from .conftest import FAST, make_blobs, write_data
 
 
 def test_selection_recovers_true_k():

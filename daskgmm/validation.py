@@ -160,10 +160,6 @@ def is_dask(X) -> bool:
     return is_dask_array(X) or is_dask_dataframe(X)
 
 
-# the names other modules used before the scikit-learn rewrite
-_is_dask_array, _is_dask_dataframe = is_dask_array, is_dask_dataframe
-
-
 def _frame_float_dtype(dtypes) -> np.dtype:
     """float32 when every column is float32, else float64 (what the frame converts to)."""
     dts = list(dtypes)
