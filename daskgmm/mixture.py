@@ -13,7 +13,8 @@ from sklearn.utils.validation import check_is_fitted
 from daskgmm import covariance as cov
 from daskgmm import fitting
 from daskgmm.init import INIT_METHODS, check_random_state
-from daskgmm.stats import component_logits
+from daskgmm.kernels import predict as blocks
+from daskgmm.persist import register
 from daskgmm.validation import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -31,67 +32,7 @@ from daskgmm.validation import (
 )
 
 
-def _predict_block(x, nat, centre, what):
-    """Per-chunk predictions (a top-level function so that workers can unpickle it)."""
-    x = np.asarray(x)
-    if x.size and not np.all(np.isfinite(x)):
-        raise ValueError("Input X contains NaN or infinity.")
-    logits = component_logits(x, nat, centre)
-    if what == "labels":
-        return logits.argmax(axis=1)
-    mx = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1), logits.dtype)
-    with np.errstate(under="ignore"):
-        lse = mx + np.log(np.exp(logits - mx).sum(axis=1, keepdims=True))
-        if what == "proba":
-            return np.exp(logits - lse)
-    return lse[:, 0]
-
-
-def _prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components):
-    """Columns of one part of a predictions dataset."""
-    x = np.asarray(x)
-    logits = component_logits(x, nat, centre)
-    out = {}
-    if id_column is not None:
-        out[id_column] = ids
-    out["label"] = logits.argmax(axis=1).astype(np.int32)
-    if proba or loglik:
-        mx = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1), logits.dtype)
-        with np.errstate(under="ignore"):
-            lse = mx + np.log(np.exp(logits - mx).sum(axis=1, keepdims=True))
-            if proba:
-                p = np.exp(logits - lse)
-                for k in range(n_components):
-                    out[f"proba_{k}"] = p[:, k]
-        if loglik:
-            out["loglik"] = lse[:, 0]
-    return out
-
-
-def _sample_part(n, seed, part, weights, means, covs, covariance_type, names, dtype):
-    """``n`` rows of one part of a streamed sample (shuffled; with their component)."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(part,)))
-    counts = rng.multinomial(n, weights)
-    d = means.shape[1]
-    xs, ys = [], []
-    for k, c in enumerate(counts):
-        if c == 0:
-            continue
-        if covariance_type in ("full", "tied"):
-            cov_k = covs[k] if covariance_type == "full" else covs
-            z = rng.standard_normal((c, d)) @ np.linalg.cholesky(cov_k).T
-        else:  # diag (K, D) or spherical (K,): scale each coordinate
-            z = rng.standard_normal((c, d)) * np.sqrt(covs[k])
-        xs.append(means[k] + z)
-        ys.append(np.full(c, k, dtype=np.int32))
-    X = np.vstack(xs) if xs else np.zeros((0, d))
-    y = np.concatenate(ys) if ys else np.zeros(0, np.int32)
-    order = rng.permutation(len(y))
-    out = {name: X[order, j].astype(dtype) for j, name in enumerate(names)}
-    out["component"] = y[order]
-    return out
-
-
+@register
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by EM on data larger than memory.
 
@@ -372,18 +313,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return cov.natural_params(*args)
 
     def _apply(self, X, what):
-        """Run ``_predict_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
+        """Run ``blocks.mixture_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
         check_is_fitted(self)
         Xd, x = prediction_rows(self, X)
         centre = self._centre()
         nat = self._natural(centre)
         if Xd is not None:
             if what == "proba":
-                return Xd.map_blocks(_predict_block, nat, centre, what, dtype=Xd.dtype,
+                return Xd.map_blocks(blocks.mixture_block, nat, centre, what, dtype=Xd.dtype,
                                      chunks=(Xd.chunks[0], (self.n_components,)))
             dtype = np.intp if what == "labels" else Xd.dtype
-            return Xd.map_blocks(_predict_block, nat, centre, what, dtype=dtype, drop_axis=1)
-        return _predict_block(x, nat, centre, what)
+            return Xd.map_blocks(blocks.mixture_block, nat, centre, what, dtype=dtype, drop_axis=1)
+        return blocks.mixture_block(x, nat, centre, what)
 
     def predict(self, X):
         """Most likely component of each row, shape (n_samples,)."""
@@ -497,7 +438,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             id_column = None
         centre = self._centre()
         nat = self._natural(centre)
-        part = dask.delayed(_prediction_part, pure=True)
+        part = dask.delayed(blocks.prediction_part, pure=True)
         return [part(x, i, nat, centre, id_column, proba, loglik, self.n_components) for x, i in zip(xb, ib)]
 
     def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
@@ -526,7 +467,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         w = np.asarray(self.weights_, np.float64)
         args = (w / w.sum(), np.asarray(self.means_, np.float64), np.asarray(self.covariances_, np.float64),
                 self.covariance_type, self._column_names(), np.asarray(self.means_).dtype)
-        part = dask.delayed(_sample_part, pure=True)
+        part = dask.delayed(blocks.sample_part, pure=True)
         parts = [part(n, seed, i, *args) for i, n in enumerate(rows_per_part(n_samples, n_parts))]
         return write_parts(path, parts, storage_options)
 
