@@ -745,12 +745,14 @@ class SampleRequest:
     Sampling without replacement uses exponential keys ``E_i / (w_i d(x_i))``
     (Efraimidis & Spirakis 2006) with ``E_i`` a function of ``(key, row)``
     only, and keeps the ``n_samples`` smallest: any chunking draws the same rows.
+    With ``finite_only``, rows holding NaN or ±inf are never drawn.
     """
 
     centres: np.ndarray
     n_samples: int
     key: int
     candidates: np.ndarray | None = None
+    finite_only: bool = False
 
     @property
     def level(self) -> int:
@@ -799,6 +801,8 @@ class SampleRequest:
         with np.errstate(divide="ignore", invalid="ignore"):
             keys = e / (hyp * w)
         keys[~(keys >= 0)] = np.inf  # 0/0 and negative weights never get drawn
+        if self.finite_only:
+            keys[:, ~np.isfinite(x64).all(axis=1)] = np.inf
         m = self.n_samples
         for h in range(keys.shape[0]):
             kh = keys[h]
