@@ -642,9 +642,11 @@ class MixtureRequest:
                     worst = _block_worst(per_row[j], blk, spec.n_worst)
                     prev = acc["worst"][i]
                     acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
-        part = scratch("moments", acc["S"].shape, dtype)
-        np.matmul(L, blk.T.T, out=part)
-        acc["S"] += part
+        # Sᵀ = T · Rᵀ rather than S = R · Tᵀ: OpenBLAS runs this orientation of the
+        # skinny product faster (measured 25 against 19 GFLOP/s for K=16, F=153, one thread)
+        part = scratch("moments", acc["S"].shape[::-1], dtype)
+        np.matmul(blk.T, L.T, out=part)
+        acc["S"] += part.T
         for i, z in diffs.items():
             r = L[self._bounds[i] : self._bounds[i + 1]]  # responsibilities (weighted)
             _precise_moments(acc["precise"][i], z, r, self.specs[i].covariance_type)
