@@ -774,7 +774,9 @@ class SampleRequest:
             "theta_c": theta(self.centres),
             "theta_h": theta(self.candidates),
             "potential": np.zeros(h),
-            "best": [None] * h,
+            "parts": [[] for _ in range(h)],
+            "count": [0] * h,
+            "cut": [np.inf] * h,
         }
 
     def update(self, acc, blk: Block) -> None:
@@ -808,27 +810,39 @@ class SampleRequest:
         m = self.n_samples
         for h in range(keys.shape[0]):
             kh = keys[h]
-            if kh.size > m:
-                idx = np.argpartition(kh, m - 1)[:m]
+            # only rows at or below the current m-th smallest key can still be drawn
+            idx = np.flatnonzero(kh <= acc["cut"][h])
+            if idx.size > m:
+                part = np.argpartition(kh[idx], m - 1)[:m]
                 # ties at the cut must not depend on block boundaries
-                cut = kh[idx].max()
-                idx = np.flatnonzero(kh <= cut)
-            else:
-                idx = np.arange(kh.size)
-            part = _smallest(kh[idx], blk.rows[idx], x64[idx], m)
-            prev = acc["best"][h]
-            if prev is not None:
-                part = _smallest(*(np.concatenate([a, b]) for a, b in zip(prev, part)), m)
-            acc["best"][h] = part
+                idx = idx[kh[idx] <= kh[idx[part]].max()]
+            if idx.size:
+                acc["parts"][h].append((kh[idx], blk.rows[idx], x64[idx]))
+                acc["count"][h] += idx.size
+            # merge lazily: sorting the kept rows at every block cost seconds per pass
+            if acc["count"][h] > 2 * m + 4096:
+                self._compact(acc, h)
+
+    def _compact(self, acc, h) -> None:
+        parts = acc["parts"][h]
+        if not parts:
+            return
+        kept = _smallest(*(np.concatenate(a) for a in zip(*parts)), self.n_samples)
+        acc["parts"][h] = [kept]
+        acc["count"][h] = len(kept[0])
+        if len(kept[0]) == self.n_samples:
+            acc["cut"][h] = kept[0][-1]
 
     def finish(self, acc, n_features, centre) -> SampleResult:
-        h = len(acc["best"])
+        h = len(acc["parts"])
         m = self.n_samples
         keys = np.full((h, m), np.inf)
         rows = np.full((h, m), -1, dtype=np.int64)
         points = np.zeros((h, m, n_features))
-        for i, part in enumerate(acc["best"]):
-            if part is not None:
+        for i in range(h):
+            self._compact(acc, i)
+            if acc["parts"][i]:
+                part = acc["parts"][i][0]
                 n = len(part[0])
                 keys[i, :n], rows[i, :n], points[i, :n] = part
         return SampleResult(acc["potential"].copy(), keys, rows, points)
