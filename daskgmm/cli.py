@@ -623,6 +623,7 @@ def cmd_update(o, log, metrics):
                 ckpt.clear()  # a fresh run must not pick up another run's progress
                 shutil.rmtree(snapshot, ignore_errors=True)
             ckpt.save([], extra={"update_model": snapshot})
+            metrics["resumed_steps"] = done
         t_fit = time.perf_counter()
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array

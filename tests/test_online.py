@@ -199,3 +199,106 @@ def test_bad_input():
             GaussianMixture(3, **{key: value}).partial_fit(x)
     with pytest.raises(ValueError, match="n_samples >= n_components"):
         GaussianMixture(3).partial_fit(x[:2])
+
+
+# ---------------------------------------------------------------------------
+# daskgmm update
+
+
+def _cli(tmp_path):
+    from daskgmm.cli import main
+
+    from .conftest import FAST, write_data
+
+    day1, day2 = tmp_path / "day1", tmp_path / "day2"
+    write_data(day1, n=1500, seed=0)
+    write_data(day2, n=1200, seed=1)
+    assert main(["fit", str(day1), "--columns", "f0,f1,f2", "--n-components", "3", "--seed", "0",
+                 "--model-out", str(tmp_path / "m1"), *FAST]) == 0
+    return main, FAST, day1, day2
+
+
+def test_cli_update_equals_partial_fit(tmp_path):
+    from daskgmm import read_parquet
+
+    main, fast, _, day2 = _cli(tmp_path)
+    metrics = tmp_path / "metrics.json"
+    assert main(["update", str(day2), "--model", str(tmp_path / "m1"), "--model-out", str(tmp_path / "m2"),
+                 "--passes", "2", "--metrics-out", str(metrics), "--predictions-out", str(tmp_path / "p"),
+                 "--id-column", "id", *fast]) == 0
+    m = json.loads(metrics.read_text())
+    assert m["status"] == "ok" and m["n_batches"] == 3 and m["n_rows_seen"] == 1500 + 2 * 1200
+    assert len(m["history"]) == 2 and (tmp_path / "m2" / "_SUCCESS").exists() and (tmp_path / "p" / "_SUCCESS").exists()
+    cli = load(tmp_path / "m2")
+    py = load(tmp_path / "m1")
+    X = read_parquet(str(day2), columns=["f0", "f1", "f2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a Dask array has no feature names
+        py.partial_fit(X).partial_fit(X)
+    assert cli.n_batches_ == py.n_batches_ == 3
+    np.testing.assert_allclose(cli.means_, py.means_, rtol=1e-10)
+    np.testing.assert_allclose(cli.covariances_, py.covariances_, rtol=1e-10)
+    assert list(cli.feature_names_in_) == ["f0", "f1", "f2"]
+    # in place: --model and --model-out the same directory, as a nightly job runs it
+    assert main(["update", str(day2), "--model", str(tmp_path / "m2"), "--model-out", str(tmp_path / "m2"),
+                 *fast]) == 0
+    assert load(tmp_path / "m2").n_batches_ == 4
+
+
+def test_cli_update_bad_input_exits_2_and_keeps_outputs(tmp_path, capsys):
+    import os
+
+    from .conftest import write_data
+
+    main, fast, _, day2 = _cli(tmp_path)
+    m1 = tmp_path / "m1"
+    before = {p: (m1 / p).read_bytes() for p in os.listdir(m1)}
+    bad = tmp_path / "bad"
+    write_data(bad, n=600, nan_row=17)
+    cases = [
+        (["update", str(bad), "--model", str(m1), "--model-out", str(m1)], "NaN"),
+        (["update", str(day2), "--model", str(m1), "--model-out", str(m1), "--columns", "f0,nope"], "no column 'nope'"),
+        (["update", str(day2), "--model", str(tmp_path / "none"), "--model-out", str(m1)], "no model here"),
+        (["update", str(day2), "--model", str(m1)], "--model-out is required"),
+        (["update", str(day2), "--model", str(m1), "--model-out", str(m1), "--passes", "0"], "--passes must be"),
+        (["update", str(day2), "--model", str(m1), "--model-out", str(m1), "--learning-decay", "0.3"],
+         "learning_decay"),
+        (["update", str(day2), "--model", str(m1), "--model-out", str(m1), "--resume"], "needs --checkpoint-dir"),
+    ]
+    for argv, match in cases:
+        rc = main([*argv, *fast])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert match in err, err
+    assert {p: (m1 / p).read_bytes() for p in os.listdir(m1)} == before
+
+
+@pytest.mark.slow
+def test_cli_update_resumes_from_its_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    from daskgmm.cli import _update_fingerprint
+    from daskgmm.io import open_parquet
+    from daskgmm.persist import Checkpoint, save_model
+
+    main, fast, _, day2 = _cli(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    common = ["update", str(day2), "--model", str(tmp_path / "m1"), *fast]
+    args = [*common, "--passes", "3", "--checkpoint-dir", str(ckpt)]
+    assert main([*args, "--model-out", str(tmp_path / "whole")]) == 0
+    assert not (ckpt / "checkpoint.npz").exists() and not (ckpt / "update-model").exists()
+    # what a 3-step job killed after its first step leaves: the checkpoint naming the job
+    # (written as it starts) and the model after the step
+    assert main([*common, "--passes", "1", "--model-out", str(tmp_path / "one")]) == 0
+    job = SimpleNamespace(model=str(tmp_path / "m1"), passes=3, dtype="float64", nan_policy="raise", chunk_rows=None)
+    src = open_parquet(str(day2), ["f0", "f1", "f2"])
+    Checkpoint(str(ckpt), _update_fingerprint(job, src, load(tmp_path / "m1"))).save([])
+    save_model(load(tmp_path / "one"), ckpt / "update-model")
+    metrics = tmp_path / "metrics.json"
+    assert main([*args, "--resume", "--model-out", str(tmp_path / "resumed"), "--metrics-out", str(metrics)]) == 0
+    m = json.loads(metrics.read_text())
+    assert "checkpoint_discarded" not in m and m["resumed_steps"] == 1 and len(m["history"]) == 3
+    whole, resumed = load(tmp_path / "whole"), load(tmp_path / "resumed")
+    assert resumed.n_batches_ == whole.n_batches_ == 4
+    np.testing.assert_array_equal(resumed.means_, whole.means_)
+    np.testing.assert_array_equal(resumed.covariances_, whole.covariances_)
