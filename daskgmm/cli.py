@@ -28,6 +28,7 @@ from daskgmm.config import (
     SAMPLE,
     SCORE,
     SELECT,
+    UPDATE,
     ConfigError,
     coerce,
     load_config,
@@ -52,6 +53,7 @@ COMMANDS = {
     SAMPLE: "draw rows from a saved model into Parquet, streaming",
     INFO: "describe a saved model",
     SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
+    UPDATE: "update a saved Gaussian mixture with new Parquet data by online EM (partial_fit) and save it",
 }
 
 
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd, text in COMMANDS.items():
         sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".", epilog=EXIT_DOC,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        if cmd in (FIT, PREDICT, SCORE, SELECT):
+        if cmd in (FIT, PREDICT, SCORE, SELECT, UPDATE):
             sp.add_argument("data", nargs="*", metavar="DATA",
                             help="Parquet file(s), directory, glob or fsspec URL (or 'data' in the config)")
         for opt in options_for(cmd):
@@ -124,12 +126,14 @@ def resolve(args) -> argparse.Namespace:
 
 def _require(o):
     need = {FIT: ["data", "model_out"], PREDICT: ["data", "model", "out"], SCORE: ["data", "model"],
-            SAMPLE: ["model", "n", "out"], INFO: ["model"], SELECT: ["data", "out"]}[o.command]
+            SAMPLE: ["model", "n", "out"], INFO: ["model"], SELECT: ["data", "out"],
+            UPDATE: ["data", "model", "model_out"]}[o.command]
     for key in need:
         if getattr(o, key) in (None, [], ""):
             flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
             raise UsageError(f"daskgmm {o.command}: {flag} is required (or '{key}' in the config)")
-    for key in ("n_components", "n_init", "max_iter", "n", "chunk_rows", "n_workers", "threads_per_worker"):
+    for key in ("n_components", "n_init", "max_iter", "n", "chunk_rows", "n_workers", "threads_per_worker",
+                "passes"):
         v = getattr(o, key, None)
         if v is not None and v < (0 if key == "max_iter" else 1):
             raise UsageError(f"daskgmm {o.command}: --{key.replace('_', '-')} must be at least "
@@ -147,13 +151,13 @@ def _require(o):
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'daskgmm[plot]'") from None
     if getattr(o, "resume", False) and not getattr(o, "checkpoint_dir", None):
-        raise UsageError("daskgmm fit: --resume needs --checkpoint-dir")
+        raise UsageError(f"daskgmm {o.command}: --resume needs --checkpoint-dir")
     tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
     if any(tls) and not getattr(o, "scheduler", None):
         raise UsageError(f"daskgmm {o.command}: --tls-* options need --scheduler tls://HOST:PORT")
     outs = [p for p in (getattr(o, "model_out", None), getattr(o, "predictions_out", None)) if p]
     if len(outs) == 2 and _overlap(*outs):
-        raise UsageError("daskgmm fit: --model-out and --predictions-out must be separate directories")
+        raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be separate directories")
 
 
 def _overlap(a, b) -> bool:
@@ -563,8 +567,116 @@ def cmd_select(o, log, metrics):
     return EXIT_OK
 
 
+def _update_fingerprint(o, src, est) -> dict:
+    """What an update's checkpoint belongs to: the data, the model it started from, the steps."""
+    with open(os.path.join(o.model, "model.json"), "rb") as f:
+        model = hashlib.sha256(f.read()).hexdigest()[:16]
+    chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
+    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
+            "model": model, "passes": o.passes, "learning_decay": est.learning_decay,
+            "learning_offset": est.learning_offset, "dtype": o.dtype, "nan_policy": o.nan_policy,
+            "chunk_rows": o.chunk_rows}
+
+
+def cmd_update(o, log, metrics):
+    """Online EM steps of DATA on the model at --model; outputs as ``fit`` writes them.
+
+    With --checkpoint-dir the model after every step is saved there (model files, written
+    atomically) beside a checkpoint that names the job; --resume continues a killed job from
+    its last step (the steps done are the saved model's batches minus the input model's).
+    """
+    import shutil
+
+    from daskgmm.io import StagedOutput, commit_together, write_parts_into
+    from daskgmm.persist import Checkpoint, load_model, save_model, write_model_files
+
+    t_start = time.perf_counter()
+    box: dict = {}
+    with contextlib.ExitStack() as locks, _cluster(o, log, box):
+        _check_outputs(o, locks)
+        est, src = _model_source(o, log)
+        box["src"] = src
+        for key in ("learning_decay", "learning_offset"):
+            if getattr(o, key) is not None:
+                est.set_params(**{key: getattr(o, key)})
+        log(f"model: {est.n_components} component(s), {est.n_batches_} batch(es) and {est.n_rows_seen_:,} rows "
+            f"seen; data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
+            f"{src.X.numblocks[0]} chunk(s)")
+        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
+                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0],
+                       n_batches_before=est.n_batches_)
+        base, done, ckpt, snapshot = est.n_batches_, 0, None, None
+        if o.checkpoint_dir:
+            ckpt = Checkpoint(o.checkpoint_dir, _update_fingerprint(o, src, est))
+            snapshot = os.path.join(o.checkpoint_dir, "update-model")
+            stale = ckpt.stale() if o.resume else None
+            if stale:
+                log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
+                metrics["checkpoint_discarded"] = stale
+            resumable = o.resume and not stale and os.path.exists(ckpt.path)
+            if resumable and os.path.exists(os.path.join(snapshot, "model.json")):
+                saved = load_model(snapshot)
+                if 0 <= saved.n_batches_ - base <= o.passes:
+                    est, done = saved, saved.n_batches_ - base
+                    log(f"resumed from checkpoint after {done} step(s)")
+            if not resumable:
+                ckpt.clear()  # a fresh run must not pick up another run's progress
+                shutil.rmtree(snapshot, ignore_errors=True)
+            ckpt.save([], extra={"update_model": snapshot})
+            metrics["resumed_steps"] = done
+        t_fit = time.perf_counter()
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            for _ in range(done, o.passes):
+                est.partial_fit(src.X)
+                h = est.history_[-1]
+                log(f"step {est.n_batches_ - 1}: loglik {h['lower_bound']:.6f} (before the step), "
+                    f"eta {h['eta']:.4f}, {h['seconds']:.2f} s")
+                for e in h["events"]:
+                    log(f"          {e}")
+                if ckpt is not None:
+                    save_model(est, snapshot)
+        update_seconds = time.perf_counter() - t_fit
+        rows = None
+        # model and predictions are staged, then swapped in together (one commit), as by fit
+        outs = [StagedOutput(o.model_out)] + ([StagedOutput(o.predictions_out)] if o.predictions_out else [])
+        try:
+            for out in outs:
+                out.begin()
+            write_model_files(est, outs[0].fs, outs[0].staging)
+            if o.predictions_out:
+                parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                              loglik=o.loglik)
+                rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
+            commit_together(outs)
+        except BaseException:
+            for out in outs:
+                out.abort()
+            raise
+        finally:
+            for out in outs:
+                out.release()
+        log(f"model written to {o.model_out} ({est.n_batches_} batch(es), {est.n_rows_seen_:,} rows seen)")
+        if rows is not None:
+            log(f"{rows:,} predictions written to {o.predictions_out}")
+        if ckpt is not None:
+            ckpt.clear()  # the job is done: tomorrow's run starts afresh
+            shutil.rmtree(snapshot, ignore_errors=True)
+            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        steps = est.history_[-o.passes:]  # this job's steps
+        metrics.update(
+            passes=o.passes, n_batches=est.n_batches_, n_rows_seen=est.n_rows_seen_, lower_bound=est.lower_bound_,
+            history=steps, learning_decay=est.learning_decay, learning_offset=est.learning_offset,
+            update_seconds=update_seconds, total_seconds=time.perf_counter() - t_start,
+            n_components=est.n_components, covariance_type=est.covariance_type, weights=est.weights_,
+            model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
+        )
+    return EXIT_OK
+
+
 HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sample, INFO: cmd_info,
-            SELECT: cmd_select}
+            SELECT: cmd_select, UPDATE: cmd_update}
 
 
 def _write_metrics(path, metrics):

@@ -34,15 +34,16 @@ class Opt:
 
 
 FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT = "fit", "predict", "score", "sample", "info", "select"
-_CLUSTER = (FIT, PREDICT, SCORE, SAMPLE, SELECT)
-_DATA = (FIT, PREDICT, SCORE, SELECT)
+UPDATE = "update"
+_CLUSTER = (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE)
+_DATA = (FIT, PREDICT, SCORE, SELECT, UPDATE)
 
 OPTIONS = [
     # data
     Opt("columns", "list", None, "feature columns, comma-separated (default: all but the id column)", _DATA,
         metavar="A,B,..."),
     Opt("id_column", "str", None, "a column carried into the predictions, to join them back (never a feature)",
-        (FIT, PREDICT, SELECT),
+        (FIT, PREDICT, SELECT, UPDATE),
         metavar="COL"),
     Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32")),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, or drop them", _DATA,
@@ -69,19 +70,24 @@ OPTIONS = [
         choices=("raise", "reinit")),
     Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE, SELECT), metavar="S"),
     # outputs
-    Opt("model_out", "str", None, "directory to write the fitted model to (required)", (FIT,), metavar="DIR"),
-    Opt("predictions_out", "str", None, "also write predictions of the training data here", (FIT,), metavar="DIR"),
-    Opt("proba", "bool", False, "write proba_0..proba_{K-1} with the predictions", (FIT, PREDICT)),
-    Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT)),
-    Opt("checkpoint_dir", "str", None, "save EM progress here after every iteration", (FIT,), metavar="DIR"),
-    Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one", (FIT,)),
-    Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers", (FIT, SCORE, SELECT),
-        metavar="FILE"),
+    Opt("model_out", "str", None, "directory to write the fitted model to (required)", (FIT, UPDATE),
+        metavar="DIR"),
+    Opt("predictions_out", "str", None, "also write predictions of the training data here", (FIT, UPDATE),
+        metavar="DIR"),
+    Opt("proba", "bool", False, "write proba_0..proba_{K-1} with the predictions", (FIT, PREDICT, UPDATE)),
+    Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT, UPDATE)),
+    Opt("checkpoint_dir", "str", None, "save EM progress here after every iteration", (FIT, UPDATE),
+        metavar="DIR"),
+    Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one",
+        (FIT, UPDATE)),
+    Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers",
+        (FIT, SCORE, SELECT, UPDATE), metavar="FILE"),
     Opt("plot", "str", None, "write a PNG picture of the fit (needs matplotlib: pip install daskgmm[plot])",
         (FIT, SELECT), metavar="FILE.png"),
-    Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE, SELECT)),
-    # predict / score / sample / info
-    Opt("model", "str", None, "directory of a saved model (required)", (PREDICT, SCORE, SAMPLE, INFO), metavar="DIR"),
+    Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE)),
+    # predict / score / sample / info / update
+    Opt("model", "str", None, "directory of a saved model (required)", (PREDICT, SCORE, SAMPLE, INFO, UPDATE),
+        metavar="DIR"),
     Opt("out", "str", None, "output directory (required)", (PREDICT, SAMPLE, SELECT), metavar="DIR"),
     Opt("n", "int", None, "number of rows to draw (required)", (SAMPLE,), short="-n", metavar="N"),
     Opt("json", "bool", False, "print the model's JSON metadata", (INFO,)),
@@ -92,6 +98,13 @@ OPTIONS = [
         metavar="T,T"),
     Opt("criterion", "choice", "bic", "what picks the best model (lower is better)", (SELECT,),
         choices=("bic", "aic")),
+    # update
+    Opt("passes", "int", 1, "online EM steps over DATA (each one pass, one batch of the model's count)",
+        (UPDATE,), metavar="N"),
+    Opt("learning_decay", "float", None, "decay of the step sizes eta_t = (t + offset) ** -decay, in (0.5, 1] "
+        "(default: the model's, 0.7 unless set)", (UPDATE,), metavar="A"),
+    Opt("learning_offset", "float", None, "offset t0 of the step sizes (default: the model's, 10 unless set)",
+        (UPDATE,), metavar="T0"),
     # cluster
     Opt("scheduler", "str", None, "address of a running Dask scheduler (default: an embedded LocalCluster "
         "on 127.0.0.1)", _CLUSTER, metavar="ADDRESS"),

@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm import fitting
-from daskgmm.init import INIT_METHODS, check_random_state
+from daskgmm.init import INIT_METHODS, check_random_state, restart_seeds
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import predict as blocks
 from daskgmm.persist import register
@@ -82,6 +82,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         pass (out of core). "auto" keeps it when it takes under 40% of memory.
     chunk_size : int, optional
         Rows per chunk when the input is in memory (NumPy, pandas).
+    learning_decay : float, default=0.7
+        The decay of the step sizes ``η_t = (t + learning_offset) ** -learning_decay`` of
+        :meth:`partial_fit`, in (0.5, 1] (where stepwise EM converges, Cappé &
+        Moulines 2009); smaller forgets old batches faster.
+    learning_offset : float, default=10.0
+        ``t0`` of the step sizes (at least 0); larger damps the early steps.
 
     Attributes
     ----------
@@ -98,7 +104,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Lower bound at each iteration of the best run.
     history_ : list of dict
         Per iteration of the best run: ``iteration``, ``lower_bound``,
-        ``change``, ``seconds`` (wall time of the pass) and ``events``.
+        ``change``, ``seconds`` (wall time of the pass) and ``events``; each
+        :meth:`partial_fit` step appends one entry, with ``batch``, ``rows`` and ``eta``.
     restarts_ : list of dict
         ``lower_bound``, ``n_iter``, ``converged`` of every restart.
     init_seconds_ : float
@@ -106,6 +113,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     init_passes_, n_passes_ : int
         Passes over the data for the initialisation (the first scan included),
         and in all.
+    n_batches_ : int
+        Batches the model has learnt from: ``fit`` counts as one, each
+        :meth:`partial_fit` step as one more (its ``t``).
+    n_rows_seen_ : int
+        Rows of all those batches.
+    online_stats_ : SuffStats
+        The running sufficient statistics of :meth:`partial_fit` (per unit
+        weight); absent after ``fit``, where the fitted model's own statistics
+        (:func:`daskgmm.fitting.model_statistics`) stand in for them.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Column names, when the input had string column names.
@@ -130,6 +146,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "on_collapse": [Options("raise", "reinit")],
         "cache": [Options("auto", "memory", "none")],
         "chunk_size": [Interval(int, 1, None), NONE],
+        "learning_decay": [Interval(float, 0.5, 1.0, closed="right")],
+        "learning_offset": [Interval(float, 0.0, None)],
     }
 
     def __init__(
@@ -154,6 +172,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         on_collapse="raise",
         cache="auto",
         chunk_size=None,
+        learning_decay=fitting.LEARNING_DECAY,
+        learning_offset=fitting.LEARNING_OFFSET,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -174,6 +194,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.on_collapse = on_collapse
         self.cache = cache
         self.chunk_size = chunk_size
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # ------------------------------------------------------------------ fit
     def _check_update_params(self):
@@ -261,12 +283,100 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             setattr(self, name, value)
         self.init_seconds_, self.init_passes_, self.n_passes_ = fit.init_seconds, fit.init_passes, fit.n_passes
         self.n_features_in_ = d
+        # the fit counts as one batch: a later partial_fit continues from it with eta_1
+        self.n_batches_, self.n_rows_seen_ = 1, int(n)
+        if hasattr(self, "online_stats_"):
+            del self.online_stats_
         if not self.converged_ and self.max_iter > 0:
             warn_convergence(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data."
             )
         return data
+
+    # ------------------------------------------------------------ online EM
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One step of stepwise (online) EM on a batch: one pass over it.
+
+        The batch's sufficient statistics under the current parameters are
+        blended into running ones, ``s ← (1 - η_t) s + η_t s_batch`` per unit of
+        sample weight (so batches may differ in size), with
+        ``η_t = (t + learning_offset) ** -learning_decay`` for the ``t``-th batch,
+        then the M-step sets the parameters from them (Cappé & Moulines 2009;
+        Liang & Klein 2009). The first call initialises as ``fit`` does on the
+        batch (``init_params``, the ``*_init`` arrays, ``n_init`` starts, of which
+        the one most likely on the batch is kept) and takes ``η_0 = 1``; after
+        ``fit`` (which counts as the first batch) or loading a saved model, the
+        step continues from the model.
+
+        Parameters
+        ----------
+        X : array-like, pandas DataFrame, dask Array or dask DataFrame, shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like or dask Array of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "means_")
+        name = type(self).__name__
+        self._validate_params()
+        self._check_update_params()
+        params = fitting.MixtureParams.of(self.get_params())
+        if first:
+            data, scan, info = self._prepare(X, sample_weight)
+            k, d = self.n_components, data.n_features
+            if data.n_rows < k:
+                raise ValueError(
+                    f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {data.n_rows}"
+                )
+            given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
+                                                     params, d)
+            seeds = restart_seeds(self.random_state, self.n_init)
+            t0 = time.perf_counter()
+            states = fitting.initial_states(data, scan, [(params, s) for s in seeds], given)
+            self.init_seconds_ = time.perf_counter() - t0
+            running, t, centre, seen = None, 0, scan.mean, 0
+        else:
+            check_is_fitted(self)
+            data, _, info = prepare_rows(X, sample_weight, name, cache="none", chunk_size=self.chunk_size,
+                                         min_samples=1, estimator=self, reset=False, scan=False)
+            states = [fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
+                                         params, data.dtype)]
+            running = getattr(self, "online_stats_", None)
+            if running is None:  # after fit or a model saved by fit: the model stands for its data
+                running = fitting.model_statistics(states[0], loglik=self.lower_bound_)
+            t, centre, seen = int(self.n_batches_), self._centre(), int(self.n_rows_seen_)
+        names = info["feature_names"] if first else getattr(self, "feature_names_in_", None)
+        step = fitting.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
+                                   learning_offset=self.learning_offset, feature_names=names, name=name)
+        st = step.state
+        dtype = data.dtype
+        self.weights_ = st.weights.astype(dtype)
+        self.means_ = st.means.astype(dtype)
+        self.covariances_ = st.covariances.astype(dtype)
+        self.precisions_cholesky_ = np.asarray(st.precisions_cholesky).astype(dtype)
+        self.precisions_ = cov.precisions_from_cholesky(st.precisions_cholesky, st.covariance_type).astype(dtype)
+        self.online_stats_ = step.stats
+        self.n_batches_, self.n_rows_seen_ = t + 1, seen + step.rows
+        previous = getattr(self, "lower_bound_", -np.inf) if not first else -np.inf
+        # no convergence test: stepwise EM runs for as long as batches come
+        self.converged_ = False
+        self.n_iter_ = (0 if first else int(self.n_iter_)) + 1
+        self.lower_bound_ = step.loglik
+        self.lower_bounds_ = ([] if first else list(self.lower_bounds_)) + [step.loglik]
+        self.history_ = ([] if first else list(self.history_)) + [{
+            "iteration": self.n_iter_, "lower_bound": step.loglik, "change": step.loglik - previous,
+            "seconds": step.seconds, "events": list(st.events), "batch": self.n_batches_, "rows": step.rows,
+            "eta": step.eta,
+        }]
+        if first:
+            self.restarts_ = []
+            self.init_passes_, self.n_passes_ = data.passes - 1, data.passes
+        else:
+            self.n_passes_ = int(getattr(self, "n_passes_", 0)) + data.passes
+        return self
 
     # ------------------------------------------------------------- verbose
     def _verbose_start(self, n_runs):
@@ -505,7 +615,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "restarts": getattr(self, "restarts_", []),
                 "init_seconds": float(getattr(self, "init_seconds_", 0.0)),
             },
+            "online": {
+                "n_batches": int(getattr(self, "n_batches_", 1)),
+                "n_rows_seen": int(getattr(self, "n_rows_seen_", 0)),
+            },
         }
+        stats = getattr(self, "online_stats_", None)
+        if stats is not None:
+            # the running statistics, so that a loaded model continues exactly (float64 always)
+            arrays.update(online_n=stats.n, online_s1=stats.s1, online_s2=stats.s2, online_shift=stats.shift)
+            meta["online"].update(loglik=float(stats.loglik), weight=float(stats.weight), rows=int(stats.rows))
         return arrays, meta
 
     def import_state(self, arrays, meta):
@@ -553,3 +672,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_features_in_ = d
         if meta.get("columns") is not None:
             self.feature_names_in_ = np.asarray(meta["columns"], dtype=object)
+        online = meta.get("online") or {}
+        # files written before partial_fit existed hold a fitted model: one batch
+        self.n_batches_ = int(online.get("n_batches", 1))
+        self.n_rows_seen_ = int(online.get("n_rows_seen", 0))
+        if hasattr(self, "online_stats_"):
+            del self.online_stats_
+        if "online_n" in arrays:
+            self.online_stats_ = self._online_stats(arrays, online, k, d, ct)
+
+    def _online_stats(self, arrays, online, k, d, ct):
+        """The running statistics saved by :meth:`export_state`, checked."""
+        from daskgmm.kernels import SuffStats
+
+        n, s1, s2 = (np.asarray(arrays[f"online_{a}"], np.float64) for a in ("n", "s1", "s2"))
+        shift = np.asarray(arrays["online_shift"], np.float64)
+        s2_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+        for name, a, shape in (("online_n", n, (k,)), ("online_s1", s1, (k, d)), ("online_s2", s2, s2_shape)):
+            if a.shape != shape:
+                raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
+        if shift.shape not in ((d,), (k, d)):
+            raise ValueError(f"online_shift has shape {shift.shape}, expected ({d},) or ({k}, {d})")
+        if not all(np.all(np.isfinite(a)) for a in (n, s1, s2, shift)):
+            raise ValueError("the running statistics hold NaN or infinite values")
+        return SuffStats(n=n, s1=s1, s2=s2, loglik=float(online.get("loglik", 0.0)),
+                         weight=float(online.get("weight", 1.0)), rows=int(online.get("rows", 0)), shift=shift,
+                         covariance_type=ct)

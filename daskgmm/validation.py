@@ -389,32 +389,48 @@ def _weights_array(sample_weight, Xd):
     return w.astype(np.float64)
 
 
-def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None):
+def check_scan(scan, feature_names, name) -> None:
+    """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight."""
+    check_finite(scan, feature_names)
+    if scan.weight <= 0:
+        raise ValueError(
+            "Sample weights must contain at least one non-zero number. "
+            f"{name} got sample_weight with a sum of {scan.weight:g}."
+        )
+
+
+def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None,
+                 reset=True, scan=True):
     """Validated input as :class:`daskgmm.engine.ChunkedData`, with its first scan done.
 
     Parameters
     ----------
     estimator : estimator, optional
-        Its ``n_features_in_``/``feature_names_in_`` are set from X (a fit).
+        Its ``n_features_in_``/``feature_names_in_`` are set from X (``reset``, a
+        fit) or checked against X.
+    reset : bool
+        Set (True) or check (False) the estimator's features.
+    scan : bool
+        Run the first scan now. Without it (``partial_fit``: one pass in all), in-memory
+        input is checked for non-finite values here and the caller runs a
+        ``ScanRequest`` in its own pass and checks it with :func:`check_scan`.
 
     Returns
     -------
     data : ChunkedData
-    scan : ScanResult
+    scan : ScanResult or None
         Rows, weighted mean and variance (non-finite values already rejected).
     info : dict
         See :func:`check_rows`.
     """
     from daskgmm.engine import ChunkedData
 
-    Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size, estimator=estimator)
+    Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size, estimator=estimator,
+                          reset=reset, finite=not scan)
     w = None if sample_weight is None else _weights_array(sample_weight, Xd)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
-    scan = data.scan()
-    check_finite(scan, info["feature_names"])
-    if scan.weight <= 0:
-        raise ValueError(
-            "Sample weights must contain at least one non-zero number. "
-            f"{name} got sample_weight with a sum of {scan.weight:g}."
-        )
-    return data, scan, info
+    if not scan:
+        return data, None, info
+    result = data.scan()
+    check_scan(result, info["feature_names"], name)
+    return data, result, info

@@ -1,0 +1,304 @@
+"""Online EM: ``GaussianMixture.partial_fit`` (stepwise EM on sufficient statistics) and ``daskgmm update``."""
+
+import json
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from daskgmm import GaussianMixture, fitting, load
+from daskgmm.kernels import SuffStats
+from daskgmm.validation import InvalidParameterError
+
+MEANS = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 4.0, 2.0]])
+MIX = np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.2], [0.0, 0.0, 0.7]])
+
+
+def draw(n, rng, shift=0.0):
+    means = MEANS.copy()
+    means[:, 0] += shift
+    labels = rng.integers(3, size=n)
+    return means[labels] + rng.normal(size=(n, 3)) @ MIX
+
+
+def direct_stats(X, r, shift, covariance_type):
+    """Statistics of rows X with responsibilities r about ``shift``, the slow way."""
+    xc = X[None, :, :] - np.broadcast_to(shift, (r.shape[1], X.shape[1]))[:, None, :]  # (K, N, D)
+    n = r.sum(axis=0)
+    s1 = np.einsum("nk,knd->kd", r, xc)
+    full = np.einsum("nk,kni,knj->kij", r, xc, xc)
+    s2 = {"full": full, "tied": full.sum(axis=0), "diag": np.einsum("kii->ki", full),
+          "spherical": np.einsum("kii->k", full)}[covariance_type]
+    return SuffStats(n=n, s1=s1, s2=s2, loglik=-1.5 * len(X), weight=float(len(X)), rows=len(X),
+                     shift=np.asarray(shift, float), covariance_type=covariance_type)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("new_shift", ["common", "per_component"])
+def test_recentre_is_exact(covariance_type, new_shift):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3)) * 2 + 5
+    r = rng.dirichlet(np.ones(3), size=200)
+    a = direct_stats(X, r, X.mean(axis=0), covariance_type)
+    target = rng.normal(size=3) if new_shift == "common" else rng.normal(size=(3, 3)) + 5
+    got, want = fitting.recentre(a, target), direct_stats(X, r, target, covariance_type)
+    for name in ("n", "s1", "s2", "shift"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12, atol=1e-9)
+    assert fitting.recentre(a, a.shift) is a
+
+
+def test_blend_is_per_unit_weight_about_the_batch_shift():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 3))
+    r = rng.dirichlet(np.ones(2), size=300)
+    running = fitting.scale_stats(direct_stats(X[:100], r[:100], np.zeros(3), "full"), 1 / 100)
+    batch = direct_stats(X[100:], r[100:], X[100:].mean(axis=0), "full")
+    out = fitting.blend(running, batch, 0.25)
+    assert out.weight == 1.0 and out.rows == 300
+    np.testing.assert_array_equal(out.shift, batch.shift)
+    # the same rows twice (twice the weight) blend to the same per-unit statistics
+    twice = fitting.scale_stats(batch, 2.0)
+    np.testing.assert_allclose(fitting.blend(running, twice, 0.25).s2, out.s2, rtol=1e-13)
+    ref = fitting.recentre(running, batch.shift)
+    np.testing.assert_allclose(out.s1, 0.75 * ref.s1 + 0.25 * batch.s1 / 200, rtol=1e-12)
+    with pytest.raises(ValueError, match="first batch needs eta = 1"):
+        fitting.blend(None, batch, 0.5)
+
+
+def test_step_size_schedule():
+    assert fitting.step_size(0) == 1.0
+    assert fitting.step_size(1) == pytest.approx(11 ** -0.7)
+    assert fitting.step_size(5, 1.0, 0.0) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_model_statistics_give_back_the_model(covariance_type):
+    X = draw(3000, np.random.default_rng(3))
+    g = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    state = fitting.warm_state(g.weights_, g.means_, g.covariances_, g.precisions_cholesky_,
+                               fitting.MixtureParams.of(g.get_params()), np.float64)
+    back = state.update(fitting.scale_stats(fitting.model_statistics(state), 1000.0))
+    np.testing.assert_allclose(back.means, g.means_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(back.covariances, g.covariances_, rtol=1e-9)
+    np.testing.assert_allclose(back.weights, g.weights_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_stream_of_50_batches_matches_batch_em(covariance_type):
+    rng = np.random.default_rng(0)
+    batches = [draw(int(n), rng) for n in rng.integers(500, 1500, size=50)]  # batches of different sizes
+    held_out = draw(20000, np.random.default_rng(99))
+    online = GaussianMixture(3, covariance_type=covariance_type, random_state=0)
+    for b in batches:
+        online.partial_fit(b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batch = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(np.vstack(batches))
+    assert online.n_batches_ == 50 and online.n_rows_seen_ == sum(map(len, batches))
+    assert len(online.history_) == 50 and online.history_[-1]["eta"] == pytest.approx(59 ** -0.7)
+    assert abs(online.score(held_out) - batch.score(held_out)) < 0.05
+
+
+def test_drifting_stream_is_tracked():
+    rng = np.random.default_rng(4)
+    drift = 0.02  # of the first coordinate of every mean, per batch
+    g = GaussianMixture(3, random_state=0, learning_decay=0.6, learning_offset=1.0)
+    for t in range(60):
+        g.partial_fit(draw(1000, rng, shift=drift * t))
+        if t == 9:
+            frozen = g.means_.copy()
+    now = MEANS.copy()
+    now[:, 0] += drift * 59
+
+    def error(means):  # worst distance of a true mean to its nearest fitted one
+        return np.sqrt(((now[:, None, :] - means[None]) ** 2).sum(axis=2)).min(axis=1).max()
+
+    assert error(g.means_) < 0.4 < 0.9 < error(frozen)
+
+
+def test_dask_batches_equal_numpy_batches():
+    rng = np.random.default_rng(5)
+    batches = [draw(800, rng) for _ in range(4)]
+    a, b = GaussianMixture(3, random_state=0), GaussianMixture(3, random_state=0)
+    for x in batches:
+        a.partial_fit(x)
+        b.partial_fit(da.from_array(x, chunks=(300, 3)))
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-9)
+    np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=1e-9)
+    # a continuing step is one pass over the batch
+    passes = b.n_passes_
+    b.partial_fit(da.from_array(batches[0], chunks=(300, 3)))
+    assert b.n_passes_ == passes + 1
+
+
+def test_sample_weight_counts_as_repeated_rows():
+    rng = np.random.default_rng(6)
+    first, x = draw(1000, rng), draw(400, rng)
+    a, b = GaussianMixture(3, random_state=0), GaussianMixture(3, random_state=0)
+    a.partial_fit(first)
+    b.partial_fit(first)
+    a.partial_fit(np.vstack([x, x]))
+    b.partial_fit(x, sample_weight=np.full(len(x), 2.0))
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-10)
+    np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=1e-10)
+
+
+def test_fit_then_partial_fit_continues():
+    rng = np.random.default_rng(7)
+    X = draw(5000, rng)
+    g = GaussianMixture(3, random_state=0, tol=1e-10, max_iter=500).fit(X)
+    assert g.n_batches_ == 1 and g.n_rows_seen_ == 5000 and not hasattr(g, "online_stats_")
+    means = g.means_.copy()
+    # the fitted model is a fixed point of EM on its data: a step on the same data barely moves it
+    g.partial_fit(X)
+    np.testing.assert_allclose(g.means_, means, atol=1e-5)
+    assert g.n_batches_ == 2 and g.n_rows_seen_ == 10000 and g.history_[-1]["eta"] == pytest.approx(11 ** -0.7)
+    # a step on other data moves it by eta_2 of the way towards that data's model
+    shifted = X + np.array([1.0, 0.0, 0.0])
+    g.partial_fit(shifted)
+    moved = g.means_[:, 0] - means[:, 0]
+    assert np.all((moved > 0.5 * 12 ** -0.7) & (moved < 1.5 * 12 ** -0.7))
+
+
+def test_save_load_continue_is_exact(tmp_path):
+    rng = np.random.default_rng(8)
+    batches = [draw(700, rng) for _ in range(6)]
+    g = GaussianMixture(3, covariance_type="tied", random_state=0, learning_decay=0.8)
+    for b in batches[:5]:
+        g.partial_fit(b)
+    g.save(tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert doc["online"]["n_batches"] == 5 and doc["params"]["learning_decay"] == 0.8
+    h = load(tmp_path / "m")
+    assert h.n_batches_ == 5 and h.n_rows_seen_ == 3500 and h.learning_decay == 0.8
+    g.partial_fit(batches[5])
+    h.partial_fit(batches[5])
+    np.testing.assert_array_equal(h.means_, g.means_)
+    np.testing.assert_array_equal(h.covariances_, g.covariances_)
+    np.testing.assert_array_equal(h.online_stats_.s2, g.online_stats_.s2)
+
+
+def test_bad_input():
+    rng = np.random.default_rng(9)
+    x = draw(500, rng)
+    g = GaussianMixture(3, random_state=0).partial_fit(x)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        g.partial_fit(bad)
+    with pytest.raises(ValueError, match="column 1: 1 value"):
+        g.partial_fit(da.from_array(bad, chunks=(100, 3)))
+    with pytest.raises(ValueError, match="3 features"):
+        g.partial_fit(x[:, :2])
+    with pytest.raises(ValueError, match="sum of 0"):
+        g.partial_fit(da.from_array(x, chunks=(100, 3)), sample_weight=np.zeros(len(x)))
+    assert g.n_batches_ == 1  # nothing was stepped
+    for key, value in (("learning_decay", 0.5), ("learning_decay", 1.2), ("learning_offset", -1.0)):
+        with pytest.raises(InvalidParameterError, match=key):
+            GaussianMixture(3, **{key: value}).partial_fit(x)
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        GaussianMixture(3).partial_fit(x[:2])
+
+
+# ---------------------------------------------------------------------------
+# daskgmm update
+
+
+def _cli(tmp_path):
+    from daskgmm.cli import main
+
+    from .conftest import FAST, write_data
+
+    day1, day2 = tmp_path / "day1", tmp_path / "day2"
+    write_data(day1, n=1500, seed=0)
+    write_data(day2, n=1200, seed=1)
+    assert main(["fit", str(day1), "--columns", "f0,f1,f2", "--n-components", "3", "--seed", "0",
+                 "--model-out", str(tmp_path / "m1"), *FAST]) == 0
+    return main, FAST, day1, day2
+
+
+def test_cli_update_equals_partial_fit(tmp_path):
+    from daskgmm import read_parquet
+
+    main, fast, _, day2 = _cli(tmp_path)
+    metrics = tmp_path / "metrics.json"
+    assert main(["update", str(day2), "--model", str(tmp_path / "m1"), "--model-out", str(tmp_path / "m2"),
+                 "--passes", "2", "--metrics-out", str(metrics), "--predictions-out", str(tmp_path / "p"),
+                 "--id-column", "id", *fast]) == 0
+    m = json.loads(metrics.read_text())
+    assert m["status"] == "ok" and m["n_batches"] == 3 and m["n_rows_seen"] == 1500 + 2 * 1200
+    assert len(m["history"]) == 2 and (tmp_path / "m2" / "_SUCCESS").exists() and (tmp_path / "p" / "_SUCCESS").exists()
+    cli = load(tmp_path / "m2")
+    py = load(tmp_path / "m1")
+    X = read_parquet(str(day2), columns=["f0", "f1", "f2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a Dask array has no feature names
+        py.partial_fit(X).partial_fit(X)
+    assert cli.n_batches_ == py.n_batches_ == 3
+    np.testing.assert_allclose(cli.means_, py.means_, rtol=1e-10)
+    np.testing.assert_allclose(cli.covariances_, py.covariances_, rtol=1e-10)
+    assert list(cli.feature_names_in_) == ["f0", "f1", "f2"]
+    # in place: --model and --model-out the same directory, as a nightly job runs it
+    assert main(["update", str(day2), "--model", str(tmp_path / "m2"), "--model-out", str(tmp_path / "m2"),
+                 *fast]) == 0
+    assert load(tmp_path / "m2").n_batches_ == 4
+
+
+def test_cli_update_bad_input_exits_2_and_keeps_outputs(tmp_path, capsys):
+    import os
+
+    from .conftest import write_data
+
+    main, fast, _, day2 = _cli(tmp_path)
+    m1 = tmp_path / "m1"
+    before = {p: (m1 / p).read_bytes() for p in os.listdir(m1)}
+    bad = tmp_path / "bad"
+    write_data(bad, n=600, nan_row=17)
+    cases = [
+        (["update", str(bad), "--model", str(m1), "--model-out", str(m1)], "NaN"),
+        (["update", str(day2), "--model", str(m1), "--model-out", str(m1), "--columns", "f0,nope"], "no column 'nope'"),
+        (["update", str(day2), "--model", str(tmp_path / "none"), "--model-out", str(m1)], "no model here"),
+        (["update", str(day2), "--model", str(m1)], "--model-out is required"),
+        (["update", str(day2), "--model", str(m1), "--model-out", str(m1), "--passes", "0"], "--passes must be"),
+        (["update", str(day2), "--model", str(m1), "--model-out", str(m1), "--learning-decay", "0.3"],
+         "learning_decay"),
+        (["update", str(day2), "--model", str(m1), "--model-out", str(m1), "--resume"], "needs --checkpoint-dir"),
+    ]
+    for argv, match in cases:
+        rc = main([*argv, *fast])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert match in err, err
+    assert {p: (m1 / p).read_bytes() for p in os.listdir(m1)} == before
+
+
+@pytest.mark.slow
+def test_cli_update_resumes_from_its_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    from daskgmm.cli import _update_fingerprint
+    from daskgmm.io import open_parquet
+    from daskgmm.persist import Checkpoint, save_model
+
+    main, fast, _, day2 = _cli(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    common = ["update", str(day2), "--model", str(tmp_path / "m1"), *fast]
+    args = [*common, "--passes", "3", "--checkpoint-dir", str(ckpt)]
+    assert main([*args, "--model-out", str(tmp_path / "whole")]) == 0
+    assert not (ckpt / "checkpoint.npz").exists() and not (ckpt / "update-model").exists()
+    # what a 3-step job killed after its first step leaves: the checkpoint naming the job
+    # (written as it starts) and the model after the step
+    assert main([*common, "--passes", "1", "--model-out", str(tmp_path / "one")]) == 0
+    job = SimpleNamespace(model=str(tmp_path / "m1"), passes=3, dtype="float64", nan_policy="raise", chunk_rows=None)
+    src = open_parquet(str(day2), ["f0", "f1", "f2"])
+    Checkpoint(str(ckpt), _update_fingerprint(job, src, load(tmp_path / "m1"))).save([])
+    save_model(load(tmp_path / "one"), ckpt / "update-model")
+    metrics = tmp_path / "metrics.json"
+    assert main([*args, "--resume", "--model-out", str(tmp_path / "resumed"), "--metrics-out", str(metrics)]) == 0
+    m = json.loads(metrics.read_text())
+    assert "checkpoint_discarded" not in m and m["resumed_steps"] == 1 and len(m["history"]) == 3
+    whole, resumed = load(tmp_path / "whole"), load(tmp_path / "resumed")
+    assert resumed.n_batches_ == whole.n_batches_ == 4
+    np.testing.assert_array_equal(resumed.means_, whole.means_)
+    np.testing.assert_array_equal(resumed.covariances_, whole.covariances_)
