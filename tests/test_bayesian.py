@@ -149,7 +149,7 @@ def test_no_information_criteria():
 
 
 def test_degrees_of_freedom_prior_message(blobs3):
-    with pytest.raises(ValueError, match="should be greater than 2, but got 1.500"):
+    with pytest.raises(ValueError, match=r"should be greater than 2, but got 1\.500"):
         BayesianGaussianMixture(degrees_of_freedom_prior=1.5).fit(blobs3)
 
 
