@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute)
 _LAZY = {
+    "BayesianGaussianMixture": ("daskgmm.bayesian", "BayesianGaussianMixture"),
     "ConvergenceWarning": ("daskgmm.validation", "ConvergenceWarning"),
     "DataError": ("daskgmm.io", "DataError"),
     "GaussianMixture": ("daskgmm.mixture", "GaussianMixture"),
@@ -34,10 +35,11 @@ def load(path, storage_options=None):
 
     Returns
     -------
-    GaussianMixture or KMeans
+    GaussianMixture, BayesianGaussianMixture or KMeans
     """
     importlib.import_module("daskgmm.mixture")  # the estimators register with daskgmm.persist
     importlib.import_module("daskgmm.kmeans")
+    importlib.import_module("daskgmm.bayesian")
     from daskgmm.persist import load_model
 
     return load_model(path, storage_options)

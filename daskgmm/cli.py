@@ -301,9 +301,33 @@ def _open(o, log, columns=None, dtype=None):
     return src
 
 
+#: The options of ``--estimator bayesian`` (its priors), also part of a checkpoint's fingerprint.
+BAYESIAN_OPTIONS = ("estimator", "weight_concentration_prior_type", "weight_concentration_prior",
+                    "mean_precision_prior", "degrees_of_freedom_prior")
+
+
+def _estimator(o):
+    """The estimator ``daskgmm fit`` fits (``assignment``/``on_collapse`` are EM's only)."""
+    if o.estimator == "bayesian":
+        from daskgmm.bayesian import BayesianGaussianMixture
+
+        return BayesianGaussianMixture(
+            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
+            **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]},
+        )
+    from daskgmm.mixture import GaussianMixture
+
+    return GaussianMixture(
+        n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+        max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
+        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache,
+    )
+
+
 def _fingerprint(o, src) -> dict:
     keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
-            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows")
+            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", *BAYESIAN_OPTIONS)
     # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks
     chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
     return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
@@ -313,7 +337,6 @@ def _fingerprint(o, src) -> dict:
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
     from daskgmm.io import DataError, StagedOutput, commit_together, write_parts_into
-    from daskgmm.mixture import GaussianMixture
     from daskgmm.persist import Checkpoint, write_model_files
 
     t_start = time.perf_counter()
@@ -329,11 +352,7 @@ def cmd_fit(o, log, metrics):
             f"{src.X.dtype}")
         metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
                        n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
-        est = GaussianMixture(
-            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
-            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
-            assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache,
-        )
+        est = _estimator(o)
         ckpt = None
         if o.checkpoint_dir:
             ckpt = Checkpoint(o.checkpoint_dir, _fingerprint(o, src))
@@ -507,6 +526,10 @@ def cmd_info(o, log, metrics):
             f"lower bound:      {fit.get('lower_bound')}",
             "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
         ]
+        if hasattr(est, "n_effective_components_"):
+            from daskgmm.bayesian import EFFECTIVE_WEIGHT
+
+            lines.append(f"effective:        {est.n_effective_components_} component(s) of weight > {EFFECTIVE_WEIGHT}")
         centres = est.means_
     for k, m in enumerate(np.asarray(centres, float)):
         lines.append(f"mean[{k}]:{' ' * (9 - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))

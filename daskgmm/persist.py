@@ -214,8 +214,9 @@ def load_model(path, storage_options=None):
 
 def _state_classes():
     from daskgmm.models import KMeansState, MixtureState
+    from daskgmm.variational import VariationalState
 
-    return {"MixtureState": MixtureState, "KMeansState": KMeansState}
+    return {"MixtureState": MixtureState, "KMeansState": KMeansState, "VariationalState": VariationalState}
 
 
 class Checkpoint:

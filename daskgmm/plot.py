@@ -54,7 +54,8 @@ def plot_convergence(model, ax=None):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.ticklabel_format(axis="y", useOffset=False)  # no "1e-8-6.700355" offset label: plain values
     ax.set_xlabel("EM iteration")
-    ax.set_ylabel("mean log-likelihood per sample")
+    # a variational fit records scikit-learn's ELBO (a sum over rows), not a mean log-likelihood
+    ax.set_ylabel("lower bound (ELBO)" if hasattr(model, "weight_concentration_") else "mean log-likelihood per sample")
     state = "converged" if getattr(model, "converged_", False) else "not converged"
     ax.set_title(f"Convergence ({state} after {len(lbs)} iterations)")
     ax.grid(alpha=0.3)
@@ -128,6 +129,8 @@ def plot_components(model, X=None, *, dims=(0, 1), n_sample=5000, n_std=(1.0, 2.
     means = np.asarray(model.means_, dtype=float)
     weights = np.asarray(model.weights_, dtype=float)
     for k in range(model.n_components):
+        if hasattr(model, "weight_concentration_") and weights[k] < 0.01:
+            continue  # a component the variational fit left empty sits on the prior: nothing to draw
         vals, vecs = np.linalg.eigh(_cov2(model, k, i, j))
         angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
         for r in radii:

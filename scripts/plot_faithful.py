@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make the README's pictures: the Old Faithful fit and the BIC/AIC model selection.
+"""Make the README's pictures: the Old Faithful fit, the BIC/AIC model selection, the variational fit.
 
     .venv/bin/python scripts/plot_faithful.py      # writes docs/old_faithful*.png
 """
@@ -26,6 +26,11 @@ def main() -> int:
     plot.plot_selection(res, os.path.join(ROOT, "docs", "old_faithful_selection.png"))
     print(res.table.round(2).to_string(index=False))
     print("weights", gmm.weights_.round(3), "means", gmm.means_.round(2).tolist())
+    # the variational mixture with a Dirichlet-process prior, given far more components than it needs
+    bgm = daskgmm.BayesianGaussianMixture(n_components=10, random_state=0, max_iter=500).fit(df)
+    plot.plot_fit(bgm, df.to_numpy(), os.path.join(ROOT, "docs", "old_faithful_bayesian.png"))
+    print("bayesian weights", bgm.weights_.round(4), "effective", bgm.n_effective_components_,
+          "means", bgm.means_[bgm.weights_ > 0.01].round(2).tolist())
     return 0
 
 

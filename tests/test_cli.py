@@ -356,3 +356,31 @@ def test_every_subcommand_as_a_process(tmp_path):
     bad = subprocess.run([exe, "predict", str(data), "--model", str(tmp_path / "nope"), "--out",
                           str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no model here" in bad.stderr
+
+
+def test_fit_bayesian_end_to_end_with_config_and_info(tmp_path, capsys):
+    data = tmp_path / "data"
+    X = write_data(data)
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"estimator": "bayesian", "n_components": 8, "weight_concentration_prior": 0.01,
+                                      "columns": ["f0", "f1", "f2"], "id_column": "id", "seed": 0}))
+    model, preds = tmp_path / "model", tmp_path / "preds"
+    rc = main(["fit", str(data), "--config", str(config), "--degrees-of-freedom-prior", "4", "--model-out",
+               str(model), "--predictions-out", str(preds), "--checkpoint-dir", str(tmp_path / "ck"), *FAST])
+    assert rc == 0
+    from daskgmm import BayesianGaussianMixture, load
+
+    est = load(model)
+    assert isinstance(est, BayesianGaussianMixture)
+    assert est.weight_concentration_prior_ == 0.01 and est.degrees_of_freedom_prior_ == 4.0
+    ref = BayesianGaussianMixture(n_components=8, weight_concentration_prior=0.01, degrees_of_freedom_prior=4,
+                                  random_state=0).fit(X)
+    np.testing.assert_allclose(est.weights_, ref.weights_, atol=1e-8)
+    n_eff = int(np.sum(est.weights_ > 0.01))
+    assert est.n_effective_components_ == n_eff < 8
+    table = pq.read_table(preds)
+    ids = table.column("id").to_numpy()
+    np.testing.assert_array_equal(table.column("label").to_numpy(), est.predict(X[ids]))
+    capsys.readouterr()
+    assert main(["info", "--model", str(model)]) == 0
+    assert f"effective:        {n_eff} component(s) of weight > 0.01" in capsys.readouterr().out

@@ -15,11 +15,11 @@ LAYERS = [
     ("kernels", ["daskgmm.kernels", "daskgmm.stats", "daskgmm.covariance", "daskgmm.kernels.random"]),
     ("cluster", ["daskgmm.cluster"]),
     ("engine", ["daskgmm.engine"]),
-    ("models", ["daskgmm.models"]),
+    ("models", ["daskgmm.models", "daskgmm.variational"]),
     ("loop, init", ["daskgmm.em", "daskgmm.init"]),
     ("fitting", ["daskgmm.fitting", "daskgmm.validation"]),
     ("io, persist", ["daskgmm.io", "daskgmm.persist"]),
-    ("estimators", ["daskgmm.mixture", "daskgmm.kmeans", "daskgmm.selection"]),
+    ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.selection"]),
     ("front ends", ["daskgmm.cli", "daskgmm.config", "daskgmm.plot", "daskgmm"]),
 ]
 

@@ -19,7 +19,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
 import daskgmm
-from daskgmm import GaussianMixture, KMeans
+from daskgmm import BayesianGaussianMixture, GaussianMixture, KMeans
 
 from .conftest import make_blobs
 
@@ -33,12 +33,14 @@ EXPECTED_FAILED_CHECKS = {
         ),
     },
     "GaussianMixture": {},
+    "BayesianGaussianMixture": {},
 }
 
 
 @parametrize_with_checks(
     # the small settings scikit-learn's own test suite uses for these estimators
-    [GaussianMixture(n_init=2, max_iter=5), KMeans(n_clusters=2, n_init=2, max_iter=5)],
+    [GaussianMixture(n_init=2, max_iter=5), BayesianGaussianMixture(n_init=2, max_iter=5),
+     KMeans(n_clusters=2, n_init=2, max_iter=5)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__],
 )
 def test_sklearn_estimator_checks(estimator, check):
@@ -92,6 +94,8 @@ def test_pipeline_fit_predict_score(three_blobs):
     assert np.isfinite(pipe.score(X))
     km = make_pipeline(StandardScaler(), KMeans(3, random_state=0)).fit(X)
     assert sklearn.metrics.adjusted_rand_score(y, km.predict(X)) > 0.99
+    bg = make_pipeline(StandardScaler(), BayesianGaussianMixture(n_components=6, random_state=0)).fit(X)
+    assert sklearn.metrics.adjusted_rand_score(y, bg.predict(X)) > 0.99
 
 
 def test_set_output_pandas_through_kmeans_transform(three_blobs):
@@ -118,7 +122,8 @@ def test_grid_search_picks_the_true_k_and_cross_val_score(three_blobs):
 
 def test_clone_pickle_joblib_and_html_repr(three_blobs, tmp_path):
     X, _ = three_blobs
-    for est in (GaussianMixture(3, random_state=0), KMeans(3, random_state=0)):
+    for est in (GaussianMixture(3, random_state=0), KMeans(3, random_state=0),
+                BayesianGaussianMixture(n_components=3, random_state=0)):
         c = clone(est)
         assert c.get_params() == est.get_params() and c is not est
         est.fit(X)
@@ -134,7 +139,8 @@ def test_feature_names_from_pandas_and_dask_frames(three_blobs):
     X, _ = three_blobs
     df = pd.DataFrame(X, columns=["eruptions", "waiting"])
     for frame in (df, dd.from_pandas(df, npartitions=3)):
-        for est in (GaussianMixture(3, random_state=0), KMeans(3, random_state=0)):
+        for est in (GaussianMixture(3, random_state=0), KMeans(3, random_state=0),
+                    BayesianGaussianMixture(n_components=3, random_state=0)):
             est.fit(frame)
             assert list(est.feature_names_in_) == ["eruptions", "waiting"]
             assert est.n_features_in_ == 2

@@ -1,4 +1,4 @@
-"""scikit-learn's own public GaussianMixture and KMeans tests, pointed at daskgmm (scripts/sklearn_suite.py)."""
+"""scikit-learn's own public tests of GaussianMixture, BayesianGaussianMixture, KMeans, against daskgmm."""
 
 import pathlib
 import subprocess
@@ -10,7 +10,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "sklearn_suit
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suite", ["gaussian_mixture", "k_means"])
+@pytest.mark.parametrize("suite", ["gaussian_mixture", "bayesian_mixture", "k_means"])
 def test_scikit_learn_public_tests_pass_against_daskgmm(suite):
     done = subprocess.run([sys.executable, str(SCRIPT), suite, "-q", "-x"],
                           capture_output=True, text=True, timeout=600)

@@ -47,6 +47,9 @@ class ModelSpec:
         When given, logits and statistics come from the per-component path
         (the model is badly conditioned for the shared features; see
         ``daskgmm.kernels.covariance.precise_needed``), about each component's mean.
+    resp_log_resp : bool
+        Also return ``Σ w r log r`` (:attr:`SuffStats.resp_log_resp`; soft
+        assignment only). Off by default: it costs a log per responsibility.
     """
 
     params: NaturalParams
@@ -55,6 +58,7 @@ class ModelSpec:
     seed: int = 0
     n_worst: int = 0
     precise: PerComponent | None = None
+    resp_log_resp: bool = False
 
     @property
     def level(self) -> int:
@@ -114,6 +118,7 @@ class MixtureRequest:
             "level": level,
             "S": np.zeros((self.width, theta.shape[1])),
             "loglik": np.zeros(len(self.specs)),
+            "rlogr": np.zeros(len(self.specs)),
             "weight": 0.0,
             "rows": 0,
             "worst": [None] * len(self.specs),
@@ -143,6 +148,9 @@ class MixtureRequest:
             top = scratch("top", (m, nb), dtype)
             if assignment == "soft":
                 per_row = soft_responsibilities(lm, top, scratch("total", (m, nb), dtype))
+                for j in range(m):
+                    if self.specs[first + j].resp_log_resp:
+                        acc["rlogr"][first + j] += blk.weighted_sum(_row_resp_log_resp(lm[j]))
             elif assignment == "hard":
                 best = scratch("best", (m, nb), np.intp)
                 argmax_rows(lm, best, top)
@@ -205,12 +213,26 @@ class MixtureRequest:
                 shift=frozen(shift),
                 covariance_type=spec.covariance_type,
                 worst=worst,
+                resp_log_resp=float(acc["rlogr"][m]),
             ))
         return out
 
     @staticmethod
     def merge(a: list[SuffStats], b: list[SuffStats]) -> list[SuffStats]:
         return [x.merge(y) for x, y in zip(a, b, strict=True)]
+
+
+def _row_resp_log_resp(r: np.ndarray) -> np.ndarray:
+    """``Σ_k r_k log r_k`` per row of responsibilities ``r`` (K, nb), before sample weights.
+
+    Responsibilities are at least ``exp(EXP_FLOOR) / K`` (normal numbers), so the
+    floor at ``tiny`` only guards a K large enough to reach subnormals.
+    """
+    t = scratch("rlogr", r.shape, r.dtype)
+    np.maximum(r, np.finfo(r.dtype).tiny, out=t)
+    np.log(t, out=t)
+    t *= r
+    return t.sum(axis=0)
 
 
 def _precise_moments(acc, z, r, covariance_type) -> None:

@@ -97,6 +97,9 @@ class SuffStats:
     covariance_type : str
     worst : WorstRows or None
         The rows with the lowest per-row objective, when requested.
+    resp_log_resp : float
+        ``Σ_i w_i Σ_k r_ik log r_ik`` (minus the entropy of the responsibilities),
+        when the model's spec asks for it (the variational lower bound); else 0.
     """
 
     n: np.ndarray
@@ -108,6 +111,7 @@ class SuffStats:
     shift: np.ndarray
     covariance_type: str
     worst: WorstRows | None = field(default=None, compare=False)
+    resp_log_resp: float = 0.0
 
     @classmethod
     def zero(cls, n_components: int, shift: np.ndarray, covariance_type: str) -> SuffStats:
@@ -150,6 +154,7 @@ class SuffStats:
             shift=self.shift,
             covariance_type=self.covariance_type,
             worst=worst,
+            resp_log_resp=self.resp_log_resp + other.resp_log_resp,
         )
 
 

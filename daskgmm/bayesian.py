@@ -1,0 +1,315 @@
+"""``BayesianGaussianMixture``: scikit-learn's variational mixture, fitted by passes over Dask chunks."""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from daskgmm import fitting
+from daskgmm.init import INIT_METHODS
+from daskgmm.kernels import covariance as cov
+from daskgmm.mixture import GaussianMixture
+from daskgmm.persist import register
+from daskgmm.validation import (
+    ARRAY_LIKE,
+    BOOLEAN,
+    NONE,
+    RANDOM_STATE,
+    VERBOSE,
+    Interval,
+    Options,
+    validate_params,
+    warn_convergence,
+)
+from daskgmm.variational import PRIOR_TYPES
+
+#: A component counts as effective (``n_effective_components_``, the command's ``info``)
+#: when its expected weight is above this: with a Dirichlet-process prior, unused
+#: components keep a weight of about ``weight_concentration_prior / n_samples``, far below it.
+EFFECTIVE_WEIGHT = 0.01
+
+_PRIOR_NAMES = ("weight_concentration_prior_", "mean_precision_prior_", "mean_prior_",
+                "degrees_of_freedom_prior_", "covariance_prior_")
+
+
+@register
+class BayesianGaussianMixture(GaussianMixture):
+    """Variational Bayesian Gaussian mixture, fitted on data larger than memory.
+
+    The constructor, attributes and methods are scikit-learn's
+    :class:`sklearn.mixture.BayesianGaussianMixture`. The variational E-step is
+    linear in the same features as EM's, so each iteration is one pass over the
+    Dask chunks (restarts in lockstep), and the posterior update runs on the
+    client from the merged statistics. With a Dirichlet-process prior, extra
+    components are driven to a weight near zero: fit with a generous
+    ``n_components`` and read ``n_effective_components_``.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        An upper bound on the number of components.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    tol : float, default=1e-3
+        Stop when the change of the lower bound is below ``tol``.
+    reg_covar : float, default=1e-6
+    max_iter : int, default=100
+    n_init : int, default=1
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+    weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}, default="dirichlet_process"
+    weight_concentration_prior : float, default=None
+        ``1 / n_components`` when None.
+    mean_precision_prior : float, default=None
+        1 when None.
+    mean_prior : array-like of shape (n_features,), default=None
+        The (weighted) mean of the data when None.
+    degrees_of_freedom_prior : float, default=None
+        ``n_features`` when None; must be above ``n_features - 1``.
+    covariance_prior : float or array-like, default=None
+        The data's covariance (``ddof=1``; an extra pass for full and tied) when
+        None; (D, D) full and tied, (D,) diag, a float spherical.
+    random_state : int, RandomState instance or None, default=None
+    warm_start : bool, default=False
+    verbose : int, default=0
+    verbose_interval : int, default=10
+    cache : {"auto", "memory", "none"}, default="auto"
+    chunk_size : int, optional
+        As in :class:`daskgmm.GaussianMixture`.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_, precisions_, precisions_cholesky_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        scikit-learn's lower bound (the evidence lower bound up to constants,
+        not divided by the number of rows) of the best run.
+    lower_bounds_ : list of float
+    weight_concentration_prior_, mean_precision_prior_, degrees_of_freedom_prior_ : float
+    mean_prior_ : ndarray of shape (n_features,)
+    covariance_prior_ : float or ndarray
+    weight_concentration_ : tuple of two ndarrays, or ndarray of shape (n_components,)
+    mean_precision_ : ndarray of shape (n_components,)
+    degrees_of_freedom_ : ndarray of shape (n_components,), or float for "tied"
+    n_effective_components_ : int
+        Components whose weight is above :data:`EFFECTIVE_WEIGHT` (0.01).
+    history_, restarts_, init_seconds_, init_passes_, n_passes_, n_features_in_, feature_names_in_ :
+        As in :class:`daskgmm.GaussianMixture` (``history_`` records the lower bound).
+    """
+
+    _parameter_constraints: typing.ClassVar[dict] = {
+        "n_components": [Interval(int, 1, None)],
+        "covariance_type": [Options("full", "tied", "diag", "spherical")],
+        "tol": [Interval(float, 0.0, None)],
+        "reg_covar": [Interval(float, 0.0, None)],
+        "max_iter": [Interval(int, 0, None)],
+        "n_init": [Interval(int, 1, None)],
+        "init_params": [Options(*INIT_METHODS)],
+        "weight_concentration_prior_type": [Options(*PRIOR_TYPES)],
+        "weight_concentration_prior": [NONE, Interval(float, 0.0, None, "neither")],
+        "mean_precision_prior": [NONE, Interval(float, 0.0, None, "neither")],
+        "mean_prior": [NONE, ARRAY_LIKE],
+        "degrees_of_freedom_prior": [NONE, Interval(float, 0.0, None, "neither")],
+        "covariance_prior": [NONE, ARRAY_LIKE, Interval(float, 0.0, None, "neither")],
+        "random_state": RANDOM_STATE,
+        "warm_start": [BOOLEAN],
+        "verbose": VERBOSE,
+        "verbose_interval": [Interval(int, 1, None)],
+        "cache": [Options("auto", "memory", "none")],
+        "chunk_size": [Interval(int, 1, None), NONE],
+    }
+
+    def __init__(
+        self,
+        *,
+        n_components=1,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weight_concentration_prior_type="dirichlet_process",
+        weight_concentration_prior=None,
+        mean_precision_prior=None,
+        mean_prior=None,
+        degrees_of_freedom_prior=None,
+        covariance_prior=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        cache="auto",
+        chunk_size=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weight_concentration_prior_type = weight_concentration_prior_type
+        self.weight_concentration_prior = weight_concentration_prior
+        self.mean_precision_prior = mean_precision_prior
+        self.mean_prior = mean_prior
+        self.degrees_of_freedom_prior = degrees_of_freedom_prior
+        self.covariance_prior = covariance_prior
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.cache = cache
+        self.chunk_size = chunk_size
+
+    # GaussianMixture's information criteria count the parameters of a point estimate;
+    # scikit-learn's BayesianGaussianMixture has none, and neither has this one
+    @property
+    def bic(self):
+        raise AttributeError("'BayesianGaussianMixture' object has no attribute 'bic'")
+
+    @property
+    def aic(self):
+        raise AttributeError("'BayesianGaussianMixture' object has no attribute 'aic'")
+
+    # ------------------------------------------------------------------ fit
+    def _priors(self) -> dict:
+        return {name[:-1]: getattr(self, name) for name in _PRIOR_NAMES}
+
+    def _state(self, dtype):
+        """The fitted posterior as a model state (warm start, predictions)."""
+        params = fitting.VariationalParams.of(self.get_params())
+        priors = {k: np.asarray(v, np.float64) if k in ("mean_prior", "covariance_prior") else float(v)
+                  for k, v in self._priors().items()}
+        attributes = {name: getattr(self, name) for name in (
+            "weight_concentration_", "mean_precision_", "means_", "degrees_of_freedom_", "covariances_",
+            "precisions_cholesky_")}
+        return fitting.variational_warm_state(attributes, params, priors, dtype)
+
+    @property
+    def partial_fit(self):
+        """Not offered: stepwise updates of the variational posteriors are not implemented.
+
+        (``hasattr(est, "partial_fit")`` is False, as scikit-learn's meta-estimators expect
+        of an estimator that cannot learn incrementally.)
+        """
+        raise AttributeError(
+            "'BayesianGaussianMixture' object has no attribute 'partial_fit': online updates are implemented "
+            "for GaussianMixture only"
+        )
+
+    def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
+        validate_params(self)
+        data, scan, _ = self._prepare(X, sample_weight)
+        n, d = data.n_rows, data.n_features
+        k = self.n_components
+        if n < k:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
+            )
+        params = fitting.VariationalParams.of(self.get_params())
+        warm = None
+        if self.warm_start and hasattr(self, "converged_"):
+            if self.means_.shape[1] != d:
+                raise ValueError(
+                    f"X has {d} features, but the warm-started {type(self).__name__} was fitted "
+                    f"with {self.means_.shape[1]} features."
+                )
+        priors = fitting.variational_priors(
+            data, scan, params, weight_concentration_prior=self.weight_concentration_prior,
+            mean_precision_prior=self.mean_precision_prior, mean_prior=self.mean_prior,
+            degrees_of_freedom_prior=self.degrees_of_freedom_prior, covariance_prior=self.covariance_prior,
+        )
+        self._set_priors(priors, data.dtype)
+        if self.warm_start and hasattr(self, "converged_"):
+            warm = (self._state(data.dtype), self.lower_bound_)
+        self._verbose_start(1 if warm is not None else self.n_init)
+        fit = fitting.fit_variational(
+            data, scan, params, priors, random_state=self.random_state, warm=warm, checkpoint=checkpoint,
+            progress=progress, on_iteration=self._verbose_iteration if self.verbose else None,
+        )
+        self._verbose_end(fit.runs)
+        for name, value in fitting.variational_attributes(fit.best, fit.runs, fit.lower_bound, self.max_iter,
+                                                          data.dtype).items():
+            setattr(self, name, value)
+        self.init_seconds_, self.init_passes_, self.n_passes_ = fit.init_seconds, fit.init_passes, fit.n_passes
+        self.n_features_in_ = d
+        self.n_effective_components_ = int(np.sum(np.asarray(self.weights_) > EFFECTIVE_WEIGHT))
+        if not self.converged_ and self.max_iter > 0:
+            warn_convergence(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data."
+            )
+        return data
+
+    def _set_priors(self, priors: dict, dtype) -> None:
+        self.weight_concentration_prior_ = priors["weight_concentration_prior"]
+        self.mean_precision_prior_ = priors["mean_precision_prior"]
+        self.mean_prior_ = priors["mean_prior"].astype(dtype)
+        self.degrees_of_freedom_prior_ = priors["degrees_of_freedom_prior"]
+        c = priors["covariance_prior"]
+        self.covariance_prior_ = float(c) if c.ndim == 0 else c.astype(dtype)
+
+    # ----------------------------------------------------------- predictions
+    def _natural(self, centre):
+        """The variational E-step's log-densities (``E[log π]`` and the Wishart terms included),
+        as scikit-learn's ``predict``/``score_samples`` use them."""
+        return self._state(np.asarray(self.means_).dtype).natural(centre)
+
+    # ----------------------------------------------------------- persistence
+    def export_state(self):
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
+        check_is_fitted(self)
+        arrays, meta = super().export_state()
+        wc = self.weight_concentration_
+        arrays["weight_concentration_"] = np.vstack(wc) if isinstance(wc, tuple) else np.asarray(wc)
+        arrays["mean_precision_"] = np.asarray(self.mean_precision_)
+        arrays["degrees_of_freedom_"] = np.asarray(self.degrees_of_freedom_)
+        arrays["mean_prior_"] = np.asarray(self.mean_prior_)
+        arrays["covariance_prior_"] = np.asarray(self.covariance_prior_)
+        meta["priors"] = {
+            "weight_concentration_prior_type": self.weight_concentration_prior_type,
+            "weight_concentration_prior": float(self.weight_concentration_prior_),
+            "mean_precision_prior": float(self.mean_precision_prior_),
+            "degrees_of_freedom_prior": float(self.degrees_of_freedom_prior_),
+        }
+        return arrays, meta
+
+    def import_state(self, arrays, meta):
+        """Set the fitted attributes from :meth:`export_state`'s output (checked: shapes, finite values)."""
+        super().import_state(arrays, meta)
+        k, d, ct = self.n_components, int(meta["n_features"]), self.covariance_type
+        dtype = np.dtype(meta.get("dtype", "float64"))
+        dp = self.weight_concentration_prior_type == "dirichlet_process"
+        expect = {
+            "weight_concentration_": (2, k) if dp else (k,),
+            "mean_precision_": (k,),
+            "degrees_of_freedom_": () if ct == "tied" else (k,),
+            "mean_prior_": (d,),
+            "covariance_prior_": cov.covariance_shape(ct, 1, d)[1:] if ct != "tied" else (d, d),
+        }
+        for name, shape in expect.items():
+            a = np.asarray(arrays[name])
+            if a.shape != shape:
+                raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
+            if not np.all(np.isfinite(a)) or (name != "mean_prior_" and np.any(a <= 0) and a.ndim < 2):
+                raise ValueError(f"{name} holds values that are not finite and positive")
+        priors = meta.get("priors", {})
+        if priors.get("weight_concentration_prior_type") != self.weight_concentration_prior_type:
+            raise ValueError("weight_concentration_prior_type differs between parameters and fitted arrays")
+        wc = np.asarray(arrays["weight_concentration_"]).astype(dtype)
+        self.weight_concentration_ = (wc[0], wc[1]) if dp else wc
+        self.mean_precision_ = np.asarray(arrays["mean_precision_"]).astype(dtype)
+        dof = np.asarray(arrays["degrees_of_freedom_"])
+        self.degrees_of_freedom_ = float(dof) if dof.ndim == 0 else dof.astype(dtype)
+        self._set_priors({
+            "weight_concentration_prior": float(priors["weight_concentration_prior"]),
+            "mean_precision_prior": float(priors["mean_precision_prior"]),
+            "mean_prior": np.asarray(arrays["mean_prior_"], np.float64),
+            "degrees_of_freedom_prior": float(priors["degrees_of_freedom_prior"]),
+            "covariance_prior": np.asarray(arrays["covariance_prior_"], np.float64),
+        }, dtype)
+        self.n_effective_components_ = int(np.sum(np.asarray(self.weights_) > EFFECTIVE_WEIGHT))
