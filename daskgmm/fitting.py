@@ -48,6 +48,7 @@ class MixtureParams:
     assignment: str = "soft"
     update_params: str = "wmc"
     on_collapse: str = "raise"
+    missing: str = "raise"
 
     @classmethod
     def of(cls, params: dict) -> MixtureParams:
@@ -59,7 +60,8 @@ class MixtureParams:
     def state_options(self, dtype) -> dict:
         """Keyword arguments of :class:`MixtureState` for data of ``dtype``."""
         return dict(reg_covar=float(self.reg_covar), tol=float(self.tol), eps_dtype=np.dtype(dtype),
-                    assignment=self.assignment, update_params=self.update_params, on_collapse=self.on_collapse)
+                    assignment=self.assignment, update_params=self.update_params, on_collapse=self.on_collapse,
+                    missing=self.missing)
 
 
 # ---------------------------------------------------------------------------
@@ -561,13 +563,20 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
     Raises
     ------
     ValueError
-        The batch holds NaN or infinite values or has no positive weight, or the
+        The batch holds NaN (unless the states marginalise it) or infinite values or has no
+        positive weight, or the
         M-step collapsed a component (``on_collapse="raise"``).
     """
     t0 = time.perf_counter()
     scan, stats = data.run([ScanRequest(), MixtureRequest([s.spec(centre) for s in states])], centre)
     seconds = time.perf_counter() - t0
-    check_scan(scan, feature_names, name)
+    missing = states[0].missing
+    check_scan(scan, feature_names, name, missing=missing, initialise=False)
+    if stats[0].weight <= 0:  # under missing="marginalize" the scan's weight counts complete rows only
+        raise ValueError(
+            "Sample weights must contain at least one non-zero number. "
+            f"{name} got sample_weight with a sum of {stats[0].weight:g}."
+        )
     objectives = [s.objective(st) for s, st in zip(states, stats)]
     chosen = int(np.argmax(objectives))
     state, batch = states[chosen], stats[chosen]

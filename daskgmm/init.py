@@ -57,7 +57,8 @@ def _finite_points(result, h=0) -> np.ndarray:
 
 def random_rows(data: ChunkedData, centre, n, seeds: list[int], stream: int = 7) -> list[np.ndarray]:
     """``n`` distinct rows per seed (``n`` an int, or one per seed), uniformly by sample weight."""
-    reqs = [SampleRequest(np.zeros((0, data.n_features)), m, stream_key(s, stream))
+    # finite_only: under missing="marginalize" rows with NaN are not drawn
+    reqs = [SampleRequest(np.zeros((0, data.n_features)), m, stream_key(s, stream), finite_only=True)
             for m, s in zip(_per_seed(n, seeds), seeds)]
     return [_finite_points(r) for r in data.run(reqs, centre)]
 
@@ -76,7 +77,7 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
     ks = _per_seed(n_clusters, seeds)
     trials = [2 + int(math.log(k)) for k in ks]
     first = data.run(
-        [SampleRequest(np.zeros((0, d)), 1, stream_key(s, 1000)) for s in seeds], centre
+        [SampleRequest(np.zeros((0, d)), 1, stream_key(s, 1000), finite_only=True) for s in seeds], centre
     )
     chosen = [_finite_points(r)[:1] for r in first]
     active = [i for i, k in enumerate(ks) if k > 1]

@@ -88,6 +88,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Moulines 2009); smaller forgets old batches faster.
     learning_offset : float, default=10.0
         ``t0`` of the step sizes (at least 0); larger damps the early steps.
+    missing : {"raise", "marginalize"}, default="raise"
+        NaN in X is an error ("raise"), or a missing value ("marginalize"): EM for
+        incomplete data scores each row by the marginal density of its observed
+        features and fills the M-step with the conditional expectations of the
+        missing ones (Ghahramani & Jordan 1994); ``predict``, ``predict_proba`` and
+        ``score_samples`` then give marginal results for rows with NaN. Infinity
+        and rows with every feature missing stay errors. The initialisation uses
+        the rows without NaN (at least one is needed).
 
     Attributes
     ----------
@@ -148,6 +156,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "chunk_size": [Interval(int, 1, None), NONE],
         "learning_decay": [Interval(float, 0.5, 1.0, closed="right")],
         "learning_offset": [Interval(float, 0.0, None)],
+        "missing": [Options("raise", "marginalize")],
     }
 
     def __init__(
@@ -174,6 +183,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         chunk_size=None,
         learning_decay=fitting.LEARNING_DECAY,
         learning_offset=fitting.LEARNING_OFFSET,
+        missing="raise",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -196,6 +206,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.chunk_size = chunk_size
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+        self.missing = missing
 
     # ------------------------------------------------------------------ fit
     def _check_update_params(self):
@@ -237,7 +248,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _prepare(self, X, sample_weight, min_samples=2):
         return prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache, chunk_size=self.chunk_size,
-                            min_samples=min_samples, estimator=self)
+                            min_samples=min_samples, estimator=self, missing=self.missing)
 
     def _validate_params(self):
         validate_params(self)
@@ -247,7 +258,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = getattr(self, "missing", "raise") == "marginalize"
         tags.input_tags.sparse = False
         return tags
 
@@ -341,7 +352,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         else:
             check_is_fitted(self)
             data, _, info = prepare_rows(X, sample_weight, name, cache="none", chunk_size=self.chunk_size,
-                                         min_samples=1, estimator=self, reset=False, scan=False)
+                                         min_samples=1, estimator=self, reset=False, scan=False,
+                                         missing=self.missing)
             states = [fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
                                          params, data.dtype)]
             running = getattr(self, "online_stats_", None)
@@ -424,19 +436,27 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return cov.per_component(*args)
         return cov.natural_params(*args)
 
+    def _marginal(self, centre):
+        """The per-component form for rows with NaN (``missing="marginalize"``), else None."""
+        if getattr(self, "missing", "raise") != "marginalize":
+            return None
+        return cov.per_component(self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type,
+                                 centre)
+
     def _apply(self, X, what):
         """Run ``blocks.mixture_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
         check_is_fitted(self)
-        Xd, x = prediction_rows(self, X)
+        Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"))
         centre = self._centre()
         nat = self._natural(centre)
+        marg = self._marginal(centre)
         if Xd is not None:
             if what == "proba":
-                return Xd.map_blocks(blocks.mixture_block, nat, centre, what, dtype=Xd.dtype,
+                return Xd.map_blocks(blocks.mixture_block, nat, centre, what, marg, dtype=Xd.dtype,
                                      chunks=(Xd.chunks[0], (self.n_components,)))
             dtype = np.intp if what == "labels" else Xd.dtype
-            return Xd.map_blocks(blocks.mixture_block, nat, centre, what, dtype=dtype, drop_axis=1)
-        return blocks.mixture_block(x, nat, centre, what)
+            return Xd.map_blocks(blocks.mixture_block, nat, centre, what, marg, dtype=dtype, drop_axis=1)
+        return blocks.mixture_block(x, nat, centre, what, marg)
 
     def predict(self, X):
         """Most likely component of each row, shape (n_samples,)."""
@@ -540,7 +560,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
-            Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False, finite=True)
+            Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False,
+                               finite="allow-nan" if getattr(self, "missing", "raise") == "marginalize" else True)
         xb = Xd.to_delayed().ravel()
         if ids is not None:
             ids = ids if isinstance(ids, da.Array) else da.from_array(np.asarray(ids), chunks=(Xd.chunks[0],))
@@ -550,8 +571,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             id_column = None
         centre = self._centre()
         nat = self._natural(centre)
+        marg = self._marginal(centre)
         part = dask.delayed(blocks.prediction_part, pure=True)
-        return [part(x, i, nat, centre, id_column, proba, loglik, self.n_components) for x, i in zip(xb, ib)]
+        return [part(x, i, nat, centre, id_column, proba, loglik, self.n_components, marg) for x, i in zip(xb, ib)]
 
     def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
         """Stream ``n_samples`` rows drawn from the mixture to Parquet parts, atomically.

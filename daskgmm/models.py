@@ -47,6 +47,10 @@ class MixtureState:
         at a worst-explained row instead of failing.
     events : tuple of str
         What the last update did besides the M-step (e.g. a re-seeded component).
+    missing : {"raise", "marginalize"}
+        "marginalize": rows with NaN are scored by the marginal density of their
+        observed features and enter the M-step with the conditional expectations
+        of the missing ones (EM for incomplete data).
     """
 
     weights: np.ndarray
@@ -61,6 +65,7 @@ class MixtureState:
     update_params: str = "wmc"
     on_collapse: str = "raise"
     events: tuple = ()
+    missing: str = "raise"
 
     def __post_init__(self):
         # one memory layout for every parameter array: after an M-step precisions_cholesky
@@ -93,7 +98,11 @@ class MixtureState:
             precise = cov.per_component(*args)
         if self.on_collapse == "reinit":
             n_worst = max(n_worst, self.n_components)
-        return ModelSpec(nat, self.covariance_type, self.assignment, n_worst=n_worst, precise=precise)
+        marginal = None
+        if self.missing == "marginalize":
+            marginal = precise if precise is not None else cov.per_component(*args)
+        return ModelSpec(nat, self.covariance_type, self.assignment, n_worst=n_worst, precise=precise,
+                         marginal=marginal)
 
     def objective(self, stats: SuffStats) -> float:
         """Mean log-likelihood per sample (scikit-learn's lower bound)."""

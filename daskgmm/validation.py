@@ -299,13 +299,16 @@ def _dask_feature_names(estimator, names, reset):
 
 
 def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool = True,
-                   finite: bool = False) -> np.ndarray:
-    """NumPy, array-like or pandas input as a float32/float64 ndarray (scikit-learn's checks)."""
+                   finite: bool | str = False) -> np.ndarray:
+    """NumPy, array-like or pandas input as a float32/float64 ndarray (scikit-learn's checks).
+
+    ``finite``: reject NaN and infinity (True), infinity only ("allow-nan"), or nothing (False).
+    """
     from sklearn.utils import check_array
 
     _reject_sparse(X, name)
     kw = dict(dtype=[np.float64, np.float32], ensure_min_samples=min_samples,
-              ensure_all_finite=True if finite else False)
+              ensure_all_finite=finite if finite == "allow-nan" else bool(finite))
     try:
         if estimator is not None:
             return validate_data(estimator, X, reset=reset, **kw)
@@ -333,8 +336,10 @@ def _column_names(frame):
     return None
 
 
-def prediction_rows(estimator, X):
+def prediction_rows(estimator, X, missing: str = "raise"):
     """Rows to predict on with a fitted estimator, checked against what it was fitted on.
+
+    ``missing="marginalize"`` lets NaN through (infinity is still an error).
 
     Returns
     -------
@@ -347,16 +352,32 @@ def prediction_rows(estimator, X):
     if is_dask(X):
         Xd, _ = check_rows(X, name, min_samples=0, estimator=estimator, reset=False)
         return Xd, None
-    return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=True)
+    finite = "allow-nan" if missing == "marginalize" else True
+    return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite)
 
 
-def check_finite(scan, feature_names, what: str = "X") -> None:
-    """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts."""
+def empty_rows_error(n_empty: int) -> ValueError:
+    """The error for rows with no observed value under ``missing="marginalize"``."""
+    return ValueError(
+        f"{n_empty} row(s) have every feature missing (NaN); marginalising leaves nothing of them. "
+        "Drop them first."
+    )
+
+
+def check_finite(scan, feature_names, what: str = "X", missing: str = "raise") -> None:
+    """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts.
+
+    With ``missing="marginalize"`` NaN is allowed, except in rows where every value is NaN.
+    """
     def col(j):
         return repr(str(feature_names[j])) if feature_names is not None else str(j)
 
     nan_cols = np.flatnonzero(scan.nan)
     inf_cols = np.flatnonzero(scan.inf)
+    if missing == "marginalize":
+        if scan.empty_rows:
+            raise empty_rows_error(scan.empty_rows)
+        nan_cols = nan_cols[:0]
     if nan_cols.size:
         detail = ", ".join(f"column {col(j)}: {int(scan.nan[j])} value(s)" for j in nan_cols)
         raise ValueError(
@@ -389,9 +410,21 @@ def _weights_array(sample_weight, Xd):
     return w.astype(np.float64)
 
 
-def check_scan(scan, feature_names, name) -> None:
-    """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight."""
-    check_finite(scan, feature_names)
+def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True) -> None:
+    """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
+
+    Under ``missing="marginalize"`` the scan's weight is that of the complete rows (its mean,
+    variance and sample come from them): at least one is needed to ``initialise``; without
+    that (an online step) the caller checks the weight of all rows itself.
+    """
+    check_finite(scan, feature_names, missing=missing)
+    if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
+        if not initialise:
+            return
+        raise ValueError(
+            f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
+            "has a missing value (or no positive weight)."
+        )
     if scan.weight <= 0:
         raise ValueError(
             "Sample weights must contain at least one non-zero number. "
@@ -400,7 +433,7 @@ def check_scan(scan, feature_names, name) -> None:
 
 
 def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None,
-                 reset=True, scan=True):
+                 reset=True, scan=True, missing="raise"):
     """Validated input as :class:`daskgmm.engine.ChunkedData`, with its first scan done.
 
     Parameters
@@ -414,6 +447,8 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
         Run the first scan now. Without it (``partial_fit``: one pass in all), in-memory
         input is checked for non-finite values here and the caller runs a
         ``ScanRequest`` in its own pass and checks it with :func:`check_scan`.
+    missing : {"raise", "marginalize"}
+        Whether NaN is an error, or kept for a model that marginalises it.
 
     Returns
     -------
@@ -426,11 +461,11 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     from daskgmm.engine import ChunkedData
 
     Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size, estimator=estimator,
-                          reset=reset, finite=not scan)
+                          reset=reset, finite=(not scan) and ("allow-nan" if missing == "marginalize" else True))
     w = None if sample_weight is None else _weights_array(sample_weight, Xd)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
     if not scan:
         return data, None, info
     result = data.scan()
-    check_scan(result, info["feature_names"], name)
+    check_scan(result, info["feature_names"], name, missing=missing)
     return data, result, info

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from daskgmm.kernels.features import block_rows_for, build_features
+from daskgmm.kernels.missing import marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.results import SuffStats, frozen
 from daskgmm.kernels.scratch import scratch
@@ -75,12 +76,48 @@ def component_logits(x: np.ndarray, params: NaturalParams, centre: np.ndarray, b
 
 
 
-def mixture_block(x, nat, centre, what):
-    """Per-chunk predictions (a top-level function so that workers can unpickle it)."""
+def mixture_logits(x, nat, centre, marginal: PerComponent | None = None) -> np.ndarray:
+    """Per-row logits (n, K) of a block; with ``marginal``, rows with NaN get marginal ones.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, D)
+    nat : NaturalParams or PerComponent
+        Log-densities about ``centre``.
+    centre : ndarray, shape (D,)
+    marginal : PerComponent, optional
+        The model about ``centre``, for rows with missing values (``missing="marginalize"``).
+
+    Raises
+    ------
+    ValueError
+        Infinity anywhere; NaN without ``marginal``; a row with every value NaN.
+    """
     x = np.asarray(x)
-    if x.size and not np.all(np.isfinite(x)):
-        raise ValueError("Input X contains NaN or infinity.")
-    logits = component_logits(x, nat, centre)
+    if marginal is None or not x.size:
+        if x.size and not np.all(np.isfinite(x)):
+            raise ValueError("Input X contains NaN or infinity.")
+        return component_logits(x, nat, centre)
+    nan = np.isnan(x)
+    if np.isinf(x).any():
+        raise ValueError("Input X contains infinity.")
+    inc = nan.any(axis=1)
+    if not inc.any():
+        return component_logits(x, nat, centre)
+    empty = int(nan.all(axis=1).sum())
+    if empty:
+        raise ValueError(f"{empty} row(s) have every feature missing (NaN); marginalising leaves nothing of them.")
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    out = np.empty((x.shape[0], marginal.means.shape[0]), dtype=dtype)
+    out[~inc] = component_logits(x[~inc], nat, centre)
+    lg, _ = marginal_logits(marginal, np.asarray(x[inc], np.float64) - np.asarray(centre, np.float64))
+    out[inc] = lg.T
+    return out
+
+
+def mixture_block(x, nat, centre, what, marginal=None):
+    """Per-chunk predictions (a top-level function so that workers can unpickle it)."""
+    logits = mixture_logits(x, nat, centre, marginal)
     if what == "labels":
         return logits.argmax(axis=1)
     mx = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1), logits.dtype)
@@ -91,10 +128,9 @@ def mixture_block(x, nat, centre, what):
     return lse[:, 0]
 
 
-def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components):
-    """Columns of one part of a predictions dataset."""
-    x = np.asarray(x)
-    logits = component_logits(x, nat, centre)
+def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components, marginal=None):
+    """Columns of one part of a predictions dataset (``marginal``: see :func:`mixture_logits`)."""
+    logits = mixture_logits(x, nat, centre, marginal) if marginal is not None else component_logits(x, nat, centre)
     out = {}
     if id_column is not None:
         out[id_column] = ids

@@ -195,6 +195,8 @@ class ScanResult:
         Number of NaN and of ±inf values per column.
     bad_weights : int
         Sample weights that are negative or not finite.
+    empty_rows : int
+        Rows whose every value is NaN.
     """
 
     rows: int
@@ -204,6 +206,7 @@ class ScanResult:
     nan: np.ndarray
     inf: np.ndarray
     bad_weights: int
+    empty_rows: int = 0
 
     @property
     def variance(self) -> np.ndarray:

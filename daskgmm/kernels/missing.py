@@ -1,0 +1,199 @@
+"""Rows with missing values (NaN): marginal log-densities and expected statistics.
+
+The EM for incomplete data (Ghahramani & Jordan 1994; Little & Rubin 2002, ch. 11):
+the E-step scores a row by the marginal density of its observed features; the M-step
+adds, for each component, the conditional expectations ``E[x_m | x_o]`` of the missing
+features and the conditional covariance ``Cov[x_m | x_o]`` into ``Σ r x xᵀ``.
+
+Everything is written with the precision ``P = U Uᵀ`` of a component, for which the
+conditional of the missing part is direct: ``Cov[x_m | x_o] = P_mm⁻¹`` and
+``E[x_m | x_o] = μ_m - P_mm⁻¹ P_mo (x_o - μ_o)``. The marginal precision of the observed
+part is the Schur complement ``P_oo - P_om P_mm⁻¹ P_mo``, whose log-determinant is
+``log det P - log det P_mm``, and the observed part's Mahalanobis distance is that of
+the completed row ``(x̂ - μ)ᵀ P (x̂ - μ)`` (the completion minimises it over ``x_m``).
+
+Rows are grouped by their number of missing features so that the work is batched
+linear algebra over (components, rows) whatever the patterns are; each row's own
+pattern is gathered by fancy indexing. All arithmetic is float64.
+
+Pure NumPy; nothing here knows about Dask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from daskgmm.kernels.features import DIAG_LEVEL, FULL_LEVEL
+from daskgmm.kernels.params import PerComponent
+
+_LOG_2PI = math.log(2 * math.pi)
+
+#: Rows per batch of full/tied conditional covariances embedded in (K, rows, D, D).
+_EMBED_ROWS = 256
+
+
+@dataclass
+class Completion:
+    """Per-component completions of some incomplete rows, for the M-step.
+
+    Attributes
+    ----------
+    rows : ndarray of intp, shape (n,)
+        Which of the incomplete rows (positions in the array given to
+        :func:`marginal_logits`) this group holds.
+    xhat : ndarray, shape (K, n, D)
+        ``E[x | x_o, k]``: observed values, and the conditional means of the
+        missing ones, in the coordinates of the rows given.
+    missing : ndarray of intp, shape (n, m) or None
+        Missing features of each row (full and tied: ``m`` per row).
+    cond : ndarray
+        ``Cov[x_m | x_o, k]``: (K, n, m, m) for full and tied (with ``missing``);
+        for diag and spherical its diagonal embedded in (K, n, D), 0 where observed.
+    """
+
+    rows: np.ndarray
+    xhat: np.ndarray
+    missing: np.ndarray | None
+    cond: np.ndarray
+
+
+def marginal_logits(pc: PerComponent, x: np.ndarray) -> tuple[np.ndarray, list[Completion]]:
+    """``log π_k + log N(x_o | μ_k,o, Σ_k,oo)`` of rows with missing values, and their completions.
+
+    Parameters
+    ----------
+    pc : PerComponent
+        The model (means in the coordinates of ``x``).
+    x : ndarray, shape (n, D)
+        Rows in the coordinates of ``pc.means``, NaN where missing.
+
+    Returns
+    -------
+    logits : ndarray, shape (K, n)
+        float64. A row with no observed feature gets ``log π_k``.
+    completions : list of Completion
+        Covering every row once.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    means = np.asarray(pc.means, dtype=np.float64)
+    k = means.shape[0]
+    u = np.asarray(pc.factor, dtype=np.float64)
+    const = np.asarray(pc.const, dtype=np.float64)
+    miss = np.isnan(x)
+    logits = np.empty((k, n))
+    if n == 0:
+        return logits, []
+    ct = pc.covariance_type
+    if ct in ("diag", "spherical"):
+        uu = u if ct == "diag" else np.broadcast_to(u[:, None], (k, d))
+        z = np.where(miss[None], 0.0, x[None] - means[:, None, :])  # (K, n, D)
+        q = np.einsum("knd,knd->kn", z, z * (uu**2)[:, None, :])
+        # log det of the missing block of the precision, and (2π)^(m/2) given back
+        logdet_m = miss.astype(np.float64) @ np.log(uu).T  # (n, K)
+        logits[:] = const[:, None] - logdet_m.T + 0.5 * miss.sum(axis=1) * _LOG_2PI - 0.5 * q
+        xhat = np.where(miss[None], means[:, None, :], x[None])
+        var = np.where(miss[None], 1.0 / (uu**2)[:, None, :], 0.0)
+        return logits, [Completion(np.arange(n), xhat, None, var)]
+    uu = np.broadcast_to(u, (k, d, d)) if ct == "tied" else u
+    prec = np.einsum("kij,klj->kil", uu, uu)
+    counts = miss.sum(axis=1)
+    out = []
+    for m in np.unique(counts):
+        sel = np.flatnonzero(counts == m)
+        ms = miss[sel]
+        z = np.where(ms[None], 0.0, x[sel][None] - means[:, None, :])  # (K, ns, D), zeros where missing
+        if m == 0:
+            mi = np.zeros((len(sel), 0), dtype=np.intp)
+            y = np.zeros((k, len(sel), 0))
+            logdet_m = np.zeros((k, len(sel)))
+            cond = np.zeros((k, len(sel), 0, 0))
+        else:
+            mi = np.nonzero(ms)[1].reshape(len(sel), m)  # row-major: each row's missing features, ascending
+            pmm = prec[:, mi[:, :, None], mi[:, None, :]]  # (K, ns, m, m)
+            # P z has P_mo z_o in its missing rows, because z is 0 there
+            b = np.take_along_axis(np.matmul(z, prec), mi[None], axis=2)
+            chol = np.linalg.cholesky(pmm)
+            y = np.linalg.solve(pmm, b[..., None])[..., 0]  # P_mm⁻¹ P_mo (x_o - μ_o)
+            logdet_m = 2.0 * np.log(np.diagonal(chol, axis1=2, axis2=3)).sum(axis=2)
+            cond = np.linalg.inv(pmm)
+            cond = 0.5 * (cond + np.swapaxes(cond, -1, -2))
+        dev = z.copy()  # x̂ - μ: observed deviations, and -y in the missing places
+        if m:
+            np.put_along_axis(dev, np.broadcast_to(mi[None], y.shape), -y, axis=2)
+        white = np.matmul(dev, uu)  # rows of (Uᵀ (x̂ - μ))ᵀ
+        q = np.einsum("knd,knd->kn", white, white)
+        logits[:, sel] = const[:, None] - 0.5 * logdet_m + 0.5 * m * _LOG_2PI - 0.5 * q
+        out.append(Completion(sel, dev + means[:, None, :], mi, cond))
+    return logits, out
+
+
+def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np.ndarray, level: int):
+    """Expected statistics ``Σ r E[T(x)]`` of incomplete rows about ``shift``.
+
+    Parameters
+    ----------
+    completions : list of Completion
+        From :func:`marginal_logits`.
+    resp : ndarray, shape (K, n)
+        Responsibilities of the rows (times their sample weights).
+    shift : ndarray, shape (D,) or (K, D)
+        The point the moments are about (one for all components, or each one's).
+    level : int
+        Second moments wanted: full (K, D, D), diag (K, D) or spherical (K,).
+
+    Returns
+    -------
+    n : ndarray, shape (K,)
+    s1 : ndarray, shape (K, D)
+    s2 : ndarray, shape (K, D, D), (K, D) or (K,)
+    """
+    resp = np.asarray(resp, dtype=np.float64)
+    k = resp.shape[0]
+    d = completions[0].xhat.shape[2] if completions else np.shape(shift)[-1]
+    shift = np.broadcast_to(np.asarray(shift, dtype=np.float64), (k, d))
+    n = resp.sum(axis=1)
+    s1 = np.zeros((k, d))
+    s2 = np.zeros({FULL_LEVEL: (k, d, d), DIAG_LEVEL: (k, d)}.get(level, (k,)))
+    for c in completions:
+        r = resp[:, c.rows]
+        v = c.xhat - shift[:, None, :]
+        rv = v * r[:, :, None]
+        s1 += rv.sum(axis=1)
+        if level == FULL_LEVEL:
+            s2 += np.matmul(np.swapaxes(rv, 1, 2), v)
+        elif level == DIAG_LEVEL:
+            s2 += np.einsum("knd,knd->kd", rv, v)
+        else:
+            s2 += np.einsum("knd,knd->k", rv, v)
+        if c.missing is None:  # diagonal conditional covariances, embedded
+            var = np.einsum("kn,knd->kd", r, c.cond)
+            if level == FULL_LEVEL:
+                s2[:, np.arange(d), np.arange(d)] += var
+            elif level == DIAG_LEVEL:
+                s2 += var
+            else:
+                s2 += var.sum(axis=1)
+            continue
+        m = c.missing.shape[1]
+        if m == 0:
+            continue
+        if level == FULL_LEVEL:
+            # embed each row's m-by-m block in D-by-D, a few hundred rows at a time
+            for a in range(0, len(c.rows), _EMBED_ROWS):
+                b = min(len(c.rows), a + _EMBED_ROWS)
+                emb = np.zeros((k, b - a, d, d))
+                mi = c.missing[a:b]
+                emb[:, np.arange(b - a)[:, None, None], mi[:, :, None], mi[:, None, :]] = c.cond[:, a:b]
+                s2 += np.einsum("kn,knij->kij", r[:, a:b], emb)
+        else:
+            diag = np.diagonal(c.cond, axis1=2, axis2=3) * r[:, :, None]  # (K, ns, m)
+            if level == DIAG_LEVEL:
+                for j in range(m):
+                    np.add.at(s2, (slice(None), c.missing[:, j]), diag[:, :, j])
+            else:
+                s2 += diag.sum(axis=(1, 2))
+    return n, s1, s2
