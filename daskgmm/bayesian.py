@@ -20,6 +20,7 @@ from daskgmm.validation import (
     VERBOSE,
     Interval,
     Options,
+    check_missing_supported,
     validate_params,
     warn_convergence,
 )
@@ -76,6 +77,10 @@ class BayesianGaussianMixture(GaussianMixture):
     cache : {"auto", "memory", "none"}, default="auto"
     chunk_size : int, optional
         As in :class:`daskgmm.GaussianMixture`.
+    missing : {"raise", "marginalize"}, default="raise"
+        NaN in X is an error. "marginalize" raises a ValueError: the variational E-step
+        with missing values is not implemented
+        (:class:`daskgmm.GaussianMixture` marginalises missing values).
 
     Attributes
     ----------
@@ -120,6 +125,7 @@ class BayesianGaussianMixture(GaussianMixture):
         "verbose_interval": [Interval(int, 1, None)],
         "cache": [Options("auto", "memory", "none")],
         "chunk_size": [Interval(int, 1, None), NONE],
+        "missing": [Options("raise", "marginalize")],
     }
 
     def __init__(
@@ -144,6 +150,7 @@ class BayesianGaussianMixture(GaussianMixture):
         verbose_interval=10,
         cache="auto",
         chunk_size=None,
+        missing="raise",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -164,6 +171,7 @@ class BayesianGaussianMixture(GaussianMixture):
         self.verbose_interval = verbose_interval
         self.cache = cache
         self.chunk_size = chunk_size
+        self.missing = missing
 
     # GaussianMixture's information criteria count the parameters of a point estimate;
     # scikit-learn's BayesianGaussianMixture has none, and neither has this one
@@ -201,8 +209,12 @@ class BayesianGaussianMixture(GaussianMixture):
             "for GaussianMixture only"
         )
 
-    def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
+    def _validate_params(self):
         validate_params(self)
+        check_missing_supported(self, "the variational E-step with missing values is not implemented")
+
+    def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
+        self._validate_params()
         data, scan, _ = self._prepare(X, sample_weight)
         n, d = data.n_rows, data.n_features
         k = self.n_components

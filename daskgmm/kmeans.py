@@ -37,6 +37,7 @@ from daskgmm.validation import (
     VERBOSE,
     Interval,
     Options,
+    check_missing_supported,
     in_memory_rows,
     is_dask,
     prediction_rows,
@@ -84,6 +85,10 @@ default="k-means||"
     cache : {"auto", "memory", "none"}, default="auto"
     chunk_size : int, optional
         Rows per chunk for in-memory input.
+    missing : {"raise", "marginalize"}, default="raise"
+        NaN in X is an error. "marginalize" raises a ValueError: KMeans has no likelihood
+        to marginalise
+        (:class:`daskgmm.GaussianMixture` marginalises missing values).
 
     Attributes
     ----------
@@ -115,10 +120,12 @@ default="k-means||"
         "algorithm": [Options("lloyd", "elkan")],
         "cache": [Options("auto", "memory", "none")],
         "chunk_size": [Interval(int, 1, None), NONE],
+        "missing": [Options("raise", "marginalize")],
     }
 
     def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4, verbose=0,
-                 random_state=None, copy_x=True, algorithm="lloyd", cache="auto", chunk_size=None):
+                 random_state=None, copy_x=True, algorithm="lloyd", cache="auto", chunk_size=None,
+                 missing="raise"):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -130,9 +137,12 @@ default="k-means||"
         self.algorithm = algorithm
         self.cache = cache
         self.chunk_size = chunk_size
+        self.missing = missing
 
     def _validate_params(self):
         validate_params(self)
+        check_missing_supported(self, "k-means has no likelihood to marginalise, and a distance on the "
+                                      "observed coordinates alone is not implemented")
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "cluster_centers_")

@@ -356,6 +356,17 @@ def prediction_rows(estimator, X, missing: str = "raise"):
     return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite)
 
 
+def check_missing_supported(estimator, why: str) -> None:
+    """Raise for ``missing="marginalize"`` on an estimator that cannot marginalise (``why``: the reason)."""
+    if getattr(estimator, "missing", "raise") == "marginalize":
+        name = type(estimator).__name__
+        raise ValueError(
+            f"{name} does not support missing='marginalize': {why}. Use "
+            "GaussianMixture(missing='marginalize'), or drop the rows with NaN "
+            "(daskgmm.read_parquet(..., nan_policy='omit'))."
+        )
+
+
 def empty_rows_error(n_empty: int) -> ValueError:
     """The error for rows with no observed value under ``missing="marginalize"``."""
     return ValueError(

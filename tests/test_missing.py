@@ -308,3 +308,15 @@ def test_every_initialisation_and_restarts(init):
     g = GaussianMixture(3, missing="marginalize", init_params=init, n_init=2, random_state=0, max_iter=200).fit(xm)
     assert np.all(np.isfinite(g.means_)) and np.isfinite(g.lower_bound_)
     assert len(g.restarts_) == 2
+
+
+def test_kmeans_and_bayesian_mixture_refuse_to_marginalise():
+    from daskgmm import BayesianGaussianMixture, KMeans
+
+    _, xm, _, _ = _mixture_data(7, n=300)
+    with pytest.raises(ValueError, match="KMeans does not support missing='marginalize'"):
+        KMeans(3, missing="marginalize").fit(xm)
+    with pytest.raises(ValueError, match="BayesianGaussianMixture does not support missing='marginalize'"):
+        BayesianGaussianMixture(n_components=3, missing="marginalize").fit(xm)
+    with pytest.raises(ValueError, match="contains NaN"):
+        KMeans(3).fit(xm)
