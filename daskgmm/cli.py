@@ -314,15 +314,20 @@ def _estimator(o):
         return BayesianGaussianMixture(
             n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
             max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
-            **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]},
+            missing=_missing(o), **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]},
         )
     from daskgmm.mixture import GaussianMixture
 
     return GaussianMixture(
         n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
         max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
-        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache,
+        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache, missing=_missing(o),
     )
+
+
+def _missing(o) -> str:
+    """The estimators' ``missing`` for ``--nan-policy``: "marginalize" keeps NaN for the model."""
+    return "marginalize" if o.nan_policy == "marginalize" else "raise"
 
 
 def _fingerprint(o, src) -> dict:
@@ -446,6 +451,13 @@ def _model_source(o, log):
     model_cols = getattr(est, "feature_names_in_", None)
     if cols is None and model_cols is not None:
         cols = [str(c) for c in model_cols]
+    if _missing(o) == "marginalize":
+        from daskgmm.mixture import GaussianMixture
+
+        if type(est) is not GaussianMixture:
+            raise UsageError(f"daskgmm {o.command}: --nan-policy marginalize needs a GaussianMixture model, "
+                             f"{o.model} holds a {type(est).__name__}")
+        est.set_params(missing="marginalize")  # marginal densities need nothing of how the model was fitted
     src = _open(o, log, columns=cols, dtype=str(np.asarray(est.means_).dtype))
     if len(src.columns) != est.n_features_in_:
         from daskgmm.io import DataError
@@ -560,7 +572,8 @@ def cmd_select(o, log, metrics):
             warnings.simplefilter("ignore", ConvergenceWarning)
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
-                               init_params=o.init_params, cache=o.cache, progress=report.progress)
+                               init_params=o.init_params, cache=o.cache, progress=report.progress,
+                               missing=_missing(o))
         best = res.best_
         best.feature_names_in_ = np.asarray(src.columns, dtype=object)
         for m in res.models_.values():

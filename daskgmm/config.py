@@ -46,8 +46,9 @@ OPTIONS = [
         (FIT, PREDICT, SELECT, UPDATE),
         metavar="COL"),
     Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32")),
-    Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, or drop them", _DATA,
-        choices=("raise", "omit")),
+    Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "
+        "as missing values that the mixture marginalises (inf still fails)", _DATA,
+        choices=("raise", "omit", "marginalize")),
     Opt("chunk_rows", "int", None, "rows per chunk: smaller row groups are merged, larger ones cut into row slices "
         "(default: sized from the workers' memory limit)", _DATA,
         metavar="N"),

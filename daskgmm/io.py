@@ -382,9 +382,10 @@ def _bad_rows(x) -> np.ndarray:
 def _read_piece(fs, piece, columns, id_column, dtype, nan_policy):
     """One chunk: (features (n, D) Fortran-ordered, ids (n,) or None)."""
     x, ids = _read_matrix(fs, piece, columns, dtype, id_column)
-    bad = _bad_rows(x)
+    # "marginalize" keeps NaN/null (a missing value for the model); infinity stays an error
+    bad = np.isinf(x).any(axis=1) if nan_policy == "marginalize" else _bad_rows(x)
     if bad.any():
-        if nan_policy == "raise":
+        if nan_policy != "omit":
             counts = (~np.isfinite(x)).sum(axis=0)
             detail = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(columns, counts) if n)
             raise NonFiniteError(
@@ -484,10 +485,12 @@ def open_parquet(
     id_column : str, optional
         A column to carry alongside (e.g. to join predictions back).
     dtype : {"float64", "float32"}
-    nan_policy : {"raise", "omit"}
+    nan_policy : {"raise", "omit", "marginalize"}
         NaN, null or infinite feature values raise a DataError naming the file,
         the column and the number of rows; or the rows are dropped (one
-        counting pass first; a RowsOmittedWarning reports how many).
+        counting pass first; a RowsOmittedWarning reports how many); or NaN and
+        null are kept as NaN, for ``GaussianMixture(missing="marginalize")``
+        (infinity still raises).
     chunk_rows : int, optional
         Rows per chunk: smaller row groups of a file are merged, larger ones
         cut into row slices. Default: from ``chunk_bytes``.
@@ -509,8 +512,8 @@ def open_parquet(
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    if nan_policy not in ("raise", "omit"):
-        raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+    if nan_policy not in ("raise", "omit", "marginalize"):
+        raise ValueError(f"nan_policy must be 'raise', 'omit' or 'marginalize', got {nan_policy!r}")
     fs, files = list_files(path, storage_options)
     with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
         infos = list(pool.map(lambda f: _inspect(fs, f), files))

@@ -51,7 +51,7 @@ class SelectionResult:
 def select_model(
     X, n_components=range(1, 11), covariance_types=("full", "diag"), criterion="bic", n_init=1,
     random_state=None, *, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", sample_weight=None,
-    cache="auto", progress=None,
+    cache="auto", progress=None, missing="raise",
 ) -> SelectionResult:
     """Fit a Gaussian mixture for every K and covariance type in lockstep; pick by BIC or AIC.
 
@@ -72,6 +72,9 @@ def select_model(
     cache : {"auto", "memory", "none"}
     progress : callable, optional
         ``progress(event, **info)`` with "init" and "iteration" events.
+    missing : {"raise", "marginalize"}, default="raise"
+        As in :class:`daskgmm.GaussianMixture`; under "marginalize" the criteria use
+        the log-likelihood of the observed values.
 
     Returns
     -------
@@ -92,11 +95,12 @@ def select_model(
         raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}")
     # each candidate is validated as the estimator it becomes
     probe = {(k, t): GaussianMixture(k, covariance_type=t, tol=tol, reg_covar=reg_covar, max_iter=max_iter,
-                                     n_init=n_init, init_params=init_params, random_state=random_state, cache=cache)
+                                     n_init=n_init, init_params=init_params, random_state=random_state, cache=cache,
+                                     missing=missing)
              for k in ks for t in types}
     for est in probe.values():
         validate_params(est)
-    data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2)
+    data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2, missing=missing)
     n, d = data.n_rows, data.n_features
     if n < max(ks):
         raise ValueError(f"Expected n_samples >= n_components but got n_components = {max(ks)}, n_samples = {n}")

@@ -320,3 +320,82 @@ def test_kmeans_and_bayesian_mixture_refuse_to_marginalise():
         BayesianGaussianMixture(n_components=3, missing="marginalize").fit(xm)
     with pytest.raises(ValueError, match="contains NaN"):
         KMeans(3).fit(xm)
+
+
+# --------------------------------------------------------------------------- Parquet and the command
+
+
+def _write_missing_parquet(directory, xm, files=2):
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(directory, exist_ok=True)
+    n = len(xm)
+    bounds = np.linspace(0, n, files + 1).astype(int)
+    for i in range(files):
+        a, b = bounds[i], bounds[i + 1]
+        cols = {"id": pa.array(np.arange(a, b))}
+        for j in range(xm.shape[1]):
+            v = xm[a:b, j]
+            # column 0 carries its missing values as nulls, the others as NaN
+            cols[f"f{j}"] = pa.array(v, mask=np.isnan(v)) if j == 0 else pa.array(v)
+        pq.write_table(pa.table(cols), os.path.join(directory, f"part-{i}.parquet"))
+
+
+def test_read_parquet_marginalize_keeps_nan_and_rejects_inf(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import daskgmm
+
+    _, xm, _, _ = _mixture_data(8, n=1000)
+    _write_missing_parquet(tmp_path / "d", xm)
+    src = daskgmm.read_parquet(str(tmp_path / "d"), columns=[f"f{j}" for j in range(6)], nan_policy="marginalize")
+    x = np.asarray(src.compute())
+    np.testing.assert_array_equal(np.isnan(x), np.isnan(xm))
+    np.testing.assert_array_equal(x[~np.isnan(x)], xm[~np.isnan(xm)])
+    pq.write_table(pa.table({"f0": [1.0, np.inf], "f1": [np.nan, 2.0]}), tmp_path / "inf.parquet")
+    bad = daskgmm.read_parquet(str(tmp_path / "inf.parquet"), nan_policy="marginalize")
+    with pytest.raises(Exception, match="infinite"):
+        bad.compute()
+
+
+def test_cli_fit_and_predict_with_nan_policy_marginalize(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from daskgmm import GaussianMixture, load
+    from daskgmm.cli import main
+
+    from .conftest import FAST
+
+    _, xm, _, _ = _mixture_data(9, n=3000)
+    data, model, preds = tmp_path / "d", tmp_path / "model", tmp_path / "preds"
+    _write_missing_parquet(data, xm)
+    cols = ",".join(f"f{j}" for j in range(6))
+    argv = ["fit", str(data), "--columns", cols, "--n-components", "3", "--seed", "0", "--model-out", str(model),
+            "--metrics-out", str(tmp_path / "m.json"), *FAST]
+    assert main(argv) == 2  # NaN is an error by default
+    assert main([*argv, "--nan-policy", "marginalize"]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["status"] == "ok" and m["n_rows"] == len(xm)
+    est = load(model)
+    assert est.missing == "marginalize"
+    ref = GaussianMixture(3, random_state=0, missing="marginalize").fit(xm)
+    np.testing.assert_allclose(np.sort(est.means_, axis=0), np.sort(ref.means_, axis=0), rtol=1e-6, atol=1e-6)
+    assert main(["predict", str(data), "--model", str(model), "--out", str(preds), "--id-column", "id",
+                 "--loglik", "--columns", cols, "--nan-policy", "marginalize", *FAST]) == 0
+    t = pq.read_table(preds)
+    ids = t.column("id").to_numpy()
+    np.testing.assert_allclose(t.column("loglik").to_numpy(), est.score_samples(xm[ids]), rtol=1e-10)
+
+
+def test_select_model_marginalizes():
+    from daskgmm import select_model
+
+    _, xm, _, _ = _mixture_data(10, n=3000)
+    res = select_model(xm, [1, 2, 3], "full", random_state=0, missing="marginalize")
+    assert res.best_.n_components == 3 and res.best_.missing == "marginalize"
