@@ -31,9 +31,6 @@ from daskgmm.kernels.params import PerComponent
 
 _LOG_2PI = math.log(2 * math.pi)
 
-#: Rows per batch of full/tied conditional covariances embedded in (K, rows, D, D).
-_EMBED_ROWS = 256
-
 
 @dataclass
 class Completion:
@@ -58,6 +55,41 @@ class Completion:
     xhat: np.ndarray
     missing: np.ndarray | None
     cond: np.ndarray
+
+
+def _cholesky_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``L⁻¹`` of the Cholesky factor ``a = L Lᵀ`` of a stack of small SPD matrices, and ``log det a``.
+
+    Written column by column over the whole stack: the matrices are tiny (the missing
+    features of one row) and there are K of them per row, where LAPACK's per-matrix call
+    through ``numpy.linalg`` cost several times the arithmetic.
+
+    Parameters
+    ----------
+    a : ndarray, shape (..., m, m)
+
+    Returns
+    -------
+    linv : ndarray, shape (..., m, m)
+        Lower triangular.
+    logdet : ndarray, shape (...)
+    """
+    m = a.shape[-1]
+    low = np.zeros_like(a)
+    for j in range(m):
+        row = low[..., j, :j]
+        low[..., j, j] = np.sqrt(a[..., j, j] - np.einsum("...k,...k->...", row, row))
+        if j + 1 < m:
+            low[..., j + 1 :, j] = (a[..., j + 1 :, j] - np.einsum("...ik,...k->...i", low[..., j + 1 :, :j], row)
+                                    ) / low[..., j, j][..., None]
+    diag = np.diagonal(low, axis1=-2, axis2=-1)
+    # forward substitution of L X = I, one row of X at a time
+    inv = np.zeros_like(a)
+    for i in range(m):
+        inv[..., i, i] = 1.0 / diag[..., i]
+        if i:
+            inv[..., i, :i] = -np.einsum("...k,...kj->...j", low[..., i, :i], inv[..., :i, :i]) / diag[..., i][..., None]
+    return inv, 2.0 * np.log(diag).sum(axis=-1)
 
 
 def marginal_logits(pc: PerComponent, x: np.ndarray) -> tuple[np.ndarray, list[Completion]]:
@@ -113,14 +145,12 @@ def marginal_logits(pc: PerComponent, x: np.ndarray) -> tuple[np.ndarray, list[C
             cond = np.zeros((k, len(sel), 0, 0))
         else:
             mi = np.nonzero(ms)[1].reshape(len(sel), m)  # row-major: each row's missing features, ascending
-            pmm = prec[:, mi[:, :, None], mi[:, None, :]]  # (K, ns, m, m)
-            # P z has P_mo z_o in its missing rows, because z is 0 there
-            b = np.take_along_axis(np.matmul(z, prec), mi[None], axis=2)
-            chol = np.linalg.cholesky(pmm)
-            y = np.linalg.solve(pmm, b[..., None])[..., 0]  # P_mm⁻¹ P_mo (x_o - μ_o)
-            logdet_m = 2.0 * np.log(np.diagonal(chol, axis1=2, axis2=3)).sum(axis=2)
-            cond = np.linalg.inv(pmm)
-            cond = 0.5 * (cond + np.swapaxes(cond, -1, -2))
+            p_m = prec[:, mi, :]  # (K, ns, m, D): the precision's rows of the missing features
+            pmm = np.take_along_axis(p_m, mi[None, :, None, :], axis=3)  # (K, ns, m, m)
+            b = np.einsum("knmd,knd->knm", p_m, z)  # P_mo (x_o - μ_o), since z is 0 where missing
+            linv, logdet_m = _cholesky_inverse(pmm)
+            cond = np.matmul(np.swapaxes(linv, -1, -2), linv)  # P_mm⁻¹ = L⁻ᵀ L⁻¹
+            y = np.einsum("knij,knj->kni", cond, b)
         dev = z.copy()  # x̂ - μ: observed deviations, and -y in the missing places
         if m:
             np.put_along_axis(dev, np.broadcast_to(mi[None], y.shape), -y, axis=2)
@@ -181,19 +211,18 @@ def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np
         m = c.missing.shape[1]
         if m == 0:
             continue
+        comp = np.arange(k)[:, None, None]
         if level == FULL_LEVEL:
-            # embed each row's m-by-m block in D-by-D, a few hundred rows at a time
-            for a in range(0, len(c.rows), _EMBED_ROWS):
-                b = min(len(c.rows), a + _EMBED_ROWS)
-                emb = np.zeros((k, b - a, d, d))
-                mi = c.missing[a:b]
-                emb[:, np.arange(b - a)[:, None, None], mi[:, :, None], mi[:, None, :]] = c.cond[:, a:b]
-                s2 += np.einsum("kn,knij->kij", r[:, a:b], emb)
+            # scatter each row's m-by-m block into its component's D-by-D sum
+            cell = c.missing[:, :, None] * d + c.missing[:, None, :]  # (ns, m, m)
+            idx = comp[..., None] * (d * d) + cell[None]
+            s2 += np.bincount(idx.ravel(), weights=(c.cond * r[:, :, None, None]).ravel(),
+                              minlength=k * d * d).reshape(k, d, d)
         else:
             diag = np.diagonal(c.cond, axis1=2, axis2=3) * r[:, :, None]  # (K, ns, m)
             if level == DIAG_LEVEL:
-                for j in range(m):
-                    np.add.at(s2, (slice(None), c.missing[:, j]), diag[:, :, j])
+                idx = comp * d + c.missing[None]
+                s2 += np.bincount(idx.ravel(), weights=diag.ravel(), minlength=k * d).reshape(k, d)
             else:
                 s2 += diag.sum(axis=(1, 2))
     return n, s1, s2
