@@ -399,3 +399,19 @@ def test_select_model_marginalizes():
     _, xm, _, _ = _mixture_data(10, n=3000)
     res = select_model(xm, [1, 2, 3], "full", random_state=0, missing="marginalize")
     assert res.best_.n_components == 3 and res.best_.missing == "marginalize"
+
+
+def test_models_of_every_type_in_one_pass():
+    """A diagonal model beside a full one (features of the full level) gets the statistics it gets alone."""
+    x = _data()
+    centre = np.nanmean(x, axis=0)
+    specs = []
+    for ct in TYPES:
+        w, m, c = _model(ct)
+        specs.append(MixtureState.from_covariances(w, m, c, ct, missing="marginalize").spec(centre))
+    together = chunk_pass(x, [MixtureRequest(specs)], centre)[0]
+    for spec, st in zip(specs, together):
+        alone = chunk_pass(x, [MixtureRequest([spec])], centre)[0][0]
+        assert abs(alone.loglik - st.loglik) < 1e-10 * abs(st.loglik)
+        np.testing.assert_allclose(st.s1, alone.s1, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(st.s2, alone.s2, rtol=1e-10, atol=1e-9)

@@ -56,6 +56,45 @@ class Completion:
     missing: np.ndarray | None
     cond: np.ndarray
 
+    @property
+    def n_features(self) -> int:
+        return self.xhat.shape[2]
+
+
+@dataclass
+class DiagCompletion:
+    """Completions of incomplete rows under diagonal (or spherical) covariances.
+
+    Every component completes a missing feature with its own mean, and its conditional
+    variance is the component's variance, so the statistics are GEMMs with the
+    observed values and the missing-value indicators (no per-row arrays per component).
+
+    Attributes
+    ----------
+    x0 : ndarray, shape (n, D)
+        The rows with 0 where missing.
+    miss : ndarray, shape (n, D)
+        1.0 where missing, else 0.0.
+    means : ndarray, shape (K, D)
+    var : ndarray, shape (K, D)
+        Component variances.
+    """
+
+    x0: np.ndarray
+    miss: np.ndarray
+    means: np.ndarray
+    var: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return self.x0.shape[1]
+
+    def general(self) -> Completion:
+        """The same as a :class:`Completion` (for second moments beyond the diagonal)."""
+        m = self.miss[None] > 0
+        xhat = np.where(m, self.means[:, None, :], self.x0[None])
+        return Completion(np.arange(len(self.x0)), xhat, None, np.where(m, self.var[:, None, :], 0.0))
+
 
 def _cholesky_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``L⁻¹`` of the Cholesky factor ``a = L Lᵀ`` of a stack of small SPD matrices, and ``log det a``.
@@ -88,11 +127,12 @@ def _cholesky_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for i in range(m):
         inv[..., i, i] = 1.0 / diag[..., i]
         if i:
-            inv[..., i, :i] = -np.einsum("...k,...kj->...j", low[..., i, :i], inv[..., :i, :i]) / diag[..., i][..., None]
+            inv[..., i, :i] = (-np.einsum("...k,...kj->...j", low[..., i, :i], inv[..., :i, :i])
+                               / diag[..., i][..., None])
     return inv, 2.0 * np.log(diag).sum(axis=-1)
 
 
-def marginal_logits(pc: PerComponent, x: np.ndarray) -> tuple[np.ndarray, list[Completion]]:
+def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tuple[np.ndarray, list]:
     """``log π_k + log N(x_o | μ_k,o, Σ_k,oo)`` of rows with missing values, and their completions.
 
     Parameters
@@ -101,12 +141,16 @@ def marginal_logits(pc: PerComponent, x: np.ndarray) -> tuple[np.ndarray, list[C
         The model (means in the coordinates of ``x``).
     x : ndarray, shape (n, D)
         Rows in the coordinates of ``pc.means``, NaN where missing.
+    exact : bool
+        Diag and spherical: difference every row from every mean first (per-row arrays
+        per component; the precise path, for rows far from the centre) rather than
+        expand the squares into GEMMs (which loses what the shared features lose).
 
     Returns
     -------
     logits : ndarray, shape (K, n)
         float64. A row with no observed feature gets ``log π_k``.
-    completions : list of Completion
+    completions : list of Completion or DiagCompletion
         Covering every row once.
     """
     x = np.asarray(x, dtype=np.float64)
@@ -122,14 +166,21 @@ def marginal_logits(pc: PerComponent, x: np.ndarray) -> tuple[np.ndarray, list[C
     ct = pc.covariance_type
     if ct in ("diag", "spherical"):
         uu = u if ct == "diag" else np.broadcast_to(u[:, None], (k, d))
-        z = np.where(miss[None], 0.0, x[None] - means[:, None, :])  # (K, n, D)
-        q = np.einsum("knd,knd->kn", z, z * (uu**2)[:, None, :])
+        p = uu**2
+        x0 = np.where(miss, 0.0, x)
+        obs = (~miss).astype(np.float64)
+        if exact:
+            z = np.where(miss[None], 0.0, x[None] - means[:, None, :])  # (K, n, D)
+            q = np.einsum("knd,knd->kn", z, z * p[:, None, :])
+            logdet_m = np.log(uu) @ (1.0 - obs).T
+            logits[:] = const[:, None] - logdet_m + 0.5 * miss.sum(axis=1) * _LOG_2PI - 0.5 * q
+            return logits, [DiagCompletion(x0, 1.0 - obs, means, 1.0 / p).general()]
+        # Σ_observed p (x - μ)² as three GEMMs over the observed values
+        q = p @ (x0 * x0).T - 2.0 * (p * means) @ x0.T + (p * means**2) @ obs.T
         # log det of the missing block of the precision, and (2π)^(m/2) given back
-        logdet_m = miss.astype(np.float64) @ np.log(uu).T  # (n, K)
-        logits[:] = const[:, None] - logdet_m.T + 0.5 * miss.sum(axis=1) * _LOG_2PI - 0.5 * q
-        xhat = np.where(miss[None], means[:, None, :], x[None])
-        var = np.where(miss[None], 1.0 / (uu**2)[:, None, :], 0.0)
-        return logits, [Completion(np.arange(n), xhat, None, var)]
+        logdet_m = np.log(uu) @ (1.0 - obs).T  # (K, n)
+        logits[:] = const[:, None] - logdet_m + 0.5 * miss.sum(axis=1) * _LOG_2PI - 0.5 * q
+        return logits, [DiagCompletion(x0, 1.0 - obs, means, 1.0 / p)]
     uu = np.broadcast_to(u, (k, d, d)) if ct == "tied" else u
     prec = np.einsum("kij,klj->kil", uu, uu)
     counts = miss.sum(axis=1)
@@ -183,12 +234,24 @@ def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np
     """
     resp = np.asarray(resp, dtype=np.float64)
     k = resp.shape[0]
-    d = completions[0].xhat.shape[2] if completions else np.shape(shift)[-1]
+    d = completions[0].n_features if completions else np.shape(shift)[-1]
     shift = np.broadcast_to(np.asarray(shift, dtype=np.float64), (k, d))
     n = resp.sum(axis=1)
     s1 = np.zeros((k, d))
     s2 = np.zeros({FULL_LEVEL: (k, d, d), DIAG_LEVEL: (k, d)}.get(level, (k,)))
     for c in completions:
+        if isinstance(c, DiagCompletion):
+            if level == FULL_LEVEL:
+                c = c.general()
+            else:
+                # Σ r x̂ = r·x0 + (r·miss) μ;  Σ r (x̂² + var) = r·x0² + (r·miss)(μ² + var), about the shift
+                rm = resp @ c.miss
+                sx = resp @ c.x0 + rm * c.means
+                sxx = resp @ (c.x0 * c.x0) + rm * (c.means**2 + c.var)
+                s1 += sx - n[:, None] * shift
+                diag = sxx - 2.0 * shift * sx + n[:, None] * shift**2
+                s2 += diag if level == DIAG_LEVEL else diag.sum(axis=1)
+                continue
         r = resp[:, c.rows]
         v = c.xhat - shift[:, None, :]
         rv = v * r[:, :, None]

@@ -110,7 +110,8 @@ def mixture_logits(x, nat, centre, marginal: PerComponent | None = None) -> np.n
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     out = np.empty((x.shape[0], marginal.means.shape[0]), dtype=dtype)
     out[~inc] = component_logits(x[~inc], nat, centre)
-    lg, _ = marginal_logits(marginal, np.asarray(x[inc], np.float64) - np.asarray(centre, np.float64))
+    lg, _ = marginal_logits(marginal, np.asarray(x[inc], np.float64) - np.asarray(centre, np.float64),
+                            exact=isinstance(nat, PerComponent))
     out[inc] = lg.T
     return out
 

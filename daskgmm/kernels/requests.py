@@ -158,7 +158,7 @@ class MixtureRequest:
                 if spec.marginal is None:
                     L[a:b, incomplete] = 0.0  # left out below; keeps NaN out of the arithmetic
                     continue
-                lg, completions[i] = marginal_logits(spec.marginal, x_inc)
+                lg, completions[i] = marginal_logits(spec.marginal, x_inc, exact=spec.precise is not None)
                 L[a:b, incomplete] = lg
         w = None if blk.w is None else blk.w.astype(dtype, copy=False)
         for first, end, assignment in self._groups:
@@ -237,7 +237,7 @@ class MixtureRequest:
             pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
             return
         level = acc["level"]
-        d = completions[0].xhat.shape[2]
+        d = completions[0].n_features
         n, s1, s2 = completed_moments(completions, r, np.zeros(d), level)
         q = n_quad_rows(level, d)
         a, b = self._bounds[i], self._bounds[i + 1]
