@@ -393,6 +393,33 @@ def test_cli_fit_and_predict_with_nan_policy_marginalize(tmp_path):
     np.testing.assert_allclose(t.column("loglik").to_numpy(), est.score_samples(xm[ids]), rtol=1e-10)
 
 
+def test_cli_update_with_nan_policy_marginalize(tmp_path):
+    """The nightly update on day-2 data with NaN gives the model partial_fit gives in Python."""
+    import warnings
+
+    import daskgmm
+    from daskgmm import GaussianMixture, load
+    from daskgmm.cli import main
+
+    from .conftest import FAST
+
+    _, day1, _, _ = _mixture_data(9, n=1500)
+    model = tmp_path / "model"
+    GaussianMixture(3, random_state=0, missing="marginalize").fit(day1).save(str(model))
+    cols = ",".join(f"f{j}" for j in range(6))
+    _, day2, _, _ = _mixture_data(11, n=1500)
+    _write_missing_parquet(tmp_path / "d2", day2)
+    assert main(["update", str(tmp_path / "d2"), "--model", str(model), "--model-out", str(tmp_path / "m2"),
+                 "--columns", cols, *FAST]) == 2  # NaN is an error by default
+    assert main(["update", str(tmp_path / "d2"), "--model", str(model), "--model-out", str(tmp_path / "m2"),
+                 "--columns", cols, "--nan-policy", "marginalize", *FAST]) == 0
+    py = load(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a Dask array has no feature names
+        py.partial_fit(daskgmm.read_parquet(str(tmp_path / "d2"), columns=cols.split(","), nan_policy="marginalize"))
+    np.testing.assert_allclose(load(tmp_path / "m2").means_, py.means_, rtol=1e-10)
+
+
 def test_select_model_marginalizes():
     from daskgmm import select_model
 
