@@ -475,9 +475,10 @@ def cmd_score(o, log, metrics):
     from daskgmm.kernels.covariance import n_parameters
 
     n = src.n_rows
-    p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
-    result = {"n_rows": n, "mean_loglik": mean, "bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p,
-              "n_parameters": p}
+    result = {"n_rows": n, "mean_loglik": mean}
+    if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
+        p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
+        result.update({"bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p, "n_parameters": p})
     metrics.update(result)
     print(json.dumps(result, indent=2))
     return EXIT_OK

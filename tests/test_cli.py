@@ -384,3 +384,8 @@ def test_fit_bayesian_end_to_end_with_config_and_info(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", "--model", str(model)]) == 0
     assert f"effective:        {n_eff} component(s) of weight > 0.01" in capsys.readouterr().out
+    # score: the mean log-likelihood, and no BIC/AIC (they count a point estimate's parameters)
+    assert main(["score", str(data), "--model", str(model), *FAST]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert set(scored) == {"n_rows", "mean_loglik"}
+    np.testing.assert_allclose(scored["mean_loglik"], est.score(X), rtol=1e-9)
