@@ -1,29 +1,48 @@
 """daskgmm: Gaussian mixture models and k-means fitted by EM on Dask, for data larger than memory."""
 
-# scikit-learn's classes (InvalidParameterError is the one its parameter validation raises)
-from daskgmm._base import ConvergenceWarning, InvalidParameterError, NotFittedError
-from daskgmm.io import DataError, RowsOmittedWarning, open_parquet, read_parquet
-from daskgmm.kmeans import KMeans
-from daskgmm.mixture import GaussianMixture
-from daskgmm.persist import ModelFileError
-from daskgmm.persist import load_model as load
-from daskgmm.selection import SelectionResult, select_model
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConvergenceWarning",
-    "DataError",
-    "GaussianMixture",
-    "InvalidParameterError",
-    "KMeans",
-    "ModelFileError",
-    "NotFittedError",
-    "RowsOmittedWarning",
-    "SelectionResult",
-    "__version__",
-    "load",
-    "open_parquet",
-    "read_parquet",
-    "select_model",
-]
+# Public names are imported on first use (PEP 562): a worker unpickling a chunk task
+# imports this package, and the estimators would bring scikit-learn, SciPy and pandas
+# with them, ~110 MiB per worker process that a 300 MiB memory limit cannot spare.
+# scikit-learn's classes (InvalidParameterError is the one its parameter validation raises).
+_PUBLIC = {
+    "ConvergenceWarning": "daskgmm._base",
+    "InvalidParameterError": "daskgmm._base",
+    "NotFittedError": "daskgmm._base",
+    "DataError": "daskgmm.io",
+    "RowsOmittedWarning": "daskgmm.io",
+    "open_parquet": "daskgmm.io",
+    "read_parquet": "daskgmm.io",
+    "KMeans": "daskgmm.kmeans",
+    "GaussianMixture": "daskgmm.mixture",
+    "ModelFileError": "daskgmm.persist",
+    "SelectionResult": "daskgmm.selection",
+    "select_model": "daskgmm.selection",
+}
+_RENAMED = {"load": ("daskgmm.persist", "load_model")}
+
+__all__ = sorted([*_PUBLIC, *_RENAMED, "__version__"])
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    elif name in _RENAMED:
+        module, attr = _RENAMED[name]
+        value = getattr(importlib.import_module(module), attr)
+    else:
+        try:  # a submodule, e.g. ``daskgmm.plot`` after ``import daskgmm``
+            value = importlib.import_module(f"daskgmm.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"daskgmm.{name}":
+                raise
+            raise AttributeError(f"module 'daskgmm' has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -28,68 +28,11 @@ from daskgmm._base import (
     warn_convergence,
 )
 from daskgmm.init import INIT_METHODS, check_random_state
-from daskgmm.stats import component_logits
 
-
-def _predict_block(x, nat, centre, what):
-    """Per-chunk predictions (a top-level function so that workers can unpickle it)."""
-    x = np.asarray(x)
-    if x.size and not np.all(np.isfinite(x)):
-        raise ValueError("Input X contains NaN or infinity.")
-    logits = component_logits(x, nat, centre)
-    if what == "labels":
-        return logits.argmax(axis=1)
-    mx = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1), logits.dtype)
-    with np.errstate(under="ignore"):
-        lse = mx + np.log(np.exp(logits - mx).sum(axis=1, keepdims=True))
-        if what == "proba":
-            return np.exp(logits - lse)
-    return lse[:, 0]
-
-
-def _prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components):
-    """Columns of one part of a predictions dataset."""
-    x = np.asarray(x)
-    logits = component_logits(x, nat, centre)
-    out = {}
-    if id_column is not None:
-        out[id_column] = ids
-    out["label"] = logits.argmax(axis=1).astype(np.int32)
-    if proba or loglik:
-        mx = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1), logits.dtype)
-        with np.errstate(under="ignore"):
-            lse = mx + np.log(np.exp(logits - mx).sum(axis=1, keepdims=True))
-            if proba:
-                p = np.exp(logits - lse)
-                for k in range(n_components):
-                    out[f"proba_{k}"] = p[:, k]
-        if loglik:
-            out["loglik"] = lse[:, 0]
-    return out
-
-
-def _sample_part(n, seed, part, weights, means, covs, covariance_type, names, dtype):
-    """``n`` rows of one part of a streamed sample (shuffled; with their component)."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(part,)))
-    counts = rng.multinomial(n, weights)
-    d = means.shape[1]
-    xs, ys = [], []
-    for k, c in enumerate(counts):
-        if c == 0:
-            continue
-        if covariance_type in ("full", "tied"):
-            cov_k = covs[k] if covariance_type == "full" else covs
-            z = rng.standard_normal((c, d)) @ np.linalg.cholesky(cov_k).T
-        else:  # diag (K, D) or spherical (K,): scale each coordinate
-            z = rng.standard_normal((c, d)) * np.sqrt(covs[k])
-        xs.append(means[k] + z)
-        ys.append(np.full(c, k, dtype=np.int32))
-    X = np.vstack(xs) if xs else np.zeros((0, d))
-    y = np.concatenate(ys) if ys else np.zeros(0, np.int32)
-    order = rng.permutation(len(y))
-    out = {name: X[order, j].astype(dtype) for j, name in enumerate(names)}
-    out["component"] = y[order]
-    return out
+# worker-side functions live where importing them costs a worker no scikit-learn
+from daskgmm.tasks import predict_block as _predict_block
+from daskgmm.tasks import prediction_part as _prediction_part
+from daskgmm.tasks import sample_part as _sample_part
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
