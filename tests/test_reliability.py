@@ -252,3 +252,38 @@ def test_select_takes_an_id_column_and_plots_go_into_new_directories(tmp_path, c
                  "--model-out", str(tmp_path / "m"), "--plot", str(tmp_path / "new" / "dir" / "fit.png"),
                  "--quiet"]) == 0
     assert (tmp_path / "new" / "dir" / "fit.png").stat().st_size > 0  # one feature: a histogram, no crash
+
+
+# ---------------------------------------------------------------------------- worker memory
+
+
+def test_worker_side_modules_import_no_estimator_libraries():
+    """A worker imports the module of every task function it unpickles: those of the reads,
+    the passes and the predictions must not bring scikit-learn, SciPy or pandas (~110 MiB
+    of a worker's memory limit before it holds any data)."""
+    code = ("import sys, daskgmm, daskgmm.io, daskgmm.em, daskgmm.tasks, daskgmm.cluster; "
+            "print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+
+
+def test_chunks_read_column_by_column_equal_a_whole_table_read(tmp_path):
+    """Row slices of large row groups, merged small ones, nulls and an integer column."""
+    path = tmp_path / "d"
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=10_000)
+    b = np.arange(10_000, dtype=np.int32)
+    table = pa.table({"id": np.arange(10_000), "a": pa.array(np.where(a > 2, np.nan, a), from_pandas=True),
+                      "b": b})
+    pq.write_table(table.slice(0, 7000), path / "p0.parquet", row_group_size=7000)
+    pq.write_table(table.slice(7000), path / "p1.parquet", row_group_size=500)
+    from daskgmm.io import RowsOmittedWarning, open_parquet
+
+    with pytest.warns(RowsOmittedWarning, match="dropped 223 of 10000"):
+        src = open_parquet(path, id_column="id", chunk_rows=2400, nan_policy="omit")
+    assert src.X.numblocks[0] > 3
+    keep = ~np.isnan(table.column("a").to_numpy(zero_copy_only=False))
+    want = np.column_stack([a, b])[keep]
+    np.testing.assert_array_equal(src.X.compute(scheduler="sync"), want)
+    np.testing.assert_array_equal(src.ids.compute(scheduler="sync"), np.arange(10_000)[keep])
