@@ -306,9 +306,20 @@ def _fingerprint(o, src) -> dict:
             **{k: getattr(o, k) for k in keys}}
 
 
+def _one_read_per_chunk():
+    """Dask settings under which the features and the ids of a chunk come from one read task.
+
+    Fused (Dask's default when a collection becomes Delayed), each had its own copy of the
+    read: every chunk was read twice while writing predictions, both copies held at once.
+    """
+    import dask
+
+    return dask.config.set({"optimization.fuse.active": False})
+
+
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
-    from daskgmm.io import DataError, StagedOutput, commit_together, write_parts_into
+    from daskgmm.io import DataError, DataWarning, StagedOutput, commit_together, write_parts_into
     from daskgmm.mixture import GaussianMixture
     from daskgmm.persist import Checkpoint, write_model_files
 
@@ -360,8 +371,9 @@ def cmd_fit(o, log, metrics):
                 out.begin()
             write_model_files(est, outs[0].fs, outs[0].staging)
             if o.predictions_out:
-                parts = est._prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                              loglik=o.loglik)
+                with _one_read_per_chunk():
+                    parts = est._prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                                  loglik=o.loglik)
                 rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
             commit_together(outs)
         except BaseException:
@@ -437,8 +449,9 @@ def cmd_predict(o, log, metrics):
     box: dict = {}
     with OutputLock(o.out), _cluster(o, log, box):
         est, src = box["model"], box["src"] = _model_source(o, log)
-        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                     loglik=o.loglik)
+        with _one_read_per_chunk():
+            rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                         loglik=o.loglik)
     log(f"{rows:,} predictions written to {o.out}")
     return EXIT_OK
 

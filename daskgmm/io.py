@@ -906,13 +906,17 @@ def _write_part(fs, directory, index, columns: dict):
     import pyarrow.parquet as pq
 
     table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    rows = table.num_rows
     path = posixpath.join(directory, f"part-{index:05d}.parquet")
     try:
         with fs.open(path, "wb") as f:
             pq.write_table(table, f, write_page_checksum=True)  # readers can verify every page
     except OSError as exc:  # disk full, permissions: name the output
         raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
-    return table.num_rows
+    finally:
+        del table
+        pa.default_memory_pool().release_unused()  # as after reads: Arrow's allocator keeps freed pages
+    return rows
 
 
 def write_parts(target, parts, storage_options=None) -> int:
