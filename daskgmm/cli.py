@@ -184,15 +184,16 @@ class Reporter:
         elif event == "iteration":
             runs = info["runs"]
             it = info["iteration"]
-            rows = [r for r in runs if r.n_iter == it and r.history]
+            rows = [r for r in runs if r.n_iter == it and r.history]  # the runs this pass served
             if not rows:
                 return
-            best = max(rows, key=lambda r: r.objective)
+            # the best over every run, finished ones included, so that the line never goes backwards
+            best = max((r for r in runs if r.history), key=lambda r: r.objective)
             h = best.history[-1]
             active = sum(not r.done for r in runs)
-            many = f"  [best of {len(rows)} run(s), {active} still active]" if len(runs) > 1 else ""
-            self(f"iter {it:4d}  loglik {h['objective']:.6f}  change {h['change']:.3e}  "
-                 f"{h['seconds']:.2f} s{many}")
+            many = f"  [best of {len(runs)} run(s), {active} still active]" if len(runs) > 1 else ""
+            self(f"iter {it:4d}  loglik {best.objective:.6f}  change {h['change']:.3e}  "
+                 f"{rows[0].history[-1]['seconds']:.2f} s{many}")
             for r in rows:
                 for e in r.history[-1]["events"]:
                     self(f"          {e}")
@@ -222,7 +223,12 @@ def _cluster(o, log, box=None):
         workers = list_workers(client)
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
-        log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s)")
+        from daskgmm.cluster import worker_floor
+
+        # measured now, while every worker lives, for the advice of a later failure
+        floor = worker_floor(client) if workers else 0
+        idle = f", an idle worker takes {floor / 2**20:.0f} MiB" if floor else ""
+        log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}")
         try:
             yield client
         except NonFiniteError as exc:

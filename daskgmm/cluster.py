@@ -151,6 +151,9 @@ def connect(
         dashboard_address="127.0.0.1:0",  # no fixed port, loopback only
         silence_logs=logging.ERROR if quiet else logging.WARNING,
     )
+    no_workers = _NoWorkersFilter()
+    logging.getLogger("distributed.scheduler").addFilter(no_workers)
+    stack.callback(logging.getLogger("distributed.scheduler").removeFilter, no_workers)
     try:
         with Client(cluster, set_as_default=True) as client:
             client.register_plugin(_QuietComputeFailed(), name="daskgmm-quiet-compute-failed")
@@ -165,6 +168,14 @@ def connect(
 class _ComputeFailedFilter(logging.Filter):
     def filter(self, record):
         return not str(record.msg).startswith("Compute Failed")
+
+
+class _NoWorkersFilter(logging.Filter):
+    """The scheduler logs one line per task it fails for want of workers (hundreds); the
+    command says it once."""
+
+    def filter(self, record):
+        return "timed out waiting without any running workers" not in str(record.getMessage())
 
 
 try:
@@ -226,6 +237,7 @@ def worker_floor(client) -> int:
     if key not in _floors:
         try:
             _floors[key] = int(max(client.run(_warm_rss).values(), default=0))
+            _limits[key] = sorted({int(w.get("memory_limit") or 0) for w in workers(client).values()})
         except Exception:  # a remote cluster may refuse client.run
             _floors[key] = 0
     return _floors[key]
@@ -254,16 +266,23 @@ def chunk_budget(client) -> int | None:
     return int(min(64 << 20, max(1 << 20, min(per_thread) / 4)))
 
 
+_limits: dict = {}
+
+
 def memory_advice(client) -> str:
-    """What the cluster has and what to change, for messages about dying workers."""
+    """What the cluster has and what to change, for messages about dying workers.
+
+    The limits and the idle-worker floor are those seen while workers lived (a failure
+    is often reported when none is left).
+    """
     if client is None:
         return ""
     try:
         info = workers(client)
     except Exception:
-        return ""
-    limits = sorted({int(w.get("memory_limit") or 0) for w in info.values()})
-    floor = worker_floor(client) if info else 0
+        info = {}
+    limits = sorted({int(w.get("memory_limit") or 0) for w in info.values()}) or _limits.get(id(client), [])
+    floor = worker_floor(client) if info or id(client) in _floors else 0
     have = ", ".join(f"{lim / 2**20:.0f} MiB" for lim in limits if lim) or "none"
     text = f"worker memory limit {have}"
     if floor:

@@ -98,6 +98,102 @@ def test_sigterm_stops_the_job_cleanly(tmp_path, when):
     assert not out.exists() or os.listdir(out) == []  # no output, no staging, no lock
 
 
+# ---------------------------------------------------------------------------- never a hang
+
+
+@pytest.fixture
+def own_cluster(request):
+    """A LocalCluster of worker processes on 127.0.0.1 with the embedded cluster's settings
+    (and those the test asks for), for ``--scheduler``."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from daskgmm.cluster import CLUSTER_CONFIG
+
+    with dask.config.set({**CLUSTER_CONFIG, **getattr(request, "param", {})}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, memory_limit="1GiB")
+    client = Client(cluster, set_as_default=False)
+    yield cluster, client
+    client.close()
+    cluster.close()
+
+
+def _killer_plugin():
+    """A worker plugin that ends its worker process as soon as it starts a read task (as the
+    kernel's OOM killer would); defined here so that it is pickled by value."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class KillOnRead(WorkerPlugin):
+        def transition(self, key, start, finish, **kw):
+            if finish == "executing" and "daskgmm-read" in str(key):
+                os._exit(1)
+
+    return KillOnRead()
+
+
+def test_a_task_that_keeps_killing_its_worker_fails_the_job(own_cluster, tmp_path, capsys):
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    client.register_plugin(_killer_plugin(), name="kill-on-read")
+    status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
+                   "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "workers died again and again running the same task" in err
+    assert "raise --memory-limit" in err and "--chunk-rows" in err
+    assert not (tmp_path / "m").exists()
+
+
+def _without_workers(cluster, monkeypatch):
+    """Remove every worker just before the first pass (as when distributed gives up restarting them)."""
+    from daskgmm.em import ChunkedData
+
+    run = ChunkedData.run
+
+    def run_without_workers(self, *args, **kw):
+        cluster.scale(0)
+        deadline = time.monotonic() + 30
+        while self.client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return run(self, *args, **kw)
+
+    monkeypatch.setattr(ChunkedData, "run", run_without_workers)
+
+
+@pytest.mark.parametrize("own_cluster", [{"distributed.scheduler.no-workers-timeout": "1s"}], indirect=True)
+def test_a_cluster_whose_workers_are_gone_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
+    """The embedded cluster's bound: distributed fails tasks no worker can take."""
+    cluster, _ = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    _without_workers(cluster, monkeypatch)
+    status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
+                   "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "no worker was left to run task" in err
+    assert "worker memory limit 1024 MiB" in err and "raise --memory-limit" in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("own_cluster", [{"distributed.scheduler.no-workers-timeout": None}], indirect=True)
+def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
+    """A scheduler we did not configure never fails the tasks itself: our own bound does."""
+    import daskgmm.cluster
+
+    cluster, _ = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    _without_workers(cluster, monkeypatch)
+    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
+    status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
+                   "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "made no progress for 2 s: the cluster has no workers" in err
+    assert "raise --memory-limit" in err
+    assert not (tmp_path / "m").exists()
+
+
 # ---------------------------------------------------------------------------- resume
 
 
