@@ -245,9 +245,17 @@ def _cluster(o, log, box=None):
 def _explain_cluster_failure(exc, client):
     """Turn distributed's KilledWorker into a message saying what happened and what to change."""
     try:
-        from distributed.scheduler import KilledWorker
+        from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
     except ImportError:  # pragma: no cover
         return
+    if isinstance(exc, (NoWorkerError, NoValidWorkerError)):
+        from daskgmm.cluster import ClusterError, memory_advice
+
+        task, timeout = exc.args[0], exc.args[-1]
+        raise ClusterError(
+            f"no worker was left to run task {task} for {timeout:.0f} s: the workers died (most likely "
+            f"out of memory) and were not restarted, or never started; {memory_advice(client)}"
+        ) from None
     if isinstance(exc, KilledWorker):
         from daskgmm.cluster import memory_advice
 
@@ -363,7 +371,7 @@ def cmd_fit(o, log, metrics):
             est._fit(src.X, None, checkpoint=ckpt, progress=report.progress)
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
-            if issubclass(w.category, ConvergenceWarning):
+            if issubclass(w.category, (ConvergenceWarning, DataWarning)):
                 log(f"warning: {w.message}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         state = "converged" if est.converged_ else "did not converge"
@@ -530,7 +538,7 @@ def cmd_select(o, log, metrics):
     import posixpath
 
     from daskgmm import ConvergenceWarning
-    from daskgmm.io import staged_directory
+    from daskgmm.io import DataWarning, staged_directory
     from daskgmm.persist import write_model_files
     from daskgmm.selection import select_model
 
@@ -545,11 +553,14 @@ def cmd_select(o, log, metrics):
         log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "
             "all in the same passes")
         report = Reporter(o.quiet)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("always", DataWarning)
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress)
+        for w in caught:
+            log(f"warning: {w.message}")
         best = res.best_
         best.feature_names_in_ = np.asarray(src.columns, dtype=object)
         for m in res.models_.values():

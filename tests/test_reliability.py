@@ -383,3 +383,44 @@ def test_chunks_read_column_by_column_equal_a_whole_table_read(tmp_path):
     want = np.column_stack([a, b])[keep]
     np.testing.assert_array_equal(src.X.compute(scheduler="sync"), want)
     np.testing.assert_array_equal(src.ids.compute(scheduler="sync"), np.arange(10_000)[keep])
+
+
+# ---------------------------------------------------------------------------- rough edges
+
+
+def test_a_zero_variance_column_and_identical_rows_are_warned_about():
+    from daskgmm import GaussianMixture
+    from daskgmm.io import DataWarning
+
+    X, _, _ = make_blobs(n=600, d=3)
+    X[:, 1] = 0.1  # sums of 0.1 are not exact: the test is relative to the mean
+    with pytest.warns(DataWarning, match=r"column\(s\) 1 of X have zero variance"):
+        GaussianMixture(n_components=2, random_state=0).fit(X)
+    with pytest.warns(DataWarning, match=r"all 50 rows of X are the same point: 1 distinct point, "
+                                         r"fewer than n_components=2"):
+        GaussianMixture(n_components=2, random_state=0).fit(np.full((50, 3), 7.5))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        GaussianMixture(n_components=2, random_state=0).fit(make_blobs(n=600, d=3)[0])
+
+
+def test_progress_shows_the_best_over_every_run_and_the_real_init_time(capsys):
+    from types import SimpleNamespace
+
+    from daskgmm.cli import Reporter
+    from daskgmm.selection import select_model
+
+    def run(objective, n_iter, done):
+        return SimpleNamespace(objective=objective, n_iter=n_iter, done=done,
+                               history=[{"objective": objective, "change": 0.5, "seconds": 1.0, "events": []}])
+
+    # the best run finished at iteration 3; the one still active is worse
+    Reporter(quiet=False).progress("iteration", iteration=4, runs=[run(-1.0, 3, True), run(-2.0, 4, False)])
+    assert "loglik -1.000000" in capsys.readouterr().err
+    seen = {}
+    X, _, _ = make_blobs(n=2000, d=2)
+    select_model(X, n_components=[1, 2, 3], covariance_types=["full"], random_state=0, max_iter=5,
+                 progress=lambda event, **info: seen.setdefault(event, info))
+    assert seen["init"]["seconds"] > 0 and len(seen["init"]["runs"]) == 3
