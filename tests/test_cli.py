@@ -373,3 +373,17 @@ def test_every_subcommand_as_a_process(tmp_path):
     bad = subprocess.run([exe, "predict", str(data), "--model", str(tmp_path / "nope"), "--out",
                           str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no model here" in bad.stderr
+
+
+def test_check_truth_matches_permuted_components_and_refuses_wrong_ones():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_truth", REPO / "scripts" / "check_truth.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    truth = {"means": [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], "weights": [0.2, 0.3, 0.5],
+             "covariances": [np.eye(2).tolist(), (4 * np.eye(2)).tolist(), np.eye(2).tolist()]}
+    means = np.array([[0.0, 10.05], [0.01, 0.0], [10.1, 0.0]])
+    same_k, d_mean, d_weight = mod.compare(means, np.array([0.5, 0.2, 0.3]), truth)
+    assert same_k and d_mean == pytest.approx(0.05) and d_weight == pytest.approx(0.0)
+    assert mod.compare(means[:2], np.array([0.5, 0.5]), truth)[0] is False
