@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -320,6 +321,14 @@ def _fingerprint(o, src) -> dict:
             **{k: getattr(o, k) for k in keys}}
 
 
+def _named(message, columns) -> str:
+    """A warning about columns of X by position, with the Parquet column names instead."""
+    def names(m):
+        return ", ".join(repr(columns[int(j)]) for j in m.group(1).split(", "))
+
+    return re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
+
+
 def _one_read_per_chunk():
     """Dask settings under which the features and the ids of a chunk come from one read task.
 
@@ -372,7 +381,7 @@ def cmd_fit(o, log, metrics):
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning)):
-                log(f"warning: {w.message}")
+                log(f"warning: {_named(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
@@ -560,7 +569,7 @@ def cmd_select(o, log, metrics):
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress)
         for w in caught:
-            log(f"warning: {w.message}")
+            log(f"warning: {_named(w.message, src.columns)}")
         best = res.best_
         best.feature_names_in_ = np.asarray(src.columns, dtype=object)
         for m in res.models_.values():

@@ -424,3 +424,12 @@ def test_progress_shows_the_best_over_every_run_and_the_real_init_time(capsys):
     select_model(X, n_components=[1, 2, 3], covariance_types=["full"], random_state=0, max_iter=5,
                  progress=lambda event, **info: seen.setdefault(event, info))
     assert seen["init"]["seconds"] > 0 and len(seen["init"]["runs"]) == 3
+
+
+def test_the_command_names_a_zero_variance_column(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(2000, 2))
+    pq.write_table(pa.table({"id": np.arange(2000), "a": x[:, 0], "b": np.full(2000, 3.3), "c": x[:, 1]}),
+                   tmp_path / "d.parquet")
+    assert main(["fit", str(tmp_path / "d.parquet"), "--id-column", "id", "--n-components", "2",
+                 "--model-out", str(tmp_path / "m"), "--n-workers", "1"]) == 0
+    assert "warning: column(s) 'b' of X have zero variance" in capsys.readouterr().err
