@@ -11,7 +11,9 @@ Example (the case of issue 12: 8M x 16 float64, 16 files, 250k-row row groups)::
 
 Peak memory is the largest resident set of any descendant process of the command
 other than the nanny (the workers), sampled every 0.1 s. A run that takes longer
-than ``--timeout`` seconds counts as a hang and is killed.
+than ``--timeout`` seconds counts as a hang and is killed (with every process it
+started). ``--total-seconds`` bounds the whole series: no run starts after it, and a run
+it stops is reported as ``cut``, not counted.
 
 ``--trace FILE`` writes, per run, a JSON line per sample (seconds, each worker's
 resident MiB) and per line the command printed on stderr (seconds, text), and adds
@@ -92,7 +94,7 @@ def run_once(cmd, timeout, trace=None):
         trace.flush()
     last = [text for _, text in lines if text.strip()][-1:] or [""]
     result = {"status": status or proc.returncode,
-              "seconds": timeout if status else round(time.perf_counter() - t0, 1),
+              "seconds": round(timeout if status else time.perf_counter() - t0, 1),
               "peak_worker_mib": round(peak / 2**20, 1), "last_line": last[0]}
     if trace is not None:
         result["phase_peak_mib"] = {k: round(v / 2**20, 1) for k, v in phases.items()}
@@ -104,6 +106,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds after which a run counts as a hang")
     p.add_argument("--limit-mib", type=float, default=None, help="worker memory limit, to report peak as a share")
+    p.add_argument("--total-seconds", type=float, default=None,
+                   help="bound on the whole series: no run starts after it, a run still going is stopped "
+                        "and reported as 'cut' (not a hang)")
     p.add_argument("--trace", default=None, help="file for per-sample worker memory and timed stderr lines")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to run")
     a = p.parse_args(argv)
@@ -112,20 +117,30 @@ def main(argv=None) -> int:
         p.error("give the command after --")
     results = []
     trace = open(a.trace, "w") if a.trace else None
+    t_series = time.perf_counter()
     for i in range(a.runs):
+        left = a.timeout if a.total_seconds is None else a.total_seconds - (time.perf_counter() - t_series)
+        if left <= 0:
+            break
         if trace is not None:
             trace.write(json.dumps({"run": i + 1}) + "\n")
-        r = run_once(cmd, a.timeout, trace)
+        started = time.strftime("%H:%M:%S", time.gmtime())
+        r = run_once(cmd, min(a.timeout, left), trace)
+        if r["status"] == "hang" and left < a.timeout:
+            r["status"] = "cut"  # stopped by --total-seconds before its own --timeout
+        r["started_utc"] = started
         if a.limit_mib:
             r["peak_share_of_limit"] = round(r["peak_worker_mib"] / a.limit_mib, 3)
         results.append(r)
         print(json.dumps({"run": i + 1, **r}), flush=True)
     if trace is not None:
         trace.close()
-    ok = sum(r["status"] == 0 for r in results)
-    print(json.dumps({"runs": len(results), "ok": ok, "max_peak_worker_mib": max(r["peak_worker_mib"] for r in results),
-                      "max_seconds": max(r["seconds"] for r in results)}), flush=True)
-    return 0 if ok == len(results) else 1
+    done = [r for r in results if r["status"] != "cut"]
+    ok = sum(r["status"] == 0 for r in done)
+    print(json.dumps({"runs": len(done), "ok": ok, "cut": len(results) - len(done),
+                      "max_peak_worker_mib": max((r["peak_worker_mib"] for r in done), default=None),
+                      "max_seconds": max((r["seconds"] for r in done), default=None)}), flush=True)
+    return 0 if done and ok == len(done) else 1
 
 
 if __name__ == "__main__":
