@@ -2,6 +2,12 @@
 
 import importlib
 
+from daskgmm.persist import register
+
+# model files may name these; their modules are imported when one first does
+register("GaussianMixture", "daskgmm.mixture")
+register("KMeans", "daskgmm.kmeans")
+
 __version__ = "0.1.0"
 
 # Public names are imported on first use (PEP 562): a worker unpickling a chunk task
@@ -9,9 +15,9 @@ __version__ = "0.1.0"
 # with them, ~110 MiB per worker process that a 300 MiB memory limit cannot spare.
 # scikit-learn's classes (InvalidParameterError is the one its parameter validation raises).
 _PUBLIC = {
-    "ConvergenceWarning": "daskgmm._base",
-    "InvalidParameterError": "daskgmm._base",
-    "NotFittedError": "daskgmm._base",
+    "ConvergenceWarning": "daskgmm.validation",
+    "InvalidParameterError": "daskgmm.validation",
+    "NotFittedError": "daskgmm.validation",
     "DataError": "daskgmm.io",
     "RowsOmittedWarning": "daskgmm.io",
     "open_parquet": "daskgmm.io",

@@ -345,6 +345,7 @@ def cmd_fit(o, log, metrics):
     from daskgmm.io import DataError, DataWarning, StagedOutput, commit_together, write_parts_into
     from daskgmm.mixture import GaussianMixture
     from daskgmm.persist import Checkpoint, write_model_files
+    from daskgmm.validation import DegenerateDataWarning
 
     t_start = time.perf_counter()
     box: dict = {}
@@ -377,10 +378,10 @@ def cmd_fit(o, log, metrics):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
-            est._fit(src.X, None, checkpoint=ckpt, progress=report.progress)
+            est.fit(src.X, checkpoint=ckpt, progress=report.progress)
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
-            if issubclass(w.category, (ConvergenceWarning, DataWarning)):
+            if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning)):
                 log(f"warning: {_named(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         state = "converged" if est.converged_ else "did not converge"
@@ -395,8 +396,8 @@ def cmd_fit(o, log, metrics):
             write_model_files(est, outs[0].fs, outs[0].staging)
             if o.predictions_out:
                 with _one_read_per_chunk():
-                    parts = est._prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                                  loglik=o.loglik)
+                    parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                                 loglik=o.loglik)
                 rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
             commit_together(outs)
         except BaseException:
@@ -484,8 +485,10 @@ def cmd_score(o, log, metrics):
     with _cluster(o, log, box):
         est, src = box["model"], box["src"] = _model_source(o, log)
         mean = est.score(src.X)
+    from daskgmm.covariance import n_parameters
+
     n = src.n_rows
-    p = est._n_parameters()
+    p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
     result = {"n_rows": n, "mean_loglik": mean, "bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p,
               "n_parameters": p}
     metrics.update(result)
@@ -550,6 +553,7 @@ def cmd_select(o, log, metrics):
     from daskgmm.io import DataWarning, staged_directory
     from daskgmm.persist import write_model_files
     from daskgmm.selection import select_model
+    from daskgmm.validation import DegenerateDataWarning
 
     t_start = time.perf_counter()
     box: dict = {}
@@ -565,6 +569,7 @@ def cmd_select(o, log, metrics):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.simplefilter("always", DataWarning)
+            warnings.simplefilter("always", DegenerateDataWarning)
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress)
@@ -587,9 +592,9 @@ def cmd_select(o, log, metrics):
             with fs.open(posixpath.join(staging, "selection.csv"), "w") as f:
                 res.table.to_csv(f, index=False)
             with fs.open(posixpath.join(staging, "selection.json"), "w") as f:
-                from daskgmm.persist import _jsonable
+                from daskgmm.persist import jsonable
 
-                json.dump(_jsonable(summary), f, indent=2)
+                json.dump(jsonable(summary), f, indent=2)
         log(f"best model and table written to {o.out}")
         metrics.update(summary, n_rows=src.n_rows, total_seconds=time.perf_counter() - t_start, out=o.out)
         if o.plot:
@@ -604,13 +609,13 @@ HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sa
 
 
 def _write_metrics(path, metrics):
-    from daskgmm.persist import _jsonable
+    from daskgmm.persist import jsonable
 
     tmp = f"{path}.tmp-{os.getpid()}"
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_jsonable(metrics), f, indent=2)
+        json.dump(jsonable(metrics), f, indent=2)
     os.replace(tmp, path)
 
 
@@ -640,8 +645,8 @@ def main(argv=None) -> int:
 
 
 def _main(argv=None) -> int:
-    from daskgmm._base import InvalidParameterError
     from daskgmm.io import DataError
+    from daskgmm.validation import InvalidParameterError
 
     parser = build_parser()
     try:

@@ -63,14 +63,14 @@ class RowsOmittedWarning(UserWarning):
 # Finding files
 
 
-def _get_fs(path, storage_options=None):
+def get_fs(path, storage_options=None):
     import fsspec
 
     fs, _, _ = fsspec.core.get_fs_token_paths(path, storage_options=storage_options or {})
     return fs
 
 
-def _strip(fs, path: str) -> str:
+def strip_protocol(fs, path: str) -> str:
     return fs._strip_protocol(path)
 
 
@@ -86,10 +86,10 @@ def list_files(path, storage_options=None):
     if not paths:
         raise DataError("no input path given")
     paths = [os.fspath(p) for p in paths]
-    fs = _get_fs(paths[0], storage_options)
+    fs = get_fs(paths[0], storage_options)
     files: list[str] = []
     for p in paths:
-        sp = _strip(fs, p)
+        sp = strip_protocol(fs, p)
         if any(ch in sp for ch in "*?["):
             matched = sorted(fs.glob(sp))
             found = [m for m in matched if fs.isfile(m)]
@@ -638,8 +638,8 @@ class OutputLock:
 
     def __init__(self, target, storage_options=None):
         self.target = os.fspath(target)
-        self.fs = _get_fs(self.target, storage_options)
-        self.path = _strip(self.fs, self.target).rstrip("/")
+        self.fs = get_fs(self.target, storage_options)
+        self.path = strip_protocol(self.fs, self.target).rstrip("/")
         parent, base = posixpath.split(self.path)
         self.parent = parent
         self.lock_path = posixpath.join(parent or ".", f".{base}.lock")

@@ -17,7 +17,17 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm._base import (
+from daskgmm.em import Run, lockstep
+from daskgmm.init import initial_centers, kmeans_tolerance, restart_seeds
+from daskgmm.models import KMeansState
+from daskgmm.stats import (
+    MixtureRequest,
+    ModelSpec,
+    chunk_pass,
+    component_logits,
+    kmeans_natural_params,
+)
+from daskgmm.validation import (
     ARRAY_LIKE,
     BOOLEAN,
     CALLABLE,
@@ -32,16 +42,6 @@ from daskgmm._base import (
     prepare_rows,
     validate_params,
     warn_convergence,
-)
-from daskgmm.em import Run, lockstep
-from daskgmm.init import initial_centers, kmeans_tolerance, restart_seeds
-from daskgmm.models import KMeansState
-from daskgmm.stats import (
-    MixtureRequest,
-    ModelSpec,
-    chunk_pass,
-    component_logits,
-    kmeans_natural_params,
 )
 
 INITS = ("k-means||", "k-means++", "random")
@@ -417,7 +417,8 @@ default="k-means||"
         save_model(self, path, storage_options)
         return self
 
-    def _persist_state(self):
+    def export_state(self):
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
         check_is_fitted(self)
         names = getattr(self, "feature_names_in_", None)
         meta = {
@@ -434,7 +435,8 @@ default="k-means||"
         }
         return {"cluster_centers_": self.cluster_centers_, "counts_": self.counts_}, meta
 
-    def _restore_state(self, arrays, meta):
+    def import_state(self, arrays, meta):
+        """Set the fitted attributes from :meth:`export_state`'s output (checked: shapes, finite values)."""
         k, d = int(meta["n_components"]), int(meta["n_features"])
         c = np.asarray(arrays["cluster_centers_"])
         if c.shape != (k, d) or k != self.n_clusters:

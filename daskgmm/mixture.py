@@ -12,7 +12,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from daskgmm import covariance as cov
 from daskgmm import fitting
-from daskgmm._base import (
+from daskgmm.init import INIT_METHODS, check_random_state
+
+# worker-side functions live where importing them costs a worker no scikit-learn
+from daskgmm.tasks import predict_block as _predict_block
+from daskgmm.tasks import prediction_part as _prediction_part
+from daskgmm.tasks import sample_part as _sample_part
+from daskgmm.validation import (
     ARRAY_LIKE,
     BOOLEAN,
     NONE,
@@ -27,12 +33,6 @@ from daskgmm._base import (
     validate_params,
     warn_convergence,
 )
-from daskgmm.init import INIT_METHODS, check_random_state
-
-# worker-side functions live where importing them costs a worker no scikit-learn
-from daskgmm.tasks import predict_block as _predict_block
-from daskgmm.tasks import prediction_part as _prediction_part
-from daskgmm.tasks import sample_part as _sample_part
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -184,7 +184,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"(weights, means, covariances); got {up!r}"
             )
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, progress=None):
         """Estimate the parameters with EM, keeping the best of ``n_init`` runs.
 
         Parameters
@@ -193,12 +193,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y : ignored
         sample_weight : array-like or dask Array of shape (n_samples,), optional
             Non-negative row weights (multiply the responsibilities).
+        checkpoint : daskgmm.persist.Checkpoint, optional
+            Save every restart after every iteration, and resume from its last
+            save (a job killed at any point ends, when run again, with the model
+            an uninterrupted fit gives).
+        progress : callable, optional
+            ``progress(event, **info)``: "init" (``seconds``, ``resumed``, ``runs``)
+            and "iteration" (``iteration``, ``runs``) events.
 
         Returns
         -------
         self
         """
-        self._fit(X, sample_weight)
+        self._fit(X, sample_weight, checkpoint=checkpoint, progress=progress)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -411,10 +418,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         from daskgmm.io import write_parts
 
-        parts = self._prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
+        parts = self.prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
         return write_parts(path, parts, storage_options)
 
-    def _prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
+    def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
         import dask
         import dask.array as da
@@ -474,7 +481,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         save_model(self, path, storage_options)
         return self
 
-    def _persist_state(self):
+    def export_state(self):
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
         check_is_fitted(self)
         arrays = {
             name: getattr(self, name)
@@ -500,7 +508,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         }
         return arrays, meta
 
-    def _restore_state(self, arrays, meta):
+    def import_state(self, arrays, meta):
+        """Set the fitted attributes from :meth:`export_state`'s output (checked: shapes, finite values)."""
         k, d, ct = int(meta["n_components"]), int(meta["n_features"]), meta["covariance_type"]
         if k != self.n_components or ct != self.covariance_type:
             raise ValueError("n_components/covariance_type differ between parameters and fitted arrays")

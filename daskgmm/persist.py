@@ -35,14 +35,35 @@ class ModelFileError(DataError):
     """A model or checkpoint file is missing, corrupt, or from an incompatible version."""
 
 
+#: Estimator classes a model file may name, filled by :func:`register` (the package registers
+#: its estimators on import), so that this module never imports an estimator.
+ESTIMATORS: dict = {}
+
+
+def register(cls, module: str | None = None):
+    """Let model files name ``cls`` (a class with ``export_state`` and ``import_state``); returns it.
+
+    With ``module``, ``cls`` is the class's name in that module, imported only when a model
+    is first saved or loaded: the package registers its estimators so, since a worker
+    importing the package must not pay for scikit-learn.
+    """
+    if module is not None:
+        ESTIMATORS[cls] = module
+    else:
+        ESTIMATORS[cls.__name__] = cls
+    return cls
+
+
 def _estimators():
-    from daskgmm.kmeans import KMeans
-    from daskgmm.mixture import GaussianMixture
+    import importlib
 
-    return {"GaussianMixture": GaussianMixture, "KMeans": KMeans}
+    for name, entry in list(ESTIMATORS.items()):
+        if isinstance(entry, str):
+            ESTIMATORS[name] = getattr(importlib.import_module(entry), name)
+    return ESTIMATORS
 
 
-def _jsonable(v):
+def jsonable(v):
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating,)):
@@ -52,9 +73,9 @@ def _jsonable(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, float) and not np.isfinite(v):
         return str(v)  # JSON has no inf/nan; "inf", "-inf", "nan" round-trip through float()
     return v
@@ -88,7 +109,7 @@ def model_document(estimator):
     name = type(estimator).__name__
     if name not in _estimators():
         raise TypeError(f"cannot save a {name}")
-    arrays, meta = estimator._persist_state()
+    arrays, meta = estimator.export_state()
     params, param_arrays = {}, {}
     for key, value in estimator.get_params().items():
         if value is None or isinstance(value, (bool, int, float, str)):
@@ -109,7 +130,7 @@ def model_document(estimator):
         "params": params,
         "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in stored.items()},
         "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        **_jsonable(meta),
+        **jsonable(meta),
     }
     return stored, doc
 
@@ -142,11 +163,11 @@ def load_model(path, storage_options=None):
         The directory is missing, incomplete, corrupt, of another format or a
         newer format version, or its arrays do not have the recorded shapes.
     """
-    from daskgmm.io import _get_fs, _strip
+    from daskgmm.io import get_fs, strip_protocol
 
     path = os.fspath(path)
-    fs = _get_fs(path, storage_options)
-    root = _strip(fs, path).rstrip("/")
+    fs = get_fs(path, storage_options)
+    root = strip_protocol(fs, path).rstrip("/")
     json_path = posixpath.join(root, "model.json")
     if not fs.exists(json_path):
         raise ModelFileError(f"{path}: no model here (model.json not found)")
@@ -194,7 +215,7 @@ def load_model(path, storage_options=None):
     fitted = {k: v for k, v in arrays.items() if not k.startswith("param__")}
     meta = {k: v for k, v in doc.items() if k not in ("params", "arrays")}
     try:
-        est._restore_state(fitted, meta)
+        est.import_state(fitted, meta)
     except (KeyError, ValueError) as exc:
         raise ModelFileError(f"{path}: inconsistent model ({exc})") from None
     return est
@@ -225,7 +246,7 @@ class Checkpoint:
     def __init__(self, directory, fingerprint: dict):
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, "checkpoint.npz")
-        self.fingerprint = _jsonable(fingerprint)
+        self.fingerprint = jsonable(fingerprint)
         self.extra: dict = {}
 
     def _mismatch(self, doc) -> str | None:
@@ -263,7 +284,7 @@ class Checkpoint:
         """Write the runs' states atomically; ``extra`` (JSON-able, e.g. the random
         state the runs were drawn from) is kept for later saves and :meth:`load`."""
         if extra is not None:
-            self.extra = _jsonable(extra)
+            self.extra = jsonable(extra)
         os.makedirs(self.directory, exist_ok=True)
         arrays, run_docs = {}, []
         for i, run in enumerate(runs):
@@ -276,15 +297,15 @@ class Checkpoint:
                 elif isinstance(value, np.dtype):
                     fields[f.name] = {"dtype": str(value)}
                 else:
-                    fields[f.name] = _jsonable(value)
+                    fields[f.name] = jsonable(value)
             run_docs.append({
                 "state_class": type(state).__name__,
                 "state": fields,
                 "n_iter": run.n_iter,
                 "converged": run.converged,
-                "objective": _jsonable(float(run.objective)),
+                "objective": jsonable(float(run.objective)),
                 "objectives": [float(v) for v in run.objectives],
-                "history": _jsonable(run.history),
+                "history": jsonable(run.history),
                 "done": run.done,
             })
         doc = {

@@ -77,9 +77,9 @@ def _cov2(model, k, i, j):
 
 def _sample_rows(X, n, random_state):
     """Up to ``n`` rows of X as NumPy (uniform; Dask input is sampled in one pass)."""
-    from daskgmm._base import _is_dask_array, _is_dask_dataframe, check_rows
+    from daskgmm.validation import check_rows, is_dask
 
-    if _is_dask_array(X) or _is_dask_dataframe(X):
+    if is_dask(X):
         from daskgmm.em import ChunkedData
         from daskgmm.init import random_rows, restart_seeds
 

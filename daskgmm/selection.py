@@ -16,10 +16,10 @@ import numpy as np
 
 from daskgmm import covariance as cov
 from daskgmm import fitting
-from daskgmm._base import prepare_rows, validate_params, warn_degenerate
 from daskgmm.em import Run
 from daskgmm.init import restart_seeds
 from daskgmm.stats import COVARIANCE_TYPES, MixtureRequest
+from daskgmm.validation import prepare_rows, validate_params, warn_degenerate
 
 
 @dataclass
@@ -113,13 +113,7 @@ def select_model(
     by_candidate: dict = {}
     for (p, _), r in zip(jobs, runs):
         by_candidate.setdefault((p.n_components, p.covariance_type), []).append(r)
-    best_of = {}
-    for c, rs in by_candidate.items():
-        best = rs[0]
-        for r in rs[1:]:
-            if r.objective > best.objective:
-                best = r
-        best_of[c] = (best, best.objective)
+    best_of = {c: fitting.best_run(rs, max_iter) for c, rs in by_candidate.items()}  # GaussianMixture's rule
     keys = list(by_candidate)
     final = data.run([MixtureRequest([best_of[c][0].state.spec(scan.mean) for c in keys])], scan.mean)[0]
     rows, models = [], {}
@@ -127,7 +121,8 @@ def select_model(
         k, t = c
         r, lower_bound = best_of[c]
         est = probe[c]
-        for name, value in fitting.fitted_attributes(r, [r], lower_bound, max_iter, data.dtype).items():
+        for name, value in fitting.fitted_attributes(r, by_candidate[c], lower_bound, max_iter,
+                                                     data.dtype).items():
             setattr(est, name, value)
         est.n_features_in_ = d
         if info["feature_names"] is not None:

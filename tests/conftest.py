@@ -1,7 +1,10 @@
+import itertools
 import os
 import pathlib
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 HERE = pathlib.Path(__file__).parent
@@ -19,6 +22,24 @@ def make_blobs(n=3000, d=3, k=3, seed=0, spread=1.0, sep=6.0, offset=0.0):
     labels = rng.integers(k, size=n)
     X = centres[labels] + rng.normal(size=(n, d)) * spread + offset
     return X, labels, centres
+
+
+#: CLI options for a small, quick embedded cluster in tests
+FAST = ["--n-workers", "1", "--threads-per-worker", "2", "--quiet"]
+
+
+def write_data(directory, n=3000, d=3, k=3, files=3, seed=0, nan_row=None):
+    X, _labels, _ = make_blobs(n=n, d=d, k=k, seed=seed)
+    os.makedirs(directory, exist_ok=True)
+    bounds = np.linspace(0, n, files + 1).astype(int)
+    nan_rows = [] if nan_row is None else np.atleast_1d(nan_row)
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        cols = {"id": np.arange(a, b), **{f"f{j}": X[a:b, j].copy() for j in range(d)}, "tag": ["t"] * (b - a)}
+        for r in nan_rows:
+            if a <= r < b:
+                cols["f1"][r - a] = np.nan
+        pq.write_table(pa.table(cols), os.path.join(directory, f"part-{i}.parquet"), row_group_size=400)
+    return X
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The daskgmm command: subcommands, configs, exit codes, atomic outputs, resume."""
 
-import itertools
 import json
 import os
 import pathlib
@@ -18,26 +17,9 @@ import yaml
 from daskgmm.cli import main
 from daskgmm.config import load_config, options_for
 
-from .conftest import make_blobs
+from .conftest import FAST, make_blobs, write_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FAST = ["--n-workers", "1", "--threads-per-worker", "2", "--quiet"]
-
-
-def write_data(directory, n=3000, d=3, k=3, files=3, seed=0, nan_row=None):
-    X, _labels, _ = make_blobs(n=n, d=d, k=k, seed=seed)
-    os.makedirs(directory, exist_ok=True)
-    bounds = np.linspace(0, n, files + 1).astype(int)
-    nan_rows = [] if nan_row is None else np.atleast_1d(nan_row)
-    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-        cols = {"id": np.arange(a, b), **{f"f{j}": X[a:b, j].copy() for j in range(d)}, "tag": ["t"] * (b - a)}
-        for r in nan_rows:
-            if a <= r < b:
-                cols["f1"][r - a] = np.nan
-        pq.write_table(pa.table(cols), os.path.join(directory, f"part-{i}.parquet"), row_group_size=400)
-    return X
-
-
 def tree_bytes(path):
     out = {}
     for root, _, files in os.walk(path):

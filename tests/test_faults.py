@@ -65,7 +65,7 @@ def test_killed_worker_does_not_change_the_result(tmp_path):
                     timers[-1].start()
 
             g = GaussianMixture(**kw)
-            g._fit(X, None, progress=progress)
+            g.fit(X, progress=progress)
             for t in timers:
                 t.join()
             assert len(killed) == 2

@@ -108,8 +108,8 @@ def test_every_init_is_reproducible_and_chunking_independent(init):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)
         d = GaussianMixture(3, **{**kw, "random_state": 4}).fit(X)
-    if init != "random":  # different seeds pick different starting rows
-        assert not np.allclose(d.means_, a.means_, rtol=0, atol=1e-12) or init == "kmeans"
+    if init in ("k-means++", "random_from_data"):  # another seed starts from other rows: another result
+        assert not np.allclose(d.means_, a.means_, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("init", ["kmeans", "k-means++", "random_from_data"])
@@ -200,9 +200,7 @@ def test_clone_get_set_params_and_repr():
     assert g.set_params(n_components=5) is g and g.n_components == 5
     with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
         g.set_params(nope=1)
-    assert repr(g) == "GaussianMixture(covariance_type='diag', n_components=5, random_state=3)" or repr(g).startswith(
-        "GaussianMixture(n_components=5"
-    )
+    assert repr(g) == "GaussianMixture(covariance_type='diag', n_components=5, random_state=3)"
 
 
 def test_sample_matches_sklearn(faithful):
@@ -353,7 +351,9 @@ def test_point_init_on_a_wide_id_like_column_matches_sklearn():
         g = GaussianMixture(4, max_iter=5, tol=0, **init).fit(X)
     np.testing.assert_allclose(g.means_, sk.means_, rtol=1e-8)
     np.testing.assert_allclose(g.covariances_, sk.covariances_, rtol=1e-6)
-    GaussianMixture(4, init_params="k-means++", random_state=0, max_iter=5).fit(X)
+    gk = GaussianMixture(4, init_params="k-means++", random_state=0, max_iter=5).fit(X)
+    assert np.isfinite(gk.lower_bound_) and np.all(np.isfinite(gk.covariances_))
+    assert np.all(gk.weights_ > 0.05)  # no component lost to the point initialisation
 
 
 def test_float32_tight_clusters_far_from_the_centre_fit_like_float64():

@@ -390,7 +390,7 @@ def test_chunks_read_column_by_column_equal_a_whole_table_read(tmp_path):
 
 def test_a_zero_variance_column_and_identical_rows_are_warned_about():
     from daskgmm import GaussianMixture
-    from daskgmm.io import DataWarning
+    from daskgmm.validation import DegenerateDataWarning as DataWarning
 
     X, _, _ = make_blobs(n=600, d=3)
     X[:, 1] = 0.1  # sums of 0.1 are not exact: the test is relative to the mean

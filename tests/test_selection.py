@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -13,8 +14,7 @@ import daskgmm
 from daskgmm import GaussianMixture, select_model
 from daskgmm.cli import main
 
-from .conftest import make_blobs
-from .test_cli import FAST, write_data
+from .conftest import FAST, make_blobs, write_data
 
 
 def test_selection_recovers_true_k():
@@ -43,6 +43,21 @@ def test_each_candidate_equals_its_own_fit():
         slowest = max(slowest, alone.n_passes_)
     # in lockstep: all eight runs together take the passes of the slowest alone, plus the scoring pass
     assert res.n_passes <= slowest + 1
+
+
+@pytest.mark.parametrize("max_iter", [0, 1, 20])
+def test_select_model_and_gaussian_mixture_share_the_best_restart_rule(max_iter):
+    """Same restart kept, same restarts_ and lower bound, whatever max_iter (0 keeps the last restart)."""
+    X, _, _ = make_blobs(n=1500, d=2, k=3, seed=4)
+    res = select_model(X, [3], "full", random_state=2, n_init=3, max_iter=max_iter, init_params="random_from_data")
+    alone = GaussianMixture(3, random_state=2, n_init=3, max_iter=max_iter, init_params="random_from_data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)
+        alone.fit(X)
+    model = res.models_[(3, "full")]
+    np.testing.assert_array_equal(model.means_, alone.means_)
+    assert model.lower_bound_ == alone.lower_bound_
+    assert model.restarts_ == alone.restarts_ and len(model.restarts_) == 3
 
 
 def test_selection_on_old_faithful_prefers_two_components(faithful):

@@ -160,10 +160,6 @@ def is_dask(X) -> bool:
     return is_dask_array(X) or is_dask_dataframe(X)
 
 
-# the names other modules used before the scikit-learn rewrite
-_is_dask_array, _is_dask_dataframe = is_dask_array, is_dask_dataframe
-
-
 def _frame_float_dtype(dtypes) -> np.dtype:
     """float32 when every column is float32, else float64 (what the frame converts to)."""
     dts = list(dtypes)
@@ -374,14 +370,16 @@ def check_finite(scan, feature_names, what: str = "X") -> None:
         raise ValueError(f"sample_weight has {scan.bad_weights} negative or non-finite value(s).")
 
 
+class DegenerateDataWarning(UserWarning):
+    """Every row of X is the same point, or a column of X has one value in every row."""
+
+
 def warn_degenerate(scan, feature_names, n_components=None) -> None:
-    """Warn (``DataWarning``) when every row is the same point, or about columns of one value.
+    """Warn (``DegenerateDataWarning``) when every row is the same point, or about columns of one value.
 
     A column is constant when its standard deviation is below 1e-12 of its mean: the scan
     merges chunk means, so a constant column's variance is rounding, not always zero.
     """
-    from daskgmm.io import DataWarning
-
     if scan.rows < 2 or scan.weight <= 0:
         return
     var = np.asarray(scan.m2, np.float64) / scan.weight
@@ -390,12 +388,12 @@ def warn_degenerate(scan, feature_names, n_components=None) -> None:
         more = f", fewer than n_components={n_components}" if n_components and n_components > 1 else ""
         warnings.warn(f"all {scan.rows} rows of X are the same point: 1 distinct point{more} "
                       "(possibly duplicate points in X); the components cannot be told apart",
-                      DataWarning, stacklevel=3)
+                      DegenerateDataWarning, stacklevel=3)
     elif const.size:
         names = ", ".join(repr(str(feature_names[j])) if feature_names is not None else str(j) for j in const)
         warnings.warn(f"column(s) {names} of X have zero variance (one value in every row): they carry no "
-                      "information, and their variances rest on reg_covar alone; drop them", DataWarning,
-                      stacklevel=3)
+                      "information, and their variances rest on reg_covar alone; drop them",
+                      DegenerateDataWarning, stacklevel=3)
 
 
 def _weights_array(sample_weight, Xd):

@@ -1,0 +1,93 @@
+"""The package's layers: every import (lazy ones inside functions too) points down or sideways.
+
+The table is the one in docs/architecture.md; change both together.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "daskgmm"
+
+# lowest first; a module may import from its own layer or any layer below
+LAYERS = [
+    ("kernels", ["daskgmm.kernels", "daskgmm.stats", "daskgmm.covariance", "daskgmm._random", "daskgmm.tasks"]),
+    ("cluster", ["daskgmm.cluster"]),
+    ("engine", ["daskgmm.engine", "daskgmm.em"]),
+    ("models", ["daskgmm.models"]),
+    ("loop, init", ["daskgmm.loop", "daskgmm.init"]),
+    ("fitting", ["daskgmm.fitting", "daskgmm.validation"]),
+    ("io, persist", ["daskgmm.io", "daskgmm.persist"]),
+    ("estimators", ["daskgmm.mixture", "daskgmm.kmeans", "daskgmm.selection"]),
+    ("front ends", ["daskgmm.cli", "daskgmm.config", "daskgmm.plot", "daskgmm"]),
+]
+
+
+def _module_name(path: pathlib.Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _layer(module: str) -> int:
+    best, best_len = None, -1
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best_len:
+                best, best_len = i, len(p)
+    if best is None:
+        raise AssertionError(f"{module} is in no layer of tests/test_layers.py (add it, and to docs/architecture.md)")
+    return best
+
+
+def _imports(path: pathlib.Path):
+    """(line, imported module, names) of every import of a daskgmm or scikit-learn module."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name, []
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [a.name for a in node.names]
+            if node.module == "daskgmm":  # `from daskgmm import covariance` names submodules
+                sub = [n for n in names if (PACKAGE / f"{n}.py").exists() or (PACKAGE / n).is_dir()]
+                for n in sub:
+                    yield node.lineno, f"daskgmm.{n}", []
+                names = [n for n in names if n not in sub]
+                if not names:
+                    continue
+            yield node.lineno, node.module, names
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
+def test_imports_point_down_the_layers(path):
+    me = _module_name(path)
+    mine = _layer(me)
+    for line, module, names in _imports(path):
+        if not (module == "daskgmm" or module.startswith("daskgmm.")):
+            continue
+        if module == "daskgmm" and names == ["__version__"]:
+            continue  # the version string, not the package's estimators
+        theirs = _layer(module)
+        assert theirs <= mine, (
+            f"{me} (layer {LAYERS[mine][0]!r}) imports {module} (layer {LAYERS[theirs][0]!r}) at line {line}"
+        )
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
+def test_no_private_names_across_modules(path):
+    me = _module_name(path)
+    for line, module, names in _imports(path):
+        if module.startswith("sklearn"):
+            assert not any(part.startswith("_") for part in module.split(".")), (
+                f"{me} imports scikit-learn's private module {module} (line {line})"
+            )
+        if module.startswith(("daskgmm", "sklearn")):
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            assert not private, f"{me} imports private {private} from {module} (line {line})"
