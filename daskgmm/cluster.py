@@ -173,11 +173,13 @@ class _ComputeFailedFilter(logging.Filter):
 
 
 class _NoWorkersFilter(logging.Filter):
-    """The scheduler logs one line per task it fails for want of workers (hundreds); the
-    command says it once."""
+    """The scheduler logs one line per task it fails for want of workers, or after workers
+    died running it (hundreds: every task waiting on it fails too); the command says it once."""
 
     def filter(self, record):
-        return "timed out waiting without any running workers" not in str(record.getMessage())
+        msg = str(record.getMessage())
+        return not ("timed out waiting without any running workers" in msg
+                    or ("marked as failed because" in msg and "workers died while trying to run it" in msg))
 
 
 try:
