@@ -1,54 +1,57 @@
-"""daskgmm: Gaussian mixture models and k-means fitted by EM on Dask, for data larger than memory."""
+"""daskgmm: Gaussian mixture models and k-means fitted by EM on Dask, for data larger than memory.
+
+The names below are imported on first use (PEP 562): the workers of a cluster import
+``daskgmm.<module>`` to run a task, which runs this file, and must not pay for the
+estimators' imports (scikit-learn takes ~64 MiB per process, a quarter of a 300 MiB
+worker's room for data).
+"""
 
 import importlib
 
-from daskgmm.persist import register
-
-# model files may name these; their modules are imported when one first does
-register("GaussianMixture", "daskgmm.mixture")
-register("KMeans", "daskgmm.kmeans")
-
 __version__ = "0.1.0"
 
-# Public names are imported on first use (PEP 562): a worker unpickling a chunk task
-# imports this package, and the estimators would bring scikit-learn, SciPy and pandas
-# with them, ~110 MiB per worker process that a 300 MiB memory limit cannot spare.
-# scikit-learn's classes (InvalidParameterError is the one its parameter validation raises).
-_PUBLIC = {
-    "ConvergenceWarning": "daskgmm.validation",
-    "InvalidParameterError": "daskgmm.validation",
-    "NotFittedError": "daskgmm.validation",
-    "DataError": "daskgmm.io",
-    "RowsOmittedWarning": "daskgmm.io",
-    "open_parquet": "daskgmm.io",
-    "read_parquet": "daskgmm.io",
-    "KMeans": "daskgmm.kmeans",
-    "GaussianMixture": "daskgmm.mixture",
-    "ModelFileError": "daskgmm.persist",
-    "SelectionResult": "daskgmm.selection",
-    "select_model": "daskgmm.selection",
+# public name -> (module, attribute)
+_LAZY = {
+    "ConvergenceWarning": ("daskgmm.validation", "ConvergenceWarning"),
+    "DataError": ("daskgmm.io", "DataError"),
+    "GaussianMixture": ("daskgmm.mixture", "GaussianMixture"),
+    "InvalidParameterError": ("daskgmm.validation", "InvalidParameterError"),
+    "KMeans": ("daskgmm.kmeans", "KMeans"),
+    "ModelFileError": ("daskgmm.persist", "ModelFileError"),
+    "NotFittedError": ("daskgmm.validation", "NotFittedError"),
+    "RowsOmittedWarning": ("daskgmm.io", "RowsOmittedWarning"),
+    "SelectionResult": ("daskgmm.selection", "SelectionResult"),
+    "open_parquet": ("daskgmm.io", "open_parquet"),
+    "read_parquet": ("daskgmm.io", "read_parquet"),
+    "select_model": ("daskgmm.selection", "select_model"),
 }
-_RENAMED = {"load": ("daskgmm.persist", "load_model")}
 
-__all__ = sorted([*_PUBLIC, *_RENAMED, "__version__"])
+__all__ = sorted([*_LAZY, "__version__", "load"])
+
+
+def load(path, storage_options=None):
+    """Read a model saved by ``save`` (a directory of JSON and ``.npz``; never pickle).
+
+    Returns
+    -------
+    GaussianMixture or KMeans
+    """
+    importlib.import_module("daskgmm.mixture")  # the estimators register with daskgmm.persist
+    importlib.import_module("daskgmm.kmeans")
+    from daskgmm.persist import load_model
+
+    return load_model(path, storage_options)
 
 
 def __getattr__(name):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    elif name in _RENAMED:
-        module, attr = _RENAMED[name]
-        value = getattr(importlib.import_module(module), attr)
-    else:
-        try:  # a submodule, e.g. ``daskgmm.plot`` after ``import daskgmm``
-            value = importlib.import_module(f"daskgmm.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"daskgmm.{name}":
-                raise
-            raise AttributeError(f"module 'daskgmm' has no attribute {name!r}") from None
-    globals()[name] = value
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'daskgmm' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # once
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return __all__

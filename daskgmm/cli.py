@@ -441,10 +441,11 @@ def _plot(o, log, metrics, draw):
 
 def _load(o, mixture=True):
     """The model at ``--model``; with ``mixture``, only a GaussianMixture will do."""
+    from daskgmm import load
     from daskgmm.mixture import GaussianMixture
-    from daskgmm.persist import ModelFileError, load_model
+    from daskgmm.persist import ModelFileError
 
-    est = load_model(o.model)
+    est = load(o.model)
     if mixture and not isinstance(est, GaussianMixture):
         raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a "
                              "GaussianMixture model (as written by daskgmm fit or GaussianMixture.save)")

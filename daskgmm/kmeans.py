@@ -19,12 +19,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.em import Run, lockstep
 from daskgmm.init import initial_centers, kmeans_tolerance, restart_seeds
+from daskgmm.kernels import predict as blocks
 from daskgmm.models import KMeansState
+from daskgmm.persist import register
 from daskgmm.stats import (
     MixtureRequest,
     ModelSpec,
     chunk_pass,
-    component_logits,
     kmeans_natural_params,
 )
 from daskgmm.validation import (
@@ -47,22 +48,7 @@ from daskgmm.validation import (
 INITS = ("k-means||", "k-means++", "random")
 
 
-def _labels_block(x, nat, centre):
-    return component_logits(np.asarray(x), nat, centre).argmax(axis=1).astype(np.int32)
-
-
-def _distances_block(x, centers):
-    """Euclidean distances (n, K), by differences (exact for rows near a centre)."""
-    x = np.asarray(x)
-    out = np.empty((x.shape[0], centers.shape[0]), dtype=x.dtype)
-    step = max(1, 65536 // max(1, centers.shape[0] * x.shape[1]))
-    c = centers.astype(x.dtype, copy=False)
-    for a in range(0, x.shape[0], step):
-        diff = x[a : a + step, None, :] - c[None, :, :]
-        np.sqrt(np.einsum("nkd,nkd->nk", diff, diff), out=out[a : a + step])
-    return out
-
-
+@register
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means clustering on data larger than memory (batch Lloyd) or on a stream (``partial_fit``).
 
@@ -376,8 +362,8 @@ default="k-means||"
         Xd, x = self._rows(X)
         nat, centre = self._nat()
         if Xd is not None:
-            return Xd.map_blocks(_labels_block, nat, centre, dtype=np.int32, drop_axis=1)
-        return _labels_block(x, nat, centre)
+            return Xd.map_blocks(blocks.nearest_labels, nat, centre, dtype=np.int32, drop_axis=1)
+        return blocks.nearest_labels(x, nat, centre)
 
     def predict(self, X):
         """Index of the nearest centre for each row (NumPy for NumPy input, lazy Dask for Dask).
@@ -393,9 +379,9 @@ default="k-means||"
         Xd, x = self._rows(X)
         centers = np.asarray(self.cluster_centers_)
         if Xd is not None:
-            return Xd.map_blocks(_distances_block, centers, dtype=Xd.dtype,
+            return Xd.map_blocks(blocks.distances, centers, dtype=Xd.dtype,
                                  chunks=(Xd.chunks[0], (self.n_clusters,)))
-        return _distances_block(x, centers)
+        return blocks.distances(x, centers)
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of X (a float; Dask input is computed)."""

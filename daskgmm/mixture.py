@@ -13,11 +13,8 @@ from sklearn.utils.validation import check_is_fitted
 from daskgmm import covariance as cov
 from daskgmm import fitting
 from daskgmm.init import INIT_METHODS, check_random_state
-
-# worker-side functions live where importing them costs a worker no scikit-learn
-from daskgmm.tasks import predict_block as _predict_block
-from daskgmm.tasks import prediction_part as _prediction_part
-from daskgmm.tasks import sample_part as _sample_part
+from daskgmm.kernels import predict as blocks
+from daskgmm.persist import register
 from daskgmm.validation import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -35,6 +32,7 @@ from daskgmm.validation import (
 )
 
 
+@register
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by EM on data larger than memory.
 
@@ -315,18 +313,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return cov.natural_params(*args)
 
     def _apply(self, X, what):
-        """Run ``_predict_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
+        """Run ``blocks.mixture_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
         check_is_fitted(self)
         Xd, x = prediction_rows(self, X)
         centre = self._centre()
         nat = self._natural(centre)
         if Xd is not None:
             if what == "proba":
-                return Xd.map_blocks(_predict_block, nat, centre, what, dtype=Xd.dtype,
+                return Xd.map_blocks(blocks.mixture_block, nat, centre, what, dtype=Xd.dtype,
                                      chunks=(Xd.chunks[0], (self.n_components,)))
             dtype = np.intp if what == "labels" else Xd.dtype
-            return Xd.map_blocks(_predict_block, nat, centre, what, dtype=dtype, drop_axis=1)
-        return _predict_block(x, nat, centre, what)
+            return Xd.map_blocks(blocks.mixture_block, nat, centre, what, dtype=dtype, drop_axis=1)
+        return blocks.mixture_block(x, nat, centre, what)
 
     def predict(self, X):
         """Most likely component of each row, shape (n_samples,)."""
@@ -440,7 +438,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             id_column = None
         centre = self._centre()
         nat = self._natural(centre)
-        part = dask.delayed(_prediction_part, pure=True)
+        part = dask.delayed(blocks.prediction_part, pure=True)
         return [part(x, i, nat, centre, id_column, proba, loglik, self.n_components) for x, i in zip(xb, ib)]
 
     def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
@@ -469,7 +467,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         w = np.asarray(self.weights_, np.float64)
         args = (w / w.sum(), np.asarray(self.means_, np.float64), np.asarray(self.covariances_, np.float64),
                 self.covariance_type, self._column_names(), np.asarray(self.means_).dtype)
-        part = dask.delayed(_sample_part, pure=True)
+        part = dask.delayed(blocks.sample_part, pure=True)
         parts = [part(n, seed, i, *args) for i, n in enumerate(rows_per_part(n_samples, n_parts))]
         return write_parts(path, parts, storage_options)
 

@@ -40,26 +40,13 @@ class ModelFileError(DataError):
 ESTIMATORS: dict = {}
 
 
-def register(cls, module: str | None = None):
-    """Let model files name ``cls`` (a class with ``export_state`` and ``import_state``); returns it.
-
-    With ``module``, ``cls`` is the class's name in that module, imported only when a model
-    is first saved or loaded: the package registers its estimators so, since a worker
-    importing the package must not pay for scikit-learn.
-    """
-    if module is not None:
-        ESTIMATORS[cls] = module
-    else:
-        ESTIMATORS[cls.__name__] = cls
+def register(cls):
+    """Let model files name ``cls`` (a class with ``export_state`` and ``import_state``); returns it."""
+    ESTIMATORS[cls.__name__] = cls
     return cls
 
 
 def _estimators():
-    import importlib
-
-    for name, entry in list(ESTIMATORS.items()):
-        if isinstance(entry, str):
-            ESTIMATORS[name] = getattr(importlib.import_module(entry), name)
     return ESTIMATORS
 
 

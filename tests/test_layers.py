@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "daskgmm"
 
 # lowest first; a module may import from its own layer or any layer below
 LAYERS = [
-    ("kernels", ["daskgmm.kernels", "daskgmm.stats", "daskgmm.covariance", "daskgmm._random", "daskgmm.tasks"]),
+    ("kernels", ["daskgmm.kernels", "daskgmm.stats", "daskgmm.covariance", "daskgmm._random"]),
     ("cluster", ["daskgmm.cluster"]),
     ("engine", ["daskgmm.engine", "daskgmm.em"]),
     ("models", ["daskgmm.models"]),
@@ -91,3 +91,17 @@ def test_no_private_names_across_modules(path):
         if module.startswith(("daskgmm", "sklearn")):
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             assert not private, f"{me} imports private {private} from {module} (line {line})"
+
+
+def test_worker_side_modules_do_not_import_scikit_learn():
+    """Workers import these to run tasks; scikit-learn would cost each ~64 MiB (of a 300 MiB limit)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, daskgmm.em, daskgmm.io, daskgmm.stats, daskgmm.models, daskgmm.kernels.predict, "
+        "daskgmm.init, daskgmm.cluster; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sklearn', 'scipy')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -353,16 +353,6 @@ def test_select_takes_an_id_column_and_plots_go_into_new_directories(tmp_path, c
 # ---------------------------------------------------------------------------- worker memory
 
 
-def test_worker_side_modules_import_no_estimator_libraries():
-    """A worker imports the module of every task function it unpickles: those of the reads,
-    the passes and the predictions must not bring scikit-learn, SciPy or pandas (~110 MiB
-    of a worker's memory limit before it holds any data)."""
-    code = ("import sys, daskgmm, daskgmm.io, daskgmm.em, daskgmm.tasks, daskgmm.cluster; "
-            "print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert r.stdout.strip() == "[]"
-
-
 def test_chunks_read_column_by_column_equal_a_whole_table_read(tmp_path):
     """Row slices of large row groups, merged small ones, nulls and an integer column."""
     path = tmp_path / "d"

@@ -1,10 +1,8 @@
-"""Functions that run in Dask workers for the estimators (predictions, samples).
+"""Per-block predictions and samples: what prediction and sampling tasks run on the workers.
 
-They import only NumPy and the kernels, never scikit-learn, SciPy or pandas:
-unpickling a task imports the module that defines its function, and an
-estimator module would bring ~110 MiB of libraries into every worker process,
-memory a 300 MiB worker limit cannot spare (``tests/test_reliability.py``
-checks the imports).
+Pure NumPy. These functions are what Dask pickles into prediction tasks, so this module
+must import nothing heavy (not scikit-learn: a worker that imported it would take ~64 MiB
+more, a quarter of a 300 MiB worker's room for data).
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import numpy as np
 from daskgmm.stats import component_logits
 
 
-def predict_block(x, nat, centre, what):
+def mixture_block(x, nat, centre, what):
     """Per-chunk predictions (a top-level function so that workers can unpickle it)."""
     x = np.asarray(x)
     if x.size and not np.all(np.isfinite(x)):
@@ -72,4 +70,20 @@ def sample_part(n, seed, part, weights, means, covs, covariance_type, names, dty
     order = rng.permutation(len(y))
     out = {name: X[order, j].astype(dtype) for j, name in enumerate(names)}
     out["component"] = y[order]
+    return out
+
+
+def nearest_labels(x, nat, centre):
+    return component_logits(np.asarray(x), nat, centre).argmax(axis=1).astype(np.int32)
+
+
+def distances(x, centers):
+    """Euclidean distances (n, K), by differences (exact for rows near a centre)."""
+    x = np.asarray(x)
+    out = np.empty((x.shape[0], centers.shape[0]), dtype=x.dtype)
+    step = max(1, 65536 // max(1, centers.shape[0] * x.shape[1]))
+    c = centers.astype(x.dtype, copy=False)
+    for a in range(0, x.shape[0], step):
+        diff = x[a : a + step, None, :] - c[None, :, :]
+        np.sqrt(np.einsum("nkd,nkd->nk", diff, diff), out=out[a : a + step])
     return out

@@ -1,0 +1,1 @@
+"""Pure NumPy kernels: nothing here knows about Dask (see docs/architecture.md)."""
