@@ -71,6 +71,16 @@ def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64
     means = stats.shift + m
     ct = stats.covariance_type
     d = m.shape[1]
+    # scikit-learn's tied, diag and spherical M-steps subtract the mean's square in
+    # data coordinates, Σ r x x ᵀ / nk - μ μᵀ, which equals the scatter about the mean
+    # plus (1 - n0 / nk) μ μᵀ = (10 eps / nk) μ μᵀ because of the 10 eps in nk. The
+    # term is tiny, but it keeps a component on a single point positive (reg_covar=0).
+    pad = (nk - n0) / nk
+    # scikit-learn computes μ in data coordinates, where a component on the point 0 has μ = 0
+    # exactly; about a shift it is off by rounding (~eps |shift|), which the term above would
+    # turn into a spurious positive variance: below that rounding, μ is 0
+    noise = 4 * np.finfo(np.float64).eps * (np.abs(stats.shift) + np.abs(m))
+    means_exact = np.where(np.abs(means) <= noise, 0.0, means)
     if ct in ("full", "tied"):
         # Σ_i r (x - μ)(x - μ)ᵀ = s2 - s1 mᵀ - m s1ᵀ + n0 m mᵀ, exact for any shift.
         cross = np.einsum("ki,kj->kij", stats.s1, m)
@@ -79,16 +89,18 @@ def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64
             cov = (stats.s2 - corr) / nk[:, None, None]
             cov = 0.5 * (cov + cov.transpose(0, 2, 1))
         else:
-            cov = (stats.s2 - corr.sum(axis=0)) / nk.sum()
+            extra = np.einsum("k,ki,kj->ij", nk - n0, means_exact, means_exact)
+            cov = (stats.s2 - corr.sum(axis=0) + extra) / nk.sum()
             cov = 0.5 * (cov + cov.T)
         cov[..., np.arange(d), np.arange(d)] += reg_covar
     else:
         diag_s2 = stats.s2 if ct == "diag" else None
         corr = 2.0 * stats.s1 * m - n0[:, None] * m**2
+        extra = pad[:, None] * means_exact**2
         if ct == "diag":
-            cov = (diag_s2 - corr) / nk[:, None] + reg_covar
+            cov = (diag_s2 - corr) / nk[:, None] + extra + reg_covar
         else:
-            cov = (stats.s2 - corr.sum(axis=1)) / (nk * d) + reg_covar
+            cov = (stats.s2 - corr.sum(axis=1)) / (nk * d) + extra.mean(axis=1) + reg_covar
     return nk, means, cov
 
 

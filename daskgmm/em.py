@@ -30,11 +30,20 @@ from daskgmm.cluster import (
     pin_worker_blas,
     wait_bounded,
 )
-from daskgmm.stats import MixtureRequest, ScanRequest, chunk_pass, merge_partials
+from daskgmm.stats import MixtureRequest, SampleRequest, ScanRequest, chunk_pass, merge_partials
 
 #: Fraction of the workers' (or this machine's) memory the data may take when
 #: ``cache="auto"`` decides to keep it in memory.
 MEMORY_FRACTION = 0.4
+
+#: The first scan also draws a uniform sample of rows (by sample weight, keyed by
+#: row number: the same rows for any chunking) for the initialisations: at most this
+#: many rows and :data:`SCAN_SAMPLE_BYTES` of float64 (each chunk returns that much).
+SCAN_SAMPLE_ROWS = 32768
+SCAN_SAMPLE_BYTES = 4 << 20
+#: Stream of the scan's sample (fixed: the scan runs before any seed is known; the
+#: seeds act on what is done with the sample).
+SCAN_SAMPLE_KEY = 0x5CA17
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,7 @@ class ChunkedData:
             else list(sample_weight.to_delayed(optimize_graph=False).ravel())
         )
         self._scan = None
+        self._sample = None
         self.passes = 0
 
     def _should_persist(self, X, cache, in_memory) -> bool:
@@ -266,10 +276,32 @@ class ChunkedData:
         return client.gather(parts)
 
     def scan(self):
-        """Rows, weighted mean and variance, non-finite counts (one pass, cached)."""
+        """Rows, weighted mean and variance, non-finite counts (one pass, cached).
+
+        The same pass draws :meth:`sample`.
+        """
         if self._scan is None:
-            (self._scan,) = self.run([ScanRequest()])
+            self._scan, sample = self.run([ScanRequest(), self._sample_request()])
+            self._sample = sample.points[0][np.isfinite(sample.keys[0])]
         return self._scan
+
+    def _sample_request(self) -> SampleRequest:
+        d = self.n_features
+        m = max(1, min(SCAN_SAMPLE_ROWS, SCAN_SAMPLE_BYTES // (8 * d)))
+        return SampleRequest(np.zeros((0, d)), m, SCAN_SAMPLE_KEY, finite_only=True)
+
+    def sample(self) -> np.ndarray:
+        """Rows drawn uniformly (by sample weight, without replacement) in the first scan.
+
+        Returns
+        -------
+        ndarray, shape (m, D), float64
+            In data coordinates, in random order; rows with non-finite values or
+            non-positive weights are never drawn. ``m`` is the smaller of the
+            usable rows and ``SCAN_SAMPLE_ROWS`` (fewer for wide data).
+        """
+        self.scan()
+        return self._sample
 
 @dataclass
 class Run:

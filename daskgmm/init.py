@@ -1,8 +1,9 @@
 """Initialisations on Dask data: k-means||, k-means++, random, random_from_data.
 
-Every initialisation runs as passes over the chunks (several restarts in
-lockstep share each pass); only the chosen rows and small statistics come back
-to the client. Random choices about rows use draws keyed by global row number
+"k-means||" (and a mixture's "kmeans") runs k-means on the uniform sample the
+first scan draws, on the client, then Lloyd passes polish it. The others run as
+passes over the chunks (several restarts in lockstep share each pass); only the
+chosen rows and small statistics come back to the client. Random choices about rows use draws keyed by global row number
 (:mod:`daskgmm._random`), so results depend on ``random_state`` and not on how
 the data are chunked.
 """
@@ -20,12 +21,6 @@ from daskgmm.models import KMeansState
 from daskgmm.stats import MixtureRequest, ModelSpec, SampleRequest, kmeans_natural_params
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
-
-#: k-means|| rounds and oversampling factor (Bahmani et al. 2012 find 5 rounds
-#: of 2k draws enough).
-KMEANS_PARALLEL_ROUNDS = 5
-KMEANS_PARALLEL_OVERSAMPLING = 2.0
-
 
 def check_random_state(seed) -> np.random.RandomState:
     """scikit-learn's ``check_random_state``: None, an int, or a RandomState."""
@@ -104,15 +99,22 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
     return chosen
 
 
+def _sq_dist(points, sq_points, centers) -> np.ndarray:
+    """Squared distances (n, k) by one GEMM, clipped at 0 against rounding."""
+    d = sq_points[:, None] - 2.0 * (points @ centers.T) + np.einsum("kd,kd->k", centers, centers)[None, :]
+    return np.maximum(d, 0.0, out=d)
+
+
 def _local_kmeanspp(points, weights, k, rng) -> np.ndarray:
-    """Weighted greedy k-means++ on a small in-memory point set."""
+    """Weighted greedy k-means++ on a small in-memory point set (scikit-learn's local trials)."""
     n = len(points)
     w = np.asarray(weights, dtype=np.float64)
     w = w if w.sum() > 0 else np.ones(n)
     trials = 2 + int(math.log(k))
+    sq = np.einsum("nd,nd->n", points, points)
     first = rng.choice(n, p=w / w.sum())
     centers = [points[first]]
-    closest = ((points - points[first]) ** 2).sum(axis=1)
+    closest = _sq_dist(points, sq, points[first : first + 1])[:, 0]
     pot = float(w @ closest)
     for _ in range(1, k):
         if pot <= 0:
@@ -120,7 +122,7 @@ def _local_kmeanspp(points, weights, k, rng) -> np.ndarray:
             continue
         cum = np.cumsum(w * closest)
         cand = np.minimum(np.searchsorted(cum, rng.random(trials) * cum[-1]), n - 1)
-        dist = ((points[None, :, :] - points[cand][:, None, :]) ** 2).sum(axis=2)
+        dist = _sq_dist(points, sq, points[cand]).T
         np.minimum(dist, closest, out=dist)
         pots = dist @ w
         best = int(np.argmin(pots))
@@ -129,56 +131,101 @@ def _local_kmeanspp(points, weights, k, rng) -> np.ndarray:
     return np.array(centers)
 
 
-def _local_lloyd(points, weights, centers, max_iter=300) -> np.ndarray:
-    """Weighted Lloyd iterations on a small in-memory point set."""
-    centers = centers.copy()
+def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.ndarray, float]:
+    """Weighted Lloyd iterations on a small in-memory point set, to convergence.
+
+    Stops when no label changes or the centres move by at most ``tol`` in
+    total squared distance (scikit-learn's rule), or after ``max_iter``.
+    Returns the centres and the inertia of the last assignment.
+    """
+    centers = np.array(centers, dtype=np.float64)
+    k = len(centers)
+    w = np.asarray(weights, dtype=np.float64)
+    sq = np.einsum("nd,nd->n", points, points)
     labels = None
+    inertia = np.inf
     for _ in range(max_iter):
-        dist = ((points[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+        dist = _sq_dist(points, sq, centers)
         new = dist.argmin(axis=1)
+        inertia = float(w @ dist[np.arange(len(points)), new])
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
-        for j in range(len(centers)):
-            mask = labels == j
-            wj = weights[mask].sum()
-            if wj > 0:
-                centers[j] = weights[mask] @ points[mask] / wj
-    return centers
+        wk = np.bincount(labels, weights=w, minlength=k)
+        sums = _label_sums(points * w[:, None], labels, k)
+        moved = wk > 0
+        old = centers.copy()
+        centers[moved] = sums[moved] / wk[moved, None]
+        if float(((centers - old) ** 2).sum()) <= tol:
+            break
+    return centers, inertia
 
 
-def kmeans_parallel(
-    data: ChunkedData, centre, n_clusters, seeds: list[int],
-    rounds: int = KMEANS_PARALLEL_ROUNDS, oversampling: float = KMEANS_PARALLEL_OVERSAMPLING,
-) -> list[np.ndarray]:
-    """k-means|| seeding (Bahmani et al. 2012), one list of centres per seed.
+def _label_sums(values, labels, k) -> np.ndarray:
+    """Per-label column sums of ``values`` (n, D) by one sparse-free GEMM with a one-hot matrix."""
+    onehot = np.zeros((k, len(labels)))
+    onehot[labels, np.arange(len(labels))] = 1.0
+    return onehot @ values
 
-    One row is drawn uniformly, then each of ``rounds`` passes draws
-    ``oversampling * k`` rows with probability proportional to their squared
-    distance to the candidates so far (without replacement, with keys that
-    make the draw independent of the chunking). A last pass weighs every
-    candidate by the rows nearest to it, and the client reduces the weighted
-    candidates to k centres with k-means++ and Lloyd.
+
+#: Local k-means++ + Lloyd runs on the scan's sample per seed; the lowest inertia on
+#: the sample wins. Each costs milliseconds on the client; a pass costs a scan.
+SAMPLE_KMEANS_TRIES = 3
+#: Rows of the sample k-means uses per cluster (the client's Lloyd iterations cost in
+#: proportion); when the scan's sample is smaller (many clusters, wide data), one pass
+#: draws a larger one.
+SAMPLE_ROWS_PER_CLUSTER = 512
+
+
+def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, tol: float = 0.0,
+                  polish: bool = True) -> list[np.ndarray]:
+    """k-means on the scan's sample, one list of centres per seed ("k-means||").
+
+    The first scan draws a uniform sample of rows keyed by row number (the
+    same rows for any chunking; see :meth:`daskgmm.em.ChunkedData.sample`).
+    For each seed, greedy k-means++ (scikit-learn's ``2 + log k`` local
+    trials) and Lloyd's algorithm to convergence run on the sample's first
+    ``SAMPLE_ROWS_PER_CLUSTER * k`` rows on the client,
+    ``SAMPLE_KMEANS_TRIES`` times, and the centres of lowest inertia on the
+    sample are kept (with ``polish=False``, k-means++ only: when the sample
+    is the whole data, Lloyd's algorithm on it is the fit itself, and ``max_iter``
+    must keep its meaning). No pass over the data is needed unless the scan's
+    sample is too small (many clusters, wide data: then one pass draws a
+    larger one). Like k-means|| (Bahmani et al. 2012), whose name the method
+    keeps, this gives k-means++ quality without a pass per centre; Lloyd
+    passes on the full data then polish the centres.
     """
-    d = data.n_features
     ks = _per_seed(n_clusters, seeds)
-    res = data.run([SampleRequest(np.zeros((0, d)), 1, stream_key(s, 0)) for s in seeds], centre)
-    cands = [_finite_points(r) for r in res]
-    for rnd in range(1, rounds + 1):
-        res = data.run([SampleRequest(c, max(1, round(oversampling * k)), stream_key(s, rnd))
-                        for c, k, s in zip(cands, ks, seeds)], centre)
-        cands = [np.vstack([c, _finite_points(r)]) for c, r in zip(cands, res)]
-    specs = [ModelSpec(kmeans_natural_params(c - centre), "spherical", "hard") for c in cands]
-    counts = [st.n for st in data.run([MixtureRequest(specs)], centre)[0]]
+    sample = data.sample()
+    need = min(SAMPLE_ROWS_PER_CLUSTER * max(ks), data.n_rows)
+    if len(sample) < need:
+        sample = random_rows(data, centre, need, [SAMPLE_KEY_SEED], stream=11)[0]
+    centred = sample - np.asarray(centre, dtype=np.float64)  # GEMM distances keep their precision
     out = []
-    for c, w, k, s in zip(cands, counts, ks, seeds):
-        rng = np.random.default_rng(s)
-        if len(c) <= k:
-            reps = np.resize(np.arange(len(c)), k)
-            out.append(c[reps])
+    for k, s in zip(ks, seeds):
+        # the first rows of a sample in random order are a uniform sample again; their number
+        # depends on k only, so a candidate in a lockstep sweep gets the centres it gets alone
+        pts = centred[: SAMPLE_ROWS_PER_CLUSTER * k]
+        w = np.ones(len(pts))
+        if len(pts) <= k:
+            out.append(pts[np.resize(np.arange(len(pts)), k)] + centre)
             continue
-        out.append(_local_lloyd(c, w, _local_kmeanspp(c, w, k, rng)))
+        rng = np.random.default_rng(s)
+        best, best_inertia = None, np.inf
+        for _ in range(SAMPLE_KMEANS_TRIES):
+            c = _local_kmeanspp(pts, w, k, rng)
+            if polish:
+                c, inertia = _local_lloyd(pts, w, c, tol=tol)
+            else:
+                inertia = float((((pts[:, None, :] - c[None]) ** 2).sum(axis=2)).min(axis=1).sum())
+            if inertia < best_inertia:
+                best, best_inertia = c, inertia
+        out.append(best + centre)
     return out
+
+
+#: Seed of the larger sample drawn when the scan's is too small (like the scan's, fixed).
+SAMPLE_KEY_SEED = 0x5CA17
 
 
 def kmeans_tolerance(variance, tol: float) -> float:
@@ -193,15 +240,18 @@ def lloyd(data: ChunkedData, centre, centers: list[np.ndarray], *, max_iter: int
     return lockstep(data, runs, centre=centre, max_iter=max_iter, callback=callback)
 
 
-#: Lloyd passes on the cluster after k-means|| when initialising a mixture
-#: ("a few": EM refines the result; it stops earlier at scikit-learn's tolerance).
-MIXTURE_KMEANS_MAX_ITER = 10
+#: Lloyd passes on the full data after k-means on the scan's sample when initialising a
+#: mixture. The sample's centres are already converged on the sample; one pass moves
+#: them to the full data's means (and EM refines the rest). More cost a pass each.
+MIXTURE_KMEANS_MAX_ITER = 1
 
 
 def initial_centers(data: ChunkedData, centre, method: str, n_clusters, seeds: list[int]) -> list[np.ndarray]:
     """Starting centres per seed: "k-means||", "k-means++" or "random" (distinct rows)."""
     if method == "k-means||":
-        return kmeans_parallel(data, centre, n_clusters, seeds)
+        whole = len(data.sample()) >= data.n_rows  # the sample is the data: leave Lloyd to the fit
+        return sample_kmeans(data, centre, n_clusters, seeds, tol=kmeans_tolerance(data.scan().variance, 1e-4),
+                             polish=not whole)
     if method == "k-means++":
         return kmeans_plusplus(data, centre, n_clusters, seeds)
     if method == "random":
@@ -221,7 +271,11 @@ def mixture_init_stats(
         One initial model each; jobs that share (n_components, seed) share
         their centres, and all run in the same passes.
 
-    ``kmeans``: hard labels of k-means (k-means|| then Lloyd on the cluster);
+    ``kmeans``: hard labels of k-means, as scikit-learn's ``KMeans(n_init=1)``
+    labels: k-means++ and Lloyd to convergence on the first scan's sample
+    (:func:`sample_kmeans`, no pass), ``kmeans_max_iter`` Lloyd passes on the
+    full data (default 1), then one pass for the statistics of the labels. With
+    the scan, the whole initialisation reads the data three times.
     ``k-means++`` and ``random_from_data``: one chosen row per component;
     ``random``: uniform random responsibilities, normalised per row.
     """
@@ -231,10 +285,11 @@ def mixture_init_stats(
     if method in ("kmeans", "k-means++", "random_from_data"):
         ks, seeds = [k for k, _ in keys], [s for _, s in keys]
         if method == "kmeans":
-            centers = kmeans_parallel(data, centre, ks, seeds)
             tol_scaled = kmeans_tolerance(data.scan().variance, kmeans_tol)
-            runs = lloyd(data, centre, centers, max_iter=kmeans_max_iter, tol_scaled=tol_scaled)
-            centers = [r.state.centers for r in runs]
+            centers = sample_kmeans(data, centre, ks, seeds, tol=tol_scaled)
+            if kmeans_max_iter > 0:
+                runs = lloyd(data, centre, centers, max_iter=kmeans_max_iter, tol_scaled=tol_scaled)
+                centers = [r.state.centers for r in runs]
         else:
             centers = initial_centers(data, centre, "k-means++" if method == "k-means++" else "random", ks, seeds)
         by_key = dict(zip(keys, centers))

@@ -57,9 +57,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     n_clusters : int, default=8
     init : {"k-means||", "k-means++", "random"}, callable or array of shape (n_clusters, n_features), \
 default="k-means||"
-        "k-means||" is scalable k-means++ (Bahmani et al. 2012: a few passes
-        each drawing 2k rows by squared distance, then k-means++ on the
-        weighted candidates); "k-means++" is greedy k-means++ in k + 1 passes;
+        "k-means||": k-means++ (best of 3) and Lloyd's algorithm on the first
+        scan's row-keyed sample, on the client, with no pass of its own (like
+        Bahmani et al.'s k-means||, k-means++ quality without a pass per centre;
+        when the sample is the whole data only k-means++, Lloyd being the fit);
+        "k-means++" is greedy k-means++ on the data in k + 1 passes;
         "random" draws k distinct rows. A callable is called as
         ``init(X, n_clusters, random_state)`` with X as given to ``fit`` (a
         lazy Dask array stays lazy) and returns the centres.

@@ -55,7 +55,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     n_init : int, default=1
         Restarts; the one with the largest final lower bound is kept.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
-        "kmeans" runs k-means|| seeding and a few Lloyd passes on the cluster.
+        "kmeans": k-means++ and Lloyd's algorithm on the first scan's row-keyed
+        sample (on the client), one Lloyd pass on the data, then the statistics
+        of the labels: three reads of the data with the scan.
     weights_init : array-like of shape (n_components,), default=None
     means_init : array-like of shape (n_components, n_features), default=None
     precisions_init : array-like, default=None

@@ -10,7 +10,8 @@ Usage (after ``scripts/test`` or ``pip install -e .``; ``pip install -e .[bench]
 Every time is the *marginal* cost of an EM iteration: (time of a fit with 2 + I
 iterations - time with 2) / I, from the same start (``tol=0`` so every
 iteration runs), so start-up, the first scan and the initialisation cancel.
-The start is daskgmm's default initialisation (k-means|| and Lloyd), computed
+The start is daskgmm's default initialisation (k-means on the scan's sample, one
+Lloyd pass), computed
 once and given to every fit (scikit-learn included) as weights/means/precisions;
 a "cold start" row times the first iterations from random rows with broad
 covariances, where every component overlaps every row.
@@ -19,6 +20,10 @@ worker processes with one thread each (BLAS single-threaded); scikit-learn in
 this process with BLAS on both cores; Spark on ``local[2]``. The GEMM rate is
 measured in both workers at once, and the bound is ``4 N K D^2`` flops at that
 rate (E-step Mahalanobis terms plus M-step second moments, per component).
+Whole default fits (initialisation and EM to the default ``tol``) of daskgmm (data
+persisted) and scikit-learn (in this process) for seeds 0, 1, 2 are timed too, and
+the peak RSS of each worker is compared with its share of the persisted data.
+Every target of issue 13 is printed as met or not met.
 
 The data (seeded) are written as Parquet by scripts/make_data.py and scaled by
 0.1 so that Spark's linear-space EM does not collapse (timings do not depend on
@@ -147,7 +152,7 @@ def main(argv=None):
         start = GaussianMixture(k, max_iter=0, random_state=0).fit(mem["float64"])
         res["kmeans_init_s"] = time.perf_counter() - t0
         init = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
-        print(f"default initialisation (k-means||, Lloyd): {res['kmeans_init_s']:.2f} s", flush=True)
+        print(f"default initialisation (sample k-means, one Lloyd pass): {res['kmeans_init_s']:.2f} s", flush=True)
 
         def fitter(X, ct="full", cache="memory", start=init, **kw):
             def fit(it):
@@ -159,6 +164,13 @@ def main(argv=None):
             a.no_sklearn = a.no_spark = True
         if not a.only_scaling:
             _main_cases(a, res, client, src, init, cold, mem, fitter, report)
+            _whole_fits(res, mem["float64"], k)
+            # peak RSS of each worker so far (in-memory cases), against its share of the persisted data
+            peaks = list(client.run(_peak_rss).values())
+            share = sum(int(x.nbytes) for x in mem.values()) / len(peaks)
+            res["memory"] = {"peak_rss_mib": [p / 2**20 for p in peaks], "data_share_mib": share / 2**20}
+            print(f"  peak worker RSS {', '.join(f'{p / 2**20:.0f}' for p in peaks)} MiB; "
+                  f"data share {share / 2**20:.0f} MiB per worker", flush=True)
         del mem
 
         if a.scaling:
@@ -174,6 +186,8 @@ def main(argv=None):
             SkGMM(k, max_iter=it, tol=0.0, **init).fit(X)
 
         report("scikit-learn, float64", _marginal(skfit, max(2, a.iters // 2), 1))
+        if not a.only_scaling:
+            _whole_fits(res, X, k, sklearn=True)
         del X
 
     if not a.no_spark:
@@ -261,6 +275,38 @@ def _main_cases(a, res, client, src, init, cold, mem, fitter, report):
 
 
 
+SEEDS = (0, 1, 2)
+
+
+def _peak_rss():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _whole_fits(res, X, k, sklearn=False):
+    """Whole default fits (init + EM to the default tol), one per seed: seconds and lower bound."""
+    if sklearn:
+        from sklearn.mixture import GaussianMixture as Est
+        name = "scikit-learn"
+    else:
+        from daskgmm import GaussianMixture as Est
+        name = "daskgmm"
+    out = []
+    for seed in SEEDS:
+        t0 = time.perf_counter()
+        g = Est(k, random_state=seed).fit(X)
+        row = {"seed": seed, "seconds": time.perf_counter() - t0, "lower_bound": float(g.lower_bound_),
+               "n_iter": int(g.n_iter_)}
+        if not sklearn:
+            row.update(passes=int(g.n_passes_), init_seconds=float(g.init_seconds_))
+        out.append(row)
+        print(f"  whole default fit, {name}, seed {seed}: {row['seconds']:.2f} s, {row['n_iter']} EM iterations"
+              + (f", {row['passes']} passes (init {row['init_seconds']:.2f} s)" if not sklearn else "")
+              + f", lower bound {row['lower_bound']:.4f}", flush=True)
+    res.setdefault("whole_fit", {})[name] = out
+
+
 def _scaling(a, res, client, src, fitter):
     """Seconds per EM pass against N: the median pass of one fit per size (in memory)."""
     import dask.array as da
@@ -283,22 +329,35 @@ def _scaling(a, res, client, src, fitter):
 
 
 def targets(res) -> list:
+    """Issue 13's targets, each met or not, from one run."""
     c = res["cases"]
     out = []
 
     def add(what, value, met):
         out.append({"what": what, "value": value, "met": bool(met)})
 
+    wf = res.get("whole_fit", {})
+    if "daskgmm" in wf and "scikit-learn" in wf:
+        ours = statistics.median(r["seconds"] for r in wf["daskgmm"])
+        theirs = statistics.median(r["seconds"] for r in wf["scikit-learn"])
+        add("whole default fit >= 10x faster than scikit-learn's (median of seeds 0, 1, 2)",
+            f"{theirs / ours:.1f}x ({ours:.2f} s against {theirs:.2f} s)", theirs / ours >= 10)
+        gaps = [o["lower_bound"] - t["lower_bound"] for o, t in zip(wf["daskgmm"], wf["scikit-learn"])]
+        add("whole default fit: mean log-likelihood >= scikit-learn's - 0.01 on every seed",
+            ", ".join(f"{g:+.4f}" for g in gaps), min(gaps) >= -0.01)
+        passes = max(r["passes"] - r["n_iter"] for r in wf["daskgmm"])
+        add("default init <= 3 passes beyond the first scan", f"{passes - 1} passes", passes - 1 <= 3)
     if "daskgmm in memory, float64" not in c:
-        c = None
-    if c is None:
         return out + _linearity(res)
     mem = c["daskgmm in memory, float64"]["per_iter"]
+    frac = res["gemm_bound_s"] / mem
+    add("one EM iteration >= 75% of the 4NKD^2 bound at the run's dgemm rate", f"{100 * frac:.0f}%", frac >= 0.75)
+    if "scikit-learn, float64" in c:
+        r = c["scikit-learn, float64"]["per_iter"] / mem
+        add("one EM iteration >= 15x faster than scikit-learn", f"{r:.1f}x", r >= 15)
     if "Spark MLlib GaussianMixture" in c:
         ratio = c["Spark MLlib GaussianMixture"]["per_iter"] / mem
         add("in memory >= 2x faster than Spark MLlib local[2]", f"{ratio:.1f}x", ratio >= 2)
-    frac = res["gemm_bound_s"] / mem
-    add("in memory >= 50% of the f64 GEMM bound", f"{100 * frac:.0f}%", frac >= 0.5)
     r32 = mem / c["daskgmm in memory, float32"]["per_iter"]
     add("float32 >= 1.7x the float64 speed", f"{r32:.2f}x", r32 >= 1.7)
     ooc = c["daskgmm out of core, float64"]["per_iter"]
@@ -306,9 +365,13 @@ def targets(res) -> list:
     add("out of core <= 1.3 x (scan + in-memory iteration)", f"{ooc / lim:.2f} x", ooc <= 1.3 * lim)
     for ct in ("diag", "spherical"):
         r = mem / c[f"daskgmm in memory, float64, {ct}"]["per_iter"]
-        add(f"{ct} >= 4x faster than full", f"{r:.1f}x", r >= 4)
+        add(f"{ct} >= 3x faster than full", f"{r:.1f}x", r >= 3)
     r8 = c["daskgmm out of core, n_init=8 lockstep"]["per_iter"] / c["daskgmm out of core, n_init=1"]["per_iter"]
     add("n_init=8 in lockstep <= 3x one restart, out of core", f"{r8:.2f}x", r8 <= 3)
+    if "memory" in res:
+        m = res["memory"]
+        over = max(m["peak_rss_mib"]) - m["data_share_mib"]
+        add("peak worker RSS <= data share + 250 MiB", f"share + {over:.0f} MiB", over <= 250)
     return out + _linearity(res)
 
 
@@ -336,6 +399,11 @@ def markdown(res) -> str:
     if "parquet_scan_s" in res:
         lines.append(f"| Parquet scan (read only) | {res['parquet_scan_s']:.3f} |")
     lines.append(f"| GEMM bound (4NKD² at {res['gemm_flops'] / 1e9:.0f} GFLOP/s) | {res['gemm_bound_s']:.3f} |")
+    for name, rows in res.get("whole_fit", {}).items():
+        secs = ", ".join(f"{r['seconds']:.2f}" for r in rows)
+        lbs = ", ".join(f"{r['lower_bound']:.4f}" for r in rows)
+        lines.append(f"| whole default fit, {name}, seeds 0, 1, 2: seconds ({secs}); lower bound ({lbs}) "
+                     f"| {statistics.median(r['seconds'] for r in rows):.3f} |")
     for rows, v in res.get("scaling", {}).items():
         lines.append(f"| {int(rows):,} rows, in memory, float64 (median pass) | {v['per_iter']:.3f} |")
     return "\n".join(lines)

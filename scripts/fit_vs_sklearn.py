@@ -8,7 +8,7 @@ Usage (after ``scripts/bench.py`` has written ``data/bench``; needs scikit-learn
 daskgmm runs on a LocalCluster of two worker processes with one thread each,
 on the data persisted in the workers; scikit-learn in this process on both
 cores. Both fits use ``tol=1e-3`` and start from daskgmm's default
-initialisation (k-means|| and Lloyd), so they run the same iterations.
+initialisation (k-means on the scan's sample, one Lloyd pass), so they run the same iterations.
 """
 
 import time
@@ -33,7 +33,7 @@ def main():
         t = time.perf_counter()
         full = GaussianMixture(16, random_state=0).fit(Xd)
         t_full = time.perf_counter() - t
-        print(f"daskgmm default fit (k-means|| init + EM): {t_full:.1f} s, init {full.init_seconds_:.1f} s, "
+        print(f"daskgmm default fit (sample k-means init + EM): {t_full:.1f} s, init {full.init_seconds_:.1f} s, "
               f"{full.n_iter_} EM iterations, {full.n_passes_} passes, converged {full.converged_}")
         start = GaussianMixture(16, random_state=0, max_iter=0).fit(Xd)
         init = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)

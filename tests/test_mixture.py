@@ -293,7 +293,7 @@ def test_predict_checks():
         g.predict_proba(np.array([[np.nan, 1.0]]))
 
 
-@pytest.mark.parametrize("ct", TYPES)
+@pytest.mark.parametrize("ct", ["full", "tied"])  # diag/spherical keep scikit-learn's 10 eps μ² (test_stats)
 def test_collapsed_component_raises_naming_it(ct):
     """A component left with a single point (reg_covar=0) has a singular covariance."""
     rng = np.random.default_rng(0)

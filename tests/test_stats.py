@@ -1,6 +1,7 @@
 """Kernels (pure NumPy) against scikit-learn and scipy on small arrays."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -259,6 +260,47 @@ def test_conditioning_predicts_when_the_fast_path_loses_precision():
 def test_rows_far_from_every_component_keep_a_finite_likelihood():
     """Logits of -6e17: top + ln(eps) rounds back to top; the largest term must still count."""
     lm = np.array([[-1.12080392e18, -1.0], [-5.76523220e17, -2.0], [-7.67560500e17, -3.0]])[None]
-    per, _ = soft_responsibilities(lm.copy(), np.empty((1, 2)), np.empty((1, 2)), sparse=True)
+    per = soft_responsibilities(lm.copy(), np.empty((1, 2)), np.empty((1, 2)))
     assert np.all(np.isfinite(per))
     np.testing.assert_allclose(per[0, 0], -5.76523220e17)
+
+
+def test_responsibilities_are_exact_far_below_eps():
+    """No term is dropped: a term 50 below its row's largest is exp(-50), as scikit-learn's."""
+    lm = np.array([[0.0, -1.0], [-50.0, -2.0], [-800.0, -3.0], [-1e18, -4.0]])[None]
+    r = lm.copy()
+    per = soft_responsibilities(r, np.empty((1, 2)), np.empty((1, 2)))
+    lse = np.log(np.exp(lm[0] - lm[0].max(axis=0)).sum(axis=0)) + lm[0].max(axis=0)
+    np.testing.assert_allclose(per[0], lse, rtol=1e-15)
+    np.testing.assert_allclose(r[0, :2], np.exp(lm[0, :2] - lse), rtol=1e-14)
+    assert r[0, 1, 0] > 0  # exp(-50) of the row's largest: kept
+    # below the floor a term is exp(-700) of its row's largest: no sum can tell it from 0
+    assert 0 < r[0, 2, 0] < 1e-300 and 0 < r[0, 3, 0] < 1e-300
+
+
+@pytest.mark.parametrize("ct", ["tied", "diag", "spherical"])
+def test_component_on_one_point_stays_positive_with_reg_covar_zero(ct):
+    """scikit-learn's test_gaussian_mixture_setting_best_params: a component on exactly one
+    point, reg_covar=0. scikit-learn's tied/diag/spherical M-step keeps (10 eps / nk) μ²
+    (its Σ r x² / nk - μ²); ours must give the same covariances, hence no collapse. (For
+    "full" scikit-learn's result is a rank-one matrix of size eps² plus rounding: no
+    semantics to match.)"""
+    rnd = np.random.RandomState(0)
+    X = rnd.uniform(size=(30, 3))
+    means = X[[3, 7, 11, 20]]
+    k = len(means)
+    prec = np.array([1e6, 1e6, 500.0, 20.0])
+    kw = dict(weights_init=np.full(k, 1 / k), means_init=means, reg_covar=0, max_iter=1)
+    p = {"tied": np.eye(3) * 50.0,
+         "diag": prec[:, None] * np.ones(3), "spherical": prec}[ct]
+    from daskgmm import GaussianMixture
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter=1: not converged
+        ours = GaussianMixture(k, covariance_type=ct, precisions_init=p, **kw).fit(X)
+        sk = SkGMM(k, covariance_type=ct, precisions_init=p, **kw).fit(X)
+    np.testing.assert_allclose(ours.means_, sk.means_, rtol=1e-10, atol=1e-12)
+    # on the single points both are ~1e-15 and carry rounding of eps · x²
+    np.testing.assert_allclose(ours.covariances_, sk.covariances_, rtol=1e-7, atol=1e-15)
+    c = ours.covariances_
+    assert np.all((np.diag(c) if ct == "tied" else c) > 0)

@@ -1,0 +1,94 @@
+"""Initialisations: the scan's sample and k-means on it (chunking independence, quality)."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans as SkKMeans
+
+from daskgmm import init as I
+from daskgmm.em import ChunkedData
+
+from .conftest import make_blobs
+
+
+def _data(X, chunks, w=None):
+    Xd = da.from_array(X, chunks=(chunks, X.shape[1]))
+    wd = None if w is None else da.from_array(w, chunks=(chunks,))
+    return ChunkedData(Xd, wd, cache="memory")
+
+
+def test_scan_sample_is_the_same_for_any_chunking():
+    X, _, _ = make_blobs(n=5000, d=3, k=3)
+    X[17, 1] = np.nan  # never drawn
+    ref = _data(X, 5000).sample()
+    assert len(ref) == min(len(X) - 1, _scan_rows(3)) and np.all(np.isfinite(ref))
+    for chunks in (97, (1000, 1, 2500, 1499)):
+        np.testing.assert_array_equal(_data(X, chunks).sample(), ref)
+
+
+def _scan_rows(d):
+    from daskgmm.em import SCAN_SAMPLE_BYTES, SCAN_SAMPLE_ROWS
+
+    return min(SCAN_SAMPLE_ROWS, SCAN_SAMPLE_BYTES // (8 * d))
+
+
+def test_scan_sample_is_uniform_by_weight():
+    X = np.arange(200000, dtype=np.float64)[:, None]
+    w = np.where(X[:, 0] < 100000, 3.0, 1.0)
+    w[5] = 0.0
+    s = _data(X, 30000, w).sample()[:, 0]
+    assert 5.0 not in s and len(s) == _scan_rows(1)
+    # three times the weight: about three quarters of the draws (without replacement, fewer)
+    assert 0.6 < np.mean(s < 100000) < 0.8
+
+
+def test_sample_kmeans_is_the_same_for_any_chunking_and_passes_no_data():
+    X, _, _ = make_blobs(n=6000, d=4, k=5, seed=3)
+    ref = None
+    for chunks in (6000, 333):
+        data = _data(X, chunks)
+        c = data.scan().mean
+        before = data.passes
+        out = I.sample_kmeans(data, c, [5, 3], [1, 2])
+        assert data.passes == before  # the scan's sample is enough
+        if ref is None:
+            ref = out
+        for a, b in zip(out, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # each k gets the centres it gets alone
+    data = _data(X, 1000)
+    np.testing.assert_allclose(I.sample_kmeans(data, data.scan().mean, 3, [2])[0], ref[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sample_kmeans_matches_scikit_learns_kmeans_quality(seed):
+    """Overlapping blobs (many local optima): inertia no worse than scikit-learn's KMeans
+    with one initialisation, within 1%."""
+    X, _, _ = make_blobs(n=40000, d=5, k=12, seed=seed, sep=3.0)
+    data = _data(X, 7000)
+    c = data.scan().mean
+    ours = I.sample_kmeans(data, c, 12, [seed])[0]
+    sk = SkKMeans(12, n_init=1, random_state=seed).fit(X)
+    inertia = ((X[:, None, :] - ours[None]) ** 2).sum(axis=2).min(axis=1).sum()
+    assert inertia <= 1.01 * sk.inertia_
+
+
+def test_mixture_kmeans_init_reads_the_data_three_times():
+    from daskgmm import GaussianMixture
+
+    X, _, _ = make_blobs(n=3000, d=3, k=3)
+    g = GaussianMixture(3, max_iter=0, random_state=0).fit(da.from_array(X, chunks=(500, 3)))
+    # scan, one Lloyd pass, the statistics of the labels
+    assert g.n_passes_ == 3
+
+
+def test_sample_kmeans_draws_a_larger_sample_when_needed(monkeypatch):
+    import daskgmm.em as em
+
+    monkeypatch.setattr(em, "SCAN_SAMPLE_ROWS", 50)
+    X, _, _ = make_blobs(n=4000, d=2, k=4)
+    data = _data(X, 1000)
+    c = data.scan().mean
+    before = data.passes
+    out = I.sample_kmeans(data, c, 4, [0])[0]
+    assert data.passes == before + 1 and out.shape == (4, 2)
