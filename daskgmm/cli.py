@@ -486,7 +486,7 @@ def cmd_score(o, log, metrics):
     with _cluster(o, log, box):
         est, src = box["model"], box["src"] = _model_source(o, log)
         mean = est.score(src.X)
-    from daskgmm.covariance import n_parameters
+    from daskgmm.kernels.covariance import n_parameters
 
     n = src.n_rows
     p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)

@@ -226,7 +226,7 @@ def _warm_rss() -> int:
     """A worker's resident memory after importing what a chunk task uses."""
     import pyarrow.parquet  # noqa: F401
 
-    import daskgmm.stats  # noqa: F401
+    import daskgmm.kernels  # noqa: F401
 
     return _rss()
 

@@ -1,6 +1,6 @@
 """The fit procedure of a Gaussian mixture, shared by the estimators, ``select_model`` and the command.
 
-Everything here works on a prepared :class:`daskgmm.em.ChunkedData` and its first
+Everything here works on a prepared :class:`daskgmm.engine.ChunkedData` and its first
 scan; the estimators are thin over it (validation, attributes, verbose lines), as
 dask-ml's estimators are over their module functions:
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.utils import check_array
 
-from daskgmm import covariance as cov
 from daskgmm.em import Run, lockstep
 from daskgmm.init import mixture_init_stats, restart_seeds
+from daskgmm.kernels import covariance as cov
 from daskgmm.models import MixtureState
 
 #: What a checkpoint records of the random state: every draw is keyed by (seed, row).

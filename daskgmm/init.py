@@ -4,7 +4,7 @@
 first scan draws, on the client, then Lloyd passes polish it. The others run as
 passes over the chunks (several restarts in lockstep share each pass); only the
 chosen rows and small statistics come back to the client. Random choices about rows use draws keyed by global row number
-(:mod:`daskgmm._random`), so results depend on ``random_state`` and not on how
+(:mod:`daskgmm.kernels.random`), so results depend on ``random_state`` and not on how
 the data are chunked.
 """
 
@@ -15,10 +15,11 @@ import numbers
 
 import numpy as np
 
-from daskgmm._random import stream_key
-from daskgmm.em import ChunkedData, Run, lockstep
+from daskgmm.em import Run, lockstep
+from daskgmm.engine import ChunkedData
+from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, kmeans_natural_params
+from daskgmm.kernels.random import stream_key
 from daskgmm.models import KMeansState
-from daskgmm.stats import MixtureRequest, ModelSpec, SampleRequest, kmeans_natural_params
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -182,7 +183,7 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     """k-means on the scan's sample, one list of centres per seed ("k-means||").
 
     The first scan draws a uniform sample of rows keyed by row number (the
-    same rows for any chunking; see :meth:`daskgmm.em.ChunkedData.sample`).
+    same rows for any chunking; see :meth:`daskgmm.engine.ChunkedData.sample`).
     For each seed, greedy k-means++ (scikit-learn's ``2 + log k`` local
     trials) and Lloyd's algorithm to convergence run on the sample's first
     ``SAMPLE_ROWS_PER_CLUSTER * k`` rows on the client,
@@ -279,7 +280,7 @@ def mixture_init_stats(
     ``k-means++`` and ``random_from_data``: one chosen row per component;
     ``random``: uniform random responsibilities, normalised per row.
     """
-    from daskgmm.stats import NaturalParams, points_stats
+    from daskgmm.kernels import NaturalParams, points_stats
 
     keys = sorted({(k, s) for k, _, s in jobs})
     if method in ("kmeans", "k-means++", "random_from_data"):

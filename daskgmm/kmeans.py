@@ -19,15 +19,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.em import Run, lockstep
 from daskgmm.init import initial_centers, kmeans_tolerance, restart_seeds
-from daskgmm.kernels import predict as blocks
-from daskgmm.models import KMeansState
-from daskgmm.persist import register
-from daskgmm.stats import (
+from daskgmm.kernels import (
     MixtureRequest,
     ModelSpec,
     chunk_pass,
     kmeans_natural_params,
 )
+from daskgmm.kernels import predict as blocks
+from daskgmm.models import KMeansState
+from daskgmm.persist import register
 from daskgmm.validation import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -321,7 +321,7 @@ default="k-means||"
                 else:
                     import dask.array as da
 
-                    from daskgmm.em import ChunkedData
+                    from daskgmm.engine import ChunkedData
 
                     if len(x) < self.n_clusters:
                         raise ValueError(f"n_samples={len(x)} should be >= n_clusters={self.n_clusters}.")

@@ -10,9 +10,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import covariance as cov
 from daskgmm import fitting
 from daskgmm.init import INIT_METHODS, check_random_state
+from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import predict as blocks
 from daskgmm.persist import register
 from daskgmm.validation import (

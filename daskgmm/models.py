@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from daskgmm import covariance as cov
-from daskgmm.stats import ModelSpec, SuffStats, kmeans_natural_params
+from daskgmm.kernels import ModelSpec, SuffStats, kmeans_natural_params
+from daskgmm.kernels import covariance as cov
 
 
 def _f64(a):

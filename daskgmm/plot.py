@@ -80,7 +80,7 @@ def _sample_rows(X, n, random_state):
     from daskgmm.validation import check_rows, is_dask
 
     if is_dask(X):
-        from daskgmm.em import ChunkedData
+        from daskgmm.engine import ChunkedData
         from daskgmm.init import random_rows, restart_seeds
 
         Xd, _ = check_rows(X, "plot", min_samples=1)

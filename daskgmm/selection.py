@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm import covariance as cov
 from daskgmm import fitting
 from daskgmm.em import Run
 from daskgmm.init import restart_seeds
-from daskgmm.stats import COVARIANCE_TYPES, MixtureRequest
+from daskgmm.kernels import COVARIANCE_TYPES, MixtureRequest
+from daskgmm.kernels import covariance as cov
 from daskgmm.validation import prepare_rows, validate_params, warn_degenerate
 
 

@@ -416,7 +416,7 @@ def _weights_array(sample_weight, Xd):
 
 
 def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None):
-    """Validated input as :class:`daskgmm.em.ChunkedData`, with its first scan done.
+    """Validated input as :class:`daskgmm.engine.ChunkedData`, with its first scan done.
 
     Parameters
     ----------
@@ -431,7 +431,7 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     info : dict
         See :func:`check_rows`.
     """
-    from daskgmm.em import ChunkedData
+    from daskgmm.engine import ChunkedData
 
     Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size, estimator=estimator)
     w = None if sample_weight is None else _weights_array(sample_weight, Xd)

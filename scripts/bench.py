@@ -225,7 +225,7 @@ def _main_cases(a, res, client, src, init, cold, mem, fitter, report):
     import dask
 
     from daskgmm import GaussianMixture
-    from daskgmm.em import ChunkedData
+    from daskgmm.engine import ChunkedData
     from daskgmm.io import open_parquet
 
     k = a.components

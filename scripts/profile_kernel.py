@@ -37,9 +37,10 @@ def main(argv=None):
     threadpool_limits(1)  # as in a Dask worker thread
 
     from daskgmm import GaussianMixture
-    from daskgmm import covariance as cov
     from daskgmm.io import open_parquet
-    from daskgmm.stats import build_features, scratch, soft_responsibilities
+    from daskgmm.kernels import build_features, soft_responsibilities
+    from daskgmm.kernels import covariance as cov
+    from daskgmm.kernels.scratch import scratch
 
     sys.path.insert(0, "scripts")
     from bench import _precisions

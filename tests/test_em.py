@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from daskgmm import GaussianMixture
-from daskgmm.em import ChunkedData
+from daskgmm.engine import ChunkedData
 
 from .conftest import make_blobs
 

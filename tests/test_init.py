@@ -6,7 +6,7 @@ import pytest
 from sklearn.cluster import KMeans as SkKMeans
 
 from daskgmm import init as I
-from daskgmm.em import ChunkedData
+from daskgmm.engine import ChunkedData
 
 from .conftest import make_blobs
 
@@ -27,7 +27,7 @@ def test_scan_sample_is_the_same_for_any_chunking():
 
 
 def _scan_rows(d):
-    from daskgmm.em import SCAN_SAMPLE_BYTES, SCAN_SAMPLE_ROWS
+    from daskgmm.engine import SCAN_SAMPLE_BYTES, SCAN_SAMPLE_ROWS
 
     return min(SCAN_SAMPLE_ROWS, SCAN_SAMPLE_BYTES // (8 * d))
 
@@ -83,7 +83,7 @@ def test_mixture_kmeans_init_reads_the_data_three_times():
 
 
 def test_sample_kmeans_draws_a_larger_sample_when_needed(monkeypatch):
-    import daskgmm.em as em
+    import daskgmm.engine as em
 
     monkeypatch.setattr(em, "SCAN_SAMPLE_ROWS", 50)
     X, _, _ = make_blobs(n=4000, d=2, k=4)

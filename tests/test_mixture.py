@@ -299,7 +299,7 @@ def test_collapsed_component_raises_naming_it(ct):
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(size=(200, 2)), np.full((1, 2), 50.0)])
     k, d = 2, 2
-    from daskgmm.covariance import covariance_shape
+    from daskgmm.kernels.covariance import covariance_shape
 
     prec = np.ones(covariance_shape(ct, k, d)) if ct in ("diag", "spherical") else None
     if ct == "full":

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from daskgmm.kernels import SuffStats, WorstRows
 from daskgmm.models import KMeansState, MixtureState, collapsed_components
-from daskgmm.stats import SuffStats, WorstRows
 
 TYPES = ["full", "tied", "diag", "spherical"]
 

@@ -147,7 +147,7 @@ def test_a_task_that_keeps_killing_its_worker_fails_the_job(own_cluster, tmp_pat
 
 def _without_workers(cluster, monkeypatch):
     """Remove every worker just before the first pass (as when distributed gives up restarting them)."""
-    from daskgmm.em import ChunkedData
+    from daskgmm.engine import ChunkedData
 
     run = ChunkedData.run
 

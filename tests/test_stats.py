@@ -9,9 +9,7 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture as SkGMM
 from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
-from daskgmm import covariance as cov
-from daskgmm._random import keyed_uniform, stream_key
-from daskgmm.stats import (
+from daskgmm.kernels import (
     MixtureRequest,
     ModelSpec,
     NaturalParams,
@@ -26,6 +24,8 @@ from daskgmm.stats import (
     n_feature_rows,
     soft_responsibilities,
 )
+from daskgmm.kernels import covariance as cov
+from daskgmm.kernels.random import keyed_uniform, stream_key
 
 from .conftest import make_blobs
 

@@ -9,7 +9,70 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskgmm.stats import component_logits
+from daskgmm.kernels.features import block_rows_for, build_features
+from daskgmm.kernels.params import NaturalParams, PerComponent
+from daskgmm.kernels.results import SuffStats, frozen
+from daskgmm.kernels.scratch import scratch
+
+
+def points_stats(points: np.ndarray, shift: np.ndarray, covariance_type: str) -> SuffStats:
+    """Statistics of responsibilities that put one unit on each of ``points`` (K, D).
+
+    This is scikit-learn's "k-means++" and "random_from_data" initialisation:
+    component k is responsible for exactly the k-th chosen row. Each row is
+    its own shift, so the moments about it are exactly zero (taken about a
+    far centre, ``s2 - m mᵀ`` would cancel terms of size ``‖x - c‖²`` and leave
+    rounding noise larger than ``reg_covar``). ``shift`` is unused and kept
+    for the signature.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    k = p.shape[0]
+    zero = SuffStats.zero(k, p, covariance_type)
+    return SuffStats(
+        n=frozen(np.ones(k)), s1=zero.s1, s2=zero.s2, loglik=0.0, weight=float(k), rows=k,
+        shift=frozen(p), covariance_type=covariance_type,
+    )
+
+
+def component_logits(x: np.ndarray, params: NaturalParams, centre: np.ndarray, block_rows=None) -> np.ndarray:
+    """Per-row logits ``logit_k(x_i)`` of a block of rows, shape (n, K), in the data dtype.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, D)
+    params : NaturalParams or PerComponent
+        Log-densities about ``centre`` (per-component form when the model is
+        badly conditioned for the shared features).
+    centre : ndarray, shape (D,)
+    """
+    x = np.asarray(x)
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    n, d = x.shape
+    if isinstance(params, PerComponent):
+        out = np.empty((n, params.means.shape[0]), dtype=dtype)
+        nb = block_rows_for(params.means.size, dtype.itemsize, block_rows)
+        c = np.asarray(centre, dtype=np.float64).astype(dtype)[:, None]
+        for a in range(0, n, nb):
+            b = min(n, a + nb)
+            xt = scratch("xT", (d, b - a), dtype)
+            np.subtract(x[a:b].T.astype(dtype, copy=False), c, out=xt)
+            lt = scratch("pc-logits", (params.means.shape[0], b - a), dtype)
+            params.logits(xt, lt)
+            out[a:b] = lt.T
+        return out
+    level = params.level
+    theta = params.theta(level).astype(dtype)
+    out = np.empty((n, theta.shape[0]), dtype=dtype)
+    p = theta.shape[1]
+    nb = block_rows_for(p + theta.shape[0], dtype.itemsize, block_rows)
+    c = np.asarray(centre, dtype=np.float64).astype(dtype)[:, None]
+    for a in range(0, n, nb):
+        b = min(n, a + nb)
+        xt = scratch("xT", (d, b - a), dtype)
+        np.subtract(x[a:b].T.astype(dtype, copy=False), c, out=xt)
+        out[a:b] = (theta @ build_features(xt, level, scratch("features", (p, b - a), dtype))).T
+    return out
+
 
 
 def mixture_block(x, nat, centre, what):

@@ -18,7 +18,11 @@ import math
 
 import numpy as np
 
-from daskgmm.stats import NaturalParams, PerComponent, SuffStats
+from daskgmm.kernels.params import NaturalParams, PerComponent
+from daskgmm.kernels.results import SuffStats
+
+#: The covariance types, in scikit-learn's order.
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 #: Largest predicted absolute error of a logit on the shared-feature path before a
 #: model switches to the per-component path (responsibilities are then exact to

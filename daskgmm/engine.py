@@ -1,0 +1,302 @@
+"""The pass engine: passes over a row-chunked Dask array, with a fixed merge tree.
+
+Nothing here knows covariance algebra. A pass sends one small *plan* (the
+requests: parameters of every model in the list) to the cluster, maps every
+chunk to partial results with :func:`daskgmm.kernels.chunk_pass`, merges them in
+a fixed tree (``split_every`` at a time) and returns the merged result to the
+client. Each iteration builds a new small graph that references the data's
+graph (persisted futures, or the Parquet reads when out of core) and nothing
+from earlier iterations, so graphs never grow with the iteration count.
+Because the tree's shape depends only on the chunking, a pass gives bitwise
+the same result whichever worker runs which task, and after a worker dies.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from daskgmm.cluster import (
+    active_client,
+    blas_threads,
+    cluster_memory,
+    local_memory,
+    pin_worker_blas,
+    wait_bounded,
+)
+from daskgmm.kernels import SampleRequest, ScanRequest, chunk_pass, merge_partials
+
+#: Fraction of the workers' (or this machine's) memory the data may take when
+#: ``cache="auto"`` decides to keep it in memory.
+MEMORY_FRACTION = 0.4
+
+#: The first scan also draws a uniform sample of rows (by sample weight, keyed by
+#: row number: the same rows for any chunking) for the initialisations: at most this
+#: many rows and :data:`SCAN_SAMPLE_BYTES` of float64 (each chunk returns that much).
+SCAN_SAMPLE_ROWS = 32768
+SCAN_SAMPLE_BYTES = 4 << 20
+#: Stream of the scan's sample (fixed: the scan runs before any seed is known; the
+#: seeds act on what is done with the sample).
+SCAN_SAMPLE_KEY = 0x5CA17
+
+
+@dataclass(frozen=True)
+class _Plan:
+    requests: list
+    centre: np.ndarray | None
+    block_rows: int | None
+
+
+def _chunk_task(x, w, row0, plan: _Plan):
+    pin_worker_blas()
+    return chunk_pass(x, plan.requests, plan.centre, sample_weight=w, row0=row0, block_rows=plan.block_rows)
+
+
+def _merge_task(plan: _Plan, *parts):
+    return functools.reduce(lambda a, b: merge_partials(plan.requests, a, b), parts)
+
+
+def balanced_targets(sizes, workers) -> list:
+    """A worker for each chunk (in order), so that rows per thread are as even as possible.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Rows per chunk.
+    workers : list of (address, nthreads)
+    """
+    load = {addr: 0 for addr, _ in workers}
+    threads = dict(workers)
+    out = []
+    for n in sizes:
+        addr = min(load, key=lambda a: ((load[a] + n) / threads[a], a))
+        load[addr] += n
+        out.append(addr)
+    return out
+
+
+def dask_persist(X, sample_weight):
+    import dask
+
+    if sample_weight is None:
+        return dask.persist(X)[0], None
+    return dask.persist(X, sample_weight)
+
+
+class ChunkedData:
+    """Rows of a Dask array as the passes see them.
+
+    Parameters
+    ----------
+    X : dask.array.Array, shape (N, D)
+        Floating-point rows; columns are merged into one chunk.
+    sample_weight : dask.array.Array, shape (N,), optional
+    cache : {"auto", "memory", "none"}
+        Keep the rows in (cluster) memory for all passes, re-read them on
+        every pass (out of core: memory stays bounded by a few chunks per
+        worker), or decide by size: in memory when the data take less than
+        ``MEMORY_FRACTION`` of the workers' memory limits.
+    in_memory : bool
+        The array is backed by NumPy data in this process (then "auto" keeps it
+        as it is locally, and ships it to the cluster once with a client).
+    block_rows : int, optional
+        Rows per cache-sized block inside a chunk.
+    split_every : int
+        Fan-in of the reduction tree.
+    """
+
+    def __init__(self, X, sample_weight=None, *, cache="auto", in_memory=False, block_rows=None, split_every=8):
+        if cache not in ("auto", "memory", "none"):
+            raise ValueError(f"cache must be 'auto', 'memory' or 'none'; got {cache!r}")
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array, got {X.ndim}-D")
+        if X.numblocks[1] != 1:
+            X = X.rechunk({1: -1})
+        if any(math.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        if sample_weight is not None:
+            sample_weight = sample_weight.rechunk((X.chunks[0],))
+        self.client = active_client()
+        self.persisted = self._should_persist(X, cache, in_memory)
+        self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
+        self._futures = self._wfutures = None
+        if self.persisted and self.client is not None:
+            self._futures, self._wfutures = self._persist_placed(X, sample_weight)
+        elif self.persisted:
+            with blas_threads(1):
+                X, sample_weight = dask_persist(X, sample_weight)
+        self.X = X
+        self.sample_weight = sample_weight
+        self.block_rows = block_rows
+        self.split_every = max(2, int(split_every))
+        self._blocks = list(X.to_delayed(optimize_graph=False).ravel())
+        self._wblocks = (
+            [None] * len(self._blocks)
+            if sample_weight is None
+            else list(sample_weight.to_delayed(optimize_graph=False).ravel())
+        )
+        self._scan = None
+        self._sample = None
+        self.passes = 0
+
+    def _should_persist(self, X, cache, in_memory) -> bool:
+        if cache == "memory":
+            return True
+        if cache == "none":
+            return False
+        if self.client is not None:
+            if in_memory:
+                return True  # else the NumPy data would be shipped with every pass
+            budget = cluster_memory(self.client) or local_memory()
+        else:
+            if in_memory:
+                return False
+            budget = local_memory()
+        return X.nbytes <= MEMORY_FRACTION * budget
+
+    def _workers(self) -> list:
+        from daskgmm.cluster import workers
+
+        return sorted((addr, max(1, int(w.get("nthreads", 1)))) for addr, w in workers(self.client).items())
+
+    def _persist_placed(self, X, sample_weight):
+        """Persist chunks and spread them over the workers by rows (weights with their rows).
+
+        Persisting puts chunks wherever a worker is free first (6 of 8 on one
+        worker was seen), and every pass then waits for the busier worker. So a
+        chunk that is not on its target worker is copied there (a data copy,
+        no task: worker restrictions on tasks that may be recomputed after a
+        worker dies can leave them stuck in distributed's "no-worker" state).
+        Chunk tasks carry no restrictions; the scheduler runs each on a holder.
+        """
+        from dask.core import flatten
+        from distributed import futures_of
+
+        client = self.client
+        workers = self._workers()
+
+        def persisted(arr):
+            arr = client.persist(arr)
+            by_key = {f.key: f for f in futures_of(arr)}
+            return [by_key[k] for k in flatten(arr.__dask_keys__())]
+
+        futs = persisted(X)
+        wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
+        wait_bounded(client, futs + wfuts, "persist")
+        if len(workers) > 1:  # (none listed while workers restart: placement is only an optimisation)
+            targets = balanced_targets(np.diff(self.offsets), workers)
+            holders = client.who_has([f for f in futs + wfuts if f is not None])
+            moves: dict = {}
+            for f, wf, t in zip(futs, wfuts, targets):
+                for fut in (f, wf):
+                    if fut is not None and t not in holders.get(fut.key, ()):
+                        moves.setdefault(t, []).append(fut)
+            for t, group in moves.items():
+                client.replicate(group, n=1, workers=[t])
+        return futs, wfuts
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.X.dtype
+
+    def graph(self, requests: list, centre=None) -> list:
+        """The Delayed partial results of one pass, reduced on the cluster to at most
+        ``split_every`` (a fixed tree: the result does not depend on which worker runs what).
+
+        The plan (a few KiB: the parameters of every model) travels inside each
+        chunk task rather than as a task of its own, which would cost every
+        chunk task a fetch before it could start.
+        """
+        from dask import delayed
+
+        plan = _Plan(list(requests), None if centre is None else np.asarray(centre, np.float64), self.block_rows)
+        tag = uuid.uuid4().hex[:12]
+        parts = [
+            delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False, traverse=False)(
+                b, w, int(self.offsets[i]), plan
+            )
+            for i, (b, w) in enumerate(zip(self._blocks, self._wblocks))
+        ]
+        level = 0
+        se = self.split_every
+        while len(parts) > se:
+            level += 1
+            parts = [
+                delayed(_merge_task, name=f"daskgmm-merge-{tag}-{level}-{j}", pure=False, traverse=False)(
+                    plan, *parts[i : i + se]
+                )
+                for j, i in enumerate(range(0, len(parts), se))
+            ]
+        return parts
+
+    def run(self, requests: list, centre=None) -> list:
+        """One pass: every request over every chunk, merged. Returns one result per request."""
+        import dask
+
+        self.passes += 1
+        if self.client is not None and self.persisted:
+            results = self._run_placed(requests, centre)
+        elif self.client is not None:
+            futures = self.client.compute(self.graph(requests, centre))
+            wait_bounded(self.client, futures)  # never wait forever on a cluster that cannot finish
+            results = self.client.gather(futures)
+        else:
+            with blas_threads(1):
+                results = dask.compute(*self.graph(requests, centre))
+        # the last level of the tree is merged here, in a fixed order
+        return functools.reduce(lambda a, b: merge_partials(requests, a, b), results)
+
+    def _run_placed(self, requests, centre) -> list:
+        """A pass over persisted chunks with the futures API (one submit per chunk)."""
+        client = self.client
+        plan = _Plan(list(requests), None if centre is None else np.asarray(centre, np.float64), self.block_rows)
+        parts = [
+            client.submit(_chunk_task, fut, w, int(self.offsets[i]), plan, pure=False)
+            for i, (fut, w) in enumerate(zip(self._futures, self._wfutures))
+        ]
+        se = self.split_every
+        while len(parts) > se:
+            parts = [client.submit(_merge_task, plan, *parts[i : i + se], pure=False)
+                     for i in range(0, len(parts), se)]
+        wait_bounded(client, parts)  # never wait forever on a cluster that cannot finish
+        return client.gather(parts)
+
+    def scan(self):
+        """Rows, weighted mean and variance, non-finite counts (one pass, cached).
+
+        The same pass draws :meth:`sample`.
+        """
+        if self._scan is None:
+            self._scan, sample = self.run([ScanRequest(), self._sample_request()])
+            self._sample = sample.points[0][np.isfinite(sample.keys[0])]
+        return self._scan
+
+    def _sample_request(self) -> SampleRequest:
+        d = self.n_features
+        m = max(1, min(SCAN_SAMPLE_ROWS, SCAN_SAMPLE_BYTES // (8 * d)))
+        return SampleRequest(np.zeros((0, d)), m, SCAN_SAMPLE_KEY, finite_only=True)
+
+    def sample(self) -> np.ndarray:
+        """Rows drawn uniformly (by sample weight, without replacement) in the first scan.
+
+        Returns
+        -------
+        ndarray, shape (m, D), float64
+            In data coordinates, in random order; rows with non-finite values or
+            non-positive weights are never drawn. ``m`` is the smaller of the
+            usable rows and ``SCAN_SAMPLE_ROWS`` (fewer for wide data).
+        """
+        self.scan()
+        return self._sample

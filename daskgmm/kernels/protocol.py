@@ -1,0 +1,161 @@
+"""The pass protocol and ``chunk_pass``, the driver every chunk task runs.
+
+A pass runs a list of requests (:class:`Request`) over every chunk of rows: each
+chunk is cut into cache-sized :class:`Block` s, the features of the highest level
+any request asks for are built once per block, and every request folds every
+block into its accumulator. The contract is the one ``dask.array.reduction``
+writes for chunk/combine/aggregate: ``finish`` is the chunk step, ``merge`` the
+combine step (associative, commutative, with an empty chunk's result as its
+identity, so any tree of merges gives the same result), and the aggregate step is
+the caller's (a model's update). See docs/architecture.md.
+
+Pure NumPy; nothing here knows about Dask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from daskgmm.kernels.features import NO_FEATURES, block_rows_for, build_features, n_feature_rows
+from daskgmm.kernels.scratch import scratch
+
+
+@dataclass
+class Block:
+    """One cache-sized block of a chunk, as the requests see it.
+
+    Attributes
+    ----------
+    x : ndarray, shape (nb, D)
+        The rows as stored (data coordinates).
+    xT : ndarray, shape (D, nb) or None
+        Rows minus the pass centre, transposed (None for a pass without centre).
+    T : ndarray, shape (P, nb) or None
+        Feature rows at ``level``.
+    w : ndarray, shape (nb,) or None
+        Sample weights (None: all ones).
+    rows : ndarray of int64, shape (nb,)
+        Global row numbers.
+    """
+
+    x: np.ndarray
+    xT: np.ndarray | None
+    T: np.ndarray | None
+    level: int
+    w: np.ndarray | None
+    rows: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[0]
+
+    def weight_sum(self) -> float:
+        return float(self.size) if self.w is None else float(self.w.sum(dtype=np.float64))
+
+    def weighted_sum(self, values: np.ndarray) -> float:
+        if self.w is None:
+            return float(values.sum(dtype=np.float64))
+        return float(np.dot(values.astype(np.float64, copy=False), self.w))
+
+
+class Request(Protocol):
+    """What one pass computes for one caller (the mixture statistics of many models, a sample, the scan).
+
+    Attributes
+    ----------
+    level : int
+        The feature level (:class:`daskgmm.kernels.features.Level`) it needs;
+        ``Level.NONE`` for the raw rows only.
+    width : int
+        Rows of per-block scratch it adds (block sizing); 0 if none.
+    """
+
+    level: int
+    width: int
+
+    def start(self, n_features: int, dtype: np.dtype, level: int, centre: np.ndarray | None) -> Any:
+        """A fresh accumulator for one chunk (``level``: the level the pass builds; ``centre``: its shift)."""
+
+    def update(self, acc: Any, blk: Block) -> Any | None:
+        """Fold one block into ``acc``, in place (return None) or by returning the new accumulator."""
+
+    def finish(self, acc: Any, n_features: int, centre: np.ndarray | None) -> Any:
+        """The chunk's partial result (the chunk step); picklable, small."""
+
+    def merge(self, a: Any, b: Any) -> Any:
+        """Combine two partial results: associative and commutative (the combine step)."""
+
+
+def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_rows=None):
+    """Run every request over one chunk of rows.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, D)
+        The chunk, float32 or float64.
+    requests : list
+        Request objects (:class:`MixtureRequest`, :class:`SampleRequest`,
+        :class:`ScanRequest`).
+    centre : ndarray, shape (D,) or None
+        The pass's shift; required when any request needs features.
+    sample_weight : ndarray, shape (n,) or None
+    row0 : int
+        Global row number of the chunk's first row.
+    block_rows : int, optional
+        Rows per block (default: sized for the cache).
+
+    Returns
+    -------
+    list
+        One partial result per request (merge them with :func:`merge_partials`).
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"a chunk must be 2-D, got shape {x.shape}")
+    n, d = x.shape
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    level = max(r.level for r in requests)
+    if level > NO_FEATURES and centre is None:
+        raise ValueError("a pass that builds features needs a centre")
+    centre64 = None if centre is None else np.asarray(centre, dtype=np.float64)
+    accs = [r.start(d, dtype, level, centre64) for r in requests]
+    if n:
+        p = n_feature_rows(level, d) if level > NO_FEATURES else d
+        width = sum(r.width for r in requests)
+        nb = block_rows_for(p + width, dtype.itemsize, block_rows)
+        w_all = None if sample_weight is None else np.asarray(sample_weight).reshape(-1)
+        if w_all is not None and len(w_all) != n:
+            raise ValueError(f"sample_weight has {len(w_all)} rows, the chunk has {n}")
+        if level > NO_FEATURES:
+            c = centre64.astype(dtype)[:, None]
+        for a in range(0, n, nb):
+            b = min(n, a + nb)
+            xb = x[a:b]
+            if xb.dtype != dtype:
+                xb = xb.astype(dtype)
+            xT = T = None
+            if level > NO_FEATURES:
+                xT = scratch("xT", (d, b - a), dtype)
+                np.subtract(xb.T, c, out=xT)
+                T = build_features(xT, level, scratch("features", (p, b - a), dtype))
+            blk = Block(
+                x=xb,
+                xT=xT,
+                T=T,
+                level=level,
+                w=None if w_all is None else w_all[a:b],
+                rows=np.arange(row0 + a, row0 + b, dtype=np.int64),
+            )
+            for i, r in enumerate(requests):
+                res = r.update(accs[i], blk)
+                if res is not None:
+                    accs[i] = res
+    return [r.finish(acc, d, centre64) for r, acc in zip(requests, accs)]
+
+
+def merge_partials(requests, a: list, b: list) -> list:
+    """Merge two chunks' partial results, request by request."""
+    return [r.merge(pa, pb) for r, pa, pb in zip(requests, a, b, strict=True)]

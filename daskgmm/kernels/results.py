@@ -1,0 +1,213 @@
+"""Results of a pass: monoids whose ``merge`` is associative and commutative.
+
+Pure NumPy; nothing here knows about Dask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def frozen(a) -> np.ndarray:
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class WorstRows:
+    """The rows a model explains worst (lowest per-row objective), for re-seeding.
+
+    Attributes
+    ----------
+    values : ndarray, shape (m,)
+        Per-row log-likelihood (soft) or best logit (hard), ascending.
+    rows : ndarray of int64, shape (m,)
+        Global row numbers (ties are broken by row number, so any chunking
+        gives the same rows).
+    points : ndarray, shape (m, D)
+        The rows themselves, in data coordinates.
+    weights : ndarray, shape (m,)
+        Their sample weights (ones when the pass has none).
+    """
+
+    values: np.ndarray
+    rows: np.ndarray
+    points: np.ndarray
+    weights: np.ndarray
+
+    def merge(self, other: WorstRows, m: int) -> WorstRows:
+        return WorstRows.smallest(
+            np.concatenate([self.values, other.values]),
+            np.concatenate([self.rows, other.rows]),
+            np.concatenate([self.points, other.points]),
+            np.concatenate([self.weights, other.weights]),
+            m,
+        )
+
+    @staticmethod
+    def smallest(values, rows, points, weights, m) -> WorstRows:
+        """The ``m`` rows with smallest (value, row), in that order."""
+        order = _smallest_order(values, rows, m)
+        return WorstRows(values[order], rows[order], points[order], weights[order])
+
+
+def _smallest_order(keys, rows, m):
+    order = np.lexsort((rows, keys))
+    return order[:m] if len(keys) > m else order
+
+
+def smallest(keys, rows, points, m):
+    """The ``m`` entries with smallest (key, row), in that order."""
+    order = _smallest_order(keys, rows, m)
+    return keys[order], rows[order], points[order]
+
+
+@dataclass(frozen=True)
+class SuffStats:
+    """Sufficient statistics of one model over some rows; merge is addition.
+
+    All sums are float64 and weighted by ``sample_weight`` when one is given.
+    Moments are about ``shift`` (one point shared by all chunks of a pass), so
+    merging is plain addition: associative and commutative, safe in any tree.
+
+    Attributes
+    ----------
+    n : ndarray, shape (K,)
+        ``Σ_i w_i r_ik``.
+    s1 : ndarray, shape (K, D)
+        ``Σ_i w_i r_ik (x_i - shift)``.
+    s2 : ndarray
+        Second moments ``Σ_i w_i r_ik (x_i - shift)(x_i - shift)ᵀ`` in the shape of
+        ``covariance_type``: full (K, D, D); tied (D, D), pooled over components;
+        diag (K, D), the diagonal; spherical (K,), the trace.
+    loglik : float
+        ``Σ_i w_i log p(x_i)`` for soft assignment; for hard assignment
+        ``Σ_i w_i max_k logit_k(x_i)`` (the classification log-likelihood, or
+        minus the inertia for k-means).
+    weight : float
+        ``Σ_i w_i`` (the number of rows when unweighted).
+    rows : int
+        Number of rows.
+    shift : ndarray, shape (D,) or (K, D)
+        One centre for all components (the fast path), or each component's
+        own mean (the precise path).
+    covariance_type : str
+    worst : WorstRows or None
+        The rows with the lowest per-row objective, when requested.
+    """
+
+    n: np.ndarray
+    s1: np.ndarray
+    s2: np.ndarray
+    loglik: float
+    weight: float
+    rows: int
+    shift: np.ndarray
+    covariance_type: str
+    worst: WorstRows | None = field(default=None, compare=False)
+
+    @classmethod
+    def zero(cls, n_components: int, shift: np.ndarray, covariance_type: str) -> SuffStats:
+        """The identity of :meth:`merge`."""
+        k, d = n_components, np.shape(shift)[-1]
+        s2_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}
+        return cls(
+            n=frozen(np.zeros(k)),
+            s1=frozen(np.zeros((k, d))),
+            s2=frozen(np.zeros(s2_shape[covariance_type])),
+            loglik=0.0,
+            weight=0.0,
+            rows=0,
+            shift=frozen(shift),
+            covariance_type=covariance_type,
+        )
+
+    @property
+    def n_components(self) -> int:
+        return self.n.shape[0]
+
+    def merge(self, other: SuffStats) -> SuffStats:
+        """Sum of the statistics of two disjoint sets of rows."""
+        if self.covariance_type != other.covariance_type or self.n.shape != other.n.shape:
+            raise ValueError("cannot merge statistics of different models")
+        if not np.array_equal(self.shift, other.shift):
+            raise ValueError("cannot merge statistics taken about different shifts")
+        worst = self.worst
+        if worst is None:
+            worst = other.worst
+        elif other.worst is not None:
+            worst = worst.merge(other.worst, max(len(worst.values), len(other.worst.values)))
+        return SuffStats(
+            n=frozen(self.n + other.n),
+            s1=frozen(self.s1 + other.s1),
+            s2=frozen(self.s2 + other.s2),
+            loglik=self.loglik + other.loglik,
+            weight=self.weight + other.weight,
+            rows=self.rows + other.rows,
+            shift=self.shift,
+            covariance_type=self.covariance_type,
+            worst=worst,
+        )
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """Weighted sample without replacement, per hypothesis (see :class:`SampleRequest`).
+
+    Attributes
+    ----------
+    potential : ndarray, shape (H,)
+        ``Σ_i w_i d_h(x_i)`` for each hypothesis ``h``.
+    keys, rows : ndarray, shape (H, m)
+        Sort keys (ascending; ``inf`` marks a row that could not be drawn) and
+        global row numbers of the drawn rows.
+    points : ndarray, shape (H, m, D)
+        The drawn rows, in data coordinates.
+    """
+
+    potential: np.ndarray
+    keys: np.ndarray
+    rows: np.ndarray
+    points: np.ndarray
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one pass without a model learns of the data.
+
+    Attributes
+    ----------
+    rows : int
+    weight : float
+        Sum of sample weights.
+    mean, m2 : ndarray, shape (D,)
+        Weighted mean and sum of weighted squared deviations (Chan et al.'s
+        pairwise update, stable for any offset).
+    nan, inf : ndarray of int64, shape (D,)
+        Number of NaN and of ±inf values per column.
+    bad_weights : int
+        Sample weights that are negative or not finite.
+    """
+
+    rows: int
+    weight: float
+    mean: np.ndarray
+    m2: np.ndarray
+    nan: np.ndarray
+    inf: np.ndarray
+    bad_weights: int
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.m2 / self.weight if self.weight > 0 else np.zeros_like(self.m2)
+
+
+def chan(wa, ma, m2a, wb, mb, m2b):
+    w = wa + wb
+    if w <= 0:
+        return w, ma, m2a
+    delta = mb - ma
+    return w, ma + delta * (wb / w), m2a + m2b + delta**2 * (wa * wb / w)
