@@ -277,7 +277,7 @@ class WorkersDied(RuntimeError):
 def _check_outputs(o, locks):
     """Before any data pass: lock every output directory (which also proves it creatable) and
     check that the plot and metrics files can be written."""
-    from daskgmm.io import OutputLock
+    from daskgmm.outputs import OutputLock
 
     for key in ("model_out", "predictions_out", "out"):
         target = getattr(o, key, None)
@@ -370,7 +370,8 @@ def _one_read_per_chunk():
 
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
-    from daskgmm.io import DataError, DataWarning, StagedOutput, commit_together, write_parts_into
+    from daskgmm.io import DataError, DataWarning
+    from daskgmm.outputs import StagedOutput, commit_together, write_parts_into
     from daskgmm.persist import Checkpoint, write_model_files
     from daskgmm.validation import DegenerateDataWarning
 
@@ -492,7 +493,7 @@ def _model_source(o, log):
 
 
 def cmd_predict(o, log, metrics):
-    from daskgmm.io import OutputLock
+    from daskgmm.outputs import OutputLock
 
     box: dict = {}
     with OutputLock(o.out), _cluster(o, log, box):
@@ -522,7 +523,7 @@ def cmd_score(o, log, metrics):
 
 
 def cmd_sample(o, log, metrics):
-    from daskgmm.io import OutputLock
+    from daskgmm.outputs import OutputLock
 
     est = _load(o)
     with OutputLock(o.out), _cluster(o, log):
@@ -579,7 +580,8 @@ def cmd_select(o, log, metrics):
     import posixpath
 
     from daskgmm import ConvergenceWarning
-    from daskgmm.io import DataWarning, staged_directory
+    from daskgmm.io import DataWarning
+    from daskgmm.outputs import staged_directory
     from daskgmm.persist import write_model_files
     from daskgmm.selection import select_model
     from daskgmm.validation import DegenerateDataWarning
@@ -653,7 +655,7 @@ def cmd_update(o, log, metrics):
     """
     import shutil
 
-    from daskgmm.io import StagedOutput, commit_together, write_parts_into
+    from daskgmm.outputs import StagedOutput, commit_together, write_parts_into
     from daskgmm.persist import Checkpoint, load_model, save_model, write_model_files
 
     t_start = time.perf_counter()
@@ -824,7 +826,7 @@ def _main(argv=None) -> int:
 
 def _fail(metrics, exc, status):
     from daskgmm.cluster import ClusterError
-    from daskgmm.io import OutputBusyError
+    from daskgmm.outputs import OutputBusyError
 
     text = exc if isinstance(exc, str) else f"{exc}"
     own = (ClusterError, OutputBusyError, WorkersDied)  # our own messages say what happened

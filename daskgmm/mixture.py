@@ -526,7 +526,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         int
             Rows written.
         """
-        from daskgmm.io import write_parts
+        from daskgmm.outputs import write_parts
 
         parts = self.prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
         return write_parts(path, parts, storage_options)
@@ -568,7 +568,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         import dask
 
-        from daskgmm.io import rows_per_part, write_parts
+        from daskgmm.io import rows_per_part
+        from daskgmm.outputs import write_parts
 
         check_is_fitted(self)
         n_samples = int(n_samples)

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from daskgmm.cli import main
-from daskgmm.io import DataError, InputChangedError, OutputLock, read_parquet
+from daskgmm.io import DataError, InputChangedError, read_parquet
+from daskgmm.outputs import OutputLock
 
 from .conftest import make_blobs
 
@@ -237,7 +238,7 @@ def test_a_second_writer_of_the_same_output_fails_clearly(tmp_path, capsys):
     _data(tmp_path / "d", n=2000, files=1)
     out = tmp_path / "out" / "m"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from daskgmm.io import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
+        "import sys, time; from daskgmm.outputs import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); time.sleep(60)"), str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -253,7 +254,7 @@ def test_a_second_writer_of_the_same_output_fails_clearly(tmp_path, capsys):
     os.makedirs(tmp_path / "out" / f".m.staging-{holder.pid}-abc", exist_ok=True)
     with OutputLock(out):  # the dead holder's lock is taken over; another process sees this live one
         r = subprocess.run([sys.executable, "-c", (
-            "import sys; from daskgmm.io import OutputLock; OutputLock(sys.argv[1]).acquire()"), str(out)],
+            "import sys; from daskgmm.outputs import OutputLock; OutputLock(sys.argv[1]).acquire()"), str(out)],
             capture_output=True, text=True)
         assert r.returncode != 0 and f"another job (pid {os.getpid()})" in r.stderr
     assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--model-out", str(out), "--quiet",
