@@ -7,7 +7,7 @@ import typing
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import fitting
+from daskgmm import fitting_variational
 from daskgmm.init import INIT_METHODS
 from daskgmm.kernels import covariance as cov
 from daskgmm.mixture import GaussianMixture
@@ -189,13 +189,13 @@ class BayesianGaussianMixture(GaussianMixture):
 
     def _state(self, dtype):
         """The fitted posterior as a model state (warm start, predictions)."""
-        params = fitting.VariationalParams.of(self.get_params())
+        params = fitting_variational.VariationalParams.of(self.get_params())
         priors = {k: np.asarray(v, np.float64) if k in ("mean_prior", "covariance_prior") else float(v)
                   for k, v in self._priors().items()}
         attributes = {name: getattr(self, name) for name in (
             "weight_concentration_", "mean_precision_", "means_", "degrees_of_freedom_", "covariances_",
             "precisions_cholesky_")}
-        return fitting.variational_warm_state(attributes, params, priors, dtype)
+        return fitting_variational.variational_warm_state(attributes, params, priors, dtype)
 
     @property
     def partial_fit(self):
@@ -222,7 +222,7 @@ class BayesianGaussianMixture(GaussianMixture):
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
             )
-        params = fitting.VariationalParams.of(self.get_params())
+        params = fitting_variational.VariationalParams.of(self.get_params())
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
             if self.means_.shape[1] != d:
@@ -230,7 +230,7 @@ class BayesianGaussianMixture(GaussianMixture):
                     f"X has {d} features, but the warm-started {type(self).__name__} was fitted "
                     f"with {self.means_.shape[1]} features."
                 )
-        priors = fitting.variational_priors(
+        priors = fitting_variational.variational_priors(
             data, scan, params, weight_concentration_prior=self.weight_concentration_prior,
             mean_precision_prior=self.mean_precision_prior, mean_prior=self.mean_prior,
             degrees_of_freedom_prior=self.degrees_of_freedom_prior, covariance_prior=self.covariance_prior,
@@ -239,13 +239,14 @@ class BayesianGaussianMixture(GaussianMixture):
         if self.warm_start and hasattr(self, "converged_"):
             warm = (self._state(data.dtype), self.lower_bound_)
         self._verbose_start(1 if warm is not None else self.n_init)
-        fit = fitting.fit_variational(
+        fit = fitting_variational.fit_variational(
             data, scan, params, priors, random_state=self.random_state, warm=warm, checkpoint=checkpoint,
             progress=progress, on_iteration=self._verbose_iteration if self.verbose else None,
         )
         self._verbose_end(fit.runs)
-        for name, value in fitting.variational_attributes(fit.best, fit.runs, fit.lower_bound, self.max_iter,
-                                                          data.dtype).items():
+        attributes = fitting_variational.variational_attributes(fit.best, fit.runs, fit.lower_bound, self.max_iter,
+                                                                data.dtype)
+        for name, value in attributes.items():
             setattr(self, name, value)
         self.init_seconds_, self.init_passes_, self.n_passes_ = fit.init_seconds, fit.init_passes, fit.n_passes
         self.n_features_in_ = d

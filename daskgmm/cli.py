@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -188,15 +189,16 @@ class Reporter:
         elif event == "iteration":
             runs = info["runs"]
             it = info["iteration"]
-            rows = [r for r in runs if r.n_iter == it and r.history]
+            rows = [r for r in runs if r.n_iter == it and r.history]  # the runs this pass served
             if not rows:
                 return
-            best = max(rows, key=lambda r: r.objective)
+            # the best over every run, finished ones included, so that the line never goes backwards
+            best = max((r for r in runs if r.history), key=lambda r: r.objective)
             h = best.history[-1]
             active = sum(not r.done for r in runs)
-            many = f"  [best of {len(rows)} run(s), {active} still active]" if len(runs) > 1 else ""
-            self(f"iter {it:4d}  loglik {h['objective']:.6f}  change {h['change']:.3e}  "
-                 f"{h['seconds']:.2f} s{many}")
+            many = f"  [best of {len(runs)} run(s), {active} still active]" if len(runs) > 1 else ""
+            self(f"iter {it:4d}  loglik {best.objective:.6f}  change {h['change']:.3e}  "
+                 f"{rows[0].history[-1]['seconds']:.2f} s{many}")
             for r in rows:
                 for e in r.history[-1]["events"]:
                     self(f"          {e}")
@@ -226,7 +228,12 @@ def _cluster(o, log, box=None):
         workers = list_workers(client)
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
-        log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s)")
+        from daskgmm.cluster import worker_floor
+
+        # measured now, while every worker lives, for the advice of a later failure
+        floor = worker_floor(client) if workers else 0
+        idle = f", an idle worker takes {floor / 2**20:.0f} MiB" if floor else ""
+        log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}")
         try:
             yield client
         except NonFiniteError as exc:
@@ -243,9 +250,17 @@ def _cluster(o, log, box=None):
 def _explain_cluster_failure(exc, client):
     """Turn distributed's KilledWorker into a message saying what happened and what to change."""
     try:
-        from distributed.scheduler import KilledWorker
+        from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
     except ImportError:  # pragma: no cover
         return
+    if isinstance(exc, (NoWorkerError, NoValidWorkerError)):
+        from daskgmm.cluster import ClusterError, memory_advice
+
+        task, timeout = exc.args[0], exc.args[-1]
+        raise ClusterError(
+            f"no worker was left to run task {task} for {timeout:.0f} s: the workers died (most likely "
+            f"out of memory) and were not restarted, or never started; {memory_advice(client)}"
+        ) from None
     if isinstance(exc, KilledWorker):
         from daskgmm.cluster import memory_advice
 
@@ -262,7 +277,7 @@ class WorkersDied(RuntimeError):
 def _check_outputs(o, locks):
     """Before any data pass: lock every output directory (which also proves it creatable) and
     check that the plot and metrics files can be written."""
-    from daskgmm.io import OutputLock
+    from daskgmm.outputs import OutputLock
 
     for key in ("model_out", "predictions_out", "out"):
         target = getattr(o, key, None)
@@ -339,10 +354,31 @@ def _fingerprint(o, src) -> dict:
             **{k: getattr(o, k) for k in keys}}
 
 
+def _named(message, columns) -> str:
+    """A warning about columns of X by position, with the Parquet column names instead."""
+    def names(m):
+        return ", ".join(repr(columns[int(j)]) for j in m.group(1).split(", "))
+
+    return re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
+
+
+def _one_read_per_chunk():
+    """Dask settings under which the features and the ids of a chunk come from one read task.
+
+    Fused (Dask's default when a collection becomes Delayed), each had its own copy of the
+    read: every chunk was read twice while writing predictions, both copies held at once.
+    """
+    import dask
+
+    return dask.config.set({"optimization.fuse.active": False})
+
+
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
-    from daskgmm.io import DataError, StagedOutput, commit_together, write_parts_into
+    from daskgmm.io import DataError, DataWarning
+    from daskgmm.outputs import StagedOutput, commit_together, write_parts_into
     from daskgmm.persist import Checkpoint, write_model_files
+    from daskgmm.validation import DegenerateDataWarning
 
     t_start = time.perf_counter()
     box: dict = {}
@@ -374,8 +410,8 @@ def cmd_fit(o, log, metrics):
             est.fit(src.X, checkpoint=ckpt, progress=report.progress)
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
-            if issubclass(w.category, ConvergenceWarning):
-                log(f"warning: {w.message}")
+            if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning)):
+                log(f"warning: {_named(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
@@ -388,8 +424,9 @@ def cmd_fit(o, log, metrics):
                 out.begin()
             write_model_files(est, outs[0].fs, outs[0].staging)
             if o.predictions_out:
-                parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                              loglik=o.loglik)
+                with _one_read_per_chunk():
+                    parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                                 loglik=o.loglik)
                 rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
             commit_together(outs)
         except BaseException:
@@ -468,13 +505,14 @@ def _model_source(o, log):
 
 
 def cmd_predict(o, log, metrics):
-    from daskgmm.io import OutputLock
+    from daskgmm.outputs import OutputLock
 
     box: dict = {}
     with OutputLock(o.out), _cluster(o, log, box):
         est, src = box["model"], box["src"] = _model_source(o, log)
-        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                     loglik=o.loglik)
+        with _one_read_per_chunk():
+            rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                         loglik=o.loglik)
     log(f"{rows:,} predictions written to {o.out}")
     return EXIT_OK
 
@@ -487,16 +525,17 @@ def cmd_score(o, log, metrics):
     from daskgmm.kernels.covariance import n_parameters
 
     n = src.n_rows
-    p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
-    result = {"n_rows": n, "mean_loglik": mean, "bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p,
-              "n_parameters": p}
+    result = {"n_rows": n, "mean_loglik": mean}
+    if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
+        p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
+        result.update({"bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p, "n_parameters": p})
     metrics.update(result)
     print(json.dumps(result, indent=2))
     return EXIT_OK
 
 
 def cmd_sample(o, log, metrics):
-    from daskgmm.io import OutputLock
+    from daskgmm.outputs import OutputLock
 
     est = _load(o)
     with OutputLock(o.out), _cluster(o, log):
@@ -553,9 +592,11 @@ def cmd_select(o, log, metrics):
     import posixpath
 
     from daskgmm import ConvergenceWarning
-    from daskgmm.io import staged_directory
+    from daskgmm.io import DataWarning
+    from daskgmm.outputs import staged_directory
     from daskgmm.persist import write_model_files
     from daskgmm.selection import select_model
+    from daskgmm.validation import DegenerateDataWarning
 
     t_start = time.perf_counter()
     box: dict = {}
@@ -568,12 +609,16 @@ def cmd_select(o, log, metrics):
         log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "
             "all in the same passes")
         report = Reporter(o.quiet)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("always", DataWarning)
+            warnings.simplefilter("always", DegenerateDataWarning)
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress,
                                missing=_missing(o))
+        for w in caught:
+            log(f"warning: {_named(w.message, src.columns)}")
         best = res.best_
         best.feature_names_in_ = np.asarray(src.columns, dtype=object)
         for m in res.models_.values():
@@ -623,7 +668,7 @@ def cmd_update(o, log, metrics):
     """
     import shutil
 
-    from daskgmm.io import StagedOutput, commit_together, write_parts_into
+    from daskgmm.outputs import StagedOutput, commit_together, write_parts_into
     from daskgmm.persist import Checkpoint, load_model, save_model, write_model_files
 
     t_start = time.perf_counter()
@@ -794,7 +839,7 @@ def _main(argv=None) -> int:
 
 def _fail(metrics, exc, status):
     from daskgmm.cluster import ClusterError
-    from daskgmm.io import OutputBusyError
+    from daskgmm.outputs import OutputBusyError
 
     text = exc if isinstance(exc, str) else f"{exc}"
     own = (ClusterError, OutputBusyError, WorkersDied)  # our own messages say what happened

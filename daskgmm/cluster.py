@@ -33,7 +33,9 @@ CLUSTER_CONFIG = {
 _MEMORY_TARGET = 0.7
 
 #: What a worker takes before it holds data, with numpy, pyarrow, distributed and the
-#: kernels loaded (measured 115-125 MiB here). A constant, not each run's measurement,
+#: kernels loaded (measured 92-95 MiB here since workers import no scikit-learn; ~165 MiB
+#: once Arrow's Parquet code has run, a cost the chunk budget's quarters leave room for).
+#: A constant, not each run's measurement,
 #: so that the same cluster settings always give the same chunks, hence the same
 #: reduction tree and bits (a resumed fit must read the chunks the killed one read).
 IDLE_WORKER_BYTES = 128 << 20
@@ -151,6 +153,9 @@ def connect(
         dashboard_address="127.0.0.1:0",  # no fixed port, loopback only
         silence_logs=logging.ERROR if quiet else logging.WARNING,
     )
+    no_workers = _NoWorkersFilter()
+    logging.getLogger("distributed.scheduler").addFilter(no_workers)
+    stack.callback(logging.getLogger("distributed.scheduler").removeFilter, no_workers)
     try:
         with Client(cluster, set_as_default=True) as client:
             client.register_plugin(_QuietComputeFailed(), name="daskgmm-quiet-compute-failed")
@@ -165,6 +170,16 @@ def connect(
 class _ComputeFailedFilter(logging.Filter):
     def filter(self, record):
         return not str(record.msg).startswith("Compute Failed")
+
+
+class _NoWorkersFilter(logging.Filter):
+    """The scheduler logs one line per task it fails for want of workers, or after workers
+    died running it (hundreds: every task waiting on it fails too); the command says it once."""
+
+    def filter(self, record):
+        msg = str(record.getMessage())
+        return not ("timed out waiting without any running workers" in msg
+                    or ("marked as failed because" in msg and "workers died while trying to run it" in msg))
 
 
 try:
@@ -211,7 +226,7 @@ def _warm_rss() -> int:
     """A worker's resident memory after importing what a chunk task uses."""
     import pyarrow.parquet  # noqa: F401
 
-    import daskgmm.stats  # noqa: F401
+    import daskgmm.kernels  # noqa: F401
 
     return _rss()
 
@@ -226,6 +241,7 @@ def worker_floor(client) -> int:
     if key not in _floors:
         try:
             _floors[key] = int(max(client.run(_warm_rss).values(), default=0))
+            _limits[key] = sorted({int(w.get("memory_limit") or 0) for w in workers(client).values()})
         except Exception:  # a remote cluster may refuse client.run
             _floors[key] = 0
     return _floors[key]
@@ -254,16 +270,23 @@ def chunk_budget(client) -> int | None:
     return int(min(64 << 20, max(1 << 20, min(per_thread) / 4)))
 
 
+_limits: dict = {}
+
+
 def memory_advice(client) -> str:
-    """What the cluster has and what to change, for messages about dying workers."""
+    """What the cluster has and what to change, for messages about dying workers.
+
+    The limits and the idle-worker floor are those seen while workers lived (a failure
+    is often reported when none is left).
+    """
     if client is None:
         return ""
     try:
         info = workers(client)
     except Exception:
-        return ""
-    limits = sorted({int(w.get("memory_limit") or 0) for w in info.values()})
-    floor = worker_floor(client) if info else 0
+        info = {}
+    limits = sorted({int(w.get("memory_limit") or 0) for w in info.values()}) or _limits.get(id(client), [])
+    floor = worker_floor(client) if info or id(client) in _floors else 0
     have = ", ".join(f"{lim / 2**20:.0f} MiB" for lim in limits if lim) or "none"
     text = f"worker memory limit {have}"
     if floor:

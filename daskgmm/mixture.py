@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import fitting
+from daskgmm import fitting, fitting_online
 from daskgmm.init import INIT_METHODS, check_random_state, restart_seeds
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import predict as blocks
@@ -129,7 +129,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     online_stats_ : SuffStats
         The running sufficient statistics of :meth:`partial_fit` (per unit
         weight); absent after ``fit``, where the fitted model's own statistics
-        (:func:`daskgmm.fitting.model_statistics`) stand in for them.
+        (:func:`daskgmm.fitting_online.model_statistics`) stand in for them.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Column names, when the input had string column names.
@@ -181,8 +181,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         on_collapse="raise",
         cache="auto",
         chunk_size=None,
-        learning_decay=fitting.LEARNING_DECAY,
-        learning_offset=fitting.LEARNING_OFFSET,
+        learning_decay=fitting_online.LEARNING_DECAY,
+        learning_offset=fitting_online.LEARNING_OFFSET,
         missing="raise",
     ):
         self.n_components = n_components
@@ -358,10 +358,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                          params, data.dtype)]
             running = getattr(self, "online_stats_", None)
             if running is None:  # after fit or a model saved by fit: the model stands for its data
-                running = fitting.model_statistics(states[0], loglik=self.lower_bound_)
+                running = fitting_online.model_statistics(states[0], loglik=self.lower_bound_)
             t, centre, seen = int(self.n_batches_), self._centre(), int(self.n_rows_seen_)
         names = info["feature_names"] if first else getattr(self, "feature_names_in_", None)
-        step = fitting.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
+        step = fitting_online.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
                                    learning_offset=self.learning_offset, feature_names=names, name=name)
         st = step.state
         dtype = data.dtype
@@ -546,7 +546,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         int
             Rows written.
         """
-        from daskgmm.io import write_parts
+        from daskgmm.outputs import write_parts
 
         parts = self.prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
         return write_parts(path, parts, storage_options)
@@ -590,7 +590,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         import dask
 
-        from daskgmm.io import rows_per_part, write_parts
+        from daskgmm.io import rows_per_part
+        from daskgmm.outputs import write_parts
 
         check_is_fitted(self)
         n_samples = int(n_samples)

@@ -23,7 +23,8 @@ import posixpath
 
 import numpy as np
 
-from daskgmm.io import DataError, staged_directory
+from daskgmm.io import DataError
+from daskgmm.outputs import staged_directory
 
 FORMAT = "daskgmm-model"
 FORMAT_VERSION = 1

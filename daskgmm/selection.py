@@ -9,6 +9,7 @@ the data about as often as a single fit.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,7 @@ from daskgmm.em import Run
 from daskgmm.init import restart_seeds
 from daskgmm.kernels import COVARIANCE_TYPES, MixtureRequest
 from daskgmm.kernels import covariance as cov
-from daskgmm.validation import prepare_rows, validate_params
+from daskgmm.validation import prepare_rows, validate_params, warn_degenerate
 
 
 @dataclass
@@ -104,11 +105,13 @@ def select_model(
     n, d = data.n_rows, data.n_features
     if n < max(ks):
         raise ValueError(f"Expected n_samples >= n_components but got n_components = {max(ks)}, n_samples = {n}")
+    warn_degenerate(scan, info["feature_names"], max(ks))
+    t_init = time.perf_counter()
     seeds = restart_seeds(random_state, n_init)
     jobs = [(fitting.MixtureParams.of(probe[(k, t)].get_params()), s) for k in ks for t in types for s in seeds]
     runs = [Run(st) for st in fitting.initial_states(data, scan, jobs)]
     if progress is not None:
-        progress("init", seconds=0.0, resumed=False, runs=runs)
+        progress("init", seconds=time.perf_counter() - t_init, resumed=False, runs=runs)
     fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, progress=progress)
     # the best restart of each candidate, then one pass scores them all
     by_candidate: dict = {}

@@ -402,6 +402,32 @@ def check_finite(scan, feature_names, what: str = "X", missing: str = "raise") -
         raise ValueError(f"sample_weight has {scan.bad_weights} negative or non-finite value(s).")
 
 
+class DegenerateDataWarning(UserWarning):
+    """Every row of X is the same point, or a column of X has one value in every row."""
+
+
+def warn_degenerate(scan, feature_names, n_components=None) -> None:
+    """Warn (``DegenerateDataWarning``) when every row is the same point, or about columns of one value.
+
+    A column is constant when its standard deviation is below 1e-12 of its mean: the scan
+    merges chunk means, so a constant column's variance is rounding, not always zero.
+    """
+    if scan.rows < 2 or scan.weight <= 0:
+        return
+    var = np.asarray(scan.m2, np.float64) / scan.weight
+    const = np.flatnonzero(var <= (1e-12 * np.abs(scan.mean)) ** 2)
+    if const.size == var.size:
+        more = f", fewer than n_components={n_components}" if n_components and n_components > 1 else ""
+        warnings.warn(f"all {scan.rows} rows of X are the same point: 1 distinct point{more} "
+                      "(possibly duplicate points in X); the components cannot be told apart",
+                      DegenerateDataWarning, stacklevel=3)
+    elif const.size:
+        names = ", ".join(repr(str(feature_names[j])) if feature_names is not None else str(j) for j in const)
+        warnings.warn(f"column(s) {names} of X have zero variance (one value in every row): they carry no "
+                      "information, and their variances rest on reg_covar alone; drop them",
+                      DegenerateDataWarning, stacklevel=3)
+
+
 def _weights_array(sample_weight, Xd):
     """``sample_weight`` as a float64 Dask array chunked like the rows of ``Xd``."""
     import dask.array as da
@@ -479,4 +505,7 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
         return data, None, info
     result = data.scan()
     check_scan(result, info["feature_names"], name, missing=missing)
+    if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
+        warn_degenerate(result, info["feature_names"],
+                        getattr(estimator, "n_components", getattr(estimator, "n_clusters", None)))
     return data, result, info

@@ -384,3 +384,22 @@ def test_fit_bayesian_end_to_end_with_config_and_info(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", "--model", str(model)]) == 0
     assert f"effective:        {n_eff} component(s) of weight > 0.01" in capsys.readouterr().out
+    # score: the mean log-likelihood, and no BIC/AIC (they count a point estimate's parameters)
+    assert main(["score", str(data), "--model", str(model), *FAST]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert set(scored) == {"n_rows", "mean_loglik"}
+    np.testing.assert_allclose(scored["mean_loglik"], est.score(X), rtol=1e-9)
+
+
+def test_check_truth_matches_permuted_components_and_refuses_wrong_ones():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_truth", REPO / "scripts" / "check_truth.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    truth = {"means": [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], "weights": [0.2, 0.3, 0.5],
+             "covariances": [np.eye(2).tolist(), (4 * np.eye(2)).tolist(), np.eye(2).tolist()]}
+    means = np.array([[0.0, 10.05], [0.01, 0.0], [10.1, 0.0]])
+    same_k, d_mean, d_weight = mod.compare(means, np.array([0.5, 0.2, 0.3]), truth)
+    assert same_k and d_mean == pytest.approx(0.05) and d_weight == pytest.approx(0.0)
+    assert mod.compare(means[:2], np.array([0.5, 0.5]), truth)[0] is False

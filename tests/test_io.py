@@ -10,7 +10,8 @@ import pytest
 
 import daskgmm
 from daskgmm import DataError, GaussianMixture, RowsOmittedWarning, read_parquet
-from daskgmm.io import NonFiniteError, open_parquet, staged_directory
+from daskgmm.io import NonFiniteError, open_parquet
+from daskgmm.outputs import staged_directory
 from daskgmm.persist import ModelFileError
 
 from .conftest import make_blobs

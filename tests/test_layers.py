@@ -17,8 +17,8 @@ LAYERS = [
     ("engine", ["daskgmm.engine"]),
     ("models", ["daskgmm.models", "daskgmm.variational"]),
     ("loop, init", ["daskgmm.em", "daskgmm.init"]),
-    ("fitting", ["daskgmm.fitting", "daskgmm.validation"]),
-    ("io, persist", ["daskgmm.io", "daskgmm.persist"]),
+    ("fitting", ["daskgmm.fitting", "daskgmm.fitting_online", "daskgmm.fitting_variational", "daskgmm.validation"]),
+    ("io, persist", ["daskgmm.io", "daskgmm.outputs", "daskgmm.persist"]),
     ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.selection"]),
     ("front ends", ["daskgmm.cli", "daskgmm.config", "daskgmm.plot", "daskgmm"]),
 ]

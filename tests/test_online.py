@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from daskgmm import GaussianMixture, fitting, load
+from daskgmm import GaussianMixture, fitting, fitting_online, load
 from daskgmm.kernels import SuffStats
 from daskgmm.validation import InvalidParameterError
 
@@ -42,34 +42,34 @@ def test_recentre_is_exact(covariance_type, new_shift):
     r = rng.dirichlet(np.ones(3), size=200)
     a = direct_stats(X, r, X.mean(axis=0), covariance_type)
     target = rng.normal(size=3) if new_shift == "common" else rng.normal(size=(3, 3)) + 5
-    got, want = fitting.recentre(a, target), direct_stats(X, r, target, covariance_type)
+    got, want = fitting_online.recentre(a, target), direct_stats(X, r, target, covariance_type)
     for name in ("n", "s1", "s2", "shift"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12, atol=1e-9)
-    assert fitting.recentre(a, a.shift) is a
+    assert fitting_online.recentre(a, a.shift) is a
 
 
 def test_blend_is_per_unit_weight_about_the_batch_shift():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(300, 3))
     r = rng.dirichlet(np.ones(2), size=300)
-    running = fitting.scale_stats(direct_stats(X[:100], r[:100], np.zeros(3), "full"), 1 / 100)
+    running = fitting_online.scale_stats(direct_stats(X[:100], r[:100], np.zeros(3), "full"), 1 / 100)
     batch = direct_stats(X[100:], r[100:], X[100:].mean(axis=0), "full")
-    out = fitting.blend(running, batch, 0.25)
+    out = fitting_online.blend(running, batch, 0.25)
     assert out.weight == 1.0 and out.rows == 300
     np.testing.assert_array_equal(out.shift, batch.shift)
     # the same rows twice (twice the weight) blend to the same per-unit statistics
-    twice = fitting.scale_stats(batch, 2.0)
-    np.testing.assert_allclose(fitting.blend(running, twice, 0.25).s2, out.s2, rtol=1e-13)
-    ref = fitting.recentre(running, batch.shift)
+    twice = fitting_online.scale_stats(batch, 2.0)
+    np.testing.assert_allclose(fitting_online.blend(running, twice, 0.25).s2, out.s2, rtol=1e-13)
+    ref = fitting_online.recentre(running, batch.shift)
     np.testing.assert_allclose(out.s1, 0.75 * ref.s1 + 0.25 * batch.s1 / 200, rtol=1e-12)
     with pytest.raises(ValueError, match="first batch needs eta = 1"):
-        fitting.blend(None, batch, 0.5)
+        fitting_online.blend(None, batch, 0.5)
 
 
 def test_step_size_schedule():
-    assert fitting.step_size(0) == 1.0
-    assert fitting.step_size(1) == pytest.approx(11 ** -0.7)
-    assert fitting.step_size(5, 1.0, 0.0) == pytest.approx(0.2)
+    assert fitting_online.step_size(0) == 1.0
+    assert fitting_online.step_size(1) == pytest.approx(11 ** -0.7)
+    assert fitting_online.step_size(5, 1.0, 0.0) == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
@@ -78,7 +78,7 @@ def test_model_statistics_give_back_the_model(covariance_type):
     g = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
     state = fitting.warm_state(g.weights_, g.means_, g.covariances_, g.precisions_cholesky_,
                                fitting.MixtureParams.of(g.get_params()), np.float64)
-    back = state.update(fitting.scale_stats(fitting.model_statistics(state), 1000.0))
+    back = state.update(fitting_online.scale_stats(fitting_online.model_statistics(state), 1000.0))
     np.testing.assert_allclose(back.means, g.means_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(back.covariances, g.covariances_, rtol=1e-9)
     np.testing.assert_allclose(back.weights, g.weights_, rtol=1e-10)

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from daskgmm.cli import main
-from daskgmm.io import DataError, InputChangedError, OutputLock, read_parquet
+from daskgmm.io import DataError, InputChangedError, read_parquet
+from daskgmm.outputs import OutputLock
 
 from .conftest import make_blobs
 
@@ -98,6 +99,102 @@ def test_sigterm_stops_the_job_cleanly(tmp_path, when):
     assert not out.exists() or os.listdir(out) == []  # no output, no staging, no lock
 
 
+# ---------------------------------------------------------------------------- never a hang
+
+
+@pytest.fixture
+def own_cluster(request):
+    """A LocalCluster of worker processes on 127.0.0.1 with the embedded cluster's settings
+    (and those the test asks for), for ``--scheduler``."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from daskgmm.cluster import CLUSTER_CONFIG
+
+    with dask.config.set({**CLUSTER_CONFIG, **getattr(request, "param", {})}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, memory_limit="1GiB")
+    client = Client(cluster, set_as_default=False)
+    yield cluster, client
+    client.close()
+    cluster.close()
+
+
+def _killer_plugin():
+    """A worker plugin that ends its worker process as soon as it starts a read task (as the
+    kernel's OOM killer would); defined here so that it is pickled by value."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class KillOnRead(WorkerPlugin):
+        def transition(self, key, start, finish, **kw):
+            if finish == "executing" and "daskgmm-read" in str(key):
+                os._exit(1)
+
+    return KillOnRead()
+
+
+def test_a_task_that_keeps_killing_its_worker_fails_the_job(own_cluster, tmp_path, capsys):
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    client.register_plugin(_killer_plugin(), name="kill-on-read")
+    status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
+                   "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "workers died again and again running the same task" in err
+    assert "raise --memory-limit" in err and "--chunk-rows" in err
+    assert not (tmp_path / "m").exists()
+
+
+def _without_workers(cluster, monkeypatch):
+    """Remove every worker just before the first pass (as when distributed gives up restarting them)."""
+    from daskgmm.engine import ChunkedData
+
+    run = ChunkedData.run
+
+    def run_without_workers(self, *args, **kw):
+        cluster.scale(0)
+        deadline = time.monotonic() + 30
+        while self.client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return run(self, *args, **kw)
+
+    monkeypatch.setattr(ChunkedData, "run", run_without_workers)
+
+
+@pytest.mark.parametrize("own_cluster", [{"distributed.scheduler.no-workers-timeout": "1s"}], indirect=True)
+def test_a_cluster_whose_workers_are_gone_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
+    """The embedded cluster's bound: distributed fails tasks no worker can take."""
+    cluster, _ = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    _without_workers(cluster, monkeypatch)
+    status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
+                   "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "no worker was left to run task" in err
+    assert "worker memory limit 1024 MiB" in err and "raise --memory-limit" in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("own_cluster", [{"distributed.scheduler.no-workers-timeout": None}], indirect=True)
+def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
+    """A scheduler we did not configure never fails the tasks itself: our own bound does."""
+    import daskgmm.cluster
+
+    cluster, _ = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    _without_workers(cluster, monkeypatch)
+    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
+    status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
+                   "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "made no progress for 2 s: the cluster has no workers" in err
+    assert "raise --memory-limit" in err
+    assert not (tmp_path / "m").exists()
+
+
 # ---------------------------------------------------------------------------- resume
 
 
@@ -141,7 +238,7 @@ def test_a_second_writer_of_the_same_output_fails_clearly(tmp_path, capsys):
     _data(tmp_path / "d", n=2000, files=1)
     out = tmp_path / "out" / "m"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from daskgmm.io import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
+        "import sys, time; from daskgmm.outputs import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); time.sleep(60)"), str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -157,7 +254,7 @@ def test_a_second_writer_of_the_same_output_fails_clearly(tmp_path, capsys):
     os.makedirs(tmp_path / "out" / f".m.staging-{holder.pid}-abc", exist_ok=True)
     with OutputLock(out):  # the dead holder's lock is taken over; another process sees this live one
         r = subprocess.run([sys.executable, "-c", (
-            "import sys; from daskgmm.io import OutputLock; OutputLock(sys.argv[1]).acquire()"), str(out)],
+            "import sys; from daskgmm.outputs import OutputLock; OutputLock(sys.argv[1]).acquire()"), str(out)],
             capture_output=True, text=True)
         assert r.returncode != 0 and f"another job (pid {os.getpid()})" in r.stderr
     assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--model-out", str(out), "--quiet",
@@ -252,3 +349,78 @@ def test_select_takes_an_id_column_and_plots_go_into_new_directories(tmp_path, c
                  "--model-out", str(tmp_path / "m"), "--plot", str(tmp_path / "new" / "dir" / "fit.png"),
                  "--quiet"]) == 0
     assert (tmp_path / "new" / "dir" / "fit.png").stat().st_size > 0  # one feature: a histogram, no crash
+
+
+# ---------------------------------------------------------------------------- worker memory
+
+
+def test_chunks_read_column_by_column_equal_a_whole_table_read(tmp_path):
+    """Row slices of large row groups, merged small ones, nulls and an integer column."""
+    path = tmp_path / "d"
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=10_000)
+    b = np.arange(10_000, dtype=np.int32)
+    table = pa.table({"id": np.arange(10_000), "a": pa.array(np.where(a > 2, np.nan, a), from_pandas=True),
+                      "b": b})
+    pq.write_table(table.slice(0, 7000), path / "p0.parquet", row_group_size=7000)
+    pq.write_table(table.slice(7000), path / "p1.parquet", row_group_size=500)
+    from daskgmm.io import RowsOmittedWarning, open_parquet
+
+    with pytest.warns(RowsOmittedWarning, match="dropped 223 of 10000"):
+        src = open_parquet(path, id_column="id", chunk_rows=2400, nan_policy="omit")
+    assert src.X.numblocks[0] > 3
+    keep = ~np.isnan(table.column("a").to_numpy(zero_copy_only=False))
+    want = np.column_stack([a, b])[keep]
+    np.testing.assert_array_equal(src.X.compute(scheduler="sync"), want)
+    np.testing.assert_array_equal(src.ids.compute(scheduler="sync"), np.arange(10_000)[keep])
+
+
+# ---------------------------------------------------------------------------- rough edges
+
+
+def test_a_zero_variance_column_and_identical_rows_are_warned_about():
+    from daskgmm import GaussianMixture
+    from daskgmm.validation import DegenerateDataWarning as DataWarning
+
+    X, _, _ = make_blobs(n=600, d=3)
+    X[:, 1] = 0.1  # sums of 0.1 are not exact: the test is relative to the mean
+    with pytest.warns(DataWarning, match=r"column\(s\) 1 of X have zero variance"):
+        GaussianMixture(n_components=2, random_state=0).fit(X)
+    with pytest.warns(DataWarning, match=r"all 50 rows of X are the same point: 1 distinct point, "
+                                         r"fewer than n_components=2"):
+        GaussianMixture(n_components=2, random_state=0).fit(np.full((50, 3), 7.5))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        GaussianMixture(n_components=2, random_state=0).fit(make_blobs(n=600, d=3)[0])
+
+
+def test_progress_shows_the_best_over_every_run_and_the_real_init_time(capsys):
+    from types import SimpleNamespace
+
+    from daskgmm.cli import Reporter
+    from daskgmm.selection import select_model
+
+    def run(objective, n_iter, done):
+        return SimpleNamespace(objective=objective, n_iter=n_iter, done=done,
+                               history=[{"objective": objective, "change": 0.5, "seconds": 1.0, "events": []}])
+
+    # the best run finished at iteration 3; the one still active is worse
+    Reporter(quiet=False).progress("iteration", iteration=4, runs=[run(-1.0, 3, True), run(-2.0, 4, False)])
+    assert "loglik -1.000000" in capsys.readouterr().err
+    seen = {}
+    X, _, _ = make_blobs(n=2000, d=2)
+    select_model(X, n_components=[1, 2, 3], covariance_types=["full"], random_state=0, max_iter=5,
+                 progress=lambda event, **info: seen.setdefault(event, info))
+    assert seen["init"]["seconds"] > 0 and len(seen["init"]["runs"]) == 3
+
+
+def test_the_command_names_a_zero_variance_column(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(2000, 2))
+    pq.write_table(pa.table({"id": np.arange(2000), "a": x[:, 0], "b": np.full(2000, 3.3), "c": x[:, 1]}),
+                   tmp_path / "d.parquet")
+    assert main(["fit", str(tmp_path / "d.parquet"), "--id-column", "id", "--n-components", "2",
+                 "--model-out", str(tmp_path / "m"), "--n-workers", "1"]) == 0
+    assert "warning: column(s) 'b' of X have zero variance" in capsys.readouterr().err
