@@ -562,10 +562,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
             Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False,
                                finite="allow-nan" if getattr(self, "missing", "raise") == "marginalize" else True)
-        xb = Xd.to_delayed().ravel()
+        # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
+        xb = Xd.to_delayed(optimize_graph=False).ravel()
         if ids is not None:
             ids = ids if isinstance(ids, da.Array) else da.from_array(np.asarray(ids), chunks=(Xd.chunks[0],))
-            ib = ids.rechunk((Xd.chunks[0],)).to_delayed().ravel()
+            ib = ids.rechunk((Xd.chunks[0],)).to_delayed(optimize_graph=False).ravel()
         else:
             ib = [None] * len(xb)
             id_column = None
