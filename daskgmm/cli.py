@@ -362,22 +362,39 @@ def _named(message, columns) -> str:
     return re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
 
 
-def _one_read_per_chunk():
-    """Dask settings under which the features and the ids of a chunk come from one read task.
+def _commit_model_and_predictions(est, o, src):
+    """Write ``--model-out`` and ``--predictions-out`` staged, and swap them in together (one commit).
 
-    Fused (Dask's default when a collection becomes Delayed), each had its own copy of the
-    read: every chunk was read twice while writing predictions, both copies held at once.
+    Returns the number of predictions written (None without ``--predictions-out``).
     """
-    import dask
+    from daskgmm.outputs import StagedOutput, commit_together, write_parts_into
+    from daskgmm.persist import write_model_files
 
-    return dask.config.set({"optimization.fuse.active": False})
+    rows = None
+    outs = [StagedOutput(o.model_out)] + ([StagedOutput(o.predictions_out)] if o.predictions_out else [])
+    try:
+        for out in outs:
+            out.begin()
+        write_model_files(est, outs[0].fs, outs[0].staging)
+        if o.predictions_out:
+            parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                         loglik=o.loglik)
+            rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
+        commit_together(outs)
+    except BaseException:
+        for out in outs:
+            out.abort()
+        raise
+    finally:
+        for out in outs:
+            out.release()
+    return rows
 
 
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
     from daskgmm.io import DataError, DataWarning
-    from daskgmm.outputs import StagedOutput, commit_together, write_parts_into
-    from daskgmm.persist import Checkpoint, write_model_files
+    from daskgmm.persist import Checkpoint
     from daskgmm.validation import DegenerateDataWarning
 
     t_start = time.perf_counter()
@@ -416,26 +433,7 @@ def cmd_fit(o, log, metrics):
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
             f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
-        rows = None
-        # model and predictions are staged, then swapped in together (one commit)
-        outs = [StagedOutput(o.model_out)] + ([StagedOutput(o.predictions_out)] if o.predictions_out else [])
-        try:
-            for out in outs:
-                out.begin()
-            write_model_files(est, outs[0].fs, outs[0].staging)
-            if o.predictions_out:
-                with _one_read_per_chunk():
-                    parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                                 loglik=o.loglik)
-                rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
-            commit_together(outs)
-        except BaseException:
-            for out in outs:
-                out.abort()
-            raise
-        finally:
-            for out in outs:
-                out.release()
+        rows = _commit_model_and_predictions(est, o, src)
         log(f"model written to {o.model_out}")
         if rows is not None:
             log(f"{rows:,} predictions written to {o.predictions_out}")
@@ -510,9 +508,8 @@ def cmd_predict(o, log, metrics):
     box: dict = {}
     with OutputLock(o.out), _cluster(o, log, box):
         est, src = box["model"], box["src"] = _model_source(o, log)
-        with _one_read_per_chunk():
-            rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                         loglik=o.loglik)
+        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                     loglik=o.loglik)
     log(f"{rows:,} predictions written to {o.out}")
     return EXIT_OK
 
@@ -668,8 +665,7 @@ def cmd_update(o, log, metrics):
     """
     import shutil
 
-    from daskgmm.outputs import StagedOutput, commit_together, write_parts_into
-    from daskgmm.persist import Checkpoint, load_model, save_model, write_model_files
+    from daskgmm.persist import Checkpoint, load_model, save_model
 
     t_start = time.perf_counter()
     box: dict = {}
@@ -719,25 +715,7 @@ def cmd_update(o, log, metrics):
                 if ckpt is not None:
                     save_model(est, snapshot)
         update_seconds = time.perf_counter() - t_fit
-        rows = None
-        # model and predictions are staged, then swapped in together (one commit), as by fit
-        outs = [StagedOutput(o.model_out)] + ([StagedOutput(o.predictions_out)] if o.predictions_out else [])
-        try:
-            for out in outs:
-                out.begin()
-            write_model_files(est, outs[0].fs, outs[0].staging)
-            if o.predictions_out:
-                parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                              loglik=o.loglik)
-                rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
-            commit_together(outs)
-        except BaseException:
-            for out in outs:
-                out.abort()
-            raise
-        finally:
-            for out in outs:
-                out.release()
+        rows = _commit_model_and_predictions(est, o, src)
         log(f"model written to {o.model_out} ({est.n_batches_} batch(es), {est.n_rows_seen_:,} rows seen)")
         if rows is not None:
             log(f"{rows:,} predictions written to {o.predictions_out}")
