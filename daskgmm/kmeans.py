@@ -398,11 +398,9 @@ default="k-means||"
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of X (a float; Dask input is computed)."""
         check_is_fitted(self)
-        if not is_dask(X):
-            X = in_memory_rows(X, type(self).__name__, 1, estimator=self, reset=False, finite=True)
-        else:
-            prediction_rows(self, X)  # width and feature names, as predict checks them
-        data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1)
+        # width and feature names checked against the fit (reset=False), as predict checks them
+        data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1, estimator=self,
+                                  reset=False)
         nat, centre = self._nat()
         st = data.run([MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre)[0][0]
         return float(st.loglik)

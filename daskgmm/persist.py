@@ -47,10 +47,6 @@ def register(cls):
     return cls
 
 
-def _estimators():
-    return ESTIMATORS
-
-
 def jsonable(v):
     if isinstance(v, (np.integer,)):
         return int(v)
@@ -95,7 +91,7 @@ def save_model(estimator, path, storage_options=None) -> None:
 def model_document(estimator):
     """The arrays and the JSON document that describe a fitted estimator."""
     name = type(estimator).__name__
-    if name not in _estimators():
+    if name not in ESTIMATORS:
         raise TypeError(f"cannot save a {name}")
     arrays, meta = estimator.export_state()
     params, param_arrays = {}, {}
@@ -173,7 +169,7 @@ def load_model(path, storage_options=None):
             f"{path}: model format version {version!r} is newer than this daskgmm "
             f"({_version()}) reads (up to {FORMAT_VERSION}); upgrade daskgmm"
         )
-    cls = _estimators().get(doc.get("estimator"))
+    cls = ESTIMATORS.get(doc.get("estimator"))
     if cls is None:
         raise ModelFileError(f"{path}: unknown estimator {doc.get('estimator')!r}")
     try:
