@@ -8,16 +8,12 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm import fitting_variational
-from daskgmm.init import INIT_METHODS
 from daskgmm.kernels import covariance as cov
 from daskgmm.mixture import GaussianMixture
 from daskgmm.persist import register
 from daskgmm.validation import (
     ARRAY_LIKE,
-    BOOLEAN,
     NONE,
-    RANDOM_STATE,
-    VERBOSE,
     Interval,
     Options,
     check_missing_supported,
@@ -106,26 +102,15 @@ class BayesianGaussianMixture(GaussianMixture):
     """
 
     _parameter_constraints: typing.ClassVar[dict] = {
-        "n_components": [Interval(int, 1, None)],
-        "covariance_type": [Options("full", "tied", "diag", "spherical")],
-        "tol": [Interval(float, 0.0, None)],
-        "reg_covar": [Interval(float, 0.0, None)],
-        "max_iter": [Interval(int, 0, None)],
-        "n_init": [Interval(int, 1, None)],
-        "init_params": [Options(*INIT_METHODS)],
+        **{name: GaussianMixture._parameter_constraints[name] for name in (
+            "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
+            "random_state", "warm_start", "verbose", "verbose_interval", "cache", "chunk_size", "missing")},
         "weight_concentration_prior_type": [Options(*PRIOR_TYPES)],
         "weight_concentration_prior": [NONE, Interval(float, 0.0, None, "neither")],
         "mean_precision_prior": [NONE, Interval(float, 0.0, None, "neither")],
         "mean_prior": [NONE, ARRAY_LIKE],
         "degrees_of_freedom_prior": [NONE, Interval(float, 0.0, None, "neither")],
         "covariance_prior": [NONE, ARRAY_LIKE, Interval(float, 0.0, None, "neither")],
-        "random_state": RANDOM_STATE,
-        "warm_start": [BOOLEAN],
-        "verbose": VERBOSE,
-        "verbose_interval": [Interval(int, 1, None)],
-        "cache": [Options("auto", "memory", "none")],
-        "chunk_size": [Interval(int, 1, None), NONE],
-        "missing": [Options("raise", "marginalize")],
     }
 
     def __init__(

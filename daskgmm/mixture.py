@@ -137,7 +137,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     _parameter_constraints: typing.ClassVar[dict] = {
         "n_components": [Interval(int, 1, None)],
-        "covariance_type": [Options("full", "tied", "diag", "spherical")],
+        "covariance_type": [Options(*cov.COVARIANCE_TYPES)],
         "tol": [Interval(float, 0.0, None)],
         "reg_covar": [Interval(float, 0.0, None)],
         "max_iter": [Interval(int, 0, None)],
