@@ -61,15 +61,7 @@ def recentre(stats: SuffStats, shift) -> SuffStats:
         return stats
     n, s1 = stats.n, stats.s1
     delta = np.broadcast_to(stats.shift, s1.shape) - np.broadcast_to(shift, s1.shape)
-    ct = stats.covariance_type
-    if ct in ("full", "tied"):
-        cross = np.einsum("ki,kj->kij", s1, delta)
-        add = cross + cross.transpose(0, 2, 1) + n[:, None, None] * np.einsum("ki,kj->kij", delta, delta)
-        s2 = stats.s2 + (add if ct == "full" else add.sum(axis=0))
-    elif ct == "diag":
-        s2 = stats.s2 + 2.0 * s1 * delta + n[:, None] * delta**2
-    else:
-        s2 = stats.s2 + 2.0 * (s1 * delta).sum(axis=1) + n * (delta**2).sum(axis=1)
+    s2 = cov.shift_second_moments(stats.s2, n, s1, delta, stats.covariance_type)
     return replace(stats, s1=_frozen(s1 + n[:, None] * delta), s2=_frozen(s2), shift=_frozen(shift))
 
 
@@ -141,17 +133,7 @@ def model_statistics(state: MixtureState, shift=None, loglik: float = 0.0, rows:
     covs = np.asarray(covs, np.float64)
     shift = w @ means if shift is None else np.asarray(shift, np.float64)
     m = means - shift
-    d = means.shape[1]
-    eye = np.eye(d)
-    reg = state.reg_covar
-    if ct == "full":
-        s2 = w[:, None, None] * (covs - reg * eye + np.einsum("ki,kj->kij", m, m))
-    elif ct == "tied":
-        s2 = covs - reg * eye + np.einsum("k,ki,kj->ij", w, m, m)
-    elif ct == "diag":
-        s2 = w[:, None] * (covs - reg + m**2)
-    else:
-        s2 = w * (d * (covs - reg) + (m**2).sum(axis=1))
+    s2 = cov.second_moments_from_parameters(w, m, covs, state.reg_covar, ct)
     return SuffStats(n=_frozen(w), s1=_frozen(w[:, None] * m), s2=_frozen(s2), loglik=float(loglik), weight=1.0,
                      rows=int(rows), shift=_frozen(shift), covariance_type=ct)
 

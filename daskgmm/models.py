@@ -43,7 +43,7 @@ class MixtureState:
     update_params : str
         Which of weights (w), means (m), covariances (c) the M-step updates.
     on_collapse : {"raise", "reinit"}
-        "reinit" re-seeds a collapsed component (see :func:`collapsed_components`)
+        "reinit" re-seeds a collapsed component (see :func:`daskgmm.kernels.covariance.collapsed_components`)
         at a worst-explained row instead of failing.
     events : tuple of str
         What the last update did besides the M-step (e.g. a re-seeded component).
@@ -122,7 +122,7 @@ class MixtureState:
             return replace(self, weights=weights, means=means, events=events)
         bad = ()
         if self.on_collapse == "reinit" and self.covariance_type != "tied":
-            bad = collapsed_components(covs, stats.n, self.covariance_type)
+            bad = cov.collapsed_components(covs, stats.n, self.covariance_type)
         if len(bad):
             weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)
         else:
@@ -163,34 +163,6 @@ class MixtureState:
         weights = weights / weights.sum()
         prec_chol = cov.precisions_cholesky(covs, ct, reg_covar=self.reg_covar)
         return weights, means, covs, prec_chol, tuple(events)
-
-
-def collapsed_components(covs, nk, covariance_type) -> np.ndarray:
-    """Components that have collapsed: covariance not positive definite, or too little mass.
-
-    A component that holds less responsibility than it takes to estimate its
-    covariance from data (``D + 1`` rows for a full covariance, 2 for
-    diagonal and spherical ones) sits on a point or a flat subspace: its
-    likelihood grows without bound as its variance shrinks (kept finite only
-    by ``reg_covar``), which is the singularity of maximum likelihood for
-    mixtures.
-    """
-    covs = np.asarray(covs)
-    d = covs.shape[-1] if covariance_type in ("full", "diag") else 1
-    need = d + 1 if covariance_type == "full" else 2
-    bad = []
-    for k in range(covs.shape[0]):
-        c = covs[k]
-        if not np.all(np.isfinite(c)) or nk[k] < need:
-            bad.append(k)
-        elif covariance_type == "full":
-            try:
-                np.linalg.cholesky(c)
-            except np.linalg.LinAlgError:
-                bad.append(k)
-        elif np.any(c <= 0):
-            bad.append(k)
-    return np.array(bad, dtype=np.intp)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from daskgmm.kernels import covariance as cov
+
 
 def _require():
     try:
@@ -63,16 +65,7 @@ def plot_convergence(model, ax=None):
 
 
 def _cov2(model, k, i, j):
-    ct = model.covariance_type
-    c = np.asarray(model.covariances_, dtype=float)
-    if ct == "full":
-        m = c[k]
-    elif ct == "tied":
-        m = c
-    elif ct == "diag":
-        m = np.diag(c[k])
-    else:
-        m = np.eye(model.means_.shape[1]) * c[k]
+    m = cov.component_covariance(model.covariances_, model.covariance_type, k, model.means_.shape[1])
     return m[np.ix_([i, j], [i, j])]
 
 
@@ -171,8 +164,7 @@ def _plot_components_1d(model, X, n_sample, ax, random_state):
 
 
 def _cov1(model, k):
-    c = np.asarray(model.covariances_, dtype=float)
-    return float(c.ravel()[0] if model.covariance_type == "tied" else np.ravel(c[k])[0])
+    return float(_cov2(model, k, 0, 0)[0, 0])
 
 
 def plot_criterion(result, ax=None):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from daskgmm.kernels import SuffStats, WorstRows
-from daskgmm.models import KMeansState, MixtureState, collapsed_components
+from daskgmm.kernels.covariance import collapsed_components
+from daskgmm.models import KMeansState, MixtureState
 
 TYPES = ["full", "tied", "diag", "spherical"]
 

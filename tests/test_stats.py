@@ -117,7 +117,7 @@ def test_suffstats_merge_is_associative_commutative_with_zero_identity():
     spec = ModelSpec(nat, "full", "hard")
     req = MixtureRequest([spec])
     a, b, c = (chunk_pass(X[s], [req], centre)[0][0] for s in (slice(0, 100), slice(100, 180), slice(180, 300)))
-    zero = SuffStats.zero(2, centre, "full")
+    zero = cov.zero_stats(2, centre, "full")
     left = a.merge(b).merge(c)
     right = a.merge(b.merge(c))
     swapped = c.merge(a).merge(b)
@@ -132,7 +132,7 @@ def test_suffstats_merge_is_associative_commutative_with_zero_identity():
     with pytest.raises(ValueError):
         left.n[0] = 1.0
     with pytest.raises(ValueError, match="different shifts"):
-        left.merge(SuffStats.zero(2, centre + 1, "full"))
+        left.merge(cov.zero_stats(2, centre + 1, "full"))
 
 
 def test_large_offset_loses_no_precision():

@@ -4,10 +4,11 @@
 - :mod:`~daskgmm.kernels.features` — feature levels and ``T(x) = [quadratic terms, x, 1]``;
 - :mod:`~daskgmm.kernels.responsibilities` — logits to exact responsibilities;
 - :mod:`~daskgmm.kernels.params` — natural and per-component parameter forms;
-- :mod:`~daskgmm.kernels.covariance` — covariance algebra per covariance type;
+- :mod:`~daskgmm.kernels.covariance` — covariance algebra: every branch on the covariance type;
 - :mod:`~daskgmm.kernels.results` — the results of a pass (monoids);
 - :mod:`~daskgmm.kernels.protocol` — the pass protocol and ``chunk_pass``;
-- :mod:`~daskgmm.kernels.requests` — mixture statistics, samples, the scan;
+- :mod:`~daskgmm.kernels.requests` — mixture statistics of many models (the E- and M-step request);
+- :mod:`~daskgmm.kernels.scan` — the scan's column summary and keyed samples;
 - :mod:`~daskgmm.kernels.predict` — per-block predictions and samples;
 - :mod:`~daskgmm.kernels.random` — random numbers keyed by global row.
 """
@@ -17,9 +18,10 @@ from daskgmm.kernels.features import Level, build_features, n_feature_rows, stat
 from daskgmm.kernels.params import NaturalParams, PerComponent, kmeans_natural_params
 from daskgmm.kernels.predict import component_logits, points_stats
 from daskgmm.kernels.protocol import Block, Request, chunk_pass, merge_partials
-from daskgmm.kernels.requests import MixtureRequest, ModelSpec, SampleRequest, ScanRequest
+from daskgmm.kernels.requests import MixtureRequest, ModelSpec
 from daskgmm.kernels.responsibilities import soft_responsibilities
 from daskgmm.kernels.results import SampleResult, ScanResult, SuffStats, WorstRows
+from daskgmm.kernels.scan import SampleRequest, ScanRequest
 
 __all__ = [
     "COVARIANCE_TYPES", "Block", "Level", "MixtureRequest", "ModelSpec", "NaturalParams", "PerComponent", "Request",

@@ -18,8 +18,9 @@ import math
 
 import numpy as np
 
+from daskgmm.kernels.features import DIAG_LEVEL, FULL_LEVEL, diag_positions
 from daskgmm.kernels.params import NaturalParams, PerComponent
-from daskgmm.kernels.results import SuffStats
+from daskgmm.kernels.results import SuffStats, frozen
 
 #: The covariance types, in scikit-learn's order.
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -34,6 +35,21 @@ def covariance_shape(covariance_type: str, n_components: int, n_features: int) -
     """Shape of covariances (and precisions, and their Cholesky factors)."""
     k, d = n_components, n_features
     return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[covariance_type]
+
+
+def zero_stats(n_components: int, shift: np.ndarray, covariance_type: str) -> SuffStats:
+    """Statistics of no rows: the identity of :meth:`SuffStats.merge`."""
+    k, d = n_components, np.shape(shift)[-1]
+    return SuffStats(
+        n=frozen(np.zeros(k)),
+        s1=frozen(np.zeros((k, d))),
+        s2=frozen(np.zeros(covariance_shape(covariance_type, k, d))),
+        loglik=0.0,
+        weight=0.0,
+        rows=0,
+        shift=frozen(shift),
+        covariance_type=covariance_type,
+    )
 
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
@@ -284,3 +300,164 @@ def per_component(weights, means, prec_chol, covariance_type, centre) -> PerComp
     const = np.maximum(log_w, -1e30) + log_det_cholesky(u, covariance_type, d) - 0.5 * d * math.log(2 * math.pi)
     return PerComponent(means - np.asarray(centre, dtype=np.float64), u,
                         np.broadcast_to(const, (means.shape[0],)).copy(), covariance_type)
+
+
+# --- second moments in the shape of each type -------------------------------------------
+# One function per covariance type, one signature each, chosen from a dict (as
+# scikit-learn's _gaussian_mixture.py does).
+
+
+def _vech_to_full(quad, d):
+    iu0, iu1 = np.triu_indices(d)
+    m = np.empty((quad.shape[0], d, d))
+    m[:, iu0, iu1] = quad
+    m[:, iu1, iu0] = quad
+    return m
+
+
+def _diag_of_features(quad, level, d, want):
+    if level == FULL_LEVEL:
+        return quad[:, diag_positions(d)]
+    if level == DIAG_LEVEL:
+        return quad
+    raise ValueError(f"spherical features give only spherical second moments, not {want}")
+
+
+def _features_full(quad, level, d):
+    if level != FULL_LEVEL:
+        raise ValueError("diagonal or spherical features cannot give full second moments")
+    return _vech_to_full(quad, d)
+
+
+_FROM_FEATURES = {
+    "full": _features_full,
+    "tied": lambda quad, level, d: _features_full(quad, level, d).sum(axis=0),
+    "diag": lambda quad, level, d: _diag_of_features(quad, level, d, "diag"),
+    "spherical": lambda quad, level, d: (
+        quad[:, 0].copy() if level < DIAG_LEVEL else _diag_of_features(quad, level, d, "spherical").sum(axis=1)
+    ),
+}
+
+
+def second_moments_from_features(quad: np.ndarray, level: int, n_features: int, covariance_type: str) -> np.ndarray:
+    """Second moments in the shape of ``covariance_type`` from the quadratic columns of the statistics.
+
+    Parameters
+    ----------
+    quad : ndarray, shape (K, Q)
+        ``Σ r T_quad`` of one model: ``vech(x xᵀ)`` (full level), ``x²`` (diag) or ``‖x‖²`` (spherical).
+    level : int
+        The feature level the pass built (:class:`daskgmm.kernels.features.Level`).
+    n_features : int
+    covariance_type : str
+
+    Returns
+    -------
+    s2 : ndarray
+        (K, D, D) full; (D, D) tied (pooled); (K, D) diag; (K,) spherical.
+    """
+    return _FROM_FEATURES[covariance_type](quad, level, n_features)
+
+
+_ABOUT_MEANS = {
+    "full": lambda wz, z: np.matmul(wz, z.transpose(0, 2, 1)),
+    "tied": lambda wz, z: np.matmul(wz, z.transpose(0, 2, 1)).sum(axis=0),
+    "diag": lambda wz, z: np.einsum("kdn,kdn->kd", wz, z),
+    "spherical": lambda wz, z: np.einsum("kdn,kdn->k", wz, z),
+}
+
+
+def moments_about_means(wz: np.ndarray, z: np.ndarray, covariance_type: str) -> np.ndarray:
+    """``Σ_n r_kn z_kn z_knᵀ`` in the shape of ``covariance_type``, float64.
+
+    ``z`` (K, D, nb) holds each row's difference from each component's mean and
+    ``wz`` the same times the (weighted) responsibilities.
+    """
+    return _ABOUT_MEANS[covariance_type](wz, z).astype(np.float64)
+
+
+def pool_components(s2: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Per-component second moments (K, ...) in the shape of ``covariance_type`` (tied: summed)."""
+    return s2.sum(axis=0) if covariance_type == "tied" else s2
+
+
+def _outer_shift(s1, n, delta):
+    cross = np.einsum("ki,kj->kij", s1, delta)
+    return cross + cross.transpose(0, 2, 1) + n[:, None, None] * np.einsum("ki,kj->kij", delta, delta)
+
+
+_SHIFT = {
+    "full": lambda s2, n, s1, delta: s2 + _outer_shift(s1, n, delta),
+    "tied": lambda s2, n, s1, delta: s2 + _outer_shift(s1, n, delta).sum(axis=0),
+    "diag": lambda s2, n, s1, delta: s2 + 2.0 * s1 * delta + n[:, None] * delta**2,
+    "spherical": lambda s2, n, s1, delta: s2 + 2.0 * (s1 * delta).sum(axis=1) + n * (delta**2).sum(axis=1),
+}
+
+
+def shift_second_moments(s2, n, s1, delta, covariance_type: str) -> np.ndarray:
+    """Second moments about ``old shift - delta`` from those about the old shift.
+
+    ``Σ r (z + δ)(z + δ)ᵀ = s2 + s1 δᵀ + δ s1ᵀ + n δ δᵀ`` in the shape of ``covariance_type``;
+    ``n`` (K,), ``s1`` and ``delta`` (K, D).
+    """
+    return _SHIFT[covariance_type](s2, n, s1, delta)
+
+
+_FROM_PARAMETERS = {
+    "full": lambda w, m, covs, reg, eye: w[:, None, None] * (covs - reg * eye + np.einsum("ki,kj->kij", m, m)),
+    "tied": lambda w, m, covs, reg, eye: covs - reg * eye + np.einsum("k,ki,kj->ij", w, m, m),
+    "diag": lambda w, m, covs, reg, eye: w[:, None] * (covs - reg + m**2),
+    "spherical": lambda w, m, covs, reg, eye: w * (len(eye) * (covs - reg) + (m**2).sum(axis=1)),
+}
+
+
+def second_moments_from_parameters(weights, means, covariances, reg_covar, covariance_type: str) -> np.ndarray:
+    """The second moments a mixture's parameters stand for, per unit of weight.
+
+    ``Σ_k w_k (Σ_k - reg I + m_k m_kᵀ)`` in the shape of ``covariance_type`` (``means``
+    about the shift; tied pools with the weights, which sum to one); the inverse of
+    :func:`estimate_parameters` up to scikit-learn's ``10 eps``.
+    """
+    eye = np.eye(np.shape(means)[1])
+    return _FROM_PARAMETERS[covariance_type](weights, means, covariances, reg_covar, eye)
+
+
+_COMPONENT = {
+    "full": lambda covs, k, d: covs[k],
+    "tied": lambda covs, k, d: covs,
+    "diag": lambda covs, k, d: np.diag(covs[k]),
+    "spherical": lambda covs, k, d: np.eye(d) * covs[k],
+}
+
+
+def component_covariance(covariances, covariance_type: str, k: int, n_features: int) -> np.ndarray:
+    """The (D, D) covariance matrix of component ``k``."""
+    return _COMPONENT[covariance_type](np.asarray(covariances, dtype=np.float64), k, n_features)
+
+
+def collapsed_components(covs, nk, covariance_type) -> np.ndarray:
+    """Components that have collapsed: covariance not positive definite, or too little mass.
+
+    A component that holds less responsibility than it takes to estimate its
+    covariance from data (``D + 1`` rows for a full covariance, 2 for
+    diagonal and spherical ones) sits on a point or a flat subspace: its
+    likelihood grows without bound as its variance shrinks (kept finite only
+    by ``reg_covar``), which is the singularity of maximum likelihood for
+    mixtures.
+    """
+    covs = np.asarray(covs)
+    d = covs.shape[-1] if covariance_type in ("full", "diag") else 1
+    need = d + 1 if covariance_type == "full" else 2
+    bad = []
+    for k in range(covs.shape[0]):
+        c = covs[k]
+        if not np.all(np.isfinite(c)) or nk[k] < need:
+            bad.append(k)
+        elif covariance_type == "full":
+            try:
+                np.linalg.cholesky(c)
+            except np.linalg.LinAlgError:
+                bad.append(k)
+        elif np.any(c <= 0):
+            bad.append(k)
+    return np.array(bad, dtype=np.intp)

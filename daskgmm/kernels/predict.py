@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.features import block_rows_for, build_features
 from daskgmm.kernels.missing import marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
@@ -28,7 +29,7 @@ def points_stats(points: np.ndarray, shift: np.ndarray, covariance_type: str) ->
     """
     p = np.asarray(points, dtype=np.float64)
     k = p.shape[0]
-    zero = SuffStats.zero(k, p, covariance_type)
+    zero = cov.zero_stats(k, p, covariance_type)
     return SuffStats(
         n=frozen(np.ones(k)), s1=zero.s1, s2=zero.s2, loglik=0.0, weight=float(k), rows=k,
         shift=frozen(p), covariance_type=covariance_type,
@@ -158,11 +159,9 @@ def sample_part(n, seed, part, weights, means, covs, covariance_type, names, dty
     for k, c in enumerate(counts):
         if c == 0:
             continue
-        if covariance_type in ("full", "tied"):
-            cov_k = covs[k] if covariance_type == "full" else covs
-            z = rng.standard_normal((c, d)) @ np.linalg.cholesky(cov_k).T
-        else:  # diag (K, D) or spherical (K,): scale each coordinate
-            z = rng.standard_normal((c, d)) * np.sqrt(covs[k])
+        # diag and spherical too: the Cholesky factor of a diagonal matrix is its square root, exactly
+        chol = np.linalg.cholesky(cov.component_covariance(covs, covariance_type, k, d))
+        z = rng.standard_normal((c, d)) @ chol.T
         xs.append(means[k] + z)
         ys.append(np.full(c, k, dtype=np.int32))
     X = np.vstack(xs) if xs else np.zeros((0, d))

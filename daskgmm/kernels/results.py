@@ -113,22 +113,6 @@ class SuffStats:
     worst: WorstRows | None = field(default=None, compare=False)
     resp_log_resp: float = 0.0
 
-    @classmethod
-    def zero(cls, n_components: int, shift: np.ndarray, covariance_type: str) -> SuffStats:
-        """The identity of :meth:`merge`."""
-        k, d = n_components, np.shape(shift)[-1]
-        s2_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}
-        return cls(
-            n=frozen(np.zeros(k)),
-            s1=frozen(np.zeros((k, d))),
-            s2=frozen(np.zeros(s2_shape[covariance_type])),
-            loglik=0.0,
-            weight=0.0,
-            rows=0,
-            shift=frozen(shift),
-            covariance_type=covariance_type,
-        )
-
     @property
     def n_components(self) -> int:
         return self.n.shape[0]

@@ -1,0 +1,205 @@
+"""The scan pass's requests: column summary (rows, mean, variance, non-finite values) and keyed samples.
+
+Pure NumPy; nothing here knows about Dask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from daskgmm.kernels.features import NO_FEATURES, SPHERICAL_LEVEL
+from daskgmm.kernels.params import kmeans_natural_params
+from daskgmm.kernels.protocol import Block
+from daskgmm.kernels.random import keyed_exponential
+from daskgmm.kernels.results import SampleResult, ScanResult, chan, smallest
+from daskgmm.kernels.scratch import scratch
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """Draw rows with probability proportional to ``w_i · d(x_i)``, chunking-independent.
+
+    ``d(x)`` is the squared distance from ``x`` to the nearest of ``centres``
+    (or 1 when there are no centres: uniform sampling). With ``candidates``,
+    there is one hypothesis per candidate ``c``: ``d_c(x) = min(d(x), ‖x - c‖²)``,
+    the distance if ``c`` were added to the centres, and the pass returns the
+    potential of every hypothesis and a sample for each (the greedy k-means++
+    step, pipelined one centre ahead).
+
+    Sampling without replacement uses exponential keys ``E_i / (w_i d(x_i))``
+    (Efraimidis & Spirakis 2006) with ``E_i`` a function of ``(key, row)``
+    only, and keeps the ``n_samples`` smallest: any chunking draws the same rows.
+    With ``finite_only``, rows holding NaN or ±inf are never drawn.
+    """
+
+    centres: np.ndarray
+    n_samples: int
+    key: int
+    candidates: np.ndarray | None = None
+    finite_only: bool = False
+
+    @property
+    def width(self) -> int:
+        return 0
+
+    @property
+    def level(self) -> int:
+        """Uniform draws read the rows only; distances need ``‖x‖²`` and ``x``."""
+        none = len(self.centres) == 0 and (self.candidates is None or len(self.candidates) == 0)
+        return NO_FEATURES if none else SPHERICAL_LEVEL
+
+    def start(self, n_features, dtype, level, centre):
+        def theta(points):
+            if points is None or len(points) == 0:
+                return None
+            p = np.asarray(points, dtype=np.float64) - centre
+            return kmeans_natural_params(p).theta(level).astype(dtype)
+
+        h = 1 if self.candidates is None else len(self.candidates)
+        return {
+            "theta_c": theta(self.centres),
+            "theta_h": theta(self.candidates),
+            "potential": np.zeros(h),
+            "parts": [[] for _ in range(h)],
+            "count": [0] * h,
+            "cut": [np.inf] * h,
+        }
+
+    def update(self, acc, blk: Block) -> None:
+        dist = None
+        nb = blk.size
+        if acc["theta_c"] is not None:
+            theta = acc["theta_c"]
+            prod = scratch("sample-logits", (theta.shape[0], nb), theta.dtype)
+            np.matmul(theta, blk.T, out=prod)
+            dist = np.max(prod, axis=0)
+            np.negative(dist, out=dist)
+            np.maximum(dist, 0.0, out=dist)  # rounding can make a centre's own distance negative
+        if acc["theta_h"] is not None:
+            hyp = np.maximum(-(acc["theta_h"] @ blk.T), 0.0)
+            if dist is not None:
+                np.minimum(hyp, dist, out=hyp)
+        elif dist is not None:
+            hyp = dist[None, :]
+        else:
+            hyp = np.ones((1, blk.size))
+        w = np.ones(blk.size) if blk.w is None else blk.w.astype(np.float64)
+        hyp = hyp.astype(np.float64, copy=False)
+        nan = np.isnan(hyp)
+        if nan.any():  # rows with missing values (missing="marginalize"): no potential, never drawn
+            hyp = np.where(nan, 0.0, hyp)
+        acc["potential"] += hyp @ w
+        e = keyed_exponential(self.key, blk.rows)
+        x64 = np.asarray(blk.x, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            keys = e / (hyp * w)
+        keys[~(keys >= 0)] = np.inf  # 0/0 and negative weights never get drawn
+        if self.finite_only:
+            keys[:, ~np.isfinite(x64).all(axis=1)] = np.inf
+        m = self.n_samples
+        for h in range(keys.shape[0]):
+            kh = keys[h]
+            # only rows at or below the current m-th smallest key can still be drawn
+            idx = np.flatnonzero(kh <= acc["cut"][h])
+            if idx.size > m:
+                part = np.argpartition(kh[idx], m - 1)[:m]
+                # ties at the cut must not depend on block boundaries
+                idx = idx[kh[idx] <= kh[idx[part]].max()]
+            if idx.size:
+                acc["parts"][h].append((kh[idx], blk.rows[idx], x64[idx]))
+                acc["count"][h] += idx.size
+            # merge lazily: sorting the kept rows at every block cost seconds per pass
+            if acc["count"][h] > 2 * m + 4096:
+                self._compact(acc, h)
+
+    def _compact(self, acc, h) -> None:
+        parts = acc["parts"][h]
+        if not parts:
+            return
+        kept = smallest(*(np.concatenate(a) for a in zip(*parts)), self.n_samples)
+        acc["parts"][h] = [kept]
+        acc["count"][h] = len(kept[0])
+        if len(kept[0]) == self.n_samples:
+            acc["cut"][h] = kept[0][-1]
+
+    def finish(self, acc, n_features, centre) -> SampleResult:
+        h = len(acc["parts"])
+        m = self.n_samples
+        keys = np.full((h, m), np.inf)
+        rows = np.full((h, m), -1, dtype=np.int64)
+        points = np.zeros((h, m, n_features))
+        for i in range(h):
+            self._compact(acc, i)
+            if acc["parts"][i]:
+                part = acc["parts"][i][0]
+                n = len(part[0])
+                keys[i, :n], rows[i, :n], points[i, :n] = part
+        return SampleResult(acc["potential"].copy(), keys, rows, points)
+
+    def merge(self, a: SampleResult, b: SampleResult) -> SampleResult:
+        m = self.n_samples
+        keys, rows, points = [], [], []
+        for h in range(a.keys.shape[0]):
+            kk, rr, pp = smallest(
+                np.concatenate([a.keys[h], b.keys[h]]),
+                np.concatenate([a.rows[h], b.rows[h]]),
+                np.concatenate([a.points[h], b.points[h]]),
+                m,
+            )
+            keys.append(kk)
+            rows.append(rr)
+            points.append(pp)
+        return SampleResult(a.potential + b.potential, np.array(keys), np.array(rows), np.array(points))
+
+
+class ScanRequest:
+    """Row count, weighted mean and variance, and non-finite values per column."""
+
+    level = NO_FEATURES
+    width = 0
+
+    def start(self, n_features, dtype, level, centre):
+        z = np.zeros(n_features)
+        return ScanResult(0, 0.0, z, z, np.zeros(n_features, np.int64), np.zeros(n_features, np.int64), 0)
+
+    def update(self, acc: ScanResult, blk: Block) -> ScanResult:
+        x = blk.x
+        finite = np.isfinite(x)
+        isnan = np.isnan(x)
+        nan = isnan.sum(axis=0)
+        inf = (~finite).sum(axis=0) - nan
+        bad = 0
+        w = None
+        if blk.w is not None:
+            w = blk.w.astype(np.float64)
+            badw = ~(np.isfinite(w) & (w >= 0))
+            bad = int(badw.sum())
+            w = np.where(badw, 0.0, w)
+        if finite.all():
+            xo, wo = np.asarray(x, dtype=np.float64), w
+        else:
+            rows_ok = finite.all(axis=1)
+            xo = np.asarray(x[rows_ok], dtype=np.float64)
+            wo = None if w is None else w[rows_ok]
+        wb = float(len(xo)) if wo is None else float(wo.sum())
+        if wb > 0:
+            mb = (xo.sum(axis=0) if wo is None else wo @ xo) / wb
+            dev = (xo - mb) ** 2
+            m2b = dev.sum(axis=0) if wo is None else wo @ dev
+        else:
+            mb = m2b = np.zeros(x.shape[1])
+        w_, m_, m2_ = chan(acc.weight, acc.mean, acc.m2, wb, mb, m2b)
+        empty = int(isnan.all(axis=1).sum()) if nan.any() else 0
+        return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
+                          acc.empty_rows + empty)
+
+    def finish(self, acc, n_features, centre) -> ScanResult:
+        return acc
+
+    @staticmethod
+    def merge(a: ScanResult, b: ScanResult) -> ScanResult:
+        w, m, m2 = chan(a.weight, a.mean, a.m2, b.weight, b.mean, b.m2)
+        return ScanResult(a.rows + b.rows, w, m, m2, a.nan + b.nan, a.inf + b.inf, a.bad_weights + b.bad_weights,
+                          a.empty_rows + b.empty_rows)
