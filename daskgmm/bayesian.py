@@ -27,6 +27,11 @@ from daskgmm.variational import PRIOR_TYPES
 #: components keep a weight of about ``weight_concentration_prior / n_samples``, far below it.
 EFFECTIVE_WEIGHT = 0.01
 
+#: The constructor parameters of :class:`BayesianGaussianMixture` that ``GaussianMixture``
+#: lacks: its priors (what ``select_model(..., bayesian_params=)`` accepts).
+PRIOR_PARAMETERS = ("weight_concentration_prior_type", "weight_concentration_prior", "mean_precision_prior",
+                    "mean_prior", "degrees_of_freedom_prior", "covariance_prior")
+
 _PRIOR_NAMES = ("weight_concentration_prior_", "mean_precision_prior_", "mean_prior_",
                 "degrees_of_freedom_prior_", "covariance_prior_")
 
@@ -235,7 +240,7 @@ class BayesianGaussianMixture(GaussianMixture):
             setattr(self, name, value)
         self.init_seconds_, self.init_passes_, self.n_passes_ = fit.init_seconds, fit.init_passes, fit.n_passes
         self.n_features_in_ = d
-        self.n_effective_components_ = int(np.sum(np.asarray(self.weights_) > EFFECTIVE_WEIGHT))
+        self.n_effective_components_ = effective_components(self.weights_)
         if not self.converged_ and self.max_iter > 0:
             warn_convergence(
                 "Best performing initialization did not converge. Try different init "
@@ -244,12 +249,8 @@ class BayesianGaussianMixture(GaussianMixture):
         return data
 
     def _set_priors(self, priors: dict, dtype) -> None:
-        self.weight_concentration_prior_ = priors["weight_concentration_prior"]
-        self.mean_precision_prior_ = priors["mean_precision_prior"]
-        self.mean_prior_ = priors["mean_prior"].astype(dtype)
-        self.degrees_of_freedom_prior_ = priors["degrees_of_freedom_prior"]
-        c = priors["covariance_prior"]
-        self.covariance_prior_ = float(c) if c.ndim == 0 else c.astype(dtype)
+        for name, value in prior_attributes(priors, dtype).items():
+            setattr(self, name, value)
 
     # ----------------------------------------------------------- predictions
     def _natural(self, centre):
@@ -310,4 +311,29 @@ class BayesianGaussianMixture(GaussianMixture):
             "degrees_of_freedom_prior": float(priors["degrees_of_freedom_prior"]),
             "covariance_prior": np.asarray(arrays["covariance_prior_"], np.float64),
         }, dtype)
-        self.n_effective_components_ = int(np.sum(np.asarray(self.weights_) > EFFECTIVE_WEIGHT))
+        self.n_effective_components_ = effective_components(self.weights_)
+
+
+def prior_attributes(priors: dict, dtype) -> dict:
+    """The fitted ``*_prior_`` attributes of :class:`BayesianGaussianMixture`, in ``dtype``.
+
+    Parameters
+    ----------
+    priors : dict
+        From :func:`daskgmm.fitting_variational.variational_priors`.
+    dtype : numpy dtype
+        The data's.
+    """
+    c = priors["covariance_prior"]
+    return {
+        "weight_concentration_prior_": priors["weight_concentration_prior"],
+        "mean_precision_prior_": priors["mean_precision_prior"],
+        "mean_prior_": priors["mean_prior"].astype(dtype),
+        "degrees_of_freedom_prior_": priors["degrees_of_freedom_prior"],
+        "covariance_prior_": float(c) if c.ndim == 0 else c.astype(dtype),
+    }
+
+
+def effective_components(weights) -> int:
+    """Components whose weight is above :data:`EFFECTIVE_WEIGHT` (``n_effective_components_``)."""
+    return int(np.sum(np.asarray(weights) > EFFECTIVE_WEIGHT))

@@ -61,12 +61,15 @@ def data_covariance(data, scan) -> np.ndarray:
 
 def variational_priors(data, scan, params: VariationalParams, *, weight_concentration_prior=None,
                        mean_precision_prior=None, mean_prior=None, degrees_of_freedom_prior=None,
-                       covariance_prior=None) -> dict:
+                       covariance_prior=None, data_cov=None) -> dict:
     """scikit-learn's ``*_prior_`` values: the given ones checked, the others from the data.
 
     Defaults: ``1 / n_components``; 1; the (weighted) mean; ``n_features``; the data
     covariance (full, tied; one pass), variances (diag) or their mean (spherical),
     all with ``ddof=1``.
+
+    ``data_cov`` (shape (D, D)), when given, is :func:`data_covariance` of the same
+    data already computed: many candidates (``select_model``) share its pass.
 
     Returns
     -------
@@ -97,7 +100,7 @@ def variational_priors(data, scan, params: VariationalParams, *, weight_concentr
         )
     if covariance_prior is None:
         if ct in ("full", "tied"):
-            out["covariance_prior"] = data_covariance(data, scan)
+            out["covariance_prior"] = data_covariance(data, scan) if data_cov is None else data_cov
         else:
             var = scan.m2 / (scan.weight - 1.0)
             out["covariance_prior"] = var if ct == "diag" else np.asarray(var.mean())
@@ -145,8 +148,31 @@ def variational_initial_states(data, scan, jobs: list[tuple[VariationalParams, i
     stats = mixture_init_stats(
         data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
     )
-    return [VariationalState.from_stats(st, **_variational_options(p, priors, data.dtype))
-            for (p, _), st in zip(jobs, stats)]
+    return variational_states_from_stats(stats, [p for p, _ in jobs], [priors] * len(jobs), data.dtype)
+
+
+def variational_states_from_stats(stats: list, params: list[VariationalParams], priors: list[dict],
+                                  dtype) -> list:
+    """Starting posteriors from the statistics of initial responsibilities, one per job.
+
+    Parameters
+    ----------
+    stats : list of SuffStats
+        From :func:`daskgmm.init.mixture_init_stats` (shared with other model kinds by
+        ``select_model``).
+    params : list of VariationalParams
+    priors : list of dict
+        From :func:`variational_priors`, one per job (they may differ: the default
+        ``weight_concentration_prior`` is ``1 / n_components``).
+    dtype : numpy dtype
+        The data's.
+
+    Returns
+    -------
+    list of VariationalState
+    """
+    return [VariationalState.from_stats(st, **_variational_options(p, pr, dtype))
+            for st, p, pr in zip(stats, params, priors, strict=True)]
 
 
 def fit_variational(data, scan, params: VariationalParams, priors: dict, *, random_state=None, warm=None,

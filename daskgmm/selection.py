@@ -1,26 +1,32 @@
-"""Model selection: every (K, covariance type, restart) candidate fitted in the same passes.
+"""Model selection: every (kind, K, covariance type, restart) candidate fitted in the same passes.
 
 Each candidate is one more model in the lockstep loop: the k-means|| seeding of
-every K, the Lloyd passes, the EM iterations and the final scoring pass serve
-all candidates at once, so a sweep over ten K and two covariance types reads
-the data about as often as a single fit.
+every K, the Lloyd passes, the EM (and variational) iterations and the final
+scoring pass serve all candidates at once, so a sweep over ten K and two
+covariance types reads the data about as often as a single fit. Gaussian and
+variational (``BayesianGaussianMixture``) candidates share the same passes: both
+model states ask a pass for the same mixture statistics.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm import fitting
+from daskgmm import fitting, fitting_variational
 from daskgmm.em import Run
-from daskgmm.init import restart_seeds
+from daskgmm.init import mixture_init_stats, restart_seeds
 from daskgmm.kernels import COVARIANCE_TYPES, MixtureRequest
 from daskgmm.kernels import covariance as cov
-from daskgmm.validation import prepare_rows, validate_params, warn_degenerate
+from daskgmm.models import MixtureState
+from daskgmm.validation import check_missing_supported, prepare_rows, validate_params, warn_degenerate
 
+#: The candidate kinds :func:`select_model` fits.
+KINDS = ("gaussian", "bayesian")
 
 @dataclass
 class SelectionResult:
@@ -28,18 +34,26 @@ class SelectionResult:
 
     Attributes
     ----------
-    best_ : GaussianMixture
+    best_ : GaussianMixture or BayesianGaussianMixture
         The candidate with the lowest criterion, fitted.
     table : pandas.DataFrame
         One row per candidate: ``n_components``, ``covariance_type``,
-        ``log_likelihood`` (mean per row under the final parameters),
-        ``bic``, ``aic``, ``n_parameters``, ``n_iter``, ``converged``.
+        ``log_likelihood`` (mean per row under the final parameters: the plug-in
+        weights, means and covariances), ``bic``, ``aic``, ``n_parameters``,
+        ``n_iter``, ``converged``, then ``kind`` ("gaussian" or "bayesian"),
+        ``effective_components`` (K for gaussian rows; components of weight above
+        :data:`daskgmm.bayesian.EFFECTIVE_WEIGHT` for bayesian ones) and
+        ``lower_bound`` (the variational fit's ELBO, scikit-learn's ``lower_bound_``;
+        NaN for gaussian rows). Gaussian rows first, each kind ordered by
+        covariance type and K.
     criterion : str
     models_ : dict
-        Every fitted candidate, keyed by ``(n_components, covariance_type)``.
+        Every fitted candidate: gaussian ones keyed by ``(n_components,
+        covariance_type)``, bayesian ones by ``("bayesian", n_components,
+        covariance_type)``.
     n_passes : int
-        Passes over the data, all candidates together (scan, initialisation, EM,
-        and the final scoring pass).
+        Passes over the data, all candidates together (scan, prior covariance,
+        initialisation, EM, and the final scoring pass).
     """
 
     best_: object
@@ -49,12 +63,59 @@ class SelectionResult:
     n_passes: int = 0
 
 
+def _check_kinds(kinds) -> list[str]:
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    try:
+        out = list(dict.fromkeys(kinds))
+    except TypeError:
+        raise ValueError(f"kinds must be an iterable of {KINDS}, got {kinds!r}") from None
+    bad = [k for k in out if k not in KINDS]
+    if bad:
+        raise ValueError(f"kinds must be among {KINDS}, got {bad[0]!r}")
+    if not out:
+        raise ValueError(f"kinds must name at least one of {KINDS}, got {kinds!r}")
+    return out
+
+
+def _check_bayesian_params(bayesian_params, kinds) -> dict:
+    from daskgmm.bayesian import PRIOR_PARAMETERS
+
+    if bayesian_params is None:
+        return {}
+    if not isinstance(bayesian_params, Mapping):
+        raise ValueError(f"bayesian_params must be a dict of prior parameters, got {bayesian_params!r}")
+    bad = [k for k in bayesian_params if k not in PRIOR_PARAMETERS]
+    if bad:
+        raise ValueError(
+            f"bayesian_params takes only the prior parameters of BayesianGaussianMixture {PRIOR_PARAMETERS}; "
+            f"got {bad[0]!r} (n_components, covariance_type and the fit settings are select_model's own)"
+        )
+    if bayesian_params and "bayesian" not in kinds:
+        raise ValueError("bayesian_params given, but 'bayesian' is not in kinds")
+    return dict(bayesian_params)
+
+
+def _gaussian_states(stats, scan, params: list, dtype) -> list[MixtureState]:
+    """Starting models from the initial statistics, as :func:`daskgmm.fitting.initial_states` makes them.
+
+    (The statistics are computed once for both kinds; the test
+    ``test_gaussian_rows_do_not_depend_on_bayesian_candidates`` holds the two equal.)
+    """
+    states = []
+    for p, st in zip(params, stats, strict=True):
+        options = p.state_options(dtype)
+        nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
+        states.append(MixtureState.from_covariances(nk / scan.weight, means, covs, p.covariance_type, **options))
+    return states
+
+
 def select_model(
     X, n_components=range(1, 11), covariance_types=("full", "diag"), criterion="bic", n_init=1,
     random_state=None, *, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", sample_weight=None,
-    cache="auto", progress=None, missing="raise",
+    cache="auto", progress=None, missing="raise", kinds=("gaussian",), bayesian_params=None,
 ) -> SelectionResult:
-    """Fit a Gaussian mixture for every K and covariance type in lockstep; pick by BIC or AIC.
+    """Fit a mixture for every kind, K and covariance type in lockstep; pick by BIC or AIC.
 
     Parameters
     ----------
@@ -64,25 +125,54 @@ def select_model(
     criterion : {"bic", "aic"}, default="bic"
         Lower is better; ties go to the smaller model.
     n_init : int, default=1
-        Restarts per candidate (the best lower bound is kept, as in ``GaussianMixture``).
+        Restarts per candidate (the best lower bound is kept, as in ``GaussianMixture``
+        and ``BayesianGaussianMixture``).
     random_state : int, RandomState instance or None
-        Candidates with the same K share their initial k-means centres.
+        Candidates with the same K share their initial k-means centres (of both kinds:
+        a candidate starts where the estimator fitted alone with this seed starts).
     max_iter, tol, reg_covar, init_params :
-        As in :class:`daskgmm.GaussianMixture`.
+        As in :class:`daskgmm.GaussianMixture`; the same for every candidate.
     sample_weight : array-like of shape (n_samples,), optional
     cache : {"auto", "memory", "none"}
     progress : callable, optional
         ``progress(event, **info)`` with "init" and "iteration" events.
     missing : {"raise", "marginalize"}, default="raise"
         As in :class:`daskgmm.GaussianMixture`; under "marginalize" the criteria use
-        the log-likelihood of the observed values.
+        the log-likelihood of the observed values (gaussian candidates only:
+        ``BayesianGaussianMixture`` refuses "marginalize").
+    kinds : str or iterable of {"gaussian", "bayesian"}, default=("gaussian",)
+        "gaussian": a :class:`daskgmm.GaussianMixture` per (K, covariance type);
+        "bayesian": also a :class:`daskgmm.BayesianGaussianMixture` per (K,
+        covariance type), with the priors of ``bayesian_params``. All candidates of
+        both kinds share every pass (one extra pass for the data covariance, the
+        default covariance prior of full and tied bayesian candidates).
+    bayesian_params : dict, optional
+        Prior parameters of the bayesian candidates, by their
+        ``BayesianGaussianMixture`` names (``weight_concentration_prior_type``,
+        ``weight_concentration_prior``, ``mean_precision_prior``, ``mean_prior``,
+        ``degrees_of_freedom_prior``, ``covariance_prior``); anything else is an error.
 
     Returns
     -------
     SelectionResult
+
+    Notes
+    -----
+    A bayesian candidate is compared on the same footing as a gaussian one: its
+    ``log_likelihood`` is the mean log-likelihood of the Gaussian mixture with its
+    fitted (plug-in) ``weights_``, ``means_`` and ``covariances_`` (what
+    ``GaussianMixture.score`` gives for those parameters; ``BayesianGaussianMixture.score``
+    itself uses the posterior's expected log-densities), and ``n_parameters`` counts the
+    free parameters of its effective components only (weight above
+    :data:`daskgmm.bayesian.EFFECTIVE_WEIGHT`, as ``n_effective_components_``). Its BIC
+    and AIC are an approximation: they treat the variational fit as a point estimate
+    with that many components. The ELBO (``lower_bound`` column) is not used across
+    candidates: scikit-learn's lower bound drops prior constants that depend on K and
+    on the covariance type, so the lower bounds of two candidates are not comparable.
     """
     import pandas as pd
 
+    from daskgmm.bayesian import BayesianGaussianMixture, effective_components, prior_attributes
     from daskgmm.mixture import GaussianMixture
 
     ks = [int(n_components)] if np.isscalar(n_components) else sorted({int(k) for k in n_components})
@@ -94,13 +184,22 @@ def select_model(
         raise ValueError(f"covariance_types must be among {COVARIANCE_TYPES}, got {covariance_types!r}")
     if criterion not in ("bic", "aic"):
         raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}")
+    kinds = _check_kinds(kinds)
+    priors_given = _check_bayesian_params(bayesian_params, kinds)
+    shared = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter, n_init=n_init, init_params=init_params,
+                  random_state=random_state, cache=cache, missing=missing)
     # each candidate is validated as the estimator it becomes
-    probe = {(k, t): GaussianMixture(k, covariance_type=t, tol=tol, reg_covar=reg_covar, max_iter=max_iter,
-                                     n_init=n_init, init_params=init_params, random_state=random_state, cache=cache,
-                                     missing=missing)
-             for k in ks for t in types}
+    probe = {}
+    if "gaussian" in kinds:
+        probe.update({(k, t): GaussianMixture(k, covariance_type=t, **shared) for k in ks for t in types})
+    if "bayesian" in kinds:
+        probe.update({("bayesian", k, t): BayesianGaussianMixture(n_components=k, covariance_type=t, **shared,
+                                                                  **priors_given)
+                      for k in ks for t in types})
     for est in probe.values():
         validate_params(est)
+        if isinstance(est, BayesianGaussianMixture):
+            check_missing_supported(est, "the variational E-step with missing values is not implemented")
     data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2, missing=missing)
     n, d = data.n_rows, data.n_features
     if n < max(ks):
@@ -108,39 +207,90 @@ def select_model(
     warn_degenerate(scan, info["feature_names"], max(ks))
     t_init = time.perf_counter()
     seeds = restart_seeds(random_state, n_init)
-    jobs = [(fitting.MixtureParams.of(probe[(k, t)].get_params()), s) for k in ks for t in types for s in seeds]
-    runs = [Run(st) for st in fitting.initial_states(data, scan, jobs)]
+    priors = {}
+    if "bayesian" in kinds:
+        # the default covariance prior of full and tied candidates: one pass for all of them
+        data_cov = None
+        if priors_given.get("covariance_prior") is None and {"full", "tied"} & set(types):
+            data_cov = fitting_variational.data_covariance(data, scan)
+        prior_args = {name: priors_given.get(name) for name in (
+            "weight_concentration_prior", "mean_precision_prior", "mean_prior", "degrees_of_freedom_prior",
+            "covariance_prior")}
+        for c, est in probe.items():
+            if c[0] == "bayesian":
+                params = fitting_variational.VariationalParams.of(est.get_params())
+                priors[c] = fitting_variational.variational_priors(data, scan, params, data_cov=data_cov,
+                                                                   **prior_args)
+    # the initial statistics of every (K, covariance type, seed), once for both kinds
+    init_keys = [(k, t, s) for k in ks for t in types for s in seeds]
+    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys)))
+    jobs, states = [], []  # (candidate key, seed) per run
+    for c, est in probe.items():
+        k, t = c[-2:]
+        if c[0] == "bayesian":
+            params = fitting_variational.VariationalParams.of(est.get_params())
+            states += fitting_variational.variational_states_from_stats(
+                [stats[(k, t, s)] for s in seeds], [params] * len(seeds), [priors[c]] * len(seeds), data.dtype)
+        else:
+            params = fitting.MixtureParams.of(est.get_params())
+            states += _gaussian_states([stats[(k, t, s)] for s in seeds], scan, [params] * len(seeds), data.dtype)
+        jobs += [(c, s) for s in seeds]
+    runs = [Run(st) for st in states]
     if progress is not None:
         progress("init", seconds=time.perf_counter() - t_init, resumed=False, runs=runs)
     fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, progress=progress)
-    # the best restart of each candidate, then one pass scores them all
+    # the best restart of each candidate (each kind's rule: the largest lower bound), then one
+    # pass scores them all by the log-likelihood of their plug-in parameters
     by_candidate: dict = {}
-    for (p, _), r in zip(jobs, runs):
-        by_candidate.setdefault((p.n_components, p.covariance_type), []).append(r)
+    for (c, _), r in zip(jobs, runs):
+        by_candidate.setdefault(c, []).append(r)
     best_of = {c: fitting.best_run(rs, max_iter) for c, rs in by_candidate.items()}  # GaussianMixture's rule
     keys = list(by_candidate)
-    final = data.run([MixtureRequest([best_of[c][0].state.spec(scan.mean) for c in keys])], scan.mean)[0]
+    specs = []
+    for c in keys:
+        st = best_of[c][0].state
+        if c[0] == "bayesian":  # the Gaussian mixture of its expected weights and normalised covariances
+            st = MixtureState(st.weights, st.means, st.covariances, st.precisions_cholesky, st.covariance_type,
+                              reg_covar=st.reg_covar, eps_dtype=st.eps_dtype)
+        specs.append(st.spec(scan.mean))
+    final = data.run([MixtureRequest(specs)], scan.mean)[0]
     rows, models = [], {}
     for c, st in zip(keys, final):
-        k, t = c
+        k, t = c[-2:]
         r, lower_bound = best_of[c]
         est = probe[c]
-        for name, value in fitting.fitted_attributes(r, by_candidate[c], lower_bound, max_iter,
-                                                     data.dtype).items():
+        bayesian = c[0] == "bayesian"
+        if bayesian:
+            attributes = fitting_variational.variational_attributes(r, by_candidate[c], lower_bound, max_iter,
+                                                                    data.dtype)
+            attributes.update(prior_attributes(priors[c], data.dtype))
+        else:
+            attributes = fitting.fitted_attributes(r, by_candidate[c], lower_bound, max_iter, data.dtype)
+        for name, value in attributes.items():
             setattr(est, name, value)
         est.n_features_in_ = d
         if info["feature_names"] is not None:
             est.feature_names_in_ = info["feature_names"]
         ll = st.loglik / st.weight
-        p = cov.n_parameters(t, k, d)
+        k_eff = k
+        if bayesian:
+            k_eff = effective_components(est.weights_)  # as the estimator fitted alone counts them
+            est.n_effective_components_ = k_eff
+        # a bayesian candidate counts only its effective components (at least one)
+        p = cov.n_parameters(t, max(k_eff, 1), d)
         bic = -2 * ll * n + p * math.log(n)
         aic = -2 * ll * n + 2 * p
         rows.append({"n_components": k, "covariance_type": t, "log_likelihood": ll, "bic": bic, "aic": aic,
-                     "n_parameters": p, "n_iter": r.n_iter, "converged": r.converged})
+                     "n_parameters": p, "n_iter": r.n_iter, "converged": r.converged,
+                     "kind": "bayesian" if bayesian else "gaussian", "effective_components": k_eff,
+                     "lower_bound": lower_bound if bayesian else np.nan})
         models[c] = est
-    table = pd.DataFrame(rows).sort_values(["covariance_type", "n_components"], kind="stable")
-    table = table.reset_index(drop=True)
+    table = pd.DataFrame(rows)
+    table = table.assign(_kind=table["kind"].map({"gaussian": 0, "bayesian": 1}))
+    table = table.sort_values(["_kind", "covariance_type", "n_components"], kind="stable")
+    table = table.drop(columns="_kind").reset_index(drop=True)
     ordered = table.sort_values([criterion, "n_parameters"], kind="stable")
     top = ordered.iloc[0]
-    best = models[(int(top["n_components"]), top["covariance_type"])]
+    key = (int(top["n_components"]), top["covariance_type"])
+    best = models[("bayesian", *key) if top["kind"] == "bayesian" else key]
     return SelectionResult(best_=best, table=table, criterion=criterion, models_=models, n_passes=data.passes)
