@@ -177,15 +177,22 @@ def plot_criterion(result, ax=None):
     _require()
     _, ax = _new_axes(ax)
     table = result.table
-    for t, group in table.groupby("covariance_type", sort=False):
+    kinds = table["kind"] if "kind" in table else None
+    mixed = kinds is not None and kinds.nunique() > 1
+    keys = ["kind", "covariance_type"] if mixed else ["covariance_type"]
+    for key, group in table.groupby(keys, sort=False):
+        t = ", ".join(key) if mixed else (key[0] if isinstance(key, tuple) else key)
         g = group.sort_values("n_components")
         line, = ax.plot(g["n_components"], g["bic"], marker="o", label=f"BIC, {t}")
         ax.plot(g["n_components"], g["aic"], marker="s", ls="--", color=line.get_color(), alpha=0.7,
                 label=f"AIC, {t}")
-    best = result.best_
-    row = table[(table.n_components == best.n_components) & (table.covariance_type == best.covariance_type)]
+    # select_model's rule: the lowest criterion, then the fewest parameters
+    row = table.sort_values([result.criterion, "n_parameters"], kind="stable").iloc[:1]
+    what = f"K={int(row['n_components'].iloc[0])}, {row['covariance_type'].iloc[0]}"
+    if mixed:
+        what += f", {row['kind'].iloc[0]}"
     ax.plot(row["n_components"], row[result.criterion], "*", ms=16, color="k",
-            label=f"best by {result.criterion.upper()}: K={best.n_components}, {best.covariance_type}")
+            label=f"best by {result.criterion.upper()}: {what}")
     ax.set_xlabel("number of components K")
     ax.set_ylabel("criterion (lower is better)")
     ax.set_title("Model selection")

@@ -142,3 +142,16 @@ def test_bayesian_selection_errors():
         select_model(X, [1, 2], kinds=("gaussian", "bayesian"), missing="marginalize")
     with pytest.raises(ValueError, match="degrees_of_freedom_prior"):  # checked against the data's width
         select_model(X, [1, 2], kinds="bayesian", bayesian_params={"degrees_of_freedom_prior": 1.0})
+
+
+def test_selection_plot_draws_one_line_per_kind_and_type(tmp_path):
+    pytest.importorskip("matplotlib")
+    from daskgmm import plot
+
+    X, _, _ = make_blobs(n=300)
+    res = select_model(X, [2, 3], ("full", "diag"), kinds=("gaussian", "bayesian"), random_state=0)
+    fig = plot.plot_selection(res, tmp_path / "sel.png")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "BIC, bayesian, full" in labels and "BIC, gaussian, diag" in labels
+    top = res.table.sort_values(["bic", "n_parameters"], kind="stable").iloc[0]
+    assert labels[-1].endswith(f"K={top.n_components}, {top.covariance_type}, {top.kind}")
