@@ -15,7 +15,6 @@ from daskgmm.kernels import (
     NaturalParams,
     SampleRequest,
     ScanRequest,
-    SuffStats,
     build_features,
     chunk_pass,
     component_logits,

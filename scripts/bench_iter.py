@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""One EM iteration against the GEMM bound, quickly: issue 13's target 2 alone.
+
+Usage (after ``scripts/bench.py`` has written ``data/bench``):
+
+    .venv/bin/python scripts/bench_iter.py [--repeats 3] [--iters 5] [--covariance-type full]
+
+Same method as ``scripts/bench.py``: a LocalCluster of two single-threaded worker
+processes, the data persisted, the marginal time of ``--iters`` EM iterations from
+daskgmm's default start, against ``4 N K D^2`` flops at the dgemm rate measured in
+both workers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/bench")
+    ap.add_argument("--features", type=int, default=16)
+    ap.add_argument("--components", type=int, default=16)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--covariance-type", default="full")
+    ap.add_argument("--dtype", default="float64")
+    a = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+
+    from bench import _gemm_rate, _marginal, _precisions
+    from distributed import Client, LocalCluster
+
+    from daskgmm import GaussianMixture
+    from daskgmm.io import open_parquet
+
+    k, d = a.components, a.features
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        src = open_parquet(a.data, columns=[f"f{j}" for j in range(d)], dtype=a.dtype)
+        X = client.persist(src.X)
+        X.sum().compute()
+        n = X.shape[0]
+        start = GaussianMixture(k, max_iter=0, random_state=0).fit(X)
+        init = dict(weights_init=start.weights_, means_init=start.means_)
+        init["precisions_init"] = _precisions(dict(init, precisions_init=start.precisions_), a.covariance_type, k, d)
+
+        def fit(it):
+            GaussianMixture(k, covariance_type=a.covariance_type, max_iter=it, tol=0.0, cache="memory",
+                            **init).fit(X)
+
+        rows = []
+        for _ in range(a.repeats):
+            rate = sum(client.run(_gemm_rate).values())
+            r = _marginal(fit, a.iters, 1)
+            bound = 4.0 * n * k * d * d / rate
+            rows.append((r["per_iter"], rate, bound))
+            print(f"  {r['per_iter']:.3f} s/iter; dgemm {rate / 1e9:.1f} GFLOP/s (both workers); "
+                  f"bound {bound:.3f} s: {100 * bound / r['per_iter']:.0f}%", flush=True)
+        med = statistics.median(b / t for t, _, b in rows)
+        print(f"median fraction of the bound: {100 * med:.0f}% (target 75%)")
+
+
+if __name__ == "__main__":
+    main()
