@@ -96,40 +96,54 @@ class DiagCompletion:
         return Completion(np.arange(len(self.x0)), xhat, None, np.where(m, self.var[:, None, :], 0.0))
 
 
-def _cholesky_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``L⁻¹`` of the Cholesky factor ``a = L Lᵀ`` of a stack of small SPD matrices, and ``log det a``.
+def _conditional_solve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``a⁻¹``, ``a⁻¹ b`` and ``log det a`` for a stack of small SPD matrices ``a``, by Cholesky.
 
-    Written column by column over the whole stack: the matrices are tiny (the missing
-    features of one row) and there are K of them per row, where LAPACK's per-matrix call
-    through ``numpy.linalg`` cost several times the arithmetic.
+    The matrices are tiny (the missing features of one row) and there are K of them
+    per row, where LAPACK's per-matrix call through ``numpy.linalg`` costs several
+    times the arithmetic. So the stack is moved to the last axis and the Cholesky
+    factor, its inverse and the products are written entry by entry, each entry one
+    vector operation over the whole stack (measured with scripts/profile_missing.py:
+    4.2 CPU s per 1M rows for these steps with the stack first, where each step
+    contracts a few trailing elements at a time).
 
     Parameters
     ----------
     a : ndarray, shape (..., m, m)
+    b : ndarray, shape (..., m)
 
     Returns
     -------
-    linv : ndarray, shape (..., m, m)
-        Lower triangular.
+    inv : ndarray, shape (..., m, m)
+    x : ndarray, shape (..., m)
+        ``a⁻¹ b``.
     logdet : ndarray, shape (...)
     """
     m = a.shape[-1]
-    low = np.zeros_like(a)
-    for j in range(m):
-        row = low[..., j, :j]
-        low[..., j, j] = np.sqrt(a[..., j, j] - np.einsum("...k,...k->...", row, row))
-        if j + 1 < m:
-            low[..., j + 1 :, j] = (a[..., j + 1 :, j] - np.einsum("...ik,...k->...i", low[..., j + 1 :, :j], row)
-                                    ) / low[..., j, j][..., None]
-    diag = np.diagonal(low, axis1=-2, axis2=-1)
-    # forward substitution of L X = I, one row of X at a time
-    inv = np.zeros_like(a)
+    lead = a.shape[:-2]
+    A = np.ascontiguousarray(np.moveaxis(a.reshape(-1, m, m), 0, -1))  # (m, m, S): entries over the stack
+    low = np.zeros((m, m, A.shape[-1]))
+    for j in range(m):  # one column of L per step
+        col = A[j:, j] - np.einsum("iks,ks->is", low[j:, :j], low[j, :j]) if j else A[j:, j].copy()
+        np.sqrt(col[0], out=low[j, j])
+        np.divide(col[1:], low[j, j], out=low[j + 1 :, j])
+    # forward substitution of L X = I, one row of X = L⁻¹ per step (X is lower
+    # triangular, so the sum may run over every k < i)
+    inv_l = np.zeros_like(low)
     for i in range(m):
-        inv[..., i, i] = 1.0 / diag[..., i]
+        np.divide(1.0, low[i, i], out=inv_l[i, i])
         if i:
-            inv[..., i, :i] = (-np.einsum("...k,...kj->...j", low[..., i, :i], inv[..., :i, :i])
-                               / diag[..., i][..., None])
-    return inv, 2.0 * np.log(diag).sum(axis=-1)
+            row = np.einsum("ks,kjs->js", low[i, :i], inv_l[:i, :i])
+            np.divide(-row, low[i, i], out=inv_l[i, :i])
+    # a⁻¹ = Xᵀ X, one row per step: (a⁻¹)_pq = Σ_{i >= p} X_ip X_iq (X_iq = 0 for i < q)
+    inv = np.empty_like(low)
+    for p in range(m):
+        inv[p] = np.einsum("is,iqs->qs", inv_l[p:, p], inv_l[p:])
+    B = np.ascontiguousarray(np.moveaxis(b.reshape(-1, m), 0, -1))  # (m, S)
+    x = np.einsum("pqs,qs->ps", inv, B)
+    logdet = 2.0 * np.log(np.diagonal(low, axis1=0, axis2=1)).sum(axis=-1)
+    return (np.moveaxis(inv, -1, 0).reshape(*lead, m, m), np.moveaxis(x, -1, 0).reshape(*lead, m),
+            logdet.reshape(lead))
 
 
 def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tuple[np.ndarray, list]:
@@ -200,9 +214,7 @@ def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tup
             # P_mo (x_o - μ_o) = (P z)_m, since z is 0 where missing: one batched GEMM and a
             # gather, instead of gathering the (K, ns, m, D) rows of P first
             b = np.take_along_axis(np.matmul(z, prec), mi[None], axis=2)
-            linv, logdet_m = _cholesky_inverse(pmm)
-            cond = np.matmul(np.swapaxes(linv, -1, -2), linv)  # P_mm⁻¹ = L⁻ᵀ L⁻¹
-            y = np.einsum("knij,knj->kni", cond, b)
+            cond, y, logdet_m = _conditional_solve(pmm, b)  # P_mm⁻¹, P_mm⁻¹ b, log det P_mm
         dev = z.copy()  # x̂ - μ: observed deviations, and -y in the missing places
         if m:
             np.put_along_axis(dev, np.broadcast_to(mi[None], y.shape), -y, axis=2)
