@@ -19,7 +19,7 @@ LAYERS = [
     ("loop, init", ["daskgmm.em", "daskgmm.init"]),
     ("fitting", ["daskgmm.fitting", "daskgmm.fitting_online", "daskgmm.fitting_variational", "daskgmm.fitting_report",
                  "daskgmm.fitting_predict", "daskgmm.fitting_attributes", "daskgmm.validation"]),
-    ("io, persist", ["daskgmm.io", "daskgmm.outputs", "daskgmm.persist"]),
+    ("io, persist", ["daskgmm.io", "daskgmm.io_files", "daskgmm.io_read", "daskgmm.outputs", "daskgmm.persist"]),
     ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.selection"]),
     ("front ends", ["daskgmm.cli", "daskgmm.config", "daskgmm.plot", "daskgmm"]),
 ]
