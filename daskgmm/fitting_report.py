@@ -1,8 +1,7 @@
 """The verbose lines of a fit, worded as scikit-learn's estimators print them.
 
-The estimators pass :meth:`VerboseReport.iteration` (or :func:`kmeans_report`) as the
-loop's ``on_iteration`` hook (:func:`daskgmm.fitting.run_lockstep`), so the loop itself
-never prints.
+The estimators pass :meth:`VerboseReport.iteration` (mixtures) or :func:`kmeans_report`
+(Lloyd) as the loop's ``on_iteration`` hook, so the loop itself never prints.
 """
 
 from __future__ import annotations
@@ -60,3 +59,25 @@ class VerboseReport:
                 print(f"Initialization {i} {msg}. lower bound {r.objective:.5f}.")
             else:
                 print(f"Initialization {i} {msg}.")
+
+
+def kmeans_report(tol: float):
+    """scikit-learn's verbose lines of Lloyd's iterations, as an ``on_iteration(iteration, runs)`` hook.
+
+    ``tol`` is the absolute tolerance the convergence line quotes.
+    """
+
+    def report(iteration, runs):
+        for i, r in enumerate(runs):
+            if r.n_iter == iteration:
+                tag = f" (init {i})" if len(runs) > 1 else ""
+                print(f"Iteration {iteration - 1}, inertia {r.objective}{tag}.")
+                if r.converged:
+                    shift = r.state.shift
+                    if shift == 0:
+                        print(f"Converged at iteration {iteration - 1}: strict convergence{tag}.")
+                    else:
+                        print(f"Converged at iteration {iteration - 1}: center shift {shift} within "
+                              f"tolerance {tol}{tag}.")
+
+    return report
