@@ -162,7 +162,7 @@ def sequential_update(centers, counts, stats):
     counts : ndarray, shape (K,)
         Rows (or weight) every centre has received.
     """
-    centers = np.asarray(centers, np.float64)  # float64 centres are updated in place
+    centers = np.array(centers, np.float64)  # a copy: the caller's centres (maybe the init array) stay
     m = stats.n
     seen = counts + m
     moved = m > 0
