@@ -11,7 +11,12 @@ dask-ml's estimators are over their module functions:
 - :func:`run_lockstep` — the loop, with checkpoint and progress hooks;
 - :func:`best_run` — the one rule that picks a restart (scikit-learn's);
 - :func:`fit_mixture` — all of the above for one estimator, resumable;
-- :func:`fitted_attributes` — scikit-learn's fitted attributes of a run.
+- :func:`fitted_attributes` — scikit-learn's fitted attributes of a run;
+- :func:`check_update_params`, :func:`check_n_samples`, :func:`check_warm_features` —
+  the checks before a fit; :func:`online_initial_states` — a first ``partial_fit``'s starts.
+
+Beside it: :mod:`daskgmm.fitting_report` (verbose lines), :mod:`daskgmm.fitting_predict`
+(predictions, samples), :mod:`daskgmm.fitting_attributes` (attributes, model files).
 """
 
 from __future__ import annotations
@@ -62,7 +67,34 @@ class MixtureParams:
 
 
 # ---------------------------------------------------------------------------
-# Initial parameters given by the user
+# Checks before a fit, and initial parameters given by the user
+
+
+def check_update_params(update_params) -> None:
+    """``update_params`` must name some of weights (w), means (m) and covariances (c), once each."""
+    up = update_params
+    if not isinstance(up, str) or not up or set(up) - set("wmc") or len(set(up)) != len(up):
+        raise ValueError(
+            f"update_params must be a non-empty combination of 'w', 'm' and 'c' "
+            f"(weights, means, covariances); got {up!r}"
+        )
+
+
+def check_n_samples(n_samples: int, n_components: int) -> None:
+    """scikit-learn's error for fewer rows than components."""
+    if n_samples < n_components:
+        raise ValueError(
+            f"Expected n_samples >= n_components but got n_components = {n_components}, n_samples = {n_samples}"
+        )
+
+
+def check_warm_features(name: str, fitted_features: int, n_features: int) -> None:
+    """A warm-started fit must see as many features as the fitted model has."""
+    if fitted_features != n_features:
+        raise ValueError(
+            f"X has {n_features} features, but the warm-started {name} was fitted "
+            f"with {fitted_features} features."
+        )
 
 
 def check_shape(param, shape, name):
@@ -344,6 +376,21 @@ def fitted_attributes(best: Run, runs: list[Run], lower_bound: float, max_iter: 
     if st.covariances is not None:
         out["covariances_"] = st.covariances.astype(dtype)
     return out
+
+
+def online_initial_states(data, scan, params: MixtureParams, random_state=None, given=None):
+    """The ``n_init`` starting models of a first online step (of which the step keeps the one
+    most likely on the batch), and the seconds their initialisation took.
+
+    Returns
+    -------
+    states : list of MixtureState
+    seconds : float
+    """
+    seeds = restart_seeds(random_state, params.n_init)
+    t0 = time.perf_counter()
+    states = initial_states(data, scan, [(params, s) for s in seeds], given)
+    return states, time.perf_counter() - t0
 
 
 def warm_state(weights, means, covariances, precisions_cholesky, params: MixtureParams, dtype) -> MixtureState:

@@ -3,11 +3,11 @@
 Lloyd's algorithm is the same loop and the same per-chunk kernel as the
 mixtures: k-means is a model whose log-density is ``-‖x - c_k‖²`` with hard
 assignment, so a pass returns counts, sums and the inertia of every restart.
+The estimator validates and sets attributes; the procedure is :mod:`daskgmm.fitting_kmeans`.
 """
 
 from __future__ import annotations
 
-import time
 import typing
 import warnings
 
@@ -17,16 +17,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm.em import Run, lockstep
-from daskgmm.init import initial_centers, kmeans_tolerance, restart_seeds
-from daskgmm.kernels import (
-    MixtureRequest,
-    ModelSpec,
-    chunk_pass,
-    kmeans_natural_params,
-)
-from daskgmm.kernels import predict as blocks
-from daskgmm.models import KMeansState
+from daskgmm import fitting_kmeans
+from daskgmm.fitting_attributes import set_attributes
+from daskgmm.fitting_report import kmeans_report
+from daskgmm.init import kmeans_tolerance, restart_seeds
 from daskgmm.persist import register
 from daskgmm.validation import (
     ARRAY_LIKE,
@@ -169,17 +163,7 @@ default="k-means||"
                 c = c.compute()
         else:
             c = self.init
-        c = np.asarray(c, dtype=np.float64)
-        if c.ndim != 2 or c.shape[0] != self.n_clusters:
-            raise ValueError(
-                f"The shape of the initial centers {c.shape} does not match the number of clusters "
-                f"{self.n_clusters}."
-            )
-        if c.shape[1] != d:
-            raise ValueError(
-                f"The shape of the initial centers {c.shape} does not match the number of features of the data {d}."
-            )
-        return c
+        return fitting_kmeans.check_init_centers(c, self.n_clusters, d)
 
     def _n_init(self) -> int:
         if self.n_init == "auto":
@@ -220,46 +204,14 @@ default="k-means||"
         seeds = restart_seeds(self.random_state, n_init)
         given = self._init_array(d, X, seeds[0])
         centre = scan.mean
-        t0 = time.perf_counter()
-        if given is not None:
-            starts = [given]
-        else:
-            starts = initial_centers(data, centre, self.init, k, seeds)
+        starts, seconds = fitting_kmeans.lloyd_starts(data, centre, self.init, k, seeds, given)
         if self.verbose:
-            print(f"Initialization complete ({time.perf_counter() - t0:.3f}s)")
+            print(f"Initialization complete ({seconds:.3f}s)")
         tol = kmeans_tolerance(scan.variance, self.tol)
-        runs = [Run(KMeansState(np.asarray(c, np.float64), tol=tol), objective=np.inf) for c in starts]
-
-        def report(iteration, runs):
-            for i, r in enumerate(runs):
-                if r.n_iter == iteration:
-                    tag = f" (init {i})" if len(runs) > 1 else ""
-                    print(f"Iteration {iteration - 1}, inertia {r.objective}{tag}.")
-                    if r.converged:
-                        shift = r.state.shift
-                        if shift == 0:
-                            print(f"Converged at iteration {iteration - 1}: strict convergence{tag}.")
-                        else:
-                            print(f"Converged at iteration {iteration - 1}: center shift {shift} within "
-                                  f"tolerance {tol}{tag}.")
-
-        lockstep(data, runs, centre=centre, max_iter=self.max_iter, callback=report if self.verbose else None)
-        # inertia and counts of the final centres (Lloyd's last pass measured the previous ones)
-        specs = [ModelSpec(kmeans_natural_params(r.state.centers - centre), "spherical", "hard") for r in runs]
-        final = data.run([MixtureRequest(specs)], centre)[0]
-        inertias = [max(0.0, float(-st.loglik)) for st in final]  # never -0.0
-        best = int(np.argmin(inertias))
-        r = runs[best]
-        dtype = data.dtype
-        self.cluster_centers_ = r.state.centers.astype(dtype)
-        self.inertia_ = inertias[best]
-        self.n_iter_ = int(r.n_iter)
-        self.counts_ = final[best].n.copy()
-        self.n_steps_ = 0
-        self.history_ = [
-            {"iteration": h["iteration"], "inertia": h["objective"], "seconds": h["seconds"], "events": h["events"]}
-            for h in r.history
-        ]
+        fit = fitting_kmeans.fit_lloyd(data, centre, starts, tol=tol, max_iter=self.max_iter,
+                                       on_iteration=kmeans_report(tol) if self.verbose else None)
+        r = fit.runs[fit.best]
+        set_attributes(self, fitting_kmeans.lloyd_attributes(fit, data.dtype))
         distinct = int(np.count_nonzero(self.counts_ > 0))
         if distinct < k:
             warnings.warn(
@@ -311,8 +263,8 @@ default="k-means||"
         name = type(self).__name__
         dask_batch = is_dask(X)
         if dask_batch:
-            data, scan, _ = prepare_rows(X, sample_weight, name, cache="none", min_samples=1,
-                                            estimator=self if first else None)
+            data, _, _ = prepare_rows(X, sample_weight, name, cache="none", min_samples=1,
+                                      estimator=self if first else None)
             d = data.n_features
         else:
             x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True)
@@ -326,36 +278,14 @@ default="k-means||"
             seed = restart_seeds(self.random_state, 1)
             given = self._init_array(d, X, seed[0])
             if given is None:
-                if dask_batch:
-                    given = initial_centers(data, scan.mean, "k-means++", self.n_clusters, seed)[0]
-                else:
-                    import dask.array as da
-
-                    from daskgmm.engine import ChunkedData
-
-                    if len(x) < self.n_clusters:
-                        raise ValueError(f"n_samples={len(x)} should be >= n_clusters={self.n_clusters}.")
-                    local = ChunkedData(da.from_array(x, chunks=x.shape), None, cache="none", in_memory=True)
-                    given = initial_centers(local, x.mean(axis=0), "k-means++", self.n_clusters, seed)[0]
+                given = fitting_kmeans.first_batch_centers(data if dask_batch else x, self.n_clusters, seed)
             self.cluster_centers_ = np.asarray(given, np.float64)
             self.counts_ = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_features_in_ = d
-        centers = np.asarray(self.cluster_centers_, np.float64)
-        centre = centers.mean(axis=0)
-        spec = ModelSpec(kmeans_natural_params(centers - centre), "spherical", "hard")
-        if dask_batch:
-            st = data.run([MixtureRequest([spec])], centre)[0][0]
-        else:
-            st = chunk_pass(x, [MixtureRequest([spec])], centre, sample_weight=w)[0][0]
-        m = st.n
-        seen = self.counts_ + m
-        moved = m > 0
-        # μ_new = μ + (Σ_batch (x - μ)) / n_new, the sequential update applied to the batch's rows
-        sums = st.s1[moved] + m[moved, None] * (st.shift - centers[moved])
-        centers[moved] += sums / seen[moved, None]
-        self.cluster_centers_ = centers
-        self.counts_ = seen
+        st = (fitting_kmeans.batch_statistics(data, self.cluster_centers_) if dask_batch
+              else fitting_kmeans.batch_statistics(x, self.cluster_centers_, w))
+        self.cluster_centers_, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
         self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         return self
 
@@ -364,18 +294,10 @@ default="k-means||"
         check_is_fitted(self)
         return prediction_rows(self, X)
 
-    def _nat(self):
-        centers = np.asarray(self.cluster_centers_, np.float64)
-        centre = centers.mean(axis=0)
-        return kmeans_natural_params(centers - centre), centre
-
     def _labels(self, X):
         """``labels_`` of the rows just fitted (int32, as scikit-learn's)."""
         Xd, x = self._rows(X)
-        nat, centre = self._nat()
-        if Xd is not None:
-            return Xd.map_blocks(blocks.nearest_labels, nat, centre, dtype=np.int32, drop_axis=1)
-        return blocks.nearest_labels(x, nat, centre)
+        return fitting_kmeans.nearest_labels(x if Xd is None else Xd, self.cluster_centers_)
 
     def predict(self, X):
         """Index of the nearest centre for each row (NumPy for NumPy input, lazy Dask for Dask).
@@ -389,11 +311,7 @@ default="k-means||"
     def transform(self, X):
         """Distances of every row to every centre, shape (n_samples, n_clusters)."""
         Xd, x = self._rows(X)
-        centers = np.asarray(self.cluster_centers_)
-        if Xd is not None:
-            return Xd.map_blocks(blocks.distances, centers, dtype=Xd.dtype,
-                                 chunks=(Xd.chunks[0], (self.n_clusters,)))
-        return blocks.distances(x, centers)
+        return fitting_kmeans.distances(x if Xd is None else Xd, self.cluster_centers_)
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of X (a float; Dask input is computed)."""
@@ -401,9 +319,7 @@ default="k-means||"
         # width and feature names checked against the fit (reset=False), as predict checks them
         data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1, estimator=self,
                                   reset=False)
-        nat, centre = self._nat()
-        st = data.run([MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre)[0][0]
-        return float(st.loglik)
+        return fitting_kmeans.inertia(data, self.cluster_centers_)
 
     # ----------------------------------------------------------- persistence
     def save(self, path, storage_options=None):
@@ -416,38 +332,12 @@ default="k-means||"
     def export_state(self):
         """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
         check_is_fitted(self)
-        names = getattr(self, "feature_names_in_", None)
-        meta = {
-            "n_components": int(self.n_clusters),
-            "n_features": int(self.n_features_in_),
-            "columns": None if names is None else [str(c) for c in names],
-            "dtype": str(np.asarray(self.cluster_centers_).dtype),
-            "fit": {
-                "inertia": float(getattr(self, "inertia_", np.nan)),
-                "n_iter": int(getattr(self, "n_iter_", 0)),
-                "n_steps": int(getattr(self, "n_steps_", 0)),
-                "history": getattr(self, "history_", []),
-            },
-        }
-        return {"cluster_centers_": self.cluster_centers_, "counts_": self.counts_}, meta
+        return fitting_kmeans.export_kmeans(self)
 
     def import_state(self, arrays, meta):
         """Set the fitted attributes from :meth:`export_state`'s output (checked: shapes, finite values)."""
-        k, d = int(meta["n_components"]), int(meta["n_features"])
-        c = np.asarray(arrays["cluster_centers_"])
-        if c.shape != (k, d) or k != self.n_clusters:
-            raise ValueError(f"cluster_centers_ has shape {c.shape}, expected ({self.n_clusters}, {d})")
-        if not np.all(np.isfinite(c)):
-            raise ValueError("cluster_centers_ holds NaN or infinite values")
-        self.cluster_centers_ = c.astype(np.dtype(meta.get("dtype", "float64")))
-        self.counts_ = np.asarray(arrays.get("counts_", np.zeros(k)), np.float64)
-        fit = meta.get("fit", {})
         from daskgmm.persist import restore_history
 
-        self.inertia_ = float(fit.get("inertia", np.nan))
-        self.n_iter_ = int(fit.get("n_iter", 0))
-        self.n_steps_ = int(fit.get("n_steps", 0))
-        self.history_ = restore_history(fit.get("history"))
-        self.n_features_in_ = d
-        if meta.get("columns") is not None:
-            self.feature_names_in_ = np.asarray(meta["columns"], dtype=object)
+        attributes = fitting_kmeans.import_kmeans(arrays, meta, self.n_clusters)
+        attributes["history_"] = restore_history(attributes["history_"])
+        set_attributes(self, attributes)

@@ -1,8 +1,13 @@
-"""``GaussianMixture``: scikit-learn's estimator, fitted by EM passes over Dask chunks."""
+"""``GaussianMixture``: scikit-learn's estimator, fitted by EM passes over Dask chunks.
+
+The estimator is thin: it validates its parameters and input and sets attributes; the fit
+procedure is :mod:`daskgmm.fitting` (and :mod:`daskgmm.fitting_online` for ``partial_fit``),
+predictions and samples :mod:`daskgmm.fitting_predict`, the attributes and model files
+:mod:`daskgmm.fitting_attributes`, the verbose lines :mod:`daskgmm.fitting_report`.
+"""
 
 from __future__ import annotations
 
-import time
 import typing
 import warnings
 
@@ -10,10 +15,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import fitting, fitting_online
-from daskgmm.init import INIT_METHODS, check_random_state, restart_seeds
+from daskgmm import fitting, fitting_attributes, fitting_online, fitting_predict
+from daskgmm.fitting_attributes import set_attributes
+from daskgmm.fitting_report import VerboseReport
+from daskgmm.init import INIT_METHODS
 from daskgmm.kernels import covariance as cov
-from daskgmm.kernels import predict as blocks
 from daskgmm.persist import register
 from daskgmm.validation import (
     ARRAY_LIKE,
@@ -24,7 +30,6 @@ from daskgmm.validation import (
     Interval,
     Options,
     check_rows,
-    is_dask_dataframe,
     prediction_rows,
     prepare_rows,
     validate_params,
@@ -209,14 +214,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.missing = missing
 
     # ------------------------------------------------------------------ fit
-    def _check_update_params(self):
-        up = self.update_params
-        if not isinstance(up, str) or not up or set(up) - set("wmc") or len(set(up)) != len(up):
-            raise ValueError(
-                f"update_params must be a non-empty combination of 'w', 'm' and 'c' "
-                f"(weights, means, covariances); got {up!r}"
-            )
-
     def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, progress=None):
         """Estimate the parameters with EM, keeping the best of ``n_init`` runs.
 
@@ -263,23 +260,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return tags
 
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
+        """The fit (:func:`daskgmm.fitting.fit_mixture`); returns the prepared data."""
         self._validate_params()
-        self._check_update_params()
+        fitting.check_update_params(self.update_params)
         data, scan, _ = self._prepare(X, sample_weight)
-        n, d = data.n_rows, data.n_features
-        k = self.n_components
-        if n < k:
-            raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
-            )
+        d = data.n_features
+        fitting.check_n_samples(data.n_rows, self.n_components)
         params = fitting.MixtureParams.of(self.get_params())
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
-            if self.means_.shape[1] != d:
-                raise ValueError(
-                    f"X has {d} features, but the warm-started {type(self).__name__} was fitted "
-                    f"with {self.means_.shape[1]} features."
-                )
+            fitting.check_warm_features(type(self).__name__, self.means_.shape[1], d)
             warm = (fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
                                        params, data.dtype), self.lower_bound_)
         given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init, params, d)
@@ -289,15 +279,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             progress=progress, on_iteration=self._verbose_iteration if self.verbose else None,
         )
         self._verbose_end(fit.runs)
-        for name, value in fitting.fitted_attributes(fit.best, fit.runs, fit.lower_bound, self.max_iter,
-                                                     data.dtype).items():
-            setattr(self, name, value)
-        self.init_seconds_, self.init_passes_, self.n_passes_ = fit.init_seconds, fit.init_passes, fit.n_passes
-        self.n_features_in_ = d
-        # the fit counts as one batch: a later partial_fit continues from it with eta_1
-        self.n_batches_, self.n_rows_seen_ = 1, int(n)
-        if hasattr(self, "online_stats_"):
-            del self.online_stats_
+        set_attributes(self, fitting_attributes.fit_attributes(fit, data.n_rows, d, self.max_iter, data.dtype),
+                       drop=("online_stats_",))
         if not self.converged_ and self.max_iter > 0:
             warn_convergence(
                 "Best performing initialization did not converge. Try different init "
@@ -333,21 +316,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         first = not hasattr(self, "means_")
         name = type(self).__name__
         self._validate_params()
-        self._check_update_params()
+        fitting.check_update_params(self.update_params)
         params = fitting.MixtureParams.of(self.get_params())
         if first:
             data, scan, info = self._prepare(X, sample_weight)
-            k, d = self.n_components, data.n_features
-            if data.n_rows < k:
-                raise ValueError(
-                    f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {data.n_rows}"
-                )
+            fitting.check_n_samples(data.n_rows, self.n_components)
             given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
-                                                     params, d)
-            seeds = restart_seeds(self.random_state, self.n_init)
-            t0 = time.perf_counter()
-            states = fitting.initial_states(data, scan, [(params, s) for s in seeds], given)
-            self.init_seconds_ = time.perf_counter() - t0
+                                                     params, data.n_features)
+            states, self.init_seconds_ = fitting.online_initial_states(data, scan, params, self.random_state, given)
             running, t, centre, seen = None, 0, scan.mean, 0
         else:
             check_is_fitted(self)
@@ -362,101 +338,43 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             t, centre, seen = int(self.n_batches_), self._centre(), int(self.n_rows_seen_)
         names = info["feature_names"] if first else getattr(self, "feature_names_in_", None)
         step = fitting_online.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
-                                   learning_offset=self.learning_offset, feature_names=names, name=name)
-        st = step.state
-        dtype = data.dtype
-        self.weights_ = st.weights.astype(dtype)
-        self.means_ = st.means.astype(dtype)
-        self.covariances_ = st.covariances.astype(dtype)
-        self.precisions_cholesky_ = np.asarray(st.precisions_cholesky).astype(dtype)
-        self.precisions_ = cov.precisions_from_cholesky(st.precisions_cholesky, st.covariance_type).astype(dtype)
-        self.online_stats_ = step.stats
-        self.n_batches_, self.n_rows_seen_ = t + 1, seen + step.rows
-        previous = getattr(self, "lower_bound_", -np.inf) if not first else -np.inf
-        # no convergence test: stepwise EM runs for as long as batches come
-        self.converged_ = False
-        self.n_iter_ = (0 if first else int(self.n_iter_)) + 1
-        self.lower_bound_ = step.loglik
-        self.lower_bounds_ = ([] if first else list(self.lower_bounds_)) + [step.loglik]
-        self.history_ = ([] if first else list(self.history_)) + [{
-            "iteration": self.n_iter_, "lower_bound": step.loglik, "change": step.loglik - previous,
-            "seconds": step.seconds, "events": list(st.events), "batch": self.n_batches_, "rows": step.rows,
-            "eta": step.eta,
-        }]
-        if first:
-            self.restarts_ = []
-            self.init_passes_, self.n_passes_ = data.passes - 1, data.passes
-        else:
-            self.n_passes_ = int(getattr(self, "n_passes_", 0)) + data.passes
+                                          learning_offset=self.learning_offset, feature_names=names, name=name)
+        set_attributes(self, fitting_attributes.online_attributes(step, t, seen, data.passes, data.dtype,
+                                                                  previous=None if first else self))
         return self
 
     # ------------------------------------------------------------- verbose
     def _verbose_start(self, n_runs):
-        self._t_iter = time.perf_counter()
-        if self.verbose:
-            for i in range(n_runs):
-                print(f"Initialization {i}")
+        self._report = VerboseReport(self.verbose, self.verbose_interval)
+        self._report.start(n_runs)
 
     def _verbose_iteration(self, iteration, runs):
-        if iteration % self.verbose_interval:
-            return
-        now = time.perf_counter()
-        for i, r in enumerate(runs):
-            if r.n_iter != iteration:
-                continue
-            tag = f" (initialization {i})" if len(runs) > 1 else ""
-            if self.verbose == 1:
-                print(f"  Iteration {iteration}{tag}")
-            else:
-                change = r.history[-1]["change"]
-                print(f"  Iteration {iteration}\t time lapse {now - self._t_iter:.5f}s\t ll change {change:.5f}{tag}")
-        self._t_iter = now
+        self._report.iteration(iteration, runs)
 
     def _verbose_end(self, runs):
-        if not self.verbose:
-            return
-        for i, r in enumerate(runs):
-            msg = "converged" if r.converged else "did not converge"
-            if self.verbose >= 2:
-                print(f"Initialization {i} {msg}. lower bound {r.objective:.5f}.")
-            else:
-                print(f"Initialization {i} {msg}.")
+        self._report.end(runs)
 
     # ----------------------------------------------------------- predictions
     def _centre(self) -> np.ndarray:
-        w = np.asarray(self.weights_, np.float64)
-        return (w / w.sum()) @ np.asarray(self.means_, np.float64)
+        return fitting_predict.mixture_centre(self.weights_, self.means_)
 
     def _natural(self, centre):
-        """Log-density parameters for predictions: shared features, or the per-component
-        form when the model is badly conditioned for them."""
-        args = (self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, centre)
-        if cov.precise_needed(self.means_, self.precisions_cholesky_, self.covariance_type, centre,
-                              np.asarray(self.means_).dtype):
-            return cov.per_component(*args)
-        return cov.natural_params(*args)
+        """Log-density parameters for predictions (:func:`daskgmm.fitting_predict.natural_form`)."""
+        return fitting_predict.natural_form(self.weights_, self.means_, self.precisions_cholesky_,
+                                            self.covariance_type, centre)
 
     def _marginal(self, centre):
         """The per-component form for rows with NaN (``missing="marginalize"``), else None."""
-        if getattr(self, "missing", "raise") != "marginalize":
-            return None
-        return cov.per_component(self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type,
-                                 centre)
+        return fitting_predict.marginal_form(self.weights_, self.means_, self.precisions_cholesky_,
+                                             self.covariance_type, centre, getattr(self, "missing", "raise"))
 
     def _apply(self, X, what):
-        """Run ``blocks.mixture_block`` over X: NumPy in, NumPy out; Dask in, lazy Dask out."""
+        """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out."""
         check_is_fitted(self)
         Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"))
         centre = self._centre()
-        nat = self._natural(centre)
-        marg = self._marginal(centre)
-        if Xd is not None:
-            if what == "proba":
-                return Xd.map_blocks(blocks.mixture_block, nat, centre, what, marg, dtype=Xd.dtype,
-                                     chunks=(Xd.chunks[0], (self.n_components,)))
-            dtype = np.intp if what == "labels" else Xd.dtype
-            return Xd.map_blocks(blocks.mixture_block, nat, centre, what, marg, dtype=dtype, drop_axis=1)
-        return blocks.mixture_block(x, nat, centre, what, marg)
+        return fitting_predict.apply_mixture(x if Xd is None else Xd, self._natural(centre), centre, what,
+                                             self._marginal(centre), self.n_components)
 
     def predict(self, X):
         """Most likely component of each row, shape (n_samples,)."""
@@ -478,22 +396,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _n_parameters(self) -> int:
         return cov.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
 
-    def _n_rows(self, X) -> int:
-        if is_dask_dataframe(X):
-            return len(X)
-        n = X.shape[0] if hasattr(X, "shape") else len(X)
-        if isinstance(n, float) and np.isnan(n):
-            n = int(X.compute_chunk_sizes().shape[0])
-        return int(n)
-
     def bic(self, X):
         """Bayesian information criterion on X (lower is better)."""
-        n = self._n_rows(X)
+        n = fitting_predict.n_rows(X)
         return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
 
     def aic(self, X):
         """Akaike information criterion on X (lower is better)."""
-        return -2 * self.score(X) * self._n_rows(X) + 2 * self._n_parameters()
+        return -2 * self.score(X) * fitting_predict.n_rows(X) + 2 * self._n_parameters()
 
     def sample(self, n_samples=1):
         """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream).
@@ -505,27 +415,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             Component of each row.
         """
         check_is_fitted(self)
-        if n_samples < 1:
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
-            )
-        rng = check_random_state(self.random_state)
-        means = np.asarray(self.means_, np.float64)
-        covs = np.asarray(self.covariances_, np.float64)
-        n_features = means.shape[1]
-        counts = rng.multinomial(n_samples, np.asarray(self.weights_, np.float64))
-        ct = self.covariance_type
-        if ct == "full":
-            X = np.vstack([rng.multivariate_normal(m, c, int(s)) for m, c, s in zip(means, covs, counts)])
-        elif ct == "tied":
-            X = np.vstack([rng.multivariate_normal(m, covs, int(s)) for m, s in zip(means, counts)])
-        else:
-            X = np.vstack([
-                m + rng.standard_normal(size=(s, n_features)) * np.sqrt(c)
-                for m, c, s in zip(means, covs, counts)
-            ])
-        y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
-        return X, y
+        return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
+                                              n_samples, self.random_state)
 
     # ------------------------------------------------------------ to Parquet
     def _column_names(self):
@@ -553,28 +444,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
-        import dask
-        import dask.array as da
-
         check_is_fitted(self)
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
             Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False,
                                finite="allow-nan" if getattr(self, "missing", "raise") == "marginalize" else True)
-        # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
-        xb = Xd.to_delayed(optimize_graph=False).ravel()
-        if ids is not None:
-            ids = ids if isinstance(ids, da.Array) else da.from_array(np.asarray(ids), chunks=(Xd.chunks[0],))
-            ib = ids.rechunk((Xd.chunks[0],)).to_delayed(optimize_graph=False).ravel()
-        else:
-            ib = [None] * len(xb)
-            id_column = None
         centre = self._centre()
-        nat = self._natural(centre)
-        marg = self._marginal(centre)
-        part = dask.delayed(blocks.prediction_part, pure=True)
-        return [part(x, i, nat, centre, id_column, proba, loglik, self.n_components, marg) for x, i in zip(xb, ib)]
+        return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
+                                                self.n_components, ids=ids, id_column=id_column, proba=proba,
+                                                loglik=loglik)
 
     def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
         """Stream ``n_samples`` rows drawn from the mixture to Parquet parts, atomically.
@@ -589,8 +468,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         int
             Rows written.
         """
-        import dask
-
         from daskgmm.io import rows_per_part
         from daskgmm.outputs import write_parts
 
@@ -598,13 +475,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         n_samples = int(n_samples)
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-        seed = check_random_state(random_state).randint(0, 2**31 - 1)
-        n_parts = max(1, -(-n_samples // int(chunk_rows)))
-        w = np.asarray(self.weights_, np.float64)
-        args = (w / w.sum(), np.asarray(self.means_, np.float64), np.asarray(self.covariances_, np.float64),
-                self.covariance_type, self._column_names(), np.asarray(self.means_).dtype)
-        part = dask.delayed(blocks.sample_part, pure=True)
-        parts = [part(n, seed, i, *args) for i, n in enumerate(rows_per_part(n_samples, n_parts))]
+        sizes = rows_per_part(n_samples, max(1, -(-n_samples // int(chunk_rows))))
+        parts = fitting_predict.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
+                                             self.covariance_type, self._column_names())
         return write_parts(path, parts, storage_options)
 
     # ----------------------------------------------------------- persistence
@@ -618,107 +491,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def export_state(self):
         """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
         check_is_fitted(self)
-        arrays = {
-            name: getattr(self, name)
-            for name in ("weights_", "means_", "covariances_", "precisions_cholesky_")
-            if hasattr(self, name)
-        }
-        names = getattr(self, "feature_names_in_", None)
-        meta = {
-            "n_components": int(self.n_components),
-            "covariance_type": self.covariance_type,
-            "n_features": int(self.n_features_in_),
-            "columns": None if names is None else [str(c) for c in names],
-            "dtype": str(np.asarray(self.means_).dtype),
-            "fit": {
-                "converged": bool(self.converged_),
-                "n_iter": int(self.n_iter_),
-                "lower_bound": float(self.lower_bound_),
-                "lower_bounds": [float(v) for v in getattr(self, "lower_bounds_", [])],
-                "history": getattr(self, "history_", []),
-                "restarts": getattr(self, "restarts_", []),
-                "init_seconds": float(getattr(self, "init_seconds_", 0.0)),
-            },
-            "online": {
-                "n_batches": int(getattr(self, "n_batches_", 1)),
-                "n_rows_seen": int(getattr(self, "n_rows_seen_", 0)),
-            },
-        }
-        stats = getattr(self, "online_stats_", None)
-        if stats is not None:
-            # the running statistics, so that a loaded model continues exactly (float64 always)
-            arrays.update(online_n=stats.n, online_s1=stats.s1, online_s2=stats.s2, online_shift=stats.shift)
-            meta["online"].update(loglik=float(stats.loglik), weight=float(stats.weight), rows=int(stats.rows))
-        return arrays, meta
+        return fitting_attributes.export_mixture(self)
 
     def import_state(self, arrays, meta):
         """Set the fitted attributes from :meth:`export_state`'s output (checked: shapes, finite values)."""
-        k, d, ct = int(meta["n_components"]), int(meta["n_features"]), meta["covariance_type"]
-        if k != self.n_components or ct != self.covariance_type:
-            raise ValueError("n_components/covariance_type differ between parameters and fitted arrays")
-        dtype = np.dtype(meta.get("dtype", "float64"))
-        expect = {
-            "weights_": (k,),
-            "means_": (k, d),
-            "precisions_cholesky_": cov.covariance_shape(ct, k, d),
-            "covariances_": cov.covariance_shape(ct, k, d),
-        }
-        for name, shape in expect.items():
-            if name == "covariances_" and name not in arrays:
-                continue
-            a = np.asarray(arrays[name])
-            if a.shape != shape:
-                raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"{name} holds NaN or infinite values")
-        w = np.asarray(arrays["weights_"], np.float64)
-        if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-5):
-            raise ValueError(f"weights_ must be non-negative and sum to 1 (sum {w.sum():.6g})")
-        self.weights_ = arrays["weights_"].astype(dtype)
-        self.means_ = arrays["means_"].astype(dtype)
-        self.precisions_cholesky_ = arrays["precisions_cholesky_"].astype(dtype)
-        pc64 = np.asarray(arrays["precisions_cholesky_"], np.float64)
-        self.precisions_ = cov.precisions_from_cholesky(pc64, ct).astype(dtype)
-        if "covariances_" in arrays:
-            self.covariances_ = arrays["covariances_"].astype(dtype)
-        else:
-            self.covariances_ = cov.covariances_from_precisions(self.precisions_, ct).astype(dtype)
-        fit = meta.get("fit", {})
-        self.converged_ = bool(fit.get("converged", False))
-        self.n_iter_ = int(fit.get("n_iter", 0))
-        self.lower_bound_ = float(fit.get("lower_bound", -np.inf))
-        self.lower_bounds_ = [float(v) for v in fit.get("lower_bounds", [])]
         from daskgmm.persist import restore_history
 
-        self.history_ = restore_history(fit.get("history"))
-        self.restarts_ = fit.get("restarts", [])
-        self.init_seconds_ = float(fit.get("init_seconds", 0.0))
-        self.n_features_in_ = d
-        if meta.get("columns") is not None:
-            self.feature_names_in_ = np.asarray(meta["columns"], dtype=object)
-        online = meta.get("online") or {}
-        # files written before partial_fit existed hold a fitted model: one batch
-        self.n_batches_ = int(online.get("n_batches", 1))
-        self.n_rows_seen_ = int(online.get("n_rows_seen", 0))
-        if hasattr(self, "online_stats_"):
-            del self.online_stats_
-        if "online_n" in arrays:
-            self.online_stats_ = self._online_stats(arrays, online, k, d, ct)
-
-    def _online_stats(self, arrays, online, k, d, ct):
-        """The running statistics saved by :meth:`export_state`, checked."""
-        from daskgmm.kernels import SuffStats
-
-        n, s1, s2 = (np.asarray(arrays[f"online_{a}"], np.float64) for a in ("n", "s1", "s2"))
-        shift = np.asarray(arrays["online_shift"], np.float64)
-        s2_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
-        for name, a, shape in (("online_n", n, (k,)), ("online_s1", s1, (k, d)), ("online_s2", s2, s2_shape)):
-            if a.shape != shape:
-                raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
-        if shift.shape not in ((d,), (k, d)):
-            raise ValueError(f"online_shift has shape {shift.shape}, expected ({d},) or ({k}, {d})")
-        if not all(np.all(np.isfinite(a)) for a in (n, s1, s2, shift)):
-            raise ValueError("the running statistics hold NaN or infinite values")
-        return SuffStats(n=n, s1=s1, s2=s2, loglik=float(online.get("loglik", 0.0)),
-                         weight=float(online.get("weight", 1.0)), rows=int(online.get("rows", 0)), shift=shift,
-                         covariance_type=ct)
+        attributes = fitting_attributes.import_mixture(arrays, meta, self.n_components, self.covariance_type)
+        attributes["history_"] = restore_history(attributes["history_"])
+        set_attributes(self, attributes, drop=("online_stats_",))

@@ -1,146 +1,59 @@
-"""scikit-learn conventions for daskgmm's estimators, and what scikit-learn cannot do for Dask input.
+"""Input checks: any supported input as row-chunked Dask arrays, and what scikit-learn cannot do for Dask.
 
 scikit-learn provides the base classes, ``NotFittedError``, ``ConvergenceWarning``
 and the validation of in-memory input (``sklearn.utils.validation.validate_data``,
 which also keeps ``n_features_in_`` and ``feature_names_in_``). This module adds:
 
-- parameter constraints checked with scikit-learn's messages (scikit-learn's own
-  constraint classes live in a private module, so these are ours), raising
-  scikit-learn's ``InvalidParameterError``;
 - Dask arrays and DataFrames turned into row-chunked Dask arrays without pulling
   them to the client (shape, dtype and feature names are checked from metadata;
   values are checked by the first pass);
-- in-memory input wrapped as a Dask array for the same passes.
+- in-memory input wrapped as a Dask array for the same passes;
+- :func:`prepare_rows`: the input as :class:`daskgmm.engine.ChunkedData`, with its first scan checked.
+
+It also names the two other halves of validation, so that estimators import from one
+place: parameter constraints (:mod:`daskgmm.validation_params`: ``Interval``, ``Options``,
+``validate_params``, scikit-learn's ``InvalidParameterError``) and the checks of the first
+scan (:mod:`daskgmm.validation_scan`: non-finite values, weights, degenerate data).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import os
-import typing
-import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.validation import validate_data
 
-__all__ = [
-    "ARRAY_LIKE", "BOOLEAN", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning", "Interval",
-    "InvalidParameterError", "NotFittedError", "Options", "check_rows", "prediction_rows", "prepare_rows",
-    "validate_params", "warn_convergence",
-]
-
-
-def _invalid_parameter_error() -> type:
-    """scikit-learn's ``InvalidParameterError`` (a ValueError and a TypeError).
-
-    The class is defined in a private module of scikit-learn; its public face is what
-    ``BaseEstimator``'s parameter validation raises, so it is taken from there.
-    """
-
-    class _Probe(BaseEstimator):
-        _parameter_constraints: typing.ClassVar[dict] = {"p": [None]}
-
-        def __init__(self, p=0):
-            self.p = p
-
-    try:
-        _Probe()._validate_params()
-    except (ValueError, TypeError) as exc:
-        return type(exc)
-    raise RuntimeError("scikit-learn accepted an invalid parameter")  # pragma: no cover
-
-
-InvalidParameterError = _invalid_parameter_error()
-
-
-def warn_convergence(message: str) -> None:
-    """Warn with scikit-learn's ConvergenceWarning, pointing at the caller of ``fit``."""
-    warnings.warn(message, ConvergenceWarning, stacklevel=3)
-
-
-# ---------------------------------------------------------------------------
-# Parameter constraints, described and checked the way scikit-learn does.
-
-
-class Interval:
-    """A real or integral number in an interval (``closed``: "left", "right", "both", "neither")."""
-
-    def __init__(self, kind, left, right, closed="left"):
-        self.kind, self.left, self.right, self.closed = kind, left, right, closed
-
-    def ok(self, v) -> bool:
-        if isinstance(v, (bool, np.bool_)):
-            return False
-        if self.kind is int and not isinstance(v, numbers.Integral):
-            return False
-        if self.kind is float and not isinstance(v, numbers.Real):
-            return False
-        if isinstance(v, float) and math.isnan(v):
-            return False
-        lo_ok = self.left is None or (v >= self.left if self.closed in ("left", "both") else v > self.left)
-        hi_ok = self.right is None or (v <= self.right if self.closed in ("right", "both") else v < self.right)
-        return lo_ok and hi_ok
-
-    def __str__(self):
-        lo = "-inf" if self.left is None else (float(self.left) if self.kind is float else self.left)
-        hi = "inf" if self.right is None else (float(self.right) if self.kind is float else self.right)
-        lb = "[" if self.closed in ("left", "both") and self.left is not None else "("
-        rb = "]" if self.closed in ("right", "both") and self.right is not None else ")"
-        return f"{'an int' if self.kind is int else 'a float'} in the range {lb}{lo}, {hi}{rb}"
-
-
-class Options:
-    """One of a set of strings."""
-
-    def __init__(self, *values):
-        self.values = set(values)
-
-    def ok(self, v) -> bool:
-        return isinstance(v, str) and v in self.values
-
-    def __str__(self):
-        return "a str among {" + ", ".join(repr(v) for v in sorted(self.values)) + "}"
-
-
-class _Simple:
-    def __init__(self, test, text):
-        self.ok, self.text = test, text
-
-    def __str__(self):
-        return self.text
-
-
-BOOLEAN = _Simple(lambda v: isinstance(v, (bool, np.bool_)), "an instance of 'bool' or an instance of 'numpy.bool'")
-NONE = _Simple(lambda v: v is None, "None")
-ARRAY_LIKE = _Simple(
-    lambda v: not isinstance(v, str) and (hasattr(v, "__len__") or hasattr(v, "__array__")), "an array-like"
-)
-CALLABLE = _Simple(callable, "a callable")
-RANDOM_STATE = [
-    Interval(int, 0, 2**32 - 1, "both"),
-    _Simple(lambda v: isinstance(v, np.random.RandomState), "an instance of 'numpy.random.mtrand.RandomState'"),
+from daskgmm.validation_params import (
+    ARRAY_LIKE,
+    BOOLEAN,
+    CALLABLE,
     NONE,
+    RANDOM_STATE,
+    VERBOSE,
+    Interval,
+    InvalidParameterError,
+    Options,
+    check_missing_supported,
+    validate_params,
+    warn_convergence,
+)
+from daskgmm.validation_scan import (
+    DegenerateDataWarning,
+    check_finite,
+    check_scan,
+    empty_rows_error,
+    warn_degenerate,
+)
+
+__all__ = [
+    "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
+    "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
+    "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "in_memory_rows", "is_dask",
+    "is_dask_array", "is_dask_dataframe", "prediction_rows", "prepare_rows", "validate_params",
+    "warn_convergence", "warn_degenerate",
 ]
-VERBOSE = [Interval(int, 0, None), BOOLEAN]
-
-
-def _describe(constraints) -> str:
-    parts = [str(c) for c in constraints]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
-
-
-def validate_params(estimator) -> None:
-    """Check every parameter against ``estimator._parameter_constraints`` (scikit-learn's message)."""
-    for name, constraints in type(estimator)._parameter_constraints.items():
-        value = getattr(estimator, name)
-        if not any(c.ok(value) for c in constraints):
-            raise InvalidParameterError(
-                f"The {name!r} parameter of {type(estimator).__name__} must be "
-                f"{_describe(constraints)}. Got {value!r} instead."
-            )
 
 
 # ---------------------------------------------------------------------------
@@ -356,78 +269,6 @@ def prediction_rows(estimator, X, missing: str = "raise"):
     return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite)
 
 
-def check_missing_supported(estimator, why: str) -> None:
-    """Raise for ``missing="marginalize"`` on an estimator that cannot marginalise (``why``: the reason)."""
-    if getattr(estimator, "missing", "raise") == "marginalize":
-        name = type(estimator).__name__
-        raise ValueError(
-            f"{name} does not support missing='marginalize': {why}. Use "
-            "GaussianMixture(missing='marginalize'), or drop the rows with NaN "
-            "(daskgmm.read_parquet(..., nan_policy='omit'))."
-        )
-
-
-def empty_rows_error(n_empty: int) -> ValueError:
-    """The error for rows with no observed value under ``missing="marginalize"``."""
-    return ValueError(
-        f"{n_empty} row(s) have every feature missing (NaN); marginalising leaves nothing of them. "
-        "Drop them first."
-    )
-
-
-def check_finite(scan, feature_names, what: str = "X", missing: str = "raise") -> None:
-    """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts.
-
-    With ``missing="marginalize"`` NaN is allowed, except in rows where every value is NaN.
-    """
-    def col(j):
-        return repr(str(feature_names[j])) if feature_names is not None else str(j)
-
-    nan_cols = np.flatnonzero(scan.nan)
-    inf_cols = np.flatnonzero(scan.inf)
-    if missing == "marginalize":
-        if scan.empty_rows:
-            raise empty_rows_error(scan.empty_rows)
-        nan_cols = nan_cols[:0]
-    if nan_cols.size:
-        detail = ", ".join(f"column {col(j)}: {int(scan.nan[j])} value(s)" for j in nan_cols)
-        raise ValueError(
-            f"Input {what} contains NaN. {detail}. Remove or impute missing values before fitting "
-            "(daskgmm.read_parquet(..., nan_policy='omit') drops such rows)."
-        )
-    if inf_cols.size:
-        detail = ", ".join(f"column {col(j)}: {int(scan.inf[j])} value(s)" for j in inf_cols)
-        raise ValueError(f"Input {what} contains infinity or a value too large for dtype('float64'). {detail}.")
-    if scan.bad_weights:
-        raise ValueError(f"sample_weight has {scan.bad_weights} negative or non-finite value(s).")
-
-
-class DegenerateDataWarning(UserWarning):
-    """Every row of X is the same point, or a column of X has one value in every row."""
-
-
-def warn_degenerate(scan, feature_names, n_components=None) -> None:
-    """Warn (``DegenerateDataWarning``) when every row is the same point, or about columns of one value.
-
-    A column is constant when its standard deviation is below 1e-12 of its mean: the scan
-    merges chunk means, so a constant column's variance is rounding, not always zero.
-    """
-    if scan.rows < 2 or scan.weight <= 0:
-        return
-    var = np.asarray(scan.m2, np.float64) / scan.weight
-    const = np.flatnonzero(var <= (1e-12 * np.abs(scan.mean)) ** 2)
-    if const.size == var.size:
-        more = f", fewer than n_components={n_components}" if n_components and n_components > 1 else ""
-        warnings.warn(f"all {scan.rows} rows of X are the same point: 1 distinct point{more} "
-                      "(possibly duplicate points in X); the components cannot be told apart",
-                      DegenerateDataWarning, stacklevel=3)
-    elif const.size:
-        names = ", ".join(repr(str(feature_names[j])) if feature_names is not None else str(j) for j in const)
-        warnings.warn(f"column(s) {names} of X have zero variance (one value in every row): they carry no "
-                      "information, and their variances rest on reg_covar alone; drop them",
-                      DegenerateDataWarning, stacklevel=3)
-
-
 def _weights_array(sample_weight, Xd):
     """``sample_weight`` as a float64 Dask array chunked like the rows of ``Xd``."""
     import dask.array as da
@@ -445,28 +286,6 @@ def _weights_array(sample_weight, Xd):
     if w.ndim != 1 or w.shape[0] != n:
         raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
     return w.astype(np.float64)
-
-
-def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True) -> None:
-    """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
-
-    Under ``missing="marginalize"`` the scan's weight is that of the complete rows (its mean,
-    variance and sample come from them): at least one is needed to ``initialise``; without
-    that (an online step) the caller checks the weight of all rows itself.
-    """
-    check_finite(scan, feature_names, missing=missing)
-    if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
-        if not initialise:
-            return
-        raise ValueError(
-            f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
-            "has a missing value (or no positive weight)."
-        )
-    if scan.weight <= 0:
-        raise ValueError(
-            "Sample weights must contain at least one non-zero number. "
-            f"{name} got sample_weight with a sum of {scan.weight:g}."
-        )
 
 
 def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None,

@@ -118,3 +118,19 @@ def test_kmeans_api_and_errors(tmp_path):
     assert isinstance(back, KMeans)
     np.testing.assert_array_equal(back.predict(X), km.predict(X))
     assert back.inertia_ == km.inertia_
+
+
+def test_fit_and_partial_fit_leave_the_init_array_and_earlier_centres_alone():
+    # scikit-learn's rule: an estimator never modifies its parameters (the sequential update
+    # once updated the centres in place, and the first batch's centres were the init array)
+    X = np.random.RandomState(0).randn(200, 2)
+    init = np.array([[0.0, 0.0], [1.0, 1.0]])
+    km = KMeans(2, init=init, n_init=1).partial_fit(X[:100])
+    before = km.cluster_centers_
+    kept = before.copy()
+    km.partial_fit(X[100:])
+    np.testing.assert_array_equal(init, [[0.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(before, kept)
+    assert not np.array_equal(km.cluster_centers_, kept)
+    KMeans(2, init=init, n_init=1).fit(X)
+    np.testing.assert_array_equal(init, [[0.0, 0.0], [1.0, 1.0]])

@@ -17,8 +17,10 @@ LAYERS = [
     ("engine", ["daskgmm.engine"]),
     ("models", ["daskgmm.models", "daskgmm.variational"]),
     ("loop, init", ["daskgmm.em", "daskgmm.init"]),
-    ("fitting", ["daskgmm.fitting", "daskgmm.fitting_online", "daskgmm.fitting_variational", "daskgmm.validation"]),
-    ("io, persist", ["daskgmm.io", "daskgmm.outputs", "daskgmm.persist"]),
+    ("fitting", ["daskgmm.fitting", "daskgmm.fitting_online", "daskgmm.fitting_variational", "daskgmm.fitting_report",
+                 "daskgmm.fitting_predict", "daskgmm.fitting_attributes", "daskgmm.fitting_kmeans",
+                 "daskgmm.validation", "daskgmm.validation_params", "daskgmm.validation_scan"]),
+    ("io, persist", ["daskgmm.io", "daskgmm.io_files", "daskgmm.io_read", "daskgmm.outputs", "daskgmm.persist"]),
     ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.selection"]),
     ("front ends", ["daskgmm.cli", "daskgmm.config", "daskgmm.plot", "daskgmm"]),
 ]

@@ -1,0 +1,90 @@
+"""Checks of what the first scan of the input found: non-finite values, weights, degenerate data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+
+def empty_rows_error(n_empty: int) -> ValueError:
+    """The error for rows with no observed value under ``missing="marginalize"``."""
+    return ValueError(
+        f"{n_empty} row(s) have every feature missing (NaN); marginalising leaves nothing of them. "
+        "Drop them first."
+    )
+
+
+def check_finite(scan, feature_names, what: str = "X", missing: str = "raise") -> None:
+    """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts.
+
+    With ``missing="marginalize"`` NaN is allowed, except in rows where every value is NaN.
+    """
+    def col(j):
+        return repr(str(feature_names[j])) if feature_names is not None else str(j)
+
+    nan_cols = np.flatnonzero(scan.nan)
+    inf_cols = np.flatnonzero(scan.inf)
+    if missing == "marginalize":
+        if scan.empty_rows:
+            raise empty_rows_error(scan.empty_rows)
+        nan_cols = nan_cols[:0]
+    if nan_cols.size:
+        detail = ", ".join(f"column {col(j)}: {int(scan.nan[j])} value(s)" for j in nan_cols)
+        raise ValueError(
+            f"Input {what} contains NaN. {detail}. Remove or impute missing values before fitting "
+            "(daskgmm.read_parquet(..., nan_policy='omit') drops such rows)."
+        )
+    if inf_cols.size:
+        detail = ", ".join(f"column {col(j)}: {int(scan.inf[j])} value(s)" for j in inf_cols)
+        raise ValueError(f"Input {what} contains infinity or a value too large for dtype('float64'). {detail}.")
+    if scan.bad_weights:
+        raise ValueError(f"sample_weight has {scan.bad_weights} negative or non-finite value(s).")
+
+
+class DegenerateDataWarning(UserWarning):
+    """Every row of X is the same point, or a column of X has one value in every row."""
+
+
+def warn_degenerate(scan, feature_names, n_components=None) -> None:
+    """Warn (``DegenerateDataWarning``) when every row is the same point, or about columns of one value.
+
+    A column is constant when its standard deviation is below 1e-12 of its mean: the scan
+    merges chunk means, so a constant column's variance is rounding, not always zero.
+    """
+    if scan.rows < 2 or scan.weight <= 0:
+        return
+    var = np.asarray(scan.m2, np.float64) / scan.weight
+    const = np.flatnonzero(var <= (1e-12 * np.abs(scan.mean)) ** 2)
+    if const.size == var.size:
+        more = f", fewer than n_components={n_components}" if n_components and n_components > 1 else ""
+        warnings.warn(f"all {scan.rows} rows of X are the same point: 1 distinct point{more} "
+                      "(possibly duplicate points in X); the components cannot be told apart",
+                      DegenerateDataWarning, stacklevel=3)
+    elif const.size:
+        names = ", ".join(repr(str(feature_names[j])) if feature_names is not None else str(j) for j in const)
+        warnings.warn(f"column(s) {names} of X have zero variance (one value in every row): they carry no "
+                      "information, and their variances rest on reg_covar alone; drop them",
+                      DegenerateDataWarning, stacklevel=3)
+
+
+def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True) -> None:
+    """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
+
+    Under ``missing="marginalize"`` the scan's weight is that of the complete rows (its mean,
+    variance and sample come from them): at least one is needed to ``initialise``; without
+    that (an online step) the caller checks the weight of all rows itself.
+    """
+    check_finite(scan, feature_names, missing=missing)
+    if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
+        if not initialise:
+            return
+        raise ValueError(
+            f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
+            "has a missing value (or no positive weight)."
+        )
+    if scan.weight <= 0:
+        raise ValueError(
+            "Sample weights must contain at least one non-zero number. "
+            f"{name} got sample_weight with a sum of {scan.weight:g}."
+        )
