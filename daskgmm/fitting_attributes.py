@@ -190,7 +190,7 @@ def online_statistics(arrays, online: dict, n_components: int, n_features: int, 
     k, d, ct = n_components, n_features, covariance_type
     n, s1, s2 = (np.asarray(arrays[f"online_{a}"], np.float64) for a in ("n", "s1", "s2"))
     shift = np.asarray(arrays["online_shift"], np.float64)
-    s2_shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+    s2_shape = cov.covariance_shape(ct, k, d)
     for name, a, shape in (("online_n", n, (k,)), ("online_s1", s1, (k, d)), ("online_s2", s2, s2_shape)):
         if a.shape != shape:
             raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
