@@ -20,7 +20,8 @@ LAYERS = [
     ("fitting", ["daskgmm.fitting", "daskgmm.fitting_online", "daskgmm.fitting_variational", "daskgmm.validation"]),
     ("io, persist", ["daskgmm.io", "daskgmm.outputs", "daskgmm.persist"]),
     ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.selection"]),
-    ("front ends", ["daskgmm.cli", "daskgmm.config", "daskgmm.plot", "daskgmm"]),
+    ("front ends", ["daskgmm.cli", "daskgmm.cli_args", "daskgmm.cli_runtime", "daskgmm.cli_fit", "daskgmm.cli_read",
+                    "daskgmm.config", "daskgmm.plot", "daskgmm"]),
 ]
 
 
