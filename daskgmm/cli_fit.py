@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.cli_args import EXIT_OK
+from daskgmm.cli_args import EXIT_OK, UsageError
 from daskgmm.cli_runtime import (
     Reporter,
     check_outputs,
@@ -29,7 +29,62 @@ from daskgmm.cli_runtime import (
 
 #: The options of ``--estimator bayesian`` (its priors), also part of a checkpoint's fingerprint.
 BAYESIAN_OPTIONS = ("estimator", "weight_concentration_prior_type", "weight_concentration_prior",
-                    "mean_precision_prior", "degrees_of_freedom_prior")
+                    "mean_precision_prior", "degrees_of_freedom_prior", "mean_prior", "covariance_prior")
+
+#: How the estimator (as scikit-learn's) refuses a covariance prior: bad usage, as a wrong shape is.
+PRIOR_REFUSALS = ("should be symmetric, positive-definite", "precision' should be positive")
+
+
+def _count(a) -> str:
+    return f"a {a.shape[0]} x {a.shape[1]} matrix" if a.ndim == 2 else f"{a.size} number(s)"
+
+
+def bayesian_priors(o, columns) -> tuple:
+    """``--mean-prior`` and ``--covariance-prior`` in the shapes the estimator takes, checked against DATA.
+
+    Parameters
+    ----------
+    o : argparse.Namespace
+        The resolved options; ``mean_prior``/``covariance_prior`` are None or float64
+        arrays of at most two dimensions (as :func:`daskgmm.config.coerce` reads them).
+    columns : list of str
+        The feature columns, D of them.
+
+    Returns
+    -------
+    mean_prior : ndarray of shape (D,) or None
+    covariance_prior : float (spherical), ndarray of shape (D,) (diag) or (D, D) (full, tied), or None
+        A full or tied matrix may be given flat, D * D numbers row by row.
+
+    Raises
+    ------
+    UsageError
+        A prior whose size does not fit the columns or the covariance type (whether a
+        matrix is positive-definite is the estimator's to say).
+    """
+    d, ct = len(columns), o.covariance_type
+    data = f"the data has {d} feature column(s) ({', '.join(columns)})"
+    mean, cov = o.mean_prior, o.covariance_prior
+    if mean is not None:
+        if mean.ndim > 1 or mean.size != d:
+            raise UsageError(f"daskgmm fit: --mean-prior has {_count(mean)} but {data}; give one number per column")
+        mean = mean.reshape(d)
+    if cov is None:
+        return mean, None
+    if ct == "spherical":
+        if cov.size != 1:
+            raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but --covariance-type spherical "
+                             "takes a single number")
+        return mean, float(cov.reshape(-1)[0])
+    if ct == "diag":
+        if cov.ndim > 1 or cov.size != d:
+            raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but {data}; --covariance-type "
+                             "diag takes one number per column")
+        return mean, cov.reshape(d)
+    if cov.shape != (d, d) and not (cov.ndim <= 1 and cov.size == d * d):
+        raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but {data}; --covariance-type {ct} "
+                         f"takes a {d} x {d} matrix ({d * d} numbers, row by row)")
+    return mean, cov.reshape(d, d)
 
 
 def make_estimator(o):
@@ -108,6 +163,8 @@ def cmd_fit(o, log, metrics):
             f"{src.X.dtype}")
         metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
                        n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
+        if o.estimator == "bayesian":
+            o.mean_prior, o.covariance_prior = bayesian_priors(o, src.columns)
         est = make_estimator(o)
         ckpt = None
         if o.checkpoint_dir:
@@ -122,7 +179,13 @@ def cmd_fit(o, log, metrics):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
-            est.fit(src.X, checkpoint=ckpt, progress=report.progress)
+            try:
+                est.fit(src.X, checkpoint=ckpt, progress=report.progress)
+            except ValueError as exc:
+                if o.estimator == "bayesian" and o.covariance_prior is not None and any(
+                        t in str(exc) for t in PRIOR_REFUSALS):
+                    raise UsageError(f"daskgmm fit: --covariance-prior: {exc}") from None
+                raise
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning)):

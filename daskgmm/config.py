@@ -8,8 +8,10 @@ values of the wrong type are errors naming the file and the key.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+import numpy as np
 import yaml
 
 
@@ -20,7 +22,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Opt:
     dest: str
-    kind: str  # int, float, str, bool, list, choice
+    kind: str  # int, float, str, bool, list, choice, size, array
     default: object
     help: str
     commands: tuple
@@ -79,6 +81,11 @@ OPTIONS = [
         metavar="B"),
     Opt("degrees_of_freedom_prior", "float", None, "Wishart degrees of freedom (bayesian; default D)", (FIT,),
         metavar="NU"),
+    Opt("mean_prior", "array", None, "mean of the mean prior: one number per feature column, comma-separated, "
+        "or a .npy/.json file (bayesian; default: the data's mean)", (FIT,), metavar="M,M,..|FILE"),
+    Opt("covariance_prior", "array", None, "covariance prior: one number (spherical), one per column (diag), "
+        "or the D x D matrix (full, tied) row by row, rows optionally separated by ';'; or a .npy/.json file "
+        "(bayesian; default: the data's covariance)", (FIT,), metavar="C,C,..|FILE"),
     Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE, SELECT), metavar="S"),
     # outputs
     Opt("model_out", "str", None, "directory to write the fitted model to (required)", (FIT, UPDATE),
@@ -146,6 +153,80 @@ def _type_name(kind) -> str:
     }[kind]
 
 
+#: File types an array option (``--mean-prior``, ``--covariance-prior``) may name instead of numbers.
+ARRAY_FILES = (".npy", ".json")
+
+
+def _numbers(value):
+    """Nested lists of numbers (or numeric strings: YAML reads ``1e-3`` as one) to float64, at most 2-D."""
+    def num(v):
+        try:
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise ValueError
+            return float(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a number") from None
+
+    if isinstance(value, list):
+        rows = [[num(v) for v in row] if isinstance(row, list) else num(row) for row in value]
+        if any(isinstance(r, list) for r in rows):
+            if not all(isinstance(r, list) for r in rows) or len({len(r) for r in rows}) != 1:
+                raise ValueError("the rows of a matrix must be lists of the same length")
+    else:
+        rows = num(value)
+    out = np.asarray(rows, dtype=np.float64)
+    if out.size == 0:
+        raise ValueError("no numbers")
+    return out
+
+
+def _read_array(path: str) -> np.ndarray:
+    """The numbers in a ``.npy`` file (no pickles) or a ``.json`` file (a number or nested lists)."""
+    try:
+        if path.lower().endswith(".npy"):
+            try:
+                raw = np.load(path, allow_pickle=False)
+            except ValueError as exc:  # not a .npy file, or an object array
+                raise ValueError(f"{path}: not a readable .npy array of numbers ({exc})") from None
+            if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "iuf" or raw.ndim > 2:
+                raise ValueError(f"{path}: expected a 0-, 1- or 2-d array of numbers, got "
+                                 f"{getattr(raw, 'dtype', type(raw).__name__)} of shape {np.shape(raw)}")
+            return raw.astype(np.float64)
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return _numbers(doc)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _array(value) -> np.ndarray:
+    """An array option's value: a number, (nested) lists, "1,2,3", "1,0;0,1", or a .npy/.json file."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower().endswith(ARRAY_FILES):
+            out = _read_array(text)
+        else:
+            rows = [[v.strip() for v in row.split(",")] for row in text.split(";")]
+            if any(v == "" for row in rows for v in row):
+                raise ValueError("an empty value between ',' or ';'")
+            try:
+                out = _numbers(rows if ";" in text else rows[0] if len(rows[0]) > 1 else rows[0][0])
+            except ValueError:
+                raise ValueError(f"not numbers, nor a {' or '.join(ARRAY_FILES)} file") from None
+    else:
+        out = _numbers(value)
+    if out.ndim > 2:
+        raise ValueError(f"{out.ndim} dimensions; at most 2 (a matrix)")
+    if not np.all(np.isfinite(out)):
+        raise ValueError("not every value is finite")
+    return out
+
+
 def coerce(opt: Opt, value, where: str):
     """Convert a config (or command-line) value to the option's type, or raise ConfigError."""
     def bad(extra=""):
@@ -200,6 +281,11 @@ def coerce(opt: Opt, value, where: str):
         if not items:
             raise bad(" (empty)")
         return items
+    if kind == "array":
+        try:
+            return _array(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {opt.dest}: {exc}") from None
     if kind == "choice":
         if not isinstance(value, str) or value not in opt.choices:
             raise bad()
