@@ -30,14 +30,17 @@ EXIT_DOC = """exit status:
   2  bad usage or bad input: a missing/unknown option or config key, a missing or
      non-numeric column, disagreeing schemas, NaN/inf values, an empty or corrupt
      file, an unreadable model (the message names the file, column, key or value)
-  1  any other failure (e.g. a component collapsed, a worker failed for good)
+  1  any other failure (e.g. a component collapsed, a worker failed for good)"""
+
+#: What the commands that write outputs add to the exit statuses.
+OUTPUTS_DOC = """
 Outputs are written to a staging directory and renamed into place only when
 complete, so after a failure the previous outputs are untouched."""
 
 COMMANDS = {
     FIT: "fit a Gaussian mixture on Parquet data and save the model",
     PREDICT: "label rows of Parquet data with a saved model",
-    SCORE: "mean log-likelihood, BIC and AIC of Parquet data under a saved model",
+    SCORE: "mean log-likelihood of Parquet data under a saved model, with BIC and AIC (not for a Bayesian one)",
     SAMPLE: "draw rows from a saved model into Parquet, streaming",
     INFO: "describe a saved model",
     SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
@@ -54,14 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="daskgmm",
-        description="Gaussian mixture models fitted by EM on Parquet data with Dask.",
-        epilog=EXIT_DOC,
+        description="Gaussian mixture models on Parquet data with Dask, fitted by EM or variationally "
+                    "(--estimator bayesian).",
+        epilog=EXIT_DOC + OUTPUTS_DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"daskgmm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd, text in COMMANDS.items():
-        sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".", epilog=EXIT_DOC,
+        sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".",
+                            epilog=EXIT_DOC + ("" if cmd in (SCORE, INFO) else OUTPUTS_DOC),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         if cmd in (FIT, PREDICT, SCORE, SELECT, UPDATE):
             sp.add_argument("data", nargs="*", metavar="DATA",
