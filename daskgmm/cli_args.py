@@ -53,6 +53,7 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand, its options built from :data:`daskgmm.config.OPTIONS`."""
     from daskgmm import __version__
 
     parser = argparse.ArgumentParser(

@@ -107,6 +107,7 @@ def make_estimator(o):
 
 
 def fingerprint(o, src) -> dict:
+    """What a fit's checkpoint belongs to: the data, its chunking, the estimator's options and priors."""
     keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
             "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", *BAYESIAN_OPTIONS)
     # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks

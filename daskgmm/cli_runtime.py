@@ -142,6 +142,7 @@ def check_outputs(o, locks):
 
 
 def check_file_target(path, flag):
+    """Refuse (UsageError) a file output ``flag`` that is a directory or whose directory cannot be written."""
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a directory; give a file name")
