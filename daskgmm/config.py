@@ -8,8 +8,10 @@ values of the wrong type are errors naming the file and the key.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+import numpy as np
 import yaml
 
 
@@ -20,7 +22,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Opt:
     dest: str
-    kind: str  # int, float, str, bool, list, choice
+    kind: str  # int, float, str, bool, list, choice, size, array
     default: object
     help: str
     commands: tuple
@@ -60,25 +62,32 @@ OPTIONS = [
     Opt("n_components", "int", 1, "number of mixture components K", (FIT,), metavar="K"),
     Opt("covariance_type", "choice", "full", "covariance shape", (FIT,),
         choices=("full", "tied", "diag", "spherical")),
-    Opt("max_iter", "int", 100, "maximum EM iterations", (FIT, SELECT), metavar="N"),
-    Opt("tol", "float", 1e-3, "stop when the mean log-likelihood changes by less", (FIT, SELECT), metavar="T"),
+    Opt("max_iter", "int", 100, "maximum iterations (EM, or variational updates)", (FIT, SELECT), metavar="N"),
+    Opt("tol", "float", 1e-3, "stop when the lower bound (EM: the mean log-likelihood) changes by less",
+        (FIT, SELECT), metavar="T"),
     Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (FIT, SELECT), metavar="N"),
     Opt("init_params", "choice", "kmeans", "initialisation", (FIT, SELECT),
         choices=("kmeans", "k-means++", "random", "random_from_data")),
     Opt("reg_covar", "float", 1e-6, "added to covariance diagonals", (FIT, SELECT), metavar="R"),
-    Opt("assignment", "choice", "soft", "soft EM, or hard (classification) EM", (FIT,), choices=("soft", "hard")),
-    Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on", (FIT,),
-        choices=("raise", "reinit")),
+    Opt("assignment", "choice", "soft", "soft EM, or hard (classification) EM (--estimator gaussian)", (FIT,),
+        choices=("soft", "hard")),
+    Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on "
+        "(--estimator gaussian)", (FIT,), choices=("raise", "reinit")),
     Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, or the variational BayesianGaussianMixture",
         (FIT,), choices=("gaussian", "bayesian")),
     Opt("weight_concentration_prior_type", "choice", "dirichlet_process", "weight prior (--estimator bayesian)",
         (FIT,), choices=("dirichlet_process", "dirichlet_distribution")),
-    Opt("weight_concentration_prior", "float", None, "weight concentration (bayesian; default 1/K)", (FIT,),
+    Opt("weight_concentration_prior", "float", None, "weight concentration (--estimator bayesian; default 1/K)", (FIT,),
         metavar="A"),
-    Opt("mean_precision_prior", "float", None, "precision of the mean prior (bayesian; default 1)", (FIT,),
+    Opt("mean_precision_prior", "float", None, "precision of the mean prior (--estimator bayesian; default 1)", (FIT,),
         metavar="B"),
-    Opt("degrees_of_freedom_prior", "float", None, "Wishart degrees of freedom (bayesian; default D)", (FIT,),
-        metavar="NU"),
+    Opt("degrees_of_freedom_prior", "float", None, "Wishart degrees of freedom (--estimator bayesian; default D, "
+        "the number of columns)", (FIT,), metavar="NU"),
+    Opt("mean_prior", "array", None, "mean of the mean prior: one number per feature column, comma-separated, "
+        "or a .npy/.json file (--estimator bayesian; default: the data's mean)", (FIT,), metavar="M,M,..|FILE"),
+    Opt("covariance_prior", "array", None, "covariance prior: one number (spherical), one per column (diag), "
+        "or the D x D matrix (full, tied) row by row, rows optionally separated by ';'; or a .npy/.json file "
+        "(--estimator bayesian; default: the data's covariance)", (FIT,), metavar="C,C,..|FILE"),
     Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE, SELECT), metavar="S"),
     # outputs
     Opt("model_out", "str", None, "directory to write the fitted model to (required)", (FIT, UPDATE),
@@ -87,13 +96,14 @@ OPTIONS = [
         metavar="DIR"),
     Opt("proba", "bool", False, "write proba_0..proba_{K-1} with the predictions", (FIT, PREDICT, UPDATE)),
     Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT, UPDATE)),
-    Opt("checkpoint_dir", "str", None, "save EM progress here after every iteration", (FIT, UPDATE),
+    Opt("checkpoint_dir", "str", None, "save progress here after every iteration (fit) or step (update)", (FIT, UPDATE),
         metavar="DIR"),
     Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one",
         (FIT, UPDATE)),
     Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers",
         (FIT, SCORE, SELECT, UPDATE), metavar="FILE"),
-    Opt("plot", "str", None, "write a PNG picture of the fit (needs matplotlib: pip install daskgmm[plot])",
+    Opt("plot", "str", None, "write a PNG picture of the fit, or of the candidates (select); needs matplotlib: "
+        "pip install daskgmm[plot]",
         (FIT, SELECT), metavar="FILE.png"),
     Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE)),
     # predict / score / sample / info / update
@@ -144,6 +154,80 @@ def _type_name(kind) -> str:
         "list": "a list or a comma-separated string", "str": "a string", "choice": "one of",
         "size": "a size such as 2GiB, 500MB or auto",
     }[kind]
+
+
+#: File types an array option (``--mean-prior``, ``--covariance-prior``) may name instead of numbers.
+ARRAY_FILES = (".npy", ".json")
+
+
+def _numbers(value):
+    """Nested lists of numbers (or numeric strings: YAML reads ``1e-3`` as one) to float64, at most 2-D."""
+    def num(v):
+        try:
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise ValueError
+            return float(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a number") from None
+
+    if isinstance(value, list):
+        rows = [[num(v) for v in row] if isinstance(row, list) else num(row) for row in value]
+        if any(isinstance(r, list) for r in rows):
+            if not all(isinstance(r, list) for r in rows) or len({len(r) for r in rows}) != 1:
+                raise ValueError("the rows of a matrix must be lists of the same length")
+    else:
+        rows = num(value)
+    out = np.asarray(rows, dtype=np.float64)
+    if out.size == 0:
+        raise ValueError("no numbers")
+    return out
+
+
+def _read_array(path: str) -> np.ndarray:
+    """The numbers in a ``.npy`` file (no pickles) or a ``.json`` file (a number or nested lists)."""
+    try:
+        if path.lower().endswith(".npy"):
+            try:
+                raw = np.load(path, allow_pickle=False)
+            except ValueError as exc:  # not a .npy file, or an object array
+                raise ValueError(f"{path}: not a readable .npy array of numbers ({exc})") from None
+            if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "iuf" or raw.ndim > 2:
+                raise ValueError(f"{path}: expected a 0-, 1- or 2-d array of numbers, got "
+                                 f"{getattr(raw, 'dtype', type(raw).__name__)} of shape {np.shape(raw)}")
+            return raw.astype(np.float64)
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return _numbers(doc)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _array(value) -> np.ndarray:
+    """An array option's value: a number, (nested) lists, "1,2,3", "1,0;0,1", or a .npy/.json file."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower().endswith(ARRAY_FILES):
+            out = _read_array(text)
+        else:
+            rows = [[v.strip() for v in row.split(",")] for row in text.split(";")]
+            if any(v == "" for row in rows for v in row):
+                raise ValueError("an empty value between ',' or ';'")
+            try:
+                out = _numbers(rows if ";" in text else rows[0] if len(rows[0]) > 1 else rows[0][0])
+            except ValueError:
+                raise ValueError(f"not numbers, nor a {' or '.join(ARRAY_FILES)} file") from None
+    else:
+        out = _numbers(value)
+    if out.ndim > 2:
+        raise ValueError(f"{out.ndim} dimensions; at most 2 (a matrix)")
+    if not np.all(np.isfinite(out)):
+        raise ValueError("not every value is finite")
+    return out
 
 
 def coerce(opt: Opt, value, where: str):
@@ -200,6 +284,11 @@ def coerce(opt: Opt, value, where: str):
         if not items:
             raise bad(" (empty)")
         return items
+    if kind == "array":
+        try:
+            return _array(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {opt.dest}: {exc}") from None
     if kind == "choice":
         if not isinstance(value, str) or value not in opt.choices:
             raise bad()

@@ -22,7 +22,8 @@ LAYERS = [
                  "daskgmm.validation", "daskgmm.validation_params", "daskgmm.validation_scan"]),
     ("io, persist", ["daskgmm.io", "daskgmm.io_files", "daskgmm.io_read", "daskgmm.outputs", "daskgmm.persist"]),
     ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.selection"]),
-    ("front ends", ["daskgmm.cli", "daskgmm.config", "daskgmm.plot", "daskgmm"]),
+    ("front ends", ["daskgmm.cli", "daskgmm.cli_args", "daskgmm.cli_runtime", "daskgmm.cli_fit", "daskgmm.cli_read",
+                    "daskgmm.config", "daskgmm.plot", "daskgmm"]),
 ]
 
 

@@ -1,0 +1,161 @@
+"""The ``daskgmm`` command line: its parser, option resolution and usage checks.
+
+Every option comes from the table in :mod:`daskgmm.config`; values are taken from the
+defaults, then ``--config``, then explicit flags (:func:`resolve`), and checked before
+any cluster starts (:func:`require`): a bad command line is a :class:`UsageError`, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from daskgmm.config import (
+    FIT,
+    INFO,
+    PREDICT,
+    SAMPLE,
+    SCORE,
+    SELECT,
+    UPDATE,
+    coerce,
+    load_config,
+    options_for,
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+EXIT_DOC = """exit status:
+  0  success
+  2  bad usage or bad input: a missing/unknown option or config key, a missing or
+     non-numeric column, disagreeing schemas, NaN/inf values, an empty or corrupt
+     file, an unreadable model (the message names the file, column, key or value)
+  1  any other failure (e.g. a component collapsed, a worker failed for good)"""
+
+#: What the commands that write outputs add to the exit statuses.
+OUTPUTS_DOC = """
+Outputs are written to a staging directory and renamed into place only when
+complete, so after a failure the previous outputs are untouched."""
+
+COMMANDS = {
+    FIT: "fit a Gaussian mixture on Parquet data and save the model",
+    PREDICT: "label rows of Parquet data with a saved model",
+    SCORE: "mean log-likelihood of Parquet data under a saved model, with BIC and AIC (not for a Bayesian one)",
+    SAMPLE: "draw rows from a saved model into Parquet, streaming",
+    INFO: "describe a saved model",
+    SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
+    UPDATE: "update a saved Gaussian mixture with new Parquet data by online EM (partial_fit) and save it",
+}
+
+
+class UsageError(ValueError):
+    """Bad command line (exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand, its options built from :data:`daskgmm.config.OPTIONS`."""
+    from daskgmm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="daskgmm",
+        description="Gaussian mixture models on Parquet data with Dask, fitted by EM or variationally "
+                    "(--estimator bayesian).",
+        epilog=EXIT_DOC + OUTPUTS_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"daskgmm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd, text in COMMANDS.items():
+        sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".",
+                            epilog=EXIT_DOC + ("" if cmd in (SCORE, INFO) else OUTPUTS_DOC),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if cmd in (FIT, PREDICT, SCORE, SELECT, UPDATE):
+            sp.add_argument("data", nargs="*", metavar="DATA",
+                            help="Parquet file(s), directory, glob or fsspec URL (or 'data' in the config)")
+        for opt in options_for(cmd):
+            flags = [opt.flag] + ([opt.short] if opt.short else [])
+            default = "" if opt.default in (None, False) else f" (default: {_show(opt.default)})"
+            if opt.kind == "bool":
+                # --x and --no-x: a flag on the command line overrides the config either way
+                sp.add_argument(*flags, dest=opt.dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=opt.help)
+            else:
+                metavar = opt.metavar or (None if opt.choices else opt.dest.upper())
+                sp.add_argument(*flags, dest=opt.dest, default=None, metavar=metavar,
+                                choices=opt.choices or None, help=opt.help + default)
+        if cmd != INFO:
+            sp.add_argument("--config", metavar="FILE.yaml",
+                            help="YAML file holding the same options (underscores for dashes); flags override it")
+    return parser
+
+
+def _show(value):
+    return ",".join(value) if isinstance(value, list) else value
+
+
+def resolve(args) -> argparse.Namespace:
+    """Defaults, then the config file, then explicit flags."""
+    cmd = args.command
+    merged = {o.dest: o.default for o in options_for(cmd)}
+    config = getattr(args, "config", None)
+    data = None
+    if config:
+        values = load_config(config, cmd)
+        data = values.pop("data", None)
+        merged.update(values)
+    for o in options_for(cmd):
+        given = getattr(args, o.dest, None)
+        if given is not None:
+            merged[o.dest] = coerce(o, given, o.flag)
+    if getattr(args, "data", None):
+        data = args.data
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    merged["data"] = data
+    merged["command"] = cmd
+    ns = argparse.Namespace(**merged)
+    require(ns)
+    return ns
+
+
+def require(o):
+    """Refuse a resolved command line that cannot run: a missing required value, a bad number or combination."""
+    need = {FIT: ["data", "model_out"], PREDICT: ["data", "model", "out"], SCORE: ["data", "model"],
+            SAMPLE: ["model", "n", "out"], INFO: ["model"], SELECT: ["data", "out"],
+            UPDATE: ["data", "model", "model_out"]}[o.command]
+    for key in need:
+        if getattr(o, key) in (None, [], ""):
+            flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
+            raise UsageError(f"daskgmm {o.command}: {flag} is required (or '{key}' in the config)")
+    for key in ("n_components", "n_init", "max_iter", "n", "chunk_rows", "n_workers", "threads_per_worker",
+                "passes"):
+        v = getattr(o, key, None)
+        if v is not None and v < (0 if key == "max_iter" else 1):
+            raise UsageError(f"daskgmm {o.command}: --{key.replace('_', '-')} must be at least "
+                             f"{0 if key == 'max_iter' else 1}, got {v}")
+    if o.command == SELECT:
+        if o.k_min < 1 or o.k_max < o.k_min:
+            raise UsageError(f"daskgmm select: need 1 <= --k-min <= --k-max, got {o.k_min} and {o.k_max}")
+        bad = [t for t in o.covariance_types if t not in ("full", "tied", "diag", "spherical")]
+        if bad:
+            raise UsageError(f"daskgmm select: unknown covariance type(s) {', '.join(bad)} "
+                             "(choose among full, tied, diag, spherical)")
+    if getattr(o, "plot", None):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'daskgmm[plot]'") from None
+    if getattr(o, "resume", False) and not getattr(o, "checkpoint_dir", None):
+        raise UsageError(f"daskgmm {o.command}: --resume needs --checkpoint-dir")
+    tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
+    if any(tls) and not getattr(o, "scheduler", None):
+        raise UsageError(f"daskgmm {o.command}: --tls-* options need --scheduler tls://HOST:PORT")
+    outs = [p for p in (getattr(o, "model_out", None), getattr(o, "predictions_out", None)) if p]
+    if len(outs) == 2 and overlap(*outs):
+        raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be separate directories")
+
+
+def overlap(a, b) -> bool:
+    """Whether directories ``a`` and ``b`` are the same or one holds the other."""
+    a, b = os.path.abspath(a), os.path.abspath(b)
+    return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)

@@ -1,0 +1,306 @@
+"""The commands that write a model: ``fit`` and ``update``.
+
+Both write ``--model-out`` (and ``--predictions-out``) staged and swap them in together,
+and with ``--checkpoint-dir`` save their progress under a fingerprint of the job (data,
+chunking, options), so that ``--resume`` continues only the job that was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+import warnings
+
+import numpy as np
+
+from daskgmm.cli_args import EXIT_OK, UsageError
+from daskgmm.cli_runtime import (
+    Reporter,
+    check_outputs,
+    command_cluster,
+    missing_policy,
+    model_source,
+    name_columns,
+    open_data,
+    plot_after,
+)
+
+#: The options of ``--estimator bayesian`` (its priors), also part of a checkpoint's fingerprint.
+BAYESIAN_OPTIONS = ("estimator", "weight_concentration_prior_type", "weight_concentration_prior",
+                    "mean_precision_prior", "degrees_of_freedom_prior", "mean_prior", "covariance_prior")
+
+#: How the estimator (as scikit-learn's) refuses a covariance prior: bad usage, as a wrong shape is.
+PRIOR_REFUSALS = ("should be symmetric, positive-definite", "precision' should be positive")
+
+
+def _count(a) -> str:
+    return f"a {a.shape[0]} x {a.shape[1]} matrix" if a.ndim == 2 else f"{a.size} number(s)"
+
+
+def bayesian_priors(o, columns) -> tuple:
+    """``--mean-prior`` and ``--covariance-prior`` in the shapes the estimator takes, checked against DATA.
+
+    Parameters
+    ----------
+    o : argparse.Namespace
+        The resolved options; ``mean_prior``/``covariance_prior`` are None or float64
+        arrays of at most two dimensions (as :func:`daskgmm.config.coerce` reads them).
+    columns : list of str
+        The feature columns, D of them.
+
+    Returns
+    -------
+    mean_prior : ndarray of shape (D,) or None
+    covariance_prior : float (spherical), ndarray of shape (D,) (diag) or (D, D) (full, tied), or None
+        A full or tied matrix may be given flat, D * D numbers row by row.
+
+    Raises
+    ------
+    UsageError
+        A prior whose size does not fit the columns or the covariance type (whether a
+        matrix is positive-definite is the estimator's to say).
+    """
+    d, ct = len(columns), o.covariance_type
+    data = f"the data has {d} feature column(s) ({', '.join(columns)})"
+    mean, cov = o.mean_prior, o.covariance_prior
+    if mean is not None:
+        if mean.ndim > 1 or mean.size != d:
+            raise UsageError(f"daskgmm fit: --mean-prior has {_count(mean)} but {data}; give one number per column")
+        mean = mean.reshape(d)
+    if cov is None:
+        return mean, None
+    if ct == "spherical":
+        if cov.size != 1:
+            raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but --covariance-type spherical "
+                             "takes a single number")
+        return mean, float(cov.reshape(-1)[0])
+    if ct == "diag":
+        if cov.ndim > 1 or cov.size != d:
+            raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but {data}; --covariance-type "
+                             "diag takes one number per column")
+        return mean, cov.reshape(d)
+    if cov.shape != (d, d) and not (cov.ndim <= 1 and cov.size == d * d):
+        raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but {data}; --covariance-type {ct} "
+                         f"takes a {d} x {d} matrix ({d * d} numbers, row by row)")
+    return mean, cov.reshape(d, d)
+
+
+def make_estimator(o):
+    """The estimator ``daskgmm fit`` fits (``assignment``/``on_collapse`` are EM's only)."""
+    if o.estimator == "bayesian":
+        from daskgmm.bayesian import BayesianGaussianMixture
+
+        return BayesianGaussianMixture(
+            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
+            missing=missing_policy(o), **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]},
+        )
+    from daskgmm.mixture import GaussianMixture
+
+    return GaussianMixture(
+        n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+        max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
+        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache, missing=missing_policy(o),
+    )
+
+
+def fingerprint(o, src) -> dict:
+    """What a fit's checkpoint belongs to: the data, its chunking, the estimator's options and priors."""
+    keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
+            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", *BAYESIAN_OPTIONS)
+    # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks
+    chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
+    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
+            **{k: getattr(o, k) for k in keys}}
+
+
+def commit_model_and_predictions(est, o, src):
+    """Write ``--model-out`` and ``--predictions-out`` staged, and swap them in together (one commit).
+
+    Returns the number of predictions written (None without ``--predictions-out``).
+    """
+    from daskgmm.outputs import StagedOutput, commit_together, write_parts_into
+    from daskgmm.persist import write_model_files
+
+    rows = None
+    outs = [StagedOutput(o.model_out)] + ([StagedOutput(o.predictions_out)] if o.predictions_out else [])
+    try:
+        for out in outs:
+            out.begin()
+        write_model_files(est, outs[0].fs, outs[0].staging)
+        if o.predictions_out:
+            parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                         loglik=o.loglik)
+            rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
+        commit_together(outs)
+    except BaseException:
+        for out in outs:
+            out.abort()
+        raise
+    finally:
+        for out in outs:
+            out.release()
+    return rows
+
+
+def cmd_fit(o, log, metrics):
+    from daskgmm import ConvergenceWarning
+    from daskgmm.io import DataError, DataWarning
+    from daskgmm.persist import Checkpoint
+    from daskgmm.validation import DegenerateDataWarning
+
+    t_start = time.perf_counter()
+    box: dict = {}
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box):
+        check_outputs(o, locks)
+        src = box["src"] = open_data(o, log)
+        if src.n_rows < o.n_components:
+            raise DataError(f"{o.data}: {src.n_rows} row(s) but --n-components {o.n_components}; "
+                            "need at least as many rows as components")
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({', '.join(src.columns)}) from "
+            f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, "
+            f"{src.X.dtype}")
+        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
+                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
+        if o.estimator == "bayesian":
+            o.mean_prior, o.covariance_prior = bayesian_priors(o, src.columns)
+        est = make_estimator(o)
+        ckpt = None
+        if o.checkpoint_dir:
+            ckpt = Checkpoint(o.checkpoint_dir, fingerprint(o, src))
+            stale = ckpt.stale() if o.resume else None
+            if stale:
+                log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
+                metrics["checkpoint_discarded"] = stale
+            if stale or not o.resume:
+                ckpt.clear()  # a fresh run must not pick up another run's progress
+        report = Reporter(o.quiet)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            t_fit = time.perf_counter()
+            try:
+                est.fit(src.X, checkpoint=ckpt, progress=report.progress)
+            except ValueError as exc:
+                if o.estimator == "bayesian" and o.covariance_prior is not None and any(
+                        t in str(exc) for t in PRIOR_REFUSALS):
+                    raise UsageError(f"daskgmm fit: --covariance-prior: {exc}") from None
+                raise
+            fit_seconds = time.perf_counter() - t_fit
+        for w in caught:
+            if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning)):
+                log(f"warning: {name_columns(w.message, src.columns)}")
+        est.feature_names_in_ = np.asarray(src.columns, dtype=object)
+        state = "converged" if est.converged_ else "did not converge"
+        log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
+            f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
+        rows = commit_model_and_predictions(est, o, src)
+        log(f"model written to {o.model_out}")
+        if rows is not None:
+            log(f"{rows:,} predictions written to {o.predictions_out}")
+        if ckpt is not None:
+            ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
+            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        metrics.update(
+            converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
+            lower_bounds=est.lower_bounds_, history=est.history_, restarts=est.restarts_,
+            init_seconds=est.init_seconds_, init_passes=est.init_passes_, passes=est.n_passes_,
+            fit_seconds=fit_seconds, total_seconds=time.perf_counter() - t_start,
+            n_components=o.n_components, covariance_type=o.covariance_type, weights=est.weights_,
+            model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
+        )
+        if o.plot:
+            from daskgmm.plot import plot_fit
+
+            plot_after(o, log, metrics, lambda: plot_fit(est, src.X, o.plot))
+    return EXIT_OK
+
+
+def update_fingerprint(o, src, est) -> dict:
+    """What an update's checkpoint belongs to: the data, the model it started from, the steps."""
+    with open(os.path.join(o.model, "model.json"), "rb") as f:
+        model = hashlib.sha256(f.read()).hexdigest()[:16]
+    chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
+    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
+            "model": model, "passes": o.passes, "learning_decay": est.learning_decay,
+            "learning_offset": est.learning_offset, "dtype": o.dtype, "nan_policy": o.nan_policy,
+            "chunk_rows": o.chunk_rows}
+
+
+def cmd_update(o, log, metrics):
+    """Online EM steps of DATA on the model at --model; outputs as ``fit`` writes them.
+
+    With --checkpoint-dir the model after every step is saved there (model files, written
+    atomically) beside a checkpoint that names the job; --resume continues a killed job from
+    its last step (the steps done are the saved model's batches minus the input model's).
+    """
+    import shutil
+
+    from daskgmm.persist import Checkpoint, load_model, save_model
+
+    t_start = time.perf_counter()
+    box: dict = {}
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box):
+        check_outputs(o, locks)
+        est, src = model_source(o, log)
+        box["src"] = src
+        for key in ("learning_decay", "learning_offset"):
+            if getattr(o, key) is not None:
+                est.set_params(**{key: getattr(o, key)})
+        log(f"model: {est.n_components} component(s), {est.n_batches_} batch(es) and {est.n_rows_seen_:,} rows "
+            f"seen; data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
+            f"{src.X.numblocks[0]} chunk(s)")
+        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
+                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0],
+                       n_batches_before=est.n_batches_)
+        base, done, ckpt, snapshot = est.n_batches_, 0, None, None
+        if o.checkpoint_dir:
+            ckpt = Checkpoint(o.checkpoint_dir, update_fingerprint(o, src, est))
+            snapshot = os.path.join(o.checkpoint_dir, "update-model")
+            stale = ckpt.stale() if o.resume else None
+            if stale:
+                log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
+                metrics["checkpoint_discarded"] = stale
+            resumable = o.resume and not stale and os.path.exists(ckpt.path)
+            if resumable and os.path.exists(os.path.join(snapshot, "model.json")):
+                saved = load_model(snapshot)
+                if 0 <= saved.n_batches_ - base <= o.passes:
+                    est, done = saved, saved.n_batches_ - base
+                    log(f"resumed from checkpoint after {done} step(s)")
+            if not resumable:
+                ckpt.clear()  # a fresh run must not pick up another run's progress
+                shutil.rmtree(snapshot, ignore_errors=True)
+            ckpt.save([], extra={"update_model": snapshot})
+            metrics["resumed_steps"] = done
+        t_fit = time.perf_counter()
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            for _ in range(done, o.passes):
+                est.partial_fit(src.X)
+                h = est.history_[-1]
+                log(f"step {est.n_batches_ - 1}: loglik {h['lower_bound']:.6f} (before the step), "
+                    f"eta {h['eta']:.4f}, {h['seconds']:.2f} s")
+                for e in h["events"]:
+                    log(f"          {e}")
+                if ckpt is not None:
+                    save_model(est, snapshot)
+        update_seconds = time.perf_counter() - t_fit
+        rows = commit_model_and_predictions(est, o, src)
+        log(f"model written to {o.model_out} ({est.n_batches_} batch(es), {est.n_rows_seen_:,} rows seen)")
+        if rows is not None:
+            log(f"{rows:,} predictions written to {o.predictions_out}")
+        if ckpt is not None:
+            ckpt.clear()  # the job is done: tomorrow's run starts afresh
+            shutil.rmtree(snapshot, ignore_errors=True)
+            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        steps = est.history_[-o.passes:]  # this job's steps
+        metrics.update(
+            passes=o.passes, n_batches=est.n_batches_, n_rows_seen=est.n_rows_seen_, lower_bound=est.lower_bound_,
+            history=steps, learning_decay=est.learning_decay, learning_offset=est.learning_offset,
+            update_seconds=update_seconds, total_seconds=time.perf_counter() - t_start,
+            n_components=est.n_components, covariance_type=est.covariance_type, weights=est.weights_,
+            model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
+        )
+    return EXIT_OK

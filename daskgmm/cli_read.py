@@ -1,0 +1,170 @@
+"""The commands that leave saved models as they are: ``predict``, ``score``, ``sample``, ``info``,
+and ``select`` (which fits its candidates but writes only its own ``--out``, never a model in place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from daskgmm.cli_args import EXIT_OK
+from daskgmm.cli_runtime import (
+    Reporter,
+    check_outputs,
+    command_cluster,
+    load_saved,
+    missing_policy,
+    model_source,
+    name_columns,
+    open_data,
+    plot_after,
+)
+
+
+def cmd_predict(o, log, metrics):
+    from daskgmm.outputs import OutputLock
+
+    box: dict = {}
+    with OutputLock(o.out), command_cluster(o, log, box):
+        est, src = box["model"], box["src"] = model_source(o, log)
+        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
+                                     loglik=o.loglik)
+    log(f"{rows:,} predictions written to {o.out}")
+    return EXIT_OK
+
+
+def cmd_score(o, log, metrics):
+    box: dict = {}
+    with command_cluster(o, log, box):
+        est, src = box["model"], box["src"] = model_source(o, log)
+        mean = est.score(src.X)
+    from daskgmm.kernels.covariance import n_parameters
+
+    n = src.n_rows
+    result = {"n_rows": n, "mean_loglik": mean}
+    if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
+        p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
+        result.update({"bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p, "n_parameters": p})
+    metrics.update(result)
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def cmd_sample(o, log, metrics):
+    from daskgmm.outputs import OutputLock
+
+    est = load_saved(o)
+    with OutputLock(o.out), command_cluster(o, log):
+        rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000)
+    log(f"{rows:,} rows written to {o.out}")
+    return EXIT_OK
+
+
+def cmd_info(o, log, metrics):
+    est = load_saved(o, mixture=False)
+    path = os.path.join(o.model, "model.json")
+    if o.json:
+        with open(path, encoding="utf-8") as f:
+            print(f.read())
+        return EXIT_OK
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    fit = doc.get("fit", {})
+    lines = [
+        f"model:            {o.model}",
+        f"estimator:        {doc['estimator']} (daskgmm {doc.get('daskgmm_version')}, saved {doc.get('saved_at')})",
+    ]
+    kmeans = hasattr(est, "cluster_centers_")
+    lines += [
+        f"clusters:         {doc.get('n_components')}" if kmeans else
+        f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
+        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+        f"dtype:            {doc.get('dtype')}",
+    ]
+    if kmeans:
+        lines += [
+            f"iterations:       {fit.get('n_iter')} (plus {fit.get('n_steps')} sequential update(s))",
+            f"inertia:          {fit.get('inertia')}",
+        ]
+        centres = est.cluster_centers_
+    else:
+        lines += [
+            f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
+            f"lower bound:      {fit.get('lower_bound')}",
+            "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
+        ]
+        if hasattr(est, "n_effective_components_"):
+            from daskgmm.bayesian import EFFECTIVE_WEIGHT
+
+            lines.append(f"effective:        {est.n_effective_components_} component(s) of weight > {EFFECTIVE_WEIGHT}")
+        centres = est.means_
+    for k, m in enumerate(np.asarray(centres, float)):
+        lines.append(f"mean[{k}]:{' ' * (9 - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_select(o, log, metrics):
+    import posixpath
+
+    from daskgmm import ConvergenceWarning
+    from daskgmm.io import DataWarning
+    from daskgmm.outputs import staged_directory
+    from daskgmm.persist import write_model_files
+    from daskgmm.selection import select_model
+    from daskgmm.validation import DegenerateDataWarning
+
+    t_start = time.perf_counter()
+    box: dict = {}
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box):
+        check_outputs(o, locks)
+        src = box["src"] = open_data(o, log)
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
+            f"{src.X.numblocks[0]} chunk(s)")
+        ks = list(range(o.k_min, o.k_max + 1))
+        log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "
+            "all in the same passes")
+        report = Reporter(o.quiet)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("always", DataWarning)
+            warnings.simplefilter("always", DegenerateDataWarning)
+            res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
+                               random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
+                               init_params=o.init_params, cache=o.cache, progress=report.progress,
+                               missing=missing_policy(o))
+        for w in caught:
+            log(f"warning: {name_columns(w.message, src.columns)}")
+        best = res.best_
+        best.feature_names_in_ = np.asarray(src.columns, dtype=object)
+        for m in res.models_.values():
+            m.feature_names_in_ = best.feature_names_in_
+        log(f"best by {o.criterion.upper()}: K={best.n_components}, {best.covariance_type} covariance")
+        if not o.quiet:
+            print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
+        summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
+                                                       "covariance_type": best.covariance_type},
+                   "candidates": res.table.to_dict(orient="records")}
+        with staged_directory(o.out) as (fs, staging):
+            model_dir = posixpath.join(staging, "model")
+            fs.makedirs(model_dir, exist_ok=True)
+            write_model_files(best, fs, model_dir)
+            with fs.open(posixpath.join(staging, "selection.csv"), "w") as f:
+                res.table.to_csv(f, index=False)
+            with fs.open(posixpath.join(staging, "selection.json"), "w") as f:
+                from daskgmm.persist import jsonable
+
+                json.dump(jsonable(summary), f, indent=2)
+        log(f"best model and table written to {o.out}")
+        metrics.update(summary, n_rows=src.n_rows, total_seconds=time.perf_counter() - t_start, out=o.out)
+        if o.plot:
+            from daskgmm.plot import plot_selection
+
+            plot_after(o, log, metrics, lambda: plot_selection(res, o.plot))
+    return EXIT_OK

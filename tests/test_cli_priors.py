@@ -1,0 +1,188 @@
+"""``daskgmm fit --estimator bayesian`` with the array priors: --mean-prior and --covariance-prior."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from daskgmm.cli import main
+from daskgmm.config import OPTIONS, ConfigError, coerce, load_config
+
+from .conftest import FAST, write_data
+
+COLS = ["--columns", "f0,f1,f2"]
+
+
+def _opt(dest):
+    return next(o for o in OPTIONS if o.dest == dest)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("priors") / "data"
+    return directory, write_data(directory)
+
+
+def _expect_exit2(argv, match, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert match in err, err
+
+
+def test_priors_from_a_config_equal_the_fitted_ones_and_the_python_fit(data, tmp_path):
+    from daskgmm import BayesianGaussianMixture, load
+
+    directory, X = data
+    mean = [0.5, -1.0, 2.0]
+    cov = [[2.0, 0.5, 0.0], [0.5, 3.0, 0.0], [0.0, 0.0, 1.5]]
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"estimator": "bayesian", "n_components": 3, "seed": 0,
+                                      "columns": ["f0", "f1", "f2"], "mean_prior": mean, "covariance_prior": cov}))
+    model = tmp_path / "model"
+    assert main(["fit", str(directory), "--config", str(config), "--model-out", str(model), *FAST]) == 0
+    est = load(model)
+    np.testing.assert_array_equal(est.mean_prior_, mean)
+    np.testing.assert_array_equal(est.covariance_prior_, cov)
+    ref = BayesianGaussianMixture(n_components=3, mean_prior=mean, covariance_prior=cov, random_state=0).fit(X)
+    np.testing.assert_allclose(est.means_, ref.means_, rtol=1e-8)
+    np.testing.assert_allclose(est.weights_, ref.weights_, atol=1e-10)
+
+
+def test_priors_on_the_command_line_override_the_config(data, tmp_path):
+    from daskgmm import load
+
+    directory, _ = data
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"estimator": "bayesian", "n_components": 2, "mean_prior": [9.0, 9.0, 9.0],
+                                      "covariance_prior": 4.0, "covariance_type": "spherical"}))
+    model = tmp_path / "model"
+    # a negative first number needs the --opt=value form (argparse would read it as an option)
+    assert main(["fit", str(directory), *COLS, "--config", str(config), "--mean-prior=-1,0,2.5",
+                 "--covariance-prior", "0.25", "--model-out", str(model), *FAST]) == 0
+    est = load(model)
+    np.testing.assert_array_equal(est.mean_prior_, [-1.0, 0.0, 2.5])
+    assert est.covariance_prior_ == 0.25
+
+    # diag from a .json file, the mean from a .npy file, a full matrix flat on the command line
+    np.save(tmp_path / "mean.npy", np.array([1.0, 2.0, 3.0]))
+    (tmp_path / "cov.json").write_text(json.dumps([1.0, 2.0, 0.5]))
+    assert main(["fit", str(directory), *COLS, "--config", str(config), "--mean-prior", str(tmp_path / "mean.npy"),
+                 "--covariance-type", "diag", "--covariance-prior", str(tmp_path / "cov.json"), "--model-out",
+                 str(model), *FAST]) == 0
+    est = load(model)
+    np.testing.assert_array_equal(est.mean_prior_, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(est.covariance_prior_, [1.0, 2.0, 0.5])
+    assert main(["fit", str(directory), *COLS, "--config", str(config), "--covariance-type", "tied",
+                 "--covariance-prior", "2,0,0,0,2,0,0,0,2", "--model-out", str(model), *FAST]) == 0
+    np.testing.assert_array_equal(load(model).covariance_prior_, 2 * np.eye(3))
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1.5", 1.5),
+    ("1,2,3", [1.0, 2.0, 3.0]),
+    (" 1, 2 ;3 ,4 ", [[1.0, 2.0], [3.0, 4.0]]),
+    (2, 2.0),
+    ([1, "1e-3"], [1.0, 1e-3]),  # YAML reads 1e-3 as a string
+    ([[1, 0], [0, 1]], np.eye(2)),
+])
+def test_array_values(value, expected):
+    got = coerce(_opt("covariance_prior"), value, "--covariance-prior")
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("value, match", [
+    ("1,,2", "an empty value"),
+    ("a,b", "not numbers, nor a .npy or .json file"),
+    ("nan,1", "not every value is finite"),
+    ([[1, 2], [3]], "the rows of a matrix must be lists of the same length"),
+    ([[1, 2], 3], "the rows of a matrix"),
+    ([[[1]]], "is not a number"),
+    ([True, 1], "True is not a number"),
+    ([], "no numbers"),
+    ({"a": 1}, "is not a number"),
+    ("nowhere.npy", "cannot read nowhere.npy"),
+    ("nowhere.json", "cannot read nowhere.json"),
+])
+def test_bad_array_values_name_the_option(value, match):
+    with pytest.raises(ConfigError, match=r"^--mean-prior: mean_prior: ") as info:
+        coerce(_opt("mean_prior"), value, "--mean-prior")
+    assert match in str(info.value)
+
+
+def test_bad_prior_files(tmp_path):
+    (tmp_path / "bad.json").write_text("[1, 2")
+    (tmp_path / "text.json").write_text('["a"]')
+    (tmp_path / "bad.npy").write_bytes(b"not a numpy file")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
+    np.save(tmp_path / "words.npy", np.array(["a", "b"]))
+    for name, match in [("bad.json", "not valid JSON"), ("text.json", "'a' is not a number"),
+                        ("bad.npy", "not a readable .npy array"), ("cube.npy", "of shape (2, 2, 2)"),
+                        ("words.npy", "expected a 0-, 1- or 2-d array of numbers")]:
+        with pytest.raises(ConfigError, match="mean_prior") as info:
+            coerce(_opt("mean_prior"), str(tmp_path / name), "--mean-prior")
+        assert match in str(info.value) and name in str(info.value)
+
+
+def test_bad_prior_in_a_config_names_the_file_and_exits_2(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({"estimator": "bayesian", "mean_prior": [[1, 2], [3]]}))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: mean_prior: the rows of a matrix"):
+        load_config(str(cfg), "fit")
+    _expect_exit2(["fit", "x.parquet", "--model-out", str(tmp_path / "m"), "--config", str(cfg)],
+                  f"{cfg}: mean_prior: the rows of a matrix", capsys)
+    _expect_exit2(["fit", "x.parquet", "--model-out", str(tmp_path / "m"), "--mean-prior",
+                   str(tmp_path / "none.npy")], "--mean-prior: mean_prior: cannot read", capsys)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--mean-prior", "1,2"], "--mean-prior has 2 number(s) but the data has 3 feature column(s) (f0, f1, f2)"),
+    (["--mean-prior", "1,0;0,1"], "--mean-prior has a 2 x 2 matrix but the data has 3"),
+    (["--covariance-prior", "1,2,3"], "--covariance-type full takes a 3 x 3 matrix (9 numbers, row by row)"),
+    (["--covariance-type", "diag", "--covariance-prior", "2"], "--covariance-type diag takes one number per column"),
+    (["--covariance-type", "spherical", "--covariance-prior", "1,2,3"],
+     "has 3 number(s) but --covariance-type spherical takes a single number"),
+    # not positive-definite: the estimator's own words, after the option's name
+    (["--covariance-prior", "1,2,0;2,1,0;0,0,1"],
+     "--covariance-prior: 'full precision' should be symmetric, positive-definite"),
+    (["--covariance-type", "diag", "--covariance-prior", "1,-1,1"], "--covariance-prior: 'diag precision' should be"),
+])
+def test_priors_that_do_not_fit_the_data_exit_2(data, tmp_path, capsys, args, match):
+    directory, _ = data
+    model = tmp_path / "model"
+    _expect_exit2(["fit", str(directory), *COLS, "--estimator", "bayesian", "--n-components", "2", *args,
+                   "--model-out", str(model), *FAST], match, capsys)
+    assert not model.exists()
+
+
+def test_the_priors_are_part_of_the_checkpoint_fingerprint(data, tmp_path):
+    from daskgmm.cli import build_parser, resolve
+    from daskgmm.cli_fit import bayesian_priors, fingerprint
+    from daskgmm.cli_runtime import open_data
+    from daskgmm.persist import Checkpoint
+
+    directory, _ = data
+
+    def job(*args):
+        o = resolve(build_parser().parse_args(["fit", str(directory), *COLS, "--estimator", "bayesian",
+                                               "--model-out", str(tmp_path / "m"), *args]))
+        src = open_data(o, lambda msg: None)
+        o.mean_prior, o.covariance_prior = bayesian_priors(o, src.columns)
+        return fingerprint(o, src)
+
+    first = job("--mean-prior", "1,2,3", "--covariance-prior", "1,0,0;0,1,0;0,0,1")
+    Checkpoint(tmp_path / "ck", first).save([])
+    assert Checkpoint(tmp_path / "ck", job("--mean-prior", "1,2,3", "--covariance-prior", "1,0,0,0,1,0,0,0,1")
+                      ).stale() is None  # the same matrix, flat
+    stale = Checkpoint(tmp_path / "ck", job("--mean-prior", "1,2,4", "--covariance-prior", "2,0,0;0,1,0;0,0,1")
+                       ).stale()
+    assert "differs in: covariance_prior, mean_prior" in stale
+
+
+def test_fit_help_names_the_array_priors(capsys):
+    assert main(["fit", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--mean-prior M,M,..|FILE" in out and "--covariance-prior C,C,..|FILE" in out
