@@ -140,6 +140,10 @@ def require(o):
         if bad:
             raise UsageError(f"daskgmm select: unknown covariance type(s) {', '.join(bad)} "
                              "(choose among full, tied, diag, spherical)")
+        bad = [k for k in o.kinds if k not in ("gaussian", "bayesian")]
+        if bad or not o.kinds:
+            raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "
+                             "(--kinds takes gaussian, bayesian or both)")
     if getattr(o, "plot", None):
         try:
             import matplotlib  # noqa: F401

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.cli_args import EXIT_OK
+from daskgmm.cli_args import EXIT_OK, UsageError
 from daskgmm.cli_runtime import (
     Reporter,
     check_outputs,
@@ -110,6 +110,27 @@ def cmd_info(o, log, metrics):
     return EXIT_OK
 
 
+#: Prior options ``select --kinds bayesian`` passes to every Bayesian candidate (the covariance
+#: prior's shape depends on the covariance type, so it is ``fit``'s only).
+SELECT_PRIORS = ("weight_concentration_prior_type", "weight_concentration_prior", "mean_precision_prior",
+                 "degrees_of_freedom_prior", "mean_prior")
+
+
+def select_priors(o, columns) -> dict | None:
+    """The priors of the Bayesian candidates (None without them), ``--mean-prior`` checked against DATA."""
+    if "bayesian" not in o.kinds:
+        return None
+    priors = {k: getattr(o, k) for k in SELECT_PRIORS if getattr(o, k) is not None}
+    mean = priors.get("mean_prior")
+    if mean is not None:
+        d = len(columns)
+        if mean.ndim > 1 or mean.size != d:
+            raise UsageError(f"daskgmm select: --mean-prior has {mean.size} number(s) but the data has {d} feature "
+                             f"column(s) ({', '.join(columns)}); give one number per column")
+        priors["mean_prior"] = mean.reshape(d)
+    return priors
+
+
 def cmd_select(o, log, metrics):
     import posixpath
 
@@ -128,8 +149,9 @@ def cmd_select(o, log, metrics):
         log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
             f"{src.X.numblocks[0]} chunk(s)")
         ks = list(range(o.k_min, o.k_max + 1))
-        log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {o.n_init} restart(s), "
-            "all in the same passes")
+        log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {', '.join(o.kinds)} "
+            f"x {o.n_init} restart(s), all in the same passes")
+        priors = select_priors(o, src.columns)
         report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -138,18 +160,21 @@ def cmd_select(o, log, metrics):
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress,
-                               missing=missing_policy(o))
+                               missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors)
         for w in caught:
             log(f"warning: {name_columns(w.message, src.columns)}")
         best = res.best_
         best.feature_names_in_ = np.asarray(src.columns, dtype=object)
         for m in res.models_.values():
             m.feature_names_in_ = best.feature_names_in_
-        log(f"best by {o.criterion.upper()}: K={best.n_components}, {best.covariance_type} covariance")
+        kind = "bayesian" if hasattr(best, "n_effective_components_") else "gaussian"
+        effective = f" ({best.n_effective_components_} effective)" if kind == "bayesian" else ""
+        log(f"best by {o.criterion.upper()}: K={best.n_components}{effective}, {best.covariance_type} covariance, "
+            f"{kind}")
         if not o.quiet:
             print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
         summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
-                                                       "covariance_type": best.covariance_type},
+                                                       "covariance_type": best.covariance_type, "kind": kind},
                    "candidates": res.table.to_dict(orient="records")}
         with staged_directory(o.out) as (fs, staging):
             model_dir = posixpath.join(staging, "model")

@@ -75,16 +75,20 @@ OPTIONS = [
         "(--estimator gaussian)", (FIT,), choices=("raise", "reinit")),
     Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, or the variational BayesianGaussianMixture",
         (FIT,), choices=("gaussian", "bayesian")),
-    Opt("weight_concentration_prior_type", "choice", "dirichlet_process", "weight prior (--estimator bayesian)",
-        (FIT,), choices=("dirichlet_process", "dirichlet_distribution")),
-    Opt("weight_concentration_prior", "float", None, "weight concentration (--estimator bayesian; default 1/K)", (FIT,),
+    Opt("weight_concentration_prior_type", "choice", "dirichlet_process",
+        "weight prior (--estimator bayesian, select --kinds bayesian)", (FIT, SELECT),
+        choices=("dirichlet_process", "dirichlet_distribution")),
+    Opt("weight_concentration_prior", "float", None,
+        "weight concentration (--estimator bayesian, select --kinds bayesian; default 1/K)", (FIT, SELECT),
         metavar="A"),
-    Opt("mean_precision_prior", "float", None, "precision of the mean prior (--estimator bayesian; default 1)", (FIT,),
+    Opt("mean_precision_prior", "float", None,
+        "precision of the mean prior (--estimator bayesian, select --kinds bayesian; default 1)", (FIT, SELECT),
         metavar="B"),
-    Opt("degrees_of_freedom_prior", "float", None, "Wishart degrees of freedom (--estimator bayesian; default D, "
-        "the number of columns)", (FIT,), metavar="NU"),
+    Opt("degrees_of_freedom_prior", "float", None, "Wishart degrees of freedom (--estimator bayesian, "
+        "select --kinds bayesian; default D, the number of columns)", (FIT, SELECT), metavar="NU"),
     Opt("mean_prior", "array", None, "mean of the mean prior: one number per feature column, comma-separated, "
-        "or a .npy/.json file (--estimator bayesian; default: the data's mean)", (FIT,), metavar="M,M,..|FILE"),
+        "or a .npy/.json file (--estimator bayesian, select --kinds bayesian; default: the data's mean)",
+        (FIT, SELECT), metavar="M,M,..|FILE"),
     Opt("covariance_prior", "array", None, "covariance prior: one number (spherical), one per column (diag), "
         "or the D x D matrix (full, tied) row by row, rows optionally separated by ';'; or a .npy/.json file "
         "(--estimator bayesian; default: the data's covariance)", (FIT,), metavar="C,C,..|FILE"),
@@ -119,6 +123,8 @@ OPTIONS = [
         metavar="T,T"),
     Opt("criterion", "choice", "bic", "what picks the best model (lower is better)", (SELECT,),
         choices=("bic", "aic")),
+    Opt("kinds", "list", ["gaussian"], "candidate kinds, comma-separated: gaussian (EM), bayesian (the variational "
+        "mixture, its BIC/AIC from its effective components); all in the same passes", (SELECT,), metavar="KIND,KIND"),
     # update
     Opt("passes", "int", 1, "online EM steps over DATA (each one pass, one batch of the model's count)",
         (UPDATE,), metavar="N"),

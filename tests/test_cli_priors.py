@@ -186,3 +186,33 @@ def test_fit_help_names_the_array_priors(capsys):
     assert main(["fit", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--mean-prior M,M,..|FILE" in out and "--covariance-prior C,C,..|FILE" in out
+
+
+def test_select_with_bayesian_candidates_and_their_priors(data, tmp_path, capsys):
+    from daskgmm import select_model
+
+    directory, X = data
+    out = tmp_path / "sel"
+    rc = main(["select", str(directory), *COLS, "--k-min", "2", "--k-max", "3", "--covariance-types", "full",
+               "--kinds", "gaussian,bayesian", "--mean-precision-prior", "0.5", "--mean-prior", "0,0,0",
+               "--seed", "0", "--out", str(out), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "selection.json").read_text())
+    rows = summary["candidates"]
+    assert [(r["kind"], r["n_components"]) for r in rows] == [("gaussian", 2), ("gaussian", 3),
+                                                              ("bayesian", 2), ("bayesian", 3)]
+    ref = select_model(X, [2, 3], ("full",), kinds=("gaussian", "bayesian"), random_state=0,
+                       bayesian_params={"mean_precision_prior": 0.5, "mean_prior": np.zeros(3)})
+    np.testing.assert_allclose([r["bic"] for r in rows], ref.table["bic"], rtol=1e-9)
+    top = ref.table.sort_values(["bic", "n_parameters"], kind="stable").iloc[0]
+    assert summary["best"] == {"n_components": int(top.n_components), "covariance_type": "full", "kind": top.kind}
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--kinds", "gaussian,poisson"], "unknown candidate kind(s) poisson"),
+    (["--kinds", "bayesian", "--mean-prior", "1,2"], "--mean-prior has 2 number(s) but the data has 3"),
+])
+def test_bad_select_kinds_and_priors_exit_2(data, tmp_path, capsys, args, match):
+    directory, _ = data
+    _expect_exit2(["select", str(directory), *COLS, "--k-max", "2", "--out", str(tmp_path / "s"), *args, *FAST],
+                  match, capsys)
