@@ -83,3 +83,32 @@ def test_cache_policies_give_the_same_fit():
     np.testing.assert_allclose(a.means_, b.means_, rtol=1e-12)
     with pytest.raises(ValueError, match="'cache' parameter"):
         GaussianMixture(2, cache="disk").fit(X)
+
+
+def test_balanced_targets_keep_chunks_where_they_are_when_that_balances():
+    from daskgmm.engine import balanced_targets
+
+    workers = [("a", 1), ("b", 1)]
+    sizes = [10] * 8
+    # persist put them a, b, a, b, ...: already balanced, nothing moves
+    here = [{"a"}, {"b"}] * 4
+    assert balanced_targets(sizes, workers, here) == ["a", "b"] * 4
+    # six on a, two on b: two of a's move, the first four stay
+    here = [{"a"}] * 6 + [{"b"}] * 2
+    out = balanced_targets(sizes, workers, here)
+    assert out.count("a") == out.count("b") == 4 and out[:4] == ["a"] * 4
+    # threads count: a worker with two threads takes twice the rows
+    out = balanced_targets([10] * 6, [("a", 2), ("b", 1)], [{"b"}] * 6)
+    assert out.count("a") == 4 and out.count("b") == 2
+
+
+def test_placement_leaves_one_copy_of_each_chunk_and_balanced_rows(process_client):
+    X = da.random.default_rng(0).standard_normal((8000, 3), chunks=1000)
+    data = ChunkedData(process_client.persist(X), cache="memory")
+    holders = process_client.who_has(data._futures)
+    assert all(len(h) == 1 for h in holders.values()), holders
+    per_worker = {}
+    for fut in data._futures:
+        (w,) = holders[fut.key]
+        per_worker[w] = per_worker.get(w, 0) + 1
+    assert sorted(per_worker.values()) == [4, 4]
