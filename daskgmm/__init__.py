@@ -8,7 +8,7 @@ worker's room for data).
 
 import importlib
 
-__version__ = "0.1.0"
+from daskgmm.version import __version__ as __version__
 
 # public name -> (module, attribute)
 _LAZY = {

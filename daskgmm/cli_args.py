@@ -54,7 +54,7 @@ class UsageError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand, its options built from :data:`daskgmm.config.OPTIONS`."""
-    from daskgmm import __version__
+    from daskgmm.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="daskgmm",

@@ -133,7 +133,7 @@ def write_model_files(estimator, fs, directory) -> None:
 
 
 def _version() -> str:
-    from daskgmm import __version__
+    from daskgmm.version import __version__
 
     return __version__
 

@@ -12,7 +12,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "daskgmm"
 
 # lowest first; a module may import from its own layer or any layer below
 LAYERS = [
-    ("kernels", ["daskgmm.kernels", "daskgmm.stats", "daskgmm.covariance", "daskgmm.kernels.random"]),
+    ("kernels", ["daskgmm.kernels", "daskgmm.stats", "daskgmm.covariance", "daskgmm.kernels.random",
+                 "daskgmm.version"]),
     ("cluster", ["daskgmm.cluster"]),
     ("engine", ["daskgmm.engine"]),
     ("models", ["daskgmm.models", "daskgmm.variational"]),
@@ -72,11 +73,9 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 def test_imports_point_down_the_layers(path):
     me = _module_name(path)
     mine = _layer(me)
-    for line, module, names in _imports(path):
+    for line, module, _names in _imports(path):
         if not (module == "daskgmm" or module.startswith("daskgmm.")):
             continue
-        if module == "daskgmm" and names == ["__version__"]:
-            continue  # the version string, not the package's estimators
         theirs = _layer(module)
         assert theirs <= mine, (
             f"{me} (layer {LAYERS[mine][0]!r}) imports {module} (layer {LAYERS[theirs][0]!r}) at line {line}"
@@ -108,3 +107,38 @@ def test_worker_side_modules_do_not_import_scikit_learn():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def _module_graph() -> dict:
+    """Module -> the daskgmm modules it imports (``from pkg import sub`` names the submodule)."""
+    names = {_module_name(p): p for p in MODULES}
+    graph = {m: set() for m in names}
+    for me, path in names.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                graph[me].update(a.name for a in node.names if a.name in names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in names:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & names.keys()
+                graph[me].update(subs)
+                if len(subs) < len(node.names):  # a name defined in the module itself
+                    graph[me].add(node.module)
+    return graph
+
+
+def test_no_import_cycle():
+    graph = _module_graph()
+    done, path = set(), []
+
+    def visit(m):
+        if m in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(m):] + [m]))
+        if m in done:
+            return
+        path.append(m)
+        for n in sorted(graph[m]):
+            visit(n)
+        path.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskgmm.kernels import covariance as cov
+import daskgmm.kernels.covariance as cov
 from daskgmm.kernels.features import block_rows_for, build_features
 from daskgmm.kernels.missing import marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent

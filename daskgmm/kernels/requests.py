@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daskgmm.kernels import covariance as cov
+import daskgmm.kernels.covariance as cov
 from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows, stats_level
 from daskgmm.kernels.missing import completed_moments, marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
