@@ -33,3 +33,14 @@ def test_subcommand_help(capsys, cmd):
     for opt in options_for(cmd):
         if "prior" in opt.dest:
             assert "(--estimator bayesian" in opt.help, opt.dest
+
+
+def test_python_dash_m_runs_the_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "daskgmm", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("daskgmm ")
+    bad = subprocess.run([sys.executable, "-m", "daskgmm", "fit"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "DATA is required" in bad.stderr
