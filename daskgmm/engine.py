@@ -202,7 +202,6 @@ class ChunkedData:
         from distributed import futures_of
 
         client = self.client
-        workers = self._workers()
 
         def persisted(arr):
             arr = client.persist(arr)
@@ -213,35 +212,43 @@ class ChunkedData:
         wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
         wait_bounded(client, futs + wfuts, "persist")
         self._targets = [None] * len(futs)
-        if len(workers) > 1:  # (none listed while workers restart: placement is only an optimisation)
-            holders = client.who_has([f for f in futs + wfuts if f is not None])
-            targets = balanced_targets(np.diff(self.offsets), workers, [set(holders.get(f.key, ())) for f in futs])
-            moves: dict = {}
-            for f, wf, t in zip(futs, wfuts, targets):
-                for fut in (f, wf):
-                    if fut is not None and t not in holders.get(fut.key, ()):
-                        moves.setdefault(t, []).append(fut)
-            for t, group in moves.items():
-                client.replicate(group, n=1, workers=[t])
-            # drop the other copies of every chunk its target now holds (never the last copy)
-            now = client.who_has([f for f in futs + wfuts if f is not None]) if moves else holders
-            extra: dict = {}
-            for f, wf, t in zip(futs, wfuts, targets):
-                for fut in (f, wf):
-                    if fut is not None and t in now.get(fut.key, ()):
-                        for other in now[fut.key]:
-                            if other != t:
-                                extra.setdefault(other, []).append(fut.key)
-            if extra:
-                # replicate leaves the old copy: a chunk on two workers doubles its memory,
-                # and the scheduler then runs its task on either (measured 0.39 against
-                # 0.23 s of work per pass on the two workers of the 1M x 16 bench)
-                try:
-                    client.run_on_scheduler(_drop_replicas, extra=extra)
-                except Exception:  # placement is only an optimisation
-                    pass
-            self._targets = targets
+        # the workers as they are now (one that died while persisting has a new address);
+        # placement is only an optimisation: any failure leaves the chunks where they are
+        workers = self._workers()
+        if len(workers) > 1:  # (none listed while workers restart)
+            try:
+                self._targets = self._place(futs, wfuts, workers)
+            except Exception:  # a worker gone meanwhile, a scheduler without daskgmm: chunks stay
+                self._targets = [None] * len(futs)
         return futs, wfuts
+
+    def _place(self, futs, wfuts, workers) -> list:
+        """Move chunks to balanced targets and drop their other copies; returns the targets."""
+        client = self.client
+        holders = client.who_has([f for f in futs + wfuts if f is not None])
+        targets = balanced_targets(np.diff(self.offsets), workers, [set(holders.get(f.key, ())) for f in futs])
+        moves: dict = {}
+        for f, wf, t in zip(futs, wfuts, targets):
+            for fut in (f, wf):
+                if fut is not None and t not in holders.get(fut.key, ()):
+                    moves.setdefault(t, []).append(fut)
+        for t, group in moves.items():
+            client.replicate(group, n=1, workers=[t])
+        # drop the other copies of every chunk its target now holds (never the last copy)
+        now = client.who_has([f for f in futs + wfuts if f is not None]) if moves else holders
+        extra: dict = {}
+        for f, wf, t in zip(futs, wfuts, targets):
+            for fut in (f, wf):
+                if fut is not None and t in now.get(fut.key, ()):
+                    for other in now[fut.key]:
+                        if other != t:
+                            extra.setdefault(other, []).append(fut.key)
+        if extra:
+            # replicate leaves the old copy: a chunk on two workers doubles its memory,
+            # and the scheduler then runs its task on either (measured 0.39 against
+            # 0.23 s of work per pass on the two workers of the 1M x 16 bench)
+            client.run_on_scheduler(_drop_replicas, extra=extra)
+        return targets
 
     @property
     def n_rows(self) -> int:

@@ -130,3 +130,36 @@ def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
     finally:
         client.close()
         cluster.close()
+
+
+def _slow_block(b):
+    time.sleep(0.5)
+    return b
+
+
+@pytest.mark.slow
+def test_worker_killed_while_persisting_leaves_placement_to_the_new_worker():
+    """A worker dies while the data is persisted: the nanny restarts it under a new address,
+    and placement uses the workers as they are then (it raised KeyError on the old address)."""
+    import dask.array as da
+
+    from daskgmm.engine import ChunkedData
+
+    cluster, client = _cluster()
+    try:
+        X = da.from_array(np.random.default_rng(0).normal(size=(8000, 3)), chunks=(1000, 3))
+        X = X.map_blocks(_slow_block, dtype=float)
+        pids = client.run(os.getpid)
+        victim = sorted(pids)[0]
+        killer = threading.Timer(0.8, lambda: os.kill(pids[victim], signal.SIGKILL))
+        killer.start()
+        data = ChunkedData(X, cache="memory")
+        killer.join()
+        alive = set(client.scheduler_info()["workers"])
+        assert victim not in alive
+        holders = client.who_has(data._futures)
+        assert all(len(h) == 1 and set(h) <= alive for h in holders.values()), holders
+        np.testing.assert_allclose(data.scan().mean, X.mean(axis=0).compute(), rtol=1e-12)
+    finally:
+        client.close()
+        cluster.close()

@@ -159,9 +159,11 @@ def sample_part(n, seed, part, weights, means, covs, covariance_type, names, dty
     for k, c in enumerate(counts):
         if c == 0:
             continue
-        # diag and spherical too: the Cholesky factor of a diagonal matrix is its square root, exactly
-        chol = np.linalg.cholesky(cov.component_covariance(covs, covariance_type, k, d))
-        z = rng.standard_normal((c, d)) @ chol.T
+        z = rng.standard_normal((c, d))
+        if covariance_type in cov.DIAGONAL_TYPES:  # O(D) per row, and a zero variance gives zeros
+            z *= np.sqrt(covs[k])
+        else:
+            z = z @ np.linalg.cholesky(cov.component_covariance(covs, covariance_type, k, d)).T
         xs.append(means[k] + z)
         ys.append(np.full(c, k, dtype=np.int32))
     X = np.vstack(xs) if xs else np.zeros((0, d))
