@@ -144,6 +144,7 @@ def require(o):
         if bad or not o.kinds:
             raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "
                              "(--kinds takes gaussian, bayesian or both)")
+    _require_estimator_options(o)
     if getattr(o, "plot", None):
         try:
             import matplotlib  # noqa: F401
@@ -157,6 +158,40 @@ def require(o):
     outs = [p for p in (getattr(o, "model_out", None), getattr(o, "predictions_out", None)) if p]
     if len(outs) == 2 and overlap(*outs):
         raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be separate directories")
+
+
+#: Options of the variational mixture only (``fit --estimator bayesian``, ``select --kinds bayesian``).
+PRIOR_OPTIONS = ("weight_concentration_prior_type", "weight_concentration_prior", "mean_precision_prior",
+                 "degrees_of_freedom_prior", "mean_prior", "covariance_prior")
+
+
+def _require_estimator_options(o):
+    """Refuse an option of one estimator given to the other, and what the variational mixture cannot do."""
+    if o.command == FIT:
+        bayesian, where = o.estimator == "bayesian", "--estimator bayesian"
+    elif o.command == SELECT:
+        bayesian, where = "bayesian" in o.kinds, "--kinds with bayesian"
+    else:
+        return
+    given = [name for name in PRIOR_OPTIONS if hasattr(o, name) and getattr(o, name) is not None
+             and not (name == "weight_concentration_prior_type" and o.weight_concentration_prior_type
+                      == "dirichlet_process")]
+    if given and not bayesian:
+        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        raise UsageError(f"daskgmm {o.command}: {flags}: prior(s) of the variational mixture, which need "
+                         f"{where}")
+    if bayesian and getattr(o, "nan_policy", None) == "marginalize":
+        raise UsageError(f"daskgmm {o.command}: the variational mixture ({where}) does not marginalise missing "
+                         "values; use --nan-policy omit to leave incomplete rows out, or the Gaussian mixture")
+    if o.command == FIT and bayesian:
+        em_only = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k, default in
+                   (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
+        if em_only:
+            raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
+    for name, low in (("weight_concentration_prior", 0.0), ("mean_precision_prior", 0.0)):
+        v = getattr(o, name, None)
+        if v is not None and not v > low:
+            raise UsageError(f"daskgmm {o.command}: --{name.replace('_', '-')} must be greater than 0, got {v}")
 
 
 def overlap(a, b) -> bool:

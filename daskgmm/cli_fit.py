@@ -35,8 +35,17 @@ BAYESIAN_OPTIONS = ("estimator", "weight_concentration_prior_type", "weight_conc
 PRIOR_REFUSALS = ("should be symmetric, positive-definite", "precision' should be positive")
 
 
-def _count(a) -> str:
+def size_of(a) -> str:
+    """'a 2 x 3 matrix' or '3 number(s)': what a prior option was given, for messages."""
     return f"a {a.shape[0]} x {a.shape[1]} matrix" if a.ndim == 2 else f"{a.size} number(s)"
+
+
+def check_degrees_of_freedom(o, n_features: int) -> None:
+    """``--degrees-of-freedom-prior`` against the data, before any pass (scikit-learn's bound: > D - 1)."""
+    v = o.degrees_of_freedom_prior
+    if v is not None and not v > n_features - 1:
+        raise UsageError(f"daskgmm {o.command}: --degrees-of-freedom-prior must be greater than {n_features - 1} "
+                         f"(the number of feature columns minus one), got {v}")
 
 
 def bayesian_priors(o, columns) -> tuple:
@@ -65,24 +74,25 @@ def bayesian_priors(o, columns) -> tuple:
     d, ct = len(columns), o.covariance_type
     data = f"the data has {d} feature column(s) ({', '.join(columns)})"
     mean, cov = o.mean_prior, o.covariance_prior
+    check_degrees_of_freedom(o, d)
     if mean is not None:
         if mean.ndim > 1 or mean.size != d:
-            raise UsageError(f"daskgmm fit: --mean-prior has {_count(mean)} but {data}; give one number per column")
+            raise UsageError(f"daskgmm fit: --mean-prior has {size_of(mean)} but {data}; give one number per column")
         mean = mean.reshape(d)
     if cov is None:
         return mean, None
     if ct == "spherical":
         if cov.size != 1:
-            raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but --covariance-type spherical "
+            raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but --covariance-type spherical "
                              "takes a single number")
         return mean, float(cov.reshape(-1)[0])
     if ct == "diag":
         if cov.ndim > 1 or cov.size != d:
-            raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but {data}; --covariance-type "
+            raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but {data}; --covariance-type "
                              "diag takes one number per column")
         return mean, cov.reshape(d)
     if cov.shape != (d, d) and not (cov.ndim <= 1 and cov.size == d * d):
-        raise UsageError(f"daskgmm fit: --covariance-prior has {_count(cov)} but {data}; --covariance-type {ct} "
+        raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but {data}; --covariance-type {ct} "
                          f"takes a {d} x {d} matrix ({d * d} numbers, row by row)")
     return mean, cov.reshape(d, d)
 

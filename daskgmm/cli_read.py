@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from daskgmm.cli_args import EXIT_OK, UsageError
+from daskgmm.cli_fit import check_degrees_of_freedom, size_of
 from daskgmm.cli_runtime import (
     Reporter,
     check_outputs,
@@ -121,11 +122,12 @@ def select_priors(o, columns) -> dict | None:
     if "bayesian" not in o.kinds:
         return None
     priors = {k: getattr(o, k) for k in SELECT_PRIORS if getattr(o, k) is not None}
+    d = len(columns)
+    check_degrees_of_freedom(o, d)
     mean = priors.get("mean_prior")
     if mean is not None:
-        d = len(columns)
         if mean.ndim > 1 or mean.size != d:
-            raise UsageError(f"daskgmm select: --mean-prior has {mean.size} number(s) but the data has {d} feature "
+            raise UsageError(f"daskgmm select: --mean-prior has {size_of(mean)} but the data has {d} feature "
                              f"column(s) ({', '.join(columns)}); give one number per column")
         priors["mean_prior"] = mean.reshape(d)
     return priors

@@ -223,6 +223,8 @@ def _array(value) -> np.ndarray:
             rows = [[v.strip() for v in row.split(",")] for row in text.split(";")]
             if any(v == "" for row in rows for v in row):
                 raise ValueError("an empty value between ',' or ';'")
+            if len({len(row) for row in rows}) > 1:
+                raise ValueError(f"rows of unequal lengths ({', '.join(str(len(row)) for row in rows)} values)")
             try:
                 out = _numbers(rows if ";" in text else rows[0] if len(rows[0]) > 1 else rows[0][0])
             except ValueError:

@@ -78,7 +78,7 @@ def _check_kinds(kinds) -> list[str]:
     return out
 
 
-def _check_bayesian_params(bayesian_params, kinds) -> dict:
+def _check_bayesian_params(bayesian_params, kinds, covariance_types=()) -> dict:
     from daskgmm.bayesian import PRIOR_PARAMETERS
 
     if bayesian_params is None:
@@ -93,6 +93,13 @@ def _check_bayesian_params(bayesian_params, kinds) -> dict:
         )
     if bayesian_params and "bayesian" not in kinds:
         raise ValueError("bayesian_params given, but 'bayesian' is not in kinds")
+    types = list(dict.fromkeys(covariance_types))
+    if bayesian_params.get("covariance_prior") is not None and len(types) != 1:
+        raise ValueError(
+            "bayesian_params['covariance_prior'] has the shape of one covariance type (a matrix for full and "
+            f"tied, one number per feature for diag, one number for spherical); covariance_types={tuple(types)} "
+            "sweeps several: leave it out (the default is the data's covariance) or select over one type"
+        )
     return dict(bayesian_params)
 
 
@@ -185,7 +192,7 @@ def select_model(
     if criterion not in ("bic", "aic"):
         raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}")
     kinds = _check_kinds(kinds)
-    priors_given = _check_bayesian_params(bayesian_params, kinds)
+    priors_given = _check_bayesian_params(bayesian_params, kinds, types)
     shared = dict(tol=tol, reg_covar=reg_covar, max_iter=max_iter, n_init=n_init, init_params=init_params,
                   random_state=random_state, cache=cache, missing=missing)
     # each candidate is validated as the estimator it becomes

@@ -216,3 +216,30 @@ def test_bad_select_kinds_and_priors_exit_2(data, tmp_path, capsys, args, match)
     directory, _ = data
     _expect_exit2(["select", str(directory), *COLS, "--k-max", "2", "--out", str(tmp_path / "s"), *args, *FAST],
                   match, capsys)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--mean-prior", "1,2,3"], "--mean-prior: prior(s) of the variational mixture, which need --estimator bayesian"),
+    (["--estimator", "bayesian", "--nan-policy", "marginalize"], "does not marginalise missing values"),
+    (["--estimator", "bayesian", "--assignment", "hard"], "--assignment hard is an option of --estimator gaussian"),
+    (["--estimator", "bayesian", "--mean-precision-prior=-1"], "--mean-precision-prior must be greater than 0"),
+    (["--estimator", "bayesian", "--degrees-of-freedom-prior", "1.5"],
+     "--degrees-of-freedom-prior must be greater than 2 (the number of feature columns minus one)"),
+    (["--estimator", "bayesian", "--covariance-type", "full", "--covariance-prior", "1,0,0;0,1;0,0,1"],
+     "rows of unequal lengths (3, 2, 3 values)"),
+])
+def test_options_of_the_other_estimator_and_bad_priors_exit_2(data, tmp_path, capsys, args, match):
+    directory, _ = data
+    _expect_exit2(["fit", str(directory), *COLS, "--model-out", str(tmp_path / "m"), *args, *FAST], match, capsys)
+    assert not (tmp_path / "m").exists()
+
+
+def test_select_priors_need_the_bayesian_kind(data, tmp_path, capsys):
+    directory, _ = data
+    _expect_exit2(["select", str(directory), *COLS, "--out", str(tmp_path / "s"), "--mean-precision-prior", "2",
+                   *FAST], "--mean-precision-prior: prior(s) of the variational mixture, which need --kinds with "
+                  "bayesian", capsys)
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"kinds": ["bayesian"], "mean_prior": [[1.0, 2.0, 3.0]]}))
+    _expect_exit2(["select", str(directory), *COLS, "--out", str(tmp_path / "s"), "--config", str(config), *FAST],
+                  "--mean-prior has a 1 x 3 matrix but the data has 3 feature column(s)", capsys)

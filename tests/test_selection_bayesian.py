@@ -155,3 +155,12 @@ def test_selection_plot_draws_one_line_per_kind_and_type(tmp_path):
     assert "BIC, bayesian, full" in labels and "BIC, gaussian, diag" in labels
     top = res.table.sort_values(["bic", "n_parameters"], kind="stable").iloc[0]
     assert labels[-1].endswith(f"K={top.n_components}, {top.covariance_type}, {top.kind}")
+
+
+def test_a_covariance_prior_needs_a_single_covariance_type():
+    X, _, _ = make_blobs(n=200)
+    with pytest.raises(ValueError, match=r"covariance_prior.*sweeps several"):
+        select_model(X, [1, 2], ("full", "diag"), kinds="bayesian", bayesian_params={"covariance_prior": 1.0})
+    res = select_model(X, [2], "spherical", kinds="bayesian", bayesian_params={"covariance_prior": 2.0},
+                       random_state=0)
+    assert res.best_.covariance_prior_ == 2.0
