@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -92,12 +91,6 @@ def balanced_targets(sizes, workers, holders=None) -> list:
         load[addr] += n
         out.append(addr)
     return out
-
-
-async def _drop_replicas(dask_scheduler=None, extra=None):
-    """Delete the copies ``extra`` ({worker: [keys]}) names, on the scheduler (placement's clean-up)."""
-    for addr, keys in (extra or {}).items():
-        await dask_scheduler.delete_worker_data(addr, keys, stimulus_id=f"daskgmm-placement-{time.time()}")
 
 
 def dask_persist(X, sample_weight):
@@ -247,7 +240,14 @@ class ChunkedData:
             # replicate leaves the old copy: a chunk on two workers doubles its memory,
             # and the scheduler then runs its task on either (measured 0.39 against
             # 0.23 s of work per pass on the two workers of the 1M x 16 bench)
-            client.run_on_scheduler(_drop_replicas, extra=extra)
+            # defined here, so that it is pickled with its code: a scheduler need not have daskgmm
+            async def drop_replicas(dask_scheduler=None, extra=None):
+                import time
+
+                for addr, keys in extra.items():
+                    await dask_scheduler.delete_worker_data(addr, keys, stimulus_id=f"daskgmm-placement-{time.time()}")
+
+            client.run_on_scheduler(drop_replicas, extra=extra)
         return targets
 
     @property
