@@ -65,3 +65,13 @@ def process_client():
 def pytest_configure(config):
     # keep BLAS from oversubscribing the CI machine's two cores in the test process
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def expect_exit2(argv, match, capsys):
+    """Run the command: exit status 2, and ``match`` in what it printed on stderr."""
+    from daskgmm.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert match in err, err

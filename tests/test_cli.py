@@ -17,7 +17,7 @@ import yaml
 from daskgmm.cli import main
 from daskgmm.config import load_config, options_for
 
-from .conftest import FAST, make_blobs, write_data
+from .conftest import FAST, expect_exit2, make_blobs, write_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 def tree_bytes(path):
@@ -123,37 +123,30 @@ def test_bad_config_exits_2(tmp_path, capsys, content, match):
     assert not (tmp_path / "m").exists()
 
 
-def _expect_exit2(argv, match, capsys):
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert match in err, err
-
-
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     data = tmp_path / "data"
     write_data(data)
     model = tmp_path / "model"
     base = ["fit", str(data), "--model-out", str(model), "--n-components", "2", *FAST]
-    _expect_exit2(base + ["--columns", "f0,nope"], "no column 'nope'", capsys)
-    _expect_exit2(base + ["--columns", "f0,tag"], "column 'tag' has type string", capsys)
-    _expect_exit2(base, "'tag' (string) are not numeric", capsys)
-    _expect_exit2(["fit", str(tmp_path / "missing"), "--model-out", str(model)], "no such file or directory", capsys)
-    _expect_exit2(["fit", str(data), "--columns", "f0"], "--model-out is required", capsys)
-    _expect_exit2(["fit", str(data), "--model-out", str(model), "--n-components", "zero"],
+    expect_exit2(base + ["--columns", "f0,nope"], "no column 'nope'", capsys)
+    expect_exit2(base + ["--columns", "f0,tag"], "column 'tag' has type string", capsys)
+    expect_exit2(base, "'tag' (string) are not numeric", capsys)
+    expect_exit2(["fit", str(tmp_path / "missing"), "--model-out", str(model)], "no such file or directory", capsys)
+    expect_exit2(["fit", str(data), "--columns", "f0"], "--model-out is required", capsys)
+    expect_exit2(["fit", str(data), "--model-out", str(model), "--n-components", "zero"],
                   "expected an integer", capsys)
-    _expect_exit2(["predict", str(data), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "p")],
+    expect_exit2(["predict", str(data), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "p")],
                   "no model here", capsys)
     (tmp_path / "empty").mkdir()
     pq.write_table(pa.table({"a": pa.array([], pa.float64())}), tmp_path / "empty" / "e.parquet")
-    _expect_exit2(["fit", str(tmp_path / "empty"), "--model-out", str(model)], "no rows", capsys)
+    expect_exit2(["fit", str(tmp_path / "empty"), "--model-out", str(model)], "no rows", capsys)
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "c.parquet").write_bytes(b"PAR1 this is not parquet")
-    _expect_exit2(["fit", str(tmp_path / "corrupt"), "--model-out", str(model)], "not a readable Parquet file",
+    expect_exit2(["fit", str(tmp_path / "corrupt"), "--model-out", str(model)], "not a readable Parquet file",
                   capsys)
     other = tmp_path / "data" / "part-9.parquet"
     pq.write_table(pa.table({"id": [1], "f0": pa.array([1], pa.float32()), "f1": [1.0], "f2": [1.0]}), other)
-    _expect_exit2(base + ["--columns", "f0,f1,f2"], "schemas disagree: column 'f0'", capsys)
+    expect_exit2(base + ["--columns", "f0,f1,f2"], "schemas disagree: column 'f0'", capsys)
     other.unlink()
     assert not model.exists()
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
@@ -322,7 +315,7 @@ def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "KMeans" in out and "clusters:         3" in out and "inertia:" in out and "mean[2]:" in out
     write_data(tmp_path / "data")
-    _expect_exit2(["score", str(tmp_path / "data"), "--model", str(tmp_path / "km"), "--columns", "f0,f1,f2",
+    expect_exit2(["score", str(tmp_path / "data"), "--model", str(tmp_path / "km"), "--columns", "f0,f1,f2",
                    *FAST], "a KMeans model; daskgmm score needs a GaussianMixture model", capsys)
 
 

@@ -9,7 +9,7 @@ import yaml
 from daskgmm.cli import main
 from daskgmm.config import OPTIONS, ConfigError, coerce, load_config
 
-from .conftest import FAST, write_data
+from .conftest import FAST, expect_exit2, write_data
 
 COLS = ["--columns", "f0,f1,f2"]
 
@@ -22,13 +22,6 @@ def _opt(dest):
 def data(tmp_path_factory):
     directory = tmp_path_factory.mktemp("priors") / "data"
     return directory, write_data(directory)
-
-
-def _expect_exit2(argv, match, capsys):
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert match in err, err
 
 
 def test_priors_from_a_config_equal_the_fitted_ones_and_the_python_fit(data, tmp_path):
@@ -131,9 +124,9 @@ def test_bad_prior_in_a_config_names_the_file_and_exits_2(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"estimator": "bayesian", "mean_prior": [[1, 2], [3]]}))
     with pytest.raises(ConfigError, match=r"bad\.yaml: mean_prior: the rows of a matrix"):
         load_config(str(cfg), "fit")
-    _expect_exit2(["fit", "x.parquet", "--model-out", str(tmp_path / "m"), "--config", str(cfg)],
+    expect_exit2(["fit", "x.parquet", "--model-out", str(tmp_path / "m"), "--config", str(cfg)],
                   f"{cfg}: mean_prior: the rows of a matrix", capsys)
-    _expect_exit2(["fit", "x.parquet", "--model-out", str(tmp_path / "m"), "--mean-prior",
+    expect_exit2(["fit", "x.parquet", "--model-out", str(tmp_path / "m"), "--mean-prior",
                    str(tmp_path / "none.npy")], "--mean-prior: mean_prior: cannot read", capsys)
     assert not (tmp_path / "m").exists()
 
@@ -153,7 +146,7 @@ def test_bad_prior_in_a_config_names_the_file_and_exits_2(tmp_path, capsys):
 def test_priors_that_do_not_fit_the_data_exit_2(data, tmp_path, capsys, args, match):
     directory, _ = data
     model = tmp_path / "model"
-    _expect_exit2(["fit", str(directory), *COLS, "--estimator", "bayesian", "--n-components", "2", *args,
+    expect_exit2(["fit", str(directory), *COLS, "--estimator", "bayesian", "--n-components", "2", *args,
                    "--model-out", str(model), *FAST], match, capsys)
     assert not model.exists()
 
@@ -214,7 +207,7 @@ def test_select_with_bayesian_candidates_and_their_priors(data, tmp_path, capsys
 ])
 def test_bad_select_kinds_and_priors_exit_2(data, tmp_path, capsys, args, match):
     directory, _ = data
-    _expect_exit2(["select", str(directory), *COLS, "--k-max", "2", "--out", str(tmp_path / "s"), *args, *FAST],
+    expect_exit2(["select", str(directory), *COLS, "--k-max", "2", "--out", str(tmp_path / "s"), *args, *FAST],
                   match, capsys)
 
 
@@ -230,16 +223,16 @@ def test_bad_select_kinds_and_priors_exit_2(data, tmp_path, capsys, args, match)
 ])
 def test_options_of_the_other_estimator_and_bad_priors_exit_2(data, tmp_path, capsys, args, match):
     directory, _ = data
-    _expect_exit2(["fit", str(directory), *COLS, "--model-out", str(tmp_path / "m"), *args, *FAST], match, capsys)
+    expect_exit2(["fit", str(directory), *COLS, "--model-out", str(tmp_path / "m"), *args, *FAST], match, capsys)
     assert not (tmp_path / "m").exists()
 
 
 def test_select_priors_need_the_bayesian_kind(data, tmp_path, capsys):
     directory, _ = data
-    _expect_exit2(["select", str(directory), *COLS, "--out", str(tmp_path / "s"), "--mean-precision-prior", "2",
+    expect_exit2(["select", str(directory), *COLS, "--out", str(tmp_path / "s"), "--mean-precision-prior", "2",
                    *FAST], "--mean-precision-prior: prior(s) of the variational mixture, which need --kinds with "
                   "bayesian", capsys)
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump({"kinds": ["bayesian"], "mean_prior": [[1.0, 2.0, 3.0]]}))
-    _expect_exit2(["select", str(directory), *COLS, "--out", str(tmp_path / "s"), "--config", str(config), *FAST],
+    expect_exit2(["select", str(directory), *COLS, "--out", str(tmp_path / "s"), "--config", str(config), *FAST],
                   "--mean-prior has a 1 x 3 matrix but the data has 3 feature column(s)", capsys)
