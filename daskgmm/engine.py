@@ -61,7 +61,13 @@ def _merge_task(plan: _Plan, *parts):
 
 
 def balanced_targets(sizes, workers, holders=None) -> list:
-    """A worker for each chunk (in order), so that rows per thread are as even as possible.
+    """A worker for each chunk, so that the largest rows per thread are as small as greedy gets them.
+
+    The greedy (LPT) rule decides how many chunks of each size each worker takes:
+    largest first, each to the worker whose rows per thread are then smallest. With
+    ``holders``, a chunk then fills a slot of its size on a worker that holds it
+    before any chunk is moved, so that balancing moves as few chunks as it can, and
+    a placement made here is kept as it is by the next call.
 
     Parameters
     ----------
@@ -69,28 +75,40 @@ def balanced_targets(sizes, workers, holders=None) -> list:
         Rows per chunk.
     workers : list of (address, nthreads)
     holders : sequence of sets of addresses, optional
-        Where each chunk is now. A chunk stays on a holder while that holder's rows
-        stay within its share (plus half the largest chunk), so that balancing moves
-        as few chunks as it can.
+        Where each chunk is now.
 
     Returns
     -------
     list of str
-        Each chunk's worker; every worker within one chunk of its share of rows.
+        Each chunk's worker, in the order of ``sizes``.
     """
-    load = {addr: 0 for addr, _ in workers}
     threads = dict(workers)
-    total = float(sum(sizes))
-    slack = 0.5 * max(sizes, default=0)
-    cap = {a: total * threads[a] / sum(threads.values()) + slack for a in load}
-    out = []
-    for i, n in enumerate(sizes):
-        near = [a for a in (holders[i] if holders is not None else ()) if a in load and load[a] + n <= cap[a]]
-        pool = near or list(load)
-        addr = min(pool, key=lambda a: ((load[a] + n) / threads[a], a))
-        load[addr] += n
-        out.append(addr)
-    return out
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    load = {addr: 0 for addr, _ in workers}
+    out: list = [None] * len(sizes)
+    for i in order:
+        addr = min(load, key=lambda a: ((load[a] + sizes[i]) / threads[a], a))
+        load[addr] += sizes[i]
+        out[i] = addr
+    if holders is None:
+        return out
+    # the same numbers of chunks of each size per worker, filled by chunks already there first
+    slots: dict = {}
+    for i, addr in enumerate(out):
+        slots[(addr, sizes[i])] = slots.get((addr, sizes[i]), 0) + 1
+    placed: list = [None] * len(sizes)
+    for i in order:
+        for addr in sorted(holders[i]):
+            if slots.get((addr, sizes[i]), 0):
+                slots[(addr, sizes[i])] -= 1
+                placed[i] = addr
+                break
+    for i in order:
+        if placed[i] is None:
+            addr = next(a for (a, n), left in sorted(slots.items()) if n == sizes[i] and left)
+            slots[(addr, sizes[i])] -= 1
+            placed[i] = addr
+    return placed
 
 
 def dask_persist(X, sample_weight):

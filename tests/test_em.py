@@ -100,6 +100,16 @@ def test_balanced_targets_keep_chunks_where_they_are_when_that_balances():
     # threads count: a worker with two threads takes twice the rows
     out = balanced_targets([10] * 6, [("a", 2), ("b", 1)], [{"b"}] * 6)
     assert out.count("a") == 4 and out.count("b") == 2
+    # the bench's chunks (two files of 3 x 131072 + 106784 rows), persisted four full ones on a:
+    # a keeps three of them, and each worker ends with 500,000 rows (keeping the fourth would
+    # leave 524,288 against 475,712 and every pass waiting for a)
+    sizes = [131072, 131072, 131072, 106784] * 2
+    out = balanced_targets(sizes, workers, [{"a"}, {"a"}, {"a"}, {"b"}, {"a"}, {"b"}, {"b"}, {"b"}])
+    rows = {w: sum(n for n, t in zip(sizes, out) if t == w) for w in "ab"}
+    assert rows == {"a": 500_000, "b": 500_000}
+    assert sum(t != h for t, h in zip(out, "aaababbb")) == 2  # a full chunk to b, a short one to a
+    # and a placement made here is kept by the next fit: nothing moves
+    assert balanced_targets(sizes, workers, [{t} for t in out]) == out
 
 
 def test_placement_leaves_one_copy_of_each_chunk_and_balanced_rows(process_client):
