@@ -188,10 +188,6 @@ def _require_estimator_options(o):
                    (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
         if em_only:
             raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
-    for name, low in (("weight_concentration_prior", 0.0), ("mean_precision_prior", 0.0)):
-        v = getattr(o, name, None)
-        if v is not None and not v > low:
-            raise UsageError(f"daskgmm {o.command}: --{name.replace('_', '-')} must be greater than 0, got {v}")
 
 
 def overlap(a, b) -> bool:

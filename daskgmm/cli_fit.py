@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.cli_args import EXIT_OK, UsageError
+from daskgmm.cli_args import EXIT_OK, PRIOR_OPTIONS, UsageError
 from daskgmm.cli_runtime import (
     Reporter,
     check_outputs,
@@ -28,8 +28,7 @@ from daskgmm.cli_runtime import (
 )
 
 #: The options of ``--estimator bayesian`` (its priors), also part of a checkpoint's fingerprint.
-BAYESIAN_OPTIONS = ("estimator", "weight_concentration_prior_type", "weight_concentration_prior",
-                    "mean_precision_prior", "degrees_of_freedom_prior", "mean_prior", "covariance_prior")
+BAYESIAN_OPTIONS = ("estimator", *PRIOR_OPTIONS)
 
 #: How the estimator (as scikit-learn's) refuses a covariance prior: bad usage, as a wrong shape is.
 PRIOR_REFUSALS = ("should be symmetric, positive-definite", "precision' should be positive")

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.cli_args import EXIT_OK, UsageError
+from daskgmm.cli_args import EXIT_OK, PRIOR_OPTIONS, UsageError
 from daskgmm.cli_fit import check_degrees_of_freedom, size_of
 from daskgmm.cli_runtime import (
     Reporter,
@@ -113,8 +113,7 @@ def cmd_info(o, log, metrics):
 
 #: Prior options ``select --kinds bayesian`` passes to every Bayesian candidate (the covariance
 #: prior's shape depends on the covariance type, so it is ``fit``'s only).
-SELECT_PRIORS = ("weight_concentration_prior_type", "weight_concentration_prior", "mean_precision_prior",
-                 "degrees_of_freedom_prior", "mean_prior")
+SELECT_PRIORS = tuple(name for name in PRIOR_OPTIONS if name != "covariance_prior")
 
 
 def select_priors(o, columns) -> dict | None:
