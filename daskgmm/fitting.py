@@ -195,9 +195,18 @@ def initial_states(data, scan, jobs: list[tuple[MixtureParams, int]], given: dic
     stats = mixture_init_stats(
         data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
     )
+    return states_from_stats(stats, scan, [p for p, _ in jobs], data.dtype, given)
+
+
+def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: dict | None = None) -> list[MixtureState]:
+    """Starting models from initial statistics (an M-step each), one per ``params``.
+
+    ``given`` is as in :func:`initial_states`; ``scan`` gives the total weight.
+    """
+    given = given or {"weights": None, "means": None, "precisions": None}
     states = []
-    for (p, _), st in zip(jobs, stats):
-        options = p.state_options(data.dtype)
+    for p, st in zip(params, stats, strict=True):
+        options = p.state_options(dtype)
         nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
         weights = nk / scan.weight if given["weights"] is None else given["weights"]
         means = means if given["means"] is None else given["means"]

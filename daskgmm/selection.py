@@ -103,20 +103,6 @@ def _check_bayesian_params(bayesian_params, kinds, covariance_types=()) -> dict:
     return dict(bayesian_params)
 
 
-def _gaussian_states(stats, scan, params: list, dtype) -> list[MixtureState]:
-    """Starting models from the initial statistics, as :func:`daskgmm.fitting.initial_states` makes them.
-
-    (The statistics are computed once for both kinds; the test
-    ``test_gaussian_rows_do_not_depend_on_bayesian_candidates`` holds the two equal.)
-    """
-    states = []
-    for p, st in zip(params, stats, strict=True):
-        options = p.state_options(dtype)
-        nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
-        states.append(MixtureState.from_covariances(nk / scan.weight, means, covs, p.covariance_type, **options))
-    return states
-
-
 def select_model(
     X, n_components=range(1, 11), covariance_types=("full", "diag"), criterion="bic", n_init=1,
     random_state=None, *, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", sample_weight=None,
@@ -240,7 +226,8 @@ def select_model(
                 [stats[(k, t, s)] for s in seeds], [params] * len(seeds), [priors[c]] * len(seeds), data.dtype)
         else:
             params = fitting.MixtureParams.of(est.get_params())
-            states += _gaussian_states([stats[(k, t, s)] for s in seeds], scan, [params] * len(seeds), data.dtype)
+            states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [params] * len(seeds),
+                                                data.dtype)
         jobs += [(c, s) for s in seeds]
     runs = [Run(st) for st in states]
     if progress is not None:
