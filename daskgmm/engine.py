@@ -156,7 +156,7 @@ class ChunkedData:
         self.persisted = self._should_persist(X, cache, in_memory)
         self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
         self._futures = self._wfutures = None
-        self._targets: list = []
+        self._targets: list = []  # each chunk's worker (None: unrestricted); set with the futures
         if self.persisted and self.client is not None:
             self._futures, self._wfutures = self._persist_placed(X, sample_weight)
         elif self.persisted:
@@ -230,7 +230,7 @@ class ChunkedData:
             try:
                 self._targets = self._place(futs, wfuts, workers)
             except Exception:  # a worker gone meanwhile, a scheduler without daskgmm: chunks stay
-                self._targets = [None] * len(futs)
+                pass
         return futs, wfuts
 
     def _place(self, futs, wfuts, workers) -> list:
@@ -335,8 +335,7 @@ class ChunkedData:
         parts = [
             client.submit(_chunk_task, fut, w, int(self.offsets[i]), plan, pure=False,
                           **({} if t is None else {"workers": [t], "allow_other_workers": True}))
-            for i, (fut, w, t) in enumerate(zip(self._futures, self._wfutures,
-                                                 self._targets or [None] * len(self._futures)))
+            for i, (fut, w, t) in enumerate(zip(self._futures, self._wfutures, self._targets))
         ]
         se = self.split_every
         while len(parts) > se:

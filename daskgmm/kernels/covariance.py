@@ -25,9 +25,6 @@ from daskgmm.kernels.results import SuffStats, frozen
 #: The covariance types, in scikit-learn's order.
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
-#: The types whose covariances are diagonal: (K, D) variances or (K,) one per component.
-DIAGONAL_TYPES = ("diag", "spherical")
-
 #: Largest predicted absolute error of a logit on the shared-feature path before a
 #: model switches to the per-component path (responsibilities are then exact to
 #: about this relative error).
