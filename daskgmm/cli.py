@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 
+import daskgmm.stop as stop
 from daskgmm.cli_args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, resolve
 from daskgmm.cli_fit import BAYESIAN_OPTIONS, cmd_fit, cmd_update, fingerprint, update_fingerprint
 from daskgmm.cli_read import cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select
@@ -47,8 +48,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: unwound like Ctrl-C (staging removed, cluster closed), exit 143."""
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _on_signal(signum, frame):
+    # recorded as well as raised: raised inside a gc callback or a __del__, the exception is lost
+    exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    stop.request(exc)
+    raise exc()
 
 
 def main(argv=None) -> int:
@@ -58,14 +62,16 @@ def main(argv=None) -> int:
     within seconds, says so, removes its staging directories, closes its
     cluster and writes the error metrics; exit status 143 (130 for SIGINT).
     """
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop.clear()
     try:
         return _main(argv)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        stop.clear()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _main(argv=None) -> int:
@@ -87,6 +93,7 @@ def _main(argv=None) -> int:
         quiet = bool(getattr(o, "quiet", False))
         log = Reporter(quiet)
         status = HANDLERS[o.command](o, log, metrics)
+        stop.check()  # a signal whose exception was lost after the last safe point
         metrics["status"] = "ok"
     except (UsageError, ConfigError, DataError, InvalidParameterError) as exc:
         status = EXIT_USAGE

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+import daskgmm.stop as stop
 from daskgmm.cli_args import UsageError
 from daskgmm.config import SELECT
 
@@ -30,10 +31,12 @@ class Reporter:
         self.last = self.t0
 
     def __call__(self, msg: str) -> None:
+        stop.check()  # every line is a safe point to stop at
         if not self.quiet:
             print(f"daskgmm: {msg}", file=sys.stderr, flush=True)
 
     def progress(self, event, **info):
+        stop.check()
         now = time.perf_counter()
         if event == "init":
             how = "resumed from checkpoint" if info["resumed"] else "initialised"

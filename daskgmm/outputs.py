@@ -14,6 +14,7 @@ import os
 import posixpath
 import uuid
 
+import daskgmm.stop as stop
 from daskgmm.io import (
     DataError,
     get_fs,
@@ -253,6 +254,7 @@ def commit_together(outputs: list[StagedOutput]) -> None:
     import json
 
     outputs = [o for o in outputs if o.staging is not None]
+    stop.check()  # a stop asked for while the outputs were written: none of them goes in
     for o in outputs:
         o.finish()
     if len(outputs) < 2 or not all(_local(o.fs) for o in outputs):
@@ -302,6 +304,7 @@ def staged_directory(target, storage_options=None):
     try:
         try:
             yield out.fs, out.staging
+            stop.check()
             out.finish()
         except BaseException:
             out.abort()

@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "daskgmm"
 # lowest first; a module may import from its own layer or any layer below
 LAYERS = [
     ("kernels", ["daskgmm.kernels", "daskgmm.stats", "daskgmm.covariance", "daskgmm.kernels.random",
-                 "daskgmm.version"]),
+                 "daskgmm.version", "daskgmm.stop"]),
     ("cluster", ["daskgmm.cluster"]),
     ("engine", ["daskgmm.engine"]),
     ("models", ["daskgmm.models", "daskgmm.variational"]),
