@@ -47,17 +47,28 @@ class Reporter:
             rows = [r for r in runs if r.n_iter == it and r.history]  # the runs this pass served
             if not rows:
                 return
-            # the best over every run, finished ones included, so that the line never goes backwards
-            best = max((r for r in runs if r.history), key=lambda r: r.objective)
-            h = best.history[-1]
+            # the best over every run, finished ones included, so that the line never goes backwards;
+            # one per kind of objective: a log-likelihood and a variational lower bound do not compare
+            kinds: dict = {}
+            for r in runs:
+                if r.history:
+                    kinds.setdefault(objective_name(r), []).append(r)
+            parts = []
+            for name, group in kinds.items():
+                best = (min if name == "inertia" else max)(group, key=lambda r: r.objective)
+                parts.append(f"{name} {best.objective:.6f}  change {best.history[-1]['change']:.3e}")
             active = sum(not r.done for r in runs)
             many = f"  [best of {len(runs)} run(s), {active} still active]" if len(runs) > 1 else ""
-            self(f"iter {it:4d}  loglik {best.objective:.6f}  change {h['change']:.3e}  "
-                 f"{rows[0].history[-1]['seconds']:.2f} s{many}")
+            self(f"iter {it:4d}  {';  '.join(parts)}  {rows[0].history[-1]['seconds']:.2f} s{many}")
             for r in rows:
                 for e in r.history[-1]["events"]:
                     self(f"          {e}")
         self.last = now
+
+
+def objective_name(run) -> str:
+    """What a run's objective is, as the progress line names it (a mean log-likelihood by default)."""
+    return getattr(getattr(run, "state", None), "objective_name", "loglik")
 
 
 @contextlib.contextmanager

@@ -104,6 +104,9 @@ class MixtureState:
         return ModelSpec(nat, self.covariance_type, self.assignment, n_worst=n_worst, precise=precise,
                          marginal=marginal)
 
+    #: what :meth:`objective` is, for progress lines
+    objective_name = "loglik"
+
     def objective(self, stats: SuffStats) -> float:
         """Mean log-likelihood per sample (scikit-learn's lower bound)."""
         return stats.loglik / stats.weight if stats.weight > 0 else -np.inf
@@ -195,6 +198,8 @@ class KMeansState:
         return ModelSpec(
             kmeans_natural_params(self.centers - centre), "spherical", "hard", n_worst=n_worst
         )
+
+    objective_name = "inertia"
 
     def objective(self, stats: SuffStats) -> float:
         """Inertia: the weighted sum of squared distances to the nearest centre."""

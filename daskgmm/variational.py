@@ -193,6 +193,8 @@ class VariationalState:
             return ModelSpec(shared, self.covariance_type, n_worst=n_worst, precise=nat, resp_log_resp=True)
         return ModelSpec(nat, self.covariance_type, n_worst=n_worst, resp_log_resp=True)
 
+    objective_name = "lower bound"
+
     def objective(self, stats: SuffStats) -> float:
         """scikit-learn's lower bound (ELBO up to constants) of the posterior this E-step leads to."""
         return self.update(stats).lower_bound(stats.resp_log_resp)

@@ -459,6 +459,32 @@ def test_progress_shows_the_best_over_every_run_and_the_real_init_time(capsys):
     assert seen["init"]["seconds"] > 0 and len(seen["init"]["runs"]) == 3
 
 
+def test_progress_of_a_mixed_selection_keeps_likelihoods_and_lower_bounds_apart(capsys):
+    """A log-likelihood and a variational lower bound do not compare: one best of each."""
+    from daskgmm.cli import Reporter
+    from daskgmm.selection import select_model
+
+    X, _, _ = make_blobs(n=2000, d=2)
+    lines = []
+    reporter = Reporter(quiet=False)
+
+    def progress(event, **info):
+        reporter.progress(event, **info)
+        if event == "iteration":
+            runs = [r for r in info["runs"] if r.history]
+            best = {n: max(r.objective for r in runs if type(r.state).__name__ == s)
+                    for n, s in (("loglik", "MixtureState"), ("lower bound", "VariationalState"))}
+            lines.append((info["iteration"], best))
+
+    select_model(X, n_components=[2, 3], covariance_types=["full"], random_state=0, max_iter=4,
+                 kinds=("gaussian", "bayesian"), progress=progress)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if " iter " in ln]
+    assert len(err) == len(lines) > 0
+    for text, (it, best) in zip(err, lines):
+        assert f"iter {it:4d}  loglik {best['loglik']:.6f}" in text
+        assert f";  lower bound {best['lower bound']:.6f}" in text
+
+
 def test_the_command_names_a_zero_variance_column(tmp_path, capsys):
     x = np.random.default_rng(0).normal(size=(2000, 2))
     pq.write_table(pa.table({"id": np.arange(2000), "a": x[:, 0], "b": np.full(2000, 3.3), "c": x[:, 1]}),
