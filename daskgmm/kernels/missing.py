@@ -198,11 +198,16 @@ def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tup
     uu = np.broadcast_to(u, (k, d, d)) if ct == "tied" else u
     prec = np.einsum("kij,klj->kil", uu, uu)
     counts = miss.sum(axis=1)
+    x0 = np.where(miss, 0.0, x)
+    obs = (~miss).astype(np.float64)
     out = []
     for m in np.unique(counts):
         sel = np.flatnonzero(counts == m)
         ms = miss[sel]
-        z = np.where(ms[None], 0.0, x[sel][None] - means[:, None, :])  # (K, ns, D), zeros where missing
+        # (K, ns, D), zeros where missing: a subtraction and a product (a three-operand where
+        # over the (K, ns, D) array cost twice as much)
+        z = x0[sel][None] - means[:, None, :]
+        z *= obs[sel][None]
         if m == 0:
             mi = np.zeros((len(sel), 0), dtype=np.intp)
             y = np.zeros((k, len(sel), 0))
@@ -217,7 +222,9 @@ def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tup
             cond, y, logdet_m = _conditional_solve(pmm, b)  # P_mm⁻¹, P_mm⁻¹ b, log det P_mm
         dev = z.copy()  # x̂ - μ: observed deviations, and -y in the missing places
         if m:
-            np.put_along_axis(dev, np.broadcast_to(mi[None], y.shape), -y, axis=2)
+            # by flat positions within each component's (ns, D) rows: half put_along_axis's time
+            flat = (np.arange(len(sel))[:, None] * d + mi).ravel()
+            dev.reshape(k, -1)[:, flat] = -y.reshape(k, -1)
         white = np.matmul(dev, uu)  # rows of (Uᵀ (x̂ - μ))ᵀ
         q = np.einsum("knd,knd->kn", white, white)
         logits[:, sel] = const[:, None] - 0.5 * logdet_m + 0.5 * m * _LOG_2PI - 0.5 * q
