@@ -55,9 +55,9 @@ Results, 2026-11-24, 2 vCPU Xeon (KVM, AVX-512; square dgemm 76-88 GFLOP/s one t
     options, 0.28 s in a new process)
     --vector-width 4 (ymm): E 139 ms, M 114 ms, fused 263 ms; the prototype without the copy, M tiles 16x1
     168 ms, 4x6 108 ms, 8x2 85 ms
-    An earlier naive attempt, scripts/numba_fused_estep.py (plain @njit loops, innermost over rows, L stored
-    at every FMA: load/store bound), reached 3.3-3.4 GFLOP/s, ~1450 ms per 1M rows for the logits alone
-    against NumPy's 280-300 ms for features + GEMM; this benchmark supersedes it.
+    An earlier naive attempt, scripts/numba_fused_estep.py (in git history; plain @njit loops, innermost
+    over rows, L stored at every FMA: load/store bound), reached 3.3-3.4 GFLOP/s, ~1450 ms per 1M rows for
+    the logits alone against NumPy's 280-300 ms for features + GEMM; this benchmark supersedes it.
 
 Not done
     K and D are fixed at 16 (unrolled when the IR is generated); rows must be a multiple of --block-rows
