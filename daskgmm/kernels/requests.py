@@ -189,7 +189,7 @@ class MixtureRequest:
             T[:, incomplete] = 0.0
             for z in diffs.values():
                 z[:, :, incomplete] = 0.0
-        _add_moments(acc["S"], T, L)
+        add_moments(acc["S"], T, L)
         for i, z in diffs.items():
             r = L[self._bounds[i] : self._bounds[i + 1]]  # responsibilities (weighted)
             _precise_moments(acc["precise"][i], z, r, self.specs[i].covariance_type)
@@ -291,7 +291,7 @@ def _precise_moments(acc, z, r, covariance_type) -> None:
 SMALL_PRODUCT = 1_000_000
 
 
-def _add_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray) -> None:
+def add_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray) -> None:
     """``S += L · Tᵀ``: the M-step moments (W, P) of a block's responsibilities L (W, nb) and features T (P, nb).
 
     As ``Sᵀ = T · Lᵀ`` (OpenBLAS runs this orientation of the skinny product faster), in
