@@ -20,11 +20,6 @@ def request(exc_type: type[BaseException]) -> None:
     _pending = exc_type
 
 
-def pending() -> type[BaseException] | None:
-    """The exception type a signal asked for, or None."""
-    return _pending
-
-
 def clear() -> None:
     global _pending
     _pending = None
