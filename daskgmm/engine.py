@@ -34,6 +34,11 @@ from daskgmm.kernels import SampleRequest, ScanRequest, chunk_pass, merge_partia
 #: ``cache="auto"`` decides to keep it in memory.
 MEMORY_FRACTION = 0.4
 
+#: Fewest rows for which passes use the compiled block kernel (:mod:`daskgmm.kernels.compiled`):
+#: a worker that has not got it yet builds it first (once per machine, ~1 s, then cached), so
+#: a fit of fewer rows, whose passes take milliseconds, never waits on that.
+COMPILED_MIN_ROWS = 100_000
+
 #: The first scan also draws a uniform sample of rows (by sample weight, keyed by
 #: row number: the same rows for any chunking) for the initialisations: at most this
 #: many rows and :data:`SCAN_SAMPLE_BYTES` of float64 (each chunk returns that much).
@@ -49,11 +54,15 @@ class _Plan:
     requests: list
     centre: np.ndarray | None
     block_rows: int | None
+    #: Use the compiled block kernel where the worker can: decided per pass from the data's size,
+    #: the same for every chunk, so that which worker runs a chunk never changes a result's bits.
+    compiled: bool = False
 
 
 def _chunk_task(x, w, row0, plan: _Plan):
     pin_worker_blas()
-    return chunk_pass(x, plan.requests, plan.centre, sample_weight=w, row0=row0, block_rows=plan.block_rows)
+    return chunk_pass(x, plan.requests, plan.centre, sample_weight=w, row0=row0, block_rows=plan.block_rows,
+                      compiled=plan.compiled)
 
 
 def _merge_task(plan: _Plan, *parts):
@@ -290,7 +299,7 @@ class ChunkedData:
         """
         from dask import delayed
 
-        plan = _Plan(list(requests), None if centre is None else np.asarray(centre, np.float64), self.block_rows)
+        plan = self._plan(requests, centre)
         tag = uuid.uuid4().hex[:12]
         parts = [
             delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False, traverse=False)(
@@ -309,6 +318,10 @@ class ChunkedData:
                 for j, i in enumerate(range(0, len(parts), se))
             ]
         return parts
+
+    def _plan(self, requests, centre) -> _Plan:
+        centre = None if centre is None else np.asarray(centre, np.float64)
+        return _Plan(list(requests), centre, self.block_rows, compiled=self.n_rows >= COMPILED_MIN_ROWS)
 
     def run(self, requests: list, centre=None) -> list:
         """One pass: every request over every chunk, merged. Returns one result per request."""
@@ -330,7 +343,7 @@ class ChunkedData:
     def _run_placed(self, requests, centre) -> list:
         """A pass over persisted chunks with the futures API (one submit per chunk)."""
         client = self.client
-        plan = _Plan(list(requests), None if centre is None else np.asarray(centre, np.float64), self.block_rows)
+        plan = self._plan(requests, centre)
         # a loose restriction: the chunk's worker when it is there, any other when it is not
         parts = [
             client.submit(_chunk_task, fut, w, int(self.offsets[i]), plan, pure=False,

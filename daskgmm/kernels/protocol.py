@@ -14,18 +14,20 @@ Pure NumPy; nothing here knows about Dask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from daskgmm.kernels import compiled as compiled_kernel
 from daskgmm.kernels.features import NO_FEATURES, block_rows_for, build_features, n_feature_rows
 from daskgmm.kernels.scratch import scratch
 
 
-@dataclass
 class Block:
     """One cache-sized block of a chunk, as the requests see it.
+
+    The centred rows and the features are built on first use (a request that fuses
+    them into its own kernel never pays for them), once per block for every request.
 
     Attributes
     ----------
@@ -35,18 +37,35 @@ class Block:
         Rows minus the pass centre, transposed (None for a pass without centre).
     T : ndarray, shape (P, nb) or None
         Feature rows at ``level``.
+    level : int
+        The feature level of the pass.
+    centre : ndarray, shape (D,) or None
+        The pass centre, float64.
     w : ndarray, shape (nb,) or None
         Sample weights (None: all ones).
     rows : ndarray of int64, shape (nb,)
         Global row numbers.
     """
 
-    x: np.ndarray
-    xT: np.ndarray | None
-    T: np.ndarray | None
-    level: int
-    w: np.ndarray | None
-    rows: np.ndarray
+    def __init__(self, x, level, centre, w, rows):
+        self.x, self.level, self.centre, self.w, self.rows = x, level, centre, w, rows
+        self._xT = self._T = None
+
+    @property
+    def xT(self) -> np.ndarray | None:
+        if self._xT is None and self.level > NO_FEATURES:
+            x = self.x
+            self._xT = scratch("xT", x.shape[::-1], x.dtype)
+            np.subtract(x.T, self.centre.astype(x.dtype)[:, None], out=self._xT)
+        return self._xT
+
+    @property
+    def T(self) -> np.ndarray | None:
+        if self._T is None and self.level > NO_FEATURES:
+            d, nb = self.x.shape[1], self.size
+            out = scratch("features", (n_feature_rows(self.level, d), nb), self.x.dtype)
+            self._T = build_features(self.xT, self.level, out)
+        return self._T
 
     @property
     def size(self) -> int:
@@ -76,8 +95,9 @@ class Request(Protocol):
     level: int
     width: int
 
-    def start(self, n_features: int, dtype: np.dtype, level: int, centre: np.ndarray | None) -> Any:
-        """A fresh accumulator for one chunk (``level``: the level the pass builds; ``centre``: its shift)."""
+    def start(self, n_features: int, dtype: np.dtype, level: int, centre: np.ndarray | None, kernel) -> Any:
+        """A fresh accumulator for one chunk (``level``: the level the pass builds; ``centre``: its shift;
+        ``kernel``: the compiled block kernel, or None for NumPy)."""
 
     def update(self, acc: Any, blk: Block) -> Any | None:
         """Fold one block into ``acc``, in place (return None) or by returning the new accumulator."""
@@ -89,7 +109,7 @@ class Request(Protocol):
         """Combine two partial results: associative and commutative (the combine step)."""
 
 
-def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_rows=None):
+def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_rows=None, compiled=False):
     """Run every request over one chunk of rows.
 
     Parameters
@@ -106,6 +126,10 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
         Global row number of the chunk's first row.
     block_rows : int, optional
         Rows per block (default: sized for the cache).
+    compiled : bool
+        Let the requests use the compiled block kernel (float64 only), waiting for it
+        to be built or loaded if this process has not got it yet (bounded; on failure,
+        or where it cannot run, the NumPy path).
 
     Returns
     -------
@@ -121,7 +145,8 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
     if level > NO_FEATURES and centre is None:
         raise ValueError("a pass that builds features needs a centre")
     centre64 = None if centre is None else np.asarray(centre, dtype=np.float64)
-    accs = [r.start(d, dtype, level, centre64) for r in requests]
+    kernel = compiled_kernel.ready(wait=True) if compiled and dtype == np.float64 else None
+    accs = [r.start(d, dtype, level, centre64, kernel) for r in requests]
     if n:
         p = n_feature_rows(level, d) if level > NO_FEATURES else d
         width = sum(r.width for r in requests)
@@ -129,25 +154,17 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
         w_all = None if sample_weight is None else np.asarray(sample_weight).reshape(-1)
         if w_all is not None and len(w_all) != n:
             raise ValueError(f"sample_weight has {len(w_all)} rows, the chunk has {n}")
-        if level > NO_FEATURES:
-            c = centre64.astype(dtype)[:, None]
         for a in range(0, n, nb):
             b = min(n, a + nb)
             xb = x[a:b]
             if xb.dtype != dtype:
                 xb = xb.astype(dtype)
-            xT = T = None
-            if level > NO_FEATURES:
-                xT = scratch("xT", (d, b - a), dtype)
-                np.subtract(xb.T, c, out=xT)
-                T = build_features(xT, level, scratch("features", (p, b - a), dtype))
             blk = Block(
-                x=xb,
-                xT=xT,
-                T=T,
-                level=level,
-                w=None if w_all is None else w_all[a:b],
-                rows=np.arange(row0 + a, row0 + b, dtype=np.int64),
+                xb,
+                level,
+                centre64,
+                None if w_all is None else w_all[a:b],
+                np.arange(row0 + a, row0 + b, dtype=np.int64),
             )
             for i, r in enumerate(requests):
                 res = r.update(accs[i], blk)

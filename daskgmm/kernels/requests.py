@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import daskgmm.kernels.covariance as cov
+from daskgmm.kernels import compiled
 from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows, stats_level
 from daskgmm.kernels.missing import completed_moments, marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
@@ -87,15 +88,24 @@ class MixtureRequest:
                 g[1] = i + 1
             else:
                 self._groups.append([i, i + 1, spec.assignment])
+        # what the compiled kernel takes (daskgmm.kernels.compiled); everything else is NumPy
+        self._fusable = all(
+            s.assignment == "soft" and s.precise is None and not s.resp_log_resp for s in self.specs
+        )
+        self._marginal = any(s.marginal is not None for s in self.specs)
 
     @property
     def width(self) -> int:
         """Rows of the logits matrix per block."""
         return int(self._bounds[-1])
 
-    def start(self, n_features, dtype, level, centre):
+    def start(self, n_features, dtype, level, centre, kernel=None):
         theta = np.vstack([s.params.theta(level) for s in self.specs]).astype(dtype)
+        fused = None
+        if kernel is not None and self._fusable and dtype == np.float64:
+            fused = compiled.Fused(kernel, theta, self._bounds, level, n_features, centre)
         return {
+            "fused": fused,
             "theta": theta,
             "level": level,
             "S": np.zeros((self.width, theta.shape[1])),
@@ -113,6 +123,15 @@ class MixtureRequest:
         }
 
     def update(self, acc, blk: Block) -> None:
+        fused = acc["fused"]
+        if fused is not None and not (self._marginal and np.isnan(np.add.reduce(blk.x, axis=None))):
+            per_row = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
+            fused.update(blk.x, blk.w, per_row)
+            for i in range(len(self.specs)):
+                self._add_loglik(acc, i, per_row[i], blk)
+            acc["weight"] += blk.weight_sum()
+            acc["rows"] += blk.size
+            return
         theta = acc["theta"]
         nb = blk.size
         dtype = theta.dtype
@@ -170,13 +189,7 @@ class MixtureRequest:
                 if incomplete.size and i not in completions:
                     lm[j][:, incomplete] = 0.0
                     per_row[j][incomplete] = 0.0
-                acc["loglik"][i] += blk.weighted_sum(per_row[j])
-                spec = self.specs[i]
-                if spec.n_worst:
-                    # a row with NaN cannot re-seed a component
-                    worst = _block_worst(per_row[j], blk, spec.n_worst, incomplete)
-                    prev = acc["worst"][i]
-                    acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
+                self._add_loglik(acc, i, per_row[j], blk, incomplete)
         T = blk.T
         resp_inc = {}
         if incomplete.size:
@@ -197,6 +210,16 @@ class MixtureRequest:
             self._incomplete_moments(acc, i, completions[i], r)
         acc["weight"] += blk.weight_sum()
         acc["rows"] += nb
+
+    def _add_loglik(self, acc, i, per_row, blk, incomplete=None) -> None:
+        """Add model ``i``'s log-likelihoods of a block's rows (zero for rows left out) and its worst rows."""
+        acc["loglik"][i] += blk.weighted_sum(per_row)
+        spec = self.specs[i]
+        if spec.n_worst:
+            # a row with NaN cannot re-seed a component
+            worst = _block_worst(per_row, blk, spec.n_worst, incomplete)
+            prev = acc["worst"][i]
+            acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
 
     def _incomplete_moments(self, acc, i, completions, r) -> None:
         """Add the expected statistics of a block's incomplete rows for model ``i``."""
@@ -227,6 +250,8 @@ class MixtureRequest:
     def finish(self, acc, n_features, centre) -> list[SuffStats]:
         S, d, lvl = acc["S"], n_features, acc["level"]
         q = n_quad_rows(lvl, d)
+        if acc["fused"] is not None:
+            S = S + acc["fused"].moments()
         out = []
         for m, spec in enumerate(self.specs):
             block = S[self._bounds[m] : self._bounds[m + 1]]

@@ -50,7 +50,7 @@ class SampleRequest:
         none = len(self.centres) == 0 and (self.candidates is None or len(self.candidates) == 0)
         return NO_FEATURES if none else SPHERICAL_LEVEL
 
-    def start(self, n_features, dtype, level, centre):
+    def start(self, n_features, dtype, level, centre, kernel=None):
         def theta(points):
             if points is None or len(points) == 0:
                 return None
@@ -160,7 +160,7 @@ class ScanRequest:
     level = NO_FEATURES
     width = 0
 
-    def start(self, n_features, dtype, level, centre):
+    def start(self, n_features, dtype, level, centre, kernel=None):
         z = np.zeros(n_features)
         return ScanResult(0, 0.0, z, z, np.zeros(n_features, np.int64), np.zeros(n_features, np.int64), 0)
 
