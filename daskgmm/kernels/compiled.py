@@ -38,13 +38,23 @@ import threading
 
 import numpy as np
 
+from daskgmm.kernels import responsibilities
 from daskgmm.kernels.features import FULL_LEVEL, SPHERICAL_LEVEL, n_quad_rows
 from daskgmm.kernels.scratch import scratch
 
 #: Longest wait for the compiling subprocess.
 COMPILE_TIMEOUT = 300
-#: Mirrors of the generator's constants (checked against it by the tests).
-LANES, SUB_ROWS, PAD, M_COMPONENTS, M_FEATURES = 8, 256, 8, 8, 3
+#: Doubles per vector (one zmm register); rows per sub-block (its rows of x, logits and
+#: responsibilities stay in L1/L2); extra columns per buffer row (so that the rows of the
+#: buffers do not share L1 sets). The generator (compiled_ir) imports these.
+V, SUB_ROWS, PAD = 8, 256, 8
+#: Components per logits tile, largest first (16 logits and the row vectors fill 32 registers).
+LOGIT_TILES = (16, 8, 4, 2, 1)
+#: The M step's register tile: components x features.
+M_COMPONENTS, M_FEATURES = 8, 3
+#: ``daskgmm_block``'s arguments, in order (``*`` pointers to float64, ``#`` to int64, else int64).
+BLOCK_ARGS = ("*x", "n", "d", "*centre", "*w", "*th", "nfp", "#pa", "#pb", "#runs", "nruns", "#bounds", "nmodels",
+              "*S", "nkt", "*per_row", "ldp", "*xb", "*lb", "*llb", "*wb", "ld")
 
 _state = {"kernel": None, "thread": None, "error": None}
 _lock = threading.Lock()
@@ -97,18 +107,19 @@ def wanted() -> str | None:
         return "switched off by DASKGMM_KERNEL=numpy"
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return "not Linux x86-64"
-    if "avx512f" not in _cpu_flags():
+    flags = next((ln for ln in _cpu_identity() if ln.startswith("flags")), "")
+    if "avx512f" not in flags.partition(":")[2].split():
         return "no AVX-512"
     return None
 
 
-def _cpu_flags() -> set:
+def _cpu_identity() -> list[str]:
+    """The first CPU's ``model name`` and ``flags`` lines of /proc/cpuinfo (none if unreadable)."""
     try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
+        first = pathlib.Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+        return []
+    return [ln for ln in first.splitlines() if ln.startswith(("model name", "flags"))]
 
 
 def cache_path() -> pathlib.Path:
@@ -117,22 +128,30 @@ def cache_path() -> pathlib.Path:
     The name hashes the generator's source, the CPU model and flags, and the Python
     version, so a changed generator or a different machine compiles afresh.
     """
-    from daskgmm.kernels import compiled_ir
-
     root = os.environ.get("DASKGMM_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "daskgmm")
-    cpu = pathlib.Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    cpu = "\n".join(ln for ln in cpu.splitlines() if ln.startswith(("model name", "flags")))
-    key = hashlib.sha256(f"{compiled_ir.source_key()}|{cpu}|{sys.version}".encode()).hexdigest()[:20]
+    cpu = "\n".join(_cpu_identity())
+    key = hashlib.sha256(f"{source_key()}|{cpu}|{sys.version}".encode()).hexdigest()[:20]
     return pathlib.Path(root) / f"kernel-{key}.o"
 
 
-def ready(wait: bool = False):
-    """The compiled kernel (a :class:`Kernel`), or None while it is being built (or cannot be).
+def source_key() -> str:
+    """What the compiled object depends on in this package: the generator and the modules whose
+    constants it imports (this one, for the tile sizes; responsibilities, for the clamp), hashed."""
+    here = pathlib.Path(__file__)
+    h = hashlib.sha256()
+    for path in (here.with_name("compiled_ir.py"), here, pathlib.Path(responsibilities.__file__)):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
-    The first call starts a daemon thread that compiles it, or loads it from the cache;
-    with ``wait`` the call waits for that (tests, benchmarks). A failure is remembered in
-    ``error()`` and never retried in this process.
+
+def ready():
+    """The compiled kernel (a :class:`Kernel`), or None if it cannot be had.
+
+    The first call starts a daemon thread that compiles it, or loads it from the cache,
+    and every call waits for that thread, at most ``COMPILE_TIMEOUT`` + 30 s (the
+    subprocess's own bound, plus loading). A failure is remembered in ``error()`` and
+    never retried in this process.
     """
     if _state["kernel"] is not None or _state["error"] is not None:
         return _state["kernel"]
@@ -144,8 +163,7 @@ def ready(wait: bool = False):
                 return None
             _state["thread"] = threading.Thread(target=_build, name="daskgmm-compile", daemon=True)
             _state["thread"].start()
-    if wait:
-        _state["thread"].join(COMPILE_TIMEOUT + 30)
+    _state["thread"].join(COMPILE_TIMEOUT + 30)
     return _state["kernel"]
 
 
@@ -190,8 +208,6 @@ class Kernel:
     """The loaded ``daskgmm_block`` function (see :func:`daskgmm.kernels.compiled_ir.build_block`)."""
 
     def __init__(self, address: int):
-        from daskgmm.kernels.compiled_ir import BLOCK_ARGS
-
         argtypes = [ctypes.c_void_p if a[0] in "*#" else ctypes.c_int64 for a in BLOCK_ARGS]
         self._fn = ctypes.CFUNCTYPE(None, *argtypes)(address)  # releases the GIL while it runs
 
@@ -219,7 +235,7 @@ class Fused:
         self.theta[:, :p] = theta
         self.runs = feature_runs(self.pa, self.pb, p)
         self.bounds = np.ascontiguousarray(bounds, dtype=np.int64)
-        self.lanes = np.zeros((padded_rows(w), len(self.pa), LANES))
+        self.lanes = np.zeros((padded_rows(w), len(self.pa), V))
         self.centre = np.ascontiguousarray(centre, dtype=np.float64)
         self.d = n_features
         self._ones = np.ones(0)
@@ -244,7 +260,9 @@ class Fused:
         lb = scratch("fused-logits", (self.lanes.shape[0], ld), np.float64)
         llb = scratch("fused-loglik", (ld,), np.float64)
         wb = scratch("fused-weights", (ld,), np.float64)
-        assert per_row.flags.c_contiguous and per_row.shape[1] == n
+        if not (per_row.flags.c_contiguous and per_row.shape == (len(self.bounds) - 1, n)):
+            # the kernel writes per_row through a raw pointer
+            raise ValueError(f"per_row must be C-contiguous of shape {(len(self.bounds) - 1, n)}, got {per_row.shape}")
         self.kernel._fn(
             x.ctypes.data, n, d, self.centre.ctypes.data, w.ctypes.data, self.theta.ctypes.data, len(self.pa),
             self.pa.ctypes.data, self.pb.ctypes.data, self.runs.ctypes.data, len(self.runs),

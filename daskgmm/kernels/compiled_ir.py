@@ -1,9 +1,9 @@
 """LLVM vector IR of the compiled block kernel, and the numba driver that runs it over a block.
 
-Imported only by :mod:`daskgmm.kernels.compiled` once the kernel is wanted: importing numba
-costs time and memory that a worker which never uses the kernel should not pay. Everything
-the generated code depends on lives in this file, because numba's cache is keyed on the
-source file of the jitted function (``block_pass``): changing any of it recompiles.
+Run as ``python -m daskgmm.kernels.compiled_ir OUT`` by :mod:`daskgmm.kernels.compiled`, in a
+subprocess, so that LLVM never enters a worker. The object's cache key hashes this file and
+the modules whose constants it imports (:func:`daskgmm.kernels.compiled.source_key`): changing
+any of them rebuilds.
 
 Three kernels, each a loop over tiles of ``V`` rows of a sub-block held transposed in a
 buffer ``xb`` (rows: centred ``x``, ones, ``‖x‖²``; ``ld`` doubles apart):
@@ -28,19 +28,17 @@ few ulp (tested against NumPy).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pathlib
 import sys
 
+import numpy as np
 from llvmlite import ir
 
-V = 8
-SUB_ROWS = 256
-PAD = 8
-LOGIT_TILES = (16, 8, 4, 2, 1)
-M_COMPONENTS, M_FEATURES = 8, 3
-EXP_FLOOR = -700.0
+from daskgmm.kernels.compiled import BLOCK_ARGS, LOGIT_TILES, M_COMPONENTS, M_FEATURES, SUB_ROWS, V
+from daskgmm.kernels.responsibilities import EXP_FLOOR as RESPONSIBILITY_EXP_FLOOR
+
+EXP_FLOOR = RESPONSIBILITY_EXP_FLOOR[np.dtype(np.float64)]
 
 DBL = ir.DoubleType()
 I64 = ir.IntType(64)
@@ -293,11 +291,6 @@ def _while(builder, cond, body, name):
     builder.position_at_end(ex)
 
 
-#: ``daskgmm_block``'s arguments, in order (``*`` pointers to float64, ``#`` to int64, else int64).
-BLOCK_ARGS = ("*x", "n", "d", "*centre", "*w", "*th", "nfp", "#pa", "#pb", "#runs", "nruns", "#bounds", "nmodels",
-              "*S", "nkt", "*per_row", "ldp", "*xb", "*lb", "*llb", "*wb", "ld")
-
-
 def build_block(module):
     """``daskgmm_block``: a block of rows, sub-block by sub-block (see :func:`daskgmm.kernels.compiled.run_pass`).
 
@@ -387,16 +380,12 @@ def build_module() -> ir.Module:
     return module
 
 
-def source_key() -> str:
-    """What the compiled object depends on in this package: this file (hashed)."""
-    return hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:16]
-
-
 def compile_object(path: str) -> None:
     """Compile the kernel for this machine's CPU into an ELF object file at ``path`` (run in a subprocess).
 
-    Optimised at O3 for the host CPU; the object must not call anything outside itself
-    (checked by the loader).
+    Optimised at O3 for the host CPU, position-independent (small code model): the relocations
+    :mod:`daskgmm.kernels.elfload` applies; its only calls outside itself are to the C library
+    (``memset``), which the loader reaches through trampolines.
     """
     import llvmlite.binding as llvm
 
@@ -412,10 +401,8 @@ def compile_object(path: str) -> None:
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
-    obj = tm.emit_object(mod)
-    tmp = pathlib.Path(path + f".{__import__('os').getpid()}.tmp")
-    tmp.write_bytes(obj)
-    tmp.replace(path)  # atomic: a reader sees the whole object or none
+    # the caller gives a path in its own temporary directory and moves the file into the cache atomically
+    pathlib.Path(path).write_bytes(tm.emit_object(mod))
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
     if level > NO_FEATURES and centre is None:
         raise ValueError("a pass that builds features needs a centre")
     centre64 = None if centre is None else np.asarray(centre, dtype=np.float64)
-    kernel = compiled_kernel.ready(wait=True) if compiled and dtype == np.float64 else None
+    kernel = compiled_kernel.ready() if compiled and dtype == np.float64 else None
     accs = [r.start(d, dtype, level, centre64, kernel) for r in requests]
     if n:
         p = n_feature_rows(level, d) if level > NO_FEATURES else d
