@@ -4,11 +4,16 @@ Nothing here knows covariance algebra. A pass sends one small *plan* (the
 requests: parameters of every model in the list) to the cluster, maps every
 chunk to partial results with :func:`daskgmm.kernels.chunk_pass`, merges them in
 a fixed tree (``split_every`` at a time) and returns the merged result to the
-client. Each iteration builds a new small graph that references the data's
-graph (persisted futures, or the Parquet reads when out of core) and nothing
-from earlier iterations, so graphs never grow with the iteration count.
-Because the tree's shape depends only on the chunking, a pass gives bitwise
-the same result whichever worker runs which task, and after a worker dies.
+client. Chunks kept in cluster memory lie in contiguous runs, one per worker, and
+a pass runs one task per worker thread over its run, merging the subtrees of the
+tree that lie inside it; chunks read on every pass get a task each.
+
+Each iteration builds a new small graph that references the data's graph
+(persisted futures, or the Parquet reads when out of core) and nothing from
+earlier iterations, so graphs never grow with the iteration count. Because the
+tree's shape depends only on the chunking, a pass gives bitwise the same result
+whichever worker runs which task, however the chunks are batched, and after a
+worker dies.
 """
 
 from __future__ import annotations
@@ -69,14 +74,48 @@ def _merge_task(plan: _Plan, *parts):
     return functools.reduce(lambda a, b: merge_partials(plan.requests, a, b), parts)
 
 
-def balanced_targets(sizes, workers, holders=None) -> list:
-    """A worker for each chunk, so that the largest rows per thread are as small as greedy gets them.
+def _batch_task(plan: _Plan, levels, split_every, items):
+    """Chunks held by one worker, one after another, and every merge of the tree among them.
 
-    The greedy (LPT) rule decides how many chunks of each size each worker takes:
-    largest first, each to the worker whose rows per thread are then smallest. With
-    ``holders``, a chunk then fills a slot of its size on a worker that holds it
-    before any chunk is moved, so that balancing moves as few chunks as it can, and
-    a placement made here is kept as it is by the next call.
+    ``items`` are ``(index, x, w, row0)`` in row order. A merge runs as soon as its
+    children are done (memory: a few partials per level). Returns ``{node: partial}``
+    for the batch's frontier (:func:`subtree_merges`).
+    """
+    merges, _ = subtree_merges([i for i, *_ in items], levels, split_every)
+    nodes = {}
+    for i, x, w, row0 in items:
+        node = (0, i)
+        nodes[node] = _chunk_task(x, w, row0, plan)
+        while True:
+            parent = (node[0] + 1, node[1] // split_every)
+            kids = merges.get(parent)
+            if kids is None or any(k not in nodes for k in kids):
+                break
+            nodes[parent] = _merge_task(plan, *[nodes.pop(k) for k in kids])
+            node = parent
+    return nodes
+
+
+def _merge_sources(plan: _Plan, sources):
+    """Merge nodes taken from batch results (``(dict, node)``) or merge results (``(partial, None)``)."""
+    return _merge_task(plan, *[value if node is None else value[node] for value, node in sources])
+
+
+def _run_end(mids, start, end_row) -> int:
+    """The end of the run of chunks from ``start`` whose middle rows lie before ``end_row``."""
+    return max(start, int(np.searchsorted(mids, end_row, side="left")))
+
+
+def balanced_targets(sizes, workers, holders=None) -> list:
+    """A worker for each chunk: contiguous runs of chunks, rows in proportion to threads.
+
+    Runs along the rows, so that a worker's chunks make whole subtrees of the merge
+    tree, which its batch task merges itself (:meth:`ChunkedData.run`). A chunk
+    belongs to the run whose share of the rows holds its middle row, so each worker
+    is off its share by at most half a chunk at either end. Along the rows, each run
+    goes to the worker, of those left, that already holds most of the rows it would
+    take (ties: by address), so that balancing moves few chunks, and a placement made
+    here is kept as it is by the next call.
 
     Parameters
     ----------
@@ -91,33 +130,95 @@ def balanced_targets(sizes, workers, holders=None) -> list:
     list of str
         Each chunk's worker, in the order of ``sizes``.
     """
-    threads = dict(workers)
-    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
-    load = {addr: 0 for addr, _ in workers}
+    sizes = np.asarray(sizes, dtype=np.float64)
+    mids = np.cumsum(sizes) - 0.5 * sizes
+    total_rows, total_threads = float(sizes.sum()), sum(t for _, t in workers)
     out: list = [None] * len(sizes)
-    for i in order:
-        addr = min(load, key=lambda a: ((load[a] + sizes[i]) / threads[a], a))
-        load[addr] += sizes[i]
-        out[i] = addr
-    if holders is None:
-        return out
-    # the same numbers of chunks of each size per worker, filled by chunks already there first
-    slots: dict = {}
-    for i, addr in enumerate(out):
-        slots[(addr, sizes[i])] = slots.get((addr, sizes[i]), 0) + 1
-    placed: list = [None] * len(sizes)
-    for i in order:
-        for addr in sorted(holders[i]):
-            if slots.get((addr, sizes[i]), 0):
-                slots[(addr, sizes[i])] -= 1
-                placed[i] = addr
-                break
-    for i in order:
-        if placed[i] is None:
-            addr = next(a for (a, n), left in sorted(slots.items()) if n == sizes[i] and left)
-            slots[(addr, sizes[i])] -= 1
-            placed[i] = addr
-    return placed
+    left = sorted(workers)
+    start, threads_before = 0, 0
+    while left:
+        # where each worker's run would end, and how many of its rows the worker holds now
+        ends = {
+            w: len(sizes) if len(left) == 1
+            else _run_end(mids, start, total_rows * (threads_before + w[1]) / total_threads)
+            for w in left
+        }
+        there = {
+            w: 0.0 if holders is None else float(sum(sizes[i] for i in range(start, ends[w]) if w[0] in holders[i]))
+            for w in left
+        }
+        worker = min(left, key=lambda w: (-there[w], w[0]))
+        out[start : ends[worker]] = [worker[0]] * (ends[worker] - start)
+        left.remove(worker)
+        start, threads_before = ends[worker], threads_before + worker[1]
+    return out
+
+
+def contiguous_batches(sizes, targets, threads) -> list:
+    """The chunks of each worker in ``threads[worker]`` contiguous runs by rows (one batch task each).
+
+    Returns
+    -------
+    list of (address or None, list of int)
+        Chunk indices per batch, in row order. Chunks without a target each make a batch.
+    """
+    out = []
+    by_worker: dict = {}
+    for i, t in enumerate(targets):
+        if t is None:
+            out.append((None, [i]))
+        else:
+            by_worker.setdefault(t, []).append(i)
+    for t, idx in by_worker.items():
+        n = max(1, int(threads.get(t, 1)))
+        own = np.asarray([sizes[i] for i in idx], dtype=np.float64)
+        mids = np.cumsum(own) - 0.5 * own
+        start = 0
+        for j in range(n):
+            end = len(idx) if j == n - 1 else _run_end(mids, start, own.sum() * (j + 1) / n)
+            if end > start:
+                out.append((t, idx[start:end]))
+            start = end
+    return sorted(out, key=lambda b: b[1][0])
+
+
+def merge_levels(n_chunks: int, split_every: int) -> list:
+    """Nodes per level of the merge tree: chunks, then groups of ``split_every``, while more than that.
+
+    The client folds the last level's nodes in order.
+    """
+    sizes = [n_chunks]
+    while sizes[-1] > split_every:
+        sizes.append(-(-sizes[-1] // split_every))
+    return sizes
+
+
+def _children(node, levels, split_every) -> list:
+    level, j = node
+    return [(level - 1, c) for c in range(j * split_every, min((j + 1) * split_every, levels[level - 1]))]
+
+
+def subtree_merges(chunks, levels, split_every) -> tuple:
+    """The merges a batch holding ``chunks`` can do itself, and the nodes it returns.
+
+    Returns
+    -------
+    merges : dict
+        ``{node: children}`` of every node whose leaves are all in the batch
+        (a node is ``(level, index)``; level 0 is the chunks).
+    frontier : list
+        The nodes the batch returns: its chunks and merges no merge of it takes.
+    """
+    have = {(0, i) for i in chunks}
+    merges = {}
+    for level in range(1, len(levels)):
+        for j in sorted({i // split_every for lv, i in have if lv == level - 1}):
+            kids = _children((level, j), levels, split_every)
+            if all(k in have for k in kids):
+                merges[(level, j)] = kids
+                have.difference_update(kids)
+                have.add((level, j))
+    return merges, sorted(have)
 
 
 def dask_persist(X, sample_weight):
@@ -166,6 +267,7 @@ class ChunkedData:
         self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
         self._futures = self._wfutures = None
         self._targets: list = []  # each chunk's worker (None: unrestricted); set with the futures
+        self._batches: list = []  # (worker, chunk indices) of each batch task; set with the futures
         if self.persisted and self.client is not None:
             self._futures, self._wfutures = self._persist_placed(X, sample_weight)
         elif self.persisted:
@@ -235,11 +337,12 @@ class ChunkedData:
         # the workers as they are now (one that died while persisting has a new address);
         # placement is only an optimisation: any failure leaves the chunks where they are
         workers = self._workers()
-        if len(workers) > 1:  # (none listed while workers restart)
+        if workers:  # (none listed while workers restart)
             try:
                 self._targets = self._place(futs, wfuts, workers)
             except Exception:  # a worker gone meanwhile, a scheduler without daskgmm: chunks stay
                 pass
+        self._batches = contiguous_batches(np.diff(self.offsets), self._targets, dict(workers))
         return futs, wfuts
 
     def _place(self, futs, wfuts, workers) -> list:
@@ -341,21 +444,38 @@ class ChunkedData:
         return functools.reduce(lambda a, b: merge_partials(requests, a, b), results)
 
     def _run_placed(self, requests, centre) -> list:
-        """A pass over persisted chunks with the futures API (one submit per chunk)."""
+        """A pass over persisted chunks with the futures API: one task per batch of a worker's chunks.
+
+        A task per chunk cost ~2 ms of the worker's time between tasks and kept the
+        scheduler and client busy on the same cores (measured on the 1M x 16 bench: 166
+        against 148 ms per EM iteration). Each batch merges the subtrees of the fixed
+        tree that lie wholly in it, in the tree's order; merge tasks and the client
+        do the rest. So the bits are those of a task per chunk, for any placement.
+        """
         client = self.client
         plan = self._plan(requests, centre)
-        # a loose restriction: the chunk's worker when it is there, any other when it is not
-        parts = [
-            client.submit(_chunk_task, fut, w, int(self.offsets[i]), plan, pure=False,
-                          **({} if t is None else {"workers": [t], "allow_other_workers": True}))
-            for i, (fut, w, t) in enumerate(zip(self._futures, self._wfutures, self._targets))
-        ]
         se = self.split_every
-        while len(parts) > se:
-            parts = [client.submit(_merge_task, plan, *parts[i : i + se], pure=False)
-                     for i in range(0, len(parts), se)]
-        wait_bounded(client, parts)  # never wait forever on a cluster that cannot finish
-        return client.gather(parts)
+        levels = merge_levels(len(self._futures), se)
+        source: dict = {}  # node -> (future, key in its result or None)
+        for target, idx in self._batches:
+            items = [(i, self._futures[i], self._wfutures[i], int(self.offsets[i])) for i in idx]
+            # a loose restriction: the chunks' worker when it is there, any other when it is not
+            fut = client.submit(_batch_task, plan, levels, se, items, pure=False,
+                                **({} if target is None else {"workers": [target], "allow_other_workers": True}))
+            for node in subtree_merges(idx, levels, se)[1]:
+                source[node] = (fut, node)
+
+        def find(node):
+            if node not in source:
+                kids = [find(k) for k in _children(node, levels, se)]
+                source[node] = (client.submit(_merge_sources, plan, kids, pure=False), None)
+            return source[node]
+
+        top = [find((len(levels) - 1, j)) for j in range(levels[-1])]
+        futures = list({f.key: f for f, _ in top}.values())
+        wait_bounded(client, futures)  # never wait forever on a cluster that cannot finish
+        values = dict(zip([f.key for f in futures], client.gather(futures)))
+        return [values[f.key] if node is None else values[f.key][node] for f, node in top]
 
     def scan(self):
         """Rows, weighted mean and variance, non-finite counts (one pass, cached).

@@ -85,31 +85,76 @@ def test_cache_policies_give_the_same_fit():
         GaussianMixture(2, cache="disk").fit(X)
 
 
-def test_balanced_targets_keep_chunks_where_they_are_when_that_balances():
+def test_balanced_targets_are_contiguous_runs_that_keep_chunks_where_they_are():
     from daskgmm.engine import balanced_targets
 
     workers = [("a", 1), ("b", 1)]
     sizes = [10] * 8
-    # persist put them a, b, a, b, ...: already balanced, nothing moves
-    here = [{"a"}, {"b"}] * 4
-    assert balanced_targets(sizes, workers, here) == ["a", "b"] * 4
-    # six on a, two on b: two of a's move, the first four stay
-    here = [{"a"}] * 6 + [{"b"}] * 2
-    out = balanced_targets(sizes, workers, here)
-    assert out.count("a") == out.count("b") == 4 and out[:4] == ["a"] * 4
-    # threads count: a worker with two threads takes twice the rows
-    out = balanced_targets([10] * 6, [("a", 2), ("b", 1)], [{"b"}] * 6)
-    assert out.count("a") == 4 and out.count("b") == 2
+    # runs along the rows; persisted a, b, a, b, ...: as many rows held either way, a first
+    assert balanced_targets(sizes, workers, [{"a"}, {"b"}] * 4) == ["a"] * 4 + ["b"] * 4
+    # b holds the first half: b takes it, nothing moves
+    assert balanced_targets(sizes, workers, [{"b"}] * 4 + [{"a"}] * 4) == ["b"] * 4 + ["a"] * 4
+    # threads count: a worker with two threads takes twice the rows; b, holding all, goes first
+    assert balanced_targets([10] * 6, [("a", 2), ("b", 1)], [{"b"}] * 6) == ["b"] * 2 + ["a"] * 4
     # the bench's chunks (two files of 3 x 131072 + 106784 rows), persisted four full ones on a:
-    # a keeps three of them, and each worker ends with 500,000 rows (keeping the fourth would
-    # leave 524,288 against 475,712 and every pass waiting for a)
+    # each worker ends with one file, 500,000 rows, and two chunks move
     sizes = [131072, 131072, 131072, 106784] * 2
     out = balanced_targets(sizes, workers, [{"a"}, {"a"}, {"a"}, {"b"}, {"a"}, {"b"}, {"b"}, {"b"}])
-    rows = {w: sum(n for n, t in zip(sizes, out) if t == w) for w in "ab"}
-    assert rows == {"a": 500_000, "b": 500_000}
-    assert sum(t != h for t, h in zip(out, "aaababbb")) == 2  # a full chunk to b, a short one to a
+    assert out == ["a"] * 4 + ["b"] * 4
     # and a placement made here is kept by the next fit: nothing moves
     assert balanced_targets(sizes, workers, [{t} for t in out]) == out
+    # a worker's share is off by at most half a chunk at either end; every chunk has a worker
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 100, size=50)
+    out = balanced_targets(sizes, [("a", 1), ("b", 2), ("c", 1)])
+    share = {w: sum(n for n, t in zip(sizes, out) if t == w) for w in "abc"}
+    assert abs(share["b"] - sizes.sum() / 2) <= sizes.max()
+    assert [t for i, t in enumerate(out) if i == 0 or out[i - 1] != t] == ["a", "b", "c"]
+
+
+def test_batches_split_a_workers_run_by_threads():
+    from daskgmm.engine import contiguous_batches
+
+    out = contiguous_batches([10] * 7, ["a"] * 4 + ["b"] * 2 + [None], {"a": 2, "b": 1})
+    assert out == [("a", [0, 1]), ("a", [2, 3]), ("b", [4, 5]), (None, [6])]
+
+
+def test_subtree_merges_are_the_trees_nodes_inside_a_batch():
+    from daskgmm.engine import merge_levels, subtree_merges
+
+    levels = merge_levels(20, 4)
+    assert levels == [20, 5, 2]
+    merges, frontier = subtree_merges(range(10), levels, 4)
+    assert merges == {(1, 0): [(0, 0), (0, 1), (0, 2), (0, 3)], (1, 1): [(0, 4), (0, 5), (0, 6), (0, 7)]}
+    assert frontier == [(0, 8), (0, 9), (1, 0), (1, 1)]
+    merges, frontier = subtree_merges(range(16), levels, 4)
+    assert (2, 0) in merges and frontier == [(2, 0)]
+
+
+def test_any_batching_gives_the_same_bits(process_client):
+    """Batch tasks merge inside themselves what the tree would: the bits do not depend on
+    which chunks go together, and equal those of the graph of one task per chunk."""
+    from daskgmm.kernels import MixtureRequest, ModelSpec, NaturalParams
+
+    X = da.random.default_rng(0).standard_normal((20_000, 3), chunks=1000)
+    data = ChunkedData(process_client.persist(X), cache="memory", split_every=4)
+    rng = np.random.default_rng(1)
+    nat = NaturalParams(-np.abs(rng.normal(size=(2, 3, 3))) - np.eye(3), rng.normal(size=(2, 3)), rng.normal(size=2))
+    req = [MixtureRequest([ModelSpec(nat, "full")])]
+
+    def stats():
+        (st,) = data.run(req, np.zeros(3))[0]
+        return np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]])
+
+    placed = stats()
+    assert len(data._batches) == 2
+    for batches in ([(None, [i]) for i in range(20)], [(None, list(range(0, 20, 2))), (None, list(range(1, 20, 2)))],
+                    [(None, list(range(20)))]):
+        data._batches = batches
+        np.testing.assert_array_equal(stats(), placed)
+    graph = ChunkedData(X.persist(), cache="none", split_every=4)
+    (st,) = graph.run(req, np.zeros(3))[0]
+    np.testing.assert_array_equal(np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]]), placed)
 
 
 def test_placement_leaves_one_copy_of_each_chunk_and_balanced_rows(process_client):
