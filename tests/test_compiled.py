@@ -92,7 +92,7 @@ def test_chunk_pass_uses_the_kernel_and_equals_numpy(kernel, monkeypatch):
     from daskgmm.kernels.requests import MixtureRequest, ModelSpec
 
     rng = np.random.default_rng(0)
-    n, d = 9001, 3
+    n, d = 2 * compiled.BLOCK_ROWS + 1001, 3
     x = rng.normal(size=(n, d)) + rng.integers(0, 3, size=(n, 1)) * 4
     w = rng.random(n)
     specs = []
@@ -108,7 +108,7 @@ def test_chunk_pass_uses_the_kernel_and_equals_numpy(kernel, monkeypatch):
     got = chunk_pass(x, [MixtureRequest(specs)], centre, sample_weight=w, compiled=True)[0]
     assert fused_calls
     want = chunk_pass(x, [MixtureRequest(specs)], centre, sample_weight=w)[0]
-    assert len(fused_calls) == 5  # blocks of 2048 rows
+    assert len(fused_calls) == 3  # blocks of BLOCK_ROWS rows, and the rest
     for g, r in zip(got, want, strict=True):
         for name in ("n", "s1", "s2"):
             np.testing.assert_allclose(getattr(g, name), getattr(r, name), rtol=1e-12, err_msg=name)

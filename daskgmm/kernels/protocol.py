@@ -99,6 +99,11 @@ class Request(Protocol):
         """A fresh accumulator for one chunk (``level``: the level the pass builds; ``centre``: its shift;
         ``kernel``: the compiled block kernel, or None for NumPy)."""
 
+    def block_rows(self, acc: Any) -> int | None:
+        """Rows per block this accumulator wants, or None: blocks sized for the cache from the
+        features the pass builds and ``width``. A pass takes the fewest any request wants, and
+        sizes for the cache when one wants None."""
+
     def update(self, acc: Any, blk: Block) -> Any | None:
         """Fold one block into ``acc``, in place (return None) or by returning the new accumulator."""
 
@@ -150,6 +155,9 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
     if n:
         p = n_feature_rows(level, d) if level > NO_FEATURES else d
         width = sum(r.width for r in requests)
+        wanted = [r.block_rows(acc) for r, acc in zip(requests, accs)]
+        if block_rows is None and None not in wanted:
+            block_rows = min(wanted)
         nb = block_rows_for(p + width, dtype.itemsize, block_rows)
         w_all = None if sample_weight is None else np.asarray(sample_weight).reshape(-1)
         if w_all is not None and len(w_all) != n:

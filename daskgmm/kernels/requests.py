@@ -122,6 +122,11 @@ class MixtureRequest:
             },
         }
 
+    def block_rows(self, acc) -> int | None:
+        # the compiled kernel keeps its own L1-sized scratch: blocks bound only the Python work
+        # around each call (rows with NaN go to NumPy a block at a time: cache-sized blocks then)
+        return compiled.BLOCK_ROWS if acc["fused"] is not None and not self._marginal else None
+
     def update(self, acc, blk: Block) -> None:
         fused = acc["fused"]
         if fused is not None and not (self._marginal and np.isnan(np.add.reduce(blk.x, axis=None))):

@@ -50,6 +50,9 @@ class SampleRequest:
         none = len(self.centres) == 0 and (self.candidates is None or len(self.candidates) == 0)
         return NO_FEATURES if none else SPHERICAL_LEVEL
 
+    def block_rows(self, acc) -> None:
+        return None
+
     def start(self, n_features, dtype, level, centre, kernel=None):
         def theta(points):
             if points is None or len(points) == 0:
@@ -159,6 +162,9 @@ class ScanRequest:
 
     level = NO_FEATURES
     width = 0
+
+    def block_rows(self, acc) -> None:
+        return None
 
     def start(self, n_features, dtype, level, centre, kernel=None):
         z = np.zeros(n_features)
