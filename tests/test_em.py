@@ -1,5 +1,6 @@
 """The distributed path: chunking invariance, graph size, real LocalCluster."""
 
+import time
 import warnings
 
 import dask.array as da
@@ -131,16 +132,20 @@ def test_subtree_merges_are_the_trees_nodes_inside_a_batch():
     assert (2, 0) in merges and frontier == [(2, 0)]
 
 
+def _mixture_request(d=3, k=2):
+    from daskgmm.kernels import MixtureRequest, ModelSpec, NaturalParams
+
+    rng = np.random.default_rng(1)
+    nat = NaturalParams(-np.abs(rng.normal(size=(k, d, d))) - np.eye(d), rng.normal(size=(k, d)), rng.normal(size=k))
+    return [MixtureRequest([ModelSpec(nat, "full")])]
+
+
 def test_any_batching_gives_the_same_bits(process_client):
     """Batch tasks merge inside themselves what the tree would: the bits do not depend on
     which chunks go together, and equal those of the graph of one task per chunk."""
-    from daskgmm.kernels import MixtureRequest, ModelSpec, NaturalParams
-
     X = da.random.default_rng(0).standard_normal((20_000, 3), chunks=1000)
     data = ChunkedData(process_client.persist(X), cache="memory", split_every=4)
-    rng = np.random.default_rng(1)
-    nat = NaturalParams(-np.abs(rng.normal(size=(2, 3, 3))) - np.eye(3), rng.normal(size=(2, 3)), rng.normal(size=2))
-    req = [MixtureRequest([ModelSpec(nat, "full")])]
+    req = _mixture_request()
 
     def stats():
         (st,) = data.run(req, np.zeros(3))[0]
@@ -167,3 +172,22 @@ def test_placement_leaves_one_copy_of_each_chunk_and_balanced_rows(process_clien
         (w,) = holders[fut.key]
         per_worker[w] = per_worker.get(w, 0) + 1
     assert sorted(per_worker.values()) == [4, 4]
+
+
+def test_a_pass_leaves_no_futures_behind(process_client):
+    """Without the cyclic GC: a pass's futures go when it returns, so the workers drop its results
+    (a reference cycle once kept them, and the scan's samples, 16 MiB per worker on the bench)."""
+    import gc
+
+    X = da.random.default_rng(0).standard_normal((20_000, 3), chunks=1000)
+    data = ChunkedData(process_client.persist(X), cache="memory", split_every=4)
+    before = set(process_client.futures)
+    gc.disable()
+    try:
+        data.run(_mixture_request(), np.zeros(3))
+        deadline = time.monotonic() + 10  # the client drops released futures in its event loop
+        while set(process_client.futures) != before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(process_client.futures) == before
+    finally:
+        gc.enable()
