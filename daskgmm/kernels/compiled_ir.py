@@ -124,21 +124,21 @@ class Vec:
 
 def _loop(builder, start, stop, body, name):
     """``for it in range(start, stop): body(it)``; values carried across iterations go through allocas."""
-    fn = builder.function
     pre = builder.block
-    hdr = fn.append_basic_block(name + ".hdr")
-    bb = fn.append_basic_block(name + ".body")
-    ex = fn.append_basic_block(name + ".exit")
-    builder.branch(hdr)
-    builder.position_at_end(hdr)
-    it = builder.phi(I64)
-    it.add_incoming(start, pre)
-    builder.cbranch(builder.icmp_signed("<", it, stop), bb, ex)
-    builder.position_at_end(bb)
-    body(it)
-    it.add_incoming(builder.add(it, ir.Constant(I64, 1)), builder.block)
-    builder.branch(hdr)
-    builder.position_at_end(ex)
+    counter = []
+
+    def cond():  # the header's first instruction: the counter's phi
+        it = builder.phi(I64)
+        it.add_incoming(start, pre)
+        counter.append(it)
+        return builder.icmp_signed("<", it, stop)
+
+    def step():
+        it = counter[0]
+        body(it)
+        it.add_incoming(builder.add(it, ir.Constant(I64, 1)), builder.block)
+
+    _while(builder, cond, step, name)
 
 
 def _i64(c):
