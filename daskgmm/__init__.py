@@ -27,7 +27,33 @@ _LAZY = {
     "select_model": ("daskgmm.selection", "select_model"),
 }
 
-__all__ = sorted([*_LAZY, "__version__", "load"])
+__all__ = sorted([*_LAZY, "__version__", "load", "show_config"])
+
+
+def show_config() -> dict:
+    """Print the compiled core's build and the variant this process runs, as ``numpy.show_config()`` does.
+
+    Returns
+    -------
+    dict
+        ``kernel`` (``"compiled-avx2"``, ``"numpy"`` ...), ``reason`` (why NumPy, or None),
+        ``variants_built``, ``cpu_features``, ``compiler``, ``flags`` and ``DASKGMM_KERNEL``.
+    """
+    from daskgmm.kernels import compiled
+
+    info = compiled.config()
+    print(f"daskgmm {__version__}")
+    print(f"kernel: {info['kernel']}" + (f" ({info['reason']})" if info["reason"] else ""))
+    print(f"DASKGMM_KERNEL: {info['DASKGMM_KERNEL']}")
+    print(f"machine: {info['machine']}")
+    print(f"variants built: {', '.join(info['variants_built']) or 'none'}")
+    if "compiler" in info:
+        print(f"compiler: {info['compiler']}")
+    if "flags" in info:
+        print(f"flags of the variant in use: {info['flags']} ({info['vector_bytes']}-byte vectors)")
+    on = [k for k, v in info["cpu_features"].items() if v]
+    print(f"cpu features: {', '.join(on) or 'unknown'}")
+    return info
 
 
 def load(path, storage_options=None):

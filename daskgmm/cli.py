@@ -21,16 +21,16 @@ import threading
 import daskgmm.stop as stop
 from daskgmm.cli_args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, resolve
 from daskgmm.cli_fit import BAYESIAN_OPTIONS, cmd_fit, cmd_update, fingerprint, update_fingerprint
-from daskgmm.cli_read import cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select
+from daskgmm.cli_read import cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select, cmd_show_config
 from daskgmm.cli_runtime import Reporter, WorkersDied, open_data
-from daskgmm.config import FIT, INFO, OPTIONS, PREDICT, SAMPLE, SCORE, SELECT, UPDATE, ConfigError
+from daskgmm.config import FIT, INFO, OPTIONS, PREDICT, SAMPLE, SCORE, SELECT, SHOW_CONFIG, UPDATE, ConfigError
 
 # the names these helpers had when this module held them all (tests and scripts import them)
 _fingerprint, _update_fingerprint, _open = fingerprint, update_fingerprint, open_data
 
 
 HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sample, INFO: cmd_info,
-            SELECT: cmd_select, UPDATE: cmd_update}
+            SELECT: cmd_select, UPDATE: cmd_update, SHOW_CONFIG: cmd_show_config}
 
 
 def _write_metrics(path, metrics):

@@ -17,6 +17,7 @@ from daskgmm.config import (
     SAMPLE,
     SCORE,
     SELECT,
+    SHOW_CONFIG,
     UPDATE,
     coerce,
     load_config,
@@ -45,6 +46,7 @@ COMMANDS = {
     INFO: "describe a saved model",
     SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
     UPDATE: "update a saved Gaussian mixture with new Parquet data by online EM (partial_fit) and save it",
+    SHOW_CONFIG: "print the compiled core's build and which variant this CPU runs (--json for JSON)",
 }
 
 
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd, text in COMMANDS.items():
         sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".",
-                            epilog=EXIT_DOC + ("" if cmd in (SCORE, INFO) else OUTPUTS_DOC),
+                            epilog=EXIT_DOC + ("" if cmd in (SCORE, INFO, SHOW_CONFIG) else OUTPUTS_DOC),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         if cmd in (FIT, PREDICT, SCORE, SELECT, UPDATE):
             sp.add_argument("data", nargs="*", metavar="DATA",
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar = opt.metavar or (None if opt.choices else opt.dest.upper())
                 sp.add_argument(*flags, dest=opt.dest, default=None, metavar=metavar,
                                 choices=opt.choices or None, help=opt.help + default)
-        if cmd != INFO:
+        if cmd == SHOW_CONFIG:
+            sp.add_argument("--json", action="store_true", help="print it as JSON")
+        elif cmd != INFO:
             sp.add_argument("--config", metavar="FILE.yaml",
                             help="YAML file holding the same options (underscores for dashes); flags override it")
     return parser
@@ -113,6 +117,8 @@ def resolve(args) -> argparse.Namespace:
         data = data[0]
     merged["data"] = data
     merged["command"] = cmd
+    if cmd == SHOW_CONFIG:
+        merged["json"] = bool(getattr(args, "json", False))
     ns = argparse.Namespace(**merged)
     require(ns)
     return ns
@@ -122,7 +128,7 @@ def require(o):
     """Refuse a resolved command line that cannot run: a missing required value, a bad number or combination."""
     need = {FIT: ["data", "model_out"], PREDICT: ["data", "model", "out"], SCORE: ["data", "model"],
             SAMPLE: ["model", "n", "out"], INFO: ["model"], SELECT: ["data", "out"],
-            UPDATE: ["data", "model", "model_out"]}[o.command]
+            UPDATE: ["data", "model", "model_out"], SHOW_CONFIG: []}[o.command]
     for key in need:
         if getattr(o, key) in (None, [], ""):
             flag = "DATA" if key == "data" else "--" + key.replace("_", "-")

@@ -162,7 +162,7 @@ def cmd_fit(o, log, metrics):
 
     t_start = time.perf_counter()
     box: dict = {}
-    with contextlib.ExitStack() as locks, command_cluster(o, log, box):
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
         check_outputs(o, locks)
         src = box["src"] = open_data(o, log)
         if src.n_rows < o.n_components:
@@ -250,7 +250,7 @@ def cmd_update(o, log, metrics):
 
     t_start = time.perf_counter()
     box: dict = {}
-    with contextlib.ExitStack() as locks, command_cluster(o, log, box):
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
         check_outputs(o, locks)
         est, src = model_source(o, log)
         box["src"] = src

@@ -32,7 +32,7 @@ def cmd_predict(o, log, metrics):
     from daskgmm.outputs import OutputLock
 
     box: dict = {}
-    with OutputLock(o.out), command_cluster(o, log, box):
+    with OutputLock(o.out), command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log)
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
                                      loglik=o.loglik)
@@ -42,7 +42,7 @@ def cmd_predict(o, log, metrics):
 
 def cmd_score(o, log, metrics):
     box: dict = {}
-    with command_cluster(o, log, box):
+    with command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log)
         mean = est.score(src.X)
     from daskgmm.kernels.covariance import n_parameters
@@ -61,9 +61,23 @@ def cmd_sample(o, log, metrics):
     from daskgmm.outputs import OutputLock
 
     est = load_saved(o)
-    with OutputLock(o.out), command_cluster(o, log):
+    with OutputLock(o.out), command_cluster(o, log, None, metrics):
         rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000)
     log(f"{rows:,} rows written to {o.out}")
+    return EXIT_OK
+
+
+def cmd_show_config(o, log, metrics):
+    """The compiled core's build and this CPU's variant (``daskgmm.show_config()``)."""
+    import contextlib
+    import io
+
+    import daskgmm
+
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+        info = daskgmm.show_config()
+    print(json.dumps(info, indent=2) if o.json else text.getvalue(), end="" if not o.json else "\n")
+    metrics["kernel"] = info["kernel"]
     return EXIT_OK
 
 
@@ -144,7 +158,7 @@ def cmd_select(o, log, metrics):
 
     t_start = time.perf_counter()
     box: dict = {}
-    with contextlib.ExitStack() as locks, command_cluster(o, log, box):
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
         check_outputs(o, locks)
         src = box["src"] = open_data(o, log)
         log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "

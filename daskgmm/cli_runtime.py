@@ -72,8 +72,9 @@ def objective_name(run) -> str:
 
 
 @contextlib.contextmanager
-def command_cluster(o, log, box=None):
-    """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it."""
+def command_cluster(o, log, box=None, metrics=None):
+    """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it.
+    ``metrics`` gets ``"kernel"``: what the workers' passes run on."""
     from daskgmm.cluster import connect
     from daskgmm.io import DataError, NonFiniteError
 
@@ -99,7 +100,12 @@ def command_cluster(o, log, box=None):
         # measured now, while every worker lives, for the advice of a later failure
         floor = worker_floor(client) if workers else 0
         idle = f", an idle worker takes {floor / 2**20:.0f} MiB" if floor else ""
-        log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}")
+        from daskgmm.cluster import kernels_in_use
+
+        kernel = kernels_in_use(client)
+        if metrics is not None:
+            metrics["kernel"] = kernel
+        log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}; kernel {kernel}")
         try:
             yield client
         except NonFiniteError as exc:

@@ -231,6 +231,25 @@ def _warm_rss() -> int:
     return _rss()
 
 
+def _kernel_in_use() -> str:
+    from daskgmm.kernels import compiled
+
+    return compiled.describe()
+
+
+def kernels_in_use(client=None) -> str:
+    """What the passes run on: ``"compiled-avx2"``, ``"numpy (why)"``, or each distinct answer of
+    the workers joined by ``"; "`` (the active client's workers; this process without one)."""
+    client = active_client() if client is None else client
+    if client is None:
+        return _kernel_in_use()
+    try:
+        names = sorted(set(client.run(_kernel_in_use).values()))
+    except Exception:  # a remote cluster may refuse client.run
+        return "unknown"
+    return "; ".join(names) or "unknown"
+
+
 _floors: dict = {}
 
 

@@ -37,6 +37,7 @@ class Opt:
 
 FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT = "fit", "predict", "score", "sample", "info", "select"
 UPDATE = "update"
+SHOW_CONFIG = "show-config"
 _CLUSTER = (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE)
 _DATA = (FIT, PREDICT, SCORE, SELECT, UPDATE)
 

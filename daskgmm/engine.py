@@ -39,11 +39,6 @@ from daskgmm.kernels import SampleRequest, ScanRequest, chunk_pass, merge_partia
 #: ``cache="auto"`` decides to keep it in memory.
 MEMORY_FRACTION = 0.4
 
-#: Fewest rows for which passes use the compiled block kernel (:mod:`daskgmm.kernels.compiled`):
-#: a worker that has not got it yet builds it first (once per machine, ~1 s, then cached), so
-#: a fit of fewer rows, whose passes take milliseconds, never waits on that.
-COMPILED_MIN_ROWS = 100_000
-
 #: The first scan also draws a uniform sample of rows (by sample weight, keyed by
 #: row number: the same rows for any chunking) for the initialisations: at most this
 #: many rows and :data:`SCAN_SAMPLE_BYTES` of float64 (each chunk returns that much).
@@ -59,9 +54,10 @@ class _Plan:
     requests: list
     centre: np.ndarray | None
     block_rows: int | None
-    #: Use the compiled block kernel where the worker can: decided per pass from the data's size,
-    #: the same for every chunk, so that which worker runs a chunk never changes a result's bits.
-    compiled: bool = False
+    #: Let chunk tasks use the compiled core (:mod:`daskgmm.kernels.compiled`; each worker runs the
+    #: variant its CPU takes, so a cluster of one kind of machine gives the same bits whichever
+    #: worker runs a chunk).
+    compiled: bool = True
 
 
 def _chunk_task(x, w, row0, plan: _Plan):
@@ -442,7 +438,7 @@ class ChunkedData:
 
     def _plan(self, requests, centre) -> _Plan:
         centre = None if centre is None else np.asarray(centre, np.float64)
-        return _Plan(list(requests), centre, self.block_rows, compiled=self.n_rows >= COMPILED_MIN_ROWS)
+        return _Plan(list(requests), centre, self.block_rows, compiled=True)
 
     def run(self, requests: list, centre=None) -> list:
         """One pass: every request over every chunk, merged. Returns one result per request."""

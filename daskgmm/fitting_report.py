@@ -30,6 +30,9 @@ class VerboseReport:
         """"Initialization i" for each of ``n_runs`` runs; starts the clock of the first iteration."""
         self.last = time.perf_counter()
         if self.verbose:
+            from daskgmm.cluster import kernels_in_use
+
+            print(f"Kernel: {kernels_in_use()}")
             for i in range(n_runs):
                 print(f"Initialization {i}")
 

@@ -1,5 +1,7 @@
 """``daskgmm --help`` and every subcommand's help: each option once, the exit statuses, no stale words."""
 
+import re
+
 import pytest
 
 from daskgmm.cli import main
@@ -16,7 +18,7 @@ def test_top_level_help_lists_every_command(capsys):
     out = _help(capsys)
     assert "exit status" in out and "renamed into place" in out
     for cmd in COMMANDS:
-        assert f"    {cmd} " in out
+        assert re.search(rf"^    {re.escape(cmd)}\s", out, re.M), cmd
 
 
 @pytest.mark.parametrize("cmd", sorted(COMMANDS))
@@ -24,15 +26,29 @@ def test_subcommand_help(capsys, cmd):
     out = _help(capsys, cmd)
     assert "exit status" in out
     # only the commands that write outputs promise how they write them
-    assert ("renamed into place" in out) == (cmd not in ("score", "info"))
+    assert ("renamed into place" in out) == (cmd not in ("score", "info", "show-config"))
     for opt in options_for(cmd):
         assert opt.flag in out
-    if cmd != "info":
+    if cmd not in ("info", "show-config"):
         assert "--config FILE.yaml" in out
     # the bayesian-only options say so, the same way
     for opt in options_for(cmd):
         if "prior" in opt.dest:
             assert "(--estimator bayesian" in opt.help, opt.dest
+
+
+def test_show_config_command(capsys):
+    import json
+
+    from daskgmm.kernels import compiled
+
+    assert main(["show-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"kernel: {compiled.kernel_name()}" in out and "variants built:" in out
+    assert main(["show-config", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kernel"] == compiled.kernel_name()
+    assert set(info["variants_built"]) <= set(compiled.variant_names())
 
 
 def test_python_dash_m_runs_the_command():

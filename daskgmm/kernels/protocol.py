@@ -71,6 +71,10 @@ class Block:
     def size(self) -> int:
         return self.x.shape[0]
 
+    def part(self, a: int, b: int) -> Block:
+        """Rows ``a:b`` as a block of their own."""
+        return Block(self.x[a:b], self.level, self.centre, None if self.w is None else self.w[a:b], self.rows[a:b])
+
     def weight_sum(self) -> float:
         return float(self.size) if self.w is None else float(self.w.sum(dtype=np.float64))
 
@@ -132,9 +136,8 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
     block_rows : int, optional
         Rows per block (default: sized for the cache).
     compiled : bool
-        Let the requests use the compiled block kernel (float64 only), waiting for it
-        to be built or loaded if this process has not got it yet (bounded; on failure,
-        or where it cannot run, the NumPy path).
+        Let the requests use the compiled core (:mod:`daskgmm.kernels.compiled`) where it
+        applies; without it, or where it was not built, the NumPy path.
 
     Returns
     -------
@@ -150,7 +153,7 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
     if level > NO_FEATURES and centre is None:
         raise ValueError("a pass that builds features needs a centre")
     centre64 = None if centre is None else np.asarray(centre, dtype=np.float64)
-    kernel = compiled_kernel.ready() if compiled and dtype == np.float64 else None
+    kernel = compiled_kernel.ready() if compiled else None
     accs = [r.start(d, dtype, level, centre64, kernel) for r in requests]
     if n:
         p = n_feature_rows(level, d) if level > NO_FEATURES else d

@@ -13,7 +13,7 @@ import numpy as np
 
 import daskgmm.kernels.covariance as cov
 from daskgmm.kernels import compiled
-from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows, stats_level
+from daskgmm.kernels.features import FULL_LEVEL, block_rows_for, n_quad_rows, stats_level
 from daskgmm.kernels.missing import completed_moments, marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block
@@ -88,10 +88,12 @@ class MixtureRequest:
                 g[1] = i + 1
             else:
                 self._groups.append([i, i + 1, spec.assignment])
-        # what the compiled kernel takes (daskgmm.kernels.compiled); everything else is NumPy
-        self._fusable = all(
-            s.assignment == "soft" and s.precise is None and not s.resp_log_resp for s in self.specs
-        )
+        # what the compiled core takes (daskgmm.kernels.compiled); everything else is NumPy
+        self._fusable = all(s.assignment in ("soft", "hard") and s.precise is None for s in self.specs)
+        self._modes = np.array([
+            compiled.HARD if s.assignment == "hard" else compiled.RESP_LOG_RESP if s.resp_log_resp else 0
+            for s in self.specs
+        ], dtype=np.int64)
         self._marginal = any(s.marginal is not None for s in self.specs)
 
     @property
@@ -102,8 +104,8 @@ class MixtureRequest:
     def start(self, n_features, dtype, level, centre, kernel=None):
         theta = np.vstack([s.params.theta(level) for s in self.specs]).astype(dtype)
         fused = None
-        if kernel is not None and self._fusable and dtype == np.float64:
-            fused = compiled.Fused(kernel, theta, self._bounds, level, n_features, centre)
+        if kernel is not None and self._fusable:
+            fused = compiled.Fused(kernel, theta, self._bounds, self._modes, level, centre)
         return {
             "fused": fused,
             "theta": theta,
@@ -123,20 +125,32 @@ class MixtureRequest:
         }
 
     def block_rows(self, acc) -> int | None:
-        # the compiled kernel keeps its own L1-sized scratch: blocks bound only the Python work
-        # around each call (rows with NaN go to NumPy a block at a time: cache-sized blocks then)
-        return compiled.BLOCK_ROWS if acc["fused"] is not None and not self._marginal else None
+        # the compiled core keeps its own L2-sized scratch: blocks bound only the Python work
+        # around each call (a block with rows to marginalise goes to NumPy in cache-sized parts)
+        return compiled.BLOCK_ROWS if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
         fused = acc["fused"]
         if fused is not None and not (self._marginal and np.isnan(np.add.reduce(blk.x, axis=None))):
+            # rows with NaN reach it only for models that leave them out: the core does too
             per_row = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
-            fused.update(blk.x, blk.w, per_row)
+            left_out = fused.update(blk.x, blk.w, per_row)
+            incomplete = np.flatnonzero(np.isnan(blk.x).any(axis=1)) if left_out else None
             for i in range(len(self.specs)):
-                self._add_loglik(acc, i, per_row[i], blk)
+                self._add_loglik(acc, i, per_row[i], blk, incomplete)
             acc["weight"] += blk.weight_sum()
             acc["rows"] += blk.size
             return
+        if fused is not None:
+            # the same block boundaries as a pass without missing values (so a complete-data fit gives
+            # the same bits), NumPy's work in parts sized for its scratch
+            nb = block_rows_for(acc["theta"].shape[1] + self.width, acc["theta"].dtype.itemsize)
+            for a in range(0, blk.size, nb):
+                self._update_numpy(acc, blk.part(a, min(blk.size, a + nb)))
+            return
+        self._update_numpy(acc, blk)
+
+    def _update_numpy(self, acc, blk: Block) -> None:
         theta = acc["theta"]
         nb = blk.size
         dtype = theta.dtype
@@ -256,7 +270,8 @@ class MixtureRequest:
         S, d, lvl = acc["S"], n_features, acc["level"]
         q = n_quad_rows(lvl, d)
         if acc["fused"] is not None:
-            S = S + acc["fused"].moments()
+            S = S + acc["fused"].S
+            acc["rlogr"] = acc["rlogr"] + acc["fused"].rlogr
         out = []
         for m, spec in enumerate(self.specs):
             block = S[self._bounds[m] : self._bounds[m + 1]]

@@ -1,0 +1,67 @@
+"""Build daskgmm's compiled core: one extension module per ISA variant of the same C++ source.
+
+x86-64 gets ``_core_avx512`` (AVX-512 F/DQ/BW/VL + FMA), ``_core_avx2`` (AVX2 + FMA) and
+``_core_baseline`` (the platform's baseline, SSE2); any other machine (aarch64 ...) gets
+``_core_generic``, compiled with the platform's defaults. ``daskgmm.kernels.compiled`` picks
+the best variant the CPU runs at import, as NumPy does. A variant that fails to compile is
+left out, and without a working C++ compiler the package installs without any: every pass
+then runs the NumPy reference (``daskgmm.show_config()`` says why).
+"""
+
+import os
+import platform
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+SOURCE = "daskgmm/kernels/_core.cpp"
+
+if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
+    VARIANTS = {
+        "avx512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+        "avx2": ["-mavx2", "-mfma"],
+        "baseline": [],
+    }
+else:
+    VARIANTS = {"generic": []}
+
+COMMON = ["-O3", "-std=c++17", "-ffp-contract=fast", "-fno-math-errno", "-fvisibility=hidden"]
+
+
+def _extension(name, isa):
+    return Extension(
+        f"daskgmm.kernels._core_{name}",
+        sources=[SOURCE],
+        language="c++",
+        define_macros=[("DASKGMM_VARIANT", name), ("DASKGMM_FLAGS", " ".join(isa) or "baseline")],
+        extra_compile_args=COMMON + isa,
+    )
+
+
+class OptionalBuildExt(build_ext):
+    """Build what compiles; a missing or failing compiler leaves the NumPy path, never a failed install."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler at all (distutils raises its own error types)
+            self._skipped("every variant", exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._skipped(ext.name, exc)
+
+    def _skipped(self, what, exc):
+        if os.environ.get("DASKGMM_REQUIRE_COMPILED"):
+            raise exc
+        print(f"daskgmm: not building {what} of the compiled core ({type(exc).__name__}: {exc}); "
+              "passes will use the NumPy path", file=sys.stderr)
+
+
+setup(
+    ext_modules=[_extension(name, isa) for name, isa in VARIANTS.items()],
+    cmdclass={"build_ext": OptionalBuildExt},
+)
