@@ -37,8 +37,13 @@
 #define DG_CAT2(a, b) a##b
 #define DG_CAT(a, b) DG_CAT2(a, b)
 
-// Bytes per vector and vector registers, from the flags this file is compiled with.
-#if defined(__AVX512F__)
+// Bytes per vector and vector registers, from the flags this file is compiled with (or given, to
+// run one variant's tiles on another CPU: -DDASKGMM_VBYTES=64 -DDASKGMM_NREGS=32 with -mavx2 runs the
+// AVX-512 variant's logic in pairs of AVX2 registers).
+#if defined(DASKGMM_VBYTES) && defined(DASKGMM_NREGS)
+#define DG_VBYTES DASKGMM_VBYTES
+#define DG_NREGS DASKGMM_NREGS
+#elif defined(__AVX512F__)
 #define DG_VBYTES 64
 #define DG_NREGS 32
 #elif defined(__AVX2__)
