@@ -19,7 +19,7 @@ from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block
 from daskgmm.kernels.random import keyed_uniform
 from daskgmm.kernels.responsibilities import argmax_rows, soft_responsibilities
-from daskgmm.kernels.results import SuffStats, WorstRows, frozen
+from daskgmm.kernels.results import SuffStats, WorstRows, frozen, smallest_positions
 from daskgmm.kernels.scratch import scratch
 
 
@@ -361,11 +361,16 @@ def add_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray) -> None:
 
 
 def _block_worst(per_row: np.ndarray, blk: Block, m: int, incomplete=None) -> WorstRows:
-    values = per_row.astype(np.float64)
-    weights = np.ones(blk.size) if blk.w is None else np.asarray(blk.w, dtype=np.float64)
-    points, rows = np.array(blk.x, dtype=np.float64), blk.rows
+    """The block's ``m`` rows of smallest ``(per_row, row)``, rows with NaN excluded; only they are copied."""
+    values = per_row.astype(np.float64, copy=False)
+    rows = blk.rows
+    idx = None
     if incomplete is not None and incomplete.size:
         keep = np.ones(blk.size, dtype=bool)
         keep[incomplete] = False
-        values, weights, points, rows = values[keep], weights[keep], points[keep], rows[keep]
-    return WorstRows.smallest(values, rows, points, weights, m)
+        idx = np.flatnonzero(keep)  # a row with NaN cannot re-seed a component
+        values, rows = values[idx], rows[idx]
+    order = smallest_positions(values, rows, m)
+    sel = order if idx is None else idx[order]
+    weights = np.ones(len(sel)) if blk.w is None else np.asarray(blk.w, dtype=np.float64)[sel]
+    return WorstRows(values[order], rows[order], np.array(blk.x[sel], dtype=np.float64), weights)

@@ -50,18 +50,28 @@ class WorstRows:
     @staticmethod
     def smallest(values, rows, points, weights, m) -> WorstRows:
         """The ``m`` rows with smallest (value, row), in that order."""
-        order = _smallest_order(values, rows, m)
+        order = smallest_positions(values, rows, m)
         return WorstRows(values[order], rows[order], points[order], weights[order])
 
 
-def _smallest_order(keys, rows, m):
-    order = np.lexsort((rows, keys))
-    return order[:m] if len(keys) > m else order
+def smallest_positions(keys, rows, m):
+    """Positions of the ``m`` smallest ``(key, row)``, in order: a partition (linear) finds the
+    candidates, every key tied with the m-th included, and only they are sorted (a lexsort of every
+    row of a block cost more than the compiled pass over it)."""
+    if m <= 0:
+        return np.zeros(0, dtype=np.intp)
+    if len(keys) <= m:
+        return np.lexsort((rows, keys))
+    kth = np.partition(keys, m - 1)[m - 1]
+    if np.isnan(kth):  # fewer than m numbers: NaN sort last, as lexsort puts them
+        return np.lexsort((rows, keys))[:m]
+    cand = np.flatnonzero(keys <= kth)
+    return cand[np.lexsort((rows[cand], keys[cand]))][:m]
 
 
 def smallest(keys, rows, points, m):
     """The ``m`` entries with smallest (key, row), in that order."""
-    order = _smallest_order(keys, rows, m)
+    order = smallest_positions(keys, rows, m)
     return keys[order], rows[order], points[order]
 
 
