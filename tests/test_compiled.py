@@ -283,3 +283,25 @@ def test_show_config_names_the_build_and_the_choice(capsys):
     assert info["kernel"] == compiled.kernel_name()
     assert f"kernel: {info['kernel']}" in text
     assert "variants built:" in text and "cpu features:" in text
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_prediction_logits_equal_numpy(variant, ct, dtype, monkeypatch):
+    """Predictions and scores take their logits from the core (component_logits)."""
+    from daskgmm.kernels.predict import component_logits
+
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(1203, 5)) * 2).astype(dtype)
+    x[7, 2] = np.nan
+    params = _params(rng, 9, 5, ct)
+    centre = np.nanmean(x.astype(np.float64), axis=0)
+    got = component_logits(x, params, centre)
+    monkeypatch.setenv("DASKGMM_KERNEL", "numpy")
+    compiled.reset()
+    want = component_logits(x, params, centre)
+    assert got.dtype == want.dtype == dtype
+    assert np.isnan(got[7]).all() and np.isnan(want[7]).all()
+    ok = ~np.isnan(want).any(axis=1)
+    scale = np.abs(want[ok]).max()
+    np.testing.assert_allclose(got[ok], want[ok], rtol=0, atol=(1e-13 if dtype == np.float64 else 2e-6) * scale)

@@ -22,8 +22,10 @@ def test_verbose_report_prints_scikit_learns_lines(capsys):
     report.iteration(1, runs)  # not a multiple of verbose_interval: nothing
     report.iteration(2, runs)  # only the run that made iteration 2
     report.end(runs)
+    from daskgmm.cluster import kernels_in_use
+
     assert capsys.readouterr().out.splitlines() == [
-        "Initialization 0", "Initialization 1", "  Iteration 2 (initialization 0)",
+        f"Kernel: {kernels_in_use()}", "Initialization 0", "Initialization 1", "  Iteration 2 (initialization 0)",
         "Initialization 0 converged.", "Initialization 1 did not converge.",
     ]
     VerboseReport(2, 1).end(runs[:1])

@@ -532,6 +532,58 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     return k.incomplete;
 }
 
+// Logits of every row (rows with NaN get NaN), row-major into out (n, nw): predictions and scores.
+template <class T>
+int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, const T* theta, int level, int64_t nw,
+                   T* out) {
+    constexpr int W = Lanes<T>::W;
+    Work<T> k;
+    k.d = d;
+    k.level = level;
+    k.q = quad_rows(level, d);
+    k.nf = k.q + d + 1;
+    k.nm = 1;
+    k.nw = nw;
+    k.theta = theta;
+    const int64_t tile = RV * W;
+    const int64_t sub = default_sub_rows<T>(k.nf);
+    int64_t lines = ((int64_t)sizeof(T) * sub + 63) / 64;
+    if (lines % 2 == 0) lines++;
+    k.ld = lines * 64 / (int64_t)sizeof(T);
+    auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
+    const size_t bytes_t = round64(sizeof(T) * (size_t)(k.nf * k.ld));
+    const size_t bytes_l = round64(sizeof(T) * (size_t)((nw > 0 ? nw : 1) * k.ld));
+    const size_t bytes_w = round64(sizeof(T) * (size_t)k.ld);
+    const size_t bytes_c = round64(sizeof(T) * (size_t)(d + 1));
+    const size_t bytes_s = round64((size_t)k.ld);
+    char* mem = (char*)std::aligned_alloc(64, bytes_t + bytes_l + bytes_w + bytes_c + bytes_s);
+    if (!mem) return -1;
+    k.tb = (T*)mem;
+    k.lb = (T*)(mem + bytes_t);
+    k.wb = (T*)(mem + bytes_t + bytes_l);
+    T* centre = (T*)(mem + bytes_t + bytes_l + bytes_w);
+    k.skip = (unsigned char*)(mem + bytes_t + bytes_l + bytes_w + bytes_c);
+    k.incomplete = 0;
+    for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
+    const T nan = (T)__builtin_nan("");
+    for (int64_t a = 0; a < n; a += sub) {
+        const int64_t rows = n - a < sub ? n - a : sub;
+        const int64_t padded = (rows + tile - 1) / tile * tile;
+        fill_features<T>(k, x, centre, nullptr, a, rows, padded);
+        logits<T>(k, padded);
+        for (int64_t i = 0; i < rows; i++) {
+            T* o = out + (a + i) * nw;
+            if (k.skip[i]) {
+                for (int64_t c = 0; c < nw; c++) o[c] = nan;
+            } else {
+                for (int64_t c = 0; c < nw; c++) o[c] = k.lb[c * k.ld + i];
+            }
+        }
+    }
+    std::free(mem);
+    return 0;
+}
+
 // ---------------------------------------------------------------- Python side: checked buffers
 
 struct Buf {
@@ -681,6 +733,52 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     return PyLong_FromLongLong(rc);
 }
 
+const char* mixture_logits_doc =
+    "mixture_logits(x, centre, theta, level, out)\n"
+    "--\n\n"
+    "Logits theta . T(x - centre) of every row into out (n, W), x's dtype; rows with NaN get NaN.";
+
+PyObject* mixture_logits(PyObject*, PyObject* args, PyObject* kwargs) {
+    static const char* kwlist[] = {"x", "centre", "theta", "level", "out", nullptr};
+    PyObject *ox, *oc, *oth, *oo;
+    int level;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOiO:mixture_logits", (char**)kwlist, &ox, &oc, &oth, &level,
+                                     &oo))
+        return nullptr;
+    Buf x, c, th, out;
+    if (!get(ox, x, "x", 2, 'x', false)) return nullptr;
+    const char dt = elem_code(x.view);
+    const int64_t n = x.view.shape[0], d = x.view.shape[1];
+    if (d < 1) {
+        PyErr_SetString(PyExc_ValueError, "x must have at least one column");
+        return nullptr;
+    }
+    if (level < 0 || level > 2) {
+        PyErr_Format(PyExc_ValueError, "level must be 0, 1 or 2, got %d", level);
+        return nullptr;
+    }
+    if (!get(oc, c, "centre", 1, 'd', false) || !shape_is(c, "centre", d)) return nullptr;
+    const int64_t nf = quad_rows(level, d) + d + 1;
+    if (!get(oth, th, "theta", 2, dt, false)) return nullptr;
+    const int64_t nw = th.view.shape[0];
+    if (nw < 1 || !shape_is(th, "theta", nw, nf)) {
+        if (nw < 1) PyErr_SetString(PyExc_ValueError, "theta must have at least one row");
+        return nullptr;
+    }
+    if (!get(oo, out, "out", 2, dt, true) || !shape_is(out, "out", n, nw)) return nullptr;
+    int64_t rc;
+    Py_BEGIN_ALLOW_THREADS
+    if (dt == 'd')
+        rc = run_logits<double>((const double*)x.view.buf, n, d, (const double*)c.view.buf,
+                                (const double*)th.view.buf, level, nw, (double*)out.view.buf);
+    else
+        rc = run_logits<float>((const float*)x.view.buf, n, d, (const double*)c.view.buf, (const float*)th.view.buf,
+                               level, nw, (float*)out.view.buf);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 PyObject* cpu_features(PyObject*, PyObject*) {
     PyObject* out = PyDict_New();
     if (!out) return nullptr;
@@ -707,6 +805,8 @@ PyObject* cpu_features(PyObject*, PyObject*) {
 
 PyMethodDef methods[] = {
     {"mixture_block", (PyCFunction)(void (*)(void))mixture_block, METH_VARARGS | METH_KEYWORDS, mixture_block_doc},
+    {"mixture_logits", (PyCFunction)(void (*)(void))mixture_logits, METH_VARARGS | METH_KEYWORDS,
+     mixture_logits_doc},
     {"cpu_features", cpu_features, METH_NOARGS,
      "The CPU's instruction-set features this build can tell (x86: from cpuid, with the OS's support)."},
     {nullptr, nullptr, 0, nullptr},

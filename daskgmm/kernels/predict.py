@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 import daskgmm.kernels.covariance as cov
+from daskgmm.kernels import compiled
 from daskgmm.kernels.features import block_rows_for, build_features
 from daskgmm.kernels.missing import marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
@@ -65,6 +66,11 @@ def component_logits(x: np.ndarray, params: NaturalParams, centre: np.ndarray, b
     level = params.level
     theta = params.theta(level).astype(dtype)
     out = np.empty((n, theta.shape[0]), dtype=dtype)
+    core = compiled.ready()
+    if core is not None and n:
+        core.mixture_logits(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(centre, dtype=np.float64),
+                            theta, level, out)
+        return out
     p = theta.shape[1]
     nb = block_rows_for(p + theta.shape[0], dtype.itemsize, block_rows)
     c = np.asarray(centre, dtype=np.float64).astype(dtype)[:, None]
