@@ -75,14 +75,15 @@ def main(argv=None) -> int:
 
 
 def _main(argv=None) -> int:
-    from daskgmm.io import DataError
-    from daskgmm.validation import InvalidParameterError
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    # after parsing: --help and usage errors never pay for Dask, pyarrow and scikit-learn
+    from daskgmm.io import DataError
+    from daskgmm.validation import InvalidParameterError
+
     metrics = {"command": args.command, "status": "running"}
     metrics_out = getattr(args, "metrics_out", None)
     status = EXIT_FAILURE

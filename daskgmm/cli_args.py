@@ -31,7 +31,9 @@ EXIT_DOC = """exit status:
   2  bad usage or bad input: a missing/unknown option or config key, a missing or
      non-numeric column, disagreeing schemas, NaN/inf values, an empty or corrupt
      file, an unreadable model (the message names the file, column, key or value)
-  1  any other failure (e.g. a component collapsed, a worker failed for good)"""
+  1  any other failure (e.g. a component collapsed, a worker failed for good)
+  130  interrupted (SIGINT, Ctrl-C): stopped cleanly, no output written
+  143  terminated (SIGTERM): stopped cleanly, no output written"""
 
 #: What the commands that write outputs add to the exit statuses.
 OUTPUTS_DOC = """

@@ -17,6 +17,8 @@ def _help(capsys, *argv):
 def test_top_level_help_lists_every_command(capsys):
     out = _help(capsys)
     assert "exit status" in out and "renamed into place" in out
+    for code in ("0", "1", "2", "130", "143"):
+        assert re.search(rf"^  {code}  ", out, re.M), code
     for cmd in COMMANDS:
         assert re.search(rf"^    {re.escape(cmd)}\s", out, re.M), cmd
 
@@ -49,6 +51,18 @@ def test_show_config_command(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["kernel"] == compiled.kernel_name()
     assert set(info["variants_built"]) <= set(compiled.variant_names())
+
+
+def test_help_does_not_import_the_heavy_libraries():
+    """``daskgmm --help`` answers fast: it never imports Dask, pyarrow or scikit-learn."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from daskgmm.cli import main; main(['--help']); main(['fit', '--help']); "
+            "print(sorted(m for m in ('dask', 'pyarrow', 'sklearn', 'distributed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_python_dash_m_runs_the_command():
