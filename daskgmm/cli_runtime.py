@@ -89,7 +89,8 @@ def command_cluster(o, log, box=None, metrics=None):
         security = Security(tls_ca_file=o.tls_ca, tls_client_cert=o.tls_cert, tls_client_key=o.tls_key,
                             require_encryption=True)
     with connect(o.scheduler, n_workers=o.n_workers, threads_per_worker=o.threads_per_worker,
-                 memory_limit=o.memory_limit, security=security) as client:
+                 memory_limit=o.memory_limit, security=security,
+                 dashboard_address=getattr(o, "dashboard_address", None) or "127.0.0.1:0") as client:
         from daskgmm.cluster import workers as list_workers
 
         workers = list_workers(client)
@@ -106,6 +107,15 @@ def command_cluster(o, log, box=None, metrics=None):
         if metrics is not None:
             metrics["kernel"] = kernel
         log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}; kernel {kernel}")
+        import importlib.util
+
+        # the embedded scheduler runs in this process: its dashboard pages need bokeh here
+        if o.scheduler or importlib.util.find_spec("bokeh") is not None:
+            log(f"dashboard {client.dashboard_link}")
+            if metrics is not None:
+                metrics["dashboard"] = client.dashboard_link
+        else:
+            log("dashboard: not served (Dask's dashboard needs bokeh: pip install 'bokeh>=3.1')")
         try:
             yield client
         except NonFiniteError as exc:

@@ -103,6 +103,7 @@ def connect(
     security=None,
     processes: bool = True,
     quiet: bool = True,
+    dashboard_address: str = "127.0.0.1:0",
 ):
     """A ``distributed.Client`` for the duration of the block.
 
@@ -112,8 +113,9 @@ def connect(
         Address of a running scheduler (``tcp://host:8786``, ``tls://…``).
         Without it an embedded LocalCluster is started on 127.0.0.1 and closed
         at exit.
-    n_workers, threads_per_worker, memory_limit, processes :
-        LocalCluster settings (ignored with ``scheduler``).
+    n_workers, threads_per_worker, memory_limit, processes, dashboard_address :
+        LocalCluster settings (ignored with ``scheduler``); the dashboard listens on loopback and
+        any free port unless told otherwise.
     security : distributed.Security, optional
         TLS settings for a remote scheduler. A Dask scheduler runs whatever its
         clients send, so connect only to schedulers on trusted networks.
@@ -150,7 +152,7 @@ def connect(
         memory_limit=memory_limit,
         processes=processes,
         host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",  # no fixed port, loopback only
+        dashboard_address=dashboard_address,  # by default any free port, loopback only
         silence_logs=logging.ERROR if quiet else logging.WARNING,
     )
     no_workers = _NoWorkersFilter()

@@ -144,6 +144,8 @@ OPTIONS = [
     Opt("threads_per_worker", "int", None, "LocalCluster threads per worker", _CLUSTER, metavar="T"),
     Opt("memory_limit", "size", "auto", "LocalCluster memory limit per worker (e.g. 2GiB)", _CLUSTER,
         metavar="SIZE"),
+    Opt("dashboard_address", "str", "127.0.0.1:0", "where the embedded LocalCluster serves its Dask dashboard "
+        "(HOST:PORT; port 0: any free one; the address is printed)", _CLUSTER, metavar="HOST:PORT"),
 ]
 
 

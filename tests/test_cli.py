@@ -40,6 +40,13 @@ def test_fit_predict_score_sample_info(tmp_path, capsys):
     assert sorted(os.listdir(model)) == ["_SUCCESS", "arrays.npz", "model.json"]
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["n_rows"] == 3000 and m["converged"] and m["columns"] == ["f0", "f1", "f2"]
+    from daskgmm.kernels import compiled
+
+    assert m["kernel"] == compiled.describe()  # the workers run what this process would
+    capsys.readouterr()
+    assert main(["score", str(data), "--model", str(model), "--columns", "f0,f1,f2", *FAST[:-1]]) == 0
+    err = capsys.readouterr().err
+    assert f"kernel {m['kernel']}" in err and ("dashboard http://127.0.0.1:" in err or "dashboard: not served" in err)
     table = pq.read_table(preds)
     assert (preds / "_SUCCESS").exists()
     assert table.column_names == ["id", "label", "proba_0", "proba_1", "proba_2"]
