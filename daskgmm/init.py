@@ -4,8 +4,10 @@
 first scan draws, on the client, then Lloyd passes polish it. The others run as
 passes over the chunks (several restarts in lockstep share each pass); only the
 chosen rows and small statistics come back to the client. Random choices about rows use draws keyed by global row number
-(:mod:`daskgmm.kernels.random`), so results depend on ``random_state`` and not on how
-the data are chunked.
+(:mod:`daskgmm.kernels.random`), k-means on the sample reads the sample only, and of
+runs that reach the same solution the first is kept (:func:`daskgmm.models.first_best`),
+so results depend on ``random_state`` and not on how the data are chunked (to rounding;
+k-means on the sample to the bit).
 """
 
 from __future__ import annotations
@@ -191,8 +193,8 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     For each seed, greedy k-means++ (scikit-learn's ``2 + log k`` local
     trials) and Lloyd's algorithm to convergence run on the sample's first
     ``SAMPLE_ROWS_PER_CLUSTER * k`` rows on the client,
-    ``SAMPLE_KMEANS_TRIES`` times, and the centres of lowest inertia on the
-    sample are kept (with ``polish=False``, k-means++ only: when the sample
+    ``SAMPLE_KMEANS_TRIES`` times, and the first centres of lowest inertia on
+    the sample up to rounding are kept (with ``polish=False``, k-means++ only: when the sample
     is the whole data, Lloyd's algorithm on it is the fit itself, and ``max_iter``
     must keep its meaning). No pass over the data is needed unless the scan's
     sample is too small (many clusters, wide data: then one pass draws a
