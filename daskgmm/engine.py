@@ -13,7 +13,8 @@ Each iteration builds a new small graph that references the data's graph
 earlier iterations, so graphs never grow with the iteration count. Because the
 tree's shape depends only on the chunking, a pass gives bitwise the same result
 whichever worker runs which task, however the chunks are batched, and after a
-worker dies.
+worker dies, when every worker runs the same BLAS and block kernels (one kind of
+CPU); another chunking or kernel gives the same result to rounding.
 """
 
 from __future__ import annotations

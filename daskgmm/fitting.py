@@ -9,7 +9,7 @@ dask-ml's estimators are over their module functions:
 - :func:`initial_states` — the starting models of many jobs (restarts, candidates)
   from shared initialisation passes;
 - :func:`run_lockstep` — the loop, with checkpoint and progress hooks;
-- :func:`best_run` — the one rule that picks a restart (scikit-learn's);
+- :func:`best_run` — the one rule that picks a restart (scikit-learn's, a tie up to rounding keeping the first);
 - :func:`fit_mixture` — all of the above for one estimator, resumable;
 - :func:`fitted_attributes` — scikit-learn's fitted attributes of a run;
 - :func:`check_update_params`, :func:`check_n_samples`, :func:`check_warm_features` —
@@ -30,7 +30,7 @@ from sklearn.utils import check_array
 from daskgmm.em import Run, lockstep
 from daskgmm.init import mixture_init_stats, restart_seeds
 from daskgmm.kernels import covariance as cov
-from daskgmm.models import MixtureState
+from daskgmm.models import OBJECTIVE_RTOL, MixtureState, first_best
 
 #: What a checkpoint records of the random state: every draw is keyed by (seed, row).
 RNG_NOTE = "SplitMix64 keyed by (seed, row)"
@@ -244,12 +244,19 @@ def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=Non
 def best_run(runs: list[Run], max_iter: int) -> tuple[Run, float]:
     """scikit-learn's choice among restarts, and the lower bound it reports.
 
-    The first run with the largest lower bound; with ``max_iter=0`` no run has
-    one, and scikit-learn keeps the last initialisation, with ``-inf``.
+    The first run with the largest lower bound, up to rounding
+    (:func:`daskgmm.models.first_best`: restarts that reach the same optimum
+    differ by rounding, which depends on the chunking and the BLAS kernel);
+    with ``max_iter=0`` no run has one, and scikit-learn keeps the last
+    initialisation, with ``-inf``.
     """
     if max_iter == 0:
         return runs[-1], -np.inf
-    best, best_lb = runs[0], -np.inf
+    objectives = [r.objective for r in runs]
+    if np.all(np.isfinite(objectives)):
+        best = runs[first_best(objectives, maximize=True, atol=OBJECTIVE_RTOL)]
+        return best, float(best.objective)
+    best, best_lb = runs[0], -np.inf  # scikit-learn's loop, for its rule on -inf
     for r in runs:
         if r.objective > best_lb or best_lb == -np.inf:
             best, best_lb = r, r.objective

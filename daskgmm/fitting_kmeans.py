@@ -26,7 +26,7 @@ from daskgmm.em import Run, lockstep
 from daskgmm.init import initial_centers
 from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
-from daskgmm.models import KMeansState
+from daskgmm.models import KMeansState, first_best
 
 
 def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
@@ -105,7 +105,7 @@ def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=N
     specs = [ModelSpec(kmeans_natural_params(r.state.centers - centre), "spherical", "hard") for r in runs]
     final = data.run([MixtureRequest(specs)], centre)[0]
     inertias = [max(0.0, float(-st.loglik)) for st in final]  # never -0.0
-    best = int(np.argmin(inertias))
+    best = first_best(inertias, maximize=False)  # restarts that found the same centres differ by rounding
     return LloydFit(runs, best, inertias, final[best].n.copy())
 
 

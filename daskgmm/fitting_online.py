@@ -14,7 +14,7 @@ import numpy as np
 
 from daskgmm.kernels import MixtureRequest, ScanRequest, SuffStats
 from daskgmm.kernels import covariance as cov
-from daskgmm.models import MixtureState
+from daskgmm.models import OBJECTIVE_RTOL, MixtureState, first_best
 from daskgmm.validation import check_scan
 
 # ---------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
             f"{name} got sample_weight with a sum of {stats[0].weight:g}."
         )
     objectives = [s.objective(st) for s, st in zip(states, stats)]
-    chosen = int(np.argmax(objectives))
+    chosen = first_best(objectives, maximize=True, atol=OBJECTIVE_RTOL)  # same model, other order: a tie
     state, batch = states[chosen], stats[chosen]
     eta = step_size(t, learning_decay, learning_offset)
     blended = blend(running, batch, eta)

@@ -4,8 +4,10 @@
 first scan draws, on the client, then Lloyd passes polish it. The others run as
 passes over the chunks (several restarts in lockstep share each pass); only the
 chosen rows and small statistics come back to the client. Random choices about rows use draws keyed by global row number
-(:mod:`daskgmm.kernels.random`), so results depend on ``random_state`` and not on how
-the data are chunked.
+(:mod:`daskgmm.kernels.random`), k-means on the sample reads the sample only, and of
+runs that reach the same solution the first is kept (:func:`daskgmm.models.first_best`),
+so results depend on ``random_state`` and not on how the data are chunked (to rounding;
+k-means on the sample to the bit).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from daskgmm.em import Run, lockstep
 from daskgmm.engine import ChunkedData
 from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, kmeans_natural_params
 from daskgmm.kernels.random import stream_key
-from daskgmm.models import KMeansState
+from daskgmm.models import KMeansState, first_best
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -138,18 +140,17 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
 
     Stops when no label changes or the centres move by at most ``tol`` in
     total squared distance (scikit-learn's rule), or after ``max_iter``.
-    Returns the centres and the inertia of the last assignment.
+    Returns the centres and the inertia of their assignment, summed from
+    ``x - c`` (not the GEMM's expansion): tries that reach the same partition
+    then differ by rounding only, which :func:`~daskgmm.models.first_best` treats as a tie.
     """
     centers = np.array(centers, dtype=np.float64)
     k = len(centers)
     w = np.asarray(weights, dtype=np.float64)
     sq = np.einsum("nd,nd->n", points, points)
     labels = None
-    inertia = np.inf
     for _ in range(max_iter):
-        dist = _sq_dist(points, sq, centers)
-        new = dist.argmin(axis=1)
-        inertia = float(w @ dist[np.arange(len(points)), new])
+        new = _sq_dist(points, sq, centers).argmin(axis=1)
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
@@ -159,8 +160,12 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
         old = centers.copy()
         centers[moved] = sums[moved] / wk[moved, None]
         if float(((centers - old) ** 2).sum()) <= tol:
+            labels = _sq_dist(points, sq, centers).argmin(axis=1)  # the assignment of the centres returned
             break
-    return centers, inertia
+    else:
+        labels = _sq_dist(points, sq, centers).argmin(axis=1)
+    diff = points - centers[labels]
+    return centers, float(w @ np.einsum("nd,nd->n", diff, diff))
 
 
 def _label_sums(values, labels, k) -> np.ndarray:
@@ -188,8 +193,8 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     For each seed, greedy k-means++ (scikit-learn's ``2 + log k`` local
     trials) and Lloyd's algorithm to convergence run on the sample's first
     ``SAMPLE_ROWS_PER_CLUSTER * k`` rows on the client,
-    ``SAMPLE_KMEANS_TRIES`` times, and the centres of lowest inertia on the
-    sample are kept (with ``polish=False``, k-means++ only: when the sample
+    ``SAMPLE_KMEANS_TRIES`` times, and the first centres of lowest inertia on
+    the sample up to rounding are kept (with ``polish=False``, k-means++ only: when the sample
     is the whole data, Lloyd's algorithm on it is the fit itself, and ``max_iter``
     must keep its meaning). No pass over the data is needed unless the scan's
     sample is too small (many clusters, wide data: then one pass draws a
@@ -202,7 +207,11 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     need = min(SAMPLE_ROWS_PER_CLUSTER * max(ks), data.n_rows)
     if len(sample) < need:
         sample = random_rows(data, centre, need, [SAMPLE_KEY_SEED], stream=11)[0]
-    centred = sample - np.asarray(centre, dtype=np.float64)  # GEMM distances keep their precision
+    # GEMM distances keep their precision on centred rows. The shift is the sample's own mean, summed
+    # in row order, not the scan's (whose rounding depends on the chunking): everything below is a
+    # function of the sample's rows, which are the same for any chunking.
+    shift = np.add.accumulate(sample, axis=0)[-1] / len(sample) if len(sample) else np.asarray(centre, float)
+    centred = sample - shift
     out = []
     for k, s in zip(ks, seeds):
         # the first rows of a sample in random order are a uniform sample again; their number
@@ -210,19 +219,20 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
         pts = centred[: SAMPLE_ROWS_PER_CLUSTER * k]
         w = np.ones(len(pts))
         if len(pts) <= k:
-            out.append(pts[np.resize(np.arange(len(pts)), k)] + centre)
+            out.append(pts[np.resize(np.arange(len(pts)), k)] + shift)
             continue
         rng = np.random.default_rng(s)
-        best, best_inertia = None, np.inf
+        tries, inertias = [], []
         for _ in range(SAMPLE_KMEANS_TRIES):
             c = _local_kmeanspp(pts, w, k, rng)
             if polish:
                 c, inertia = _local_lloyd(pts, w, c, tol=tol)
             else:
                 inertia = float((((pts[:, None, :] - c[None]) ** 2).sum(axis=2)).min(axis=1).sum())
-            if inertia < best_inertia:
-                best, best_inertia = c, inertia
-        out.append(best + centre)
+            tries.append(c)
+            inertias.append(inertia)
+        # tries that reach the same partition (in another order) differ by rounding: keep the first
+        out.append(tries[first_best(inertias, maximize=False)] + shift)
     return out
 
 

@@ -239,3 +239,41 @@ class KMeansState:
         full = n > 0
         centers[full] = shift[full] + s1[full] / n[full, None]
         return replace(self, centers=centers, events=events, shift=float(((centers - self.centers) ** 2).sum()))
+
+
+#: Objectives of runs (mean log-likelihood, inertia) closer than this to the best, relative to
+#: its magnitude, are a tie when choosing among runs. Runs that reach the same solution (in
+#: another order of components) differ only by rounding, and rounding depends on the chunking
+#: and on the BLAS kernel; far above it (~1e-15), far below any difference that matters.
+OBJECTIVE_RTOL = 1e-9
+
+
+def first_best(objectives, *, maximize: bool, atol: float = 0.0) -> int:
+    """Index of the first run whose objective is the best up to rounding.
+
+    scikit-learn keeps the first of equal objectives; here runs within
+    ``OBJECTIVE_RTOL · |best| + atol`` of the best count as equal, so that
+    which of the runs that found the same solution is kept depends on the
+    data and the seeds only, not on the chunking or the CPU's BLAS kernel.
+
+    Parameters
+    ----------
+    objectives : sequence of float, length n_runs (at least one)
+    maximize : bool
+        True for a lower bound, False for an inertia.
+    atol : float
+        Absolute part of the tie (for objectives near zero on an absolute scale,
+        such as a mean log-likelihood).
+
+    Returns
+    -------
+    int
+        With a non-finite objective among them, the plain rule: the first of the
+        largest (``maximize``) or smallest, as ``numpy.argmax``/``argmin`` choose.
+    """
+    v = np.asarray(objectives, dtype=np.float64)
+    v = v if maximize else -v
+    if not np.all(np.isfinite(v)):
+        return int(np.argmax(v))
+    top = float(v.max())
+    return int(np.flatnonzero(v >= top - (OBJECTIVE_RTOL * abs(top) + atol))[0])

@@ -5,7 +5,7 @@ import pytest
 
 from daskgmm.kernels import SuffStats, WorstRows
 from daskgmm.kernels.covariance import collapsed_components
-from daskgmm.models import KMeansState, MixtureState
+from daskgmm.models import KMeansState, MixtureState, first_best
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -121,3 +121,18 @@ def replace_centers(state, centers):
     from dataclasses import replace
 
     return replace(state, centers=centers)
+
+
+def test_first_best_keeps_the_first_run_within_rounding_of_the_best():
+    lb = -5.626705652890111
+    # restarts at the same optimum differ in the last bits: the first is kept, whichever is larger
+    assert first_best([lb, lb + 2e-15, lb - 1e-15], maximize=True, atol=1e-9) == 0
+    assert first_best([lb - 1e-3, lb, lb + 2e-15], maximize=True, atol=1e-9) == 1
+    assert first_best([lb, lb + 1e-6], maximize=True) == 1  # a real improvement wins
+    assert first_best([0.0, 0.0], maximize=False) == 0
+    assert first_best([1e-300, 0.0], maximize=False) == 1  # no absolute part: a tie is relative
+    assert first_best([58828.85665076485, 58828.856650764836], maximize=False) == 0  # inertias
+    assert first_best([3.0, 2.0], maximize=False) == 1
+    # a non-finite objective: the plain rule (numpy's argmax / argmin)
+    assert first_best([-np.inf, 1.0, 1.0 + 1e-15], maximize=True) == 2
+    assert first_best([np.nan, 1.0], maximize=False) == 0
