@@ -71,6 +71,10 @@ class Block:
     def size(self) -> int:
         return self.x.shape[0]
 
+    def take(self, idx: np.ndarray) -> Block:
+        """The rows at positions ``idx`` as a block of their own (a copy)."""
+        return Block(self.x[idx], self.level, self.centre, None if self.w is None else self.w[idx], self.rows[idx])
+
     def part(self, a: int, b: int) -> Block:
         """Rows ``a:b`` as a block of their own."""
         return Block(self.x[a:b], self.level, self.centre, None if self.w is None else self.w[a:b], self.rows[a:b])

@@ -126,31 +126,32 @@ class MixtureRequest:
 
     def block_rows(self, acc) -> int | None:
         # the compiled core keeps its own L2-sized scratch: blocks bound only the Python work
-        # around each call (a block with rows to marginalise goes to NumPy in cache-sized parts)
+        # around each call (a block's rows to marginalise go to NumPy in cache-sized parts)
         return compiled.BLOCK_ROWS if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
         fused = acc["fused"]
-        if fused is not None and not (self._marginal and np.isnan(np.add.reduce(blk.x, axis=None))):
-            # rows with NaN reach it only for models that leave them out: the core does too
-            per_row = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
-            left_out = fused.update(blk.x, blk.w, per_row)
-            incomplete = np.flatnonzero(np.isnan(blk.x).any(axis=1)) if left_out else None
-            for i in range(len(self.specs)):
-                self._add_loglik(acc, i, per_row[i], blk, incomplete)
-            acc["weight"] += blk.weight_sum()
-            acc["rows"] += blk.size
+        if fused is None:
+            self._update_numpy(acc, blk)
             return
-        if fused is not None:
-            # the same block boundaries as a pass without missing values (so a complete-data fit gives
-            # the same bits), NumPy's work in parts sized for its scratch
+        # the core leaves rows with NaN out (as models that do not marginalise do); the models that
+        # marginalise get them from NumPy below, alone: complete rows keep the compiled path
+        per_row = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
+        left_out = fused.update(blk.x, blk.w, per_row)
+        incomplete = np.flatnonzero(np.isnan(blk.x).any(axis=1)) if left_out else None
+        for i in range(len(self.specs)):
+            self._add_loglik(acc, i, per_row[i], blk, incomplete)
+        acc["weight"] += blk.weight_sum()
+        acc["rows"] += blk.size
+        if left_out and self._marginal:
+            rows = blk.take(incomplete)
             nb = block_rows_for(acc["theta"].shape[1] + self.width, acc["theta"].dtype.itemsize)
-            for a in range(0, blk.size, nb):
-                self._update_numpy(acc, blk.part(a, min(blk.size, a + nb)))
-            return
-        self._update_numpy(acc, blk)
+            for a in range(0, rows.size, nb):  # in parts sized for NumPy's scratch
+                self._update_numpy(acc, rows.part(a, min(rows.size, a + nb)), count=False)
 
-    def _update_numpy(self, acc, blk: Block) -> None:
+    def _update_numpy(self, acc, blk: Block, count: bool = True) -> None:
+        """The NumPy reference of :meth:`update` (``count``: add the block's rows and weight, which
+        a caller that already counted them turns off)."""
         theta = acc["theta"]
         nb = blk.size
         dtype = theta.dtype
@@ -227,8 +228,9 @@ class MixtureRequest:
             _precise_moments(acc["precise"][i], z, r, self.specs[i].covariance_type)
         for i, r in resp_inc.items():
             self._incomplete_moments(acc, i, completions[i], r)
-        acc["weight"] += blk.weight_sum()
-        acc["rows"] += nb
+        if count:
+            acc["weight"] += blk.weight_sum()
+            acc["rows"] += nb
 
     def _add_loglik(self, acc, i, per_row, blk, incomplete=None) -> None:
         """Add model ``i``'s log-likelihoods of a block's rows (zero for rows left out) and its worst rows."""
