@@ -29,7 +29,8 @@ EXIT_DOC = """exit status:
   0  success
   2  bad usage or bad input: a missing/unknown option or config key, a missing or
      non-numeric column, disagreeing schemas, NaN/inf values, an empty or corrupt
-     file, an unreadable model (the message names the file, column, key or value)
+     file, an unreadable model, a missing output bucket (the message names the
+     file, column, key or value)
   1  any other failure (e.g. a component collapsed, a worker failed for good)"""
 
 #: What the commands that write outputs add to the exit statuses.
