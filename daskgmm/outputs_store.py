@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.utils
+import functools
 import json
 import os
 import posixpath
@@ -306,7 +307,10 @@ def tidy(fs, parent: str, base: str, lock_target) -> None:
 # The lock (S3)
 
 
-def _conditional_writes_supported(fs) -> bool:
+@functools.cache
+def conditional_writes_supported() -> bool:
+    """Whether the installed botocore sends ``If-None-Match`` and ``If-Match`` on PutObject (s3fs
+    silently drops the parameters an older one does not know)."""
     try:
         import botocore.session
 
@@ -395,7 +399,7 @@ class StoreLock:
 
     # -- the protocol
     def acquire(self) -> StoreLock:
-        if not _conditional_writes_supported(self.fs):
+        if not conditional_writes_supported():
             raise RuntimeError(
                 f"output {self.target}: the installed botocore cannot send S3 conditional writes "
                 "(If-None-Match, If-Match), which the output lock needs; pip install 'daskgmm[s3]' "

@@ -196,25 +196,25 @@ def test_save_load_and_write_predictions_in_python(bucket):
     assert_nothing_left(server, b)
 
 
-def test_standard_aws_variables_and_profiles_work(bucket, tmp_path):
-    """No --storage-options: the AWS variables; or a named profile of ~/.aws/config (endpoint included)."""
+def test_standard_aws_variables_and_profiles_work(bucket, s3_env, tmp_path, monkeypatch, capsys):
+    """No --storage-options: the AWS variables; or a named profile of an AWS config file (endpoint
+    included), chosen with --storage-options '{"profile": ...}'."""
     server, b, X = bucket
     from daskgmm import GaussianMixture
 
     GaussianMixture(2, random_state=0).fit(X).save(f"s3://{b}/m", storage_options=server.storage_options)
-    env = {**os.environ, **server.env()}
-    p = subprocess.run([sys.executable, "-m", "daskgmm.cli", "info", "--model", f"s3://{b}/m"], env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and "2 (full covariance)" in p.stdout, p.stderr
+    assert main(["info", "--model", f"s3://{b}/m"]) == 0  # the variables of the s3_env fixture
+    assert "2 (full covariance)" in capsys.readouterr().out
     config, creds = tmp_path / "config", tmp_path / "credentials"
     config.write_text(f"[profile etl]\nregion = us-east-1\nendpoint_url = {server.endpoint}\n")
     creds.write_text(f"[etl]\naws_access_key_id = {server.storage_options['key']}\n"
                      f"aws_secret_access_key = {server.storage_options['secret']}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_CONFIG_FILE=str(config), AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_EC2_METADATA_DISABLED="true")
-    p = subprocess.run([sys.executable, "-m", "daskgmm.cli", "info", "--model", f"s3://{b}/m", "--storage-options",
-                        '{"profile": "etl"}'], env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and "2 (full covariance)" in p.stdout, p.stderr
+    for k in server.env():
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    assert main(["info", "--model", f"s3://{b}/m", "--storage-options", '{"profile": "etl"}']) == 0
+    assert "2 (full covariance)" in capsys.readouterr().out
 
 
 def test_storage_options_in_a_config(bucket, scheduler, tmp_path):
