@@ -248,8 +248,8 @@ class StagedOutput:
         on an object store, copy it into place under a journal (:func:`daskgmm.outputs_store.commit`)."""
         fs, path = self.fs, self.path
         if not _local(fs):
-            store.commit(fs, [(self.staging, path)], verify=[self.lock.verify])
-            self.staging = None
+            store.commit(fs, [(self.staging, path)], verify=[self.lock.verify],
+                         committing=lambda: setattr(self, "staging", None))
             return
         if fs.exists(path):
             old = posixpath.join(self.parent, f".{self.base}.old-{uuid.uuid4().hex[:12]}")
@@ -321,9 +321,12 @@ def commit_together(outputs: list[StagedOutput]) -> None:
         if len(remote) < len(outputs) or len({id(o.fs) for o in outputs}) > 1:
             raise ValueError("outputs committed together must be on one filesystem: "
                              + ", ".join(o.target for o in outputs))
-        store.commit(remote[0].fs, [(o.staging, o.path) for o in outputs], verify=[o.lock.verify for o in outputs])
-        for o in outputs:
-            o.staging = None
+        def committing():  # an interruption from here on leaves the stagings to the journal
+            for o in outputs:
+                o.staging = None
+
+        store.commit(remote[0].fs, [(o.staging, o.path) for o in outputs], verify=[o.lock.verify for o in outputs],
+                     committing=committing)
         return
     if len(outputs) < 2 or not all(_local(o.fs) for o in outputs):
         for o in outputs:

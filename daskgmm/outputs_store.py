@@ -229,7 +229,7 @@ def _read_json(fs, path):
         return None
 
 
-def commit(fs, pairs: list, verify=()) -> None:
+def commit(fs, pairs: list, verify=(), committing=None) -> None:
     """Commit complete staging prefixes to their targets as one unit (see the module doc).
 
     Parameters
@@ -239,6 +239,10 @@ def commit(fs, pairs: list, verify=()) -> None:
     verify : iterable of callables
         Each raises if the job no longer holds one of its locks; called before the
         journal is written (after it, the commit finishes whatever happens).
+    committing : callable, optional
+        Called just before the first journal is written: from there on the stagings
+        belong to the commit, and a job interrupted (SIGTERM) must not delete them
+        (the next job rolls the commit forward, or back if no journal got written).
     """
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     journals = [journal_path(t, tag) for _, t in pairs]
@@ -247,6 +251,8 @@ def commit(fs, pairs: list, verify=()) -> None:
     for check in verify:
         check()
     doc = json.dumps([[s, t] for s, t in pairs]).encode()
+    if committing is not None:
+        committing()
     for j in journals:  # the first one written is the commit point
         put_object(fs, j, doc)
     for staging, target in pairs:

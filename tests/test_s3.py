@@ -189,6 +189,9 @@ def test_save_load_and_write_predictions_in_python(bucket):
     gmm.save(f"s3://{b}/m", storage_options=opts)
     back = daskgmm.load(f"s3://{b}/m", storage_options=opts)
     np.testing.assert_array_equal(back.means_, gmm.means_)
+    GaussianMixture(2, random_state=0).fit(X).save(f"s3://{b}/m", storage_options=opts)  # replaced whole
+    assert daskgmm.load(f"s3://{b}/m", storage_options=opts).n_components == 2
+    assert [k for k in keys(server, b) if k.startswith("m/")] == ["m/_SUCCESS", "m/arrays.npz", "m/model.json"]
     gmm.write_predictions(X, f"s3://{b}/p", ids=np.arange(N), storage_options=opts)
     assert_predictions_of(server, b, "p", gmm, X)
     X2 = daskgmm.read_parquet(f"s3://{b}/data", columns=["f0", "f1", "f2"], storage_options=opts)
@@ -405,11 +408,17 @@ def test_two_writers_started_together_never_mix_their_outputs(bucket, scheduler)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["before the journal", "copying the model", "copying the predictions"])
-def test_a_job_killed_in_its_commit_is_rolled_back_or_forward_by_the_next(bucket, scheduler, where):
+@pytest.mark.parametrize(("where", "signum"), [
+    ("before the journal", signal.SIGKILL), ("copying the model", signal.SIGKILL),
+    ("copying the predictions", signal.SIGKILL), ("copying the model", signal.SIGTERM)],
+    ids=["SIGKILL before the journal", "SIGKILL copying the model", "SIGKILL copying the predictions",
+         "SIGTERM copying the model"])
+def test_a_job_killed_in_its_commit_is_rolled_back_or_forward_by_the_next(bucket, scheduler, where, signum):
     """SIGKILL a real `daskgmm fit` at a step of its commit of model and predictions; readers never
     take an incomplete model; the next job writing either output rolls the commit back (killed
-    before its journal) or forward (after), and afterwards nothing of the killed job is left."""
+    before its journal) or forward (after), and afterwards nothing of the killed job is left.
+    SIGTERM in the middle of the commit stops the job (143) without deleting what the journal
+    needs: the next job finishes the commit the same way."""
     server, b, X = bucket
     opts = server.storage_options
     from daskgmm import GaussianMixture
@@ -428,9 +437,12 @@ def test_a_job_killed_in_its_commit_is_rolled_back_or_forward_by_the_next(bucket
     try:
         assert trap.hit.wait(240), job.stderr.read() if job.poll() is not None else "no commit"
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(timeout=60)
+        os.killpg(job.pid, signum)
+        if signum == signal.SIGTERM:
+            time.sleep(2)  # the handler runs while the request is still held
         trap.release.set()
+        _, err = job.communicate(timeout=120)
+    assert job.returncode == (143 if signum == signal.SIGTERM else -signal.SIGKILL), err
     forward = where != "before the journal"
     if where == "copying the model":  # readers refuse the model until a job finishes the commit
         with pytest.raises(ModelFileError, match="incomplete"):
