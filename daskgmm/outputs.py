@@ -321,6 +321,7 @@ def commit_together(outputs: list[StagedOutput]) -> None:
         if len(remote) < len(outputs) or len({id(o.fs) for o in outputs}) > 1:
             raise ValueError("outputs committed together must be on one filesystem: "
                              + ", ".join(o.target for o in outputs))
+
         def committing():  # an interruption from here on leaves the stagings to the journal
             for o in outputs:
                 o.staging = None

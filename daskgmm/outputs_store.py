@@ -485,14 +485,17 @@ class StoreLock:
             if self.etag is None or self.lost:
                 return
             try:
-                self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
-            except FileNotFoundError:
+                try:
+                    self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    if not _precondition_failed(exc):  # a store without conditional deletes: check, then delete
+                        held = self._head()
+                        if held is not None and held[1] == self.etag:
+                            self.fs.rm_file(self.path)
+            except Exception:  # an unreachable store: the lock lapses (LEASE_SECONDS) or its pid is dead
                 pass
-            except OSError as exc:
-                if not _precondition_failed(exc):  # a store without conditional deletes: check, then delete
-                    held = self._head()
-                    if held is not None and held[1] == self.etag:
-                        self.fs.rm_file(self.path)
             self.fs.invalidate_cache(self.path)
             self.etag = None
         if self._thread is not None and self._thread is not threading.current_thread():
