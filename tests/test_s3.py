@@ -327,18 +327,18 @@ def test_a_lock_is_refreshed_while_held_and_taken_over_once_it_lapses(s3, monkey
 
     server, b = s3
     fs = server.fs()
-    monkeypatch.setattr(store, "LEASE_SECONDS", 2.0)
-    monkeypatch.setattr(store, "REFRESH_SECONDS", 0.4)
+    monkeypatch.setattr(store, "LEASE_SECONDS", 4.0)  # margins for a loaded machine: Date and
+    monkeypatch.setattr(store, "REFRESH_SECONDS", 0.5)  # LastModified are whole seconds
     path = f"{b}/.out.lock"
     first = store.StoreLock(fs, path, "out")
     first.me["host"] = "another-host"  # as if on another machine: its pid cannot be checked, only its lease
     first.acquire()
-    time.sleep(3)  # longer than the lease: the refreshes keep it
+    time.sleep(5)  # longer than the lease: the refreshes keep it
     with pytest.raises(OutputBusyError, match=r"pid \d+ on another-host"):
         store.StoreLock(fs, path, "out").acquire()
     first._stop.set()  # its job hangs: no more refreshes
     first._thread.join(timeout=5)
-    time.sleep(3.5)
+    time.sleep(6)
     second = store.StoreLock(fs, path, "out").acquire()  # lapsed: taken over
     with pytest.raises(OutputBusyError, match="lost its lock"):
         first.verify()  # the hung job finds out before it commits
