@@ -33,9 +33,14 @@ HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sa
             SELECT: cmd_select, UPDATE: cmd_update, SHOW_CONFIG: cmd_show_config}
 
 
-def _write_metrics(path, metrics):
+def _write_metrics(path, metrics, storage_options=None):
+    from daskgmm.io import get_fs, is_local, strip_protocol
     from daskgmm.persist import jsonable
 
+    fs = get_fs(str(path), storage_options)
+    if not is_local(fs):  # one PUT: the object appears whole
+        fs.pipe_file(strip_protocol(fs, str(path)), json.dumps(jsonable(metrics), indent=2).encode())
+        return
     tmp = f"{path}.tmp-{os.getpid()}"
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -86,11 +91,13 @@ def _main(argv=None) -> int:
 
     metrics = {"command": args.command, "status": "running"}
     metrics_out = getattr(args, "metrics_out", None)
+    storage = None
     status = EXIT_FAILURE
     quiet = bool(getattr(args, "quiet", False))
     try:
         o = resolve(args)
         metrics_out = getattr(o, "metrics_out", None)
+        storage = getattr(o, "storage_options", None)
         quiet = bool(getattr(o, "quiet", False))
         log = Reporter(quiet)
         status = HANDLERS[o.command](o, log, metrics)
@@ -110,8 +117,8 @@ def _main(argv=None) -> int:
         _fail(metrics, exc, status)
     if metrics_out:
         try:
-            _write_metrics(metrics_out, metrics)
-        except OSError as exc:
+            _write_metrics(metrics_out, metrics, storage)
+        except (OSError, ImportError, ValueError) as exc:
             print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {exc}", file=sys.stderr)
             status = status or EXIT_FAILURE
     return status

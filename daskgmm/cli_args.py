@@ -30,7 +30,8 @@ EXIT_DOC = """exit status:
   0  success
   2  bad usage or bad input: a missing/unknown option or config key, a missing or
      non-numeric column, disagreeing schemas, NaN/inf values, an empty or corrupt
-     file, an unreadable model (the message names the file, column, key or value)
+     file, an unreadable model, a missing output bucket (the message names the
+     file, column, key or value)
   1  any other failure (e.g. a component collapsed, a worker failed for good)
   130  interrupted (SIGINT, Ctrl-C): stopped cleanly, no output written
   143  terminated (SIGTERM): stopped cleanly, no output written"""
@@ -38,7 +39,12 @@ EXIT_DOC = """exit status:
 #: What the commands that write outputs add to the exit statuses.
 OUTPUTS_DOC = """
 Outputs are written to a staging directory and renamed into place only when
-complete, so after a failure the previous outputs are untouched."""
+complete, so after a failure the previous outputs are untouched. On object
+stores (s3://, which has no rename) the objects are copied into place under a
+journal and _SUCCESS is written last: readers should wait for _SUCCESS. Outputs
+on S3 are locked against a second job by conditional writes (If-None-Match);
+outputs on other object stores (gs://, az://) are not locked. A missing bucket
+is an error (exit 2): daskgmm never creates one."""
 
 COMMANDS = {
     FIT: "fit a Gaussian mixture on Parquet data and save the model",
@@ -166,6 +172,40 @@ def require(o):
     outs = [p for p in (getattr(o, "model_out", None), getattr(o, "predictions_out", None)) if p]
     if len(outs) == 2 and overlap(*outs):
         raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be separate directories")
+    if len(outs) == 2 and len({protocol_of(p) for p in outs}) > 1:
+        raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be on the same filesystem "
+                         f"(they are committed together), got {outs[0]} and {outs[1]}")
+    check_filesystems(o)
+
+
+#: Options that name paths (besides DATA), whose filesystems must be usable before any cluster starts.
+PATH_OPTIONS = ("model", "model_out", "predictions_out", "out", "checkpoint_dir", "plot", "metrics_out")
+
+
+def protocol_of(path) -> str:
+    """The fsspec protocol of a path or URL ("file" for a local path)."""
+    import fsspec
+
+    protocol, _ = fsspec.core.split_protocol(str(path))
+    return "file" if protocol in (None, "file", "local") else protocol
+
+
+def check_filesystems(o):
+    """Refuse a URL whose filesystem cannot be used here (``s3://`` without s3fs), before any cluster starts."""
+    import fsspec
+
+    data = getattr(o, "data", None)
+    paths = [("DATA", p) for p in (data if isinstance(data, list) else [data]) if p]
+    paths += [("--" + k.replace("_", "-"), getattr(o, k)) for k in PATH_OPTIONS if getattr(o, k, None)]
+    for flag, path in paths:
+        protocol = protocol_of(path)
+        if protocol == "file":
+            continue
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as exc:
+            hint = " (pip install 'daskgmm[s3]')" if protocol in ("s3", "s3a") else ""
+            raise UsageError(f"daskgmm {o.command}: {flag} {path}: {exc}{hint}") from None
 
 
 #: Options of the variational mixture only (``fit --estimator bayesian``, ``select --kinds bayesian``).

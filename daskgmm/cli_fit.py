@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import posixpath
 import time
 import warnings
 
@@ -25,6 +26,7 @@ from daskgmm.cli_runtime import (
     name_columns,
     open_data,
     plot_after,
+    storage_options,
 )
 
 #: The options of ``--estimator bayesian`` (its priors), also part of a checkpoint's fingerprint.
@@ -134,7 +136,8 @@ def commit_model_and_predictions(est, o, src):
     from daskgmm.persist import write_model_files
 
     rows = None
-    outs = [StagedOutput(o.model_out)] + ([StagedOutput(o.predictions_out)] if o.predictions_out else [])
+    so = storage_options(o)
+    outs = [StagedOutput(o.model_out, so)] + ([StagedOutput(o.predictions_out, so)] if o.predictions_out else [])
     try:
         for out in outs:
             out.begin()
@@ -178,7 +181,7 @@ def cmd_fit(o, log, metrics):
         est = make_estimator(o)
         ckpt = None
         if o.checkpoint_dir:
-            ckpt = Checkpoint(o.checkpoint_dir, fingerprint(o, src))
+            ckpt = Checkpoint(o.checkpoint_dir, fingerprint(o, src), storage_options(o))
             stale = ckpt.stale() if o.resume else None
             if stale:
                 log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
@@ -222,19 +225,48 @@ def cmd_fit(o, log, metrics):
         if o.plot:
             from daskgmm.plot import plot_fit
 
-            plot_after(o, log, metrics, lambda: plot_fit(est, src.X, o.plot))
+            plot_after(o, log, metrics, lambda: plot_fit(est, src.X, o.plot, storage_options=storage_options(o)))
     return EXIT_OK
 
 
 def update_fingerprint(o, src, est) -> dict:
     """What an update's checkpoint belongs to: the data, the model it started from, the steps."""
-    with open(os.path.join(o.model, "model.json"), "rb") as f:
+    from daskgmm.io import get_fs, strip_protocol
+
+    fs = get_fs(str(o.model), storage_options(o))
+    with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "rb") as f:
         model = hashlib.sha256(f.read()).hexdigest()[:16]
     chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
     return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
             "model": model, "passes": o.passes, "learning_decay": est.learning_decay,
             "learning_offset": est.learning_offset, "dtype": o.dtype, "nan_policy": o.nan_policy,
             "chunk_rows": o.chunk_rows}
+
+
+def snapshot_exists(snapshot, so) -> bool:
+    """Whether an update's checkpoint directory holds a complete model snapshot."""
+    from daskgmm.io import get_fs, is_local, strip_protocol
+
+    fs = get_fs(snapshot, so)
+    root = strip_protocol(fs, snapshot).rstrip("/")
+    if is_local(fs):
+        return os.path.exists(os.path.join(snapshot, "model.json"))
+    fs.invalidate_cache(root)
+    return fs.exists(posixpath.join(root, "_SUCCESS"))
+
+
+def remove_snapshot(snapshot, so) -> None:
+    """Remove an update's model snapshot (a directory, or every object under its prefix)."""
+    import shutil
+
+    from daskgmm.io import get_fs, is_local, strip_protocol
+    from daskgmm.outputs_store import remove_prefix
+
+    fs = get_fs(snapshot, so)
+    if is_local(fs):
+        shutil.rmtree(snapshot, ignore_errors=True)
+    else:
+        remove_prefix(fs, strip_protocol(fs, snapshot).rstrip("/"))
 
 
 def cmd_update(o, log, metrics):
@@ -244,9 +276,9 @@ def cmd_update(o, log, metrics):
     atomically) beside a checkpoint that names the job; --resume continues a killed job from
     its last step (the steps done are the saved model's batches minus the input model's).
     """
-    import shutil
-
     from daskgmm.persist import Checkpoint, load_model, save_model
+
+    so = storage_options(o)
 
     t_start = time.perf_counter()
     box: dict = {}
@@ -265,21 +297,21 @@ def cmd_update(o, log, metrics):
                        n_batches_before=est.n_batches_)
         base, done, ckpt, snapshot = est.n_batches_, 0, None, None
         if o.checkpoint_dir:
-            ckpt = Checkpoint(o.checkpoint_dir, update_fingerprint(o, src, est))
+            ckpt = Checkpoint(o.checkpoint_dir, update_fingerprint(o, src, est), so)
             snapshot = os.path.join(o.checkpoint_dir, "update-model")
             stale = ckpt.stale() if o.resume else None
             if stale:
                 log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
                 metrics["checkpoint_discarded"] = stale
-            resumable = o.resume and not stale and os.path.exists(ckpt.path)
-            if resumable and os.path.exists(os.path.join(snapshot, "model.json")):
-                saved = load_model(snapshot)
+            resumable = o.resume and not stale and ckpt.exists()
+            if resumable and snapshot_exists(snapshot, so):
+                saved = load_model(snapshot, so)
                 if 0 <= saved.n_batches_ - base <= o.passes:
                     est, done = saved, saved.n_batches_ - base
                     log(f"resumed from checkpoint after {done} step(s)")
             if not resumable:
                 ckpt.clear()  # a fresh run must not pick up another run's progress
-                shutil.rmtree(snapshot, ignore_errors=True)
+                remove_snapshot(snapshot, so)
             ckpt.save([], extra={"update_model": snapshot})
             metrics["resumed_steps"] = done
         t_fit = time.perf_counter()
@@ -294,7 +326,7 @@ def cmd_update(o, log, metrics):
                 for e in h["events"]:
                     log(f"          {e}")
                 if ckpt is not None:
-                    save_model(est, snapshot)
+                    save_model(est, snapshot, so)
         update_seconds = time.perf_counter() - t_fit
         rows = commit_model_and_predictions(est, o, src)
         log(f"model written to {o.model_out} ({est.n_batches_} batch(es), {est.n_rows_seen_:,} rows seen)")
@@ -302,7 +334,7 @@ def cmd_update(o, log, metrics):
             log(f"{rows:,} predictions written to {o.predictions_out}")
         if ckpt is not None:
             ckpt.clear()  # the job is done: tomorrow's run starts afresh
-            shutil.rmtree(snapshot, ignore_errors=True)
+            remove_snapshot(snapshot, so)
             log(f"checkpoint {ckpt.path} removed (the job finished)")
         steps = est.history_[-o.passes:]  # this job's steps
         metrics.update(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 import warnings
@@ -25,6 +24,7 @@ from daskgmm.cli_runtime import (
     name_columns,
     open_data,
     plot_after,
+    storage_options,
 )
 
 
@@ -32,10 +32,11 @@ def cmd_predict(o, log, metrics):
     from daskgmm.outputs import OutputLock
 
     box: dict = {}
-    with OutputLock(o.out), command_cluster(o, log, box, metrics):
+    so = storage_options(o)
+    with OutputLock(o.out, so), command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log)
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                     loglik=o.loglik)
+                                     loglik=o.loglik, storage_options=so)
     log(f"{rows:,} predictions written to {o.out}")
     return EXIT_OK
 
@@ -61,8 +62,10 @@ def cmd_sample(o, log, metrics):
     from daskgmm.outputs import OutputLock
 
     est = load_saved(o)
-    with OutputLock(o.out), command_cluster(o, log, None, metrics):
-        rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000)
+    so = storage_options(o)
+    with OutputLock(o.out, so), command_cluster(o, log, None, metrics):
+        rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000,
+                                storage_options=so)
     log(f"{rows:,} rows written to {o.out}")
     return EXIT_OK
 
@@ -81,15 +84,25 @@ def cmd_show_config(o, log, metrics):
     return EXIT_OK
 
 
+def model_json(o) -> str:
+    """The text of ``--model``'s model.json (a local directory or an fsspec URL)."""
+    import posixpath
+
+    from daskgmm.io import get_fs, strip_protocol
+
+    fs = get_fs(str(o.model), storage_options(o))
+    with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "r",
+                 encoding="utf-8") as f:
+        return f.read()
+
+
 def cmd_info(o, log, metrics):
     est = load_saved(o, mixture=False)
-    path = os.path.join(o.model, "model.json")
+    text = model_json(o)
     if o.json:
-        with open(path, encoding="utf-8") as f:
-            print(f.read())
+        print(text)
         return EXIT_OK
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    doc = json.loads(text)
     fit = doc.get("fit", {})
     lines = [
         f"model:            {o.model}",
@@ -150,7 +163,7 @@ def cmd_select(o, log, metrics):
     import posixpath
 
     from daskgmm import ConvergenceWarning
-    from daskgmm.io import DataWarning
+    from daskgmm.io import DataWarning, is_local
     from daskgmm.outputs import staged_directory
     from daskgmm.persist import write_model_files
     from daskgmm.selection import select_model
@@ -191,9 +204,10 @@ def cmd_select(o, log, metrics):
         summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
                                                        "covariance_type": best.covariance_type, "kind": kind},
                    "candidates": res.table.to_dict(orient="records")}
-        with staged_directory(o.out) as (fs, staging):
+        with staged_directory(o.out, storage_options(o)) as (fs, staging):
             model_dir = posixpath.join(staging, "model")
-            fs.makedirs(model_dir, exist_ok=True)
+            if is_local(fs):  # an object store has no directories
+                fs.makedirs(model_dir, exist_ok=True)
             write_model_files(best, fs, model_dir)
             with fs.open(posixpath.join(staging, "selection.csv"), "w") as f:
                 res.table.to_csv(f, index=False)
@@ -206,5 +220,5 @@ def cmd_select(o, log, metrics):
         if o.plot:
             from daskgmm.plot import plot_selection
 
-            plot_after(o, log, metrics, lambda: plot_selection(res, o.plot))
+            plot_after(o, log, metrics, lambda: plot_selection(res, o.plot, storage_options(o)))
     return EXIT_OK

@@ -157,22 +157,47 @@ class WorkersDied(RuntimeError):
 
 
 def check_outputs(o, locks):
-    """Before any data pass: lock every output directory (which also proves it creatable) and
-    check that the plot and metrics files can be written."""
+    """Before any data pass: lock every output directory (which also proves it creatable; on an
+    object store, that its bucket exists) and check that the plot, metrics and (on an object
+    store) checkpoint paths can be written."""
     from daskgmm.outputs import OutputLock
 
+    so = storage_options(o)
     for key in ("model_out", "predictions_out", "out"):
         target = getattr(o, key, None)
         if target and (key != "out" or o.command == SELECT):
-            locks.enter_context(OutputLock(target))
+            locks.enter_context(OutputLock(target, so))
     for key in ("plot", "metrics_out"):
         path = getattr(o, key, None)
         if path:
-            check_file_target(path, "--" + key.replace("_", "-"))
+            check_file_target(path, "--" + key.replace("_", "-"), so)
+    ckpt = getattr(o, "checkpoint_dir", None)
+    if ckpt and not local_path(ckpt, so):
+        check_file_target(ckpt.rstrip("/") + "/checkpoint.npz", "--checkpoint-dir", so)
 
 
-def check_file_target(path, flag):
-    """Refuse (UsageError) a file output ``flag`` that is a directory or whose directory cannot be written."""
+def storage_options(o) -> dict | None:
+    """``--storage-options`` (or ``storage_options:`` of the config): fsspec's options for every path."""
+    return getattr(o, "storage_options", None) or None
+
+
+def local_path(path, so=None) -> bool:
+    """Whether ``path`` is on the local filesystem (not an fsspec URL of an object store)."""
+    from daskgmm.io import get_fs, is_local
+
+    return is_local(get_fs(str(path), so))
+
+
+def check_file_target(path, flag, so=None):
+    """Refuse (UsageError) a file output ``flag`` that is a directory or whose directory cannot be written;
+    on an object store (``s3://``), one whose bucket is missing, that is a prefix, or that cannot be written."""
+    if not local_path(path, so):
+        from daskgmm.io import get_fs, strip_protocol
+        from daskgmm.outputs_store import check_file_target as check_object
+
+        fs = get_fs(str(path), so)
+        check_object(fs, strip_protocol(fs, str(path)), f"{flag} {path}")
+        return
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a directory; give a file name")
@@ -192,7 +217,8 @@ def open_data(o, log, columns=None, dtype=None):
         warnings.simplefilter("always", RowsOmittedWarning)
         warnings.simplefilter("always", DataWarning)
         src = open_parquet(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
-                           dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows)
+                           dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows,
+                           storage_options=storage_options(o))
     for w in caught:
         if issubclass(w.category, (RowsOmittedWarning, DataWarning)):
             log(f"warning: {w.message}")
@@ -229,7 +255,7 @@ def load_saved(o, mixture=True):
     from daskgmm.mixture import GaussianMixture
     from daskgmm.persist import ModelFileError
 
-    est = load(o.model)
+    est = load(o.model, storage_options(o))
     if mixture and not isinstance(est, GaussianMixture):
         raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a "
                              "GaussianMixture model (as written by daskgmm fit or GaussianMixture.save)")

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Opt:
     dest: str
-    kind: str  # int, float, str, bool, list, choice, size, array
+    kind: str  # int, float, str, bool, list, choice, size, array, mapping
     default: object
     help: str
     commands: tuple
@@ -133,6 +133,14 @@ OPTIONS = [
         "(default: the model's, 0.7 unless set)", (UPDATE,), metavar="A"),
     Opt("learning_offset", "float", None, "offset t0 of the step sizes (default: the model's, 10 unless set)",
         (UPDATE,), metavar="T0"),
+    # storage
+    Opt("storage_options", "mapping", None, "fsspec options for every path of the job (DATA, models, outputs, "
+        "checkpoints, plot, metrics), in this process and on every worker, as a JSON object, e.g. "
+        "'{\"endpoint_url\": \"https://minio.internal:9000\"}' or '{\"profile\": \"etl\"}' for s3:// "
+        "(s3fs's options; without them the standard AWS variables and profiles apply); needs "
+        "pip install 'daskgmm[s3]'. Outputs on S3 are locked by conditional writes; on other object stores "
+        "they are committed the same way but not locked",
+        (FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT, UPDATE), metavar="JSON"),
     # cluster
     Opt("scheduler", "str", None, "address of a running Dask scheduler (default: an embedded LocalCluster "
         "on 127.0.0.1)", _CLUSTER, metavar="ADDRESS"),
@@ -162,6 +170,7 @@ def _type_name(kind) -> str:
         "int": "an integer", "float": "a number", "bool": "true or false",
         "list": "a list or a comma-separated string", "str": "a string", "choice": "one of",
         "size": "a size such as 2GiB, 500MB or auto",
+        "mapping": "a mapping (in a config) or a JSON object (on the command line)",
     }[kind]
 
 
@@ -300,6 +309,15 @@ def coerce(opt: Opt, value, where: str):
             return _array(value)
         except ValueError as exc:
             raise ConfigError(f"{where}: {opt.dest}: {exc}") from None
+    if kind == "mapping":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise bad(f" (not valid JSON: {exc})") from None
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad()
+        return value
     if kind == "choice":
         if not isinstance(value, str) or value not in opt.choices:
             raise bad()

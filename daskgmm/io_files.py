@@ -58,6 +58,11 @@ def strip_protocol(fs, path: str) -> str:
     return fs._strip_protocol(path)
 
 
+def is_local(fs) -> bool:
+    """Whether ``fs`` is the local filesystem (atomic renames, directories); else an object store or the like."""
+    return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
+
+
 def list_files(path, storage_options=None):
     """Expand a path, glob, directory or list of them into sorted Parquet files.
 

@@ -5,6 +5,10 @@ pid), takes the target's advisory lock for as long as it writes, and renames the
 staging directory into place when every part is written; ``fit`` commits model and
 predictions as one unit. A job that fails leaves the previous output byte for byte,
 and the next job repairs what a killed one left between two renames.
+
+On object stores, which have no rename, the same steps are carried out by
+:mod:`daskgmm.outputs_store` (copy object by object, ``_SUCCESS`` last, a journal
+rolled forward by the next job; a lock by conditional writes on S3).
 """
 
 from __future__ import annotations
@@ -14,20 +18,19 @@ import os
 import posixpath
 import uuid
 
+import daskgmm.outputs_store as store
 import daskgmm.stop as stop
 from daskgmm.io import (
     DataError,
     get_fs,
+    is_local,
     strip_protocol,
 )
+from daskgmm.outputs_store import OutputBusyError
 
 
 def _local(fs) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
-
-
-class OutputBusyError(RuntimeError):
-    """Another live job holds the lock of an output (exit status 1)."""
+    return is_local(fs)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -43,20 +46,24 @@ def _pid_alive(pid: int) -> bool:
 
 
 _held: dict = {}  # lock path -> how many times this process holds it
+_store_held: dict = {}  # lock URL on an object store -> [how many times held, its StoreLock]
 
 
 class OutputLock:
     """An advisory lock on one output target: the file ``.NAME.lock`` beside it, holding
     the owner's pid, created exclusively. A lock whose owner is no longer alive (a
-    killed job) is taken over. Re-entrant within one process. Local filesystems
-    only (elsewhere it does nothing: object stores have no exclusive create).
+    killed job) is taken over. Re-entrant within one process. On S3 the lock is an
+    object created by a conditional write (:class:`daskgmm.outputs_store.StoreLock`);
+    on other object stores there is none.
 
     Creating the lock is also the check that the output's directory is writable,
-    made before any data pass.
+    made before any data pass; on an object store, that its bucket exists (never
+    created).
     """
 
     def __init__(self, target, storage_options=None):
         self.target = os.fspath(target)
+        self.storage_options = storage_options
         self.fs = get_fs(self.target, storage_options)
         self.path = strip_protocol(self.fs, self.target).rstrip("/")
         parent, base = posixpath.split(self.path)
@@ -65,6 +72,8 @@ class OutputLock:
         self.held = False
 
     def acquire(self) -> OutputLock:
+        if not _local(self.fs):
+            return self._acquire_store()
         if self.fs.exists(self.path) and not self.fs.isdir(self.path):
             raise DataError(f"output {self.target!r} exists and is not a directory")
         try:
@@ -72,9 +81,6 @@ class OutputLock:
                 self.fs.makedirs(self.parent, exist_ok=True)
         except OSError as exc:
             raise OSError(f"cannot create the directory of output {self.target!r}: {exc.strerror or exc}") from None
-        if not _local(self.fs):
-            self.held = True
-            return self
         if _held.get(self.lock_path):
             _held[self.lock_path] += 1
             self.held = True
@@ -101,6 +107,27 @@ class OutputLock:
             return self
         raise OutputBusyError(f"output {self.target!r}: could not take its lock {self.lock_path}")
 
+    def _acquire_store(self) -> OutputLock:
+        fs = self.fs
+        store.check_bucket(fs, self.path, f"output {self.target!r}")
+        fs.invalidate_cache(self.path)
+        if fs.isfile(self.path):
+            raise DataError(f"output {self.target!r} exists and is not a directory (an object, not a prefix)")
+        if store.is_s3(fs):
+            key = store.url(fs, self.lock_path)
+            if key in _store_held:
+                _store_held[key][0] += 1
+            else:
+                _store_held[key] = [1, store.StoreLock(fs, self.lock_path, self.target).acquire()]
+        self.held = True
+        return self
+
+    def verify(self) -> None:
+        """Raise :class:`OutputBusyError` if this job no longer holds the lock (on S3: another job
+        took it over after this one went unresponsive longer than the lease); a no-op elsewhere."""
+        if self.held and not _local(self.fs) and store.is_s3(self.fs):
+            _store_held[store.url(self.fs, self.lock_path)][1].verify()
+
     def _owner(self) -> int | None:
         try:
             with open(self.lock_path, encoding="ascii") as f:
@@ -113,6 +140,13 @@ class OutputLock:
             return
         self.held = False
         if not _local(self.fs):
+            key = store.url(self.fs, self.lock_path)
+            entry = _store_held.get(key)
+            if entry is not None:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del _store_held[key]
+                    entry[1].release()
             return
         _held[self.lock_path] -= 1
         if _held[self.lock_path] == 0:
@@ -150,6 +184,7 @@ class StagedOutput:
     """One output target written into a staging directory beside it (see :func:`staged_directory`)."""
 
     def __init__(self, target, storage_options=None):
+        self.storage_options = storage_options
         self.lock = OutputLock(target, storage_options)
         self.target, self.fs, self.path = self.lock.target, self.lock.fs, self.lock.path
         self.parent, self.base = posixpath.split(self.path)
@@ -160,6 +195,15 @@ class StagedOutput:
         fs, path, parent, base = self.fs, self.path, self.parent, self.base
         self.lock.acquire()
         prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
+        if not _local(fs):
+            try:
+                store.tidy(fs, parent, base, self._lock_target)
+            except BaseException:
+                self.lock.release()
+                raise
+            # an object store has no directories: the staging prefix exists once a part is written
+            self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+            return self.staging
         entries = []
         with contextlib.suppress(FileNotFoundError):
             entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
@@ -187,14 +231,26 @@ class StagedOutput:
             raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
         return self.staging
 
+    def _lock_target(self, target):
+        """The lock of another output of this store (a joint commit a killed job left to finish)."""
+        return OutputLock(store.url(self.fs, target), self.storage_options)
+
     def finish(self) -> None:
         """Write ``_SUCCESS`` into the staging directory (the output is complete)."""
+        if not _local(self.fs):
+            store.write_marker(self.fs, self.staging, [])
+            return
         with self.fs.open(posixpath.join(self.staging, "_SUCCESS"), "wb"):
             pass
 
     def swap(self) -> None:
-        """Rename the complete staging directory into place (the old output set aside, then removed)."""
+        """Rename the complete staging directory into place (the old output set aside, then removed);
+        on an object store, copy it into place under a journal (:func:`daskgmm.outputs_store.commit`)."""
         fs, path = self.fs, self.path
+        if not _local(fs):
+            store.commit(fs, [(self.staging, path)], verify=[self.lock.verify],
+                         committing=lambda: setattr(self, "staging", None))
+            return
         if fs.exists(path):
             old = posixpath.join(self.parent, f".{self.base}.old-{uuid.uuid4().hex[:12]}")
             _move(fs, path, old)
@@ -206,7 +262,10 @@ class StagedOutput:
 
     def abort(self) -> None:
         if self.staging is not None:
-            _rm_retrying(self.fs, self.staging)
+            if _local(self.fs):
+                _rm_retrying(self.fs, self.staging)
+            else:
+                store.remove_prefix(self.fs, self.staging)
             self.staging = None
 
     def release(self) -> None:
@@ -257,6 +316,19 @@ def commit_together(outputs: list[StagedOutput]) -> None:
     stop.check()  # a stop asked for while the outputs were written: none of them goes in
     for o in outputs:
         o.finish()
+    remote = [o for o in outputs if not _local(o.fs)]
+    if remote:
+        if len(remote) < len(outputs) or len({id(o.fs) for o in outputs}) > 1:
+            raise ValueError("outputs committed together must be on one filesystem: "
+                             + ", ".join(o.target for o in outputs))
+
+        def committing():  # an interruption from here on leaves the stagings to the journal
+            for o in outputs:
+                o.staging = None
+
+        store.commit(remote[0].fs, [(o.staging, o.path) for o in outputs], verify=[o.lock.verify for o in outputs],
+                     committing=committing)
+        return
     if len(outputs) < 2 or not all(_local(o.fs) for o in outputs):
         for o in outputs:
             o.swap()
@@ -315,10 +387,7 @@ def staged_directory(target, storage_options=None):
 
 
 def _move(fs, src, dst):
-    if _local(fs):
-        os.rename(src, dst)  # atomic on one filesystem
-    else:
-        fs.mv(src, dst, recursive=True)
+    os.rename(src, dst)  # atomic on one filesystem (object stores copy instead: see outputs_store)
 
 
 def _write_part(fs, directory, index, columns: dict):
@@ -376,6 +445,8 @@ def write_parts_into(fs, directory, parts) -> int:
     except OSError as exc:  # disk full, permissions: name the output, not only its staging part
         parent, name = posixpath.split(directory.rstrip("/"))
         target = posixpath.join(parent, name[1:].split(".staging-")[0]) if ".staging-" in name else directory
+        if not _local(fs):
+            target = store.url(fs, target)
         raise OSError(exc.errno, f"cannot write output {target}: {exc.strerror or exc}") from None
     finally:
         # no write task may still run when the staging directory is removed after a failure

@@ -9,7 +9,12 @@ A saved model is a directory::
     _SUCCESS      written last; the directory is renamed into place atomically
 
 A checkpoint is one ``checkpoint.npz`` (metadata as a JSON string inside),
-replaced atomically after every EM iteration.
+replaced atomically after every EM iteration (on an object store, by one write of
+the whole object).
+
+Paths may be fsspec URLs (``s3://…``) with ``storage_options``. On an object store a
+model is read only once its ``_SUCCESS`` is there: a model without it is being
+committed, or was left so by a killed job that the next job writing it finishes.
 """
 
 from __future__ import annotations
@@ -147,12 +152,20 @@ def load_model(path, storage_options=None):
         The directory is missing, incomplete, corrupt, of another format or a
         newer format version, or its arrays do not have the recorded shapes.
     """
-    from daskgmm.io import get_fs, strip_protocol
+    from daskgmm.io import get_fs, is_local, strip_protocol
 
     path = os.fspath(path)
     fs = get_fs(path, storage_options)
     root = strip_protocol(fs, path).rstrip("/")
     json_path = posixpath.join(root, "model.json")
+    local = is_local(fs)
+    if not local:
+        fs.invalidate_cache(root)
+        parent, base = posixpath.split(root)
+        if not fs.exists(posixpath.join(root, "_SUCCESS")) and (
+                fs.exists(root) or fs.glob(posixpath.join(parent, f".{base}.commit-*"))):
+            raise ModelFileError(f"{path}: the model is incomplete (no _SUCCESS): it is being written, or a job "
+                                 "writing it was killed and the next job writing it will finish its commit")
     if not fs.exists(json_path):
         raise ModelFileError(f"{path}: no model here (model.json not found)")
     try:
@@ -222,17 +235,40 @@ class Checkpoint:
     Parameters
     ----------
     directory : str
-        Local directory (created if missing).
+        Local directory (created if missing), or an fsspec URL (``s3://bucket/prefix``;
+        the checkpoint is then one object, written whole by each save).
     fingerprint : dict
         JSON-able description of the job (data, columns, parameters, seed); a
         checkpoint written for a different fingerprint is refused on resume.
+    storage_options : dict, optional
+        Passed to fsspec for a URL.
     """
 
-    def __init__(self, directory, fingerprint: dict):
+    def __init__(self, directory, fingerprint: dict, storage_options=None):
+        from daskgmm.io import get_fs, is_local, strip_protocol
+
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, "checkpoint.npz")
         self.fingerprint = jsonable(fingerprint)
         self.extra: dict = {}
+        self.fs = get_fs(self.directory, storage_options)
+        self.local = is_local(self.fs)
+        self._key = None if self.local else strip_protocol(self.fs, self.path)
+
+    def exists(self) -> bool:
+        """Whether there is a checkpoint to resume."""
+        if self.local:
+            return os.path.exists(self.path)
+        self.fs.invalidate_cache(self._key)
+        return self.fs.exists(self._key)
+
+    def _open(self):
+        """The checkpoint's ``.npz`` as a file (raises OSError when missing or unreadable)."""
+        if self.local:
+            return open(self.path, "rb")
+        import io
+
+        return io.BytesIO(self.fs.cat_file(self._key))
 
     def _mismatch(self, doc) -> str | None:
         """Why a checkpoint's metadata ``doc`` does not belong to this job, or None."""
@@ -251,10 +287,10 @@ class Checkpoint:
         (other data, files rewritten since, other parameters) or an unreadable
         one is stale: resuming it would give a model of something else.
         """
-        if not os.path.exists(self.path):
+        if not self.exists():
             return None
         try:
-            with np.load(self.path, allow_pickle=False) as npz:
+            with self._open() as f, np.load(f, allow_pickle=False) as npz:
                 doc = json.loads(str(npz["__meta__"]))
         except (OSError, ValueError, KeyError, EOFError) as exc:
             return f"unreadable ({exc})"
@@ -263,14 +299,18 @@ class Checkpoint:
     def clear(self) -> None:
         """Remove the checkpoint: the job it tracked has finished (its outputs are written)."""
         with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
+            if self.local:
+                os.remove(self.path)
+            else:
+                self.fs.rm_file(self._key)
 
     def save(self, runs, extra: dict | None = None) -> None:
         """Write the runs' states atomically; ``extra`` (JSON-able, e.g. the random
         state the runs were drawn from) is kept for later saves and :meth:`load`."""
         if extra is not None:
             self.extra = jsonable(extra)
-        os.makedirs(self.directory, exist_ok=True)
+        if self.local:
+            os.makedirs(self.directory, exist_ok=True)
         arrays, run_docs = {}, []
         for i, run in enumerate(runs):
             fields, state = {}, run.state
@@ -300,6 +340,13 @@ class Checkpoint:
             "runs": run_docs,
             "extra": self.extra,
         }
+        if not self.local:
+            import io
+
+            buf = io.BytesIO()
+            np.savez(buf, __meta__=np.array(json.dumps(doc)), **arrays)
+            self.fs.pipe_file(self._key, buf.getvalue())  # one PUT: the old checkpoint or the new, whole
+            return
         tmp = self.path + f".tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
             np.savez(f, __meta__=np.array(json.dumps(doc)), **arrays)
@@ -317,10 +364,10 @@ class Checkpoint:
         """
         from daskgmm.em import Run
 
-        if not os.path.exists(self.path):
+        if not self.exists():
             return None
         try:
-            with np.load(self.path, allow_pickle=False) as npz:
+            with self._open() as f, np.load(f, allow_pickle=False) as npz:
                 doc = json.loads(str(npz["__meta__"]))
                 arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
         except (OSError, ValueError, KeyError, EOFError) as exc:

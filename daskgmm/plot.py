@@ -28,13 +28,24 @@ def _new_axes(ax, size=(6, 4.5)):
     return fig, fig.add_subplot()
 
 
-def save_figure(fig, path, dpi=110) -> None:
-    """Write ``fig`` to ``path`` (PNG by extension) with the Agg canvas."""
+def save_figure(fig, path, dpi=110, storage_options=None) -> None:
+    """Write ``fig`` to ``path`` (PNG by extension) with the Agg canvas; ``path`` may be an fsspec
+    URL (``s3://…``, written as one object, with ``storage_options``)."""
     import os
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from daskgmm.io import get_fs, is_local, strip_protocol
+
     FigureCanvasAgg(fig)
+    fs = get_fs(str(path), storage_options)
+    if not is_local(fs):
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=dpi, format=os.path.splitext(str(path))[1][1:].lower() or "png")
+        fs.pipe_file(strip_protocol(fs, str(path)), buf.getvalue())
+        return
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -201,7 +212,7 @@ def plot_criterion(result, ax=None):
     return ax
 
 
-def plot_fit(model, X=None, path=None, dims=(0, 1)):
+def plot_fit(model, X=None, path=None, dims=(0, 1), storage_options=None):
     """A two-panel figure: convergence curve and components; written to ``path`` if given."""
     _require()
     from matplotlib.figure import Figure
@@ -211,15 +222,15 @@ def plot_fit(model, X=None, path=None, dims=(0, 1)):
     plot_convergence(model, a)
     plot_components(model, X, dims=dims, ax=b)
     if path is not None:
-        save_figure(fig, path)
+        save_figure(fig, path, storage_options=storage_options)
     return fig
 
 
-def plot_selection(result, path=None):
+def plot_selection(result, path=None, storage_options=None):
     """The criterion figure of a model selection; written to ``path`` if given."""
     _require()
     fig, ax = _new_axes(None, size=(7, 4.5))
     plot_criterion(result, ax)
     if path is not None:
-        save_figure(fig, path)
+        save_figure(fig, path, storage_options=storage_options)
     return fig

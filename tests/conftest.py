@@ -75,3 +75,26 @@ def expect_exit2(argv, match, capsys):
     err = capsys.readouterr().err
     assert rc == 2, err
     assert match in err, err
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server (a real S3 HTTP API) on 127.0.0.1, on a free port; closed at teardown."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.moto_server.werkzeug_app")
+    from .s3_server import S3Server
+
+    server = S3Server()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A fresh bucket on the S3 server (and no traps left by another test): ``(server, bucket)``."""
+    import uuid
+
+    bucket = f"daskgmm-{uuid.uuid4().hex[:12]}"
+    s3_server.fs().mkdir(bucket)
+    yield s3_server, bucket
+    s3_server.clear_traps()

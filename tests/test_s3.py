@@ -1,0 +1,528 @@
+"""Data and outputs on S3, against a real S3 HTTP API (moto's server on 127.0.0.1; issue 23).
+
+The same promises the local-disk tests check: exit statuses, outputs all-or-nothing and
+committed together, nothing left behind, every id exactly once; plus what only an object
+store needs: a lock by conditional writes, commits rolled forward or back after a SIGKILL,
+buckets never created.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import daskgmm
+from daskgmm.cli import main
+from daskgmm.outputs import OutputBusyError
+from daskgmm.persist import ModelFileError
+
+from .conftest import write_data
+
+pytest.importorskip("s3fs")
+
+COLS = ["--columns", "f0,f1,f2", "--id-column", "id"]
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def s3_env(s3_server):
+    """The standard AWS variables pointing at the server, for this module's jobs and workers."""
+    env = s3_server.env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield s3_server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def scheduler(s3_env):
+    """One LocalCluster (a worker process on 127.0.0.1) for the module's jobs: ``--scheduler`` spares
+    each job starting its own. Its worker reaches S3 through the variables above."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                           dashboard_address=None, memory_limit="1GiB")
+    yield cluster.scheduler_address
+    cluster.close()
+
+
+@pytest.fixture
+def bucket(s3, tmp_path):
+    """A fresh bucket holding the dataset under ``data/`` (3 files, ids 0..2999): ``(server, bucket, X)``."""
+    server, name = s3
+    X = write_data(tmp_path / "data", n=N)
+    server.fs().put(str(tmp_path / "data") + "/", f"{name}/data/", recursive=True)
+    return server, name, X
+
+
+def so(server) -> str:
+    return json.dumps(server.storage_options)
+
+
+def run(server, *args, scheduler=None):
+    """The command in this process, with --storage-options (and the shared cluster)."""
+    extra = ["--scheduler", scheduler] if scheduler else []
+    return main([*map(str, args), "--storage-options", so(server), *extra])
+
+
+def cli(*args, **kw):
+    """The command as a separate process (its own session, to be killed as a whole)."""
+    return subprocess.Popen([sys.executable, "-m", "daskgmm.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def keys(server, bucket) -> list:
+    """Every object of the bucket, relative to it."""
+    return sorted(k[len(bucket) + 1:] for k in server.fs().find(bucket))
+
+
+def assert_nothing_left(server, bucket):
+    """No staging prefix, lock, journal or probe object: no key with a part starting with '.'."""
+    left = [k for k in keys(server, bucket) if any(part.startswith(".") for part in k.split("/"))]
+    assert not left, left
+
+
+def read_table(server, path):
+    return pq.read_table(path, filesystem=server.fs())
+
+
+def assert_predictions_of(server, bucket, prefix, est, X, columns=None):
+    """Complete (``_SUCCESS``), every id exactly once, labels those of ``est``."""
+    fs = server.fs()
+    assert fs.exists(f"{bucket}/{prefix}/_SUCCESS")
+    table = read_table(server, f"{bucket}/{prefix}")
+    if columns is not None:
+        assert table.column_names == columns
+    ids = table.column("id").to_numpy()
+    assert sorted(ids.tolist()) == list(range(N))
+    np.testing.assert_array_equal(table.column("label").to_numpy(), est.predict(X[ids]))
+
+
+# ---------------------------------------------------------------------------- every command
+
+
+def test_fit_writes_everything_to_s3_through_storage_options_alone(bucket, monkeypatch, capsys):
+    """No AWS variable set: --storage-options reaches this process and the embedded cluster's workers,
+    which read the data and write the predictions themselves."""
+    server, b, X = bucket
+    for k in server.env():
+        monkeypatch.delenv(k, raising=False)
+    rc = run(server, "fit", f"s3://{b}/data", *COLS, "--n-components", 3, "--seed", 0,
+             "--model-out", f"s3://{b}/out/model", "--predictions-out", f"s3://{b}/out/preds", "--proba",
+             "--metrics-out", f"s3://{b}/out/metrics.json", "--plot", f"s3://{b}/out/fit.png",
+             "--n-workers", 1, "--threads-per-worker", 1)
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert keys(server, b) == sorted(
+        [f"data/part-{i}.parquet" for i in range(3)]
+        + ["out/model/_SUCCESS", "out/model/arrays.npz", "out/model/model.json", "out/preds/_SUCCESS",
+           "out/metrics.json", "out/fit.png"] + [f"out/preds/part-{i:05d}.parquet" for i in range(3)])
+    fs = server.fs()
+    metrics = json.loads(fs.cat_file(f"{b}/out/metrics.json"))
+    assert metrics["status"] == "ok" and metrics["n_rows"] == N
+    assert fs.cat_file(f"{b}/out/fit.png")[:4] == b"\x89PNG"
+    est = daskgmm.load(f"s3://{b}/out/model", storage_options=server.storage_options)
+    assert est.n_components == 3
+    assert_predictions_of(server, b, "out/preds", est, X, ["id", "label", "proba_0", "proba_1", "proba_2"])
+
+
+def test_every_command_reads_and_writes_s3(bucket, scheduler, capsys):
+    server, b, X = bucket
+    data, model = f"s3://{b}/data", f"s3://{b}/model"
+    assert run(server, "fit", data, *COLS, "--n-components", 3, "--seed", 0, "--model-out", model, "--quiet",
+               scheduler=scheduler) == 0
+    est = daskgmm.load(model, storage_options=server.storage_options)
+
+    assert run(server, "info", "--model", model) == 0
+    assert "3 (full covariance)" in capsys.readouterr().out
+    assert run(server, "info", "--model", model, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["estimator"] == "GaussianMixture"
+
+    assert run(server, "score", data, "--model", model, "--quiet", scheduler=scheduler) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["n_rows"] == N
+    np.testing.assert_allclose(score["mean_loglik"], est.score(X), rtol=1e-10)
+
+    assert run(server, "predict", data, "--model", model, "--out", f"s3://{b}/pred", "--id-column", "id",
+               "--loglik", "--quiet", scheduler=scheduler) == 0
+    assert_predictions_of(server, b, "pred", est, X, ["id", "label", "loglik"])
+
+    assert run(server, "sample", "--model", model, "-n", 500, "--chunk-rows", 200, "--seed", 1,
+               "--out", f"s3://{b}/sample", "--quiet", scheduler=scheduler) == 0
+    assert read_table(server, f"{b}/sample").num_rows == 500
+    assert sum(k.startswith("sample/part-") for k in keys(server, b)) == 3
+
+    assert run(server, "update", data, "--model", model, "--model-out", model, "--passes", 2, "--id-column", "id",
+               "--checkpoint-dir", f"s3://{b}/ck", "--predictions-out", f"s3://{b}/upreds",
+               "--metrics-out", f"s3://{b}/update.json", "--quiet", scheduler=scheduler) == 0
+    updated = daskgmm.load(model, storage_options=server.storage_options)
+    assert updated.n_batches_ == 3
+    assert_predictions_of(server, b, "upreds", updated, X)
+    assert not [k for k in keys(server, b) if k.startswith("ck/")]  # checkpoint and snapshot gone: job done
+
+    assert run(server, "select", data, *COLS, "--k-min", 2, "--k-max", 3, "--seed", 0, "--out",
+               f"s3://{b}/sel", "--plot", f"s3://{b}/sel.png", "--quiet", scheduler=scheduler) == 0
+    fs = server.fs()
+    assert json.loads(fs.cat_file(f"{b}/sel/selection.json"))["best"]["n_components"] == 3
+    assert {"sel/_SUCCESS", "sel/model/model.json", "sel/model/arrays.npz", "sel/selection.csv",
+            "sel.png"} <= set(keys(server, b))
+    assert_nothing_left(server, b)
+
+
+def test_save_load_and_write_predictions_in_python(bucket):
+    server, b, X = bucket
+    from daskgmm import GaussianMixture
+
+    opts = server.storage_options
+    gmm = GaussianMixture(3, random_state=0).fit(X)
+    gmm.save(f"s3://{b}/m", storage_options=opts)
+    back = daskgmm.load(f"s3://{b}/m", storage_options=opts)
+    np.testing.assert_array_equal(back.means_, gmm.means_)
+    GaussianMixture(2, random_state=0).fit(X).save(f"s3://{b}/m", storage_options=opts)  # replaced whole
+    assert daskgmm.load(f"s3://{b}/m", storage_options=opts).n_components == 2
+    assert [k for k in keys(server, b) if k.startswith("m/")] == ["m/_SUCCESS", "m/arrays.npz", "m/model.json"]
+    gmm.write_predictions(X, f"s3://{b}/p", ids=np.arange(N), storage_options=opts)
+    assert_predictions_of(server, b, "p", gmm, X)
+    X2 = daskgmm.read_parquet(f"s3://{b}/data", columns=["f0", "f1", "f2"], storage_options=opts)
+    np.testing.assert_allclose(np.asarray(X2.compute()), X)
+    assert_nothing_left(server, b)
+
+
+def test_standard_aws_variables_and_profiles_work(bucket, s3_env, tmp_path, monkeypatch, capsys):
+    """No --storage-options: the AWS variables; or a named profile of an AWS config file (endpoint
+    included), chosen with --storage-options '{"profile": ...}'."""
+    server, b, X = bucket
+    from daskgmm import GaussianMixture
+
+    GaussianMixture(2, random_state=0).fit(X).save(f"s3://{b}/m", storage_options=server.storage_options)
+    assert main(["info", "--model", f"s3://{b}/m"]) == 0  # the variables of the s3_env fixture
+    assert "2 (full covariance)" in capsys.readouterr().out
+    config, creds = tmp_path / "config", tmp_path / "credentials"
+    config.write_text(f"[profile etl]\nregion = us-east-1\nendpoint_url = {server.endpoint}\n")
+    creds.write_text(f"[etl]\naws_access_key_id = {server.storage_options['key']}\n"
+                     f"aws_secret_access_key = {server.storage_options['secret']}\n")
+    for k in server.env():
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    assert main(["info", "--model", f"s3://{b}/m", "--storage-options", '{"profile": "etl"}']) == 0
+    assert "2 (full covariance)" in capsys.readouterr().out
+
+
+def test_storage_options_in_a_config(bucket, scheduler, tmp_path):
+    import yaml
+
+    server, b, _ = bucket
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": f"s3://{b}/data", "columns": ["f0", "f1", "f2"], "n_components": 2, "quiet": True,
+        "model_out": f"s3://{b}/m", "storage_options": server.storage_options, "scheduler": scheduler}))
+    assert main(["fit", "--config", str(cfg)]) == 0
+    assert daskgmm.load(f"s3://{b}/m", storage_options=server.storage_options).n_components == 2
+    cfg.write_text(yaml.safe_dump({"storage_options": "endpoint_url=x"}))
+    assert main(["fit", "--config", str(cfg), "d", "--model-out", "m"]) == 2
+
+
+# ---------------------------------------------------------------------------- paths checked first
+
+
+def test_missing_buckets_and_inputs_fail_before_any_pass_and_create_nothing(bucket, scheduler, capsys):
+    server, b, _ = bucket
+    data = f"s3://{b}/data"
+    fit = ["fit", data, *COLS, "--model-out", f"s3://{b}/m"]
+    gone = f"daskgmm-missing-{b[-8:]}"
+    for flag, path in [("--model-out", f"s3://{gone}/m"), ("--predictions-out", f"s3://{gone}/p"),
+                       ("--plot", f"s3://{gone}/p.png"), ("--metrics-out", f"s3://{gone}/m.json"),
+                       ("--checkpoint-dir", f"s3://{gone}/ck")]:
+        args = ["fit", data, *COLS, "--model-out", f"s3://{b}/m", flag, path]
+        if flag == "--model-out":
+            args = ["fit", data, *COLS, flag, path]
+        assert run(server, *args, scheduler=scheduler) == 2, flag
+        err = capsys.readouterr().err
+        assert f"bucket '{gone}' does not exist" in err and path.rsplit("/", 1)[0] in err, err
+        assert "iter" not in err  # before any pass
+    assert run(server, "fit", data, *COLS, "--model-out", f"s3://{b}", scheduler=scheduler) == 2
+    assert "a bucket cannot be an output" in capsys.readouterr().err
+    assert gone not in server.fs().ls("")  # never created
+
+    for missing in (f"s3://{b}/nope", f"s3://{gone}/data"):
+        assert run(server, "fit", missing, *COLS, "--model-out", f"s3://{b}/m", scheduler=scheduler) == 2
+        assert f"no such file or directory: '{missing}'" in capsys.readouterr().err
+    assert run(server, "predict", data, "--model", f"s3://{b}/nomodel", "--out", f"s3://{b}/p",
+               scheduler=scheduler) == 2
+    assert "no model here" in capsys.readouterr().err
+    assert keys(server, b) == [f"data/part-{i}.parquet" for i in range(3)]  # nothing written, nothing left
+    assert run(server, *fit, scheduler=scheduler) == 0
+
+
+def test_a_prefix_that_cannot_be_written_is_exit_2_naming_it(bucket, scheduler, capsys):
+    """S3 answers 403 AccessDenied to writes a policy forbids (moto does not enforce policies, so the
+    server answers for it): the output is named before any pass, and nothing is left."""
+    server, b, _ = bucket
+    from .s3_server import ACCESS_DENIED
+
+    server.trap("PUT", f"{b}/locked/", hold=False, times=None, status="403 Forbidden", body=ACCESS_DENIED)
+    for extra in (["--model-out", f"s3://{b}/locked/m"],
+                  ["--model-out", f"s3://{b}/ok", "--plot", f"s3://{b}/locked/fit.png"],
+                  ["--model-out", f"s3://{b}/ok", "--metrics-out", f"s3://{b}/locked/m.json"]):
+        assert run(server, "fit", f"s3://{b}/data", *COLS, *extra, scheduler=scheduler) == 2, extra
+        err = capsys.readouterr().err
+        assert extra[-1] in err and "Access Denied" in err and "iter" not in err, err
+    assert_nothing_left(server, b)
+
+
+def test_s3_without_s3fs_is_a_usage_error_before_any_cluster():
+    code = ("import sys; sys.modules['s3fs'] = None; from daskgmm.cli import main; "
+            "sys.exit(main(['fit', 's3://bucket/data', '--model-out', 's3://bucket/m']))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "s3fs" in p.stderr and "daskgmm[s3]" in p.stderr and "cluster" not in p.stderr
+
+
+# ---------------------------------------------------------------------------- the lock
+
+
+def test_the_lock_admits_exactly_one_of_many_racing_writers(s3):
+    from daskgmm.outputs_store import StoreLock
+
+    server, b = s3
+    fs = server.fs()
+    for attempt in range(4):
+        path = f"{b}/.out{attempt}.lock"
+        barrier, results = threading.Barrier(4), []
+
+        def take(path=path, barrier=barrier, results=results):
+            lock = StoreLock(fs, path, f"s3://{path}")
+            barrier.wait(timeout=30)
+            try:
+                results.append(lock.acquire())
+            except OutputBusyError as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=take) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        winners = [r for r in results if isinstance(r, StoreLock)]
+        assert len(results) == 4 and len(winners) == 1, results
+        assert all("is being written by another job" in str(r) for r in results if r not in winners)
+        winners[0].release()
+        assert not server.fs().exists(path)
+
+
+def test_a_lock_is_refreshed_while_held_and_taken_over_once_it_lapses(s3, monkeypatch):
+    import daskgmm.outputs_store as store
+
+    server, b = s3
+    fs = server.fs()
+    monkeypatch.setattr(store, "LEASE_SECONDS", 4.0)  # margins for a loaded machine: Date and
+    monkeypatch.setattr(store, "REFRESH_SECONDS", 0.5)  # LastModified are whole seconds
+    path = f"{b}/.out.lock"
+    first = store.StoreLock(fs, path, "out")
+    first.me["host"] = "another-host"  # as if on another machine: its pid cannot be checked, only its lease
+    first.acquire()
+    time.sleep(5)  # longer than the lease: the refreshes keep it
+    with pytest.raises(OutputBusyError, match=r"pid \d+ on another-host"):
+        store.StoreLock(fs, path, "out").acquire()
+    first._stop.set()  # its job hangs: no more refreshes
+    first._thread.join(timeout=5)
+    time.sleep(6)
+    second = store.StoreLock(fs, path, "out").acquire()  # lapsed: taken over
+    with pytest.raises(OutputBusyError, match="lost its lock"):
+        first.verify()  # the hung job finds out before it commits
+    first.release()  # and does not delete the lock it lost
+    assert fs.exists(path)
+    second.release()
+    assert not server.fs().exists(path)
+
+
+def test_a_dead_process_lock_on_this_machine_is_taken_over_at_once(s3):
+    from daskgmm.outputs_store import StoreLock
+
+    server, b = s3
+    fs = server.fs()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = StoreLock(fs, f"{b}/.o.lock", "o")
+    lock.me["pid"] = str(dead.pid)
+    lock.acquire()
+    lock._stop.set()
+    StoreLock(fs, f"{b}/.o.lock", "o").acquire().release()
+
+
+def test_a_second_writer_fails_at_once_while_the_first_commits(bucket, scheduler, capsys):
+    """Job A is held in the middle of its commit (its lock held); job B on the same outputs
+    fails with exit 1 naming A's pid, leaves nothing; A then finishes, complete."""
+    server, b, X = bucket
+    args = ["fit", f"s3://{b}/data", *COLS, "--model-out", f"s3://{b}/out/model", "--predictions-out",
+            f"s3://{b}/out/preds", "--quiet", "--scheduler", scheduler]
+    trap = server.trap("PUT", f"{b}/out/model/", copy=True)
+    a = cli(*args, "--n-components", 2)
+    try:
+        assert trap.hit.wait(180), a.stderr.read() if a.poll() is not None else "no commit"
+        assert run(server, *args[:-2], "--n-components", 3, scheduler=scheduler) == 1
+        err = capsys.readouterr().err
+        assert f"is being written by another job (pid {a.pid} on" in err and "Traceback" not in err, err
+        trap.release.set()
+        _, a_err = a.communicate(timeout=180)
+        assert a.returncode == 0, a_err
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait()
+    est = daskgmm.load(f"s3://{b}/out/model", storage_options=server.storage_options)
+    assert est.n_components == 2
+    assert_predictions_of(server, b, "out/preds", est, X)
+    assert_nothing_left(server, b)
+
+
+@pytest.mark.slow
+def test_two_writers_started_together_never_mix_their_outputs(bucket, scheduler):
+    server, b, X = bucket
+    args = ["fit", f"s3://{b}/data", *COLS, "--model-out", f"s3://{b}/out/model", "--predictions-out",
+            f"s3://{b}/out/preds", "--proba", "--quiet", "--scheduler", scheduler]
+    jobs = [cli(*args, "--n-components", k) for k in (2, 3)]
+    results = [(j.wait(timeout=300), j.stderr.read()) for j in jobs]
+    assert all(rc == 0 or (rc == 1 and "is being written by another job" in err) for rc, err in results), results
+    assert any(rc == 0 for rc, _ in results)
+    est = daskgmm.load(f"s3://{b}/out/model", storage_options=server.storage_options)
+    table = read_table(server, f"{b}/out/preds")
+    assert sum(c.startswith("proba_") for c in table.column_names) == est.n_components  # one job's pair
+    assert_predictions_of(server, b, "out/preds", est, X)
+    assert_nothing_left(server, b)
+
+
+# ---------------------------------------------------------------------------- killed jobs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("where", "signum"), [
+    ("before the journal", signal.SIGKILL), ("copying the model", signal.SIGKILL),
+    ("copying the predictions", signal.SIGKILL), ("copying the model", signal.SIGTERM)],
+    ids=["SIGKILL before the journal", "SIGKILL copying the model", "SIGKILL copying the predictions",
+         "SIGTERM copying the model"])
+def test_a_job_killed_in_its_commit_is_rolled_back_or_forward_by_the_next(bucket, scheduler, where, signum):
+    """SIGKILL a real `daskgmm fit` at a step of its commit of model and predictions; readers never
+    take an incomplete model; the next job writing either output rolls the commit back (killed
+    before its journal) or forward (after), and afterwards nothing of the killed job is left.
+    SIGTERM in the middle of the commit stops the job (143) without deleting what the journal
+    needs: the next job finishes the commit the same way."""
+    server, b, X = bucket
+    opts = server.storage_options
+    from daskgmm import GaussianMixture
+
+    out = ["--model-out", f"s3://{b}/out/model", "--predictions-out", f"s3://{b}/out/preds"]
+    fit = ["fit", f"s3://{b}/data", *COLS, *out, "--quiet", "--seed", 0, "--scheduler", scheduler]
+    assert run(server, *fit[:-2], "--n-components", 2, scheduler=scheduler) == 0  # the outputs before
+    ref = GaussianMixture(4, random_state=1).fit(X)
+    ref.feature_names_in_ = np.array(["f0", "f1", "f2"], dtype=object)
+    ref.save(f"s3://{b}/ref", storage_options=opts)
+
+    trap = {"before the journal": lambda: server.trap("PUT", f"{b}/out/.model.commit-"),
+            "copying the model": lambda: server.trap("PUT", f"{b}/out/model/", copy=True),
+            "copying the predictions": lambda: server.trap("PUT", f"{b}/out/preds/", copy=True)}[where]()
+    job = cli(*fit, "--n-components", 3)  # AWS variables only (no --storage-options)
+    try:
+        assert trap.hit.wait(240), job.stderr.read() if job.poll() is not None else "no commit"
+    finally:
+        os.killpg(job.pid, signum)
+        if signum == signal.SIGTERM:
+            time.sleep(2)  # the handler runs while the request is still held
+        trap.release.set()
+        _, err = job.communicate(timeout=120)
+    assert job.returncode == (143 if signum == signal.SIGTERM else -signal.SIGKILL), err
+    forward = where != "before the journal"
+    if where == "copying the model":  # readers refuse the model until a job finishes the commit
+        with pytest.raises(ModelFileError, match="incomplete"):
+            daskgmm.load(f"s3://{b}/out/model", storage_options=opts)
+    else:
+        assert daskgmm.load(f"s3://{b}/out/model", storage_options=opts).n_components == (3 if forward else 2)
+
+    # the next job writes the predictions only (from another model): it finishes the killed commit first
+    assert run(server, "predict", f"s3://{b}/data", "--model", f"s3://{b}/ref", "--out", f"s3://{b}/out/preds",
+               "--id-column", "id", "--quiet", scheduler=scheduler) == 0
+    model = daskgmm.load(f"s3://{b}/out/model", storage_options=opts)
+    assert model.n_components == (3 if forward else 2)
+    assert_predictions_of(server, b, "out/preds", ref, X)
+    left = [k for k in keys(server, b) if k.startswith("out/.")]
+    if forward:
+        assert not left, left  # the killed job's lock, staging and journals are gone
+    else:  # rolled back beside the predictions; beside the model, until a job writes it
+        assert left and all(k.startswith(("out/.model.staging-", "out/.model.lock")) for k in left), left
+    assert run(server, *fit[:-2], "--n-components", 3, scheduler=scheduler) == 0
+    est = daskgmm.load(f"s3://{b}/out/model", storage_options=opts)
+    assert_predictions_of(server, b, "out/preds", est, X)
+    assert_nothing_left(server, b)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_fit_and_resume_from_an_s3_checkpoint(bucket, scheduler, capsys):
+    """The checkpoint is one object written whole after each iteration: a job killed while writing
+    its fourth resumes from the third and ends with the bits of an uninterrupted fit."""
+    server, b, _ = bucket
+    common = ["fit", f"s3://{b}/data", *COLS, "--n-components", 3, "--init-params", "random_from_data",
+              "--max-iter", 8, "--tol", 0, "--seed", 3, "--chunk-rows", 500, "--quiet"]
+    assert run(server, *common, "--model-out", f"s3://{b}/ref", scheduler=scheduler) == 0
+    trap = server.trap("PUT", f"{b}/ck/checkpoint.npz", nth=4)
+    job = cli(*common, "--model-out", f"s3://{b}/m", "--checkpoint-dir", f"s3://{b}/ck", "--scheduler", scheduler)
+    try:
+        assert trap.hit.wait(240), job.stderr.read() if job.poll() is not None else "no fourth checkpoint"
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=60)
+        trap.release.set()
+    assert "ck/checkpoint.npz" in keys(server, b) and "m/_SUCCESS" not in keys(server, b)
+    assert run(server, *common, "--model-out", f"s3://{b}/m", "--checkpoint-dir", f"s3://{b}/ck", "--resume",
+               "--metrics-out", f"s3://{b}/m.json", "--no-quiet", scheduler=scheduler) == 0
+    assert "resumed from checkpoint" in capsys.readouterr().err
+    opts = server.storage_options
+    a, c = daskgmm.load(f"s3://{b}/ref", storage_options=opts), daskgmm.load(f"s3://{b}/m", storage_options=opts)
+    for key in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(c, key))
+    assert json.loads(server.fs().cat_file(f"{b}/m.json"))["n_iter"] == 8
+    assert not [k for k in keys(server, b) if k.startswith("ck/")]  # done: the next run starts afresh
+    assert_nothing_left(server, b)
+
+
+# ---------------------------------------------------------------------------- failures and replacement
+
+
+def test_a_failed_job_leaves_the_previous_outputs_and_nothing_else(bucket, scheduler, capsys):
+    """A write refused in the middle of the predictions: exit 1 naming the output; the previous
+    model and predictions are untouched object for object; the staging is deleted."""
+    server, b, X = bucket
+    from .s3_server import ACCESS_DENIED
+
+    fit = ["fit", f"s3://{b}/data", *COLS, "--model-out", f"s3://{b}/out/model", "--predictions-out",
+           f"s3://{b}/out/preds", "--quiet", "--seed", 0]
+    assert run(server, *fit, "--n-components", 2, scheduler=scheduler) == 0
+    fs = server.fs()
+    before = {k: fs.cat_file(f"{b}/{k}") for k in keys(server, b) if k.startswith("out/")}
+    server.trap("PUT", f"{b}/out/.preds.staging-", nth=2, times=None, hold=False, status="403 Forbidden",
+                body=ACCESS_DENIED)
+    assert run(server, *fit, "--n-components", 3, scheduler=scheduler) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write output s3://{b}/out/preds" in err, err
+    server.clear_traps()
+    fs = server.fs()
+    assert {k: fs.cat_file(f"{b}/{k}") for k in keys(server, b) if k.startswith("out/")} == before
+    assert_nothing_left(server, b)
+
+    # and a job that succeeds replaces both, leaving no object of the old ones
+    assert run(server, *fit, "--n-components", 3, "--proba", scheduler=scheduler) == 0
+    est = daskgmm.load(f"s3://{b}/out/model", storage_options=server.storage_options)
+    assert est.n_components == 3
+    assert_predictions_of(server, b, "out/preds", est, X, ["id", "label", "proba_0", "proba_1", "proba_2"])
+    assert_nothing_left(server, b)
