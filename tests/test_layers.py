@@ -20,9 +20,11 @@ LAYERS = [
     ("loop, init", ["daskgmm.em", "daskgmm.init"]),
     ("fitting", ["daskgmm.fitting", "daskgmm.fitting_online", "daskgmm.fitting_variational", "daskgmm.fitting_report",
                  "daskgmm.fitting_predict", "daskgmm.fitting_attributes", "daskgmm.fitting_kmeans",
-                 "daskgmm.validation", "daskgmm.validation_params", "daskgmm.validation_scan"]),
+                 "daskgmm.fitting_kmedoids", "daskgmm.validation", "daskgmm.validation_params",
+                 "daskgmm.validation_scan"]),
     ("io, persist", ["daskgmm.io", "daskgmm.io_files", "daskgmm.io_read", "daskgmm.outputs", "daskgmm.persist"]),
-    ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.selection"]),
+    ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.kmedoids",
+                    "daskgmm.selection"]),
     ("front ends", ["daskgmm.cli", "daskgmm.cli_args", "daskgmm.cli_runtime", "daskgmm.cli_fit", "daskgmm.cli_read",
                     "daskgmm.config", "daskgmm.plot", "daskgmm"]),
 ]
