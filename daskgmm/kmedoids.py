@@ -159,8 +159,8 @@ default="k-medoids++"
         """
         validate_params(self)
         name = type(self).__name__
-        data, scan, _ = prepare_rows(X, None, name, cache=self.cache, chunk_size=self.chunk_size, min_samples=1,
-                                     estimator=self)
+        data, scan, info = prepare_rows(X, None, name, cache=self.cache, chunk_size=self.chunk_size,
+                                        min_samples=1, estimator=self)
         n, d = data.n_rows, data.n_features
         k = self.n_clusters
         if k > n:
@@ -180,7 +180,9 @@ default="k-medoids++"
         if empty:
             warnings.warn(f"{', '.join(empty)}: fewer distinct rows than clusters near its medoid "
                           "(duplicate points in X?).", UserWarning, stacklevel=2)
-        self.labels_ = self._labels(X)
+        # from the rows as validated (X again would be checked against the names just read from it)
+        labels = fitting_kmedoids.labels(data.X, self.cluster_centers_, metric)
+        self.labels_ = labels if info["dask_input"] else labels.compute()
         return self
 
     def fit_predict(self, X, y=None):

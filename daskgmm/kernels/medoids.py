@@ -107,20 +107,31 @@ class Dissimilarity:
             a = a @ self.transform
         return a
 
-    def pairwise(self, x, y) -> np.ndarray:
-        """Dissimilarities of every row of ``x`` (n, D) to every row of ``y`` (m, D), float64 (n, m)."""
+    def pairwise(self, x, y, exact: bool = False) -> np.ndarray:
+        """Dissimilarities of every row of ``x`` (n, D) to every row of ``y`` (m, D), float64 (n, m).
+
+        ``exact``: Euclidean forms by differences (a row's distance to itself is 0, equal distances
+        are equal), m times slower than the product form for few ``y``.
+        """
         x = np.asarray(x)
         y = np.asarray(y)
         n, m = x.shape[0], y.shape[0]
         if n == 0 or m == 0:
             return np.zeros((n, m))
         kind = self.kind
-        if kind in ("euclidean", "sqeuclidean"):
+        if kind in ("euclidean", "sqeuclidean") and exact:
             a, b = self._euclidean_rows(x), self._euclidean_rows(y)
-            out = a @ b.T
-            out *= -2.0
-            out += _sq_norms(a)[:, None]
-            out += _sq_norms(b)[None, :]
+            out = np.zeros((n, m))
+            tmp = np.empty((n, m))
+            for j in range(a.shape[1]):
+                np.subtract(a[:, j, None], b[None, :, j], out=tmp)
+                out += np.square(tmp, out=tmp)
+            return np.sqrt(out, out=out) if kind == "euclidean" else out
+        if kind in ("euclidean", "sqeuclidean"):
+            # ‖a‖² + ‖b‖² - 2 a·b in one product: [a, 1, ‖a‖²] · [-2b, ‖b‖², 1]
+            a, b = self._euclidean_rows(x), self._euclidean_rows(y)
+            out = np.hstack([a, np.ones((n, 1)), _sq_norms(a)[:, None]]) @ \
+                np.hstack([-2.0 * b, _sq_norms(b)[:, None], np.ones((m, 1))]).T
             np.maximum(out, 0.0, out=out)  # rounding can make a row's distance to itself negative
             return np.sqrt(out, out=out) if kind == "euclidean" else out
         if kind in ("manhattan", "chebyshev"):
@@ -206,13 +217,12 @@ def swap_sums(dc: np.ndarray, near, d1, d2, k: int):
     removal = np.bincount(near, d2 - d1, minlength=k)
     a = np.subtract(dc, d1[:, None])
     np.minimum(a, 0.0, out=a)
-    plus = a.sum(axis=0)
     b = np.subtract(dc, d2[:, None])
     np.minimum(b, 0.0, out=b)
-    b -= a
     onehot = np.zeros((k, len(near)))
     onehot[near, np.arange(len(near))] = 1.0
-    return removal, plus, onehot @ b
+    per = onehot @ a  # the clusters' rows partition all rows: plus is the sum of its rows
+    return removal, per.sum(axis=0), onehot @ b - per
 
 
 def swap_gains(dc: np.ndarray, near, d1, d2, k: int, loss: float) -> np.ndarray:
@@ -381,7 +391,7 @@ class NearestRequest:
                            np.zeros((h, self.n, n_features)))
 
     def update(self, acc: NearestRows, blk: Block) -> NearestRows:
-        d = self.metric.pairwise(blk.x, self.targets).T  # (H, nb)
+        d = self.metric.pairwise(blk.x, self.targets, exact=True).T  # (H, nb): a row given is at 0
         x64 = np.asarray(blk.x, np.float64)
         n = min(self.n, blk.size)
         h = len(self.targets)
