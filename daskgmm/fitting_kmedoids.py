@@ -112,6 +112,7 @@ class MedoidsFit:
     start_loss: float
     start_rows: int
     init_seconds: float
+    passes: int = 0
 
 
 def fit_kmedoids(data, scan, n_clusters: int, *, metric=None, method="alternate", init="k-medoids++", seed=0,
@@ -172,7 +173,7 @@ def fit_kmedoids(data, scan, n_clusters: int, *, metric=None, method="alternate"
     else:  # the last update moved a medoid (or no pass ran): measure the final ones
         st = data.run([MedoidRequest(run.state.dissimilarity, run.state.medoids)], centre)[0]
         inertia, counts = float(st.loss), st.counts
-    return MedoidsFit(run, float(inertia), counts, float(start_loss), start_rows, init_seconds)
+    return MedoidsFit(run, float(inertia), counts, float(start_loss), start_rows, init_seconds, data.passes)
 
 
 def fitted_attributes(fit: MedoidsFit, dtype) -> dict:
@@ -183,6 +184,8 @@ def fitted_attributes(fit: MedoidsFit, dtype) -> dict:
         "medoid_indices_": st.medoid_rows.copy(),
         "inertia_": fit.inertia,
         "n_iter_": int(r.n_iter),
+        "converged_": bool(r.converged),
+        "n_passes_": int(fit.passes),
         "start_loss_": fit.start_loss,
         "start_rows_": fit.start_rows,
         "history_": [
@@ -251,6 +254,7 @@ def export_kmedoids(est) -> tuple[dict, dict]:
         "fit": {
             "inertia": float(est.inertia_),
             "n_iter": int(est.n_iter_),
+            "converged": bool(getattr(est, "converged_", False)),
             "start_loss": float(getattr(est, "start_loss_", np.nan)),
             "start_rows": int(getattr(est, "start_rows_", 0)),
             "history": getattr(est, "history_", []),
@@ -282,6 +286,7 @@ def import_kmedoids(arrays, meta, n_clusters: int, metric) -> dict:
         "medoid_indices_": rows.astype(np.int64),
         "inertia_": float(fit.get("inertia", np.nan)),
         "n_iter_": int(fit.get("n_iter", 0)),
+        "converged_": bool(fit.get("converged", False)),
         "start_loss_": float(fit.get("start_loss", np.nan)),
         "start_rows_": int(fit.get("start_rows", 0)),
         "history_": fit.get("history"),

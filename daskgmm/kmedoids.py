@@ -86,6 +86,11 @@ default="k-medoids++"
         Sum of the dissimilarities of the rows to their nearest medoid.
     n_iter_ : int
         Passes of the loop (0 with ``max_iter=0``).
+    converged_ : bool
+        Whether the last pass moved no medoid.
+    n_passes_ : int
+        Passes over the data in all (the first scan, a covariance pass for "mahalanobis", the loop's,
+        and one more for the inertia of medoids the last pass moved).
     start_loss_ : float
         FasterPAM's loss on the sample rows the start used (NaN for an array ``init``).
     start_rows_ : int
@@ -173,7 +178,7 @@ default="k-medoids++"
             max_iter=self.max_iter, given=given, checkpoint=checkpoint, progress=progress)
         set_attributes(self, fitting_kmedoids.fitted_attributes(fit, data.dtype))
         self._dissimilarity = metric
-        if self.max_iter > 0 and not fit.run.converged:
+        if self.max_iter > 0 and not self.converged_:
             warn_convergence("Maximum number of iteration reached before convergence. Consider increasing "
                              f"max_iter to improve the fit (KMedoids: max_iter={self.max_iter} passes).")
         empty = [e for h in self.history_[-1:] for e in h["events"] if e.endswith("is empty")]
@@ -226,7 +231,10 @@ default="k-medoids++"
     def prediction_parts(self, X, *, ids=None, id_column="id", distance=False, **_) -> list:
         """One Delayed column dict per chunk of the Dask array X: ``label`` and optionally ``distance``."""
         check_is_fitted(self)
-        Xd = self._rows(X)
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            Xd = self._rows(X)
         if not hasattr(Xd, "map_blocks"):
             import dask.array as da
 
