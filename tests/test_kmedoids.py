@@ -313,3 +313,29 @@ def test_killed_worker_does_not_change_the_medoids(process_client):
     assert killed and ref.n_iter_ > 1
     np.testing.assert_array_equal(km.medoid_indices_, ref.medoid_indices_)
     assert km.inertia_ == ref.inertia_
+
+
+def test_checkpoint_resume_ends_where_an_uninterrupted_fit_ends(tmp_path):
+    from daskgmm.persist import Checkpoint
+
+    X = _blobs(4000, seed=13, k=5, d=3)
+    kw = dict(n_clusters=5, metric="manhattan", method="pam", random_state=0)
+    ref = KMedoids(**kw).fit(X)
+    assert ref.n_iter_ > 2
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(event, **info):
+        if event == "iteration" and info["iteration"] == 2:
+            raise Stop
+
+    ckpt = Checkpoint(tmp_path / "ck", {"job": "kmedoids"})
+    with pytest.raises(Stop):
+        KMedoids(**kw).fit(X, checkpoint=ckpt, progress=stop_after_two)
+    seen = []
+    km = KMedoids(**kw).fit(X, checkpoint=Checkpoint(tmp_path / "ck", {"job": "kmedoids"}),
+                            progress=lambda event, **info: seen.append((event, info.get("resumed"))))
+    assert ("init", True) in seen  # resumed, not started afresh
+    np.testing.assert_array_equal(km.medoid_indices_, ref.medoid_indices_)
+    assert km.inertia_ == ref.inertia_ and km.n_iter_ == ref.n_iter_
