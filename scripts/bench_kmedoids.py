@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """KMedoids against FasterPAM (the kmedoids package), and out of core at growing N.
 
-    python scripts/bench_kmedoids.py peers --rows 20000
+    python scripts/bench_kmedoids.py peers --rows 20000 [--data blobs|gauss]
         daskgmm.KMedoids (both methods) and kmedoids.fasterpam on the same rows: loss ratio and seconds
         per metric. FasterPAM needs the N x N matrix (float32 here: 1.6 GB at 20,000 rows).
         Needs `pip install kmedoids` (GPL-3.0; a test extra here, never a dependency).
@@ -40,7 +40,8 @@ def peers(args) -> None:
 
     from daskgmm import KMedoids
 
-    X = blobs(args.rows, args.features, args.k, args.seed)
+    X = (blobs(args.rows, args.features, args.k, args.seed) if args.data == "blobs"
+         else np.random.default_rng(args.seed).normal(size=(args.rows, args.features)))
     for metric in args.metrics.split(","):
         t0 = time.perf_counter()
         diss = pairwise_distances(X, metric=metric).astype(np.float32)
@@ -53,8 +54,9 @@ def peers(args) -> None:
             t0 = time.perf_counter()
             km = KMedoids(args.k, metric=metric, method=method, random_state=args.seed).fit(X)
             seconds = time.perf_counter() - t0
-            print(json.dumps({"case": "peers", "rows": args.rows, "features": args.features, "k": args.k,
-                              "metric": metric, "method": method, "inertia": km.inertia_, "fasterpam_loss": ref_loss,
+            print(json.dumps({"case": "peers", "data": args.data, "rows": args.rows, "features": args.features,
+                              "k": args.k, "metric": metric, "method": method, "inertia": km.inertia_,
+                              "fasterpam_loss": ref_loss,
                               "ratio": km.inertia_ / ref_loss, "seconds": round(seconds, 2),
                               "fasterpam_seconds": round(ref_seconds, 2), "passes": km.n_passes_,
                               "n_iter": km.n_iter_}), flush=True)
@@ -99,6 +101,8 @@ def main(argv=None) -> int:
     a = sub.add_parser("peers")
     a.add_argument("--rows", type=int, default=20000)
     a.add_argument("--metrics", default="euclidean,manhattan,cosine")
+    a.add_argument("--data", default="blobs", choices=("blobs", "gauss"),
+                   help="8 well-separated blobs, or one standard normal cloud (no clusters: harder for local search)")
     b = sub.add_parser("scale")
     b.add_argument("--rows", default="2000000,4000000", help="comma-separated sizes")
     b.add_argument("--dir", required=True, help="where the Parquet datasets are written (and reused)")
