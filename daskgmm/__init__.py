@@ -18,6 +18,7 @@ _LAZY = {
     "GaussianMixture": ("daskgmm.mixture", "GaussianMixture"),
     "InvalidParameterError": ("daskgmm.validation", "InvalidParameterError"),
     "KMeans": ("daskgmm.kmeans", "KMeans"),
+    "KMedoids": ("daskgmm.kmedoids", "KMedoids"),
     "ModelFileError": ("daskgmm.persist", "ModelFileError"),
     "NotFittedError": ("daskgmm.validation", "NotFittedError"),
     "RowsOmittedWarning": ("daskgmm.io", "RowsOmittedWarning"),
@@ -61,11 +62,12 @@ def load(path, storage_options=None):
 
     Returns
     -------
-    GaussianMixture, BayesianGaussianMixture or KMeans
+    GaussianMixture, BayesianGaussianMixture, KMeans or KMedoids
     """
     importlib.import_module("daskgmm.mixture")  # the estimators register with daskgmm.persist
     importlib.import_module("daskgmm.kmeans")
     importlib.import_module("daskgmm.bayesian")
+    importlib.import_module("daskgmm.kmedoids")
     from daskgmm.persist import load_model
 
     return load_model(path, storage_options)

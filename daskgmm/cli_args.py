@@ -47,9 +47,10 @@ outputs on other object stores (gs://, az://) are not locked. A missing bucket
 is an error (exit 2): daskgmm never creates one."""
 
 COMMANDS = {
-    FIT: "fit a Gaussian mixture on Parquet data and save the model",
+    FIT: "fit a Gaussian mixture (or K-medoids: --estimator kmedoids) on Parquet data and save the model",
     PREDICT: "label rows of Parquet data with a saved model",
-    SCORE: "mean log-likelihood of Parquet data under a saved model, with BIC and AIC (not for a Bayesian one)",
+    SCORE: "mean log-likelihood of Parquet data under a saved model, with BIC and AIC (not for a Bayesian one; "
+           "the inertia for a KMedoids model)",
     SAMPLE: "draw rows from a saved model into Parquet, streaming",
     INFO: "describe a saved model",
     SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
@@ -213,8 +214,39 @@ PRIOR_OPTIONS = ("weight_concentration_prior_type", "weight_concentration_prior"
                  "degrees_of_freedom_prior", "mean_prior", "covariance_prior")
 
 
+#: Options of the mixtures with their defaults: given to ``fit --estimator kmedoids`` they are an error.
+MIXTURE_DEFAULTS = (("covariance_type", "full"), ("tol", 1e-3), ("n_init", 1), ("init_params", "kmeans"),
+                    ("reg_covar", 1e-6), ("assignment", "soft"), ("on_collapse", "raise"), ("proba", False),
+                    ("loglik", False))
+
+
+def _require_kmedoids_options(o):
+    """``fit --estimator kmedoids`` takes --metric, --method and --distance, and no option of the mixtures."""
+    if o.command != FIT:
+        return
+    if o.estimator != "kmedoids":
+        given = [f"--{k} {getattr(o, k)}" for k, default in (("metric", "euclidean"), ("method", "alternate"))
+                 if getattr(o, k) != default] + (["--distance"] if o.distance else [])
+        if given:
+            raise UsageError(f"daskgmm fit: {', '.join(given)} is an option of --estimator kmedoids")
+        return
+    given = [f"--{k.replace('_', '-')}" for k, default in MIXTURE_DEFAULTS if getattr(o, k) != default]
+    given += [f"--{k.replace('_', '-')}" for k in PRIOR_OPTIONS if getattr(o, k, None) is not None
+              and not (k == "weight_concentration_prior_type" and getattr(o, k) == "dirichlet_process")]
+    if given:
+        raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the mixtures, not of --estimator kmedoids "
+                         "(which takes --n-components, --metric, --method, --max-iter, --seed, --distance)")
+    if o.nan_policy == "marginalize":
+        raise UsageError("daskgmm fit: --estimator kmedoids does not marginalise missing values (a dissimilarity "
+                         "needs every coordinate); use --nan-policy omit to leave incomplete rows out")
+    if o.plot:
+        raise UsageError("daskgmm fit: --plot draws a mixture's components; not available with --estimator "
+                         "kmedoids")
+
+
 def _require_estimator_options(o):
     """Refuse an option of one estimator given to the other, and what the variational mixture cannot do."""
+    _require_kmedoids_options(o)
     if o.command == FIT:
         bayesian, where = o.estimator == "bayesian", "--estimator bayesian"
     elif o.command == SELECT:

@@ -100,6 +100,11 @@ def bayesian_priors(o, columns) -> tuple:
 
 def make_estimator(o):
     """The estimator ``daskgmm fit`` fits (``assignment``/``on_collapse`` are EM's only)."""
+    if o.estimator == "kmedoids":
+        from daskgmm.kmedoids import KMedoids
+
+        return KMedoids(n_clusters=o.n_components, metric=o.metric, method=o.method, max_iter=o.max_iter,
+                        random_state=o.seed, cache=o.cache)
     if o.estimator == "bayesian":
         from daskgmm.bayesian import BayesianGaussianMixture
 
@@ -120,7 +125,7 @@ def make_estimator(o):
 def fingerprint(o, src) -> dict:
     """What a fit's checkpoint belongs to: the data, its chunking, the estimator's options and priors."""
     keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
-            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", *BAYESIAN_OPTIONS)
+            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", "metric", "method", *BAYESIAN_OPTIONS)
     # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks
     chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
     return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
@@ -143,8 +148,9 @@ def commit_model_and_predictions(est, o, src):
             out.begin()
         write_model_files(est, outs[0].fs, outs[0].staging)
         if o.predictions_out:
-            parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                         loglik=o.loglik)
+            what = ({"distance": o.distance} if getattr(o, "estimator", None) == "kmedoids"
+                    else {"proba": o.proba, "loglik": o.loglik})
+            parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what)
             rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
         commit_together(outs)
     except BaseException:
@@ -204,6 +210,8 @@ def cmd_fit(o, log, metrics):
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning)):
                 log(f"warning: {name_columns(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
+        if o.estimator == "kmedoids":
+            return finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start)
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
             f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
@@ -226,6 +234,29 @@ def cmd_fit(o, log, metrics):
             from daskgmm.plot import plot_fit
 
             plot_after(o, log, metrics, lambda: plot_fit(est, src.X, o.plot, storage_options=storage_options(o)))
+    return EXIT_OK
+
+
+def finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start):
+    """The end of ``fit --estimator kmedoids``: its summary line, outputs and metrics."""
+    state = "converged" if est.converged_ else "did not converge"
+    log(f"{state} after {est.n_iter_} pass(es) of {o.method}: inertia {est.inertia_:.6g} ({o.metric}; fit "
+        f"{fit_seconds:.2f} s, {est.n_passes_} passes over the data); medoids at rows "
+        f"{', '.join(str(int(r)) for r in est.medoid_indices_)}")
+    rows = commit_model_and_predictions(est, o, src)
+    log(f"model written to {o.model_out}")
+    if rows is not None:
+        log(f"{rows:,} predictions written to {o.predictions_out}")
+    if ckpt is not None:
+        ckpt.clear()
+        log(f"checkpoint {ckpt.path} removed (the job finished)")
+    metrics.update(
+        converged=est.converged_, n_iter=est.n_iter_, inertia=est.inertia_, history=est.history_,
+        medoid_indices=est.medoid_indices_, metric=o.metric, method=o.method, start_loss=est.start_loss_,
+        start_rows=est.start_rows_, passes=est.n_passes_, fit_seconds=fit_seconds,
+        total_seconds=time.perf_counter() - t_start, n_components=o.n_components, model_out=o.model_out,
+        predictions_out=o.predictions_out, predictions_rows=rows,
+    )
     return EXIT_OK
 
 

@@ -34,9 +34,16 @@ def cmd_predict(o, log, metrics):
     box: dict = {}
     so = storage_options(o)
     with OutputLock(o.out, so), command_cluster(o, log, box, metrics):
-        est, src = box["model"], box["src"] = model_source(o, log)
-        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, proba=o.proba,
-                                     loglik=o.loglik, storage_options=so)
+        est, src = box["model"], box["src"] = model_source(o, log, medoids=True)
+        medoids = hasattr(est, "medoid_indices_")
+        wrong = [f for f, v, mine in (("--proba", o.proba, False), ("--loglik", o.loglik, False),
+                                      ("--distance", o.distance, True)) if v and mine != medoids]
+        if wrong:
+            raise UsageError(f"daskgmm predict: {', '.join(wrong)} does not apply to {o.model}, a "
+                             f"{type(est).__name__} model")
+        what = {"distance": o.distance} if medoids else {"proba": o.proba, "loglik": o.loglik}
+        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, storage_options=so,
+                                     **what)
     log(f"{rows:,} predictions written to {o.out}")
     return EXIT_OK
 
@@ -44,11 +51,19 @@ def cmd_predict(o, log, metrics):
 def cmd_score(o, log, metrics):
     box: dict = {}
     with command_cluster(o, log, box, metrics):
-        est, src = box["model"], box["src"] = model_source(o, log)
-        mean = est.score(src.X)
+        est, src = box["model"], box["src"] = model_source(o, log, medoids=True)
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            mean = est.score(src.X)
     from daskgmm.kernels.covariance import n_parameters
 
     n = src.n_rows
+    if hasattr(est, "medoid_indices_"):  # a KMedoids: its score is minus the inertia
+        result = {"n_rows": n, "inertia": -mean, "mean_dissimilarity": -mean / n, "metric": est.metric}
+        metrics.update(result)
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
     result = {"n_rows": n, "mean_loglik": mean}
     if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
         p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
@@ -109,6 +124,8 @@ def cmd_info(o, log, metrics):
         f"estimator:        {doc['estimator']} (daskgmm {doc.get('daskgmm_version')}, saved {doc.get('saved_at')})",
     ]
     kmeans = hasattr(est, "cluster_centers_")
+    if hasattr(est, "medoid_indices_"):
+        return info_kmedoids(est, doc, lines)
     lines += [
         f"clusters:         {doc.get('n_components')}" if kmeans else
         f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
@@ -134,6 +151,23 @@ def cmd_info(o, log, metrics):
         centres = est.means_
     for k, m in enumerate(np.asarray(centres, float)):
         lines.append(f"mean[{k}]:{' ' * (9 - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def info_kmedoids(est, doc, lines):
+    """``daskgmm info`` of a KMedoids model."""
+    fit = doc.get("fit", {})
+    lines += [
+        f"clusters:         {doc.get('n_components')} medoids, {est.metric} dissimilarity, {est.method} passes",
+        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+        f"dtype:            {doc.get('dtype')}",
+        f"converged:        {fit.get('converged')} after {fit.get('n_iter')} pass(es)",
+        f"inertia:          {fit.get('inertia')}",
+        f"start:            FasterPAM on {fit.get('start_rows')} sampled rows, loss {fit.get('start_loss')}",
+    ]
+    for k, (row, m) in enumerate(zip(est.medoid_indices_, np.asarray(est.cluster_centers_, float))):
+        lines.append(f"medoid[{k}]:{' ' * (7 - len(str(k)))}row {int(row)}: " + " ".join(f"{v:.6g}" for v in m))
     print("\n".join(lines))
     return EXIT_OK
 

@@ -249,22 +249,24 @@ def plot_after(o, log, metrics, draw):
         log(f"picture written to {o.plot}")
 
 
-def load_saved(o, mixture=True):
-    """The model at ``--model``; with ``mixture``, only a GaussianMixture will do."""
+def load_saved(o, mixture=True, medoids=False):
+    """The model at ``--model``; with ``mixture``, only a GaussianMixture will do (or, with ``medoids``,
+    a KMedoids)."""
     from daskgmm import load
+    from daskgmm.kmedoids import KMedoids
     from daskgmm.mixture import GaussianMixture
     from daskgmm.persist import ModelFileError
 
     est = load(o.model, storage_options(o))
-    if mixture and not isinstance(est, GaussianMixture):
+    if mixture and not isinstance(est, GaussianMixture) and not (medoids and isinstance(est, KMedoids)):
         raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a "
                              "GaussianMixture model (as written by daskgmm fit or GaussianMixture.save)")
     return est
 
 
-def model_source(o, log):
-    """The saved model and DATA opened with the model's columns and dtype."""
-    est = load_saved(o)
+def model_source(o, log, medoids=False):
+    """The saved model and DATA opened with the model's columns and dtype (``medoids``: a KMedoids will do)."""
+    est = load_saved(o, medoids=medoids)
     cols = o.columns
     model_cols = getattr(est, "feature_names_in_", None)
     if cols is None and model_cols is not None:
@@ -276,7 +278,8 @@ def model_source(o, log):
             raise UsageError(f"daskgmm {o.command}: --nan-policy marginalize needs a GaussianMixture model, "
                              f"{o.model} holds a {type(est).__name__}")
         est.set_params(missing="marginalize")  # marginal densities need nothing of how the model was fitted
-    src = open_data(o, log, columns=cols, dtype=str(np.asarray(est.means_).dtype))
+    centres = est.means_ if hasattr(est, "means_") else est.cluster_centers_
+    src = open_data(o, log, columns=cols, dtype=str(np.asarray(centres).dtype))
     if len(src.columns) != est.n_features_in_:
         from daskgmm.io import DataError
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
+from daskgmm.kernels.medoids import METRICS
+
 
 class ConfigError(ValueError):
     """A config file or option value is invalid (the command exits with status 2)."""
@@ -74,8 +76,13 @@ OPTIONS = [
         choices=("soft", "hard")),
     Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on "
         "(--estimator gaussian)", (FIT,), choices=("raise", "reinit")),
-    Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, or the variational BayesianGaussianMixture",
-        (FIT,), choices=("gaussian", "bayesian")),
+    Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, the variational BayesianGaussianMixture, "
+        "or KMedoids (K rows of the data as prototypes, for any --metric; --n-components is K)",
+        (FIT,), choices=("gaussian", "bayesian", "kmedoids")),
+    Opt("metric", "choice", "euclidean", "dissimilarity (--estimator kmedoids): any name of "
+        "sklearn.metrics.pairwise_distances", (FIT,), choices=METRICS, metavar="NAME"),
+    Opt("method", "choice", "alternate", "k-medoids passes (--estimator kmedoids): alternate (faster) or pam "
+        "(FasterPAM's swaps, more accurate)", (FIT,), choices=("alternate", "pam")),
     Opt("weight_concentration_prior_type", "choice", "dirichlet_process",
         "weight prior (--estimator bayesian, select --kinds bayesian)", (FIT, SELECT),
         choices=("dirichlet_process", "dirichlet_distribution")),
@@ -101,6 +108,8 @@ OPTIONS = [
         metavar="DIR"),
     Opt("proba", "bool", False, "write proba_0..proba_{K-1} with the predictions", (FIT, PREDICT, UPDATE)),
     Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT, UPDATE)),
+    Opt("distance", "bool", False, "write each row's dissimilarity to its medoid with the predictions (a KMedoids "
+        "model)", (FIT, PREDICT)),
     Opt("checkpoint_dir", "str", None, "save progress here after every iteration (fit) or step (update)", (FIT, UPDATE),
         metavar="DIR"),
     Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one",

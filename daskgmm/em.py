@@ -1,9 +1,9 @@
 """The lockstep loop: every model of a list advances by one EM (or Lloyd) iteration per pass.
 
 A model is any state with the members described in :mod:`daskgmm.models`
-(``spec``, ``objective``, ``update``, ``converged``); the loop asks the engine for
-one pass serving every still-active model, hands each its statistics, and stops a
-model on its own convergence test or at ``max_iter``.
+(``spec`` or ``request``, ``objective``, ``update``, ``converged``); the loop asks the
+engine for one pass serving every still-active model, hands each its statistics, and
+stops a model on its own convergence test or at ``max_iter``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,23 @@ class Run:
     done: bool = False
 
 
+def one_pass(data: ChunkedData, states: list, centre) -> list:
+    """One pass serving every state: the mixture kinds (``spec``) share one :class:`MixtureRequest`,
+    a state with a pass request of its own (``request``, e.g. k-medoids) adds it. One result per state."""
+    mixtures = [i for i, s in enumerate(states) if not hasattr(s, "request")]
+    own = [i for i, s in enumerate(states) if hasattr(s, "request")]
+    requests = [states[i].request(centre) for i in own]
+    if mixtures:
+        requests.insert(0, MixtureRequest([states[i].spec(centre) for i in mixtures]))
+    results = data.run(requests, centre)
+    out: list = [None] * len(states)
+    for i, st in zip(mixtures, results[0] if mixtures else []):
+        out[i] = st
+    for i, res in zip(own, results[1:] if mixtures else results):
+        out[i] = res
+    return out
+
+
 def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callback=None) -> list[Run]:
     """Advance every run by EM iterations, all served by one pass per iteration.
 
@@ -71,7 +88,7 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
                 r.done = True
             return runs
         t0 = time.perf_counter()
-        stats = data.run([MixtureRequest([r.state.spec(centre) for r in active])], centre)[0]
+        stats = one_pass(data, [r.state for r in active], centre)
         seconds = time.perf_counter() - t0
         for r, st in zip(active, stats):
             obj = r.state.objective(st)

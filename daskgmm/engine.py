@@ -281,7 +281,7 @@ class ChunkedData:
             else list(sample_weight.to_delayed(optimize_graph=False).ravel())
         )
         self._scan = None
-        self._sample = None
+        self._sample = self._sample_rows = None
         self.passes = 0
 
     def _should_persist(self, X, cache, in_memory) -> bool:
@@ -506,7 +506,9 @@ class ChunkedData:
         """
         if self._scan is None:
             self._scan, sample = self.run([ScanRequest(), self._sample_request()])
-            self._sample = sample.points[0][np.isfinite(sample.keys[0])]
+            drawn = np.isfinite(sample.keys[0])
+            self._sample = sample.points[0][drawn]
+            self._sample_rows = sample.rows[0][drawn]
         return self._scan
 
     def _sample_request(self) -> SampleRequest:
@@ -526,3 +528,8 @@ class ChunkedData:
         """
         self.scan()
         return self._sample
+
+    def sample_rows(self) -> np.ndarray:
+        """The global row numbers of :meth:`sample`'s rows (int64, in the same order)."""
+        self.scan()
+        return self._sample_rows

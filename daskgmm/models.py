@@ -4,7 +4,8 @@ Pure NumPy. The loop in :mod:`daskgmm.em` treats every state alike through four
 methods: ``spec(centre)`` (what a pass must compute for it), ``update(stats)``
 (the M-step), ``objective(stats)`` (the number recorded per iteration) and
 ``converged(new, change)``. A Gaussian mixture, its hard-assignment and
-means-only variants, and k-means differ only here.
+means-only variants, and k-means differ only here. K-medoids, whose pass is not the
+mixtures' (:mod:`daskgmm.kernels.medoids`), gives ``request(centre)`` instead of ``spec``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from daskgmm.kernels import ModelSpec, SuffStats, kmeans_natural_params
 from daskgmm.kernels import covariance as cov
+from daskgmm.kernels.medoids import Dissimilarity, MedoidRequest, MedoidStats
 
 
 def _f64(a):
@@ -277,3 +279,150 @@ def first_best(objectives, *, maximize: bool, atol: float = 0.0) -> int:
         return int(np.argmax(v))
     top = float(v.max())
     return int(np.flatnonzero(v >= top - (OBJECTIVE_RTOL * abs(top) + atol))[0])
+
+
+#: Candidates per cluster a k-medoids pass weighs: the pool's rows of that cluster nearest its medoid.
+MEDOID_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class KMedoidsState:
+    """Medoids of one k-medoids model (rows of the data), and the candidates its next pass weighs.
+
+    The candidates of cluster k are the rows of ``pool`` (the first scan's sample: the whole data
+    when it is small) nearest to medoid k among those nearest to it, at most ``n_candidates``,
+    its medoid among them. A pass sums, for every candidate, what it would cost
+    (:class:`daskgmm.kernels.medoids.MedoidRequest`); the update takes, per cluster, the
+    candidate of least cost ("alternate", Park & Jun's step), or the single swap of a medoid
+    for a candidate that lowers the loss most ("pam", FasterPAM's gains).
+
+    Attributes
+    ----------
+    medoids : ndarray, shape (K, D)
+    medoid_rows : ndarray of int64, shape (K,)
+        Their global row numbers.
+    pool, pool_rows : ndarray, shape (S, D) and (S,)
+        The rows candidates are drawn from, and their global row numbers.
+    pool_dist : ndarray, shape (S, K)
+        Dissimilarities of the pool to the medoids (kept: only a changed medoid's column is recomputed).
+    candidates, candidate_rows, cluster : ndarray, shape (m, D), (m,), (m,)
+        The candidates of the next pass and the cluster each stands for.
+    metric : str or callable
+    metric_centre, metric_transform : ndarray or None
+        See :class:`daskgmm.kernels.medoids.Dissimilarity`.
+    method : {"alternate", "pam"}
+    n_candidates : int
+    changed : bool
+        Whether the update that made this state moved a medoid (False: converged).
+    events : tuple of str
+    """
+
+    medoids: np.ndarray
+    medoid_rows: np.ndarray
+    pool: np.ndarray
+    pool_rows: np.ndarray
+    pool_dist: np.ndarray
+    candidates: np.ndarray
+    candidate_rows: np.ndarray
+    cluster: np.ndarray
+    metric: object = "euclidean"
+    metric_centre: np.ndarray | None = None
+    metric_transform: np.ndarray | None = None
+    method: str = "alternate"
+    n_candidates: int = MEDOID_CANDIDATES
+    changed: bool = True
+    events: tuple = ()
+
+    @property
+    def n_components(self) -> int:
+        return self.medoids.shape[0]
+
+    @property
+    def dissimilarity(self) -> Dissimilarity:
+        return Dissimilarity(self.metric, self.metric_centre, self.metric_transform)
+
+    @classmethod
+    def start(cls, medoids, medoid_rows, pool, pool_rows, dissimilarity: Dissimilarity, *, method="alternate",
+              n_candidates=MEDOID_CANDIDATES) -> KMedoidsState:
+        """The state at ``medoids`` (rows ``medoid_rows``), with the candidates of its first pass."""
+        medoids = np.asarray(medoids, np.float64)
+        pool = np.asarray(pool, np.float64)
+        dist = dissimilarity.pairwise(pool, medoids) if len(pool) else np.zeros((0, len(medoids)))
+        return cls._with_candidates(
+            medoids=medoids, medoid_rows=np.asarray(medoid_rows, np.int64), pool=pool,
+            pool_rows=np.asarray(pool_rows, np.int64), pool_dist=dist, metric=dissimilarity.metric,
+            metric_centre=dissimilarity.centre, metric_transform=dissimilarity.transform, method=method,
+            n_candidates=int(n_candidates))
+
+    @classmethod
+    def _with_candidates(cls, **fields) -> KMedoidsState:
+        """The state with the candidates its fields imply (the pool's rows nearest each medoid)."""
+        medoids, rows, pool_rows, dist = fields["medoids"], fields["medoid_rows"], fields["pool_rows"], \
+            fields["pool_dist"]
+        k, n_cand = len(medoids), fields["n_candidates"]
+        near = np.argmin(dist, axis=1) if len(dist) else np.zeros(0, np.int64)
+        cand, cand_rows, cluster = [], [], []
+        for j in range(k):
+            mine = np.flatnonzero((near == j) & (pool_rows != rows[j]))
+            # nearest first, ties by row number: the same candidates for any chunking
+            order = mine[np.lexsort((pool_rows[mine], dist[mine, j]))][: max(0, n_cand - 1)]
+            cand.append(np.vstack([medoids[j : j + 1], fields["pool"][order]]))
+            cand_rows.append(np.concatenate([rows[j : j + 1], pool_rows[order]]))
+            cluster.append(np.full(len(order) + 1, j, np.int64))
+        return cls(**fields, candidates=np.vstack(cand), candidate_rows=np.concatenate(cand_rows),
+                   cluster=np.concatenate(cluster))
+
+    def request(self, centre) -> MedoidRequest:
+        mode = "swap" if self.method == "pam" and self.n_components > 1 else "alternate"
+        return MedoidRequest(self.dissimilarity, self.medoids, self.candidates, self.cluster, mode)
+
+    #: what :meth:`objective` is, for progress lines
+    objective_name = "inertia"
+
+    def objective(self, stats: MedoidStats) -> float:
+        """The loss: the sum of every row's dissimilarity to its nearest medoid."""
+        return float(stats.loss)
+
+    def converged(self, new: KMedoidsState, change: float) -> bool:
+        return not new.changed
+
+    def update(self, stats: MedoidStats) -> KMedoidsState:
+        """Per cluster the candidate of least cost ("alternate"), or the best improving swap ("pam").
+
+        A medoid moves only for a decrease of the loss beyond rounding, so equal costs keep it where it is.
+        """
+        k = self.n_components
+        medoids, rows = self.medoids.copy(), self.medoid_rows.copy()
+        events = [f"cluster {j} is empty" for j in np.flatnonzero(stats.counts == 0)]
+        tol = 1e-12 * max(abs(stats.loss), 1e-300)
+        moved = []
+        if stats.table is not None:  # pam: one swap, the one that lowers the loss most
+            gains = stats.swap_gains()
+            gains[:, np.isin(self.candidate_rows, rows)] = np.inf
+            if gains.size and np.isfinite(gains).any():
+                j, c = np.unravel_index(int(np.argmin(gains)), gains.shape)
+                if gains[j, c] < -tol:
+                    moved.append((int(j), int(c), float(gains[j, c])))
+        else:  # alternate: every cluster to its candidate of least cost (its medoid is candidate 0 of its group)
+            for j in range(k):
+                idx = np.flatnonzero(self.cluster == j)
+                if idx.size == 0 or stats.counts[j] == 0:
+                    continue
+                best = idx[int(np.argmin(stats.cost[idx]))]
+                if stats.cost[best] < stats.cost[idx[0]] - tol:
+                    moved.append((j, int(best), float(stats.cost[best] - stats.cost[idx[0]])))
+        for j, c, delta in moved:
+            events.append(f"medoid {j}: row {int(rows[j])} -> row {int(self.candidate_rows[c])} "
+                          f"(loss {delta:+.6g})")
+            medoids[j] = self.candidates[c]
+            rows[j] = self.candidate_rows[c]
+        dist = self.pool_dist
+        if moved:
+            dist = dist.copy()
+            cols = sorted({j for j, _, _ in moved})
+            if len(self.pool):
+                dist[:, cols] = self.dissimilarity.pairwise(self.pool, medoids[cols])
+        fields = {f: getattr(self, f) for f in ("pool", "pool_rows", "metric", "metric_centre", "metric_transform",
+                                                 "method", "n_candidates")}
+        return KMedoidsState._with_candidates(medoids=medoids, medoid_rows=rows, pool_dist=dist, changed=bool(moved),
+                                              events=tuple(events), **fields)

@@ -223,10 +223,11 @@ def load_model(path, storage_options=None):
 
 
 def _state_classes():
-    from daskgmm.models import KMeansState, MixtureState
+    from daskgmm.models import KMeansState, KMedoidsState, MixtureState
     from daskgmm.variational import VariationalState
 
-    return {"MixtureState": MixtureState, "KMeansState": KMeansState, "VariationalState": VariationalState}
+    return {"MixtureState": MixtureState, "KMeansState": KMeansState, "VariationalState": VariationalState,
+            "KMedoidsState": KMedoidsState}
 
 
 class Checkpoint:

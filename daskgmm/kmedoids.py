@@ -1,0 +1,276 @@
+"""``KMedoids``: k-medoids for any dissimilarity on data larger than memory, with scikit-learn-extra's API.
+
+The estimator validates and sets attributes; the procedure is :mod:`daskgmm.fitting_kmedoids`, the
+passes :mod:`daskgmm.kernels.medoids`.
+"""
+
+from __future__ import annotations
+
+import typing
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from daskgmm import fitting_kmedoids
+from daskgmm.fitting_attributes import set_attributes
+from daskgmm.init import restart_seeds
+from daskgmm.kernels.medoids import METRICS
+from daskgmm.persist import register
+from daskgmm.validation import (
+    ARRAY_LIKE,
+    CALLABLE,
+    NONE,
+    RANDOM_STATE,
+    Interval,
+    Options,
+    prediction_rows,
+    prepare_rows,
+    validate_params,
+    warn_convergence,
+)
+
+
+@register
+class KMedoids(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+    """K-medoids clustering: K rows of the data as prototypes, for any dissimilarity, on data larger than memory.
+
+    The notes' robust k-means: ``J = Σ_n Σ_k r_nk V(x_n, μ_k)`` with a general dissimilarity ``V``
+    and prototypes ``μ_k`` that are rows of X (Bishop, PRML §9.1). scikit-learn-extra's
+    ``KMedoids`` and the ``kmedoids`` package need the N x N dissimilarity matrix; here every
+    pass sums over chunks what choosing each candidate row as a medoid would cost, so the data
+    need never be in memory.
+
+    The fit: ``init`` and FasterPAM (Schubert & Rousseeuw 2021) on the dissimilarities of the
+    first 3,000 rows of the first scan's uniform sample (600 for a callable metric); then passes
+    over all rows. Each pass assigns every row to its nearest medoid and, for the candidates
+    of each cluster (the sampled rows of the cluster nearest its medoid, 64 per cluster), sums
+    their cost: ``method="alternate"`` then moves every medoid to its cluster's candidate of
+    least total dissimilarity (Park & Jun 2009), ``method="pam"`` makes the one swap of a
+    medoid for a candidate that lowers the loss most (FasterPAM's gains, every row against every
+    candidate: K times the work of an alternate pass). It stops when no medoid moves.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+    metric : str or callable, default="euclidean"
+        Any name ``sklearn.metrics.pairwise_distances`` accepts for feature rows ("euclidean",
+        "manhattan", "cosine", "chebyshev", "sqeuclidean", "minkowski" (p=2), "seuclidean" and
+        "mahalanobis" (with the variances or covariance of the whole data) in NumPy; SciPy's other
+        names through scikit-learn), or a picklable callable ``metric(u, v) -> float`` on two rows.
+        "precomputed" is not supported (it needs the N x N matrix this estimator avoids).
+    method : {"alternate", "pam"}, default="alternate"
+        "alternate" is faster, "pam" more accurate (as in scikit-learn-extra).
+    init : {"k-medoids++", "random", "heuristic", "build"} or array of shape (n_clusters, n_features), \
+default="k-medoids++"
+        The start of FasterPAM on the sample (scikit-learn-extra's starts); an array gives the
+        starting medoids: the rows nearest to its rows (exactly them when they are rows of X).
+    max_iter : int, default=300
+        Passes over the data at most; 0 keeps the start.
+    random_state : int, RandomState instance or None, default=None
+        The start's random draws.
+    cache : {"auto", "memory", "none"}, default="auto"
+        Keep the rows in (cluster) memory between passes, re-read them, or decide by size.
+    chunk_size : int, optional
+        Rows per chunk for in-memory input.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+        The medoids: rows of X.
+    medoid_indices_ : ndarray of int64, shape (n_clusters,)
+        Their global row numbers in X.
+    labels_ : ndarray of int64, shape (n_samples,), or a lazy Dask array for Dask input
+    inertia_ : float
+        Sum of the dissimilarities of the rows to their nearest medoid.
+    n_iter_ : int
+        Passes of the loop (0 with ``max_iter=0``).
+    converged_ : bool
+        Whether the last pass moved no medoid.
+    n_passes_ : int
+        Passes over the data in all (the first scan, a covariance pass for "mahalanobis", the loop's,
+        and one more for the inertia of medoids the last pass moved).
+    start_loss_ : float
+        FasterPAM's loss on the sample rows the start used (NaN for an array ``init``).
+    start_rows_ : int
+    history_ : list of dict
+        Per pass: ``iteration``, ``inertia`` (of the medoids before the pass's update), ``seconds``,
+        ``events`` (the medoids that moved).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+    """
+
+    _parameter_constraints: typing.ClassVar[dict] = {
+        "n_clusters": [Interval(int, 1, None)],
+        "metric": [Options(*METRICS), CALLABLE],
+        "method": [Options("alternate", "pam")],
+        "init": [Options(*fitting_kmedoids.INITS), ARRAY_LIKE],
+        "max_iter": [Interval(int, 0, None)],
+        "random_state": RANDOM_STATE,
+        "cache": [Options("auto", "memory", "none")],
+        "chunk_size": [Interval(int, 1, None), NONE],
+    }
+
+    def __init__(self, n_clusters=8, metric="euclidean", method="alternate", init="k-medoids++", max_iter=300,
+                 random_state=None, *, cache="auto", chunk_size=None):
+        self.n_clusters = n_clusters
+        self.metric = metric
+        self.method = method
+        self.init = init
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.cache = cache
+        self.chunk_size = chunk_size
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "medoid_indices_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags
+
+    @property
+    def _n_features_out(self):
+        """Output width of ``transform`` (for ``get_feature_names_out``: kmedoids0, kmedoids1, ...)."""
+        return self.cluster_centers_.shape[0]
+
+    def _given(self, d):
+        if isinstance(self.init, str):
+            return None
+        c = np.asarray(self.init, dtype=np.float64)
+        if c.ndim != 2 or c.shape != (self.n_clusters, d):
+            raise ValueError(f"The shape of the initial medoids {c.shape} does not match the number of clusters "
+                             f"{self.n_clusters} and of features {d}.")
+        return c
+
+    def fit(self, X, y=None, *, checkpoint=None, progress=None):
+        """Find the medoids.
+
+        Parameters
+        ----------
+        X : array-like, pandas DataFrame, dask Array or dask DataFrame, shape (n_samples, n_features)
+        y : Ignored
+        checkpoint : daskgmm.persist.Checkpoint, optional
+            Resume from its last save, and save after every pass (metric names only).
+        progress : callable, optional
+            ``progress(event, **info)``: "init" and "iteration" events (the command's progress lines).
+
+        Returns
+        -------
+        self
+        """
+        validate_params(self)
+        name = type(self).__name__
+        data, scan, info = prepare_rows(X, None, name, cache=self.cache, chunk_size=self.chunk_size,
+                                        min_samples=1, estimator=self)
+        n, d = data.n_rows, data.n_features
+        k = self.n_clusters
+        if k > n:
+            raise ValueError(f"The number of medoids ({k}) must be less than the number of samples {n}.")
+        given = self._given(d)
+        metric = fitting_kmedoids.dissimilarity(self.metric, data, scan)
+        seed = restart_seeds(self.random_state, 1)[0]
+        fit = fitting_kmedoids.fit_kmedoids(
+            data, scan, k, metric=metric, method=self.method, init=self.init if given is None else None, seed=seed,
+            max_iter=self.max_iter, given=given, checkpoint=checkpoint, progress=progress)
+        set_attributes(self, fitting_kmedoids.fitted_attributes(fit, data.dtype))
+        self._dissimilarity = metric
+        if self.max_iter > 0 and not self.converged_:
+            warn_convergence("Maximum number of iteration reached before convergence. Consider increasing "
+                             f"max_iter to improve the fit (KMedoids: max_iter={self.max_iter} passes).")
+        empty = [e for h in self.history_[-1:] for e in h["events"] if e.endswith("is empty")]
+        if empty:
+            warnings.warn(f"{', '.join(empty)}: fewer distinct rows than clusters near its medoid "
+                          "(duplicate points in X?).", UserWarning, stacklevel=2)
+        # from the rows as validated (X again would be checked against the names just read from it)
+        labels = fitting_kmedoids.labels(data.X, self.cluster_centers_, metric)
+        self.labels_ = labels if info["dask_input"] else labels.compute()
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return ``labels_``."""
+        return self.fit(X).labels_
+
+    def fit_transform(self, X, y=None):
+        """Fit, then return the dissimilarities of every row to every medoid."""
+        return self.fit(X).transform(X)
+
+    # ----------------------------------------------------------- predictions
+    def _rows(self, X):
+        check_is_fitted(self)
+        Xd, x = prediction_rows(self, X)
+        return x if Xd is None else Xd
+
+    def _labels(self, X):
+        return fitting_kmedoids.labels(self._rows(X), self.cluster_centers_, self._dissimilarity)
+
+    def predict(self, X):
+        """Index of the nearest medoid of each row (NumPy for NumPy input, lazy Dask for Dask).
+
+        Returns
+        -------
+        labels : ndarray of int64, shape (n_samples,), or a lazy Dask array
+        """
+        return self._labels(X)
+
+    def transform(self, X):
+        """Dissimilarities of every row to every medoid, shape (n_samples, n_clusters)."""
+        return fitting_kmedoids.distances(self._rows(X), self.cluster_centers_, self._dissimilarity)
+
+    def score(self, X, y=None):
+        """Opposite of the inertia of X: minus the sum of every row's dissimilarity to its nearest medoid
+        (a float; Dask input is computed in one pass)."""
+        check_is_fitted(self)
+        data, _, _ = prepare_rows(X, None, type(self).__name__, cache="none", min_samples=1, estimator=self,
+                                  reset=False)
+        return -fitting_kmedoids.inertia(data, self.cluster_centers_, self._dissimilarity)
+
+    def prediction_parts(self, X, *, ids=None, id_column="id", distance=False, **_) -> list:
+        """One Delayed column dict per chunk of the Dask array X: ``label`` and optionally ``distance``."""
+        check_is_fitted(self)
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            Xd = self._rows(X)
+        if not hasattr(Xd, "map_blocks"):
+            import dask.array as da
+
+            Xd = da.from_array(Xd, chunks=(max(1, len(Xd)), Xd.shape[1]))
+        return fitting_kmedoids.prediction_parts(Xd, self.cluster_centers_, self._dissimilarity, ids=ids,
+                                                 id_column=id_column, distance=distance)
+
+    def write_predictions(self, X, path, *, ids=None, id_column="id", distance=False, storage_options=None,
+                          **_) -> int:
+        """Predict every row of X and write Parquet parts to ``path`` atomically: ``id_column`` (with
+        ``ids``), ``label``, and with ``distance`` the dissimilarity to the nearest medoid. Returns the rows."""
+        from daskgmm.outputs import write_parts
+
+        return write_parts(path, self.prediction_parts(X, ids=ids, id_column=id_column, distance=distance),
+                           storage_options)
+
+    # ----------------------------------------------------------- persistence
+    def save(self, path, storage_options=None):
+        """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically; a named metric only)."""
+        from daskgmm.persist import save_model
+
+        save_model(self, path, storage_options)
+        return self
+
+    def export_state(self):
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
+        check_is_fitted(self)
+        if callable(self.metric):
+            raise TypeError("cannot save a KMedoids with a callable metric: a model file holds data, never code")
+        return fitting_kmedoids.export_kmedoids(self)
+
+    def import_state(self, arrays, meta):
+        """Set the fitted attributes from :meth:`export_state`'s output (checked)."""
+        from daskgmm.persist import restore_history
+
+        attributes = fitting_kmedoids.import_kmedoids(arrays, meta, self.n_clusters, self.metric)
+        attributes["history_"] = restore_history(attributes["history_"])
+        set_attributes(self, attributes)
+

@@ -1,0 +1,71 @@
+"""``daskgmm fit --estimator kmedoids``: predictions, model files, info, predict, score, refusals."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import daskgmm
+from daskgmm.cli import main
+
+from .conftest import FAST, expect_exit2, write_data
+
+
+def test_fit_kmedoids_manhattan_end_to_end(tmp_path, capsys):
+    data = tmp_path / "data"
+    X = write_data(data, n=3000, d=3, k=3, files=3)
+    model, preds, metrics = tmp_path / "model", tmp_path / "preds", tmp_path / "m.json"
+    rc = main(["fit", str(data), "--columns", "f0,f1,f2", "--id-column", "id", "--estimator", "kmedoids",
+               "--metric", "manhattan", "--method", "pam", "--n-components", "3", "--seed", "0",
+               "--model-out", str(model), "--predictions-out", str(preds), "--distance",
+               "--metrics-out", str(metrics), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    est = daskgmm.load(model)
+    assert type(est).__name__ == "KMedoids" and est.metric == "manhattan" and est.method == "pam"
+    # the medoids are rows of the data, named by their global row numbers (ids here)
+    np.testing.assert_array_equal(X[est.medoid_indices_], est.cluster_centers_)
+    # the command fits what the Python API fits on the same rows
+    ref = daskgmm.KMedoids(3, metric="manhattan", method="pam", random_state=0).fit(X)
+    assert np.abs(X[:, None, :] - ref.cluster_centers_[None]).sum(axis=2).min(axis=1).sum() == pytest.approx(
+        est.inertia_, rel=1e-12)
+    p = pd.read_parquet(preds).sort_values("id")
+    assert list(p.columns) == ["id", "label", "distance"]
+    d = np.abs(X[:, None, :] - est.cluster_centers_[None]).sum(axis=2)
+    np.testing.assert_array_equal(p["label"].to_numpy(), d.argmin(axis=1))
+    np.testing.assert_allclose(p["distance"].to_numpy(), d.min(axis=1), rtol=1e-12)
+    m = json.loads(metrics.read_text())
+    assert m["status"] == "ok" and m["metric"] == "manhattan" and m["medoid_indices"] == est.medoid_indices_.tolist()
+    assert m["inertia"] == pytest.approx(d.min(axis=1).sum(), rel=1e-12)
+
+    assert main(["info", "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "3 medoids, manhattan dissimilarity, pam passes" in out and f"row {est.medoid_indices_[0]}" in out
+
+    again = tmp_path / "again"
+    assert main(["predict", str(data), "--model", str(model), "--id-column", "id", "--out", str(again),
+                 "--distance", *FAST]) == 0
+    q = pd.read_parquet(again).sort_values("id")
+    pd.testing.assert_frame_equal(p.reset_index(drop=True), q.reset_index(drop=True))
+    capsys.readouterr()
+    assert main(["score", str(data), "--model", str(model), *FAST]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["inertia"] == pytest.approx(est.inertia_, rel=1e-12) and score["n_rows"] == 3000
+
+
+def test_kmedoids_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_data(data, n=300, d=2, k=2, files=1)
+    base = ["fit", str(data), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"), *FAST]
+    expect_exit2([*base, "--metric", "manhattan"], "--metric manhattan is an option of --estimator kmedoids", capsys)
+    expect_exit2([*base, "--estimator", "kmedoids", "--proba"], "--proba: option(s) of the mixtures", capsys)
+    expect_exit2([*base, "--estimator", "kmedoids", "--covariance-type", "diag"], "--covariance-type", capsys)
+    expect_exit2([*base, "--estimator", "kmedoids", "--metric", "manhatan"], "invalid choice: 'manhatan'", capsys)
+    expect_exit2([*base, "--estimator", "kmedoids", "--nan-policy", "marginalize"], "does not marginalise", capsys)
+    assert not os.path.exists(tmp_path / "m")
+    model = tmp_path / "km"
+    assert main(["fit", str(data), "--columns", "f0,f1", "--estimator", "kmedoids", "--n-components", "2",
+                 "--model-out", str(model), *FAST]) == 0
+    expect_exit2(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--proba", *FAST],
+                 "--proba does not apply", capsys)

@@ -1,0 +1,341 @@
+"""KMedoids: the kernels against scikit-learn and SciPy, FasterPAM against the kmedoids package, the
+estimator for any chunking and input, inside scikit-learn, in model files and with a killed worker."""
+
+import os
+import signal
+import time
+import warnings
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import cdist
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import pairwise_distances
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import daskgmm
+from daskgmm import KMedoids
+from daskgmm.kernels import chunk_pass, merge_partials, pam
+from daskgmm.kernels.medoids import (
+    METRICS,
+    Dissimilarity,
+    MedoidRequest,
+    NearestRequest,
+    nearest_two,
+    swap_gains,
+)
+
+
+def manhattan(u, v):
+    """A picklable callable metric (module level)."""
+    return float(np.abs(u - v).sum())
+
+
+@parametrize_with_checks([KMedoids(n_clusters=2, max_iter=5), KMedoids(n_clusters=2, method="pam", max_iter=5)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# ---------------------------------------------------------------------------
+# kernels
+
+
+BOOLEAN_METRICS = ("dice", "jaccard", "rogerstanimoto", "russellrao", "sokalsneath", "yule", "matching")
+
+
+@pytest.mark.parametrize("metric", [m for m in METRICS if m not in ("wminkowski",)])
+def test_dissimilarity_is_sklearns_pairwise_distances(metric):
+    rng = np.random.default_rng(0)
+    d = 2 if metric == "haversine" else 4
+    x, y = rng.normal(size=(50, d)) + 3.0, rng.normal(size=(7, d)) + 3.0
+    if metric in BOOLEAN_METRICS:
+        x, y = (x > 3).astype(float), (y > 3).astype(float)
+    data = np.vstack([x, y])
+    kw = {}
+    if metric == "seuclidean":
+        kw = {"V": data.var(axis=0, ddof=1)}  # the whole data's variances, not those of one block
+    elif metric == "mahalanobis":
+        kw = {"VI": np.linalg.inv(np.cov(data.T))}
+    dis = Dissimilarity.of(metric, data.mean(axis=0), data.var(axis=0, ddof=1), np.cov(data.T))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # boolean metrics: scikit-learn's DataConversionWarning
+        expected = pairwise_distances(x, y, metric=metric, **kw)
+    np.testing.assert_allclose(dis.pairwise(x, y), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_callable_metric_and_far_offsets():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 3)), rng.normal(size=(5, 3))
+    np.testing.assert_allclose(Dissimilarity(manhattan).pairwise(x, y), pairwise_distances(x, y, metric=manhattan))
+    # the Euclidean forms are taken about the centre: exact far from the origin
+    off = 1e7
+    dis = Dissimilarity.of("euclidean", np.full(3, off))
+    np.testing.assert_allclose(dis.pairwise(x + off, y + off), cdist(x + off, y + off), rtol=1e-10)
+
+
+def test_swap_gains_are_the_change_of_the_loss():
+    rng = np.random.default_rng(2)
+    pts = rng.normal(size=(300, 2))
+    diss = cdist(pts, pts, "cityblock")
+    for k in (1, 2, 5):
+        med = rng.choice(300, k, replace=False)
+        near, d1, d2 = nearest_two(diss[:, med])
+        loss = d1.sum()
+        cand = np.setdiff1d(np.arange(0, 300, 7), med)
+        gains = swap_gains(diss[:, cand], near, d1, d2, k, loss)
+        for j in range(k):
+            for c_i, c in enumerate(cand[:10]):
+                swapped = med.copy()
+                swapped[j] = c
+                np.testing.assert_allclose(loss + gains[j, c_i], diss[:, swapped].min(axis=1).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cityblock", "cosine"])
+def test_fasterpam_reaches_a_local_optimum_as_good_as_the_kmedoids_package(metric):
+    kmedoids = pytest.importorskip("kmedoids")
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(800, 3))
+    diss = cdist(pts, pts, metric)
+    rs = np.random.RandomState(0)
+    losses = []
+    for start in (pam.kmedoids_plusplus(diss, 6, rs), pam.build_start(diss, 6), pam.heuristic_start(diss, 6),
+                  pam.random_start(diss, 6, rs)):
+        med, loss, _ = pam.fasterpam(diss, start)
+        assert len(set(med.tolist())) == 6
+        np.testing.assert_allclose(loss, diss[:, med].min(axis=1).sum(), rtol=1e-12)
+        near, d1, d2 = nearest_two(diss[:, med])
+        gains = swap_gains(diss, near, d1, d2, 6, loss)
+        gains[:, med] = 0.0
+        assert gains.min() > -1e-9 * loss  # no single swap lowers the loss
+        losses.append(loss)
+    # local optima of the same search: as good as the package's over a few starts
+    ref = min(kmedoids.fasterpam(diss, 6, random_state=s, n_cpu=1).loss for s in range(4))
+    assert min(losses) <= 1.01 * ref
+
+
+@pytest.mark.parametrize("mode", ["alternate", "swap", "assign"])
+def test_pass_tables_merge_over_any_split_of_the_rows(mode):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5000, 3))
+    dis = Dissimilarity.of("manhattan")
+    med = x[[3, 700, 4000]]
+    cand = x[rng.choice(5000, 40, replace=False)]
+    req = MedoidRequest(dis, med, cand, np.arange(40) % 3, mode)
+    whole = chunk_pass(x, [req])[0]
+    parts = [chunk_pass(x[a:b], [req], row0=a)[0] for a, b in ((0, 1234), (1234, 1235), (1235, 5000))]
+    merged = merge_partials([req], merge_partials([req], [parts[0]], [parts[1]]), [parts[2]])[0]
+    d = cdist(x, med, "cityblock")
+    near = d.argmin(axis=1)
+    np.testing.assert_allclose(whole.loss, d.min(axis=1).sum(), rtol=1e-12)
+    np.testing.assert_array_equal(whole.counts, np.bincount(near, minlength=3))
+    for name in ("loss", "cost", "removal", "plus", "table"):
+        a, b = getattr(whole, name), getattr(merged, name)
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-10)
+    if mode == "alternate":  # each candidate's dissimilarity to the rows of its cluster
+        dc = cdist(x, cand, "cityblock")
+        expect = [dc[near == j % 3, j].sum() for j in range(40)]
+        np.testing.assert_allclose(whole.cost, expect, rtol=1e-10)
+    if mode == "swap":
+        near_, d1, d2 = nearest_two(d)
+        np.testing.assert_allclose(whole.swap_gains(), swap_gains(cdist(x, cand, "cityblock"), near_, d1, d2, 3,
+                                                                  d1.sum()), rtol=1e-9, atol=1e-9)
+
+
+def test_nearest_rows_do_not_depend_on_the_split():
+    rng = np.random.default_rng(5)
+    x = np.round(rng.normal(size=(3000, 2)), 1)  # many ties: broken by row number
+    req = NearestRequest(Dissimilarity.of("euclidean"), np.array([[0.0, 0.0], [1.0, -1.0]]), 5)
+    whole = chunk_pass(x, [req])[0]
+    split = merge_partials([req], chunk_pass(x[:1000], [req]), chunk_pass(x[1000:], [req], row0=1000))[0]
+    np.testing.assert_array_equal(whole.rows, split.rows)
+    d = cdist(req.targets, x)
+    for t in range(2):
+        expect = np.lexsort((np.arange(3000), d[t]))[:5]
+        np.testing.assert_array_equal(whole.rows[t], expect)
+
+
+# ---------------------------------------------------------------------------
+# the estimator
+
+
+def _blobs(n, seed=0, k=8, d=5):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 3
+    return centres[rng.integers(k, size=n)] + rng.normal(size=(n, d))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine"])
+def test_inertia_within_one_percent_of_fasterpam(metric):
+    kmedoids = pytest.importorskip("kmedoids")
+    X = _blobs(4000, seed=1)
+    ref = kmedoids.fasterpam(pairwise_distances(X, metric=metric), 8, random_state=0, n_cpu=1)
+    start = KMedoids(8, metric=metric, random_state=0, max_iter=0).fit(X)  # FasterPAM on 3,000 sampled rows
+    for method in ("alternate", "pam"):
+        km = KMedoids(8, metric=metric, method=method, random_state=0).fit(X)
+        assert km.inertia_ <= 1.01 * ref.loss, (method, km.inertia_ / ref.loss)
+        assert km.inertia_ < start.inertia_  # the passes over all rows improve on the sample's medoids
+        # inertia_ is that of the medoids found, which are rows of X
+        np.testing.assert_array_equal(X[km.medoid_indices_], km.cluster_centers_)
+        np.testing.assert_allclose(km.inertia_, pairwise_distances(X, km.cluster_centers_, metric=metric)
+                                   .min(axis=1).sum(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["alternate", "pam"])
+def test_same_medoids_for_any_chunking_and_input(method, tmp_path):
+    X = _blobs(6000, seed=2, k=5, d=3)
+    kw = dict(n_clusters=5, metric="manhattan", method=method, random_state=3)
+    ref = KMedoids(**kw, chunk_size=6000).fit(X)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    path = tmp_path / "x.parquet"
+    frame.to_parquet(path, row_group_size=777)
+    inputs = [KMedoids(**kw, chunk_size=499).fit(X), KMedoids(**kw).fit(da.from_array(X, chunks=(1100, 3))),
+              KMedoids(**kw).fit(frame), KMedoids(**kw).fit(dd.from_pandas(frame, npartitions=7)),
+              KMedoids(**kw).fit(daskgmm.read_parquet(str(path)))]
+    for km in inputs:
+        np.testing.assert_array_equal(km.medoid_indices_, ref.medoid_indices_)
+        np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+        np.testing.assert_allclose(km.inertia_, ref.inertia_, rtol=1e-12)
+        labels = km.labels_.compute() if hasattr(km.labels_, "compute") else km.labels_
+        np.testing.assert_array_equal(labels, ref.labels_)
+    assert isinstance(inputs[1].labels_, da.Array)
+    assert list(inputs[3].feature_names_in_) == ["a", "b", "c"]
+
+
+def test_predict_transform_score_against_numpy():
+    X = _blobs(3000, seed=4, k=4, d=3)
+    km = KMedoids(4, metric="cosine", random_state=0).fit(X)
+    new = _blobs(500, seed=5, k=4, d=3)
+    d = pairwise_distances(new, km.cluster_centers_, metric="cosine")
+    np.testing.assert_allclose(km.transform(new), d, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(km.predict(new), d.argmin(axis=1))
+    np.testing.assert_allclose(km.score(new), -d.min(axis=1).sum(), rtol=1e-10)
+    np.testing.assert_allclose(km.score(X), -km.inertia_, rtol=1e-10)
+    lazy = km.transform(da.from_array(new, chunks=(128, 3)))
+    np.testing.assert_allclose(lazy.compute(), d, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(km.fit_predict(X), km.labels_)
+
+
+def test_callable_metric_finds_the_named_metrics_medoids():
+    X = _blobs(600, seed=6, k=3, d=2)
+    named = KMedoids(3, metric="manhattan", random_state=0).fit(X)
+    called = KMedoids(3, metric=manhattan, random_state=0).fit(X)
+    # the start differs (a callable's start uses fewer sample rows); the passes end at the same loss
+    np.testing.assert_allclose(called.inertia_, named.inertia_, rtol=1e-3)
+    with pytest.raises(TypeError, match="callable metric"):
+        called.save("nowhere")
+
+
+def test_array_init_starts_at_those_rows_and_max_iter_zero_keeps_them():
+    X = _blobs(2000, seed=7, k=3, d=2)
+    start = X[[10, 500, 1500]]
+    km = KMedoids(3, init=start, max_iter=0).fit(X)
+    np.testing.assert_array_equal(km.medoid_indices_, [10, 500, 1500])
+    assert km.n_iter_ == 0
+    np.testing.assert_allclose(km.inertia_, cdist(X, start).min(axis=1).sum(), rtol=1e-10)
+    near = KMedoids(3, init=start + 1e-3, max_iter=0).fit(X)  # not rows: the nearest rows
+    np.testing.assert_array_equal(near.medoid_indices_, [10, 500, 1500])
+    fitted = KMedoids(3, init=start, random_state=0).fit(X)
+    assert fitted.inertia_ < km.inertia_
+
+
+def test_max_iter_warns_and_the_inertia_is_of_the_final_medoids():
+    X = _blobs(3000, seed=8, k=6, d=2)
+    start = X[:6]
+    with pytest.warns(ConvergenceWarning, match="Maximum number of iteration reached"):
+        km = KMedoids(6, init=start, max_iter=1, method="pam").fit(X)
+    assert km.n_iter_ == 1
+    np.testing.assert_allclose(km.inertia_, cdist(X, km.cluster_centers_).min(axis=1).sum(), rtol=1e-10)
+
+
+def test_mahalanobis_and_seuclidean_use_the_whole_datas_statistics():
+    X = _blobs(2000, seed=9, k=3, d=3) * np.array([1.0, 10.0, 0.1])
+    a = KMedoids(3, metric="seuclidean", random_state=0).fit(X)
+    b = KMedoids(3, metric="seuclidean", random_state=0, chunk_size=301).fit(X)
+    np.testing.assert_array_equal(a.medoid_indices_, b.medoid_indices_)
+    expect = cdist(X, a.cluster_centers_, "seuclidean", V=X.var(axis=0, ddof=1)).min(axis=1).sum()
+    np.testing.assert_allclose(a.inertia_, expect, rtol=1e-9)
+    m = KMedoids(3, metric="mahalanobis", random_state=0).fit(X)
+    expect = cdist(X, m.cluster_centers_, "mahalanobis", VI=np.linalg.inv(np.cov(X.T))).min(axis=1).sum()
+    np.testing.assert_allclose(m.inertia_, expect, rtol=1e-9)
+
+
+def test_save_load_round_trip(tmp_path):
+    X = _blobs(2000, seed=10, k=3, d=3)
+    km = KMedoids(3, metric="mahalanobis", method="pam", random_state=0).fit(X)
+    km.save(tmp_path / "m")
+    back = daskgmm.load(tmp_path / "m")
+    assert isinstance(back, KMedoids) and back.metric == "mahalanobis" and back.method == "pam"
+    np.testing.assert_array_equal(back.medoid_indices_, km.medoid_indices_)
+    np.testing.assert_array_equal(back.predict(X), km.labels_)
+    np.testing.assert_allclose(back.transform(X), km.transform(X), rtol=1e-12)
+    assert back.inertia_ == km.inertia_ and back.n_iter_ == km.n_iter_
+
+
+def test_errors():
+    X = _blobs(20, seed=11, k=2, d=2)
+    with pytest.raises(ValueError, match=r"The number of medoids \(30\) must be less than the number of samples 20"):
+        KMedoids(30).fit(X)
+    with pytest.raises(ValueError, match=r"The 'metric' parameter of KMedoids must be a str among .*'manhattan'"):
+        KMedoids(2, metric="manhatan").fit(X)
+    with pytest.raises(ValueError, match="The 'method' parameter of KMedoids"):
+        KMedoids(2, method="clara").fit(X)
+    with pytest.raises(ValueError, match=r"initial medoids \(3, 2\) does not match"):
+        KMedoids(2, init=X[:3]).fit(X)
+    with pytest.raises(ValueError, match=r"(?i)haversine"):  # scikit-learn's own message: 2 columns only
+        KMedoids(2, metric="haversine").fit(np.hstack([X, X]))
+    with pytest.raises(ValueError, match="column"):
+        KMedoids(2, metric="seuclidean").fit(np.hstack([X, np.ones((20, 1))]))
+
+
+@pytest.mark.slow
+def test_killed_worker_does_not_change_the_medoids(process_client):
+    X = _blobs(200_000, seed=12, k=6, d=4)
+    with process_client.as_current():
+        ref = KMedoids(6, random_state=0, cache="memory").fit(X)
+        killed = []
+
+        def progress(event, **info):
+            if event == "iteration" and info["iteration"] == 1:
+                pid = next(iter(process_client.run(os.getpid).values()))
+                os.kill(pid, signal.SIGKILL)  # its chunks are lost: the next pass recomputes them
+                killed.append(pid)
+
+        km = KMedoids(6, random_state=0, cache="memory").fit(X, progress=progress)
+        deadline = time.time() + 30
+        while len(process_client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+    assert killed and ref.n_iter_ > 1
+    np.testing.assert_array_equal(km.medoid_indices_, ref.medoid_indices_)
+    assert km.inertia_ == ref.inertia_
+
+
+def test_checkpoint_resume_ends_where_an_uninterrupted_fit_ends(tmp_path):
+    from daskgmm.persist import Checkpoint
+
+    X = _blobs(4000, seed=13, k=5, d=3)
+    kw = dict(n_clusters=5, metric="manhattan", method="pam", random_state=0)
+    ref = KMedoids(**kw).fit(X)
+    assert ref.n_iter_ > 2
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(event, **info):
+        if event == "iteration" and info["iteration"] == 2:
+            raise Stop
+
+    ckpt = Checkpoint(tmp_path / "ck", {"job": "kmedoids"})
+    with pytest.raises(Stop):
+        KMedoids(**kw).fit(X, checkpoint=ckpt, progress=stop_after_two)
+    seen = []
+    km = KMedoids(**kw).fit(X, checkpoint=Checkpoint(tmp_path / "ck", {"job": "kmedoids"}),
+                            progress=lambda event, **info: seen.append((event, info.get("resumed"))))
+    assert ("init", True) in seen  # resumed, not started afresh
+    np.testing.assert_array_equal(km.medoid_indices_, ref.medoid_indices_)
+    assert km.inertia_ == ref.inertia_ and km.n_iter_ == ref.n_iter_
