@@ -46,6 +46,20 @@ class Run:
     done: bool = False
 
 
+def run_specs(data: ChunkedData, specs: list, centre) -> list:
+    """One pass serving every spec: one request per kind of spec (its ``request_class``, the mixture
+    request by default), all in the same pass; the results in the order of ``specs``."""
+    kinds: dict = {}
+    for i, spec in enumerate(specs):
+        kinds.setdefault(getattr(spec, "request_class", MixtureRequest), []).append(i)
+    results = data.run([cls([specs[i] for i in idx]) for cls, idx in kinds.items()], centre)
+    out = [None] * len(specs)
+    for result, idx in zip(results, kinds.values()):
+        for i, st in zip(idx, result):
+            out[i] = st
+    return out
+
+
 def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callback=None) -> list[Run]:
     """Advance every run by EM iterations, all served by one pass per iteration.
 
@@ -71,7 +85,7 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
                 r.done = True
             return runs
         t0 = time.perf_counter()
-        stats = data.run([MixtureRequest([r.state.spec(centre) for r in active])], centre)[0]
+        stats = run_specs(data, [r.state.spec(centre) for r in active], centre)
         seconds = time.perf_counter() - t0
         for r, st in zip(active, stats):
             obj = r.state.objective(st)

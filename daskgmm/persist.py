@@ -211,9 +211,11 @@ def load_model(path, storage_options=None):
 
 def _state_classes():
     from daskgmm.models import KMeansState, MixtureState
+    from daskgmm.studentt import StudentTState
     from daskgmm.variational import VariationalState
 
-    return {"MixtureState": MixtureState, "KMeansState": KMeansState, "VariationalState": VariationalState}
+    return {"MixtureState": MixtureState, "KMeansState": KMeansState, "VariationalState": VariationalState,
+            "StudentTState": StudentTState}
 
 
 class Checkpoint:
