@@ -73,8 +73,13 @@ OPTIONS = [
         choices=("soft", "hard")),
     Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on "
         "(--estimator gaussian)", (FIT,), choices=("raise", "reinit")),
-    Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, or the variational BayesianGaussianMixture",
-        (FIT,), choices=("gaussian", "bayesian")),
+    Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, the variational BayesianGaussianMixture, or "
+        "the robust StudentTMixture (heavy-tailed components, by EM)", (FIT,),
+        choices=("gaussian", "bayesian", "student")),
+    Opt("df", "float", None, "degrees of freedom every component starts with (--estimator student; default 4)",
+        (FIT,), metavar="NU"),
+    Opt("fixed_df", "bool", False, "keep the degrees of freedom at --df instead of fitting them "
+        "(--estimator student)", (FIT,)),
     Opt("weight_concentration_prior_type", "choice", "dirichlet_process",
         "weight prior (--estimator bayesian, select --kinds bayesian)", (FIT, SELECT),
         choices=("dirichlet_process", "dirichlet_distribution")),
