@@ -334,3 +334,54 @@ def test_parquet_input_out_of_core(tmp_path):
     b = StudentTMixture(3, random_state=0).fit(X)
     np.testing.assert_allclose(a.means_, b.means_, rtol=1e-9)
     np.testing.assert_allclose(a.df_, b.df_, rtol=1e-9)
+
+
+def test_fit_on_a_local_cluster_with_processes(process_client):
+    """The same fit through a real distributed cluster (2 worker processes on 127.0.0.1)."""
+    X, _, _ = make_blobs(n=4000, d=3, k=3, seed=8)
+    local = StudentTMixture(3, random_state=0).fit(X)
+    with process_client.as_current():
+        dist = StudentTMixture(3, random_state=0).fit(da.from_array(X, chunks=(500, 3)))
+    np.testing.assert_allclose(dist.means_, local.means_, rtol=1e-9)
+    np.testing.assert_allclose(dist.df_, local.df_, rtol=1e-9)
+    np.testing.assert_allclose(dist.lower_bound_, local.lower_bound_, rtol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
+@pytest.mark.filterwarnings("ignore:Sending large graph")
+def test_a_killed_worker_does_not_change_the_fit():
+    """A worker process killed between two passes loses its chunks; Dask recomputes them and the
+    fit ends with the same bits."""
+    import os
+    import signal
+    import time
+
+    from distributed import Client, LocalCluster
+
+    X, _, _ = make_blobs(n=200_000, d=3, k=3, seed=9, spread=1.5, sep=4.0)
+    kw = dict(n_components=3, random_state=0, tol=0.0, max_iter=8, chunk_size=20_000)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None, memory_limit="1GiB")
+    client = Client(cluster)
+    try:
+        with client.as_current():
+            ref = StudentTMixture(**kw).fit(X)
+            killed = []
+
+            def progress(event, **info):
+                if event == "iteration" and info["iteration"] == 3:
+                    pid = next(iter(client.run(os.getpid).values()))
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+
+            t = StudentTMixture(**kw).fit(X, progress=progress)
+            assert len(killed) == 1
+            deadline = time.time() + 30
+            while len(client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+        for name in ("weights_", "means_", "covariances_", "df_", "lower_bounds_"):
+            np.testing.assert_array_equal(getattr(t, name), getattr(ref, name), err_msg=name)
+    finally:
+        client.close()
+        cluster.close()
