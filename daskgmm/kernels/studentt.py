@@ -241,20 +241,30 @@ class StudentTRequest:
         tot = scratch("t-total", (1, nb), np.float64)
         for i, spec in enumerate(self.specs):
             a, b = self._bounds[i], self._bounds[i + 1]
+            shape = (b - a, nb)
             z = None
             if spec.precise is not None:
                 d2, z = spec.precise.squared_distances(blk.xT)
             else:
-                d2 = dist[a:b].astype(np.float64)
-                np.maximum(d2, 0.0, out=d2)  # the expanded square may round below 0 at the location
+                d2 = scratch("t-d2", shape, np.float64)
+                np.maximum(dist[a:b], 0.0, out=d2)  # the expanded square may round below 0 at the location
             nu = spec.df[:, None]
-            lg = np.log1p(d2 / nu)  # log(1 + δ²/nu), shared by the log-density and log u
-            inv = 1.0 / (nu + d2)
-            u = (nu + d) * inv
+            # float64 from here; every step in place in scratch buffers (a temporary per step cost
+            # about as much as the step)
+            lg = scratch("t-log", shape, np.float64)
+            np.divide(d2, nu, out=lg)
+            np.log1p(lg, out=lg)  # log(1 + δ²/nu): in the log-density and in log u
+            u = scratch("t-u", shape, np.float64)
+            np.add(d2, nu, out=u)
+            np.reciprocal(u, out=u)
             # log u - u + 1 = log1p(D/nu) - log1p(δ²/nu) - (D - δ²)/(nu + δ²): every term formed
             # directly, so it stays exact as u nears 1 (large nu) and for far rows (u near 0)
-            h = np.log1p(d / spec.df)[:, None] - lg
-            h -= (d - d2) * inv
+            h = scratch("t-h", shape, np.float64)
+            np.subtract(d2, d, out=h)
+            h *= u
+            h -= lg
+            h += np.log1p(d / spec.df)[:, None]
+            u *= nu + d  # u = (nu + D)/(nu + δ²)
             lg *= -0.5 * (nu + d)
             lg += spec.const[:, None]
             r = lg[None]
