@@ -385,3 +385,28 @@ def test_a_killed_worker_does_not_change_the_fit():
     finally:
         client.close()
         cluster.close()
+
+
+def test_gaussian_and_t_models_share_a_pass_and_each_gets_its_own_statistics():
+    """em.run_specs serves specs of two kinds with one request each, in one pass, results in the specs' order."""
+    from daskgmm.em import run_specs
+    from daskgmm.engine import ChunkedData
+    from daskgmm.kernels import MixtureRequest
+    from daskgmm.models import MixtureState
+
+    X, _, _ = make_blobs(n=900, d=2, k=2, seed=10)
+    data = ChunkedData(da.from_array(X, chunks=(300, 2)))
+    centre = X.mean(axis=0)
+    rng = np.random.default_rng(10)
+    g = MixtureState.from_covariances(np.array([0.4, 0.6]), X[:2], np.stack([np.eye(2)] * 2), "full")
+    t1, t2 = _random_model("diag", rng, d=2), _random_model("full", rng, d=2)
+    specs = [t1.spec(centre), g.spec(centre), t2.spec(centre)]
+    before = data.passes
+    got = run_specs(data, specs, centre)
+    assert data.passes == before + 1
+    alone_t = data.run([StudentTRequest([specs[0], specs[2]])], centre)[0]
+    alone_g = data.run([MixtureRequest([specs[1]])], centre)[0][0]
+    assert got[1].loglik == alone_g.loglik and np.array_equal(got[1].s2, alone_g.s2)
+    for mine, alone in zip((got[0], got[2]), alone_t):
+        assert mine.loglik == alone.loglik and np.array_equal(mine.log_u, alone.log_u)
+        np.testing.assert_array_equal(mine.moments.s2, alone.moments.s2)
