@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daskgmm",
         description="Gaussian mixture models on Parquet data with Dask, fitted by EM or variationally "
-                    "(--estimator bayesian).",
+                    "(--estimator bayesian), and mixtures of Student-t distributions (--estimator student).",
         epilog=EXIT_DOC + OUTPUTS_DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
