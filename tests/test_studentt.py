@@ -207,7 +207,7 @@ def test_on_gaussian_data_df_grows_large_and_the_fit_matches_gaussian_mixture(d)
     X, _, _ = make_blobs(n=4000, d=d, k=3, seed=1, sep=6.0)
     g = GaussianMixture(3, random_state=1).fit(X)
     t = StudentTMixture(3, random_state=1, tol=1e-4).fit(X)
-    assert t.df_.min() > 15, t.df_  # from df=4 (measured 15-21 for d=2, 57-66 for d=8)
+    assert t.df_.min() > 12, t.df_  # from df=4 (measured 15.3-18.6 for d=2, 57.1-65.7 for d=8)
     assert abs(t.score(X) - g.score(X)) < 0.01, (t.score(X), g.score(X))
 
 
