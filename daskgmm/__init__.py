@@ -23,6 +23,7 @@ _LAZY = {
     "NotFittedError": ("daskgmm.validation", "NotFittedError"),
     "RowsOmittedWarning": ("daskgmm.io", "RowsOmittedWarning"),
     "SelectionResult": ("daskgmm.selection", "SelectionResult"),
+    "StudentTMixture": ("daskgmm.studentt_mixture", "StudentTMixture"),
     "open_parquet": ("daskgmm.io", "open_parquet"),
     "read_parquet": ("daskgmm.io", "read_parquet"),
     "select_model": ("daskgmm.selection", "select_model"),
@@ -62,12 +63,13 @@ def load(path, storage_options=None):
 
     Returns
     -------
-    GaussianMixture, BayesianGaussianMixture, KMeans or KMedoids
+    GaussianMixture, BayesianGaussianMixture, StudentTMixture, KMeans or KMedoids
     """
     importlib.import_module("daskgmm.mixture")  # the estimators register with daskgmm.persist
     importlib.import_module("daskgmm.kmeans")
     importlib.import_module("daskgmm.bayesian")
     importlib.import_module("daskgmm.kmedoids")
+    importlib.import_module("daskgmm.studentt_mixture")
     from daskgmm.persist import load_model
 
     return load_model(path, storage_options)

@@ -47,7 +47,7 @@ outputs on other object stores (gs://, az://) are not locked. A missing bucket
 is an error (exit 2): daskgmm never creates one."""
 
 COMMANDS = {
-    FIT: "fit a Gaussian mixture (or K-medoids: --estimator kmedoids) on Parquet data and save the model",
+    FIT: "fit a mixture (Gaussian, variational or Student-t) or K-medoids (--estimator kmedoids) on Parquet data and save the model",
     PREDICT: "label rows of Parquet data with a saved model",
     SCORE: "mean log-likelihood of Parquet data under a saved model, with BIC and AIC (not for a Bayesian one; "
            "the inertia for a KMedoids model)",
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daskgmm",
         description="Gaussian mixture models on Parquet data with Dask, fitted by EM or variationally "
-                    "(--estimator bayesian).",
+                    "(--estimator bayesian), and mixtures of Student-t distributions (--estimator student).",
         epilog=EXIT_DOC + OUTPUTS_DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -209,6 +209,9 @@ def check_filesystems(o):
             raise UsageError(f"daskgmm {o.command}: {flag} {path}: {exc}{hint}") from None
 
 
+#: Options of the Student-t mixture only (``fit --estimator student``), with their defaults.
+STUDENT_OPTIONS = (("df", None), ("fixed_df", False))
+
 #: Options of the variational mixture only (``fit --estimator bayesian``, ``select --kinds bayesian``).
 PRIOR_OPTIONS = ("weight_concentration_prior_type", "weight_concentration_prior", "mean_precision_prior",
                  "degrees_of_freedom_prior", "mean_prior", "covariance_prior")
@@ -245,9 +248,10 @@ def _require_kmedoids_options(o):
 
 
 def _require_estimator_options(o):
-    """Refuse an option of one estimator given to the other, and what the variational mixture cannot do."""
+    """Refuse an option of one estimator given to another, and what the variational and t mixtures cannot do."""
     _require_kmedoids_options(o)
     if o.command == FIT:
+        _require_student_options(o)
         bayesian, where = o.estimator == "bayesian", "--estimator bayesian"
     elif o.command == SELECT:
         bayesian, where = "bayesian" in o.kinds, "--kinds with bayesian"
@@ -268,6 +272,24 @@ def _require_estimator_options(o):
                    (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
         if em_only:
             raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
+
+
+def _require_student_options(o):
+    """``fit``: --df and --fixed-df need --estimator student, which has no EM variants and no marginalisation."""
+    student = o.estimator == "student"
+    given = [f"--{k.replace('_', '-')}" for k, default in STUDENT_OPTIONS if getattr(o, k) != default]
+    if given and not student:
+        raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the Student-t mixture, which need "
+                         "--estimator student")
+    if not student:
+        return
+    if getattr(o, "nan_policy", None) == "marginalize":
+        raise UsageError("daskgmm fit: the Student-t mixture (--estimator student) does not marginalise missing "
+                         "values; use --nan-policy omit to leave incomplete rows out, or the Gaussian mixture")
+    em_only = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k, default in
+               (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
+    if em_only:
+        raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
 
 
 def overlap(a, b) -> bool:

@@ -99,7 +99,7 @@ def bayesian_priors(o, columns) -> tuple:
 
 
 def make_estimator(o):
-    """The estimator ``daskgmm fit`` fits (``assignment``/``on_collapse`` are EM's only)."""
+    """The estimator ``daskgmm fit`` fits (``assignment``/``on_collapse`` are the Gaussian EM's only)."""
     if o.estimator == "kmedoids":
         from daskgmm.kmedoids import KMedoids
 
@@ -113,6 +113,14 @@ def make_estimator(o):
             max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
             missing=missing_policy(o), **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]},
         )
+    if o.estimator == "student":
+        from daskgmm.studentt_mixture import StudentTMixture
+
+        return StudentTMixture(
+            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
+            df=4.0 if o.df is None else o.df, fixed_df=o.fixed_df,
+        )
     from daskgmm.mixture import GaussianMixture
 
     return GaussianMixture(
@@ -125,7 +133,8 @@ def make_estimator(o):
 def fingerprint(o, src) -> dict:
     """What a fit's checkpoint belongs to: the data, its chunking, the estimator's options and priors."""
     keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
-            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", "metric", "method", *BAYESIAN_OPTIONS)
+            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", "metric", "method", *BAYESIAN_OPTIONS,
+            "df", "fixed_df")
     # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks
     chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
     return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
@@ -230,6 +239,8 @@ def cmd_fit(o, log, metrics):
             n_components=o.n_components, covariance_type=o.covariance_type, weights=est.weights_,
             model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
         )
+        if hasattr(est, "df_"):
+            metrics["df"] = est.df_
         if o.plot:
             from daskgmm.plot import plot_fit
 
@@ -317,6 +328,9 @@ def cmd_update(o, log, metrics):
         check_outputs(o, locks)
         est, src = model_source(o, log)
         box["src"] = src
+        if not hasattr(est, "partial_fit"):  # the variational and t mixtures have no online step
+            raise UsageError(f"daskgmm update: {o.model} holds a {type(est).__name__}; online updates "
+                             "(partial_fit) are implemented for GaussianMixture only")
         for key in ("learning_decay", "learning_offset"):
             if getattr(o, key) is not None:
                 est.set_params(**{key: getattr(o, key)})

@@ -67,6 +67,10 @@ def cmd_score(o, log, metrics):
     result = {"n_rows": n, "mean_loglik": mean}
     if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
         p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
+        if hasattr(est, "df_"):  # a t mixture: its degrees of freedom too, unless fixed
+            from daskgmm.fitting_studentt import n_parameters as t_parameters
+
+            p = t_parameters(est.covariance_type, est.n_components, est.n_features_in_, est.fixed_df)
         result.update({"bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p, "n_parameters": p})
     metrics.update(result)
     print(json.dumps(result, indent=2))
@@ -144,6 +148,9 @@ def cmd_info(o, log, metrics):
             f"lower bound:      {fit.get('lower_bound')}",
             "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
         ]
+        if hasattr(est, "df_"):
+            fixed = " (fixed)" if est.fixed_df else ""
+            lines.append("df:               " + " ".join(f"{v:.4g}" for v in np.asarray(est.df_, float)) + fixed)
         if hasattr(est, "n_effective_components_"):
             from daskgmm.bayesian import EFFECTIVE_WEIGHT
 

@@ -77,12 +77,17 @@ OPTIONS = [
     Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on "
         "(--estimator gaussian)", (FIT,), choices=("raise", "reinit")),
     Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, the variational BayesianGaussianMixture, "
-        "or KMedoids (K rows of the data as prototypes, for any --metric; --n-components is K)",
-        (FIT,), choices=("gaussian", "bayesian", "kmedoids")),
+        "the robust StudentTMixture (heavy-tailed components, by EM), or KMedoids (K rows of the data as "
+        "prototypes, for any --metric; --n-components is K)",
+        (FIT,), choices=("gaussian", "bayesian", "student", "kmedoids")),
     Opt("metric", "choice", "euclidean", "dissimilarity (--estimator kmedoids): any name of "
         "sklearn.metrics.pairwise_distances", (FIT,), choices=METRICS, metavar="NAME"),
     Opt("method", "choice", "alternate", "k-medoids passes (--estimator kmedoids): alternate (faster) or pam "
         "(FasterPAM's swaps, more accurate)", (FIT,), choices=("alternate", "pam")),
+    Opt("df", "float", None, "degrees of freedom every component starts with (--estimator student; default 4)",
+        (FIT,), metavar="NU"),
+    Opt("fixed_df", "bool", False, "keep the degrees of freedom at --df instead of fitting them "
+        "(--estimator student)", (FIT,)),
     Opt("weight_concentration_prior_type", "choice", "dirichlet_process",
         "weight prior (--estimator bayesian, select --kinds bayesian)", (FIT, SELECT),
         choices=("dirichlet_process", "dirichlet_distribution")),

@@ -47,18 +47,31 @@ class Run:
 
 
 def one_pass(data: ChunkedData, states: list, centre) -> list:
-    """One pass serving every state: the mixture kinds (``spec``) share one :class:`MixtureRequest`,
-    a state with a pass request of its own (``request``, e.g. k-medoids) adds it. One result per state."""
-    mixtures = [i for i, s in enumerate(states) if not hasattr(s, "request")]
+    """One pass serving every state, one result per state in their order: a state with a pass request of
+    its own (``request``, e.g. k-medoids) adds it; the others' specs (``spec``) are grouped by kind (the
+    spec's ``request_class``, the mixture request by default), one request per kind."""
     own = [i for i, s in enumerate(states) if hasattr(s, "request")]
-    requests = [states[i].request(centre) for i in own]
-    if mixtures:
-        requests.insert(0, MixtureRequest([states[i].spec(centre) for i in mixtures]))
+    specs = [(i, s.spec(centre)) for i, s in enumerate(states) if not hasattr(s, "request")]
+    return _serve(data, specs, [(i, states[i].request(centre)) for i in own], len(states), centre)
+
+
+def run_specs(data: ChunkedData, specs: list, centre) -> list:
+    """One pass serving every spec: one request per kind of spec (its ``request_class``, the mixture
+    request by default), all in the same pass; the results in the order of ``specs``."""
+    return _serve(data, list(enumerate(specs)), [], len(specs), centre)
+
+
+def _serve(data, specs, own, n, centre) -> list:
+    kinds: dict = {}
+    for i, spec in specs:
+        kinds.setdefault(getattr(spec, "request_class", MixtureRequest), []).append((i, spec))
+    requests = [cls([sp for _, sp in items]) for cls, items in kinds.items()] + [req for _, req in own]
     results = data.run(requests, centre)
-    out: list = [None] * len(states)
-    for i, st in zip(mixtures, results[0] if mixtures else []):
-        out[i] = st
-    for i, res in zip(own, results[1:] if mixtures else results):
+    out: list = [None] * n
+    for result, items in zip(results, kinds.values()):
+        for (i, _), st in zip(items, result, strict=True):
+            out[i] = st
+    for (i, _), res in zip(own, results[len(kinds):], strict=True):
         out[i] = res
     return out
 

@@ -224,10 +224,11 @@ def load_model(path, storage_options=None):
 
 def _state_classes():
     from daskgmm.models import KMeansState, KMedoidsState, MixtureState
+    from daskgmm.studentt import StudentTState
     from daskgmm.variational import VariationalState
 
     return {"MixtureState": MixtureState, "KMeansState": KMeansState, "VariationalState": VariationalState,
-            "KMedoidsState": KMedoidsState}
+            "KMedoidsState": KMedoidsState, "StudentTState": StudentTState}
 
 
 class Checkpoint:

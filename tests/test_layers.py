@@ -16,16 +16,16 @@ LAYERS = [
                  "daskgmm.version", "daskgmm.stop"]),
     ("cluster", ["daskgmm.cluster"]),
     ("engine", ["daskgmm.engine"]),
-    ("models", ["daskgmm.models", "daskgmm.variational"]),
+    ("models", ["daskgmm.models", "daskgmm.variational", "daskgmm.studentt"]),
     ("loop, init", ["daskgmm.em", "daskgmm.init"]),
     ("fitting", ["daskgmm.fitting", "daskgmm.fitting_online", "daskgmm.fitting_variational", "daskgmm.fitting_report",
                  "daskgmm.fitting_predict", "daskgmm.fitting_attributes", "daskgmm.fitting_kmeans",
-                 "daskgmm.fitting_kmedoids", "daskgmm.validation", "daskgmm.validation_params",
-                 "daskgmm.validation_scan"]),
+                 "daskgmm.fitting_kmedoids", "daskgmm.fitting_studentt", "daskgmm.validation",
+                 "daskgmm.validation_params", "daskgmm.validation_scan"]),
     ("io, persist", ["daskgmm.io", "daskgmm.io_files", "daskgmm.io_read", "daskgmm.outputs", "daskgmm.outputs_store",
                      "daskgmm.persist"]),
-    ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.kmedoids",
-                    "daskgmm.selection"]),
+    ("estimators", ["daskgmm.mixture", "daskgmm.bayesian", "daskgmm.kmeans", "daskgmm.kmedoids", "daskgmm.selection",
+                    "daskgmm.studentt_mixture"]),
     ("front ends", ["daskgmm.cli", "daskgmm.cli_args", "daskgmm.cli_runtime", "daskgmm.cli_fit", "daskgmm.cli_read",
                     "daskgmm.config", "daskgmm.plot", "daskgmm"]),
 ]
@@ -105,8 +105,8 @@ def test_worker_side_modules_do_not_import_scikit_learn():
 
     code = (
         "import sys, daskgmm.em, daskgmm.engine, daskgmm.io, daskgmm.kernels, daskgmm.models, daskgmm.kernels.predict, "
-        "daskgmm.init, daskgmm.cluster; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('sklearn', 'scipy')))"
+        "daskgmm.kernels.studentt, daskgmm.init, daskgmm.cluster; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

@@ -19,7 +19,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
 import daskgmm
-from daskgmm import BayesianGaussianMixture, GaussianMixture, KMeans
+from daskgmm import BayesianGaussianMixture, GaussianMixture, KMeans, StudentTMixture
 
 from .conftest import make_blobs
 
@@ -34,13 +34,14 @@ EXPECTED_FAILED_CHECKS = {
     },
     "GaussianMixture": {},
     "BayesianGaussianMixture": {},
+    "StudentTMixture": {},
 }
 
 
 @parametrize_with_checks(
     # the small settings scikit-learn's own test suite uses for these estimators
     [GaussianMixture(n_init=2, max_iter=5), BayesianGaussianMixture(n_init=2, max_iter=5),
-     KMeans(n_clusters=2, n_init=2, max_iter=5)],
+     KMeans(n_clusters=2, n_init=2, max_iter=5), StudentTMixture(n_init=2, max_iter=5)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__],
 )
 def test_sklearn_estimator_checks(estimator, check):

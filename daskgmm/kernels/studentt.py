@@ -1,0 +1,396 @@
+"""The Student-t mixture request: E-step weights and M-step statistics of many t mixtures in one pass.
+
+A multivariate t component with location ``μ``, scale ``Σ = (U Uᵀ)⁻¹`` and ``nu`` degrees of
+freedom has the log-density
+
+    log Γ((nu + D)/2) - log Γ(nu/2) - D/2 log(nu π) + log det U - (nu + D)/2 log(1 + δ²/nu),
+
+where ``δ² = (x - μ)ᵀ U Uᵀ (x - μ)`` is linear in the same features ``T(x) = [quadratic terms,
+x, 1]`` as a Gaussian log-density (:mod:`daskgmm.kernels.features`). So the Mahalanobis
+distances of every component of every model come from one GEMM per block (``Θ·T``); the
+t log-density, the responsibilities ``r`` and the weights ``u = (nu + D)/(nu + δ²)`` (the
+E-step of the Gaussian scale mixture, McLachlan & Peel 2000, ch. 7) follow row by row; and
+the M-step statistics are the moments with weights ``r·u`` (one more GEMM, ``(r·u) Tᵀ``),
+``Σ r`` and ``Σ r (log u - u + 1)`` for the degrees of freedom. A model badly conditioned
+for the shared features (tight components far from the centre) takes the per-component
+path, as a Gaussian one does: ``δ²`` from ``Uᵀ (x - μ_k)`` and the moments about each
+component's location.
+
+The constants (``log Γ``) are computed by the caller (the model state, on the client), so
+that the workers import no SciPy. Pure NumPy; nothing here knows about Dask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import daskgmm.kernels.covariance as cov
+from daskgmm.kernels.features import n_quad_rows, stats_level
+from daskgmm.kernels.params import NaturalParams, PerComponent
+from daskgmm.kernels.protocol import Block
+from daskgmm.kernels.requests import add_moments
+from daskgmm.kernels.responsibilities import soft_responsibilities
+from daskgmm.kernels.results import SuffStats, frozen
+from daskgmm.kernels.scratch import scratch
+
+
+def mahalanobis_params(means, prec_chol, covariance_type, centre) -> NaturalParams:
+    """``δ²_k(x) = (x - μ_k)ᵀ P_k (x - μ_k)`` as quadratic forms of the centred row.
+
+    Parameters
+    ----------
+    means : ndarray, shape (K, D)
+    prec_chol : ndarray
+        Cholesky factors ``U`` of the precisions (the inverse scales), in the shape of
+        ``covariance_type``.
+    covariance_type : str
+    centre : ndarray, shape (D,)
+
+    Returns
+    -------
+    NaturalParams
+        ``quad = P_k`` (or its diagonal, or the spherical precision), ``lin = -2 P_k m_k``,
+        ``const = m_kᵀ P_k m_k`` with ``m_k = μ_k - centre``.
+    """
+    means = np.asarray(means, dtype=np.float64)
+    k, d = means.shape
+    m = means - np.asarray(centre, dtype=np.float64)
+    u = np.asarray(prec_chol, dtype=np.float64)
+    if covariance_type in ("full", "tied"):
+        uu = np.broadcast_to(u, (k, d, d)) if covariance_type == "tied" else u
+        y = np.einsum("kd,kde->ke", m, uu)  # Uᵀ m, so mᵀ P m = ‖y‖²
+        prec = np.einsum("kij,klj->kil", uu, uu)
+        return NaturalParams(quad=prec, lin=-2.0 * np.einsum("kde,ke->kd", uu, y), const=(y**2).sum(axis=1))
+    p = u**2
+    if covariance_type == "diag":
+        return NaturalParams(quad=p, lin=-2.0 * p * m, const=(p * m**2).sum(axis=1))
+    return NaturalParams(quad=p.copy(), lin=-2.0 * p[:, None] * m, const=p * (m**2).sum(axis=1))
+
+
+@dataclass(frozen=True)
+class StudentTForm(PerComponent):
+    """Weighted t log-densities in the per-component form (predictions; the precise path of a pass).
+
+    ``logit_k(x) = const[k] - (nu_k + D)/2 · log1p(‖U_kᵀ (x - m_k)‖² / nu_k)``: rows are
+    differenced from each location before anything is squared, so no precision is lost
+    however far the component lies from the centre. Being a :class:`PerComponent`, it is
+    taken wherever the per-component form is (``daskgmm.kernels.predict.component_logits``).
+
+    Attributes
+    ----------
+    means, factor, covariance_type :
+        As in :class:`PerComponent` (locations about the pass centre; precision Cholesky factors).
+    const : ndarray, shape (K,)
+        ``log π_k + log Γ((nu_k + D)/2) - log Γ(nu_k/2) - D/2 log(nu_k π) + log det U_k``.
+    df : ndarray, shape (K,)
+        Degrees of freedom ``nu_k``.
+    """
+
+    df: np.ndarray
+
+    def squared_distances(self, xT: np.ndarray) -> tuple:
+        """``δ²`` (K, nb), float64, of a centred, transposed block, and the differences ``x - m_k`` (K, D, nb)."""
+        y, z = self.whitened(xT)
+        return np.einsum("kdn,kdn->kn", y, y, dtype=np.float64), z
+
+    def logits(self, xT: np.ndarray, out: np.ndarray):
+        """Write the (K, nb) t logits of a centred, transposed block into ``out``; return the differences."""
+        d2, z = self.squared_distances(xT)
+        out[...] = t_logits(d2, self.df, self.const, xT.shape[0])
+        return z
+
+
+def t_logits(d2: np.ndarray, df: np.ndarray, const: np.ndarray, n_features: int) -> np.ndarray:
+    """``const_k - (nu_k + D)/2 · log1p(δ²/nu_k)`` for squared distances ``d2`` (K, nb), float64."""
+    nu = np.asarray(df, np.float64)[:, None]
+    out = np.log1p(d2 / nu)
+    out *= -0.5 * (nu + n_features)
+    out += np.asarray(const, np.float64)[:, None]
+    return out
+
+
+@dataclass(frozen=True)
+class StudentTSpec:
+    """What a pass needs to know of one Student-t mixture.
+
+    Attributes
+    ----------
+    maha : NaturalParams
+        The squared Mahalanobis distances as quadratic forms (:func:`mahalanobis_params`).
+    df : ndarray, shape (K,)
+        Degrees of freedom.
+    const : ndarray, shape (K,)
+        ``log π_k`` plus the log normaliser of each component (see :class:`StudentTForm`).
+    covariance_type : str
+        The shape of second moments to return.
+    precise : StudentTForm or None
+        When given, distances and statistics come from the per-component path, about
+        each component's location (see ``daskgmm.kernels.covariance.precise_needed``).
+    """
+
+    maha: NaturalParams
+    df: np.ndarray
+    const: np.ndarray
+    covariance_type: str
+    precise: StudentTForm | None = None
+
+    @property
+    def level(self) -> int:
+        return max(self.maha.level, stats_level(self.covariance_type))
+
+    @property
+    def n_components(self) -> int:
+        return self.maha.n_components
+
+    @property
+    def request_class(self):
+        """The request that serves specs of this kind (the loop groups specs by it)."""
+        return StudentTRequest
+
+
+@dataclass(frozen=True)
+class StudentTStats:
+    """Statistics of one t mixture over some rows; merge is addition.
+
+    Attributes
+    ----------
+    moments : SuffStats
+        The moments with weights ``w r u``: ``n = Σ w r u``, ``s1 = Σ w r u (x - shift)``, ``s2``
+        in the shape of the covariance type; its ``loglik`` is ``Σ w log p(x)`` under the t
+        mixture, ``weight`` and ``rows`` as for a Gaussian pass.
+    resp : ndarray, shape (K,)
+        ``Σ w r`` (the mixture weights' statistic).
+    log_u : ndarray, shape (K,)
+        ``Σ w r (log u - u + 1)``, for the degrees of freedom; ``+ 1`` keeps it exact as
+        ``u`` nears 1 (large nu), where ``log u - u`` alone would cancel against ``Σ r``.
+    """
+
+    moments: SuffStats
+    resp: np.ndarray
+    log_u: np.ndarray
+
+    @property
+    def loglik(self) -> float:
+        return self.moments.loglik
+
+    @property
+    def weight(self) -> float:
+        return self.moments.weight
+
+    @property
+    def rows(self) -> int:
+        return self.moments.rows
+
+    @property
+    def n_components(self) -> int:
+        return self.resp.shape[0]
+
+    def merge(self, other: StudentTStats) -> StudentTStats:
+        """Sum of the statistics of two disjoint sets of rows."""
+        return StudentTStats(self.moments.merge(other.moments), frozen(self.resp + other.resp),
+                             frozen(self.log_u + other.log_u))
+
+
+class StudentTRequest:
+    """E-step weights and M-step statistics of a list of t mixtures: one GEMM for the distances, one for the moments."""
+
+    level: int
+
+    def __init__(self, specs: list[StudentTSpec]):
+        if not specs:
+            raise ValueError("a Student-t request needs at least one model")
+        self.specs = list(specs)
+        self.level = max(s.level for s in self.specs)
+        self._bounds = np.concatenate([[0], np.cumsum([s.n_components for s in self.specs])]).astype(int)
+
+    @property
+    def width(self) -> int:
+        """Rows of the distances matrix per block."""
+        return int(self._bounds[-1])
+
+    def start(self, n_features, dtype, level, centre, kernel=None):
+        theta = np.vstack([s.maha.theta(level) for s in self.specs]).astype(dtype)
+        w = self.width
+        return {
+            "theta": theta,
+            "level": level,
+            "S": np.zeros((w, theta.shape[1])),
+            "resp": np.zeros(w),
+            "log_u": np.zeros(w),
+            "loglik": np.zeros(len(self.specs)),
+            "weight": 0.0,
+            "rows": 0,
+            "precise": {
+                i: {"n": np.zeros(s.n_components), "s1": np.zeros((s.n_components, n_features)), "s2": None}
+                for i, s in enumerate(self.specs) if s.precise is not None
+            },
+        }
+
+    def block_rows(self, acc) -> int | None:
+        return None  # NumPy blocks, sized for the cache
+
+    def update(self, acc, blk: Block) -> None:
+        theta = acc["theta"]
+        nb, d = blk.size, blk.x.shape[1]
+        dist = scratch("t-distances", (theta.shape[0], nb), theta.dtype)
+        np.matmul(theta, blk.T, out=dist)
+        w = None if blk.w is None else np.asarray(blk.w, np.float64)
+        top = scratch("t-top", (1, nb), np.float64)
+        tot = scratch("t-total", (1, nb), np.float64)
+        for i, spec in enumerate(self.specs):
+            a, b = self._bounds[i], self._bounds[i + 1]
+            shape = (b - a, nb)
+            z = None
+            if spec.precise is not None:
+                d2, z = spec.precise.squared_distances(blk.xT)
+            else:
+                d2 = scratch("t-d2", shape, np.float64)
+                np.maximum(dist[a:b], 0.0, out=d2)  # the expanded square may round below 0 at the location
+            nu = spec.df[:, None]
+            # float64 from here; every step in place in scratch buffers (a temporary per step cost
+            # about as much as the step)
+            lg = scratch("t-log", shape, np.float64)
+            np.divide(d2, nu, out=lg)
+            np.log1p(lg, out=lg)  # log(1 + δ²/nu): in the log-density and in log u
+            u = scratch("t-u", shape, np.float64)
+            np.add(d2, nu, out=u)
+            np.reciprocal(u, out=u)
+            # log u - u + 1 = log1p(D/nu) - log1p(δ²/nu) - (D - δ²)/(nu + δ²): every term formed
+            # directly, so it stays exact as u nears 1 (large nu) and for far rows (u near 0)
+            h = scratch("t-h", shape, np.float64)
+            np.subtract(d2, d, out=h)
+            h *= u
+            h -= lg
+            h += np.log1p(d / spec.df)[:, None]
+            u *= nu + d  # u = (nu + D)/(nu + δ²)
+            lg *= -0.5 * (nu + d)
+            lg += spec.const[:, None]
+            r = lg[None]
+            per_row = soft_responsibilities(r, top, tot)[0]
+            r = r[0]
+            if w is not None:
+                r *= w
+            acc["loglik"][i] += blk.weighted_sum(per_row)
+            acc["resp"][a:b] += r.sum(axis=1)
+            acc["log_u"][a:b] += np.einsum("kn,kn->k", r, h)
+            r *= u  # the moments' weights w r u
+            if z is None:
+                dist[a:b] = r
+                continue
+            dist[a:b] = 0.0  # this model's moments are taken about its locations, below
+            pc = acc["precise"][i]
+            wz = z * r[:, None, :]
+            pc["n"] += r.sum(axis=1)
+            pc["s1"] += wz.sum(axis=2, dtype=np.float64)
+            s2 = cov.moments_about_means(wz, z, spec.covariance_type)
+            pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
+        add_moments(acc["S"], blk.T, dist)
+        acc["weight"] += blk.weight_sum()
+        acc["rows"] += nb
+
+    def finish(self, acc, n_features, centre) -> list[StudentTStats]:
+        S, d, lvl = acc["S"], n_features, acc["level"]
+        q = n_quad_rows(lvl, d)
+        out = []
+        for m, spec in enumerate(self.specs):
+            a, b = self._bounds[m], self._bounds[m + 1]
+            block = S[a:b]
+            ct = spec.covariance_type
+            if spec.precise is not None:
+                pc = acc["precise"][m]
+                s2 = pc["s2"] if pc["s2"] is not None else cov.zero_stats(b - a, centre, ct).s2
+                n, s1, shift = pc["n"], pc["s1"], centre + spec.precise.means
+            else:
+                n, s1, shift = block[:, q + d], block[:, q : q + d], centre
+                s2 = cov.second_moments_from_features(block[:, :q], lvl, d, ct)
+            moments = SuffStats(
+                n=frozen(n), s1=frozen(s1), s2=frozen(s2), loglik=float(acc["loglik"][m]),
+                weight=float(acc["weight"]), rows=int(acc["rows"]), shift=frozen(shift), covariance_type=ct,
+            )
+            out.append(StudentTStats(moments, frozen(acc["resp"][a:b]), frozen(acc["log_u"][a:b])))
+        return out
+
+    @staticmethod
+    def merge(a: list[StudentTStats], b: list[StudentTStats]) -> list[StudentTStats]:
+        return [x.merge(y) for x, y in zip(a, b, strict=True)]
+
+
+# ---------------------------------------------------------------------------
+# The M-step's algebra
+
+
+def scale_update(stats: StudentTStats, reg_covar: float, eps_dtype=np.float64):
+    """Weights, locations and scales from merged statistics (the EM update of McLachlan & Peel, ch. 7).
+
+    ``π_k = Σ r / N``, ``μ_k = Σ r u x / Σ r u``, ``Σ_k = Σ r u (x - μ_k)(x - μ_k)ᵀ / Σ r``
+    (tied: pooled over components and divided by ``N``; diag: the diagonal; spherical:
+    its mean), plus ``reg_covar`` on the diagonal. As scikit-learn's Gaussian M-step,
+    ``10 eps`` of the data dtype is added to every sum of responsibilities.
+
+    Returns
+    -------
+    weights : ndarray, shape (K,)
+    means : ndarray, shape (K, D)
+    scales : ndarray
+        In the shape of the covariance type.
+    """
+    mom = stats.moments
+    pad = 10 * np.finfo(eps_dtype).eps
+    nr = stats.resp + pad
+    n0 = mom.n
+    m = mom.s1 / (n0 + pad)[:, None]  # location - shift
+    means = mom.shift + m
+    ct = mom.covariance_type
+    d = m.shape[1]
+    # Σ r u (x - μ)(x - μ)ᵀ = s2 - s1 mᵀ - m s1ᵀ + n0 m mᵀ about any shift (exact for a shift near the data)
+    if ct in ("full", "tied"):
+        cross = np.einsum("ki,kj->kij", mom.s1, m)
+        corr = cross + cross.transpose(0, 2, 1) - n0[:, None, None] * np.einsum("ki,kj->kij", m, m)
+        if ct == "full":
+            scales = (mom.s2 - corr) / nr[:, None, None]
+        else:
+            scales = (mom.s2 - corr.sum(axis=0)) / nr.sum()
+        scales = 0.5 * (scales + np.swapaxes(scales, -1, -2))
+        scales[..., np.arange(d), np.arange(d)] += reg_covar
+    else:
+        corr = 2.0 * mom.s1 * m - n0[:, None] * m**2
+        if ct == "diag":
+            scales = (mom.s2 - corr) / nr[:, None] + reg_covar
+        else:
+            scales = (mom.s2 - corr.sum(axis=1)) / (nr * d) + reg_covar
+    return nr / nr.sum(), means, scales
+
+
+# ---------------------------------------------------------------------------
+# Samples (what sampling tasks run on the workers)
+
+
+def t_sample_part(n, seed, part, weights, means, scales, covariance_type, df, names, dtype):
+    """``n`` rows of one part of a streamed sample of a t mixture (shuffled; with their component).
+
+    A row of component k is ``μ_k + z / sqrt(g)`` with ``z ~ N(0, Σ_k)`` and ``g ~ χ²_nu / nu``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(part,)))
+    counts = rng.multinomial(n, weights)
+    d = means.shape[1]
+    xs, ys = [], []
+    for k, c in enumerate(counts):
+        if c == 0:
+            continue
+        z = rng.standard_normal((c, d))
+        if covariance_type in ("diag", "spherical"):
+            z *= np.sqrt(scales[k])
+        else:
+            z = z @ np.linalg.cholesky(cov.component_covariance(scales, covariance_type, k, d)).T
+        g = rng.chisquare(df[k], size=c) / df[k]
+        xs.append(means[k] + z / np.sqrt(g)[:, None])
+        ys.append(np.full(c, k, dtype=np.int32))
+    X = np.vstack(xs) if xs else np.zeros((0, d))
+    y = np.concatenate(ys) if ys else np.zeros(0, np.int32)
+    order = rng.permutation(len(y))
+    out = {name: X[order, j].astype(dtype) for j, name in enumerate(names)}
+    out["component"] = y[order]
+    return out
+

@@ -1,0 +1,227 @@
+"""The Student-t mixture as a model state: what it asks of a pass, its EM update, its degrees of freedom.
+
+Pure NumPy and SciPy's special functions (on the client only: the pass itself,
+:mod:`daskgmm.kernels.studentt`, gets its constants from here). The t mixture is the
+Gaussian scale mixture of McLachlan & Peel (2000, ch. 7): given its component, a row is
+Gaussian with covariance ``Σ_k / u`` and ``u ~ Gamma(nu_k/2, nu_k/2)``. EM on (component,
+u) gives, per pass, the responsibilities ``r`` and ``E[u] = (nu + D)/(nu + δ²)``; the
+update is
+
+- ``π_k = Σ r / N``, ``μ_k = Σ r u x / Σ r u``, ``Σ_k = Σ r u (x - μ)(x - μ)ᵀ / Σ r``;
+- ``nu_k`` the root of ``log(nu/2) - ψ(nu/2) + 1 + Σ r (log u - u) / Σ r + ψ((nu' + D)/2)
+  - log((nu' + D)/2) = 0`` (``nu'`` the degrees of freedom of the E-step), found by
+  ``brentq`` in :data:`DF_BOUNDS`.
+
+The expected complete-data log-likelihood separates into the weights, (locations,
+scales) given ``u``, and ``nu``, so this is a full M-step: the log-likelihood never
+decreases.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import digamma, gammaln
+
+from daskgmm.kernels import covariance as cov
+from daskgmm.kernels.studentt import (
+    StudentTForm,
+    StudentTSpec,
+    StudentTStats,
+    mahalanobis_params,
+    scale_update,
+)
+
+#: The interval the degrees of freedom are kept in. Below 1 a component has no mean,
+#: and the likelihood may still ask for less on data with a few huge outliers; above
+#: 1e6 a t component is a Gaussian one to about D²/nu ≈ 1e-6 in every log-density.
+DF_BOUNDS = (1e-2, 1e6)
+
+#: Above this, ``log Γ(a + h) - log Γ(a)`` is taken from Stirling's series: the difference of
+#: two ``gammaln`` values of size ``a log a`` would lose ``eps a log a`` (1e-9 at a = 5e5).
+_STIRLING_FROM = 100.0
+
+
+def log_gamma_ratio(a, h: float) -> np.ndarray:
+    """``log Γ(a + h) - log Γ(a)`` for ``a > 0`` (array) and ``h >= 0``, exact for large ``a``.
+
+    Stirling's series (``log Γ(z) = (z - ½) log z - z + ½ log 2π + 1/(12z) - 1/(360z³) +
+    1/(1260z⁵) - …``) differenced term by term; its first omitted term is below 1e-17 from
+    ``a = 100``.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = a + h
+    out = gammaln(b) - gammaln(a)
+    big = a >= _STIRLING_FROM
+    if np.any(big):
+        x, y = a[big], b[big]
+
+        def tail(z):
+            return 1.0 / (12.0 * z) - 1.0 / (360.0 * z**3) + 1.0 / (1260.0 * z**5)
+
+        # (y - ½) log y - (x - ½) log x - h = (x - ½) log1p(h/x) + h log y - h
+        out[big] = (x - 0.5) * np.log1p(h / x) + h * np.log(y) - h + tail(y) - tail(x)
+    return out
+
+
+def t_log_norm(df, n_features: int) -> np.ndarray:
+    """``log Γ((nu + D)/2) - log Γ(nu/2) - D/2 log(nu π)`` per component: the t density's log normaliser
+    without its scale (``+ log det U``)."""
+    nu = np.asarray(df, dtype=np.float64)
+    return log_gamma_ratio(0.5 * nu, 0.5 * n_features) - 0.5 * n_features * (np.log(nu) + math.log(math.pi))
+
+
+def t_constants(weights, prec_chol, covariance_type, df, n_features: int) -> np.ndarray:
+    """``log π_k + log Γ((nu_k + D)/2) - log Γ(nu_k/2) - D/2 log(nu_k π) + log det U_k`` (K,)."""
+    with np.errstate(divide="ignore"):
+        log_w = np.maximum(np.log(np.asarray(weights, dtype=np.float64)), -1e30)
+    log_det = cov.log_det_cholesky(prec_chol, covariance_type, n_features)
+    return log_w + t_log_norm(df, n_features) + log_det
+
+
+def t_form(weights, means, prec_chol, covariance_type, df, centre) -> StudentTForm:
+    """The weighted t log-densities in the per-component form, about ``centre`` (predictions)."""
+    means = np.asarray(means, dtype=np.float64)
+    d = means.shape[1]
+    df = np.asarray(df, dtype=np.float64)
+    return StudentTForm(means - np.asarray(centre, dtype=np.float64), np.asarray(prec_chol, dtype=np.float64),
+                        t_constants(weights, prec_chol, covariance_type, df, d), covariance_type, df)
+
+
+def _df_gap(nu):
+    """``log(nu/2) - ψ(nu/2)``: positive, decreasing from +∞ to 0 (about 1/nu for large nu)."""
+    return math.log(0.5 * nu) - float(digamma(0.5 * nu))
+
+
+def update_df(df, resp, log_u, n_features: int, bounds=DF_BOUNDS) -> np.ndarray:
+    """The degrees of freedom that maximise the expected complete-data log-likelihood, per component.
+
+    Parameters
+    ----------
+    df : ndarray, shape (K,)
+        The degrees of freedom of the E-step that gave the statistics.
+    resp : ndarray, shape (K,)
+        ``Σ w r``.
+    log_u : ndarray, shape (K,)
+        ``Σ w r (log u - u + 1)``.
+    n_features : int
+    bounds : (float, float)
+        The root is kept in this interval (a bound is returned when the root lies beyond it).
+
+    Returns
+    -------
+    ndarray, shape (K,)
+    """
+    lo, hi = bounds
+    a = 0.5 * (np.asarray(df, np.float64) + n_features)
+    # nu solves _df_gap(nu) = target: the mean of (log u - u + 1) plus ψ(a) - log a, negated (> 0)
+    target = -(np.asarray(log_u, np.float64) / np.maximum(resp, np.finfo(np.float64).tiny) + digamma(a) - np.log(a))
+    out = np.empty(len(a))
+    for k, c in enumerate(target):
+        if not np.isfinite(c) or c <= _df_gap(hi):
+            out[k] = hi
+        elif c >= _df_gap(lo):
+            out[k] = lo
+        else:
+            out[k] = brentq(lambda v, c=c: _df_gap(v) - c, lo, hi, xtol=1e-12, rtol=1e-14)
+    return out
+
+
+@dataclass(frozen=True)
+class StudentTState:
+    """Parameters of one Student-t mixture, and how to update them.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (K,)
+    means : ndarray, shape (K, D)
+        The locations.
+    covariances : ndarray
+        The scale matrices ``Σ_k`` in the shape of ``covariance_type`` (the covariance of a
+        component is ``nu/(nu - 2) Σ_k`` when ``nu > 2``).
+    precisions_cholesky : ndarray
+        Cholesky factors of the inverse scales.
+    df : ndarray, shape (K,)
+        Degrees of freedom.
+    covariance_type : str
+    reg_covar : float
+    tol : float
+        Convergence threshold on the change of the mean log-likelihood.
+    eps_dtype : numpy dtype
+        The data dtype (the ``10 * eps`` guard, float32 error hints, the precise-path test).
+    fixed_df : bool
+        Keep ``df`` as it is (update weights, locations and scales only).
+    events : tuple of str
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+    df: np.ndarray
+    covariance_type: str
+    reg_covar: float = 1e-6
+    tol: float = 1e-3
+    eps_dtype: np.dtype = field(default=np.dtype(np.float64))
+    fixed_df: bool = False
+    events: tuple = ()
+
+    def __post_init__(self):
+        # one memory layout (C-contiguous float64), so that a checkpoint reloads the same bits
+        for name in ("weights", "means", "covariances", "precisions_cholesky", "df"):
+            value = np.require(np.asarray(getattr(self, name), dtype=np.float64), requirements="C")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "eps_dtype", np.dtype(self.eps_dtype))
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @classmethod
+    def from_covariances(cls, weights, means, covariances, covariance_type, df, **kw) -> StudentTState:
+        """A state from scales (``df``: a number for every component, or one per component)."""
+        eps_dtype = np.dtype(kw.get("eps_dtype", np.float64))
+        prec_chol = cov.precisions_cholesky(covariances, covariance_type, reg_covar=kw.get("reg_covar"),
+                                            float32=eps_dtype == np.float32)
+        k = np.shape(means)[0]
+        return cls(weights, means, covariances, prec_chol, np.broadcast_to(np.asarray(df, np.float64), (k,)),
+                   covariance_type, **kw)
+
+    # -- the loop's interface ---------------------------------------------
+    def spec(self, centre, n_worst: int = 0) -> StudentTSpec:
+        ct, d = self.covariance_type, self.means.shape[1]
+        const = t_constants(self.weights, self.precisions_cholesky, ct, self.df, d)
+        maha = mahalanobis_params(self.means, self.precisions_cholesky, ct, centre)
+        # a logit's error is (nu + D)/(2(nu + δ²)) times that of δ², which is twice a Gaussian logit's:
+        # the Gaussian test, scaled by the largest (nu + D)/nu
+        eps = np.finfo(self.eps_dtype).eps
+        worst = eps * cov.conditioning(self.means, self.precisions_cholesky, ct, centre)
+        worst *= float(np.max((self.df + d) / self.df))
+        precise = None
+        if worst > cov.LOGIT_TOLERANCE.get(self.eps_dtype, 1e-8):
+            precise = t_form(self.weights, self.means, self.precisions_cholesky, ct, self.df, centre)
+        return StudentTSpec(maha, self.df, const, ct, precise)
+
+    #: what :meth:`objective` is, for progress lines
+    objective_name = "loglik"
+
+    def objective(self, stats: StudentTStats) -> float:
+        """Mean log-likelihood per sample (the lower bound, as ``GaussianMixture``'s)."""
+        return stats.loglik / stats.weight if stats.weight > 0 else -np.inf
+
+    def converged(self, new: StudentTState, change: float) -> bool:
+        return abs(change) < self.tol
+
+    def update(self, stats: StudentTStats) -> StudentTState:
+        """The M-step. Raises scikit-learn's ValueError naming a component whose scale is not positive definite."""
+        weights, means, scales = scale_update(stats, self.reg_covar, self.eps_dtype)
+        prec_chol = cov.precisions_cholesky(scales, self.covariance_type, reg_covar=self.reg_covar,
+                                            float32=self.eps_dtype == np.float32)
+        df = self.df
+        if not self.fixed_df:
+            df = update_df(self.df, stats.resp, stats.log_u, self.means.shape[1])
+        return replace(self, weights=weights, means=means, covariances=scales, precisions_cholesky=prec_chol,
+                       df=df, events=())

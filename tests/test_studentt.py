@@ -1,0 +1,412 @@
+"""StudentTMixture: the pass against a per-row NumPy/SciPy reference, the EM update, any chunking, large
+offsets, the robustness targets of issue 24 (against GaussianMixture and studenttmixture), the API."""
+
+import contextlib
+import io
+import itertools
+import warnings
+from dataclasses import replace
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import brentq, linear_sum_assignment
+from scipy.special import digamma
+from scipy.stats import f as f_dist
+from scipy.stats import kstest, multivariate_t
+
+import daskgmm
+from daskgmm import GaussianMixture, StudentTMixture
+from daskgmm.kernels import chunk_pass, merge_partials
+from daskgmm.kernels import covariance as cov
+from daskgmm.kernels.studentt import StudentTRequest
+from daskgmm.studentt import DF_BOUNDS, StudentTState, log_gamma_ratio, t_form
+
+from .conftest import make_blobs
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _random_model(ct, rng, d=3, k=3, df=(2.5, 7.0, 40.0)):
+    means = rng.normal(size=(k, d)) * 3
+    a = rng.normal(size=(k, d, d))
+    full = a @ a.transpose(0, 2, 1) + np.eye(d)
+    scales = {"full": full, "tied": full[0], "diag": rng.uniform(0.5, 2, (k, d)),
+              "spherical": rng.uniform(0.5, 2, k)}[ct]
+    return StudentTState.from_covariances(np.array([0.2, 0.3, 0.5]), means, scales, ct, np.array(df))
+
+
+def _pass(X, spec, centre, cuts, w=None, block_rows=64):
+    req = StudentTRequest([spec])
+    parts = [chunk_pass(X[a:b], [req], centre, row0=a, block_rows=block_rows,
+                        sample_weight=None if w is None else w[a:b]) for a, b in itertools.pairwise(cuts)]
+    tot = parts[0]
+    for p in parts[1:]:
+        tot = merge_partials([req], tot, p)
+    return tot[0][0]
+
+
+def _reference(X, state, w=None):
+    """One E-step and M-step row by row with scipy.stats.multivariate_t (reg_covar 1e-6, scikit-learn's 10 eps)."""
+    k, d = state.means.shape
+    w = np.ones(len(X)) if w is None else w
+    logp, d2 = np.empty((len(X), k)), np.empty((len(X), k))
+    for j in range(k):
+        c = cov.component_covariance(state.covariances, state.covariance_type, j, d)
+        logp[:, j] = np.log(state.weights[j]) + multivariate_t(state.means[j], c, df=state.df[j]).logpdf(X)
+        diff = X - state.means[j]
+        d2[:, j] = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(c), diff)
+    lse = np.logaddexp.reduce(logp, axis=1)
+    r = np.exp(logp - lse[:, None]) * w[:, None]
+    u = (state.df + d) / (state.df + d2)
+    eps10 = 10 * np.finfo(float).eps
+    ru = r * u
+    nr = r.sum(axis=0)
+    mu = ru.T @ X / (ru.sum(axis=0) + eps10)[:, None]
+    diffs = X[None] - mu[:, None]
+    sc = np.einsum("nk,kni,knj->kij", ru, diffs, diffs)
+    reg = 1e-6
+    scales = {
+        "full": sc / (nr + eps10)[:, None, None] + reg * np.eye(d),
+        "tied": sc.sum(axis=0) / (nr + eps10).sum() + reg * np.eye(d),
+        "diag": np.diagonal(sc, axis1=1, axis2=2) / (nr + eps10)[:, None] + reg,
+        "spherical": np.trace(sc, axis1=1, axis2=2) / (nr + eps10) / d + reg,
+    }[state.covariance_type]
+    df = []
+    for j in range(k):  # McLachlan & Peel's equation for nu, solved directly
+        a = (state.df[j] + d) / 2
+        c = 1 + (r[:, j] * (np.log(u[:, j]) - u[:, j])).sum() / nr[j] + digamma(a) - np.log(a)
+        df.append(brentq(lambda v, c=c: np.log(v / 2) - digamma(v / 2) + c, *DF_BOUNDS, xtol=1e-14))
+    return dict(loglik=(lse * w).sum(), resp=nr, log_u=(r * (np.log(u) - u + 1)).sum(axis=0),
+                weights=(nr + eps10) / (nr + eps10).sum(), means=mu, scales=scales, df=np.array(df))
+
+
+@pytest.mark.parametrize("ct", TYPES)
+@pytest.mark.parametrize("precise", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_em_step_matches_a_per_row_scipy_reference(ct, precise, weighted):
+    """The pass (shared features or per-component path, chunks with an empty one, small blocks) and
+    the update give scipy's log-likelihood, responsibilities, weights u, and the M-step, to ~1e-10."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(3, size=500)
+    X = rng.standard_t(3, size=(500, 3)) * [1, 2, 0.5] + labels[:, None] * 4.0
+    w = rng.uniform(0.2, 3.0, size=500) if weighted else None
+    state = _random_model(ct, rng)
+    centre = X.mean(axis=0)
+    spec = state.spec(centre)
+    assert spec.precise is None  # a well-conditioned model takes the shared features
+    if precise:
+        spec = replace(spec, precise=t_form(state.weights, state.means, state.precisions_cholesky, ct, state.df,
+                                            centre))
+    st = _pass(X, spec, centre, [0, 123, 123, 500], w=w)
+    ref = _reference(X, state, w)
+    np.testing.assert_allclose(st.loglik, ref["loglik"], rtol=1e-12)
+    np.testing.assert_allclose(st.resp, ref["resp"], rtol=1e-11)
+    np.testing.assert_allclose(st.log_u, ref["log_u"], rtol=1e-10)
+    new = state.update(st)
+    np.testing.assert_allclose(new.weights, ref["weights"], rtol=1e-11)
+    np.testing.assert_allclose(new.means, ref["means"], rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(new.covariances, ref["scales"], rtol=1e-10)
+    np.testing.assert_allclose(new.df, ref["df"], rtol=1e-9)
+    # the fitted form for predictions: scipy's weighted log-densities
+    logits = daskgmm.kernels.component_logits(X, t_form(state.weights, state.means, state.precisions_cholesky, ct,
+                                                        state.df, centre), centre)
+    for j in range(3):
+        c = cov.component_covariance(state.covariances, ct, j, 3)
+        expect = np.log(state.weights[j]) + multivariate_t(state.means[j], c, df=state.df[j]).logpdf(X)
+        np.testing.assert_allclose(logits[:, j], expect, rtol=1e-11)
+
+
+def test_fixed_df_keeps_the_degrees_of_freedom():
+    rng = np.random.default_rng(2)
+    X = rng.standard_t(3, size=(300, 2))
+    state = replace(_random_model("diag", rng, d=2), fixed_df=True)
+    st = _pass(X, state.spec(X.mean(axis=0)), X.mean(axis=0), [0, 300])
+    np.testing.assert_array_equal(state.update(st).df, state.df)
+
+
+def test_log_gamma_ratio_is_exact_for_large_arguments():
+    """Stirling's branch (a >= 100): exact against products for whole h, and scipy's t density for D = 3."""
+    a = np.array([0.3, 5.0, 99.0, 100.0, 3e3, 5e5, 5e7])
+    for h in (1, 2, 8):
+        want = np.array([sum(np.log(x + j) for j in range(h)) for x in a])
+        np.testing.assert_allclose(log_gamma_ratio(a, float(h)), want, rtol=1e-14)
+    x = np.array([[0.3, -1.0, 2.0]])
+    for df in (250.0, 5e3):  # log Γ(a + 3/2) - log Γ(a) inside the density, a = df/2
+        form = t_form(np.ones(1), np.zeros((1, 3)), np.eye(3)[None], "full", np.array([df]), np.zeros(3))
+        got = daskgmm.kernels.component_logits(x, form, np.zeros(3))[0, 0]
+        np.testing.assert_allclose(got, multivariate_t(np.zeros(3), np.eye(3), df=df).logpdf(x), rtol=1e-12)
+
+
+def test_monotone_and_the_same_for_any_chunking():
+    """EM: the mean log-likelihood never decreases; NumPy, Dask arrays of other chunks and a Dask
+    DataFrame give the same fit (up to the order of float sums)."""
+    X, _, _ = make_blobs(n=2000, d=3, k=3, seed=4, sep=5.0)
+    kw = dict(random_state=0, tol=0.0, max_iter=15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = [StudentTMixture(3, **kw).fit(X),
+                StudentTMixture(3, chunk_size=173, **kw).fit(X),
+                StudentTMixture(3, **kw).fit(da.from_array(X, chunks=(611, 3))),
+                StudentTMixture(3, **kw).fit(dd.from_pandas(pd.DataFrame(X, columns=list("abc")), npartitions=5))]
+    base = fits[0]
+    assert np.all(np.diff(base.lower_bounds_) >= -1e-12)
+    for f in fits[1:]:
+        for name in ("weights_", "means_", "covariances_", "df_"):
+            np.testing.assert_allclose(getattr(f, name), getattr(base, name), rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(f.lower_bounds_, base.lower_bounds_, rtol=1e-12)
+
+
+def _outlier_data(seed, n=4000, frac=0.05):
+    """Three unit Gaussian clusters 8 apart, 5% of the rows replaced by gross outliers (uniform in [-40, 40]²)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    X = centres[rng.integers(3, size=n)] + rng.normal(size=(n, 2))
+    m = int(frac * n)
+    X[:m] = rng.uniform(-40, 40, size=(m, 2))
+    rng.shuffle(X)
+    return X, centres
+
+
+def _mean_error(means, truth):
+    """Largest distance from a true mean to its matched fitted mean (optimal assignment)."""
+    d = ((means[:, None] - truth[None]) ** 2).sum(axis=2)
+    rows, cols = linear_sum_assignment(d)
+    return float(np.sqrt(d[rows, cols].max()))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gross_outliers_recover_the_true_means_far_better_than_gaussian_mixture(seed):
+    X, truth = _outlier_data(seed)
+    t = StudentTMixture(3, init_params="random", random_state=seed).fit(X)
+    g = GaussianMixture(3, random_state=seed).fit(X)
+    t_err, g_err = _mean_error(t.means_, truth), _mean_error(g.means_, truth)
+    assert t_err < 0.15, t_err  # within 0.15 of a unit spread (measured 0.046-0.079)
+    assert g_err > 10 * t_err, (g_err, t_err)  # the Gaussian merges two clusters (measured 3.9-4.2)
+    assert t.score(X) > g.score(X) + 0.2
+    # the outliers' component has heavy tails: some df_ is small
+    assert t.df_.min() < 2.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3))
+def test_log_likelihood_at_least_studenttmixtures_best_of_three(seed):
+    stm = pytest.importorskip("studenttmixture")
+    X, _ = _outlier_data(seed)
+    ours = StudentTMixture(3, init_params="random", n_init=3, random_state=seed).fit(X)  # best of 3 too
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per restart that did not converge
+        theirs = stm.EMStudentMixture(3, fixed_df=False, n_init=3, random_state=seed)
+        theirs.fit(X)
+    assert ours.score(X) >= theirs.score(X) - 0.01, (ours.score(X), theirs.score(X))
+
+
+@pytest.mark.parametrize("d", [2, 8])
+def test_on_gaussian_data_df_grows_large_and_the_fit_matches_gaussian_mixture(d):
+    X, _, _ = make_blobs(n=4000, d=d, k=3, seed=1, sep=6.0)
+    g = GaussianMixture(3, random_state=1).fit(X)
+    t = StudentTMixture(3, random_state=1, tol=1e-4).fit(X)
+    assert t.df_.min() > 12, t.df_  # from df=4 (measured 15.3-18.6 for d=2, 57.1-65.7 for d=8)
+    assert abs(t.score(X) - g.score(X)) < 0.01, (t.score(X), g.score(X))
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_large_offset_loses_no_precision(ct):
+    """Data near 1e6 give the parameters of the same data near 0 (the pass is about the scan's mean)."""
+    rng = np.random.default_rng(5)
+    X, _, _ = make_blobs(n=1500, d=2, k=2, seed=5, sep=8.0)
+    X = X + rng.standard_t(2, size=X.shape) * 0.3
+    kw = dict(covariance_type=ct, random_state=0, tol=0.0, max_iter=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        near, far = StudentTMixture(2, **kw).fit(X), StudentTMixture(2, **kw).fit(X + 1e6)
+    np.testing.assert_allclose(far.means_ - 1e6, near.means_, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(far.covariances_, near.covariances_, rtol=1e-6)
+    np.testing.assert_allclose(far.df_, near.df_, rtol=1e-6)
+    np.testing.assert_allclose(far.lower_bound_, near.lower_bound_, rtol=1e-9)
+
+
+def test_tight_components_far_from_the_centre_take_the_precise_path():
+    """Components 1e4 from the centre with scales of 1e-2: the expanded squares would lose ~1e-4 in every
+    log-density; the state switches to the per-component path, which keeps the reference's 1e-10."""
+    rng = np.random.default_rng(6)
+    means = np.array([[-1e4, 0.0], [1e4, 5.0]])
+    X = np.vstack([m + rng.standard_t(4, size=(300, 2)) * 0.1 for m in means])
+    state = StudentTState.from_covariances(np.array([0.5, 0.5]), means, np.full((2, 2), 1e-2), "diag",
+                                           np.array([3.0, 6.0]))
+    centre = X.mean(axis=0)
+    spec = state.spec(centre)
+    assert spec.precise is not None
+    ref = _reference(X, state)
+    st = _pass(X, spec, centre, [0, 250, 600])
+    np.testing.assert_allclose(st.loglik, ref["loglik"], rtol=1e-12)
+    new = state.update(st)
+    np.testing.assert_allclose(new.means, ref["means"], rtol=1e-13)
+    np.testing.assert_allclose(new.covariances, ref["scales"], rtol=1e-9)
+    np.testing.assert_allclose(new.df, ref["df"], rtol=1e-8)
+    # the shared features alone are wrong by far more than the tolerance: the switch is needed
+    fast = _pass(X, replace(spec, precise=None), centre, [0, 250, 600])
+    assert abs(fast.loglik - ref["loglik"]) > 1e-8 * abs(ref["loglik"])  # measured 4e-7
+
+
+def test_estimator_api_and_outputs(blobs, tmp_path):
+    X, _, _ = blobs
+    t = StudentTMixture(3, random_state=0, n_init=2).fit(X)
+    assert t.weights_.shape == (3,) and t.means_.shape == (3, 3) and t.covariances_.shape == (3, 3, 3)
+    assert t.df_.shape == (3,) and t.precisions_.shape == (3, 3, 3) and t.precisions_cholesky_.shape == (3, 3, 3)
+    assert t.converged_ and t.n_iter_ >= 1 and len(t.restarts_) == 2
+    # restarts advance in lockstep: one pass per iteration serves both
+    assert t.n_passes_ == t.init_passes_ + max(r["n_iter"] for r in t.restarts_)
+    proba = t.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(t.predict(X), proba.argmax(axis=1))
+    lazy = t.score_samples(da.from_array(X, chunks=(700, 3)))
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_allclose(lazy.compute(), t.score_samples(X), rtol=1e-12)
+    np.testing.assert_array_equal(t.fit_predict(X), t.predict(X))
+    p = 3 * 6 + 3 * 3 + 2 + 3  # scales, means, weights, degrees of freedom
+    np.testing.assert_allclose(t.bic(X), -2 * t.score(X) * len(X) + p * np.log(len(X)))
+    np.testing.assert_allclose(t.aic(X), -2 * t.score(X) * len(X) + 2 * p)
+    assert StudentTMixture(3, fixed_df=True, random_state=0).fit(X).bic(X) < np.inf
+    # save and load: the same model
+    t.save(tmp_path / "m")
+    back = daskgmm.load(tmp_path / "m")
+    assert type(back) is StudentTMixture and back.get_params() == t.get_params()
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "df_"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(t, name))
+    np.testing.assert_array_equal(back.score_samples(X), t.score_samples(X))
+    assert not hasattr(back, "n_batches_")
+
+
+def test_the_sample_follows_the_fitted_t_mixture():
+    """Squared Mahalanobis distances of a component's draws divided by D follow F(D, df)."""
+    X, _, _ = make_blobs(n=1000, d=2, k=2, seed=7, sep=10.0)
+    t = StudentTMixture(2, random_state=0, df=3.0, fixed_df=True).fit(X)
+    S, y = t.sample(20000)
+    assert S.shape == (20000, 2) and np.bincount(y).shape == (2,)
+    for k in range(2):
+        diff = S[y == k] - t.means_[k]
+        d2 = np.einsum("ni,ij,nj->n", diff, t.precisions_[k], diff)
+        assert kstest(d2 / 2, f_dist(2, 3.0).cdf).pvalue > 1e-3
+    with pytest.raises(ValueError, match="Invalid value for 'n_samples'"):
+        t.sample(0)
+
+
+def test_float32_stays_float32_and_warm_start_continues(blobs):
+    X, _, _ = blobs
+    t32 = StudentTMixture(3, random_state=0).fit(X.astype(np.float32))
+    t64 = StudentTMixture(3, random_state=0).fit(X)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "df_"):
+        assert getattr(t32, name).dtype == np.float32, name
+    np.testing.assert_allclose(t32.means_, t64.means_, rtol=1e-4, atol=1e-4)
+    kw = dict(random_state=0, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = StudentTMixture(3, max_iter=8, **kw).fit(X)
+        warm = StudentTMixture(3, max_iter=4, warm_start=True, **kw).fit(X)
+        warm.fit(X)
+    np.testing.assert_allclose(warm.means_, full.means_, rtol=1e-9)
+    np.testing.assert_allclose(warm.df_, full.df_, rtol=1e-9)
+
+
+def test_refusals_and_parameter_errors(blobs):
+    X, _, _ = blobs
+    assert not hasattr(StudentTMixture(), "partial_fit")
+    with pytest.raises(ValueError, match="StudentTMixture does not support missing='marginalize'"):
+        StudentTMixture(3, missing="marginalize").fit(X)
+    with pytest.raises(ValueError, match=r"The 'df' parameter of StudentTMixture must be a float in the range"):
+        StudentTMixture(3, df=0.0).fit(X)
+    with pytest.raises(ValueError, match=r"The 'fixed_df' parameter of StudentTMixture"):
+        StudentTMixture(3, fixed_df="yes").fit(X)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        StudentTMixture(3).fit(bad)
+
+
+def test_parquet_input_out_of_core(tmp_path):
+    from .conftest import write_data
+
+    X = write_data(tmp_path / "d", n=3000, d=3, k=3, files=3)
+    Xp, _ = daskgmm.read_parquet(tmp_path / "d", columns=["f0", "f1", "f2"], id_column="id", chunk_rows=400)
+    a = StudentTMixture(3, random_state=0, cache="none").fit(Xp)
+    b = StudentTMixture(3, random_state=0).fit(X)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-9)
+    np.testing.assert_allclose(a.df_, b.df_, rtol=1e-9)
+
+
+def test_fit_on_a_local_cluster_with_processes(process_client):
+    """The same fit through a real distributed cluster (2 worker processes on 127.0.0.1)."""
+    X, _, _ = make_blobs(n=4000, d=3, k=3, seed=8)
+    local = StudentTMixture(3, random_state=0).fit(X)
+    with process_client.as_current():
+        dist = StudentTMixture(3, random_state=0).fit(da.from_array(X, chunks=(500, 3)))
+    np.testing.assert_allclose(dist.means_, local.means_, rtol=1e-9)
+    np.testing.assert_allclose(dist.df_, local.df_, rtol=1e-9)
+    np.testing.assert_allclose(dist.lower_bound_, local.lower_bound_, rtol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
+@pytest.mark.filterwarnings("ignore:Sending large graph")
+def test_a_killed_worker_does_not_change_the_fit():
+    """A worker process killed between two passes loses its chunks; Dask recomputes them and the
+    fit ends with the same bits."""
+    import os
+    import signal
+    import time
+
+    from distributed import Client, LocalCluster
+
+    X, _, _ = make_blobs(n=200_000, d=3, k=3, seed=9, spread=1.5, sep=4.0)
+    kw = dict(n_components=3, random_state=0, tol=0.0, max_iter=8, chunk_size=20_000)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None, memory_limit="1GiB")
+    client = Client(cluster)
+    try:
+        with client.as_current():
+            ref = StudentTMixture(**kw).fit(X)
+            killed = []
+
+            def progress(event, **info):
+                if event == "iteration" and info["iteration"] == 3:
+                    pid = next(iter(client.run(os.getpid).values()))
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+
+            t = StudentTMixture(**kw).fit(X, progress=progress)
+            assert len(killed) == 1
+            deadline = time.time() + 30
+            while len(client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+        for name in ("weights_", "means_", "covariances_", "df_", "lower_bounds_"):
+            np.testing.assert_array_equal(getattr(t, name), getattr(ref, name), err_msg=name)
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_gaussian_and_t_models_share_a_pass_and_each_gets_its_own_statistics():
+    """em.run_specs serves specs of two kinds with one request each, in one pass, results in the specs' order."""
+    from daskgmm.em import run_specs
+    from daskgmm.engine import ChunkedData
+    from daskgmm.kernels import MixtureRequest
+    from daskgmm.models import MixtureState
+
+    X, _, _ = make_blobs(n=900, d=2, k=2, seed=10)
+    data = ChunkedData(da.from_array(X, chunks=(300, 2)))
+    centre = X.mean(axis=0)
+    rng = np.random.default_rng(10)
+    g = MixtureState.from_covariances(np.array([0.4, 0.6]), X[:2], np.stack([np.eye(2)] * 2), "full")
+    t1, t2 = _random_model("diag", rng, d=2), _random_model("full", rng, d=2)
+    specs = [t1.spec(centre), g.spec(centre), t2.spec(centre)]
+    before = data.passes
+    got = run_specs(data, specs, centre)
+    assert data.passes == before + 1
+    alone_t = data.run([StudentTRequest([specs[0], specs[2]])], centre)[0]
+    alone_g = data.run([MixtureRequest([specs[1]])], centre)[0][0]
+    assert got[1].loglik == alone_g.loglik and np.array_equal(got[1].s2, alone_g.s2)
+    for mine, alone in zip((got[0], got[2]), alone_t):
+        assert mine.loglik == alone.loglik and np.array_equal(mine.log_u, alone.log_u)
+        np.testing.assert_array_equal(mine.moments.s2, alone.moments.s2)
