@@ -47,7 +47,8 @@ outputs on other object stores (gs://, az://) are not locked. A missing bucket
 is an error (exit 2): daskgmm never creates one."""
 
 COMMANDS = {
-    FIT: "fit a mixture (Gaussian, variational or Student-t) or K-medoids (--estimator kmedoids) on Parquet data and save the model",
+    FIT: "fit a mixture (Gaussian, variational or Student-t) or K-medoids (--estimator kmedoids) on Parquet data "
+         "and save the model",
     PREDICT: "label rows of Parquet data with a saved model",
     SCORE: "mean log-likelihood of Parquet data under a saved model, with BIC and AIC (not for a Bayesian one; "
            "the inertia for a KMedoids model)",
