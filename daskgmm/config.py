@@ -100,10 +100,10 @@ OPTIONS = [
         metavar="DIR"),
     Opt("proba", "bool", False, "write proba_0..proba_{K-1} with the predictions", (FIT, PREDICT, UPDATE)),
     Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT, UPDATE)),
-    Opt("checkpoint_dir", "str", None, "save progress here after every iteration (fit) or step (update)", (FIT, UPDATE),
-        metavar="DIR"),
+    Opt("checkpoint_dir", "str", None, "save progress here after every iteration (fit, select) or step (update)",
+        (FIT, SELECT, UPDATE), metavar="DIR"),
     Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one",
-        (FIT, UPDATE)),
+        (FIT, SELECT, UPDATE)),
     Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers",
         (FIT, SCORE, SELECT, UPDATE), metavar="FILE"),
     Opt("plot", "str", None, "write a PNG picture of the fit, or of the candidates (select); needs matplotlib: "

@@ -214,7 +214,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     common = ["fit", str(data), "--columns", "f0,f1,f2,f3", "--n-components", "4", "--covariance-type", "full",
               "--tol", "0", "--max-iter", "25", "--seed", "3", "--init-params", "random_from_data",
               "--n-workers", "2", "--threads-per-worker", "1", "--quiet"]
-    ref = _cli(*common, "--model-out", str(tmp_path / "ref"))
+    ref = _cli(*common, "--model-out", str(tmp_path / "ref"), "--metrics-out", str(tmp_path / "ref.json"))
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
     ckpt = tmp_path / "ckpt"
     run = _cli(*common, "--model-out", str(tmp_path / "model"), "--checkpoint-dir", str(ckpt))
@@ -231,14 +231,26 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
     assert not (tmp_path / "model").exists()
-    resumed = _cli(*common, "--model-out", str(tmp_path / "model"), "--checkpoint-dir", str(ckpt), "--resume",
-                   "--metrics-out", str(tmp_path / "m.json"))
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    with np.load(ckpt / "checkpoint.npz") as z:  # where the kill left it (the fit may have gone on since)
+        n_iter = json.loads(str(z["__meta__"]))["runs"][0]["n_iter"]
+    assert 5 <= n_iter < 25
+    # without --quiet: the progress lines show where the job resumed
+    resumed = _cli(*[a for a in common if a != "--quiet"], "--model-out", str(tmp_path / "model"),
+                   "--checkpoint-dir", str(ckpt), "--resume", "--metrics-out", str(tmp_path / "m.json"))
+    err = resumed.communicate(timeout=300)[1]
+    assert resumed.returncode == 0, err
     with np.load(tmp_path / "ref" / "arrays.npz") as a, np.load(tmp_path / "model" / "arrays.npz") as b:
         for key in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
             np.testing.assert_array_equal(a[key], b[key])
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["n_iter"] == 25 and len(m["history"]) == 25
+    # a fit started afresh gives the same bits: the resume itself must show
+    assert f"resumed from checkpoint at iteration {n_iter}:" in err, err
+    assert m["resumed_from_iteration"] == n_iter
+    iters = [int(ln.split()[2]) for ln in err.splitlines() if ln.startswith("daskgmm: iter ")]
+    assert iters == list(range(n_iter + 1, 26))
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    assert m["passes"] == m["init_passes"] + 25 - n_iter < ref["passes"] - n_iter
     assert not (ckpt / "checkpoint.npz").exists()  # the job finished: the next run starts afresh
 
 

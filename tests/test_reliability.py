@@ -241,14 +241,15 @@ def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, c
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_is_bit_exact(tmp_path):
+def test_sigkill_and_resume_is_bit_exact(tmp_path, capsys):
     """A fit whose parameters still move is killed after iteration 4 and resumed: the model
     has the same bits as an uninterrupted fit."""
     _data(tmp_path / "d", n=60_000, d=4, files=2, row_group_size=10_000)
     common = ["fit", tmp_path / "d", "--id-column", "id", "--n-components", 4, "--init-params", "random_from_data",
               "--max-iter", 12, "--tol", 0, "--seed", 3, "--n-workers", 2, "--threads-per-worker", 1,
               "--chunk-rows", 10_000, "--cache", "memory", "--checkpoint-dir", tmp_path / "ck"]
-    assert main([*map(str, common), "--model-out", str(tmp_path / "ref"), "--quiet"]) == 0
+    assert main([*map(str, common), "--model-out", str(tmp_path / "ref"), "--quiet", "--metrics-out",
+                 str(tmp_path / "ref.json")]) == 0
     proc = _cli(*common, "--model-out", tmp_path / "m")
     lines = []
     try:
@@ -259,7 +260,19 @@ def test_sigkill_and_resume_is_bit_exact(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert os.path.exists(tmp_path / "ck" / "checkpoint.npz")
-    assert main([*map(str, common), "--model-out", str(tmp_path / "m"), "--resume", "--quiet"]) == 0
+    with np.load(tmp_path / "ck" / "checkpoint.npz") as z:  # where the kill left it: iteration 5 or later
+        at = json.loads(str(z["__meta__"]))["runs"][0]["n_iter"]
+    assert 5 <= at < 12
+    capsys.readouterr()
+    assert main([*map(str, common), "--model-out", str(tmp_path / "m"), "--resume", "--metrics-out",
+                 str(tmp_path / "m.json")]) == 0
+    # the same bits come from a fit started afresh too: the resume itself must show
+    err = capsys.readouterr().err
+    assert f"resumed from checkpoint at iteration {at}:" in err, err
+    m, ref = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "ref.json"))
+    assert m["resumed_from_iteration"] == at and ref["resumed_from_iteration"] == 0
+    assert [h["iteration"] for h in m["history"]] == list(range(1, 13))
+    assert m["passes"] == m["init_passes"] + 12 - at < ref["passes"] - at
     with np.load(tmp_path / "ref" / "arrays.npz") as a, np.load(tmp_path / "m" / "arrays.npz") as b:
         assert set(a.files) == set(b.files)
         for k in a.files:
