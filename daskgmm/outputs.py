@@ -98,6 +98,8 @@ class OutputLock:
                 f.write(f"{os.getpid()}\n")
             _held[self.lock_path] = 1
             self.held = True
+            # before any pass: what a killed job left is repaired now, not when this job commits
+            _tidy(self.fs, self.path)
             return self
         raise OutputBusyError(f"output {self.target!r}: could not take its lock {self.lock_path}")
 
@@ -159,27 +161,8 @@ class StagedOutput:
         """Take the lock, tidy a killed job's leftovers, and make the staging directory."""
         fs, path, parent, base = self.fs, self.path, self.parent, self.base
         self.lock.acquire()
-        prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
-        entries = []
-        with contextlib.suppress(FileNotFoundError):
-            entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
-        _finish_commits(fs, entries, f".{base}.commit-")
-        for entry in entries:
-            name = posixpath.basename(entry)
-            if name.startswith(prefix):
-                owner = _staging_owner(name, prefix)
-                # under the lock no other live job writes here; a staging of ours is a retry's
-                if owner is None or owner == os.getpid() or not _pid_alive(owner):
-                    with contextlib.suppress(FileNotFoundError):
-                        fs.rm(entry, recursive=True)
-        olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
-        if olds and not fs.exists(path):
-            # a job killed between the two renames of a swap: the set-aside output is the last complete one
-            _move(fs, olds.pop(), path)
-        for entry in olds:
-            with contextlib.suppress(FileNotFoundError):
-                fs.rm(entry, recursive=True)
-        self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        _tidy(fs, path)
+        self.staging = posixpath.join(parent, f".{base}.staging-{os.getpid()}-{uuid.uuid4().hex[:12]}")
         try:
             fs.makedirs(self.staging, exist_ok=False)
         except OSError as exc:
@@ -213,8 +196,53 @@ class StagedOutput:
         self.lock.release()
 
 
+def _tidy(fs, path):
+    """Repair what killed jobs left beside the output ``path`` (whose lock the caller holds).
+
+    Their joint commits are finished or dropped (:func:`_finish_commits`), their staging
+    directories removed, and an output a swap had set aside put back when the swap did not
+    finish (or removed when it did).
+    """
+    parent, base = posixpath.split(path)
+    prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
+    entries = []
+    with contextlib.suppress(FileNotFoundError):
+        entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
+    _finish_commits(fs, entries, f".{base}.commit-")
+    for entry in entries:
+        name = posixpath.basename(entry)
+        if name.startswith(prefix):
+            owner = _staging_owner(name, prefix)
+            # under the lock no other live job writes here; a staging of ours is a retry's
+            if owner is None or owner == os.getpid() or not _pid_alive(owner):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm(entry, recursive=True)
+    olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
+    if olds and not fs.exists(path):
+        # a job killed between the two renames of a swap: the set-aside output is the last complete one
+        _move(fs, olds.pop(), path)
+    for entry in olds:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(entry, recursive=True)
+
+
+def _journal(target: str, tag: str) -> str:
+    """The journal of commit ``tag`` beside ``target``."""
+    parent, base = posixpath.split(target)
+    return posixpath.join(parent or ".", f".{base}.commit-{tag}")
+
+
 def _finish_commits(fs, entries, prefix):
-    """Roll forward a joint commit a killed job had started (its journal lists every swap)."""
+    """Finish or drop the joint commits of killed jobs whose journals are among ``entries``.
+
+    A commit writes its journal (every (staging, target) pair) beside each of its targets
+    before its first swap. With every journal there, the swaps may have begun: the rest
+    are done (roll forward). With one missing, the job was killed while writing them
+    (or after its last swap, while removing them): no swap is left to do, and the commit
+    is dropped; each target keeps its output, and its staging directories, a dead job's,
+    go when that target is next written. So either every output of the commit goes in or
+    none does, whichever of them the next job writes.
+    """
     import json
 
     for entry in entries:
@@ -224,23 +252,23 @@ def _finish_commits(fs, entries, prefix):
         owner = _staging_owner(name, prefix)
         if owner is not None and owner != os.getpid() and _pid_alive(owner):
             continue
-        try:
-            with fs.open(entry, "r") as f:
-                pairs = json.load(f)
-        except (OSError, ValueError):
-            pairs = []
-        for staging, target in pairs:
-            if fs.exists(posixpath.join(staging, "_SUCCESS")):
-                if fs.exists(target):
-                    fs.rm(target, recursive=True)
-                _move(fs, staging, target)
-        for _, target in pairs:  # every output of the commit carries the journal: remove each copy
-            parent, base = posixpath.split(target)
-            for other in fs.glob(posixpath.join(parent or ".", f".{base}.commit-*")):
-                with contextlib.suppress(FileNotFoundError):
-                    fs.rm(other)
-        with contextlib.suppress(FileNotFoundError):
-            fs.rm(entry)
+        tag, pairs = name[len(prefix):], []
+        if not tag.endswith(".tmp"):  # a journal still being written: no swap had begun
+            try:
+                with fs.open(entry, "r") as f:
+                    pairs = json.load(f)
+            except (OSError, ValueError):
+                pairs = []
+        journals = [_journal(target, tag) for _, target in pairs]
+        if pairs and all(fs.exists(j) for j in journals):
+            for staging, target in pairs:
+                if fs.exists(posixpath.join(staging, "_SUCCESS")):
+                    if fs.exists(target):
+                        fs.rm(target, recursive=True)
+                    _move(fs, staging, target)
+        for j in [*journals, entry]:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(j)
 
 
 def commit_together(outputs: list[StagedOutput]) -> None:
@@ -265,7 +293,7 @@ def commit_together(outputs: list[StagedOutput]) -> None:
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     journals = []
     for o in outputs:
-        j = posixpath.join(o.parent or ".", f".{o.base}.commit-{tag}")
+        j = _journal(o.path, tag)
         tmp = j + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(pairs, f)
@@ -273,8 +301,15 @@ def commit_together(outputs: list[StagedOutput]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, j)
         journals.append(j)
-    for o in outputs:
-        o.swap()
+    try:
+        for o in outputs:
+            o.swap()
+    except BaseException:
+        # every journal is written, so the commit is decided: what is not swapped in yet stays
+        # staged for the next job to roll forward (a SIGTERM here must not leave half a commit)
+        for o in outputs:
+            o.staging = None
+        raise
     for j in journals:
         with contextlib.suppress(FileNotFoundError):
             os.remove(j)
