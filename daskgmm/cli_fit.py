@@ -167,7 +167,7 @@ def commit_model_and_predictions(est, o, src):
         if o.predictions_out:
             parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, proba=o.proba,
                                          loglik=o.loglik)
-            rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
+            rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions")
         commit_together(outs)
     except BaseException:
         for out in outs:

@@ -356,12 +356,28 @@ def _move(fs, src, dst):
         fs.mv(src, dst, recursive=True)
 
 
-def _write_part(fs, directory, index, columns: dict):
-    """Write one Parquet part file from a dict of equal-length arrays."""
+def _arrow(values):
+    """A 1-D array as an Arrow array; numbers from their buffer (``pa.array`` imports pandas,
+    ~40 MiB in a worker that has no other use for it)."""
+    import numpy as np
+    import pyarrow as pa
+
+    v = np.asarray(values)
+    if v.ndim != 1 or v.dtype.kind not in "iuf":
+        return pa.array(v)
+    v = np.ascontiguousarray(v)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
+
+
+def _write_part(fs, directory, index, columns):
+    """Write one Parquet part file from a dict of equal-length arrays, or from what a
+    callable returns (called here: then the part exists only inside this task)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    if callable(columns):
+        columns = columns()
+    table = pa.table({k: _arrow(v) for k, v in columns.items()})
     rows = table.num_rows
     path = posixpath.join(directory, f"part-{index:05d}.parquet")
     try:
@@ -375,15 +391,19 @@ def _write_part(fs, directory, index, columns: dict):
     return rows
 
 
-def write_parts(target, parts, storage_options=None) -> int:
+def write_parts(target, parts, storage_options=None, name="part") -> int:
     """Write Dask-computed column dicts as Parquet parts into ``target``, atomically.
 
     Parameters
     ----------
     target : str
         Output directory (replaced as a whole on success).
-    parts : list of dask.delayed.Delayed
-        Each computes a dict ``{column name: 1-D array}`` for one part.
+    parts : list of dask.delayed.Delayed or callables
+        Each computes a dict ``{column name: 1-D array}`` for one part. A callable
+        (taking no argument) is called by the task that writes its part, so that a
+        worker holds one part per task it runs, never one waiting to be written.
+    name : str
+        The write tasks are ``daskgmm-{name}-{i}-…``.
 
     Returns
     -------
@@ -391,16 +411,18 @@ def write_parts(target, parts, storage_options=None) -> int:
         Rows written.
     """
     with staged_directory(target, storage_options) as (fs, staging):
-        return write_parts_into(fs, staging, parts)
+        return write_parts_into(fs, staging, parts, name)
 
 
-def write_parts_into(fs, directory, parts) -> int:
-    """Compute ``parts`` (Delayed column dicts) and write each as a part file of ``directory``."""
+def write_parts_into(fs, directory, parts, name="part") -> int:
+    """Compute ``parts`` (as in :func:`write_parts`) and write each as a part file of ``directory``."""
     import dask
 
     from daskgmm.cluster import active_client, wait_bounded
 
-    writes = [dask.delayed(_write_part)(fs, directory, i, p) for i, p in enumerate(parts)]
+    tag = uuid.uuid4().hex[:12]
+    writes = [dask.delayed(_write_part, pure=False)(fs, directory, i, p, dask_key_name=f"daskgmm-{name}-{i}-{tag}")
+              for i, p in enumerate(parts)]
     client = active_client()
     if client is None:
         return int(sum(dask.compute(*writes)))

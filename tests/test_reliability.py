@@ -237,6 +237,106 @@ def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, c
     assert not (tmp_path / "m").exists()
 
 
+def _before_the_first_pass(monkeypatch, act):
+    """Run ``act(data)`` once, just before the first pass of the job (and inside it, the passes)."""
+    from daskgmm.engine import ChunkedData
+
+    run, done = ChunkedData.run, []
+
+    def run_after(self, *args, **kw):
+        if not done:
+            done.append(True)
+            act(self)
+        return run(self, *args, **kw)
+
+    monkeypatch.setattr(ChunkedData, "run", run_after)
+
+
+#: A remote scheduler we did not configure (no no-workers-timeout), whose workers never pause
+#: for memory by themselves (the test pauses them).
+UNCONFIGURED = {"distributed.scheduler.no-workers-timeout": None, "distributed.worker.memory.pause": False}
+
+
+@pytest.mark.timeout(60)  # a bound that fails to hold hangs the job: fail in a minute, not in ten
+@pytest.mark.parametrize("own_cluster", [UNCONFIGURED], indirect=True)
+def test_a_cluster_whose_workers_are_all_paused_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
+    """Workers paused for memory take no task: the pass fails after the stall bound, saying so."""
+    import daskgmm.cluster
+
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+
+    def pause(dask_worker):
+        from distributed.core import Status
+
+        dask_worker.status = Status.paused
+
+    def pause_every_worker(data):
+        client.run(pause)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                w["status"] != "paused" for w in client.scheduler_info()["workers"].values()):
+            time.sleep(0.05)
+
+    _before_the_first_pass(monkeypatch, pause_every_worker)
+    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
+    t0 = time.monotonic()
+    status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
+                   "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "made no progress for 2 s: every worker is paused: its memory is above 80% of its limit" in err, err
+    assert "raise --memory-limit" in err
+    assert time.monotonic() - t0 < 20  # the bound, not another one
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.timeout(60)  # a bound that fails to hold hangs the job: fail in a minute, not in ten
+@pytest.mark.parametrize("own_cluster", [UNCONFIGURED], indirect=True)
+def test_a_cluster_whose_workers_run_none_of_the_tasks_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
+    """Workers alive and running, but none can take the pass's tasks (here: they need a resource
+    no worker has): the pass fails after the stall bound, saying so."""
+    import dask
+
+    import daskgmm.cluster
+
+    cluster, _ = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    annotation = dask.annotate(resources={"no-such-resource": 1})
+    _before_the_first_pass(monkeypatch, lambda data: annotation.__enter__())
+    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
+    try:
+        status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--cache", "none",
+                       "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    finally:
+        annotation.__exit__(None, None, None)
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "made no progress for 2 s: no worker is running any of its tasks" in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
+    """What a real worker has imported after a whole job (fit, predictions) sent to it."""
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=2, row_group_size=1000)
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--scheduler",
+                 cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--predictions-out",
+                 str(tmp_path / "p"), "--proba", "--quiet"]) == 0
+    assert main(["sample", "--model", str(tmp_path / "m"), "-n", "1000", "--out", str(tmp_path / "s"),
+                 "--scheduler", cluster.scheduler_address, "--quiet"]) == 0
+
+    def heavy():  # defined here, so that it is pickled by value (importing this module would import pandas)
+        import sys
+
+        return sorted({m.split(".")[0] for m in sys.modules} & {"pandas", "sklearn", "scipy"})
+
+    imported = client.run(heavy)
+    assert len(imported) == 1 and list(imported.values()) == [[]], imported
+    ran = client.run(lambda: __import__("sys").modules.get("daskgmm.kernels") is not None)
+    assert all(ran.values())  # the worker did run daskgmm's tasks
+
+
 # ---------------------------------------------------------------------------- resume
 
 
@@ -346,6 +446,37 @@ def test_a_flipped_byte_in_a_checksummed_file_is_an_error_naming_it(tmp_path):
         read_parquet(path).compute(scheduler="sync")
 
 
+def _flip_in_last_page(path, column):
+    """Flip one byte near the end of ``column``'s chunk in the first row group (inside its last
+    data page, past the page header)."""
+    md = pq.ParquetFile(path).metadata.row_group(0)
+    names = [md.column(i).path_in_schema for i in range(md.num_columns)]
+    c = md.column(names.index(column))
+    start = c.dictionary_page_offset or c.data_page_offset
+    raw = bytearray(path.read_bytes())
+    raw[start + c.total_compressed_size - 3] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def test_outputs_carry_page_checksums(tmp_path, capsys):
+    """Predictions and samples are written with page checksums: a flipped byte in a page is an error
+    naming the file for daskgmm's reader (and for any reader verifying checksums)."""
+    _data(tmp_path / "d", n=3000, files=1, row_group_size=1000)
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--n-workers", "1",
+                 "--model-out", str(tmp_path / "m"), "--predictions-out", str(tmp_path / "p"), "--proba",
+                 "--quiet"]) == 0
+    assert main(["sample", "--model", str(tmp_path / "m"), "-n", "2000", "--out", str(tmp_path / "s"),
+                 "--n-workers", "1", "--quiet"]) == 0
+    for out, column in ((tmp_path / "p", "proba_1"), (tmp_path / "s", "f0")):
+        part = sorted(out.glob("*.parquet"))[0]
+        pq.read_table(part, page_checksum_verification=True)  # intact: every page checks
+        _flip_in_last_page(part, column)
+        with pytest.raises(OSError, match=r"(?i)CRC|checksum"):
+            pq.read_table(part, columns=[column], page_checksum_verification=True)
+        with pytest.raises(DataError, match=rf"{part.name}.*(?i:checksum|crc)"):
+            read_parquet(part, columns=[column]).compute(scheduler="sync")
+
+
 # ---------------------------------------------------------------------------- disk full
 
 
@@ -429,6 +560,47 @@ def test_chunks_read_column_by_column_equal_a_whole_table_read(tmp_path):
     want = np.column_stack([a, b])[keep]
     np.testing.assert_array_equal(src.X.compute(scheduler="sync"), want)
     np.testing.assert_array_equal(src.ids.compute(scheduler="sync"), np.arange(10_000)[keep])
+
+
+def _parts_alive_plugin(min_bytes):
+    """A worker plugin that records the most sample parts its worker held at once: the sampling
+    tasks running, and the results of at least ``min_bytes`` it kept (a part waiting for its write).
+    Defined here so that it is pickled by value."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class PartsAlive(WorkerPlugin):
+        def setup(self, worker):
+            self.worker, self.running, self.held, self.peak = worker, set(), set(), 0
+
+        def transition(self, key, start, finish, **kw):
+            if "sample" not in str(key):
+                return
+            for state, keys in (("executing", self.running), ("memory", self.held)):
+                if start == state:
+                    keys.discard(key)
+            if finish == "executing":
+                self.running.add(key)
+            elif finish == "memory" and self.worker.state.tasks[key].nbytes >= min_bytes:
+                self.held.add(key)
+            self.peak = max(self.peak, len(self.running) + len(self.held))
+
+    return PartsAlive()
+
+
+def test_sample_holds_one_part_per_worker_thread(own_cluster, tmp_path):
+    """``daskgmm sample`` draws each part in the task that writes it: a worker (here one thread)
+    never holds a part waiting to be written while it draws the next."""
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=3000, files=1)
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--scheduler",
+                 cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"]) == 0
+    part_bytes = 20_000 * 4 * 8  # 20,000 rows of 3 features and the component
+    client.register_plugin(_parts_alive_plugin(part_bytes // 2), name="parts-alive")
+    assert main(["sample", "--model", str(tmp_path / "m"), "-n", "200000", "--chunk-rows", "20000", "--out",
+                 str(tmp_path / "s"), "--scheduler", cluster.scheduler_address, "--quiet"]) == 0
+    peaks = client.run(lambda dask_worker: dask_worker.plugins["parts-alive"].peak)
+    assert list(peaks.values()) == [1], peaks
+    assert pq.read_table(tmp_path / "s").num_rows == 200_000
 
 
 # ---------------------------------------------------------------------------- rough edges
