@@ -71,20 +71,44 @@ def _wait_for_line(proc, needle, lines):
 # ---------------------------------------------------------------------------- signals
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("when", ["iter    2", "lower bound"])
-def test_sigterm_stops_the_job_cleanly(tmp_path, when):
-    """SIGTERM mid-fit, or as the predictions are written: exit 143, said so, error metrics
-    written, no staging directory, no output, no worker process left."""
-    _data(tmp_path / "d", n=400_000, files=4, row_group_size=20_000)
-    proc = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter", 200,
-                "--init-params", "random_from_data", "--seed", 0, "--n-workers", 2, "--threads-per-worker", 1,
-                "--chunk-rows", 5000, "--model-out", tmp_path / "out" / "m", "--predictions-out",
-                tmp_path / "out" / "p", "--metrics-out", tmp_path / "metrics.json",
-                "--max-iter" if when == "lower bound" else "--tol", 3 if when == "lower bound" else 0)
+#: Runs ``daskgmm ARGV`` with the client held, for up to a minute, inside the wait of its third pass
+#: ("pass") or of the writing of its predictions ("write"), after saying so on stderr: a signal sent
+#: then lands there, whatever the machine's speed.
+HELD = r"""
+import sys, time
+from daskgmm import cluster, engine
+
+where, waits = sys.argv[1], []
+wait_bounded = cluster.wait_bounded
+
+def held(client, futures, what="pass"):
+    waits.append(what)
+    if (where == "pass" and waits.count("pass") == 3) or (where == "write" and what == "write"):
+        print(f"daskgmm-test: held in the {what}", file=sys.stderr, flush=True)
+        time.sleep(60)
+    return wait_bounded(client, futures, what)
+
+cluster.wait_bounded = engine.wait_bounded = held
+from daskgmm.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["pass", "write"])
+def test_sigterm_stops_the_job_cleanly(tmp_path, where):
+    """SIGTERM in the middle of a pass, or as the predictions are written (after the model is): exit
+    143, said so, error metrics written, no staging directory, no output, no worker process left."""
+    _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HELD, where, *map(str, [
+            "fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter", 10,
+            "--init-params", "random_from_data", "--seed", 0, "--n-workers", 1, "--threads-per-worker", 1,
+            "--chunk-rows", 5000, "--model-out", tmp_path / "out" / "m", "--predictions-out", tmp_path / "out" / "p",
+            "--metrics-out", tmp_path / "metrics.json"])],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines = []
     try:
-        assert _wait_for_line(proc, when, lines), "".join(lines)
+        assert _wait_for_line(proc, f"held in the {where}", lines), "".join(lines)
         workers = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[1]  # a bounded wait: a job that ignores the signal fails here
@@ -94,6 +118,7 @@ def test_sigterm_stops_the_job_cleanly(tmp_path, when):
         if proc.poll() is None:
             proc.kill()
     assert "terminated (SIGTERM)" in err
+    assert ("lower bound" in err) == (where == "write")  # the fit had ended, or had not
     assert _gone(workers), "worker processes left behind"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "error" and metrics["exit_code"] == 143
