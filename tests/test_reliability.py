@@ -365,50 +365,6 @@ def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
 # ---------------------------------------------------------------------------- resume
 
 
-@pytest.mark.slow
-def test_sigkill_and_resume_is_bit_exact(tmp_path, capsys):
-    """A fit whose parameters still move is killed after iteration 4 and resumed: the model
-    has the same bits as an uninterrupted fit."""
-    _data(tmp_path / "d", n=60_000, d=4, files=2, row_group_size=10_000)
-    common = ["fit", tmp_path / "d", "--id-column", "id", "--n-components", 4, "--init-params", "random_from_data",
-              "--max-iter", 12, "--tol", 0, "--seed", 3, "--n-workers", 2, "--threads-per-worker", 1,
-              "--chunk-rows", 10_000, "--cache", "memory", "--checkpoint-dir", tmp_path / "ck"]
-    assert main([*map(str, common), "--model-out", str(tmp_path / "ref"), "--quiet", "--metrics-out",
-                 str(tmp_path / "ref.json")]) == 0
-    proc = _cli(*common, "--model-out", tmp_path / "m")
-    lines = []
-    try:
-        assert _wait_for_line(proc, "iter    5", lines), "".join(lines)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert os.path.exists(tmp_path / "ck" / "checkpoint.npz")
-    with np.load(tmp_path / "ck" / "checkpoint.npz") as z:  # where the kill left it: iteration 5 or later
-        at = json.loads(str(z["__meta__"]))["runs"][0]["n_iter"]
-    assert 5 <= at < 12
-    capsys.readouterr()
-    assert main([*map(str, common), "--model-out", str(tmp_path / "m"), "--resume", "--metrics-out",
-                 str(tmp_path / "m.json")]) == 0
-    # the same bits come from a fit started afresh too: the resume itself must show
-    err = capsys.readouterr().err
-    assert f"resumed from checkpoint at iteration {at}:" in err, err
-    m, ref = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "ref.json"))
-    assert m["resumed_from_iteration"] == at and ref["resumed_from_iteration"] == 0
-    assert [h["iteration"] for h in m["history"]] == list(range(1, 13))
-    assert m["passes"] == m["init_passes"] + 12 - at < ref["passes"] - at
-    with np.load(tmp_path / "ref" / "arrays.npz") as a, np.load(tmp_path / "m" / "arrays.npz") as b:
-        assert set(a.files) == set(b.files)
-        for k in a.files:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    ref = json.loads((tmp_path / "ref" / "model.json").read_text())
-    got = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert ref["fit"]["lower_bounds"] == got["fit"]["lower_bounds"]
-    lbs = ref["fit"]["lower_bounds"]
-    assert lbs[-1] != lbs[5]  # the parameters were still moving when the job was killed
-
-
 # ---------------------------------------------------------------------------- concurrent writers
 
 
