@@ -130,15 +130,40 @@ def make_estimator(o):
     )
 
 
+def data_fingerprint(src) -> dict:
+    """What every checkpoint records of DATA: the files (size, modification time), columns, rows, chunks."""
+    # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks
+    chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
+    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks}
+
+
 def fingerprint(o, src) -> dict:
     """What a fit's checkpoint belongs to: the data, its chunking, the estimator's options and priors."""
     keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
             "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", "metric", "method", *BAYESIAN_OPTIONS,
             "df", "fixed_df")
-    # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks
-    chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
-    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
-            **{k: getattr(o, k) for k in keys}}
+    return {**data_fingerprint(src), **{k: getattr(o, k) for k in keys}}
+
+
+def open_checkpoint(o, log, metrics, fingerprint: dict):
+    """The checkpoint of ``--checkpoint-dir`` for a job of this fingerprint (None without the option).
+
+    With ``--resume`` a checkpoint of this job is kept for the fit to continue; one of another
+    job (other files, files rewritten since, other options) is said on stderr, recorded as
+    ``checkpoint_discarded`` and removed; without ``--resume`` any checkpoint is removed.
+    """
+    from daskgmm.persist import Checkpoint
+
+    if not o.checkpoint_dir:
+        return None
+    ckpt = Checkpoint(o.checkpoint_dir, fingerprint, storage_options(o))
+    stale = ckpt.stale() if o.resume else None
+    if stale:
+        log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
+        metrics["checkpoint_discarded"] = stale
+    if stale or not o.resume:
+        ckpt.clear()  # a fresh run must not pick up another run's progress
+    return ckpt
 
 
 def commit_model_and_predictions(est, o, src):
@@ -160,7 +185,7 @@ def commit_model_and_predictions(est, o, src):
             what = ({"distance": o.distance} if getattr(o, "estimator", None) == "kmedoids"
                     else {"proba": o.proba, "loglik": o.loglik})
             parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what)
-            rows = write_parts_into(outs[1].fs, outs[1].staging, parts)
+            rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions")
         commit_together(outs)
     except BaseException:
         for out in outs:
@@ -175,7 +200,6 @@ def commit_model_and_predictions(est, o, src):
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
     from daskgmm.io import DataError, DataWarning
-    from daskgmm.persist import Checkpoint
     from daskgmm.validation import DegenerateDataWarning
 
     t_start = time.perf_counter()
@@ -194,15 +218,7 @@ def cmd_fit(o, log, metrics):
         if o.estimator == "bayesian":
             o.mean_prior, o.covariance_prior = bayesian_priors(o, src.columns)
         est = make_estimator(o)
-        ckpt = None
-        if o.checkpoint_dir:
-            ckpt = Checkpoint(o.checkpoint_dir, fingerprint(o, src), storage_options(o))
-            stale = ckpt.stale() if o.resume else None
-            if stale:
-                log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
-                metrics["checkpoint_discarded"] = stale
-            if stale or not o.resume:
-                ckpt.clear()  # a fresh run must not pick up another run's progress
+        ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
         report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
@@ -235,6 +251,7 @@ def cmd_fit(o, log, metrics):
             converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
             lower_bounds=est.lower_bounds_, history=est.history_, restarts=est.restarts_,
             init_seconds=est.init_seconds_, init_passes=est.init_passes_, passes=est.n_passes_,
+            resumed_from_iteration=report.resumed_from,
             fit_seconds=fit_seconds, total_seconds=time.perf_counter() - t_start,
             n_components=o.n_components, covariance_type=o.covariance_type, weights=est.weights_,
             model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
@@ -278,9 +295,7 @@ def update_fingerprint(o, src, est) -> dict:
     fs = get_fs(str(o.model), storage_options(o))
     with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "rb") as f:
         model = hashlib.sha256(f.read()).hexdigest()[:16]
-    chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
-    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks,
-            "model": model, "passes": o.passes, "learning_decay": est.learning_decay,
+    return {**data_fingerprint(src), "model": model, "passes": o.passes, "learning_decay": est.learning_decay,
             "learning_offset": est.learning_offset, "dtype": o.dtype, "nan_policy": o.nan_policy,
             "chunk_rows": o.chunk_rows}
 
@@ -383,7 +398,8 @@ def cmd_update(o, log, metrics):
             log(f"checkpoint {ckpt.path} removed (the job finished)")
         steps = est.history_[-o.passes:]  # this job's steps
         metrics.update(
-            passes=o.passes, n_batches=est.n_batches_, n_rows_seen=est.n_rows_seen_, lower_bound=est.lower_bound_,
+            passes=o.passes, steps_run=o.passes - done, n_batches=est.n_batches_, n_rows_seen=est.n_rows_seen_,
+            lower_bound=est.lower_bound_,
             history=steps, learning_decay=est.learning_decay, learning_offset=est.learning_offset,
             update_seconds=update_seconds, total_seconds=time.perf_counter() - t_start,
             n_components=est.n_components, covariance_type=est.covariance_type, weights=est.weights_,

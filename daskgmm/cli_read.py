@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from daskgmm.cli_args import EXIT_OK, PRIOR_OPTIONS, UsageError
-from daskgmm.cli_fit import check_degrees_of_freedom, size_of
+from daskgmm.cli_fit import check_degrees_of_freedom, data_fingerprint, open_checkpoint, size_of
 from daskgmm.cli_runtime import (
     Reporter,
     check_outputs,
@@ -200,6 +200,13 @@ def select_priors(o, columns) -> dict | None:
     return priors
 
 
+def select_fingerprint(o, src) -> dict:
+    """What a selection's checkpoint belongs to: the data, its chunking, the candidates and their options."""
+    keys = ("k_min", "k_max", "covariance_types", "kinds", "n_init", "seed", "max_iter", "tol", "reg_covar",
+            "init_params", "dtype", "nan_policy", "chunk_rows", *SELECT_PRIORS)
+    return {**data_fingerprint(src), **{k: getattr(o, k) for k in keys}}
+
+
 def cmd_select(o, log, metrics):
     import posixpath
 
@@ -221,6 +228,7 @@ def cmd_select(o, log, metrics):
         log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {', '.join(o.kinds)} "
             f"x {o.n_init} restart(s), all in the same passes")
         priors = select_priors(o, src.columns)
+        ckpt = open_checkpoint(o, log, metrics, select_fingerprint(o, src))
         report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -229,7 +237,8 @@ def cmd_select(o, log, metrics):
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress,
-                               missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors)
+                               missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors,
+                               checkpoint=ckpt)
         for w in caught:
             log(f"warning: {name_columns(w.message, src.columns)}")
         best = res.best_
@@ -257,7 +266,11 @@ def cmd_select(o, log, metrics):
 
                 json.dump(jsonable(summary), f, indent=2)
         log(f"best model and table written to {o.out}")
-        metrics.update(summary, n_rows=src.n_rows, total_seconds=time.perf_counter() - t_start, out=o.out)
+        if ckpt is not None:
+            ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
+            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        metrics.update(summary, n_rows=src.n_rows, passes=res.n_passes, resumed_from_iteration=report.resumed_from,
+                       total_seconds=time.perf_counter() - t_start, out=o.out)
         if o.plot:
             from daskgmm.plot import plot_selection
 

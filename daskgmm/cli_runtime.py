@@ -29,6 +29,8 @@ class Reporter:
         self.quiet = quiet
         self.t0 = time.perf_counter()
         self.last = self.t0
+        #: the iteration a checkpoint was resumed at (0: started afresh), for the metrics
+        self.resumed_from = 0
 
     def __call__(self, msg: str) -> None:
         stop.check()  # every line is a safe point to stop at
@@ -39,8 +41,14 @@ class Reporter:
         stop.check()
         now = time.perf_counter()
         if event == "init":
-            how = "resumed from checkpoint" if info["resumed"] else "initialised"
-            self(f"{how} {len(info['runs'])} run(s) in {info['seconds']:.2f} s")
+            runs = info["runs"]
+            if info["resumed"]:
+                # the checkpoint holds every run after the last iteration it finished
+                self.resumed_from = max((r.n_iter for r in runs), default=0)
+                self(f"resumed from checkpoint at iteration {self.resumed_from}: {len(runs)} run(s) "
+                     f"in {info['seconds']:.2f} s")
+            else:
+                self(f"initialised {len(runs)} run(s) in {info['seconds']:.2f} s")
         elif event == "iteration":
             runs = info["runs"]
             it = info["iteration"]

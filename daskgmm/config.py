@@ -115,10 +115,10 @@ OPTIONS = [
     Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT, UPDATE)),
     Opt("distance", "bool", False, "write each row's dissimilarity to its medoid with the predictions (a KMedoids "
         "model)", (FIT, PREDICT)),
-    Opt("checkpoint_dir", "str", None, "save progress here after every iteration (fit) or step (update)", (FIT, UPDATE),
-        metavar="DIR"),
+    Opt("checkpoint_dir", "str", None, "save progress here after every iteration (fit, select) or step (update)",
+        (FIT, SELECT, UPDATE), metavar="DIR"),
     Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one",
-        (FIT, UPDATE)),
+        (FIT, SELECT, UPDATE)),
     Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers",
         (FIT, SCORE, SELECT, UPDATE), metavar="FILE"),
     Opt("plot", "str", None, "write a PNG picture of the fit, or of the candidates (select); needs matplotlib: "

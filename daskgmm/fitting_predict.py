@@ -126,16 +126,16 @@ def sample_mixture(weights, means, covariances, covariance_type, n_samples, rand
 
 
 def sample_parts(part_rows, random_state, weights, means, covariances, covariance_type, names) -> list:
-    """One Delayed column dict per part of ``part_rows`` rows drawn from the mixture.
+    """One callable per part of ``part_rows`` rows drawn from the mixture, returning its column dict.
 
-    Each part is drawn by its own task from a seed derived from ``random_state`` and the
-    part number, so no process holds more than one part. Columns: ``names`` and ``component``.
+    Each part is drawn from a seed derived from ``random_state`` and the part number, by
+    the task that writes it (:func:`daskgmm.outputs.write_parts`), so a worker holds one
+    part per thread. Columns: ``names`` and ``component``.
     """
-    import dask
+    import functools
 
     seed = check_random_state(random_state).randint(0, 2**31 - 1)
     w = np.asarray(weights, np.float64)
     args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(covariances, np.float64), covariance_type,
             list(names), np.asarray(means).dtype)
-    part = dask.delayed(blocks.sample_part, pure=True)
-    return [part(n, seed, i, *args) for i, n in enumerate(part_rows)]
+    return [functools.partial(blocks.sample_part, n, seed, i, *args) for i, n in enumerate(part_rows)]

@@ -19,6 +19,35 @@ BATCH_ROWS = 65536
 _READ_BUFFER = 1 << 20
 
 
+def _numpy_dtype(arrow_type):
+    """The NumPy dtype of an Arrow integer or floating type, else None."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(arrow_type):
+        return np.dtype(f"{'u' if pa.types.is_unsigned_integer(arrow_type) else 'i'}{arrow_type.bit_width // 8}")
+    if pa.types.is_floating(arrow_type):
+        return np.dtype(f"f{arrow_type.bit_width // 8}")
+    return None
+
+
+def arrow_values(part) -> np.ndarray:
+    """The values of an Arrow array as NumPy (nulls of a float array as NaN).
+
+    Integer and float arrays are read from their buffers: pyarrow's own conversion
+    (``to_numpy``) imports pandas, ~40 MiB in a worker that has no other use for it.
+    Other types (strings, timestamps, integers with nulls) are converted by pyarrow.
+    """
+    dtype = _numpy_dtype(part.type)
+    if dtype is None or (part.null_count and dtype.kind != "f"):
+        return part.to_numpy(zero_copy_only=False)
+    validity, data = part.buffers()[:2]
+    x = np.frombuffer(data, dtype=dtype, count=len(part), offset=part.offset * dtype.itemsize)
+    if part.null_count:
+        bits = np.unpackbits(np.frombuffer(validity, np.uint8), count=part.offset + len(part), bitorder="little")
+        x = np.where(bits[part.offset:].astype(bool), x, np.nan)
+    return x
+
+
 def _check_unchanged(fs, piece: Piece, pf=None):
     if piece.signature:
         try:
@@ -92,10 +121,10 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
                         continue
                     if part.type != target:
                         part = part.cast(target)
-                    x[start : start + len(part), j] = part.to_numpy(zero_copy_only=False)
+                    x[start : start + len(part), j] = arrow_values(part)
                     start += len(part)
                 if j == len(columns):
-                    ids = np.concatenate([p.to_numpy(zero_copy_only=False) for p in parts]) if parts else None
+                    ids = np.concatenate([arrow_values(p) for p in parts]) if parts else None
                     start = 0 if ids is None else len(ids)
                 del parts
                 if start != piece.rows:

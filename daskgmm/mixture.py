@@ -440,7 +440,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         from daskgmm.outputs import write_parts
 
         parts = self.prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
-        return write_parts(path, parts, storage_options)
+        return write_parts(path, parts, storage_options, name="predictions")
 
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
@@ -458,9 +458,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
         """Stream ``n_samples`` rows drawn from the mixture to Parquet parts, atomically.
 
-        Each part of ``chunk_rows`` rows is drawn by its own task from a seed
-        derived from ``random_state`` and the part number, so no process holds
-        more than one part. Columns: the feature names (or ``x0 …``) and
+        Each part of ``chunk_rows`` rows is drawn and written by one task, from a
+        seed derived from ``random_state`` and the part number, so a worker holds
+        one part per thread. Columns: the feature names (or ``x0 …``) and
         ``component``.
 
         Returns
@@ -478,7 +478,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         sizes = rows_per_part(n_samples, max(1, -(-n_samples // int(chunk_rows))))
         parts = fitting_predict.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
                                              self.covariance_type, self._column_names())
-        return write_parts(path, parts, storage_options)
+        return write_parts(path, parts, storage_options, name="sample")
 
     # ----------------------------------------------------------- persistence
     def save(self, path, storage_options=None):

@@ -104,6 +104,8 @@ class OutputLock:
                 f.write(f"{os.getpid()}\n")
             _held[self.lock_path] = 1
             self.held = True
+            # before any pass: what a killed job left is repaired now, not when this job commits
+            _tidy(self.fs, self.path)
             return self
         raise OutputBusyError(f"output {self.target!r}: could not take its lock {self.lock_path}")
 
@@ -194,7 +196,7 @@ class StagedOutput:
         """Take the lock, tidy a killed job's leftovers, and make the staging directory."""
         fs, path, parent, base = self.fs, self.path, self.parent, self.base
         self.lock.acquire()
-        prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
+        prefix = f".{base}.staging-"
         if not _local(fs):
             try:
                 store.tidy(fs, parent, base, self._lock_target)
@@ -204,25 +206,7 @@ class StagedOutput:
             # an object store has no directories: the staging prefix exists once a part is written
             self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
             return self.staging
-        entries = []
-        with contextlib.suppress(FileNotFoundError):
-            entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
-        _finish_commits(fs, entries, f".{base}.commit-")
-        for entry in entries:
-            name = posixpath.basename(entry)
-            if name.startswith(prefix):
-                owner = _staging_owner(name, prefix)
-                # under the lock no other live job writes here; a staging of ours is a retry's
-                if owner is None or owner == os.getpid() or not _pid_alive(owner):
-                    with contextlib.suppress(FileNotFoundError):
-                        fs.rm(entry, recursive=True)
-        olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
-        if olds and not fs.exists(path):
-            # a job killed between the two renames of a swap: the set-aside output is the last complete one
-            _move(fs, olds.pop(), path)
-        for entry in olds:
-            with contextlib.suppress(FileNotFoundError):
-                fs.rm(entry, recursive=True)
+        _tidy(fs, path)
         self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
         try:
             fs.makedirs(self.staging, exist_ok=False)
@@ -272,8 +256,53 @@ class StagedOutput:
         self.lock.release()
 
 
+def _tidy(fs, path):
+    """Repair what killed jobs left beside the output ``path`` (whose lock the caller holds).
+
+    Their joint commits are finished or dropped (:func:`_finish_commits`), their staging
+    directories removed, and an output a swap had set aside put back when the swap did not
+    finish (or removed when it did).
+    """
+    parent, base = posixpath.split(path)
+    prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
+    entries = []
+    with contextlib.suppress(FileNotFoundError):
+        entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
+    _finish_commits(fs, entries, f".{base}.commit-")
+    for entry in entries:
+        name = posixpath.basename(entry)
+        if name.startswith(prefix):
+            owner = _staging_owner(name, prefix)
+            # under the lock no other live job writes here; a staging of ours is a retry's
+            if owner is None or owner == os.getpid() or not _pid_alive(owner):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm(entry, recursive=True)
+    olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
+    if olds and not fs.exists(path):
+        # a job killed between the two renames of a swap: the set-aside output is the last complete one
+        _move(fs, olds.pop(), path)
+    for entry in olds:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(entry, recursive=True)
+
+
+def _journal(target: str, tag: str) -> str:
+    """The journal of commit ``tag`` beside ``target``."""
+    parent, base = posixpath.split(target)
+    return posixpath.join(parent or ".", f".{base}.commit-{tag}")
+
+
 def _finish_commits(fs, entries, prefix):
-    """Roll forward a joint commit a killed job had started (its journal lists every swap)."""
+    """Finish or drop the joint commits of killed jobs whose journals are among ``entries``.
+
+    A commit writes its journal (every (staging, target) pair) beside each of its targets
+    before its first swap. With every journal there, the swaps may have begun: the rest
+    are done (roll forward). With one missing, the job was killed while writing them
+    (or after its last swap, while removing them): no swap is left to do, and the commit
+    is dropped; each target keeps its output, and its staging directories, a dead job's,
+    go when that target is next written. So either every output of the commit goes in or
+    none does, whichever of them the next job writes.
+    """
     import json
 
     for entry in entries:
@@ -283,23 +312,23 @@ def _finish_commits(fs, entries, prefix):
         owner = _staging_owner(name, prefix)
         if owner is not None and owner != os.getpid() and _pid_alive(owner):
             continue
-        try:
-            with fs.open(entry, "r") as f:
-                pairs = json.load(f)
-        except (OSError, ValueError):
-            pairs = []
-        for staging, target in pairs:
-            if fs.exists(posixpath.join(staging, "_SUCCESS")):
-                if fs.exists(target):
-                    fs.rm(target, recursive=True)
-                _move(fs, staging, target)
-        for _, target in pairs:  # every output of the commit carries the journal: remove each copy
-            parent, base = posixpath.split(target)
-            for other in fs.glob(posixpath.join(parent or ".", f".{base}.commit-*")):
-                with contextlib.suppress(FileNotFoundError):
-                    fs.rm(other)
-        with contextlib.suppress(FileNotFoundError):
-            fs.rm(entry)
+        tag, pairs = name[len(prefix):], []
+        if not tag.endswith(".tmp"):  # a journal still being written: no swap had begun
+            try:
+                with fs.open(entry, "r") as f:
+                    pairs = json.load(f)
+            except (OSError, ValueError):
+                pairs = []
+        journals = [_journal(target, tag) for _, target in pairs]
+        if pairs and all(fs.exists(j) for j in journals):
+            for staging, target in pairs:
+                if fs.exists(posixpath.join(staging, "_SUCCESS")):
+                    if fs.exists(target):
+                        fs.rm(target, recursive=True)
+                    _move(fs, staging, target)
+        for j in [*journals, entry]:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(j)
 
 
 def commit_together(outputs: list[StagedOutput]) -> None:
@@ -337,7 +366,7 @@ def commit_together(outputs: list[StagedOutput]) -> None:
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     journals = []
     for o in outputs:
-        j = posixpath.join(o.parent or ".", f".{o.base}.commit-{tag}")
+        j = _journal(o.path, tag)
         tmp = j + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(pairs, f)
@@ -345,8 +374,15 @@ def commit_together(outputs: list[StagedOutput]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, j)
         journals.append(j)
-    for o in outputs:
-        o.swap()
+    try:
+        for o in outputs:
+            o.swap()
+    except BaseException:
+        # every journal is written, so the commit is decided: what is not swapped in yet stays
+        # staged for the next job to roll forward (a SIGTERM here must not leave half a commit)
+        for o in outputs:
+            o.staging = None
+        raise
     for j in journals:
         with contextlib.suppress(FileNotFoundError):
             os.remove(j)
@@ -390,12 +426,28 @@ def _move(fs, src, dst):
     os.rename(src, dst)  # atomic on one filesystem (object stores copy instead: see outputs_store)
 
 
-def _write_part(fs, directory, index, columns: dict):
-    """Write one Parquet part file from a dict of equal-length arrays."""
+def _arrow(values):
+    """A 1-D array as an Arrow array; numbers from their buffer (``pa.array`` imports pandas,
+    ~40 MiB in a worker that has no other use for it)."""
+    import numpy as np
+    import pyarrow as pa
+
+    v = np.asarray(values)
+    if v.ndim != 1 or v.dtype.kind not in "iuf":
+        return pa.array(v)
+    v = np.ascontiguousarray(v)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
+
+
+def _write_part(fs, directory, index, columns):
+    """Write one Parquet part file from a dict of equal-length arrays, or from what a
+    callable returns (called here: then the part exists only inside this task)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    if callable(columns):
+        columns = columns()
+    table = pa.table({k: _arrow(v) for k, v in columns.items()})
     rows = table.num_rows
     path = posixpath.join(directory, f"part-{index:05d}.parquet")
     try:
@@ -409,15 +461,19 @@ def _write_part(fs, directory, index, columns: dict):
     return rows
 
 
-def write_parts(target, parts, storage_options=None) -> int:
+def write_parts(target, parts, storage_options=None, name="part") -> int:
     """Write Dask-computed column dicts as Parquet parts into ``target``, atomically.
 
     Parameters
     ----------
     target : str
         Output directory (replaced as a whole on success).
-    parts : list of dask.delayed.Delayed
-        Each computes a dict ``{column name: 1-D array}`` for one part.
+    parts : list of dask.delayed.Delayed or callables
+        Each computes a dict ``{column name: 1-D array}`` for one part. A callable
+        (taking no argument) is called by the task that writes its part, so that a
+        worker holds one part per task it runs, never one waiting to be written.
+    name : str
+        The write tasks are ``daskgmm-{name}-{i}-…``.
 
     Returns
     -------
@@ -425,16 +481,18 @@ def write_parts(target, parts, storage_options=None) -> int:
         Rows written.
     """
     with staged_directory(target, storage_options) as (fs, staging):
-        return write_parts_into(fs, staging, parts)
+        return write_parts_into(fs, staging, parts, name)
 
 
-def write_parts_into(fs, directory, parts) -> int:
-    """Compute ``parts`` (Delayed column dicts) and write each as a part file of ``directory``."""
+def write_parts_into(fs, directory, parts, name="part") -> int:
+    """Compute ``parts`` (as in :func:`write_parts`) and write each as a part file of ``directory``."""
     import dask
 
     from daskgmm.cluster import active_client, wait_bounded
 
-    writes = [dask.delayed(_write_part)(fs, directory, i, p) for i, p in enumerate(parts)]
+    tag = uuid.uuid4().hex[:12]
+    writes = [dask.delayed(_write_part, pure=False)(fs, directory, i, p, dask_key_name=f"daskgmm-{name}-{i}-{tag}")
+              for i, p in enumerate(parts)]
     client = active_client()
     if client is None:
         return int(sum(dask.compute(*writes)))

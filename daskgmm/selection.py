@@ -63,6 +63,26 @@ class SelectionResult:
     n_passes: int = 0
 
 
+def _initial_states(data, scan, probe: dict, priors: dict, seeds, init_params) -> list:
+    """The starting state of every (candidate, seed), in the order of ``probe`` then ``seeds``;
+    the initial statistics of each (K, covariance type, seed) are computed once for both kinds."""
+    ks_types = list(dict.fromkeys(c[-2:] for c in probe))
+    init_keys = [(k, t, s) for k, t in ks_types for s in seeds]
+    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys)))
+    states = []
+    for c, est in probe.items():
+        k, t = c[-2:]
+        if c[0] == "bayesian":
+            params = fitting_variational.VariationalParams.of(est.get_params())
+            states += fitting_variational.variational_states_from_stats(
+                [stats[(k, t, s)] for s in seeds], [params] * len(seeds), [priors[c]] * len(seeds), data.dtype)
+        else:
+            params = fitting.MixtureParams.of(est.get_params())
+            states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [params] * len(seeds),
+                                                data.dtype)
+    return states
+
+
 def _check_kinds(kinds) -> list[str]:
     if isinstance(kinds, str):
         kinds = (kinds,)
@@ -106,7 +126,7 @@ def _check_bayesian_params(bayesian_params, kinds, covariance_types=()) -> dict:
 def select_model(
     X, n_components=range(1, 11), covariance_types=("full", "diag"), criterion="bic", n_init=1,
     random_state=None, *, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", sample_weight=None,
-    cache="auto", progress=None, missing="raise", kinds=("gaussian",), bayesian_params=None,
+    cache="auto", progress=None, missing="raise", kinds=("gaussian",), bayesian_params=None, checkpoint=None,
 ) -> SelectionResult:
     """Fit a mixture for every kind, K and covariance type in lockstep; pick by BIC or AIC.
 
@@ -144,6 +164,10 @@ def select_model(
         ``BayesianGaussianMixture`` names (``weight_concentration_prior_type``,
         ``weight_concentration_prior``, ``mean_precision_prior``, ``mean_prior``,
         ``degrees_of_freedom_prior``, ``covariance_prior``); anything else is an error.
+    checkpoint : daskgmm.persist.Checkpoint, optional
+        Save every candidate's restarts after every iteration, and resume from the last
+        save (then no candidate is initialised). It must have been written by the same
+        selection on the same data (the caller's fingerprint says so).
 
     Returns
     -------
@@ -214,25 +238,21 @@ def select_model(
                 params = fitting_variational.VariationalParams.of(est.get_params())
                 priors[c] = fitting_variational.variational_priors(data, scan, params, data_cov=data_cov,
                                                                    **prior_args)
-    # the initial statistics of every (K, covariance type, seed), once for both kinds
-    init_keys = [(k, t, s) for k in ks for t in types for s in seeds]
-    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys)))
-    jobs, states = [], []  # (candidate key, seed) per run
-    for c, est in probe.items():
-        k, t = c[-2:]
-        if c[0] == "bayesian":
-            params = fitting_variational.VariationalParams.of(est.get_params())
-            states += fitting_variational.variational_states_from_stats(
-                [stats[(k, t, s)] for s in seeds], [params] * len(seeds), [priors[c]] * len(seeds), data.dtype)
-        else:
-            params = fitting.MixtureParams.of(est.get_params())
-            states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [params] * len(seeds),
-                                                data.dtype)
-        jobs += [(c, s) for s in seeds]
-    runs = [Run(st) for st in states]
+    jobs = [(c, s) for c in probe for s in seeds]  # (candidate key, seed) per run
+    runs = checkpoint.load() if checkpoint is not None else None
+    resumed = runs is not None
+    if resumed and len(runs) != len(jobs):
+        from daskgmm.persist import ModelFileError
+
+        raise ModelFileError(f"{checkpoint.path}: {len(runs)} run(s) saved but this selection has {len(jobs)}; "
+                             "remove it or use another --checkpoint-dir")
+    if not resumed:
+        runs = [Run(st) for st in _initial_states(data, scan, probe, priors, seeds, init_params)]
+        if checkpoint is not None:
+            checkpoint.save(runs, extra={"rng": {"generator": fitting.RNG_NOTE, "restart_seeds": seeds}})
     if progress is not None:
-        progress("init", seconds=time.perf_counter() - t_init, resumed=False, runs=runs)
-    fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, progress=progress)
+        progress("init", seconds=time.perf_counter() - t_init, resumed=resumed, runs=runs)
+    fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint, progress=progress)
     # the best restart of each candidate (each kind's rule: the largest lower bound), then one
     # pass scores them all by the log-likelihood of their plug-in parameters
     by_candidate: dict = {}

@@ -98,3 +98,20 @@ def s3(s3_server):
     s3_server.fs().mkdir(bucket)
     yield s3_server, bucket
     s3_server.clear_traps()
+
+
+def assert_same_mixture(a, b, rtol, atol=0.0):
+    """Two fitted mixtures have the same components, in whatever order: each component of ``a`` is
+    matched to one of ``b`` (an optimal assignment on the distances of their means), then the
+    weights, means and covariances of matched components are compared."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.linalg.norm(a.means_[:, None, :] - b.means_[None, :, :], axis=-1)
+    rows, cols = linear_sum_assignment(cost)
+    np.testing.assert_allclose(a.weights_[rows], b.weights_[cols], rtol=rtol, atol=atol, err_msg="weights")
+    np.testing.assert_allclose(a.means_[rows], b.means_[cols], rtol=rtol, atol=atol, err_msg="means")
+    ca, cb = np.asarray(a.covariances_), np.asarray(b.covariances_)
+    if a.covariance_type != "tied":
+        ca, cb = ca[rows], cb[cols]
+    np.testing.assert_allclose(ca, cb, rtol=rtol, atol=atol, err_msg="covariances")
+    return cols

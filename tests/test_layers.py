@@ -99,14 +99,15 @@ def test_no_private_names_across_modules(path):
 
 
 def test_worker_side_modules_do_not_import_scikit_learn():
-    """Workers import these to run tasks; scikit-learn would cost each ~64 MiB (of a 300 MiB limit)."""
+    """Workers import these to run tasks; scikit-learn would cost each ~64 MiB (of a 300 MiB limit),
+    pandas ~40 MiB. (What a real worker imports running a whole job: tests/test_reliability.py.)"""
     import subprocess
     import sys
 
     code = (
         "import sys, daskgmm.em, daskgmm.engine, daskgmm.io, daskgmm.kernels, daskgmm.models, daskgmm.kernels.predict, "
-        "daskgmm.kernels.studentt, daskgmm.init, daskgmm.cluster; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))"
+        "daskgmm.kernels.studentt, daskgmm.init, daskgmm.cluster, daskgmm.io_read, daskgmm.outputs; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'pandas')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

@@ -71,20 +71,44 @@ def _wait_for_line(proc, needle, lines):
 # ---------------------------------------------------------------------------- signals
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("when", ["iter    2", "lower bound"])
-def test_sigterm_stops_the_job_cleanly(tmp_path, when):
-    """SIGTERM mid-fit, or as the predictions are written: exit 143, said so, error metrics
-    written, no staging directory, no output, no worker process left."""
-    _data(tmp_path / "d", n=400_000, files=4, row_group_size=20_000)
-    proc = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter", 200,
-                "--init-params", "random_from_data", "--seed", 0, "--n-workers", 2, "--threads-per-worker", 1,
-                "--chunk-rows", 5000, "--model-out", tmp_path / "out" / "m", "--predictions-out",
-                tmp_path / "out" / "p", "--metrics-out", tmp_path / "metrics.json",
-                "--max-iter" if when == "lower bound" else "--tol", 3 if when == "lower bound" else 0)
+#: Runs ``daskgmm ARGV`` with the client held, for up to a minute, inside the wait of its third pass
+#: ("pass") or of the writing of its predictions ("write"), after saying so on stderr: a signal sent
+#: then lands there, whatever the machine's speed.
+HELD = r"""
+import sys, time
+from daskgmm import cluster, engine
+
+where, waits = sys.argv[1], []
+wait_bounded = cluster.wait_bounded
+
+def held(client, futures, what="pass"):
+    waits.append(what)
+    if (where == "pass" and waits.count("pass") == 3) or (where == "write" and what == "write"):
+        print(f"daskgmm-test: held in the {what}", file=sys.stderr, flush=True)
+        time.sleep(60)
+    return wait_bounded(client, futures, what)
+
+cluster.wait_bounded = engine.wait_bounded = held
+from daskgmm.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["pass", "write"])
+def test_sigterm_stops_the_job_cleanly(tmp_path, where):
+    """SIGTERM in the middle of a pass, or as the predictions are written (after the model is): exit
+    143, said so, error metrics written, no staging directory, no output, no worker process left."""
+    _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HELD, where, *map(str, [
+            "fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter", 10,
+            "--init-params", "random_from_data", "--seed", 0, "--n-workers", 1, "--threads-per-worker", 1,
+            "--chunk-rows", 5000, "--model-out", tmp_path / "out" / "m", "--predictions-out", tmp_path / "out" / "p",
+            "--metrics-out", tmp_path / "metrics.json"])],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines = []
     try:
-        assert _wait_for_line(proc, when, lines), "".join(lines)
+        assert _wait_for_line(proc, f"held in the {where}", lines), "".join(lines)
         workers = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[1]  # a bounded wait: a job that ignores the signal fails here
@@ -94,6 +118,7 @@ def test_sigterm_stops_the_job_cleanly(tmp_path, when):
         if proc.poll() is None:
             proc.kill()
     assert "terminated (SIGTERM)" in err
+    assert ("lower bound" in err) == (where == "write")  # the fit had ended, or had not
     assert _gone(workers), "worker processes left behind"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "error" and metrics["exit_code"] == 143
@@ -237,38 +262,107 @@ def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, c
     assert not (tmp_path / "m").exists()
 
 
-# ---------------------------------------------------------------------------- resume
+def _before_the_first_pass(monkeypatch, act):
+    """Run ``act(data)`` once, just before the first pass of the job (and inside it, the passes)."""
+    from daskgmm.engine import ChunkedData
+
+    run, done = ChunkedData.run, []
+
+    def run_after(self, *args, **kw):
+        if not done:
+            done.append(True)
+            act(self)
+        return run(self, *args, **kw)
+
+    monkeypatch.setattr(ChunkedData, "run", run_after)
 
 
-@pytest.mark.slow
-def test_sigkill_and_resume_is_bit_exact(tmp_path):
-    """A fit whose parameters still move is killed after iteration 4 and resumed: the model
-    has the same bits as an uninterrupted fit."""
-    _data(tmp_path / "d", n=60_000, d=4, files=2, row_group_size=10_000)
-    common = ["fit", tmp_path / "d", "--id-column", "id", "--n-components", 4, "--init-params", "random_from_data",
-              "--max-iter", 12, "--tol", 0, "--seed", 3, "--n-workers", 2, "--threads-per-worker", 1,
-              "--chunk-rows", 10_000, "--cache", "memory", "--checkpoint-dir", tmp_path / "ck"]
-    assert main([*map(str, common), "--model-out", str(tmp_path / "ref"), "--quiet"]) == 0
-    proc = _cli(*common, "--model-out", tmp_path / "m")
-    lines = []
+#: A remote scheduler we did not configure (no no-workers-timeout), whose workers never pause
+#: for memory by themselves (the test pauses them).
+UNCONFIGURED = {"distributed.scheduler.no-workers-timeout": None, "distributed.worker.memory.pause": False}
+
+
+@pytest.mark.timeout(60)  # a bound that fails to hold hangs the job: fail in a minute, not in ten
+@pytest.mark.parametrize("own_cluster", [UNCONFIGURED], indirect=True)
+def test_a_cluster_whose_workers_are_all_paused_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
+    """Workers paused for memory take no task: the pass fails after the stall bound, saying so."""
+    import daskgmm.cluster
+
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+
+    def pause(dask_worker):
+        from distributed.core import Status
+
+        dask_worker.status = Status.paused
+
+    def pause_every_worker(data):
+        client.run(pause)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                w["status"] != "paused" for w in client.scheduler_info()["workers"].values()):
+            time.sleep(0.05)
+
+    _before_the_first_pass(monkeypatch, pause_every_worker)
+    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
+    t0 = time.monotonic()
+    status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
+                   "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "made no progress for 2 s: every worker is paused: its memory is above 80% of its limit" in err, err
+    assert "raise --memory-limit" in err
+    assert time.monotonic() - t0 < 20  # the bound, not another one
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.timeout(60)  # a bound that fails to hold hangs the job: fail in a minute, not in ten
+@pytest.mark.parametrize("own_cluster", [UNCONFIGURED], indirect=True)
+def test_a_cluster_whose_workers_run_none_of_the_tasks_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
+    """Workers alive and running, but none can take the pass's tasks (here: they need a resource
+    no worker has): the pass fails after the stall bound, saying so."""
+    import dask
+
+    import daskgmm.cluster
+
+    cluster, _ = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    annotation = dask.annotate(resources={"no-such-resource": 1})
+    _before_the_first_pass(monkeypatch, lambda data: annotation.__enter__())
+    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
     try:
-        assert _wait_for_line(proc, "iter    5", lines), "".join(lines)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--cache", "none",
+                       "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert os.path.exists(tmp_path / "ck" / "checkpoint.npz")
-    assert main([*map(str, common), "--model-out", str(tmp_path / "m"), "--resume", "--quiet"]) == 0
-    with np.load(tmp_path / "ref" / "arrays.npz") as a, np.load(tmp_path / "m" / "arrays.npz") as b:
-        assert set(a.files) == set(b.files)
-        for k in a.files:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    ref = json.loads((tmp_path / "ref" / "model.json").read_text())
-    got = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert ref["fit"]["lower_bounds"] == got["fit"]["lower_bounds"]
-    lbs = ref["fit"]["lower_bounds"]
-    assert lbs[-1] != lbs[5]  # the parameters were still moving when the job was killed
+        annotation.__exit__(None, None, None)
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "made no progress for 2 s: no worker is running any of its tasks" in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
+    """What a real worker has imported after a whole job (fit, predictions) sent to it."""
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=2, row_group_size=1000)
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--scheduler",
+                 cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--predictions-out",
+                 str(tmp_path / "p"), "--proba", "--quiet"]) == 0
+    assert main(["sample", "--model", str(tmp_path / "m"), "-n", "1000", "--out", str(tmp_path / "s"),
+                 "--scheduler", cluster.scheduler_address, "--quiet"]) == 0
+
+    def heavy():  # defined here, so that it is pickled by value (importing this module would import pandas)
+        import sys
+
+        return sorted({m.split(".")[0] for m in sys.modules} & {"pandas", "sklearn", "scipy"})
+
+    imported = client.run(heavy)
+    assert len(imported) == 1 and list(imported.values()) == [[]], imported
+    ran = client.run(lambda: __import__("sys").modules.get("daskgmm.kernels") is not None)
+    assert all(ran.values())  # the worker did run daskgmm's tasks
+
+
+# ---------------------------------------------------------------------------- resume
 
 
 # ---------------------------------------------------------------------------- concurrent writers
@@ -331,6 +425,37 @@ def test_a_flipped_byte_in_a_checksummed_file_is_an_error_naming_it(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(DataError, match=r"c\.parquet.*(?i:checksum|crc)"):
         read_parquet(path).compute(scheduler="sync")
+
+
+def _flip_in_last_page(path, column):
+    """Flip one byte near the end of ``column``'s chunk in the first row group (inside its last
+    data page, past the page header)."""
+    md = pq.ParquetFile(path).metadata.row_group(0)
+    names = [md.column(i).path_in_schema for i in range(md.num_columns)]
+    c = md.column(names.index(column))
+    start = c.dictionary_page_offset or c.data_page_offset
+    raw = bytearray(path.read_bytes())
+    raw[start + c.total_compressed_size - 3] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def test_outputs_carry_page_checksums(tmp_path, capsys):
+    """Predictions and samples are written with page checksums: a flipped byte in a page is an error
+    naming the file for daskgmm's reader (and for any reader verifying checksums)."""
+    _data(tmp_path / "d", n=3000, files=1, row_group_size=1000)
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--n-workers", "1",
+                 "--model-out", str(tmp_path / "m"), "--predictions-out", str(tmp_path / "p"), "--proba",
+                 "--quiet"]) == 0
+    assert main(["sample", "--model", str(tmp_path / "m"), "-n", "2000", "--out", str(tmp_path / "s"),
+                 "--n-workers", "1", "--quiet"]) == 0
+    for out, column in ((tmp_path / "p", "proba_1"), (tmp_path / "s", "f0")):
+        part = sorted(out.glob("*.parquet"))[0]
+        pq.read_table(part, page_checksum_verification=True)  # intact: every page checks
+        _flip_in_last_page(part, column)
+        with pytest.raises(OSError, match=r"(?i)CRC|checksum"):
+            pq.read_table(part, columns=[column], page_checksum_verification=True)
+        with pytest.raises(DataError, match=rf"{part.name}.*(?i:checksum|crc)"):
+            read_parquet(part, columns=[column]).compute(scheduler="sync")
 
 
 # ---------------------------------------------------------------------------- disk full
@@ -416,6 +541,47 @@ def test_chunks_read_column_by_column_equal_a_whole_table_read(tmp_path):
     want = np.column_stack([a, b])[keep]
     np.testing.assert_array_equal(src.X.compute(scheduler="sync"), want)
     np.testing.assert_array_equal(src.ids.compute(scheduler="sync"), np.arange(10_000)[keep])
+
+
+def _parts_alive_plugin(min_bytes):
+    """A worker plugin that records the most sample parts its worker held at once: the sampling
+    tasks running, and the results of at least ``min_bytes`` it kept (a part waiting for its write).
+    Defined here so that it is pickled by value."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class PartsAlive(WorkerPlugin):
+        def setup(self, worker):
+            self.worker, self.running, self.held, self.peak = worker, set(), set(), 0
+
+        def transition(self, key, start, finish, **kw):
+            if "sample" not in str(key):
+                return
+            for state, keys in (("executing", self.running), ("memory", self.held)):
+                if start == state:
+                    keys.discard(key)
+            if finish == "executing":
+                self.running.add(key)
+            elif finish == "memory" and self.worker.state.tasks[key].nbytes >= min_bytes:
+                self.held.add(key)
+            self.peak = max(self.peak, len(self.running) + len(self.held))
+
+    return PartsAlive()
+
+
+def test_sample_holds_one_part_per_worker_thread(own_cluster, tmp_path):
+    """``daskgmm sample`` draws each part in the task that writes it: a worker (here one thread)
+    never holds a part waiting to be written while it draws the next."""
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=3000, files=1)
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--scheduler",
+                 cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"]) == 0
+    part_bytes = 20_000 * 4 * 8  # 20,000 rows of 3 features and the component
+    client.register_plugin(_parts_alive_plugin(part_bytes // 2), name="parts-alive")
+    assert main(["sample", "--model", str(tmp_path / "m"), "-n", "200000", "--chunk-rows", "20000", "--out",
+                 str(tmp_path / "s"), "--scheduler", cluster.scheduler_address, "--quiet"]) == 0
+    peaks = client.run(lambda dask_worker: dask_worker.plugins["parts-alive"].peak)
+    assert list(peaks.values()) == [1], peaks
+    assert pq.read_table(tmp_path / "s").num_rows == 200_000
 
 
 # ---------------------------------------------------------------------------- rough edges
