@@ -85,10 +85,6 @@ def _main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    # after parsing: --help and usage errors never pay for Dask, pyarrow and scikit-learn
-    from daskgmm.io import DataError
-    from daskgmm.validation import InvalidParameterError
-
     metrics = {"command": args.command, "status": "running"}
     metrics_out = getattr(args, "metrics_out", None)
     storage = None
@@ -100,10 +96,12 @@ def _main(argv=None) -> int:
         storage = getattr(o, "storage_options", None)
         quiet = bool(getattr(o, "quiet", False))
         log = Reporter(quiet)
+        if o.command != SHOW_CONFIG:
+            _check_kernel_choice()  # before any cluster starts: every worker would refuse it
         status = HANDLERS[o.command](o, log, metrics)
         stop.check()  # a signal whose exception was lost after the last safe point
         metrics["status"] = "ok"
-    except (UsageError, ConfigError, DataError, InvalidParameterError) as exc:
+    except (UsageError, ConfigError) as exc:
         status = EXIT_USAGE
         _fail(metrics, exc, status)
     except Terminated:
@@ -112,8 +110,8 @@ def _main(argv=None) -> int:
     except KeyboardInterrupt:
         status = 130
         _fail(metrics, "interrupted", status)
-    except Exception as exc:  # every other failure: exit 1 with the reason
-        status = EXIT_FAILURE
+    except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
+        status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
         _fail(metrics, exc, status)
     if metrics_out:
         try:
@@ -122,6 +120,24 @@ def _main(argv=None) -> int:
             print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {exc}", file=sys.stderr)
             status = status or EXIT_FAILURE
     return status
+
+
+def _bad_input(exc) -> bool:
+    # imported only when a command failed: --help, show-config and usage errors never pay for
+    # Dask, pyarrow and scikit-learn
+    from daskgmm.io import DataError
+    from daskgmm.validation import InvalidParameterError
+
+    return isinstance(exc, (DataError, InvalidParameterError))
+
+
+def _check_kernel_choice() -> None:
+    from daskgmm.kernels import compiled
+
+    try:
+        compiled.ready()
+    except compiled.KernelChoiceError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _fail(metrics, exc, status):

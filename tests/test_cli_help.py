@@ -74,3 +74,19 @@ def test_python_dash_m_runs_the_command():
     assert out.stdout.startswith("daskgmm ")
     bad = subprocess.run([sys.executable, "-m", "daskgmm", "fit"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "DATA is required" in bad.stderr
+
+
+def test_a_kernel_choice_that_cannot_run_is_bad_usage_before_any_cluster(tmp_path):
+    """DASKGMM_KERNEL naming no usable variant: exit 2 naming it, no cluster started; show-config reports it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DASKGMM_KERNEL": "sse9"}
+    out = subprocess.run([sys.executable, "-m", "daskgmm", "fit", str(tmp_path / "none.parquet"), "--model-out",
+                          str(tmp_path / "m")], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2, out.stderr
+    assert "daskgmm: error: DASKGMM_KERNEL must be one of" in out.stderr and "cluster:" not in out.stderr
+    shown = subprocess.run([sys.executable, "-m", "daskgmm", "show-config"], capture_output=True, text=True,
+                           timeout=60, env=env)
+    assert shown.returncode == 0 and "kernel: none (DASKGMM_KERNEL must be one of" in shown.stdout

@@ -42,6 +42,10 @@ BLOCK_ROWS = 16384
 #: Bits of ``modes``: hard assignment; also ``Σ w r log r``.
 HARD, RESP_LOG_RESP = 1, 2
 
+class KernelChoiceError(ValueError):
+    """``DASKGMM_KERNEL`` names a variant that is unknown, not built, or not runnable on this CPU."""
+
+
 _state: dict = {}
 _lock = threading.Lock()
 
@@ -84,7 +88,7 @@ def _choose() -> dict:
         return out
     allowed = {"auto", "numpy", *names}
     if asked not in allowed:
-        raise ValueError(f"DASKGMM_KERNEL must be one of {sorted(allowed)}, got {asked!r}")
+        raise KernelChoiceError(f"DASKGMM_KERNEL must be one of {sorted(allowed)}, got {asked!r}")
     if not built:
         out["reason"] = "the compiled core was not built (no C++ compiler at install?)"
         return out
@@ -94,11 +98,11 @@ def _choose() -> dict:
 
     if asked != "auto":
         if asked not in built:
-            raise RuntimeError(f"DASKGMM_KERNEL={asked}: that variant of the compiled core was not built "
+            raise KernelChoiceError(f"DASKGMM_KERNEL={asked}: that variant of the compiled core was not built "
                                f"(built: {', '.join(built)})")
         if not runs(asked):
             missing = [f for f in X86_VARIANTS[asked] if not cpu.get(f)]
-            raise RuntimeError(f"DASKGMM_KERNEL={asked}: this CPU lacks {', '.join(missing)}; "
+            raise KernelChoiceError(f"DASKGMM_KERNEL={asked}: this CPU lacks {', '.join(missing)}; "
                                f"it can run {', '.join(n for n in built if runs(n)) or 'none of the built variants'}")
         pick = asked
     else:
@@ -142,7 +146,11 @@ def describe() -> str:
 
 def config() -> dict:
     """The build and this process's choice: what :func:`daskgmm.show_config` prints."""
-    state = _get()
+    try:
+        state = _get()
+    except KernelChoiceError as exc:
+        return {"kernel": "none", "reason": str(exc), "DASKGMM_KERNEL": os.environ.get("DASKGMM_KERNEL", ""),
+                "machine": platform.machine(), "variants_built": [], "cpu_features": {}}
     mod = state["module"]
     info = {
         "kernel": kernel_name(),

@@ -34,7 +34,7 @@ from daskgmm.kernels.results import smallest
 METRICS = (
     "braycurtis", "canberra", "chebyshev", "cityblock", "correlation", "cosine", "dice", "euclidean", "hamming",
     "haversine", "jaccard", "l1", "l2", "mahalanobis", "manhattan", "matching", "minkowski", "nan_euclidean",
-    "rogerstanimoto", "russellrao", "seuclidean", "sokalsneath", "sqeuclidean", "wminkowski", "yule",
+    "rogerstanimoto", "russellrao", "seuclidean", "sokalsneath", "sqeuclidean", "yule",
 )
 
 #: Names computed here in NumPy, and the form each takes ("minkowski" is SciPy's default p = 2).
