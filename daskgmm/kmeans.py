@@ -144,7 +144,7 @@ default="k-means||"
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     @property
@@ -192,7 +192,7 @@ default="k-means||"
         """
         self._validate_params()
         data, scan, _ = prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
-                                        chunk_size=self.chunk_size, min_samples=1, estimator=self)
+                                     chunk_size=self.chunk_size, min_samples=1, estimator=self, accept_sparse=True)
         n, d = data.n_rows, data.n_features
         k = self.n_clusters
         if n < k:
@@ -264,10 +264,10 @@ default="k-means||"
         dask_batch = is_dask(X)
         if dask_batch:
             data, _, _ = prepare_rows(X, sample_weight, name, cache="none", min_samples=1,
-                                      estimator=self if first else None)
+                                      estimator=self if first else None, accept_sparse=True)
             d = data.n_features
         else:
-            x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True)
+            x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True, accept_sparse=True)
             d = x.shape[1]
             w = None if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
             if w is not None and len(w) != len(x):
@@ -292,7 +292,7 @@ default="k-means||"
     # ----------------------------------------------------------- predictions
     def _rows(self, X):
         check_is_fitted(self)
-        return prediction_rows(self, X)
+        return prediction_rows(self, X, accept_sparse=True)
 
     def _labels(self, X):
         """``labels_`` of the rows just fitted (int32, as scikit-learn's)."""
@@ -318,7 +318,7 @@ default="k-means||"
         check_is_fitted(self)
         # width and feature names checked against the fit (reset=False), as predict checks them
         data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1, estimator=self,
-                                  reset=False)
+                                  reset=False, accept_sparse=True)
         return fitting_kmeans.inertia(data, self.cluster_centers_)
 
     # ----------------------------------------------------------- persistence
