@@ -277,22 +277,15 @@ def _distinct_rows(points, weights):
 
     It is the same set whether a weight is given or a row repeated, and whatever the
     rows' order, so the k-means on it (and the fit from there) is too: a weight of 3 and
-    three copies of a row give the same centres. Sparse rows are ordered by their bytes
-    and not shifted.
+    three copies of a row give the same centres. Rows are in the lexicographic order of
+    their values, dense or sparse (so both give the same centres, and float32 data those of
+    float64); sparse rows are not shifted.
     """
     w = np.asarray(weights, dtype=np.float64)
     if issparse(points):
-        x = _sparse_kernels().as_csr(points)
-        keys = [x.indices[a:b].tobytes() + b"|" + x.data[a:b].tobytes() for a, b in zip(x.indptr[:-1], x.indptr[1:])]
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        first, inverse, slot = [], np.empty(len(keys), dtype=np.intp), {}
-        for i in order:
-            j = slot.setdefault(keys[i], len(first))
-            if j == len(first):
-                first.append(i)
-            inverse[i] = j
-        distinct = x[np.asarray(first, dtype=np.intp)]
-        shift = np.zeros(x.shape[1])
+        first, inverse = _sparse_kernels().distinct_rows(points)  # in the order np.unique gives dense rows
+        distinct = _sparse_kernels().as_csr(points)[first]
+        shift = np.zeros(points.shape[1])
     else:
         distinct, inverse = np.unique(points, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)

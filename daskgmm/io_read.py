@@ -267,7 +267,8 @@ def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, 
         if nan_policy != "omit":
             raise NonFiniteError(
                 f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {int(bad.sum())} row(s) with "
-                f"NaN, null or infinite values in column {values!r}; fix the data or use nan_policy='omit'"
+                f"NaN, null or infinite values in column {values!r}, the first in "
+                f"{_row_in_file(piece, int(np.flatnonzero(bad)[0]))}; fix the data or use nan_policy='omit'"
             )
         keep = ~bad
         x = x[keep]

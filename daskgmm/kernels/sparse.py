@@ -103,6 +103,31 @@ def label_sums(x, weights, labels, k: int) -> np.ndarray:
     return (onehot @ x.astype(np.float64, copy=False)).toarray()
 
 
+def distinct_rows(x) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a sparse matrix in the order of their dense values (as ``np.unique(axis=0)``
+    orders dense rows): ``(first, inverse)``, the index of each distinct row's first copy, in that
+    order, and each row's place among them.
+
+    Rows compare at their first differing column, where one holds ``v`` and the other another value
+    or 0. As keys: a non-zero ``(c, v)`` is ``(0, c, v)`` if ``v < 0`` and ``(2, -c, v)`` if ``v > 0``,
+    and each row ends with ``(1,)`` (its zeros), so tuples compare as the dense rows would.
+    """
+    x = as_csr(x).copy()
+    x.eliminate_zeros()
+    keys = []
+    for a, b in zip(x.indptr[:-1], x.indptr[1:]):
+        cols, vals = x.indices[a:b].tolist(), x.data[a:b].tolist()
+        keys.append(tuple((0, c, v) if v < 0 else (2, -c, v) for c, v in zip(cols, vals)) + ((1,),))
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    first, inverse, slot = [], np.empty(len(keys), dtype=np.intp), {}
+    for i in order:
+        j = slot.setdefault(keys[i], len(first))
+        if j == len(first):
+            first.append(i)
+        inverse[i] = j
+    return np.asarray(first, dtype=np.intp), inverse
+
+
 def _onehot(labels: np.ndarray, weights: np.ndarray, k: int) -> sp.csr_array:
     """The (k, n) matrix with ``w_i`` at (label_i, i): row c lists cluster c's rows."""
     order = np.argsort(labels, kind="stable")
