@@ -26,10 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from daskgmm.cluster import (
+    STALL_SECONDS,
+    ClusterError,
     active_client,
     blas_threads,
     cluster_memory,
     local_memory,
+    memory_advice,
     pin_worker_blas,
     wait_bounded,
 )
@@ -52,6 +55,11 @@ SCAN_SAMPLE_BYTES = 4 << 20
 #: Stream of the scan's sample (fixed: the scan runs before any seed is known; the
 #: seeds act on what is done with the sample).
 SCAN_SAMPLE_KEY = 0x5CA17
+#: A plan larger than this (the centres of k-means on wide sparse rows: 51 MB at K=64,
+#: D=100,000) is scattered to the workers once per pass instead of travelling inside every
+#: task through the scheduler.
+PLAN_INLINE_BYTES = 1 << 20
+
 #: Rows of the scan's sample of sparse rows: a fixed number, since bytes per row are not
 #: known before the scan and the sample must not depend on the chunking (4096 rows of 100
 #: non-zeros are 5 MiB). An initialisation that needs more draws them in one pass.
@@ -446,6 +454,21 @@ class ChunkedData:
     def dtype(self) -> np.dtype:
         return self.X.dtype
 
+    def _ship(self, plan: _Plan):
+        """The plan as tasks take it: itself when small, else a future of it on every worker."""
+        import pickle
+
+        buffers: list = []
+        size = len(pickle.dumps(plan, protocol=5, buffer_callback=buffers.append))
+        size += sum(b.raw().nbytes for b in buffers)
+        if self.client is None or size <= PLAN_INLINE_BYTES:
+            return plan
+        try:
+            return self.client.scatter(plan, broadcast=True, hash=False, timeout=STALL_SECONDS)
+        except TimeoutError:
+            raise ClusterError(f"could not send a pass's parameters ({size / 2**20:.0f} MiB) to the workers in "
+                               f"{STALL_SECONDS:.0f} s; {memory_advice(self.client)}") from None
+
     def graph(self, requests: list, centre=None) -> list:
         """The Delayed partial results of one pass, reduced on the cluster to at most
         ``split_every`` (a fixed tree: the result does not depend on which worker runs what).
@@ -456,7 +479,7 @@ class ChunkedData:
         """
         from dask import delayed
 
-        plan = self._plan(requests, centre)
+        plan = self._ship(self._plan(requests, centre))
         tag = uuid.uuid4().hex[:12]
         parts = [
             delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False, traverse=False)(
@@ -507,7 +530,7 @@ class ChunkedData:
         do the rest. So the bits are those of a task per chunk, for any placement.
         """
         client = self.client
-        plan = self._plan(requests, centre)
+        plan = self._ship(self._plan(requests, centre))
         se = self.split_every
         levels = merge_levels(len(self._futures), se)
         source: dict = {}  # node -> (future, key in its result or None)

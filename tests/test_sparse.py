@@ -165,12 +165,20 @@ def test_sparse_rows_are_never_made_dense():
     np.testing.assert_array_equal(np.bincount(labels), [n // 2, n // 2])
 
 
-def test_kmeans_on_sparse_chunks_on_a_cluster(process_client):
+@pytest.mark.parametrize("ship", ["inline", "scattered"])
+def test_kmeans_on_sparse_chunks_on_a_cluster(process_client, monkeypatch, ship):
+    """On worker processes, in memory and re-read each pass; with the plan inside each task, and scattered to
+    the workers once per pass (as plans over the inline size are: the centres of wide sparse rows)."""
+    import daskgmm.engine as engine
+
+    if ship == "scattered":
+        monkeypatch.setattr(engine, "PLAN_INLINE_BYTES", 0)
     X, _ = _text_like(n=4000, d=120)
     ref = KMeans(4, random_state=1).fit(X)
-    km = KMeans(4, random_state=1).fit(_lazy(X, 700))
-    np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-12)
-    np.testing.assert_array_equal(km.labels_.compute(), ref.labels_)
+    for cache in ("memory", "none"):
+        km = KMeans(4, random_state=1, cache=cache).fit(_lazy(X, 700))
+        np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(km.labels_.compute(), ref.labels_)
     np.testing.assert_allclose(KMeans(4, random_state=1).fit(X).inertia_, ref.inertia_, rtol=1e-12)
 
 
