@@ -23,8 +23,11 @@ _LAZY = {
     "RowsOmittedWarning": ("daskgmm.io", "RowsOmittedWarning"),
     "SelectionResult": ("daskgmm.selection", "SelectionResult"),
     "open_parquet": ("daskgmm.io", "open_parquet"),
+    "open_sparse_parquet": ("daskgmm.io_sparse", "open_sparse_parquet"),
     "read_parquet": ("daskgmm.io", "read_parquet"),
+    "read_sparse_parquet": ("daskgmm.io_sparse", "read_sparse_parquet"),
     "select_model": ("daskgmm.selection", "select_model"),
+    "write_sparse_parquet": ("daskgmm.io_sparse", "write_sparse_parquet"),
 }
 
 __all__ = sorted([*_LAZY, "__version__", "load"])

@@ -475,7 +475,8 @@ class ChunkedData:
 
         The plan (a few KiB: the parameters of every model) travels inside each
         chunk task rather than as a task of its own, which would cost every
-        chunk task a fetch before it could start.
+        chunk task a fetch before it could start; a plan over ``PLAN_INLINE_BYTES``
+        (k-means centres of wide sparse rows) is scattered to the workers once instead.
         """
         from dask import delayed
 

@@ -47,6 +47,8 @@ INITS = ("k-means||", "k-means++", "random")
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means clustering on data larger than memory (batch Lloyd) or on a stream (``partial_fit``).
 
+    Dense or sparse rows (scipy.sparse, Dask arrays of sparse chunks, :func:`daskgmm.read_sparse_parquet`).
+
     Parameters
     ----------
     n_clusters : int, default=8
@@ -183,7 +185,11 @@ default="k-means||"
 
         Parameters
         ----------
-        X : array-like, pandas DataFrame, dask Array or dask DataFrame, shape (n_samples, n_features)
+        X : array-like, pandas DataFrame, scipy.sparse matrix, dask Array or dask DataFrame, \
+shape (n_samples, n_features)
+            Sparse rows (in memory, or a Dask array of scipy.sparse chunks, e.g. from
+            :func:`daskgmm.read_sparse_parquet`) are never made dense: distances are
+            ``‖x‖² - 2 x·c + ‖c‖²`` by sparse x dense products (:mod:`daskgmm.kernels.sparse`).
         sample_weight : array-like of shape (n_samples,), optional
 
         Returns

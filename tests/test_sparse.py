@@ -12,10 +12,11 @@ import scipy.sparse as sp
 from sklearn.metrics import pairwise_distances_argmin
 from sklearn.metrics.pairwise import euclidean_distances
 
+import daskgmm
 from daskgmm import KMeans
 from daskgmm.engine import ChunkedData
 from daskgmm.io_files import DataError, NonFiniteError
-from daskgmm.io_sparse import open_sparse_parquet, read_sparse_parquet, write_sparse_parquet
+from daskgmm.io_sparse import open_sparse_parquet, read_sparse_parquet
 from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, ScanRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import sparse as ks
 
@@ -202,8 +203,8 @@ def test_sparse_nan_is_scikit_learns_error_and_the_mixtures_refuse_sparse_rows()
 
 def test_sparse_parquet_roundtrip_and_fit(tmp_path):
     X, _ = _text_like(n=2500, d=90)
-    write_sparse_parquet(X[:1000], tmp_path / "a.parquet", ids=np.arange(1000), row_group_size=300)
-    write_sparse_parquet(X[1000:], tmp_path / "b.parquet", ids=np.arange(1000, 2500), row_group_size=700)
+    daskgmm.write_sparse_parquet(X[:1000], tmp_path / "a.parquet", ids=np.arange(1000), row_group_size=300)
+    daskgmm.write_sparse_parquet(X[1000:], tmp_path / "b.parquet", ids=np.arange(1000, 2500), row_group_size=700)
     src = open_sparse_parquet(tmp_path, id_column="id", chunk_rows=600)
     assert src.n_features == 90 and src.n_rows == 2500
     Xr, ids = src.X, src.ids
@@ -212,7 +213,7 @@ def test_sparse_parquet_roundtrip_and_fit(tmp_path):
     np.testing.assert_array_equal(ids.compute(), np.arange(2500))
     ref = KMeans(4, random_state=0).fit(X)
     for chunk_rows in (600, 5000):
-        km = KMeans(4, random_state=0).fit(read_sparse_parquet(tmp_path, chunk_rows=chunk_rows))
+        km = KMeans(4, random_state=0).fit(daskgmm.read_sparse_parquet(tmp_path, chunk_rows=chunk_rows))
         np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-12)
     # float32, and a wider feature space than stored
     x32 = read_sparse_parquet(tmp_path, n_features=100, dtype="float32")
