@@ -53,6 +53,12 @@ def test_sparse_pass_gives_the_dense_pass_statistics_and_scikit_learns_labels():
             SampleRequest(C[:2], 5, 12, candidates=C[2:])]
     dense = chunk_pass(Xd, reqs, m, sample_weight=w)
     sparse = ks.sparse_chunk_pass(X, reqs, m, sample_weight=w)
+    # blocks of 97 rows give the same statistics (the per-row results of every block in their place)
+    blocked = ks.sparse_chunk_pass(X, reqs, m, sample_weight=w, block_rows=97)
+    np.testing.assert_allclose(blocked[0][0].s1, sparse[0][0].s1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(blocked[0][0].worst.rows, sparse[0][0].worst.rows)
+    np.testing.assert_allclose(blocked[1].m2, sparse[1].m2, rtol=1e-12)
+    np.testing.assert_array_equal(blocked[3].rows, sparse[3].rows)
     a, b = dense[0][0], sparse[0][0]
     assert b.shift.tolist() == [0.0] * 60  # about the origin: no shift keeps rows sparse
     np.testing.assert_allclose(b.n, a.n, rtol=1e-12)
