@@ -458,10 +458,12 @@ class ChunkedData:
         """The plan as tasks take it: itself when small, else a future of it on every worker."""
         import pickle
 
-        buffers: list = []
+        if self.client is None:
+            return plan
+        buffers: list = []  # the arrays' bytes stay out of band: measuring copies nothing
         size = len(pickle.dumps(plan, protocol=5, buffer_callback=buffers.append))
         size += sum(b.raw().nbytes for b in buffers)
-        if self.client is None or size <= PLAN_INLINE_BYTES:
+        if size <= PLAN_INLINE_BYTES:
             return plan
         try:
             return self.client.scatter(plan, broadcast=True, hash=False, timeout=STALL_SECONDS)
