@@ -25,8 +25,11 @@ _LAZY = {
     "SelectionResult": ("daskgmm.selection", "SelectionResult"),
     "StudentTMixture": ("daskgmm.studentt_mixture", "StudentTMixture"),
     "open_parquet": ("daskgmm.io", "open_parquet"),
+    "open_sparse_parquet": ("daskgmm.io_sparse", "open_sparse_parquet"),
     "read_parquet": ("daskgmm.io", "read_parquet"),
+    "read_sparse_parquet": ("daskgmm.io_sparse", "read_sparse_parquet"),
     "select_model": ("daskgmm.selection", "select_model"),
+    "write_sparse_parquet": ("daskgmm.io_sparse", "write_sparse_parquet"),
 }
 
 __all__ = sorted([*_LAZY, "__version__", "load", "show_config"])

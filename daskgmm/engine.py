@@ -27,10 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from daskgmm.cluster import (
+    STALL_SECONDS,
+    ClusterError,
     active_client,
     blas_threads,
     cluster_memory,
     local_memory,
+    memory_advice,
     pin_worker_blas,
     wait_bounded,
 )
@@ -48,6 +51,25 @@ SCAN_SAMPLE_BYTES = 4 << 20
 #: Stream of the scan's sample (fixed: the scan runs before any seed is known; the
 #: seeds act on what is done with the sample).
 SCAN_SAMPLE_KEY = 0x5CA17
+#: A plan larger than this (the centres of k-means on wide sparse rows: 51 MB at K=64,
+#: D=100,000) is scattered to the workers once per pass instead of travelling inside every
+#: task through the scheduler.
+PLAN_INLINE_BYTES = 1 << 20
+
+#: Rows of the scan's sample of sparse rows: a fixed number, since bytes per row are not
+#: known before the scan and the sample must not depend on the chunking (4096 rows of 100
+#: non-zeros are 5 MiB). An initialisation that needs more draws them in one pass.
+SPARSE_SCAN_SAMPLE_ROWS = 4096
+
+
+def is_sparse_chunk(x) -> bool:
+    """A scipy.sparse matrix or array (by its type's module: no SciPy import)."""
+    return type(x).__module__.startswith("scipy.sparse")
+
+
+def is_sparse_array(X) -> bool:
+    """A Dask array whose chunks are scipy.sparse matrices (by its meta)."""
+    return is_sparse_chunk(getattr(X, "_meta", None))
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,11 @@ class _Plan:
 
 def _chunk_task(x, w, row0, plan: _Plan):
     pin_worker_blas()
+    if is_sparse_chunk(x):
+        # imported here: a worker of dense data never imports SciPy
+        from daskgmm.kernels.sparse import sparse_chunk_pass
+
+        return sparse_chunk_pass(x, plan.requests, plan.centre, sample_weight=w, row0=row0)
     return chunk_pass(x, plan.requests, plan.centre, sample_weight=w, row0=row0, block_rows=plan.block_rows,
                       compiled=plan.compiled)
 
@@ -253,6 +280,8 @@ class ChunkedData:
             raise ValueError(f"cache must be 'auto', 'memory' or 'none'; got {cache!r}")
         if X.ndim != 2:
             raise ValueError(f"expected a 2-D array, got {X.ndim}-D")
+        #: chunks are scipy.sparse CSR (k-means only: daskgmm.kernels.sparse)
+        self.sparse = is_sparse_array(X)
         if X.numblocks[1] != 1:
             X = X.rechunk({1: -1})
         if any(math.isnan(c) for c in X.chunks[0]):
@@ -281,7 +310,8 @@ class ChunkedData:
             else list(sample_weight.to_delayed(optimize_graph=False).ravel())
         )
         self._scan = None
-        self._sample = self._sample_rows = None
+        self._sample = self._sample_rows = self._sample_weights = None
+        self._sample_complete = False
         self.passes = 0
 
     def _should_persist(self, X, cache, in_memory) -> bool:
@@ -297,7 +327,21 @@ class ChunkedData:
             if in_memory:
                 return False
             budget = local_memory()
-        return X.nbytes <= MEMORY_FRACTION * budget
+        return self._nbytes(X) <= MEMORY_FRACTION * budget
+
+    def _nbytes(self, X) -> float:
+        """The data's size in memory; for sparse chunks, extrapolated by rows from the first
+        chunk (one chunk read: the non-zeros are not known before)."""
+        if not self.sparse:
+            return X.nbytes
+        import dask
+
+        first = dask.compute(X.blocks[0])[0]
+        rows = first.shape[0]
+        if rows == 0:
+            return X.nbytes
+        size = first.data.nbytes + first.indices.nbytes + first.indptr.nbytes
+        return size / rows * X.shape[0]
 
     def _workers(self) -> list:
         from daskgmm.cluster import workers
@@ -407,17 +451,35 @@ class ChunkedData:
     def dtype(self) -> np.dtype:
         return self.X.dtype
 
+    def _ship(self, plan: _Plan):
+        """The plan as tasks take it: itself when small, else a future of it on every worker."""
+        import pickle
+
+        if self.client is None:
+            return plan
+        buffers: list = []  # the arrays' bytes stay out of band: measuring copies nothing
+        size = len(pickle.dumps(plan, protocol=5, buffer_callback=buffers.append))
+        size += sum(b.raw().nbytes for b in buffers)
+        if size <= PLAN_INLINE_BYTES:
+            return plan
+        try:
+            return self.client.scatter(plan, broadcast=True, hash=False, timeout=STALL_SECONDS)
+        except TimeoutError:
+            raise ClusterError(f"could not send a pass's parameters ({size / 2**20:.0f} MiB) to the workers in "
+                               f"{STALL_SECONDS:.0f} s; {memory_advice(self.client)}") from None
+
     def graph(self, requests: list, centre=None) -> list:
         """The Delayed partial results of one pass, reduced on the cluster to at most
         ``split_every`` (a fixed tree: the result does not depend on which worker runs what).
 
         The plan (a few KiB: the parameters of every model) travels inside each
         chunk task rather than as a task of its own, which would cost every
-        chunk task a fetch before it could start.
+        chunk task a fetch before it could start; a plan over ``PLAN_INLINE_BYTES``
+        (k-means centres of wide sparse rows) is scattered to the workers once instead.
         """
         from dask import delayed
 
-        plan = self._plan(requests, centre)
+        plan = self._ship(self._plan(requests, centre))
         tag = uuid.uuid4().hex[:12]
         parts = [
             delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False, traverse=False)(
@@ -468,7 +530,7 @@ class ChunkedData:
         do the rest. So the bits are those of a task per chunk, for any placement.
         """
         client = self.client
-        plan = self._plan(requests, centre)
+        plan = self._ship(self._plan(requests, centre))
         se = self.split_every
         levels = merge_levels(len(self._futures), se)
         source: dict = {}  # node -> (future, key in its result or None)
@@ -506,14 +568,17 @@ class ChunkedData:
         """
         if self._scan is None:
             self._scan, sample = self.run([ScanRequest(), self._sample_request()])
-            drawn = np.isfinite(sample.keys[0])
-            self._sample = sample.points[0][drawn]
-            self._sample_rows = sample.rows[0][drawn]
+            ok = np.isfinite(sample.keys[0])
+            self._sample = sample.points[0][ok]
+            self._sample_rows = sample.rows[0][ok]
+            self._sample_weights = sample.weights[0][ok]
+            # fewer drawn than asked for: every row that can be drawn was
+            self._sample_complete = bool(not ok.all() or ok.size >= self.n_rows)
         return self._scan
 
     def _sample_request(self) -> SampleRequest:
         d = self.n_features
-        m = max(1, min(SCAN_SAMPLE_ROWS, SCAN_SAMPLE_BYTES // (8 * d)))
+        m = SPARSE_SCAN_SAMPLE_ROWS if self.sparse else max(1, min(SCAN_SAMPLE_ROWS, SCAN_SAMPLE_BYTES // (8 * d)))
         return SampleRequest(np.zeros((0, d)), m, SCAN_SAMPLE_KEY, finite_only=True)
 
     def sample(self) -> np.ndarray:
@@ -524,7 +589,8 @@ class ChunkedData:
         ndarray, shape (m, D), float64
             In data coordinates, in random order; rows with non-finite values or
             non-positive weights are never drawn. ``m`` is the smaller of the
-            usable rows and ``SCAN_SAMPLE_ROWS`` (fewer for wide data).
+            usable rows and ``SCAN_SAMPLE_ROWS`` (fewer for wide data). For sparse
+            chunks a scipy.sparse ``csr_array`` of at most ``SPARSE_SCAN_SAMPLE_ROWS`` rows.
         """
         self.scan()
         return self._sample
@@ -533,3 +599,15 @@ class ChunkedData:
         """The global row numbers of :meth:`sample`'s rows (int64, in the same order)."""
         self.scan()
         return self._sample_rows
+
+    def sample_weights(self) -> np.ndarray:
+        """The sample weights of the rows of :meth:`sample` (ones without weights), shape (m,)."""
+        self.scan()
+        return self._sample_weights
+
+    @property
+    def sample_complete(self) -> bool:
+        """Whether :meth:`sample` holds every row that can be drawn (finite, positive weight):
+        then the sample with :meth:`sample_weights` is the data (in random order)."""
+        self.scan()
+        return self._sample_complete

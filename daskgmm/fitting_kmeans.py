@@ -23,15 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from daskgmm.em import Run, lockstep
+from daskgmm.engine import ChunkedData, is_sparse_array
 from daskgmm.init import initial_centers
 from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
+from daskgmm.kernels import sparse as sparse_kernels
 from daskgmm.models import KMeansState, first_best
 
 
 def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
     """Given starting centres as float64, shape (n_clusters, n_features), or scikit-learn's error."""
-    c = np.asarray(centers, dtype=np.float64)
+    c = np.asarray(centers.toarray() if sparse_kernels.issparse(centers) else centers, dtype=np.float64)
     if c.ndim != 2 or c.shape[0] != n_clusters:
         raise ValueError(
             f"The shape of the initial centers {c.shape} does not match the number of clusters {n_clusters}."
@@ -131,26 +133,28 @@ def lloyd_attributes(fit: LloydFit, dtype) -> dict:
 
 def first_batch_centers(batch, n_clusters: int, seeds) -> np.ndarray:
     """k-means++ on the first batch: a :class:`daskgmm.engine.ChunkedData` (about its scan's
-    mean, cached by ``prepare_rows``), or an ndarray."""
-    if isinstance(batch, np.ndarray):
+    mean, cached by ``prepare_rows``), or an ndarray or sparse matrix."""
+    if not isinstance(batch, ChunkedData):
         import dask.array as da
 
-        from daskgmm.engine import ChunkedData
-
-        if len(batch) < n_clusters:
-            raise ValueError(f"n_samples={len(batch)} should be >= n_clusters={n_clusters}.")
-        local = ChunkedData(da.from_array(batch, chunks=batch.shape), None, cache="none", in_memory=True)
-        return initial_centers(local, batch.mean(axis=0), "k-means++", n_clusters, seeds)[0]
+        if batch.shape[0] < n_clusters:
+            raise ValueError(f"n_samples={batch.shape[0]} should be >= n_clusters={n_clusters}.")
+        local = ChunkedData(da.from_array(batch, chunks=batch.shape, asarray=False), None, cache="none",
+                            in_memory=True)
+        return initial_centers(local, np.asarray(batch.mean(axis=0)).ravel(), "k-means++", n_clusters, seeds)[0]
     return initial_centers(batch, batch.scan().mean, "k-means++", n_clusters, seeds)[0]
 
 
 def batch_statistics(batch, centers, sample_weight=None):
-    """The hard-assignment statistics of a batch (ChunkedData, or an ndarray with optional weights)."""
+    """The hard-assignment statistics of a batch (ChunkedData, or an ndarray or sparse matrix with optional
+    weights). Sparse rows give statistics about the origin (``shift`` 0)."""
     nat, centre = kmeans_form(centers)
     request = MixtureRequest([ModelSpec(nat, "spherical", "hard")])
-    if isinstance(batch, np.ndarray):
-        return chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
-    return batch.run([request], centre)[0][0]
+    if isinstance(batch, ChunkedData):
+        return batch.run([request], centre)[0][0]
+    if sparse_kernels.issparse(batch):
+        return sparse_kernels.sparse_chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
+    return chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
 
 
 def sequential_update(centers, counts, stats):
@@ -176,20 +180,41 @@ def sequential_update(centers, counts, stats):
 # Predictions and scores
 
 
+def _is_dask(X) -> bool:
+    return hasattr(X, "map_blocks") and hasattr(X, "chunks")
+
+
 def nearest_labels(X, centers):
-    """Index of the nearest centre of every row (int32): NumPy in, NumPy out; Dask in, lazy Dask out."""
+    """Index of the nearest centre of every row (int32): NumPy or sparse in, NumPy out; Dask in, lazy Dask out."""
+    if is_sparse_array(X) or sparse_kernels.issparse(X):
+        centers = np.asarray(centers, np.float64)
+        if _is_dask(X):
+            return X.map_blocks(sparse_kernels.nearest_labels, centers, dtype=np.int32, drop_axis=1,
+                                meta=np.empty((0,), np.int32))
+        return sparse_kernels.nearest_labels(X, centers)
     nat, centre = kmeans_form(centers)
-    if hasattr(X, "map_blocks"):
+    if _is_dask(X):
         return X.map_blocks(blocks.nearest_labels, nat, centre, dtype=np.int32, drop_axis=1)
     return blocks.nearest_labels(X, nat, centre)
 
 
 def distances(X, centers):
-    """Distances of every row to every centre, shape (n_samples, n_clusters); lazy for Dask X."""
+    """Distances of every row to every centre, shape (n_samples, n_clusters); lazy for Dask X.
+
+    In the wider of the rows' and the centres' dtypes, as scikit-learn's ``transform``
+    (float32 rows and float64 centres give float64).
+    """
     centers = np.asarray(centers)
-    if hasattr(X, "map_blocks"):
-        return X.map_blocks(blocks.distances, centers, dtype=X.dtype, chunks=(X.chunks[0], (centers.shape[0],)))
-    return blocks.distances(X, centers)
+    dtype = np.result_type(X.dtype, centers.dtype)
+    shape = {"chunks": (X.chunks[0], (centers.shape[0],))} if _is_dask(X) else {}
+    if is_sparse_array(X) or sparse_kernels.issparse(X):
+        if shape:
+            return X.map_blocks(sparse_kernels.distances, centers, dtype, dtype=dtype, meta=np.empty((0, 0), dtype),
+                                **shape)
+        return sparse_kernels.distances(X, centers, dtype)
+    if shape:
+        return X.map_blocks(blocks.distances, centers, dtype, dtype=dtype, **shape)
+    return blocks.distances(X, centers, dtype)
 
 
 def inertia(data, centers) -> float:

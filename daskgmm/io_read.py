@@ -181,3 +181,147 @@ def count_nonfinite(fs, pieces, columns, dtype):
 
     counts = dask.compute(*[dask.delayed(_count_bad)(fs, p, columns, dtype) for p in pieces])
     return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0)
+
+
+# ---------------------------------------------------------------------------
+# Sparse rows (daskgmm.io_sparse: two list columns, indices and values)
+
+
+def _row_in_file(piece: Piece, row: int) -> str:
+    """Where row ``row`` of a chunk is in its file: "row group G, row R" (R counted in the row group)."""
+    for g, lo, hi in piece.slices:
+        if row < hi - lo:
+            return f"row group {g}, row {lo + row}"
+        row -= hi - lo
+    return "after the planned rows"
+
+
+def _list_parts(pf, piece: Piece, name, what):
+    """(offsets rebased to 0, flat values) of each row slice of a list column; null lists are an error."""
+    import pyarrow as pa
+
+    out = []
+    row = 0
+    for part in _read_column(pf, piece, name):
+        if isinstance(part, pa.ChunkedArray):
+            part = part.combine_chunks()
+        if part.null_count:
+            bad = row + int(np.flatnonzero(np.asarray(part.is_null()))[0])
+            raise DataError(f"{piece.path} ({_row_in_file(piece, bad)}): column {name!r} ({what}) is null; an "
+                            "empty list is a row of zeros, a null one is not allowed")
+        offsets = np.asarray(part.offsets, dtype=np.int64)
+        out.append((offsets - offsets[0], part.flatten()))
+        row += len(part)
+    return out
+
+
+def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=None):
+    """One chunk of sparse rows: (csr_array (rows, n_features), bad-rows mask or None, ids)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import scipy.sparse as sp
+
+    path = piece.path
+    where = f"row group(s) {[g for g, _, _ in piece.slices]}"
+    idx_dtype = np.int32 if n_features < 2**31 else np.int64
+    ids = None
+    try:
+        _check_unchanged(fs, piece)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
+            _check_unchanged(fs, piece, pf)
+            ind_parts = _list_parts(pf, piece, indices, "indices")
+            val_parts = _list_parts(pf, piece, values, "values")
+            if id_column is not None:
+                parts = _read_column(pf, piece, id_column)
+                ids = np.concatenate([p.to_numpy(zero_copy_only=False) for p in parts]) if parts else None
+        _check_unchanged(fs, piece)
+    except (DataError, InputChangedError):
+        raise
+    except FileNotFoundError:
+        raise InputChangedError(f"{path}: the file was removed after the job started; "
+                                "inputs must not change during a job") from None
+    except Exception as exc:  # a corrupt file fails in many ways
+        raise DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})") from None
+    finally:
+        pa.default_memory_pool().release_unused()
+    counts_i = np.concatenate([np.diff(o) for o, _ in ind_parts]) if ind_parts else np.zeros(0, np.int64)
+    counts_v = np.concatenate([np.diff(o) for o, _ in val_parts]) if val_parts else np.zeros(0, np.int64)
+    if len(counts_i) != piece.rows or len(counts_v) != piece.rows:
+        raise InputChangedError(f"{path}: read {len(counts_i)} rows where the job planned {piece.rows}; "
+                                "inputs must not change during a job")
+    if not np.array_equal(counts_i, counts_v):
+        row = int(np.flatnonzero(counts_i != counts_v)[0])
+        raise DataError(f"{path} ({_row_in_file(piece, row)}): {int(counts_i[row])} indices in column "
+                        f"{indices!r} but {int(counts_v[row])} values in column {values!r}; each row needs one "
+                        "value per index")
+    flat_i = [p for _, p in ind_parts]
+    flat_v = [p for _, p in val_parts]
+    if any(p.null_count for p in flat_i):
+        raise DataError(f"{path} ({where}): column {indices!r} holds null indices")
+    col = np.concatenate([p.to_numpy(zero_copy_only=False) for p in flat_i]) if flat_i else np.zeros(0, np.int64)
+    target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
+    # null values become NaN (then the nan_policy decides)
+    data = np.concatenate([p.cast(target).to_numpy(zero_copy_only=False) for p in flat_v]) if flat_v \
+        else np.zeros(0, dtype)
+    indptr = np.concatenate([[0], np.cumsum(counts_i)])
+    if col.size:
+        lo, hi = int(col.min()), int(col.max())
+        if lo < 0 or hi >= n_features:
+            bad = int(np.flatnonzero((col < 0) | (col >= n_features))[0])
+            row = int(np.searchsorted(indptr, bad, side="right") - 1)
+            raise DataError(f"{path} ({_row_in_file(piece, row)}): index {int(col[bad])} in column {indices!r} "
+                            f"is outside [0, n_features={n_features}); give the right n_features")
+    x = sp.csr_array((data.astype(dtype, copy=False), col.astype(idx_dtype, copy=False),
+                      indptr.astype(idx_dtype if indptr[-1] < 2**31 else np.int64)),
+                     shape=(piece.rows, n_features), copy=False)
+    if not x.has_canonical_format:
+        x.sort_indices()
+        same = np.diff(x.indices) == 0  # entries k and k + 1 hold one index...
+        starts = x.indptr[1:-1]
+        same[starts[(starts > 0) & (starts < x.nnz)] - 1] = False  # ...unless k + 1 starts a row
+        if same.any():
+            k = int(np.flatnonzero(same)[0])
+            row = int(np.searchsorted(x.indptr, k, side="right") - 1)
+            raise DataError(f"{path} ({_row_in_file(piece, row)}): index {int(x.indices[k])} appears twice in "
+                            f"column {indices!r}; each index at most once per row")
+    return x, ids
+
+
+def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy):
+    """One chunk of sparse rows: (csr_array (n, n_features), ids (n,) or None)."""
+    x, ids = _read_sparse(fs, piece, indices, values, n_features, dtype, id_column)
+    bad = _sparse_bad_rows(x)
+    if bad.any():
+        if nan_policy != "omit":
+            raise NonFiniteError(
+                f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {int(bad.sum())} row(s) with "
+                f"NaN, null or infinite values in column {values!r}, the first in "
+                f"{_row_in_file(piece, int(np.flatnonzero(bad)[0]))}; fix the data or use nan_policy='omit'"
+            )
+        keep = ~bad
+        x = x[keep]
+        if ids is not None:
+            ids = ids[keep]
+    return x, ids
+
+
+def _sparse_bad_rows(x) -> np.ndarray:
+    bad_entries = ~np.isfinite(x.data)
+    if not bad_entries.any():
+        return np.zeros(x.shape[0], dtype=bool)
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    return np.bincount(rows[bad_entries], minlength=x.shape[0]) > 0
+
+
+def _count_sparse_bad(fs, piece, indices, values, n_features, dtype):
+    x, _ = _read_sparse(fs, piece, indices, values, n_features, dtype)
+    return int(_sparse_bad_rows(x).sum())
+
+
+def count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype) -> list:
+    """One read of every piece: rows with NaN, null or infinite values per piece."""
+    import dask
+
+    return list(dask.compute(*[dask.delayed(_count_sparse_bad)(fs, p, indices, values, n_features, dtype)
+                               for p in pieces]))

@@ -47,6 +47,8 @@ INITS = ("k-means||", "k-means++", "random")
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means clustering on data larger than memory (batch Lloyd) or on a stream (``partial_fit``).
 
+    Dense or sparse rows (scipy.sparse, Dask arrays of sparse chunks, :func:`daskgmm.read_sparse_parquet`).
+
     Parameters
     ----------
     n_clusters : int, default=8
@@ -144,7 +146,7 @@ default="k-means||"
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     @property
@@ -183,7 +185,11 @@ default="k-means||"
 
         Parameters
         ----------
-        X : array-like, pandas DataFrame, dask Array or dask DataFrame, shape (n_samples, n_features)
+        X : array-like, pandas DataFrame, scipy.sparse matrix, dask Array or dask DataFrame, \
+shape (n_samples, n_features)
+            Sparse rows (in memory, or a Dask array of scipy.sparse chunks, e.g. from
+            :func:`daskgmm.read_sparse_parquet`) are never made dense: distances are
+            ``‖x‖² - 2 x·c + ‖c‖²`` by sparse x dense products (:mod:`daskgmm.kernels.sparse`).
         sample_weight : array-like of shape (n_samples,), optional
 
         Returns
@@ -192,7 +198,7 @@ default="k-means||"
         """
         self._validate_params()
         data, scan, _ = prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
-                                        chunk_size=self.chunk_size, min_samples=1, estimator=self)
+                                     chunk_size=self.chunk_size, min_samples=1, estimator=self, accept_sparse=True)
         n, d = data.n_rows, data.n_features
         k = self.n_clusters
         if n < k:
@@ -264,10 +270,10 @@ default="k-means||"
         dask_batch = is_dask(X)
         if dask_batch:
             data, _, _ = prepare_rows(X, sample_weight, name, cache="none", min_samples=1,
-                                      estimator=self if first else None)
+                                      estimator=self if first else None, accept_sparse=True)
             d = data.n_features
         else:
-            x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True)
+            x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True, accept_sparse=True)
             d = x.shape[1]
             w = None if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
             if w is not None and len(w) != len(x):
@@ -292,7 +298,7 @@ default="k-means||"
     # ----------------------------------------------------------- predictions
     def _rows(self, X):
         check_is_fitted(self)
-        return prediction_rows(self, X)
+        return prediction_rows(self, X, accept_sparse=True)
 
     def _labels(self, X):
         """``labels_`` of the rows just fitted (int32, as scikit-learn's)."""
@@ -318,7 +324,7 @@ default="k-means||"
         check_is_fitted(self)
         # width and feature names checked against the fit (reset=False), as predict checks them
         data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1, estimator=self,
-                                  reset=False)
+                                  reset=False, accept_sparse=True)
         return fitting_kmeans.inertia(data, self.cluster_centers_)
 
     # ----------------------------------------------------------- persistence

@@ -217,6 +217,8 @@ class KMeansState:
         As scikit-learn relocates them: the ``e`` empty clusters take the ``e``
         rows farthest from their (old) centres, one each, and every such row
         leaves the cluster it was assigned to, whose mean is taken without it.
+        A row on its centre (distance exactly 0) is not taken: moving it cannot lower the
+        inertia, only empty its cluster in turn (fewer distinct points than clusters).
         """
         n = stats.n.copy()
         s1 = stats.s1.copy()  # Σ w (x - shift), kept about the shift so that large offsets stay exact
@@ -225,8 +227,11 @@ class KMeansState:
         events = ()
         if empty.size and self.relocate_empty and stats.worst is not None:
             worst = stats.worst
-            take = min(len(worst.points), empty.size)
+            # values are -distance, ascending: the rows off their centres come first
+            take = min(int(np.count_nonzero(worst.values < 0)), empty.size)
             pts, wts = worst.points[:take], worst.weights[:take]
+            if hasattr(pts, "toarray"):  # sparse rows (daskgmm.kernels.sparse.SparseWorstRows): a few, dense now
+                pts = pts.toarray()
             d2 = ((pts[:, None, :] - self.centers[None, :, :]) ** 2).sum(axis=2)
             old = d2.argmin(axis=1)  # the cluster each row was assigned to in this pass
             for c, p, w, o in zip(empty[:take], pts, wts, old):

@@ -51,7 +51,7 @@ __all__ = [
     "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
     "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
     "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "in_memory_rows", "is_dask",
-    "is_dask_array", "is_dask_dataframe", "prediction_rows", "prepare_rows", "validate_params",
+    "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_rows", "prepare_rows", "validate_params",
     "warn_convergence", "warn_degenerate",
 ]
 
@@ -71,6 +71,13 @@ def is_dask_dataframe(X) -> bool:
 
 def is_dask(X) -> bool:
     return is_dask_array(X) or is_dask_dataframe(X)
+
+
+def is_sparse(X) -> bool:
+    """A scipy.sparse matrix or array in memory, or a Dask array whose chunks are scipy.sparse."""
+    import scipy.sparse
+
+    return scipy.sparse.issparse(getattr(X, "_meta", X) if is_dask_array(X) else X)
 
 
 def _frame_float_dtype(dtypes) -> np.dtype:
@@ -100,9 +107,7 @@ def _shape_errors(shape, name, min_samples=1) -> None:
 
 
 def _reject_sparse(X, name):
-    import scipy.sparse
-
-    if scipy.sparse.issparse(X):
+    if is_sparse(X):
         raise TypeError(
             "Sparse data was passed for X, but dense data is required. Use '.toarray()' to convert to a "
             f"dense numpy array. {name} fits dense rows only (its statistics are dense); for data larger "
@@ -134,6 +139,8 @@ def _dask_rows(X, name, min_samples):
         if X.dtype.kind not in "biuf":
             raise ValueError(f"{name} needs numeric features; got a Dask array of dtype {X.dtype}.")
         arr = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+        if is_sparse(arr):
+            arr = _csr_chunks(arr)
         if any(math.isnan(c) for c in arr.chunks[0]):
             arr = arr.compute_chunk_sizes()
     _shape_errors(arr.shape, name, min_samples)
@@ -142,8 +149,19 @@ def _dask_rows(X, name, min_samples):
     return arr
 
 
+def _csr_chunks(arr):
+    """A Dask array of sparse chunks (any scipy format) as canonical CSR chunks (``csr_array``)."""
+    import scipy.sparse
+
+    from daskgmm.kernels.sparse import as_csr
+
+    if arr.numblocks[1] != 1:
+        arr = arr.rechunk({1: -1})
+    return arr.map_blocks(as_csr, dtype=arr.dtype, meta=scipy.sparse.csr_array((0, arr.shape[1]), dtype=arr.dtype))
+
+
 def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, estimator=None,
-               reset: bool = True, finite: bool = False):
+               reset: bool = True, finite: bool = False, accept_sparse: bool = False):
     """Turn any supported input into a row-chunked Dask array of floats.
 
     Parameters
@@ -163,10 +181,13 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
     finite : bool
         Reject NaN and infinity in in-memory input now (scikit-learn's message);
         Dask input is checked chunk by chunk when it is read.
+    accept_sparse : bool
+        Take scipy.sparse input (any format, made canonical CSR) and Dask arrays of
+        sparse chunks (k-means); else they are scikit-learn's TypeError.
 
     Returns
     -------
-    X : dask.array.Array, shape (N, D), float32 or float64
+    X : dask.array.Array, shape (N, D), float32 or float64 (chunks scipy.sparse ``csr_array`` for sparse input)
     info : dict
         ``dask_input`` (bool: the caller gets lazy results back), ``in_memory``
         (bool: backed by NumPy in this process), ``feature_names`` (ndarray of
@@ -174,7 +195,8 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
     """
     import dask.array as da
 
-    _reject_sparse(X, name)
+    if not accept_sparse:
+        _reject_sparse(X, name)
     if is_dask(X):
         names = _column_names(X) if is_dask_dataframe(X) else None
         if estimator is not None:
@@ -182,7 +204,8 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
             _dask_feature_names(estimator, names, reset)
         arr = _dask_rows(X, name, min_samples)
         return arr, {"dask_input": True, "in_memory": False, "feature_names": names}
-    arr = in_memory_rows(X, name, min_samples, estimator=estimator, reset=reset, finite=finite)
+    arr = in_memory_rows(X, name, min_samples, estimator=estimator, reset=reset, finite=finite,
+                         accept_sparse=accept_sparse)
     rows = chunk_rows or default_chunk_rows(arr.shape[0])
     darr = da.from_array(arr, chunks=(max(1, rows), arr.shape[1]), asarray=False)
     names = _column_names(X) if hasattr(X, "columns") else None
@@ -212,16 +235,26 @@ def _dask_feature_names(estimator, names, reset):
 
 
 def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool = True,
-                   finite: bool | str = False) -> np.ndarray:
+                   finite: bool | str = False, accept_sparse: bool = False):
     """NumPy, array-like or pandas input as a float32/float64 ndarray (scikit-learn's checks).
 
     ``finite``: reject NaN and infinity (True), infinity only ("allow-nan"), or nothing (False).
+    ``accept_sparse``: scipy.sparse input (any format) comes back as a canonical CSR
+    ``csr_array`` (duplicate entries summed, on a copy); else it is scikit-learn's TypeError.
     """
     from sklearn.utils import check_array
 
-    _reject_sparse(X, name)
+    if not accept_sparse:
+        _reject_sparse(X, name)
     kw = dict(dtype=[np.float64, np.float32], ensure_min_samples=min_samples,
               ensure_all_finite=finite if finite == "allow-nan" else bool(finite))
+    if accept_sparse and is_sparse(X):
+        from daskgmm.kernels.sparse import as_csr
+
+        kw["accept_sparse"] = "csr"
+        checked = validate_data(estimator, X, reset=reset, **kw) if estimator is not None else \
+            check_array(X, estimator=name, **kw)
+        return as_csr(checked)
     try:
         if estimator is not None:
             return validate_data(estimator, X, reset=reset, **kw)
@@ -249,7 +282,7 @@ def _column_names(frame):
     return None
 
 
-def prediction_rows(estimator, X, missing: str = "raise"):
+def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False):
     """Rows to predict on with a fitted estimator, checked against what it was fitted on.
 
     ``missing="marginalize"`` lets NaN through (infinity is still an error).
@@ -263,10 +296,11 @@ def prediction_rows(estimator, X, missing: str = "raise"):
     """
     name = type(estimator).__name__
     if is_dask(X):
-        Xd, _ = check_rows(X, name, min_samples=0, estimator=estimator, reset=False)
+        Xd, _ = check_rows(X, name, min_samples=0, estimator=estimator, reset=False, accept_sparse=accept_sparse)
         return Xd, None
     finite = "allow-nan" if missing == "marginalize" else True
-    return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite)
+    return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
+                                accept_sparse=accept_sparse)
 
 
 def _weights_array(sample_weight, Xd):
@@ -289,7 +323,7 @@ def _weights_array(sample_weight, Xd):
 
 
 def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None,
-                 reset=True, scan=True, missing="raise"):
+                 reset=True, scan=True, missing="raise", accept_sparse=False):
     """Validated input as :class:`daskgmm.engine.ChunkedData`, with its first scan done.
 
     Parameters
@@ -305,6 +339,8 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
         ``ScanRequest`` in its own pass and checks it with :func:`check_scan`.
     missing : {"raise", "marginalize"}
         Whether NaN is an error, or kept for a model that marginalises it.
+    accept_sparse : bool
+        Take sparse rows (see :func:`check_rows`).
 
     Returns
     -------
@@ -317,7 +353,8 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     from daskgmm.engine import ChunkedData
 
     Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size, estimator=estimator,
-                          reset=reset, finite=(not scan) and ("allow-nan" if missing == "marginalize" else True))
+                          reset=reset, finite=(not scan) and ("allow-nan" if missing == "marginalize" else True),
+                          accept_sparse=accept_sparse)
     w = None if sample_weight is None else _weights_array(sample_weight, Xd)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
     if not scan:
@@ -325,6 +362,8 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     result = data.scan()
     check_scan(result, info["feature_names"], name, missing=missing)
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
+        # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         warn_degenerate(result, info["feature_names"],
-                        getattr(estimator, "n_components", getattr(estimator, "n_clusters", None)))
+                        getattr(estimator, "n_components", getattr(estimator, "n_clusters", None)),
+                        columns=not data.sparse)
     return data, result, info

@@ -46,11 +46,12 @@ class DegenerateDataWarning(UserWarning):
     """Every row of X is the same point, or a column of X has one value in every row."""
 
 
-def warn_degenerate(scan, feature_names, n_components=None) -> None:
+def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True) -> None:
     """Warn (``DegenerateDataWarning``) when every row is the same point, or about columns of one value.
 
     A column is constant when its standard deviation is below 1e-12 of its mean: the scan
     merges chunk means, so a constant column's variance is rounding, not always zero.
+    ``columns=False`` warns only when every row is the same point (sparse rows).
     """
     if scan.rows < 2 or scan.weight <= 0:
         return
@@ -61,7 +62,7 @@ def warn_degenerate(scan, feature_names, n_components=None) -> None:
         warnings.warn(f"all {scan.rows} rows of X are the same point: 1 distinct point{more} "
                       "(possibly duplicate points in X); the components cannot be told apart",
                       DegenerateDataWarning, stacklevel=3)
-    elif const.size:
+    elif const.size and columns:
         names = ", ".join(repr(str(feature_names[j])) if feature_names is not None else str(j) for j in const)
         warnings.warn(f"column(s) {names} of X have zero variance (one value in every row): they carry no "
                       "information, and their variances rest on reg_covar alone; drop them",

@@ -111,3 +111,31 @@ def test_sample_kmeans_draws_a_larger_sample_when_needed(monkeypatch):
     before = data.passes
     out = I.sample_kmeans(data, c, 4, [0])[0]
     assert data.passes == before + 1 and out.shape == (4, 2)
+
+
+def test_small_data_fit_is_the_same_for_weights_and_repeated_rows_in_any_order():
+    """When the scan draws every row, k-means runs on the distinct rows with their weights summed, in the
+    order of their values: a weight of w and w copies of a row, in any order, give the same fit."""
+    import scipy.sparse as sp
+
+    from daskgmm import GaussianMixture, KMeans
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 4, size=(60, 3)).astype(float)  # duplicates on purpose
+    w = rng.integers(0, 4, size=60)
+    order = rng.permutation(int(w.sum()))
+    repeated = np.repeat(X, w, axis=0)[order]
+    for seed in range(4):
+        for k in (2, 5):
+            a = KMeans(k, random_state=seed).fit(X, sample_weight=w)
+            b = KMeans(k, random_state=seed).fit(repeated)
+            c = KMeans(k, random_state=seed).fit(sp.csr_matrix(repeated))
+            np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(c.cluster_centers_, b.cluster_centers_, rtol=1e-12, atol=1e-12)
+        g = GaussianMixture(3, covariance_type="diag", random_state=seed).fit(X, sample_weight=w)
+        h = GaussianMixture(3, covariance_type="diag", random_state=seed).fit(repeated)
+        np.testing.assert_allclose(g.means_, h.means_, rtol=1e-9, atol=1e-9)
+    # the weighted point set: distinct rows in lexicographic order, weights summed
+    pts, wts, shift = I._distinct_rows(np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0]]), np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(pts + shift, [[0.0, 2.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(wts, [2.0, 4.0])

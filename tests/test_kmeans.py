@@ -134,3 +134,21 @@ def test_fit_and_partial_fit_leave_the_init_array_and_earlier_centres_alone():
     assert not np.array_equal(km.cluster_centers_, kept)
     KMeans(2, init=init, n_init=1).fit(X)
     np.testing.assert_array_equal(init, [[0.0, 0.0], [1.0, 1.0]])
+
+
+def test_transform_is_in_the_wider_of_the_rows_and_centres_dtypes():
+    """As scikit-learn's (and dask-ml's dtype test): float32 rows after a float64 fit give float64
+    distances, float64 rows after a float32 fit too, float32 after float32 stays float32."""
+    import scipy.sparse as sp
+
+    X, _, _ = make_blobs(n=600, d=3, k=3)
+    km64 = KMeans(3, random_state=0).fit(X)
+    km32 = KMeans(3, random_state=0).fit(X.astype(np.float32))
+    assert km32.cluster_centers_.dtype == np.float32
+    for km, rows, want in [(km64, X.astype(np.float32), np.float64), (km32, X, np.float64),
+                           (km32, X.astype(np.float32), np.float32), (km64, X, np.float64)]:
+        for data in (rows, da.from_array(rows, chunks=(200, 3)), sp.csr_matrix(rows)):
+            out = km.transform(data)
+            assert out.dtype == want, (type(data), rows.dtype, km.cluster_centers_.dtype, out.dtype)
+            np.testing.assert_allclose(np.asarray(out.compute() if hasattr(out, "compute") else out),
+                                       km64.transform(X), rtol=1e-4, atol=1e-4)

@@ -396,3 +396,23 @@ def test_float32_tight_clusters_far_from_the_centre_fit_like_float64():
     np.testing.assert_allclose(g32.means_, g64.means_, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(g32.weights_, g64.weights_, rtol=1e-4)
     np.testing.assert_allclose(g32.covariances_, g64.covariances_, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("ct", TYPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_far_points_give_two_components_of_variance_reg_covar(ct, dtype):
+    """[[9999], [0]], K=2, reg_covar=0.1: each component is one point, so its variance is reg_covar.
+    In float32 scikit-learn gives 112 (its issue #30382: squares of float32 values, and its 10 eps of
+    float32 times the mean's square); daskgmm takes the init's label statistics about each centre and
+    that term with float64's eps, so float32 gives float64's answer."""
+    X = np.array([[9999.0], [0.0]], dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkConvergenceWarning)
+        g = GaussianMixture(2, covariance_type=ct, reg_covar=0.1, random_state=0).fit(X)
+    order = np.argsort(g.means_[:, 0])
+    np.testing.assert_allclose(g.means_[order, 0], [0.0, 9999.0], atol=1e-6, rtol=1e-7)
+    variances = {"full": lambda c: c[:, 0, 0], "tied": lambda c: np.full(2, c[0, 0]),
+                 "diag": lambda c: c[:, 0], "spherical": lambda c: c}[ct](g.covariances_)
+    np.testing.assert_allclose(variances, 0.1, rtol=1e-5)
+    np.testing.assert_allclose(g.weights_, 0.5)
+    assert g.covariances_.dtype == dtype

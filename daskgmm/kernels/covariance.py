@@ -95,7 +95,11 @@ def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64
     # data coordinates, Σ r x x ᵀ / nk - μ μᵀ, which equals the scatter about the mean
     # plus (1 - n0 / nk) μ μᵀ = (10 eps / nk) μ μᵀ because of the 10 eps in nk. The
     # term is tiny, but it keeps a component on a single point positive (reg_covar=0).
-    pad = (nk - n0) / nk
+    # It is taken with float64's eps whatever the data's dtype: the statistics are float64,
+    # and float32's (1.2e-6 μ²) is scikit-learn's float32 error, e.g. a variance of 112
+    # for a component on the point 9999 with reg_covar=0.1 (its issue #30382)
+    guard = (n0 + 10 * np.finfo(np.float64).eps) - n0  # as rounded, where scikit-learn's arithmetic has it
+    pad = guard / nk
     # scikit-learn computes μ in data coordinates, where a component on the point 0 has μ = 0
     # exactly; about a shift it is off by rounding (~eps |shift|), which the term above would
     # turn into a spurious positive variance: below that rounding, μ is 0
@@ -109,7 +113,7 @@ def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64
             cov = (stats.s2 - corr) / nk[:, None, None]
             cov = 0.5 * (cov + cov.transpose(0, 2, 1))
         else:
-            extra = np.einsum("k,ki,kj->ij", nk - n0, means_exact, means_exact)
+            extra = np.einsum("k,ki,kj->ij", guard, means_exact, means_exact)
             cov = (stats.s2 - corr.sum(axis=0) + extra) / nk.sum()
             cov = 0.5 * (cov + cov.T)
         cov[..., np.arange(d), np.arange(d)] += reg_covar

@@ -184,13 +184,15 @@ def nearest_labels(x, nat, centre):
     return component_logits(np.asarray(x), nat, centre).argmax(axis=1).astype(np.int32)
 
 
-def distances(x, centers):
-    """Euclidean distances (n, K), by differences (exact for rows near a centre)."""
+def distances(x, centers, dtype=None):
+    """Euclidean distances (n, K), by differences (exact for rows near a centre), in ``dtype``
+    (default: the rows' dtype)."""
     x = np.asarray(x)
-    out = np.empty((x.shape[0], centers.shape[0]), dtype=x.dtype)
+    dtype = np.dtype(dtype or x.dtype)
+    out = np.empty((x.shape[0], centers.shape[0]), dtype=dtype)
     step = max(1, 65536 // max(1, centers.shape[0] * x.shape[1]))
-    c = centers.astype(x.dtype, copy=False)
+    c = centers.astype(dtype, copy=False)
     for a in range(0, x.shape[0], step):
-        diff = x[a : a + step, None, :] - c[None, :, :]
+        diff = x[a : a + step, None, :].astype(dtype, copy=False) - c[None, :, :]
         np.sqrt(np.einsum("nkd,nkd->nk", diff, diff), out=out[a : a + step])
     return out

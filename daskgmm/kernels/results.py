@@ -69,10 +69,12 @@ def smallest_positions(keys, rows, m):
     return cand[np.lexsort((rows[cand], keys[cand]))][:m]
 
 
-def smallest(keys, rows, points, m):
-    """The ``m`` entries with smallest (key, row), in that order."""
+def smallest(keys, rows, points, m, weights=None):
+    """The ``m`` entries with smallest (key, row), in that order (and their ``weights``, when given)."""
     order = smallest_positions(keys, rows, m)
-    return keys[order], rows[order], points[order]
+    if weights is None:
+        return keys[order], rows[order], points[order]
+    return keys[order], rows[order], points[order], weights[order]
 
 
 @dataclass(frozen=True)
@@ -165,12 +167,34 @@ class SampleResult:
         global row numbers of the drawn rows.
     points : ndarray, shape (H, m, D)
         The drawn rows, in data coordinates.
+    weights : ndarray, shape (H, m)
+        Their sample weights (ones without weights; 0 where ``keys`` is ``inf``). When
+        every row is drawn, the sample and these weights are the data.
     """
 
     potential: np.ndarray
     keys: np.ndarray
     rows: np.ndarray
     points: np.ndarray
+    weights: np.ndarray
+
+    def merge(self, other: SampleResult, m: int) -> SampleResult:
+        """The ``m`` rows of smallest (key, row) of both, per hypothesis; potentials add."""
+        keys, rows, points, weights = [], [], [], []
+        for h in range(self.keys.shape[0]):
+            kk, rr, pp, ww = smallest(
+                np.concatenate([self.keys[h], other.keys[h]]),
+                np.concatenate([self.rows[h], other.rows[h]]),
+                np.concatenate([self.points[h], other.points[h]]),
+                m,
+                np.concatenate([self.weights[h], other.weights[h]]),
+            )
+            keys.append(kk)
+            rows.append(rr)
+            points.append(pp)
+            weights.append(ww)
+        return SampleResult(self.potential + other.potential, np.array(keys), np.array(rows), np.array(points),
+                            np.array(weights))
 
 
 @dataclass(frozen=True)

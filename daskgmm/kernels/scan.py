@@ -111,7 +111,7 @@ class SampleRequest:
                 # ties at the cut must not depend on block boundaries
                 idx = idx[kh[idx] <= kh[idx[part]].max()]
             if idx.size:
-                acc["parts"][h].append((kh[idx], blk.rows[idx], x64[idx]))
+                acc["parts"][h].append((kh[idx], blk.rows[idx], x64[idx], w[idx]))
                 acc["count"][h] += idx.size
             # merge lazily: sorting the kept rows at every block cost seconds per pass
             if acc["count"][h] > 2 * m + 4096:
@@ -121,7 +121,8 @@ class SampleRequest:
         parts = acc["parts"][h]
         if not parts:
             return
-        kept = smallest(*(np.concatenate(a) for a in zip(*parts)), self.n_samples)
+        k, r, x, w = (np.concatenate(a) for a in zip(*parts))
+        kept = smallest(k, r, x, self.n_samples, w)
         acc["parts"][h] = [kept]
         acc["count"][h] = len(kept[0])
         if len(kept[0]) == self.n_samples:
@@ -133,28 +134,18 @@ class SampleRequest:
         keys = np.full((h, m), np.inf)
         rows = np.full((h, m), -1, dtype=np.int64)
         points = np.zeros((h, m, n_features))
+        weights = np.zeros((h, m))
         for i in range(h):
             self._compact(acc, i)
             if acc["parts"][i]:
                 part = acc["parts"][i][0]
                 n = len(part[0])
-                keys[i, :n], rows[i, :n], points[i, :n] = part
-        return SampleResult(acc["potential"].copy(), keys, rows, points)
+                keys[i, :n], rows[i, :n], points[i, :n], weights[i, :n] = part
+        return SampleResult(acc["potential"].copy(), keys, rows, points, weights)
 
     def merge(self, a: SampleResult, b: SampleResult) -> SampleResult:
-        m = self.n_samples
-        keys, rows, points = [], [], []
-        for h in range(a.keys.shape[0]):
-            kk, rr, pp = smallest(
-                np.concatenate([a.keys[h], b.keys[h]]),
-                np.concatenate([a.rows[h], b.rows[h]]),
-                np.concatenate([a.points[h], b.points[h]]),
-                m,
-            )
-            keys.append(kk)
-            rows.append(rr)
-            points.append(pp)
-        return SampleResult(a.potential + b.potential, np.array(keys), np.array(rows), np.array(points))
+        # the result merges itself: a sparse pass returns its rows sparse (daskgmm.kernels.sparse)
+        return a.merge(b, self.n_samples)
 
 
 class ScanRequest:

@@ -1,0 +1,294 @@
+"""Sparse rows: the kernel against scikit-learn and the dense pass, KMeans on any chunking, the Parquet reader."""
+
+import tracemalloc
+
+import dask
+import dask.array as da
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import pairwise_distances_argmin
+from sklearn.metrics.pairwise import euclidean_distances
+
+import daskgmm
+from daskgmm import KMeans
+from daskgmm.engine import ChunkedData
+from daskgmm.io_files import DataError, NonFiniteError
+from daskgmm.io_sparse import open_sparse_parquet, read_sparse_parquet
+from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, ScanRequest, chunk_pass, kmeans_natural_params
+from daskgmm.kernels import sparse as ks
+
+
+def _text_like(n=3000, d=200, k=4, seed=0, density=0.05):
+    """Non-negative sparse rows in k groups of columns (a small TF-IDF-like set)."""
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(k, size=n)
+    X = sp.random(n, d, density=density, format="csr", random_state=seed)
+    X.data *= 3.0
+    boost = sp.csr_matrix((np.full(n * 5, 4.0), ((groups[:, None] * (d // k)
+                          + rng.integers(d // k, size=(n, 5))).ravel()), np.arange(0, n * 5 + 1, 5)), shape=(n, d))
+    X = (X + boost).tocsr()
+    X.sum_duplicates()
+    return X, groups
+
+
+def _lazy(X, rows):
+    return da.from_array(sp.csr_array(X), chunks=(rows, X.shape[1]), asarray=False)
+
+
+# ---------------------------------------------------------------------------
+# the kernel
+
+
+def test_sparse_pass_gives_the_dense_pass_statistics_and_scikit_learns_labels():
+    X, _ = _text_like(n=1500, d=60)
+    Xd = X.toarray()
+    w = np.random.default_rng(1).random(1500)
+    C = Xd[[0, 10, 20, 30]] + 0.05
+    m = Xd.mean(axis=0)
+    spec = ModelSpec(kmeans_natural_params(C - m), "spherical", "hard", n_worst=6)
+    reqs = [MixtureRequest([spec, spec]), ScanRequest(), SampleRequest(np.zeros((0, 60)), 40, 11),
+            SampleRequest(C[:2], 5, 12, candidates=C[2:])]
+    dense = chunk_pass(Xd, reqs, m, sample_weight=w)
+    sparse = ks.sparse_chunk_pass(X, reqs, m, sample_weight=w)
+    # blocks of 97 rows give the same statistics (the per-row results of every block in their place)
+    blocked = ks.sparse_chunk_pass(X, reqs, m, sample_weight=w, block_rows=97)
+    np.testing.assert_allclose(blocked[0][0].s1, sparse[0][0].s1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(blocked[0][0].worst.rows, sparse[0][0].worst.rows)
+    np.testing.assert_allclose(blocked[1].m2, sparse[1].m2, rtol=1e-12)
+    np.testing.assert_array_equal(blocked[3].rows, sparse[3].rows)
+    a, b = dense[0][0], sparse[0][0]
+    assert b.shift.tolist() == [0.0] * 60  # about the origin: no shift keeps rows sparse
+    np.testing.assert_allclose(b.n, a.n, rtol=1e-12)
+    np.testing.assert_allclose(b.s1, a.s1 + a.n[:, None] * a.shift, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(b.loglik, a.loglik, rtol=1e-12)
+    labels = pairwise_distances_argmin(Xd, C)
+    np.testing.assert_allclose(b.n, np.bincount(labels, weights=w, minlength=4), rtol=1e-12)
+    d2 = euclidean_distances(Xd, C, squared=True)[np.arange(1500), labels]
+    np.testing.assert_allclose(-b.loglik, w @ d2, rtol=1e-12)
+    np.testing.assert_array_equal(b.worst.rows, a.worst.rows)
+    np.testing.assert_array_equal(b.worst.points.toarray(), Xd[b.worst.rows])
+    # the scan: weighted mean and variance by column
+    mean = w @ Xd / w.sum()
+    np.testing.assert_allclose(sparse[1].mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(sparse[1].m2, w @ (Xd - mean) ** 2, rtol=1e-12)
+    # the keyed samples: the dense pass's rows, weights and potentials
+    for i in (2, 3):
+        np.testing.assert_array_equal(sparse[i].rows, dense[i].rows)
+        np.testing.assert_array_equal(sparse[i].weights, dense[i].weights)
+        np.testing.assert_allclose(sparse[i].potential, dense[i].potential, rtol=1e-12)
+        np.testing.assert_array_equal(sparse[i].points[0].toarray(), dense[i].points[0])
+
+
+def test_sparse_predictions_against_scikit_learn():
+    X, _ = _text_like(n=700, d=50)
+    C = np.random.default_rng(2).random((5, 50))
+    np.testing.assert_array_equal(ks.nearest_labels(X, C), pairwise_distances_argmin(X.toarray(), C))
+    np.testing.assert_allclose(ks.distances(X, C), euclidean_distances(X, C), rtol=1e-12, atol=1e-12)
+    # duplicate entries are summed (as every product would), and other formats converted
+    dup = sp.csr_matrix((np.array([1.0, 2.0]), np.array([3, 3]), np.array([0, 2])), shape=(1, 50))
+    np.testing.assert_allclose(ks.row_norms(dup), [9.0])
+    np.testing.assert_allclose(ks.distances(X.tocsc(), C), ks.distances(X, C))
+
+
+def test_a_gaussian_mixture_request_has_no_sparse_pass():
+    X, _ = _text_like(n=100, d=20)
+    spec = ModelSpec(kmeans_natural_params(np.zeros((2, 20))), "full", "soft")
+    with pytest.raises(TypeError, match="only KMeans fits sparse rows"):
+        ks.sparse_chunk_pass(X, [MixtureRequest([spec])], np.zeros(20))
+
+
+# ---------------------------------------------------------------------------
+# KMeans
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+def test_kmeans_on_sparse_rows_is_the_dense_fit_for_any_chunking(init):
+    X, groups = _text_like()
+    w = np.random.default_rng(3).random(X.shape[0]) + 0.5
+    ref = KMeans(4, init=init, random_state=0).fit(X.toarray(), sample_weight=w)
+    n_iter = set()
+    for data in (X, sp.csr_array(X), X.tocsc(), _lazy(X, 3000), _lazy(X, 97),
+                 _lazy(X, 1000).rechunk(((500, 7, 2493), (200,)))):
+        km = KMeans(4, init=init, random_state=0).fit(data, sample_weight=w)
+        np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-12)
+        labels = km.labels_.compute() if hasattr(km.labels_, "compute") else km.labels_
+        np.testing.assert_array_equal(labels, ref.labels_)
+        np.testing.assert_allclose(km.inertia_, ref.inertia_, rtol=1e-10)
+        n_iter.add(km.n_iter_)
+    # the same path for any chunking (the dense fit's scan sample has another size: 2621 rows, 4096 sparse)
+    assert len(n_iter) == 1
+    if init == "k-means||":
+        from sklearn.metrics import adjusted_rand_score
+
+        assert adjusted_rand_score(groups, ref.labels_) > 0.9
+
+
+def test_predict_transform_score_partial_fit_on_sparse_rows():
+    X, _ = _text_like(n=2000, d=80)
+    Xd = X.toarray()
+    km = KMeans(3, random_state=0).fit(X)
+    dense = KMeans(3, random_state=0).fit(Xd)
+    np.testing.assert_allclose(km.cluster_centers_, dense.cluster_centers_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(km.predict(X), dense.predict(Xd))
+    np.testing.assert_array_equal(km.predict(Xd), km.labels_)  # fitted sparse, predicts dense and back
+    np.testing.assert_allclose(km.transform(X), dense.transform(Xd), rtol=1e-9)
+    np.testing.assert_allclose(km.score(X), dense.score(Xd), rtol=1e-10)
+    np.testing.assert_array_equal(km.fit_predict(X), km.labels_)
+    lazy = _lazy(X, 300)
+    np.testing.assert_array_equal(km.predict(lazy).compute(), km.labels_)
+    np.testing.assert_allclose(km.transform(lazy).compute(), km.transform(X), rtol=1e-12)
+    np.testing.assert_allclose(km.score(lazy), km.score(X), rtol=1e-12)
+    # the sequential update, batch by batch: sparse batches (in memory and Dask) as dense ones
+    a, b = KMeans(3, random_state=0), KMeans(3, random_state=0)
+    for i in range(0, 2000, 500):
+        a.partial_fit(X[i : i + 500] if i % 1000 else _lazy(X[i : i + 500], 200))
+        b.partial_fit(Xd[i : i + 500] if i % 1000 else da.from_array(Xd[i : i + 500], chunks=(200, 80)))
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(a.counts_, b.counts_)
+
+
+def test_sparse_rows_are_never_made_dense():
+    """1,000 rows of 200,000 columns are 1.6 GB dense; a fit (scan, init, Lloyd) and its predictions stay
+    within the centres' and the products' memory."""
+    rng = np.random.default_rng(0)
+    n, d = 1000, 200_000
+    cols = rng.integers(20, d, size=(n, 20))
+    cols[:, :10] = np.where(np.arange(n)[:, None] < n // 2, np.arange(10), np.arange(10, 20))  # two groups
+    vals = rng.random((n, 20))
+    vals[:, :10] += 3.0
+    X = sp.csr_matrix((vals.ravel(), cols.ravel(), np.arange(0, n * 20 + 1, 20)), shape=(n, d))
+    X.sum_duplicates()
+    with dask.config.set(scheduler="synchronous"):
+        tracemalloc.start()
+        km = KMeans(2, random_state=0, max_iter=20).fit(_lazy(X, 250))
+        labels = km.predict(X)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 200e6, f"peak {peak / 1e6:.0f} MB"  # one dense chunk alone: 400 MB
+    assert km.cluster_centers_.shape == (2, d)
+    np.testing.assert_array_equal(np.bincount(labels), [n // 2, n // 2])
+
+
+@pytest.mark.parametrize("ship", ["inline", "scattered"])
+def test_kmeans_on_sparse_chunks_on_a_cluster(process_client, monkeypatch, ship):
+    """On worker processes, in memory and re-read each pass; with the plan inside each task, and scattered to
+    the workers once per pass (as plans over the inline size are: the centres of wide sparse rows)."""
+    import daskgmm.engine as engine
+
+    if ship == "scattered":
+        monkeypatch.setattr(engine, "PLAN_INLINE_BYTES", 0)
+    X, _ = _text_like(n=4000, d=120)
+    ref = KMeans(4, random_state=1).fit(X)
+    for cache in ("memory", "none"):
+        km = KMeans(4, random_state=1, cache=cache).fit(_lazy(X, 700))
+        np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(km.labels_.compute(), ref.labels_)
+    np.testing.assert_allclose(KMeans(4, random_state=1).fit(X).inertia_, ref.inertia_, rtol=1e-12)
+
+
+def test_sparse_nan_is_scikit_learns_error_and_the_mixtures_refuse_sparse_rows():
+    X, _ = _text_like(n=300, d=30)
+    bad = X.copy()
+    bad.data[5] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        KMeans(2).fit(bad)
+    with pytest.raises(ValueError, match=r"Input X contains NaN\. column \d+: 1 value"):
+        KMeans(2).fit(_lazy(bad, 100))
+    from daskgmm import GaussianMixture
+
+    with pytest.raises(TypeError, match="Sparse data was passed for X, but dense data is required"):
+        GaussianMixture(2).fit(_lazy(X, 100))
+
+
+# ---------------------------------------------------------------------------
+# Parquet
+
+
+def test_sparse_parquet_roundtrip_and_fit(tmp_path):
+    X, _ = _text_like(n=2500, d=90)
+    daskgmm.write_sparse_parquet(X[:1000], tmp_path / "a.parquet", ids=np.arange(1000), row_group_size=300)
+    daskgmm.write_sparse_parquet(X[1000:], tmp_path / "b.parquet", ids=np.arange(1000, 2500), row_group_size=700)
+    src = open_sparse_parquet(tmp_path, id_column="id", chunk_rows=600)
+    assert src.n_features == 90 and src.n_rows == 2500
+    Xr, ids = src.X, src.ids
+    assert isinstance(Xr.blocks[0].compute(), sp.csr_array)
+    assert (Xr.compute() != X).nnz == 0
+    np.testing.assert_array_equal(ids.compute(), np.arange(2500))
+    ref = KMeans(4, random_state=0).fit(X)
+    for chunk_rows in (600, 5000):
+        km = KMeans(4, random_state=0).fit(daskgmm.read_sparse_parquet(tmp_path, chunk_rows=chunk_rows))
+        np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-12)
+    # float32, and a wider feature space than stored
+    x32 = read_sparse_parquet(tmp_path, n_features=100, dtype="float32")
+    assert x32.dtype == np.float32 and x32.shape == (2500, 100)
+
+
+def _write(path, indices, values, metadata=True, n_features=10, **extra):
+    cols = {"indices": pa.array(indices, type=pa.list_(pa.int32())), "values": pa.array(values), **extra}
+    t = pa.table(cols)
+    if metadata:
+        t = t.replace_schema_metadata({b"daskgmm.n_features": str(n_features).encode()})
+    pq.write_table(t, path, row_group_size=2)
+
+
+def test_sparse_parquet_errors_name_the_file_row_group_and_row(tmp_path):
+    good = tmp_path / "good.parquet"
+    _write(good, [[0, 3], [], [9]], [[1.0, 2.0], [], [3.0]])
+    assert read_sparse_parquet(good).compute().toarray()[2, 9] == 3.0  # an empty list is a row of zeros
+
+    def err(path, match, **kw):
+        with pytest.raises(DataError, match=match):
+            read_sparse_parquet(path, **kw).compute()
+
+    err(good, "no column 'idx'.*it has: indices, values", indices="idx")
+    p = tmp_path / "types.parquet"
+    pq.write_table(pa.table({"indices": pa.array([[0.5]]), "values": pa.array([[1.0]])}), p)
+    err(p, r"column 'indices' \(indices\) has type list<element: double>; the sparse layout needs a list of integers")
+    p = tmp_path / "nometa.parquet"
+    _write(p, [[0]], [[1.0]], metadata=False)
+    err(p, r"nometa.parquet: no 'daskgmm.n_features' in its metadata; give n_features=")
+    assert read_sparse_parquet(p, n_features=4).shape == (1, 4)
+    err(good, r"stores n_features=10, more than the n_features=5 given", n_features=5)
+    d = tmp_path / "disagree"
+    d.mkdir()
+    _write(d / "a.parquet", [[0]], [[1.0]], n_features=10)
+    _write(d / "b.parquet", [[0]], [[1.0]], n_features=12)
+    err(d, r"files disagree on the number of features: .*a.parquet stores n_features=10, .*b.parquet stores 12")
+    d2 = tmp_path / "types2"
+    d2.mkdir()
+    _write(d2 / "a.parquet", [[0]], [[1.0]])
+    _write(d2 / "b.parquet", [[0]], pa.array([[1]], type=pa.list_(pa.int64())))
+    err(d2, r"schemas disagree: column 'values' is list<element: double> in .*a.parquet but list<element: int64>")
+    p = tmp_path / "range.parquet"
+    _write(p, [[0], [1], [4, 10]], [[1.0], [1.0], [1.0, 2.0]])
+    err(p, r"range.parquet \(row group 1, row 0\): index 10 in column 'indices' is outside \[0, n_features=10\)")
+    p = tmp_path / "lengths.parquet"
+    _write(p, [[0], [1, 2]], [[1.0], [1.0]])
+    err(p, r"lengths.parquet \(row group 0, row 1\): 2 indices in column 'indices' but 1 values in column 'values'")
+    p = tmp_path / "null.parquet"
+    _write(p, [[0], [1], [2], None], [[1.0], [1.0], [1.0], [1.0]])
+    err(p, r"null.parquet \(row group 1, row 1\): column 'indices' \(indices\) is null")
+    p = tmp_path / "dup.parquet"
+    _write(p, [[0], [3, 1, 3]], [[1.0], [1.0, 2.0, 3.0]])
+    err(p, r"dup.parquet \(row group 0, row 1\): index 3 appears twice in column 'indices'")
+    p = tmp_path / "nan.parquet"
+    _write(p, [[0], [1], [2]], [[1.0], [np.nan], [2.0]])
+    with pytest.raises(NonFiniteError, match=r"nan.parquet \(row group\(s\) \[0, 1\]\): 1 row\(s\) with NaN, null "
+                       r"or infinite values in column 'values', the first in row group 0, row 1"):
+        read_sparse_parquet(p).compute()
+    with pytest.warns(UserWarning, match="dropped 1 of 3 rows"):
+        kept = read_sparse_parquet(p, nan_policy="omit")
+    np.testing.assert_array_equal(kept.compute().toarray()[:, :3], [[1, 0, 0], [0, 0, 2]])
+
+
+def test_chunked_data_of_sparse_rows_caches_by_their_size():
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random(2000 * 20), rng.integers(1_000_000, size=2000 * 20), np.arange(0, 40001, 20)),
+                      shape=(2000, 1_000_000))
+    lazy = _lazy(X, 500)
+    assert lazy.nbytes == 2000 * 1_000_000 * 8  # dask counts the dense size
+    data = ChunkedData(lazy, cache="auto")
+    assert data.sparse and data.persisted  # by the first chunk's bytes, a few hundred KB
