@@ -420,6 +420,14 @@ template <class T> void moments(const Work<T>& k, int64_t lo, int64_t hi, int64_
     if (c < hi) MomentTiles<T, MK - 1>::run(k, c, hi - c, padded);
 }
 
+// Rows of a buffer an odd number of cache lines apart: at a multiple of 4 KiB every row would
+// fall in the same L1 sets (and loads would wait on stores to another row: 4K aliasing).
+template <class T> int64_t row_stride(int64_t rows) {
+    int64_t lines = ((int64_t)sizeof(T) * rows + 63) / 64;
+    if (lines % 2 == 0) lines++;
+    return lines * 64 / (int64_t)sizeof(T);
+}
+
 template <class T> int64_t default_sub_rows(int64_t nf) {
     // the sub-block's features stay in L2 (about 128 KiB of them), 64 to 512 rows
     constexpr int64_t tile = RV * Lanes<T>::W;
@@ -450,11 +458,7 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     k.S = S;
     const int64_t tile = RV * W;
     int64_t sub = sub_rows > 0 ? (sub_rows + tile - 1) / tile * tile : default_sub_rows<T>(k.nf);
-    // Rows of a buffer an odd number of cache lines apart: at a multiple of 4 KiB every row would
-    // fall in the same L1 sets (and loads would wait on stores to another row: 4K aliasing).
-    int64_t lines = ((int64_t)sizeof(T) * sub + 63) / 64;
-    if (lines % 2 == 0) lines++;
-    k.ld = lines * 64 / (int64_t)sizeof(T);
+    k.ld = row_stride<T>(sub);
     const size_t bytes_t = sizeof(T) * (size_t)(k.nf * k.ld);
     const size_t bytes_l = sizeof(T) * (size_t)((k.nw > 0 ? k.nw : 1) * k.ld);
     const size_t bytes_w = sizeof(T) * (size_t)k.ld;
@@ -547,9 +551,7 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     k.theta = theta;
     const int64_t tile = RV * W;
     const int64_t sub = default_sub_rows<T>(k.nf);
-    int64_t lines = ((int64_t)sizeof(T) * sub + 63) / 64;
-    if (lines % 2 == 0) lines++;
-    k.ld = lines * 64 / (int64_t)sizeof(T);
+    k.ld = row_stride<T>(sub);
     auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
     const size_t bytes_t = round64(sizeof(T) * (size_t)(k.nf * k.ld));
     const size_t bytes_l = round64(sizeof(T) * (size_t)((nw > 0 ? nw : 1) * k.ld));
@@ -652,6 +654,20 @@ bool shape_is(const Buf& b, const char* name, int64_t n0, int64_t n1 = -1) {
     return ok;
 }
 
+// The rows x (n, D) float32/float64, their centre (D,) float64 and the feature level, checked.
+bool get_rows(PyObject* ox, PyObject* oc, int level, Buf& x, Buf& c) {
+    if (!get(ox, x, "x", 2, 'x', false)) return false;
+    if (x.view.shape[1] < 1) {
+        PyErr_SetString(PyExc_ValueError, "x must have at least one column");
+        return false;
+    }
+    if (level < 0 || level > 2) {
+        PyErr_Format(PyExc_ValueError, "level must be 0, 1 or 2, got %d", level);
+        return false;
+    }
+    return get(oc, c, "centre", 1, 'd', false) && shape_is(c, "centre", x.view.shape[1]);
+}
+
 const char* mixture_block_doc =
     "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0)\n"
     "--\n\n"
@@ -673,18 +689,9 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
                                      &level, &ob, &om, &oS, &op, &orl, &sub_rows))
         return nullptr;
     Buf x, c, w, th, b, m, S, pr, rl;
-    if (!get(ox, x, "x", 2, 'x', false)) return nullptr;
+    if (!get_rows(ox, oc, level, x, c)) return nullptr;
     const char dt = elem_code(x.view);
     const int64_t n = x.view.shape[0], d = x.view.shape[1];
-    if (d < 1) {
-        PyErr_SetString(PyExc_ValueError, "x must have at least one column");
-        return nullptr;
-    }
-    if (level < 0 || level > 2) {
-        PyErr_Format(PyExc_ValueError, "level must be 0, 1 or 2, got %d", level);
-        return nullptr;
-    }
-    if (!get(oc, c, "centre", 1, 'd', false) || !shape_is(c, "centre", d)) return nullptr;
     const bool weighted = ow != Py_None;
     if (weighted && (!get(ow, w, "w", 1, 'd', false) || !shape_is(w, "w", n))) return nullptr;
     if (!get(ob, b, "bounds", 1, 'q', false)) return nullptr;
@@ -746,18 +753,9 @@ PyObject* mixture_logits(PyObject*, PyObject* args, PyObject* kwargs) {
                                      &oo))
         return nullptr;
     Buf x, c, th, out;
-    if (!get(ox, x, "x", 2, 'x', false)) return nullptr;
+    if (!get_rows(ox, oc, level, x, c)) return nullptr;
     const char dt = elem_code(x.view);
     const int64_t n = x.view.shape[0], d = x.view.shape[1];
-    if (d < 1) {
-        PyErr_SetString(PyExc_ValueError, "x must have at least one column");
-        return nullptr;
-    }
-    if (level < 0 || level > 2) {
-        PyErr_Format(PyExc_ValueError, "level must be 0, 1 or 2, got %d", level);
-        return nullptr;
-    }
-    if (!get(oc, c, "centre", 1, 'd', false) || !shape_is(c, "centre", d)) return nullptr;
     const int64_t nf = quad_rows(level, d) + d + 1;
     if (!get(oth, th, "theta", 2, dt, false)) return nullptr;
     const int64_t nw = th.view.shape[0];
