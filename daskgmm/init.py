@@ -208,8 +208,9 @@ def _label_sums(values, labels, k) -> np.ndarray:
     return out
 
 
-#: Local k-means++ + Lloyd runs on the scan's sample per seed; the lowest inertia on
-#: the sample wins. Each costs milliseconds on the client; a pass costs a scan.
+#: Local k-means++ + Lloyd runs on the scan's sample per seed for KMeans; the lowest inertia
+#: on the sample wins. Each costs milliseconds on the client; a pass costs a scan. A
+#: mixture's restart takes one (see :func:`mixture_init_stats`).
 SAMPLE_KMEANS_TRIES = 3
 #: Rows of the sample k-means uses per cluster (the client's Lloyd iterations cost in
 #: proportion); when the scan's sample is smaller (many clusters, wide data), one pass
@@ -226,8 +227,8 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     For each seed, greedy k-means++ (scikit-learn's ``2 + log k`` local
     trials) and Lloyd's algorithm to convergence run on the sample's first
     ``SAMPLE_ROWS_PER_CLUSTER * k`` rows on the client,
-    ``SAMPLE_KMEANS_TRIES`` times, and the first centres of lowest inertia on
-    the sample up to rounding are kept (with ``polish=False``, k-means++ only: when the sample
+    ``tries`` times, and the first centres of lowest inertia on the sample up to
+    rounding are kept (with ``polish=False``, k-means++ only: when the sample
     is the whole data, Lloyd's algorithm on it is the fit itself, and ``max_iter``
     must keep its meaning). No pass over the data is needed unless the scan's
     sample is too small (many clusters, wide data: then one pass draws a
@@ -382,8 +383,10 @@ def mixture_init_stats(
         their centres, and all run in the same passes.
 
     ``kmeans``: hard labels of k-means, as scikit-learn's ``KMeans(n_init=1)``
-    labels: k-means++ and Lloyd to convergence on the first scan's sample
-    (:func:`sample_kmeans`, no pass), ``kmeans_max_iter`` Lloyd passes on the
+    labels: one k-means++ seeding and Lloyd to convergence on the first scan's sample
+    (:func:`sample_kmeans` with ``tries=1``, no pass; the best of several by inertia made
+    every restart start from the same lowest-inertia k-means optimum, which for a mixture
+    is often not the best start), ``kmeans_max_iter`` Lloyd passes on the
     full data (default 1), then one pass for the statistics of the labels. With
     the scan, the whole initialisation reads the data three times.
     ``k-means++`` and ``random_from_data``: one chosen row per component;
