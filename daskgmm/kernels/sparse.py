@@ -234,7 +234,8 @@ class _KMeansPass:
     """A MixtureRequest of k-means models over sparse rows (see the module docstring)."""
 
     def __init__(self, request: MixtureRequest, centre):
-        self.request = request
+        # not the request itself: the cache maps it weakly to this, and a reference back would keep both
+        self.n_worst = [spec.n_worst for spec in request.specs]
         self.sizes = [s.params.n_components for s in request.specs]
         self.bounds = np.concatenate([[0], np.cumsum(self.sizes)])
         d = request.specs[0].params.lin.shape[1]
@@ -259,18 +260,18 @@ class _KMeansPass:
     def update(self, acc, blk: _Block) -> None:
         dist = squared_distances(blk.x, blk.sq, self.ct, self.csq)
         a = blk.lo
-        for i, spec in enumerate(self.request.specs):
+        for i, n_worst in enumerate(self.n_worst):
             dm = dist[:, self.bounds[i] : self.bounds[i + 1]]
             lab = dm.argmin(axis=1)
             best = dm[np.arange(blk.size), lab]
             acc["labels"][i, a : a + blk.size] = lab
             acc["inertia"][i] += float(best @ blk.weights)
-            if spec.n_worst:
+            if n_worst:
                 # the worst-explained rows are the farthest from their centres (value: -distance)
-                order = np.lexsort((blk.rows, -best))[: spec.n_worst]
+                order = np.lexsort((blk.rows, -best))[:n_worst]
                 worst = (-best[order], blk.rows[order], order + a, blk.weights[order])
                 prev = acc["worst"][i]
-                acc["worst"][i] = worst if prev is None else _keep_smallest(prev, worst, spec.n_worst)
+                acc["worst"][i] = worst if prev is None else _keep_smallest(prev, worst, n_worst)
 
     def finish(self, acc, x: sp.csr_array, w: np.ndarray | None) -> list[SuffStats]:
         n, d = x.shape
@@ -280,7 +281,7 @@ class _KMeansPass:
         per_row = np.diff(xf.indptr)
         weighted = np.repeat(weights, per_row) * xf.data
         out = []
-        for i, spec in enumerate(self.request.specs):
+        for i, n_worst in enumerate(self.n_worst):
             k = self.sizes[i]
             labels = acc["labels"][i]
             # Σ w x per cluster: every non-zero added at (its row's label, its column) of the dense (K, D)
@@ -288,7 +289,7 @@ class _KMeansPass:
             flat = np.repeat(labels.astype(np.int64) * d, per_row) + xf.indices
             s1 = np.bincount(flat, weights=weighted, minlength=k * d).reshape(k, d)
             worst = None
-            if spec.n_worst:
+            if n_worst:
                 wr = acc["worst"][i]
                 if wr is None:
                     worst = SparseWorstRows(np.zeros(0), np.zeros(0, np.int64), _empty_rows(0, d), np.zeros(0))
