@@ -7,30 +7,59 @@ worker's room for data).
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 from daskgmm.version import __version__ as __version__
 
 # public name -> (module, attribute)
 _LAZY = {
     "BayesianGaussianMixture": ("daskgmm.bayesian", "BayesianGaussianMixture"),
-    "ConvergenceWarning": ("daskgmm.validation", "ConvergenceWarning"),
-    "DataError": ("daskgmm.io", "DataError"),
+    "ConvergenceWarning": ("daskgmm.validation.checks", "ConvergenceWarning"),
+    "DataError": ("daskgmm.io.files", "DataError"),
     "GaussianMixture": ("daskgmm.mixture", "GaussianMixture"),
-    "InvalidParameterError": ("daskgmm.validation", "InvalidParameterError"),
+    "InvalidParameterError": ("daskgmm.validation.params", "InvalidParameterError"),
     "KMeans": ("daskgmm.kmeans", "KMeans"),
     "KMedoids": ("daskgmm.kmedoids", "KMedoids"),
-    "ModelFileError": ("daskgmm.persist", "ModelFileError"),
-    "NotFittedError": ("daskgmm.validation", "NotFittedError"),
-    "RowsOmittedWarning": ("daskgmm.io", "RowsOmittedWarning"),
+    "ModelFileError": ("daskgmm.io.modelfiles", "ModelFileError"),
+    "NotFittedError": ("daskgmm.validation.checks", "NotFittedError"),
+    "RowsOmittedWarning": ("daskgmm.io.files", "RowsOmittedWarning"),
     "SelectionResult": ("daskgmm.selection", "SelectionResult"),
     "StudentTMixture": ("daskgmm.studentt_mixture", "StudentTMixture"),
-    "open_parquet": ("daskgmm.io", "open_parquet"),
-    "open_sparse_parquet": ("daskgmm.io_sparse", "open_sparse_parquet"),
-    "read_parquet": ("daskgmm.io", "read_parquet"),
-    "read_sparse_parquet": ("daskgmm.io_sparse", "read_sparse_parquet"),
+    "open_parquet": ("daskgmm.io.parquet", "open_parquet"),
+    "open_sparse_parquet": ("daskgmm.io.sparse", "open_sparse_parquet"),
+    "read_parquet": ("daskgmm.io.parquet", "read_parquet"),
+    "read_sparse_parquet": ("daskgmm.io.sparse", "read_sparse_parquet"),
     "select_model": ("daskgmm.selection", "select_model"),
-    "write_sparse_parquet": ("daskgmm.io_sparse", "write_sparse_parquet"),
+    "write_sparse_parquet": ("daskgmm.io.sparse", "write_sparse_parquet"),
 }
+
+# Modules of objects that pickles made before the layers became folders name -> their homes now
+# (a fitted mixture holds a ``VerboseReport``; every other pickled class kept its module).
+_MOVED = {"daskgmm.fitting_report": "daskgmm.fitting.report"}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        new = _MOVED.get(name)
+        if new is None:
+            return None
+        return importlib.util.spec_from_loader(name, _Alias(new))
+
+
+class _Alias(importlib.abc.Loader):
+    def __init__(self, new):
+        self.new = new
+
+    def create_module(self, spec):
+        return importlib.import_module(self.new)
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.append(_MovedModules())
 
 __all__ = sorted([*_LAZY, "__version__", "load", "show_config"])
 
@@ -68,12 +97,12 @@ def load(path, storage_options=None):
     -------
     GaussianMixture, BayesianGaussianMixture, StudentTMixture, KMeans or KMedoids
     """
-    importlib.import_module("daskgmm.mixture")  # the estimators register with daskgmm.persist
+    importlib.import_module("daskgmm.mixture")  # the estimators register with daskgmm.io.modelfiles
     importlib.import_module("daskgmm.kmeans")
     importlib.import_module("daskgmm.bayesian")
     importlib.import_module("daskgmm.kmedoids")
     importlib.import_module("daskgmm.studentt_mixture")
-    from daskgmm.persist import load_model
+    from daskgmm.io.modelfiles import load_model
 
     return load_model(path, storage_options)
 

@@ -7,11 +7,12 @@ import typing
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import fitting_variational
+from daskgmm.fitting import variational as fitting_variational
+from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
 from daskgmm.mixture import GaussianMixture
-from daskgmm.persist import register
-from daskgmm.validation import (
+from daskgmm.models.variational import PRIOR_TYPES
+from daskgmm.validation.params import (
     ARRAY_LIKE,
     NONE,
     Interval,
@@ -20,7 +21,6 @@ from daskgmm.validation import (
     validate_params,
     warn_convergence,
 )
-from daskgmm.variational import PRIOR_TYPES
 
 #: A component counts as effective (``n_effective_components_``, the command's ``info``)
 #: when its expected weight is above this: with a Dirichlet-process prior, unused
@@ -260,7 +260,7 @@ class BayesianGaussianMixture(GaussianMixture):
 
     # ----------------------------------------------------------- persistence
     def export_state(self):
-        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)
         arrays, meta = super().export_state()
         wc = self.weight_concentration_
@@ -320,7 +320,7 @@ def prior_attributes(priors: dict, dtype) -> dict:
     Parameters
     ----------
     priors : dict
-        From :func:`daskgmm.fitting_variational.variational_priors`.
+        From :func:`daskgmm.fitting.variational.variational_priors`.
     dtype : numpy dtype
         The data's.
     """

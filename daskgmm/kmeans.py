@@ -3,7 +3,7 @@
 Lloyd's algorithm is the same loop and the same per-chunk kernel as the
 mixtures: k-means is a model whose log-density is ``-‖x - c_k‖²`` with hard
 assignment, so a pass returns counts, sums and the inertia of every restart.
-The estimator validates and sets attributes; the procedure is :mod:`daskgmm.fitting_kmeans`.
+The estimator validates and sets attributes; the procedure is :mod:`daskgmm.fitting.kmeans`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import fitting_kmeans
-from daskgmm.fitting_attributes import set_attributes
-from daskgmm.fitting_report import kmeans_report
-from daskgmm.init import kmeans_tolerance, restart_seeds
-from daskgmm.persist import register
-from daskgmm.validation import (
+from daskgmm.em.init import kmeans_tolerance, restart_seeds
+from daskgmm.fitting import kmeans as fitting_kmeans
+from daskgmm.fitting.attributes import set_attributes
+from daskgmm.fitting.report import kmeans_report
+from daskgmm.io.modelfiles import register
+from daskgmm.validation.checks import in_memory_rows, is_dask, prediction_rows, prepare_rows
+from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
     CALLABLE,
@@ -32,10 +33,6 @@ from daskgmm.validation import (
     Interval,
     Options,
     check_missing_supported,
-    in_memory_rows,
-    is_dask,
-    prediction_rows,
-    prepare_rows,
     validate_params,
     warn_convergence,
 )
@@ -330,19 +327,19 @@ shape (n_samples, n_features)
     # ----------------------------------------------------------- persistence
     def save(self, path, storage_options=None):
         """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically)."""
-        from daskgmm.persist import save_model
+        from daskgmm.io.modelfiles import save_model
 
         save_model(self, path, storage_options)
         return self
 
     def export_state(self):
-        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)
         return fitting_kmeans.export_kmeans(self)
 
     def import_state(self, arrays, meta):
         """Set the fitted attributes from :meth:`export_state`'s output (checked: shapes, finite values)."""
-        from daskgmm.persist import restore_history
+        from daskgmm.io.modelfiles import restore_history
 
         attributes = fitting_kmeans.import_kmeans(arrays, meta, self.n_clusters)
         attributes["history_"] = restore_history(attributes["history_"])

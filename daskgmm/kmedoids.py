@@ -1,6 +1,6 @@
 """``KMedoids``: k-medoids for any dissimilarity on data larger than memory, with scikit-learn-extra's API.
 
-The estimator validates and sets attributes; the procedure is :mod:`daskgmm.fitting_kmedoids`, the
+The estimator validates and sets attributes; the procedure is :mod:`daskgmm.fitting.kmedoids`, the
 passes :mod:`daskgmm.kernels.medoids`.
 """
 
@@ -13,20 +13,19 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import fitting_kmedoids
-from daskgmm.fitting_attributes import set_attributes
-from daskgmm.init import restart_seeds
+from daskgmm.em.init import restart_seeds
+from daskgmm.fitting import kmedoids as fitting_kmedoids
+from daskgmm.fitting.attributes import set_attributes
+from daskgmm.io.modelfiles import register
 from daskgmm.kernels.medoids import METRICS
-from daskgmm.persist import register
-from daskgmm.validation import (
+from daskgmm.validation.checks import prediction_rows, prepare_rows
+from daskgmm.validation.params import (
     ARRAY_LIKE,
     CALLABLE,
     NONE,
     RANDOM_STATE,
     Interval,
     Options,
-    prediction_rows,
-    prepare_rows,
     validate_params,
     warn_convergence,
 )
@@ -153,7 +152,7 @@ default="k-medoids++"
         ----------
         X : array-like, pandas DataFrame, dask Array or dask DataFrame, shape (n_samples, n_features)
         y : Ignored
-        checkpoint : daskgmm.persist.Checkpoint, optional
+        checkpoint : daskgmm.io.modelfiles.Checkpoint, optional
             Resume from its last save, and save after every pass (metric names only).
         progress : callable, optional
             ``progress(event, **info)``: "init" and "iteration" events (the command's progress lines).
@@ -246,7 +245,7 @@ default="k-medoids++"
                           **_) -> int:
         """Predict every row of X and write Parquet parts to ``path`` atomically: ``id_column`` (with
         ``ids``), ``label``, and with ``distance`` the dissimilarity to the nearest medoid. Returns the rows."""
-        from daskgmm.outputs import write_parts
+        from daskgmm.io.outputs import write_parts
 
         return write_parts(path, self.prediction_parts(X, ids=ids, id_column=id_column, distance=distance),
                            storage_options)
@@ -254,13 +253,13 @@ default="k-medoids++"
     # ----------------------------------------------------------- persistence
     def save(self, path, storage_options=None):
         """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically; a named metric only)."""
-        from daskgmm.persist import save_model
+        from daskgmm.io.modelfiles import save_model
 
         save_model(self, path, storage_options)
         return self
 
     def export_state(self):
-        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)
         if callable(self.metric):
             raise TypeError("cannot save a KMedoids with a callable metric: a model file holds data, never code")
@@ -268,7 +267,7 @@ default="k-medoids++"
 
     def import_state(self, arrays, meta):
         """Set the fitted attributes from :meth:`export_state`'s output (checked)."""
-        from daskgmm.persist import restore_history
+        from daskgmm.io.modelfiles import restore_history
 
         attributes = fitting_kmedoids.import_kmedoids(arrays, meta, self.n_clusters, self.metric)
         attributes["history_"] = restore_history(attributes["history_"])

@@ -1,9 +1,9 @@
 """``GaussianMixture``: scikit-learn's estimator, fitted by EM passes over Dask chunks.
 
 The estimator is thin: it validates its parameters and input and sets attributes; the fit
-procedure is :mod:`daskgmm.fitting` (and :mod:`daskgmm.fitting_online` for ``partial_fit``),
-predictions and samples :mod:`daskgmm.fitting_predict`, the attributes and model files
-:mod:`daskgmm.fitting_attributes`, the verbose lines :mod:`daskgmm.fitting_report`.
+procedure is :mod:`daskgmm.fitting.mixture` (and :mod:`daskgmm.fitting.online` for ``partial_fit``),
+predictions and samples :mod:`daskgmm.fitting.predict`, the attributes and model files
+:mod:`daskgmm.fitting.attributes`, the verbose lines :mod:`daskgmm.fitting.report`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import fitting, fitting_attributes, fitting_online, fitting_predict
-from daskgmm.fitting_attributes import set_attributes
-from daskgmm.fitting_report import VerboseReport
-from daskgmm.init import INIT_METHODS
+from daskgmm.em.init import INIT_METHODS
+from daskgmm.fitting import attributes as fitting_attributes
+from daskgmm.fitting import mixture as fitting
+from daskgmm.fitting import online as fitting_online
+from daskgmm.fitting import predict as fitting_predict
+from daskgmm.fitting.attributes import set_attributes
+from daskgmm.fitting.report import VerboseReport
+from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
-from daskgmm.persist import register
-from daskgmm.validation import (
+from daskgmm.validation.checks import check_rows, prediction_rows, prepare_rows
+from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
     NONE,
@@ -29,9 +33,6 @@ from daskgmm.validation import (
     VERBOSE,
     Interval,
     Options,
-    check_rows,
-    prediction_rows,
-    prepare_rows,
     validate_params,
     warn_convergence,
 )
@@ -134,7 +135,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     online_stats_ : SuffStats
         The running sufficient statistics of :meth:`partial_fit` (per unit
         weight); absent after ``fit``, where the fitted model's own statistics
-        (:func:`daskgmm.fitting_online.model_statistics`) stand in for them.
+        (:func:`daskgmm.fitting.online.model_statistics`) stand in for them.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Column names, when the input had string column names.
@@ -223,7 +224,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         y : ignored
         sample_weight : array-like or dask Array of shape (n_samples,), optional
             Non-negative row weights (multiply the responsibilities).
-        checkpoint : daskgmm.persist.Checkpoint, optional
+        checkpoint : daskgmm.io.modelfiles.Checkpoint, optional
             Save every restart after every iteration, and resume from its last
             save (a job killed at any point ends, when run again, with the model
             an uninterrupted fit gives).
@@ -260,7 +261,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return tags
 
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
-        """The fit (:func:`daskgmm.fitting.fit_mixture`); returns the prepared data."""
+        """The fit (:func:`daskgmm.fitting.mixture.fit_mixture`); returns the prepared data."""
         self._validate_params()
         fitting.check_update_params(self.update_params)
         data, scan, _ = self._prepare(X, sample_weight)
@@ -359,7 +360,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return fitting_predict.mixture_centre(self.weights_, self.means_)
 
     def _natural(self, centre):
-        """Log-density parameters for predictions (:func:`daskgmm.fitting_predict.natural_form`)."""
+        """Log-density parameters for predictions (:func:`daskgmm.fitting.predict.natural_form`)."""
         return fitting_predict.natural_form(self.weights_, self.means_, self.precisions_cholesky_,
                                             self.covariance_type, centre)
 
@@ -437,7 +438,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         int
             Rows written.
         """
-        from daskgmm.outputs import write_parts
+        from daskgmm.io.outputs import write_parts
 
         parts = self.prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
         return write_parts(path, parts, storage_options, name="predictions")
@@ -468,8 +469,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         int
             Rows written.
         """
-        from daskgmm.io import rows_per_part
-        from daskgmm.outputs import write_parts
+        from daskgmm.io.files import rows_per_part
+        from daskgmm.io.outputs import write_parts
 
         check_is_fitted(self)
         n_samples = int(n_samples)
@@ -483,19 +484,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # ----------------------------------------------------------- persistence
     def save(self, path, storage_options=None):
         """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically)."""
-        from daskgmm.persist import save_model
+        from daskgmm.io.modelfiles import save_model
 
         save_model(self, path, storage_options)
         return self
 
     def export_state(self):
-        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)
         return fitting_attributes.export_mixture(self)
 
     def import_state(self, arrays, meta):
         """Set the fitted attributes from :meth:`export_state`'s output (checked: shapes, finite values)."""
-        from daskgmm.persist import restore_history
+        from daskgmm.io.modelfiles import restore_history
 
         attributes = fitting_attributes.import_mixture(arrays, meta, self.n_components, self.covariance_type)
         attributes["history_"] = restore_history(attributes["history_"])

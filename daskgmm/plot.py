@@ -35,7 +35,7 @@ def save_figure(fig, path, dpi=110, storage_options=None) -> None:
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from daskgmm.io import get_fs, is_local, strip_protocol
+    from daskgmm.io.files import get_fs, is_local, strip_protocol
 
     FigureCanvasAgg(fig)
     fs = get_fs(str(path), storage_options)
@@ -82,11 +82,11 @@ def _cov2(model, k, i, j):
 
 def _sample_rows(X, n, random_state):
     """Up to ``n`` rows of X as NumPy (uniform; Dask input is sampled in one pass)."""
-    from daskgmm.validation import check_rows, is_dask
+    from daskgmm.validation.checks import check_rows, is_dask
 
     if is_dask(X):
-        from daskgmm.engine import ChunkedData
-        from daskgmm.init import random_rows, restart_seeds
+        from daskgmm.em.init import random_rows, restart_seeds
+        from daskgmm.engine.passes import ChunkedData
 
         Xd, _ = check_rows(X, "plot", min_samples=1)
         data = ChunkedData(Xd, cache="none")

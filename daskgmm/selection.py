@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm import fitting, fitting_variational
-from daskgmm.em import Run
-from daskgmm.init import mixture_init_stats, restart_seeds
+from daskgmm.em.init import mixture_init_stats, restart_seeds
+from daskgmm.em.loop import Run
+from daskgmm.fitting import mixture as fitting
+from daskgmm.fitting import variational as fitting_variational
 from daskgmm.kernels import COVARIANCE_TYPES, MixtureRequest
 from daskgmm.kernels import covariance as cov
-from daskgmm.models import MixtureState
-from daskgmm.validation import check_missing_supported, prepare_rows, validate_params, warn_degenerate
+from daskgmm.models.states import MixtureState
+from daskgmm.validation.checks import prepare_rows
+from daskgmm.validation.params import check_missing_supported, validate_params
+from daskgmm.validation.scan import warn_degenerate
 
 #: The candidate kinds :func:`select_model` fits.
 KINDS = ("gaussian", "bayesian")
@@ -164,7 +167,7 @@ def select_model(
         ``BayesianGaussianMixture`` names (``weight_concentration_prior_type``,
         ``weight_concentration_prior``, ``mean_precision_prior``, ``mean_prior``,
         ``degrees_of_freedom_prior``, ``covariance_prior``); anything else is an error.
-    checkpoint : daskgmm.persist.Checkpoint, optional
+    checkpoint : daskgmm.io.modelfiles.Checkpoint, optional
         Save every candidate's restarts after every iteration, and resume from the last
         save (then no candidate is initialised). It must have been written by the same
         selection on the same data (the caller's fingerprint says so).
@@ -242,7 +245,7 @@ def select_model(
     runs = checkpoint.load() if checkpoint is not None else None
     resumed = runs is not None
     if resumed and len(runs) != len(jobs):
-        from daskgmm.persist import ModelFileError
+        from daskgmm.io.modelfiles import ModelFileError
 
         raise ModelFileError(f"{checkpoint.path}: {len(runs)} run(s) saved but this selection has {len(jobs)}; "
                              "remove it or use another --checkpoint-dir")

@@ -14,12 +14,13 @@ import typing
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm import fitting, fitting_studentt
-from daskgmm.fitting_attributes import set_attributes
+from daskgmm.fitting import mixture as fitting
+from daskgmm.fitting import studentt as fitting_studentt
+from daskgmm.fitting.attributes import set_attributes
+from daskgmm.io.modelfiles import register
 from daskgmm.mixture import GaussianMixture
-from daskgmm.persist import register
-from daskgmm.studentt import t_form
-from daskgmm.validation import (
+from daskgmm.models.studentt import t_form
+from daskgmm.validation.params import (
     BOOLEAN,
     Interval,
     check_missing_supported,
@@ -158,7 +159,7 @@ class StudentTMixture(GaussianMixture):
         check_missing_supported(self, "marginalising missing values under t components is not implemented")
 
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
-        """The fit (:func:`daskgmm.fitting_studentt.fit_studentt`); returns the prepared data."""
+        """The fit (:func:`daskgmm.fitting.studentt.fit_studentt`); returns the prepared data."""
         self._validate_params()
         data, scan, _ = self._prepare(X, sample_weight)
         d = data.n_features
@@ -218,8 +219,8 @@ class StudentTMixture(GaussianMixture):
         int
             Rows written.
         """
-        from daskgmm.io import rows_per_part
-        from daskgmm.outputs import write_parts
+        from daskgmm.io.files import rows_per_part
+        from daskgmm.io.outputs import write_parts
 
         check_is_fitted(self)
         n_samples = int(n_samples)
@@ -232,7 +233,7 @@ class StudentTMixture(GaussianMixture):
 
     # ----------------------------------------------------------- persistence
     def export_state(self):
-        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.persist.save_model`."""
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)
         arrays, meta = super().export_state()
         arrays["df_"] = np.asarray(self.df_)

@@ -111,7 +111,7 @@ def main(argv=None):
 
     import daskgmm
     from daskgmm import GaussianMixture
-    from daskgmm.io import open_parquet
+    from daskgmm.io.parquet import open_parquet
 
     n, d, k = a.rows, a.features, a.components
     stamp = os.path.join(a.data, f".made-{n}-{d}-{k}")
@@ -232,8 +232,8 @@ def _main_cases(a, res, client, src, init, cold, mem, fitter, report):
     import dask
 
     from daskgmm import GaussianMixture
-    from daskgmm.engine import ChunkedData
-    from daskgmm.io import open_parquet
+    from daskgmm.engine.passes import ChunkedData
+    from daskgmm.io.parquet import open_parquet
 
     k = a.components
     print("daskgmm (LocalCluster, 2 workers x 1 thread):", flush=True)

@@ -39,7 +39,7 @@ def main(argv=None):
     from distributed import Client, LocalCluster
 
     from daskgmm import GaussianMixture
-    from daskgmm.io import open_parquet
+    from daskgmm.io.parquet import open_parquet
 
     k, d = a.components, a.features
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",

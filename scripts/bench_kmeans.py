@@ -72,7 +72,7 @@ def main(argv=None):
 
     import daskgmm
     from daskgmm import GaussianMixture, KMeans
-    from daskgmm.cluster import kernels_in_use
+    from daskgmm.engine.cluster import kernels_in_use
 
     n, d, k = a.rows, a.features, a.clusters
     X, _ = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=2.0, random_state=7)

@@ -37,7 +37,7 @@ def main(argv=None):
     threadpool_limits(1)  # as in a Dask worker thread
 
     from daskgmm import GaussianMixture
-    from daskgmm.io import open_parquet
+    from daskgmm.io.parquet import open_parquet
     from daskgmm.kernels import build_features, soft_responsibilities
     from daskgmm.kernels import covariance as cov
     from daskgmm.kernels.requests import add_moments

@@ -19,7 +19,7 @@ from distributed import Client, LocalCluster
 from sklearn.mixture import GaussianMixture as SkGMM
 
 from daskgmm import GaussianMixture
-from daskgmm.io import open_parquet
+from daskgmm.io.parquet import open_parquet
 
 
 def main():

@@ -10,8 +10,8 @@ from sklearn.mixture import BayesianGaussianMixture as SkBayesian
 
 import daskgmm
 from daskgmm import BayesianGaussianMixture, GaussianMixture
+from daskgmm.io.modelfiles import Checkpoint
 from daskgmm.kernels import MixtureRequest, chunk_pass
-from daskgmm.persist import Checkpoint
 
 from .conftest import make_blobs
 
@@ -133,7 +133,7 @@ def test_n_init_in_lockstep_keeps_the_best_and_dataframe_input(blobs3):
 def test_gaussian_mixture_pass_does_not_compute_resp_log_resp(blobs3):
     gm = GaussianMixture(3, random_state=0).fit(blobs3)
     centre = blobs3.mean(axis=0)
-    from daskgmm.models import MixtureState
+    from daskgmm.models.states import MixtureState
 
     state = MixtureState.from_covariances(gm.weights_, gm.means_, gm.covariances_, "full")
     (st,) = chunk_pass(blobs3, [MixtureRequest([state.spec(centre)])], centre)[0]

@@ -24,8 +24,8 @@ import dask.array as da
 import numpy as np
 import threadpoolctl
 from daskgmm import GaussianMixture, KMeans
-from daskgmm import init
-from daskgmm.engine import ChunkedData
+from daskgmm.em import init
+from daskgmm.engine.passes import ChunkedData
 
 def blobs(seed):
     rng = np.random.default_rng(seed)

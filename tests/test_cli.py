@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from daskgmm.cli import main
-from daskgmm.config import load_config, options_for
+from daskgmm.cli.config import load_config, options_for
 
 from .conftest import FAST, assert_same_mixture, expect_exit2, make_blobs, write_data
 
@@ -207,7 +207,7 @@ def test_collapse_is_a_failure_exit_1(tmp_path, capsys):
 
 
 def _cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "daskgmm.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "daskgmm", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
@@ -215,7 +215,7 @@ def test_console_script_exit_codes(tmp_path):
     p = subprocess.run([str(pathlib.Path(sys.executable).parent / "daskgmm"), "--help"], capture_output=True,
                        text=True)
     assert p.returncode == 0 and "exit status" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "daskgmm.cli", "fit", "--bogus"], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "daskgmm", "fit", "--bogus"], capture_output=True, text=True)
     assert p.returncode == 2
 
 
@@ -299,7 +299,7 @@ def test_nightly_rerun_with_resume_fits_the_new_data(tmp_path, capsys):
     assert_same_mixture(second, ref, **SAME_FIT)
     # a killed run of another job left its checkpoint: not resumed, the fit starts afresh
     from daskgmm.cli import _fingerprint, _open, build_parser, resolve
-    from daskgmm.persist import Checkpoint
+    from daskgmm.io.modelfiles import Checkpoint
 
     o = resolve(build_parser().parse_args(job))
     fingerprint = {**_fingerprint(o, _open(o, lambda msg: None)), "n_components": 2}

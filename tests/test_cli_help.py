@@ -5,8 +5,8 @@ import re
 import pytest
 
 from daskgmm.cli import main
-from daskgmm.cli_args import COMMANDS
-from daskgmm.config import options_for
+from daskgmm.cli.args import COMMANDS
+from daskgmm.cli.config import options_for
 
 
 def _help(capsys, *argv):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from daskgmm.cli import main
-from daskgmm.config import OPTIONS, ConfigError, coerce, load_config
+from daskgmm.cli.config import OPTIONS, ConfigError, coerce, load_config
 
 from .conftest import FAST, expect_exit2, write_data
 
@@ -153,9 +153,9 @@ def test_priors_that_do_not_fit_the_data_exit_2(data, tmp_path, capsys, args, ma
 
 def test_the_priors_are_part_of_the_checkpoint_fingerprint(data, tmp_path):
     from daskgmm.cli import build_parser, resolve
-    from daskgmm.cli_fit import bayesian_priors, fingerprint
-    from daskgmm.cli_runtime import open_data
-    from daskgmm.persist import Checkpoint
+    from daskgmm.cli.fit import bayesian_priors, fingerprint
+    from daskgmm.cli.runtime import open_data
+    from daskgmm.io.modelfiles import Checkpoint
 
     directory, _ = data
 

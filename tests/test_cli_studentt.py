@@ -62,8 +62,8 @@ def test_fit_student_end_to_end(data, tmp_path, capsys):
 def test_fixed_df_and_the_checkpoint_fingerprint(data, tmp_path):
     from daskgmm import load
     from daskgmm.cli import build_parser, resolve
-    from daskgmm.cli_fit import fingerprint
-    from daskgmm.cli_runtime import open_data
+    from daskgmm.cli.fit import fingerprint
+    from daskgmm.cli.runtime import open_data
 
     directory, _ = data
     model = tmp_path / "model"
@@ -80,7 +80,7 @@ def test_fixed_df_and_the_checkpoint_fingerprint(data, tmp_path):
 
 
 def test_the_student_options_say_so_in_the_help():
-    from daskgmm.config import options_for
+    from daskgmm.cli.config import options_for
 
     for opt in options_for("fit"):
         if opt.dest in ("df", "fixed_df"):
@@ -118,7 +118,7 @@ class _Killed(Exception):
 
 def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_bits(tmp_path):
     from daskgmm import StudentTMixture
-    from daskgmm.persist import Checkpoint
+    from daskgmm.io.modelfiles import Checkpoint
 
     X = write_data(tmp_path / "d", n=2000, d=2, k=3)
     kw = dict(n_init=2, tol=0.0, max_iter=12, random_state=5)

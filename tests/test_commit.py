@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from daskgmm.cli import main
-from daskgmm.outputs import OutputLock, StagedOutput, commit_together
+from daskgmm.io.outputs import OutputLock, StagedOutput, commit_together
 
 from .conftest import write_data
 
@@ -30,7 +30,7 @@ from .conftest import write_data
 #: Each change is recorded (DIR/<k>/steps) just before the kill, so the test knows where each job died.
 FORK_AND_KILL = r"""
 import json, os, re, signal, sys
-from daskgmm import outputs
+from daskgmm.io import outputs
 
 root, points = sys.argv[1], int(sys.argv[2])
 
@@ -153,7 +153,7 @@ def test_a_job_killed_anywhere_in_the_commit_is_repaired_by_the_next(killed, k, 
 def test_a_signal_during_the_swaps_leaves_the_commit_to_be_rolled_forward(tmp_path, monkeypatch):
     """An exception between the swaps (SIGTERM's, raised wherever the handler runs) must not
     remove what is not swapped in yet: the commit is decided, and the next job finishes it."""
-    from daskgmm import outputs
+    from daskgmm.io import outputs
 
     targets = [tmp_path / "a" / "model", tmp_path / "b" / "preds"]
     for t in targets:
@@ -192,7 +192,7 @@ def test_a_signal_during_the_swaps_leaves_the_commit_to_be_rolled_forward(tmp_pa
 #: ``daskgmm fit``, SIGKILLed right after the model is swapped in, before the predictions are.
 KILLED_BETWEEN_SWAPS = r"""
 import os, signal, sys
-from daskgmm import outputs
+from daskgmm.io import outputs
 
 move = outputs._move
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from daskgmm import GaussianMixture
-from daskgmm.io import open_parquet
+from daskgmm.io.parquet import open_parquet
 
 
 def _write(directory, n, d, files, seed=0, row_group_size=32768):
@@ -166,7 +166,7 @@ def test_worker_killed_while_persisting_leaves_placement_to_the_new_worker():
     and placement uses the workers as they are then (it raised KeyError on the old address)."""
     import dask.array as da
 
-    from daskgmm.engine import ChunkedData
+    from daskgmm.engine.passes import ChunkedData
 
     cluster, client = _cluster()
     try:

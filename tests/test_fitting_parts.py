@@ -5,8 +5,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from daskgmm import GaussianMixture, fitting, fitting_attributes, fitting_predict
-from daskgmm.fitting_report import VerboseReport
+from daskgmm import GaussianMixture
+from daskgmm.fitting import attributes as fitting_attributes
+from daskgmm.fitting import mixture as fitting
+from daskgmm.fitting import predict as fitting_predict
+from daskgmm.fitting.report import VerboseReport
 
 from .conftest import make_blobs
 
@@ -22,7 +25,7 @@ def test_verbose_report_prints_scikit_learns_lines(capsys):
     report.iteration(1, runs)  # not a multiple of verbose_interval: nothing
     report.iteration(2, runs)  # only the run that made iteration 2
     report.end(runs)
-    from daskgmm.cluster import kernels_in_use
+    from daskgmm.engine.cluster import kernels_in_use
 
     assert capsys.readouterr().out.splitlines() == [
         f"Kernel: {kernels_in_use()}", "Initialization 0", "Initialization 1", "  Iteration 2 (initialization 0)",

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans as SkKMeans
 
-from daskgmm import init as I
-from daskgmm.engine import ChunkedData
+from daskgmm.em import init as I
+from daskgmm.engine.passes import ChunkedData
 
 from .conftest import make_blobs
 
@@ -27,7 +27,7 @@ def test_scan_sample_is_the_same_for_any_chunking():
 
 
 def _scan_rows(d):
-    from daskgmm.engine import SCAN_SAMPLE_BYTES, SCAN_SAMPLE_ROWS
+    from daskgmm.engine.passes import SCAN_SAMPLE_BYTES, SCAN_SAMPLE_ROWS
 
     return min(SCAN_SAMPLE_ROWS, SCAN_SAMPLE_BYTES // (8 * d))
 
@@ -102,7 +102,7 @@ def test_mixture_kmeans_init_reads_the_data_three_times():
 
 
 def test_sample_kmeans_draws_a_larger_sample_when_needed(monkeypatch):
-    import daskgmm.engine as em
+    import daskgmm.engine.passes as em
 
     monkeypatch.setattr(em, "SCAN_SAMPLE_ROWS", 50)
     X, _, _ = make_blobs(n=4000, d=2, k=4)

@@ -10,9 +10,10 @@ import pytest
 
 import daskgmm
 from daskgmm import DataError, GaussianMixture, RowsOmittedWarning, read_parquet
-from daskgmm.io import NonFiniteError, open_parquet
-from daskgmm.outputs import staged_directory
-from daskgmm.persist import ModelFileError
+from daskgmm.io.files import NonFiniteError
+from daskgmm.io.modelfiles import ModelFileError
+from daskgmm.io.outputs import staged_directory
+from daskgmm.io.parquet import open_parquet
 
 from .conftest import make_blobs
 

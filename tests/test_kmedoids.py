@@ -277,7 +277,7 @@ def test_save_load_round_trip(tmp_path):
     assert back.inertia_ == km.inertia_ and back.n_iter_ == km.n_iter_
 
 
-@pytest.mark.filterwarnings("ignore::daskgmm.validation.DegenerateDataWarning")  # the constant column, on purpose
+@pytest.mark.filterwarnings("ignore::daskgmm.validation.scan.DegenerateDataWarning")  # the constant column, on purpose
 def test_errors():
     X = _blobs(20, seed=11, k=2, d=2)
     with pytest.raises(ValueError, match=r"The number of medoids \(30\) must be less than the number of samples 20"):
@@ -317,7 +317,7 @@ def test_killed_worker_does_not_change_the_medoids(process_client):
 
 
 def test_checkpoint_resume_ends_where_an_uninterrupted_fit_ends(tmp_path):
-    from daskgmm.persist import Checkpoint
+    from daskgmm.io.modelfiles import Checkpoint
 
     X = _blobs(4000, seed=13, k=5, d=3)
     kw = dict(n_clusters=5, metric="manhattan", method="pam", random_state=0)

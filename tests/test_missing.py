@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from daskgmm.kernels import MixtureRequest, chunk_pass, merge_partials
-from daskgmm.models import MixtureState
+from daskgmm.models.states import MixtureState
 
 TYPES = ("full", "tied", "diag", "spherical")
 

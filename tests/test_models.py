@@ -1,11 +1,11 @@
-"""Unit tests of the model kinds' updates (daskgmm.models), from statistics built by hand."""
+"""Unit tests of the model kinds' updates (daskgmm.models.states), from statistics built by hand."""
 
 import numpy as np
 import pytest
 
 from daskgmm.kernels import SuffStats, WorstRows
 from daskgmm.kernels.covariance import collapsed_components
-from daskgmm.models import KMeansState, MixtureState, first_best
+from daskgmm.models.states import KMeansState, MixtureState, first_best
 
 TYPES = ["full", "tied", "diag", "spherical"]
 

@@ -7,9 +7,11 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from daskgmm import GaussianMixture, fitting, fitting_online, load
+from daskgmm import GaussianMixture, load
+from daskgmm.fitting import mixture as fitting
+from daskgmm.fitting import online as fitting_online
 from daskgmm.kernels import SuffStats
-from daskgmm.validation import InvalidParameterError
+from daskgmm.validation.params import InvalidParameterError
 
 MEANS = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 4.0, 2.0]])
 MIX = np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.2], [0.0, 0.0, 0.7]])
@@ -278,8 +280,8 @@ def test_cli_update_resumes_from_its_checkpoint(tmp_path):
     from types import SimpleNamespace
 
     from daskgmm.cli import _update_fingerprint
-    from daskgmm.io import open_parquet
-    from daskgmm.persist import Checkpoint, save_model
+    from daskgmm.io.modelfiles import Checkpoint, save_model
+    from daskgmm.io.parquet import open_parquet
 
     main, fast, _, day2 = _cli(tmp_path)
     ckpt = tmp_path / "ckpt"

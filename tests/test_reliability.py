@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from daskgmm.cli import main
-from daskgmm.io import DataError, InputChangedError, read_parquet
-from daskgmm.outputs import OutputLock
+from daskgmm.io.files import DataError, InputChangedError
+from daskgmm.io.outputs import OutputLock
+from daskgmm.io.parquet import read_parquet
 
 from .conftest import make_blobs
 
@@ -35,7 +36,7 @@ def _data(directory, n=20_000, d=3, files=2, seed=0, row_group_size=5000, extra=
 
 
 def _cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "daskgmm.cli", *map(str, args)], stderr=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "daskgmm", *map(str, args)], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True, **kw)
 
 
@@ -76,7 +77,8 @@ def _wait_for_line(proc, needle, lines):
 #: then lands there, whatever the machine's speed.
 HELD = r"""
 import sys, time
-from daskgmm import cluster, engine
+from daskgmm.engine import cluster
+from daskgmm.engine import passes as engine
 
 where, waits = sys.argv[1], []
 wait_bounded = cluster.wait_bounded
@@ -132,7 +134,7 @@ def test_a_signal_lost_in_a_gc_callback_still_stops_the_job(tmp_path, monkeypatc
     """CI caught a SIGTERM landing in distributed's garbage-collector callback: Python ignored
     the handler's exception there and the fit ran on to the end. The stop is also recorded,
     so the next progress line raises it again: the job stops, with no output."""
-    from daskgmm import cli_runtime
+    from daskgmm.cli import runtime as cli_runtime
 
     _data(tmp_path / "d", n=4000, files=1, row_group_size=1000)
     fired = []
@@ -176,7 +178,7 @@ def own_cluster(request):
     import dask
     from distributed import Client, LocalCluster
 
-    from daskgmm.cluster import CLUSTER_CONFIG
+    from daskgmm.engine.cluster import CLUSTER_CONFIG
 
     with dask.config.set({**CLUSTER_CONFIG, **getattr(request, "param", {})}):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -215,7 +217,7 @@ def test_a_task_that_keeps_killing_its_worker_fails_the_job(own_cluster, tmp_pat
 
 def _without_workers(cluster, monkeypatch):
     """Remove every worker just before the first pass (as when distributed gives up restarting them)."""
-    from daskgmm.engine import ChunkedData
+    from daskgmm.engine.passes import ChunkedData
 
     run = ChunkedData.run
 
@@ -247,12 +249,12 @@ def test_a_cluster_whose_workers_are_gone_fails_the_job(own_cluster, tmp_path, c
 @pytest.mark.parametrize("own_cluster", [{"distributed.scheduler.no-workers-timeout": None}], indirect=True)
 def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
     """A scheduler we did not configure never fails the tasks itself: our own bound does."""
-    import daskgmm.cluster
+    import daskgmm.engine.cluster
 
     cluster, _ = own_cluster
     _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
     _without_workers(cluster, monkeypatch)
-    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
+    monkeypatch.setattr(daskgmm.engine.cluster, "STALL_SECONDS", 2.0)
     status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
                    "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
     err = capsys.readouterr().err
@@ -264,7 +266,7 @@ def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, c
 
 def _before_the_first_pass(monkeypatch, act):
     """Run ``act(data)`` once, just before the first pass of the job (and inside it, the passes)."""
-    from daskgmm.engine import ChunkedData
+    from daskgmm.engine.passes import ChunkedData
 
     run, done = ChunkedData.run, []
 
@@ -286,7 +288,7 @@ UNCONFIGURED = {"distributed.scheduler.no-workers-timeout": None, "distributed.w
 @pytest.mark.parametrize("own_cluster", [UNCONFIGURED], indirect=True)
 def test_a_cluster_whose_workers_are_all_paused_fails_the_job(own_cluster, tmp_path, capsys, monkeypatch):
     """Workers paused for memory take no task: the pass fails after the stall bound, saying so."""
-    import daskgmm.cluster
+    import daskgmm.engine.cluster
 
     cluster, client = own_cluster
     _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
@@ -304,7 +306,7 @@ def test_a_cluster_whose_workers_are_all_paused_fails_the_job(own_cluster, tmp_p
             time.sleep(0.05)
 
     _before_the_first_pass(monkeypatch, pause_every_worker)
-    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
+    monkeypatch.setattr(daskgmm.engine.cluster, "STALL_SECONDS", 2.0)
     t0 = time.monotonic()
     status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2",
                    "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
@@ -323,13 +325,13 @@ def test_a_cluster_whose_workers_run_none_of_the_tasks_fails_the_job(own_cluster
     no worker has): the pass fails after the stall bound, saying so."""
     import dask
 
-    import daskgmm.cluster
+    import daskgmm.engine.cluster
 
     cluster, _ = own_cluster
     _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
     annotation = dask.annotate(resources={"no-such-resource": 1})
     _before_the_first_pass(monkeypatch, lambda data: annotation.__enter__())
-    monkeypatch.setattr(daskgmm.cluster, "STALL_SECONDS", 2.0)
+    monkeypatch.setattr(daskgmm.engine.cluster, "STALL_SECONDS", 2.0)
     try:
         status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--cache", "none",
                        "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m"), "--quiet"])
@@ -374,7 +376,7 @@ def test_a_second_writer_of_the_same_output_fails_clearly(tmp_path, capsys):
     _data(tmp_path / "d", n=2000, files=1)
     out = tmp_path / "out" / "m"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from daskgmm.outputs import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
+        "import sys, time; from daskgmm.io.outputs import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); time.sleep(60)"), str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -390,7 +392,7 @@ def test_a_second_writer_of_the_same_output_fails_clearly(tmp_path, capsys):
     os.makedirs(tmp_path / "out" / f".m.staging-{holder.pid}-abc", exist_ok=True)
     with OutputLock(out):  # the dead holder's lock is taken over; another process sees this live one
         r = subprocess.run([sys.executable, "-c", (
-            "import sys; from daskgmm.outputs import OutputLock; OutputLock(sys.argv[1]).acquire()"), str(out)],
+            "import sys; from daskgmm.io.outputs import OutputLock; OutputLock(sys.argv[1]).acquire()"), str(out)],
             capture_output=True, text=True)
         assert r.returncode != 0 and f"another job (pid {os.getpid()})" in r.stderr
     assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--model-out", str(out), "--quiet",
@@ -532,7 +534,8 @@ def test_chunks_read_column_by_column_equal_a_whole_table_read(tmp_path):
                       "b": b})
     pq.write_table(table.slice(0, 7000), path / "p0.parquet", row_group_size=7000)
     pq.write_table(table.slice(7000), path / "p1.parquet", row_group_size=500)
-    from daskgmm.io import RowsOmittedWarning, open_parquet
+    from daskgmm.io.files import RowsOmittedWarning
+    from daskgmm.io.parquet import open_parquet
 
     with pytest.warns(RowsOmittedWarning, match="dropped 223 of 10000"):
         src = open_parquet(path, id_column="id", chunk_rows=2400, nan_policy="omit")
@@ -589,7 +592,7 @@ def test_sample_holds_one_part_per_worker_thread(own_cluster, tmp_path):
 
 def test_a_zero_variance_column_and_identical_rows_are_warned_about():
     from daskgmm import GaussianMixture
-    from daskgmm.validation import DegenerateDataWarning as DataWarning
+    from daskgmm.validation.scan import DegenerateDataWarning as DataWarning
 
     X, _, _ = make_blobs(n=600, d=3)
     X[:, 1] = 0.1  # sums of 0.1 are not exact: the test is relative to the mean

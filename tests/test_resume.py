@@ -26,7 +26,8 @@ from .conftest import write_data
 #: is written: a kill at a known point of the job, whatever the machine's speed.
 KILLED_AFTER = r"""
 import os, signal, sys
-from daskgmm import cli_runtime, persist
+from daskgmm.cli import runtime as cli_runtime
+from daskgmm.io import modelfiles as persist
 
 n = int(sys.argv[1])
 kill = lambda: os.killpg(os.getpgid(0), signal.SIGKILL)
@@ -66,7 +67,7 @@ def cluster():
     import dask
     from distributed import LocalCluster
 
-    from daskgmm.cluster import CLUSTER_CONFIG
+    from daskgmm.engine.cluster import CLUSTER_CONFIG
 
     with dask.config.set(CLUSTER_CONFIG):
         c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",

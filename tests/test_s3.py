@@ -20,8 +20,8 @@ import pytest
 
 import daskgmm
 from daskgmm.cli import main
-from daskgmm.outputs import OutputBusyError
-from daskgmm.persist import ModelFileError
+from daskgmm.io.modelfiles import ModelFileError
+from daskgmm.io.outputs import OutputBusyError
 
 from .conftest import write_data
 
@@ -78,7 +78,7 @@ def run(server, *args, scheduler=None):
 
 def cli(*args, **kw):
     """The command as a separate process (its own session, to be killed as a whole)."""
-    return subprocess.Popen([sys.executable, "-m", "daskgmm.cli", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "daskgmm", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
@@ -294,7 +294,7 @@ def test_s3_without_s3fs_is_a_usage_error_before_any_cluster():
 
 
 def test_the_lock_admits_exactly_one_of_many_racing_writers(s3):
-    from daskgmm.outputs_store import StoreLock
+    from daskgmm.io.store import StoreLock
 
     server, b = s3
     fs = server.fs()
@@ -323,7 +323,7 @@ def test_the_lock_admits_exactly_one_of_many_racing_writers(s3):
 
 
 def test_a_lock_is_refreshed_while_held_and_taken_over_once_it_lapses(s3, monkeypatch):
-    import daskgmm.outputs_store as store
+    import daskgmm.io.store as store
 
     server, b = s3
     fs = server.fs()
@@ -349,7 +349,7 @@ def test_a_lock_is_refreshed_while_held_and_taken_over_once_it_lapses(s3, monkey
 
 
 def test_a_dead_process_lock_on_this_machine_is_taken_over_at_once(s3):
-    from daskgmm.outputs_store import StoreLock
+    from daskgmm.io.store import StoreLock
 
     server, b = s3
     fs = server.fs()

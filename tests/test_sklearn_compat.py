@@ -27,7 +27,7 @@ from .conftest import make_blobs
 # (sklearn/utils/_test_common/instance_generator.py, PER_ESTIMATOR_XFAIL_CHECKS), in one place.
 # KMeans passes check_sample_weight_equivalence_on_dense_data (and _on_sparse_data), which scikit-learn's
 # own KMeans is expected to fail: on data the first scan draws whole (up to 512 rows per cluster), the
-# initialisation runs on the data as a weighted point set (daskgmm.init._distinct_rows), the same for a
+# initialisation runs on the data as a weighted point set (daskgmm.em.init._distinct_rows), the same for a
 # weight of w and w copies of a row, in any order. On larger data it cannot be exact: the scan's draws are
 # keyed by row number, so a row of weight w gets one key where w copies get w keys (and shift the
 # numbers of every later row); the two are equivalent in distribution only.

@@ -14,9 +14,9 @@ from sklearn.metrics.pairwise import euclidean_distances
 
 import daskgmm
 from daskgmm import KMeans
-from daskgmm.engine import ChunkedData
-from daskgmm.io_files import DataError, NonFiniteError
-from daskgmm.io_sparse import open_sparse_parquet, read_sparse_parquet
+from daskgmm.engine.passes import ChunkedData
+from daskgmm.io.files import DataError, NonFiniteError
+from daskgmm.io.sparse import open_sparse_parquet, read_sparse_parquet
 from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, ScanRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import sparse as ks
 
@@ -193,7 +193,7 @@ def test_sparse_rows_are_never_made_dense():
 def test_kmeans_on_sparse_chunks_on_a_cluster(process_client, monkeypatch, ship):
     """On worker processes, in memory and re-read each pass; with the plan inside each task, and scattered to
     the workers once per pass (as plans over the inline size are: the centres of wide sparse rows)."""
-    import daskgmm.engine as engine
+    import daskgmm.engine.passes as engine
 
     if ship == "scattered":
         monkeypatch.setattr(engine, "PLAN_INLINE_BYTES", 0)

@@ -22,7 +22,7 @@ from daskgmm import GaussianMixture, StudentTMixture
 from daskgmm.kernels import chunk_pass, merge_partials
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.studentt import StudentTRequest
-from daskgmm.studentt import DF_BOUNDS, StudentTState, log_gamma_ratio, t_form
+from daskgmm.models.studentt import DF_BOUNDS, StudentTState, log_gamma_ratio, t_form
 
 from .conftest import make_blobs
 
@@ -389,10 +389,10 @@ def test_a_killed_worker_does_not_change_the_fit():
 
 def test_gaussian_and_t_models_share_a_pass_and_each_gets_its_own_statistics():
     """em.run_specs serves specs of two kinds with one request each, in one pass, results in the specs' order."""
-    from daskgmm.em import run_specs
-    from daskgmm.engine import ChunkedData
+    from daskgmm.em.loop import run_specs
+    from daskgmm.engine.passes import ChunkedData
     from daskgmm.kernels import MixtureRequest
-    from daskgmm.models import MixtureState
+    from daskgmm.models.states import MixtureState
 
     X, _, _ = make_blobs(n=900, d=2, k=2, seed=10)
     data = ChunkedData(da.from_array(X, chunks=(300, 2)))

@@ -5,7 +5,7 @@ which runs the sparse form of each request over blocks of rows and returns the r
 types the dense pass returns, so the engine merges them on the same tree:
 
 - a :class:`~daskgmm.kernels.requests.MixtureRequest` of k-means models (hard assignment to
-  ``-‖x - c_k‖²``, the specs of :class:`daskgmm.models.KMeansState`): squared distances
+  ``-‖x - c_k‖²``, the specs of :class:`daskgmm.models.states.KMeansState`): squared distances
   ``‖x‖² - 2 x·c + ‖c‖²`` by one sparse x dense product per block (every model's centres
   stacked, dense and transposed, so that each non-zero reads one contiguous row of
   centre values); per block the labels, inertia and farthest rows; per chunk the sums
@@ -220,7 +220,7 @@ class _Block:
 
 def _check_kmeans(spec) -> None:
     """TypeError unless ``spec`` is a k-means model's: ``-‖x - c‖²`` about the pass centre ``m``
-    (``quad = -1``, ``lin = 2 (c - m)``; the specs of :class:`daskgmm.models.KMeansState`)."""
+    (``quad = -1``, ``lin = 2 (c - m)``; the specs of :class:`daskgmm.models.states.KMeansState`)."""
     p = spec.params
     is_kmeans = (spec.assignment == "hard" and spec.covariance_type == "spherical" and spec.precise is None
                  and spec.marginal is None and not spec.resp_log_resp and p.quad.ndim == 1

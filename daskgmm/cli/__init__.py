@@ -1,0 +1,160 @@
+"""The ``daskgmm`` command: fit, predict, score, sample and inspect models on Parquet data.
+
+Made for scheduled ETL jobs: outputs are written atomically (a staging
+directory renamed into place, with ``_SUCCESS``), progress goes to stderr, a
+JSON summary to ``--metrics-out``, and the exit status tells what happened.
+
+This module is the entry point (``daskgmm.cli:main``): exit statuses, signals and
+``--metrics-out``. The command line is parsed in :mod:`daskgmm.cli.args`, what the
+commands share is in :mod:`daskgmm.cli.runtime`, the commands that write a model in
+:mod:`daskgmm.cli.fit` and the others in :mod:`daskgmm.cli.read`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+
+import daskgmm.engine.stop as stop
+from daskgmm.cli.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, resolve
+from daskgmm.cli.config import FIT, INFO, OPTIONS, PREDICT, SAMPLE, SCORE, SELECT, SHOW_CONFIG, UPDATE, ConfigError
+from daskgmm.cli.fit import BAYESIAN_OPTIONS, cmd_fit, cmd_update, fingerprint, update_fingerprint
+from daskgmm.cli.read import cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select, cmd_show_config
+from daskgmm.cli.runtime import Reporter, WorkersDied, open_data
+
+# the names these helpers had when this module held them all (tests and scripts import them)
+_fingerprint, _update_fingerprint, _open = fingerprint, update_fingerprint, open_data
+
+
+HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sample, INFO: cmd_info,
+            SELECT: cmd_select, UPDATE: cmd_update, SHOW_CONFIG: cmd_show_config}
+
+
+def _write_metrics(path, metrics, storage_options=None):
+    from daskgmm.io.files import get_fs, is_local, strip_protocol
+    from daskgmm.io.modelfiles import jsonable
+
+    fs = get_fs(str(path), storage_options)
+    if not is_local(fs):  # one PUT: the object appears whole
+        fs.pipe_file(strip_protocol(fs, str(path)), json.dumps(jsonable(metrics), indent=2).encode())
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(jsonable(metrics), f, indent=2)
+    os.replace(tmp, path)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwound like Ctrl-C (staging removed, cluster closed), exit 143."""
+
+
+def _on_signal(signum, frame):
+    # recorded as well as raised: raised inside a gc callback or a __del__, the exception is lost
+    exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    stop.request(exc)
+    raise exc()
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``daskgmm`` console script; returns the exit status.
+
+    SIGTERM (what schedulers send first) is handled like SIGINT: the job stops
+    within seconds, says so, removes its staging directories, closes its
+    cluster and writes the error metrics; exit status 143 (130 for SIGINT).
+    """
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop.clear()
+    try:
+        return _main(argv)
+    finally:
+        stop.clear()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    metrics = {"command": args.command, "status": "running"}
+    metrics_out = getattr(args, "metrics_out", None)
+    storage = None
+    status = EXIT_FAILURE
+    quiet = bool(getattr(args, "quiet", False))
+    try:
+        o = resolve(args)
+        metrics_out = getattr(o, "metrics_out", None)
+        storage = getattr(o, "storage_options", None)
+        quiet = bool(getattr(o, "quiet", False))
+        log = Reporter(quiet)
+        if o.command != SHOW_CONFIG:
+            _check_kernel_choice()  # before any cluster starts: every worker would refuse it
+        status = HANDLERS[o.command](o, log, metrics)
+        stop.check()  # a signal whose exception was lost after the last safe point
+        metrics["status"] = "ok"
+    except (UsageError, ConfigError) as exc:
+        status = EXIT_USAGE
+        _fail(metrics, exc, status)
+    except Terminated:
+        status = 143
+        _fail(metrics, "terminated (SIGTERM): stopped, no output written", status)
+    except KeyboardInterrupt:
+        status = 130
+        _fail(metrics, "interrupted", status)
+    except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
+        status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
+        _fail(metrics, exc, status)
+    if metrics_out:
+        try:
+            _write_metrics(metrics_out, metrics, storage)
+        except (OSError, ImportError, ValueError) as exc:
+            print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {exc}", file=sys.stderr)
+            status = status or EXIT_FAILURE
+    return status
+
+
+def _bad_input(exc) -> bool:
+    # imported only when a command failed: --help, show-config and usage errors never pay for
+    # Dask, pyarrow and scikit-learn
+    from daskgmm.io.files import DataError
+    from daskgmm.validation.params import InvalidParameterError
+
+    return isinstance(exc, (DataError, InvalidParameterError))
+
+
+def _check_kernel_choice() -> None:
+    from daskgmm.kernels import compiled
+
+    try:
+        compiled.ready()
+    except compiled.KernelChoiceError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _fail(metrics, exc, status):
+    from daskgmm.engine.cluster import ClusterError
+    from daskgmm.io.outputs import OutputBusyError
+
+    text = exc if isinstance(exc, str) else f"{exc}"
+    own = (ClusterError, OutputBusyError, WorkersDied)  # our own messages say what happened
+    if not isinstance(exc, str) and status == EXIT_FAILURE and not isinstance(exc, own):
+        text = f"{type(exc).__name__}: {exc}"
+    print(f"daskgmm: error: {text}", file=sys.stderr, flush=True)
+    metrics.update(status="error", exit_code=status, error=text)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["BAYESIAN_OPTIONS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "HANDLERS", "OPTIONS", "Reporter", "Terminated",
+           "UsageError", "WorkersDied", "build_parser", "main", "resolve"]

@@ -1,0 +1,299 @@
+"""The ``daskgmm`` command line: its parser, option resolution and usage checks.
+
+Every option comes from the table in :mod:`daskgmm.cli.config`; values are taken from the
+defaults, then ``--config``, then explicit flags (:func:`resolve`), and checked before
+any cluster starts (:func:`require`): a bad command line is a :class:`UsageError`, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from daskgmm.cli.config import (
+    FIT,
+    INFO,
+    PREDICT,
+    SAMPLE,
+    SCORE,
+    SELECT,
+    SHOW_CONFIG,
+    UPDATE,
+    coerce,
+    load_config,
+    options_for,
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+EXIT_DOC = """exit status:
+  0  success
+  2  bad usage or bad input: a missing/unknown option or config key, a missing or
+     non-numeric column, disagreeing schemas, NaN/inf values, an empty or corrupt
+     file, an unreadable model, a missing output bucket (the message names the
+     file, column, key or value)
+  1  any other failure (e.g. a component collapsed, a worker failed for good)
+  130  interrupted (SIGINT, Ctrl-C): stopped cleanly, no output written
+  143  terminated (SIGTERM): stopped cleanly, no output written"""
+
+#: What the commands that write outputs add to the exit statuses.
+OUTPUTS_DOC = """
+Outputs are written to a staging directory and renamed into place only when
+complete, so after a failure the previous outputs are untouched. On object
+stores (s3://, which has no rename) the objects are copied into place under a
+journal and _SUCCESS is written last: readers should wait for _SUCCESS. Outputs
+on S3 are locked against a second job by conditional writes (If-None-Match);
+outputs on other object stores (gs://, az://) are not locked. A missing bucket
+is an error (exit 2): daskgmm never creates one."""
+
+COMMANDS = {
+    FIT: "fit a mixture (Gaussian, variational or Student-t) or K-medoids (--estimator kmedoids) on Parquet data "
+         "and save the model",
+    PREDICT: "label rows of Parquet data with a saved model",
+    SCORE: "mean log-likelihood of Parquet data under a saved model, with BIC and AIC (not for a Bayesian one; "
+           "the inertia for a KMedoids model)",
+    SAMPLE: "draw rows from a saved model into Parquet, streaming",
+    INFO: "describe a saved model",
+    SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
+    UPDATE: "update a saved Gaussian mixture with new Parquet data by online EM (partial_fit) and save it",
+    SHOW_CONFIG: "print the compiled core's build and which variant this CPU runs (--json for JSON)",
+}
+
+
+class UsageError(ValueError):
+    """Bad command line (exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand, its options built from :data:`daskgmm.cli.config.OPTIONS`."""
+    from daskgmm.version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="daskgmm",
+        description="Gaussian mixture models on Parquet data with Dask, fitted by EM or variationally "
+                    "(--estimator bayesian), and mixtures of Student-t distributions (--estimator student).",
+        epilog=EXIT_DOC + OUTPUTS_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"daskgmm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd, text in COMMANDS.items():
+        sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".",
+                            epilog=EXIT_DOC + ("" if cmd in (SCORE, INFO, SHOW_CONFIG) else OUTPUTS_DOC),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if cmd in (FIT, PREDICT, SCORE, SELECT, UPDATE):
+            sp.add_argument("data", nargs="*", metavar="DATA",
+                            help="Parquet file(s), directory, glob or fsspec URL (or 'data' in the config)")
+        for opt in options_for(cmd):
+            flags = [opt.flag] + ([opt.short] if opt.short else [])
+            default = "" if opt.default in (None, False) else f" (default: {_show(opt.default)})"
+            if opt.kind == "bool":
+                # --x and --no-x: a flag on the command line overrides the config either way
+                sp.add_argument(*flags, dest=opt.dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=opt.help)
+            else:
+                metavar = opt.metavar or (None if opt.choices else opt.dest.upper())
+                sp.add_argument(*flags, dest=opt.dest, default=None, metavar=metavar,
+                                choices=opt.choices or None, help=opt.help + default)
+        if cmd == SHOW_CONFIG:
+            sp.add_argument("--json", action="store_true", help="print it as JSON")
+        elif cmd != INFO:
+            sp.add_argument("--config", metavar="FILE.yaml",
+                            help="YAML file holding the same options (underscores for dashes); flags override it")
+    return parser
+
+
+def _show(value):
+    return ",".join(value) if isinstance(value, list) else value
+
+
+def resolve(args) -> argparse.Namespace:
+    """Defaults, then the config file, then explicit flags."""
+    cmd = args.command
+    merged = {o.dest: o.default for o in options_for(cmd)}
+    config = getattr(args, "config", None)
+    data = None
+    if config:
+        values = load_config(config, cmd)
+        data = values.pop("data", None)
+        merged.update(values)
+    for o in options_for(cmd):
+        given = getattr(args, o.dest, None)
+        if given is not None:
+            merged[o.dest] = coerce(o, given, o.flag)
+    if getattr(args, "data", None):
+        data = args.data
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    merged["data"] = data
+    merged["command"] = cmd
+    if cmd == SHOW_CONFIG:
+        merged["json"] = bool(getattr(args, "json", False))
+    ns = argparse.Namespace(**merged)
+    require(ns)
+    return ns
+
+
+def require(o):
+    """Refuse a resolved command line that cannot run: a missing required value, a bad number or combination."""
+    need = {FIT: ["data", "model_out"], PREDICT: ["data", "model", "out"], SCORE: ["data", "model"],
+            SAMPLE: ["model", "n", "out"], INFO: ["model"], SELECT: ["data", "out"],
+            UPDATE: ["data", "model", "model_out"], SHOW_CONFIG: []}[o.command]
+    for key in need:
+        if getattr(o, key) in (None, [], ""):
+            flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
+            raise UsageError(f"daskgmm {o.command}: {flag} is required (or '{key}' in the config)")
+    for key in ("n_components", "n_init", "max_iter", "n", "chunk_rows", "n_workers", "threads_per_worker",
+                "passes"):
+        v = getattr(o, key, None)
+        if v is not None and v < (0 if key == "max_iter" else 1):
+            raise UsageError(f"daskgmm {o.command}: --{key.replace('_', '-')} must be at least "
+                             f"{0 if key == 'max_iter' else 1}, got {v}")
+    if o.command == SELECT:
+        if o.k_min < 1 or o.k_max < o.k_min:
+            raise UsageError(f"daskgmm select: need 1 <= --k-min <= --k-max, got {o.k_min} and {o.k_max}")
+        bad = [t for t in o.covariance_types if t not in ("full", "tied", "diag", "spherical")]
+        if bad:
+            raise UsageError(f"daskgmm select: unknown covariance type(s) {', '.join(bad)} "
+                             "(choose among full, tied, diag, spherical)")
+        bad = [k for k in o.kinds if k not in ("gaussian", "bayesian")]
+        if bad or not o.kinds:
+            raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "
+                             "(--kinds takes gaussian, bayesian or both)")
+    _require_estimator_options(o)
+    if getattr(o, "plot", None):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'daskgmm[plot]'") from None
+    if getattr(o, "resume", False) and not getattr(o, "checkpoint_dir", None):
+        raise UsageError(f"daskgmm {o.command}: --resume needs --checkpoint-dir")
+    tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
+    if any(tls) and not getattr(o, "scheduler", None):
+        raise UsageError(f"daskgmm {o.command}: --tls-* options need --scheduler tls://HOST:PORT")
+    outs = [p for p in (getattr(o, "model_out", None), getattr(o, "predictions_out", None)) if p]
+    if len(outs) == 2 and overlap(*outs):
+        raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be separate directories")
+    if len(outs) == 2 and len({protocol_of(p) for p in outs}) > 1:
+        raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be on the same filesystem "
+                         f"(they are committed together), got {outs[0]} and {outs[1]}")
+    check_filesystems(o)
+
+
+#: Options that name paths (besides DATA), whose filesystems must be usable before any cluster starts.
+PATH_OPTIONS = ("model", "model_out", "predictions_out", "out", "checkpoint_dir", "plot", "metrics_out")
+
+
+def protocol_of(path) -> str:
+    """The fsspec protocol of a path or URL ("file" for a local path)."""
+    import fsspec
+
+    protocol, _ = fsspec.core.split_protocol(str(path))
+    return "file" if protocol in (None, "file", "local") else protocol
+
+
+def check_filesystems(o):
+    """Refuse a URL whose filesystem cannot be used here (``s3://`` without s3fs), before any cluster starts."""
+    import fsspec
+
+    data = getattr(o, "data", None)
+    paths = [("DATA", p) for p in (data if isinstance(data, list) else [data]) if p]
+    paths += [("--" + k.replace("_", "-"), getattr(o, k)) for k in PATH_OPTIONS if getattr(o, k, None)]
+    for flag, path in paths:
+        protocol = protocol_of(path)
+        if protocol == "file":
+            continue
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as exc:
+            hint = " (pip install 'daskgmm[s3]')" if protocol in ("s3", "s3a") else ""
+            raise UsageError(f"daskgmm {o.command}: {flag} {path}: {exc}{hint}") from None
+
+
+#: Options of the Student-t mixture only (``fit --estimator student``), with their defaults.
+STUDENT_OPTIONS = (("df", None), ("fixed_df", False))
+
+#: Options of the variational mixture only (``fit --estimator bayesian``, ``select --kinds bayesian``).
+PRIOR_OPTIONS = ("weight_concentration_prior_type", "weight_concentration_prior", "mean_precision_prior",
+                 "degrees_of_freedom_prior", "mean_prior", "covariance_prior")
+
+
+#: Options of the mixtures with their defaults: given to ``fit --estimator kmedoids`` they are an error.
+MIXTURE_DEFAULTS = (("covariance_type", "full"), ("tol", 1e-3), ("n_init", 1), ("init_params", "kmeans"),
+                    ("reg_covar", 1e-6), ("assignment", "soft"), ("on_collapse", "raise"), ("proba", False),
+                    ("loglik", False))
+
+
+def _require_kmedoids_options(o):
+    """``fit --estimator kmedoids`` takes --metric, --method and --distance, and no option of the mixtures."""
+    if o.command != FIT:
+        return
+    if o.estimator != "kmedoids":
+        given = [f"--{k} {getattr(o, k)}" for k, default in (("metric", "euclidean"), ("method", "alternate"))
+                 if getattr(o, k) != default] + (["--distance"] if o.distance else [])
+        if given:
+            raise UsageError(f"daskgmm fit: {', '.join(given)} is an option of --estimator kmedoids")
+        return
+    given = [f"--{k.replace('_', '-')}" for k, default in MIXTURE_DEFAULTS if getattr(o, k) != default]
+    given += [f"--{k.replace('_', '-')}" for k in PRIOR_OPTIONS if getattr(o, k, None) is not None
+              and not (k == "weight_concentration_prior_type" and getattr(o, k) == "dirichlet_process")]
+    if given:
+        raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the mixtures, not of --estimator kmedoids "
+                         "(which takes --n-components, --metric, --method, --max-iter, --seed, --distance)")
+    if o.nan_policy == "marginalize":
+        raise UsageError("daskgmm fit: --estimator kmedoids does not marginalise missing values (a dissimilarity "
+                         "needs every coordinate); use --nan-policy omit to leave incomplete rows out")
+    if o.plot:
+        raise UsageError("daskgmm fit: --plot draws a mixture's components; not available with --estimator "
+                         "kmedoids")
+
+
+def _require_estimator_options(o):
+    """Refuse an option of one estimator given to another, and what the variational and t mixtures cannot do."""
+    _require_kmedoids_options(o)
+    if o.command == FIT:
+        _require_student_options(o)
+        bayesian, where = o.estimator == "bayesian", "--estimator bayesian"
+    elif o.command == SELECT:
+        bayesian, where = "bayesian" in o.kinds, "--kinds with bayesian"
+    else:
+        return
+    given = [name for name in PRIOR_OPTIONS if hasattr(o, name) and getattr(o, name) is not None
+             and not (name == "weight_concentration_prior_type" and o.weight_concentration_prior_type
+                      == "dirichlet_process")]
+    if given and not bayesian:
+        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        raise UsageError(f"daskgmm {o.command}: {flags}: prior(s) of the variational mixture, which need "
+                         f"{where}")
+    if bayesian and getattr(o, "nan_policy", None) == "marginalize":
+        raise UsageError(f"daskgmm {o.command}: the variational mixture ({where}) does not marginalise missing "
+                         "values; use --nan-policy omit to leave incomplete rows out, or the Gaussian mixture")
+    if o.command == FIT and bayesian:
+        em_only = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k, default in
+                   (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
+        if em_only:
+            raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
+
+
+def _require_student_options(o):
+    """``fit``: --df and --fixed-df need --estimator student, which has no EM variants and no marginalisation."""
+    student = o.estimator == "student"
+    given = [f"--{k.replace('_', '-')}" for k, default in STUDENT_OPTIONS if getattr(o, k) != default]
+    if given and not student:
+        raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the Student-t mixture, which need "
+                         "--estimator student")
+    if not student:
+        return
+    if getattr(o, "nan_policy", None) == "marginalize":
+        raise UsageError("daskgmm fit: the Student-t mixture (--estimator student) does not marginalise missing "
+                         "values; use --nan-policy omit to leave incomplete rows out, or the Gaussian mixture")
+    em_only = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k, default in
+               (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
+    if em_only:
+        raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
+
+
+def overlap(a, b) -> bool:
+    """Whether directories ``a`` and ``b`` are the same or one holds the other."""
+    a, b = os.path.abspath(a), os.path.abspath(b)
+    return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)

@@ -1,0 +1,408 @@
+"""The commands that write a model: ``fit`` and ``update``.
+
+Both write ``--model-out`` (and ``--predictions-out``) staged and swap them in together,
+and with ``--checkpoint-dir`` save their progress under a fingerprint of the job (data,
+chunking, options), so that ``--resume`` continues only the job that was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import time
+import warnings
+
+import numpy as np
+
+from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
+from daskgmm.cli.runtime import (
+    Reporter,
+    check_outputs,
+    command_cluster,
+    missing_policy,
+    model_source,
+    name_columns,
+    open_data,
+    plot_after,
+    storage_options,
+)
+
+#: The options of ``--estimator bayesian`` (its priors), also part of a checkpoint's fingerprint.
+BAYESIAN_OPTIONS = ("estimator", *PRIOR_OPTIONS)
+
+#: How the estimator (as scikit-learn's) refuses a covariance prior: bad usage, as a wrong shape is.
+PRIOR_REFUSALS = ("should be symmetric, positive-definite", "precision' should be positive")
+
+
+def size_of(a) -> str:
+    """'a 2 x 3 matrix' or '3 number(s)': what a prior option was given, for messages."""
+    return f"a {a.shape[0]} x {a.shape[1]} matrix" if a.ndim == 2 else f"{a.size} number(s)"
+
+
+def check_degrees_of_freedom(o, n_features: int) -> None:
+    """``--degrees-of-freedom-prior`` against the data, before any pass (scikit-learn's bound: > D - 1)."""
+    v = o.degrees_of_freedom_prior
+    if v is not None and not v > n_features - 1:
+        raise UsageError(f"daskgmm {o.command}: --degrees-of-freedom-prior must be greater than {n_features - 1} "
+                         f"(the number of feature columns minus one), got {v}")
+
+
+def bayesian_priors(o, columns) -> tuple:
+    """``--mean-prior`` and ``--covariance-prior`` in the shapes the estimator takes, checked against DATA.
+
+    Parameters
+    ----------
+    o : argparse.Namespace
+        The resolved options; ``mean_prior``/``covariance_prior`` are None or float64
+        arrays of at most two dimensions (as :func:`daskgmm.cli.config.coerce` reads them).
+    columns : list of str
+        The feature columns, D of them.
+
+    Returns
+    -------
+    mean_prior : ndarray of shape (D,) or None
+    covariance_prior : float (spherical), ndarray of shape (D,) (diag) or (D, D) (full, tied), or None
+        A full or tied matrix may be given flat, D * D numbers row by row.
+
+    Raises
+    ------
+    UsageError
+        A prior whose size does not fit the columns or the covariance type (whether a
+        matrix is positive-definite is the estimator's to say).
+    """
+    d, ct = len(columns), o.covariance_type
+    data = f"the data has {d} feature column(s) ({', '.join(columns)})"
+    mean, cov = o.mean_prior, o.covariance_prior
+    check_degrees_of_freedom(o, d)
+    if mean is not None:
+        if mean.ndim > 1 or mean.size != d:
+            raise UsageError(f"daskgmm fit: --mean-prior has {size_of(mean)} but {data}; give one number per column")
+        mean = mean.reshape(d)
+    if cov is None:
+        return mean, None
+    if ct == "spherical":
+        if cov.size != 1:
+            raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but --covariance-type spherical "
+                             "takes a single number")
+        return mean, float(cov.reshape(-1)[0])
+    if ct == "diag":
+        if cov.ndim > 1 or cov.size != d:
+            raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but {data}; --covariance-type "
+                             "diag takes one number per column")
+        return mean, cov.reshape(d)
+    if cov.shape != (d, d) and not (cov.ndim <= 1 and cov.size == d * d):
+        raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but {data}; --covariance-type {ct} "
+                         f"takes a {d} x {d} matrix ({d * d} numbers, row by row)")
+    return mean, cov.reshape(d, d)
+
+
+def make_estimator(o):
+    """The estimator ``daskgmm fit`` fits (``assignment``/``on_collapse`` are the Gaussian EM's only)."""
+    if o.estimator == "kmedoids":
+        from daskgmm.kmedoids import KMedoids
+
+        return KMedoids(n_clusters=o.n_components, metric=o.metric, method=o.method, max_iter=o.max_iter,
+                        random_state=o.seed, cache=o.cache)
+    if o.estimator == "bayesian":
+        from daskgmm.bayesian import BayesianGaussianMixture
+
+        return BayesianGaussianMixture(
+            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
+            missing=missing_policy(o), **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]},
+        )
+    if o.estimator == "student":
+        from daskgmm.studentt_mixture import StudentTMixture
+
+        return StudentTMixture(
+            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
+            df=4.0 if o.df is None else o.df, fixed_df=o.fixed_df,
+        )
+    from daskgmm.mixture import GaussianMixture
+
+    return GaussianMixture(
+        n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+        max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
+        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache, missing=missing_policy(o),
+    )
+
+
+def data_fingerprint(src) -> dict:
+    """What every checkpoint records of DATA: the files (size, modification time), columns, rows, chunks."""
+    # the chunking fixes the reduction tree, hence the bits: a resume must read the same chunks
+    chunks = hashlib.sha256(np.asarray(src.X.chunks[0], np.int64).tobytes()).hexdigest()[:16]
+    return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks}
+
+
+def fingerprint(o, src) -> dict:
+    """What a fit's checkpoint belongs to: the data, its chunking, the estimator's options and priors."""
+    keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
+            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", "metric", "method", *BAYESIAN_OPTIONS,
+            "df", "fixed_df")
+    return {**data_fingerprint(src), **{k: getattr(o, k) for k in keys}}
+
+
+def open_checkpoint(o, log, metrics, fingerprint: dict):
+    """The checkpoint of ``--checkpoint-dir`` for a job of this fingerprint (None without the option).
+
+    With ``--resume`` a checkpoint of this job is kept for the fit to continue; one of another
+    job (other files, files rewritten since, other options) is said on stderr, recorded as
+    ``checkpoint_discarded`` and removed; without ``--resume`` any checkpoint is removed.
+    """
+    from daskgmm.io.modelfiles import Checkpoint
+
+    if not o.checkpoint_dir:
+        return None
+    ckpt = Checkpoint(o.checkpoint_dir, fingerprint, storage_options(o))
+    stale = ckpt.stale() if o.resume else None
+    if stale:
+        log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
+        metrics["checkpoint_discarded"] = stale
+    if stale or not o.resume:
+        ckpt.clear()  # a fresh run must not pick up another run's progress
+    return ckpt
+
+
+def commit_model_and_predictions(est, o, src):
+    """Write ``--model-out`` and ``--predictions-out`` staged, and swap them in together (one commit).
+
+    Returns the number of predictions written (None without ``--predictions-out``).
+    """
+    from daskgmm.io.modelfiles import write_model_files
+    from daskgmm.io.outputs import StagedOutput, commit_together, write_parts_into
+
+    rows = None
+    so = storage_options(o)
+    outs = [StagedOutput(o.model_out, so)] + ([StagedOutput(o.predictions_out, so)] if o.predictions_out else [])
+    try:
+        for out in outs:
+            out.begin()
+        write_model_files(est, outs[0].fs, outs[0].staging)
+        if o.predictions_out:
+            what = ({"distance": o.distance} if getattr(o, "estimator", None) == "kmedoids"
+                    else {"proba": o.proba, "loglik": o.loglik})
+            parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what)
+            rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions")
+        commit_together(outs)
+    except BaseException:
+        for out in outs:
+            out.abort()
+        raise
+    finally:
+        for out in outs:
+            out.release()
+    return rows
+
+
+def cmd_fit(o, log, metrics):
+    from daskgmm import ConvergenceWarning
+    from daskgmm.io.files import DataError, DataWarning
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    t_start = time.perf_counter()
+    box: dict = {}
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
+        check_outputs(o, locks)
+        src = box["src"] = open_data(o, log)
+        if src.n_rows < o.n_components:
+            raise DataError(f"{o.data}: {src.n_rows} row(s) but --n-components {o.n_components}; "
+                            "need at least as many rows as components")
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({', '.join(src.columns)}) from "
+            f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, "
+            f"{src.X.dtype}")
+        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
+                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
+        if o.estimator == "bayesian":
+            o.mean_prior, o.covariance_prior = bayesian_priors(o, src.columns)
+        est = make_estimator(o)
+        ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
+        report = Reporter(o.quiet)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            t_fit = time.perf_counter()
+            try:
+                est.fit(src.X, checkpoint=ckpt, progress=report.progress)
+            except ValueError as exc:
+                if o.estimator == "bayesian" and o.covariance_prior is not None and any(
+                        t in str(exc) for t in PRIOR_REFUSALS):
+                    raise UsageError(f"daskgmm fit: --covariance-prior: {exc}") from None
+                raise
+            fit_seconds = time.perf_counter() - t_fit
+        for w in caught:
+            if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning)):
+                log(f"warning: {name_columns(w.message, src.columns)}")
+        est.feature_names_in_ = np.asarray(src.columns, dtype=object)
+        if o.estimator == "kmedoids":
+            return finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start)
+        state = "converged" if est.converged_ else "did not converge"
+        log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
+            f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
+        rows = commit_model_and_predictions(est, o, src)
+        log(f"model written to {o.model_out}")
+        if rows is not None:
+            log(f"{rows:,} predictions written to {o.predictions_out}")
+        if ckpt is not None:
+            ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
+            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        metrics.update(
+            converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
+            lower_bounds=est.lower_bounds_, history=est.history_, restarts=est.restarts_,
+            init_seconds=est.init_seconds_, init_passes=est.init_passes_, passes=est.n_passes_,
+            resumed_from_iteration=report.resumed_from,
+            fit_seconds=fit_seconds, total_seconds=time.perf_counter() - t_start,
+            n_components=o.n_components, covariance_type=o.covariance_type, weights=est.weights_,
+            model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
+        )
+        if hasattr(est, "df_"):
+            metrics["df"] = est.df_
+        if o.plot:
+            from daskgmm.plot import plot_fit
+
+            plot_after(o, log, metrics, lambda: plot_fit(est, src.X, o.plot, storage_options=storage_options(o)))
+    return EXIT_OK
+
+
+def finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start):
+    """The end of ``fit --estimator kmedoids``: its summary line, outputs and metrics."""
+    state = "converged" if est.converged_ else "did not converge"
+    log(f"{state} after {est.n_iter_} pass(es) of {o.method}: inertia {est.inertia_:.6g} ({o.metric}; fit "
+        f"{fit_seconds:.2f} s, {est.n_passes_} passes over the data); medoids at rows "
+        f"{', '.join(str(int(r)) for r in est.medoid_indices_)}")
+    rows = commit_model_and_predictions(est, o, src)
+    log(f"model written to {o.model_out}")
+    if rows is not None:
+        log(f"{rows:,} predictions written to {o.predictions_out}")
+    if ckpt is not None:
+        ckpt.clear()
+        log(f"checkpoint {ckpt.path} removed (the job finished)")
+    metrics.update(
+        converged=est.converged_, n_iter=est.n_iter_, inertia=est.inertia_, history=est.history_,
+        medoid_indices=est.medoid_indices_, metric=o.metric, method=o.method, start_loss=est.start_loss_,
+        start_rows=est.start_rows_, passes=est.n_passes_, fit_seconds=fit_seconds,
+        total_seconds=time.perf_counter() - t_start, n_components=o.n_components, model_out=o.model_out,
+        predictions_out=o.predictions_out, predictions_rows=rows,
+    )
+    return EXIT_OK
+
+
+def update_fingerprint(o, src, est) -> dict:
+    """What an update's checkpoint belongs to: the data, the model it started from, the steps."""
+    from daskgmm.io.files import get_fs, strip_protocol
+
+    fs = get_fs(str(o.model), storage_options(o))
+    with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "rb") as f:
+        model = hashlib.sha256(f.read()).hexdigest()[:16]
+    return {**data_fingerprint(src), "model": model, "passes": o.passes, "learning_decay": est.learning_decay,
+            "learning_offset": est.learning_offset, "dtype": o.dtype, "nan_policy": o.nan_policy,
+            "chunk_rows": o.chunk_rows}
+
+
+def snapshot_exists(snapshot, so) -> bool:
+    """Whether an update's checkpoint directory holds a complete model snapshot."""
+    from daskgmm.io.files import get_fs, is_local, strip_protocol
+
+    fs = get_fs(snapshot, so)
+    root = strip_protocol(fs, snapshot).rstrip("/")
+    if is_local(fs):
+        return os.path.exists(os.path.join(snapshot, "model.json"))
+    fs.invalidate_cache(root)
+    return fs.exists(posixpath.join(root, "_SUCCESS"))
+
+
+def remove_snapshot(snapshot, so) -> None:
+    """Remove an update's model snapshot (a directory, or every object under its prefix)."""
+    import shutil
+
+    from daskgmm.io.files import get_fs, is_local, strip_protocol
+    from daskgmm.io.store import remove_prefix
+
+    fs = get_fs(snapshot, so)
+    if is_local(fs):
+        shutil.rmtree(snapshot, ignore_errors=True)
+    else:
+        remove_prefix(fs, strip_protocol(fs, snapshot).rstrip("/"))
+
+
+def cmd_update(o, log, metrics):
+    """Online EM steps of DATA on the model at --model; outputs as ``fit`` writes them.
+
+    With --checkpoint-dir the model after every step is saved there (model files, written
+    atomically) beside a checkpoint that names the job; --resume continues a killed job from
+    its last step (the steps done are the saved model's batches minus the input model's).
+    """
+    from daskgmm.io.modelfiles import Checkpoint, load_model, save_model
+
+    so = storage_options(o)
+
+    t_start = time.perf_counter()
+    box: dict = {}
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
+        check_outputs(o, locks)
+        est, src = model_source(o, log)
+        box["src"] = src
+        if not hasattr(est, "partial_fit"):  # the variational and t mixtures have no online step
+            raise UsageError(f"daskgmm update: {o.model} holds a {type(est).__name__}; online updates "
+                             "(partial_fit) are implemented for GaussianMixture only")
+        for key in ("learning_decay", "learning_offset"):
+            if getattr(o, key) is not None:
+                est.set_params(**{key: getattr(o, key)})
+        log(f"model: {est.n_components} component(s), {est.n_batches_} batch(es) and {est.n_rows_seen_:,} rows "
+            f"seen; data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
+            f"{src.X.numblocks[0]} chunk(s)")
+        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
+                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0],
+                       n_batches_before=est.n_batches_)
+        base, done, ckpt, snapshot = est.n_batches_, 0, None, None
+        if o.checkpoint_dir:
+            ckpt = Checkpoint(o.checkpoint_dir, update_fingerprint(o, src, est), so)
+            snapshot = os.path.join(o.checkpoint_dir, "update-model")
+            stale = ckpt.stale() if o.resume else None
+            if stale:
+                log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
+                metrics["checkpoint_discarded"] = stale
+            resumable = o.resume and not stale and ckpt.exists()
+            if resumable and snapshot_exists(snapshot, so):
+                saved = load_model(snapshot, so)
+                if 0 <= saved.n_batches_ - base <= o.passes:
+                    est, done = saved, saved.n_batches_ - base
+                    log(f"resumed from checkpoint after {done} step(s)")
+            if not resumable:
+                ckpt.clear()  # a fresh run must not pick up another run's progress
+                remove_snapshot(snapshot, so)
+            ckpt.save([], extra={"update_model": snapshot})
+            metrics["resumed_steps"] = done
+        t_fit = time.perf_counter()
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            for _ in range(done, o.passes):
+                est.partial_fit(src.X)
+                h = est.history_[-1]
+                log(f"step {est.n_batches_ - 1}: loglik {h['lower_bound']:.6f} (before the step), "
+                    f"eta {h['eta']:.4f}, {h['seconds']:.2f} s")
+                for e in h["events"]:
+                    log(f"          {e}")
+                if ckpt is not None:
+                    save_model(est, snapshot, so)
+        update_seconds = time.perf_counter() - t_fit
+        rows = commit_model_and_predictions(est, o, src)
+        log(f"model written to {o.model_out} ({est.n_batches_} batch(es), {est.n_rows_seen_:,} rows seen)")
+        if rows is not None:
+            log(f"{rows:,} predictions written to {o.predictions_out}")
+        if ckpt is not None:
+            ckpt.clear()  # the job is done: tomorrow's run starts afresh
+            remove_snapshot(snapshot, so)
+            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        steps = est.history_[-o.passes:]  # this job's steps
+        metrics.update(
+            passes=o.passes, steps_run=o.passes - done, n_batches=est.n_batches_, n_rows_seen=est.n_rows_seen_,
+            lower_bound=est.lower_bound_,
+            history=steps, learning_decay=est.learning_decay, learning_offset=est.learning_offset,
+            update_seconds=update_seconds, total_seconds=time.perf_counter() - t_start,
+            n_components=est.n_components, covariance_type=est.covariance_type, weights=est.weights_,
+            model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows,
+        )
+    return EXIT_OK

@@ -1,0 +1,278 @@
+"""The commands that leave saved models as they are: ``predict``, ``score``, ``sample``, ``info``,
+and ``select`` (which fits its candidates but writes only its own ``--out``, never a model in place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
+from daskgmm.cli.fit import check_degrees_of_freedom, data_fingerprint, open_checkpoint, size_of
+from daskgmm.cli.runtime import (
+    Reporter,
+    check_outputs,
+    command_cluster,
+    load_saved,
+    missing_policy,
+    model_source,
+    name_columns,
+    open_data,
+    plot_after,
+    storage_options,
+)
+
+
+def cmd_predict(o, log, metrics):
+    from daskgmm.io.outputs import OutputLock
+
+    box: dict = {}
+    so = storage_options(o)
+    with OutputLock(o.out, so), command_cluster(o, log, box, metrics):
+        est, src = box["model"], box["src"] = model_source(o, log, medoids=True)
+        medoids = hasattr(est, "medoid_indices_")
+        wrong = [f for f, v, mine in (("--proba", o.proba, False), ("--loglik", o.loglik, False),
+                                      ("--distance", o.distance, True)) if v and mine != medoids]
+        if wrong:
+            raise UsageError(f"daskgmm predict: {', '.join(wrong)} does not apply to {o.model}, a "
+                             f"{type(est).__name__} model")
+        what = {"distance": o.distance} if medoids else {"proba": o.proba, "loglik": o.loglik}
+        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, storage_options=so,
+                                     **what)
+    log(f"{rows:,} predictions written to {o.out}")
+    return EXIT_OK
+
+
+def cmd_score(o, log, metrics):
+    box: dict = {}
+    with command_cluster(o, log, box, metrics):
+        est, src = box["model"], box["src"] = model_source(o, log, medoids=True)
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            mean = est.score(src.X)
+    from daskgmm.kernels.covariance import n_parameters
+
+    n = src.n_rows
+    if hasattr(est, "medoid_indices_"):  # a KMedoids: its score is minus the inertia
+        result = {"n_rows": n, "inertia": -mean, "mean_dissimilarity": -mean / n, "metric": est.metric}
+        metrics.update(result)
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    result = {"n_rows": n, "mean_loglik": mean}
+    if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
+        p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
+        if hasattr(est, "df_"):  # a t mixture: its degrees of freedom too, unless fixed
+            from daskgmm.fitting.studentt import n_parameters as t_parameters
+
+            p = t_parameters(est.covariance_type, est.n_components, est.n_features_in_, est.fixed_df)
+        result.update({"bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p, "n_parameters": p})
+    metrics.update(result)
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def cmd_sample(o, log, metrics):
+    from daskgmm.io.outputs import OutputLock
+
+    est = load_saved(o)
+    so = storage_options(o)
+    with OutputLock(o.out, so), command_cluster(o, log, None, metrics):
+        rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000,
+                                storage_options=so)
+    log(f"{rows:,} rows written to {o.out}")
+    return EXIT_OK
+
+
+def cmd_show_config(o, log, metrics):
+    """The compiled core's build and this CPU's variant (``daskgmm.show_config()``)."""
+    import contextlib
+    import io
+
+    import daskgmm
+
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+        info = daskgmm.show_config()
+    print(json.dumps(info, indent=2) if o.json else text.getvalue(), end="" if not o.json else "\n")
+    metrics["kernel"] = info["kernel"]
+    return EXIT_OK
+
+
+def model_json(o) -> str:
+    """The text of ``--model``'s model.json (a local directory or an fsspec URL)."""
+    import posixpath
+
+    from daskgmm.io.files import get_fs, strip_protocol
+
+    fs = get_fs(str(o.model), storage_options(o))
+    with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "r",
+                 encoding="utf-8") as f:
+        return f.read()
+
+
+def cmd_info(o, log, metrics):
+    est = load_saved(o, mixture=False)
+    text = model_json(o)
+    if o.json:
+        print(text)
+        return EXIT_OK
+    doc = json.loads(text)
+    fit = doc.get("fit", {})
+    lines = [
+        f"model:            {o.model}",
+        f"estimator:        {doc['estimator']} (daskgmm {doc.get('daskgmm_version')}, saved {doc.get('saved_at')})",
+    ]
+    kmeans = hasattr(est, "cluster_centers_")
+    if hasattr(est, "medoid_indices_"):
+        return info_kmedoids(est, doc, lines)
+    lines += [
+        f"clusters:         {doc.get('n_components')}" if kmeans else
+        f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
+        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+        f"dtype:            {doc.get('dtype')}",
+    ]
+    if kmeans:
+        lines += [
+            f"iterations:       {fit.get('n_iter')} (plus {fit.get('n_steps')} sequential update(s))",
+            f"inertia:          {fit.get('inertia')}",
+        ]
+        centres = est.cluster_centers_
+    else:
+        lines += [
+            f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
+            f"lower bound:      {fit.get('lower_bound')}",
+            "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
+        ]
+        if hasattr(est, "df_"):
+            fixed = " (fixed)" if est.fixed_df else ""
+            lines.append("df:               " + " ".join(f"{v:.4g}" for v in np.asarray(est.df_, float)) + fixed)
+        if hasattr(est, "n_effective_components_"):
+            from daskgmm.bayesian import EFFECTIVE_WEIGHT
+
+            lines.append(f"effective:        {est.n_effective_components_} component(s) of weight > {EFFECTIVE_WEIGHT}")
+        centres = est.means_
+    for k, m in enumerate(np.asarray(centres, float)):
+        lines.append(f"mean[{k}]:{' ' * (9 - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def info_kmedoids(est, doc, lines):
+    """``daskgmm info`` of a KMedoids model."""
+    fit = doc.get("fit", {})
+    lines += [
+        f"clusters:         {doc.get('n_components')} medoids, {est.metric} dissimilarity, {est.method} passes",
+        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+        f"dtype:            {doc.get('dtype')}",
+        f"converged:        {fit.get('converged')} after {fit.get('n_iter')} pass(es)",
+        f"inertia:          {fit.get('inertia')}",
+        f"start:            FasterPAM on {fit.get('start_rows')} sampled rows, loss {fit.get('start_loss')}",
+    ]
+    for k, (row, m) in enumerate(zip(est.medoid_indices_, np.asarray(est.cluster_centers_, float))):
+        lines.append(f"medoid[{k}]:{' ' * (7 - len(str(k)))}row {int(row)}: " + " ".join(f"{v:.6g}" for v in m))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+#: Prior options ``select --kinds bayesian`` passes to every Bayesian candidate (the covariance
+#: prior's shape depends on the covariance type, so it is ``fit``'s only).
+SELECT_PRIORS = tuple(name for name in PRIOR_OPTIONS if name != "covariance_prior")
+
+
+def select_priors(o, columns) -> dict | None:
+    """The priors of the Bayesian candidates (None without them), ``--mean-prior`` checked against DATA."""
+    if "bayesian" not in o.kinds:
+        return None
+    priors = {k: getattr(o, k) for k in SELECT_PRIORS if getattr(o, k) is not None}
+    d = len(columns)
+    check_degrees_of_freedom(o, d)
+    mean = priors.get("mean_prior")
+    if mean is not None:
+        if mean.ndim > 1 or mean.size != d:
+            raise UsageError(f"daskgmm select: --mean-prior has {size_of(mean)} but the data has {d} feature "
+                             f"column(s) ({', '.join(columns)}); give one number per column")
+        priors["mean_prior"] = mean.reshape(d)
+    return priors
+
+
+def select_fingerprint(o, src) -> dict:
+    """What a selection's checkpoint belongs to: the data, its chunking, the candidates and their options."""
+    keys = ("k_min", "k_max", "covariance_types", "kinds", "n_init", "seed", "max_iter", "tol", "reg_covar",
+            "init_params", "dtype", "nan_policy", "chunk_rows", *SELECT_PRIORS)
+    return {**data_fingerprint(src), **{k: getattr(o, k) for k in keys}}
+
+
+def cmd_select(o, log, metrics):
+    import posixpath
+
+    from daskgmm import ConvergenceWarning
+    from daskgmm.io.files import DataWarning, is_local
+    from daskgmm.io.modelfiles import write_model_files
+    from daskgmm.io.outputs import staged_directory
+    from daskgmm.selection import select_model
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    t_start = time.perf_counter()
+    box: dict = {}
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
+        check_outputs(o, locks)
+        src = box["src"] = open_data(o, log)
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
+            f"{src.X.numblocks[0]} chunk(s)")
+        ks = list(range(o.k_min, o.k_max + 1))
+        log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {', '.join(o.kinds)} "
+            f"x {o.n_init} restart(s), all in the same passes")
+        priors = select_priors(o, src.columns)
+        ckpt = open_checkpoint(o, log, metrics, select_fingerprint(o, src))
+        report = Reporter(o.quiet)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("always", DataWarning)
+            warnings.simplefilter("always", DegenerateDataWarning)
+            res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
+                               random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
+                               init_params=o.init_params, cache=o.cache, progress=report.progress,
+                               missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors,
+                               checkpoint=ckpt)
+        for w in caught:
+            log(f"warning: {name_columns(w.message, src.columns)}")
+        best = res.best_
+        best.feature_names_in_ = np.asarray(src.columns, dtype=object)
+        for m in res.models_.values():
+            m.feature_names_in_ = best.feature_names_in_
+        kind = "bayesian" if hasattr(best, "n_effective_components_") else "gaussian"
+        effective = f" ({best.n_effective_components_} effective)" if kind == "bayesian" else ""
+        log(f"best by {o.criterion.upper()}: K={best.n_components}{effective}, {best.covariance_type} covariance, "
+            f"{kind}")
+        if not o.quiet:
+            print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
+        summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
+                                                       "covariance_type": best.covariance_type, "kind": kind},
+                   "candidates": res.table.to_dict(orient="records")}
+        with staged_directory(o.out, storage_options(o)) as (fs, staging):
+            model_dir = posixpath.join(staging, "model")
+            if is_local(fs):  # an object store has no directories
+                fs.makedirs(model_dir, exist_ok=True)
+            write_model_files(best, fs, model_dir)
+            with fs.open(posixpath.join(staging, "selection.csv"), "w") as f:
+                res.table.to_csv(f, index=False)
+            with fs.open(posixpath.join(staging, "selection.json"), "w") as f:
+                from daskgmm.io.modelfiles import jsonable
+
+                json.dump(jsonable(summary), f, indent=2)
+        log(f"best model and table written to {o.out}")
+        if ckpt is not None:
+            ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
+            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        metrics.update(summary, n_rows=src.n_rows, passes=res.n_passes, resumed_from_iteration=report.resumed_from,
+                       total_seconds=time.perf_counter() - t_start, out=o.out)
+        if o.plot:
+            from daskgmm.plot import plot_selection
+
+            plot_after(o, log, metrics, lambda: plot_selection(res, o.plot, storage_options(o)))
+    return EXIT_OK

@@ -1,0 +1,297 @@
+"""What the ``daskgmm`` commands share: progress lines, the cluster, outputs, data and models.
+
+:func:`command_cluster` connects (or starts the embedded ``LocalCluster``), reports it,
+and turns a failure of the workers into a message saying what to change; outputs are
+locked and checked before any data pass; DATA is opened with the command's options and
+a saved model with its own columns and dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import time
+import warnings
+
+import numpy as np
+
+import daskgmm.engine.stop as stop
+from daskgmm.cli.args import UsageError
+from daskgmm.cli.config import SELECT
+
+
+class Reporter:
+    """Progress lines on stderr (unless quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+        #: the iteration a checkpoint was resumed at (0: started afresh), for the metrics
+        self.resumed_from = 0
+
+    def __call__(self, msg: str) -> None:
+        stop.check()  # every line is a safe point to stop at
+        if not self.quiet:
+            print(f"daskgmm: {msg}", file=sys.stderr, flush=True)
+
+    def progress(self, event, **info):
+        stop.check()
+        now = time.perf_counter()
+        if event == "init":
+            runs = info["runs"]
+            if info["resumed"]:
+                # the checkpoint holds every run after the last iteration it finished
+                self.resumed_from = max((r.n_iter for r in runs), default=0)
+                self(f"resumed from checkpoint at iteration {self.resumed_from}: {len(runs)} run(s) "
+                     f"in {info['seconds']:.2f} s")
+            else:
+                self(f"initialised {len(runs)} run(s) in {info['seconds']:.2f} s")
+        elif event == "iteration":
+            runs = info["runs"]
+            it = info["iteration"]
+            rows = [r for r in runs if r.n_iter == it and r.history]  # the runs this pass served
+            if not rows:
+                return
+            # the best over every run, finished ones included, so that the line never goes backwards;
+            # one per kind of objective: a log-likelihood and a variational lower bound do not compare
+            kinds: dict = {}
+            for r in runs:
+                if r.history:
+                    kinds.setdefault(objective_name(r), []).append(r)
+            parts = []
+            for name, group in kinds.items():
+                best = (min if name == "inertia" else max)(group, key=lambda r: r.objective)
+                parts.append(f"{name} {best.objective:.6f}  change {best.history[-1]['change']:.3e}")
+            active = sum(not r.done for r in runs)
+            many = f"  [best of {len(runs)} run(s), {active} still active]" if len(runs) > 1 else ""
+            self(f"iter {it:4d}  {';  '.join(parts)}  {rows[0].history[-1]['seconds']:.2f} s{many}")
+            for r in rows:
+                for e in r.history[-1]["events"]:
+                    self(f"          {e}")
+        self.last = now
+
+
+def objective_name(run) -> str:
+    """What a run's objective is, as the progress line names it (a mean log-likelihood by default)."""
+    return getattr(getattr(run, "state", None), "objective_name", "loglik")
+
+
+@contextlib.contextmanager
+def command_cluster(o, log, box=None, metrics=None):
+    """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it.
+    ``metrics`` gets ``"kernel"``: what the workers' passes run on."""
+    from daskgmm.engine.cluster import connect
+    from daskgmm.io.files import DataError, NonFiniteError
+
+    security = None
+    if o.scheduler and any((o.tls_ca, o.tls_cert, o.tls_key)):
+        from distributed.security import Security
+
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(o, key)
+            if path and not os.path.isfile(path):
+                raise UsageError(f"--{key.replace('_', '-')}: no such file {path!r}")
+        security = Security(tls_ca_file=o.tls_ca, tls_client_cert=o.tls_cert, tls_client_key=o.tls_key,
+                            require_encryption=True)
+    with connect(o.scheduler, n_workers=o.n_workers, threads_per_worker=o.threads_per_worker,
+                 memory_limit=o.memory_limit, security=security,
+                 dashboard_address=getattr(o, "dashboard_address", None) or "127.0.0.1:0") as client:
+        from daskgmm.engine.cluster import workers as list_workers
+
+        workers = list_workers(client)
+        threads = sum(w.get("nthreads", 0) for w in workers.values())
+        where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
+        from daskgmm.engine.cluster import worker_floor
+
+        # measured now, while every worker lives, for the advice of a later failure
+        floor = worker_floor(client) if workers else 0
+        idle = f", an idle worker takes {floor / 2**20:.0f} MiB" if floor else ""
+        from daskgmm.engine.cluster import kernels_in_use
+
+        kernel = kernels_in_use(client)
+        if metrics is not None:
+            metrics["kernel"] = kernel
+        log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}; kernel {kernel}")
+        import importlib.util
+
+        # the embedded scheduler runs in this process: its dashboard pages need bokeh here
+        if o.scheduler or importlib.util.find_spec("bokeh") is not None:
+            log(f"dashboard {client.dashboard_link}")
+            if metrics is not None:
+                metrics["dashboard"] = client.dashboard_link
+        else:
+            log("dashboard: not served (Dask's dashboard needs bokeh: pip install 'bokeh>=3.1')")
+        try:
+            yield client
+        except NonFiniteError as exc:
+            src = (box or {}).get("src")
+            if src is None:
+                raise
+            log(f"{exc}; counting over all the data")
+            raise DataError(src.nonfinite_summary()) from None
+        except Exception as exc:
+            explain_cluster_failure(exc, client)
+            raise
+
+
+def explain_cluster_failure(exc, client):
+    """Turn distributed's KilledWorker into a message saying what happened and what to change."""
+    try:
+        from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
+    except ImportError:  # pragma: no cover
+        return
+    if isinstance(exc, (NoWorkerError, NoValidWorkerError)):
+        from daskgmm.engine.cluster import ClusterError, memory_advice
+
+        task, timeout = exc.args[0], exc.args[-1]
+        raise ClusterError(
+            f"no worker was left to run task {task} for {timeout:.0f} s: the workers died (most likely "
+            f"out of memory) and were not restarted, or never started; {memory_advice(client)}"
+        ) from None
+    if isinstance(exc, KilledWorker):
+        from daskgmm.engine.cluster import memory_advice
+
+        raise WorkersDied(
+            f"workers died again and again running the same task ({exc.args[0] if exc.args else 'a task'}), "
+            f"most likely out of memory: {memory_advice(client)}"
+        ) from None
+
+
+class WorkersDied(RuntimeError):
+    """Workers died repeatedly on the same task (exit status 1)."""
+
+
+def check_outputs(o, locks):
+    """Before any data pass: lock every output directory (which also proves it creatable; on an
+    object store, that its bucket exists) and check that the plot, metrics and (on an object
+    store) checkpoint paths can be written."""
+    from daskgmm.io.outputs import OutputLock
+
+    so = storage_options(o)
+    for key in ("model_out", "predictions_out", "out"):
+        target = getattr(o, key, None)
+        if target and (key != "out" or o.command == SELECT):
+            locks.enter_context(OutputLock(target, so))
+    for key in ("plot", "metrics_out"):
+        path = getattr(o, key, None)
+        if path:
+            check_file_target(path, "--" + key.replace("_", "-"), so)
+    ckpt = getattr(o, "checkpoint_dir", None)
+    if ckpt and not local_path(ckpt, so):
+        check_file_target(ckpt.rstrip("/") + "/checkpoint.npz", "--checkpoint-dir", so)
+
+
+def storage_options(o) -> dict | None:
+    """``--storage-options`` (or ``storage_options:`` of the config): fsspec's options for every path."""
+    return getattr(o, "storage_options", None) or None
+
+
+def local_path(path, so=None) -> bool:
+    """Whether ``path`` is on the local filesystem (not an fsspec URL of an object store)."""
+    from daskgmm.io.files import get_fs, is_local
+
+    return is_local(get_fs(str(path), so))
+
+
+def check_file_target(path, flag, so=None):
+    """Refuse (UsageError) a file output ``flag`` that is a directory or whose directory cannot be written;
+    on an object store (``s3://``), one whose bucket is missing, that is a prefix, or that cannot be written."""
+    if not local_path(path, so):
+        from daskgmm.io.files import get_fs, strip_protocol
+        from daskgmm.io.store import check_file_target as check_object
+
+        fs = get_fs(str(path), so)
+        check_object(fs, strip_protocol(fs, str(path)), f"{flag} {path}")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory; give a file name")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create its directory ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag} {path}: directory {parent} is not writable")
+
+
+def open_data(o, log, columns=None, dtype=None):
+    """Open DATA; the rows dropped by ``--nan-policy omit`` are reported on stderr."""
+    from daskgmm.io.files import DataWarning, RowsOmittedWarning
+    from daskgmm.io.parquet import open_parquet
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RowsOmittedWarning)
+        warnings.simplefilter("always", DataWarning)
+        src = open_parquet(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
+                           dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows,
+                           storage_options=storage_options(o))
+    for w in caught:
+        if issubclass(w.category, (RowsOmittedWarning, DataWarning)):
+            log(f"warning: {w.message}")
+    return src
+
+
+def missing_policy(o) -> str:
+    """The estimators' ``missing`` for ``--nan-policy``: "marginalize" keeps NaN for the model."""
+    return "marginalize" if o.nan_policy == "marginalize" else "raise"
+
+
+def name_columns(message, columns) -> str:
+    """A warning about columns of X by position, with the Parquet column names instead."""
+    def names(m):
+        return ", ".join(repr(columns[int(j)]) for j in m.group(1).split(", "))
+
+    return re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
+
+
+def plot_after(o, log, metrics, draw):
+    """Draw the picture after the outputs are written: a picture that fails costs nothing else."""
+    try:
+        draw()
+    except Exception as exc:
+        log(f"warning: picture not written to {o.plot}: {type(exc).__name__}: {exc}")
+        metrics["plot_error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        log(f"picture written to {o.plot}")
+
+
+def load_saved(o, mixture=True, medoids=False):
+    """The model at ``--model``; with ``mixture``, only a GaussianMixture will do (or, with ``medoids``,
+    a KMedoids)."""
+    from daskgmm import load
+    from daskgmm.io.modelfiles import ModelFileError
+    from daskgmm.kmedoids import KMedoids
+    from daskgmm.mixture import GaussianMixture
+
+    est = load(o.model, storage_options(o))
+    if mixture and not isinstance(est, GaussianMixture) and not (medoids and isinstance(est, KMedoids)):
+        raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a "
+                             "GaussianMixture model (as written by daskgmm fit or GaussianMixture.save)")
+    return est
+
+
+def model_source(o, log, medoids=False):
+    """The saved model and DATA opened with the model's columns and dtype (``medoids``: a KMedoids will do)."""
+    est = load_saved(o, medoids=medoids)
+    cols = o.columns
+    model_cols = getattr(est, "feature_names_in_", None)
+    if cols is None and model_cols is not None:
+        cols = [str(c) for c in model_cols]
+    if missing_policy(o) == "marginalize":
+        from daskgmm.mixture import GaussianMixture
+
+        if type(est) is not GaussianMixture:
+            raise UsageError(f"daskgmm {o.command}: --nan-policy marginalize needs a GaussianMixture model, "
+                             f"{o.model} holds a {type(est).__name__}")
+        est.set_params(missing="marginalize")  # marginal densities need nothing of how the model was fitted
+    centres = est.means_ if hasattr(est, "means_") else est.cluster_centers_
+    src = open_data(o, log, columns=cols, dtype=str(np.asarray(centres).dtype))
+    if len(src.columns) != est.n_features_in_:
+        from daskgmm.io.files import DataError
+
+        raise DataError(f"{o.data}: {len(src.columns)} feature column(s) ({', '.join(src.columns)}) but the model "
+                        f"expects {est.n_features_in_}; choose them with --columns")
+    return est, src

@@ -1,0 +1,423 @@
+"""Initialisations on Dask data: k-means||, k-means++, random, random_from_data.
+
+"k-means||" (and a mixture's "kmeans") runs k-means on the uniform sample the
+first scan draws, on the client, then Lloyd passes polish it. The others run as
+passes over the chunks (several restarts in lockstep share each pass); only the
+chosen rows and small statistics come back to the client. Random choices about rows use draws keyed by global row number
+(:mod:`daskgmm.kernels.random`), k-means on the sample reads the sample only, and of
+runs that reach the same solution the first is kept (:func:`daskgmm.models.states.first_best`),
+so results depend on ``random_state`` and not on how the data are chunked (to rounding;
+k-means on the sample to the bit).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from daskgmm.em.loop import Run, lockstep
+from daskgmm.engine.passes import ChunkedData
+from daskgmm.engine.passes import is_sparse_chunk as issparse
+from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, kmeans_natural_params
+from daskgmm.kernels.random import stream_key
+from daskgmm.models.states import KMeansState, first_best
+
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+def check_random_state(seed) -> np.random.RandomState:
+    """scikit-learn's ``check_random_state``: None, an int, or a RandomState."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return np.random.RandomState(seed)
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(f"{seed!r} cannot be used to seed a numpy.random.RandomState instance")
+
+
+def restart_seeds(random_state, n: int) -> list[int]:
+    """One 63-bit seed per restart, drawn from ``random_state`` in restart order."""
+    rs = check_random_state(random_state)
+    return [int(rs.randint(0, np.iinfo(np.int64).max, dtype=np.int64)) for _ in range(n)]
+
+
+def _per_seed(n_clusters, seeds) -> list[int]:
+    """``n_clusters`` as one int per seed (it may be one int for all)."""
+    if isinstance(n_clusters, (int, np.integer)):
+        return [int(n_clusters)] * len(seeds)
+    ks = [int(k) for k in n_clusters]
+    if len(ks) != len(seeds):
+        raise ValueError("n_clusters must be an int or one int per seed")
+    return ks
+
+
+def _finite_points(result, h=0, dense=True) -> np.ndarray:
+    """The drawn rows of hypothesis ``h`` (sparse rows as a dense array unless ``dense=False``)."""
+    ok = np.isfinite(result.keys[h])
+    points = result.points[h][ok]
+    return points.toarray() if dense and issparse(points) else points
+
+
+def random_rows(data: ChunkedData, centre, n, seeds: list[int], stream: int = 7, dense=True) -> list[np.ndarray]:
+    """``n`` distinct rows per seed (``n`` an int, or one per seed), uniformly by sample weight
+    (sparse rows stay sparse with ``dense=False``)."""
+    # finite_only: under missing="marginalize" rows with NaN are not drawn
+    reqs = [SampleRequest(np.zeros((0, data.n_features)), m, stream_key(s, stream), finite_only=True)
+            for m, s in zip(_per_seed(n, seeds), seeds)]
+    return [_finite_points(r, dense=dense) for r in data.run(reqs, centre)]
+
+
+def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> list[np.ndarray]:
+    """Greedy k-means++ (Arthur & Vassilvitskii 2007, with scikit-learn's local trials).
+
+    Each new centre is the best of ``2 + log(k)`` candidates drawn with
+    probability proportional to the squared distance to the chosen centres.
+    Choosing among candidates and drawing the next candidates happen in the
+    same pass (the pass computes, for every candidate, the potential it would
+    give and the next draws if it were chosen), so k centres take k + 1 passes;
+    several seeds (and several k, one per seed) share them.
+    """
+    d = data.n_features
+    ks = _per_seed(n_clusters, seeds)
+    trials = [2 + int(math.log(k)) for k in ks]
+    first = data.run(
+        [SampleRequest(np.zeros((0, d)), 1, stream_key(s, 1000), finite_only=True) for s in seeds], centre
+    )
+    chosen = [_finite_points(r)[:1] for r in first]
+    active = [i for i, k in enumerate(ks) if k > 1]
+    if not active:
+        return chosen
+    res = data.run(
+        [SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1001)) for i in active], centre
+    )
+    cands = {i: _finite_points(r) for i, r in zip(active, res)}
+    for step in range(2, max(ks) + 1):
+        active = [i for i in active if ks[i] >= step]
+        reqs = []
+        for i in active:
+            cand = cands[i] if len(cands[i]) else chosen[i][:1]  # every row is a centre: repeat one
+            reqs.append(SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1000 + step), candidates=cand))
+        res = data.run(reqs, centre)
+        for i, req, r in zip(active, reqs, res):
+            best = int(np.argmin(r.potential))
+            chosen[i] = np.vstack([chosen[i], req.candidates[best : best + 1]])
+            cands[i] = _finite_points(r, best)
+    return chosen
+
+
+def _sq_dist(points, sq_points, centers) -> np.ndarray:
+    """Squared distances (n, k) by one GEMM (sparse x dense for sparse points), clipped at 0 against rounding."""
+    d = sq_points[:, None] - 2.0 * (points @ centers.T) + np.einsum("kd,kd->k", centers, centers)[None, :]
+    return np.maximum(d, 0.0, out=d)
+
+
+def _sparse_kernels():
+    # imported for sparse rows only: the dense path (and a worker) never imports SciPy
+    from daskgmm.kernels import sparse
+
+    return sparse
+
+
+def _sq_norms(points) -> np.ndarray:
+    return _sparse_kernels().row_norms(points) if issparse(points) else np.einsum("nd,nd->n", points, points)
+
+
+def _rows(points, index) -> np.ndarray:
+    """Rows of the point set as a dense array (the centres chosen among them)."""
+    return _sparse_kernels().dense_rows(points, index) if issparse(points) else points[index]
+
+
+def _local_kmeanspp(points, weights, k, rng) -> np.ndarray:
+    """Weighted greedy k-means++ on a small in-memory point set (scikit-learn's local trials).
+
+    ``points`` dense (n, D), or sparse rows (then the distances are sparse x dense products).
+    """
+    n = points.shape[0]
+    w = np.asarray(weights, dtype=np.float64)
+    w = w if w.sum() > 0 else np.ones(n)
+    trials = 2 + int(math.log(k))
+    sq = _sq_norms(points)
+    first = rng.choice(n, p=w / w.sum())
+    first_row = _rows(points, [first])
+    centers = [first_row[0]]
+    closest = _sq_dist(points, sq, first_row)[:, 0]
+    pot = float(w @ closest)
+    for _ in range(1, k):
+        if pot <= 0:
+            centers.append(_rows(points, [rng.integers(n)])[0])
+            continue
+        cum = np.cumsum(w * closest)
+        cand = np.minimum(np.searchsorted(cum, rng.random(trials) * cum[-1]), n - 1)
+        cand_rows = _rows(points, cand)
+        dist = _sq_dist(points, sq, cand_rows).T
+        np.minimum(dist, closest, out=dist)
+        pots = dist @ w
+        best = int(np.argmin(pots))
+        centers.append(cand_rows[best])
+        closest, pot = dist[best], float(pots[best])
+    return np.array(centers)
+
+
+def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.ndarray, float]:
+    """Weighted Lloyd iterations on a small in-memory point set, to convergence.
+
+    Stops when no label changes or the centres move by at most ``tol`` in
+    total squared distance (scikit-learn's rule), or after ``max_iter``.
+    Returns the centres and the inertia of their assignment, summed from
+    ``x - c`` (not the GEMM's expansion; sparse rows: from the distances): tries that reach the
+    same partition then differ by rounding only, which :func:`~daskgmm.models.states.first_best` treats
+    as a tie.
+    """
+    centers = np.array(centers, dtype=np.float64)
+    k = len(centers)
+    w = np.asarray(weights, dtype=np.float64)
+    sq = _sq_norms(points)
+    labels = None
+    for _ in range(max_iter):
+        new = _sq_dist(points, sq, centers).argmin(axis=1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        wk = np.bincount(labels, weights=w, minlength=k)
+        sums = (_sparse_kernels().label_sums(points, w, labels, k) if issparse(points)
+                else _label_sums(points * w[:, None], labels, k))
+        moved = wk > 0
+        old = centers.copy()
+        centers[moved] = sums[moved] / wk[moved, None]
+        if float(((centers - old) ** 2).sum()) <= tol:
+            labels = _sq_dist(points, sq, centers).argmin(axis=1)  # the assignment of the centres returned
+            break
+    else:
+        labels = _sq_dist(points, sq, centers).argmin(axis=1)
+    if issparse(points):
+        dist = _sq_dist(points, sq, centers)
+        return centers, float(w @ dist[np.arange(points.shape[0]), labels])
+    diff = points - centers[labels]
+    return centers, float(w @ np.einsum("nd,nd->n", diff, diff))
+
+
+def _label_sums(values, labels, k) -> np.ndarray:
+    """Per-label column sums of ``values`` (n, D): a ``bincount`` per column, in row order (the
+    one-hot GEMM it replaces took 10 ms a call on a loaded 2-core host, and its bits depended on
+    the BLAS kernel)."""
+    out = np.empty((k, values.shape[1]))
+    for j in range(values.shape[1]):
+        out[:, j] = np.bincount(labels, weights=values[:, j], minlength=k)
+    return out
+
+
+#: Local k-means++ + Lloyd runs on the scan's sample per seed for KMeans; the lowest inertia
+#: on the sample wins. Each costs milliseconds on the client; a pass costs a scan. A
+#: mixture's restart takes one (see :func:`mixture_init_stats`).
+SAMPLE_KMEANS_TRIES = 3
+#: Rows of the sample k-means uses per cluster (the client's Lloyd iterations cost in
+#: proportion); when the scan's sample is smaller (many clusters, wide data), one pass
+#: draws a larger one.
+SAMPLE_ROWS_PER_CLUSTER = 512
+
+
+def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, tol: float = 0.0,
+                  polish: bool = True, tries: int = SAMPLE_KMEANS_TRIES) -> list[np.ndarray]:
+    """k-means on the scan's sample, one list of centres per seed ("k-means||").
+
+    The first scan draws a uniform sample of rows keyed by row number (the
+    same rows for any chunking; see :meth:`daskgmm.engine.passes.ChunkedData.sample`).
+    For each seed, greedy k-means++ (scikit-learn's ``2 + log k`` local
+    trials) and Lloyd's algorithm to convergence run on the sample's first
+    ``SAMPLE_ROWS_PER_CLUSTER * k`` rows on the client,
+    ``tries`` times, and the first centres of lowest inertia on the sample up to
+    rounding are kept (with ``polish=False``, k-means++ only: when the sample
+    is the whole data, Lloyd's algorithm on it is the fit itself, and ``max_iter``
+    must keep its meaning). No pass over the data is needed unless the scan's
+    sample is too small (many clusters, wide data: then one pass draws a
+    larger one). Like k-means|| (Bahmani et al. 2012), whose name the method
+    keeps, this gives k-means++ quality without a pass per centre; Lloyd
+    passes on the full data then polish the centres.
+
+    When the scan drew every row and there are at most ``SAMPLE_ROWS_PER_CLUSTER * k``
+    of them, k-means runs on the data themselves as a weighted point set
+    (:func:`_distinct_rows`): the centres then depend neither on the rows' order nor
+    on whether a weight is given or a row repeated. Sparse rows (a scipy.sparse sample)
+    are taken about the origin.
+    """
+    ks = _per_seed(n_clusters, seeds)
+    sample = data.sample()
+    need = min(SAMPLE_ROWS_PER_CLUSTER * max(ks), data.n_rows)
+    # the whole data as a weighted point set, when the scan drew every row and k-means takes them all
+    whole = _distinct_rows(sample, data.sample_weights()) if data.sample_complete else None
+    if sample.shape[0] < need and whole is None:
+        sample = random_rows(data, centre, need, [SAMPLE_KEY_SEED], stream=11, dense=False)[0]
+    if issparse(sample):
+        # sparse rows cannot be shifted and stay sparse: distances about the origin
+        centre = np.zeros(data.n_features)
+        centred = sample
+    else:
+        # GEMM distances keep their precision on centred rows. The shift is the sample's own mean, summed
+        # in row order, not the scan's (whose rounding depends on the chunking): everything below is a
+        # function of the sample's rows, which are the same for any chunking.
+        if sample.shape[0]:
+            centre = np.add.accumulate(sample, axis=0)[-1] / sample.shape[0]
+        centred = sample - np.asarray(centre, dtype=np.float64)
+    out = []
+    for k, s in zip(ks, seeds):
+        if whole is not None and sample.shape[0] <= SAMPLE_ROWS_PER_CLUSTER * k:
+            pts, w, shift = whole
+        else:
+            # the first rows of a sample in random order are a uniform sample again; their number
+            # depends on k only, so a candidate in a lockstep sweep gets the centres it gets alone
+            pts, shift = centred[: SAMPLE_ROWS_PER_CLUSTER * k], centre
+            w = np.ones(pts.shape[0])
+        n_pts = pts.shape[0]
+        if n_pts <= k:
+            out.append(_rows(pts, np.resize(np.arange(n_pts), k)) + shift)
+            continue
+        rng = np.random.default_rng(s)
+        found, inertias = [], []
+        for _ in range(tries):
+            c = _local_kmeanspp(pts, w, k, rng)
+            if polish:
+                c, inertia = _local_lloyd(pts, w, c, tol=tol)
+            elif issparse(pts) or (whole is not None and pts is whole[0]):
+                inertia = float(_sq_dist(pts, _sq_norms(pts), c).min(axis=1) @ w)
+            else:
+                inertia = float((((pts[:, None, :] - c[None]) ** 2).sum(axis=2)).min(axis=1).sum())
+            found.append(c)
+            inertias.append(inertia)
+        # tries that reach the same partition (in another order) differ by rounding: keep the first
+        out.append(found[first_best(inertias, maximize=False)] + shift)
+    return out
+
+
+def _distinct_rows(points, weights):
+    """The data as a weighted point set: distinct rows in a canonical order, their weights summed,
+    about their weighted mean; ``(points, weights, shift)``.
+
+    It is the same set whether a weight is given or a row repeated, and whatever the
+    rows' order, so the k-means on it (and the fit from there) is too: a weight of 3 and
+    three copies of a row give the same centres. Rows are in the lexicographic order of
+    their values, dense or sparse (so both give the same centres, and float32 data those of
+    float64); sparse rows are not shifted.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if issparse(points):
+        first, inverse = _sparse_kernels().distinct_rows(points)  # in the order np.unique gives dense rows
+        distinct = _sparse_kernels().as_csr(points)[first]
+        shift = np.zeros(points.shape[1])
+    else:
+        distinct, inverse = np.unique(points, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        total = np.bincount(inverse, weights=w, minlength=len(distinct))
+        shift = (total @ distinct) / total.sum() if total.sum() > 0 else np.zeros(points.shape[1])
+        distinct = distinct - shift
+    return distinct, np.bincount(inverse, weights=w, minlength=distinct.shape[0]), shift
+
+
+#: Seed of the larger sample drawn when the scan's is too small (like the scan's, fixed).
+SAMPLE_KEY_SEED = 0x5CA17
+
+
+def kmeans_tolerance(variance, tol: float) -> float:
+    """scikit-learn's KMeans tolerance: ``tol`` times the mean feature variance."""
+    return 0.0 if tol == 0 else float(np.mean(variance) * tol)
+
+
+def lloyd(data: ChunkedData, centre, centers: list[np.ndarray], *, max_iter: int, tol_scaled: float,
+          callback=None) -> list[Run]:
+    """Lloyd's algorithm on the cluster, every start in lockstep (one pass per iteration)."""
+    runs = [Run(KMeansState(np.asarray(c, dtype=np.float64), tol=tol_scaled), objective=np.inf) for c in centers]
+    return lockstep(data, runs, centre=centre, max_iter=max_iter, callback=callback)
+
+
+#: Lloyd passes on the full data after k-means on the scan's sample when initialising a
+#: mixture. The sample's centres are already converged on the sample; one pass moves
+#: them to the full data's means (and EM refines the rest). More cost a pass each.
+MIXTURE_KMEANS_MAX_ITER = 1
+
+
+def initial_centers(data: ChunkedData, centre, method: str, n_clusters, seeds: list[int]) -> list[np.ndarray]:
+    """Starting centres per seed: "k-means||", "k-means++" or "random" (distinct rows)."""
+    if method == "k-means||":
+        whole = data.sample_complete  # the sample is the data: leave Lloyd to the fit
+        return sample_kmeans(data, centre, n_clusters, seeds, tol=kmeans_tolerance(data.scan().variance, 1e-4),
+                             polish=not whole)
+    if method == "k-means++":
+        return kmeans_plusplus(data, centre, n_clusters, seeds)
+    if method == "random":
+        return random_rows(data, centre, n_clusters, seeds)
+    raise ValueError(f"unknown centre initialisation {method!r}")
+
+
+def _label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
+    """The spec of the statistics of k-means labels (hard assignment to the nearest centre).
+
+    float32 features about the pass centre hold ``‖x - centre‖²`` to ``eps32`` of itself, which
+    for components far from the centre is more than their scatter (two points 9999 apart:
+    an error of 1.5 in 2.5e7, against a variance of 0.1). For float32 data, then, the
+    labels and their moments come from the per-component path: differences from each
+    centre first, moments about it, summed in float64 (a pass about twice as costly; float64
+    keeps the shared features, whose error there is 1e-9 of the scatter).
+    """
+    from daskgmm.kernels import PerComponent
+
+    nat = kmeans_natural_params(centers - centre)
+    precise = None
+    if np.dtype(dtype) == np.float32:
+        k = len(centers)
+        # -‖x - c_k‖² as scikit-learn's per-component form: factor √2, so that -½ (√2)² ‖z‖² = -‖z‖²
+        precise = PerComponent(centers - centre, np.full(k, math.sqrt(2.0)), np.zeros(k), "spherical")
+    return ModelSpec(nat, covariance_type, "hard", precise=precise)
+
+
+def mixture_init_stats(
+    data: ChunkedData, centre, *, method: str, jobs: list[tuple],
+    kmeans_tol: float = 1e-4, kmeans_max_iter: int = MIXTURE_KMEANS_MAX_ITER,
+):
+    """Statistics of the initial responsibilities, one per job, with scikit-learn's meaning.
+
+    Parameters
+    ----------
+    jobs : list of (n_components, covariance_type, seed)
+        One initial model each; jobs that share (n_components, seed) share
+        their centres, and all run in the same passes.
+
+    ``kmeans``: hard labels of k-means, as scikit-learn's ``KMeans(n_init=1)``
+    labels: one k-means++ seeding and Lloyd to convergence on the first scan's sample
+    (:func:`sample_kmeans` with ``tries=1``, no pass; the best of several by inertia made
+    every restart start from the same lowest-inertia k-means optimum, which for a mixture
+    is often not the best start), ``kmeans_max_iter`` Lloyd passes on the
+    full data (default 1), then one pass for the statistics of the labels. With
+    the scan, the whole initialisation reads the data three times.
+    ``k-means++`` and ``random_from_data``: one chosen row per component;
+    ``random``: uniform random responsibilities, normalised per row.
+    For float32 data the statistics of the labels are taken about each centre
+    (:func:`_label_spec`).
+    """
+    from daskgmm.kernels import NaturalParams, points_stats
+
+    keys = sorted({(k, s) for k, _, s in jobs})
+    if method in ("kmeans", "k-means++", "random_from_data"):
+        ks, seeds = [k for k, _ in keys], [s for _, s in keys]
+        if method == "kmeans":
+            tol_scaled = kmeans_tolerance(data.scan().variance, kmeans_tol)
+            centers = sample_kmeans(data, centre, ks, seeds, tol=tol_scaled, tries=1)
+            if kmeans_max_iter > 0:
+                runs = lloyd(data, centre, centers, max_iter=kmeans_max_iter, tol_scaled=tol_scaled)
+                centers = [r.state.centers for r in runs]
+        else:
+            centers = initial_centers(data, centre, "k-means++" if method == "k-means++" else "random", ks, seeds)
+        by_key = dict(zip(keys, centers))
+        if method != "kmeans":
+            return [points_stats(by_key[(k, s)], centre, ct) for k, ct, s in jobs]
+        specs = [_label_spec(by_key[(k, s)], centre, ct, data.dtype) for k, ct, s in jobs]
+        return data.run([MixtureRequest(specs)], centre)[0]
+    if method == "random":
+        d = data.n_features
+        specs = [
+            ModelSpec(NaturalParams(quad=np.zeros(k), lin=np.zeros((k, d)), const=np.zeros(k)), ct, "random",
+                      seed=stream_key(s, 9))
+            for k, ct, s in jobs
+        ]
+        return data.run([MixtureRequest(specs)], centre)[0]
+    raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")

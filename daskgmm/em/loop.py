@@ -1,0 +1,125 @@
+"""The lockstep loop: every model of a list advances by one EM (or Lloyd) iteration per pass.
+
+A model is any state with the members described in :mod:`daskgmm.models.states`
+(``spec`` or ``request``, ``objective``, ``update``, ``converged``); the loop asks the
+engine for one pass serving every still-active model, hands each its statistics, and
+stops a model on its own convergence test or at ``max_iter``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daskgmm.engine.passes import ChunkedData
+from daskgmm.kernels import MixtureRequest
+
+
+@dataclass
+class Run:
+    """One model's course through the loop.
+
+    Attributes
+    ----------
+    state : model state (see :mod:`daskgmm.models.states`)
+    n_iter : int
+    converged : bool
+    objective : float
+        The latest objective (for mixtures: scikit-learn's ``lower_bound_``,
+        the mean log-likelihood of the parameters before the last M-step).
+    objectives : list of float
+    history : list of dict
+        Per iteration: ``iteration``, ``objective``, ``change``, ``seconds``
+        (wall time of the pass that served it) and ``events``.
+    done : bool
+    """
+
+    state: Any
+    n_iter: int = 0
+    converged: bool = False
+    objective: float = -np.inf
+    objectives: list = field(default_factory=list)
+    history: list = field(default_factory=list)
+    done: bool = False
+
+
+def one_pass(data: ChunkedData, states: list, centre) -> list:
+    """One pass serving every state, one result per state in their order: a state with a pass request of
+    its own (``request``, e.g. k-medoids) adds it; the others' specs (``spec``) are grouped by kind (the
+    spec's ``request_class``, the mixture request by default), one request per kind."""
+    own = [i for i, s in enumerate(states) if hasattr(s, "request")]
+    specs = [(i, s.spec(centre)) for i, s in enumerate(states) if not hasattr(s, "request")]
+    return _serve(data, specs, [(i, states[i].request(centre)) for i in own], len(states), centre)
+
+
+def run_specs(data: ChunkedData, specs: list, centre) -> list:
+    """One pass serving every spec: one request per kind of spec (its ``request_class``, the mixture
+    request by default), all in the same pass; the results in the order of ``specs``."""
+    return _serve(data, list(enumerate(specs)), [], len(specs), centre)
+
+
+def _serve(data, specs, own, n, centre) -> list:
+    kinds: dict = {}
+    for i, spec in specs:
+        kinds.setdefault(getattr(spec, "request_class", MixtureRequest), []).append((i, spec))
+    requests = [cls([sp for _, sp in items]) for cls, items in kinds.items()] + [req for _, req in own]
+    results = data.run(requests, centre)
+    out: list = [None] * n
+    for result, items in zip(results, kinds.values()):
+        for (i, _), st in zip(items, result, strict=True):
+            out[i] = st
+    for (i, _), res in zip(own, results[len(kinds):], strict=True):
+        out[i] = res
+    return out
+
+
+def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callback=None) -> list[Run]:
+    """Advance every run by EM iterations, all served by one pass per iteration.
+
+    Semantics per run are scikit-learn's: iteration ``t`` computes the
+    objective of the current parameters and updates them; a run stops when
+    ``state.converged`` says so or after ``max_iter`` iterations. Runs already
+    marked done are skipped; ``Run.n_iter`` continues a resumed run.
+
+    Parameters
+    ----------
+    data : ChunkedData
+    runs : list of Run
+    centre : ndarray, shape (D,)
+        Shift for every pass of the fit.
+    max_iter : int
+    callback : callable, optional
+        ``callback(iteration, runs)`` after every iteration (progress, checkpoints).
+    """
+    while True:
+        active = [r for r in runs if not r.done and r.n_iter < max_iter]
+        if not active:
+            for r in runs:
+                r.done = True
+            return runs
+        t0 = time.perf_counter()
+        stats = one_pass(data, [r.state for r in active], centre)
+        seconds = time.perf_counter() - t0
+        for r, st in zip(active, stats):
+            obj = r.state.objective(st)
+            new = r.state.update(st)
+            change = obj - r.objective
+            r.converged = bool(r.state.converged(new, change))
+            r.state = new
+            r.objective = obj
+            r.n_iter += 1
+            r.objectives.append(obj)
+            r.history.append({
+                "iteration": r.n_iter,
+                "objective": obj,
+                "change": change,
+                "seconds": seconds,
+                "events": list(new.events),
+            })
+            if r.converged or r.n_iter >= max_iter:
+                r.done = True
+        if callback is not None:
+            callback(max(r.n_iter for r in active), runs)

@@ -1,0 +1,269 @@
+"""The k-means procedure ``KMeans`` is thin over: Lloyd in lockstep, the sequential update, predictions.
+
+k-means is a model whose log-density is ``-‖x - c_k‖²`` with hard assignment
+(:func:`daskgmm.kernels.kmeans_natural_params`), so every pass here is the mixtures'
+pass: counts, sums and the inertia of every restart per chunk.
+
+- :func:`check_init_centers` — given starting centres, with scikit-learn's messages;
+- :func:`lloyd_starts`, :func:`fit_lloyd` — the starts; Lloyd's algorithm from many starts in lockstep, the final
+  assignment, the restart with the lowest inertia;
+- :func:`first_batch_centers`, :func:`batch_statistics`, :func:`sequential_update` —
+  one step of the sequential (online) update;
+- :func:`kmeans_form`, :func:`nearest_labels`, :func:`distances`, :func:`inertia` —
+  predictions and scores;
+- :func:`lloyd_attributes`, :func:`export_kmeans`, :func:`import_kmeans` — the fitted
+  attributes after ``fit`` and in model files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from daskgmm.em.init import initial_centers
+from daskgmm.em.loop import Run, lockstep
+from daskgmm.engine.passes import ChunkedData, is_sparse_array
+from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, kmeans_natural_params
+from daskgmm.kernels import predict as blocks
+from daskgmm.kernels import sparse as sparse_kernels
+from daskgmm.models.states import KMeansState, first_best
+
+
+def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
+    """Given starting centres as float64, shape (n_clusters, n_features), or scikit-learn's error."""
+    c = np.asarray(centers.toarray() if sparse_kernels.issparse(centers) else centers, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != n_clusters:
+        raise ValueError(
+            f"The shape of the initial centers {c.shape} does not match the number of clusters {n_clusters}."
+        )
+    if c.shape[1] != n_features:
+        raise ValueError(
+            f"The shape of the initial centers {c.shape} does not match the number of features of the data "
+            f"{n_features}."
+        )
+    return c
+
+
+def kmeans_form(centers):
+    """The log-density parameters of k-means about the centres' mean, and that mean (float64, (D,))."""
+    centers = np.asarray(centers, np.float64)
+    centre = centers.mean(axis=0)
+    return kmeans_natural_params(centers - centre), centre
+
+
+# ---------------------------------------------------------------------------
+# Lloyd
+
+
+def lloyd_starts(data, centre, method, n_clusters: int, seeds, given=None):
+    """The starting centres: ``[given]``, or one per seed by ``method``
+    (:func:`daskgmm.em.init.initial_centers`); and the seconds they took."""
+    t0 = time.perf_counter()
+    starts = [given] if given is not None else initial_centers(data, centre, method, n_clusters, seeds)
+    return starts, time.perf_counter() - t0
+
+
+@dataclass
+class LloydFit:
+    """What :func:`fit_lloyd` did.
+
+    Attributes
+    ----------
+    runs : list of Run
+        Every restart.
+    best : int
+        The restart with the lowest inertia of its final centres.
+    inertias : list of float
+        Of every restart's final centres.
+    counts : ndarray of shape (n_clusters,)
+        Rows (or weight) per centre of the best restart's final centres.
+    """
+
+    runs: list
+    best: int
+    inertias: list
+    counts: np.ndarray
+
+
+def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=None) -> LloydFit:
+    """Lloyd's algorithm from every start in lockstep (one pass per iteration), then one pass
+    measuring the final centres (Lloyd's last pass measured the previous ones).
+
+    Parameters
+    ----------
+    data : ChunkedData
+    centre : ndarray, shape (D,)
+        The shift of every pass (the first scan's mean).
+    starts : list of ndarray, shape (K, D)
+    tol : float
+        Absolute threshold on the summed squared centre shift (:func:`daskgmm.em.init.kmeans_tolerance`).
+    on_iteration : callable, optional
+        ``on_iteration(iteration, runs)`` (verbose lines).
+    """
+    runs = [Run(KMeansState(np.asarray(c, np.float64), tol=tol), objective=np.inf) for c in starts]
+    lockstep(data, runs, centre=centre, max_iter=max_iter, callback=on_iteration)
+    specs = [ModelSpec(kmeans_natural_params(r.state.centers - centre), "spherical", "hard") for r in runs]
+    final = data.run([MixtureRequest(specs)], centre)[0]
+    inertias = [max(0.0, float(-st.loglik)) for st in final]  # never -0.0
+    best = first_best(inertias, maximize=False)  # restarts that found the same centres differ by rounding
+    return LloydFit(runs, best, inertias, final[best].n.copy())
+
+
+def lloyd_attributes(fit: LloydFit, dtype) -> dict:
+    """``KMeans.fit``'s attributes (all but ``labels_``) in ``dtype``."""
+    r = fit.runs[fit.best]
+    return {
+        "cluster_centers_": r.state.centers.astype(dtype),
+        "inertia_": fit.inertias[fit.best],
+        "n_iter_": int(r.n_iter),
+        "counts_": fit.counts,
+        "n_steps_": 0,
+        "history_": [
+            {"iteration": h["iteration"], "inertia": h["objective"], "seconds": h["seconds"], "events": h["events"]}
+            for h in r.history
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------
+# The sequential update
+
+
+def first_batch_centers(batch, n_clusters: int, seeds) -> np.ndarray:
+    """k-means++ on the first batch: a :class:`daskgmm.engine.passes.ChunkedData` (about its scan's
+    mean, cached by ``prepare_rows``), or an ndarray or sparse matrix."""
+    if not isinstance(batch, ChunkedData):
+        import dask.array as da
+
+        if batch.shape[0] < n_clusters:
+            raise ValueError(f"n_samples={batch.shape[0]} should be >= n_clusters={n_clusters}.")
+        local = ChunkedData(da.from_array(batch, chunks=batch.shape, asarray=False), None, cache="none",
+                            in_memory=True)
+        return initial_centers(local, np.asarray(batch.mean(axis=0)).ravel(), "k-means++", n_clusters, seeds)[0]
+    return initial_centers(batch, batch.scan().mean, "k-means++", n_clusters, seeds)[0]
+
+
+def batch_statistics(batch, centers, sample_weight=None):
+    """The hard-assignment statistics of a batch (ChunkedData, or an ndarray or sparse matrix with optional
+    weights). Sparse rows give statistics about the origin (``shift`` 0)."""
+    nat, centre = kmeans_form(centers)
+    request = MixtureRequest([ModelSpec(nat, "spherical", "hard")])
+    if isinstance(batch, ChunkedData):
+        return batch.run([request], centre)[0][0]
+    if sparse_kernels.issparse(batch):
+        return sparse_kernels.sparse_chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
+    return chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
+
+
+def sequential_update(centers, counts, stats):
+    """``μ_k ← μ_k + (x - μ_k) / n_k`` applied to a batch's rows: its running means, exactly.
+
+    Returns
+    -------
+    centers : ndarray, shape (K, D), float64
+    counts : ndarray, shape (K,)
+        Rows (or weight) every centre has received.
+    """
+    centers = np.array(centers, np.float64)  # a copy: the caller's centres (maybe the init array) stay
+    m = stats.n
+    seen = counts + m
+    moved = m > 0
+    # μ_new = μ + (Σ_batch (x - μ)) / n_new, the sequential update applied to the batch's rows
+    sums = stats.s1[moved] + m[moved, None] * (stats.shift - centers[moved])
+    centers[moved] += sums / seen[moved, None]
+    return centers, seen
+
+
+# ---------------------------------------------------------------------------
+# Predictions and scores
+
+
+def _is_dask(X) -> bool:
+    return hasattr(X, "map_blocks") and hasattr(X, "chunks")
+
+
+def nearest_labels(X, centers):
+    """Index of the nearest centre of every row (int32): NumPy or sparse in, NumPy out; Dask in, lazy Dask out."""
+    if is_sparse_array(X) or sparse_kernels.issparse(X):
+        centers = np.asarray(centers, np.float64)
+        if _is_dask(X):
+            return X.map_blocks(sparse_kernels.nearest_labels, centers, dtype=np.int32, drop_axis=1,
+                                meta=np.empty((0,), np.int32))
+        return sparse_kernels.nearest_labels(X, centers)
+    nat, centre = kmeans_form(centers)
+    if _is_dask(X):
+        return X.map_blocks(blocks.nearest_labels, nat, centre, dtype=np.int32, drop_axis=1)
+    return blocks.nearest_labels(X, nat, centre)
+
+
+def distances(X, centers):
+    """Distances of every row to every centre, shape (n_samples, n_clusters); lazy for Dask X.
+
+    In the wider of the rows' and the centres' dtypes, as scikit-learn's ``transform``
+    (float32 rows and float64 centres give float64).
+    """
+    centers = np.asarray(centers)
+    dtype = np.result_type(X.dtype, centers.dtype)
+    shape = {"chunks": (X.chunks[0], (centers.shape[0],))} if _is_dask(X) else {}
+    if is_sparse_array(X) or sparse_kernels.issparse(X):
+        if shape:
+            return X.map_blocks(sparse_kernels.distances, centers, dtype, dtype=dtype, meta=np.empty((0, 0), dtype),
+                                **shape)
+        return sparse_kernels.distances(X, centers, dtype)
+    if shape:
+        return X.map_blocks(blocks.distances, centers, dtype, dtype=dtype, **shape)
+    return blocks.distances(X, centers, dtype)
+
+
+def inertia(data, centers) -> float:
+    """Opposite of the (weighted) inertia of the rows of a ChunkedData: one pass."""
+    return float(batch_statistics(data, centers).loglik)
+
+
+# ---------------------------------------------------------------------------
+# Model files
+
+
+def export_kmeans(estimator) -> tuple[dict, dict]:
+    """A fitted KMeans as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
+    est = estimator
+    names = getattr(est, "feature_names_in_", None)
+    meta = {
+        "n_components": int(est.n_clusters),
+        "n_features": int(est.n_features_in_),
+        "columns": None if names is None else [str(c) for c in names],
+        "dtype": str(np.asarray(est.cluster_centers_).dtype),
+        "fit": {
+            "inertia": float(getattr(est, "inertia_", np.nan)),
+            "n_iter": int(getattr(est, "n_iter_", 0)),
+            "n_steps": int(getattr(est, "n_steps_", 0)),
+            "history": getattr(est, "history_", []),
+        },
+    }
+    return {"cluster_centers_": est.cluster_centers_, "counts_": est.counts_}, meta
+
+
+def import_kmeans(arrays, meta, n_clusters: int) -> dict:
+    """The attributes saved by :func:`export_kmeans`, checked; ``history_`` as read (the caller
+    restores JSON's infinities), ``feature_names_in_`` only when saved."""
+    k, d = int(meta["n_components"]), int(meta["n_features"])
+    c = np.asarray(arrays["cluster_centers_"])
+    if c.shape != (k, d) or k != n_clusters:
+        raise ValueError(f"cluster_centers_ has shape {c.shape}, expected ({n_clusters}, {d})")
+    if not np.all(np.isfinite(c)):
+        raise ValueError("cluster_centers_ holds NaN or infinite values")
+    fit = meta.get("fit", {})
+    out = {
+        "cluster_centers_": c.astype(np.dtype(meta.get("dtype", "float64"))),
+        "counts_": np.asarray(arrays.get("counts_", np.zeros(k)), np.float64),
+        "inertia_": float(fit.get("inertia", np.nan)),
+        "n_iter_": int(fit.get("n_iter", 0)),
+        "n_steps_": int(fit.get("n_steps", 0)),
+        "history_": fit.get("history"),
+        "n_features_in_": d,
+    }
+    if meta.get("columns") is not None:
+        out["feature_names_in_"] = np.asarray(meta["columns"], dtype=object)
+    return out

@@ -1,0 +1,299 @@
+"""The k-medoids procedure ``KMedoids`` is thin over: a start of FasterPAM quality on the scan's sample,
+then passes over the whole data, predictions, attributes and model files.
+
+- :func:`dissimilarity` — the metric with what it needs of the whole data (``seuclidean``'s variances,
+  ``mahalanobis``' covariance: one pass), checked on two rows;
+- :func:`sample_start` — the named starts and FasterPAM on (a part of) the first scan's sample;
+  :func:`rows_nearest` — the rows nearest to given points (an array ``init``);
+- :func:`fit_kmedoids` — the start and the loop (:func:`daskgmm.fitting.mixture.run_lockstep`), and the inertia
+  of the final medoids;
+- :func:`labels`, :func:`distances`, :func:`inertia`, :func:`prediction_parts` — predictions and scores;
+- :func:`export_kmedoids`, :func:`import_kmedoids` — model files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from daskgmm.em.loop import Run
+from daskgmm.engine.cluster import blas_threads
+from daskgmm.fitting.mixture import run_lockstep
+from daskgmm.kernels import medoids as kernel
+from daskgmm.kernels import pam
+from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, MedoidRequest, NearestRequest
+from daskgmm.models.states import MEDOID_CANDIDATES, KMedoidsState
+
+INITS = ("random", "heuristic", "k-medoids++", "build")
+
+#: Rows of the scan's sample the start is computed on (its dissimilarity matrix: 72 MB of float64),
+#: fewer for a callable metric, which Python calls once per pair.
+START_ROWS = 3000
+START_ROWS_CALLABLE = 600
+
+
+def dissimilarity(metric, data, scan) -> Dissimilarity:
+    """The dissimilarity of the fit: about the data mean, with ``seuclidean``'s variances (ddof=1, from the
+    scan) or ``mahalanobis``' inverse covariance (ddof=1, one pass) of the whole data; tried on two rows
+    of the sample, so that a metric that cannot take these rows fails now with scikit-learn's message."""
+    variance = covariance = None
+    if metric == "seuclidean":
+        variance = scan.m2 / max(scan.weight - 1.0, 1.0)
+        if np.any(variance <= 0):
+            raise ValueError("metric='seuclidean' divides by every column's variance, and column(s) "
+                             f"{', '.join(map(str, np.flatnonzero(variance <= 0)))} of X are constant")
+    elif metric == "mahalanobis":
+        from daskgmm.fitting.variational import data_covariance
+
+        covariance = data_covariance(data, scan)
+        if np.linalg.eigvalsh(covariance).min() <= 0:
+            raise ValueError("metric='mahalanobis' needs the inverse of the data's covariance, which is singular")
+    d = Dissimilarity.of(metric, scan.mean, variance, covariance)
+    probe = data.sample()[:2]
+    d.pairwise(probe, probe)
+    return d
+
+
+def sample_start(diss: np.ndarray, n_clusters: int, init: str, seed: int):
+    """A start on a sample's dissimilarity matrix by ``init``, then FasterPAM from it.
+
+    Returns
+    -------
+    medoids : ndarray of int64, shape (n_clusters,)
+        Indices into the sample.
+    loss : float
+        On the sample.
+    swaps : int
+    """
+    rng = np.random.RandomState(np.random.SeedSequence(seed).generate_state(4))  # a 63-bit restart seed
+    if init == "random":
+        start = pam.random_start(diss, n_clusters, rng)
+    elif init == "heuristic":
+        start = pam.heuristic_start(diss, n_clusters)
+    elif init == "k-medoids++":
+        start = pam.kmedoids_plusplus(diss, n_clusters, rng)
+    elif init == "build":
+        start = pam.build_start(diss, n_clusters)
+    else:
+        raise ValueError(f"init needs to be one of the following: {[*INITS, 'array-like']}; got {init!r}")
+    return pam.fasterpam(diss, start)
+
+
+def rows_nearest(data, points, metric: Dissimilarity, centre):
+    """The row nearest to each of ``points`` (the first by row number among equals): points and rows."""
+    res = data.run([NearestRequest(metric, np.asarray(points, np.float64), 1)], centre)[0]
+    return res.points[:, 0, :], res.rows[:, 0]
+
+
+@dataclass
+class MedoidsFit:
+    """What :func:`fit_kmedoids` did.
+
+    Attributes
+    ----------
+    run : Run
+        The loop's course (its state holds the final medoids).
+    inertia : float
+        Of the final medoids, over every row.
+    counts : ndarray of int64, shape (n_clusters,) or None
+        Rows per medoid, when the final pass counted them.
+    start_loss : float
+        FasterPAM's loss on the sample (NaN for an array ``init``).
+    start_rows : int
+        Rows of the sample the start was computed on.
+    init_seconds : float
+    """
+
+    run: Run
+    inertia: float
+    counts: np.ndarray | None
+    start_loss: float
+    start_rows: int
+    init_seconds: float
+    passes: int = 0
+
+
+def fit_kmedoids(data, scan, n_clusters: int, *, metric=None, method="alternate", init="k-medoids++", seed=0,
+                 max_iter=300, given=None, checkpoint=None, progress=None, on_iteration=None,
+                 n_candidates=MEDOID_CANDIDATES) -> MedoidsFit:
+    """K-medoids on a :class:`daskgmm.engine.passes.ChunkedData` whose first scan is ``scan``.
+
+    The start: ``init`` on the dissimilarities of the first :data:`START_ROWS` rows of the scan's
+    sample (uniform, the same rows for any chunking), then FasterPAM there; or, for ``given``
+    points (an array ``init``), the rows nearest to them. Then each iteration is one pass
+    (:class:`daskgmm.models.states.KMedoidsState`), until no medoid moves or ``max_iter``.
+
+    Parameters
+    ----------
+    metric : Dissimilarity
+    method : {"alternate", "pam"}
+    seed : int
+        The start's random draws.
+    given : ndarray of shape (n_clusters, D), optional
+
+    Returns
+    -------
+    MedoidsFit
+    """
+    t0 = time.perf_counter()
+    centre = scan.mean
+    pool, pool_rows = data.sample(), data.sample_rows()
+    runs = checkpoint.load() if checkpoint is not None else None
+    resumed = runs is not None
+    start_loss, start_rows = np.nan, 0
+    if runs is None:
+        if given is not None:
+            points, rows = rows_nearest(data, given, metric, centre)
+        else:
+            start_rows = min(len(pool), START_ROWS_CALLABLE if metric.kind == "callable" else START_ROWS)
+            with blas_threads(1):
+                sub = pool[:start_rows]
+                diss = metric.pairwise(sub, sub)
+                idx, start_loss, _ = sample_start(diss, n_clusters, init, seed)
+            points, rows = pool[idx], pool_rows[idx]
+        runs = [Run(KMedoidsState.start(points, rows, pool, pool_rows, metric, method=method,
+                                        n_candidates=n_candidates), objective=np.inf)]
+        if checkpoint is not None:
+            checkpoint.save(runs, extra={"start_loss": start_loss, "start_rows": start_rows})
+    elif checkpoint is not None:
+        start_loss = float(checkpoint.extra.get("start_loss", np.nan))
+        start_rows = int(checkpoint.extra.get("start_rows", 0))
+    init_seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress("init", seconds=init_seconds, resumed=resumed, runs=runs)
+    with blas_threads(1):
+        run_lockstep(data, runs, centre=centre, max_iter=max_iter, checkpoint=checkpoint, progress=progress,
+                     on_iteration=on_iteration)
+    run = runs[0]
+    counts = None
+    if run.converged:
+        inertia = run.objective  # the last pass measured the medoids that stayed
+    else:  # the last update moved a medoid (or no pass ran): measure the final ones
+        st = data.run([MedoidRequest(run.state.dissimilarity, run.state.medoids)], centre)[0]
+        inertia, counts = float(st.loss), st.counts
+    return MedoidsFit(run, float(inertia), counts, float(start_loss), start_rows, init_seconds, data.passes)
+
+
+def fitted_attributes(fit: MedoidsFit, dtype) -> dict:
+    """``KMedoids.fit``'s attributes (all but ``labels_``) in ``dtype``."""
+    st, r = fit.run.state, fit.run
+    return {
+        "cluster_centers_": st.medoids.astype(dtype),
+        "medoid_indices_": st.medoid_rows.copy(),
+        "inertia_": fit.inertia,
+        "n_iter_": int(r.n_iter),
+        "converged_": bool(r.converged),
+        "n_passes_": int(fit.passes),
+        "start_loss_": fit.start_loss,
+        "start_rows_": fit.start_rows,
+        "history_": [
+            {"iteration": h["iteration"], "inertia": h["objective"], "seconds": h["seconds"], "events": h["events"]}
+            for h in r.history
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------
+# Predictions and scores
+
+
+def labels(X, medoids, metric: Dissimilarity):
+    """Index of the nearest medoid of every row (int64): NumPy in, NumPy out; Dask in, lazy Dask out."""
+    medoids = np.asarray(medoids, np.float64)
+    if hasattr(X, "map_blocks"):
+        return X.map_blocks(kernel.nearest_medoid, medoids, metric, dtype=np.int64, drop_axis=1)
+    return kernel.nearest_medoid(X, medoids, metric)
+
+
+def distances(X, medoids, metric: Dissimilarity):
+    """Dissimilarities of every row to every medoid, shape (n_samples, n_clusters); lazy for Dask X."""
+    medoids = np.asarray(medoids, np.float64)
+    if hasattr(X, "map_blocks"):
+        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        return X.map_blocks(kernel.medoid_distances, medoids, metric, dtype=dtype,
+                            chunks=(X.chunks[0], (len(medoids),)))
+    return kernel.medoid_distances(X, medoids, metric)
+
+
+def inertia(data, medoids, metric: Dissimilarity) -> float:
+    """The sum of every row's dissimilarity to its nearest medoid, over a ChunkedData: one pass."""
+    return float(data.run([MedoidRequest(metric, np.asarray(medoids, np.float64))], data.scan().mean)[0].loss)
+
+
+def prediction_parts(X, medoids, metric: Dissimilarity, *, ids=None, id_column="id", distance=False) -> list:
+    """One Delayed column dict per chunk of the Dask array X: the id, ``label`` and optionally ``distance``."""
+    from dask import delayed
+
+    blocks = X.to_delayed().ravel()
+    id_blocks = [None] * len(blocks) if ids is None else list(ids.to_delayed().ravel())
+    medoids = np.asarray(medoids, np.float64)
+    return [delayed(kernel.medoid_part)(b, i, medoids, metric, id_column if ids is not None else None, distance)
+            for b, i in zip(blocks, id_blocks)]
+
+
+# ---------------------------------------------------------------------------
+# Model files
+
+
+def export_kmedoids(est) -> tuple[dict, dict]:
+    """A fitted KMedoids as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
+    names = getattr(est, "feature_names_in_", None)
+    metric = est._dissimilarity
+    arrays = {"cluster_centers_": est.cluster_centers_, "medoid_indices_": est.medoid_indices_,
+              "metric_centre": metric.centre}
+    if metric.transform is not None:
+        arrays["metric_transform"] = metric.transform
+    meta = {
+        "n_components": int(est.n_clusters),
+        "n_features": int(est.n_features_in_),
+        "columns": None if names is None else [str(c) for c in names],
+        "dtype": str(np.asarray(est.cluster_centers_).dtype),
+        "metric": metric.name,
+        "fit": {
+            "inertia": float(est.inertia_),
+            "n_iter": int(est.n_iter_),
+            "converged": bool(getattr(est, "converged_", False)),
+            "start_loss": float(getattr(est, "start_loss_", np.nan)),
+            "start_rows": int(getattr(est, "start_rows_", 0)),
+            "history": getattr(est, "history_", []),
+        },
+    }
+    return arrays, meta
+
+
+def import_kmedoids(arrays, meta, n_clusters: int, metric) -> dict:
+    """The attributes saved by :func:`export_kmedoids`, checked."""
+    k, d = int(meta["n_components"]), int(meta["n_features"])
+    c = np.asarray(arrays["cluster_centers_"])
+    if c.shape != (k, d) or k != n_clusters:
+        raise ValueError(f"cluster_centers_ has shape {c.shape}, expected ({n_clusters}, {d})")
+    if not np.all(np.isfinite(c)):
+        raise ValueError("cluster_centers_ holds NaN or infinite values")
+    rows = np.asarray(arrays["medoid_indices_"])
+    if rows.shape != (k,) or rows.dtype.kind not in "iu" or (rows < 0).any():
+        raise ValueError(f"medoid_indices_ must be {k} row numbers, got shape {rows.shape} of {rows.dtype}")
+    if callable(metric) or metric not in kernel.METRICS:
+        raise ValueError(f"metric {metric!r} cannot be read from a model file")
+    centre = np.asarray(arrays["metric_centre"], np.float64)
+    transform = arrays.get("metric_transform")
+    if metric in DATA_DEPENDENT and transform is None:
+        raise ValueError(f"metric={metric!r} needs its metric_transform array, which the model lacks")
+    fit = meta.get("fit", {})
+    out = {
+        "cluster_centers_": c.astype(np.dtype(meta.get("dtype", "float64"))),
+        "medoid_indices_": rows.astype(np.int64),
+        "inertia_": float(fit.get("inertia", np.nan)),
+        "n_iter_": int(fit.get("n_iter", 0)),
+        "converged_": bool(fit.get("converged", False)),
+        "start_loss_": float(fit.get("start_loss", np.nan)),
+        "start_rows_": int(fit.get("start_rows", 0)),
+        "history_": fit.get("history"),
+        "n_features_in_": d,
+        "_dissimilarity": Dissimilarity(metric, centre, None if transform is None else np.asarray(transform,
+                                                                                                 np.float64)),
+    }
+    if meta.get("columns") is not None:
+        out["feature_names_in_"] = np.asarray(meta["columns"], dtype=object)
+    return out

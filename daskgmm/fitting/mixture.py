@@ -1,0 +1,417 @@
+"""The fit procedure of a Gaussian mixture, shared by the estimators, ``select_model`` and the command.
+
+Everything here works on a prepared :class:`daskgmm.engine.passes.ChunkedData` and its first
+scan; the estimators are thin over it (validation, attributes, verbose lines), as
+dask-ml's estimators are over their module functions:
+
+- :func:`check_initial_parameters` — ``weights_init``/``means_init``/``precisions_init``
+  with scikit-learn's messages;
+- :func:`initial_states` — the starting models of many jobs (restarts, candidates)
+  from shared initialisation passes;
+- :func:`run_lockstep` — the loop, with checkpoint and progress hooks;
+- :func:`best_run` — the one rule that picks a restart (scikit-learn's, a tie up to rounding keeping the first);
+- :func:`fit_mixture` — all of the above for one estimator, resumable;
+- :func:`fitted_attributes` — scikit-learn's fitted attributes of a run;
+- :func:`check_update_params`, :func:`check_n_samples`, :func:`check_warm_features` —
+  the checks before a fit; :func:`online_initial_states` — a first ``partial_fit``'s starts.
+
+Beside it: :mod:`daskgmm.fitting.report` (verbose lines), :mod:`daskgmm.fitting.predict`
+(predictions, samples), :mod:`daskgmm.fitting.attributes` (attributes, model files).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.utils import check_array
+
+from daskgmm.em.init import mixture_init_stats, restart_seeds
+from daskgmm.em.loop import Run, lockstep
+from daskgmm.kernels import covariance as cov
+from daskgmm.models.states import OBJECTIVE_RTOL, MixtureState, first_best
+
+#: What a checkpoint records of the random state: every draw is keyed by (seed, row).
+RNG_NOTE = "SplitMix64 keyed by (seed, row)"
+
+
+@dataclass(frozen=True)
+class MixtureParams:
+    """The hyper-parameters one Gaussian mixture fit needs (the estimator's, validated)."""
+
+    n_components: int
+    covariance_type: str = "full"
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    max_iter: int = 100
+    n_init: int = 1
+    init_params: str = "kmeans"
+    assignment: str = "soft"
+    update_params: str = "wmc"
+    on_collapse: str = "raise"
+    missing: str = "raise"
+
+    @classmethod
+    def of(cls, params: dict) -> MixtureParams:
+        """From an estimator's ``get_params()`` (the other keys are ignored)."""
+        from dataclasses import fields
+
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
+
+    def state_options(self, dtype) -> dict:
+        """Keyword arguments of :class:`MixtureState` for data of ``dtype``."""
+        return dict(reg_covar=float(self.reg_covar), tol=float(self.tol), eps_dtype=np.dtype(dtype),
+                    assignment=self.assignment, update_params=self.update_params, on_collapse=self.on_collapse,
+                    missing=self.missing)
+
+
+# ---------------------------------------------------------------------------
+# Checks before a fit, and initial parameters given by the user
+
+
+def check_update_params(update_params) -> None:
+    """``update_params`` must name some of weights (w), means (m) and covariances (c), once each."""
+    up = update_params
+    if not isinstance(up, str) or not up or set(up) - set("wmc") or len(set(up)) != len(up):
+        raise ValueError(
+            f"update_params must be a non-empty combination of 'w', 'm' and 'c' "
+            f"(weights, means, covariances); got {up!r}"
+        )
+
+
+def check_n_samples(n_samples: int, n_components: int) -> None:
+    """scikit-learn's error for fewer rows than components."""
+    if n_samples < n_components:
+        raise ValueError(
+            f"Expected n_samples >= n_components but got n_components = {n_components}, n_samples = {n_samples}"
+        )
+
+
+def check_warm_features(name: str, fitted_features: int, n_features: int) -> None:
+    """A warm-started fit must see as many features as the fitted model has."""
+    if fitted_features != n_features:
+        raise ValueError(
+            f"X has {n_features} features, but the warm-started {name} was fitted "
+            f"with {fitted_features} features."
+        )
+
+
+def check_shape(param, shape, name):
+    if param.shape != shape:
+        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}")
+
+
+def _as_param_array(value, name) -> np.ndarray:
+    """scikit-learn's check of an initial parameter array (numeric, finite; any shape, checked next)."""
+    return check_array(value, dtype=[np.float64, np.float32], ensure_2d=False, allow_nd=True, input_name=name)
+
+
+def check_weights(weights, n_components) -> np.ndarray:
+    """``weights_init`` checked as scikit-learn checks it; float64, shape (K,)."""
+    w = _as_param_array(weights, "weights")
+    check_shape(w, (n_components,), "weights")
+    if np.any(w < 0.0) or np.any(w > 1.0):
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got max value "
+            f"{w.min():.5f}, min value {w.max():.5f}"
+        )
+    atol = 1e-6 if w.dtype == np.float32 else 1e-8  # as scikit-learn: float32 sums round
+    if not np.allclose(abs(1.0 - w.sum()), 0.0, atol=atol):
+        raise ValueError(f"The parameter 'weights' should be normalized, but got sum(weights) = {w.sum():.5f}")
+    return w.astype(np.float64, copy=False)
+
+
+def check_means(means, n_components, n_features) -> np.ndarray:
+    """``means_init`` checked as scikit-learn checks it; float64, shape (K, D)."""
+    m = _as_param_array(means, "means")
+    check_shape(m, (n_components, n_features), "means")
+    return m.astype(np.float64, copy=False)
+
+
+def check_precisions(precisions, covariance_type, n_components, n_features) -> np.ndarray:
+    """``precisions_init`` checked as scikit-learn checks it; float64, the covariance type's shape."""
+    p = _as_param_array(precisions, f"{covariance_type} precision")
+    check_shape(p, cov.covariance_shape(covariance_type, n_components, n_features), f"{covariance_type} precision")
+    if covariance_type in ("full", "tied"):
+        for mat in p.reshape(-1, n_features, n_features):
+            if not (np.allclose(mat, mat.T) and np.all(np.linalg.eigvalsh(mat) > 0.0)):
+                raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
+    elif np.any(p <= 0.0):
+        raise ValueError(f"'{covariance_type} precision' should be positive")
+    return p.astype(np.float64, copy=False)
+
+
+def check_initial_parameters(weights, means, precisions, params: MixtureParams, n_features) -> dict:
+    """The given initial parameters (None where not given), checked."""
+    k, ct = params.n_components, params.covariance_type
+    return {
+        "weights": None if weights is None else check_weights(weights, k),
+        "means": None if means is None else check_means(means, k, n_features),
+        "precisions": None if precisions is None else check_precisions(precisions, ct, k, n_features),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Initial states, the loop, the best restart
+
+
+def _state_from_precisions(weights, means, precisions, covariance_type, options) -> MixtureState:
+    return MixtureState(
+        weights, means, cov.covariances_from_precisions(precisions, covariance_type),
+        cov.precisions_cholesky_from_precisions(precisions, covariance_type), covariance_type, **options,
+    )
+
+
+def initial_states(data, scan, jobs: list[tuple[MixtureParams, int]], given: dict | None = None) -> list[MixtureState]:
+    """Starting models of many jobs, from one set of initialisation passes.
+
+    Parameters
+    ----------
+    data : ChunkedData
+    scan : ScanResult
+        The first scan of ``data`` (its mean is the shift of every pass).
+    jobs : list of (MixtureParams, seed)
+        One model each; all must share ``init_params``. Jobs with the same
+        (n_components, seed) share their k-means centres.
+    given : dict, optional
+        From :func:`check_initial_parameters` (same for every job): what is
+        given replaces what the initialisation estimates.
+
+    Returns
+    -------
+    list of MixtureState
+    """
+    given = given or {"weights": None, "means": None, "precisions": None}
+    methods = {p.init_params for p, _ in jobs}
+    if len(methods) != 1:
+        raise ValueError(f"jobs must share one init_params, got {sorted(methods)}")
+    if all(v is not None for v in given.values()):
+        return [
+            _state_from_precisions(given["weights"], given["means"], given["precisions"], p.covariance_type,
+                                   p.state_options(data.dtype))
+            for p, _ in jobs
+        ]
+    stats = mixture_init_stats(
+        data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
+    )
+    return states_from_stats(stats, scan, [p for p, _ in jobs], data.dtype, given)
+
+
+def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: dict | None = None) -> list[MixtureState]:
+    """Starting models from initial statistics (an M-step each), one per ``params``.
+
+    ``given`` is as in :func:`initial_states`; ``scan`` gives the total weight.
+    """
+    given = given or {"weights": None, "means": None, "precisions": None}
+    states = []
+    for p, st in zip(params, stats, strict=True):
+        options = p.state_options(dtype)
+        nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
+        weights = nk / scan.weight if given["weights"] is None else given["weights"]
+        means = means if given["means"] is None else given["means"]
+        if given["precisions"] is None:
+            states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, **options))
+        else:
+            states.append(_state_from_precisions(weights, means, given["precisions"], p.covariance_type, options))
+    return states
+
+
+def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=None, progress=None,
+                 on_iteration=None) -> list[Run]:
+    """:func:`daskgmm.em.loop.lockstep` with the hooks a fit offers.
+
+    Parameters
+    ----------
+    checkpoint : daskgmm.io.modelfiles.Checkpoint, optional
+        Saves every run after every iteration.
+    progress : callable, optional
+        ``progress("iteration", iteration=, runs=)`` after every iteration.
+    on_iteration : callable, optional
+        ``on_iteration(iteration, runs)`` (the estimators' verbose lines).
+    """
+    def after_iteration(iteration, runs):
+        if checkpoint is not None:
+            checkpoint.save(runs)
+        if on_iteration is not None:
+            on_iteration(iteration, runs)
+        if progress is not None:
+            progress("iteration", iteration=iteration, runs=runs)
+
+    return lockstep(data, runs, centre=centre, max_iter=max_iter, callback=after_iteration)
+
+
+def best_run(runs: list[Run], max_iter: int) -> tuple[Run, float]:
+    """scikit-learn's choice among restarts, and the lower bound it reports.
+
+    The first run with the largest lower bound, up to rounding
+    (:func:`daskgmm.models.states.first_best`: restarts that reach the same optimum
+    differ by rounding, which depends on the chunking and the BLAS kernel);
+    with ``max_iter=0`` no run has one, and scikit-learn keeps the last
+    initialisation, with ``-inf``.
+    """
+    if max_iter == 0:
+        return runs[-1], -np.inf
+    objectives = [r.objective for r in runs]
+    if np.all(np.isfinite(objectives)):
+        best = runs[first_best(objectives, maximize=True, atol=OBJECTIVE_RTOL)]
+        return best, float(best.objective)
+    best, best_lb = runs[0], -np.inf  # scikit-learn's loop, for its rule on -inf
+    for r in runs:
+        if r.objective > best_lb or best_lb == -np.inf:
+            best, best_lb = r, r.objective
+    return best, float(best_lb)
+
+
+@dataclass
+class MixtureFit:
+    """What :func:`fit_mixture` did.
+
+    Attributes
+    ----------
+    runs : list of Run
+        Every restart (or the one warm-started run).
+    best : Run
+    lower_bound : float
+    init_seconds : float
+    init_passes, n_passes : int
+        Passes over the data for the initialisation (the first scan included), and in all.
+    resumed : bool
+        The runs came from a checkpoint.
+    """
+
+    runs: list
+    best: Run
+    lower_bound: float
+    init_seconds: float
+    init_passes: int
+    n_passes: int
+    resumed: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def fit_runs(data, make_states, *, centre, n_init: int, max_iter: int, random_state=None, warm=None,
+             checkpoint=None, progress=None, on_iteration=None) -> MixtureFit:
+    """Fit any model kind: ``n_init`` restarts in lockstep, or continue a warm state.
+
+    Parameters
+    ----------
+    data : ChunkedData
+    make_states : callable
+        ``make_states(seeds) -> list of states`` (see :mod:`daskgmm.models.states`), one per seed.
+    centre : ndarray, shape (D,)
+        The shift of every pass (the first scan's mean).
+    n_init, max_iter : int
+    random_state : int, RandomState or None
+        Seeds the restarts (every later draw is keyed by seed and row).
+    warm : tuple of (state, float), optional
+        Start from this state and lower bound instead (``warm_start``).
+    checkpoint : daskgmm.io.modelfiles.Checkpoint, optional
+        Resume from its last save (then nothing is initialised) and save every iteration.
+    progress : callable, optional
+        ``progress(event, **info)`` with "init" (``seconds``, ``resumed``, ``runs``)
+        and "iteration" events.
+    on_iteration : callable, optional
+        ``on_iteration(iteration, runs)``.
+
+    Returns
+    -------
+    MixtureFit
+    """
+    t0 = time.perf_counter()
+    runs = checkpoint.load() if checkpoint is not None else None
+    resumed = runs is not None
+    if runs is None:
+        seeds = None
+        if warm is None:
+            seeds = restart_seeds(random_state, n_init)
+            runs = [Run(s) for s in make_states(seeds)]
+        else:
+            state, lower_bound = warm
+            runs = [Run(state, objective=lower_bound)]
+        if checkpoint is not None:
+            # every later draw is keyed by (seed, row): the seeds are the whole random state
+            checkpoint.save(runs, extra={"rng": {"generator": RNG_NOTE, "restart_seeds": seeds}})
+    init_seconds = time.perf_counter() - t0
+    init_passes = data.passes
+    if progress is not None:
+        progress("init", seconds=init_seconds, resumed=resumed, runs=runs)
+    run_lockstep(data, runs, centre=centre, max_iter=max_iter, checkpoint=checkpoint,
+                 progress=progress, on_iteration=on_iteration)
+    best, lower_bound = best_run(runs, max_iter)
+    return MixtureFit(runs, best, lower_bound, init_seconds, init_passes, data.passes, resumed)
+
+
+def fit_mixture(data, scan, params: MixtureParams, *, random_state=None, given=None, warm=None,
+                checkpoint=None, progress=None, on_iteration=None) -> MixtureFit:
+    """Fit one Gaussian mixture (:func:`fit_runs` with :func:`initial_states`).
+
+    Parameters
+    ----------
+    data, scan :
+        The prepared input and its first scan.
+    params : MixtureParams
+    given : dict, optional
+        Checked initial parameters (:func:`check_initial_parameters`).
+    random_state, warm, checkpoint, progress, on_iteration :
+        As in :func:`fit_runs`.
+
+    Returns
+    -------
+    MixtureFit
+    """
+    return fit_runs(
+        data, lambda seeds: initial_states(data, scan, [(params, s) for s in seeds], given), centre=scan.mean,
+        n_init=params.n_init, max_iter=params.max_iter, random_state=random_state, warm=warm,
+        checkpoint=checkpoint, progress=progress, on_iteration=on_iteration,
+    )
+
+
+def fitted_attributes(best: Run, runs: list[Run], lower_bound: float, max_iter: int, dtype) -> dict:
+    """scikit-learn's fitted attributes of a Gaussian mixture run (and daskgmm's history), in ``dtype``."""
+    st = best.state
+    out = {
+        "weights_": st.weights.astype(dtype),
+        "means_": st.means.astype(dtype),
+        "precisions_cholesky_": np.asarray(st.precisions_cholesky).astype(dtype),
+        "precisions_": cov.precisions_from_cholesky(st.precisions_cholesky, st.covariance_type).astype(dtype),
+        "converged_": bool(best.converged) if max_iter > 0 else False,
+        "n_iter_": int(best.n_iter),
+        "lower_bound_": float(lower_bound),
+        "lower_bounds_": [float(v) for v in best.objectives],
+        "history_": [
+            {"iteration": h["iteration"], "lower_bound": h["objective"], "change": h["change"],
+             "seconds": h["seconds"], "events": h["events"]}
+            for h in best.history
+        ],
+        "restarts_": [
+            {"lower_bound": float(r.objective), "n_iter": int(r.n_iter), "converged": bool(r.converged)}
+            for r in runs
+        ],
+    }
+    if st.covariances is not None:
+        out["covariances_"] = st.covariances.astype(dtype)
+    return out
+
+
+def online_initial_states(data, scan, params: MixtureParams, random_state=None, given=None):
+    """The ``n_init`` starting models of a first online step (of which the step keeps the one
+    most likely on the batch), and the seconds their initialisation took.
+
+    Returns
+    -------
+    states : list of MixtureState
+    seconds : float
+    """
+    seeds = restart_seeds(random_state, params.n_init)
+    t0 = time.perf_counter()
+    states = initial_states(data, scan, [(params, s) for s in seeds], given)
+    return states, time.perf_counter() - t0
+
+
+def warm_state(weights, means, covariances, precisions_cholesky, params: MixtureParams, dtype) -> MixtureState:
+    """A fitted model's parameters as the state a warm-started fit continues from."""
+    return MixtureState(
+        np.asarray(weights, np.float64), np.asarray(means, np.float64), np.asarray(covariances, np.float64),
+        np.asarray(precisions_cholesky, np.float64), params.covariance_type, **params.state_options(dtype),
+    )

@@ -1,0 +1,141 @@
+"""What a fitted Gaussian mixture computes on rows: predictions, scores, samples.
+
+The estimators check their input (:mod:`daskgmm.validation.checks`) and pick the log-density
+parameters (the variational mixture has its own); these functions build the work:
+NumPy in, NumPy out; Dask in, lazy Dask out (one task per chunk, as
+``daskgmm.kernels.predict`` computes it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from daskgmm.em.init import check_random_state
+from daskgmm.kernels import covariance as cov
+from daskgmm.kernels import predict as blocks
+from daskgmm.validation.checks import is_dask_dataframe
+
+
+def mixture_centre(weights, means) -> np.ndarray:
+    """The mixture's mean, ``Σ w_k μ_k`` (float64, shape (D,)): the shift of prediction passes."""
+    w = np.asarray(weights, np.float64)
+    return (w / w.sum()) @ np.asarray(means, np.float64)
+
+
+def natural_form(weights, means, precisions_cholesky, covariance_type, centre):
+    """Log-density parameters for predictions: the shared features, or the per-component form
+    when the model is badly conditioned for them (:func:`daskgmm.kernels.covariance.precise_needed`)."""
+    args = (weights, means, precisions_cholesky, covariance_type, centre)
+    if cov.precise_needed(means, precisions_cholesky, covariance_type, centre, np.asarray(means).dtype):
+        return cov.per_component(*args)
+    return cov.natural_params(*args)
+
+
+def marginal_form(weights, means, precisions_cholesky, covariance_type, centre, missing="raise"):
+    """The per-component form for rows with NaN (``missing="marginalize"``), else None."""
+    if missing != "marginalize":
+        return None
+    return cov.per_component(weights, means, precisions_cholesky, covariance_type, centre)
+
+
+def apply_mixture(X, nat, centre, what, marginal, n_components):
+    """``what`` ("labels", "proba" or "score") of every row of X.
+
+    Parameters
+    ----------
+    X : ndarray or dask.array.Array, shape (n_samples, n_features)
+        Checked rows (:func:`daskgmm.validation.checks.prediction_rows`).
+    nat, centre, marginal :
+        From :func:`natural_form`, :func:`mixture_centre`, :func:`marginal_form`.
+
+    Returns
+    -------
+    ndarray or dask.array.Array
+        Shape (n_samples,), or (n_samples, n_components) for "proba"; lazy for Dask X.
+    """
+    if not hasattr(X, "map_blocks"):
+        return blocks.mixture_block(X, nat, centre, what, marginal)
+    if what == "proba":
+        return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=X.dtype,
+                            chunks=(X.chunks[0], (n_components,)))
+    dtype = np.intp if what == "labels" else X.dtype
+    return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=dtype, drop_axis=1)
+
+
+def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_column="id", proba=False,
+                     loglik=False) -> list:
+    """One Delayed column dict per chunk of the Dask array ``Xd`` (label, probabilities, log-likelihood, ids).
+
+    ``ids`` (array-like or Dask array of shape (n_samples,)) are rechunked like the rows;
+    without them there is no id column.
+    """
+    import dask
+    import dask.array as da
+
+    # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
+    xb = Xd.to_delayed(optimize_graph=False).ravel()
+    if ids is not None:
+        ids = ids if isinstance(ids, da.Array) else da.from_array(np.asarray(ids), chunks=(Xd.chunks[0],))
+        ib = ids.rechunk((Xd.chunks[0],)).to_delayed(optimize_graph=False).ravel()
+    else:
+        ib = [None] * len(xb)
+        id_column = None
+    part = dask.delayed(blocks.prediction_part, pure=True)
+    return [part(x, i, nat, centre, id_column, proba, loglik, n_components, marginal) for x, i in zip(xb, ib)]
+
+
+def n_rows(X) -> int:
+    """Rows of any supported input (unknown Dask chunk sizes are computed)."""
+    if is_dask_dataframe(X):
+        return len(X)
+    n = X.shape[0] if hasattr(X, "shape") else len(X)
+    if isinstance(n, float) and np.isnan(n):
+        n = int(X.compute_chunk_sizes().shape[0])
+    return int(n)
+
+
+def sample_mixture(weights, means, covariances, covariance_type, n_samples, random_state=None):
+    """Draw rows from a mixture with scikit-learn's algorithm and random stream.
+
+    Returns
+    -------
+    X : ndarray, shape (n_samples, n_features)
+    y : ndarray of int, shape (n_samples,)
+        Component of each row.
+    """
+    if n_samples < 1:
+        raise ValueError(
+            f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
+        )
+    rng = check_random_state(random_state)
+    means = np.asarray(means, np.float64)
+    covs = np.asarray(covariances, np.float64)
+    n_features = means.shape[1]
+    counts = rng.multinomial(n_samples, np.asarray(weights, np.float64))
+    if covariance_type == "full":
+        X = np.vstack([rng.multivariate_normal(m, c, int(s)) for m, c, s in zip(means, covs, counts)])
+    elif covariance_type == "tied":
+        X = np.vstack([rng.multivariate_normal(m, covs, int(s)) for m, s in zip(means, counts)])
+    else:
+        X = np.vstack([
+            m + rng.standard_normal(size=(s, n_features)) * np.sqrt(c)
+            for m, c, s in zip(means, covs, counts)
+        ])
+    y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
+    return X, y
+
+
+def sample_parts(part_rows, random_state, weights, means, covariances, covariance_type, names) -> list:
+    """One callable per part of ``part_rows`` rows drawn from the mixture, returning its column dict.
+
+    Each part is drawn from a seed derived from ``random_state`` and the part number, by
+    the task that writes it (:func:`daskgmm.io.outputs.write_parts`), so a worker holds one
+    part per thread. Columns: ``names`` and ``component``.
+    """
+    import functools
+
+    seed = check_random_state(random_state).randint(0, 2**31 - 1)
+    w = np.asarray(weights, np.float64)
+    args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(covariances, np.float64), covariance_type,
+            list(names), np.asarray(means).dtype)
+    return [functools.partial(blocks.sample_part, n, seed, i, *args) for i, n in enumerate(part_rows)]

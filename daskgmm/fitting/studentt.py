@@ -1,0 +1,151 @@
+"""The fit procedure of the Student-t mixture (``StudentTMixture``): initial states, the loop
+(:func:`daskgmm.fitting.mixture.fit_runs`), fitted attributes, samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from daskgmm.em.init import check_random_state, mixture_init_stats
+from daskgmm.fitting.mixture import MixtureFit, fit_runs, fitted_attributes
+from daskgmm.kernels import covariance as cov
+from daskgmm.kernels.studentt import t_sample_part
+from daskgmm.models.studentt import StudentTState
+
+
+@dataclass(frozen=True)
+class StudentTParams:
+    """The hyper-parameters of one Student-t mixture fit (the estimator's, validated)."""
+
+    n_components: int
+    covariance_type: str = "full"
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    max_iter: int = 100
+    n_init: int = 1
+    init_params: str = "kmeans"
+    df: float = 4.0
+    fixed_df: bool = False
+
+    @classmethod
+    def of(cls, params: dict) -> StudentTParams:
+        """From an estimator's ``get_params()`` (the other keys are ignored)."""
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
+
+    def state_options(self, dtype) -> dict:
+        """Keyword arguments of :class:`StudentTState` for data of ``dtype``."""
+        return dict(reg_covar=float(self.reg_covar), tol=float(self.tol), eps_dtype=np.dtype(dtype),
+                    fixed_df=bool(self.fixed_df))
+
+
+def n_parameters(covariance_type: str, n_components: int, n_features: int, fixed_df: bool) -> int:
+    """Free parameters of a t mixture: a Gaussian mixture's, plus one degree of freedom per component
+    unless they are fixed (as studenttmixture counts them for BIC/AIC)."""
+    return cov.n_parameters(covariance_type, n_components, n_features) + (0 if fixed_df else n_components)
+
+
+def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> list[StudentTState]:
+    """Starting models of many jobs (restarts) from one set of initialisation passes.
+
+    The initialisation is ``GaussianMixture``'s (``init_params``: the statistics of k-means
+    labels, chosen rows or random responsibilities, then a Gaussian M-step); its
+    covariances are the starting scales and every component starts with ``df`` degrees
+    of freedom.
+    """
+    methods = {p.init_params for p, _ in jobs}
+    if len(methods) != 1:
+        raise ValueError(f"jobs must share one init_params, got {sorted(methods)}")
+    stats = mixture_init_stats(
+        data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
+    )
+    states = []
+    for (p, _), st in zip(jobs, stats, strict=True):
+        options = p.state_options(data.dtype)
+        nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
+        states.append(StudentTState.from_covariances(nk / scan.weight, means, covs, p.covariance_type, p.df,
+                                                     **options))
+    return states
+
+
+def fit_studentt(data, scan, params: StudentTParams, *, random_state=None, warm=None, checkpoint=None,
+                 progress=None, on_iteration=None) -> MixtureFit:
+    """Fit one Student-t mixture (:func:`daskgmm.fitting.mixture.fit_runs` with :func:`studentt_initial_states`)."""
+    return fit_runs(
+        data, lambda seeds: studentt_initial_states(data, scan, [(params, s) for s in seeds]), centre=scan.mean,
+        n_init=params.n_init, max_iter=params.max_iter, random_state=random_state, warm=warm,
+        checkpoint=checkpoint, progress=progress, on_iteration=on_iteration,
+    )
+
+
+def studentt_warm_state(weights, means, scales, precisions_cholesky, df, params: StudentTParams,
+                        dtype) -> StudentTState:
+    """A fitted model's parameters as the state a warm-started fit continues from."""
+    return StudentTState(weights, means, scales, precisions_cholesky, df, params.covariance_type,
+                         **params.state_options(dtype))
+
+
+def studentt_attributes(fit: MixtureFit, n_features: int, max_iter: int, dtype) -> dict:
+    """Every attribute ``StudentTMixture.fit`` sets: ``GaussianMixture``'s (the scales as
+    ``covariances_``) and ``df_``."""
+    out = fitted_attributes(fit.best, fit.runs, fit.lower_bound, max_iter, dtype)
+    out.update(df_=fit.best.state.df.astype(dtype), init_seconds_=fit.init_seconds,
+               init_passes_=fit.init_passes, n_passes_=fit.n_passes, n_features_in_=n_features)
+    return out
+
+
+def check_df(df, n_components: int) -> np.ndarray:
+    """Fitted degrees of freedom read from a model file: shape (K,), finite and positive."""
+    a = np.asarray(df)
+    if a.shape != (n_components,):
+        raise ValueError(f"df_ has shape {a.shape}, expected ({n_components},)")
+    if not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ValueError("df_ holds values that are not finite and positive")
+    return a
+
+
+def sample_studentt(weights, means, scales, covariance_type, df, n_samples, random_state=None):
+    """Draw rows from a t mixture.
+
+    As scikit-learn's ``GaussianMixture.sample`` (a multinomial draw of the component counts,
+    rows grouped by component), each Gaussian row divided by ``sqrt(g)``, ``g ~ χ²_nu / nu``.
+
+    Returns
+    -------
+    X : ndarray, shape (n_samples, n_features)
+    y : ndarray of int, shape (n_samples,)
+    """
+    if n_samples < 1:
+        raise ValueError(
+            f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
+        )
+    rng = check_random_state(random_state)
+    means = np.asarray(means, np.float64)
+    scales = np.asarray(scales, np.float64)
+    df = np.asarray(df, np.float64)
+    d = means.shape[1]
+    counts = rng.multinomial(n_samples, np.asarray(weights, np.float64))
+    xs = []
+    for k, c in enumerate(counts):
+        if covariance_type in ("full", "tied"):
+            z = rng.multivariate_normal(np.zeros(d), scales[k] if covariance_type == "full" else scales, int(c))
+        else:
+            z = rng.standard_normal(size=(c, d)) * np.sqrt(scales[k])
+        g = rng.chisquare(df[k], size=c) / df[k]
+        xs.append(means[k] + z / np.sqrt(g)[:, None])
+    y = np.concatenate([np.full(int(c), j, dtype=np.int64) for j, c in enumerate(counts)])
+    return np.vstack(xs), y
+
+
+def sample_parts(part_rows, random_state, weights, means, scales, covariance_type, df, names) -> list:
+    """One Delayed column dict per part of ``part_rows`` rows drawn from the t mixture (one task each)."""
+    import dask
+
+    seed = check_random_state(random_state).randint(0, 2**31 - 1)
+    w = np.asarray(weights, np.float64)
+    args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(scales, np.float64), covariance_type,
+            np.asarray(df, np.float64), list(names), np.asarray(means).dtype)
+    part = dask.delayed(t_sample_part, pure=True)
+    return [part(n, seed, i, *args) for i, n in enumerate(part_rows)]
+

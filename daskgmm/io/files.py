@@ -1,0 +1,286 @@
+"""Parquet inputs on the client: listing files, reading footers, checking schemas, planning chunks.
+
+Nothing here reads data: the schema of every file is checked from its Parquet footer,
+then consecutive small row groups of a file are merged and large ones cut into row
+slices (:class:`Piece`), so that one task's working set stays within a byte budget.
+:mod:`daskgmm.io.read` reads the pieces on the workers; :mod:`daskgmm.io.parquet` is the front.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import posixpath
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Rows per chunk when no memory budget is known (no cluster, no ``chunk_rows``).
+DEFAULT_CHUNK_ROWS = 131072
+
+_PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+class DataError(ValueError):
+    """The input data are unusable: a missing or non-numeric column, disagreeing
+    schemas, an empty dataset, a corrupt file, NaN or infinite values."""
+
+
+class NonFiniteError(DataError):
+    """A chunk holds NaN, null or infinite feature values (``nan_policy="raise"``)."""
+
+
+class DataWarning(UserWarning):
+    """Data a fit can use but probably should not as they are (e.g. boolean features)."""
+
+
+class RowsOmittedWarning(UserWarning):
+    """Rows with NaN or infinite values were dropped (``nan_policy="omit"``)."""
+
+
+class InputChangedError(DataError):
+    """An input file changed (size, modification time or rows) after the job planned its reads."""
+
+
+# ---------------------------------------------------------------------------
+# Finding files
+
+
+def get_fs(path, storage_options=None):
+    import fsspec
+
+    fs, _, _ = fsspec.core.get_fs_token_paths(path, storage_options=storage_options or {})
+    return fs
+
+
+def strip_protocol(fs, path: str) -> str:
+    return fs._strip_protocol(path)
+
+
+def is_local(fs) -> bool:
+    """Whether ``fs`` is the local filesystem (atomic renames, directories); else an object store or the like."""
+    return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
+
+
+def list_files(path, storage_options=None):
+    """Expand a path, glob, directory or list of them into sorted Parquet files.
+
+    Returns
+    -------
+    fs : fsspec.AbstractFileSystem
+    files : list of str
+    """
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    if not paths:
+        raise DataError("no input path given")
+    paths = [os.fspath(p) for p in paths]
+    fs = get_fs(paths[0], storage_options)
+    files: list[str] = []
+    for p in paths:
+        sp = strip_protocol(fs, p)
+        if any(ch in sp for ch in "*?["):
+            matched = sorted(fs.glob(sp))
+            found = [m for m in matched if fs.isfile(m)]
+            if not found:
+                raise DataError(f"no Parquet files match {p!r}")
+            files.extend(found)
+        elif fs.isdir(sp):
+            found = sorted(
+                f for f in fs.find(sp)
+                if f.endswith(_PARQUET_SUFFIXES)
+                and not any(part.startswith(("_", ".")) for part in posixpath.relpath(f, sp).split("/"))
+            )
+            if not found:
+                raise DataError(f"directory {p!r} holds no Parquet files (*.parquet, *.parq, *.pq)")
+            files.extend(found)
+        elif fs.isfile(sp):
+            files.append(sp)
+        else:
+            raise DataError(f"no such file or directory: {p!r}")
+    seen = set()
+    unique = [f for f in files if not (f in seen or seen.add(f))]
+    return fs, unique
+
+
+# ---------------------------------------------------------------------------
+# Footers and schemas
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    schema: object  # pyarrow.Schema
+    row_groups: tuple  # rows per row group
+    col_bytes: tuple = ()  # per row group: {column: uncompressed bytes} (decoded size from the footer)
+    signature: tuple = ()  # (size, mtime) when planned
+
+
+def file_signature(fs, path) -> tuple:
+    """(size in bytes, modification time as text or None) of a file."""
+    info = fs.info(path)
+    mtime = info.get("mtime", info.get("LastModified", info.get("updated")))
+    return int(info.get("size") or 0), None if mtime is None else str(mtime)
+
+
+def inspect_file(fs, path) -> FileInfo:
+    import pyarrow.parquet as pq
+
+    try:
+        sig = file_signature(fs, path)
+        with fs.open(path, "rb") as f:
+            md = pq.ParquetFile(f).metadata
+            schema = md.schema.to_arrow_schema()
+            rgs = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
+            col_bytes = []
+            for i in range(md.num_row_groups):
+                rg = md.row_group(i)
+                sizes: dict = {}
+                for j in range(rg.num_columns):
+                    c = rg.column(j)
+                    name = c.path_in_schema.split(".")[0]
+                    sizes[name] = sizes.get(name, 0) + int(c.total_uncompressed_size or 0)
+                col_bytes.append(sizes)
+    except Exception as exc:  # any reader failure means an unreadable file
+        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+    return FileInfo(path, schema, rgs, tuple(col_bytes), sig)
+
+
+def _is_numeric(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+
+
+def check_schemas(infos: list[FileInfo], columns, id_column):
+    """Feature columns after checking every file's schema; raises DataError naming file and column."""
+    first = infos[0]
+    names = list(first.schema.names)
+    if columns is None:
+        # every file must have the same columns, whichever file comes first: name the odd one
+        sets = {}
+        for info in infos:
+            sets.setdefault(frozenset(info.schema.names), []).append(info)
+        if len(sets) > 1:
+            common = max(sets.values(), key=len)
+            base = set(common[0].schema.names)
+            odd = next(i for group in sets.values() if group is not common for i in group)
+            extra, missing = sorted(set(odd.schema.names) - base), sorted(base - set(odd.schema.names))
+            what = "; ".join(filter(None, [extra and f"extra column(s) {', '.join(map(repr, extra))}",
+                                           missing and f"missing column(s) {', '.join(map(repr, missing))}"]))
+            raise DataError(
+                f"{odd.path}: its columns differ from the other files' ({what}; {len(common)} file(s) such as "
+                f"{common[0].path} have: {', '.join(sorted(base))}); choose the feature columns with "
+                "columns=[...] (--columns a,b,...)"
+            )
+        columns = [c for c in names if c != id_column]
+        import pyarrow as pa
+
+        flags = [c for c in columns if pa.types.is_boolean(first.schema.field(c).type)]
+        if flags:
+            warnings.warn(
+                f"boolean column(s) {', '.join(map(repr, flags))} are used as 0/1 features; name the feature "
+                "columns with columns=[...] (--columns a,b,...) to leave them out",
+                DataWarning, stacklevel=3,
+            )
+        bad = [c for c in columns if not _is_numeric(first.schema.field(c).type)]
+        if bad:
+            listed = ", ".join(f"{c!r} ({first.schema.field(c).type})" for c in bad)
+            raise DataError(
+                f"{first.path}: column(s) {listed} are not numeric; choose the numeric feature "
+                "columns with columns=[...] (--columns a,b,...)"
+            )
+    else:
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        if not columns:
+            raise DataError("columns is empty; name at least one feature column")
+        dup = sorted({c for c in columns if columns.count(c) > 1})
+        if dup:
+            raise DataError(f"columns lists {', '.join(map(repr, dup))} more than once")
+        if id_column is not None and id_column in columns:
+            raise DataError(f"the id column {id_column!r} is also listed as a feature column")
+    wanted = columns + ([id_column] if id_column is not None else [])
+    for info in infos:
+        have = info.schema.names
+        for c in wanted:
+            if c not in have:
+                what = "id column" if c == id_column else "column"
+                raise DataError(f"{info.path}: no {what} {c!r} (it has: {', '.join(have)})")
+        for c in columns:
+            t = info.schema.field(c).type
+            if not _is_numeric(t):
+                raise DataError(f"{info.path}: column {c!r} has type {t}; feature columns must be numeric")
+        for c in wanted:
+            t0, t = first.schema.field(c).type, info.schema.field(c).type
+            if t != t0:
+                raise DataError(
+                    f"schemas disagree: column {c!r} is {t0} in {first.path} but {t} in {info.path}"
+                )
+    return columns
+
+
+# ---------------------------------------------------------------------------
+# Planning chunks
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One chunk: rows ``[lo, hi)`` of some row groups of one file, as planned from its footer."""
+
+    path: str
+    slices: tuple  # ((row group, lo, hi), ...) in file order
+    rows: int
+    signature: tuple  # (size, mtime) of the file when planned
+    group_rows: tuple  # rows of each row group in ``slices``, from the footer
+
+
+def bytes_per_row(info: FileInfo, columns, id_column, dtype) -> float:
+    """Decoded bytes a chunk task holds per row: the Arrow columns (from the footer's
+    uncompressed sizes, at least 8 bytes a value) plus the feature matrix."""
+    wanted = list(columns) + ([id_column] if id_column is not None else [])
+    decoded = 0.0
+    for n, sizes in zip(info.row_groups, info.col_bytes):
+        if n:
+            decoded = max(decoded, sum(max(sizes.get(c, 0) / n, 8.0) for c in wanted))
+    return (decoded or 8.0 * len(wanted)) + len(columns) * np.dtype(dtype).itemsize
+
+
+def plan_pieces(infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int | None = None, *,
+                 columns=(), id_column=None, dtype=np.float64) -> list[Piece]:
+    """Chunks of at most ``chunk_rows`` rows (or ``chunk_bytes`` decoded bytes) each.
+
+    Consecutive small row groups of a file are merged; a row group larger than
+    a chunk is cut into equal row slices.
+    """
+    pieces = []
+    for info in infos:
+        if chunk_rows:
+            target = int(chunk_rows)
+        elif chunk_bytes:
+            target = max(256, int(chunk_bytes // bytes_per_row(info, columns, id_column, dtype)))
+        else:
+            target = DEFAULT_CHUNK_ROWS
+        runs: list = [[]]  # whole row groups merged while they fit
+        for i, n in enumerate(info.row_groups):
+            if n == 0:
+                continue
+            if n > target:
+                cuts = rows_per_part(n, -(-n // target))
+                bounds = np.concatenate([[0], np.cumsum(cuts)])
+                runs += [[(i, int(lo), int(hi))] for lo, hi in itertools.pairwise(bounds)] + [[]]
+                continue
+            if sum(hi - lo for _, lo, hi in runs[-1]) + n > target:
+                runs.append([])
+            runs[-1].append((i, 0, n))
+        for group in filter(None, runs):
+            pieces.append(Piece(info.path, tuple(group), sum(hi - lo for _, lo, hi in group), info.signature,
+                                 tuple(info.row_groups[g] for g, _, _ in group)))
+    return pieces
+
+
+def rows_per_part(n_rows: int, n_parts: int) -> list[int]:
+    """Split ``n_rows`` into ``n_parts`` nearly equal parts."""
+    base = n_rows // n_parts
+    extra = n_rows % n_parts
+    return [base + (1 if i < extra else 0) for i in range(n_parts)]
+

@@ -1,0 +1,517 @@
+"""Atomic outputs: staged directories, a lock per target, joint commits, ``_SUCCESS``.
+
+A job writes each output into a staging directory beside its target (owned by its
+pid), takes the target's advisory lock for as long as it writes, and renames the
+staging directory into place when every part is written; ``fit`` commits model and
+predictions as one unit. A job that fails leaves the previous output byte for byte,
+and the next job repairs what a killed one left between two renames.
+
+On object stores, which have no rename, the same steps are carried out by
+:mod:`daskgmm.io.store` (copy object by object, ``_SUCCESS`` last, a journal
+rolled forward by the next job; a lock by conditional writes on S3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import uuid
+
+import daskgmm.engine.stop as stop
+import daskgmm.io.store as store
+from daskgmm.io.files import DataError, get_fs, is_local, strip_protocol
+from daskgmm.io.store import OutputBusyError
+
+
+def _local(fs) -> bool:
+    return is_local(fs)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+_held: dict = {}  # lock path -> how many times this process holds it
+_store_held: dict = {}  # lock URL on an object store -> [how many times held, its StoreLock]
+
+
+class OutputLock:
+    """An advisory lock on one output target: the file ``.NAME.lock`` beside it, holding
+    the owner's pid, created exclusively. A lock whose owner is no longer alive (a
+    killed job) is taken over. Re-entrant within one process. On S3 the lock is an
+    object created by a conditional write (:class:`daskgmm.io.store.StoreLock`);
+    on other object stores there is none.
+
+    Creating the lock is also the check that the output's directory is writable,
+    made before any data pass; on an object store, that its bucket exists (never
+    created).
+    """
+
+    def __init__(self, target, storage_options=None):
+        self.target = os.fspath(target)
+        self.storage_options = storage_options
+        self.fs = get_fs(self.target, storage_options)
+        self.path = strip_protocol(self.fs, self.target).rstrip("/")
+        parent, base = posixpath.split(self.path)
+        self.parent = parent
+        self.lock_path = posixpath.join(parent or ".", f".{base}.lock")
+        self.held = False
+
+    def acquire(self) -> OutputLock:
+        if not _local(self.fs):
+            return self._acquire_store()
+        if self.fs.exists(self.path) and not self.fs.isdir(self.path):
+            raise DataError(f"output {self.target!r} exists and is not a directory")
+        try:
+            if self.parent:
+                self.fs.makedirs(self.parent, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create the directory of output {self.target!r}: {exc.strerror or exc}") from None
+        if _held.get(self.lock_path):
+            _held[self.lock_path] += 1
+            self.held = True
+            return self
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _pid_alive(owner):
+                    raise OutputBusyError(
+                        f"output {self.target!r} is being written by another job (pid {owner}); "
+                        f"wait for it to finish (its lock is {self.lock_path})"
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.lock_path)  # a killed job's lock
+                continue
+            except OSError as exc:
+                raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            _held[self.lock_path] = 1
+            self.held = True
+            # before any pass: what a killed job left is repaired now, not when this job commits
+            _tidy(self.fs, self.path)
+            return self
+        raise OutputBusyError(f"output {self.target!r}: could not take its lock {self.lock_path}")
+
+    def _acquire_store(self) -> OutputLock:
+        fs = self.fs
+        store.check_bucket(fs, self.path, f"output {self.target!r}")
+        fs.invalidate_cache(self.path)
+        if fs.isfile(self.path):
+            raise DataError(f"output {self.target!r} exists and is not a directory (an object, not a prefix)")
+        if store.is_s3(fs):
+            key = store.url(fs, self.lock_path)
+            if key in _store_held:
+                _store_held[key][0] += 1
+            else:
+                _store_held[key] = [1, store.StoreLock(fs, self.lock_path, self.target).acquire()]
+        self.held = True
+        return self
+
+    def verify(self) -> None:
+        """Raise :class:`OutputBusyError` if this job no longer holds the lock (on S3: another job
+        took it over after this one went unresponsive longer than the lease); a no-op elsewhere."""
+        if self.held and not _local(self.fs) and store.is_s3(self.fs):
+            _store_held[store.url(self.fs, self.lock_path)][1].verify()
+
+    def _owner(self) -> int | None:
+        try:
+            with open(self.lock_path, encoding="ascii") as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if not _local(self.fs):
+            key = store.url(self.fs, self.lock_path)
+            entry = _store_held.get(key)
+            if entry is not None:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del _store_held[key]
+                    entry[1].release()
+            return
+        _held[self.lock_path] -= 1
+        if _held[self.lock_path] == 0:
+            del _held[self.lock_path]
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.lock_path)
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _staging_owner(name: str, prefix: str) -> int | None:
+    """The pid in a staging directory's name ``PREFIX<pid>-<hex>`` (None for old names)."""
+    head = name[len(prefix):].split("-", 1)[0]
+    return int(head) if head.isdigit() and "-" in name[len(prefix):] else None
+
+
+def _rm_retrying(fs, path, seconds=5.0):
+    """Remove a directory that tasks may still be writing into (they were cancelled)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            fs.rm(path, recursive=True)
+        if not fs.exists(path) or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
+class StagedOutput:
+    """One output target written into a staging directory beside it (see :func:`staged_directory`)."""
+
+    def __init__(self, target, storage_options=None):
+        self.storage_options = storage_options
+        self.lock = OutputLock(target, storage_options)
+        self.target, self.fs, self.path = self.lock.target, self.lock.fs, self.lock.path
+        self.parent, self.base = posixpath.split(self.path)
+        self.staging = None
+
+    def begin(self) -> str:
+        """Take the lock, tidy a killed job's leftovers, and make the staging directory."""
+        fs, path, parent, base = self.fs, self.path, self.parent, self.base
+        self.lock.acquire()
+        prefix = f".{base}.staging-"
+        if not _local(fs):
+            try:
+                store.tidy(fs, parent, base, self._lock_target)
+            except BaseException:
+                self.lock.release()
+                raise
+            # an object store has no directories: the staging prefix exists once a part is written
+            self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+            return self.staging
+        _tidy(fs, path)
+        self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        try:
+            fs.makedirs(self.staging, exist_ok=False)
+        except OSError as exc:
+            self.lock.release()
+            raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
+        return self.staging
+
+    def _lock_target(self, target):
+        """The lock of another output of this store (a joint commit a killed job left to finish)."""
+        return OutputLock(store.url(self.fs, target), self.storage_options)
+
+    def finish(self) -> None:
+        """Write ``_SUCCESS`` into the staging directory (the output is complete)."""
+        if not _local(self.fs):
+            store.write_marker(self.fs, self.staging, [])
+            return
+        with self.fs.open(posixpath.join(self.staging, "_SUCCESS"), "wb"):
+            pass
+
+    def swap(self) -> None:
+        """Rename the complete staging directory into place (the old output set aside, then removed);
+        on an object store, copy it into place under a journal (:func:`daskgmm.io.store.commit`)."""
+        fs, path = self.fs, self.path
+        if not _local(fs):
+            store.commit(fs, [(self.staging, path)], verify=[self.lock.verify],
+                         committing=lambda: setattr(self, "staging", None))
+            return
+        if fs.exists(path):
+            old = posixpath.join(self.parent, f".{self.base}.old-{uuid.uuid4().hex[:12]}")
+            _move(fs, path, old)
+            _move(fs, self.staging, path)
+            fs.rm(old, recursive=True)
+        else:
+            _move(fs, self.staging, path)
+        self.staging = None
+
+    def abort(self) -> None:
+        if self.staging is not None:
+            if _local(self.fs):
+                _rm_retrying(self.fs, self.staging)
+            else:
+                store.remove_prefix(self.fs, self.staging)
+            self.staging = None
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def _tidy(fs, path):
+    """Repair what killed jobs left beside the output ``path`` (whose lock the caller holds).
+
+    Their joint commits are finished or dropped (:func:`_finish_commits`), their staging
+    directories removed, and an output a swap had set aside put back when the swap did not
+    finish (or removed when it did).
+    """
+    parent, base = posixpath.split(path)
+    prefix, old_prefix = f".{base}.staging-", f".{base}.old-"
+    entries = []
+    with contextlib.suppress(FileNotFoundError):
+        entries = [e.rstrip("/") for e in fs.ls(parent or ".", detail=False)]
+    _finish_commits(fs, entries, f".{base}.commit-")
+    for entry in entries:
+        name = posixpath.basename(entry)
+        if name.startswith(prefix):
+            owner = _staging_owner(name, prefix)
+            # under the lock no other live job writes here; a staging of ours is a retry's
+            if owner is None or owner == os.getpid() or not _pid_alive(owner):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm(entry, recursive=True)
+    olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
+    if olds and not fs.exists(path):
+        # a job killed between the two renames of a swap: the set-aside output is the last complete one
+        _move(fs, olds.pop(), path)
+    for entry in olds:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(entry, recursive=True)
+
+
+def _journal(target: str, tag: str) -> str:
+    """The journal of commit ``tag`` beside ``target``."""
+    parent, base = posixpath.split(target)
+    return posixpath.join(parent or ".", f".{base}.commit-{tag}")
+
+
+def _finish_commits(fs, entries, prefix):
+    """Finish or drop the joint commits of killed jobs whose journals are among ``entries``.
+
+    A commit writes its journal (every (staging, target) pair) beside each of its targets
+    before its first swap. With every journal there, the swaps may have begun: the rest
+    are done (roll forward). With one missing, the job was killed while writing them
+    (or after its last swap, while removing them): no swap is left to do, and the commit
+    is dropped; each target keeps its output, and its staging directories, a dead job's,
+    go when that target is next written. So either every output of the commit goes in or
+    none does, whichever of them the next job writes.
+    """
+    import json
+
+    for entry in entries:
+        name = posixpath.basename(entry)
+        if not name.startswith(prefix):
+            continue
+        owner = _staging_owner(name, prefix)
+        if owner is not None and owner != os.getpid() and _pid_alive(owner):
+            continue
+        tag, pairs = name[len(prefix):], []
+        if not tag.endswith(".tmp"):  # a journal still being written: no swap had begun
+            try:
+                with fs.open(entry, "r") as f:
+                    pairs = json.load(f)
+            except (OSError, ValueError):
+                pairs = []
+        journals = [_journal(target, tag) for _, target in pairs]
+        if pairs and all(fs.exists(j) for j in journals):
+            for staging, target in pairs:
+                if fs.exists(posixpath.join(staging, "_SUCCESS")):
+                    if fs.exists(target):
+                        fs.rm(target, recursive=True)
+                    _move(fs, staging, target)
+        for j in [*journals, entry]:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(j)
+
+
+def commit_together(outputs: list[StagedOutput]) -> None:
+    """Swap several complete staged outputs into place as one unit.
+
+    A journal listing every (staging, target) pair is written beside each
+    target first; a job killed during the swaps is rolled forward by the next
+    job that writes any of these outputs, so a model is never left beside
+    another job's predictions.
+    """
+    import json
+
+    outputs = [o for o in outputs if o.staging is not None]
+    stop.check()  # a stop asked for while the outputs were written: none of them goes in
+    for o in outputs:
+        o.finish()
+    remote = [o for o in outputs if not _local(o.fs)]
+    if remote:
+        if len(remote) < len(outputs) or len({id(o.fs) for o in outputs}) > 1:
+            raise ValueError("outputs committed together must be on one filesystem: "
+                             + ", ".join(o.target for o in outputs))
+
+        def committing():  # an interruption from here on leaves the stagings to the journal
+            for o in outputs:
+                o.staging = None
+
+        store.commit(remote[0].fs, [(o.staging, o.path) for o in outputs], verify=[o.lock.verify for o in outputs],
+                     committing=committing)
+        return
+    if len(outputs) < 2 or not all(_local(o.fs) for o in outputs):
+        for o in outputs:
+            o.swap()
+        return
+    pairs = [[o.staging, o.path] for o in outputs]
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    journals = []
+    for o in outputs:
+        j = _journal(o.path, tag)
+        tmp = j + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(pairs, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, j)
+        journals.append(j)
+    try:
+        for o in outputs:
+            o.swap()
+    except BaseException:
+        # every journal is written, so the commit is decided: what is not swapped in yet stays
+        # staged for the next job to roll forward (a SIGTERM here must not leave half a commit)
+        for o in outputs:
+            o.staging = None
+        raise
+    for j in journals:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(j)
+
+
+@contextlib.contextmanager
+def staged_directory(target, storage_options=None):
+    """Write into a staging directory beside ``target``; swap it in only on success.
+
+    The target is locked against other jobs for the duration (:class:`OutputLock`;
+    a live owner makes this raise :class:`OutputBusyError`). On success, a
+    ``_SUCCESS`` marker is written into the staging directory and it replaces
+    ``target`` (on a local filesystem by two renames: the old output is set
+    aside, the new one renamed into place). On any exception the staging
+    directory is removed and ``target`` is untouched. Leftovers of a killed job
+    for the same target are handled first: its staging directories are
+    removed, and an output set aside by a swap that did not finish is put back
+    (or removed, when the swap did finish).
+
+    Yields
+    ------
+    fs : fsspec.AbstractFileSystem
+    staging : str
+    """
+    out = StagedOutput(target, storage_options)
+    out.begin()
+    try:
+        try:
+            yield out.fs, out.staging
+            stop.check()
+            out.finish()
+        except BaseException:
+            out.abort()
+            raise
+        out.swap()
+    finally:
+        out.release()
+
+
+def _move(fs, src, dst):
+    os.rename(src, dst)  # atomic on one filesystem (object stores copy instead: see outputs_store)
+
+
+def _arrow(values):
+    """A 1-D array as an Arrow array; numbers from their buffer (``pa.array`` imports pandas,
+    ~40 MiB in a worker that has no other use for it)."""
+    import numpy as np
+    import pyarrow as pa
+
+    v = np.asarray(values)
+    if v.ndim != 1 or v.dtype.kind not in "iuf":
+        return pa.array(v)
+    v = np.ascontiguousarray(v)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
+
+
+def _write_part(fs, directory, index, columns):
+    """Write one Parquet part file from a dict of equal-length arrays, or from what a
+    callable returns (called here: then the part exists only inside this task)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if callable(columns):
+        columns = columns()
+    table = pa.table({k: _arrow(v) for k, v in columns.items()})
+    rows = table.num_rows
+    path = posixpath.join(directory, f"part-{index:05d}.parquet")
+    try:
+        with fs.open(path, "wb") as f:
+            pq.write_table(table, f, write_page_checksum=True)  # readers can verify every page
+    except OSError as exc:  # disk full, permissions: name the output
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        del table
+        pa.default_memory_pool().release_unused()  # as after reads: Arrow's allocator keeps freed pages
+    return rows
+
+
+def write_parts(target, parts, storage_options=None, name="part") -> int:
+    """Write Dask-computed column dicts as Parquet parts into ``target``, atomically.
+
+    Parameters
+    ----------
+    target : str
+        Output directory (replaced as a whole on success).
+    parts : list of dask.delayed.Delayed or callables
+        Each computes a dict ``{column name: 1-D array}`` for one part. A callable
+        (taking no argument) is called by the task that writes its part, so that a
+        worker holds one part per task it runs, never one waiting to be written.
+    name : str
+        The write tasks are ``daskgmm-{name}-{i}-…``.
+
+    Returns
+    -------
+    int
+        Rows written.
+    """
+    with staged_directory(target, storage_options) as (fs, staging):
+        return write_parts_into(fs, staging, parts, name)
+
+
+def write_parts_into(fs, directory, parts, name="part") -> int:
+    """Compute ``parts`` (as in :func:`write_parts`) and write each as a part file of ``directory``."""
+    import dask
+
+    from daskgmm.engine.cluster import active_client, wait_bounded
+
+    tag = uuid.uuid4().hex[:12]
+    writes = [dask.delayed(_write_part, pure=False)(fs, directory, i, p, dask_key_name=f"daskgmm-{name}-{i}-{tag}")
+              for i, p in enumerate(parts)]
+    client = active_client()
+    if client is None:
+        return int(sum(dask.compute(*writes)))
+    futures = client.compute(writes)
+    try:
+        wait_bounded(client, futures, "write")
+        return int(sum(client.gather(futures)))
+    except OSError as exc:  # disk full, permissions: name the output, not only its staging part
+        parent, name = posixpath.split(directory.rstrip("/"))
+        target = posixpath.join(parent, name[1:].split(".staging-")[0]) if ".staging-" in name else directory
+        if not _local(fs):
+            target = store.url(fs, target)
+        raise OSError(exc.errno, f"cannot write output {target}: {exc.strerror or exc}") from None
+    finally:
+        # no write task may still run when the staging directory is removed after a failure
+        client.cancel(futures)
+
+
+__all__ = [
+    "OutputBusyError",
+    "OutputLock",
+    "StagedOutput",
+    "commit_together",
+    "staged_directory",
+    "write_parts",
+    "write_parts_into",
+]

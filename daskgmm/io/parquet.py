@@ -1,0 +1,253 @@
+"""Parquet in (files, directories, globs, lists, fsspec URLs): the front of the input layer.
+
+Reading builds a Dask array whose chunks are sized from memory, not from the
+writer's row groups: the schema of every file is checked on the client from the
+Parquet footers before any data is read, then consecutive small row groups of a
+file are merged and large ones are cut into row slices, so that one task's
+working set (the decoded columns, the matrix) stays within a byte budget
+derived from the workers' memory limit (:mod:`daskgmm.io.files`). Each task reads only the chosen
+columns, in batches, checks that the file is still the one planned (size,
+modification time, rows), and verifies Parquet page checksums where present (:mod:`daskgmm.io.read`).
+Chunks are column-major (Fortran order), which is how Parquet stores columns and
+how the kernels want them (transposed, features by rows).
+
+This module holds :class:`ParquetSource`, :func:`open_parquet` and :func:`read_parquet`, and
+names everything the input layer offers (the errors, :func:`list_files`, :func:`rows_per_part`, ...).
+Writing results is :mod:`daskgmm.io.outputs`.
+"""
+
+from __future__ import annotations
+
+import operator
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from daskgmm.io.files import (
+    DEFAULT_CHUNK_ROWS,
+    DataError,
+    DataWarning,
+    FileInfo,
+    InputChangedError,
+    NonFiniteError,
+    Piece,
+    RowsOmittedWarning,
+    bytes_per_row,
+    check_schemas,
+    file_signature,
+    get_fs,
+    inspect_file,
+    is_local,
+    list_files,
+    plan_pieces,
+    rows_per_part,
+    strip_protocol,
+)
+from daskgmm.io.read import BATCH_ROWS, count_nonfinite, read_piece
+
+
+@dataclass
+class ParquetSource:
+    """A Parquet dataset opened for EM passes.
+
+    Attributes
+    ----------
+    X : dask.array.Array, shape (n_rows, n_features)
+    ids : dask.array.Array of shape (n_rows,), or None
+        The id column, read by the same tasks as ``X``.
+    columns : list of str
+        Feature column names, in order.
+    id_column : str or None
+    files : list of str
+    n_rows : int
+        Rows after dropping (``nan_policy="omit"``).
+    n_omitted : int
+        Rows dropped for NaN, null or infinite values.
+    omitted_by_column : dict
+        Non-finite values per column among the dropped rows.
+    """
+
+    X: object
+    ids: object
+    columns: list
+    id_column: str | None
+    files: list
+    n_rows: int
+    n_omitted: int = 0
+    omitted_by_column: dict = field(default_factory=dict)
+    fs: object = None
+    pieces: list = field(default_factory=list)
+    dtype: object = np.dtype(np.float64)
+
+    def signatures(self) -> list:
+        """(path, size in bytes, modification time or None) of every file: what a
+        checkpoint of a job on these data must match."""
+        return [[path, *file_signature(self.fs, path)] for path in self.files]
+
+    def nonfinite_summary(self) -> str:
+        """Rows with NaN, null or infinite feature values over the whole dataset, by
+        column and by file (one more read of the data; for error messages)."""
+        per_piece, per_col = count_nonfinite(self.fs, self.pieces, self.columns, self.dtype)
+        rows = int(sum(per_piece))
+        by_file: dict = {}
+        for piece, n in zip(self.pieces, per_piece):
+            if n:
+                by_file[piece.path] = by_file.get(piece.path, 0) + int(n)
+        cols = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(self.columns, per_col) if n)
+        shown = sorted(by_file.items(), key=lambda kv: -kv[1])[:5]
+        files = ", ".join(f"{p} ({n})" for p, n in shown)
+        more = f" and {len(by_file) - len(shown)} more" if len(by_file) > len(shown) else ""
+        return (f"{rows} of {sum(p.rows for p in self.pieces)} row(s) have NaN, null or infinite values "
+                f"({cols}) in {len(by_file)} of {len(self.files)} file(s): {files}{more}; fix the data "
+                "or use nan_policy='omit' (--nan-policy omit)")
+
+
+def open_parquet(
+    path, columns=None, id_column=None, dtype="float64", *, nan_policy="raise",
+    chunk_rows=None, chunk_bytes=None, storage_options=None,
+) -> ParquetSource:
+    """Open Parquet data as a Dask array, checking every file's schema first.
+
+    Parameters
+    ----------
+    path : str, path-like, or list of them
+        A file, a directory (every ``*.parquet`` below it, skipping names that
+        start with ``_`` or ``.``), a glob, or an fsspec URL (``s3://…``).
+    columns : list of str, optional
+        Feature columns (default: every column but ``id_column``, which must
+        then all be numeric).
+    id_column : str, optional
+        A column to carry alongside (e.g. to join predictions back).
+    dtype : {"float64", "float32"}
+    nan_policy : {"raise", "omit", "marginalize"}
+        NaN, null or infinite feature values raise a DataError naming the file,
+        the column and the number of rows; or the rows are dropped (one
+        counting pass first; a RowsOmittedWarning reports how many); or NaN and
+        null are kept as NaN, for ``GaussianMixture(missing="marginalize")``
+        (infinity still raises).
+    chunk_rows : int, optional
+        Rows per chunk: smaller row groups of a file are merged, larger ones
+        cut into row slices. Default: from ``chunk_bytes``.
+    chunk_bytes : int, optional
+        Decoded bytes one chunk task may hold (Arrow columns plus the
+        matrix, sized from the footers). Default: from the active client's
+        worker memory limits (:func:`daskgmm.engine.cluster.chunk_budget`), else
+        ``DEFAULT_CHUNK_ROWS`` rows.
+    storage_options : dict, optional
+        Passed to fsspec (credentials, endpoints).
+
+    Returns
+    -------
+    ParquetSource
+    """
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if nan_policy not in ("raise", "omit", "marginalize"):
+        raise ValueError(f"nan_policy must be 'raise', 'omit' or 'marginalize', got {nan_policy!r}")
+    fs, files = list_files(path, storage_options)
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        infos = list(pool.map(lambda f: inspect_file(fs, f), files))
+    columns = check_schemas(infos, columns, id_column)
+    if chunk_rows is None and chunk_bytes is None:
+        from daskgmm.engine.cluster import active_client, chunk_budget
+
+        chunk_bytes = chunk_budget(active_client())
+    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype)
+    total = sum(p.rows for p in pieces)
+    if total == 0:
+        raise DataError(f"no rows in {path!r} ({len(files)} file(s), all empty)")
+    sizes = [p.rows for p in pieces]
+    n_omitted, by_col = 0, {}
+    if nan_policy == "omit":
+        per_piece, per_col = count_nonfinite(fs, pieces, columns, dtype)
+        sizes = [n - bad for n, bad in zip(sizes, per_piece)]
+        n_omitted = int(sum(per_piece))
+        by_col = {c: int(n) for c, n in zip(columns, per_col) if n}
+        if n_omitted:
+            detail = ", ".join(f"column {c!r}: {n}" for c, n in by_col.items())
+            warnings.warn(
+                f"nan_policy='omit': dropped {n_omitted} of {total} rows with NaN, null or infinite "
+                f"values ({detail})",
+                RowsOmittedWarning,
+                stacklevel=2,
+            )
+        if sum(sizes) == 0:
+            raise DataError(f"every row of {path!r} has NaN, null or infinite values")
+    tag = uuid.uuid4().hex[:16]
+    read_name, x_name, id_name = f"daskgmm-read-{tag}", f"daskgmm-x-{tag}", f"daskgmm-ids-{tag}"
+    read_layer = {
+        (read_name, i): (read_piece, fs, p, tuple(columns), id_column, dtype, nan_policy)
+        for i, p in enumerate(pieces)
+    }
+    x_layer = {(x_name, i, 0): (operator.getitem, (read_name, i), 0) for i in range(len(pieces))}
+    graph = HighLevelGraph({read_name: read_layer, x_name: x_layer}, {read_name: set(), x_name: {read_name}})
+    X = da.Array(graph, x_name, chunks=(tuple(sizes), (len(columns),)), dtype=dtype,
+                 meta=np.empty((0, len(columns)), dtype=dtype))
+    ids = None
+    if id_column is not None:
+        id_type = infos[0].schema.field(id_column).type
+        id_dtype = _numpy_dtype(id_type)
+        id_layer = {(id_name, i): (operator.getitem, (read_name, i), 1) for i in range(len(pieces))}
+        g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})
+        ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
+    return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
+                         fs=fs, pieces=pieces, dtype=dtype)
+
+
+def _numpy_dtype(arrow_type) -> np.dtype:
+    try:
+        return np.dtype(arrow_type.to_pandas_dtype())
+    except (NotImplementedError, TypeError):
+        return np.dtype(object)
+
+
+def read_parquet(path, columns=None, id_column=None, dtype="float64", *, nan_policy="raise",
+                 chunk_rows=None, chunk_bytes=None, storage_options=None):
+    """Parquet feature columns as a Dask array (rows chunked to a memory budget).
+
+    Parameters are those of :func:`open_parquet`.
+
+    Returns
+    -------
+    X : dask.array.Array, shape (n_rows, n_features)
+        When ``id_column`` is None.
+    (X, ids) : tuple of dask.array.Array
+        When ``id_column`` is given: the features and the id column, read by
+        the same tasks.
+    """
+    src = open_parquet(path, columns, id_column, dtype, nan_policy=nan_policy, chunk_rows=chunk_rows,
+                       chunk_bytes=chunk_bytes, storage_options=storage_options)
+    return src.X if id_column is None else (src.X, src.ids)
+
+
+__all__ = [
+    "BATCH_ROWS",
+    "DEFAULT_CHUNK_ROWS",
+    "DataError",
+    "DataWarning",
+    "FileInfo",
+    "InputChangedError",
+    "NonFiniteError",
+    "ParquetSource",
+    "Piece",
+    "RowsOmittedWarning",
+    "bytes_per_row",
+    "check_schemas",
+    "file_signature",
+    "get_fs",
+    "inspect_file",
+    "is_local",
+    "list_files",
+    "open_parquet",
+    "plan_pieces",
+    "read_parquet",
+    "rows_per_part",
+    "strip_protocol",
+]

@@ -1,0 +1,327 @@
+"""Reading planned Parquet pieces (:class:`daskgmm.io.files.Piece`): the tasks of an input's Dask graph.
+
+Each task reads only the chosen columns, in batches, checks that the file is still the
+one planned (size, modification time, rows), and verifies Parquet page checksums where
+present. Chunks are column-major (Fortran order), which is how Parquet stores columns and
+how the kernels want them (transposed, features by rows).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from daskgmm.io.files import DataError, InputChangedError, NonFiniteError, Piece, file_signature
+
+#: Rows of one column decoded at a time inside a chunk task (Arrow's batch size).
+BATCH_ROWS = 65536
+
+#: Read buffer of Parquet files: column chunks are streamed, never read whole.
+_READ_BUFFER = 1 << 20
+
+
+def _numpy_dtype(arrow_type):
+    """The NumPy dtype of an Arrow integer or floating type, else None."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(arrow_type):
+        return np.dtype(f"{'u' if pa.types.is_unsigned_integer(arrow_type) else 'i'}{arrow_type.bit_width // 8}")
+    if pa.types.is_floating(arrow_type):
+        return np.dtype(f"f{arrow_type.bit_width // 8}")
+    return None
+
+
+def arrow_values(part) -> np.ndarray:
+    """The values of an Arrow array as NumPy (nulls of a float array as NaN).
+
+    Integer and float arrays are read from their buffers: pyarrow's own conversion
+    (``to_numpy``) imports pandas, ~40 MiB in a worker that has no other use for it.
+    Other types (strings, timestamps, integers with nulls) are converted by pyarrow.
+    """
+    dtype = _numpy_dtype(part.type)
+    if dtype is None or (part.null_count and dtype.kind != "f"):
+        return part.to_numpy(zero_copy_only=False)
+    validity, data = part.buffers()[:2]
+    x = np.frombuffer(data, dtype=dtype, count=len(part), offset=part.offset * dtype.itemsize)
+    if part.null_count:
+        bits = np.unpackbits(np.frombuffer(validity, np.uint8), count=part.offset + len(part), bitorder="little")
+        x = np.where(bits[part.offset:].astype(bool), x, np.nan)
+    return x
+
+
+def _check_unchanged(fs, piece: Piece, pf=None):
+    if piece.signature:
+        try:
+            now = file_signature(fs, piece.path)
+        except FileNotFoundError:
+            raise InputChangedError(f"{piece.path}: the file was removed after the job started; "
+                                    "inputs must not change during a job") from None
+        if now != tuple(piece.signature):
+            raise InputChangedError(
+                f"{piece.path}: the file changed after the job started (size, modification time {piece.signature} "
+                f"then, {now} now); inputs must not change during a job"
+            )
+    if pf is not None:
+        md = pf.metadata
+        for (g, _, _), n in zip(piece.slices, piece.group_rows):
+            have = md.row_group(g).num_rows if g < md.num_row_groups else 0
+            if have != n:
+                raise InputChangedError(
+                    f"{piece.path}: row group {g} has {have} rows, {n} when the job started; "
+                    "inputs must not change during a job"
+                )
+
+
+def _read_column(pf, piece: Piece, name):
+    """One column of a planned chunk, as Arrow arrays of its row slices in order."""
+    out = []
+    for g, lo, hi in piece.slices:
+        pos = 0
+        batch_rows = max(1, min(BATCH_ROWS, hi - lo))
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=[name], use_threads=False):
+            n = batch.num_rows
+            a, b = max(lo, pos), min(hi, pos + n)
+            if b > a:
+                out.append(batch.column(0).slice(a - pos, b - a))
+            pos += n
+            del batch
+            if pos >= hi:
+                break
+    return out
+
+
+def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
+    """Feature matrix (n, D), Fortran-ordered, and the id column of one planned chunk.
+
+    One column at a time, in batches of at most ``BATCH_ROWS`` rows
+    (single-threaded: Dask provides the parallelism) from a buffered stream:
+    Arrow decoding every column of a row group at once held ~57 MiB of pages
+    and dictionaries for 17 columns (measured), one column at a time ~5 MiB,
+    and was no faster. So a chunk costs its matrix plus one column's batch
+    however large the writer's row groups are. Rows before a slice are decoded
+    and dropped. Nulls become NaN. Page checksums are verified where the
+    writer stored them.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
+    path = piece.path
+    ids = None
+    try:
+        _check_unchanged(fs, piece)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
+            _check_unchanged(fs, piece, pf)
+            x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
+            for j, c in enumerate(list(columns) + ([id_column] if id_column is not None else [])):
+                start = 0
+                parts = _read_column(pf, piece, c)
+                for part in parts:
+                    if j == len(columns):  # the id column, kept in its own type
+                        continue
+                    if part.type != target:
+                        part = part.cast(target)
+                    x[start : start + len(part), j] = arrow_values(part)
+                    start += len(part)
+                if j == len(columns):
+                    ids = np.concatenate([arrow_values(p) for p in parts]) if parts else None
+                    start = 0 if ids is None else len(ids)
+                del parts
+                if start != piece.rows:
+                    raise InputChangedError(f"{path}: read {start} rows of column {c!r} where the job planned "
+                                            f"{piece.rows}; inputs must not change during a job")
+        _check_unchanged(fs, piece)
+    except InputChangedError:
+        raise
+    except FileNotFoundError:
+        raise InputChangedError(f"{path}: the file was removed after the job started; "
+                                "inputs must not change during a job") from None
+    except Exception as exc:  # a corrupt file fails in many ways
+        where = ", ".join(f"row group {g} rows {lo}-{hi}" for g, lo, hi in piece.slices)
+        raise DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})") from None
+    finally:
+        # Arrow's allocator (mimalloc) keeps freed pages: give them back before the
+        # kernels run, so they do not add to the worker's peak
+        pa.default_memory_pool().release_unused()
+    return x, ids
+
+
+def _bad_rows(x) -> np.ndarray:
+    return ~np.isfinite(x).all(axis=1)
+
+
+def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
+    """One chunk: (features (n, D) Fortran-ordered, ids (n,) or None)."""
+    x, ids = _read_matrix(fs, piece, columns, dtype, id_column)
+    # "marginalize" keeps NaN/null (a missing value for the model); infinity stays an error
+    bad = np.isinf(x).any(axis=1) if nan_policy == "marginalize" else _bad_rows(x)
+    if bad.any():
+        if nan_policy != "omit":
+            counts = (~np.isfinite(x)).sum(axis=0)
+            detail = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(columns, counts) if n)
+            raise NonFiniteError(
+                f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {int(bad.sum())} row(s) with "
+                f"NaN, null or infinite values ({detail}); fix the data or use nan_policy='omit' (--nan-policy omit)"
+            )
+        keep = ~bad
+        x = np.asfortranarray(x[keep])
+        if ids is not None:
+            ids = ids[keep]
+    return x, ids
+
+
+def _count_bad(fs, piece, columns, dtype):
+    x, _ = _read_matrix(fs, piece, columns, dtype)
+    return int(_bad_rows(x).sum()), (~np.isfinite(x)).sum(axis=0)
+
+
+def count_nonfinite(fs, pieces, columns, dtype):
+    """One read of every piece: rows with non-finite values per piece, and values per column."""
+    import dask
+
+    counts = dask.compute(*[dask.delayed(_count_bad)(fs, p, columns, dtype) for p in pieces])
+    return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0)
+
+
+# ---------------------------------------------------------------------------
+# Sparse rows (daskgmm.io.sparse: two list columns, indices and values)
+
+
+def _row_in_file(piece: Piece, row: int) -> str:
+    """Where row ``row`` of a chunk is in its file: "row group G, row R" (R counted in the row group)."""
+    for g, lo, hi in piece.slices:
+        if row < hi - lo:
+            return f"row group {g}, row {lo + row}"
+        row -= hi - lo
+    return "after the planned rows"
+
+
+def _list_parts(pf, piece: Piece, name, what):
+    """(offsets rebased to 0, flat values) of each row slice of a list column; null lists are an error."""
+    import pyarrow as pa
+
+    out = []
+    row = 0
+    for part in _read_column(pf, piece, name):
+        if isinstance(part, pa.ChunkedArray):
+            part = part.combine_chunks()
+        if part.null_count:
+            bad = row + int(np.flatnonzero(np.asarray(part.is_null()))[0])
+            raise DataError(f"{piece.path} ({_row_in_file(piece, bad)}): column {name!r} ({what}) is null; an "
+                            "empty list is a row of zeros, a null one is not allowed")
+        offsets = np.asarray(part.offsets, dtype=np.int64)
+        out.append((offsets - offsets[0], part.flatten()))
+        row += len(part)
+    return out
+
+
+def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=None):
+    """One chunk of sparse rows: (csr_array (rows, n_features), bad-rows mask or None, ids)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import scipy.sparse as sp
+
+    path = piece.path
+    where = f"row group(s) {[g for g, _, _ in piece.slices]}"
+    idx_dtype = np.int32 if n_features < 2**31 else np.int64
+    ids = None
+    try:
+        _check_unchanged(fs, piece)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
+            _check_unchanged(fs, piece, pf)
+            ind_parts = _list_parts(pf, piece, indices, "indices")
+            val_parts = _list_parts(pf, piece, values, "values")
+            if id_column is not None:
+                parts = _read_column(pf, piece, id_column)
+                ids = np.concatenate([p.to_numpy(zero_copy_only=False) for p in parts]) if parts else None
+        _check_unchanged(fs, piece)
+    except (DataError, InputChangedError):
+        raise
+    except FileNotFoundError:
+        raise InputChangedError(f"{path}: the file was removed after the job started; "
+                                "inputs must not change during a job") from None
+    except Exception as exc:  # a corrupt file fails in many ways
+        raise DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})") from None
+    finally:
+        pa.default_memory_pool().release_unused()
+    counts_i = np.concatenate([np.diff(o) for o, _ in ind_parts]) if ind_parts else np.zeros(0, np.int64)
+    counts_v = np.concatenate([np.diff(o) for o, _ in val_parts]) if val_parts else np.zeros(0, np.int64)
+    if len(counts_i) != piece.rows or len(counts_v) != piece.rows:
+        raise InputChangedError(f"{path}: read {len(counts_i)} rows where the job planned {piece.rows}; "
+                                "inputs must not change during a job")
+    if not np.array_equal(counts_i, counts_v):
+        row = int(np.flatnonzero(counts_i != counts_v)[0])
+        raise DataError(f"{path} ({_row_in_file(piece, row)}): {int(counts_i[row])} indices in column "
+                        f"{indices!r} but {int(counts_v[row])} values in column {values!r}; each row needs one "
+                        "value per index")
+    flat_i = [p for _, p in ind_parts]
+    flat_v = [p for _, p in val_parts]
+    if any(p.null_count for p in flat_i):
+        raise DataError(f"{path} ({where}): column {indices!r} holds null indices")
+    col = np.concatenate([p.to_numpy(zero_copy_only=False) for p in flat_i]) if flat_i else np.zeros(0, np.int64)
+    target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
+    # null values become NaN (then the nan_policy decides)
+    data = np.concatenate([p.cast(target).to_numpy(zero_copy_only=False) for p in flat_v]) if flat_v \
+        else np.zeros(0, dtype)
+    indptr = np.concatenate([[0], np.cumsum(counts_i)])
+    if col.size:
+        lo, hi = int(col.min()), int(col.max())
+        if lo < 0 or hi >= n_features:
+            bad = int(np.flatnonzero((col < 0) | (col >= n_features))[0])
+            row = int(np.searchsorted(indptr, bad, side="right") - 1)
+            raise DataError(f"{path} ({_row_in_file(piece, row)}): index {int(col[bad])} in column {indices!r} "
+                            f"is outside [0, n_features={n_features}); give the right n_features")
+    x = sp.csr_array((data.astype(dtype, copy=False), col.astype(idx_dtype, copy=False),
+                      indptr.astype(idx_dtype if indptr[-1] < 2**31 else np.int64)),
+                     shape=(piece.rows, n_features), copy=False)
+    if not x.has_canonical_format:
+        x.sort_indices()
+        same = np.diff(x.indices) == 0  # entries k and k + 1 hold one index...
+        starts = x.indptr[1:-1]
+        same[starts[(starts > 0) & (starts < x.nnz)] - 1] = False  # ...unless k + 1 starts a row
+        if same.any():
+            k = int(np.flatnonzero(same)[0])
+            row = int(np.searchsorted(x.indptr, k, side="right") - 1)
+            raise DataError(f"{path} ({_row_in_file(piece, row)}): index {int(x.indices[k])} appears twice in "
+                            f"column {indices!r}; each index at most once per row")
+    return x, ids
+
+
+def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy):
+    """One chunk of sparse rows: (csr_array (n, n_features), ids (n,) or None)."""
+    x, ids = _read_sparse(fs, piece, indices, values, n_features, dtype, id_column)
+    bad = _sparse_bad_rows(x)
+    if bad.any():
+        if nan_policy != "omit":
+            raise NonFiniteError(
+                f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {int(bad.sum())} row(s) with "
+                f"NaN, null or infinite values in column {values!r}, the first in "
+                f"{_row_in_file(piece, int(np.flatnonzero(bad)[0]))}; fix the data or use nan_policy='omit'"
+            )
+        keep = ~bad
+        x = x[keep]
+        if ids is not None:
+            ids = ids[keep]
+    return x, ids
+
+
+def _sparse_bad_rows(x) -> np.ndarray:
+    bad_entries = ~np.isfinite(x.data)
+    if not bad_entries.any():
+        return np.zeros(x.shape[0], dtype=bool)
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    return np.bincount(rows[bad_entries], minlength=x.shape[0]) > 0
+
+
+def _count_sparse_bad(fs, piece, indices, values, n_features, dtype):
+    x, _ = _read_sparse(fs, piece, indices, values, n_features, dtype)
+    return int(_sparse_bad_rows(x).sum())
+
+
+def count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype) -> list:
+    """One read of every piece: rows with NaN, null or infinite values per piece."""
+    import dask
+
+    return list(dask.compute(*[dask.delayed(_count_sparse_bad)(fs, p, indices, values, n_features, dtype)
+                               for p in pieces]))

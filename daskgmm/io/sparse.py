@@ -1,0 +1,302 @@
+"""Sparse rows in Parquet: a documented layout, read as a Dask array of CSR chunks (for ``KMeans``).
+
+The layout is a sparse matrix's rows, one Parquet row per sample, in two list columns
+of equal length per row (the ``indices`` and ``values`` of Spark ML's ``SparseVector``):
+
+- ``indices``: ``list<int32>`` or ``list<int64>``: the columns of the row's non-zero values,
+  each in ``[0, n_features)``, each at most once (in any order);
+- ``values``: a list of any numeric type: the values, in the same order;
+- optionally an id column carried alongside, as with dense data.
+
+An empty list is a row of zeros; a null list, an index out of range, an index listed
+twice and lists of different lengths are errors naming the file, row group and row.
+The number of features is ``n_features``, or read from every file's key-value metadata
+``daskgmm.n_features`` (which :func:`write_sparse_parquet` stores); files that disagree
+are an error. As for dense data (:mod:`daskgmm.io.parquet`), every file's schema is checked from
+its footer before any data is read (the columns, their list types, the same types in
+every file), chunks are sized from the footers to a memory budget, and each read checks
+that its file is still the one planned and verifies page checksums. NaN, null and
+infinite values raise (``nan_policy="raise"``) or their rows are dropped (``"omit"``,
+after one counting pass).
+"""
+
+from __future__ import annotations
+
+import operator
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from daskgmm.io.files import (
+    DataError,
+    RowsOmittedWarning,
+    file_signature,
+    inspect_file,
+    list_files,
+    plan_pieces,
+)
+from daskgmm.io.read import count_sparse_nonfinite, read_sparse_piece
+
+#: Key of the number of features in a file's key-value metadata.
+N_FEATURES_KEY = b"daskgmm.n_features"
+
+
+@dataclass
+class SparseParquetSource:
+    """A Parquet dataset of sparse rows opened for passes.
+
+    Attributes
+    ----------
+    X : dask.array.Array, shape (n_rows, n_features)
+        Chunks are ``scipy.sparse.csr_array``.
+    ids : dask.array.Array of shape (n_rows,), or None
+    n_features : int
+    indices, values : str
+        The list columns.
+    id_column : str or None
+    files : list of str
+    n_rows : int
+        Rows after dropping (``nan_policy="omit"``).
+    n_omitted : int
+    """
+
+    X: object
+    ids: object
+    n_features: int
+    indices: str
+    values: str
+    id_column: str | None
+    files: list
+    n_rows: int
+    n_omitted: int = 0
+    fs: object = None
+    pieces: list = field(default_factory=list)
+    dtype: object = np.dtype(np.float64)
+
+    def signatures(self) -> list:
+        """(path, size in bytes, modification time or None) of every file."""
+        return [[path, *file_signature(self.fs, path)] for path in self.files]
+
+
+def _check_list_column(info, name, integer: bool, what: str):
+    import pyarrow as pa
+
+    if name not in info.schema.names:
+        raise DataError(f"{info.path}: no column {name!r} ({what}; it has: {', '.join(info.schema.names)}); "
+                        f"name the sparse layout's columns with indices=..., values=...")
+    t = info.schema.field(name).type
+    ok = pa.types.is_list(t) or pa.types.is_large_list(t)
+    if ok:
+        v = t.value_type
+        ok = pa.types.is_integer(v) if integer else (pa.types.is_integer(v) or pa.types.is_floating(v)
+                                                      or pa.types.is_decimal(v))
+    if not ok:
+        want = "a list of integers" if integer else "a list of numbers"
+        raise DataError(f"{info.path}: column {name!r} ({what}) has type {t}; the sparse layout needs {want}")
+
+
+def _metadata_n_features(info):
+    meta = info.schema.metadata or {}
+    raw = meta.get(N_FEATURES_KEY)
+    if raw is None:
+        return None
+    try:
+        value = int(raw.decode())
+    except ValueError:
+        raise DataError(f"{info.path}: metadata {N_FEATURES_KEY.decode()!r} is {raw!r}, not an integer") from None
+    if value < 1:
+        raise DataError(f"{info.path}: metadata {N_FEATURES_KEY.decode()!r} is {value}; it must be at least 1")
+    return value
+
+
+def check_sparse_schemas(infos, indices, values, id_column, n_features):
+    """The number of features, after checking every file's sparse layout from its footer.
+
+    Raises DataError naming the file and the column: a missing column, a column that is
+    not a list of integers (indices) or of numbers (values), files whose column types
+    disagree, no ``n_features`` given or stored, files storing different numbers, a
+    given number smaller than a stored one.
+    """
+    if indices == values:
+        raise DataError(f"indices and values name the same column {indices!r}")
+    for info in infos:
+        _check_list_column(info, indices, True, "indices")
+        _check_list_column(info, values, False, "values")
+    if id_column is not None:
+        if id_column in (indices, values):
+            raise DataError(f"the id column {id_column!r} is also a column of the sparse layout")
+        for info in infos:
+            if id_column not in info.schema.names:
+                raise DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(info.schema.names)})")
+    first = infos[0]
+    for info in infos[1:]:
+        for c in [indices, values] + ([id_column] if id_column is not None else []):
+            t0, t = first.schema.field(c).type, info.schema.field(c).type
+            if t != t0:
+                raise DataError(f"schemas disagree: column {c!r} is {t0} in {first.path} but {t} in {info.path}")
+    stored = {info.path: _metadata_n_features(info) for info in infos}
+    known = {p: v for p, v in stored.items() if v is not None}
+    if len(set(known.values())) > 1:
+        ordered = sorted(known.items(), key=lambda kv: kv[1])
+        (pa_, va), (pb, vb) = ordered[0], ordered[-1]
+        raise DataError(f"files disagree on the number of features: {pa_} stores n_features={va}, {pb} stores "
+                        f"{vb}; give n_features=... (at least {vb})")
+    if n_features is None:
+        if len(known) < len(infos):
+            missing = next(p for p, v in stored.items() if v is None)
+            raise DataError(f"{missing}: no {N_FEATURES_KEY.decode()!r} in its metadata; give n_features=... "
+                            "(the width of the sparse rows)")
+        return next(iter(known.values()))
+    n_features = int(n_features)
+    if n_features < 1:
+        raise DataError(f"n_features must be at least 1, got {n_features}")
+    for path, v in known.items():
+        if v > n_features:
+            raise DataError(f"{path} stores n_features={v}, more than the n_features={n_features} given")
+    return n_features
+
+
+def open_sparse_parquet(path, n_features=None, *, indices="indices", values="values", id_column=None,
+                        dtype="float64", nan_policy="raise", chunk_rows=None, chunk_bytes=None,
+                        storage_options=None) -> SparseParquetSource:
+    """Open Parquet files of sparse rows (the layout of this module) as a Dask array of CSR chunks.
+
+    Parameters
+    ----------
+    path : str, path-like, or list of them
+        A file, a directory, a glob or an fsspec URL, as :func:`daskgmm.io.parquet.open_parquet`.
+    n_features : int, optional
+        The width of the rows; default: every file's ``daskgmm.n_features`` metadata.
+    indices, values : str
+        The list columns of the layout.
+    id_column : str, optional
+    dtype : {"float64", "float32"}
+    nan_policy : {"raise", "omit"}
+    chunk_rows, chunk_bytes, storage_options
+        As :func:`daskgmm.io.parquet.open_parquet`.
+
+    Returns
+    -------
+    SparseParquetSource
+    """
+    import dask.array as da
+    import scipy.sparse as sp
+    from dask.highlevelgraph import HighLevelGraph
+
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if nan_policy not in ("raise", "omit"):
+        raise ValueError(f"nan_policy must be 'raise' or 'omit' for sparse rows, got {nan_policy!r}")
+    fs, files = list_files(path, storage_options)
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        infos = list(pool.map(lambda f: inspect_file(fs, f), files))
+    n_features = check_sparse_schemas(infos, indices, values, id_column, n_features)
+    if chunk_rows is None and chunk_bytes is None:
+        from daskgmm.engine.cluster import active_client, chunk_budget
+
+        chunk_bytes = chunk_budget(active_client())
+    # the decoded list columns (from the footers) are about the CSR's size: plan as the dense reader does
+    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, columns=[indices, values], id_column=id_column, dtype=dtype)
+    total = sum(p.rows for p in pieces)
+    if total == 0:
+        raise DataError(f"no rows in {path!r} ({len(files)} file(s), all empty)")
+    sizes = [p.rows for p in pieces]
+    n_omitted = 0
+    if nan_policy == "omit":
+        per_piece = count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype)
+        sizes = [n - bad for n, bad in zip(sizes, per_piece)]
+        n_omitted = int(sum(per_piece))
+        if n_omitted:
+            warnings.warn(f"nan_policy='omit': dropped {n_omitted} of {total} rows with NaN, null or infinite "
+                          f"values in column {values!r}", RowsOmittedWarning, stacklevel=2)
+        if sum(sizes) == 0:
+            raise DataError(f"every row of {path!r} has NaN, null or infinite values")
+    tag = uuid.uuid4().hex[:16]
+    read_name, x_name, id_name = f"daskgmm-sparse-read-{tag}", f"daskgmm-sparse-x-{tag}", f"daskgmm-sparse-ids-{tag}"
+    read_layer = {
+        (read_name, i): (read_sparse_piece, fs, p, indices, values, id_column, n_features, dtype, nan_policy)
+        for i, p in enumerate(pieces)
+    }
+    x_layer = {(x_name, i, 0): (operator.getitem, (read_name, i), 0) for i in range(len(pieces))}
+    graph = HighLevelGraph({read_name: read_layer, x_name: x_layer}, {read_name: set(), x_name: {read_name}})
+    X = da.Array(graph, x_name, chunks=(tuple(sizes), (n_features,)), dtype=dtype,
+                 meta=sp.csr_array((0, n_features), dtype=dtype))
+    ids = None
+    if id_column is not None:
+        id_type = infos[0].schema.field(id_column).type
+        try:
+            id_dtype = np.dtype(id_type.to_pandas_dtype())
+        except (NotImplementedError, TypeError):
+            id_dtype = np.dtype(object)
+        id_layer = {(id_name, i): (operator.getitem, (read_name, i), 1) for i in range(len(pieces))}
+        g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})
+        ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
+    return SparseParquetSource(X, ids, n_features, indices, values, id_column, [i.path for i in infos],
+                               int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype)
+
+
+def read_sparse_parquet(path, n_features=None, *, indices="indices", values="values", id_column=None,
+                        dtype="float64", nan_policy="raise", chunk_rows=None, chunk_bytes=None,
+                        storage_options=None):
+    """Sparse rows from Parquet as a Dask array of ``scipy.sparse.csr_array`` chunks (for ``KMeans``).
+
+    Parameters are those of :func:`open_sparse_parquet`.
+
+    Returns
+    -------
+    X : dask.array.Array, shape (n_rows, n_features)
+        When ``id_column`` is None.
+    (X, ids) : tuple of dask.array.Array
+        When ``id_column`` is given.
+    """
+    src = open_sparse_parquet(path, n_features, indices=indices, values=values, id_column=id_column, dtype=dtype,
+                              nan_policy=nan_policy, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes,
+                              storage_options=storage_options)
+    return src.X if id_column is None else (src.X, src.ids)
+
+
+def write_sparse_parquet(X, path, *, indices="indices", values="values", ids=None, id_column="id",
+                         row_group_size=65536, compression="snappy") -> None:
+    """Write sparse rows as one Parquet file in the layout of this module (``n_features`` in its metadata).
+
+    Parameters
+    ----------
+    X : scipy.sparse matrix or array, shape (n, D)
+    path : str or path-like
+        The file; written beside under a temporary name and renamed into place.
+    ids : array-like of shape (n,), optional
+        Written as ``id_column``.
+    """
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import scipy.sparse as sp
+
+    x = sp.csr_array(X)
+    x.sum_duplicates()
+    offsets = pa.array(x.indptr.astype(np.int64)) if x.nnz >= 2**31 else pa.array(x.indptr.astype(np.int32))
+    list_type = pa.LargeListArray if x.nnz >= 2**31 else pa.ListArray
+    cols = {
+        indices: list_type.from_arrays(offsets, pa.array(x.indices.astype(np.int32 if x.shape[1] < 2**31
+                                                                          else np.int64))),
+        values: list_type.from_arrays(offsets, pa.array(x.data)),
+    }
+    if ids is not None:
+        ids = np.asarray(ids)
+        if len(ids) != x.shape[0]:
+            raise ValueError(f"ids has {len(ids)} values for {x.shape[0]} rows")
+        cols = {id_column: pa.array(ids), **cols}
+    table = pa.table(cols).replace_schema_metadata({N_FEATURES_KEY: str(x.shape[1]).encode()})
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression=compression, write_page_checksum=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,433 @@
+"""Model states the EM loop advances: what each model asks of a pass, and its M-step.
+
+Pure NumPy. The loop in :mod:`daskgmm.em.loop` treats every state alike through four
+methods: ``spec(centre)`` (what a pass must compute for it), ``update(stats)``
+(the M-step), ``objective(stats)`` (the number recorded per iteration) and
+``converged(new, change)``. A Gaussian mixture, its hard-assignment and
+means-only variants, and k-means differ only here. K-medoids, whose pass is not the
+mixtures' (:mod:`daskgmm.kernels.medoids`), gives ``request(centre)`` instead of ``spec``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from daskgmm.kernels import ModelSpec, SuffStats, kmeans_natural_params
+from daskgmm.kernels import covariance as cov
+from daskgmm.kernels.medoids import Dissimilarity, MedoidRequest, MedoidStats
+
+
+def _f64(a):
+    return None if a is None else np.asarray(a, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class MixtureState:
+    """Parameters of one Gaussian mixture, and how to update them.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (K,)
+    means : ndarray, shape (K, D)
+    covariances : ndarray or None
+        In the shape of ``covariance_type`` (None only when the model was
+        initialised from precisions).
+    precisions_cholesky : ndarray
+    covariance_type : str
+    reg_covar : float
+    tol : float
+        Convergence threshold on the change of the mean log-likelihood.
+    eps_dtype : numpy dtype
+        The data dtype (sets scikit-learn's ``10 * eps`` guard and error hints).
+    assignment : {"soft", "hard"}
+    update_params : str
+        Which of weights (w), means (m), covariances (c) the M-step updates.
+    on_collapse : {"raise", "reinit"}
+        "reinit" re-seeds a collapsed component (see :func:`daskgmm.kernels.covariance.collapsed_components`)
+        at a worst-explained row instead of failing.
+    events : tuple of str
+        What the last update did besides the M-step (e.g. a re-seeded component).
+    missing : {"raise", "marginalize"}
+        "marginalize": rows with NaN are scored by the marginal density of their
+        observed features and enter the M-step with the conditional expectations
+        of the missing ones (EM for incomplete data).
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray | None
+    precisions_cholesky: np.ndarray
+    covariance_type: str
+    reg_covar: float = 1e-6
+    tol: float = 1e-3
+    eps_dtype: np.dtype = field(default=np.dtype(np.float64))
+    assignment: str = "soft"
+    update_params: str = "wmc"
+    on_collapse: str = "raise"
+    events: tuple = ()
+    missing: str = "raise"
+
+    def __post_init__(self):
+        # one memory layout for every parameter array: after an M-step precisions_cholesky
+        # has transposed strides, a checkpoint reloads it C-contiguous, and the kernels give
+        # other bits for the two layouts; normalised here, a resumed fit is bit-exact
+        for name in ("weights", "means", "covariances", "precisions_cholesky"):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
+                object.__setattr__(self, name, np.ascontiguousarray(value))
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    # -- construction -----------------------------------------------------
+    @classmethod
+    def from_covariances(cls, weights, means, covariances, covariance_type, **kw) -> MixtureState:
+        eps_dtype = np.dtype(kw.get("eps_dtype", np.float64))
+        prec_chol = cov.precisions_cholesky(
+            covariances, covariance_type, reg_covar=kw.get("reg_covar"), float32=eps_dtype == np.float32
+        )
+        return cls(_f64(weights), _f64(means), _f64(covariances), prec_chol, covariance_type, **kw)
+
+    # -- the loop's interface ---------------------------------------------
+    def spec(self, centre, n_worst: int = 0) -> ModelSpec:
+        args = (self.weights, self.means, self.precisions_cholesky, self.covariance_type, centre)
+        nat = cov.natural_params(*args)
+        precise = None
+        if cov.precise_needed(self.means, self.precisions_cholesky, self.covariance_type, centre, self.eps_dtype):
+            precise = cov.per_component(*args)
+        if self.on_collapse == "reinit":
+            n_worst = max(n_worst, self.n_components)
+        marginal = None
+        if self.missing == "marginalize":
+            marginal = precise if precise is not None else cov.per_component(*args)
+        return ModelSpec(nat, self.covariance_type, self.assignment, n_worst=n_worst, precise=precise,
+                         marginal=marginal)
+
+    #: what :meth:`objective` is, for progress lines
+    objective_name = "loglik"
+
+    def objective(self, stats: SuffStats) -> float:
+        """Mean log-likelihood per sample (scikit-learn's lower bound)."""
+        return stats.loglik / stats.weight if stats.weight > 0 else -np.inf
+
+    def converged(self, new: MixtureState, change: float) -> bool:
+        return abs(change) < self.tol
+
+    def update(self, stats: SuffStats) -> MixtureState:
+        """M-step. Raises ValueError naming collapsed components (``on_collapse="raise"``)."""
+        nk, means, covs = cov.estimate_parameters(stats, self.reg_covar, self.eps_dtype)
+        up = self.update_params
+        weights = nk / nk.sum() if "w" in up else self.weights
+        means = means if "m" in up else self.means
+        events = ()
+        if "c" not in up:
+            return replace(self, weights=weights, means=means, events=events)
+        bad = ()
+        if self.on_collapse == "reinit" and self.covariance_type != "tied":
+            bad = cov.collapsed_components(covs, stats.n, self.covariance_type)
+        if len(bad):
+            weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)
+        else:
+            prec_chol = cov.precisions_cholesky(
+                covs, self.covariance_type, reg_covar=self.reg_covar,
+                float32=self.eps_dtype == np.float32,
+            )
+        return replace(
+            self, weights=weights, means=means, covariances=covs,
+            precisions_cholesky=prec_chol, events=events,
+        )
+
+    def _reinit(self, stats: SuffStats, bad, weights, means, covs):
+        """Re-seed collapsed components at the worst-explained rows."""
+        k = self.n_components
+        ct = self.covariance_type
+        good = np.setdiff1d(np.arange(k), bad)
+        if good.size == 0:
+            raise ValueError(
+                "every component collapsed; increase reg_covar or decrease n_components"
+            )
+        worst = stats.worst
+        points = worst.points if worst is not None else np.zeros((0, means.shape[1]))
+        # A collapsed component restarts at a poorly explained row, with the
+        # average covariance of the healthy ones and an equal share of weight.
+        covs = covs.copy()
+        means = means.copy()
+        weights = weights.copy()
+        avg_cov = covs[good].mean(axis=0)
+        events = []
+        for j, comp in enumerate(bad):
+            if j < len(points):
+                means[comp] = points[j]
+            covs[comp] = avg_cov
+            weights[comp] = 1.0 / k
+            where = f"row {int(worst.rows[j])}" if j < len(points) else "its old mean"
+            events.append(f"component {int(comp)} collapsed; re-seeded at {where}")
+        weights = weights / weights.sum()
+        prec_chol = cov.precisions_cholesky(covs, ct, reg_covar=self.reg_covar)
+        return weights, means, covs, prec_chol, tuple(events)
+
+
+@dataclass(frozen=True)
+class KMeansState:
+    """Centres of one k-means model (Lloyd's algorithm in the same loop).
+
+    Attributes
+    ----------
+    centers : ndarray, shape (K, D)
+    tol : float
+        Absolute threshold on the summed squared centre shift (scikit-learn's
+        ``tol`` times the mean feature variance).
+    relocate_empty : bool
+        Move empty clusters onto the rows farthest from their centres, as
+        scikit-learn does (needs the pass to return the worst rows).
+    """
+
+    centers: np.ndarray
+    tol: float = 0.0
+    relocate_empty: bool = True
+    events: tuple = ()
+    shift: float = np.inf  # summed squared move of the centres in the update that made this state
+
+    @property
+    def n_components(self) -> int:
+        return self.centers.shape[0]
+
+    def spec(self, centre, n_worst: int = 0) -> ModelSpec:
+        n_worst = max(n_worst, self.n_components if self.relocate_empty else 0)
+        return ModelSpec(
+            kmeans_natural_params(self.centers - centre), "spherical", "hard", n_worst=n_worst
+        )
+
+    objective_name = "inertia"
+
+    def objective(self, stats: SuffStats) -> float:
+        """Inertia: the weighted sum of squared distances to the nearest centre."""
+        return -stats.loglik
+
+    def converged(self, new: KMeansState, change: float) -> bool:
+        shift = float(((new.centers - self.centers) ** 2).sum())
+        return shift <= self.tol
+
+    def update(self, stats: SuffStats) -> KMeansState:
+        """Lloyd's update; empty clusters move onto the rows farthest from their centres.
+
+        As scikit-learn relocates them: the ``e`` empty clusters take the ``e``
+        rows farthest from their (old) centres, one each, and every such row
+        leaves the cluster it was assigned to, whose mean is taken without it.
+        A row on its centre (distance exactly 0) is not taken: moving it cannot lower the
+        inertia, only empty its cluster in turn (fewer distinct points than clusters).
+        """
+        n = stats.n.copy()
+        s1 = stats.s1.copy()  # Σ w (x - shift), kept about the shift so that large offsets stay exact
+        shift = np.broadcast_to(stats.shift, self.centers.shape)
+        empty = np.flatnonzero(n <= 0)
+        events = ()
+        if empty.size and self.relocate_empty and stats.worst is not None:
+            worst = stats.worst
+            # values are -distance, ascending: the rows off their centres come first
+            take = min(int(np.count_nonzero(worst.values < 0)), empty.size)
+            pts, wts = worst.points[:take], worst.weights[:take]
+            if hasattr(pts, "toarray"):  # sparse rows (daskgmm.kernels.sparse.SparseWorstRows): a few, dense now
+                pts = pts.toarray()
+            d2 = ((pts[:, None, :] - self.centers[None, :, :]) ** 2).sum(axis=2)
+            old = d2.argmin(axis=1)  # the cluster each row was assigned to in this pass
+            for c, p, w, o in zip(empty[:take], pts, wts, old):
+                s1[o] -= (p - shift[o]) * w
+                n[o] -= w
+                s1[c] = (p - shift[c]) * w
+                n[c] = w
+            events = tuple(
+                f"cluster {int(c)} was empty; moved to row {int(r)}" for c, r in zip(empty[:take], worst.rows[:take])
+            )
+        centers = self.centers.copy()
+        full = n > 0
+        centers[full] = shift[full] + s1[full] / n[full, None]
+        return replace(self, centers=centers, events=events, shift=float(((centers - self.centers) ** 2).sum()))
+
+
+#: Objectives of runs (mean log-likelihood, inertia) closer than this to the best, relative to
+#: its magnitude, are a tie when choosing among runs. Runs that reach the same solution (in
+#: another order of components) differ only by rounding, and rounding depends on the chunking
+#: and on the BLAS kernel; far above it (~1e-15), far below any difference that matters.
+OBJECTIVE_RTOL = 1e-9
+
+
+def first_best(objectives, *, maximize: bool, atol: float = 0.0) -> int:
+    """Index of the first run whose objective is the best up to rounding.
+
+    scikit-learn keeps the first of equal objectives; here runs within
+    ``OBJECTIVE_RTOL · |best| + atol`` of the best count as equal, so that
+    which of the runs that found the same solution is kept depends on the
+    data and the seeds only, not on the chunking or the CPU's BLAS kernel.
+
+    Parameters
+    ----------
+    objectives : sequence of float, length n_runs (at least one)
+    maximize : bool
+        True for a lower bound, False for an inertia.
+    atol : float
+        Absolute part of the tie (for objectives near zero on an absolute scale,
+        such as a mean log-likelihood).
+
+    Returns
+    -------
+    int
+        With a non-finite objective among them, the plain rule: the first of the
+        largest (``maximize``) or smallest, as ``numpy.argmax``/``argmin`` choose.
+    """
+    v = np.asarray(objectives, dtype=np.float64)
+    v = v if maximize else -v
+    if not np.all(np.isfinite(v)):
+        return int(np.argmax(v))
+    top = float(v.max())
+    return int(np.flatnonzero(v >= top - (OBJECTIVE_RTOL * abs(top) + atol))[0])
+
+
+#: Candidates per cluster a k-medoids pass weighs: the pool's rows of that cluster nearest its medoid.
+MEDOID_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class KMedoidsState:
+    """Medoids of one k-medoids model (rows of the data), and the candidates its next pass weighs.
+
+    The candidates of cluster k are the rows of ``pool`` (the first scan's sample: the whole data
+    when it is small) nearest to medoid k among those nearest to it, at most ``n_candidates``,
+    its medoid among them. A pass sums, for every candidate, what it would cost
+    (:class:`daskgmm.kernels.medoids.MedoidRequest`); the update takes, per cluster, the
+    candidate of least cost ("alternate", Park & Jun's step), or the single swap of a medoid
+    for a candidate that lowers the loss most ("pam", FasterPAM's gains).
+
+    Attributes
+    ----------
+    medoids : ndarray, shape (K, D)
+    medoid_rows : ndarray of int64, shape (K,)
+        Their global row numbers.
+    pool, pool_rows : ndarray, shape (S, D) and (S,)
+        The rows candidates are drawn from, and their global row numbers.
+    pool_dist : ndarray, shape (S, K)
+        Dissimilarities of the pool to the medoids (kept: only a changed medoid's column is recomputed).
+    candidates, candidate_rows, cluster : ndarray, shape (m, D), (m,), (m,)
+        The candidates of the next pass and the cluster each stands for.
+    metric : str or callable
+    metric_centre, metric_transform : ndarray or None
+        See :class:`daskgmm.kernels.medoids.Dissimilarity`.
+    method : {"alternate", "pam"}
+    n_candidates : int
+    changed : bool
+        Whether the update that made this state moved a medoid (False: converged).
+    events : tuple of str
+    """
+
+    medoids: np.ndarray
+    medoid_rows: np.ndarray
+    pool: np.ndarray
+    pool_rows: np.ndarray
+    pool_dist: np.ndarray
+    candidates: np.ndarray
+    candidate_rows: np.ndarray
+    cluster: np.ndarray
+    metric: object = "euclidean"
+    metric_centre: np.ndarray | None = None
+    metric_transform: np.ndarray | None = None
+    method: str = "alternate"
+    n_candidates: int = MEDOID_CANDIDATES
+    changed: bool = True
+    events: tuple = ()
+
+    @property
+    def n_components(self) -> int:
+        return self.medoids.shape[0]
+
+    @property
+    def dissimilarity(self) -> Dissimilarity:
+        return Dissimilarity(self.metric, self.metric_centre, self.metric_transform)
+
+    @classmethod
+    def start(cls, medoids, medoid_rows, pool, pool_rows, dissimilarity: Dissimilarity, *, method="alternate",
+              n_candidates=MEDOID_CANDIDATES) -> KMedoidsState:
+        """The state at ``medoids`` (rows ``medoid_rows``), with the candidates of its first pass."""
+        medoids = np.asarray(medoids, np.float64)
+        pool = np.asarray(pool, np.float64)
+        dist = dissimilarity.pairwise(pool, medoids) if len(pool) else np.zeros((0, len(medoids)))
+        return cls._with_candidates(
+            medoids=medoids, medoid_rows=np.asarray(medoid_rows, np.int64), pool=pool,
+            pool_rows=np.asarray(pool_rows, np.int64), pool_dist=dist, metric=dissimilarity.metric,
+            metric_centre=dissimilarity.centre, metric_transform=dissimilarity.transform, method=method,
+            n_candidates=int(n_candidates))
+
+    @classmethod
+    def _with_candidates(cls, **fields) -> KMedoidsState:
+        """The state with the candidates its fields imply (the pool's rows nearest each medoid)."""
+        medoids, rows, pool_rows, dist = fields["medoids"], fields["medoid_rows"], fields["pool_rows"], \
+            fields["pool_dist"]
+        k, n_cand = len(medoids), fields["n_candidates"]
+        near = np.argmin(dist, axis=1) if len(dist) else np.zeros(0, np.int64)
+        cand, cand_rows, cluster = [], [], []
+        for j in range(k):
+            mine = np.flatnonzero((near == j) & (pool_rows != rows[j]))
+            # nearest first, ties by row number: the same candidates for any chunking
+            order = mine[np.lexsort((pool_rows[mine], dist[mine, j]))][: max(0, n_cand - 1)]
+            cand.append(np.vstack([medoids[j : j + 1], fields["pool"][order]]))
+            cand_rows.append(np.concatenate([rows[j : j + 1], pool_rows[order]]))
+            cluster.append(np.full(len(order) + 1, j, np.int64))
+        return cls(**fields, candidates=np.vstack(cand), candidate_rows=np.concatenate(cand_rows),
+                   cluster=np.concatenate(cluster))
+
+    def request(self, centre) -> MedoidRequest:
+        mode = "swap" if self.method == "pam" and self.n_components > 1 else "alternate"
+        return MedoidRequest(self.dissimilarity, self.medoids, self.candidates, self.cluster, mode)
+
+    #: what :meth:`objective` is, for progress lines
+    objective_name = "inertia"
+
+    def objective(self, stats: MedoidStats) -> float:
+        """The loss: the sum of every row's dissimilarity to its nearest medoid."""
+        return float(stats.loss)
+
+    def converged(self, new: KMedoidsState, change: float) -> bool:
+        return not new.changed
+
+    def update(self, stats: MedoidStats) -> KMedoidsState:
+        """Per cluster the candidate of least cost ("alternate"), or the best improving swap ("pam").
+
+        A medoid moves only for a decrease of the loss beyond rounding, so equal costs keep it where it is.
+        """
+        k = self.n_components
+        medoids, rows = self.medoids.copy(), self.medoid_rows.copy()
+        events = [f"cluster {j} is empty" for j in np.flatnonzero(stats.counts == 0)]
+        tol = 1e-12 * max(abs(stats.loss), 1e-300)
+        moved = []
+        if stats.table is not None:  # pam: one swap, the one that lowers the loss most
+            gains = stats.swap_gains()
+            gains[:, np.isin(self.candidate_rows, rows)] = np.inf
+            if gains.size and np.isfinite(gains).any():
+                j, c = np.unravel_index(int(np.argmin(gains)), gains.shape)
+                if gains[j, c] < -tol:
+                    moved.append((int(j), int(c), float(gains[j, c])))
+        else:  # alternate: every cluster to its candidate of least cost (its medoid is candidate 0 of its group)
+            for j in range(k):
+                idx = np.flatnonzero(self.cluster == j)
+                if idx.size == 0 or stats.counts[j] == 0:
+                    continue
+                best = idx[int(np.argmin(stats.cost[idx]))]
+                if stats.cost[best] < stats.cost[idx[0]] - tol:
+                    moved.append((j, int(best), float(stats.cost[best] - stats.cost[idx[0]])))
+        for j, c, delta in moved:
+            events.append(f"medoid {j}: row {int(rows[j])} -> row {int(self.candidate_rows[c])} "
+                          f"(loss {delta:+.6g})")
+            medoids[j] = self.candidates[c]
+            rows[j] = self.candidate_rows[c]
+        dist = self.pool_dist
+        if moved:
+            dist = dist.copy()
+            cols = sorted({j for j, _, _ in moved})
+            if len(self.pool):
+                dist[:, cols] = self.dissimilarity.pairwise(self.pool, medoids[cols])
+        fields = {f: getattr(self, f) for f in ("pool", "pool_rows", "metric", "metric_centre", "metric_transform",
+                                                 "method", "n_candidates")}
+        return KMedoidsState._with_candidates(medoids=medoids, medoid_rows=rows, pool_dist=dist, changed=bool(moved),
+                                              events=tuple(events), **fields)

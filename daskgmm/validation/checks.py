@@ -1,0 +1,369 @@
+"""Input checks: any supported input as row-chunked Dask arrays, and what scikit-learn cannot do for Dask.
+
+scikit-learn provides the base classes, ``NotFittedError``, ``ConvergenceWarning``
+and the validation of in-memory input (``sklearn.utils.validation.validate_data``,
+which also keeps ``n_features_in_`` and ``feature_names_in_``). This module adds:
+
+- Dask arrays and DataFrames turned into row-chunked Dask arrays without pulling
+  them to the client (shape, dtype and feature names are checked from metadata;
+  values are checked by the first pass);
+- in-memory input wrapped as a Dask array for the same passes;
+- :func:`prepare_rows`: the input as :class:`daskgmm.engine.passes.ChunkedData`, with its first scan checked.
+
+It also names the two other halves of validation, so that estimators import from one
+place: parameter constraints (:mod:`daskgmm.validation.params`: ``Interval``, ``Options``,
+``validate_params``, scikit-learn's ``InvalidParameterError``) and the checks of the first
+scan (:mod:`daskgmm.validation.scan`: non-finite values, weights, degenerate data).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils.validation import validate_data
+
+from daskgmm.validation.params import (
+    ARRAY_LIKE,
+    BOOLEAN,
+    CALLABLE,
+    NONE,
+    RANDOM_STATE,
+    VERBOSE,
+    Interval,
+    InvalidParameterError,
+    Options,
+    check_missing_supported,
+    validate_params,
+    warn_convergence,
+)
+from daskgmm.validation.scan import (
+    DegenerateDataWarning,
+    check_finite,
+    check_scan,
+    empty_rows_error,
+    warn_degenerate,
+)
+
+__all__ = [
+    "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
+    "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
+    "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "in_memory_rows", "is_dask",
+    "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_rows", "prepare_rows", "validate_params",
+    "warn_convergence", "warn_degenerate",
+]
+
+
+# ---------------------------------------------------------------------------
+# Input
+
+
+def is_dask_array(X) -> bool:
+    return type(X).__module__.startswith("dask.array") and hasattr(X, "chunks")
+
+
+def is_dask_dataframe(X) -> bool:
+    mod = type(X).__module__
+    return mod.startswith("dask.dataframe") or mod.startswith("dask_expr")
+
+
+def is_dask(X) -> bool:
+    return is_dask_array(X) or is_dask_dataframe(X)
+
+
+def is_sparse(X) -> bool:
+    """A scipy.sparse matrix or array in memory, or a Dask array whose chunks are scipy.sparse."""
+    import scipy.sparse
+
+    return scipy.sparse.issparse(getattr(X, "_meta", X) if is_dask_array(X) else X)
+
+
+def _frame_float_dtype(dtypes) -> np.dtype:
+    """float32 when every column is float32, else float64 (what the frame converts to)."""
+    dts = list(dtypes)
+    return np.dtype(np.float32) if dts and all(str(d) == "float32" for d in dts) else np.dtype(np.float64)
+
+
+def default_chunk_rows(n_rows: int) -> int:
+    """Rows per chunk for in-memory input: a few chunks per core, 4k to 256k rows each."""
+    cores = os.cpu_count() or 1
+    return int(min(262144, max(4096, math.ceil(n_rows / (4 * cores)))))
+
+
+def _shape_errors(shape, name, min_samples=1) -> None:
+    n = shape[0]
+    if not math.isnan(n) and n < min_samples:
+        raise ValueError(
+            f"Found array with {n} sample(s) (shape={tuple(shape)}) while a minimum of "
+            f"{min_samples} is required by {name}."
+        )
+    if shape[1] < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is "
+            f"required by {name}."
+        )
+
+
+def _reject_sparse(X, name):
+    if is_sparse(X):
+        raise TypeError(
+            "Sparse data was passed for X, but dense data is required. Use '.toarray()' to convert to a "
+            f"dense numpy array. {name} fits dense rows only (its statistics are dense); for data larger "
+            "than memory, pass a Dask array or daskgmm.read_parquet(...)."
+        )
+
+
+def _dask_rows(X, name, min_samples):
+    """A Dask array or DataFrame as a 2-D float Dask array (lazy; values are checked by the passes)."""
+    if is_dask_dataframe(X):
+        if getattr(X, "ndim", 2) == 1:
+            raise ValueError("Expected a 2-dimensional container but got a Dask Series instead.")
+        bad = _non_numeric_columns(X)
+        if bad:
+            raise ValueError(
+                f"{name} needs numeric features; column(s) {', '.join(map(repr, bad))} are not numeric."
+            )
+        # nullable (extension) columns become float with NaN for missing values
+        arr = X.astype(_frame_float_dtype(X.dtypes)).to_dask_array(lengths=True)
+    else:
+        if X.ndim != 2:
+            raise ValueError(
+                f"Expected 2D array, got {X.ndim}D array instead:\narray={X!r}.\nReshape your data either using "
+                "array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) if it "
+                "contains a single sample."
+            )
+        if X.dtype.kind == "c":
+            raise ValueError("Complex data not supported")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"{name} needs numeric features; got a Dask array of dtype {X.dtype}.")
+        arr = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+        if is_sparse(arr):
+            arr = _csr_chunks(arr)
+        if any(math.isnan(c) for c in arr.chunks[0]):
+            arr = arr.compute_chunk_sizes()
+    _shape_errors(arr.shape, name, min_samples)
+    if arr.numblocks[1] != 1:
+        arr = arr.rechunk({1: -1})
+    return arr
+
+
+def _csr_chunks(arr):
+    """A Dask array of sparse chunks (any scipy format) as canonical CSR chunks (``csr_array``)."""
+    import scipy.sparse
+
+    from daskgmm.kernels.sparse import as_csr
+
+    if arr.numblocks[1] != 1:
+        arr = arr.rechunk({1: -1})
+    return arr.map_blocks(as_csr, dtype=arr.dtype, meta=scipy.sparse.csr_array((0, arr.shape[1]), dtype=arr.dtype))
+
+
+def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, estimator=None,
+               reset: bool = True, finite: bool = False, accept_sparse: bool = False):
+    """Turn any supported input into a row-chunked Dask array of floats.
+
+    Parameters
+    ----------
+    X : ndarray, array-like, pandas DataFrame, dask Array or dask DataFrame
+    name : str
+        Estimator name for messages.
+    min_samples : int
+        Fewer rows raise (scikit-learn's message), when the row count is known.
+    chunk_rows : int, optional
+        Rows per chunk for in-memory input.
+    estimator : estimator, optional
+        When given, ``sklearn.utils.validation.validate_data`` sets (``reset``) or
+        checks its ``n_features_in_`` and ``feature_names_in_``.
+    reset : bool
+        Fit (True) or predict (False).
+    finite : bool
+        Reject NaN and infinity in in-memory input now (scikit-learn's message);
+        Dask input is checked chunk by chunk when it is read.
+    accept_sparse : bool
+        Take scipy.sparse input (any format, made canonical CSR) and Dask arrays of
+        sparse chunks (k-means); else they are scikit-learn's TypeError.
+
+    Returns
+    -------
+    X : dask.array.Array, shape (N, D), float32 or float64 (chunks scipy.sparse ``csr_array`` for sparse input)
+    info : dict
+        ``dask_input`` (bool: the caller gets lazy results back), ``in_memory``
+        (bool: backed by NumPy in this process), ``feature_names`` (ndarray of
+        str or None).
+    """
+    import dask.array as da
+
+    if not accept_sparse:
+        _reject_sparse(X, name)
+    if is_dask(X):
+        names = _column_names(X) if is_dask_dataframe(X) else None
+        if estimator is not None:
+            validate_data(estimator, X, skip_check_array=True, reset=reset)
+            _dask_feature_names(estimator, names, reset)
+        arr = _dask_rows(X, name, min_samples)
+        return arr, {"dask_input": True, "in_memory": False, "feature_names": names}
+    arr = in_memory_rows(X, name, min_samples, estimator=estimator, reset=reset, finite=finite,
+                         accept_sparse=accept_sparse)
+    rows = chunk_rows or default_chunk_rows(arr.shape[0])
+    darr = da.from_array(arr, chunks=(max(1, rows), arr.shape[1]), asarray=False)
+    names = _column_names(X) if hasattr(X, "columns") else None
+    return darr, {"dask_input": False, "in_memory": True, "feature_names": names}
+
+
+def _dask_feature_names(estimator, names, reset):
+    """``feature_names_in_`` for a Dask DataFrame, which scikit-learn's validation does not read."""
+    if reset:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if names is not None and fitted is not None and list(names) != list(fitted):
+        unseen = [c for c in names if c not in set(fitted)]
+        missing = [c for c in fitted if c not in set(names)]
+        msg = "The feature names should match those that were passed during fit.\n"
+        if unseen:
+            msg += "Feature names unseen at fit time:\n" + "".join(f"- {c}\n" for c in unseen)
+        if missing:
+            msg += "Feature names seen at fit time, yet now missing:\n" + "".join(f"- {c}\n" for c in missing)
+        if not unseen and not missing:
+            msg += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(msg)
+
+
+def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool = True,
+                   finite: bool | str = False, accept_sparse: bool = False):
+    """NumPy, array-like or pandas input as a float32/float64 ndarray (scikit-learn's checks).
+
+    ``finite``: reject NaN and infinity (True), infinity only ("allow-nan"), or nothing (False).
+    ``accept_sparse``: scipy.sparse input (any format) comes back as a canonical CSR
+    ``csr_array`` (duplicate entries summed, on a copy); else it is scikit-learn's TypeError.
+    """
+    from sklearn.utils import check_array
+
+    if not accept_sparse:
+        _reject_sparse(X, name)
+    kw = dict(dtype=[np.float64, np.float32], ensure_min_samples=min_samples,
+              ensure_all_finite=finite if finite == "allow-nan" else bool(finite))
+    if accept_sparse and is_sparse(X):
+        from daskgmm.kernels.sparse import as_csr
+
+        kw["accept_sparse"] = "csr"
+        checked = validate_data(estimator, X, reset=reset, **kw) if estimator is not None else \
+            check_array(X, estimator=name, **kw)
+        return as_csr(checked)
+    try:
+        if estimator is not None:
+            return validate_data(estimator, X, reset=reset, **kw)
+        return check_array(X, estimator=name, **kw)
+    except (TypeError, ValueError) as exc:
+        bad = _non_numeric_columns(X)
+        if not bad:
+            raise
+        # scikit-learn's (NumPy's) message first, then which columns
+        raise type(exc)(f"{exc}. {name} needs numeric features; column(s) {', '.join(map(repr, bad))} "
+                        "are not numeric.") from None
+
+
+def _non_numeric_columns(X) -> list[str]:
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return []
+    return [str(c) for c, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf"]
+
+
+def _column_names(frame):
+    names = list(frame.columns)
+    if names and all(isinstance(c, str) for c in names):
+        return np.asarray(names, dtype=object)
+    return None
+
+
+def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False):
+    """Rows to predict on with a fitted estimator, checked against what it was fitted on.
+
+    ``missing="marginalize"`` lets NaN through (infinity is still an error).
+
+    Returns
+    -------
+    (dask.array.Array, None)
+        For Dask input: lazy, one chunk of columns (values are checked per chunk).
+    (None, ndarray)
+        For in-memory input: checked now (shape, features, finite values).
+    """
+    name = type(estimator).__name__
+    if is_dask(X):
+        Xd, _ = check_rows(X, name, min_samples=0, estimator=estimator, reset=False, accept_sparse=accept_sparse)
+        return Xd, None
+    finite = "allow-nan" if missing == "marginalize" else True
+    return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
+                                accept_sparse=accept_sparse)
+
+
+def _weights_array(sample_weight, Xd):
+    """``sample_weight`` as a float64 Dask array chunked like the rows of ``Xd``."""
+    import dask.array as da
+
+    n = Xd.shape[0]
+    if is_dask(sample_weight):
+        w = sample_weight.to_dask_array(lengths=True) if hasattr(sample_weight, "to_dask_array") else sample_weight
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.ndim == 0:  # a scalar weights every row alike, as in scikit-learn
+            w = np.full(n, float(w))
+        if w.ndim != 1 or len(w) != n:
+            raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
+        w = da.from_array(w, chunks=(Xd.chunks[0],))
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
+    return w.astype(np.float64)
+
+
+def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None,
+                 reset=True, scan=True, missing="raise", accept_sparse=False):
+    """Validated input as :class:`daskgmm.engine.passes.ChunkedData`, with its first scan done.
+
+    Parameters
+    ----------
+    estimator : estimator, optional
+        Its ``n_features_in_``/``feature_names_in_`` are set from X (``reset``, a
+        fit) or checked against X.
+    reset : bool
+        Set (True) or check (False) the estimator's features.
+    scan : bool
+        Run the first scan now. Without it (``partial_fit``: one pass in all), in-memory
+        input is checked for non-finite values here and the caller runs a
+        ``ScanRequest`` in its own pass and checks it with :func:`check_scan`.
+    missing : {"raise", "marginalize"}
+        Whether NaN is an error, or kept for a model that marginalises it.
+    accept_sparse : bool
+        Take sparse rows (see :func:`check_rows`).
+
+    Returns
+    -------
+    data : ChunkedData
+    scan : ScanResult or None
+        Rows, weighted mean and variance (non-finite values already rejected).
+    info : dict
+        See :func:`check_rows`.
+    """
+    from daskgmm.engine.passes import ChunkedData
+
+    Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size, estimator=estimator,
+                          reset=reset, finite=(not scan) and ("allow-nan" if missing == "marginalize" else True),
+                          accept_sparse=accept_sparse)
+    w = None if sample_weight is None else _weights_array(sample_weight, Xd)
+    data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
+    if not scan:
+        return data, None, info
+    result = data.scan()
+    check_scan(result, info["feature_names"], name, missing=missing)
+    if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
+        # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
+        warn_degenerate(result, info["feature_names"],
+                        getattr(estimator, "n_components", getattr(estimator, "n_clusters", None)),
+                        columns=not data.sparse)
+    return data, result, info
