@@ -11,7 +11,7 @@ from daskgmm.fitting import variational as fitting_variational
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
 from daskgmm.mixture import GaussianMixture
-from daskgmm.models.variational import PRIOR_TYPES
+from daskgmm.models.variational import PRIOR_TYPES, effective_components
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     NONE,
@@ -21,11 +21,6 @@ from daskgmm.validation.params import (
     validate_params,
     warn_convergence,
 )
-
-#: A component counts as effective (``n_effective_components_``, the command's ``info``)
-#: when its expected weight is above this: with a Dirichlet-process prior, unused
-#: components keep a weight of about ``weight_concentration_prior / n_samples``, far below it.
-EFFECTIVE_WEIGHT = 0.01
 
 #: The constructor parameters of :class:`BayesianGaussianMixture` that ``GaussianMixture``
 #: lacks: its priors (what ``select_model(..., bayesian_params=)`` accepts).
@@ -101,7 +96,7 @@ class BayesianGaussianMixture(GaussianMixture):
     mean_precision_ : ndarray of shape (n_components,)
     degrees_of_freedom_ : ndarray of shape (n_components,), or float for "tied"
     n_effective_components_ : int
-        Components whose weight is above :data:`EFFECTIVE_WEIGHT` (0.01).
+        Components whose weight is above :data:`daskgmm.models.variational.EFFECTIVE_WEIGHT` (0.01).
     history_, restarts_, init_seconds_, init_passes_, n_passes_, n_features_in_, feature_names_in_ :
         As in :class:`daskgmm.GaussianMixture` (``history_`` records the lower bound).
     """
@@ -332,8 +327,3 @@ def prior_attributes(priors: dict, dtype) -> dict:
         "degrees_of_freedom_prior_": priors["degrees_of_freedom_prior"],
         "covariance_prior_": float(c) if c.ndim == 0 else c.astype(dtype),
     }
-
-
-def effective_components(weights) -> int:
-    """Components whose weight is above :data:`EFFECTIVE_WEIGHT` (``n_effective_components_``)."""
-    return int(np.sum(np.asarray(weights) > EFFECTIVE_WEIGHT))

@@ -45,7 +45,7 @@ class SelectionResult:
         weights, means and covariances), ``bic``, ``aic``, ``n_parameters``,
         ``n_iter``, ``converged``, then ``kind`` ("gaussian" or "bayesian"),
         ``effective_components`` (K for gaussian rows; components of weight above
-        :data:`daskgmm.bayesian.EFFECTIVE_WEIGHT` for bayesian ones) and
+        :data:`daskgmm.models.variational.EFFECTIVE_WEIGHT` for bayesian ones) and
         ``lower_bound`` (the variational fit's ELBO, scikit-learn's ``lower_bound_``;
         NaN for gaussian rows). Gaussian rows first, each kind ordered by
         covariance type and K.
@@ -184,7 +184,7 @@ def select_model(
     ``GaussianMixture.score`` gives for those parameters; ``BayesianGaussianMixture.score``
     itself uses the posterior's expected log-densities), and ``n_parameters`` counts the
     free parameters of its effective components only (weight above
-    :data:`daskgmm.bayesian.EFFECTIVE_WEIGHT`, as ``n_effective_components_``). Its BIC
+    :data:`daskgmm.models.variational.EFFECTIVE_WEIGHT`, as ``n_effective_components_``). Its BIC
     and AIC are an approximation: they treat the variational fit as a point estimate
     with that many components. The ELBO (``lower_bound`` column) is not used across
     candidates: scikit-learn's lower bound drops prior constants that depend on K and
@@ -192,8 +192,9 @@ def select_model(
     """
     import pandas as pd
 
-    from daskgmm.bayesian import BayesianGaussianMixture, effective_components, prior_attributes
+    from daskgmm.bayesian import BayesianGaussianMixture, prior_attributes
     from daskgmm.mixture import GaussianMixture
+    from daskgmm.models.variational import effective_components
 
     ks = [int(n_components)] if np.isscalar(n_components) else sorted({int(k) for k in n_components})
     types = [covariance_types] if isinstance(covariance_types, str) else list(dict.fromkeys(covariance_types))

@@ -9,8 +9,8 @@ import pytest
 
 import daskgmm
 from daskgmm import BayesianGaussianMixture, GaussianMixture, select_model
-from daskgmm.bayesian import EFFECTIVE_WEIGHT
 from daskgmm.kernels import covariance as cov
+from daskgmm.models.variational import EFFECTIVE_WEIGHT
 
 from .conftest import make_blobs
 

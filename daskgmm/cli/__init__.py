@@ -110,6 +110,12 @@ def _main(argv=None) -> int:
     except KeyboardInterrupt:
         status = 130
         _fail(metrics, "interrupted", status)
+    except BrokenPipeError as exc:
+        status = EXIT_FAILURE
+        if _stdout_closed():  # `daskgmm info ... | head`: the reader went away; nothing to say
+            metrics.update(status="error", exit_code=status, error="standard output closed by its reader")
+        else:
+            _fail(metrics, exc, status)
     except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
         status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
         _fail(metrics, exc, status)
@@ -120,6 +126,24 @@ def _main(argv=None) -> int:
             print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {exc}", file=sys.stderr)
             status = status or EXIT_FAILURE
     return status
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone; if so stdout now writes to devnull, so that the interpreter's
+    last flush does not fail again (as the Python docs advise for SIGPIPE)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        gone = any(events & select.POLLERR for _, events in poll.poll(0))  # a pipe without a reader
+    except (AttributeError, OSError, ValueError):
+        return False
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+    return gone
 
 
 def _bad_input(exc) -> bool:

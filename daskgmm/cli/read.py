@@ -116,65 +116,65 @@ def model_json(o) -> str:
 
 
 def cmd_info(o, log, metrics):
-    est = load_saved(o, mixture=False)
-    text = model_json(o)
+    """What a saved model holds, from its files alone: no estimator is imported (under a second)."""
+    from daskgmm.io.modelfiles import read_model_files
+
+    doc, arrays = read_model_files(o.model, storage_options(o))
     if o.json:
-        print(text)
+        print(model_json(o))
         return EXIT_OK
-    doc = json.loads(text)
-    fit = doc.get("fit", {})
+    fit, params = doc.get("fit", {}), doc.get("params", {})
     lines = [
         f"model:            {o.model}",
         f"estimator:        {doc['estimator']} (daskgmm {doc.get('daskgmm_version')}, saved {doc.get('saved_at')})",
     ]
-    kmeans = hasattr(est, "cluster_centers_")
-    if hasattr(est, "medoid_indices_"):
-        return info_kmedoids(est, doc, lines)
+    medoids = "medoid_indices_" in arrays
+    kmeans = "cluster_centers_" in arrays and not medoids
+    if medoids:
+        lines.append(f"clusters:         {doc.get('n_components')} medoids, {params.get('metric')} dissimilarity, "
+                     f"{params.get('method')} passes")
+    elif kmeans:
+        lines.append(f"clusters:         {doc.get('n_components')}")
+    else:
+        lines.append(f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)")
     lines += [
-        f"clusters:         {doc.get('n_components')}" if kmeans else
-        f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)",
         f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
         f"dtype:            {doc.get('dtype')}",
     ]
+    if medoids:
+        lines += [
+            f"converged:        {fit.get('converged')} after {fit.get('n_iter')} pass(es)",
+            f"inertia:          {fit.get('inertia')}",
+            f"start:            FasterPAM on {fit.get('start_rows')} sampled rows, loss {fit.get('start_loss')}",
+        ]
+        for k, (row, m) in enumerate(zip(arrays["medoid_indices_"], np.asarray(arrays["cluster_centers_"], float))):
+            lines.append(f"medoid[{k}]:{' ' * (7 - len(str(k)))}row {int(row)}: " + " ".join(f"{v:.6g}" for v in m))
+        print("\n".join(lines))
+        return EXIT_OK
     if kmeans:
         lines += [
             f"iterations:       {fit.get('n_iter')} (plus {fit.get('n_steps')} sequential update(s))",
             f"inertia:          {fit.get('inertia')}",
         ]
-        centres = est.cluster_centers_
+        centres = arrays["cluster_centers_"]
     else:
+        weights = np.asarray(arrays["weights_"], float)
         lines += [
             f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
             f"lower bound:      {fit.get('lower_bound')}",
-            "weights:          " + " ".join(f"{w:.4f}" for w in np.asarray(est.weights_, float)),
+            "weights:          " + " ".join(f"{w:.4f}" for w in weights),
         ]
-        if hasattr(est, "df_"):
-            fixed = " (fixed)" if est.fixed_df else ""
-            lines.append("df:               " + " ".join(f"{v:.4g}" for v in np.asarray(est.df_, float)) + fixed)
-        if hasattr(est, "n_effective_components_"):
-            from daskgmm.bayesian import EFFECTIVE_WEIGHT
+        if "df_" in arrays:
+            fixed = " (fixed)" if params.get("fixed_df") else ""
+            lines.append("df:               " + " ".join(f"{v:.4g}" for v in np.asarray(arrays["df_"], float)) + fixed)
+        if doc["estimator"] == "BayesianGaussianMixture":
+            from daskgmm.models.variational import EFFECTIVE_WEIGHT, effective_components
 
-            lines.append(f"effective:        {est.n_effective_components_} component(s) of weight > {EFFECTIVE_WEIGHT}")
-        centres = est.means_
+            lines.append(f"effective:        {effective_components(weights)} component(s) of weight > "
+                         f"{EFFECTIVE_WEIGHT}")
+        centres = arrays["means_"]
     for k, m in enumerate(np.asarray(centres, float)):
         lines.append(f"mean[{k}]:{' ' * (9 - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
-    print("\n".join(lines))
-    return EXIT_OK
-
-
-def info_kmedoids(est, doc, lines):
-    """``daskgmm info`` of a KMedoids model."""
-    fit = doc.get("fit", {})
-    lines += [
-        f"clusters:         {doc.get('n_components')} medoids, {est.metric} dissimilarity, {est.method} passes",
-        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
-        f"dtype:            {doc.get('dtype')}",
-        f"converged:        {fit.get('converged')} after {fit.get('n_iter')} pass(es)",
-        f"inertia:          {fit.get('inertia')}",
-        f"start:            FasterPAM on {fit.get('start_rows')} sampled rows, loss {fit.get('start_loss')}",
-    ]
-    for k, (row, m) in enumerate(zip(est.medoid_indices_, np.asarray(est.cluster_centers_, float))):
-        lines.append(f"medoid[{k}]:{' ' * (7 - len(str(k)))}row {int(row)}: " + " ".join(f"{v:.6g}" for v in m))
     print("\n".join(lines))
     return EXIT_OK
 

@@ -152,6 +152,46 @@ def load_model(path, storage_options=None):
         The directory is missing, incomplete, corrupt, of another format or a
         newer format version, or its arrays do not have the recorded shapes.
     """
+    path = os.fspath(path)
+    doc, arrays = read_model_files(path, storage_options)
+    cls = ESTIMATORS.get(doc.get("estimator"))
+    if cls is None:
+        raise ModelFileError(f"{path}: unknown estimator {doc.get('estimator')!r}")
+    params = {}
+    for key, value in doc.get("params", {}).items():
+        if isinstance(value, dict) and "array" in value:
+            params[key] = arrays[f"param__{key}"]
+        else:
+            params[key] = value
+    try:
+        est = cls(**params)
+    except TypeError as exc:
+        raise ModelFileError(f"{path}: parameters do not fit {cls.__name__} ({exc})") from None
+    fitted = {k: v for k, v in arrays.items() if not k.startswith("param__")}
+    meta = {k: v for k, v in doc.items() if k not in ("params", "arrays")}
+    try:
+        est.import_state(fitted, meta)
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(f"{path}: inconsistent model ({exc})") from None
+    return est
+
+
+def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
+    """A saved model's ``model.json`` and ``arrays.npz``, checked, without building the estimator
+    (``daskgmm info`` reads a model so, with no estimator imported).
+
+    Returns
+    -------
+    doc : dict
+        model.json.
+    arrays : dict of str to ndarray
+        The arrays, of the shapes ``doc["arrays"]`` records.
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`load_model`, except that the estimator is not looked up.
+    """
     from daskgmm.io.files import get_fs, is_local, strip_protocol
 
     path = os.fspath(path)
@@ -182,9 +222,6 @@ def load_model(path, storage_options=None):
             f"{path}: model format version {version!r} is newer than this daskgmm "
             f"({_version()}) reads (up to {FORMAT_VERSION}); upgrade daskgmm"
         )
-    cls = ESTIMATORS.get(doc.get("estimator"))
-    if cls is None:
-        raise ModelFileError(f"{path}: unknown estimator {doc.get('estimator')!r}")
     try:
         with fs.open(posixpath.join(root, "arrays.npz"), "rb") as f:
             with np.load(f, allow_pickle=False) as npz:
@@ -199,23 +236,7 @@ def load_model(path, storage_options=None):
             raise ModelFileError(
                 f"{path}: array {key!r} has shape {list(arrays[key].shape)}, model.json says {spec['shape']}"
             )
-    params = {}
-    for key, value in doc.get("params", {}).items():
-        if isinstance(value, dict) and "array" in value:
-            params[key] = arrays[f"param__{key}"]
-        else:
-            params[key] = value
-    try:
-        est = cls(**params)
-    except TypeError as exc:
-        raise ModelFileError(f"{path}: parameters do not fit {cls.__name__} ({exc})") from None
-    fitted = {k: v for k, v in arrays.items() if not k.startswith("param__")}
-    meta = {k: v for k, v in doc.items() if k not in ("params", "arrays")}
-    try:
-        est.import_state(fitted, meta)
-    except (KeyError, ValueError) as exc:
-        raise ModelFileError(f"{path}: inconsistent model ({exc})") from None
-    return est
+    return doc, arrays
 
 
 # ---------------------------------------------------------------------------

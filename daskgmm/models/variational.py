@@ -24,6 +24,17 @@ from scipy.special import betaln, digamma, gammaln
 from daskgmm.kernels import ModelSpec, NaturalParams, PerComponent, SuffStats
 from daskgmm.kernels import covariance as cov
 
+#: A component counts as effective (``n_effective_components_``, the command's ``info``)
+#: when its expected weight is above this: with a Dirichlet-process prior, unused
+#: components keep a weight of about ``weight_concentration_prior / n_samples``, far below it.
+EFFECTIVE_WEIGHT = 0.01
+
+
+def effective_components(weights) -> int:
+    """Components whose weight is above :data:`EFFECTIVE_WEIGHT` (``n_effective_components_``)."""
+    return int(np.sum(np.asarray(weights) > EFFECTIVE_WEIGHT))
+
+
 PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 
 
