@@ -17,9 +17,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm.em.init import kmeans_tolerance, restart_seeds
+from daskgmm.em.init import kmeans_tolerance
 from daskgmm.fitting import kmeans as fitting_kmeans
 from daskgmm.fitting.attributes import set_attributes
+from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
 from daskgmm.validation.checks import in_memory_rows, is_dask, prediction_rows, prepare_rows

@@ -13,9 +13,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from daskgmm.em.init import restart_seeds
 from daskgmm.fitting import kmedoids as fitting_kmedoids
 from daskgmm.fitting.attributes import set_attributes
+from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels.medoids import METRICS
 from daskgmm.validation.checks import prediction_rows, prepare_rows

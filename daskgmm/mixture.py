@@ -399,12 +399,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion on X (lower is better)."""
-        n = fitting_predict.n_rows(X)
-        return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
+        return fitting_predict.information_criteria(self.score(X), fitting_predict.n_rows(X), self._n_parameters())[0]
 
     def aic(self, X):
         """Akaike information criterion on X (lower is better)."""
-        return -2 * self.score(X) * fitting_predict.n_rows(X) + 2 * self._n_parameters()
+        return fitting_predict.information_criteria(self.score(X), fitting_predict.n_rows(X), self._n_parameters())[1]
 
     def sample(self, n_samples=1):
         """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream).

@@ -85,8 +85,9 @@ def _sample_rows(X, n, random_state):
     from daskgmm.validation.checks import check_rows, is_dask
 
     if is_dask(X):
-        from daskgmm.em.init import random_rows, restart_seeds
+        from daskgmm.em.init import random_rows
         from daskgmm.engine.passes import ChunkedData
+        from daskgmm.fitting.mixture import restart_seeds
 
         Xd, _ = check_rows(X, "plot", min_samples=1)
         data = ChunkedData(Xd, cache="none")

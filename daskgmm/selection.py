@@ -10,17 +10,18 @@ model states ask a pass for the same mixture statistics.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm.em.init import mixture_init_stats, restart_seeds
+from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run
 from daskgmm.fitting import mixture as fitting
 from daskgmm.fitting import variational as fitting_variational
+from daskgmm.fitting.mixture import restart_seeds
+from daskgmm.fitting.predict import information_criteria
 from daskgmm.kernels import COVARIANCE_TYPES, MixtureRequest
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import MixtureState
@@ -296,8 +297,7 @@ def select_model(
             est.n_effective_components_ = k_eff
         # a bayesian candidate counts only its effective components (at least one)
         p = cov.n_parameters(t, max(k_eff, 1), d)
-        bic = -2 * ll * n + p * math.log(n)
-        aic = -2 * ll * n + 2 * p
+        bic, aic = information_criteria(ll, n, p)
         rows.append({"n_components": k, "covariance_type": t, "log_likelihood": ll, "bic": bic, "aic": aic,
                      "n_parameters": p, "n_iter": r.n_iter, "converged": r.converged,
                      "kind": "bayesian" if bayesian else "gaussian", "effective_components": k_eff,

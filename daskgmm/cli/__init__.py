@@ -36,17 +36,13 @@ HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sa
 def _write_metrics(path, metrics, storage_options=None):
     from daskgmm.io.files import get_fs, is_local, strip_protocol
     from daskgmm.io.modelfiles import jsonable
+    from daskgmm.io.outputs import write_whole
 
     fs = get_fs(str(path), storage_options)
-    if not is_local(fs):  # one PUT: the object appears whole
-        fs.pipe_file(strip_protocol(fs, str(path)), json.dumps(jsonable(metrics), indent=2).encode())
-        return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(jsonable(metrics), f, indent=2)
-    os.replace(tmp, path)
+    if is_local(fs):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = json.dumps(jsonable(metrics), indent=2).encode()
+    write_whole(strip_protocol(fs, str(path)) if not is_local(fs) else str(path), lambda f: f.write(text), fs)
 
 
 class Terminated(KeyboardInterrupt):

@@ -71,7 +71,10 @@ def cmd_score(o, log, metrics):
             from daskgmm.fitting.studentt import n_parameters as t_parameters
 
             p = t_parameters(est.covariance_type, est.n_components, est.n_features_in_, est.fixed_df)
-        result.update({"bic": -2 * mean * n + p * np.log(n), "aic": -2 * mean * n + 2 * p, "n_parameters": p})
+        from daskgmm.fitting.predict import information_criteria
+
+        bic, aic = information_criteria(mean, n, p)
+        result.update({"bic": bic, "aic": aic, "n_parameters": p})
     metrics.update(result)
     print(json.dumps(result, indent=2))
     return EXIT_OK

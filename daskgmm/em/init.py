@@ -13,7 +13,6 @@ k-means on the sample to the bit).
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -25,23 +24,6 @@ from daskgmm.kernels.random import stream_key
 from daskgmm.models.states import KMeansState, first_best
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
-
-def check_random_state(seed) -> np.random.RandomState:
-    """scikit-learn's ``check_random_state``: None, an int, or a RandomState."""
-    if seed is None or seed is np.random:
-        return np.random.mtrand._rand
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        return np.random.RandomState(seed)
-    if isinstance(seed, np.random.RandomState):
-        return seed
-    raise ValueError(f"{seed!r} cannot be used to seed a numpy.random.RandomState instance")
-
-
-def restart_seeds(random_state, n: int) -> list[int]:
-    """One 63-bit seed per restart, drawn from ``random_state`` in restart order."""
-    rs = check_random_state(random_state)
-    return [int(rs.randint(0, np.iinfo(np.int64).max, dtype=np.int64)) for _ in range(n)]
-
 
 def _per_seed(n_clusters, seeds) -> list[int]:
     """``n_clusters`` as one int per seed (it may be one int for all)."""

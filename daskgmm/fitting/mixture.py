@@ -25,12 +25,18 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.utils import check_array
+from sklearn.utils import check_array, check_random_state
 
-from daskgmm.em.init import mixture_init_stats, restart_seeds
+from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run, lockstep
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import OBJECTIVE_RTOL, MixtureState, first_best
+
+
+def restart_seeds(random_state, n: int) -> list[int]:
+    """One 63-bit seed per restart, drawn from ``random_state`` (scikit-learn's rules) in restart order."""
+    rs = check_random_state(random_state)
+    return [int(rs.randint(0, np.iinfo(np.int64).max, dtype=np.int64)) for _ in range(n)]
 
 #: What a checkpoint records of the random state: every draw is keyed by (seed, row).
 RNG_NOTE = "SplitMix64 keyed by (seed, row)"

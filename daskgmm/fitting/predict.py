@@ -8,12 +8,21 @@ NumPy in, NumPy out; Dask in, lazy Dask out (one task per chunk, as
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from daskgmm.em.init import check_random_state
+import numpy as np
+from sklearn.utils import check_random_state
+
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import predict as blocks
 from daskgmm.validation.checks import is_dask_dataframe
+
+
+def information_criteria(mean_log_likelihood: float, n_rows: int, n_parameters: int) -> tuple[float, float]:
+    """BIC and AIC (lower is better) of a model with the given mean log-likelihood per row on ``n_rows``
+    rows and ``n_parameters`` free parameters, as scikit-learn's ``GaussianMixture.bic``/``aic``."""
+    total = mean_log_likelihood * n_rows
+    return -2 * total + n_parameters * math.log(n_rows), -2 * total + 2 * n_parameters
 
 
 def mixture_centre(weights, means) -> np.ndarray:
@@ -125,6 +134,11 @@ def sample_mixture(weights, means, covariances, covariance_type, n_samples, rand
     return X, y
 
 
+def part_seed(random_state) -> int:
+    """The seed from which each part of a written sample is drawn (with the part's number)."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
 def sample_parts(part_rows, random_state, weights, means, covariances, covariance_type, names) -> list:
     """One callable per part of ``part_rows`` rows drawn from the mixture, returning its column dict.
 
@@ -134,7 +148,7 @@ def sample_parts(part_rows, random_state, weights, means, covariances, covarianc
     """
     import functools
 
-    seed = check_random_state(random_state).randint(0, 2**31 - 1)
+    seed = part_seed(random_state)
     w = np.asarray(weights, np.float64)
     args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(covariances, np.float64), covariance_type,
             list(names), np.asarray(means).dtype)

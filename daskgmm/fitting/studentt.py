@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+from sklearn.utils import check_random_state
 
-from daskgmm.em.init import check_random_state, mixture_init_stats
+from daskgmm.em.init import mixture_init_stats
 from daskgmm.fitting.mixture import MixtureFit, fit_runs, fitted_attributes
+from daskgmm.fitting.predict import part_seed
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.studentt import t_sample_part
 from daskgmm.models.studentt import StudentTState
@@ -142,7 +144,7 @@ def sample_parts(part_rows, random_state, weights, means, scales, covariance_typ
     """One Delayed column dict per part of ``part_rows`` rows drawn from the t mixture (one task each)."""
     import dask
 
-    seed = check_random_state(random_state).randint(0, 2**31 - 1)
+    seed = part_seed(random_state)
     w = np.asarray(weights, np.float64)
     args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(scales, np.float64), covariance_type,
             np.asarray(df, np.float64), list(names), np.asarray(means).dtype)

@@ -29,7 +29,7 @@ import posixpath
 import numpy as np
 
 from daskgmm.io.files import DataError
-from daskgmm.io.outputs import staged_directory
+from daskgmm.io.outputs import staged_directory, write_whole
 
 FORMAT = "daskgmm-model"
 FORMAT_VERSION = 1
@@ -363,19 +363,9 @@ class Checkpoint:
             "runs": run_docs,
             "extra": self.extra,
         }
-        if not self.local:
-            import io
-
-            buf = io.BytesIO()
-            np.savez(buf, __meta__=np.array(json.dumps(doc)), **arrays)
-            self.fs.pipe_file(self._key, buf.getvalue())  # one PUT: the old checkpoint or the new, whole
-            return
-        tmp = self.path + f".tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.array(json.dumps(doc)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)  # atomic: a kill leaves the old or the new checkpoint
+        # a kill leaves the old checkpoint or the new, whole
+        write_whole(self._key if not self.local else self.path,
+                    lambda f: np.savez(f, __meta__=np.array(json.dumps(doc)), **arrays), self.fs)
 
     def load(self):
         """Runs saved by :meth:`save`, or None when there is no checkpoint.

@@ -28,6 +28,41 @@ def _local(fs) -> bool:
     return is_local(fs)
 
 
+def write_whole(path: str, write, fs=None) -> None:
+    """Write one file so that readers see the old content or the new, whole, never a part.
+
+    ``write(f)`` writes into a binary file object. On a local disk it goes to a temporary
+    file beside ``path``, flushed to disk, then renamed over it (a kill leaves the old file
+    and no temporary); on an object store it is one PUT of the whole object.
+
+    Parameters
+    ----------
+    path : str
+        The file (on ``fs``: its path without protocol).
+    write : callable
+        ``write(f)``, given a writable binary file object.
+    fs : fsspec.AbstractFileSystem, optional
+        The file system; the local one when None.
+    """
+    if fs is not None and not _local(fs):
+        import io
+
+        buf = io.BytesIO()
+        write(buf)
+        fs.pipe_file(path, buf.getvalue())
+        return
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -362,12 +397,7 @@ def commit_together(outputs: list[StagedOutput]) -> None:
     journals = []
     for o in outputs:
         j = _journal(o.path, tag)
-        tmp = j + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(pairs, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, j)
+        write_whole(j, lambda f: f.write(json.dumps(pairs).encode()))
         journals.append(j)
     try:
         for o in outputs:

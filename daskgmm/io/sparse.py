@@ -292,11 +292,7 @@ def write_sparse_parquet(X, path, *, indices="indices", values="values", ids=Non
             raise ValueError(f"ids has {len(ids)} values for {x.shape[0]} rows")
         cols = {id_column: pa.array(ids), **cols}
     table = pa.table(cols).replace_schema_metadata({N_FEATURES_KEY: str(x.shape[1]).encode()})
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression=compression, write_page_checksum=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from daskgmm.io.outputs import write_whole
+
+    write_whole(os.fspath(path), lambda f: pq.write_table(table, f, row_group_size=row_group_size,
+                                                          compression=compression, write_page_checksum=True))
