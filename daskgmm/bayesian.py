@@ -7,10 +7,10 @@ import typing
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from daskgmm.base import BaseMixture
 from daskgmm.fitting import variational as fitting_variational
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
-from daskgmm.mixture import GaussianMixture
 from daskgmm.models.variational import PRIOR_TYPES, effective_components
 from daskgmm.validation.params import (
     ARRAY_LIKE,
@@ -19,7 +19,6 @@ from daskgmm.validation.params import (
     Options,
     check_missing_supported,
     validate_params,
-    warn_convergence,
 )
 
 #: The constructor parameters of :class:`BayesianGaussianMixture` that ``GaussianMixture``
@@ -32,7 +31,7 @@ _PRIOR_NAMES = ("weight_concentration_prior_", "mean_precision_prior_", "mean_pr
 
 
 @register
-class BayesianGaussianMixture(GaussianMixture):
+class BayesianGaussianMixture(BaseMixture):
     """Variational Bayesian Gaussian mixture, fitted on data larger than memory.
 
     The constructor, attributes and methods are scikit-learn's
@@ -102,9 +101,7 @@ class BayesianGaussianMixture(GaussianMixture):
     """
 
     _parameter_constraints: typing.ClassVar[dict] = {
-        **{name: GaussianMixture._parameter_constraints[name] for name in (
-            "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
-            "random_state", "warm_start", "verbose", "verbose_interval", "cache", "chunk_size", "missing")},
+        **BaseMixture._parameter_constraints,
         "weight_concentration_prior_type": [Options(*PRIOR_TYPES)],
         "weight_concentration_prior": [NONE, Interval(float, 0.0, None, "neither")],
         "mean_precision_prior": [NONE, Interval(float, 0.0, None, "neither")],
@@ -137,36 +134,16 @@ class BayesianGaussianMixture(GaussianMixture):
         chunk_size=None,
         missing="raise",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
+        super().__init__(n_components=n_components, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar,
+                         max_iter=max_iter, n_init=n_init, init_params=init_params, random_state=random_state,
+                         warm_start=warm_start, verbose=verbose, verbose_interval=verbose_interval, cache=cache,
+                         chunk_size=chunk_size, missing=missing)
         self.weight_concentration_prior_type = weight_concentration_prior_type
         self.weight_concentration_prior = weight_concentration_prior
         self.mean_precision_prior = mean_precision_prior
         self.mean_prior = mean_prior
         self.degrees_of_freedom_prior = degrees_of_freedom_prior
         self.covariance_prior = covariance_prior
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.cache = cache
-        self.chunk_size = chunk_size
-        self.missing = missing
-
-    # GaussianMixture's information criteria count the parameters of a point estimate;
-    # scikit-learn's BayesianGaussianMixture has none, and neither has this one
-    @property
-    def bic(self):
-        raise AttributeError("'BayesianGaussianMixture' object has no attribute 'bic'")
-
-    @property
-    def aic(self):
-        raise AttributeError("'BayesianGaussianMixture' object has no attribute 'aic'")
 
     # ------------------------------------------------------------------ fit
     def _priors(self) -> dict:
@@ -181,18 +158,6 @@ class BayesianGaussianMixture(GaussianMixture):
             "weight_concentration_", "mean_precision_", "means_", "degrees_of_freedom_", "covariances_",
             "precisions_cholesky_")}
         return fitting_variational.variational_warm_state(attributes, params, priors, dtype)
-
-    @property
-    def partial_fit(self):
-        """Not offered: stepwise updates of the variational posteriors are not implemented.
-
-        (``hasattr(est, "partial_fit")`` is False, as scikit-learn's meta-estimators expect
-        of an estimator that cannot learn incrementally.)
-        """
-        raise AttributeError(
-            "'BayesianGaussianMixture' object has no attribute 'partial_fit': online updates are implemented "
-            "for GaussianMixture only"
-        )
 
     def _validate_params(self):
         validate_params(self)
@@ -236,11 +201,7 @@ class BayesianGaussianMixture(GaussianMixture):
         self.init_seconds_, self.init_passes_, self.n_passes_ = fit.init_seconds, fit.init_passes, fit.n_passes
         self.n_features_in_ = d
         self.n_effective_components_ = effective_components(self.weights_)
-        if not self.converged_ and self.max_iter > 0:
-            warn_convergence(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data."
-            )
+        self._warn_if_not_converged()
         return data
 
     def _set_priors(self, priors: dict, dtype) -> None:

@@ -14,23 +14,17 @@ import typing
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from daskgmm.base import BaseMixture, InformationCriteriaMixin
 from daskgmm.fitting import mixture as fitting
 from daskgmm.fitting import studentt as fitting_studentt
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
-from daskgmm.mixture import GaussianMixture
 from daskgmm.models.studentt import t_form
-from daskgmm.validation.params import (
-    BOOLEAN,
-    Interval,
-    check_missing_supported,
-    validate_params,
-    warn_convergence,
-)
+from daskgmm.validation.params import BOOLEAN, Interval, check_missing_supported, validate_params
 
 
 @register
-class StudentTMixture(GaussianMixture):
+class StudentTMixture(InformationCriteriaMixin, BaseMixture):
     """Mixture of multivariate Student-t distributions fitted by EM on data larger than memory.
 
     Each EM iteration is one pass over the Dask chunks (restarts in lockstep, as for
@@ -98,9 +92,7 @@ class StudentTMixture(GaussianMixture):
     """
 
     _parameter_constraints: typing.ClassVar[dict] = {
-        **{name: GaussianMixture._parameter_constraints[name] for name in (
-            "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
-            "random_state", "warm_start", "verbose", "verbose_interval", "cache", "chunk_size", "missing")},
+        **BaseMixture._parameter_constraints,
         "df": [Interval(float, 0.0, None, "neither")],
         "fixed_df": [BOOLEAN],
     }
@@ -125,34 +117,12 @@ class StudentTMixture(GaussianMixture):
         chunk_size=None,
         missing="raise",
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
+        super().__init__(n_components=n_components, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar,
+                         max_iter=max_iter, n_init=n_init, init_params=init_params, random_state=random_state,
+                         warm_start=warm_start, verbose=verbose, verbose_interval=verbose_interval, cache=cache,
+                         chunk_size=chunk_size, missing=missing)
         self.df = df
         self.fixed_df = fixed_df
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.cache = cache
-        self.chunk_size = chunk_size
-        self.missing = missing
-
-    @property
-    def partial_fit(self):
-        """Not offered: stepwise updates of a t mixture are not implemented.
-
-        (``hasattr(est, "partial_fit")`` is False, as scikit-learn's meta-estimators expect
-        of an estimator that cannot learn incrementally.)
-        """
-        raise AttributeError(
-            "'StudentTMixture' object has no attribute 'partial_fit': online updates are implemented "
-            "for GaussianMixture only"
-        )
 
     def _validate_params(self):
         validate_params(self)
@@ -178,20 +148,13 @@ class StudentTMixture(GaussianMixture):
         )
         self._verbose_end(fit.runs)
         set_attributes(self, fitting_studentt.studentt_attributes(fit, d, self.max_iter, data.dtype))
-        if not self.converged_ and self.max_iter > 0:
-            warn_convergence(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data."
-            )
+        self._warn_if_not_converged()
         return data
 
     # ----------------------------------------------------------- predictions
     def _natural(self, centre):
         """The t log-densities, per component (exact far from the centre too)."""
         return t_form(self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, self.df_, centre)
-
-    def _marginal(self, centre):
-        return None
 
     def _n_parameters(self) -> int:
         return fitting_studentt.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1],
@@ -210,26 +173,9 @@ class StudentTMixture(GaussianMixture):
         return fitting_studentt.sample_studentt(self.weights_, self.means_, self.covariances_, self.covariance_type,
                                                 self.df_, n_samples, self.random_state)
 
-    def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
-        """Stream ``n_samples`` rows drawn from the t mixture to Parquet parts, atomically
-        (as :meth:`daskgmm.GaussianMixture.write_sample`).
-
-        Returns
-        -------
-        int
-            Rows written.
-        """
-        from daskgmm.io.files import rows_per_part
-        from daskgmm.io.outputs import write_parts
-
-        check_is_fitted(self)
-        n_samples = int(n_samples)
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-        sizes = rows_per_part(n_samples, max(1, -(-n_samples // int(chunk_rows))))
-        parts = fitting_studentt.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
-                                              self.covariance_type, self.df_, self._column_names())
-        return write_parts(path, parts, storage_options)
+    def _sample_parts(self, sizes, random_state) -> list:
+        return fitting_studentt.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
+                                             self.covariance_type, self.df_, self._column_names())
 
     # ----------------------------------------------------------- persistence
     def export_state(self):
@@ -237,7 +183,6 @@ class StudentTMixture(GaussianMixture):
         check_is_fitted(self)
         arrays, meta = super().export_state()
         arrays["df_"] = np.asarray(self.df_)
-        meta.pop("online", None)
         return arrays, meta
 
     def import_state(self, arrays, meta):
@@ -246,7 +191,4 @@ class StudentTMixture(GaussianMixture):
             raise ValueError("df_ is missing")
         df = fitting_studentt.check_df(arrays["df_"], self.n_components)
         super().import_state(arrays, meta)
-        for name in ("n_batches_", "n_rows_seen_"):  # a t mixture learns from no stream of batches
-            if hasattr(self, name):
-                delattr(self, name)
         self.df_ = df.astype(np.asarray(self.means_).dtype)

@@ -71,15 +71,32 @@ def test_model_file_attributes_round_trip_and_are_checked():
     X, _, _ = make_blobs(n=400, d=2, k=2)
     g = GaussianMixture(2, covariance_type="diag", random_state=0).fit(X).partial_fit(X[:100])
     arrays, meta = fitting_attributes.export_mixture(g)
+    fitting_attributes.export_online(g, arrays, meta)
     attributes = fitting_attributes.import_mixture(arrays, meta, 2, "diag")
+    online = fitting_attributes.import_online(arrays, meta)
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
         np.testing.assert_array_equal(attributes[name], getattr(g, name))
-    assert attributes["n_batches_"] == 2 and attributes["n_iter_"] == g.n_iter_
-    np.testing.assert_array_equal(attributes["online_stats_"].s2, g.online_stats_.s2)
+    assert online["n_batches_"] == 2 and attributes["n_iter_"] == g.n_iter_
+    np.testing.assert_array_equal(online["online_stats_"].s2, g.online_stats_.s2)
     with pytest.raises(ValueError, match="differ"):
         fitting_attributes.import_mixture(arrays, meta, 2, "full")
     with pytest.raises(ValueError, match="online_s1 has shape"):
-        fitting_attributes.import_mixture({**arrays, "online_s1": np.zeros((3, 2))}, meta, 2, "diag")
+        fitting_attributes.import_online({**arrays, "online_s1": np.zeros((3, 2))}, meta)
+
+
+def test_only_the_online_estimator_saves_online_state(tmp_path):
+    """A variational or t mixture learns from no stream of batches: its model file says nothing of one."""
+    import json
+
+    from daskgmm import BayesianGaussianMixture, StudentTMixture
+
+    X, _, _ = make_blobs(n=400, d=2, k=2)
+    for est in (BayesianGaussianMixture(n_components=2, random_state=0), StudentTMixture(2, random_state=0)):
+        est.fit(X).save(tmp_path / type(est).__name__)
+        doc = json.loads((tmp_path / type(est).__name__ / "model.json").read_text())
+        assert "online" not in doc and not hasattr(est, "n_batches_")
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "g")
+    assert json.loads((tmp_path / "g" / "model.json").read_text())["online"]["n_batches"] == 1
 
 
 def test_set_attributes_drops_only_what_it_does_not_set():

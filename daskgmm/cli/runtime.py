@@ -259,17 +259,17 @@ def plot_after(o, log, metrics, draw):
 
 
 def load_saved(o, mixture=True, medoids=False):
-    """The model at ``--model``; with ``mixture``, only a GaussianMixture will do (or, with ``medoids``,
-    a KMedoids)."""
+    """The model at ``--model``; with ``mixture``, only a mixture will do (Gaussian, variational or t; or,
+    with ``medoids``, a KMedoids)."""
     from daskgmm import load
+    from daskgmm.base import BaseMixture
     from daskgmm.io.modelfiles import ModelFileError
     from daskgmm.kmedoids import KMedoids
-    from daskgmm.mixture import GaussianMixture
 
     est = load(o.model, storage_options(o))
-    if mixture and not isinstance(est, GaussianMixture) and not (medoids and isinstance(est, KMedoids)):
-        raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a "
-                             "GaussianMixture model (as written by daskgmm fit or GaussianMixture.save)")
+    if mixture and not isinstance(est, BaseMixture) and not (medoids and isinstance(est, KMedoids)):
+        raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a mixture model "
+                             "(GaussianMixture, BayesianGaussianMixture or StudentTMixture, as daskgmm fit writes)")
     return est
 
 

@@ -112,24 +112,29 @@ def export_mixture(estimator) -> tuple[dict, dict]:
             "restarts": getattr(est, "restarts_", []),
             "init_seconds": float(getattr(est, "init_seconds_", 0.0)),
         },
-        "online": {
-            "n_batches": int(getattr(est, "n_batches_", 1)),
-            "n_rows_seen": int(getattr(est, "n_rows_seen_", 0)),
-        },
+    }
+    return arrays, meta
+
+
+def export_online(estimator, arrays: dict, meta: dict) -> None:
+    """Add what online EM needs to continue (batches, rows, running statistics) to a model's files."""
+    est = estimator
+    meta["online"] = {
+        "n_batches": int(getattr(est, "n_batches_", 1)),
+        "n_rows_seen": int(getattr(est, "n_rows_seen_", 0)),
     }
     stats = getattr(est, "online_stats_", None)
     if stats is not None:
         # the running statistics, so that a loaded model continues exactly (float64 always)
         arrays.update(online_n=stats.n, online_s1=stats.s1, online_s2=stats.s2, online_shift=stats.shift)
         meta["online"].update(loglik=float(stats.loglik), weight=float(stats.weight), rows=int(stats.rows))
-    return arrays, meta
 
 
 def import_mixture(arrays, meta, n_components: int, covariance_type: str) -> dict:
     """The attributes saved by :func:`export_mixture`, checked (shapes, finite values, weights).
 
     ``history_`` is returned as read (JSON spells infinities as strings; the caller
-    restores them). ``online_stats_`` and ``feature_names_in_`` are present only when saved.
+    restores them). ``feature_names_in_`` is present only when saved.
     """
     k, d, ct = int(meta["n_components"]), int(meta["n_features"]), meta["covariance_type"]
     if k != n_components or ct != covariance_type:
@@ -176,12 +181,17 @@ def import_mixture(arrays, meta, n_components: int, covariance_type: str) -> dic
     )
     if meta.get("columns") is not None:
         out["feature_names_in_"] = np.asarray(meta["columns"], dtype=object)
+    return out
+
+
+def import_online(arrays, meta) -> dict:
+    """The online attributes saved by :func:`export_online` (``online_stats_`` only when saved)."""
     online = meta.get("online") or {}
     # files written before partial_fit existed hold a fitted model: one batch
-    out["n_batches_"] = int(online.get("n_batches", 1))
-    out["n_rows_seen_"] = int(online.get("n_rows_seen", 0))
+    out = {"n_batches_": int(online.get("n_batches", 1)), "n_rows_seen_": int(online.get("n_rows_seen", 0))}
     if "online_n" in arrays:
-        out["online_stats_"] = online_statistics(arrays, online, k, d, ct)
+        out["online_stats_"] = online_statistics(arrays, online, int(meta["n_components"]), int(meta["n_features"]),
+                                                 meta["covariance_type"])
     return out
 
 

@@ -1,0 +1,296 @@
+"""The base of the mixture estimators, as scikit-learn's ``sklearn.mixture._base.BaseMixture``.
+
+``GaussianMixture``, ``BayesianGaussianMixture`` and ``StudentTMixture`` share their common
+parameters, the checks before a fit, the verbose lines, predictions (NumPy in, NumPy out;
+Dask in, lazy Dask out), Parquet outputs and model files. Each adds its parameters, its fit
+(a procedure of :mod:`daskgmm.fitting`) and its log-density form (``_natural``); the
+information criteria (:class:`InformationCriteriaMixin`) belong to the point estimates only,
+as in scikit-learn (the variational mixture has no ``bic``/``aic``).
+"""
+
+from __future__ import annotations
+
+import typing
+import warnings
+
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils.validation import check_is_fitted
+
+from daskgmm.em.init import INIT_METHODS
+from daskgmm.fitting import attributes as fitting_attributes
+from daskgmm.fitting import predict as fitting_predict
+from daskgmm.fitting.report import VerboseReport
+from daskgmm.kernels import covariance as cov
+from daskgmm.validation.checks import check_rows, prediction_rows, prepare_rows
+from daskgmm.validation.params import (
+    BOOLEAN,
+    NONE,
+    RANDOM_STATE,
+    VERBOSE,
+    Interval,
+    Options,
+    validate_params,
+    warn_convergence,
+)
+
+#: scikit-learn's warning when the best restart did not converge (``ConvergenceWarning``).
+NOT_CONVERGED = ("Best performing initialization did not converge. Try different init parameters, or increase "
+                 "max_iter, tol, or check for degenerate data.")
+
+
+class BaseMixture(DensityMixin, BaseEstimator):
+    """Base class of the mixture estimators (parameters common to all of them, predictions, outputs).
+
+    Subclasses define ``__init__`` with their own parameters (calling this one), ``_fit``
+    (returns the prepared data, sets the fitted attributes), ``_natural`` and, where they
+    differ, ``_marginal``, ``sample``, ``_sample_parts``, ``export_state`` and ``import_state``.
+    """
+
+    _parameter_constraints: typing.ClassVar[dict] = {
+        "n_components": [Interval(int, 1, None)],
+        "covariance_type": [Options(*cov.COVARIANCE_TYPES)],
+        "tol": [Interval(float, 0.0, None)],
+        "reg_covar": [Interval(float, 0.0, None)],
+        "max_iter": [Interval(int, 0, None)],
+        "n_init": [Interval(int, 1, None)],
+        "init_params": [Options(*INIT_METHODS)],
+        "random_state": RANDOM_STATE,
+        "warm_start": [BOOLEAN],
+        "verbose": VERBOSE,
+        "verbose_interval": [Interval(int, 1, None)],
+        "cache": [Options("auto", "memory", "none")],
+        "chunk_size": [Interval(int, 1, None), NONE],
+        "missing": [Options("raise", "marginalize")],
+    }
+
+    def __init__(self, n_components, covariance_type, tol, reg_covar, max_iter, n_init, init_params, random_state,
+                 warm_start, verbose, verbose_interval, cache, chunk_size, missing):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.cache = cache
+        self.chunk_size = chunk_size
+        self.missing = missing
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, progress=None):
+        """Estimate the parameters, keeping the best of ``n_init`` runs.
+
+        Parameters
+        ----------
+        X : array-like, pandas DataFrame, dask Array or dask DataFrame, shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like or dask Array of shape (n_samples,), optional
+            Non-negative row weights (multiply the responsibilities).
+        checkpoint : daskgmm.io.modelfiles.Checkpoint, optional
+            Save every restart after every iteration, and resume from its last
+            save (a job killed at any point ends, when run again, with the model
+            an uninterrupted fit gives).
+        progress : callable, optional
+            ``progress(event, **info)``: "init" (``seconds``, ``resumed``, ``runs``)
+            and "iteration" (``iteration``, ``runs``) events.
+
+        Returns
+        -------
+        self
+        """
+        self._fit(X, sample_weight, checkpoint=checkpoint, progress=progress)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then label the rows (NumPy for in-memory input, lazy Dask for Dask input)."""
+        self._fit(X, sample_weight)
+        return self.predict(X)
+
+    def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _prepare(self, X, sample_weight, min_samples=2):
+        return prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache, chunk_size=self.chunk_size,
+                            min_samples=min_samples, estimator=self, missing=self.missing)
+
+    def _validate_params(self):
+        validate_params(self)
+
+    def _warn_if_not_converged(self):
+        if not self.converged_ and self.max_iter > 0:
+            warn_convergence(NOT_CONVERGED)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "means_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = getattr(self, "missing", "raise") == "marginalize"
+        tags.input_tags.sparse = False
+        return tags
+
+    # ------------------------------------------------------------- verbose
+    def _verbose_start(self, n_runs):
+        self._report = VerboseReport(self.verbose, self.verbose_interval)
+        self._report.start(n_runs)
+
+    def _verbose_iteration(self, iteration, runs):
+        self._report.iteration(iteration, runs)
+
+    def _verbose_end(self, runs):
+        self._report.end(runs)
+
+    # ----------------------------------------------------------- predictions
+    def _centre(self):
+        return fitting_predict.mixture_centre(self.weights_, self.means_)
+
+    def _natural(self, centre):  # pragma: no cover - abstract
+        """The log-density form of the fitted model for predictions."""
+        raise NotImplementedError
+
+    def _marginal(self, centre):
+        """The per-component form for rows with NaN (``missing="marginalize"``), or None."""
+        return None
+
+    def _apply(self, X, what):
+        """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out."""
+        check_is_fitted(self)
+        Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"))
+        centre = self._centre()
+        return fitting_predict.apply_mixture(x if Xd is None else Xd, self._natural(centre), centre, what,
+                                             self._marginal(centre), self.n_components)
+
+    def predict(self, X):
+        """Most likely component of each row, shape (n_samples,)."""
+        return self._apply(X, "labels")
+
+    def predict_proba(self, X):
+        """Posterior probability of each component, shape (n_samples, n_components)."""
+        return self._apply(X, "proba")
+
+    def score_samples(self, X):
+        """Log-likelihood ``log p(x)`` of each row, shape (n_samples,)."""
+        return self._apply(X, "score")
+
+    def score(self, X, y=None):
+        """Mean log-likelihood per row (a float; Dask input is computed)."""
+        s = self.score_samples(X)
+        return float(s.mean().compute() if hasattr(s, "compute") else s.mean())
+
+    def sample(self, n_samples=1):
+        """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream).
+
+        Returns
+        -------
+        X : ndarray, shape (n_samples, n_features)
+        y : ndarray of int, shape (n_samples,)
+            Component of each row.
+        """
+        check_is_fitted(self)
+        return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
+                                              n_samples, self.random_state)
+
+    # ------------------------------------------------------------ to Parquet
+    def _column_names(self):
+        names = getattr(self, "feature_names_in_", None)
+        return [str(c) for c in names] if names is not None else [f"x{j}" for j in range(self.n_features_in_)]
+
+    def write_predictions(self, X, path, *, ids=None, id_column="id", proba=False, loglik=False,
+                          storage_options=None) -> int:
+        """Predict every row of Dask (or NumPy) ``X`` and write Parquet parts to ``path``, atomically.
+
+        Columns: ``id_column`` (when ``ids`` are given), ``label``, optionally
+        ``proba_0 … proba_{K-1}`` and ``loglik`` (per-row log-likelihood). The
+        directory is written beside ``path`` and renamed into place with a
+        ``_SUCCESS`` marker only when every part is written.
+
+        Returns
+        -------
+        int
+            Rows written.
+        """
+        from daskgmm.io.outputs import write_parts
+
+        parts = self.prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
+        return write_parts(path, parts, storage_options, name="predictions")
+
+    def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
+        """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
+        check_is_fitted(self)
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False,
+                               finite="allow-nan" if getattr(self, "missing", "raise") == "marginalize" else True)
+        centre = self._centre()
+        return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
+                                                self.n_components, ids=ids, id_column=id_column, proba=proba,
+                                                loglik=loglik)
+
+    def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
+        """Stream ``n_samples`` rows drawn from the mixture to Parquet parts, atomically.
+
+        Each part of ``chunk_rows`` rows is drawn and written by one task, from a
+        seed derived from ``random_state`` and the part number, so a worker holds
+        one part per thread. Columns: the feature names (or ``x0 …``) and
+        ``component``.
+
+        Returns
+        -------
+        int
+            Rows written.
+        """
+        from daskgmm.io.files import rows_per_part
+        from daskgmm.io.outputs import write_parts
+
+        check_is_fitted(self)
+        n_samples = int(n_samples)
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        sizes = rows_per_part(n_samples, max(1, -(-n_samples // int(chunk_rows))))
+        return write_parts(path, self._sample_parts(sizes, random_state), storage_options, name="sample")
+
+    def _sample_parts(self, sizes, random_state) -> list:
+        return fitting_predict.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
+                                            self.covariance_type, self._column_names())
+
+    # ----------------------------------------------------------- persistence
+    def save(self, path, storage_options=None):
+        """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically)."""
+        from daskgmm.io.modelfiles import save_model
+
+        save_model(self, path, storage_options)
+        return self
+
+    def export_state(self):
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
+        check_is_fitted(self)
+        return fitting_attributes.export_mixture(self)
+
+    def import_state(self, arrays, meta):
+        """Set the fitted attributes from :meth:`export_state`'s output (checked: shapes, finite values)."""
+        from daskgmm.io.modelfiles import restore_history
+
+        attributes = fitting_attributes.import_mixture(arrays, meta, self.n_components, self.covariance_type)
+        attributes["history_"] = restore_history(attributes["history_"])
+        for name, value in attributes.items():
+            setattr(self, name, value)
+
+
+class InformationCriteriaMixin:
+    """``bic`` and ``aic`` of a point estimate (``_n_parameters()`` free parameters)."""
+
+    def _n_parameters(self) -> int:
+        return cov.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
+
+    def bic(self, X):
+        """Bayesian information criterion on X (lower is better)."""
+        return fitting_predict.information_criteria(self.score(X), fitting_predict.n_rows(X), self._n_parameters())[0]
+
+    def aic(self, X):
+        """Akaike information criterion on X (lower is better)."""
+        return fitting_predict.information_criteria(self.score(X), fitting_predict.n_rows(X), self._n_parameters())[1]
