@@ -11,7 +11,8 @@ from daskgmm.base import BaseMixture
 from daskgmm.fitting import variational as fitting_variational
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
-from daskgmm.models.variational import PRIOR_TYPES, effective_components
+from daskgmm.models.priors import PRIOR_TYPES, PRIORS
+from daskgmm.models.variational import effective_components
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     NONE,
@@ -20,14 +21,6 @@ from daskgmm.validation.params import (
     check_missing_supported,
     validate_params,
 )
-
-#: The constructor parameters of :class:`BayesianGaussianMixture` that ``GaussianMixture``
-#: lacks: its priors (what ``select_model(..., bayesian_params=)`` accepts).
-PRIOR_PARAMETERS = ("weight_concentration_prior_type", "weight_concentration_prior", "mean_precision_prior",
-                    "mean_prior", "degrees_of_freedom_prior", "covariance_prior")
-
-_PRIOR_NAMES = ("weight_concentration_prior_", "mean_precision_prior_", "mean_prior_",
-                "degrees_of_freedom_prior_", "covariance_prior_")
 
 
 @register
@@ -147,7 +140,7 @@ class BayesianGaussianMixture(BaseMixture):
 
     # ------------------------------------------------------------------ fit
     def _priors(self) -> dict:
-        return {name[:-1]: getattr(self, name) for name in _PRIOR_NAMES}
+        return {name: getattr(self, name + "_") for name in PRIORS}
 
     def _state(self, dtype):
         """The fitted posterior as a model state (warm start, predictions)."""

@@ -24,6 +24,7 @@ from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.predict import information_criteria
 from daskgmm.kernels import COVARIANCE_TYPES, MixtureRequest
 from daskgmm.kernels import covariance as cov
+from daskgmm.models.priors import PRIOR_PARAMETERS, PRIORS
 from daskgmm.models.states import MixtureState
 from daskgmm.validation.checks import prepare_rows
 from daskgmm.validation.params import check_missing_supported, validate_params
@@ -103,7 +104,6 @@ def _check_kinds(kinds) -> list[str]:
 
 
 def _check_bayesian_params(bayesian_params, kinds, covariance_types=()) -> dict:
-    from daskgmm.bayesian import PRIOR_PARAMETERS
 
     if bayesian_params is None:
         return {}
@@ -235,9 +235,7 @@ def select_model(
         data_cov = None
         if priors_given.get("covariance_prior") is None and {"full", "tied"} & set(types):
             data_cov = fitting_variational.data_covariance(data, scan)
-        prior_args = {name: priors_given.get(name) for name in (
-            "weight_concentration_prior", "mean_precision_prior", "mean_prior", "degrees_of_freedom_prior",
-            "covariance_prior")}
+        prior_args = {name: priors_given.get(name) for name in PRIORS}
         for c, est in probe.items():
             if c[0] == "bayesian":
                 params = fitting_variational.VariationalParams.of(est.get_params())

@@ -23,6 +23,7 @@ from daskgmm.cli.config import (
     load_config,
     options_for,
 )
+from daskgmm.models.priors import PRIOR_PARAMETERS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -214,8 +215,7 @@ def check_filesystems(o):
 STUDENT_OPTIONS = (("df", None), ("fixed_df", False))
 
 #: Options of the variational mixture only (``fit --estimator bayesian``, ``select --kinds bayesian``).
-PRIOR_OPTIONS = ("weight_concentration_prior_type", "weight_concentration_prior", "mean_precision_prior",
-                 "degrees_of_freedom_prior", "mean_prior", "covariance_prior")
+PRIOR_OPTIONS = PRIOR_PARAMETERS
 
 
 #: Options of the mixtures with their defaults: given to ``fit --estimator kmedoids`` they are an error.

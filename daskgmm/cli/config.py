@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from daskgmm.kernels.medoids import METRICS
+from daskgmm.models.priors import PRIOR_TYPES
 
 
 class ConfigError(ValueError):
@@ -90,7 +91,7 @@ OPTIONS = [
         "(--estimator student)", (FIT,)),
     Opt("weight_concentration_prior_type", "choice", "dirichlet_process",
         "weight prior (--estimator bayesian, select --kinds bayesian)", (FIT, SELECT),
-        choices=("dirichlet_process", "dirichlet_distribution")),
+        choices=PRIOR_TYPES),
     Opt("weight_concentration_prior", "float", None,
         "weight concentration (--estimator bayesian, select --kinds bayesian; default 1/K)", (FIT, SELECT),
         metavar="A"),

@@ -35,7 +35,6 @@ def effective_components(weights) -> int:
     return int(np.sum(np.asarray(weights) > EFFECTIVE_WEIGHT))
 
 
-PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 
 
 def log_dirichlet_norm(concentration: np.ndarray) -> float:
