@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from daskgmm.em.loop import Run, lockstep
-from daskgmm.engine.passes import ChunkedData
+from daskgmm.engine.passes import SCAN_SAMPLE_KEY, ChunkedData
 from daskgmm.engine.passes import is_sparse_chunk as issparse
 from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, kmeans_natural_params
 from daskgmm.kernels.random import stream_key
@@ -230,7 +230,7 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     # the whole data as a weighted point set, when the scan drew every row and k-means takes them all
     whole = _distinct_rows(sample, data.sample_weights()) if data.sample_complete else None
     if sample.shape[0] < need and whole is None:
-        sample = random_rows(data, centre, need, [SAMPLE_KEY_SEED], stream=11, dense=False)[0]
+        sample = random_rows(data, centre, need, [SCAN_SAMPLE_KEY], stream=11, dense=False)[0]
     if issparse(sample):
         # sparse rows cannot be shifted and stay sparse: distances about the origin
         centre = np.zeros(data.n_features)
@@ -296,8 +296,6 @@ def _distinct_rows(points, weights):
     return distinct, np.bincount(inverse, weights=w, minlength=distinct.shape[0]), shift
 
 
-#: Seed of the larger sample drawn when the scan's is too small (like the scan's, fixed).
-SAMPLE_KEY_SEED = 0x5CA17
 
 
 def kmeans_tolerance(variance, tol: float) -> float:

@@ -48,8 +48,8 @@ MEMORY_FRACTION = 0.4
 #: many rows and :data:`SCAN_SAMPLE_BYTES` of float64 (each chunk returns that much).
 SCAN_SAMPLE_ROWS = 32768
 SCAN_SAMPLE_BYTES = 4 << 20
-#: Stream of the scan's sample (fixed: the scan runs before any seed is known; the
-#: seeds act on what is done with the sample).
+#: Stream of the scan's sample, and of the larger one an initialisation draws when it is too
+#: small (fixed: the scan runs before any seed is known; the seeds act on what is done with it).
 SCAN_SAMPLE_KEY = 0x5CA17
 #: A plan larger than this (the centres of k-means on wide sparse rows: 51 MB at K=64,
 #: D=100,000) is scattered to the workers once per pass instead of travelling inside every

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daskgmm.em.init import initial_centers
-from daskgmm.em.loop import Run, lockstep
+from daskgmm.em.init import initial_centers, lloyd
 from daskgmm.engine.passes import ChunkedData, is_sparse_array
 from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
-from daskgmm.models.states import KMeansState, first_best
+from daskgmm.models.states import first_best
 
 
 def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
@@ -102,8 +101,7 @@ def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=N
     on_iteration : callable, optional
         ``on_iteration(iteration, runs)`` (verbose lines).
     """
-    runs = [Run(KMeansState(np.asarray(c, np.float64), tol=tol), objective=np.inf) for c in starts]
-    lockstep(data, runs, centre=centre, max_iter=max_iter, callback=on_iteration)
+    runs = lloyd(data, centre, starts, max_iter=max_iter, tol_scaled=tol, callback=on_iteration)
     specs = [ModelSpec(kmeans_natural_params(r.state.centers - centre), "spherical", "hard") for r in runs]
     final = data.run([MixtureRequest(specs)], centre)[0]
     inertias = [max(0.0, float(-st.loglik)) for st in final]  # never -0.0
