@@ -400,6 +400,17 @@ def test_a_second_writer_of_the_same_output_fails_clearly(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path / "out")) == ["m"]
 
 
+def test_the_output_lock_is_the_kernels_not_a_pid(tmp_path):
+    """The lock is an flock: a lock file naming a live process that does not hold it (a reused pid,
+    another host's job) is no lock; a process that holds it, however it holds it, is one."""
+    out = tmp_path / "out" / "m"
+    os.makedirs(out.parent)
+    (out.parent / ".m.lock").write_text(f"{os.getppid()}\n")  # a live pid, no flock
+    with OutputLock(out):
+        assert (out.parent / ".m.lock").read_text().strip() == str(os.getpid())
+    assert not (out.parent / ".m.lock").exists()  # released: removed
+
+
 # ---------------------------------------------------------------------------- inputs changing
 
 

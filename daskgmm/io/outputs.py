@@ -63,28 +63,40 @@ def write_whole(path: str, write, fs=None) -> None:
             os.remove(tmp)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-_held: dict = {}  # lock path -> how many times this process holds it
+_held: dict = {}  # lock path -> [how many times this process holds it, the locked file descriptor]
 _store_held: dict = {}  # lock URL on an object store -> [how many times held, its StoreLock]
 
 
+def _flock(lock_path: str) -> int:
+    """Open ``lock_path`` and lock it exclusively (``flock``), without waiting; returns the descriptor.
+
+    The kernel releases the lock when its holder exits, however it dies (a killed job leaves
+    a file nobody locks), and across the hosts of a network file system that supports it,
+    where a pid means nothing. Raises BlockingIOError when another process holds it.
+    """
+    import fcntl
+
+    while True:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # the previous holder removes the file as it releases: lock the file the path names now
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 class OutputLock:
-    """An advisory lock on one output target: the file ``.NAME.lock`` beside it, holding
-    the owner's pid, created exclusively. A lock whose owner is no longer alive (a
-    killed job) is taken over. Re-entrant within one process. On S3 the lock is an
-    object created by a conditional write (:class:`daskgmm.io.store.StoreLock`);
-    on other object stores there is none.
+    """An advisory lock on one output target: the file ``.NAME.lock`` beside it, locked with
+    ``flock`` (released by the kernel when its holder dies: a killed job's lock is free) and
+    holding the owner's pid for messages. Re-entrant within one process. On S3 the lock is an
+    object created by a conditional write (:class:`daskgmm.io.store.StoreLock`); on other
+    object stores there is none.
 
     Creating the lock is also the check that the output's directory is writable,
     made before any data pass; on an object store, that its bucket exists (never
@@ -111,33 +123,28 @@ class OutputLock:
                 self.fs.makedirs(self.parent, exist_ok=True)
         except OSError as exc:
             raise OSError(f"cannot create the directory of output {self.target!r}: {exc.strerror or exc}") from None
-        if _held.get(self.lock_path):
-            _held[self.lock_path] += 1
+        if self.lock_path in _held:
+            _held[self.lock_path][0] += 1
             self.held = True
             return self
-        for _ in range(3):
-            try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and _pid_alive(owner):
-                    raise OutputBusyError(
-                        f"output {self.target!r} is being written by another job (pid {owner}); "
-                        f"wait for it to finish (its lock is {self.lock_path})"
-                    ) from None
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.lock_path)  # a killed job's lock
-                continue
-            except OSError as exc:
-                raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            _held[self.lock_path] = 1
-            self.held = True
-            # before any pass: what a killed job left is repaired now, not when this job commits
-            _tidy(self.fs, self.path)
-            return self
-        raise OutputBusyError(f"output {self.target!r}: could not take its lock {self.lock_path}")
+        try:
+            fd = _flock(self.lock_path)
+        except BlockingIOError:
+            owner = self._owner()
+            raise OutputBusyError(
+                f"output {self.target!r} is being written by another job"
+                + (f" (pid {owner})" if owner is not None else "")
+                + f"; wait for it to finish (its lock is {self.lock_path})"
+            ) from None
+        except OSError as exc:
+            raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _held[self.lock_path] = [1, fd]
+        self.held = True
+        # before any pass: what a killed job left is repaired now, not when this job commits
+        _tidy(self.fs, self.path)
+        return self
 
     def _acquire_store(self) -> OutputLock:
         fs = self.fs
@@ -180,11 +187,13 @@ class OutputLock:
                     del _store_held[key]
                     entry[1].release()
             return
-        _held[self.lock_path] -= 1
-        if _held[self.lock_path] == 0:
+        entry = _held[self.lock_path]
+        entry[0] -= 1
+        if entry[0] == 0:
             del _held[self.lock_path]
             with contextlib.suppress(FileNotFoundError):
-                os.remove(self.lock_path)
+                os.remove(self.lock_path)  # while locked: a job that opened it meanwhile sees another file
+            os.close(entry[1])
 
     def __enter__(self):
         return self.acquire()
@@ -304,7 +313,7 @@ def _tidy(fs, path):
         if name.startswith(prefix):
             owner = _staging_owner(name, prefix)
             # under the lock no other live job writes here; a staging of ours is a retry's
-            if owner is None or owner == os.getpid() or not _pid_alive(owner):
+            if owner is None or owner == os.getpid() or not store.pid_alive(owner):
                 with contextlib.suppress(FileNotFoundError):
                     fs.rm(entry, recursive=True)
     olds = sorted(e for e in entries if posixpath.basename(e).startswith(old_prefix))
@@ -340,7 +349,7 @@ def _finish_commits(fs, entries, prefix):
         if not name.startswith(prefix):
             continue
         owner = _staging_owner(name, prefix)
-        if owner is not None and owner != os.getpid() and _pid_alive(owner):
+        if owner is not None and owner != os.getpid() and store.pid_alive(owner):
             continue
         tag, pairs = name[len(prefix):], []
         if not tag.endswith(".tmp"):  # a journal still being written: no swap had begun

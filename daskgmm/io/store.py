@@ -335,7 +335,8 @@ def _identity() -> dict:
     return {"host": socket.gethostname(), "pid": str(os.getpid()), "pidns": ns}
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host (and pid namespace) is alive."""
     if pid == os.getpid():
         return True
     try:
@@ -400,7 +401,7 @@ class StoreLock:
         mine = self.me
         if meta.get("host") == mine["host"] and meta.get("pidns", "") == mine["pidns"]:
             pid = meta.get("pid", "")
-            return pid.isdigit() and not _pid_alive(int(pid))
+            return pid.isdigit() and not pid_alive(int(pid))
         return False
 
     # -- the protocol
