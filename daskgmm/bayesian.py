@@ -198,7 +198,7 @@ class BayesianGaussianMixture(BaseMixture):
         return data
 
     def _set_priors(self, priors: dict, dtype) -> None:
-        for name, value in prior_attributes(priors, dtype).items():
+        for name, value in fitting_variational.prior_attributes(priors, dtype).items():
             setattr(self, name, value)
 
     # ----------------------------------------------------------- predictions
@@ -261,23 +261,3 @@ class BayesianGaussianMixture(BaseMixture):
             "covariance_prior": np.asarray(arrays["covariance_prior_"], np.float64),
         }, dtype)
         self.n_effective_components_ = effective_components(self.weights_)
-
-
-def prior_attributes(priors: dict, dtype) -> dict:
-    """The fitted ``*_prior_`` attributes of :class:`BayesianGaussianMixture`, in ``dtype``.
-
-    Parameters
-    ----------
-    priors : dict
-        From :func:`daskgmm.fitting.variational.variational_priors`.
-    dtype : numpy dtype
-        The data's.
-    """
-    c = priors["covariance_prior"]
-    return {
-        "weight_concentration_prior_": priors["weight_concentration_prior"],
-        "mean_precision_prior_": priors["mean_precision_prior"],
-        "mean_prior_": priors["mean_prior"].astype(dtype),
-        "degrees_of_freedom_prior_": priors["degrees_of_freedom_prior"],
-        "covariance_prior_": float(c) if c.ndim == 0 else c.astype(dtype),
-    }

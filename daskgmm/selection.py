@@ -1,31 +1,19 @@
-"""Model selection: every (kind, K, covariance type, restart) candidate fitted in the same passes.
-
-Each candidate is one more model in the lockstep loop: the k-means|| seeding of
-every K, the Lloyd passes, the EM (and variational) iterations and the final
-scoring pass serve all candidates at once, so a sweep over ten K and two
-covariance types reads the data about as often as a single fit. Gaussian and
-variational (``BayesianGaussianMixture``) candidates share the same passes: both
-model states ask a pass for the same mixture statistics.
-"""
+"""Model selection: every (kind, K, covariance type, restart) candidate fitted in the same passes
+(:mod:`daskgmm.fitting.selection`), compared by BIC or AIC."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm.em.init import mixture_init_stats
-from daskgmm.em.loop import Run
-from daskgmm.fitting import mixture as fitting
-from daskgmm.fitting import variational as fitting_variational
 from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.predict import information_criteria
-from daskgmm.kernels import COVARIANCE_TYPES, MixtureRequest
+from daskgmm.fitting.selection import fit_candidates
+from daskgmm.kernels import COVARIANCE_TYPES
 from daskgmm.kernels import covariance as cov
-from daskgmm.models.priors import PRIOR_PARAMETERS, PRIORS
-from daskgmm.models.states import MixtureState
+from daskgmm.models.priors import PRIOR_PARAMETERS
 from daskgmm.validation.checks import prepare_rows
 from daskgmm.validation.params import check_missing_supported, validate_params
 from daskgmm.validation.scan import warn_degenerate
@@ -66,26 +54,6 @@ class SelectionResult:
     criterion: str
     models_: dict = field(default_factory=dict)
     n_passes: int = 0
-
-
-def _initial_states(data, scan, probe: dict, priors: dict, seeds, init_params) -> list:
-    """The starting state of every (candidate, seed), in the order of ``probe`` then ``seeds``;
-    the initial statistics of each (K, covariance type, seed) are computed once for both kinds."""
-    ks_types = list(dict.fromkeys(c[-2:] for c in probe))
-    init_keys = [(k, t, s) for k, t in ks_types for s in seeds]
-    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys)))
-    states = []
-    for c, est in probe.items():
-        k, t = c[-2:]
-        if c[0] == "bayesian":
-            params = fitting_variational.VariationalParams.of(est.get_params())
-            states += fitting_variational.variational_states_from_stats(
-                [stats[(k, t, s)] for s in seeds], [params] * len(seeds), [priors[c]] * len(seeds), data.dtype)
-        else:
-            params = fitting.MixtureParams.of(est.get_params())
-            states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [params] * len(seeds),
-                                                data.dtype)
-    return states
 
 
 def _check_kinds(kinds) -> list[str]:
@@ -193,7 +161,7 @@ def select_model(
     """
     import pandas as pd
 
-    from daskgmm.bayesian import BayesianGaussianMixture, prior_attributes
+    from daskgmm.bayesian import BayesianGaussianMixture
     from daskgmm.mixture import GaussianMixture
     from daskgmm.models.variational import effective_components
 
@@ -227,79 +195,29 @@ def select_model(
     if n < max(ks):
         raise ValueError(f"Expected n_samples >= n_components but got n_components = {max(ks)}, n_samples = {n}")
     warn_degenerate(scan, info["feature_names"], max(ks))
-    t_init = time.perf_counter()
-    seeds = restart_seeds(random_state, n_init)
-    priors = {}
-    if "bayesian" in kinds:
-        # the default covariance prior of full and tied candidates: one pass for all of them
-        data_cov = None
-        if priors_given.get("covariance_prior") is None and {"full", "tied"} & set(types):
-            data_cov = fitting_variational.data_covariance(data, scan)
-        prior_args = {name: priors_given.get(name) for name in PRIORS}
-        for c, est in probe.items():
-            if c[0] == "bayesian":
-                params = fitting_variational.VariationalParams.of(est.get_params())
-                priors[c] = fitting_variational.variational_priors(data, scan, params, data_cov=data_cov,
-                                                                   **prior_args)
-    jobs = [(c, s) for c in probe for s in seeds]  # (candidate key, seed) per run
-    runs = checkpoint.load() if checkpoint is not None else None
-    resumed = runs is not None
-    if resumed and len(runs) != len(jobs):
-        from daskgmm.io.modelfiles import ModelFileError
-
-        raise ModelFileError(f"{checkpoint.path}: {len(runs)} run(s) saved but this selection has {len(jobs)}; "
-                             "remove it or use another --checkpoint-dir")
-    if not resumed:
-        runs = [Run(st) for st in _initial_states(data, scan, probe, priors, seeds, init_params)]
-        if checkpoint is not None:
-            checkpoint.save(runs, extra={"rng": {"generator": fitting.RNG_NOTE, "restart_seeds": seeds}})
-    if progress is not None:
-        progress("init", seconds=time.perf_counter() - t_init, resumed=resumed, runs=runs)
-    fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint, progress=progress)
-    # the best restart of each candidate (each kind's rule: the largest lower bound), then one
-    # pass scores them all by the log-likelihood of their plug-in parameters
-    by_candidate: dict = {}
-    for (c, _), r in zip(jobs, runs):
-        by_candidate.setdefault(c, []).append(r)
-    best_of = {c: fitting.best_run(rs, max_iter) for c, rs in by_candidate.items()}  # GaussianMixture's rule
-    keys = list(by_candidate)
-    specs = []
-    for c in keys:
-        st = best_of[c][0].state
-        if c[0] == "bayesian":  # the Gaussian mixture of its expected weights and normalised covariances
-            st = MixtureState(st.weights, st.means, st.covariances, st.precisions_cholesky, st.covariance_type,
-                              reg_covar=st.reg_covar, eps_dtype=st.eps_dtype)
-        specs.append(st.spec(scan.mean))
-    final = data.run([MixtureRequest(specs)], scan.mean)[0]
+    fits = fit_candidates(data, scan, {c: est.get_params() for c, est in probe.items()},
+                          restart_seeds(random_state, n_init), priors_given=priors_given, init_params=init_params,
+                          max_iter=max_iter, checkpoint=checkpoint, progress=progress)
     rows, models = [], {}
-    for c, st in zip(keys, final):
+    for c, fit in fits.items():
         k, t = c[-2:]
-        r, lower_bound = best_of[c]
-        est = probe[c]
-        bayesian = c[0] == "bayesian"
-        if bayesian:
-            attributes = fitting_variational.variational_attributes(r, by_candidate[c], lower_bound, max_iter,
-                                                                    data.dtype)
-            attributes.update(prior_attributes(priors[c], data.dtype))
-        else:
-            attributes = fitting.fitted_attributes(r, by_candidate[c], lower_bound, max_iter, data.dtype)
-        for name, value in attributes.items():
+        est, bayesian = probe[c], c[0] == "bayesian"
+        for name, value in fit.attributes.items():
             setattr(est, name, value)
         est.n_features_in_ = d
         if info["feature_names"] is not None:
             est.feature_names_in_ = info["feature_names"]
-        ll = st.loglik / st.weight
         k_eff = k
         if bayesian:
             k_eff = effective_components(est.weights_)  # as the estimator fitted alone counts them
             est.n_effective_components_ = k_eff
         # a bayesian candidate counts only its effective components (at least one)
         p = cov.n_parameters(t, max(k_eff, 1), d)
-        bic, aic = information_criteria(ll, n, p)
-        rows.append({"n_components": k, "covariance_type": t, "log_likelihood": ll, "bic": bic, "aic": aic,
-                     "n_parameters": p, "n_iter": r.n_iter, "converged": r.converged,
+        bic, aic = information_criteria(fit.log_likelihood, n, p)
+        rows.append({"n_components": k, "covariance_type": t, "log_likelihood": fit.log_likelihood, "bic": bic,
+                     "aic": aic, "n_parameters": p, "n_iter": fit.n_iter, "converged": fit.converged,
                      "kind": "bayesian" if bayesian else "gaussian", "effective_components": k_eff,
-                     "lower_bound": lower_bound if bayesian else np.nan})
+                     "lower_bound": fit.lower_bound if bayesian else np.nan})
         models[c] = est
     table = pd.DataFrame(rows)
     table = table.assign(_kind=table["kind"].map({"gaussian": 0, "bayesian": 1}))

@@ -213,3 +213,23 @@ def variational_attributes(best: Run, runs: list[Run], lower_bound: float, max_i
         "degrees_of_freedom_": float(dof) if dof.ndim == 0 else dof.astype(dtype),
     })
     return out
+
+
+def prior_attributes(priors: dict, dtype) -> dict:
+    """The fitted ``*_prior_`` attributes of :class:`BayesianGaussianMixture`, in ``dtype``.
+
+    Parameters
+    ----------
+    priors : dict
+        From :func:`variational_priors`.
+    dtype : numpy dtype
+        The data's.
+    """
+    c = priors["covariance_prior"]
+    return {
+        "weight_concentration_prior_": priors["weight_concentration_prior"],
+        "mean_precision_prior_": priors["mean_precision_prior"],
+        "mean_prior_": priors["mean_prior"].astype(dtype),
+        "degrees_of_freedom_prior_": priors["degrees_of_freedom_prior"],
+        "covariance_prior_": float(c) if c.ndim == 0 else c.astype(dtype),
+    }

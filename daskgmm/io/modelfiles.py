@@ -367,8 +367,13 @@ class Checkpoint:
         write_whole(self._key if not self.local else self.path,
                     lambda f: np.savez(f, __meta__=np.array(json.dumps(doc)), **arrays), self.fs)
 
-    def load(self):
+    def load(self, n_runs: int | None = None):
         """Runs saved by :meth:`save`, or None when there is no checkpoint.
+
+        Parameters
+        ----------
+        n_runs : int, optional
+            How many runs the job has: a checkpoint with another number is another job's.
 
         Raises
         ------
@@ -412,4 +417,7 @@ class Checkpoint:
                 objective=float(_float_or_str(rd["objective"])), objectives=list(rd["objectives"]),
                 history=history, done=rd["done"],
             ))
+        if n_runs is not None and len(runs) != n_runs:
+            raise ModelFileError(f"{self.path}: {len(runs)} run(s) saved but this job has {n_runs}; "
+                                 "remove it or use another --checkpoint-dir")
         return runs
