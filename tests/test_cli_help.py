@@ -90,3 +90,28 @@ def test_a_kernel_choice_that_cannot_run_is_bad_usage_before_any_cluster(tmp_pat
     shown = subprocess.run([sys.executable, "-m", "daskgmm", "show-config"], capture_output=True, text=True,
                            timeout=60, env=env)
     assert shown.returncode == 0 and "kernel: none (DASKGMM_KERNEL must be one of" in shown.stdout
+
+
+def test_a_bad_option_value_names_the_flag_once(capsys):
+    assert main(["fit", "data", "--tol", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert "--tol: expected a number, got 'abc'" in err and "tol: tol" not in err
+
+
+def test_missing_inputs_are_bad_input_before_any_cluster(tmp_path, capsys):
+    """A wrong DATA or --model path exits 2 at once: no cluster is started to find out."""
+    from daskgmm.engine import cluster
+
+    started = []
+    real = cluster.connect
+    cluster.connect = lambda *a, **k: started.append(1) or real(*a, **k)
+    try:
+        assert main(["fit", str(tmp_path / "nope"), "--model-out", str(tmp_path / "m")]) == 2
+        assert "no such file or directory" in capsys.readouterr().err
+        (tmp_path / "d").mkdir()
+        assert main(["predict", str(tmp_path / "d"), "--model", str(tmp_path / "none"),
+                     "--out", str(tmp_path / "p")]) == 2
+        assert "holds no Parquet files" in capsys.readouterr().err
+    finally:
+        cluster.connect = real
+    assert started == []

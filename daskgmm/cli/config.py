@@ -269,7 +269,8 @@ def coerce(opt: Opt, value, where: str):
     """Convert a config (or command-line) value to the option's type, or raise ConfigError."""
     def bad(extra=""):
         want = _type_name(opt.kind) + (f" {', '.join(opt.choices)}" if opt.kind == "choice" else "")
-        return ConfigError(f"{where}: {opt.dest}: expected {want}, got {value!r}{extra}")
+        named = where if where == opt.flag else f"{where}: {opt.dest}"  # a flag names the option itself
+        return ConfigError(f"{named}: expected {want}, got {value!r}{extra}")
 
     if value is None:
         return None

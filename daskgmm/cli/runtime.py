@@ -79,6 +79,20 @@ def objective_name(run) -> str:
     return getattr(getattr(run, "state", None), "objective_name", "loglik")
 
 
+def check_inputs(o) -> None:
+    """DATA's files and --model's files exist and are what they say, checked before a cluster
+    starts: a wrong path is bad input at once (exit 2), not after seconds of cluster start-up."""
+    so = storage_options(o)
+    if getattr(o, "data", None) is not None:
+        from daskgmm.io.files import list_files
+
+        list_files(o.data, so)
+    if getattr(o, "model", None) is not None and o.command != "sample":
+        from daskgmm.io.modelfiles import read_model_files
+
+        read_model_files(o.model, so)
+
+
 @contextlib.contextmanager
 def command_cluster(o, log, box=None, metrics=None):
     """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it.
@@ -86,6 +100,7 @@ def command_cluster(o, log, box=None, metrics=None):
     from daskgmm.engine.cluster import connect
     from daskgmm.io.files import DataError, NonFiniteError
 
+    check_inputs(o)
     security = None
     if o.scheduler and any((o.tls_ca, o.tls_cert, o.tls_key)):
         from distributed.security import Security
