@@ -79,6 +79,11 @@ def objective_name(run) -> str:
     return getattr(getattr(run, "state", None), "objective_name", "loglik")
 
 
+#: Estimators whose passes run NumPy whatever the compiled core (what the cluster line and
+#: metrics' "kernel" say of them).
+NUMPY_PASSES = {"kmedoids": "k-medoids", "student": "Student-t"}
+
+
 def check_inputs(o) -> None:
     """DATA's files and --model's files exist and are what they say, checked before a cluster
     starts: a wrong path is bad input at once (exit 2), not after seconds of cluster start-up."""
@@ -127,6 +132,9 @@ def command_cluster(o, log, box=None, metrics=None):
         from daskgmm.engine.cluster import kernels_in_use
 
         kernel = kernels_in_use(client)
+        numpy_only = NUMPY_PASSES.get(getattr(o, "estimator", None)) if o.command == "fit" else None
+        if numpy_only and not kernel.startswith("numpy"):
+            kernel = f"numpy ({numpy_only} passes have no compiled kernel)"
         if metrics is not None:
             metrics["kernel"] = kernel
         log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}; kernel {kernel}")
