@@ -340,3 +340,12 @@ def test_checkpoint_resume_ends_where_an_uninterrupted_fit_ends(tmp_path):
     assert ("init", True) in seen  # resumed, not started afresh
     np.testing.assert_array_equal(km.medoid_indices_, ref.medoid_indices_)
     assert km.inertia_ == ref.inertia_ and km.n_iter_ == ref.n_iter_
+
+
+def test_a_boolean_metric_on_numbers_warns_once_as_scikit_learn():
+    from sklearn.exceptions import DataConversionWarning
+
+    X = (np.random.default_rng(0).random((300, 4)) > 0.5).astype(float)
+    with pytest.warns(DataConversionWarning, match="converted to boolean for metric jaccard") as record:
+        KMedoids(2, metric="jaccard", random_state=0).fit(X)
+    assert sum(issubclass(w.category, DataConversionWarning) for w in record) == 1

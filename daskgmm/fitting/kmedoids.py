@@ -14,9 +14,12 @@ then passes over the whole data, predictions, attributes and model files.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.exceptions import DataConversionWarning
+from sklearn.metrics.pairwise import PAIRWISE_BOOLEAN_FUNCTIONS
 
 from daskgmm.em.loop import Run
 from daskgmm.engine.cluster import blas_threads
@@ -50,6 +53,10 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
         covariance = data_covariance(data, scan)
         if np.linalg.eigvalsh(covariance).min() <= 0:
             raise ValueError("metric='mahalanobis' needs the inverse of the data's covariance, which is singular")
+    if isinstance(metric, str) and metric in PAIRWISE_BOOLEAN_FUNCTIONS:
+        # scikit-learn's warning, once per fit (the passes convert every block, silently)
+        warnings.warn(f"Data was converted to boolean for metric {metric}: every non-zero value counts as "
+                      "True", DataConversionWarning, stacklevel=3)
     d = Dissimilarity.of(metric, scan.mean, variance, covariance)
     probe = data.sample()[:2]
     d.pairwise(probe, probe)
