@@ -205,6 +205,21 @@ def test_the_default_start_is_not_captured_by_the_outliers_on_any_of_many_seeds(
     assert min(scores) > -4.7, np.round(scores, 3)
 
 
+def test_the_default_start_on_part_of_the_sample_is_the_same_for_any_chunking(monkeypatch):
+    from daskgmm import fitting_studentt
+
+    monkeypatch.setattr(fitting_studentt, "SAMPLE_FIT_ROWS", 1000)  # a start on 1,000 of the 6,000 rows
+    X, truth = _outlier_data(3, n=6000)
+    fits = [StudentTMixture(3, random_state=0).fit(X), StudentTMixture(3, random_state=0, chunk_size=777).fit(X),
+            StudentTMixture(3, random_state=0).fit(da.from_array(X, chunks=(2500, 2)))]
+    assert fits[0].n_iter_ > 2  # the passes over all rows continue from the sample's fit
+    assert _mean_error(fits[0].means_, truth) < 0.15
+    for f in fits[1:]:
+        for name in ("weights_", "means_", "covariances_", "df_"):
+            np.testing.assert_allclose(getattr(f, name), getattr(fits[0], name), rtol=1e-9, atol=1e-12,
+                                       err_msg=name)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("init", ["kmeans", "random"])
