@@ -51,7 +51,10 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         Restarts; the one with the largest final mean log-likelihood is kept.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
         As in :class:`daskgmm.GaussianMixture`: the initial weights, locations and scales are
-        those a Gaussian mixture starts from.
+        those a Gaussian mixture starts from. "kmeans" is made robust to gross outliers, which
+        draw k-means centres to them: of several k-means starts on the first scan's sample,
+        each fitted by EM on (up to 8,192 rows of) that sample, the one of highest t
+        likelihood there is the start (no pass over the data; the same for any chunking).
     df : float, default=4.0
         The degrees of freedom every component starts with (studenttmixture's name).
     fixed_df : bool, default=False

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""k-means against K-medoids on data with gross outliers: "l2-norm is not robust to outliers" (notes, 001).
+"""k-means against K-medoids and a Student-t mixture on data with gross outliers: "l2-norm is not robust to
+outliers" (notes, 001).
 
     .venv/bin/python scripts/plot_outliers.py      # writes docs/gallery/outliers.png
 
 Three round clusters of 300 rows and 5% gross outliers scattered to one side. KMeans'
 centres are means, and the outliers drag the nearest one off its cluster; KMedoids'
-prototypes are rows, chosen by a sum of (here Manhattan) dissimilarities, and stay.
+prototypes are rows, chosen by a sum of (here Manhattan) dissimilarities, and stay;
+StudentTMixture's components have heavy tails, its E-step weighs a far row by
+u = (nu + D)/(nu + δ²), and its locations stay too (the component that takes the
+outliers in its tail ends with few degrees of freedom).
 
 :func:`compare_on_outliers` draws any list of fitted estimators (anything with
-``cluster_centers_`` or ``means_`` and ``predict``) side by side, so another robust model,
-e.g. a Student-t mixture, is one more entry in the list :func:`main` passes.
+``cluster_centers_`` or ``means_`` and ``predict``) side by side; for a mixture with
+full ``covariances_`` it also draws each component's two-sigma ellipse (a t mixture's: of its scale).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Ellipse
 
 import daskgmm
 
@@ -78,14 +83,20 @@ def compare_on_outliers(X, outlier, estimators, path, titles=None, truth=TRUE_CE
         ax.scatter(truth[:, 0], truth[:, 1], s=260, marker="*", c="black", label="true centres", zorder=3)
         ax.scatter(protos[:, 0], protos[:, 1], s=150, marker="o", facecolors="none", edgecolors="red", lw=2.4,
                    label="fitted prototypes", zorder=4)
+        if getattr(est, "covariance_type", None) == "full":
+            for mean, c in zip(protos, np.asarray(est.covariances_)):
+                vals, vecs = np.linalg.eigh(c)
+                angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
+                ax.add_patch(Ellipse(mean, *(4 * np.sqrt(vals[::-1])), angle=angle, fill=False, ec="red", lw=1.2,
+                                     ls="--", zorder=4))
         ax.set_title(f"{title}\nmean distance of a true centre to its prototype: "
                      f"{prototype_error(protos, truth):.2f}", fontsize=10.5)
         ax.set_aspect("equal")
         ax.set_xlim(-10, 31)
         ax.set_ylim(-13, 12)
         ax.legend(fontsize=8.5, loc="lower left")
-    fig.suptitle("Three clusters and 5% gross outliers: the squared distance is not robust, a dissimilarity "
-                 "sum over rows is", fontsize=12)
+    fig.suptitle("Three clusters and 5% gross outliers: the squared distance is not robust; a sum of "
+                 "dissimilarities over rows is, and so are heavy tails", fontsize=12)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=80)
     return fig
@@ -95,12 +106,17 @@ def main() -> int:
     X, outlier = outlier_data()
     estimators = [
         daskgmm.KMeans(n_clusters=3, n_init=10, random_state=0).fit(X),
-        daskgmm.KMedoids(n_clusters=3, metric="manhattan", method="pam", random_state=0).fit(X),
+        daskgmm.KMedoids(n_clusters=3, metric="manhattan", random_state=0).fit(X),
+        daskgmm.StudentTMixture(n_components=3, random_state=0).fit(X),
     ]
+    df = ", ".join(f"{v:.1f}" for v in estimators[2].df_)
     titles = ["KMeans (squared Euclidean; centres are means)",
-              "KMedoids (Manhattan; prototypes are rows)"]
+              "KMedoids (Manhattan; prototypes are rows)",
+              f"StudentTMixture (t components, df_ {df};\nlocations, two-sigma scale ellipses)"]
     for title, est in zip(titles, estimators):
-        print(f"{title}: prototype error {prototype_error(prototypes(est), TRUE_CENTRES):.3f}")
+        d = np.sqrt(((TRUE_CENTRES[:, None, :] - prototypes(est)[None]) ** 2).sum(axis=2)).min(axis=1)
+        print(f"{title}: prototype error {prototype_error(prototypes(est), TRUE_CENTRES):.3f} "
+              f"(per true centre: {', '.join(f'{v:.2f}' for v in d)})".replace("\n", " "))
     out = os.path.join(ROOT, "docs", "gallery", "outliers.png")
     compare_on_outliers(X, outlier, estimators, out, titles)
     print("wrote", out)

@@ -329,7 +329,7 @@ def initial_centers(data: ChunkedData, centre, method: str, n_clusters, seeds: l
     raise ValueError(f"unknown centre initialisation {method!r}")
 
 
-def _label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
+def label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
     """The spec of the statistics of k-means labels (hard assignment to the nearest centre).
 
     float32 features about the pass centre hold ``‖x - centre‖²`` to ``eps32`` of itself, which
@@ -372,7 +372,7 @@ def mixture_init_stats(
     ``k-means++`` and ``random_from_data``: one chosen row per component;
     ``random``: uniform random responsibilities, normalised per row.
     For float32 data the statistics of the labels are taken about each centre
-    (:func:`_label_spec`).
+    (:func:`label_spec`).
     """
     from daskgmm.kernels import NaturalParams, points_stats
 
@@ -390,7 +390,7 @@ def mixture_init_stats(
         by_key = dict(zip(keys, centers))
         if method != "kmeans":
             return [points_stats(by_key[(k, s)], centre, ct) for k, ct, s in jobs]
-        specs = [_label_spec(by_key[(k, s)], centre, ct, data.dtype) for k, ct, s in jobs]
+        specs = [label_spec(by_key[(k, s)], centre, ct, data.dtype) for k, ct, s in jobs]
         return data.run([MixtureRequest(specs)], centre)[0]
     if method == "random":
         d = data.n_features

@@ -9,12 +9,23 @@ from dataclasses import dataclass, fields
 import numpy as np
 from sklearn.utils import check_random_state
 
-from daskgmm.em.init import mixture_init_stats
+from daskgmm.em.init import kmeans_tolerance, label_spec, mixture_init_stats, sample_kmeans
+from daskgmm.em.loop import Run, lockstep
 from daskgmm.fitting.mixture import MixtureFit, fit_runs, fitted_attributes
 from daskgmm.fitting.predict import part_seed
+from daskgmm.kernels import MixtureRequest, chunk_pass
 from daskgmm.kernels import covariance as cov
+from daskgmm.kernels.random import stream_key
 from daskgmm.kernels.studentt import t_sample_part
+from daskgmm.models.states import first_best
 from daskgmm.models.studentt import StudentTState
+
+#: k-means starts the "kmeans" initialisation tries per restart, each fitted on the scan's sample,
+#: the one of highest t likelihood there kept (see :func:`studentt_initial_states`).
+KMEANS_STARTS = 6
+#: Rows of the scan's sample those fits run on, and their EM iterations at most.
+SAMPLE_FIT_ROWS = 8192
+SAMPLE_FIT_ITER = 50
 
 
 @dataclass(frozen=True)
@@ -48,17 +59,22 @@ def n_parameters(covariance_type: str, n_components: int, n_features: int, fixed
     return cov.n_parameters(covariance_type, n_components, n_features) + (0 if fixed_df else n_components)
 
 
-def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> list[StudentTState]:
+def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]], *,
+                            robust: bool = True) -> list[StudentTState]:
     """Starting models of many jobs (restarts) from one set of initialisation passes.
 
     The initialisation is ``GaussianMixture``'s (``init_params``: the statistics of k-means
     labels, chosen rows or random responsibilities, then a Gaussian M-step); its
     covariances are the starting scales and every component starts with ``df`` degrees
-    of freedom.
+    of freedom. "kmeans" (the default) is made robust to gross outliers unless ``robust``
+    is False: several k-means starts, the one the t likelihood prefers on the scan's
+    sample (:func:`sample_fitted_states`).
     """
     methods = {p.init_params for p, _ in jobs}
     if len(methods) != 1:
         raise ValueError(f"jobs must share one init_params, got {sorted(methods)}")
+    if robust and methods == {"kmeans"} and not data.sparse:
+        return sample_fitted_states(data, scan, jobs)
     stats = mixture_init_stats(
         data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
     )
@@ -68,6 +84,67 @@ def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]]) 
         nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
         states.append(StudentTState.from_covariances(nk / scan.weight, means, covs, p.covariance_type, p.df,
                                                      **options))
+    return states
+
+
+class _SampleRows:
+    """The scan's sample (or its first rows) as data for :func:`daskgmm.em.loop.lockstep`: every pass in this
+    process, one chunk."""
+
+    def __init__(self, x, w):
+        self.x, self.w, self.passes = x, w, 0
+
+    def run(self, requests, centre=None):
+        self.passes += 1
+        return chunk_pass(self.x, requests, centre, sample_weight=self.w)
+
+
+def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> list[StudentTState]:
+    """The "kmeans" start of a t mixture, chosen by the t likelihood on the scan's sample.
+
+    k-means puts a centre among gross outliers as readily as in a cluster (they weigh in
+    squared distance), merging two clusters to do so, and EM on t components keeps that
+    start: on three clusters with 5% scattered outliers, 9 of 20 seeds ended so (the outliers'
+    component broad, two clusters in one). So for each job, :data:`KMEANS_STARTS` k-means
+    starts on the sample (:func:`daskgmm.em.init.sample_kmeans`, the job's seed first and then
+    seeds derived from it), each turned into a t mixture as the "kmeans" init does (label
+    moments, ``df`` degrees of freedom) and fitted by EM on the sample's first
+    :data:`SAMPLE_FIT_ROWS` rows (at most :data:`SAMPLE_FIT_ITER` iterations, in this process);
+    the fit of highest mean t log-likelihood there is the job's start. No pass over the data:
+    the sample is the same rows for any chunking, and so is the start. A start whose sample
+    fit fails (a scale not positive definite on the few rows) is passed over.
+    """
+    sample = data.sample()
+    full = data.sample_complete and len(sample) <= SAMPLE_FIT_ROWS
+    x = np.asarray(sample[:SAMPLE_FIT_ROWS], np.float64)
+    w = np.asarray(data.sample_weights(), np.float64)[: len(x)] if full else None
+    rows = _SampleRows(x, w)
+    centre = np.asarray(scan.mean, np.float64)
+    tol_scaled = kmeans_tolerance(scan.variance, 1e-4)
+    states = []
+    for p, seed in jobs:
+        seeds = [int(seed)] + [stream_key(int(seed), 24 + t) % (2**63) for t in range(1, KMEANS_STARTS)]
+        centers = sample_kmeans(data, centre, [p.n_components] * len(seeds), seeds, tol=tol_scaled, tries=1)
+        stats = rows.run([MixtureRequest([label_spec(c, centre, p.covariance_type, np.float64)
+                                          for c in centers])], centre)[0]
+        options = p.state_options(data.dtype)
+        runs = []
+        for st in stats:
+            nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
+            try:
+                start = StudentTState.from_covariances(nk / nk.sum(), means, covs, p.covariance_type, p.df,
+                                                       **options)
+                run = Run(start)
+                lockstep(rows, [run], centre=centre, max_iter=SAMPLE_FIT_ITER)
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+            if np.isfinite(run.objective):
+                runs.append(run)
+        if not runs:  # every sample fit failed: the plain "kmeans" start, from passes over the data
+            states.extend(studentt_initial_states(data, scan, [(p, seed)], robust=False))
+            continue
+        best = runs[first_best([r.objective for r in runs], maximize=True)]
+        states.append(best.state)
     return states
 
 

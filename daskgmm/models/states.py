@@ -301,6 +301,15 @@ class KMedoidsState:
     candidate of least cost ("alternate", Park & Jun's step), or the single swap of a medoid
     for a candidate that lowers the loss most ("pam", FasterPAM's gains).
 
+    "alternate" ends with swap passes: once no medoid moves, a pass weighs FasterPAM's swap
+    gains of every medoid against candidates spread over each cluster (half its nearest rows,
+    half at even steps of distance rank beyond them) and makes the best improving swap, pass
+    after pass; when a swap pass finds none after swaps, the alternate step runs again. It has
+    converged when a swap pass that follows an alternate pass without a move finds no swap. The alternate
+    step only moves a medoid inside its own cluster, so where clusters are not separated it
+    stops where its start left the partition (on an 8-D normal cloud, cosine: 1.5% above
+    FasterPAM's loss, from the start on 3,000 sampled rows); the swaps move the partition.
+
     Attributes
     ----------
     medoids : ndarray, shape (K, D)
@@ -318,7 +327,12 @@ class KMedoidsState:
     method : {"alternate", "pam"}
     n_candidates : int
     changed : bool
-        Whether the update that made this state moved a medoid (False: converged).
+        Whether the update that made this state moved a medoid or changed its phase (False: converged).
+    phase : {"alternate", "swap"}
+        The next pass's table under ``method="alternate"``: the alternate costs, or the swap gains.
+    swapped : bool
+        The swap passes since the last alternate pass made a swap (then, when they find no more,
+        the alternate step runs again rather than the fit ending).
     events : tuple of str
     """
 
@@ -336,6 +350,8 @@ class KMedoidsState:
     method: str = "alternate"
     n_candidates: int = MEDOID_CANDIDATES
     changed: bool = True
+    phase: str = "alternate"
+    swapped: bool = False
     events: tuple = ()
 
     @property
@@ -365,12 +381,21 @@ class KMedoidsState:
         medoids, rows, pool_rows, dist = fields["medoids"], fields["medoid_rows"], fields["pool_rows"], \
             fields["pool_dist"]
         k, n_cand = len(medoids), fields["n_candidates"]
+        spread = fields.get("phase", "alternate") == "swap"
         near = np.argmin(dist, axis=1) if len(dist) else np.zeros(0, np.int64)
         cand, cand_rows, cluster = [], [], []
         for j in range(k):
             mine = np.flatnonzero((near == j) & (pool_rows != rows[j]))
             # nearest first, ties by row number: the same candidates for any chunking
-            order = mine[np.lexsort((pool_rows[mine], dist[mine, j]))][: max(0, n_cand - 1)]
+            order = mine[np.lexsort((pool_rows[mine], dist[mine, j]))]
+            want = max(0, n_cand - 1)
+            if spread and len(order) > want:
+                # a swap may move a medoid anywhere in its cluster: half the nearest, half at even rank steps
+                near_part = want // 2
+                steps = np.linspace(near_part, len(order) - 1, want - near_part).round().astype(np.int64)
+                order = order[np.concatenate([np.arange(near_part), np.unique(steps)])]
+            else:
+                order = order[:want]
             cand.append(np.vstack([medoids[j : j + 1], fields["pool"][order]]))
             cand_rows.append(np.concatenate([rows[j : j + 1], pool_rows[order]]))
             cluster.append(np.full(len(order) + 1, j, np.int64))
@@ -378,7 +403,8 @@ class KMedoidsState:
                    cluster=np.concatenate(cluster))
 
     def request(self, centre) -> MedoidRequest:
-        mode = "swap" if self.method == "pam" and self.n_components > 1 else "alternate"
+        swap = self.method == "pam" or self.phase == "swap"
+        mode = "swap" if swap and self.n_components > 1 else "alternate"
         return MedoidRequest(self.dissimilarity, self.medoids, self.candidates, self.cluster, mode)
 
     #: what :meth:`objective` is, for progress lines
@@ -392,7 +418,8 @@ class KMedoidsState:
         return not new.changed
 
     def update(self, stats: MedoidStats) -> KMedoidsState:
-        """Per cluster the candidate of least cost ("alternate"), or the best improving swap ("pam").
+        """Per cluster the candidate of least cost ("alternate"), or the best improving swap ("pam", and
+        "alternate"'s swap passes).
 
         A medoid moves only for a decrease of the loss beyond rounding, so equal costs keep it where it is.
         """
@@ -429,5 +456,15 @@ class KMedoidsState:
                 dist[:, cols] = self.dissimilarity.pairwise(self.pool, medoids[cols])
         fields = {f: getattr(self, f) for f in ("pool", "pool_rows", "metric", "metric_centre", "metric_transform",
                                                  "method", "n_candidates")}
-        return KMedoidsState._with_candidates(medoids=medoids, medoid_rows=rows, pool_dist=dist, changed=bool(moved),
-                                              events=tuple(events), **fields)
+        changed, phase, swapped = bool(moved), "alternate", False
+        if self.method == "alternate" and k > 1:
+            if stats.table is None:  # an alternate pass: when it moved nothing, swap passes follow
+                if not moved:
+                    changed, phase = True, "swap"
+                    events.append("no medoid moves: swap passes")
+            elif moved:  # swap again
+                phase, swapped = "swap", True
+            elif self.swapped:  # no more swaps: the alternate step again, at the medoids the swaps left
+                changed = True
+        return KMedoidsState._with_candidates(medoids=medoids, medoid_rows=rows, pool_dist=dist, changed=changed,
+                                              phase=phase, swapped=swapped, events=tuple(events), **fields)
