@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #ifndef DASKGMM_VARIANT
 #error "DASKGMM_VARIANT must name the variant (avx512, avx2, baseline, generic)"
@@ -191,6 +192,8 @@ template <class T> struct Work {
     T* wb;                    // (ld) weights, zero on the padding rows and rows with NaN
     unsigned char* skip;      // (ld) rows with NaN, left out
     int64_t incomplete;       // rows with NaN so far
+    int64_t* nan_rows;        // (ld) or null: the sub-block's rows with NaN, kept for marginalising models
+    int64_t n_nan;
     T* lanes;                 // (nw, nf, W) soft moments per lane, in the data's type
     double* lanes64;          // (nw, nf, W) float32 lanes flushed into float64 every FLUSH_ROWS rows
     double* S;                // (nw, nf) the caller's statistics
@@ -209,17 +212,21 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
         bool nan = false;
         for (int64_t j = 0; j < d; j++) {
             const T v = src[j];
-            nan |= v != v;
-            xs[j * ld + i] = v - centre[j];
+            const bool nj = v != v;
+            nan |= nj;
+            xs[j * ld + i] = nj ? (T)0 : v - centre[j];  // x0: 0 where missing
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
         k.skip[i] = nan;
-        if (nan) {  // left out, as the NumPy path leaves rows with NaN out of models that do not marginalise
-            for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
+        // left out (weight 0), as the NumPy path leaves rows with NaN out of models that do not
+        // marginalise; the models that do take them from marginal_rows
+        if (nan) {
             k.wb[i] = 0;
+            if (k.nan_rows) k.nan_rows[incomplete] = i;
             incomplete++;
         }
     }
+    k.n_nan = incomplete;
     k.incomplete += incomplete;
     for (int64_t i = rows; i < padded; i++) {
         for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
@@ -436,11 +443,451 @@ template <class T> int64_t default_sub_rows(int64_t nf) {
     return rows / tile * tile;
 }
 
-// Returns the rows with NaN it left out, or -1 when memory ran out.
+// ---------------------------------------------------------------- rows with missing values
+//
+// A model that marginalises missing values (daskgmm.kernels.missing is the NumPy reference, and
+// its docstring the algebra) takes its rows with NaN here, inside the block pass. Such a row is
+// in the feature buffer as x0: centred, 0 where missing, so the logits tile has already computed
+// each component's log-density at x0, l0 = c - (x0 - mu)^T P (x0 - mu) / 2. Write e = x0 - mu
+// (e_m = -mu_m where missing), z = e with 0 where missing, b = (P z)_m, m the row's missing
+// features and P the precision. Then z^T P z = e^T P e + 2 mu_m . b - mu_m^T P_mm mu_m, the
+// observed part's Mahalanobis distance is z^T P z - b^T P_mm^-1 b, and its log-density is
+//
+//     l = l0 - log det P_mm / 2 + m log(2 pi) / 2 - mu_m . b + mu_m^T P_mm mu_m / 2 + y . b / 2,
+//
+// y = P_mm^-1 b, with E[x_m | x_o] = mu_m - y and Cov[x_m | x_o] = P_mm^-1. So a row costs
+// O(m D) per component beyond the complete-data work (b, and the Cholesky factor of the m x m
+// block P_mm), not O(D^2): neither the observed block's factor (D - m square) nor downdates of
+// a cached one. The moments are T(x0) through the same register tiles as complete rows (with the
+// row's responsibilities put in), plus the terms T(x_hat) - T(x0) + the conditional covariance,
+// which involve a missing feature: O(m D) per component, in float64.
+//
+// Every row's missing pattern is the same for all its components, so the work is vectorised
+// over components (float64 lanes), in groups of MG vectors whose sums stay in registers.
+
+struct MarginalModel {
+    int64_t k, kp, d;  // components (padded to kp, whole vectors), features
+    bool full;         // full (or tied) precisions; else diagonal (or spherical)
+    double* mu;        // (d, kp) means, about the pass centre
+    double* prec;      // full: (d, d, kp) P = U U^T; diagonal: (d, kp) u^2
+    double* var;       // diagonal: (d, kp) 1 / u^2
+    double* logu;      // diagonal: (d, kp) log u
+    double* St;        // (nf, kp) the statistics this path adds, float64
+    double rlogr;
+};
+
+// One row's scratch (arrays (..., kp)) and its pattern.
+struct MarginalRow {
+    const double* xc;   // (d) the row centred, 0 where missing
+    const double* obs;  // (d) 1 where observed, else 0
+    const int64_t* miss;
+    int64_t nm;
+    const int64_t* pair;  // (d, d) position of feature x_i x_j among the quadratic ones
+    double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
+};
+
+// Vectors of components per group: their sums stay in registers.
+constexpr int MG = 4;
+
+// log of a product of positive normal doubles, kept as a mantissa in [1, 2) and an exponent
+struct LogProduct {
+    typedef Lanes<double>::V V;
+    typedef IVec<double>::V I;
+    V mant;
+    I expo;
+    LogProduct() : mant(splat<double>(1.0)), expo(I{}) {}
+    inline void mul(V a) {
+        V p = mant * a;
+        I bits = (I)p;
+        expo += ((bits >> 52) & 0x7FF) - 1023;
+        mant = (V)((bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL);
+    }
+    inline V log() const {
+        V e = (V)(expo + 0x4338000000000000LL) - 6755399441055744.0;  // any sign, through the 1.5 * 2^52 bias
+        return Math<double>::log(mant) + e * 0.6931471805599453;
+    }
+};
+
+template <int NV> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    const int64_t d = md.d, kp = md.kp, nm = w.nm;
+    const int64_t* miss = w.miss;
+    auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
+    auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
+    for (int64_t j = 0; j < d; j++) {
+        const V xs = splat<double>(w.xc[j]), of = splat<double>(w.obs[j]);
+        for (int v = 0; v < NV; v++) st(w.z, j, v, (xs - ld(md.mu, j, v)) * of);
+    }
+    // b = (P z)_m: the observed deviations seen from each missing feature
+    for (int64_t a = 0; a < nm; a++) {
+        const double* pr = md.prec + miss[a] * d * kp;
+        V s[NV] = {};
+        for (int64_t j = 0; j < d; j++)
+            for (int v = 0; v < NV; v++) s[v] = ld(pr, j, v) * ld(w.z, j, v) + s[v];
+        for (int v = 0; v < NV; v++) st(w.b, a, v, s[v]);
+    }
+    // P_mm = L D L^T (L unit lower triangular: no square roots), column by column; log det P_mm
+    // from the pivots D. w.L holds L below its diagonal and 1 / D on it.
+    LogProduct det[NV];
+    for (int64_t a = 0; a < nm; a++) {
+        V inv[NV];
+        for (int v = 0; v < NV; v++) {
+            V s = ld(md.prec, miss[a] * d + miss[a], v);
+            for (int64_t e = 0; e < a; e++) {
+                const V lae = ld(w.L, a * nm + e, v);
+                s = s - lae * lae * ld(w.L, e * nm + e, v);
+            }
+            det[v].mul(s);
+            inv[v] = 1.0 / s;
+            st(w.L, a * nm + a, v, inv[v]);
+        }
+        // below the diagonal first as L D (the e < a terms), then divided by the pivot
+        for (int64_t c = a + 1; c < nm; c++)
+            for (int v = 0; v < NV; v++) {
+                V s = ld(md.prec, miss[c] * d + miss[a], v);
+                for (int64_t e = 0; e < a; e++) s = s - ld(w.L, c * nm + e, v) * ld(w.L, a * nm + e, v) * ld(w.L, e * nm + e, v);
+                st(w.L, c * nm + a, v, s);
+            }
+    }
+    // w.L below the diagonal is L D: L = that times 1 / D
+    for (int64_t a = 0; a < nm; a++)
+        for (int64_t c = a + 1; c < nm; c++)
+            for (int v = 0; v < NV; v++) st(w.L, c * nm + a, v, ld(w.L, c * nm + a, v) * ld(w.L, a * nm + a, v));
+    // X = L^-1 (unit lower), row by row; P_mm^-1 = X^T D^-1 X (the conditional covariance)
+    for (int64_t i = 0; i < nm; i++)
+        for (int64_t j = 0; j < i; j++)
+            for (int v = 0; v < NV; v++) {
+                V s = ld(w.L, i * nm + j, v);
+                for (int64_t e = j + 1; e < i; e++) s = ld(w.L, i * nm + e, v) * ld(w.X, e * nm + j, v) + s;
+                st(w.X, i * nm + j, v, -s);
+            }
+    for (int64_t p = 0; p < nm; p++)
+        for (int64_t q = p; q < nm; q++)
+            for (int v = 0; v < NV; v++) {
+                // X[q][q] = 1, X[i][p] for i > p below the diagonal
+                V s = (p == q ? splat<double>(1.0) : ld(w.X, q * nm + p, v)) * ld(w.L, q * nm + q, v);
+                for (int64_t i = q + 1; i < nm; i++) s = ld(w.X, i * nm + p, v) * ld(w.X, i * nm + q, v) * ld(w.L, i * nm + i, v) + s;
+                st(w.cc, p * nm + q, v, s);
+                st(w.cc, q * nm + p, v, s);
+            }
+    // y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the logit
+    V mub[NV], yb[NV], mpm[NV];
+    for (int v = 0; v < NV; v++) mub[v] = yb[v] = mpm[v] = V{};
+    for (int64_t p = 0; p < nm; p++)
+        for (int v = 0; v < NV; v++) {
+            V y = V{}, pm = V{};
+            for (int64_t q = 0; q < nm; q++) {
+                y = ld(w.cc, p * nm + q, v) * ld(w.b, q, v) + y;
+                pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
+            }
+            const V mu = ld(md.mu, miss[p], v), bp = ld(w.b, p, v);
+            st(w.xm, p, v, mu - y);
+            mub[v] = mu * bp + mub[v];
+            yb[v] = y * bp + yb[v];
+            mpm[v] = mu * pm + mpm[v];
+        }
+    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
+    for (int v = 0; v < NV; v++)
+        st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * det[v].log() + half_m_log2pi - mub[v] + 0.5 * mpm[v] + 0.5 * yb[v]);
+}
+
+template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    const int64_t kp = md.kp;
+    auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
+    auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
+    V lu[NV] = {}, pm[NV] = {};
+    for (int64_t a = 0; a < w.nm; a++) {
+        const int64_t m = w.miss[a];
+        for (int v = 0; v < NV; v++) {
+            const V mu = ld(md.mu, m, v);
+            lu[v] = lu[v] + ld(md.logu, m, v);
+            pm[v] = ld(md.prec, m, v) * (mu * mu) + pm[v];
+            st(w.xm, a, v, mu);
+            st(w.cc, a, v, ld(md.var, m, v));
+        }
+    }
+    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)w.nm;
+    for (int v = 0; v < NV; v++) st(w.lg, 0, v, ld(w.lg, 0, v) - lu[v] + half_m_log2pi + 0.5 * pm[v]);
+}
+
+// r (T(x_hat) - T(x0) + the conditional covariance) into St, r the row's responsibilities
+// (times its weight): the terms of the features that involve a missing feature.
+template <int NV>
+void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double* r, int level, int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    const int64_t d = md.d, kp = md.kp, nm = w.nm, q = quad_rows(level, d);
+    double* St = md.St;
+    auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
+    auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
+    auto cov = [&](int64_t a, int64_t c, int v) { return md.full ? ld(w.cc, a * nm + c, v) : (a == c ? ld(w.cc, a, v) : V{}); };
+    V rv[NV];
+    for (int v = 0; v < NV; v++) rv[v] = ld(r, 0, v);
+    for (int64_t a = 0; a < nm; a++) {
+        const int64_t i = w.miss[a];
+        V rx[NV];
+        for (int v = 0; v < NV; v++) {
+            rx[v] = rv[v] * ld(w.xm, a, v);
+            st(St, q + i, v, rx[v] + ld(St, q + i, v));
+        }
+        if (level == 2) {
+            // (i, j) with j observed: x_hat_i x_j (xc is 0 where missing: those get 0 here, theirs below)
+            const int64_t* pair = w.pair + i * d;
+            for (int64_t j = 0; j < d; j++) {
+                const int64_t pos = pair[j];
+                const V xj = splat<double>(w.xc[j]);
+                for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * xj + ld(St, pos, v));
+            }
+            for (int64_t c = a; c < nm; c++) {
+                const int64_t j = w.miss[c];  // ascending: i <= j
+                const int64_t pos = i * d - i * (i - 1) / 2 + (j - i);
+                for (int v = 0; v < NV; v++)
+                    st(St, pos, v, rx[v] * ld(w.xm, c, v) + (rv[v] * cov(a, c, v) + ld(St, pos, v)));
+            }
+        } else {
+            const int64_t pos = level == 1 ? i : 0;
+            for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * ld(w.xm, a, v) + (rv[v] * cov(a, a, v) + ld(St, pos, v)));
+        }
+    }
+}
+
+template <int NV> struct FullStep {
+    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) { marginal_full<NV>(md, w, o); }
+};
+template <int NV> struct DiagStep {
+    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) { marginal_diag<NV>(md, w, o); }
+};
+template <int NV> struct TermStep {
+    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w, const double* r, int level) {
+        marginal_terms<NV>(md, w, r, level, o);
+    }
+};
+
+// F<NV>::run(o, args...) over the groups of MG vectors of components (the last one shorter)
+template <template <int> class F, class... A> void over_groups(int64_t kp, A&&... args) {
+    constexpr int W = Lanes<double>::W;
+    const int64_t nv = kp / W;
+    for (int64_t g = 0; g < nv; g += MG) {
+        const int64_t left = nv - g, o = g * W;
+        switch (left < MG ? left : MG) {
+            case 1: F<1>::run(o, args...); break;
+            case 2: F<2>::run(o, args...); break;
+            case 3: F<3>::run(o, args...); break;
+            default: F<MG>::run(o, args...); break;
+        }
+    }
+}
+
+// The parameters of a marginalising model in the lanes' layout, and its statistics; the padding
+// components get mean 0 and precision 1 (finite, and left out of every sum).
+struct MarginalSet {
+    MarginalModel* models = nullptr;  // (nm), k == 0 for a model that does not marginalise
+    char* mem = nullptr;
+    MarginalRow row;
+    double* rb = nullptr;       // (sub, kp max) responsibilities of the sub-block's rows with NaN
+    double* lp = nullptr;       // (sub) their log p(x_o) (soft) or largest logit (hard)
+    int64_t* nan_rows = nullptr;  // (sub) positions of the sub-block's rows with NaN
+    int64_t n_nan = 0;
+    bool any = false;
+    ~MarginalSet() { std::free(mem); }
+};
+
+// Returns false when memory ran out.
+bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const double* const* means,
+                    const double* const* factor, const int* full, int64_t d, int64_t nf, int64_t sub) {
+    constexpr int W = Lanes<double>::W;
+    auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
+    size_t total = round64(sizeof(MarginalModel) * (size_t)nm);
+    int64_t kmax = 0;
+    for (int64_t m = 0; m < nm; m++) {
+        if (!means[m]) continue;
+        const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
+        kmax = kp > kmax ? kp : kmax;
+        const int64_t per = d + (full[m] ? d * d : 3 * d) + nf;  // mu, prec (and var, logu), St
+        total += round64(sizeof(double) * (size_t)(per * kp));
+    }
+    if (!kmax) return true;
+    const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (3 * d + 3 * d * d + 1)));
+    total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
+             round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
+             round64(sizeof(int64_t) * (size_t)(d + d * d));
+    char* p = (char*)std::aligned_alloc(64, total);
+    if (!p) return false;
+    std::memset(p, 0, total);
+    ms.mem = p;
+    ms.any = true;
+    ms.models = (MarginalModel*)p;
+    p += round64(sizeof(MarginalModel) * (size_t)nm);
+    for (int64_t m = 0; m < nm; m++) {
+        MarginalModel& md = ms.models[m];
+        md.k = 0;
+        if (!means[m]) continue;
+        const int64_t k = bounds[m + 1] - bounds[m], kp = (k + W - 1) / W * W;
+        md.k = k;
+        md.kp = kp;
+        md.d = d;
+        md.full = full[m];
+        md.rlogr = 0.0;
+        double* q = (double*)p;
+        md.mu = q;
+        q += d * kp;
+        md.prec = q;
+        q += (full[m] ? d * d : d) * kp;
+        md.var = full[m] ? nullptr : q;
+        q += full[m] ? 0 : d * kp;
+        md.logu = full[m] ? nullptr : q;
+        q += full[m] ? 0 : d * kp;
+        md.St = q;
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d : 3 * d) + nf) * kp));
+        const double* mu = means[m];
+        const double* u = factor[m];
+        for (int64_t c = 0; c < kp; c++) {
+            const bool real = c < k;
+            for (int64_t j = 0; j < d; j++) md.mu[j * kp + c] = real ? mu[c * d + j] : 0.0;
+            if (full[m]) {
+                // P[i][l] = sum_j U[i][j] U[l][j], as numpy.einsum("kij,klj->kil")
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t l = 0; l < d; l++) {
+                        double s = 0.0;
+                        if (real) {
+                            const double* ui = u + (c * d + i) * d;
+                            const double* ul = u + (c * d + l) * d;
+                            for (int64_t j = 0; j < d; j++) s += ui[j] * ul[j];
+                        } else {
+                            s = i == l ? 1.0 : 0.0;
+                        }
+                        md.prec[(i * d + l) * kp + c] = s;
+                    }
+            } else {
+                for (int64_t j = 0; j < d; j++) {
+                    const double uj = real ? u[c * d + j] : 1.0;
+                    md.prec[j * kp + c] = uj * uj;
+                    md.var[j * kp + c] = 1.0 / (uj * uj);
+                    md.logu[j * kp + c] = __builtin_log(uj);
+                }
+            }
+        }
+    }
+    double* q = (double*)p;
+    MarginalRow& w = ms.row;
+    w.z = q;
+    w.b = w.z + d * kmax;
+    w.xm = w.b + d * kmax;
+    w.L = w.xm + d * kmax;
+    w.X = w.L + d * d * kmax;
+    w.cc = w.X + d * d * kmax;
+    w.lg = w.cc + d * d * kmax;
+    p += row_bytes;
+    ms.rb = (double*)p;
+    p += round64(sizeof(double) * (size_t)(sub * kmax));
+    ms.lp = (double*)p;
+    p += round64(sizeof(double) * (size_t)sub);
+    ms.nan_rows = (int64_t*)p;
+    p += round64(sizeof(int64_t) * (size_t)sub);
+    w.xc = (double*)p;
+    w.obs = (double*)p + d;
+    p += round64(sizeof(double) * (size_t)(2 * d));
+    w.miss = (int64_t*)p;
+    int64_t* pair = (int64_t*)p + d;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < d; j++) {
+            const int64_t lo = j < i ? j : i, hi = j < i ? i : j;
+            pair[i * d + j] = lo * d - lo * (lo - 1) / 2 + (hi - lo);
+        }
+    w.pair = pair;
+    return true;
+}
+
+// The E-step of the sub-block's rows with NaN for model m (logits lo .. hi at x0 in k.lb): their
+// responsibilities (times the weight) into ms.rb, log p(x_o) or the largest logit into ms.lp,
+// and the statistics beyond r T(x0) (all of them for hard assignment) into the model's St.
+template <class T>
+void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, const T* x, const double* wts,
+                   int64_t a0, bool hard, bool want_rlogr) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    MarginalModel& md = ms.models[m];
+    MarginalRow& w = ms.row;
+    const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
+    const T* xs = k.tb + k.q * ld;  // the centred rows, 0 where missing
+    double* xc = (double*)w.xc;
+    double* obs = (double*)w.obs;
+    int64_t* miss = (int64_t*)w.miss;
+    V pad = splat<double>(1.0);  // the last vector's real components
+    for (int l = 0; l < W; l++)
+        if (kp - W + l >= kk) pad[l] = 0.0;
+    const V floor = splat<double>(Math<double>::FLOOR);
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        const int64_t i = ms.nan_rows[t];
+        const T* src = x + (a0 + i) * d;
+        int64_t nm = 0;
+        for (int64_t j = 0; j < d; j++) {
+            const bool nan = src[j] != src[j];
+            miss[nm] = j;
+            nm += nan;
+            obs[j] = nan ? 0.0 : 1.0;
+            xc[j] = (double)xs[j * ld + i];
+        }
+        w.nm = nm;
+        for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+        if (md.full)
+            over_groups<FullStep>(kp, md, w);
+        else
+            over_groups<DiagStep>(kp, md, w);
+        const double* lg = w.lg;
+        V vm = splat<double>(-1e308);
+        for (int64_t v = 0; v < kp / W; v++) {
+            V l = load<double>(lg + v * W);
+            if ((v + 1) * W == kp) l = pad > 0.0 ? l : splat<double>(-1e308);  // the padding never wins
+            vm = vmax(vm, l);
+        }
+        double top = vm[0];
+        for (int l = 1; l < W; l++) top = vm[l] > top ? vm[l] : top;
+        const double wt = wts ? wts[a0 + i] : 1.0;
+        double* r = ms.rb + t * kp;
+        if (hard) {
+            int64_t best = 0;  // the first of the largest, as numpy.argmax
+            while (lg[best] != top) best++;
+            ms.lp[t] = top;
+            for (int64_t c = 0; c < kp; c++) r[c] = c == best ? wt : 0.0;
+            // the row's own features: the tiles leave it out (weight 0)
+            double* s = md.St + best;
+            for (int64_t f = 0; f < k.nf; f++) s[f * kp] += wt * (double)k.tb[f * ld + i];
+        } else {
+            V s = V{}, zs = V{};
+            for (int64_t v = 0; v < kp / W; v++) {
+                const V zl = vmax(load<double>(lg + v * W) - top, floor);
+                V e = Math<double>::exp(zl);
+                if ((v + 1) * W == kp) e = e * pad;
+                store<double>(r + v * W, e);
+                s = s + e;
+                zs = e * zl + zs;
+            }
+            double tot = 0.0, ztot = 0.0;
+            for (int l = 0; l < W; l++) {
+                tot += s[l];
+                ztot += zs[l];
+            }
+            const double inv = 1.0 / tot;
+            const double lt = Math<double>::log(splat<double>(tot))[0];  // tot >= 1: its largest term is exp(0)
+            ms.lp[t] = top + lt;
+            if (want_rlogr) md.rlogr += wt * (ztot * inv - lt);
+            const V scale = splat<double>(inv);
+            for (int64_t v = 0; v < kp / W; v++) store<double>(r + v * W, (load<double>(r + v * W) * scale) * wt);
+        }
+        over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
+    }
+}
+
+// Returns the rows with NaN, or -1 when memory ran out. Model m marginalises missing values when
+// mmeans[m] is not null (mfactor[m]: its precision factors, mfull[m]: their shape).
 template <class T>
 int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
               const int64_t* bounds, const int64_t* modes, int64_t nm, double* S, double* per_row, double* rlogr,
-              int64_t sub_rows) {
+              int64_t sub_rows, const double* const* mmeans, const double* const* mfactor, const int* mfull) {
     constexpr int W = Lanes<T>::W;
     // float32 lanes are added into float64 every this many rows: sums of at most 2048 / W terms
     constexpr int64_t FLUSH_ROWS = 2048;
@@ -486,6 +933,12 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     p += round64(bytes_c);
     k.skip = (unsigned char*)p;
     k.incomplete = 0;
+    MarginalSet ms;
+    if (mmeans && !marginal_setup(ms, nm, bounds, mmeans, mfactor, mfull, d, k.nf, sub)) {
+        std::free(mem);
+        return -1;
+    }
+    k.nan_rows = ms.any ? ms.nan_rows : nullptr;
     std::memset(k.lanes, 0, bytes_lanes);
     if (narrow) std::memset(k.lanes64, 0, bytes_lanes64);
     const int64_t nlanes = k.nw * k.nf * W;
@@ -507,12 +960,24 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
             if (hi == lo) continue;
+            const bool marg = ms.any && ms.models[m].k && k.n_nan;
+            ms.n_nan = k.n_nan;
+            if (marg) marginal_rows<T>(k, ms, m, lo, x, w, a, modes[m] & 1, modes[m] & 2);
             if (modes[m] & 1) {
                 hard<T>(k, lo, hi, rows, per_row + m * n + a);
             } else {
                 softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, (modes[m] & 2) ? rlogr + m : nullptr);
-                moments<T>(k, lo, hi, padded);
             }
+            if (marg) {  // the rows with NaN: their log-likelihoods, and (soft) responsibilities for the tiles
+                const int64_t kp = ms.models[m].kp;
+                for (int64_t t = 0; t < ms.n_nan; t++) {
+                    const int64_t i = ms.nan_rows[t];
+                    per_row[m * n + a + i] = ms.lp[t];
+                    if (!(modes[m] & 1))
+                        for (int64_t c = lo; c < hi; c++) k.lb[c * k.ld + i] = (T)ms.rb[t * kp + c - lo];
+                }
+            }
+            if (!(modes[m] & 1)) moments<T>(k, lo, hi, padded);
         }
         unflushed += padded;
         if (narrow && any_soft && (unflushed >= FLUSH_ROWS || a + sub >= n)) {
@@ -531,6 +996,13 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
                     S[c * k.nf + f] += s;
                 }
         }
+    }
+    for (int64_t m = 0; ms.any && m < nm; m++) {
+        const MarginalModel& md = ms.models[m];
+        if (!md.k) continue;
+        for (int64_t c = 0; c < md.k; c++)
+            for (int64_t f = 0; f < k.nf; f++) S[(bounds[m] + c) * k.nf + f] += md.St[f * md.kp + c];
+        rlogr[m] += md.rlogr;
     }
     std::free(mem);
     return k.incomplete;
@@ -566,6 +1038,7 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     T* centre = (T*)(mem + bytes_t + bytes_l + bytes_w);
     k.skip = (unsigned char*)(mem + bytes_t + bytes_l + bytes_w + bytes_c);
     k.incomplete = 0;
+    k.nan_rows = nullptr;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
     const T nan = (T)__builtin_nan("");
     for (int64_t a = 0; a < n; a += sub) {
@@ -669,7 +1142,7 @@ bool get_rows(PyObject* ox, PyObject* oc, int level, Buf& x, Buf& c) {
 }
 
 const char* mixture_block_doc =
-    "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0)\n"
+    "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0, marginal=None)\n"
     "--\n\n"
     "Fold a block of rows into the statistics of models with logits theta . T(x - centre).\n\n"
     "x (n, D) float32/float64; centre (D,) float64; w (n,) float64 or None; theta (W, P) of x's\n"
@@ -677,16 +1150,60 @@ const char* mixture_block_doc =
     "model m owns logit rows bounds[m]:bounds[m+1]; modes (M,) int64, bit 0 hard assignment,\n"
     "bit 1 also sum w r log r (soft only). S (W, P) float64 += moments R T^T; per_row (M, n)\n"
     "float64 = log p(x) (soft) or the largest logit (hard); rlogr (M,) float64 += sum w r log r.\n"
-    "Rows with NaN are left out (weight 0, per_row 0); returns how many there were.";
+    "Rows with NaN are left out (weight 0, per_row 0) of every model but those that marginalise\n"
+    "missing values: marginal is None or a sequence of M entries, None or (means, factor) for\n"
+    "model m: means (K, D) float64 about centre, factor float64 the precision Cholesky factors\n"
+    "U (P = U U^T), (K, D, D) full (tied: repeated) or (K, D) diagonal (spherical: repeated).\n"
+    "Such a model scores a row with NaN by the density of its observed features and adds the\n"
+    "expected statistics of its completions (per_row: log p(x_o)). Returns the rows with NaN.";
+
+// One model's (means, factor) for marginalising, checked: means (k, d), factor (k, d, d) or (k, d).
+bool get_marginal(PyObject* entry, int64_t m, int64_t k, int64_t d, Buf& mb, Buf& fb, int& full) {
+    char name[64];
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+        PyErr_Format(PyExc_ValueError, "marginal[%lld] must be None or a tuple (means, factor), got %R",
+                     (long long)m, (PyObject*)Py_TYPE(entry));
+        return false;
+    }
+    PyOS_snprintf(name, sizeof name, "marginal[%lld] means", (long long)m);
+    if (!get(PyTuple_GET_ITEM(entry, 0), mb, name, 2, 'd', false) || !shape_is(mb, name, k, d)) return false;
+    PyObject* of = PyTuple_GET_ITEM(entry, 1);
+    PyOS_snprintf(name, sizeof name, "marginal[%lld] factor", (long long)m);
+    // its rank says full or diagonal
+    Py_buffer probe;
+    int nd = 3;
+    if (PyObject_GetBuffer(of, &probe, PyBUF_ND) == 0) {
+        nd = probe.ndim;
+        PyBuffer_Release(&probe);
+    } else {
+        PyErr_Clear();
+    }
+    if (nd != 2) nd = 3;
+    if (!get(of, fb, name, nd, 'd', false)) return false;
+    full = nd == 3;
+    const Py_ssize_t* sh = fb.view.shape;
+    if (full ? !(sh[0] == k && sh[1] == d && sh[2] == d) : !(sh[0] == k && sh[1] == d)) {
+        if (full)
+            PyErr_Format(PyExc_ValueError, "%s must have shape (%lld, %lld, %lld) or (%lld, %lld), got (%lld, %lld, %lld)",
+                         name, (long long)k, (long long)d, (long long)d, (long long)k, (long long)d, (long long)sh[0],
+                         (long long)sh[1], (long long)sh[2]);
+        else
+            PyErr_Format(PyExc_ValueError, "%s must have shape (%lld, %lld, %lld) or (%lld, %lld), got (%lld, %lld)",
+                         name, (long long)k, (long long)d, (long long)d, (long long)k, (long long)d, (long long)sh[0],
+                         (long long)sh[1]);
+        return false;
+    }
+    return true;
+}
 
 PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"x", "centre", "w", "theta", "level", "bounds", "modes", "S",
-                                   "per_row", "rlogr", "sub_rows", nullptr};
-    PyObject *ox, *oc, *ow, *oth, *ob, *om, *oS, *op, *orl;
+                                   "per_row", "rlogr", "sub_rows", "marginal", nullptr};
+    PyObject *ox, *oc, *ow, *oth, *ob, *om, *oS, *op, *orl, *omarg = Py_None;
     int level;
     long long sub_rows = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|L:mixture_block", (char**)kwlist, &ox, &oc, &ow, &oth,
-                                     &level, &ob, &om, &oS, &op, &orl, &sub_rows))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|LO:mixture_block", (char**)kwlist, &ox, &oc, &ow, &oth,
+                                     &level, &ob, &om, &oS, &op, &orl, &sub_rows, &omarg))
         return nullptr;
     Buf x, c, w, th, b, m, S, pr, rl;
     if (!get_rows(ox, oc, level, x, c)) return nullptr;
@@ -724,17 +1241,56 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!get(oS, S, "S", 2, 'd', true) || !shape_is(S, "S", nw, nf)) return nullptr;
     if (!get(op, pr, "per_row", 2, 'd', true) || !shape_is(pr, "per_row", nm, n)) return nullptr;
     if (!get(orl, rl, "rlogr", 1, 'd', true) || !shape_is(rl, "rlogr", nm)) return nullptr;
+    // the models that marginalise missing values
+    std::unique_ptr<Buf[]> mbufs;
+    std::unique_ptr<const double*[]> mmeans, mfactor;
+    std::unique_ptr<int[]> mfull;
+    if (omarg != Py_None) {
+        PyObject* seq = PySequence_Fast(omarg, "marginal must be None or a sequence");
+        if (!seq) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "marginal must be None or a sequence of %lld entries, got %R",
+                         (long long)nm, (PyObject*)Py_TYPE(omarg));
+            return nullptr;
+        }
+        std::unique_ptr<PyObject, void (*)(PyObject*)> hold(seq, [](PyObject* o) { Py_DECREF(o); });
+        if (PySequence_Fast_GET_SIZE(seq) != nm) {
+            PyErr_Format(PyExc_ValueError, "marginal must have %lld entries (one per model), got %lld", (long long)nm,
+                         (long long)PySequence_Fast_GET_SIZE(seq));
+            return nullptr;
+        }
+        mbufs.reset(new Buf[2 * nm]);
+        mmeans.reset(new const double*[nm]);
+        mfactor.reset(new const double*[nm]);
+        mfull.reset(new int[nm]);
+        bool any = false;
+        for (int64_t i = 0; i < nm; i++) {
+            PyObject* e = PySequence_Fast_GET_ITEM(seq, i);
+            mmeans[i] = mfactor[i] = nullptr;
+            mfull[i] = 0;
+            if (e == Py_None) continue;
+            if (!get_marginal(e, i, bounds[i + 1] - bounds[i], d, mbufs[2 * i], mbufs[2 * i + 1], mfull[i]))
+                return nullptr;
+            mmeans[i] = (const double*)mbufs[2 * i].view.buf;
+            mfactor[i] = (const double*)mbufs[2 * i + 1].view.buf;
+            any |= bounds[i + 1] > bounds[i];
+        }
+        if (!any) mmeans.reset();
+    }
     int64_t rc;
     const double* wp = weighted ? (const double*)w.view.buf : nullptr;
+    const double* const* mm = mmeans.get();
+    const double* const* mf = mfactor.get();
+    const int* mfl = mfull.get();
     Py_BEGIN_ALLOW_THREADS
     if (dt == 'd')
         rc = run_block<double>((const double*)x.view.buf, n, d, (const double*)c.view.buf, wp,
                                (const double*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows);
+                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
     else
         rc = run_block<float>((const float*)x.view.buf, n, d, (const double*)c.view.buf, wp,
                               (const float*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows);
+                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
     Py_END_ALLOW_THREADS
     if (rc < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(rc);
