@@ -508,10 +508,11 @@ struct LogProduct {
     }
 };
 
-template <int NV> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+// NM: the row's missing count when known at compile time (the loops over it unrolled), else 0
+template <int NV, int NM> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
-    const int64_t d = md.d, kp = md.kp, nm = w.nm;
+    const int64_t d = md.d, kp = md.kp, nm = NM ? NM : w.nm;
     const int64_t* miss = w.miss;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
@@ -615,11 +616,11 @@ template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow&
 
 // r (T(x_hat) - T(x0) + the conditional covariance) into St, r the row's responsibilities
 // (times its weight): the terms of the features that involve a missing feature.
-template <int NV>
+template <int NV, int NM>
 void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double* r, int level, int64_t o) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
-    const int64_t d = md.d, kp = md.kp, nm = w.nm, q = quad_rows(level, d);
+    const int64_t d = md.d, kp = md.kp, nm = NM ? NM : w.nm, q = quad_rows(level, d);
     double* St = md.St;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
@@ -655,14 +656,28 @@ void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double*
 }
 
 template <int NV> struct FullStep {
-    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) { marginal_full<NV>(md, w, o); }
+    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) {
+        switch (w.nm) {
+            case 1: marginal_full<NV, 1>(md, w, o); break;
+            case 2: marginal_full<NV, 2>(md, w, o); break;
+            case 3: marginal_full<NV, 3>(md, w, o); break;
+            case 4: marginal_full<NV, 4>(md, w, o); break;
+            default: marginal_full<NV, 0>(md, w, o); break;
+        }
+    }
 };
 template <int NV> struct DiagStep {
     static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) { marginal_diag<NV>(md, w, o); }
 };
 template <int NV> struct TermStep {
     static void run(int64_t o, const MarginalModel& md, const MarginalRow& w, const double* r, int level) {
-        marginal_terms<NV>(md, w, r, level, o);
+        switch (w.nm) {
+            case 1: marginal_terms<NV, 1>(md, w, r, level, o); break;
+            case 2: marginal_terms<NV, 2>(md, w, r, level, o); break;
+            case 3: marginal_terms<NV, 3>(md, w, r, level, o); break;
+            case 4: marginal_terms<NV, 4>(md, w, r, level, o); break;
+            default: marginal_terms<NV, 0>(md, w, r, level, o); break;
+        }
     }
 };
 
