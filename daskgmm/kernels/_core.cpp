@@ -190,6 +190,7 @@ template <class T> struct Work {
     T* tb;                    // (nf, ld) features of the sub-block
     T* lb;                    // (nw, ld) logits, then responsibilities
     T* wb;                    // (ld) weights, zero on the padding rows and rows with NaN
+    T* wm;                    // (ld) weights, zero on the padding rows only (marginalising models)
     unsigned char* skip;      // (ld) rows with NaN, left out
     int64_t incomplete;       // rows with NaN so far
     int64_t* nan_rows;        // (ld) or null: the sub-block's rows with NaN, kept for marginalising models
@@ -217,6 +218,7 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
             xs[j * ld + i] = nj ? (T)0 : v - centre[j];  // x0: 0 where missing
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
+        if (k.wm) k.wm[i] = k.wb[i];
         k.skip[i] = nan;
         // left out (weight 0), as the NumPy path leaves rows with NaN out of models that do not
         // marginalise; the models that do take them from marginal_rows
@@ -231,6 +233,7 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     for (int64_t i = rows; i < padded; i++) {
         for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
         k.wb[i] = 0;
+        if (k.wm) k.wm[i] = 0;
     }
     T* ones = k.tb + (q + d) * ld;
     for (int64_t i = 0; i < padded; i += W) store<T>(ones + i, splat<T>((T)1));
@@ -312,9 +315,12 @@ template <class T> void logits(const Work<T>& k, int64_t padded) {
 
 // Soft responsibilities of model rows lo..hi in place (times the weight), log p(x) per row,
 // and sum_k r_k log r_k per row when asked (from the clamped exponents: no log per term).
+// Rows with NaN are left out (k.wb), or with with_nan taken at their weight (k.wm): their
+// logits are then a model's marginal ones.
 template <class T>
 void softmax(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, int64_t padded, double* per_row,
-             double* rlogr) {
+             double* rlogr, bool with_nan = false) {
+    const T* wb = with_nan ? k.wm : k.wb;
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t ld = k.ld;
@@ -331,15 +337,15 @@ void softmax(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, int64_t pad
             s = s + e;
             store<T>(L + c * ld + i, e);
         }
-        V scale = load<T>(k.wb + i) / s;
+        V scale = load<T>(wb + i) / s;
         for (int64_t c = lo; c < hi; c++) store<T>(L + c * ld + i, load<T>(L + c * ld + i) * scale);
         V ls = Math<T>::log(s);
         V ll = m + ls;
         const int64_t n = rows - i < W ? rows - i : W;
-        for (int64_t j = 0; j < n; j++) per_row[i + j] = k.skip[i + j] ? 0.0 : (double)ll[j];
+        for (int64_t j = 0; j < n; j++) per_row[i + j] = k.skip[i + j] && !with_nan ? 0.0 : (double)ll[j];
         if (rlogr) {
             V v = zs / s - ls;  // sum_k r_k (z_k - log s)
-            for (int64_t j = 0; j < n; j++) *rlogr += (double)k.wb[i + j] * (double)v[j];
+            for (int64_t j = 0; j < n; j++) *rlogr += (double)wb[i + j] * (double)v[j];
         }
     }
 }
@@ -474,6 +480,14 @@ struct MarginalModel {
     double* logu;      // diagonal: (d, kp) log u
     double* St;        // (nf, kp) the statistics this path adds, float64
     double rlogr;
+    // Diagonal models at the diagonal or spherical level, soft assignment: a row with NaN differs
+    // from x0 by terms linear in its missing-feature indicators, so its logits are l0 plus
+    // add[j] summed over its missing features j, the tiles' softmax does the rest with every
+    // row, and the moments are the tiles' ones plus, per missing feature, sum r (mu^2 + var)
+    // and sum r mu: from acc[j] = sum over rows missing j of r.
+    bool by_rows;
+    double* add;       // (d, k) -log u + log(2 pi) / 2 + u^2 mu^2 / 2
+    double* acc;       // (d, k)
 };
 
 // One row's scratch (arrays (..., kp)) and its pattern.
@@ -712,7 +726,8 @@ struct MarginalSet {
 
 // Returns false when memory ran out.
 bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const double* const* means,
-                    const double* const* factor, const int* full, int64_t d, int64_t nf, int64_t sub) {
+                    const double* const* factor, const int* full, int64_t d, int64_t nf, int64_t sub, int level,
+                    const int64_t* modes) {
     constexpr int W = Lanes<double>::W;
     auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
     size_t total = round64(sizeof(MarginalModel) * (size_t)nm);
@@ -721,7 +736,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         if (!means[m]) continue;
         const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
         kmax = kp > kmax ? kp : kmax;
-        const int64_t per = d + (full[m] ? d * d : 3 * d) + nf;  // mu, prec (and var, logu), St
+        const int64_t per = d + (full[m] ? d * d : 5 * d) + nf;  // mu, prec (and var, logu, add, acc), St
         total += round64(sizeof(double) * (size_t)(per * kp));
     }
     if (!kmax) return true;
@@ -756,7 +771,11 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         md.logu = full[m] ? nullptr : q;
         q += full[m] ? 0 : d * kp;
         md.St = q;
-        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d : 3 * d) + nf) * kp));
+        q += nf * kp;
+        md.by_rows = !full[m] && level <= 1 && !(modes[m] & 1);
+        md.add = full[m] ? nullptr : q;
+        md.acc = full[m] ? nullptr : q + d * kp;
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d : 5 * d) + nf) * kp));
         const double* mu = means[m];
         const double* u = factor[m];
         for (int64_t c = 0; c < kp; c++) {
@@ -782,6 +801,9 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
                     md.prec[j * kp + c] = uj * uj;
                     md.var[j * kp + c] = 1.0 / (uj * uj);
                     md.logu[j * kp + c] = __builtin_log(uj);
+                    const double mu_j = md.mu[j * kp + c];
+                    if (real) md.add[j * k + c] = -md.logu[j * kp + c] + 0.5 * 1.8378770664093453 +
+                                                  0.5 * md.prec[j * kp + c] * (mu_j * mu_j);
                 }
             }
         }
@@ -897,6 +919,39 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     }
 }
 
+// The diagonal models' rows with NaN, by the tiles (MarginalModel::by_rows): their logits l0
+// plus add[j] over their missing features j, before the softmax.
+template <class T> void marginal_add(const Work<T>& k, const MarginalSet& ms, const MarginalModel& md, int64_t lo,
+                                     const T* x, int64_t a0) {
+    const int64_t d = k.d, kk = md.k, ld = k.ld;
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        const int64_t i = ms.nan_rows[t];
+        const T* src = x + (a0 + i) * d;
+        T* l = k.lb + lo * ld + i;
+        for (int64_t j = 0; j < d; j++)
+            if (src[j] != src[j]) {
+                const double* add = md.add + j * kk;
+                for (int64_t c = 0; c < kk; c++) l[c * ld] = (T)((double)l[c * ld] + add[c]);
+            }
+    }
+}
+
+// ... and after it, sum r over the rows missing each feature (md.acc).
+template <class T> void marginal_acc(const Work<T>& k, const MarginalSet& ms, MarginalModel& md, int64_t lo,
+                                     const T* x, int64_t a0) {
+    const int64_t d = k.d, kk = md.k, ld = k.ld;
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        const int64_t i = ms.nan_rows[t];
+        const T* src = x + (a0 + i) * d;
+        const T* r = k.lb + lo * ld + i;
+        for (int64_t j = 0; j < d; j++)
+            if (src[j] != src[j]) {
+                double* acc = md.acc + j * kk;
+                for (int64_t c = 0; c < kk; c++) acc[c] += (double)r[c * ld];
+            }
+    }
+}
+
 // Returns the rows with NaN, or -1 when memory ran out. Model m marginalises missing values when
 // mmeans[m] is not null (mfactor[m]: its precision factors, mfull[m]: their shape).
 template <class T>
@@ -949,11 +1004,16 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     k.skip = (unsigned char*)p;
     k.incomplete = 0;
     MarginalSet ms;
-    if (mmeans && !marginal_setup(ms, nm, bounds, mmeans, mfactor, mfull, d, k.nf, sub)) {
+    if (mmeans && !marginal_setup(ms, nm, bounds, mmeans, mfactor, mfull, d, k.nf, sub, level, modes)) {
         std::free(mem);
         return -1;
     }
     k.nan_rows = ms.any ? ms.nan_rows : nullptr;
+    k.wm = nullptr;
+    if (ms.any && !(k.wm = (T*)std::aligned_alloc(64, round64(bytes_w)))) {
+        std::free(mem);
+        return -1;
+    }
     std::memset(k.lanes, 0, bytes_lanes);
     if (narrow) std::memset(k.lanes64, 0, bytes_lanes64);
     const int64_t nlanes = k.nw * k.nf * W;
@@ -975,14 +1035,18 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
             if (hi == lo) continue;
-            const bool marg = ms.any && ms.models[m].k && k.n_nan;
+            const bool mine = ms.any && ms.models[m].k && k.n_nan;
+            const bool by_rows = mine && ms.models[m].by_rows, marg = mine && !by_rows;
             ms.n_nan = k.n_nan;
+            if (by_rows) marginal_add<T>(k, ms, ms.models[m], lo, x, a);
             if (marg) marginal_rows<T>(k, ms, m, lo, x, w, a, modes[m] & 1, modes[m] & 2);
             if (modes[m] & 1) {
                 hard<T>(k, lo, hi, rows, per_row + m * n + a);
             } else {
-                softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, (modes[m] & 2) ? rlogr + m : nullptr);
+                softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, (modes[m] & 2) ? rlogr + m : nullptr,
+                           by_rows);
             }
+            if (by_rows) marginal_acc<T>(k, ms, ms.models[m], lo, x, a);
             if (marg) {  // the rows with NaN: their log-likelihoods, and (soft) responsibilities for the tiles
                 const int64_t kp = ms.models[m].kp;
                 for (int64_t t = 0; t < ms.n_nan; t++) {
@@ -1018,7 +1082,18 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         for (int64_t c = 0; c < md.k; c++)
             for (int64_t f = 0; f < k.nf; f++) S[(bounds[m] + c) * k.nf + f] += md.St[f * md.kp + c];
         rlogr[m] += md.rlogr;
+        if (!md.by_rows) continue;
+        // T(x_hat) - T(x0) + the conditional variance, of the rows missing feature j: mu^2 + var, mu
+        for (int64_t c = 0; c < md.k; c++) {
+            double* s = S + (bounds[m] + c) * k.nf;
+            for (int64_t j = 0; j < d; j++) {
+                const double r = md.acc[j * md.k + c], mu = md.mu[j * md.kp + c];
+                s[level == 1 ? j : 0] += r * (mu * mu + md.var[j * md.kp + c]);
+                s[k.q + j] += r * mu;
+            }
+        }
     }
+    std::free(k.wm);
     std::free(mem);
     return k.incomplete;
 }
@@ -1054,6 +1129,7 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     k.skip = (unsigned char*)(mem + bytes_t + bytes_l + bytes_w + bytes_c);
     k.incomplete = 0;
     k.nan_rows = nullptr;
+    k.wm = nullptr;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
     const T nan = (T)__builtin_nan("");
     for (int64_t a = 0; a < n; a += sub) {
