@@ -66,12 +66,14 @@ def _compare(x, specs, centre, w=None, rtol=1e-10, **kw):
     return got
 
 
+@pytest.mark.parametrize("frac", [0.3, 0.02], ids=["30%", "2%"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("ct", TYPES)
 @pytest.mark.parametrize("k, d", [(3, 4), (5, 7), (16, 16), (1, 2)])
-def test_every_variant_equals_numpy(variant, ct, k, d, weighted):
-    """K not a multiple of the vector width, one component, many features; 30% missing."""
-    x = _rows(700, d, 0.3, seed=k * 10 + d)
+def test_every_variant_equals_numpy(variant, ct, k, d, weighted, frac):
+    """K not a multiple of the vector width, one component, many features. 30% of values missing:
+    most rows have NaN (the diagonal models' dense path); 2%: a few rows, one at a time."""
+    x = _rows(700, d, frac, seed=k * 10 + d)
     w = np.random.default_rng(1).random(len(x)) * 2 if weighted else None
     centre = np.nanmean(x, axis=0)
     spec = _state(ct, k, d, seed=d).spec(centre)

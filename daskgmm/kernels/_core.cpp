@@ -194,6 +194,7 @@ template <class T> struct Work {
     unsigned char* skip;      // (ld) rows with NaN, left out
     int64_t incomplete;       // rows with NaN so far
     int64_t* nan_rows;        // (ld) or null: the sub-block's rows with NaN, kept for marginalising models
+    T* mb;                    // (d, ld) or null: 1 where a value is missing, else 0 (dense diagonal path)
     int64_t n_nan;
     T* lanes;                 // (nw, nf, W) soft moments per lane, in the data's type
     double* lanes64;          // (nw, nf, W) float32 lanes flushed into float64 every FLUSH_ROWS rows
@@ -216,6 +217,7 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
             const bool nj = v != v;
             nan |= nj;
             xs[j * ld + i] = nj ? (T)0 : v - centre[j];  // x0: 0 where missing
+            if (k.mb) k.mb[j * ld + i] = nj ? (T)1 : (T)0;
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
         if (k.wm) k.wm[i] = k.wb[i];
@@ -232,6 +234,8 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     k.incomplete += incomplete;
     for (int64_t i = rows; i < padded; i++) {
         for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
+        if (k.mb)
+            for (int64_t j = 0; j < d; j++) k.mb[j * ld + i] = 0;
         k.wb[i] = 0;
         if (k.wm) k.wm[i] = 0;
     }
@@ -488,6 +492,8 @@ struct MarginalModel {
     bool by_rows;
     double* add;       // (d, k) -log u + log(2 pi) / 2 + u^2 mu^2 / 2
     double* acc;       // (d, k)
+    // When a third or more of a sub-block's rows have NaN, both are tiles over the sub-block's
+    // rows with the missing-value indicators (Work::mb) instead of a loop over those rows.
 };
 
 // One row's scratch (arrays (..., kp)) and its pattern.
@@ -952,6 +958,52 @@ template <class T> void marginal_acc(const Work<T>& k, const MarginalSet& ms, Ma
     }
 }
 
+// Dense forms of marginal_add and marginal_acc, over every row of the sub-block (the rows
+// without NaN add 0): logits += add . M, acc += R M^T, M the missing-value indicators.
+template <class T> void marginal_add_tiles(const Work<T>& k, const MarginalModel& md, int64_t lo, int64_t padded) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    const int64_t d = k.d, kk = md.k, ld = k.ld;
+    for (int64_t c = 0; c < kk; c++) {
+        T* l = k.lb + (lo + c) * ld;
+        for (int64_t i = 0; i < padded; i += 2 * W) {
+            V s0 = load<T>(l + i), s1 = load<T>(l + i + W);
+            for (int64_t j = 0; j < d; j++) {
+                const V a = splat<T>((T)md.add[j * kk + c]);
+                s0 = a * load<T>(k.mb + j * ld + i) + s0;
+                s1 = a * load<T>(k.mb + j * ld + i + W) + s1;
+            }
+            store<T>(l + i, s0);
+            store<T>(l + i + W, s1);
+        }
+    }
+}
+
+template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    constexpr int JB = 8;  // indicator rows per pass: their sums stay in registers
+    const int64_t d = k.d, kk = md.k, ld = k.ld;
+    for (int64_t c = 0; c < kk; c++) {
+        const T* r = k.lb + (lo + c) * ld;
+        for (int64_t j0 = 0; j0 < d; j0 += JB) {
+            const int64_t nj = d - j0 < JB ? d - j0 : JB;
+            V s[JB];
+            for (int jj = 0; jj < JB; jj++) s[jj] = V{};
+            for (int64_t i = 0; i < padded; i += W) {
+                const V rv = load<T>(r + i);
+                for (int jj = 0; jj < JB; jj++)
+                    if (jj < nj) s[jj] = rv * load<T>(k.mb + (j0 + jj) * ld + i) + s[jj];
+            }
+            for (int64_t jj = 0; jj < nj; jj++) {
+                double t = 0.0;
+                for (int l = 0; l < W; l++) t += (double)s[jj][l];
+                md.acc[(j0 + jj) * kk + c] += t;
+            }
+        }
+    }
+}
+
 // Returns the rows with NaN, or -1 when memory ran out. Model m marginalises missing values when
 // mmeans[m] is not null (mfactor[m]: its precision factors, mfull[m]: their shape).
 template <class T>
@@ -1010,10 +1062,20 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     }
     k.nan_rows = ms.any ? ms.nan_rows : nullptr;
     k.wm = nullptr;
+    k.mb = nullptr;
+    T* mb = nullptr;  // the missing-value indicators, built for the sub-blocks that use them
+    bool any_by_rows = false;
+    for (int64_t m = 0; ms.any && m < nm; m++) any_by_rows |= ms.models[m].k && ms.models[m].by_rows;
     if (ms.any && !(k.wm = (T*)std::aligned_alloc(64, round64(bytes_w)))) {
         std::free(mem);
         return -1;
     }
+    if (any_by_rows && !(mb = (T*)std::aligned_alloc(64, round64(sizeof(T) * (size_t)(d * k.ld))))) {
+        std::free(k.wm);
+        std::free(mem);
+        return -1;
+    }
+    bool dense = false;  // this sub-block's by_rows models use the tiles (a third or more of its rows with NaN)
     std::memset(k.lanes, 0, bytes_lanes);
     if (narrow) std::memset(k.lanes64, 0, bytes_lanes64);
     const int64_t nlanes = k.nw * k.nf * W;
@@ -1030,7 +1092,19 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     for (int64_t a = 0; a < n; a += sub) {
         const int64_t rows = n - a < sub ? n - a : sub;
         const int64_t padded = (rows + tile - 1) / tile * tile;
+        // the previous sub-block's share of rows with NaN decides this one's: a guess that is
+        // right for nearly every sub-block, and either way gives the same statistics
+        k.mb = dense ? mb : nullptr;
         fill_features<T>(k, x, centre, w, a, rows, padded);
+        if (!dense && mb && 3 * k.n_nan >= rows) {  // wanted after all: build the indicators now
+            for (int64_t i = 0; i < padded; i++) {
+                const T* src = x + (a + i) * d;
+                for (int64_t j = 0; j < d; j++) mb[j * k.ld + i] = i < rows && src[j] != src[j] ? (T)1 : (T)0;
+            }
+            k.mb = mb;
+        }
+        const bool tiles = k.mb != nullptr;
+        dense = mb && 3 * k.n_nan >= rows;
         logits<T>(k, padded);
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
@@ -1038,7 +1112,8 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
             const bool mine = ms.any && ms.models[m].k && k.n_nan;
             const bool by_rows = mine && ms.models[m].by_rows, marg = mine && !by_rows;
             ms.n_nan = k.n_nan;
-            if (by_rows) marginal_add<T>(k, ms, ms.models[m], lo, x, a);
+            if (by_rows && tiles) marginal_add_tiles<T>(k, ms.models[m], lo, padded);
+            else if (by_rows) marginal_add<T>(k, ms, ms.models[m], lo, x, a);
             if (marg) marginal_rows<T>(k, ms, m, lo, x, w, a, modes[m] & 1, modes[m] & 2);
             if (modes[m] & 1) {
                 hard<T>(k, lo, hi, rows, per_row + m * n + a);
@@ -1046,7 +1121,8 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
                 softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, (modes[m] & 2) ? rlogr + m : nullptr,
                            by_rows);
             }
-            if (by_rows) marginal_acc<T>(k, ms, ms.models[m], lo, x, a);
+            if (by_rows && tiles) marginal_acc_tiles<T>(k, ms.models[m], lo, padded);
+            else if (by_rows) marginal_acc<T>(k, ms, ms.models[m], lo, x, a);
             if (marg) {  // the rows with NaN: their log-likelihoods, and (soft) responsibilities for the tiles
                 const int64_t kp = ms.models[m].kp;
                 for (int64_t t = 0; t < ms.n_nan; t++) {
@@ -1093,6 +1169,7 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
             }
         }
     }
+    std::free(mb);
     std::free(k.wm);
     std::free(mem);
     return k.incomplete;
@@ -1129,6 +1206,7 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     k.skip = (unsigned char*)(mem + bytes_t + bytes_l + bytes_w + bytes_c);
     k.incomplete = 0;
     k.nan_rows = nullptr;
+    k.mb = nullptr;
     k.wm = nullptr;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
     const T nan = (T)__builtin_nan("");
