@@ -964,17 +964,26 @@ template <class T> void marginal_add_tiles(const Work<T>& k, const MarginalModel
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t d = k.d, kk = md.k, ld = k.ld;
-    for (int64_t c = 0; c < kk; c++) {
-        T* l = k.lb + (lo + c) * ld;
+    // tiles of CT components x 2 row vectors, the indicator vectors loaded once per feature
+    constexpr int CT = 4;
+    for (int64_t c0 = 0; c0 < kk; c0 += CT) {
+        const int nc = kk - c0 < CT ? (int)(kk - c0) : CT;
         for (int64_t i = 0; i < padded; i += 2 * W) {
-            V s0 = load<T>(l + i), s1 = load<T>(l + i + W);
+            V s[CT][2];
+            for (int c = 0; c < CT; c++)
+                for (int h = 0; h < 2; h++) s[c][h] = c < nc ? load<T>(k.lb + (lo + c0 + c) * ld + i + h * W) : V{};
             for (int64_t j = 0; j < d; j++) {
-                const V a = splat<T>((T)md.add[j * kk + c]);
-                s0 = a * load<T>(k.mb + j * ld + i) + s0;
-                s1 = a * load<T>(k.mb + j * ld + i + W) + s1;
+                const V m0 = load<T>(k.mb + j * ld + i), m1 = load<T>(k.mb + j * ld + i + W);
+                const double* add = md.add + j * kk + c0;
+                for (int c = 0; c < CT; c++)
+                    if (c < nc) {
+                        const V a = splat<T>((T)add[c]);
+                        s[c][0] = a * m0 + s[c][0];
+                        s[c][1] = a * m1 + s[c][1];
+                    }
             }
-            store<T>(l + i, s0);
-            store<T>(l + i + W, s1);
+            for (int c = 0; c < nc; c++)
+                for (int h = 0; h < 2; h++) store<T>(k.lb + (lo + c0 + c) * ld + i + h * W, s[c][h]);
         }
     }
 }
@@ -982,24 +991,31 @@ template <class T> void marginal_add_tiles(const Work<T>& k, const MarginalModel
 template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
-    constexpr int JB = 8;  // indicator rows per pass: their sums stay in registers
+    // tiles of CT components x JT indicator rows, summed over the rows per lane
+    constexpr int CT = 4, JT = 2;
     const int64_t d = k.d, kk = md.k, ld = k.ld;
-    for (int64_t c = 0; c < kk; c++) {
-        const T* r = k.lb + (lo + c) * ld;
-        for (int64_t j0 = 0; j0 < d; j0 += JB) {
-            const int64_t nj = d - j0 < JB ? d - j0 : JB;
-            V s[JB];
-            for (int jj = 0; jj < JB; jj++) s[jj] = V{};
+    for (int64_t c0 = 0; c0 < kk; c0 += CT) {
+        const int nc = kk - c0 < CT ? (int)(kk - c0) : CT;
+        for (int64_t j0 = 0; j0 < d; j0 += JT) {
+            const int nj = d - j0 < JT ? (int)(d - j0) : JT;
+            V s[CT][JT];
+            for (int c = 0; c < CT; c++)
+                for (int jj = 0; jj < JT; jj++) s[c][jj] = V{};
             for (int64_t i = 0; i < padded; i += W) {
-                const V rv = load<T>(r + i);
-                for (int jj = 0; jj < JB; jj++)
-                    if (jj < nj) s[jj] = rv * load<T>(k.mb + (j0 + jj) * ld + i) + s[jj];
+                V mv[JT];
+                for (int jj = 0; jj < JT; jj++) mv[jj] = jj < nj ? load<T>(k.mb + (j0 + jj) * ld + i) : V{};
+                for (int c = 0; c < CT; c++)
+                    if (c < nc) {
+                        const V rv = load<T>(k.lb + (lo + c0 + c) * ld + i);
+                        for (int jj = 0; jj < JT; jj++) s[c][jj] = rv * mv[jj] + s[c][jj];
+                    }
             }
-            for (int64_t jj = 0; jj < nj; jj++) {
-                double t = 0.0;
-                for (int l = 0; l < W; l++) t += (double)s[jj][l];
-                md.acc[(j0 + jj) * kk + c] += t;
-            }
+            for (int c = 0; c < nc; c++)
+                for (int jj = 0; jj < nj; jj++) {
+                    double t = 0.0;
+                    for (int l = 0; l < W; l++) t += (double)s[c][jj][l];
+                    md.acc[(j0 + jj) * kk + c0 + c] += t;
+                }
         }
     }
 }
