@@ -1,34 +1,38 @@
 #!/usr/bin/env python3
-"""Cost of an EM iteration with 20% of entries missing, relative to complete data (issue 15).
+"""Cost of an EM iteration with missing values, relative to complete data (issues 15 and 26).
 
-Usage (after ``pip install -e .``):
+Usage (after ``pip install -e .``; on a shared machine under the bench lock):
 
-    .venv/bin/python scripts/bench_missing.py                 # 1M x 16, K=16, full and diag
-    .venv/bin/python scripts/bench_missing.py --rows 200000   # quicker
+    flock /work/notes/bench.lock .venv/bin/python scripts/bench_missing.py
+    .venv/bin/python scripts/bench_missing.py --rows 200000 --no-numpy    # quicker
 
-The data are 1M rows of 16 features from a 16-component mixture; the "missing" copy has
-each entry NaN with probability 0.2 (missing completely at random; rows left with no
-observed value get one back). Both are fitted by ``GaussianMixture(missing="marginalize")``
-from the same start (``weights_init``/``means_init``/``precisions_init``, ``tol=0``), and
-the cost of an iteration is the *marginal* one: (time with 1 + I iterations - time with 1)
-/ I, so the first scan and start-up cancel. The median of ``--repeats`` is printed.
+The data are 1M rows of 16 features from a 16-component mixture; two copies have each entry
+NaN with probability 0.2 and 0.01 (missing completely at random; a row left with no observed
+value gets one back): 97% and 15% of rows incomplete, nearly every row of the first its own
+pattern. Each is fitted by ``GaussianMixture(missing="marginalize")`` on a LocalCluster of
+2 worker processes x 1 thread (the data persisted on the workers first), from the same start
+(``weights_init``/``means_init``/``precisions_init``, ``tol=0``), for every covariance type.
+The cost of an iteration is the *marginal* one: (time with 2 + I iterations - time with 2) / I,
+so the start-up and the first passes cancel; the median of ``--repeats``.
 
-With 16 features and 20% missing, 97% of rows have a missing value and nearly every row
-has its own pattern, so the incomplete rows go through the batched per-row path
-(:mod:`daskgmm.kernels.missing`), not the one-GEMM fast path.
-
-The machine this was written on is shared (2 cores, other jobs running): timings there
-vary by tens of percent between runs; compare ratios taken in one run.
+With ``--numpy`` (the default) the incomplete data are also fitted with the NumPy path
+(``DASKGMM_KERNEL=numpy`` on a second cluster): what the rows with NaN cost before the
+compiled marginal E-step. The load average (``os.getloadavg``) is printed beside each
+figure: on a shared machine compare ratios taken in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import time
 import warnings
 
 import numpy as np
+
+TYPES = ("full", "tied", "diag", "spherical")
 
 
 def make_data(n, d, k, frac, seed=0):
@@ -36,53 +40,112 @@ def make_data(n, d, k, frac, seed=0):
     means = rng.normal(scale=4.0, size=(k, d))
     z = rng.integers(k, size=n)
     x = means[z] + rng.normal(size=(n, d))
+    if not frac:
+        return x
     xm = x.copy()
-    xm[rng.random(x.shape) < frac] = np.nan
+    xm[np.random.default_rng(seed + 1).random(x.shape) < frac] = np.nan
     empty = np.flatnonzero(np.isnan(xm).all(axis=1))
     xm[empty, 0] = x[empty, 0]
-    return x, xm
+    return xm
 
 
-def fit_seconds(X, start, ct, k, iters):
+def _marginal(fit, iters, repeats):
+    per = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fit(2)
+        t2 = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fit(2 + iters)
+        per.append((time.perf_counter() - t0 - t2) / iters)
+    return {"per_iter": statistics.median(per), "all": per, "load": os.getloadavg()[0]}
+
+
+def run_cluster(datasets, starts, args, kernel):
+    """Seconds per iteration of every (dataset, covariance type) on a fresh 2-worker cluster."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
     from daskgmm import ConvergenceWarning, GaussianMixture
+    from daskgmm.engine.cluster import kernels_in_use
+    from daskgmm.kernels import compiled
 
-    g = GaussianMixture(k, covariance_type=ct, tol=0.0, max_iter=iters, missing="marginalize",
-                        weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        g.fit(X)
-    return time.perf_counter() - t0
+    os.environ["DASKGMM_KERNEL"] = kernel  # the workers inherit it
+    compiled.reset()
+    out = {}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        used = kernels_in_use(client)
+        print(f"LocalCluster, 2 workers x 1 thread, kernel {used}:", flush=True)
+        for name, x in datasets.items():
+            xd = client.persist(da.from_array(x, chunks=(131072, x.shape[1])))
+            xd.sum().compute()
+            for ct in TYPES:
+                s = starts[ct]
+
+                def fit(it, ct=ct, s=s, xd=xd):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", ConvergenceWarning)
+                        GaussianMixture(args.components, covariance_type=ct, tol=0.0, max_iter=it,
+                                        missing="marginalize", weights_init=s.weights_, means_init=s.means_,
+                                        precisions_init=s.precisions_).fit(xd)
+
+                r = _marginal(fit, args.iterations, args.repeats)
+                out[(name, ct)] = {**r, "kernel": used}
+                print(f"  {name:>9} {ct:>9}: {r['per_iter']:7.3f} s per iteration  (load {r['load']:.1f})",
+                      flush=True)
+            del xd
+    return out
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--features", type=int, default=16)
     ap.add_argument("--components", type=int, default=16)
-    ap.add_argument("--missing", type=float, default=0.2)
-    ap.add_argument("--iterations", type=int, default=2)
+    ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--numpy", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the incomplete data on the NumPy path (default: yes)")
+    ap.add_argument("--out", default="bench-results/bench_missing.json")
     args = ap.parse_args(argv)
 
     from daskgmm import GaussianMixture
 
     n, d, k = args.rows, args.features, args.components
-    x, xm = make_data(n, d, k, args.missing)
-    print(f"{n:,} rows x {d} features, K={k}; {np.isnan(xm).mean():.1%} of entries missing, "
-          f"{np.isnan(xm).any(axis=1).mean():.1%} of rows with a missing value")
-    print(f"{'covariance':>10}  {'complete s/iter':>15}  {'20% missing s/iter':>18}  {'ratio':>6}")
-    for ct in ("full", "diag"):
-        start = GaussianMixture(k, covariance_type=ct, max_iter=5, random_state=0).fit(x[:50_000])
-        per = {}
-        for name, data in (("complete", x), ("missing", xm)):
-            runs = []
-            for _ in range(args.repeats):
-                base = fit_seconds(data, start, ct, k, 1)
-                more = fit_seconds(data, start, ct, k, 1 + args.iterations)
-                runs.append((more - base) / args.iterations)
-            per[name] = statistics.median(runs)
-        print(f"{ct:>10}  {per['complete']:>15.3f}  {per['missing']:>18.3f}  {per['missing'] / per['complete']:>6.1f}")
+    datasets = {"complete": make_data(n, d, k, 0.0), "20%": make_data(n, d, k, 0.2), "1%": make_data(n, d, k, 0.01)}
+    for name, x in datasets.items():
+        print(f"{name:>9}: {n:,} rows x {d} features, K={k}; {np.isnan(x).mean():.1%} of entries missing, "
+              f"{np.isnan(x).any(axis=1).mean():.1%} of rows with a missing value", flush=True)
+    sample = datasets["complete"][:50_000]
+    starts = {ct: GaussianMixture(k, covariance_type=ct, max_iter=5, random_state=0).fit(sample) for ct in TYPES}
+    res = run_cluster(datasets, starts, args, os.environ.get("DASKGMM_KERNEL", "auto"))
+    before = {}
+    if args.numpy:
+        before = run_cluster({n_: x for n_, x in datasets.items() if n_ != "complete"}, starts, args, "numpy")
+
+    print(f"\nseconds per iteration (ratio to complete data), {n:,} x {d}, K={k}, 2 workers:")
+    head = f"{'covariance':>10}  {'complete':>8}  {'20% missing':>16}  {'1% missing':>16}"
+    if before:
+        head += f"  {'20%, NumPy path':>16}  {'1%, NumPy path':>16}"
+    print(head)
+    table = {}
+    for ct in TYPES:
+        c = res[("complete", ct)]["per_iter"]
+        row = {"complete": c, "20%": res[("20%", ct)]["per_iter"], "1%": res[("1%", ct)]["per_iter"]}
+        if before:
+            row["20% numpy"] = before[("20%", ct)]["per_iter"]
+            row["1% numpy"] = before[("1%", ct)]["per_iter"]
+        table[ct] = row
+        cells = [f"{row[key]:7.3f} ({row[key] / c:4.1f}x)" for key in row if key != "complete"]
+        print(f"{ct:>10}  {c:8.3f}  " + "  ".join(f"{cell:>16}" for cell in cells))
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"config": vars(args), "table": table,
+                       "runs": {f"{a} {b}": v for (a, b), v in res.items()},
+                       "numpy_runs": {f"{a} {b}": v for (a, b), v in before.items()}}, f, indent=1)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

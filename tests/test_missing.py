@@ -90,11 +90,12 @@ def _data(n=300, d=4, frac=0.3, seed=1):
     return x
 
 
-def _kernel_step(x, ct, weights, means, covs, chunks=1, block_rows=None, reg_covar=1e-6):
+def _kernel_step(x, ct, weights, means, covs, chunks=1, block_rows=None, reg_covar=1e-6, compiled=False):
     state = MixtureState.from_covariances(weights, means, covs, ct, missing="marginalize", reg_covar=reg_covar)
     centre = np.nanmean(x, axis=0)
     req = MixtureRequest([state.spec(centre)])
-    parts = [chunk_pass(c, [req], centre, row0=0, block_rows=block_rows) for c in np.array_split(x, chunks)]
+    parts = [chunk_pass(c, [req], centre, row0=0, block_rows=block_rows, compiled=compiled)
+             for c in np.array_split(x, chunks)]
     res = parts[0]
     for p in parts[1:]:
         res = merge_partials([req], res, p)
@@ -103,12 +104,22 @@ def _kernel_step(x, ct, weights, means, covs, chunks=1, block_rows=None, reg_cov
     return new, stats
 
 
+def _core_or_skip():
+    from daskgmm.kernels import compiled
+
+    if compiled.ready() is None:
+        pytest.skip(f"compiled core not in use: {compiled.error()}")
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
 @pytest.mark.parametrize("ct", TYPES)
-def test_kernel_matches_per_row_reference(ct):
+def test_kernel_matches_per_row_reference(ct, compiled):
+    if compiled:
+        _core_or_skip()
     weights, means, covs = _model(ct)
     x = _data()
     w_ref, m_ref, c_ref, ll_ref = reference_step(x, weights, means, covs, ct, 1e-6)
-    new, stats = _kernel_step(x, ct, weights, means, covs)
+    new, stats = _kernel_step(x, ct, weights, means, covs, compiled=compiled)
     assert abs(stats.loglik - ll_ref) < 1e-10 * abs(ll_ref)
     np.testing.assert_allclose(new.weights, w_ref, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(new.means, m_ref, rtol=1e-10, atol=1e-10)

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #ifndef DASKGMM_VARIANT
 #error "DASKGMM_VARIANT must name the variant (avx512, avx2, baseline, generic)"
@@ -189,8 +190,12 @@ template <class T> struct Work {
     T* tb;                    // (nf, ld) features of the sub-block
     T* lb;                    // (nw, ld) logits, then responsibilities
     T* wb;                    // (ld) weights, zero on the padding rows and rows with NaN
+    T* wm;                    // (ld) weights, zero on the padding rows only (marginalising models)
     unsigned char* skip;      // (ld) rows with NaN, left out
     int64_t incomplete;       // rows with NaN so far
+    int64_t* nan_rows;        // (ld) or null: the sub-block's rows with NaN, kept for marginalising models
+    T* mb;                    // (d, ld) or null: 1 where a value is missing, else 0 (dense diagonal path)
+    int64_t n_nan;
     T* lanes;                 // (nw, nf, W) soft moments per lane, in the data's type
     double* lanes64;          // (nw, nf, W) float32 lanes flushed into float64 every FLUSH_ROWS rows
     double* S;                // (nw, nf) the caller's statistics
@@ -209,21 +214,30 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
         bool nan = false;
         for (int64_t j = 0; j < d; j++) {
             const T v = src[j];
-            nan |= v != v;
-            xs[j * ld + i] = v - centre[j];
+            const bool nj = v != v;
+            nan |= nj;
+            xs[j * ld + i] = nj ? (T)0 : v - centre[j];  // x0: 0 where missing
+            if (k.mb) k.mb[j * ld + i] = nj ? (T)1 : (T)0;
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
+        if (k.wm) k.wm[i] = k.wb[i];
         k.skip[i] = nan;
-        if (nan) {  // left out, as the NumPy path leaves rows with NaN out of models that do not marginalise
-            for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
+        // left out (weight 0), as the NumPy path leaves rows with NaN out of models that do not
+        // marginalise; the models that do take them from marginal_rows
+        if (nan) {
             k.wb[i] = 0;
+            if (k.nan_rows) k.nan_rows[incomplete] = i;
             incomplete++;
         }
     }
+    k.n_nan = incomplete;
     k.incomplete += incomplete;
     for (int64_t i = rows; i < padded; i++) {
         for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
+        if (k.mb)
+            for (int64_t j = 0; j < d; j++) k.mb[j * ld + i] = 0;
         k.wb[i] = 0;
+        if (k.wm) k.wm[i] = 0;
     }
     T* ones = k.tb + (q + d) * ld;
     for (int64_t i = 0; i < padded; i += W) store<T>(ones + i, splat<T>((T)1));
@@ -305,9 +319,12 @@ template <class T> void logits(const Work<T>& k, int64_t padded) {
 
 // Soft responsibilities of model rows lo..hi in place (times the weight), log p(x) per row,
 // and sum_k r_k log r_k per row when asked (from the clamped exponents: no log per term).
+// Rows with NaN are left out (k.wb), or with with_nan taken at their weight (k.wm): their
+// logits are then a model's marginal ones.
 template <class T>
 void softmax(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, int64_t padded, double* per_row,
-             double* rlogr) {
+             double* rlogr, bool with_nan = false) {
+    const T* wb = with_nan ? k.wm : k.wb;
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t ld = k.ld;
@@ -324,15 +341,15 @@ void softmax(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, int64_t pad
             s = s + e;
             store<T>(L + c * ld + i, e);
         }
-        V scale = load<T>(k.wb + i) / s;
+        V scale = load<T>(wb + i) / s;
         for (int64_t c = lo; c < hi; c++) store<T>(L + c * ld + i, load<T>(L + c * ld + i) * scale);
         V ls = Math<T>::log(s);
         V ll = m + ls;
         const int64_t n = rows - i < W ? rows - i : W;
-        for (int64_t j = 0; j < n; j++) per_row[i + j] = k.skip[i + j] ? 0.0 : (double)ll[j];
+        for (int64_t j = 0; j < n; j++) per_row[i + j] = k.skip[i + j] && !with_nan ? 0.0 : (double)ll[j];
         if (rlogr) {
             V v = zs / s - ls;  // sum_k r_k (z_k - log s)
-            for (int64_t j = 0; j < n; j++) *rlogr += (double)k.wb[i + j] * (double)v[j];
+            for (int64_t j = 0; j < n; j++) *rlogr += (double)wb[i + j] * (double)v[j];
         }
     }
 }
@@ -436,11 +453,579 @@ template <class T> int64_t default_sub_rows(int64_t nf) {
     return rows / tile * tile;
 }
 
-// Returns the rows with NaN it left out, or -1 when memory ran out.
+// ---------------------------------------------------------------- rows with missing values
+//
+// A model that marginalises missing values (daskgmm.kernels.missing is the NumPy reference, and
+// its docstring the algebra) takes its rows with NaN here, inside the block pass. Such a row is
+// in the feature buffer as x0: centred, 0 where missing, so the logits tile has already computed
+// each component's log-density at x0, l0 = c - (x0 - mu)^T P (x0 - mu) / 2. Write e = x0 - mu
+// (e_m = -mu_m where missing), z = e with 0 where missing, b = (P z)_m, m the row's missing
+// features and P the precision. Then z^T P z = e^T P e + 2 mu_m . b - mu_m^T P_mm mu_m, the
+// observed part's Mahalanobis distance is z^T P z - b^T P_mm^-1 b, and its log-density is
+//
+//     l = l0 - log det P_mm / 2 + m log(2 pi) / 2 - mu_m . b + mu_m^T P_mm mu_m / 2 + y . b / 2,
+//
+// y = P_mm^-1 b, with E[x_m | x_o] = mu_m - y and Cov[x_m | x_o] = P_mm^-1. So a row costs
+// O(m D) per component beyond the complete-data work (b, and the Cholesky factor of the m x m
+// block P_mm), not O(D^2): neither the observed block's factor (D - m square) nor downdates of
+// a cached one. The moments are T(x0) through the same register tiles as complete rows (with the
+// row's responsibilities put in), plus the terms T(x_hat) - T(x0) + the conditional covariance,
+// which involve a missing feature: O(m D) per component, in float64.
+//
+// Every row's missing pattern is the same for all its components, so the work is vectorised
+// over components (float64 lanes), in groups of MG vectors whose sums stay in registers.
+
+struct MarginalModel {
+    int64_t k, kp, d;  // components (padded to kp, whole vectors), features
+    bool full;         // full (or tied) precisions; else diagonal (or spherical)
+    double* mu;        // (d, kp) means, about the pass centre
+    double* prec;      // full: (d, d, kp) P = U U^T; diagonal: (d, kp) u^2
+    double* var;       // diagonal: (d, kp) 1 / u^2
+    double* logu;      // diagonal: (d, kp) log u
+    double* St;        // (nf, kp) the statistics this path adds, float64
+    double rlogr;
+    // Diagonal models at the diagonal or spherical level, soft assignment: a row with NaN differs
+    // from x0 by terms linear in its missing-feature indicators, so its logits are l0 plus
+    // add[j] summed over its missing features j, the tiles' softmax does the rest with every
+    // row, and the moments are the tiles' ones plus, per missing feature, sum r (mu^2 + var)
+    // and sum r mu: from acc[j] = sum over rows missing j of r.
+    bool by_rows;
+    double* add;       // (d, k) -log u + log(2 pi) / 2 + u^2 mu^2 / 2
+    double* acc;       // (d, k)
+    // When a third or more of a sub-block's rows have NaN, both are tiles over the sub-block's
+    // rows with the missing-value indicators (Work::mb) instead of a loop over those rows.
+};
+
+// One row's scratch (arrays (..., kp)) and its pattern.
+struct MarginalRow {
+    const double* xc;   // (d) the row centred, 0 where missing
+    const double* obs;  // (d) 1 where observed, else 0
+    const int64_t* miss;
+    int64_t nm;
+    const int64_t* pair;  // (d, d) position of feature x_i x_j among the quadratic ones
+    double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
+};
+
+// Vectors of components per group: their sums stay in registers.
+constexpr int MG = 4;
+
+// log of a product of positive normal doubles, kept as a mantissa in [1, 2) and an exponent
+struct LogProduct {
+    typedef Lanes<double>::V V;
+    typedef IVec<double>::V I;
+    V mant;
+    I expo;
+    LogProduct() : mant(splat<double>(1.0)), expo(I{}) {}
+    inline void mul(V a) {
+        V p = mant * a;
+        I bits = (I)p;
+        expo += ((bits >> 52) & 0x7FF) - 1023;
+        mant = (V)((bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL);
+    }
+    inline V log() const {
+        V e = (V)(expo + 0x4338000000000000LL) - 6755399441055744.0;  // any sign, through the 1.5 * 2^52 bias
+        return Math<double>::log(mant) + e * 0.6931471805599453;
+    }
+};
+
+// NM: the row's missing count when known at compile time (the loops over it unrolled), else 0
+template <int NV, int NM> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    const int64_t d = md.d, kp = md.kp, nm = NM ? NM : w.nm;
+    const int64_t* miss = w.miss;
+    auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
+    auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
+    for (int64_t j = 0; j < d; j++) {
+        const V xs = splat<double>(w.xc[j]), of = splat<double>(w.obs[j]);
+        for (int v = 0; v < NV; v++) st(w.z, j, v, (xs - ld(md.mu, j, v)) * of);
+    }
+    // b = (P z)_m: the observed deviations seen from each missing feature
+    for (int64_t a = 0; a < nm; a++) {
+        const double* pr = md.prec + miss[a] * d * kp;
+        V s[NV] = {};
+        for (int64_t j = 0; j < d; j++)
+            for (int v = 0; v < NV; v++) s[v] = ld(pr, j, v) * ld(w.z, j, v) + s[v];
+        for (int v = 0; v < NV; v++) st(w.b, a, v, s[v]);
+    }
+    // P_mm = L D L^T (L unit lower triangular: no square roots), column by column; log det P_mm
+    // from the pivots D. w.L holds L below its diagonal and 1 / D on it.
+    LogProduct det[NV];
+    for (int64_t a = 0; a < nm; a++) {
+        V inv[NV];
+        for (int v = 0; v < NV; v++) {
+            V s = ld(md.prec, miss[a] * d + miss[a], v);
+            for (int64_t e = 0; e < a; e++) {
+                const V lae = ld(w.L, a * nm + e, v);
+                s = s - lae * lae * ld(w.L, e * nm + e, v);
+            }
+            det[v].mul(s);
+            inv[v] = 1.0 / s;
+            st(w.L, a * nm + a, v, inv[v]);
+        }
+        // below the diagonal first as L D (the e < a terms), then divided by the pivot
+        for (int64_t c = a + 1; c < nm; c++)
+            for (int v = 0; v < NV; v++) {
+                V s = ld(md.prec, miss[c] * d + miss[a], v);
+                for (int64_t e = 0; e < a; e++) s = s - ld(w.L, c * nm + e, v) * ld(w.L, a * nm + e, v) * ld(w.L, e * nm + e, v);
+                st(w.L, c * nm + a, v, s);
+            }
+    }
+    // w.L below the diagonal is L D: L = that times 1 / D
+    for (int64_t a = 0; a < nm; a++)
+        for (int64_t c = a + 1; c < nm; c++)
+            for (int v = 0; v < NV; v++) st(w.L, c * nm + a, v, ld(w.L, c * nm + a, v) * ld(w.L, a * nm + a, v));
+    // X = L^-1 (unit lower), row by row; P_mm^-1 = X^T D^-1 X (the conditional covariance)
+    for (int64_t i = 0; i < nm; i++)
+        for (int64_t j = 0; j < i; j++)
+            for (int v = 0; v < NV; v++) {
+                V s = ld(w.L, i * nm + j, v);
+                for (int64_t e = j + 1; e < i; e++) s = ld(w.L, i * nm + e, v) * ld(w.X, e * nm + j, v) + s;
+                st(w.X, i * nm + j, v, -s);
+            }
+    for (int64_t p = 0; p < nm; p++)
+        for (int64_t q = p; q < nm; q++)
+            for (int v = 0; v < NV; v++) {
+                // X[q][q] = 1, X[i][p] for i > p below the diagonal
+                V s = (p == q ? splat<double>(1.0) : ld(w.X, q * nm + p, v)) * ld(w.L, q * nm + q, v);
+                for (int64_t i = q + 1; i < nm; i++) s = ld(w.X, i * nm + p, v) * ld(w.X, i * nm + q, v) * ld(w.L, i * nm + i, v) + s;
+                st(w.cc, p * nm + q, v, s);
+                st(w.cc, q * nm + p, v, s);
+            }
+    // y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the logit
+    V mub[NV], yb[NV], mpm[NV];
+    for (int v = 0; v < NV; v++) mub[v] = yb[v] = mpm[v] = V{};
+    for (int64_t p = 0; p < nm; p++)
+        for (int v = 0; v < NV; v++) {
+            V y = V{}, pm = V{};
+            for (int64_t q = 0; q < nm; q++) {
+                y = ld(w.cc, p * nm + q, v) * ld(w.b, q, v) + y;
+                pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
+            }
+            const V mu = ld(md.mu, miss[p], v), bp = ld(w.b, p, v);
+            st(w.xm, p, v, mu - y);
+            mub[v] = mu * bp + mub[v];
+            yb[v] = y * bp + yb[v];
+            mpm[v] = mu * pm + mpm[v];
+        }
+    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
+    for (int v = 0; v < NV; v++)
+        st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * det[v].log() + half_m_log2pi - mub[v] + 0.5 * mpm[v] + 0.5 * yb[v]);
+}
+
+template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    const int64_t kp = md.kp;
+    auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
+    auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
+    V lu[NV] = {}, pm[NV] = {};
+    for (int64_t a = 0; a < w.nm; a++) {
+        const int64_t m = w.miss[a];
+        for (int v = 0; v < NV; v++) {
+            const V mu = ld(md.mu, m, v);
+            lu[v] = lu[v] + ld(md.logu, m, v);
+            pm[v] = ld(md.prec, m, v) * (mu * mu) + pm[v];
+            st(w.xm, a, v, mu);
+            st(w.cc, a, v, ld(md.var, m, v));
+        }
+    }
+    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)w.nm;
+    for (int v = 0; v < NV; v++) st(w.lg, 0, v, ld(w.lg, 0, v) - lu[v] + half_m_log2pi + 0.5 * pm[v]);
+}
+
+// r (T(x_hat) - T(x0) + the conditional covariance) into St, r the row's responsibilities
+// (times its weight): the terms of the features that involve a missing feature.
+template <int NV, int NM>
+void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double* r, int level, int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    const int64_t d = md.d, kp = md.kp, nm = NM ? NM : w.nm, q = quad_rows(level, d);
+    double* St = md.St;
+    auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
+    auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
+    auto cov = [&](int64_t a, int64_t c, int v) { return md.full ? ld(w.cc, a * nm + c, v) : (a == c ? ld(w.cc, a, v) : V{}); };
+    V rv[NV];
+    for (int v = 0; v < NV; v++) rv[v] = ld(r, 0, v);
+    for (int64_t a = 0; a < nm; a++) {
+        const int64_t i = w.miss[a];
+        V rx[NV];
+        for (int v = 0; v < NV; v++) {
+            rx[v] = rv[v] * ld(w.xm, a, v);
+            st(St, q + i, v, rx[v] + ld(St, q + i, v));
+        }
+        if (level == 2) {
+            // (i, j) with j observed: x_hat_i x_j (xc is 0 where missing: those get 0 here, theirs below)
+            const int64_t* pair = w.pair + i * d;
+            for (int64_t j = 0; j < d; j++) {
+                const int64_t pos = pair[j];
+                const V xj = splat<double>(w.xc[j]);
+                for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * xj + ld(St, pos, v));
+            }
+            for (int64_t c = a; c < nm; c++) {
+                const int64_t j = w.miss[c];  // ascending: i <= j
+                const int64_t pos = i * d - i * (i - 1) / 2 + (j - i);
+                for (int v = 0; v < NV; v++)
+                    st(St, pos, v, rx[v] * ld(w.xm, c, v) + (rv[v] * cov(a, c, v) + ld(St, pos, v)));
+            }
+        } else {
+            const int64_t pos = level == 1 ? i : 0;
+            for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * ld(w.xm, a, v) + (rv[v] * cov(a, a, v) + ld(St, pos, v)));
+        }
+    }
+}
+
+template <int NV> struct FullStep {
+    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) {
+        switch (w.nm) {
+            case 1: marginal_full<NV, 1>(md, w, o); break;
+            case 2: marginal_full<NV, 2>(md, w, o); break;
+            case 3: marginal_full<NV, 3>(md, w, o); break;
+            case 4: marginal_full<NV, 4>(md, w, o); break;
+            default: marginal_full<NV, 0>(md, w, o); break;
+        }
+    }
+};
+template <int NV> struct DiagStep {
+    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) { marginal_diag<NV>(md, w, o); }
+};
+template <int NV> struct TermStep {
+    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w, const double* r, int level) {
+        switch (w.nm) {
+            case 1: marginal_terms<NV, 1>(md, w, r, level, o); break;
+            case 2: marginal_terms<NV, 2>(md, w, r, level, o); break;
+            case 3: marginal_terms<NV, 3>(md, w, r, level, o); break;
+            case 4: marginal_terms<NV, 4>(md, w, r, level, o); break;
+            default: marginal_terms<NV, 0>(md, w, r, level, o); break;
+        }
+    }
+};
+
+// F<NV>::run(o, args...) over the groups of MG vectors of components (the last one shorter)
+template <template <int> class F, class... A> void over_groups(int64_t kp, A&&... args) {
+    constexpr int W = Lanes<double>::W;
+    const int64_t nv = kp / W;
+    for (int64_t g = 0; g < nv; g += MG) {
+        const int64_t left = nv - g, o = g * W;
+        switch (left < MG ? left : MG) {
+            case 1: F<1>::run(o, args...); break;
+            case 2: F<2>::run(o, args...); break;
+            case 3: F<3>::run(o, args...); break;
+            default: F<MG>::run(o, args...); break;
+        }
+    }
+}
+
+// The parameters of a marginalising model in the lanes' layout, and its statistics; the padding
+// components get mean 0 and precision 1 (finite, and left out of every sum).
+struct MarginalSet {
+    MarginalModel* models = nullptr;  // (nm), k == 0 for a model that does not marginalise
+    char* mem = nullptr;
+    MarginalRow row;
+    double* rb = nullptr;       // (sub, kp max) responsibilities of the sub-block's rows with NaN
+    double* lp = nullptr;       // (sub) their log p(x_o) (soft) or largest logit (hard)
+    int64_t* nan_rows = nullptr;  // (sub) positions of the sub-block's rows with NaN
+    int64_t n_nan = 0;
+    bool any = false;
+    ~MarginalSet() { std::free(mem); }
+};
+
+// Returns false when memory ran out.
+bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const double* const* means,
+                    const double* const* factor, const int* full, int64_t d, int64_t nf, int64_t sub, int level,
+                    const int64_t* modes) {
+    constexpr int W = Lanes<double>::W;
+    auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
+    size_t total = round64(sizeof(MarginalModel) * (size_t)nm);
+    int64_t kmax = 0;
+    for (int64_t m = 0; m < nm; m++) {
+        if (!means[m]) continue;
+        const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
+        kmax = kp > kmax ? kp : kmax;
+        const int64_t per = d + (full[m] ? d * d : 5 * d) + nf;  // mu, prec (and var, logu, add, acc), St
+        total += round64(sizeof(double) * (size_t)(per * kp));
+    }
+    if (!kmax) return true;
+    const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (3 * d + 3 * d * d + 1)));
+    total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
+             round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
+             round64(sizeof(int64_t) * (size_t)(d + d * d));
+    char* p = (char*)std::aligned_alloc(64, total);
+    if (!p) return false;
+    std::memset(p, 0, total);
+    ms.mem = p;
+    ms.any = true;
+    ms.models = (MarginalModel*)p;
+    p += round64(sizeof(MarginalModel) * (size_t)nm);
+    for (int64_t m = 0; m < nm; m++) {
+        MarginalModel& md = ms.models[m];
+        md.k = 0;
+        if (!means[m]) continue;
+        const int64_t k = bounds[m + 1] - bounds[m], kp = (k + W - 1) / W * W;
+        md.k = k;
+        md.kp = kp;
+        md.d = d;
+        md.full = full[m];
+        md.rlogr = 0.0;
+        double* q = (double*)p;
+        md.mu = q;
+        q += d * kp;
+        md.prec = q;
+        q += (full[m] ? d * d : d) * kp;
+        md.var = full[m] ? nullptr : q;
+        q += full[m] ? 0 : d * kp;
+        md.logu = full[m] ? nullptr : q;
+        q += full[m] ? 0 : d * kp;
+        md.St = q;
+        q += nf * kp;
+        md.by_rows = !full[m] && level <= 1 && !(modes[m] & 1);
+        md.add = full[m] ? nullptr : q;
+        md.acc = full[m] ? nullptr : q + d * kp;
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d : 5 * d) + nf) * kp));
+        const double* mu = means[m];
+        const double* u = factor[m];
+        for (int64_t c = 0; c < kp; c++) {
+            const bool real = c < k;
+            for (int64_t j = 0; j < d; j++) md.mu[j * kp + c] = real ? mu[c * d + j] : 0.0;
+            if (full[m]) {
+                // P[i][l] = sum_j U[i][j] U[l][j], as numpy.einsum("kij,klj->kil")
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t l = 0; l < d; l++) {
+                        double s = 0.0;
+                        if (real) {
+                            const double* ui = u + (c * d + i) * d;
+                            const double* ul = u + (c * d + l) * d;
+                            for (int64_t j = 0; j < d; j++) s += ui[j] * ul[j];
+                        } else {
+                            s = i == l ? 1.0 : 0.0;
+                        }
+                        md.prec[(i * d + l) * kp + c] = s;
+                    }
+            } else {
+                for (int64_t j = 0; j < d; j++) {
+                    const double uj = real ? u[c * d + j] : 1.0;
+                    md.prec[j * kp + c] = uj * uj;
+                    md.var[j * kp + c] = 1.0 / (uj * uj);
+                    md.logu[j * kp + c] = __builtin_log(uj);
+                    const double mu_j = md.mu[j * kp + c];
+                    if (real) md.add[j * k + c] = -md.logu[j * kp + c] + 0.5 * 1.8378770664093453 +
+                                                  0.5 * md.prec[j * kp + c] * (mu_j * mu_j);
+                }
+            }
+        }
+    }
+    double* q = (double*)p;
+    MarginalRow& w = ms.row;
+    w.z = q;
+    w.b = w.z + d * kmax;
+    w.xm = w.b + d * kmax;
+    w.L = w.xm + d * kmax;
+    w.X = w.L + d * d * kmax;
+    w.cc = w.X + d * d * kmax;
+    w.lg = w.cc + d * d * kmax;
+    p += row_bytes;
+    ms.rb = (double*)p;
+    p += round64(sizeof(double) * (size_t)(sub * kmax));
+    ms.lp = (double*)p;
+    p += round64(sizeof(double) * (size_t)sub);
+    ms.nan_rows = (int64_t*)p;
+    p += round64(sizeof(int64_t) * (size_t)sub);
+    w.xc = (double*)p;
+    w.obs = (double*)p + d;
+    p += round64(sizeof(double) * (size_t)(2 * d));
+    w.miss = (int64_t*)p;
+    int64_t* pair = (int64_t*)p + d;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < d; j++) {
+            const int64_t lo = j < i ? j : i, hi = j < i ? i : j;
+            pair[i * d + j] = lo * d - lo * (lo - 1) / 2 + (hi - lo);
+        }
+    w.pair = pair;
+    return true;
+}
+
+// The E-step of the sub-block's rows with NaN for model m (logits lo .. hi at x0 in k.lb): their
+// responsibilities (times the weight) into ms.rb, log p(x_o) or the largest logit into ms.lp,
+// and the statistics beyond r T(x0) (all of them for hard assignment) into the model's St.
+template <class T>
+void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, const T* x, const double* wts,
+                   int64_t a0, bool hard, bool want_rlogr) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    MarginalModel& md = ms.models[m];
+    MarginalRow& w = ms.row;
+    const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
+    const T* xs = k.tb + k.q * ld;  // the centred rows, 0 where missing
+    double* xc = (double*)w.xc;
+    double* obs = (double*)w.obs;
+    int64_t* miss = (int64_t*)w.miss;
+    V pad = splat<double>(1.0);  // the last vector's real components
+    for (int l = 0; l < W; l++)
+        if (kp - W + l >= kk) pad[l] = 0.0;
+    const V floor = splat<double>(Math<double>::FLOOR);
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        const int64_t i = ms.nan_rows[t];
+        const T* src = x + (a0 + i) * d;
+        int64_t nm = 0;
+        for (int64_t j = 0; j < d; j++) {
+            const bool nan = src[j] != src[j];
+            miss[nm] = j;
+            nm += nan;
+            obs[j] = nan ? 0.0 : 1.0;
+            xc[j] = (double)xs[j * ld + i];
+        }
+        w.nm = nm;
+        for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+        if (md.full)
+            over_groups<FullStep>(kp, md, w);
+        else
+            over_groups<DiagStep>(kp, md, w);
+        const double* lg = w.lg;
+        V vm = splat<double>(-1e308);
+        for (int64_t v = 0; v < kp / W; v++) {
+            V l = load<double>(lg + v * W);
+            if ((v + 1) * W == kp) l = pad > 0.0 ? l : splat<double>(-1e308);  // the padding never wins
+            vm = vmax(vm, l);
+        }
+        double top = vm[0];
+        for (int l = 1; l < W; l++) top = vm[l] > top ? vm[l] : top;
+        const double wt = wts ? wts[a0 + i] : 1.0;
+        double* r = ms.rb + t * kp;
+        if (hard) {
+            int64_t best = 0;  // the first of the largest, as numpy.argmax
+            while (lg[best] != top) best++;
+            ms.lp[t] = top;
+            for (int64_t c = 0; c < kp; c++) r[c] = c == best ? wt : 0.0;
+            // the row's own features: the tiles leave it out (weight 0)
+            double* s = md.St + best;
+            for (int64_t f = 0; f < k.nf; f++) s[f * kp] += wt * (double)k.tb[f * ld + i];
+        } else {
+            V s = V{}, zs = V{};
+            for (int64_t v = 0; v < kp / W; v++) {
+                const V zl = vmax(load<double>(lg + v * W) - top, floor);
+                V e = Math<double>::exp(zl);
+                if ((v + 1) * W == kp) e = e * pad;
+                store<double>(r + v * W, e);
+                s = s + e;
+                zs = e * zl + zs;
+            }
+            double tot = 0.0, ztot = 0.0;
+            for (int l = 0; l < W; l++) {
+                tot += s[l];
+                ztot += zs[l];
+            }
+            const double inv = 1.0 / tot;
+            const double lt = Math<double>::log(splat<double>(tot))[0];  // tot >= 1: its largest term is exp(0)
+            ms.lp[t] = top + lt;
+            if (want_rlogr) md.rlogr += wt * (ztot * inv - lt);
+            const V scale = splat<double>(inv);
+            for (int64_t v = 0; v < kp / W; v++) store<double>(r + v * W, (load<double>(r + v * W) * scale) * wt);
+        }
+        over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
+    }
+}
+
+// The diagonal models' rows with NaN, by the tiles (MarginalModel::by_rows): their logits l0
+// plus add[j] over their missing features j, before the softmax.
+template <class T> void marginal_add(const Work<T>& k, const MarginalSet& ms, const MarginalModel& md, int64_t lo,
+                                     const T* x, int64_t a0) {
+    const int64_t d = k.d, kk = md.k, ld = k.ld;
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        const int64_t i = ms.nan_rows[t];
+        const T* src = x + (a0 + i) * d;
+        T* l = k.lb + lo * ld + i;
+        for (int64_t j = 0; j < d; j++)
+            if (src[j] != src[j]) {
+                const double* add = md.add + j * kk;
+                for (int64_t c = 0; c < kk; c++) l[c * ld] = (T)((double)l[c * ld] + add[c]);
+            }
+    }
+}
+
+// ... and after it, sum r over the rows missing each feature (md.acc).
+template <class T> void marginal_acc(const Work<T>& k, const MarginalSet& ms, MarginalModel& md, int64_t lo,
+                                     const T* x, int64_t a0) {
+    const int64_t d = k.d, kk = md.k, ld = k.ld;
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        const int64_t i = ms.nan_rows[t];
+        const T* src = x + (a0 + i) * d;
+        const T* r = k.lb + lo * ld + i;
+        for (int64_t j = 0; j < d; j++)
+            if (src[j] != src[j]) {
+                double* acc = md.acc + j * kk;
+                for (int64_t c = 0; c < kk; c++) acc[c] += (double)r[c * ld];
+            }
+    }
+}
+
+// Dense forms of marginal_add and marginal_acc, over every row of the sub-block (the rows
+// without NaN add 0): logits += add . M, acc += R M^T, M the missing-value indicators.
+template <class T> void marginal_add_tiles(const Work<T>& k, const MarginalModel& md, int64_t lo, int64_t padded) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    const int64_t d = k.d, kk = md.k, ld = k.ld;
+    // tiles of CT components x 2 row vectors, the indicator vectors loaded once per feature
+    constexpr int CT = 4;
+    for (int64_t c0 = 0; c0 < kk; c0 += CT) {
+        const int nc = kk - c0 < CT ? (int)(kk - c0) : CT;
+        for (int64_t i = 0; i < padded; i += 2 * W) {
+            V s[CT][2];
+            for (int c = 0; c < CT; c++)
+                for (int h = 0; h < 2; h++) s[c][h] = c < nc ? load<T>(k.lb + (lo + c0 + c) * ld + i + h * W) : V{};
+            for (int64_t j = 0; j < d; j++) {
+                const V m0 = load<T>(k.mb + j * ld + i), m1 = load<T>(k.mb + j * ld + i + W);
+                const double* add = md.add + j * kk + c0;
+                for (int c = 0; c < CT; c++)
+                    if (c < nc) {
+                        const V a = splat<T>((T)add[c]);
+                        s[c][0] = a * m0 + s[c][0];
+                        s[c][1] = a * m1 + s[c][1];
+                    }
+            }
+            for (int c = 0; c < nc; c++)
+                for (int h = 0; h < 2; h++) store<T>(k.lb + (lo + c0 + c) * ld + i + h * W, s[c][h]);
+        }
+    }
+}
+
+template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    // tiles of CT components x JT indicator rows, summed over the rows per lane
+    constexpr int CT = 4, JT = 2;
+    const int64_t d = k.d, kk = md.k, ld = k.ld;
+    for (int64_t c0 = 0; c0 < kk; c0 += CT) {
+        const int nc = kk - c0 < CT ? (int)(kk - c0) : CT;
+        for (int64_t j0 = 0; j0 < d; j0 += JT) {
+            const int nj = d - j0 < JT ? (int)(d - j0) : JT;
+            V s[CT][JT];
+            for (int c = 0; c < CT; c++)
+                for (int jj = 0; jj < JT; jj++) s[c][jj] = V{};
+            for (int64_t i = 0; i < padded; i += W) {
+                V mv[JT];
+                for (int jj = 0; jj < JT; jj++) mv[jj] = jj < nj ? load<T>(k.mb + (j0 + jj) * ld + i) : V{};
+                for (int c = 0; c < CT; c++)
+                    if (c < nc) {
+                        const V rv = load<T>(k.lb + (lo + c0 + c) * ld + i);
+                        for (int jj = 0; jj < JT; jj++) s[c][jj] = rv * mv[jj] + s[c][jj];
+                    }
+            }
+            for (int c = 0; c < nc; c++)
+                for (int jj = 0; jj < nj; jj++) {
+                    double t = 0.0;
+                    for (int l = 0; l < W; l++) t += (double)s[c][jj][l];
+                    md.acc[(j0 + jj) * kk + c0 + c] += t;
+                }
+        }
+    }
+}
+
+// Returns the rows with NaN, or -1 when memory ran out. Model m marginalises missing values when
+// mmeans[m] is not null (mfactor[m]: its precision factors, mfull[m]: their shape).
 template <class T>
 int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
               const int64_t* bounds, const int64_t* modes, int64_t nm, double* S, double* per_row, double* rlogr,
-              int64_t sub_rows) {
+              int64_t sub_rows, const double* const* mmeans, const double* const* mfactor, const int* mfull) {
     constexpr int W = Lanes<T>::W;
     // float32 lanes are added into float64 every this many rows: sums of at most 2048 / W terms
     constexpr int64_t FLUSH_ROWS = 2048;
@@ -486,6 +1071,27 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     p += round64(bytes_c);
     k.skip = (unsigned char*)p;
     k.incomplete = 0;
+    MarginalSet ms;
+    if (mmeans && !marginal_setup(ms, nm, bounds, mmeans, mfactor, mfull, d, k.nf, sub, level, modes)) {
+        std::free(mem);
+        return -1;
+    }
+    k.nan_rows = ms.any ? ms.nan_rows : nullptr;
+    k.wm = nullptr;
+    k.mb = nullptr;
+    T* mb = nullptr;  // the missing-value indicators, built for the sub-blocks that use them
+    bool any_by_rows = false;
+    for (int64_t m = 0; ms.any && m < nm; m++) any_by_rows |= ms.models[m].k && ms.models[m].by_rows;
+    if (ms.any && !(k.wm = (T*)std::aligned_alloc(64, round64(bytes_w)))) {
+        std::free(mem);
+        return -1;
+    }
+    if (any_by_rows && !(mb = (T*)std::aligned_alloc(64, round64(sizeof(T) * (size_t)(d * k.ld))))) {
+        std::free(k.wm);
+        std::free(mem);
+        return -1;
+    }
+    bool dense = false;  // this sub-block's by_rows models use the tiles (a third or more of its rows with NaN)
     std::memset(k.lanes, 0, bytes_lanes);
     if (narrow) std::memset(k.lanes64, 0, bytes_lanes64);
     const int64_t nlanes = k.nw * k.nf * W;
@@ -502,17 +1108,47 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     for (int64_t a = 0; a < n; a += sub) {
         const int64_t rows = n - a < sub ? n - a : sub;
         const int64_t padded = (rows + tile - 1) / tile * tile;
+        // the previous sub-block's share of rows with NaN decides this one's: a guess that is
+        // right for nearly every sub-block, and either way gives the same statistics
+        k.mb = dense ? mb : nullptr;
         fill_features<T>(k, x, centre, w, a, rows, padded);
+        if (!dense && mb && 3 * k.n_nan >= rows) {  // wanted after all: build the indicators now
+            for (int64_t i = 0; i < padded; i++) {
+                const T* src = x + (a + i) * d;
+                for (int64_t j = 0; j < d; j++) mb[j * k.ld + i] = i < rows && src[j] != src[j] ? (T)1 : (T)0;
+            }
+            k.mb = mb;
+        }
+        const bool tiles = k.mb != nullptr;
+        dense = mb && 3 * k.n_nan >= rows;
         logits<T>(k, padded);
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
             if (hi == lo) continue;
+            const bool mine = ms.any && ms.models[m].k && k.n_nan;
+            const bool by_rows = mine && ms.models[m].by_rows, marg = mine && !by_rows;
+            ms.n_nan = k.n_nan;
+            if (by_rows && tiles) marginal_add_tiles<T>(k, ms.models[m], lo, padded);
+            else if (by_rows) marginal_add<T>(k, ms, ms.models[m], lo, x, a);
+            if (marg) marginal_rows<T>(k, ms, m, lo, x, w, a, modes[m] & 1, modes[m] & 2);
             if (modes[m] & 1) {
                 hard<T>(k, lo, hi, rows, per_row + m * n + a);
             } else {
-                softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, (modes[m] & 2) ? rlogr + m : nullptr);
-                moments<T>(k, lo, hi, padded);
+                softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, (modes[m] & 2) ? rlogr + m : nullptr,
+                           by_rows);
             }
+            if (by_rows && tiles) marginal_acc_tiles<T>(k, ms.models[m], lo, padded);
+            else if (by_rows) marginal_acc<T>(k, ms, ms.models[m], lo, x, a);
+            if (marg) {  // the rows with NaN: their log-likelihoods, and (soft) responsibilities for the tiles
+                const int64_t kp = ms.models[m].kp;
+                for (int64_t t = 0; t < ms.n_nan; t++) {
+                    const int64_t i = ms.nan_rows[t];
+                    per_row[m * n + a + i] = ms.lp[t];
+                    if (!(modes[m] & 1))
+                        for (int64_t c = lo; c < hi; c++) k.lb[c * k.ld + i] = (T)ms.rb[t * kp + c - lo];
+                }
+            }
+            if (!(modes[m] & 1)) moments<T>(k, lo, hi, padded);
         }
         unflushed += padded;
         if (narrow && any_soft && (unflushed >= FLUSH_ROWS || a + sub >= n)) {
@@ -532,6 +1168,25 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
                 }
         }
     }
+    for (int64_t m = 0; ms.any && m < nm; m++) {
+        const MarginalModel& md = ms.models[m];
+        if (!md.k) continue;
+        for (int64_t c = 0; c < md.k; c++)
+            for (int64_t f = 0; f < k.nf; f++) S[(bounds[m] + c) * k.nf + f] += md.St[f * md.kp + c];
+        rlogr[m] += md.rlogr;
+        if (!md.by_rows) continue;
+        // T(x_hat) - T(x0) + the conditional variance, of the rows missing feature j: mu^2 + var, mu
+        for (int64_t c = 0; c < md.k; c++) {
+            double* s = S + (bounds[m] + c) * k.nf;
+            for (int64_t j = 0; j < d; j++) {
+                const double r = md.acc[j * md.k + c], mu = md.mu[j * md.kp + c];
+                s[level == 1 ? j : 0] += r * (mu * mu + md.var[j * md.kp + c]);
+                s[k.q + j] += r * mu;
+            }
+        }
+    }
+    std::free(mb);
+    std::free(k.wm);
     std::free(mem);
     return k.incomplete;
 }
@@ -566,6 +1221,9 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     T* centre = (T*)(mem + bytes_t + bytes_l + bytes_w);
     k.skip = (unsigned char*)(mem + bytes_t + bytes_l + bytes_w + bytes_c);
     k.incomplete = 0;
+    k.nan_rows = nullptr;
+    k.mb = nullptr;
+    k.wm = nullptr;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
     const T nan = (T)__builtin_nan("");
     for (int64_t a = 0; a < n; a += sub) {
@@ -669,7 +1327,7 @@ bool get_rows(PyObject* ox, PyObject* oc, int level, Buf& x, Buf& c) {
 }
 
 const char* mixture_block_doc =
-    "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0)\n"
+    "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0, marginal=None)\n"
     "--\n\n"
     "Fold a block of rows into the statistics of models with logits theta . T(x - centre).\n\n"
     "x (n, D) float32/float64; centre (D,) float64; w (n,) float64 or None; theta (W, P) of x's\n"
@@ -677,16 +1335,60 @@ const char* mixture_block_doc =
     "model m owns logit rows bounds[m]:bounds[m+1]; modes (M,) int64, bit 0 hard assignment,\n"
     "bit 1 also sum w r log r (soft only). S (W, P) float64 += moments R T^T; per_row (M, n)\n"
     "float64 = log p(x) (soft) or the largest logit (hard); rlogr (M,) float64 += sum w r log r.\n"
-    "Rows with NaN are left out (weight 0, per_row 0); returns how many there were.";
+    "Rows with NaN are left out (weight 0, per_row 0) of every model but those that marginalise\n"
+    "missing values: marginal is None or a sequence of M entries, None or (means, factor) for\n"
+    "model m: means (K, D) float64 about centre, factor float64 the precision Cholesky factors\n"
+    "U (P = U U^T), (K, D, D) full (tied: repeated) or (K, D) diagonal (spherical: repeated).\n"
+    "Such a model scores a row with NaN by the density of its observed features and adds the\n"
+    "expected statistics of its completions (per_row: log p(x_o)). Returns the rows with NaN.";
+
+// One model's (means, factor) for marginalising, checked: means (k, d), factor (k, d, d) or (k, d).
+bool get_marginal(PyObject* entry, int64_t m, int64_t k, int64_t d, Buf& mb, Buf& fb, int& full) {
+    char name[64];
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+        PyErr_Format(PyExc_ValueError, "marginal[%lld] must be None or a tuple (means, factor), got %R",
+                     (long long)m, (PyObject*)Py_TYPE(entry));
+        return false;
+    }
+    PyOS_snprintf(name, sizeof name, "marginal[%lld] means", (long long)m);
+    if (!get(PyTuple_GET_ITEM(entry, 0), mb, name, 2, 'd', false) || !shape_is(mb, name, k, d)) return false;
+    PyObject* of = PyTuple_GET_ITEM(entry, 1);
+    PyOS_snprintf(name, sizeof name, "marginal[%lld] factor", (long long)m);
+    // its rank says full or diagonal
+    Py_buffer probe;
+    int nd = 3;
+    if (PyObject_GetBuffer(of, &probe, PyBUF_ND) == 0) {
+        nd = probe.ndim;
+        PyBuffer_Release(&probe);
+    } else {
+        PyErr_Clear();
+    }
+    if (nd != 2) nd = 3;
+    if (!get(of, fb, name, nd, 'd', false)) return false;
+    full = nd == 3;
+    const Py_ssize_t* sh = fb.view.shape;
+    if (full ? !(sh[0] == k && sh[1] == d && sh[2] == d) : !(sh[0] == k && sh[1] == d)) {
+        if (full)
+            PyErr_Format(PyExc_ValueError, "%s must have shape (%lld, %lld, %lld) or (%lld, %lld), got (%lld, %lld, %lld)",
+                         name, (long long)k, (long long)d, (long long)d, (long long)k, (long long)d, (long long)sh[0],
+                         (long long)sh[1], (long long)sh[2]);
+        else
+            PyErr_Format(PyExc_ValueError, "%s must have shape (%lld, %lld, %lld) or (%lld, %lld), got (%lld, %lld)",
+                         name, (long long)k, (long long)d, (long long)d, (long long)k, (long long)d, (long long)sh[0],
+                         (long long)sh[1]);
+        return false;
+    }
+    return true;
+}
 
 PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"x", "centre", "w", "theta", "level", "bounds", "modes", "S",
-                                   "per_row", "rlogr", "sub_rows", nullptr};
-    PyObject *ox, *oc, *ow, *oth, *ob, *om, *oS, *op, *orl;
+                                   "per_row", "rlogr", "sub_rows", "marginal", nullptr};
+    PyObject *ox, *oc, *ow, *oth, *ob, *om, *oS, *op, *orl, *omarg = Py_None;
     int level;
     long long sub_rows = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|L:mixture_block", (char**)kwlist, &ox, &oc, &ow, &oth,
-                                     &level, &ob, &om, &oS, &op, &orl, &sub_rows))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|LO:mixture_block", (char**)kwlist, &ox, &oc, &ow, &oth,
+                                     &level, &ob, &om, &oS, &op, &orl, &sub_rows, &omarg))
         return nullptr;
     Buf x, c, w, th, b, m, S, pr, rl;
     if (!get_rows(ox, oc, level, x, c)) return nullptr;
@@ -724,17 +1426,56 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!get(oS, S, "S", 2, 'd', true) || !shape_is(S, "S", nw, nf)) return nullptr;
     if (!get(op, pr, "per_row", 2, 'd', true) || !shape_is(pr, "per_row", nm, n)) return nullptr;
     if (!get(orl, rl, "rlogr", 1, 'd', true) || !shape_is(rl, "rlogr", nm)) return nullptr;
+    // the models that marginalise missing values
+    std::unique_ptr<Buf[]> mbufs;
+    std::unique_ptr<const double*[]> mmeans, mfactor;
+    std::unique_ptr<int[]> mfull;
+    if (omarg != Py_None) {
+        PyObject* seq = PySequence_Fast(omarg, "marginal must be None or a sequence");
+        if (!seq) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "marginal must be None or a sequence of %lld entries, got %R",
+                         (long long)nm, (PyObject*)Py_TYPE(omarg));
+            return nullptr;
+        }
+        std::unique_ptr<PyObject, void (*)(PyObject*)> hold(seq, [](PyObject* o) { Py_DECREF(o); });
+        if (PySequence_Fast_GET_SIZE(seq) != nm) {
+            PyErr_Format(PyExc_ValueError, "marginal must have %lld entries (one per model), got %lld", (long long)nm,
+                         (long long)PySequence_Fast_GET_SIZE(seq));
+            return nullptr;
+        }
+        mbufs.reset(new Buf[2 * nm]);
+        mmeans.reset(new const double*[nm]);
+        mfactor.reset(new const double*[nm]);
+        mfull.reset(new int[nm]);
+        bool any = false;
+        for (int64_t i = 0; i < nm; i++) {
+            PyObject* e = PySequence_Fast_GET_ITEM(seq, i);
+            mmeans[i] = mfactor[i] = nullptr;
+            mfull[i] = 0;
+            if (e == Py_None) continue;
+            if (!get_marginal(e, i, bounds[i + 1] - bounds[i], d, mbufs[2 * i], mbufs[2 * i + 1], mfull[i]))
+                return nullptr;
+            mmeans[i] = (const double*)mbufs[2 * i].view.buf;
+            mfactor[i] = (const double*)mbufs[2 * i + 1].view.buf;
+            any |= bounds[i + 1] > bounds[i];
+        }
+        if (!any) mmeans.reset();
+    }
     int64_t rc;
     const double* wp = weighted ? (const double*)w.view.buf : nullptr;
+    const double* const* mm = mmeans.get();
+    const double* const* mf = mfactor.get();
+    const int* mfl = mfull.get();
     Py_BEGIN_ALLOW_THREADS
     if (dt == 'd')
         rc = run_block<double>((const double*)x.view.buf, n, d, (const double*)c.view.buf, wp,
                                (const double*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows);
+                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
     else
         rc = run_block<float>((const float*)x.view.buf, n, d, (const double*)c.view.buf, wp,
                               (const float*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows);
+                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
     Py_END_ALLOW_THREADS
     if (rc < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(rc);

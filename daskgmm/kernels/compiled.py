@@ -206,9 +206,13 @@ class Fused:
         Per model: 0 soft, :data:`HARD`, or :data:`RESP_LOG_RESP` (soft, with ``Σ w r log r``).
     level : int
     centre : ndarray, shape (D,)
+    marginal : dict, optional
+        ``{m: PerComponent}`` for the models that marginalise missing values: their rows with
+        NaN are scored by the density of their observed features and add the expected
+        statistics of their completions (:func:`marginal_form`); other models leave them out.
     """
 
-    def __init__(self, kernel, theta, bounds, modes, level, centre):
+    def __init__(self, kernel, theta, bounds, modes, level, centre, marginal=None):
         self.kernel = kernel
         self.theta = np.ascontiguousarray(theta)
         self.bounds = np.ascontiguousarray(bounds, dtype=np.int64)
@@ -217,13 +221,31 @@ class Fused:
         self.centre = np.ascontiguousarray(centre, dtype=np.float64)
         self.S = np.zeros(self.theta.shape, dtype=np.float64)
         self.rlogr = np.zeros(len(self.modes), dtype=np.float64)
+        self.marginal = None  # the core's argument: one (means, factor) or None per model
+        if marginal:
+            self.marginal = [marginal_form(marginal[m]) if m in marginal else None for m in range(len(self.modes))]
 
     def update(self, x, w, per_row) -> int:
         """Fold rows ``x`` (n, D) with weights ``w`` (n,) or None; ``per_row`` (M, n) float64 gets
-        log p(x) (soft) or the largest logit (hard). Rows with NaN are left out (``per_row`` 0);
-        returns how many there were."""
+        log p(x) (soft) or the largest logit (hard). Rows with NaN are left out (``per_row`` 0),
+        except by the models that marginalise (their marginal log-density, and the expected
+        statistics of the completed rows); returns how many rows had NaN."""
         x = np.ascontiguousarray(x, dtype=self.theta.dtype)
         if w is not None:
             w = np.ascontiguousarray(w, dtype=np.float64)
         return self.kernel.mixture_block(x, self.centre, w, self.theta, self.level, self.bounds, self.modes, self.S,
-                                  per_row, self.rlogr)
+                                         per_row, self.rlogr, marginal=self.marginal)
+
+
+def marginal_form(pc) -> tuple[np.ndarray, np.ndarray]:
+    """``(means, factor)`` of a :class:`~daskgmm.kernels.params.PerComponent` as the core's
+    ``mixture_block(marginal=...)`` takes them: tied factors repeated per component (K, D, D),
+    spherical ones per feature (K, D)."""
+    means = np.ascontiguousarray(pc.means, dtype=np.float64)
+    k, d = means.shape
+    u = np.asarray(pc.factor, dtype=np.float64)
+    if pc.covariance_type == "tied":
+        u = np.broadcast_to(u, (k, d, d))
+    elif pc.covariance_type == "spherical":
+        u = np.broadcast_to(u[:, None], (k, d))
+    return means, np.ascontiguousarray(u)

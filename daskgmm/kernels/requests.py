@@ -13,7 +13,7 @@ import numpy as np
 
 import daskgmm.kernels.covariance as cov
 from daskgmm.kernels import compiled
-from daskgmm.kernels.features import FULL_LEVEL, block_rows_for, n_quad_rows, stats_level
+from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows, stats_level
 from daskgmm.kernels.missing import completed_moments, marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block
@@ -105,7 +105,8 @@ class MixtureRequest:
         theta = np.vstack([s.params.theta(level) for s in self.specs]).astype(dtype)
         fused = None
         if kernel is not None and self._fusable:
-            fused = compiled.Fused(kernel, theta, self._bounds, self._modes, level, centre)
+            marginal = {i: s.marginal for i, s in enumerate(self.specs) if s.marginal is not None}
+            fused = compiled.Fused(kernel, theta, self._bounds, self._modes, level, centre, marginal)
         return {
             "fused": fused,
             "theta": theta,
@@ -126,7 +127,7 @@ class MixtureRequest:
 
     def block_rows(self, acc) -> int | None:
         # the compiled core keeps its own L2-sized scratch: blocks bound only the Python work
-        # around each call (a block's rows to marginalise go to NumPy in cache-sized parts)
+        # around each call
         return compiled.BLOCK_ROWS if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
@@ -134,20 +135,17 @@ class MixtureRequest:
         if fused is None:
             self._update_numpy(acc, blk)
             return
-        # the core leaves rows with NaN out (as models that do not marginalise do); the models that
-        # marginalise get them from NumPy below, alone: complete rows keep the compiled path
+        # the core leaves rows with NaN out of the models that do not marginalise, and runs the
+        # marginal E-step for those that do (their per_row and statistics included)
         per_row = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
         left_out = fused.update(blk.x, blk.w, per_row)
-        incomplete = np.flatnonzero(np.isnan(blk.x).any(axis=1)) if left_out else None
+        incomplete = None
+        if left_out and any(s.n_worst for s in self.specs):
+            incomplete = np.flatnonzero(np.isnan(blk.x).any(axis=1))  # a row with NaN re-seeds nothing
         for i in range(len(self.specs)):
             self._add_loglik(acc, i, per_row[i], blk, incomplete)
         acc["weight"] += blk.weight_sum()
         acc["rows"] += blk.size
-        if left_out and self._marginal:
-            rows = blk.take(incomplete)
-            nb = block_rows_for(acc["theta"].shape[1] + self.width, acc["theta"].dtype.itemsize)
-            for a in range(0, rows.size, nb):  # in parts sized for NumPy's scratch
-                self._update_numpy(acc, rows.part(a, min(rows.size, a + nb)), count=False)
 
     def _update_numpy(self, acc, blk: Block, count: bool = True) -> None:
         """The NumPy reference of :meth:`update` (``count``: add the block's rows and weight, which
