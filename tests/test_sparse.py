@@ -110,6 +110,28 @@ def test_the_centres_of_a_request_are_kept_only_while_it_lives():
         assert len(ks._KMEANS_FORMS) == 0
 
 
+@pytest.mark.parametrize("max_iter", [300, 4])
+def test_lloyd_with_bounds_gives_plain_lloyds_labels_and_centres(max_iter):
+    """The client's Lloyd on a sparse sample skips the distances Elkan's bounds settle: the same labels,
+    centres and iterations as Lloyd computing every distance (the dense path), weighted, with an empty
+    cluster; overlapping groups, so that rows change cluster for many iterations."""
+    from daskgmm import init as I
+
+    X, _ = _text_like(n=3000, d=300, k=12, density=0.08)
+    w = np.random.default_rng(5).random(X.shape[0]) + 0.5
+    start = I._local_kmeanspp(X, w, 10, np.random.default_rng(2))
+    start = np.vstack([start, np.full((1, X.shape[1]), 50.0)])  # far from every row: stays empty
+    centers, labels, inertia = ks.lloyd(X, w, start, max_iter=max_iter, tol=0.0)
+    ref, ref_inertia = I._local_lloyd(X.toarray(), w, start, max_iter=max_iter, tol=0.0)
+    np.testing.assert_allclose(centers, ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(labels, pairwise_distances_argmin(X.toarray(), ref))
+    np.testing.assert_allclose(inertia, ref_inertia, rtol=1e-10)
+    np.testing.assert_array_equal(centers[-1], start[-1])
+    if max_iter == 300:  # converged: from there, one update more changes nothing
+        _, same, _ = ks.lloyd(X, w, centers, max_iter=1)
+        np.testing.assert_array_equal(same, labels)
+
+
 def test_a_gaussian_mixture_request_has_no_sparse_pass():
     X, _ = _text_like(n=100, d=20)
     spec = ModelSpec(kmeans_natural_params(np.zeros((2, 20))), "full", "soft")
