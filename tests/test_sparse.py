@@ -165,6 +165,20 @@ def test_kmeans_on_sparse_rows_is_the_dense_fit_for_any_chunking(init):
         assert adjusted_rand_score(groups, ref.labels_) > 0.9
 
 
+def test_kmeans_on_more_sparse_rows_than_the_scan_draws_is_the_same_for_any_chunking():
+    """Beyond the scan's sample (4,096 sparse rows) the initialisation is k-means on that sample (Lloyd with
+    Elkan's bounds on the client), and then a pass draws a larger one when K needs it: the same fit for any
+    chunking."""
+    X, _ = _text_like(n=9000, d=150, k=6, seed=4)
+    for k in (6, 10):  # 10 clusters need 5,120 rows: a pass draws them
+        ref = KMeans(k, random_state=0).fit(X)
+        for data in (_lazy(X, 700), _lazy(X, 4000).rechunk(((4500, 1, 4499), (150,)))):
+            km = KMeans(k, random_state=0).fit(data)
+            np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-12)
+            np.testing.assert_array_equal(km.labels_.compute(), ref.labels_)
+            assert km.n_iter_ == ref.n_iter_
+
+
 def test_predict_transform_score_partial_fit_on_sparse_rows():
     X, _ = _text_like(n=2000, d=80)
     Xd = X.toarray()
