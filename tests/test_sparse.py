@@ -110,6 +110,19 @@ def test_the_centres_of_a_request_are_kept_only_while_it_lives():
         assert len(ks._KMEANS_FORMS) == 0
 
 
+def test_distances_column_by_column_are_the_row_by_row_bits():
+    """The pass multiplies a block column by column (CSC); each entry sums its terms in the order the row
+    by row product does (a canonical CSR's columns are sorted), so the distances are the same bits."""
+    X, _ = _text_like(n=700, d=120, density=0.1)
+    X = ks.as_csr(X)
+    c = np.random.default_rng(1).normal(size=(9, 120))
+    ct, csq = ks._centers_t(c)
+    sq = ks.row_norms(X)
+    rows = np.maximum(sq[:, None] - 2.0 * (sp.csr_array(X) @ ct) + csq[None, :], 0.0)
+    np.testing.assert_array_equal(ks.squared_distances(X, sq, ct, csq), rows)
+    np.testing.assert_allclose(rows, euclidean_distances(X, c, squared=True), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("max_iter", [300, 4])
 def test_lloyd_with_bounds_gives_plain_lloyds_labels_and_centres(max_iter):
     """The client's Lloyd on a sparse sample skips the distances Elkan's bounds settle: the same labels,

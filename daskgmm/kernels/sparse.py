@@ -248,8 +248,10 @@ def squared_distances(x: sp.csr_array, sq: np.ndarray, centers_t: np.ndarray, ce
     text's frequent words are in most rows, and the product took a third of the time
     (4,096 rows of ``scripts/bench_sparse.py``'s data, K=64). A canonical CSR's columns are sorted
     within each row, so each entry sums its terms in the same order either way: the same bits.
+    The column form walks every column, so a block with far fewer non-zeros than columns (a hashed
+    vocabulary of millions) stays row by row.
     """
-    out = x.tocsc() @ centers_t
+    out = (x.tocsc() if x.shape[1] <= 4 * x.nnz else x) @ centers_t
     out *= -2.0
     out += sq[:, None]
     out += center_sq[None, :]
