@@ -110,6 +110,41 @@ def test_the_centres_of_a_request_are_kept_only_while_it_lives():
         assert len(ks._KMEANS_FORMS) == 0
 
 
+def test_distances_column_by_column_are_the_row_by_row_bits():
+    """The pass multiplies a block column by column (CSC); each entry sums its terms in the order the row
+    by row product does (a canonical CSR's columns are sorted), so the distances are the same bits."""
+    X, _ = _text_like(n=700, d=120, density=0.1)
+    X = ks.as_csr(X)
+    c = np.random.default_rng(1).normal(size=(9, 120))
+    ct, csq = ks._centers_t(c)
+    sq = ks.row_norms(X)
+    rows = np.maximum(sq[:, None] - 2.0 * (sp.csr_array(X) @ ct) + csq[None, :], 0.0)
+    np.testing.assert_array_equal(ks.squared_distances(X, sq, ct, csq), rows)
+    np.testing.assert_allclose(rows, euclidean_distances(X, c, squared=True), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("max_iter", [300, 4])
+def test_lloyd_with_bounds_gives_plain_lloyds_labels_and_centres(max_iter):
+    """The client's Lloyd on a sparse sample skips the distances Elkan's bounds settle: the same labels,
+    centres and iterations as Lloyd computing every distance (the dense path), weighted, with an empty
+    cluster; overlapping groups, so that rows change cluster for many iterations."""
+    from daskgmm.em import init as I
+
+    X, _ = _text_like(n=3000, d=300, k=12, density=0.08)
+    w = np.random.default_rng(5).random(X.shape[0]) + 0.5
+    start = I._local_kmeanspp(X, w, 10, np.random.default_rng(2))
+    start = np.vstack([start, np.full((1, X.shape[1]), 50.0)])  # far from every row: stays empty
+    centers, labels, inertia = ks.lloyd(X, w, start, max_iter=max_iter, tol=0.0)
+    ref, ref_inertia = I._local_lloyd(X.toarray(), w, start, max_iter=max_iter, tol=0.0)
+    np.testing.assert_allclose(centers, ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(labels, pairwise_distances_argmin(X.toarray(), ref))
+    np.testing.assert_allclose(inertia, ref_inertia, rtol=1e-10)
+    np.testing.assert_array_equal(centers[-1], start[-1])
+    if max_iter == 300:  # converged: from there, one update more changes nothing
+        _, same, _ = ks.lloyd(X, w, centers, max_iter=1)
+        np.testing.assert_array_equal(same, labels)
+
+
 def test_a_gaussian_mixture_request_has_no_sparse_pass():
     X, _ = _text_like(n=100, d=20)
     spec = ModelSpec(kmeans_natural_params(np.zeros((2, 20))), "full", "soft")
@@ -141,6 +176,20 @@ def test_kmeans_on_sparse_rows_is_the_dense_fit_for_any_chunking(init):
         from sklearn.metrics import adjusted_rand_score
 
         assert adjusted_rand_score(groups, ref.labels_) > 0.9
+
+
+def test_kmeans_on_more_sparse_rows_than_the_scan_draws_is_the_same_for_any_chunking():
+    """Beyond the scan's sample (4,096 sparse rows) the initialisation is k-means on that sample (Lloyd with
+    Elkan's bounds on the client), and then a pass draws a larger one when K needs it: the same fit for any
+    chunking."""
+    X, _ = _text_like(n=9000, d=150, k=6, seed=4)
+    for k in (6, 10):  # 10 clusters need 5,120 rows: a pass draws them
+        ref = KMeans(k, random_state=0).fit(X)
+        for data in (_lazy(X, 700), _lazy(X, 4000).rechunk(((4500, 1, 4499), (150,)))):
+            km = KMeans(k, random_state=0).fit(data)
+            np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-12)
+            np.testing.assert_array_equal(km.labels_.compute(), ref.labels_)
+            assert km.n_iter_ == ref.n_iter_
 
 
 def test_predict_transform_score_partial_fit_on_sparse_rows():

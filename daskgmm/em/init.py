@@ -150,11 +150,16 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
     Returns the centres and the inertia of their assignment, summed from
     ``x - c`` (not the GEMM's expansion; sparse rows: from the distances): tries that reach the
     same partition then differ by rounding only, which :func:`~daskgmm.models.states.first_best` treats
-    as a tie.
+    as a tie. Sparse rows take :func:`daskgmm.kernels.sparse.lloyd`: the same labels, with
+    Elkan's bounds skipping the distances that cannot change them.
     """
+    w = np.asarray(weights, dtype=np.float64)
+    if issparse(points):
+        # the same labels, computing only the distances that can change them (Elkan's bounds)
+        centers, _, inertia = _sparse_kernels().lloyd(points, w, centers, max_iter=max_iter, tol=tol)
+        return centers, inertia
     centers = np.array(centers, dtype=np.float64)
     k = len(centers)
-    w = np.asarray(weights, dtype=np.float64)
     sq = _sq_norms(points)
     labels = None
     for _ in range(max_iter):
@@ -163,8 +168,7 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
             break
         labels = new
         wk = np.bincount(labels, weights=w, minlength=k)
-        sums = (_sparse_kernels().label_sums(points, w, labels, k) if issparse(points)
-                else _label_sums(points * w[:, None], labels, k))
+        sums = _label_sums(points * w[:, None], labels, k)
         moved = wk > 0
         old = centers.copy()
         centers[moved] = sums[moved] / wk[moved, None]
@@ -173,9 +177,6 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
             break
     else:
         labels = _sq_dist(points, sq, centers).argmin(axis=1)
-    if issparse(points):
-        dist = _sq_dist(points, sq, centers)
-        return centers, float(w @ dist[np.arange(points.shape[0]), labels])
     diff = points - centers[labels]
     return centers, float(w @ np.einsum("nd,nd->n", diff, diff))
 
