@@ -69,11 +69,13 @@ def blas_threads(n: int = 1):
         yield
 
 
-def pin_worker_blas() -> None:
+def pin_worker_blas(in_worker: bool = False) -> None:
     """Pin BLAS to one thread, once per process, when running inside a Dask worker.
 
     Called at the start of every chunk task: cheap after the first call.
-    Outside a distributed worker it does nothing (the caller limits threads).
+    Outside a distributed worker it does nothing (the caller limits threads);
+    ``in_worker``: the caller knows it runs in a worker's process (a worker's
+    thread outside a task, where ``get_worker()`` does not know it).
     """
     global _pinned
     if _pinned:
@@ -84,7 +86,8 @@ def pin_worker_blas() -> None:
         try:
             from distributed import get_worker
 
-            get_worker()
+            if not in_worker:
+                get_worker()
         except (ImportError, ValueError):
             return
         from threadpoolctl import threadpool_limits
