@@ -24,15 +24,16 @@ per iteration (median over the iterations, milliseconds):
 - ``update``: every model's objective, M-step and convergence test on the client;
 - CPU per iteration: the client's main thread (``time.thread_time``), the client
   process's other threads (its event loop and, with a LocalCluster, the scheduler:
-  ``time.process_time`` less the main thread), and each worker process
-  (``time.process_time`` in the worker) with its share outside the tasks;
-- the tasks per pass and the bytes of one pass's plan pickled.
+  ``time.process_time`` less the main thread), and the worker processes' CPU
+  (``time.process_time`` in each) outside the batches;
+- the batches per pass and the bytes of one pass's plan pickled.
 
 Times of the work come from the workers: the engine's batch function (which both paths run)
 is wrapped in each worker to record its start, stop and thread CPU time; every process runs
 on this machine, so their clocks agree. ``--paths tasks,direct`` profiles both ways a pass
 over placed chunks runs (as tasks through the scheduler, or outside the task graph by
-``client.run``: ``ChunkedData.direct``), one after the other on the same cluster and data.
+``client.run``: ``ChunkedData.direct``), an iteration of each in turn on the same cluster
+and data, so that a load that comes and goes falls on both.
 """
 
 from __future__ import annotations
@@ -155,60 +156,69 @@ def _states(case, k, starts, X, tol=0.0):
     return out
 
 
-def profile(client, data, case, k, n_models, iters, X, path):
+def profile(client, data, case, k, n_models, iters, X, paths):
+    """Iterations of every path in turn (A B A B ...: a load that changes meanwhile falls on both),
+    each path advancing its own copy of the same models; one summary per path."""
     import daskgmm.engine as engine
     from daskgmm.em import one_pass
 
     rng = np.random.default_rng(0)
     starts = [X[rng.choice(len(X), k, replace=False)] for _ in range(n_models)]
-    states = _states(case, k, starts, X)
+    states = {path: _states(case, k, starts, X) for path in paths}
     centre = data.scan().mean
-    data.direct = path == "direct"
     client.run(_record_batches)
-    one_pass(data, states, centre)  # warm: imports, the compiled core, caches
-    assert data.direct == (path == "direct")
+    for path in paths:  # warm: imports, the compiled core, caches
+        data.direct = path == "direct"
+        one_pass(data, states[path], centre)
+        assert data.direct == (path == "direct")
     client.run(_recorded_batches)
     probe = Probe(engine, client)
-    rows = []
+    rows: dict = {path: [] for path in paths}
     try:
-        w0 = client.run(_worker_cpu)
-        c0, m0 = time.process_time(), time.thread_time()
         for _ in range(iters):
-            probe.marks = {}
-            a = time.time()
-            stats = one_pass(data, states, centre)
-            e = time.time()
-            new = []
-            for s, st in zip(states, stats):
-                s.objective(st)
-                n = s.update(st)
-                s.converged(n, 0.0)
-                new.append(n)
-            states = new
-            f = time.time()
-            rows.append(dict(probe.marks, start=a, passed=e, updated=f))
-        c1, m1 = time.process_time(), time.thread_time()
-        w1 = client.run(_worker_cpu)
+            for path in paths:
+                data.direct = path == "direct"
+                w0 = client.run(_worker_cpu)
+                probe.marks = {}
+                c0, m0 = time.process_time(), time.thread_time()
+                a = time.time()
+                stats = one_pass(data, states[path], centre)
+                e = time.time()
+                new = []
+                for st, stat in zip(states[path], stats):
+                    st.objective(stat)
+                    n = st.update(stat)
+                    st.converged(n, 0.0)
+                    new.append(n)
+                states[path] = new
+                f = time.time()
+                c1, m1 = time.process_time(), time.thread_time()
+                marks = dict(probe.marks)
+                w1 = client.run(_worker_cpu)
+                assert data.direct == (path == "direct"), "a direct pass fell back to tasks"
+                rows[path].append(dict(marks, start=a, passed=e, updated=f, client=c1 - c0, main=m1 - m0,
+                                       workers={wk: w1[wk][0] - w0[wk][0] for wk in w1}))
         calls = [c for got in client.run(_recorded_batches).values() for c in got]
     finally:
         probe.close()
+    return [_summary(path, rows[path], calls, case, n_models, probe.plan_bytes) for path in paths]
+
+
+def _summary(path, rows, calls, case, n_models, plan_bytes):
     per = []
     for r in rows:
         comp = [c for c in calls if r["start"] <= c[0] <= r["updated"]]
-        if not comp:
-            continue
         first, last = min(c[0] for c in comp), max(c[1] for c in comp)
         by_worker: dict = {}
         for s0, s1, wk, _cpu, _ in comp:
             by_worker[wk] = by_worker.get(wk, 0.0) + (s1 - s0)
-        work = sum(by_worker.values())
         work_cpu = sum(c[3] for c in comp)
         per.append({
             "wall": r["updated"] - r["start"],
             "client pre": r["submitted"] - r["start"],
             "dispatch": first - r["submitted"],
             "compute": last - first,
-            "work": work,
+            "work": sum(by_worker.values()),
             "work cpu": work_cpu,
             "imbalance": (max(by_worker.values()) - min(by_worker.values())) if len(by_worker) > 1 else 0.0,
             "notify": r["waited"] - last,
@@ -216,33 +226,29 @@ def profile(client, data, case, k, n_models, iters, X, path):
             "merge": r["passed"] - r.get("gathered", r["waited"]),
             "update": r["updated"] - r["passed"],
             "batches": len(comp),
+            "client main cpu": r["main"],
+            "client other cpu": r["client"] - r["main"],
+            "workers cpu outside batches": sum(r["workers"].values()) - work_cpu,
         })
     med = {key: statistics.median(p[key] for p in per) for key in per[0]}
-    workers_cpu = {wk: (w1[wk][0] - w0[wk][0]) / iters for wk in w1}
-    out = {
-        "path": path,
-        "case": case, "n_models": n_models, "iters": iters,
+    return {
+        "path": path, "case": case, "n_models": n_models, "iters": len(rows),
         "median_ms": {key: (v * 1e3 if key != "batches" else v) for key, v in med.items()},
-        "client_main_cpu_ms": (m1 - m0) / iters * 1e3,
-        "client_other_threads_cpu_ms": ((c1 - c0) - (m1 - m0)) / iters * 1e3,
-        "workers_cpu_ms": {wk: v * 1e3 for wk, v in workers_cpu.items()},
-        "workers_cpu_outside_batches_ms": (sum(workers_cpu.values()) - med["work cpu"]) * 1e3,
-        "plan_bytes": probe.plan_bytes,
+        "min_wall_ms": min(p["wall"] for p in per) * 1e3,
+        "plan_bytes": plan_bytes,
     }
-    return out
 
 
 def _print(r):
     m = r["median_ms"]
-    print(f"{r['path']:6s} {r['case']:9s} x{r['n_models']:<2d} wall {m['wall']:7.1f} | "
+    print(f"{r['path']:6s} {r['case']:9s} x{r['n_models']:<2d} wall {m['wall']:7.1f} (min {r['min_wall_ms']:7.1f}) | "
           f"client pre {m['client pre']:5.1f}  dispatch {m['dispatch']:5.1f}  compute {m['compute']:6.1f} "
           f"(work {m['work']:6.1f}, its CPU {m['work cpu']:6.1f}, imbalance {m['imbalance']:5.1f})  "
           f"notify {m['notify']:5.1f}  gather {m['gather']:5.1f}  merge {m['merge']:5.1f}  "
           f"update {m['update']:5.1f} | batches {m['batches']:.0f}, plan {r['plan_bytes'] / 1024:.1f} KiB", flush=True)
-    wk = ", ".join(f"{v:.1f}" for v in r["workers_cpu_ms"].values())
-    print(f"{'':19s} CPU ms/iter: client main {r['client_main_cpu_ms']:.1f}, client other threads "
-          f"(loop, scheduler) {r['client_other_threads_cpu_ms']:.1f}; workers {wk} "
-          f"(outside the batches {r['workers_cpu_outside_batches_ms']:.1f} together)", flush=True)
+    print(f"{'':19s} CPU ms/iter: client main thread {m['client main cpu']:.1f}, client's other threads "
+          f"(event loop; a LocalCluster's scheduler) {m['client other cpu']:.1f}; workers outside the batches "
+          f"{m['workers cpu outside batches']:.1f} (both)", flush=True)
 
 
 def main(argv=None):
@@ -282,9 +288,9 @@ def main(argv=None):
             data = ChunkedData(Xd, cache="memory")
             for case in a.cases.split(","):
                 for m in [int(v) for v in a.n_init.split(",")]:
-                    for path in a.paths.split(","):
-                        r = profile(client, data, case, k, m, a.iters, X, path)
+                    for r in profile(client, data, case, k, m, a.iters, X, a.paths.split(",")):
                         r["workers"] = nw
+                        r["load"] = os.getloadavg()
                         _print(r)
                         results.append(r)
             del data, Xd
