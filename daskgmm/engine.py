@@ -372,6 +372,8 @@ class ChunkedData:
         self._batches: list = []  # (worker, chunk indices) of each batch task; set with the futures
         #: passes over placed chunks run outside the task graph until one fails (see _run_direct)
         self.direct = True
+        self.direct_passes = 0  # how many did
+        self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
             self._futures, self._wfutures = self._persist_placed(X, sample_weight)
         elif self.persisted:
@@ -583,9 +585,12 @@ class ChunkedData:
 
     def run(self, requests: list, centre=None) -> list:
         """One pass: every request over every chunk, merged. Returns one result per request."""
+        import time
+
         import dask
 
         self.passes += 1
+        t0 = time.perf_counter()
         if self.client is not None and self.persisted:
             results = self._run_placed(requests, centre)
         elif self.client is not None:
@@ -595,6 +600,7 @@ class ChunkedData:
         else:
             with blas_threads(1):
                 results = dask.compute(*self.graph(requests, centre))
+        self._slowest = max(self._slowest, time.perf_counter() - t0)
         # the last level of the tree is merged here, in a fixed order
         return functools.reduce(lambda a, b: merge_partials(requests, a, b), results)
 
@@ -606,7 +612,8 @@ class ChunkedData:
         A pass as tasks costs a round of the scheduler's graph and task machinery: on the two-core
         bench host ~10 ms of the client process's CPU (its scheduler) and 10-15 ms of latency for two
         trivial tasks, against ~2.5 ms and 3-5 ms for ``client.run``. The same batches and merges in
-        the same order: the same bits as the tasks.
+        the same order: the same bits as the tasks. The wait is bounded by ``STALL_SECONDS`` plus ten
+        times the longest pass so far (a worker stopped, not dead, would hold it forever).
         """
         plan = self._plan(requests, centre)
         se = self.split_every
@@ -619,8 +626,10 @@ class ChunkedData:
                 for i in idx
             ])
         try:
-            out = self.client.run(_direct_batches, plan, levels, se, jobs, workers=sorted(jobs), on_error="return")
-        except Exception:  # the scheduler or a worker went away: the task path tells, or recovers
+            # bounded (a worker frozen, not dead, would never answer), far above what passes take
+            out = self.client.run(_direct_batches, plan, levels, se, jobs, workers=sorted(jobs), on_error="return",
+                                  callback_timeout=STALL_SECONDS + 10 * self._slowest)
+        except Exception:  # the scheduler or a worker went away, or the bound: the task path tells, or recovers
             return None
         values: dict = {}
         for target, batches in jobs.items():
@@ -629,6 +638,7 @@ class ChunkedData:
                 return None  # a worker failed or lost a chunk (an error in the pass is raised again by the tasks)
             for frontier in got:
                 values.update(frontier)
+        self.direct_passes += 1
         return _merge_up(plan, levels, se, values)
 
     def _run_placed(self, requests, centre) -> list:
@@ -640,7 +650,8 @@ class ChunkedData:
         tree that lie wholly in it, in the tree's order; merge tasks and the client
         do the rest. So the bits are those of a task per chunk, for any placement.
         """
-        if self.direct and self._batches and all(t is not None for t, _ in self._batches):
+        # the first pass (the scan) as tasks: its time bounds the wait of the direct passes after it
+        if self.direct and self._slowest > 0 and self._batches and all(t is not None for t, _ in self._batches):
             out = self._run_direct(requests, centre)
             if out is not None:
                 return out
