@@ -61,6 +61,7 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="bench-results/bench_kmeans.json")
+    ap.add_argument("--no-dask-ml", action="store_true", help="leave dask-ml out (its fits take minutes)")
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -77,7 +78,7 @@ def main(argv=None):
     n, d, k = a.rows, a.features, a.clusters
     X, _ = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=2.0, random_state=7)
     start = X[np.random.default_rng(0).choice(n, k, replace=False)]
-    res = {"config": vars(a), "cases": {}, "daskgmm": daskgmm.__version__,
+    res = {"config": vars(a), "cases": {}, "daskgmm": daskgmm.__version__, "load_before": os.getloadavg(),
            "blas": [(i.get("internal_api"), i.get("architecture")) for i in threadpool_info()]}
     cases = res["cases"]
 
@@ -143,6 +144,8 @@ def main(argv=None):
           flush=True)
 
     try:
+        if a.no_dask_ml:
+            raise ImportError("--no-dask-ml")
         from dask_ml.cluster import KMeans as DmlKMeans
     except ImportError as exc:
         res["dask_ml"] = f"skipped: {exc}"
@@ -173,7 +176,9 @@ def main(argv=None):
     if "dask_ml_whole" in res:
         res["targets"]["whole_vs_dask_ml"] = (med(w["seconds"] for w in res["dask_ml_whole"])
                                               / med(w["seconds"] for w in whole))
+    res["load_after"] = os.getloadavg()
     print("\nratios:", json.dumps(res["targets"], indent=2))
+    print(f"load average (1, 5, 15 min) before {res['load_before']}, after {res['load_after']}")
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

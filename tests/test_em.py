@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from daskgmm import ConvergenceWarning, GaussianMixture
+from daskgmm.engine import passes as engine
 from daskgmm.engine.passes import ChunkedData
 
 from .conftest import make_blobs
@@ -153,8 +154,12 @@ def test_any_batching_gives_the_same_bits(process_client):
         (st,) = data.run(req, np.zeros(3))[0]
         return np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]])
 
-    placed = stats()
-    assert len(data._batches) == 2
+    first = stats()  # the first pass runs as tasks
+    placed = stats()  # outside the task graph (ChunkedData._run_direct)
+    assert len(data._batches) == 2 and data.direct and data.direct_passes == 1
+    np.testing.assert_array_equal(first, placed)
+    data.direct = False  # the same batches as tasks
+    np.testing.assert_array_equal(stats(), placed)
     for batches in ([(None, [i]) for i in range(20)], [(None, list(range(0, 20, 2))), (None, list(range(1, 20, 2)))],
                     [(None, list(range(20)))]):
         data._batches = batches
@@ -162,6 +167,34 @@ def test_any_batching_gives_the_same_bits(process_client):
     graph = ChunkedData(X.persist(), cache="none", split_every=4)
     (st,) = graph.run(req, np.zeros(3))[0]
     np.testing.assert_array_equal(np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]]), placed)
+
+
+@pytest.mark.parametrize("failure", ["raises", "a worker lost a chunk"])
+def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, failure):
+    """A pass outside the task graph that cannot run (the scheduler or a worker gone, a chunk no longer
+    where it was placed) runs again as tasks, with the same bits, and later passes stay tasks."""
+    X = da.random.default_rng(0).standard_normal((20_000, 3), chunks=1000)
+    data = ChunkedData(process_client.persist(X), cache="memory", split_every=4)
+    req = _mixture_request()
+
+    def stats():
+        (st,) = data.run(req, np.zeros(3))[0]
+        return np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]])
+
+    ref = stats()  # the first pass, as tasks
+    calls = []
+
+    def run(fn, *args, **kwargs):
+        calls.append((fn.__name__, kwargs.get("callback_timeout", 0) >= engine.STALL_SECONDS))  # bounded
+        if failure == "raises":
+            raise OSError("connection closed")
+        return {w: None for w in kwargs["workers"]}  # as _direct_batches answers for a missing chunk
+
+    monkeypatch.setattr(process_client, "run", run)
+    np.testing.assert_array_equal(stats(), ref)
+    assert calls == [("_direct_batches", True)] and not data.direct and data.direct_passes == 0
+    np.testing.assert_array_equal(stats(), ref)
+    assert len(calls) == 1
 
 
 def test_placement_leaves_one_copy_of_each_chunk_and_balanced_rows(process_client):

@@ -73,24 +73,36 @@ def _wait_for_line(proc, needle, lines):
 
 
 #: Runs ``daskgmm ARGV`` with the client held, for up to a minute, inside the wait of its third pass
-#: ("pass") or of the writing of its predictions ("write"), after saying so on stderr: a signal sent
-#: then lands there, whatever the machine's speed.
+#: ("pass": the wait for its tasks, or the ``client.run`` of a pass outside the task graph) or of the
+#: writing of its predictions ("write"), after saying so on stderr: a signal sent then lands there,
+#: whatever the machine's speed.
 HELD = r"""
 import sys, time
+from distributed import Client
 from daskgmm.engine import cluster
 from daskgmm.engine import passes as engine
 
 where, waits = sys.argv[1], []
 wait_bounded = cluster.wait_bounded
+client_run = Client.run
 
-def held(client, futures, what="pass"):
+def hold(what):
     waits.append(what)
     if (where == "pass" and waits.count("pass") == 3) or (where == "write" and what == "write"):
         print(f"daskgmm-test: held in the {what}", file=sys.stderr, flush=True)
         time.sleep(60)
+
+def held(client, futures, what="pass"):
+    hold(what)
     return wait_bounded(client, futures, what)
 
+def held_run(self, function, *args, **kwargs):
+    if getattr(function, "__name__", "") == "_direct_batches":
+        hold("pass")
+    return client_run(self, function, *args, **kwargs)
+
 cluster.wait_bounded = engine.wait_bounded = held
+Client.run = held_run
 from daskgmm.cli import main
 sys.exit(main(sys.argv[2:]))
 """

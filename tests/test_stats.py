@@ -303,3 +303,28 @@ def test_component_on_one_point_stays_positive_with_reg_covar_zero(ct):
     np.testing.assert_allclose(ours.covariances_, sk.covariances_, rtol=1e-7, atol=1e-15)
     c = ours.covariances_
     assert np.all((np.diag(c) if ct == "tied" else c) > 0)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_worst_rows_are_the_smallest_over_every_block(compiled, dtype):
+    """The rows a pass keeps for re-seeding (k-means' empty clusters, collapsed components) are the
+    ``n_worst`` smallest (objective, row) of the chunk, ties by row, however many blocks it takes: later
+    blocks only consider rows at or below the last kept one. Integer rows and centres make every
+    distance exact, so that the reference is exact too; there are many ties."""
+    rng = np.random.default_rng(3)
+    for spread in (6, 40):  # many ties at the extreme distance; distinct values in every block
+        x = rng.integers(-spread, spread + 1, size=(3000, 3)).astype(dtype)
+        centres = np.array([[0, 0, 0], [1, 1, 1], [-1, 1, 0]], dtype=np.float64) * (spread // 2)
+        w = rng.integers(1, 4, size=len(x)).astype(np.float64)
+        m = 9
+        spec = ModelSpec(kmeans_natural_params(centres), "spherical", "hard", n_worst=m)
+        objective = -((x[:, None, :].astype(np.float64) - centres[None]) ** 2).sum(axis=2).min(axis=1)
+        order = np.lexsort((np.arange(len(x)), objective))[:m]
+        for block_rows in (64, 500, None):
+            (st,), = chunk_pass(x, [MixtureRequest([spec])], np.zeros(3), sample_weight=w, row0=0,
+                                block_rows=block_rows, compiled=compiled)
+            np.testing.assert_array_equal(st.worst.rows, order)
+            np.testing.assert_array_equal(st.worst.values, objective[order])
+            np.testing.assert_array_equal(st.worst.points, x[order])
+            np.testing.assert_array_equal(st.worst.weights, w[order])

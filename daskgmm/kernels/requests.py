@@ -235,10 +235,16 @@ class MixtureRequest:
         acc["loglik"][i] += blk.weighted_sum(per_row)
         spec = self.specs[i]
         if spec.n_worst:
-            # a row with NaN cannot re-seed a component
-            worst = _block_worst(per_row, blk, spec.n_worst, incomplete)
             prev = acc["worst"][i]
-            acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
+            # once n_worst rows are kept, only a row at or below the last of them can enter: a comparison
+            # per row instead of a partition of the block (15% of a k-means pass in the compiled core)
+            below = None if prev is None or len(prev.values) < spec.n_worst else prev.values[-1]
+            if below is not None and np.isnan(below):
+                below = None
+            # a row with NaN cannot re-seed a component
+            worst = _block_worst(per_row, blk, spec.n_worst, incomplete, below)
+            if worst is not None:
+                acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
 
     def _incomplete_moments(self, acc, i, completions, r) -> None:
         """Add the expected statistics of a block's incomplete rows for model ``i``."""
@@ -360,17 +366,26 @@ def add_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray) -> None:
         S += part.T
 
 
-def _block_worst(per_row: np.ndarray, blk: Block, m: int, incomplete=None) -> WorstRows:
-    """The block's ``m`` rows of smallest ``(per_row, row)``, rows with NaN excluded; only they are copied."""
-    values = per_row.astype(np.float64, copy=False)
-    rows = blk.rows
+def _block_worst(per_row: np.ndarray, blk: Block, m: int, incomplete=None, below=None) -> WorstRows | None:
+    """The block's ``m`` rows of smallest ``(per_row, row)``, rows with NaN excluded; only they are copied.
+
+    ``below``: only rows with ``per_row <= below`` are candidates (None when there is none).
+    """
     idx = None
-    if incomplete is not None and incomplete.size:
+    if below is not None:
+        keep = per_row <= np.float64(below)
+        if incomplete is not None and incomplete.size:
+            keep[incomplete] = False
+        idx = np.flatnonzero(keep)
+        if idx.size == 0:
+            return None
+    elif incomplete is not None and incomplete.size:
         keep = np.ones(blk.size, dtype=bool)
         keep[incomplete] = False
         idx = np.flatnonzero(keep)  # a row with NaN cannot re-seed a component
-        values, rows = values[idx], rows[idx]
+    values = (per_row if idx is None else per_row[idx]).astype(np.float64, copy=False)
+    rows = blk.rows if idx is None else blk.rows[idx]
     order = smallest_positions(values, rows, m)
     sel = order if idx is None else idx[order]
-    weights = np.ones(len(sel)) if blk.w is None else np.asarray(blk.w, dtype=np.float64)[sel]
+    weights = np.ones(len(sel)) if blk.w is None else np.asarray(blk.w[sel], dtype=np.float64)
     return WorstRows(values[order], rows[order], np.array(blk.x[sel], dtype=np.float64), weights)
