@@ -22,6 +22,7 @@ Beside it: :mod:`daskgmm.fitting.report` (verbose lines), :mod:`daskgmm.fitting.
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,8 +44,8 @@ RNG_NOTE = "SplitMix64 keyed by (seed, row)"
 
 
 @dataclass(frozen=True)
-class MixtureParams:
-    """The hyper-parameters one Gaussian mixture fit needs (the estimator's, validated)."""
+class FitParams:
+    """The hyper-parameters every mixture fit has (the estimator's, validated); each kind adds its own."""
 
     n_components: int
     covariance_type: str = "full"
@@ -53,17 +54,23 @@ class MixtureParams:
     max_iter: int = 100
     n_init: int = 1
     init_params: str = "kmeans"
-    assignment: str = "soft"
-    update_params: str = "wmc"
-    on_collapse: str = "raise"
-    missing: str = "raise"
 
     @classmethod
-    def of(cls, params: dict) -> MixtureParams:
+    def of(cls, params: dict) -> typing.Self:
         """From an estimator's ``get_params()`` (the other keys are ignored)."""
         from dataclasses import fields
 
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
+
+
+@dataclass(frozen=True)
+class MixtureParams(FitParams):
+    """The hyper-parameters one Gaussian mixture fit needs."""
+
+    assignment: str = "soft"
+    update_params: str = "wmc"
+    on_collapse: str = "raise"
+    missing: str = "raise"
 
     def state_options(self, dtype) -> dict:
         """Keyword arguments of :class:`MixtureState` for data of ``dtype``."""

@@ -4,14 +4,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.utils import check_random_state
 
 from daskgmm.em.init import kmeans_tolerance, label_spec, mixture_init_stats, sample_kmeans
 from daskgmm.em.loop import Run, lockstep
-from daskgmm.fitting.mixture import MixtureFit, fit_runs, fitted_attributes
+from daskgmm.fitting.mixture import FitParams, MixtureFit, fit_runs, fitted_attributes
 from daskgmm.fitting.predict import part_seed
 from daskgmm.kernels import MixtureRequest, chunk_pass
 from daskgmm.kernels import covariance as cov
@@ -29,23 +29,11 @@ SAMPLE_FIT_ITER = 50
 
 
 @dataclass(frozen=True)
-class StudentTParams:
-    """The hyper-parameters of one Student-t mixture fit (the estimator's, validated)."""
+class StudentTParams(FitParams):
+    """The hyper-parameters of one Student-t mixture fit."""
 
-    n_components: int
-    covariance_type: str = "full"
-    tol: float = 1e-3
-    reg_covar: float = 1e-6
-    max_iter: int = 100
-    n_init: int = 1
-    init_params: str = "kmeans"
     df: float = 4.0
     fixed_df: bool = False
-
-    @classmethod
-    def of(cls, params: dict) -> StudentTParams:
-        """From an estimator's ``get_params()`` (the other keys are ignored)."""
-        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
     def state_options(self, dtype) -> dict:
         """Keyword arguments of :class:`StudentTState` for data of ``dtype``."""

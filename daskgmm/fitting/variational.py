@@ -11,7 +11,7 @@ from sklearn.utils import check_array
 
 from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run
-from daskgmm.fitting.mixture import MixtureFit, check_shape, fit_runs, fitted_attributes
+from daskgmm.fitting.mixture import FitParams, MixtureFit, check_shape, fit_runs, fitted_attributes
 from daskgmm.kernels import MixtureRequest
 from daskgmm.models.variational import VariationalState
 
@@ -20,24 +20,10 @@ from daskgmm.models.variational import VariationalState
 
 
 @dataclass(frozen=True)
-class VariationalParams:
-    """The hyper-parameters of one variational mixture fit besides the priors (validated)."""
+class VariationalParams(FitParams):
+    """The hyper-parameters of one variational mixture fit besides the priors."""
 
-    n_components: int
-    covariance_type: str = "full"
-    tol: float = 1e-3
-    reg_covar: float = 1e-6
-    max_iter: int = 100
-    n_init: int = 1
-    init_params: str = "kmeans"
     weight_concentration_prior_type: str = "dirichlet_process"
-
-    @classmethod
-    def of(cls, params: dict) -> VariationalParams:
-        """From an estimator's ``get_params()`` (the other keys are ignored)."""
-        from dataclasses import fields
-
-        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
 
 def data_covariance(data, scan) -> np.ndarray:
