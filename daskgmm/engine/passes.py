@@ -51,6 +51,8 @@ SCAN_SAMPLE_BYTES = 4 << 20
 #: Stream of the scan's sample, and of the larger one an initialisation draws when it is too
 #: small (fixed: the scan runs before any seed is known; the seeds act on what is done with it).
 SCAN_SAMPLE_KEY = 0x5CA17
+#: Times the placement looks again for chunks a copy did not reach (each look one ``who_has``).
+PLACEMENT_ROUNDS = 3
 #: A plan larger than this (the centres of k-means on wide sparse rows: 51 MB at K=64,
 #: D=100,000) is scattered to the workers once per pass instead of travelling inside every
 #: task through the scheduler.
@@ -479,20 +481,26 @@ class ChunkedData:
         holders = client.who_has([f for c in chunks for f in c])
         targets = balanced_targets(np.diff(self.offsets), workers, [set(holders.get(f.key, ())) for f in futs])
         self._drop_copies(chunks, targets, holders)  # copies left by anything before
-        queue: dict = {}
-        for c, t in zip(chunks, targets):
-            if any(t not in holders.get(f.key, ()) for f in c):
-                queue.setdefault(t, []).append(c)
-        while queue:
-            moved = []
-            for t in sorted(queue):
-                c = queue[t].pop(0)
-                client.replicate(c, n=1, workers=[t])
-                moved.append((c, t))
-                if not queue[t]:
-                    del queue[t]
-            now = client.who_has([f for c, _ in moved for f in c])
-            self._drop_copies([c for c, _ in moved], [t for _, t in moved], now)
+        for _ in range(PLACEMENT_ROUNDS):
+            queue: dict = {}
+            for c, t in zip(chunks, targets):
+                if any(t not in holders.get(f.key, ()) for f in c):
+                    queue.setdefault(t, []).append(c)
+            if not queue:
+                break
+            while queue:
+                moved = []
+                for t in sorted(queue):
+                    c = queue[t].pop(0)
+                    client.replicate(c, n=1, workers=[t])
+                    moved.append((c, t))
+                    if not queue[t]:
+                        del queue[t]
+                now = client.who_has([f for c, _ in moved for f in c])
+                self._drop_copies([c for c, _ in moved], [t for _, t in moved], now)
+            # a busy worker can let a copy fail without a word (seen on a loaded 2-core host: 3 and 5
+            # chunks of 8): what is still not where it should be is moved again
+            holders = client.who_has([f for c in chunks for f in c])
         return targets
 
     def _drop_copies(self, chunks, targets, holders) -> None:
