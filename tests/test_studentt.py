@@ -233,18 +233,21 @@ def test_log_likelihood_at_least_studenttmixtures_best_of_three(seed, init):
     assert ours.score(X) >= theirs.score(X) - 0.01, (ours.score(X), theirs.score(X))
 
 
-@pytest.mark.parametrize("d", [2, 8])
-def test_on_gaussian_data_df_grows_large_and_the_fit_matches_gaussian_mixture(d):
-    # tol=1e-4, not the default 1e-3: near the Gaussian limit the likelihood is flat in nu, and EM's
-    # nu-update (ECM, McLachlan & Peel) climbs it by less than 1e-3 per iteration while nu is still
-    # about 10, 0.01 below GaussianMixture's log-likelihood. studenttmixture's EM (the same update)
-    # stops there too: on these data at tol=1e-3 it ends 0.0100 (d=2) and 0.0101 (d=8) below, with nu
-    # 9-10 and 32-35; at tol=1e-4, 0.0027 and 0.0029 below (ours: 0.0025 and 0.0027).
-    X, _, _ = make_blobs(n=4000, d=d, k=3, seed=1, sep=6.0)
+@pytest.mark.parametrize("d, n", [(2, 4000), (8, 4000), (2, 20000)])
+def test_on_gaussian_data_df_grows_large_and_the_fit_matches_gaussian_mixture(d, n):
+    # At the default settings. Near the Gaussian limit the likelihood is flat in nu, and EM's
+    # nu-update (ECM, McLachlan & Peel) climbs it by less than tol=1e-3 per iteration while nu is
+    # still about 10, 0.01 below GaussianMixture's log-likelihood: studenttmixture's EM (the same
+    # update) ends 0.0100 (d=2) and 0.0101 (d=8) below on these data at tol=1e-3, and so did ours
+    # (0.0086, 0.0089) before the default start took its fit on the sample to tol/10 (the whole
+    # data up to 8,192 rows; at 20,000 rows the passes continue from the fit on 8,192 of them).
+    # Measured now: 0.0025 (d=2), 0.0027 (d=8), 0.0025 (d=2, 20,000 rows) below; asked: 0.005
+    # (the target is 0.01).
+    X, _, _ = make_blobs(n=n, d=d, k=3, seed=1, sep=6.0)
     g = GaussianMixture(3, random_state=1).fit(X)
-    t = StudentTMixture(3, random_state=1, tol=1e-4).fit(X)
-    assert t.df_.min() > 12, t.df_  # from df=4 (measured 15.7-19.1 for d=2, 58.5-67.6 for d=8)
-    assert abs(t.score(X) - g.score(X)) < 0.01, (t.score(X), g.score(X))
+    t = StudentTMixture(3, random_state=1).fit(X)
+    assert t.df_.min() > 12, t.df_  # from df=4 (measured 15.7-21.4 for d=2, 58.5-67.6 for d=8)
+    assert abs(t.score(X) - g.score(X)) < 0.005, (t.score(X), g.score(X))
 
 
 @pytest.mark.parametrize("ct", TYPES)

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -26,6 +26,8 @@ KMEANS_STARTS = 6
 #: Rows of the scan's sample those fits run on, and their EM iterations at most.
 SAMPLE_FIT_ROWS = 8192
 SAMPLE_FIT_ITER = 50
+#: EM iterations at most that take the chosen fit on the sample to ``tol / 10``.
+SAMPLE_POLISH_ITER = 300
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,9 @@ def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> 
     seeds derived from it), each turned into a t mixture as the "kmeans" init does (label
     moments, ``df`` degrees of freedom) and fitted by EM on the sample's first
     :data:`SAMPLE_FIT_ROWS` rows (at most :data:`SAMPLE_FIT_ITER` iterations, in this process);
-    the fit of highest mean t log-likelihood there is the job's start. No pass over the data:
+    the fit of highest mean t log-likelihood there is the job's start, after more EM on the
+    sample to ``tol / 10`` (at most :data:`SAMPLE_POLISH_ITER` iterations: EM's degrees-of-freedom
+    update gains less than ``tol`` per iteration long before it is done). No pass over the data:
     the sample is the same rows for any chunking, and so is the start. A start whose sample
     fit fails (a scale not positive definite on the few rows) is passed over.
     """
@@ -132,7 +136,15 @@ def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> 
             states.extend(studentt_initial_states(data, scan, [(p, seed)], robust=False))
             continue
         best = runs[first_best([r.objective for r in runs], maximize=True)]
-        states.append(best.state)
+        # EM's nu-update gains little per iteration as nu grows: in memory, take the chosen fit to a
+        # tenth of tol, so that a start is not left short of the degrees of freedom the sample asks for
+        run = Run(replace(best.state, tol=p.tol / 10))
+        try:
+            lockstep(rows, [run], centre=centre, max_iter=SAMPLE_POLISH_ITER)
+            polished = run.state if np.isfinite(run.objective) and run.objective >= best.objective else best.state
+        except (ValueError, np.linalg.LinAlgError):
+            polished = best.state
+        states.append(replace(polished, tol=p.tol, events=()))
     return states
 
 
