@@ -212,12 +212,22 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     for (int64_t i = 0; i < rows; i++) {
         const T* src = x + (a + i) * d;
         bool nan = false;
-        for (int64_t j = 0; j < d; j++) {
-            const T v = src[j];
-            const bool nj = v != v;
-            nan |= nj;
-            xs[j * ld + i] = nj ? (T)0 : v - centre[j];  // x0: 0 where missing
-            if (k.mb) k.mb[j * ld + i] = nj ? (T)1 : (T)0;
+        T* mb = k.mb;
+        if (mb) {
+            for (int64_t j = 0; j < d; j++) {
+                const T t = src[j] - centre[j];
+                const bool nj = t != t;
+                nan |= nj;
+                xs[j * ld + i] = nj ? (T)0 : t;  // x0: 0 where missing
+                mb[j * ld + i] = nj ? (T)1 : (T)0;
+            }
+        } else {
+            for (int64_t j = 0; j < d; j++) {
+                const T t = src[j] - centre[j];
+                const bool nj = t != t;  // (x finite: checked by the caller, or NaN)
+                nan |= nj;
+                xs[j * ld + i] = nj ? (T)0 : t;
+            }
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
         if (k.wm) k.wm[i] = k.wb[i];
