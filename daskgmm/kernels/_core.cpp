@@ -15,7 +15,10 @@
 // daskgmm.kernels.responsibilities) or its arg-max (hard), and accumulates the moments
 // R T^T (soft: register tiles over rows, summed per lane; hard: each row added to its
 // component). Statistics are float64 whatever the data: float32 blocks compute in float32
-// lanes and add each sub-block's moments into float64.
+// lanes and add each sub-block's moments into float64. Rows with NaN are left out of every
+// model but those that marginalise missing values, which score them by the density of their
+// observed features and add the expected statistics of their completions (see "rows with
+// missing values" below).
 //
 // Every buffer is checked (format, shape, contiguity, bounds) before a pointer is taken;
 // a mismatch raises ValueError. The GIL is released while the block runs; scratch is per
