@@ -15,7 +15,10 @@
 // daskgmm.kernels.responsibilities) or its arg-max (hard), and accumulates the moments
 // R T^T (soft: register tiles over rows, summed per lane; hard: each row added to its
 // component). Statistics are float64 whatever the data: float32 blocks compute in float32
-// lanes and add each sub-block's moments into float64.
+// lanes and add each sub-block's moments into float64. Rows with NaN are left out of every
+// model but those that marginalise missing values, which score them by the density of their
+// observed features and add the expected statistics of their completions (see "rows with
+// missing values" below).
 //
 // Every buffer is checked (format, shape, contiguity, bounds) before a pointer is taken;
 // a mismatch raises ValueError. The GIL is released while the block runs; scratch is per
@@ -212,12 +215,22 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     for (int64_t i = 0; i < rows; i++) {
         const T* src = x + (a + i) * d;
         bool nan = false;
-        for (int64_t j = 0; j < d; j++) {
-            const T v = src[j];
-            const bool nj = v != v;
-            nan |= nj;
-            xs[j * ld + i] = nj ? (T)0 : v - centre[j];  // x0: 0 where missing
-            if (k.mb) k.mb[j * ld + i] = nj ? (T)1 : (T)0;
+        T* mb = k.mb;
+        if (mb) {
+            for (int64_t j = 0; j < d; j++) {
+                const T t = src[j] - centre[j];
+                const bool nj = t != t;
+                nan |= nj;
+                xs[j * ld + i] = nj ? (T)0 : t;  // x0: 0 where missing
+                mb[j * ld + i] = nj ? (T)1 : (T)0;
+            }
+        } else {
+            for (int64_t j = 0; j < d; j++) {
+                const T t = src[j] - centre[j];
+                const bool nj = t != t;  // (x finite: checked by the caller, or NaN)
+                nan |= nj;
+                xs[j * ld + i] = nj ? (T)0 : t;
+            }
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
         if (k.wm) k.wm[i] = k.wb[i];
@@ -548,69 +561,60 @@ template <int NV, int NM> void marginal_full(const MarginalModel& md, const Marg
             for (int v = 0; v < NV; v++) s[v] = ld(pr, j, v) * ld(w.z, j, v) + s[v];
         for (int v = 0; v < NV; v++) st(w.b, a, v, s[v]);
     }
-    // P_mm = L D L^T (L unit lower triangular: no square roots), column by column; log det P_mm
-    // from the pivots D. w.L holds L below its diagonal and 1 / D on it.
-    LogProduct det[NV];
-    for (int64_t a = 0; a < nm; a++) {
-        V inv[NV];
-        for (int v = 0; v < NV; v++) {
+    // Per vector of components: P_mm = L D L^T (L unit lower triangular: no square roots), column
+    // by column, log det P_mm from the pivots D; X = L^-1; P_mm^-1 = X^T D^-1 X (the conditional
+    // covariance); y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the logit. With the
+    // missing count known at compile time the factors are local arrays (kept from aliasing the
+    // parameters), else in the row's scratch. Lq holds L D below its diagonal, then L, and 1 / D on it.
+    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
+    for (int v = 0; v < NV; v++) {
+        V Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
+        V* Lq = NM ? Ls : (V*)w.L;
+        V* Xq = NM ? Xs : (V*)w.X;
+        V* Cq = NM ? Cs : (V*)w.L + nm * nm;
+        LogProduct det;
+        for (int64_t a = 0; a < nm; a++) {
             V s = ld(md.prec, miss[a] * d + miss[a], v);
-            for (int64_t e = 0; e < a; e++) {
-                const V lae = ld(w.L, a * nm + e, v);
-                s = s - lae * lae * ld(w.L, e * nm + e, v);
+            for (int64_t e = 0; e < a; e++) s = s - Lq[a * nm + e] * Lq[a * nm + e] * Lq[e * nm + e];
+            det.mul(s);
+            Lq[a * nm + a] = 1.0 / s;
+            for (int64_t c = a + 1; c < nm; c++) {
+                V t = ld(md.prec, miss[c] * d + miss[a], v);
+                for (int64_t e = 0; e < a; e++) t = t - Lq[c * nm + e] * Lq[a * nm + e] * Lq[e * nm + e];
+                Lq[c * nm + a] = t;
             }
-            det[v].mul(s);
-            inv[v] = 1.0 / s;
-            st(w.L, a * nm + a, v, inv[v]);
         }
-        // below the diagonal first as L D (the e < a terms), then divided by the pivot
-        for (int64_t c = a + 1; c < nm; c++)
-            for (int v = 0; v < NV; v++) {
-                V s = ld(md.prec, miss[c] * d + miss[a], v);
-                for (int64_t e = 0; e < a; e++) s = s - ld(w.L, c * nm + e, v) * ld(w.L, a * nm + e, v) * ld(w.L, e * nm + e, v);
-                st(w.L, c * nm + a, v, s);
+        for (int64_t a = 0; a < nm; a++)
+            for (int64_t c = a + 1; c < nm; c++) Lq[c * nm + a] = Lq[c * nm + a] * Lq[a * nm + a];
+        for (int64_t i = 0; i < nm; i++)
+            for (int64_t j = 0; j < i; j++) {
+                V t = Lq[i * nm + j];
+                for (int64_t e = j + 1; e < i; e++) t = Lq[i * nm + e] * Xq[e * nm + j] + t;
+                Xq[i * nm + j] = -t;
             }
-    }
-    // w.L below the diagonal is L D: L = that times 1 / D
-    for (int64_t a = 0; a < nm; a++)
-        for (int64_t c = a + 1; c < nm; c++)
-            for (int v = 0; v < NV; v++) st(w.L, c * nm + a, v, ld(w.L, c * nm + a, v) * ld(w.L, a * nm + a, v));
-    // X = L^-1 (unit lower), row by row; P_mm^-1 = X^T D^-1 X (the conditional covariance)
-    for (int64_t i = 0; i < nm; i++)
-        for (int64_t j = 0; j < i; j++)
-            for (int v = 0; v < NV; v++) {
-                V s = ld(w.L, i * nm + j, v);
-                for (int64_t e = j + 1; e < i; e++) s = ld(w.L, i * nm + e, v) * ld(w.X, e * nm + j, v) + s;
-                st(w.X, i * nm + j, v, -s);
+        for (int64_t p = 0; p < nm; p++)
+            for (int64_t q = p; q < nm; q++) {
+                V t = (p == q ? splat<double>(1.0) : Xq[q * nm + p]) * Lq[q * nm + q];
+                for (int64_t i = q + 1; i < nm; i++) t = Xq[i * nm + p] * Xq[i * nm + q] * Lq[i * nm + i] + t;
+                Cq[p * nm + q] = t;
+                Cq[q * nm + p] = t;
             }
-    for (int64_t p = 0; p < nm; p++)
-        for (int64_t q = p; q < nm; q++)
-            for (int v = 0; v < NV; v++) {
-                // X[q][q] = 1, X[i][p] for i > p below the diagonal
-                V s = (p == q ? splat<double>(1.0) : ld(w.X, q * nm + p, v)) * ld(w.L, q * nm + q, v);
-                for (int64_t i = q + 1; i < nm; i++) s = ld(w.X, i * nm + p, v) * ld(w.X, i * nm + q, v) * ld(w.L, i * nm + i, v) + s;
-                st(w.cc, p * nm + q, v, s);
-                st(w.cc, q * nm + p, v, s);
-            }
-    // y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the logit
-    V mub[NV], yb[NV], mpm[NV];
-    for (int v = 0; v < NV; v++) mub[v] = yb[v] = mpm[v] = V{};
-    for (int64_t p = 0; p < nm; p++)
-        for (int v = 0; v < NV; v++) {
+        V mub = V{}, yb = V{}, mpm = V{};
+        for (int64_t p = 0; p < nm; p++) {
             V y = V{}, pm = V{};
             for (int64_t q = 0; q < nm; q++) {
-                y = ld(w.cc, p * nm + q, v) * ld(w.b, q, v) + y;
+                y = Cq[p * nm + q] * ld(w.b, q, v) + y;
                 pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
             }
             const V mu = ld(md.mu, miss[p], v), bp = ld(w.b, p, v);
             st(w.xm, p, v, mu - y);
-            mub[v] = mu * bp + mub[v];
-            yb[v] = y * bp + yb[v];
-            mpm[v] = mu * pm + mpm[v];
+            mub = mu * bp + mub;
+            yb = y * bp + yb;
+            mpm = mu * pm + mpm;
         }
-    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
-    for (int v = 0; v < NV; v++)
-        st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * det[v].log() + half_m_log2pi - mub[v] + 0.5 * mpm[v] + 0.5 * yb[v]);
+        st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * det.log() + half_m_log2pi - mub + 0.5 * mpm + 0.5 * yb);
+        for (int64_t p = 0; p < nm * nm; p++) st(w.cc, p, v, Cq[p]);
+    }
 }
 
 template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow& w, int64_t o) {
@@ -746,7 +750,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         total += round64(sizeof(double) * (size_t)(per * kp));
     }
     if (!kmax) return true;
-    const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (3 * d + 3 * d * d + 1)));
+    const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (3 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
              round64(sizeof(int64_t) * (size_t)(d + d * d));
@@ -820,7 +824,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.b = w.z + d * kmax;
     w.xm = w.b + d * kmax;
     w.L = w.xm + d * kmax;
-    w.X = w.L + d * d * kmax;
+    w.X = w.L + 2 * d * d * kmax;
     w.cc = w.X + d * d * kmax;
     w.lg = w.cc + d * d * kmax;
     p += row_bytes;

@@ -13,10 +13,10 @@ not built, is an error, never a silent fallback).
 
 The fused call does the block work of a mixture or k-means pass (features, logits,
 responsibilities or arg-max, moments) for every covariance type, float32 and float64, soft
-and hard assignment, sample weights, ``Σ r log r``, and several models at once.
+and hard assignment, sample weights, ``Σ r log r``, several models at once, and the rows with
+missing values of the models that marginalise them (:func:`marginal_form`).
 :mod:`daskgmm.kernels.requests` uses it where it applies and keeps the NumPy steps as the
-reference and the path for the rest (the per-component precise path, random assignment, rows
-with missing values).
+reference and the path for the rest (the per-component precise path, random assignment).
 """
 
 from __future__ import annotations

@@ -147,9 +147,8 @@ class MixtureRequest:
         acc["weight"] += blk.weight_sum()
         acc["rows"] += blk.size
 
-    def _update_numpy(self, acc, blk: Block, count: bool = True) -> None:
-        """The NumPy reference of :meth:`update` (``count``: add the block's rows and weight, which
-        a caller that already counted them turns off)."""
+    def _update_numpy(self, acc, blk: Block) -> None:
+        """The NumPy reference of :meth:`update`."""
         theta = acc["theta"]
         nb = blk.size
         dtype = theta.dtype
@@ -226,9 +225,8 @@ class MixtureRequest:
             _precise_moments(acc["precise"][i], z, r, self.specs[i].covariance_type)
         for i, r in resp_inc.items():
             self._incomplete_moments(acc, i, completions[i], r)
-        if count:
-            acc["weight"] += blk.weight_sum()
-            acc["rows"] += nb
+        acc["weight"] += blk.weight_sum()
+        acc["rows"] += nb
 
     def _add_loglik(self, acc, i, per_row, blk, incomplete=None) -> None:
         """Add model ``i``'s log-likelihoods of a block's rows (zero for rows left out) and its worst rows."""
