@@ -53,7 +53,7 @@ def numpy_kernels(a):
 
 def passes(a):
     from daskgmm.kernels import MixtureRequest, chunk_pass, compiled
-    from daskgmm.models import MixtureState
+    from daskgmm.models.states import MixtureState
 
     print(f"kernel: {compiled.describe()}")
     rng = np.random.default_rng(0)

@@ -148,10 +148,10 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
     Stops when no label changes or the centres move by at most ``tol`` in
     total squared distance (scikit-learn's rule), or after ``max_iter``.
     Returns the centres and the inertia of their assignment, summed from
-    ``x - c`` (not the GEMM's expansion; sparse rows: from the distances): tries that reach the
-    same partition then differ by rounding only, which :func:`~daskgmm.models.states.first_best` treats
-    as a tie. Sparse rows take :func:`daskgmm.kernels.sparse.lloyd`: the same labels, with
-    Elkan's bounds skipping the distances that cannot change them.
+    ``x - c`` (not the GEMM's expansion): tries that reach the same partition then differ by
+    rounding only, which :func:`~daskgmm.models.states.first_best` treats as a tie. Sparse rows take
+    :func:`daskgmm.kernels.sparse.lloyd`: the same labels, with Elkan's bounds skipping the
+    distances that cannot change them (its inertia is the expansion's, about the origin).
     """
     w = np.asarray(weights, dtype=np.float64)
     if issparse(points):
