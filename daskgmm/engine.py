@@ -626,6 +626,10 @@ class ChunkedData:
                 for i in idx
             ])
         try:
+            # a worker the scheduler no longer knows (it died; a restarted one has another address) would
+            # hold the call for distributed's connect timeout (30 s) before failing: asked first (~1 ms)
+            if not set(jobs) <= set(self.client.nthreads()):
+                return None
             # bounded (a worker frozen, not dead, would never answer), far above what passes take
             out = self.client.run(_direct_batches, plan, levels, se, jobs, workers=sorted(jobs), on_error="return",
                                   callback_timeout=STALL_SECONDS + 10 * self._slowest)
