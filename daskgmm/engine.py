@@ -5,10 +5,13 @@ requests: parameters of every model in the list) to the cluster, maps every
 chunk to partial results with :func:`daskgmm.kernels.chunk_pass`, merges them in
 a fixed tree (``split_every`` at a time) and returns the merged result to the
 client. Chunks kept in cluster memory lie in contiguous runs, one per worker, and
-a pass runs one task per worker thread over its run, merging the subtrees of the
-tree that lie inside it; chunks read on every pass get a task each.
+a pass runs one batch per worker thread over its run, merging the subtrees of the
+tree that lie inside it: outside the task graph (one ``client.run``: each worker
+runs its batches on the chunks it holds), or as tasks when that cannot be done
+(the first pass, a worker gone or paused, a chunk lost); chunks read on every
+pass get a task each.
 
-Each iteration builds a new small graph that references the data's graph
+A pass as tasks builds a new small graph that references the data's graph
 (persisted futures, or the Parquet reads when out of core) and nothing from
 earlier iterations, so graphs never grow with the iteration count. Because the
 tree's shape depends only on the chunking, a pass gives bitwise the same result
