@@ -197,6 +197,41 @@ def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, fai
     assert len(calls) == 1
 
 
+def _set_status(name, dask_worker=None):
+    """Pause or resume a worker, its memory monitor off meanwhile (it would resume a worker using little memory)."""
+    from distributed.core import Status
+
+    mm = dask_worker.memory_manager
+    if name == "paused":
+        mm.saved_pause_fraction, mm.memory_pause_fraction = mm.memory_pause_fraction, False
+    else:
+        mm.memory_pause_fraction = getattr(mm, "saved_pause_fraction", mm.memory_pause_fraction)
+    dask_worker.status = getattr(Status, name)
+
+
+def test_a_direct_pass_leaves_paused_workers_alone(process_client, monkeypatch):
+    """Workers paused for memory run no pass outside the task graph either: the pass goes to tasks,
+    which wait for the workers within the stall bound (here shortened), and fails saying why."""
+    import daskgmm.engine.cluster
+    from daskgmm.engine.cluster import ClusterError
+
+    X = da.random.default_rng(0).standard_normal((8000, 3), chunks=1000)
+    data = ChunkedData(process_client.persist(X), cache="memory")
+    data.run(_mixture_request(), np.zeros(3))  # the first pass, as tasks
+    monkeypatch.setattr(daskgmm.engine.cluster, "STALL_SECONDS", 2.0)
+    process_client.run(_set_status, "paused")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                w["status"] != "paused" for w in process_client.scheduler_info()["workers"].values()):
+            time.sleep(0.05)
+        with pytest.raises(ClusterError, match="every worker is paused"):
+            data.run(_mixture_request(), np.zeros(3))
+        assert data.direct_passes == 0 and not data.direct
+    finally:
+        process_client.run(_set_status, "running")
+
+
 def test_placement_leaves_one_copy_of_each_chunk_and_balanced_rows(process_client):
     X = da.random.default_rng(0).standard_normal((8000, 3), chunks=1000)
     data = ChunkedData(process_client.persist(X), cache="memory")

@@ -186,3 +186,37 @@ def test_worker_killed_while_persisting_leaves_placement_to_the_new_worker():
     finally:
         client.close()
         cluster.close()
+
+
+def test_a_worker_killed_between_direct_passes_sends_the_next_to_tasks_at_once():
+    """Passes over placed chunks run outside the task graph; after a worker died, the next pass runs as
+    tasks at once (not after distributed's 30 s connect timeout to the dead address), the scheduler
+    recomputes the lost chunks, and the statistics keep their bits."""
+    import dask.array as da
+
+    from daskgmm.engine.passes import ChunkedData
+    from daskgmm.kernels import MixtureRequest, ModelSpec, kmeans_natural_params
+
+    cluster, client = _cluster()
+    try:
+        X = da.random.default_rng(0).standard_normal((16_000, 3), chunks=2000)
+        data = ChunkedData(client.persist(X), cache="memory")
+        req = [MixtureRequest([ModelSpec(kmeans_natural_params(np.eye(3)), "spherical", "hard")])]
+
+        def stats():
+            (st,) = data.run(req, np.zeros(3))[0]
+            return np.concatenate([st.n, st.s1.ravel(), [st.loglik]])
+
+        stats()  # the first pass, as tasks
+        ref = stats()
+        assert data.direct_passes == 1
+        os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while len(client.nthreads()) == 2 and time.monotonic() < deadline:  # the scheduler sees it go
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        np.testing.assert_array_equal(stats(), ref)
+        assert time.monotonic() - t0 < 15 and not data.direct and data.direct_passes == 1
+    finally:
+        client.close()
+        cluster.close()

@@ -225,6 +225,17 @@ def test_scan_mean_variance_and_nonfinite_counts():
     Y[4, 2] = np.inf
     bad = chunk_pass(Y, [req])[0]
     assert bad.nan.tolist() == [0, 1, 0] and bad.inf.tolist() == [0, 0, 1]
+    # rows whose float32 sum overflows are still finite rows (the scan's one-sum test sends their block
+    # to the counting path), and -inf + inf in one block counts as two infinities, not a NaN
+    Z = np.ones((100, 2), np.float32)
+    Z[10:12, 0] = 3e38
+    Z[50, 1], Z[51, 1] = -np.inf, np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = chunk_pass(Z, [req], block_rows=32)[0]
+    assert big.nan.tolist() == [0, 0] and big.inf.tolist() == [0, 2] and big.rows == 100
+    finite = np.isfinite(Z).all(axis=1)  # the mean is of the finite rows, in float64
+    np.testing.assert_allclose(big.mean, Z[finite].astype(np.float64).mean(axis=0), rtol=1e-12)
 
 
 @pytest.mark.parametrize("ct", TYPES)

@@ -5,10 +5,13 @@ requests: parameters of every model in the list) to the cluster, maps every
 chunk to partial results with :func:`daskgmm.kernels.chunk_pass`, merges them in
 a fixed tree (``split_every`` at a time) and returns the merged result to the
 client. Chunks kept in cluster memory lie in contiguous runs, one per worker, and
-a pass runs one task per worker thread over its run, merging the subtrees of the
-tree that lie inside it; chunks read on every pass get a task each.
+a pass runs one batch per worker thread over its run, merging the subtrees of the
+tree that lie inside it: outside the task graph (one ``client.run``: each worker
+runs its batches on the chunks it holds), or as tasks when that cannot be done
+(the first pass, a worker gone or paused, a chunk lost); chunks read on every
+pass get a task each.
 
-Each iteration builds a new small graph that references the data's graph
+A pass as tasks builds a new small graph that references the data's graph
 (persisted futures, or the Parquet reads when out of core) and nothing from
 earlier iterations, so graphs never grow with the iteration count. Because the
 tree's shape depends only on the chunking, a pass gives bitwise the same result
@@ -634,6 +637,10 @@ class ChunkedData:
                 for i in idx
             ])
         try:
+            # a worker the scheduler no longer knows (it died; a restarted one has another address) would
+            # hold the call for distributed's connect timeout (30 s) before failing: asked first (~1 ms)
+            if not set(jobs) <= set(self.client.nthreads()):
+                return None
             # bounded (a worker frozen, not dead, would never answer), far above what passes take
             out = self.client.run(_direct_batches, plan, levels, se, jobs, workers=sorted(jobs), on_error="return",
                                   callback_timeout=STALL_SECONDS + 10 * self._slowest)

@@ -163,10 +163,17 @@ class ScanRequest:
 
     def update(self, acc: ScanResult, blk: Block) -> ScanResult:
         x = blk.x
-        finite = np.isfinite(x)
-        isnan = np.isnan(x)
-        nan = isnan.sum(axis=0)
-        inf = (~finite).sum(axis=0) - nan
+        # one reduction says a block is all finite (a NaN or ±inf makes the sum NaN or ±inf; finite
+        # values whose sum overflows take the counting path): the usual block counts nothing
+        with np.errstate(over="ignore", invalid="ignore"):
+            all_finite = bool(np.isfinite(x.sum()))
+        if all_finite:
+            nan = inf = np.zeros(x.shape[1], np.int64)
+        else:
+            finite = np.isfinite(x)
+            isnan = np.isnan(x)
+            nan = isnan.sum(axis=0)
+            inf = (~finite).sum(axis=0) - nan
         bad = 0
         w = None
         if blk.w is not None:
@@ -174,7 +181,7 @@ class ScanRequest:
             badw = ~(np.isfinite(w) & (w >= 0))
             bad = int(badw.sum())
             w = np.where(badw, 0.0, w)
-        if finite.all():
+        if all_finite or finite.all():
             xo, wo = np.asarray(x, dtype=np.float64), w
         else:
             rows_ok = finite.all(axis=1)
@@ -183,12 +190,13 @@ class ScanRequest:
         wb = float(len(xo)) if wo is None else float(wo.sum())
         if wb > 0:
             mb = (xo.sum(axis=0) if wo is None else wo @ xo) / wb
-            dev = (xo - mb) ** 2
+            dev = np.subtract(xo, mb)
+            np.square(dev, out=dev)
             m2b = dev.sum(axis=0) if wo is None else wo @ dev
         else:
             mb = m2b = np.zeros(x.shape[1])
         w_, m_, m2_ = chan(acc.weight, acc.mean, acc.m2, wb, mb, m2b)
-        empty = int(isnan.all(axis=1).sum()) if nan.any() else 0
+        empty = int(isnan.all(axis=1).sum()) if not all_finite and nan.any() else 0
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
                           acc.empty_rows + empty)
 
