@@ -90,7 +90,7 @@ def test_cache_policies_give_the_same_fit():
 
 
 def test_balanced_targets_are_contiguous_runs_that_keep_chunks_where_they_are():
-    from daskgmm.engine.passes import balanced_targets
+    from daskgmm.engine.tree import balanced_targets
 
     workers = [("a", 1), ("b", 1)]
     sizes = [10] * 8
@@ -117,14 +117,14 @@ def test_balanced_targets_are_contiguous_runs_that_keep_chunks_where_they_are():
 
 
 def test_batches_split_a_workers_run_by_threads():
-    from daskgmm.engine.passes import contiguous_batches
+    from daskgmm.engine.tree import contiguous_batches
 
     out = contiguous_batches([10] * 7, ["a"] * 4 + ["b"] * 2 + [None], {"a": 2, "b": 1})
     assert out == [("a", [0, 1]), ("a", [2, 3]), ("b", [4, 5]), (None, [6])]
 
 
 def test_subtree_merges_are_the_trees_nodes_inside_a_batch():
-    from daskgmm.engine.passes import merge_levels, subtree_merges
+    from daskgmm.engine.tree import merge_levels, subtree_merges
 
     levels = merge_levels(20, 4)
     assert levels == [20, 5, 2]
