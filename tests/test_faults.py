@@ -34,15 +34,18 @@ def _cluster(**kw):
     return cluster, Client(cluster)
 
 
-def _kill_in_pass_plugin(trigger, record):
+def _kill_in_pass_plugin(trigger, record, pids=None):
     """A worker plugin that SIGKILLs its worker as it starts a task of a pass (a chunk or batch task),
     once ``trigger`` exists: the first worker to claim the trigger (by removing it) dies, after writing
-    the task's key to ``record``. Defined here so that it is pickled by value."""
+    the task's key to ``record``. With ``pids``, only a worker of those processes claims it (not one
+    restarted after an earlier kill). Defined here so that it is pickled by value."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class KillInPass(WorkerPlugin):
         def transition(self, key, start, finish, **kw):
             if finish != "executing" or not any(s in str(key) for s in ("_batch_task", "_chunk_task")):
+                return
+            if pids is not None and os.getpid() not in pids:
                 return
             try:
                 os.remove(trigger)  # atomic: one worker claims it
@@ -71,8 +74,9 @@ def test_killed_workers_do_not_change_the_result(tmp_path):
             ref = GaussianMixture(**kw, cache="memory").fit(X)
             for cache in ("memory", "none"):
                 trigger, record = tmp_path / f"kill-{cache}", tmp_path / f"killed-{cache}"
-                client.register_plugin(_kill_in_pass_plugin(str(trigger), str(record)), name="kill-in-pass")
                 pids = set(client.run(os.getpid).values())
+                # the kill inside a pass takes the worker the kill between passes left alive
+                client.register_plugin(_kill_in_pass_plugin(str(trigger), str(record), pids), name="kill-in-pass")
 
                 def progress(event, trigger=trigger, **info):
                     if event != "iteration":
