@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.base import BaseMixture, InformationCriteriaMixin
 from daskgmm.fitting import mixture as fitting
+from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting import studentt as fitting_studentt
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
@@ -177,8 +178,8 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
                                                 self.df_, n_samples, self.random_state)
 
     def _sample_parts(self, sizes, random_state) -> list:
-        return fitting_studentt.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
-                                             self.covariance_type, self.df_, self._column_names())
+        return fitting_predict.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
+                                            self.covariance_type, self._column_names(), df=self.df_)
 
     # ----------------------------------------------------------- persistence
     def export_state(self):

@@ -139,12 +139,13 @@ def part_seed(random_state) -> int:
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
-def sample_parts(part_rows, random_state, weights, means, covariances, covariance_type, names) -> list:
+def sample_parts(part_rows, random_state, weights, means, covariances, covariance_type, names, df=None) -> list:
     """One callable per part of ``part_rows`` rows drawn from the mixture, returning its column dict.
 
     Each part is drawn from a seed derived from ``random_state`` and the part number, by
     the task that writes it (:func:`daskgmm.io.outputs.write_parts`), so a worker holds one
-    part per thread. Columns: ``names`` and ``component``.
+    part per thread. Columns: ``names`` and ``component``. With ``df`` (per component) the
+    components are Student-t with scales ``covariances``.
     """
     import functools
 
@@ -152,4 +153,5 @@ def sample_parts(part_rows, random_state, weights, means, covariances, covarianc
     w = np.asarray(weights, np.float64)
     args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(covariances, np.float64), covariance_type,
             list(names), np.asarray(means).dtype)
-    return [functools.partial(blocks.sample_part, n, seed, i, *args) for i, n in enumerate(part_rows)]
+    df = None if df is None else np.asarray(df, np.float64)
+    return [functools.partial(blocks.sample_part, n, seed, i, *args, df=df) for i, n in enumerate(part_rows)]

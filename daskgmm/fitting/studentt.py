@@ -12,11 +12,9 @@ from sklearn.utils import check_random_state
 from daskgmm.em.init import kmeans_tolerance, label_spec, mixture_init_stats, sample_kmeans
 from daskgmm.em.loop import Run, lockstep
 from daskgmm.fitting.mixture import FitParams, MixtureFit, fit_runs, fitted_attributes
-from daskgmm.fitting.predict import part_seed
 from daskgmm.kernels import MixtureRequest, chunk_pass
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.random import stream_key
-from daskgmm.kernels.studentt import t_sample_part
 from daskgmm.models.states import first_best
 from daskgmm.models.studentt import StudentTState
 
@@ -215,16 +213,3 @@ def sample_studentt(weights, means, scales, covariance_type, df, n_samples, rand
         xs.append(means[k] + z / np.sqrt(g)[:, None])
     y = np.concatenate([np.full(int(c), j, dtype=np.int64) for j, c in enumerate(counts)])
     return np.vstack(xs), y
-
-
-def sample_parts(part_rows, random_state, weights, means, scales, covariance_type, df, names) -> list:
-    """One Delayed column dict per part of ``part_rows`` rows drawn from the t mixture (one task each)."""
-    import dask
-
-    seed = part_seed(random_state)
-    w = np.asarray(weights, np.float64)
-    args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(scales, np.float64), covariance_type,
-            np.asarray(df, np.float64), list(names), np.asarray(means).dtype)
-    part = dask.delayed(t_sample_part, pure=True)
-    return [part(n, seed, i, *args) for i, n in enumerate(part_rows)]
-

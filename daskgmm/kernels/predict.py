@@ -156,8 +156,12 @@ def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components,
     return out
 
 
-def sample_part(n, seed, part, weights, means, covs, covariance_type, names, dtype):
-    """``n`` rows of one part of a streamed sample (shuffled; with their component)."""
+def sample_part(n, seed, part, weights, means, covs, covariance_type, names, dtype, df=None):
+    """``n`` rows of one part of a streamed sample (shuffled; with their component).
+
+    With ``df`` (per component) the components are Student-t: a row of component k is
+    ``μ_k + z / sqrt(g)`` with ``z ~ N(0, Σ_k)`` (``covs`` the scales) and ``g ~ χ²_nu / nu``.
+    """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(part,)))
     counts = rng.multinomial(n, weights)
     d = means.shape[1]
@@ -170,6 +174,8 @@ def sample_part(n, seed, part, weights, means, covs, covariance_type, names, dty
             z *= np.sqrt(covs[k])
         else:
             z = z @ np.linalg.cholesky(cov.component_covariance(covs, covariance_type, k, d)).T
+        if df is not None:
+            z /= np.sqrt(rng.chisquare(df[k], size=c) / df[k])[:, None]
         xs.append(means[k] + z)
         ys.append(np.full(c, k, dtype=np.int32))
     X = np.vstack(xs) if xs else np.zeros((0, d))

@@ -361,36 +361,3 @@ def scale_update(stats: StudentTStats, reg_covar: float, eps_dtype=np.float64):
         else:
             scales = (mom.s2 - corr.sum(axis=1)) / (nr * d) + reg_covar
     return nr / nr.sum(), means, scales
-
-
-# ---------------------------------------------------------------------------
-# Samples (what sampling tasks run on the workers)
-
-
-def t_sample_part(n, seed, part, weights, means, scales, covariance_type, df, names, dtype):
-    """``n`` rows of one part of a streamed sample of a t mixture (shuffled; with their component).
-
-    A row of component k is ``μ_k + z / sqrt(g)`` with ``z ~ N(0, Σ_k)`` and ``g ~ χ²_nu / nu``.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(part,)))
-    counts = rng.multinomial(n, weights)
-    d = means.shape[1]
-    xs, ys = [], []
-    for k, c in enumerate(counts):
-        if c == 0:
-            continue
-        z = rng.standard_normal((c, d))
-        if covariance_type in ("diag", "spherical"):
-            z *= np.sqrt(scales[k])
-        else:
-            z = z @ np.linalg.cholesky(cov.component_covariance(scales, covariance_type, k, d)).T
-        g = rng.chisquare(df[k], size=c) / df[k]
-        xs.append(means[k] + z / np.sqrt(g)[:, None])
-        ys.append(np.full(c, k, dtype=np.int32))
-    X = np.vstack(xs) if xs else np.zeros((0, d))
-    y = np.concatenate(ys) if ys else np.zeros(0, np.int32)
-    order = rng.permutation(len(y))
-    out = {name: X[order, j].astype(dtype) for j, name in enumerate(names)}
-    out["component"] = y[order]
-    return out
-
