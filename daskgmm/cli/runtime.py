@@ -281,16 +281,15 @@ def plot_after(o, log, metrics, draw):
         log(f"picture written to {o.plot}")
 
 
-def load_saved(o, mixture=True, medoids=False):
-    """The model at ``--model``; with ``mixture``, only a mixture will do (Gaussian, variational or t; or,
-    with ``medoids``, a KMedoids)."""
+def load_saved(o, medoids=False):
+    """The model at ``--model``: a mixture (Gaussian, variational or t; or, with ``medoids``, a KMedoids)."""
     from daskgmm import load
     from daskgmm.base import BaseMixture
     from daskgmm.io.modelfiles import ModelFileError
     from daskgmm.kmedoids import KMedoids
 
     est = load(o.model, storage_options(o))
-    if mixture and not isinstance(est, BaseMixture) and not (medoids and isinstance(est, KMedoids)):
+    if not isinstance(est, BaseMixture) and not (medoids and isinstance(est, KMedoids)):
         raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a mixture model "
                              "(GaussianMixture, BayesianGaussianMixture or StudentTMixture, as daskgmm fit writes)")
     return est
