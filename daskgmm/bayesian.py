@@ -18,8 +18,6 @@ from daskgmm.validation.params import (
     NONE,
     Interval,
     Options,
-    check_missing_supported,
-    validate_params,
 )
 
 
@@ -66,9 +64,15 @@ class BayesianGaussianMixture(BaseMixture):
     chunk_size : int, optional
         As in :class:`daskgmm.GaussianMixture`.
     missing : {"raise", "marginalize"}, default="raise"
-        NaN in X is an error. "marginalize" raises a ValueError: the variational E-step
-        with missing values is not implemented
-        (:class:`daskgmm.GaussianMixture` marginalises missing values).
+        NaN in X is an error ("raise"), or a missing value ("marginalize"): the missing
+        values of a row are latent variables of the variational posterior, so each row is
+        scored by the density of its observed features under the expected precision, and
+        the posterior update uses the conditional expectations of the missing ones (their
+        conditional covariance included), as :class:`daskgmm.GaussianMixture` does;
+        ``lower_bound_`` then includes the entropy of the missing values' posterior.
+        ``predict``, ``predict_proba`` and ``score_samples`` give marginal results for rows
+        with NaN. Infinity and rows with every feature missing stay errors; the
+        initialisation uses the rows without NaN.
 
     Attributes
     ----------
@@ -152,10 +156,6 @@ class BayesianGaussianMixture(BaseMixture):
             "precisions_cholesky_")}
         return fitting_variational.variational_warm_state(attributes, params, priors, dtype)
 
-    def _validate_params(self):
-        validate_params(self)
-        check_missing_supported(self, "the variational E-step with missing values is not implemented")
-
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
         self._validate_params()
         data, scan, _ = self._prepare(X, sample_weight)
@@ -206,6 +206,12 @@ class BayesianGaussianMixture(BaseMixture):
         """The variational E-step's log-densities (``E[log π]`` and the Wishart terms included),
         as scikit-learn's ``predict``/``score_samples`` use them."""
         return self._state(np.asarray(self.means_).dtype).natural(centre)
+
+    def _marginal(self, centre):
+        """The variational E-step's form for rows with NaN (``missing="marginalize"``), else None."""
+        if getattr(self, "missing", "raise") != "marginalize":
+            return None
+        return self._state(np.asarray(self.means_).dtype).marginal(centre)
 
     # ----------------------------------------------------------- persistence
     def export_state(self):

@@ -15,7 +15,7 @@ from daskgmm.kernels import COVARIANCE_TYPES
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIOR_PARAMETERS
 from daskgmm.validation.checks import prepare_rows
-from daskgmm.validation.params import check_missing_supported, validate_params
+from daskgmm.validation.params import validate_params
 from daskgmm.validation.scan import warn_degenerate
 
 #: The candidate kinds :func:`select_model` fits.
@@ -123,8 +123,8 @@ def select_model(
         ``progress(event, **info)`` with "init" and "iteration" events.
     missing : {"raise", "marginalize"}, default="raise"
         As in :class:`daskgmm.GaussianMixture`; under "marginalize" the criteria use
-        the log-likelihood of the observed values (gaussian candidates only:
-        ``BayesianGaussianMixture`` refuses "marginalize").
+        the log-likelihood of the observed values (bayesian candidates too: of the Gaussian
+        mixture of their expected weights and normalised covariances).
     kinds : str or iterable of {"gaussian", "bayesian"}, default=("gaussian",)
         "gaussian": a :class:`daskgmm.GaussianMixture` per (K, covariance type);
         "bayesian": also a :class:`daskgmm.BayesianGaussianMixture` per (K,
@@ -188,8 +188,6 @@ def select_model(
                       for k in ks for t in types})
     for est in probe.values():
         validate_params(est)
-        if isinstance(est, BayesianGaussianMixture):
-            check_missing_supported(est, "the variational E-step with missing values is not implemented")
     data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2, missing=missing)
     n, d = data.n_rows, data.n_features
     if n < max(ks):

@@ -20,8 +20,8 @@ from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting import studentt as fitting_studentt
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
-from daskgmm.models.studentt import t_form
-from daskgmm.validation.params import BOOLEAN, Interval, check_missing_supported, validate_params
+from daskgmm.models.studentt import t_form, t_marginal
+from daskgmm.validation.params import BOOLEAN, Interval
 
 
 @register
@@ -70,8 +70,14 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
     chunk_size : int, optional
         As in :class:`daskgmm.GaussianMixture`.
     missing : {"raise", "marginalize"}, default="raise"
-        NaN in X is an error. "marginalize" raises a ValueError: marginalising missing values
-        under t components is not implemented (:class:`daskgmm.GaussianMixture` does it).
+        NaN in X is an error ("raise"), or a missing value ("marginalize"): each row is
+        scored by the t marginal of its observed features (same ``nu``, the observed block
+        of the scale), its weight is ``u = (nu + d_o)/(nu + δ_o)`` with ``d_o`` its number of
+        observed features, and the M-step uses the conditional expectations of the missing
+        values (ECM for incomplete data, Liu & Rubin 1995; Liu 1997); ``predict``,
+        ``predict_proba`` and ``score_samples`` give marginal results for rows with NaN.
+        Infinity and rows with every feature missing stay errors; the initialisation uses the
+        rows without NaN.
 
     Attributes
     ----------
@@ -128,10 +134,6 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         self.df = df
         self.fixed_df = fixed_df
 
-    def _validate_params(self):
-        validate_params(self)
-        check_missing_supported(self, "marginalising missing values under t components is not implemented")
-
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
         """The fit (:func:`daskgmm.fitting.studentt.fit_studentt`); returns the prepared data."""
         self._validate_params()
@@ -159,6 +161,13 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
     def _natural(self, centre):
         """The t log-densities, per component (exact far from the centre too)."""
         return t_form(self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, self.df_, centre)
+
+    def _marginal(self, centre):
+        """The t marginal of the observed features, for rows with NaN (``missing="marginalize"``), else None."""
+        if getattr(self, "missing", "raise") != "marginalize":
+            return None
+        return t_marginal(self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, self.df_,
+                          centre)
 
     def _n_parameters(self) -> int:
         return fitting_studentt.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1],

@@ -321,14 +321,12 @@ def test_every_initialisation_and_restarts(init):
     assert len(g.restarts_) == 2
 
 
-def test_kmeans_and_bayesian_mixture_refuse_to_marginalise():
-    from daskgmm import BayesianGaussianMixture, KMeans
+def test_kmeans_refuses_to_marginalise():
+    from daskgmm import KMeans
 
     _, xm, _, _ = _mixture_data(7, n=300)
     with pytest.raises(ValueError, match="KMeans does not support missing='marginalize'"):
         KMeans(3, missing="marginalize").fit(xm)
-    with pytest.raises(ValueError, match="BayesianGaussianMixture does not support missing='marginalize'"):
-        BayesianGaussianMixture(n_components=3, missing="marginalize").fit(xm)
     with pytest.raises(ValueError, match="contains NaN"):
         KMeans(3).fit(xm)
 

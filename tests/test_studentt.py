@@ -352,8 +352,6 @@ def test_float32_stays_float32_and_warm_start_continues(blobs):
 def test_refusals_and_parameter_errors(blobs):
     X, _, _ = blobs
     assert not hasattr(StudentTMixture(), "partial_fit")
-    with pytest.raises(ValueError, match="StudentTMixture does not support missing='marginalize'"):
-        StudentTMixture(3, missing="marginalize").fit(X)
     with pytest.raises(ValueError, match=r"The 'df' parameter of StudentTMixture must be a float in the range"):
         StudentTMixture(3, df=0.0).fit(X)
     with pytest.raises(ValueError, match=r"The 'fixed_df' parameter of StudentTMixture"):

@@ -127,7 +127,7 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
         st = best_of[c][0].state
         if c[0] == "bayesian":  # the Gaussian mixture of its expected weights and normalised covariances
             st = MixtureState(st.weights, st.means, st.covariances, st.precisions_cholesky, st.covariance_type,
-                              reg_covar=st.reg_covar, eps_dtype=st.eps_dtype)
+                              reg_covar=st.reg_covar, eps_dtype=st.eps_dtype, missing=st.missing)
         specs.append(st.spec(scan.mean))
     final = data.run([MixtureRequest(specs)], scan.mean)[0]
     out = {}

@@ -34,11 +34,12 @@ class StudentTParams(FitParams):
 
     df: float = 4.0
     fixed_df: bool = False
+    missing: str = "raise"
 
     def state_options(self, dtype) -> dict:
         """Keyword arguments of :class:`StudentTState` for data of ``dtype``."""
         return dict(reg_covar=float(self.reg_covar), tol=float(self.tol), eps_dtype=np.dtype(dtype),
-                    fixed_df=bool(self.fixed_df))
+                    fixed_df=bool(self.fixed_df), missing=self.missing)
 
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int, fixed_df: bool) -> int:

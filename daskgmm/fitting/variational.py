@@ -24,6 +24,7 @@ class VariationalParams(FitParams):
     """The hyper-parameters of one variational mixture fit besides the priors."""
 
     weight_concentration_prior_type: str = "dirichlet_process"
+    missing: str = "raise"
 
 
 def data_covariance(data, scan) -> np.ndarray:
@@ -109,7 +110,8 @@ def variational_priors(data, scan, params: VariationalParams, *, weight_concentr
 
 def _variational_options(params: VariationalParams, priors: dict, dtype) -> dict:
     return dict(covariance_type=params.covariance_type, prior_type=params.weight_concentration_prior_type,
-                reg_covar=float(params.reg_covar), tol=float(params.tol), eps_dtype=np.dtype(dtype), **priors)
+                reg_covar=float(params.reg_covar), tol=float(params.tol), eps_dtype=np.dtype(dtype),
+                missing=params.missing, **priors)
 
 
 def variational_initial_states(data, scan, jobs: list[tuple[VariationalParams, int]], priors: dict) -> list:

@@ -168,36 +168,71 @@ def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tup
         Covering every row once.
     """
     x = np.asarray(x, dtype=np.float64)
+    k, n = np.shape(pc.means)[0], x.shape[0]
+    if n == 0:
+        return np.empty((k, n)), []
+    q, half_logdet_m, counts, out = marginal_distances(pc, x, exact)
+    const = np.asarray(pc.const, dtype=np.float64)
+    logits = const[:, None] - half_logdet_m + 0.5 * counts * _LOG_2PI - 0.5 * q
+    return logits, out
+
+
+def marginal_distances(pc: PerComponent, x: np.ndarray, exact: bool = False):
+    """What the marginal density of each row's observed features needs, per component.
+
+    For the observed part ``x_o`` of a row and component ``k`` (precision ``P``): the
+    squared Mahalanobis distance ``δ_o = (x_o - μ_o)ᵀ Σ_oo⁻¹ (x_o - μ_o)``, which is that of
+    the completed row ``(x̂ - μ)ᵀ P (x̂ - μ)``, and ``½ log det P_mm`` (so that the observed
+    part's ``½ log det Σ_oo⁻¹`` is ``½ log det P - ½ log det P_mm``). A Gaussian
+    (:func:`marginal_logits`) and a Student-t (:mod:`daskgmm.kernels.studentt`) marginal
+    density are both made of them.
+
+    Parameters
+    ----------
+    pc : PerComponent
+        Means and precision factors in the coordinates of ``x`` (``const`` is not used).
+    x : ndarray, shape (n, D)
+        Rows with NaN where missing; n > 0.
+    exact : bool
+        As in :func:`marginal_logits`.
+
+    Returns
+    -------
+    q : ndarray, shape (K, n)
+        ``δ_o``.
+    half_logdet_m : ndarray, shape (K, n)
+        ``½ log det P_mm`` (0 for a complete row).
+    counts : ndarray, shape (n,)
+        Missing features per row.
+    completions : list of Completion or DiagCompletion
+        Covering every row once: ``E[x | x_o, k]`` and ``Cov[x_m | x_o, k] = P_mm⁻¹``.
+    """
+    x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     means = np.asarray(pc.means, dtype=np.float64)
     k = means.shape[0]
     u = np.asarray(pc.factor, dtype=np.float64)
-    const = np.asarray(pc.const, dtype=np.float64)
     miss = np.isnan(x)
-    logits = np.empty((k, n))
-    if n == 0:
-        return logits, []
+    counts = miss.sum(axis=1)
+    q = np.empty((k, n))
+    half = np.empty((k, n))
     ct = pc.covariance_type
     if ct in ("diag", "spherical"):
         uu = u if ct == "diag" else np.broadcast_to(u[:, None], (k, d))
         p = uu**2
         x0 = np.where(miss, 0.0, x)
         obs = (~miss).astype(np.float64)
+        # log det of the missing block of the precision, halved: Σ_missing log u
+        half[:] = np.log(uu) @ (1.0 - obs).T  # (K, n)
         if exact:
             z = np.where(miss[None], 0.0, x[None] - means[:, None, :])  # (K, n, D)
-            q = np.einsum("knd,knd->kn", z, z * p[:, None, :])
-            logdet_m = np.log(uu) @ (1.0 - obs).T
-            logits[:] = const[:, None] - logdet_m + 0.5 * miss.sum(axis=1) * _LOG_2PI - 0.5 * q
-            return logits, [DiagCompletion(x0, 1.0 - obs, means, 1.0 / p).general()]
+            q[:] = np.einsum("knd,knd->kn", z, z * p[:, None, :])
+            return q, half, counts, [DiagCompletion(x0, 1.0 - obs, means, 1.0 / p).general()]
         # Σ_observed p (x - μ)² as three GEMMs over the observed values
-        q = p @ (x0 * x0).T - 2.0 * (p * means) @ x0.T + (p * means**2) @ obs.T
-        # log det of the missing block of the precision, and (2π)^(m/2) given back
-        logdet_m = np.log(uu) @ (1.0 - obs).T  # (K, n)
-        logits[:] = const[:, None] - logdet_m + 0.5 * miss.sum(axis=1) * _LOG_2PI - 0.5 * q
-        return logits, [DiagCompletion(x0, 1.0 - obs, means, 1.0 / p)]
+        q[:] = p @ (x0 * x0).T - 2.0 * (p * means) @ x0.T + (p * means**2) @ obs.T
+        return q, half, counts, [DiagCompletion(x0, 1.0 - obs, means, 1.0 / p)]
     uu = np.broadcast_to(u, (k, d, d)) if ct == "tied" else u
     prec = np.einsum("kij,klj->kil", uu, uu)
-    counts = miss.sum(axis=1)
     x0 = np.where(miss, 0.0, x)
     obs = (~miss).astype(np.float64)
     out = []
@@ -226,13 +261,14 @@ def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tup
             flat = (np.arange(len(sel))[:, None] * d + mi).ravel()
             dev.reshape(k, -1)[:, flat] = -y.reshape(k, -1)
         white = np.matmul(dev, uu)  # rows of (Uᵀ (x̂ - μ))ᵀ
-        q = np.einsum("knd,knd->kn", white, white)
-        logits[:, sel] = const[:, None] - 0.5 * logdet_m + 0.5 * m * _LOG_2PI - 0.5 * q
+        q[:, sel] = np.einsum("knd,knd->kn", white, white)
+        half[:, sel] = 0.5 * logdet_m
         out.append(Completion(sel, dev + means[:, None, :], mi, cond))
-    return logits, out
+    return q, half, counts, out
 
 
-def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np.ndarray, level: int):
+def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np.ndarray, level: int,
+                      cond_resp: np.ndarray | None = None):
     """Expected statistics ``Σ r E[T(x)]`` of incomplete rows about ``shift``.
 
     Parameters
@@ -245,6 +281,11 @@ def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np
         The point the moments are about (one for all components, or each one's).
     level : int
         Second moments wanted: full (K, D, D), diag (K, D) or spherical (K,).
+    cond_resp : ndarray, shape (K, n), optional
+        Weights of the conditional covariances in the second moments, when they are not
+        ``resp``: a Student-t row has ``E[u x xᵀ | x_o] = u x̂ x̂ᵀ + Cov[x_m | x_o]`` (the
+        covariance given ``u`` is the scale's over ``u``), so its moments weigh the
+        completions by ``r u`` and the covariances by ``r``.
 
     Returns
     -------
@@ -253,6 +294,7 @@ def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np
     s2 : ndarray, shape (K, D, D), (K, D) or (K,)
     """
     resp = np.asarray(resp, dtype=np.float64)
+    cresp = resp if cond_resp is None else np.asarray(cond_resp, dtype=np.float64)
     k = resp.shape[0]
     d = completions[0].n_features if completions else np.shape(shift)[-1]
     shift = np.broadcast_to(np.asarray(shift, dtype=np.float64), (k, d))
@@ -267,12 +309,16 @@ def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np
                 # Σ r x̂ = r·x0 + (r·miss) μ;  Σ r (x̂² + var) = r·x0² + (r·miss)(μ² + var), about the shift
                 rm = resp @ c.miss
                 sx = resp @ c.x0 + rm * c.means
-                sxx = resp @ (c.x0 * c.x0) + rm * (c.means**2 + c.var)
+                if cond_resp is None:
+                    sxx = resp @ (c.x0 * c.x0) + rm * (c.means**2 + c.var)
+                else:
+                    sxx = resp @ (c.x0 * c.x0) + rm * c.means**2 + (cresp @ c.miss) * c.var
                 s1 += sx - n[:, None] * shift
                 diag = sxx - 2.0 * shift * sx + n[:, None] * shift**2
                 s2 += diag if level == DIAG_LEVEL else diag.sum(axis=1)
                 continue
         r = resp[:, c.rows]
+        rc = r if cond_resp is None else cresp[:, c.rows]
         v = c.xhat - shift[:, None, :]
         rv = v * r[:, :, None]
         s1 += rv.sum(axis=1)
@@ -283,7 +329,7 @@ def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np
         else:
             s2 += np.einsum("knd,knd->k", rv, v)
         if c.missing is None:  # diagonal conditional covariances, embedded
-            var = np.einsum("kn,knd->kd", r, c.cond)
+            var = np.einsum("kn,knd->kd", rc, c.cond)
             if level == FULL_LEVEL:
                 s2[:, np.arange(d), np.arange(d)] += var
             elif level == DIAG_LEVEL:
@@ -299,10 +345,10 @@ def completed_moments(completions: list[Completion], resp: np.ndarray, shift: np
             # scatter each row's m-by-m block into its component's D-by-D sum
             cell = c.missing[:, :, None] * d + c.missing[:, None, :]  # (ns, m, m)
             idx = comp[..., None] * (d * d) + cell[None]
-            s2 += np.bincount(idx.ravel(), weights=(c.cond * r[:, :, None, None]).ravel(),
+            s2 += np.bincount(idx.ravel(), weights=(c.cond * rc[:, :, None, None]).ravel(),
                               minlength=k * d * d).reshape(k, d, d)
         else:
-            diag = np.diagonal(c.cond, axis1=2, axis2=3) * r[:, :, None]  # (K, ns, m)
+            diag = np.diagonal(c.cond, axis1=2, axis2=3) * rc[:, :, None]  # (K, ns, m)
             if level == DIAG_LEVEL:
                 idx = comp * d + c.missing[None]
                 s2 += np.bincount(idx.ravel(), weights=diag.ravel(), minlength=k * d).reshape(k, d)

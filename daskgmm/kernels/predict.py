@@ -16,6 +16,7 @@ from daskgmm.kernels.missing import marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.results import SuffStats, frozen
 from daskgmm.kernels.scratch import scratch
+from daskgmm.kernels.studentt import StudentTMarginal
 
 
 def points_stats(points: np.ndarray, shift: np.ndarray, covariance_type: str) -> SuffStats:
@@ -117,8 +118,12 @@ def mixture_logits(x, nat, centre, marginal: PerComponent | None = None) -> np.n
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     out = np.empty((x.shape[0], marginal.means.shape[0]), dtype=dtype)
     out[~inc] = component_logits(x[~inc], nat, centre)
-    lg, _ = marginal_logits(marginal, np.asarray(x[inc], np.float64) - np.asarray(centre, np.float64),
-                            exact=isinstance(nat, PerComponent))
+    xc = np.asarray(x[inc], np.float64) - np.asarray(centre, np.float64)
+    exact = isinstance(nat, PerComponent)
+    if isinstance(marginal, StudentTMarginal):  # the t marginal of the observed features
+        lg, _ = marginal.marginal_logits(xc, exact=exact)
+    else:
+        lg, _ = marginal_logits(marginal, xc, exact=exact)
     out[inc] = lg.T
     return out
 

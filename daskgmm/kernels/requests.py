@@ -114,6 +114,7 @@ class MixtureRequest:
             "S": np.zeros((self.width, theta.shape[1])),
             "loglik": np.zeros(len(self.specs)),
             "rlogr": np.zeros(len(self.specs)),
+            "incomplete": np.zeros(len(self.specs), dtype=np.int64),
             "weight": 0.0,
             "rows": 0,
             "worst": [None] * len(self.specs),
@@ -139,6 +140,10 @@ class MixtureRequest:
         # marginal E-step for those that do (their per_row and statistics included)
         per_row = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
         left_out = fused.update(blk.x, blk.w, per_row)
+        if left_out:
+            for i, spec in enumerate(self.specs):
+                if spec.marginal is not None:
+                    acc["incomplete"][i] += left_out
         incomplete = None
         if left_out and any(s.n_worst for s in self.specs):
             incomplete = np.flatnonzero(np.isnan(blk.x).any(axis=1))  # a row with NaN re-seeds nothing
@@ -174,6 +179,7 @@ class MixtureRequest:
                     continue
                 lg, completions[i] = marginal_logits(spec.marginal, x_inc, exact=spec.precise is not None)
                 L[a:b, incomplete] = lg
+                acc["incomplete"][i] += incomplete.size
         w = None if blk.w is None else blk.w.astype(dtype, copy=False)
         for first, end, assignment in self._groups:
             m = end - first
@@ -301,6 +307,7 @@ class MixtureRequest:
                 covariance_type=spec.covariance_type,
                 worst=worst,
                 resp_log_resp=float(acc["rlogr"][m]),
+                incomplete_rows=int(acc["incomplete"][m]),
             ))
         return out
 

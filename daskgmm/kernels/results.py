@@ -112,6 +112,9 @@ class SuffStats:
     resp_log_resp : float
         ``Σ_i w_i Σ_k r_ik log r_ik`` (minus the entropy of the responsibilities),
         when the model's spec asks for it (the variational lower bound); else 0.
+    incomplete_rows : int
+        Rows with missing values scored by the marginal density of their observed
+        features (models with ``ModelSpec.marginal``); 0 for the others.
     """
 
     n: np.ndarray
@@ -124,6 +127,7 @@ class SuffStats:
     covariance_type: str
     worst: WorstRows | None = field(default=None, compare=False)
     resp_log_resp: float = 0.0
+    incomplete_rows: int = 0
 
     @property
     def n_components(self) -> int:
@@ -151,6 +155,7 @@ class SuffStats:
             covariance_type=self.covariance_type,
             worst=worst,
             resp_log_resp=self.resp_log_resp + other.resp_log_resp,
+            incomplete_rows=self.incomplete_rows + other.incomplete_rows,
         )
 
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import daskgmm.kernels.covariance as cov
-from daskgmm.kernels.features import n_quad_rows, stats_level
+from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows, stats_level
+from daskgmm.kernels.missing import completed_moments, marginal_distances
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block
 from daskgmm.kernels.requests import add_moments
@@ -102,6 +103,82 @@ class StudentTForm(PerComponent):
         return z
 
 
+@dataclass(frozen=True)
+class StudentTMarginal(PerComponent):
+    """A t mixture's log-densities of rows with missing values: the t marginal of their observed features.
+
+    The marginal of a multivariate t over ``d_o`` of its coordinates is a t with the same
+    ``nu``, the observed block of the scale ``Σ_oo`` and ``d_o`` dimensions (Liu & Rubin 1995;
+    Liu 1997), so a row's logit is
+
+        ``const_by_observed[k, d_o] - ½ log det P_mm - (nu + d_o)/2 · log1p(δ_o / nu)``,
+
+    with ``δ_o`` the observed part's Mahalanobis distance under ``Σ_oo`` and ``P_mm`` the
+    missing block of the precision (:func:`daskgmm.kernels.missing.marginal_distances`). Given
+    the component and the observed values, the scale weight ``u`` of the Gaussian scale
+    mixture has ``E[u] = (nu + d_o)/(nu + δ_o)`` and
+    ``E[log u] = log E[u] + ψ((nu + d_o)/2) - log((nu + d_o)/2)``; the missing values given
+    ``u`` are Gaussian about the conditional mean ``x̂`` (which does not depend on ``u``) with
+    covariance ``P_mm⁻¹ / u``, so ``E[u x] = E[u] x̂`` and ``E[u x xᵀ] = E[u] x̂ x̂ᵀ + P_mm⁻¹``.
+
+    Attributes
+    ----------
+    means, factor, covariance_type :
+        As in :class:`PerComponent` (locations about the pass centre; precision Cholesky factors).
+    const : ndarray, shape (K,)
+        The complete rows' constant (``const_by_observed[:, D]``).
+    df : ndarray, shape (K,)
+    const_by_observed : ndarray, shape (K, D + 1)
+        ``log π_k + log Γ((nu_k + d)/2) - log Γ(nu_k/2) - d/2 log(nu_k π) + log det U_k`` for
+        ``d`` observed features (column ``d``).
+    df_terms : ndarray, shape (K, D + 1)
+        ``[ψ(a_d) - log a_d] - [ψ(a_D) - log a_D]`` with ``a_d = (nu_k + d)/2``: what a row with
+        ``d`` observed features adds to the degrees of freedom's statistic beyond a complete
+        row's ``log u - u + 1`` (the client's digamma; workers import no SciPy).
+    """
+
+    df: np.ndarray
+    const_by_observed: np.ndarray
+    df_terms: np.ndarray
+
+    def marginal_terms(self, x: np.ndarray, exact: bool = False):
+        """Logits, ``E[u]``, the degrees of freedom's terms and the completions of rows with missing values.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n, D)
+            Rows about the pass centre, NaN where missing; n > 0.
+        exact : bool
+            As in :func:`daskgmm.kernels.missing.marginal_logits`.
+
+        Returns
+        -------
+        logits : ndarray, shape (K, n)
+        u : ndarray, shape (K, n)
+            ``(nu + d_o)/(nu + δ_o)``.
+        h : ndarray, shape (K, n)
+            ``log u - u + 1`` with ``d_o`` for ``D``, plus :attr:`df_terms` of the row's ``d_o``.
+        completions : list
+            For :func:`daskgmm.kernels.missing.completed_moments`.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        q, half, counts, comps = marginal_distances(self, x, exact)
+        d_o = x.shape[1] - counts  # (n,)
+        nu = np.asarray(self.df, np.float64)[:, None]
+        lg = np.log1p(q / nu)
+        logits = self.const_by_observed[:, d_o] - half - 0.5 * (nu + d_o) * lg
+        u = (nu + d_o) / (nu + q)
+        # log u - u + 1 formed term by term, as for complete rows (exact as u nears 1 and 0)
+        h = np.log1p(d_o / nu) - lg - (d_o - q) / (nu + q) + self.df_terms[:, d_o]
+        return logits, u, h, comps
+
+    def marginal_logits(self, x: np.ndarray, exact: bool = False) -> tuple[np.ndarray, list]:
+        """``(logits, completions)`` of rows with missing values (as
+        :func:`daskgmm.kernels.missing.marginal_logits` gives a Gaussian mixture's)."""
+        logits, _, _, comps = self.marginal_terms(x, exact)
+        return logits, comps
+
+
 def t_logits(d2: np.ndarray, df: np.ndarray, const: np.ndarray, n_features: int) -> np.ndarray:
     """``const_k - (nu_k + D)/2 · log1p(δ²/nu_k)`` for squared distances ``d2`` (K, nb), float64."""
     nu = np.asarray(df, np.float64)[:, None]
@@ -128,6 +205,10 @@ class StudentTSpec:
     precise : StudentTForm or None
         When given, distances and statistics come from the per-component path, about
         each component's location (see ``daskgmm.kernels.covariance.precise_needed``).
+    marginal : StudentTMarginal or None
+        When given, rows with missing values (NaN) are scored by the t marginal of their
+        observed features and enter the statistics with their conditional expectations
+        (``missing="marginalize"``); without it such rows are left out of this model.
     """
 
     maha: NaturalParams
@@ -135,6 +216,7 @@ class StudentTSpec:
     const: np.ndarray
     covariance_type: str
     precise: StudentTForm | None = None
+    marginal: StudentTMarginal | None = None
 
     @property
     def level(self) -> int:
@@ -204,6 +286,9 @@ class StudentTRequest:
         self.specs = list(specs)
         self.level = max(s.level for s in self.specs)
         self._bounds = np.concatenate([[0], np.cumsum([s.n_components for s in self.specs])]).astype(int)
+        # rows with NaN reach a t pass only under missing="marginalize" (validation); only then is
+        # each block searched for them
+        self._marginal = any(s.marginal is not None for s in self.specs)
 
     @property
     def width(self) -> int:
@@ -234,8 +319,17 @@ class StudentTRequest:
     def update(self, acc, blk: Block) -> None:
         theta = acc["theta"]
         nb, d = blk.size, blk.x.shape[1]
+        T = blk.T
+        incomplete = np.zeros(0, dtype=np.intp)
+        if self._marginal:
+            # a NaN makes its row's sum NaN (one reduction over the transposed block, as the mixture request)
+            incomplete = np.flatnonzero(np.isnan(blk.xT.sum(axis=0)))
+            if incomplete.size:
+                T = T.copy()
+                T[:, incomplete] = 0.0  # their moments are the expected ones, added apart
+                x_inc = blk.xT[:, incomplete].T.astype(np.float64)
         dist = scratch("t-distances", (theta.shape[0], nb), theta.dtype)
-        np.matmul(theta, blk.T, out=dist)
+        np.matmul(theta, T, out=dist)
         w = None if blk.w is None else np.asarray(blk.w, np.float64)
         top = scratch("t-top", (1, nb), np.float64)
         tot = scratch("t-total", (1, nb), np.float64)
@@ -245,6 +339,9 @@ class StudentTRequest:
             z = None
             if spec.precise is not None:
                 d2, z = spec.precise.squared_distances(blk.xT)
+                if incomplete.size:
+                    d2[:, incomplete] = 0.0
+                    z[:, :, incomplete] = 0.0
             else:
                 d2 = scratch("t-d2", shape, np.float64)
                 np.maximum(dist[a:b], 0.0, out=d2)  # the expanded square may round below 0 at the location
@@ -267,14 +364,27 @@ class StudentTRequest:
             u *= nu + d  # u = (nu + D)/(nu + δ²)
             lg *= -0.5 * (nu + d)
             lg += spec.const[:, None]
+            comps = None
+            if incomplete.size and spec.marginal is not None:
+                lg[:, incomplete], u[:, incomplete], h[:, incomplete], comps = spec.marginal.marginal_terms(
+                    x_inc, exact=spec.precise is not None)
+            elif incomplete.size:
+                lg[:, incomplete] = 0.0  # left out below
             r = lg[None]
             per_row = soft_responsibilities(r, top, tot)[0]
             r = r[0]
+            if incomplete.size and comps is None:
+                r[:, incomplete] = 0.0
+                per_row[incomplete] = 0.0
             if w is not None:
                 r *= w
             acc["loglik"][i] += blk.weighted_sum(per_row)
             acc["resp"][a:b] += r.sum(axis=1)
             acc["log_u"][a:b] += np.einsum("kn,kn->k", r, h)
+            if comps is not None:
+                r_inc = r[:, incomplete].copy()
+                self._incomplete_moments(acc, i, comps, r_inc * u[:, incomplete], r_inc)
+                r[:, incomplete] = 0.0
             r *= u  # the moments' weights w r u
             if z is None:
                 dist[a:b] = r
@@ -286,9 +396,36 @@ class StudentTRequest:
             pc["s1"] += wz.sum(axis=2, dtype=np.float64)
             s2 = cov.moments_about_means(wz, z, spec.covariance_type)
             pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
-        add_moments(acc["S"], blk.T, dist)
+        add_moments(acc["S"], T, dist)
         acc["weight"] += blk.weight_sum()
         acc["rows"] += nb
+
+    def _incomplete_moments(self, acc, i, comps, ru, r) -> None:
+        """Add the expected moments of a block's rows with missing values for model ``i``: ``Σ r u x̂``,
+        ``Σ (r u x̂ x̂ᵀ + r Cov[x_m | x_o])`` (``ru``, ``r``: (K, n), sample weights included)."""
+        spec = self.specs[i]
+        ct = spec.covariance_type
+        if spec.precise is not None:
+            n, s1, s2 = completed_moments(comps, ru, spec.precise.means, stats_level(ct), cond_resp=r)
+            pc = acc["precise"][i]
+            pc["n"] += n
+            pc["s1"] += s1
+            s2 = cov.pool_components(s2, ct)
+            pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
+            return
+        level = acc["level"]
+        d = comps[0].n_features
+        n, s1, s2 = completed_moments(comps, ru, np.zeros(d), level, cond_resp=r)
+        q = n_quad_rows(level, d)
+        a, b = self._bounds[i], self._bounds[i + 1]
+        S = acc["S"]
+        if level == FULL_LEVEL:
+            iu0, iu1 = np.triu_indices(d)
+            S[a:b, :q] += s2[:, iu0, iu1]
+        else:
+            S[a:b, :q] += s2.reshape(b - a, q)
+        S[a:b, q : q + d] += s1
+        S[a:b, q + d] += n
 
     def finish(self, acc, n_features, centre) -> list[StudentTStats]:
         S, d, lvl = acc["S"], n_features, acc["level"]

@@ -29,6 +29,7 @@ from scipy.special import digamma, gammaln
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.studentt import (
     StudentTForm,
+    StudentTMarginal,
     StudentTSpec,
     StudentTStats,
     mahalanobis_params,
@@ -89,6 +90,22 @@ def t_form(weights, means, prec_chol, covariance_type, df, centre) -> StudentTFo
     df = np.asarray(df, dtype=np.float64)
     return StudentTForm(means - np.asarray(centre, dtype=np.float64), np.asarray(prec_chol, dtype=np.float64),
                         t_constants(weights, prec_chol, covariance_type, df, d), covariance_type, df)
+
+
+def t_marginal(weights, means, prec_chol, covariance_type, df, centre) -> StudentTMarginal:
+    """The t mixture's form for rows with missing values, about ``centre`` (the t marginal of the observed
+    features: :class:`daskgmm.kernels.studentt.StudentTMarginal`), with its per-count tables."""
+    form = t_form(weights, means, prec_chol, covariance_type, df, centre)
+    d = form.means.shape[1]
+    nu = form.df
+    with np.errstate(divide="ignore"):
+        log_w = np.maximum(np.log(np.asarray(weights, dtype=np.float64)), -1e30)
+    log_det = cov.log_det_cholesky(prec_chol, covariance_type, d)
+    # column D is t_constants' sum, term for term: complete rows keep their bits
+    const_by = np.stack([log_w + t_log_norm(nu, j) + log_det for j in range(d + 1)], axis=1)
+    a = 0.5 * (nu[:, None] + np.arange(d + 1))
+    g = digamma(a) - np.log(a)
+    return StudentTMarginal(form.means, form.factor, form.const, covariance_type, nu, const_by, g - g[:, -1:])
 
 
 def _df_gap(nu):
@@ -155,6 +172,10 @@ class StudentTState:
     fixed_df : bool
         Keep ``df`` as it is (update weights, locations and scales only).
     events : tuple of str
+    missing : {"raise", "marginalize"}
+        "marginalize": rows with NaN are scored by the t marginal of their observed features and
+        enter the M-step with the conditional expectations of the missing ones (ECM for incomplete
+        data, Liu & Rubin 1995; Liu 1997).
     """
 
     weights: np.ndarray
@@ -168,6 +189,7 @@ class StudentTState:
     eps_dtype: np.dtype = field(default=np.dtype(np.float64))
     fixed_df: bool = False
     events: tuple = ()
+    missing: str = "raise"
 
     def __post_init__(self):
         # one memory layout (C-contiguous float64), so that a checkpoint reloads the same bits
@@ -203,7 +225,10 @@ class StudentTState:
         precise = None
         if worst > cov.LOGIT_TOLERANCE.get(self.eps_dtype, 1e-8):
             precise = t_form(self.weights, self.means, self.precisions_cholesky, ct, self.df, centre)
-        return StudentTSpec(maha, self.df, const, ct, precise)
+        marginal = None
+        if self.missing == "marginalize":
+            marginal = t_marginal(self.weights, self.means, self.precisions_cholesky, ct, self.df, centre)
+        return StudentTSpec(maha, self.df, const, ct, precise, marginal)
 
     #: what :meth:`objective` is, for progress lines
     objective_name = "loglik"

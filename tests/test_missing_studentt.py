@@ -1,0 +1,255 @@
+"""StudentTMixture(missing="marginalize"): ECM for t mixtures with missing values (issue 26)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import digamma
+from scipy.stats import multivariate_t
+
+from daskgmm.kernels import chunk_pass, merge_partials
+from daskgmm.kernels.results import SuffStats
+from daskgmm.kernels.studentt import StudentTRequest, StudentTStats
+from daskgmm.models.studentt import StudentTState
+
+from .test_missing import TYPES, _data, _full_covs, _mixture_data, _model
+
+
+def _state(ct, df=(3.0, 7.5, 30.0), seed=0, **kw):
+    w, m, c = _model(ct, seed=seed)
+    return StudentTState.from_covariances(w, m + 10.0, c, ct, np.asarray(df), missing="marginalize", **kw)
+
+
+def _gap(a):
+    return digamma(a) - math.log(a)
+
+
+def reference_pass(state: StudentTState, x, shift):
+    """The E-step of a t mixture with missing values, row by row with SciPy: the t marginal of the observed
+    part (``multivariate_t`` on the observed block of the scale), ``u = (nu + d_o)/(nu + δ_o)``, and the
+    moments ``Σ r u x̂``, ``Σ r (u x̂ x̂ᵀ + Cov[x_m | x_o])`` (full, about ``shift``) and
+    ``Σ r (E[log u] - E[u])`` (made relative to a complete row's digamma terms, as the pass keeps it)."""
+    k, d = state.means.shape
+    ct = state.covariance_type
+    sig = _full_covs(state.covariances, ct, k, d)
+    nu = state.df
+    resp = np.zeros(k)
+    log_u = np.zeros(k)
+    n = np.zeros(k)
+    s1 = np.zeros((k, d))
+    s2 = np.zeros((k, d, d))
+    loglik = 0.0
+    for row in x:
+        o = ~np.isnan(row)
+        mm = ~o
+        do = int(o.sum())
+        logit = np.array([math.log(state.weights[j]) + multivariate_t(state.means[j][o], sig[j][np.ix_(o, o)],
+                                                                        df=nu[j]).logpdf(row[o]) for j in range(k)])
+        top = logit.max()
+        lse = top + math.log(np.exp(logit - top).sum())
+        r = np.exp(logit - lse)
+        loglik += lse
+        for j in range(k):
+            zo = row[o] - state.means[j][o]
+            soo = sig[j][np.ix_(o, o)]
+            delta = zo @ np.linalg.solve(soo, zo)
+            u = (nu[j] + do) / (nu[j] + delta)
+            xh = row.copy()
+            cc = np.zeros((d, d))
+            if mm.any():
+                gain = sig[j][np.ix_(mm, o)] @ np.linalg.inv(soo)
+                xh[mm] = state.means[j][mm] + gain @ zo
+                cc[np.ix_(mm, mm)] = sig[j][np.ix_(mm, mm)] - gain @ sig[j][np.ix_(o, mm)]
+            v = xh - shift
+            resp[j] += r[j]
+            log_u[j] += r[j] * (math.log(u) - u + 1 + _gap((nu[j] + do) / 2) - _gap((nu[j] + d) / 2))
+            n[j] += r[j] * u
+            s1[j] += r[j] * u * v
+            s2[j] += r[j] * (u * np.outer(v, v) + cc)
+    s2 = {"full": s2, "tied": s2.sum(axis=0), "diag": np.diagonal(s2, axis1=1, axis2=2),
+          "spherical": np.trace(s2, axis1=1, axis2=2)}[ct]
+    mom = SuffStats(n=n, s1=s1, s2=np.ascontiguousarray(s2), loglik=loglik, weight=float(len(x)), rows=len(x),
+                    shift=shift, covariance_type=ct)
+    return StudentTStats(mom, resp, log_u)
+
+
+def _pass(state, x, centre=None, chunks=1, block_rows=None, w=None):
+    centre = np.nanmean(x, axis=0) if centre is None else centre
+    req = StudentTRequest([state.spec(centre)])
+    res = None
+    bounds = np.linspace(0, len(x), chunks + 1).astype(int)
+    for a, b in itertools.pairwise(bounds):
+        part = chunk_pass(x[a:b], [req], centre, block_rows=block_rows, row0=a,
+                          sample_weight=None if w is None else w[a:b])
+        res = part if res is None else merge_partials([req], res, part)
+    return res[0][0], centre
+
+
+def _incomplete(n=240, seed=1):
+    x = _data(n=n, seed=seed)
+    return x[~np.isnan(x).all(axis=1)]  # a row with nothing observed is an error at validation
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_t_step_matches_per_row_reference(ct):
+    x = _incomplete()
+    state = _state(ct)
+    stats, centre = _pass(state, x)
+    ref = reference_pass(state, x, centre)
+    assert abs(stats.loglik - ref.loglik) < 1e-10 * abs(ref.loglik)
+    np.testing.assert_allclose(stats.resp, ref.resp, rtol=1e-10)
+    np.testing.assert_allclose(stats.log_u, ref.log_u, rtol=1e-9, atol=1e-10)
+    new, want = state.update(stats), state.update(ref)
+    for name in ("weights", "means", "covariances", "df"):
+        np.testing.assert_allclose(getattr(new, name), getattr(want, name), rtol=1e-9, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_precise_path_matches_reference(ct):
+    """Far from the centre the t model takes the per-component path; rows with NaN follow it."""
+    x = _incomplete()
+    shift = 1e5
+    near = _state(ct)
+    far = StudentTState.from_covariances(near.weights, near.means + shift, near.covariances, ct, near.df,
+                                         missing="marginalize")
+    spec = far.spec(np.zeros(4))
+    assert spec.precise is not None and spec.marginal is not None
+    stats, _ = _pass(far, x + shift, centre=np.zeros(4))
+    ref = reference_pass(near, x, np.nanmean(x, axis=0))
+    assert abs(stats.loglik - ref.loglik) < 1e-9 * abs(ref.loglik)
+    np.testing.assert_allclose(stats.log_u, ref.log_u, rtol=1e-7, atol=1e-8)
+    new, want = far.update(stats), near.update(ref)
+    np.testing.assert_allclose(new.means - shift, want.means, atol=1e-7)
+    np.testing.assert_allclose(new.covariances, want.covariances, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(new.df, want.df, rtol=1e-6)
+
+
+def test_weights_chunking_and_blocks_do_not_matter():
+    x = _incomplete(n=400)
+    w = np.random.default_rng(2).uniform(0.2, 3.0, len(x))
+    state = _state("full")
+    one, centre = _pass(state, x, w=w)
+    many, _ = _pass(state, x, chunks=4, block_rows=29, w=w)
+    assert abs(one.loglik - many.loglik) < 1e-11 * abs(one.loglik)
+    a, b = state.update(one), state.update(many)
+    np.testing.assert_allclose(a.covariances, b.covariances, rtol=1e-11)
+    np.testing.assert_allclose(a.df, b.df, rtol=1e-10)
+    # weights as repeated rows
+    reps = np.random.default_rng(3).integers(1, 4, len(x))
+    weighted, _ = _pass(state, x, centre=centre, w=reps.astype(float))
+    repeated, _ = _pass(state, np.repeat(x, reps, axis=0), centre=centre)
+    np.testing.assert_allclose(state.update(weighted).means, state.update(repeated).means, rtol=1e-11)
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_complete_rows_keep_their_bits(ct):
+    x = np.random.default_rng(3).normal(scale=3.0, size=(500, 4)) + 10.0
+    new = _state(ct)
+    old = StudentTState.from_covariances(new.weights, new.means, new.covariances, ct, new.df)
+    a, _ = _pass(old, x)
+    b, _ = _pass(new, x)
+    assert a.loglik == b.loglik
+    for f in ("n", "s1", "s2"):
+        np.testing.assert_array_equal(getattr(a.moments, f), getattr(b.moments, f))
+    np.testing.assert_array_equal(a.resp, b.resp)
+    np.testing.assert_array_equal(a.log_u, b.log_u)
+
+
+def test_fixed_point_is_the_maximum_likelihood():
+    """One t component with fixed nu: the fit is where a direct maximisation of the observed-data likelihood
+    (the t marginals of the observed parts, scipy.optimize) ends. A wrong M-step statistic (e.g. the
+    conditional covariance weighted by u) has another fixed point."""
+    from scipy.optimize import minimize
+
+    from daskgmm import StudentTMixture
+
+    rng = np.random.default_rng(0)
+    d, n, nu = 3, 400, 4.0
+    scale = np.array([[2.0, 0.8, 0.3], [0.8, 1.0, -0.4], [0.3, -0.4, 1.5]])
+    x = multivariate_t(np.array([1.0, -2.0, 0.5]), scale, df=nu).rvs(n, random_state=rng)
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x = x[~np.isnan(x).all(axis=1)]
+    t = StudentTMixture(1, df=nu, fixed_df=True, reg_covar=0.0, tol=1e-12, max_iter=5000,
+                        missing="marginalize").fit(x)
+    obs = ~np.isnan(x)
+    patterns = [(x[np.all(obs == o, axis=1)][:, o], o) for o in np.unique(obs, axis=0)]
+
+    def nll(theta):
+        mu, low = theta[:d], np.zeros((d, d))
+        low[np.tril_indices(d)] = theta[d:]
+        low[np.diag_indices(d)] = np.exp(low[np.diag_indices(d)])
+        s = low @ low.T
+        return -sum(np.sum(np.atleast_1d(multivariate_t(mu[o], s[np.ix_(o, o)], df=nu).logpdf(rows)))
+                    for rows, o in patterns)
+
+    opt = minimize(nll, np.zeros(d + d * (d + 1) // 2), method="BFGS", options={"gtol": 1e-8, "maxiter": 2000})
+    mu = opt.x[:d]
+    low = np.zeros((d, d))
+    low[np.tril_indices(d)] = opt.x[d:]
+    low[np.diag_indices(d)] = np.exp(low[np.diag_indices(d)])
+    assert abs(t.score(x) * len(x) + opt.fun) < 1e-6 * opt.fun  # ours is at least as high, to rounding
+    np.testing.assert_allclose(t.means_[0], mu, atol=1e-4)
+    np.testing.assert_allclose(t.covariances_[0], low @ low.T, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- the estimator
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_log_likelihood_increases_on_data_with_nan(ct):
+    from daskgmm import StudentTMixture
+
+    _, xm, _, _ = _mixture_data(4, n=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged at max_iter
+        t = StudentTMixture(3, covariance_type=ct, random_state=0, missing="marginalize", tol=1e-10,
+                            max_iter=40).fit(xm)
+    lb = np.asarray(t.lower_bounds_)
+    assert len(lb) > 5
+    assert np.all(np.diff(lb) >= -1e-12 * np.abs(lb[1:])), np.diff(lb).min()
+
+
+def test_complete_data_fit_is_bit_identical():
+    from daskgmm import StudentTMixture
+
+    x, _, _, _ = _mixture_data(1, n=2000)
+    a = StudentTMixture(3, random_state=0).fit(x)
+    b = StudentTMixture(3, random_state=0, missing="marginalize").fit(x)
+    assert a.lower_bound_ == b.lower_bound_
+    for name in ("weights_", "means_", "covariances_", "df_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_fit_predict_and_dask_input():
+    import dask.array as da
+
+    from daskgmm import StudentTMixture
+
+    _, xm, means, _ = _mixture_data(5, n=6000)
+    t = StudentTMixture(3, random_state=0, missing="marginalize").fit(xm)
+    order = [int(np.argmin(((t.means_ - mu) ** 2).sum(axis=1))) for mu in means]
+    assert sorted(order) == [0, 1, 2]
+    assert np.abs(t.means_[order] - means).max() < 0.2
+    # predictions of rows with NaN: the t marginals of their observed parts, row by row
+    rows = xm[:40]
+    assert np.isnan(rows).any()
+    logits = np.stack([[math.log(t.weights_[j]) + multivariate_t(
+        t.means_[j][~np.isnan(r)], t.covariances_[j][np.ix_(~np.isnan(r), ~np.isnan(r))],
+        df=t.df_[j]).logpdf(r[~np.isnan(r)]) for j in range(3)] for r in rows])
+    top = logits.max(axis=1, keepdims=True)
+    lse = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+    np.testing.assert_allclose(t.score_samples(rows), lse, rtol=1e-10)
+    np.testing.assert_allclose(t.predict_proba(rows), np.exp(logits - lse[:, None]), atol=1e-10)
+    np.testing.assert_array_equal(t.predict(rows), logits.argmax(axis=1))
+    # the same fit from a Dask array in other chunks (to rounding)
+    d = StudentTMixture(3, random_state=0, missing="marginalize").fit(da.from_array(xm, chunks=1700))
+    np.testing.assert_allclose(d.means_, t.means_, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(d.df_, t.df_, rtol=1e-7)
+    np.testing.assert_allclose(d.score_samples(da.from_array(xm, chunks=1000)).compute(), d.score_samples(xm),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="NaN"):
+        StudentTMixture(3, random_state=0).fit(xm)
