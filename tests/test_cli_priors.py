@@ -213,7 +213,6 @@ def test_bad_select_kinds_and_priors_exit_2(data, tmp_path, capsys, args, match)
 
 @pytest.mark.parametrize("args, match", [
     (["--mean-prior", "1,2,3"], "--mean-prior: prior(s) of the variational mixture, which need --estimator bayesian"),
-    (["--estimator", "bayesian", "--nan-policy", "marginalize"], "does not marginalise missing values"),
     (["--estimator", "bayesian", "--assignment", "hard"], "--assignment hard is an option of --estimator gaussian"),
     (["--estimator", "bayesian", "--mean-precision-prior=-1"],
      "The 'mean_precision_prior' parameter of BayesianGaussianMixture must be None or a float in the range (0.0, inf)"),

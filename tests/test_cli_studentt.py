@@ -91,7 +91,6 @@ def test_the_student_options_say_so_in_the_help():
 @pytest.mark.parametrize("args, match", [
     (["--df", "3"], "--df: option(s) of the Student-t mixture, which need --estimator student"),
     (["--estimator", "bayesian", "--fixed-df"], "--fixed-df: option(s) of the Student-t mixture"),
-    (["--estimator", "student", "--nan-policy", "marginalize"], "does not marginalise missing values"),
     (["--estimator", "student", "--on-collapse", "reinit"], "--on-collapse reinit is an option of --estimator"),
     (["--estimator", "student", "--df=-1"], "The 'df' parameter of StudentTMixture must be a float in the range"),
     (["--estimator", "student", "--mean-prior", "0,0,0"], "prior(s) of the variational mixture"),

@@ -253,3 +253,34 @@ def test_fit_predict_and_dask_input():
                                rtol=1e-12)
     with pytest.raises(ValueError, match="NaN"):
         StudentTMixture(3, random_state=0).fit(xm)
+
+
+def test_cli_fit_and_predict_with_nan_policy_marginalize(tmp_path):
+    import pyarrow.parquet as pq
+
+    from daskgmm import StudentTMixture, load
+    from daskgmm.cli import main
+
+    from .conftest import FAST
+    from .test_missing import _write_missing_parquet
+
+    _, xm, _, _ = _mixture_data(9, n=3000)
+    data, model, preds = tmp_path / "d", tmp_path / "model", tmp_path / "preds"
+    _write_missing_parquet(data, xm)
+    cols = ",".join(f"f{j}" for j in range(6))
+    argv = ["fit", str(data), "--columns", cols, "--estimator", "student", "--n-components", "3", "--seed", "0",
+            "--model-out", str(model), *FAST]
+    assert main(argv) == 2  # NaN is an error by default
+    assert main([*argv, "--nan-policy", "marginalize"]) == 0
+    est = load(model)
+    assert isinstance(est, StudentTMixture) and est.missing == "marginalize"
+    ref = StudentTMixture(3, random_state=0, missing="marginalize").fit(xm)
+    np.testing.assert_allclose(est.means_, ref.means_, rtol=1e-9, atol=1e-10)  # other chunks, same fit
+    np.testing.assert_allclose(est.df_, ref.df_, rtol=1e-8)
+    assert main(["predict", str(data), "--model", str(model), "--out", str(preds), "--id-column", "id",
+                 "--loglik", "--columns", cols, "--nan-policy", "marginalize", *FAST]) == 0
+    t = pq.read_table(preds)
+    ids = t.column("id").to_numpy()
+    np.testing.assert_allclose(t.column("loglik").to_numpy(), est.score_samples(xm[ids]), rtol=1e-10)
+    assert main(["score", str(data), "--model", str(model), "--columns", cols, "--nan-policy", "marginalize",
+                 *FAST]) == 0

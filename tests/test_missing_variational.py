@@ -214,3 +214,40 @@ def test_select_model_with_bayesian_candidates_marginalizes():
         setattr(plug, name, getattr(bayes, name))
     plug.n_features_in_ = xm.shape[1]
     assert abs(row["log_likelihood"] - plug.score(xm)) < 1e-10 * abs(row["log_likelihood"])
+
+
+def test_cli_fit_select_and_predict_with_nan_policy_marginalize(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from daskgmm import BayesianGaussianMixture, load
+    from daskgmm.cli import main
+
+    from .conftest import FAST
+    from .test_missing import _write_missing_parquet
+
+    _, xm, _, _ = _mixture_data(9, n=3000)
+    data, model, preds = tmp_path / "d", tmp_path / "model", tmp_path / "preds"
+    _write_missing_parquet(data, xm)
+    cols = ",".join(f"f{j}" for j in range(6))
+    argv = ["fit", str(data), "--columns", cols, "--estimator", "bayesian", "--n-components", "4", "--seed", "0",
+            "--model-out", str(model), "--metrics-out", str(tmp_path / "m.json"), *FAST]
+    assert main(argv) == 2  # NaN is an error by default
+    assert main([*argv, "--nan-policy", "marginalize"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["status"] == "ok"
+    est = load(model)
+    assert isinstance(est, BayesianGaussianMixture) and est.missing == "marginalize"
+    ref = BayesianGaussianMixture(n_components=4, random_state=0, missing="marginalize").fit(xm)
+    np.testing.assert_allclose(est.means_, ref.means_, rtol=1e-9, atol=1e-10)  # other chunks, same fit
+    assert abs(est.lower_bound_ - ref.lower_bound_) < 1e-9 * abs(ref.lower_bound_)
+    assert main(["predict", str(data), "--model", str(model), "--out", str(preds), "--id-column", "id",
+                 "--loglik", "--columns", cols, "--nan-policy", "marginalize", *FAST]) == 0
+    t = pq.read_table(preds)
+    ids = t.column("id").to_numpy()
+    np.testing.assert_allclose(t.column("loglik").to_numpy(), est.score_samples(xm[ids]), rtol=1e-10)
+    out = tmp_path / "sel"
+    assert main(["select", str(data), "--columns", cols, "--k-min", "2", "--k-max", "3", "--covariance-types",
+                 "full", "--kinds", "gaussian,bayesian", "--nan-policy", "marginalize", "--seed", "0", "--out",
+                 str(out), *FAST]) == 0
+    assert load(out / "model").missing == "marginalize"

@@ -265,9 +265,6 @@ def _require_estimator_options(o):
         flags = ", ".join("--" + g.replace("_", "-") for g in given)
         raise UsageError(f"daskgmm {o.command}: {flags}: prior(s) of the variational mixture, which need "
                          f"{where}")
-    if bayesian and getattr(o, "nan_policy", None) == "marginalize":
-        raise UsageError(f"daskgmm {o.command}: the variational mixture ({where}) does not marginalise missing "
-                         "values; use --nan-policy omit to leave incomplete rows out, or the Gaussian mixture")
     if o.command == FIT and bayesian:
         em_only = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k, default in
                    (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
@@ -276,7 +273,7 @@ def _require_estimator_options(o):
 
 
 def _require_student_options(o):
-    """``fit``: --df and --fixed-df need --estimator student, which has no EM variants and no marginalisation."""
+    """``fit``: --df and --fixed-df need --estimator student, which has no EM variants."""
     student = o.estimator == "student"
     given = [f"--{k.replace('_', '-')}" for k, default in STUDENT_OPTIONS if getattr(o, k) != default]
     if given and not student:
@@ -284,9 +281,6 @@ def _require_student_options(o):
                          "--estimator student")
     if not student:
         return
-    if getattr(o, "nan_policy", None) == "marginalize":
-        raise UsageError("daskgmm fit: the Student-t mixture (--estimator student) does not marginalise missing "
-                         "values; use --nan-policy omit to leave incomplete rows out, or the Gaussian mixture")
     em_only = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k, default in
                (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
     if em_only:

@@ -119,7 +119,7 @@ def make_estimator(o):
         return StudentTMixture(
             n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
             max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
-            df=4.0 if o.df is None else o.df, fixed_df=o.fixed_df,
+            df=4.0 if o.df is None else o.df, fixed_df=o.fixed_df, missing=missing_policy(o),
         )
     from daskgmm.mixture import GaussianMixture
 

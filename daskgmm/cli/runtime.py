@@ -303,11 +303,11 @@ def model_source(o, log, medoids=False):
     if cols is None and model_cols is not None:
         cols = [str(c) for c in model_cols]
     if missing_policy(o) == "marginalize":
-        from daskgmm.mixture import GaussianMixture
+        from daskgmm.base import BaseMixture
 
-        if type(est) is not GaussianMixture:
-            raise UsageError(f"daskgmm {o.command}: --nan-policy marginalize needs a GaussianMixture model, "
-                             f"{o.model} holds a {type(est).__name__}")
+        if not isinstance(est, BaseMixture):
+            raise UsageError(f"daskgmm {o.command}: --nan-policy marginalize needs a mixture model (Gaussian, "
+                             f"variational or Student-t), {o.model} holds a {type(est).__name__}")
         est.set_params(missing="marginalize")  # marginal densities need nothing of how the model was fitted
     centres = est.means_ if hasattr(est, "means_") else est.cluster_centers_
     src = open_data(o, log, columns=cols, dtype=str(np.asarray(centres).dtype))
