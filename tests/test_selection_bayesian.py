@@ -138,8 +138,6 @@ def test_bayesian_selection_errors():
         select_model(X, [1, 2], kinds="bayesian", bayesian_params={"mean_precision_prior": -1.0})
     with pytest.raises(ValueError, match="weight_concentration_prior_type"):
         select_model(X, [1, 2], kinds="bayesian", bayesian_params={"weight_concentration_prior_type": "beta"})
-    with pytest.raises(ValueError, match="does not support missing='marginalize'"):
-        select_model(X, [1, 2], kinds=("gaussian", "bayesian"), missing="marginalize")
     with pytest.raises(ValueError, match="degrees_of_freedom_prior"):  # checked against the data's width
         select_model(X, [1, 2], kinds="bayesian", bayesian_params={"degrees_of_freedom_prior": 1.0})
 
