@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from scipy.special import digamma
 from scipy.stats import multivariate_t
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from daskgmm import StudentTMixture
 from daskgmm.kernels import chunk_pass, merge_partials
 from daskgmm.kernels.results import SuffStats
 from daskgmm.kernels.studentt import StudentTRequest, StudentTStats
@@ -284,3 +286,9 @@ def test_cli_fit_and_predict_with_nan_policy_marginalize(tmp_path):
     np.testing.assert_allclose(t.column("loglik").to_numpy(), est.score_samples(xm[ids]), rtol=1e-10)
     assert main(["score", str(data), "--model", str(model), "--columns", cols, "--nan-policy", "marginalize",
                  *FAST]) == 0
+
+
+@parametrize_with_checks([StudentTMixture(n_init=2, max_iter=5, missing="marginalize")])
+def test_sklearn_estimator_checks_with_marginalize(estimator, check):
+    """scikit-learn's checks with the allow_nan tag this option sets (NaN then reaches fit and predict)."""
+    check(estimator)

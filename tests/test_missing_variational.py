@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from daskgmm import BayesianGaussianMixture
 from daskgmm.kernels import MixtureRequest, chunk_pass, merge_partials
 from daskgmm.kernels.results import SuffStats
 from daskgmm.models.states import MixtureState
@@ -251,3 +253,32 @@ def test_cli_fit_select_and_predict_with_nan_policy_marginalize(tmp_path):
                  "full", "--kinds", "gaussian,bayesian", "--nan-policy", "marginalize", "--seed", "0", "--out",
                  str(out), *FAST]) == 0
     assert load(out / "model").missing == "marginalize"
+
+
+@parametrize_with_checks([BayesianGaussianMixture(n_init=2, max_iter=5, missing="marginalize")])
+def test_sklearn_estimator_checks_with_marginalize(estimator, check):
+    """scikit-learn's checks with the allow_nan tag this option sets (NaN then reaches fit and predict)."""
+    check(estimator)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_checkpoint_resume_and_model_files_keep_marginalize(tmp_path):
+    from daskgmm import load
+    from daskgmm.io.modelfiles import Checkpoint
+
+    _, xm, _, _ = _mixture_data(12, n=2000)
+    kw = dict(n_components=4, random_state=3, tol=1e-8, max_iter=12, missing="marginalize")
+    whole = BayesianGaussianMixture(**kw).fit(xm)
+
+    def kill(event, iteration=0, **info):  # the job dies after its fourth iteration's checkpoint
+        if iteration == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        BayesianGaussianMixture(**kw).fit(xm, checkpoint=Checkpoint(tmp_path / "ck", {"job": "t"}), progress=kill)
+    resumed = BayesianGaussianMixture(**kw).fit(xm, checkpoint=Checkpoint(tmp_path / "ck", {"job": "t"}))
+    assert resumed.lower_bounds_ == whole.lower_bounds_  # the resumed state marginalises too
+    whole.save(str(tmp_path / "m"))
+    back = load(tmp_path / "m")
+    assert back.missing == "marginalize"
+    np.testing.assert_array_equal(back.score_samples(xm[:200]), whole.score_samples(xm[:200]))
