@@ -81,8 +81,8 @@ default="k-means||"
         Rows per chunk for in-memory input.
     missing : {"raise", "marginalize"}, default="raise"
         NaN in X is an error. "marginalize" raises a ValueError: KMeans has no likelihood
-        to marginalise
-        (:class:`daskgmm.GaussianMixture` marginalises missing values).
+        to marginalise (:class:`daskgmm.GaussianMixture`, :class:`daskgmm.BayesianGaussianMixture`
+        and :class:`daskgmm.StudentTMixture` marginalise missing values).
 
     Attributes
     ----------

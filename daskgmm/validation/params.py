@@ -131,7 +131,7 @@ def check_missing_supported(estimator, why: str) -> None:
     if getattr(estimator, "missing", "raise") == "marginalize":
         name = type(estimator).__name__
         raise ValueError(
-            f"{name} does not support missing='marginalize': {why}. Use "
-            "GaussianMixture(missing='marginalize'), or drop the rows with NaN "
+            f"{name} does not support missing='marginalize': {why}. Use a mixture (GaussianMixture, "
+            "BayesianGaussianMixture or StudentTMixture) with missing='marginalize', or drop the rows with NaN "
             "(daskgmm.read_parquet(..., nan_policy='omit'))."
         )
