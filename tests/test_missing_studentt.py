@@ -206,10 +206,11 @@ def test_log_likelihood_increases_on_data_with_nan(ct):
     from daskgmm import StudentTMixture
 
     _, xm, _, _ = _mixture_data(4, n=3000)
+    w = np.random.default_rng(0).uniform(0.1, 5.0, len(xm))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # not converged at max_iter
         t = StudentTMixture(3, covariance_type=ct, random_state=0, missing="marginalize", tol=1e-10,
-                            max_iter=40).fit(xm)
+                            max_iter=40).fit(xm, sample_weight=w)
     lb = np.asarray(t.lower_bounds_)
     assert len(lb) > 5
     assert np.all(np.diff(lb) >= -1e-12 * np.abs(lb[1:])), np.diff(lb).min()

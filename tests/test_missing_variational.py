@@ -155,13 +155,13 @@ def test_complete_data_fit_is_bit_identical():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("prior", ["dirichlet_process", "dirichlet_distribution"])
 @pytest.mark.parametrize("ct", TYPES)
-def test_lower_bound_increases_on_data_with_nan(ct):
-    from daskgmm import BayesianGaussianMixture
-
+def test_lower_bound_increases_on_data_with_nan(ct, prior):
     _, xm, _, _ = _mixture_data(4, n=3000)
-    b = BayesianGaussianMixture(n_components=5, covariance_type=ct, random_state=0, missing="marginalize",
-                                tol=1e-8, max_iter=60).fit(xm)
+    w = np.random.default_rng(0).uniform(0.1, 5.0, len(xm))
+    b = BayesianGaussianMixture(n_components=5, covariance_type=ct, weight_concentration_prior_type=prior,
+                                random_state=0, missing="marginalize", tol=1e-8, max_iter=60).fit(xm, sample_weight=w)
     lb = np.asarray(b.lower_bounds_)
     assert len(lb) > 5
     assert np.all(np.diff(lb) >= -1e-9 * np.abs(lb[1:])), np.diff(lb).min()
