@@ -270,19 +270,11 @@ class VariationalState:
         d, ct = self.n_features, self.covariance_type
         prec = cov.precisions_from_cholesky(self.precisions_cholesky, ct)
         a = self.means - np.broadcast_to(stats.shift, self.means.shape)  # the means about the statistics' shift
-        n, s1, s2 = stats.n, stats.s1, stats.s2
-        # Σ_k tr(P_k Σ r (x - m_k)(x - m_k)ᵀ) = tr(P s2) - 2 aᵀ P s1 + n aᵀ P a, per covariance type
-        if ct == "full":
-            pa = np.einsum("kij,kj->ki", prec, a)
-            quad = np.einsum("kij,kij->", prec, s2) + np.sum(-2.0 * np.einsum("ki,ki->k", pa, s1)
-                                                              + n * np.einsum("ki,ki->k", pa, a))
-        elif ct == "tied":
-            pa = a @ prec
-            quad = np.sum(prec * s2) + np.sum(-2.0 * np.einsum("ki,ki->k", pa, s1) + n * np.einsum("ki,ki->k", pa, a))
-        elif ct == "diag":
-            quad = np.sum(prec * (s2 - 2.0 * a * s1 + n[:, None] * a**2))
-        else:
-            quad = np.sum(prec * (s2 - 2.0 * np.einsum("ki,ki->k", a, s1) + n * np.einsum("ki,ki->k", a, a)))
+        # Σ r (x - m_k)(x - m_k)ᵀ in the covariance type's shape; Σ_k tr(P_k ·) is the sum of the
+        # elementwise product for every type (symmetric matrices, diagonals, traces, the pooled tied sum)
+        about_means = cov.shift_second_moments(stats.s2, stats.n, stats.s1, -a, ct)
+        quad = float(np.sum(prec * about_means))
+        n = stats.n
         log_det = cov.log_det_cholesky(self.precisions_cholesky, ct, d)  # ½ log |P_k|
         expected = np.sum(n * (self.log_offsets() + log_det - 0.5 * d * _LOG_2PI)) - 0.5 * quad
         return float(stats.resp_log_resp + stats.loglik - expected)
