@@ -166,10 +166,15 @@ class StudentTMarginal(PerComponent):
         d_o = x.shape[1] - counts  # (n,)
         nu = np.asarray(self.df, np.float64)[:, None]
         lg = np.log1p(q / nu)
-        logits = self.const_by_observed[:, d_o] - half - 0.5 * (nu + d_o) * lg
-        u = (nu + d_o) / (nu + q)
-        # log u - u + 1 formed term by term, as for complete rows (exact as u nears 1 and 0)
-        h = np.log1p(d_o / nu) - lg - (d_o - q) / (nu + q) + self.df_terms[:, d_o]
+        nu_d = nu + d_o
+        logits = self.const_by_observed[:, d_o] - half - 0.5 * nu_d * lg
+        nu_q = nu + q
+        u = nu_d / nu_q
+        # log u - u + 1 formed term by term, as for complete rows (exact as u nears 1 and 0); log1p(d_o/nu)
+        # and the digamma terms from a (K, D + 1) table
+        h = (np.log1p(np.arange(x.shape[1] + 1) / nu) + self.df_terms)[:, d_o]
+        h -= lg
+        h -= (d_o - q) / nu_q
         return logits, u, h, comps
 
     def marginal_logits(self, x: np.ndarray, exact: bool = False) -> tuple[np.ndarray, list]:
@@ -325,8 +330,14 @@ class StudentTRequest:
             # a NaN makes its row's sum NaN (one reduction over the transposed block, as the mixture request)
             incomplete = np.flatnonzero(np.isnan(blk.xT.sum(axis=0)))
             if incomplete.size:
-                T = T.copy()
-                T[:, incomplete] = 0.0  # their moments are the expected ones, added apart
+                # their moments are the expected ones, added apart: their feature columns (NaN) count as 0,
+                # copied under a mask into zeros (a scatter of zeros into a copy cost 1.2 s per 1M rows at D=16)
+                keep = np.ones(nb, dtype=bool)
+                keep[incomplete] = False
+                out = scratch("t-features", T.shape, T.dtype)
+                out.fill(0.0)
+                np.copyto(out, T, where=keep)
+                T = out
                 x_inc = blk.xT[:, incomplete].T.astype(np.float64)
         dist = scratch("t-distances", (theta.shape[0], nb), theta.dtype)
         np.matmul(theta, T, out=dist)
