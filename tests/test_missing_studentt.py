@@ -293,3 +293,16 @@ def test_cli_fit_and_predict_with_nan_policy_marginalize(tmp_path):
 def test_sklearn_estimator_checks_with_marginalize(estimator, check):
     """scikit-learn's checks with the allow_nan tag this option sets (NaN then reaches fit and predict)."""
     check(estimator)
+
+
+@pytest.mark.parametrize("init", ("kmeans", "k-means++", "random", "random_from_data"))
+def test_every_initialisation_restarts_and_warm_start(init):
+    _, xm, _, _ = _mixture_data(6, n=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged at max_iter
+        t = StudentTMixture(3, missing="marginalize", init_params=init, n_init=2, random_state=0,
+                            max_iter=30).fit(xm)
+        assert np.all(np.isfinite(t.means_)) and np.isfinite(t.lower_bound_) and len(t.restarts_) == 2
+        first = t.lower_bound_
+        t.set_params(warm_start=True, max_iter=5).fit(xm)  # continues from the fitted parameters
+    assert t.lower_bounds_[0] >= first - 1e-12 * abs(first)

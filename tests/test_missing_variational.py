@@ -282,3 +282,15 @@ def test_checkpoint_resume_and_model_files_keep_marginalize(tmp_path):
     back = load(tmp_path / "m")
     assert back.missing == "marginalize"
     np.testing.assert_array_equal(back.score_samples(xm[:200]), whole.score_samples(xm[:200]))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("init", ("kmeans", "k-means++", "random", "random_from_data"))
+def test_every_initialisation_restarts_and_warm_start(init):
+    _, xm, _, _ = _mixture_data(6, n=3000)
+    b = BayesianGaussianMixture(n_components=4, missing="marginalize", init_params=init, n_init=2, random_state=0,
+                                max_iter=30).fit(xm)
+    assert np.all(np.isfinite(b.means_)) and np.isfinite(b.lower_bound_) and len(b.restarts_) == 2
+    first = b.lower_bound_
+    b.set_params(warm_start=True, max_iter=5).fit(xm)  # continues from the fitted posterior
+    assert b.lower_bounds_[0] >= first - 1e-12 * abs(first)
