@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
+from daskgmm.kernels.covariance import COVARIANCE_TYPES
 from daskgmm.kernels.medoids import METRICS
 from daskgmm.models.priors import PRIOR_TYPES
 
@@ -65,7 +66,7 @@ OPTIONS = [
     # model
     Opt("n_components", "int", 1, "number of mixture components K", (FIT,), metavar="K"),
     Opt("covariance_type", "choice", "full", "covariance shape", (FIT,),
-        choices=("full", "tied", "diag", "spherical")),
+        choices=COVARIANCE_TYPES),
     Opt("max_iter", "int", 100, "maximum iterations (EM, or variational updates)", (FIT, SELECT), metavar="N"),
     Opt("tol", "float", 1e-3, "stop when the lower bound (EM: the mean log-likelihood) changes by less",
         (FIT, SELECT), metavar="T"),

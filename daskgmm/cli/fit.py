@@ -28,6 +28,7 @@ from daskgmm.cli.runtime import (
     plot_after,
     storage_options,
 )
+from daskgmm.kernels.covariance import of as covariance_kind
 
 #: The options of ``--estimator bayesian`` (its priors), also part of a checkpoint's fingerprint.
 BAYESIAN_OPTIONS = ("estimator", *PRIOR_OPTIONS)
@@ -82,12 +83,13 @@ def bayesian_priors(o, columns) -> tuple:
         mean = mean.reshape(d)
     if cov is None:
         return mean, None
-    if ct == "spherical":
+    shape = covariance_kind(ct).component_shape(d)
+    if shape == ():
         if cov.size != 1:
             raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but --covariance-type spherical "
                              "takes a single number")
         return mean, float(cov.reshape(-1)[0])
-    if ct == "diag":
+    if len(shape) == 1:
         if cov.ndim > 1 or cov.size != d:
             raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but {data}; --covariance-type "
                              "diag takes one number per column")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.features import DIAG_LEVEL, FULL_LEVEL
 from daskgmm.kernels.params import PerComponent
 
@@ -177,9 +178,9 @@ def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tup
     logits = np.empty((k, n))
     if n == 0:
         return logits, []
-    ct = pc.covariance_type
-    if ct in ("diag", "spherical"):
-        uu = u if ct == "diag" else np.broadcast_to(u[:, None], (k, d))
+    t = cov.of(pc.covariance_type)
+    uu = t.factors(u, k, d)
+    if not t.dense:
         p = uu**2
         x0 = np.where(miss, 0.0, x)
         obs = (~miss).astype(np.float64)
@@ -195,7 +196,6 @@ def marginal_logits(pc: PerComponent, x: np.ndarray, exact: bool = False) -> tup
         logdet_m = np.log(uu) @ (1.0 - obs).T  # (K, n)
         logits[:] = const[:, None] - logdet_m + 0.5 * miss.sum(axis=1) * _LOG_2PI - 0.5 * q
         return logits, [DiagCompletion(x0, 1.0 - obs, means, 1.0 / p)]
-    uu = np.broadcast_to(u, (k, d, d)) if ct == "tied" else u
     prec = np.einsum("kij,klj->kil", uu, uu)
     counts = miss.sum(axis=1)
     x0 = np.where(miss, 0.0, x)
