@@ -241,9 +241,9 @@ class BayesianGaussianMixture(BaseMixture):
         expect = {
             "weight_concentration_": (2, k) if dp else (k,),
             "mean_precision_": (k,),
-            "degrees_of_freedom_": () if ct == "tied" else (k,),
+            "degrees_of_freedom_": cov.of(ct).scalar_shape(k),
             "mean_prior_": (d,),
-            "covariance_prior_": cov.covariance_shape(ct, 1, d)[1:] if ct != "tied" else (d, d),
+            "covariance_prior_": cov.of(ct).component_shape(d),
         }
         for name, shape in expect.items():
             a = np.asarray(arrays[name])

@@ -39,7 +39,7 @@ def main(argv=None):
     from daskgmm import GaussianMixture
     from daskgmm.io.parquet import open_parquet
     from daskgmm.kernels import build_features, soft_responsibilities
-    from daskgmm.kernels import covariance as cov
+    from daskgmm.kernels import params as forms
     from daskgmm.kernels.requests import add_moments
     from daskgmm.kernels.scratch import scratch
 
@@ -60,7 +60,7 @@ def main(argv=None):
         g = GaussianMixture(k, covariance_type=ct, max_iter=3, tol=0,
                             precisions_init=_precisions(dict(init, precisions_init=start.precisions_), ct, k, d),
                             **init).fit(X)
-        nat = cov.natural_params(g.weights_, g.means_, g.precisions_cholesky_, ct, c)
+        nat = forms.natural_params(g.weights_, g.means_, g.precisions_cholesky_, ct, c)
         level = nat.level
         theta = nat.theta(level)
         p = theta.shape[1]

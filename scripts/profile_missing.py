@@ -25,6 +25,7 @@ TYPES = ("full", "tied", "diag", "spherical")
 
 def numpy_kernels(a):
     from daskgmm.kernels import covariance as cov
+    from daskgmm.kernels import params as forms
     from daskgmm.kernels.features import FULL_LEVEL
     from daskgmm.kernels.missing import completed_moments, marginal_logits
 
@@ -35,7 +36,7 @@ def numpy_kernels(a):
         x[rng.random((n, d)) < frac] = np.nan
         g = rng.standard_normal((k, d, d)) / 4
         u = cov.precisions_cholesky(np.einsum("kij,klj->kil", g, g) + np.eye(d), "full")
-        pc = cov.per_component(np.full(k, 1 / k), rng.standard_normal((k, d)), u, "full", np.zeros(d))
+        pc = forms.per_component(np.full(k, 1 / k), rng.standard_normal((k, d)), u, "full", np.zeros(d))
         t_logits = t_moments = 0.0
         for start in range(0, n, nb):
             t0 = time.process_time()

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, compiled
-from daskgmm.kernels.covariance import natural_params
 from daskgmm.kernels.features import FULL_LEVEL, n_feature_rows
-from daskgmm.kernels.params import NaturalParams
+from daskgmm.kernels.params import NaturalParams, natural_params
 
 ALL_VARIANTS = compiled.variant_names()
 

@@ -292,7 +292,8 @@ def test_cli_update_resumes_from_its_checkpoint(tmp_path):
     # what a 3-step job killed after its first step leaves: the checkpoint naming the job
     # (written as it starts) and the model after the step
     assert main([*common, "--passes", "1", "--model-out", str(tmp_path / "one")]) == 0
-    job = SimpleNamespace(model=str(tmp_path / "m1"), passes=3, dtype="float64", nan_policy="raise", chunk_rows=None)
+    job = SimpleNamespace(command="update", model=str(tmp_path / "m1"), passes=3, dtype="float64", nan_policy="raise",
+                          chunk_rows=None, learning_decay=None, learning_offset=None)
     src = open_parquet(str(day2), ["f0", "f1", "f2"])
     Checkpoint(str(ckpt), _update_fingerprint(job, src, load(tmp_path / "m1"))).save([])
     save_model(load(tmp_path / "one"), ckpt / "update-model")

@@ -24,6 +24,7 @@ from daskgmm.kernels import (
     soft_responsibilities,
 )
 from daskgmm.kernels import covariance as cov
+from daskgmm.kernels import params as forms
 from daskgmm.kernels.random import keyed_uniform, stream_key
 
 from .conftest import make_blobs
@@ -55,7 +56,7 @@ def test_estep_mstep_match_sklearn(ct):
     log_norm, log_resp = sk._estimate_log_prob_resp(X)
     nk, means, covs = _estimate_gaussian_parameters(X, np.exp(log_resp), sk.reg_covar, ct)
     centre = X.mean(axis=0)
-    nat = cov.natural_params(sk.weights_, sk.means_, sk.precisions_cholesky_, ct, centre)
+    nat = forms.natural_params(sk.weights_, sk.means_, sk.precisions_cholesky_, ct, centre)
     st = _stats(X, ModelSpec(nat, ct), centre, [0, 123, 123, 500], block_rows=64)
     assert st.rows == 500 and st.weight == 500
     np.testing.assert_allclose(st.loglik / st.weight, log_norm.mean(), rtol=1e-12)
@@ -85,7 +86,7 @@ def test_log_density_matches_scipy(ct):
     pc = cov.precisions_cholesky(covs, ct)
     X = rng.normal(size=(50, d)) * 2
     centre = rng.normal(size=d)
-    got = component_logits(X, cov.natural_params(weights, means, pc, ct, centre), centre)
+    got = component_logits(X, forms.natural_params(weights, means, pc, ct, centre), centre)
     for j in range(k):
         if ct == "full":
             c = covs[j]
@@ -142,7 +143,7 @@ def test_large_offset_loses_no_precision():
         Y = X + offset
         centre = Y.mean(axis=0)
         sk = SkGMM(2, random_state=0, max_iter=2).fit(X)
-        nat = cov.natural_params(sk.weights_, sk.means_ + offset, sk.precisions_cholesky_, "full", centre)
+        nat = forms.natural_params(sk.weights_, sk.means_ + offset, sk.precisions_cholesky_, "full", centre)
         st = _stats(Y, ModelSpec(nat, "full"), centre, [0, 700, 2000])
         _nk, means, covs = cov.estimate_parameters(st, 0.0)
         res.append((means - offset, covs))
@@ -245,26 +246,26 @@ def test_precise_path_matches_fast_path_and_scipy(ct):
     sk = _fitted_sklearn(X, ct)
     centre = X.mean(axis=0)
     args = (sk.weights_, sk.means_, sk.precisions_cholesky_, ct, centre)
-    nat = cov.natural_params(*args)
+    nat = forms.natural_params(*args)
     fast = _stats(X, ModelSpec(nat, ct), centre, [0, 300, 700], block_rows=128)
-    precise = _stats(X, ModelSpec(nat, ct, precise=cov.per_component(*args)), centre, [0, 300, 700], block_rows=128)
+    precise = _stats(X, ModelSpec(nat, ct, precise=forms.per_component(*args)), centre, [0, 300, 700], block_rows=128)
     assert precise.shift.shape == (3, 3)  # about each component's own mean
     np.testing.assert_allclose(precise.loglik, fast.loglik, rtol=1e-12)
     for a, b in zip(cov.estimate_parameters(precise, 1e-6), cov.estimate_parameters(fast, 1e-6)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(component_logits(X, cov.per_component(*args), centre),
+    np.testing.assert_allclose(component_logits(X, forms.per_component(*args), centre),
                                sk._estimate_weighted_log_prob(X), rtol=1e-12, atol=1e-12)
 
 
 def test_conditioning_predicts_when_the_fast_path_loses_precision():
     X, _, _ = make_blobs(n=500, d=2, k=2)
     c = X.mean(axis=0)
-    ok = cov.conditioning(X[:2], np.stack([np.eye(2)] * 2), "full", c)
-    assert ok < 1e3 and not cov.precise_needed(X[:2], np.stack([np.eye(2)] * 2), "full", c, np.float64)
+    ok = forms.conditioning(X[:2], np.stack([np.eye(2)] * 2), "full", c)
+    assert ok < 1e3 and not forms.precise_needed(X[:2], np.stack([np.eye(2)] * 2), "full", c, np.float64)
     # point initialisations: covariance reg_covar * I, precision 1e6
     tiny = np.stack([np.eye(2) * 1e3] * 2)
-    assert cov.precise_needed(X[:2], tiny, "full", c, np.float32)
-    assert cov.precise_needed(X[:2] + 1e6, tiny, "full", c, np.float64)
+    assert forms.precise_needed(X[:2], tiny, "full", c, np.float32)
+    assert forms.precise_needed(X[:2] + 1e6, tiny, "full", c, np.float64)
 
 
 def test_rows_far_from_every_component_keep_a_finite_likelihood():

@@ -23,6 +23,7 @@ from daskgmm.cli.config import (
     load_config,
     options_for,
 )
+from daskgmm.kernels.covariance import COVARIANCE_TYPES
 from daskgmm.models.priors import PRIOR_PARAMETERS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -153,10 +154,10 @@ def require(o):
     if o.command == SELECT:
         if o.k_min < 1 or o.k_max < o.k_min:
             raise UsageError(f"daskgmm select: need 1 <= --k-min <= --k-max, got {o.k_min} and {o.k_max}")
-        bad = [t for t in o.covariance_types if t not in ("full", "tied", "diag", "spherical")]
+        bad = [t for t in o.covariance_types if t not in COVARIANCE_TYPES]
         if bad:
             raise UsageError(f"daskgmm select: unknown covariance type(s) {', '.join(bad)} "
-                             "(choose among full, tied, diag, spherical)")
+                             f"(choose among {', '.join(COVARIANCE_TYPES)})")
         bad = [k for k in o.kinds if k not in ("gaussian", "bayesian")]
         if bad or not o.kinds:
             raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "

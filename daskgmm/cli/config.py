@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
+from daskgmm.kernels.covariance import COVARIANCE_TYPES
 from daskgmm.kernels.medoids import METRICS
 from daskgmm.models.priors import PRIOR_TYPES
 
@@ -32,6 +33,8 @@ class Opt:
     choices: tuple = ()
     short: str | None = None
     metavar: str | None = None
+    #: the option changes what the job computes: it is part of the job's checkpoint fingerprint
+    result: bool = False
 
     @property
     def flag(self) -> str:
@@ -51,62 +54,64 @@ OPTIONS = [
     Opt("id_column", "str", None, "a column carried into the predictions, to join them back (never a feature)",
         (FIT, PREDICT, SELECT, UPDATE),
         metavar="COL"),
-    Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32")),
+    Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32"),
+        result=True),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "
         "as missing values that the mixture marginalises (inf still fails)", _DATA,
-        choices=("raise", "omit", "marginalize")),
+        choices=("raise", "omit", "marginalize"), result=True),
     Opt("chunk_rows", "int", None, "rows per chunk: smaller row groups are merged, larger ones cut into row slices "
         "(default: sized from the workers' memory limit)", _DATA,
-        metavar="N"),
+        metavar="N", result=True),
     Opt("chunk_rows", "int", None, "rows per part file written (default 1000000); one part is in memory at a time",
         (SAMPLE,), metavar="N"),
     Opt("cache", "choice", "auto", "keep data in cluster memory across passes, or re-read every pass",
         (FIT, SELECT), choices=("auto", "memory", "none")),
     # model
-    Opt("n_components", "int", 1, "number of mixture components K", (FIT,), metavar="K"),
+    Opt("n_components", "int", 1, "number of mixture components K", (FIT,), metavar="K", result=True),
     Opt("covariance_type", "choice", "full", "covariance shape", (FIT,),
-        choices=("full", "tied", "diag", "spherical")),
-    Opt("max_iter", "int", 100, "maximum iterations (EM, or variational updates)", (FIT, SELECT), metavar="N"),
+        choices=COVARIANCE_TYPES, result=True),
+    Opt("max_iter", "int", 100, "maximum iterations (EM, or variational updates)", (FIT, SELECT), metavar="N",
+        result=True),
     Opt("tol", "float", 1e-3, "stop when the lower bound (EM: the mean log-likelihood) changes by less",
-        (FIT, SELECT), metavar="T"),
-    Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (FIT, SELECT), metavar="N"),
+        (FIT, SELECT), metavar="T", result=True),
+    Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (FIT, SELECT), metavar="N", result=True),
     Opt("init_params", "choice", "kmeans", "initialisation", (FIT, SELECT),
-        choices=("kmeans", "k-means++", "random", "random_from_data")),
-    Opt("reg_covar", "float", 1e-6, "added to covariance diagonals", (FIT, SELECT), metavar="R"),
+        choices=("kmeans", "k-means++", "random", "random_from_data"), result=True),
+    Opt("reg_covar", "float", 1e-6, "added to covariance diagonals", (FIT, SELECT), metavar="R", result=True),
     Opt("assignment", "choice", "soft", "soft EM, or hard (classification) EM (--estimator gaussian)", (FIT,),
-        choices=("soft", "hard")),
+        choices=("soft", "hard"), result=True),
     Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on "
-        "(--estimator gaussian)", (FIT,), choices=("raise", "reinit")),
+        "(--estimator gaussian)", (FIT,), choices=("raise", "reinit"), result=True),
     Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, the variational BayesianGaussianMixture, "
         "the robust StudentTMixture (heavy-tailed components, by EM), or KMedoids (K rows of the data as "
         "prototypes, for any --metric; --n-components is K)",
-        (FIT,), choices=("gaussian", "bayesian", "student", "kmedoids")),
+        (FIT,), choices=("gaussian", "bayesian", "student", "kmedoids"), result=True),
     Opt("metric", "choice", "euclidean", "dissimilarity (--estimator kmedoids): any name of "
-        "sklearn.metrics.pairwise_distances", (FIT,), choices=METRICS, metavar="NAME"),
+        "sklearn.metrics.pairwise_distances", (FIT,), choices=METRICS, metavar="NAME", result=True),
     Opt("method", "choice", "alternate", "k-medoids passes (--estimator kmedoids): alternate (faster) or pam "
-        "(FasterPAM's swaps, more accurate)", (FIT,), choices=("alternate", "pam")),
+        "(FasterPAM's swaps, more accurate)", (FIT,), choices=("alternate", "pam"), result=True),
     Opt("df", "float", None, "degrees of freedom every component starts with (--estimator student; default 4)",
-        (FIT,), metavar="NU"),
+        (FIT,), metavar="NU", result=True),
     Opt("fixed_df", "bool", False, "keep the degrees of freedom at --df instead of fitting them "
-        "(--estimator student)", (FIT,)),
+        "(--estimator student)", (FIT,), result=True),
     Opt("weight_concentration_prior_type", "choice", "dirichlet_process",
         "weight prior (--estimator bayesian, select --kinds bayesian)", (FIT, SELECT),
-        choices=PRIOR_TYPES),
+        choices=PRIOR_TYPES, result=True),
     Opt("weight_concentration_prior", "float", None,
         "weight concentration (--estimator bayesian, select --kinds bayesian; default 1/K)", (FIT, SELECT),
-        metavar="A"),
+        metavar="A", result=True),
     Opt("mean_precision_prior", "float", None,
         "precision of the mean prior (--estimator bayesian, select --kinds bayesian; default 1)", (FIT, SELECT),
-        metavar="B"),
+        metavar="B", result=True),
     Opt("degrees_of_freedom_prior", "float", None, "Wishart degrees of freedom (--estimator bayesian, "
-        "select --kinds bayesian; default D, the number of columns)", (FIT, SELECT), metavar="NU"),
+        "select --kinds bayesian; default D, the number of columns)", (FIT, SELECT), metavar="NU", result=True),
     Opt("mean_prior", "array", None, "mean of the mean prior: one number per feature column, comma-separated, "
         "or a .npy/.json file (--estimator bayesian, select --kinds bayesian; default: the data's mean)",
-        (FIT, SELECT), metavar="M,M,..|FILE"),
+        (FIT, SELECT), metavar="M,M,..|FILE", result=True),
     Opt("covariance_prior", "array", None, "covariance prior: one number (spherical), one per column (diag), "
         "or the D x D matrix (full, tied) row by row, rows optionally separated by ';'; or a .npy/.json file "
-        "(--estimator bayesian; default: the data's covariance)", (FIT,), metavar="C,C,..|FILE"),
-    Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE, SELECT), metavar="S"),
+        "(--estimator bayesian; default: the data's covariance)", (FIT,), metavar="C,C,..|FILE", result=True),
+    Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE, SELECT), metavar="S", result=True),
     # outputs
     Opt("model_out", "str", None, "directory to write the fitted model to (required)", (FIT, UPDATE),
         metavar="DIR"),
@@ -133,21 +138,22 @@ OPTIONS = [
     Opt("n", "int", None, "number of rows to draw (required)", (SAMPLE,), short="-n", metavar="N"),
     Opt("json", "bool", False, "print the model's JSON metadata", (INFO,)),
     # select
-    Opt("k_min", "int", 1, "smallest number of components to try", (SELECT,), metavar="K"),
-    Opt("k_max", "int", 10, "largest number of components to try", (SELECT,), metavar="K"),
+    Opt("k_min", "int", 1, "smallest number of components to try", (SELECT,), metavar="K", result=True),
+    Opt("k_max", "int", 10, "largest number of components to try", (SELECT,), metavar="K", result=True),
     Opt("covariance_types", "list", ["full", "diag"], "covariance types to try, comma-separated", (SELECT,),
-        metavar="T,T"),
+        metavar="T,T", result=True),
     Opt("criterion", "choice", "bic", "what picks the best model (lower is better)", (SELECT,),
         choices=("bic", "aic")),
     Opt("kinds", "list", ["gaussian"], "candidate kinds, comma-separated: gaussian (EM), bayesian (the variational "
-        "mixture, its BIC/AIC from its effective components); all in the same passes", (SELECT,), metavar="KIND,KIND"),
+        "mixture, its BIC/AIC from its effective components); all in the same passes", (SELECT,),
+        metavar="KIND,KIND", result=True),
     # update
     Opt("passes", "int", 1, "online EM steps over DATA (each one pass, one batch of the model's count)",
-        (UPDATE,), metavar="N"),
+        (UPDATE,), metavar="N", result=True),
     Opt("learning_decay", "float", None, "decay of the step sizes eta_t = (t + offset) ** -decay, in (0.5, 1] "
-        "(default: the model's, 0.7 unless set)", (UPDATE,), metavar="A"),
+        "(default: the model's, 0.7 unless set)", (UPDATE,), metavar="A", result=True),
     Opt("learning_offset", "float", None, "offset t0 of the step sizes (default: the model's, 10 unless set)",
-        (UPDATE,), metavar="T0"),
+        (UPDATE,), metavar="T0", result=True),
     # storage
     Opt("storage_options", "mapping", None, "fsspec options for every path of the job (DATA, models, outputs, "
         "checkpoints, plot, metrics), in this process and on every worker, as a JSON object, e.g. "

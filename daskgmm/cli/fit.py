@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
+from daskgmm.cli.config import OPTIONS
 from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
@@ -28,8 +29,9 @@ from daskgmm.cli.runtime import (
     plot_after,
     storage_options,
 )
+from daskgmm.kernels.covariance import of as covariance_kind
 
-#: The options of ``--estimator bayesian`` (its priors), also part of a checkpoint's fingerprint.
+#: The options of ``--estimator bayesian`` (its priors).
 BAYESIAN_OPTIONS = ("estimator", *PRIOR_OPTIONS)
 
 #: How the estimator (as scikit-learn's) refuses a covariance prior: bad usage, as a wrong shape is.
@@ -82,12 +84,13 @@ def bayesian_priors(o, columns) -> tuple:
         mean = mean.reshape(d)
     if cov is None:
         return mean, None
-    if ct == "spherical":
+    shape = covariance_kind(ct).component_shape(d)
+    if shape == ():
         if cov.size != 1:
             raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but --covariance-type spherical "
                              "takes a single number")
         return mean, float(cov.reshape(-1)[0])
-    if ct == "diag":
+    if len(shape) == 1:
         if cov.ndim > 1 or cov.size != d:
             raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but {data}; --covariance-type "
                              "diag takes one number per column")
@@ -137,12 +140,11 @@ def data_fingerprint(src) -> dict:
     return {"files": src.signatures(), "columns": src.columns, "n_rows": src.n_rows, "chunks": chunks}
 
 
-def fingerprint(o, src) -> dict:
-    """What a fit's checkpoint belongs to: the data, its chunking, the estimator's options and priors."""
-    keys = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params", "seed",
-            "assignment", "on_collapse", "dtype", "nan_policy", "chunk_rows", "metric", "method", *BAYESIAN_OPTIONS,
-            "df", "fixed_df")
-    return {**data_fingerprint(src), **{k: getattr(o, k) for k in keys}}
+def fingerprint(o, src, **values) -> dict:
+    """What a job's checkpoint belongs to: the data and its chunking, and the options of its command that
+    change what it computes (``result`` in the options table), ``values`` replacing or adding some."""
+    options = {opt.dest: getattr(o, opt.dest) for opt in OPTIONS if opt.result and o.command in opt.commands}
+    return {**data_fingerprint(src), **options, **values}
 
 
 def open_checkpoint(o, log, metrics, fingerprint: dict):
@@ -289,15 +291,14 @@ def finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start):
 
 
 def update_fingerprint(o, src, est) -> dict:
-    """What an update's checkpoint belongs to: the data, the model it started from, the steps."""
+    """What an update's checkpoint belongs to: :func:`fingerprint`, the model it started from (a hash of its
+    ``model.json``) and the learning rate's terms in use (the model's when not given)."""
     from daskgmm.io.files import get_fs, strip_protocol
 
     fs = get_fs(str(o.model), storage_options(o))
     with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "rb") as f:
         model = hashlib.sha256(f.read()).hexdigest()[:16]
-    return {**data_fingerprint(src), "model": model, "passes": o.passes, "learning_decay": est.learning_decay,
-            "learning_offset": est.learning_offset, "dtype": o.dtype, "nan_policy": o.nan_policy,
-            "chunk_rows": o.chunk_rows}
+    return fingerprint(o, src, model=model, learning_decay=est.learning_decay, learning_offset=est.learning_offset)
 
 
 def snapshot_exists(snapshot, so) -> bool:

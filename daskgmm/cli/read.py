@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
-from daskgmm.cli.fit import check_degrees_of_freedom, data_fingerprint, open_checkpoint, size_of
+from daskgmm.cli.fit import check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
 from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
@@ -203,13 +203,6 @@ def select_priors(o, columns) -> dict | None:
     return priors
 
 
-def select_fingerprint(o, src) -> dict:
-    """What a selection's checkpoint belongs to: the data, its chunking, the candidates and their options."""
-    keys = ("k_min", "k_max", "covariance_types", "kinds", "n_init", "seed", "max_iter", "tol", "reg_covar",
-            "init_params", "dtype", "nan_policy", "chunk_rows", *SELECT_PRIORS)
-    return {**data_fingerprint(src), **{k: getattr(o, k) for k in keys}}
-
-
 def cmd_select(o, log, metrics):
     import posixpath
 
@@ -231,7 +224,7 @@ def cmd_select(o, log, metrics):
         log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {', '.join(o.kinds)} "
             f"x {o.n_init} restart(s), all in the same passes")
         priors = select_priors(o, src.columns)
-        ckpt = open_checkpoint(o, log, metrics, select_fingerprint(o, src))
+        ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
         report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -243,12 +243,12 @@ def check_file_target(path, flag, so=None):
 def open_data(o, log, columns=None, dtype=None):
     """Open DATA; the rows dropped by ``--nan-policy omit`` are reported on stderr."""
     from daskgmm.io.files import DataWarning, RowsOmittedWarning
-    from daskgmm.io.parquet import open_parquet
+    from daskgmm.io.source import open_source
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RowsOmittedWarning)
         warnings.simplefilter("always", DataWarning)
-        src = open_parquet(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
+        src = open_source(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
                            dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows,
                            storage_options=storage_options(o))
     for w in caught:

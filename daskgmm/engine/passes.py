@@ -34,18 +34,13 @@ from daskgmm.engine.cluster import (
     ClusterError,
     active_client,
     blas_threads,
-    cluster_memory,
-    local_memory,
     memory_advice,
     pin_worker_blas,
     wait_bounded,
 )
-from daskgmm.engine.tree import balanced_targets, children, contiguous_batches, merge_levels, subtree_merges
+from daskgmm.engine.placement import persist_local, persist_placed, should_persist
+from daskgmm.engine.tree import children, merge_levels, subtree_merges
 from daskgmm.kernels import SampleRequest, ScanRequest, chunk_pass, merge_partials
-
-#: Fraction of the workers' (or this machine's) memory the data may take when
-#: ``cache="auto"`` decides to keep it in memory.
-MEMORY_FRACTION = 0.4
 
 #: The first scan also draws a uniform sample of rows (by sample weight, keyed by
 #: row number: the same rows for any chunking) for the initialisations: at most this
@@ -55,8 +50,6 @@ SCAN_SAMPLE_BYTES = 4 << 20
 #: Stream of the scan's sample, and of the larger one an initialisation draws when it is too
 #: small (fixed: the scan runs before any seed is known; the seeds act on what is done with it).
 SCAN_SAMPLE_KEY = 0x5CA17
-#: Times the placement looks again for chunks a copy did not reach (each look one ``who_has``).
-PLACEMENT_ROUNDS = 3
 #: A plan larger than this (the centres of k-means on wide sparse rows: 51 MB at K=64,
 #: D=100,000) is scattered to the workers once per pass instead of travelling inside every
 #: task through the scheduler.
@@ -207,14 +200,6 @@ def _merge_sources(plan: _Plan, sources):
     return _merge_task(plan, *[value if node is None else value[node] for value, node in sources])
 
 
-def dask_persist(X, sample_weight):
-    import dask
-
-    if sample_weight is None:
-        return dask.persist(X)[0], None
-    return dask.persist(X, sample_weight)
-
-
 class ChunkedData:
     """Rows of a Dask array as the passes see them.
 
@@ -227,7 +212,7 @@ class ChunkedData:
         Keep the rows in (cluster) memory for all passes, re-read them on
         every pass (out of core: memory stays bounded by a few chunks per
         worker), or decide by size: in memory when the data take less than
-        ``MEMORY_FRACTION`` of the workers' memory limits.
+        ``daskgmm.engine.placement.MEMORY_FRACTION`` of the workers' memory limits.
     in_memory : bool
         The array is backed by NumPy data in this process (then "auto" keeps it
         as it is locally, and ships it to the cluster once with a client).
@@ -251,7 +236,7 @@ class ChunkedData:
         if sample_weight is not None:
             sample_weight = sample_weight.rechunk((X.chunks[0],))
         self.client = active_client()
-        self.persisted = self._should_persist(X, cache, in_memory)
+        self.persisted = should_persist(self.client, X, cache, in_memory, self.sparse)
         self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
         self._futures = self._wfutures = None
         self._targets: list = []  # each chunk's worker (None: unrestricted); set with the futures
@@ -261,10 +246,11 @@ class ChunkedData:
         self.direct_passes = 0  # how many did
         self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
-            self._futures, self._wfutures = self._persist_placed(X, sample_weight)
+            placed = persist_placed(self.client, X, sample_weight, np.diff(self.offsets))
+            self._futures, self._wfutures = placed.futures, placed.weight_futures
+            self._targets, self._batches = placed.targets, placed.batches
         elif self.persisted:
-            with blas_threads(1):
-                X, sample_weight = dask_persist(X, sample_weight)
+            X, sample_weight = persist_local(X, sample_weight)
         self.X = X
         self.sample_weight = sample_weight
         self.block_rows = block_rows
@@ -279,137 +265,6 @@ class ChunkedData:
         self._sample = self._sample_rows = self._sample_weights = None
         self._sample_complete = False
         self.passes = 0
-
-    def _should_persist(self, X, cache, in_memory) -> bool:
-        if cache == "memory":
-            return True
-        if cache == "none":
-            return False
-        if self.client is not None:
-            if in_memory:
-                return True  # else the NumPy data would be shipped with every pass
-            budget = cluster_memory(self.client) or local_memory()
-        else:
-            if in_memory:
-                return False
-            budget = local_memory()
-        return self._nbytes(X) <= MEMORY_FRACTION * budget
-
-    def _nbytes(self, X) -> float:
-        """The data's size in memory; for sparse chunks, extrapolated by rows from the first
-        chunk (one chunk read: the non-zeros are not known before)."""
-        if not self.sparse:
-            return X.nbytes
-        import dask
-
-        first = dask.compute(X.blocks[0])[0]
-        rows = first.shape[0]
-        if rows == 0:
-            return X.nbytes
-        size = first.data.nbytes + first.indices.nbytes + first.indptr.nbytes
-        return size / rows * X.shape[0]
-
-    def _workers(self) -> list:
-        from daskgmm.engine.cluster import workers
-
-        return sorted((addr, max(1, int(w.get("nthreads", 1)))) for addr, w in workers(self.client).items())
-
-    def _persist_placed(self, X, sample_weight):
-        """Persist chunks and spread them over the workers by rows (weights with their rows).
-
-        Persisting puts chunks wherever a worker is free first (6 of 8 on one
-        worker was seen), and every pass then waits for the busier worker. So a
-        chunk that is not on its target worker is copied there (a data copy,
-        no task: worker restrictions on tasks that may be recomputed after a
-        worker dies can leave them stuck in distributed's "no-worker" state),
-        and its other copies are dropped. Targets keep chunks where they are when
-        that keeps the balance, so a second fit on the same data moves nothing.
-        Chunk tasks carry a loose restriction to their chunk's target (any other
-        worker may run them, e.g. after the target died).
-        """
-        from dask.core import flatten
-        from distributed import futures_of
-
-        client = self.client
-
-        def persisted(arr):
-            arr = client.persist(arr)
-            by_key = {f.key: f for f in futures_of(arr)}
-            return [by_key[k] for k in flatten(arr.__dask_keys__())]
-
-        futs = persisted(X)
-        wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
-        wait_bounded(client, futs + wfuts, "persist")
-        self._targets = [None] * len(futs)
-        # the workers as they are now (one that died while persisting has a new address);
-        # placement is only an optimisation: any failure leaves the chunks where they are
-        workers = self._workers()
-        if workers:  # (none listed while workers restart)
-            try:
-                self._targets = self._place(futs, wfuts, workers)
-            except Exception:  # a worker gone meanwhile, a scheduler without daskgmm: chunks stay
-                pass
-        self._batches = contiguous_batches(np.diff(self.offsets), self._targets, dict(workers))
-        return futs, wfuts
-
-    def _place(self, futs, wfuts, workers) -> list:
-        """Move chunks to balanced targets and drop their other copies; returns the targets.
-
-        Chunks move in rounds, one to each target per round, and a round's old copies
-        are dropped before the next: meanwhile a worker holds at most one chunk more than
-        its share (moving all at once, it held every chunk it received, +34 MiB on the
-        1M x 16 bench).
-        """
-        client = self.client
-        chunks = [[f for f in (f, wf) if f is not None] for f, wf in zip(futs, wfuts)]
-        holders = client.who_has([f for c in chunks for f in c])
-        targets = balanced_targets(np.diff(self.offsets), workers, [set(holders.get(f.key, ())) for f in futs])
-        self._drop_copies(chunks, targets, holders)  # copies left by anything before
-        for _ in range(PLACEMENT_ROUNDS):
-            queue: dict = {}
-            for c, t in zip(chunks, targets):
-                if any(t not in holders.get(f.key, ()) for f in c):
-                    queue.setdefault(t, []).append(c)
-            if not queue:
-                break
-            while queue:
-                moved = []
-                for t in sorted(queue):
-                    c = queue[t].pop(0)
-                    client.replicate(c, n=1, workers=[t])
-                    moved.append((c, t))
-                    if not queue[t]:
-                        del queue[t]
-                now = client.who_has([f for c, _ in moved for f in c])
-                self._drop_copies([c for c, _ in moved], [t for _, t in moved], now)
-            # a busy worker can let a copy fail without a word (seen on a loaded 2-core host: 3 and 5
-            # chunks of 8): what is still not where it should be is moved again
-            holders = client.who_has([f for c in chunks for f in c])
-        return targets
-
-    def _drop_copies(self, chunks, targets, holders) -> None:
-        """Drop the copies of each chunk on workers other than its target, where the target holds it
-        (never the last copy)."""
-        extra: dict = {}
-        for c, t in zip(chunks, targets):
-            for fut in c:
-                if t in holders.get(fut.key, ()):
-                    for other in holders[fut.key]:
-                        if other != t:
-                            extra.setdefault(other, []).append(fut.key)
-        if not extra:
-            return
-        # replicate leaves the old copy: a chunk on two workers doubles its memory,
-        # and the scheduler then runs its task on either (measured 0.39 against
-        # 0.23 s of work per pass on the two workers of the 1M x 16 bench)
-        # defined here, so that it is pickled with its code: a scheduler need not have daskgmm
-        async def drop_replicas(dask_scheduler=None, extra=None):
-            import time
-
-            for addr, keys in extra.items():
-                await dask_scheduler.delete_worker_data(addr, keys, stimulus_id=f"daskgmm-placement-{time.time()}")
-
-        self.client.run_on_scheduler(drop_replicas, extra=extra)
 
     @property
     def n_rows(self) -> int:

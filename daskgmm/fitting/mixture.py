@@ -146,12 +146,7 @@ def check_precisions(precisions, covariance_type, n_components, n_features) -> n
     """``precisions_init`` checked as scikit-learn checks it; float64, the covariance type's shape."""
     p = _as_param_array(precisions, f"{covariance_type} precision")
     check_shape(p, cov.covariance_shape(covariance_type, n_components, n_features), f"{covariance_type} precision")
-    if covariance_type in ("full", "tied"):
-        for mat in p.reshape(-1, n_features, n_features):
-            if not (np.allclose(mat, mat.T) and np.all(np.linalg.eigvalsh(mat) > 0.0)):
-                raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
-    elif np.any(p <= 0.0):
-        raise ValueError(f"'{covariance_type} precision' should be positive")
+    cov.of(covariance_type).check_precisions(p, f"{covariance_type} precision")
     return p.astype(np.float64, copy=False)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from daskgmm.kernels import covariance as cov
+from daskgmm.kernels import params as forms
 from daskgmm.kernels import predict as blocks
 from daskgmm.validation.checks import is_dask_dataframe
 
@@ -35,16 +36,16 @@ def natural_form(weights, means, precisions_cholesky, covariance_type, centre):
     """Log-density parameters for predictions: the shared features, or the per-component form
     when the model is badly conditioned for them (:func:`daskgmm.kernels.covariance.precise_needed`)."""
     args = (weights, means, precisions_cholesky, covariance_type, centre)
-    if cov.precise_needed(means, precisions_cholesky, covariance_type, centre, np.asarray(means).dtype):
-        return cov.per_component(*args)
-    return cov.natural_params(*args)
+    if forms.precise_needed(means, precisions_cholesky, covariance_type, centre, np.asarray(means).dtype):
+        return forms.per_component(*args)
+    return forms.natural_params(*args)
 
 
 def marginal_form(weights, means, precisions_cholesky, covariance_type, centre, missing="raise"):
     """The per-component form for rows with NaN (``missing="marginalize"``), else None."""
     if missing != "marginalize":
         return None
-    return cov.per_component(weights, means, precisions_cholesky, covariance_type, centre)
+    return forms.per_component(weights, means, precisions_cholesky, covariance_type, centre)
 
 
 def apply_mixture(X, nat, centre, what, marginal, n_components):
@@ -119,17 +120,9 @@ def sample_mixture(weights, means, covariances, covariance_type, n_samples, rand
     rng = check_random_state(random_state)
     means = np.asarray(means, np.float64)
     covs = np.asarray(covariances, np.float64)
-    n_features = means.shape[1]
     counts = rng.multinomial(n_samples, np.asarray(weights, np.float64))
-    if covariance_type == "full":
-        X = np.vstack([rng.multivariate_normal(m, c, int(s)) for m, c, s in zip(means, covs, counts)])
-    elif covariance_type == "tied":
-        X = np.vstack([rng.multivariate_normal(m, covs, int(s)) for m, s in zip(means, counts)])
-    else:
-        X = np.vstack([
-            m + rng.standard_normal(size=(s, n_features)) * np.sqrt(c)
-            for m, c, s in zip(means, covs, counts)
-        ])
+    t = cov.of(covariance_type)
+    X = np.vstack([t.draw(rng, m, t.of_component(covs, k), s) for k, (m, s) in enumerate(zip(means, counts))])
     y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
     return X, y
 

@@ -18,6 +18,7 @@ from daskgmm.em.loop import Run
 from daskgmm.fitting import mixture as fitting
 from daskgmm.fitting import variational as fitting_variational
 from daskgmm.kernels import MixtureRequest
+from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIORS
 from daskgmm.models.states import MixtureState
 
@@ -71,7 +72,7 @@ def candidate_priors(data, scan, candidates: dict, priors_given: dict) -> dict:
     if not bayesian:
         return {}
     data_cov = None
-    if priors_given.get("covariance_prior") is None and {"full", "tied"} & {c[-1] for c in bayesian}:
+    if priors_given.get("covariance_prior") is None and any(cov.of(c[-1]).dense for c in bayesian):
         data_cov = fitting_variational.data_covariance(data, scan)
     prior_args = {name: priors_given.get(name) for name in PRIORS}
     return {c: fitting_variational.variational_priors(data, scan, fitting_variational.VariationalParams.of(p),

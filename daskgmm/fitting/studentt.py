@@ -204,12 +204,10 @@ def sample_studentt(weights, means, scales, covariance_type, df, n_samples, rand
     df = np.asarray(df, np.float64)
     d = means.shape[1]
     counts = rng.multinomial(n_samples, np.asarray(weights, np.float64))
+    t = cov.of(covariance_type)
     xs = []
     for k, c in enumerate(counts):
-        if covariance_type in ("full", "tied"):
-            z = rng.multivariate_normal(np.zeros(d), scales[k] if covariance_type == "full" else scales, int(c))
-        else:
-            z = rng.standard_normal(size=(c, d)) * np.sqrt(scales[k])
+        z = t.draw(rng, np.zeros(d), t.of_component(scales, k), c)
         g = rng.chisquare(df[k], size=c) / df[k]
         xs.append(means[k] + z / np.sqrt(g)[:, None])
     y = np.concatenate([np.full(int(c), j, dtype=np.int64) for j, c in enumerate(counts)])

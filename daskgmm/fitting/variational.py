@@ -13,6 +13,7 @@ from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run
 from daskgmm.fitting.mixture import FitParams, MixtureFit, check_shape, fit_runs, fitted_attributes
 from daskgmm.kernels import MixtureRequest
+from daskgmm.kernels import covariance as cov
 from daskgmm.models.variational import VariationalState
 
 # ---------------------------------------------------------------------------
@@ -85,26 +86,19 @@ def variational_priors(data, scan, params: VariationalParams, *, weight_concentr
             f"The parameter 'degrees_of_freedom_prior' should be greater than {d - 1}, "
             f"but got {degrees_of_freedom_prior:.3f}."
         )
+    t = cov.of(ct)
     if covariance_prior is None:
-        if ct in ("full", "tied"):
+        if t.dense:
             out["covariance_prior"] = data_covariance(data, scan) if data_cov is None else data_cov
         else:
-            var = scan.m2 / (scan.weight - 1.0)
-            out["covariance_prior"] = var if ct == "diag" else np.asarray(var.mean())
-    elif ct in ("full", "tied"):
-        c = check_array(covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False)
-        check_shape(c, (d, d), f"{ct} covariance_prior")
-        if not (np.allclose(c, c.T) and np.all(np.linalg.eigvalsh(c) > 0.0)):
-            raise ValueError(f"'{ct} precision' should be symmetric, positive-definite")
-        out["covariance_prior"] = c.astype(np.float64)
-    elif ct == "diag":
-        c = check_array(covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False)
-        check_shape(c, (d,), f"{ct} covariance_prior")
-        if np.any(c <= 0.0):
-            raise ValueError(f"'{ct} precision' should be positive")
-        out["covariance_prior"] = c.astype(np.float64)
-    else:
+            out["covariance_prior"] = t.from_variances(scan.m2 / (scan.weight - 1.0))
+    elif t.component_shape(d) == ():
         out["covariance_prior"] = np.asarray(float(covariance_prior))
+    else:
+        c = check_array(covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False)
+        check_shape(c, t.component_shape(d), f"{ct} covariance_prior")
+        t.check_precisions(c, f"{ct} precision")
+        out["covariance_prior"] = c.astype(np.float64)
     return out
 
 

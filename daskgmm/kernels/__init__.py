@@ -14,7 +14,7 @@
 """
 
 from daskgmm.kernels.covariance import COVARIANCE_TYPES
-from daskgmm.kernels.features import Level, build_features, n_feature_rows, stats_level
+from daskgmm.kernels.features import Level, build_features, n_feature_rows
 from daskgmm.kernels.params import NaturalParams, PerComponent, kmeans_natural_params
 from daskgmm.kernels.predict import component_logits, points_stats
 from daskgmm.kernels.protocol import Block, Request, chunk_pass, merge_partials
@@ -27,5 +27,5 @@ __all__ = [
     "COVARIANCE_TYPES", "Block", "Level", "MixtureRequest", "ModelSpec", "NaturalParams", "PerComponent", "Request",
     "SampleRequest", "SampleResult", "ScanRequest", "ScanResult", "SuffStats", "WorstRows", "build_features",
     "chunk_pass", "component_logits", "kmeans_natural_params", "merge_partials", "n_feature_rows", "points_stats",
-    "soft_responsibilities", "stats_level",
+    "soft_responsibilities",
 ]

@@ -29,6 +29,8 @@ import threading
 
 import numpy as np
 
+from daskgmm.kernels import covariance as cov
+
 #: Variants built on x86-64, best first, and the CPU features each needs.
 X86_VARIANTS = {
     "avx512": ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx2", "fma"),
@@ -243,9 +245,5 @@ def marginal_form(pc) -> tuple[np.ndarray, np.ndarray]:
     spherical ones per feature (K, D)."""
     means = np.ascontiguousarray(pc.means, dtype=np.float64)
     k, d = means.shape
-    u = np.asarray(pc.factor, dtype=np.float64)
-    if pc.covariance_type == "tied":
-        u = np.broadcast_to(u, (k, d, d))
-    elif pc.covariance_type == "spherical":
-        u = np.broadcast_to(u[:, None], (k, d))
+    u = cov.of(pc.covariance_type).factors(np.asarray(pc.factor, dtype=np.float64), k, d)
     return means, np.ascontiguousarray(u)

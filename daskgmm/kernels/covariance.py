@@ -1,6 +1,9 @@
-"""Covariance algebra per covariance type: M-step, precision Cholesky, log-densities.
+"""Covariance algebra, one object per covariance type: shapes, counts, M-step, precisions, moments.
 
-Pure NumPy. Shapes follow scikit-learn:
+Pure NumPy. A covariance type is a :class:`CovarianceType` (``of("full")``); the
+module-level functions are the same operations by name, as scikit-learn's
+``_gaussian_mixture.py`` offers them. Adding a type is adding a class here (and its
+block loop in the compiled core). Shapes follow scikit-learn:
 
 ================  ========================  ===========================
 covariance_type   covariances / precisions   precisions_cholesky
@@ -14,27 +17,501 @@ covariance_type   covariances / precisions   precisions_cholesky
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from daskgmm.kernels.features import DIAG_LEVEL, FULL_LEVEL, diag_positions
-from daskgmm.kernels.params import NaturalParams, PerComponent
+from daskgmm.kernels.features import DIAG_LEVEL, FULL_LEVEL, SPHERICAL_LEVEL, diag_positions
 from daskgmm.kernels.results import SuffStats, frozen
 
-#: The covariance types, in scikit-learn's order.
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
-#: Largest predicted absolute error of a logit on the shared-feature path before a
-#: model switches to the per-component path (responsibilities are then exact to
-#: about this relative error).
-LOGIT_TOLERANCE = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
+def _collapse_error(components, covariance_type, reg_covar, float32) -> ValueError:
+    """scikit-learn's message for a singular covariance, then which components and the reg_covar in use."""
+    which = ", ".join(str(int(k)) for k in components)
+    if covariance_type == "tied":
+        detail = "The tied covariance is not positive definite"
+    else:
+        noun = "Component" if len(components) == 1 else "Components"
+        verb = "has" if len(components) == 1 else "have"
+        detail = f"{noun} {which} {verb} a covariance that is not positive definite"
+    msg = (
+        "Fitting the mixture model failed because some components have ill-defined empirical covariance "
+        "(for instance caused by singleton or collapsed samples). Try to decrease the number of components, "
+        "increase reg_covar, or scale the input data."
+    )
+    if float32:
+        msg += " The numerical accuracy can also be improved by passing float64 data instead of float32."
+    msg += f" {detail} (reg_covar={reg_covar:g})."
+    return ValueError(msg)
+
+
+def _vech_to_full(quad, d):
+    iu0, iu1 = np.triu_indices(d)
+    m = np.empty((quad.shape[0], d, d))
+    m[:, iu0, iu1] = quad
+    m[:, iu1, iu0] = quad
+    return m
+
+
+def _diag_of_features(quad, level, d, want):
+    if level == FULL_LEVEL:
+        return quad[:, diag_positions(d)]
+    if level == DIAG_LEVEL:
+        return quad
+    raise ValueError(f"spherical features give only spherical second moments, not {want}")
+
+
+def _full_of_features(quad, level, d):
+    if level != FULL_LEVEL:
+        raise ValueError("diagonal or spherical features cannot give full second moments")
+    return _vech_to_full(quad, d)
+
+
+def _outer(a, b):
+    return np.einsum("ki,kj->kij", a, b)
+
+
+def _outer_shift(s1, n, delta):
+    cross = _outer(s1, delta)
+    return cross + cross.transpose(0, 2, 1) + n[:, None, None] * _outer(delta, delta)
+
+
+def _scatter_matrices(s1, n0, m):
+    """``Σ_i r (x - μ)(x - μ)ᵀ = s2 - s1 mᵀ - m s1ᵀ + n0 m mᵀ`` per component, exact for any shift."""
+    cross = _outer(s1, m)
+    return cross + cross.transpose(0, 2, 1) - n0[:, None, None] * _outer(m, m)
+
+
+def _cholesky_stack(stack, covariance_type, reg, float32):
+    """Cholesky factors of a (S, D, D) stack; ValueError naming the indices that are not positive definite."""
+    bad = [k for k in range(stack.shape[0]) if not np.all(np.isfinite(stack[k]))]
+    chol = None
+    if not bad:
+        try:
+            chol = np.linalg.cholesky(stack)
+        except np.linalg.LinAlgError:
+            chol = None
+        if chol is None or not np.all(np.isfinite(chol)):
+            for k in range(stack.shape[0]):
+                try:
+                    ck = np.linalg.cholesky(stack[k])
+                    if not np.all(np.isfinite(ck)) or np.any(np.diagonal(ck) <= 0):
+                        bad.append(k)
+                except np.linalg.LinAlgError:
+                    bad.append(k)
+    if bad:
+        raise _collapse_error(bad, covariance_type, reg, float32)
+    return chol
+
+
+class CovarianceType:
+    """One covariance shape and all of its algebra.
+
+    Attributes
+    ----------
+    name : str
+        scikit-learn's name.
+    level : Level
+        The feature level whose statistics give its second moments.
+    dense : bool
+        Matrices (``full``, ``tied``) rather than variances.
+    per_component : bool
+        One covariance per component (all but ``tied``, which pools them).
+    """
+
+    name: str
+    level: int
+    dense: bool
+    per_component: bool = True
+
+    def __repr__(self) -> str:
+        return f"CovarianceType({self.name!r})"
+
+    # -- sizes ------------------------------------------------------------
+    def shape(self, n_components: int, n_features: int) -> tuple:
+        """Shape of the covariances (and precisions, and their Cholesky factors)."""
+        raise NotImplementedError
+
+    def component_shape(self, n_features: int) -> tuple:
+        """Shape of one component's covariance (a prior's shape): (D, D), (D,) or ()."""
+        return self.shape(1, n_features)[1:] if self.per_component else self.shape(1, n_features)
+
+    def scalar_shape(self, n_components: int) -> tuple:
+        """Shape of a per-covariance scalar (a Wishart's degrees of freedom): (K,), or () when pooled."""
+        return (n_components,) if self.per_component else ()
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> float:
+        """Free parameters of the covariances."""
+        raise NotImplementedError
+
+    def identity(self, n_components: int, n_features: int) -> np.ndarray:
+        """Unit covariances in this shape (a placeholder before the first update)."""
+        if self.dense:
+            return np.broadcast_to(np.eye(n_features), self.shape(n_components, n_features))
+        return np.ones(self.shape(n_components, n_features))
+
+    def of_component(self, covariances, k: int):
+        """Component ``k``'s covariance in its own shape (the pooled one for ``tied``)."""
+        return covariances[k] if self.per_component else covariances
+
+    def component_matrix(self, covariances, k: int, n_features: int) -> np.ndarray:
+        """The (D, D) covariance matrix of component ``k``."""
+        raise NotImplementedError
+
+    # -- precision factors ------------------------------------------------
+    def factors(self, prec_chol, n_components: int, n_features: int) -> np.ndarray:
+        """Each component's precision factor: (K, D, D) for matrices, (K, D) for variances (views)."""
+        raise NotImplementedError
+
+    def log_det(self, prec_chol, n_features: int):
+        """``log det U`` per component (half the log-determinant of the precision)."""
+        raise NotImplementedError
+
+    def quadratic_parts(self, m, prec_chol):
+        """``(P, P m, mᵀ P m)`` per component from the precision factors, ``m`` (K, D) the means about a centre.
+
+        ``P`` is (K, D, D) for matrices, (K, D) diagonal, (K,) spherical.
+        """
+        k, d = m.shape
+        uu = self.factors(prec_chol, k, d)
+        if self.dense:
+            y = np.einsum("kd,kde->ke", m, uu)  # Uᵀ m, so mᵀ P m = ‖y‖²
+            return np.einsum("kij,klj->kil", uu, uu), np.einsum("kde,ke->kd", uu, y), (y**2).sum(axis=1)
+        return self._diagonal_parts(m, np.asarray(prec_chol) ** 2)
+
+    def _diagonal_parts(self, m, p):
+        raise NotImplementedError
+
+    def precisions_cholesky(self, covariances, *, reg_covar=None, float32=False) -> np.ndarray:
+        """Cholesky factors of the precisions, raising a clear error on a collapse."""
+        cov = np.asarray(covariances, dtype=np.float64)
+        reg = float("nan") if reg_covar is None else reg_covar
+        if self.dense:
+            stack = cov if self.per_component else cov[None]
+            chol = _cholesky_stack(stack, self.name, reg, float32)
+            eye = np.broadcast_to(np.eye(stack.shape[-1]), stack.shape)
+            prec = np.linalg.solve(chol, eye).transpose(0, 2, 1)
+            return prec if self.per_component else prec[0]
+        bad_mask = ~(np.isfinite(cov) & (cov > 0))
+        if bad_mask.any():
+            comps = np.flatnonzero(bad_mask.reshape(cov.shape[0], -1).any(axis=1))
+            raise _collapse_error(comps, self.name, reg, float32)
+        return 1.0 / np.sqrt(cov)
+
+    def cholesky_from_precisions(self, precisions) -> np.ndarray:
+        """Upper-triangular ``U`` with ``P = U Uᵀ`` (scikit-learn's convention)."""
+        p = np.asarray(precisions, dtype=np.float64)
+        if self.dense:
+            # Cholesky of the row/column-reversed matrix, reversed back, is upper triangular.
+            return np.linalg.cholesky(p[..., ::-1, ::-1])[..., ::-1, ::-1].copy()
+        return np.sqrt(p)
+
+    def precisions_from_cholesky(self, prec_chol) -> np.ndarray:
+        """``P = U Uᵀ`` (or ``U²`` for variances)."""
+        u = np.asarray(prec_chol)
+        if not self.dense:
+            return u**2
+        return np.einsum("kij,klj->kil", u, u) if self.per_component else u @ u.T
+
+    def covariances_from_precisions(self, precisions) -> np.ndarray:
+        """Inverse of the precisions."""
+        p = np.asarray(precisions, dtype=np.float64)
+        if self.dense:
+            cov = np.linalg.inv(p)
+            return 0.5 * (cov + np.swapaxes(cov, -1, -2))
+        return 1.0 / p
+
+    def check_precisions(self, precisions, what: str) -> None:
+        """scikit-learn's check of given precisions (or a prior's covariance): symmetric positive definite
+        matrices, or positive variances; ``what`` names them in the message."""
+        p = np.asarray(precisions)
+        if self.dense:
+            for mat in p.reshape(-1, p.shape[-1], p.shape[-1]):
+                if not (np.allclose(mat, mat.T) and np.all(np.linalg.eigvalsh(mat) > 0.0)):
+                    raise ValueError(f"'{what}' should be symmetric, positive-definite")
+        elif np.any(p <= 0.0):
+            raise ValueError(f"'{what}' should be positive")
+
+    # -- M-step and moments -----------------------------------------------
+    def covariances(self, s2, s1, n0, m, nk, reg_covar, extra=None) -> np.ndarray:
+        """Covariances from statistics about a shift: the scatter about the means over ``nk``, plus ``reg_covar``.
+
+        ``s2`` in this type's shape, ``s1`` and ``m`` (K, D) (the means about the shift), ``n0``
+        and ``nk`` (K,) (the responsibility sums and the divisors). ``extra`` is a term added
+        after the division ((K, D); before it for ``tied``, (D, D) pooled), see
+        :func:`estimate_parameters`; ``full`` has none and ignores it.
+        """
+        raise NotImplementedError
+
+    def from_features(self, quad: np.ndarray, level: int, n_features: int) -> np.ndarray:
+        """Second moments in this shape from the quadratic columns of the statistics (see the function)."""
+        raise NotImplementedError
+
+    def about_means(self, wz: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """``Σ_n r_kn z_kn z_knᵀ`` in this shape; ``z`` (K, D, nb), ``wz`` the same times the responsibilities."""
+        raise NotImplementedError
+
+    def pool(self, s2: np.ndarray) -> np.ndarray:
+        """Per-component second moments (K, ...) in this shape (pooled: summed)."""
+        return s2 if self.per_component else s2.sum(axis=0)
+
+    def shift(self, s2, n, s1, delta) -> np.ndarray:
+        """Second moments about ``old shift - delta`` from those about the old shift."""
+        raise NotImplementedError
+
+    def from_parameters(self, weights, means, covariances, reg_covar) -> np.ndarray:
+        """``Σ_k w_k (Σ_k - reg I + m_k m_kᵀ)`` in this shape (see the function)."""
+        raise NotImplementedError
+
+    def from_variances(self, variances) -> np.ndarray:
+        """One component's covariance from per-feature variances (D,): a default prior of the shapes of
+        variances (the matrices' priors take the data's covariance)."""
+        raise NotImplementedError
+
+    def wishart_update(self, nk, sk, diff, mean_precision_prior, mean_precision, covariance_prior,
+                       degrees_of_freedom_prior):
+        """The variational posterior's Wishart: ``(degrees_of_freedom, covariances)`` (scikit-learn's
+        ``_estimate_wishart_*``); ``sk`` the covariances of the M-step, ``diff`` means minus the prior's."""
+        raise NotImplementedError
+
+    def collapsed(self, covariances, nk) -> np.ndarray:
+        """Components that have collapsed (see :func:`collapsed_components`)."""
+        covs = np.asarray(covariances)
+        need = covs.shape[-1] + 1 if self.dense else 2
+        bad = []
+        for k in range(covs.shape[0]):
+            c = covs[k]
+            if not np.all(np.isfinite(c)) or nk[k] < need:
+                bad.append(k)
+            elif self.dense:
+                try:
+                    np.linalg.cholesky(c)
+                except np.linalg.LinAlgError:
+                    bad.append(k)
+            elif np.any(c <= 0):
+                bad.append(k)
+        return np.array(bad, dtype=np.intp)
+
+    def draw(self, rng, mean, covariance, n_samples: int) -> np.ndarray:
+        """``n_samples`` rows from ``N(mean, covariance)`` with ``covariance`` one component's
+        (:meth:`of_component`), drawn as scikit-learn's ``sample`` draws them."""
+        if self.dense:
+            return rng.multivariate_normal(mean, covariance, int(n_samples))
+        return mean + rng.standard_normal(size=(n_samples, np.shape(mean)[-1])) * np.sqrt(covariance)
+
+
+class Full(CovarianceType):
+    name, level, dense = "full", FULL_LEVEL, True
+
+    def shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
+
+    def n_covariance_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) / 2.0
+
+    def component_matrix(self, covariances, k, n_features):
+        return covariances[k]
+
+    def factors(self, prec_chol, n_components, n_features):
+        return prec_chol
+
+    def log_det(self, prec_chol, n_features):
+        return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+
+    def covariances(self, s2, s1, n0, m, nk, reg_covar, extra=None):
+        cov = (s2 - _scatter_matrices(s1, n0, m)) / nk[:, None, None]
+        cov = 0.5 * (cov + cov.transpose(0, 2, 1))
+        d = m.shape[1]
+        cov[..., np.arange(d), np.arange(d)] += reg_covar
+        return cov
+
+    def from_features(self, quad, level, n_features):
+        return _full_of_features(quad, level, n_features)
+
+    def about_means(self, wz, z):
+        return np.matmul(wz, z.transpose(0, 2, 1)).astype(np.float64)
+
+    def shift(self, s2, n, s1, delta):
+        return s2 + _outer_shift(s1, n, delta)
+
+    def from_parameters(self, weights, means, covariances, reg_covar):
+        eye = np.eye(np.shape(means)[1])
+        return weights[:, None, None] * (covariances - reg_covar * eye + _outer(means, means))
+
+    def wishart_update(self, nk, sk, diff, b0, beta, cp, nu0):
+        dof = nu0 + nk
+        covs = cp + nk[:, None, None] * sk + (nk * b0 / beta)[:, None, None] * _outer(diff, diff)
+        return dof, covs / dof[:, None, None]
+
+
+class Tied(CovarianceType):
+    name, level, dense, per_component = "tied", FULL_LEVEL, True, False
+
+    def shape(self, n_components, n_features):
+        return (n_features, n_features)
+
+    def n_covariance_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) / 2.0
+
+    def component_matrix(self, covariances, k, n_features):
+        return covariances
+
+    def factors(self, prec_chol, n_components, n_features):
+        return np.broadcast_to(prec_chol, (n_components, n_features, n_features))
+
+    def log_det(self, prec_chol, n_features):
+        return np.log(np.diagonal(prec_chol)).sum()
+
+    def covariances(self, s2, s1, n0, m, nk, reg_covar, extra=None):
+        cov = s2 - _scatter_matrices(s1, n0, m).sum(axis=0)
+        if extra is not None:
+            cov = cov + extra
+        cov = cov / nk.sum()
+        cov = 0.5 * (cov + cov.T)
+        d = m.shape[1]
+        cov[..., np.arange(d), np.arange(d)] += reg_covar
+        return cov
+
+    def from_features(self, quad, level, n_features):
+        return _full_of_features(quad, level, n_features).sum(axis=0)
+
+    def about_means(self, wz, z):
+        return np.matmul(wz, z.transpose(0, 2, 1)).sum(axis=0).astype(np.float64)
+
+    def shift(self, s2, n, s1, delta):
+        return s2 + _outer_shift(s1, n, delta).sum(axis=0)
+
+    def from_parameters(self, weights, means, covariances, reg_covar):
+        eye = np.eye(np.shape(means)[1])
+        return covariances - reg_covar * eye + np.einsum("k,ki,kj->ij", weights, means, means)
+
+    def wishart_update(self, nk, sk, diff, b0, beta, cp, nu0):
+        k = nk.shape[0]
+        dof = np.asarray(nu0 + nk.sum() / k)
+        covs = cp + sk * nk.sum() / k + b0 / k * np.dot((nk / beta) * diff.T, diff)
+        return dof, covs / dof
+
+
+class Diag(CovarianceType):
+    name, level, dense = "diag", DIAG_LEVEL, False
+
+    def shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def n_covariance_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def component_matrix(self, covariances, k, n_features):
+        return np.diag(covariances[k])
+
+    def factors(self, prec_chol, n_components, n_features):
+        return prec_chol
+
+    def log_det(self, prec_chol, n_features):
+        return np.log(prec_chol).sum(axis=1)
+
+    def _diagonal_parts(self, m, p):
+        return p, p * m, (p * m**2).sum(axis=1)
+
+    def covariances(self, s2, s1, n0, m, nk, reg_covar, extra=None):
+        cov = (s2 - (2.0 * s1 * m - n0[:, None] * m**2)) / nk[:, None]
+        if extra is not None:
+            cov = cov + extra
+        return cov + reg_covar
+
+    def from_features(self, quad, level, n_features):
+        return _diag_of_features(quad, level, n_features, "diag")
+
+    def about_means(self, wz, z):
+        return np.einsum("kdn,kdn->kd", wz, z).astype(np.float64)
+
+    def shift(self, s2, n, s1, delta):
+        return s2 + 2.0 * s1 * delta + n[:, None] * delta**2
+
+    def from_parameters(self, weights, means, covariances, reg_covar):
+        return weights[:, None] * (covariances - reg_covar + means**2)
+
+    def from_variances(self, variances):
+        return variances
+
+    def wishart_update(self, nk, sk, diff, b0, beta, cp, nu0):
+        dof = nu0 + nk
+        covs = cp + nk[:, None] * (sk + (b0 / beta)[:, None] * np.square(diff))
+        return dof, covs / dof[:, None]
+
+
+class Spherical(CovarianceType):
+    name, level, dense = "spherical", SPHERICAL_LEVEL, False
+
+    def shape(self, n_components, n_features):
+        return (n_components,)
+
+    def n_covariance_parameters(self, n_components, n_features):
+        return n_components
+
+    def component_matrix(self, covariances, k, n_features):
+        return np.eye(n_features) * covariances[k]
+
+    def factors(self, prec_chol, n_components, n_features):
+        return np.broadcast_to(prec_chol[:, None], (n_components, n_features))
+
+    def log_det(self, prec_chol, n_features):
+        return n_features * np.log(prec_chol)
+
+    def _diagonal_parts(self, m, p):
+        return p, p[:, None] * m, p * (m**2).sum(axis=1)
+
+    def covariances(self, s2, s1, n0, m, nk, reg_covar, extra=None):
+        corr = 2.0 * s1 * m - n0[:, None] * m**2
+        cov = (s2 - corr.sum(axis=1)) / (nk * m.shape[1])
+        if extra is not None:
+            cov = cov + extra.mean(axis=1)
+        return cov + reg_covar
+
+    def from_features(self, quad, level, n_features):
+        if level < DIAG_LEVEL:
+            return quad[:, 0].copy()
+        return _diag_of_features(quad, level, n_features, "spherical").sum(axis=1)
+
+    def about_means(self, wz, z):
+        return np.einsum("kdn,kdn->k", wz, z).astype(np.float64)
+
+    def shift(self, s2, n, s1, delta):
+        return s2 + 2.0 * (s1 * delta).sum(axis=1) + n * (delta**2).sum(axis=1)
+
+    def from_parameters(self, weights, means, covariances, reg_covar):
+        return weights * (np.shape(means)[1] * (covariances - reg_covar) + (means**2).sum(axis=1))
+
+    def from_variances(self, variances):
+        return np.asarray(variances.mean())
+
+    def wishart_update(self, nk, sk, diff, b0, beta, cp, nu0):
+        dof = nu0 + nk
+        covs = cp + nk * (sk + b0 / beta * np.mean(np.square(diff), 1))
+        return dof, covs / dof
+
+
+#: The covariance types by name, in scikit-learn's order.
+TYPES = {t.name: t for t in (Full(), Tied(), Diag(), Spherical())}
+
+#: Their names.
+COVARIANCE_TYPES = tuple(TYPES)
+
+
+def of(covariance_type) -> CovarianceType:
+    """The :class:`CovarianceType` of a name (or the type itself)."""
+    if isinstance(covariance_type, CovarianceType):
+        return covariance_type
+    try:
+        return TYPES[covariance_type]
+    except (KeyError, TypeError):
+        raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}") from None
+
+
+# --- the same operations by name ----------------------------------------------------------
 
 
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
     """Shape of covariances (and precisions, and their Cholesky factors)."""
-    k, d = n_components, n_features
-    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[covariance_type]
+    return of(covariance_type).shape(n_components, n_features)
 
 
 def zero_stats(n_components: int, shift: np.ndarray, covariance_type: str) -> SuffStats:
@@ -55,13 +532,7 @@ def zero_stats(n_components: int, shift: np.ndarray, covariance_type: str) -> Su
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
     """Free parameters of a mixture (as scikit-learn counts them for BIC/AIC)."""
     k, d = n_components, n_features
-    cov = {
-        "full": k * d * (d + 1) / 2.0,
-        "diag": k * d,
-        "tied": d * (d + 1) / 2.0,
-        "spherical": k,
-    }[covariance_type]
-    return int(cov + k * d + k - 1)
+    return int(of(covariance_type).n_covariance_parameters(k, d) + k * d + k - 1)
 
 
 def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64):
@@ -89,63 +560,28 @@ def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64
     nk = n0 + 10 * np.finfo(eps_dtype).eps
     m = stats.s1 / nk[:, None]  # mean - shift
     means = stats.shift + m
-    ct = stats.covariance_type
-    d = m.shape[1]
-    # scikit-learn's tied, diag and spherical M-steps subtract the mean's square in
-    # data coordinates, Σ r x x ᵀ / nk - μ μᵀ, which equals the scatter about the mean
-    # plus (1 - n0 / nk) μ μᵀ = (10 eps / nk) μ μᵀ because of the 10 eps in nk. The
+    t = of(stats.covariance_type)
+    # scikit-learn's full M-step takes the scatter about the means (no term below); its tied,
+    # diag and spherical M-steps subtract the mean's square in data coordinates,
+    # Σ r x xᵀ / nk - μ μᵀ, which equals the scatter about the mean plus
+    # (1 - n0 / nk) μ μᵀ = (10 eps / nk) μ μᵀ because of the 10 eps in nk. The
     # term is tiny, but it keeps a component on a single point positive (reg_covar=0).
     # It is taken with float64's eps whatever the data's dtype: the statistics are float64,
     # and float32's (1.2e-6 μ²) is scikit-learn's float32 error, e.g. a variance of 112
     # for a component on the point 9999 with reg_covar=0.1 (its issue #30382)
     guard = (n0 + 10 * np.finfo(np.float64).eps) - n0  # as rounded, where scikit-learn's arithmetic has it
-    pad = guard / nk
     # scikit-learn computes μ in data coordinates, where a component on the point 0 has μ = 0
     # exactly; about a shift it is off by rounding (~eps |shift|), which the term above would
     # turn into a spurious positive variance: below that rounding, μ is 0
     noise = 4 * np.finfo(np.float64).eps * (np.abs(stats.shift) + np.abs(m))
     means_exact = np.where(np.abs(means) <= noise, 0.0, means)
-    if ct in ("full", "tied"):
-        # Σ_i r (x - μ)(x - μ)ᵀ = s2 - s1 mᵀ - m s1ᵀ + n0 m mᵀ, exact for any shift.
-        cross = np.einsum("ki,kj->kij", stats.s1, m)
-        corr = cross + cross.transpose(0, 2, 1) - n0[:, None, None] * np.einsum("ki,kj->kij", m, m)
-        if ct == "full":
-            cov = (stats.s2 - corr) / nk[:, None, None]
-            cov = 0.5 * (cov + cov.transpose(0, 2, 1))
-        else:
-            extra = np.einsum("k,ki,kj->ij", guard, means_exact, means_exact)
-            cov = (stats.s2 - corr.sum(axis=0) + extra) / nk.sum()
-            cov = 0.5 * (cov + cov.T)
-        cov[..., np.arange(d), np.arange(d)] += reg_covar
+    if t.per_component:
+        extra = (guard / nk)[:, None] * means_exact**2
     else:
-        diag_s2 = stats.s2 if ct == "diag" else None
-        corr = 2.0 * stats.s1 * m - n0[:, None] * m**2
-        extra = pad[:, None] * means_exact**2
-        if ct == "diag":
-            cov = (diag_s2 - corr) / nk[:, None] + extra + reg_covar
-        else:
-            cov = (stats.s2 - corr.sum(axis=1)) / (nk * d) + extra.mean(axis=1) + reg_covar
-    return nk, means, cov
+        extra = np.einsum("k,ki,kj->ij", guard, means_exact, means_exact)
+    return nk, means, t.covariances(stats.s2, stats.s1, n0, m, nk, reg_covar, extra)
 
 
-def _collapse_error(components, covariance_type, reg_covar, float32) -> ValueError:
-    """scikit-learn's message for a singular covariance, then which components and the reg_covar in use."""
-    which = ", ".join(str(int(k)) for k in components)
-    if covariance_type == "tied":
-        detail = "The tied covariance is not positive definite"
-    else:
-        noun = "Component" if len(components) == 1 else "Components"
-        verb = "has" if len(components) == 1 else "have"
-        detail = f"{noun} {which} {verb} a covariance that is not positive definite"
-    msg = (
-        "Fitting the mixture model failed because some components have ill-defined empirical covariance "
-        "(for instance caused by singleton or collapsed samples). Try to decrease the number of components, "
-        "increase reg_covar, or scale the input data."
-    )
-    if float32:
-        msg += " The numerical accuracy can also be improved by passing float64 data instead of float32."
-    msg += f" {detail} (reg_covar={reg_covar:g})."
-    return ValueError(msg)
 
 
 def precisions_cholesky(covariances, covariance_type, *, reg_covar=None, float32=False):
@@ -157,190 +593,27 @@ def precisions_cholesky(covariances, covariance_type, *, reg_covar=None, float32
         Naming the components whose covariance is not positive definite (or
         not finite), and suggesting a larger ``reg_covar``.
     """
-    cov = np.asarray(covariances, dtype=np.float64)
-    reg = float("nan") if reg_covar is None else reg_covar
-    if covariance_type in ("full", "tied"):
-        stack = cov[None] if covariance_type == "tied" else cov
-        d = stack.shape[-1]
-        bad = [k for k in range(stack.shape[0]) if not np.all(np.isfinite(stack[k]))]
-        if not bad:
-            try:
-                chol = np.linalg.cholesky(stack)
-            except np.linalg.LinAlgError:
-                chol = None
-            if chol is None or not np.all(np.isfinite(chol)):
-                for k in range(stack.shape[0]):
-                    try:
-                        ck = np.linalg.cholesky(stack[k])
-                        if not np.all(np.isfinite(ck)) or np.any(np.diagonal(ck) <= 0):
-                            bad.append(k)
-                    except np.linalg.LinAlgError:
-                        bad.append(k)
-        if bad:
-            raise _collapse_error(bad, covariance_type, reg, float32)
-        eye = np.broadcast_to(np.eye(d), stack.shape)
-        prec = np.linalg.solve(chol, eye).transpose(0, 2, 1)
-        return prec[0] if covariance_type == "tied" else prec
-    bad_mask = ~(np.isfinite(cov) & (cov > 0))
-    if bad_mask.any():
-        comps = np.flatnonzero(bad_mask.reshape(cov.shape[0], -1).any(axis=1))
-        raise _collapse_error(comps, covariance_type, reg, float32)
-    return 1.0 / np.sqrt(cov)
+    return of(covariance_type).precisions_cholesky(covariances, reg_covar=reg_covar, float32=float32)
 
 
 def precisions_cholesky_from_precisions(precisions, covariance_type):
     """Upper-triangular ``U`` with ``P = U Uᵀ`` (scikit-learn's convention)."""
-    p = np.asarray(precisions, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
-        # Cholesky of the row/column-reversed matrix, reversed back, is upper triangular.
-        flipped = p[..., ::-1, ::-1]
-        return np.linalg.cholesky(flipped)[..., ::-1, ::-1].copy()
-    return np.sqrt(p)
+    return of(covariance_type).cholesky_from_precisions(precisions)
 
 
 def precisions_from_cholesky(prec_chol, covariance_type):
     """``P = U Uᵀ`` (or ``U²`` for diagonal and spherical)."""
-    u = np.asarray(prec_chol)
-    if covariance_type == "full":
-        return np.einsum("kij,klj->kil", u, u)
-    if covariance_type == "tied":
-        return u @ u.T
-    return u**2
+    return of(covariance_type).precisions_from_cholesky(prec_chol)
 
 
 def covariances_from_precisions(precisions, covariance_type):
     """Inverse of the precisions."""
-    p = np.asarray(precisions, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
-        cov = np.linalg.inv(p)
-        return 0.5 * (cov + np.swapaxes(cov, -1, -2))
-    return 1.0 / p
+    return of(covariance_type).covariances_from_precisions(precisions)
 
 
 def log_det_cholesky(prec_chol, covariance_type, n_features):
     """``log det U`` per component (half the log-determinant of the precision)."""
-    u = np.asarray(prec_chol, dtype=np.float64)
-    if covariance_type == "full":
-        return np.log(np.diagonal(u, axis1=1, axis2=2)).sum(axis=1)
-    if covariance_type == "tied":
-        return np.log(np.diagonal(u)).sum()
-    if covariance_type == "diag":
-        return np.log(u).sum(axis=1)
-    return n_features * np.log(u)
-
-
-def natural_params(weights, means, prec_chol, covariance_type, centre) -> NaturalParams:
-    """Weighted component log-densities ``log π_k + log N(x | μ_k, Σ_k)`` as quadratic forms.
-
-    Parameters
-    ----------
-    weights : ndarray, shape (K,)
-    means : ndarray, shape (K, D)
-    prec_chol : ndarray
-        Precision Cholesky factors in the shape of ``covariance_type``.
-    covariance_type : str
-    centre : ndarray, shape (D,)
-        The shift the rows will be expressed about.
-
-    Returns
-    -------
-    NaturalParams
-    """
-    means = np.asarray(means, dtype=np.float64)
-    k, d = means.shape
-    m = means - np.asarray(centre, dtype=np.float64)
-    u = np.asarray(prec_chol, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        log_w = np.log(np.asarray(weights, dtype=np.float64))
-    log_det = log_det_cholesky(u, covariance_type, d)
-    base = log_w + log_det - 0.5 * d * math.log(2 * math.pi)
-    if covariance_type in ("full", "tied"):
-        uu = np.broadcast_to(u, (k, d, d)) if covariance_type == "tied" else u
-        y = np.einsum("kd,kde->ke", m, uu)  # Uᵀ m, so mᵀ P m = ‖y‖²
-        prec = np.einsum("kij,klj->kil", uu, uu)
-        lin = np.einsum("kde,ke->kd", uu, y)
-        return NaturalParams(quad=-0.5 * prec, lin=lin, const=base - 0.5 * (y**2).sum(axis=1))
-    p = u**2
-    if covariance_type == "diag":
-        return NaturalParams(quad=-0.5 * p, lin=p * m, const=base - 0.5 * (p * m**2).sum(axis=1))
-    return NaturalParams(quad=-0.5 * p, lin=p[:, None] * m, const=base - 0.5 * p * (m**2).sum(axis=1))
-
-
-def conditioning(means, prec_chol, covariance_type, centre) -> float:
-    """How far the components' means lie from ``centre`` in their own metric: ``max_k m_kᵀ P_k m_k + D``.
-
-    On the shared-feature path a logit is a difference of terms of this size
-    (``xᵀPx``, ``2 mᵀPx``, ``mᵀPm`` for rows near the component), so its
-    absolute rounding error is about ``eps`` times this; measured within a
-    factor of two on Old Faithful, the benchmark data and an id-like column.
-    """
-    m = np.asarray(means, dtype=np.float64) - np.asarray(centre, dtype=np.float64)
-    k, d = m.shape
-    u = np.asarray(prec_chol, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
-        uu = np.broadcast_to(u, (k, d, d)) if covariance_type == "tied" else u
-        q = (np.einsum("kd,kde->ke", m, uu) ** 2).sum(axis=1)
-    elif covariance_type == "diag":
-        q = ((m * u) ** 2).sum(axis=1)
-    else:
-        q = (m**2).sum(axis=1) * u**2
-    return float(q.max() + d)
-
-
-def precise_needed(means, prec_chol, covariance_type, centre, dtype) -> bool:
-    """Whether the shared-feature path would lose more than ``LOGIT_TOLERANCE`` in the logits."""
-    dtype = np.dtype(dtype)
-    eps = np.finfo(dtype).eps
-    return eps * conditioning(means, prec_chol, covariance_type, centre) > LOGIT_TOLERANCE.get(dtype, 1e-8)
-
-
-def per_component(weights, means, prec_chol, covariance_type, centre) -> PerComponent:
-    """The per-component form of the weighted log-densities (see :class:`daskgmm.stats.PerComponent`)."""
-    means = np.asarray(means, dtype=np.float64)
-    d = means.shape[1]
-    u = np.asarray(prec_chol, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        log_w = np.log(np.asarray(weights, dtype=np.float64))
-    const = np.maximum(log_w, -1e30) + log_det_cholesky(u, covariance_type, d) - 0.5 * d * math.log(2 * math.pi)
-    return PerComponent(means - np.asarray(centre, dtype=np.float64), u,
-                        np.broadcast_to(const, (means.shape[0],)).copy(), covariance_type)
-
-
-# --- second moments in the shape of each type -------------------------------------------
-# One function per covariance type, one signature each, chosen from a dict (as
-# scikit-learn's _gaussian_mixture.py does).
-
-
-def _vech_to_full(quad, d):
-    iu0, iu1 = np.triu_indices(d)
-    m = np.empty((quad.shape[0], d, d))
-    m[:, iu0, iu1] = quad
-    m[:, iu1, iu0] = quad
-    return m
-
-
-def _diag_of_features(quad, level, d, want):
-    if level == FULL_LEVEL:
-        return quad[:, diag_positions(d)]
-    if level == DIAG_LEVEL:
-        return quad
-    raise ValueError(f"spherical features give only spherical second moments, not {want}")
-
-
-def _features_full(quad, level, d):
-    if level != FULL_LEVEL:
-        raise ValueError("diagonal or spherical features cannot give full second moments")
-    return _vech_to_full(quad, d)
-
-
-_FROM_FEATURES = {
-    "full": _features_full,
-    "tied": lambda quad, level, d: _features_full(quad, level, d).sum(axis=0),
-    "diag": lambda quad, level, d: _diag_of_features(quad, level, d, "diag"),
-    "spherical": lambda quad, level, d: (
-        quad[:, 0].copy() if level < DIAG_LEVEL else _diag_of_features(quad, level, d, "spherical").sum(axis=1)
-    ),
-}
+    return of(covariance_type).log_det(np.asarray(prec_chol, dtype=np.float64), n_features)
 
 
 def second_moments_from_features(quad: np.ndarray, level: int, n_features: int, covariance_type: str) -> np.ndarray:
@@ -360,15 +633,7 @@ def second_moments_from_features(quad: np.ndarray, level: int, n_features: int, 
     s2 : ndarray
         (K, D, D) full; (D, D) tied (pooled); (K, D) diag; (K,) spherical.
     """
-    return _FROM_FEATURES[covariance_type](quad, level, n_features)
-
-
-_ABOUT_MEANS = {
-    "full": lambda wz, z: np.matmul(wz, z.transpose(0, 2, 1)),
-    "tied": lambda wz, z: np.matmul(wz, z.transpose(0, 2, 1)).sum(axis=0),
-    "diag": lambda wz, z: np.einsum("kdn,kdn->kd", wz, z),
-    "spherical": lambda wz, z: np.einsum("kdn,kdn->k", wz, z),
-}
+    return of(covariance_type).from_features(quad, level, n_features)
 
 
 def moments_about_means(wz: np.ndarray, z: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -377,25 +642,12 @@ def moments_about_means(wz: np.ndarray, z: np.ndarray, covariance_type: str) -> 
     ``z`` (K, D, nb) holds each row's difference from each component's mean and
     ``wz`` the same times the (weighted) responsibilities.
     """
-    return _ABOUT_MEANS[covariance_type](wz, z).astype(np.float64)
+    return of(covariance_type).about_means(wz, z)
 
 
 def pool_components(s2: np.ndarray, covariance_type: str) -> np.ndarray:
     """Per-component second moments (K, ...) in the shape of ``covariance_type`` (tied: summed)."""
-    return s2.sum(axis=0) if covariance_type == "tied" else s2
-
-
-def _outer_shift(s1, n, delta):
-    cross = np.einsum("ki,kj->kij", s1, delta)
-    return cross + cross.transpose(0, 2, 1) + n[:, None, None] * np.einsum("ki,kj->kij", delta, delta)
-
-
-_SHIFT = {
-    "full": lambda s2, n, s1, delta: s2 + _outer_shift(s1, n, delta),
-    "tied": lambda s2, n, s1, delta: s2 + _outer_shift(s1, n, delta).sum(axis=0),
-    "diag": lambda s2, n, s1, delta: s2 + 2.0 * s1 * delta + n[:, None] * delta**2,
-    "spherical": lambda s2, n, s1, delta: s2 + 2.0 * (s1 * delta).sum(axis=1) + n * (delta**2).sum(axis=1),
-}
+    return of(covariance_type).pool(s2)
 
 
 def shift_second_moments(s2, n, s1, delta, covariance_type: str) -> np.ndarray:
@@ -404,15 +656,7 @@ def shift_second_moments(s2, n, s1, delta, covariance_type: str) -> np.ndarray:
     ``Σ r (z + δ)(z + δ)ᵀ = s2 + s1 δᵀ + δ s1ᵀ + n δ δᵀ`` in the shape of ``covariance_type``;
     ``n`` (K,), ``s1`` and ``delta`` (K, D).
     """
-    return _SHIFT[covariance_type](s2, n, s1, delta)
-
-
-_FROM_PARAMETERS = {
-    "full": lambda w, m, covs, reg, eye: w[:, None, None] * (covs - reg * eye + np.einsum("ki,kj->kij", m, m)),
-    "tied": lambda w, m, covs, reg, eye: covs - reg * eye + np.einsum("k,ki,kj->ij", w, m, m),
-    "diag": lambda w, m, covs, reg, eye: w[:, None] * (covs - reg + m**2),
-    "spherical": lambda w, m, covs, reg, eye: w * (len(eye) * (covs - reg) + (m**2).sum(axis=1)),
-}
+    return of(covariance_type).shift(s2, n, s1, delta)
 
 
 def second_moments_from_parameters(weights, means, covariances, reg_covar, covariance_type: str) -> np.ndarray:
@@ -422,21 +666,12 @@ def second_moments_from_parameters(weights, means, covariances, reg_covar, covar
     about the shift; tied pools with the weights, which sum to one); the inverse of
     :func:`estimate_parameters` up to scikit-learn's ``10 eps``.
     """
-    eye = np.eye(np.shape(means)[1])
-    return _FROM_PARAMETERS[covariance_type](weights, means, covariances, reg_covar, eye)
-
-
-_COMPONENT = {
-    "full": lambda covs, k, d: covs[k],
-    "tied": lambda covs, k, d: covs,
-    "diag": lambda covs, k, d: np.diag(covs[k]),
-    "spherical": lambda covs, k, d: np.eye(d) * covs[k],
-}
+    return of(covariance_type).from_parameters(weights, means, covariances, reg_covar)
 
 
 def component_covariance(covariances, covariance_type: str, k: int, n_features: int) -> np.ndarray:
     """The (D, D) covariance matrix of component ``k``."""
-    return _COMPONENT[covariance_type](np.asarray(covariances, dtype=np.float64), k, n_features)
+    return of(covariance_type).component_matrix(np.asarray(covariances, dtype=np.float64), k, n_features)
 
 
 def collapsed_components(covs, nk, covariance_type) -> np.ndarray:
@@ -449,19 +684,4 @@ def collapsed_components(covs, nk, covariance_type) -> np.ndarray:
     by ``reg_covar``), which is the singularity of maximum likelihood for
     mixtures.
     """
-    covs = np.asarray(covs)
-    d = covs.shape[-1] if covariance_type in ("full", "diag") else 1
-    need = d + 1 if covariance_type == "full" else 2
-    bad = []
-    for k in range(covs.shape[0]):
-        c = covs[k]
-        if not np.all(np.isfinite(c)) or nk[k] < need:
-            bad.append(k)
-        elif covariance_type == "full":
-            try:
-                np.linalg.cholesky(c)
-            except np.linalg.LinAlgError:
-                bad.append(k)
-        elif np.any(c <= 0):
-            bad.append(k)
-    return np.array(bad, dtype=np.intp)
+    return of(covariance_type).collapsed(covs, nk)

@@ -25,19 +25,6 @@ class Level(IntEnum):
 SPHERICAL_LEVEL, DIAG_LEVEL, FULL_LEVEL, NO_FEATURES = Level.SPHERICAL, Level.DIAG, Level.FULL, Level.NONE
 
 
-_STATS_LEVEL = {"full": FULL_LEVEL, "tied": FULL_LEVEL, "diag": DIAG_LEVEL, "spherical": SPHERICAL_LEVEL}
-
-
-def stats_level(covariance_type: str) -> int:
-    """Feature level needed for the second moments of ``covariance_type``."""
-    try:
-        return _STATS_LEVEL[covariance_type]
-    except KeyError:
-        raise ValueError(
-            f"covariance_type must be one of {tuple(_STATS_LEVEL)}, got {covariance_type!r}"
-        ) from None
-
-
 def n_quad_rows(level: int, n_features: int) -> int:
     """Number of quadratic feature rows at ``level``."""
     return (1, n_features, n_features * (n_features + 1) // 2)[level]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.features import DIAG_LEVEL, FULL_LEVEL
 from daskgmm.kernels.params import PerComponent
 
@@ -216,9 +217,9 @@ def marginal_distances(pc: PerComponent, x: np.ndarray, exact: bool = False):
     counts = miss.sum(axis=1)
     q = np.empty((k, n))
     half = np.empty((k, n))
-    ct = pc.covariance_type
-    if ct in ("diag", "spherical"):
-        uu = u if ct == "diag" else np.broadcast_to(u[:, None], (k, d))
+    t = cov.of(pc.covariance_type)
+    uu = t.factors(u, k, d)
+    if not t.dense:
         p = uu**2
         x0 = np.where(miss, 0.0, x)
         obs = (~miss).astype(np.float64)
@@ -231,7 +232,6 @@ def marginal_distances(pc: PerComponent, x: np.ndarray, exact: bool = False):
         # Σ_observed p (x - μ)² as three GEMMs over the observed values
         q[:] = p @ (x0 * x0).T - 2.0 * (p * means) @ x0.T + (p * means**2) @ obs.T
         return q, half, counts, [DiagCompletion(x0, 1.0 - obs, means, 1.0 / p)]
-    uu = np.broadcast_to(u, (k, d, d)) if ct == "tied" else u
     prec = np.einsum("kij,klj->kil", uu, uu)
     x0 = np.where(miss, 0.0, x)
     obs = (~miss).astype(np.float64)

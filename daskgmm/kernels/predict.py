@@ -175,7 +175,7 @@ def sample_part(n, seed, part, weights, means, covs, covariance_type, names, dty
         if c == 0:
             continue
         z = rng.standard_normal((c, d))
-        if covariance_type in ("diag", "spherical"):  # O(D) per row, and a zero variance gives zeros
+        if not cov.of(covariance_type).dense:  # O(D) per row, and a zero variance gives zeros
             z *= np.sqrt(covs[k])
         else:
             z = z @ np.linalg.cholesky(cov.component_covariance(covs, covariance_type, k, d)).T

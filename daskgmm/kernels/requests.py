@@ -13,7 +13,7 @@ import numpy as np
 
 import daskgmm.kernels.covariance as cov
 from daskgmm.kernels import compiled
-from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows, stats_level
+from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows
 from daskgmm.kernels.missing import completed_moments, marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block
@@ -66,7 +66,7 @@ class ModelSpec:
 
     @property
     def level(self) -> int:
-        return max(self.params.level, stats_level(self.covariance_type))
+        return max(self.params.level, cov.of(self.covariance_type).level)
 
 
 class MixtureRequest:
@@ -255,7 +255,7 @@ class MixtureRequest:
         spec = self.specs[i]
         if spec.precise is not None:
             ct = spec.covariance_type
-            n, s1, s2 = completed_moments(completions, r, spec.precise.means, stats_level(ct))
+            n, s1, s2 = completed_moments(completions, r, spec.precise.means, cov.of(ct).level)
             pc = acc["precise"][i]
             pc["n"] += n
             pc["s1"] += s1

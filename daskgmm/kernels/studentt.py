@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import daskgmm.kernels.covariance as cov
-from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows, stats_level
+from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows
 from daskgmm.kernels.missing import completed_moments, marginal_distances
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block
@@ -55,19 +55,9 @@ def mahalanobis_params(means, prec_chol, covariance_type, centre) -> NaturalPara
         ``quad = P_k`` (or its diagonal, or the spherical precision), ``lin = -2 P_k m_k``,
         ``const = m_kᵀ P_k m_k`` with ``m_k = μ_k - centre``.
     """
-    means = np.asarray(means, dtype=np.float64)
-    k, d = means.shape
-    m = means - np.asarray(centre, dtype=np.float64)
-    u = np.asarray(prec_chol, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
-        uu = np.broadcast_to(u, (k, d, d)) if covariance_type == "tied" else u
-        y = np.einsum("kd,kde->ke", m, uu)  # Uᵀ m, so mᵀ P m = ‖y‖²
-        prec = np.einsum("kij,klj->kil", uu, uu)
-        return NaturalParams(quad=prec, lin=-2.0 * np.einsum("kde,ke->kd", uu, y), const=(y**2).sum(axis=1))
-    p = u**2
-    if covariance_type == "diag":
-        return NaturalParams(quad=p, lin=-2.0 * p * m, const=(p * m**2).sum(axis=1))
-    return NaturalParams(quad=p.copy(), lin=-2.0 * p[:, None] * m, const=p * (m**2).sum(axis=1))
+    m = np.asarray(means, dtype=np.float64) - np.asarray(centre, dtype=np.float64)
+    prec, pm, mpm = cov.of(covariance_type).quadratic_parts(m, np.asarray(prec_chol, dtype=np.float64))
+    return NaturalParams(quad=prec, lin=-2.0 * pm, const=mpm)
 
 
 @dataclass(frozen=True)
@@ -225,7 +215,7 @@ class StudentTSpec:
 
     @property
     def level(self) -> int:
-        return max(self.maha.level, stats_level(self.covariance_type))
+        return max(self.maha.level, cov.of(self.covariance_type).level)
 
     @property
     def n_components(self) -> int:
@@ -417,7 +407,7 @@ class StudentTRequest:
         spec = self.specs[i]
         ct = spec.covariance_type
         if spec.precise is not None:
-            n, s1, s2 = completed_moments(comps, ru, spec.precise.means, stats_level(ct), cond_resp=r)
+            n, s1, s2 = completed_moments(comps, ru, spec.precise.means, cov.of(ct).level, cond_resp=r)
             pc = acc["precise"][i]
             pc["n"] += n
             pc["s1"] += s1
@@ -490,22 +480,6 @@ def scale_update(stats: StudentTStats, reg_covar: float, eps_dtype=np.float64):
     n0 = mom.n
     m = mom.s1 / (n0 + pad)[:, None]  # location - shift
     means = mom.shift + m
-    ct = mom.covariance_type
-    d = m.shape[1]
-    # Σ r u (x - μ)(x - μ)ᵀ = s2 - s1 mᵀ - m s1ᵀ + n0 m mᵀ about any shift (exact for a shift near the data)
-    if ct in ("full", "tied"):
-        cross = np.einsum("ki,kj->kij", mom.s1, m)
-        corr = cross + cross.transpose(0, 2, 1) - n0[:, None, None] * np.einsum("ki,kj->kij", m, m)
-        if ct == "full":
-            scales = (mom.s2 - corr) / nr[:, None, None]
-        else:
-            scales = (mom.s2 - corr.sum(axis=0)) / nr.sum()
-        scales = 0.5 * (scales + np.swapaxes(scales, -1, -2))
-        scales[..., np.arange(d), np.arange(d)] += reg_covar
-    else:
-        corr = 2.0 * mom.s1 * m - n0[:, None] * m**2
-        if ct == "diag":
-            scales = (mom.s2 - corr) / nr[:, None] + reg_covar
-        else:
-            scales = (mom.s2 - corr.sum(axis=1)) / (nr * d) + reg_covar
+    # Σ r u (x - μ)(x - μ)ᵀ about any shift (exact for a shift near the data)
+    scales = cov.of(mom.covariance_type).covariances(mom.s2, mom.s1, n0, m, nr, reg_covar)
     return nr / nr.sum(), means, scales

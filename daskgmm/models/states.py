@@ -16,6 +16,7 @@ import numpy as np
 
 from daskgmm.kernels import ModelSpec, SuffStats, kmeans_natural_params
 from daskgmm.kernels import covariance as cov
+from daskgmm.kernels import params as forms
 from daskgmm.kernels.medoids import Dissimilarity, MedoidRequest, MedoidStats
 
 
@@ -94,15 +95,15 @@ class MixtureState:
     # -- the loop's interface ---------------------------------------------
     def spec(self, centre, n_worst: int = 0) -> ModelSpec:
         args = (self.weights, self.means, self.precisions_cholesky, self.covariance_type, centre)
-        nat = cov.natural_params(*args)
+        nat = forms.natural_params(*args)
         precise = None
-        if cov.precise_needed(self.means, self.precisions_cholesky, self.covariance_type, centre, self.eps_dtype):
-            precise = cov.per_component(*args)
+        if forms.precise_needed(self.means, self.precisions_cholesky, self.covariance_type, centre, self.eps_dtype):
+            precise = forms.per_component(*args)
         if self.on_collapse == "reinit":
             n_worst = max(n_worst, self.n_components)
         marginal = None
         if self.missing == "marginalize":
-            marginal = precise if precise is not None else cov.per_component(*args)
+            marginal = precise if precise is not None else forms.per_component(*args)
         return ModelSpec(nat, self.covariance_type, self.assignment, n_worst=n_worst, precise=precise,
                          marginal=marginal)
 
@@ -126,7 +127,7 @@ class MixtureState:
         if "c" not in up:
             return replace(self, weights=weights, means=means, events=events)
         bad = ()
-        if self.on_collapse == "reinit" and self.covariance_type != "tied":
+        if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component:
             bad = cov.collapsed_components(covs, stats.n, self.covariance_type)
         if len(bad):
             weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)

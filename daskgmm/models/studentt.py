@@ -27,6 +27,7 @@ from scipy.optimize import brentq
 from scipy.special import digamma, gammaln
 
 from daskgmm.kernels import covariance as cov
+from daskgmm.kernels import params as forms
 from daskgmm.kernels.studentt import (
     StudentTForm,
     StudentTMarginal,
@@ -220,10 +221,10 @@ class StudentTState:
         # a logit's error is (nu + D)/(2(nu + δ²)) times that of δ², which is twice a Gaussian logit's:
         # the Gaussian test, scaled by the largest (nu + D)/nu
         eps = np.finfo(self.eps_dtype).eps
-        worst = eps * cov.conditioning(self.means, self.precisions_cholesky, ct, centre)
+        worst = eps * forms.conditioning(self.means, self.precisions_cholesky, ct, centre)
         worst *= float(np.max((self.df + d) / self.df))
         precise = None
-        if worst > cov.LOGIT_TOLERANCE.get(self.eps_dtype, 1e-8):
+        if worst > forms.LOGIT_TOLERANCE.get(self.eps_dtype, 1e-8):
             precise = t_form(self.weights, self.means, self.precisions_cholesky, ct, self.df, centre)
         marginal = None
         if self.missing == "marginalize":

@@ -23,6 +23,7 @@ from scipy.special import betaln, digamma, gammaln
 
 from daskgmm.kernels import ModelSpec, NaturalParams, PerComponent, SuffStats
 from daskgmm.kernels import covariance as cov
+from daskgmm.kernels import params as forms
 
 #: A component counts as effective (``n_effective_components_``, the command's ``info``)
 #: when its expected weight is above this: with a Dirichlet-process prior, unused
@@ -144,12 +145,11 @@ class VariationalState:
                    mean_precision_prior, mean_prior, degrees_of_freedom_prior, covariance_prior, **kw):
         """The posterior given the statistics of some responsibilities (scikit-learn's ``_initialize``)."""
         k, d = stats.n_components, stats.s1.shape[1]
-        shape = cov.covariance_shape(covariance_type, k, d)
-        placeholder = np.ones(shape) if covariance_type in ("diag", "spherical") else np.broadcast_to(
-            np.eye(d), shape)
+        t = cov.of(covariance_type)
+        placeholder = t.identity(k, d)
         prior = cls(
             np.ones((2, k)) if prior_type == "dirichlet_process" else np.ones(k), np.ones(k), np.zeros((k, d)),
-            np.ones(()) if covariance_type == "tied" else np.ones(k), placeholder, placeholder, covariance_type,
+            np.ones(t.scalar_shape(k)), placeholder, placeholder, covariance_type,
             prior_type, float(weight_concentration_prior), float(mean_precision_prior), mean_prior,
             float(degrees_of_freedom_prior), covariance_prior, **kw,
         )
@@ -193,10 +193,10 @@ class VariationalState:
         k = self.n_components
         args = (np.ones(k), self.means, self.precisions_cholesky, self.covariance_type, centre)
         off = self.log_offsets()
-        if cov.precise_needed(self.means, self.precisions_cholesky, self.covariance_type, centre, self.eps_dtype):
-            pc = cov.per_component(*args)
+        if forms.precise_needed(self.means, self.precisions_cholesky, self.covariance_type, centre, self.eps_dtype):
+            pc = forms.per_component(*args)
             return PerComponent(pc.means, pc.factor, pc.const + off, pc.covariance_type)
-        nat = cov.natural_params(*args)
+        nat = forms.natural_params(*args)
         return NaturalParams(nat.quad, nat.lin, nat.const + off)
 
     def marginal(self, centre) -> PerComponent:
@@ -214,8 +214,8 @@ class VariationalState:
         core's ``marginal=``) applies unchanged, and the M-step's statistics are the conditional
         moments, ``Cov[x_m | x_o, k] = P_mm⁻¹`` included, as for ``GaussianMixture``.
         """
-        pc = cov.per_component(np.ones(self.n_components), self.means, self.precisions_cholesky,
-                               self.covariance_type, centre)
+        pc = forms.per_component(np.ones(self.n_components), self.means, self.precisions_cholesky,
+                                 self.covariance_type, centre)
         return PerComponent(pc.means, pc.factor, pc.const + self.log_offsets(), pc.covariance_type)
 
     # -- the loop's interface ---------------------------------------------
@@ -223,8 +223,8 @@ class VariationalState:
         nat = self.natural(centre)
         marginalize = self.missing == "marginalize"
         if isinstance(nat, PerComponent):
-            shared = cov.natural_params(np.ones(self.n_components), self.means, self.precisions_cholesky,
-                                        self.covariance_type, centre)
+            shared = forms.natural_params(np.ones(self.n_components), self.means, self.precisions_cholesky,
+                                          self.covariance_type, centre)
             return ModelSpec(shared, self.covariance_type, n_worst=n_worst, precise=nat, resp_log_resp=True,
                              marginal=nat if marginalize else None)
         return ModelSpec(nat, self.covariance_type, n_worst=n_worst, resp_log_resp=True,
@@ -288,10 +288,9 @@ class VariationalState:
         ct = self.covariance_type
         dof = self.degrees_of_freedom
         log_det = cov.log_det_cholesky(self.precisions_cholesky, ct, d) - 0.5 * d * np.log(dof)
-        if ct == "tied":
-            log_wishart = self.n_components * float(np.sum(log_wishart_norm(dof, log_det, d)))
-        else:
-            log_wishart = float(np.sum(log_wishart_norm(dof, log_det, d)))
+        log_wishart = float(np.sum(log_wishart_norm(dof, log_det, d)))
+        if not cov.of(ct).per_component:  # one Wishart shared by every component
+            log_wishart = self.n_components * log_wishart
         wc = self.weight_concentration
         if self.prior_type == "dirichlet_process":
             log_norm_weight = -float(np.sum(betaln(wc[0], wc[1])))
@@ -303,7 +302,6 @@ class VariationalState:
     def update(self, stats: SuffStats) -> VariationalState:
         """The posterior given the statistics of the E-step (scikit-learn's ``_m_step``)."""
         nk, xk, sk = cov.estimate_parameters(stats, self.reg_covar, self.eps_dtype)
-        k = xk.shape[0]
         a0 = self.weight_concentration_prior
         if self.prior_type == "dirichlet_process":
             # stick-breaking: Beta(1 + n_k, a0 + Σ_{j>k} n_j)
@@ -315,22 +313,7 @@ class VariationalState:
         means = (b0 * m0 + nk[:, None] * xk) / beta[:, None]
         diff = xk - m0
         ct, cp, nu0 = self.covariance_type, self.covariance_prior, self.degrees_of_freedom_prior
-        if ct == "full":
-            dof = nu0 + nk
-            covs = cp + nk[:, None, None] * sk + (nk * b0 / beta)[:, None, None] * np.einsum("ki,kj->kij", diff, diff)
-            covs = covs / dof[:, None, None]
-        elif ct == "tied":
-            dof = np.asarray(nu0 + nk.sum() / k)
-            covs = cp + sk * nk.sum() / k + b0 / k * np.dot((nk / beta) * diff.T, diff)
-            covs = covs / dof
-        elif ct == "diag":
-            dof = nu0 + nk
-            covs = cp + nk[:, None] * (sk + (b0 / beta)[:, None] * np.square(diff))
-            covs = covs / dof[:, None]
-        else:
-            dof = nu0 + nk
-            covs = cp + nk * (sk + b0 / beta * np.mean(np.square(diff), 1))
-            covs = covs / dof
+        dof, covs = cov.of(ct).wishart_update(nk, sk, diff, b0, beta, cp, nu0)
         prec_chol = cov.precisions_cholesky(covs, ct, reg_covar=self.reg_covar,
                                             float32=self.eps_dtype == np.float32)
         return replace(self, weight_concentration=wc, mean_precision=beta, means=means, degrees_of_freedom=dof,
