@@ -167,6 +167,15 @@ def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
         x = np.asfortranarray(x[keep])
         if ids is not None:
             ids = ids[keep]
+    if nan_policy == "marginalize":
+        # bad data found here names its file and row (the estimator, later, could name neither)
+        empty = np.flatnonzero(np.isnan(x).all(axis=1))
+        if empty.size:
+            raise DataError(
+                f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {empty.size} row(s) with every "
+                f"feature missing (NaN or null), the first in {_row_in_file(piece, int(empty[0]))}; marginalising "
+                "leaves nothing of them: drop them, or use nan_policy='omit' (--nan-policy omit)"
+            )
     return x, ids
 
 

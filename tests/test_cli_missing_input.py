@@ -1,0 +1,43 @@
+"""The command on bad data under --nan-policy marginalize: exit 2 naming the file and the row, nothing written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .conftest import FAST
+
+
+def _write(path, x):
+    pq.write_table(pa.table({"id": np.arange(len(x)), **{f"f{j}": x[:, j] for j in range(x.shape[1])}}),
+                   path, row_group_size=100)
+
+
+def test_rows_with_every_feature_missing_are_bad_data(tmp_path, capsys):
+    from daskgmm import BayesianGaussianMixture
+    from daskgmm.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[np.isnan(x).all(axis=1), 0] = 0.0
+    x[105] = np.nan  # row 5 of row group 1
+    data = tmp_path / "d.parquet"
+    _write(data, x)
+    model = tmp_path / "model"
+    BayesianGaussianMixture(n_components=2, random_state=0, missing="marginalize").fit(
+        np.delete(x, 105, axis=0)).save(str(model))
+    common = ["--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]
+    runs = {
+        "fit": ["fit", str(data), "--estimator", "student", "--n-components", "2",
+                "--model-out", str(tmp_path / "out-fit"), *common],
+        "predict": ["predict", str(data), "--model", str(model), "--out", str(tmp_path / "out-predict"), *common],
+        "score": ["score", str(data), "--model", str(model), *common],
+    }
+    for command, argv in runs.items():
+        capsys.readouterr()
+        assert main(argv) == 2, command  # bad data, not a failure of the program
+        err = capsys.readouterr().err
+        assert str(data) in err and "row group 1, row 5" in err and "every feature missing" in err, (command, err)
+        assert not (tmp_path / f"out-{command}").exists(), command
