@@ -34,7 +34,7 @@ def mixture_centre(weights, means) -> np.ndarray:
 
 def natural_form(weights, means, precisions_cholesky, covariance_type, centre):
     """Log-density parameters for predictions: the shared features, or the per-component form
-    when the model is badly conditioned for them (:func:`daskgmm.kernels.covariance.precise_needed`)."""
+    when the model is badly conditioned for them (:func:`daskgmm.kernels.params.precise_needed`)."""
     args = (weights, means, precisions_cholesky, covariance_type, centre)
     if forms.precise_needed(means, precisions_cholesky, covariance_type, centre, np.asarray(means).dtype):
         return forms.per_component(*args)

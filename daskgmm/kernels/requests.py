@@ -43,7 +43,7 @@ class ModelSpec:
     precise : PerComponent or None
         When given, logits and statistics come from the per-component path
         (the model is badly conditioned for the shared features; see
-        ``daskgmm.kernels.covariance.precise_needed``), about each component's mean.
+        ``daskgmm.kernels.params.precise_needed``), about each component's mean.
     resp_log_resp : bool
         Also return ``Σ w r log r`` (:attr:`SuffStats.resp_log_resp`; soft
         assignment only). Off by default: it costs a log per responsibility.

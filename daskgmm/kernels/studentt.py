@@ -199,7 +199,7 @@ class StudentTSpec:
         The shape of second moments to return.
     precise : StudentTForm or None
         When given, distances and statistics come from the per-component path, about
-        each component's location (see ``daskgmm.kernels.covariance.precise_needed``).
+        each component's location (see ``daskgmm.kernels.params.precise_needed``).
     marginal : StudentTMarginal or None
         When given, rows with missing values (NaN) are scored by the t marginal of their
         observed features and enter the statistics with their conditional expectations

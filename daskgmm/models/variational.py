@@ -189,7 +189,7 @@ class VariationalState:
 
     def natural(self, centre):
         """The E-step's log-densities: shared-feature form, or the per-component one when
-        the shared features would lose precision (see ``covariance.precise_needed``)."""
+        the shared features would lose precision (see ``daskgmm.kernels.params.precise_needed``)."""
         k = self.n_components
         args = (np.ones(k), self.means, self.precisions_cholesky, self.covariance_type, centre)
         off = self.log_offsets()
