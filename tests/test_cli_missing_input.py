@@ -41,3 +41,20 @@ def test_rows_with_every_feature_missing_are_bad_data(tmp_path, capsys):
         err = capsys.readouterr().err
         assert str(data) in err and "row group 1, row 5" in err and "every feature missing" in err, (command, err)
         assert not (tmp_path / f"out-{command}").exists(), command
+
+
+def test_no_row_without_nan_is_bad_data(tmp_path, capsys):
+    """Every row misses a value: nothing to initialise from, a fault of the data (exit 2), for each mixture."""
+    from daskgmm.cli import main
+
+    x = np.random.default_rng(1).normal(size=(60, 3))
+    x[np.arange(60), np.arange(60) % 3] = np.nan
+    data = tmp_path / "d.parquet"
+    _write(data, x)
+    for estimator in ("gaussian", "bayesian", "student"):
+        out = tmp_path / f"model-{estimator}"
+        capsys.readouterr()
+        assert main(["fit", str(data), "--estimator", estimator, "--n-components", "2", "--model-out", str(out),
+                     "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2, estimator
+        assert "every row has a missing value" in capsys.readouterr().err, estimator
+        assert not out.exists(), estimator

@@ -16,15 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daskgmm.validation.scan import DataError
+
 #: Rows per chunk when no memory budget is known (no cluster, no ``chunk_rows``).
 DEFAULT_CHUNK_ROWS = 131072
 
 _PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
-
-
-class DataError(ValueError):
-    """The input data are unusable: a missing or non-numeric column, disagreeing
-    schemas, an empty dataset, a corrupt file, NaN or infinite values."""
 
 
 class NonFiniteError(DataError):

@@ -7,9 +7,18 @@ import warnings
 import numpy as np
 
 
-def empty_rows_error(n_empty: int) -> ValueError:
+class DataError(ValueError):
+    """The input data are unusable: a missing or non-numeric column, disagreeing
+    schemas, an empty dataset, a corrupt file, NaN or infinite values, no row to start from.
+
+    Defined in this layer so that the estimators' checks of what a scan found raise it too
+    (the command exits 2 on it); :mod:`daskgmm.io.files` exports it with the reading errors.
+    """
+
+
+def empty_rows_error(n_empty: int) -> DataError:
     """The error for rows with no observed value under ``missing="marginalize"``."""
-    return ValueError(
+    return DataError(
         f"{n_empty} row(s) have every feature missing (NaN); marginalising leaves nothing of them. "
         "Drop them first."
     )
@@ -80,7 +89,7 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
     if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
         if not initialise:
             return
-        raise ValueError(
+        raise DataError(
             f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
             "has a missing value (or no positive weight)."
         )
