@@ -58,3 +58,23 @@ def test_no_row_without_nan_is_bad_data(tmp_path, capsys):
                      "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2, estimator
         assert "every row has a missing value" in capsys.readouterr().err, estimator
         assert not out.exists(), estimator
+
+
+def test_infinity_under_marginalize_is_named_apart_from_the_missing_values(tmp_path, capsys):
+    """NaN is allowed under --nan-policy marginalize: the error about an infinity counts infinities, not NaN."""
+    from daskgmm.cli import main
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 3))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[np.isnan(x).all(axis=1), 0] = 0.0
+    x[7, 1] = np.inf
+    data = tmp_path / "d.parquet"
+    _write(data, x)
+    out = tmp_path / "model"
+    assert main(["fit", str(data), "--estimator", "bayesian", "--n-components", "2", "--model-out", str(out),
+                 "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "1 of 300 row(s) have infinite values (column 'f1': 1)" in last, err
+    assert not out.exists()

@@ -46,7 +46,7 @@ from daskgmm.io.files import (
     rows_per_part,
     strip_protocol,
 )
-from daskgmm.io.read import BATCH_ROWS, count_nonfinite, read_piece
+from daskgmm.io.read import BATCH_ROWS, NONFINITE_ADVICE, NONFINITE_WHAT, count_nonfinite, read_piece
 
 
 @dataclass
@@ -81,6 +81,7 @@ class ParquetSource:
     fs: object = None
     pieces: list = field(default_factory=list)
     dtype: object = np.dtype(np.float64)
+    nan_policy: str = "raise"
 
     def signatures(self) -> list:
         """(path, size in bytes, modification time or None) of every file: what a
@@ -88,9 +89,10 @@ class ParquetSource:
         return [[path, *file_signature(self.fs, path)] for path in self.files]
 
     def nonfinite_summary(self) -> str:
-        """Rows with NaN, null or infinite feature values over the whole dataset, by
-        column and by file (one more read of the data; for error messages)."""
-        per_piece, per_col = count_nonfinite(self.fs, self.pieces, self.columns, self.dtype)
+        """Rows with NaN, null or infinite feature values (infinite ones under ``nan_policy="marginalize"``)
+        over the whole dataset, by column and by file (one more read of the data; for error messages)."""
+        marginalize = self.nan_policy == "marginalize"
+        per_piece, per_col = count_nonfinite(self.fs, self.pieces, self.columns, self.dtype, marginalize)
         rows = int(sum(per_piece))
         by_file: dict = {}
         for piece, n in zip(self.pieces, per_piece):
@@ -100,9 +102,9 @@ class ParquetSource:
         shown = sorted(by_file.items(), key=lambda kv: -kv[1])[:5]
         files = ", ".join(f"{p} ({n})" for p, n in shown)
         more = f" and {len(by_file) - len(shown)} more" if len(by_file) > len(shown) else ""
-        return (f"{rows} of {sum(p.rows for p in self.pieces)} row(s) have NaN, null or infinite values "
-                f"({cols}) in {len(by_file)} of {len(self.files)} file(s): {files}{more}; fix the data "
-                "or use nan_policy='omit' (--nan-policy omit)")
+        return (f"{rows} of {sum(p.rows for p in self.pieces)} row(s) have {NONFINITE_WHAT[marginalize]} "
+                f"({cols}) in {len(by_file)} of {len(self.files)} file(s): {files}{more}; "
+                f"{NONFINITE_ADVICE[marginalize]}")
 
 
 def open_parquet(
@@ -198,7 +200,7 @@ def open_parquet(
         g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})
         ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
     return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
-                         fs=fs, pieces=pieces, dtype=dtype)
+                         fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy)
 
 
 def _numpy_dtype(arrow_type) -> np.dtype:

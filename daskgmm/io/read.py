@@ -150,6 +150,16 @@ def _bad_rows(x) -> np.ndarray:
     return ~np.isfinite(x).all(axis=1)
 
 
+#: What a chunk's bad values are, and what to do, by whether NaN and null are missing values (marginalize).
+NONFINITE_WHAT = {False: "NaN, null or infinite values", True: "infinite values"}
+NONFINITE_ADVICE = {
+    False: "fix the data, drop those rows with nan_policy='omit' (--nan-policy omit), or keep NaN and null as "
+           "missing values of a mixture with nan_policy='marginalize' (--nan-policy marginalize)",
+    True: "infinity is not a missing value under nan_policy='marginalize': fix the data or drop those rows "
+          "with nan_policy='omit' (--nan-policy omit)",
+}
+
+
 def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
     """One chunk: (features (n, D) Fortran-ordered, ids (n,) or None)."""
     x, ids = _read_matrix(fs, piece, columns, dtype, id_column)
@@ -157,11 +167,13 @@ def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
     bad = np.isinf(x).any(axis=1) if nan_policy == "marginalize" else _bad_rows(x)
     if bad.any():
         if nan_policy != "omit":
-            counts = (~np.isfinite(x)).sum(axis=0)
+            marginalize = nan_policy == "marginalize"
+            # under "marginalize" NaN and null are data: only the infinities are counted
+            counts = (np.isinf(x) if marginalize else ~np.isfinite(x)).sum(axis=0)
             detail = ", ".join(f"column {c!r}: {int(n)}" for c, n in zip(columns, counts) if n)
             raise NonFiniteError(
                 f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {int(bad.sum())} row(s) with "
-                f"NaN, null or infinite values ({detail}); fix the data or use nan_policy='omit' (--nan-policy omit)"
+                f"{NONFINITE_WHAT[marginalize]} ({detail}); {NONFINITE_ADVICE[marginalize]}"
             )
         keep = ~bad
         x = np.asfortranarray(x[keep])
@@ -186,16 +198,18 @@ def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
     return x, ids
 
 
-def _count_bad(fs, piece, columns, dtype):
+def _count_bad(fs, piece, columns, dtype, infinite_only=False):
     x, _ = _read_matrix(fs, piece, columns, dtype)
-    return int(_bad_rows(x).sum()), (~np.isfinite(x)).sum(axis=0)
+    bad = np.isinf(x) if infinite_only else ~np.isfinite(x)
+    return int(bad.any(axis=1).sum()), bad.sum(axis=0)
 
 
-def count_nonfinite(fs, pieces, columns, dtype):
-    """One read of every piece: rows with non-finite values per piece, and values per column."""
+def count_nonfinite(fs, pieces, columns, dtype, infinite_only=False):
+    """One read of every piece: rows with non-finite values (``infinite_only``: infinite) per piece, and values
+    per column."""
     import dask
 
-    counts = dask.compute(*[dask.delayed(_count_bad)(fs, p, columns, dtype) for p in pieces])
+    counts = dask.compute(*[dask.delayed(_count_bad)(fs, p, columns, dtype, infinite_only) for p in pieces])
     return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0)
 
 
