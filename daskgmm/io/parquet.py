@@ -128,8 +128,9 @@ def open_parquet(
         NaN, null or infinite feature values raise a DataError naming the file,
         the column and the number of rows; or the rows are dropped (one
         counting pass first; a RowsOmittedWarning reports how many); or NaN and
-        null are kept as NaN, for ``GaussianMixture(missing="marginalize")``
-        (infinity still raises).
+        null are kept as NaN, for a mixture's ``missing="marginalize"``
+        (``GaussianMixture``, ``BayesianGaussianMixture``, ``StudentTMixture``;
+        infinity, and a row with every feature missing, still raise a DataError).
     chunk_rows : int, optional
         Rows per chunk: smaller row groups of a file are merged, larger ones
         cut into row slices. Default: from ``chunk_bytes``.
