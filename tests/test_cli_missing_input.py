@@ -78,3 +78,17 @@ def test_infinity_under_marginalize_is_named_apart_from_the_missing_values(tmp_p
     last = err.strip().splitlines()[-1]
     assert "1 of 300 row(s) have infinite values (column 'f1': 1)" in last, err
     assert not out.exists()
+
+
+def test_info_says_a_model_marginalises(tmp_path, capsys):
+    """A model fitted with missing="marginalize" says so, and how to predict with it."""
+    from daskgmm import StudentTMixture
+    from daskgmm.cli import main
+
+    x = np.random.default_rng(3).normal(size=(80, 2))
+    for missing in ("marginalize", "raise"):
+        StudentTMixture(n_components=1, random_state=0, missing=missing).fit(x).save(str(tmp_path / missing))
+        capsys.readouterr()
+        assert main(["info", "--model", str(tmp_path / missing)]) == 0
+        said = "missing values:   marginalised (--nan-policy marginalize" in capsys.readouterr().out
+        assert said == (missing == "marginalize"), missing
