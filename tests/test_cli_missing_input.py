@@ -92,3 +92,32 @@ def test_info_says_a_model_marginalises(tmp_path, capsys):
         assert main(["info", "--model", str(tmp_path / missing)]) == 0
         said = "missing values:   marginalised (--nan-policy marginalize" in capsys.readouterr().out
         assert said == (missing == "marginalize"), missing
+
+
+def test_predict_and_score_take_the_models_nan_policy_by_default(tmp_path, capsys):
+    """A model fitted with missing values marginalised predicts rows with NaN as the estimator does in Python;
+    one fitted without refuses them (exit 2) unless --nan-policy says otherwise."""
+    import pandas as pd
+
+    from daskgmm import GaussianMixture
+    from daskgmm.cli import main
+
+    rng = np.random.default_rng(2)
+    x = np.vstack([rng.normal(0, 1, (150, 3)), rng.normal(6, 1, (150, 3))])
+    holed = x.copy()
+    holed[rng.random(x.shape) < 0.1] = np.nan
+    holed[np.isnan(holed).all(axis=1), 0] = 0.0
+    data = tmp_path / "d.parquet"
+    _write(data, holed)
+    marg = GaussianMixture(2, random_state=0, missing="marginalize").fit(holed)
+    marg.save(str(tmp_path / "marg"))
+    GaussianMixture(2, random_state=0).fit(x).save(str(tmp_path / "plain"))
+    assert main(["predict", str(data), "--model", str(tmp_path / "marg"), "--out", str(tmp_path / "p"),
+                 "--columns", "f0,f1,f2", "--id-column", "id", *FAST]) == 0
+    got = pd.read_parquet(tmp_path / "p").sort_values("id")
+    np.testing.assert_array_equal(got["label"].to_numpy(), marg.predict(holed))
+    capsys.readouterr()
+    assert main(["score", str(data), "--model", str(tmp_path / "plain"), "--columns", "f0,f1,f2", *FAST]) == 2
+    assert "--nan-policy" in capsys.readouterr().err
+    assert main(["score", str(data), "--model", str(tmp_path / "plain"), "--columns", "f0,f1,f2",
+                 "--nan-policy", "marginalize", *FAST]) == 0

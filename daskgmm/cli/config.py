@@ -57,8 +57,11 @@ OPTIONS = [
     Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32"),
         result=True),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "
-        "as missing values that the mixture marginalises (inf still fails)", _DATA,
+        "as missing values that the mixture marginalises (inf still fails)", (FIT, SELECT, UPDATE),
         choices=("raise", "omit", "marginalize"), result=True),
+    Opt("nan_policy", "choice", None, "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "
+        "as missing values that the mixture marginalises (inf still fails); default: marginalize for a model "
+        "fitted so, else raise", (PREDICT, SCORE), choices=("raise", "omit", "marginalize")),
     Opt("chunk_rows", "int", None, "rows per chunk: smaller row groups are merged, larger ones cut into row slices "
         "(default: sized from the workers' memory limit)", _DATA,
         metavar="N", result=True),

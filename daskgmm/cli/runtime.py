@@ -302,6 +302,8 @@ def model_source(o, log, medoids=False):
     model_cols = getattr(est, "feature_names_in_", None)
     if cols is None and model_cols is not None:
         cols = [str(c) for c in model_cols]
+    if o.nan_policy is None:  # as the estimator in Python: a model fitted with missing values marginalises them
+        o.nan_policy = "marginalize" if getattr(est, "missing", "raise") == "marginalize" else "raise"
     if missing_policy(o) == "marginalize":
         from daskgmm.base import BaseMixture
 
