@@ -526,3 +526,13 @@ def test_a_failed_job_leaves_the_previous_outputs_and_nothing_else(bucket, sched
     assert est.n_components == 3
     assert_predictions_of(server, b, "out/preds", est, X, ["id", "label", "proba_0", "proba_1", "proba_2"])
     assert_nothing_left(server, b)
+
+
+def test_bad_data_on_s3_is_named_by_its_url(bucket, scheduler, capsys, tmp_path):
+    """Errors, ids and checkpoints name an object as the user does: s3://bucket/key, not bucket/key."""
+    server, b, _ = bucket
+    write_data(tmp_path / "bad", n=300, nan_row=107)
+    server.fs().put(str(tmp_path / "bad") + "/", f"{b}/bad/", recursive=True)
+    assert run(server, "fit", f"s3://{b}/bad", *COLS, "--model-out", f"s3://{b}/m", scheduler=scheduler) == 2
+    err = capsys.readouterr().err
+    assert f"s3://{b}/bad/" in err, err

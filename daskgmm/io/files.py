@@ -97,6 +97,8 @@ def list_files(path, storage_options=None):
             raise DataError(f"no such file or directory: {p!r}")
     seen = set()
     unique = [f for f in files if not (f in seen or seen.add(f))]
+    if not is_local(fs):  # named as the user names them (s3://bucket/key) in messages, ids and checkpoints
+        unique = [fs.unstrip_protocol(f) for f in unique]
     return fs, unique
 
 
