@@ -66,7 +66,10 @@ namespace {
 template <class T> struct Lanes {
     static constexpr int W = DG_VBYTES / (int)sizeof(T);
     typedef T V __attribute__((vector_size(DG_VBYTES)));
-    typedef T UV __attribute__((vector_size(DG_VBYTES), aligned(sizeof(T))));
+    // what load and store go through: unaligned, and may_alias (as the intrinsics' __m256d), since
+    // a vector type does not alias its element type: without it GCC 12 at -O3 moved vector loads
+    // across the scalar stores to the same scratch (wrong marginal logits for rows missing 4 values)
+    typedef T UV __attribute__((vector_size(DG_VBYTES), aligned(sizeof(T)), may_alias));
 };
 template <class T> struct IntOf;
 template <> struct IntOf<double> { typedef int64_t I; };
@@ -202,6 +205,7 @@ template <class T> struct Work {
     T* lanes;                 // (nw, nf, W) soft moments per lane, in the data's type
     double* lanes64;          // (nw, nf, W) float32 lanes flushed into float64 every FLUSH_ROWS rows
     double* S;                // (nw, nf) the caller's statistics
+    const T* centre;          // (d) the pass centre, in the data's type
 };
 
 // Copy rows a..a+rows of x into the feature buffer, centred and transposed, and build the features.
@@ -541,7 +545,9 @@ struct LogProduct {
     }
 };
 
-// NM: the row's missing count when known at compile time (the loops over it unrolled), else 0
+// NM: the row's missing count when known at compile time (the loops over it unrolled, the factors
+// in registers or on the stack, clear of any aliasing with the parameters), else 0 (the row's scratch).
+// Everything is done one vector of components at a time: b, the factor and the row's terms stay local.
 template <int NV, int NM> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
@@ -549,29 +555,24 @@ template <int NV, int NM> void marginal_full(const MarginalModel& md, const Marg
     const int64_t* miss = w.miss;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
-    for (int64_t j = 0; j < d; j++) {
-        const V xs = splat<double>(w.xc[j]), of = splat<double>(w.obs[j]);
-        for (int v = 0; v < NV; v++) st(w.z, j, v, (xs - ld(md.mu, j, v)) * of);
-    }
-    // b = (P z)_m: the observed deviations seen from each missing feature
-    for (int64_t a = 0; a < nm; a++) {
-        const double* pr = md.prec + miss[a] * d * kp;
-        V s[NV] = {};
-        for (int64_t j = 0; j < d; j++)
-            for (int v = 0; v < NV; v++) s[v] = ld(pr, j, v) * ld(w.z, j, v) + s[v];
-        for (int v = 0; v < NV; v++) st(w.b, a, v, s[v]);
-    }
-    // Per vector of components: P_mm = L D L^T (L unit lower triangular: no square roots), column
-    // by column, log det P_mm from the pivots D; X = L^-1; P_mm^-1 = X^T D^-1 X (the conditional
-    // covariance); y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the logit. With the
-    // missing count known at compile time the factors are local arrays (kept from aliasing the
-    // parameters), else in the row's scratch. Lq holds L D below its diagonal, then L, and 1 / D on it.
+    // Per vector of components: b = (P z)_m, z the observed deviations (0 where missing), summed
+    // over the features in order with every missing feature's sum in a register; P_mm = L D L^T
+    // (L unit lower triangular: no square roots), column by column, log det P_mm from the pivots
+    // D; X = L^-1; P_mm^-1 = X^T D^-1 X (the conditional covariance); y = P_mm^-1 b,
+    // E[x_m | x_o] = mu_m - y, and the terms of the logit. Lq holds L D below its diagonal, then L,
+    // and 1 / D on it.
     const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
     for (int v = 0; v < NV; v++) {
-        V Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
+        V Bs[NM ? NM + 1 : 1], Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
+        V* Bq = NM ? Bs : (V*)w.b;
         V* Lq = NM ? Ls : (V*)w.L;
         V* Xq = NM ? Xs : (V*)w.X;
         V* Cq = NM ? Cs : (V*)w.L + nm * nm;
+        for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
+        for (int64_t j = 0; j < d; j++) {
+            const V z = (splat<double>(w.xc[j]) - ld(md.mu, j, v)) * splat<double>(w.obs[j]);
+            for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * z + Bq[a];
+        }
         LogProduct det;
         for (int64_t a = 0; a < nm; a++) {
             V s = ld(md.prec, miss[a] * d + miss[a], v);
@@ -603,17 +604,18 @@ template <int NV, int NM> void marginal_full(const MarginalModel& md, const Marg
         for (int64_t p = 0; p < nm; p++) {
             V y = V{}, pm = V{};
             for (int64_t q = 0; q < nm; q++) {
-                y = Cq[p * nm + q] * ld(w.b, q, v) + y;
+                y = Cq[p * nm + q] * Bq[q] + y;
                 pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
             }
-            const V mu = ld(md.mu, miss[p], v), bp = ld(w.b, p, v);
+            const V mu = ld(md.mu, miss[p], v), bp = Bq[p];
             st(w.xm, p, v, mu - y);
             mub = mu * bp + mub;
             yb = y * bp + yb;
             mpm = mu * pm + mpm;
         }
         st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * det.log() + half_m_log2pi - mub + 0.5 * mpm + 0.5 * yb);
-        for (int64_t p = 0; p < nm * nm; p++) st(w.cc, p, v, Cq[p]);
+        for (int64_t p = 0; p < nm; p++)
+            for (int64_t q = p; q < nm; q++) st(w.cc, p * nm + q, v, Cq[p * nm + q]);
     }
 }
 
@@ -686,6 +688,10 @@ template <int NV> struct FullStep {
             case 2: marginal_full<NV, 2>(md, w, o); break;
             case 3: marginal_full<NV, 3>(md, w, o); break;
             case 4: marginal_full<NV, 4>(md, w, o); break;
+            case 5: marginal_full<NV, 5>(md, w, o); break;
+            case 6: marginal_full<NV, 6>(md, w, o); break;
+            case 7: marginal_full<NV, 7>(md, w, o); break;
+            case 8: marginal_full<NV, 8>(md, w, o); break;
             default: marginal_full<NV, 0>(md, w, o); break;
         }
     }
@@ -700,6 +706,10 @@ template <int NV> struct TermStep {
             case 2: marginal_terms<NV, 2>(md, w, r, level, o); break;
             case 3: marginal_terms<NV, 3>(md, w, r, level, o); break;
             case 4: marginal_terms<NV, 4>(md, w, r, level, o); break;
+            case 5: marginal_terms<NV, 5>(md, w, r, level, o); break;
+            case 6: marginal_terms<NV, 6>(md, w, r, level, o); break;
+            case 7: marginal_terms<NV, 7>(md, w, r, level, o); break;
+            case 8: marginal_terms<NV, 8>(md, w, r, level, o); break;
             default: marginal_terms<NV, 0>(md, w, r, level, o); break;
         }
     }
@@ -859,7 +869,6 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     MarginalModel& md = ms.models[m];
     MarginalRow& w = ms.row;
     const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
-    const T* xs = k.tb + k.q * ld;  // the centred rows, 0 where missing
     double* xc = (double*)w.xc;
     double* obs = (double*)w.obs;
     int64_t* miss = (int64_t*)w.miss;
@@ -876,7 +885,8 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             miss[nm] = j;
             nm += nan;
             obs[j] = nan ? 0.0 : 1.0;
-            xc[j] = (double)xs[j * ld + i];
+            const T cv = src[j] - k.centre[j];  // as fill_features computes it, from the row's one cache line
+            xc[j] = nan ? 0.0 : (double)cv;
         }
         w.nm = nm;
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
@@ -919,7 +929,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
                 ztot += zs[l];
             }
             const double inv = 1.0 / tot;
-            const double lt = Math<double>::log(splat<double>(tot))[0];  // tot >= 1: its largest term is exp(0)
+            const double lt = __builtin_log(tot);  // tot >= 1: its largest term is exp(0)
             ms.lp[t] = top + lt;
             if (want_rlogr) md.rlogr += wt * (ztot * inv - lt);
             const V scale = splat<double>(inv);
@@ -1107,6 +1117,7 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     };
     int64_t unflushed = 0;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
+    k.centre = centre;
     bool any_soft = false;
     for (int64_t m = 0; m < nm; m++) any_soft |= !(modes[m] & 1);
     for (int64_t a = 0; a < n; a += sub) {
@@ -1229,6 +1240,7 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     k.mb = nullptr;
     k.wm = nullptr;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
+    k.centre = centre;
     const T nan = (T)__builtin_nan("");
     for (int64_t a = 0; a < n; a += sub) {
         const int64_t rows = n - a < sub ? n - a : sub;
