@@ -500,6 +500,11 @@ struct MarginalModel {
     double* var;       // diagonal: (d, kp) 1 / u^2
     double* logu;      // diagonal: (d, kp) log u
     double* St;        // (nf, kp) the statistics this path adds, float64
+    // At the full level, sum r x_hat_i x_j over the rows missing i (j observed: x0_j, 0 where
+    // missing), for every (i, j): contiguous in j, so each row's terms are a plain run of
+    // read-modify-writes (through the pair table into St they were indexed); folded into the
+    // quadratic statistics at the end of the block.
+    double* cross;     // (d, d, kp) or null
     double rlogr;
     // Diagonal models at the diagonal or spherical level, soft assignment: a row with NaN differs
     // from x0 by terms linear in its missing-feature indicators, so its logits are l0 plus
@@ -519,7 +524,6 @@ struct MarginalRow {
     const double* obs;  // (d) 1 where observed, else 0
     const int64_t* miss;
     int64_t nm;
-    const int64_t* pair;  // (d, d) position of feature x_i x_j among the quadratic ones
     double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
 };
 
@@ -662,11 +666,10 @@ void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double*
         }
         if (level == 2) {
             // (i, j) with j observed: x_hat_i x_j (xc is 0 where missing: those get 0 here, theirs below)
-            const int64_t* pair = w.pair + i * d;
+            double* cr = md.cross + i * d * kp;
             for (int64_t j = 0; j < d; j++) {
-                const int64_t pos = pair[j];
                 const V xj = splat<double>(w.xc[j]);
-                for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * xj + ld(St, pos, v));
+                for (int v = 0; v < NV; v++) st(cr, j, v, rx[v] * xj + ld(cr, j, v));
             }
             for (int64_t c = a; c < nm; c++) {
                 const int64_t j = w.miss[c];  // ascending: i <= j
@@ -756,14 +759,15 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         if (!means[m]) continue;
         const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
         kmax = kp > kmax ? kp : kmax;
-        const int64_t per = d + (full[m] ? d * d : 5 * d) + nf;  // mu, prec (and var, logu, add, acc), St
+        // mu, prec (and var, logu, add, acc), St, and at the full level cross
+        const int64_t per = d + (full[m] ? d * d : 5 * d) + nf + (level == 2 ? d * d : 0);
         total += round64(sizeof(double) * (size_t)(per * kp));
     }
     if (!kmax) return true;
     const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (3 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
-             round64(sizeof(int64_t) * (size_t)(d + d * d));
+             round64(sizeof(int64_t) * (size_t)d);
     char* p = (char*)std::aligned_alloc(64, total);
     if (!p) return false;
     std::memset(p, 0, total);
@@ -795,7 +799,9 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         md.by_rows = !full[m] && level <= 1 && !(modes[m] & 1);
         md.add = full[m] ? nullptr : q;
         md.acc = full[m] ? nullptr : q + d * kp;
-        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d : 5 * d) + nf) * kp));
+        q += full[m] ? 0 : 2 * d * kp;
+        md.cross = level == 2 ? q : nullptr;
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d : 5 * d) + nf + (level == 2 ? d * d : 0)) * kp));
         const double* mu = means[m];
         const double* u = factor[m];
         for (int64_t c = 0; c < kp; c++) {
@@ -848,13 +854,6 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.obs = (double*)p + d;
     p += round64(sizeof(double) * (size_t)(2 * d));
     w.miss = (int64_t*)p;
-    int64_t* pair = (int64_t*)p + d;
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++) {
-            const int64_t lo = j < i ? j : i, hi = j < i ? i : j;
-            pair[i * d + j] = lo * d - lo * (lo - 1) / 2 + (hi - lo);
-        }
-    w.pair = pair;
     return true;
 }
 
@@ -1188,6 +1187,13 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         if (!md.k) continue;
         for (int64_t c = 0; c < md.k; c++)
             for (int64_t f = 0; f < k.nf; f++) S[(bounds[m] + c) * k.nf + f] += md.St[f * md.kp + c];
+        if (md.cross)  // x_hat_i x_j with i missing, j observed: feature (min, max); (i, i) holds 0
+            for (int64_t c = 0; c < md.k; c++)
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t j = 0; j < d; j++) {
+                        const int64_t lo = j < i ? j : i, hi = j < i ? i : j;
+                        S[(bounds[m] + c) * k.nf + lo * d - lo * (lo - 1) / 2 + (hi - lo)] += md.cross[(i * d + j) * md.kp + c];
+                    }
         rlogr[m] += md.rlogr;
         if (!md.by_rows) continue;
         // T(x_hat) - T(x0) + the conditional variance, of the rows missing feature j: mu^2 + var, mu
