@@ -201,6 +201,7 @@ template <class T> struct Work {
     int64_t incomplete;       // rows with NaN so far
     int64_t* nan_rows;        // (ld) or null: the sub-block's rows with NaN, kept for marginalising models
     T* mb;                    // (d, ld) or null: 1 where a value is missing, else 0 (dense diagonal path)
+    T* mb_buf;                // (d, ld) or null: mb's memory, when a model may use it
     int64_t n_nan;
     T* lanes;                 // (nw, nf, W) soft moments per lane, in the data's type
     double* lanes64;          // (nw, nf, W) float32 lanes flushed into float64 every FLUSH_ROWS rows
@@ -215,26 +216,16 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     constexpr int W = Lanes<T>::W;
     const int64_t d = k.d, q = k.q, ld = k.ld;
     T* xs = k.tb + q * ld;  // rows q .. q + d - 1: the centred x
+    // The rows are transposed as they are (NaN and all: one strided store per value), then the
+    // rows of the transpose with NaN are cleaned by vectors (0 where missing, and the indicators).
     int64_t incomplete = 0;
     for (int64_t i = 0; i < rows; i++) {
         const T* src = x + (a + i) * d;
         bool nan = false;
-        T* mb = k.mb;
-        if (mb) {
-            for (int64_t j = 0; j < d; j++) {
-                const T t = src[j] - centre[j];
-                const bool nj = t != t;
-                nan |= nj;
-                xs[j * ld + i] = nj ? (T)0 : t;  // x0: 0 where missing
-                mb[j * ld + i] = nj ? (T)1 : (T)0;
-            }
-        } else {
-            for (int64_t j = 0; j < d; j++) {
-                const T t = src[j] - centre[j];
-                const bool nj = t != t;  // (x finite: checked by the caller, or NaN)
-                nan |= nj;
-                xs[j * ld + i] = nj ? (T)0 : t;
-            }
+        for (int64_t j = 0; j < d; j++) {
+            const T t = src[j] - centre[j];
+            nan |= t != t;  // (x finite: checked by the caller, or NaN)
+            xs[j * ld + i] = t;
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
         if (k.wm) k.wm[i] = k.wb[i];
@@ -251,10 +242,23 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     k.incomplete += incomplete;
     for (int64_t i = rows; i < padded; i++) {
         for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
-        if (k.mb)
-            for (int64_t j = 0; j < d; j++) k.mb[j * ld + i] = 0;
         k.wb[i] = 0;
         if (k.wm) k.wm[i] = 0;
+    }
+    // the missing-value indicators, for the diagonal models' tiles when a third or more of the rows
+    // have NaN (else those rows one at a time; either way the same statistics)
+    T* mb = k.mb = k.mb_buf && 3 * incomplete >= rows ? k.mb_buf : nullptr;
+    if (incomplete) {
+        const V zero = V{}, one = splat<T>((T)1);
+        for (int64_t j = 0; j < d; j++)
+            for (int64_t i = 0; i < padded; i += W) {
+                const V v = load<T>(xs + j * ld + i);
+                const auto nan = v != v;
+                store<T>(xs + j * ld + i, nan ? zero : v);
+                if (mb) store<T>(mb + j * ld + i, nan ? one : zero);
+            }
+    } else if (mb) {
+        for (int64_t j = 0; j < d; j++) std::memset(mb + j * ld, 0, sizeof(T) * (size_t)padded);
     }
     T* ones = k.tb + (q + d) * ld;
     for (int64_t i = 0; i < padded; i += W) store<T>(ones + i, splat<T>((T)1));
@@ -1104,7 +1108,7 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         std::free(mem);
         return -1;
     }
-    bool dense = false;  // this sub-block's by_rows models use the tiles (a third or more of its rows with NaN)
+    k.mb_buf = mb;
     std::memset(k.lanes, 0, bytes_lanes);
     if (narrow) std::memset(k.lanes64, 0, bytes_lanes64);
     const int64_t nlanes = k.nw * k.nf * W;
@@ -1122,19 +1126,8 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     for (int64_t a = 0; a < n; a += sub) {
         const int64_t rows = n - a < sub ? n - a : sub;
         const int64_t padded = (rows + tile - 1) / tile * tile;
-        // the previous sub-block's share of rows with NaN decides this one's: a guess that is
-        // right for nearly every sub-block, and either way gives the same statistics
-        k.mb = dense ? mb : nullptr;
         fill_features<T>(k, x, centre, w, a, rows, padded);
-        if (!dense && mb && 3 * k.n_nan >= rows) {  // wanted after all: build the indicators now
-            for (int64_t i = 0; i < padded; i++) {
-                const T* src = x + (a + i) * d;
-                for (int64_t j = 0; j < d; j++) mb[j * k.ld + i] = i < rows && src[j] != src[j] ? (T)1 : (T)0;
-            }
-            k.mb = mb;
-        }
         const bool tiles = k.mb != nullptr;
-        dense = mb && 3 * k.n_nan >= rows;
         logits<T>(k, padded);
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
@@ -1243,7 +1236,7 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     k.skip = (unsigned char*)(mem + bytes_t + bytes_l + bytes_w + bytes_c);
     k.incomplete = 0;
     k.nan_rows = nullptr;
-    k.mb = nullptr;
+    k.mb = k.mb_buf = nullptr;
     k.wm = nullptr;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
     k.centre = centre;
