@@ -977,62 +977,80 @@ template <class T> void marginal_acc(const Work<T>& k, const MarginalSet& ms, Ma
 
 // Dense forms of marginal_add and marginal_acc, over every row of the sub-block (the rows
 // without NaN add 0): logits += add . M, acc += R M^T, M the missing-value indicators.
-template <class T> void marginal_add_tiles(const Work<T>& k, const MarginalModel& md, int64_t lo, int64_t padded) {
+// Components c0 .. c0 + NC - 1 (a compile-time count: no test per component in the loops).
+template <class T, int NC> void marginal_add_tile(const Work<T>& k, const MarginalModel& md, int64_t lo, int64_t padded,
+                                                  int64_t c0) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t d = k.d, kk = md.k, ld = k.ld;
-    // tiles of CT components x 2 row vectors, the indicator vectors loaded once per feature
-    constexpr int CT = 4;
-    for (int64_t c0 = 0; c0 < kk; c0 += CT) {
-        const int nc = kk - c0 < CT ? (int)(kk - c0) : CT;
-        for (int64_t i = 0; i < padded; i += 2 * W) {
-            V s[CT][2];
-            for (int c = 0; c < CT; c++)
-                for (int h = 0; h < 2; h++) s[c][h] = c < nc ? load<T>(k.lb + (lo + c0 + c) * ld + i + h * W) : V{};
-            for (int64_t j = 0; j < d; j++) {
-                const V m0 = load<T>(k.mb + j * ld + i), m1 = load<T>(k.mb + j * ld + i + W);
-                const double* add = md.add + j * kk + c0;
-                for (int c = 0; c < CT; c++)
-                    if (c < nc) {
-                        const V a = splat<T>((T)add[c]);
-                        s[c][0] = a * m0 + s[c][0];
-                        s[c][1] = a * m1 + s[c][1];
-                    }
+    // NC components x 2 row vectors, the indicator vectors loaded once per feature
+    for (int64_t i = 0; i < padded; i += 2 * W) {
+        V s[NC][2];
+        for (int c = 0; c < NC; c++)
+            for (int h = 0; h < 2; h++) s[c][h] = load<T>(k.lb + (lo + c0 + c) * ld + i + h * W);
+        for (int64_t j = 0; j < d; j++) {
+            const V m0 = load<T>(k.mb + j * ld + i), m1 = load<T>(k.mb + j * ld + i + W);
+            const double* add = md.add + j * kk + c0;
+            for (int c = 0; c < NC; c++) {
+                const V a = splat<T>((T)add[c]);
+                s[c][0] = a * m0 + s[c][0];
+                s[c][1] = a * m1 + s[c][1];
             }
-            for (int c = 0; c < nc; c++)
-                for (int h = 0; h < 2; h++) store<T>(k.lb + (lo + c0 + c) * ld + i + h * W, s[c][h]);
+        }
+        for (int c = 0; c < NC; c++)
+            for (int h = 0; h < 2; h++) store<T>(k.lb + (lo + c0 + c) * ld + i + h * W, s[c][h]);
+    }
+}
+
+template <class T> void marginal_add_tiles(const Work<T>& k, const MarginalModel& md, int64_t lo, int64_t padded) {
+    constexpr int CT = 4;
+    for (int64_t c0 = 0; c0 < md.k; c0 += CT) {
+        switch (md.k - c0 < CT ? md.k - c0 : CT) {
+            case 1: marginal_add_tile<T, 1>(k, md, lo, padded, c0); break;
+            case 2: marginal_add_tile<T, 2>(k, md, lo, padded, c0); break;
+            case 3: marginal_add_tile<T, 3>(k, md, lo, padded, c0); break;
+            default: marginal_add_tile<T, CT>(k, md, lo, padded, c0); break;
         }
     }
 }
 
-template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded) {
+template <class T, int NC> void marginal_acc_tile(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded,
+                                                  int64_t c0) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
-    // tiles of CT components x JT indicator rows, summed over the rows per lane
-    constexpr int CT = 4, JT = 2;
+    // NC components x JT indicator rows, summed over the rows per lane
+    constexpr int JT = 2;
     const int64_t d = k.d, kk = md.k, ld = k.ld;
-    for (int64_t c0 = 0; c0 < kk; c0 += CT) {
-        const int nc = kk - c0 < CT ? (int)(kk - c0) : CT;
-        for (int64_t j0 = 0; j0 < d; j0 += JT) {
-            const int nj = d - j0 < JT ? (int)(d - j0) : JT;
-            V s[CT][JT];
-            for (int c = 0; c < CT; c++)
-                for (int jj = 0; jj < JT; jj++) s[c][jj] = V{};
-            for (int64_t i = 0; i < padded; i += W) {
-                V mv[JT];
-                for (int jj = 0; jj < JT; jj++) mv[jj] = jj < nj ? load<T>(k.mb + (j0 + jj) * ld + i) : V{};
-                for (int c = 0; c < CT; c++)
-                    if (c < nc) {
-                        const V rv = load<T>(k.lb + (lo + c0 + c) * ld + i);
-                        for (int jj = 0; jj < JT; jj++) s[c][jj] = rv * mv[jj] + s[c][jj];
-                    }
+    for (int64_t j0 = 0; j0 < d; j0 += JT) {
+        const int nj = d - j0 < JT ? (int)(d - j0) : JT;
+        V s[NC][JT];
+        for (int c = 0; c < NC; c++)
+            for (int jj = 0; jj < JT; jj++) s[c][jj] = V{};
+        const T* m1 = k.mb + (j0 + (nj > 1 ? 1 : 0)) * ld;  // an odd d's last row: its own twice, the
+        for (int64_t i = 0; i < padded; i += W) {              // second sum left out below
+            const V mv[JT] = {load<T>(k.mb + j0 * ld + i), load<T>(m1 + i)};
+            for (int c = 0; c < NC; c++) {
+                const V rv = load<T>(k.lb + (lo + c0 + c) * ld + i);
+                for (int jj = 0; jj < JT; jj++) s[c][jj] = rv * mv[jj] + s[c][jj];
             }
-            for (int c = 0; c < nc; c++)
-                for (int jj = 0; jj < nj; jj++) {
-                    double t = 0.0;
-                    for (int l = 0; l < W; l++) t += (double)s[c][jj][l];
-                    md.acc[(j0 + jj) * kk + c0 + c] += t;
-                }
+        }
+        for (int c = 0; c < NC; c++)
+            for (int jj = 0; jj < nj; jj++) {
+                double t = 0.0;
+                for (int l = 0; l < W; l++) t += (double)s[c][jj][l];
+                md.acc[(j0 + jj) * kk + c0 + c] += t;
+            }
+    }
+}
+
+template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded) {
+    constexpr int CT = 4;
+    for (int64_t c0 = 0; c0 < md.k; c0 += CT) {
+        switch (md.k - c0 < CT ? md.k - c0 : CT) {
+            case 1: marginal_acc_tile<T, 1>(k, md, lo, padded, c0); break;
+            case 2: marginal_acc_tile<T, 2>(k, md, lo, padded, c0); break;
+            case 3: marginal_acc_tile<T, 3>(k, md, lo, padded, c0); break;
+            default: marginal_acc_tile<T, CT>(k, md, lo, padded, c0); break;
         }
     }
 }
