@@ -499,6 +499,7 @@ template <class T> int64_t default_sub_rows(int64_t nf) {
 struct MarginalModel {
     int64_t k, kp, d;  // components (padded to kp, whole vectors), features
     bool full;         // full (or tied) precisions; else diagonal (or spherical)
+    bool tied;         // full, and every component's precision the same (a tied model's)
     double* mu;        // (d, kp) means, about the pass centre
     double* prec;      // full: (d, d, kp) P = U U^T; diagonal: (d, kp) u^2
     double* var;       // diagonal: (d, kp) 1 / u^2
@@ -554,38 +555,34 @@ struct LogProduct {
 };
 
 // NM: the row's missing count when known at compile time (the loops over it unrolled, the factors
-// in registers or on the stack, clear of any aliasing with the parameters), else 0 (the row's scratch).
-// Everything is done one vector of components at a time: b, the factor and the row's terms stay local.
-template <int NV, int NM> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+// on the stack, clear of any aliasing with the parameters), else 0 (the row's scratch). TIED: every
+// component has the same precision, so the factor of P_mm, its inverse and log det P_mm are the
+// same for all: computed once per row (from the first component's lane), not once per component.
+// The rest is done one vector of components at a time: b and the row's terms stay local.
+template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
     const int64_t d = md.d, kp = md.kp, nm = NM ? NM : w.nm;
     const int64_t* miss = w.miss;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
-    // Per vector of components: b = (P z)_m, z the observed deviations (0 where missing), summed
-    // over the features in order with every missing feature's sum in a register; P_mm = L D L^T
-    // (L unit lower triangular: no square roots), column by column, log det P_mm from the pivots
-    // D; X = L^-1; P_mm^-1 = X^T D^-1 X (the conditional covariance); y = P_mm^-1 b,
-    // E[x_m | x_o] = mu_m - y, and the terms of the logit. Lq holds L D below its diagonal, then L,
-    // and 1 / D on it.
-    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
-    for (int v = 0; v < NV; v++) {
-        V Bs[NM ? NM + 1 : 1], Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
-        V* Bq = NM ? Bs : (V*)w.b;
-        V* Lq = NM ? Ls : (V*)w.L;
-        V* Xq = NM ? Xs : (V*)w.X;
-        V* Cq = NM ? Cs : (V*)w.L + nm * nm;
-        for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
-        for (int64_t j = 0; j < d; j++) {
-            const V z = (splat<double>(w.xc[j]) - ld(md.mu, j, v)) * splat<double>(w.obs[j]);
-            for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * z + Bq[a];
-        }
-        LogProduct det;
+    // b = (P z)_m, z the observed deviations (0 where missing), summed over the features in order
+    // with every missing feature's sum in a register; P_mm = L D L^T (L unit lower triangular: no
+    // square roots), column by column, log det P_mm from the pivots D; X = L^-1; P_mm^-1 = X^T D^-1 X
+    // (the conditional covariance); y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the
+    // logit. Lq holds L D below its diagonal, then L, and 1 / D on it.
+    V Bs[NM ? NM : 1], Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
+    V* Bq = NM ? Bs : (V*)w.b;
+    V* Lq = NM ? Ls : (V*)w.L;
+    V* Xq = NM ? Xs : (V*)w.X;
+    V* Cq = NM ? Cs : (V*)w.L + nm * nm;
+    // the logs of the determinants last, side by side: each is a long chain of latencies
+    LogProduct det[NV];
+    auto factor = [&](int v, LogProduct& dt) {
         for (int64_t a = 0; a < nm; a++) {
             V s = ld(md.prec, miss[a] * d + miss[a], v);
             for (int64_t e = 0; e < a; e++) s = s - Lq[a * nm + e] * Lq[a * nm + e] * Lq[e * nm + e];
-            det.mul(s);
+            dt.mul(s);
             Lq[a * nm + a] = 1.0 / s;
             for (int64_t c = a + 1; c < nm; c++) {
                 V t = ld(md.prec, miss[c] * d + miss[a], v);
@@ -608,6 +605,24 @@ template <int NV, int NM> void marginal_full(const MarginalModel& md, const Marg
                 Cq[p * nm + q] = t;
                 Cq[q * nm + p] = t;
             }
+    };
+    V logdet = V{};
+    if (TIED) {
+        // lane 0 is a real component (every group starts at one); the others may be padding
+        LogProduct dt;
+        factor(0, dt);
+        for (int64_t p = 0; p < nm * nm; p++) Cq[p] = splat<double>(Cq[p][0]);
+        logdet = splat<double>(dt.log()[0]);
+    }
+    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
+    V part[NV];
+    for (int v = 0; v < NV; v++) {
+        for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
+        for (int64_t j = 0; j < d; j++) {
+            const V z = (splat<double>(w.xc[j]) - ld(md.mu, j, v)) * splat<double>(w.obs[j]);
+            for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * z + Bq[a];
+        }
+        if (!TIED) factor(v, det[v]);
         V mub = V{}, yb = V{}, mpm = V{};
         for (int64_t p = 0; p < nm; p++) {
             V y = V{}, pm = V{};
@@ -621,10 +636,11 @@ template <int NV, int NM> void marginal_full(const MarginalModel& md, const Marg
             yb = y * bp + yb;
             mpm = mu * pm + mpm;
         }
-        st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * det.log() + half_m_log2pi - mub + 0.5 * mpm + 0.5 * yb);
+        part[v] = half_m_log2pi - mub + 0.5 * mpm + 0.5 * yb;
         for (int64_t p = 0; p < nm; p++)
             for (int64_t q = p; q < nm; q++) st(w.cc, p * nm + q, v, Cq[p * nm + q]);
     }
+    for (int v = 0; v < NV; v++) st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * (TIED ? logdet : det[v].log()) + part[v]);
 }
 
 template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow& w, int64_t o) {
@@ -690,16 +706,22 @@ void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double*
 
 template <int NV> struct FullStep {
     static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) {
+        if (md.tied)
+            step<true>(o, md, w);
+        else
+            step<false>(o, md, w);
+    }
+    template <bool TIED> static void step(int64_t o, const MarginalModel& md, const MarginalRow& w) {
         switch (w.nm) {
-            case 1: marginal_full<NV, 1>(md, w, o); break;
-            case 2: marginal_full<NV, 2>(md, w, o); break;
-            case 3: marginal_full<NV, 3>(md, w, o); break;
-            case 4: marginal_full<NV, 4>(md, w, o); break;
-            case 5: marginal_full<NV, 5>(md, w, o); break;
-            case 6: marginal_full<NV, 6>(md, w, o); break;
-            case 7: marginal_full<NV, 7>(md, w, o); break;
-            case 8: marginal_full<NV, 8>(md, w, o); break;
-            default: marginal_full<NV, 0>(md, w, o); break;
+            case 1: marginal_full<NV, 1, TIED>(md, w, o); break;
+            case 2: marginal_full<NV, 2, TIED>(md, w, o); break;
+            case 3: marginal_full<NV, 3, TIED>(md, w, o); break;
+            case 4: marginal_full<NV, 4, TIED>(md, w, o); break;
+            case 5: marginal_full<NV, 5, TIED>(md, w, o); break;
+            case 6: marginal_full<NV, 6, TIED>(md, w, o); break;
+            case 7: marginal_full<NV, 7, TIED>(md, w, o); break;
+            case 8: marginal_full<NV, 8, TIED>(md, w, o); break;
+            default: marginal_full<NV, 0, TIED>(md, w, o); break;
         }
     }
 };
@@ -788,6 +810,10 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         md.kp = kp;
         md.d = d;
         md.full = full[m];
+        // tied: the same factor for every component (compiled.marginal_form repeats a tied model's)
+        md.tied = full[m];
+        for (int64_t c = 1; md.tied && c < k; c++)
+            md.tied = std::memcmp(factor[m] + c * d * d, factor[m], sizeof(double) * (size_t)(d * d)) == 0;
         md.rlogr = 0.0;
         double* q = (double*)p;
         md.mu = q;
