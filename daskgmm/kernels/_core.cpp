@@ -501,6 +501,7 @@ struct MarginalModel {
     bool full;         // full (or tied) precisions; else diagonal (or spherical)
     bool tied;         // full, and every component's precision the same (a tied model's)
     double* mu;        // (d, kp) means, about the pass centre
+    double* pmu;       // full: (d, kp) P mu
     double* prec;      // full: (d, d, kp) P = U U^T; diagonal: (d, kp) u^2
     double* var;       // diagonal: (d, kp) 1 / u^2
     double* logu;      // diagonal: (d, kp) log u
@@ -529,7 +530,7 @@ struct MarginalRow {
     const double* obs;  // (d) 1 where observed, else 0
     const int64_t* miss;
     int64_t nm;
-    double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
+    double *z, *b, *L, *X, *cc, *xm, *lg, *pm;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
 };
 
 // Vectors of components per group: their sums stay in registers.
@@ -614,23 +615,42 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
         for (int64_t p = 0; p < nm * nm; p++) Cq[p] = splat<double>(Cq[p][0]);
         logdet = splat<double>(dt.log()[0]);
     }
+    // tied: b = (P x0)_m - (P mu)_m + P_mm mu_m, the first term the same for every component and
+    // (P mu) precomputed, so b costs O(m^2) per component instead of O(m D)
+    double Xo[NM ? NM : 1];
+    double* xo = NM ? Xo : w.z;
+    if (TIED)
+        for (int64_t a = 0; a < nm; a++) {
+            const double* pr = md.prec + miss[a] * d * kp + o;
+            double t = 0.0;
+            for (int64_t j = 0; j < d; j++) t += pr[j * kp] * w.xc[j];
+            xo[a] = t;
+        }
     const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
     V part[NV];
+    V Ps[NM ? NM : 1];
+    V* Pm = NM ? Ps : (V*)w.pm;  // P_mm mu_m
     for (int v = 0; v < NV; v++) {
-        for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
-        for (int64_t j = 0; j < d; j++) {
-            const V z = (splat<double>(w.xc[j]) - ld(md.mu, j, v)) * splat<double>(w.obs[j]);
-            for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * z + Bq[a];
+        for (int64_t p = 0; p < nm; p++) {
+            V pm = V{};
+            for (int64_t q = 0; q < nm; q++) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
+            Pm[p] = pm;
         }
-        if (!TIED) factor(v, det[v]);
+        if (TIED) {
+            for (int64_t a = 0; a < nm; a++) Bq[a] = (splat<double>(xo[a]) - ld(md.pmu, miss[a], v)) + Pm[a];
+        } else {
+            for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
+            for (int64_t j = 0; j < d; j++) {
+                const V z = (splat<double>(w.xc[j]) - ld(md.mu, j, v)) * splat<double>(w.obs[j]);
+                for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * z + Bq[a];
+            }
+            factor(v, det[v]);
+        }
         V mub = V{}, yb = V{}, mpm = V{};
         for (int64_t p = 0; p < nm; p++) {
-            V y = V{}, pm = V{};
-            for (int64_t q = 0; q < nm; q++) {
-                y = Cq[p * nm + q] * Bq[q] + y;
-                pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
-            }
-            const V mu = ld(md.mu, miss[p], v), bp = Bq[p];
+            V y = V{};
+            for (int64_t q = 0; q < nm; q++) y = Cq[p * nm + q] * Bq[q] + y;
+            const V pm = Pm[p], mu = ld(md.mu, miss[p], v), bp = Bq[p];
             st(w.xm, p, v, mu - y);
             mub = mu * bp + mub;
             yb = y * bp + yb;
@@ -785,12 +805,12 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         if (!means[m]) continue;
         const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
         kmax = kp > kmax ? kp : kmax;
-        // mu, prec (and var, logu, add, acc), St, and at the full level cross
-        const int64_t per = d + (full[m] ? d * d : 5 * d) + nf + (level == 2 ? d * d : 0);
+        // mu, prec (and var, logu, add, acc), St, at the full level cross, and full: pmu
+        const int64_t per = d + (full[m] ? d * d + d : 5 * d) + nf + (level == 2 ? d * d : 0);
         total += round64(sizeof(double) * (size_t)(per * kp));
     }
     if (!kmax) return true;
-    const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (3 * d + 4 * d * d + 1)));
+    const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (4 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
              round64(sizeof(int64_t) * (size_t)d);
@@ -831,7 +851,9 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         md.acc = full[m] ? nullptr : q + d * kp;
         q += full[m] ? 0 : 2 * d * kp;
         md.cross = level == 2 ? q : nullptr;
-        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d : 5 * d) + nf + (level == 2 ? d * d : 0)) * kp));
+        q += level == 2 ? d * d * kp : 0;
+        md.pmu = full[m] ? q : nullptr;
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d + d : 5 * d) + nf + (level == 2 ? d * d : 0)) * kp));
         const double* mu = means[m];
         const double* u = factor[m];
         for (int64_t c = 0; c < kp; c++) {
@@ -851,6 +873,11 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
                         }
                         md.prec[(i * d + l) * kp + c] = s;
                     }
+                for (int64_t i = 0; i < d; i++) {  // P mu (the tied rows' b)
+                    double s = 0.0;
+                    for (int64_t l = 0; l < d; l++) s += md.prec[(i * d + l) * kp + c] * md.mu[l * kp + c];
+                    md.pmu[i * kp + c] = s;
+                }
             } else {
                 for (int64_t j = 0; j < d; j++) {
                     const double uj = real ? u[c * d + j] : 1.0;
@@ -873,6 +900,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.X = w.L + 2 * d * d * kmax;
     w.cc = w.X + d * d * kmax;
     w.lg = w.cc + d * d * kmax;
+    w.pm = w.lg + kmax;
     p += row_bytes;
     ms.rb = (double*)p;
     p += round64(sizeof(double) * (size_t)(sub * kmax));
