@@ -631,13 +631,13 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
     V Ps[NM ? NM : 1];
     V* Pm = NM ? Ps : (V*)w.pm;  // P_mm mu_m
     for (int v = 0; v < NV; v++) {
-        for (int64_t p = 0; p < nm; p++) {
-            V pm = V{};
-            for (int64_t q = 0; q < nm; q++) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
-            Pm[p] = pm;
-        }
         if (TIED) {
-            for (int64_t a = 0; a < nm; a++) Bq[a] = (splat<double>(xo[a]) - ld(md.pmu, miss[a], v)) + Pm[a];
+            for (int64_t p = 0; p < nm; p++) {
+                V pm = V{};
+                for (int64_t q = 0; q < nm; q++) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
+                Pm[p] = pm;
+                Bq[p] = (splat<double>(xo[p]) - ld(md.pmu, miss[p], v)) + pm;
+            }
         } else {
             for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
             for (int64_t j = 0; j < d; j++) {
@@ -648,9 +648,13 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
         }
         V mub = V{}, yb = V{}, mpm = V{};
         for (int64_t p = 0; p < nm; p++) {
-            V y = V{};
-            for (int64_t q = 0; q < nm; q++) y = Cq[p * nm + q] * Bq[q] + y;
-            const V pm = Pm[p], mu = ld(md.mu, miss[p], v), bp = Bq[p];
+            V y = V{}, pm = V{};
+            for (int64_t q = 0; q < nm; q++) {
+                y = Cq[p * nm + q] * Bq[q] + y;
+                if (!TIED) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
+            }
+            if (TIED) pm = Pm[p];
+            const V mu = ld(md.mu, miss[p], v), bp = Bq[p];
             st(w.xm, p, v, mu - y);
             mub = mu * bp + mub;
             yb = y * bp + yb;
