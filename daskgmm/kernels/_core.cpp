@@ -67,8 +67,8 @@ template <class T> struct Lanes {
     static constexpr int W = DG_VBYTES / (int)sizeof(T);
     typedef T V __attribute__((vector_size(DG_VBYTES)));
     // what load and store go through: unaligned, and may_alias (as the intrinsics' __m256d), since
-    // a vector type does not alias its element type: without it GCC 12 at -O3 moved vector loads
-    // across the scalar stores to the same scratch (wrong marginal logits for rows missing 4 values)
+    // a vector type does not alias its element type: without it GCC 12 at -O3 gave wrong marginal
+    // logits for rows missing 4 values after an unrelated change (right with -fno-strict-aliasing)
     typedef T UV __attribute__((vector_size(DG_VBYTES), aligned(sizeof(T)), may_alias));
 };
 template <class T> struct IntOf;
