@@ -81,6 +81,20 @@ def test_every_variant_equals_numpy(variant, ct, k, d, weighted, frac):
 
 
 @pytest.mark.parametrize("ct", TYPES)
+@pytest.mark.parametrize("k, d", [(3, 4), (3, 5), (16, 4), (5, 7), (16, 12), (9, 11)])
+def test_every_missing_count(variant, ct, k, d):
+    """Rows with each number of missing values from 1 to D (the core has code compiled for each
+    small count, and for each number of component vectors: once a compiler got one of them wrong)."""
+    rng = np.random.default_rng(k * 100 + d)
+    x = rng.normal(scale=3.0, size=(6 * d, d)) + 1.0
+    for i in range(len(x)):
+        x[i, rng.permutation(d)[: 1 + i % d]] = np.nan
+    centre = np.nanmean(x, axis=0)
+    spec = _state(ct, k, d, seed=d).spec(centre)
+    _compare(x, [spec], centre)
+
+
+@pytest.mark.parametrize("ct", TYPES)
 def test_float32_rows(variant, ct):
     """float32 blocks: complete rows in float32 lanes on both paths, so float32's agreement."""
     x = _rows(3000, 6, 0.2, seed=5).astype(np.float32)

@@ -66,7 +66,10 @@ namespace {
 template <class T> struct Lanes {
     static constexpr int W = DG_VBYTES / (int)sizeof(T);
     typedef T V __attribute__((vector_size(DG_VBYTES)));
-    typedef T UV __attribute__((vector_size(DG_VBYTES), aligned(sizeof(T))));
+    // what load and store go through: unaligned, and may_alias (as the intrinsics' __m256d), since
+    // a vector type does not alias its element type: without it GCC 12 at -O3 gave wrong marginal
+    // logits for rows missing 4 values after an unrelated change (right with -fno-strict-aliasing)
+    typedef T UV __attribute__((vector_size(DG_VBYTES), aligned(sizeof(T)), may_alias));
 };
 template <class T> struct IntOf;
 template <> struct IntOf<double> { typedef int64_t I; };
@@ -198,10 +201,12 @@ template <class T> struct Work {
     int64_t incomplete;       // rows with NaN so far
     int64_t* nan_rows;        // (ld) or null: the sub-block's rows with NaN, kept for marginalising models
     T* mb;                    // (d, ld) or null: 1 where a value is missing, else 0 (dense diagonal path)
+    T* mb_buf;                // (d, ld) or null: mb's memory, when a model may use it
     int64_t n_nan;
     T* lanes;                 // (nw, nf, W) soft moments per lane, in the data's type
     double* lanes64;          // (nw, nf, W) float32 lanes flushed into float64 every FLUSH_ROWS rows
     double* S;                // (nw, nf) the caller's statistics
+    const T* centre;          // (d) the pass centre, in the data's type
 };
 
 // Copy rows a..a+rows of x into the feature buffer, centred and transposed, and build the features.
@@ -211,26 +216,16 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     constexpr int W = Lanes<T>::W;
     const int64_t d = k.d, q = k.q, ld = k.ld;
     T* xs = k.tb + q * ld;  // rows q .. q + d - 1: the centred x
+    // The rows are transposed as they are (NaN and all: one strided store per value), then the
+    // rows of the transpose with NaN are cleaned by vectors (0 where missing, and the indicators).
     int64_t incomplete = 0;
     for (int64_t i = 0; i < rows; i++) {
         const T* src = x + (a + i) * d;
         bool nan = false;
-        T* mb = k.mb;
-        if (mb) {
-            for (int64_t j = 0; j < d; j++) {
-                const T t = src[j] - centre[j];
-                const bool nj = t != t;
-                nan |= nj;
-                xs[j * ld + i] = nj ? (T)0 : t;  // x0: 0 where missing
-                mb[j * ld + i] = nj ? (T)1 : (T)0;
-            }
-        } else {
-            for (int64_t j = 0; j < d; j++) {
-                const T t = src[j] - centre[j];
-                const bool nj = t != t;  // (x finite: checked by the caller, or NaN)
-                nan |= nj;
-                xs[j * ld + i] = nj ? (T)0 : t;
-            }
+        for (int64_t j = 0; j < d; j++) {
+            const T t = src[j] - centre[j];
+            nan |= t != t;  // (x finite: checked by the caller, or NaN)
+            xs[j * ld + i] = t;
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
         if (k.wm) k.wm[i] = k.wb[i];
@@ -247,10 +242,23 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     k.incomplete += incomplete;
     for (int64_t i = rows; i < padded; i++) {
         for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
-        if (k.mb)
-            for (int64_t j = 0; j < d; j++) k.mb[j * ld + i] = 0;
         k.wb[i] = 0;
         if (k.wm) k.wm[i] = 0;
+    }
+    // the missing-value indicators, for the diagonal models' tiles when a third or more of the rows
+    // have NaN (else those rows one at a time; either way the same statistics)
+    T* mb = k.mb = k.mb_buf && 3 * incomplete >= rows ? k.mb_buf : nullptr;
+    if (incomplete) {
+        const V zero = V{}, one = splat<T>((T)1);
+        for (int64_t j = 0; j < d; j++)
+            for (int64_t i = 0; i < padded; i += W) {
+                const V v = load<T>(xs + j * ld + i);
+                const auto nan = v != v;
+                store<T>(xs + j * ld + i, nan ? zero : v);
+                if (mb) store<T>(mb + j * ld + i, nan ? one : zero);
+            }
+    } else if (mb) {
+        for (int64_t j = 0; j < d; j++) std::memset(mb + j * ld, 0, sizeof(T) * (size_t)padded);
     }
     T* ones = k.tb + (q + d) * ld;
     for (int64_t i = 0; i < padded; i += W) store<T>(ones + i, splat<T>((T)1));
@@ -491,11 +499,18 @@ template <class T> int64_t default_sub_rows(int64_t nf) {
 struct MarginalModel {
     int64_t k, kp, d;  // components (padded to kp, whole vectors), features
     bool full;         // full (or tied) precisions; else diagonal (or spherical)
+    bool tied;         // full, and every component's precision the same (a tied model's)
     double* mu;        // (d, kp) means, about the pass centre
+    double* pmu;       // full: (d, kp) P mu
     double* prec;      // full: (d, d, kp) P = U U^T; diagonal: (d, kp) u^2
     double* var;       // diagonal: (d, kp) 1 / u^2
     double* logu;      // diagonal: (d, kp) log u
     double* St;        // (nf, kp) the statistics this path adds, float64
+    // At the full level, sum r x_hat_i x_j over the rows missing i (j observed: x0_j, 0 where
+    // missing), for every (i, j): contiguous in j, so each row's terms are a plain run of
+    // read-modify-writes (through the pair table into St they were indexed); folded into the
+    // quadratic statistics at the end of the block.
+    double* cross;     // (d, d, kp) or null
     double rlogr;
     // Diagonal models at the diagonal or spherical level, soft assignment: a row with NaN differs
     // from x0 by terms linear in its missing-feature indicators, so its logits are l0 plus
@@ -515,8 +530,7 @@ struct MarginalRow {
     const double* obs;  // (d) 1 where observed, else 0
     const int64_t* miss;
     int64_t nm;
-    const int64_t* pair;  // (d, d) position of feature x_i x_j among the quadratic ones
-    double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
+    double *z, *b, *L, *X, *cc, *xm, *lg, *pm;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
 };
 
 // Vectors of components per group: their sums stay in registers.
@@ -541,42 +555,35 @@ struct LogProduct {
     }
 };
 
-// NM: the row's missing count when known at compile time (the loops over it unrolled), else 0
-template <int NV, int NM> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+// NM: the row's missing count when known at compile time (the loops over it unrolled, the factors
+// on the stack, clear of any aliasing with the parameters), else 0 (the row's scratch). TIED: every
+// component has the same precision, so the factor of P_mm, its inverse and log det P_mm are the
+// same for all: computed once per row (from the first component's lane), not once per component.
+// The rest is done one vector of components at a time: b and the row's terms stay local.
+template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md, const MarginalRow& w, int64_t o) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
     const int64_t d = md.d, kp = md.kp, nm = NM ? NM : w.nm;
     const int64_t* miss = w.miss;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
-    for (int64_t j = 0; j < d; j++) {
-        const V xs = splat<double>(w.xc[j]), of = splat<double>(w.obs[j]);
-        for (int v = 0; v < NV; v++) st(w.z, j, v, (xs - ld(md.mu, j, v)) * of);
-    }
-    // b = (P z)_m: the observed deviations seen from each missing feature
-    for (int64_t a = 0; a < nm; a++) {
-        const double* pr = md.prec + miss[a] * d * kp;
-        V s[NV] = {};
-        for (int64_t j = 0; j < d; j++)
-            for (int v = 0; v < NV; v++) s[v] = ld(pr, j, v) * ld(w.z, j, v) + s[v];
-        for (int v = 0; v < NV; v++) st(w.b, a, v, s[v]);
-    }
-    // Per vector of components: P_mm = L D L^T (L unit lower triangular: no square roots), column
-    // by column, log det P_mm from the pivots D; X = L^-1; P_mm^-1 = X^T D^-1 X (the conditional
-    // covariance); y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the logit. With the
-    // missing count known at compile time the factors are local arrays (kept from aliasing the
-    // parameters), else in the row's scratch. Lq holds L D below its diagonal, then L, and 1 / D on it.
-    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
-    for (int v = 0; v < NV; v++) {
-        V Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
-        V* Lq = NM ? Ls : (V*)w.L;
-        V* Xq = NM ? Xs : (V*)w.X;
-        V* Cq = NM ? Cs : (V*)w.L + nm * nm;
-        LogProduct det;
+    // b = (P z)_m, z the observed deviations (0 where missing), summed over the features in order
+    // with every missing feature's sum in a register; P_mm = L D L^T (L unit lower triangular: no
+    // square roots), column by column, log det P_mm from the pivots D; X = L^-1; P_mm^-1 = X^T D^-1 X
+    // (the conditional covariance); y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the
+    // logit. Lq holds L D below its diagonal, then L, and 1 / D on it.
+    V Bs[NM ? NM : 1], Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
+    V* Bq = NM ? Bs : (V*)w.b;
+    V* Lq = NM ? Ls : (V*)w.L;
+    V* Xq = NM ? Xs : (V*)w.X;
+    V* Cq = NM ? Cs : (V*)w.L + nm * nm;
+    // the logs of the determinants last, side by side: each is a long chain of latencies
+    LogProduct det[NV];
+    auto factor = [&](int v, LogProduct& dt) {
         for (int64_t a = 0; a < nm; a++) {
             V s = ld(md.prec, miss[a] * d + miss[a], v);
             for (int64_t e = 0; e < a; e++) s = s - Lq[a * nm + e] * Lq[a * nm + e] * Lq[e * nm + e];
-            det.mul(s);
+            dt.mul(s);
             Lq[a * nm + a] = 1.0 / s;
             for (int64_t c = a + 1; c < nm; c++) {
                 V t = ld(md.prec, miss[c] * d + miss[a], v);
@@ -599,22 +606,65 @@ template <int NV, int NM> void marginal_full(const MarginalModel& md, const Marg
                 Cq[p * nm + q] = t;
                 Cq[q * nm + p] = t;
             }
+    };
+    V logdet = V{};
+    if (TIED) {
+        // lane 0 is a real component (every group starts at one); the others may be padding
+        LogProduct dt;
+        factor(0, dt);
+        for (int64_t p = 0; p < nm * nm; p++) Cq[p] = splat<double>(Cq[p][0]);
+        logdet = splat<double>(dt.log()[0]);
+    }
+    // tied: b = (P x0)_m - (P mu)_m + P_mm mu_m, the first term the same for every component and
+    // (P mu) precomputed, so b costs O(m^2) per component instead of O(m D)
+    double Xo[NM ? NM : 1];
+    double* xo = NM ? Xo : w.z;
+    if (TIED)
+        for (int64_t a = 0; a < nm; a++) {
+            const double* pr = md.prec + miss[a] * d * kp + o;
+            double t = 0.0;
+            for (int64_t j = 0; j < d; j++) t += pr[j * kp] * w.xc[j];
+            xo[a] = t;
+        }
+    const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
+    V part[NV];
+    V Ps[NM ? NM : 1];
+    V* Pm = NM ? Ps : (V*)w.pm;  // P_mm mu_m
+    for (int v = 0; v < NV; v++) {
+        if (TIED) {
+            for (int64_t p = 0; p < nm; p++) {
+                V pm = V{};
+                for (int64_t q = 0; q < nm; q++) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
+                Pm[p] = pm;
+                Bq[p] = (splat<double>(xo[p]) - ld(md.pmu, miss[p], v)) + pm;
+            }
+        } else {
+            for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
+            for (int64_t j = 0; j < d; j++) {
+                const V z = (splat<double>(w.xc[j]) - ld(md.mu, j, v)) * splat<double>(w.obs[j]);
+                for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * z + Bq[a];
+            }
+            factor(v, det[v]);
+        }
         V mub = V{}, yb = V{}, mpm = V{};
         for (int64_t p = 0; p < nm; p++) {
             V y = V{}, pm = V{};
             for (int64_t q = 0; q < nm; q++) {
-                y = Cq[p * nm + q] * ld(w.b, q, v) + y;
-                pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
+                y = Cq[p * nm + q] * Bq[q] + y;
+                if (!TIED) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
             }
-            const V mu = ld(md.mu, miss[p], v), bp = ld(w.b, p, v);
+            if (TIED) pm = Pm[p];
+            const V mu = ld(md.mu, miss[p], v), bp = Bq[p];
             st(w.xm, p, v, mu - y);
             mub = mu * bp + mub;
             yb = y * bp + yb;
             mpm = mu * pm + mpm;
         }
-        st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * det.log() + half_m_log2pi - mub + 0.5 * mpm + 0.5 * yb);
-        for (int64_t p = 0; p < nm * nm; p++) st(w.cc, p, v, Cq[p]);
+        part[v] = half_m_log2pi - mub + 0.5 * mpm + 0.5 * yb;
+        for (int64_t p = 0; p < nm; p++)
+            for (int64_t q = p; q < nm; q++) st(w.cc, p * nm + q, v, Cq[p * nm + q]);
     }
+    for (int v = 0; v < NV; v++) st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * (TIED ? logdet : det[v].log()) + part[v]);
 }
 
 template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow& w, int64_t o) {
@@ -660,11 +710,10 @@ void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double*
         }
         if (level == 2) {
             // (i, j) with j observed: x_hat_i x_j (xc is 0 where missing: those get 0 here, theirs below)
-            const int64_t* pair = w.pair + i * d;
+            double* cr = md.cross + i * d * kp;
             for (int64_t j = 0; j < d; j++) {
-                const int64_t pos = pair[j];
                 const V xj = splat<double>(w.xc[j]);
-                for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * xj + ld(St, pos, v));
+                for (int v = 0; v < NV; v++) st(cr, j, v, rx[v] * xj + ld(cr, j, v));
             }
             for (int64_t c = a; c < nm; c++) {
                 const int64_t j = w.miss[c];  // ascending: i <= j
@@ -681,12 +730,22 @@ void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double*
 
 template <int NV> struct FullStep {
     static void run(int64_t o, const MarginalModel& md, const MarginalRow& w) {
+        if (md.tied)
+            step<true>(o, md, w);
+        else
+            step<false>(o, md, w);
+    }
+    template <bool TIED> static void step(int64_t o, const MarginalModel& md, const MarginalRow& w) {
         switch (w.nm) {
-            case 1: marginal_full<NV, 1>(md, w, o); break;
-            case 2: marginal_full<NV, 2>(md, w, o); break;
-            case 3: marginal_full<NV, 3>(md, w, o); break;
-            case 4: marginal_full<NV, 4>(md, w, o); break;
-            default: marginal_full<NV, 0>(md, w, o); break;
+            case 1: marginal_full<NV, 1, TIED>(md, w, o); break;
+            case 2: marginal_full<NV, 2, TIED>(md, w, o); break;
+            case 3: marginal_full<NV, 3, TIED>(md, w, o); break;
+            case 4: marginal_full<NV, 4, TIED>(md, w, o); break;
+            case 5: marginal_full<NV, 5, TIED>(md, w, o); break;
+            case 6: marginal_full<NV, 6, TIED>(md, w, o); break;
+            case 7: marginal_full<NV, 7, TIED>(md, w, o); break;
+            case 8: marginal_full<NV, 8, TIED>(md, w, o); break;
+            default: marginal_full<NV, 0, TIED>(md, w, o); break;
         }
     }
 };
@@ -700,6 +759,10 @@ template <int NV> struct TermStep {
             case 2: marginal_terms<NV, 2>(md, w, r, level, o); break;
             case 3: marginal_terms<NV, 3>(md, w, r, level, o); break;
             case 4: marginal_terms<NV, 4>(md, w, r, level, o); break;
+            case 5: marginal_terms<NV, 5>(md, w, r, level, o); break;
+            case 6: marginal_terms<NV, 6>(md, w, r, level, o); break;
+            case 7: marginal_terms<NV, 7>(md, w, r, level, o); break;
+            case 8: marginal_terms<NV, 8>(md, w, r, level, o); break;
             default: marginal_terms<NV, 0>(md, w, r, level, o); break;
         }
     }
@@ -746,14 +809,15 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         if (!means[m]) continue;
         const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
         kmax = kp > kmax ? kp : kmax;
-        const int64_t per = d + (full[m] ? d * d : 5 * d) + nf;  // mu, prec (and var, logu, add, acc), St
+        // mu, prec (and var, logu, add, acc), St, at the full level cross, and full: pmu
+        const int64_t per = d + (full[m] ? d * d + d : 5 * d) + nf + (level == 2 ? d * d : 0);
         total += round64(sizeof(double) * (size_t)(per * kp));
     }
     if (!kmax) return true;
-    const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (3 * d + 4 * d * d + 1)));
+    const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (4 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
-             round64(sizeof(int64_t) * (size_t)(d + d * d));
+             round64(sizeof(int64_t) * (size_t)d);
     char* p = (char*)std::aligned_alloc(64, total);
     if (!p) return false;
     std::memset(p, 0, total);
@@ -770,6 +834,10 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         md.kp = kp;
         md.d = d;
         md.full = full[m];
+        // tied: the same factor for every component (compiled.marginal_form repeats a tied model's)
+        md.tied = full[m];
+        for (int64_t c = 1; md.tied && c < k; c++)
+            md.tied = std::memcmp(factor[m] + c * d * d, factor[m], sizeof(double) * (size_t)(d * d)) == 0;
         md.rlogr = 0.0;
         double* q = (double*)p;
         md.mu = q;
@@ -785,7 +853,11 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         md.by_rows = !full[m] && level <= 1 && !(modes[m] & 1);
         md.add = full[m] ? nullptr : q;
         md.acc = full[m] ? nullptr : q + d * kp;
-        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d : 5 * d) + nf) * kp));
+        q += full[m] ? 0 : 2 * d * kp;
+        md.cross = level == 2 ? q : nullptr;
+        q += level == 2 ? d * d * kp : 0;
+        md.pmu = full[m] ? q : nullptr;
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d + d : 5 * d) + nf + (level == 2 ? d * d : 0)) * kp));
         const double* mu = means[m];
         const double* u = factor[m];
         for (int64_t c = 0; c < kp; c++) {
@@ -805,6 +877,11 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
                         }
                         md.prec[(i * d + l) * kp + c] = s;
                     }
+                for (int64_t i = 0; i < d; i++) {  // P mu (the tied rows' b)
+                    double s = 0.0;
+                    for (int64_t l = 0; l < d; l++) s += md.prec[(i * d + l) * kp + c] * md.mu[l * kp + c];
+                    md.pmu[i * kp + c] = s;
+                }
             } else {
                 for (int64_t j = 0; j < d; j++) {
                     const double uj = real ? u[c * d + j] : 1.0;
@@ -827,6 +904,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.X = w.L + 2 * d * d * kmax;
     w.cc = w.X + d * d * kmax;
     w.lg = w.cc + d * d * kmax;
+    w.pm = w.lg + kmax;
     p += row_bytes;
     ms.rb = (double*)p;
     p += round64(sizeof(double) * (size_t)(sub * kmax));
@@ -838,13 +916,6 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.obs = (double*)p + d;
     p += round64(sizeof(double) * (size_t)(2 * d));
     w.miss = (int64_t*)p;
-    int64_t* pair = (int64_t*)p + d;
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++) {
-            const int64_t lo = j < i ? j : i, hi = j < i ? i : j;
-            pair[i * d + j] = lo * d - lo * (lo - 1) / 2 + (hi - lo);
-        }
-    w.pair = pair;
     return true;
 }
 
@@ -859,7 +930,6 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     MarginalModel& md = ms.models[m];
     MarginalRow& w = ms.row;
     const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
-    const T* xs = k.tb + k.q * ld;  // the centred rows, 0 where missing
     double* xc = (double*)w.xc;
     double* obs = (double*)w.obs;
     int64_t* miss = (int64_t*)w.miss;
@@ -876,7 +946,8 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             miss[nm] = j;
             nm += nan;
             obs[j] = nan ? 0.0 : 1.0;
-            xc[j] = (double)xs[j * ld + i];
+            const T cv = src[j] - k.centre[j];  // as fill_features computes it, from the row's one cache line
+            xc[j] = nan ? 0.0 : (double)cv;
         }
         w.nm = nm;
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
@@ -919,7 +990,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
                 ztot += zs[l];
             }
             const double inv = 1.0 / tot;
-            const double lt = Math<double>::log(splat<double>(tot))[0];  // tot >= 1: its largest term is exp(0)
+            const double lt = __builtin_log(tot);  // tot >= 1: its largest term is exp(0)
             ms.lp[t] = top + lt;
             if (want_rlogr) md.rlogr += wt * (ztot * inv - lt);
             const V scale = splat<double>(inv);
@@ -964,62 +1035,80 @@ template <class T> void marginal_acc(const Work<T>& k, const MarginalSet& ms, Ma
 
 // Dense forms of marginal_add and marginal_acc, over every row of the sub-block (the rows
 // without NaN add 0): logits += add . M, acc += R M^T, M the missing-value indicators.
-template <class T> void marginal_add_tiles(const Work<T>& k, const MarginalModel& md, int64_t lo, int64_t padded) {
+// Components c0 .. c0 + NC - 1 (a compile-time count: no test per component in the loops).
+template <class T, int NC> void marginal_add_tile(const Work<T>& k, const MarginalModel& md, int64_t lo, int64_t padded,
+                                                  int64_t c0) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t d = k.d, kk = md.k, ld = k.ld;
-    // tiles of CT components x 2 row vectors, the indicator vectors loaded once per feature
-    constexpr int CT = 4;
-    for (int64_t c0 = 0; c0 < kk; c0 += CT) {
-        const int nc = kk - c0 < CT ? (int)(kk - c0) : CT;
-        for (int64_t i = 0; i < padded; i += 2 * W) {
-            V s[CT][2];
-            for (int c = 0; c < CT; c++)
-                for (int h = 0; h < 2; h++) s[c][h] = c < nc ? load<T>(k.lb + (lo + c0 + c) * ld + i + h * W) : V{};
-            for (int64_t j = 0; j < d; j++) {
-                const V m0 = load<T>(k.mb + j * ld + i), m1 = load<T>(k.mb + j * ld + i + W);
-                const double* add = md.add + j * kk + c0;
-                for (int c = 0; c < CT; c++)
-                    if (c < nc) {
-                        const V a = splat<T>((T)add[c]);
-                        s[c][0] = a * m0 + s[c][0];
-                        s[c][1] = a * m1 + s[c][1];
-                    }
+    // NC components x 2 row vectors, the indicator vectors loaded once per feature
+    for (int64_t i = 0; i < padded; i += 2 * W) {
+        V s[NC][2];
+        for (int c = 0; c < NC; c++)
+            for (int h = 0; h < 2; h++) s[c][h] = load<T>(k.lb + (lo + c0 + c) * ld + i + h * W);
+        for (int64_t j = 0; j < d; j++) {
+            const V m0 = load<T>(k.mb + j * ld + i), m1 = load<T>(k.mb + j * ld + i + W);
+            const double* add = md.add + j * kk + c0;
+            for (int c = 0; c < NC; c++) {
+                const V a = splat<T>((T)add[c]);
+                s[c][0] = a * m0 + s[c][0];
+                s[c][1] = a * m1 + s[c][1];
             }
-            for (int c = 0; c < nc; c++)
-                for (int h = 0; h < 2; h++) store<T>(k.lb + (lo + c0 + c) * ld + i + h * W, s[c][h]);
+        }
+        for (int c = 0; c < NC; c++)
+            for (int h = 0; h < 2; h++) store<T>(k.lb + (lo + c0 + c) * ld + i + h * W, s[c][h]);
+    }
+}
+
+template <class T> void marginal_add_tiles(const Work<T>& k, const MarginalModel& md, int64_t lo, int64_t padded) {
+    constexpr int CT = 4;
+    for (int64_t c0 = 0; c0 < md.k; c0 += CT) {
+        switch (md.k - c0 < CT ? md.k - c0 : CT) {
+            case 1: marginal_add_tile<T, 1>(k, md, lo, padded, c0); break;
+            case 2: marginal_add_tile<T, 2>(k, md, lo, padded, c0); break;
+            case 3: marginal_add_tile<T, 3>(k, md, lo, padded, c0); break;
+            default: marginal_add_tile<T, CT>(k, md, lo, padded, c0); break;
         }
     }
 }
 
-template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded) {
+template <class T, int NC> void marginal_acc_tile(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded,
+                                                  int64_t c0) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
-    // tiles of CT components x JT indicator rows, summed over the rows per lane
-    constexpr int CT = 4, JT = 2;
+    // NC components x JT indicator rows, summed over the rows per lane
+    constexpr int JT = 2;
     const int64_t d = k.d, kk = md.k, ld = k.ld;
-    for (int64_t c0 = 0; c0 < kk; c0 += CT) {
-        const int nc = kk - c0 < CT ? (int)(kk - c0) : CT;
-        for (int64_t j0 = 0; j0 < d; j0 += JT) {
-            const int nj = d - j0 < JT ? (int)(d - j0) : JT;
-            V s[CT][JT];
-            for (int c = 0; c < CT; c++)
-                for (int jj = 0; jj < JT; jj++) s[c][jj] = V{};
-            for (int64_t i = 0; i < padded; i += W) {
-                V mv[JT];
-                for (int jj = 0; jj < JT; jj++) mv[jj] = jj < nj ? load<T>(k.mb + (j0 + jj) * ld + i) : V{};
-                for (int c = 0; c < CT; c++)
-                    if (c < nc) {
-                        const V rv = load<T>(k.lb + (lo + c0 + c) * ld + i);
-                        for (int jj = 0; jj < JT; jj++) s[c][jj] = rv * mv[jj] + s[c][jj];
-                    }
+    for (int64_t j0 = 0; j0 < d; j0 += JT) {
+        const int nj = d - j0 < JT ? (int)(d - j0) : JT;
+        V s[NC][JT];
+        for (int c = 0; c < NC; c++)
+            for (int jj = 0; jj < JT; jj++) s[c][jj] = V{};
+        const T* m1 = k.mb + (j0 + (nj > 1 ? 1 : 0)) * ld;  // an odd d's last row: its own twice, the
+        for (int64_t i = 0; i < padded; i += W) {              // second sum left out below
+            const V mv[JT] = {load<T>(k.mb + j0 * ld + i), load<T>(m1 + i)};
+            for (int c = 0; c < NC; c++) {
+                const V rv = load<T>(k.lb + (lo + c0 + c) * ld + i);
+                for (int jj = 0; jj < JT; jj++) s[c][jj] = rv * mv[jj] + s[c][jj];
             }
-            for (int c = 0; c < nc; c++)
-                for (int jj = 0; jj < nj; jj++) {
-                    double t = 0.0;
-                    for (int l = 0; l < W; l++) t += (double)s[c][jj][l];
-                    md.acc[(j0 + jj) * kk + c0 + c] += t;
-                }
+        }
+        for (int c = 0; c < NC; c++)
+            for (int jj = 0; jj < nj; jj++) {
+                double t = 0.0;
+                for (int l = 0; l < W; l++) t += (double)s[c][jj][l];
+                md.acc[(j0 + jj) * kk + c0 + c] += t;
+            }
+    }
+}
+
+template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, int64_t lo, int64_t padded) {
+    constexpr int CT = 4;
+    for (int64_t c0 = 0; c0 < md.k; c0 += CT) {
+        switch (md.k - c0 < CT ? md.k - c0 : CT) {
+            case 1: marginal_acc_tile<T, 1>(k, md, lo, padded, c0); break;
+            case 2: marginal_acc_tile<T, 2>(k, md, lo, padded, c0); break;
+            case 3: marginal_acc_tile<T, 3>(k, md, lo, padded, c0); break;
+            default: marginal_acc_tile<T, CT>(k, md, lo, padded, c0); break;
         }
     }
 }
@@ -1095,7 +1184,7 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         std::free(mem);
         return -1;
     }
-    bool dense = false;  // this sub-block's by_rows models use the tiles (a third or more of its rows with NaN)
+    k.mb_buf = mb;
     std::memset(k.lanes, 0, bytes_lanes);
     if (narrow) std::memset(k.lanes64, 0, bytes_lanes64);
     const int64_t nlanes = k.nw * k.nf * W;
@@ -1107,24 +1196,14 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
     };
     int64_t unflushed = 0;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
+    k.centre = centre;
     bool any_soft = false;
     for (int64_t m = 0; m < nm; m++) any_soft |= !(modes[m] & 1);
     for (int64_t a = 0; a < n; a += sub) {
         const int64_t rows = n - a < sub ? n - a : sub;
         const int64_t padded = (rows + tile - 1) / tile * tile;
-        // the previous sub-block's share of rows with NaN decides this one's: a guess that is
-        // right for nearly every sub-block, and either way gives the same statistics
-        k.mb = dense ? mb : nullptr;
         fill_features<T>(k, x, centre, w, a, rows, padded);
-        if (!dense && mb && 3 * k.n_nan >= rows) {  // wanted after all: build the indicators now
-            for (int64_t i = 0; i < padded; i++) {
-                const T* src = x + (a + i) * d;
-                for (int64_t j = 0; j < d; j++) mb[j * k.ld + i] = i < rows && src[j] != src[j] ? (T)1 : (T)0;
-            }
-            k.mb = mb;
-        }
         const bool tiles = k.mb != nullptr;
-        dense = mb && 3 * k.n_nan >= rows;
         logits<T>(k, padded);
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
@@ -1177,6 +1256,13 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         if (!md.k) continue;
         for (int64_t c = 0; c < md.k; c++)
             for (int64_t f = 0; f < k.nf; f++) S[(bounds[m] + c) * k.nf + f] += md.St[f * md.kp + c];
+        if (md.cross)  // x_hat_i x_j with i missing, j observed: feature (min, max); (i, i) holds 0
+            for (int64_t c = 0; c < md.k; c++)
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t j = 0; j < d; j++) {
+                        const int64_t lo = j < i ? j : i, hi = j < i ? i : j;
+                        S[(bounds[m] + c) * k.nf + lo * d - lo * (lo - 1) / 2 + (hi - lo)] += md.cross[(i * d + j) * md.kp + c];
+                    }
         rlogr[m] += md.rlogr;
         if (!md.by_rows) continue;
         // T(x_hat) - T(x0) + the conditional variance, of the rows missing feature j: mu^2 + var, mu
@@ -1226,9 +1312,10 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     k.skip = (unsigned char*)(mem + bytes_t + bytes_l + bytes_w + bytes_c);
     k.incomplete = 0;
     k.nan_rows = nullptr;
-    k.mb = nullptr;
+    k.mb = k.mb_buf = nullptr;
     k.wm = nullptr;
     for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
+    k.centre = centre;
     const T nan = (T)__builtin_nan("");
     for (int64_t a = 0; a < n; a += sub) {
         const int64_t rows = n - a < sub ? n - a : sub;
