@@ -42,34 +42,10 @@ import time
 import warnings
 
 import numpy as np
+from benchlib import bench_cluster, gemm_rate, marginal_seconds, precisions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-
-
-def _gemm_rate(seconds=1.5):
-    """Single-threaded dgemm rate in flop/s (run in every worker at once)."""
-    a = np.random.default_rng(0).standard_normal((1200, 1200))
-    a @ a
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ a
-        n += 1
-    return n * 2 * 1200**3 / (time.perf_counter() - t0)
-
-
-def _marginal(fit, iters, repeats):
-    """Median and min of (t(2 + iters) - t(2)) / iters."""
-    per = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fit(2)
-        t2 = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        fit(2 + iters)
-        tn = time.perf_counter() - t0
-        per.append((tn - t2) / iters)
-    return {"per_iter": statistics.median(per), "min": min(per), "all": per}
 
 
 def _init(X_sample, k, d, seed=1):
@@ -78,12 +54,6 @@ def _init(X_sample, k, d, seed=1):
     var = X_sample.var(axis=0).mean()
     return dict(weights_init=np.full(k, 1.0 / k), means_init=means,
                 precisions_init=np.stack([np.eye(d) / var] * k))
-
-
-def _precisions(init, ct, k, d):
-    p = init["precisions_init"]
-    diag = np.stack([np.diag(m) for m in p])
-    return {"full": p, "tied": p.mean(axis=0), "diag": diag, "spherical": diag.mean(axis=1)}[ct]
 
 
 def main(argv=None):
@@ -106,7 +76,6 @@ def main(argv=None):
     warnings.simplefilter("ignore")
 
     import dask
-    from distributed import Client, LocalCluster
     from make_data import main as make_data
 
     import daskgmm
@@ -133,9 +102,8 @@ def main(argv=None):
         cases[name] = {**r, "note": note}
         print(f"  {name:38s} {r['per_iter']:8.3f} s/iter  (min {r['min']:.3f})  {note}", flush=True)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        rates = list(client.run(_gemm_rate).values())
+    with bench_cluster() as client:
+        rates = list(client.run(gemm_rate).values())
         res["gemm_flops"] = float(sum(rates))
         flops = 4.0 * n * k * d * d
         res["gemm_bound_s"] = flops / res["gemm_flops"]
@@ -159,7 +127,7 @@ def main(argv=None):
 
         def fitter(X, ct="full", cache="memory", start=init, **kw):
             def fit(it):
-                params = dict(start, precisions_init=_precisions(start, ct, k, d))
+                params = dict(start, precisions_init=precisions(start, ct, k, d))
                 GaussianMixture(k, covariance_type=ct, max_iter=it, tol=0.0, cache=cache, **params, **kw).fit(X)
             return fit
 
@@ -192,7 +160,7 @@ def main(argv=None):
         def skfit(it):
             SkGMM(k, max_iter=it, tol=0.0, **init).fit(X)
 
-        report("scikit-learn, float64", _marginal(skfit, max(2, a.iters // 2), 1))
+        report("scikit-learn, float64", marginal_seconds(skfit, max(2, a.iters // 2), 1))
         if not a.only_scaling:
             _whole_fits(res, X, k, sklearn=True)
         del X
@@ -237,12 +205,12 @@ def _main_cases(a, res, client, src, init, cold, mem, fitter, report):
 
     k = a.components
     print("daskgmm (LocalCluster, 2 workers x 1 thread):", flush=True)
-    report("daskgmm in memory, float64", _marginal(fitter(mem["float64"]), a.iters, a.repeats))
-    report("daskgmm in memory, float32", _marginal(fitter(mem["float32"]), a.iters, a.repeats))
-    report("daskgmm in memory, float64, cold start", _marginal(fitter(mem["float64"], start=cold), a.iters,
+    report("daskgmm in memory, float64", marginal_seconds(fitter(mem["float64"]), a.iters, a.repeats))
+    report("daskgmm in memory, float32", marginal_seconds(fitter(mem["float32"]), a.iters, a.repeats))
+    report("daskgmm in memory, float64, cold start", marginal_seconds(fitter(mem["float64"], start=cold), a.iters,
                                                                 a.repeats), "every component overlaps")
     for ct in ("diag", "spherical", "tied"):
-        report(f"daskgmm in memory, float64, {ct}", _marginal(fitter(mem["float64"], ct), a.iters, a.repeats))
+        report(f"daskgmm in memory, float64, {ct}", marginal_seconds(fitter(mem["float64"], ct), a.iters, a.repeats))
 
     # float32 answers: same start, same iterations
     g64 = GaussianMixture(k, max_iter=10, tol=0.0, **init).fit(mem["float64"])
@@ -270,7 +238,7 @@ def _main_cases(a, res, client, src, init, cold, mem, fitter, report):
         scans.append(time.perf_counter() - t0)
     res["parquet_scan_s"] = statistics.median(scans)
     print(f"  {'Parquet scan (read only)':38s} {res['parquet_scan_s']:8.3f} s", flush=True)
-    report("daskgmm out of core, float64", _marginal(fitter(ooc, cache="none"), a.iters, a.repeats))
+    report("daskgmm out of core, float64", marginal_seconds(fitter(ooc, cache="none"), a.iters, a.repeats))
     rand = dict(init_params="random_from_data", random_state=0)
 
     def restarts(n_init):
@@ -278,8 +246,8 @@ def _main_cases(a, res, client, src, init, cold, mem, fitter, report):
             GaussianMixture(k, max_iter=it, tol=0.0, cache="none", n_init=n_init, **rand).fit(ooc)
         return fit
 
-    report("daskgmm out of core, n_init=1", _marginal(restarts(1), a.iters, a.repeats), "random_from_data")
-    report("daskgmm out of core, n_init=8 lockstep", _marginal(restarts(8), a.iters, a.repeats),
+    report("daskgmm out of core, n_init=1", marginal_seconds(restarts(1), a.iters, a.repeats), "random_from_data")
+    report("daskgmm out of core, n_init=8 lockstep", marginal_seconds(restarts(8), a.iters, a.repeats),
            "random_from_data")
     return peaks
 

@@ -19,6 +19,8 @@ import statistics
 import sys
 import warnings
 
+from benchlib import bench_cluster, gemm_rate, marginal_seconds, precisions
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
@@ -35,22 +37,18 @@ def main(argv=None):
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
 
-    from bench import _gemm_rate, _marginal, _precisions
-    from distributed import Client, LocalCluster
-
     from daskgmm import GaussianMixture
     from daskgmm.io.parquet import open_parquet
 
     k, d = a.components, a.features
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with bench_cluster() as client:
         src = open_parquet(a.data, columns=[f"f{j}" for j in range(d)], dtype=a.dtype)
         X = client.persist(src.X)
         X.sum().compute()
         n = X.shape[0]
         start = GaussianMixture(k, max_iter=0, random_state=0).fit(X)
         init = dict(weights_init=start.weights_, means_init=start.means_)
-        init["precisions_init"] = _precisions(dict(init, precisions_init=start.precisions_), a.covariance_type, k, d)
+        init["precisions_init"] = precisions(dict(init, precisions_init=start.precisions_), a.covariance_type, k, d)
 
         def fit(it):
             GaussianMixture(k, covariance_type=a.covariance_type, max_iter=it, tol=0.0, cache="memory",
@@ -58,8 +56,8 @@ def main(argv=None):
 
         rows = []
         for _ in range(a.repeats):
-            rate = sum(client.run(_gemm_rate).values())
-            r = _marginal(fit, a.iters, 1)
+            rate = sum(client.run(gemm_rate).values())
+            r = marginal_seconds(fit, a.iters, 1)
             bound = 4.0 * n * k * d * d / rate
             rows.append((r["per_iter"], rate, bound))
             print(f"  {r['per_iter']:.3f} s/iter; dgemm {rate / 1e9:.1f} GFLOP/s (both workers); "

@@ -29,18 +29,7 @@ import time
 import warnings
 
 import numpy as np
-
-
-def _marginal(fit, iters, repeats):
-    per = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fit(2)
-        t2 = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        fit(2 + iters)
-        per.append((time.perf_counter() - t0 - t2) / iters)
-    return {"per_iter": statistics.median(per), "min": min(per), "all": per}
+from benchlib import bench_cluster, marginal_seconds
 
 
 def _fits(runs):
@@ -77,7 +66,6 @@ def main(argv=None):
     warnings.simplefilter("ignore")
 
     import dask.array as da
-    from distributed import Client, LocalCluster
     from sklearn.cluster import KMeans as SkKMeans
     from sklearn.datasets import make_blobs
     from threadpoolctl import threadpool_info
@@ -98,8 +86,7 @@ def main(argv=None):
         print(f"  {name:52s} {r['per_iter']:8.4f} s  (min {r['min']:.4f})  {note}", flush=True)
 
     print(f"{n:,} x {d}, K = {k}; BLAS {res['blas']}", flush=True)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with bench_cluster() as client:
         res["kernel"] = kernels_in_use(client)
         print(f"daskgmm (LocalCluster, 2 workers x 1 thread, kernel {res['kernel']}):", flush=True)
         Xd = client.persist(da.from_array(X, chunks=(131072, d)))
@@ -108,7 +95,7 @@ def main(argv=None):
         def dg_lloyd(it):
             KMeans(k, init=start, n_init=1, max_iter=it, tol=0.0).fit(Xd)
 
-        report("daskgmm KMeans, Lloyd iteration", _marginal(dg_lloyd, a.iters, a.repeats))
+        report("daskgmm KMeans, Lloyd iteration", marginal_seconds(dg_lloyd, a.iters, a.repeats))
         whole = []
         for seed in (0, 1, 2):
             t, km = _timed(lambda seed=seed: KMeans(k, n_init=1, random_state=seed).fit(Xd))
@@ -125,18 +112,17 @@ def main(argv=None):
         def gm(it):
             GaussianMixture(k, max_iter=it, tol=0.0, **init).fit(Xd)
 
-        report("daskgmm GaussianMixture full, 2 workers", _marginal(gm, max(3, a.iters // 2), a.repeats))
+        report("daskgmm GaussianMixture full, 2 workers", marginal_seconds(gm, max(3, a.iters // 2), a.repeats))
         del Xd
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with bench_cluster(1) as client:
         Xd = client.persist(da.from_array(X, chunks=(131072, d)))
         Xd.sum().compute()
 
         def gm1(it):
             GaussianMixture(k, max_iter=it, tol=0.0, **init).fit(Xd)
 
-        report("daskgmm GaussianMixture full, 1 worker", _marginal(gm1, max(3, a.iters // 2), a.repeats))
+        report("daskgmm GaussianMixture full, 1 worker", marginal_seconds(gm1, max(3, a.iters // 2), a.repeats))
         del Xd
 
     print("scikit-learn (this process, its threads on both cores):", flush=True)
@@ -144,7 +130,7 @@ def main(argv=None):
     def sk_lloyd(it):
         SkKMeans(k, init=start, n_init=1, max_iter=it, tol=0.0, algorithm="lloyd").fit(X)
 
-    report("scikit-learn KMeans, Lloyd iteration", _marginal(sk_lloyd, a.iters, a.repeats))
+    report("scikit-learn KMeans, Lloyd iteration", marginal_seconds(sk_lloyd, a.iters, a.repeats))
     sk_whole = []
     for seed in (0, 1, 2):
         t, km = _timed(lambda seed=seed: SkKMeans(k, n_init=1, random_state=seed).fit(X))
@@ -162,8 +148,7 @@ def main(argv=None):
         res["dask_ml"] = f"skipped: {exc}"
         print(f"dask-ml: skipped ({exc})", flush=True)
     else:
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with bench_cluster() as client:
             Xd = client.persist(da.from_array(X, chunks=(131072, d)))
             Xd.sum().compute()
             dml = []

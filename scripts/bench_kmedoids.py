@@ -24,6 +24,7 @@ import sys
 import time
 
 import numpy as np
+from benchlib import bench_cluster
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,36 +64,29 @@ def peers(args) -> None:
 
 
 def scale(args) -> None:
-    from distributed import Client, LocalCluster
-
     import daskgmm
     from daskgmm import KMedoids
 
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, memory_limit=args.memory_limit)
-    try:
-        with Client(cluster):
-            for n in (int(v) for v in args.rows.split(",")):
-                path = os.path.join(args.dir, f"rows-{n}")
-                if not os.path.exists(os.path.join(path, "truth.json")):
-                    subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), "--out", path, "--rows",
-                                    str(n), "--features", str(args.features), "--components", str(args.k),
-                                    "--seed", str(args.seed)], check=True, stdout=subprocess.DEVNULL)
-                X = daskgmm.read_parquet(path, columns=[f"f{j}" for j in range(args.features)])
-                t0 = time.perf_counter()
-                km = KMedoids(args.k, metric=args.metric, method=args.method, random_state=args.seed,
-                              cache="none").fit(X)
-                seconds = time.perf_counter() - t0
-                loop = sum(h["seconds"] for h in km.history_)
-                print(json.dumps({
-                    "case": "scale", "rows": n, "features": args.features, "k": args.k, "metric": args.metric,
-                    "method": args.method, "workers": args.workers, "memory_limit": args.memory_limit,
-                    "seconds": round(seconds, 2), "passes": km.n_passes_, "n_iter": km.n_iter_,
-                    "loop_seconds": round(loop, 2),
-                    "seconds_per_pass_per_million_rows": round(loop / max(1, km.n_iter_) / (n / 1e6), 3),
-                    "inertia": km.inertia_}), flush=True)
-    finally:
-        cluster.close()
+    with bench_cluster(args.workers, memory_limit=args.memory_limit):
+        for n in (int(v) for v in args.rows.split(",")):
+            path = os.path.join(args.dir, f"rows-{n}")
+            if not os.path.exists(os.path.join(path, "truth.json")):
+                subprocess.run([sys.executable, os.path.join(HERE, "make_data.py"), "--out", path, "--rows",
+                                str(n), "--features", str(args.features), "--components", str(args.k),
+                                "--seed", str(args.seed)], check=True, stdout=subprocess.DEVNULL)
+            X = daskgmm.read_parquet(path, columns=[f"f{j}" for j in range(args.features)])
+            t0 = time.perf_counter()
+            km = KMedoids(args.k, metric=args.metric, method=args.method, random_state=args.seed,
+                          cache="none").fit(X)
+            seconds = time.perf_counter() - t0
+            loop = sum(h["seconds"] for h in km.history_)
+            print(json.dumps({
+                "case": "scale", "rows": n, "features": args.features, "k": args.k, "metric": args.metric,
+                "method": args.method, "workers": args.workers, "memory_limit": args.memory_limit,
+                "seconds": round(seconds, 2), "passes": km.n_passes_, "n_iter": km.n_iter_,
+                "loop_seconds": round(loop, 2),
+                "seconds_per_pass_per_million_rows": round(loop / max(1, km.n_iter_) / (n / 1e6), 3),
+                "inertia": km.inertia_}), flush=True)
 
 
 def main(argv=None) -> int:

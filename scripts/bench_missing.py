@@ -26,11 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 import warnings
 
 import numpy as np
+from benchlib import bench_cluster, marginal_seconds
 
 TYPES = ("full", "tied", "diag", "spherical")
 
@@ -49,22 +48,9 @@ def make_data(n, d, k, frac, seed=0):
     return xm
 
 
-def _marginal(fit, iters, repeats):
-    per = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fit(2)
-        t2 = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        fit(2 + iters)
-        per.append((time.perf_counter() - t0 - t2) / iters)
-    return {"per_iter": statistics.median(per), "all": per, "load": os.getloadavg()[0]}
-
-
 def run_cluster(datasets, starts, args, kernel):
     """Seconds per iteration of every (dataset, covariance type) on a fresh 2-worker cluster."""
     import dask.array as da
-    from distributed import Client, LocalCluster
 
     from daskgmm import ConvergenceWarning, GaussianMixture
     from daskgmm.engine.cluster import kernels_in_use
@@ -73,8 +59,7 @@ def run_cluster(datasets, starts, args, kernel):
     os.environ["DASKGMM_KERNEL"] = kernel  # the workers inherit it
     compiled.reset()
     out = {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with bench_cluster() as client:
         used = kernels_in_use(client)
         print(f"LocalCluster, 2 workers x 1 thread, kernel {used}:", flush=True)
         for name, x in datasets.items():
@@ -90,7 +75,7 @@ def run_cluster(datasets, starts, args, kernel):
                                         missing="marginalize", weights_init=s.weights_, means_init=s.means_,
                                         precisions_init=s.precisions_).fit(xd)
 
-                r = _marginal(fit, args.iterations, args.repeats)
+                r = marginal_seconds(fit, args.iterations, args.repeats)
                 out[(name, ct)] = {**r, "kernel": used}
                 print(f"  {name:>9} {ct:>9}: {r['per_iter']:7.3f} s per iteration  (load {r['load']:.1f})",
                       flush=True)

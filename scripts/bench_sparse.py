@@ -37,6 +37,7 @@ import time
 import warnings
 
 import numpy as np
+from benchlib import bench_cluster
 
 
 def make_chunk(index, rows, n_features, nnz, topics, seed):
@@ -152,14 +153,12 @@ def main(argv=None):
 
     import dask
     import scipy.sparse as sp
-    from distributed import Client, LocalCluster
 
     from daskgmm import KMeans, read_sparse_parquet
 
     out = {"rows": args.rows, "features": args.features, "clusters": args.clusters, "workers": args.workers,
            "load_start": os.getloadavg()}
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, memory_limit=args.memory_limit) as cluster, Client(cluster) as client:
+    with bench_cluster(args.workers, memory_limit=args.memory_limit) as client:
         X = client.persist(dataset(args.rows, args.features, args.nnz, args.topics, args.seed, args.chunk_rows))
         t = time.perf_counter()
         nnz = sum(dask.compute(*[dask.delayed(lambda b: b.nnz)(b) for b in X.to_delayed().ravel()]))

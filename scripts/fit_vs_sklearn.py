@@ -15,7 +15,7 @@ import time
 import warnings
 
 import numpy as np
-from distributed import Client, LocalCluster
+from benchlib import bench_cluster
 from sklearn.mixture import GaussianMixture as SkGMM
 
 from daskgmm import GaussianMixture
@@ -26,8 +26,7 @@ def main():
     warnings.simplefilter("ignore")
     src = open_parquet("data/bench", columns=[f"f{j}" for j in range(16)])
     X = src.X.compute()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with bench_cluster() as client:
         Xd = client.persist(src.X)
         Xd.sum().compute()
         t = time.perf_counter()

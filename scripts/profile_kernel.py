@@ -20,6 +20,7 @@ import time
 import warnings
 
 import numpy as np
+from benchlib import precisions
 from threadpoolctl import threadpool_limits
 
 STEPS = ("centre", "features", "E-step GEMM", "responsibilities", "M-step GEMM")
@@ -44,7 +45,6 @@ def main(argv=None):
     from daskgmm.kernels.scratch import scratch
 
     sys.path.insert(0, "scripts")
-    from bench import _precisions
 
     src = open_parquet(a.data, columns=[f"f{j}" for j in range(a.features)])
     X = src.X.compute()
@@ -58,7 +58,7 @@ def main(argv=None):
     print(f"{'':10s}" + "".join(f"{s:>18s}" for s in STEPS) + f"{'total':>10s}")
     for ct in ("full", "diag", "spherical"):
         g = GaussianMixture(k, covariance_type=ct, max_iter=3, tol=0,
-                            precisions_init=_precisions(dict(init, precisions_init=start.precisions_), ct, k, d),
+                            precisions_init=precisions(dict(init, precisions_init=start.precisions_), ct, k, d),
                             **init).fit(X)
         nat = forms.natural_params(g.weights_, g.means_, g.precisions_cholesky_, ct, c)
         level = nat.level

@@ -47,6 +47,7 @@ import time
 import warnings
 
 import numpy as np
+from benchlib import bench_cluster
 
 
 def _worker_cpu():
@@ -269,7 +270,6 @@ def main(argv=None):
     warnings.simplefilter("ignore")
 
     import dask.array as da
-    from distributed import Client, LocalCluster
     from sklearn.datasets import make_blobs
 
     from daskgmm.engine.cluster import kernels_in_use
@@ -281,8 +281,7 @@ def main(argv=None):
     results = []
     print(f"{n:,} x {d} {a.dtype}, K = {k}, chunks of {a.chunk_rows} rows; load {os.getloadavg()}", flush=True)
     for nw in [int(v) for v in a.workers.split(",")]:
-        with LocalCluster(n_workers=nw, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with bench_cluster(nw) as client:
             print(f"{nw} worker(s) x 1 thread, kernel {kernels_in_use(client)}", flush=True)
             Xd = client.persist(da.from_array(X, chunks=(a.chunk_rows, d)))
             data = ChunkedData(Xd, cache="memory")

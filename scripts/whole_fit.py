@@ -15,7 +15,7 @@ import time
 import warnings
 
 import numpy as np
-from distributed import Client, LocalCluster
+from benchlib import bench_cluster
 from sklearn.mixture import GaussianMixture as SkGMM
 
 from daskgmm import GaussianMixture
@@ -33,8 +33,7 @@ def main():
     X = src.X.compute()
     seeds = [int(s) for s in a.seeds.split(",")]
     ours, theirs = [], []
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with bench_cluster() as client:
         Xd = client.persist(src.X)
         for s in seeds:
             t = time.perf_counter()

@@ -1,0 +1,56 @@
+"""What the benchmarks share: their cluster, the marginal cost of an iteration, the dgemm rate.
+
+Imported by the scripts beside it (``python scripts/bench_x.py`` puts this folder on the path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def bench_cluster(workers: int = 2, threads: int = 1, dashboard: bool = False, **kwargs):
+    """A client of a fresh LocalCluster of ``workers`` processes x ``threads`` threads on 127.0.0.1 (closed after)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0" if dashboard else None, **kwargs) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def marginal_seconds(fit, iters: int, repeats: int) -> dict:
+    """Seconds per iteration as ``(t(2 + iters) - t(2)) / iters`` (start-up and the first iterations cancel):
+    ``fit(n)`` fits with ``n`` iterations. Median, min and every repeat, and the load average at the end."""
+    per = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fit(2)
+        t2 = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fit(2 + iters)
+        per.append((time.perf_counter() - t0 - t2) / iters)
+    return {"per_iter": statistics.median(per), "min": min(per), "all": per, "load": os.getloadavg()[0]}
+
+
+def gemm_rate(seconds: float = 1.5) -> float:
+    """Single-threaded dgemm rate in flop/s (run in every worker at once)."""
+    a = np.random.default_rng(0).standard_normal((1200, 1200))
+    a @ a
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ a
+        n += 1
+    return n * 2 * 1200**3 / (time.perf_counter() - t0)
+
+
+def precisions(init: dict, covariance_type: str, k: int, d: int) -> np.ndarray:
+    """``precisions_init`` of a full-covariance start, in the shape of ``covariance_type``."""
+    p = init["precisions_init"]
+    diag = np.stack([np.diag(m) for m in p])
+    return {"full": p, "tied": p.mean(axis=0), "diag": diag, "spherical": diag.mean(axis=1)}[covariance_type]
