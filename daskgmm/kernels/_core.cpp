@@ -133,20 +133,15 @@ template <> struct Math<double> {
         V n = t - shifter;
         V r = z - n * 0.693145751953125;
         r = r - n * 1.42860682030941723212e-6;
-        V p = splat<double>(1.0 / 6227020800.0);
-        p = p * r + 1.0 / 479001600.0;
-        p = p * r + 1.0 / 39916800.0;
-        p = p * r + 1.0 / 3628800.0;
-        p = p * r + 1.0 / 362880.0;
-        p = p * r + 1.0 / 40320.0;
-        p = p * r + 1.0 / 5040.0;
-        p = p * r + 1.0 / 720.0;
-        p = p * r + 1.0 / 120.0;
-        p = p * r + 1.0 / 24.0;
-        p = p * r + 1.0 / 6.0;
-        p = p * r + 0.5;
-        p = p * r + 1.0;
-        p = p * r + 1.0;
+        // Estrin's scheme: pairs, then r^2, r^4, r^8 (a chain of 4 multiply-adds, not Horner's 13: a
+        // softmax's exps then overlap instead of waiting on each other's latency)
+        const V r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+        const V a0 = r + 1.0, a1 = r * (1.0 / 6.0) + 0.5, a2 = r * (1.0 / 120.0) + 1.0 / 24.0;
+        const V a3 = r * (1.0 / 5040.0) + 1.0 / 720.0, a4 = r * (1.0 / 362880.0) + 1.0 / 40320.0;
+        const V a5 = r * (1.0 / 39916800.0) + 1.0 / 3628800.0, a6 = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0;
+        const V b0 = a1 * r2 + a0, b1 = a3 * r2 + a2, b2 = a5 * r2 + a4;
+        const V e0 = b1 * r4 + b0, e1 = a6 * r4 + b2;
+        const V p = e1 * r8 + e0;
         I ni = (I)t - (I)shifter;  // n as an integer: the low bits of t
         I bits = (ni + 1023) << 52;
         return p * (V)bits;
@@ -231,7 +226,79 @@ template <class T> struct Work {
     T* lanes;                 // (nw, nf, W) soft moments per lane, in the data's type
     double* lanes64;          // (nw, nf, W) float32 lanes flushed into float64 every FLUSH_ROWS rows
     double* S;                // (nw, nf) the caller's statistics
+    const char* pf = nullptr;  // the next sub-block's rows, prefetched by the first logits tile (or null)
+    const char* pf_end = nullptr;
+    int64_t pf_step = 0;       // bytes per tile of rows
 };
+
+// Rows x[0 .. rows) (d columns) centred and transposed into xs (d rows, stride ld), in groups of 4
+// rows by 4 x 4 register transposes (AVX2); a value that is NaN becomes 0 and flags its row in
+// nan[]. Returns the rows done (a multiple of 4): the caller does the rest, and every row when it
+// builds the missing-value indicators too. Elsewhere 0: the caller's loop does every row.
+template <class T>
+static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, T* xs, int64_t ld, int64_t rows,
+                                        unsigned char* nan) {
+#if DG_AVX2_INTRINSICS
+    const int64_t done = rows / 4 * 4;
+    for (int64_t i = 0; i < done; i += 4) {
+        const T* r = x + i * d;
+        int any = 0;
+        int64_t j = 0;
+        if constexpr (sizeof(T) == 8) {
+            __m256d bad = _mm256_setzero_pd();
+            for (; j + 4 <= d; j += 4) {
+                const __m256d c = _mm256_loadu_pd(centre + j);
+                const __m256d r0 = _mm256_sub_pd(_mm256_loadu_pd(r + j), c);
+                const __m256d r1 = _mm256_sub_pd(_mm256_loadu_pd(r + d + j), c);
+                const __m256d r2 = _mm256_sub_pd(_mm256_loadu_pd(r + 2 * d + j), c);
+                const __m256d r3 = _mm256_sub_pd(_mm256_loadu_pd(r + 3 * d + j), c);
+                const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+                const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+                const __m256d f0 = _mm256_permute2f128_pd(t0, t2, 0x20), f1 = _mm256_permute2f128_pd(t1, t3, 0x20);
+                const __m256d f2 = _mm256_permute2f128_pd(t0, t2, 0x31), f3 = _mm256_permute2f128_pd(t1, t3, 0x31);
+                bad = _mm256_or_pd(bad, _mm256_or_pd(_mm256_cmp_pd(f0, f1, _CMP_UNORD_Q), _mm256_cmp_pd(f2, f3, _CMP_UNORD_Q)));
+                _mm256_storeu_pd(xs + j * ld + i, f0);
+                _mm256_storeu_pd(xs + (j + 1) * ld + i, f1);
+                _mm256_storeu_pd(xs + (j + 2) * ld + i, f2);
+                _mm256_storeu_pd(xs + (j + 3) * ld + i, f3);
+            }
+            any = _mm256_movemask_pd(bad);
+        } else {
+            __m128 bad = _mm_setzero_ps();
+            for (; j + 4 <= d; j += 4) {
+                const __m128 c = _mm_loadu_ps(centre + j);
+                __m128 r0 = _mm_sub_ps(_mm_loadu_ps(r + j), c), r1 = _mm_sub_ps(_mm_loadu_ps(r + d + j), c);
+                __m128 r2 = _mm_sub_ps(_mm_loadu_ps(r + 2 * d + j), c), r3 = _mm_sub_ps(_mm_loadu_ps(r + 3 * d + j), c);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                bad = _mm_or_ps(bad, _mm_or_ps(_mm_cmpunord_ps(r0, r1), _mm_cmpunord_ps(r2, r3)));
+                _mm_storeu_ps(xs + j * ld + i, r0);
+                _mm_storeu_ps(xs + (j + 1) * ld + i, r1);
+                _mm_storeu_ps(xs + (j + 2) * ld + i, r2);
+                _mm_storeu_ps(xs + (j + 3) * ld + i, r3);
+            }
+            any = _mm_movemask_ps(bad);
+        }
+        for (; j < d; j++)  // the columns past the last group of 4
+            for (int l = 0; l < 4; l++) {
+                const T t = r[l * d + j] - centre[j];
+                any |= (t != t) << l;
+                xs[j * ld + i + l] = t;
+            }
+        for (int l = 0; l < 4; l++) {
+            nan[i + l] = (any >> l) & 1;
+            if (nan[i + l])  // rare: the row's NaN become 0 (x0), one by one
+                for (int64_t jj = 0; jj < d; jj++) {
+                    T& v = xs[jj * ld + i + l];
+                    v = v != v ? (T)0 : v;
+                }
+        }
+    }
+    return done;
+#else
+    (void)x, (void)d, (void)centre, (void)xs, (void)ld, (void)rows, (void)nan;
+    return 0;
+#endif
+}
 
 // Copy rows a..a+rows of x into the feature buffer, centred and transposed, and build the features.
 template <class T>
@@ -241,11 +308,14 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     const int64_t d = k.d, q = k.q, ld = k.ld;
     T* xs = k.tb + q * ld;  // rows q .. q + d - 1: the centred x
     int64_t incomplete = 0;
+    const int64_t fast = k.mb ? 0 : centre_transposed<T>(x + a * d, d, centre, xs, ld, rows, k.skip);
     for (int64_t i = 0; i < rows; i++) {
         const T* src = x + (a + i) * d;
         bool nan = false;
         T* mb = k.mb;
-        if (mb) {
+        if (i < fast) {
+            nan = k.skip[i];
+        } else if (mb) {
             for (int64_t j = 0; j < d; j++) {
                 const T t = src[j] - centre[j];
                 const bool nj = t != t;
@@ -322,7 +392,12 @@ void logits_tile(const Work<T>& k, int64_t c0, int64_t padded) {
     constexpr int W = Lanes<T>::W;
     const int64_t nf = k.nf, ld = k.ld;
     const T* th = k.theta + c0 * nf;
+    const char* pf = c0 == 0 ? k.pf : nullptr;
     for (int64_t i = 0; i < padded; i += RV * W) {
+        if (pf) {  // the next rows come from memory while this sub-block computes
+            for (int64_t o = 0; o < k.pf_step && pf + o < k.pf_end; o += 64) __builtin_prefetch(pf + o);
+            pf += k.pf_step;
+        }
         V acc[NK][RV];
         for (int c = 0; c < NK; c++)
             for (int r = 0; r < RV; r++) acc[c][r] = V{};
@@ -375,10 +450,26 @@ void softmax(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, int64_t pad
     for (int64_t i = 0; i < padded; i += W) {
         V m = load<T>(L + lo * ld + i);
         for (int64_t c = lo + 1; c < hi; c++) m = vmax(m, load<T>(L + c * ld + i));
-        V s = V{}, zs = V{};
-        for (int64_t c = lo; c < hi; c++) {
-            V z = vmax(load<T>(L + c * ld + i) - m, floor);
-            V e = Math<T>::exp(z);
+        V s = V{}, zs = V{}, s1 = V{}, zs1 = V{};
+        int64_t c = lo;
+        for (; c + 1 < hi; c += 2) {  // two components at a time: two exps in flight, two sums
+            const V z = vmax(load<T>(L + c * ld + i) - m, floor);
+            const V z1 = vmax(load<T>(L + (c + 1) * ld + i) - m, floor);
+            const V e = Math<T>::exp(z), e1 = Math<T>::exp(z1);
+            if (rlogr) {
+                zs = e * z + zs;
+                zs1 = e1 * z1 + zs1;
+            }
+            s = s + e;
+            s1 = s1 + e1;
+            store<T>(L + c * ld + i, e);
+            store<T>(L + (c + 1) * ld + i, e1);
+        }
+        s = s + s1;
+        zs = zs + zs1;
+        for (; c < hi; c++) {
+            const V z = vmax(load<T>(L + c * ld + i) - m, floor);
+            const V e = Math<T>::exp(z);
             if (rlogr) zs = e * z + zs;
             s = s + e;
             store<T>(L + c * ld + i, e);
@@ -1456,6 +1547,15 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         }
         const bool tiles = k.mb != nullptr;
         dense = mb && 3 * k.n_nan >= rows;
+        if (a + rows < n) {  // spread over this sub-block's tiles of rows
+            const int64_t next = n - a - rows < sub ? n - a - rows : sub;
+            const int64_t tiles = padded / tile;
+            k.pf = (const char*)(x + (a + rows) * d);
+            k.pf_end = (const char*)(x + n * d);
+            k.pf_step = ((int64_t)sizeof(T) * next * d + tiles - 1) / tiles;
+        } else {
+            k.pf = nullptr;
+        }
         logits<T>(k, padded);
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
