@@ -67,9 +67,16 @@
 // the AVX2 variant only, never when the tiles of another variant are emulated.
 #if defined(__AVX2__) && defined(__FMA__) && DG_VBYTES == 32 && !defined(DASKGMM_VBYTES)
 #define DG_AVX2_INTRINSICS 1
-#include <immintrin.h>
 #else
 #define DG_AVX2_INTRINSICS 0
+#endif
+// The 4 x 4 transposes of the rows into the feature buffer do not depend on the vector width:
+// every build with AVX2 (the AVX2 and AVX-512 variants, and emulated tiles) uses them.
+#if defined(__AVX2__)
+#define DG_X86_TRANSPOSE 1
+#include <immintrin.h>
+#else
+#define DG_X86_TRANSPOSE 0
 #endif
 // Keep a vector in a register: compilers otherwise fold its load into each use, which can make a
 // tile wait on loads instead of multiply-adds.
@@ -234,11 +241,11 @@ template <class T> struct Work {
 // Rows x[0 .. rows) (d columns) centred and transposed into xs (d rows, stride ld), in groups of 4
 // rows by 4 x 4 register transposes (AVX2); a value that is NaN becomes 0 and flags its row in
 // nan[]. Returns the rows done (a multiple of 4): the caller does the rest, and every row when it
-// builds the missing-value indicators too. Elsewhere 0: the caller's loop does every row.
+// builds the missing-value indicators too. Without AVX2 0: the caller's loop does every row.
 template <class T>
 static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, T* xs, int64_t ld, int64_t rows,
                                         unsigned char* nan) {
-#if DG_AVX2_INTRINSICS
+#if DG_X86_TRANSPOSE
     const int64_t done = rows / 4 * 4;
     for (int64_t i = 0; i < done; i += 4) {
         const T* r = x + i * d;
@@ -679,9 +686,10 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
             for (int v = 0; v < G; v++) acc[r][v] = b * t[v] + acc[r][v];
         }
     }
+    T ids[G * W];
+    for (int l = 0; l < G * W; l++) ids[l] = (T)(g0 * W + l);
     V comp[G];  // the component of each lane
-    for (int v = 0; v < G; v++)
-        for (int l = 0; l < W; l++) comp[v][l] = (T)((g0 + v) * W + l);
+    for (int v = 0; v < G; v++) comp[v] = load<T>(ids + v * W);
     for (int r = 0; r < RT; r++) {
         V m = acc[r][0], at = comp[0];
         for (int v = 1; v < G; v++) {
