@@ -52,7 +52,7 @@ def _compare(x, specs, w=None, rtol=1e-12, centre=None, **kw):
     want = chunk_pass(x, [MixtureRequest(specs)], centre, sample_weight=w, compiled=False, **kw)[0]
     for g, r in zip(got, want, strict=True):
         # s1 about the mean cancels to ~0: compare with the size of what it sums
-        spread = r.weight * float(np.abs(x.astype(np.float64) - centre).max())
+        spread = r.weight * float(np.nanmax(np.abs(x.astype(np.float64) - centre)))
         for name in ("n", "s1", "s2"):
             a, b = getattr(g, name), getattr(r, name)
             scale = max(np.abs(b).max(), spread if name == "s1" else 0.0, 1e-300)
@@ -76,6 +76,36 @@ def test_every_variant_equals_numpy(variant, ct, d, sizes):
     specs = [ModelSpec(_params(rng, k, d, stats_ct), ct, n_worst=3) for k in sizes]
     _compare(x, specs, w)
     _compare(x, specs, None)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d, sizes", [(1, [1]), (2, [3]), (3, [5, 2]), (16, [16]), (16, [16] * 8), (17, [37]),
+                                      (5, [4, 9, 1])])
+def test_kmeans_pass_equals_numpy(variant, d, sizes, dtype):
+    """Passes whose models all assign hard at the spherical level (k-means, n_init in lockstep) take
+    their own path in the core: the same labels, worst rows and statistics as NumPy, with weights,
+    rows with NaN, ragged tails, and a duplicated centre (ties go to the first)."""
+    rng = np.random.default_rng(d * 10 + len(sizes))
+    n = 1000 + d
+    x = rng.normal(size=(n, d)) + rng.integers(0, 4, size=(n, 1)) * 3
+    x[rng.random(n) < 0.02, rng.integers(0, d)] = np.nan
+    x = x.astype(dtype)
+    centre = np.nanmean(x.astype(np.float64), axis=0)
+    specs = []
+    for k in sizes:
+        quad = -np.ones(k) if len(specs) % 2 == 0 else -(np.abs(rng.normal(size=k)) + 0.5)  # k-means; spherical CEM
+        lin, const = rng.normal(size=(k, d)) * 3, rng.normal(size=k)
+        if k > 2 and dtype == np.float64:  # component 2 repeats component 1 (float32: OpenBLAS's sgemm
+            # rounds two equal rows of theta differently at some positions of its tiles, so NumPy's own
+            # float32 logits of a duplicate differ)
+            lin[2], quad[2], const[2] = lin[1], quad[1], const[1]
+        specs.append(ModelSpec(NaturalParams(quad=quad, lin=lin, const=const), "spherical", "hard", n_worst=3))
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for w in (None, rng.random(n) * 2):
+        got = _compare(x, specs, w, rtol=rtol, centre=centre)
+        for g, spec in zip(got, specs, strict=True):
+            if spec.params.n_components > 2 and dtype == np.float64:
+                assert g.n[2] == 0  # the duplicate of component 1 never wins
 
 
 @pytest.mark.parametrize("ct", ["full", "diag", "spherical"])

@@ -27,10 +27,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 #ifndef DASKGMM_VARIANT
 #error "DASKGMM_VARIANT must name the variant (avx512, avx2, baseline, generic)"
@@ -61,6 +63,33 @@
 #define DG_NREGS 16
 #endif
 
+// x86 intrinsics where a step has no portable vector-extension form (a horizontal maximum): on
+// the AVX2 variant only, never when the tiles of another variant are emulated.
+#if defined(__AVX2__) && defined(__FMA__) && DG_VBYTES == 32 && !defined(DASKGMM_VBYTES)
+#define DG_AVX2_INTRINSICS 1
+#else
+#define DG_AVX2_INTRINSICS 0
+#endif
+// The 4 x 4 transposes of the rows into the feature buffer do not depend on the vector width:
+// every build with AVX2 (the AVX2 and AVX-512 variants, and emulated tiles) uses them.
+#if defined(__AVX2__)
+#define DG_X86_TRANSPOSE 1
+#include <immintrin.h>
+#else
+#define DG_X86_TRANSPOSE 0
+#endif
+// Keep a vector in a register: compilers otherwise fold its load into each use, which can make a
+// tile wait on loads instead of multiply-adds.
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(DASKGMM_VBYTES)
+#if defined(__AVX512F__)
+#define DG_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define DG_IN_REGISTER(v) __asm__("" : "+x"(v))
+#endif
+#else
+#define DG_IN_REGISTER(v) ((void)0)
+#endif
+
 namespace {
 
 template <class T> struct Lanes {
@@ -81,7 +110,14 @@ template <class T> struct IVec {
 
 template <class T> static inline typename Lanes<T>::V load(const T* p) { return *(const typename Lanes<T>::UV*)p; }
 template <class T> static inline void store(T* p, typename Lanes<T>::V v) { *(typename Lanes<T>::UV*)p = v; }
-template <class T> static inline typename Lanes<T>::V splat(T s) { return (typename Lanes<T>::V){} + s; }
+// Every lane s: written as an initializer of W copies, which compilers emit as one broadcast (from
+// memory when s is loaded); V{} + s adds 0.0 first, and lane-by-lane stores build the vector in steps.
+template <class V, class T, std::size_t... I> static inline V splat_of(T s, std::index_sequence<I...>) {
+    return V{((void)I, s)...};
+}
+template <class T> static inline typename Lanes<T>::V splat(T s) {
+    return splat_of<typename Lanes<T>::V>(s, std::make_index_sequence<Lanes<T>::W>{});
+}
 template <class V> static inline V vmax(V a, V b) { return a > b ? a : b; }
 
 // Rows per tile of the logits and moments: RV vectors of W rows.
@@ -107,20 +143,15 @@ template <> struct Math<double> {
         V n = t - shifter;
         V r = z - n * 0.693145751953125;
         r = r - n * 1.42860682030941723212e-6;
-        V p = splat<double>(1.0 / 6227020800.0);
-        p = p * r + 1.0 / 479001600.0;
-        p = p * r + 1.0 / 39916800.0;
-        p = p * r + 1.0 / 3628800.0;
-        p = p * r + 1.0 / 362880.0;
-        p = p * r + 1.0 / 40320.0;
-        p = p * r + 1.0 / 5040.0;
-        p = p * r + 1.0 / 720.0;
-        p = p * r + 1.0 / 120.0;
-        p = p * r + 1.0 / 24.0;
-        p = p * r + 1.0 / 6.0;
-        p = p * r + 0.5;
-        p = p * r + 1.0;
-        p = p * r + 1.0;
+        // Estrin's scheme: pairs, then r^2, r^4, r^8 (a chain of 4 multiply-adds, not Horner's 13: a
+        // softmax's exps then overlap instead of waiting on each other's latency)
+        const V r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+        const V a0 = r + 1.0, a1 = r * (1.0 / 6.0) + 0.5, a2 = r * (1.0 / 120.0) + 1.0 / 24.0;
+        const V a3 = r * (1.0 / 5040.0) + 1.0 / 720.0, a4 = r * (1.0 / 362880.0) + 1.0 / 40320.0;
+        const V a5 = r * (1.0 / 39916800.0) + 1.0 / 3628800.0, a6 = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0;
+        const V b0 = a1 * r2 + a0, b1 = a3 * r2 + a2, b2 = a5 * r2 + a4;
+        const V e0 = b1 * r4 + b0, e1 = a6 * r4 + b2;
+        const V p = e1 * r8 + e0;
         I ni = (I)t - (I)shifter;  // n as an integer: the low bits of t
         I bits = (ni + 1023) << 52;
         return p * (V)bits;
@@ -207,7 +238,79 @@ template <class T> struct Work {
     double* lanes64;          // (nw, nf, W) float32 lanes flushed into float64 every FLUSH_ROWS rows
     double* S;                // (nw, nf) the caller's statistics
     const T* centre;          // (d) the pass centre, in the data's type
+    const char* pf = nullptr;  // the next sub-block's rows, prefetched by the first logits tile (or null)
+    const char* pf_end = nullptr;
+    int64_t pf_step = 0;       // bytes per tile of rows
 };
+
+// Rows x[0 .. rows) (d columns) centred and transposed into xs (d rows, stride ld), in groups of 4
+// rows by 4 x 4 register transposes (AVX2); a value that is NaN becomes 0 and flags its row in
+// nan[]. Returns the rows done (a multiple of 4): the caller does the rest, and every row when it
+// builds the missing-value indicators too. Without AVX2 0: the caller's loop does every row.
+template <class T>
+static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, T* xs, int64_t ld, int64_t rows,
+                                        unsigned char* nan) {
+#if DG_X86_TRANSPOSE
+    const int64_t done = rows / 4 * 4;
+    for (int64_t i = 0; i < done; i += 4) {
+        const T* r = x + i * d;
+        int any = 0;
+        int64_t j = 0;
+        if constexpr (sizeof(T) == 8) {
+            __m256d bad = _mm256_setzero_pd();
+            for (; j + 4 <= d; j += 4) {
+                const __m256d c = _mm256_loadu_pd(centre + j);
+                const __m256d r0 = _mm256_sub_pd(_mm256_loadu_pd(r + j), c);
+                const __m256d r1 = _mm256_sub_pd(_mm256_loadu_pd(r + d + j), c);
+                const __m256d r2 = _mm256_sub_pd(_mm256_loadu_pd(r + 2 * d + j), c);
+                const __m256d r3 = _mm256_sub_pd(_mm256_loadu_pd(r + 3 * d + j), c);
+                const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+                const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+                const __m256d f0 = _mm256_permute2f128_pd(t0, t2, 0x20), f1 = _mm256_permute2f128_pd(t1, t3, 0x20);
+                const __m256d f2 = _mm256_permute2f128_pd(t0, t2, 0x31), f3 = _mm256_permute2f128_pd(t1, t3, 0x31);
+                bad = _mm256_or_pd(bad, _mm256_or_pd(_mm256_cmp_pd(f0, f1, _CMP_UNORD_Q), _mm256_cmp_pd(f2, f3, _CMP_UNORD_Q)));
+                _mm256_storeu_pd(xs + j * ld + i, f0);
+                _mm256_storeu_pd(xs + (j + 1) * ld + i, f1);
+                _mm256_storeu_pd(xs + (j + 2) * ld + i, f2);
+                _mm256_storeu_pd(xs + (j + 3) * ld + i, f3);
+            }
+            any = _mm256_movemask_pd(bad);
+        } else {
+            __m128 bad = _mm_setzero_ps();
+            for (; j + 4 <= d; j += 4) {
+                const __m128 c = _mm_loadu_ps(centre + j);
+                __m128 r0 = _mm_sub_ps(_mm_loadu_ps(r + j), c), r1 = _mm_sub_ps(_mm_loadu_ps(r + d + j), c);
+                __m128 r2 = _mm_sub_ps(_mm_loadu_ps(r + 2 * d + j), c), r3 = _mm_sub_ps(_mm_loadu_ps(r + 3 * d + j), c);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                bad = _mm_or_ps(bad, _mm_or_ps(_mm_cmpunord_ps(r0, r1), _mm_cmpunord_ps(r2, r3)));
+                _mm_storeu_ps(xs + j * ld + i, r0);
+                _mm_storeu_ps(xs + (j + 1) * ld + i, r1);
+                _mm_storeu_ps(xs + (j + 2) * ld + i, r2);
+                _mm_storeu_ps(xs + (j + 3) * ld + i, r3);
+            }
+            any = _mm_movemask_ps(bad);
+        }
+        for (; j < d; j++)  // the columns past the last group of 4
+            for (int l = 0; l < 4; l++) {
+                const T t = r[l * d + j] - centre[j];
+                any |= (t != t) << l;
+                xs[j * ld + i + l] = t;
+            }
+        for (int l = 0; l < 4; l++) {
+            nan[i + l] = (any >> l) & 1;
+            if (nan[i + l])  // rare: the row's NaN become 0 (x0), one by one
+                for (int64_t jj = 0; jj < d; jj++) {
+                    T& v = xs[jj * ld + i + l];
+                    v = v != v ? (T)0 : v;
+                }
+        }
+    }
+    return done;
+#else
+    (void)x, (void)d, (void)centre, (void)xs, (void)ld, (void)rows, (void)nan;
+    return 0;
+#endif
+}
 
 // Copy rows a..a+rows of x into the feature buffer, centred and transposed, and build the features.
 template <class T>
@@ -219,13 +322,20 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     // The rows are transposed as they are (NaN and all: one strided store per value), then the
     // rows of the transpose with NaN are cleaned by vectors (0 where missing, and the indicators).
     int64_t incomplete = 0;
+    // the register transposes clean NaN as they go, so they leave no NaN for the indicators below:
+    // not when a model may take the indicators (whether it will is known after this sub-block's count)
+    const int64_t fast = k.mb_buf ? 0 : centre_transposed<T>(x + a * d, d, centre, xs, ld, rows, k.skip);
     for (int64_t i = 0; i < rows; i++) {
         const T* src = x + (a + i) * d;
         bool nan = false;
-        for (int64_t j = 0; j < d; j++) {
-            const T t = src[j] - centre[j];
-            nan |= t != t;  // (x finite: checked by the caller, or NaN)
-            xs[j * ld + i] = t;
+        if (i < fast) {
+            nan = k.skip[i];  // centred, transposed and cleaned by the register transposes
+        } else {
+            for (int64_t j = 0; j < d; j++) {
+                const T t = src[j] - centre[j];
+                nan |= t != t;  // (x finite: checked by the caller, or NaN)
+                xs[j * ld + i] = t;
+            }
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
         if (k.wm) k.wm[i] = k.wb[i];
@@ -301,7 +411,12 @@ void logits_tile(const Work<T>& k, int64_t c0, int64_t padded) {
     constexpr int W = Lanes<T>::W;
     const int64_t nf = k.nf, ld = k.ld;
     const T* th = k.theta + c0 * nf;
+    const char* pf = c0 == 0 ? k.pf : nullptr;
     for (int64_t i = 0; i < padded; i += RV * W) {
+        if (pf) {  // the next rows come from memory while this sub-block computes
+            for (int64_t o = 0; o < k.pf_step && pf + o < k.pf_end; o += 64) __builtin_prefetch(pf + o);
+            pf += k.pf_step;
+        }
         V acc[NK][RV];
         for (int c = 0; c < NK; c++)
             for (int r = 0; r < RV; r++) acc[c][r] = V{};
@@ -354,10 +469,26 @@ void softmax(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, int64_t pad
     for (int64_t i = 0; i < padded; i += W) {
         V m = load<T>(L + lo * ld + i);
         for (int64_t c = lo + 1; c < hi; c++) m = vmax(m, load<T>(L + c * ld + i));
-        V s = V{}, zs = V{};
-        for (int64_t c = lo; c < hi; c++) {
-            V z = vmax(load<T>(L + c * ld + i) - m, floor);
-            V e = Math<T>::exp(z);
+        V s = V{}, zs = V{}, s1 = V{}, zs1 = V{};
+        int64_t c = lo;
+        for (; c + 1 < hi; c += 2) {  // two components at a time: two exps in flight, two sums
+            const V z = vmax(load<T>(L + c * ld + i) - m, floor);
+            const V z1 = vmax(load<T>(L + (c + 1) * ld + i) - m, floor);
+            const V e = Math<T>::exp(z), e1 = Math<T>::exp(z1);
+            if (rlogr) {
+                zs = e * z + zs;
+                zs1 = e1 * z1 + zs1;
+            }
+            s = s + e;
+            s1 = s1 + e1;
+            store<T>(L + c * ld + i, e);
+            store<T>(L + (c + 1) * ld + i, e1);
+        }
+        s = s + s1;
+        zs = zs + zs1;
+        for (; c < hi; c++) {
+            const V z = vmax(load<T>(L + c * ld + i) - m, floor);
+            const V e = Math<T>::exp(z);
             if (rlogr) zs = e * z + zs;
             s = s + e;
             store<T>(L + c * ld + i, e);
@@ -472,6 +603,304 @@ template <class T> int64_t default_sub_rows(int64_t nf) {
     int64_t rows = (128 * 1024) / (nf * (int64_t)sizeof(T));
     rows = rows < 64 ? 64 : rows > 512 ? 512 : rows;
     return rows / tile * tile;
+}
+
+// ---------------------------------------------------------------- hard spherical models (k-means)
+//
+// A pass whose models all assign hard at the spherical level (k-means, spherical classification
+// EM) and marginalise nothing skips the feature buffer: the logits thq_k s + thl_k . e + thc_k of a
+// row e = x - centre, s = |e|^2, are taken from a row-major centred copy of a few rows with the
+// components in the lanes (a register tile of RT rows x G vectors of components, the row's value
+// broadcast per feature), the arg-max (ties to the first) is found in the registers, and the row
+// is added to its component's statistics [s, e, 1] in float64. Nothing is transposed and no
+// logit is stored: K (D + 1) multiply-adds per row, as a GEMM, and no pass over its output.
+
+// Vectors of components per group and accumulators per tile: at least 10 accumulators, so that
+// the multiply-adds' latency (4-5 cycles, two per cycle) is covered, and room for a group's
+// coefficients and one broadcast (16 registers: 2 x 5 and 2 + 1; 32 registers: 4 x 5 and 4 + 1).
+constexpr int HG = DG_NREGS >= 32 ? 4 : 2;
+constexpr int HACC = DG_NREGS >= 32 ? 20 : 10;
+// Rows per sub-block: their centred copy stays in L1.
+constexpr int64_t HROWS = 120;
+
+// One model's coefficients, components in lanes, padded to whole vectors (padding: -inf, never chosen).
+template <class T> struct HardModel {
+    int64_t kv;       // vectors of components
+    const T* lin;     // (d, kv * W)
+    const T* quad;    // (kv * W)
+    const T* cons;    // (kv * W)
+    double* sum;      // (k, sp) this call's sums per component: [e, s, weight], rows of whole vectors
+    int64_t sp;
+    double* per_row;  // (n)
+};
+
+// A row's best logit and its component (ties to the first) from the best per lane (bv) and the
+// component it came from (bi, as a number of the data's type: exact below 2^24 components).
+template <class T>
+static inline void lanes_best(typename Lanes<T>::V bv, typename Lanes<T>::V bi, T& best, int64_t& at) {
+    constexpr int W = Lanes<T>::W;
+#if DG_AVX2_INTRINSICS
+    // the maximum in every lane by shuffles, then the smallest component among the lanes equal to it
+    if constexpr (sizeof(T) == 8) {
+        __m256d v = (__m256d)bv, m = _mm256_max_pd(v, _mm256_permute2f128_pd(v, v, 1));
+        m = _mm256_max_pd(m, _mm256_permute_pd(m, 5));
+        __m256d i = _mm256_blendv_pd(_mm256_set1_pd(__builtin_inf()), (__m256d)bi, _mm256_cmp_pd(v, m, _CMP_EQ_OQ));
+        i = _mm256_min_pd(i, _mm256_permute2f128_pd(i, i, 1));
+        i = _mm256_min_pd(i, _mm256_permute_pd(i, 5));
+        best = _mm256_cvtsd_f64(m);
+        at = (int64_t)_mm256_cvtsd_f64(i);
+    } else {
+        __m256 v = (__m256)bv, m = _mm256_max_ps(v, _mm256_permute2f128_ps(v, v, 1));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));
+        __m256 i = _mm256_blendv_ps(_mm256_set1_ps(__builtin_inff()), (__m256)bi, _mm256_cmp_ps(v, m, _CMP_EQ_OQ));
+        i = _mm256_min_ps(i, _mm256_permute2f128_ps(i, i, 1));
+        i = _mm256_min_ps(i, _mm256_permute_ps(i, 0x4E));
+        i = _mm256_min_ps(i, _mm256_permute_ps(i, 0xB1));
+        best = _mm256_cvtss_f32(m);
+        at = (int64_t)_mm256_cvtss_f32(i);
+    }
+    return;
+#endif
+    T b = bv[0], i = bi[0];
+    for (int l = 1; l < W; l++) {
+        const bool take = bv[l] > b || (bv[l] == b && bi[l] < i);
+        b = take ? bv[l] : b;
+        i = take ? bi[l] : i;
+    }
+    best = b;
+    at = (int64_t)i;
+}
+
+// Logits of the components in vectors g0 .. g0 + G - 1 for the RT rows at e (stride dp) with
+// squared norms s; each row's best per lane (bv, bi) replaced where this group's is strictly
+// greater (so ties keep the earlier component).
+template <class T, int G, int RT>
+static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, const T* s, int64_t dp, int64_t d,
+                              typename Lanes<T>::V* bv, typename Lanes<T>::V* bi) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    const int64_t kw = hm.kv * W;
+    V acc[RT][G];
+    for (int v = 0; v < G; v++) {
+        const V c = load<T>(hm.cons + (g0 + v) * W), q = load<T>(hm.quad + (g0 + v) * W);
+        for (int r = 0; r < RT; r++) acc[r][v] = splat<T>(s[r]) * q + c;
+    }
+    const T* th = hm.lin + g0 * W;
+    for (int64_t j = 0; j < d; j++, th += kw) {
+        V t[G];
+        for (int v = 0; v < G; v++) {
+            t[v] = load<T>(th + v * W);
+            DG_IN_REGISTER(t[v]);  // loaded once per feature, not folded into every multiply-add
+        }
+        for (int r = 0; r < RT; r++) {
+            const V b = splat<T>(e[r * dp + j]);
+            for (int v = 0; v < G; v++) acc[r][v] = b * t[v] + acc[r][v];
+        }
+    }
+    T ids[G * W];
+    for (int l = 0; l < G * W; l++) ids[l] = (T)(g0 * W + l);
+    V comp[G];  // the component of each lane
+    for (int v = 0; v < G; v++) comp[v] = load<T>(ids + v * W);
+    for (int r = 0; r < RT; r++) {
+        V m = acc[r][0], at = comp[0];
+        for (int v = 1; v < G; v++) {
+            auto gt = acc[r][v] > m;
+            m = gt ? acc[r][v] : m;
+            at = gt ? comp[v] : at;
+        }
+        if (g0 == 0) {
+            bv[r] = m;
+            bi[r] = at;
+        } else {
+            auto gt = m > bv[r];
+            bv[r] = gt ? m : bv[r];
+            bi[r] = gt ? at : bi[r];
+        }
+    }
+}
+
+template <class T, int RT, int G> struct HardGroups {
+    static void run(const HardModel<T>& hm, int64_t g0, int64_t ng, const T* e, const T* s, int64_t dp, int64_t d,
+                    typename Lanes<T>::V* bv, typename Lanes<T>::V* bi) {
+        if (ng == G) {
+            hard_group<T, G, RT>(hm, g0, e, s, dp, d, bv, bi);
+        } else {
+            HardGroups<T, RT, G - 1>::run(hm, g0, ng, e, s, dp, d, bv, bi);
+        }
+    }
+};
+template <class T, int RT> struct HardGroups<T, RT, 0> {
+    static void run(const HardModel<T>&, int64_t, int64_t, const T*, const T*, int64_t, int64_t,
+                    typename Lanes<T>::V*, typename Lanes<T>::V*) {}
+};
+
+// out[0 .. d) += s * e[0 .. d) in float64, whole vectors of doubles first.
+template <class T> static inline void add_scaled(double* out, const T* e, double s, int64_t d) {
+    typedef typename Lanes<double>::V D;
+    constexpr int W = Lanes<double>::W;
+    typedef T E __attribute__((vector_size(W * sizeof(T)), aligned(sizeof(T))));
+    int64_t j = 0;
+    for (; j + W <= d; j += W)
+        store<double>(out + j, load<double>(out + j) + splat<double>(s) * __builtin_convertvector(*(const E*)(e + j), D));
+    for (; j < d; j++) out[j] += s * (double)e[j];
+}
+
+// Rows 0 .. rows - 1 of the sub-block (centred copy eb, squared norms sb, NaN flags skip) into
+// one model: arg-max, per_row, statistics (weights w from row a). pf: the rows of the next
+// sub-block, prefetched a tile's worth at a time (or null), so that they come from memory while
+// this one computes (fetched only when asked for, the copy waited on the memory).
+template <class T, int RT>
+void hard_tiles(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned char* skip, const double* w,
+                int64_t a, int64_t rows, int64_t dp, int64_t d, const char* pf, const char* pf_end) {
+    typedef typename Lanes<T>::V V;
+    const int64_t pf_step = (int64_t)sizeof(T) * d * RT;
+    V bv[RT], bi[RT];
+    int64_t label[HROWS + 8];
+    for (int64_t i = 0; i < rows; i += RT) {
+        if (pf) {
+            for (int64_t o = 0; o < pf_step && pf + o < pf_end; o += 64) __builtin_prefetch(pf + o);
+            pf += pf_step;
+        }
+        // rows past the end are the copy's zero padding: computed, never used
+        for (int64_t g0 = 0; g0 < hm.kv; g0 += HG) {
+            const int64_t ng = hm.kv - g0 < HG ? hm.kv - g0 : HG;
+            HardGroups<T, RT, HG>::run(hm, g0, ng, eb + i * dp, sb + i, dp, d, bv, bi);
+        }
+        const int64_t n = rows - i < RT ? rows - i : RT;
+        for (int64_t r = 0; r < n; r++) {
+            T best;
+            lanes_best<T>(bv[r], bi[r], best, label[i + r]);
+            hm.per_row[a + i + r] = skip[i + r] ? 0.0 : (double)best;
+        }
+    }
+    // the statistics once the sub-block's labels are known: each row's address is then a load away,
+    // not at the end of the arg-max's chain
+    for (int64_t row = 0; row < rows; row++) {
+        if (skip[row]) continue;
+        const double wj = w ? (double)(T)w[a + row] : 1.0;
+        double* st = hm.sum + label[row] * hm.sp;
+        add_scaled<T>(st, eb + row * dp, wj, d);
+        st[d] += wj * (double)sb[row];
+        st[d + 1] += wj;
+    }
+}
+
+// Rows per tile for a model whose first group has g vectors (every group of a tile takes the same rows).
+constexpr int hard_rt(int g) { return HACC / g > 8 ? 8 : HACC / g; }
+
+template <class T>
+void hard_model(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned char* skip, const double* w,
+                int64_t a, int64_t rows, int64_t dp, int64_t d, const char* pf, const char* pf_end) {
+    const int64_t g = hm.kv < HG ? hm.kv : HG;
+    if (g == 1) hard_tiles<T, hard_rt(1)>(hm, eb, sb, skip, w, a, rows, dp, d, pf, pf_end);
+    else if (g == 2) hard_tiles<T, hard_rt(2)>(hm, eb, sb, skip, w, a, rows, dp, d, pf, pf_end);
+    else if (g == 3) hard_tiles<T, hard_rt(3)>(hm, eb, sb, skip, w, a, rows, dp, d, pf, pf_end);
+    else hard_tiles<T, hard_rt(4)>(hm, eb, sb, skip, w, a, rows, dp, d, pf, pf_end);
+}
+
+// The hard spherical pass (see above): models' statistics S (nw, d + 2) and per_row (nm, n), theta
+// (nw, d + 2) at level 0. Returns the rows with NaN (left out of every model), or -1 when memory
+// ran out.
+template <class T>
+int64_t run_hard(const T* x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta,
+                 const int64_t* bounds, int64_t nm, double* S, double* per_row) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    const int64_t nf = d + 2;
+    const int64_t dp = (d + W - 1) / W * W;  // the centred copy's row stride, whole vectors
+    auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
+    int64_t coef = 0;
+    for (int64_t m = 0; m < nm; m++) coef += (bounds[m + 1] - bounds[m] + W - 1) / W * W * (d + 2);
+    const size_t bytes_coef = round64(sizeof(T) * (size_t)(coef + W));
+    const size_t bytes_e = round64(sizeof(T) * (size_t)((HROWS + 8) * dp));
+    const size_t bytes_s = round64(sizeof(T) * (size_t)(HROWS + 8));
+    const size_t bytes_c = round64(sizeof(T) * (size_t)dp);
+    const size_t bytes_skip = round64((size_t)(HROWS + 8));
+    const size_t bytes_m = round64(sizeof(HardModel<T>) * (size_t)nm);
+    constexpr int WD = Lanes<double>::W;
+    const int64_t sp = (d + 2 + WD - 1) / WD * WD;
+    const size_t bytes_sum = round64(sizeof(double) * (size_t)(bounds[nm] * sp));
+    char* mem = (char*)std::aligned_alloc(64, bytes_coef + bytes_e + bytes_s + bytes_c + bytes_skip + bytes_m + bytes_sum);
+    if (!mem) return -1;
+    double* sums = (double*)(mem + bytes_coef + bytes_e + bytes_s + bytes_c + bytes_skip + bytes_m);
+    std::memset(sums, 0, bytes_sum);
+    T* cf = (T*)mem;
+    T* eb = (T*)(mem + bytes_coef);
+    T* sb = (T*)(mem + bytes_coef + bytes_e);
+    T* centre = (T*)(mem + bytes_coef + bytes_e + bytes_s);
+    unsigned char* skip = (unsigned char*)(mem + bytes_coef + bytes_e + bytes_s + bytes_c);
+    HardModel<T>* hm = (HardModel<T>*)(mem + bytes_coef + bytes_e + bytes_s + bytes_c + bytes_skip);
+    std::memset(eb, 0, bytes_e);
+    std::memset(sb, 0, bytes_s);
+    std::memset(skip, 0, bytes_skip);
+    for (int64_t j = 0; j < dp; j++) centre[j] = j < d ? (T)centre64[j] : (T)0;
+    const T ninf = -(T)__builtin_inf();
+    for (int64_t m = 0; m < nm; m++) {
+        const int64_t lo = bounds[m], k = bounds[m + 1] - lo, kv = (k + W - 1) / W, kw = kv * W;
+        T* lin = cf;
+        T* quad = lin + d * kw;
+        T* cons = quad + kw;
+        cf = cons + kw;
+        for (int64_t c = 0; c < kw; c++) {
+            const T* th = theta + (lo + (c < k ? c : 0)) * nf;
+            for (int64_t j = 0; j < d; j++) lin[j * kw + c] = c < k ? th[1 + j] : (T)0;
+            quad[c] = c < k ? th[0] : (T)0;
+            cons[c] = c < k ? th[1 + d] : ninf;
+        }
+        hm[m] = HardModel<T>{kv, lin, quad, cons, sums + lo * sp, sp, per_row + m * n};
+    }
+    int64_t incomplete = 0;
+    for (int64_t a = 0; a < n; a += HROWS) {
+        const int64_t rows = n - a < HROWS ? n - a : HROWS;
+        for (int64_t i = 0; i < rows; i++) {
+            const T* src = x + (a + i) * d;
+            T* er = eb + i * dp;
+            V acc = V{};
+            int64_t j = 0;
+            for (; j + W <= d; j += W) {
+                const V v = load<T>(src + j) - load<T>(centre + j);
+                store<T>(er + j, v);
+                acc = v * v + acc;
+            }
+            T s = 0;
+            for (; j < d; j++) {  // the tail of a row (its next vector may lie past the end of x)
+                const T t = src[j] - centre[j];
+                er[j] = t;
+                s = t * t + s;
+            }
+            for (int l = 0; l < W; l++) s += acc[l];
+            const bool nan = s != s;  // x finite (checked by the caller) or NaN
+            skip[i] = nan;
+            incomplete += nan;
+            if (nan) {
+                s = 0;
+                for (int64_t j = 0; j < d; j++) er[j] = 0;
+            }
+            sb[i] = s;
+        }
+        for (int64_t i = rows; i < rows + 8 && i < HROWS + 8; i++) {
+            for (int64_t j = 0; j < dp; j++) eb[i * dp + j] = 0;
+            sb[i] = 0;
+        }
+        const char* pf = a + rows < n ? (const char*)(x + (a + rows) * d) : nullptr;
+        const char* pf_end = (const char*)(x + n * d);
+        for (int64_t m = 0; m < nm; m++)
+            if (bounds[m + 1] > bounds[m]) {
+                hard_model<T>(hm[m], eb, sb, skip, w, a, rows, dp, d, pf, pf_end);
+                pf = nullptr;  // the first model's tiles fetch the next rows
+            }
+    }
+    // this call's sums into the caller's statistics [s, e, weight]
+    for (int64_t c = 0; c < bounds[nm]; c++) {
+        const double* sc = sums + c * sp;
+        double* st = S + c * nf;
+        st[0] += sc[d];
+        for (int64_t j = 0; j < d; j++) st[1 + j] += sc[j];
+        st[1 + d] += sc[d + 1];
+    }
+    std::free(mem);
+    return incomplete;
 }
 
 // ---------------------------------------------------------------- rows with missing values
@@ -1119,6 +1548,11 @@ template <class T>
 int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
               const int64_t* bounds, const int64_t* modes, int64_t nm, double* S, double* per_row, double* rlogr,
               int64_t sub_rows, const double* const* mmeans, const double* const* mfactor, const int* mfull) {
+    if (level == 0 && !mmeans) {  // k-means and spherical classification EM: their own path
+        bool all_hard = true;
+        for (int64_t m = 0; m < nm; m++) all_hard &= (modes[m] & 1) != 0;
+        if (all_hard) return run_hard<T>(x, n, d, centre64, w, theta, bounds, nm, S, per_row);
+    }
     constexpr int W = Lanes<T>::W;
     // float32 lanes are added into float64 every this many rows: sums of at most 2048 / W terms
     constexpr int64_t FLUSH_ROWS = 2048;
@@ -1204,6 +1638,15 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         const int64_t padded = (rows + tile - 1) / tile * tile;
         fill_features<T>(k, x, centre, w, a, rows, padded);
         const bool tiles = k.mb != nullptr;
+        if (a + rows < n) {  // spread over this sub-block's tiles of rows
+            const int64_t next = n - a - rows < sub ? n - a - rows : sub;
+            const int64_t ntiles = padded / tile;
+            k.pf = (const char*)(x + (a + rows) * d);
+            k.pf_end = (const char*)(x + n * d);
+            k.pf_step = ((int64_t)sizeof(T) * next * d + ntiles - 1) / ntiles;
+        } else {
+            k.pf = nullptr;
+        }
         logits<T>(k, padded);
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
