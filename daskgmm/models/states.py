@@ -228,20 +228,25 @@ class KMeansState:
         events = ()
         if empty.size and self.relocate_empty and stats.worst is not None:
             worst = stats.worst
-            # values are -distance, ascending: the rows off their centres come first
-            take = min(int(np.count_nonzero(worst.values < 0)), empty.size)
-            pts, wts = worst.points[:take], worst.weights[:take]
+            pts = worst.points
             if hasattr(pts, "toarray"):  # sparse rows (daskgmm.kernels.sparse.SparseWorstRows): a few, dense now
                 pts = pts.toarray()
+            # the pass found the candidates (its values are -distance by the expansion ‖x‖² - 2 x·c + ‖c‖²,
+            # which leaves ~eps ‖x‖² on a row that sits on its centre); their distances are taken again
+            # here as scikit-learn takes them, from the differences: farthest first, ties by row number
             d2 = ((pts[:, None, :] - self.centers[None, :, :]) ** 2).sum(axis=2)
             old = d2.argmin(axis=1)  # the cluster each row was assigned to in this pass
-            for c, p, w, o in zip(empty[:take], pts, wts, old):
+            far = d2[np.arange(len(old)), old]
+            order = np.lexsort((worst.rows, -far))
+            order = order[far[order] > 0][: empty.size]
+            for c, j in zip(empty, order):
+                p, w, o = pts[j], worst.weights[j], old[j]
                 s1[o] -= (p - shift[o]) * w
                 n[o] -= w
                 s1[c] = (p - shift[c]) * w
                 n[c] = w
             events = tuple(
-                f"cluster {int(c)} was empty; moved to row {int(r)}" for c, r in zip(empty[:take], worst.rows[:take])
+                f"cluster {int(c)} was empty; moved to row {int(worst.rows[j])}" for c, j in zip(empty, order)
             )
         centers = self.centers.copy()
         full = n > 0
