@@ -253,29 +253,7 @@ class MixtureRequest:
 
     def _incomplete_moments(self, acc, i, completions, r) -> None:
         """Add the expected statistics of a block's incomplete rows for model ``i``."""
-        spec = self.specs[i]
-        if spec.precise is not None:
-            ct = spec.covariance_type
-            n, s1, s2 = completed_moments(completions, r, spec.precise.means, cov.of(ct).level)
-            pc = acc["precise"][i]
-            pc["n"] += n
-            pc["s1"] += s1
-            s2 = cov.pool_components(s2, ct)
-            pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
-            return
-        level = acc["level"]
-        d = completions[0].n_features
-        n, s1, s2 = completed_moments(completions, r, np.zeros(d), level)
-        q = n_quad_rows(level, d)
-        a, b = self._bounds[i], self._bounds[i + 1]
-        S = acc["S"]
-        if level == FULL_LEVEL:
-            iu0, iu1 = np.triu_indices(d)
-            S[a:b, :q] += s2[:, iu0, iu1]
-        else:
-            S[a:b, :q] += s2.reshape(b - a, q)
-        S[a:b, q : q + d] += s1
-        S[a:b, q + d] += n
+        add_completed(acc, i, self._bounds, self.specs[i], completions, r)
 
     def finish(self, acc, n_features, centre) -> list[SuffStats]:
         S, d, lvl = acc["S"], n_features, acc["level"]
@@ -370,6 +348,35 @@ def add_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray) -> None:
     for a in range(0, nb, rows):
         np.matmul(T[:, a : a + rows], lt[a : a + rows], out=part)
         S += part.T
+
+
+def add_completed(acc, i, bounds, spec, completions, resp, cond_resp=None) -> None:
+    """Add the expected statistics of a block's rows with missing values (``completions``, see
+    :func:`daskgmm.kernels.missing.completed_moments`; ``resp`` (K, n) their weights, ``cond_resp`` the
+    conditional covariances' when not the same) to model ``i`` of a pass's accumulator ``acc``: its
+    per-component statistics about its means, or its rows ``bounds[i]:bounds[i + 1]`` of ``acc["S"]``."""
+    if spec.precise is not None:
+        ct = spec.covariance_type
+        n, s1, s2 = completed_moments(completions, resp, spec.precise.means, cov.of(ct).level, cond_resp=cond_resp)
+        pc = acc["precise"][i]
+        pc["n"] += n
+        pc["s1"] += s1
+        s2 = cov.pool_components(s2, ct)
+        pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
+        return
+    level = acc["level"]
+    d = completions[0].n_features
+    n, s1, s2 = completed_moments(completions, resp, np.zeros(d), level, cond_resp=cond_resp)
+    q = n_quad_rows(level, d)
+    a, b = bounds[i], bounds[i + 1]
+    S = acc["S"]
+    if level == FULL_LEVEL:
+        iu0, iu1 = np.triu_indices(d)
+        S[a:b, :q] += s2[:, iu0, iu1]
+    else:
+        S[a:b, :q] += s2.reshape(b - a, q)
+    S[a:b, q : q + d] += s1
+    S[a:b, q + d] += n
 
 
 def _block_worst(per_row: np.ndarray, blk: Block, m: int, incomplete=None, below=None) -> WorstRows | None:

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 
 import daskgmm.kernels.covariance as cov
-from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows
-from daskgmm.kernels.missing import completed_moments, marginal_distances
+from daskgmm.kernels.features import n_quad_rows
+from daskgmm.kernels.missing import marginal_distances
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block
-from daskgmm.kernels.requests import add_moments
+from daskgmm.kernels.requests import add_completed, add_moments
 from daskgmm.kernels.responsibilities import soft_responsibilities
 from daskgmm.kernels.results import SuffStats, frozen
 from daskgmm.kernels.scratch import scratch
@@ -404,29 +404,7 @@ class StudentTRequest:
     def _incomplete_moments(self, acc, i, comps, ru, r) -> None:
         """Add the expected moments of a block's rows with missing values for model ``i``: ``Σ r u x̂``,
         ``Σ (r u x̂ x̂ᵀ + r Cov[x_m | x_o])`` (``ru``, ``r``: (K, n), sample weights included)."""
-        spec = self.specs[i]
-        ct = spec.covariance_type
-        if spec.precise is not None:
-            n, s1, s2 = completed_moments(comps, ru, spec.precise.means, cov.of(ct).level, cond_resp=r)
-            pc = acc["precise"][i]
-            pc["n"] += n
-            pc["s1"] += s1
-            s2 = cov.pool_components(s2, ct)
-            pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
-            return
-        level = acc["level"]
-        d = comps[0].n_features
-        n, s1, s2 = completed_moments(comps, ru, np.zeros(d), level, cond_resp=r)
-        q = n_quad_rows(level, d)
-        a, b = self._bounds[i], self._bounds[i + 1]
-        S = acc["S"]
-        if level == FULL_LEVEL:
-            iu0, iu1 = np.triu_indices(d)
-            S[a:b, :q] += s2[:, iu0, iu1]
-        else:
-            S[a:b, :q] += s2.reshape(b - a, q)
-        S[a:b, q : q + d] += s1
-        S[a:b, q + d] += n
+        add_completed(acc, i, self._bounds, self.specs[i], comps, ru, cond_resp=r)
 
     def finish(self, acc, n_features, centre) -> list[StudentTStats]:
         S, d, lvl = acc["S"], n_features, acc["level"]
