@@ -183,8 +183,8 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
             Component of each row.
         """
         check_is_fitted(self)
-        return fitting_studentt.sample_studentt(self.weights_, self.means_, self.covariances_, self.covariance_type,
-                                                self.df_, n_samples, self.random_state)
+        return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
+                                              n_samples, self.random_state, df=self.df_)
 
     def _sample_parts(self, sizes, random_state) -> list:
         return fitting_predict.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,

@@ -104,8 +104,13 @@ def n_rows(X) -> int:
     return int(n)
 
 
-def sample_mixture(weights, means, covariances, covariance_type, n_samples, random_state=None):
+def sample_mixture(weights, means, covariances, covariance_type, n_samples, random_state=None, df=None):
     """Draw rows from a mixture with scikit-learn's algorithm and random stream.
+
+    A multinomial draw of the component counts, rows grouped by component. With ``df``
+    (K,) the components are t distributions with those degrees of freedom and
+    ``covariances`` their scales: each Gaussian row about 0 is divided by ``sqrt(g)``,
+    ``g ~ χ²_df / df``, then shifted by its mean.
 
     Returns
     -------
@@ -122,9 +127,16 @@ def sample_mixture(weights, means, covariances, covariance_type, n_samples, rand
     covs = np.asarray(covariances, np.float64)
     counts = rng.multinomial(n_samples, np.asarray(weights, np.float64))
     t = cov.of(covariance_type)
-    X = np.vstack([t.draw(rng, m, t.of_component(covs, k), s) for k, (m, s) in enumerate(zip(means, counts))])
-    y = np.concatenate([np.full(int(s), j, dtype=np.int64) for j, s in enumerate(counts)])
-    return X, y
+    xs = []
+    for k, (m, c) in enumerate(zip(means, counts)):
+        if df is None:
+            xs.append(t.draw(rng, m, t.of_component(covs, k), c))
+            continue
+        z = t.draw(rng, np.zeros(means.shape[1]), t.of_component(covs, k), c)
+        nu = float(np.asarray(df, np.float64)[k])
+        xs.append(m + z / np.sqrt(rng.chisquare(nu, size=c) / nu)[:, None])
+    y = np.concatenate([np.full(int(c), j, dtype=np.int64) for j, c in enumerate(counts)])
+    return np.vstack(xs), y
 
 
 def part_seed(random_state) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 from daskgmm.em.init import kmeans_tolerance, label_spec, mixture_init_stats, sample_kmeans
 from daskgmm.em.loop import Run, lockstep
@@ -181,34 +180,3 @@ def check_df(df, n_components: int) -> np.ndarray:
     if not np.all(np.isfinite(a)) or np.any(a <= 0):
         raise ValueError("df_ holds values that are not finite and positive")
     return a
-
-
-def sample_studentt(weights, means, scales, covariance_type, df, n_samples, random_state=None):
-    """Draw rows from a t mixture.
-
-    As scikit-learn's ``GaussianMixture.sample`` (a multinomial draw of the component counts,
-    rows grouped by component), each Gaussian row divided by ``sqrt(g)``, ``g ~ χ²_nu / nu``.
-
-    Returns
-    -------
-    X : ndarray, shape (n_samples, n_features)
-    y : ndarray of int, shape (n_samples,)
-    """
-    if n_samples < 1:
-        raise ValueError(
-            f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least one sample."
-        )
-    rng = check_random_state(random_state)
-    means = np.asarray(means, np.float64)
-    scales = np.asarray(scales, np.float64)
-    df = np.asarray(df, np.float64)
-    d = means.shape[1]
-    counts = rng.multinomial(n_samples, np.asarray(weights, np.float64))
-    t = cov.of(covariance_type)
-    xs = []
-    for k, c in enumerate(counts):
-        z = t.draw(rng, np.zeros(d), t.of_component(scales, k), c)
-        g = rng.chisquare(df[k], size=c) / df[k]
-        xs.append(means[k] + z / np.sqrt(g)[:, None])
-    y = np.concatenate([np.full(int(c), j, dtype=np.int64) for j, c in enumerate(counts)])
-    return np.vstack(xs), y
