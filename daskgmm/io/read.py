@@ -8,6 +8,8 @@ how the kernels want them (transposed, features by rows).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from daskgmm.io.files import DataError, InputChangedError, NonFiniteError, Piece, file_signature
@@ -46,6 +48,19 @@ def arrow_values(part) -> np.ndarray:
         bits = np.unpackbits(np.frombuffer(validity, np.uint8), count=part.offset + len(part), bitorder="little")
         x = np.where(bits[part.offset:].astype(bool), x, np.nan)
     return x
+
+
+@contextlib.contextmanager
+def _open_checked(fs, piece: Piece):
+    """The piece's file as a ``pyarrow.parquet.ParquetFile`` (page checksums verified), checked to be
+    the file the job planned before it is opened and once its footer is read."""
+    import pyarrow.parquet as pq
+
+    _check_unchanged(fs, piece)
+    with fs.open(piece.path, "rb") as f:
+        pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
+        _check_unchanged(fs, piece, pf)
+        yield pf
 
 
 def _check_unchanged(fs, piece: Piece, pf=None):
@@ -102,16 +117,12 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
     writer stored them.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
     path = piece.path
     ids = None
     try:
-        _check_unchanged(fs, piece)
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
-            _check_unchanged(fs, piece, pf)
+        with _open_checked(fs, piece) as pf:
             x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
             for j, c in enumerate(list(columns) + ([id_column] if id_column is not None else [])):
                 start = 0
@@ -248,7 +259,6 @@ def _list_parts(pf, piece: Piece, name, what):
 def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=None):
     """One chunk of sparse rows: (csr_array (rows, n_features), bad-rows mask or None, ids)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     import scipy.sparse as sp
 
     path = piece.path
@@ -256,10 +266,7 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
     idx_dtype = np.int32 if n_features < 2**31 else np.int64
     ids = None
     try:
-        _check_unchanged(fs, piece)
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
-            _check_unchanged(fs, piece, pf)
+        with _open_checked(fs, piece) as pf:
             ind_parts = _list_parts(pf, piece, indices, "indices")
             val_parts = _list_parts(pf, piece, values, "values")
             if id_column is not None:
