@@ -243,15 +243,21 @@ def export_kmeans(estimator) -> tuple[dict, dict]:
     return {"cluster_centers_": est.cluster_centers_, "counts_": est.counts_}, meta
 
 
-def import_kmeans(arrays, meta, n_clusters: int) -> dict:
-    """The attributes saved by :func:`export_kmeans`, checked; ``history_`` as read (the caller
-    restores JSON's infinities), ``feature_names_in_`` only when saved."""
+def checked_centres(arrays, meta, n_clusters: int):
+    """``(k, cluster_centers_)`` of a saved model's arrays, checked: (k, D) with ``k == n_clusters``, finite."""
     k, d = int(meta["n_components"]), int(meta["n_features"])
     c = np.asarray(arrays["cluster_centers_"])
     if c.shape != (k, d) or k != n_clusters:
         raise ValueError(f"cluster_centers_ has shape {c.shape}, expected ({n_clusters}, {d})")
     if not np.all(np.isfinite(c)):
         raise ValueError("cluster_centers_ holds NaN or infinite values")
+    return k, c
+
+
+def import_kmeans(arrays, meta, n_clusters: int) -> dict:
+    """The attributes saved by :func:`export_kmeans`, checked; ``history_`` as read (the caller
+    restores JSON's infinities), ``feature_names_in_`` only when saved."""
+    k, c = checked_centres(arrays, meta, n_clusters)
     fit = meta.get("fit", {})
     out = {
         "cluster_centers_": c.astype(np.dtype(meta.get("dtype", "float64"))),
@@ -260,7 +266,7 @@ def import_kmeans(arrays, meta, n_clusters: int) -> dict:
         "n_iter_": int(fit.get("n_iter", 0)),
         "n_steps_": int(fit.get("n_steps", 0)),
         "history_": fit.get("history"),
-        "n_features_in_": d,
+        "n_features_in_": c.shape[1],
     }
     if meta.get("columns") is not None:
         out["feature_names_in_"] = np.asarray(meta["columns"], dtype=object)

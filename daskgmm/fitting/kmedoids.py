@@ -23,6 +23,7 @@ from sklearn.metrics.pairwise import PAIRWISE_BOOLEAN_FUNCTIONS
 
 from daskgmm.em.loop import Run
 from daskgmm.engine.cluster import blas_threads
+from daskgmm.fitting.kmeans import checked_centres
 from daskgmm.fitting.mixture import run_lockstep
 from daskgmm.kernels import medoids as kernel
 from daskgmm.kernels import pam
@@ -272,12 +273,7 @@ def export_kmedoids(est) -> tuple[dict, dict]:
 
 def import_kmedoids(arrays, meta, n_clusters: int, metric) -> dict:
     """The attributes saved by :func:`export_kmedoids`, checked."""
-    k, d = int(meta["n_components"]), int(meta["n_features"])
-    c = np.asarray(arrays["cluster_centers_"])
-    if c.shape != (k, d) or k != n_clusters:
-        raise ValueError(f"cluster_centers_ has shape {c.shape}, expected ({n_clusters}, {d})")
-    if not np.all(np.isfinite(c)):
-        raise ValueError("cluster_centers_ holds NaN or infinite values")
+    k, c = checked_centres(arrays, meta, n_clusters)
     rows = np.asarray(arrays["medoid_indices_"])
     if rows.shape != (k,) or rows.dtype.kind not in "iu" or (rows < 0).any():
         raise ValueError(f"medoid_indices_ must be {k} row numbers, got shape {rows.shape} of {rows.dtype}")
@@ -297,7 +293,7 @@ def import_kmedoids(arrays, meta, n_clusters: int, metric) -> dict:
         "start_loss_": float(fit.get("start_loss", np.nan)),
         "start_rows_": int(fit.get("start_rows", 0)),
         "history_": fit.get("history"),
-        "n_features_in_": d,
+        "n_features_in_": c.shape[1],
         "_dissimilarity": Dissimilarity(metric, centre, None if transform is None else np.asarray(transform,
                                                                                                  np.float64)),
     }
