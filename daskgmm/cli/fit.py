@@ -199,6 +199,19 @@ def commit_model_and_predictions(est, o, src):
     return rows
 
 
+def commit_fit(est, o, src, ckpt, log):
+    """Write a fit's model and predictions together, then remove its checkpoint: the job is done, so
+    tomorrow's run of the same command starts afresh. Returns the rows predicted (None: none asked)."""
+    rows = commit_model_and_predictions(est, o, src)
+    log(f"model written to {o.model_out}")
+    if rows is not None:
+        log(f"{rows:,} predictions written to {o.predictions_out}")
+    if ckpt is not None:
+        ckpt.clear()
+        log(f"checkpoint {ckpt.path} removed (the job finished)")
+    return rows
+
+
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
     from daskgmm.io.files import DataError, DataWarning
@@ -242,13 +255,7 @@ def cmd_fit(o, log, metrics):
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
             f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
-        rows = commit_model_and_predictions(est, o, src)
-        log(f"model written to {o.model_out}")
-        if rows is not None:
-            log(f"{rows:,} predictions written to {o.predictions_out}")
-        if ckpt is not None:
-            ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
-            log(f"checkpoint {ckpt.path} removed (the job finished)")
+        rows = commit_fit(est, o, src, ckpt, log)
         metrics.update(
             converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
             lower_bounds=est.lower_bounds_, history=est.history_, restarts=est.restarts_,
@@ -273,13 +280,7 @@ def finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start):
     log(f"{state} after {est.n_iter_} pass(es) of {o.method}: inertia {est.inertia_:.6g} ({o.metric}; fit "
         f"{fit_seconds:.2f} s, {est.n_passes_} passes over the data); medoids at rows "
         f"{', '.join(str(int(r)) for r in est.medoid_indices_)}")
-    rows = commit_model_and_predictions(est, o, src)
-    log(f"model written to {o.model_out}")
-    if rows is not None:
-        log(f"{rows:,} predictions written to {o.predictions_out}")
-    if ckpt is not None:
-        ckpt.clear()
-        log(f"checkpoint {ckpt.path} removed (the job finished)")
+    rows = commit_fit(est, o, src, ckpt, log)
     metrics.update(
         converged=est.converged_, n_iter=est.n_iter_, inertia=est.inertia_, history=est.history_,
         medoid_indices=est.medoid_indices_, metric=o.metric, method=o.method, start_loss=est.start_loss_,
