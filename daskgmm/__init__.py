@@ -71,7 +71,8 @@ def show_config() -> dict:
     -------
     dict
         ``kernel`` (``"compiled-avx2"``, ``"numpy"`` ...), ``reason`` (why NumPy, or None),
-        ``variants_built``, ``cpu_features``, ``compiler``, ``flags`` and ``DASKGMM_KERNEL``.
+        ``variants_built``, ``known_answer`` (``"passed"``, or which variants failed the check
+        against NumPy), ``cpu_features``, ``compiler``, ``flags`` and ``DASKGMM_KERNEL``.
     """
     from daskgmm.kernels import compiled
 
@@ -81,6 +82,8 @@ def show_config() -> dict:
     print(f"DASKGMM_KERNEL: {info['DASKGMM_KERNEL']}")
     print(f"machine: {info['machine']}")
     print(f"variants built: {', '.join(info['variants_built']) or 'none'}")
+    if info.get("known_answer"):
+        print(f"known-answer check: {info['known_answer']}")
     if "compiler" in info:
         print(f"compiler: {info['compiler']}")
     if "flags" in info:

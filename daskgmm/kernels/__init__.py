@@ -10,7 +10,9 @@
 - :mod:`~daskgmm.kernels.requests` — mixture statistics of many models (the E- and M-step request);
 - :mod:`~daskgmm.kernels.scan` — the scan's column summary and keyed samples;
 - :mod:`~daskgmm.kernels.predict` — per-block predictions and samples;
-- :mod:`~daskgmm.kernels.random` — random numbers keyed by global row.
+- :mod:`~daskgmm.kernels.random` — random numbers keyed by global row;
+- :mod:`~daskgmm.kernels.compiled` — the compiled core's variant for this CPU, and its block call;
+- :mod:`~daskgmm.kernels.selfcheck` — the compiled core's known-answer check against NumPy.
 """
 
 from daskgmm.kernels.covariance import COVARIANCE_TYPES
@@ -22,10 +24,11 @@ from daskgmm.kernels.requests import MixtureRequest, ModelSpec
 from daskgmm.kernels.responsibilities import soft_responsibilities
 from daskgmm.kernels.results import SampleResult, ScanResult, SuffStats, WorstRows
 from daskgmm.kernels.scan import SampleRequest, ScanRequest
+from daskgmm.kernels.selfcheck import known_answer  # registers the compiled core's known-answer check
 
 __all__ = [
     "COVARIANCE_TYPES", "Block", "Level", "MixtureRequest", "ModelSpec", "NaturalParams", "PerComponent", "Request",
     "SampleRequest", "SampleResult", "ScanRequest", "ScanResult", "SuffStats", "WorstRows", "build_features",
-    "chunk_pass", "component_logits", "kmeans_natural_params", "merge_partials", "n_feature_rows", "points_stats",
-    "soft_responsibilities",
+    "chunk_pass", "component_logits", "kmeans_natural_params", "known_answer", "merge_partials", "n_feature_rows",
+    "points_stats", "soft_responsibilities",
 ]

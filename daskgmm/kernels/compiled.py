@@ -5,7 +5,9 @@
 ``generic``. At first use this module asks the baseline (or generic) module for the CPU's
 features and imports the best variant the CPU runs: a variant's module is never imported on
 a CPU without its instructions. Nothing is compiled, generated or loaded from a cache at run
-time.
+time. Before a process uses a variant, :mod:`daskgmm.kernels.selfcheck` compares one small
+pass through it with the NumPy reference (the user's compiler built it); one that differs is
+passed over for the next variant down, or NumPy, with a :class:`KernelCheckWarning`.
 
 ``DASKGMM_KERNEL`` chooses: ``auto`` (default, the best variant), ``numpy`` (the NumPy
 reference everywhere), or a variant's name (forced; a variant this CPU cannot run, or that was
@@ -26,6 +28,7 @@ import importlib.util
 import os
 import platform
 import threading
+import warnings
 
 import numpy as np
 
@@ -48,8 +51,22 @@ class KernelChoiceError(ValueError):
     """``DASKGMM_KERNEL`` names a variant that is unknown, not built, or not runnable on this CPU."""
 
 
+class KernelCheckWarning(UserWarning):
+    """A variant of the compiled core failed its known-answer check; a lower one (or NumPy) is used."""
+
+
 _state: dict = {}
 _lock = threading.Lock()
+#: the known-answer check's verdict per variant module (None: passed), kept across :func:`reset`
+_verdicts: dict = {}
+#: the check itself: :func:`daskgmm.kernels.selfcheck.known_answer`, which runs the requests (above
+#: this module) and registers itself when the package is imported, before any pass can ask here
+_known_answer: list = []
+
+
+def register_check(check) -> None:
+    """Set the known-answer check run on a variant before it is used (``check(module) -> str | None``)."""
+    _known_answer[:] = [check]
 
 
 def _is_x86() -> bool:
@@ -116,11 +133,52 @@ def _choose() -> dict:
     return out
 
 
+def _checked(state: dict) -> dict:
+    """Run the known-answer check (:mod:`daskgmm.kernels.selfcheck`) on the chosen variant; on a
+    difference, the next variant down that passes (the choice ``auto``), else NumPy. A forced
+    variant that fails is an error. Each module is checked once per process."""
+    if state["module"] is None:
+        return state
+
+    def failure(module):
+        if module not in _verdicts:
+            _verdicts[module] = _known_answer[0](module)
+        return _verdicts[module]
+
+    pick = state["variant"]
+    why = failure(state["module"])
+    if why is None:
+        return state
+    if state["asked"] != "auto":
+        raise KernelChoiceError(f"DASKGMM_KERNEL={pick}: this build of the compiled core fails its known-answer "
+                                f"check on this machine: {why}")
+    failed = {pick: why}
+    below = [n for n in state["built"][state["built"].index(pick) + 1:]
+             if n == "generic" or all(state["cpu"].get(f) for f in X86_VARIANTS[n])]
+    for name in below:
+        module = _import(name)
+        why = failure(module)
+        if why is None:
+            state["module"], state["variant"] = module, name
+            break
+        failed[name] = why
+    else:
+        state["module"], state["variant"] = None, "numpy"
+    note = "; ".join(f"the {n} variant fails its known-answer check ({w})" for n, w in failed.items())
+    state["failed"] = note
+    if state["module"] is None:
+        state["reason"] = note
+    warnings.warn(f"daskgmm's compiled core, as built on this machine, gives wrong answers: {note}. Passes use "
+                  f"{kernel_name_of(state)}. Please report this with the output of `daskgmm show-config`.",
+                  KernelCheckWarning, stacklevel=3)
+    return state
+
+
 def _get() -> dict:
     if not _state:
         with _lock:
             if not _state:
-                _state.update(_choose())
+                _state.update(_checked(_choose()))
     return _state
 
 
@@ -134,16 +192,23 @@ def error() -> str | None:
     return _get()["reason"]
 
 
-def kernel_name() -> str:
-    """``"compiled-<variant>"`` or ``"numpy"``: what a fit's metrics and verbose output report."""
-    state = _get()
+def kernel_name_of(state: dict) -> str:
     return "numpy" if state["module"] is None else f"compiled-{state['variant']}"
 
 
+def kernel_name() -> str:
+    """``"compiled-<variant>"`` or ``"numpy"``: what a fit's metrics and verbose output report."""
+    return kernel_name_of(_get())
+
+
 def describe() -> str:
-    """``"compiled-<variant>"``, or ``"numpy (<why>)"``."""
+    """``"compiled-<variant>"``, or ``"numpy (<why>)"``; a variant below the best the CPU runs
+    says which failed the known-answer check."""
     name = kernel_name()
-    return name if name != "numpy" else f"numpy ({error()})"
+    if name == "numpy":
+        return f"numpy ({error()})"
+    failed = _get().get("failed")
+    return f"{name} ({failed})" if failed else name
 
 
 def config() -> dict:
@@ -160,6 +225,7 @@ def config() -> dict:
         "DASKGMM_KERNEL": state["asked"],
         "machine": platform.machine(),
         "variants_built": list(state["built"]),
+        "known_answer": state.get("failed") or ("passed" if mod is not None else None),
         "cpu_features": {k: bool(v) for k, v in state["cpu"].items()},
     }
     first = mod

@@ -1,0 +1,108 @@
+"""The compiled core's known-answer check (daskgmm.kernels.selfcheck) and what the choice does with it.
+
+A build that gives wrong answers is simulated by a wrapper around a real variant's module that
+nudges one statistic after the core has computed it.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from daskgmm.kernels import compiled, selfcheck
+
+
+def _runnable():
+    return [n for n in compiled.variant_names() if compiled.load_variant(n) is not None]
+
+
+class Wrong:
+    """A variant's module whose ``mixture_block`` (or ``mixture_logits``) is off by ``by`` (relative)."""
+
+    def __init__(self, module, by=1e-6, where="moments"):
+        self._module, self._by, self._where = module, by, where
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def mixture_block(self, *args, **kwargs):
+        out = self._module.mixture_block(*args, **kwargs)
+        S = args[7]
+        if self._where == "moments":
+            S[-1, -1] += self._by * max(np.abs(S).max(), 1.0)
+        return out
+
+    def mixture_logits(self, x, centre, theta, level, out):
+        self._module.mixture_logits(x, centre, theta, level, out)
+        if self._where == "logits":
+            out[0, 0] += self._by * max(np.abs(out).max(), 1.0)
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """The choice made again under the test's environment, and forgotten after it."""
+    monkeypatch.delenv("DASKGMM_KERNEL", raising=False)
+    compiled.reset()
+    yield monkeypatch
+    monkeypatch.undo()
+    compiled.reset()
+
+
+@pytest.mark.parametrize("name", compiled.variant_names())
+def test_every_variant_built_here_passes(name):
+    module = compiled.load_variant(name)
+    if module is None:
+        pytest.skip(f"variant {name}: not built here or this CPU cannot run it")
+    assert selfcheck.known_answer(module) is None
+
+
+@pytest.mark.parametrize("where", ["moments", "logits"])
+def test_a_wrong_build_is_caught_and_named(where):
+    name = _runnable()[0] if _runnable() else pytest.skip("no compiled variant runs here")
+    why = selfcheck.known_answer(Wrong(compiled.load_variant(name), where=where))
+    assert why is not None
+    assert ("of model 5 (spherical, hard)" in why) if where == "moments" else ("logits" in why)
+    assert "differs from NumPy's" in why or "differ from NumPy's" in why
+    # rounding is not a failure
+    assert selfcheck.known_answer(Wrong(compiled.load_variant(name), by=1e-13, where=where)) is None
+
+
+def test_auto_passes_over_a_wrong_variant_with_a_warning(fresh):
+    names = _runnable()
+    if len(names) < 2:
+        pytest.skip("needs two variants this CPU runs")
+    real = compiled._import
+    fresh.setattr(compiled, "_import", lambda n: Wrong(real(n)) if n == names[0] else real(n))
+    compiled.reset()
+    with pytest.warns(compiled.KernelCheckWarning, match=f"the {names[0]} variant fails its known-answer check"):
+        assert compiled.ready() is not None
+    assert compiled.kernel_name() == f"compiled-{names[1]}"
+    assert names[0] in compiled.describe() and "known-answer" in compiled.describe()
+    assert compiled.config()["known_answer"].startswith(f"the {names[0]} variant fails")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compiled.ready()  # decided once per process: no second warning
+
+
+def test_numpy_when_every_variant_is_wrong(fresh):
+    if not _runnable():
+        pytest.skip("no compiled variant runs here")
+    real = compiled._import
+    fresh.setattr(compiled, "_import", lambda n: Wrong(real(n)))
+    compiled.reset()
+    with pytest.warns(compiled.KernelCheckWarning, match="Passes use numpy"):
+        assert compiled.ready() is None
+    assert compiled.kernel_name() == "numpy"
+    assert "known-answer check" in compiled.error()
+
+
+def test_a_forced_wrong_variant_is_an_error(fresh):
+    names = _runnable()
+    if not names:
+        pytest.skip("no compiled variant runs here")
+    real = compiled._import
+    fresh.setattr(compiled, "_import", lambda n: Wrong(real(n)))
+    fresh.setenv("DASKGMM_KERNEL", names[-1])
+    compiled.reset()
+    with pytest.raises(compiled.KernelChoiceError, match=f"DASKGMM_KERNEL={names[-1]}: .*known-answer check"):
+        compiled.ready()
