@@ -93,8 +93,11 @@ def show_config() -> dict:
     return info
 
 
-def load(path, storage_options=None):
+def load(path, storage_options=None, *, files=None):
     """Read a model saved by ``save`` (a directory of JSON and ``.npz``; never pickle).
+
+    ``files``: the model's ``(doc, arrays)`` if already read by
+    :func:`daskgmm.io.modelfiles.read_model_files`.
 
     Returns
     -------
@@ -107,7 +110,7 @@ def load(path, storage_options=None):
     importlib.import_module("daskgmm.studentt_mixture")
     from daskgmm.io.modelfiles import load_model
 
-    return load_model(path, storage_options)
+    return load_model(path, storage_options, files=files)
 
 
 def __getattr__(name):

@@ -421,3 +421,22 @@ def test_check_truth_matches_permuted_components_and_refuses_wrong_ones():
     same_k, d_mean, d_weight = mod.compare(means, np.array([0.5, 0.2, 0.3]), truth)
     assert same_k and d_mean == pytest.approx(0.05) and d_weight == pytest.approx(0.0)
     assert mod.compare(means[:2], np.array([0.5, 0.5]), truth)[0] is False
+
+
+def test_model_files_are_read_once(tmp_path, capsys, monkeypatch):
+    """--model is checked before the cluster starts, and those files are the ones loaded: read once
+    (a job never checks one version of a model and scores with another)."""
+    from daskgmm import GaussianMixture
+    from daskgmm.io import modelfiles
+
+    data = tmp_path / "data"
+    X = write_data(data, n=300)
+    model = tmp_path / "model"
+    GaussianMixture(2, random_state=0).fit(X).save(model)
+    calls = []
+    real = modelfiles.read_model_files
+    monkeypatch.setattr(modelfiles, "read_model_files", lambda *a, **k: calls.append(a) or real(*a, **k))
+    capsys.readouterr()
+    assert main(["score", str(data), "--model", str(model), "--columns", "f0,f1,f2", *FAST]) == 0
+    assert json.loads(capsys.readouterr().out)["n_rows"] == 300
+    assert len(calls) == 1

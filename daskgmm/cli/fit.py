@@ -22,10 +22,10 @@ from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
     command_cluster,
+    data_command,
     missing_policy,
     model_source,
     name_columns,
-    open_data,
     plot_after,
     storage_options,
 )
@@ -218,18 +218,10 @@ def cmd_fit(o, log, metrics):
     from daskgmm.validation.scan import DegenerateDataWarning
 
     t_start = time.perf_counter()
-    box: dict = {}
-    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
-        check_outputs(o, locks)
-        src = box["src"] = open_data(o, log)
+    with data_command(o, log, metrics) as src:
         if src.n_rows < o.n_components:
             raise DataError(f"{o.data}: {src.n_rows} row(s) but --n-components {o.n_components}; "
                             "need at least as many rows as components")
-        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({', '.join(src.columns)}) from "
-            f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, "
-            f"{src.X.dtype}")
-        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
-                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
         if o.estimator == "bayesian":
             o.mean_prior, o.covariance_prior = bayesian_priors(o, src.columns)
         est = make_estimator(o)

@@ -16,13 +16,12 @@ from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
 from daskgmm.cli.fit import check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
 from daskgmm.cli.runtime import (
     Reporter,
-    check_outputs,
     command_cluster,
+    data_command,
     load_saved,
     missing_policy,
     model_source,
     name_columns,
-    open_data,
     plot_after,
     storage_options,
 )
@@ -94,7 +93,6 @@ def cmd_sample(o, log, metrics):
 
 def cmd_show_config(o, log, metrics):
     """The compiled core's build and this CPU's variant (``daskgmm.show_config()``)."""
-    import contextlib
     import io
 
     import daskgmm
@@ -216,12 +214,7 @@ def cmd_select(o, log, metrics):
     from daskgmm.validation.scan import DegenerateDataWarning
 
     t_start = time.perf_counter()
-    box: dict = {}
-    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
-        check_outputs(o, locks)
-        src = box["src"] = open_data(o, log)
-        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
-            f"{src.X.numblocks[0]} chunk(s)")
+    with data_command(o, log, metrics) as src:
         ks = list(range(o.k_min, o.k_max + 1))
         log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {', '.join(o.kinds)} "
             f"x {o.n_init} restart(s), all in the same passes")

@@ -86,7 +86,8 @@ NUMPY_PASSES = {"kmedoids": "k-medoids", "student": "Student-t"}
 
 def check_inputs(o) -> None:
     """DATA's files and --model's files exist and are what they say, checked before a cluster
-    starts: a wrong path is bad input at once (exit 2), not after seconds of cluster start-up."""
+    starts: a wrong path is bad input at once (exit 2), not after seconds of cluster start-up.
+    --model's files are kept in ``o.model_files`` for the load: read once."""
     so = storage_options(o)
     if getattr(o, "data", None) is not None:
         from daskgmm.io.files import list_files
@@ -95,7 +96,7 @@ def check_inputs(o) -> None:
     if getattr(o, "model", None) is not None and o.command != "sample":
         from daskgmm.io.modelfiles import read_model_files
 
-        read_model_files(o.model, so)
+        o.model_files = read_model_files(o.model, so)
 
 
 @contextlib.contextmanager
@@ -240,6 +241,22 @@ def check_file_target(path, flag, so=None):
         raise UsageError(f"{flag} {path}: directory {parent} is not writable")
 
 
+@contextlib.contextmanager
+def data_command(o, log, metrics):
+    """The cluster of a command that reads DATA and writes outputs (fit, select): the outputs
+    checked and locked, DATA opened, described on stderr and in the metrics; yields the source."""
+    box: dict = {}
+    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
+        check_outputs(o, locks)
+        src = box["src"] = open_data(o, log)
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({', '.join(src.columns)}) from "
+            f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, "
+            f"{src.X.dtype}")
+        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
+                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
+        yield src
+
+
 def open_data(o, log, columns=None, dtype=None):
     """Open DATA; the rows dropped by ``--nan-policy omit`` are reported on stderr."""
     from daskgmm.io.files import DataWarning, RowsOmittedWarning
@@ -288,7 +305,7 @@ def load_saved(o, medoids=False):
     from daskgmm.io.modelfiles import ModelFileError
     from daskgmm.kmedoids import KMedoids
 
-    est = load(o.model, storage_options(o))
+    est = load(o.model, storage_options(o), files=getattr(o, "model_files", None))
     if not isinstance(est, BaseMixture) and not (medoids and isinstance(est, KMedoids)):
         raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a mixture model "
                              "(GaussianMixture, BayesianGaussianMixture or StudentTMixture, as daskgmm fit writes)")

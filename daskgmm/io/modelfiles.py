@@ -143,8 +143,11 @@ def _version() -> str:
     return __version__
 
 
-def load_model(path, storage_options=None):
+def load_model(path, storage_options=None, files=None):
     """Load an estimator saved by :func:`save_model`, validating it.
+
+    ``files``: its ``(doc, arrays)`` as :func:`read_model_files` returned them, when they were
+    read already (the command checks ``--model`` before its cluster starts, and reads it once).
 
     Raises
     ------
@@ -153,7 +156,7 @@ def load_model(path, storage_options=None):
         newer format version, or its arrays do not have the recorded shapes.
     """
     path = os.fspath(path)
-    doc, arrays = read_model_files(path, storage_options)
+    doc, arrays = read_model_files(path, storage_options) if files is None else files
     cls = ESTIMATORS.get(doc.get("estimator"))
     if cls is None:
         raise ModelFileError(f"{path}: unknown estimator {doc.get('estimator')!r}")
