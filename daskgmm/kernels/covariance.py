@@ -115,12 +115,16 @@ class CovarianceType:
         Matrices (``full``, ``tied``) rather than variances.
     per_component : bool
         One covariance per component (all but ``tied``, which pools them).
+    mean_guard : bool
+        The M-step adds scikit-learn's ``(10 eps / nk) μ μᵀ`` term (all but ``full``, whose
+        scikit-learn M-step takes the scatter about the means; see :func:`estimate_parameters`).
     """
 
     name: str
     level: int
     dense: bool
     per_component: bool = True
+    mean_guard: bool = True
 
     def __repr__(self) -> str:
         return f"CovarianceType({self.name!r})"
@@ -299,7 +303,7 @@ class CovarianceType:
 
 
 class Full(CovarianceType):
-    name, level, dense = "full", FULL_LEVEL, True
+    name, level, dense, mean_guard = "full", FULL_LEVEL, True, False
 
     def shape(self, n_components, n_features):
         return (n_components, n_features, n_features)
@@ -569,6 +573,8 @@ def estimate_parameters(stats: SuffStats, reg_covar: float, eps_dtype=np.float64
     # It is taken with float64's eps whatever the data's dtype: the statistics are float64,
     # and float32's (1.2e-6 μ²) is scikit-learn's float32 error, e.g. a variance of 112
     # for a component on the point 9999 with reg_covar=0.1 (its issue #30382)
+    if not t.mean_guard:
+        return nk, means, t.covariances(stats.s2, stats.s1, n0, m, nk, reg_covar)
     guard = (n0 + 10 * np.finfo(np.float64).eps) - n0  # as rounded, where scikit-learn's arithmetic has it
     # scikit-learn computes μ in data coordinates, where a component on the point 0 has μ = 0
     # exactly; about a shift it is off by rounding (~eps |shift|), which the term above would
