@@ -1832,6 +1832,9 @@ struct TTables {
     double* hobs;  // (d + 1, kp) log1p(d_o/nu) + the digamma terms
     double* resp;  // (kp) this call's sum r of its rows with NaN
     double* logu;  // (kp) ... sum r h
+    // diagonal models, rows with NaN by the missing-value indicators (t_step_dense)
+    double* pmu2;  // (d, kp) p mu^2 of each feature: what x0 (0 where missing) adds to d2 beyond q
+    double* accr;  // (d, k) sum r over the rows missing each feature (the MarginalModel's acc: sum r u)
 };
 
 // The t step of components lo .. hi - 1 over the sub-block: d2 in k.lb becomes the logit, u goes to
@@ -1856,6 +1859,44 @@ template <class T> void t_step(const Work<T>& k, int64_t lo, int64_t hi, int64_t
             store_f64<T>(u + i, inv * nud);
             store<double>(h + i, ((d2 - dd) * inv - lg) + hh);
             store_f64<T>(l + i, lg * a + cc);
+        }
+    }
+}
+
+// The t step of a diagonal model that marginalises, over every row of the sub-block by its missing-value
+// indicators k.mb (a third or more of the rows have NaN; as the Gaussian's marginal_add_tiles): per row
+// and component, q = d2(x0) - sum_missing p mu^2, log det P_mm / 2 = sum_missing log u, and the t step
+// with the row's d_o observed features (nobs; D for a complete row, for which this is t_step's).
+template <class T> void t_step_dense(const Work<T>& k, int64_t lo, const TTables& tt, const MarginalModel& md,
+                                     int64_t padded, const double* nobs, T* ub, double* hb) {
+    typedef Lanes<double>::V V;
+    constexpr int WD = Lanes<double>::W;
+    const int64_t d = k.d, ld = k.ld, kp = tt.kp;
+    for (int64_t c = 0; c < md.k; c++) {
+        const V vnu = splat<double>(tt.nu[c]);
+        T* l = k.lb + (lo + c) * ld;
+        T* u = ub + (lo + c) * ld;
+        double* h = hb + (lo + c) * ld;
+        for (int64_t i = 0; i < padded; i += WD) {
+            V half = V{}, corr = V{};
+            for (int64_t j = 0; j < d; j++) {
+                const V mj = load_f64<T>(k.mb + j * ld + i);
+                half = mj * md.logu[j * kp + c] + half;
+                corr = mj * tt.pmu2[j * kp + c] + corr;
+            }
+            const V dov = load<double>(nobs + i);
+            V cv, hv;
+            for (int l0 = 0; l0 < WD; l0++) {
+                const int64_t o = (int64_t)dov[l0];
+                cv[l0] = tt.cobs[o * kp + c];
+                hv[l0] = tt.hobs[o * kp + c];
+            }
+            const V q = vmax(load_f64<T>(l + i) - corr, V{});
+            const V lg = log1p_pos(q / vnu);
+            const V nuq = vnu + q;
+            store_f64<T>(u + i, (vnu + dov) / nuq);
+            store<double>(h + i, (hv - lg) - (dov - q) / nuq);
+            store_f64<T>(l + i, (cv - half) - 0.5 * (vnu + dov) * lg);
         }
     }
 }
@@ -2055,7 +2096,7 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
     for (int64_t m = 0; m < nm; m++) {
         const int64_t kp = (bounds[m + 1] - bounds[m] + WD - 1) / WD * WD;
         kmax = kp > kmax ? kp : kmax;
-        per_models += kp * (3 + 2 * (d + 1));
+        per_models += kp * (3 + 2 * (d + 1) + 2 * d);
     }
     const size_t bytes_tt = round64(sizeof(double) * (size_t)per_models) + round64(sizeof(TTables) * (size_t)nm);
     const size_t bytes_row = round64(sizeof(double) * (size_t)(4 * kmax + d * d * WD + WD));
@@ -2099,7 +2140,9 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
         tt.logu = tq + 2 * kp;
         tt.cobs = tq + 3 * kp;
         tt.hobs = tt.cobs + (d + 1) * kp;
-        tq = tt.hobs + (d + 1) * kp;
+        tt.pmu2 = tt.hobs + (d + 1) * kp;
+        tt.accr = tt.pmu2 + d * kp;
+        tq = tt.accr + d * kp;
         for (int64_t c = 0; c < kp; c++) {
             const bool real = c < kk;
             tt.nu[c] = real ? df[lo + c] : 1.0;  // the padding: finite, and left out of every sum
@@ -2110,7 +2153,7 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
         }
     }
     k.incomplete = 0;
-    k.mb = k.mb_buf = nullptr;  // no missing-value indicators: every row with NaN takes the marginal step
+    k.mb = k.mb_buf = nullptr;
     k.pf = nullptr;
     MarginalSet ms;
     if (mmeans) {
@@ -2120,8 +2163,31 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
             std::free(mem);
             return -1;
         }
-        for (int64_t m = 0; ms.any && m < nm; m++) ms.models[m].by_rows = false;
+        for (int64_t m = 0; ms.any && m < nm; m++) {
+            MarginalModel& md = ms.models[m];
+            md.by_rows = false;
+            if (!md.k || md.full) continue;
+            for (int64_t j = 0; j < d; j++)
+                for (int64_t c = 0; c < md.kp; c++) {
+                    const double mu = md.mu[j * md.kp + c];
+                    tts[m].pmu2[j * md.kp + c] = md.prec[j * md.kp + c] * (mu * mu);
+                }
+        }
     }
+    // the missing-value indicators, for the diagonal models' dense step (at level 2 every model is full)
+    T* mb = nullptr;
+    double* nobs = nullptr;
+    if (ms.any && level <= 1) {
+        mb = (T*)std::aligned_alloc(64, round64(sizeof(T) * (size_t)(d * k.ld)));
+        nobs = (double*)std::aligned_alloc(64, round64(sizeof(double) * (size_t)k.ld));
+        if (!mb || !nobs) {
+            std::free(mb);
+            std::free(nobs);
+            std::free(mem);
+            return -1;
+        }
+    }
+    k.mb_buf = mb;
     k.nan_rows = ms.any ? ms.nan_rows : nullptr;
     const int64_t nlanes = k.nw * k.nf * W;
     auto flush = [&]() {
@@ -2146,15 +2212,34 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
             k.pf = nullptr;
         }
         logits<T>(k, padded);  // d2 of every component
+        if (k.mb)  // observed features per row
+            for (int64_t i = 0; i < padded; i += WD) {
+                Lanes<double>::V s = splat<double>((double)d);
+                for (int64_t j = 0; j < d; j++) s = s - load_f64<T>(k.mb + j * k.ld + i);
+                store<double>(nobs + i, s);
+            }
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
             if (hi == lo) continue;
-            const bool marg = ms.any && ms.models[m].k && k.n_nan;
+            const bool mine = ms.any && ms.models[m].k && k.n_nan;
+            const bool dense = mine && k.mb && !ms.models[m].full, marg = mine && !dense;
             ms.n_nan = k.n_nan;
             if (marg) t_marginal_rows<T>(k, ms, m, lo, x, w, a, tts[m], hl, row_scratch);
-            t_step<T>(k, lo, hi, padded, df, cobs, hobs, ub, hb);
-            softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, nullptr, false);  // rows with NaN: r = 0
+            if (dense)
+                t_step_dense<T>(k, lo, tts[m], ms.models[m], padded, nobs, ub, hb);
+            else
+                t_step<T>(k, lo, hi, padded, df, cobs, hobs, ub, hb);
+            // rows with NaN: r = 0, but with the dense step their weight (k.wm) and marginal logits
+            softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, nullptr, dense);
+            if (dense) {  // sum r over the rows missing each feature, before r becomes r u
+                MarginalModel& md = ms.models[m];
+                double* ru = md.acc;
+                md.acc = tts[m].accr;
+                marginal_acc_tiles<T>(k, md, lo, padded);
+                md.acc = ru;
+            }
             t_sums<T>(k, lo, hi, padded, ub, hb, resp, logu);
+            if (dense) marginal_acc_tiles<T>(k, ms.models[m], lo, padded);  // ... and sum r u
             if (marg) {  // the rows with NaN: their log-likelihoods, and r u for the tiles
                 const int64_t kp = ms.models[m].kp;
                 for (int64_t t = 0; t < ms.n_nan; t++) {
@@ -2195,7 +2280,20 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
                         const int64_t a0 = j < i ? j : i, b0 = j < i ? i : j;
                         S[(lo + c) * k.nf + a0 * d - a0 * (a0 - 1) / 2 + (b0 - a0)] += md.cross[(i * d + j) * md.kp + c];
                     }
+        if (md.full) continue;
+        // the dense step's rows: T(x_hat) - T(x0) + the conditional variance, per missing feature j: r u (mu^2, mu)
+        // + r var
+        for (int64_t c = 0; c < md.k; c++) {
+            double* st = S + (lo + c) * k.nf;
+            for (int64_t j = 0; j < d; j++) {
+                const double ru = md.acc[j * md.k + c], r = tts[m].accr[j * md.k + c], mu = md.mu[j * md.kp + c];
+                st[level == 1 ? j : 0] += ru * (mu * mu) + r * md.var[j * md.kp + c];
+                st[k.q + j] += ru * mu;
+            }
+        }
     }
+    std::free(mb);
+    std::free(nobs);
     std::free(mem);
     return k.incomplete;
 }
