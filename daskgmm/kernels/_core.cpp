@@ -1999,7 +1999,12 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? -0.5 * (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full) {
             over_groups<FullStep>(kp, md, w);
-            over_groups<InverseHalfLogdet>(kp, md, w, hl, ldl);
+            if (md.tied) {  // the same P_mm^-1 for every component (the step's, from lane 0): one factor
+                InverseHalfLogdet<1>::run(0, md, w, hl, ldl);
+                for (int64_t c = 1; c < kp; c++) hl[c] = hl[0];
+            } else {
+                over_groups<InverseHalfLogdet>(kp, md, w, hl, ldl);
+            }
         } else {
             over_groups<DiagStep>(kp, md, w);
             for (int64_t c = 0; c < kp; c++) {
