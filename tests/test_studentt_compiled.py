@@ -220,3 +220,41 @@ def test_read_only_outputs_are_refused():
     args["log_u"].setflags(write=False)
     with pytest.raises(ValueError, match="log_u must be a C-contiguous writable"):
         mod.studentt_block(**args)
+
+
+@pytest.mark.parametrize("missing", ["raise", "marginalize"])
+def test_a_fit_with_the_core_equals_one_without(monkeypatch, missing):
+    """A whole StudentTMixture fit (its start's sample fits and its passes) with the core, and with
+    DASKGMM_KERNEL=numpy: the same fit to rounding, in as many iterations."""
+    import dask.array as da
+
+    from daskgmm import StudentTMixture
+
+    _core()
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.standard_t(4.0, size=(1500, 3)), rng.standard_t(4.0, size=(1500, 3)) + 5])
+    if missing == "marginalize":
+        X[rng.random(X.shape) < 0.15] = np.nan
+        X = X[~np.isnan(X).all(axis=1)]
+    calls = []
+    real = compiled.FusedStudentT.update
+    monkeypatch.setattr(compiled.FusedStudentT, "update", lambda self, *a: calls.append(1) or real(self, *a))
+
+    def fit():
+        return StudentTMixture(2, random_state=0, max_iter=30, missing=missing).fit(da.from_array(X, chunks=700))
+
+    a = fit()
+    assert calls
+    monkeypatch.setenv("DASKGMM_KERNEL", "numpy")
+    compiled.reset()
+    try:
+        del calls[:]
+        b = fit()
+        assert not calls
+    finally:
+        monkeypatch.delenv("DASKGMM_KERNEL")
+        compiled.reset()
+    assert a.n_iter_ == b.n_iter_
+    for name in ("weights_", "means_", "covariances_", "df_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-8, atol=1e-10, err_msg=name)
+    assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=1e-10)
