@@ -1941,17 +1941,17 @@ template <int NV> struct InverseHalfLogdet {
         typedef Lanes<double>::V V;
         constexpr int W = Lanes<double>::W;
         const int64_t kp = md.kp, nm = w.nm;
-        V* A = (V*)scratch;  // (nm, nm) lower triangle: L D below the diagonal, D on it
+        V* A = (V*)scratch;  // (nm, nm) lower triangle: L D below the diagonal, 1 / D on it
         for (int v = 0; v < NV; v++) {
             LogProduct dt;
             for (int64_t a = 0; a < nm; a++) {
                 V s = load<double>(w.cc + (a * nm + a) * kp + o + v * W);
-                for (int64_t e = 0; e < a; e++) s = s - A[a * nm + e] * A[a * nm + e] / A[e * nm + e];
-                A[a * nm + a] = s;
+                for (int64_t e = 0; e < a; e++) s = s - A[a * nm + e] * A[a * nm + e] * A[e * nm + e];
+                A[a * nm + a] = 1.0 / s;
                 dt.mul(s);
                 for (int64_t c = a + 1; c < nm; c++) {
                     V t = load<double>(w.cc + (a * nm + c) * kp + o + v * W);  // the step stores the upper triangle
-                    for (int64_t e = 0; e < a; e++) t = t - A[c * nm + e] * A[a * nm + e] / A[e * nm + e];
+                    for (int64_t e = 0; e < a; e++) t = t - A[c * nm + e] * A[a * nm + e] * A[e * nm + e];
                     A[c * nm + a] = t;
                 }
             }
