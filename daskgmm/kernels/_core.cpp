@@ -1819,9 +1819,10 @@ template <class T> static inline void store_f64(T* p, Lanes<double>::V v) {
 
 // log1p(y), y >= 0: log(s) of s = 1 + y (Math::log needs s >= 1), corrected by (y - (s - 1)) / s, the
 // first-order term of what the rounding of 1 + y lost (a few ulp, as numpy.log1p, also for tiny y).
-static inline Lanes<double>::V log1p_pos(Lanes<double>::V y) {
+// inv_s: 1 / (1 + y) to a few ulp (the caller's nu / (nu + d2): no division here).
+static inline Lanes<double>::V log1p_pos(Lanes<double>::V y, Lanes<double>::V inv_s) {
     const Lanes<double>::V s = y + 1.0;
-    return Math<double>::log(s) + (y - (s - 1.0)) / s;
+    return Math<double>::log(s) + (y - (s - 1.0)) * inv_s;
 }
 
 // One t model's tables, transposed so that components are in the lanes: (d + 1, kp) by observed count.
@@ -1848,14 +1849,15 @@ template <class T> void t_step(const Work<T>& k, int64_t lo, int64_t hi, int64_t
     for (int64_t c = lo; c < hi; c++) {
         const double nu = df[c];
         const V vnu = splat<double>(nu), nud = splat<double>(nu + dd), a = splat<double>(-0.5 * (nu + dd));
+        const V inu = splat<double>(1.0 / nu);
         const V cc = splat<double>(cobs[c * (d + 1) + d]), hh = splat<double>(hobs[c * (d + 1) + d]);
         T* l = k.lb + c * ld;
         T* u = ub + c * ld;
         double* h = hb + c * ld;
         for (int64_t i = 0; i < padded; i += WD) {
             const V d2 = vmax(load_f64<T>(l + i), V{});  // the expanded square may round below 0 at the location
-            const V lg = log1p_pos(d2 / vnu);
             const V inv = 1.0 / (d2 + vnu);
+            const V lg = log1p_pos(d2 * inu, vnu * inv);
             store_f64<T>(u + i, inv * nud);
             store<double>(h + i, ((d2 - dd) * inv - lg) + hh);
             store_f64<T>(l + i, lg * a + cc);
@@ -1873,7 +1875,7 @@ template <class T> void t_step_dense(const Work<T>& k, int64_t lo, const TTables
     constexpr int WD = Lanes<double>::W;
     const int64_t d = k.d, ld = k.ld, kp = tt.kp;
     for (int64_t c = 0; c < md.k; c++) {
-        const V vnu = splat<double>(tt.nu[c]);
+        const V vnu = splat<double>(tt.nu[c]), inu = splat<double>(1.0 / tt.nu[c]);
         T* l = k.lb + (lo + c) * ld;
         T* u = ub + (lo + c) * ld;
         double* h = hb + (lo + c) * ld;
@@ -1892,10 +1894,10 @@ template <class T> void t_step_dense(const Work<T>& k, int64_t lo, const TTables
                 hv[l0] = tt.hobs[o * kp + c];
             }
             const V q = vmax(load_f64<T>(l + i) - corr, V{});
-            const V lg = log1p_pos(q / vnu);
-            const V nuq = vnu + q;
-            store_f64<T>(u + i, (vnu + dov) / nuq);
-            store<double>(h + i, (hv - lg) - (dov - q) / nuq);
+            const V inq = 1.0 / (vnu + q);
+            const V lg = log1p_pos(q * inu, vnu * inq);
+            store_f64<T>(u + i, (vnu + dov) * inq);
+            store<double>(h + i, (hv - lg) - (dov - q) * inq);
             store_f64<T>(l + i, (cv - half) - 0.5 * (vnu + dov) * lg);
         }
     }
@@ -2023,11 +2025,11 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
             const V half = load<double>(hl + v * W);
             const V q = vmax(m_log2pi - 2.0 * (load<double>(w.lg + v * W) + half), V{});
             const V nu = load<double>(tt.nu + v * W);
-            const V lg = log1p_pos(q / nu);
-            const V nuq = nu + q;
+            const V inq = 1.0 / (nu + q);
+            const V lg = log1p_pos(q / nu, nu * inq);
             const V lt = (load<double>(cobs + v * W) - half) - 0.5 * (nu + vdo) * lg;
-            store<double>(u + v * W, (nu + vdo) / nuq);
-            store<double>(hv + v * W, (load<double>(hobs + v * W) - lg) - (vdo - q) / nuq);
+            store<double>(u + v * W, (nu + vdo) * inq);
+            store<double>(hv + v * W, (load<double>(hobs + v * W) - lg) - (vdo - q) * inq);
             store<double>(lgt + v * W, lt);
             const V lm = (v + 1) * W == kp ? (pad > 0.0 ? lt : splat<double>(-1e308)) : lt;  // the padding never wins
             vm = vmax(vm, lm);
