@@ -3,13 +3,14 @@
 with missing values, one thread.
 
 Usage:  .venv/bin/python scripts/profile_missing_models.py [--rows 100000] [--missing 0.2 0.01] [--repeats 3]
-                                                          [--types full diag] [--gaussian] [--t-numpy]
+                                                          [--types full diag] [--gaussian] [--t-numpy] [--float32]
 
 Rows of 16 features (K=16) with each entry missing with probability ``--missing``, folded by
 ``chunk_pass`` as a worker does (``compiled=True``: the passes run in the compiled core where it is
 built), against the same rows without NaN, for every covariance type; the best of ``--repeats``,
 process CPU time. ``--gaussian`` adds GaussianMixture's pass (the reference cost), ``--t-numpy`` the
-t mixture's pass on the NumPy path (``compiled=False``), beside the compiled one. The companion of
+t mixture's pass on the NumPy path (``compiled=False``), beside the compiled one; ``--float32`` passes
+float32 rows (the models' parameters as for float64). The companion of
 ``scripts/profile_missing.py`` (the Gaussian mixture's pass).
 """
 
@@ -66,12 +67,16 @@ def main(argv=None):
     ap.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
     ap.add_argument("--gaussian", action="store_true", help="also GaussianMixture's pass")
     ap.add_argument("--t-numpy", action="store_true", help="also the t mixture's pass on the NumPy path")
+    ap.add_argument("--float32", action="store_true", help="float32 rows")
     a = ap.parse_args(argv)
     threadpool_limits(1)  # as in a Dask worker thread
-    print(f"kernel: {compiled.describe()}; {a.rows} rows x 16, K=16; CPU s per 1M rows (ratio to complete rows)")
+    print(f"kernel: {compiled.describe()}; {a.rows} rows x 16 {'float32' if a.float32 else 'float64'}, K=16; "
+          "CPU s per 1M rows (ratio to complete rows)")
     rng = np.random.default_rng(0)
     n, d, k = a.rows, 16, 16
     x = rng.normal(size=(n, d)) * 2
+    if a.float32:
+        x = x.astype(np.float32)
     data = {"complete": x}
     for frac in a.missing:
         xm = x.copy()
