@@ -17,7 +17,9 @@ path, as a Gaussian one does: ``δ²`` from ``Uᵀ (x - μ_k)`` and the moments 
 component's location.
 
 The constants (``log Γ``) are computed by the caller (the model state, on the client), so
-that the workers import no SciPy. Pure NumPy; nothing here knows about Dask.
+that the workers import no SciPy. The NumPy steps here are the reference; where the compiled
+core runs the pass and no model needs the per-component path, :class:`StudentTRequest` hands
+each block to it (:class:`daskgmm.kernels.compiled.FusedStudentT`). Nothing here knows about Dask.
 """
 
 from __future__ import annotations
