@@ -93,7 +93,7 @@ def test_complete_rows_equal_numpy(variant, ct, k, d, n, weighted):
 @pytest.mark.parametrize("ct", TYPES)
 def test_float32_in_float32_lanes(variant, ct):
     """float32 rows: the distances in float32 lanes, the t step in float64, statistics in float64."""
-    x = _rows(400, 6, seed=3, dtype=np.float32)
+    x = _rows(3000, 6, seed=3, dtype=np.float32)  # float32 lanes flushed into float64 every 2048 rows
     centre = x.astype(np.float64).mean(axis=0)
     specs = [_spec(_state(ct, 4, 6, seed=2, eps_dtype=np.float32), centre)]
     assert _uses_core(specs, 6, np.float32)
@@ -157,6 +157,26 @@ def test_float32_rows_with_nan(variant):
     for ct in TYPES:
         specs = [_spec(_state(ct, 3, d, seed=6, missing="marginalize", eps_dtype=np.float32), centre)]
         _compare(x, specs, centre, rtol=2e-5)
+
+
+@pytest.mark.parametrize("ct", ["full", "diag"])
+def test_sub_blocks_of_any_size_give_the_same_statistics(variant, ct):
+    """The core's sub-blocks (16 rows, with a ragged last one, against its default) sum to the same."""
+    d = 5
+    x = _rows(301, d, seed=8)
+    x[np.random.default_rng(9).random(x.shape) < 0.2] = np.nan
+    centre = np.nanmean(x, axis=0)
+    spec = _spec(_state(ct, 3, d, seed=5, missing="marginalize"), centre)
+    req = StudentTRequest([spec])
+    out = []
+    for sub in (0, 16):
+        f = req.start(d, np.dtype(np.float64), spec.level, centre, compiled.ready())["fused"]
+        per_row = np.zeros((1, len(x)))
+        f.kernel.studentt_block(x, f.centre, None, f.theta, f.level, f.bounds, f.df, f.const, f.hterm, f.S,
+                                f.resp, f.log_u, per_row, sub_rows=sub, marginal=f.marginal)
+        out.append((f.S, f.resp, f.log_u, per_row))
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 
 
 def test_precise_models_stay_numpy():
