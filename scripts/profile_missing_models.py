@@ -3,11 +3,14 @@
 with missing values, one thread.
 
 Usage:  .venv/bin/python scripts/profile_missing_models.py [--rows 100000] [--missing 0.2 0.01] [--repeats 3]
+                                                          [--types full diag] [--gaussian] [--t-numpy] [--float32]
 
 Rows of 16 features (K=16) with each entry missing with probability ``--missing``, folded by
-``chunk_pass`` as a worker does (``compiled=True``: the variational model's pass runs in the compiled
-core where it is built, the t mixture's pass is NumPy), against the same rows without NaN, for every
-covariance type; the best of ``--repeats``, process CPU time. The companion of
+``chunk_pass`` as a worker does (``compiled=True``: the passes run in the compiled core where it is
+built), against the same rows without NaN, for every covariance type; the best of ``--repeats``,
+process CPU time. ``--gaussian`` adds GaussianMixture's pass (the reference cost), ``--t-numpy`` the
+t mixture's pass on the NumPy path (``compiled=False``), beside the compiled one; ``--float32`` passes
+float32 rows (the models' parameters as for float64). The companion of
 ``scripts/profile_missing.py`` (the Gaussian mixture's pass).
 """
 
@@ -47,7 +50,10 @@ def _states(ct, k, d, rng):
                                     weight_concentration_prior=1 / k, mean_precision_prior=1.0,
                                     mean_prior=np.zeros(d), degrees_of_freedom_prior=float(d), covariance_prior=cp,
                                     missing="marginalize")
-    return {"variational": v, "student-t": t}
+    from daskgmm.models.states import MixtureState
+
+    gm = MixtureState.from_covariances(np.full(k, 1 / k), means, c, ct, missing="marginalize")
+    return {"gaussian": gm, "variational": v, "student-t": t}
 
 
 def main(argv=None):
@@ -58,32 +64,46 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--missing", type=float, nargs="+", default=[0.2, 0.01])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--types", nargs="+", default=list(TYPES), choices=TYPES)
+    ap.add_argument("--gaussian", action="store_true", help="also GaussianMixture's pass")
+    ap.add_argument("--t-numpy", action="store_true", help="also the t mixture's pass on the NumPy path")
+    ap.add_argument("--float32", action="store_true", help="float32 rows")
     a = ap.parse_args(argv)
     threadpool_limits(1)  # as in a Dask worker thread
-    print(f"kernel: {compiled.describe()}; {a.rows} rows x 16, K=16; CPU s per 1M rows (ratio to complete rows)")
+    print(f"kernel: {compiled.describe()}; {a.rows} rows x 16 {'float32' if a.float32 else 'float64'}, K=16; "
+          "CPU s per 1M rows (ratio to complete rows)")
     rng = np.random.default_rng(0)
     n, d, k = a.rows, 16, 16
     x = rng.normal(size=(n, d)) * 2
+    if a.float32:
+        x = x.astype(np.float32)
     data = {"complete": x}
     for frac in a.missing:
         xm = x.copy()
         xm[rng.random(x.shape) < frac] = np.nan
         data[f"{frac:.0%}"] = xm
-    print(f"{'model':>12} {'covariance':>10}  " + "  ".join(f"{name:>16}" for name in data))
-    for ct in TYPES:
+    print(f"{'model':>15} {'covariance':>10}  " + "  ".join(f"{name:>16}" for name in data))
+    for ct in a.types:
+        runs = []
         for kind, st in _states(ct, k, d, np.random.default_rng(1)).items():
+            if kind == "gaussian" and not a.gaussian:
+                continue
+            if kind == "student-t" and a.t_numpy:
+                runs.append(("student-t numpy", st, False))
+            runs.append((kind, st, True))
+        for kind, st, use_core in runs:
             spec = st.spec(np.zeros(d))
-            req = StudentTRequest([spec]) if kind == "student-t" else MixtureRequest([spec])
+            req = StudentTRequest([spec]) if kind.startswith("student-t") else MixtureRequest([spec])
             secs = {}
             for name, xm in data.items():
                 best = np.inf
                 for _ in range(a.repeats):
                     t0 = time.process_time()
-                    chunk_pass(xm, [req], np.zeros(d), compiled=True)
+                    chunk_pass(xm, [req], np.zeros(d), compiled=use_core)
                     best = min(best, time.process_time() - t0)
                 secs[name] = best / n * 1e6
             base = secs["complete"]
-            print(f"{kind:>12} {ct:>10}  " + "  ".join(f"{s:8.3f} s ({s / base:4.1f}x)" for s in secs.values()),
+            print(f"{kind:>15} {ct:>10}  " + "  ".join(f"{s:8.3f} s ({s / base:4.1f}x)" for s in secs.values()),
                   flush=True)
 
 

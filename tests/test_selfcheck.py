@@ -32,6 +32,13 @@ class Wrong:
             S[-1, -1] += self._by * max(np.abs(S).max(), 1.0)
         return out
 
+    def studentt_block(self, *args, **kwargs):
+        out = self._module.studentt_block(*args, **kwargs)
+        log_u = args[11]
+        if self._where == "student":
+            log_u[0] += self._by * max(np.abs(log_u).max(), 1.0)
+        return out
+
     def mixture_logits(self, x, centre, theta, level, out):
         self._module.mixture_logits(x, centre, theta, level, out)
         if self._where == "logits":
@@ -56,12 +63,13 @@ def test_every_variant_built_here_passes(name):
     assert selfcheck.known_answer(module) is None
 
 
-@pytest.mark.parametrize("where", ["moments", "logits"])
+@pytest.mark.parametrize("where", ["moments", "logits", "student"])
 def test_a_wrong_build_is_caught_and_named(where):
     name = _runnable()[0] if _runnable() else pytest.skip("no compiled variant runs here")
     why = selfcheck.known_answer(Wrong(compiled.load_variant(name), where=where))
     assert why is not None
-    assert ("of model 5 (spherical, hard)" in why) if where == "moments" else ("logits" in why)
+    assert {"moments": "of model 5 (spherical, hard)", "logits": "logits",
+            "student": "log_u of model 0 (full, Student-t)"}[where] in why
     assert "differs from NumPy's" in why or "differ from NumPy's" in why
     # rounding is not a failure
     assert selfcheck.known_answer(Wrong(compiled.load_variant(name), by=1e-13, where=where)) is None
@@ -106,3 +114,29 @@ def test_a_forced_wrong_variant_is_an_error(fresh):
     compiled.reset()
     with pytest.raises(compiled.KernelChoiceError, match=f"DASKGMM_KERNEL={names[-1]}: .*known-answer check"):
         compiled.ready()
+
+
+class Stale(Wrong):
+    """A module built from older sources than the Python code: it lacks an entry point."""
+
+    def __getattribute__(self, name):
+        if name == "studentt_block":
+            raise AttributeError(f"module has no attribute {name!r}")
+        return super().__getattribute__(name)
+
+    def __getattr__(self, name):
+        if name == "studentt_block":
+            raise AttributeError(f"module has no attribute {name!r}")
+        return super().__getattr__(name)
+
+
+def test_a_module_older_than_the_code_is_not_used(fresh):
+    """An editable install whose core was not rebuilt: the check raises inside, the choice goes on."""
+    names = _runnable()
+    if not names:
+        pytest.skip("no compiled variant runs here")
+    real = compiled._import
+    fresh.setattr(compiled, "_import", lambda n: Stale(real(n), by=0.0))
+    compiled.reset()
+    with pytest.warns(compiled.KernelCheckWarning, match="the check raised AttributeError: .*studentt_block"):
+        assert compiled.ready() is None

@@ -81,7 +81,7 @@ def objective_name(run) -> str:
 
 #: Estimators whose passes run NumPy whatever the compiled core (what the cluster line and
 #: metrics' "kernel" say of them).
-NUMPY_PASSES = {"kmedoids": "k-medoids", "student": "Student-t"}
+NUMPY_PASSES = {"kmedoids": "k-medoids"}
 
 
 def check_inputs(o) -> None:

@@ -84,7 +84,7 @@ class _SampleRows:
 
     def run(self, requests, centre=None):
         self.passes += 1
-        return chunk_pass(self.x, requests, centre, sample_weight=self.w)
+        return chunk_pass(self.x, requests, centre, sample_weight=self.w, compiled=True)
 
 
 def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> list[StudentTState]:

@@ -1778,6 +1778,533 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
     return 0;
 }
 
+// ---------------------------------------------------------------- Student-t mixtures
+//
+// A t mixture's pass (daskgmm.kernels.studentt is the NumPy reference and its docstring the algebra)
+// is the Gaussian's with one step between the logits and the responsibilities: its theta holds the
+// squared Mahalanobis distances d2 as linear forms of the features, so the logits tile gives d2, and
+// per row and component (in float64 lanes, whatever the data's type)
+//
+//     logit = c - (nu + D)/2 log1p(d2/nu),   u = (nu + D)/(nu + d2),
+//     h = log u - u + 1 = log1p(D/nu) - log1p(d2/nu) + (d2 - D)/(nu + d2)
+//
+// (h formed term by term: exact as u nears 1 and 0). The softmax turns the logits into r (times the
+// weight); the pass adds sum r and sum r h per component, and the moments tiles take r u. A model that
+// marginalises missing values scores a row with NaN by the t marginal of its observed features: the
+// Gaussian's marginal step (marginal_full / marginal_diag) is run on -d2(x0)/2, which gives
+// -q/2 - log det P_mm / 2 + m log(2 pi)/2 with q the observed part's distance; log det P_mm is taken
+// again from its inverse (the conditional covariance the step returns), so q comes out, and the row's
+// logit, u and h follow with d_o = D - m observed features in place of D (tables by d_o, from the
+// caller: the constants and log1p(d_o/nu) + the digamma terms). Its completions enter with weight r u
+// (E[u x] = E[u] x_hat), the conditional covariance with weight r (E[u x x^T] = E[u] x_hat x_hat^T +
+// P_mm^-1): marginal_terms with r u and the covariance divided by u.
+
+// W_double elements of a T buffer as doubles, and back (float32 rows: the t step is float64).
+template <class T> static inline Lanes<double>::V load_f64(const T* p) {
+    if constexpr (sizeof(T) == 8) {
+        return load<double>((const double*)p);
+    } else {
+        typedef float F __attribute__((vector_size(Lanes<double>::W * sizeof(float)), aligned(sizeof(float)), may_alias));
+        return __builtin_convertvector(*(const F*)p, Lanes<double>::V);
+    }
+}
+template <class T> static inline void store_f64(T* p, Lanes<double>::V v) {
+    if constexpr (sizeof(T) == 8) {
+        store<double>((double*)p, v);
+    } else {
+        typedef float F __attribute__((vector_size(Lanes<double>::W * sizeof(float)), aligned(sizeof(float)), may_alias));
+        *(F*)p = __builtin_convertvector(v, F);
+    }
+}
+
+// log1p(y), y >= 0: log(s) of s = 1 + y (Math::log needs s >= 1), corrected by (y - (s - 1)) / s, the
+// first-order term of what the rounding of 1 + y lost (a few ulp, as numpy.log1p, also for tiny y).
+// inv_s: 1 / (1 + y) to a few ulp (the caller's nu / (nu + d2): no division here).
+static inline Lanes<double>::V log1p_pos(Lanes<double>::V y, Lanes<double>::V inv_s) {
+    const Lanes<double>::V s = y + 1.0;
+    return Math<double>::log(s) + (y - (s - 1.0)) * inv_s;
+}
+
+// One t model's tables, transposed so that components are in the lanes: (d + 1, kp) by observed count.
+struct TTables {
+    int64_t kp;
+    double* nu;    // (kp)
+    double* cobs;  // (d + 1, kp) the constants by observed count (column d: complete rows)
+    double* hobs;  // (d + 1, kp) log1p(d_o/nu) + the digamma terms
+    double* resp;  // (kp) this call's sum r of its rows with NaN
+    double* logu;  // (kp) ... sum r h
+    // diagonal models, rows with NaN by the missing-value indicators (t_step_dense)
+    double* pmu2;  // (d, kp) p mu^2 of each feature: what x0 (0 where missing) adds to d2 beyond q
+    double* accr;  // (d, k) sum r over the rows missing each feature (the MarginalModel's acc: sum r u)
+};
+
+// The t step of components lo .. hi - 1 over the sub-block: d2 in k.lb becomes the logit, u goes to
+// ub and h to hb (float64).
+template <class T> void t_step(const Work<T>& k, int64_t lo, int64_t hi, int64_t padded, const double* df,
+                               const double* cobs, const double* hobs, T* ub, double* hb) {
+    typedef Lanes<double>::V V;
+    constexpr int WD = Lanes<double>::W;
+    const int64_t d = k.d, ld = k.ld;
+    const double dd = (double)d;
+    for (int64_t c = lo; c < hi; c++) {
+        const double nu = df[c];
+        const V vnu = splat<double>(nu), nud = splat<double>(nu + dd), a = splat<double>(-0.5 * (nu + dd));
+        const V inu = splat<double>(1.0 / nu);
+        const V cc = splat<double>(cobs[c * (d + 1) + d]), hh = splat<double>(hobs[c * (d + 1) + d]);
+        T* l = k.lb + c * ld;
+        T* u = ub + c * ld;
+        double* h = hb + c * ld;
+        for (int64_t i = 0; i < padded; i += WD) {
+            const V d2 = vmax(load_f64<T>(l + i), V{});  // the expanded square may round below 0 at the location
+            const V inv = 1.0 / (d2 + vnu);
+            const V lg = log1p_pos(d2 * inu, vnu * inv);
+            store_f64<T>(u + i, inv * nud);
+            store<double>(h + i, ((d2 - dd) * inv - lg) + hh);
+            store_f64<T>(l + i, lg * a + cc);
+        }
+    }
+}
+
+// The t step of a diagonal model that marginalises, over every row of the sub-block by its missing-value
+// indicators k.mb (a third or more of the rows have NaN; as the Gaussian's marginal_add_tiles): per row
+// and component, q = d2(x0) - sum_missing p mu^2, log det P_mm / 2 = sum_missing log u, and the t step
+// with the row's d_o observed features (nobs; D for a complete row, for which this is t_step's).
+template <class T> void t_step_dense(const Work<T>& k, int64_t lo, const TTables& tt, const MarginalModel& md,
+                                     int64_t padded, const double* nobs, T* ub, double* hb) {
+    typedef Lanes<double>::V V;
+    constexpr int WD = Lanes<double>::W;
+    const int64_t d = k.d, ld = k.ld, kp = tt.kp;
+    for (int64_t c = 0; c < md.k; c++) {
+        const V vnu = splat<double>(tt.nu[c]), inu = splat<double>(1.0 / tt.nu[c]);
+        T* l = k.lb + (lo + c) * ld;
+        T* u = ub + (lo + c) * ld;
+        double* h = hb + (lo + c) * ld;
+        for (int64_t i = 0; i < padded; i += WD) {
+            V half = V{}, corr = V{};
+            for (int64_t j = 0; j < d; j++) {
+                const V mj = load_f64<T>(k.mb + j * ld + i);
+                half = mj * md.logu[j * kp + c] + half;
+                corr = mj * tt.pmu2[j * kp + c] + corr;
+            }
+            const V dov = load<double>(nobs + i);
+            V cv, hv;
+            for (int l0 = 0; l0 < WD; l0++) {
+                const int64_t o = (int64_t)dov[l0];
+                cv[l0] = tt.cobs[o * kp + c];
+                hv[l0] = tt.hobs[o * kp + c];
+            }
+            const V q = vmax(load_f64<T>(l + i) - corr, V{});
+            const V inq = 1.0 / (vnu + q);
+            const V lg = log1p_pos(q * inu, vnu * inq);
+            store_f64<T>(u + i, (vnu + dov) * inq);
+            store<double>(h + i, (hv - lg) - (dov - q) * inq);
+            store_f64<T>(l + i, (cv - half) - 0.5 * (vnu + dov) * lg);
+        }
+    }
+}
+
+// sum r and sum r h of components lo .. hi - 1 into resp and logu (float64), and r u into k.lb.
+template <class T> void t_sums(const Work<T>& k, int64_t lo, int64_t hi, int64_t padded, const T* ub, const double* hb,
+                               double* resp, double* logu) {
+    typedef Lanes<double>::V V;
+    constexpr int WD = Lanes<double>::W;
+    const int64_t ld = k.ld;
+    for (int64_t c = lo; c < hi; c++) {
+        T* l = k.lb + c * ld;
+        const T* u = ub + c * ld;
+        const double* h = hb + c * ld;
+        V sr = V{}, sh = V{};
+        for (int64_t i = 0; i < padded; i += WD) {
+            const V r = load_f64<T>(l + i);
+            sr = sr + r;
+            sh = r * load<double>(h + i) + sh;
+        }
+        double tr = 0.0, th = 0.0;
+        for (int j = 0; j < WD; j++) {
+            tr += sr[j];
+            th += sh[j];
+        }
+        resp[c] += tr;
+        logu[c] += th;
+        // r u in the data's type, as the NumPy path's moments weights
+        if constexpr (sizeof(T) == 8) {
+            for (int64_t i = 0; i < padded; i += WD) store<double>((double*)l + i, load<double>((double*)l + i) * load<double>((const double*)u + i));
+        } else {
+            constexpr int W = Lanes<T>::W;
+            for (int64_t i = 0; i < padded; i += W) store<T>(l + i, load<T>(l + i) * load<T>(u + i));
+        }
+    }
+}
+
+// log det P_mm / 2 of the row's components o .. o + NV W - 1, from its inverse C = P_mm^-1 in w.cc
+// (full: nm x nm, its upper triangle; L D L^T of C, log det P_mm = -sum log D), into hl.
+template <int NV> struct InverseHalfLogdet {
+    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w, double* hl, double* scratch) {
+        typedef Lanes<double>::V V;
+        constexpr int W = Lanes<double>::W;
+        const int64_t kp = md.kp, nm = w.nm;
+        V* A = (V*)scratch;  // (nm, nm) lower triangle: L D below the diagonal, 1 / D on it
+        for (int v = 0; v < NV; v++) {
+            LogProduct dt;
+            for (int64_t a = 0; a < nm; a++) {
+                V s = load<double>(w.cc + (a * nm + a) * kp + o + v * W);
+                for (int64_t e = 0; e < a; e++) s = s - A[a * nm + e] * A[a * nm + e] * A[e * nm + e];
+                A[a * nm + a] = 1.0 / s;
+                dt.mul(s);
+                for (int64_t c = a + 1; c < nm; c++) {
+                    V t = load<double>(w.cc + (a * nm + c) * kp + o + v * W);  // the step stores the upper triangle
+                    for (int64_t e = 0; e < a; e++) t = t - A[c * nm + e] * A[a * nm + e] * A[e * nm + e];
+                    A[c * nm + a] = t;
+                }
+            }
+            store<double>(hl + o + v * W, -0.5 * dt.log());
+        }
+    }
+};
+
+// The E-step of the sub-block's rows with NaN for t model m (d2(x0) in k.lb rows lo ..): per row, the
+// marginal step, its logits, u and h, responsibilities (times the weight), sum r and sum r h into tt,
+// r u into ms.rb, log p(x_o) into ms.lp, and the statistics beyond r u T(x0) into the model's St.
+template <class T>
+void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, const T* x, const double* wts,
+                     int64_t a0, TTables& tt, double* hl, double* scratch) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    MarginalModel& md = ms.models[m];
+    MarginalRow& w = ms.row;
+    const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
+    double* xc = (double*)w.xc;
+    double* obs = (double*)w.obs;
+    int64_t* miss = (int64_t*)w.miss;
+    V pad = splat<double>(1.0);  // the last vector's real components
+    for (int l = 0; l < W; l++)
+        if (kp - W + l >= kk) pad[l] = 0.0;
+    const V floor = splat<double>(Math<double>::FLOOR);
+    double* u = scratch;           // (kp)
+    double* lgt = scratch + kp;    // (kp)
+    double* hv = scratch + 2 * kp;  // (kp)
+    double* ldl = scratch + 3 * kp;  // (d * d * W)
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        const int64_t i = ms.nan_rows[t];
+        const T* src = x + (a0 + i) * d;
+        int64_t nm = 0;
+        for (int64_t j = 0; j < d; j++) {
+            const bool nan = src[j] != src[j];
+            miss[nm] = j;
+            nm += nan;
+            obs[j] = nan ? 0.0 : 1.0;
+            const T cv = src[j] - k.centre[j];  // as fill_features computes it
+            xc[j] = nan ? 0.0 : (double)cv;
+        }
+        w.nm = nm;
+        // the Gaussian step's logit at 0 constant: -d2(x0)/2, then -q/2 - log det P_mm / 2 + nm log(2 pi)/2
+        for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? -0.5 * (double)k.lb[(lo + c) * ld + i] : 0.0;
+        if (md.full) {
+            over_groups<FullStep>(kp, md, w);
+            if (md.tied) {  // the same P_mm^-1 for every component (the step's, from lane 0): one factor
+                InverseHalfLogdet<1>::run(0, md, w, hl, ldl);
+                for (int64_t c = 1; c < kp; c++) hl[c] = hl[0];
+            } else {
+                over_groups<InverseHalfLogdet>(kp, md, w, hl, ldl);
+            }
+        } else {
+            over_groups<DiagStep>(kp, md, w);
+            for (int64_t c = 0; c < kp; c++) {
+                double s = 0.0;
+                for (int64_t a = 0; a < nm; a++) s += md.logu[miss[a] * kp + c];
+                hl[c] = s;
+            }
+        }
+        const int64_t dob = d - nm;
+        const double m_log2pi = 1.8378770664093453 * (double)nm;
+        const double* cobs = tt.cobs + dob * kp;
+        const double* hobs = tt.hobs + dob * kp;
+        const V vdo = splat<double>((double)dob);
+        V vm = splat<double>(-1e308);
+        for (int64_t v = 0; v < kp / W; v++) {
+            const V half = load<double>(hl + v * W);
+            const V q = vmax(m_log2pi - 2.0 * (load<double>(w.lg + v * W) + half), V{});
+            const V nu = load<double>(tt.nu + v * W);
+            const V inq = 1.0 / (nu + q);
+            const V lg = log1p_pos(q / nu, nu * inq);
+            const V lt = (load<double>(cobs + v * W) - half) - 0.5 * (nu + vdo) * lg;
+            store<double>(u + v * W, (nu + vdo) * inq);
+            store<double>(hv + v * W, (load<double>(hobs + v * W) - lg) - (vdo - q) * inq);
+            store<double>(lgt + v * W, lt);
+            const V lm = (v + 1) * W == kp ? (pad > 0.0 ? lt : splat<double>(-1e308)) : lt;  // the padding never wins
+            vm = vmax(vm, lm);
+        }
+        double top = vm[0];
+        for (int l = 1; l < W; l++) top = vm[l] > top ? vm[l] : top;
+        const double wt = wts ? wts[a0 + i] : 1.0;
+        double* r = ms.rb + t * kp;
+        V s = V{};
+        for (int64_t v = 0; v < kp / W; v++) {
+            V e = Math<double>::exp(vmax(load<double>(lgt + v * W) - top, floor));
+            if ((v + 1) * W == kp) e = e * pad;
+            store<double>(r + v * W, e);
+            s = s + e;
+        }
+        double tot = 0.0;
+        for (int l = 0; l < W; l++) tot += s[l];
+        ms.lp[t] = top + __builtin_log(tot);  // tot >= 1: its largest term is exp(0)
+        const V scale = splat<double>(wt / tot);
+        for (int64_t v = 0; v < kp / W; v++) {
+            const V rv = load<double>(r + v * W) * scale, uv = load<double>(u + v * W);
+            store<double>(tt.resp + v * W, load<double>(tt.resp + v * W) + rv);
+            store<double>(tt.logu + v * W, rv * load<double>(hv + v * W) + load<double>(tt.logu + v * W));
+            store<double>(r + v * W, rv * uv);
+            // the conditional covariance enters with weight r: over u here, times r u in marginal_terms
+            const V iu = 1.0 / uv;
+            const int64_t ncc = md.full ? nm * nm : nm;
+            for (int64_t p = 0; p < ncc; p++) store<double>(w.cc + p * kp + v * W, load<double>(w.cc + p * kp + v * W) * iu);
+        }
+        over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
+    }
+}
+
+// Returns the rows with NaN, or -1 when memory ran out. As run_block for soft t models: df (nw) degrees
+// of freedom, cobs and hobs (nw, d + 1) the tables by observed count; resp, logu (nw) += sum r, sum r h.
+template <class T>
+int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
+                   const int64_t* bounds, int64_t nm, const double* df, const double* cobs, const double* hobs,
+                   double* S, double* resp, double* logu, double* per_row, int64_t sub_rows,
+                   const double* const* mmeans, const double* const* mfactor, const int* mfull) {
+    constexpr int W = Lanes<T>::W;
+    constexpr int WD = Lanes<double>::W;
+    constexpr int64_t FLUSH_ROWS = 2048;  // as run_block's
+    const bool narrow = sizeof(T) < sizeof(double);
+    Work<T> k;
+    k.d = d;
+    k.level = level;
+    k.q = quad_rows(level, d);
+    k.nf = k.q + d + 1;
+    k.nm = nm;
+    k.nw = bounds[nm];
+    k.theta = theta;
+    k.bounds = bounds;
+    k.modes = nullptr;
+    k.S = S;
+    const int64_t tile = RV * W;
+    const int64_t sub = sub_rows > 0 ? (sub_rows + tile - 1) / tile * tile : default_sub_rows<T>(k.nf);
+    k.ld = row_stride<T>(sub);
+    auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
+    const int64_t nw1 = k.nw > 0 ? k.nw : 1;
+    const size_t bytes_t = round64(sizeof(T) * (size_t)(k.nf * k.ld));
+    const size_t bytes_l = round64(sizeof(T) * (size_t)(nw1 * k.ld));
+    const size_t bytes_w = round64(sizeof(T) * (size_t)k.ld);
+    const size_t bytes_lanes = round64(sizeof(T) * (size_t)(k.nw * k.nf * W + W));
+    const size_t bytes_lanes64 = narrow ? round64(sizeof(double) * (size_t)(k.nw * k.nf * W + W)) : 0;
+    const size_t bytes_c = round64(sizeof(T) * (size_t)(d + 1));
+    const size_t bytes_s = round64((size_t)k.ld);
+    const size_t bytes_h = round64(sizeof(double) * (size_t)(nw1 * k.ld));  // h
+    // per model: nu, resp, logu (kp) and the tables (d + 1, kp) twice; a row's scratch
+    int64_t kmax = 0, per_models = 0;
+    for (int64_t m = 0; m < nm; m++) {
+        const int64_t kp = (bounds[m + 1] - bounds[m] + WD - 1) / WD * WD;
+        kmax = kp > kmax ? kp : kmax;
+        per_models += kp * (3 + 2 * (d + 1) + 2 * d);
+    }
+    const size_t bytes_tt = round64(sizeof(double) * (size_t)per_models) + round64(sizeof(TTables) * (size_t)nm);
+    const size_t bytes_row = round64(sizeof(double) * (size_t)(4 * kmax + d * d * WD + WD));
+    const size_t total = bytes_t + 2 * bytes_l + 2 * bytes_w + bytes_lanes + bytes_lanes64 + bytes_c + bytes_s +
+                         bytes_h + bytes_tt + bytes_row;
+    char* mem = (char*)std::aligned_alloc(64, total);
+    if (!mem) return -1;
+    std::memset(mem, 0, total);
+    char* p = mem;
+    k.tb = (T*)p;
+    p += bytes_t;
+    k.lb = (T*)p;
+    p += bytes_l;
+    T* ub = (T*)p;
+    p += bytes_l;
+    k.wb = (T*)p;
+    p += bytes_w;
+    k.wm = (T*)p;  // unused by t_step (rows with NaN: their own path), but kept by fill_features
+    p += bytes_w;
+    k.lanes = (T*)p;
+    p += bytes_lanes;
+    k.lanes64 = narrow ? (double*)p : (double*)k.lanes;
+    p += bytes_lanes64;
+    T* centre = (T*)p;
+    p += bytes_c;
+    k.skip = (unsigned char*)p;
+    p += bytes_s;
+    double* hb = (double*)p;
+    p += bytes_h;
+    TTables* tts = (TTables*)p;
+    double* tq = (double*)(p + round64(sizeof(TTables) * (size_t)nm));
+    p += bytes_tt;
+    double* row_scratch = (double*)p;
+    double* hl = row_scratch + 3 * kmax + d * d * WD;  // (kmax) a row's log det P_mm / 2
+    for (int64_t m = 0; m < nm; m++) {
+        const int64_t lo = bounds[m], kk = bounds[m + 1] - lo, kp = (kk + WD - 1) / WD * WD;
+        TTables& tt = tts[m];
+        tt.kp = kp;
+        tt.nu = tq;
+        tt.resp = tq + kp;
+        tt.logu = tq + 2 * kp;
+        tt.cobs = tq + 3 * kp;
+        tt.hobs = tt.cobs + (d + 1) * kp;
+        tt.pmu2 = tt.hobs + (d + 1) * kp;
+        tt.accr = tt.pmu2 + d * kp;
+        tq = tt.accr + d * kp;
+        for (int64_t c = 0; c < kp; c++) {
+            const bool real = c < kk;
+            tt.nu[c] = real ? df[lo + c] : 1.0;  // the padding: finite, and left out of every sum
+            for (int64_t j = 0; j <= d; j++) {
+                tt.cobs[j * kp + c] = real ? cobs[(lo + c) * (d + 1) + j] : 0.0;
+                tt.hobs[j * kp + c] = real ? hobs[(lo + c) * (d + 1) + j] : 0.0;
+            }
+        }
+    }
+    k.incomplete = 0;
+    k.mb = k.mb_buf = nullptr;
+    k.pf = nullptr;
+    MarginalSet ms;
+    if (mmeans) {
+        // modes only choose the Gaussian diagonal models' by_rows path, which a t model never takes
+        std::unique_ptr<int64_t[]> soft(new int64_t[nm]());
+        if (!marginal_setup(ms, nm, bounds, mmeans, mfactor, mfull, d, k.nf, sub, level, soft.get())) {
+            std::free(mem);
+            return -1;
+        }
+        for (int64_t m = 0; ms.any && m < nm; m++) {
+            MarginalModel& md = ms.models[m];
+            md.by_rows = false;
+            if (!md.k || md.full) continue;
+            for (int64_t j = 0; j < d; j++)
+                for (int64_t c = 0; c < md.kp; c++) {
+                    const double mu = md.mu[j * md.kp + c];
+                    tts[m].pmu2[j * md.kp + c] = md.prec[j * md.kp + c] * (mu * mu);
+                }
+        }
+    }
+    // the missing-value indicators, for the diagonal models' dense step (at level 2 every model is full)
+    T* mb = nullptr;
+    double* nobs = nullptr;
+    if (ms.any && level <= 1) {
+        mb = (T*)std::aligned_alloc(64, round64(sizeof(T) * (size_t)(d * k.ld)));
+        nobs = (double*)std::aligned_alloc(64, round64(sizeof(double) * (size_t)k.ld));
+        if (!mb || !nobs) {
+            std::free(mb);
+            std::free(nobs);
+            std::free(mem);
+            return -1;
+        }
+    }
+    k.mb_buf = mb;
+    k.nan_rows = ms.any ? ms.nan_rows : nullptr;
+    const int64_t nlanes = k.nw * k.nf * W;
+    auto flush = [&]() {
+        for (int64_t i = 0; i < nlanes; i++) {
+            k.lanes64[i] += (double)k.lanes[i];
+            k.lanes[i] = 0;
+        }
+    };
+    int64_t unflushed = 0;
+    for (int64_t j = 0; j < d; j++) centre[j] = (T)centre64[j];
+    k.centre = centre;
+    for (int64_t a = 0; a < n; a += sub) {
+        const int64_t rows = n - a < sub ? n - a : sub;
+        const int64_t padded = (rows + tile - 1) / tile * tile;
+        fill_features<T>(k, x, centre, w, a, rows, padded);
+        if (a + rows < n) {
+            const int64_t next = n - a - rows < sub ? n - a - rows : sub;
+            k.pf = (const char*)(x + (a + rows) * d);
+            k.pf_end = (const char*)(x + n * d);
+            k.pf_step = ((int64_t)sizeof(T) * next * d + padded / tile - 1) / (padded / tile);
+        } else {
+            k.pf = nullptr;
+        }
+        logits<T>(k, padded);  // d2 of every component
+        if (k.mb)  // observed features per row
+            for (int64_t i = 0; i < padded; i += WD) {
+                Lanes<double>::V s = splat<double>((double)d);
+                for (int64_t j = 0; j < d; j++) s = s - load_f64<T>(k.mb + j * k.ld + i);
+                store<double>(nobs + i, s);
+            }
+        for (int64_t m = 0; m < nm; m++) {
+            const int64_t lo = bounds[m], hi = bounds[m + 1];
+            if (hi == lo) continue;
+            const bool mine = ms.any && ms.models[m].k && k.n_nan;
+            const bool dense = mine && k.mb && !ms.models[m].full, marg = mine && !dense;
+            ms.n_nan = k.n_nan;
+            if (marg) t_marginal_rows<T>(k, ms, m, lo, x, w, a, tts[m], hl, row_scratch);
+            if (dense)
+                t_step_dense<T>(k, lo, tts[m], ms.models[m], padded, nobs, ub, hb);
+            else
+                t_step<T>(k, lo, hi, padded, df, cobs, hobs, ub, hb);
+            // rows with NaN: r = 0, but with the dense step their weight (k.wm) and marginal logits
+            softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, nullptr, dense);
+            if (dense) {  // sum r over the rows missing each feature, before r becomes r u
+                MarginalModel& md = ms.models[m];
+                double* ru = md.acc;
+                md.acc = tts[m].accr;
+                marginal_acc_tiles<T>(k, md, lo, padded);
+                md.acc = ru;
+            }
+            t_sums<T>(k, lo, hi, padded, ub, hb, resp, logu);
+            if (dense) marginal_acc_tiles<T>(k, ms.models[m], lo, padded);  // ... and sum r u
+            if (marg) {  // the rows with NaN: their log-likelihoods, and r u for the tiles
+                const int64_t kp = ms.models[m].kp;
+                for (int64_t t = 0; t < ms.n_nan; t++) {
+                    const int64_t i = ms.nan_rows[t];
+                    per_row[m * n + a + i] = ms.lp[t];
+                    for (int64_t c = lo; c < hi; c++) k.lb[c * k.ld + i] = (T)ms.rb[t * kp + c - lo];
+                }
+            }
+            moments<T>(k, lo, hi, padded);
+        }
+        unflushed += padded;
+        if (narrow && (unflushed >= FLUSH_ROWS || a + sub >= n)) {
+            flush();
+            unflushed = 0;
+        }
+    }
+    for (int64_t c = 0; c < k.nw; c++)
+        for (int64_t f = 0; f < k.nf; f++) {
+            const double* l = k.lanes64 + (c * k.nf + f) * W;
+            double s = 0;
+            for (int j = 0; j < W; j++) s += l[j];
+            S[c * k.nf + f] += s;
+        }
+    for (int64_t m = 0; m < nm; m++) {
+        const int64_t lo = bounds[m];
+        for (int64_t c = 0; c < bounds[m + 1] - lo; c++) {
+            resp[lo + c] += tts[m].resp[c];
+            logu[lo + c] += tts[m].logu[c];
+        }
+        if (!ms.any || !ms.models[m].k) continue;
+        const MarginalModel& md = ms.models[m];
+        for (int64_t c = 0; c < md.k; c++)
+            for (int64_t f = 0; f < k.nf; f++) S[(lo + c) * k.nf + f] += md.St[f * md.kp + c];
+        if (md.cross)  // as run_block's
+            for (int64_t c = 0; c < md.k; c++)
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t j = 0; j < d; j++) {
+                        const int64_t a0 = j < i ? j : i, b0 = j < i ? i : j;
+                        S[(lo + c) * k.nf + a0 * d - a0 * (a0 - 1) / 2 + (b0 - a0)] += md.cross[(i * d + j) * md.kp + c];
+                    }
+        if (md.full) continue;
+        // the dense step's rows: T(x_hat) - T(x0) + the conditional variance, per missing feature j: r u (mu^2, mu)
+        // + r var
+        for (int64_t c = 0; c < md.k; c++) {
+            double* st = S + (lo + c) * k.nf;
+            for (int64_t j = 0; j < d; j++) {
+                const double ru = md.acc[j * md.k + c], r = tts[m].accr[j * md.k + c], mu = md.mu[j * md.kp + c];
+                st[level == 1 ? j : 0] += ru * (mu * mu) + r * md.var[j * md.kp + c];
+                st[k.q + j] += ru * mu;
+            }
+        }
+    }
+    std::free(mb);
+    std::free(nobs);
+    std::free(mem);
+    return k.incomplete;
+}
+
 // ---------------------------------------------------------------- Python side: checked buffers
 
 struct Buf {
@@ -1915,6 +2442,69 @@ bool get_marginal(PyObject* entry, int64_t m, int64_t k, int64_t d, Buf& mb, Buf
     return true;
 }
 
+// bounds (M + 1,) int64: starts at 0, never decreases, M >= 1.
+bool get_bounds(PyObject* ob, Buf& b) {
+    if (!get(ob, b, "bounds", 1, 'q', false)) return false;
+    const int64_t nm = b.view.shape[0] - 1;
+    if (nm < 1) {
+        PyErr_SetString(PyExc_ValueError, "bounds must hold at least two entries (one model)");
+        return false;
+    }
+    const int64_t* bounds = (const int64_t*)b.view.buf;
+    if (bounds[0] != 0) {
+        PyErr_SetString(PyExc_ValueError, "bounds must start at 0");
+        return false;
+    }
+    for (int64_t i = 0; i < nm; i++)
+        if (bounds[i + 1] < bounds[i]) {
+            PyErr_SetString(PyExc_ValueError, "bounds must not decrease");
+            return false;
+        }
+    return true;
+}
+
+// The marginal= argument: None, or M entries None or (means, factor), each checked (get_marginal);
+// mmeans is null when no model with components marginalises.
+struct MarginalArgs {
+    std::unique_ptr<Buf[]> mbufs;
+    std::unique_ptr<const double*[]> mmeans, mfactor;
+    std::unique_ptr<int[]> mfull;
+    bool parse(PyObject* omarg, int64_t nm, const int64_t* bounds, int64_t d) {
+        if (omarg == Py_None) return true;
+        PyObject* seq = PySequence_Fast(omarg, "marginal must be None or a sequence");
+        if (!seq) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "marginal must be None or a sequence of %lld entries, got %R",
+                         (long long)nm, (PyObject*)Py_TYPE(omarg));
+            return false;
+        }
+        std::unique_ptr<PyObject, void (*)(PyObject*)> hold(seq, [](PyObject* o) { Py_DECREF(o); });
+        if (PySequence_Fast_GET_SIZE(seq) != nm) {
+            PyErr_Format(PyExc_ValueError, "marginal must have %lld entries (one per model), got %lld", (long long)nm,
+                         (long long)PySequence_Fast_GET_SIZE(seq));
+            return false;
+        }
+        mbufs.reset(new Buf[2 * nm]);
+        mmeans.reset(new const double*[nm]);
+        mfactor.reset(new const double*[nm]);
+        mfull.reset(new int[nm]);
+        bool any = false;
+        for (int64_t i = 0; i < nm; i++) {
+            PyObject* e = PySequence_Fast_GET_ITEM(seq, i);
+            mmeans[i] = mfactor[i] = nullptr;
+            mfull[i] = 0;
+            if (e == Py_None) continue;
+            if (!get_marginal(e, i, bounds[i + 1] - bounds[i], d, mbufs[2 * i], mbufs[2 * i + 1], mfull[i]))
+                return false;
+            mmeans[i] = (const double*)mbufs[2 * i].view.buf;
+            mfactor[i] = (const double*)mbufs[2 * i + 1].view.buf;
+            any |= bounds[i + 1] > bounds[i];
+        }
+        if (!any) mmeans.reset();
+        return true;
+    }
+};
+
 PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"x", "centre", "w", "theta", "level", "bounds", "modes", "S",
                                    "per_row", "rlogr", "sub_rows", "marginal", nullptr};
@@ -1930,22 +2520,9 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     const int64_t n = x.view.shape[0], d = x.view.shape[1];
     const bool weighted = ow != Py_None;
     if (weighted && (!get(ow, w, "w", 1, 'd', false) || !shape_is(w, "w", n))) return nullptr;
-    if (!get(ob, b, "bounds", 1, 'q', false)) return nullptr;
+    if (!get_bounds(ob, b)) return nullptr;
     const int64_t nm = b.view.shape[0] - 1;
-    if (nm < 1) {
-        PyErr_SetString(PyExc_ValueError, "bounds must hold at least two entries (one model)");
-        return nullptr;
-    }
     const int64_t* bounds = (const int64_t*)b.view.buf;
-    if (bounds[0] != 0) {
-        PyErr_SetString(PyExc_ValueError, "bounds must start at 0");
-        return nullptr;
-    }
-    for (int64_t i = 0; i < nm; i++)
-        if (bounds[i + 1] < bounds[i]) {
-            PyErr_SetString(PyExc_ValueError, "bounds must not decrease");
-            return nullptr;
-        }
     const int64_t nw = bounds[nm];
     const int64_t nf = quad_rows(level, d) + d + 1;
     if (!get(oth, th, "theta", 2, dt, false) || !shape_is(th, "theta", nw, nf)) return nullptr;
@@ -1960,47 +2537,13 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!get(oS, S, "S", 2, 'd', true) || !shape_is(S, "S", nw, nf)) return nullptr;
     if (!get(op, pr, "per_row", 2, 'd', true) || !shape_is(pr, "per_row", nm, n)) return nullptr;
     if (!get(orl, rl, "rlogr", 1, 'd', true) || !shape_is(rl, "rlogr", nm)) return nullptr;
-    // the models that marginalise missing values
-    std::unique_ptr<Buf[]> mbufs;
-    std::unique_ptr<const double*[]> mmeans, mfactor;
-    std::unique_ptr<int[]> mfull;
-    if (omarg != Py_None) {
-        PyObject* seq = PySequence_Fast(omarg, "marginal must be None or a sequence");
-        if (!seq) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "marginal must be None or a sequence of %lld entries, got %R",
-                         (long long)nm, (PyObject*)Py_TYPE(omarg));
-            return nullptr;
-        }
-        std::unique_ptr<PyObject, void (*)(PyObject*)> hold(seq, [](PyObject* o) { Py_DECREF(o); });
-        if (PySequence_Fast_GET_SIZE(seq) != nm) {
-            PyErr_Format(PyExc_ValueError, "marginal must have %lld entries (one per model), got %lld", (long long)nm,
-                         (long long)PySequence_Fast_GET_SIZE(seq));
-            return nullptr;
-        }
-        mbufs.reset(new Buf[2 * nm]);
-        mmeans.reset(new const double*[nm]);
-        mfactor.reset(new const double*[nm]);
-        mfull.reset(new int[nm]);
-        bool any = false;
-        for (int64_t i = 0; i < nm; i++) {
-            PyObject* e = PySequence_Fast_GET_ITEM(seq, i);
-            mmeans[i] = mfactor[i] = nullptr;
-            mfull[i] = 0;
-            if (e == Py_None) continue;
-            if (!get_marginal(e, i, bounds[i + 1] - bounds[i], d, mbufs[2 * i], mbufs[2 * i + 1], mfull[i]))
-                return nullptr;
-            mmeans[i] = (const double*)mbufs[2 * i].view.buf;
-            mfactor[i] = (const double*)mbufs[2 * i + 1].view.buf;
-            any |= bounds[i + 1] > bounds[i];
-        }
-        if (!any) mmeans.reset();
-    }
+    MarginalArgs marg;  // the models that marginalise missing values
+    if (!marg.parse(omarg, nm, bounds, d)) return nullptr;
     int64_t rc;
     const double* wp = weighted ? (const double*)w.view.buf : nullptr;
-    const double* const* mm = mmeans.get();
-    const double* const* mf = mfactor.get();
-    const int* mfl = mfull.get();
+    const double* const* mm = marg.mmeans.get();
+    const double* const* mf = marg.mfactor.get();
+    const int* mfl = marg.mfull.get();
     Py_BEGIN_ALLOW_THREADS
     if (dt == 'd')
         rc = run_block<double>((const double*)x.view.buf, n, d, (const double*)c.view.buf, wp,
@@ -2010,6 +2553,81 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
         rc = run_block<float>((const float*)x.view.buf, n, d, (const double*)c.view.buf, wp,
                               (const float*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) return PyErr_NoMemory();
+    return PyLong_FromLongLong(rc);
+}
+
+const char* studentt_block_doc =
+    "studentt_block(x, centre, w, theta, level, bounds, df, const, hterm, S, resp, log_u, per_row, sub_rows=0,\n"
+    "               marginal=None)\n"
+    "--\n\n"
+    "Fold a block of rows into the statistics of Student-t mixtures (daskgmm.kernels.studentt).\n\n"
+    "x, centre, w, level, bounds, sub_rows and marginal as mixture_block's; theta (W, P) of x's dtype:\n"
+    "the squared Mahalanobis distances as linear forms of the features; df (W,) float64 > 0 the\n"
+    "degrees of freedom; const and hterm (W, D + 1) float64, column d for rows with d observed\n"
+    "features (column D: complete rows): the log-density's constant, and log1p(d/nu) plus the\n"
+    "digamma terms of the degrees of freedom's statistic. S (W, P) float64 += moments with weights\n"
+    "w r u; resp (W,) float64 += sum w r; log_u (W,) float64 += sum w r (log u - u + 1); per_row\n"
+    "(M, n) float64 = log p(x) (0 for a row with NaN of a model that does not marginalise).\n"
+    "Returns the rows with NaN.";
+
+PyObject* studentt_block(PyObject*, PyObject* args, PyObject* kwargs) {
+    static const char* kwlist[] = {"x", "centre", "w", "theta", "level", "bounds", "df", "const", "hterm", "S",
+                                   "resp", "log_u", "per_row", "sub_rows", "marginal", nullptr};
+    PyObject *ox, *oc, *ow, *oth, *ob, *odf, *oco, *oh, *oS, *ors, *olu, *op, *omarg = Py_None;
+    int level;
+    long long sub_rows = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOOOOO|LO:studentt_block", (char**)kwlist, &ox, &oc, &ow,
+                                     &oth, &level, &ob, &odf, &oco, &oh, &oS, &ors, &olu, &op, &sub_rows, &omarg))
+        return nullptr;
+    Buf x, c, w, th, b, df, co, hh, S, rs, lu, pr;
+    if (!get_rows(ox, oc, level, x, c)) return nullptr;
+    const char dt = elem_code(x.view);
+    const int64_t n = x.view.shape[0], d = x.view.shape[1];
+    const bool weighted = ow != Py_None;
+    if (weighted && (!get(ow, w, "w", 1, 'd', false) || !shape_is(w, "w", n))) return nullptr;
+    if (!get_bounds(ob, b)) return nullptr;
+    const int64_t nm = b.view.shape[0] - 1;
+    const int64_t* bounds = (const int64_t*)b.view.buf;
+    const int64_t nw = bounds[nm];
+    const int64_t nf = quad_rows(level, d) + d + 1;
+    if (!get(oth, th, "theta", 2, dt, false) || !shape_is(th, "theta", nw, nf)) return nullptr;
+    if (!get(odf, df, "df", 1, 'd', false) || !shape_is(df, "df", nw)) return nullptr;
+    const double* dfp = (const double*)df.view.buf;
+    for (int64_t i = 0; i < nw; i++)
+        if (!(dfp[i] > 0.0) || dfp[i] > 1.7976931348623157e308) {
+            char* v = PyOS_double_to_string(dfp[i], 'r', 0, 0, nullptr);
+            PyErr_Format(PyExc_ValueError, "df[%lld] must be positive and finite, got %s", (long long)i, v ? v : "?");
+            PyMem_Free(v);
+            return nullptr;
+        }
+    if (!get(oco, co, "const", 2, 'd', false) || !shape_is(co, "const", nw, d + 1)) return nullptr;
+    if (!get(oh, hh, "hterm", 2, 'd', false) || !shape_is(hh, "hterm", nw, d + 1)) return nullptr;
+    if (!get(oS, S, "S", 2, 'd', true) || !shape_is(S, "S", nw, nf)) return nullptr;
+    if (!get(ors, rs, "resp", 1, 'd', true) || !shape_is(rs, "resp", nw)) return nullptr;
+    if (!get(olu, lu, "log_u", 1, 'd', true) || !shape_is(lu, "log_u", nw)) return nullptr;
+    if (!get(op, pr, "per_row", 2, 'd', true) || !shape_is(pr, "per_row", nm, n)) return nullptr;
+    MarginalArgs marg;
+    if (!marg.parse(omarg, nm, bounds, d)) return nullptr;
+    int64_t rc;
+    const double* wp = weighted ? (const double*)w.view.buf : nullptr;
+    const double* const* mm = marg.mmeans.get();
+    const double* const* mf = marg.mfactor.get();
+    const int* mfl = marg.mfull.get();
+    const double* cop = (const double*)co.view.buf;
+    const double* hp = (const double*)hh.view.buf;
+    Py_BEGIN_ALLOW_THREADS
+    if (dt == 'd')
+        rc = run_tblock<double>((const double*)x.view.buf, n, d, (const double*)c.view.buf, wp,
+                                (const double*)th.view.buf, level, bounds, nm, dfp, cop, hp, (double*)S.view.buf,
+                                (double*)rs.view.buf, (double*)lu.view.buf, (double*)pr.view.buf, sub_rows, mm, mf,
+                                mfl);
+    else
+        rc = run_tblock<float>((const float*)x.view.buf, n, d, (const double*)c.view.buf, wp,
+                               (const float*)th.view.buf, level, bounds, nm, dfp, cop, hp, (double*)S.view.buf,
+                               (double*)rs.view.buf, (double*)lu.view.buf, (double*)pr.view.buf, sub_rows, mm, mf,
+                               mfl);
     Py_END_ALLOW_THREADS
     if (rc < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(rc);
@@ -2078,6 +2696,7 @@ PyObject* cpu_features(PyObject*, PyObject*) {
 
 PyMethodDef methods[] = {
     {"mixture_block", (PyCFunction)(void (*)(void))mixture_block, METH_VARARGS | METH_KEYWORDS, mixture_block_doc},
+    {"studentt_block", (PyCFunction)(void (*)(void))studentt_block, METH_VARARGS | METH_KEYWORDS, studentt_block_doc},
     {"mixture_logits", (PyCFunction)(void (*)(void))mixture_logits, METH_VARARGS | METH_KEYWORDS,
      mixture_logits_doc},
     {"cpu_features", cpu_features, METH_NOARGS,

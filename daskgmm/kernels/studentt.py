@@ -17,7 +17,9 @@ path, as a Gaussian one does: ``δ²`` from ``Uᵀ (x - μ_k)`` and the moments 
 component's location.
 
 The constants (``log Γ``) are computed by the caller (the model state, on the client), so
-that the workers import no SciPy. Pure NumPy; nothing here knows about Dask.
+that the workers import no SciPy. The NumPy steps here are the reference; where the compiled
+core runs the pass and no model needs the per-component path, :class:`StudentTRequest` hands
+each block to it (:class:`daskgmm.kernels.compiled.FusedStudentT`). Nothing here knows about Dask.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import daskgmm.kernels.covariance as cov
+from daskgmm.kernels import compiled
 from daskgmm.kernels.features import n_quad_rows
 from daskgmm.kernels.missing import marginal_distances
 from daskgmm.kernels.params import NaturalParams, PerComponent
@@ -284,6 +287,9 @@ class StudentTRequest:
         # rows with NaN reach a t pass only under missing="marginalize" (validation); only then is
         # each block searched for them
         self._marginal = any(s.marginal is not None for s in self.specs)
+        # the compiled core takes the shared-feature form (a precise model's pass stays NumPy, as a
+        # Gaussian one's)
+        self._fusable = all(s.precise is None for s in self.specs)
 
     @property
     def width(self) -> int:
@@ -293,7 +299,11 @@ class StudentTRequest:
     def start(self, n_features, dtype, level, centre, kernel=None):
         theta = np.vstack([s.maha.theta(level) for s in self.specs]).astype(dtype)
         w = self.width
+        fused = None
+        if kernel is not None and self._fusable:
+            fused = self._fused(kernel, theta, n_features, level, centre)
         return {
+            "fused": fused,
             "theta": theta,
             "level": level,
             "S": np.zeros((w, theta.shape[1])),
@@ -308,10 +318,44 @@ class StudentTRequest:
             },
         }
 
+    def _fused(self, kernel, theta, d, level, centre) -> compiled.FusedStudentT:
+        """The compiled core's state: per model, the constants and the degrees of freedom's terms by
+        number of observed features (column ``d``: complete rows, the same numbers as :meth:`update`'s)."""
+        consts, hterms, marginal = [], [], {}
+        for i, spec in enumerate(self.specs):
+            nu = np.asarray(spec.df, np.float64)
+            k = len(nu)
+            if spec.marginal is not None:
+                c = np.array(spec.marginal.const_by_observed, dtype=np.float64)
+                h = np.log1p(np.arange(d + 1) / nu[:, None]) + spec.marginal.df_terms
+                marginal[i] = spec.marginal
+            else:  # only column d is read (rows with NaN are left out of this model)
+                c, h = np.repeat(np.asarray(spec.const, np.float64)[:, None], d + 1, axis=1), np.zeros((k, d + 1))
+            c[:, d] = spec.const
+            h[:, d] = np.log1p(d / nu)
+            consts.append(c)
+            hterms.append(h)
+        return compiled.FusedStudentT(kernel, theta, self._bounds, np.concatenate([s.df for s in self.specs]),
+                                      np.vstack(consts), np.vstack(hterms), level, centre, marginal)
+
     def block_rows(self, acc) -> int | None:
-        return None  # NumPy blocks, sized for the cache
+        # the compiled core keeps its own L2-sized scratch; NumPy blocks are sized for the cache
+        return compiled.BLOCK_ROWS if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
+        fused = acc["fused"]
+        if fused is not None:
+            per_row = scratch("t-fused-per-row", (len(self.specs), blk.size), np.float64)
+            fused.update(blk.x, blk.w, per_row)
+            for i in range(len(self.specs)):
+                acc["loglik"][i] += blk.weighted_sum(per_row[i])
+            acc["weight"] += blk.weight_sum()
+            acc["rows"] += blk.size
+            return
+        self._update_numpy(acc, blk)
+
+    def _update_numpy(self, acc, blk: Block) -> None:
+        """The NumPy reference of :meth:`update`."""
         theta = acc["theta"]
         nb, d = blk.size, blk.x.shape[1]
         T = blk.T
@@ -408,6 +452,9 @@ class StudentTRequest:
 
     def finish(self, acc, n_features, centre) -> list[StudentTStats]:
         S, d, lvl = acc["S"], n_features, acc["level"]
+        resp, log_u = acc["resp"], acc["log_u"]
+        if acc["fused"] is not None:
+            S, resp, log_u = S + acc["fused"].S, resp + acc["fused"].resp, log_u + acc["fused"].log_u
         q = n_quad_rows(lvl, d)
         out = []
         for m, spec in enumerate(self.specs):
@@ -425,7 +472,7 @@ class StudentTRequest:
                 n=frozen(n), s1=frozen(s1), s2=frozen(s2), loglik=float(acc["loglik"][m]),
                 weight=float(acc["weight"]), rows=int(acc["rows"]), shift=frozen(shift), covariance_type=ct,
             )
-            out.append(StudentTStats(moments, frozen(acc["resp"][a:b]), frozen(acc["log_u"][a:b])))
+            out.append(StudentTStats(moments, frozen(resp[a:b]), frozen(log_u[a:b])))
         return out
 
     @staticmethod
