@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """CPU seconds per million rows of a pass over rows with missing values, one thread.
 
-Usage:  .venv/bin/python scripts/profile_missing.py [--rows 200000] [--missing 0.2 0.01]
+Usage:  .venv/bin/python scripts/profile_missing.py [--rows 200000] [--missing 0.2 0.01] [--types full tied]
         .venv/bin/python scripts/profile_missing.py --numpy-kernels     # the NumPy kernels alone
 
 Rows of 16 features (K=16) with each entry missing with probability ``--missing``, folded by
 ``chunk_pass`` as a worker does: the compiled core (``compiled=True``) against the same
-rows without NaN, for every covariance type; the best of ``--repeats``. ``--numpy-kernels``
+rows without NaN, for every covariance type (or ``--types``: one case alone under ``perf record``);
+the best of ``--repeats``. ``--numpy-kernels``
 instead times :func:`daskgmm.kernels.missing.marginal_logits` and ``completed_moments``
 (full covariances) in blocks of 2048 rows: the NumPy reference's own cost. Process CPU time,
 so that other jobs on a shared machine disturb it less than wall time.
@@ -69,7 +70,7 @@ def passes(a):
         xm[rng.random(x.shape) < frac] = np.nan
         data[f"{frac:.0%}"] = xm
     print(f"{'covariance':>10}  " + "  ".join(f"{name:>16}" for name in data))
-    for ct in TYPES:
+    for ct in a.types:
         c = {"full": covs, "tied": covs[0], "diag": np.diagonal(covs, axis1=1, axis2=2).copy(),
              "spherical": np.trace(covs, axis1=1, axis2=2) / d}[ct]
         st = MixtureState.from_covariances(np.full(k, 1 / k), means, c, ct, missing="marginalize")
@@ -91,6 +92,7 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--missing", type=float, nargs="+", default=[0.2, 0.01])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--types", nargs="+", choices=TYPES, default=list(TYPES))
     ap.add_argument("--numpy-kernels", action="store_true")
     a = ap.parse_args(argv)
     threadpool_limits(1)  # as in a Dask worker thread

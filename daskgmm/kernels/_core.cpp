@@ -244,9 +244,11 @@ template <class T> struct Work {
 };
 
 // Rows x[0 .. rows) (d columns) centred and transposed into xs (d rows, stride ld), in groups of 4
-// rows by 4 x 4 register transposes (AVX2); a value that is NaN becomes 0 and flags its row in
-// nan[]. Returns the rows done (a multiple of 4): the caller does the rest, and every row when it
-// builds the missing-value indicators too. Without AVX2 0: the caller's loop does every row.
+// rows by 4 x 4 register transposes (AVX2); a value that is NaN is copied as it is and flags its
+// row in nan[]: the caller's pass by vectors makes it 0 and builds the indicators, so every model
+// takes this copy (cleaning each such row here, one strided value at a time, kept the models that
+// use the indicators off it). Returns the rows done (a multiple of 4): the caller does the rest.
+// Without AVX2 0: the caller's loop does every row.
 template <class T>
 static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, T* xs, int64_t ld, int64_t rows,
                                         unsigned char* nan) {
@@ -296,14 +298,7 @@ static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, 
                 any |= (t != t) << l;
                 xs[j * ld + i + l] = t;
             }
-        for (int l = 0; l < 4; l++) {
-            nan[i + l] = (any >> l) & 1;
-            if (nan[i + l])  // rare: the row's NaN become 0 (x0), one by one
-                for (int64_t jj = 0; jj < d; jj++) {
-                    T& v = xs[jj * ld + i + l];
-                    v = v != v ? (T)0 : v;
-                }
-        }
+        for (int l = 0; l < 4; l++) nan[i + l] = (any >> l) & 1;
     }
     return done;
 #else
@@ -322,14 +317,12 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     // The rows are transposed as they are (NaN and all: one strided store per value), then the
     // rows of the transpose with NaN are cleaned by vectors (0 where missing, and the indicators).
     int64_t incomplete = 0;
-    // the register transposes clean NaN as they go, so they leave no NaN for the indicators below:
-    // not when a model may take the indicators (whether it will is known after this sub-block's count)
-    const int64_t fast = k.mb_buf ? 0 : centre_transposed<T>(x + a * d, d, centre, xs, ld, rows, k.skip);
+    const int64_t fast = centre_transposed<T>(x + a * d, d, centre, xs, ld, rows, k.skip);
     for (int64_t i = 0; i < rows; i++) {
         const T* src = x + (a + i) * d;
         bool nan = false;
         if (i < fast) {
-            nan = k.skip[i];  // centred, transposed and cleaned by the register transposes
+            nan = k.skip[i];  // centred and transposed by the register transposes
         } else {
             for (int64_t j = 0; j < d; j++) {
                 const T t = src[j] - centre[j];
