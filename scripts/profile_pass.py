@@ -143,6 +143,13 @@ class Probe:
         def run(*args, **kwargs):
             probe.marks.setdefault("submitted", time.time())
             out = probe._run(*args, **kwargs)
+            if kwargs.get("asynchronous"):  # a coroutine the engine awaits: done when it is
+                async def waited(out=out):
+                    try:
+                        return await out
+                    finally:
+                        probe.marks["waited"] = time.time()
+                return waited()
             probe.marks["waited"] = time.time()
             return out
 
