@@ -18,7 +18,8 @@ per iteration (median over the iterations, milliseconds):
   compute on a worker;
 - ``compute``: from the first start to the last stop of any batch (the critical path on
   the workers); ``work``: the sum of the batches' times (both workers), and their CPU time;
-  ``imbalance``: the difference between the workers' compute times;
+  ``imbalance``: the difference between the workers' compute times (and their CPU times, which
+  other jobs on the machine do not stretch);
 - ``notify``: from the last batch's stop to the client's wait (or ``client.run``) returning;
 - ``gather``: fetching the results; ``merge``: the client's last merges;
 - ``update``: every model's objective, M-step and convergence test on the client;
@@ -117,6 +118,7 @@ class Probe:
         self._wait = engine.wait_bounded
         self._gather = client.gather
         self._run = client.run
+        self._sync = client.sync
         self._ship = engine.ChunkedData._ship
         self.plan_bytes = 0
         probe = self
@@ -153,15 +155,23 @@ class Probe:
             probe.marks["waited"] = time.time()
             return out
 
+        def sync(*args, **kwargs):  # the engine's direct pass is one call of it: returned when the main thread has it
+            out = probe._sync(*args, **kwargs)
+            if not kwargs.get("asynchronous"):
+                probe.marks["waited"] = time.time()
+            return out
+
         engine.wait_bounded = wait
         client.gather = gather
         client.run = run
+        client.sync = sync
         engine.ChunkedData._ship = ship
 
     def close(self):
         self.engine.wait_bounded = self._wait
         self.client.gather = self._gather
         self.client.run = self._run
+        self.client.sync = self._sync
         self.engine.ChunkedData._ship = self._ship
 
 
@@ -244,8 +254,10 @@ def _summary(path, rows, calls, runs, case, n_models, plan_bytes):
         arrive = max((c[0] for c in handled), default=r["submitted"])
         leave = max((c[1] for c in handled), default=last)
         by_worker: dict = {}
-        for s0, s1, wk, _cpu, _ in comp:
+        cpu_by_worker: dict = {}
+        for s0, s1, wk, cpu, _ in comp:
             by_worker[wk] = by_worker.get(wk, 0.0) + (s1 - s0)
+            cpu_by_worker[wk] = cpu_by_worker.get(wk, 0.0) + cpu
         work_cpu = sum(c[3] for c in comp)
         per.append({
             "wall": r["updated"] - r["start"],
@@ -255,6 +267,8 @@ def _summary(path, rows, calls, runs, case, n_models, plan_bytes):
             "work": sum(by_worker.values()),
             "work cpu": work_cpu,
             "imbalance": (max(by_worker.values()) - min(by_worker.values())) if len(by_worker) > 1 else 0.0,
+            # the same in the batches' CPU time, which other jobs on the machine do not stretch
+            "imbalance cpu": (max(cpu_by_worker.values()) - min(cpu_by_worker.values())) if len(by_worker) > 1 else 0.0,
             "notify": r["waited"] - last,
             "to workers": arrive - r["submitted"],
             "worker to thread": max(0.0, first - arrive) if handled else 0.0,
@@ -281,7 +295,8 @@ def _print(r):
     m = r["median_ms"]
     print(f"{r['path']:6s} {r['case']:9s} x{r['n_models']:<2d} wall {m['wall']:7.1f} (min {r['min_wall_ms']:7.1f}) | "
           f"client pre {m['client pre']:5.1f}  dispatch {m['dispatch']:5.1f}  compute {m['compute']:6.1f} "
-          f"(work {m['work']:6.1f}, its CPU {m['work cpu']:6.1f}, imbalance {m['imbalance']:5.1f})  "
+          f"(work {m['work']:6.1f}, its CPU {m['work cpu']:6.1f}, imbalance {m['imbalance']:5.1f}, "
+          f"in CPU {m['imbalance cpu']:5.1f})  "
           f"notify {m['notify']:5.1f}  gather {m['gather']:5.1f}  merge {m['merge']:5.1f}  "
           f"update {m['update']:5.1f} | batches {m['batches']:.0f}, plan {r['plan_bytes'] / 1024:.1f} KiB", flush=True)
     if m["to workers"] or m["reply to client"]:
