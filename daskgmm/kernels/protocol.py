@@ -44,26 +44,12 @@ class Block:
     w : ndarray, shape (nb,) or None
         Sample weights (None: all ones).
     rows : ndarray of int64, shape (nb,)
-        Global row numbers (made on first use from ``row0`` when not given: most passes need none).
-    row0 : int
-        The global row number of the first row, when ``rows`` is None.
+        Global row numbers.
     """
 
-    def __init__(self, x, level, centre, w, rows=None, row0=0):
-        self.x, self.level, self.centre, self.w, self._rows, self.row0 = x, level, centre, w, rows, int(row0)
+    def __init__(self, x, level, centre, w, rows):
+        self.x, self.level, self.centre, self.w, self.rows = x, level, centre, w, rows
         self._xT = self._T = None
-
-    @property
-    def rows(self) -> np.ndarray:
-        if self._rows is None:
-            self._rows = np.arange(self.row0, self.row0 + self.size, dtype=np.int64)
-        return self._rows
-
-    def rows_at(self, idx: np.ndarray) -> np.ndarray:
-        """The global row numbers of the rows at positions ``idx`` (int64)."""
-        if self._rows is None:
-            return idx.astype(np.int64) + self.row0
-        return self._rows[idx]
 
     @property
     def xT(self) -> np.ndarray | None:
@@ -188,7 +174,13 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
             xb = x[a:b]
             if xb.dtype != dtype:
                 xb = xb.astype(dtype)
-            blk = Block(xb, level, centre64, None if w_all is None else w_all[a:b], row0=row0 + a)
+            blk = Block(
+                xb,
+                level,
+                centre64,
+                None if w_all is None else w_all[a:b],
+                np.arange(row0 + a, row0 + b, dtype=np.int64),
+            )
             for i, r in enumerate(requests):
                 res = r.update(accs[i], blk)
                 if res is not None:

@@ -138,9 +138,7 @@ class MixtureRequest:
             return
         # the core leaves rows with NaN out of the models that do not marginalise, and runs the
         # marginal E-step for those that do (their per_row and statistics included)
-        per_row = acc.get("per_row")
-        if per_row is None or per_row.shape[1] != blk.size:  # taken again only for a chunk's shorter last block
-            per_row = acc["per_row"] = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
+        per_row = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
         left_out = fused.update(blk.x, blk.w, per_row)
         if left_out:
             for i, spec in enumerate(self.specs):
@@ -249,22 +247,9 @@ class MixtureRequest:
             if below is not None and np.isnan(below):
                 below = None
             # a row with NaN cannot re-seed a component
-            if below is None:
-                worst = _block_worst(per_row, blk, spec.n_worst, incomplete)
-                if worst is not None:
-                    acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
-                return
-            # the few candidates go straight into the kept rows: the same m smallest (value, row) as
-            # taking the block's m smallest first (rows are distinct, so the order is total)
-            idx = _candidates(per_row, below, incomplete)
-            if idx is not None:
-                acc["worst"][i] = WorstRows.smallest(
-                    np.concatenate([prev.values, per_row[idx].astype(np.float64, copy=False)]),
-                    np.concatenate([prev.rows, blk.rows_at(idx)]),
-                    np.concatenate([prev.points, np.asarray(blk.x[idx], dtype=np.float64)]),
-                    np.concatenate([prev.weights, np.ones(idx.size) if blk.w is None
-                                    else np.asarray(blk.w[idx], dtype=np.float64)]),
-                    spec.n_worst)
+            worst = _block_worst(per_row, blk, spec.n_worst, incomplete, below)
+            if worst is not None:
+                acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
 
     def _incomplete_moments(self, acc, i, completions, r) -> None:
         """Add the expected statistics of a block's incomplete rows for model ``i``."""
@@ -394,17 +379,6 @@ def add_completed(acc, i, bounds, spec, completions, resp, cond_resp=None) -> No
     S[a:b, q + d] += n
 
 
-def _candidates(per_row: np.ndarray, below, incomplete=None) -> np.ndarray | None:
-    """Positions of the rows with ``per_row <= below`` and no NaN (``incomplete``), or None when there is none."""
-    if per_row.min() > below:  # none: one reduction (NaN compares false, and goes on to the test per row)
-        return None
-    keep = per_row <= np.float64(below)
-    if incomplete is not None and incomplete.size:
-        keep[incomplete] = False
-    idx = np.flatnonzero(keep)
-    return idx if idx.size else None
-
-
 def _block_worst(per_row: np.ndarray, blk: Block, m: int, incomplete=None, below=None) -> WorstRows | None:
     """The block's ``m`` rows of smallest ``(per_row, row)``, rows with NaN excluded; only they are copied.
 
@@ -412,15 +386,18 @@ def _block_worst(per_row: np.ndarray, blk: Block, m: int, incomplete=None, below
     """
     idx = None
     if below is not None:
-        idx = _candidates(per_row, below, incomplete)
-        if idx is None:
+        keep = per_row <= np.float64(below)
+        if incomplete is not None and incomplete.size:
+            keep[incomplete] = False
+        idx = np.flatnonzero(keep)
+        if idx.size == 0:
             return None
     elif incomplete is not None and incomplete.size:
         keep = np.ones(blk.size, dtype=bool)
         keep[incomplete] = False
         idx = np.flatnonzero(keep)  # a row with NaN cannot re-seed a component
     values = (per_row if idx is None else per_row[idx]).astype(np.float64, copy=False)
-    rows = blk.rows if idx is None else blk.rows_at(idx)
+    rows = blk.rows if idx is None else blk.rows[idx]
     order = smallest_positions(values, rows, m)
     sel = order if idx is None else idx[order]
     weights = np.ones(len(sel)) if blk.w is None else np.asarray(blk.w[sel], dtype=np.float64)
