@@ -18,7 +18,8 @@ per iteration (median over the iterations, milliseconds):
   compute on a worker;
 - ``compute``: from the first start to the last stop of any batch (the critical path on
   the workers); ``work``: the sum of the batches' times (both workers), and their CPU time;
-  ``imbalance``: the difference between the workers' compute times;
+  ``imbalance``: the difference between the workers' compute times (and their CPU times, which
+  other jobs on the machine do not stretch);
 - ``notify``: from the last batch's stop to the client's wait (or ``client.run``) returning;
 - ``gather``: fetching the results; ``merge``: the client's last merges;
 - ``update``: every model's objective, M-step and convergence test on the client;
@@ -26,7 +27,14 @@ per iteration (median over the iterations, milliseconds):
   process's other threads (its event loop and, with a LocalCluster, the scheduler:
   ``time.process_time`` less the main thread), and the worker processes' CPU
   (``time.process_time`` in each) outside the batches;
-- the batches per pass and the bytes of one pass's plan pickled.
+- the batches per pass and the bytes of one pass's plan pickled;
+- for passes outside the task graph, where ``dispatch`` and ``notify`` go: from the call to the
+  last worker's handler starting (``to the workers``), from there to the first batch starting
+  (``in the worker to its thread``), from the last batch's end to the last handler returning,
+  and from there to the client.
+
+``--sklearn ITERS`` times scikit-learn's Lloyd iteration in the same run (this process, its
+threads), before and after the clusters, as ``scripts/bench_kmeans.py`` does.
 
 Times of the work come from the workers: the engine's batch function (which both paths run)
 is wrapped in each worker to record its start, stop and thread CPU time; every process runs
@@ -77,13 +85,26 @@ def _record_batches():
             calls.append((t0, time.time(), pid, time.thread_time() - c0, threading.get_ident()))
 
     engine._batch_task = recorded
+    # a direct pass: when the worker's handler of ``client.run`` starts and ends (the calls that carry a plan)
+    engine._profile_runs = runs = []
+    run_inner = engine._direct_batches
+
+    async def run_recorded(*args, dask_worker=None, **kwargs):
+        t0 = time.time()
+        try:
+            return await run_inner(*args, dask_worker=dask_worker, **kwargs)
+        finally:
+            runs.append((t0, time.time(), pid))
+
+    engine._direct_batches = run_recorded
 
 
 def _recorded_batches():
     import daskgmm.engine.passes as engine
 
-    out = list(engine._profile_calls)
+    out = list(engine._profile_calls), list(engine._profile_runs)
     engine._profile_calls.clear()
+    engine._profile_runs.clear()
     return out
 
 
@@ -97,6 +118,7 @@ class Probe:
         self._wait = engine.wait_bounded
         self._gather = client.gather
         self._run = client.run
+        self._sync = client.sync
         self._ship = engine.ChunkedData._ship
         self.plan_bytes = 0
         probe = self
@@ -123,18 +145,33 @@ class Probe:
         def run(*args, **kwargs):
             probe.marks.setdefault("submitted", time.time())
             out = probe._run(*args, **kwargs)
+            if kwargs.get("asynchronous"):  # a coroutine the engine awaits: done when it is
+                async def waited(out=out):
+                    try:
+                        return await out
+                    finally:
+                        probe.marks["waited"] = time.time()
+                return waited()
             probe.marks["waited"] = time.time()
+            return out
+
+        def sync(*args, **kwargs):  # the engine's direct pass is one call of it: returned when the main thread has it
+            out = probe._sync(*args, **kwargs)
+            if not kwargs.get("asynchronous"):
+                probe.marks["waited"] = time.time()
             return out
 
         engine.wait_bounded = wait
         client.gather = gather
         client.run = run
+        client.sync = sync
         engine.ChunkedData._ship = ship
 
     def close(self):
         self.engine.wait_bounded = self._wait
         self.client.gather = self._gather
         self.client.run = self._run
+        self.client.sync = self._sync
         self.engine.ChunkedData._ship = self._ship
 
 
@@ -199,20 +236,28 @@ def profile(client, data, case, k, n_models, iters, X, paths):
                 assert data.direct == (path == "direct"), "a direct pass fell back to tasks"
                 rows[path].append(dict(marks, start=a, passed=e, updated=f, client=c1 - c0, main=m1 - m0,
                                        workers={wk: w1[wk][0] - w0[wk][0] for wk in w1}))
-        calls = [c for got in client.run(_recorded_batches).values() for c in got]
+        got = client.run(_recorded_batches).values()
+        calls = [c for g in got for c in g[0]]
+        runs = [c for g in got for c in g[1]]
     finally:
         probe.close()
-    return [_summary(path, rows[path], calls, case, n_models, probe.plan_bytes) for path in paths]
+    return [_summary(path, rows[path], calls, runs, case, n_models, probe.plan_bytes) for path in paths]
 
 
-def _summary(path, rows, calls, case, n_models, plan_bytes):
+def _summary(path, rows, calls, runs, case, n_models, plan_bytes):
     per = []
     for r in rows:
         comp = [c for c in calls if r["start"] <= c[0] <= r["updated"]]
         first, last = min(c[0] for c in comp), max(c[1] for c in comp)
+        # direct passes: the last worker's handler starting, the last one returning (0 for tasks)
+        handled = [c for c in runs if r["start"] <= c[0] <= r["updated"]]
+        arrive = max((c[0] for c in handled), default=r["submitted"])
+        leave = max((c[1] for c in handled), default=last)
         by_worker: dict = {}
-        for s0, s1, wk, _cpu, _ in comp:
+        cpu_by_worker: dict = {}
+        for s0, s1, wk, cpu, _ in comp:
             by_worker[wk] = by_worker.get(wk, 0.0) + (s1 - s0)
+            cpu_by_worker[wk] = cpu_by_worker.get(wk, 0.0) + cpu
         work_cpu = sum(c[3] for c in comp)
         per.append({
             "wall": r["updated"] - r["start"],
@@ -222,7 +267,13 @@ def _summary(path, rows, calls, case, n_models, plan_bytes):
             "work": sum(by_worker.values()),
             "work cpu": work_cpu,
             "imbalance": (max(by_worker.values()) - min(by_worker.values())) if len(by_worker) > 1 else 0.0,
+            # the same in the batches' CPU time, which other jobs on the machine do not stretch
+            "imbalance cpu": (max(cpu_by_worker.values()) - min(cpu_by_worker.values())) if len(by_worker) > 1 else 0.0,
             "notify": r["waited"] - last,
+            "to workers": arrive - r["submitted"],
+            "worker to thread": max(0.0, first - arrive) if handled else 0.0,
+            "thread to reply": leave - last if handled else 0.0,
+            "reply to client": r["waited"] - leave if handled else 0.0,
             "gather": r.get("gathered", r["waited"]) - r["waited"],
             "merge": r["passed"] - r.get("gathered", r["waited"]),
             "update": r["updated"] - r["passed"],
@@ -244,12 +295,34 @@ def _print(r):
     m = r["median_ms"]
     print(f"{r['path']:6s} {r['case']:9s} x{r['n_models']:<2d} wall {m['wall']:7.1f} (min {r['min_wall_ms']:7.1f}) | "
           f"client pre {m['client pre']:5.1f}  dispatch {m['dispatch']:5.1f}  compute {m['compute']:6.1f} "
-          f"(work {m['work']:6.1f}, its CPU {m['work cpu']:6.1f}, imbalance {m['imbalance']:5.1f})  "
+          f"(work {m['work']:6.1f}, its CPU {m['work cpu']:6.1f}, imbalance {m['imbalance']:5.1f}, "
+          f"in CPU {m['imbalance cpu']:5.1f})  "
           f"notify {m['notify']:5.1f}  gather {m['gather']:5.1f}  merge {m['merge']:5.1f}  "
           f"update {m['update']:5.1f} | batches {m['batches']:.0f}, plan {r['plan_bytes'] / 1024:.1f} KiB", flush=True)
+    if m["to workers"] or m["reply to client"]:
+        print(f"{'':19s} direct: to the workers {m['to workers']:.1f}, in the worker to its thread "
+              f"{m['worker to thread']:.1f}; last batch to its reply {m['thread to reply']:.1f}, "
+              f"reply to the client {m['reply to client']:.1f}", flush=True)
     print(f"{'':19s} CPU ms/iter: client main thread {m['client main cpu']:.1f}, client's other threads "
           f"(event loop; a LocalCluster's scheduler) {m['client other cpu']:.1f}; workers outside the batches "
           f"{m['workers cpu outside batches']:.1f} (both)", flush=True)
+
+
+def _sklearn_lloyd(X, k, iters, when):
+    """scikit-learn's Lloyd iteration on ``X`` in this process (its OpenMP threads), as bench_kmeans.py times it."""
+    from benchlib import marginal_seconds
+    from sklearn.cluster import KMeans as SkKMeans
+
+    start = X[np.random.default_rng(0).choice(len(X), k, replace=False)]
+
+    def fit(it):
+        SkKMeans(k, init=start, n_init=1, max_iter=it, tol=0.0, algorithm="lloyd").fit(X)
+
+    r = marginal_seconds(fit, iters, 3)
+    print(f"scikit-learn KMeans Lloyd iteration ({when}): {r['per_iter'] * 1e3:.1f} ms (min {r['min'] * 1e3:.1f}; "
+          f"{', '.join(f'{v * 1e3:.1f}' for v in r['all'])}), load {os.getloadavg()}", flush=True)
+    return {"path": "scikit-learn", "case": "kmeans", "when": when, "ms_per_iter": r["per_iter"] * 1e3,
+            "min_ms": r["min"] * 1e3, "all_ms": [v * 1e3 for v in r["all"]], "load": os.getloadavg()}
 
 
 def main(argv=None):
@@ -265,6 +338,11 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--paths", default="tasks,direct",
                     help="how passes over the placed chunks run: as tasks, or outside the task graph (client.run)")
+    ap.add_argument("--sklearn", type=int, default=0, metavar="ITERS",
+                    help="also time scikit-learn's KMeans Lloyd iteration in this process on its threads (as "
+                         "scripts/bench_kmeans.py does: the marginal cost of ITERS iterations, median of 3), "
+                         "before and after the clusters")
+    ap.add_argument("--label", default="", help="a name for this run's records (e.g. the code profiled)")
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -272,6 +350,7 @@ def main(argv=None):
     import dask.array as da
     from sklearn.datasets import make_blobs
 
+    import daskgmm
     from daskgmm.engine.cluster import kernels_in_use
     from daskgmm.engine.passes import ChunkedData
 
@@ -279,7 +358,10 @@ def main(argv=None):
     X, _ = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=2.0, random_state=7)
     X = X.astype(a.dtype)
     results = []
-    print(f"{n:,} x {d} {a.dtype}, K = {k}, chunks of {a.chunk_rows} rows; load {os.getloadavg()}", flush=True)
+    print(f"{n:,} x {d} {a.dtype}, K = {k}, chunks of {a.chunk_rows} rows; load {os.getloadavg()}; "
+          f"daskgmm from {os.path.dirname(daskgmm.__file__)} {a.label}", flush=True)
+    if a.sklearn:
+        results.append(_sklearn_lloyd(X, k, a.sklearn, "before"))
     for nw in [int(v) for v in a.workers.split(",")]:
         with bench_cluster(nw) as client:
             print(f"{nw} worker(s) x 1 thread, kernel {kernels_in_use(client)}", flush=True)
@@ -293,6 +375,10 @@ def main(argv=None):
                         _print(r)
                         results.append(r)
             del data, Xd
+    if a.sklearn:
+        results.append(_sklearn_lloyd(X, k, a.sklearn, "after"))
+    for r in results:
+        r["label"] = a.label
     print(f"load after: {os.getloadavg()}")
     if a.out:
         with open(a.out, "w") as f:

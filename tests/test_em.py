@@ -116,6 +116,32 @@ def test_balanced_targets_are_contiguous_runs_that_keep_chunks_where_they_are():
     assert [t for i, t in enumerate(out) if i == 0 or out[i - 1] != t] == ["a", "b", "c"]
 
 
+def test_share_cuts_split_the_rows_evenly_over_threads():
+    from daskgmm.engine.tree import share_cuts
+
+    # the profile's chunks: 8 of 131,072 rows but the last; two threads take 500,000 rows each
+    sizes = [131072] * 7 + [82496]
+    pieces = share_cuts(sizes, 2)
+    assert pieces[3:5] == [(3, 0, 106784), (3, 106784, 131072)] and len(pieces) == 9
+    assert sum(b - a for _, a, b in pieces[:4]) == 500_000
+    # every chunk's rows, once, in order; no piece larger than its chunk
+    assert [(i, a) for i, a, _ in pieces] == sorted((i, a) for i, a, _ in pieces)
+    for threads in (1, 2, 3, 4, 7):
+        pieces = share_cuts(sizes, threads)
+        assert [sum(b - a for j, a, b in pieces if j == i) for i in range(8)] == sizes
+        mids = np.cumsum([b - a for _, a, b in pieces]) - 0.5 * np.array([b - a for _, a, b in pieces])
+        # each thread's share is whole pieces: a piece's middle tells whose it is, and the shares' rows are equal
+        share = np.searchsorted(np.arange(1, threads) * 1_000_000 / threads, mids)
+        rows = np.bincount(share, weights=[b - a for _, a, b in pieces], minlength=threads)
+        assert np.all(np.abs(rows - 1_000_000 / threads) <= 0.01 * 1_000_000 / threads + 1), (threads, rows)
+    # one thread, or chunks already on the shares (the default chunking of NumPy input): nothing is cut
+    assert share_cuts(sizes, 1) == [(i, 0, n) for i, n in enumerate(sizes)]
+    assert share_cuts([125_000] * 8, 2) == [(i, 0, 125_000) for i in range(8)]
+    # a boundary within 1% of a share of a chunk's edge stays there
+    assert share_cuts([501_000, 499_000], 2) == [(0, 0, 501_000), (1, 0, 499_000)]
+    assert share_cuts([100], 3) == [(0, 0, 33), (0, 33, 67), (0, 67, 100)]
+
+
 def test_batches_split_a_workers_run_by_threads():
     from daskgmm.engine.tree import contiguous_batches
 
@@ -186,9 +212,14 @@ def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, fai
 
     def run(fn, *args, **kwargs):
         calls.append((fn.__name__, kwargs.get("callback_timeout", 0) >= engine.STALL_SECONDS))  # bounded
-        if failure == "raises":
-            raise OSError("connection closed")
-        return {w: None for w in kwargs["workers"]}  # as _direct_batches answers for a missing chunk
+
+        async def answer():  # the engine awaits the call (asynchronous=True) beside its question to the scheduler
+            if failure == "raises":
+                raise OSError("connection closed")
+            return {w: None for w in kwargs["workers"]}  # as _direct_batches answers for a missing chunk
+
+        assert kwargs.get("asynchronous")
+        return answer()
 
     monkeypatch.setattr(process_client, "run", run)
     np.testing.assert_array_equal(stats(), ref)
@@ -261,3 +292,37 @@ def test_a_pass_leaves_no_futures_behind(process_client):
         assert set(process_client.futures) == before
     finally:
         gc.enable()
+
+
+def test_placed_chunks_are_cut_at_the_workers_shares(process_client):
+    """Chunks that would leave one worker more rows than the other are cut where the shares meet: each
+    worker holds half the rows (one copy of each piece), and a pass gives the bits of the same pieces as
+    a graph, and the fit of the uncut chunks to rounding."""
+    X = da.random.default_rng(0).standard_normal((7000, 3), chunks=2000)  # 2000, 2000, 2000, 1000
+    w = da.random.default_rng(1).uniform(0.5, 2.0, 7000, chunks=2000)
+    data = ChunkedData(process_client.persist(X), process_client.persist(w), cache="memory", split_every=4)
+    assert list(np.diff(data.offsets)) == [2000, 1500, 500, 2000, 1000]
+    holders = process_client.who_has(data._futures + data._wfutures)
+    assert all(len(h) == 1 for h in holders.values()), holders
+    rows: dict = {}
+    for fut, wfut, n in zip(data._futures, data._wfutures, np.diff(data.offsets)):
+        (where,) = holders[fut.key]
+        assert holders[wfut.key] == (where,)  # the weights with their rows
+        rows[where] = rows.get(where, 0) + n
+    assert sorted(rows.values()) == [3500, 3500]
+    req = _mixture_request()
+
+    def stats(d):
+        (st,) = d.run(req, np.zeros(3))[0]
+        return np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik, st.weight]])
+
+    first, placed = stats(data), stats(data)  # as tasks, then outside the task graph
+    assert data.direct_passes == 1
+    np.testing.assert_array_equal(first, placed)
+    pieces = (2000, 1500, 500, 2000, 1000)
+    graph = ChunkedData(X.rechunk({0: pieces}), w.rechunk((pieces,)), cache="none", split_every=4)
+    np.testing.assert_array_equal(stats(graph), placed)
+    uncut = ChunkedData(X, w, cache="none", split_every=4)
+    np.testing.assert_allclose(stats(uncut), placed, rtol=1e-12)
+    # the sample is keyed by row number: the same rows for any chunking
+    np.testing.assert_array_equal(data.sample_rows(), uncut.sample_rows())

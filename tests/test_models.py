@@ -136,3 +136,37 @@ def test_first_best_keeps_the_first_run_within_rounding_of_the_best():
     # a non-finite objective: the plain rule (numpy's argmax / argmin)
     assert first_best([-np.inf, 1.0, 1.0 + 1e-15], maximize=True) == 2
     assert first_best([np.nan, 1.0], maximize=False) == 0
+
+
+def test_the_loop_asks_for_the_worst_rows_only_when_a_cluster_is_empty(monkeypatch):
+    """k-means passes keep no worst rows (they cost every block); a pass that empties a cluster is followed by
+    one with the same centres that returns them, and the relocation is scikit-learn's, as with them kept."""
+    import dask.array as da
+
+    import daskgmm.em.loop as loop
+    from daskgmm.engine.passes import ChunkedData
+
+    X = np.array([[0, 0], [0.5, 0], [0.5, 1], [1, 1]], dtype=float)
+    data = ChunkedData(da.from_array(X, chunks=2), cache="none")
+    calls = []
+    real = loop.run_specs
+
+    def counted(data, specs, centre):
+        calls.append([s.n_worst for s in specs])
+        return real(data, specs, centre)
+
+    monkeypatch.setattr(loop, "run_specs", counted)
+    start = KMeansState(np.array([[0.5, 0.5], [3.0, 3.0]]))
+    assert start.spec(np.zeros(2)).n_worst == 0
+    (run,) = loop.lockstep(data, [loop.Run(start, objective=np.inf)], centre=np.zeros(2), max_iter=1)
+    assert calls == [[2]]
+    d2 = ((X - [0.5, 0.5]) ** 2).sum(axis=1)
+    far = int(np.lexsort((np.arange(4), -d2))[0])
+    np.testing.assert_array_equal(run.state.centers[1], X[far])
+    np.testing.assert_allclose(run.state.centers[0], np.delete(X, far, axis=0).mean(axis=0))
+    assert run.history[0]["events"] == [f"cluster 1 was empty; moved to row {far}"]
+    # no cluster empty: no second pass; relocation off: none either
+    loop.lockstep(data, [loop.Run(run.state, objective=np.inf)], centre=np.zeros(2), max_iter=2)
+    off = KMeansState(np.array([[0.5, 0.5], [3.0, 3.0]]), relocate_empty=False)
+    (run,) = loop.lockstep(data, [loop.Run(off, objective=np.inf)], centre=np.zeros(2), max_iter=1)
+    assert calls == [[2]] and run.state.centers[1].tolist() == [3.0, 3.0]

@@ -9,7 +9,7 @@ stops a model on its own convergence test or at ``max_iter``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,21 @@ def one_pass(data: ChunkedData, states: list, centre) -> list:
     own = [i for i, s in enumerate(states) if hasattr(s, "request")]
     specs = [(i, s.spec(centre)) for i, s in enumerate(states) if not hasattr(s, "request")]
     return _serve(data, specs, [(i, states[i].request(centre)) for i in own], len(states), centre)
+
+
+def with_worst_rows(data: ChunkedData, states: list, stats: list, centre) -> list:
+    """``stats``, with the worst rows added for the states that ask for them after the pass (``needs_worst``:
+    k-means, when a cluster came back empty), found by one more pass with the same parameters: its
+    statistics are those of the pass, so only its worst rows are taken."""
+    want = [(j, n) for j, st in enumerate(states)
+            if (n := getattr(st, "needs_worst", lambda _: 0)(stats[j]))]
+    if not want:
+        return stats
+    again = run_specs(data, [states[j].spec(centre, n_worst=n) for j, n in want], centre)
+    out = list(stats)
+    for (j, _), st in zip(want, again, strict=True):
+        out[j] = replace(out[j], worst=st.worst)
+    return out
 
 
 def run_specs(data: ChunkedData, specs: list, centre) -> list:
@@ -101,7 +116,8 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
                 r.done = True
             return runs
         t0 = time.perf_counter()
-        stats = one_pass(data, [r.state for r in active], centre)
+        stats = with_worst_rows(data, [r.state for r in active], one_pass(data, [r.state for r in active], centre),
+                                centre)
         seconds = time.perf_counter() - t0
         for r, st in zip(active, stats):
             obj = r.state.objective(st)

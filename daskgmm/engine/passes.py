@@ -22,6 +22,7 @@ CPU); another chunking or kernel gives the same result to rounding.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import uuid
@@ -128,8 +129,6 @@ async def _direct_batches(plan: _Plan, levels, split_every, jobs, dask_worker=No
     or the worker is not running (paused for memory): the caller then runs the pass as tasks,
     and the scheduler recomputes what was lost, or the pass waits for the worker within its bound.
     """
-    import asyncio
-
     _quiet_direct_log()
     if getattr(dask_worker.status, "name", "") != "running":
         return None  # paused for memory (or closing): the tasks wait for it, within the stall bound
@@ -246,9 +245,11 @@ class ChunkedData:
         self.direct_passes = 0  # how many did
         self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
+            # the passes' chunks: the data's, some cut at the threads' shares of the rows (no chunk larger)
             placed = persist_placed(self.client, X, sample_weight, np.diff(self.offsets))
             self._futures, self._wfutures = placed.futures, placed.weight_futures
             self._targets, self._batches = placed.targets, placed.batches
+            self.offsets = np.concatenate([[0], np.cumsum(placed.sizes)]).astype(np.int64)
         elif self.persisted:
             X, sample_weight = persist_local(X, sample_weight)
         self.X = X
@@ -308,11 +309,13 @@ class ChunkedData:
 
         plan = self._ship(self._plan(requests, centre))
         tag = uuid.uuid4().hex[:12]
+        # placed chunks may be pieces of the data's (persist_placed): their futures are the chunks
+        blocks, wblocks = (self._blocks, self._wblocks) if self._futures is None else (self._futures, self._wfutures)
         parts = [
             delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False, traverse=False)(
                 b, w, int(self.offsets[i]), plan
             )
-            for i, (b, w) in enumerate(zip(self._blocks, self._wblocks))
+            for i, (b, w) in enumerate(zip(blocks, wblocks))
         ]
         level = 0
         se = self.split_every
@@ -372,15 +375,30 @@ class ChunkedData:
                  int(self.offsets[i]))
                 for i in idx
             ])
+        client = self.client
+        # bounded (a worker frozen, not dead, would never answer), far above what passes take
+        bound = STALL_SECONDS + 10 * self._slowest
+
+        async def call():
+            run = asyncio.ensure_future(client.run(_direct_batches, plan, levels, se, jobs, workers=sorted(jobs),
+                                                   on_error="return", callback_timeout=bound, asynchronous=True))
+            try:
+                # a worker the scheduler no longer knows (it died; a restarted one has another address) would
+                # hold the call for distributed's connect timeout (30 s) before failing: the scheduler is asked
+                # at the same time (~0.5 ms, answered first), and the call dropped if one is missing
+                if not set(jobs) <= set(await client.nthreads(asynchronous=True)):
+                    run.cancel()
+                    return None
+            except BaseException:
+                run.cancel()
+                raise
+            return await run
+
         try:
-            # a worker the scheduler no longer knows (it died; a restarted one has another address) would
-            # hold the call for distributed's connect timeout (30 s) before failing: asked first (~1 ms)
-            if not set(jobs) <= set(self.client.nthreads()):
-                return None
-            # bounded (a worker frozen, not dead, would never answer), far above what passes take
-            out = self.client.run(_direct_batches, plan, levels, se, jobs, workers=sorted(jobs), on_error="return",
-                                  callback_timeout=STALL_SECONDS + 10 * self._slowest)
+            out = client.sync(call, callback_timeout=bound)
         except Exception:  # the scheduler or a worker went away, or the bound: the task path tells, or recovers
+            return None
+        if out is None:
             return None
         values: dict = {}
         for target, batches in jobs.items():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from daskgmm.engine.cluster import blas_threads, cluster_memory, local_memory, wait_bounded, workers
-from daskgmm.engine.tree import balanced_targets, contiguous_batches
+from daskgmm.engine.tree import balanced_targets, contiguous_batches, share_cuts
 
 #: Fraction of the workers' (or this machine's) memory the data may take when
 #: ``cache="auto"`` decides to keep it in memory.
@@ -70,17 +70,21 @@ class Placement:
     """Persisted chunks and where they are.
 
     futures, weight_futures : list
-        One future per chunk (weights: None each when there are none).
+        One future per chunk as the passes see them (weights: None each when there are none):
+        the data's chunks, some cut in pieces at the threads' shares of the rows (``sizes``).
     targets : list
         Each chunk's worker (None: unrestricted, when placement failed).
     batches : list of (worker, list of chunk indices)
         One contiguous run of a worker's chunks per worker thread.
+    sizes : list of int
+        Rows of each chunk (of ``futures``).
     """
 
     futures: list
     weight_futures: list
     targets: list = field(default_factory=list)
     batches: list = field(default_factory=list)
+    sizes: list = field(default_factory=list)
 
 
 def worker_threads(client) -> list:
@@ -112,16 +116,46 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
     futs = persisted(X)
     wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
     wait_bounded(client, futs + wfuts, "persist")
-    targets = [None] * len(futs)
     # the workers as they are now (one that died while persisting has a new address);
     # placement is only an optimisation: any failure leaves the chunks where they are
     threads = worker_threads(client)
+    sizes = [int(n) for n in sizes]
+    pieces = share_cuts(sizes, sum(t for _, t in threads)) if threads else []
+    if len(pieces) > len(sizes):
+        futs, wfuts = cut_chunks(client, futs, wfuts, pieces)
+        sizes = [b - a for _, a, b in pieces]
+        wait_bounded(client, futs + [f for f in wfuts if f is not None], "persist")
+    targets = [None] * len(futs)
     if threads:  # (none listed while workers restart)
         try:
             targets = place(client, futs, wfuts, threads, sizes)
         except Exception:  # a worker gone meanwhile, a scheduler without daskgmm: chunks stay
             pass
-    return Placement(futs, wfuts, targets, contiguous_batches(sizes, targets, dict(threads)))
+    return Placement(futs, wfuts, targets, contiguous_batches(sizes, targets, dict(threads)), sizes)
+
+
+def _rows(x, start, stop):
+    """Rows ``start:stop`` of a chunk (a view of a NumPy chunk: the piece that stays on the chunk's
+    worker costs no memory; the one moved is copied by the move)."""
+    return x[start:stop]
+
+
+def cut_chunks(client, futs, wfuts, pieces):
+    """Futures of the pieces (:func:`daskgmm.engine.tree.share_cuts`) of persisted chunks: a chunk
+    that is not cut keeps its future, a piece is a task on its chunk (computed where the chunk is,
+    recomputed from it after a worker dies)."""
+    from dask.base import tokenize
+
+    sizes: dict = {}
+    for i, _, b in pieces:
+        sizes[i] = max(sizes.get(i, 0), b)
+
+    def piece(f, i, a, b):
+        if f is None or (a == 0 and b == sizes[i]):
+            return f
+        return client.submit(_rows, f, a, b, key=f"daskgmm-rows-{tokenize(f.key, a, b)}")
+
+    return ([piece(futs[i], i, a, b) for i, a, b in pieces], [piece(wfuts[i], i, a, b) for i, a, b in pieces])
 
 
 def place(client, futs, wfuts, threads, sizes) -> list:

@@ -183,7 +183,9 @@ class KMeansState:
         ``tol`` times the mean feature variance).
     relocate_empty : bool
         Move empty clusters onto the rows farthest from their centres, as
-        scikit-learn does (needs the pass to return the worst rows).
+        scikit-learn does (needs the pass to return the worst rows: the loop asks
+        for them by a second pass with the same centres when a cluster comes back
+        empty, :meth:`needs_worst`).
     """
 
     centers: np.ndarray
@@ -197,10 +199,19 @@ class KMeansState:
         return self.centers.shape[0]
 
     def spec(self, centre, n_worst: int = 0) -> ModelSpec:
-        n_worst = max(n_worst, self.n_components if self.relocate_empty else 0)
+        # no worst rows by default: keeping them costs every block of every pass (~4.5 ms of CPU per
+        # 1M rows, 15% of the compiled k-means pass), and they serve only a pass that empties a cluster
         return ModelSpec(
             kmeans_natural_params(self.centers - centre), "spherical", "hard", n_worst=n_worst
         )
+
+    def needs_worst(self, stats: SuffStats) -> int:
+        """How many worst rows the pass that gave ``stats`` must return for :meth:`update` (0: none):
+        the number of clusters when one is empty and relocation is on, and the pass returned none.
+        The loop then asks a pass with the same centres for them (the same rows)."""
+        if self.relocate_empty and stats.worst is None and bool(np.any(stats.n <= 0)):
+            return self.n_components
+        return 0
 
     objective_name = "inertia"
 
