@@ -84,26 +84,38 @@ def _import(variant: str):
     return importlib.import_module(f"daskgmm.kernels._core_{variant}")
 
 
-def _choose() -> dict:
-    """Decide once per process: ``{"module", "variant", "reason", "built", "cpu"}``."""
-    asked = os.environ.get("DASKGMM_KERNEL", "auto").strip().lower() or "auto"
-    names = variant_names()
+def _asked() -> str:
+    return os.environ.get("DASKGMM_KERNEL", "auto").strip().lower() or "auto"
+
+
+def _detect() -> tuple[list[str], dict, str | None]:
+    """The variants built (best first), the CPU's features, and why the probe module does not load (or None)."""
     built, cpu = [], {}
-    for name in names:
+    for name in variant_names():
         try:
             _spec = importlib.util.find_spec(f"daskgmm.kernels._core_{name}")
         except (ImportError, ValueError):
             _spec = None
         if _spec is not None:
             built.append(name)
-    out = {"module": None, "variant": "numpy", "reason": None, "built": built, "cpu": cpu, "asked": asked}
     probe = "baseline" if _is_x86() else "generic"
     if probe in built:
         try:
             cpu.update(_import(probe).cpu_features())
         except ImportError as exc:
-            out["reason"] = f"the compiled core's {probe} module does not load ({exc})"
-            return out
+            return built, cpu, f"the compiled core's {probe} module does not load ({exc})"
+    return built, cpu, None
+
+
+def _choose() -> dict:
+    """Decide once per process: ``{"module", "variant", "reason", "built", "cpu"}``."""
+    asked = _asked()
+    names = variant_names()
+    built, cpu, broken = _detect()
+    out = {"module": None, "variant": "numpy", "reason": None, "built": built, "cpu": cpu, "asked": asked}
+    if broken:
+        out["reason"] = broken
+        return out
     if asked == "numpy":
         out["reason"] = "switched off by DASKGMM_KERNEL=numpy"
         return out
@@ -220,9 +232,10 @@ def config() -> dict:
     """The build and this process's choice: what :func:`daskgmm.show_config` prints."""
     try:
         state = _get()
-    except KernelChoiceError as exc:
-        return {"kernel": "none", "reason": str(exc), "DASKGMM_KERNEL": os.environ.get("DASKGMM_KERNEL", ""),
-                "machine": platform.machine(), "variants_built": [], "cpu_features": {}}
+    except KernelChoiceError as exc:  # no choice, but what is built and what the CPU has are still facts
+        built, cpu, _broken = _detect()
+        return {"kernel": "none", "reason": str(exc), "DASKGMM_KERNEL": _asked(), "machine": platform.machine(),
+                "variants_built": built, "cpu_features": {k: bool(v) for k, v in cpu.items()}}
     mod = state["module"]
     info = {
         "kernel": kernel_name(),
