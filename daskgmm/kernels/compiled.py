@@ -59,6 +59,17 @@ class KernelCheckWarning(UserWarning):
 
 _state: dict = {}
 _lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    # a child forked while another thread chose (and ran the check) inherits the lock held by a
+    # thread it does not have: it would wait forever; it chooses again with a lock of its own
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 #: the known-answer check's verdict per variant module (None: passed), kept across :func:`reset`
 _verdicts: dict = {}
 #: the check itself: :func:`daskgmm.kernels.selfcheck.known_answer`, which runs the requests (above
