@@ -188,3 +188,22 @@ def test_a_child_forked_during_the_check_does_not_hang(fresh):
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung on the choice's lock")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_warning_as_an_error_leaves_show_config_working(fresh):
+    """Under a filter that makes warnings errors (-W error), the first use raises the check's warning;
+    show-config, which the warning asks for, still prints the verdict, and the choice is made."""
+    names = _runnable()
+    if len(names) < 2:
+        pytest.skip("needs two variants this CPU runs")
+    real = compiled._import
+    fresh.setattr(compiled, "_import", lambda n: Wrong(real(n)) if n == names[0] else real(n))
+    compiled.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(compiled.KernelCheckWarning):
+            compiled.ready()
+        cfg = compiled.config()
+        assert cfg["kernel"] == f"compiled-{names[1]}"
+        assert cfg["known_answer"].startswith(f"the {names[0]} variant fails")
+        assert compiled.ready() is not None

@@ -196,9 +196,8 @@ def _checked(state: dict) -> dict:
     state["failed"] = note
     if state["module"] is None:
         state["reason"] = note
-    warnings.warn(f"daskgmm's compiled core, as built on this machine, gives wrong answers: {note}. Passes use "
-                  f"{kernel_name_of(state)}. Please report this with the output of `daskgmm show-config`.",
-                  KernelCheckWarning, stacklevel=3)
+    state["warning"] = (f"daskgmm's compiled core, as built on this machine, gives wrong answers: {note}. Passes "
+                        f"use {kernel_name_of(state)}. Please report this with the output of `daskgmm show-config`.")
     return state
 
 
@@ -206,7 +205,13 @@ def _get() -> dict:
     if not _state:
         with _lock:
             if not _state:
-                _state.update(_checked(_choose()))
+                state = _checked(_choose())
+                warning = state.pop("warning", None)
+                # the choice is kept before the warning: under a filter that makes it an error, the
+                # first use raises it, and show-config (which it asks for) still works
+                _state.update(state)
+                if warning:
+                    warnings.warn(warning, KernelCheckWarning, stacklevel=3)
     return _state
 
 
@@ -242,7 +247,10 @@ def describe() -> str:
 def config() -> dict:
     """The build and this process's choice: what :func:`daskgmm.show_config` prints."""
     try:
-        state = _get()
+        try:
+            state = _get()
+        except KernelCheckWarning:  # warnings as errors: the choice was kept, the warning raised once
+            state = _get()
     except KernelChoiceError as exc:  # no choice, but what is built and what the CPU has are still facts
         built, cpu, _broken = _detect()
         return {"kernel": "none", "reason": str(exc), "DASKGMM_KERNEL": _asked(), "machine": platform.machine(),
