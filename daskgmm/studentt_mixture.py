@@ -103,7 +103,7 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
 
     _parameter_constraints: typing.ClassVar[dict] = {
         **BaseMixture._parameter_constraints,
-        "df": [Interval(float, 0.0, None, "neither")],
+        "df": [Interval(float, 0.0, np.inf, "neither")],  # finite: an infinite df is no t density here
         "fixed_df": [BOOLEAN],
     }
 

@@ -334,3 +334,20 @@ def test_prediction_logits_equal_numpy(variant, ct, dtype, monkeypatch):
     ok = ~np.isnan(want).any(axis=1)
     scale = np.abs(want[ok]).max()
     np.testing.assert_allclose(got[ok], want[ok], rtol=0, atol=(1e-13 if dtype == np.float64 else 2e-6) * scale)
+
+
+def test_show_config_under_a_bad_choice_still_says_what_is_built(monkeypatch):
+    """DASKGMM_KERNEL naming a variant this CPU lacks: the choice fails, but what was built and what the
+    CPU has are facts show-config still prints (they once read "none" and "unknown")."""
+    want = compiled.config()
+    monkeypatch.setenv("DASKGMM_KERNEL", "sse9")
+    compiled.reset()
+    try:
+        cfg = compiled.config()
+    finally:
+        monkeypatch.delenv("DASKGMM_KERNEL")
+        compiled.reset()
+    assert cfg["kernel"] == "none" and "DASKGMM_KERNEL must be one of" in cfg["reason"]
+    assert cfg["DASKGMM_KERNEL"] == "sse9"
+    assert cfg["variants_built"] == want["variants_built"]
+    assert cfg["cpu_features"] == want["cpu_features"]

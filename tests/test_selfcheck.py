@@ -4,6 +4,10 @@ A build that gives wrong answers is simulated by a wrapper around a real variant
 nudges one statistic after the core has computed it.
 """
 
+import os
+import signal
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -140,3 +144,66 @@ def test_a_module_older_than_the_code_is_not_used(fresh):
     compiled.reset()
     with pytest.warns(compiled.KernelCheckWarning, match="the check raised AttributeError: .*studentt_block"):
         assert compiled.ready() is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_during_the_check_does_not_hang(fresh):
+    """A process forked while another thread runs the check (and holds the choice's lock) chooses
+    again in the child: the lock it inherited is held by a thread the child does not have."""
+    parent = os.getpid()
+    started, release = threading.Event(), threading.Event()
+    real = compiled._known_answer[0]
+
+    def slow(module):
+        if os.getpid() == parent:
+            started.set()
+            release.wait(20)
+        return real(module)
+
+    fresh.setattr(compiled, "_known_answer", [slow])
+    fresh.setattr(compiled, "_verdicts", {})  # checked again: verdicts outlive reset()
+    compiled.reset()
+    t = threading.Thread(target=compiled.ready, daemon=True)
+    t.start()
+    try:
+        assert started.wait(20)
+        pid = os.fork()
+        if pid == 0:  # the child: choose, and say what it chose by the exit status
+            try:
+                compiled.ready()
+                os._exit(0 if compiled.kernel_name() != "" else 3)
+            except BaseException:
+                os._exit(4)
+    finally:
+        release.set()
+        t.join(20)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the choice's lock")
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_warning_as_an_error_leaves_show_config_working(fresh):
+    """Under a filter that makes warnings errors (-W error), the first use raises the check's warning;
+    show-config, which the warning asks for, still prints the verdict, and the choice is made."""
+    names = _runnable()
+    if len(names) < 2:
+        pytest.skip("needs two variants this CPU runs")
+    real = compiled._import
+    fresh.setattr(compiled, "_import", lambda n: Wrong(real(n)) if n == names[0] else real(n))
+    compiled.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(compiled.KernelCheckWarning):
+            compiled.ready()
+        cfg = compiled.config()
+        assert cfg["kernel"] == f"compiled-{names[1]}"
+        assert cfg["known_answer"].startswith(f"the {names[0]} variant fails")
+        assert compiled.ready() is not None

@@ -354,6 +354,10 @@ def test_refusals_and_parameter_errors(blobs):
     assert not hasattr(StudentTMixture(), "partial_fit")
     with pytest.raises(ValueError, match=r"The 'df' parameter of StudentTMixture must be a float in the range"):
         StudentTMixture(3, df=0.0).fit(X)
+    # an infinite df passed the parameter check and failed in a pass, naming the compiled core's argument
+    # ("df[0] must be positive and finite") or, with DASKGMM_KERNEL=numpy, as a collapsed covariance
+    with pytest.raises(ValueError, match=r"The 'df' parameter of StudentTMixture must be a float in the range.*inf"):
+        StudentTMixture(3, df=np.inf).fit(X)
     with pytest.raises(ValueError, match=r"The 'fixed_df' parameter of StudentTMixture"):
         StudentTMixture(3, fixed_df="yes").fit(X)
     bad = X.copy()

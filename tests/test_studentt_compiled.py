@@ -278,3 +278,27 @@ def test_a_fit_with_the_core_equals_one_without(monkeypatch, missing):
     for name in ("weights_", "means_", "covariances_", "df_"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-8, atol=1e-10, err_msg=name)
     assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=1e-10)
+
+
+@pytest.mark.parametrize("entry", ["studentt_block", "mixture_block"])
+def test_sub_rows_is_checked_and_bounded_by_the_rows(entry):
+    """A sub-block longer than the block is the block (2**62 rows once overflowed the scratch's size and
+    crashed the process); a negative one is an error naming it."""
+    mod = _core()
+
+    def run(sub):
+        a = _good_args(n=37)
+        a["x"] = _rows(37, 3, seed=3)
+        a["theta"] = np.random.default_rng(4).normal(size=a["theta"].shape)
+        if entry == "mixture_block":
+            a = dict(x=a["x"], centre=a["centre"], w=None, theta=a["theta"], level=a["level"], bounds=a["bounds"],
+                     modes=np.zeros(1, np.int64), S=a["S"], per_row=a["per_row"], rlogr=np.zeros(1))
+        getattr(mod, entry)(**a, sub_rows=sub)
+        return a["S"], a["per_row"]
+
+    want = run(37)
+    for sub in (2**62, 2**63 - 1, 10**12):
+        for g, r in zip(run(sub), want, strict=True):
+            np.testing.assert_array_equal(g, r)
+    with pytest.raises(ValueError, match="sub_rows must be >= 0"):
+        run(-1)

@@ -2435,6 +2435,17 @@ bool get_marginal(PyObject* entry, int64_t m, int64_t k, int64_t d, Buf& mb, Buf
     return true;
 }
 
+// sub_rows: 0 the default, else rows per sub-block; more than the block's rows is the block (the
+// scratch is sized by it, and a size near 2**63 would overflow its byte count).
+bool check_sub_rows(long long& sub_rows, int64_t n) {
+    if (sub_rows < 0) {
+        PyErr_Format(PyExc_ValueError, "sub_rows must be >= 0 (0: the default), got %lld", sub_rows);
+        return false;
+    }
+    if (sub_rows > n) sub_rows = n > 0 ? n : 1;
+    return true;
+}
+
 // bounds (M + 1,) int64: starts at 0, never decreases, M >= 1.
 bool get_bounds(PyObject* ob, Buf& b) {
     if (!get(ob, b, "bounds", 1, 'q', false)) return false;
@@ -2511,6 +2522,7 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!get_rows(ox, oc, level, x, c)) return nullptr;
     const char dt = elem_code(x.view);
     const int64_t n = x.view.shape[0], d = x.view.shape[1];
+    if (!check_sub_rows(sub_rows, n)) return nullptr;
     const bool weighted = ow != Py_None;
     if (weighted && (!get(ow, w, "w", 1, 'd', false) || !shape_is(w, "w", n))) return nullptr;
     if (!get_bounds(ob, b)) return nullptr;
@@ -2578,6 +2590,7 @@ PyObject* studentt_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!get_rows(ox, oc, level, x, c)) return nullptr;
     const char dt = elem_code(x.view);
     const int64_t n = x.view.shape[0], d = x.view.shape[1];
+    if (!check_sub_rows(sub_rows, n)) return nullptr;
     const bool weighted = ow != Py_None;
     if (weighted && (!get(ow, w, "w", 1, 'd', false) || !shape_is(w, "w", n))) return nullptr;
     if (!get_bounds(ob, b)) return nullptr;

@@ -59,6 +59,17 @@ class KernelCheckWarning(UserWarning):
 
 _state: dict = {}
 _lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    # a child forked while another thread chose (and ran the check) inherits the lock held by a
+    # thread it does not have: it would wait forever; it chooses again with a lock of its own
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 #: the known-answer check's verdict per variant module (None: passed), kept across :func:`reset`
 _verdicts: dict = {}
 #: the check itself: :func:`daskgmm.kernels.selfcheck.known_answer`, which runs the requests (above
@@ -84,26 +95,38 @@ def _import(variant: str):
     return importlib.import_module(f"daskgmm.kernels._core_{variant}")
 
 
-def _choose() -> dict:
-    """Decide once per process: ``{"module", "variant", "reason", "built", "cpu"}``."""
-    asked = os.environ.get("DASKGMM_KERNEL", "auto").strip().lower() or "auto"
-    names = variant_names()
+def _asked() -> str:
+    return os.environ.get("DASKGMM_KERNEL", "auto").strip().lower() or "auto"
+
+
+def _detect() -> tuple[list[str], dict, str | None]:
+    """The variants built (best first), the CPU's features, and why the probe module does not load (or None)."""
     built, cpu = [], {}
-    for name in names:
+    for name in variant_names():
         try:
             _spec = importlib.util.find_spec(f"daskgmm.kernels._core_{name}")
         except (ImportError, ValueError):
             _spec = None
         if _spec is not None:
             built.append(name)
-    out = {"module": None, "variant": "numpy", "reason": None, "built": built, "cpu": cpu, "asked": asked}
     probe = "baseline" if _is_x86() else "generic"
     if probe in built:
         try:
             cpu.update(_import(probe).cpu_features())
         except ImportError as exc:
-            out["reason"] = f"the compiled core's {probe} module does not load ({exc})"
-            return out
+            return built, cpu, f"the compiled core's {probe} module does not load ({exc})"
+    return built, cpu, None
+
+
+def _choose() -> dict:
+    """Decide once per process: ``{"module", "variant", "reason", "built", "cpu"}``."""
+    asked = _asked()
+    names = variant_names()
+    built, cpu, broken = _detect()
+    out = {"module": None, "variant": "numpy", "reason": None, "built": built, "cpu": cpu, "asked": asked}
+    if broken:
+        out["reason"] = broken
+        return out
     if asked == "numpy":
         out["reason"] = "switched off by DASKGMM_KERNEL=numpy"
         return out
@@ -173,9 +196,8 @@ def _checked(state: dict) -> dict:
     state["failed"] = note
     if state["module"] is None:
         state["reason"] = note
-    warnings.warn(f"daskgmm's compiled core, as built on this machine, gives wrong answers: {note}. Passes use "
-                  f"{kernel_name_of(state)}. Please report this with the output of `daskgmm show-config`.",
-                  KernelCheckWarning, stacklevel=3)
+    state["warning"] = (f"daskgmm's compiled core, as built on this machine, gives wrong answers: {note}. Passes "
+                        f"use {kernel_name_of(state)}. Please report this with the output of `daskgmm show-config`.")
     return state
 
 
@@ -183,7 +205,13 @@ def _get() -> dict:
     if not _state:
         with _lock:
             if not _state:
-                _state.update(_checked(_choose()))
+                state = _checked(_choose())
+                warning = state.pop("warning", None)
+                # the choice is kept before the warning: under a filter that makes it an error, the
+                # first use raises it, and show-config (which it asks for) still works
+                _state.update(state)
+                if warning:
+                    warnings.warn(warning, KernelCheckWarning, stacklevel=3)
     return _state
 
 
@@ -219,10 +247,14 @@ def describe() -> str:
 def config() -> dict:
     """The build and this process's choice: what :func:`daskgmm.show_config` prints."""
     try:
-        state = _get()
-    except KernelChoiceError as exc:
-        return {"kernel": "none", "reason": str(exc), "DASKGMM_KERNEL": os.environ.get("DASKGMM_KERNEL", ""),
-                "machine": platform.machine(), "variants_built": [], "cpu_features": {}}
+        try:
+            state = _get()
+        except KernelCheckWarning:  # warnings as errors: the choice was kept, the warning raised once
+            state = _get()
+    except KernelChoiceError as exc:  # no choice, but what is built and what the CPU has are still facts
+        built, cpu, _broken = _detect()
+        return {"kernel": "none", "reason": str(exc), "DASKGMM_KERNEL": _asked(), "machine": platform.machine(),
+                "variants_built": built, "cpu_features": {k: bool(v) for k, v in cpu.items()}}
     mod = state["module"]
     info = {
         "kernel": kernel_name(),
