@@ -56,6 +56,10 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         draw k-means centres to them: of several k-means starts on the first scan's sample,
         each fitted by EM on (up to 8,192 rows of) that sample, the one of highest t
         likelihood there is the start (no pass over the data; the same for any chunking).
+        "k-means++" and "random_from_data" start from the labels of the nearest chosen row
+        (one pass; ``GaussianMixture``'s first E-step from its start): the start itself,
+        one row per component with scales of ``reg_covar``, would take every ``df_`` to about
+        0.1 in the first update, where EM barely moves.
     df : float, default=4.0
         The degrees of freedom every component starts with (studenttmixture's name).
     fixed_df : bool, default=False

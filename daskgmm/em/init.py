@@ -353,7 +353,7 @@ def label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
 
 def mixture_init_stats(
     data: ChunkedData, centre, *, method: str, jobs: list[tuple],
-    kmeans_tol: float = 1e-4, kmeans_max_iter: int = MIXTURE_KMEANS_MAX_ITER,
+    kmeans_tol: float = 1e-4, kmeans_max_iter: int = MIXTURE_KMEANS_MAX_ITER, chosen_labels: bool = False,
 ):
     """Statistics of the initial responsibilities, one per job, with scikit-learn's meaning.
 
@@ -372,6 +372,10 @@ def mixture_init_stats(
     the scan, the whole initialisation reads the data three times.
     ``k-means++`` and ``random_from_data``: one chosen row per component;
     ``random``: uniform random responsibilities, normalised per row.
+    ``chosen_labels``: for ``k-means++`` and ``random_from_data``, the statistics of the
+    hard labels of the nearest chosen row instead (one more pass): the responsibilities a
+    Gaussian mixture's first E-step gives from scikit-learn's start (one row per component,
+    scales ``reg_covar``), up to ``exp(-gap / (2 reg_covar))`` where two rows are nearly tied.
     For float32 data the statistics of the labels are taken about each centre
     (:func:`label_spec`).
     """
@@ -389,7 +393,7 @@ def mixture_init_stats(
         else:
             centers = initial_centers(data, centre, "k-means++" if method == "k-means++" else "random", ks, seeds)
         by_key = dict(zip(keys, centers))
-        if method != "kmeans":
+        if method != "kmeans" and not chosen_labels:
             return [points_stats(by_key[(k, s)], centre, ct) for k, ct, s in jobs]
         specs = [label_spec(by_key[(k, s)], centre, ct, data.dtype) for k, ct, s in jobs]
         return data.run([MixtureRequest(specs)], centre)[0]

@@ -54,17 +54,25 @@ def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]], 
     The initialisation is ``GaussianMixture``'s (``init_params``: the statistics of k-means
     labels, chosen rows or random responsibilities, then a Gaussian M-step); its
     covariances are the starting scales and every component starts with ``df`` degrees
-    of freedom. "kmeans" (the default) is made robust to gross outliers unless ``robust``
-    is False: several k-means starts, the one the t likelihood prefers on the scan's
-    sample (:func:`sample_fitted_states`).
+    of freedom. From chosen rows ("k-means++", "random_from_data") the statistics are those
+    of the labels of the nearest chosen row (``GaussianMixture``'s first E-step from its
+    start; the start itself, scales of ``reg_covar``, would drive the degrees of freedom to
+    about 0.1 in the first update, where EM barely moves). "kmeans" (the default) is made
+    robust to gross outliers unless ``robust`` is False: several k-means starts, the one the
+    t likelihood prefers on the scan's sample (:func:`sample_fitted_states`).
     """
     methods = {p.init_params for p, _ in jobs}
     if len(methods) != 1:
         raise ValueError(f"jobs must share one init_params, got {sorted(methods)}")
     if robust and methods == {"kmeans"} and not data.sparse:
         return sample_fitted_states(data, scan, jobs)
+    # chosen rows: scikit-learn's start from them has scales of reg_covar, which a Gaussian M-step
+    # repairs at once but a t one only multiplies by about (nu + D)/D per iteration (u ~ 1/δ²), while
+    # its first nu-update, from u ~ reg_covar, takes nu to about 0.1, where EM crawls; so the start is
+    # one Gaussian E-step on: the labels of the nearest chosen row
     stats = mixture_init_stats(
         data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
+        chosen_labels=True,
     )
     states = []
     for (p, _), st in zip(jobs, stats, strict=True):

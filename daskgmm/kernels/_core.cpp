@@ -953,6 +953,7 @@ struct MarginalRow {
     const int64_t* miss;
     int64_t nm;
     double *z, *b, *L, *X, *cc, *xm, *lg, *pm;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
+    double* hl = nullptr;  // (kp) log det P_mm / 2 out (the full step's, for the t pass), or null
 };
 
 // Vectors of components per group: their sums stay in registers.
@@ -1086,7 +1087,11 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
         for (int64_t p = 0; p < nm; p++)
             for (int64_t q = p; q < nm; q++) st(w.cc, p * nm + q, v, Cq[p * nm + q]);
     }
-    for (int v = 0; v < NV; v++) st(w.lg, 0, v, ld(w.lg, 0, v) - 0.5 * (TIED ? logdet : det[v].log()) + part[v]);
+    for (int v = 0; v < NV; v++) {
+        const V half = 0.5 * (TIED ? logdet : det[v].log());
+        st(w.lg, 0, v, ld(w.lg, 0, v) - half + part[v]);
+        if (w.hl) st(w.hl, 0, v, half);
+    }
 }
 
 template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow& w, int64_t o) {
@@ -1785,8 +1790,8 @@ int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, con
 // weight); the pass adds sum r and sum r h per component, and the moments tiles take r u. A model that
 // marginalises missing values scores a row with NaN by the t marginal of its observed features: the
 // Gaussian's marginal step (marginal_full / marginal_diag) is run on -d2(x0)/2, which gives
-// -q/2 - log det P_mm / 2 + m log(2 pi)/2 with q the observed part's distance; log det P_mm is taken
-// again from its inverse (the conditional covariance the step returns), so q comes out, and the row's
+// -q/2 - log det P_mm / 2 + m log(2 pi)/2 with q the observed part's distance; the full step hands
+// out its log det P_mm / 2 (MarginalRow::hl; diagonal: the sum of log u), so q comes out, and the row's
 // logit, u and h follow with d_o = D - m observed features in place of D (tables by d_o, from the
 // caller: the constants and log1p(d_o/nu) + the digamma terms). Its completions enter with weight r u
 // (E[u x] = E[u] x_hat), the conditional covariance with weight r (E[u x x^T] = E[u] x_hat x_hat^T +
@@ -1929,32 +1934,6 @@ template <class T> void t_sums(const Work<T>& k, int64_t lo, int64_t hi, int64_t
     }
 }
 
-// log det P_mm / 2 of the row's components o .. o + NV W - 1, from its inverse C = P_mm^-1 in w.cc
-// (full: nm x nm, its upper triangle; L D L^T of C, log det P_mm = -sum log D), into hl.
-template <int NV> struct InverseHalfLogdet {
-    static void run(int64_t o, const MarginalModel& md, const MarginalRow& w, double* hl, double* scratch) {
-        typedef Lanes<double>::V V;
-        constexpr int W = Lanes<double>::W;
-        const int64_t kp = md.kp, nm = w.nm;
-        V* A = (V*)scratch;  // (nm, nm) lower triangle: L D below the diagonal, 1 / D on it
-        for (int v = 0; v < NV; v++) {
-            LogProduct dt;
-            for (int64_t a = 0; a < nm; a++) {
-                V s = load<double>(w.cc + (a * nm + a) * kp + o + v * W);
-                for (int64_t e = 0; e < a; e++) s = s - A[a * nm + e] * A[a * nm + e] * A[e * nm + e];
-                A[a * nm + a] = 1.0 / s;
-                dt.mul(s);
-                for (int64_t c = a + 1; c < nm; c++) {
-                    V t = load<double>(w.cc + (a * nm + c) * kp + o + v * W);  // the step stores the upper triangle
-                    for (int64_t e = 0; e < a; e++) t = t - A[c * nm + e] * A[a * nm + e] * A[e * nm + e];
-                    A[c * nm + a] = t;
-                }
-            }
-            store<double>(hl + o + v * W, -0.5 * dt.log());
-        }
-    }
-};
-
 // The E-step of the sub-block's rows with NaN for t model m (d2(x0) in k.lb rows lo ..): per row, the
 // marginal step, its logits, u and h, responsibilities (times the weight), sum r and sum r h into tt,
 // r u into ms.rb, log p(x_o) into ms.lp, and the statistics beyond r u T(x0) into the model's St.
@@ -1976,7 +1955,6 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
     double* u = scratch;           // (kp)
     double* lgt = scratch + kp;    // (kp)
     double* hv = scratch + 2 * kp;  // (kp)
-    double* ldl = scratch + 3 * kp;  // (d * d * W)
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
         const T* src = x + (a0 + i) * d;
@@ -1993,13 +1971,9 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
         // the Gaussian step's logit at 0 constant: -d2(x0)/2, then -q/2 - log det P_mm / 2 + nm log(2 pi)/2
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? -0.5 * (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full) {
+            w.hl = hl;  // the step's own log det P_mm / 2 (tied: lane 0's in every lane)
             over_groups<FullStep>(kp, md, w);
-            if (md.tied) {  // the same P_mm^-1 for every component (the step's, from lane 0): one factor
-                InverseHalfLogdet<1>::run(0, md, w, hl, ldl);
-                for (int64_t c = 1; c < kp; c++) hl[c] = hl[0];
-            } else {
-                over_groups<InverseHalfLogdet>(kp, md, w, hl, ldl);
-            }
+            w.hl = nullptr;
         } else {
             over_groups<DiagStep>(kp, md, w);
             for (int64_t c = 0; c < kp; c++) {
@@ -2099,7 +2073,7 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
         per_models += kp * (3 + 2 * (d + 1) + 2 * d);
     }
     const size_t bytes_tt = round64(sizeof(double) * (size_t)per_models) + round64(sizeof(TTables) * (size_t)nm);
-    const size_t bytes_row = round64(sizeof(double) * (size_t)(4 * kmax + d * d * WD + WD));
+    const size_t bytes_row = round64(sizeof(double) * (size_t)(4 * kmax + WD));
     const size_t total = bytes_t + 2 * bytes_l + 2 * bytes_w + bytes_lanes + bytes_lanes64 + bytes_c + bytes_s +
                          bytes_h + bytes_tt + bytes_row;
     char* mem = (char*)std::aligned_alloc(64, total);
@@ -2130,7 +2104,7 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
     double* tq = (double*)(p + round64(sizeof(TTables) * (size_t)nm));
     p += bytes_tt;
     double* row_scratch = (double*)p;
-    double* hl = row_scratch + 3 * kmax + d * d * WD;  // (kmax) a row's log det P_mm / 2
+    double* hl = row_scratch + 3 * kmax;  // (kmax) a row's log det P_mm / 2
     for (int64_t m = 0; m < nm; m++) {
         const int64_t lo = bounds[m], kk = bounds[m + 1] - lo, kp = (kk + WD - 1) / WD * WD;
         TTables& tt = tts[m];
