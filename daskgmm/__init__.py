@@ -93,24 +93,24 @@ def show_config() -> dict:
     return info
 
 
-def load(path, storage_options=None, *, files=None):
+def load(path, storage_options=None):
     """Read a model saved by ``save`` (a directory of JSON and ``.npz``; never pickle).
-
-    ``files``: the model's ``(doc, arrays)`` if already read by
-    :func:`daskgmm.io.modelfiles.read_model_files`.
 
     Returns
     -------
     GaussianMixture, BayesianGaussianMixture, StudentTMixture, KMeans or KMedoids
     """
-    importlib.import_module("daskgmm.mixture")  # the estimators register with daskgmm.io.modelfiles
-    importlib.import_module("daskgmm.kmeans")
-    importlib.import_module("daskgmm.bayesian")
-    importlib.import_module("daskgmm.kmedoids")
-    importlib.import_module("daskgmm.studentt_mixture")
     from daskgmm.io.modelfiles import load_model
 
-    return load_model(path, storage_options, files=files)
+    register_estimators()
+    return load_model(path, storage_options)
+
+
+def register_estimators() -> None:
+    """Import every estimator module: each registers its class with :mod:`daskgmm.io.modelfiles`,
+    which builds a saved model's estimator by name (``load``; the command's own loads)."""
+    for module in ("mixture", "kmeans", "bayesian", "kmedoids", "studentt_mixture"):
+        importlib.import_module(f"daskgmm.{module}")
 
 
 def __getattr__(name):

@@ -440,3 +440,21 @@ def test_model_files_are_read_once(tmp_path, capsys, monkeypatch):
     assert main(["score", str(data), "--model", str(model), "--columns", "f0,f1,f2", *FAST]) == 0
     assert json.loads(capsys.readouterr().out)["n_rows"] == 300
     assert len(calls) == 1
+
+
+def test_a_column_that_looks_like_a_row_id_is_named_when_used_as_a_feature(tmp_path, capsys):
+    """scripts/make_data.py writes an int64 ``id`` column; without --id-column or --columns it is a
+    feature, which the command says (the fit goes on: it may be what was meant)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    X, _, _ = make_blobs(n=300, d=2, k=2)
+    pq.write_table(pa.table({"id": np.arange(300), "f0": X[:, 0], "f1": X[:, 1]}), data / "part-0.parquet")
+    rc = main(["fit", str(data), "--n-components", "2", "--max-iter", "3", "--model-out", str(tmp_path / "m"),
+               *FAST[:-1]])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "warning: column 'id' looks like a row id and is used as a feature" in err
+    assert "--id-column id" in err
+    rc = main(["fit", str(data), "--n-components", "2", "--max-iter", "3", "--id-column", "id",
+               "--model-out", str(tmp_path / "m2"), *FAST[:-1]])
+    assert rc == 0 and "looks like a row id" not in capsys.readouterr().err

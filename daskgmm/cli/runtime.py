@@ -254,7 +254,17 @@ def data_command(o, log, metrics):
             f"{src.X.dtype}")
         metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
                        n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
+        if o.columns is None:
+            for c in src.columns:
+                if ID_LIKE.fullmatch(c):
+                    log(f"warning: column {c!r} looks like a row id and is used as a feature (every numeric "
+                        f"column is, without --columns); pass --id-column {c} to carry it to the predictions "
+                        "instead, or --columns to choose the features")
         yield src
+
+
+#: column names that are usually row ids, not features
+ID_LIKE = re.compile(r"(?i)(id|index|row|row_?(id|num(ber)?)|.*_id)")
 
 
 def open_data(o, log, columns=None, dtype=None):
@@ -300,12 +310,13 @@ def plot_after(o, log, metrics, draw):
 
 def load_saved(o, medoids=False):
     """The model at ``--model``: a mixture (Gaussian, variational or t; or, with ``medoids``, a KMedoids)."""
-    from daskgmm import load
+    from daskgmm import register_estimators
     from daskgmm.base import BaseMixture
-    from daskgmm.io.modelfiles import ModelFileError
+    from daskgmm.io.modelfiles import ModelFileError, load_model
     from daskgmm.kmedoids import KMedoids
 
-    est = load(o.model, storage_options(o), files=getattr(o, "model_files", None))
+    register_estimators()
+    est = load_model(o.model, storage_options(o), files=getattr(o, "model_files", None))
     if not isinstance(est, BaseMixture) and not (medoids and isinstance(est, KMedoids)):
         raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a mixture model "
                              "(GaussianMixture, BayesianGaussianMixture or StudentTMixture, as daskgmm fit writes)")
