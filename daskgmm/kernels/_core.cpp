@@ -2483,6 +2483,33 @@ struct MarginalArgs {
     }
 };
 
+// The arguments both block calls share, checked: the rows and centre, the weights, the models'
+// bounds and their parameters theta (W, P) in the rows' dtype.
+struct BlockArgs {
+    Buf x, c, w, th, b;
+    char dt = 0;
+    int64_t n = 0, d = 0, nm = 0, nw = 0, nf = 0;
+    const int64_t* bounds = nullptr;
+    bool weighted = false;
+};
+
+bool get_block_args(PyObject* ox, PyObject* oc, PyObject* ow, PyObject* oth, PyObject* ob, int level,
+                    long long& sub_rows, BlockArgs& a) {
+    if (!get_rows(ox, oc, level, a.x, a.c)) return false;
+    a.dt = elem_code(a.x.view);
+    a.n = a.x.view.shape[0];
+    a.d = a.x.view.shape[1];
+    if (!check_sub_rows(sub_rows, a.n)) return false;
+    a.weighted = ow != Py_None;
+    if (a.weighted && (!get(ow, a.w, "w", 1, 'd', false) || !shape_is(a.w, "w", a.n))) return false;
+    if (!get_bounds(ob, a.b)) return false;
+    a.nm = a.b.view.shape[0] - 1;
+    a.bounds = (const int64_t*)a.b.view.buf;
+    a.nw = a.bounds[a.nm];
+    a.nf = quad_rows(level, a.d) + a.d + 1;
+    return get(oth, a.th, "theta", 2, a.dt, false) && shape_is(a.th, "theta", a.nw, a.nf);
+}
+
 PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"x", "centre", "w", "theta", "level", "bounds", "modes", "S",
                                    "per_row", "rlogr", "sub_rows", "marginal", nullptr};
@@ -2492,19 +2519,14 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|LO:mixture_block", (char**)kwlist, &ox, &oc, &ow, &oth,
                                      &level, &ob, &om, &oS, &op, &orl, &sub_rows, &omarg))
         return nullptr;
-    Buf x, c, w, th, b, m, S, pr, rl;
-    if (!get_rows(ox, oc, level, x, c)) return nullptr;
-    const char dt = elem_code(x.view);
-    const int64_t n = x.view.shape[0], d = x.view.shape[1];
-    if (!check_sub_rows(sub_rows, n)) return nullptr;
-    const bool weighted = ow != Py_None;
-    if (weighted && (!get(ow, w, "w", 1, 'd', false) || !shape_is(w, "w", n))) return nullptr;
-    if (!get_bounds(ob, b)) return nullptr;
-    const int64_t nm = b.view.shape[0] - 1;
-    const int64_t* bounds = (const int64_t*)b.view.buf;
-    const int64_t nw = bounds[nm];
-    const int64_t nf = quad_rows(level, d) + d + 1;
-    if (!get(oth, th, "theta", 2, dt, false) || !shape_is(th, "theta", nw, nf)) return nullptr;
+    BlockArgs a;
+    if (!get_block_args(ox, oc, ow, oth, ob, level, sub_rows, a)) return nullptr;
+    Buf &x = a.x, &c = a.c, &w = a.w, &th = a.th;
+    const char dt = a.dt;
+    const int64_t n = a.n, d = a.d, nm = a.nm, nw = a.nw, nf = a.nf;
+    const int64_t* bounds = a.bounds;
+    const bool weighted = a.weighted;
+    Buf m, S, pr, rl;
     if (!get(om, m, "modes", 1, 'q', false) || !shape_is(m, "modes", nm)) return nullptr;
     const int64_t* modes = (const int64_t*)m.view.buf;
     for (int64_t i = 0; i < nm; i++)
@@ -2560,19 +2582,14 @@ PyObject* studentt_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOOOOO|LO:studentt_block", (char**)kwlist, &ox, &oc, &ow,
                                      &oth, &level, &ob, &odf, &oco, &oh, &oS, &ors, &olu, &op, &sub_rows, &omarg))
         return nullptr;
-    Buf x, c, w, th, b, df, co, hh, S, rs, lu, pr;
-    if (!get_rows(ox, oc, level, x, c)) return nullptr;
-    const char dt = elem_code(x.view);
-    const int64_t n = x.view.shape[0], d = x.view.shape[1];
-    if (!check_sub_rows(sub_rows, n)) return nullptr;
-    const bool weighted = ow != Py_None;
-    if (weighted && (!get(ow, w, "w", 1, 'd', false) || !shape_is(w, "w", n))) return nullptr;
-    if (!get_bounds(ob, b)) return nullptr;
-    const int64_t nm = b.view.shape[0] - 1;
-    const int64_t* bounds = (const int64_t*)b.view.buf;
-    const int64_t nw = bounds[nm];
-    const int64_t nf = quad_rows(level, d) + d + 1;
-    if (!get(oth, th, "theta", 2, dt, false) || !shape_is(th, "theta", nw, nf)) return nullptr;
+    BlockArgs a;
+    if (!get_block_args(ox, oc, ow, oth, ob, level, sub_rows, a)) return nullptr;
+    Buf &x = a.x, &c = a.c, &w = a.w, &th = a.th;
+    const char dt = a.dt;
+    const int64_t n = a.n, d = a.d, nm = a.nm, nw = a.nw, nf = a.nf;
+    const int64_t* bounds = a.bounds;
+    const bool weighted = a.weighted;
+    Buf df, co, hh, S, rs, lu, pr;
     if (!get(odf, df, "df", 1, 'd', false) || !shape_is(df, "df", nw)) return nullptr;
     const double* dfp = (const double*)df.view.buf;
     for (int64_t i = 0; i < nw; i++)
