@@ -7,6 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from daskgmm.kernels import compiled
+
 HERE = pathlib.Path(__file__).parent
 
 
@@ -115,3 +117,29 @@ def assert_same_mixture(a, b, rtol, atol=0.0):
         ca, cb = ca[rows], cb[cols]
     np.testing.assert_allclose(ca, cb, rtol=rtol, atol=atol, err_msg="covariances")
     return cols
+
+
+@pytest.fixture(params=compiled.variant_names())
+def variant(request, monkeypatch):
+    """Force each variant of the compiled core in turn (``DASKGMM_KERNEL``), skipping the ones this
+    host cannot run or did not build."""
+    name = request.param
+    if compiled.load_variant(name) is None:
+        why = "not built here" if name not in compiled.config()["variants_built"] else "this CPU cannot run it"
+        pytest.skip(f"variant {name}: {why}")
+    monkeypatch.setenv("DASKGMM_KERNEL", name)
+    compiled.reset()
+    yield name
+    monkeypatch.undo()
+    compiled.reset()
+
+
+def random_mixture(ct, k, d, rng, spread=3.0):
+    """Weights, means and covariances (in ``ct``'s shape) of a random ``k``-component mixture."""
+    weights = rng.dirichlet(np.ones(k) * 3)
+    means = rng.normal(scale=spread, size=(k, d))
+    a = rng.normal(size=(k, d, d))
+    full = np.einsum("kij,klj->kil", a, a) / d + 0.5 * np.eye(d)
+    covs = {"full": full, "tied": full[0], "diag": np.diagonal(full, axis1=1, axis2=2).copy(),
+            "spherical": np.trace(full, axis1=1, axis2=2) / d}[ct]
+    return weights, means, covs

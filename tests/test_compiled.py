@@ -18,22 +18,6 @@ from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, compiled
 from daskgmm.kernels.features import FULL_LEVEL, n_feature_rows
 from daskgmm.kernels.params import NaturalParams, natural_params
 
-ALL_VARIANTS = compiled.variant_names()
-
-
-@pytest.fixture(params=ALL_VARIANTS)
-def variant(request, monkeypatch):
-    """Force each variant in turn (``DASKGMM_KERNEL``), skipping the ones this host cannot run."""
-    name = request.param
-    if compiled.load_variant(name) is None:
-        why = "not built here" if name not in compiled.config()["variants_built"] else "this CPU cannot run it"
-        pytest.skip(f"variant {name}: {why}")
-    monkeypatch.setenv("DASKGMM_KERNEL", name)
-    compiled.reset()
-    yield name
-    monkeypatch.undo()
-    compiled.reset()
-
 
 def _params(rng, k, d, ct, scale=1.0):
     if ct == "full":

@@ -8,6 +8,8 @@ import pytest
 from daskgmm.kernels import MixtureRequest, chunk_pass, merge_partials
 from daskgmm.models.states import MixtureState
 
+from .conftest import random_mixture
+
 TYPES = ("full", "tied", "diag", "spherical")
 
 
@@ -69,14 +71,7 @@ def reference_step(x, weights, means, covs, ct, reg_covar):
 
 
 def _model(ct, k=3, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    weights = rng.dirichlet(np.ones(k) * 3)
-    means = rng.normal(scale=3.0, size=(k, d))
-    a = rng.normal(size=(k, d, d))
-    full = np.einsum("kij,klj->kil", a, a) / d + 0.5 * np.eye(d)
-    covs = {"full": full, "tied": full[0], "diag": np.diagonal(full, axis1=1, axis2=2).copy(),
-            "spherical": np.trace(full, axis1=1, axis2=2) / d}[ct]
-    return weights, means, covs
+    return random_mixture(ct, k, d, np.random.default_rng(seed))
 
 
 def _data(n=300, d=4, frac=0.3, seed=1):

@@ -14,30 +14,15 @@ from daskgmm.kernels.compiled import marginal_form
 from daskgmm.kernels.features import FULL_LEVEL, n_feature_rows
 from daskgmm.models.states import MixtureState
 
+from .conftest import random_mixture
+
 TYPES = ("full", "tied", "diag", "spherical")
 
 
-@pytest.fixture(params=compiled.variant_names())
-def variant(request, monkeypatch):
-    """Force each variant in turn (``DASKGMM_KERNEL``), skipping the ones this host cannot run."""
-    name = request.param
-    if compiled.load_variant(name) is None:
-        pytest.skip(f"variant {name}: not built here or this CPU cannot run it")
-    monkeypatch.setenv("DASKGMM_KERNEL", name)
-    compiled.reset()
-    yield name
-    monkeypatch.undo()
-    compiled.reset()
 
 
 def _state(ct, k, d, seed, spread=3.0):
-    rng = np.random.default_rng(seed)
-    weights = rng.dirichlet(np.ones(k) * 3)
-    means = rng.normal(scale=spread, size=(k, d))
-    a = rng.normal(size=(k, d, d))
-    full = np.einsum("kij,klj->kil", a, a) / d + 0.5 * np.eye(d)
-    covs = {"full": full, "tied": full[0], "diag": np.diagonal(full, axis1=1, axis2=2).copy(),
-            "spherical": np.trace(full, axis1=1, axis2=2) / d}[ct]
+    weights, means, covs = random_mixture(ct, k, d, np.random.default_rng(seed), spread)
     return MixtureState.from_covariances(weights, means, covs, ct, missing="marginalize")
 
 

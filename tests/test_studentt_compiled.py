@@ -15,30 +15,16 @@ from daskgmm.kernels.features import n_feature_rows
 from daskgmm.kernels.studentt import StudentTRequest
 from daskgmm.models.studentt import StudentTState
 
+from .conftest import random_mixture
+
 TYPES = ("full", "tied", "diag", "spherical")
 
 
-@pytest.fixture(params=compiled.variant_names())
-def variant(request, monkeypatch):
-    """Force each variant in turn (``DASKGMM_KERNEL``), skipping the ones this host cannot run."""
-    name = request.param
-    if compiled.load_variant(name) is None:
-        pytest.skip(f"variant {name}: not built here or this CPU cannot run it")
-    monkeypatch.setenv("DASKGMM_KERNEL", name)
-    compiled.reset()
-    yield name
-    monkeypatch.undo()
-    compiled.reset()
 
 
 def _state(ct, k, d, seed, missing="raise", eps_dtype=np.float64, df=None):
     rng = np.random.default_rng(seed)
-    weights = rng.dirichlet(np.ones(k) * 3)
-    means = rng.normal(scale=2.0, size=(k, d))
-    a = rng.normal(size=(k, d, d))
-    full = np.einsum("kij,klj->kil", a, a) / d + 0.5 * np.eye(d)
-    covs = {"full": full, "tied": full[0], "diag": np.diagonal(full, axis1=1, axis2=2).copy(),
-            "spherical": np.trace(full, axis1=1, axis2=2) / d}[ct]
+    weights, means, covs = random_mixture(ct, k, d, rng, spread=2.0)
     # small and large degrees of freedom (up to DF_BOUNDS): heavy tails, and u near 1 (log u - u + 1 cancels)
     df = rng.choice([1.5, 4.0, 30.0, 2e4, 1e6], size=k) if df is None else df
     return StudentTState.from_covariances(weights, means, covs, ct, df, missing=missing, eps_dtype=eps_dtype)
