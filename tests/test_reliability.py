@@ -73,11 +73,12 @@ def _wait_for_line(proc, needle, lines):
 
 
 #: Runs ``daskgmm ARGV`` with the client held, for up to a minute, inside the wait of its third pass
-#: ("pass": the wait for its tasks, or the ``client.run`` of a pass outside the task graph) or of the
+#: ("pass": the wait for its tasks, or the ``client.run`` of a pass outside the task graph, which the
+#: client's event loop awaits while the main thread waits for it) or of the
 #: writing of its predictions ("write"), after saying so on stderr: a signal sent then lands there,
 #: whatever the machine's speed.
 HELD = r"""
-import sys, time
+import asyncio, sys, time
 from distributed import Client
 from daskgmm.engine import cluster
 from daskgmm.engine import passes as engine
@@ -98,7 +99,18 @@ def held(client, futures, what="pass"):
 
 def held_run(self, function, *args, **kwargs):
     if getattr(function, "__name__", "") == "_direct_batches":
-        hold("pass")
+        if not kwargs.get("asynchronous"):
+            hold("pass")
+        else:
+            # awaited on the client's event loop while the main thread waits for it: hold the call there
+            # (a sleep would stop the loop itself, which no slow pass does)
+            waits.append("pass")
+            if where == "pass" and waits.count("pass") == 3:
+                async def held_call():
+                    print("daskgmm-test: held in the pass", file=sys.stderr, flush=True)
+                    await asyncio.sleep(60)
+                    return await client_run(self, function, *args, **kwargs)
+                return held_call()
     return client_run(self, function, *args, **kwargs)
 
 cluster.wait_bounded = engine.wait_bounded = held
