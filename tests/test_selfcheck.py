@@ -49,6 +49,17 @@ class Wrong:
             out[0, 0] += self._by * max(np.abs(out).max(), 1.0)
 
 
+def _best_variant_wrong(fresh):
+    """Make the best variant this CPU runs give wrong answers (skip without a second one); its names."""
+    names = _runnable()
+    if len(names) < 2:
+        pytest.skip("needs two variants this CPU runs")
+    real = compiled._import
+    fresh.setattr(compiled, "_import", lambda n: Wrong(real(n)) if n == names[0] else real(n))
+    compiled.reset()
+    return names
+
+
 @pytest.fixture
 def fresh(monkeypatch):
     """The choice made again under the test's environment, and forgotten after it."""
@@ -80,12 +91,7 @@ def test_a_wrong_build_is_caught_and_named(where):
 
 
 def test_auto_passes_over_a_wrong_variant_with_a_warning(fresh):
-    names = _runnable()
-    if len(names) < 2:
-        pytest.skip("needs two variants this CPU runs")
-    real = compiled._import
-    fresh.setattr(compiled, "_import", lambda n: Wrong(real(n)) if n == names[0] else real(n))
-    compiled.reset()
+    names = _best_variant_wrong(fresh)
     with pytest.warns(compiled.KernelCheckWarning, match=f"the {names[0]} variant fails its known-answer check"):
         assert compiled.ready() is not None
     assert compiled.kernel_name() == f"compiled-{names[1]}"
@@ -193,12 +199,7 @@ def test_a_child_forked_during_the_check_does_not_hang(fresh):
 def test_the_warning_as_an_error_leaves_show_config_working(fresh):
     """Under a filter that makes warnings errors (-W error), the first use raises the check's warning;
     show-config, which the warning asks for, still prints the verdict, and the choice is made."""
-    names = _runnable()
-    if len(names) < 2:
-        pytest.skip("needs two variants this CPU runs")
-    real = compiled._import
-    fresh.setattr(compiled, "_import", lambda n: Wrong(real(n)) if n == names[0] else real(n))
-    compiled.reset()
+    names = _best_variant_wrong(fresh)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(compiled.KernelCheckWarning):

@@ -296,7 +296,29 @@ def load_variant(name: str):
     return _import(name)
 
 
-class Fused:
+class _BlockState:
+    """What both block calls of the core keep for a chunk: the stacked parameters, their bounds,
+    level and centre, the float64 moments ``S``, and the marginalising models' forms."""
+
+    def __init__(self, kernel, theta, bounds, level, centre, marginal):
+        self.kernel = kernel
+        self.theta = np.ascontiguousarray(theta)
+        self.bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+        self.level = int(level)
+        self.centre = np.ascontiguousarray(centre, dtype=np.float64)
+        self.S = np.zeros(self.theta.shape, dtype=np.float64)
+        self.marginal = None  # the core's argument: one (means, factor) or None per model
+        if marginal:
+            self.marginal = [marginal_form(marginal[m]) if m in marginal else None
+                             for m in range(len(self.bounds) - 1)]
+
+    def _rows(self, x, w):
+        """A block's rows in the parameters' dtype and its weights in float64, both contiguous."""
+        x = np.ascontiguousarray(x, dtype=self.theta.dtype)
+        return x, None if w is None else np.ascontiguousarray(w, dtype=np.float64)
+
+
+class Fused(_BlockState):
     """One chunk's state for the compiled core: stacked parameters, modes, float64 moments.
 
     Parameters
@@ -318,31 +340,21 @@ class Fused:
     """
 
     def __init__(self, kernel, theta, bounds, modes, level, centre, marginal=None):
-        self.kernel = kernel
-        self.theta = np.ascontiguousarray(theta)
-        self.bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+        super().__init__(kernel, theta, bounds, level, centre, marginal)
         self.modes = np.ascontiguousarray(modes, dtype=np.int64)
-        self.level = int(level)
-        self.centre = np.ascontiguousarray(centre, dtype=np.float64)
-        self.S = np.zeros(self.theta.shape, dtype=np.float64)
         self.rlogr = np.zeros(len(self.modes), dtype=np.float64)
-        self.marginal = None  # the core's argument: one (means, factor) or None per model
-        if marginal:
-            self.marginal = [marginal_form(marginal[m]) if m in marginal else None for m in range(len(self.modes))]
 
     def update(self, x, w, per_row) -> int:
         """Fold rows ``x`` (n, D) with weights ``w`` (n,) or None; ``per_row`` (M, n) float64 gets
         log p(x) (soft) or the largest logit (hard). Rows with NaN are left out (``per_row`` 0),
         except by the models that marginalise (their marginal log-density, and the expected
         statistics of the completed rows); returns how many rows had NaN."""
-        x = np.ascontiguousarray(x, dtype=self.theta.dtype)
-        if w is not None:
-            w = np.ascontiguousarray(w, dtype=np.float64)
+        x, w = self._rows(x, w)
         return self.kernel.mixture_block(x, self.centre, w, self.theta, self.level, self.bounds, self.modes, self.S,
                                          per_row, self.rlogr, marginal=self.marginal)
 
 
-class FusedStudentT:
+class FusedStudentT(_BlockState):
     """One chunk's state for the compiled core's Student-t pass (``studentt_block``).
 
     Parameters
@@ -365,29 +377,17 @@ class FusedStudentT:
     """
 
     def __init__(self, kernel, theta, bounds, df, const, hterm, level, centre, marginal=None):
-        self.kernel = kernel
-        self.theta = np.ascontiguousarray(theta)
-        self.bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+        super().__init__(kernel, theta, bounds, level, centre, marginal)
         self.df = np.ascontiguousarray(df, dtype=np.float64)
         self.const = np.ascontiguousarray(const, dtype=np.float64)
         self.hterm = np.ascontiguousarray(hterm, dtype=np.float64)
-        self.level = int(level)
-        self.centre = np.ascontiguousarray(centre, dtype=np.float64)
-        w = self.theta.shape[0]
-        self.S = np.zeros(self.theta.shape, dtype=np.float64)
-        self.resp = np.zeros(w)
-        self.log_u = np.zeros(w)
-        n_models = len(self.bounds) - 1
-        self.marginal = None
-        if marginal:
-            self.marginal = [marginal_form(marginal[m]) if m in marginal else None for m in range(n_models)]
+        self.resp = np.zeros(self.theta.shape[0])
+        self.log_u = np.zeros(self.theta.shape[0])
 
     def update(self, x, w, per_row) -> int:
         """Fold rows ``x`` (n, D) with weights ``w`` (n,) or None; ``per_row`` (M, n) float64 gets log p(x)
         (0 for a row with NaN of a model that does not marginalise); returns how many rows had NaN."""
-        x = np.ascontiguousarray(x, dtype=self.theta.dtype)
-        if w is not None:
-            w = np.ascontiguousarray(w, dtype=np.float64)
+        x, w = self._rows(x, w)
         return self.kernel.studentt_block(x, self.centre, w, self.theta, self.level, self.bounds, self.df,
                                           self.const, self.hterm, self.S, self.resp, self.log_u, per_row,
                                           marginal=self.marginal)
