@@ -121,6 +121,89 @@ def test_strided_and_integer_input_are_copied_not_misread(variant):
     _compare(np.asfortranarray(base[:, :4]), specs)
 
 
+def _layouts(x):
+    """The same rows as a block may reach the core: C order, Fortran order (a Parquet chunk), rows of
+    a longer Fortran chunk (column stride > n) and columns of a wider C array (row stride > D)."""
+    n, d = x.shape
+    return {"C": np.ascontiguousarray(x), "F": np.asfortranarray(x),
+            "rows of F": np.asfortranarray(np.vstack([x, x[: n // 3 + 1]]))[:n],
+            "columns of C": np.hstack([x, x[:, :2]])[:, :d]}
+
+
+def _fields(obj):
+    """Every array and number of a pass's result (dataclasses, lists, tuples), in order."""
+    import dataclasses
+    if dataclasses.is_dataclass(obj):
+        return [v for f in dataclasses.fields(obj) for v in _fields(getattr(obj, f.name))]
+    if isinstance(obj, (list, tuple)):
+        return [v for o in obj for v in _fields(o)]
+    return [obj] if isinstance(obj, (np.ndarray, float, int, np.floating, np.integer)) else []
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d", [1, 7, 16])
+def test_every_layout_gives_the_same_bits(variant, dtype, d):
+    """The core reads a block where it lies, rows or columns contiguous, with no copy: every kind of
+    pass (soft, hard, k-means, marginalising rows with NaN, Student-t, predictions) gives the same
+    bits from each layout, in small blocks with ragged tails."""
+    from daskgmm.kernels.predict import mixture_logits
+    from daskgmm.kernels.studentt import StudentTRequest
+    from daskgmm.models.states import MixtureState
+    from daskgmm.models.studentt import StudentTState
+
+    from .conftest import random_mixture
+
+    rng = np.random.default_rng(d)
+    n = 1003
+    x = rng.normal(scale=3.0, size=(n, d)) + rng.integers(0, 3, size=(n, 1)) * 2
+    x[rng.random((n, d)) < 0.1] = np.nan
+    x[np.isnan(x).all(axis=1), 0] = 1.0  # at least one value observed per row
+    x = x.astype(dtype)
+    centre = np.nanmean(x.astype(np.float64), axis=0)
+
+    def state(cls, ct, k, seed, **kw):
+        weights, means, covs = random_mixture(ct, k, d, np.random.default_rng(seed))
+        return cls.from_covariances(weights, means, covs, ct, missing="marginalize", **kw)
+
+    gauss = [state(MixtureState, ct, k, i).spec(centre, n_worst=2) for i, (ct, k) in
+             enumerate([("full", 5), ("tied", 3), ("diag", 6), ("spherical", 4)])]
+    gauss += [ModelSpec(_params(rng, 3, d, "diag"), "diag", "hard", resp_log_resp=False, n_worst=2),
+              ModelSpec(_params(rng, 4, d, "full"), "full", resp_log_resp=True)]
+    kmeans = [ModelSpec(NaturalParams(quad=-np.ones(k), lin=rng.normal(size=(k, d)) * 3, const=rng.normal(size=k)),
+                        "spherical", "hard", n_worst=2) for k in (5, 16)]
+    studentt = [state(StudentTState, ct, 3, 10 + i, df=np.array([2.0, 9.0, 1e3])).spec(centre)
+                for i, ct in enumerate(("full", "diag"))]
+    full = NaturalParams(quad=gauss[5].params.quad, lin=gauss[5].params.lin, const=gauss[5].params.const)
+    w = rng.random(n)
+    results = {}
+    complete = _layouts(np.nan_to_num(x))  # predictions refuse NaN without a marginal form
+    for name, xl in _layouts(x).items():
+        block = xl[100:300]
+        assert compiled.rows_for_core(block, dtype) is block  # read where it lies
+        got = [chunk_pass(xl, [MixtureRequest(gauss)], centre, sample_weight=w, compiled=True, block_rows=256),
+               chunk_pass(xl, [MixtureRequest(kmeans)], centre, compiled=True, block_rows=256),
+               chunk_pass(xl, [StudentTRequest(studentt)], centre, sample_weight=w, compiled=True, block_rows=256),
+               mixture_logits(complete[name], full, centre)]
+        results[name] = _fields(got)
+    for name, fields in results.items():
+        assert len(fields) == len(results["C"])
+        for i, (a, b) in enumerate(zip(fields, results["C"], strict=True)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}: value {i}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_blocks_of_either_layout_reach_the_core_as_they_are(dtype):
+    """A block cut from a chunk in either order is passed as it lies (a Parquet chunk's rows are
+    not copied into C order first); other strides or another dtype are copied."""
+    base = np.zeros((500, 6), dtype=dtype)
+    for x in (base, np.asfortranarray(base), np.asfortranarray(base)[10:200], base[:, :4], base[:1], base[:, :1]):
+        assert compiled.rows_for_core(x, dtype) is x
+    for x in (base[:, ::2], base[::-1], base.astype(np.float64 if dtype == np.float32 else np.float32)):
+        y = compiled.rows_for_core(x, dtype)
+        assert y is not x and y.flags.c_contiguous and y.dtype == dtype
+        np.testing.assert_array_equal(y, x.astype(dtype))
+
+
 def test_far_apart_tied_and_far_components(variant):
     """Logits 1e4 apart (the clamp), equal logits, a component far from every row."""
     rng = np.random.default_rng(3)
@@ -174,7 +257,8 @@ def _good_args(n=10, d=3, k=2, level=FULL_LEVEL):
 
 @pytest.mark.parametrize("change, message", [
     (dict(x=np.zeros((10, 3), np.int32)), "x must be float32 or float64"),
-    (dict(x=np.zeros((10, 6))[:, ::2]), "x must be a C-contiguous"),
+    (dict(x=np.zeros((10, 6))[:, ::2]), "x must have rows or columns contiguous"),
+    (dict(x=np.zeros((10, 3))[::-1]), "x must have rows or columns contiguous"),
     (dict(x=np.zeros(30)), "x must be 2-D"),
     (dict(centre=np.zeros(4)), r"centre must have shape \(3,\)"),
     (dict(w=np.ones(9)), r"w must have shape \(10,\)"),

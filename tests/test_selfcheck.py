@@ -31,8 +31,10 @@ class Wrong:
 
     def mixture_block(self, *args, **kwargs):
         out = self._module.mixture_block(*args, **kwargs)
-        S = args[7]
-        if self._where == "moments":
+        x, level, modes, S = args[0], args[4], args[6], args[7]
+        kmeans = level == 0 and list(modes) == [compiled.HARD]  # the core's k-means path
+        if (self._where == "moments" or (self._where == "kmeans" and kmeans)
+                or (self._where == "columns" and not x.flags.c_contiguous)):
             S[-1, -1] += self._by * max(np.abs(S).max(), 1.0)
         return out
 
@@ -78,13 +80,16 @@ def test_every_variant_built_here_passes(name):
     assert selfcheck.known_answer(module) is None
 
 
-@pytest.mark.parametrize("where", ["moments", "logits", "student"])
+@pytest.mark.parametrize("where", ["moments", "logits", "student", "kmeans", "columns"])
 def test_a_wrong_build_is_caught_and_named(where):
+    """Wrong statistics of any pass, of the k-means path alone, or of blocks read by columns only."""
     name = _runnable()[0] if _runnable() else pytest.skip("no compiled variant runs here")
     why = selfcheck.known_answer(Wrong(compiled.load_variant(name), where=where))
     assert why is not None
-    assert {"moments": "of model 5 (spherical, hard)", "logits": "logits",
-            "student": "log_u of model 0 (full, Student-t)"}[where] in why
+    assert {"moments": "of model 5 (spherical, hard) over float64 rows differs", "logits": "logits",
+            "student": "log_u of model 0 (full, Student-t)",
+            "kmeans": "n of model 0 (spherical, hard) over float64 rows differs",
+            "columns": "of model 5 (spherical, hard) over float64 rows, columns contiguous differs"}[where] in why
     assert "differs from NumPy's" in why or "differ from NumPy's" in why
     # rounding is not a failure
     assert selfcheck.known_answer(Wrong(compiled.load_variant(name), by=1e-13, where=where)) is None

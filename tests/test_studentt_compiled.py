@@ -193,7 +193,7 @@ def _good_args(n=10, d=3, k=2, level=2):
 
 @pytest.mark.parametrize("change, message", [
     (dict(x=np.zeros((10, 3), np.int32)), "x must be float32 or float64"),
-    (dict(x=np.zeros((10, 6))[:, ::2]), "x must be a C-contiguous"),
+    (dict(x=np.zeros((10, 6))[:, ::2]), "x must have rows or columns contiguous"),
     (dict(theta=np.zeros((2, 10), np.float32)), "theta must be float64"),
     (dict(bounds=np.array([0, 3])), r"theta must have shape \(3, 10\)"),
     (dict(df=np.ones(3)), r"df must have shape \(2,\)"),

@@ -243,19 +243,39 @@ template <class T> struct Work {
     int64_t pf_step = 0;       // bytes per tile of rows
 };
 
-// Rows x[0 .. rows) (d columns) centred and transposed into xs (d rows, stride ld), in groups of 4
+// A block of rows in either layout, read where it lies: element (i, j) at p[i * rs + j * cs]. Rows
+// contiguous (cs 1: C order, or a slice of columns of it) or columns contiguous (rs 1: Fortran order,
+// as Parquet chunks are, or a slice of rows of it); any other layout is copied by the caller.
+template <class T> struct Rows {
+    const T* p;
+    int64_t rs, cs;
+    const T& at(int64_t i, int64_t j) const { return p[i * rs + j * cs]; }
+    bool by_rows() const { return cs == 1; }
+    // The byte range of rows a .. n - 1 of d columns, for prefetching (rows contiguous only).
+    const char* from(int64_t a) const { return (const char*)(p + a * rs); }
+    // Columns contiguous: rows a .. a + rows - 1 of each of the d columns asked of memory ahead of
+    // their use (d streams a stride apart, which the hardware's prefetchers follow too late).
+    void prefetch_columns(int64_t a, int64_t rows, int64_t d) const {
+        for (int64_t j = 0; j < d; j++) {
+            const char* c = (const char*)(p + a + j * cs);
+            for (int64_t o = 0; o < rows * (int64_t)sizeof(T); o += 64) __builtin_prefetch(c + o);
+        }
+    }
+};
+
+// Rows x[0 .. rows) (d columns, stride rs) centred and transposed into xs (d rows, stride ld), in groups of 4
 // rows by 4 x 4 register transposes (AVX2); a value that is NaN is copied as it is and flags its
 // row in nan[]: the caller's pass by vectors makes it 0 and builds the indicators, so every model
 // takes this copy (cleaning each such row here, one strided value at a time, kept the models that
 // use the indicators off it). Returns the rows done (a multiple of 4): the caller does the rest.
 // Without AVX2 0: the caller's loop does every row.
 template <class T>
-static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, T* xs, int64_t ld, int64_t rows,
-                                        unsigned char* nan) {
+static inline int64_t centre_transposed(const T* x, int64_t rs, int64_t d, const T* centre, T* xs, int64_t ld,
+                                        int64_t rows, unsigned char* nan) {
 #if DG_X86_TRANSPOSE
     const int64_t done = rows / 4 * 4;
     for (int64_t i = 0; i < done; i += 4) {
-        const T* r = x + i * d;
+        const T* r = x + i * rs;
         int any = 0;
         int64_t j = 0;
         if constexpr (sizeof(T) == 8) {
@@ -263,9 +283,9 @@ static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, 
             for (; j + 4 <= d; j += 4) {
                 const __m256d c = _mm256_loadu_pd(centre + j);
                 const __m256d r0 = _mm256_sub_pd(_mm256_loadu_pd(r + j), c);
-                const __m256d r1 = _mm256_sub_pd(_mm256_loadu_pd(r + d + j), c);
-                const __m256d r2 = _mm256_sub_pd(_mm256_loadu_pd(r + 2 * d + j), c);
-                const __m256d r3 = _mm256_sub_pd(_mm256_loadu_pd(r + 3 * d + j), c);
+                const __m256d r1 = _mm256_sub_pd(_mm256_loadu_pd(r + rs + j), c);
+                const __m256d r2 = _mm256_sub_pd(_mm256_loadu_pd(r + 2 * rs + j), c);
+                const __m256d r3 = _mm256_sub_pd(_mm256_loadu_pd(r + 3 * rs + j), c);
                 const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
                 const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
                 const __m256d f0 = _mm256_permute2f128_pd(t0, t2, 0x20), f1 = _mm256_permute2f128_pd(t1, t3, 0x20);
@@ -281,8 +301,8 @@ static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, 
             __m128 bad = _mm_setzero_ps();
             for (; j + 4 <= d; j += 4) {
                 const __m128 c = _mm_loadu_ps(centre + j);
-                __m128 r0 = _mm_sub_ps(_mm_loadu_ps(r + j), c), r1 = _mm_sub_ps(_mm_loadu_ps(r + d + j), c);
-                __m128 r2 = _mm_sub_ps(_mm_loadu_ps(r + 2 * d + j), c), r3 = _mm_sub_ps(_mm_loadu_ps(r + 3 * d + j), c);
+                __m128 r0 = _mm_sub_ps(_mm_loadu_ps(r + j), c), r1 = _mm_sub_ps(_mm_loadu_ps(r + rs + j), c);
+                __m128 r2 = _mm_sub_ps(_mm_loadu_ps(r + 2 * rs + j), c), r3 = _mm_sub_ps(_mm_loadu_ps(r + 3 * rs + j), c);
                 _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
                 bad = _mm_or_ps(bad, _mm_or_ps(_mm_cmpunord_ps(r0, r1), _mm_cmpunord_ps(r2, r3)));
                 _mm_storeu_ps(xs + j * ld + i, r0);
@@ -294,7 +314,7 @@ static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, 
         }
         for (; j < d; j++)  // the columns past the last group of 4
             for (int l = 0; l < 4; l++) {
-                const T t = r[l * d + j] - centre[j];
+                const T t = r[l * rs + j] - centre[j];
                 any |= (t != t) << l;
                 xs[j * ld + i + l] = t;
             }
@@ -302,14 +322,95 @@ static inline int64_t centre_transposed(const T* x, int64_t d, const T* centre, 
     }
     return done;
 #else
-    (void)x, (void)d, (void)centre, (void)xs, (void)ld, (void)rows, (void)nan;
+    (void)x, (void)rs, (void)d, (void)centre, (void)xs, (void)ld, (void)rows, (void)nan;
     return 0;
 #endif
 }
 
+// Rows a .. a + rows - 1 of columns-contiguous x centred into the rows of er (stride dp): on x86, 4 x 4
+// blocks by register transposes (4 rows of 4 columns at a time), else one value at a time.
+template <class T>
+static inline void centre_rows_from_columns(const Rows<T>& x, int64_t a, int64_t d, const T* centre, T* er,
+                                            int64_t dp, int64_t rows) {
+    int64_t done_rows = 0, done_cols = 0;
+#if DG_X86_TRANSPOSE
+    done_rows = rows / 4 * 4;
+    done_cols = d / 4 * 4;
+    for (int64_t j = 0; j < done_cols; j += 4) {
+        const T* c0 = x.p + a + j * x.cs;
+        const T* c1 = c0 + x.cs;
+        const T* c2 = c1 + x.cs;
+        const T* c3 = c2 + x.cs;
+        for (int64_t i = 0; i < done_rows; i += 4) {
+            T* r = er + i * dp + j;
+            if constexpr (sizeof(T) == 8) {
+                const __m256d v0 = _mm256_sub_pd(_mm256_loadu_pd(c0 + i), _mm256_set1_pd(centre[j]));
+                const __m256d v1 = _mm256_sub_pd(_mm256_loadu_pd(c1 + i), _mm256_set1_pd(centre[j + 1]));
+                const __m256d v2 = _mm256_sub_pd(_mm256_loadu_pd(c2 + i), _mm256_set1_pd(centre[j + 2]));
+                const __m256d v3 = _mm256_sub_pd(_mm256_loadu_pd(c3 + i), _mm256_set1_pd(centre[j + 3]));
+                const __m256d t0 = _mm256_unpacklo_pd(v0, v1), t1 = _mm256_unpackhi_pd(v0, v1);
+                const __m256d t2 = _mm256_unpacklo_pd(v2, v3), t3 = _mm256_unpackhi_pd(v2, v3);
+                _mm256_storeu_pd(r, _mm256_permute2f128_pd(t0, t2, 0x20));
+                _mm256_storeu_pd(r + dp, _mm256_permute2f128_pd(t1, t3, 0x20));
+                _mm256_storeu_pd(r + 2 * dp, _mm256_permute2f128_pd(t0, t2, 0x31));
+                _mm256_storeu_pd(r + 3 * dp, _mm256_permute2f128_pd(t1, t3, 0x31));
+            } else {
+                __m128 v0 = _mm_sub_ps(_mm_loadu_ps(c0 + i), _mm_set1_ps(centre[j]));
+                __m128 v1 = _mm_sub_ps(_mm_loadu_ps(c1 + i), _mm_set1_ps(centre[j + 1]));
+                __m128 v2 = _mm_sub_ps(_mm_loadu_ps(c2 + i), _mm_set1_ps(centre[j + 2]));
+                __m128 v3 = _mm_sub_ps(_mm_loadu_ps(c3 + i), _mm_set1_ps(centre[j + 3]));
+                _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
+                _mm_storeu_ps(r, v0);
+                _mm_storeu_ps(r + dp, v1);
+                _mm_storeu_ps(r + 2 * dp, v2);
+                _mm_storeu_ps(r + 3 * dp, v3);
+            }
+        }
+    }
+#endif
+    for (int64_t j = 0; j < d; j++) {  // what the blocks of 4 x 4 left: the last rows, the last columns
+        const T* col = x.p + a + j * x.cs;
+        const T c = centre[j];
+        for (int64_t i = j < done_cols ? done_rows : 0; i < rows; i++) er[i * dp + j] = col[i] - c;
+    }
+}
+
+// Rows a .. a + rows - 1 of columns-contiguous x centred into xs (d rows, stride ld): one column at a
+// time by vectors, the same differences as a row at a time; nan[] flags the rows with NaN.
+template <class T>
+static inline void centre_columns(const Rows<T>& x, int64_t a, int64_t d, const T* centre, T* xs, int64_t ld,
+                                  int64_t rows, unsigned char* nan) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    const int64_t whole = rows / W * W;
+    for (int64_t j = 0; j < d; j++) {
+        const T* col = x.p + a + j * x.cs;
+        T* out = xs + j * ld;
+        const V c = splat<T>(centre[j]);
+        int64_t i = 0;
+        for (; i < whole; i += W) store<T>(out + i, load<T>(col + i) - c);
+        for (; i < rows; i++) out[i] = col[i] - centre[j];
+    }
+    int64_t i = 0;
+    for (; i < whole; i += W) {
+        V bad = V{};
+        for (int64_t j = 0; j < d; j++) {
+            const V v = load<T>(xs + j * ld + i);
+            bad = (v != v) ? splat<T>((T)1) : bad;
+        }
+        for (int l = 0; l < W; l++) nan[i + l] = bad[l] != 0;
+    }
+    for (; i < rows; i++) {
+        bool any = false;
+        for (int64_t j = 0; j < d; j++) any |= xs[j * ld + i] != xs[j * ld + i];
+        nan[i] = any;
+    }
+}
+
 // Copy rows a..a+rows of x into the feature buffer, centred and transposed, and build the features.
 template <class T>
-void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int64_t a, int64_t rows, int64_t padded) {
+void fill_features(Work<T>& k, const Rows<T>& x, const T* centre, const double* w, int64_t a, int64_t rows,
+                   int64_t padded) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t d = k.d, q = k.q, ld = k.ld;
@@ -317,15 +418,18 @@ void fill_features(Work<T>& k, const T* x, const T* centre, const double* w, int
     // The rows are transposed as they are (NaN and all: one strided store per value), then the
     // rows of the transpose with NaN are cleaned by vectors (0 where missing, and the indicators).
     int64_t incomplete = 0;
-    const int64_t fast = centre_transposed<T>(x + a * d, d, centre, xs, ld, rows, k.skip);
+    int64_t fast = rows;
+    if (x.by_rows())
+        fast = centre_transposed<T>(x.p + a * x.rs, x.rs, d, centre, xs, ld, rows, k.skip);
+    else
+        centre_columns<T>(x, a, d, centre, xs, ld, rows, k.skip);
     for (int64_t i = 0; i < rows; i++) {
-        const T* src = x + (a + i) * d;
         bool nan = false;
         if (i < fast) {
-            nan = k.skip[i];  // centred and transposed by the register transposes
+            nan = k.skip[i];  // centred (and transposed) above
         } else {
             for (int64_t j = 0; j < d; j++) {
-                const T t = src[j] - centre[j];
+                const T t = x.at(a + i, j) - centre[j];
                 nan |= t != t;  // (x finite: checked by the caller, or NaN)
                 xs[j * ld + i] = t;
             }
@@ -796,7 +900,7 @@ void hard_model(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned
 // (nw, d + 2) at level 0. Returns the rows with NaN (left out of every model), or -1 when memory
 // ran out.
 template <class T>
-int64_t run_hard(const T* x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta,
+int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta,
                  const int64_t* bounds, int64_t nm, double* S, double* per_row) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
@@ -808,7 +912,7 @@ int64_t run_hard(const T* x, int64_t n, int64_t d, const double* centre64, const
     const size_t bytes_coef = round64(sizeof(T) * (size_t)(coef + W));
     const size_t bytes_e = round64(sizeof(T) * (size_t)((HROWS + 8) * dp));
     const size_t bytes_s = round64(sizeof(T) * (size_t)(HROWS + 8));
-    const size_t bytes_c = round64(sizeof(T) * (size_t)dp);
+    const size_t bytes_c = round64(sizeof(T) * (size_t)(2 * dp));  // the centre, and zeros
     const size_t bytes_skip = round64((size_t)(HROWS + 8));
     const size_t bytes_m = round64(sizeof(HardModel<T>) * (size_t)nm);
     constexpr int WD = Lanes<double>::W;
@@ -828,6 +932,8 @@ int64_t run_hard(const T* x, int64_t n, int64_t d, const double* centre64, const
     std::memset(sb, 0, bytes_s);
     std::memset(skip, 0, bytes_skip);
     for (int64_t j = 0; j < dp; j++) centre[j] = j < d ? (T)centre64[j] : (T)0;
+    T* zeros = centre + dp;
+    for (int64_t j = 0; j < dp; j++) zeros[j] = 0;
     const T ninf = -(T)__builtin_inf();
     for (int64_t m = 0; m < nm; m++) {
         const int64_t lo = bounds[m], k = bounds[m + 1] - lo, kv = (k + W - 1) / W, kw = kv * W;
@@ -846,19 +952,28 @@ int64_t run_hard(const T* x, int64_t n, int64_t d, const double* centre64, const
     int64_t incomplete = 0;
     for (int64_t a = 0; a < n; a += HROWS) {
         const int64_t rows = n - a < HROWS ? n - a : HROWS;
+        // columns contiguous: centred and transposed into the copy first, each row's norm taken from
+        // it as a row's is from x below (the same bits from either layout)
+        if (!x.by_rows()) {
+            if (a + rows < n) x.prefetch_columns(a + rows, n - a - rows < HROWS ? n - a - rows : HROWS, d);
+            centre_rows_from_columns<T>(x, a, d, centre, eb, dp, rows);
+        }
+        const T* base = x.by_rows() ? x.p + a * x.rs : eb;
+        const int64_t step = x.by_rows() ? x.rs : dp;
+        const T* cen = x.by_rows() ? centre : zeros;
         for (int64_t i = 0; i < rows; i++) {
-            const T* src = x + (a + i) * d;
+            const T* src = base + i * step;
             T* er = eb + i * dp;
             V acc = V{};
             int64_t j = 0;
             for (; j + W <= d; j += W) {
-                const V v = load<T>(src + j) - load<T>(centre + j);
+                const V v = load<T>(src + j) - load<T>(cen + j);
                 store<T>(er + j, v);
                 acc = v * v + acc;
             }
             T s = 0;
             for (; j < d; j++) {  // the tail of a row (its next vector may lie past the end of x)
-                const T t = src[j] - centre[j];
+                const T t = src[j] - cen[j];
                 er[j] = t;
                 s = t * t + s;
             }
@@ -876,8 +991,9 @@ int64_t run_hard(const T* x, int64_t n, int64_t d, const double* centre64, const
             for (int64_t j = 0; j < dp; j++) eb[i * dp + j] = 0;
             sb[i] = 0;
         }
-        const char* pf = a + rows < n ? (const char*)(x + (a + rows) * d) : nullptr;
-        const char* pf_end = (const char*)(x + n * d);
+        // rows contiguous: the next sub-block is one range of bytes (columns: d streams the hardware follows)
+        const char* pf = x.by_rows() && a + rows < n ? x.from(a + rows) : nullptr;
+        const char* pf_end = x.from(n);
         for (int64_t m = 0; m < nm; m++)
             if (bounds[m + 1] > bounds[m]) {
                 hard_model<T>(hm[m], eb, sb, skip, w, a, rows, dp, d, pf, pf_end);
@@ -1349,8 +1465,26 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
 // The E-step of the sub-block's rows with NaN for model m (logits lo .. hi at x0 in k.lb): their
 // responsibilities (times the weight) into ms.rb, log p(x_o) or the largest logit into ms.lp,
 // and the statistics beyond r T(x0) (all of them for hard assignment) into the model's St.
+// Row i of x for the marginal step: its missing features (miss, returns how many), the observed ones'
+// indicators obs, and the values centred as fill_features centres them, 0 where missing (xc).
 template <class T>
-void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, const T* x, const double* wts,
+static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const T* centre, int64_t* miss,
+                                   double* obs, double* xc) {
+    int64_t nm = 0;
+    for (int64_t j = 0; j < d; j++) {
+        const T v = x.at(i, j);
+        const bool nan = v != v;
+        miss[nm] = j;
+        nm += nan;
+        obs[j] = nan ? 0.0 : 1.0;
+        const T cv = v - centre[j];
+        xc[j] = nan ? 0.0 : (double)cv;
+    }
+    return nm;
+}
+
+template <class T>
+void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, const Rows<T>& x, const double* wts,
                    int64_t a0, bool hard, bool want_rlogr) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
@@ -1366,17 +1500,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     const V floor = splat<double>(Math<double>::FLOOR);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
-        const T* src = x + (a0 + i) * d;
-        int64_t nm = 0;
-        for (int64_t j = 0; j < d; j++) {
-            const bool nan = src[j] != src[j];
-            miss[nm] = j;
-            nm += nan;
-            obs[j] = nan ? 0.0 : 1.0;
-            const T cv = src[j] - k.centre[j];  // as fill_features computes it, from the row's one cache line
-            xc[j] = nan ? 0.0 : (double)cv;
-        }
-        w.nm = nm;
+        w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full)
             over_groups<FullStep>(kp, md, w);
@@ -1430,14 +1554,13 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
 // The diagonal models' rows with NaN, by the tiles (MarginalModel::by_rows): their logits l0
 // plus add[j] over their missing features j, before the softmax.
 template <class T> void marginal_add(const Work<T>& k, const MarginalSet& ms, const MarginalModel& md, int64_t lo,
-                                     const T* x, int64_t a0) {
+                                     const Rows<T>& x, int64_t a0) {
     const int64_t d = k.d, kk = md.k, ld = k.ld;
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
-        const T* src = x + (a0 + i) * d;
         T* l = k.lb + lo * ld + i;
         for (int64_t j = 0; j < d; j++)
-            if (src[j] != src[j]) {
+            if (x.at(a0 + i, j) != x.at(a0 + i, j)) {
                 const double* add = md.add + j * kk;
                 for (int64_t c = 0; c < kk; c++) l[c * ld] = (T)((double)l[c * ld] + add[c]);
             }
@@ -1446,14 +1569,13 @@ template <class T> void marginal_add(const Work<T>& k, const MarginalSet& ms, co
 
 // ... and after it, sum r over the rows missing each feature (md.acc).
 template <class T> void marginal_acc(const Work<T>& k, const MarginalSet& ms, MarginalModel& md, int64_t lo,
-                                     const T* x, int64_t a0) {
+                                     const Rows<T>& x, int64_t a0) {
     const int64_t d = k.d, kk = md.k, ld = k.ld;
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
-        const T* src = x + (a0 + i) * d;
         const T* r = k.lb + lo * ld + i;
         for (int64_t j = 0; j < d; j++)
-            if (src[j] != src[j]) {
+            if (x.at(a0 + i, j) != x.at(a0 + i, j)) {
                 double* acc = md.acc + j * kk;
                 for (int64_t c = 0; c < kk; c++) acc[c] += (double)r[c * ld];
             }
@@ -1543,7 +1665,7 @@ template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, 
 // Returns the rows with NaN, or -1 when memory ran out. Model m marginalises missing values when
 // mmeans[m] is not null (mfactor[m]: its precision factors, mfull[m]: their shape).
 template <class T>
-int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
+int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
               const int64_t* bounds, const int64_t* modes, int64_t nm, double* S, double* per_row, double* rlogr,
               int64_t sub_rows, const double* const* mmeans, const double* const* mfactor, const int* mfull) {
     if (level == 0 && !mmeans) {  // k-means and spherical classification EM: their own path
@@ -1636,14 +1758,17 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
         const int64_t padded = (rows + tile - 1) / tile * tile;
         fill_features<T>(k, x, centre, w, a, rows, padded);
         const bool tiles = k.mb != nullptr;
-        if (a + rows < n) {  // spread over this sub-block's tiles of rows
+        k.pf = nullptr;
+        if (a + rows < n) {  // the next sub-block: spread over this one's tiles of rows (columns: asked for now)
             const int64_t next = n - a - rows < sub ? n - a - rows : sub;
             const int64_t ntiles = padded / tile;
-            k.pf = (const char*)(x + (a + rows) * d);
-            k.pf_end = (const char*)(x + n * d);
-            k.pf_step = ((int64_t)sizeof(T) * next * d + ntiles - 1) / ntiles;
-        } else {
-            k.pf = nullptr;
+            if (x.by_rows()) {
+                k.pf = x.from(a + rows);
+                k.pf_end = x.from(n);
+                k.pf_step = ((int64_t)sizeof(T) * next * d + ntiles - 1) / ntiles;
+            } else {
+                x.prefetch_columns(a + rows, next, d);
+            }
         }
         logits<T>(k, padded);
         for (int64_t m = 0; m < nm; m++) {
@@ -1724,7 +1849,7 @@ int64_t run_block(const T* x, int64_t n, int64_t d, const double* centre64, cons
 
 // Logits of every row (rows with NaN get NaN), row-major into out (n, nw): predictions and scores.
 template <class T>
-int64_t run_logits(const T* x, int64_t n, int64_t d, const double* centre64, const T* theta, int level, int64_t nw,
+int64_t run_logits(const Rows<T>& x, int64_t n, int64_t d, const double* centre64, const T* theta, int level, int64_t nw,
                    T* out) {
     constexpr int W = Lanes<T>::W;
     Work<T> k;
@@ -1938,7 +2063,7 @@ template <class T> void t_sums(const Work<T>& k, int64_t lo, int64_t hi, int64_t
 // marginal step, its logits, u and h, responsibilities (times the weight), sum r and sum r h into tt,
 // r u into ms.rb, log p(x_o) into ms.lp, and the statistics beyond r u T(x0) into the model's St.
 template <class T>
-void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, const T* x, const double* wts,
+void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, const Rows<T>& x, const double* wts,
                      int64_t a0, TTables& tt, double* hl, double* scratch) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
@@ -1957,17 +2082,7 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
     double* hv = scratch + 2 * kp;  // (kp)
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
-        const T* src = x + (a0 + i) * d;
-        int64_t nm = 0;
-        for (int64_t j = 0; j < d; j++) {
-            const bool nan = src[j] != src[j];
-            miss[nm] = j;
-            nm += nan;
-            obs[j] = nan ? 0.0 : 1.0;
-            const T cv = src[j] - k.centre[j];  // as fill_features computes it
-            xc[j] = nan ? 0.0 : (double)cv;
-        }
-        w.nm = nm;
+        const int64_t nm = w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
         // the Gaussian step's logit at 0 constant: -d2(x0)/2, then -q/2 - log det P_mm / 2 + nm log(2 pi)/2
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? -0.5 * (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full) {
@@ -2033,7 +2148,7 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
 // Returns the rows with NaN, or -1 when memory ran out. As run_block for soft t models: df (nw) degrees
 // of freedom, cobs and hobs (nw, d + 1) the tables by observed count; resp, logu (nw) += sum r, sum r h.
 template <class T>
-int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
+int64_t run_tblock(const Rows<T>& x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
                    const int64_t* bounds, int64_t nm, const double* df, const double* cobs, const double* hobs,
                    double* S, double* resp, double* logu, double* per_row, int64_t sub_rows,
                    const double* const* mmeans, const double* const* mfactor, const int* mfull) {
@@ -2177,13 +2292,16 @@ int64_t run_tblock(const T* x, int64_t n, int64_t d, const double* centre64, con
         const int64_t rows = n - a < sub ? n - a : sub;
         const int64_t padded = (rows + tile - 1) / tile * tile;
         fill_features<T>(k, x, centre, w, a, rows, padded);
+        k.pf = nullptr;
         if (a + rows < n) {
             const int64_t next = n - a - rows < sub ? n - a - rows : sub;
-            k.pf = (const char*)(x + (a + rows) * d);
-            k.pf_end = (const char*)(x + n * d);
-            k.pf_step = ((int64_t)sizeof(T) * next * d + padded / tile - 1) / (padded / tile);
-        } else {
-            k.pf = nullptr;
+            if (x.by_rows()) {
+                k.pf = x.from(a + rows);
+                k.pf_end = x.from(n);
+                k.pf_step = ((int64_t)sizeof(T) * next * d + padded / tile - 1) / (padded / tile);
+            } else {
+                x.prefetch_columns(a + rows, next, d);
+            }
         }
         logits<T>(k, padded);  // d2 of every component
         if (k.mb)  // observed features per row
@@ -2340,13 +2458,42 @@ bool shape_is(const Buf& b, const char* name, int64_t n0, int64_t n1 = -1) {
     return ok;
 }
 
-// The rows x (n, D) float32/float64, their centre (D,) float64 and the feature level, checked.
-bool get_rows(PyObject* ox, PyObject* oc, int level, Buf& x, Buf& c) {
-    if (!get(ox, x, "x", 2, 'x', false)) return false;
+// The rows x (n, D) float32/float64 with rows or columns contiguous (their element strides rs, cs:
+// Rows), their centre (D,) float64 and the feature level, checked.
+bool get_rows(PyObject* ox, PyObject* oc, int level, Buf& x, Buf& c, int64_t& rs, int64_t& cs) {
+    if (PyObject_GetBuffer(ox, &x.view, PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "x must be an array with rows or columns contiguous, got %R",
+                     (PyObject*)Py_TYPE(ox));
+        return false;
+    }
+    x.held = true;
+    const char code = elem_code(x.view);
+    if (code != 'd' && code != 'f') {
+        PyErr_Format(PyExc_ValueError, "x must be float32 or float64, got format %s", x.view.format ? x.view.format : "B");
+        return false;
+    }
+    if (x.view.ndim != 2) {
+        PyErr_Format(PyExc_ValueError, "x must be 2-D, got %d-D", x.view.ndim);
+        return false;
+    }
     if (x.view.shape[1] < 1) {
         PyErr_SetString(PyExc_ValueError, "x must have at least one column");
         return false;
     }
+    // a stride of a dimension of length 1 is never used (NumPy may give it any value)
+    const Py_ssize_t it = x.view.itemsize, n = x.view.shape[0], d = x.view.shape[1];
+    const Py_ssize_t s0 = n > 1 ? x.view.strides[0] : d * it, s1 = d > 1 ? x.view.strides[1] : it;
+    const bool whole = s0 >= 0 && s1 >= 0 && s0 % it == 0 && s1 % it == 0 && (uintptr_t)x.view.buf % it == 0;
+    if (!whole || (s1 != it && s0 != it)) {
+        PyErr_Format(PyExc_ValueError,
+                     "x must have rows or columns contiguous (C or Fortran order, or a slice of one), aligned, "
+                     "got strides (%lld, %lld) for items of %lld bytes",
+                     (long long)x.view.strides[0], (long long)x.view.strides[1], (long long)it);
+        return false;
+    }
+    rs = s0 / it;
+    cs = s1 / it;
     if (level < 0 || level > 2) {
         PyErr_Format(PyExc_ValueError, "level must be 0, 1 or 2, got %d", level);
         return false;
@@ -2358,8 +2505,9 @@ const char* mixture_block_doc =
     "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0, marginal=None)\n"
     "--\n\n"
     "Fold a block of rows into the statistics of models with logits theta . T(x - centre).\n\n"
-    "x (n, D) float32/float64; centre (D,) float64; w (n,) float64 or None; theta (W, P) of x's\n"
-    "dtype, P the feature rows at level (0 spherical, 1 diag, 2 full); bounds (M + 1,) int64,\n"
+    "x (n, D) float32/float64, rows or columns contiguous (read where it lies); centre (D,) float64;\n"
+    "w (n,) float64 or None; theta (W, P) of x's dtype, P the feature rows at level (0 spherical,\n"
+    "1 diag, 2 full); bounds (M + 1,) int64,\n"
     "model m owns logit rows bounds[m]:bounds[m+1]; modes (M,) int64, bit 0 hard assignment,\n"
     "bit 1 also sum w r log r (soft only). S (W, P) float64 += moments R T^T; per_row (M, n)\n"
     "float64 = log p(x) (soft) or the largest logit (hard); rlogr (M,) float64 += sum w r log r.\n"
@@ -2488,14 +2636,14 @@ struct MarginalArgs {
 struct BlockArgs {
     Buf x, c, w, th, b;
     char dt = 0;
-    int64_t n = 0, d = 0, nm = 0, nw = 0, nf = 0;
+    int64_t n = 0, d = 0, nm = 0, nw = 0, nf = 0, rs = 0, cs = 0;
     const int64_t* bounds = nullptr;
     bool weighted = false;
 };
 
 bool get_block_args(PyObject* ox, PyObject* oc, PyObject* ow, PyObject* oth, PyObject* ob, int level,
                     long long& sub_rows, BlockArgs& a) {
-    if (!get_rows(ox, oc, level, a.x, a.c)) return false;
+    if (!get_rows(ox, oc, level, a.x, a.c, a.rs, a.cs)) return false;
     a.dt = elem_code(a.x.view);
     a.n = a.x.view.shape[0];
     a.d = a.x.view.shape[1];
@@ -2547,11 +2695,11 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     const int* mfl = marg.mfull.get();
     Py_BEGIN_ALLOW_THREADS
     if (dt == 'd')
-        rc = run_block<double>((const double*)x.view.buf, n, d, (const double*)c.view.buf, wp,
+        rc = run_block<double>(Rows<double>{(const double*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
                                (const double*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
                                (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
     else
-        rc = run_block<float>((const float*)x.view.buf, n, d, (const double*)c.view.buf, wp,
+        rc = run_block<float>(Rows<float>{(const float*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
                               (const float*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
     Py_END_ALLOW_THREADS
@@ -2616,12 +2764,12 @@ PyObject* studentt_block(PyObject*, PyObject* args, PyObject* kwargs) {
     const double* hp = (const double*)hh.view.buf;
     Py_BEGIN_ALLOW_THREADS
     if (dt == 'd')
-        rc = run_tblock<double>((const double*)x.view.buf, n, d, (const double*)c.view.buf, wp,
+        rc = run_tblock<double>(Rows<double>{(const double*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
                                 (const double*)th.view.buf, level, bounds, nm, dfp, cop, hp, (double*)S.view.buf,
                                 (double*)rs.view.buf, (double*)lu.view.buf, (double*)pr.view.buf, sub_rows, mm, mf,
                                 mfl);
     else
-        rc = run_tblock<float>((const float*)x.view.buf, n, d, (const double*)c.view.buf, wp,
+        rc = run_tblock<float>(Rows<float>{(const float*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
                                (const float*)th.view.buf, level, bounds, nm, dfp, cop, hp, (double*)S.view.buf,
                                (double*)rs.view.buf, (double*)lu.view.buf, (double*)pr.view.buf, sub_rows, mm, mf,
                                mfl);
@@ -2633,7 +2781,8 @@ PyObject* studentt_block(PyObject*, PyObject* args, PyObject* kwargs) {
 const char* mixture_logits_doc =
     "mixture_logits(x, centre, theta, level, out)\n"
     "--\n\n"
-    "Logits theta . T(x - centre) of every row into out (n, W), x's dtype; rows with NaN get NaN.";
+    "Logits theta . T(x - centre) of every row (x as mixture_block's) into out (n, W), x's dtype; rows\n"
+    "with NaN get NaN.";
 
 PyObject* mixture_logits(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"x", "centre", "theta", "level", "out", nullptr};
@@ -2643,7 +2792,8 @@ PyObject* mixture_logits(PyObject*, PyObject* args, PyObject* kwargs) {
                                      &oo))
         return nullptr;
     Buf x, c, th, out;
-    if (!get_rows(ox, oc, level, x, c)) return nullptr;
+    int64_t rs, cs;
+    if (!get_rows(ox, oc, level, x, c, rs, cs)) return nullptr;
     const char dt = elem_code(x.view);
     const int64_t n = x.view.shape[0], d = x.view.shape[1];
     const int64_t nf = quad_rows(level, d) + d + 1;
@@ -2657,10 +2807,10 @@ PyObject* mixture_logits(PyObject*, PyObject* args, PyObject* kwargs) {
     int64_t rc;
     Py_BEGIN_ALLOW_THREADS
     if (dt == 'd')
-        rc = run_logits<double>((const double*)x.view.buf, n, d, (const double*)c.view.buf,
+        rc = run_logits<double>(Rows<double>{(const double*)x.view.buf, rs, cs}, n, d, (const double*)c.view.buf,
                                 (const double*)th.view.buf, level, nw, (double*)out.view.buf);
     else
-        rc = run_logits<float>((const float*)x.view.buf, n, d, (const double*)c.view.buf, (const float*)th.view.buf,
+        rc = run_logits<float>(Rows<float>{(const float*)x.view.buf, rs, cs}, n, d, (const double*)c.view.buf, (const float*)th.view.buf,
                                level, nw, (float*)out.view.buf);
     Py_END_ALLOW_THREADS
     if (rc < 0) return PyErr_NoMemory();

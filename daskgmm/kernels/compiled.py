@@ -296,6 +296,23 @@ def load_variant(name: str):
     return _import(name)
 
 
+def rows_for_core(x, dtype) -> np.ndarray:
+    """``x`` (n, D) as the core reads it: in ``dtype``, rows or columns contiguous, aligned.
+
+    A block cut from a chunk (rows of a column-major Parquet chunk, or of a C-ordered array) is
+    passed as it lies; anything else (another dtype, other strides) is copied in C order.
+    """
+    x = np.asarray(x)
+    it = np.dtype(dtype).itemsize
+    if x.ndim == 2 and x.dtype == dtype and x.flags.aligned:
+        n, d = x.shape
+        s0 = x.strides[0] if n > 1 else d * it  # a dimension of length 1: its stride is never used
+        s1 = x.strides[1] if d > 1 else it
+        if s0 >= 0 and s1 >= 0 and s0 % it == 0 and s1 % it == 0 and it in (s0, s1):
+            return x
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
 class _BlockState:
     """What both block calls of the core keep for a chunk: the stacked parameters, their bounds,
     level and centre, the float64 moments ``S``, and the marginalising models' forms."""
@@ -313,9 +330,8 @@ class _BlockState:
                              for m in range(len(self.bounds) - 1)]
 
     def _rows(self, x, w):
-        """A block's rows in the parameters' dtype and its weights in float64, both contiguous."""
-        x = np.ascontiguousarray(x, dtype=self.theta.dtype)
-        return x, None if w is None else np.ascontiguousarray(w, dtype=np.float64)
+        """A block's rows in the parameters' dtype and its weights in float64, contiguous."""
+        return rows_for_core(x, self.theta.dtype), None if w is None else np.ascontiguousarray(w, dtype=np.float64)
 
 
 class Fused(_BlockState):

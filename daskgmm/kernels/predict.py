@@ -69,7 +69,7 @@ def component_logits(x: np.ndarray, params: NaturalParams, centre: np.ndarray, b
     out = np.empty((n, theta.shape[0]), dtype=dtype)
     core = compiled.ready()
     if core is not None and n:
-        core.mixture_logits(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(centre, dtype=np.float64),
+        core.mixture_logits(compiled.rows_for_core(x, dtype), np.ascontiguousarray(centre, dtype=np.float64),
                             theta, level, out)
         return out
     p = theta.shape[1]

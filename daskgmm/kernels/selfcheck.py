@@ -6,11 +6,11 @@ docs/architecture.md). The test suite guards the compilers CI runs; this guards 
 Before a process uses a variant, :mod:`daskgmm.kernels.compiled` runs :func:`known_answer`:
 a pass over 27 rows with every covariance type, soft and hard assignment, ``Σ r log r``,
 sample weights, rows with each number of missing values from 1 to 9 under marginalisation,
-several models in lockstep, Gaussian and Student-t mixtures, float64 and float32 rows, and the
-predictions' logits. A variant
+several models in lockstep, a k-means pass, Gaussian and Student-t mixtures, float64 and float32
+rows with rows or columns contiguous, and the predictions' logits. A variant
 whose statistics differ from the NumPy reference's by more than rounding is not used.
 
-It costs about 45 ms of CPU once per process (mostly the NumPy reference; 90 ms wall at load 5.5)
+It costs about 57 ms of CPU once per process (mostly the NumPy reference; at load 4)
 and holds the choice's lock meanwhile. Pure NumPy around the core; nothing here knows Dask.
 """
 
@@ -116,35 +116,42 @@ def known_answer(kernel) -> str | None:
         None when they agree; else what differed (the statistic, the dtype, the difference).
     """
     x64, w, centre, gaussian, student = _problem()
+    gauss_stats = ("n", "s1", "s2", "loglik", "resp_log_resp", "weight")
+    t_stats = ("moments.n", "moments.s1", "moments.s2", "loglik", "resp", "log_u", "weight")
+    # the k-means model alone: a pass of hard spherical models only takes the core's k-means path
+    passes = ((MixtureRequest, gaussian, gauss_stats), (MixtureRequest, gaussian[-1:], gauss_stats),
+              (StudentTRequest, student, t_stats))
     for dtype in (np.float64, np.float32):
         x = x64.astype(dtype)
         tol = TOLERANCE[np.dtype(dtype)]
-        for request, stats in ((MixtureRequest, ("n", "s1", "s2", "loglik", "resp_log_resp", "weight")),
-                               (StudentTRequest, ("moments.n", "moments.s1", "moments.s2", "loglik", "resp", "log_u",
-                                                  "weight"))):
-            specs = gaussian if request is MixtureRequest else student
-            got = _one_pass(x, w, centre, request(specs), kernel)
+        # the core reads rows or columns where they lie: both layouts (Parquet chunks are column-major)
+        layouts = (("", x), (", columns contiguous", np.asfortranarray(x)))
+        for request, specs, stats in passes:
             want = _one_pass(x, w, centre, request(specs), None)
-            for m, (g, r) in enumerate(zip(got, want, strict=True)):
-                for name in stats:
-                    diff = _differs(attrgetter(name)(g), attrgetter(name)(r), tol)
-                    if diff:
-                        what = "Student-t" if request is StudentTRequest else getattr(specs[m], "assignment", "")
-                        return (f"{name} of model {m} ({specs[m].covariance_type}, {what}) over "
-                                f"{np.dtype(dtype).name} rows differs from NumPy's by {diff:.3g} (relative)")
+            for layout, xl in layouts:
+                got = _one_pass(xl, w, centre, request(specs), kernel)
+                for m, (g, r) in enumerate(zip(got, want, strict=True)):
+                    for name in stats:
+                        diff = _differs(attrgetter(name)(g), attrgetter(name)(r), tol)
+                        if diff:
+                            what = "Student-t" if request is StudentTRequest else getattr(specs[m], "assignment", "")
+                            return (f"{name} of model {m} ({specs[m].covariance_type}, {what}) over "
+                                    f"{np.dtype(dtype).name} rows{layout} differs from NumPy's by {diff:.3g} "
+                                    "(relative)")
         # the predictions' logits (complete rows only: they take no NaN)
         spec = gaussian[0]
         level = spec.params.level
         theta = spec.params.theta(level).astype(dtype)
         xc = x[np.isfinite(x).all(axis=1)]
-        out = np.empty((len(xc), theta.shape[0]), dtype=dtype)
-        kernel.mixture_logits(np.ascontiguousarray(xc), centre, theta, level, out)
         xt = (xc - centre.astype(dtype)).T
         ref = (theta @ build_features(xt, level, np.empty((n_feature_rows(level, x.shape[1]), len(xc)), dtype))).T
-        diff = _differs(out, ref, tol)
-        if diff:
-            return f"the predictions' logits over {np.dtype(dtype).name} rows differ from NumPy's by {diff:.3g}"
+        for layout, xl in (("", np.ascontiguousarray(xc)), (", columns contiguous", np.asfortranarray(xc))):
+            out = np.empty((len(xc), theta.shape[0]), dtype=dtype)
+            kernel.mixture_logits(xl, centre, theta, level, out)
+            diff = _differs(out, ref, tol)
+            if diff:
+                return (f"the predictions' logits over {np.dtype(dtype).name} rows{layout} differ from NumPy's by "
+                        f"{diff:.3g}")
     return None
-
 
 compiled.register_check(known_answer)
