@@ -230,9 +230,9 @@ def test_a_fit_killed_between_its_swaps_is_rolled_forward_by_the_next_job(proces
     capsys.readouterr()
     assert main(job(3, "--columns", "f0,nope", *into)) == 2  # bad input: fails after taking the locks
     assert sorted(os.listdir(tmp_path / "out")) == ["model", "preds"]
-    # the killed job's model, not yesterday's (K=2) nor a mix: the reference fit's, bit for bit (the same
-    # chunks and cluster; where each job's persisting put the chunk cut at the threads' shares may differ,
-    # and test_em.py::test_a_cut_chunk_gives_the_same_bits_whichever_worker_held_it shows that it does not matter)
+    # the killed job's model, not yesterday's (K=2) nor a mix: the reference fit's, bit for bit (where each
+    # job's persisting put the chunk cut at the threads' shares does not matter: test_em.py's
+    # test_a_cut_chunk_gives_the_same_bits_whichever_worker_held_it)
     with np.load(tmp_path / "ref" / "arrays.npz") as a, np.load(out["model"] / "arrays.npz") as b:
         assert sorted(a.files) == sorted(b.files)
         for key in a.files:

@@ -336,9 +336,9 @@ def _layout(keys, dask_worker=None):
 def test_a_cut_chunk_gives_the_same_bits_whichever_worker_held_it(process_client):
     """Column-major chunks (as Parquet's are) cut at the threads' shares: whether the piece that stays
     where the chunk was is the first or the second, both pieces keep the chunk's layout, so the scan
-    (whose column sums round by layout) and the fit have the same bits. A piece left a strided view
-    while the moved one arrived row-major gave 1-3 ulp in weights_ depending on where persisting had
-    put the chunk."""
+    (whose column sums round by layout) and the fit have the same bits. (A strided view of a
+    column-major chunk is sent row-major: left as a view, the piece that stays and the one that moves
+    would differ.)"""
     X, _, _ = make_blobs(n=3000)
     first, second = sorted(process_client.nthreads())
     scans, fits = [], []
