@@ -326,3 +326,36 @@ def test_placed_chunks_are_cut_at_the_workers_shares(process_client):
     np.testing.assert_allclose(stats(uncut), placed, rtol=1e-12)
     # the sample is keyed by row number: the same rows for any chunking
     np.testing.assert_array_equal(data.sample_rows(), uncut.sample_rows())
+
+
+def _layout(keys, dask_worker=None):
+    return {k: ("C" if x.flags.c_contiguous else "F" if x.flags.f_contiguous else "strided")
+            for k, x in ((k, dask_worker.data[k]) for k in keys if k in dask_worker.data)}
+
+
+def test_a_cut_chunk_gives_the_same_bits_whichever_worker_held_it(process_client):
+    """Column-major chunks (as Parquet's are) cut at the threads' shares: whether the piece that stays
+    where the chunk was is the first or the second, both pieces keep the chunk's layout, so the scan
+    (whose column sums round by layout) and the fit have the same bits. (A strided view of a
+    column-major chunk is sent row-major: left as a view, the piece that stays and the one that moves
+    would differ.)"""
+    X, _, _ = make_blobs(n=3000)
+    first, second = sorted(process_client.nthreads())
+    scans, fits = [], []
+    # chunks of 1000 rows, the first on the first worker, the last on the second; the share boundary
+    # (1500) cuts the middle one, which is on the first worker (its second piece moves) or the second
+    for middle in (first, second):
+        futs = [process_client.scatter(np.asfortranarray(X[a:a + 1000]), workers=[w], hash=False)
+                for a, w in ((0, first), (1000, middle), (2000, second))]
+        Xf = da.concatenate([da.from_delayed(f, shape=(1000, 3), dtype=X.dtype) for f in futs])
+        data = ChunkedData(Xf, cache="memory")
+        assert list(np.diff(data.offsets)) == [1000, 500, 500, 1000]
+        layouts = process_client.run(_layout, [f.key for f in data._futures])
+        assert sorted(v for lay in layouts.values() for v in lay.values()) == ["F"] * 4, layouts
+        scan = data.scan()
+        scans.append(np.concatenate([scan.mean, scan.m2]))
+        fits.append(_fit(Xf))
+        del data, Xf, futs
+    np.testing.assert_array_equal(scans[0], scans[1])
+    for key in ("weights_", "means_", "covariances_", "precisions_cholesky_", "lower_bounds_"):
+        np.testing.assert_array_equal(getattr(fits[0], key), getattr(fits[1], key), err_msg=key)

@@ -135,9 +135,19 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
 
 
 def _rows(x, start, stop):
-    """Rows ``start:stop`` of a chunk (a view of a NumPy chunk: the piece that stays on the chunk's
-    worker costs no memory; the one moved is copied by the move)."""
-    return x[start:stop]
+    """Rows ``start:stop`` of a chunk, laid out as the chunk is: a view where that is contiguous (a
+    row-major chunk), else a copy in the chunk's order (a column-major chunk: Parquet's, a Dask
+    DataFrame's).
+
+    A row slice of a column-major chunk is strided, and the move to another worker sends a strided
+    array row-major: the piece that stays and the piece that moves would differ in layout, and
+    NumPy's sums over rows (the scan's mean, the shift of every later pass) round differently by
+    layout, so the bits of a fit would depend on which worker held the chunk when it was cut.
+    """
+    piece = x[start:stop]
+    if piece.flags.c_contiguous or piece.flags.f_contiguous:
+        return piece
+    return piece.copy(order="K")
 
 
 def cut_chunks(client, futs, wfuts, pieces):
