@@ -239,6 +239,24 @@ def test_scan_mean_variance_and_nonfinite_counts():
     np.testing.assert_allclose(big.mean, Z[finite].astype(np.float64).mean(axis=0), rtol=1e-12)
 
 
+@pytest.mark.parametrize("nan", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_scan_gives_the_same_bits_from_any_layout(weighted, nan):
+    """A chunk's rows row-major, column-major or strided (a moved piece of a cut chunk arrives
+    row-major): the same mean and variance bits, since every later pass is shifted by the mean."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(997, 6)) * rng.uniform(1, 1e4, size=6) + 1e3
+    if nan:
+        X[rng.random(X.shape) < 0.01] = np.nan
+    w = rng.random(len(X)) if weighted else None
+    layouts = [np.ascontiguousarray(X), np.asfortranarray(X), np.asfortranarray(np.vstack([X, X]))[: len(X)],
+               np.repeat(X, 2, axis=1)[:, ::2], np.hstack([X, X])[:, : X.shape[1]]]
+    got = [chunk_pass(x, [ScanRequest()], sample_weight=w, block_rows=300)[0] for x in layouts]
+    for g in got[1:]:
+        for name in ("mean", "m2", "nan", "weight"):
+            np.testing.assert_array_equal(getattr(g, name), getattr(got[0], name), err_msg=name)
+
+
 @pytest.mark.parametrize("ct", TYPES)
 def test_precise_path_matches_fast_path_and_scipy(ct):
     """The per-component path (for badly conditioned models) gives the same statistics."""

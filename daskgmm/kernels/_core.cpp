@@ -246,10 +246,21 @@ template <class T> struct Work {
 // A block of rows in either layout, read where it lies: element (i, j) at p[i * rs + j * cs]. Rows
 // contiguous (cs 1: C order, or a slice of columns of it) or columns contiguous (rs 1: Fortran order,
 // as Parquet chunks are, or a slice of rows of it); any other layout is copied by the caller.
+// Its items may lie at any byte (an array deserialised from a message's frame often does): every
+// read of x goes through readx and loadx, aligned to 1.
+template <class T> static inline T readx(const T* p) {
+    T v;
+    std::memcpy(&v, p, sizeof(T));
+    return v;
+}
+template <class T> static inline typename Lanes<T>::V loadx(const T* p) {
+    typedef T U __attribute__((vector_size(DG_VBYTES), aligned(1), may_alias));
+    return *(const U*)p;
+}
 template <class T> struct Rows {
     const T* p;
     int64_t rs, cs;
-    const T& at(int64_t i, int64_t j) const { return p[i * rs + j * cs]; }
+    T at(int64_t i, int64_t j) const { return readx(p + i * rs + j * cs); }
     bool by_rows() const { return cs == 1; }
     // The byte range of rows a .. n - 1 of d columns, for prefetching (rows contiguous only).
     const char* from(int64_t a) const { return (const char*)(p + a * rs); }
@@ -314,7 +325,7 @@ static inline int64_t centre_transposed(const T* x, int64_t rs, int64_t d, const
         }
         for (; j < d; j++)  // the columns past the last group of 4
             for (int l = 0; l < 4; l++) {
-                const T t = r[l * rs + j] - centre[j];
+                const T t = readx(r + l * rs + j) - centre[j];
                 any |= (t != t) << l;
                 xs[j * ld + i + l] = t;
             }
@@ -371,7 +382,7 @@ static inline void centre_rows_from_columns(const Rows<T>& x, int64_t a, int64_t
     for (int64_t j = 0; j < d; j++) {  // what the blocks of 4 x 4 left: the last rows, the last columns
         const T* col = x.p + a + j * x.cs;
         const T c = centre[j];
-        for (int64_t i = j < done_cols ? done_rows : 0; i < rows; i++) er[i * dp + j] = col[i] - c;
+        for (int64_t i = j < done_cols ? done_rows : 0; i < rows; i++) er[i * dp + j] = readx(col + i) - c;
     }
 }
 
@@ -388,8 +399,8 @@ static inline void centre_columns(const Rows<T>& x, int64_t a, int64_t d, const 
         T* out = xs + j * ld;
         const V c = splat<T>(centre[j]);
         int64_t i = 0;
-        for (; i < whole; i += W) store<T>(out + i, load<T>(col + i) - c);
-        for (; i < rows; i++) out[i] = col[i] - centre[j];
+        for (; i < whole; i += W) store<T>(out + i, loadx<T>(col + i) - c);
+        for (; i < rows; i++) out[i] = readx(col + i) - centre[j];
     }
     int64_t i = 0;
     for (; i < whole; i += W) {
@@ -967,13 +978,13 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
             V acc = V{};
             int64_t j = 0;
             for (; j + W <= d; j += W) {
-                const V v = load<T>(src + j) - load<T>(cen + j);
+                const V v = loadx<T>(src + j) - load<T>(cen + j);
                 store<T>(er + j, v);
                 acc = v * v + acc;
             }
             T s = 0;
             for (; j < d; j++) {  // the tail of a row (its next vector may lie past the end of x)
-                const T t = src[j] - cen[j];
+                const T t = readx(src + j) - cen[j];
                 er[j] = t;
                 s = t * t + s;
             }
@@ -2484,10 +2495,10 @@ bool get_rows(PyObject* ox, PyObject* oc, int level, Buf& x, Buf& c, int64_t& rs
     // a stride of a dimension of length 1 is never used (NumPy may give it any value)
     const Py_ssize_t it = x.view.itemsize, n = x.view.shape[0], d = x.view.shape[1];
     const Py_ssize_t s0 = n > 1 ? x.view.strides[0] : d * it, s1 = d > 1 ? x.view.strides[1] : it;
-    const bool whole = s0 >= 0 && s1 >= 0 && s0 % it == 0 && s1 % it == 0 && (uintptr_t)x.view.buf % it == 0;
+    const bool whole = s0 >= 0 && s1 >= 0 && s0 % it == 0 && s1 % it == 0;
     if (!whole || (s1 != it && s0 != it)) {
         PyErr_Format(PyExc_ValueError,
-                     "x must have rows or columns contiguous (C or Fortran order, or a slice of one), aligned, "
+                     "x must have rows or columns contiguous (C or Fortran order, or a slice of one), "
                      "got strides (%lld, %lld) for items of %lld bytes",
                      (long long)x.view.strides[0], (long long)x.view.strides[1], (long long)it);
         return false;

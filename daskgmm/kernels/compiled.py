@@ -300,11 +300,13 @@ def rows_for_core(x, dtype) -> np.ndarray:
     """``x`` (n, D) as the core reads it: in ``dtype``, rows or columns contiguous, aligned.
 
     A block cut from a chunk (rows of a column-major Parquet chunk, or of a C-ordered array) is
-    passed as it lies; anything else (another dtype, other strides) is copied in C order.
+    passed as it lies, its items aligned or not (the core reads them at any byte: an array
+    deserialised from a message's frame often starts at an odd one); anything else (another
+    dtype, other strides) is copied in C order.
     """
     x = np.asarray(x)
     it = np.dtype(dtype).itemsize
-    if x.ndim == 2 and x.dtype == dtype and x.flags.aligned:
+    if x.ndim == 2 and x.dtype == dtype:
         n, d = x.shape
         s0 = x.strides[0] if n > 1 else d * it  # a dimension of length 1: its stride is never used
         s1 = x.strides[1] if d > 1 else it

@@ -187,6 +187,9 @@ class ScanRequest:
             rows_ok = finite.all(axis=1)
             xo = np.asarray(x[rows_ok], dtype=np.float64)
             wo = None if w is None else w[rows_ok]
+        # column-major, whatever the block's layout: NumPy's sums over rows round differently by
+        # layout, and the scan's mean is every later pass's shift (the same bits from any layout)
+        xo = np.asfortranarray(xo)
         wb = float(len(xo)) if wo is None else float(wo.sum())
         if wb > 0:
             mb = (xo.sum(axis=0) if wo is None else wo @ xo) / wb
