@@ -14,13 +14,13 @@ per iteration (median over the iterations, milliseconds):
 
 - ``wall``: the whole iteration, as the loop sees it;
 - ``client pre``: building the specs, requests and plan and submitting the tasks;
-- ``dispatch``: from the last submit (or, outside the task graph, the client's call) to the first batch starting to
+- ``dispatch``: from the last submit (or ``client.run`` call) to the first batch starting to
   compute on a worker;
 - ``compute``: from the first start to the last stop of any batch (the critical path on
   the workers); ``work``: the sum of the batches' times (both workers), and their CPU time;
   ``imbalance``: the difference between the workers' compute times (and their CPU times, which
   other jobs on the machine do not stretch);
-- ``notify``: from the last batch's stop to the client's wait (or its call of the workers) returning;
+- ``notify``: from the last batch's stop to the client's wait (or ``client.run``) returning;
 - ``gather``: fetching the results; ``merge``: the client's last merges;
 - ``update``: every model's objective, M-step and convergence test on the client;
 - CPU per iteration: the client's main thread (``time.thread_time``), the client
@@ -40,9 +40,8 @@ Times of the work come from the workers: the engine's batch function (which both
 is wrapped in each worker to record its start, stop and thread CPU time; every process runs
 on this machine, so their clocks agree. ``--paths tasks,direct`` profiles both ways a pass
 over placed chunks runs (as tasks through the scheduler, or outside the task graph by
-a call of each worker's ``run`` handler: ``ChunkedData.direct``; by the client itself or through the
-scheduler by ``client.run``, ``ChunkedData.direct_route``, printed as ``route``), an iteration of each in
-turn on the same cluster and data, so that a load that comes and goes falls on both.
+``client.run``: ``ChunkedData.direct``), an iteration of each in turn on the same cluster
+and data, so that a load that comes and goes falls on both.
 """
 
 from __future__ import annotations
@@ -86,7 +85,7 @@ def _record_batches():
             calls.append((t0, time.time(), pid, time.thread_time() - c0, threading.get_ident()))
 
     engine._batch_task = recorded
-    # a direct pass: when the worker's ``run`` handler starts and ends (the calls that carry a plan)
+    # a direct pass: when the worker's handler of ``client.run`` starts and ends (the calls that carry a plan)
     engine._profile_runs = runs = []
     run_inner = engine._direct_batches
 
@@ -157,7 +156,6 @@ class Probe:
             return out
 
         def sync(*args, **kwargs):  # the engine's direct pass is one call of it: returned when the main thread has it
-            probe.marks.setdefault("submitted", time.time())  # (a pass as tasks has submitted before it waits)
             out = probe._sync(*args, **kwargs)
             if not kwargs.get("asynchronous"):
                 probe.marks["waited"] = time.time()
@@ -220,8 +218,6 @@ def profile(client, data, case, k, n_models, iters, X, paths):
                 data.direct = path == "direct"
                 w0 = client.run(_worker_cpu)
                 probe.marks = {}
-                # (code without the client's own route goes through the scheduler)
-                route = (getattr(data, "direct_route", "run") or "run") if path == "direct" else "tasks"
                 c0, m0 = time.process_time(), time.thread_time()
                 a = time.time()
                 stats = one_pass(data, states[path], centre)
@@ -238,7 +234,7 @@ def profile(client, data, case, k, n_models, iters, X, paths):
                 marks = dict(probe.marks)
                 w1 = client.run(_worker_cpu)
                 assert data.direct == (path == "direct"), "a direct pass fell back to tasks"
-                rows[path].append(dict(marks, start=a, passed=e, updated=f, client=c1 - c0, main=m1 - m0, route=route,
+                rows[path].append(dict(marks, start=a, passed=e, updated=f, client=c1 - c0, main=m1 - m0,
                                        workers={wk: w1[wk][0] - w0[wk][0] for wk in w1}))
         got = client.run(_recorded_batches).values()
         calls = [c for g in got for c in g[0]]
@@ -292,7 +288,6 @@ def _summary(path, rows, calls, runs, case, n_models, plan_bytes):
         "median_ms": {key: (v * 1e3 if key != "batches" else v) for key, v in med.items()},
         "min_wall_ms": min(p["wall"] for p in per) * 1e3,
         "plan_bytes": plan_bytes,
-        "routes": sorted({r["route"] for r in rows}),
     }
 
 
@@ -305,8 +300,8 @@ def _print(r):
           f"notify {m['notify']:5.1f}  gather {m['gather']:5.1f}  merge {m['merge']:5.1f}  "
           f"update {m['update']:5.1f} | batches {m['batches']:.0f}, plan {r['plan_bytes'] / 1024:.1f} KiB", flush=True)
     if m["to workers"] or m["reply to client"]:
-        print(f"{'':19s} direct ({'/'.join(r['routes'])}): to the workers {m['to workers']:.1f}, in the worker to "
-              f"its thread {m['worker to thread']:.1f}; last batch to its reply {m['thread to reply']:.1f}, "
+        print(f"{'':19s} direct: to the workers {m['to workers']:.1f}, in the worker to its thread "
+              f"{m['worker to thread']:.1f}; last batch to its reply {m['thread to reply']:.1f}, "
               f"reply to the client {m['reply to client']:.1f}", flush=True)
     print(f"{'':19s} CPU ms/iter: client main thread {m['client main cpu']:.1f}, client's other threads "
           f"(event loop; a LocalCluster's scheduler) {m['client other cpu']:.1f}; workers outside the batches "
@@ -342,8 +337,7 @@ def main(argv=None):
     ap.add_argument("--workers", default="2", help="worker counts (1 thread each), comma-separated")
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--paths", default="tasks,direct",
-                    help="how passes over the placed chunks run: as tasks, or outside the task graph (the workers' run "
-                         "handler)")
+                    help="how passes over the placed chunks run: as tasks, or outside the task graph (client.run)")
     ap.add_argument("--sklearn", type=int, default=0, metavar="ITERS",
                     help="also time scikit-learn's KMeans Lloyd iteration in this process on its threads (as "
                          "scripts/bench_kmeans.py does: the marginal cost of ITERS iterations, median of 3), "

@@ -1,6 +1,5 @@
 """The distributed path: chunking invariance, graph size, real LocalCluster."""
 
-import asyncio
 import time
 import warnings
 
@@ -196,147 +195,37 @@ def test_any_batching_gives_the_same_bits(process_client):
     np.testing.assert_array_equal(np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]]), placed)
 
 
-class _FakeRpc:
-    """Stands for ``Client.rpc``: every call of a worker's ``run`` handler gets ``answer(address)`` (awaited when
-    it is a coroutine; raised when an exception)."""
-
-    def __init__(self, answer):
-        self.answer, self.calls = answer, []
-
-    def __call__(self, address):
-        fake = self
-
-        class Worker:
-            async def run(self, **msg):
-                fake.calls.append((address, sorted(msg)))
-                got = fake.answer(address)
-                if asyncio.iscoroutine(got):
-                    got = await got
-                if isinstance(got, BaseException):
-                    raise got
-                return got
-
-        return Worker()
-
-
-def _stats(data, req):
-    (st,) = data.run(req, np.zeros(3))[0]
-    return np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]])
-
-
-def _route_checked(data, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while data.direct_route is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return data.direct_route
-
-
-@pytest.mark.parametrize("route", ["run", "rpc"])
-@pytest.mark.parametrize("failure", ["raises", "a worker lost a chunk", "the worker's call raised"])
-def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, failure, route):
+@pytest.mark.parametrize("failure", ["raises", "a worker lost a chunk"])
+def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, failure):
     """A pass outside the task graph that cannot run (the scheduler or a worker gone, a chunk no longer
-    where it was placed, an error in the batches) runs again as tasks, with the same bits, and later passes
-    stay tasks: through the scheduler (``client.run``) or calling the workers straight (``Client.rpc``)."""
+    where it was placed) runs again as tasks, with the same bits, and later passes stay tasks."""
     X = da.random.default_rng(0).standard_normal((20_000, 3), chunks=1000)
     data = ChunkedData(process_client.persist(X), cache="memory", split_every=4)
     req = _mixture_request()
-    ref = _stats(data, req)  # the first pass, as tasks
+
+    def stats():
+        (st,) = data.run(req, np.zeros(3))[0]
+        return np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]])
+
+    ref = stats()  # the first pass, as tasks
     calls = []
 
-    def answer(address):  # what the worker's run handler answers, or what its connection raises
-        if failure == "raises":
-            return OSError("connection closed")
-        if failure == "a worker lost a chunk":
-            return {"status": "OK", "result": None}  # as _direct_batches answers for a missing chunk
-        return {"status": "error", "exception": ValueError("in the batches"), "traceback": None, "text": "x"}
+    def run(fn, *args, **kwargs):
+        calls.append((fn.__name__, kwargs.get("callback_timeout", 0) >= engine.STALL_SECONDS))  # bounded
 
-    if route == "run":
-        def run(fn, *args, **kwargs):
-            calls.append((fn.__name__, kwargs.get("callback_timeout", 0) >= engine.STALL_SECONDS))  # bounded
+        async def answer():  # the engine awaits the call (asynchronous=True) beside its question to the scheduler
+            if failure == "raises":
+                raise OSError("connection closed")
+            return {w: None for w in kwargs["workers"]}  # as _direct_batches answers for a missing chunk
 
-            async def call():  # the engine awaits it (asynchronous=True) beside its question to the scheduler
-                got = answer(None)
-                if isinstance(got, BaseException):
-                    raise got
-                return {w: got["result"] if got["status"] == "OK" else ValueError() for w in kwargs["workers"]}
+        assert kwargs.get("asynchronous")
+        return answer()
 
-            assert kwargs.get("asynchronous")
-            return call()
-
-        monkeypatch.setattr(process_client, "run", run)
-    else:
-        data.direct_route = "rpc"  # as the route's check leaves it
-        fake = _FakeRpc(answer)
-        monkeypatch.setattr(process_client, "rpc", fake)
-    np.testing.assert_array_equal(_stats(data, req), ref)
-    assert not data.direct and data.direct_passes == 0
-    if route == "run":
-        assert calls == [("_direct_batches", True)]
-    else:
-        assert len(fake.calls) == 2 and {a for a, _ in fake.calls} == set(process_client.nthreads())
-        # the message of distributed's run handler, as Client.run has the scheduler send it
-        assert fake.calls[0][1] == ["args", "function", "kwargs", "wait"]
-    np.testing.assert_array_equal(_stats(data, req), ref)
-    assert len(calls if route == "run" else fake.calls) == (1 if route == "run" else 2)
-
-
-def test_direct_passes_call_the_workers_without_the_scheduler(process_client, monkeypatch):
-    """The first pass outside the task graph goes through the scheduler (``client.run``) and, beside it, the
-    client checks that it can call the workers itself; the passes after it call each worker's ``run`` handler
-    straight (no ``client.run``), with the same bits."""
-    X = da.random.default_rng(0).standard_normal((20_000, 3), chunks=1000)
-    data = ChunkedData(process_client.persist(X), cache="memory", split_every=4)
-    req = _mixture_request()
-    ref = _stats(data, req)  # the first pass, as tasks
-    runs = []
-    run = process_client.run
-
-    def counted(fn, *args, **kwargs):
-        runs.append(getattr(fn, "__name__", ""))
-        return run(fn, *args, **kwargs)
-
-    monkeypatch.setattr(process_client, "run", counted)
-    np.testing.assert_array_equal(_stats(data, req), ref)
-    assert runs == ["_direct_batches"] and _route_checked(data) == "rpc"
-    for _ in range(2):
-        np.testing.assert_array_equal(_stats(data, req), ref)
-    assert (runs, data.direct, data.direct_passes) == (["_direct_batches"], True, 3)
-
-
-@pytest.mark.parametrize("how", ["refused", "changed", "slow", "absent"])
-def test_workers_the_client_cannot_call_get_passes_through_the_scheduler(process_client, monkeypatch, how):
-    """When the client cannot call the workers itself (unreachable from it, refused, or a distributed whose
-    ``Client.rpc`` or workers' ``run`` handler no longer does what the check expects), the check says so
-    within its bound and passes outside the task graph keep going through the scheduler, same bits."""
-    import daskgmm.engine.cluster
-
-    X = da.random.default_rng(0).standard_normal((20_000, 3), chunks=1000)
-    data = ChunkedData(process_client.persist(X), cache="memory", split_every=4)
-    req = _mixture_request()
-    ref = _stats(data, req)  # the first pass, as tasks
-
-    async def never(address):
-        await asyncio.sleep(60)
-
-    answers = {"refused": lambda a: ConnectionRefusedError(a), "changed": lambda a: {"status": "OK", "result": None},
-               "slow": never}
-    monkeypatch.setattr(daskgmm.engine.cluster, "ROUTE_CHECK_SECONDS", 0.5)
-    monkeypatch.setattr(process_client, "rpc", None if how == "absent" else _FakeRpc(answers[how]))
-    runs = []
-    run = process_client.run
-
-    def counted(fn, *args, **kwargs):
-        runs.append(getattr(fn, "__name__", ""))
-        return run(fn, *args, **kwargs)
-
-    monkeypatch.setattr(process_client, "run", counted)
-    np.testing.assert_array_equal(_stats(data, req), ref)
-    t0 = time.monotonic()
-    assert _route_checked(data) == "run"
-    assert time.monotonic() - t0 < 8  # the check's bound, not distributed's connect timeout (30 s)
-    for _ in range(2):
-        np.testing.assert_array_equal(_stats(data, req), ref)
-    assert (runs, data.direct, data.direct_passes) == (["_direct_batches"] * 3, True, 3)
+    monkeypatch.setattr(process_client, "run", run)
+    np.testing.assert_array_equal(stats(), ref)
+    assert calls == [("_direct_batches", True)] and not data.direct and data.direct_passes == 0
+    np.testing.assert_array_equal(stats(), ref)
+    assert len(calls) == 1
 
 
 def _set_status(name, dask_worker=None):

@@ -73,9 +73,8 @@ def _wait_for_line(proc, needle, lines):
 
 
 #: Runs ``daskgmm ARGV`` with the client held, for up to a minute, inside the wait of its third pass
-#: ("pass": the wait for its tasks, or the call of the workers of a pass outside the task graph, by
-#: ``client.run`` or by the client itself, which the client's event loop awaits while the main thread waits
-#: for it) or of the
+#: ("pass": the wait for its tasks, or the ``client.run`` of a pass outside the task graph, which the
+#: client's event loop awaits while the main thread waits for it) or of the
 #: writing of its predictions ("write"), after saying so on stderr: a signal sent then lands there,
 #: whatever the machine's speed.
 HELD = r"""
@@ -114,19 +113,8 @@ def held_run(self, function, *args, **kwargs):
                 return held_call()
     return client_run(self, function, *args, **kwargs)
 
-run_on_workers = engine.run_on_workers
-
-async def held_rpc(client, addresses, function, *args):
-    if getattr(function, "__name__", "") == "_direct_batches":
-        waits.append("pass")
-        if where == "pass" and waits.count("pass") == 3:
-            print("daskgmm-test: held in the pass", file=sys.stderr, flush=True)
-            await asyncio.sleep(60)
-    return await run_on_workers(client, addresses, function, *args)
-
 cluster.wait_bounded = engine.wait_bounded = held
 Client.run = held_run
-engine.run_on_workers = held_rpc
 from daskgmm.cli import main
 sys.exit(main(sys.argv[2:]))
 """

@@ -10,7 +10,6 @@ without processes) are limited with threadpoolctl around each computation.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -364,49 +363,6 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
         elif now - stalled_since > STALL_SECONDS:
             raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; "
                                f"{memory_advice(client)}")
-
-
-#: Seconds every worker has to answer the client's first call of its own (:func:`reaches_workers`).
-ROUTE_CHECK_SECONDS = 10.0
-
-
-def _own_address(dask_worker=None) -> str:
-    return dask_worker.address
-
-
-async def run_on_workers(client, addresses, function, *args) -> dict:
-    """``await client.run(function, *args, workers=addresses, asynchronous=True)``, the client calling each
-    worker itself: the same handler (the worker's ``run``) with the same message that ``Client.run`` has the
-    scheduler send it, over the client's own connections to the workers (``Client.rpc``, the pool
-    distributed's own direct gathers use), so one hop each way instead of two.
-
-    Measured on the two-core host (2 worker processes, load 4-5; ``client.sync`` as the engine awaits it,
-    300 alternating repetitions, medians): a call that runs ~15 ms in each worker's thread and returns 32 KiB
-    took 1.5-2.2 ms less beyond the workers' time than ``client.run`` (with the engine's question to the
-    scheduler beside both).
-
-    Returns ``{address: result}``, None for a worker whose call raised; raises what a connection raises
-    (a worker gone). ``Client.rpc`` and the ``run`` handler are distributed's, not its documented API:
-    :func:`reaches_workers` checks them on the workers before a caller relies on them.
-    """
-    import pickle
-
-    msg = {"function": pickle.dumps(function, protocol=5), "args": pickle.dumps(tuple(args), protocol=5),
-           "kwargs": pickle.dumps({}, protocol=5), "wait": True}
-    answers = await asyncio.gather(*[client.rpc(a).run(**msg) for a in addresses])
-    return {a: r["result"] if isinstance(r, dict) and r.get("status") == "OK" else None
-            for a, r in zip(addresses, answers)}
-
-
-async def reaches_workers(client, addresses) -> bool:
-    """Whether :func:`run_on_workers` works from this client: every worker answers its own address within
-    ``ROUTE_CHECK_SECONDS`` (False when a worker cannot be reached from here, e.g. behind the scheduler's
-    network, or when distributed changed what the call relies on)."""
-    try:
-        got = await asyncio.wait_for(run_on_workers(client, addresses, _own_address), ROUTE_CHECK_SECONDS)
-    except Exception:
-        return False
-    return all(got.get(a) == a for a in addresses)
 
 
 def local_memory() -> int:

@@ -6,9 +6,8 @@ chunk to partial results with :func:`daskgmm.kernels.chunk_pass`, merges them in
 a fixed tree (``split_every`` at a time) and returns the merged result to the
 client. Chunks kept in cluster memory lie in contiguous runs, one per worker, and
 a pass runs one batch per worker thread over its run, merging the subtrees of the
-tree that lie inside it: outside the task graph (one call of each worker's ``run``
-handler, by the client itself once it has checked it can, else by ``client.run``:
-each worker runs its batches on the chunks it holds), or as tasks when that cannot be done
+tree that lie inside it: outside the task graph (one ``client.run``: each worker
+runs its batches on the chunks it holds), or as tasks when that cannot be done
 (the first pass, a worker gone or paused, a chunk lost); chunks read on every
 pass get a task each.
 
@@ -38,8 +37,6 @@ from daskgmm.engine.cluster import (
     blas_threads,
     memory_advice,
     pin_worker_blas,
-    reaches_workers,
-    run_on_workers,
     wait_bounded,
 )
 from daskgmm.engine.placement import persist_local, persist_placed, should_persist
@@ -246,11 +243,6 @@ class ChunkedData:
         #: passes over placed chunks run outside the task graph until one fails (see _run_direct)
         self.direct = True
         self.direct_passes = 0  # how many did
-        #: how those passes reach the workers: None until the client has checked that it can call them itself
-        #: (the first of them, through the scheduler, starts the check), then "rpc" (the client calls each
-        #: worker: engine.cluster.run_on_workers) or "run" (client.run, through the scheduler)
-        self.direct_route: str | None = None
-        self._route_check = None  # the check's task on the client's event loop, held while it runs
         self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
             # the passes' chunks: the data's, some cut at the threads' shares of the rows (no chunk larger)
@@ -372,12 +364,6 @@ class ChunkedData:
         trivial tasks, against ~2.5 ms and 3-5 ms for ``client.run``. The same batches and merges in
         the same order: the same bits as the tasks. The wait is bounded by ``STALL_SECONDS`` plus ten
         times the longest pass so far (a worker stopped, not dead, would hold it forever).
-
-        The first such pass goes through the scheduler and starts a check that this client can call the
-        workers itself (:func:`daskgmm.engine.cluster.reaches_workers`); once it has answered yes, passes call
-        them directly (one hop each way instead of two: 1.5-2 ms less per pass, measured), else they keep
-        ``client.run``. Either way the same handler runs the same batches, under the same bound and with
-        the same answer to a worker gone or failing (tasks).
         """
         plan = self._plan(requests, centre)
         se = self.split_every
@@ -393,18 +379,9 @@ class ChunkedData:
         # bounded (a worker frozen, not dead, would never answer), far above what passes take
         bound = STALL_SECONDS + 10 * self._slowest
 
-        route, workers = self.direct_route, sorted(jobs)
-
         async def call():
-            if route is None and self._route_check is None:  # asked once, beside this pass, which does not wait
-                self._route_check = asyncio.ensure_future(reaches_workers(client, workers))
-                self._route_check.add_done_callback(self._route_checked)
-            if route == "rpc":
-                run = asyncio.ensure_future(run_on_workers(client, workers, _direct_batches, plan, levels, se, jobs))
-            else:
-                run = asyncio.ensure_future(client.run(_direct_batches, plan, levels, se, jobs, workers=workers,
-                                                       on_error="return", callback_timeout=bound, asynchronous=True))
-            run.add_done_callback(lambda t: t.cancelled() or t.exception())  # dropped below: its error is no news
+            run = asyncio.ensure_future(client.run(_direct_batches, plan, levels, se, jobs, workers=sorted(jobs),
+                                                   on_error="return", callback_timeout=bound, asynchronous=True))
             try:
                 # a worker the scheduler no longer knows (it died; a restarted one has another address) would
                 # hold the call for distributed's connect timeout (30 s) before failing: the scheduler is asked
@@ -432,9 +409,6 @@ class ChunkedData:
                 values.update(frontier)
         self.direct_passes += 1
         return _merge_up(plan, levels, se, values)
-
-    def _route_checked(self, task) -> None:
-        self.direct_route = "rpc" if not task.cancelled() and task.result() else "run"
 
     def _run_placed(self, requests, centre) -> list:
         """A pass over persisted chunks with the futures API: one task per batch of a worker's chunks.
