@@ -54,3 +54,23 @@ def precisions(init: dict, covariance_type: str, k: int, d: int) -> np.ndarray:
     p = init["precisions_init"]
     diag = np.stack([np.diag(m) for m in p])
     return {"full": p, "tied": p.mean(axis=0), "diag": diag, "spherical": diag.mean(axis=1)}[covariance_type]
+
+
+def _busy(seconds: float) -> None:
+    a = np.ones((64, 64))
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ a
+
+
+async def pass_like(plan, seconds: float, dask_worker=None):
+    """A stand-in for a pass outside the task graph (``engine.passes._direct_batches``), run by a worker's ``run``
+    handler: ``seconds`` of NumPy in the worker's executor thread, then a 32 KiB answer (a full-covariance
+    frontier, K = D = 16). Returns (start, end) wall times and the answer. Here, not in the script, so that
+    ``client.run`` pickles it by reference as it does the engine's function (a ``__main__`` function goes by
+    value, which costs the worker an unpickling of code on every call)."""
+    import asyncio
+
+    start = time.time()
+    await asyncio.get_running_loop().run_in_executor(dask_worker.executor, _busy, seconds)
+    return start, time.time(), np.zeros((16, 16, 16))
