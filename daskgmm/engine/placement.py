@@ -145,8 +145,8 @@ def _rows(x, start, stop):
     layout, so the bits of a fit would depend on which worker held the chunk when it was cut.
     """
     piece = x[start:stop]
-    if piece.flags.c_contiguous or piece.flags.f_contiguous:
-        return piece
+    if not isinstance(piece, np.ndarray) or piece.flags.c_contiguous or piece.flags.f_contiguous:
+        return piece  # (sparse rows: a CSR slice is its own arrays)
     return piece.copy(order="K")
 
 
