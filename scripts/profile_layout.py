@@ -7,7 +7,7 @@ Usage (after ``scripts/test`` or ``pip install -e .``):
 
 Seeded rows (``--rows`` x 16, float64) in chunks of ``--chunk-rows``, once C-ordered and once
 column-major (as Parquet chunks are read, ``daskgmm.io.read``), are folded block by block
-(``compiled.BLOCK_ROWS``, as a worker's pass does) through ``compiled.Fused`` for a k-means
+(``compiled.block_rows``, as a worker's pass does) through ``compiled.Fused`` for a k-means
 model (K=16, the core's ``run_hard``) and Gaussian mixtures of every feature level (full, diag,
 spherical; K=16). For the column-major chunks, a third line times each block copied into C
 order by NumPy first (``np.ascontiguousarray``: what every pass paid before the core read
@@ -57,11 +57,11 @@ def main(argv=None):
         times = []
         for _ in range(a.repeats):
             fused = compiled.Fused(kernel, theta, np.array([0, k]), np.array([mode]), level, centre)
-            per_row = np.zeros((1, compiled.BLOCK_ROWS))
+            per_row = np.zeros((1, compiled.block_rows(1)))
             t0 = time.thread_time()
             for ch in blocks:
-                for i in range(0, len(ch), compiled.BLOCK_ROWS):
-                    b = ch[i : i + compiled.BLOCK_ROWS]
+                for i in range(0, len(ch), compiled.block_rows(1)):
+                    b = ch[i : i + compiled.block_rows(1)]
                     fused.update(np.ascontiguousarray(b) if copy else b, None, per_row[:, : len(b)])
             times.append(time.thread_time() - t0)
         return 1e3 * min(times) * 1e6 / n

@@ -246,14 +246,23 @@ def test_rows_with_nan_are_left_out_as_numpy_does(variant):
 
 def test_many_blocks_accumulate(variant):
     rng = np.random.default_rng(0)
-    n, d = 2 * compiled.BLOCK_ROWS + 1001, 3
+    n, d = 2 * 4096 + 1001, 3
     x = rng.normal(size=(n, d)) + rng.integers(0, 3, size=(n, 1)) * 4
     specs = []
     for k, ct in [(3, "full"), (3, "full"), (4, "diag"), (2, "spherical")]:
         means = rng.normal(size=(k, d)) * 4
         prec = {"full": np.tile(np.eye(d), (k, 1, 1)), "diag": np.ones((k, d)), "spherical": np.ones(k)}[ct]
         specs.append(ModelSpec(natural_params(np.full(k, 1 / k), means, prec, ct, x.mean(axis=0)), ct, n_worst=5))
-    _compare(x, specs, rng.random(n))
+    _compare(x, specs, rng.random(n), block_rows=4096)
+
+
+def test_blocks_of_a_compiled_pass_are_sized_by_its_models():
+    """Large blocks (the Python work around each call of the core), smaller for many models so that
+    their per-row results stay bounded."""
+    assert compiled.block_rows(1) == compiled.block_rows(8) == compiled.BLOCK_ROWS
+    assert compiled.MIN_BLOCK_ROWS < compiled.block_rows(16) < compiled.BLOCK_ROWS
+    assert compiled.block_rows(16) * 8 * 16 <= compiled.PER_ROW_BYTES
+    assert compiled.block_rows(1000) == compiled.MIN_BLOCK_ROWS
 
 
 def _core():

@@ -44,8 +44,18 @@ X86_VARIANTS = {
 }
 #: Rows per block of a pass whose requests all run the compiled core (chunk_pass's blocks): the
 #: core keeps its own L2-sized scratch per sub-block, so a block bounds only the Python work
-#: around each call.
-BLOCK_ROWS = 16384
+#: around each call (about 50 µs a call: blocks of 16,384 rows cost a k-means pass 5%) and the
+#: per-row results handed back, 8 bytes per row and model (:func:`block_rows`).
+BLOCK_ROWS = 65536
+MIN_BLOCK_ROWS = 16384
+PER_ROW_BYTES = 4 << 20
+
+
+def block_rows(n_models: int) -> int:
+    """Rows per block of a compiled pass of ``n_models`` models: :data:`BLOCK_ROWS`, fewer for
+    many models (``select`` candidates in lockstep) so that their per-row results stay within
+    :data:`PER_ROW_BYTES`, never below :data:`MIN_BLOCK_ROWS`."""
+    return int(min(BLOCK_ROWS, max(MIN_BLOCK_ROWS, PER_ROW_BYTES // (8 * max(1, n_models)))))
 #: Bits of ``modes``: hard assignment; also ``Σ w r log r``.
 HARD, RESP_LOG_RESP = 1, 2
 

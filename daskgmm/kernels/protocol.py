@@ -48,8 +48,16 @@ class Block:
     """
 
     def __init__(self, x, level, centre, w, rows):
-        self.x, self.level, self.centre, self.w, self.rows = x, level, centre, w, rows
+        # rows: the global row numbers, or the first of them (consecutive rows: numbered on first
+        # use, which a pass through the compiled core never makes)
+        self.x, self.level, self.centre, self.w, self._rows = x, level, centre, w, rows
         self._xT = self._T = None
+
+    @property
+    def rows(self) -> np.ndarray:
+        if not isinstance(self._rows, np.ndarray):
+            self._rows = np.arange(self._rows, self._rows + self.size, dtype=np.int64)
+        return self._rows
 
     @property
     def xT(self) -> np.ndarray | None:
@@ -179,7 +187,7 @@ def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_ro
                 level,
                 centre64,
                 None if w_all is None else w_all[a:b],
-                np.arange(row0 + a, row0 + b, dtype=np.int64),
+                row0 + a,
             )
             for i, r in enumerate(requests):
                 res = r.update(accs[i], blk)

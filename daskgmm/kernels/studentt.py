@@ -340,7 +340,7 @@ class StudentTRequest:
 
     def block_rows(self, acc) -> int | None:
         # the compiled core keeps its own L2-sized scratch; NumPy blocks are sized for the cache
-        return compiled.BLOCK_ROWS if acc["fused"] is not None else None
+        return compiled.block_rows(len(self.specs)) if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
         fused = acc["fused"]
