@@ -141,8 +141,9 @@ def _rows(x, start, stop):
 
     A row slice of a column-major chunk is strided, and the move to another worker sends a strided
     array row-major: the piece that stays and the piece that moves would differ in layout, and
-    NumPy's sums over rows (the scan's mean, the shift of every later pass) round differently by
-    layout, so the bits of a fit would depend on which worker held the chunk when it was cut.
+    NumPy's sums over rows round differently by layout (the scan, whose mean shifts every later
+    pass, sums column-major whatever it gets; other NumPy paths may not), so the bits of a fit
+    could depend on which worker held the chunk when it was cut. The copy also frees the chunk.
     """
     piece = x[start:stop]
     if not isinstance(piece, np.ndarray) or piece.flags.c_contiguous or piece.flags.f_contiguous:
