@@ -625,6 +625,7 @@ template <class T> struct HardModel {
     const T* quad;    // (kv * W)
     const T* cons;    // (kv * W)
     const T* ids;     // (kv * W) 0, 1, ...: each lane's component
+    bool one_quad;    // every component's quad the same (k-means): added after the arg-max
     double* sum;      // (k, sp) this call's sums per component: [e, s, weight], rows of whole vectors
     int64_t sp;
     double* per_row;  // (n)
@@ -680,7 +681,11 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
     V acc[RT][G];
     for (int v = 0; v < G; v++) {
         const V c = load<T>(hm.cons + (g0 + v) * W), q = load<T>(hm.quad + (g0 + v) * W);
-        for (int r = 0; r < RT; r++) acc[r][v] = splat<T>(s[r]) * q + c;
+        if (hm.one_quad) {
+            for (int r = 0; r < RT; r++) acc[r][v] = c;
+        } else {
+            for (int r = 0; r < RT; r++) acc[r][v] = splat<T>(s[r]) * q + c;
+        }
     }
     const T* th = hm.lin + g0 * W;
     for (int64_t j = 0; j < d; j++, th += kw) {
@@ -794,6 +799,7 @@ void hard_tiles(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned
         for (int64_t r = 0; r < n; r++) {
             T best;
             lanes_best<T>(bv[r], bi[r], best, label[i + r]);
+            if (hm.one_quad) best = sb[i + r] * hm.quad[0] + best;
             hm.per_row[a + i + r] = skip[i + r] ? 0.0 : (double)best;
         }
     }
@@ -874,7 +880,9 @@ int64_t run_hard(const T* x, int64_t n, int64_t d, const double* centre64, const
             cons[c] = c < k ? th[1 + d] : ninf;
             ids[c] = (T)c;
         }
-        hm[m] = HardModel<T>{kv, lin, quad, cons, ids, sums + lo * sp, sp, per_row + m * n};
+        bool one_quad = true;
+        for (int64_t c = 1; c < k; c++) one_quad &= quad[c] == quad[0];
+        hm[m] = HardModel<T>{kv, lin, quad, cons, ids, one_quad, sums + lo * sp, sp, per_row + m * n};
     }
     int64_t incomplete = 0;
     for (int64_t a = 0; a < n; a += HROWS) {
