@@ -606,7 +606,8 @@ template <class T> int64_t default_sub_rows(int64_t nf) {
 // components in the lanes (a register tile of RT rows x G vectors of components, the row's value
 // broadcast per feature), the arg-max (ties to the first) is found in the registers, and the row
 // is added to its component's statistics [s, e, 1] in float64. Nothing is transposed and no
-// logit is stored: K (D + 1) multiply-adds per row, as a GEMM, and no pass over its output.
+// logit is stored: K (D + 1) multiply-adds per row, as a GEMM, and no pass over its output (K D
+// when every component has the same thq, as k-means: thq s is added to the best only).
 
 // Vectors of components per group and accumulators per tile: at least 10 accumulators, so that
 // the multiply-adds' latency (4-5 cycles, two per cycle) is covered, and room for a group's
