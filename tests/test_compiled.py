@@ -64,11 +64,13 @@ def test_every_variant_equals_numpy(variant, ct, d, sizes):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("d, sizes", [(1, [1]), (2, [3]), (3, [5, 2]), (16, [16]), (16, [16] * 8), (17, [37]),
-                                      (5, [4, 9, 1])])
+                                      (5, [4, 9, 1]), (7, [6]), (9, [6]), (13, [11, 3])])
 def test_kmeans_pass_equals_numpy(variant, d, sizes, dtype):
     """Passes whose models all assign hard at the spherical level (k-means, n_init in lockstep) take
     their own path in the core: the same labels, worst rows and statistics as NumPy, with weights,
-    rows with NaN, ragged tails, and a duplicated centre (ties go to the first)."""
+    rows with NaN, ragged tails, and a duplicated centre (ties go to the first). The statistics
+    unroll a row's vectors of doubles by their number (1 to 4, else a loop): every count and a
+    tail on each variant's width."""
     rng = np.random.default_rng(d * 10 + len(sizes))
     n = 1000 + d
     x = rng.normal(size=(n, d)) + rng.integers(0, 4, size=(n, 1)) * 3

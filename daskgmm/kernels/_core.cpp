@@ -721,13 +721,16 @@ template <class T> int64_t default_sub_rows(int64_t nf) {
 // components in the lanes (a register tile of RT rows x G vectors of components, the row's value
 // broadcast per feature), the arg-max (ties to the first) is found in the registers, and the row
 // is added to its component's statistics [s, e, 1] in float64. Nothing is transposed and no
-// logit is stored: K (D + 1) multiply-adds per row, as a GEMM, and no pass over its output.
+// logit is stored: K (D + 1) multiply-adds per row, as a GEMM, and no pass over its output (K D
+// when every component has the same thq, as k-means: thq s is added to the best only).
 
 // Vectors of components per group and accumulators per tile: at least 10 accumulators, so that
 // the multiply-adds' latency (4-5 cycles, two per cycle) is covered, and room for a group's
-// coefficients and one broadcast (16 registers: 2 x 5 and 2 + 1; 32 registers: 4 x 5 and 4 + 1).
+// coefficients and one broadcast (16 registers: 2 x 6 and 2 + 1; 32 registers: 4 x 5 and 4 + 1).
+// Six rows rather than five per tile of 16 registers: the arg-max and each group's set-up are
+// shared by more rows.
 constexpr int HG = DG_NREGS >= 32 ? 4 : 2;
-constexpr int HACC = DG_NREGS >= 32 ? 20 : 10;
+constexpr int HACC = DG_NREGS >= 32 ? 20 : 12;
 // Rows per sub-block: their centred copy stays in L1.
 constexpr int64_t HROWS = 120;
 
@@ -737,6 +740,8 @@ template <class T> struct HardModel {
     const T* lin;     // (d, kv * W)
     const T* quad;    // (kv * W)
     const T* cons;    // (kv * W)
+    const T* ids;     // (kv * W) 0, 1, ...: each lane's component
+    bool one_quad;    // every component's quad the same (k-means): added after the arg-max
     double* sum;      // (k, sp) this call's sums per component: [e, s, weight], rows of whole vectors
     int64_t sp;
     double* per_row;  // (n)
@@ -792,7 +797,11 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
     V acc[RT][G];
     for (int v = 0; v < G; v++) {
         const V c = load<T>(hm.cons + (g0 + v) * W), q = load<T>(hm.quad + (g0 + v) * W);
-        for (int r = 0; r < RT; r++) acc[r][v] = splat<T>(s[r]) * q + c;
+        if (hm.one_quad) {
+            for (int r = 0; r < RT; r++) acc[r][v] = c;
+        } else {
+            for (int r = 0; r < RT; r++) acc[r][v] = splat<T>(s[r]) * q + c;
+        }
     }
     const T* th = hm.lin + g0 * W;
     for (int64_t j = 0; j < d; j++, th += kw) {
@@ -806,10 +815,8 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
             for (int v = 0; v < G; v++) acc[r][v] = b * t[v] + acc[r][v];
         }
     }
-    T ids[G * W];
-    for (int l = 0; l < G * W; l++) ids[l] = (T)(g0 * W + l);
     V comp[G];  // the component of each lane
-    for (int v = 0; v < G; v++) comp[v] = load<T>(ids + v * W);
+    for (int v = 0; v < G; v++) comp[v] = load<T>(hm.ids + (g0 + v) * W);
     for (int r = 0; r < RT; r++) {
         V m = acc[r][0], at = comp[0];
         for (int v = 1; v < G; v++) {
@@ -843,15 +850,44 @@ template <class T, int RT> struct HardGroups<T, RT, 0> {
                     typename Lanes<T>::V*, typename Lanes<T>::V*) {}
 };
 
-// out[0 .. d) += s * e[0 .. d) in float64, whole vectors of doubles first.
-template <class T> static inline void add_scaled(double* out, const T* e, double s, int64_t d) {
+// W doubles from W values of type T at p, at any alignment.
+template <class T> static inline typename Lanes<double>::V widen(const T* p) {
+    typedef T E __attribute__((vector_size(Lanes<double>::W * sizeof(T))));
+    E v;
+    std::memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, typename Lanes<double>::V);
+}
+
+// Rows 0 .. rows - 1 of a sub-block added to their components' sums [w e (d), w s, w] (see hard_tiles) in
+// row order, a row's whole vectors of doubles unrolled: NV of them (0: a loop over d's), then its last
+// features and [w s, w] as one pair. At D = 16 a row's loop with its exit and tail, and two scalar
+// read-modify-writes, cost as much as its four vectors.
+template <class T, int NV>
+static void add_labelled(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned char* skip, const double* w,
+                         const int64_t* label, int64_t a, int64_t rows, int64_t dp, int64_t d) {
     typedef typename Lanes<double>::V D;
-    constexpr int W = Lanes<double>::W;
-    typedef T E __attribute__((vector_size(W * sizeof(T)), aligned(sizeof(T))));
-    int64_t j = 0;
-    for (; j + W <= d; j += W)
-        store<double>(out + j, load<double>(out + j) + splat<double>(s) * __builtin_convertvector(*(const E*)(e + j), D));
-    for (; j < d; j++) out[j] += s * (double)e[j];
+    constexpr int WD = Lanes<double>::W;
+    typedef double D2 __attribute__((vector_size(2 * sizeof(double))));
+    double* const sum = hm.sum;
+    const int64_t sp = hm.sp;
+    const int64_t jv = NV > 0 ? NV * WD : d / WD * WD;
+    for (int64_t row = 0; row < rows; row++) {
+        if (skip[row]) continue;
+        const double wj = w ? (double)(T)w[a + row] : 1.0;
+        double* st = sum + label[row] * sp;
+        const T* e = eb + row * dp;
+        const D wv = splat<double>(wj);
+        if constexpr (NV > 0) {
+            for (int v = 0; v < NV; v++) store<double>(st + v * WD, load<double>(st + v * WD) + wv * widen<T>(e + v * WD));
+        } else {
+            for (int64_t j = 0; j < jv; j += WD) store<double>(st + j, load<double>(st + j) + wv * widen<T>(e + j));
+        }
+        for (int64_t j = jv; j < d; j++) st[j] += wj * (double)e[j];
+        D2 sw;
+        std::memcpy(&sw, st + d, sizeof sw);
+        sw = D2{(double)sb[row], 1.0} * wj + sw;
+        std::memcpy(st + d, &sw, sizeof sw);
+    }
 }
 
 // Rows 0 .. rows - 1 of the sub-block (centred copy eb, squared norms sb, NaN flags skip) into
@@ -879,18 +915,20 @@ void hard_tiles(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned
         for (int64_t r = 0; r < n; r++) {
             T best;
             lanes_best<T>(bv[r], bi[r], best, label[i + r]);
+            if (hm.one_quad) best = sb[i + r] * hm.quad[0] + best;
             hm.per_row[a + i + r] = skip[i + r] ? 0.0 : (double)best;
         }
     }
     // the statistics once the sub-block's labels are known: each row's address is then a load away,
-    // not at the end of the arg-max's chain
-    for (int64_t row = 0; row < rows; row++) {
-        if (skip[row]) continue;
-        const double wj = w ? (double)(T)w[a + row] : 1.0;
-        double* st = hm.sum + label[row] * hm.sp;
-        add_scaled<T>(st, eb + row * dp, wj, d);
-        st[d] += wj * (double)sb[row];
-        st[d + 1] += wj;
+    // not at the end of the arg-max's chain; a row's whole vectors unrolled for D up to 4 vectors
+    // (a loop over them, with its exit and the tail's, cost a third of the step at D = 16)
+    switch (d / Lanes<double>::W) {
+        case 0: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 1: add_labelled<T, 1>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 2: add_labelled<T, 2>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 3: add_labelled<T, 3>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 4: add_labelled<T, 4>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        default: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
     }
 }
 
@@ -919,7 +957,7 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
     const int64_t dp = (d + W - 1) / W * W;  // the centred copy's row stride, whole vectors
     auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
     int64_t coef = 0;
-    for (int64_t m = 0; m < nm; m++) coef += (bounds[m + 1] - bounds[m] + W - 1) / W * W * (d + 2);
+    for (int64_t m = 0; m < nm; m++) coef += (bounds[m + 1] - bounds[m] + W - 1) / W * W * (d + 3);
     const size_t bytes_coef = round64(sizeof(T) * (size_t)(coef + W));
     const size_t bytes_e = round64(sizeof(T) * (size_t)((HROWS + 8) * dp));
     const size_t bytes_s = round64(sizeof(T) * (size_t)(HROWS + 8));
@@ -951,14 +989,18 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
         T* lin = cf;
         T* quad = lin + d * kw;
         T* cons = quad + kw;
-        cf = cons + kw;
+        T* ids = cons + kw;
+        cf = ids + kw;
         for (int64_t c = 0; c < kw; c++) {
             const T* th = theta + (lo + (c < k ? c : 0)) * nf;
             for (int64_t j = 0; j < d; j++) lin[j * kw + c] = c < k ? th[1 + j] : (T)0;
             quad[c] = c < k ? th[0] : (T)0;
             cons[c] = c < k ? th[1 + d] : ninf;
+            ids[c] = (T)c;
         }
-        hm[m] = HardModel<T>{kv, lin, quad, cons, sums + lo * sp, sp, per_row + m * n};
+        bool one_quad = true;
+        for (int64_t c = 1; c < k; c++) one_quad &= quad[c] == quad[0];
+        hm[m] = HardModel<T>{kv, lin, quad, cons, ids, one_quad, sums + lo * sp, sp, per_row + m * n};
     }
     int64_t incomplete = 0;
     for (int64_t a = 0; a < n; a += HROWS) {
@@ -998,7 +1040,9 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
             }
             sb[i] = s;
         }
-        for (int64_t i = rows; i < rows + 8 && i < HROWS + 8; i++) {
+        // the tiles' padding past the last row: zero from the start but for a short last sub-block,
+        // whose next rows still hold the previous sub-block's
+        for (int64_t i = rows; i < rows + 8 && i < HROWS; i++) {
             for (int64_t j = 0; j < dp; j++) eb[i * dp + j] = 0;
             sb[i] = 0;
         }
