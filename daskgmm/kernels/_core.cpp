@@ -713,6 +713,46 @@ template <class T> int64_t default_sub_rows(int64_t nf) {
     return rows / tile * tile;
 }
 
+// The block passes' common set-up of k (run_block, run_tblock): the models and their features;
+// returns the rows per sub-block (sub_rows rounded up to whole tiles, or the default), and sets
+// the buffers' row stride for it.
+template <class T>
+int64_t work_setup(Work<T>& k, int64_t d, int level, int64_t nm, const int64_t* bounds, const T* theta,
+                   const int64_t* modes, double* S, int64_t sub_rows) {
+    k.d = d;
+    k.level = level;
+    k.q = quad_rows(level, d);
+    k.nf = k.q + d + 1;
+    k.nm = nm;
+    k.nw = bounds[nm];
+    k.theta = theta;
+    k.bounds = bounds;
+    k.modes = modes;
+    k.S = S;
+    const int64_t tile = RV * Lanes<T>::W;
+    const int64_t sub = sub_rows > 0 ? (sub_rows + tile - 1) / tile * tile : default_sub_rows<T>(k.nf);
+    k.ld = row_stride<T>(sub);
+    return sub;
+}
+
+// The next sub-block's rows (from row a + rows of n, up to sub of them) asked of memory while this
+// one computes: rows contiguous, spread over this sub-block's tiles of rows (padded of them, by the
+// first logits tile); columns contiguous, asked for now.
+template <class T>
+void fetch_next(Work<T>& k, const Rows<T>& x, int64_t a, int64_t rows, int64_t n, int64_t sub, int64_t padded) {
+    k.pf = nullptr;
+    if (a + rows >= n) return;
+    const int64_t next = n - a - rows < sub ? n - a - rows : sub;
+    if (!x.by_rows()) {
+        x.prefetch_columns(a + rows, next, k.d);
+        return;
+    }
+    const int64_t ntiles = padded / (RV * Lanes<T>::W);
+    k.pf = x.from(a + rows);
+    k.pf_end = x.from(n);
+    k.pf_step = ((int64_t)sizeof(T) * next * k.d + ntiles - 1) / ntiles;
+}
+
 // ---------------------------------------------------------------- hard spherical models (k-means)
 //
 // A pass whose models all assign hard at the spherical level (k-means, spherical classification
@@ -1733,19 +1773,8 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
     constexpr int64_t FLUSH_ROWS = 2048;
     const bool narrow = sizeof(T) < sizeof(double);
     Work<T> k;
-    k.d = d;
-    k.level = level;
-    k.q = quad_rows(level, d);
-    k.nf = k.q + d + 1;
-    k.nm = nm;
-    k.nw = bounds[nm];
-    k.theta = theta;
-    k.bounds = bounds;
-    k.modes = modes;
-    k.S = S;
+    const int64_t sub = work_setup<T>(k, d, level, nm, bounds, theta, modes, S, sub_rows);
     const int64_t tile = RV * W;
-    int64_t sub = sub_rows > 0 ? (sub_rows + tile - 1) / tile * tile : default_sub_rows<T>(k.nf);
-    k.ld = row_stride<T>(sub);
     const size_t bytes_t = sizeof(T) * (size_t)(k.nf * k.ld);
     const size_t bytes_l = sizeof(T) * (size_t)((k.nw > 0 ? k.nw : 1) * k.ld);
     const size_t bytes_w = sizeof(T) * (size_t)k.ld;
@@ -1813,18 +1842,7 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
         const int64_t padded = (rows + tile - 1) / tile * tile;
         fill_features<T>(k, x, centre, w, a, rows, padded);
         const bool tiles = k.mb != nullptr;
-        k.pf = nullptr;
-        if (a + rows < n) {  // the next sub-block: spread over this one's tiles of rows (columns: asked for now)
-            const int64_t next = n - a - rows < sub ? n - a - rows : sub;
-            const int64_t ntiles = padded / tile;
-            if (x.by_rows()) {
-                k.pf = x.from(a + rows);
-                k.pf_end = x.from(n);
-                k.pf_step = ((int64_t)sizeof(T) * next * d + ntiles - 1) / ntiles;
-            } else {
-                x.prefetch_columns(a + rows, next, d);
-            }
-        }
+        fetch_next<T>(k, x, a, rows, n, sub, padded);
         logits<T>(k, padded);
         for (int64_t m = 0; m < nm; m++) {
             const int64_t lo = bounds[m], hi = bounds[m + 1];
@@ -2212,19 +2230,8 @@ int64_t run_tblock(const Rows<T>& x, int64_t n, int64_t d, const double* centre6
     constexpr int64_t FLUSH_ROWS = 2048;  // as run_block's
     const bool narrow = sizeof(T) < sizeof(double);
     Work<T> k;
-    k.d = d;
-    k.level = level;
-    k.q = quad_rows(level, d);
-    k.nf = k.q + d + 1;
-    k.nm = nm;
-    k.nw = bounds[nm];
-    k.theta = theta;
-    k.bounds = bounds;
-    k.modes = nullptr;
-    k.S = S;
+    const int64_t sub = work_setup<T>(k, d, level, nm, bounds, theta, nullptr, S, sub_rows);
     const int64_t tile = RV * W;
-    const int64_t sub = sub_rows > 0 ? (sub_rows + tile - 1) / tile * tile : default_sub_rows<T>(k.nf);
-    k.ld = row_stride<T>(sub);
     auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
     const int64_t nw1 = k.nw > 0 ? k.nw : 1;
     const size_t bytes_t = round64(sizeof(T) * (size_t)(k.nf * k.ld));
@@ -2347,17 +2354,7 @@ int64_t run_tblock(const Rows<T>& x, int64_t n, int64_t d, const double* centre6
         const int64_t rows = n - a < sub ? n - a : sub;
         const int64_t padded = (rows + tile - 1) / tile * tile;
         fill_features<T>(k, x, centre, w, a, rows, padded);
-        k.pf = nullptr;
-        if (a + rows < n) {
-            const int64_t next = n - a - rows < sub ? n - a - rows : sub;
-            if (x.by_rows()) {
-                k.pf = x.from(a + rows);
-                k.pf_end = x.from(n);
-                k.pf_step = ((int64_t)sizeof(T) * next * d + padded / tile - 1) / (padded / tile);
-            } else {
-                x.prefetch_columns(a + rows, next, d);
-            }
-        }
+        fetch_next<T>(k, x, a, rows, n, sub, padded);
         logits<T>(k, padded);  // d2 of every component
         if (k.mb)  // observed features per row
             for (int64_t i = 0; i < padded; i += WD) {
