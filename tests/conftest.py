@@ -143,3 +143,25 @@ def random_mixture(ct, k, d, rng, spread=3.0):
     covs = {"full": full, "tied": full[0], "diag": np.diagonal(full, axis1=1, axis2=2).copy(),
             "spherical": np.trace(full, axis1=1, axis2=2) / d}[ct]
     return weights, means, covs
+
+
+def at_odd_bytes(x, order):
+    """A copy of ``x`` in ``order`` whose items start one byte off their alignment (as an array
+    deserialised from a message's frame can)."""
+    shape = x.shape if order == "C" else x.shape[::-1]
+    u = np.frombuffer(bytearray(x.nbytes + 1), dtype=x.dtype, offset=1, count=x.size).reshape(shape)
+    u = u if order == "C" else u.T
+    u[...] = x
+    assert not u.flags.aligned
+    return u
+
+
+def layouts(x):
+    """The same rows as a chunk or block may come: C order, Fortran order (a Parquet chunk), rows of
+    a longer Fortran chunk (column stride > n), columns of a wider C array (row stride > D), and C
+    and Fortran order with items at odd bytes."""
+    n, d = x.shape
+    return {"C": np.ascontiguousarray(x), "F": np.asfortranarray(x),
+            "rows of F": np.asfortranarray(np.vstack([x, x[: n // 3 + 1]]))[:n],
+            "columns of C": np.hstack([x, x[:, :2]])[:, :d],
+            "C at odd bytes": at_odd_bytes(x, "C"), "F at odd bytes": at_odd_bytes(x, "F")}

@@ -18,6 +18,8 @@ from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, compiled
 from daskgmm.kernels.features import FULL_LEVEL, n_feature_rows
 from daskgmm.kernels.params import NaturalParams, natural_params
 
+from .conftest import at_odd_bytes, layouts
+
 
 def _params(rng, k, d, ct, scale=1.0):
     if ct == "full":
@@ -123,28 +125,6 @@ def test_strided_and_integer_input_are_copied_not_misread(variant):
     _compare(np.asfortranarray(base[:, :4]), specs)
 
 
-def _at_odd_bytes(x, order):
-    """A copy of ``x`` in ``order`` whose items start one byte off their alignment (as an array
-    deserialised from a message's frame can)."""
-    shape = x.shape if order == "C" else x.shape[::-1]
-    u = np.frombuffer(bytearray(x.nbytes + 1), dtype=x.dtype, offset=1, count=x.size).reshape(shape)
-    u = u if order == "C" else u.T
-    u[...] = x
-    assert not u.flags.aligned
-    return u
-
-
-def _layouts(x):
-    """The same rows as a block may reach the core: C order, Fortran order (a Parquet chunk), rows of
-    a longer Fortran chunk (column stride > n), columns of a wider C array (row stride > D), and C
-    and Fortran order with items at odd bytes."""
-    n, d = x.shape
-    return {"C": np.ascontiguousarray(x), "F": np.asfortranarray(x),
-            "rows of F": np.asfortranarray(np.vstack([x, x[: n // 3 + 1]]))[:n],
-            "columns of C": np.hstack([x, x[:, :2]])[:, :d],
-            "C at odd bytes": _at_odd_bytes(x, "C"), "F at odd bytes": _at_odd_bytes(x, "F")}
-
-
 def _fields(obj):
     """Every array and number of a pass's result (dataclasses, lists, tuples), in order."""
     import dataclasses
@@ -191,8 +171,8 @@ def test_every_layout_gives_the_same_bits(variant, dtype, d):
     full = NaturalParams(quad=gauss[5].params.quad, lin=gauss[5].params.lin, const=gauss[5].params.const)
     w = rng.random(n)
     results = {}
-    complete = _layouts(np.nan_to_num(x))  # predictions refuse NaN without a marginal form
-    for name, xl in _layouts(x).items():
+    complete = layouts(np.nan_to_num(x))  # predictions refuse NaN without a marginal form
+    for name, xl in layouts(x).items():
         block = xl[100:300]
         assert compiled.rows_for_core(block, dtype) is block  # read where it lies
         got = [chunk_pass(xl, [MixtureRequest(gauss)], centre, sample_weight=w, compiled=True, block_rows=256),
@@ -213,7 +193,7 @@ def test_blocks_of_either_layout_reach_the_core_as_they_are(dtype):
     copied."""
     base = np.zeros((500, 6), dtype=dtype)
     for x in (base, np.asfortranarray(base), np.asfortranarray(base)[10:200], base[:, :4], base[:1], base[:, :1],
-              _at_odd_bytes(base, "C"), _at_odd_bytes(base, "F")[10:200]):
+              at_odd_bytes(base, "C"), at_odd_bytes(base, "F")[10:200]):
         assert compiled.rows_for_core(x, dtype) is x
     for x in (base[:, ::2], base[::-1], base.astype(np.float64 if dtype == np.float32 else np.float32)):
         y = compiled.rows_for_core(x, dtype)

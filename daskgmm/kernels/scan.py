@@ -182,14 +182,14 @@ class ScanRequest:
             bad = int(badw.sum())
             w = np.where(badw, 0.0, w)
         if all_finite or finite.all():
-            xo, wo = np.asarray(x, dtype=np.float64), w
+            xo, wo = x, w
         else:
             rows_ok = finite.all(axis=1)
-            xo = np.asarray(x[rows_ok], dtype=np.float64)
+            xo = x[rows_ok]
             wo = None if w is None else w[rows_ok]
-        # column-major, whatever the block's layout: NumPy's sums over rows round differently by
-        # layout, and the scan's mean is every later pass's shift (the same bits from any layout)
-        xo = np.asfortranarray(xo)
+        # float64, column-major whatever the block's layout (one copy at most): NumPy's sums over
+        # rows round differently by layout, and the scan's mean is every later pass's shift
+        xo = np.asfortranarray(xo, dtype=np.float64)
         wb = float(len(xo)) if wo is None else float(wo.sum())
         if wb > 0:
             mb = (xo.sum(axis=0) if wo is None else wo @ xo) / wb

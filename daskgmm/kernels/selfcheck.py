@@ -92,8 +92,14 @@ def _problem():
 def _one_pass(x, w, centre, request, kernel):
     d = x.shape[1]
     acc = request.start(d, x.dtype, request.level, centre, kernel)
-    request.update(acc, Block(x, request.level, centre, w, np.arange(len(x), dtype=np.int64)))
+    request.update(acc, Block(x, request.level, centre, w, 0))
     return request.finish(acc, d, centre)
+
+
+def _layouts(x):
+    """``x`` as the core may get it, with the words a failure names it by: rows contiguous, and
+    columns contiguous (Parquet chunks are column-major; the core reads both where they lie)."""
+    return (("", np.ascontiguousarray(x)), (", columns contiguous", np.asfortranarray(x)))
 
 
 def _differs(got, want, tol) -> float:
@@ -124,11 +130,9 @@ def known_answer(kernel) -> str | None:
     for dtype in (np.float64, np.float32):
         x = x64.astype(dtype)
         tol = TOLERANCE[np.dtype(dtype)]
-        # the core reads rows or columns where they lie: both layouts (Parquet chunks are column-major)
-        layouts = (("", x), (", columns contiguous", np.asfortranarray(x)))
         for request, specs, stats in passes:
             want = _one_pass(x, w, centre, request(specs), None)
-            for layout, xl in layouts:
+            for layout, xl in _layouts(x):
                 got = _one_pass(xl, w, centre, request(specs), kernel)
                 for m, (g, r) in enumerate(zip(got, want, strict=True)):
                     for name in stats:
@@ -145,7 +149,7 @@ def known_answer(kernel) -> str | None:
         xc = x[np.isfinite(x).all(axis=1)]
         xt = (xc - centre.astype(dtype)).T
         ref = (theta @ build_features(xt, level, np.empty((n_feature_rows(level, x.shape[1]), len(xc)), dtype))).T
-        for layout, xl in (("", np.ascontiguousarray(xc)), (", columns contiguous", np.asfortranarray(xc))):
+        for layout, xl in _layouts(xc):
             out = np.empty((len(xc), theta.shape[0]), dtype=dtype)
             kernel.mixture_logits(xl, centre, theta, level, out)
             diff = _differs(out, ref, tol)
