@@ -156,6 +156,29 @@ def at_odd_bytes(x, order):
     return u
 
 
+def between_guard_pages(x, order, odd=0):
+    """A copy of ``x`` in ``order`` with a page no one may read (``PROT_NONE``) right after its last
+    byte and one before it: a read past either end of its buffer faults. ``odd``: bytes by which
+    its items start off their alignment (the end still touches the page after it but for them)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    pages = (x.nbytes + odd + page - 1) // page
+    m = mmap.mmap(-1, (pages + 2) * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    for at in (base, base + (pages + 1) * page):
+        if libc.mprotect(ctypes.c_void_p(at), page, 0) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect")
+    shape = x.shape if order == "C" else x.shape[::-1]
+    u = np.frombuffer(m, dtype=x.dtype, offset=(pages + 1) * page - x.nbytes - odd, count=x.size).reshape(shape)
+    u = u if order == "C" else u.T
+    u[...] = x
+    assert u.flags.aligned == (odd == 0)
+    return u  # holds m (its buffer's exporter) for as long as it lives
+
+
 def layouts(x):
     """The same rows as a chunk or block may come: C order, Fortran order (a Parquet chunk), rows of
     a longer Fortran chunk (column stride > n), columns of a wider C array (row stride > D), and C

@@ -327,6 +327,64 @@ def test_a_fit_with_the_core_equals_one_without(monkeypatch):
     np.testing.assert_allclose(ka.cluster_centers_, kb.cluster_centers_, rtol=1e-12)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages no one may read: mmap and mprotect")
+def test_no_read_past_either_end_of_a_block(variant):
+    """Every kind of pass reads a block's bytes only: blocks in C and Fortran order, aligned or at
+    odd bytes, with and without NaN, of every row count and feature count modulo the vector width,
+    lie between pages no one may read. A fault would end the process, so the passes run in another."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rc, out, err = _run(f"""
+        import sys, warnings
+        sys.path.insert(0, {root!r})
+        import numpy as np
+        from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, compiled
+        from daskgmm.kernels.params import NaturalParams
+        from daskgmm.kernels.predict import mixture_logits
+        from daskgmm.kernels.studentt import StudentTRequest
+        from daskgmm.models.states import MixtureState
+        from daskgmm.models.studentt import StudentTState
+        from tests.conftest import between_guard_pages, random_mixture
+        warnings.simplefilter("ignore")
+        assert compiled.kernel_name() == "compiled-{variant}", compiled.kernel_name()
+        rng = np.random.default_rng(0)
+        runs = 0
+        for d in (1, 3, 7, 9, 17):
+            for n in (1, 3, 5, 130):
+                x = rng.normal(scale=3.0, size=(n, d)) + rng.integers(0, 3, size=(n, 1)) * 2
+                xn = x.copy()
+                if d > 1:
+                    xn[rng.random((n, d)) < 0.2] = np.nan
+                    xn[np.isnan(xn).all(axis=1), 0] = 1.0
+                centre = x.mean(axis=0)
+
+                def state(cls, ct, k, seed, **kw):
+                    weights, means, covs = random_mixture(ct, k, d, np.random.default_rng(seed))
+                    return cls.from_covariances(weights, means, covs, ct, missing="marginalize", **kw)
+
+                gauss = [state(MixtureState, ct, k, i).spec(centre) for i, (ct, k) in
+                         enumerate([("full", 5), ("tied", 3), ("diag", 6), ("spherical", 4)])]
+                kmeans = [ModelSpec(NaturalParams(quad=-np.ones(k), lin=rng.normal(size=(k, d)), const=np.zeros(k)),
+                                    "spherical", "hard") for k in (5, 16)]
+                studentt = [state(StudentTState, ct, 3, 9, df=np.array([2.0, 9.0, 1e3])).spec(centre)
+                            for ct in ("full", "diag")]
+                for dtype in (np.float64, np.float32):
+                    for order in ("C", "F"):
+                        for odd in (0, 1):
+                            for rows in (x, xn):
+                                g = between_guard_pages(rows.astype(dtype), order, odd)
+                                w = between_guard_pages(rng.random(n), "C")
+                                chunk_pass(g, [MixtureRequest(gauss)], centre, sample_weight=w, compiled=True)
+                                chunk_pass(g, [MixtureRequest(kmeans)], centre, compiled=True)
+                                chunk_pass(g, [StudentTRequest(studentt)], centre, sample_weight=w, compiled=True)
+                                if rows is x:
+                                    mixture_logits(g, gauss[0].params, centre)
+                                runs += 1
+        print(runs)
+    """, {"DASKGMM_KERNEL": variant})
+    assert rc == 0, f"exit status {rc} (a fault: -11)\n{err[-3000:]}"
+    assert out == "320"
+
+
 def _run(code, env):
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                          timeout=120, env={**os.environ, **env})
