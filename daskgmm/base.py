@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.em.init import INIT_METHODS
+from daskgmm.engine.cluster import compute_bounded
 from daskgmm.fitting import attributes as fitting_attributes
 from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting.report import VerboseReport
@@ -179,7 +180,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def score(self, X, y=None):
         """Mean log-likelihood per row (a float; Dask input is computed)."""
         s = self.score_samples(X)
-        return float(s.mean().compute() if hasattr(s, "compute") else s.mean())
+        return float(compute_bounded(s.mean(), what="score")[0] if hasattr(s, "compute") else s.mean())
 
     def sample(self, n_samples=1):
         """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream).

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from daskgmm.engine.cluster import compute_bounded
 from daskgmm.fitting import kmedoids as fitting_kmedoids
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.mixture import restart_seeds
@@ -186,7 +187,7 @@ default="k-medoids++"
                           "(duplicate points in X?).", UserWarning, stacklevel=2)
         # from the rows as validated (X again would be checked against the names just read from it)
         labels = fitting_kmedoids.labels(data.X, self.cluster_centers_, metric)
-        self.labels_ = labels if info["dask_input"] else labels.compute()
+        self.labels_ = labels if info["dask_input"] else compute_bounded(labels, what="labels")[0]
         return self
 
     def fit_predict(self, X, y=None):

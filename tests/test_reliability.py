@@ -288,6 +288,33 @@ def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, c
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("own_cluster", [{"distributed.scheduler.no-workers-timeout": None}], indirect=True)
+def test_an_estimators_own_computations_fail_on_a_cluster_without_workers(own_cluster, monkeypatch):
+    """What an estimator computes outside its passes (here the mean score of Dask rows; KMedoids'
+    labels and the reading checks go through the same engine.cluster.compute_bounded) is bounded as
+    a pass is: no hang on a cluster that cannot finish."""
+    import dask.array as da
+
+    import daskgmm
+    import daskgmm.engine.cluster
+
+    cluster, client = own_cluster
+    x = make_blobs(600, 2, 2, seed=1)[0]
+    with client.as_current():
+        gm = daskgmm.GaussianMixture(2, random_state=0).fit(x)
+        cluster.scale(0)
+        deadline = time.monotonic() + 30
+        while client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        monkeypatch.setattr(daskgmm.engine.cluster, "STALL_SECONDS", 2.0)
+        t0 = time.monotonic()
+        with pytest.raises(daskgmm.engine.cluster.ClusterError, match="score made no progress for 2 s: the cluster "
+                                                                      "has no workers"):
+            gm.score(da.from_array(x, chunks=200))
+        assert time.monotonic() - t0 < 30
+
+
 def _before_the_first_pass(monkeypatch, act):
     """Run ``act(data)`` once, just before the first pass of the job (and inside it, the passes)."""
     from daskgmm.engine.passes import ChunkedData

@@ -365,6 +365,25 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
                                f"{memory_advice(client)}")
 
 
+def compute_bounded(*collections, what: str = "computation"):
+    """``dask.compute(*collections)``, never waiting forever on a cluster that cannot finish.
+
+    With a distributed client (the default one, or the one current) the results are waited
+    for by :func:`wait_bounded`: a cluster left without workers, or whose workers are all paused
+    or run none of the tasks, fails it with :class:`ClusterError` after ``STALL_SECONDS``
+    instead of holding the caller. Without one, Dask's local scheduler computes them.
+    """
+    import dask
+
+    client = active_client()
+    if client is None:
+        return dask.compute(*collections)
+    # (not cancelled after a failure: their keys may be those of data a caller holds, persisted)
+    futures = client.compute(list(collections))
+    wait_bounded(client, futures, what)
+    return tuple(client.gather(futures))
+
+
 def local_memory() -> int:
     """Memory available to this process in bytes."""
     import psutil

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm.engine.cluster import blas_threads, cluster_memory, local_memory, wait_bounded, workers
+from daskgmm.engine.cluster import (
+    blas_threads,
+    cluster_memory,
+    compute_bounded,
+    local_memory,
+    wait_bounded,
+    workers,
+)
 from daskgmm.engine.tree import balanced_targets, contiguous_batches, share_cuts
 
 #: Fraction of the workers' (or this machine's) memory the data may take when
@@ -28,9 +35,7 @@ def data_nbytes(X, sparse: bool) -> float:
     chunk (one chunk read: the non-zeros are not known before)."""
     if not sparse:
         return X.nbytes
-    import dask
-
-    first = dask.compute(X.blocks[0])[0]
+    first = compute_bounded(X.blocks[0], what="read of the first chunk")[0]
     rows = first.shape[0]
     if rows == 0:
         return X.nbytes

@@ -220,7 +220,10 @@ def count_nonfinite(fs, pieces, columns, dtype, infinite_only=False):
     per column."""
     import dask
 
-    counts = dask.compute(*[dask.delayed(_count_bad)(fs, p, columns, dtype, infinite_only) for p in pieces])
+    from daskgmm.engine.cluster import compute_bounded
+
+    counts = compute_bounded(*[dask.delayed(_count_bad)(fs, p, columns, dtype, infinite_only) for p in pieces],
+                             what="count of non-finite values")
     return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0)
 
 
@@ -360,5 +363,7 @@ def count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype) -> li
     """One read of every piece: rows with NaN, null or infinite values per piece."""
     import dask
 
-    return list(dask.compute(*[dask.delayed(_count_sparse_bad)(fs, p, indices, values, n_features, dtype)
-                               for p in pieces]))
+    from daskgmm.engine.cluster import compute_bounded
+
+    return list(compute_bounded(*[dask.delayed(_count_sparse_bad)(fs, p, indices, values, n_features, dtype)
+                                  for p in pieces], what="count of non-finite values"))
