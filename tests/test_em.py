@@ -38,6 +38,27 @@ def test_same_result_for_any_chunking(ct):
         np.testing.assert_allclose(g.lower_bounds_, ref.lower_bounds_, rtol=1e-12)
 
 
+def test_rows_of_chunks_of_unknown_size_are_counted():
+    """Boolean indexing and a Dask DataFrame leave a chunk's rows unknown (nan): they are counted
+    once (engine.cluster.with_known_rows), the values untouched."""
+    import dask.array as da
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from daskgmm.engine.cluster import with_known_rows
+
+    x = da.from_array(np.arange(40.0).reshape(20, 2), chunks=(6, 1))
+    picked = x[x[:, 0] > 13]
+    assert np.isnan(picked.chunks[0][0])
+    known = with_known_rows(picked)
+    assert known.chunks == ((0, 5, 6, 2), (1, 1))
+    np.testing.assert_array_equal(known.compute(), picked.compute())
+    frame = dd.from_pandas(pd.DataFrame(np.arange(40.0).reshape(20, 2), columns=["a", "b"]), npartitions=3)
+    assert with_known_rows(frame).chunks == ((7, 7, 6), (2,))
+    assert with_known_rows(frame["a"]).chunks == ((7, 7, 6),)
+    assert with_known_rows(x) is x
+
+
 def test_graph_does_not_grow_with_iterations(monkeypatch):
     X, _, _ = make_blobs(n=2000)
     sizes = []

@@ -288,13 +288,16 @@ def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, c
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("own_cluster", [{"distributed.scheduler.no-workers-timeout": None}], indirect=True)
 def test_an_estimators_own_computations_fail_on_a_cluster_without_workers(own_cluster, monkeypatch):
-    """What an estimator computes outside its passes (here the mean score of Dask rows; KMedoids'
-    labels and the reading checks go through the same engine.cluster.compute_bounded) is bounded as
-    a pass is: no hang on a cluster that cannot finish."""
+    """What an estimator computes outside its passes (here the mean score of Dask rows and the rows
+    of a Dask DataFrame's partitions; KMedoids' labels and the reading checks go through the same
+    engine.cluster.compute_bounded) is bounded as a pass is: no hang on a cluster that cannot finish."""
     import dask.array as da
+    import dask.dataframe as dd
+    import pandas as pd
 
     import daskgmm
     import daskgmm.engine.cluster
@@ -313,6 +316,10 @@ def test_an_estimators_own_computations_fail_on_a_cluster_without_workers(own_cl
                                                                       "has no workers"):
             gm.score(da.from_array(x, chunks=200))
         assert time.monotonic() - t0 < 30
+        # a Dask DataFrame's rows per partition are counted before any pass, bounded too
+        frame = dd.from_pandas(pd.DataFrame(x, columns=["a", "b"]), npartitions=3)
+        with pytest.raises(daskgmm.engine.cluster.ClusterError, match="count of rows per chunk made no progress"):
+            daskgmm.GaussianMixture(2).fit(frame)
 
 
 def _before_the_first_pass(monkeypatch, act):

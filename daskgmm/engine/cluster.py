@@ -384,6 +384,34 @@ def compute_bounded(*collections, what: str = "computation"):
     return tuple(client.gather(futures))
 
 
+def _block_rows(block) -> int:
+    return int(block.shape[0])
+
+
+def _same(block):
+    return block
+
+
+def with_known_rows(X):
+    """A Dask array (or a Dask DataFrame's rows as one) with the rows of every chunk known.
+
+    Unknown sizes (``nan``: a Dask DataFrame's ``to_dask_array()``, boolean indexing) are
+    computed by one small task per chunk, waited for by :func:`compute_bounded` (Dask's
+    ``compute_chunk_sizes`` and ``lengths=True`` wait without a bound).
+    """
+    import math
+
+    import dask
+
+    if hasattr(X, "to_dask_array"):
+        X = X.to_dask_array()
+    if not any(math.isnan(c) for c in X.chunks[0]):
+        return X
+    blocks = X.to_delayed().reshape(X.numblocks[0], -1)[:, 0]
+    rows = compute_bounded(*[dask.delayed(_block_rows)(b) for b in blocks], what="count of rows per chunk")
+    return X.map_blocks(_same, chunks=(tuple(rows),) + X.chunks[1:], dtype=X.dtype, meta=X._meta)
+
+
 def local_memory() -> int:
     """Memory available to this process in bytes."""
     import psutil

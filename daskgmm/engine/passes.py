@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import uuid
 from dataclasses import dataclass
 
@@ -38,6 +37,7 @@ from daskgmm.engine.cluster import (
     memory_advice,
     pin_worker_blas,
     wait_bounded,
+    with_known_rows,
 )
 from daskgmm.engine.placement import persist_local, persist_placed, should_persist
 from daskgmm.engine.tree import children, merge_levels, subtree_merges
@@ -230,8 +230,7 @@ class ChunkedData:
         self.sparse = is_sparse_array(X)
         if X.numblocks[1] != 1:
             X = X.rechunk({1: -1})
-        if any(math.isnan(c) for c in X.chunks[0]):
-            X = X.compute_chunk_sizes()
+        X = with_known_rows(X)
         if sample_weight is not None:
             sample_weight = sample_weight.rechunk((X.chunks[0],))
         self.client = active_client()

@@ -13,6 +13,7 @@ import math
 import numpy as np
 from sklearn.utils import check_random_state
 
+from daskgmm.engine.cluster import with_known_rows
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import params as forms
 from daskgmm.kernels import predict as blocks
@@ -100,7 +101,7 @@ def n_rows(X) -> int:
         return len(X)
     n = X.shape[0] if hasattr(X, "shape") else len(X)
     if isinstance(n, float) and np.isnan(n):
-        n = int(X.compute_chunk_sizes().shape[0])
+        n = int(with_known_rows(X).shape[0])
     return int(n)
 
 

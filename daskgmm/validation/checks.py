@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.validation import validate_data
 
+from daskgmm.engine.cluster import with_known_rows
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -126,7 +127,7 @@ def _dask_rows(X, name, min_samples):
                 f"{name} needs numeric features; column(s) {', '.join(map(repr, bad))} are not numeric."
             )
         # nullable (extension) columns become float with NaN for missing values
-        arr = X.astype(_frame_float_dtype(X.dtypes)).to_dask_array(lengths=True)
+        arr = with_known_rows(X.astype(_frame_float_dtype(X.dtypes)))
     else:
         if X.ndim != 2:
             raise ValueError(
@@ -141,8 +142,7 @@ def _dask_rows(X, name, min_samples):
         arr = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
         if is_sparse(arr):
             arr = _csr_chunks(arr)
-        if any(math.isnan(c) for c in arr.chunks[0]):
-            arr = arr.compute_chunk_sizes()
+        arr = with_known_rows(arr)
     _shape_errors(arr.shape, name, min_samples)
     if arr.numblocks[1] != 1:
         arr = arr.rechunk({1: -1})
@@ -309,7 +309,7 @@ def _weights_array(sample_weight, Xd):
 
     n = Xd.shape[0]
     if is_dask(sample_weight):
-        w = sample_weight.to_dask_array(lengths=True) if hasattr(sample_weight, "to_dask_array") else sample_weight
+        w = with_known_rows(sample_weight)
     else:
         w = np.asarray(sample_weight, dtype=np.float64)
         if w.ndim == 0:  # a scalar weights every row alike, as in scikit-learn
