@@ -43,7 +43,7 @@ def _kill_in_pass_plugin(trigger, record, pids=None):
 
     class KillInPass(WorkerPlugin):
         def transition(self, key, start, finish, **kw):
-            if finish != "executing" or not any(s in str(key) for s in ("_batch_task", "_chunk_task")):
+            if finish != "executing" or not any(s in str(key) for s in ("_batch_task", "daskgmm-chunk")):
                 return
             if pids is not None and os.getpid() not in pids:
                 return
@@ -90,7 +90,7 @@ def test_killed_workers_do_not_change_the_result(tmp_path):
                 g.fit(X, progress=progress)
                 client.unregister_worker_plugin("kill-in-pass")
                 assert not trigger.exists() and record.exists(), "the kill in the pass did not happen"
-                assert any(s in record.read_text() for s in ("_batch_task", "_chunk_task"))
+                assert any(s in record.read_text() for s in ("_batch_task", "daskgmm-chunk"))
                 deadline = time.time() + 30
                 while len(client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
                     time.sleep(0.1)

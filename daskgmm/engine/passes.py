@@ -311,8 +311,9 @@ class ChunkedData:
         # placed chunks may be pieces of the data's (persist_placed): their futures are the chunks
         blocks, wblocks = (self._blocks, self._wblocks) if self._futures is None else (self._futures, self._wfutures)
         parts = [
-            delayed(_chunk_task, name=f"daskgmm-chunk-{tag}-{i}", pure=False, traverse=False)(
-                b, w, int(self.offsets[i]), plan
+            # dask_key_name names the task (a name given to delayed() names the function's wrapper only)
+            delayed(_chunk_task, pure=False, traverse=False)(
+                b, w, int(self.offsets[i]), plan, dask_key_name=f"daskgmm-chunk-{tag}-{i}"
             )
             for i, (b, w) in enumerate(zip(blocks, wblocks))
         ]
@@ -321,8 +322,8 @@ class ChunkedData:
         while len(parts) > se:
             level += 1
             parts = [
-                delayed(_merge_task, name=f"daskgmm-merge-{tag}-{level}-{j}", pure=False, traverse=False)(
-                    plan, *parts[i : i + se]
+                delayed(_merge_task, pure=False, traverse=False)(
+                    plan, *parts[i : i + se], dask_key_name=f"daskgmm-merge-{tag}-{level}-{j}"
                 )
                 for j, i in enumerate(range(0, len(parts), se))
             ]
