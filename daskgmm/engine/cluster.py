@@ -253,7 +253,7 @@ def kernels_in_use(client=None) -> str:
     if client is None:
         return _kernel_in_use()
     try:
-        names = sorted(set(client.run(_kernel_in_use).values()))
+        names = sorted(set(client.run(_kernel_in_use, callback_timeout=STALL_SECONDS).values()))
     except Exception:  # a remote cluster may refuse client.run
         return "unknown"
     return "; ".join(names) or "unknown"
@@ -268,7 +268,7 @@ def worker_floor(client) -> int:
     key = id(client)
     if key not in _floors:
         try:
-            _floors[key] = int(max(client.run(_warm_rss).values(), default=0))
+            _floors[key] = int(max(client.run(_warm_rss, callback_timeout=STALL_SECONDS).values(), default=0))
             _limits[key] = sorted({int(w.get("memory_limit") or 0) for w in workers(client).values()})
         except Exception:  # a remote cluster may refuse client.run
             _floors[key] = 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from daskgmm.engine.cluster import (
+    STALL_SECONDS,
     blas_threads,
     cluster_memory,
     compute_bounded,
@@ -197,7 +198,7 @@ def place(client, futs, wfuts, threads, sizes) -> list:
             moved = []
             for t in sorted(queue):
                 c = queue[t].pop(0)
-                client.replicate(c, n=1, workers=[t])
+                client.replicate(c, n=1, workers=[t], callback_timeout=STALL_SECONDS)  # bounded: placement may give up
                 moved.append((c, t))
                 if not queue[t]:
                     del queue[t]
