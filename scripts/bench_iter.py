@@ -3,12 +3,14 @@
 
 Usage (after ``scripts/bench.py`` has written ``data/bench``):
 
-    .venv/bin/python scripts/bench_iter.py [--repeats 3] [--iters 5] [--covariance-type full]
+    .venv/bin/python scripts/bench_iter.py [--repeats 3] [--iters 5] [--covariance-type full] [--sklearn]
 
 Same method as ``scripts/bench.py``: a LocalCluster of two single-threaded worker
 processes, the data persisted, the marginal time of ``--iters`` EM iterations from
 daskgmm's default start, against ``4 N K D^2`` flops at the dgemm rate measured in
-both workers at once.
+both workers at once. ``--sklearn`` also times scikit-learn's iteration from the same
+start, the same way, in this process (its BLAS on every core), after daskgmm's repeats and
+with the cluster closed, and prints the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--covariance-type", default="full")
     ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--sklearn", action="store_true", help="scikit-learn's iteration too, in the same run")
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -64,6 +67,18 @@ def main(argv=None):
                   f"bound {bound:.3f} s: {100 * bound / r['per_iter']:.0f}%", flush=True)
         med = statistics.median(b / t for t, _, b in rows)
         print(f"median fraction of the bound: {100 * med:.0f}% (target 75%)")
+        ours = statistics.median(t for t, _, _ in rows)
+        x = src.X.compute() if a.sklearn else None
+    if a.sklearn:
+        from sklearn.mixture import GaussianMixture as SkGMM
+
+        def skfit(it):
+            SkGMM(k, covariance_type=a.covariance_type, max_iter=it, tol=0.0, **init).fit(x)
+
+        skfit(1)  # warm: BLAS's threads, first calls
+        r = marginal_seconds(skfit, a.iters, a.repeats)
+        print(f"scikit-learn: {r['per_iter']:.3f} s/iter (min {r['min']:.3f}, load {r['load']:.1f}); "
+              f"daskgmm {ours:.3f} s/iter: {r['per_iter'] / ours:.1f}x (target 15x)", flush=True)
 
 
 if __name__ == "__main__":
