@@ -266,6 +266,20 @@ def test_missing_buckets_and_inputs_fail_before_any_pass_and_create_nothing(buck
     assert run(server, *fit, scheduler=scheduler) == 0
 
 
+def test_a_model_in_a_missing_bucket_is_exit_2_naming_it(s3_env, tmp_path, capsys):
+    """s3fs's listing of a missing bucket raises (where a missing key gives False): the model's
+    path is named, exit 2, before any cluster starts (it was exit 1, "FileNotFoundError: The
+    specified bucket does not exist", naming nothing)."""
+    model = "s3://daskgmm-missing-model-bucket/m"
+    with pytest.raises(ModelFileError, match=f"{model}: no model here"):
+        daskgmm.load(model, storage_options=s3_env.storage_options)
+    write_data(tmp_path / "data", n=30)
+    for args in (["info"], ["score", tmp_path / "data"], ["sample", "-n", 5, "--out", tmp_path / "s"]):
+        assert main([*map(str, args), "--model", model, "--storage-options", so(s3_env)]) == 2, args
+        err = capsys.readouterr().err
+        assert f"{model}: no model here" in err and "cluster:" not in err, err
+
+
 def test_a_prefix_that_cannot_be_written_is_exit_2_naming_it(bucket, scheduler, capsys):
     """S3 answers 403 AccessDenied to writes a policy forbids (moto does not enforce policies, so the
     server answers for it): the output is named before any pass, and nothing is left."""
