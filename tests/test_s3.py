@@ -296,6 +296,21 @@ def test_a_prefix_that_cannot_be_written_is_exit_2_naming_it(bucket, scheduler, 
     assert_nothing_left(server, b)
 
 
+def test_data_the_credentials_may_not_list_is_exit_2_naming_it(bucket, scheduler, tmp_path, capsys):
+    """Wrong credentials (or a policy) make S3 answer 403 to every read: the input is named, exit 2,
+    before any pass (a glob was listed unnamed, exit 1, "PermissionError: ...")."""
+    server, b, _ = bucket
+    from .s3_server import ACCESS_DENIED
+
+    for method in ("GET", "HEAD"):
+        server.trap(method, b, hold=False, times=None, status="403 Forbidden", body=ACCESS_DENIED)
+    for data in (f"s3://{b}/data/*.parquet", f"s3://{b}/data", f"s3://{b}/data/part-0.parquet"):
+        assert run(server, "fit", data, *COLS, "--model-out", tmp_path / "m", scheduler=scheduler) == 2, data
+        err = capsys.readouterr().err
+        assert f"{data!r}: cannot list or read it" in err and "iter" not in err, err
+    assert not (tmp_path / "m").exists()
+
+
 def test_s3_without_s3fs_is_a_usage_error_before_any_cluster():
     code = ("import sys; sys.modules['s3fs'] = None; from daskgmm.cli import main; "
             "sys.exit(main(['fit', 's3://bucket/data', '--model-out', 's3://bucket/m']))")
