@@ -135,6 +135,15 @@ def test_bad_config_exits_2(tmp_path, capsys, content, match):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("address", ["garbage", "tcp://127.0.0.1:http", "udp://127.0.0.1:8786", "127.0.0.1:0"])
+def test_a_scheduler_address_that_does_not_parse_exits_2_naming_it(tmp_path, capsys, address):
+    """A value that does not parse is a usage error (it was distributed's ValueError, exit 1)."""
+    write_data(tmp_path / "data", n=30)
+    assert main(["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m"), "--scheduler", address]) == 2
+    assert f"--scheduler {address!r} is not a scheduler address" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     data = tmp_path / "data"
     write_data(data)

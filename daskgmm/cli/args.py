@@ -170,6 +170,8 @@ def require(o):
             raise UsageError("--plot needs matplotlib: pip install 'daskgmm[plot]'") from None
     if getattr(o, "resume", False) and not getattr(o, "checkpoint_dir", None):
         raise UsageError(f"daskgmm {o.command}: --resume needs --checkpoint-dir")
+    if getattr(o, "scheduler", None):
+        check_scheduler_address(o.command, o.scheduler)
     tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
     if any(tls) and not getattr(o, "scheduler", None):
         raise UsageError(f"daskgmm {o.command}: --tls-* options need --scheduler tls://HOST:PORT")
@@ -180,6 +182,19 @@ def require(o):
         raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be on the same filesystem "
                          f"(they are committed together), got {outs[0]} and {outs[1]}")
     check_filesystems(o)
+
+
+def check_scheduler_address(command: str, address: str) -> None:
+    """Refuse a ``--scheduler`` value that is no address (a usage error, before anything connects)."""
+    from distributed.comm.addressing import get_address_host_port
+
+    try:
+        _host, port = get_address_host_port(address)
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range")
+    except ValueError as exc:
+        raise UsageError(f"daskgmm {command}: --scheduler {address!r} is not a scheduler address ({exc}); "
+                         "expected tcp://HOST:PORT or tls://HOST:PORT") from None
 
 
 #: Options that name paths (besides DATA), whose filesystems must be usable before any cluster starts.
