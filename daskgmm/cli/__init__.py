@@ -19,7 +19,7 @@ import sys
 import threading
 
 import daskgmm.engine.stop as stop
-from daskgmm.cli.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, resolve
+from daskgmm.cli.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, output_conflict, resolve
 from daskgmm.cli.config import FIT, INFO, OPTIONS, PREDICT, SAMPLE, SCORE, SELECT, SHOW_CONFIG, UPDATE, ConfigError
 from daskgmm.cli.fit import BAYESIAN_OPTIONS, cmd_fit, cmd_update, fingerprint, update_fingerprint
 from daskgmm.cli.read import cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select, cmd_show_config
@@ -86,6 +86,7 @@ def _main(argv=None) -> int:
     storage = None
     status = EXIT_FAILURE
     quiet = bool(getattr(args, "quiet", False))
+    o = None
     try:
         o = resolve(args)
         metrics_out = getattr(o, "metrics_out", None)
@@ -115,6 +116,8 @@ def _main(argv=None) -> int:
     except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
         status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
         _fail(metrics, exc, status)
+    if metrics_out and output_conflict(o if o is not None else args, "metrics_out"):
+        metrics_out = None  # never over the data or the model, whatever failed first
     if metrics_out:
         try:
             _write_metrics(metrics_out, metrics, storage)

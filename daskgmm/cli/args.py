@@ -182,6 +182,77 @@ def require(o):
         raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be on the same filesystem "
                          f"(they are committed together), got {outs[0]} and {outs[1]}")
     check_filesystems(o)
+    check_outputs_apart_from_inputs(o)
+
+
+#: Outputs a job replaces as a whole (a directory, or a file), by option.
+DIRECTORY_OUTPUTS = ("model_out", "predictions_out", "out")
+FILE_OUTPUTS = ("plot", "metrics_out")
+
+
+def _place(path) -> tuple[str, str]:
+    """Where a path or URL points, for comparing paths: its protocol and a normalised absolute path."""
+    import fsspec
+
+    protocol = protocol_of(path)
+    _, rest = fsspec.core.split_protocol(str(path))
+    if protocol == "file":
+        return protocol, os.path.abspath(os.path.expanduser(rest))
+    return protocol, "/" + rest.strip("/")
+
+
+def _holds(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether place ``a`` is place ``b`` or a directory above it."""
+    return a[0] == b[0] and (a[1] == b[1] or b[1].startswith(a[1].rstrip("/") + "/"))
+
+
+def check_outputs_apart_from_inputs(o):
+    """Refuse (:class:`UsageError`) an output that would replace what the job reads: see
+    :func:`output_conflict`."""
+    for key in DIRECTORY_OUTPUTS + FILE_OUTPUTS:
+        problem = output_conflict(o, key)
+        if problem:
+            raise UsageError(problem)
+
+
+def output_conflict(o, key: str) -> str | None:
+    """Why output ``key`` (an option name) of the job ``o`` may not be written, or None.
+
+    Committing an output replaces its directory (or file) whole, so an output at or above DATA
+    deleted the data, and one at or above ``--model`` the model. An output inside a DATA directory
+    is refused too (a file output there could be one of its files; the next job would read a
+    Parquet output there as data), and one a DATA glob matches. ``update`` may write its model where
+    it read it. The command also asks this before it writes the error metrics of a job that failed
+    before its options were checked.
+    """
+    import fnmatch
+
+    out = getattr(o, key, None)
+    if not out:
+        return None
+    data = getattr(o, "data", None)
+    inputs = []  # (flag, path, place, whether outputs inside it are refused, the glob's pattern)
+    for path in (data if isinstance(data, list) else [data]):
+        if not path:
+            continue
+        path = str(path)
+        glob_at = min((path.find(ch) for ch in "*?[" if ch in path), default=-1)
+        if glob_at >= 0:  # a glob reads below its fixed part: refuse outputs at or above that directory
+            root = path[:glob_at].rsplit("/", 1)[0] if "/" in path[:glob_at] else "."
+            pattern = _place(root)[1].rstrip("/") + "/" + path[len(root) + 1:] if root != "." else _place(path)[1]
+            inputs.append(("DATA", path, _place(root), False, pattern))
+        else:
+            inputs.append(("DATA", path, _place(path), True, None))
+    if getattr(o, "model", None) and not (o.command == UPDATE and key == "model_out"):
+        inputs.append(("--model", str(o.model), _place(o.model), False, None))
+    where = _place(out)
+    for flag, path, place, inside_too, pattern in inputs:
+        if (_holds(where, place) or (inside_too and _holds(place, where))
+                or (pattern is not None and where[0] == place[0] and fnmatch.fnmatchcase(where[1], pattern))):
+            relation = "is" if where == place else ("holds" if _holds(where, place) else "is inside")
+            return (f"daskgmm {o.command}: --{key.replace('_', '-')} {out} {relation} the input {flag} {path}: "
+                    "writing it would replace what the job reads; give an output path apart from the inputs")
+    return None
 
 
 def check_scheduler_address(command: str, address: str) -> None:
