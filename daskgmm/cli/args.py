@@ -246,6 +246,8 @@ def output_conflict(o, key: str) -> str | None:
     if getattr(o, "model", None) and not (o.command == UPDATE and key == "model_out"):
         inputs.append(("--model", str(o.model), _place(o.model), False, None))
     where = _place(out)
+    if where[0] != "file" and where[1].count("/") == 1:
+        return None  # a bare bucket: io.store refuses it as an output in its own words
     for flag, path, place, inside_too, pattern in inputs:
         if (_holds(where, place) or (inside_too and _holds(place, where))
                 or (pattern is not None and where[0] == place[0] and fnmatch.fnmatchcase(where[1], pattern))):
