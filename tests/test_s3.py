@@ -311,6 +311,31 @@ def test_data_the_credentials_may_not_list_is_exit_2_naming_it(bucket, scheduler
     assert not (tmp_path / "m").exists()
 
 
+def test_no_credentials_at_all_is_exit_2_naming_the_path(bucket, scheduler, tmp_path, monkeypatch, capsys):
+    """botocore's NoCredentialsError passes through s3fs as it is (not an OSError): the input, the
+    output, the model and --metrics-out were exit 1 "NoCredentialsError: Unable to locate
+    credentials" naming no path, and the error metrics' write crashed with a traceback."""
+    server, b, _ = bucket
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    write_data(tmp_path / "data", n=30)
+    nocreds = json.dumps({"endpoint_url": server.endpoint, "skip_instance_cache": True})
+    local = [str(tmp_path / "data"), "--columns", "f0,f1", "--scheduler", scheduler, "--model-out", str(tmp_path / "m")]
+    for args, named in ((["fit", f"s3://{b}/data", *COLS, "--model-out", tmp_path / "m"], f"s3://{b}/data"),
+                        (["fit", f"s3://{b}/data/*.parquet", *COLS, "--model-out", tmp_path / "m"], "*.parquet"),
+                        (["fit", *local[:5], "--model-out", f"s3://{b}/m"], f"s3://{b}/m"),
+                        (["fit", *local, "--metrics-out", f"s3://{b}/m.json"], f"s3://{b}/m.json"),
+                        (["info", "--model", f"s3://{b}/m"], f"s3://{b}/m")):
+        assert main([*map(str, args), "--storage-options", nocreds]) == 2, args
+        err = capsys.readouterr().err
+        assert named in err and "Unable to locate credentials: set AWS_ACCESS_KEY_ID" in err, (args, err)
+        assert "Traceback" not in err and "iter" not in err, err
+    assert keys(server, b) == [f"data/part-{i}.parquet" for i in range(3)]
+
+
 def test_s3_without_s3fs_is_a_usage_error_before_any_cluster():
     code = ("import sys; sys.modules['s3fs'] = None; from daskgmm.cli import main; "
             "sys.exit(main(['fit', 's3://bucket/data', '--model-out', 's3://bucket/m']))")

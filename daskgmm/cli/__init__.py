@@ -121,8 +121,9 @@ def _main(argv=None) -> int:
     if metrics_out:
         try:
             _write_metrics(metrics_out, metrics, storage)
-        except (OSError, ImportError, ValueError) as exc:
-            print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {exc}", file=sys.stderr)
+        except Exception as exc:  # the job's own status stands; say why there are no metrics (no traceback)
+            print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
             status = status or EXIT_FAILURE
     return status
 

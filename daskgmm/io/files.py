@@ -53,6 +53,19 @@ def get_fs(path, storage_options=None):
     return fs
 
 
+def no_credentials(exc) -> bool:
+    """Whether ``exc`` is botocore's "no credentials" (found none, or part of them), which s3fs
+    passes on as it is where it turns a refused request into a PermissionError. By name: a
+    process reading local files never imports botocore."""
+    return type(exc).__module__.startswith("botocore") and type(exc).__name__ in (
+        "NoCredentialsError", "PartialCredentialsError")
+
+
+def credentials_hint(exc) -> str:
+    return (f"{exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the "
+            "credentials in --storage-options")
+
+
 def strip_protocol(fs, path: str) -> str:
     return fs._strip_protocol(path)
 
@@ -81,6 +94,10 @@ def list_files(path, storage_options=None):
             files.extend(_files_at(fs, p))
         except PermissionError as exc:  # an object store refusing the listing: the credentials or a policy
             raise DataError(f"{p!r}: cannot list or read it ({exc})") from None
+        except Exception as exc:
+            if not no_credentials(exc):
+                raise
+            raise DataError(f"{p!r}: cannot list or read it ({credentials_hint(exc)})") from None
     seen = set()
     unique = [f for f in files if not (f in seen or seen.add(f))]
     if not is_local(fs):  # named as the user names them (s3://bucket/key) in messages, ids and checkpoints

@@ -195,7 +195,7 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
     ModelFileError
         As :func:`load_model`, except that the estimator is not looked up.
     """
-    from daskgmm.io.files import get_fs, is_local, strip_protocol
+    from daskgmm.io.files import credentials_hint, get_fs, is_local, no_credentials, strip_protocol
 
     path = os.fspath(path)
     fs = get_fs(path, storage_options)
@@ -215,6 +215,10 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
         raise ModelFileError(f"{path}: no model here ({exc})") from None
     except PermissionError as exc:
         raise ModelFileError(f"{path}: cannot read the model ({exc})") from None
+    except Exception as exc:
+        if not no_credentials(exc):
+            raise
+        raise ModelFileError(f"{path}: cannot read the model ({credentials_hint(exc)})") from None
     if not found:
         raise ModelFileError(f"{path}: no model here (model.json not found)")
     try:
