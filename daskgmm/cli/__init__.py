@@ -53,7 +53,8 @@ def _on_signal(signum, frame):
     # recorded as well as raised: raised inside a gc callback or a __del__, the exception is lost
     exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
     stop.request(exc)
-    raise exc()
+    if not stop.deferring():  # else raised where the deferred block ends (the cluster's start)
+        raise exc()
 
 
 def main(argv=None) -> int:

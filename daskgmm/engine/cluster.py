@@ -16,6 +16,8 @@ import os
 import threading
 import time
 
+from daskgmm.engine import stop
+
 #: A pass fails when, for this long, the cluster has had no worker, or no worker
 #: has run or held one of its tasks (every worker paused or idle while tasks wait).
 STALL_SECONDS = 45.0
@@ -153,19 +155,21 @@ def connect(
     import dask
 
     stack.enter_context(dask.config.set(CLUSTER_CONFIG))
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit,
-        processes=processes,
-        host="127.0.0.1",
-        dashboard_address=dashboard_address,  # by default any free port, loopback only
-        silence_logs=logging.ERROR if quiet else logging.WARNING,
-    )
-    no_workers = _NoWorkersFilter()
-    logging.getLogger("distributed.scheduler").addFilter(no_workers)
-    stack.callback(logging.getLogger("distributed.scheduler").removeFilter, no_workers)
+    with stop.deferred():  # a signal now waits for the start to finish, then stops the job below
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            processes=processes,
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,  # by default any free port, loopback only
+            silence_logs=logging.ERROR if quiet else logging.WARNING,
+        )
+    for quieter in (_NoWorkersFilter(), _StoppingFilter()):
+        logging.getLogger("distributed.scheduler").addFilter(quieter)
+        stack.callback(logging.getLogger("distributed.scheduler").removeFilter, quieter)
     try:
+        stop.check()
         with Client(cluster, set_as_default=True) as client:
             client.register_plugin(_QuietComputeFailed(), name="daskgmm-quiet-compute-failed")
             yield client
@@ -189,6 +193,15 @@ class _NoWorkersFilter(logging.Filter):
         msg = str(record.getMessage())
         return not ("timed out waiting without any running workers" in msg
                     or ("marked as failed because" in msg and "workers died while trying to run it" in msg))
+
+
+class _StoppingFilter(logging.Filter):
+    """Once a signal stopped the job, the scheduler logs an error for each worker that a pass in
+    flight outside the task graph (``client.run``) can no longer reach as the cluster closes
+    ("broadcast to ... failed"); the command has said why it stops."""
+
+    def filter(self, record):
+        return not (stop.requested() and str(record.msg).startswith("broadcast to"))
 
 
 try:
