@@ -144,6 +144,17 @@ def test_a_scheduler_address_that_does_not_parse_exits_2_naming_it(tmp_path, cap
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:http", ":99999"])
+def test_a_dashboard_address_that_does_not_parse_exits_2_naming_it(tmp_path, capsys, address):
+    """It was exit 1 once the cluster had failed to start ("RuntimeError: Cluster failed to start:
+    [Errno -2] Name or service not known")."""
+    write_data(tmp_path / "data", n=30)
+    assert main(["fit", str(tmp_path / "data"), "--columns", "f0,f1", "--n-workers", "1", "--model-out",
+                 str(tmp_path / "m"), "--dashboard-address", address]) == 2
+    assert f"--dashboard-address {address!r}: expected HOST:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_an_output_over_the_inputs_is_refused_and_the_data_kept(tmp_path, capsys):
     """Committing an output replaces its directory or file whole: '--model-out DATA' deleted the
     data (exit 0), and '--metrics-out DATA/part-0.parquet' overwrote a data file, even when the job

@@ -172,6 +172,8 @@ def require(o):
         raise UsageError(f"daskgmm {o.command}: --resume needs --checkpoint-dir")
     if getattr(o, "scheduler", None):
         check_scheduler_address(o.command, o.scheduler)
+    if getattr(o, "dashboard_address", None):
+        check_dashboard_address(o.command, o.dashboard_address)
     tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
     if any(tls) and not getattr(o, "scheduler", None):
         raise UsageError(f"daskgmm {o.command}: --tls-* options need --scheduler tls://HOST:PORT")
@@ -268,6 +270,14 @@ def check_scheduler_address(command: str, address: str) -> None:
     except ValueError as exc:
         raise UsageError(f"daskgmm {command}: --scheduler {address!r} is not a scheduler address ({exc}); "
                          "expected tcp://HOST:PORT or tls://HOST:PORT") from None
+
+
+def check_dashboard_address(command: str, address: str) -> None:
+    """Refuse a ``--dashboard-address`` that is not ``HOST:PORT`` (or ``:PORT``), before any cluster starts."""
+    host, colon, port = str(address).rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535 or any(c.isspace() for c in host):
+        raise UsageError(f"daskgmm {command}: --dashboard-address {address!r}: expected HOST:PORT or :PORT "
+                         "(e.g. 127.0.0.1:8787; port 0: any free port)")
 
 
 #: Options that name paths (besides DATA), whose filesystems must be usable before any cluster starts.
