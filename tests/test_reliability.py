@@ -577,6 +577,19 @@ def test_bad_option_values_and_output_paths_fail_before_any_pass(tmp_path, capsy
     assert not glob.glob(str(tmp_path / ".m*")) and not os.path.exists(tmp_path / "m")
 
 
+def test_a_memory_limit_an_idle_worker_fills_is_refused_at_once(tmp_path, capsys):
+    """A limit whose pause threshold (80%) an idle worker already passes never runs a task: the job
+    failed after the stall bounds (51 s at 10 MiB, exit 1, "no worker was left to run task ...")."""
+    _data(tmp_path / "d", n=2000, files=1)
+    start = time.monotonic()
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-workers", "1", "--memory-limit", "20MiB",
+                 "--model-out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "--memory-limit 20MiB per worker is too small: an idle worker takes at least" in err, err
+    assert "cluster:" not in err and time.monotonic() - start < 10  # before any cluster starts
+    assert not os.path.exists(tmp_path / "m")
+
+
 def test_column_sets_that_differ_fail_whatever_the_file_order(tmp_path):
     for first in (0, 2):
         d = tmp_path / f"d{first}"

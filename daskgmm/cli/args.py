@@ -174,6 +174,8 @@ def require(o):
         check_scheduler_address(o.command, o.scheduler)
     if getattr(o, "dashboard_address", None):
         check_dashboard_address(o.command, o.dashboard_address)
+    if not getattr(o, "scheduler", None) and getattr(o, "memory_limit", "auto") not in (None, "auto"):
+        check_memory_limit(o.memory_limit)
     tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
     if any(tls) and not getattr(o, "scheduler", None):
         raise UsageError(f"daskgmm {o.command}: --tls-* options need --scheduler tls://HOST:PORT")
@@ -278,6 +280,22 @@ def check_dashboard_address(command: str, address: str) -> None:
     if not colon or not port.isdigit() or int(port) > 65535 or any(c.isspace() for c in host):
         raise UsageError(f"daskgmm {command}: --dashboard-address {address!r}: expected HOST:PORT or :PORT "
                          "(e.g. 127.0.0.1:8787; port 0: any free port)")
+
+
+def check_memory_limit(limit) -> None:
+    """Refuse an embedded cluster's ``--memory-limit`` that an idle worker already fills past the pause
+    threshold: no worker would ever run a task (the job failed after the stall bounds, 30-50 s)."""
+    import dask
+    from dask.utils import format_bytes, parse_bytes
+
+    from daskgmm.engine.cluster import MIN_IDLE_WORKER_BYTES
+
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+    size = parse_bytes(limit) if isinstance(limit, str) else int(limit)
+    if 0 < size * pause <= MIN_IDLE_WORKER_BYTES:
+        raise UsageError(f"--memory-limit {limit} per worker is too small: an idle worker takes at least "
+                         f"{format_bytes(MIN_IDLE_WORKER_BYTES)}, and distributed pauses a worker at {pause:.0%} of "
+                         "its limit; a worker decoding Parquet takes about 165 MiB: give 300MiB or more")
 
 
 #: Options that name paths (besides DATA), whose filesystems must be usable before any cluster starts.
