@@ -128,7 +128,12 @@ def plot_components(model, X=None, *, dims=(0, 1), n_sample=5000, n_std=(1.0, 2.
     colors = [f"C{k % 10}" for k in range(model.n_components)]
     if X is not None:
         x = _sample_rows(X, n_sample, random_state)
-        lab = model.predict(x)
+        if names is not None:  # the sample is NumPy: with its names, so that predict does not warn it has none
+            import pandas as pd
+
+            lab = model.predict(pd.DataFrame(x, columns=names))
+        else:
+            lab = model.predict(x)
         ax.scatter(x[:, i], x[:, j], s=6, c=[colors[k] for k in lab], alpha=0.5, linewidths=0)
     radii = np.atleast_1d(n_std)
     means = np.asarray(model.means_, dtype=float)

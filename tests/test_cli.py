@@ -135,6 +135,63 @@ def test_bad_config_exits_2(tmp_path, capsys, content, match):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("address", ["garbage", "tcp://127.0.0.1:http", "udp://127.0.0.1:8786", "127.0.0.1:0"])
+def test_a_scheduler_address_that_does_not_parse_exits_2_naming_it(tmp_path, capsys, address):
+    """A value that does not parse is a usage error (it was distributed's ValueError, exit 1)."""
+    write_data(tmp_path / "data", n=30)
+    assert main(["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m"), "--scheduler", address]) == 2
+    assert f"--scheduler {address!r} is not a scheduler address" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:http", ":99999"])
+def test_a_dashboard_address_that_does_not_parse_exits_2_naming_it(tmp_path, capsys, address):
+    """It was exit 1 once the cluster had failed to start ("RuntimeError: Cluster failed to start:
+    [Errno -2] Name or service not known")."""
+    write_data(tmp_path / "data", n=30)
+    assert main(["fit", str(tmp_path / "data"), "--columns", "f0,f1", "--n-workers", "1", "--model-out",
+                 str(tmp_path / "m"), "--dashboard-address", address]) == 2
+    assert f"--dashboard-address {address!r}: expected HOST:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_output_over_the_inputs_is_refused_and_the_data_kept(tmp_path, capsys):
+    """Committing an output replaces its directory or file whole: '--model-out DATA' deleted the
+    data (exit 0), and '--metrics-out DATA/part-0.parquet' overwrote a data file, even when the job
+    failed (the error metrics)."""
+    from daskgmm.cli.args import build_parser, output_conflict, resolve
+
+    data = tmp_path / "data"
+    write_data(data, n=60)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    d, m = str(data), str(tmp_path / "m")
+    cases = [
+        (["fit", d, "--model-out", d], "--model-out"),
+        (["fit", f"{d}/part-0.parquet", "--model-out", d], "--model-out"),
+        (["fit", f"{d}/*.parquet", "--model-out", d], "--model-out"),
+        (["fit", d, "--model-out", str(tmp_path)], "--model-out"),
+        (["fit", d, "--model-out", m, "--predictions-out", f"{d}/p"], "--predictions-out"),
+        (["fit", d, "--model-out", m, "--metrics-out", f"{d}/part-0.parquet"], "--metrics-out"),
+        (["fit", f"{d}/*.parquet", "--model-out", m, "--metrics-out", f"{d}/part-1.parquet"], "--metrics-out"),
+        (["select", d, "--out", d], "--out"),
+        (["predict", d, "--model", m, "--out", m], "--out"),
+        (["sample", "--model", m, "--out", m, "-n", "5"], "--out"),
+        (["update", d, "--model", m, "--model-out", f"{m}2", "--predictions-out", m], "--predictions-out"),
+    ]
+    for args, flag in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert f"{flag} " in err and "writing it would replace what the job reads" in err, (args, err)
+    # a job failing before its options are checked does not write its error metrics over the data either
+    assert main(["fit", d, "--model-out", m, "--metrics-out", f"{d}/part-2.parquet", "--config",
+                 str(tmp_path / "no.yaml")]) == 2
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+    assert not (tmp_path / "m").exists()
+    # update may write the model where it read it
+    parsed = build_parser().parse_args(["update", d, "--model", m, "--model-out", m])
+    assert output_conflict(resolve(parsed), "model_out") is None
+
+
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     data = tmp_path / "data"
     write_data(data)

@@ -115,15 +115,26 @@ def held_run(self, function, *args, **kwargs):
 
 cluster.wait_bounded = engine.wait_bounded = held
 Client.run = held_run
+if where == "start":  # hold the embedded cluster's start for 3 s, with its worker's nanny not yet started
+    from distributed import Nanny
+    nanny_start = Nanny.start_unsafe
+
+    async def held_start(self):
+        print("daskgmm-test: held in the start", file=sys.stderr, flush=True)
+        await asyncio.sleep(3)
+        return await nanny_start(self)
+    Nanny.start_unsafe = held_start
 from daskgmm.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
 
-@pytest.mark.parametrize("where", ["pass", "write"])
+@pytest.mark.parametrize("where", ["start", "pass", "write"])
 def test_sigterm_stops_the_job_cleanly(tmp_path, where):
-    """SIGTERM in the middle of a pass, or as the predictions are written (after the model is): exit
-    143, said so, error metrics written, no staging directory, no output, no worker process left."""
+    """SIGTERM as the embedded cluster starts, in the middle of a pass, or as the predictions are
+    written (after the model is): exit 143, said so, error metrics written, no staging directory, no
+    output, no worker process left, no traceback (cut short, the cluster's start left its workers to
+    distributed's exit hook: "Exception ignored in atexit callback ... AssertionError: Status.init")."""
     _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
     proc = subprocess.Popen(
         [sys.executable, "-c", HELD, where, *map(str, [
@@ -144,12 +155,44 @@ def test_sigterm_stops_the_job_cleanly(tmp_path, where):
         if proc.poll() is None:
             proc.kill()
     assert "terminated (SIGTERM)" in err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
     assert ("lower bound" in err) == (where == "write")  # the fit had ended, or had not
     assert _gone(workers), "worker processes left behind"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "error" and metrics["exit_code"] == 143
     out = tmp_path / "out"
     assert not out.exists() or os.listdir(out) == []  # no output, no staging, no lock
+
+
+def test_after_a_stop_the_schedulers_broadcast_errors_are_not_printed():
+    """A signal landing while a pass runs outside the task graph (client.run) made the embedded
+    scheduler log "ERROR - broadcast to tcp://... failed: CommClosedError" for each worker as the
+    cluster closed, beside the command's own line; before a stop such a line still shows."""
+    import logging
+
+    from daskgmm.engine import cluster, stop
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    log = logging.getLogger("distributed.scheduler")
+    log.addHandler(keep)
+    try:
+        with cluster.connect(n_workers=0, threads_per_worker=1):  # the scheduler alone
+            log.error("broadcast to tcp://127.0.0.1:1 failed: CommClosedError: before")
+            stop.request(KeyboardInterrupt)
+            try:
+                log.error("broadcast to tcp://127.0.0.1:1 failed: CommClosedError: after")
+            finally:
+                stop.clear()
+    finally:
+        log.removeHandler(keep)
+    assert [m for m in seen if m.startswith("broadcast")] == [
+        "broadcast to tcp://127.0.0.1:1 failed: CommClosedError: before"]
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -566,6 +609,19 @@ def test_bad_option_values_and_output_paths_fail_before_any_pass(tmp_path, capsy
     err = capsys.readouterr().err
     assert "--plot" in err and "iter" not in err  # before any pass
     assert not glob.glob(str(tmp_path / ".m*")) and not os.path.exists(tmp_path / "m")
+
+
+def test_a_memory_limit_an_idle_worker_fills_is_refused_at_once(tmp_path, capsys):
+    """A limit whose pause threshold (80%) an idle worker already passes never runs a task: the job
+    failed after the stall bounds (51 s at 10 MiB, exit 1, "no worker was left to run task ...")."""
+    _data(tmp_path / "d", n=2000, files=1)
+    start = time.monotonic()
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-workers", "1", "--memory-limit", "20MiB",
+                 "--model-out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "--memory-limit 20MiB per worker is too small: an idle worker takes at least" in err, err
+    assert "cluster:" not in err and time.monotonic() - start < 10  # before any cluster starts
+    assert not os.path.exists(tmp_path / "m")
 
 
 def test_column_sets_that_differ_fail_whatever_the_file_order(tmp_path):

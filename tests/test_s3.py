@@ -266,6 +266,20 @@ def test_missing_buckets_and_inputs_fail_before_any_pass_and_create_nothing(buck
     assert run(server, *fit, scheduler=scheduler) == 0
 
 
+def test_a_model_in_a_missing_bucket_is_exit_2_naming_it(s3_env, tmp_path, capsys):
+    """s3fs's listing of a missing bucket raises (where a missing key gives False): the model's
+    path is named, exit 2, before any cluster starts (it was exit 1, "FileNotFoundError: The
+    specified bucket does not exist", naming nothing)."""
+    model = "s3://daskgmm-missing-model-bucket/m"
+    with pytest.raises(ModelFileError, match=f"{model}: no model here"):
+        daskgmm.load(model, storage_options=s3_env.storage_options)
+    write_data(tmp_path / "data", n=30)
+    for args in (["info"], ["score", tmp_path / "data"], ["sample", "-n", 5, "--out", tmp_path / "s"]):
+        assert main([*map(str, args), "--model", model, "--storage-options", so(s3_env)]) == 2, args
+        err = capsys.readouterr().err
+        assert f"{model}: no model here" in err and "cluster:" not in err, err
+
+
 def test_a_prefix_that_cannot_be_written_is_exit_2_naming_it(bucket, scheduler, capsys):
     """S3 answers 403 AccessDenied to writes a policy forbids (moto does not enforce policies, so the
     server answers for it): the output is named before any pass, and nothing is left."""
@@ -280,6 +294,46 @@ def test_a_prefix_that_cannot_be_written_is_exit_2_naming_it(bucket, scheduler, 
         err = capsys.readouterr().err
         assert extra[-1] in err and "Access Denied" in err and "iter" not in err, err
     assert_nothing_left(server, b)
+
+
+def test_data_the_credentials_may_not_list_is_exit_2_naming_it(bucket, scheduler, tmp_path, capsys):
+    """Wrong credentials (or a policy) make S3 answer 403 to every read: the input is named, exit 2,
+    before any pass (a glob was listed unnamed, exit 1, "PermissionError: ...")."""
+    server, b, _ = bucket
+    from .s3_server import ACCESS_DENIED
+
+    for method in ("GET", "HEAD"):
+        server.trap(method, b, hold=False, times=None, status="403 Forbidden", body=ACCESS_DENIED)
+    for data in (f"s3://{b}/data/*.parquet", f"s3://{b}/data", f"s3://{b}/data/part-0.parquet"):
+        assert run(server, "fit", data, *COLS, "--model-out", tmp_path / "m", scheduler=scheduler) == 2, data
+        err = capsys.readouterr().err
+        assert f"{data!r}: cannot list or read it" in err and "iter" not in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_no_credentials_at_all_is_exit_2_naming_the_path(bucket, scheduler, tmp_path, monkeypatch, capsys):
+    """botocore's NoCredentialsError passes through s3fs as it is (not an OSError): the input, the
+    output, the model and --metrics-out were exit 1 "NoCredentialsError: Unable to locate
+    credentials" naming no path, and the error metrics' write crashed with a traceback."""
+    server, b, _ = bucket
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    write_data(tmp_path / "data", n=30)
+    nocreds = json.dumps({"endpoint_url": server.endpoint, "skip_instance_cache": True})
+    local = [str(tmp_path / "data"), "--columns", "f0,f1", "--scheduler", scheduler, "--model-out", str(tmp_path / "m")]
+    for args, named in ((["fit", f"s3://{b}/data", *COLS, "--model-out", tmp_path / "m"], f"s3://{b}/data"),
+                        (["fit", f"s3://{b}/data/*.parquet", *COLS, "--model-out", tmp_path / "m"], "*.parquet"),
+                        (["fit", *local[:5], "--model-out", f"s3://{b}/m"], f"s3://{b}/m"),
+                        (["fit", *local, "--metrics-out", f"s3://{b}/m.json"], f"s3://{b}/m.json"),
+                        (["info", "--model", f"s3://{b}/m"], f"s3://{b}/m")):
+        assert main([*map(str, args), "--storage-options", nocreds]) == 2, args
+        err = capsys.readouterr().err
+        assert named in err and "Unable to locate credentials: set AWS_ACCESS_KEY_ID" in err, (args, err)
+        assert "Traceback" not in err and "iter" not in err, err
+    assert keys(server, b) == [f"data/part-{i}.parquet" for i in range(3)]
 
 
 def test_s3_without_s3fs_is_a_usage_error_before_any_cluster():

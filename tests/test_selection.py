@@ -106,6 +106,22 @@ def test_plots_render_with_one_ellipse_per_component_and_radius(tmp_path, faithf
     assert os.path.getsize(tmp_path / "sel.png") > 1000
 
 
+def test_plots_of_a_model_fitted_with_column_names_do_not_warn(tmp_path, faithful):
+    """plot_components predicted on its NumPy sample of a DataFrame (the command's --plot does
+    the same with its Parquet columns): scikit-learn's "X does not have valid feature names"."""
+    import pandas as pd
+
+    from daskgmm import plot
+
+    df = pd.DataFrame(faithful, columns=["eruptions", "waiting"])
+    g = GaussianMixture(2, random_state=0).fit(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = plot.plot_components(g, df)
+        plot.plot_fit(g, df, tmp_path / "fit.png")
+    assert ax.get_xlabel() == "eruptions" and len(ax.collections[0].get_offsets()) == len(df)
+
+
 def test_streamed_sample_writes_parts_with_the_mixture_distribution(tmp_path, faithful):
     g = GaussianMixture(2, random_state=0).fit(faithful)
     rows = g.write_sample(tmp_path / "s", 50_000, random_state=3, chunk_rows=12_000)

@@ -19,7 +19,7 @@ import sys
 import threading
 
 import daskgmm.engine.stop as stop
-from daskgmm.cli.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, resolve
+from daskgmm.cli.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, output_conflict, resolve
 from daskgmm.cli.config import FIT, INFO, OPTIONS, PREDICT, SAMPLE, SCORE, SELECT, SHOW_CONFIG, UPDATE, ConfigError
 from daskgmm.cli.fit import BAYESIAN_OPTIONS, cmd_fit, cmd_update, fingerprint, update_fingerprint
 from daskgmm.cli.read import cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select, cmd_show_config
@@ -53,7 +53,8 @@ def _on_signal(signum, frame):
     # recorded as well as raised: raised inside a gc callback or a __del__, the exception is lost
     exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
     stop.request(exc)
-    raise exc()
+    if not stop.deferring():  # else raised where the deferred block ends (the cluster's start)
+        raise exc()
 
 
 def main(argv=None) -> int:
@@ -86,6 +87,7 @@ def _main(argv=None) -> int:
     storage = None
     status = EXIT_FAILURE
     quiet = bool(getattr(args, "quiet", False))
+    o = None
     try:
         o = resolve(args)
         metrics_out = getattr(o, "metrics_out", None)
@@ -115,11 +117,14 @@ def _main(argv=None) -> int:
     except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
         status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
         _fail(metrics, exc, status)
+    if metrics_out and output_conflict(o if o is not None else args, "metrics_out"):
+        metrics_out = None  # never over the data or the model, whatever failed first
     if metrics_out:
         try:
             _write_metrics(metrics_out, metrics, storage)
-        except (OSError, ImportError, ValueError) as exc:
-            print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {exc}", file=sys.stderr)
+        except Exception as exc:  # the job's own status stands; say why there are no metrics (no traceback)
+            print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
             status = status or EXIT_FAILURE
     return status
 

@@ -170,6 +170,12 @@ def require(o):
             raise UsageError("--plot needs matplotlib: pip install 'daskgmm[plot]'") from None
     if getattr(o, "resume", False) and not getattr(o, "checkpoint_dir", None):
         raise UsageError(f"daskgmm {o.command}: --resume needs --checkpoint-dir")
+    if getattr(o, "scheduler", None):
+        check_scheduler_address(o.command, o.scheduler)
+    if getattr(o, "dashboard_address", None):
+        check_dashboard_address(o.command, o.dashboard_address)
+    if not getattr(o, "scheduler", None) and getattr(o, "memory_limit", "auto") not in (None, "auto"):
+        check_memory_limit(o.memory_limit)
     tls = [getattr(o, k, None) for k in ("tls_ca", "tls_cert", "tls_key")]
     if any(tls) and not getattr(o, "scheduler", None):
         raise UsageError(f"daskgmm {o.command}: --tls-* options need --scheduler tls://HOST:PORT")
@@ -180,6 +186,116 @@ def require(o):
         raise UsageError(f"daskgmm {o.command}: --model-out and --predictions-out must be on the same filesystem "
                          f"(they are committed together), got {outs[0]} and {outs[1]}")
     check_filesystems(o)
+    check_outputs_apart_from_inputs(o)
+
+
+#: Outputs a job replaces as a whole (a directory, or a file), by option.
+DIRECTORY_OUTPUTS = ("model_out", "predictions_out", "out")
+FILE_OUTPUTS = ("plot", "metrics_out")
+
+
+def _place(path) -> tuple[str, str]:
+    """Where a path or URL points, for comparing paths: its protocol and a normalised absolute path."""
+    import fsspec
+
+    protocol = protocol_of(path)
+    _, rest = fsspec.core.split_protocol(str(path))
+    if protocol == "file":
+        return protocol, os.path.abspath(os.path.expanduser(rest))
+    return protocol, "/" + rest.strip("/")
+
+
+def _holds(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether place ``a`` is place ``b`` or a directory above it."""
+    return a[0] == b[0] and (a[1] == b[1] or b[1].startswith(a[1].rstrip("/") + "/"))
+
+
+def check_outputs_apart_from_inputs(o):
+    """Refuse (:class:`UsageError`) an output that would replace what the job reads: see
+    :func:`output_conflict`."""
+    for key in DIRECTORY_OUTPUTS + FILE_OUTPUTS:
+        problem = output_conflict(o, key)
+        if problem:
+            raise UsageError(problem)
+
+
+def output_conflict(o, key: str) -> str | None:
+    """Why output ``key`` (an option name) of the job ``o`` may not be written, or None.
+
+    Committing an output replaces its directory (or file) whole, so an output at or above DATA
+    deleted the data, and one at or above ``--model`` the model. An output inside a DATA directory
+    is refused too (a file output there could be one of its files; the next job would read a
+    Parquet output there as data), and one a DATA glob matches. ``update`` may write its model where
+    it read it. The command also asks this before it writes the error metrics of a job that failed
+    before its options were checked.
+    """
+    import fnmatch
+
+    out = getattr(o, key, None)
+    if not out:
+        return None
+    data = getattr(o, "data", None)
+    inputs = []  # (flag, path, place, whether outputs inside it are refused, the glob's pattern)
+    for path in (data if isinstance(data, list) else [data]):
+        if not path:
+            continue
+        path = str(path)
+        glob_at = min((path.find(ch) for ch in "*?[" if ch in path), default=-1)
+        if glob_at >= 0:  # a glob reads below its fixed part: refuse outputs at or above that directory
+            root = path[:glob_at].rsplit("/", 1)[0] if "/" in path[:glob_at] else "."
+            pattern = _place(root)[1].rstrip("/") + "/" + path[len(root) + 1:] if root != "." else _place(path)[1]
+            inputs.append(("DATA", path, _place(root), False, pattern))
+        else:
+            inputs.append(("DATA", path, _place(path), True, None))
+    if getattr(o, "model", None) and not (o.command == UPDATE and key == "model_out"):
+        inputs.append(("--model", str(o.model), _place(o.model), False, None))
+    where = _place(out)
+    if where[0] != "file" and where[1].count("/") == 1:
+        return None  # a bare bucket: io.store refuses it as an output in its own words
+    for flag, path, place, inside_too, pattern in inputs:
+        if (_holds(where, place) or (inside_too and _holds(place, where))
+                or (pattern is not None and where[0] == place[0] and fnmatch.fnmatchcase(where[1], pattern))):
+            relation = "is" if where == place else ("holds" if _holds(where, place) else "is inside")
+            return (f"daskgmm {o.command}: --{key.replace('_', '-')} {out} {relation} the input {flag} {path}: "
+                    "writing it would replace what the job reads; give an output path apart from the inputs")
+    return None
+
+
+def check_scheduler_address(command: str, address: str) -> None:
+    """Refuse a ``--scheduler`` value that is no address (a usage error, before anything connects)."""
+    from distributed.comm.addressing import get_address_host_port
+
+    try:
+        _host, port = get_address_host_port(address)
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range")
+    except ValueError as exc:
+        raise UsageError(f"daskgmm {command}: --scheduler {address!r} is not a scheduler address ({exc}); "
+                         "expected tcp://HOST:PORT or tls://HOST:PORT") from None
+
+
+def check_dashboard_address(command: str, address: str) -> None:
+    """Refuse a ``--dashboard-address`` that is not ``HOST:PORT`` (or ``:PORT``), before any cluster starts."""
+    host, colon, port = str(address).rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535 or any(c.isspace() for c in host):
+        raise UsageError(f"daskgmm {command}: --dashboard-address {address!r}: expected HOST:PORT or :PORT "
+                         "(e.g. 127.0.0.1:8787; port 0: any free port)")
+
+
+def check_memory_limit(limit) -> None:
+    """Refuse an embedded cluster's ``--memory-limit`` that an idle worker already fills past the pause
+    threshold: no worker would ever run a task (the job failed after the stall bounds, 30-50 s)."""
+    import dask
+    from dask.utils import format_bytes, parse_bytes
+
+    from daskgmm.engine.cluster import MIN_IDLE_WORKER_BYTES
+
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+    size = parse_bytes(limit) if isinstance(limit, str) else int(limit)
+    if 0 < size * pause <= MIN_IDLE_WORKER_BYTES:
+        raise UsageError(f"--memory-limit {limit} per worker is too small: an idle worker takes at least "
+                         f"{format_bytes(MIN_IDLE_WORKER_BYTES)}, and distributed pauses a worker at {pause:.0%} of "
+                         "its limit; a worker decoding Parquet takes about 165 MiB: give 300MiB or more")
 
 
 #: Options that name paths (besides DATA), whose filesystems must be usable before any cluster starts.

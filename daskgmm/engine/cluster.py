@@ -16,6 +16,8 @@ import os
 import threading
 import time
 
+from daskgmm.engine import stop
+
 #: A pass fails when, for this long, the cluster has had no worker, or no worker
 #: has run or held one of its tasks (every worker paused or idle while tasks wait).
 STALL_SECONDS = 45.0
@@ -43,6 +45,10 @@ _MEMORY_TARGET = 0.7
 #: so that the same cluster settings always give the same chunks, hence the same
 #: reduction tree and bits (a resumed fit must read the chunks the killed one read).
 IDLE_WORKER_BYTES = 128 << 20
+
+#: The least an idle worker was measured to take (92-95 MiB here, README): a memory limit whose
+#: pause threshold (distributed pauses a worker at 80% of it) lies below this never runs a task.
+MIN_IDLE_WORKER_BYTES = 92 << 20
 
 _pin_lock = threading.Lock()
 _pinned = False
@@ -153,19 +159,21 @@ def connect(
     import dask
 
     stack.enter_context(dask.config.set(CLUSTER_CONFIG))
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit,
-        processes=processes,
-        host="127.0.0.1",
-        dashboard_address=dashboard_address,  # by default any free port, loopback only
-        silence_logs=logging.ERROR if quiet else logging.WARNING,
-    )
-    no_workers = _NoWorkersFilter()
-    logging.getLogger("distributed.scheduler").addFilter(no_workers)
-    stack.callback(logging.getLogger("distributed.scheduler").removeFilter, no_workers)
+    with stop.deferred():  # a signal now waits for the start to finish, then stops the job below
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            processes=processes,
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,  # by default any free port, loopback only
+            silence_logs=logging.ERROR if quiet else logging.WARNING,
+        )
+    for quieter in (_NoWorkersFilter(), _StoppingFilter()):
+        logging.getLogger("distributed.scheduler").addFilter(quieter)
+        stack.callback(logging.getLogger("distributed.scheduler").removeFilter, quieter)
     try:
+        stop.check()
         with Client(cluster, set_as_default=True) as client:
             client.register_plugin(_QuietComputeFailed(), name="daskgmm-quiet-compute-failed")
             yield client
@@ -189,6 +197,15 @@ class _NoWorkersFilter(logging.Filter):
         msg = str(record.getMessage())
         return not ("timed out waiting without any running workers" in msg
                     or ("marked as failed because" in msg and "workers died while trying to run it" in msg))
+
+
+class _StoppingFilter(logging.Filter):
+    """Once a signal stopped the job, the scheduler logs an error for each worker that a pass in
+    flight outside the task graph (``client.run``) can no longer reach as the cluster closes
+    ("broadcast to ... failed"); the command has said why it stops."""
+
+    def filter(self, record):
+        return not (stop.requested() and str(record.msg).startswith("broadcast to"))
 
 
 try:

@@ -11,7 +11,10 @@ every progress line and the moment before an output is swapped into place.
 
 from __future__ import annotations
 
+import contextlib
+
 _pending: type[BaseException] | None = None
+_deferring = 0
 
 
 def request(exc_type: type[BaseException]) -> None:
@@ -29,3 +32,27 @@ def check() -> None:
     """Raise the stop a signal asked for, if any (it stays recorded: every later check raises it too)."""
     if _pending is not None:
         raise _pending()
+
+
+def requested() -> bool:
+    """Whether a signal asked the job to stop."""
+    return _pending is not None
+
+
+@contextlib.contextmanager
+def deferred():
+    """A block a signal's exception must not cut in two: a signal arriving inside only records its
+    stop (the command's handler asks :func:`deferring`), and the caller raises it with :func:`check`
+    once it can clean up (e.g. after LocalCluster's start: cut short, its half-started workers were
+    left to distributed's exit hook, which fails on them with a traceback)."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+
+
+def deferring() -> bool:
+    """Whether a signal's exception is to wait for the end of a :func:`deferred` block."""
+    return _deferring > 0

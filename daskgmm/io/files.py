@@ -47,8 +47,23 @@ class InputChangedError(DataError):
 def get_fs(path, storage_options=None):
     import fsspec
 
-    fs, _, _ = fsspec.core.get_fs_token_paths(path, storage_options=storage_options or {})
+    # url_to_fs, not get_fs_token_paths: that one lists a glob's matches too (a listing the caller
+    # makes again, and whose errors would come out here, unnamed)
+    fs, _ = fsspec.core.url_to_fs(path, **(storage_options or {}))
     return fs
+
+
+def no_credentials(exc) -> bool:
+    """Whether ``exc`` is botocore's "no credentials" (found none, or part of them), which s3fs
+    passes on as it is where it turns a refused request into a PermissionError. By name: a
+    process reading local files never imports botocore."""
+    return type(exc).__module__.startswith("botocore") and type(exc).__name__ in (
+        "NoCredentialsError", "PartialCredentialsError")
+
+
+def credentials_hint(exc) -> str:
+    return (f"{exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the "
+            "credentials in --storage-options")
 
 
 def strip_protocol(fs, path: str) -> str:
@@ -75,31 +90,45 @@ def list_files(path, storage_options=None):
     fs = get_fs(paths[0], storage_options)
     files: list[str] = []
     for p in paths:
-        sp = strip_protocol(fs, p)
-        if any(ch in sp for ch in "*?["):
-            matched = sorted(fs.glob(sp))
-            found = [m for m in matched if fs.isfile(m)]
-            if not found:
-                raise DataError(f"no Parquet files match {p!r}")
-            files.extend(found)
-        elif fs.isdir(sp):
-            found = sorted(
-                f for f in fs.find(sp)
-                if f.endswith(_PARQUET_SUFFIXES)
-                and not any(part.startswith(("_", ".")) for part in posixpath.relpath(f, sp).split("/"))
-            )
-            if not found:
-                raise DataError(f"directory {p!r} holds no Parquet files (*.parquet, *.parq, *.pq)")
-            files.extend(found)
-        elif fs.isfile(sp):
-            files.append(sp)
-        else:
-            raise DataError(f"no such file or directory: {p!r}")
+        try:
+            files.extend(_files_at(fs, p))
+        except PermissionError as exc:  # an object store refusing the listing: the credentials or a policy
+            raise DataError(f"{p!r}: cannot list or read it ({exc})") from None
+        except Exception as exc:
+            if not no_credentials(exc):
+                raise
+            raise DataError(f"{p!r}: cannot list or read it ({credentials_hint(exc)})") from None
     seen = set()
     unique = [f for f in files if not (f in seen or seen.add(f))]
     if not is_local(fs):  # named as the user names them (s3://bucket/key) in messages, ids and checkpoints
         unique = [fs.unstrip_protocol(f) for f in unique]
     return fs, unique
+
+
+def _files_at(fs, p: str) -> list[str]:
+    """The Parquet files one input path names: a file, a directory (every Parquet file below it) or a glob."""
+    files: list[str] = []
+    sp = strip_protocol(fs, p)
+    if any(ch in sp for ch in "*?["):
+        matched = sorted(fs.glob(sp))
+        found = [m for m in matched if fs.isfile(m)]
+        if not found:
+            raise DataError(f"no Parquet files match {p!r}")
+        files.extend(found)
+    elif fs.isdir(sp):
+        found = sorted(
+            f for f in fs.find(sp)
+            if f.endswith(_PARQUET_SUFFIXES)
+            and not any(part.startswith(("_", ".")) for part in posixpath.relpath(f, sp).split("/"))
+        )
+        if not found:
+            raise DataError(f"directory {p!r} holds no Parquet files (*.parquet, *.parq, *.pq)")
+        files.extend(found)
+    elif fs.isfile(sp):
+        files.append(sp)
+    else:
+        raise DataError(f"no such file or directory: {p!r}")
+    return files
 
 
 # ---------------------------------------------------------------------------

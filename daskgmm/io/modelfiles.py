@@ -195,26 +195,38 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
     ModelFileError
         As :func:`load_model`, except that the estimator is not looked up.
     """
-    from daskgmm.io.files import get_fs, is_local, strip_protocol
+    from daskgmm.io.files import credentials_hint, get_fs, is_local, no_credentials, strip_protocol
 
     path = os.fspath(path)
     fs = get_fs(path, storage_options)
     root = strip_protocol(fs, path).rstrip("/")
     json_path = posixpath.join(root, "model.json")
     local = is_local(fs)
-    if not local:
-        fs.invalidate_cache(root)
-        parent, base = posixpath.split(root)
-        if not fs.exists(posixpath.join(root, "_SUCCESS")) and (
-                fs.exists(root) or fs.glob(posixpath.join(parent, f".{base}.commit-*"))):
-            raise ModelFileError(f"{path}: the model is incomplete (no _SUCCESS): it is being written, or a job "
-                                 "writing it was killed and the next job writing it will finish its commit")
-    if not fs.exists(json_path):
+    try:
+        if not local:
+            fs.invalidate_cache(root)
+            parent, base = posixpath.split(root)
+            if not fs.exists(posixpath.join(root, "_SUCCESS")) and (
+                    fs.exists(root) or fs.glob(posixpath.join(parent, f".{base}.commit-*"))):
+                raise ModelFileError(f"{path}: the model is incomplete (no _SUCCESS): it is being written, or a "
+                                     "job writing it was killed and the next job writing it will finish its commit")
+        found = fs.exists(json_path)
+    except FileNotFoundError as exc:  # s3fs lists a missing bucket so (exists() says False)
+        raise ModelFileError(f"{path}: no model here ({exc})") from None
+    except PermissionError as exc:
+        raise ModelFileError(f"{path}: cannot read the model ({exc})") from None
+    except Exception as exc:
+        if not no_credentials(exc):
+            raise
+        raise ModelFileError(f"{path}: cannot read the model ({credentials_hint(exc)})") from None
+    if not found:
         raise ModelFileError(f"{path}: no model here (model.json not found)")
     try:
         with fs.open(json_path, "r") as f:
             doc = json.load(f)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model.json ({exc})") from None
+    except ValueError as exc:
         raise ModelFileError(f"{path}: model.json is not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else None

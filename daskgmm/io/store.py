@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 
-from daskgmm.io.files import DataError
+from daskgmm.io.files import DataError, credentials_hint, no_credentials
 
 #: A lock not refreshed for this long (seconds, by the store's clock) is a killed job's.
 LEASE_SECONDS = 120.0
@@ -116,6 +116,10 @@ def check_bucket(fs, path: str, what: str) -> None:
                               "create it, or check the endpoint and region)") from None
     except PermissionError:
         pass  # HeadBucket may be denied where writing is allowed: the first write says
+    except Exception as exc:
+        if not no_credentials(exc):
+            raise
+        raise OutputPathError(f"{what}: {credentials_hint(exc)}") from None
 
 
 def probe_write(fs, path: str, what: str) -> None:
