@@ -296,6 +296,31 @@ def test_placement_leaves_one_copy_of_each_chunk_and_balanced_rows(process_clien
     assert sorted(per_worker.values()) == [4, 4]
 
 
+def test_placement_gives_up_quietly_when_a_target_is_paused(process_client, caplog):
+    """A chunk is never copied to a worker that is not running (the scheduler would log a
+    replication to no worker as an error): placement gives up, the chunks stay where they are,
+    and the passes run on them."""
+    import logging
+
+    X = da.random.default_rng(0).standard_normal((8000, 3), chunks=1000)
+    first, second = sorted(process_client.scheduler_info()["workers"])
+    held = process_client.persist(X, workers=[first])
+    process_client.run(_set_status, "paused", workers=[second])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process_client.scheduler_info()["workers"][second]["status"] != "paused":
+            time.sleep(0.05)
+        with caplog.at_level(logging.ERROR, logger="distributed"):
+            data = ChunkedData(held, cache="memory")
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        assert all(t is None for t in data._targets)
+        holders = process_client.who_has(data._futures)
+        assert {w for h in holders.values() for w in h} == {first}
+    finally:
+        process_client.run(_set_status, "running", workers=[second])
+    data.run(_mixture_request(), np.zeros(3))
+
+
 def test_a_pass_leaves_no_futures_behind(process_client):
     """Without the cyclic GC: a pass's futures go when it returns, so the workers drop its results
     (a reference cycle once kept them, and the scan's samples, 16 MiB per worker on the bench)."""

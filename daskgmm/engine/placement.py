@@ -195,6 +195,11 @@ def place(client, futs, wfuts, threads, sizes) -> list:
         if not queue:
             break
         while queue:
+            # a copy to a worker that is not running (paused for memory, closing) reaches the scheduler
+            # as a replication to no worker, which it logs as an error: placement gives up instead
+            running = {a for a, w in workers(client).items() if w.get("status", "running") == "running"}
+            if not set(queue) <= running:
+                raise RuntimeError(f"placement: worker(s) {sorted(set(queue) - running)} not running")
             moved = []
             for t in sorted(queue):
                 c = queue[t].pop(0)
