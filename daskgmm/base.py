@@ -217,7 +217,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         from daskgmm.io.outputs import write_parts
 
         parts = self.prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
-        return write_parts(path, parts, storage_options, name="predictions")
+        return write_parts(path, parts, storage_options, name="predictions", inputs=X)
 
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""

@@ -249,7 +249,7 @@ default="k-medoids++"
         from daskgmm.io.outputs import write_parts
 
         return write_parts(path, self.prediction_parts(X, ids=ids, id_column=id_column, distance=distance),
-                           storage_options)
+                           storage_options, name="predictions", inputs=X)
 
     # ----------------------------------------------------------- persistence
     def save(self, path, storage_options=None):

@@ -138,3 +138,25 @@ def test_model_files_are_checked_on_load(tmp_path):
         daskgmm.load(broken(lambda d: None, {**arrays, "means_": np.array([object()], dtype=object)}))
     with pytest.raises(ModelFileError, match="inconsistent model"):
         daskgmm.load(broken(lambda d: None, {**arrays, "weights_": np.full(2, np.nan)}))
+
+
+def test_predictions_are_never_written_over_the_parquet_they_are_computed_from(dataset, tmp_path):
+    """write_predictions of rows read by daskgmm refuses an output that is one of their files, a
+    directory above them, or inside the directory they are read from (persisted or derived rows
+    too): committing it would replace the data. The data are untouched; another path is written."""
+    directory = str(dataset[0])
+    before = sorted(os.listdir(directory))
+    X = read_parquet(directory, columns=["a", "b"])
+    g = GaussianMixture(2, random_state=0, max_iter=5).fit(X)
+    first = os.path.join(directory, before[0])
+    for out, words in [(directory, "holds the input file"), (first, "is the input file"),
+                       (os.path.join(directory, "preds"), "is inside the input directory"),
+                       (os.path.dirname(directory), "holds the input file")]:
+        for rows in (X, X.persist(), X[:, :] * 1.0):
+            with pytest.raises(ValueError, match=words):
+                g.write_predictions(rows, out)
+    assert sorted(os.listdir(directory)) == before
+    assert g.write_predictions(X, tmp_path / "preds") == X.shape[0]
+    km = daskgmm.KMedoids(2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="holds the input file"):
+        km.write_predictions(X, directory)

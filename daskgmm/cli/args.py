@@ -23,6 +23,7 @@ from daskgmm.cli.config import (
     load_config,
     options_for,
 )
+from daskgmm.io.files import holds, place_of, protocol_of
 from daskgmm.kernels.covariance import COVARIANCE_TYPES
 from daskgmm.models.priors import PRIOR_PARAMETERS
 
@@ -194,22 +195,6 @@ DIRECTORY_OUTPUTS = ("model_out", "predictions_out", "out")
 FILE_OUTPUTS = ("plot", "metrics_out")
 
 
-def _place(path) -> tuple[str, str]:
-    """Where a path or URL points, for comparing paths: its protocol and a normalised absolute path."""
-    import fsspec
-
-    protocol = protocol_of(path)
-    _, rest = fsspec.core.split_protocol(str(path))
-    if protocol == "file":
-        return protocol, os.path.abspath(os.path.expanduser(rest))
-    return protocol, "/" + rest.strip("/")
-
-
-def _holds(a: tuple[str, str], b: tuple[str, str]) -> bool:
-    """Whether place ``a`` is place ``b`` or a directory above it."""
-    return a[0] == b[0] and (a[1] == b[1] or b[1].startswith(a[1].rstrip("/") + "/"))
-
-
 def check_outputs_apart_from_inputs(o):
     """Refuse (:class:`UsageError`) an output that would replace what the job reads: see
     :func:`output_conflict`."""
@@ -243,19 +228,19 @@ def output_conflict(o, key: str) -> str | None:
         glob_at = min((path.find(ch) for ch in "*?[" if ch in path), default=-1)
         if glob_at >= 0:  # a glob reads below its fixed part: refuse outputs at or above that directory
             root = path[:glob_at].rsplit("/", 1)[0] if "/" in path[:glob_at] else "."
-            pattern = _place(root)[1].rstrip("/") + "/" + path[len(root) + 1:] if root != "." else _place(path)[1]
-            inputs.append(("DATA", path, _place(root), False, pattern))
+            pattern = place_of(root)[1].rstrip("/") + "/" + path[len(root) + 1:] if root != "." else place_of(path)[1]
+            inputs.append(("DATA", path, place_of(root), False, pattern))
         else:
-            inputs.append(("DATA", path, _place(path), True, None))
+            inputs.append(("DATA", path, place_of(path), True, None))
     if getattr(o, "model", None) and not (o.command == UPDATE and key == "model_out"):
-        inputs.append(("--model", str(o.model), _place(o.model), False, None))
-    where = _place(out)
+        inputs.append(("--model", str(o.model), place_of(o.model), False, None))
+    where = place_of(out)
     if where[0] != "file" and where[1].count("/") == 1:
         return None  # a bare bucket: io.store refuses it as an output in its own words
     for flag, path, place, inside_too, pattern in inputs:
-        if (_holds(where, place) or (inside_too and _holds(place, where))
+        if (holds(where, place) or (inside_too and holds(place, where))
                 or (pattern is not None and where[0] == place[0] and fnmatch.fnmatchcase(where[1], pattern))):
-            relation = "is" if where == place else ("holds" if _holds(where, place) else "is inside")
+            relation = "is" if where == place else ("holds" if holds(where, place) else "is inside")
             return (f"daskgmm {o.command}: --{key.replace('_', '-')} {out} {relation} the input {flag} {path}: "
                     "writing it would replace what the job reads; give an output path apart from the inputs")
     return None
@@ -300,14 +285,6 @@ def check_memory_limit(limit) -> None:
 
 #: Options that name paths (besides DATA), whose filesystems must be usable before any cluster starts.
 PATH_OPTIONS = ("model", "model_out", "predictions_out", "out", "checkpoint_dir", "plot", "metrics_out")
-
-
-def protocol_of(path) -> str:
-    """The fsspec protocol of a path or URL ("file" for a local path)."""
-    import fsspec
-
-    protocol, _ = fsspec.core.split_protocol(str(path))
-    return "file" if protocol in (None, "file", "local") else protocol
 
 
 def check_filesystems(o):

@@ -75,6 +75,75 @@ def is_local(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
 
 
+def protocol_of(path) -> str:
+    """The fsspec protocol of a path or URL ("file" for a local path)."""
+    import fsspec
+
+    protocol, _ = fsspec.core.split_protocol(str(path))
+    return "file" if protocol in (None, "file", "local") else protocol
+
+
+def place_of(path) -> tuple[str, str]:
+    """Where a path or URL points, for comparing paths: its protocol and a normalised absolute path."""
+    import fsspec
+
+    protocol = protocol_of(path)
+    _, rest = fsspec.core.split_protocol(str(path))
+    if protocol == "file":
+        return protocol, os.path.abspath(os.path.expanduser(rest))
+    return protocol, "/" + rest.strip("/")
+
+
+def holds(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether place ``a`` is place ``b`` or a directory above it."""
+    return a[0] == b[0] and (a[1] == b[1] or b[1].startswith(a[1].rstrip("/") + "/"))
+
+
+#: What the Dask arrays of :func:`daskgmm.io.parquet.open_parquet` and ``open_sparse_parquet`` read, by the
+#: tag in their layers' names: (the paths as given, the files), so that an output written from such an
+#: array is never written over it (see :func:`output_over_inputs`).
+_READS: dict[str, tuple[list[str], list[str]]] = {}
+
+
+def register_reads(tag: str, given, files) -> None:
+    """Record that the layers named ``daskgmm-...-{tag}`` read ``files`` (found from ``given``)."""
+    given = [os.fspath(p) for p in (given if isinstance(given, (list, tuple)) else [given])]
+    _READS[tag] = (given, list(files))
+
+
+def reads_of(collection) -> tuple[list[str], list[str]]:
+    """The paths given and the files read by the daskgmm Parquet reads in a Dask collection's graph
+    (its layers, or, persisted, its keys), or empty lists."""
+    graph = collection.__dask_graph__() if hasattr(collection, "__dask_graph__") else None
+    if graph is None:
+        return [], []
+    names = set(getattr(graph, "layers", {}) or {})
+    names.update(k[0] if isinstance(k, tuple) else k for k in graph.keys())
+    given, files = [], []
+    for name in names:
+        if isinstance(name, str) and name.startswith("daskgmm-"):
+            hit = _READS.get(name.rsplit("-", 1)[-1])
+            if hit:
+                given += hit[0]
+                files += hit[1]
+    return given, files
+
+
+def output_over_inputs(target, collection) -> str | None:
+    """Why writing output directory ``target`` from ``collection`` would destroy or mix with what the
+    collection reads (a Parquet input of daskgmm's), or None: the output is one of its files or a
+    directory above one (committing it replaces it whole), or lies inside a directory it reads."""
+    given, files = reads_of(collection)
+    out = place_of(target)
+    for f in files:
+        if holds(out, place_of(f)):
+            return f"the output {target} {'is' if out == place_of(f) else 'holds'} the input file {f}"
+    for g in given:
+        if not any(ch in g for ch in "*?[") and g not in files and holds(place_of(g), out):
+            return f"the output {target} is inside the input directory {g}"
+    return None
+
+
 def list_files(path, storage_options=None):
     """Expand a path, glob, directory or list of them into sorted Parquet files.
 

@@ -20,7 +20,7 @@ import uuid
 
 import daskgmm.engine.stop as stop
 import daskgmm.io.store as store
-from daskgmm.io.files import DataError, get_fs, is_local, strip_protocol
+from daskgmm.io.files import DataError, get_fs, is_local, output_over_inputs, strip_protocol
 from daskgmm.io.store import OutputBusyError
 
 
@@ -495,7 +495,7 @@ def _write_part(fs, directory, index, columns):
     return rows
 
 
-def write_parts(target, parts, storage_options=None, name="part") -> int:
+def write_parts(target, parts, storage_options=None, name="part", inputs=None) -> int:
     """Write Dask-computed column dicts as Parquet parts into ``target``, atomically.
 
     Parameters
@@ -508,12 +508,20 @@ def write_parts(target, parts, storage_options=None, name="part") -> int:
         worker holds one part per task it runs, never one waiting to be written.
     name : str
         The write tasks are ``daskgmm-{name}-{i}-…``.
+    inputs : Dask collection, optional
+        What the parts are computed from: when it reads Parquet through daskgmm, ``target`` may not
+        be one of its files, a directory above one, or inside a directory it reads (``ValueError``).
 
     Returns
     -------
     int
         Rows written.
     """
+    if inputs is not None:
+        problem = output_over_inputs(target, inputs)
+        if problem:
+            raise ValueError(f"{problem}: writing it would replace or mix with what it is computed from; "
+                             "give an output path apart from the inputs")
     with staged_directory(target, storage_options) as (fs, staging):
         return write_parts_into(fs, staging, parts, name)
 

@@ -43,6 +43,7 @@ from daskgmm.io.files import (
     is_local,
     list_files,
     plan_pieces,
+    register_reads,
     rows_per_part,
     strip_protocol,
 )
@@ -184,6 +185,7 @@ def open_parquet(
         if sum(sizes) == 0:
             raise DataError(f"every row of {path!r} has NaN, null or infinite values")
     tag = uuid.uuid4().hex[:16]
+    register_reads(tag, path, [i.path for i in infos])
     read_name, x_name, id_name = f"daskgmm-read-{tag}", f"daskgmm-x-{tag}", f"daskgmm-ids-{tag}"
     read_layer = {
         (read_name, i): (read_piece, fs, p, tuple(columns), id_column, dtype, nan_policy)

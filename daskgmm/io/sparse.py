@@ -37,6 +37,7 @@ from daskgmm.io.files import (
     inspect_file,
     list_files,
     plan_pieces,
+    register_reads,
 )
 from daskgmm.io.read import count_sparse_nonfinite, read_sparse_piece
 
@@ -216,6 +217,7 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
         if sum(sizes) == 0:
             raise DataError(f"every row of {path!r} has NaN, null or infinite values")
     tag = uuid.uuid4().hex[:16]
+    register_reads(tag, path, files)
     read_name, x_name, id_name = f"daskgmm-sparse-read-{tag}", f"daskgmm-sparse-x-{tag}", f"daskgmm-sparse-ids-{tag}"
     read_layer = {
         (read_name, i): (read_sparse_piece, fs, p, indices, values, id_column, n_features, dtype, nan_policy)
