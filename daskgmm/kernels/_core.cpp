@@ -1144,6 +1144,13 @@ struct MarginalModel {
     // read-modify-writes (through the pair table into St they were indexed); folded into the
     // quadratic statistics at the end of the block.
     double* cross;     // (d, d, kp) or null
+    // Full: what a row missing one or two features needs beyond its own (P x0)_m, per component:
+    // P_mm^-1, its log det / 2, P_mm mu_m - (P mu)_m (b = (P x0)_m plus it) and the logit's constant
+    // -log det P_mm / 2 + m log(2 pi) / 2 + mu_m^T P_mm mu_m / 2. Filled when a block first has such a
+    // row (marginal_tables), so that rows with one or two NaN need no factor, division or log.
+    double* t1;        // (d, T1, kp): feature i
+    double* t2;        // (d (d - 1) / 2, T2, kp): features i < j, at pair_index(i, j, d)
+    bool tabled;
     double rlogr;
     // Diagonal models at the diagonal or spherical level, soft assignment: a row with NaN differs
     // from x0 by terms linear in its missing-feature indicators, so its logits are l0 plus
@@ -1156,6 +1163,10 @@ struct MarginalModel {
     // When a third or more of a sub-block's rows have NaN, both are tiles over the sub-block's
     // rows with the missing-value indicators (Work::mb) instead of a loop over those rows.
 };
+
+// The tables' rows: t1 P_ii^-1, t2 P_mm^-1 (00, 01, 11); then the constant, (P_mm mu_m - (P mu)_m)_a and log det P_mm / 2.
+constexpr int T1 = 4, T2 = 7;
+inline int64_t pair_index(int64_t i, int64_t j, int64_t d) { return i * d - i * (i + 1) / 2 + (j - i - 1); }
 
 // One row's scratch (arrays (..., kp)) and its pattern.
 struct MarginalRow {
@@ -1305,6 +1316,105 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
     }
 }
 
+// marginal_full for a row missing NM = 1 or 2 features, from the model's tables (marginal_tables): only b's
+// (P x0)_m is the row's own, D NM multiply-adds per component, the features outer so that the NV NM sums
+// are independent chains and each x0_j is broadcast once.
+template <int NV, int NM, bool TIED> void marginal_small(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    constexpr int NT = NM == 1 ? T1 : T2, NC = NM == 1 ? 1 : 3;  // table rows, of them P_mm^-1's
+    const int64_t d = md.d, kp = md.kp;
+    const int64_t i0 = w.miss[0], i1 = NM == 2 ? w.miss[1] : 0;
+    const double* tb = NM == 1 ? md.t1 + i0 * NT * kp : md.t2 + pair_index(i0, i1, d) * NT * kp;
+    auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
+    auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
+    const double* r0 = md.prec + i0 * d * kp + o;
+    const double* r1 = md.prec + i1 * d * kp + o;
+    V px[NV][NM];
+    if (TIED) {  // every component's P the same: lane 0's
+        double s0 = 0.0, s1 = 0.0;
+        for (int64_t j = 0; j < d; j++) {
+            s0 += r0[j * kp] * w.xc[j];
+            if (NM == 2) s1 += r1[j * kp] * w.xc[j];
+        }
+        for (int v = 0; v < NV; v++) {
+            px[v][0] = splat<double>(s0);
+            if (NM == 2) px[v][NM - 1] = splat<double>(s1);
+        }
+    } else {
+        for (int v = 0; v < NV; v++)
+            for (int a = 0; a < NM; a++) px[v][a] = V{};
+        for (int64_t j = 0; j < d; j++) {
+            const V xj = splat<double>(w.xc[j]);  // 0 where missing
+            for (int v = 0; v < NV; v++) {
+                px[v][0] = load<double>(r0 + j * kp + v * W) * xj + px[v][0];
+                if (NM == 2) px[v][NM - 1] = load<double>(r1 + j * kp + v * W) * xj + px[v][NM - 1];
+            }
+        }
+    }
+    for (int v = 0; v < NV; v++) {
+        const V b0 = px[v][0] + ld(tb, NC + 1, v);
+        const V mu0 = ld(md.mu, i0, v);
+        V lg = ld(w.lg, 0, v) + ld(tb, NC, v);
+        if (NM == 1) {
+            const V c00 = ld(tb, 0, v), y0 = c00 * b0;
+            st(w.xm, 0, v, mu0 - y0);
+            st(w.cc, 0, v, c00);
+            lg = lg + b0 * (0.5 * y0 - mu0);
+        } else {
+            const V b1 = px[v][NM - 1] + ld(tb, NC + 2, v);
+            const V mu1 = ld(md.mu, i1, v);
+            const V c00 = ld(tb, 0, v), c01 = ld(tb, 1, v), c11 = ld(tb, 2, v);
+            const V y0 = c00 * b0 + c01 * b1, y1 = c01 * b0 + c11 * b1;
+            st(w.xm, 0, v, mu0 - y0);
+            st(w.xm, 1, v, mu1 - y1);
+            st(w.cc, 0, v, c00);
+            st(w.cc, 1, v, c01);
+            st(w.cc, 3, v, c11);
+            lg = lg + (b0 * (0.5 * y0 - mu0) + b1 * (0.5 * y1 - mu1));
+        }
+        st(w.lg, 0, v, lg);
+        if (w.hl) st(w.hl, 0, v, ld(tb, NT - 1, v));
+    }
+}
+
+// Fill md's t1 and t2 (once per block call, when its first row with NaN comes).
+inline void marginal_tables(MarginalModel& md) {
+    if (md.tabled || !md.full) return;
+    md.tabled = true;
+    const int64_t d = md.d, kp = md.kp;
+    const double half_log2pi = 0.5 * 1.8378770664093453;
+    for (int64_t c = 0; c < kp; c++) {
+        auto P = [&](int64_t i, int64_t j) { return md.prec[(i * d + j) * kp + c]; };
+        auto mu = [&](int64_t i) { return md.mu[i * kp + c]; };
+        auto pmu = [&](int64_t i) { return md.pmu[i * kp + c]; };
+        for (int64_t i = 0; i < d; i++) {
+            double* t = md.t1 + i * T1 * kp + c;
+            const double p = P(i, i), hl = 0.5 * __builtin_log(p);
+            t[0] = 1.0 / p;
+            t[kp] = -hl + half_log2pi + 0.5 * p * (mu(i) * mu(i));
+            t[2 * kp] = p * mu(i) - pmu(i);
+            t[3 * kp] = hl;
+        }
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = i + 1; j < d; j++) {
+                double* t = md.t2 + pair_index(i, j, d) * T2 * kp + c;
+                // P_mm = L D L^T as marginal_full's factor: D0 = a, L = b / a, D1 = c - L b
+                const double a = P(i, i), b = P(j, i), cc = P(j, j);
+                const double id0 = 1.0 / a, l = b * id0, d1 = cc - l * b, id1 = 1.0 / d1;
+                const double hl = 0.5 * __builtin_log(a * d1);
+                const double pm0 = a * mu(i) + b * mu(j), pm1 = b * mu(i) + cc * mu(j);
+                t[0] = l * l * id1 + id0;
+                t[kp] = -l * id1;
+                t[2 * kp] = id1;
+                t[3 * kp] = -hl + 2.0 * half_log2pi + 0.5 * (mu(i) * pm0 + mu(j) * pm1);
+                t[4 * kp] = pm0 - pmu(i);
+                t[5 * kp] = pm1 - pmu(j);
+                t[6 * kp] = hl;
+            }
+    }
+}
+
 template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow& w, int64_t o) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
@@ -1375,8 +1485,8 @@ template <int NV> struct FullStep {
     }
     template <bool TIED> static void step(int64_t o, const MarginalModel& md, const MarginalRow& w) {
         switch (w.nm) {
-            case 1: marginal_full<NV, 1, TIED>(md, w, o); break;
-            case 2: marginal_full<NV, 2, TIED>(md, w, o); break;
+            case 1: marginal_small<NV, 1, TIED>(md, w, o); break;
+            case 2: marginal_small<NV, 2, TIED>(md, w, o); break;
             case 3: marginal_full<NV, 3, TIED>(md, w, o); break;
             case 4: marginal_full<NV, 4, TIED>(md, w, o); break;
             case 5: marginal_full<NV, 5, TIED>(md, w, o); break;
@@ -1448,7 +1558,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
         kmax = kp > kmax ? kp : kmax;
         // mu, prec (and var, logu, add, acc), St, at the full level cross, and full: pmu
-        const int64_t per = d + (full[m] ? d * d + d : 5 * d) + nf + (level == 2 ? d * d : 0);
+        const int64_t per = d + (full[m] ? d * d + d + T1 * d + T2 * d * (d - 1) / 2 : 5 * d) + nf + (level == 2 ? d * d : 0);
         total += round64(sizeof(double) * (size_t)(per * kp));
     }
     if (!kmax) return true;
@@ -1495,7 +1605,13 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         md.cross = level == 2 ? q : nullptr;
         q += level == 2 ? d * d * kp : 0;
         md.pmu = full[m] ? q : nullptr;
-        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d + d : 5 * d) + nf + (level == 2 ? d * d : 0)) * kp));
+        q += full[m] ? d * kp : 0;
+        md.t1 = full[m] ? q : nullptr;
+        q += full[m] ? T1 * d * kp : 0;
+        md.t2 = full[m] ? q : nullptr;
+        md.tabled = false;
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d + d + T1 * d + T2 * d * (d - 1) / 2 : 5 * d) + nf +
+                                                (level == 2 ? d * d : 0)) * kp));
         const double* mu = means[m];
         const double* u = factor[m];
         for (int64_t c = 0; c < kp; c++) {
@@ -1593,6 +1709,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     for (int l = 0; l < W; l++)
         if (kp - W + l >= kk) pad[l] = 0.0;
     const V floor = splat<double>(Math<double>::FLOOR);
+    marginal_tables(md);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
         w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
@@ -2153,6 +2270,7 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
     double* u = scratch;           // (kp)
     double* lgt = scratch + kp;    // (kp)
     double* hv = scratch + 2 * kp;  // (kp)
+    marginal_tables(md);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
         const int64_t nm = w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
