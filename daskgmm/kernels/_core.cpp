@@ -1681,8 +1681,32 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
 template <class T>
 static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const T* centre, int64_t* miss,
                                    double* obs, double* xc) {
-    int64_t nm = 0;
-    for (int64_t j = 0; j < d; j++) {
+    int64_t nm = 0, j0 = 0;
+    if constexpr (sizeof(T) == 8) {
+        // float64 rows contiguous: by vectors, the missing features' list only from a vector with NaN
+        // (the same values as the loop below)
+        if (x.by_rows()) {
+            typedef Lanes<double>::V V;
+            typedef IVec<double>::V I;
+            constexpr int W = Lanes<double>::W;
+            const double* row = (const double*)x.p + i * x.rs;
+            const V zero = V{}, one = splat<double>(1.0);
+            for (; j0 + W <= d; j0 += W) {
+                const V v = loadx<double>(row + j0);
+                const I nan = (I)(v != v);
+                store<double>(xc + j0, nan ? zero : v - load<double>((const double*)centre + j0));
+                store<double>(obs + j0, nan ? zero : one);
+                I any = nan;
+                for (int l = 1; l < W; l++) any[0] |= nan[l];
+                if (any[0])
+                    for (int l = 0; l < W; l++) {
+                        miss[nm] = j0 + l;
+                        nm += nan[l] != 0;
+                    }
+            }
+        }
+    }
+    for (int64_t j = j0; j < d; j++) {
         const T v = x.at(i, j);
         const bool nan = v != v;
         miss[nm] = j;
