@@ -1541,6 +1541,13 @@ struct MarginalSet {
     double* lp = nullptr;       // (sub) their log p(x_o) (soft) or largest logit (hard)
     int64_t* nan_rows = nullptr;  // (sub) positions of the sub-block's rows with NaN
     int64_t n_nan = 0;
+    // Soft full models, float64: a row missing one or two values leaves its marginal logits in the
+    // logits buffer for the tiles' softmax (its weight in Work::wm), and its terms wait for the
+    // responsibilities (marginal_terms_after) in a slot of keep: xc (d), xm (2 kp), the covariance (4 kp).
+    double* keep = nullptr;       // (sub, d + 6 kp max)
+    int64_t* keep_miss = nullptr;  // (sub, 2)
+    unsigned char* later = nullptr;  // (sub) its missing count for such a row, else 0
+    int64_t n_later = 0;
     bool any = false;
     ~MarginalSet() { std::free(mem); }
 };
@@ -1565,7 +1572,8 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (4 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
-             round64(sizeof(int64_t) * (size_t)d);
+             round64(sizeof(int64_t) * (size_t)d) + round64(sizeof(double) * (size_t)(sub * (d + 6 * kmax))) +
+             round64(sizeof(int64_t) * (size_t)(2 * sub)) + round64((size_t)sub);
     char* p = (char*)std::aligned_alloc(64, total);
     if (!p) return false;
     std::memset(p, 0, total);
@@ -1670,6 +1678,12 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.obs = (double*)p + d;
     p += round64(sizeof(double) * (size_t)(2 * d));
     w.miss = (int64_t*)p;
+    p += round64(sizeof(int64_t) * (size_t)d);
+    ms.keep = (double*)p;
+    p += round64(sizeof(double) * (size_t)(sub * (d + 6 * kmax)));
+    ms.keep_miss = (int64_t*)p;
+    p += round64(sizeof(int64_t) * (size_t)(2 * sub));
+    ms.later = (unsigned char*)p;
     return true;
 }
 
@@ -1729,6 +1743,12 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     double* xc = (double*)w.xc;
     double* obs = (double*)w.obs;
     int64_t* miss = (int64_t*)w.miss;
+    double* const xm0 = w.xm;
+    double* const cc0 = w.cc;
+    // rows missing one or two values through the tiles' softmax (float64 and soft only: the per-row
+    // softmax below is float64 whatever the rows' type)
+    const bool later = sizeof(T) == 8 && md.full && !hard;
+    ms.n_later = 0;
     V pad = splat<double>(1.0);  // the last vector's real components
     for (int l = 0; l < W; l++)
         if (kp - W + l >= kk) pad[l] = 0.0;
@@ -1736,7 +1756,29 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     marginal_tables(md);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
-        w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
+        ms.later[t] = 0;
+        if (later) {
+            double* slot = ms.keep + t * (d + 6 * kp);
+            w.xc = slot;
+            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, slot);
+            if (w.nm <= 2) {
+                w.xm = slot + d;
+                w.cc = slot + d + 2 * kp;
+                for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+                over_groups<FullStep>(kp, md, w);
+                for (int64_t c = 0; c < kk; c++) k.lb[(lo + c) * ld + i] = (T)w.lg[c];
+                ms.keep_miss[2 * t] = miss[0];
+                ms.keep_miss[2 * t + 1] = miss[1];
+                ms.later[t] = (unsigned char)w.nm;
+                ms.n_later++;
+                w.xm = xm0;
+                w.cc = cc0;
+                continue;
+            }
+            k.wm[i] = 0;  // left out of the tiles' softmax: its responsibilities come from below
+        } else {
+            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
+        }
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full)
             over_groups<FullStep>(kp, md, w);
@@ -1785,6 +1827,36 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         }
         over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
     }
+    w.xc = xc;
+}
+
+// After the tiles' softmax: the terms of the rows marginal_rows left for it (MarginalSet::later),
+// from their responsibilities (times the weight) in the logits buffer.
+template <class T> void marginal_terms_after(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo) {
+    MarginalModel& md = ms.models[m];
+    MarginalRow& w = ms.row;
+    const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
+    const double* const xc0 = w.xc;
+    double* const xm0 = w.xm;
+    double* const cc0 = w.cc;
+    const int64_t* const miss0 = w.miss;
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        if (!ms.later[t]) continue;
+        const int64_t i = ms.nan_rows[t];
+        double* slot = ms.keep + t * (d + 6 * kp);
+        w.xc = slot;
+        w.xm = slot + d;
+        w.cc = slot + d + 2 * kp;
+        w.miss = ms.keep_miss + 2 * t;
+        w.nm = ms.later[t];
+        double* r = ms.rb + t * kp;
+        for (int64_t c = 0; c < kp; c++) r[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+        over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
+    }
+    w.xc = xc0;
+    w.xm = xm0;
+    w.cc = cc0;
+    w.miss = miss0;
 }
 
 // The diagonal models' rows with NaN, by the tiles (MarginalModel::by_rows): their logits l0
@@ -1993,19 +2065,23 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
             ms.n_nan = k.n_nan;
             if (by_rows && tiles) marginal_add_tiles<T>(k, ms.models[m], lo, padded);
             else if (by_rows) marginal_add<T>(k, ms, ms.models[m], lo, x, a);
+            ms.n_later = 0;
             if (marg) marginal_rows<T>(k, ms, m, lo, x, w, a, modes[m] & 1, modes[m] & 2);
+            const bool later = marg && ms.n_later;
             if (modes[m] & 1) {
                 hard<T>(k, lo, hi, rows, per_row + m * n + a);
             } else {
                 softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, (modes[m] & 2) ? rlogr + m : nullptr,
-                           by_rows);
+                           by_rows || later);
             }
+            if (later) marginal_terms_after<T>(k, ms, m, lo);
             if (by_rows && tiles) marginal_acc_tiles<T>(k, ms.models[m], lo, padded);
             else if (by_rows) marginal_acc<T>(k, ms, ms.models[m], lo, x, a);
             if (marg) {  // the rows with NaN: their log-likelihoods, and (soft) responsibilities for the tiles
                 const int64_t kp = ms.models[m].kp;
                 for (int64_t t = 0; t < ms.n_nan; t++) {
                     const int64_t i = ms.nan_rows[t];
+                    if (ms.later[t]) continue;  // the tiles' softmax's
                     per_row[m * n + a + i] = ms.lp[t];
                     if (!(modes[m] & 1))
                         for (int64_t c = lo; c < hi; c++) k.lb[c * k.ld + i] = (T)ms.rb[t * kp + c - lo];
