@@ -106,6 +106,21 @@ def test_hard_resp_log_resp_and_models_that_leave_rows_out(variant):
     assert got[2].resp_log_resp < 0
 
 
+@pytest.mark.parametrize("ct", ("full", "tied"))
+def test_rows_missing_two_values_beyond_the_pair_table(variant, ct):
+    """D = 50, K = 13: the pairs' table would pass the core's 1 MiB bound, so rows missing two
+    values take the general factor (rows missing one the features' table), soft and hard."""
+    d, k = 50, 13
+    rng = np.random.default_rng(7)
+    x = rng.normal(scale=3.0, size=(150, d)) + 1.0
+    for i in range(len(x)):
+        x[i, rng.permutation(d)[: 1 + i % 3]] = np.nan
+    centre = np.nanmean(x, axis=0)
+    s = _state(ct, k, d, seed=5).spec(centre)
+    hard = ModelSpec(s.params, ct, assignment="hard", marginal=s.marginal)
+    _compare(x, [s, hard], centre, rng.random(len(x)))
+
+
 @pytest.mark.parametrize("ct", TYPES)
 def test_resp_log_resp_with_every_missing_count(variant, ct):
     """Σ r log r and the log-likelihood, weighted, with rows missing 1 to D values mixed in every

@@ -1149,7 +1149,8 @@ struct MarginalModel {
     // -log det P_mm / 2 + m log(2 pi) / 2 + mu_m^T P_mm mu_m / 2. Filled when a block first has such a
     // row (marginal_tables), so that rows with one or two NaN need no factor, division or log.
     double* t1;        // (d, T1, kp): feature i
-    double* t2;        // (d (d - 1) / 2, T2, kp): features i < j, at pair_index(i, j, d)
+    double* t2;        // (d (d - 1) / 2, T2, kp): features i < j, at pair_index(i, j, d); null when larger
+                       // than PAIR_BYTES (such rows then take marginal_full)
     bool tabled;
     double rlogr;
     // Diagonal models at the diagonal or spherical level, soft assignment: a row with NaN differs
@@ -1166,6 +1167,8 @@ struct MarginalModel {
 
 // The tables' rows: t1 P_ii^-1, t2 P_mm^-1 (00, 01, 11); then the constant, (P_mm mu_m - (P mu)_m)_a and log det P_mm / 2.
 constexpr int T1 = 4, T2 = 7;
+constexpr int64_t PAIR_BYTES = 1 << 20;
+inline bool pair_table(int64_t d, int64_t kp) { return (int64_t)sizeof(double) * T2 * (d * (d - 1) / 2) * kp <= PAIR_BYTES; }
 inline int64_t pair_index(int64_t i, int64_t j, int64_t d) { return i * d - i * (i + 1) / 2 + (j - i - 1); }
 
 // One row's scratch (arrays (..., kp)) and its pattern.
@@ -1396,7 +1399,7 @@ inline void marginal_tables(MarginalModel& md) {
             t[2 * kp] = p * mu(i) - pmu(i);
             t[3 * kp] = hl;
         }
-        for (int64_t i = 0; i < d; i++)
+        for (int64_t i = 0; md.t2 && i < d; i++)
             for (int64_t j = i + 1; j < d; j++) {
                 double* t = md.t2 + pair_index(i, j, d) * T2 * kp + c;
                 // P_mm = L D L^T as marginal_full's factor: D0 = a, L = b / a, D1 = c - L b
@@ -1486,7 +1489,12 @@ template <int NV> struct FullStep {
     template <bool TIED> static void step(int64_t o, const MarginalModel& md, const MarginalRow& w) {
         switch (w.nm) {
             case 1: marginal_small<NV, 1, TIED>(md, w, o); break;
-            case 2: marginal_small<NV, 2, TIED>(md, w, o); break;
+            case 2:
+                if (md.t2)
+                    marginal_small<NV, 2, TIED>(md, w, o);
+                else
+                    marginal_full<NV, 2, TIED>(md, w, o);
+                break;
             case 3: marginal_full<NV, 3, TIED>(md, w, o); break;
             case 4: marginal_full<NV, 4, TIED>(md, w, o); break;
             case 5: marginal_full<NV, 5, TIED>(md, w, o); break;
@@ -1565,7 +1573,8 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
         kmax = kp > kmax ? kp : kmax;
         // mu, prec (and var, logu, add, acc), St, at the full level cross, and full: pmu
-        const int64_t per = d + (full[m] ? d * d + d + T1 * d + T2 * d * (d - 1) / 2 : 5 * d) + nf + (level == 2 ? d * d : 0);
+        const int64_t pairs = full[m] && pair_table(d, kp) ? T2 * d * (d - 1) / 2 : 0;
+        const int64_t per = d + (full[m] ? d * d + d + T1 * d + pairs : 5 * d) + nf + (level == 2 ? d * d : 0);
         total += round64(sizeof(double) * (size_t)(per * kp));
     }
     if (!kmax) return true;
@@ -1616,9 +1625,10 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         q += full[m] ? d * kp : 0;
         md.t1 = full[m] ? q : nullptr;
         q += full[m] ? T1 * d * kp : 0;
-        md.t2 = full[m] ? q : nullptr;
+        const int64_t pairs = full[m] && pair_table(d, kp) ? T2 * d * (d - 1) / 2 : 0;
+        md.t2 = pairs ? q : nullptr;
         md.tabled = false;
-        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d + d + T1 * d + T2 * d * (d - 1) / 2 : 5 * d) + nf +
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d + d + T1 * d + pairs : 5 * d) + nf +
                                                 (level == 2 ? d * d : 0)) * kp));
         const double* mu = means[m];
         const double* u = factor[m];
