@@ -1171,6 +1171,10 @@ constexpr int64_t PAIR_BYTES = 1 << 20;
 inline bool pair_table(int64_t d, int64_t kp) { return (int64_t)sizeof(double) * T2 * (d * (d - 1) / 2) * kp <= PAIR_BYTES; }
 inline int64_t pair_index(int64_t i, int64_t j, int64_t d) { return i * d - i * (i + 1) / 2 + (j - i - 1); }
 
+// Rows missing up to LATER_M values go through the tiles' softmax (MarginalSet::later): their slot
+// holds xc, xm (LATER_M kp) and the conditional covariance (LATER_M^2 kp).
+constexpr int64_t LATER_M = 4, LATER_SLOT = LATER_M + LATER_M * LATER_M;
+
 // One row's scratch (arrays (..., kp)) and its pattern.
 struct MarginalRow {
     const double* xc;   // (d) the row centred, 0 where missing
@@ -1549,11 +1553,11 @@ struct MarginalSet {
     double* lp = nullptr;       // (sub) their log p(x_o) (soft) or largest logit (hard)
     int64_t* nan_rows = nullptr;  // (sub) positions of the sub-block's rows with NaN
     int64_t n_nan = 0;
-    // Soft full models, float64: a row missing one or two values leaves its marginal logits in the
+    // Soft full models, float64: a row missing up to LATER_M values leaves its marginal logits in the
     // logits buffer for the tiles' softmax (its weight in Work::wm), and its terms wait for the
-    // responsibilities (marginal_terms_after) in a slot of keep: xc (d), xm (2 kp), the covariance (4 kp).
-    double* keep = nullptr;       // (sub, d + 6 kp max)
-    int64_t* keep_miss = nullptr;  // (sub, 2)
+    // responsibilities (marginal_terms_after) in a slot of keep: xc (d), xm, the covariance.
+    double* keep = nullptr;       // (sub, d + LATER_SLOT kp max)
+    int64_t* keep_miss = nullptr;  // (sub, LATER_M)
     unsigned char* later = nullptr;  // (sub) its missing count for such a row, else 0
     int64_t n_later = 0;
     bool any = false;
@@ -1581,8 +1585,8 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (4 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
-             round64(sizeof(int64_t) * (size_t)d) + round64(sizeof(double) * (size_t)(sub * (d + 6 * kmax))) +
-             round64(sizeof(int64_t) * (size_t)(2 * sub)) + round64((size_t)sub);
+             round64(sizeof(int64_t) * (size_t)d) + round64(sizeof(double) * (size_t)(sub * (d + LATER_SLOT * kmax))) +
+             round64(sizeof(int64_t) * (size_t)(LATER_M * sub)) + round64((size_t)sub);
     char* p = (char*)std::aligned_alloc(64, total);
     if (!p) return false;
     std::memset(p, 0, total);
@@ -1690,9 +1694,9 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.miss = (int64_t*)p;
     p += round64(sizeof(int64_t) * (size_t)d);
     ms.keep = (double*)p;
-    p += round64(sizeof(double) * (size_t)(sub * (d + 6 * kmax)));
+    p += round64(sizeof(double) * (size_t)(sub * (d + LATER_SLOT * kmax)));
     ms.keep_miss = (int64_t*)p;
-    p += round64(sizeof(int64_t) * (size_t)(2 * sub));
+    p += round64(sizeof(int64_t) * (size_t)(LATER_M * sub));
     ms.later = (unsigned char*)p;
     return true;
 }
@@ -1755,7 +1759,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     int64_t* miss = (int64_t*)w.miss;
     double* const xm0 = w.xm;
     double* const cc0 = w.cc;
-    // rows missing one or two values through the tiles' softmax (float64 and soft only: the per-row
+    // rows missing up to LATER_M values through the tiles' softmax (float64 and soft only: the per-row
     // softmax below is float64 whatever the rows' type)
     const bool later = sizeof(T) == 8 && md.full && !hard;
     ms.n_later = 0;
@@ -1768,17 +1772,16 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         const int64_t i = ms.nan_rows[t];
         ms.later[t] = 0;
         if (later) {
-            double* slot = ms.keep + t * (d + 6 * kp);
+            double* slot = ms.keep + t * (d + LATER_SLOT * kp);
             w.xc = slot;
             w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, slot);
-            if (w.nm <= 2) {
+            if (w.nm <= LATER_M) {
                 w.xm = slot + d;
-                w.cc = slot + d + 2 * kp;
+                w.cc = slot + d + LATER_M * kp;
                 for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
                 over_groups<FullStep>(kp, md, w);
                 for (int64_t c = 0; c < kk; c++) k.lb[(lo + c) * ld + i] = (T)w.lg[c];
-                ms.keep_miss[2 * t] = miss[0];
-                ms.keep_miss[2 * t + 1] = miss[1];
+                for (int64_t a = 0; a < w.nm; a++) ms.keep_miss[LATER_M * t + a] = miss[a];
                 ms.later[t] = (unsigned char)w.nm;
                 ms.n_later++;
                 w.xm = xm0;
@@ -1853,11 +1856,11 @@ template <class T> void marginal_terms_after(const Work<T>& k, MarginalSet& ms, 
     for (int64_t t = 0; t < ms.n_nan; t++) {
         if (!ms.later[t]) continue;
         const int64_t i = ms.nan_rows[t];
-        double* slot = ms.keep + t * (d + 6 * kp);
+        double* slot = ms.keep + t * (d + LATER_SLOT * kp);
         w.xc = slot;
         w.xm = slot + d;
-        w.cc = slot + d + 2 * kp;
-        w.miss = ms.keep_miss + 2 * t;
+        w.cc = slot + d + LATER_M * kp;
+        w.miss = ms.keep_miss + LATER_M * t;
         w.nm = ms.later[t];
         double* r = ms.rb + t * kp;
         for (int64_t c = 0; c < kp; c++) r[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
