@@ -106,6 +106,39 @@ def test_hard_resp_log_resp_and_models_that_leave_rows_out(variant):
     assert got[2].resp_log_resp < 0
 
 
+@pytest.mark.parametrize("ct", ("full", "tied"))
+def test_rows_missing_two_values_beyond_the_pair_table(variant, ct):
+    """D = 50, K = 13: the pairs' table would pass the core's 1 MiB bound, so rows missing two
+    values take the general factor (rows missing one the features' table), soft and hard."""
+    d, k = 50, 13
+    rng = np.random.default_rng(7)
+    x = rng.normal(scale=3.0, size=(150, d)) + 1.0
+    for i in range(len(x)):
+        x[i, rng.permutation(d)[: 1 + i % 3]] = np.nan
+    centre = np.nanmean(x, axis=0)
+    s = _state(ct, k, d, seed=5).spec(centre)
+    hard = ModelSpec(s.params, ct, assignment="hard", marginal=s.marginal)
+    _compare(x, [s, hard], centre, rng.random(len(x)))
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_resp_log_resp_with_every_missing_count(variant, ct):
+    """Σ r log r and the log-likelihood, weighted, with rows missing 1 to D values mixed in every
+    sub-block: the full models' rows missing one or two values go through the tiles' softmax, the
+    others through their own, and each row must be counted once."""
+    d, k = 7, 5
+    rng = np.random.default_rng(11)
+    x = rng.normal(scale=3.0, size=(40 * d, d)) + 1.0
+    for i in range(len(x)):
+        if i % 3:
+            x[i, rng.permutation(d)[: 1 + i % d]] = np.nan
+    centre = np.nanmean(x, axis=0)
+    s = _state(ct, k, d, seed=3).spec(centre)
+    spec = ModelSpec(s.params, ct, resp_log_resp=True, marginal=s.marginal)
+    got = _compare(x, [spec], centre, rng.random(len(x)) * 2)
+    assert got[0].resp_log_resp < 0
+
+
 @pytest.mark.parametrize("ct", ("full", "diag"))
 def test_blocks_sub_blocks_and_chunks_do_not_matter(variant, ct):
     d = 6

@@ -1144,6 +1144,14 @@ struct MarginalModel {
     // read-modify-writes (through the pair table into St they were indexed); folded into the
     // quadratic statistics at the end of the block.
     double* cross;     // (d, d, kp) or null
+    // Full: what a row missing one or two features needs beyond its own (P x0)_m, per component:
+    // P_mm^-1, its log det / 2, P_mm mu_m - (P mu)_m (b = (P x0)_m plus it) and the logit's constant
+    // -log det P_mm / 2 + m log(2 pi) / 2 + mu_m^T P_mm mu_m / 2. Filled when a block first has such a
+    // row (marginal_tables), so that rows with one or two NaN need no factor, division or log.
+    double* t1;        // (d, T1, kp): feature i
+    double* t2;        // (d (d - 1) / 2, T2, kp): features i < j, at pair_index(i, j, d); null when larger
+                       // than PAIR_BYTES (such rows then take marginal_full)
+    bool tabled;
     double rlogr;
     // Diagonal models at the diagonal or spherical level, soft assignment: a row with NaN differs
     // from x0 by terms linear in its missing-feature indicators, so its logits are l0 plus
@@ -1156,6 +1164,16 @@ struct MarginalModel {
     // When a third or more of a sub-block's rows have NaN, both are tiles over the sub-block's
     // rows with the missing-value indicators (Work::mb) instead of a loop over those rows.
 };
+
+// The tables' rows: t1 P_ii^-1, t2 P_mm^-1 (00, 01, 11); then the constant, (P_mm mu_m - (P mu)_m)_a and log det P_mm / 2.
+constexpr int T1 = 4, T2 = 7;
+constexpr int64_t PAIR_BYTES = 1 << 20;
+inline bool pair_table(int64_t d, int64_t kp) { return (int64_t)sizeof(double) * T2 * (d * (d - 1) / 2) * kp <= PAIR_BYTES; }
+inline int64_t pair_index(int64_t i, int64_t j, int64_t d) { return i * d - i * (i + 1) / 2 + (j - i - 1); }
+
+// Rows missing up to LATER_M values go through the tiles' softmax (MarginalSet::later): their slot
+// holds xc, xm (LATER_M kp) and the conditional covariance (LATER_M^2 kp).
+constexpr int64_t LATER_M = 4, LATER_SLOT = LATER_M + LATER_M * LATER_M;
 
 // One row's scratch (arrays (..., kp)) and its pattern.
 struct MarginalRow {
@@ -1305,6 +1323,105 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
     }
 }
 
+// marginal_full for a row missing NM = 1 or 2 features, from the model's tables (marginal_tables): only b's
+// (P x0)_m is the row's own, D NM multiply-adds per component, the features outer so that the NV NM sums
+// are independent chains and each x0_j is broadcast once.
+template <int NV, int NM, bool TIED> void marginal_small(const MarginalModel& md, const MarginalRow& w, int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    constexpr int NT = NM == 1 ? T1 : T2, NC = NM == 1 ? 1 : 3;  // table rows, of them P_mm^-1's
+    const int64_t d = md.d, kp = md.kp;
+    const int64_t i0 = w.miss[0], i1 = NM == 2 ? w.miss[1] : 0;
+    const double* tb = NM == 1 ? md.t1 + i0 * NT * kp : md.t2 + pair_index(i0, i1, d) * NT * kp;
+    auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
+    auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
+    const double* r0 = md.prec + i0 * d * kp + o;
+    const double* r1 = md.prec + i1 * d * kp + o;
+    V px[NV][NM];
+    if (TIED) {  // every component's P the same: lane 0's
+        double s0 = 0.0, s1 = 0.0;
+        for (int64_t j = 0; j < d; j++) {
+            s0 += r0[j * kp] * w.xc[j];
+            if (NM == 2) s1 += r1[j * kp] * w.xc[j];
+        }
+        for (int v = 0; v < NV; v++) {
+            px[v][0] = splat<double>(s0);
+            if (NM == 2) px[v][NM - 1] = splat<double>(s1);
+        }
+    } else {
+        for (int v = 0; v < NV; v++)
+            for (int a = 0; a < NM; a++) px[v][a] = V{};
+        for (int64_t j = 0; j < d; j++) {
+            const V xj = splat<double>(w.xc[j]);  // 0 where missing
+            for (int v = 0; v < NV; v++) {
+                px[v][0] = load<double>(r0 + j * kp + v * W) * xj + px[v][0];
+                if (NM == 2) px[v][NM - 1] = load<double>(r1 + j * kp + v * W) * xj + px[v][NM - 1];
+            }
+        }
+    }
+    for (int v = 0; v < NV; v++) {
+        const V b0 = px[v][0] + ld(tb, NC + 1, v);
+        const V mu0 = ld(md.mu, i0, v);
+        V lg = ld(w.lg, 0, v) + ld(tb, NC, v);
+        if (NM == 1) {
+            const V c00 = ld(tb, 0, v), y0 = c00 * b0;
+            st(w.xm, 0, v, mu0 - y0);
+            st(w.cc, 0, v, c00);
+            lg = lg + b0 * (0.5 * y0 - mu0);
+        } else {
+            const V b1 = px[v][NM - 1] + ld(tb, NC + 2, v);
+            const V mu1 = ld(md.mu, i1, v);
+            const V c00 = ld(tb, 0, v), c01 = ld(tb, 1, v), c11 = ld(tb, 2, v);
+            const V y0 = c00 * b0 + c01 * b1, y1 = c01 * b0 + c11 * b1;
+            st(w.xm, 0, v, mu0 - y0);
+            st(w.xm, 1, v, mu1 - y1);
+            st(w.cc, 0, v, c00);
+            st(w.cc, 1, v, c01);
+            st(w.cc, 3, v, c11);
+            lg = lg + (b0 * (0.5 * y0 - mu0) + b1 * (0.5 * y1 - mu1));
+        }
+        st(w.lg, 0, v, lg);
+        if (w.hl) st(w.hl, 0, v, ld(tb, NT - 1, v));
+    }
+}
+
+// Fill md's t1 and t2 (once per block call, when its first row with NaN comes).
+inline void marginal_tables(MarginalModel& md) {
+    if (md.tabled || !md.full) return;
+    md.tabled = true;
+    const int64_t d = md.d, kp = md.kp;
+    const double half_log2pi = 0.5 * 1.8378770664093453;
+    for (int64_t c = 0; c < kp; c++) {
+        auto P = [&](int64_t i, int64_t j) { return md.prec[(i * d + j) * kp + c]; };
+        auto mu = [&](int64_t i) { return md.mu[i * kp + c]; };
+        auto pmu = [&](int64_t i) { return md.pmu[i * kp + c]; };
+        for (int64_t i = 0; i < d; i++) {
+            double* t = md.t1 + i * T1 * kp + c;
+            const double p = P(i, i), hl = 0.5 * __builtin_log(p);
+            t[0] = 1.0 / p;
+            t[kp] = -hl + half_log2pi + 0.5 * p * (mu(i) * mu(i));
+            t[2 * kp] = p * mu(i) - pmu(i);
+            t[3 * kp] = hl;
+        }
+        for (int64_t i = 0; md.t2 && i < d; i++)
+            for (int64_t j = i + 1; j < d; j++) {
+                double* t = md.t2 + pair_index(i, j, d) * T2 * kp + c;
+                // P_mm = L D L^T as marginal_full's factor: D0 = a, L = b / a, D1 = c - L b
+                const double a = P(i, i), b = P(j, i), cc = P(j, j);
+                const double id0 = 1.0 / a, l = b * id0, d1 = cc - l * b, id1 = 1.0 / d1;
+                const double hl = 0.5 * __builtin_log(a * d1);
+                const double pm0 = a * mu(i) + b * mu(j), pm1 = b * mu(i) + cc * mu(j);
+                t[0] = l * l * id1 + id0;
+                t[kp] = -l * id1;
+                t[2 * kp] = id1;
+                t[3 * kp] = -hl + 2.0 * half_log2pi + 0.5 * (mu(i) * pm0 + mu(j) * pm1);
+                t[4 * kp] = pm0 - pmu(i);
+                t[5 * kp] = pm1 - pmu(j);
+                t[6 * kp] = hl;
+            }
+    }
+}
+
 template <int NV> void marginal_diag(const MarginalModel& md, const MarginalRow& w, int64_t o) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
@@ -1375,8 +1492,13 @@ template <int NV> struct FullStep {
     }
     template <bool TIED> static void step(int64_t o, const MarginalModel& md, const MarginalRow& w) {
         switch (w.nm) {
-            case 1: marginal_full<NV, 1, TIED>(md, w, o); break;
-            case 2: marginal_full<NV, 2, TIED>(md, w, o); break;
+            case 1: marginal_small<NV, 1, TIED>(md, w, o); break;
+            case 2:
+                if (md.t2)
+                    marginal_small<NV, 2, TIED>(md, w, o);
+                else
+                    marginal_full<NV, 2, TIED>(md, w, o);
+                break;
             case 3: marginal_full<NV, 3, TIED>(md, w, o); break;
             case 4: marginal_full<NV, 4, TIED>(md, w, o); break;
             case 5: marginal_full<NV, 5, TIED>(md, w, o); break;
@@ -1431,6 +1553,13 @@ struct MarginalSet {
     double* lp = nullptr;       // (sub) their log p(x_o) (soft) or largest logit (hard)
     int64_t* nan_rows = nullptr;  // (sub) positions of the sub-block's rows with NaN
     int64_t n_nan = 0;
+    // Soft full models, float64: a row missing up to LATER_M values leaves its marginal logits in the
+    // logits buffer for the tiles' softmax (its weight in Work::wm), and its terms wait for the
+    // responsibilities (marginal_terms_after) in a slot of keep: xc (d), xm, the covariance.
+    double* keep = nullptr;       // (sub, d + LATER_SLOT kp max)
+    int64_t* keep_miss = nullptr;  // (sub, LATER_M)
+    unsigned char* later = nullptr;  // (sub) its missing count for such a row, else 0
+    int64_t n_later = 0;
     bool any = false;
     ~MarginalSet() { std::free(mem); }
 };
@@ -1448,14 +1577,16 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         const int64_t kp = (bounds[m + 1] - bounds[m] + W - 1) / W * W;
         kmax = kp > kmax ? kp : kmax;
         // mu, prec (and var, logu, add, acc), St, at the full level cross, and full: pmu
-        const int64_t per = d + (full[m] ? d * d + d : 5 * d) + nf + (level == 2 ? d * d : 0);
+        const int64_t pairs = full[m] && pair_table(d, kp) ? T2 * d * (d - 1) / 2 : 0;
+        const int64_t per = d + (full[m] ? d * d + d + T1 * d + pairs : 5 * d) + nf + (level == 2 ? d * d : 0);
         total += round64(sizeof(double) * (size_t)(per * kp));
     }
     if (!kmax) return true;
     const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (4 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
-             round64(sizeof(int64_t) * (size_t)d);
+             round64(sizeof(int64_t) * (size_t)d) + round64(sizeof(double) * (size_t)(sub * (d + LATER_SLOT * kmax))) +
+             round64(sizeof(int64_t) * (size_t)(LATER_M * sub)) + round64((size_t)sub);
     char* p = (char*)std::aligned_alloc(64, total);
     if (!p) return false;
     std::memset(p, 0, total);
@@ -1495,7 +1626,14 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
         md.cross = level == 2 ? q : nullptr;
         q += level == 2 ? d * d * kp : 0;
         md.pmu = full[m] ? q : nullptr;
-        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d + d : 5 * d) + nf + (level == 2 ? d * d : 0)) * kp));
+        q += full[m] ? d * kp : 0;
+        md.t1 = full[m] ? q : nullptr;
+        q += full[m] ? T1 * d * kp : 0;
+        const int64_t pairs = full[m] && pair_table(d, kp) ? T2 * d * (d - 1) / 2 : 0;
+        md.t2 = pairs ? q : nullptr;
+        md.tabled = false;
+        p += round64(sizeof(double) * (size_t)((d + (full[m] ? d * d + d + T1 * d + pairs : 5 * d) + nf +
+                                                (level == 2 ? d * d : 0)) * kp));
         const double* mu = means[m];
         const double* u = factor[m];
         for (int64_t c = 0; c < kp; c++) {
@@ -1554,6 +1692,12 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.obs = (double*)p + d;
     p += round64(sizeof(double) * (size_t)(2 * d));
     w.miss = (int64_t*)p;
+    p += round64(sizeof(int64_t) * (size_t)d);
+    ms.keep = (double*)p;
+    p += round64(sizeof(double) * (size_t)(sub * (d + LATER_SLOT * kmax)));
+    ms.keep_miss = (int64_t*)p;
+    p += round64(sizeof(int64_t) * (size_t)(LATER_M * sub));
+    ms.later = (unsigned char*)p;
     return true;
 }
 
@@ -1565,8 +1709,32 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
 template <class T>
 static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const T* centre, int64_t* miss,
                                    double* obs, double* xc) {
-    int64_t nm = 0;
-    for (int64_t j = 0; j < d; j++) {
+    int64_t nm = 0, j0 = 0;
+    if constexpr (sizeof(T) == 8) {
+        // float64 rows contiguous: by vectors, the missing features' list only from a vector with NaN
+        // (the same values as the loop below)
+        if (x.by_rows()) {
+            typedef Lanes<double>::V V;
+            typedef IVec<double>::V I;
+            constexpr int W = Lanes<double>::W;
+            const double* row = (const double*)x.p + i * x.rs;
+            const V zero = V{}, one = splat<double>(1.0);
+            for (; j0 + W <= d; j0 += W) {
+                const V v = loadx<double>(row + j0);
+                const I nan = (I)(v != v);
+                store<double>(xc + j0, nan ? zero : v - load<double>((const double*)centre + j0));
+                store<double>(obs + j0, nan ? zero : one);
+                I any = nan;
+                for (int l = 1; l < W; l++) any[0] |= nan[l];
+                if (any[0])
+                    for (int l = 0; l < W; l++) {
+                        miss[nm] = j0 + l;
+                        nm += nan[l] != 0;
+                    }
+            }
+        }
+    }
+    for (int64_t j = j0; j < d; j++) {
         const T v = x.at(i, j);
         const bool nan = v != v;
         miss[nm] = j;
@@ -1589,13 +1757,41 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     double* xc = (double*)w.xc;
     double* obs = (double*)w.obs;
     int64_t* miss = (int64_t*)w.miss;
+    double* const xm0 = w.xm;
+    double* const cc0 = w.cc;
+    // rows missing up to LATER_M values through the tiles' softmax (float64 and soft only: the per-row
+    // softmax below is float64 whatever the rows' type)
+    const bool later = sizeof(T) == 8 && md.full && !hard;
+    ms.n_later = 0;
     V pad = splat<double>(1.0);  // the last vector's real components
     for (int l = 0; l < W; l++)
         if (kp - W + l >= kk) pad[l] = 0.0;
     const V floor = splat<double>(Math<double>::FLOOR);
+    marginal_tables(md);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
-        w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
+        ms.later[t] = 0;
+        if (later) {
+            double* slot = ms.keep + t * (d + LATER_SLOT * kp);
+            w.xc = slot;
+            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, slot);
+            if (w.nm <= LATER_M) {
+                w.xm = slot + d;
+                w.cc = slot + d + LATER_M * kp;
+                for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+                over_groups<FullStep>(kp, md, w);
+                for (int64_t c = 0; c < kk; c++) k.lb[(lo + c) * ld + i] = (T)w.lg[c];
+                for (int64_t a = 0; a < w.nm; a++) ms.keep_miss[LATER_M * t + a] = miss[a];
+                ms.later[t] = (unsigned char)w.nm;
+                ms.n_later++;
+                w.xm = xm0;
+                w.cc = cc0;
+                continue;
+            }
+            k.wm[i] = 0;  // left out of the tiles' softmax: its responsibilities come from below
+        } else {
+            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
+        }
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full)
             over_groups<FullStep>(kp, md, w);
@@ -1644,6 +1840,36 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         }
         over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
     }
+    w.xc = xc;
+}
+
+// After the tiles' softmax: the terms of the rows marginal_rows left for it (MarginalSet::later),
+// from their responsibilities (times the weight) in the logits buffer.
+template <class T> void marginal_terms_after(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo) {
+    MarginalModel& md = ms.models[m];
+    MarginalRow& w = ms.row;
+    const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
+    const double* const xc0 = w.xc;
+    double* const xm0 = w.xm;
+    double* const cc0 = w.cc;
+    const int64_t* const miss0 = w.miss;
+    for (int64_t t = 0; t < ms.n_nan; t++) {
+        if (!ms.later[t]) continue;
+        const int64_t i = ms.nan_rows[t];
+        double* slot = ms.keep + t * (d + LATER_SLOT * kp);
+        w.xc = slot;
+        w.xm = slot + d;
+        w.cc = slot + d + LATER_M * kp;
+        w.miss = ms.keep_miss + LATER_M * t;
+        w.nm = ms.later[t];
+        double* r = ms.rb + t * kp;
+        for (int64_t c = 0; c < kp; c++) r[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+        over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
+    }
+    w.xc = xc0;
+    w.xm = xm0;
+    w.cc = cc0;
+    w.miss = miss0;
 }
 
 // The diagonal models' rows with NaN, by the tiles (MarginalModel::by_rows): their logits l0
@@ -1852,19 +2078,23 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
             ms.n_nan = k.n_nan;
             if (by_rows && tiles) marginal_add_tiles<T>(k, ms.models[m], lo, padded);
             else if (by_rows) marginal_add<T>(k, ms, ms.models[m], lo, x, a);
+            ms.n_later = 0;
             if (marg) marginal_rows<T>(k, ms, m, lo, x, w, a, modes[m] & 1, modes[m] & 2);
+            const bool later = marg && ms.n_later;
             if (modes[m] & 1) {
                 hard<T>(k, lo, hi, rows, per_row + m * n + a);
             } else {
                 softmax<T>(k, lo, hi, rows, padded, per_row + m * n + a, (modes[m] & 2) ? rlogr + m : nullptr,
-                           by_rows);
+                           by_rows || later);
             }
+            if (later) marginal_terms_after<T>(k, ms, m, lo);
             if (by_rows && tiles) marginal_acc_tiles<T>(k, ms.models[m], lo, padded);
             else if (by_rows) marginal_acc<T>(k, ms, ms.models[m], lo, x, a);
             if (marg) {  // the rows with NaN: their log-likelihoods, and (soft) responsibilities for the tiles
                 const int64_t kp = ms.models[m].kp;
                 for (int64_t t = 0; t < ms.n_nan; t++) {
                     const int64_t i = ms.nan_rows[t];
+                    if (ms.later[t]) continue;  // the tiles' softmax's
                     per_row[m * n + a + i] = ms.lp[t];
                     if (!(modes[m] & 1))
                         for (int64_t c = lo; c < hi; c++) k.lb[c * k.ld + i] = (T)ms.rb[t * kp + c - lo];
@@ -2153,6 +2383,7 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
     double* u = scratch;           // (kp)
     double* lgt = scratch + kp;    // (kp)
     double* hv = scratch + 2 * kp;  // (kp)
+    marginal_tables(md);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
         const int64_t nm = w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
