@@ -302,9 +302,14 @@ def test_placement_gives_up_quietly_when_a_target_is_paused(process_client, capl
     and the passes run on them."""
     import logging
 
-    X = da.random.default_rng(0).standard_normal((8000, 3), chunks=1000)
+    import dask
+
     first, second = sorted(process_client.scheduler_info()["workers"])
-    held = process_client.persist(X, workers=[first])
+    x = np.random.default_rng(0).standard_normal((8000, 3))
+    # every chunk on the first worker, so that placement would move half of them to the second
+    futures = process_client.scatter([x[i : i + 1000] for i in range(0, 8000, 1000)], workers=[first])
+    held = da.concatenate([da.from_delayed(dask.delayed(f), shape=(1000, 3), dtype=x.dtype) for f in futures])
+    assert {w for h in process_client.who_has(futures).values() for w in h} == {first}
     process_client.run(_set_status, "paused", workers=[second])
     try:
         deadline = time.monotonic() + 30
