@@ -412,16 +412,17 @@ def _same(block):
 def with_known_rows(X):
     """A Dask array (or a Dask DataFrame's rows as one) with the rows of every chunk known.
 
-    Unknown sizes (``nan``: a Dask DataFrame's ``to_dask_array()``, boolean indexing) are
-    computed by one small task per chunk, waited for by :func:`compute_bounded` (Dask's
-    ``compute_chunk_sizes`` and ``lengths=True`` wait without a bound).
+    Unknown sizes (a Dask DataFrame's partitions, boolean indexing) are counted by one small
+    task per partition or chunk, waited for by :func:`compute_bounded` (Dask's ``lengths=True``
+    and ``compute_chunk_sizes`` count the same way but wait without a bound).
     """
     import math
 
     import dask
 
-    if hasattr(X, "to_dask_array"):
-        X = X.to_dask_array()
+    if hasattr(X, "to_dask_array"):  # a frame's partitions are counted as they are, not as arrays
+        lengths = compute_bounded(X.map_partitions(len), what="count of rows per chunk")[0]
+        return X.to_dask_array(lengths=tuple(int(n) for n in lengths))
     if not any(math.isnan(c) for c in X.chunks[0]):
         return X
     blocks = X.to_delayed().reshape(X.numblocks[0], -1)[:, 0]

@@ -136,8 +136,9 @@ def output_over_inputs(target, collection) -> str | None:
     given, files = reads_of(collection)
     out = place_of(target)
     for f in files:
-        if holds(out, place_of(f)):
-            return f"the output {target} {'is' if out == place_of(f) else 'holds'} the input file {f}"
+        where = place_of(f)
+        if holds(out, where):
+            return f"the output {target} {'is' if out == where else 'holds'} the input file {f}"
     for g in given:
         if not any(ch in g for ch in "*?[") and g not in files and holds(place_of(g), out):
             return f"the output {target} is inside the input directory {g}"
