@@ -1,6 +1,7 @@
 """daskgmm's estimators inside scikit-learn: its estimator checks, meta-estimators, pickling, names."""
 
 import pickle
+import warnings
 
 import dask.dataframe as dd
 import joblib
@@ -194,3 +195,26 @@ def test_kmeans_scikit_learn_parameters_and_warnings():
     np.testing.assert_array_equal(km.cluster_centers_, [[0.0, 0.0], [1.0, 1.0]])
     with pytest.raises(ValueError, match="X has 3 features, but KMeans is expecting 2 features as input"):
         km.score(np.zeros((2, 3)))
+
+
+def test_dask_frames_with_the_fitted_columns_do_not_warn(three_blobs):
+    """A Dask DataFrame has the names a pandas one has: predicting on the columns the model was
+    fitted with warns nothing (scikit-learn's name check does not read Dask frames, so it said
+    "X does not have valid feature names" for them), and a Dask frame given to a model fitted
+    without names gets scikit-learn's warning for a pandas one."""
+    X, _ = three_blobs
+    df = pd.DataFrame(X, columns=["eruptions", "waiting"])
+    frame = dd.from_pandas(df, npartitions=3)
+    for est in (GaussianMixture(3, random_state=0), KMeans(3, random_state=0),
+                BayesianGaussianMixture(n_components=3, random_state=0),
+                StudentTMixture(3, random_state=0), daskgmm.KMedoids(3, random_state=0)):
+        for fitted_on in (frame, df):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                est.fit(fitted_on)
+                for method in ("predict", "predict_proba", "score_samples", "score", "transform"):
+                    if hasattr(est, method):
+                        getattr(est, method)(frame)
+        est.fit(X)
+        with pytest.warns(UserWarning, match="X has feature names, but .* was fitted without feature names"):
+            est.predict(frame)

@@ -200,8 +200,10 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
     if is_dask(X):
         names = _column_names(X) if is_dask_dataframe(X) else None
         if estimator is not None:
-            validate_data(estimator, X, skip_check_array=True, reset=reset)
-            _dask_feature_names(estimator, names, reset)
+            # scikit-learn reads feature names from pandas frames only: it is given an empty one
+            # with the Dask frame's columns, so it sets, checks and warns about names as for pandas
+            validate_data(estimator, _empty_frame(X) if is_dask_dataframe(X) else X,
+                          skip_check_array=True, reset=reset)
         arr = _dask_rows(X, name, min_samples)
         return arr, {"dask_input": True, "in_memory": False, "feature_names": names}
     arr = in_memory_rows(X, name, min_samples, estimator=estimator, reset=reset, finite=finite,
@@ -212,26 +214,11 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
     return darr, {"dask_input": False, "in_memory": True, "feature_names": names}
 
 
-def _dask_feature_names(estimator, names, reset):
-    """``feature_names_in_`` for a Dask DataFrame, which scikit-learn's validation does not read."""
-    if reset:
-        if names is not None:
-            estimator.feature_names_in_ = names
-        elif hasattr(estimator, "feature_names_in_"):
-            del estimator.feature_names_in_
-        return
-    fitted = getattr(estimator, "feature_names_in_", None)
-    if names is not None and fitted is not None and list(names) != list(fitted):
-        unseen = [c for c in names if c not in set(fitted)]
-        missing = [c for c in fitted if c not in set(names)]
-        msg = "The feature names should match those that were passed during fit.\n"
-        if unseen:
-            msg += "Feature names unseen at fit time:\n" + "".join(f"- {c}\n" for c in unseen)
-        if missing:
-            msg += "Feature names seen at fit time, yet now missing:\n" + "".join(f"- {c}\n" for c in missing)
-        if not unseen and not missing:
-            msg += "Feature names must be in the same order as they were in fit.\n"
-        raise ValueError(msg)
+def _empty_frame(frame):
+    """An empty pandas DataFrame with a Dask DataFrame's columns, for scikit-learn's name checks."""
+    import pandas as pd
+
+    return pd.DataFrame(columns=list(frame.columns))
 
 
 def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool = True,
