@@ -53,6 +53,29 @@ def test_every_way_of_naming_the_data_reads_the_same_rows(dataset):
     assert read_parquet(root, id_column="key")[0].shape == (1200, 2)  # every column but the id
 
 
+def test_the_index_pandas_and_dask_store_is_not_a_feature(tmp_path):
+    """pandas and Dask write a DataFrame's index as a column their readers turn back into the
+    index (named in the file's pandas metadata: ``__null_dask_index__``, ``__index_level_0__``, or
+    the index's name): without ``columns`` it is not a feature, and it can be the id column."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    df = pd.DataFrame(X, columns=["a", "b"])
+    dd.from_pandas(df, npartitions=3).to_parquet(tmp_path / "dask")  # __null_dask_index__
+    df.set_index(pd.Index(np.arange(300) ** 2)).to_parquet(tmp_path / "level0.parquet")  # __index_level_0__
+    df.set_index(pd.Index(np.arange(300) ** 2, name="row")).to_parquet(tmp_path / "named.parquet")  # row
+    for path in (tmp_path / "dask", tmp_path / "level0.parquet", tmp_path / "named.parquet"):
+        src = open_parquet(path)
+        assert src.columns == ["a", "b"], (path, src.columns)
+        np.testing.assert_array_equal(src.X.compute(), X)
+    x, ids = read_parquet(tmp_path / "named.parquet", id_column="row")
+    assert x.shape == (300, 2)
+    np.testing.assert_array_equal(ids.compute(), np.arange(300) ** 2)
+    # named as a feature, it is one
+    assert read_parquet(tmp_path / "level0.parquet", columns=["a", "__index_level_0__"]).shape == (300, 2)
+
+
 def test_bad_paths_and_columns_are_named(dataset, tmp_path):
     root, _ = dataset
     with pytest.raises(DataError, match="no id column 'nope'"):

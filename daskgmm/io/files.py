@@ -250,20 +250,40 @@ def _is_numeric(t) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
 
 
+def index_columns(schema) -> set:
+    """The columns in which pandas or Dask stored a DataFrame's index (named in the file's pandas
+    metadata: ``__index_level_0__``, ``__null_dask_index__`` or the index's name); their readers
+    turn them back into the index, so they are not data."""
+    try:
+        meta = schema.pandas_metadata or {}
+    except Exception:  # metadata that is not pandas' JSON: no index columns
+        return set()
+    return {c for c in meta.get("index_columns", ()) if isinstance(c, str)}
+
+
+def data_columns(schema) -> list:
+    """A file's columns but the index pandas or Dask stored (``index_columns``)."""
+    index = index_columns(schema)
+    return [c for c in schema.names if c not in index]
+
+
 def check_schemas(infos: list[FileInfo], columns, id_column):
-    """Feature columns after checking every file's schema; raises DataError naming file and column."""
+    """Feature columns after checking every file's schema; raises DataError naming file and column.
+
+    Without ``columns``, every column but ``id_column`` and a stored pandas index."""
     first = infos[0]
-    names = list(first.schema.names)
+    names = data_columns(first.schema)
     if columns is None:
         # every file must have the same columns, whichever file comes first: name the odd one
         sets = {}
         for info in infos:
-            sets.setdefault(frozenset(info.schema.names), []).append(info)
+            sets.setdefault(frozenset(data_columns(info.schema)), []).append(info)
         if len(sets) > 1:
             common = max(sets.values(), key=len)
-            base = set(common[0].schema.names)
+            base = set(data_columns(common[0].schema))
             odd = next(i for group in sets.values() if group is not common for i in group)
-            extra, missing = sorted(set(odd.schema.names) - base), sorted(base - set(odd.schema.names))
+            odd_names = set(data_columns(odd.schema))
+            extra, missing = sorted(odd_names - base), sorted(base - odd_names)
             what = "; ".join(filter(None, [extra and f"extra column(s) {', '.join(map(repr, extra))}",
                                            missing and f"missing column(s) {', '.join(map(repr, missing))}"]))
             raise DataError(

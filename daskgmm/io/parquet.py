@@ -120,7 +120,8 @@ def open_parquet(
         A file, a directory (every ``*.parquet`` below it, skipping names that
         start with ``_`` or ``.``), a glob, or an fsspec URL (``s3://…``).
     columns : list of str, optional
-        Feature columns (default: every column but ``id_column``, which must
+        Feature columns (default: every column but ``id_column`` and the index
+        pandas or Dask stored, as ``pandas.read_parquet`` reads it, which must
         then all be numeric).
     id_column : str, optional
         A column to carry alongside (e.g. to join predictions back).
