@@ -1,5 +1,6 @@
 """Sparse rows: the kernel against scikit-learn and the dense pass, KMeans on any chunking, the Parquet reader."""
 
+import os
 import tracemalloc
 
 import dask
@@ -290,6 +291,15 @@ def test_sparse_parquet_roundtrip_and_fit(tmp_path):
     # float32, and a wider feature space than stored
     x32 = read_sparse_parquet(tmp_path, n_features=100, dtype="float32")
     assert x32.dtype == np.float32 and x32.shape == (2500, 100)
+
+
+def test_write_sparse_parquet_creates_its_directory(tmp_path):
+    """The README's example writes ``tfidf/part-0.parquet`` into a directory that need not exist
+    (it was a FileNotFoundError naming a temporary file); nothing but the file is left there."""
+    X, _ = _text_like(n=50, d=20)
+    daskgmm.write_sparse_parquet(X, tmp_path / "tfidf" / "sub" / "part-0.parquet")
+    assert os.listdir(tmp_path / "tfidf" / "sub") == ["part-0.parquet"]
+    assert (read_sparse_parquet(tmp_path / "tfidf").compute() != X).nnz == 0
 
 
 def _write(path, indices, values, metadata=True, n_features=10, **extra):

@@ -269,7 +269,8 @@ def write_sparse_parquet(X, path, *, indices="indices", values="values", ids=Non
     ----------
     X : scipy.sparse matrix or array, shape (n, D)
     path : str or path-like
-        The file; written beside under a temporary name and renamed into place.
+        The file; written beside under a temporary name and renamed into place. Its
+        directory is created if needed.
     ids : array-like of shape (n,), optional
         Written as ``id_column``.
     """
@@ -296,5 +297,7 @@ def write_sparse_parquet(X, path, *, indices="indices", values="values", ids=Non
     table = pa.table(cols).replace_schema_metadata({N_FEATURES_KEY: str(x.shape[1]).encode()})
     from daskgmm.io.outputs import write_whole
 
-    write_whole(os.fspath(path), lambda f: pq.write_table(table, f, row_group_size=row_group_size,
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_whole(path, lambda f: pq.write_table(table, f, row_group_size=row_group_size,
                                                           compression=compression, write_page_checksum=True))
