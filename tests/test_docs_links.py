@@ -81,3 +81,48 @@ def test_the_check_sees_a_broken_link(tmp_path):
         ("pic.png", "no such file"),
         ("#no-such-heading", "no heading with anchor #no-such-heading in page.md"),
     ]
+
+
+# A repository file named in a code span (`daskgmm/io/files.py`, `scripts/demo`), and a dotted
+# name of the package (`daskgmm.engine.cluster.STALL_SECONDS`): both go stale when code moves.
+_CODE_PATH = re.compile(r"`((?:daskgmm|scripts|tests|configs|docs)/[A-Za-z0-9_./-]+\.(?:py|cpp|yaml|json|md|png))`")
+_DOTTED = re.compile(r"`(daskgmm(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(?![A-Za-z0-9_<])")
+#: dotted names in the docs that are not Python objects
+NOT_PYTHON = {"daskgmm.n_features"}  # the sparse Parquet files' metadata key
+
+
+def _resolves(name):
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def stale_names(page):
+    text = page.read_text(encoding="utf-8")
+    bad = [p for p in _CODE_PATH.findall(text) if not (ROOT / p).exists()]
+    bad += [n for n in _DOTTED.findall(text) if n not in NOT_PYTHON and not _resolves(n)]
+    return sorted(set(bad))
+
+
+@pytest.mark.parametrize("page", [*PAGES, *sorted((ROOT / "configs").glob("*.yaml"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_files_and_names_in_code_spans_exist(page):
+    assert stale_names(page) == []
+
+
+def test_the_name_check_sees_stale_names(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("`daskgmm/io/files.py` `daskgmm/fitting_gone.py` `daskgmm.io.files.DataError` "
+                    "`daskgmm.io.files.Gone` `daskgmm.kernels._core_<variant>` `daskgmm.n_features`\n")
+    assert stale_names(page) == ["daskgmm.io.files.Gone", "daskgmm/fitting_gone.py"]
