@@ -76,6 +76,29 @@ def test_the_index_pandas_and_dask_store_is_not_a_feature(tmp_path):
     assert read_parquet(tmp_path / "level0.parquet", columns=["a", "__index_level_0__"]).shape == (300, 2)
 
 
+def test_a_glob_of_directories_reads_the_parquet_files_below_them(tmp_path):
+    """``events/date=*`` (Hive-style partitions) names directories: each is read as a directory is
+    (every Parquet file below it, names starting with ``_`` or ``.`` skipped); it was "no Parquet
+    files match". Predictions written where the glob would match them next time are refused."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    for i, day in enumerate(["2026-01-01", "2026-01-02"]):
+        part = tmp_path / "events" / f"date={day}"
+        (part / "_temporary").mkdir(parents=True)
+        pq.write_table(pa.table({"a": X[150 * i:150 * (i + 1), 0], "b": X[150 * i:150 * (i + 1), 1]}),
+                       part / "part-0.parquet")
+        (part / "_SUCCESS").write_bytes(b"")
+        (part / "_temporary" / "junk.parquet").write_bytes(b"not parquet")
+    x = read_parquet(str(tmp_path / "events" / "date=*"))
+    np.testing.assert_array_equal(x.compute(), X)
+    np.testing.assert_array_equal(read_parquet([str(tmp_path / "events" / "date=2026-01-0[12]")]).compute(), X)
+    g = GaussianMixture(2, random_state=0, max_iter=5).fit(x)
+    for out in (tmp_path / "events" / "date=2026-01-03", tmp_path / "events" / "date=2026-01-01" / "preds"):
+        with pytest.raises(ValueError, match="matches the input glob"):
+            g.write_predictions(x, out)
+        assert not out.exists()
+    assert g.write_predictions(x, tmp_path / "preds") == 300
+
+
 def test_bad_paths_and_columns_are_named(dataset, tmp_path):
     root, _ = dataset
     with pytest.raises(DataError, match="no id column 'nope'"):

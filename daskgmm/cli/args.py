@@ -23,7 +23,7 @@ from daskgmm.cli.config import (
     load_config,
     options_for,
 )
-from daskgmm.io.files import holds, place_of, protocol_of
+from daskgmm.io.files import glob_place, holds, matches_glob, place_of, protocol_of
 from daskgmm.kernels.covariance import COVARIANCE_TYPES
 from daskgmm.models.priors import PRIOR_PARAMETERS
 
@@ -214,22 +214,18 @@ def output_conflict(o, key: str) -> str | None:
     it read it. The command also asks this before it writes the error metrics of a job that failed
     before its options were checked.
     """
-    import fnmatch
-
     out = getattr(o, key, None)
     if not out:
         return None
     data = getattr(o, "data", None)
-    inputs = []  # (flag, path, place, whether outputs inside it are refused, the glob's pattern)
+    inputs = []  # (flag, path, place, whether outputs inside it are refused, the glob)
     for path in (data if isinstance(data, list) else [data]):
         if not path:
             continue
         path = str(path)
-        glob_at = min((path.find(ch) for ch in "*?[" if ch in path), default=-1)
-        if glob_at >= 0:  # a glob reads below its fixed part: refuse outputs at or above that directory
-            root = path[:glob_at].rsplit("/", 1)[0] if "/" in path[:glob_at] else "."
-            pattern = place_of(root)[1].rstrip("/") + "/" + path[len(root) + 1:] if root != "." else place_of(path)[1]
-            inputs.append(("DATA", path, place_of(root), False, pattern))
+        glob = glob_place(path)
+        if glob is not None:  # a glob reads below its fixed part: refuse outputs at or above that directory
+            inputs.append(("DATA", path, glob[0], False, path))
         else:
             inputs.append(("DATA", path, place_of(path), True, None))
     if getattr(o, "model", None) and not (o.command == UPDATE and key == "model_out"):
@@ -239,7 +235,7 @@ def output_conflict(o, key: str) -> str | None:
         return None  # a bare bucket: io.store refuses it as an output in its own words
     for flag, path, place, inside_too, pattern in inputs:
         if (holds(where, place) or (inside_too and holds(place, where))
-                or (pattern is not None and where[0] == place[0] and fnmatch.fnmatchcase(where[1], pattern))):
+                or (pattern is not None and matches_glob(where, pattern))):
             relation = "is" if where == place else ("holds" if holds(where, place) else "is inside")
             return (f"daskgmm {o.command}: --{key.replace('_', '-')} {out} {relation} the input {flag} {path}: "
                     "writing it would replace what the job reads; give an output path apart from the inputs")

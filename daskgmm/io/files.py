@@ -99,6 +99,27 @@ def holds(a: tuple[str, str], b: tuple[str, str]) -> bool:
     return a[0] == b[0] and (a[1] == b[1] or b[1].startswith(a[1].rstrip("/") + "/"))
 
 
+def glob_place(path) -> tuple[tuple[str, str], str] | None:
+    """For a glob, the place of the directory it reads below and its pattern as a place's path
+    (``fnmatch`` against ``place_of(...)[1]``: ``*`` crosses ``/``, so it matches what is inside the
+    directories it matches too); None for a path without ``*?[``."""
+    path = str(path)
+    glob_at = min((path.find(ch) for ch in "*?[" if ch in path), default=-1)
+    if glob_at < 0:
+        return None
+    root = path[:glob_at].rsplit("/", 1)[0] if "/" in path[:glob_at] else "."
+    pattern = place_of(root)[1].rstrip("/") + "/" + path[len(root) + 1:] if root != "." else place_of(path)[1]
+    return place_of(root), pattern
+
+
+def matches_glob(place: tuple[str, str], path) -> bool:
+    """Whether ``place`` is, or is inside, something the glob ``path`` matches."""
+    import fnmatch
+
+    g = glob_place(path)
+    return g is not None and place[0] == g[0][0] and fnmatch.fnmatchcase(place[1], g[1])
+
+
 #: What the Dask arrays of :func:`daskgmm.io.parquet.open_parquet` and ``open_sparse_parquet`` read, by the
 #: tag in their layers' names: (the paths as given, the files), so that an output written from such an
 #: array is never written over it (see :func:`output_over_inputs`).
@@ -140,6 +161,8 @@ def output_over_inputs(target, collection) -> str | None:
         if holds(out, where):
             return f"the output {target} {'is' if out == where else 'holds'} the input file {f}"
     for g in given:
+        if matches_glob(out, g):
+            return f"the output {target} matches the input glob {g} (the next read would take it as data)"
         if not any(ch in g for ch in "*?[") and g not in files and holds(place_of(g), out):
             return f"the output {target} is inside the input directory {g}"
     return None
@@ -175,22 +198,30 @@ def list_files(path, storage_options=None):
     return fs, unique
 
 
+def _parquet_below(fs, directory: str) -> list[str]:
+    """The Parquet files below a directory, skipping names that start with ``_`` or ``.`` (Spark's
+    ``_SUCCESS`` and ``_temporary/``, checksum files) at any level."""
+    return sorted(
+        f for f in fs.find(directory)
+        if f.endswith(_PARQUET_SUFFIXES)
+        and not any(part.startswith(("_", ".")) for part in posixpath.relpath(f, directory).split("/"))
+    )
+
+
 def _files_at(fs, p: str) -> list[str]:
     """The Parquet files one input path names: a file, a directory (every Parquet file below it) or a glob."""
     files: list[str] = []
     sp = strip_protocol(fs, p)
     if any(ch in sp for ch in "*?["):
-        matched = sorted(fs.glob(sp))
-        found = [m for m in matched if fs.isfile(m)]
+        # a file the glob matches is read as named; a directory (events/date=*) as a directory is
+        found = []
+        for m in sorted(fs.glob(sp)):
+            found.extend([m] if fs.isfile(m) else _parquet_below(fs, m) if fs.isdir(m) else [])
         if not found:
             raise DataError(f"no Parquet files match {p!r}")
         files.extend(found)
     elif fs.isdir(sp):
-        found = sorted(
-            f for f in fs.find(sp)
-            if f.endswith(_PARQUET_SUFFIXES)
-            and not any(part.startswith(("_", ".")) for part in posixpath.relpath(f, sp).split("/"))
-        )
+        found = _parquet_below(fs, sp)
         if not found:
             raise DataError(f"directory {p!r} holds no Parquet files (*.parquet, *.parq, *.pq)")
         files.extend(found)

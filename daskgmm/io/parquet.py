@@ -118,7 +118,8 @@ def open_parquet(
     ----------
     path : str, path-like, or list of them
         A file, a directory (every ``*.parquet`` below it, skipping names that
-        start with ``_`` or ``.``), a glob, or an fsspec URL (``s3://…``).
+        start with ``_`` or ``.``), a glob (a directory it matches is read as a
+        directory), or an fsspec URL (``s3://…``).
     columns : list of str, optional
         Feature columns (default: every column but ``id_column`` and the index
         pandas or Dask stored, as ``pandas.read_parquet`` reads it, which must
