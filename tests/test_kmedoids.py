@@ -316,6 +316,40 @@ def test_errors():
         KMedoids(2, metric="seuclidean").fit(np.hstack([X, np.ones((20, 1))]))
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_callable_metric_on_worker_processes(process_client, monkeypatch):
+    """On a cluster the workers call the metric, so it travels pickled. A function defined inside
+    another (a closure), which distributed's cloudpickle sends by value, failed in the pass's own
+    measure of its plan (stdlib pickle: "Can't pickle local object"); one that cannot be pickled at
+    all (it holds a lock) was distributed's "Could not serialize object of type LLGExpr" after the
+    first scan, with a traceback logged: it is named before any pass. Worker processes, since only
+    they need the pickle (about 3 s with their start, shared with this module's other cluster test).
+    The closure failed where a pass over placed chunks runs as tasks, as it does when a worker is
+    lost or paused (``_run_direct`` gives up): forced here."""
+    import threading
+
+    def scaled(u, v):  # two features; plain Python is faster than NumPy on two numbers
+        return 2.0 * (abs(float(u[0]) - float(v[0])) + abs(float(u[1]) - float(v[1])))
+
+    lock = threading.Lock()
+
+    def locked(u, v):
+        with lock:
+            return float(np.abs(u - v).sum())
+
+    from daskgmm.engine.passes import ChunkedData
+
+    X = _blobs(800, seed=3, k=2, d=2)  # more rows than the start takes for a callable: passes use it
+    here = KMedoids(2, metric=scaled, random_state=0, max_iter=1).fit(X)
+    with process_client.as_current():
+        monkeypatch.setattr(ChunkedData, "_run_direct", lambda self, requests, centre: None)
+        there = KMedoids(2, metric=scaled, random_state=0, max_iter=1).fit(da.from_array(X, chunks=400))
+        np.testing.assert_array_equal(there.medoid_indices_, here.medoid_indices_)
+        X = X[:300]
+        with pytest.raises(TypeError, match=r"metric .*cannot be pickled.*lock"):
+            KMedoids(2, metric=locked, random_state=0).fit(da.from_array(X, chunks=100))
+
+
 @pytest.mark.slow
 def test_killed_worker_does_not_change_the_medoids(process_client):
     X = _blobs(200_000, seed=12, k=6, d=4)

@@ -280,12 +280,12 @@ class ChunkedData:
 
     def _ship(self, plan: _Plan):
         """The plan as tasks take it: itself when small, else a future of it on every worker."""
-        import pickle
+        from distributed.protocol.pickle import dumps  # as distributed sends it: cloudpickle for closures
 
         if self.client is None:
             return plan
         buffers: list = []  # the arrays' bytes stay out of band: measuring copies nothing
-        size = len(pickle.dumps(plan, protocol=5, buffer_callback=buffers.append))
+        size = len(dumps(plan, protocol=5, buffer_callback=buffers.append))
         size += sum(b.raw().nbytes for b in buffers)
         if size <= PLAN_INLINE_BYTES:
             return plan

@@ -38,6 +38,23 @@ START_ROWS = 3000
 START_ROWS_CALLABLE = 600
 
 
+def _check_shippable(metric) -> None:
+    """A callable metric goes to the workers of an active cluster pickled (by distributed, as it
+    pickles tasks): one that cannot be is a TypeError naming it now, not a failed pass."""
+    from daskgmm.engine.cluster import active_client
+
+    if active_client() is None:
+        return
+    from distributed.protocol.pickle import dumps
+
+    try:
+        dumps(metric)
+    except Exception as exc:
+        name = getattr(metric, "__qualname__", repr(metric))
+        raise TypeError(f"metric {name} cannot be pickled, and the cluster's workers call it: {exc}. Define "
+                        "it at module level, without unpicklable state (locks, open files, connections)") from None
+
+
 def dissimilarity(metric, data, scan) -> Dissimilarity:
     """The dissimilarity of the fit: about the data mean, with ``seuclidean``'s variances (ddof=1, from the
     scan) or ``mahalanobis``' inverse covariance (ddof=1, one pass) of the whole data; tried on two rows
@@ -58,6 +75,8 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
         # scikit-learn's warning, once per fit (the passes convert every block, silently)
         warnings.warn(f"Data was converted to boolean for metric {metric}: every non-zero value counts as "
                       "True", DataConversionWarning, stacklevel=3)
+    if callable(metric):
+        _check_shippable(metric)
     d = Dissimilarity.of(metric, scan.mean, variance, covariance)
     probe = data.sample()[:2]
     d.pairwise(probe, probe)
