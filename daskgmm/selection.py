@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -165,10 +166,12 @@ def select_model(
     from daskgmm.mixture import GaussianMixture
     from daskgmm.models.variational import effective_components
 
-    ks = [int(n_components)] if np.isscalar(n_components) else sorted({int(k) for k in n_components})
-    types = [covariance_types] if isinstance(covariance_types, str) else list(dict.fromkeys(covariance_types))
-    if not ks or min(ks) < 1:
+    given = [n_components] if np.isscalar(n_components) else list(n_components)
+    if not given or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1
+                            for k in given):
         raise ValueError(f"n_components must hold integers >= 1, got {n_components!r}")
+    ks = sorted({int(k) for k in given})
+    types = [covariance_types] if isinstance(covariance_types, str) else list(dict.fromkeys(covariance_types))
     bad = [t for t in types if t not in COVARIANCE_TYPES]
     if bad or not types:
         raise ValueError(f"covariance_types must be among {COVARIANCE_TYPES}, got {covariance_types!r}")

@@ -80,6 +80,11 @@ def test_selection_errors():
         select_model(X, [1, 2], criterion="mdl")
     with pytest.raises(ValueError, match="n_samples >= n_components"):
         select_model(X[:3], [1, 5])
+    # a number of components that is not a whole number was truncated (2.5 fitted K = 2)
+    for bad in ([2.5], 2.5, [1, "3"], [0, 2], [True, 2]):
+        with pytest.raises(ValueError, match="n_components must hold integers >= 1"):
+            select_model(X, bad)
+    assert select_model(X, np.array([2, 1]), ("diag",)).table.n_components.tolist() == [1, 2]
 
 
 def _count_ellipses(ax):
