@@ -61,8 +61,9 @@ default="k-means||"
         ``init(X, n_clusters, random_state)`` with X as given to ``fit`` (a
         lazy Dask array stays lazy) and returns the centres.
     n_init : "auto" or int, default="auto"
-        Restarts (1 for "k-means||", "k-means++" and arrays; 10 for "random",
-        as scikit-learn); all advance in lockstep, one pass per iteration.
+        Restarts (1 for "k-means||", "k-means++" and arrays; 10 for "random"
+        and a callable, which is called once per restart, as scikit-learn); all
+        advance in lockstep, one pass per iteration.
     max_iter : int, default=300
     tol : float, default=1e-4
         Lloyd stops when the summed squared centre shift is at most ``tol``
@@ -155,20 +156,29 @@ default="k-means||"
     # ------------------------------------------------------------------ fit
     def _init_array(self, d, X=None, seed=None):
         """The given or computed starting centres (checked), or None for a named method."""
+        starts = self._init_arrays(d, X, 1)
+        return None if starts is None else starts[0]
+
+    def _init_arrays(self, d, X, n_init: int):
+        """The starting centres (checked) of every restart: a callable is called once per restart
+        with one RandomState, as scikit-learn does; an array is the one start; None for a named method."""
         if isinstance(self.init, str):
             return None
-        if callable(self.init):
-            c = self.init(X, self.n_clusters, random_state=check_random_state(self.random_state))
+        if not callable(self.init):
+            return [fitting_kmeans.check_init_centers(self.init, self.n_clusters, d)]
+        random_state = check_random_state(self.random_state)
+        starts = []
+        for _ in range(n_init):
+            c = self.init(X, self.n_clusters, random_state=random_state)
             if hasattr(c, "compute"):
                 c = c.compute()
-        else:
-            c = self.init
-        return fitting_kmeans.check_init_centers(c, self.n_clusters, d)
+            starts.append(fitting_kmeans.check_init_centers(c, self.n_clusters, d))
+        return starts
 
     def _n_init(self) -> int:
-        if self.n_init == "auto":
-            return 10 if isinstance(self.init, str) and self.init == "random" else 1
-        if not isinstance(self.init, str) and self.n_init != 1:
+        if self.n_init == "auto":  # scikit-learn's: a callable is a random start, as "random" is
+            return 10 if callable(self.init) or (isinstance(self.init, str) and self.init == "random") else 1
+        if not isinstance(self.init, str) and not callable(self.init) and self.n_init != 1:
             warnings.warn(
                 "Explicit initial center position passed: performing only one init in "
                 f"{type(self).__name__} instead of n_init={self.n_init}.",
@@ -206,7 +216,7 @@ shape (n_samples, n_features)
                           RuntimeWarning, stacklevel=2)
         n_init = self._n_init()
         seeds = restart_seeds(self.random_state, n_init)
-        given = self._init_array(d, X, seeds[0])
+        given = self._init_arrays(d, X, n_init)
         centre = scan.mean
         starts, seconds = fitting_kmeans.lloyd_starts(data, centre, self.init, k, seeds, given)
         if self.verbose:

@@ -197,6 +197,33 @@ def test_kmeans_scikit_learn_parameters_and_warnings():
         km.score(np.zeros((2, 3)))
 
 
+def test_kmeans_callable_init_restarts_as_scikit_learns(three_blobs):
+    """A callable init is a random start as "random" is: scikit-learn calls it once per restart
+    with one RandomState, 10 times for n_init="auto", n times for n_init=n without a warning, and
+    keeps the best. daskgmm called it once and warned "Explicit initial center position passed"."""
+    from sklearn.cluster import KMeans as SkKMeans
+
+    X, _ = three_blobs
+
+    def rows(calls):
+        def init(X, k, random_state):
+            calls.append(random_state)
+            return np.asarray(X)[random_state.choice(len(X), k, replace=False)]
+        return init
+
+    for n_init, expected in (("auto", 10), (3, 3), (1, 1)):
+        ours, theirs = [], []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            km = KMeans(3, init=rows(ours), n_init=n_init, random_state=0).fit(X)
+            sk = SkKMeans(3, init=rows(theirs), n_init=n_init, random_state=0).fit(X)
+        assert len(ours) == len(theirs) == expected
+        assert len({id(r) for r in ours}) == 1  # one RandomState, drawn on: other starts
+        np.testing.assert_allclose(km.inertia_, sk.inertia_, rtol=1e-9)
+    with pytest.warns(RuntimeWarning, match="Explicit initial center position passed"):
+        KMeans(3, init=X[:3], n_init=3).fit(X)
+
+
 def test_dask_frames_with_the_fitted_columns_do_not_warn(three_blobs):
     """A Dask DataFrame has the names a pandas one has: predicting on the columns the model was
     fitted with warns nothing (scikit-learn's name check does not read Dask frames, so it said

@@ -57,10 +57,10 @@ def kmeans_form(centers):
 
 
 def lloyd_starts(data, centre, method, n_clusters: int, seeds, given=None):
-    """The starting centres: ``[given]``, or one per seed by ``method``
+    """The starting centres: ``given`` (a list of starts), or one per seed by ``method``
     (:func:`daskgmm.em.init.initial_centers`); and the seconds they took."""
     t0 = time.perf_counter()
-    starts = [given] if given is not None else initial_centers(data, centre, method, n_clusters, seeds)
+    starts = list(given) if given is not None else initial_centers(data, centre, method, n_clusters, seeds)
     return starts, time.perf_counter() - t0
 
 
