@@ -115,8 +115,15 @@ class BaseMixture(DensityMixin, BaseEstimator):
         raise NotImplementedError
 
     def _prepare(self, X, sample_weight, min_samples=2):
-        return prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache, chunk_size=self.chunk_size,
-                            min_samples=min_samples, estimator=self, missing=self.missing)
+        try:
+            return prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
+                                chunk_size=self.chunk_size, min_samples=min_samples, estimator=self,
+                                missing=self.missing)
+        except ValueError as exc:
+            # the sentence says to remove or impute them: a mixture can also marginalise them
+            if self.missing != "raise" or not str(exc).startswith("Input X contains NaN"):
+                raise
+            raise type(exc)(f"{exc} {type(self).__name__} marginalises them with missing='marginalize'.") from None
 
     def _validate_params(self):
         validate_params(self)
