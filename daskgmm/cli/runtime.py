@@ -318,8 +318,11 @@ def load_saved(o, medoids=False):
     register_estimators()
     est = load_model(o.model, storage_options(o), files=getattr(o, "model_files", None))
     if not isinstance(est, BaseMixture) and not (medoids and isinstance(est, KMedoids)):
-        raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs a mixture model "
-                             "(GaussianMixture, BayesianGaussianMixture or StudentTMixture, as daskgmm fit writes)")
+        takes = "a mixture model (GaussianMixture, BayesianGaussianMixture or StudentTMixture)"
+        if medoids:
+            takes += " or a KMedoids model"
+        raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs {takes}, "
+                             "as daskgmm fit writes")
     return est
 
 
