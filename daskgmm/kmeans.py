@@ -278,7 +278,7 @@ shape (n_samples, n_features)
         dask_batch = is_dask(X)
         if dask_batch:
             data, _, _ = prepare_rows(X, sample_weight, name, cache="none", min_samples=1,
-                                      estimator=self if first else None, accept_sparse=True)
+                                      estimator=self, reset=first, accept_sparse=True)
             d = data.n_features
         else:
             x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True, accept_sparse=True)

@@ -162,6 +162,25 @@ def test_feature_names_from_pandas_and_dask_frames(three_blobs):
             GaussianMixture(3, random_state=0).fit(df).predict(frame)
 
 
+def test_partial_fit_checks_a_dask_frames_columns_as_a_pandas_ones(three_blobs):
+    """A later KMeans.partial_fit batch given as a Dask DataFrame was not checked against the fitted
+    columns: the same columns in another order updated the centres with the features swapped."""
+    X, _ = three_blobs
+    df = pd.DataFrame(X, columns=["eruptions", "waiting"])
+    swapped = df[["waiting", "eruptions"]]
+    for est in (KMeans(3, random_state=0), GaussianMixture(3, random_state=0)):
+        est.fit(df)
+        before = (est.cluster_centers_ if hasattr(est, "cluster_centers_") else est.means_).copy()
+        for batch in (swapped, dd.from_pandas(swapped, npartitions=2)):
+            with pytest.raises(ValueError, match="Feature names must be in the same order"):
+                est.partial_fit(batch)
+        np.testing.assert_array_equal(est.cluster_centers_ if hasattr(est, "cluster_centers_") else est.means_,
+                                      before)
+        est.partial_fit(dd.from_pandas(df, npartitions=2))  # the fitted columns: taken, silently
+        with pytest.raises(ValueError, match="Feature names seen at fit time, yet now missing"):
+            est.partial_fit(dd.from_pandas(df[["waiting"]], npartitions=2))
+
+
 def test_kmeans_partial_fit_continues_fit(three_blobs):
     X, _ = three_blobs
     km = KMeans(3, random_state=0).fit(X[:300])
