@@ -99,6 +99,32 @@ def test_a_glob_of_directories_reads_the_parquet_files_below_them(tmp_path):
     assert g.write_predictions(x, tmp_path / "preds") == 300
 
 
+def test_prediction_ids_are_aligned_with_the_rows_or_named_as_wrong(tmp_path):
+    """``write_predictions(X, path, ids=...)`` takes NumPy or Dask ids, chunked as they come, for
+    every estimator that writes predictions; ids that are not one per row of X are an error saying
+    so. KMedoids took only Dask ids chunked as X ('numpy.ndarray' object has no attribute
+    'to_delayed'; ArrowInvalid for other chunks), and a wrong length was Dask's "Chunks do not add
+    up to shape"."""
+    import dask.array as da
+    import pyarrow.parquet as pq
+
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    rows = da.from_array(X, chunks=100)
+    for est in (GaussianMixture(2, random_state=0, max_iter=5), daskgmm.KMedoids(2, random_state=0)):
+        est.fit(X)
+        for i, (x, ids) in enumerate([(X, np.arange(300) * 7), (rows, np.arange(300) * 7),
+                                      (rows, da.arange(300, chunks=70) * 7)]):
+            out = tmp_path / f"{type(est).__name__}-{i}"
+            assert est.write_predictions(x, out, ids=ids) == 300
+            t = pq.read_table(out)
+            np.testing.assert_array_equal(t.column("id").to_numpy(), np.arange(300) * 7)
+            np.testing.assert_array_equal(t.column("label").to_numpy(), est.predict(X))
+        for ids in (np.arange(10), da.arange(10, chunks=5), np.zeros((300, 2))):
+            with pytest.raises(ValueError, match=r"ids has shape \(\d+(, 2)?,?\); expected \(300,\)"):
+                est.write_predictions(rows, tmp_path / "bad", ids=ids)
+        assert not (tmp_path / "bad").exists()
+
+
 def test_bad_paths_and_columns_are_named(dataset, tmp_path):
     root, _ = dataset
     with pytest.raises(DataError, match="no id column 'nope'"):

@@ -25,6 +25,7 @@ from daskgmm.em.loop import Run
 from daskgmm.engine.cluster import blas_threads
 from daskgmm.fitting.kmeans import checked_centres
 from daskgmm.fitting.mixture import run_lockstep
+from daskgmm.fitting.predict import id_blocks
 from daskgmm.kernels import medoids as kernel
 from daskgmm.kernels import pam
 from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, MedoidRequest, NearestRequest
@@ -254,10 +255,10 @@ def prediction_parts(X, medoids, metric: Dissimilarity, *, ids=None, id_column="
     from dask import delayed
 
     blocks = X.to_delayed().ravel()
-    id_blocks = [None] * len(blocks) if ids is None else list(ids.to_delayed().ravel())
+    id_parts = [None] * len(blocks) if ids is None else id_blocks(ids, X)
     medoids = np.asarray(medoids, np.float64)
     return [delayed(kernel.medoid_part)(b, i, medoids, metric, id_column if ids is not None else None, distance)
-            for b, i in zip(blocks, id_blocks)]
+            for b, i in zip(blocks, id_parts)]
 
 
 # ---------------------------------------------------------------------------

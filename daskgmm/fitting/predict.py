@@ -73,6 +73,22 @@ def apply_mixture(X, nat, centre, what, marginal, n_components):
     return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=dtype, drop_axis=1)
 
 
+def id_blocks(ids, Xd) -> list:
+    """``ids`` (array-like or Dask array, one per row of the Dask array ``Xd``) as Delayed blocks
+    chunked like its rows; ids of another shape are a ValueError saying so."""
+    import dask.array as da
+
+    if not isinstance(ids, da.Array):
+        ids = np.asarray(ids)
+    n = Xd.shape[0]
+    known = not (math.isnan(ids.shape[0]) or math.isnan(n)) if ids.ndim else True
+    if ids.ndim != 1 or (known and ids.shape[0] != n):
+        raise ValueError(f"ids has shape {ids.shape}; expected ({n},): one id per row of X")
+    if not isinstance(ids, da.Array):
+        ids = da.from_array(ids, chunks=(Xd.chunks[0],))
+    return list(ids.rechunk((Xd.chunks[0],)).to_delayed(optimize_graph=False).ravel())
+
+
 def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_column="id", proba=False,
                      loglik=False) -> list:
     """One Delayed column dict per chunk of the Dask array ``Xd`` (label, probabilities, log-likelihood, ids).
@@ -81,13 +97,11 @@ def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_co
     without them there is no id column.
     """
     import dask
-    import dask.array as da
 
     # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
     xb = Xd.to_delayed(optimize_graph=False).ravel()
     if ids is not None:
-        ids = ids if isinstance(ids, da.Array) else da.from_array(np.asarray(ids), chunks=(Xd.chunks[0],))
-        ib = ids.rechunk((Xd.chunks[0],)).to_delayed(optimize_graph=False).ravel()
+        ib = id_blocks(ids, Xd)
     else:
         ib = [None] * len(xb)
         id_column = None
