@@ -142,18 +142,29 @@ def test_bounds_from_other_centres_than_the_last_are_still_bounds(variant):
 
 
 def test_the_store_keeps_at_most_its_bytes_and_forgets_a_fit(monkeypatch):
+    """Over its bytes the store keeps a fit's first blocks (a pass reads them in the same order every time:
+    evicting the oldest would leave none to use) and makes room from other fits'."""
     monkeypatch.setattr(bounds, "STORE_BYTES", 8 * 1000)
     coef = np.zeros((2, 3))
-    for first in range(0, 5000, 500):
-        label, lower, shift = bounds.take("cap", first, 500, coef)
-        assert shift is None
-        bounds.give("cap", first, label, lower, coef)
-    assert bounds.stored_bytes() == 8 * 1000  # the last two blocks
-    assert bounds.take("cap", 0, 500, coef)[2] is None  # evicted: computed in full again
-    label, lower, shift = bounds.take("cap", 4500, 500, coef + [[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]])
-    assert shift[0] >= 5.0 and shift[1] == 0.0
-    bounds.give("cap", 4500, label, lower, coef)
+
+    def one_pass(key, moved=None):
+        got = []
+        for first in range(0, 5000, 500):
+            label, lower, shift = bounds.take(key, first, 500, coef if moved is None else moved)
+            got.append(shift)
+            bounds.give(key, first, label, lower, coef)
+        return got
+
+    assert all(s is None for s in one_pass("cap"))
+    assert bounds.stored_bytes() == 8 * 1000
+    moved = coef + [[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]]
+    shifts = one_pass("cap", moved)
+    assert [s is not None for s in shifts] == [True, True] + [False] * 8  # the first two blocks, every pass
+    assert shifts[0][0] >= 5.0 and shifts[0][1] == 0.0
+    one_pass("other")  # another fit takes the room of the first, which did not forget
+    assert bounds.stored_bytes() == 8 * 1000 and bounds.take("cap", 0, 500, coef)[2] is None
     bounds.forget("cap")
+    bounds.forget("other")
     assert bounds.stored_bytes() == 0 and bounds.counts("cap") == (0, 0)
 
 
@@ -243,3 +254,15 @@ def test_kmeans_elkan_on_the_numpy_path_is_lloyd(monkeypatch):
     finally:
         monkeypatch.undo()
         compiled.reset()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_overlapping_clusters_whose_early_passes_move_whole_sub_blocks(variant, dtype):
+    """Clusters that overlap, from a poor start: in the first passes with bounds every row of a sub-block can fail
+    the bounds' test, and those rows must still be tiled and labelled as themselves."""
+    _needs_core()
+    rng = np.random.default_rng(11)
+    d, k, n = 16, 16, 6000
+    centres = rng.uniform(-10, 10, size=(k, d))
+    x = (centres[rng.integers(0, k, n)] + rng.normal(size=(n, d)) * 5).astype(dtype)
+    assert _passes(x, x[:k].astype(np.float64), f"overlap-{variant}-{dtype.__name__}", steps=8, block_rows=2000) > 0

@@ -1242,9 +1242,10 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
         kb.spared += spared;
     }
     if (ntodo) {
-        // the rows the tiles must see: the sub-block itself when it is all of them (no bounds yet), else
-        // packed (padding: zero rows, computed, never used)
-        const bool all = ntodo == rows;
+        // the rows the tiles must see: the sub-block itself when it is all of them in order (no row had
+        // bounds to test; rows that failed the test come after, in the test's order), else packed
+        // (padding: zero rows, computed, never used)
+        const bool all = ntodo == rows && nown == 0;
         if (!all) {
             for (int64_t t = 0; t < ntodo; t++) {
                 const T* src = eb + todo[t] * dp;

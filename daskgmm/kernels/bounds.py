@@ -10,9 +10,10 @@ results are those of the pass without bounds, bit for bit; only time changes.
 The bounds live here, per process, keyed by the fit's key (a string the caller chooses), the
 block's first global row and its length, each with the centres it refers to. They are a cache:
 a block whose bounds are missing (another worker ran it, a worker restarted, the entry was
-evicted) or refer to other centres than the last ones it saw is computed in full and its
+not kept) or refer to other centres than the last ones it saw is computed in full and its
 bounds written again. Memory: 8 bytes per row and fit, at most :data:`STORE_BYTES` per
-process (the least recently used blocks go first); :func:`forget` drops a fit's.
+process (other fits' blocks, least recently used first, make room; a fit's own blocks beyond
+it are not kept); :func:`forget` drops a fit's.
 
 Pure NumPy; nothing here knows about Dask.
 """
@@ -24,8 +25,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-#: Bytes of bounds one process keeps (8 per row and fit): beyond it the least recently used
-#: blocks' are dropped (and computed in full on their next pass).
+#: Bytes of bounds one process keeps (8 per row and fit): blocks beyond it keep none (and are
+#: computed in full on every pass).
 STORE_BYTES = 512 << 20
 
 #: The relative slack on a centre's move: the core's test must see a move no smaller than the
@@ -73,11 +74,20 @@ def give(key: str, first_row: int, label: np.ndarray, lower: np.ndarray, coef: n
         last = _last.get(key)
         if last is None or last.shape != coef.shape or not np.array_equal(last, coef):
             last = _last[key] = np.array(coef, dtype=np.float64)  # one copy per pass, shared by its blocks
-        _store[(key, first_row, len(label))] = (label, lower, last)
-        _bytes += label.nbytes + lower.nbytes
-        while _bytes > STORE_BYTES and _store:
-            _, (lab, low, _ref) = _store.popitem(last=False)
-            _bytes -= lab.nbytes + low.nbytes
+        size = label.nbytes + lower.nbytes
+        # room is made from other fits' blocks (a fit that ended without forget), least recently used
+        # first; never from this fit's: a pass reads its blocks in the same order every time, so
+        # evicting its oldest would evict every block before its next use. What does not fit is not kept
+        # (those blocks are computed in full on every pass; the others keep their bounds).
+        if _bytes + size > STORE_BYTES:
+            for k in [k for k in _store if k[0] != key]:
+                lab, low, _ref = _store.pop(k)
+                _bytes -= lab.nbytes + low.nbytes
+                if _bytes + size <= STORE_BYTES:
+                    break
+        if _bytes + size <= STORE_BYTES:
+            _store[(key, first_row, len(label))] = (label, lower, last)
+            _bytes += size
         c = _counts.setdefault(key, [0, 0])
         c[0] += int(spared)
         c[1] += len(label)
