@@ -55,7 +55,7 @@ def _passes(x, centres, key, *, steps, w=None, block_rows=700, perturb=None, n_w
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d, k", [(1, 2), (2, 3), (3, 1), (7, 5), (9, 6), (16, 16), (17, 33), (5, 9)])
+@pytest.mark.parametrize("d, k", [(1, 2), (2, 3), (3, 1), (7, 5), (9, 6), (16, 16), (17, 33), (5, 9), (3, 300)])
 def test_bounds_give_the_same_bits_as_lloyd(variant, dtype, d, k):
     """Every variant, both dtypes, D across the unrolled statistics and K across the tiles' groups, with
     weights and rows with NaN (left out): the same statistics and inertia at every Lloyd step."""

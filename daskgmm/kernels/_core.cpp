@@ -1182,9 +1182,10 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
     const bool ref = kb.shift != nullptr && c.valid;
     // the rows with bounds, by their component's vector (a counting sort), packed: the own logits of a
     // vector's rows share its coefficients
-    constexpr int64_t MAXV = 64;
-    int64_t start[MAXV + 1] = {0};
+    constexpr int64_t MAXV = 1024;  // vectors of components counted on the stack (K up to 4096 float64)
+    int64_t start[MAXV + 1];
     const bool sortable = hm.kv <= MAXV;
+    for (int64_t g = 0; sortable && g <= hm.kv; g++) start[g] = 0;
     for (int64_t i = 0; i < rows; i++) {
         label[i] = 0;
         if (skip[i]) continue;
@@ -1260,13 +1261,20 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
         }
         int64_t lab2[HROWS + 8];
         hard_second<T>(hm, all ? eb : ks.eb2, all ? sb : ks.sb2, ntodo, dp, d, lab2, ks.best, ks.second);
+        // locals, as above
+        const KBoundsConsts cc = c;
+        float* const lower = kb.lower + a;
+        int32_t* const klabel = kb.label + a;
+        double* const per_row = hm.per_row + a;
+        const T quad = hm.quad[0];
+        const bool one_quad = hm.one_quad;
         for (int64_t t = 0; t < ntodo; t++) {
             const int64_t i = todo[t];
             label[i] = lab2[t];
-            const T b = hm.one_quad ? with_quad<T>(sb[i], hm.quad[0], ks.best[t]) : ks.best[t];
-            hm.per_row[a + i] = (double)b;
-            kb.label[a + i] = (int32_t)lab2[t];
-            kb.lower[a + i] = c.valid ? kb_lower(c, (double)sb[i], (double)ks.second[t]) : 0.0f;
+            const T b = one_quad ? with_quad<T>(sb[i], quad, ks.best[t]) : ks.best[t];
+            per_row[i] = (double)b;
+            klabel[i] = (int32_t)lab2[t];
+            lower[i] = cc.valid ? kb_lower(cc, (double)sb[i], (double)ks.second[t]) : 0.0f;
         }
     }
     for (int64_t i = 0; i < rows; i++)
