@@ -74,9 +74,13 @@ default="k-means||"
         Accepted for scikit-learn compatibility: daskgmm never modifies X (rows
         are shifted inside each block), so both values behave the same.
     algorithm : {"lloyd", "elkan"}, default="lloyd"
-        Accepted for scikit-learn compatibility; both run Lloyd's algorithm,
-        whose result Elkan's only accelerates (Elkan's bounds are per-row state
-        that a pass over data larger than memory cannot keep).
+        Both give the same result, bit for bit. "elkan" keeps, between passes, each row's
+        label and a lower bound of its distance to the other centres (Hamerly's single bound
+        rather than Elkan's K: 8 bytes per row, in the memory of the process that runs the
+        row's pass), so a row whose label cannot change skips its distances to the other
+        centres; it pays when clusters are well formed and many iterations run (see the
+        README). It applies with one restart (``n_init=1``) and dense rows, and with the
+        compiled core; otherwise both run Lloyd's passes.
     cache : {"auto", "memory", "none"}, default="auto"
     chunk_size : int, optional
         Rows per chunk for in-memory input.
@@ -223,7 +227,8 @@ shape (n_samples, n_features)
             print(f"Initialization complete ({seconds:.3f}s)")
         tol = kmeans_tolerance(scan.variance, self.tol)
         fit = fitting_kmeans.fit_lloyd(data, centre, starts, tol=tol, max_iter=self.max_iter,
-                                       on_iteration=kmeans_report(tol) if self.verbose else None)
+                                       on_iteration=kmeans_report(tol) if self.verbose else None,
+                                       bounds=self.algorithm == "elkan" and k > 1)
         r = fit.runs[fit.best]
         set_attributes(self, fitting_kmeans.lloyd_attributes(fit, data.dtype))
         distinct = int(np.count_nonzero(self.counts_ > 0))

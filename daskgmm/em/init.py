@@ -305,9 +305,11 @@ def kmeans_tolerance(variance, tol: float) -> float:
 
 
 def lloyd(data: ChunkedData, centre, centers: list[np.ndarray], *, max_iter: int, tol_scaled: float,
-          callback=None) -> list[Run]:
-    """Lloyd's algorithm on the cluster, every start in lockstep (one pass per iteration)."""
-    runs = [Run(KMeansState(np.asarray(c, dtype=np.float64), tol=tol_scaled), objective=np.inf) for c in centers]
+          callback=None, bounds: str | None = None) -> list[Run]:
+    """Lloyd's algorithm on the cluster, every start in lockstep (one pass per iteration); ``bounds``:
+    the key under which the passes keep the rows' bounds (:attr:`KMeansState.bounds`)."""
+    runs = [Run(KMeansState(np.asarray(c, dtype=np.float64), tol=tol_scaled, bounds=bounds), objective=np.inf)
+            for c in centers]
     return lockstep(data, runs, centre=centre, max_iter=max_iter, callback=callback)
 
 

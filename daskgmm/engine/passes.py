@@ -41,7 +41,7 @@ from daskgmm.engine.cluster import (
 )
 from daskgmm.engine.placement import persist_local, persist_placed, should_persist
 from daskgmm.engine.tree import children, merge_levels, subtree_merges
-from daskgmm.kernels import SampleRequest, ScanRequest, chunk_pass, merge_partials
+from daskgmm.kernels import SampleRequest, ScanRequest, bounds, chunk_pass, merge_partials
 
 #: The first scan also draws a uniform sample of rows (by sample weight, keyed by
 #: row number: the same rows for any chunking) for the initialisations: at most this
@@ -456,6 +456,18 @@ class ChunkedData:
         wait_bounded(client, futures)  # never wait forever on a cluster that cannot finish
         values = dict(zip([f.key for f in futures], client.gather(futures)))
         return [values[f.key] if node is None else values[f.key][node] for f, node in top]
+
+    def release(self, key: str) -> None:
+        """Drop what the passes kept in the memory of this process and of the workers under ``key``
+        (k-means' bounds, :mod:`daskgmm.kernels.bounds`), waiting at most ``STALL_SECONDS``: a worker
+        that does not answer keeps them until its store's bound pushes them out."""
+        bounds.forget(key)
+        if self.client is None:
+            return
+        try:
+            self.client.run(bounds.forget, key, on_error="return", callback_timeout=STALL_SECONDS)
+        except Exception:  # the cluster went away or did not answer in time: nothing is lost but memory
+            pass
 
     def scan(self):
         """Rows, weighted mean and variance, non-finite counts (one pass, cached).

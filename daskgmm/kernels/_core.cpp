@@ -825,12 +825,18 @@ static inline void lanes_best(typename Lanes<T>::V bv, typename Lanes<T>::V bi, 
     at = (int64_t)i;
 }
 
+// A k-means row's largest logit with the shared quadratic term added (one expression, so that every
+// path that computes it rounds it the same way).
+template <class T> static inline T with_quad(T s, T quad, T best) { return s * quad + best; }
+
 // Logits of the components in vectors g0 .. g0 + G - 1 for the RT rows at e (stride dp) with
 // squared norms s; each row's best per lane (bv, bi) replaced where this group's is strictly
 // greater (so ties keep the earlier component).
-template <class T, int G, int RT>
+// SEC: also each lane's second-best logit in b2 (every value seen, ties included), for k-means' bounds
+// (see hard_bounded); the arg-max is computed the same way either way.
+template <class T, int G, int RT, bool SEC = false>
 static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, const T* s, int64_t dp, int64_t d,
-                              typename Lanes<T>::V* bv, typename Lanes<T>::V* bi) {
+                              typename Lanes<T>::V* bv, typename Lanes<T>::V* bi, typename Lanes<T>::V* b2 = nullptr) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t kw = hm.kv * W;
@@ -857,6 +863,18 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
     }
     V comp[G];  // the component of each lane
     for (int v = 0; v < G; v++) comp[v] = load<T>(hm.ids + (g0 + v) * W);
+    if constexpr (SEC) {
+        const V ninf = splat<T>(-(T)__builtin_inf());
+        for (int r = 0; r < RT; r++) {
+            V run = g0 == 0 ? ninf : bv[r], sec = g0 == 0 ? ninf : b2[r];
+            for (int v = 0; v < G; v++) {
+                const V lo = acc[r][v] < run ? acc[r][v] : run;
+                sec = lo > sec ? lo : sec;
+                run = acc[r][v] > run ? acc[r][v] : run;
+            }
+            b2[r] = sec;
+        }
+    }
     for (int r = 0; r < RT; r++) {
         V m = acc[r][0], at = comp[0];
         for (int v = 1; v < G; v++) {
@@ -875,19 +893,19 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
     }
 }
 
-template <class T, int RT, int G> struct HardGroups {
+template <class T, int RT, int G, bool SEC = false> struct HardGroups {
     static void run(const HardModel<T>& hm, int64_t g0, int64_t ng, const T* e, const T* s, int64_t dp, int64_t d,
-                    typename Lanes<T>::V* bv, typename Lanes<T>::V* bi) {
+                    typename Lanes<T>::V* bv, typename Lanes<T>::V* bi, typename Lanes<T>::V* b2 = nullptr) {
         if (ng == G) {
-            hard_group<T, G, RT>(hm, g0, e, s, dp, d, bv, bi);
+            hard_group<T, G, RT, SEC>(hm, g0, e, s, dp, d, bv, bi, b2);
         } else {
-            HardGroups<T, RT, G - 1>::run(hm, g0, ng, e, s, dp, d, bv, bi);
+            HardGroups<T, RT, G - 1, SEC>::run(hm, g0, ng, e, s, dp, d, bv, bi, b2);
         }
     }
 };
-template <class T, int RT> struct HardGroups<T, RT, 0> {
+template <class T, int RT, bool SEC> struct HardGroups<T, RT, 0, SEC> {
     static void run(const HardModel<T>&, int64_t, int64_t, const T*, const T*, int64_t, int64_t,
-                    typename Lanes<T>::V*, typename Lanes<T>::V*) {}
+                    typename Lanes<T>::V*, typename Lanes<T>::V*, typename Lanes<T>::V* = nullptr) {}
 };
 
 // W doubles from W values of type T at p, at any alignment.
@@ -955,7 +973,7 @@ void hard_tiles(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned
         for (int64_t r = 0; r < n; r++) {
             T best;
             lanes_best<T>(bv[r], bi[r], best, label[i + r]);
-            if (hm.one_quad) best = sb[i + r] * hm.quad[0] + best;
+            if (hm.one_quad) best = with_quad<T>(sb[i + r], hm.quad[0], best);
             hm.per_row[a + i + r] = skip[i + r] ? 0.0 : (double)best;
         }
     }
@@ -985,12 +1003,302 @@ void hard_model(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned
     else hard_tiles<T, hard_rt(4)>(hm, eb, sb, skip, w, a, rows, dp, d, pf, pf_end);
 }
 
+// ---------------------------------------------------------------- k-means' bounds (algorithm="elkan")
+//
+// Hamerly's bounds with an exact upper one. A k-means logit is f_k(e) = c_k + l_k . e, its shared
+// quadratic term q s (q < 0, s = |e|^2) added after the arg-max. With r = -1 / q, m_k = r l_k / 2 and
+// b_k = c_k + r |l_k|^2 / 4 (0 but for rounding), |e - m_k|^2 = s - r (f_k - b_k) exactly. Each row
+// keeps its label a and a lower bound lo of its distance to every other m_j. When the m_j move, by
+// shift[j], lo - max_{j != a} shift[j] bounds the new distances from below (triangle inequality);
+// the row's logit of a is computed as the tiles compute it (the same bits: the inertia needs it
+// anyway), which bounds |e - m_a| from above, and when the gap between the two squared distances
+// exceeds what rounding can do to the computed logits, the tiles would choose a again, so they are
+// not run. The statistics are then added in the same order from the same labels: the same bits
+// as the pass without bounds, however many rows were spared.
+struct KBounds {
+    int32_t* label;       // (n) each row's component at the reference coefficients (-1: none)
+    float* lower;         // (n) a lower bound of its distance to every other component's
+    const double* shift;  // (k) how far each component's m_k moved since the reference; null: no reference
+    int64_t spared = 0;   // rows whose tiles were not run
+};
+
+// What rounding can do (see above), from a model's coefficients: the computed logit of a row with
+// squared norm s differs from f_k by at most gamma (cmax + lmax sqrt(s)) (kb_err).
+struct KBoundsConsts {
+    double gamma, cmax, lmax, bmin, bmax, r;
+    int64_t top = 0;      // the component that moved most
+    double first = 0, second = 0;  // the largest shift, and the largest of the others
+    bool valid = false;   // every component's quadratic term the same (k-means)
+};
+
+template <class T>
+KBoundsConsts kbounds_consts(const HardModel<T>& hm, int64_t k, int64_t d, const double* shift) {
+    KBoundsConsts c;
+    c.valid = hm.one_quad && k > 0 && hm.quad[0] < 0;
+    c.r = c.valid ? -1.0 / (double)hm.quad[0] : 1.0;
+    const int64_t kw = hm.kv * Lanes<T>::W;
+    const double u = sizeof(T) == 8 ? 0x1p-53 : 0x1p-24;
+    // d + 1 products and sums in T per logit (2 d + 2 roundings without fused multiply-adds), the
+    // squared norm's d, and this double arithmetic: a generous factor
+    c.gamma = (2.0 * (double)d + 8.0) * u * 1.25;
+    c.cmax = c.lmax = 0.0;
+    c.bmin = __builtin_inf();
+    c.bmax = -__builtin_inf();
+    for (int64_t j = 0; j < k; j++) {
+        double l2 = 0.0;
+        for (int64_t f = 0; f < d; f++) {
+            const double v = (double)hm.lin[f * kw + j];
+            l2 += v * v;
+        }
+        const double cj = (double)hm.cons[j];
+        const double b = cj + 0.25 * c.r * l2;
+        c.cmax = (cj < 0 ? -cj : cj) > c.cmax ? (cj < 0 ? -cj : cj) : c.cmax;
+        c.lmax = l2 > c.lmax * c.lmax ? __builtin_sqrt(l2) : c.lmax;
+        c.bmin = b < c.bmin ? b : c.bmin;
+        c.bmax = b > c.bmax ? b : c.bmax;
+    }
+    // b_k's own rounding in double
+    const double slack = 16.0 * 0x1p-53 * (c.cmax + c.r * c.lmax * c.lmax);
+    c.bmin -= slack;
+    c.bmax += slack;
+    if (shift) {
+        for (int64_t j = 0; j < k; j++)
+            if (shift[j] > c.first) c.first = shift[j], c.top = j;
+        for (int64_t j = 0; j < k; j++)
+            if (j != c.top && shift[j] > c.second) c.second = shift[j];
+    }
+    return c;
+}
+
+// A float no larger than v >= 0 (or +inf), without a branch: the nearest float to v (1 - 2^-23) is within
+// 2^-24 v of it (a float's spacing is at most 2^-23 of its value), so below v.
+static inline float float_below(double v) { return (float)(v * (1.0 - 0x1p-23)); }
+
+// err(s) without a square root: lmax sqrt(s) <= (s + lmax^2) / 2.
+static inline double kb_err(const KBoundsConsts& c, double s) {
+    return c.gamma * (c.cmax + 0.5 * (s * (1.0 + c.gamma) + c.lmax * c.lmax));
+}
+
+// The lower bound of a row's distance to every component but its own, from its second-largest logit.
+static inline float kb_lower(const KBoundsConsts& c, double s, double second) {
+    if (second == -__builtin_inf()) return __builtin_inff();  // one component
+    const double err = kb_err(c, s);
+    const double lo2 = s * (1.0 - c.gamma) - c.r * (second + err - c.bmin);
+    return lo2 > 0.0 ? float_below(__builtin_sqrt(lo2) * (1.0 - 1e-12)) : 0.0f;
+}
+
+// Logits of each row's own component computed as the tiles compute them (the same multiply-adds in
+// the same order on the same lane: hard_group), for rows packed at e2 (stride dp) whose components
+// lie in vector g: RT rows at a time share each feature's coefficients, as the tiles' rows do.
+template <class T, int RT>
+static void own_logits(const HardModel<T>& hm, const T* e2, int64_t dp, int64_t d, int64_t g, const int64_t* label,
+                       int64_t nr, T* out) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    const int64_t kw = hm.kv * W;
+    const T* lin = hm.lin + g * W;
+    const V c0 = load<T>(hm.cons + g * W);
+    int64_t i = 0;
+    for (; i + RT <= nr; i += RT) {
+        V acc[RT];
+        for (int r = 0; r < RT; r++) acc[r] = c0;
+        const T* e = e2 + i * dp;
+        for (int64_t j = 0; j < d; j++) {
+            V t = load<T>(lin + j * kw);
+            DG_IN_REGISTER(t);
+            for (int r = 0; r < RT; r++) acc[r] = splat<T>(e[r * dp + j]) * t + acc[r];
+        }
+        for (int r = 0; r < RT; r++) out[i + r] = acc[r][label[i + r] % W];
+    }
+    for (; i < nr; i++) {
+        V acc = c0;
+        const T* e = e2 + i * dp;
+        for (int64_t j = 0; j < d; j++) acc = splat<T>(e[j]) * load<T>(lin + j * kw) + acc;
+        out[i] = acc[label[i] % W];
+    }
+}
+
+// Labels, largest and second-largest logits of rows 0 .. rows - 1 at eb (the tiles of hard_tiles).
+template <class T, int RT>
+static void hard_tiles_second(const HardModel<T>& hm, const T* eb, const T* sb, int64_t rows, int64_t dp, int64_t d,
+                              int64_t* label, T* best, T* second) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    V bv[RT], bi[RT], b2[RT];
+    for (int64_t i = 0; i < rows; i += RT) {
+        for (int64_t g0 = 0; g0 < hm.kv; g0 += HG) {
+            const int64_t ng = hm.kv - g0 < HG ? hm.kv - g0 : HG;
+            HardGroups<T, RT, HG, true>::run(hm, g0, ng, eb + i * dp, sb + i, dp, d, bv, bi, b2);
+        }
+        const int64_t n = rows - i < RT ? rows - i : RT;
+        for (int64_t r = 0; r < n; r++) {
+            T b;
+            lanes_best<T>(bv[r], bi[r], b, label[i + r]);
+            // the largest of every lane's second and of the other lanes' best; the best again when two
+            // lanes hold it (no branch per lane: which lanes is data)
+            const auto eq = bv[r] == splat<T>(b);
+            const V o = eq ? splat<T>(-(T)__builtin_inf()) : bv[r];
+            const V m2 = o > b2[r] ? o : b2[r];
+            T sec = m2[0];
+            int ties = eq[0] != 0;
+            for (int l = 1; l < W; l++) {
+                sec = m2[l] > sec ? m2[l] : sec;
+                ties += eq[l] != 0;
+            }
+            best[i + r] = b;
+            second[i + r] = ties > 1 ? b : sec;
+        }
+    }
+}
+
+template <class T>
+static void hard_second(const HardModel<T>& hm, const T* eb, const T* sb, int64_t rows, int64_t dp, int64_t d,
+                        int64_t* label, T* best, T* second) {
+    const int64_t g = hm.kv < HG ? hm.kv : HG;
+    if (g == 1) hard_tiles_second<T, hard_rt(1)>(hm, eb, sb, rows, dp, d, label, best, second);
+    else if (g == 2) hard_tiles_second<T, hard_rt(2)>(hm, eb, sb, rows, dp, d, label, best, second);
+    else if (g == 3) hard_tiles_second<T, hard_rt(3)>(hm, eb, sb, rows, dp, d, label, best, second);
+    else hard_tiles_second<T, hard_rt(4)>(hm, eb, sb, rows, dp, d, label, best, second);
+}
+
+// Scratch of hard_bounded, per sub-block.
+template <class T> struct KScratch {
+    T* eb2;  // ((HROWS + 8) x dp) the rows the tiles must see, packed
+    T* sb2;
+    T* best;
+    T* second;
+    T* own;
+};
+
+// One model's sub-block (as hard_tiles) with k-means' bounds kb from row a: the rows the bounds
+// cannot settle go through the tiles (with their second-largest logits, for the new bounds).
+template <class T>
+void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBounds& kb, KScratch<T>& ks,
+                  const T* eb, const T* sb, const unsigned char* skip, const double* w, int64_t a, int64_t rows,
+                  int64_t dp, int64_t d) {
+    constexpr int W = Lanes<T>::W;
+    int64_t label[HROWS + 8], order[HROWS + 8], own_label[HROWS + 8], todo[HROWS + 8];
+    int64_t ntodo = 0, nown = 0;
+    const bool ref = kb.shift != nullptr && c.valid;
+    // the rows with bounds, by their component's vector (a counting sort), packed: the own logits of a
+    // vector's rows share its coefficients
+    constexpr int64_t MAXV = 1024;  // vectors of components counted on the stack (K up to 4096 float64)
+    int64_t start[MAXV + 1];
+    const bool sortable = hm.kv <= MAXV;
+    for (int64_t g = 0; sortable && g <= hm.kv; g++) start[g] = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        label[i] = 0;
+        if (skip[i]) continue;
+        const int64_t l = kb.label[a + i];
+        if (ref && sortable && l >= 0 && l < k) {
+            start[l / W + 1]++;
+            nown++;
+        } else {
+            todo[ntodo++] = i;
+        }
+    }
+    if (nown) {
+        for (int64_t g = 0; g < hm.kv; g++) start[g + 1] += start[g];
+        int64_t fill[MAXV];
+        for (int64_t g = 0; g < hm.kv; g++) fill[g] = start[g];
+        for (int64_t i = 0; i < rows; i++) {
+            if (skip[i]) continue;
+            const int64_t l = kb.label[a + i];
+            if (!(ref && sortable && l >= 0 && l < k)) continue;
+            const int64_t o = fill[l / W]++;
+            order[o] = i;
+            own_label[o] = l;
+            const T* src = eb + i * dp;
+            T* dst = ks.eb2 + o * dp;
+            for (int64_t j = 0; j < dp; j += W) store<T>(dst + j, load<T>(src + j));  // dp: whole vectors
+        }
+        for (int64_t g = 0; g < hm.kv; g++)
+            if (start[g + 1] > start[g])
+                own_logits<T, 8>(hm, ks.eb2 + start[g] * dp, dp, d, g, own_label + start[g], start[g + 1] - start[g],
+                                 ks.own + start[g]);
+    }
+    {
+        // the constants and pointers in locals: the stores below would otherwise make the compiler load
+        // them again for every row
+        const KBoundsConsts cc = c;
+        float* const lower = kb.lower + a;
+        double* const per_row = hm.per_row + a;
+        const T quad = hm.quad[0];
+        int64_t spared = 0;
+        for (int64_t o = 0; o < nown; o++) {
+            const int64_t i = order[o], l = own_label[o];
+            const double s = (double)sb[i], f = (double)ks.own[o];
+            const double err = kb_err(cc, s);
+            const double up2 = s * (1.0 + cc.gamma) - cc.r * (f - err - cc.bmax);  // >= |e - m_a|^2
+            const double lo = (double)lower[i] * (1.0 - 1e-12) - (l == cc.top ? cc.second : cc.first);
+            if (lo > 0.0 && lo * lo * (1.0 - 1e-12) > up2 * (1.0 + 1e-12) + cc.r * (2.0 * err + cc.bmax - cc.bmin)) {
+                label[i] = l;
+                lower[i] = float_below(lo);
+                per_row[i] = (double)with_quad<T>(sb[i], quad, ks.own[o]);
+                spared++;
+            } else {
+                todo[ntodo++] = i;
+            }
+        }
+        kb.spared += spared;
+    }
+    if (ntodo) {
+        // the rows the tiles must see: the sub-block itself when it is all of them in order (no row had
+        // bounds to test; rows that failed the test come after, in the test's order), else packed
+        // (padding: zero rows, computed, never used)
+        const bool all = ntodo == rows && nown == 0;
+        if (!all) {
+            for (int64_t t = 0; t < ntodo; t++) {
+                const T* src = eb + todo[t] * dp;
+                T* dst = ks.eb2 + t * dp;
+                for (int64_t j = 0; j < dp; j += W) store<T>(dst + j, load<T>(src + j));  // dp: whole vectors
+                ks.sb2[t] = sb[todo[t]];
+            }
+            for (int64_t t = ntodo; t < ntodo + 8; t++) {
+                std::memset(ks.eb2 + t * dp, 0, sizeof(T) * (size_t)dp);
+                ks.sb2[t] = 0;
+            }
+        }
+        int64_t lab2[HROWS + 8];
+        hard_second<T>(hm, all ? eb : ks.eb2, all ? sb : ks.sb2, ntodo, dp, d, lab2, ks.best, ks.second);
+        // locals, as above
+        const KBoundsConsts cc = c;
+        float* const lower = kb.lower + a;
+        int32_t* const klabel = kb.label + a;
+        double* const per_row = hm.per_row + a;
+        const T quad = hm.quad[0];
+        const bool one_quad = hm.one_quad;
+        for (int64_t t = 0; t < ntodo; t++) {
+            const int64_t i = todo[t];
+            label[i] = lab2[t];
+            const T b = one_quad ? with_quad<T>(sb[i], quad, ks.best[t]) : ks.best[t];
+            per_row[i] = (double)b;
+            klabel[i] = (int32_t)lab2[t];
+            lower[i] = cc.valid ? kb_lower(cc, (double)sb[i], (double)ks.second[t]) : 0.0f;
+        }
+    }
+    for (int64_t i = 0; i < rows; i++)
+        if (skip[i]) {
+            hm.per_row[a + i] = 0.0;
+            kb.label[a + i] = -1;
+            kb.lower[a + i] = 0.0f;
+        }
+    switch (d / Lanes<double>::W) {
+        case 0: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 1: add_labelled<T, 1>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 2: add_labelled<T, 2>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 3: add_labelled<T, 3>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 4: add_labelled<T, 4>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        default: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+    }
+}
+
 // The hard spherical pass (see above): models' statistics S (nw, d + 2) and per_row (nm, n), theta
 // (nw, d + 2) at level 0. Returns the rows with NaN (left out of every model), or -1 when memory
 // ran out.
 template <class T>
 int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta,
-                 const int64_t* bounds, int64_t nm, double* S, double* per_row) {
+                 const int64_t* bounds, int64_t nm, double* S, double* per_row, KBounds* kb = nullptr) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t nf = d + 2;
@@ -1007,8 +1315,20 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
     constexpr int WD = Lanes<double>::W;
     const int64_t sp = (d + 2 + WD - 1) / WD * WD;
     const size_t bytes_sum = round64(sizeof(double) * (size_t)(bounds[nm] * sp));
-    char* mem = (char*)std::aligned_alloc(64, bytes_coef + bytes_e + bytes_s + bytes_c + bytes_skip + bytes_m + bytes_sum);
+    // k-means' bounds: the packed rows and their results (KScratch)
+    const size_t bytes_kb = kb ? bytes_e + 4 * bytes_s : 0;
+    char* mem = (char*)std::aligned_alloc(64, bytes_coef + bytes_e + bytes_s + bytes_c + bytes_skip + bytes_m + bytes_sum +
+                                                  bytes_kb);
     if (!mem) return -1;
+    KScratch<T> ks{};
+    if (kb) {
+        char* q = mem + bytes_coef + bytes_e + bytes_s + bytes_c + bytes_skip + bytes_m + bytes_sum;
+        ks.eb2 = (T*)q;
+        ks.sb2 = (T*)(q + bytes_e);
+        ks.best = (T*)(q + bytes_e + bytes_s);
+        ks.second = (T*)(q + bytes_e + 2 * bytes_s);
+        ks.own = (T*)(q + bytes_e + 3 * bytes_s);
+    }
     double* sums = (double*)(mem + bytes_coef + bytes_e + bytes_s + bytes_c + bytes_skip + bytes_m);
     std::memset(sums, 0, bytes_sum);
     T* cf = (T*)mem;
@@ -1042,6 +1362,8 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
         for (int64_t c = 1; c < k; c++) one_quad &= quad[c] == quad[0];
         hm[m] = HardModel<T>{kv, lin, quad, cons, ids, one_quad, sums + lo * sp, sp, per_row + m * n};
     }
+    KBoundsConsts kc;
+    if (kb) kc = kbounds_consts<T>(hm[0], bounds[1], d, kb->shift);
     int64_t incomplete = 0;
     for (int64_t a = 0; a < n; a += HROWS) {
         const int64_t rows = n - a < HROWS ? n - a : HROWS;
@@ -1089,6 +1411,12 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
         // rows contiguous: the next sub-block is one range of bytes (columns: d streams the hardware follows)
         const char* pf = x.by_rows() && a + rows < n ? x.from(a + rows) : nullptr;
         const char* pf_end = x.from(n);
+        if (kb) {  // one model (checked by the caller)
+            if (pf)
+                for (const char* o = pf; o < pf + (int64_t)sizeof(T) * d * HROWS && o < pf_end; o += 64) __builtin_prefetch(o);
+            hard_bounded<T>(hm[0], bounds[1], kc, *kb, ks, eb, sb, skip, w, a, rows, dp, d);
+            continue;
+        }
         for (int64_t m = 0; m < nm; m++)
             if (bounds[m + 1] > bounds[m]) {
                 hard_model<T>(hm[m], eb, sb, skip, w, a, rows, dp, d, pf, pf_end);
@@ -1988,11 +2316,12 @@ template <class T> void marginal_acc_tiles(const Work<T>& k, MarginalModel& md, 
 template <class T>
 int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
               const int64_t* bounds, const int64_t* modes, int64_t nm, double* S, double* per_row, double* rlogr,
-              int64_t sub_rows, const double* const* mmeans, const double* const* mfactor, const int* mfull) {
+              int64_t sub_rows, const double* const* mmeans, const double* const* mfactor, const int* mfull,
+              KBounds* kb = nullptr) {
     if (level == 0 && !mmeans) {  // k-means and spherical classification EM: their own path
         bool all_hard = true;
         for (int64_t m = 0; m < nm; m++) all_hard &= (modes[m] & 1) != 0;
-        if (all_hard) return run_hard<T>(x, n, d, centre64, w, theta, bounds, nm, S, per_row);
+        if (all_hard) return run_hard<T>(x, n, d, centre64, w, theta, bounds, nm, S, per_row, kb);
     }
     constexpr int W = Lanes<T>::W;
     // float32 lanes are added into float64 every this many rows: sums of at most 2048 / W terms
@@ -2697,10 +3026,11 @@ char elem_code(const Py_buffer& v) {
     if (c == 'd' && v.itemsize == 8) return 'd';
     if (c == 'f' && v.itemsize == 4) return 'f';
     if ((c == 'q' || c == 'l') && v.itemsize == 8) return 'q';
+    if ((c == 'i' || c == 'l') && v.itemsize == 4) return 'i';
     return 0;
 }
 
-const char* code_name(char c) { return c == 'd' ? "float64" : c == 'f' ? "float32" : "int64"; }
+const char* code_name(char c) { return c == 'd' ? "float64" : c == 'f' ? "float32" : c == 'i' ? "int32" : "int64"; }
 
 // Get a C-contiguous buffer of ``ndim`` dimensions and element type ``want`` ('d', 'f', 'q', or
 // 'x' for float32 or float64), writable if asked; shapes checked by the caller.
@@ -2799,7 +3129,13 @@ const char* mixture_block_doc =
     "model m: means (K, D) float64 about centre, factor float64 the precision Cholesky factors\n"
     "U (P = U U^T), (K, D, D) full (tied: repeated) or (K, D) diagonal (spherical: repeated).\n"
     "Such a model scores a row with NaN by the density of its observed features and adds the\n"
-    "expected statistics of its completions (per_row: log p(x_o)). Returns the rows with NaN.";
+    "expected statistics of its completions (per_row: log p(x_o)). Returns the rows with NaN.\n\n"
+    "kmeans_bounds: None, or (label, lower, shift) for one hard model at level 0 that marginalises\n"
+    "nothing (k-means): label (n,) int32 and lower (n,) float32, each row's component and a lower bound\n"
+    "of its distance to the others' coefficients, read (when shift is not None) and written; shift\n"
+    "(K,) float64 or None: how far each component's coefficients moved since label and lower were\n"
+    "written (None: they were not). The rows the bounds settle skip the arg-max's tiles; the results\n"
+    "are those of the pass without bounds, bit for bit. Returns (rows with NaN, rows spared) then.";
 
 // One model's (means, factor) for marginalising, checked: means (k, d), factor (k, d, d) or (k, d).
 bool get_marginal(PyObject* entry, int64_t m, int64_t k, int64_t d, Buf& mb, Buf& fb, int& full) {
@@ -2943,12 +3279,12 @@ bool get_block_args(PyObject* ox, PyObject* oc, PyObject* ow, PyObject* oth, PyO
 
 PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"x", "centre", "w", "theta", "level", "bounds", "modes", "S",
-                                   "per_row", "rlogr", "sub_rows", "marginal", nullptr};
-    PyObject *ox, *oc, *ow, *oth, *ob, *om, *oS, *op, *orl, *omarg = Py_None;
+                                   "per_row", "rlogr", "sub_rows", "marginal", "kmeans_bounds", nullptr};
+    PyObject *ox, *oc, *ow, *oth, *ob, *om, *oS, *op, *orl, *omarg = Py_None, *okb = Py_None;
     int level;
     long long sub_rows = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|LO:mixture_block", (char**)kwlist, &ox, &oc, &ow, &oth,
-                                     &level, &ob, &om, &oS, &op, &orl, &sub_rows, &omarg))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|LOO:mixture_block", (char**)kwlist, &ox, &oc, &ow, &oth,
+                                     &level, &ob, &om, &oS, &op, &orl, &sub_rows, &omarg, &okb))
         return nullptr;
     BlockArgs a;
     if (!get_block_args(ox, oc, ow, oth, ob, level, sub_rows, a)) return nullptr;
@@ -2971,6 +3307,35 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!get(orl, rl, "rlogr", 1, 'd', true) || !shape_is(rl, "rlogr", nm)) return nullptr;
     MarginalArgs marg;  // the models that marginalise missing values
     if (!marg.parse(omarg, nm, bounds, d)) return nullptr;
+    Buf kl, klo, ksh;
+    KBounds kbv{};
+    KBounds* kb = nullptr;
+    if (okb != Py_None) {
+        if (!PyTuple_Check(okb) || PyTuple_GET_SIZE(okb) != 3) {
+            PyErr_Format(PyExc_ValueError, "kmeans_bounds must be None or a tuple (label, lower, shift), got %R",
+                         (PyObject*)Py_TYPE(okb));
+            return nullptr;
+        }
+        if (nm != 1 || level != 0 || !(modes[0] & 1) || omarg != Py_None || bounds[1] < 1) {
+            PyErr_SetString(PyExc_ValueError, "kmeans_bounds needs one hard model with components at level 0 that "
+                                              "marginalises nothing (k-means)");
+            return nullptr;
+        }
+        if (!get(PyTuple_GET_ITEM(okb, 0), kl, "kmeans_bounds label", 1, 'i', true) ||
+            !shape_is(kl, "kmeans_bounds label", n) ||
+            !get(PyTuple_GET_ITEM(okb, 1), klo, "kmeans_bounds lower", 1, 'f', true) ||
+            !shape_is(klo, "kmeans_bounds lower", n))
+            return nullptr;
+        kbv.label = (int32_t*)kl.view.buf;
+        kbv.lower = (float*)klo.view.buf;
+        PyObject* osh = PyTuple_GET_ITEM(okb, 2);
+        if (osh != Py_None) {
+            if (!get(osh, ksh, "kmeans_bounds shift", 1, 'd', false) || !shape_is(ksh, "kmeans_bounds shift", bounds[1]))
+                return nullptr;
+            kbv.shift = (const double*)ksh.view.buf;
+        }
+        kb = &kbv;
+    }
     int64_t rc;
     const double* wp = weighted ? (const double*)w.view.buf : nullptr;
     const double* const* mm = marg.mmeans.get();
@@ -2980,13 +3345,14 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (dt == 'd')
         rc = run_block<double>(Rows<double>{(const double*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
                                (const double*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
+                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb);
     else
         rc = run_block<float>(Rows<float>{(const float*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
                               (const float*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl);
+                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb);
     Py_END_ALLOW_THREADS
     if (rc < 0) return PyErr_NoMemory();
+    if (kb) return Py_BuildValue("LL", (long long)rc, (long long)kbv.spared);
     return PyLong_FromLongLong(rc);
 }
 

@@ -381,6 +381,20 @@ class Fused(_BlockState):
         return self.kernel.mixture_block(x, self.centre, w, self.theta, self.level, self.bounds, self.modes, self.S,
                                          per_row, self.rlogr, marginal=self.marginal)
 
+    def kmeans_centres(self) -> np.ndarray:
+        """The centres (K, D) float64 the core's k-means logits measure distances to: ``lin / (-2 quad)``
+        of the parameters as the pass holds them (its dtype), which k-means' bounds refer to."""
+        th = self.theta.astype(np.float64)
+        return th[:, 1:-1] * (1.0 / (-2.0 * th[0, 0]))
+
+    def update_bounded(self, x, w, per_row, label, lower, shift) -> tuple[int, int]:
+        """:meth:`update` of one k-means model with its rows' bounds (:mod:`daskgmm.kernels.bounds`):
+        ``label`` (n,) int32 and ``lower`` (n,) float32 read (when ``shift``, (K,) float64, is given)
+        and written. The same results as :meth:`update`; returns (rows with NaN, rows spared)."""
+        x, w = self._rows(x, w)
+        return self.kernel.mixture_block(x, self.centre, w, self.theta, self.level, self.bounds, self.modes, self.S,
+                                         per_row, self.rlogr, kmeans_bounds=(label, lower, shift))
+
 
 class FusedStudentT(_BlockState):
     """One chunk's state for the compiled core's Student-t pass (``studentt_block``).

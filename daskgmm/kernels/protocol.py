@@ -60,6 +60,11 @@ class Block:
         return self._rows
 
     @property
+    def first_row(self) -> int | None:
+        """The global number of the first row when the rows are consecutive (a chunk's block), else None."""
+        return None if isinstance(self._rows, np.ndarray) else int(self._rows)
+
+    @property
     def xT(self) -> np.ndarray | None:
         if self._xT is None and self.level > NO_FEATURES:
             x = self.x

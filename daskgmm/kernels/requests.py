@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import daskgmm.kernels.covariance as cov
+from daskgmm.kernels import bounds as bounds_store
 from daskgmm.kernels import compiled
 from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows
 from daskgmm.kernels.missing import completed_moments, marginal_logits
@@ -53,6 +54,12 @@ class ModelSpec:
         conditional expectations of the missing ones
         (:mod:`daskgmm.kernels.missing`). Without it such rows are left out of
         this model's statistics (the initialisation's k-means passes).
+    bounds : str or None
+        k-means only (``KMeans(algorithm="elkan")``): keep each row's label and a lower bound of
+        its distance to the other centres between passes under this key
+        (:mod:`daskgmm.kernels.bounds`), so that rows whose label cannot change skip the
+        distances to the other centres. The same results as without; used when the model is the
+        pass's only one and the compiled core runs it (ignored otherwise).
     """
 
     params: NaturalParams
@@ -63,6 +70,7 @@ class ModelSpec:
     precise: PerComponent | None = None
     resp_log_resp: bool = False
     marginal: PerComponent | None = None
+    bounds: str | None = None
 
     @property
     def level(self) -> int:
@@ -95,6 +103,11 @@ class MixtureRequest:
             for s in self.specs
         ], dtype=np.int64)
         self._marginal = any(s.marginal is not None for s in self.specs)
+        # k-means' bounds (one hard model at the spherical level, nothing marginalised)
+        only = self.specs[0]
+        self._bounds_key = (only.bounds if len(self.specs) == 1 and only.bounds is not None
+                            and only.assignment == "hard" and only.level == 0 and only.marginal is None
+                            and self._fusable else None)
 
     @property
     def width(self) -> int:
@@ -139,7 +152,10 @@ class MixtureRequest:
         # the core leaves rows with NaN out of the models that do not marginalise, and runs the
         # marginal E-step for those that do (their per_row and statistics included)
         per_row = scratch("fused-per-row", (len(self.specs), blk.size), np.float64)
-        left_out = fused.update(blk.x, blk.w, per_row)
+        if self._bounds_key is not None and blk.first_row is not None:
+            left_out = self._update_bounded(fused, blk, per_row)
+        else:
+            left_out = fused.update(blk.x, blk.w, per_row)
         if left_out:
             for i, spec in enumerate(self.specs):
                 if spec.marginal is not None:
@@ -151,6 +167,16 @@ class MixtureRequest:
             self._add_loglik(acc, i, per_row[i], blk, incomplete)
         acc["weight"] += blk.weight_sum()
         acc["rows"] += blk.size
+
+    def _update_bounded(self, fused, blk: Block, per_row) -> int:
+        """The fused update of one k-means model with its rows' bounds, taken from and given back to the
+        process's store (:mod:`daskgmm.kernels.bounds`)."""
+        key, first = self._bounds_key, blk.first_row
+        coef = fused.kmeans_centres()
+        label, lower, shift = bounds_store.take(key, first, blk.size, coef)
+        left_out, spared = fused.update_bounded(blk.x, blk.w, per_row, label, lower, shift)
+        bounds_store.give(key, first, label, lower, coef, spared)
+        return left_out
 
     def _update_numpy(self, acc, blk: Block) -> None:
         """The NumPy reference of :meth:`update`."""

@@ -186,11 +186,14 @@ class KMeansState:
         scikit-learn does (needs the pass to return the worst rows: the loop asks
         for them by a second pass with the same centres when a cluster comes back
         empty, :meth:`needs_worst`).
+    bounds : str or None
+        The key of the rows' bounds the passes keep (:attr:`daskgmm.kernels.ModelSpec.bounds`).
     """
 
     centers: np.ndarray
     tol: float = 0.0
     relocate_empty: bool = True
+    bounds: str | None = None
     events: tuple = ()
     shift: float = np.inf  # summed squared move of the centres in the update that made this state
 
@@ -202,7 +205,7 @@ class KMeansState:
         # no worst rows by default: keeping them costs every block of every pass (~4.5 ms of CPU per
         # 1M rows, 15% of the compiled k-means pass), and they serve only a pass that empties a cluster
         return ModelSpec(
-            kmeans_natural_params(self.centers - centre), "spherical", "hard", n_worst=n_worst
+            kmeans_natural_params(self.centers - centre), "spherical", "hard", n_worst=n_worst, bounds=self.bounds
         )
 
     def needs_worst(self, stats: SuffStats) -> int:

@@ -1,0 +1,298 @@
+"""k-means' bounds (``KMeans(algorithm="elkan")``): the same bits as Lloyd's passes without them.
+
+The compiled core keeps each row's label and a lower bound of its distance to the other centres
+between passes (:mod:`daskgmm.kernels.bounds`) and skips the tiles for the rows whose label cannot
+change. Every test here compares a pass with bounds against the same pass without them, bit for
+bit, and checks that rows were in fact spared (else the comparison proves nothing).
+"""
+
+import numpy as np
+import pytest
+
+from daskgmm.kernels import MixtureRequest, ModelSpec, bounds, chunk_pass, compiled
+from daskgmm.kernels.params import kmeans_natural_params
+
+
+def _needs_core():
+    if compiled.ready() is None:
+        pytest.skip(f"the compiled core is not in use: {compiled.error()}")
+
+
+def _lloyd_step(stats, centres):
+    new = centres.copy()
+    full = stats.n > 0
+    new[full] = np.broadcast_to(stats.shift, centres.shape)[full] + stats.s1[full] / stats.n[full, None]
+    return new
+
+
+def _same(a, b):
+    assert a.loglik == b.loglik
+    for name in ("n", "s1", "s2"):
+        np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), err_msg=name)
+    if a.worst is not None or b.worst is not None:
+        np.testing.assert_array_equal(a.worst.rows, b.worst.rows)
+
+
+def _passes(x, centres, key, *, steps, w=None, block_rows=700, perturb=None, n_worst=0):
+    """Lloyd's passes from ``centres`` with and without bounds under ``key``; asserts the same bits at each;
+    returns the rows spared."""
+    centre = np.nanmean(x.astype(np.float64), axis=0)
+    rng = np.random.default_rng(0)
+    try:
+        for _ in range(steps):
+            nat = kmeans_natural_params(centres - centre)
+            plain = ModelSpec(nat, "spherical", "hard", n_worst=n_worst)
+            kept = ModelSpec(nat, "spherical", "hard", n_worst=n_worst, bounds=key)
+            a = chunk_pass(x, [MixtureRequest([plain])], centre, sample_weight=w, compiled=True,
+                           block_rows=block_rows)[0][0]
+            b = chunk_pass(x, [MixtureRequest([kept])], centre, sample_weight=w, compiled=True,
+                           block_rows=block_rows)[0][0]
+            _same(a, b)
+            centres = _lloyd_step(a, centres) if perturb is None else perturb(centres, rng)
+        return bounds.counts(key)[0]
+    finally:
+        bounds.forget(key)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d, k", [(1, 2), (2, 3), (3, 1), (7, 5), (9, 6), (16, 16), (17, 33), (5, 9), (3, 300)])
+def test_bounds_give_the_same_bits_as_lloyd(variant, dtype, d, k):
+    """Every variant, both dtypes, D across the unrolled statistics and K across the tiles' groups, with
+    weights and rows with NaN (left out): the same statistics and inertia at every Lloyd step."""
+    _needs_core()
+    rng = np.random.default_rng(d * 100 + k)
+    n = 3000 + d  # ragged: no sub-block or tile divides it
+    centres = rng.normal(size=(max(k, 2), d)) * 6
+    x = centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, d))
+    x[rng.random(n) < 0.01, rng.integers(0, d)] = np.nan
+    x = x.astype(dtype)
+    w = rng.random(n) * 2
+    start = x[~np.isnan(x).any(axis=1)][:k].astype(np.float64)
+    spared = _passes(x, start, f"t-{variant}-{dtype.__name__}-{d}-{k}", steps=8, w=w)
+    assert spared > 0
+
+
+def test_bounds_keep_the_worst_rows(variant):
+    """The pass that relocates empty clusters asks for the worst rows: their values come from the same
+    logits, so the same rows."""
+    _needs_core()
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 4)) + rng.integers(0, 3, size=(2000, 1)) * 5
+    assert _passes(x, x[:3].copy(), f"w-{variant}", steps=5, n_worst=3) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_at_a_tie_within_rounding_get_the_labels_lloyd_gives(variant, dtype):
+    """Rows on the bisector of two centres, far from the pass's centre (so that the logits' rounding is
+    large against the rows' distances), their two distances equal to within that rounding, and centres
+    that move by a few units in the last place between passes: the computed arg-max flips by rounding
+    alone, and the bounds must leave such rows to the tiles (this goes red when the core's test leaves
+    rounding out)."""
+    _needs_core()
+    rng = np.random.default_rng(7)
+    d, n, far = 6, 3000, 1000.0
+    eps = float(np.finfo(dtype).eps)
+    base = np.zeros(d)
+    base[0] = far
+    u = rng.normal(size=d)
+    u[0] = 0
+    u /= np.linalg.norm(u)
+    c0, c1 = base + u, base - u
+    v = rng.normal(size=(n, d))
+    v -= np.outer(v @ u, u)  # on the bisector ...
+    x = base + v + np.outer(rng.normal(size=n) * eps * far * far, u)  # ... to within the logits' rounding
+    x = np.vstack([x, -base + rng.normal(size=(n, d))]).astype(dtype)  # the pass's centre near 0
+    centres = np.vstack([c0, c1, -base, -base + 5 * u])
+
+    def nudge(c, rng):  # a few units in the last place of the pass's dtype, in two coordinates
+        c = c.copy()
+        for i in (0, 1):
+            j = rng.integers(0, d)
+            c[i, j] *= 1 + rng.choice([-3, -2, -1, 1, 2, 3]) * eps
+        return c
+
+    assert _passes(x, centres, f"tie-{variant}-{dtype.__name__}", steps=25, perturb=nudge) > 0
+
+
+def test_bounds_from_other_centres_than_the_last_are_still_bounds(variant):
+    """A block's bounds refer to the centres of the pass that wrote them: a block that missed passes (another
+    worker ran it) uses its own reference, never the last pass's."""
+    _needs_core()
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 5)) + rng.integers(0, 4, size=(3000, 1)) * 4
+    centre = x.mean(axis=0)
+    c = x[:4].copy()
+    key = f"stale-{variant}"
+    try:
+        seq = [c]
+        for _ in range(6):
+            st = chunk_pass(x, [MixtureRequest([ModelSpec(kmeans_natural_params(seq[-1] - centre), "spherical",
+                                                          "hard")])], centre, compiled=True)[0][0]
+            seq.append(_lloyd_step(st, seq[-1]))
+        for i in (0, 3, 1, 5, 2, 6, 4):  # the centres of passes in another order than they came
+            nat = kmeans_natural_params(seq[i] - centre)
+            a = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre, compiled=True,
+                           block_rows=1000)[0][0]
+            b = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard", bounds=key)])], centre,
+                           compiled=True, block_rows=1000)[0][0]
+            _same(a, b)
+        assert bounds.counts(key)[0] > 0
+    finally:
+        bounds.forget(key)
+
+
+def test_the_store_keeps_at_most_its_bytes_and_forgets_a_fit(monkeypatch):
+    """Over its bytes the store keeps a fit's first blocks (a pass reads them in the same order every time:
+    evicting the oldest would leave none to use) and makes room from other fits'."""
+    monkeypatch.setattr(bounds, "STORE_BYTES", 8 * 1000)
+    coef = np.zeros((2, 3))
+
+    def one_pass(key, moved=None):
+        got = []
+        for first in range(0, 5000, 500):
+            label, lower, shift = bounds.take(key, first, 500, coef if moved is None else moved)
+            got.append(shift)
+            bounds.give(key, first, label, lower, coef)
+        return got
+
+    assert all(s is None for s in one_pass("cap"))
+    assert bounds.stored_bytes() == 8 * 1000
+    moved = coef + [[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]]
+    shifts = one_pass("cap", moved)
+    assert [s is not None for s in shifts] == [True, True] + [False] * 8  # the first two blocks, every pass
+    assert shifts[0][0] >= 5.0 and shifts[0][1] == 0.0
+    one_pass("other")  # another fit takes the room of the first, which did not forget
+    assert bounds.stored_bytes() == 8 * 1000 and bounds.take("cap", 0, 500, coef)[2] is None
+    bounds.forget("cap")
+    bounds.forget("other")
+    assert bounds.stored_bytes() == 0 and bounds.counts("cap") == (0, 0)
+
+
+def test_the_core_checks_the_bounds_arguments(variant):
+    _needs_core()
+    kernel = compiled.ready()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    nat = kmeans_natural_params(rng.normal(size=(4, 3)))
+    theta = nat.theta(0)
+    S = np.zeros_like(theta)
+    per_row = np.zeros((1, 50))
+    args = (x, np.zeros(3), None, theta, 0, np.array([0, 4]), np.array([1]), S, per_row, np.zeros(1))
+    ok = (np.zeros(50, np.int32), np.zeros(50, np.float32), None)
+    assert kernel.mixture_block(*args, kmeans_bounds=ok)[1] == 0
+    with pytest.raises(ValueError, match="label must be int32"):
+        kernel.mixture_block(*args, kmeans_bounds=(np.zeros(50, np.int64), ok[1], None))
+    with pytest.raises(ValueError, match=r"lower must have shape \(50,\)"):
+        kernel.mixture_block(*args, kmeans_bounds=(ok[0], np.zeros(49, np.float32), None))
+    with pytest.raises(ValueError, match=r"shift must have shape \(4,\)"):
+        kernel.mixture_block(*args, kmeans_bounds=(ok[0], ok[1], np.zeros(3)))
+    with pytest.raises(ValueError, match="one hard model"):
+        soft = (x, np.zeros(3), None, theta, 0, np.array([0, 4]), np.array([0]), S, per_row, np.zeros(1))
+        kernel.mixture_block(*soft, kmeans_bounds=ok)
+    with pytest.raises(ValueError, match="a tuple"):
+        kernel.mixture_block(*args, kmeans_bounds=[ok[0], ok[1], None])
+
+
+def _blobs(n=20000, d=5, k=6, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 4
+    return centres[rng.integers(0, k, n)] + rng.normal(size=(n, d)) * 1.5
+
+
+def _same_fit(a, b):
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.inertia_ == b.inertia_ and a.n_iter_ == b.n_iter_
+
+
+def test_kmeans_elkan_is_lloyd_bit_for_bit_in_process(monkeypatch):
+    """``algorithm="elkan"`` on Dask's threads in this process: the same fit as Lloyd's, rows spared on the way,
+    and nothing kept afterwards."""
+    import dask.array as da
+
+    from daskgmm import KMeans
+
+    _needs_core()
+    spared = []
+    give = bounds.give
+
+    def spy(*a, **k):
+        spared.append(a[5])
+        return give(*a, **k)
+
+    monkeypatch.setattr(bounds, "give", spy)
+    X = da.from_array(_blobs(), chunks=3000)
+    a = KMeans(6, random_state=0, tol=0, max_iter=40, algorithm="lloyd").fit(X)
+    assert not spared
+    b = KMeans(6, random_state=0, tol=0, max_iter=40, algorithm="elkan").fit(X)
+    _same_fit(a, b)
+    assert sum(spared) > 0
+    assert bounds.stored_bytes() == 0
+
+
+def test_kmeans_elkan_on_the_numpy_path_is_lloyd(monkeypatch):
+    """Without the compiled core the bounds are not kept: the same passes as Lloyd's."""
+    from daskgmm import KMeans
+
+    monkeypatch.setenv("DASKGMM_KERNEL", "numpy")
+    compiled.reset()
+    try:
+        X = _blobs(n=3000, seed=2)
+        _same_fit(KMeans(4, random_state=0, algorithm="lloyd").fit(X), KMeans(4, random_state=0,
+                                                                             algorithm="elkan").fit(X))
+        assert bounds.stored_bytes() == 0
+    finally:
+        monkeypatch.undo()
+        compiled.reset()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_overlapping_clusters_whose_early_passes_move_whole_sub_blocks(variant, dtype):
+    """Clusters that overlap, from a poor start: in the first passes with bounds every row of a sub-block can fail
+    the bounds' test, and those rows must still be tiled and labelled as themselves."""
+    _needs_core()
+    rng = np.random.default_rng(11)
+    d, k, n = 16, 16, 6000
+    centres = rng.uniform(-10, 10, size=(k, d))
+    x = (centres[rng.integers(0, k, n)] + rng.normal(size=(n, d)) * 5).astype(dtype)
+    assert _passes(x, x[:k].astype(np.float64), f"overlap-{variant}-{dtype.__name__}", steps=8, block_rows=2000) > 0
+
+
+def test_kmeans_elkan_out_of_core_is_lloyd(tmp_path, monkeypatch):
+    """Out of core (every pass reads its chunks again from Parquet) the blocks keep their bounds by their rows:
+    the same fit as Lloyd's, rows spared."""
+    import daskgmm
+    from daskgmm import KMeans
+
+    from .conftest import write_data
+
+    _needs_core()
+    write_data(str(tmp_path / "data"), n=6000, d=4, k=5, files=3, seed=4)
+    X = daskgmm.read_parquet(str(tmp_path / "data"), columns=["f0", "f1", "f2", "f3"])
+    spared = []
+    give = bounds.give
+
+    def spy(*a, **k):
+        spared.append(a[5])
+        return give(*a, **k)
+
+    monkeypatch.setattr(bounds, "give", spy)
+    a = KMeans(5, random_state=0, tol=0, max_iter=15, cache="none", algorithm="lloyd").fit(X)
+    b = KMeans(5, random_state=0, tol=0, max_iter=15, cache="none", algorithm="elkan").fit(X)
+    _same_fit(a, b)
+    assert sum(spared) > 0 and bounds.stored_bytes() == 0
+
+
+def test_kmeans_elkan_is_lloyd_bit_for_bit_on_a_cluster(process_client):
+    """On two worker processes, passes outside the task graph and as tasks: the same fit, and the workers keep
+    no bounds after it. (Last in this file: the tests above count what this process spares, which a client left
+    active by the module's cluster would send to the workers.)"""
+    import dask.array as da
+
+    from daskgmm import KMeans
+
+    X = process_client.persist(da.from_array(_blobs(seed=1), chunks=2500))
+    a = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="lloyd").fit(X)
+    b = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="elkan").fit(X)
+    _same_fit(a, b)
+    assert set(process_client.run(bounds.stored_bytes).values()) == {0}
