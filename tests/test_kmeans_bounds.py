@@ -296,3 +296,18 @@ def test_kmeans_elkan_is_lloyd_bit_for_bit_on_a_cluster(process_client):
     b = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="elkan").fit(X)
     _same_fit(a, b)
     assert set(process_client.run(bounds.stored_bytes).values()) == {0}
+
+
+def test_a_block_given_twice_is_counted_once():
+    """Two runs of the same block (a batch retried as tasks while its first run still ends) both give its
+    bounds back: the store holds one entry, and its bytes go back to 0 when the fit forgets."""
+    coef = np.zeros((2, 3))
+    for _ in range(2):
+        label, lower, _shift = bounds.take("twice", 0, 500, coef)
+        bounds.give("twice", 0, label, lower, coef)
+    bounds.give("twice", 0, np.zeros(500, np.int32), np.zeros(500, np.float32), coef)
+    try:
+        assert bounds.stored_bytes() == 8 * 500
+    finally:
+        bounds.forget("twice")
+    assert bounds.stored_bytes() == 0
