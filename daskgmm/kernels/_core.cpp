@@ -1220,41 +1220,44 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
     // b = (P z)_m, z the observed deviations (0 where missing), summed over the features in order
-    // with every missing feature's sum in a register; P_mm = L D L^T (L unit lower triangular: no
-    // square roots), column by column, log det P_mm from the pivots D; X = L^-1; P_mm^-1 = X^T D^-1 X
-    // (the conditional covariance); y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the
-    // logit. Lq holds L D below its diagonal, then L, and 1 / D on it.
-    V Bs[NM ? NM : 1], Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
+    // with every missing feature's sum in a register; P_mm^-1 (the conditional covariance) by a
+    // symmetric sweep, log det P_mm from its pivots (no square roots); y = P_mm^-1 b,
+    // E[x_m | x_o] = mu_m - y, and the terms of the logit.
+    V Bs[NM ? NM : 1], Ts[NM ? NM : 1], Cs[NM ? NM * NM : 1];
     V* Bq = NM ? Bs : (V*)w.b;
-    V* Lq = NM ? Ls : (V*)w.L;
-    V* Xq = NM ? Xs : (V*)w.X;
+    V* Tq = NM ? Ts : (V*)w.X;
     V* Cq = NM ? Cs : (V*)w.L + nm * nm;
     // the logs of the determinants last, side by side: each is a long chain of latencies
     LogProduct det[NV];
     auto factor = [&](int v, LogProduct& dt) {
-        for (int64_t a = 0; a < nm; a++) {
-            V s = ld(md.prec, miss[a] * d + miss[a], v);
-            for (int64_t e = 0; e < a; e++) s = s - Lq[a * nm + e] * Lq[a * nm + e] * Lq[e * nm + e];
-            dt.mul(s);
-            Lq[a * nm + a] = 1.0 / s;
-            for (int64_t c = a + 1; c < nm; c++) {
-                V t = ld(md.prec, miss[c] * d + miss[a], v);
-                for (int64_t e = 0; e < a; e++) t = t - Lq[c * nm + e] * Lq[a * nm + e] * Lq[e * nm + e];
-                Lq[c * nm + a] = t;
-            }
-        }
+        // P_mm^-1 by sweeping its pivots in turn (Goodnight's symmetric sweep on the upper triangle,
+        // which then holds -P_mm^-1), log det P_mm from the pivots (the Schur complements, the D of
+        // P_mm = L D L^T). Half the multiplies of L D L^T, L^-1 and X^T D^-1 X, and every loop
+        // unrolled for a known nm (GCC left the triangular ones rolled: the pass took 5% longer).
+        // Each pivot waits for the last one's division; running the vectors of components side by
+        // side through it was no faster.
+        auto at = [&](int64_t i, int64_t j) -> V& { return i < j ? Cq[i * nm + j] : Cq[j * nm + i]; };
         for (int64_t a = 0; a < nm; a++)
-            for (int64_t c = a + 1; c < nm; c++) Lq[c * nm + a] = Lq[c * nm + a] * Lq[a * nm + a];
-        for (int64_t i = 0; i < nm; i++)
-            for (int64_t j = 0; j < i; j++) {
-                V t = Lq[i * nm + j];
-                for (int64_t e = j + 1; e < i; e++) t = Lq[i * nm + e] * Xq[e * nm + j] + t;
-                Xq[i * nm + j] = -t;
+            for (int64_t c = a; c < nm; c++) Cq[a * nm + c] = ld(md.prec, miss[a] * d + miss[c], v);
+        _Pragma("GCC unroll 8") for (int64_t e = 0; e < nm; e++) {
+            const V piv = Cq[e * nm + e];
+            dt.mul(piv);
+            const V ip = 1.0 / piv;
+            _Pragma("GCC unroll 8") for (int64_t i = 0; i < nm; i++) Tq[i] = at(i, e) * ip;  // the pivot's column over the pivot
+            _Pragma("GCC unroll 8") for (int64_t i = 0; i < nm; i++) {
+                if (i == e) continue;
+                _Pragma("GCC unroll 8") for (int64_t j = i; j < nm; j++) {
+                    if (j == e) continue;
+                    Cq[i * nm + j] = Cq[i * nm + j] - Tq[i] * at(e, j);
+                }
             }
-        for (int64_t p = 0; p < nm; p++)
-            for (int64_t q = p; q < nm; q++) {
-                V t = (p == q ? splat<double>(1.0) : Xq[q * nm + p]) * Lq[q * nm + q];
-                for (int64_t i = q + 1; i < nm; i++) t = Xq[i * nm + p] * Xq[i * nm + q] * Lq[i * nm + i] + t;
+            _Pragma("GCC unroll 8") for (int64_t i = 0; i < nm; i++)
+                if (i != e) at(i, e) = Tq[i];
+            Cq[e * nm + e] = -ip;
+        }
+        _Pragma("GCC unroll 8") for (int64_t p = 0; p < nm; p++)
+            _Pragma("GCC unroll 8") for (int64_t q = p; q < nm; q++) {
+                const V t = -Cq[p * nm + q];
                 Cq[p * nm + q] = t;
                 Cq[q * nm + p] = t;
             }
@@ -1406,7 +1409,7 @@ inline void marginal_tables(MarginalModel& md) {
         for (int64_t i = 0; md.t2 && i < d; i++)
             for (int64_t j = i + 1; j < d; j++) {
                 double* t = md.t2 + pair_index(i, j, d) * T2 * kp + c;
-                // P_mm = L D L^T as marginal_full's factor: D0 = a, L = b / a, D1 = c - L b
+                // P_mm = L D L^T: D0 = a, L = b / a, D1 = c - L b (marginal_full's pivots)
                 const double a = P(i, i), b = P(j, i), cc = P(j, j);
                 const double id0 = 1.0 / a, l = b * id0, d1 = cc - l * b, id1 = 1.0 / d1;
                 const double hl = 0.5 * __builtin_log(a * d1);
