@@ -1181,7 +1181,7 @@ struct MarginalRow {
     const double* obs;  // (d) 1 where observed, else 0
     const int64_t* miss;
     int64_t nm;
-    double *z, *b, *L, *X, *cc, *xm, *lg, *pm;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
+    double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
     double* hl = nullptr;  // (kp) log det P_mm / 2 out (the full step's, for the t pass), or null
 };
 
@@ -1219,10 +1219,12 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
     const int64_t* miss = w.miss;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
-    // b = (P z)_m, z the observed deviations (0 where missing), summed over the features in order
-    // with every missing feature's sum in a register; P_mm^-1 (the conditional covariance) by a
-    // symmetric sweep, log det P_mm from its pivots (no square roots); y = P_mm^-1 b,
-    // E[x_m | x_o] = mu_m - y, and the terms of the logit.
+    // b = (P e)_m, e = x0 - mu (-mu_m where missing), summed over the features in order with every
+    // missing feature's sum in a register; P_mm^-1 (the conditional covariance) by a symmetric
+    // sweep, log det P_mm from its pivots (no square roots); y = P_mm^-1 b. Whatever e_m is,
+    // e^T P e - b^T y is the observed part's Mahalanobis distance and mu_m - (e_m + y) its
+    // conditional mean: with e_m = -mu_m, E[x_m | x_o] = -y and the logit is
+    // l0 - log det P_mm / 2 + m log(2 pi) / 2 + y . b / 2 (no P_mm mu_m).
     V Bs[NM ? NM : 1], Ts[NM ? NM : 1], Cs[NM ? NM * NM : 1];
     V* Bq = NM ? Bs : (V*)w.b;
     V* Tq = NM ? Ts : (V*)w.X;
@@ -1270,8 +1272,8 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
         for (int64_t p = 0; p < nm * nm; p++) Cq[p] = splat<double>(Cq[p][0]);
         logdet = splat<double>(dt.log()[0]);
     }
-    // tied: b = (P x0)_m - (P mu)_m + P_mm mu_m, the first term the same for every component and
-    // (P mu) precomputed, so b costs O(m^2) per component instead of O(m D)
+    // tied: b = (P x0)_m - (P mu)_m, the first term the same for every component and (P mu)
+    // precomputed, so b costs O(m) per component instead of O(m D)
     double Xo[NM ? NM : 1];
     double* xo = NM ? Xo : w.z;
     if (TIED)
@@ -1283,39 +1285,25 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
         }
     const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
     V part[NV];
-    V Ps[NM ? NM : 1];
-    V* Pm = NM ? Ps : (V*)w.pm;  // P_mm mu_m
     for (int v = 0; v < NV; v++) {
         if (TIED) {
-            for (int64_t p = 0; p < nm; p++) {
-                V pm = V{};
-                for (int64_t q = 0; q < nm; q++) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
-                Pm[p] = pm;
-                Bq[p] = (splat<double>(xo[p]) - ld(md.pmu, miss[p], v)) + pm;
-            }
+            for (int64_t p = 0; p < nm; p++) Bq[p] = splat<double>(xo[p]) - ld(md.pmu, miss[p], v);
         } else {
             for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
             for (int64_t j = 0; j < d; j++) {
-                const V z = (splat<double>(w.xc[j]) - ld(md.mu, j, v)) * splat<double>(w.obs[j]);
-                for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * z + Bq[a];
+                const V e = splat<double>(w.xc[j]) - ld(md.mu, j, v);  // -mu_j where missing
+                for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * e + Bq[a];
             }
             factor(v, det[v]);
         }
-        V mub = V{}, yb = V{}, mpm = V{};
+        V yb = V{};
         for (int64_t p = 0; p < nm; p++) {
-            V y = V{}, pm = V{};
-            for (int64_t q = 0; q < nm; q++) {
-                y = Cq[p * nm + q] * Bq[q] + y;
-                if (!TIED) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
-            }
-            if (TIED) pm = Pm[p];
-            const V mu = ld(md.mu, miss[p], v), bp = Bq[p];
-            st(w.xm, p, v, mu - y);
-            mub = mu * bp + mub;
-            yb = y * bp + yb;
-            mpm = mu * pm + mpm;
+            V y = V{};
+            for (int64_t q = 0; q < nm; q++) y = Cq[p * nm + q] * Bq[q] + y;
+            st(w.xm, p, v, -y);
+            yb = y * Bq[p] + yb;
         }
-        part[v] = half_m_log2pi - mub + 0.5 * mpm + 0.5 * yb;
+        part[v] = half_m_log2pi + 0.5 * yb;
         for (int64_t p = 0; p < nm; p++)
             for (int64_t q = p; q < nm; q++) st(w.cc, p * nm + q, v, Cq[p * nm + q]);
     }
@@ -1683,7 +1671,6 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.X = w.L + 2 * d * d * kmax;
     w.cc = w.X + d * d * kmax;
     w.lg = w.cc + d * d * kmax;
-    w.pm = w.lg + kmax;
     p += row_bytes;
     ms.rb = (double*)p;
     p += round64(sizeof(double) * (size_t)(sub * kmax));
