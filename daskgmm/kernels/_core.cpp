@@ -1178,7 +1178,6 @@ constexpr int64_t LATER_M = 4, LATER_SLOT = LATER_M + LATER_M * LATER_M;
 // One row's scratch (arrays (..., kp)) and its pattern.
 struct MarginalRow {
     const double* xc;   // (d) the row centred, 0 where missing
-    const double* obs;  // (d) 1 where observed, else 0
     const int64_t* miss;
     int64_t nm;
     double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
@@ -1222,7 +1221,7 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
     // b = (P e)_m, e = x0 - mu (-mu_m where missing), summed over the features in order with every
     // missing feature's sum in a register; P_mm^-1 (the conditional covariance) by a symmetric
     // sweep, log det P_mm from its pivots (no square roots); y = P_mm^-1 b. Whatever e_m is,
-    // e^T P e - b^T y is the observed part's Mahalanobis distance and mu_m - (e_m + y) its
+    // e^T P e - b^T y is the observed part's Mahalanobis distance and mu_m + e_m - y its
     // conditional mean: with e_m = -mu_m, E[x_m | x_o] = -y and the logit is
     // l0 - log det P_mm / 2 + m log(2 pi) / 2 + y . b / 2 (no P_mm mu_m).
     V Bs[NM ? NM : 1], Ts[NM ? NM : 1], Cs[NM ? NM * NM : 1];
@@ -1575,7 +1574,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     if (!kmax) return true;
     const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (4 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
-             round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
+             round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)d) +
              round64(sizeof(int64_t) * (size_t)d) + round64(sizeof(double) * (size_t)(sub * (d + LATER_SLOT * kmax))) +
              round64(sizeof(int64_t) * (size_t)(LATER_M * sub)) + round64((size_t)sub);
     char* p = (char*)std::aligned_alloc(64, total);
@@ -1679,8 +1678,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     ms.nan_rows = (int64_t*)p;
     p += round64(sizeof(int64_t) * (size_t)sub);
     w.xc = (double*)p;
-    w.obs = (double*)p + d;
-    p += round64(sizeof(double) * (size_t)(2 * d));
+    p += round64(sizeof(double) * (size_t)d);
     w.miss = (int64_t*)p;
     p += round64(sizeof(int64_t) * (size_t)d);
     ms.keep = (double*)p;
@@ -1694,11 +1692,11 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
 // The E-step of the sub-block's rows with NaN for model m (logits lo .. hi at x0 in k.lb): their
 // responsibilities (times the weight) into ms.rb, log p(x_o) or the largest logit into ms.lp,
 // and the statistics beyond r T(x0) (all of them for hard assignment) into the model's St.
-// Row i of x for the marginal step: its missing features (miss, returns how many), the observed ones'
-// indicators obs, and the values centred as fill_features centres them, 0 where missing (xc).
+// Row i of x for the marginal step: its missing features (miss, returns how many) and the values
+// centred as fill_features centres them, 0 where missing (xc).
 template <class T>
 static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const T* centre, int64_t* miss,
-                                   double* obs, double* xc) {
+                                   double* xc) {
     int64_t nm = 0, j0 = 0;
     if constexpr (sizeof(T) == 8) {
         // float64 rows contiguous: by vectors, the missing features' list only from a vector with NaN
@@ -1708,12 +1706,11 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
             typedef IVec<double>::V I;
             constexpr int W = Lanes<double>::W;
             const double* row = (const double*)x.p + i * x.rs;
-            const V zero = V{}, one = splat<double>(1.0);
+            const V zero = V{};
             for (; j0 + W <= d; j0 += W) {
                 const V v = loadx<double>(row + j0);
                 const I nan = (I)(v != v);
                 store<double>(xc + j0, nan ? zero : v - load<double>((const double*)centre + j0));
-                store<double>(obs + j0, nan ? zero : one);
                 I any = nan;
                 for (int l = 1; l < W; l++) any[0] |= nan[l];
                 if (any[0])
@@ -1729,7 +1726,6 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
         const bool nan = v != v;
         miss[nm] = j;
         nm += nan;
-        obs[j] = nan ? 0.0 : 1.0;
         const T cv = v - centre[j];
         xc[j] = nan ? 0.0 : (double)cv;
     }
@@ -1745,7 +1741,6 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     MarginalRow& w = ms.row;
     const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
     double* xc = (double*)w.xc;
-    double* obs = (double*)w.obs;
     int64_t* miss = (int64_t*)w.miss;
     double* const xm0 = w.xm;
     double* const cc0 = w.cc;
@@ -1764,7 +1759,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         if (later) {
             double* slot = ms.keep + t * (d + LATER_SLOT * kp);
             w.xc = slot;
-            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, slot);
+            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, slot);
             if (w.nm <= LATER_M) {
                 w.xm = slot + d;
                 w.cc = slot + d + LATER_M * kp;
@@ -1780,7 +1775,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             }
             k.wm[i] = 0;  // left out of the tiles' softmax: its responsibilities come from below
         } else {
-            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
+            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, xc);
         }
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full)
@@ -2364,7 +2359,6 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
     MarginalRow& w = ms.row;
     const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
     double* xc = (double*)w.xc;
-    double* obs = (double*)w.obs;
     int64_t* miss = (int64_t*)w.miss;
     V pad = splat<double>(1.0);  // the last vector's real components
     for (int l = 0; l < W; l++)
@@ -2376,7 +2370,7 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
     marginal_tables(md);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
-        const int64_t nm = w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
+        const int64_t nm = w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, xc);
         // the Gaussian step's logit at 0 constant: -d2(x0)/2, then -q/2 - log det P_mm / 2 + nm log(2 pi)/2
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? -0.5 * (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full) {
