@@ -1506,10 +1506,9 @@ constexpr int64_t LATER_M = 4, LATER_SLOT = LATER_M + LATER_M * LATER_M;
 // One row's scratch (arrays (..., kp)) and its pattern.
 struct MarginalRow {
     const double* xc;   // (d) the row centred, 0 where missing
-    const double* obs;  // (d) 1 where observed, else 0
     const int64_t* miss;
     int64_t nm;
-    double *z, *b, *L, *X, *cc, *xm, *lg, *pm;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
+    double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
     double* hl = nullptr;  // (kp) log det P_mm / 2 out (the full step's, for the t pass), or null
 };
 
@@ -1547,42 +1546,47 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
     const int64_t* miss = w.miss;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
-    // b = (P z)_m, z the observed deviations (0 where missing), summed over the features in order
-    // with every missing feature's sum in a register; P_mm = L D L^T (L unit lower triangular: no
-    // square roots), column by column, log det P_mm from the pivots D; X = L^-1; P_mm^-1 = X^T D^-1 X
-    // (the conditional covariance); y = P_mm^-1 b, E[x_m | x_o] = mu_m - y, and the terms of the
-    // logit. Lq holds L D below its diagonal, then L, and 1 / D on it.
-    V Bs[NM ? NM : 1], Ls[NM ? NM * NM : 1], Xs[NM ? NM * NM : 1], Cs[NM ? NM * NM : 1];
+    // b = (P e)_m, e = x0 - mu (-mu_m where missing), summed over the features in order with every
+    // missing feature's sum in a register; P_mm^-1 (the conditional covariance) by a symmetric
+    // sweep, log det P_mm from its pivots (no square roots); y = P_mm^-1 b. Whatever e_m is,
+    // e^T P e - b^T y is the observed part's Mahalanobis distance and mu_m + e_m - y its
+    // conditional mean: with e_m = -mu_m, E[x_m | x_o] = -y and the logit is
+    // l0 - log det P_mm / 2 + m log(2 pi) / 2 + y . b / 2 (no P_mm mu_m).
+    V Bs[NM ? NM : 1], Ts[NM ? NM : 1], Cs[NM ? NM * NM : 1];
     V* Bq = NM ? Bs : (V*)w.b;
-    V* Lq = NM ? Ls : (V*)w.L;
-    V* Xq = NM ? Xs : (V*)w.X;
+    V* Tq = NM ? Ts : (V*)w.X;
     V* Cq = NM ? Cs : (V*)w.L + nm * nm;
     // the logs of the determinants last, side by side: each is a long chain of latencies
     LogProduct det[NV];
     auto factor = [&](int v, LogProduct& dt) {
-        for (int64_t a = 0; a < nm; a++) {
-            V s = ld(md.prec, miss[a] * d + miss[a], v);
-            for (int64_t e = 0; e < a; e++) s = s - Lq[a * nm + e] * Lq[a * nm + e] * Lq[e * nm + e];
-            dt.mul(s);
-            Lq[a * nm + a] = 1.0 / s;
-            for (int64_t c = a + 1; c < nm; c++) {
-                V t = ld(md.prec, miss[c] * d + miss[a], v);
-                for (int64_t e = 0; e < a; e++) t = t - Lq[c * nm + e] * Lq[a * nm + e] * Lq[e * nm + e];
-                Lq[c * nm + a] = t;
-            }
-        }
+        // P_mm^-1 by sweeping its pivots in turn (Goodnight's symmetric sweep on the upper triangle,
+        // which then holds -P_mm^-1), log det P_mm from the pivots (the Schur complements, the D of
+        // P_mm = L D L^T). Half the multiplies of L D L^T, L^-1 and X^T D^-1 X, and every loop
+        // unrolled for a known nm (GCC left the triangular ones rolled: the pass took 5% longer).
+        // Each pivot waits for the last one's division; running the vectors of components side by
+        // side through it was no faster.
+        auto at = [&](int64_t i, int64_t j) -> V& { return i < j ? Cq[i * nm + j] : Cq[j * nm + i]; };
         for (int64_t a = 0; a < nm; a++)
-            for (int64_t c = a + 1; c < nm; c++) Lq[c * nm + a] = Lq[c * nm + a] * Lq[a * nm + a];
-        for (int64_t i = 0; i < nm; i++)
-            for (int64_t j = 0; j < i; j++) {
-                V t = Lq[i * nm + j];
-                for (int64_t e = j + 1; e < i; e++) t = Lq[i * nm + e] * Xq[e * nm + j] + t;
-                Xq[i * nm + j] = -t;
+            for (int64_t c = a; c < nm; c++) Cq[a * nm + c] = ld(md.prec, miss[a] * d + miss[c], v);
+        _Pragma("GCC unroll 8") for (int64_t e = 0; e < nm; e++) {
+            const V piv = Cq[e * nm + e];
+            dt.mul(piv);
+            const V ip = 1.0 / piv;
+            _Pragma("GCC unroll 8") for (int64_t i = 0; i < nm; i++) Tq[i] = at(i, e) * ip;  // the pivot's column over the pivot
+            _Pragma("GCC unroll 8") for (int64_t i = 0; i < nm; i++) {
+                if (i == e) continue;
+                _Pragma("GCC unroll 8") for (int64_t j = i; j < nm; j++) {
+                    if (j == e) continue;
+                    Cq[i * nm + j] = Cq[i * nm + j] - Tq[i] * at(e, j);
+                }
             }
-        for (int64_t p = 0; p < nm; p++)
-            for (int64_t q = p; q < nm; q++) {
-                V t = (p == q ? splat<double>(1.0) : Xq[q * nm + p]) * Lq[q * nm + q];
-                for (int64_t i = q + 1; i < nm; i++) t = Xq[i * nm + p] * Xq[i * nm + q] * Lq[i * nm + i] + t;
+            _Pragma("GCC unroll 8") for (int64_t i = 0; i < nm; i++)
+                if (i != e) at(i, e) = Tq[i];
+            Cq[e * nm + e] = -ip;
+        }
+        _Pragma("GCC unroll 8") for (int64_t p = 0; p < nm; p++)
+            _Pragma("GCC unroll 8") for (int64_t q = p; q < nm; q++) {
+                const V t = -Cq[p * nm + q];
                 Cq[p * nm + q] = t;
                 Cq[q * nm + p] = t;
             }
@@ -1595,8 +1599,8 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
         for (int64_t p = 0; p < nm * nm; p++) Cq[p] = splat<double>(Cq[p][0]);
         logdet = splat<double>(dt.log()[0]);
     }
-    // tied: b = (P x0)_m - (P mu)_m + P_mm mu_m, the first term the same for every component and
-    // (P mu) precomputed, so b costs O(m^2) per component instead of O(m D)
+    // tied: b = (P x0)_m - (P mu)_m, the first term the same for every component and (P mu)
+    // precomputed, so b costs O(m) per component instead of O(m D)
     double Xo[NM ? NM : 1];
     double* xo = NM ? Xo : w.z;
     if (TIED)
@@ -1608,39 +1612,25 @@ template <int NV, int NM, bool TIED> void marginal_full(const MarginalModel& md,
         }
     const double half_m_log2pi = 0.5 * 1.8378770664093453 * (double)nm;
     V part[NV];
-    V Ps[NM ? NM : 1];
-    V* Pm = NM ? Ps : (V*)w.pm;  // P_mm mu_m
     for (int v = 0; v < NV; v++) {
         if (TIED) {
-            for (int64_t p = 0; p < nm; p++) {
-                V pm = V{};
-                for (int64_t q = 0; q < nm; q++) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
-                Pm[p] = pm;
-                Bq[p] = (splat<double>(xo[p]) - ld(md.pmu, miss[p], v)) + pm;
-            }
+            for (int64_t p = 0; p < nm; p++) Bq[p] = splat<double>(xo[p]) - ld(md.pmu, miss[p], v);
         } else {
             for (int64_t a = 0; a < nm; a++) Bq[a] = V{};
             for (int64_t j = 0; j < d; j++) {
-                const V z = (splat<double>(w.xc[j]) - ld(md.mu, j, v)) * splat<double>(w.obs[j]);
-                for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * z + Bq[a];
+                const V e = splat<double>(w.xc[j]) - ld(md.mu, j, v);  // -mu_j where missing
+                for (int64_t a = 0; a < nm; a++) Bq[a] = ld(md.prec, miss[a] * d + j, v) * e + Bq[a];
             }
             factor(v, det[v]);
         }
-        V mub = V{}, yb = V{}, mpm = V{};
+        V yb = V{};
         for (int64_t p = 0; p < nm; p++) {
-            V y = V{}, pm = V{};
-            for (int64_t q = 0; q < nm; q++) {
-                y = Cq[p * nm + q] * Bq[q] + y;
-                if (!TIED) pm = ld(md.prec, miss[p] * d + miss[q], v) * ld(md.mu, miss[q], v) + pm;
-            }
-            if (TIED) pm = Pm[p];
-            const V mu = ld(md.mu, miss[p], v), bp = Bq[p];
-            st(w.xm, p, v, mu - y);
-            mub = mu * bp + mub;
-            yb = y * bp + yb;
-            mpm = mu * pm + mpm;
+            V y = V{};
+            for (int64_t q = 0; q < nm; q++) y = Cq[p * nm + q] * Bq[q] + y;
+            st(w.xm, p, v, -y);
+            yb = y * Bq[p] + yb;
         }
-        part[v] = half_m_log2pi - mub + 0.5 * mpm + 0.5 * yb;
+        part[v] = half_m_log2pi + 0.5 * yb;
         for (int64_t p = 0; p < nm; p++)
             for (int64_t q = p; q < nm; q++) st(w.cc, p * nm + q, v, Cq[p * nm + q]);
     }
@@ -1734,7 +1724,7 @@ inline void marginal_tables(MarginalModel& md) {
         for (int64_t i = 0; md.t2 && i < d; i++)
             for (int64_t j = i + 1; j < d; j++) {
                 double* t = md.t2 + pair_index(i, j, d) * T2 * kp + c;
-                // P_mm = L D L^T as marginal_full's factor: D0 = a, L = b / a, D1 = c - L b
+                // P_mm = L D L^T: D0 = a, L = b / a, D1 = c - L b (marginal_full's pivots)
                 const double a = P(i, i), b = P(j, i), cc = P(j, j);
                 const double id0 = 1.0 / a, l = b * id0, d1 = cc - l * b, id1 = 1.0 / d1;
                 const double hl = 0.5 * __builtin_log(a * d1);
@@ -1912,7 +1902,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     if (!kmax) return true;
     const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (4 * d + 4 * d * d + 1)));
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
-             round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)(2 * d)) +
+             round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)d) +
              round64(sizeof(int64_t) * (size_t)d) + round64(sizeof(double) * (size_t)(sub * (d + LATER_SLOT * kmax))) +
              round64(sizeof(int64_t) * (size_t)(LATER_M * sub)) + round64((size_t)sub);
     char* p = (char*)std::aligned_alloc(64, total);
@@ -2008,7 +1998,6 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     w.X = w.L + 2 * d * d * kmax;
     w.cc = w.X + d * d * kmax;
     w.lg = w.cc + d * d * kmax;
-    w.pm = w.lg + kmax;
     p += row_bytes;
     ms.rb = (double*)p;
     p += round64(sizeof(double) * (size_t)(sub * kmax));
@@ -2017,8 +2006,7 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     ms.nan_rows = (int64_t*)p;
     p += round64(sizeof(int64_t) * (size_t)sub);
     w.xc = (double*)p;
-    w.obs = (double*)p + d;
-    p += round64(sizeof(double) * (size_t)(2 * d));
+    p += round64(sizeof(double) * (size_t)d);
     w.miss = (int64_t*)p;
     p += round64(sizeof(int64_t) * (size_t)d);
     ms.keep = (double*)p;
@@ -2032,11 +2020,11 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
 // The E-step of the sub-block's rows with NaN for model m (logits lo .. hi at x0 in k.lb): their
 // responsibilities (times the weight) into ms.rb, log p(x_o) or the largest logit into ms.lp,
 // and the statistics beyond r T(x0) (all of them for hard assignment) into the model's St.
-// Row i of x for the marginal step: its missing features (miss, returns how many), the observed ones'
-// indicators obs, and the values centred as fill_features centres them, 0 where missing (xc).
+// Row i of x for the marginal step: its missing features (miss, returns how many) and the values
+// centred as fill_features centres them, 0 where missing (xc).
 template <class T>
 static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const T* centre, int64_t* miss,
-                                   double* obs, double* xc) {
+                                   double* xc) {
     int64_t nm = 0, j0 = 0;
     if constexpr (sizeof(T) == 8) {
         // float64 rows contiguous: by vectors, the missing features' list only from a vector with NaN
@@ -2046,12 +2034,11 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
             typedef IVec<double>::V I;
             constexpr int W = Lanes<double>::W;
             const double* row = (const double*)x.p + i * x.rs;
-            const V zero = V{}, one = splat<double>(1.0);
+            const V zero = V{};
             for (; j0 + W <= d; j0 += W) {
                 const V v = loadx<double>(row + j0);
                 const I nan = (I)(v != v);
                 store<double>(xc + j0, nan ? zero : v - load<double>((const double*)centre + j0));
-                store<double>(obs + j0, nan ? zero : one);
                 I any = nan;
                 for (int l = 1; l < W; l++) any[0] |= nan[l];
                 if (any[0])
@@ -2067,7 +2054,6 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
         const bool nan = v != v;
         miss[nm] = j;
         nm += nan;
-        obs[j] = nan ? 0.0 : 1.0;
         const T cv = v - centre[j];
         xc[j] = nan ? 0.0 : (double)cv;
     }
@@ -2083,7 +2069,6 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
     MarginalRow& w = ms.row;
     const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
     double* xc = (double*)w.xc;
-    double* obs = (double*)w.obs;
     int64_t* miss = (int64_t*)w.miss;
     double* const xm0 = w.xm;
     double* const cc0 = w.cc;
@@ -2102,7 +2087,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         if (later) {
             double* slot = ms.keep + t * (d + LATER_SLOT * kp);
             w.xc = slot;
-            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, slot);
+            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, slot);
             if (w.nm <= LATER_M) {
                 w.xm = slot + d;
                 w.cc = slot + d + LATER_M * kp;
@@ -2118,7 +2103,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             }
             k.wm[i] = 0;  // left out of the tiles' softmax: its responsibilities come from below
         } else {
-            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
+            w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, xc);
         }
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full)
@@ -2703,7 +2688,6 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
     MarginalRow& w = ms.row;
     const int64_t d = k.d, kp = md.kp, kk = md.k, ld = k.ld;
     double* xc = (double*)w.xc;
-    double* obs = (double*)w.obs;
     int64_t* miss = (int64_t*)w.miss;
     V pad = splat<double>(1.0);  // the last vector's real components
     for (int l = 0; l < W; l++)
@@ -2715,7 +2699,7 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
     marginal_tables(md);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
-        const int64_t nm = w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, obs, xc);
+        const int64_t nm = w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, xc);
         // the Gaussian step's logit at 0 constant: -d2(x0)/2, then -q/2 - log det P_mm / 2 + nm log(2 pi)/2
         for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? -0.5 * (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full) {
