@@ -264,7 +264,10 @@ shape (n_samples, n_features)
         this batch and before) gives exactly the running mean, which is what
         is computed. So a stream of batches, NumPy or Dask, is clustered in
         one pass with memory for one batch. The first batch also seeds the
-        centres (k-means++ on it, or ``init`` when it is an array).
+        centres (k-means++ on it, or ``init`` when it is an array). After a
+        ``fit``, the fit's ``labels_``, ``inertia_``, ``n_iter_`` and ``history_``
+        are dropped: they describe the fit's rows under centres that have moved
+        (``predict`` and ``score`` give a batch's under the new ones).
 
         Parameters
         ----------
@@ -306,6 +309,8 @@ shape (n_samples, n_features)
               else fitting_kmeans.batch_statistics(x, self.cluster_centers_, w))
         self.cluster_centers_, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
         self.n_steps_ = getattr(self, "n_steps_", 0) + 1
+        for stale in ("labels_", "inertia_", "n_iter_", "history_"):  # the fit's, under the old centres
+            self.__dict__.pop(stale, None)
         return self
 
     # ----------------------------------------------------------- predictions

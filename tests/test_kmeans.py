@@ -136,6 +136,18 @@ def test_fit_and_partial_fit_leave_the_init_array_and_earlier_centres_alone():
     np.testing.assert_array_equal(init, [[0.0, 0.0], [1.0, 1.0]])
 
 
+def test_partial_fit_after_fit_drops_the_fits_labels_and_inertia():
+    """The fit's labels_, inertia_, n_iter_ and history_ describe its rows under centres that a batch moves:
+    they go (they stayed, silently stale), and score gives a batch's inertia under the new centres."""
+    X = np.random.RandomState(1).randn(300, 2) + np.repeat([[0, 0], [5, 5], [0, 5]], 100, axis=0)
+    km = KMeans(3, random_state=0).fit(X)
+    assert hasattr(km, "labels_") and hasattr(km, "inertia_")
+    km.partial_fit(X[:50] + 1.0)
+    for stale in ("labels_", "inertia_", "n_iter_", "history_"):
+        assert not hasattr(km, stale), stale
+    assert km.score(X) < 0 and km.predict(X).shape == (300,)
+
+
 def test_transform_is_in_the_wider_of_the_rows_and_centres_dtypes():
     """As scikit-learn's (and dask-ml's dtype test): float32 rows after a float64 fit give float64
     distances, float64 rows after a float32 fit too, float32 after float32 stays float32."""
