@@ -296,3 +296,63 @@ def test_kmeans_elkan_is_lloyd_bit_for_bit_on_a_cluster(process_client):
     b = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="elkan").fit(X)
     _same_fit(a, b)
     assert set(process_client.run(bounds.stored_bytes).values()) == {0}
+
+
+# ---------------------------------------------------------------- adversarial review (scales, overflow, the store)
+
+
+def test_bounds_of_distances_beyond_float32s_range(variant):
+    """float64 rows whose distances exceed float32's range (the bounds are kept in float32): a bound that
+    does not fit must not become +inf (which would settle the row for ever, however far the centres move)."""
+    _needs_core()
+    x = _blobs(n=3000, d=3, k=4, seed=3) * 1e40
+    _passes(x, x[:4].copy(), f"huge-{variant}", steps=8)  # (no row can be spared here: +inf settled them all)
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e-21), (np.float64, 1e-41), (np.float64, 1e-158)])
+def test_bounds_of_rows_at_tiny_scales(variant, dtype, scale):
+    """Rows so close together that the logits (float32 at 1e-21, float64 at 1e-158) or the float32 bounds
+    (float64 at 1e-41) are subnormal: rounding there is absolute, not relative, and the bounds must allow
+    for it."""
+    _needs_core()
+    x = (_blobs(n=3000, d=3, k=4, seed=3) * scale).astype(dtype)
+    _passes(x, x[:4].astype(np.float64), f"tiny-{variant}-{dtype.__name__}-{scale}", steps=8)
+
+
+def test_bounds_when_the_other_logits_overflow(variant):
+    """float32 rows whose logit of a far centre overflows to -inf: a second-best logit of -inf is not "one
+    component" (whose bound is +inf), since a centre that moves closer makes its logit finite again."""
+    _needs_core()
+    x = np.array([[1e19], [-1e19]] * 500, dtype=np.float32)
+    moves = iter([np.array([[1.1e19], [0.8e19]]), None])
+    _passes(x, np.array([[-2e19], [1e19]]), f"ovf-{variant}", steps=2, perturb=lambda c, rng: next(moves))
+
+
+def test_a_block_given_twice_is_counted_once():
+    """Two runs of the same block (a batch retried as tasks while its first run still ends) both give its
+    bounds back: the store holds one entry, and its bytes go back to 0 when the fit forgets."""
+    coef = np.zeros((2, 3))
+    for _ in range(2):
+        label, lower, _shift = bounds.take("twice", 0, 500, coef)
+        bounds.give("twice", 0, label, lower, coef)
+    bounds.give("twice", 0, np.zeros(500, np.int32), np.zeros(500, np.float32), coef)
+    try:
+        assert bounds.stored_bytes() == 8 * 500
+    finally:
+        bounds.forget("twice")
+    assert bounds.stored_bytes() == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kmeans_elkan_relocating_an_empty_cluster_is_lloyd(dtype):
+    """A start with two equal centres empties a cluster: the pass that asks for the worst rows (same centres,
+    bounds just written) and the jump of the relocated centre, with float32 and float64 rows and weights."""
+    from daskgmm import KMeans
+
+    _needs_core()
+    X = _blobs(n=4000, d=3, k=4, seed=5).astype(dtype)
+    w = np.random.default_rng(5).random(len(X)) + 0.5
+    init = np.vstack([X[:2], X[:1], X[2:3]]).astype(np.float64)
+    fits = [KMeans(4, init=init, n_init=1, tol=0, max_iter=30, algorithm=alg, chunk_size=1500).fit(X, sample_weight=w)
+            for alg in ("lloyd", "elkan")]
+    _same_fit(*fits)

@@ -1029,12 +1029,14 @@ struct KBoundsConsts {
     int64_t top = 0;      // the component that moved most
     double first = 0, second = 0;  // the largest shift, and the largest of the others
     bool valid = false;   // every component's quadratic term the same (k-means)
+    bool single = false;  // one component: its rows' bounds are +inf
 };
 
 template <class T>
 KBoundsConsts kbounds_consts(const HardModel<T>& hm, int64_t k, int64_t d, const double* shift) {
     KBoundsConsts c;
     c.valid = hm.one_quad && k > 0 && hm.quad[0] < 0;
+    c.single = k == 1;
     c.r = c.valid ? -1.0 / (double)hm.quad[0] : 1.0;
     const int64_t kw = hm.kv * Lanes<T>::W;
     const double u = sizeof(T) == 8 ? 0x1p-53 : 0x1p-24;
@@ -1070,9 +1072,16 @@ KBoundsConsts kbounds_consts(const HardModel<T>& hm, int64_t k, int64_t d, const
     return c;
 }
 
-// A float no larger than v >= 0 (or +inf), without a branch: the nearest float to v (1 - 2^-23) is within
-// 2^-24 v of it (a float's spacing is at most 2^-23 of its value), so below v.
-static inline float float_below(double v) { return (float)(v * (1.0 - 0x1p-23)); }
+// The largest float no larger than v >= 0 (or +inf): the nearest float, one step down where it lies above
+// (beyond float's range the nearest is +inf, and among subnormals a step is no longer relative).
+static inline float float_below(double v) {
+    float f = (float)v;
+    uint32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    b -= (double)f > v;
+    std::memcpy(&f, &b, sizeof f);
+    return f;
+}
 
 // err(s) without a square root: lmax sqrt(s) <= (s + lmax^2) / 2.
 static inline double kb_err(const KBoundsConsts& c, double s) {
@@ -1081,10 +1090,11 @@ static inline double kb_err(const KBoundsConsts& c, double s) {
 
 // The lower bound of a row's distance to every component but its own, from its second-largest logit.
 static inline float kb_lower(const KBoundsConsts& c, double s, double second) {
-    if (second == -__builtin_inf()) return __builtin_inff();  // one component
+    if (c.single) return __builtin_inff();  // one component
     const double err = kb_err(c, s);
     const double lo2 = s * (1.0 - c.gamma) - c.r * (second + err - c.bmin);
-    return lo2 > 0.0 ? float_below(__builtin_sqrt(lo2) * (1.0 - 1e-12)) : 0.0f;
+    // no bound unless finite: a second logit of -inf (or a norm of +inf) is an overflow, not a distance
+    return lo2 > 0.0 && lo2 < __builtin_inf() ? float_below(__builtin_sqrt(lo2) * (1.0 - 1e-12)) : 0.0f;
 }
 
 // Logits of each row's own component computed as the tiles compute them (the same multiply-adds in
@@ -1231,7 +1241,9 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
             const double err = kb_err(cc, s);
             const double up2 = s * (1.0 + cc.gamma) - cc.r * (f - err - cc.bmax);  // >= |e - m_a|^2
             const double lo = (double)lower[i] * (1.0 - 1e-12) - (l == cc.top ? cc.second : cc.first);
-            if (lo > 0.0 && lo * lo * (1.0 - 1e-12) > up2 * (1.0 + 1e-12) + cc.r * (2.0 * err + cc.bmax - cc.bmin)) {
+            // up2 finite: an own logit that overflowed bounds nothing
+            if (lo > 0.0 && up2 >= 0.0 && up2 < __builtin_inf() &&
+                lo * lo * (1.0 - 1e-12) > up2 * (1.0 + 1e-12) + cc.r * (2.0 * err + cc.bmax - cc.bmin)) {
                 label[i] = l;
                 lower[i] = float_below(lo);
                 per_row[i] = (double)with_quad<T>(sb[i], quad, ks.own[o]);
