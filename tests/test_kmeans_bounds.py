@@ -356,3 +356,43 @@ def test_kmeans_elkan_relocating_an_empty_cluster_is_lloyd(dtype):
     fits = [KMeans(4, init=init, n_init=1, tol=0, max_iter=30, algorithm=alg, chunk_size=1500).fit(X, sample_weight=w)
             for alg in ("lloyd", "elkan")]
     _same_fit(*fits)
+
+
+@pytest.mark.parametrize("seed", [4, 6])
+def test_bounds_when_the_logits_are_subnormal(variant, seed):
+    """float32 rows about 2^-70 from the pass's centre: the logits (about 2^-140) are subnormal, where a
+    product's rounding is absolute (up to 2^-150), far beyond any relative bound of it; centres on a coarser
+    grid (their constants exact: no spread of b_k to hide it), one moving a little at each pass."""
+    _needs_core()
+    rng = np.random.default_rng(seed)
+    n, d, k = 20000, 2, 4
+    x = rng.integers(-2**10, 2**10, size=(n, d)) * 2.0**-80
+    x[: n // 2] = -x[n // 2:]  # the pass's centre exactly 0
+    c = rng.integers(-16, 16, size=(k, d)) * 2.0**-74
+
+    def move(c, rng):
+        c = c.copy()
+        c[rng.integers(0, k), rng.integers(0, d)] += rng.choice([-1, 1]) * 2.0 ** (-74 - rng.integers(0, 6))
+        return c
+
+    _passes(x.astype(np.float32), c, f"subnormal-{variant}-{seed}", steps=30, perturb=move)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bounds_with_centres_that_coincide(variant, dtype):
+    """Equal centres in the same lane of different vectors (0 and 8: any lane width divides 8) and in other
+    lanes (1 and 2), among K = 40 (over the tiles' groups): their logits tie exactly, the tiles keep the lower
+    component, and the bounds must see the tie (a second-best equal to the best)."""
+    _needs_core()
+    rng = np.random.default_rng(13)
+    k, d = 40, 3
+    c = rng.normal(size=(k, d)) * 5
+    c[8], c[2] = c[0], c[1]
+    x = (c[rng.integers(0, k, 4000)] + rng.normal(size=(4000, d))).astype(dtype)
+
+    def jitter(cc, rng):  # the others move; the equal pairs stay equal
+        cc = cc + rng.normal(size=cc.shape) * 0.01
+        cc[8], cc[2] = cc[0], cc[1]
+        return cc
+
+    assert _passes(x, c, f"same-{variant}-{dtype.__name__}", steps=6, perturb=jitter) > 0
