@@ -396,3 +396,26 @@ def test_bounds_with_centres_that_coincide(variant, dtype):
         return cc
 
     assert _passes(x, c, f"same-{variant}-{dtype.__name__}", steps=6, perturb=jitter) > 0
+
+
+def test_bounds_when_the_blocks_change_between_passes(variant):
+    """Blocks of other sizes from pass to pass (a row's block then starts elsewhere): a block finds the bounds
+    its rows were given two passes before, or none, and the results stay Lloyd's."""
+    _needs_core()
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(3000, 4)) + rng.integers(0, 5, size=(3000, 1)) * 3
+    centre = x.mean(axis=0)
+    c = x[:5].copy()
+    key = f"blocks-{variant}"
+    try:
+        for rows in (700, 500, 700, 1000, 500, 700, 700):
+            nat = kmeans_natural_params(c - centre)
+            a = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre, compiled=True,
+                           block_rows=rows)[0][0]
+            b = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard", bounds=key)])], centre,
+                           compiled=True, block_rows=rows)[0][0]
+            _same(a, b)
+            c = _lloyd_step(a, c)
+        assert bounds.counts(key)[0] > 0
+    finally:
+        bounds.forget(key)
