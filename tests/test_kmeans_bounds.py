@@ -419,3 +419,34 @@ def test_bounds_when_the_blocks_change_between_passes(variant):
         assert bounds.counts(key)[0] > 0
     finally:
         bounds.forget(key)
+
+
+def test_two_elkan_fits_at_once_in_one_process_are_lloyds(monkeypatch):
+    """Two fits on two threads of one process, with a store too small for both: each makes room from the other's
+    blocks (which are then computed in full), and each is its Lloyd's fit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask.array as da
+
+    from daskgmm import KMeans
+
+    _needs_core()
+    monkeypatch.setattr(bounds, "STORE_BYTES", 8 * 9000)
+    spared = []
+    give = bounds.give
+
+    def spy(*a, **k):
+        spared.append(a[5])
+        return give(*a, **k)
+
+    monkeypatch.setattr(bounds, "give", spy)
+    data = [da.from_array(_blobs(n=12000, seed=s), chunks=3000) for s in (6, 7)]
+
+    def fit(i, alg):
+        return KMeans(6, random_state=i, tol=0, max_iter=25, algorithm=alg).fit(data[i])
+
+    with ThreadPoolExecutor(2) as pool:
+        elkan = list(pool.map(fit, (0, 1), ("elkan", "elkan")))
+    for i in (0, 1):
+        _same_fit(fit(i, "lloyd"), elkan[i])
+    assert sum(spared) > 0 and bounds.stored_bytes() == 0
