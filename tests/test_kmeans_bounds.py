@@ -283,21 +283,6 @@ def test_kmeans_elkan_out_of_core_is_lloyd(tmp_path, monkeypatch):
     assert sum(spared) > 0 and bounds.stored_bytes() == 0
 
 
-def test_kmeans_elkan_is_lloyd_bit_for_bit_on_a_cluster(process_client):
-    """On two worker processes, passes outside the task graph and as tasks: the same fit, and the workers keep
-    no bounds after it. (Last in this file: the tests above count what this process spares, which a client left
-    active by the module's cluster would send to the workers.)"""
-    import dask.array as da
-
-    from daskgmm import KMeans
-
-    X = process_client.persist(da.from_array(_blobs(seed=1), chunks=2500))
-    a = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="lloyd").fit(X)
-    b = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="elkan").fit(X)
-    _same_fit(a, b)
-    assert set(process_client.run(bounds.stored_bytes).values()) == {0}
-
-
 # ---------------------------------------------------------------- adversarial review (scales, overflow, the store)
 
 
@@ -450,3 +435,18 @@ def test_two_elkan_fits_at_once_in_one_process_are_lloyds(monkeypatch):
     for i in (0, 1):
         _same_fit(fit(i, "lloyd"), elkan[i])
     assert sum(spared) > 0 and bounds.stored_bytes() == 0
+
+
+def test_kmeans_elkan_is_lloyd_bit_for_bit_on_a_cluster(process_client):
+    """On two worker processes, passes outside the task graph and as tasks: the same fit, and the workers keep
+    no bounds after it. (Last in this file: the tests above count what this process spares, which a client left
+    active by the module's cluster would send to the workers.)"""
+    import dask.array as da
+
+    from daskgmm import KMeans
+
+    X = process_client.persist(da.from_array(_blobs(seed=1), chunks=2500))
+    a = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="lloyd").fit(X)
+    b = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="elkan").fit(X)
+    _same_fit(a, b)
+    assert set(process_client.run(bounds.stored_bytes).values()) == {0}
