@@ -283,19 +283,34 @@ def test_kmeans_elkan_out_of_core_is_lloyd(tmp_path, monkeypatch):
     assert sum(spared) > 0 and bounds.stored_bytes() == 0
 
 
-def test_kmeans_elkan_is_lloyd_bit_for_bit_on_a_cluster(process_client):
-    """On two worker processes, passes outside the task graph and as tasks: the same fit, and the workers keep
-    no bounds after it. (Last in this file: the tests above count what this process spares, which a client left
-    active by the module's cluster would send to the workers.)"""
-    import dask.array as da
+# ---------------------------------------------------------------- adversarial review (scales, overflow, the store)
 
-    from daskgmm import KMeans
 
-    X = process_client.persist(da.from_array(_blobs(seed=1), chunks=2500))
-    a = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="lloyd").fit(X)
-    b = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="elkan").fit(X)
-    _same_fit(a, b)
-    assert set(process_client.run(bounds.stored_bytes).values()) == {0}
+def test_bounds_of_distances_beyond_float32s_range(variant):
+    """float64 rows whose distances exceed float32's range (the bounds are kept in float32): a bound that
+    does not fit must not become +inf (which would settle the row for ever, however far the centres move)."""
+    _needs_core()
+    x = _blobs(n=3000, d=3, k=4, seed=3) * 1e40
+    _passes(x, x[:4].copy(), f"huge-{variant}", steps=8)  # (no row can be spared here: +inf settled them all)
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e-21), (np.float64, 1e-41), (np.float64, 1e-158)])
+def test_bounds_of_rows_at_tiny_scales(variant, dtype, scale):
+    """Rows so close together that the logits (float32 at 1e-21, float64 at 1e-158) or the float32 bounds
+    (float64 at 1e-41) are subnormal: rounding there is absolute, not relative, and the bounds must allow
+    for it."""
+    _needs_core()
+    x = (_blobs(n=3000, d=3, k=4, seed=3) * scale).astype(dtype)
+    _passes(x, x[:4].astype(np.float64), f"tiny-{variant}-{dtype.__name__}-{scale}", steps=8)
+
+
+def test_bounds_when_the_other_logits_overflow(variant):
+    """float32 rows whose logit of a far centre overflows to -inf: a second-best logit of -inf is not "one
+    component" (whose bound is +inf), since a centre that moves closer makes its logit finite again."""
+    _needs_core()
+    x = np.array([[1e19], [-1e19]] * 500, dtype=np.float32)
+    moves = iter([np.array([[1.1e19], [0.8e19]]), None])
+    _passes(x, np.array([[-2e19], [1e19]]), f"ovf-{variant}", steps=2, perturb=lambda c, rng: next(moves))
 
 
 def test_a_block_given_twice_is_counted_once():
@@ -311,3 +326,127 @@ def test_a_block_given_twice_is_counted_once():
     finally:
         bounds.forget("twice")
     assert bounds.stored_bytes() == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kmeans_elkan_relocating_an_empty_cluster_is_lloyd(dtype):
+    """A start with two equal centres empties a cluster: the pass that asks for the worst rows (same centres,
+    bounds just written) and the jump of the relocated centre, with float32 and float64 rows and weights."""
+    from daskgmm import KMeans
+
+    _needs_core()
+    X = _blobs(n=4000, d=3, k=4, seed=5).astype(dtype)
+    w = np.random.default_rng(5).random(len(X)) + 0.5
+    init = np.vstack([X[:2], X[:1], X[2:3]]).astype(np.float64)
+    fits = [KMeans(4, init=init, n_init=1, tol=0, max_iter=30, algorithm=alg, chunk_size=1500).fit(X, sample_weight=w)
+            for alg in ("lloyd", "elkan")]
+    _same_fit(*fits)
+
+
+@pytest.mark.parametrize("seed", [4, 6])
+def test_bounds_when_the_logits_are_subnormal(variant, seed):
+    """float32 rows about 2^-70 from the pass's centre: the logits (about 2^-140) are subnormal, where a
+    product's rounding is absolute (up to 2^-150), far beyond any relative bound of it; centres on a coarser
+    grid (their constants exact: no spread of b_k to hide it), one moving a little at each pass."""
+    _needs_core()
+    rng = np.random.default_rng(seed)
+    n, d, k = 20000, 2, 4
+    x = rng.integers(-2**10, 2**10, size=(n, d)) * 2.0**-80
+    x[: n // 2] = -x[n // 2:]  # the pass's centre exactly 0
+    c = rng.integers(-16, 16, size=(k, d)) * 2.0**-74
+
+    def move(c, rng):
+        c = c.copy()
+        c[rng.integers(0, k), rng.integers(0, d)] += rng.choice([-1, 1]) * 2.0 ** (-74 - rng.integers(0, 6))
+        return c
+
+    _passes(x.astype(np.float32), c, f"subnormal-{variant}-{seed}", steps=30, perturb=move)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bounds_with_centres_that_coincide(variant, dtype):
+    """Equal centres in the same lane of different vectors (0 and 8: any lane width divides 8) and in other
+    lanes (1 and 2), among K = 40 (over the tiles' groups): their logits tie exactly, the tiles keep the lower
+    component, and the bounds must see the tie (a second-best equal to the best)."""
+    _needs_core()
+    rng = np.random.default_rng(13)
+    k, d = 40, 3
+    c = rng.normal(size=(k, d)) * 5
+    c[8], c[2] = c[0], c[1]
+    x = (c[rng.integers(0, k, 4000)] + rng.normal(size=(4000, d))).astype(dtype)
+
+    def jitter(cc, rng):  # the others move; the equal pairs stay equal
+        cc = cc + rng.normal(size=cc.shape) * 0.01
+        cc[8], cc[2] = cc[0], cc[1]
+        return cc
+
+    assert _passes(x, c, f"same-{variant}-{dtype.__name__}", steps=6, perturb=jitter) > 0
+
+
+def test_bounds_when_the_blocks_change_between_passes(variant):
+    """Blocks of other sizes from pass to pass (a row's block then starts elsewhere): a block finds the bounds
+    its rows were given two passes before, or none, and the results stay Lloyd's."""
+    _needs_core()
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(3000, 4)) + rng.integers(0, 5, size=(3000, 1)) * 3
+    centre = x.mean(axis=0)
+    c = x[:5].copy()
+    key = f"blocks-{variant}"
+    try:
+        for rows in (700, 500, 700, 1000, 500, 700, 700):
+            nat = kmeans_natural_params(c - centre)
+            a = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre, compiled=True,
+                           block_rows=rows)[0][0]
+            b = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard", bounds=key)])], centre,
+                           compiled=True, block_rows=rows)[0][0]
+            _same(a, b)
+            c = _lloyd_step(a, c)
+        assert bounds.counts(key)[0] > 0
+    finally:
+        bounds.forget(key)
+
+
+def test_two_elkan_fits_at_once_in_one_process_are_lloyds(monkeypatch):
+    """Two fits on two threads of one process, with a store too small for both: each makes room from the other's
+    blocks (which are then computed in full), and each is its Lloyd's fit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask.array as da
+
+    from daskgmm import KMeans
+
+    _needs_core()
+    monkeypatch.setattr(bounds, "STORE_BYTES", 8 * 9000)
+    spared = []
+    give = bounds.give
+
+    def spy(*a, **k):
+        spared.append(a[5])
+        return give(*a, **k)
+
+    monkeypatch.setattr(bounds, "give", spy)
+    data = [da.from_array(_blobs(n=12000, seed=s), chunks=3000) for s in (6, 7)]
+
+    def fit(i, alg):
+        return KMeans(6, random_state=i, tol=0, max_iter=25, algorithm=alg).fit(data[i])
+
+    with ThreadPoolExecutor(2) as pool:
+        elkan = list(pool.map(fit, (0, 1), ("elkan", "elkan")))
+    for i in (0, 1):
+        _same_fit(fit(i, "lloyd"), elkan[i])
+    assert sum(spared) > 0 and bounds.stored_bytes() == 0
+
+
+def test_kmeans_elkan_is_lloyd_bit_for_bit_on_a_cluster(process_client):
+    """On two worker processes, passes outside the task graph and as tasks: the same fit, and the workers keep
+    no bounds after it. (Last in this file: the tests above count what this process spares, which a client left
+    active by the module's cluster would send to the workers.)"""
+    import dask.array as da
+
+    from daskgmm import KMeans
+
+    X = process_client.persist(da.from_array(_blobs(seed=1), chunks=2500))
+    a = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="lloyd").fit(X)
+    b = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="elkan").fit(X)
+    _same_fit(a, b)
+    assert set(process_client.run(bounds.stored_bytes).values()) == {0}

@@ -1023,24 +1023,29 @@ struct KBounds {
 };
 
 // What rounding can do (see above), from a model's coefficients: the computed logit of a row with
-// squared norm s differs from f_k by at most gamma (cmax + lmax sqrt(s)) (kb_err).
+// squared norm s differs from f_k by at most gamma (cmax + lmax sqrt(s)) + eta (kb_err), and the computed
+// s from |e|^2 by gamma s + eta; eta: products that underflow into T's subnormals round by up to half
+// the smallest one each, an error no relative term covers.
 struct KBoundsConsts {
-    double gamma, cmax, lmax, bmin, bmax, r;
+    double gamma, eta, cmax, lmax, bmin, bmax, r;
     int64_t top = 0;      // the component that moved most
     double first = 0, second = 0;  // the largest shift, and the largest of the others
     bool valid = false;   // every component's quadratic term the same (k-means)
+    bool single = false;  // one component: its rows' bounds are +inf
 };
 
 template <class T>
 KBoundsConsts kbounds_consts(const HardModel<T>& hm, int64_t k, int64_t d, const double* shift) {
     KBoundsConsts c;
     c.valid = hm.one_quad && k > 0 && hm.quad[0] < 0;
+    c.single = k == 1;
     c.r = c.valid ? -1.0 / (double)hm.quad[0] : 1.0;
     const int64_t kw = hm.kv * Lanes<T>::W;
     const double u = sizeof(T) == 8 ? 0x1p-53 : 0x1p-24;
     // d + 1 products and sums in T per logit (2 d + 2 roundings without fused multiply-adds), the
     // squared norm's d, and this double arithmetic: a generous factor
     c.gamma = (2.0 * (double)d + 8.0) * u * 1.25;
+    c.eta = (2.0 * (double)d + 8.0) * (sizeof(T) == 8 ? 0x1p-1074 : 0x1p-149);
     c.cmax = c.lmax = 0.0;
     c.bmin = __builtin_inf();
     c.bmax = -__builtin_inf();
@@ -1070,21 +1075,29 @@ KBoundsConsts kbounds_consts(const HardModel<T>& hm, int64_t k, int64_t d, const
     return c;
 }
 
-// A float no larger than v >= 0 (or +inf), without a branch: the nearest float to v (1 - 2^-23) is within
-// 2^-24 v of it (a float's spacing is at most 2^-23 of its value), so below v.
-static inline float float_below(double v) { return (float)(v * (1.0 - 0x1p-23)); }
+// The largest float no larger than v >= 0 (or +inf): the nearest float, one step down where it lies above
+// (beyond float's range the nearest is +inf, and among subnormals a step is no longer relative).
+static inline float float_below(double v) {
+    float f = (float)v;
+    uint32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    b -= (double)f > v;
+    std::memcpy(&f, &b, sizeof f);
+    return f;
+}
 
 // err(s) without a square root: lmax sqrt(s) <= (s + lmax^2) / 2.
 static inline double kb_err(const KBoundsConsts& c, double s) {
-    return c.gamma * (c.cmax + 0.5 * (s * (1.0 + c.gamma) + c.lmax * c.lmax));
+    return c.gamma * (c.cmax + 0.5 * (s * (1.0 + c.gamma) + c.eta + c.lmax * c.lmax)) + c.eta;
 }
 
 // The lower bound of a row's distance to every component but its own, from its second-largest logit.
 static inline float kb_lower(const KBoundsConsts& c, double s, double second) {
-    if (second == -__builtin_inf()) return __builtin_inff();  // one component
+    if (c.single) return __builtin_inff();  // one component
     const double err = kb_err(c, s);
-    const double lo2 = s * (1.0 - c.gamma) - c.r * (second + err - c.bmin);
-    return lo2 > 0.0 ? float_below(__builtin_sqrt(lo2) * (1.0 - 1e-12)) : 0.0f;
+    const double lo2 = s * (1.0 - c.gamma) - c.eta - c.r * (second + err - c.bmin);
+    // no bound unless finite: a second logit of -inf (or a norm of +inf) is an overflow, not a distance
+    return lo2 > 0.0 && lo2 < __builtin_inf() ? float_below(__builtin_sqrt(lo2) * (1.0 - 1e-12)) : 0.0f;
 }
 
 // Logits of each row's own component computed as the tiles compute them (the same multiply-adds in
@@ -1229,9 +1242,11 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
             const int64_t i = order[o], l = own_label[o];
             const double s = (double)sb[i], f = (double)ks.own[o];
             const double err = kb_err(cc, s);
-            const double up2 = s * (1.0 + cc.gamma) - cc.r * (f - err - cc.bmax);  // >= |e - m_a|^2
+            const double up2 = s * (1.0 + cc.gamma) + cc.eta - cc.r * (f - err - cc.bmax);  // >= |e - m_a|^2
             const double lo = (double)lower[i] * (1.0 - 1e-12) - (l == cc.top ? cc.second : cc.first);
-            if (lo > 0.0 && lo * lo * (1.0 - 1e-12) > up2 * (1.0 + 1e-12) + cc.r * (2.0 * err + cc.bmax - cc.bmin)) {
+            // up2 finite: an own logit that overflowed bounds nothing
+            if (lo > 0.0 && up2 >= 0.0 && up2 < __builtin_inf() &&
+                lo * lo * (1.0 - 1e-12) > up2 * (1.0 + 1e-12) + cc.r * (2.0 * err + cc.bmax - cc.bmin)) {
                 label[i] = l;
                 lower[i] = float_below(lo);
                 per_row[i] = (double)with_quad<T>(sb[i], quad, ks.own[o]);

@@ -75,7 +75,7 @@ def give(key: str, first_row: int, label: np.ndarray, lower: np.ndarray, coef: n
         if last is None or last.shape != coef.shape or not np.array_equal(last, coef):
             last = _last[key] = np.array(coef, dtype=np.float64)  # one copy per pass, shared by its blocks
         size = label.nbytes + lower.nbytes
-        old = _store.pop((key, first_row, len(label)), None)  # the same block run twice (a retried task)
+        old = _store.pop((key, first_row, len(label)), None)  # the same block run twice (a retried batch)
         if old is not None:
             _bytes -= old[0].nbytes + old[1].nbytes
         # room is made from other fits' blocks (a fit that ended without forget), least recently used
