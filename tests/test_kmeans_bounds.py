@@ -193,6 +193,20 @@ def test_the_core_checks_the_bounds_arguments(variant):
         kernel.mixture_block(*args, kmeans_bounds=[ok[0], ok[1], None])
 
 
+@pytest.fixture
+def spared(monkeypatch):
+    """The rows spared by this process's passes with bounds, one entry per block given back to the store."""
+    out = []
+    give = bounds.give
+
+    def spy(*a, **k):
+        out.append(a[5])
+        return give(*a, **k)
+
+    monkeypatch.setattr(bounds, "give", spy)
+    return out
+
+
 def _blobs(n=20000, d=5, k=6, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(k, d)) * 4
@@ -205,7 +219,7 @@ def _same_fit(a, b):
     assert a.inertia_ == b.inertia_ and a.n_iter_ == b.n_iter_
 
 
-def test_kmeans_elkan_is_lloyd_bit_for_bit_in_process(monkeypatch):
+def test_kmeans_elkan_is_lloyd_bit_for_bit_in_process(spared):
     """``algorithm="elkan"`` on Dask's threads in this process: the same fit as Lloyd's, rows spared on the way,
     and nothing kept afterwards."""
     import dask.array as da
@@ -213,14 +227,6 @@ def test_kmeans_elkan_is_lloyd_bit_for_bit_in_process(monkeypatch):
     from daskgmm import KMeans
 
     _needs_core()
-    spared = []
-    give = bounds.give
-
-    def spy(*a, **k):
-        spared.append(a[5])
-        return give(*a, **k)
-
-    monkeypatch.setattr(bounds, "give", spy)
     X = da.from_array(_blobs(), chunks=3000)
     a = KMeans(6, random_state=0, tol=0, max_iter=40, algorithm="lloyd").fit(X)
     assert not spared
@@ -258,7 +264,7 @@ def test_overlapping_clusters_whose_early_passes_move_whole_sub_blocks(variant, 
     assert _passes(x, x[:k].astype(np.float64), f"overlap-{variant}-{dtype.__name__}", steps=8, block_rows=2000) > 0
 
 
-def test_kmeans_elkan_out_of_core_is_lloyd(tmp_path, monkeypatch):
+def test_kmeans_elkan_out_of_core_is_lloyd(tmp_path, spared):
     """Out of core (every pass reads its chunks again from Parquet) the blocks keep their bounds by their rows:
     the same fit as Lloyd's, rows spared."""
     import daskgmm
@@ -269,14 +275,6 @@ def test_kmeans_elkan_out_of_core_is_lloyd(tmp_path, monkeypatch):
     _needs_core()
     write_data(str(tmp_path / "data"), n=6000, d=4, k=5, files=3, seed=4)
     X = daskgmm.read_parquet(str(tmp_path / "data"), columns=["f0", "f1", "f2", "f3"])
-    spared = []
-    give = bounds.give
-
-    def spy(*a, **k):
-        spared.append(a[5])
-        return give(*a, **k)
-
-    monkeypatch.setattr(bounds, "give", spy)
     a = KMeans(5, random_state=0, tol=0, max_iter=15, cache="none", algorithm="lloyd").fit(X)
     b = KMeans(5, random_state=0, tol=0, max_iter=15, cache="none", algorithm="elkan").fit(X)
     _same_fit(a, b)
@@ -406,7 +404,7 @@ def test_bounds_when_the_blocks_change_between_passes(variant):
         bounds.forget(key)
 
 
-def test_two_elkan_fits_at_once_in_one_process_are_lloyds(monkeypatch):
+def test_two_elkan_fits_at_once_in_one_process_are_lloyds(monkeypatch, spared):
     """Two fits on two threads of one process, with a store too small for both: each makes room from the other's
     blocks (which are then computed in full), and each is its Lloyd's fit."""
     from concurrent.futures import ThreadPoolExecutor
@@ -417,14 +415,6 @@ def test_two_elkan_fits_at_once_in_one_process_are_lloyds(monkeypatch):
 
     _needs_core()
     monkeypatch.setattr(bounds, "STORE_BYTES", 8 * 9000)
-    spared = []
-    give = bounds.give
-
-    def spy(*a, **k):
-        spared.append(a[5])
-        return give(*a, **k)
-
-    monkeypatch.setattr(bounds, "give", spy)
     data = [da.from_array(_blobs(n=12000, seed=s), chunks=3000) for s in (6, 7)]
 
     def fit(i, alg):

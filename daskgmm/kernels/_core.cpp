@@ -948,6 +948,21 @@ static void add_labelled(const HardModel<T>& hm, const T* eb, const T* sb, const
     }
 }
 
+// add_labelled with a row's whole vectors of doubles unrolled for D up to 4 vectors (a loop over
+// them, with its exit and the tail's, cost a third of the step at D = 16).
+template <class T>
+static void add_labelled_rows(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned char* skip,
+                              const double* w, const int64_t* label, int64_t a, int64_t rows, int64_t dp, int64_t d) {
+    switch (d / Lanes<double>::W) {
+        case 0: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 1: add_labelled<T, 1>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 2: add_labelled<T, 2>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 3: add_labelled<T, 3>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        case 4: add_labelled<T, 4>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+        default: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
+    }
+}
+
 // Rows 0 .. rows - 1 of the sub-block (centred copy eb, squared norms sb, NaN flags skip) into
 // one model: arg-max, per_row, statistics (weights w from row a). pf: the rows of the next
 // sub-block, prefetched a tile's worth at a time (or null), so that they come from memory while
@@ -978,16 +993,8 @@ void hard_tiles(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned
         }
     }
     // the statistics once the sub-block's labels are known: each row's address is then a load away,
-    // not at the end of the arg-max's chain; a row's whole vectors unrolled for D up to 4 vectors
-    // (a loop over them, with its exit and the tail's, cost a third of the step at D = 16)
-    switch (d / Lanes<double>::W) {
-        case 0: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        case 1: add_labelled<T, 1>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        case 2: add_labelled<T, 2>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        case 3: add_labelled<T, 3>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        case 4: add_labelled<T, 4>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        default: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-    }
+    // not at the end of the arg-max's chain
+    add_labelled_rows<T>(hm, eb, sb, skip, w, label, a, rows, dp, d);
 }
 
 // Rows per tile for a model whose first group has g vectors (every group of a tile takes the same rows).
@@ -1298,14 +1305,7 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
             kb.label[a + i] = -1;
             kb.lower[a + i] = 0.0f;
         }
-    switch (d / Lanes<double>::W) {
-        case 0: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        case 1: add_labelled<T, 1>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        case 2: add_labelled<T, 2>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        case 3: add_labelled<T, 3>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        case 4: add_labelled<T, 4>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-        default: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
-    }
+    add_labelled_rows<T>(hm, eb, sb, skip, w, label, a, rows, dp, d);
 }
 
 // The hard spherical pass (see above): models' statistics S (nw, d + 2) and per_row (nm, n), theta
