@@ -1181,6 +1181,11 @@ static void hard_second(const HardModel<T>& hm, const T* eb, const T* sb, int64_
     else hard_tiles_second<T, hard_rt(4)>(hm, eb, sb, rows, dp, d, label, best, second);
 }
 
+// A row of the centred copy (dp: whole vectors) into the packed one.
+template <class T> static inline void copy_row(T* dst, const T* src, int64_t dp) {
+    for (int64_t j = 0; j < dp; j += Lanes<T>::W) store<T>(dst + j, load<T>(src + j));
+}
+
 // Scratch of hard_bounded, per sub-block.
 template <class T> struct KScratch {
     T* eb2;  // ((HROWS + 8) x dp) the rows the tiles must see, packed
@@ -1199,18 +1204,25 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
     constexpr int W = Lanes<T>::W;
     int64_t label[HROWS + 8], order[HROWS + 8], own_label[HROWS + 8], todo[HROWS + 8];
     int64_t ntodo = 0, nown = 0;
-    const bool ref = kb.shift != nullptr && c.valid;
+    // the constants and pointers in locals: the stores below would otherwise make the compiler load
+    // them again for every row
+    const KBoundsConsts cc = c;
+    float* const lower = kb.lower + a;
+    int32_t* const klabel = kb.label + a;
+    double* const per_row = hm.per_row + a;
+    const T quad = hm.quad[0];
     // the rows with bounds, by their component's vector (a counting sort), packed: the own logits of a
     // vector's rows share its coefficients
     constexpr int64_t MAXV = 1024;  // vectors of components counted on the stack (K up to 4096 float64)
     int64_t start[MAXV + 1];
-    const bool sortable = hm.kv <= MAXV;
-    for (int64_t g = 0; sortable && g <= hm.kv; g++) start[g] = 0;
+    const bool ref = kb.shift != nullptr && c.valid && hm.kv <= MAXV;
+    auto bounded = [&](int64_t l) { return ref && l >= 0 && l < k; };
+    for (int64_t g = 0; ref && g <= hm.kv; g++) start[g] = 0;
     for (int64_t i = 0; i < rows; i++) {
         label[i] = 0;
         if (skip[i]) continue;
-        const int64_t l = kb.label[a + i];
-        if (ref && sortable && l >= 0 && l < k) {
+        const int64_t l = klabel[i];
+        if (bounded(l)) {
             start[l / W + 1]++;
             nown++;
         } else {
@@ -1222,15 +1234,12 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
         int64_t fill[MAXV];
         for (int64_t g = 0; g < hm.kv; g++) fill[g] = start[g];
         for (int64_t i = 0; i < rows; i++) {
-            if (skip[i]) continue;
-            const int64_t l = kb.label[a + i];
-            if (!(ref && sortable && l >= 0 && l < k)) continue;
+            const int64_t l = klabel[i];
+            if (skip[i] || !bounded(l)) continue;
             const int64_t o = fill[l / W]++;
             order[o] = i;
             own_label[o] = l;
-            const T* src = eb + i * dp;
-            T* dst = ks.eb2 + o * dp;
-            for (int64_t j = 0; j < dp; j += W) store<T>(dst + j, load<T>(src + j));  // dp: whole vectors
+            copy_row<T>(ks.eb2 + o * dp, eb + i * dp, dp);
         }
         for (int64_t g = 0; g < hm.kv; g++)
             if (start[g + 1] > start[g])
@@ -1238,12 +1247,6 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
                                  ks.own + start[g]);
     }
     {
-        // the constants and pointers in locals: the stores below would otherwise make the compiler load
-        // them again for every row
-        const KBoundsConsts cc = c;
-        float* const lower = kb.lower + a;
-        double* const per_row = hm.per_row + a;
-        const T quad = hm.quad[0];
         int64_t spared = 0;
         for (int64_t o = 0; o < nown; o++) {
             const int64_t i = order[o], l = own_label[o];
@@ -1271,9 +1274,7 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
         const bool all = ntodo == rows && nown == 0;
         if (!all) {
             for (int64_t t = 0; t < ntodo; t++) {
-                const T* src = eb + todo[t] * dp;
-                T* dst = ks.eb2 + t * dp;
-                for (int64_t j = 0; j < dp; j += W) store<T>(dst + j, load<T>(src + j));  // dp: whole vectors
+                copy_row<T>(ks.eb2 + t * dp, eb + todo[t] * dp, dp);
                 ks.sb2[t] = sb[todo[t]];
             }
             for (int64_t t = ntodo; t < ntodo + 8; t++) {
@@ -1283,12 +1284,6 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
         }
         int64_t lab2[HROWS + 8];
         hard_second<T>(hm, all ? eb : ks.eb2, all ? sb : ks.sb2, ntodo, dp, d, lab2, ks.best, ks.second);
-        // locals, as above
-        const KBoundsConsts cc = c;
-        float* const lower = kb.lower + a;
-        int32_t* const klabel = kb.label + a;
-        double* const per_row = hm.per_row + a;
-        const T quad = hm.quad[0];
         const bool one_quad = hm.one_quad;
         for (int64_t t = 0; t < ntodo; t++) {
             const int64_t i = todo[t];
@@ -1301,9 +1296,9 @@ void hard_bounded(const HardModel<T>& hm, int64_t k, const KBoundsConsts& c, KBo
     }
     for (int64_t i = 0; i < rows; i++)
         if (skip[i]) {
-            hm.per_row[a + i] = 0.0;
-            kb.label[a + i] = -1;
-            kb.lower[a + i] = 0.0f;
+            per_row[i] = 0.0;
+            klabel[i] = -1;
+            lower[i] = 0.0f;
         }
     add_labelled_rows<T>(hm, eb, sb, skip, w, label, a, rows, dp, d);
 }

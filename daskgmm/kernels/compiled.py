@@ -25,6 +25,7 @@ reference and the path for the rest (the per-component precise path, random assi
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -372,28 +373,26 @@ class Fused(_BlockState):
         self.modes = np.ascontiguousarray(modes, dtype=np.int64)
         self.rlogr = np.zeros(len(self.modes), dtype=np.float64)
 
-    def update(self, x, w, per_row) -> int:
+    def update(self, x, w, per_row, kmeans_bounds=None):
         """Fold rows ``x`` (n, D) with weights ``w`` (n,) or None; ``per_row`` (M, n) float64 gets
         log p(x) (soft) or the largest logit (hard). Rows with NaN are left out (``per_row`` 0),
         except by the models that marginalise (their marginal log-density, and the expected
-        statistics of the completed rows); returns how many rows had NaN."""
+        statistics of the completed rows); returns how many rows had NaN.
+
+        ``kmeans_bounds``: ``(label, lower, shift)`` for one k-means model, its rows' bounds
+        (:mod:`daskgmm.kernels.bounds`): ``label`` (n,) int32 and ``lower`` (n,) float32 read (when
+        ``shift``, (K,) float64, is given) and written; the same results, and the return is then
+        (rows with NaN, rows spared)."""
         x, w = self._rows(x, w)
         return self.kernel.mixture_block(x, self.centre, w, self.theta, self.level, self.bounds, self.modes, self.S,
-                                         per_row, self.rlogr, marginal=self.marginal)
+                                         per_row, self.rlogr, marginal=self.marginal, kmeans_bounds=kmeans_bounds)
 
+    @functools.cached_property
     def kmeans_centres(self) -> np.ndarray:
         """The centres (K, D) float64 the core's k-means logits measure distances to: ``lin / (-2 quad)``
         of the parameters as the pass holds them (its dtype), which k-means' bounds refer to."""
         th = self.theta.astype(np.float64)
         return th[:, 1:-1] * (1.0 / (-2.0 * th[0, 0]))
-
-    def update_bounded(self, x, w, per_row, label, lower, shift) -> tuple[int, int]:
-        """:meth:`update` of one k-means model with its rows' bounds (:mod:`daskgmm.kernels.bounds`):
-        ``label`` (n,) int32 and ``lower`` (n,) float32 read (when ``shift``, (K,) float64, is given)
-        and written. The same results as :meth:`update`; returns (rows with NaN, rows spared)."""
-        x, w = self._rows(x, w)
-        return self.kernel.mixture_block(x, self.centre, w, self.theta, self.level, self.bounds, self.modes, self.S,
-                                         per_row, self.rlogr, kmeans_bounds=(label, lower, shift))
 
 
 class FusedStudentT(_BlockState):

@@ -172,9 +172,9 @@ class MixtureRequest:
         """The fused update of one k-means model with its rows' bounds, taken from and given back to the
         process's store (:mod:`daskgmm.kernels.bounds`)."""
         key, first = self._bounds_key, blk.first_row
-        coef = fused.kmeans_centres()
+        coef = fused.kmeans_centres
         label, lower, shift = bounds_store.take(key, first, blk.size, coef)
-        left_out, spared = fused.update_bounded(blk.x, blk.w, per_row, label, lower, shift)
+        left_out, spared = fused.update(blk.x, blk.w, per_row, kmeans_bounds=(label, lower, shift))
         bounds_store.give(key, first, label, lower, coef, spared)
         return left_out
 
