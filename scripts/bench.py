@@ -33,7 +33,6 @@ scale). Results are printed as a table and written as JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -42,7 +41,7 @@ import time
 import warnings
 
 import numpy as np
-from benchlib import bench_cluster, gemm_rate, marginal_seconds, precisions
+from benchlib import bench_cluster, gemm_rate, marginal_seconds, precisions, write_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -187,10 +186,8 @@ def main(argv=None):
     print("\ntargets:")
     for t in res["targets"]:
         print(f"  [{'ok' if t['met'] else 'NOT MET'}] {t['what']}: {t['value']}")
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(f"\nwritten to {a.out}")
+    print()
+    write_record(res, a.out)
     print("\n" + markdown(res))
     return 0
 

@@ -22,14 +22,13 @@ Written as JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 import warnings
 
 import numpy as np
-from benchlib import bench_cluster
+from benchlib import bench_cluster, write_record
 
 
 def main(argv=None):
@@ -103,10 +102,7 @@ def main(argv=None):
             del Xd
     res["load_after"] = os.getloadavg()
     print(f"load average (1, 5, 15 min) before {res['load_before']}, after {res['load_after']}")
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(f"written to {a.out}")
+    write_record(res, a.out)
     return 0
 
 

@@ -29,7 +29,7 @@ import time
 import warnings
 
 import numpy as np
-from benchlib import bench_cluster, marginal_seconds
+from benchlib import bench_cluster, marginal_seconds, write_record
 
 
 def _fits(runs):
@@ -178,10 +178,7 @@ def main(argv=None):
     res["load_after"] = os.getloadavg()
     print("\nratios:", json.dumps(res["targets"], indent=2))
     print(f"load average (1, 5, 15 min) before {res['load_before']}, after {res['load_after']}")
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(f"written to {a.out}")
+    write_record(res, a.out)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""What the benchmarks share: their cluster, the marginal cost of an iteration, the dgemm rate.
+"""What the benchmarks share: their cluster, the marginal cost of an iteration, the dgemm rate, the record.
 
 Imported by the scripts beside it (``python scripts/bench_x.py`` puts this folder on the path).
 """
@@ -6,11 +6,20 @@ Imported by the scripts beside it (``python scripts/bench_x.py`` puts this folde
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import time
 
 import numpy as np
+
+
+def write_record(res: dict, path: str) -> None:
+    """Write a run's record as JSON at ``path`` (its folder made if need be), and say where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(res, f, indent=2)
+    print(f"written to {path}")
 
 
 @contextlib.contextmanager
