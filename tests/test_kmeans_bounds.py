@@ -33,6 +33,18 @@ def _same(a, b):
         np.testing.assert_array_equal(a.worst.rows, b.worst.rows)
 
 
+def _same_pass(x, centres, centre, key, *, w=None, block_rows=700, n_worst=0):
+    """One pass with ``centres`` without bounds and one with them under ``key``; asserts the same bits;
+    returns the first's statistics."""
+    nat = kmeans_natural_params(centres - centre)
+    plain = ModelSpec(nat, "spherical", "hard", n_worst=n_worst)
+    kept = ModelSpec(nat, "spherical", "hard", n_worst=n_worst, bounds=key)
+    a = chunk_pass(x, [MixtureRequest([plain])], centre, sample_weight=w, compiled=True, block_rows=block_rows)[0][0]
+    b = chunk_pass(x, [MixtureRequest([kept])], centre, sample_weight=w, compiled=True, block_rows=block_rows)[0][0]
+    _same(a, b)
+    return a
+
+
 def _passes(x, centres, key, *, steps, w=None, block_rows=700, perturb=None, n_worst=0):
     """Lloyd's passes from ``centres`` with and without bounds under ``key``; asserts the same bits at each;
     returns the rows spared."""
@@ -40,14 +52,7 @@ def _passes(x, centres, key, *, steps, w=None, block_rows=700, perturb=None, n_w
     rng = np.random.default_rng(0)
     try:
         for _ in range(steps):
-            nat = kmeans_natural_params(centres - centre)
-            plain = ModelSpec(nat, "spherical", "hard", n_worst=n_worst)
-            kept = ModelSpec(nat, "spherical", "hard", n_worst=n_worst, bounds=key)
-            a = chunk_pass(x, [MixtureRequest([plain])], centre, sample_weight=w, compiled=True,
-                           block_rows=block_rows)[0][0]
-            b = chunk_pass(x, [MixtureRequest([kept])], centre, sample_weight=w, compiled=True,
-                           block_rows=block_rows)[0][0]
-            _same(a, b)
+            a = _same_pass(x, centres, centre, key, w=w, block_rows=block_rows, n_worst=n_worst)
             centres = _lloyd_step(a, centres) if perturb is None else perturb(centres, rng)
         return bounds.counts(key)[0]
     finally:
@@ -130,12 +135,7 @@ def test_bounds_from_other_centres_than_the_last_are_still_bounds(variant):
                                                           "hard")])], centre, compiled=True)[0][0]
             seq.append(_lloyd_step(st, seq[-1]))
         for i in (0, 3, 1, 5, 2, 6, 4):  # the centres of passes in another order than they came
-            nat = kmeans_natural_params(seq[i] - centre)
-            a = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre, compiled=True,
-                           block_rows=1000)[0][0]
-            b = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard", bounds=key)])], centre,
-                           compiled=True, block_rows=1000)[0][0]
-            _same(a, b)
+            _same_pass(x, seq[i], centre, key, block_rows=1000)
         assert bounds.counts(key)[0] > 0
     finally:
         bounds.forget(key)
@@ -392,13 +392,7 @@ def test_bounds_when_the_blocks_change_between_passes(variant):
     key = f"blocks-{variant}"
     try:
         for rows in (700, 500, 700, 1000, 500, 700, 700):
-            nat = kmeans_natural_params(c - centre)
-            a = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre, compiled=True,
-                           block_rows=rows)[0][0]
-            b = chunk_pass(x, [MixtureRequest([ModelSpec(nat, "spherical", "hard", bounds=key)])], centre,
-                           compiled=True, block_rows=rows)[0][0]
-            _same(a, b)
-            c = _lloyd_step(a, c)
+            c = _lloyd_step(_same_pass(x, c, centre, key, block_rows=rows), c)
         assert bounds.counts(key)[0] > 0
     finally:
         bounds.forget(key)
