@@ -253,7 +253,10 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         names = info["feature_names"] if first else getattr(self, "feature_names_in_", None)
         step = fitting_online.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
                                           learning_offset=self.learning_offset, feature_names=names, name=name)
-        set_attributes(self, fitting_attributes.online_attributes(step, t, seen, data.passes, data.dtype,
+        # the model keeps the dtype of the data it first learnt from (a float32 batch does not
+        # turn a float64 model's parameters into float32, nor the reverse)
+        dtype = data.dtype if first else self.means_.dtype
+        set_attributes(self, fitting_attributes.online_attributes(step, t, seen, data.passes, dtype,
                                                                   previous=None if first else self))
         return self
 

@@ -166,15 +166,14 @@ def test_transform_is_in_the_wider_of_the_rows_and_centres_dtypes():
                                        km64.transform(X), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="NaturalParams.theta clamps the constant at -1e30 (kernels/params.py), "
-                   "which for k-means is -|c|^2: centres more than 1e15 from the pass's centre lose it, and the "
-                   "labels with it")
-def test_same_lloyd_steps_as_sklearn_far_from_the_origin():
+@pytest.mark.parametrize("algorithm", ["lloyd", "elkan"])
+def test_same_lloyd_steps_as_sklearn_far_from_the_origin(algorithm):
+    # k-means' constants -|c|^2 pass 1e30 here: the constant's floor must lie below them
     X, _, _ = make_blobs(n=3000, d=3, k=4, sep=3.0, spread=1.5)
     X = X * 1e15
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = KMeans(4, init=X[:4], max_iter=5, tol=0.0).fit(X)
+        ours = KMeans(4, init=X[:4], max_iter=5, tol=0.0, algorithm=algorithm).fit(X)
         sk = SkKMeans(4, init=X[:4], n_init=1, max_iter=5, tol=0.0, algorithm="lloyd").fit(X)
     np.testing.assert_allclose(ours.cluster_centers_, sk.cluster_centers_, rtol=1e-10)
     np.testing.assert_allclose(ours.inertia_, sk.inertia_, rtol=1e-10)

@@ -163,6 +163,15 @@ def test_fit_then_partial_fit_continues():
     assert np.all((moved > 0.5 * 12 ** -0.7) & (moved < 1.5 * 12 ** -0.7))
 
 
+@pytest.mark.parametrize("first,then", [(np.float64, np.float32), (np.float32, np.float64)])
+def test_parameters_keep_the_dtype_of_the_first_batch(first, then):
+    rng = np.random.default_rng(3)
+    g = GaussianMixture(3, random_state=0).partial_fit(draw(2000, rng).astype(first))
+    g.partial_fit(draw(2000, rng).astype(then))
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        assert getattr(g, name).dtype == first, name
+
+
 def test_save_load_continue_is_exact(tmp_path):
     rng = np.random.default_rng(8)
     batches = [draw(700, rng) for _ in range(6)]

@@ -293,6 +293,21 @@ def test_rows_far_from_every_component_keep_a_finite_likelihood():
     np.testing.assert_allclose(per[0, 0], -5.76523220e17)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_theta_constant_is_finite_and_below_every_live_one(dtype):
+    # a weight of zero (log 0) stays finite in the pass's dtype, and below k-means' -|c|^2 for
+    # centres far from the pass's centre, so that it never wins and BLAS never sees inf
+    nat = forms.NaturalParams(quad=-np.ones(3), lin=np.zeros((3, 2)), const=np.array([-np.inf, -4e31, -1.0]))
+    theta = nat.theta(0, dtype)
+    const = theta[:, -1]
+    assert theta.dtype == dtype and np.isfinite(theta).all()
+    assert const[0] < const[1] < const[2]
+    if dtype == np.float64:
+        assert const[1] == -4e31
+    huge = forms.NaturalParams(quad=-np.ones(2), lin=np.zeros((2, 2)), const=np.array([-np.inf, -1e300]))
+    assert np.isfinite(huge.theta(0, dtype)).all()
+
+
 def test_responsibilities_are_exact_far_below_eps():
     """No term is dropped: a term 50 below its row's largest is exp(-50), as scikit-learn's."""
     lm = np.array([[0.0, -1.0], [-50.0, -2.0], [-800.0, -3.0], [-1e18, -4.0]])[None]

@@ -36,8 +36,8 @@ class NaturalParams:
     def level(self) -> int:
         return {3: FULL_LEVEL, 2: DIAG_LEVEL, 1: SPHERICAL_LEVEL}[self.quad.ndim]
 
-    def theta(self, level: int) -> np.ndarray:
-        """Coefficient matrix ``Θ`` of shape (K, P) against features at ``level``."""
+    def theta(self, level: int, dtype=np.float64) -> np.ndarray:
+        """Coefficient matrix ``Θ`` of shape (K, P) against features at ``level``, in ``dtype``."""
         if level < self.level:
             raise ValueError("features of a lower level cannot express these log-densities")
         k, d = self.lin.shape
@@ -59,10 +59,21 @@ class NaturalParams:
             else:
                 out[:, 0] = self.quad
         out[:, q : q + d] = self.lin
-        # A weight of zero gives log 0 = -inf; keep it finite so that BLAS never
-        # multiplies inf by a zero of its own padding.
-        out[:, q + d] = np.maximum(self.const, -1e30)
-        return out
+        out[:, q + d] = np.maximum(self.const, const_floor(self.const, dtype))
+        return out.astype(dtype, copy=False)
+
+
+def const_floor(const: np.ndarray, dtype) -> float:
+    """The lowest constant ``Θ`` takes: finite in ``dtype``, below every finite one.
+
+    A weight of zero gives log 0 = -inf; it is kept finite so that BLAS never
+    multiplies inf by a zero of its own padding, and below every finite constant
+    (k-means' ``-‖c‖²`` passes 1e30 for centres 1e15 from the rows' mean) so that
+    such a component never wins. In float32 it cannot go below float32's range.
+    """
+    finite = const[np.isfinite(const)]
+    low = min(-1e30, 2.0 * float(finite.min())) if finite.size else -1e30
+    return max(low, -float(np.finfo(dtype).max))
 
 
 def kmeans_natural_params(centres: np.ndarray) -> NaturalParams:

@@ -65,7 +65,7 @@ def component_logits(x: np.ndarray, params: NaturalParams, centre: np.ndarray, b
             out[a:b] = lt.T
         return out
     level = params.level
-    theta = params.theta(level).astype(dtype)
+    theta = params.theta(level, dtype)
     out = np.empty((n, theta.shape[0]), dtype=dtype)
     core = compiled.ready()
     if core is not None and n:

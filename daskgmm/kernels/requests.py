@@ -115,7 +115,7 @@ class MixtureRequest:
         return int(self._bounds[-1])
 
     def start(self, n_features, dtype, level, centre, kernel=None):
-        theta = np.vstack([s.params.theta(level) for s in self.specs]).astype(dtype)
+        theta = np.vstack([s.params.theta(level, dtype) for s in self.specs])
         fused = None
         if kernel is not None and self._fusable:
             marginal = {i: s.marginal for i, s in enumerate(self.specs) if s.marginal is not None}

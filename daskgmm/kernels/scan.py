@@ -58,7 +58,7 @@ class SampleRequest:
             if points is None or len(points) == 0:
                 return None
             p = np.asarray(points, dtype=np.float64) - centre
-            return kmeans_natural_params(p).theta(level).astype(dtype)
+            return kmeans_natural_params(p).theta(level, dtype)
 
         h = 1 if self.candidates is None else len(self.candidates)
         return {

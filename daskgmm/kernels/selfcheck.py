@@ -145,7 +145,7 @@ def known_answer(kernel) -> str | None:
         # the predictions' logits (complete rows only: they take no NaN)
         spec = gaussian[0]
         level = spec.params.level
-        theta = spec.params.theta(level).astype(dtype)
+        theta = spec.params.theta(level, dtype)
         xc = x[np.isfinite(x).all(axis=1)]
         xt = (xc - centre.astype(dtype)).T
         ref = (theta @ build_features(xt, level, np.empty((n_feature_rows(level, x.shape[1]), len(xc)), dtype))).T

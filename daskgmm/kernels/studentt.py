@@ -297,7 +297,7 @@ class StudentTRequest:
         return int(self._bounds[-1])
 
     def start(self, n_features, dtype, level, centre, kernel=None):
-        theta = np.vstack([s.maha.theta(level) for s in self.specs]).astype(dtype)
+        theta = np.vstack([s.maha.theta(level, dtype) for s in self.specs])
         w = self.width
         fused = None
         if kernel is not None and self._fusable:
