@@ -4,6 +4,7 @@ predict, score, refusals."""
 import json
 import os
 import pathlib
+import time
 
 import dask.array as da
 import numpy as np
@@ -14,7 +15,6 @@ import scipy.sparse as sp
 
 import daskgmm
 from daskgmm.cli import main
-from daskgmm.io.files import NonFiniteError
 
 from .conftest import FAST, expect_exit2, make_blobs, write_data
 from .test_cli import tree_bytes
@@ -58,20 +58,26 @@ def test_write_predictions_are_predict_and_the_least_of_transform(tmp_path, kind
     np.testing.assert_array_equal(q["label"].to_numpy(), p["label"].to_numpy())
 
 
+def _fails_late(block, block_info=None):
+    """The rows of a block; the last block fails, late: the other parts are written by then."""
+    if block_info[0]["chunk-location"][0] == block_info[0]["num-chunks"][0] - 1:
+        time.sleep(0.5)
+        raise RuntimeError("the last chunk cannot be read")
+    return block
+
+
 def test_write_predictions_is_atomic(tmp_path):
-    """A write that fails at a later chunk (a NaN in the last file) leaves the previous output byte for
-    byte and no staging directory; an unfitted model or rows of another width write nothing."""
-    data, bad = tmp_path / "data", tmp_path / "bad"
-    X = write_data(data, n=900, d=2, k=2, files=3)
-    write_data(bad, n=900, d=2, k=2, files=3, nan_row=850)
+    """A write that fails at its last chunk, after the others are computed, leaves the previous output byte
+    for byte and no staging directory; rows of another width and an unfitted model write nothing."""
+    X, _, _ = make_blobs(n=900, d=2, k=2, seed=1)
     km = daskgmm.KMeans(2, random_state=0).fit(X)
     out = tmp_path / "out"
-    rows = daskgmm.read_parquet(str(data), columns=["f0", "f1"])
-    assert km.write_predictions(rows, out, distance=True) == 900
-    before = tree_bytes(out)
+    assert km.write_predictions(da.from_array(X, chunks=100), out, distance=True) == 900
     assert (out / "_SUCCESS").exists()
-    with pytest.raises(NonFiniteError, match="column 'f1': 1"):
-        km.write_predictions(daskgmm.read_parquet(str(bad), columns=["f0", "f1"]), out, distance=True)
+    before = tree_bytes(out)
+    other = da.from_array(X + 1.0, chunks=100).map_blocks(_fails_late, dtype=X.dtype)
+    with pytest.raises(RuntimeError, match="the last chunk cannot be read"):
+        km.write_predictions(other, out, distance=True)
     with pytest.raises(ValueError, match="X has 3 features"):
         km.write_predictions(np.zeros((5, 3)), out)
     with pytest.raises(daskgmm.NotFittedError):
