@@ -174,5 +174,5 @@ def test_kmeans_config_and_init_choices():
     from daskgmm.kmeans import INITS
 
     o = resolve(build_parser().parse_args(["fit", "--config", str(REPO / "configs" / "kmeans.yaml")]))
-    assert o.estimator == "kmeans" and o.distance and o.predictions_out
+    assert o.estimator == "kmeans" and o.init == "k-means||" and o.distance and o.predictions_out
     assert next(opt for opt in OPTIONS if opt.dest == "init").choices == INITS

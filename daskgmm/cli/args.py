@@ -111,7 +111,7 @@ def _show(value):
     return ",".join(value) if isinstance(value, list) else value
 
 
-#: Options whose default is the estimator's (None in the options table): (the mixtures' and
+#: ``fit``'s options whose default is the estimator's (None in the options table): (the mixtures' and
 #: KMedoids', KMeans'), as scikit-learn's KMeans has them (an n_init of None: "auto").
 ESTIMATOR_DEFAULTS = {"tol": (1e-3, 1e-4), "n_init": (1, None)}
 
@@ -137,7 +137,7 @@ def resolve(args) -> argparse.Namespace:
     merged["data"] = data
     merged["command"] = cmd
     for key, (mixtures, kmeans) in ESTIMATOR_DEFAULTS.items():
-        if key in merged and merged[key] is None:
+        if cmd == FIT and merged[key] is None:
             merged[key] = kmeans if merged.get("estimator") == "kmeans" else mixtures
     if cmd == SHOW_CONFIG:
         merged["json"] = bool(getattr(args, "json", False))

@@ -75,12 +75,15 @@ OPTIONS = [
         choices=COVARIANCE_TYPES, result=True),
     Opt("max_iter", "int", 100, "maximum iterations (EM, or variational updates)", (FIT, SELECT), metavar="N",
         result=True),
-    # tol and n_init: None here, the estimator's default once resolved (daskgmm.cli.args.ESTIMATOR_DEFAULTS)
+    # fit's tol and n_init: None here, the estimator's default once resolved (daskgmm.cli.args.ESTIMATOR_DEFAULTS)
     Opt("tol", "float", None, "stop when the lower bound (EM: the mean log-likelihood) changes by less (default "
         "1e-3); --estimator kmeans: when the summed squared shift of the centres is at most T times the mean "
-        "feature variance (default 1e-4, scikit-learn's)", (FIT, SELECT), metavar="T", result=True),
+        "feature variance (default 1e-4, scikit-learn's)", (FIT,), metavar="T", result=True),
+    Opt("tol", "float", 1e-3, "stop when the lower bound (EM: the mean log-likelihood) changes by less",
+        (SELECT,), metavar="T", result=True),
     Opt("n_init", "int", None, "restarts (run in lockstep; the best is kept; default 1; --estimator kmeans: 1, "
-        "or 10 with --init random, as scikit-learn's n_init='auto')", (FIT, SELECT), metavar="N", result=True),
+        "or 10 with --init random, as scikit-learn's n_init='auto')", (FIT,), metavar="N", result=True),
+    Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (SELECT,), metavar="N", result=True),
     Opt("init_params", "choice", "kmeans", "initialisation", (FIT, SELECT),
         choices=("kmeans", "k-means++", "random", "random_from_data"), result=True),
     Opt("reg_covar", "float", 1e-6, "added to covariance diagonals", (FIT, SELECT), metavar="R", result=True),
