@@ -23,7 +23,7 @@ from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
-from daskgmm.validation.checks import in_memory_rows, is_dask, prediction_rows, prepare_rows
+from daskgmm.validation.checks import check_rows, in_memory_rows, is_dask, prediction_rows, prepare_rows
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -192,7 +192,7 @@ default="k-means||"
             return 1
         return int(self.n_init)
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, progress=None):
         """Lloyd's algorithm on the cluster, keeping the restart with the lowest inertia.
 
         Parameters
@@ -203,6 +203,9 @@ shape (n_samples, n_features)
             :func:`daskgmm.read_sparse_parquet`) are never made dense: distances are
             ``‖x‖² - 2 x·c + ‖c‖²`` by sparse x dense products (:mod:`daskgmm.kernels.sparse`).
         sample_weight : array-like of shape (n_samples,), optional
+        progress : callable, optional
+            ``progress(event, **info)``: "init" (``seconds``, ``resumed=False``, ``runs``: the starts) and
+            "iteration" (``iteration``, ``runs``) events (the command's progress lines).
 
         Returns
         -------
@@ -225,9 +228,11 @@ shape (n_samples, n_features)
         starts, seconds = fitting_kmeans.lloyd_starts(data, centre, self.init, k, seeds, given)
         if self.verbose:
             print(f"Initialization complete ({seconds:.3f}s)")
+        if progress is not None:
+            progress("init", seconds=seconds, resumed=False, runs=starts)
         tol = kmeans_tolerance(scan.variance, self.tol)
         fit = fitting_kmeans.fit_lloyd(data, centre, starts, tol=tol, max_iter=self.max_iter,
-                                       on_iteration=kmeans_report(tol) if self.verbose else None,
+                                       on_iteration=kmeans_report(tol) if self.verbose else None, progress=progress,
                                        bounds=self.algorithm == "elkan" and k > 1)
         r = fit.runs[fit.best]
         set_attributes(self, fitting_kmeans.lloyd_attributes(fit, data.dtype))
@@ -344,6 +349,37 @@ shape (n_samples, n_features)
         data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1, estimator=self,
                                   reset=False, accept_sparse=True)
         return fitting_kmeans.inertia(data, self.cluster_centers_)
+
+    # ------------------------------------------------------------ to Parquet
+    def prediction_parts(self, X, *, ids=None, id_column="id", distance=False) -> list:
+        """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
+        check_is_fitted(self)
+        with warnings.catch_warnings():
+            # the command matches Parquet columns to the model's names itself and passes a Dask array
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False, finite=True,
+                               accept_sparse=True)
+        return fitting_kmeans.prediction_parts(Xd, self.cluster_centers_, ids=ids, id_column=id_column,
+                                               distance=distance)
+
+    def write_predictions(self, X, path, *, ids=None, id_column="id", distance=False, storage_options=None) -> int:
+        """Predict every row of X (NumPy, pandas, scipy.sparse or Dask; dense or sparse rows) and write
+        Parquet parts to ``path``, atomically.
+
+        Columns: ``id_column`` (when ``ids`` are given), ``label`` (int32, as :meth:`predict`) and,
+        with ``distance``, ``distance``: the Euclidean distance to the nearest centre (the row's
+        minimum of :meth:`transform`, float64). The directory is written beside ``path`` and renamed
+        into place with a ``_SUCCESS`` marker only when every part is written.
+
+        Returns
+        -------
+        int
+            Rows written.
+        """
+        from daskgmm.io.outputs import write_parts
+
+        return write_parts(path, self.prediction_parts(X, ids=ids, id_column=id_column, distance=distance),
+                           storage_options, name="predictions", inputs=X)
 
     # ----------------------------------------------------------- persistence
     def save(self, path, storage_options=None):

@@ -397,14 +397,13 @@ def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "KMeans" in out and "clusters:         3" in out and "inertia:" in out and "mean[2]:" in out
     write_data(tmp_path / "data")
-    expect_exit2(["score", str(tmp_path / "data"), "--model", str(tmp_path / "km"), "--columns", "f0,f1,f2",
-                   *FAST], "a KMeans model; daskgmm score needs a mixture model", capsys)
-    # predict and score take a KMedoids model too: the message said a mixture was needed
-    for command, out in (("predict", ["--out", str(tmp_path / "p")]), ("score", [])):
-        expect_exit2([command, str(tmp_path / "data"), "--model", str(tmp_path / "km"), "--columns", "f0,f1,f2",
-                      *out, *FAST], "StudentTMixture) or a KMedoids model, as daskgmm fit writes", capsys)
+    # predict and score take a KMeans model (tests/test_cli_kmeans.py); sample and update need a mixture
     expect_exit2(["sample", "--model", str(tmp_path / "km"), "-n", "5", "--out", str(tmp_path / "s")],
-                 "StudentTMixture), as daskgmm fit writes", capsys)
+                 "a KMeans model; daskgmm sample needs a mixture model (GaussianMixture, BayesianGaussianMixture "
+                 "or StudentTMixture), as daskgmm fit writes", capsys)
+    expect_exit2(["update", str(tmp_path / "data"), "--model", str(tmp_path / "km"), "--model-out",
+                  str(tmp_path / "u"), "--columns", "f0,f1,f2", *FAST],
+                 "a KMeans model; daskgmm update needs a mixture model", capsys)
 
 
 @pytest.mark.slow

@@ -110,7 +110,8 @@ def test_prediction_ids_are_aligned_with_the_rows_or_named_as_wrong(tmp_path):
 
     X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
     rows = da.from_array(X, chunks=100)
-    for est in (GaussianMixture(2, random_state=0, max_iter=5), daskgmm.KMedoids(2, random_state=0)):
+    for est in (GaussianMixture(2, random_state=0, max_iter=5), daskgmm.KMedoids(2, random_state=0),
+                daskgmm.KMeans(2, random_state=0)):
         est.fit(X)
         for i, (x, ids) in enumerate([(X, np.arange(300) * 7), (rows, np.arange(300) * 7),
                                       (rows, da.arange(300, chunks=70) * 7)]):
@@ -229,6 +230,7 @@ def test_predictions_are_never_written_over_the_parquet_they_are_computed_from(d
                 g.write_predictions(rows, out)
     assert sorted(os.listdir(directory)) == before
     assert g.write_predictions(X, tmp_path / "preds") == X.shape[0]
-    km = daskgmm.KMedoids(2, random_state=0).fit(X)
-    with pytest.raises(ValueError, match="holds the input file"):
-        km.write_predictions(X, directory)
+    for km in (daskgmm.KMedoids(2, random_state=0), daskgmm.KMeans(2, random_state=0)):
+        km.fit(X)
+        with pytest.raises(ValueError, match="holds the input file"):
+            km.write_predictions(X, directory)

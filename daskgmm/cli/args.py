@@ -50,11 +50,11 @@ outputs on other object stores (gs://, az://) are not locked. A missing bucket
 is an error (exit 2): daskgmm never creates one."""
 
 COMMANDS = {
-    FIT: "fit a mixture (Gaussian, variational or Student-t) or K-medoids (--estimator kmedoids) on Parquet data "
-         "and save the model",
+    FIT: "fit a mixture (Gaussian, variational or Student-t), K-means (--estimator kmeans) or K-medoids "
+         "(--estimator kmedoids) on Parquet data and save the model",
     PREDICT: "label rows of Parquet data with a saved model",
     SCORE: "mean log-likelihood of Parquet data under a saved model, with BIC and AIC (not for a Bayesian one; "
-           "the inertia for a KMedoids model)",
+           "the inertia for a KMeans or KMedoids model)",
     SAMPLE: "draw rows from a saved model into Parquet, streaming",
     INFO: "describe a saved model",
     SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daskgmm",
         description="Gaussian mixture models on Parquet data with Dask, fitted by EM or variationally "
-                    "(--estimator bayesian), and mixtures of Student-t distributions (--estimator student).",
+                    "(--estimator bayesian), mixtures of Student-t distributions (--estimator student), "
+                    "K-means (--estimator kmeans) and K-medoids (--estimator kmedoids).",
         epilog=EXIT_DOC + OUTPUTS_DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -110,8 +111,13 @@ def _show(value):
     return ",".join(value) if isinstance(value, list) else value
 
 
+#: ``fit``'s options whose default is the estimator's (None in the options table): (the mixtures' and
+#: KMedoids', KMeans'), as scikit-learn's KMeans has them (an n_init of None: "auto").
+ESTIMATOR_DEFAULTS = {"tol": (1e-3, 1e-4), "n_init": (1, None)}
+
+
 def resolve(args) -> argparse.Namespace:
-    """Defaults, then the config file, then explicit flags."""
+    """Defaults (the estimator's, :data:`ESTIMATOR_DEFAULTS`), then the config file, then explicit flags."""
     cmd = args.command
     merged = {o.dest: o.default for o in options_for(cmd)}
     config = getattr(args, "config", None)
@@ -130,6 +136,9 @@ def resolve(args) -> argparse.Namespace:
         data = data[0]
     merged["data"] = data
     merged["command"] = cmd
+    for key, (mixtures, kmeans) in ESTIMATOR_DEFAULTS.items():
+        if cmd == FIT and merged[key] is None:
+            merged[key] = kmeans if merged.get("estimator") == "kmeans" else mixtures
     if cmd == SHOW_CONFIG:
         merged["json"] = bool(getattr(args, "json", False))
     ns = argparse.Namespace(**merged)
@@ -308,39 +317,59 @@ STUDENT_OPTIONS = (("df", None), ("fixed_df", False))
 PRIOR_OPTIONS = PRIOR_PARAMETERS
 
 
-#: Options of the mixtures with their defaults: given to ``fit --estimator kmedoids`` they are an error.
+#: Options of the mixtures with their defaults: given to ``fit --estimator kmeans|kmedoids`` they are an error
+#: (``tol`` and ``n_init`` are KMeans' too).
 MIXTURE_DEFAULTS = (("covariance_type", "full"), ("tol", 1e-3), ("n_init", 1), ("init_params", "kmeans"),
                     ("reg_covar", 1e-6), ("assignment", "soft"), ("on_collapse", "raise"), ("proba", False),
                     ("loglik", False))
 
+#: The options of ``fit --estimator kmeans`` and ``kmedoids`` only, with their defaults; and what each takes
+#: (for the message refusing a mixture's option).
+CLUSTER_OPTIONS = {
+    "kmeans": ((("init", "k-means||"), ("algorithm", "lloyd")),
+               "--n-components, --init, --n-init, --max-iter, --tol, --algorithm, --seed, --distance"),
+    "kmedoids": ((("metric", "euclidean"), ("method", "alternate")),
+                 "--n-components, --metric, --method, --max-iter, --seed, --distance"),
+}
 
-def _require_kmedoids_options(o):
-    """``fit --estimator kmedoids`` takes --metric, --method and --distance, and no option of the mixtures."""
+
+def _require_cluster_options(o):
+    """``fit --estimator kmeans|kmedoids`` take their own options and --distance, and no option of the mixtures."""
     if o.command != FIT:
         return
-    if o.estimator != "kmedoids":
-        given = [f"--{k} {getattr(o, k)}" for k, default in (("metric", "euclidean"), ("method", "alternate"))
-                 if getattr(o, k) != default] + (["--distance"] if o.distance else [])
-        if given:
-            raise UsageError(f"daskgmm fit: {', '.join(given)} is an option of --estimator kmedoids")
+    for name, (own, _) in CLUSTER_OPTIONS.items():
+        given = [f"--{k} {getattr(o, k)}" for k, default in own if getattr(o, k) != default]
+        if given and o.estimator != name:
+            raise UsageError(f"daskgmm fit: {', '.join(given)} is an option of --estimator {name}")
+    if o.estimator not in CLUSTER_OPTIONS:
+        if o.distance:
+            raise UsageError("daskgmm fit: --distance is an option of --estimator kmeans and --estimator kmedoids")
         return
-    given = [f"--{k.replace('_', '-')}" for k, default in MIXTURE_DEFAULTS if getattr(o, k) != default]
+    takes = CLUSTER_OPTIONS[o.estimator][1]
+    shared = ("tol", "n_init") if o.estimator == "kmeans" else ()
+    given = [f"--{k.replace('_', '-')}" for k, default in MIXTURE_DEFAULTS
+             if k not in shared and getattr(o, k) != default]
     given += [f"--{k.replace('_', '-')}" for k in PRIOR_OPTIONS if getattr(o, k, None) is not None
               and not (k == "weight_concentration_prior_type" and getattr(o, k) == "dirichlet_process")]
     if given:
-        raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the mixtures, not of --estimator kmedoids "
-                         "(which takes --n-components, --metric, --method, --max-iter, --seed, --distance)")
+        raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the mixtures, not of --estimator "
+                         f"{o.estimator} (which takes {takes})")
     if o.nan_policy == "marginalize":
-        raise UsageError("daskgmm fit: --estimator kmedoids does not marginalise missing values (a dissimilarity "
-                         "needs every coordinate); use --nan-policy omit to leave incomplete rows out")
+        why = ("k-means has no likelihood to marginalise" if o.estimator == "kmeans"
+               else "a dissimilarity needs every coordinate")
+        raise UsageError(f"daskgmm fit: --estimator {o.estimator} does not marginalise missing values ({why}); "
+                         "use --nan-policy omit to leave incomplete rows out")
     if o.plot:
         raise UsageError("daskgmm fit: --plot draws a mixture's components; not available with --estimator "
-                         "kmedoids")
+                         f"{o.estimator}")
+    if o.estimator == "kmeans" and o.checkpoint_dir:
+        raise UsageError("daskgmm fit: --checkpoint-dir: a fit of --estimator kmeans keeps no checkpoint (its "
+                         "iterations are not saved); run it without --checkpoint-dir and --resume")
 
 
 def _require_estimator_options(o):
     """Refuse an option of one estimator given to another, and what the variational and t mixtures cannot do."""
-    _require_kmedoids_options(o)
+    _require_cluster_options(o)
     if o.command == FIT:
         _require_student_options(o)
         bayesian, where = o.estimator == "bayesian", "--estimator bayesian"

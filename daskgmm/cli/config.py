@@ -75,9 +75,15 @@ OPTIONS = [
         choices=COVARIANCE_TYPES, result=True),
     Opt("max_iter", "int", 100, "maximum iterations (EM, or variational updates)", (FIT, SELECT), metavar="N",
         result=True),
+    # fit's tol and n_init: None here, the estimator's default once resolved (daskgmm.cli.args.ESTIMATOR_DEFAULTS)
+    Opt("tol", "float", None, "stop when the lower bound (EM: the mean log-likelihood) changes by less (default "
+        "1e-3); --estimator kmeans: when the summed squared shift of the centres is at most T times the mean "
+        "feature variance (default 1e-4, scikit-learn's)", (FIT,), metavar="T", result=True),
     Opt("tol", "float", 1e-3, "stop when the lower bound (EM: the mean log-likelihood) changes by less",
-        (FIT, SELECT), metavar="T", result=True),
-    Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (FIT, SELECT), metavar="N", result=True),
+        (SELECT,), metavar="T", result=True),
+    Opt("n_init", "int", None, "restarts (run in lockstep; the best is kept; default 1; --estimator kmeans: 1, "
+        "or 10 with --init random, as scikit-learn's n_init='auto')", (FIT,), metavar="N", result=True),
+    Opt("n_init", "int", 1, "restarts (run in lockstep; the best is kept)", (SELECT,), metavar="N", result=True),
     Opt("init_params", "choice", "kmeans", "initialisation", (FIT, SELECT),
         choices=("kmeans", "k-means++", "random", "random_from_data"), result=True),
     Opt("reg_covar", "float", 1e-6, "added to covariance diagonals", (FIT, SELECT), metavar="R", result=True),
@@ -86,9 +92,18 @@ OPTIONS = [
     Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on "
         "(--estimator gaussian)", (FIT,), choices=("raise", "reinit"), result=True),
     Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, the variational BayesianGaussianMixture, "
-        "the robust StudentTMixture (heavy-tailed components, by EM), or KMedoids (K rows of the data as "
-        "prototypes, for any --metric; --n-components is K)",
-        (FIT,), choices=("gaussian", "bayesian", "student", "kmedoids"), result=True),
+        "the robust StudentTMixture (heavy-tailed components, by EM), KMeans (Lloyd's algorithm; --n-components "
+        "is K), or KMedoids (K rows of the data as prototypes, for any --metric; --n-components is K)",
+        (FIT,), choices=("gaussian", "bayesian", "student", "kmeans", "kmedoids"), result=True),
+    # init and algorithm: not in the checkpoint fingerprint (result=False) because a kmeans fit keeps no
+    # checkpoint (--checkpoint-dir is refused with it); as new keys they would make every other
+    # estimator's checkpoint written before them stale
+    Opt("init", "choice", "k-means||", "k-means start (--estimator kmeans): k-means|| (k-means++ and Lloyd's "
+        "algorithm on the first scan's sample, no pass of its own), k-means++ (K + 1 passes) or random "
+        "(K distinct rows)", (FIT,), choices=("k-means||", "k-means++", "random")),
+    Opt("algorithm", "choice", "lloyd", "k-means passes (--estimator kmeans): lloyd, or elkan (the same result, "
+        "bit for bit: every row keeps a bound between passes and skips the distances that cannot change its "
+        "label; faster with many clusters; one restart)", (FIT,), choices=("lloyd", "elkan")),
     Opt("metric", "choice", "euclidean", "dissimilarity (--estimator kmedoids): any name of "
         "sklearn.metrics.pairwise_distances", (FIT,), choices=METRICS, metavar="NAME", result=True),
     Opt("method", "choice", "alternate", "k-medoids passes (--estimator kmedoids): alternate (faster) or pam "
@@ -122,8 +137,8 @@ OPTIONS = [
         metavar="DIR"),
     Opt("proba", "bool", False, "write proba_0..proba_{K-1} with the predictions", (FIT, PREDICT, UPDATE)),
     Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT, UPDATE)),
-    Opt("distance", "bool", False, "write each row's dissimilarity to its medoid with the predictions (a KMedoids "
-        "model)", (FIT, PREDICT)),
+    Opt("distance", "bool", False, "write each row's distance to its centre with the predictions (a KMeans "
+        "model: the Euclidean distance; a KMedoids model: the dissimilarity to its medoid)", (FIT, PREDICT)),
     Opt("checkpoint_dir", "str", None, "save progress here after every iteration (fit, select) or step (update)",
         (FIT, SELECT, UPDATE), metavar="DIR"),
     Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one",

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
+from daskgmm.cli.args import CLUSTER_OPTIONS, EXIT_OK, PRIOR_OPTIONS, UsageError
 from daskgmm.cli.config import OPTIONS
 from daskgmm.cli.runtime import (
     Reporter,
@@ -103,6 +103,11 @@ def bayesian_priors(o, columns) -> tuple:
 
 def make_estimator(o):
     """The estimator ``daskgmm fit`` fits (``assignment``/``on_collapse`` are the Gaussian EM's only)."""
+    if o.estimator == "kmeans":
+        from daskgmm.kmeans import KMeans
+
+        return KMeans(n_clusters=o.n_components, init=o.init, n_init="auto" if o.n_init is None else o.n_init,
+                      max_iter=o.max_iter, tol=o.tol, random_state=o.seed, algorithm=o.algorithm, cache=o.cache)
     if o.estimator == "kmedoids":
         from daskgmm.kmedoids import KMedoids
 
@@ -184,7 +189,7 @@ def commit_model_and_predictions(est, o, src):
             out.begin()
         write_model_files(est, outs[0].fs, outs[0].staging)
         if o.predictions_out:
-            what = ({"distance": o.distance} if getattr(o, "estimator", None) == "kmedoids"
+            what = ({"distance": o.distance} if getattr(o, "estimator", None) in CLUSTER_OPTIONS
                     else {"proba": o.proba, "loglik": o.loglik})
             parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what)
             rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions")
@@ -231,7 +236,10 @@ def cmd_fit(o, log, metrics):
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
             try:
-                est.fit(src.X, checkpoint=ckpt, progress=report.progress)
+                if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)
+                    est.fit(src.X, progress=report.progress)
+                else:
+                    est.fit(src.X, checkpoint=ckpt, progress=report.progress)
             except ValueError as exc:
                 if o.estimator == "bayesian" and o.covariance_prior is not None and any(
                         t in str(exc) for t in PRIOR_REFUSALS):
@@ -242,6 +250,8 @@ def cmd_fit(o, log, metrics):
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning)):
                 log(f"warning: {name_columns(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
+        if o.estimator == "kmeans":
+            return finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start)
         if o.estimator == "kmedoids":
             return finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start)
         state = "converged" if est.converged_ else "did not converge"
@@ -263,6 +273,21 @@ def cmd_fit(o, log, metrics):
             from daskgmm.plot import plot_fit
 
             plot_after(o, log, metrics, lambda: plot_fit(est, src.X, o.plot, storage_options=storage_options(o)))
+    return EXIT_OK
+
+
+def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start):
+    """The end of ``fit --estimator kmeans``: its summary line, outputs and metrics (a fit that did not
+    converge said so in a warning line)."""
+    log(f"{est.n_iter_} iteration(s) of {o.algorithm}: inertia {est.inertia_:.6g} (init {o.init}; fit "
+        f"{fit_seconds:.2f} s)")
+    rows = commit_fit(est, o, src, None, log)
+    metrics.update(
+        n_iter=est.n_iter_, inertia=est.inertia_, history=est.history_, counts=est.counts_, init=o.init,
+        algorithm=o.algorithm, fit_seconds=fit_seconds, total_seconds=time.perf_counter() - t_start,
+        n_components=o.n_components, model_out=o.model_out, predictions_out=o.predictions_out,
+        predictions_rows=rows,
+    )
     return EXIT_OK
 
 

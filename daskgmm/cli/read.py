@@ -33,14 +33,14 @@ def cmd_predict(o, log, metrics):
     box: dict = {}
     so = storage_options(o)
     with OutputLock(o.out, so), command_cluster(o, log, box, metrics):
-        est, src = box["model"], box["src"] = model_source(o, log, medoids=True)
-        medoids = hasattr(est, "medoid_indices_")
+        est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
+        clusters = hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
         wrong = [f for f, v, mine in (("--proba", o.proba, False), ("--loglik", o.loglik, False),
-                                      ("--distance", o.distance, True)) if v and mine != medoids]
+                                      ("--distance", o.distance, True)) if v and mine != clusters]
         if wrong:
             raise UsageError(f"daskgmm predict: {', '.join(wrong)} does not apply to {o.model}, a "
                              f"{type(est).__name__} model")
-        what = {"distance": o.distance} if medoids else {"proba": o.proba, "loglik": o.loglik}
+        what = {"distance": o.distance} if clusters else {"proba": o.proba, "loglik": o.loglik}
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, storage_options=so,
                                      **what)
     log(f"{rows:,} predictions written to {o.out}")
@@ -50,7 +50,7 @@ def cmd_predict(o, log, metrics):
 def cmd_score(o, log, metrics):
     box: dict = {}
     with command_cluster(o, log, box, metrics):
-        est, src = box["model"], box["src"] = model_source(o, log, medoids=True)
+        est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
@@ -58,8 +58,11 @@ def cmd_score(o, log, metrics):
     from daskgmm.kernels.covariance import n_parameters
 
     n = src.n_rows
-    if hasattr(est, "medoid_indices_"):  # a KMedoids: its score is minus the inertia
-        result = {"n_rows": n, "inertia": -mean, "mean_dissimilarity": -mean / n, "metric": est.metric}
+    if hasattr(est, "cluster_centers_"):  # a KMeans or a KMedoids: its score is minus the inertia
+        if hasattr(est, "medoid_indices_"):
+            result = {"n_rows": n, "inertia": -mean, "mean_dissimilarity": -mean / n, "metric": est.metric}
+        else:
+            result = {"n_rows": n, "inertia": -mean, "mean_squared_distance": -mean / n}
         metrics.update(result)
         print(json.dumps(result, indent=2))
         return EXIT_OK

@@ -308,27 +308,30 @@ def plot_after(o, log, metrics, draw):
         log(f"picture written to {o.plot}")
 
 
-def load_saved(o, medoids=False):
-    """The model at ``--model``: a mixture (Gaussian, variational or t; or, with ``medoids``, a KMedoids)."""
+def load_saved(o, clusters=False):
+    """The model at ``--model``: a mixture (Gaussian, variational or t; or, with ``clusters``, a KMeans or
+    a KMedoids)."""
     from daskgmm import register_estimators
     from daskgmm.base import BaseMixture
     from daskgmm.io.modelfiles import ModelFileError, load_model
+    from daskgmm.kmeans import KMeans
     from daskgmm.kmedoids import KMedoids
 
     register_estimators()
     est = load_model(o.model, storage_options(o), files=getattr(o, "model_files", None))
-    if not isinstance(est, BaseMixture) and not (medoids and isinstance(est, KMedoids)):
+    if not isinstance(est, BaseMixture) and not (clusters and isinstance(est, (KMeans, KMedoids))):
         takes = "a mixture model (GaussianMixture, BayesianGaussianMixture or StudentTMixture)"
-        if medoids:
-            takes += " or a KMedoids model"
+        if clusters:
+            takes += ", a KMeans or a KMedoids model"
         raise ModelFileError(f"{o.model}: a {type(est).__name__} model; daskgmm {o.command} needs {takes}, "
                              "as daskgmm fit writes")
     return est
 
 
-def model_source(o, log, medoids=False):
-    """The saved model and DATA opened with the model's columns and dtype (``medoids``: a KMedoids will do)."""
-    est = load_saved(o, medoids=medoids)
+def model_source(o, log, clusters=False):
+    """The saved model and DATA opened with the model's columns and dtype (``clusters``: a KMeans or a
+    KMedoids will do)."""
+    est = load_saved(o, clusters=clusters)
     cols = o.columns
     model_cols = getattr(est, "feature_names_in_", None)
     if cols is None and model_cols is not None:

@@ -10,7 +10,8 @@ pass: counts, sums and the inertia of every restart per chunk.
 - :func:`first_batch_centers`, :func:`batch_statistics`, :func:`sequential_update` —
   one step of the sequential (online) update;
 - :func:`kmeans_form`, :func:`nearest_labels`, :func:`distances`, :func:`inertia` —
-  predictions and scores;
+  predictions and scores; :func:`prediction_parts` — the parts of a predictions dataset (``label`` as
+  :func:`nearest_labels`, ``distance`` the least of :func:`distances`);
 - :func:`lloyd_attributes`, :func:`export_kmeans`, :func:`import_kmeans` — the fitted
   attributes after ``fit`` and in model files.
 """
@@ -25,6 +26,8 @@ import numpy as np
 
 from daskgmm.em.init import initial_centers, lloyd
 from daskgmm.engine.passes import ChunkedData, is_sparse_array
+from daskgmm.fitting.mixture import iteration_hook
+from daskgmm.fitting.predict import id_blocks
 from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
@@ -87,7 +90,8 @@ class LloydFit:
     counts: np.ndarray
 
 
-def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=None, bounds: bool = False) -> LloydFit:
+def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=None, progress=None,
+              bounds: bool = False) -> LloydFit:
     """Lloyd's algorithm from every start in lockstep (one pass per iteration), then one pass
     measuring the final centres (Lloyd's last pass measured the previous ones).
 
@@ -101,6 +105,8 @@ def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=N
         Absolute threshold on the summed squared centre shift (:func:`daskgmm.em.init.kmeans_tolerance`).
     on_iteration : callable, optional
         ``on_iteration(iteration, runs)`` (verbose lines).
+    progress : callable, optional
+        ``progress("iteration", iteration=, runs=)`` after every iteration (the command's progress lines).
     bounds : bool
         Keep each row's label and a lower bound of its distance to the other centres between
         passes (Hamerly's bound; ``KMeans(algorithm="elkan")``): rows whose label cannot change
@@ -108,7 +114,8 @@ def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=N
     """
     key = f"daskgmm-kmeans-{uuid.uuid4().hex}" if bounds and len(starts) == 1 and not data.sparse else None
     try:
-        runs = lloyd(data, centre, starts, max_iter=max_iter, tol_scaled=tol, callback=on_iteration, bounds=key)
+        runs = lloyd(data, centre, starts, max_iter=max_iter, tol_scaled=tol, bounds=key,
+                     callback=iteration_hook(progress=progress, on_iteration=on_iteration))
         specs = [ModelSpec(kmeans_natural_params(r.state.centers - centre), "spherical", "hard", bounds=key)
                  for r in runs]
         final = data.run([MixtureRequest(specs)], centre)[0]
@@ -229,6 +236,37 @@ def distances(X, centers):
 def inertia(data, centers) -> float:
     """Opposite of the (weighted) inertia of the rows of a ChunkedData: one pass."""
     return float(batch_statistics(data, centers).loglik)
+
+
+def prediction_part(x, ids, centers, id_column, distance: bool) -> dict:
+    """Columns of one part of a predictions dataset, from one block of rows (NumPy or scipy.sparse).
+
+    ``id_column`` (None: no id column) holds ``ids``; ``label`` is :func:`nearest_labels` (int32, what
+    ``KMeans.predict`` gives); with ``distance``, ``distance`` is the row's least :func:`distances`
+    (what ``KMeans.transform`` gives, its row minimum) as float64.
+    """
+    out = {}
+    if id_column is not None:
+        out[id_column] = ids
+    out["label"] = nearest_labels(x, centers)
+    if distance:
+        out["distance"] = distances(x, centers).min(axis=1).astype(np.float64, copy=False)
+    return out
+
+
+def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False) -> list:
+    """One Delayed column dict per chunk of the Dask array X (dense or of sparse chunks): see
+    :func:`prediction_part`. ``ids`` (array-like or Dask array of shape (n_samples,)) are rechunked
+    like the rows; without them there is no id column."""
+    import dask
+
+    # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
+    xb = X.to_delayed(optimize_graph=False).ravel()
+    ib = [None] * len(xb) if ids is None else id_blocks(ids, X)
+    column = id_column if ids is not None else None
+    part = dask.delayed(prediction_part, pure=True)
+    centers = np.asarray(centers)
+    return [part(x, i, centers, column, distance) for x, i in zip(xb, ib)]
 
 
 # ---------------------------------------------------------------------------

@@ -238,6 +238,14 @@ def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=Non
     on_iteration : callable, optional
         ``on_iteration(iteration, runs)`` (the estimators' verbose lines).
     """
+    return lockstep(data, runs, centre=centre, max_iter=max_iter,
+                    callback=iteration_hook(checkpoint=checkpoint, progress=progress, on_iteration=on_iteration))
+
+
+def iteration_hook(*, checkpoint=None, progress=None, on_iteration=None):
+    """The ``callback(iteration, runs)`` of :func:`daskgmm.em.loop.lockstep` that runs a fit's hooks after
+    every iteration: saves the checkpoint, then ``on_iteration(iteration, runs)``, then
+    ``progress("iteration", iteration=, runs=)``."""
     def after_iteration(iteration, runs):
         if checkpoint is not None:
             checkpoint.save(runs)
@@ -246,7 +254,7 @@ def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=Non
         if progress is not None:
             progress("iteration", iteration=iteration, runs=runs)
 
-    return lockstep(data, runs, centre=centre, max_iter=max_iter, callback=after_iteration)
+    return after_iteration
 
 
 def best_run(runs: list[Run], max_iter: int) -> tuple[Run, float]:

@@ -1,0 +1,178 @@
+"""``KMeans.write_predictions`` and ``daskgmm fit --estimator kmeans``: predictions, model files, info,
+predict, score, refusals."""
+
+import json
+import os
+import pathlib
+import time
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+
+import daskgmm
+from daskgmm.cli import main
+
+from .conftest import FAST, expect_exit2, make_blobs, write_data
+from .test_cli import tree_bytes
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _read(path):
+    return pq.read_table(path).to_pandas()
+
+
+def _computed(a):
+    return a.compute() if hasattr(a, "compute") else np.asarray(a)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask", "dask-float32", "sparse", "dask-sparse"])
+def test_write_predictions_are_predict_and_the_least_of_transform(tmp_path, kind):
+    """``label`` is ``predict``'s (int32), ``distance`` the row minimum of ``transform`` (float64), ``id`` the
+    ids given, row for row; dense or sparse rows, in memory or Dask; the rows written are returned."""
+    if "sparse" in kind:
+        X = sp.random(600, 12, density=0.2, random_state=0, format="csr")
+        km = daskgmm.KMeans(4, random_state=0).fit(X)
+        x = da.from_array(X, chunks=(170, 12), asarray=False) if kind.startswith("dask") else X
+    else:
+        X, _, _ = make_blobs(n=600, d=3, k=3, seed=1)
+        km = daskgmm.KMeans(3, random_state=0).fit(X)
+        x = {"numpy": X, "dask": da.from_array(X, chunks=170),
+             "dask-float32": da.from_array(X.astype(np.float32), chunks=170)}[kind]
+    ids = np.arange(600) * 3 + 1
+    assert km.write_predictions(x, tmp_path / "p", ids=ids, id_column="row", distance=True) == 600
+    p = _read(tmp_path / "p")
+    assert list(p.columns) == ["row", "label", "distance"]
+    assert p["label"].dtype == np.int32 and p["distance"].dtype == np.float64
+    np.testing.assert_array_equal(p["row"].to_numpy(), ids)
+    np.testing.assert_array_equal(p["label"].to_numpy(), _computed(km.predict(x)))
+    np.testing.assert_array_equal(p["distance"].to_numpy(), _computed(km.transform(x)).min(axis=1))
+    # without ids and distance: the label alone
+    assert km.write_predictions(x, tmp_path / "q") == 600
+    q = _read(tmp_path / "q")
+    assert list(q.columns) == ["label"]
+    np.testing.assert_array_equal(q["label"].to_numpy(), p["label"].to_numpy())
+
+
+def _fails_late(block, block_info=None):
+    """The rows of a block; the last block fails, late: the other parts are written by then."""
+    if block_info[0]["chunk-location"][0] == block_info[0]["num-chunks"][0] - 1:
+        time.sleep(0.5)
+        raise RuntimeError("the last chunk cannot be read")
+    return block
+
+
+def test_write_predictions_is_atomic(tmp_path):
+    """A write that fails at its last chunk, after the others are computed, leaves the previous output byte
+    for byte and no staging directory; rows of another width and an unfitted model write nothing."""
+    X, _, _ = make_blobs(n=900, d=2, k=2, seed=1)
+    km = daskgmm.KMeans(2, random_state=0).fit(X)
+    out = tmp_path / "out"
+    assert km.write_predictions(da.from_array(X, chunks=100), out, distance=True) == 900
+    assert (out / "_SUCCESS").exists()
+    before = tree_bytes(out)
+    other = da.from_array(X + 1.0, chunks=100).map_blocks(_fails_late, dtype=X.dtype)
+    with pytest.raises(RuntimeError, match="the last chunk cannot be read"):
+        km.write_predictions(other, out, distance=True)
+    with pytest.raises(ValueError, match="X has 3 features"):
+        km.write_predictions(np.zeros((5, 3)), out)
+    with pytest.raises(daskgmm.NotFittedError):
+        daskgmm.KMeans(2).write_predictions(X, out)
+    assert tree_bytes(out) == before
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+
+
+def test_fit_kmeans_end_to_end(tmp_path, capsys):
+    """fit writes the model and the predictions (``label``, ``distance``) of what the Python API fits; info,
+    predict (the same predictions) and score (the inertia) take the model; the defaults are KMeans'."""
+    data = tmp_path / "data"
+    X = write_data(data, n=3000, d=3, k=3, files=3)
+    model, preds, metrics = tmp_path / "model", tmp_path / "preds", tmp_path / "m.json"
+    rc = main(["fit", str(data), "--columns", "f0,f1,f2", "--id-column", "id", "--estimator", "kmeans",
+               "--n-components", "3", "--seed", "0", "--max-iter", "300", "--algorithm", "elkan",
+               "--model-out", str(model), "--predictions-out", str(preds), "--distance",
+               "--metrics-out", str(metrics), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    est = daskgmm.load(model)
+    assert type(est).__name__ == "KMeans" and est.algorithm == "elkan"
+    # scikit-learn's defaults where the command has none of its own
+    assert (est.init, est.n_init, est.tol, est.random_state) == ("k-means||", "auto", 1e-4, 0)
+    assert list(est.feature_names_in_) == ["f0", "f1", "f2"]
+    # the command fits what the Python API fits on the same rows (to rounding: other chunks)
+    ref = daskgmm.KMeans(3, random_state=0).fit(X)
+    np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=1e-10)
+    assert est.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
+    p = pd.read_parquet(preds).sort_values("id")
+    assert list(p.columns) == ["id", "label", "distance"]
+    np.testing.assert_array_equal(p["id"].to_numpy(), np.arange(3000))
+    np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(X))
+    np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(X).min(axis=1), rtol=1e-10)
+    m = json.loads(metrics.read_text())
+    assert m["status"] == "ok" and m["algorithm"] == "elkan" and m["predictions_rows"] == 3000
+    assert m["inertia"] == est.inertia_ and m["n_iter"] == est.n_iter_
+
+    capsys.readouterr()
+    assert main(["info", "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "estimator:        KMeans" in out and "clusters:         3" in out
+
+    again = tmp_path / "again"
+    assert main(["predict", str(data), "--model", str(model), "--id-column", "id", "--out", str(again),
+                 "--distance", *FAST]) == 0
+    q = pd.read_parquet(again).sort_values("id")
+    pd.testing.assert_frame_equal(p.reset_index(drop=True), q.reset_index(drop=True))
+    capsys.readouterr()
+    assert main(["score", str(data), "--model", str(model), *FAST]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["inertia"] == pytest.approx(est.inertia_, rel=1e-12) and score["n_rows"] == 3000
+    assert score["mean_squared_distance"] == pytest.approx(est.inertia_ / 3000, rel=1e-12)
+
+
+def test_kmeans_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
+    data = tmp_path / "data"
+    X = write_data(data, n=300, d=2, k=2, files=1)
+    base = ["fit", str(data), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"), *FAST]
+    kmeans = [*base, "--estimator", "kmeans"]
+    expect_exit2([*base, "--init", "random"], "--init random is an option of --estimator kmeans", capsys)
+    expect_exit2([*base, "--algorithm", "elkan"], "--algorithm elkan is an option of --estimator kmeans", capsys)
+    expect_exit2([*base, "--estimator", "kmedoids", "--init", "k-means++"], "--init k-means++ is an option of "
+                 "--estimator kmeans", capsys)
+    expect_exit2([*base, "--distance"], "--distance is an option of --estimator kmeans and --estimator kmedoids",
+                 capsys)
+    expect_exit2([*kmeans, "--metric", "manhattan"], "--metric manhattan is an option of --estimator kmedoids",
+                 capsys)
+    for flag in (["--covariance-type", "diag"], ["--proba"], ["--init-params", "random"], ["--reg-covar", "0.1"],
+                 ["--mean-precision-prior", "2"]):
+        expect_exit2([*kmeans, *flag], f"{flag[0]}: option(s) of the mixtures, not of --estimator kmeans", capsys)
+    expect_exit2([*kmeans, "--df", "3"], "--df: option(s) of the Student-t mixture", capsys)
+    expect_exit2([*kmeans, "--init", "kmeans++"], "invalid choice: 'kmeans++'", capsys)
+    expect_exit2([*kmeans, "--algorithm", "hamerly"], "invalid choice: 'hamerly'", capsys)
+    expect_exit2([*kmeans, "--nan-policy", "marginalize"], "--estimator kmeans does not marginalise", capsys)
+    expect_exit2([*kmeans, "--checkpoint-dir", str(tmp_path / "ck")], "--checkpoint-dir: a fit of --estimator "
+                 "kmeans keeps no checkpoint", capsys)
+    assert not os.path.exists(tmp_path / "m")
+    # a saved KMeans: predict refuses the mixtures' columns, sample and update need a mixture
+    model = tmp_path / "km"
+    km = daskgmm.KMeans(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1"]))
+    km.save(model)
+    expect_exit2(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--loglik", *FAST],
+                 "--loglik does not apply to", capsys)
+    expect_exit2(["sample", "--model", str(model), "-n", "5", "--out", str(tmp_path / "s"), *FAST],
+                 "a KMeans model; daskgmm sample needs a mixture model", capsys)
+    assert not os.path.exists(tmp_path / "p") and not os.path.exists(tmp_path / "s")
+
+
+def test_kmeans_config_and_init_choices():
+    """configs/kmeans.yaml resolves to a kmeans job that no check refuses; the command's --init choices are
+    KMeans' named starts (written out in the options table, which imports no estimator)."""
+    from daskgmm.cli.args import build_parser, resolve
+    from daskgmm.cli.config import OPTIONS
+    from daskgmm.kmeans import INITS
+
+    o = resolve(build_parser().parse_args(["fit", "--config", str(REPO / "configs" / "kmeans.yaml")]))
+    assert o.estimator == "kmeans" and o.init == "k-means||" and o.distance and o.predictions_out
+    assert next(opt for opt in OPTIONS if opt.dest == "init").choices == INITS
