@@ -420,13 +420,10 @@ def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "KMeans" in out and "clusters:         3" in out and "inertia:" in out and "mean[2]:" in out
     write_data(tmp_path / "data")
-    # predict and score take a KMeans model (tests/test_cli_kmeans.py); sample and update need a mixture
+    # predict, score and update take a KMeans model (tests/test_cli_kmeans.py); sample needs a mixture
     expect_exit2(["sample", "--model", str(tmp_path / "km"), "-n", "5", "--out", str(tmp_path / "s")],
                  "a KMeans model; daskgmm sample needs a mixture model (GaussianMixture, BayesianGaussianMixture "
                  "or StudentTMixture), as daskgmm fit writes", capsys)
-    expect_exit2(["update", str(tmp_path / "data"), "--model", str(tmp_path / "km"), "--model-out",
-                  str(tmp_path / "u"), "--columns", "f0,f1,f2", *FAST],
-                 "a KMeans model; daskgmm update needs a mixture model", capsys)
 
 
 @pytest.mark.slow
