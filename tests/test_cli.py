@@ -418,7 +418,12 @@ def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", "--model", str(tmp_path / "km")]) == 0
     out = capsys.readouterr().out
-    assert "KMeans" in out and "clusters:         3" in out and "inertia:" in out and "mean[2]:" in out
+    assert "KMeans" in out and "clusters:         3" in out and "inertia:" in out
+    # centres, as a KMedoids' are medoids: not a mixture's means
+    km = KMeans(3, random_state=0, n_init=1).fit(X)
+    lines = [line for line in out.splitlines() if line.startswith("center[")]
+    assert len(lines) == 3 and "mean[" not in out
+    assert lines[2] == "center[2]:      " + " ".join(f"{v:.6g}" for v in km.cluster_centers_[2])
     write_data(tmp_path / "data")
     # predict, score and update take a KMeans model (tests/test_cli_kmeans.py); sample needs a mixture
     expect_exit2(["sample", "--model", str(tmp_path / "km"), "-n", "5", "--out", str(tmp_path / "s")],
