@@ -22,7 +22,7 @@ from daskgmm.fitting import attributes as fitting_attributes
 from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting.report import VerboseReport
 from daskgmm.kernels import covariance as cov
-from daskgmm.validation.checks import check_rows, prediction_rows, prepare_rows
+from daskgmm.validation.checks import check_rows, finite_chunks, prediction_rows, prepare_rows
 from daskgmm.validation.params import (
     BOOLEAN,
     NONE,
@@ -232,8 +232,11 @@ class BaseMixture(DensityMixin, BaseEstimator):
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
-            Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False,
-                               finite="allow-nan" if getattr(self, "missing", "raise") == "marginalize" else True)
+            missing = getattr(self, "missing", "raise")
+            Xd, info = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False,
+                                  finite="allow-nan" if missing == "marginalize" else True)
+        if info["dask_input"]:  # in-memory input was checked now
+            Xd = finite_chunks(Xd, self, info, missing)
         centre = self._centre()
         return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
                                                 self.n_components, ids=ids, id_column=id_column, proba=proba,

@@ -23,7 +23,14 @@ from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
-from daskgmm.validation.checks import check_rows, in_memory_rows, is_dask, prediction_rows, prepare_rows
+from daskgmm.validation.checks import (
+    check_rows,
+    finite_chunks,
+    in_memory_rows,
+    is_dask,
+    prediction_rows,
+    prepare_rows,
+)
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -357,8 +364,10 @@ shape (n_samples, n_features)
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
-            Xd, _ = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False, finite=True,
-                               accept_sparse=True)
+            Xd, info = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False, finite=True,
+                                  accept_sparse=True)
+        if info["dask_input"]:  # in-memory input was checked now
+            Xd = finite_chunks(Xd, self, info)
         return fitting_kmeans.prediction_parts(Xd, self.cluster_centers_, ids=ids, id_column=id_column,
                                                distance=distance)
 

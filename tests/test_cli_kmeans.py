@@ -166,6 +166,51 @@ def test_kmeans_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "p") and not os.path.exists(tmp_path / "s")
 
 
+def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
+    """daskgmm update takes a KMeans model: each pass is KMeans.partial_fit's sequential k-means step on DATA
+    (to rounding: other chunks); the model and the predictions (``--distance``) are written together; the
+    options of the mixtures' online EM exit 2 naming them, and a KMedoids has no online step."""
+    cols = ["f0", "f1", "f2"]
+    write_data(tmp_path / "day1", n=900, d=3, k=3, files=1, seed=0)
+    X2 = write_data(tmp_path / "day2", n=1200, d=3, k=3, files=2, seed=1)
+    X1 = pd.read_parquet(tmp_path / "day1")[cols]
+    model, out, preds, metrics = tmp_path / "km", tmp_path / "km2", tmp_path / "p", tmp_path / "m.json"
+    daskgmm.KMeans(3, random_state=0).fit(X1).save(model)
+    rc = main(["update", str(tmp_path / "day2"), "--model", str(model), "--model-out", str(out), "--passes", "2",
+               "--predictions-out", str(preds), "--id-column", "id", "--distance", "--metrics-out", str(metrics),
+               "--checkpoint-dir", str(tmp_path / "ck"), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "ck" / "update-model")  # the job finished: its snapshot is gone
+    got = daskgmm.load(out)
+    batch = pd.DataFrame(X2, columns=cols)
+    ref = daskgmm.load(model).partial_fit(batch).partial_fit(batch)
+    assert type(got).__name__ == "KMeans" and got.n_steps_ == ref.n_steps_ == 2
+    np.testing.assert_allclose(got.cluster_centers_, ref.cluster_centers_, rtol=1e-12)
+    np.testing.assert_array_equal(got.counts_, ref.counts_)
+    assert got.counts_.sum() == 900 + 2 * 1200
+    p = pd.read_parquet(preds).sort_values("id")
+    assert list(p.columns) == ["id", "label", "distance"]
+    np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(batch))
+    np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(batch).min(axis=1), rtol=1e-10)
+    m = json.loads(metrics.read_text())
+    assert m["status"] == "ok" and (m["n_steps"], m["steps_run"], m["predictions_rows"]) == (2, 2, 1200)
+    assert m["counts"] == got.counts_.tolist()
+
+    update = ["update", str(tmp_path / "day2"), "--model", str(model), "--model-out", str(tmp_path / "u"), *FAST]
+    for flag in (["--learning-decay", "0.6"], ["--learning-offset", "1"], ["--proba"], ["--loglik"]):
+        expect_exit2([*update, *flag], f"daskgmm update: {flag[0]} does not apply to {model}, a KMeans model",
+                     capsys)
+    expect_exit2([*update, "--nan-policy", "marginalize"], "--nan-policy marginalize needs a mixture model",
+                 capsys)
+    daskgmm.KMedoids(3, random_state=0).fit(X1).save(tmp_path / "kmed")
+    expect_exit2([*update[:3], str(tmp_path / "kmed"), *update[4:]], "holds a KMedoids; online updates "
+                 "(partial_fit) are implemented for GaussianMixture and KMeans only", capsys)
+    daskgmm.GaussianMixture(3, random_state=0).fit(X1).save(tmp_path / "gmm")
+    expect_exit2([*update[:3], str(tmp_path / "gmm"), *update[4:], "--distance"],
+                 f"daskgmm update: --distance does not apply to {tmp_path / 'gmm'}, a GaussianMixture model", capsys)
+    assert not (tmp_path / "u").exists()
+
+
 def test_kmeans_config_and_init_choices():
     """configs/kmeans.yaml resolves to a kmeans job that no check refuses; the command's --init choices are
     KMeans' named starts (written out in the options table, which imports no estimator)."""

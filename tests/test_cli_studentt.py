@@ -111,8 +111,8 @@ def test_a_student_model_is_not_updated_online(data, tmp_path, capsys):
     assert main(["fit", str(directory), *COLS, "--estimator", "student", "--n-components", "2", "--model-out",
                  str(model), *FAST]) == 0
     expect_exit2(["update", str(directory), "--model", str(model), "--model-out", str(tmp_path / "m2"), *FAST],
-                 "holds a StudentTMixture; online updates (partial_fit) are implemented for GaussianMixture only",
-                 capsys)
+                 "holds a StudentTMixture; online updates (partial_fit) are implemented for GaussianMixture and "
+                 "KMeans only", capsys)
     assert not (tmp_path / "m2").exists()
 
 

@@ -58,7 +58,8 @@ COMMANDS = {
     SAMPLE: "draw rows from a saved model into Parquet, streaming",
     INFO: "describe a saved model",
     SELECT: "fit every K and covariance type in lockstep and keep the best by BIC or AIC",
-    UPDATE: "update a saved Gaussian mixture with new Parquet data by online EM (partial_fit) and save it",
+    UPDATE: "update a saved Gaussian mixture with new Parquet data by online EM (partial_fit) and save it; a "
+            "saved KMeans by the sequential k-means update (its partial_fit)",
     SHOW_CONFIG: "print the compiled core's build and which variant this CPU runs (--json for JSON)",
 }
 

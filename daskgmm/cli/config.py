@@ -138,7 +138,7 @@ OPTIONS = [
     Opt("proba", "bool", False, "write proba_0..proba_{K-1} with the predictions", (FIT, PREDICT, UPDATE)),
     Opt("loglik", "bool", False, "write each row's log-likelihood with the predictions", (FIT, PREDICT, UPDATE)),
     Opt("distance", "bool", False, "write each row's distance to its centre with the predictions (a KMeans "
-        "model: the Euclidean distance; a KMedoids model: the dissimilarity to its medoid)", (FIT, PREDICT)),
+        "model: the Euclidean distance; a KMedoids model: the dissimilarity to its medoid)", (FIT, PREDICT, UPDATE)),
     Opt("checkpoint_dir", "str", None, "save progress here after every iteration (fit, select) or step (update)",
         (FIT, SELECT, UPDATE), metavar="DIR"),
     Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one",

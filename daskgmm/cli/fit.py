@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.cli.args import CLUSTER_OPTIONS, EXIT_OK, PRIOR_OPTIONS, UsageError
+from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
 from daskgmm.cli.config import OPTIONS
 from daskgmm.cli.runtime import (
     Reporter,
@@ -189,7 +189,7 @@ def commit_model_and_predictions(est, o, src):
             out.begin()
         write_model_files(est, outs[0].fs, outs[0].staging)
         if o.predictions_out:
-            what = ({"distance": o.distance} if getattr(o, "estimator", None) in CLUSTER_OPTIONS
+            what = ({"distance": o.distance} if hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
                     else {"proba": o.proba, "loglik": o.loglik})
             parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what)
             rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions")
@@ -316,7 +316,31 @@ def update_fingerprint(o, src, est) -> dict:
     fs = get_fs(str(o.model), storage_options(o))
     with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "rb") as f:
         model = hashlib.sha256(f.read()).hexdigest()[:16]
-    return fingerprint(o, src, model=model, learning_decay=est.learning_decay, learning_offset=est.learning_offset)
+    return fingerprint(o, src, model=model, learning_decay=getattr(est, "learning_decay", None),
+                       learning_offset=getattr(est, "learning_offset", None))
+
+
+def online_counts(est) -> tuple[int, float]:
+    """(steps, rows seen) of a model updated online: a GaussianMixture's batches and rows, a KMeans' steps
+    and the rows (weight) its centres have received, the fit's included."""
+    if hasattr(est, "cluster_centers_"):
+        return int(getattr(est, "n_steps_", 0)), float(np.sum(est.counts_))
+    return int(est.n_batches_), float(est.n_rows_seen_)
+
+
+def check_update_options(o, est) -> None:
+    """Exit 2 naming the options that do not apply to the model: the online EM's learning rate,
+    ``--proba`` and ``--loglik`` to a KMeans (its step is the sequential k-means update), ``--distance``
+    to a mixture."""
+    if hasattr(est, "cluster_centers_"):
+        wrong = [f"--{k.replace('_', '-')}" for k in ("learning_decay", "learning_offset") if getattr(o, k) is not None]
+        wrong += [flag for flag, given in (("--proba", o.proba), ("--loglik", o.loglik)) if given]
+        why = "its online step is the sequential k-means update, mu_k <- mu_k + (x - mu_k) / n_k"
+    else:
+        wrong, why = (["--distance"] if o.distance else []), "--distance is a KMeans model's"
+    if wrong:
+        raise UsageError(f"daskgmm update: {', '.join(wrong)} does not apply to {o.model}, a {type(est).__name__} "
+                         f"model ({why})")
 
 
 def snapshot_exists(snapshot, so) -> bool:
@@ -360,21 +384,25 @@ def cmd_update(o, log, metrics):
     box: dict = {}
     with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
         check_outputs(o, locks)
-        est, src = model_source(o, log)
+        est, src = model_source(o, log, clusters=True)
         box["src"] = src
-        if not hasattr(est, "partial_fit"):  # the variational and t mixtures have no online step
+        if not hasattr(est, "partial_fit"):  # the variational and t mixtures, KMedoids: no online step
             raise UsageError(f"daskgmm update: {o.model} holds a {type(est).__name__}; online updates "
-                             "(partial_fit) are implemented for GaussianMixture only")
+                             "(partial_fit) are implemented for GaussianMixture and KMeans only")
+        check_update_options(o, est)
+        kmeans = hasattr(est, "cluster_centers_")
         for key in ("learning_decay", "learning_offset"):
             if getattr(o, key) is not None:
                 est.set_params(**{key: getattr(o, key)})
-        log(f"model: {est.n_components} component(s), {est.n_batches_} batch(es) and {est.n_rows_seen_:,} rows "
-            f"seen; data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
+        steps, seen = online_counts(est)
+        log(f"model: {est.n_clusters} cluster(s), {steps} step(s) and {seen:,.0f} rows received" if kmeans else
+            f"model: {est.n_components} component(s), {steps} batch(es) and {seen:,.0f} rows seen")
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
             f"{src.X.numblocks[0]} chunk(s)")
         metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
                        n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0],
-                       n_batches_before=est.n_batches_)
-        base, done, ckpt, snapshot = est.n_batches_, 0, None, None
+                       **{"n_steps_before" if kmeans else "n_batches_before": steps})
+        base, done, ckpt, snapshot = steps, 0, None, None
         if o.checkpoint_dir:
             ckpt = Checkpoint(o.checkpoint_dir, update_fingerprint(o, src, est), so)
             snapshot = os.path.join(o.checkpoint_dir, "update-model")
@@ -385,8 +413,8 @@ def cmd_update(o, log, metrics):
             resumable = o.resume and not stale and ckpt.exists()
             if resumable and snapshot_exists(snapshot, so):
                 saved = load_model(snapshot, so)
-                if 0 <= saved.n_batches_ - base <= o.passes:
-                    est, done = saved, saved.n_batches_ - base
+                if 0 <= online_counts(saved)[0] - base <= o.passes:
+                    est, done = saved, online_counts(saved)[0] - base
                     log(f"resumed from checkpoint after {done} step(s)")
             if not resumable:
                 ckpt.clear()  # a fresh run must not pick up another run's progress
@@ -398,23 +426,35 @@ def cmd_update(o, log, metrics):
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
             for _ in range(done, o.passes):
+                t_step = time.perf_counter()
                 est.partial_fit(src.X)
-                h = est.history_[-1]
-                log(f"step {est.n_batches_ - 1}: loglik {h['lower_bound']:.6f} (before the step), "
-                    f"eta {h['eta']:.4f}, {h['seconds']:.2f} s")
-                for e in h["events"]:
-                    log(f"          {e}")
+                if kmeans:
+                    log(f"step {est.n_steps_ - 1}: {time.perf_counter() - t_step:.2f} s")
+                else:
+                    h = est.history_[-1]
+                    log(f"step {est.n_batches_ - 1}: loglik {h['lower_bound']:.6f} (before the step), "
+                        f"eta {h['eta']:.4f}, {h['seconds']:.2f} s")
+                    for e in h["events"]:
+                        log(f"          {e}")
                 if ckpt is not None:
                     save_model(est, snapshot, so)
         update_seconds = time.perf_counter() - t_fit
         rows = commit_model_and_predictions(est, o, src)
-        log(f"model written to {o.model_out} ({est.n_batches_} batch(es), {est.n_rows_seen_:,} rows seen)")
+        steps, seen = online_counts(est)
+        log(f"model written to {o.model_out} ({steps} {'step' if kmeans else 'batch'}(es), {seen:,.0f} rows "
+            f"{'received' if kmeans else 'seen'})")
         if rows is not None:
             log(f"{rows:,} predictions written to {o.predictions_out}")
         if ckpt is not None:
             ckpt.clear()  # the job is done: tomorrow's run starts afresh
             remove_snapshot(snapshot, so)
             log(f"checkpoint {ckpt.path} removed (the job finished)")
+        if kmeans:
+            metrics.update(passes=o.passes, steps_run=o.passes - done, n_steps=est.n_steps_,
+                           counts=est.counts_.tolist(), update_seconds=update_seconds,
+                           total_seconds=time.perf_counter() - t_start, n_clusters=est.n_clusters,
+                           model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows)
+            return EXIT_OK
         steps = est.history_[-o.passes:]  # this job's steps
         metrics.update(
             passes=o.passes, steps_run=o.passes - done, n_batches=est.n_batches_, n_rows_seen=est.n_rows_seen_,

@@ -179,8 +179,10 @@ def cmd_info(o, log, metrics):
             lines.append(f"effective:        {effective_components(weights)} component(s) of weight > "
                          f"{EFFECTIVE_WEIGHT}")
         centres = arrays["means_"]
+    # a KMeans' centres are centres (a KMedoids' medoids, above), a mixture's means
+    label, pad = ("center", 7) if kmeans else ("mean", 9)
     for k, m in enumerate(np.asarray(centres, float)):
-        lines.append(f"mean[{k}]:{' ' * (9 - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
+        lines.append(f"{label}[{k}]:{' ' * (pad - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
     print("\n".join(lines))
     return EXIT_OK
 

@@ -99,16 +99,14 @@ def mixture_logits(x, nat, centre, marginal: PerComponent | None = None) -> np.n
     Raises
     ------
     ValueError
-        Infinity anywhere; NaN without ``marginal``; a row with every value NaN.
+        A row with every value NaN. The rows are checked for NaN (without ``marginal``) and
+        infinity before (``daskgmm.validation.checks.prediction_rows``: scikit-learn's check for
+        in-memory rows, ``daskgmm.kernels.scan.check_finite_rows`` in the task of each Dask chunk).
     """
     x = np.asarray(x)
     if marginal is None or not x.size:
-        if x.size and not np.all(np.isfinite(x)):
-            raise ValueError("Input X contains NaN or infinity.")
         return component_logits(x, nat, centre)
     nan = np.isnan(x)
-    if np.isinf(x).any():
-        raise ValueError("Input X contains infinity.")
     inc = nan.any(axis=1)
     if not inc.any():
         return component_logits(x, nat, centre)

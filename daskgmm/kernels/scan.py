@@ -1,4 +1,6 @@
-"""The scan pass's requests: column summary (rows, mean, variance, non-finite values) and keyed samples.
+"""The scan pass's requests: column summary (rows, mean, variance, non-finite values) and keyed samples;
+and the one sentence that names non-finite values, for the scan's counts (a fit) and for the check of
+each chunk of rows to predict on (:func:`check_finite_rows`).
 
 Pure NumPy; nothing here knows about Dask.
 """
@@ -163,11 +165,8 @@ class ScanRequest:
 
     def update(self, acc: ScanResult, blk: Block) -> ScanResult:
         x = blk.x
-        # one reduction says a block is all finite (a NaN or ±inf makes the sum NaN or ±inf; finite
-        # values whose sum overflows take the counting path): the usual block counts nothing
-        with np.errstate(over="ignore", invalid="ignore"):
-            all_finite = bool(np.isfinite(x.sum()))
-        if all_finite:
+        finite_block = all_finite(x)  # the usual block counts nothing
+        if finite_block:
             nan = inf = np.zeros(x.shape[1], np.int64)
         else:
             finite = np.isfinite(x)
@@ -181,7 +180,7 @@ class ScanRequest:
             badw = ~(np.isfinite(w) & (w >= 0))
             bad = int(badw.sum())
             w = np.where(badw, 0.0, w)
-        if all_finite or finite.all():
+        if finite_block:
             xo, wo = x, w
         else:
             rows_ok = finite.all(axis=1)
@@ -199,7 +198,7 @@ class ScanRequest:
         else:
             mb = m2b = np.zeros(x.shape[1])
         w_, m_, m2_ = chan(acc.weight, acc.mean, acc.m2, wb, mb, m2b)
-        empty = int(isnan.all(axis=1).sum()) if not all_finite and nan.any() else 0
+        empty = int(isnan.all(axis=1).sum()) if not finite_block and nan.any() else 0
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
                           acc.empty_rows + empty)
 
@@ -211,3 +210,85 @@ class ScanRequest:
         w, m, m2 = chan(a.weight, a.mean, a.m2, b.weight, b.mean, b.m2)
         return ScanResult(a.rows + b.rows, w, m, m2, a.nan + b.nan, a.inf + b.inf, a.bad_weights + b.bad_weights,
                           a.empty_rows + b.empty_rows)
+
+
+# ---------------------------------------------------------------------------
+# Non-finite values: counted by the scan, checked in each chunk of rows to predict on, named alike
+
+
+def all_finite(values) -> bool:
+    """Whether every value of an array is finite: one reduction for the usual block (a NaN or ±inf makes
+    the sum NaN or ±inf), a look at each value only when the sum is not finite (it may have overflowed)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(values.sum()):
+            return True
+    return bool(np.isfinite(values).all())
+
+
+def non_finite_message(nan, inf, feature_names=None, what="X", dtype="float64") -> str:
+    """scikit-learn's sentence for NaN (when there is any) or else for infinity, then the columns and counts.
+
+    Parameters
+    ----------
+    nan, inf : array-like of int, shape (n_features,)
+        NaN and ±inf values per column (``nan`` all zero when NaN is allowed).
+    feature_names : sequence of str, optional
+        Named in quotes; else columns are numbered from 0.
+    dtype : dtype
+        Of the data, for scikit-learn's "a value too large for dtype(...)".
+    """
+    nan, inf = np.asarray(nan), np.asarray(inf)
+    if nan.any():
+        sentence, counts = f"Input {what} contains NaN.", nan
+    else:
+        sentence, counts = f"Input {what} contains infinity or a value too large for {np.dtype(dtype)!r}.", inf
+    detail = ", ".join(
+        f"column {repr(str(feature_names[j])) if feature_names is not None else j}: {int(counts[j])} value(s)"
+        for j in np.flatnonzero(counts))
+    return f"{sentence} {detail}"
+
+
+def check_finite_rows(x, allow_nan=False, feature_names=None, block_info=None):
+    """One chunk of rows to predict on, unchanged when every value is finite (NaN too with ``allow_nan``).
+
+    Cheap for the usual chunk (:func:`all_finite`: one reduction), and run by the task that reads the
+    chunk (``map_blocks``), so Dask input is checked when the predictions are computed.
+
+    Parameters
+    ----------
+    x : ndarray or scipy.sparse CSR, shape (n, D)
+    allow_nan : bool
+        NaN is a missing value (``missing="marginalize"``); infinity is still an error.
+    feature_names : sequence of str, optional
+    block_info : dict, optional
+        Dask's, for the chunk's place in X.
+
+    Raises
+    ------
+    ValueError
+        :func:`non_finite_message`, then the chunk's rows and the first bad row (e.g. "Input X contains
+        NaN. column 1: 1 value(s) in rows 300 to 399 of X (chunk 4 of 4), the first at row 371.").
+    """
+    sparse = not isinstance(x, np.ndarray) and hasattr(x, "indptr")
+    values = x.data if sparse else np.asarray(x)
+    if all_finite(values):
+        return x
+    bad = np.isinf(values) if allow_nan else ~np.isfinite(values)
+    if not bad.any():
+        return x
+    isnan = np.zeros_like(bad) if allow_nan else np.isnan(values)
+    n, d = x.shape
+    if sparse:
+        nan = np.bincount(x.indices[isnan], minlength=d)
+        inf = np.bincount(x.indices[bad & ~isnan], minlength=d)
+        first = int(np.repeat(np.arange(n), np.diff(x.indptr))[bad].min())
+    else:
+        nan = isnan.sum(axis=0)
+        inf = bad.sum(axis=0) - nan
+        first = int(np.flatnonzero(bad.any(axis=1))[0])
+    start, where = 0, ""
+    if block_info:
+        start = int(block_info[0]["array-location"][0][0])
+        where = f" (chunk {block_info[0]['chunk-location'][0] + 1} of {block_info[0]['num-chunks'][0]})"
+    raise ValueError(f"{non_finite_message(nan, inf, feature_names, dtype=values.dtype)} in rows {start} to "
+                     f"{start + n - 1} of X{where}, the first at row {start + first}.")

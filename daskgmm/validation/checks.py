@@ -51,7 +51,8 @@ from daskgmm.validation.scan import (
 __all__ = [
     "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
     "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
-    "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "in_memory_rows", "is_dask",
+    "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "finite_chunks", "in_memory_rows",
+    "is_dask",
     "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_rows", "prepare_rows", "validate_params",
     "warn_convergence", "warn_degenerate",
 ]
@@ -277,17 +278,46 @@ def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = 
     Returns
     -------
     (dask.array.Array, None)
-        For Dask input: lazy, one chunk of columns (values are checked per chunk).
+        For Dask input: lazy, one chunk of columns; each chunk is checked by the task that
+        reads it (:func:`finite_chunks`).
     (None, ndarray)
         For in-memory input: checked now (shape, features, finite values).
     """
     name = type(estimator).__name__
     if is_dask(X):
-        Xd, _ = check_rows(X, name, min_samples=0, estimator=estimator, reset=False, accept_sparse=accept_sparse)
-        return Xd, None
+        Xd, info = check_rows(X, name, min_samples=0, estimator=estimator, reset=False, accept_sparse=accept_sparse)
+        return finite_chunks(Xd, estimator, info, missing), None
     finite = "allow-nan" if missing == "marginalize" else True
     return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
                                 accept_sparse=accept_sparse)
+
+
+def finite_chunks(Xd, estimator, info, missing: str = "raise"):
+    """Dask rows to predict on, each chunk checked for NaN and infinity by the task that reads it.
+
+    The check cannot compute the array up front: the chunk with a bad value raises scikit-learn's
+    ``ValueError`` ("Input X contains NaN." ...; :func:`daskgmm.kernels.scan.check_finite_rows`, which
+    also names the column and rows) when the predictions are computed. It is one reduction per chunk,
+    fused with the prediction's task by ``map_blocks`` after it.
+
+    Parameters
+    ----------
+    Xd : dask.array.Array, shape (n_samples, n_features)
+        From :func:`check_rows` (dense or sparse chunks).
+    estimator : estimator
+        Its ``feature_names_in_`` name the columns when the input has no names of its own.
+    info : dict
+        :func:`check_rows`'s.
+    missing : {"raise", "marginalize"}
+        NaN is allowed with "marginalize" (infinity never is).
+    """
+    from daskgmm.kernels.scan import check_finite_rows
+
+    names = info["feature_names"]
+    if names is None:
+        names = getattr(estimator, "feature_names_in_", None)
+    names = None if names is None else tuple(str(c) for c in names)
+    return Xd.map_blocks(check_finite_rows, missing == "marginalize", names, dtype=Xd.dtype, meta=Xd._meta)
 
 
 def _weights_array(sample_weight, Xd):

@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 
+from daskgmm.kernels.scan import non_finite_message
+
 
 class DataError(ValueError):
     """The input data are unusable: a missing or non-numeric column, disagreeing
@@ -27,26 +29,21 @@ def empty_rows_error(n_empty: int) -> DataError:
 def check_finite(scan, feature_names, what: str = "X", missing: str = "raise") -> None:
     """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts.
 
-    With ``missing="marginalize"`` NaN is allowed, except in rows where every value is NaN.
+    With ``missing="marginalize"`` NaN is allowed, except in rows where every value is NaN. The sentence is
+    :func:`daskgmm.kernels.scan.non_finite_message`'s, as for the rows of a prediction.
     """
-    def col(j):
-        return repr(str(feature_names[j])) if feature_names is not None else str(j)
-
-    nan_cols = np.flatnonzero(scan.nan)
-    inf_cols = np.flatnonzero(scan.inf)
+    nan = np.asarray(scan.nan)
     if missing == "marginalize":
         if scan.empty_rows:
             raise empty_rows_error(scan.empty_rows)
-        nan_cols = nan_cols[:0]
-    if nan_cols.size:
-        detail = ", ".join(f"column {col(j)}: {int(scan.nan[j])} value(s)" for j in nan_cols)
+        nan = np.zeros_like(nan)
+    if nan.any():
         raise ValueError(
-            f"Input {what} contains NaN. {detail}. Remove or impute missing values before fitting "
-            "(daskgmm.read_parquet(..., nan_policy='omit') drops such rows)."
+            f"{non_finite_message(nan, scan.inf, feature_names, what)}. Remove or impute missing values before "
+            "fitting (daskgmm.read_parquet(..., nan_policy='omit') drops such rows)."
         )
-    if inf_cols.size:
-        detail = ", ".join(f"column {col(j)}: {int(scan.inf[j])} value(s)" for j in inf_cols)
-        raise ValueError(f"Input {what} contains infinity or a value too large for dtype('float64'). {detail}.")
+    if np.any(scan.inf):
+        raise ValueError(f"{non_finite_message(nan, scan.inf, feature_names, what)}.")
     if scan.bad_weights:
         raise ValueError(f"sample_weight has {scan.bad_weights} negative or non-finite value(s).")
 

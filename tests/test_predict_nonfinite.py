@@ -1,0 +1,143 @@
+"""NaN and infinity in the rows to predict on: scikit-learn's ValueError for NumPy and Dask input alike.
+
+NumPy input is checked when the method is called; Dask input by the task that reads each chunk,
+when the result is computed (the check cannot compute the array up front).
+"""
+
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import daskgmm
+
+from .conftest import make_blobs
+from .test_cli import tree_bytes
+
+NAN = r"^Input X contains NaN\."
+INF = r"^Input X contains infinity or a value too large for dtype\('float64'\)\."
+#: every prediction-like method, and whether it is lazy for Dask input (score is computed)
+METHODS = {"predict": True, "predict_proba": True, "score_samples": True, "transform": True, "score": False}
+
+
+def _fitted():
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    return X, [
+        daskgmm.KMeans(3, random_state=0).fit(X),
+        daskgmm.KMedoids(3, random_state=0).fit(X),
+        daskgmm.GaussianMixture(3, random_state=0).fit(X),
+        daskgmm.BayesianGaussianMixture(n_components=3, random_state=0, max_iter=20).fit(X),
+        daskgmm.StudentTMixture(3, random_state=0, max_iter=20).fit(X),
+    ]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return _fitted()
+
+
+def _bad(X, value, row=371):
+    Xb = X.copy()
+    Xb[row, 1] = value
+    return Xb
+
+
+@pytest.mark.parametrize("value, match", [(np.nan, NAN), (np.inf, INF)])
+def test_every_prediction_method_rejects_non_finite_rows(fitted, value, match):
+    """NumPy input raises at the call; Dask input builds its graph, and the chunk with the bad value raises
+    (scikit-learn's sentence first, then the column and where) when the result is computed."""
+    X, estimators = fitted
+    Xb = _bad(X, value)
+    for est in estimators:
+        for method, lazy in METHODS.items():
+            if not hasattr(est, method):
+                continue
+            f = getattr(est, method)
+            with pytest.raises(ValueError, match=match):
+                f(Xb)
+            if not lazy:
+                with pytest.raises(ValueError, match=match):
+                    f(da.from_array(Xb, chunks=100))
+                continue
+            out = f(da.from_array(Xb, chunks=100))  # lazy: nothing is read yet
+            with pytest.raises(ValueError, match=match) as exc:
+                out.compute()
+            where = "column 1: 1 value(s) in rows 300 to 399 of X (chunk 4 of 4), the first at row 371."
+            assert where in str(exc.value), (type(est).__name__, method, str(exc.value))
+            # the other chunks are fine
+            assert len(f(da.from_array(Xb[:300], chunks=100)).compute()) == 300
+
+
+def test_the_check_names_columns_and_is_fused_with_the_prediction(fitted):
+    """A Dask DataFrame's columns are named; the check runs in the task that predicts on its chunk."""
+    import pandas as pd
+
+    X, estimators = fitted
+    km = estimators[0]
+    cols = ["a", "b", "c"]
+    frame = pd.DataFrame(_bad(X, np.nan), columns=cols)
+    est = daskgmm.KMeans(3, random_state=0).fit(pd.DataFrame(X, columns=cols))
+    import dask.dataframe as dd
+
+    with pytest.raises(ValueError, match=NAN + r" column 'b': 1 value\(s\)"):
+        est.predict(dd.from_pandas(frame, npartitions=4)).compute()
+    labels = km.predict(da.from_array(X, chunks=100))
+    graph = labels.__dask_optimize__(labels.__dask_graph__(), labels.__dask_keys__())
+    checks = [k[0] for k in graph if isinstance(k, tuple) and "check_finite_rows" in k[0]]
+    # no task of its own: the check runs in the task that labels the chunk
+    assert len(checks) == 4 and all("nearest_labels" in k for k in checks), list(graph)
+
+
+def test_sparse_rows_are_checked(fitted, tmp_path):
+    X, _ = fitted
+    km = daskgmm.KMeans(3, random_state=0).fit(sp.csr_array(X))
+    Xb = sp.csr_array(_bad(X, np.nan))
+    with pytest.raises(ValueError, match=NAN):
+        km.predict(Xb)
+    rows = da.from_array(Xb, chunks=(100, 3), asarray=False)
+    for f in (km.predict, km.transform):
+        with pytest.raises(ValueError, match=NAN + r" column 1: 1 value\(s\) in rows 300 to 399 of X \(chunk 4 of 4\)"):
+            f(rows).compute()
+    with pytest.raises(ValueError, match=NAN):
+        km.write_predictions(rows, str(tmp_path / "out"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_marginalize_keeps_nan_and_rejects_infinity():
+    """With missing="marginalize" NaN is data (lazily too); infinity is still scikit-learn's error."""
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    Xn = _bad(X, np.nan)
+    for cls in (daskgmm.GaussianMixture, daskgmm.StudentTMixture):
+        est = cls(3, random_state=0, missing="marginalize", max_iter=20).fit(Xn)
+        for method in ("predict", "predict_proba", "score_samples"):
+            np.testing.assert_allclose(getattr(est, method)(da.from_array(Xn, chunks=100)).compute(),
+                                       getattr(est, method)(Xn))
+        with pytest.raises(ValueError, match=INF + r" column 1: 1 value\(s\) in rows 300 to 399 of X"):
+            est.predict(da.from_array(_bad(Xn, np.inf, row=372), chunks=100)).compute()
+
+
+def _last_late(block, block_info=None):
+    """The rows of a block; the last block comes late, when the other parts are written."""
+    if block_info[0]["chunk-location"][0] == block_info[0]["num-chunks"][0] - 1:
+        time.sleep(0.5)
+    return block
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_write_predictions_with_nan_in_the_last_chunk_writes_nothing(fitted, tmp_path, which):
+    """The NaN is in the last chunk, read after the other parts are written (other ids: every part
+    differs): the previous output stays byte for byte, and no staging directory is left."""
+    X, estimators = fitted
+    est = estimators[which]
+    out = tmp_path / "out"
+    assert est.write_predictions(da.from_array(X, chunks=50), str(out), ids=np.arange(400)) == 400
+    before = tree_bytes(out)
+    rows = da.from_array(_bad(X, np.nan, row=399), chunks=50).map_blocks(_last_late, dtype=X.dtype)
+    with dask.config.set(scheduler="threads"):
+        with pytest.raises(ValueError, match=NAN + r" column 1: 1 value\(s\) in rows 350 to 399 of X \(chunk 8 of 8\)"):
+            est.write_predictions(rows, str(out), ids=np.arange(400) + 1000)
+    assert tree_bytes(out) == before
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
