@@ -457,7 +457,10 @@ def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
     def heavy():  # defined here, so that it is pickled by value (importing this module would import pandas)
         import sys
 
-        return sorted({m.split(".")[0] for m in sys.modules} & {"pandas", "sklearn", "scipy"})
+        # dask.array too: where pydata's sparse is installed it imports numba and SciPy (map_blocks'
+        # block_info made every worker import it)
+        return sorted(({m.split(".")[0] for m in sys.modules} & {"pandas", "sklearn", "scipy"})
+                      | ({"dask.array"} & set(sys.modules)))
 
     imported = client.run(heavy)
     assert len(imported) == 1 and list(imported.values()) == [[]], imported

@@ -248,11 +248,11 @@ def non_finite_message(nan, inf, feature_names=None, what="X", dtype="float64") 
     return f"{sentence} {detail}"
 
 
-def check_finite_rows(x, allow_nan=False, feature_names=None, block_info=None):
+def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
     """One chunk of rows to predict on, unchanged when every value is finite (NaN too with ``allow_nan``).
 
     Cheap for the usual chunk (:func:`all_finite`: one reduction), and run by the task that reads the
-    chunk (``map_blocks``), so Dask input is checked when the predictions are computed.
+    chunk (``blockwise``), so Dask input is checked when the predictions are computed.
 
     Parameters
     ----------
@@ -260,8 +260,8 @@ def check_finite_rows(x, allow_nan=False, feature_names=None, block_info=None):
     allow_nan : bool
         NaN is a missing value (``missing="marginalize"``); infinity is still an error.
     feature_names : sequence of str, optional
-    block_info : dict, optional
-        Dask's, for the chunk's place in X.
+    place : array-like of int, shape (3,), optional
+        The chunk's first row in X, its number (from 0) and the number of chunks.
 
     Raises
     ------
@@ -287,8 +287,8 @@ def check_finite_rows(x, allow_nan=False, feature_names=None, block_info=None):
         inf = bad.sum(axis=0) - nan
         first = int(np.flatnonzero(bad.any(axis=1))[0])
     start, where = 0, ""
-    if block_info:
-        start = int(block_info[0]["array-location"][0][0])
-        where = f" (chunk {block_info[0]['chunk-location'][0] + 1} of {block_info[0]['num-chunks'][0]})"
+    if place is not None:
+        start, chunk, chunks = (int(v) for v in place)
+        where = f" (chunk {chunk + 1} of {chunks})"
     raise ValueError(f"{non_finite_message(nan, inf, feature_names, dtype=values.dtype)} in rows {start} to "
                      f"{start + n - 1} of X{where}, the first at row {start + first}.")

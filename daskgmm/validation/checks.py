@@ -298,7 +298,9 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
     The check cannot compute the array up front: the chunk with a bad value raises scikit-learn's
     ``ValueError`` ("Input X contains NaN." ...; :func:`daskgmm.kernels.scan.check_finite_rows`, which
     also names the column and rows) when the predictions are computed. It is one reduction per chunk,
-    fused with the prediction's task by ``map_blocks`` after it.
+    fused with the prediction's task after it. The chunk's place in X (for the message) comes as a
+    block of a small array, not from ``map_blocks``' ``block_info``, whose tasks make every worker
+    import ``dask.array`` (and with it pydata's sparse, numba and SciPy where they are installed).
 
     Parameters
     ----------
@@ -311,13 +313,22 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
     missing : {"raise", "marginalize"}
         NaN is allowed with "marginalize" (infinity never is).
     """
+    import dask.array as da
+
     from daskgmm.kernels.scan import check_finite_rows
 
     names = info["feature_names"]
     if names is None:
         names = getattr(estimator, "feature_names_in_", None)
     names = None if names is None else tuple(str(c) for c in names)
-    return Xd.map_blocks(check_finite_rows, missing == "marginalize", names, dtype=Xd.dtype, meta=Xd._meta)
+    if Xd.numblocks[1] != 1:
+        Xd = Xd.rechunk({1: -1})
+    rows = np.asarray(Xd.chunks[0], np.int64)
+    n = len(rows)
+    place = np.column_stack([np.cumsum(rows) - rows, np.arange(n), np.full(n, n)]).ravel()
+    return da.blockwise(check_finite_rows, "ij", Xd, "ij", da.from_array(place, chunks=3), "i",
+                        missing == "marginalize", None, names, None, dtype=Xd.dtype, meta=Xd._meta,
+                        align_arrays=False)
 
 
 def _weights_array(sample_weight, Xd):
