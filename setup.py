@@ -1,6 +1,7 @@
 """Build daskgmm's compiled core: one extension module per ISA variant of the same C++ source.
 
-x86-64 gets ``_core_avx512`` (AVX-512 F/DQ/BW/VL + FMA), ``_core_avx2`` (AVX2 + FMA) and
+x86-64 gets ``_core_avx512`` (AVX-512 F/DQ/BW/VL + FMA), ``_core_avx512_256`` (the same on 256-bit
+vectors with 32 registers, for CPUs that split 512-bit operations), ``_core_avx2`` (AVX2 + FMA) and
 ``_core_baseline`` (the platform's baseline, SSE2); any other machine (aarch64 ...) gets
 ``_core_generic``, compiled with the platform's defaults. ``daskgmm.kernels.compiled`` picks
 the best variant the CPU runs at import, as NumPy does. A variant that fails to compile is
@@ -20,6 +21,9 @@ SOURCE = "daskgmm/kernels/_core.cpp"
 if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
     VARIANTS = {
         "avx512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+        # the same instructions on 256-bit vectors with 32 registers (chosen on AMD Zen 4)
+        "avx512_256": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma",
+                       "-DDASKGMM_AVX512_256"],
         "avx2": ["-mavx2", "-mfma"],
         "baseline": [],
     }

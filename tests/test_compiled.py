@@ -50,6 +50,18 @@ def _compare(x, specs, w=None, rtol=1e-12, centre=None, **kw):
     return got
 
 
+def test_auto_order_prefers_256_bit_vectors_on_amd_zen4_only():
+    built = ["avx512", "avx512_256", "avx2", "baseline"]
+    avx512 = {f: True for f in ("sse2", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl")}
+    assert compiled.preferred(built, {**avx512, "amd_zen4": True}) == ["avx512_256", "avx512", "avx2", "baseline"]
+    assert compiled.preferred(built, {**avx512, "amd_zen4": False}) == built
+    avx2 = {"sse2": True, "avx2": True, "fma": True, "amd_zen4": False}
+    assert compiled.preferred(built, avx2) == ["avx2", "baseline"]
+    assert compiled.preferred(["avx512", "avx2", "baseline"], {**avx512, "amd_zen4": True}) == [
+        "avx512", "avx2", "baseline"]  # built without it
+    assert compiled.preferred(["generic"], {}) == ["generic"]
+
+
 @pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
 @pytest.mark.parametrize("d, sizes", [(1, [1]), (2, [3]), (3, [16, 16]), (5, [7, 2]), (16, [16]), (17, [37]),
                                       (7, [20, 13, 1])])

@@ -17,7 +17,10 @@ from daskgmm.kernels import compiled, selfcheck
 
 
 def _runnable():
-    return [n for n in compiled.variant_names() if compiled.load_variant(n) is not None]
+    """The variants this CPU runs, in the order ``auto`` tries them (:func:`compiled.preferred`)."""
+    config = compiled.config()
+    names = compiled.preferred(config["variants_built"], config["cpu_features"])
+    return [n for n in names if compiled.load_variant(n) is not None]
 
 
 class Wrong:

@@ -33,6 +33,9 @@
 #include <cstring>
 #include <memory>
 #include <utility>
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 #ifndef DASKGMM_VARIANT
 #error "DASKGMM_VARIANT must name the variant (avx512, avx2, baseline, generic)"
@@ -49,6 +52,11 @@
 #if defined(DASKGMM_VBYTES) && defined(DASKGMM_NREGS)
 #define DG_VBYTES DASKGMM_VBYTES
 #define DG_NREGS DASKGMM_NREGS
+#elif defined(__AVX512F__) && defined(DASKGMM_AVX512_256)
+// the avx512_256 variant: AVX-512's 32 registers and instructions on 256-bit vectors, for CPUs that
+// run a 512-bit operation as two 256-bit halves (AMD Zen 4), where the wider vectors only cost
+#define DG_VBYTES 32
+#define DG_NREGS 32
 #elif defined(__AVX512F__)
 #define DG_VBYTES 64
 #define DG_NREGS 32
@@ -64,7 +72,8 @@
 #endif
 
 // x86 intrinsics where a step has no portable vector-extension form (a horizontal maximum): on
-// the AVX2 and AVX-512 variants, never when the tiles of another variant are emulated. (The
+// the AVX2, AVX-512 and avx512_256 (as AVX2's: 256-bit vectors) variants, never when the tiles of
+// another variant are emulated. (The
 // portable loop over the lanes made the AVX-512 variant's k-means pass twice as slow as the
 // AVX2 one's on an AVX-512 host, 8 and 16 lanes a row in a chain of compares.)
 #if defined(__AVX2__) && defined(__FMA__) && DG_VBYTES == 32 && !defined(DASKGMM_VBYTES)
@@ -3503,6 +3512,18 @@ PyObject* cpu_features(PyObject*, PyObject*) {
             Py_DECREF(out);
             return nullptr;
         }
+    }
+    // AMD family 19h with AVX-512 (Zen 4; Zen 3, the same family, has none): it runs a 512-bit
+    // operation as two 256-bit halves, so daskgmm prefers its avx512_256 variant there
+    unsigned a = 0, b = 0, c = 0, d = 0, zen4 = 0;
+    if (__get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u &&
+        __get_cpuid(1, &a, &b, &c, &d)) {
+        const unsigned base = (a >> 8) & 0xf, ext = (a >> 20) & 0xff;
+        zen4 = (base == 0xf ? base + ext : base) == 0x19 && __builtin_cpu_supports("avx512f");
+    }
+    if (PyDict_SetItemString(out, "amd_zen4", zen4 ? Py_True : Py_False) != 0) {
+        Py_DECREF(out);
+        return nullptr;
     }
 #endif
     return out;

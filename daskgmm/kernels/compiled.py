@@ -1,10 +1,11 @@
 """The compiled core's Python side: which ISA variant this process runs, and the fused block call.
 
 ``daskgmm/kernels/_core.cpp`` is compiled at install (``setup.py``) once per variant: on x86-64
-``avx512`` (AVX-512 F/DQ/BW/VL), ``avx2`` (AVX2 + FMA) and ``baseline`` (SSE2); elsewhere
-``generic``. At first use this module asks the baseline (or generic) module for the CPU's
-features and imports the best variant the CPU runs: a variant's module is never imported on
-a CPU without its instructions. Nothing is compiled, generated or loaded from a cache at run
+``avx512`` (AVX-512 F/DQ/BW/VL), ``avx512_256`` (the same instructions on 256-bit vectors with
+32 registers), ``avx2`` (AVX2 + FMA) and ``baseline`` (SSE2); elsewhere ``generic``. At first use
+this module asks the baseline (or generic) module for the CPU's features and imports the best
+variant the CPU runs (:func:`preferred`): a variant's module is never imported on a CPU without
+its instructions. Nothing is compiled, generated or loaded from a cache at run
 time. Before a process uses a variant, :mod:`daskgmm.kernels.selfcheck` compares one small
 pass through it with the NumPy reference (the user's compiler built it); one that differs is
 passed over for the next variant down, or NumPy, with a :class:`KernelCheckWarning`.
@@ -40,6 +41,7 @@ from daskgmm.kernels import covariance as cov
 #: Variants built on x86-64, best first, and the CPU features each needs.
 X86_VARIANTS = {
     "avx512": ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx2", "fma"),
+    "avx512_256": ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx2", "fma"),
     "avx2": ("avx2", "fma"),
     "baseline": ("sse2",),
 }
@@ -102,6 +104,22 @@ def variant_names() -> list[str]:
     return list(X86_VARIANTS) if _is_x86() else ["generic"]
 
 
+def preferred(built: list[str], cpu: dict) -> list[str]:
+    """The built variants this CPU runs, in the order ``auto`` tries them.
+
+    ``avx512_256`` comes first on AMD Zen 4 (``cpu["amd_zen4"]``), which runs a 512-bit operation
+    as two 256-bit halves: there it was as fast as or faster than ``avx512`` in every pass but
+    k-means with hundreds of clusters, and than ``avx2`` in every pass (``docs/performance.md``,
+    *the first AVX-512 host*). Elsewhere it is tried after ``avx512`` (a CPU with 512-bit units
+    gains from the wider vectors; none has been measured).
+    """
+    order = [n for n in built if n == "generic" or all(cpu.get(f) for f in X86_VARIANTS.get(n, ("?",)))]
+    if cpu.get("amd_zen4") and "avx512_256" in order:
+        order.remove("avx512_256")
+        order.insert(0, "avx512_256")
+    return order
+
+
 def _import(variant: str):
     return importlib.import_module(f"daskgmm.kernels._core_{variant}")
 
@@ -161,7 +179,7 @@ def _choose() -> dict:
                                f"it can run {', '.join(n for n in built if runs(n)) or 'none of the built variants'}")
         pick = asked
     else:
-        pick = next((n for n in built if runs(n)), None)
+        pick = next(iter(preferred(built, cpu)), None)
         if pick is None:
             out["reason"] = "this CPU runs none of the built variants"
             return out
@@ -192,8 +210,8 @@ def _checked(state: dict) -> dict:
         raise KernelChoiceError(f"DASKGMM_KERNEL={pick}: this build of the compiled core fails its known-answer "
                                 f"check on this machine: {why}")
     failed = {pick: why}
-    below = [n for n in state["built"][state["built"].index(pick) + 1:]
-             if n == "generic" or all(state["cpu"].get(f) for f in X86_VARIANTS[n])]
+    order = preferred(state["built"], state["cpu"])
+    below = order[order.index(pick) + 1:]
     for name in below:
         module = _import(name)
         why = failure(module)
