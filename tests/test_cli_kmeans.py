@@ -211,6 +211,22 @@ def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
     assert not (tmp_path / "u").exists()
 
 
+def test_prediction_columns_without_predictions_out_are_refused(tmp_path, capsys):
+    """``--distance`` (``--proba``, ``--loglik``) adds a column to the predictions: given to ``fit`` or ``update``
+    without ``--predictions-out`` it exits 2 naming it, before anything is written (it was silently ignored)."""
+    data = tmp_path / "data"
+    X = write_data(data, n=300, d=2, k=2, files=1)
+    base = ["fit", str(data), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"), *FAST]
+    expect_exit2([*base, "--estimator", "kmeans", "--n-components", "2", "--distance"],
+                 "daskgmm fit: --distance needs --predictions-out", capsys)
+    expect_exit2([*base, "--proba", "--loglik"], "daskgmm fit: --proba, --loglik needs --predictions-out", capsys)
+    model = tmp_path / "km"
+    daskgmm.KMeans(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1"])).save(model)
+    expect_exit2(["update", str(data), "--model", str(model), "--model-out", str(tmp_path / "u"), "--distance",
+                  *FAST], "daskgmm update: --distance needs --predictions-out", capsys)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "u").exists()
+
+
 def test_kmeans_config_and_init_choices():
     """configs/kmeans.yaml resolves to a kmeans job that no check refuses; the command's --init choices are
     KMeans' named starts (written out in the options table, which imports no estimator)."""

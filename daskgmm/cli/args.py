@@ -174,6 +174,8 @@ def require(o):
             raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "
                              "(--kinds takes gaussian, bayesian or both)")
     _require_estimator_options(o)
+    if o.command == FIT:
+        require_predictions_out(o)
     if getattr(o, "plot", None):
         try:
             import matplotlib  # noqa: F401
@@ -366,6 +368,15 @@ def _require_cluster_options(o):
     if o.estimator == "kmeans" and o.checkpoint_dir:
         raise UsageError("daskgmm fit: --checkpoint-dir: a fit of --estimator kmeans keeps no checkpoint (its "
                          "iterations are not saved); run it without --checkpoint-dir and --resume")
+
+
+def require_predictions_out(o):
+    """``--proba``, ``--loglik`` and ``--distance`` are columns of ``--predictions-out``: without it, exit 2
+    rather than ignore them. (``update`` asks after the model's own refusals, which name the model.)"""
+    given = [f"--{k}" for k in ("proba", "loglik", "distance") if getattr(o, k, False)]
+    if given and not getattr(o, "predictions_out", None):
+        raise UsageError(f"daskgmm {o.command}: {', '.join(given)} needs --predictions-out DIR (the column(s) of "
+                         "the predictions it writes)")
 
 
 def _require_estimator_options(o):

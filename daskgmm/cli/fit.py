@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
+from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError, require_predictions_out
 from daskgmm.cli.config import OPTIONS
 from daskgmm.cli.runtime import (
     Reporter,
@@ -390,6 +390,7 @@ def cmd_update(o, log, metrics):
             raise UsageError(f"daskgmm update: {o.model} holds a {type(est).__name__}; online updates "
                              "(partial_fit) are implemented for GaussianMixture and KMeans only")
         check_update_options(o, est)
+        require_predictions_out(o)
         kmeans = hasattr(est, "cluster_centers_")
         for key in ("learning_decay", "learning_offset"):
             if getattr(o, key) is not None:
