@@ -442,7 +442,7 @@ def cmd_update(o, log, metrics):
         update_seconds = time.perf_counter() - t_fit
         rows = commit_model_and_predictions(est, o, src)
         steps, seen = online_counts(est)
-        log(f"model written to {o.model_out} ({steps} {'step' if kmeans else 'batch'}(es), {seen:,.0f} rows "
+        log(f"model written to {o.model_out} ({steps} {'step(s)' if kmeans else 'batch(es)'}, {seen:,.0f} rows "
             f"{'received' if kmeans else 'seen'})")
         if rows is not None:
             log(f"{rows:,} predictions written to {o.predictions_out}")
