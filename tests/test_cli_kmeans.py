@@ -86,6 +86,25 @@ def test_write_predictions_is_atomic(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
 
 
+@pytest.mark.parametrize("est, kw, column", [
+    (daskgmm.KMeans(2, random_state=0), {}, "label"),
+    (daskgmm.KMeans(2, random_state=0), {"distance": True}, "distance"),
+    (daskgmm.KMedoids(2, random_state=0), {"distance": True}, "distance"),
+    (daskgmm.GaussianMixture(2, random_state=0), {"proba": True}, "proba_1"),
+    (daskgmm.GaussianMixture(2, random_state=0), {"loglik": True}, "loglik"),
+])
+def test_write_predictions_refuses_an_id_column_named_like_an_output_column(tmp_path, est, kw, column):
+    """ids under the name of a column the predictions write (``label``, ``distance``, ``proba_k``, ``loglik``)
+    are a ValueError naming it, and nothing is written (the ids were silently overwritten by the labels)."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    est.fit(X)
+    with pytest.raises(ValueError, match=f"id_column={column!r} is the name of a column of the predictions"):
+        est.write_predictions(da.from_array(X, chunks=100), tmp_path / "out", ids=np.arange(300), id_column=column,
+                              **kw)
+    assert not list(tmp_path.iterdir())
+    assert est.write_predictions(X, tmp_path / "ok", ids=np.arange(300), id_column="row", **kw) == 300
+
+
 def test_fit_kmeans_end_to_end(tmp_path, capsys):
     """fit writes the model and the predictions (``label``, ``distance``) of what the Python API fits; info,
     predict (the same predictions) and score (the inertia) take the model; the defaults are KMeans'."""
