@@ -248,6 +248,28 @@ def test_prediction_columns_without_predictions_out_are_refused(tmp_path, capsys
     assert not (tmp_path / "m").exists() and not (tmp_path / "u").exists()
 
 
+def test_an_id_column_named_like_a_predictions_column_exits_2(tmp_path, capsys):
+    """``--id-column label`` (``distance`` with ``--distance``, ``proba_k`` with ``--proba``) would write the ids
+    under a column of the predictions: exit 2 naming it before any pass (it was exit 1, a ValueError)."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    data = tmp_path / "data.parquet"
+    pd.DataFrame({"label": np.arange(300), "distance": np.arange(300), "f0": X[:, 0], "f1": X[:, 1]}).to_parquet(
+        data, index=False)
+    model = tmp_path / "km"
+    daskgmm.KMeans(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1"])).save(model)
+    expect_exit2(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns", "f0,f1",
+                  "--id-column", "label", *FAST], "--id-column label is the name of a column the predictions write",
+                 capsys)
+    expect_exit2(["fit", str(data), "--estimator", "kmeans", "--n-components", "2", "--columns", "f0,f1",
+                  "--model-out", str(tmp_path / "m"), "--predictions-out", str(tmp_path / "p"), "--id-column",
+                  "distance", "--distance", *FAST], "--id-column distance is the name of a column", capsys)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "m").exists()
+    # without --distance there is no distance column: the ids are written under that name
+    assert main(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns", "f0,f1",
+                 "--id-column", "distance", *FAST]) == 0
+    assert list(pd.read_parquet(tmp_path / "p").columns) == ["distance", "label"]
+
+
 def test_kmeans_config_and_init_choices():
     """configs/kmeans.yaml resolves to a kmeans job that no check refuses; the command's --init choices are
     KMeans' named starts (written out in the options table, which imports no estimator)."""

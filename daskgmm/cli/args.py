@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from daskgmm.cli.config import (
     FIT,
@@ -176,6 +177,7 @@ def require(o):
     _require_estimator_options(o)
     if o.command == FIT:
         require_predictions_out(o)
+    _require_id_column_apart(o)
     if getattr(o, "plot", None):
         try:
             import matplotlib  # noqa: F401
@@ -377,6 +379,19 @@ def require_predictions_out(o):
     if given and not getattr(o, "predictions_out", None):
         raise UsageError(f"daskgmm {o.command}: {', '.join(given)} needs --predictions-out DIR (the column(s) of "
                          "the predictions it writes)")
+
+
+def _require_id_column_apart(o):
+    """An --id-column named like a column the predictions write would lose the ids under it: exit 2."""
+    c = getattr(o, "id_column", None)
+    writes = o.command == PREDICT or (o.command in (FIT, UPDATE) and getattr(o, "predictions_out", None))
+    if not c or not writes:
+        return
+    taken = (c == "label" or (c == "distance" and o.distance) or (c == "loglik" and o.loglik)
+             or (o.proba and re.fullmatch(r"proba_[0-9]+", c)))
+    if taken:
+        raise UsageError(f"daskgmm {o.command}: --id-column {c} is the name of a column the predictions write "
+                         "(label, proba_k, loglik, distance); rename the id column in the data")
 
 
 def _require_estimator_options(o):
