@@ -151,6 +151,21 @@ def test_fit_kmeans_end_to_end(tmp_path, capsys):
     assert score["mean_squared_distance"] == pytest.approx(est.inertia_ / 3000, rel=1e-12)
 
 
+def test_fit_kmeans_says_when_elkan_ran_lloyd(tmp_path, capsys):
+    """--algorithm elkan keeps its bounds with one restart only: with --n-init 2 the summary line says Lloyd's
+    passes ran (it said "of elkan"); with one restart it says elkan."""
+    data = tmp_path / "data"
+    write_data(data, n=400, d=2, k=2, files=1)
+    base = ["fit", str(data), "--columns", "f0,f1", "--estimator", "kmeans", "--n-components", "2",
+            "--algorithm", "elkan", "--model-out", str(tmp_path / "m"), *FAST[:-1]]  # not --quiet: the line
+    assert main([*base, "--n-init", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "iteration(s) of lloyd (--algorithm elkan applies with one restart; 2 ran)" in err, err
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "iteration(s) of elkan:" in err, err
+
+
 def test_kmeans_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
     data = tmp_path / "data"
     X = write_data(data, n=300, d=2, k=2, files=1)

@@ -279,7 +279,10 @@ def cmd_fit(o, log, metrics):
 def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start):
     """The end of ``fit --estimator kmeans``: its summary line, outputs and metrics (a fit that did not
     converge said so in a warning line)."""
-    log(f"{est.n_iter_} iteration(s) of {o.algorithm}: inertia {est.inertia_:.6g} (init {o.init}; fit "
+    algorithm, restarts = o.algorithm, est._n_init()
+    if algorithm == "elkan" and restarts > 1:  # the bounds are kept for one restart: Lloyd's passes ran
+        algorithm = f"lloyd (--algorithm elkan applies with one restart; {restarts} ran)"
+    log(f"{est.n_iter_} iteration(s) of {algorithm}: inertia {est.inertia_:.6g} (init {o.init}; fit "
         f"{fit_seconds:.2f} s)")
     rows = commit_fit(est, o, src, None, log)
     metrics.update(
