@@ -285,6 +285,24 @@ def test_an_id_column_named_like_a_predictions_column_exits_2(tmp_path, capsys):
     assert list(pd.read_parquet(tmp_path / "p").columns) == ["distance", "label"]
 
 
+def test_info_after_sequential_updates_says_the_fit_is_not_kept(tmp_path, capsys):
+    """After partial_fit a KMeans keeps no n_iter_ nor inertia_ (they described the old centres): info says so
+    rather than "iterations: 0" and "inertia: nan"; a fitted model's lines are unchanged."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    km = daskgmm.KMeans(2, random_state=0).fit(X)
+    km.save(tmp_path / "fit")
+    n_iter, inertia = km.n_iter_, km.inertia_
+    km.partial_fit(X).partial_fit(X).save(tmp_path / "upd")
+    assert main(["info", "--model", str(tmp_path / "fit")]) == 0
+    out = capsys.readouterr().out
+    assert f"iterations:       {n_iter} (plus 0 sequential update(s))\ninertia:          {inertia}\n" in out, out
+    assert main(["info", "--model", str(tmp_path / "upd")]) == 0
+    out = capsys.readouterr().out
+    assert "iterations:       0" not in out and "nan" not in out, out
+    assert "updates:          2 sequential update(s) since the fit" in out, out
+    assert "inertia:          not kept after the updates (daskgmm score DATA --model M gives it)" in out, out
+
+
 def test_kmeans_config_and_init_choices():
     """configs/kmeans.yaml resolves to a kmeans job that no check refuses; the command's --init choices are
     KMeans' named starts (written out in the options table, which imports no estimator)."""
