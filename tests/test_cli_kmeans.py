@@ -303,6 +303,27 @@ def test_info_after_sequential_updates_says_the_fit_is_not_kept(tmp_path, capsys
     assert "inertia:          not kept after the updates (daskgmm score DATA --model M gives it)" in out, out
 
 
+def test_predict_refuses_the_models_columns_in_another_order(tmp_path, capsys):
+    """--columns are matched to the model's features by position: the model's own names in another order
+    exit 2 naming both (they gave other labels, exit 0); other names still map by position."""
+    X, _, _ = make_blobs(n=300, d=3, k=2, seed=1)
+    data = tmp_path / "data.parquet"
+    pd.DataFrame({"f0": X[:, 0], "f1": X[:, 1], "f2": X[:, 2], "g0": X[:, 0], "g1": X[:, 1], "g2": X[:, 2]}
+                 ).to_parquet(data, index=False)
+    model = tmp_path / "km"
+    km = daskgmm.KMeans(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1", "f2"]))
+    km.save(model)
+    expect_exit2(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns",
+                  "f2,f1,f0", *FAST], "--columns f2,f1,f0 name the model's features (f0, f1, f2) in another order",
+                 capsys)
+    expect_exit2(["score", str(data), "--model", str(model), "--columns", "f1,f0,f2", *FAST],
+                 "in another order", capsys)
+    assert not (tmp_path / "p").exists()
+    assert main(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns",
+                 "g0,g1,g2", *FAST]) == 0
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "p")["label"].to_numpy(), km.predict(X))
+
+
 def test_kmeans_config_and_init_choices():
     """configs/kmeans.yaml resolves to a kmeans job that no check refuses; the command's --init choices are
     KMeans' named starts (written out in the options table, which imports no estimator)."""
