@@ -321,7 +321,8 @@ def test_predict_refuses_the_models_columns_in_another_order(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
     assert main(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns",
                  "g0,g1,g2", *FAST]) == 0
-    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "p")["label"].to_numpy(), km.predict(X))
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "p")["label"].to_numpy(),
+                                  km.predict(pd.DataFrame(X, columns=["f0", "f1", "f2"])))
 
 
 def test_kmeans_config_and_init_choices():
