@@ -86,6 +86,25 @@ def test_write_predictions_is_atomic(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
 
 
+@pytest.mark.parametrize("est, kw, column", [
+    (daskgmm.KMeans(2, random_state=0), {}, "label"),
+    (daskgmm.KMeans(2, random_state=0), {"distance": True}, "distance"),
+    (daskgmm.KMedoids(2, random_state=0), {"distance": True}, "distance"),
+    (daskgmm.GaussianMixture(2, random_state=0), {"proba": True}, "proba_1"),
+    (daskgmm.GaussianMixture(2, random_state=0), {"loglik": True}, "loglik"),
+])
+def test_write_predictions_refuses_an_id_column_named_like_an_output_column(tmp_path, est, kw, column):
+    """ids under the name of a column the predictions write (``label``, ``distance``, ``proba_k``, ``loglik``)
+    are a ValueError naming it, and nothing is written (the ids were silently overwritten by the labels)."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    est.fit(X)
+    with pytest.raises(ValueError, match=f"id_column={column!r} is the name of a column of the predictions"):
+        est.write_predictions(da.from_array(X, chunks=100), tmp_path / "out", ids=np.arange(300), id_column=column,
+                              **kw)
+    assert not list(tmp_path.iterdir())
+    assert est.write_predictions(X, tmp_path / "ok", ids=np.arange(300), id_column="row", **kw) == 300
+
+
 def test_fit_kmeans_end_to_end(tmp_path, capsys):
     """fit writes the model and the predictions (``label``, ``distance``) of what the Python API fits; info,
     predict (the same predictions) and score (the inertia) take the model; the defaults are KMeans'."""
@@ -130,6 +149,21 @@ def test_fit_kmeans_end_to_end(tmp_path, capsys):
     score = json.loads(capsys.readouterr().out)
     assert score["inertia"] == pytest.approx(est.inertia_, rel=1e-12) and score["n_rows"] == 3000
     assert score["mean_squared_distance"] == pytest.approx(est.inertia_ / 3000, rel=1e-12)
+
+
+def test_fit_kmeans_says_when_elkan_ran_lloyd(tmp_path, capsys):
+    """--algorithm elkan keeps its bounds with one restart only: with --n-init 2 the summary line says Lloyd's
+    passes ran (it said "of elkan"); with one restart it says elkan."""
+    data = tmp_path / "data"
+    write_data(data, n=400, d=2, k=2, files=1)
+    base = ["fit", str(data), "--columns", "f0,f1", "--estimator", "kmeans", "--n-components", "2",
+            "--algorithm", "elkan", "--model-out", str(tmp_path / "m"), *FAST[:-1]]  # not --quiet: the line
+    assert main([*base, "--n-init", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "iteration(s) of lloyd (--algorithm elkan applies with one restart; 2 ran)" in err, err
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "iteration(s) of elkan:" in err, err
 
 
 def test_kmeans_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
@@ -178,8 +212,10 @@ def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
     daskgmm.KMeans(3, random_state=0).fit(X1).save(model)
     rc = main(["update", str(tmp_path / "day2"), "--model", str(model), "--model-out", str(out), "--passes", "2",
                "--predictions-out", str(preds), "--id-column", "id", "--distance", "--metrics-out", str(metrics),
-               "--checkpoint-dir", str(tmp_path / "ck"), *FAST])
-    assert rc == 0, capsys.readouterr().err
+               "--checkpoint-dir", str(tmp_path / "ck"), *FAST[:-1]])  # not --quiet: the last line is checked
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"model written to {out} (2 step(s), 3,300 rows received)" in err, err
     assert not os.path.exists(tmp_path / "ck" / "update-model")  # the job finished: its snapshot is gone
     got = daskgmm.load(out)
     batch = pd.DataFrame(X2, columns=cols)
@@ -209,6 +245,84 @@ def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
     expect_exit2([*update[:3], str(tmp_path / "gmm"), *update[4:], "--distance"],
                  f"daskgmm update: --distance does not apply to {tmp_path / 'gmm'}, a GaussianMixture model", capsys)
     assert not (tmp_path / "u").exists()
+
+
+def test_prediction_columns_without_predictions_out_are_refused(tmp_path, capsys):
+    """``--distance`` (``--proba``, ``--loglik``) adds a column to the predictions: given to ``fit`` or ``update``
+    without ``--predictions-out`` it exits 2 naming it, before anything is written (it was silently ignored)."""
+    data = tmp_path / "data"
+    X = write_data(data, n=300, d=2, k=2, files=1)
+    base = ["fit", str(data), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"), *FAST]
+    expect_exit2([*base, "--estimator", "kmeans", "--n-components", "2", "--distance"],
+                 "daskgmm fit: --distance needs --predictions-out", capsys)
+    expect_exit2([*base, "--proba", "--loglik"], "daskgmm fit: --proba, --loglik needs --predictions-out", capsys)
+    model = tmp_path / "km"
+    daskgmm.KMeans(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1"])).save(model)
+    expect_exit2(["update", str(data), "--model", str(model), "--model-out", str(tmp_path / "u"), "--distance",
+                  *FAST], "daskgmm update: --distance needs --predictions-out", capsys)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "u").exists()
+
+
+def test_an_id_column_named_like_a_predictions_column_exits_2(tmp_path, capsys):
+    """``--id-column label`` (``distance`` with ``--distance``, ``proba_k`` with ``--proba``) would write the ids
+    under a column of the predictions: exit 2 naming it before any pass (it was exit 1, a ValueError)."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    data = tmp_path / "data.parquet"
+    pd.DataFrame({"label": np.arange(300), "distance": np.arange(300), "f0": X[:, 0], "f1": X[:, 1]}).to_parquet(
+        data, index=False)
+    model = tmp_path / "km"
+    daskgmm.KMeans(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1"])).save(model)
+    expect_exit2(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns", "f0,f1",
+                  "--id-column", "label", *FAST], "--id-column label is the name of a column the predictions write",
+                 capsys)
+    expect_exit2(["fit", str(data), "--estimator", "kmeans", "--n-components", "2", "--columns", "f0,f1",
+                  "--model-out", str(tmp_path / "m"), "--predictions-out", str(tmp_path / "p"), "--id-column",
+                  "distance", "--distance", *FAST], "--id-column distance is the name of a column", capsys)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "m").exists()
+    # without --distance there is no distance column: the ids are written under that name
+    assert main(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns", "f0,f1",
+                 "--id-column", "distance", *FAST]) == 0
+    assert list(pd.read_parquet(tmp_path / "p").columns) == ["distance", "label"]
+
+
+def test_info_after_sequential_updates_says_the_fit_is_not_kept(tmp_path, capsys):
+    """After partial_fit a KMeans keeps no n_iter_ nor inertia_ (they described the old centres): info says so
+    rather than "iterations: 0" and "inertia: nan"; a fitted model's lines are unchanged."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    km = daskgmm.KMeans(2, random_state=0).fit(X)
+    km.save(tmp_path / "fit")
+    n_iter, inertia = km.n_iter_, km.inertia_
+    km.partial_fit(X).partial_fit(X).save(tmp_path / "upd")
+    assert main(["info", "--model", str(tmp_path / "fit")]) == 0
+    out = capsys.readouterr().out
+    assert f"iterations:       {n_iter} (plus 0 sequential update(s))\ninertia:          {inertia}\n" in out, out
+    assert main(["info", "--model", str(tmp_path / "upd")]) == 0
+    out = capsys.readouterr().out
+    assert "iterations:       0" not in out and "nan" not in out, out
+    assert "updates:          2 sequential update(s) since the fit" in out, out
+    assert "inertia:          not kept after the updates (daskgmm score DATA --model M gives it)" in out, out
+
+
+def test_predict_refuses_the_models_columns_in_another_order(tmp_path, capsys):
+    """--columns are matched to the model's features by position: the model's own names in another order
+    exit 2 naming both (they gave other labels, exit 0); other names still map by position."""
+    X, _, _ = make_blobs(n=300, d=3, k=2, seed=1)
+    data = tmp_path / "data.parquet"
+    pd.DataFrame({"f0": X[:, 0], "f1": X[:, 1], "f2": X[:, 2], "g0": X[:, 0], "g1": X[:, 1], "g2": X[:, 2]}
+                 ).to_parquet(data, index=False)
+    model = tmp_path / "km"
+    km = daskgmm.KMeans(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1", "f2"]))
+    km.save(model)
+    expect_exit2(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns",
+                  "f2,f1,f0", *FAST], "--columns f2,f1,f0 name the model's features (f0, f1, f2) in another order",
+                 capsys)
+    expect_exit2(["score", str(data), "--model", str(model), "--columns", "f1,f0,f2", *FAST],
+                 "in another order", capsys)
+    assert not (tmp_path / "p").exists()
+    assert main(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--columns",
+                 "g0,g1,g2", *FAST]) == 0
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "p")["label"].to_numpy(),
+                                  km.predict(pd.DataFrame(X, columns=["f0", "f1", "f2"])))
 
 
 def test_kmeans_config_and_init_choices():

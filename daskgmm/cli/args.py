@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from daskgmm.cli.config import (
     FIT,
@@ -174,6 +175,9 @@ def require(o):
             raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "
                              "(--kinds takes gaussian, bayesian or both)")
     _require_estimator_options(o)
+    if o.command == FIT:
+        require_predictions_out(o)
+    _require_id_column_apart(o)
     if getattr(o, "plot", None):
         try:
             import matplotlib  # noqa: F401
@@ -366,6 +370,28 @@ def _require_cluster_options(o):
     if o.estimator == "kmeans" and o.checkpoint_dir:
         raise UsageError("daskgmm fit: --checkpoint-dir: a fit of --estimator kmeans keeps no checkpoint (its "
                          "iterations are not saved); run it without --checkpoint-dir and --resume")
+
+
+def require_predictions_out(o):
+    """``--proba``, ``--loglik`` and ``--distance`` are columns of ``--predictions-out``: without it, exit 2
+    rather than ignore them. (``update`` asks after the model's own refusals, which name the model.)"""
+    given = [f"--{k}" for k in ("proba", "loglik", "distance") if getattr(o, k, False)]
+    if given and not getattr(o, "predictions_out", None):
+        raise UsageError(f"daskgmm {o.command}: {', '.join(given)} needs --predictions-out DIR (the column(s) of "
+                         "the predictions it writes)")
+
+
+def _require_id_column_apart(o):
+    """An --id-column named like a column the predictions write would lose the ids under it: exit 2."""
+    c = getattr(o, "id_column", None)
+    writes = o.command == PREDICT or (o.command in (FIT, UPDATE) and getattr(o, "predictions_out", None))
+    if not c or not writes:
+        return
+    taken = (c == "label" or (c == "distance" and o.distance) or (c == "loglik" and o.loglik)
+             or (o.proba and re.fullmatch(r"proba_[0-9]+", c)))
+    if taken:
+        raise UsageError(f"daskgmm {o.command}: --id-column {c} is the name of a column the predictions write "
+                         "(label, proba_k, loglik, distance); rename the id column in the data")
 
 
 def _require_estimator_options(o):

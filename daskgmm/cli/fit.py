@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
+from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError, require_predictions_out
 from daskgmm.cli.config import OPTIONS
 from daskgmm.cli.runtime import (
     Reporter,
@@ -279,7 +279,10 @@ def cmd_fit(o, log, metrics):
 def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start):
     """The end of ``fit --estimator kmeans``: its summary line, outputs and metrics (a fit that did not
     converge said so in a warning line)."""
-    log(f"{est.n_iter_} iteration(s) of {o.algorithm}: inertia {est.inertia_:.6g} (init {o.init}; fit "
+    algorithm, restarts = o.algorithm, est._n_init()
+    if algorithm == "elkan" and restarts > 1:  # the bounds are kept for one restart: Lloyd's passes ran
+        algorithm = f"lloyd (--algorithm elkan applies with one restart; {restarts} ran)"
+    log(f"{est.n_iter_} iteration(s) of {algorithm}: inertia {est.inertia_:.6g} (init {o.init}; fit "
         f"{fit_seconds:.2f} s)")
     rows = commit_fit(est, o, src, None, log)
     metrics.update(
@@ -390,6 +393,7 @@ def cmd_update(o, log, metrics):
             raise UsageError(f"daskgmm update: {o.model} holds a {type(est).__name__}; online updates "
                              "(partial_fit) are implemented for GaussianMixture and KMeans only")
         check_update_options(o, est)
+        require_predictions_out(o)
         kmeans = hasattr(est, "cluster_centers_")
         for key in ("learning_decay", "learning_offset"):
             if getattr(o, key) is not None:
@@ -441,7 +445,7 @@ def cmd_update(o, log, metrics):
         update_seconds = time.perf_counter() - t_fit
         rows = commit_model_and_predictions(est, o, src)
         steps, seen = online_counts(est)
-        log(f"model written to {o.model_out} ({steps} {'step' if kmeans else 'batch'}(es), {seen:,.0f} rows "
+        log(f"model written to {o.model_out} ({steps} {'step(s)' if kmeans else 'batch(es)'}, {seen:,.0f} rows "
             f"{'received' if kmeans else 'seen'})")
         if rows is not None:
             log(f"{rows:,} predictions written to {o.predictions_out}")

@@ -155,7 +155,14 @@ def cmd_info(o, log, metrics):
             lines.append(f"medoid[{k}]:{' ' * (7 - len(str(k)))}row {int(row)}: " + " ".join(f"{v:.6g}" for v in m))
         print("\n".join(lines))
         return EXIT_OK
-    if kmeans:
+    if kmeans and fit.get("n_steps") and str(fit.get("inertia")) == "nan":
+        # partial_fit drops the fit's n_iter_ and inertia_ (they described the centres before the updates)
+        lines += [
+            f"updates:          {fit.get('n_steps')} sequential update(s) since the fit",
+            "inertia:          not kept after the updates (daskgmm score DATA --model M gives it)",
+        ]
+        centres = arrays["cluster_centers_"]
+    elif kmeans:
         lines += [
             f"iterations:       {fit.get('n_iter')} (plus {fit.get('n_steps')} sequential update(s))",
             f"inertia:          {fit.get('inertia')}",

@@ -336,6 +336,13 @@ def model_source(o, log, clusters=False):
     model_cols = getattr(est, "feature_names_in_", None)
     if cols is None and model_cols is not None:
         cols = [str(c) for c in model_cols]
+    elif model_cols is not None:
+        # columns are matched to the features by position: the model's own names elsewhere are a mistake
+        names = [str(c) for c in model_cols]
+        if any(c != m and c in names for c, m in zip(cols, names)):
+            raise UsageError(f"daskgmm {o.command}: --columns {','.join(cols)} name the model's features "
+                             f"({', '.join(names)}) in another order; columns are matched by position: give "
+                             "them in the model's order, or leave --columns out")
     if o.nan_policy is None:  # as the estimator in Python: a model fitted with missing values marginalises them
         o.nan_policy = "marginalize" if getattr(est, "missing", "raise") == "marginalize" else "raise"
     if missing_policy(o) == "marginalize":

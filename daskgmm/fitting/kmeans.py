@@ -262,7 +262,8 @@ def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False) ->
 
     # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
     xb = X.to_delayed(optimize_graph=False).ravel()
-    ib = [None] * len(xb) if ids is None else id_blocks(ids, X)
+    columns = ["label", *(["distance"] if distance else [])]
+    ib = [None] * len(xb) if ids is None else id_blocks(ids, X, id_column, columns)
     column = id_column if ids is not None else None
     part = dask.delayed(prediction_part, pure=True)
     centers = np.asarray(centers)

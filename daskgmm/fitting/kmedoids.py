@@ -255,7 +255,8 @@ def prediction_parts(X, medoids, metric: Dissimilarity, *, ids=None, id_column="
     from dask import delayed
 
     blocks = X.to_delayed().ravel()
-    id_parts = [None] * len(blocks) if ids is None else id_blocks(ids, X)
+    columns = ["label", *(["distance"] if distance else [])]
+    id_parts = [None] * len(blocks) if ids is None else id_blocks(ids, X, id_column, columns)
     medoids = np.asarray(medoids, np.float64)
     return [delayed(kernel.medoid_part)(b, i, medoids, metric, id_column if ids is not None else None, distance)
             for b, i in zip(blocks, id_parts)]

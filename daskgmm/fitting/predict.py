@@ -73,11 +73,15 @@ def apply_mixture(X, nat, centre, what, marginal, n_components):
     return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=dtype, drop_axis=1)
 
 
-def id_blocks(ids, Xd) -> list:
+def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
     """``ids`` (array-like or Dask array, one per row of the Dask array ``Xd``) as Delayed blocks
-    chunked like its rows; ids of another shape are a ValueError saying so."""
+    chunked like its rows; ids of another shape, or an ``id_column`` among the predictions' other
+    ``columns`` (whose values would silently replace the ids), are a ValueError saying so."""
     import dask.array as da
 
+    if id_column is not None and id_column in columns:
+        raise ValueError(f"id_column={id_column!r} is the name of a column of the predictions "
+                         f"({', '.join(columns)}); give the ids another name")
     if not isinstance(ids, da.Array):
         ids = np.asarray(ids)
     n = Xd.shape[0]
@@ -101,7 +105,8 @@ def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_co
     # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
     xb = Xd.to_delayed(optimize_graph=False).ravel()
     if ids is not None:
-        ib = id_blocks(ids, Xd)
+        columns = ["label", *(f"proba_{k}" for k in range(n_components) if proba), *(["loglik"] if loglik else [])]
+        ib = id_blocks(ids, Xd, id_column, columns)
     else:
         ib = [None] * len(xb)
         id_column = None
