@@ -46,6 +46,11 @@ def _extension(name, isa):
 class OptionalBuildExt(build_ext):
     """Build what compiles; a missing or failing compiler leaves the NumPy path, never a failed install."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:  # the variants are independent: one compiler per core
+            self.parallel = os.cpu_count() or 1
+
     def run(self):
         try:
             super().run()
