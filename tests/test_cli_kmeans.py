@@ -335,3 +335,13 @@ def test_kmeans_config_and_init_choices():
     o = resolve(build_parser().parse_args(["fit", "--config", str(REPO / "configs" / "kmeans.yaml")]))
     assert o.estimator == "kmeans" and o.init == "k-means||" and o.distance and o.predictions_out
     assert next(opt for opt in OPTIONS if opt.dest == "init").choices == INITS
+
+
+@pytest.mark.parametrize("estimator,k", [("kmeans", 8), ("kmedoids", 8), ("gaussian", 1), ("bayesian", 1)])
+def test_n_components_defaults_to_the_estimators(tmp_path, estimator, k):
+    """Without --n-components the clusterings take scikit-learn's 8 clusters, the mixtures one component."""
+    from daskgmm.cli.args import build_parser, resolve
+
+    args = ["fit", str(tmp_path / "d"), "--estimator", estimator, "--model-out", str(tmp_path / "m")]
+    assert resolve(build_parser().parse_args(args)).n_components == k
+    assert resolve(build_parser().parse_args([*args, "--n-components", "3"])).n_components == 3

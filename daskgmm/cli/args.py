@@ -113,9 +113,11 @@ def _show(value):
     return ",".join(value) if isinstance(value, list) else value
 
 
-#: ``fit``'s options whose default is the estimator's (None in the options table): (the mixtures' and
-#: KMedoids', KMeans'), as scikit-learn's KMeans has them (an n_init of None: "auto").
-ESTIMATOR_DEFAULTS = {"tol": (1e-3, 1e-4), "n_init": (1, None)}
+#: ``fit``'s options whose default is the estimator's (None in the options table): (the usual default,
+#: {estimator: its own}). KMeans' as scikit-learn's (an n_init of None: "auto"); K is 8 for the
+#: clusterings, as scikit-learn's KMeans and scikit-learn-extra's KMedoids have it, and 1 for the mixtures.
+ESTIMATOR_DEFAULTS = {"tol": (1e-3, {"kmeans": 1e-4}), "n_init": (1, {"kmeans": None}),
+                      "n_components": (1, {"kmeans": 8, "kmedoids": 8})}
 
 
 def resolve(args) -> argparse.Namespace:
@@ -138,9 +140,9 @@ def resolve(args) -> argparse.Namespace:
         data = data[0]
     merged["data"] = data
     merged["command"] = cmd
-    for key, (mixtures, kmeans) in ESTIMATOR_DEFAULTS.items():
+    for key, (usual, own) in ESTIMATOR_DEFAULTS.items():
         if cmd == FIT and merged[key] is None:
-            merged[key] = kmeans if merged.get("estimator") == "kmeans" else mixtures
+            merged[key] = own.get(merged.get("estimator"), usual)
     if cmd == SHOW_CONFIG:
         merged["json"] = bool(getattr(args, "json", False))
     ns = argparse.Namespace(**merged)

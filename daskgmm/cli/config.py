@@ -70,12 +70,14 @@ OPTIONS = [
     Opt("cache", "choice", "auto", "keep data in cluster memory across passes, or re-read every pass",
         (FIT, SELECT), choices=("auto", "memory", "none")),
     # model
-    Opt("n_components", "int", 1, "number of mixture components K", (FIT,), metavar="K", result=True),
+    Opt("n_components", "int", None, "number of mixture components K (default 1); --estimator kmeans or kmedoids: "
+        "of clusters (default 8, as scikit-learn's KMeans)", (FIT,), metavar="K", result=True),
     Opt("covariance_type", "choice", "full", "covariance shape", (FIT,),
         choices=COVARIANCE_TYPES, result=True),
     Opt("max_iter", "int", 100, "maximum iterations (EM, or variational updates)", (FIT, SELECT), metavar="N",
         result=True),
-    # fit's tol and n_init: None here, the estimator's default once resolved (daskgmm.cli.args.ESTIMATOR_DEFAULTS)
+    # fit's n_components, tol and n_init: None here, the estimator's default once resolved
+    # (daskgmm.cli.args.ESTIMATOR_DEFAULTS)
     Opt("tol", "float", None, "stop when the lower bound (EM: the mean log-likelihood) changes by less (default "
         "1e-3); --estimator kmeans: when the summed squared shift of the centres is at most T times the mean "
         "feature variance (default 1e-4, scikit-learn's)", (FIT,), metavar="T", result=True),
