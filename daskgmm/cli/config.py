@@ -74,7 +74,8 @@ OPTIONS = [
         "of clusters (default 8, as scikit-learn's KMeans)", (FIT,), metavar="K", result=True),
     Opt("covariance_type", "choice", "full", "covariance shape", (FIT,),
         choices=COVARIANCE_TYPES, result=True),
-    Opt("max_iter", "int", 100, "maximum iterations (EM, or variational updates)", (FIT, SELECT), metavar="N",
+    Opt("max_iter", "int", 100, "maximum iterations (EM, variational updates, or k-means' and k-medoids' "
+        "passes)", (FIT, SELECT), metavar="N",
         result=True),
     # fit's n_components, tol and n_init: None here, the estimator's default once resolved
     # (daskgmm.cli.args.ESTIMATOR_DEFAULTS)
