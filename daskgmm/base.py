@@ -11,7 +11,6 @@ as in scikit-learn (the variational mixture has no ``bic``/``aic``).
 from __future__ import annotations
 
 import typing
-import warnings
 
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
@@ -22,7 +21,7 @@ from daskgmm.fitting import attributes as fitting_attributes
 from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting.report import VerboseReport
 from daskgmm.kernels import covariance as cov
-from daskgmm.validation.checks import check_rows, finite_chunks, prediction_rows, prepare_rows
+from daskgmm.validation.checks import prediction_chunks, prediction_rows, prepare_rows
 from daskgmm.validation.params import (
     BOOLEAN,
     NONE,
@@ -229,14 +228,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
         check_is_fitted(self)
-        with warnings.catch_warnings():
-            # the command matches Parquet columns to the model's names itself and passes a Dask array
-            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
-            missing = getattr(self, "missing", "raise")
-            Xd, info = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False,
-                                  finite="allow-nan" if missing == "marginalize" else True)
-        if info["dask_input"]:  # in-memory input was checked now
-            Xd = finite_chunks(Xd, self, info, missing)
+        Xd = prediction_chunks(self, X, getattr(self, "missing", "raise"))
         centre = self._centre()
         return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
                                                 self.n_components, ids=ids, id_column=id_column, proba=proba,

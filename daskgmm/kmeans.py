@@ -23,14 +23,7 @@ from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
-from daskgmm.validation.checks import (
-    check_rows,
-    finite_chunks,
-    in_memory_rows,
-    is_dask,
-    prediction_rows,
-    prepare_rows,
-)
+from daskgmm.validation.checks import in_memory_rows, is_dask, prediction_chunks, prediction_rows, prepare_rows
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -361,13 +354,7 @@ shape (n_samples, n_features)
     def prediction_parts(self, X, *, ids=None, id_column="id", distance=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
         check_is_fitted(self)
-        with warnings.catch_warnings():
-            # the command matches Parquet columns to the model's names itself and passes a Dask array
-            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
-            Xd, info = check_rows(X, type(self).__name__, min_samples=0, estimator=self, reset=False, finite=True,
-                                  accept_sparse=True)
-        if info["dask_input"]:  # in-memory input was checked now
-            Xd = finite_chunks(Xd, self, info)
+        Xd = prediction_chunks(self, X, accept_sparse=True)
         return fitting_kmeans.prediction_parts(Xd, self.cluster_centers_, ids=ids, id_column=id_column,
                                                distance=distance)
 

@@ -52,8 +52,8 @@ __all__ = [
     "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
     "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
     "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "finite_chunks", "in_memory_rows",
-    "is_dask",
-    "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_rows", "prepare_rows", "validate_params",
+    "is_dask", "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_chunks", "prediction_rows",
+    "prepare_rows", "validate_params",
     "warn_convergence", "warn_degenerate",
 ]
 
@@ -290,6 +290,28 @@ def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = 
     finite = "allow-nan" if missing == "marginalize" else True
     return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
                                 accept_sparse=accept_sparse)
+
+
+def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool = False):
+    """Rows to write predictions for, as a row-chunked Dask array (:func:`check_rows`): in-memory input
+    checked now, Dask input by the task of each chunk (:func:`finite_chunks`).
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+    X : array-like, pandas DataFrame, scipy.sparse, dask Array or dask DataFrame
+    missing : {"raise", "marginalize"}
+        NaN is allowed with "marginalize" (infinity never is).
+    accept_sparse : bool
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        # the command matches Parquet columns to the model's names itself and passes a Dask array
+        warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+        Xd, info = check_rows(X, type(estimator).__name__, min_samples=0, estimator=estimator, reset=False,
+                              finite="allow-nan" if missing == "marginalize" else True, accept_sparse=accept_sparse)
+    return finite_chunks(Xd, estimator, info, missing) if info["dask_input"] else Xd
 
 
 def finite_chunks(Xd, estimator, info, missing: str = "raise"):
