@@ -27,7 +27,7 @@ import numpy as np
 from daskgmm.em.init import initial_centers, lloyd
 from daskgmm.engine.passes import ChunkedData, is_sparse_array
 from daskgmm.fitting.mixture import iteration_hook
-from daskgmm.fitting.predict import id_blocks
+from daskgmm.fitting.predict import delayed_parts
 from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
@@ -258,16 +258,8 @@ def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False) ->
     """One Delayed column dict per chunk of the Dask array X (dense or of sparse chunks): see
     :func:`prediction_part`. ``ids`` (array-like or Dask array of shape (n_samples,)) are rechunked
     like the rows; without them there is no id column."""
-    import dask
-
-    # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
-    xb = X.to_delayed(optimize_graph=False).ravel()
-    columns = ["label", *(["distance"] if distance else [])]
-    ib = [None] * len(xb) if ids is None else id_blocks(ids, X, id_column, columns)
-    column = id_column if ids is not None else None
-    part = dask.delayed(prediction_part, pure=True)
-    centers = np.asarray(centers)
-    return [part(x, i, centers, column, distance) for x, i in zip(xb, ib)]
+    return delayed_parts(X, prediction_part, ["label", *(["distance"] if distance else [])], ids=ids,
+                         id_column=id_column, centers=np.asarray(centers), distance=distance)
 
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from daskgmm.em.loop import Run
 from daskgmm.engine.cluster import blas_threads
 from daskgmm.fitting.kmeans import checked_centres
 from daskgmm.fitting.mixture import run_lockstep
-from daskgmm.fitting.predict import id_blocks
+from daskgmm.fitting.predict import delayed_parts
 from daskgmm.kernels import medoids as kernel
 from daskgmm.kernels import pam
 from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, MedoidRequest, NearestRequest
@@ -252,14 +252,9 @@ def inertia(data, medoids, metric: Dissimilarity) -> float:
 
 def prediction_parts(X, medoids, metric: Dissimilarity, *, ids=None, id_column="id", distance=False) -> list:
     """One Delayed column dict per chunk of the Dask array X: the id, ``label`` and optionally ``distance``."""
-    from dask import delayed
-
-    blocks = X.to_delayed().ravel()
-    columns = ["label", *(["distance"] if distance else [])]
-    id_parts = [None] * len(blocks) if ids is None else id_blocks(ids, X, id_column, columns)
-    medoids = np.asarray(medoids, np.float64)
-    return [delayed(kernel.medoid_part)(b, i, medoids, metric, id_column if ids is not None else None, distance)
-            for b, i in zip(blocks, id_parts)]
+    return delayed_parts(X, kernel.medoid_part, ["label", *(["distance"] if distance else [])], ids=ids,
+                         id_column=id_column, medoids=np.asarray(medoids, np.float64), metric=metric,
+                         distance=distance)
 
 
 # ---------------------------------------------------------------------------

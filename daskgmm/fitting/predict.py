@@ -100,18 +100,29 @@ def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_co
     ``ids`` (array-like or Dask array of shape (n_samples,)) are rechunked like the rows;
     without them there is no id column.
     """
+    columns = ["label", *(f"proba_{k}" for k in range(n_components) if proba), *(["loglik"] if loglik else [])]
+    return delayed_parts(Xd, blocks.prediction_part, columns, ids=ids, id_column=id_column, nat=nat, centre=centre,
+                         proba=proba, loglik=loglik, n_components=n_components, marginal=marginal)
+
+
+def delayed_parts(Xd, part, columns, *, ids=None, id_column="id", **args) -> list:
+    """One Delayed ``part(x, ids, id_column=..., **args)`` per chunk ``x`` of the Dask array ``Xd``: the
+    column dict of one part of a predictions dataset (a mixture's, a KMeans', a KMedoids').
+
+    ``ids`` (array-like or Dask array of shape (n_samples,)) are chunked like the rows by
+    :func:`id_blocks`, which refuses an ``id_column`` among ``columns`` (the part's own); without ids
+    ``id_column`` is None: no id column.
+    """
     import dask
 
     # unfused: the rows and the ids of a chunk come from one read task (fused, each had its own copy)
     xb = Xd.to_delayed(optimize_graph=False).ravel()
-    if ids is not None:
-        columns = ["label", *(f"proba_{k}" for k in range(n_components) if proba), *(["loglik"] if loglik else [])]
-        ib = id_blocks(ids, Xd, id_column, columns)
+    if ids is None:
+        ib, id_column = [None] * len(xb), None
     else:
-        ib = [None] * len(xb)
-        id_column = None
-    part = dask.delayed(blocks.prediction_part, pure=True)
-    return [part(x, i, nat, centre, id_column, proba, loglik, n_components, marginal) for x, i in zip(xb, ib)]
+        ib = id_blocks(ids, Xd, id_column, columns)
+    part = dask.delayed(part, pure=True)
+    return [part(x, i, id_column=id_column, **args) for x, i in zip(xb, ib)]
 
 
 def n_rows(X) -> int:
