@@ -104,6 +104,11 @@ def variant_names() -> list[str]:
     return list(X86_VARIANTS) if _is_x86() else ["generic"]
 
 
+def runs(name: str, cpu: dict) -> bool:
+    """Whether a CPU with features ``cpu`` runs variant ``name`` (any machine runs ``generic``)."""
+    return name == "generic" or all(cpu.get(f) for f in X86_VARIANTS.get(name, ("?",)))
+
+
 def preferred(built: list[str], cpu: dict) -> list[str]:
     """The built variants this CPU runs, in the order ``auto`` tries them.
 
@@ -113,7 +118,7 @@ def preferred(built: list[str], cpu: dict) -> list[str]:
     *the first AVX-512 host*). Elsewhere it is tried after ``avx512`` (a CPU with 512-bit units
     gains from the wider vectors; none has been measured).
     """
-    order = [n for n in built if n == "generic" or all(cpu.get(f) for f in X86_VARIANTS.get(n, ("?",)))]
+    order = [n for n in built if runs(n, cpu)]
     if cpu.get("amd_zen4") and "avx512_256" in order:
         order.remove("avx512_256")
         order.insert(0, "avx512_256")
@@ -166,17 +171,14 @@ def _choose() -> dict:
         out["reason"] = "the compiled core was not built (no C++ compiler at install?)"
         return out
 
-    def runs(name):
-        return name == "generic" or all(cpu.get(f) for f in X86_VARIANTS[name])
-
     if asked != "auto":
         if asked not in built:
             raise KernelChoiceError(f"DASKGMM_KERNEL={asked}: that variant of the compiled core was not built "
                                f"(built: {', '.join(built)})")
-        if not runs(asked):
+        if not runs(asked, cpu):
             missing = [f for f in X86_VARIANTS[asked] if not cpu.get(f)]
-            raise KernelChoiceError(f"DASKGMM_KERNEL={asked}: this CPU lacks {', '.join(missing)}; "
-                               f"it can run {', '.join(n for n in built if runs(n)) or 'none of the built variants'}")
+            can = ", ".join(n for n in built if runs(n, cpu)) or "none of the built variants"
+            raise KernelChoiceError(f"DASKGMM_KERNEL={asked}: this CPU lacks {', '.join(missing)}; it can run {can}")
         pick = asked
     else:
         pick = next(iter(preferred(built, cpu)), None)
@@ -320,7 +322,7 @@ def load_variant(name: str):
     state = _get()
     if name not in state["built"]:
         return None
-    if name != "generic" and not all(state["cpu"].get(f) for f in X86_VARIANTS.get(name, ("?",))):
+    if not runs(name, state["cpu"]):
         return None
     return _import(name)
 
