@@ -290,8 +290,10 @@ shape (n_samples, n_features)
         name = type(self).__name__
         dask_batch = is_dask(X)
         if dask_batch:
-            data, _, _ = prepare_rows(X, sample_weight, name, cache="none", min_samples=1,
-                                      estimator=self, reset=first, accept_sparse=True)
+            # the first batch's scan gives k-means++ its shift; a later batch's scan runs in the pass of its
+            # statistics (checked_statistics); chunks checked as they are read, to name a bad value's rows
+            data, _, info = prepare_rows(X, sample_weight, name, cache="none", min_samples=1, estimator=self,
+                                         reset=first, scan=first, accept_sparse=True, check_chunks=True)
             d = data.n_features
         else:
             x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True, accept_sparse=True)
@@ -310,8 +312,12 @@ shape (n_samples, n_features)
             self.counts_ = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_features_in_ = d
-        st = (fitting_kmeans.batch_statistics(data, self.cluster_centers_) if dask_batch
-              else fitting_kmeans.batch_statistics(x, self.cluster_centers_, w))
+        if not dask_batch:
+            st = fitting_kmeans.batch_statistics(x, self.cluster_centers_, w)
+        elif first:
+            st = fitting_kmeans.batch_statistics(data, self.cluster_centers_)
+        else:
+            st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, info["feature_names"], name)
         self.cluster_centers_, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
         self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         for stale in ("labels_", "inertia_", "n_iter_", "history_"):  # the fit's, under the old centres
@@ -343,12 +349,18 @@ shape (n_samples, n_features)
         return fitting_kmeans.distances(x if Xd is None else Xd, self.cluster_centers_)
 
     def score(self, X, y=None, sample_weight=None):
-        """Opposite of the inertia of X (a float; Dask input is computed)."""
+        """Opposite of the inertia of X (a float; Dask input is computed, in one pass).
+
+        NaN or infinity in Dask input is named as :meth:`predict` names it: the column, the
+        chunk's rows and the first bad row.
+        """
         check_is_fitted(self)
-        # width and feature names checked against the fit (reset=False), as predict checks them
-        data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1, estimator=self,
-                                  reset=False, accept_sparse=True)
-        return fitting_kmeans.inertia(data, self.cluster_centers_)
+        name = type(self).__name__
+        # width and feature names checked against the fit (reset=False), as predict checks them; the scan
+        # (non-finite values, weights) runs in the pass of the inertia
+        data, _, info = prepare_rows(X, sample_weight, name, cache="none", min_samples=1, estimator=self,
+                                     reset=False, scan=False, accept_sparse=True, check_chunks=True)
+        return fitting_kmeans.inertia(data, self.cluster_centers_, info["feature_names"], name)
 
     # ------------------------------------------------------------ to Parquet
     def prediction_parts(self, X, *, ids=None, id_column="id", distance=False) -> list:

@@ -177,3 +177,38 @@ def test_same_lloyd_steps_as_sklearn_far_from_the_origin(algorithm):
         sk = SkKMeans(4, init=X[:4], n_init=1, max_iter=5, tol=0.0, algorithm="lloyd").fit(X)
     np.testing.assert_allclose(ours.cluster_centers_, sk.cluster_centers_, rtol=1e-10)
     np.testing.assert_allclose(ours.inertia_, sk.inertia_, rtol=1e-10)
+
+
+def test_score_and_a_later_partial_fit_batch_take_one_pass(monkeypatch):
+    """score and a later partial_fit batch check values and weights in the pass of their statistics: one
+    pass (there were two, a scan and then the statistics), the same numbers; bad weights still raise."""
+    from daskgmm.engine.passes import ChunkedData
+
+    X, _, _ = make_blobs(n=1200, d=3, k=3, seed=2)
+    km = KMeans(3, random_state=0).fit(X)
+    lazy = da.from_array(X, chunks=(300, 3))
+    w = np.linspace(0.5, 2.0, 1200)
+    ref_score = km.score(X, sample_weight=w)
+    ref = KMeans(3, init=km.cluster_centers_).partial_fit(X).partial_fit(X[:600], sample_weight=w[:600])
+    passes = []
+    run = ChunkedData.run
+
+    def counted(self, requests, centre=None):
+        passes.append([type(r).__name__ for r in requests])
+        return run(self, requests, centre)
+
+    monkeypatch.setattr(ChunkedData, "run", counted)
+    np.testing.assert_allclose(km.score(lazy, sample_weight=da.from_array(w, chunks=300)), ref_score, rtol=1e-12)
+    assert passes == [["ScanRequest", "MixtureRequest"]]
+    online = KMeans(3, init=km.cluster_centers_).partial_fit(X)
+    passes.clear()
+    online.partial_fit(lazy[:600], sample_weight=w[:600])
+    assert passes == [["ScanRequest", "MixtureRequest"]]
+    np.testing.assert_allclose(online.cluster_centers_, ref.cluster_centers_, rtol=1e-12)
+    np.testing.assert_array_equal(online.counts_, ref.counts_)
+    bad = w.copy()
+    bad[7] = -1.0
+    for call in (lambda: km.score(lazy, sample_weight=bad), lambda: online.partial_fit(lazy, sample_weight=bad)):
+        with pytest.raises(ValueError, match=r"sample_weight has 1 negative or non-finite value\(s\)"):
+            call()
+

@@ -7,7 +7,7 @@ pass: counts, sums and the inertia of every restart per chunk.
 - :func:`check_init_centers` — given starting centres, with scikit-learn's messages;
 - :func:`lloyd_starts`, :func:`fit_lloyd` — the starts; Lloyd's algorithm from many starts in lockstep, the final
   assignment, the restart with the lowest inertia;
-- :func:`first_batch_centers`, :func:`batch_statistics`, :func:`sequential_update` —
+- :func:`first_batch_centers`, :func:`batch_statistics` (:func:`checked_statistics`), :func:`sequential_update` —
   one step of the sequential (online) update;
 - :func:`kmeans_form`, :func:`nearest_labels`, :func:`distances`, :func:`inertia` —
   predictions and scores; :func:`prediction_parts` — the parts of a predictions dataset (``label`` as
@@ -28,10 +28,11 @@ from daskgmm.em.init import initial_centers, lloyd
 from daskgmm.engine.passes import ChunkedData, is_sparse_array
 from daskgmm.fitting.mixture import iteration_hook
 from daskgmm.fitting.predict import delayed_parts
-from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, kmeans_natural_params
+from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
 from daskgmm.models.states import first_best
+from daskgmm.validation.scan import check_scan
 
 
 def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
@@ -173,6 +174,26 @@ def batch_statistics(batch, centers, sample_weight=None):
     return chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
 
 
+def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: str = "KMeans"):
+    """:func:`batch_statistics` of rows whose first scan was not run, with a scan in the same pass
+    that rejects non-finite values and weights (:func:`daskgmm.validation.scan.check_scan`): one pass
+    where a scan and then the statistics took two (``KMeans.score``, a later ``partial_fit`` batch).
+
+    Parameters
+    ----------
+    batch : ChunkedData
+        From ``prepare_rows(..., scan=False)``; Dask rows checked chunk by chunk there
+        (``check_chunks``), so that a bad value is named with its rows before the scan's check.
+    centers : ndarray, shape (K, D)
+    feature_names : sequence of str, optional
+        For the scan's message.
+    """
+    nat, centre = kmeans_form(centers)
+    scan, stats = batch.run([ScanRequest(), MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre)
+    check_scan(scan, feature_names, name)
+    return stats[0]
+
+
 def sequential_update(centers, counts, stats):
     """``μ_k ← μ_k + (x - μ_k) / n_k`` applied to a batch's rows: its running means, exactly.
 
@@ -233,9 +254,10 @@ def distances(X, centers):
     return blocks.distances(X, centers, dtype)
 
 
-def inertia(data, centers) -> float:
-    """Opposite of the (weighted) inertia of the rows of a ChunkedData: one pass."""
-    return float(batch_statistics(data, centers).loglik)
+def inertia(data, centers, feature_names=None, name: str = "KMeans") -> float:
+    """Opposite of the (weighted) inertia of the rows of a ChunkedData (its first scan not run): one pass,
+    its values and weights checked in it (:func:`checked_statistics`)."""
+    return float(checked_statistics(data, centers, feature_names, name).loglik)
 
 
 def prediction_part(x, ids, centers, id_column, distance: bool) -> dict:
