@@ -180,17 +180,17 @@ default="k-means||"
         return starts
 
     def _n_init(self) -> int:
-        if self.n_init == "auto":  # scikit-learn's: a callable is a random start, as "random" is
-            return 10 if callable(self.init) or (isinstance(self.init, str) and self.init == "random") else 1
-        if not isinstance(self.init, str) and not callable(self.init) and self.n_init != 1:
+        """The restarts (:func:`daskgmm.fitting.kmeans.resolve_n_init`), warning as scikit-learn does when
+        starting centres were given with another ``n_init``."""
+        n_init = fitting_kmeans.resolve_n_init(self.n_init, self.init)
+        if self.n_init != "auto" and n_init != self.n_init:
             warnings.warn(
                 "Explicit initial center position passed: performing only one init in "
                 f"{type(self).__name__} instead of n_init={self.n_init}.",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return 1
-        return int(self.n_init)
+        return n_init
 
     def fit(self, X, y=None, sample_weight=None, *, progress=None):
         """Lloyd's algorithm on the cluster, keeping the restart with the lowest inertia.

@@ -212,3 +212,26 @@ def test_score_and_a_later_partial_fit_batch_take_one_pass(monkeypatch):
         with pytest.raises(ValueError, match=r"sample_weight has 1 negative or non-finite value\(s\)"):
             call()
 
+
+def test_resolve_n_init_is_scikit_learns_auto_and_one_for_given_centres():
+    """n_init="auto" is 1 for "k-means||", "k-means++" and given centres, 10 for "random" and a callable (as
+    scikit-learn's); an int is taken, except with given centres (one start; KMeans.fit warns once)."""
+    from daskgmm.fitting.kmeans import resolve_n_init
+
+    centres = np.zeros((2, 2))
+
+    def start(X, k, random_state):
+        return X[:k]
+
+    expected = [("auto", "k-means||", 1), ("auto", "k-means++", 1), ("auto", "random", 10), ("auto", start, 10),
+                ("auto", centres, 1), (3, "k-means++", 3), (3, "random", 3), (4, start, 4), (3, centres, 1),
+                (1, centres, 1)]
+    for n_init, init, n in expected:
+        assert resolve_n_init(n_init, init) == n, (n_init, init)
+    X, _, _ = make_blobs(n=200, d=2, k=2)
+    with pytest.warns(RuntimeWarning, match="performing only one init in KMeans instead of n_init=3") as record:
+        KMeans(2, init=X[:2], n_init=3).fit(X)
+    assert sum("performing only one init" in str(w.message) for w in record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        KMeans(2, init=X[:2], n_init=1).fit(X)

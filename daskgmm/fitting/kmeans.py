@@ -4,7 +4,8 @@ k-means is a model whose log-density is ``-‖x - c_k‖²`` with hard assignmen
 (:func:`daskgmm.kernels.kmeans_natural_params`), so every pass here is the mixtures'
 pass: counts, sums and the inertia of every restart per chunk.
 
-- :func:`check_init_centers` — given starting centres, with scikit-learn's messages;
+- :func:`check_init_centers`, :func:`resolve_n_init` — given starting centres, with scikit-learn's messages;
+  the restarts ``n_init`` means;
 - :func:`lloyd_starts`, :func:`fit_lloyd` — the starts; Lloyd's algorithm from many starts in lockstep, the final
   assignment, the restart with the lowest inertia;
 - :func:`first_batch_centers`, :func:`batch_statistics` (:func:`checked_statistics`), :func:`sequential_update` —
@@ -48,6 +49,26 @@ def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
             f"{n_features}."
         )
     return c
+
+
+def resolve_n_init(n_init, init) -> int:
+    """The number of restarts ``KMeans(n_init=, init=)`` runs, as scikit-learn resolves it.
+
+    ``"auto"``: 10 for ``init="random"`` and a callable (random starts), else 1 (``"k-means||"``,
+    ``"k-means++"``, an array). An array of starting centres is one start whatever ``n_init``
+    (the estimator warns when an ``n_init`` other than 1 was given with it).
+
+    Parameters
+    ----------
+    n_init : "auto" or int
+    init : str, callable or array-like of shape (n_clusters, n_features)
+    """
+    named = isinstance(init, str)
+    if n_init == "auto":  # scikit-learn's: a callable is a random start, as "random" is
+        return 10 if callable(init) or (named and init == "random") else 1
+    if not named and not callable(init):
+        return 1
+    return int(n_init)
 
 
 def kmeans_form(centers):
