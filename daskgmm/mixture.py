@@ -103,7 +103,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         Lower bound at each iteration of the best run.
     history_ : list of dict
         Per iteration of the best run: ``iteration``, ``lower_bound``,
-        ``change``, ``seconds`` (wall time of the pass) and ``events``; each
+        ``change`` (None on the first iteration or step: no previous lower bound),
+        ``seconds`` (wall time of the pass) and ``events``; each
         :meth:`partial_fit` step appends one entry, with ``batch``, ``rows`` and ``eta``.
     restarts_ : list of dict
         ``lower_bound``, ``n_iter``, ``converged`` of every restart.

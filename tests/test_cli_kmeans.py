@@ -345,3 +345,37 @@ def test_n_components_defaults_to_the_estimators(tmp_path, estimator, k):
     args = ["fit", str(tmp_path / "d"), "--estimator", estimator, "--model-out", str(tmp_path / "m")]
     assert resolve(build_parser().parse_args(args)).n_components == k
     assert resolve(build_parser().parse_args([*args, "--n-components", "3"])).n_components == 3
+
+
+def _strict(text):
+    """JSON without NaN or ±Infinity (``json.loads`` refuses them here)."""
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("estimator", ["kmeans", "kmedoids", "gaussian"])
+def test_progress_shows_no_change_on_the_first_iteration(tmp_path, capsys, estimator):
+    """The first iteration has no previous objective: its progress line has no change (it said "change -inf"
+    for k-means and k-medoids, "change inf" for a mixture), the next ones have one; the metrics and the
+    model's history give null, not "inf", and the metrics are strict JSON."""
+    data = tmp_path / "data"
+    write_data(data, n=600, d=2, k=3, files=1)
+    model, metrics = tmp_path / "m", tmp_path / "m.json"
+    assert main(["fit", str(data), "--columns", "f0,f1", "--estimator", estimator, "--n-components", "3",
+                 "--seed", "0", "--max-iter", "3", "--model-out", str(model), "--metrics-out", str(metrics),
+                 *FAST[:-1]]) == 0  # not --quiet: the progress lines are checked
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("daskgmm: iter")]
+    assert len(lines) >= 2, lines
+    assert "change" not in lines[0] and "inf" not in lines[0], lines[0]
+    assert all("change" in ln and "inf" not in ln for ln in lines[1:]), lines
+    m = _strict(metrics.read_text())
+    changes = [h.get("change") for h in m["history"]]
+    if estimator == "gaussian":  # the mixtures' history keeps the change
+        assert changes[0] is None and all(isinstance(c, float) for c in changes[1:]), changes
+        doc = _strict((model / "model.json").read_text())
+        assert [h["change"] for h in doc["fit"]["history"]] == changes
+        assert daskgmm.load(model).history_[0]["change"] is None
+    assert "inf" not in metrics.read_text()

@@ -235,3 +235,23 @@ def test_resolve_n_init_is_scikit_learns_auto_and_one_for_given_centres():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         KMeans(2, init=X[:2], n_init=1).fit(X)
+
+
+def test_fit_progress_and_verbose_lines_have_no_change_on_the_first_iteration(capsys):
+    """KMeans.fit(progress=) and GaussianMixture's verbose lines: the first iteration has no previous
+    objective, so no change (None in the history; GaussianMixture(verbose=2) printed "ll change inf")."""
+    X, _, _ = make_blobs(n=600, d=2, k=3, seed=1)
+    seen = []
+    KMeans(3, random_state=0, max_iter=3, tol=0.0).fit(
+        X, progress=lambda event, **info: seen.append([r.history[-1]["change"] for r in info["runs"]])
+        if event == "iteration" else None)
+    assert seen[0] == [None] and all(c is not None and np.isfinite(c) for c in seen[1] + seen[2]), seen
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)
+        gm = daskgmm.GaussianMixture(3, random_state=0, max_iter=3, tol=0.0, verbose=2, verbose_interval=1).fit(X)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "Iteration" in ln]
+    assert len(lines) == 3 and "change" not in lines[0] and "ll change" in lines[1], lines
+    assert "inf" not in "".join(lines)
+    assert gm.history_[0]["change"] is None and np.isfinite(gm.history_[1]["change"])
+    online = daskgmm.GaussianMixture(3, random_state=0).partial_fit(X).partial_fit(X)
+    assert online.history_[0]["change"] is None and np.isfinite(online.history_[1]["change"])

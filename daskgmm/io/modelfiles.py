@@ -34,7 +34,9 @@ from daskgmm.io.outputs import staged_directory, write_whole
 FORMAT = "daskgmm-model"
 FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = "daskgmm-checkpoint"
-CHECKPOINT_VERSION = 1
+#: 2: a run's first iteration has a null ``change`` (no previous objective; 1 wrote "inf" or "-inf").
+#: Version 1 checkpoints are read; a reader of version 1 only refuses version 2 (it read "change" as a float).
+CHECKPOINT_VERSION = 2
 
 
 class ModelFileError(DataError):
@@ -75,8 +77,13 @@ def _float_or_str(v):
 
 
 def restore_history(history) -> list:
-    """History dicts read from JSON, with "inf"/"nan" strings turned back into floats."""
-    return [{k: _float_or_str(v) for k, v in h.items()} for h in history or []]
+    """History dicts read from JSON, with "inf"/"nan" strings turned back into floats; the infinite
+    ``change`` of a first iteration in files written before it was None (null) is None."""
+    out = [{k: _float_or_str(v) for k, v in h.items()} for h in history or []]
+    for h in out:
+        if isinstance(h.get("change"), float) and np.isinf(h["change"]):
+            h["change"] = None
+    return out
 
 
 def save_model(estimator, path, storage_options=None) -> None:
@@ -426,7 +433,8 @@ class Checkpoint:
             history = restore_history(rd["history"])
             for h in history:
                 for k in ("objective", "change", "seconds"):
-                    h[k] = float(h[k])
+                    if h.get(k) is not None:  # a first iteration's change is None (no previous objective)
+                        h[k] = float(h[k])
             runs.append(Run(
                 state=state, n_iter=rd["n_iter"], converged=rd["converged"],
                 objective=float(_float_or_str(rd["objective"])), objectives=list(rd["objectives"]),
