@@ -407,5 +407,6 @@ shape (n_samples, n_features)
         from daskgmm.io.modelfiles import restore_history
 
         attributes = fitting_kmeans.import_kmeans(arrays, meta, self.n_clusters)
-        attributes["history_"] = restore_history(attributes["history_"])
-        set_attributes(self, attributes)
+        if "history_" in attributes:  # an updated model has none (nor inertia_, n_iter_), as after partial_fit
+            attributes["history_"] = restore_history(attributes["history_"])
+        set_attributes(self, attributes, drop=("labels_", "inertia_", "n_iter_", "history_"))

@@ -318,9 +318,12 @@ def export_kmeans(estimator) -> tuple[dict, dict]:
         "n_features": int(est.n_features_in_),
         "columns": None if names is None else [str(c) for c in names],
         "dtype": str(np.asarray(est.cluster_centers_).dtype),
+        # "updated": partial_fit has moved the centres since the fit (or there was none), and dropped the
+        # fit's inertia, iterations and history, which described the old centres: null, [] here
         "fit": {
-            "inertia": float(getattr(est, "inertia_", np.nan)),
-            "n_iter": int(getattr(est, "n_iter_", 0)),
+            "updated": not hasattr(est, "inertia_"),
+            "inertia": float(est.inertia_) if hasattr(est, "inertia_") else None,
+            "n_iter": int(est.n_iter_) if hasattr(est, "n_iter_") else None,
             "n_steps": int(getattr(est, "n_steps_", 0)),
             "history": getattr(est, "history_", []),
         },
@@ -341,18 +344,20 @@ def checked_centres(arrays, meta, n_clusters: int):
 
 def import_kmeans(arrays, meta, n_clusters: int) -> dict:
     """The attributes saved by :func:`export_kmeans`, checked; ``history_`` as read (the caller
-    restores JSON's infinities), ``feature_names_in_`` only when saved."""
+    restores JSON's infinities), ``feature_names_in_`` only when saved. An updated model (``"updated"``;
+    :func:`daskgmm.io.modelfiles.read_model_files` gives format-1 files the field) has no ``inertia_``,
+    ``n_iter_`` nor ``history_``, as after ``partial_fit``."""
     k, c = checked_centres(arrays, meta, n_clusters)
     fit = meta.get("fit", {})
     out = {
         "cluster_centers_": c.astype(np.dtype(meta.get("dtype", "float64"))),
         "counts_": np.asarray(arrays.get("counts_", np.zeros(k)), np.float64),
-        "inertia_": float(fit.get("inertia", np.nan)),
-        "n_iter_": int(fit.get("n_iter", 0)),
         "n_steps_": int(fit.get("n_steps", 0)),
-        "history_": fit.get("history"),
         "n_features_in_": c.shape[1],
     }
+    if not fit.get("updated", False):
+        out.update(inertia_=float(fit.get("inertia", np.nan)), n_iter_=int(fit.get("n_iter", 0)),
+                   history_=fit.get("history"))
     if meta.get("columns") is not None:
         out["feature_names_in_"] = np.asarray(meta["columns"], dtype=object)
     return out
