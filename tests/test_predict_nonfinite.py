@@ -173,3 +173,6 @@ def test_score_and_partial_fit_on_dask_input_name_the_rows(value, match, kind):
             with pytest.raises(ValueError, match=match) as exc:
                 call(lazy(Xb))
             assert where in str(exc.value), (type(fitted).__name__, what, str(exc.value))
+    with pytest.raises(ValueError, match=match) as exc:  # KMedoids has score, no partial_fit
+        daskgmm.KMedoids(3, random_state=0).fit(fit_on).score(lazy(Xb))
+    assert where in str(exc.value), str(exc.value)
