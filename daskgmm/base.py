@@ -113,11 +113,11 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _prepare(self, X, sample_weight, min_samples=2):
+    def _prepare(self, X, sample_weight, min_samples=2, check_chunks=False):
         try:
             return prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
                                 chunk_size=self.chunk_size, min_samples=min_samples, estimator=self,
-                                missing=self.missing)
+                                missing=self.missing, check_chunks=check_chunks)
         except ValueError as exc:
             # the sentence says to remove or impute them: a mixture can also marginalise them
             if self.missing != "raise" or not str(exc).startswith("Input X contains NaN"):

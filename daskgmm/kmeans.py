@@ -180,17 +180,17 @@ default="k-means||"
         return starts
 
     def _n_init(self) -> int:
-        if self.n_init == "auto":  # scikit-learn's: a callable is a random start, as "random" is
-            return 10 if callable(self.init) or (isinstance(self.init, str) and self.init == "random") else 1
-        if not isinstance(self.init, str) and not callable(self.init) and self.n_init != 1:
+        """The restarts (:func:`daskgmm.fitting.kmeans.resolve_n_init`), warning as scikit-learn does when
+        starting centres were given with another ``n_init``."""
+        n_init = fitting_kmeans.resolve_n_init(self.n_init, self.init)
+        if self.n_init != "auto" and n_init != self.n_init:
             warnings.warn(
                 "Explicit initial center position passed: performing only one init in "
                 f"{type(self).__name__} instead of n_init={self.n_init}.",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return 1
-        return int(self.n_init)
+        return n_init
 
     def fit(self, X, y=None, sample_weight=None, *, progress=None):
         """Lloyd's algorithm on the cluster, keeping the restart with the lowest inertia.
@@ -290,8 +290,10 @@ shape (n_samples, n_features)
         name = type(self).__name__
         dask_batch = is_dask(X)
         if dask_batch:
-            data, _, _ = prepare_rows(X, sample_weight, name, cache="none", min_samples=1,
-                                      estimator=self, reset=first, accept_sparse=True)
+            # the first batch's scan gives k-means++ its shift; a later batch's scan runs in the pass of its
+            # statistics (checked_statistics); chunks checked as they are read, to name a bad value's rows
+            data, _, info = prepare_rows(X, sample_weight, name, cache="none", min_samples=1, estimator=self,
+                                         reset=first, scan=first, accept_sparse=True, check_chunks=True)
             d = data.n_features
         else:
             x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True, accept_sparse=True)
@@ -310,8 +312,12 @@ shape (n_samples, n_features)
             self.counts_ = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_features_in_ = d
-        st = (fitting_kmeans.batch_statistics(data, self.cluster_centers_) if dask_batch
-              else fitting_kmeans.batch_statistics(x, self.cluster_centers_, w))
+        if not dask_batch:
+            st = fitting_kmeans.batch_statistics(x, self.cluster_centers_, w)
+        elif first:
+            st = fitting_kmeans.batch_statistics(data, self.cluster_centers_)
+        else:
+            st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, info["feature_names"], name)
         self.cluster_centers_, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
         self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         for stale in ("labels_", "inertia_", "n_iter_", "history_"):  # the fit's, under the old centres
@@ -343,12 +349,18 @@ shape (n_samples, n_features)
         return fitting_kmeans.distances(x if Xd is None else Xd, self.cluster_centers_)
 
     def score(self, X, y=None, sample_weight=None):
-        """Opposite of the inertia of X (a float; Dask input is computed)."""
+        """Opposite of the inertia of X (a float; Dask input is computed, in one pass).
+
+        NaN or infinity in Dask input is named as :meth:`predict` names it: the column, the
+        chunk's rows and the first bad row.
+        """
         check_is_fitted(self)
-        # width and feature names checked against the fit (reset=False), as predict checks them
-        data, _, _ = prepare_rows(X, sample_weight, type(self).__name__, cache="none", min_samples=1, estimator=self,
-                                  reset=False, accept_sparse=True)
-        return fitting_kmeans.inertia(data, self.cluster_centers_)
+        name = type(self).__name__
+        # width and feature names checked against the fit (reset=False), as predict checks them; the scan
+        # (non-finite values, weights) runs in the pass of the inertia
+        data, _, info = prepare_rows(X, sample_weight, name, cache="none", min_samples=1, estimator=self,
+                                     reset=False, scan=False, accept_sparse=True, check_chunks=True)
+        return fitting_kmeans.inertia(data, self.cluster_centers_, info["feature_names"], name)
 
     # ------------------------------------------------------------ to Parquet
     def prediction_parts(self, X, *, ids=None, id_column="id", distance=False) -> list:
@@ -395,5 +407,6 @@ shape (n_samples, n_features)
         from daskgmm.io.modelfiles import restore_history
 
         attributes = fitting_kmeans.import_kmeans(arrays, meta, self.n_clusters)
-        attributes["history_"] = restore_history(attributes["history_"])
-        set_attributes(self, attributes)
+        if "history_" in attributes:  # an updated model has none (nor inertia_, n_iter_), as after partial_fit
+            attributes["history_"] = restore_history(attributes["history_"])
+        set_attributes(self, attributes, drop=("labels_", "inertia_", "n_iter_", "history_"))

@@ -224,8 +224,9 @@ default="k-medoids++"
         """Opposite of the inertia of X: minus the sum of every row's dissimilarity to its nearest medoid
         (a float; Dask input is computed in one pass)."""
         check_is_fitted(self)
+        # chunks checked as they are read: a NaN's or an infinity's rows are named, as predict names them
         data, _, _ = prepare_rows(X, None, type(self).__name__, cache="none", min_samples=1, estimator=self,
-                                  reset=False)
+                                  reset=False, check_chunks=True)
         return -fitting_kmedoids.inertia(data, self.cluster_centers_, self._dissimilarity)
 
     def prediction_parts(self, X, *, ids=None, id_column="id", distance=False, **_) -> list:

@@ -103,7 +103,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         Lower bound at each iteration of the best run.
     history_ : list of dict
         Per iteration of the best run: ``iteration``, ``lower_bound``,
-        ``change``, ``seconds`` (wall time of the pass) and ``events``; each
+        ``change`` (None on the first iteration or step: no previous lower bound),
+        ``seconds`` (wall time of the pass) and ``events``; each
         :meth:`partial_fit` step appends one entry, with ``batch``, ``rows`` and ``eta``.
     restarts_ : list of dict
         ``lower_bound``, ``n_iter``, ``converged`` of every restart.
@@ -233,7 +234,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         fitting.check_update_params(self.update_params)
         params = fitting.MixtureParams.of(self.get_params())
         if first:
-            data, scan, info = self._prepare(X, sample_weight)
+            # chunks checked as they are read: a bad value is named with its rows, as score names it
+            data, scan, info = self._prepare(X, sample_weight, check_chunks=True)
             fitting.check_n_samples(data.n_rows, self.n_components)
             given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                                      params, data.n_features)
@@ -243,7 +245,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
             check_is_fitted(self)
             data, _, info = prepare_rows(X, sample_weight, name, cache="none", chunk_size=self.chunk_size,
                                          min_samples=1, estimator=self, reset=False, scan=False,
-                                         missing=self.missing)
+                                         missing=self.missing, check_chunks=True)
             states = [fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
                                          params, data.dtype)]
             running = getattr(self, "online_stats_", None)

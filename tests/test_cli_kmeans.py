@@ -231,6 +231,9 @@ def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and (m["n_steps"], m["steps_run"], m["predictions_rows"]) == (2, 2, 1200)
     assert m["counts"] == got.counts_.tolist()
+    # the model says it was updated, with null for the fit's inertia and iterations it no longer has
+    fit = _strict((out / "model.json").read_text())["fit"]
+    assert (fit["updated"], fit["inertia"], fit["n_iter"], fit["n_steps"]) == (True, None, None, 2)
 
     update = ["update", str(tmp_path / "day2"), "--model", str(model), "--model-out", str(tmp_path / "u"), *FAST]
     for flag in (["--learning-decay", "0.6"], ["--learning-offset", "1"], ["--proba"], ["--loglik"]):
@@ -345,3 +348,81 @@ def test_n_components_defaults_to_the_estimators(tmp_path, estimator, k):
     args = ["fit", str(tmp_path / "d"), "--estimator", estimator, "--model-out", str(tmp_path / "m")]
     assert resolve(build_parser().parse_args(args)).n_components == k
     assert resolve(build_parser().parse_args([*args, "--n-components", "3"])).n_components == 3
+
+
+def _strict(text):
+    """JSON without NaN or ±Infinity (``json.loads`` refuses them here)."""
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("estimator", ["kmeans", "kmedoids", "gaussian"])
+def test_progress_shows_no_change_on_the_first_iteration(tmp_path, capsys, estimator):
+    """The first iteration has no previous objective: its progress line has no change (it said "change -inf"
+    for k-means and k-medoids, "change inf" for a mixture), the next ones have one; the metrics and the
+    model's history give null, not "inf", and the metrics are strict JSON."""
+    data = tmp_path / "data"
+    write_data(data, n=600, d=2, k=3, files=1)
+    model, metrics = tmp_path / "m", tmp_path / "m.json"
+    assert main(["fit", str(data), "--columns", "f0,f1", "--estimator", estimator, "--n-components", "3",
+                 "--seed", "0", "--max-iter", "3", "--model-out", str(model), "--metrics-out", str(metrics),
+                 *FAST[:-1]]) == 0  # not --quiet: the progress lines are checked
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("daskgmm: iter")]
+    assert len(lines) >= 2, lines
+    assert "change" not in lines[0] and "inf" not in lines[0], lines[0]
+    assert all("change" in ln and "inf" not in ln for ln in lines[1:]), lines
+    m = _strict(metrics.read_text())
+    changes = [h.get("change") for h in m["history"]]
+    if estimator == "gaussian":  # the mixtures' history keeps the change
+        assert changes[0] is None and all(isinstance(c, float) for c in changes[1:]), changes
+        doc = _strict((model / "model.json").read_text())
+        assert [h["change"] for h in doc["fit"]["history"]] == changes
+        assert daskgmm.load(model).history_[0]["change"] is None
+    assert "inf" not in metrics.read_text()
+
+
+def test_an_updated_kmeans_model_says_so_and_has_null_for_what_it_no_longer_has(tmp_path, capsys):
+    """A KMeans saved after partial_fit (what ``daskgmm update`` writes) says ``"updated": true`` in its fit
+    summary, with null for the fit's inertia and iterations (it wrote "nan" and 0, and ``info`` told an updated
+    model by that "nan"); ``info --json`` is strict JSON; a loaded updated model has no inertia_, as after
+    partial_fit. A format-1 file (no "updated", inertia "nan") is still told updated, and loads."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    km = daskgmm.KMeans(2, random_state=0).fit(X)
+    km.save(tmp_path / "fit")
+    km.partial_fit(X).partial_fit(X).save(tmp_path / "upd")
+    assert main(["info", "--model", str(tmp_path / "upd"), "--json"]) == 0
+    doc = _strict(capsys.readouterr().out)
+    assert doc["format_version"] == 2
+    fit = doc["fit"]
+    assert fit["updated"] is True and fit["n_steps"] == 2
+    assert fit["inertia"] is None and fit["n_iter"] is None and fit["history"] == []
+    assert main(["info", "--model", str(tmp_path / "fit"), "--json"]) == 0
+    fit = _strict(capsys.readouterr().out)["fit"]
+    assert fit["updated"] is False and fit["inertia"] == km_inertia(tmp_path / "fit") and fit["n_iter"] >= 1
+    back = daskgmm.load(tmp_path / "upd")
+    assert not hasattr(back, "inertia_") and not hasattr(back, "n_iter_") and back.n_steps_ == 2
+    np.testing.assert_array_equal(back.cluster_centers_, km.cluster_centers_)
+    back.save(tmp_path / "again")  # saved again: the same summary
+    assert json.loads((tmp_path / "again" / "model.json").read_text())["fit"] == doc["fit"]
+
+    # a format-1 file of an updated model: no "updated", the inertia "nan", the iterations 0
+    old = tmp_path / "old"
+    import shutil
+
+    shutil.copytree(tmp_path / "upd", old)
+    legacy = json.loads((old / "model.json").read_text())
+    legacy["format_version"] = 1
+    legacy["fit"] = {"inertia": "nan", "n_iter": 0, "n_steps": 2, "history": []}
+    (old / "model.json").write_text(json.dumps(legacy, indent=2))
+    assert main(["info", "--model", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "updates:          2 sequential update(s) since the fit" in out and "nan" not in out, out
+    back = daskgmm.load(old)
+    assert not hasattr(back, "inertia_") and back.n_steps_ == 2
+
+
+def km_inertia(model):
+    return daskgmm.load(model).inertia_

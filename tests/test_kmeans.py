@@ -177,3 +177,81 @@ def test_same_lloyd_steps_as_sklearn_far_from_the_origin(algorithm):
         sk = SkKMeans(4, init=X[:4], n_init=1, max_iter=5, tol=0.0, algorithm="lloyd").fit(X)
     np.testing.assert_allclose(ours.cluster_centers_, sk.cluster_centers_, rtol=1e-10)
     np.testing.assert_allclose(ours.inertia_, sk.inertia_, rtol=1e-10)
+
+
+def test_score_and_a_later_partial_fit_batch_take_one_pass(monkeypatch):
+    """score and a later partial_fit batch check values and weights in the pass of their statistics: one
+    pass (there were two, a scan and then the statistics), the same numbers; bad weights still raise."""
+    from daskgmm.engine.passes import ChunkedData
+
+    X, _, _ = make_blobs(n=1200, d=3, k=3, seed=2)
+    km = KMeans(3, random_state=0).fit(X)
+    lazy = da.from_array(X, chunks=(300, 3))
+    w = np.linspace(0.5, 2.0, 1200)
+    ref_score = km.score(X, sample_weight=w)
+    ref = KMeans(3, init=km.cluster_centers_).partial_fit(X).partial_fit(X[:600], sample_weight=w[:600])
+    passes = []
+    run = ChunkedData.run
+
+    def counted(self, requests, centre=None):
+        passes.append([type(r).__name__ for r in requests])
+        return run(self, requests, centre)
+
+    monkeypatch.setattr(ChunkedData, "run", counted)
+    np.testing.assert_allclose(km.score(lazy, sample_weight=da.from_array(w, chunks=300)), ref_score, rtol=1e-12)
+    assert passes == [["ScanRequest", "MixtureRequest"]]
+    online = KMeans(3, init=km.cluster_centers_).partial_fit(X)
+    passes.clear()
+    online.partial_fit(lazy[:600], sample_weight=w[:600])
+    assert passes == [["ScanRequest", "MixtureRequest"]]
+    np.testing.assert_allclose(online.cluster_centers_, ref.cluster_centers_, rtol=1e-12)
+    np.testing.assert_array_equal(online.counts_, ref.counts_)
+    bad = w.copy()
+    bad[7] = -1.0
+    for call in (lambda: km.score(lazy, sample_weight=bad), lambda: online.partial_fit(lazy, sample_weight=bad)):
+        with pytest.raises(ValueError, match=r"sample_weight has 1 negative or non-finite value\(s\)"):
+            call()
+
+
+def test_resolve_n_init_is_scikit_learns_auto_and_one_for_given_centres():
+    """n_init="auto" is 1 for "k-means||", "k-means++" and given centres, 10 for "random" and a callable (as
+    scikit-learn's); an int is taken, except with given centres (one start; KMeans.fit warns once)."""
+    from daskgmm.fitting.kmeans import resolve_n_init
+
+    centres = np.zeros((2, 2))
+
+    def start(X, k, random_state):
+        return X[:k]
+
+    expected = [("auto", "k-means||", 1), ("auto", "k-means++", 1), ("auto", "random", 10), ("auto", start, 10),
+                ("auto", centres, 1), (3, "k-means++", 3), (3, "random", 3), (4, start, 4), (3, centres, 1),
+                (1, centres, 1)]
+    for n_init, init, n in expected:
+        assert resolve_n_init(n_init, init) == n, (n_init, init)
+    X, _, _ = make_blobs(n=200, d=2, k=2)
+    with pytest.warns(RuntimeWarning, match="performing only one init in KMeans instead of n_init=3") as record:
+        KMeans(2, init=X[:2], n_init=3).fit(X)
+    assert sum("performing only one init" in str(w.message) for w in record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        KMeans(2, init=X[:2], n_init=1).fit(X)
+
+
+def test_fit_progress_and_verbose_lines_have_no_change_on_the_first_iteration(capsys):
+    """KMeans.fit(progress=) and GaussianMixture's verbose lines: the first iteration has no previous
+    objective, so no change (None in the history; GaussianMixture(verbose=2) printed "ll change inf")."""
+    X, _, _ = make_blobs(n=600, d=2, k=3, seed=1)
+    seen = []
+    KMeans(3, random_state=0, max_iter=3, tol=0.0).fit(
+        X, progress=lambda event, **info: seen.append([r.history[-1]["change"] for r in info["runs"]])
+        if event == "iteration" else None)
+    assert seen[0] == [None] and all(c is not None and np.isfinite(c) for c in seen[1] + seen[2]), seen
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)
+        gm = daskgmm.GaussianMixture(3, random_state=0, max_iter=3, tol=0.0, verbose=2, verbose_interval=1).fit(X)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "Iteration" in ln]
+    assert len(lines) == 3 and "change" not in lines[0] and "ll change" in lines[1], lines
+    assert "inf" not in "".join(lines)
+    assert gm.history_[0]["change"] is None and np.isfinite(gm.history_[1]["change"])
+    online = daskgmm.GaussianMixture(3, random_state=0).partial_fit(X).partial_fit(X)
+    assert online.history_[0]["change"] is None and np.isfinite(online.history_[1]["change"])

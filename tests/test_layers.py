@@ -144,3 +144,21 @@ def test_no_import_cycle():
 
     for m in sorted(graph):
         visit(m)
+
+
+@pytest.mark.parametrize("path", sorted([*(PACKAGE / "cli").rglob("*.py"), *(PACKAGE / "fitting").rglob("*.py")]),
+                         ids=lambda p: _module_name(p))
+def test_front_ends_and_fitting_call_no_private_method_of_another_object(path):
+    """The command and the fitting procedures call an estimator's public methods and attributes, or a
+    function of the fitting layer (the CLI called ``KMeans._n_init()``): ``x._name(...)`` is a call of
+    another object's private method unless ``x`` is ``self`` or ``cls``."""
+    import ast
+
+    me = _module_name(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name, owner = node.func.attr, node.func.value
+            if not name.startswith("_") or name.startswith("__"):
+                continue
+            assert isinstance(owner, ast.Name) and owner.id in ("self", "cls"), (
+                f"{me} calls the private {ast.unparse(node.func)}() at line {node.lineno}")

@@ -49,3 +49,14 @@ def test_info_into_a_closed_pipe_is_quiet():
     err = p.stderr.read()
     assert p.wait(timeout=60) == 1
     assert "error" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("kind", ["gmm", "bgmm", "studentt"])
+def test_the_first_iterations_infinite_change_of_an_older_file_loads_as_none(kind):
+    """Files written before the first iteration's change was null hold "inf" there: it loads as None (no
+    previous lower bound), as a new fit gives it; the other changes are numbers."""
+    import daskgmm
+
+    history = daskgmm.load(MODELS / kind).history_
+    assert history[0]["change"] is None
+    assert all(isinstance(h["change"], float) and np.isfinite(h["change"]) for h in history[1:])

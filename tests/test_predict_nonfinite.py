@@ -141,3 +141,38 @@ def test_write_predictions_with_nan_in_the_last_chunk_writes_nothing(fitted, tmp
             est.write_predictions(rows, str(out), ids=np.arange(400) + 1000)
     assert tree_bytes(out) == before
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+
+
+@pytest.mark.parametrize("value, match", [(np.nan, NAN), (np.inf, INF)])
+@pytest.mark.parametrize("kind", ["array", "frame"])
+def test_score_and_partial_fit_on_dask_input_name_the_rows(value, match, kind):
+    """KMeans' and GaussianMixture's ``score`` and ``partial_fit`` (the first batch and a later one) on a
+    Dask array or DataFrame with a NaN or an infinity: scikit-learn's sentence, then the column, the chunk's
+    rows and the first bad row, as ``predict`` says it (they said the column alone)."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    Xb = _bad(X, value)
+    cols = ["a", "b", "c"]
+
+    def lazy(a):
+        if kind == "array":
+            return da.from_array(a, chunks=100)
+        return dd.from_pandas(pd.DataFrame(a, columns=cols), npartitions=4, sort=False)
+
+    column = "column 1" if kind == "array" else "column 'b'"
+    where = f"{column}: 1 value(s) in rows 300 to 399 of X (chunk 4 of 4), the first at row 371."
+    fit_on = X if kind == "array" else pd.DataFrame(X, columns=cols)
+    for make in (lambda: daskgmm.KMeans(3, random_state=0), lambda: daskgmm.GaussianMixture(3, random_state=0)):
+        fitted = make().fit(fit_on)
+        calls = {"score": lambda x, e=fitted: e.score(x),
+                 "partial_fit (a later batch)": lambda x, e=fitted: e.partial_fit(x),
+                 "partial_fit (the first batch)": lambda x, m=make: m().partial_fit(x)}
+        for what, call in calls.items():
+            with pytest.raises(ValueError, match=match) as exc:
+                call(lazy(Xb))
+            assert where in str(exc.value), (type(fitted).__name__, what, str(exc.value))
+    with pytest.raises(ValueError, match=match) as exc:  # KMedoids has score, no partial_fit
+        daskgmm.KMedoids(3, random_state=0).fit(fit_on).score(lazy(Xb))
+    assert where in str(exc.value), str(exc.value)

@@ -279,7 +279,9 @@ def cmd_fit(o, log, metrics):
 def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start):
     """The end of ``fit --estimator kmeans``: its summary line, outputs and metrics (a fit that did not
     converge said so in a warning line)."""
-    algorithm, restarts = o.algorithm, est._n_init()
+    from daskgmm.fitting.kmeans import resolve_n_init
+
+    algorithm, restarts = o.algorithm, resolve_n_init(est.n_init, est.init)
     if algorithm == "elkan" and restarts > 1:  # the bounds are kept for one restart: Lloyd's passes ran
         algorithm = f"lloyd (--algorithm elkan applies with one restart; {restarts} ran)"
     log(f"{est.n_iter_} iteration(s) of {algorithm}: inertia {est.inertia_:.6g} (init {o.init}; fit "

@@ -107,25 +107,15 @@ def cmd_show_config(o, log, metrics):
     return EXIT_OK
 
 
-def model_json(o) -> str:
-    """The text of ``--model``'s model.json (a local directory or an fsspec URL)."""
-    import posixpath
-
-    from daskgmm.io.files import get_fs, strip_protocol
-
-    fs = get_fs(str(o.model), storage_options(o))
-    with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "r",
-                 encoding="utf-8") as f:
-        return f.read()
-
-
 def cmd_info(o, log, metrics):
     """What a saved model holds, from its files alone: no estimator is imported (under a second)."""
     from daskgmm.io.modelfiles import read_model_files
 
     doc, arrays = read_model_files(o.model, storage_options(o))
     if o.json:
-        print(model_json(o))
+        # the document as the current format says it: null where a value does not exist (an updated
+        # KMeans' inertia), also for a file of an older format
+        print(json.dumps(doc, indent=2))
         return EXIT_OK
     fit, params = doc.get("fit", {}), doc.get("params", {})
     lines = [
@@ -155,7 +145,7 @@ def cmd_info(o, log, metrics):
             lines.append(f"medoid[{k}]:{' ' * (7 - len(str(k)))}row {int(row)}: " + " ".join(f"{v:.6g}" for v in m))
         print("\n".join(lines))
         return EXIT_OK
-    if kmeans and fit.get("n_steps") and str(fit.get("inertia")) == "nan":
+    if kmeans and fit.get("updated"):  # read_model_files gives a format-1 file the field
         # partial_fit drops the fit's n_iter_ and inertia_ (they described the centres before the updates)
         lines += [
             f"updates:          {fit.get('n_steps')} sequential update(s) since the fit",

@@ -64,7 +64,8 @@ class Reporter:
             parts = []
             for name, group in kinds.items():
                 best = (min if name == "inertia" else max)(group, key=lambda r: r.objective)
-                parts.append(f"{name} {best.objective:.6f}  change {best.history[-1]['change']:.3e}")
+                change = best.history[-1]["change"]  # None on a first iteration: no previous objective
+                parts.append(f"{name} {best.objective:.6f}" + ("" if change is None else f"  change {change:.3e}"))
             active = sum(not r.done for r in runs)
             many = f"  [best of {len(runs)} run(s), {active} still active]" if len(runs) > 1 else ""
             self(f"iter {it:4d}  {';  '.join(parts)}  {rows[0].history[-1]['seconds']:.2f} s{many}")

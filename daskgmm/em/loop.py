@@ -32,8 +32,9 @@ class Run:
         the mean log-likelihood of the parameters before the last M-step).
     objectives : list of float
     history : list of dict
-        Per iteration: ``iteration``, ``objective``, ``change``, ``seconds``
-        (wall time of the pass that served it) and ``events``.
+        Per iteration: ``iteration``, ``objective``, ``change`` (from the previous objective; None
+        on a run's first iteration, which has none), ``seconds`` (wall time of the pass that
+        served it) and ``events``.
     done : bool
     """
 
@@ -122,6 +123,9 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
         for r, st in zip(active, stats):
             obj = r.state.objective(st)
             new = r.state.update(st)
+            # the first iteration has no previous objective (a run starts at ±inf, a warm start at its own):
+            # the convergence test takes the infinite change (never converged), the history None (no change)
+            first = not np.isfinite(r.objective)
             change = obj - r.objective
             r.converged = bool(r.state.converged(new, change))
             r.state = new
@@ -131,7 +135,7 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
             r.history.append({
                 "iteration": r.n_iter,
                 "objective": obj,
-                "change": change,
+                "change": None if first else change,
                 "seconds": seconds,
                 "events": list(new.events),
             })

@@ -57,6 +57,8 @@ def online_attributes(step, t: int, seen: int, passes: int, dtype, previous=None
     first = previous is None
     previous_bound = -np.inf if first else getattr(previous, "lower_bound_", -np.inf)
     n_iter = (0 if first else int(previous.n_iter_)) + 1
+    # the first step has no previous lower bound: no change (None), as a fit's first iteration
+    change = step.loglik - previous_bound if np.isfinite(previous_bound) else None
     out = {
         "weights_": st.weights.astype(dtype),
         "means_": st.means.astype(dtype),
@@ -72,7 +74,7 @@ def online_attributes(step, t: int, seen: int, passes: int, dtype, previous=None
         "lower_bound_": step.loglik,
         "lower_bounds_": ([] if first else list(previous.lower_bounds_)) + [step.loglik],
         "history_": ([] if first else list(previous.history_)) + [{
-            "iteration": n_iter, "lower_bound": step.loglik, "change": step.loglik - previous_bound,
+            "iteration": n_iter, "lower_bound": step.loglik, "change": change,
             "seconds": step.seconds, "events": list(st.events), "batch": t + 1, "rows": step.rows,
             "eta": step.eta,
         }],

@@ -4,10 +4,11 @@ k-means is a model whose log-density is ``-‖x - c_k‖²`` with hard assignmen
 (:func:`daskgmm.kernels.kmeans_natural_params`), so every pass here is the mixtures'
 pass: counts, sums and the inertia of every restart per chunk.
 
-- :func:`check_init_centers` — given starting centres, with scikit-learn's messages;
+- :func:`check_init_centers`, :func:`resolve_n_init` — given starting centres, with scikit-learn's messages;
+  the restarts ``n_init`` means;
 - :func:`lloyd_starts`, :func:`fit_lloyd` — the starts; Lloyd's algorithm from many starts in lockstep, the final
   assignment, the restart with the lowest inertia;
-- :func:`first_batch_centers`, :func:`batch_statistics`, :func:`sequential_update` —
+- :func:`first_batch_centers`, :func:`batch_statistics` (:func:`checked_statistics`), :func:`sequential_update` —
   one step of the sequential (online) update;
 - :func:`kmeans_form`, :func:`nearest_labels`, :func:`distances`, :func:`inertia` —
   predictions and scores; :func:`prediction_parts` — the parts of a predictions dataset (``label`` as
@@ -28,10 +29,11 @@ from daskgmm.em.init import initial_centers, lloyd
 from daskgmm.engine.passes import ChunkedData, is_sparse_array
 from daskgmm.fitting.mixture import iteration_hook
 from daskgmm.fitting.predict import delayed_parts
-from daskgmm.kernels import MixtureRequest, ModelSpec, chunk_pass, kmeans_natural_params
+from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
 from daskgmm.models.states import first_best
+from daskgmm.validation.scan import check_scan
 
 
 def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
@@ -47,6 +49,26 @@ def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
             f"{n_features}."
         )
     return c
+
+
+def resolve_n_init(n_init, init) -> int:
+    """The number of restarts ``KMeans(n_init=, init=)`` runs, as scikit-learn resolves it.
+
+    ``"auto"``: 10 for ``init="random"`` and a callable (random starts), else 1 (``"k-means||"``,
+    ``"k-means++"``, an array). An array of starting centres is one start whatever ``n_init``
+    (the estimator warns when an ``n_init`` other than 1 was given with it).
+
+    Parameters
+    ----------
+    n_init : "auto" or int
+    init : str, callable or array-like of shape (n_clusters, n_features)
+    """
+    named = isinstance(init, str)
+    if n_init == "auto":  # scikit-learn's: a callable is a random start, as "random" is
+        return 10 if callable(init) or (named and init == "random") else 1
+    if not named and not callable(init):
+        return 1
+    return int(n_init)
 
 
 def kmeans_form(centers):
@@ -173,6 +195,26 @@ def batch_statistics(batch, centers, sample_weight=None):
     return chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
 
 
+def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: str = "KMeans"):
+    """:func:`batch_statistics` of rows whose first scan was not run, with a scan in the same pass
+    that rejects non-finite values and weights (:func:`daskgmm.validation.scan.check_scan`): one pass
+    where a scan and then the statistics took two (``KMeans.score``, a later ``partial_fit`` batch).
+
+    Parameters
+    ----------
+    batch : ChunkedData
+        From ``prepare_rows(..., scan=False)``; Dask rows checked chunk by chunk there
+        (``check_chunks``), so that a bad value is named with its rows before the scan's check.
+    centers : ndarray, shape (K, D)
+    feature_names : sequence of str, optional
+        For the scan's message.
+    """
+    nat, centre = kmeans_form(centers)
+    scan, stats = batch.run([ScanRequest(), MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre)
+    check_scan(scan, feature_names, name)
+    return stats[0]
+
+
 def sequential_update(centers, counts, stats):
     """``μ_k ← μ_k + (x - μ_k) / n_k`` applied to a batch's rows: its running means, exactly.
 
@@ -233,9 +275,10 @@ def distances(X, centers):
     return blocks.distances(X, centers, dtype)
 
 
-def inertia(data, centers) -> float:
-    """Opposite of the (weighted) inertia of the rows of a ChunkedData: one pass."""
-    return float(batch_statistics(data, centers).loglik)
+def inertia(data, centers, feature_names=None, name: str = "KMeans") -> float:
+    """Opposite of the (weighted) inertia of the rows of a ChunkedData (its first scan not run): one pass,
+    its values and weights checked in it (:func:`checked_statistics`)."""
+    return float(checked_statistics(data, centers, feature_names, name).loglik)
 
 
 def prediction_part(x, ids, centers, id_column, distance: bool) -> dict:
@@ -275,9 +318,12 @@ def export_kmeans(estimator) -> tuple[dict, dict]:
         "n_features": int(est.n_features_in_),
         "columns": None if names is None else [str(c) for c in names],
         "dtype": str(np.asarray(est.cluster_centers_).dtype),
+        # "updated": partial_fit has moved the centres since the fit (or there was none), and dropped the
+        # fit's inertia, iterations and history, which described the old centres: null, [] here
         "fit": {
-            "inertia": float(getattr(est, "inertia_", np.nan)),
-            "n_iter": int(getattr(est, "n_iter_", 0)),
+            "updated": not hasattr(est, "inertia_"),
+            "inertia": float(est.inertia_) if hasattr(est, "inertia_") else None,
+            "n_iter": int(est.n_iter_) if hasattr(est, "n_iter_") else None,
             "n_steps": int(getattr(est, "n_steps_", 0)),
             "history": getattr(est, "history_", []),
         },
@@ -298,18 +344,20 @@ def checked_centres(arrays, meta, n_clusters: int):
 
 def import_kmeans(arrays, meta, n_clusters: int) -> dict:
     """The attributes saved by :func:`export_kmeans`, checked; ``history_`` as read (the caller
-    restores JSON's infinities), ``feature_names_in_`` only when saved."""
+    restores JSON's infinities), ``feature_names_in_`` only when saved. An updated model (``"updated"``;
+    :func:`daskgmm.io.modelfiles.read_model_files` gives format-1 files the field) has no ``inertia_``,
+    ``n_iter_`` nor ``history_``, as after ``partial_fit``."""
     k, c = checked_centres(arrays, meta, n_clusters)
     fit = meta.get("fit", {})
     out = {
         "cluster_centers_": c.astype(np.dtype(meta.get("dtype", "float64"))),
         "counts_": np.asarray(arrays.get("counts_", np.zeros(k)), np.float64),
-        "inertia_": float(fit.get("inertia", np.nan)),
-        "n_iter_": int(fit.get("n_iter", 0)),
         "n_steps_": int(fit.get("n_steps", 0)),
-        "history_": fit.get("history"),
         "n_features_in_": c.shape[1],
     }
+    if not fit.get("updated", False):
+        out.update(inertia_=float(fit.get("inertia", np.nan)), n_iter_=int(fit.get("n_iter", 0)),
+                   history_=fit.get("history"))
     if meta.get("columns") is not None:
         out["feature_names_in_"] = np.asarray(meta["columns"], dtype=object)
     return out

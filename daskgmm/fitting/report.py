@@ -16,7 +16,8 @@ class VerboseReport:
     ----------
     verbose : int
         0: nothing; 1: the iteration numbers; 2: also the time of each iteration, the
-        change of the lower bound and the final lower bounds.
+        change of the lower bound (from the second iteration: the first has no previous one)
+        and the final lower bounds.
     verbose_interval : int
         Print every ``verbose_interval`` iterations.
     """
@@ -48,8 +49,9 @@ class VerboseReport:
             if self.verbose == 1:
                 print(f"  Iteration {iteration}{tag}")
             else:
-                change = r.history[-1]["change"]
-                print(f"  Iteration {iteration}\t time lapse {now - self.last:.5f}s\t ll change {change:.5f}{tag}")
+                change = r.history[-1]["change"]  # None on the first iteration: no previous lower bound
+                shown = "" if change is None else f"\t ll change {change:.5f}"
+                print(f"  Iteration {iteration}\t time lapse {now - self.last:.5f}s{shown}{tag}")
         self.last = now
 
     def end(self, runs: list) -> None:

@@ -32,9 +32,15 @@ from daskgmm.io.files import DataError
 from daskgmm.io.outputs import staged_directory, write_whole
 
 FORMAT = "daskgmm-model"
-FORMAT_VERSION = 1
+#: 2: a value that does not exist is null, not "inf" or "nan": a first iteration's ``change`` (no previous
+#: objective), and a KMeans' fit ``inertia`` and ``n_iter`` once ``partial_fit`` (``daskgmm update``) has
+#: moved its centres, which its fit summary says by ``"updated": true`` (format 1 said it by an inertia of
+#: "nan"). Format-1 files are read as format 2 (:func:`upgrade_document`); a format-1 reader refuses 2.
+FORMAT_VERSION = 2
 CHECKPOINT_FORMAT = "daskgmm-checkpoint"
-CHECKPOINT_VERSION = 1
+#: 2: a run's first iteration has a null ``change`` (no previous objective; 1 wrote "inf" or "-inf").
+#: Version 1 checkpoints are read; a reader of version 1 only refuses version 2 (it read "change" as a float).
+CHECKPOINT_VERSION = 2
 
 
 class ModelFileError(DataError):
@@ -74,9 +80,36 @@ def _float_or_str(v):
     return float(v) if isinstance(v, str) and v in ("inf", "-inf", "nan") else v
 
 
+def upgrade_document(doc: dict) -> dict:
+    """A model.json of an older format version as the current version says the same (in place).
+
+    Format 1 to 2: a first iteration's infinite ``change`` becomes null; a KMeans' fit summary gets
+    ``updated`` (true when sequential updates ran and the inertia is "nan", as format 1 said it), and an
+    updated model's inertia and iterations become null (format 1 wrote "nan" and 0).
+    """
+    if doc.get("format_version", FORMAT_VERSION) >= 2:
+        return doc
+    fit = doc.get("fit")
+    if not isinstance(fit, dict):
+        return doc
+    for h in fit.get("history") or []:
+        if isinstance(h, dict) and h.get("change") in ("inf", "-inf"):
+            h["change"] = None
+    if doc.get("estimator") == "KMeans":
+        fit["updated"] = bool(fit.get("n_steps")) and str(fit.get("inertia")) == "nan"
+        if fit["updated"]:
+            fit["inertia"] = fit["n_iter"] = None
+    return doc
+
+
 def restore_history(history) -> list:
-    """History dicts read from JSON, with "inf"/"nan" strings turned back into floats."""
-    return [{k: _float_or_str(v) for k, v in h.items()} for h in history or []]
+    """History dicts read from JSON, with "inf"/"nan" strings turned back into floats; the infinite
+    ``change`` of a first iteration in files written before it was None (null) is None."""
+    out = [{k: _float_or_str(v) for k, v in h.items()} for h in history or []]
+    for h in out:
+        if isinstance(h.get("change"), float) and np.isinf(h["change"]):
+            h["change"] = None
+    return out
 
 
 def save_model(estimator, path, storage_options=None) -> None:
@@ -186,7 +219,7 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
     Returns
     -------
     doc : dict
-        model.json.
+        model.json, as the current format version says it (:func:`upgrade_document`).
     arrays : dict of str to ndarray
         The arrays, of the shapes ``doc["arrays"]`` records.
 
@@ -237,6 +270,7 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
             f"{path}: model format version {version!r} is newer than this daskgmm "
             f"({_version()}) reads (up to {FORMAT_VERSION}); upgrade daskgmm"
         )
+    upgrade_document(doc)
     try:
         with fs.open(posixpath.join(root, "arrays.npz"), "rb") as f:
             with np.load(f, allow_pickle=False) as npz:
@@ -426,7 +460,8 @@ class Checkpoint:
             history = restore_history(rd["history"])
             for h in history:
                 for k in ("objective", "change", "seconds"):
-                    h[k] = float(h[k])
+                    if h.get(k) is not None:  # a first iteration's change is None (no previous objective)
+                        h[k] = float(h[k])
             runs.append(Run(
                 state=state, n_iter=rd["n_iter"], converged=rd["converged"],
                 objective=float(_float_or_str(rd["objective"])), objectives=list(rd["objectives"]),

@@ -373,7 +373,7 @@ def _weights_array(sample_weight, Xd):
 
 
 def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_samples=2, estimator=None,
-                 reset=True, scan=True, missing="raise", accept_sparse=False):
+                 reset=True, scan=True, missing="raise", accept_sparse=False, check_chunks=False):
     """Validated input as :class:`daskgmm.engine.passes.ChunkedData`, with its first scan done.
 
     Parameters
@@ -391,6 +391,11 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
         Whether NaN is an error, or kept for a model that marginalises it.
     accept_sparse : bool
         Take sparse rows (see :func:`check_rows`).
+    check_chunks : bool
+        Dask input: each chunk is checked for NaN and infinity by the task that reads it
+        (:func:`finite_chunks`, a reduction per chunk in the pass that reads it anyway), so that
+        a bad value is named as a prediction names it: the column, the chunk's rows and the
+        first bad row (``score``, ``partial_fit``). Without it the scan's check names the columns.
 
     Returns
     -------
@@ -405,6 +410,8 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     Xd, info = check_rows(X, name, min_samples=min_samples, chunk_rows=chunk_size, estimator=estimator,
                           reset=reset, finite=(not scan) and ("allow-nan" if missing == "marginalize" else True),
                           accept_sparse=accept_sparse)
+    if check_chunks and info["dask_input"]:
+        Xd = finite_chunks(Xd, estimator, info, missing)
     w = None if sample_weight is None else _weights_array(sample_weight, Xd)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
     if not scan:
