@@ -176,3 +176,42 @@ def test_score_and_partial_fit_on_dask_input_name_the_rows(value, match, kind):
     with pytest.raises(ValueError, match=match) as exc:  # KMedoids has score, no partial_fit
         daskgmm.KMedoids(3, random_state=0).fit(fit_on).score(lazy(Xb))
     assert where in str(exc.value), str(exc.value)
+
+
+FITTERS = {
+    "GaussianMixture": lambda: daskgmm.GaussianMixture(3, random_state=0, max_iter=5),
+    "KMeans": lambda: daskgmm.KMeans(3, random_state=0, max_iter=5),
+    "BayesianGaussianMixture": lambda: daskgmm.BayesianGaussianMixture(n_components=3, random_state=0,
+                                                                       max_iter=5),
+    "StudentTMixture": lambda: daskgmm.StudentTMixture(3, random_state=0, max_iter=5),
+}
+
+
+@pytest.mark.parametrize("value, match", [(np.nan, NAN), (np.inf, INF)])
+@pytest.mark.parametrize("name", list(FITTERS))
+def test_fit_on_dask_input_names_the_first_bad_row_and_its_chunk(name, value, match):
+    """The first scan finds the smallest bad row whatever the chunking (found by the scan's own kernel);
+    the message keeps scikit-learn's sentence first and the advice after."""
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    Xb = _bad(_bad(X, value, row=390), value, row=371)
+    Xb[395, 0] = value
+    for chunks, where in [(100, "(in rows 300 to 399 of X, chunk 4 of 4)"),
+                          ((150, 230, 20), "(in rows 150 to 379 of X, chunk 2 of 3)")]:
+        with pytest.raises(ValueError, match=match) as exc:
+            FITTERS[name]().fit(da.from_array(Xb, chunks=(chunks, 3)))
+        msg = str(exc.value)
+        assert "column 1: 2 value(s)" in msg and "column 0: 1 value(s)" in msg, msg
+        assert f"the first at row 371 {where}" in msg, msg
+        if value != value:  # NaN: the advice is kept
+            assert "nan_policy='omit'" in msg, msg
+
+
+def test_fit_on_a_dask_dataframe_names_columns_and_the_first_bad_row():
+    import dask.dataframe as dd
+    import pandas as pd
+
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    frame = dd.from_pandas(pd.DataFrame(_bad(X, np.nan, row=250), columns=["a", "b", "c"]), npartitions=4)
+    with pytest.raises(ValueError, match=NAN) as exc:
+        daskgmm.GaussianMixture(3, random_state=0, max_iter=5).fit(frame)
+    assert "column 'b': 1 value(s), the first at row 250 (in rows 200 to 299 of X, chunk 3 of 4)" in str(exc.value)
