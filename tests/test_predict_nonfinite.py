@@ -215,3 +215,37 @@ def test_fit_on_a_dask_dataframe_names_columns_and_the_first_bad_row():
     with pytest.raises(ValueError, match=NAN) as exc:
         daskgmm.GaussianMixture(3, random_state=0, max_iter=5).fit(frame)
     assert "column 'b': 1 value(s), the first at row 250 (in rows 200 to 299 of X, chunk 3 of 4)" in str(exc.value)
+
+
+@pytest.mark.parametrize("model", ["GaussianMixture", "KMeans"])
+def test_partial_fit_scan_names_a_dataframe_batchs_columns_after_a_numpy_fit(model, monkeypatch):
+    """A model fitted on a NumPy array has no names; a later DataFrame batch has. The check of the batch's
+    scan (what catches a bad value when no chunk check ran before it) names the batch's columns."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    import daskgmm.validation.checks as checks
+
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    est = FITTERS[model]().fit(X)
+    # the scan's own check, which the chunk check (finite_chunks) otherwise pre-empts
+    monkeypatch.setattr(checks, "finite_chunks", lambda Xd, *args, **kwargs: Xd)
+    frame = dd.from_pandas(pd.DataFrame(_bad(X, np.nan, row=250), columns=["a", "b", "c"]), npartitions=4)
+    with pytest.warns(UserWarning, match="feature names"), pytest.raises(ValueError, match=NAN) as exc:
+        est.partial_fit(frame)
+    assert "column 'b': 1 value(s)" in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("model", ["GaussianMixture", "KMeans"])
+def test_partial_fit_scan_names_the_models_columns_for_an_unnamed_batch(model, monkeypatch):
+    """The reverse: fitted on a DataFrame, given a Dask array batch, the scan's check uses the model's names."""
+    import pandas as pd
+
+    import daskgmm.validation.checks as checks
+
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    est = FITTERS[model]().fit(pd.DataFrame(X, columns=["a", "b", "c"]))
+    monkeypatch.setattr(checks, "finite_chunks", lambda Xd, *args, **kwargs: Xd)
+    with pytest.warns(UserWarning, match="feature names"), pytest.raises(ValueError, match=NAN) as exc:
+        est.partial_fit(da.from_array(_bad(X, np.nan, row=250), chunks=100))
+    assert "column 'b': 1 value(s)" in str(exc.value), str(exc.value)
