@@ -249,3 +249,18 @@ def test_partial_fit_scan_names_the_models_columns_for_an_unnamed_batch(model, m
     with pytest.warns(UserWarning, match="feature names"), pytest.raises(ValueError, match=NAN) as exc:
         est.partial_fit(da.from_array(_bad(X, np.nan, row=250), chunks=100))
     assert "column 'b': 1 value(s)" in str(exc.value), str(exc.value)
+
+
+def test_fit_names_the_first_infinite_row_under_marginalize_and_sparse_rows():
+    """Under missing="marginalize" NaN is data: the first row named is the first infinite one. Sparse Dask
+    rows (k-means) are scanned by their own kernel, which finds the first bad row too."""
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    Xb = _bad(_bad(X, np.nan, row=10), np.inf, row=371)
+    with pytest.raises(ValueError, match=INF) as exc:
+        daskgmm.GaussianMixture(3, random_state=0, max_iter=5, missing="marginalize").fit(
+            da.from_array(Xb, chunks=100))
+    assert "the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)" in str(exc.value), str(exc.value)
+    Xs = _bad(_bad(X, np.nan, row=395), np.nan, row=371)
+    with pytest.raises(ValueError, match=NAN) as exc:
+        daskgmm.KMeans(3, random_state=0, max_iter=5).fit(da.from_array(Xs, chunks=100).map_blocks(sp.csr_matrix))
+    assert "the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)" in str(exc.value), str(exc.value)
