@@ -317,7 +317,10 @@ shape (n_samples, n_features)
         elif first:
             st = fitting_kmeans.batch_statistics(data, self.cluster_centers_)
         else:
-            st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, info["feature_names"], name)
+            names = info["feature_names"]  # the batch's, else the model's (as finite_chunks names them)
+            if names is None:
+                names = getattr(self, "feature_names_in_", None)
+            st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, names, name)
         self.cluster_centers_, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
         self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         for stale in ("labels_", "inertia_", "n_iter_", "history_"):  # the fit's, under the old centres

@@ -252,7 +252,10 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
             if running is None:  # after fit or a model saved by fit: the model stands for its data
                 running = fitting_online.model_statistics(states[0], loglik=self.lower_bound_)
             t, centre, seen = int(self.n_batches_), self._centre(), int(self.n_rows_seen_)
-        names = info["feature_names"] if first else getattr(self, "feature_names_in_", None)
+        # the batch's own column names (a DataFrame batch after a fit on a NumPy array), else the model's
+        names = info["feature_names"]
+        if names is None:
+            names = getattr(self, "feature_names_in_", None)
         step = fitting_online.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
                                           learning_offset=self.learning_offset, feature_names=names, name=name)
         # the model keeps the dtype of the data it first learnt from (a float32 batch does not

@@ -355,6 +355,8 @@ def test_nan_raise_reports_rows_over_the_whole_dataset(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "5 of 3000 row(s) have NaN" in err and "column 'f1': 5" in err and "in 3 of 3 file(s)" in err
     assert "part-0.parquet (2)" in err
+    # the first bad row, its file and row group, and its chunk's rows (NaN at rows 1234, 2500 and 2999 too)
+    assert "the first at row 5 (" in err and "part-0.parquet, row group 0, row 5; in rows 0 to " in err, err
 
 
 def test_nightly_rerun_with_resume_fits_the_new_data(tmp_path, capsys):

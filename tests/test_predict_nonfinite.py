@@ -176,3 +176,91 @@ def test_score_and_partial_fit_on_dask_input_name_the_rows(value, match, kind):
     with pytest.raises(ValueError, match=match) as exc:  # KMedoids has score, no partial_fit
         daskgmm.KMedoids(3, random_state=0).fit(fit_on).score(lazy(Xb))
     assert where in str(exc.value), str(exc.value)
+
+
+FITTERS = {
+    "GaussianMixture": lambda: daskgmm.GaussianMixture(3, random_state=0, max_iter=5),
+    "KMeans": lambda: daskgmm.KMeans(3, random_state=0, max_iter=5),
+    "BayesianGaussianMixture": lambda: daskgmm.BayesianGaussianMixture(n_components=3, random_state=0,
+                                                                       max_iter=5),
+    "StudentTMixture": lambda: daskgmm.StudentTMixture(3, random_state=0, max_iter=5),
+}
+
+
+@pytest.mark.parametrize("value, match", [(np.nan, NAN), (np.inf, INF)])
+@pytest.mark.parametrize("name", list(FITTERS))
+def test_fit_on_dask_input_names_the_first_bad_row_and_its_chunk(name, value, match):
+    """The first scan finds the smallest bad row whatever the chunking (found by the scan's own kernel);
+    the message keeps scikit-learn's sentence first and the advice after."""
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    Xb = _bad(_bad(X, value, row=390), value, row=371)
+    Xb[395, 0] = value
+    for chunks, where in [(100, "(in rows 300 to 399 of X, chunk 4 of 4)"),
+                          ((150, 230, 20), "(in rows 150 to 379 of X, chunk 2 of 3)")]:
+        with pytest.raises(ValueError, match=match) as exc:
+            FITTERS[name]().fit(da.from_array(Xb, chunks=(chunks, 3)))
+        msg = str(exc.value)
+        assert "column 1: 2 value(s)" in msg and "column 0: 1 value(s)" in msg, msg
+        assert f"the first at row 371 {where}" in msg, msg
+        if value != value:  # NaN: the advice is kept
+            assert "nan_policy='omit'" in msg, msg
+
+
+def test_fit_on_a_dask_dataframe_names_columns_and_the_first_bad_row():
+    import dask.dataframe as dd
+    import pandas as pd
+
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    frame = dd.from_pandas(pd.DataFrame(_bad(X, np.nan, row=250), columns=["a", "b", "c"]), npartitions=4)
+    with pytest.raises(ValueError, match=NAN) as exc:
+        daskgmm.GaussianMixture(3, random_state=0, max_iter=5).fit(frame)
+    assert "column 'b': 1 value(s), the first at row 250 (in rows 200 to 299 of X, chunk 3 of 4)" in str(exc.value)
+
+
+@pytest.mark.parametrize("model", ["GaussianMixture", "KMeans"])
+def test_partial_fit_scan_names_a_dataframe_batchs_columns_after_a_numpy_fit(model, monkeypatch):
+    """A model fitted on a NumPy array has no names; a later DataFrame batch has. The check of the batch's
+    scan (what catches a bad value when no chunk check ran before it) names the batch's columns."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    import daskgmm.validation.checks as checks
+
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    est = FITTERS[model]().fit(X)
+    # the scan's own check, which the chunk check (finite_chunks) otherwise pre-empts
+    monkeypatch.setattr(checks, "finite_chunks", lambda Xd, *args, **kwargs: Xd)
+    frame = dd.from_pandas(pd.DataFrame(_bad(X, np.nan, row=250), columns=["a", "b", "c"]), npartitions=4)
+    with pytest.warns(UserWarning, match="feature names"), pytest.raises(ValueError, match=NAN) as exc:
+        est.partial_fit(frame)
+    assert "column 'b': 1 value(s)" in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("model", ["GaussianMixture", "KMeans"])
+def test_partial_fit_scan_names_the_models_columns_for_an_unnamed_batch(model, monkeypatch):
+    """The reverse: fitted on a DataFrame, given a Dask array batch, the scan's check uses the model's names."""
+    import pandas as pd
+
+    import daskgmm.validation.checks as checks
+
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    est = FITTERS[model]().fit(pd.DataFrame(X, columns=["a", "b", "c"]))
+    monkeypatch.setattr(checks, "finite_chunks", lambda Xd, *args, **kwargs: Xd)
+    with pytest.warns(UserWarning, match="feature names"), pytest.raises(ValueError, match=NAN) as exc:
+        est.partial_fit(da.from_array(_bad(X, np.nan, row=250), chunks=100))
+    assert "column 'b': 1 value(s)" in str(exc.value), str(exc.value)
+
+
+def test_fit_names_the_first_infinite_row_under_marginalize_and_sparse_rows():
+    """Under missing="marginalize" NaN is data: the first row named is the first infinite one. Sparse Dask
+    rows (k-means) are scanned by their own kernel, which finds the first bad row too."""
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    Xb = _bad(_bad(X, np.nan, row=10), np.inf, row=371)
+    with pytest.raises(ValueError, match=INF) as exc:
+        daskgmm.GaussianMixture(3, random_state=0, max_iter=5, missing="marginalize").fit(
+            da.from_array(Xb, chunks=100))
+    assert "the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)" in str(exc.value), str(exc.value)
+    Xs = _bad(_bad(X, np.nan, row=395), np.nan, row=371)
+    with pytest.raises(ValueError, match=NAN) as exc:
+        daskgmm.KMeans(3, random_state=0, max_iter=5).fit(da.from_array(Xs, chunks=100).map_blocks(sp.csr_matrix))
+    assert "the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)" in str(exc.value), str(exc.value)

@@ -47,7 +47,14 @@ from daskgmm.io.files import (
     rows_per_part,
     strip_protocol,
 )
-from daskgmm.io.read import BATCH_ROWS, NONFINITE_ADVICE, NONFINITE_WHAT, count_nonfinite, read_piece
+from daskgmm.io.read import (
+    BATCH_ROWS,
+    NONFINITE_ADVICE,
+    NONFINITE_WHAT,
+    count_nonfinite,
+    first_bad_row,
+    read_piece,
+)
 
 
 @dataclass
@@ -93,7 +100,7 @@ class ParquetSource:
         """Rows with NaN, null or infinite feature values (infinite ones under ``nan_policy="marginalize"``)
         over the whole dataset, by column and by file (one more read of the data; for error messages)."""
         marginalize = self.nan_policy == "marginalize"
-        per_piece, per_col = count_nonfinite(self.fs, self.pieces, self.columns, self.dtype, marginalize)
+        per_piece, per_col, first = count_nonfinite(self.fs, self.pieces, self.columns, self.dtype, marginalize)
         rows = int(sum(per_piece))
         by_file: dict = {}
         for piece, n in zip(self.pieces, per_piece):
@@ -105,7 +112,7 @@ class ParquetSource:
         more = f" and {len(by_file) - len(shown)} more" if len(by_file) > len(shown) else ""
         return (f"{rows} of {sum(p.rows for p in self.pieces)} row(s) have {NONFINITE_WHAT[marginalize]} "
                 f"({cols}) in {len(by_file)} of {len(self.files)} file(s): {files}{more}; "
-                f"{NONFINITE_ADVICE[marginalize]}")
+                f"{first_bad_row(self.pieces, first)}; {NONFINITE_ADVICE[marginalize]}")
 
 
 def open_parquet(
@@ -172,7 +179,7 @@ def open_parquet(
     sizes = [p.rows for p in pieces]
     n_omitted, by_col = 0, {}
     if nan_policy == "omit":
-        per_piece, per_col = count_nonfinite(fs, pieces, columns, dtype)
+        per_piece, per_col, _ = count_nonfinite(fs, pieces, columns, dtype)
         sizes = [n - bad for n, bad in zip(sizes, per_piece)]
         n_omitted = int(sum(per_piece))
         by_col = {c: int(n) for c, n in zip(columns, per_col) if n}

@@ -212,19 +212,33 @@ def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
 def _count_bad(fs, piece, columns, dtype, infinite_only=False):
     x, _ = _read_matrix(fs, piece, columns, dtype)
     bad = np.isinf(x) if infinite_only else ~np.isfinite(x)
-    return int(bad.any(axis=1).sum()), bad.sum(axis=0)
+    rows = bad.any(axis=1)
+    first = int(np.argmax(rows)) if rows.any() else -1
+    return int(rows.sum()), bad.sum(axis=0), first
 
 
 def count_nonfinite(fs, pieces, columns, dtype, infinite_only=False):
-    """One read of every piece: rows with non-finite values (``infinite_only``: infinite) per piece, and values
-    per column."""
+    """One read of every piece: rows with non-finite values (``infinite_only``: infinite) per piece, values
+    per column, and the first such row of each piece (-1: none; counted in the piece)."""
     import dask
 
     from daskgmm.engine.cluster import compute_bounded
 
     counts = compute_bounded(*[dask.delayed(_count_bad)(fs, p, columns, dtype, infinite_only) for p in pieces],
                              what="count of non-finite values")
-    return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0)
+    return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0), [c[2] for c in counts]
+
+
+def first_bad_row(pieces, first_in_piece) -> str:
+    """The words "the first at row 5 (path, row group 0, row 5; in rows 0 to 999 of the data, chunk 1 of 3)": the
+    smallest bad row of the data (pieces in row order), from :func:`count_nonfinite`'s first rows."""
+    start = 0
+    for i, (piece, row) in enumerate(zip(pieces, first_in_piece)):
+        if row >= 0:
+            return (f"the first at row {start + row} ({piece.path}, {_row_in_file(piece, row)}; in rows {start} "
+                    f"to {start + piece.rows - 1} of the data, chunk {i + 1} of {len(pieces)})")
+        start += piece.rows
+    return ""
 
 
 # ---------------------------------------------------------------------------

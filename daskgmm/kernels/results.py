@@ -220,6 +220,9 @@ class ScanResult:
         Sample weights that are negative or not finite.
     empty_rows : int
         Rows whose every value is NaN.
+    first_nonfinite, first_inf : int
+        Global number of the first row holding NaN or ±inf, and of the first holding ±inf (-1: none);
+        for the messages, merged as the smallest so that any chunking gives the same row.
     """
 
     rows: int
@@ -230,10 +233,17 @@ class ScanResult:
     inf: np.ndarray
     bad_weights: int
     empty_rows: int = 0
+    first_nonfinite: int = -1
+    first_inf: int = -1
 
     @property
     def variance(self) -> np.ndarray:
         return self.m2 / self.weight if self.weight > 0 else np.zeros_like(self.m2)
+
+
+def first_row(a: int, b: int) -> int:
+    """The smaller of two global row numbers, -1 standing for none."""
+    return b if a < 0 else a if b < 0 else min(a, b)
 
 
 def chan(wa, ma, m2a, wb, mb, m2b):

@@ -15,7 +15,7 @@ from daskgmm.kernels.features import NO_FEATURES, SPHERICAL_LEVEL
 from daskgmm.kernels.params import kmeans_natural_params
 from daskgmm.kernels.protocol import Block
 from daskgmm.kernels.random import keyed_exponential
-from daskgmm.kernels.results import SampleResult, ScanResult, chan, smallest
+from daskgmm.kernels.results import SampleResult, ScanResult, chan, first_row, smallest
 from daskgmm.kernels.scratch import scratch
 
 
@@ -199,8 +199,13 @@ class ScanRequest:
             mb = m2b = np.zeros(x.shape[1])
         w_, m_, m2_ = chan(acc.weight, acc.mean, acc.m2, wb, mb, m2b)
         empty = int(isnan.all(axis=1).sum()) if not finite_block and nan.any() else 0
+        first_bad = first_inf = -1
+        if not finite_block:  # the rows to name in the message: found here, so no other pass looks for them
+            first_bad = _first(blk, ~rows_ok)
+            first_inf = _first(blk, np.isinf(x).any(axis=1)) if inf.any() else -1
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
-                          acc.empty_rows + empty)
+                          acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
+                          first_row(acc.first_inf, first_inf))
 
     def finish(self, acc, n_features, centre) -> ScanResult:
         return acc
@@ -209,7 +214,14 @@ class ScanRequest:
     def merge(a: ScanResult, b: ScanResult) -> ScanResult:
         w, m, m2 = chan(a.weight, a.mean, a.m2, b.weight, b.mean, b.m2)
         return ScanResult(a.rows + b.rows, w, m, m2, a.nan + b.nan, a.inf + b.inf, a.bad_weights + b.bad_weights,
-                          a.empty_rows + b.empty_rows)
+                          a.empty_rows + b.empty_rows, first_row(a.first_nonfinite, b.first_nonfinite),
+                          first_row(a.first_inf, b.first_inf))
+
+
+def _first(blk, mask) -> int:
+    """Global number of a block's first row where ``mask`` (shape (nb,)) holds, -1 if none."""
+    idx = np.flatnonzero(mask)
+    return int(blk.rows[idx].min()) if idx.size else -1
 
 
 # ---------------------------------------------------------------------------

@@ -417,7 +417,9 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     if not scan:
         return data, None, info
     result = data.scan()
-    check_scan(result, info["feature_names"], name, missing=missing)
+    # Dask input: the message names the chunk of the first bad row as the user chunked X
+    check_scan(result, info["feature_names"], name, missing=missing,
+               chunks=Xd.chunks[0] if info["dask_input"] else None)
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         warn_degenerate(result, info["feature_names"],

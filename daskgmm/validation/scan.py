@@ -26,11 +26,17 @@ def empty_rows_error(n_empty: int) -> DataError:
     )
 
 
-def check_finite(scan, feature_names, what: str = "X", missing: str = "raise") -> None:
-    """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts.
+def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", chunks=None) -> None:
+    """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts,
+    then the first bad row (and, given ``chunks``, its chunk's rows).
 
     With ``missing="marginalize"`` NaN is allowed, except in rows where every value is NaN. The sentence is
     :func:`daskgmm.kernels.scan.non_finite_message`'s, as for the rows of a prediction.
+
+    Parameters
+    ----------
+    chunks : sequence of int, optional
+        Rows in each chunk of X (Dask input), to say which chunk holds the first bad row.
     """
     nan = np.asarray(scan.nan)
     if missing == "marginalize":
@@ -39,13 +45,31 @@ def check_finite(scan, feature_names, what: str = "X", missing: str = "raise") -
         nan = np.zeros_like(nan)
     if nan.any():
         raise ValueError(
-            f"{non_finite_message(nan, scan.inf, feature_names, what)}. Remove or impute missing values before "
+            f"{non_finite_message(nan, scan.inf, feature_names, what)}{_first_bad_row(scan, missing, chunks, what)}. "
+            "Remove or impute missing values before "
             "fitting (daskgmm.read_parquet(..., nan_policy='omit') drops such rows)."
         )
     if np.any(scan.inf):
-        raise ValueError(f"{non_finite_message(nan, scan.inf, feature_names, what)}.")
+        raise ValueError(f"{non_finite_message(nan, scan.inf, feature_names, what)}"
+                         f"{_first_bad_row(scan, missing, chunks, what)}.")
     if scan.bad_weights:
         raise ValueError(f"sample_weight has {scan.bad_weights} negative or non-finite value(s).")
+
+
+def _first_bad_row(scan, missing, chunks, what) -> str:
+    """", the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)": where the scan met the first row
+    holding a value the check refuses (its smallest global row number, whatever the chunking)."""
+    row = int(getattr(scan, "first_inf" if missing == "marginalize" else "first_nonfinite", -1))
+    if row < 0:
+        return ""
+    where = ""
+    if chunks is not None and len(chunks) > 0:
+        ends = np.cumsum(np.asarray(chunks, np.int64))
+        i = int(np.searchsorted(ends, row, side="right"))
+        if i < len(ends):
+            start = int(ends[i] - chunks[i])
+            where = f" (in rows {start} to {int(ends[i]) - 1} of {what}, chunk {i + 1} of {len(ends)})"
+    return f", the first at row {row}{where}"
 
 
 class DegenerateDataWarning(UserWarning):
@@ -75,14 +99,14 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
                       DegenerateDataWarning, stacklevel=3)
 
 
-def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True) -> None:
+def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True, chunks=None) -> None:
     """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
 
     Under ``missing="marginalize"`` the scan's weight is that of the complete rows (its mean,
     variance and sample come from them): at least one is needed to ``initialise``; without
     that (an online step) the caller checks the weight of all rows itself.
     """
-    check_finite(scan, feature_names, missing=missing)
+    check_finite(scan, feature_names, missing=missing, chunks=chunks)
     if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
         if not initialise:
             return
