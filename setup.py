@@ -30,7 +30,9 @@ if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 else:
     VARIANTS = {"generic": []}
 
-COMMON = ["-O3", "-std=c++17", "-ffp-contract=fast", "-fno-math-errno", "-fvisibility=hidden"]
+# -fno-wrapv: Python's own CFLAGS (sysconfig), which setuptools puts first, have -fwrapv; the core
+# does not rely on signed overflow wrapping, and with it GCC 12 made the k-means pass ~5% slower.
+COMMON = ["-O3", "-std=c++17", "-ffp-contract=fast", "-fno-math-errno", "-fvisibility=hidden", "-fno-wrapv"]
 
 
 def _extension(name, isa):
