@@ -1,0 +1,67 @@
+"""pandas and Dask DataFrames with the column types real data sets have, through the Python API."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from daskgmm import (
+    BayesianGaussianMixture,
+    GaussianMixture,
+    KMeans,
+    KMedoids,
+    StudentTMixture,
+    select_model,
+)
+
+ESTIMATORS = {
+    "GaussianMixture": lambda: GaussianMixture(2, max_iter=3, random_state=0),
+    "BayesianGaussianMixture": lambda: BayesianGaussianMixture(n_components=2, max_iter=3, random_state=0),
+    "StudentTMixture": lambda: StudentTMixture(2, max_iter=3, random_state=0),
+    "KMeans": lambda: KMeans(2, max_iter=3, n_init=1, random_state=0),
+    "KMedoids": lambda: KMedoids(2, max_iter=3, random_state=0),
+}
+
+
+def _times(n=40):
+    rng = np.random.default_rng(0)
+    return {
+        "timestamps alone": pd.DataFrame({"ts": pd.date_range("2026-01-01", periods=n, freq="h")}),
+        "durations alone": pd.DataFrame({"td": pd.to_timedelta(np.arange(n), unit="s")}),
+        "timestamps beside floats": pd.DataFrame(
+            {"a": rng.normal(size=n), "ts": pd.date_range("2026-01-01", periods=n, freq="h")}),
+        "timestamps beside ints": pd.DataFrame(
+            {"a": np.arange(n), "ts": pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC")}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_times()))
+@pytest.mark.parametrize("est", list(ESTIMATORS))
+def test_a_timestamp_column_is_refused_naming_it(est, case):
+    # NumPy casts datetime64 to its integer count: a frame of timestamps alone was fitted as
+    # microseconds since 1970 (means ~1.8e15), silently, where a Dask frame is refused
+    X = _times()[case]
+    col = "td" if "durations" in case else "ts"
+    with pytest.raises(ValueError, match=rf"{est} needs numeric features; column\(s\) '{col}' .*timestamps or "
+                                         "durations"):
+        ESTIMATORS[est]().fit(X)
+
+
+def test_a_datetime64_array_is_refused():
+    X = np.arange(40).astype("datetime64[s]").reshape(-1, 1)
+    with pytest.raises(ValueError, match=r"dtype datetime64\[s\] \(timestamps or durations\)"):
+        GaussianMixture(1).fit(X)
+
+
+def test_select_model_refuses_a_timestamp_column():
+    with pytest.raises(ValueError, match=r"select_model needs numeric features; column\(s\) 'ts'"):
+        select_model(_times()["timestamps alone"], n_components=[1, 2], covariance_types=["diag"])
+
+
+@pytest.mark.parametrize("est", ["GaussianMixture", "KMeans"])
+def test_predict_refuses_a_timestamp_column_where_the_fit_had_numbers(est):
+    # the model's column 'ts' held numbers; a frame whose 'ts' holds timestamps was predicted on
+    # as integer counts, every row to one component
+    rng = np.random.default_rng(1)
+    model = ESTIMATORS[est]().fit(pd.DataFrame({"ts": rng.normal(size=40)}))
+    with pytest.raises(ValueError, match=r"column\(s\) 'ts' .*timestamps"):
+        model.predict(_times()["timestamps alone"])
