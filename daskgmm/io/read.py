@@ -131,7 +131,9 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
                     if j == len(columns):  # the id column, kept in its own type
                         continue
                     if part.type != target:
-                        part = part.cast(target)
+                        # integers beyond 2**53 (2**24 for float32) round, as NumPy's astype rounds them;
+                        # Arrow's safe cast refused them without naming the column
+                        part = part.cast(target, safe=not pa.types.is_integer(part.type))
                     x[start : start + len(part), j] = arrow_values(part)
                     start += len(part)
                 if j == len(columns):
