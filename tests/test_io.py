@@ -279,3 +279,21 @@ def test_integers_beyond_float_precision_are_read_rounded(tmp_path):
     np.testing.assert_array_equal(got[:, 2], (big.astype(np.int64) // 2).astype(np.float64))
     got32 = read_parquet(tmp_path / "p.parquet", dtype="float32").compute()
     np.testing.assert_array_equal(got32[:, 1], big.astype(np.float32))
+
+
+def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
+    """An integer id column with a null came back as float64 (ids over 2**53 lost digits), and the
+    predictions' part of that chunk wrote it as double where the other parts wrote int64: their
+    own reader then refused them ("schemas disagree")."""
+    ids = [2**60 + i for i in range(300)]
+    ids[4] = None
+    rng = np.random.default_rng(0)
+    pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "a": rng.normal(size=300),
+                             "b": rng.normal(size=300)}), tmp_path / "p.parquet")
+    x, got = read_parquet(tmp_path / "p.parquet", id_column="id", chunk_rows=100)
+    assert got.compute().tolist() == ids
+    gmm = GaussianMixture(2, max_iter=3, random_state=0).fit(x)
+    gmm.write_predictions(x, str(tmp_path / "pred"), ids=got)
+    parts = sorted((tmp_path / "pred").glob("*.parquet"))
+    assert len(parts) == 3 and {str(pq.read_schema(p).field("id").type) for p in parts} == {"int64"}
+    assert pq.read_table(tmp_path / "pred").column("id").to_pylist() == ids
