@@ -65,3 +65,23 @@ def test_predict_refuses_a_timestamp_column_where_the_fit_had_numbers(est):
     model = ESTIMATORS[est]().fit(pd.DataFrame({"ts": rng.normal(size=40)}))
     with pytest.raises(ValueError, match=r"column\(s\) 'ts' .*timestamps"):
         model.predict(_times()["timestamps alone"])
+
+
+def test_a_dask_frame_of_arrow_decimals_is_fitted_as_pandas_and_parquet_are():
+    # pandas.read_parquet(dtype_backend="pyarrow") reads a decimal column as ArrowDtype (kind "O"):
+    # a Dask frame of it was refused as "not numeric", where the pandas frame and the file are fitted
+    import decimal
+
+    import dask.dataframe as dd
+    import pyarrow as pa
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({
+        "a": rng.normal(size=40),
+        "dec": pd.array([decimal.Decimal(f"{v:.2f}") for v in rng.normal(size=40)],
+                        dtype=pd.ArrowDtype(pa.decimal128(5, 2))),
+    })
+    ref = GaussianMixture(2, max_iter=3, random_state=0).fit(frame)
+    got = GaussianMixture(2, max_iter=3, random_state=0).fit(dd.from_pandas(frame, npartitions=2))
+    np.testing.assert_allclose(got.means_, ref.means_, rtol=1e-10)
+    assert list(got.feature_names_in_) == ["a", "dec"]

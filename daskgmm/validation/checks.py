@@ -281,7 +281,16 @@ def _non_numeric_columns(X) -> list[str]:
     dtypes = getattr(X, "dtypes", None)
     if dtypes is None or not hasattr(dtypes, "items"):
         return []
-    return [str(c) for c, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf"]
+    return [str(c) for c, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf" and not _is_decimal(dt)]
+
+
+def _is_decimal(dtype) -> bool:
+    """A pandas ``ArrowDtype`` of decimals (kind "O", as ``dtype_backend="pyarrow"`` reads a Parquet
+    decimal column): numbers, cast to float as the Parquet reader and scikit-learn cast them."""
+    import pyarrow as pa
+
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    return arrow is not None and pa.types.is_decimal(arrow)
 
 
 def _column_names(frame):
