@@ -85,3 +85,22 @@ def test_a_dask_frame_of_arrow_decimals_is_fitted_as_pandas_and_parquet_are():
     got = GaussianMixture(2, max_iter=3, random_state=0).fit(dd.from_pandas(frame, npartitions=2))
     np.testing.assert_allclose(got.means_, ref.means_, rtol=1e-10)
     assert list(got.feature_names_in_) == ["a", "dec"]
+
+
+@pytest.mark.parametrize("kind", ["Int64", "string", "object"])
+def test_ids_with_missing_values_are_written_as_they_are(tmp_path, kind):
+    # an Int64 column of ids with a missing one was written as double (ids over 2**53 rounded);
+    # strings with a missing one failed in Arrow ("Expected bytes, got a 'NAType' object", or 'float')
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30)})
+    want = [(2**60 + i if kind == "Int64" else f"r{i}") if i != 3 else None for i in range(30)]
+    # a NumPy array of objects with NaN for the missing id, as pandas' str columns give
+    ids = np.array([np.nan if v is None else v for v in want], dtype=object) if kind == "object" else \
+        pd.Series(want, dtype=kind)
+    gmm = GaussianMixture(2, max_iter=3, random_state=0).fit(X)
+    gmm.write_predictions(X, str(tmp_path / "pred"), ids=ids, id_column="key")
+    table = pq.read_table(tmp_path / "pred")
+    assert str(table.schema.field("key").type) == ("int64" if kind == "Int64" else "string")
+    assert table.column("key").to_pylist() == want

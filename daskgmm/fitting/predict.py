@@ -83,7 +83,7 @@ def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
         raise ValueError(f"id_column={id_column!r} is the name of a column of the predictions "
                          f"({', '.join(columns)}); give the ids another name")
     if not isinstance(ids, da.Array):
-        ids = np.asarray(ids)
+        ids = _ids_array(ids)
     n = Xd.shape[0]
     known = not (math.isnan(ids.shape[0]) or math.isnan(n)) if ids.ndim else True
     if ids.ndim != 1 or (known and ids.shape[0] != n):
@@ -91,6 +91,17 @@ def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
     if not isinstance(ids, da.Array):
         ids = da.from_array(ids, chunks=(Xd.chunks[0],))
     return list(ids.rechunk((Xd.chunks[0],)).to_delayed(optimize_graph=False).ravel())
+
+
+def _ids_array(ids) -> np.ndarray:
+    """In-memory ids as NumPy; a pandas column of a nullable type with missing values as objects with
+    None for them (NumPy's conversion made integer ids float, rounding those over 2**53, and strings
+    with NaN, which Arrow refused: "Expected bytes, got a 'float' object")."""
+    isna = getattr(ids, "isna", None)
+    if callable(isna) and hasattr(ids, "to_numpy") and not isinstance(getattr(ids, "dtype", None), np.dtype) \
+            and bool(np.asarray(isna()).any()):
+        return ids.to_numpy(dtype=object, na_value=None)
+    return np.asarray(ids)
 
 
 def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_column="id", proba=False,
