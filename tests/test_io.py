@@ -297,3 +297,16 @@ def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
     parts = sorted((tmp_path / "pred").glob("*.parquet"))
     assert len(parts) == 3 and {str(pq.read_schema(p).field("id").type) for p in parts} == {"int64"}
     assert pq.read_table(tmp_path / "pred").column("id").to_pylist() == ids
+
+
+def test_a_hive_partition_key_asked_for_as_a_column_is_named_as_one(tmp_path):
+    for day in ("2026-12-01", "2026-12-02"):
+        (tmp_path / f"date={day}").mkdir()
+        pq.write_table(pa.table({"a": [1.0, 2.0], "b": [3.0, 4.0]}), tmp_path / f"date={day}" / "part-0.parquet")
+    assert read_parquet(tmp_path).shape == (4, 2)  # the key is not a column
+    with pytest.raises(DataError, match=r"no column 'date' \(it has: a, b\); 'date' is a partition key in the path"):
+        read_parquet(tmp_path, columns=["a", "date"])
+    with pytest.raises(DataError, match=r"no id column 'date' .*partition key"):
+        read_parquet(tmp_path, id_column="date")
+    with pytest.raises(DataError, match=r"no column 'c' \(it has: a, b\)$"):
+        read_parquet(tmp_path, columns=["c"])

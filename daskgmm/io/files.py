@@ -360,7 +360,10 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
         for c in wanted:
             if c not in have:
                 what = "id column" if c == id_column else "column"
-                raise DataError(f"{info.path}: no {what} {c!r} (it has: {', '.join(have)})")
+                # a hive partition key lives in the directory names (date=2026-12-01/), not in the files
+                hive = (f"; {c!r} is a partition key in the path ({c}=...), and partition keys are not read "
+                        "as columns" if f"/{c}=" in f"/{info.path}" else "")
+                raise DataError(f"{info.path}: no {what} {c!r} (it has: {', '.join(have)}){hive}")
         if not sum(info.row_groups):
             continue  # no rows: its types are never read (pandas writes an empty frame's columns as null)
         for c in columns:
