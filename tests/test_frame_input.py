@@ -104,3 +104,20 @@ def test_ids_with_missing_values_are_written_as_they_are(tmp_path, kind):
     table = pq.read_table(tmp_path / "pred")
     assert str(table.schema.field("key").type) == ("int64" if kind == "Int64" else "string")
     assert table.column("key").to_pylist() == want
+
+
+def test_ids_from_a_dask_series_are_written_as_they_are(tmp_path):
+    # a Dask Series of Int64 ids was computed whole in the client by np.asarray, which made them float
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(4)
+    want = [2**60 + i if i != 17 else None for i in range(60)]
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60),
+                          "id": pd.array(want, dtype="Int64")})
+    X = dd.from_pandas(frame, npartitions=3)
+    gmm = GaussianMixture(2, max_iter=3, random_state=0).fit(X[["a", "b"]])
+    gmm.write_predictions(X[["a", "b"]], str(tmp_path / "pred"), ids=X["id"])
+    table = pq.read_table(tmp_path / "pred")
+    assert {str(pq.read_schema(p).field("id").type) for p in (tmp_path / "pred").glob("*.parquet")} == {"int64"}
+    assert table.column("id").to_pylist() == want

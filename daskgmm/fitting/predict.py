@@ -13,7 +13,7 @@ import math
 import numpy as np
 from sklearn.utils import check_random_state
 
-from daskgmm.engine.cluster import with_known_rows
+from daskgmm.engine.cluster import compute_bounded, with_known_rows
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import params as forms
 from daskgmm.kernels import predict as blocks
@@ -82,7 +82,9 @@ def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
     if id_column is not None and id_column in columns:
         raise ValueError(f"id_column={id_column!r} is the name of a column of the predictions "
                          f"({', '.join(columns)}); give the ids another name")
-    if not isinstance(ids, da.Array):
+    if is_dask_dataframe(ids):
+        ids = _dask_ids(ids)
+    elif not isinstance(ids, da.Array):
         ids = _ids_array(ids)
     n = Xd.shape[0]
     known = not (math.isnan(ids.shape[0]) or math.isnan(n)) if ids.ndim else True
@@ -102,6 +104,19 @@ def _ids_array(ids) -> np.ndarray:
             and bool(np.asarray(isna()).any()):
         return ids.to_numpy(dtype=object, na_value=None)
     return np.asarray(ids)
+
+
+def _dask_ids(ids):
+    """A Dask Series of ids as a Dask array, each partition converted by :func:`_ids_array` by its own task
+    (``np.asarray`` computed the whole Series in the client, and made nullable integers float)."""
+    import dask
+    import dask.array as da
+
+    if getattr(ids, "ndim", 1) != 1:
+        raise ValueError(f"ids has {ids.ndim} dimensions; expected a Dask Series, one id per row of X")
+    lengths = compute_bounded(ids.map_partitions(len), what="count of rows per chunk")[0]
+    return da.concatenate([da.from_delayed(dask.delayed(_ids_array)(part), shape=(int(n),), dtype=object)
+                           for part, n in zip(ids.to_delayed(), lengths)])
 
 
 def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_column="id", proba=False,
