@@ -234,3 +234,79 @@ def test_predictions_are_never_written_over_the_parquet_they_are_computed_from(d
         km.fit(X)
         with pytest.raises(ValueError, match="holds the input file"):
             km.write_predictions(X, directory)
+
+
+def test_an_empty_file_pandas_wrote_does_not_stop_the_job(dataset):
+    """pandas writes an empty frame's columns of no dtype as Arrow ``null``: the empty file's
+    types are never read, so they do not disagree with the others' (they stopped the job:
+    "column 'a' has type null; feature columns must be numeric"), first in order or not."""
+    import pandas as pd
+
+    root, X = dataset
+    for name in ("p1b.parquet", "a0.parquet"):  # after a file with rows, and first
+        pd.DataFrame(columns=["key", "a", "b"]).to_parquet(root / name)
+        assert pq.read_schema(root / name).field("a").type == pa.null()
+        np.testing.assert_array_equal(read_parquet(root, columns=["a", "b"]).compute(), X)
+        np.testing.assert_array_equal(read_parquet(root, id_column="key")[0].compute(), X)
+
+
+def test_a_column_of_nulls_only_is_missing_values(dataset):
+    """A file whose column holds only nulls (pandas writes an all-None column as Arrow ``null``)
+    has missing values there, counted and dropped by the nan_policy as any null; it was "not
+    numeric" and disagreed with the other files' double."""
+
+    root, X = dataset
+    for i in range(3):
+        t = pq.read_table(root / f"p{i}.parquet").to_pandas()
+        t["z"] = None if i == 1 else np.arange(400.0)
+        t.to_parquet(root / f"p{i}.parquet")
+    assert pq.read_schema(root / "p1.parquet").field("z").type == pa.null()
+    with pytest.warns(RowsOmittedWarning, match="dropped 400 of 1200 rows"):
+        src = open_parquet(root, id_column="key", nan_policy="omit")
+    assert src.n_omitted == 400 and src.omitted_by_column == {"z": 400}
+    np.testing.assert_array_equal(src.X.compute()[:, :2], np.vstack([X[:400], X[800:]]))
+    with pytest.raises(NonFiniteError, match=r"p1.parquet .*400 row\(s\).*column 'z': 400"):
+        read_parquet(root, id_column="key")[0].compute()
+
+
+def test_integers_beyond_float_precision_are_read_rounded(tmp_path):
+    """An integer column with values over 2**53 is read as NumPy's astype rounds it (the Python API
+    fits such a pandas column so); Arrow's safe cast failed the read without naming the column."""
+    big = np.array([2**63 + 1, 2**63 + 4097, 2**62 + 3, 12], dtype=np.uint64)
+    pq.write_table(pa.table({"a": np.arange(4.0), "u": big, "i": big.astype(np.int64) // 2}), tmp_path / "p.parquet")
+    got = read_parquet(tmp_path / "p.parquet").compute()
+    np.testing.assert_array_equal(got[:, 1], big.astype(np.float64))
+    np.testing.assert_array_equal(got[:, 2], (big.astype(np.int64) // 2).astype(np.float64))
+    got32 = read_parquet(tmp_path / "p.parquet", dtype="float32").compute()
+    np.testing.assert_array_equal(got32[:, 1], big.astype(np.float32))
+
+
+def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
+    """An integer id column with a null came back as float64 (ids over 2**53 lost digits), and the
+    predictions' part of that chunk wrote it as double where the other parts wrote int64: their
+    own reader then refused them ("schemas disagree")."""
+    ids = [2**60 + i for i in range(300)]
+    ids[4] = None
+    rng = np.random.default_rng(0)
+    pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "a": rng.normal(size=300),
+                             "b": rng.normal(size=300)}), tmp_path / "p.parquet")
+    x, got = read_parquet(tmp_path / "p.parquet", id_column="id", chunk_rows=100)
+    assert got.compute().tolist() == ids
+    gmm = GaussianMixture(2, max_iter=3, random_state=0).fit(x)
+    gmm.write_predictions(x, str(tmp_path / "pred"), ids=got)
+    parts = sorted((tmp_path / "pred").glob("*.parquet"))
+    assert len(parts) == 3 and {str(pq.read_schema(p).field("id").type) for p in parts} == {"int64"}
+    assert pq.read_table(tmp_path / "pred").column("id").to_pylist() == ids
+
+
+def test_a_hive_partition_key_asked_for_as_a_column_is_named_as_one(tmp_path):
+    for day in ("2026-12-01", "2026-12-02"):
+        (tmp_path / f"date={day}").mkdir()
+        pq.write_table(pa.table({"a": [1.0, 2.0], "b": [3.0, 4.0]}), tmp_path / f"date={day}" / "part-0.parquet")
+    assert read_parquet(tmp_path).shape == (4, 2)  # the key is not a column
+    with pytest.raises(DataError, match=r"no column 'date' \(it has: a, b\); 'date' is a partition key in the path"):
+        read_parquet(tmp_path, columns=["a", "date"])
+    with pytest.raises(DataError, match=r"no id column 'date' .*partition key"):
+        read_parquet(tmp_path, id_column="date")
+    with pytest.raises(DataError, match=r"no column 'c' \(it has: a, b\)$"):
+        read_parquet(tmp_path, columns=["c"])

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from sklearn.utils import check_random_state
 
-from daskgmm.engine.cluster import with_known_rows
+from daskgmm.engine.cluster import compute_bounded, with_known_rows
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import params as forms
 from daskgmm.kernels import predict as blocks
@@ -82,8 +82,10 @@ def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
     if id_column is not None and id_column in columns:
         raise ValueError(f"id_column={id_column!r} is the name of a column of the predictions "
                          f"({', '.join(columns)}); give the ids another name")
-    if not isinstance(ids, da.Array):
-        ids = np.asarray(ids)
+    if is_dask_dataframe(ids):
+        ids = _dask_ids(ids)
+    elif not isinstance(ids, da.Array):
+        ids = _ids_array(ids)
     n = Xd.shape[0]
     known = not (math.isnan(ids.shape[0]) or math.isnan(n)) if ids.ndim else True
     if ids.ndim != 1 or (known and ids.shape[0] != n):
@@ -91,6 +93,30 @@ def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
     if not isinstance(ids, da.Array):
         ids = da.from_array(ids, chunks=(Xd.chunks[0],))
     return list(ids.rechunk((Xd.chunks[0],)).to_delayed(optimize_graph=False).ravel())
+
+
+def _ids_array(ids) -> np.ndarray:
+    """In-memory ids as NumPy; a pandas column of a nullable type with missing values as objects with
+    None for them (NumPy's conversion made integer ids float, rounding those over 2**53, and strings
+    with NaN, which Arrow refused: "Expected bytes, got a 'float' object")."""
+    isna = getattr(ids, "isna", None)
+    if callable(isna) and hasattr(ids, "to_numpy") and not isinstance(getattr(ids, "dtype", None), np.dtype) \
+            and bool(np.asarray(isna()).any()):
+        return ids.to_numpy(dtype=object, na_value=None)
+    return np.asarray(ids)
+
+
+def _dask_ids(ids):
+    """A Dask Series of ids as a Dask array, each partition converted by :func:`_ids_array` by its own task
+    (``np.asarray`` computed the whole Series in the client, and made nullable integers float)."""
+    import dask
+    import dask.array as da
+
+    if getattr(ids, "ndim", 1) != 1:
+        raise ValueError(f"ids has {ids.ndim} dimensions; expected a Dask Series, one id per row of X")
+    lengths = compute_bounded(ids.map_partitions(len), what="count of rows per chunk")[0]
+    return da.concatenate([da.from_delayed(dask.delayed(_ids_array)(part), shape=(int(n),), dtype=object)
+                           for part, n in zip(ids.to_delayed(), lengths)])
 
 
 def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_column="id", proba=False,

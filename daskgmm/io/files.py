@@ -276,9 +276,12 @@ def inspect_file(fs, path) -> FileInfo:
 
 
 def _is_numeric(t) -> bool:
+    """A type read as numbers: integers, floats, booleans, decimals, and ``null`` (a column of nulls
+    only, as pandas writes an all-None or empty object column; read as NaN, i.e. missing values)."""
     import pyarrow as pa
 
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+            or pa.types.is_null(t))
 
 
 def index_columns(schema) -> set:
@@ -302,6 +305,8 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
     """Feature columns after checking every file's schema; raises DataError naming file and column.
 
     Without ``columns``, every column but ``id_column`` and a stored pandas index."""
+    import pyarrow as pa
+
     first = infos[0]
     names = data_columns(first.schema)
     if columns is None:
@@ -323,8 +328,8 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
                 "columns=[...] (--columns a,b,...)"
             )
         columns = [c for c in names if c != id_column]
-        import pyarrow as pa
-
+        # the types of a file with rows (an empty frame's columns are written as null)
+        first = next((i for i in infos if sum(i.row_groups)), first)
         flags = [c for c in columns if pa.types.is_boolean(first.schema.field(c).type)]
         if flags:
             warnings.warn(
@@ -349,21 +354,30 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
         if id_column is not None and id_column in columns:
             raise DataError(f"the id column {id_column!r} is also listed as a feature column")
     wanted = columns + ([id_column] if id_column is not None else [])
+    typed: dict = {}  # column: (its type, the first file that has it with rows and not all null)
     for info in infos:
         have = info.schema.names
         for c in wanted:
             if c not in have:
                 what = "id column" if c == id_column else "column"
-                raise DataError(f"{info.path}: no {what} {c!r} (it has: {', '.join(have)})")
+                # a hive partition key lives in the directory names (date=2026-12-01/), not in the files
+                hive = (f"; {c!r} is a partition key in the path ({c}=...), and partition keys are not read "
+                        "as columns" if f"/{c}=" in f"/{info.path}" else "")
+                raise DataError(f"{info.path}: no {what} {c!r} (it has: {', '.join(have)}){hive}")
+        if not sum(info.row_groups):
+            continue  # no rows: its types are never read (pandas writes an empty frame's columns as null)
         for c in columns:
             t = info.schema.field(c).type
             if not _is_numeric(t):
                 raise DataError(f"{info.path}: column {c!r} has type {t}; feature columns must be numeric")
         for c in wanted:
-            t0, t = first.schema.field(c).type, info.schema.field(c).type
-            if t != t0:
+            t = info.schema.field(c).type
+            if c in columns and pa.types.is_null(t):
+                continue  # nulls only in this file: missing values whatever the column's type elsewhere
+            seen = typed.setdefault(c, (t, info.path))
+            if t != seen[0]:
                 raise DataError(
-                    f"schemas disagree: column {c!r} is {t0} in {first.path} but {t} in {info.path}"
+                    f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}"
                 )
     return columns
 

@@ -468,7 +468,7 @@ def _arrow(values):
 
     v = np.asarray(values)
     if v.ndim != 1 or v.dtype.kind not in "iuf":
-        return pa.array(v)
+        return pa.array(v, from_pandas=v.dtype == object)  # None and NaN among objects are nulls
     v = np.ascontiguousarray(v)
     return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
 

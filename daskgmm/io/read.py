@@ -50,6 +50,20 @@ def arrow_values(part) -> np.ndarray:
     return x
 
 
+def id_values(part) -> np.ndarray:
+    """The values of an id column's Arrow array as NumPy, in the column's own type.
+
+    Integers with nulls come back as an object array of ints and None (``arrow_values`` and
+    pyarrow's ``to_numpy`` give float64 with NaN: ids over 2**53 lose digits, and the predictions'
+    part of a chunk with a null wrote the id as double where the other parts wrote int64).
+    """
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(part.type) and part.null_count):
+        return arrow_values(part)
+    return np.array(part.to_pylist() + [None], dtype=object)[:-1]  # the None keeps it 1-D object
+
+
 @contextlib.contextmanager
 def _open_checked(fs, piece: Piece):
     """The piece's file as a ``pyarrow.parquet.ParquetFile`` (page checksums verified), checked to be
@@ -131,11 +145,13 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
                     if j == len(columns):  # the id column, kept in its own type
                         continue
                     if part.type != target:
-                        part = part.cast(target)
+                        # integers beyond 2**53 (2**24 for float32) round, as NumPy's astype rounds them;
+                        # Arrow's safe cast refused them without naming the column
+                        part = part.cast(target, safe=not pa.types.is_integer(part.type))
                     x[start : start + len(part), j] = arrow_values(part)
                     start += len(part)
                 if j == len(columns):
-                    ids = np.concatenate([arrow_values(p) for p in parts]) if parts else None
+                    ids = np.concatenate([id_values(p) for p in parts]) if parts else None
                     start = 0 if ids is None else len(ids)
                 del parts
                 if start != piece.rows:
@@ -288,7 +304,7 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
             val_parts = _list_parts(pf, piece, values, "values")
             if id_column is not None:
                 parts = _read_column(pf, piece, id_column)
-                ids = np.concatenate([p.to_numpy(zero_copy_only=False) for p in parts]) if parts else None
+                ids = np.concatenate([id_values(p) for p in parts]) if parts else None
         _check_unchanged(fs, piece)
     except (DataError, InputChangedError):
         raise

@@ -234,6 +234,7 @@ def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool
 
     if not accept_sparse:
         _reject_sparse(X, name)
+    _reject_times(X, name)
     kw = dict(dtype=[np.float64, np.float32], ensure_min_samples=min_samples,
               ensure_all_finite=finite if finite == "allow-nan" else bool(finite))
     if accept_sparse and is_sparse(X):
@@ -256,11 +257,40 @@ def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool
                         "are not numeric.") from None
 
 
+def _reject_times(X, name) -> None:
+    """Timestamps and durations are not features: NumPy casts them to counts of their unit.
+
+    scikit-learn's ``check_array`` fits a datetime64 array, or a DataFrame whose only
+    non-numeric columns are of one such dtype, as integers (nanoseconds since 1970 ...),
+    where a Dask DataFrame and a Parquet timestamp column are refused.
+    """
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and hasattr(dtypes, "items"):
+        bad = [f"{c!r} ({dt})" for c, dt in dtypes.items() if getattr(dt, "kind", "O") in "mM"]
+        what = f"column(s) {', '.join(bad)} are timestamps or durations" if bad else ""
+    else:
+        dt = getattr(X, "dtype", None)
+        what = f"got an array of dtype {dt} (timestamps or durations)" if getattr(dt, "kind", "O") in "mM" else ""
+    if what:
+        raise ValueError(f"{name} needs numeric features; {what}, which would be fitted as integer counts "
+                         "of their unit; convert them to numbers first (e.g. seconds since a chosen time), "
+                         "or leave them out.")
+
+
 def _non_numeric_columns(X) -> list[str]:
     dtypes = getattr(X, "dtypes", None)
     if dtypes is None or not hasattr(dtypes, "items"):
         return []
-    return [str(c) for c, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf"]
+    return [str(c) for c, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf" and not _is_decimal(dt)]
+
+
+def _is_decimal(dtype) -> bool:
+    """A pandas ``ArrowDtype`` of decimals (kind "O", as ``dtype_backend="pyarrow"`` reads a Parquet
+    decimal column): numbers, cast to float as the Parquet reader and scikit-learn cast them."""
+    import pyarrow as pa
+
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    return arrow is not None and pa.types.is_decimal(arrow)
 
 
 def _column_names(frame):

@@ -1,0 +1,123 @@
+"""pandas and Dask DataFrames with the column types real data sets have, through the Python API."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from daskgmm import (
+    BayesianGaussianMixture,
+    GaussianMixture,
+    KMeans,
+    KMedoids,
+    StudentTMixture,
+    select_model,
+)
+
+ESTIMATORS = {
+    "GaussianMixture": lambda: GaussianMixture(2, max_iter=3, random_state=0),
+    "BayesianGaussianMixture": lambda: BayesianGaussianMixture(n_components=2, max_iter=3, random_state=0),
+    "StudentTMixture": lambda: StudentTMixture(2, max_iter=3, random_state=0),
+    "KMeans": lambda: KMeans(2, max_iter=3, n_init=1, random_state=0),
+    "KMedoids": lambda: KMedoids(2, max_iter=3, random_state=0),
+}
+
+
+def _times(n=40):
+    rng = np.random.default_rng(0)
+    return {
+        "timestamps alone": pd.DataFrame({"ts": pd.date_range("2026-01-01", periods=n, freq="h")}),
+        "durations alone": pd.DataFrame({"td": pd.to_timedelta(np.arange(n), unit="s")}),
+        "timestamps beside floats": pd.DataFrame(
+            {"a": rng.normal(size=n), "ts": pd.date_range("2026-01-01", periods=n, freq="h")}),
+        "timestamps beside ints": pd.DataFrame(
+            {"a": np.arange(n), "ts": pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC")}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_times()))
+@pytest.mark.parametrize("est", list(ESTIMATORS))
+def test_a_timestamp_column_is_refused_naming_it(est, case):
+    # NumPy casts datetime64 to its integer count: a frame of timestamps alone was fitted as
+    # microseconds since 1970 (means ~1.8e15), silently, where a Dask frame is refused
+    X = _times()[case]
+    col = "td" if "durations" in case else "ts"
+    with pytest.raises(ValueError, match=rf"{est} needs numeric features; column\(s\) '{col}' .*timestamps or "
+                                         "durations"):
+        ESTIMATORS[est]().fit(X)
+
+
+def test_a_datetime64_array_is_refused():
+    X = np.arange(40).astype("datetime64[s]").reshape(-1, 1)
+    with pytest.raises(ValueError, match=r"dtype datetime64\[s\] \(timestamps or durations\)"):
+        GaussianMixture(1).fit(X)
+
+
+def test_select_model_refuses_a_timestamp_column():
+    with pytest.raises(ValueError, match=r"select_model needs numeric features; column\(s\) 'ts'"):
+        select_model(_times()["timestamps alone"], n_components=[1, 2], covariance_types=["diag"])
+
+
+@pytest.mark.parametrize("est", ["GaussianMixture", "KMeans"])
+def test_predict_refuses_a_timestamp_column_where_the_fit_had_numbers(est):
+    # the model's column 'ts' held numbers; a frame whose 'ts' holds timestamps was predicted on
+    # as integer counts, every row to one component
+    rng = np.random.default_rng(1)
+    model = ESTIMATORS[est]().fit(pd.DataFrame({"ts": rng.normal(size=40)}))
+    with pytest.raises(ValueError, match=r"column\(s\) 'ts' .*timestamps"):
+        model.predict(_times()["timestamps alone"])
+
+
+def test_a_dask_frame_of_arrow_decimals_is_fitted_as_pandas_and_parquet_are():
+    # pandas.read_parquet(dtype_backend="pyarrow") reads a decimal column as ArrowDtype (kind "O"):
+    # a Dask frame of it was refused as "not numeric", where the pandas frame and the file are fitted
+    import decimal
+
+    import dask.dataframe as dd
+    import pyarrow as pa
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({
+        "a": rng.normal(size=40),
+        "dec": pd.array([decimal.Decimal(f"{v:.2f}") for v in rng.normal(size=40)],
+                        dtype=pd.ArrowDtype(pa.decimal128(5, 2))),
+    })
+    ref = GaussianMixture(2, max_iter=3, random_state=0).fit(frame)
+    got = GaussianMixture(2, max_iter=3, random_state=0).fit(dd.from_pandas(frame, npartitions=2))
+    np.testing.assert_allclose(got.means_, ref.means_, rtol=1e-10)
+    assert list(got.feature_names_in_) == ["a", "dec"]
+
+
+@pytest.mark.parametrize("kind", ["Int64", "string", "object"])
+def test_ids_with_missing_values_are_written_as_they_are(tmp_path, kind):
+    # an Int64 column of ids with a missing one was written as double (ids over 2**53 rounded);
+    # strings with a missing one failed in Arrow ("Expected bytes, got a 'NAType' object", or 'float')
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30)})
+    want = [(2**60 + i if kind == "Int64" else f"r{i}") if i != 3 else None for i in range(30)]
+    # a NumPy array of objects with NaN for the missing id, as pandas' str columns give
+    ids = np.array([np.nan if v is None else v for v in want], dtype=object) if kind == "object" else \
+        pd.Series(want, dtype=kind)
+    gmm = GaussianMixture(2, max_iter=3, random_state=0).fit(X)
+    gmm.write_predictions(X, str(tmp_path / "pred"), ids=ids, id_column="key")
+    table = pq.read_table(tmp_path / "pred")
+    assert str(table.schema.field("key").type) == ("int64" if kind == "Int64" else "string")
+    assert table.column("key").to_pylist() == want
+
+
+def test_ids_from_a_dask_series_are_written_as_they_are(tmp_path):
+    # a Dask Series of Int64 ids was computed whole in the client by np.asarray, which made them float
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(4)
+    want = [2**60 + i if i != 17 else None for i in range(60)]
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60),
+                          "id": pd.array(want, dtype="Int64")})
+    X = dd.from_pandas(frame, npartitions=3)
+    gmm = GaussianMixture(2, max_iter=3, random_state=0).fit(X[["a", "b"]])
+    gmm.write_predictions(X[["a", "b"]], str(tmp_path / "pred"), ids=X["id"])
+    table = pq.read_table(tmp_path / "pred")
+    assert {str(pq.read_schema(p).field("id").type) for p in (tmp_path / "pred").glob("*.parquet")} == {"int64"}
+    assert table.column("id").to_pylist() == want
