@@ -164,6 +164,39 @@ def test_a_scheduler_address_that_does_not_parse_exits_2_naming_it(tmp_path, cap
     assert not (tmp_path / "m").exists()
 
 
+def test_a_scheduler_that_never_answers_fails_within_the_connect_timeout(tmp_path, capsys):
+    """--scheduler at a port that accepts connections but never answers (a hung scheduler, another
+    service): distributed's Client waited forever (its timeout does not cover the handshake);
+    now exit 1 naming the address, within distributed.comm.timeouts.connect (3 s here)."""
+    import socket
+    import threading
+
+    import dask
+
+    write_data(tmp_path / "data", n=30)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    result = []
+    args = ["fit", str(tmp_path / "data"), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"),
+            "--scheduler", address, "--quiet"]
+
+    def job():
+        with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+            result.append(main(args))
+
+    thread = threading.Thread(target=job, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    thread.join(20)
+    sock.close()
+    assert result == [1], f"still waiting after {time.monotonic() - start:.0f} s"
+    err = capsys.readouterr().err
+    assert address in err and "did not answer" in err, err
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:http", ":99999"])
 def test_a_dashboard_address_that_does_not_parse_exits_2_naming_it(tmp_path, capsys, address):
     """It was exit 1 once the cluster had failed to start ("RuntimeError: Cluster failed to start:
