@@ -601,12 +601,15 @@ def silent_endpoint():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
+    sock.settimeout(0.2)  # close() does not wake a blocked accept(): the thread looks at stop
     held, stop = [], threading.Event()
 
     def accept():
         while not stop.is_set():
             try:
                 conn, _ = sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             held.append(conn)
