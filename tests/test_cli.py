@@ -135,12 +135,65 @@ def test_bad_config_exits_2(tmp_path, capsys, content, match):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        # an edited key whose old line stayed below it: YAML keeps the last one, silently
+        ("n_components: 3\nmax_iter: 5\nn_components: 4\n", "n_components: given twice"),
+        ("n_components: 3\nn-components: 4\n", "n-components: given twice"),
+        # data items that are not paths were a TypeError, exit 1
+        ("data: [1, 2]\nn_components: 3\n", "data: expected a path or a list of paths"),
+    ],
+)
+def test_config_with_a_key_twice_or_bad_data_items_exits_2(tmp_path, capsys, text, match):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    rc = main(["fit", "--model-out", str(tmp_path / "m"), "--config", str(cfg)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert match in err and str(cfg) in err
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("address", ["garbage", "tcp://127.0.0.1:http", "udp://127.0.0.1:8786", "127.0.0.1:0"])
 def test_a_scheduler_address_that_does_not_parse_exits_2_naming_it(tmp_path, capsys, address):
     """A value that does not parse is a usage error (it was distributed's ValueError, exit 1)."""
     write_data(tmp_path / "data", n=30)
     assert main(["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m"), "--scheduler", address]) == 2
     assert f"--scheduler {address!r} is not a scheduler address" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_scheduler_that_never_answers_fails_within_the_connect_timeout(tmp_path, capsys):
+    """--scheduler at a port that accepts connections but never answers (a hung scheduler, another
+    service): distributed's Client waited forever (its timeout does not cover the handshake);
+    now exit 1 naming the address, within distributed.comm.timeouts.connect (3 s here)."""
+    import socket
+    import threading
+
+    import dask
+
+    write_data(tmp_path / "data", n=30)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    result = []
+    args = ["fit", str(tmp_path / "data"), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"),
+            "--scheduler", address, "--quiet"]
+
+    def job():
+        with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+            result.append(main(args))
+
+    thread = threading.Thread(target=job, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    thread.join(20)
+    sock.close()
+    assert result == [1], f"still waiting after {time.monotonic() - start:.0f} s"
+    err = capsys.readouterr().err
+    assert address in err and "did not answer" in err, err
     assert not (tmp_path / "m").exists()
 
 

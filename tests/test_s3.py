@@ -590,3 +590,65 @@ def test_bad_data_on_s3_is_named_by_its_url(bucket, scheduler, capsys, tmp_path)
     assert run(server, "fit", f"s3://{b}/bad", *COLS, "--model-out", f"s3://{b}/m", scheduler=scheduler) == 2
     err = capsys.readouterr().err
     assert f"s3://{b}/bad/" in err, err
+
+
+@pytest.fixture
+def silent_endpoint():
+    """An "S3 endpoint" on 127.0.0.1 that accepts every connection and never answers (a store
+    or proxy gone silent); counts the connections made to it."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.settimeout(0.2)  # close() does not wake a blocked accept(): the thread looks at stop
+    held, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", held
+    stop.set()
+    sock.close()
+    for conn in held:
+        conn.close()
+    thread.join(5)
+
+
+def test_silent_endpoint_fails_within_a_bound(silent_endpoint):
+    """A store that stops answering fails a request after s3fs's 5 tries of 2 attempts, not after
+    5 tries of botocore's 5 attempts each (25 timeouts: 15 s each by default, ~7 min, seen as a hung
+    nightly job). The read timeout is shortened here through the options an operator may
+    give; the number of attempts is daskgmm's default."""
+    from daskgmm.io.files import get_fs
+
+    endpoint, held = silent_endpoint
+    fs = get_fs("s3://lake/events/", {"endpoint_url": endpoint, "key": "k", "secret": "s",
+                                      "config_kwargs": {"read_timeout": 0.2, "connect_timeout": 1}})
+    start = time.monotonic()
+    with pytest.raises(Exception, match=r"(?i)timeout"):
+        fs.ls("lake/events/", refresh=True)
+    elapsed = time.monotonic() - start
+    assert len(held) <= 10, f"{len(held)} attempts"
+    assert elapsed < 9, f"{elapsed:.1f} s"
+
+
+def test_operator_retries_are_kept():
+    """Retries and timeouts an operator sets in --storage-options win over daskgmm's bounds, which
+    apply otherwise."""
+    from daskgmm.io.files import get_fs
+
+    fs = get_fs("s3://lake/x", {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s",
+                                "config_kwargs": {"retries": {"max_attempts": 9}, "read_timeout": 60}})
+    assert fs.config_kwargs == {"retries": {"max_attempts": 9}, "read_timeout": 60}
+    fs = get_fs("s3://lake/y", {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"})
+    assert fs.config_kwargs["read_timeout"] * fs.config_kwargs["retries"]["total_max_attempts"] * 5 <= 60

@@ -370,6 +370,24 @@ def coerce(opt: Opt, value, where: str):
     raise bad()
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` keeps the last of two equal keys silently: a key edited above its old
+    line would be ignored. Here it is an error."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise _DuplicateKey(f"{key}: given twice (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str, command: str) -> dict:
     """Read a YAML config for ``command``: a mapping of option names (underscores) to values.
 
@@ -381,7 +399,9 @@ def load_config(path: str, command: str) -> dict:
     """
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+            doc = yaml.load(f, Loader=_UniqueKeyLoader)  # a SafeLoader: data only
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -395,8 +415,11 @@ def load_config(path: str, command: str) -> dict:
     out = {}
     for key, value in doc.items():
         k = str(key).replace("-", "_")
+        if k in out:
+            raise ConfigError(f"{path}: {key}: given twice (as {k!r} too)")
         if k in POSITIONAL_KEYS:
-            if not isinstance(value, (str, list)):
+            if not (isinstance(value, str) or (isinstance(value, list) and value
+                                               and all(isinstance(v, str) for v in value))):
                 raise ConfigError(f"{path}: data: expected a path or a list of paths, got {value!r}")
             out[k] = value
             continue

@@ -106,6 +106,48 @@ def pin_worker_blas(in_worker: bool = False) -> None:
         _pinned = True
 
 
+def _probe_scheduler(address: str, security=None) -> None:
+    """Ask ``address`` who it is, within ``distributed.comm.timeouts.connect``: ``Client`` bounds
+    the TCP connect but not the handshake after it, so a port that accepts and never answers
+    (a hung scheduler, another service) held it forever.
+
+    Raises
+    ------
+    ClusterError
+        Nothing answered like a Dask scheduler in time.
+    """
+    import asyncio
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm import connect as comm_connect
+
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
+    args = security.get_connection_args("client") if security is not None else {}
+
+    async def ask():
+        comm = await comm_connect(address, timeout=timeout, **args)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        reply = asyncio.run(asyncio.wait_for(ask(), timeout))
+    except TimeoutError:  # before OSError, its base class
+        reply = None
+    except OSError:
+        return  # refused, unreachable: Client says so in its own words
+    except Exception:  # not Dask's protocol (e.g. an HTTP server): said below
+        reply = None
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise ClusterError(
+            f"scheduler {address} did not answer as a Dask scheduler (no answer within {timeout:.0f} s, "
+            "distributed.comm.timeouts.connect, or not Dask's protocol): check the address and port, and that the "
+            "scheduler is running and not hung")
+
+
 @contextlib.contextmanager
 def connect(
     scheduler: str | None = None,
@@ -146,6 +188,7 @@ def connect(
             logging.getLogger(name).setLevel(logging.ERROR)
     if scheduler:
         kwargs = {"security": security} if security is not None else {}
+        _probe_scheduler(scheduler, security)
         with Client(scheduler, set_as_default=True, **kwargs) as client:
             yield client
         return

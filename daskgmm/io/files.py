@@ -49,8 +49,30 @@ def get_fs(path, storage_options=None):
 
     # url_to_fs, not get_fs_token_paths: that one lists a glob's matches too (a listing the caller
     # makes again, and whose errors would come out here, unnamed)
-    fs, _ = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    fs, _ = fsspec.core.url_to_fs(path, **_bounded_s3(path, storage_options))
     return fs
+
+
+#: s3fs tries a timed-out request 5 times (its class attribute, which a pickled filesystem
+#: does not carry to the workers), each a botocore call of 5 attempts: 25 read timeouts of
+#: 15 s before a store that accepts connections but stops answering fails a request, ~7 min
+#: (a nightly job seen as hung). Two attempts per s3fs try (botocore's retry is the one that
+#: takes a 503 again) and 5 s without a byte bound it to ~55 s. An operator's own
+#: ``config_kwargs`` ``retries`` / ``read_timeout`` (or ``AWS_MAX_ATTEMPTS``) win.
+S3_MAX_ATTEMPTS = 2
+S3_READ_TIMEOUT = 5
+
+
+def _bounded_s3(path, storage_options) -> dict:
+    options = dict(storage_options or {})
+    if protocol_of(path) not in ("s3", "s3a"):
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("read_timeout", S3_READ_TIMEOUT)
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        config.setdefault("retries", {"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
+    options["config_kwargs"] = config
+    return options
 
 
 def no_credentials(exc) -> bool:
