@@ -122,6 +122,11 @@ def _probe_scheduler(address: str, security=None) -> None:
     from dask.utils import parse_timedelta
     from distributed.comm import connect as comm_connect
 
+    try:
+        asyncio.get_running_loop()
+        return  # called inside an event loop (a notebook): asyncio.run cannot run here, Client's bounds apply
+    except RuntimeError:
+        pass
     timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
     args = security.get_connection_args("client") if security is not None else {}
 
