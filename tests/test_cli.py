@@ -267,8 +267,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     expect_exit2(["fit", str(tmp_path / "corrupt"), "--model-out", str(model)], "not a readable Parquet file",
                   capsys)
     other = tmp_path / "data" / "part-9.parquet"
-    pq.write_table(pa.table({"id": [1], "f0": pa.array([1], pa.float32()), "f1": [1.0], "f2": [1.0]}), other)
-    expect_exit2(base + ["--columns", "f0,f1,f2"], "schemas disagree: column 'f0'", capsys)
+    pq.write_table(pa.table({"id": ["x"], "f0": [1.0], "f1": [1.0], "f2": [1.0]}), other)
+    expect_exit2(base + ["--columns", "f0,f1,f2", "--id-column", "id"], "schemas disagree: column 'id'", capsys)
     other.unlink()
     assert not model.exists()
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]

@@ -310,3 +310,25 @@ def test_a_hive_partition_key_asked_for_as_a_column_is_named_as_one(tmp_path):
         read_parquet(tmp_path, id_column="date")
     with pytest.raises(DataError, match=r"no column 'c' \(it has: a, b\)$"):
         read_parquet(tmp_path, columns=["c"])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_feature_types_may_differ_between_files(tmp_path, dtype):
+    """A feature column that is int32 in one file, int64 or float32 in another and double in a third (a
+    writer's inferred types drift between partitions) is read as the job's dtype; an id column's types
+    must agree (its type is kept in the predictions)."""
+    d = tmp_path / "drift"
+    d.mkdir()
+    pq.write_table(pa.table({"k": pa.array([1, 2], pa.int64()), "a": pa.array([1, 2], pa.int32()),
+                             "b": pa.array([0.5, 1.5], pa.float32())}), d / "p0.parquet")
+    pq.write_table(pa.table({"k": pa.array([3], pa.int64()), "a": pa.array([3], pa.int64()),
+                             "b": pa.array([2.5], pa.float64())}), d / "p1.parquet")
+    pq.write_table(pa.table({"k": pa.array([4], pa.int64()), "a": pa.array([4.25], pa.float64()),
+                             "b": pa.array([3], pa.int16())}), d / "p2.parquet")
+    x, ids = read_parquet(d, columns=["a", "b"], id_column="k", dtype=dtype)
+    assert x.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(x), np.array([[1, 0.5], [2, 1.5], [3, 2.5], [4.25, 3]], dtype))
+    np.testing.assert_array_equal(np.asarray(ids), [1, 2, 3, 4])
+    pq.write_table(pa.table({"k": pa.array(["x"]), "a": [5.0], "b": [5.0]}), d / "p3.parquet")
+    with pytest.raises(DataError, match=r"schemas disagree: column 'k' is int64 in .*p0.parquet but string"):
+        read_parquet(d, columns=["a", "b"], id_column="k")

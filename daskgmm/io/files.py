@@ -397,7 +397,10 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
             if c in columns and pa.types.is_null(t):
                 continue  # nulls only in this file: missing values whatever the column's type elsewhere
             seen = typed.setdefault(c, (t, info.path))
-            if t != seen[0]:
+            if t != seen[0] and not (c in columns and _is_numeric(t) and _is_numeric(seen[0])):
+                # a feature column may be int32 in one file and double in another (a writer's inferred
+                # types drift): every piece is cast to the job's dtype as it is read. An id column keeps
+                # its type in the predictions, so its files must agree.
                 raise DataError(
                     f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}"
                 )
