@@ -23,7 +23,14 @@ from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
-from daskgmm.validation.checks import in_memory_rows, is_dask, prediction_chunks, prediction_rows, prepare_rows
+from daskgmm.validation.checks import (
+    in_memory_rows,
+    input_or_model_names,
+    is_dask,
+    prediction_chunks,
+    prediction_rows,
+    prepare_rows,
+)
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -317,10 +324,7 @@ shape (n_samples, n_features)
         elif first:
             st = fitting_kmeans.batch_statistics(data, self.cluster_centers_)
         else:
-            names = info["feature_names"]  # the batch's, else the model's (as finite_chunks names them)
-            if names is None:
-                names = getattr(self, "feature_names_in_", None)
-            st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, names, name)
+            st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, input_or_model_names(info, self), name)
         self.cluster_centers_, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
         self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         for stale in ("labels_", "inertia_", "n_iter_", "history_"):  # the fit's, under the old centres

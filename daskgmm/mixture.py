@@ -19,7 +19,7 @@ from daskgmm.fitting import online as fitting_online
 from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
-from daskgmm.validation.checks import prepare_rows
+from daskgmm.validation.checks import input_or_model_names, prepare_rows
 from daskgmm.validation.params import ARRAY_LIKE, NONE, Interval, Options
 
 
@@ -253,9 +253,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
                 running = fitting_online.model_statistics(states[0], loglik=self.lower_bound_)
             t, centre, seen = int(self.n_batches_), self._centre(), int(self.n_rows_seen_)
         # the batch's own column names (a DataFrame batch after a fit on a NumPy array), else the model's
-        names = info["feature_names"]
-        if names is None:
-            names = getattr(self, "feature_names_in_", None)
+        names = input_or_model_names(info, self)
         step = fitting_online.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
                                           learning_offset=self.learning_offset, feature_names=names, name=name)
         # the model keeps the dtype of the data it first learnt from (a float32 batch does not

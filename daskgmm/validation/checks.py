@@ -52,8 +52,8 @@ __all__ = [
     "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
     "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
     "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "finite_chunks", "in_memory_rows",
-    "is_dask", "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_chunks", "prediction_rows",
-    "prepare_rows", "validate_params",
+    "input_or_model_names", "is_dask", "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_chunks",
+    "prediction_rows", "prepare_rows", "validate_params",
     "warn_convergence", "warn_degenerate",
 ]
 
@@ -344,6 +344,13 @@ def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool 
     return finite_chunks(Xd, estimator, info, missing) if info["dask_input"] else Xd
 
 
+def input_or_model_names(info, estimator):
+    """The columns' names for messages: the input's own (``info["feature_names"]`` of :func:`check_rows`),
+    else the fitted estimator's ``feature_names_in_`` (a NumPy or Dask array batch), else None."""
+    names = info["feature_names"]
+    return getattr(estimator, "feature_names_in_", None) if names is None else names
+
+
 def finite_chunks(Xd, estimator, info, missing: str = "raise"):
     """Dask rows to predict on, each chunk checked for NaN and infinity by the task that reads it.
 
@@ -369,9 +376,7 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
 
     from daskgmm.kernels.scan import check_finite_rows
 
-    names = info["feature_names"]
-    if names is None:
-        names = getattr(estimator, "feature_names_in_", None)
+    names = input_or_model_names(info, estimator)
     names = None if names is None else tuple(str(c) for c in names)
     if Xd.numblocks[1] != 1:
         Xd = Xd.rechunk({1: -1})
