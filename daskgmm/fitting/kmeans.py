@@ -183,11 +183,16 @@ def first_batch_centers(batch, n_clusters: int, seeds) -> np.ndarray:
     return initial_centers(batch, batch.scan().mean, "k-means++", n_clusters, seeds)[0]
 
 
+def _statistics_request(centers):
+    """The pass request of a batch's hard-assignment statistics under ``centers``, and its centre."""
+    nat, centre = kmeans_form(centers)
+    return MixtureRequest([ModelSpec(nat, "spherical", "hard")]), centre
+
+
 def batch_statistics(batch, centers, sample_weight=None):
     """The hard-assignment statistics of a batch (ChunkedData, or an ndarray or sparse matrix with optional
     weights). Sparse rows give statistics about the origin (``shift`` 0)."""
-    nat, centre = kmeans_form(centers)
-    request = MixtureRequest([ModelSpec(nat, "spherical", "hard")])
+    request, centre = _statistics_request(centers)
     if isinstance(batch, ChunkedData):
         return batch.run([request], centre)[0][0]
     if sparse_kernels.issparse(batch):
@@ -209,8 +214,8 @@ def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: st
     feature_names : sequence of str, optional
         For the scan's message.
     """
-    nat, centre = kmeans_form(centers)
-    scan, stats = batch.run([ScanRequest(), MixtureRequest([ModelSpec(nat, "spherical", "hard")])], centre)
+    request, centre = _statistics_request(centers)
+    scan, stats = batch.run([ScanRequest(), request], centre)
     check_scan(scan, feature_names, name)
     return stats[0]
 
