@@ -201,8 +201,8 @@ class ScanRequest:
         empty = int(isnan.all(axis=1).sum()) if not finite_block and nan.any() else 0
         first_bad = first_inf = -1
         if not finite_block:  # the rows to name in the message: found here, so no other pass looks for them
-            first_bad = _first(blk, ~rows_ok)
-            first_inf = _first(blk, np.isinf(x).any(axis=1)) if inf.any() else -1
+            first_bad = first_row_where(blk, ~rows_ok)
+            first_inf = first_row_where(blk, np.isinf(x).any(axis=1)) if inf.any() else -1
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
                           acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
                           first_row(acc.first_inf, first_inf))
@@ -218,7 +218,7 @@ class ScanRequest:
                           first_row(a.first_inf, b.first_inf))
 
 
-def _first(blk, mask) -> int:
+def first_row_where(blk, mask) -> int:
     """Global number of a block's first row where ``mask`` (shape (nb,)) holds, -1 if none."""
     idx = np.flatnonzero(mask)
     return int(blk.rows[idx].min()) if idx.size else -1

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from daskgmm.kernels.random import keyed_exponential
 from daskgmm.kernels.requests import MixtureRequest
 from daskgmm.kernels.results import SampleResult, ScanResult, SuffStats, WorstRows, chan, first_row, frozen
-from daskgmm.kernels.scan import SampleRequest, ScanRequest
+from daskgmm.kernels.scan import SampleRequest, ScanRequest, first_row_where
 
 #: Bytes of the dense (rows x centres) distance block of one block of rows: the rows of a
 #: block are chosen so that it stays in the L2 cache.
@@ -467,11 +467,9 @@ class _ScanPass:
             empty = int(np.count_nonzero(_row_sums(isnan.astype(np.float64), x.indptr) == d))
         first_bad = first_inf = -1
         if not rows_ok.all():  # the rows to name in the message
-            rows = np.asarray(blk.rows)
-            first_bad = int(rows[~rows_ok].min())
+            first_bad = first_row_where(blk, ~rows_ok)
             if inf.any():
-                isinf = _row_sums((~finite & ~isnan).astype(np.float64), x.indptr) > 0
-                first_inf = int(rows[isinf].min())
+                first_inf = first_row_where(blk, _row_sums((~finite & ~isnan).astype(np.float64), x.indptr) > 0)
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
                           acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
                           first_row(acc.first_inf, first_inf))
