@@ -36,13 +36,21 @@ HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sa
 def _write_metrics(path, metrics, storage_options=None):
     from daskgmm.io.files import get_fs, is_local, strip_protocol
     from daskgmm.io.modelfiles import jsonable
-    from daskgmm.io.outputs import write_whole
+    from daskgmm.io.outputs import make_directories, write_whole
 
     fs = get_fs(str(path), storage_options)
-    if is_local(fs):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     text = json.dumps(jsonable(metrics), indent=2).encode()
-    write_whole(strip_protocol(fs, str(path)) if not is_local(fs) else str(path), lambda f: f.write(text), fs)
+    if not is_local(fs):
+        write_whole(strip_protocol(fs, str(path)), lambda f: f.write(text), fs)
+        return
+    for attempt in range(3):
+        make_directories(os.path.dirname(os.path.abspath(path)))
+        try:
+            write_whole(str(path), lambda f: f.write(text))
+            return
+        except FileNotFoundError:  # its directory, empty, removed by a failed job that had made it
+            if attempt == 2:
+                raise
 
 
 class Terminated(KeyboardInterrupt):
@@ -126,6 +134,9 @@ def _main(argv=None) -> int:
             print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
             status = status or EXIT_FAILURE
+    outputs = sys.modules.get("daskgmm.io.outputs")  # not loaded: no directory made (nor paid for)
+    if outputs is not None:
+        outputs.remove_made_directories()  # what a failed job made for its outputs and left empty
     return status
 
 
