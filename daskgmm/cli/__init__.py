@@ -131,8 +131,11 @@ def _main(argv=None) -> int:
         try:
             _write_metrics(metrics_out, metrics, storage)
         except Exception as exc:  # the job's own status stands; say why there are no metrics (no traceback)
-            print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            from daskgmm.io.files import unreachable, unreachable_error
+
+            where = f"cannot write --metrics-out {metrics_out}"
+            why = unreachable_error(exc, where) if unreachable(exc) else f"{where}: {type(exc).__name__}: {exc}"
+            print(f"daskgmm: error: {why}", file=sys.stderr)
             status = status or EXIT_FAILURE
     outputs = sys.modules.get("daskgmm.io.outputs")  # not loaded: no directory made (nor paid for)
     if outputs is not None:
@@ -178,10 +181,11 @@ def _check_kernel_choice() -> None:
 
 def _fail(metrics, exc, status):
     from daskgmm.engine.cluster import ClusterError
+    from daskgmm.io.files import EndpointUnreachableError
     from daskgmm.io.outputs import OutputBusyError
 
     text = exc if isinstance(exc, str) else f"{exc}"
-    own = (ClusterError, OutputBusyError, WorkersDied)  # our own messages say what happened
+    own = (ClusterError, OutputBusyError, WorkersDied, EndpointUnreachableError)  # our own messages say what happened
     if not isinstance(exc, str) and status == EXIT_FAILURE and not isinstance(exc, own):
         text = f"{type(exc).__name__}: {exc}"
     print(f"daskgmm: error: {text}", file=sys.stderr, flush=True)
