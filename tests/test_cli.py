@@ -274,6 +274,42 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
 
 
+def test_a_failed_job_removes_the_empty_directories_it_made_and_only_those(tmp_path, capsys):
+    """A fit and a predict that fail on bad data leave no directory they made for their outputs (model,
+    predictions, picture; the metrics' holds the metrics); a directory that was there before stays,
+    empty or not, and so does one that holds another job's lock."""
+    import fcntl
+
+    from daskgmm import GaussianMixture
+
+    data = tmp_path / "data"
+    X = write_data(data, nan_row=1234)
+    before = tmp_path / "before"  # there before the job: kept, though left empty
+    before.mkdir()
+    other = tmp_path / "other"  # another job's output directory, with its lock held
+    other.mkdir()
+    lock = os.open(other / ".theirs.lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        expect_exit2(["fit", str(data), "--columns", "f0,f1,f2", "--n-components", "2",
+                      "--model-out", str(tmp_path / "new" / "dir" / "model"),
+                      "--predictions-out", str(before / "deep" / "preds"),
+                      "--plot", str(tmp_path / "pics" / "fit.png"),
+                      "--metrics-out", str(tmp_path / "m" / "metrics.json"), *FAST], "column 'f1'", capsys)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["before", "data", "m", "other"]
+        assert list(before.iterdir()) == [] and os.listdir(tmp_path / "m") == ["metrics.json"]
+        model = tmp_path / "model"
+        GaussianMixture(2, random_state=0).fit(X).save(model)
+        expect_exit2(["predict", str(data), "--model", str(model), "--columns", "f0,f1,f2",
+                      "--out", str(tmp_path / "p" / "q" / "preds"), *FAST], "column 'f1'", capsys)
+        expect_exit2(["predict", str(data), "--model", str(model), "--columns", "f0,f1,f2",
+                      "--out", str(other / "preds"), *FAST], "column 'f1'", capsys)
+    finally:
+        os.close(lock)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["before", "data", "m", "model", "other"]
+    assert os.listdir(other) == [".theirs.lock"]
+
+
 def test_nan_policy(tmp_path, capsys):
     data = tmp_path / "data"
     write_data(data, nan_row=1234)

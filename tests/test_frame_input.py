@@ -121,3 +121,47 @@ def test_ids_from_a_dask_series_are_written_as_they_are(tmp_path):
     table = pq.read_table(tmp_path / "pred")
     assert {str(pq.read_schema(p).field("id").type) for p in (tmp_path / "pred").glob("*.parquet")} == {"int64"}
     assert table.column("id").to_pylist() == want
+
+
+def _typed(kind, values):
+    """``values`` as a column of ``kind``: numbers in an object column, a Categorical, or text."""
+    if kind == "object":
+        return pd.Series(list(values), dtype=object)
+    if kind == "category":
+        return pd.Series(pd.Categorical(values))
+    return pd.Series([str(v) for v in values], dtype="string")
+
+
+@pytest.mark.parametrize("kind", ["object", "category", "string"])
+@pytest.mark.parametrize("est", ["GaussianMixture", "KMeans"])
+def test_a_pandas_frame_and_its_dask_frame_are_fitted_on_the_same_numbers(est, kind):
+    # scikit-learn's check_array fits an object column of numbers, a Categorical of numbers (by its
+    # values) and text that reads as numbers: the pandas frame was fitted so, its Dask frame refused
+    # ("column(s) 'b' are not numeric"; dd.from_pandas makes the object column text)
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=60), rng.integers(0, 3, 60).astype(float)
+    ref = ESTIMATORS[est]().fit(pd.DataFrame({"a": a, "b": b}))
+    frame = pd.DataFrame({"a": a, "b": _typed(kind, b)})
+    attr = "means_" if est == "GaussianMixture" else "cluster_centers_"
+    for X in (frame, dd.from_pandas(frame, npartitions=3)):
+        got = ESTIMATORS[est]().fit(X)
+        np.testing.assert_allclose(getattr(got, attr), getattr(ref, attr), rtol=1e-10, atol=1e-12)
+        assert list(got.feature_names_in_) == ["a", "b"]
+        np.testing.assert_array_equal(np.asarray(got.predict(X)), ref.predict(pd.DataFrame({"a": a, "b": b})))
+
+
+@pytest.mark.parametrize("kind", ["object", "category", "string"])
+def test_a_column_of_labels_is_refused_alike_in_pandas_and_dask_naming_it(kind):
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({"a": rng.normal(size=60), "tag": _typed(kind, ["x"] * 60)})
+    for X in (frame, dd.from_pandas(frame, npartitions=3)):
+        with pytest.raises(ValueError, match=rf"could not convert string to float: 'x'\. GaussianMixture needs "
+                                             rf"numeric features; column 'tag' \(({kind}|string)\) holds 'x', "
+                                             "which is not a number"):
+            GaussianMixture(2, max_iter=3, random_state=0).fit(X)
+    with pytest.raises(ValueError, match=r"column 'tag' \(category\) holds 'x'.*X\['tag'\]\.cat\.codes"):
+        GaussianMixture(2).fit(dd.from_pandas(frame.astype({"tag": "category"}), npartitions=3))

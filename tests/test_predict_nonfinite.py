@@ -4,6 +4,7 @@ NumPy input is checked when the method is called; Dask input by the task that re
 when the result is computed (the check cannot compute the array up front).
 """
 
+import re
 import time
 
 import dask
@@ -65,7 +66,7 @@ def test_every_prediction_method_rejects_non_finite_rows(fitted, value, match):
             out = f(da.from_array(Xb, chunks=100))  # lazy: nothing is read yet
             with pytest.raises(ValueError, match=match) as exc:
                 out.compute()
-            where = "column 1: 1 value(s) in rows 300 to 399 of X (chunk 4 of 4), the first at row 371."
+            where = "column 1: 1 value(s) in its chunk, the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)."
             assert where in str(exc.value), (type(est).__name__, method, str(exc.value))
             # the other chunks are fine
             assert len(f(da.from_array(Xb[:300], chunks=100)).compute()) == 300
@@ -99,7 +100,8 @@ def test_sparse_rows_are_checked(fitted, tmp_path):
         km.predict(Xb)
     rows = da.from_array(Xb, chunks=(100, 3), asarray=False)
     for f in (km.predict, km.transform):
-        with pytest.raises(ValueError, match=NAN + r" column 1: 1 value\(s\) in rows 300 to 399 of X \(chunk 4 of 4\)"):
+        with pytest.raises(ValueError, match=NAN + r" column 1: 1 value\(s\) in its chunk, the first at row 371 "
+                                              r"\(in rows 300 to 399 of X, chunk 4 of 4\)"):
             f(rows).compute()
     with pytest.raises(ValueError, match=NAN):
         km.write_predictions(rows, str(tmp_path / "out"))
@@ -115,7 +117,8 @@ def test_missing_marginalize_keeps_nan_and_rejects_infinity():
         for method in ("predict", "predict_proba", "score_samples"):
             np.testing.assert_allclose(getattr(est, method)(da.from_array(Xn, chunks=100)).compute(),
                                        getattr(est, method)(Xn))
-        with pytest.raises(ValueError, match=INF + r" column 1: 1 value\(s\) in rows 300 to 399 of X"):
+        with pytest.raises(ValueError, match=INF + r" column 1: 1 value\(s\) in its chunk, the first at row 372 "
+                                              r"\(in rows 300 to 399 of X"):
             est.predict(da.from_array(_bad(Xn, np.inf, row=372), chunks=100)).compute()
 
 
@@ -137,7 +140,8 @@ def test_write_predictions_with_nan_in_the_last_chunk_writes_nothing(fitted, tmp
     before = tree_bytes(out)
     rows = da.from_array(_bad(X, np.nan, row=399), chunks=50).map_blocks(_last_late, dtype=X.dtype)
     with dask.config.set(scheduler="threads"):
-        with pytest.raises(ValueError, match=NAN + r" column 1: 1 value\(s\) in rows 350 to 399 of X \(chunk 8 of 8\)"):
+        with pytest.raises(ValueError, match=NAN + r" column 1: 1 value\(s\) in its chunk, the first at row 399 "
+                                              r"\(in rows 350 to 399 of X, chunk 8 of 8\)"):
             est.write_predictions(rows, str(out), ids=np.arange(400) + 1000)
     assert tree_bytes(out) == before
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
@@ -162,7 +166,7 @@ def test_score_and_partial_fit_on_dask_input_name_the_rows(value, match, kind):
         return dd.from_pandas(pd.DataFrame(a, columns=cols), npartitions=4, sort=False)
 
     column = "column 1" if kind == "array" else "column 'b'"
-    where = f"{column}: 1 value(s) in rows 300 to 399 of X (chunk 4 of 4), the first at row 371."
+    where = f"{column}: 1 value(s) in its chunk, the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)."
     fit_on = X if kind == "array" else pd.DataFrame(X, columns=cols)
     for make in (lambda: daskgmm.KMeans(3, random_state=0), lambda: daskgmm.GaussianMixture(3, random_state=0)):
         fitted = make().fit(fit_on)
@@ -264,3 +268,26 @@ def test_fit_names_the_first_infinite_row_under_marginalize_and_sparse_rows():
     with pytest.raises(ValueError, match=NAN) as exc:
         daskgmm.KMeans(3, random_state=0, max_iter=5).fit(da.from_array(Xs, chunks=100).map_blocks(sp.csr_matrix))
     assert "the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)" in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("value, match", [(np.nan, NAN), (np.inf, INF)])
+def test_fit_and_predict_place_the_first_bad_row_in_the_same_words(value, match):
+    """One phrasing (daskgmm.kernels.scan.first_bad_row) for the fit's scan, the rows to predict on and
+    Parquet data: the fit said "the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)", a
+    prediction "in rows 300 to 399 of X (chunk 4 of 4), the first at row 371"."""
+    from daskgmm.io.files import Piece
+    from daskgmm.io.read import first_bad_row
+
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    Xb = da.from_array(_bad(X, value), chunks=100)
+    place = "the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)"
+    with pytest.raises(ValueError, match=match) as fit:
+        daskgmm.GaussianMixture(3, random_state=0, max_iter=5).fit(Xb)
+    with pytest.raises(ValueError, match=match) as predict:
+        daskgmm.GaussianMixture(3, random_state=0, max_iter=5).fit(X).predict(Xb).compute()
+    for exc in (fit, predict):
+        msg = str(exc.value)
+        assert re.match(match, msg) and "column 1: 1 value(s)" in msg and place in msg, msg
+    pieces = [Piece(f"p{i}.parquet", ((0, 0, 100),), 100, (1, 0), (100,)) for i in range(4)]
+    assert first_bad_row(pieces, [-1, -1, -1, 71]) == (
+        "the first at row 371 (p3.parquet, row group 0, row 71; in rows 300 to 399 of the data, chunk 4 of 4)")

@@ -515,6 +515,29 @@ def test_the_output_lock_is_the_kernels_not_a_pid(tmp_path):
     assert not (out.parent / ".m.lock").exists()  # released: removed
 
 
+def test_a_lock_whose_new_directory_another_job_removes_is_taken_in_a_new_one(tmp_path, monkeypatch):
+    """A job that failed removes the empty directories it made (``rmdir``: never one holding a lock).
+    Another job that has just found (or made) such a directory for its lock may see it go before its
+    lock file is created there: it makes it again and takes its lock. Released, the directories this
+    job made are removed, as they are empty; the ones it found stay."""
+    from daskgmm.io import outputs
+
+    out = tmp_path / "new" / "dir" / "m"
+    flock, removed = outputs._flock, []
+
+    def flock_after_another_jobs_rmdir(lock_path):
+        if not removed:
+            removed.append(lock_path)
+            os.rmdir(out.parent)
+            os.rmdir(out.parent.parent)
+        return flock(lock_path)
+
+    monkeypatch.setattr(outputs, "_flock", flock_after_another_jobs_rmdir)
+    with OutputLock(out):
+        assert removed and (out.parent / ".m.lock").read_text().strip() == str(os.getpid())
+    assert os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------------------- inputs changing
 
 

@@ -336,6 +336,47 @@ def test_no_credentials_at_all_is_exit_2_naming_the_path(bucket, scheduler, tmp_
     assert keys(server, b) == [f"data/part-{i}.parquet" for i in range(3)]
 
 
+@pytest.fixture
+def closed_endpoint():
+    """An endpoint URL on 127.0.0.1 where nothing listens (a port bound, then closed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_a_closed_endpoint_is_exit_1_naming_it_and_the_path(closed_endpoint, scheduler, tmp_path, capsys):
+    """Nothing listens at the endpoint (the store is down, or the port is wrong): the input, the output,
+    the model and --metrics-out each fail before any pass, exit 1 (the environment, as a store that
+    stops answering or a closed scheduler port), naming the endpoint and the path; the endpoint given
+    in --storage-options' client_kwargs or in the config's storage_options. They were botocore's
+    "EndpointConnectionError: Could not connect to the endpoint URL: ..." (the request's URL)."""
+    import yaml
+
+    write_data(tmp_path / "data", n=30)
+    options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": closed_endpoint}}
+    model = tmp_path / "new" / "m"
+    local = [str(tmp_path / "data"), "--columns", "f0,f1", "--scheduler", scheduler, "--quiet"]
+    for args, named in ((["fit", "s3://lake/data", "--model-out", model, "--quiet"], "s3://lake/data"),
+                        (["fit", *local, "--model-out", "s3://lake/m"], "output 's3://lake/m'"),
+                        (["fit", *local, "--model-out", model, "--metrics-out", "s3://lake/m.json"],
+                         "--metrics-out s3://lake/m.json"),
+                        (["predict", *local, "--model", "s3://lake/m", "--out", model], "s3://lake/m"),
+                        (["info", "--model", "s3://lake/m"], "s3://lake/m")):
+        assert main([*map(str, args), "--storage-options", json.dumps(options)]) == 1, args
+        err = capsys.readouterr().err
+        assert f"{named}: cannot connect to the S3 endpoint {closed_endpoint} (connection refused)" in err, err
+        assert "Traceback" not in err and "EndpointConnectionError" not in err, err
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"storage_options": options, "quiet": True}))
+    assert main(["fit", "--config", str(cfg), "s3://lake/data", "--model-out", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert f"s3://lake/data: cannot connect to the S3 endpoint {closed_endpoint}" in err, err
+    assert not (tmp_path / "new").exists()
+
+
 def test_s3_without_s3fs_is_a_usage_error_before_any_cluster():
     code = ("import sys; sys.modules['s3fs'] = None; from daskgmm.cli import main; "
             "sys.exit(main(['fit', 's3://bucket/data', '--model-out', 's3://bucket/m']))")

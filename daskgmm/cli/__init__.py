@@ -36,13 +36,21 @@ HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sa
 def _write_metrics(path, metrics, storage_options=None):
     from daskgmm.io.files import get_fs, is_local, strip_protocol
     from daskgmm.io.modelfiles import jsonable
-    from daskgmm.io.outputs import write_whole
+    from daskgmm.io.outputs import make_directories, write_whole
 
     fs = get_fs(str(path), storage_options)
-    if is_local(fs):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     text = json.dumps(jsonable(metrics), indent=2).encode()
-    write_whole(strip_protocol(fs, str(path)) if not is_local(fs) else str(path), lambda f: f.write(text), fs)
+    if not is_local(fs):
+        write_whole(strip_protocol(fs, str(path)), lambda f: f.write(text), fs)
+        return
+    for attempt in range(3):
+        make_directories(os.path.dirname(os.path.abspath(path)))
+        try:
+            write_whole(str(path), lambda f: f.write(text))
+            return
+        except FileNotFoundError:  # its directory, empty, removed by a failed job that had made it
+            if attempt == 2:
+                raise
 
 
 class Terminated(KeyboardInterrupt):
@@ -123,9 +131,15 @@ def _main(argv=None) -> int:
         try:
             _write_metrics(metrics_out, metrics, storage)
         except Exception as exc:  # the job's own status stands; say why there are no metrics (no traceback)
-            print(f"daskgmm: error: cannot write --metrics-out {metrics_out}: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            from daskgmm.io.files import unreachable, unreachable_error
+
+            where = f"cannot write --metrics-out {metrics_out}"
+            why = unreachable_error(exc, where) if unreachable(exc) else f"{where}: {type(exc).__name__}: {exc}"
+            print(f"daskgmm: error: {why}", file=sys.stderr)
             status = status or EXIT_FAILURE
+    outputs = sys.modules.get("daskgmm.io.outputs")  # not loaded: no directory made (nor paid for)
+    if outputs is not None:
+        outputs.remove_made_directories()  # what a failed job made for its outputs and left empty
     return status
 
 
@@ -167,10 +181,11 @@ def _check_kernel_choice() -> None:
 
 def _fail(metrics, exc, status):
     from daskgmm.engine.cluster import ClusterError
+    from daskgmm.io.files import EndpointUnreachableError
     from daskgmm.io.outputs import OutputBusyError
 
     text = exc if isinstance(exc, str) else f"{exc}"
-    own = (ClusterError, OutputBusyError, WorkersDied)  # our own messages say what happened
+    own = (ClusterError, OutputBusyError, WorkersDied, EndpointUnreachableError)  # our own messages say what happened
     if not isinstance(exc, str) and status == EXIT_FAILURE and not isinstance(exc, own):
         text = f"{type(exc).__name__}: {exc}"
     print(f"daskgmm: error: {text}", file=sys.stderr, flush=True)

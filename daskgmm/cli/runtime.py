@@ -234,8 +234,10 @@ def check_file_target(path, flag, so=None):
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a directory; give a file name")
+    from daskgmm.io.outputs import make_directories
+
     try:
-        os.makedirs(parent, exist_ok=True)
+        make_directories(parent)  # removed again if the job fails and leaves it empty
     except OSError as exc:
         raise UsageError(f"{flag} {path}: cannot create its directory ({exc.strerror or exc})") from None
     if not os.access(parent, os.W_OK):

@@ -40,6 +40,12 @@ class InputChangedError(DataError):
     """An input file changed (size, modification time or rows) after the job planned its reads."""
 
 
+class EndpointUnreachableError(ConnectionError):
+    """The object store's endpoint cannot be reached: nothing listens there, its name does not
+    resolve, or the connection times out (exit status 1: the environment, as a closed scheduler
+    port or a store that stops answering, not the input)."""
+
+
 # ---------------------------------------------------------------------------
 # Finding files
 
@@ -81,6 +87,36 @@ def no_credentials(exc) -> bool:
     process reading local files never imports botocore."""
     return type(exc).__module__.startswith("botocore") and type(exc).__name__ in (
         "NoCredentialsError", "PartialCredentialsError")
+
+
+def unreachable(exc) -> bool:
+    """Whether ``exc`` is botocore's failure to connect to an endpoint (refused, unresolvable, a
+    connect timeout), which s3fs passes on as it is. By name, as :func:`no_credentials`."""
+    return type(exc).__module__.startswith("botocore") and any(
+        c.__name__ == "EndpointConnectionError" for c in type(exc).__mro__)
+
+
+def unreachable_error(exc, where: str) -> EndpointUnreachableError:
+    """The error of :func:`unreachable` ``exc``, naming the endpoint (scheme, host and port of the
+    request botocore could not send) and ``where`` (the path, or the output, that needed it)."""
+    from urllib.parse import urlsplit
+
+    url = str((getattr(exc, "kwargs", None) or {}).get("endpoint_url") or "")
+    parts = urlsplit(url)
+    endpoint = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url or "?"
+    reason, cause = "cannot connect", exc.__context__
+    while cause is not None:  # aiohttp's error, then the socket's: the innermost says why
+        if isinstance(cause, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(cause, TimeoutError):
+            reason = "connection timed out"
+        elif isinstance(cause, OSError) and cause.strerror and not isinstance(cause, ConnectionError):
+            reason = cause.strerror  # e.g. a name that does not resolve
+        cause = cause.__context__
+    return EndpointUnreachableError(
+        f"{where}: cannot connect to the S3 endpoint {endpoint} ({reason}); check that the store runs "
+        "there, and the endpoint_url of the storage options (--storage-options, or storage_options "
+        "in the config)")
 
 
 def credentials_hint(exc) -> str:
@@ -210,6 +246,8 @@ def list_files(path, storage_options=None):
         except PermissionError as exc:  # an object store refusing the listing: the credentials or a policy
             raise DataError(f"{p!r}: cannot list or read it ({exc})") from None
         except Exception as exc:
+            if unreachable(exc):
+                raise unreachable_error(exc, p) from None
             if not no_credentials(exc):
                 raise
             raise DataError(f"{p!r}: cannot list or read it ({credentials_hint(exc)})") from None

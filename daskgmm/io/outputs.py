@@ -65,6 +65,48 @@ def write_whole(path: str, write, fs=None) -> None:
 
 _held: dict = {}  # lock path -> [how many times this process holds it, the locked file descriptor]
 _store_held: dict = {}  # lock URL on an object store -> [how many times held, its StoreLock]
+_created: list = []  # local directories this process made for its outputs, parents first
+
+
+def make_directories(path: str) -> None:
+    """Make the local directory ``path`` and its missing parents, remembering the ones made here.
+
+    What this process made and left empty goes again when it holds no output lock any more
+    (:func:`remove_made_directories`): a failed job leaves no empty directories behind, and
+    never removes one that was there before it.
+    """
+    path = os.path.abspath(path)
+    missing = []
+    head = path
+    while head and not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:  # another job made it meanwhile: it is not ours to remove
+            if not os.path.isdir(d):
+                raise
+        else:
+            _created.append(d)
+
+
+def remove_made_directories() -> None:
+    """Remove the directories :func:`make_directories` made that are empty now, deepest first, and
+    forget them all (one holding an output is the user's from now on).
+
+    ``rmdir`` removes only an empty directory, atomically, so another job's lock, staging
+    directory, journal or output keeps its directory. A job that made the same directory
+    its own an instant before (``makedirs``, then its lock file) may find it gone before it
+    creates its lock: :meth:`OutputLock.acquire` makes it again and retries.
+    """
+    while _created:
+        d = _created.pop()
+        with contextlib.suppress(OSError):  # not empty, gone, or not ours to remove any more
+            os.rmdir(d)
 
 
 def _flock(lock_path: str) -> int:
@@ -118,17 +160,12 @@ class OutputLock:
             return self._acquire_store()
         if self.fs.exists(self.path) and not self.fs.isdir(self.path):
             raise DataError(f"output {self.target!r} exists and is not a directory")
-        try:
-            if self.parent:
-                self.fs.makedirs(self.parent, exist_ok=True)
-        except OSError as exc:
-            raise OSError(f"cannot create the directory of output {self.target!r}: {exc.strerror or exc}") from None
         if self.lock_path in _held:
             _held[self.lock_path][0] += 1
             self.held = True
             return self
         try:
-            fd = _flock(self.lock_path)
+            fd = self._flock()
         except BlockingIOError:
             owner = self._owner()
             raise OutputBusyError(
@@ -136,8 +173,6 @@ class OutputLock:
                 + (f" (pid {owner})" if owner is not None else "")
                 + f"; wait for it to finish (its lock is {self.lock_path})"
             ) from None
-        except OSError as exc:
-            raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         _held[self.lock_path] = [1, fd]
@@ -145,6 +180,34 @@ class OutputLock:
         # before any pass: what a killed job left is repaired now, not when this job commits
         _tidy(self.fs, self.path)
         return self
+
+    def _flock(self) -> int:
+        """Make the output's directory and lock the lock file in it (:func:`_flock`); raises
+        BlockingIOError when another process holds it, OSError naming the output on other failures.
+
+        A failed job removes the empty directories it made (:func:`remove_made_directories`);
+        when it removes this one between its making here and the lock file's creation, the
+        directory is made again: the lock file, once there, keeps it.
+        """
+        for attempt in range(20):
+            again = attempt < 19
+            try:
+                if self.parent:
+                    make_directories(self.parent)
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError) and again:
+                    continue  # a parent removed as it was made: make it again
+                raise OSError(f"cannot create the directory of output {self.target!r}: "
+                              f"{exc.strerror or exc}") from None
+            try:
+                return _flock(self.lock_path)
+            except BlockingIOError:
+                raise
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError) and again:
+                    continue
+                raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
+        raise AssertionError("unreachable")
 
     def _acquire_store(self) -> OutputLock:
         fs = self.fs
@@ -194,6 +257,8 @@ class OutputLock:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.lock_path)  # while locked: a job that opened it meanwhile sees another file
             os.close(entry[1])
+            if not _held:  # every output of the job is written or given up: no empty directory stays
+                remove_made_directories()
 
     def __enter__(self):
         return self.acquire()
@@ -558,6 +623,8 @@ __all__ = [
     "OutputLock",
     "StagedOutput",
     "commit_together",
+    "make_directories",
+    "remove_made_directories",
     "staged_directory",
     "write_parts",
     "write_parts_into",

@@ -13,6 +13,7 @@ import contextlib
 import numpy as np
 
 from daskgmm.io.files import DataError, InputChangedError, NonFiniteError, Piece, file_signature
+from daskgmm.kernels.scan import first_bad_row as bad_row_words
 
 #: Rows of one column decoded at a time inside a chunk task (Arrow's batch size).
 BATCH_ROWS = 65536
@@ -246,13 +247,14 @@ def count_nonfinite(fs, pieces, columns, dtype, infinite_only=False):
 
 
 def first_bad_row(pieces, first_in_piece) -> str:
-    """The words "the first at row 5 (path, row group 0, row 5; in rows 0 to 999 of the data, chunk 1 of 3)": the
-    smallest bad row of the data (pieces in row order), from :func:`count_nonfinite`'s first rows."""
+    """The words "the first at row 5 (path, row group 0, row 5; in rows 0 to 999 of the data, chunk 1 of 3)"
+    (:func:`daskgmm.kernels.scan.first_bad_row`): the smallest bad row of the data (pieces in row order),
+    from :func:`count_nonfinite`'s first rows."""
     start = 0
     for i, (piece, row) in enumerate(zip(pieces, first_in_piece)):
         if row >= 0:
-            return (f"the first at row {start + row} ({piece.path}, {_row_in_file(piece, row)}; in rows {start} "
-                    f"to {start + piece.rows - 1} of the data, chunk {i + 1} of {len(pieces)})")
+            return bad_row_words(start + row, (start, start + piece.rows, i, len(pieces)), "the data",
+                                 f"{piece.path}, {_row_in_file(piece, row)}")
         start += piece.rows
     return ""
 

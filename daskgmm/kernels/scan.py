@@ -1,6 +1,7 @@
 """The scan pass's requests: column summary (rows, mean, variance, non-finite values) and keyed samples;
-and the one sentence that names non-finite values, for the scan's counts (a fit) and for the check of
-each chunk of rows to predict on (:func:`check_finite_rows`).
+and the one sentence that names non-finite values and the words that place the first bad row, for the
+scan's counts (a fit), the check of each chunk of rows to predict on (:func:`check_finite_rows`) and
+Parquet data (daskgmm.io).
 
 Pure NumPy; nothing here knows about Dask.
 """
@@ -260,6 +261,35 @@ def non_finite_message(nan, inf, feature_names=None, what="X", dtype="float64") 
     return f"{sentence} {detail}"
 
 
+def first_bad_row(row, chunk=None, what="X", file=None) -> str:
+    """Where the first row holding a refused value (NaN, infinity) is, in the words every message uses.
+
+    "the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)"; with ``file`` (Parquet) "the
+    first at row 5 (part-0.parquet, row group 0, row 5; in rows 0 to 999 of the data, chunk 1 of 3)".
+    It follows the sentence and counts of :func:`non_finite_message` (and a comma); the three checks
+    that place a bad row (the rows to predict on, :func:`check_finite_rows`; the fit's scan,
+    ``daskgmm.validation.scan.check_finite``; Parquet data, ``daskgmm.io.parquet``) say it so.
+
+    Parameters
+    ----------
+    row : int
+        The row's number in ``what``, from 0.
+    chunk : tuple of int, optional
+        ``(start, stop, index, count)``: the row's chunk holds rows ``start`` to ``stop - 1`` and is
+        chunk ``index`` (from 0; None: not said) of ``count``.
+    what : str
+        What the row numbers count: "X", "the data".
+    file : str, optional
+        Where the row is in its file ("path, row group G, row R"), said first.
+    """
+    where = [] if file is None else [file]
+    if chunk is not None:
+        start, stop, index, count = chunk
+        rows = f"in rows {int(start)} to {int(stop) - 1} of {what}"
+        where.append(rows if index is None else f"{rows}, chunk {int(index) + 1} of {int(count)}")
+    return f"the first at row {int(row)}" + (f" ({'; '.join(where)})" if where else "")
+
+
 def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
     """One chunk of rows to predict on, unchanged when every value is finite (NaN too with ``allow_nan``).
 
@@ -278,8 +308,9 @@ def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
     Raises
     ------
     ValueError
-        :func:`non_finite_message`, then the chunk's rows and the first bad row (e.g. "Input X contains
-        NaN. column 1: 1 value(s) in rows 300 to 399 of X (chunk 4 of 4), the first at row 371.").
+        :func:`non_finite_message` (counted in the chunk), then :func:`first_bad_row` (e.g. "Input X
+        contains NaN. column 1: 1 value(s) in its chunk, the first at row 371 (in rows 300 to 399 of X,
+        chunk 4 of 4).").
     """
     sparse = not isinstance(x, np.ndarray) and hasattr(x, "indptr")
     values = x.data if sparse else np.asarray(x)
@@ -298,9 +329,7 @@ def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
         nan = isnan.sum(axis=0)
         inf = bad.sum(axis=0) - nan
         first = int(np.flatnonzero(bad.any(axis=1))[0])
-    start, where = 0, ""
-    if place is not None:
-        start, chunk, chunks = (int(v) for v in place)
-        where = f" (chunk {chunk + 1} of {chunks})"
-    raise ValueError(f"{non_finite_message(nan, inf, feature_names, dtype=values.dtype)} in rows {start} to "
-                     f"{start + n - 1} of X{where}, the first at row {start + first}.")
+    start, chunk, chunks = (int(v) for v in place) if place is not None else (0, None, None)
+    counted = " in its chunk" if chunks is not None and chunks > 1 else ""  # this task sees its chunk alone
+    raise ValueError(f"{non_finite_message(nan, inf, feature_names, dtype=values.dtype)}{counted}, "
+                     f"{first_bad_row(start + first, (start, start + n, chunk, chunks))}.")

@@ -122,13 +122,21 @@ def _dask_rows(X, name, min_samples):
     if is_dask_dataframe(X):
         if getattr(X, "ndim", 2) == 1:
             raise ValueError("Expected a 2-dimensional container but got a Dask Series instead.")
-        bad = _non_numeric_columns(X)
+        bad = [c for c in _non_numeric_columns(X) if not _converted(X.dtypes[c])]
         if bad:
             raise ValueError(
                 f"{name} needs numeric features; column(s) {', '.join(map(repr, bad))} are not numeric."
             )
-        # nullable (extension) columns become float with NaN for missing values
-        arr = with_known_rows(X.astype(_frame_float_dtype(X.dtypes)))
+        dtype = _frame_float_dtype(X.dtypes)
+        if any(_converted(dt) for dt in X.dtypes):
+            _check_categories(X, name)  # known categories that are no numbers: refused now, before any read
+            meta = X._meta.iloc[:0].astype(dtype)
+            # each partition's object, text and Categorical columns are converted by the task that
+            # reads it (the count of rows below is the first), a value that is no number named
+            frame = X.map_partitions(frame_as_numbers, name, dtype, meta=meta)
+        else:
+            frame = X.astype(dtype)  # nullable (extension) columns become float with NaN for missing values
+        arr = with_known_rows(frame)
     else:
         if X.ndim != 2:
             raise ValueError(
@@ -244,6 +252,8 @@ def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool
         checked = validate_data(estimator, X, reset=reset, **kw) if estimator is not None else \
             check_array(X, estimator=name, **kw)
         return as_csr(checked)
+    if _is_pandas_frame(X) and any(_converted(dt) for dt in X.dtypes):
+        X = frame_as_numbers(X, name)  # the rule of Dask frames' columns (scikit-learn's conversion)
     try:
         if estimator is not None:
             return validate_data(estimator, X, reset=reset, **kw)
@@ -275,6 +285,82 @@ def _reject_times(X, name) -> None:
         raise ValueError(f"{name} needs numeric features; {what}, which would be fitted as integer counts "
                          "of their unit; convert them to numbers first (e.g. seconds since a chosen time), "
                          "or leave them out.")
+
+
+def _is_pandas_frame(X) -> bool:
+    return type(X).__module__.startswith("pandas") and hasattr(X, "dtypes") and hasattr(X.dtypes, "items")
+
+
+def _converted(dtype) -> bool:
+    """Whether a frame's column of this type is converted value by value (:func:`frame_as_numbers`):
+    objects, text and Categoricals (pandas kind "O", Arrow's text "U"/"S"), Arrow decimals excepted
+    (cast as numbers)."""
+    return getattr(dtype, "kind", "O") in "OUS" and not _is_decimal(dtype)
+
+
+def frame_as_numbers(frame, name, dtype=None):
+    """A pandas DataFrame whose object, text and Categorical columns hold their values as float64.
+
+    One rule for pandas and Dask frames (a Dask frame's partitions each go through here), the
+    conversion scikit-learn's ``check_array`` makes of such a frame: each value as a float
+    (numbers, booleans, text that reads as a number; None, NaN and ``pd.NA`` are NaN), a
+    Categorical by its values (not its codes). A value that is no number raises (NumPy's
+    ``ValueError`` or ``TypeError``, as scikit-learn's) naming its column and the value.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame, shape (n, D)
+    name : str
+        The estimator's name, for messages.
+    dtype : numpy.dtype, optional
+        When given, every column is then cast to it (nullable ones with NaN for missing values).
+
+    Returns
+    -------
+    pandas.DataFrame, shape (n, D)
+    """
+    frame = frame.copy(deep=False)
+    for i, dt in enumerate(list(frame.dtypes)):
+        if _converted(dt):
+            frame.isetitem(i, _column_numbers(frame.iloc[:, i], name))
+    return frame if dtype is None else frame.astype(dtype)
+
+
+def _column_numbers(column, name):
+    """One column's values as float64 (:func:`frame_as_numbers`), or the error naming it."""
+    try:
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        import pandas as pd
+
+        value = next((v for v in column.array if not _number_or_missing(v)), None)
+        hint = (f"; a Categorical is fitted on its values, as scikit-learn takes them: for its codes pass "
+                f"X[{column.name!r}].cat.codes" if isinstance(column.dtype, pd.CategoricalDtype)
+                else "; convert the column to numbers, or leave it out")
+        raise type(exc)(f"{exc}. {name} needs numeric features; column {column.name!r} ({column.dtype}) holds "
+                        f"{value!r}, which is not a number{hint}.") from None
+
+
+def _number_or_missing(value) -> bool:
+    import pandas as pd
+
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_categories(frame, name) -> None:
+    """A Dask frame's Categorical columns whose categories are known: they must be numbers (raises
+    as :func:`frame_as_numbers` would when the first partition is read)."""
+    import pandas as pd
+
+    for column, dt in frame.dtypes.items():
+        if isinstance(dt, pd.CategoricalDtype) and frame[column].cat.known:
+            _column_numbers(pd.Series(pd.Categorical(dt.categories, dtype=dt), name=column), name)
 
 
 def _non_numeric_columns(X) -> list[str]:

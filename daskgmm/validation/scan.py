@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.kernels.scan import non_finite_message
+from daskgmm.kernels.scan import first_bad_row, non_finite_message
 
 
 class DataError(ValueError):
@@ -57,19 +57,19 @@ def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", c
 
 
 def _first_bad_row(scan, missing, chunks, what) -> str:
-    """", the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)": where the scan met the first row
-    holding a value the check refuses (its smallest global row number, whatever the chunking)."""
+    """", the first at row 371 (in rows 300 to 399 of X, chunk 4 of 4)" (:func:`daskgmm.kernels.scan.first_bad_row`):
+    the first row the scan met holding a value the check refuses (its smallest global row number,
+    whatever the chunking), or ""."""
     row = int(getattr(scan, "first_inf" if missing == "marginalize" else "first_nonfinite", -1))
     if row < 0:
         return ""
-    where = ""
+    chunk = None
     if chunks is not None and len(chunks) > 0:
         ends = np.cumsum(np.asarray(chunks, np.int64))
         i = int(np.searchsorted(ends, row, side="right"))
         if i < len(ends):
-            start = int(ends[i] - chunks[i])
-            where = f" (in rows {start} to {int(ends[i]) - 1} of {what}, chunk {i + 1} of {len(ends)})"
-    return f", the first at row {row}{where}"
+            chunk = (int(ends[i] - chunks[i]), int(ends[i]), i, len(ends))
+    return f", {first_bad_row(row, chunk, what)}"
 
 
 class DegenerateDataWarning(UserWarning):
