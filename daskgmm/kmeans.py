@@ -85,8 +85,8 @@ default="k-means||"
         label and a lower bound of its distance to the other centres (Hamerly's single bound
         rather than Elkan's K: 8 bytes per row, in the memory of the process that runs the
         row's pass), so a row whose label cannot change skips its distances to the other
-        centres; it pays when clusters are well formed and many iterations run (see the
-        README). It applies with one restart (``n_init=1``) and dense rows, and with the
+        centres; it pays when clusters are well formed and many iterations run (see KMeans in
+        docs/python.md). It applies with one restart (``n_init=1``) and dense rows, and with the
         compiled core; otherwise both run Lloyd's passes.
     cache : {"auto", "memory", "none"}, default="auto"
     chunk_size : int, optional

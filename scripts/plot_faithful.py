@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Make the README's pictures: the Old Faithful fit, the BIC/AIC model selection, the variational fit.
+"""Make the Old Faithful pictures: the fit and the BIC/AIC model selection (the README), the variational
+fit (docs/python.md).
 
     .venv/bin/python scripts/plot_faithful.py      # writes docs/old_faithful*.png
 """

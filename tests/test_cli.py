@@ -22,7 +22,7 @@ from .conftest import FAST, assert_same_mixture, expect_exit2, make_blobs, write
 REPO = pathlib.Path(__file__).resolve().parents[1]
 #: The command's fit of Parquet files against the estimator's of the same rows in memory (same seed,
 #: other chunks): measured at most 1.8e-14 absolute (1.4e-11 relative, on a covariance entry near 0);
-#: the README promises any chunking to 1e-10.
+#: docs/python.md (GaussianMixture) promises any chunking to 1e-10.
 SAME_FIT = dict(rtol=1e-10, atol=1e-12)
 
 def tree_bytes(path):

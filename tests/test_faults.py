@@ -115,7 +115,7 @@ def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
     A worker takes about 160 MiB before it holds any data, and distributed pauses a worker
     at 80% of its limit, so 300 MiB leaves ~80 MiB for data in flight: a few 4 MiB chunks.
     The workers' peak memory is a measurement, not a test (sampled, it depends on the
-    machine and on when the samples fall): ``scripts/bench_memory.py`` takes it (README,
+    machine and on when the samples fall): ``scripts/bench_memory.py`` takes it (docs/cli.md,
     *Data larger than memory*).
     """
     import dask.array as da

@@ -294,8 +294,9 @@ def test_sparse_parquet_roundtrip_and_fit(tmp_path):
 
 
 def test_write_sparse_parquet_creates_its_directory(tmp_path):
-    """The README's example writes ``tfidf/part-0.parquet`` into a directory that need not exist
-    (it was a FileNotFoundError naming a temporary file); nothing but the file is left there."""
+    """docs/python.md's example (Sparse rows) writes ``tfidf/part-0.parquet`` into a directory that
+    need not exist (it was a FileNotFoundError naming a temporary file); nothing but the file is
+    left there."""
     X, _ = _text_like(n=50, d=20)
     daskgmm.write_sparse_parquet(X, tmp_path / "tfidf" / "sub" / "part-0.parquet")
     assert os.listdir(tmp_path / "tfidf" / "sub") == ["part-0.parquet"]

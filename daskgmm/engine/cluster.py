@@ -46,7 +46,7 @@ _MEMORY_TARGET = 0.7
 #: reduction tree and bits (a resumed fit must read the chunks the killed one read).
 IDLE_WORKER_BYTES = 128 << 20
 
-#: The least an idle worker was measured to take (92-95 MiB here, README): a memory limit whose
+#: The least an idle worker was measured to take (92-95 MiB here, docs/cli.md): a memory limit whose
 #: pause threshold (distributed pauses a worker at 80% of it) lies below this never runs a task.
 MIN_IDLE_WORKER_BYTES = 92 << 20
 
