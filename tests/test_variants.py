@@ -106,3 +106,38 @@ def test_collapse_raises_by_default_and_reinit_recovers(ct):
     g2 = GaussianMixture(3, on_collapse="reinit", max_iter=50, **kw).fit(X)
     assert any("component 2 collapsed" in e for h in g2.history_ for e in h["events"])
     assert g2.weights_.min() > 0.01
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("assignment", ["soft", "hard"])
+def test_covariances_with_fixed_means_are_the_scatter_about_those_means(ct, assignment):
+    """``update_params`` without "m": the M-step of Σ_k for means held fixed is the scatter
+    about those means, Σ_n r_nk (x_n - μ_k)(x_n - μ_k)ᵀ / N_k (it maximises the expected
+    log-likelihood for that μ_k), so EM never lowers the likelihood. The scatter about the
+    means an update would have given is another matrix, and the likelihood fell with it."""
+    rng = np.random.default_rng(4)
+    X = np.r_[rng.normal(-1.0, 0.6, (150, 2)), rng.normal(1.5, 1.0, (250, 2))]
+    means = np.array([[-2.0, -0.5], [0.5, 2.5]])
+    prec = {"full": np.stack([np.eye(2)] * 2), "tied": np.eye(2), "diag": np.ones((2, 2)),
+            "spherical": np.ones(2)}[ct]
+    g = GaussianMixture(2, covariance_type=ct, update_params="wc", assignment=assignment, means_init=means,
+                        weights_init=[0.5, 0.5], precisions_init=prec, max_iter=1, tol=0, reg_covar=0.0).fit(X)
+    np.testing.assert_array_equal(g.means_, means)
+    # one E-step from the start, then the notes' M-step of Σ about the fixed means
+    start = GaussianMixture(2, covariance_type=ct, means_init=means, weights_init=[0.5, 0.5],
+                            precisions_init=prec, max_iter=1).fit(X)
+    start.means_, start.weights_ = means, np.array([0.5, 0.5])
+    start.precisions_cholesky_ = np.linalg.cholesky(prec) if ct in ("full", "tied") else np.sqrt(prec)
+    r = start.predict_proba(X)
+    if assignment == "hard":
+        r = np.eye(2)[r.argmax(1)]
+    nk = r.sum(0)
+    scatter = np.stack([(r[:, k, None] * (X - means[k])).T @ (X - means[k]) for k in range(2)])
+    want = {"full": scatter / nk[:, None, None], "tied": scatter.sum(0) / len(X),
+            "diag": np.stack([np.diag(s) for s in scatter]) / nk[:, None],
+            "spherical": np.array([np.trace(s) for s in scatter]) / (2 * nk)}[ct]
+    np.testing.assert_allclose(g.covariances_, want, rtol=1e-10)
+    # and the likelihood never falls
+    g = GaussianMixture(2, covariance_type=ct, update_params="wc", assignment=assignment, means_init=means,
+                        weights_init=[0.5, 0.5], precisions_init=prec, max_iter=20, tol=0).fit(X)
+    assert np.all(np.diff(g.lower_bounds_) >= -1e-10)

@@ -122,10 +122,12 @@ class MixtureState:
         nk, means, covs = cov.estimate_parameters(stats, self.reg_covar, self.eps_dtype)
         up = self.update_params
         weights = nk / nk.sum() if "w" in up else self.weights
-        means = means if "m" in up else self.means
         events = ()
         if "c" not in up:
-            return replace(self, weights=weights, means=means, events=events)
+            return replace(self, weights=weights, means=means if "m" in up else self.means, events=events)
+        if "m" not in up:  # Σ's M-step for the fixed means is the scatter about them, not about the new ones
+            covs = cov.covariances_about_fixed_means(covs, nk, means - self.means, self.covariance_type)
+            means = self.means
         bad = ()
         if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component:
             bad = cov.collapsed_components(covs, stats.n, self.covariance_type)
