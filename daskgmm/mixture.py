@@ -67,7 +67,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         A component whose covariance stops being positive definite raises a
         ValueError naming it ("raise", scikit-learn's behaviour), or is re-seeded
         at the worst-explained rows and the fit continues ("reinit"; recorded
-        in ``history_``).
+        in ``history_``; one the initialisation leaves on a point takes the
+        others' mean covariance).
     cache : {"auto", "memory", "none"}, default="auto"
         Keep Dask input in (cluster) memory across passes, or re-read it every
         pass (out of core). "auto" keeps it when it takes under 40% of memory.

@@ -141,3 +141,20 @@ def test_covariances_with_fixed_means_are_the_scatter_about_those_means(ct, assi
     g = GaussianMixture(2, covariance_type=ct, update_params="wc", assignment=assignment, means_init=means,
                         weights_init=[0.5, 0.5], precisions_init=prec, max_iter=20, tol=0).fit(X)
     assert np.all(np.diff(g.lower_bounds_) >= -1e-10)
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_reinit_also_catches_a_component_collapsed_at_the_start(ct):
+    """k-means gives an isolated point a cluster of its own, so the start already has a
+    component on one point; with reg_covar=0 its covariance is singular. on_collapse="reinit"
+    says it re-seeds such a component and goes on: it raised scikit-learn's error instead."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    if ct == "full":
+        with pytest.raises(ValueError, match=r"ill-defined empirical.*Component 2"):
+            GaussianMixture(3, covariance_type=ct, reg_covar=0.0, random_state=0).fit(X)
+    g = GaussianMixture(3, covariance_type=ct, reg_covar=0.0, on_collapse="reinit", random_state=0).fit(X)
+    events = [e for h in g.history_ for e in h["events"]]
+    assert any("at the start" in e for e in g.history_[0]["events"]), events
+    assert np.all(np.isfinite(g.covariances_)) and g.weights_.min() > 0.005
+    assert np.isfinite(g.score(X))

@@ -219,10 +219,35 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
         weights = nk / scan.weight if given["weights"] is None else given["weights"]
         means = means if given["means"] is None else given["means"]
         if given["precisions"] is None:
-            states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, **options))
+            events = ()
+            if p.on_collapse == "reinit":
+                weights, covs, events = _reseed_collapsed_start(weights, covs, nk, p.covariance_type)
+            states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, events=events,
+                                                        **options))
         else:
             states.append(_state_from_precisions(weights, means, given["precisions"], p.covariance_type, options))
     return states
+
+
+def _reseed_collapsed_start(weights, covs, nk, covariance_type):
+    """``on_collapse="reinit"`` at the start: a component the initialisation left on too few rows
+    (k-means gives an isolated point a cluster of its own) takes the healthy components' mean
+    covariance and an equal share of weight, as :meth:`MixtureState.update` re-seeds one later.
+
+    Returns ``(weights, covariances, events)``; unchanged when none collapsed or all did (the
+    M-step's error then names them).
+    """
+    if not cov.of(covariance_type).per_component:
+        return weights, covs, ()
+    bad = cov.collapsed_components(covs, nk, covariance_type)
+    good = np.setdiff1d(np.arange(len(nk)), bad)
+    if not len(bad) or not len(good):
+        return weights, covs, ()
+    covs, weights = covs.copy(), np.array(weights, dtype=np.float64)
+    covs[bad] = covs[good].mean(axis=0)
+    weights[bad] = 1.0 / len(nk)
+    events = tuple(f"component {int(k)} collapsed at the start; given the others' mean covariance" for k in bad)
+    return weights / weights.sum(), covs, events
 
 
 def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=None, progress=None,
