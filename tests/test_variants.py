@@ -158,3 +158,15 @@ def test_reinit_also_catches_a_component_collapsed_at_the_start(ct):
     assert any("at the start" in e for e in g.history_[0]["events"]), events
     assert np.all(np.isfinite(g.covariances_)) and g.weights_.min() > 0.005
     assert np.isfinite(g.score(X))
+
+
+@pytest.mark.parametrize("where", ["start", "iteration"])
+def test_a_collapse_error_names_the_remedy_of_the_notes(where):
+    """The notes' answer to the singularity is to re-seed the component; the error says
+    that on_collapse="reinit" does it, besides scikit-learn's sentence."""
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(size=(400, 2)), rng.normal(size=(400, 2)) + 6, [[30.0, 30.0]]])
+    kw = {} if where == "start" else dict(means_init=[[0.0, 0.0], [6.0, 6.0], [30.0, 30.0]],
+                                          weights_init=np.full(3, 1 / 3), precisions_init=np.stack([np.eye(2)] * 3))
+    with pytest.raises(ValueError, match=r"ill-defined empirical.*Component 2 .*on_collapse=\"reinit\" re-seeds"):
+        GaussianMixture(3, reg_covar=0.0, random_state=0, **kw).fit(X)
