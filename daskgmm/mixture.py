@@ -265,6 +265,12 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         return self
 
     # ----------------------------------------------------------- predictions
+    def _n_parameters(self) -> int:
+        given = {g for g, value in (("w", self.weights_init), ("m", self.means_init), ("c", self.precisions_init))
+                 if value is not None}
+        return fitting.n_free_parameters(self.covariance_type, self.n_components, self.means_.shape[1],
+                                         self.update_params, given)
+
     def _natural(self, centre):
         """Log-density parameters for predictions (:func:`daskgmm.fitting.predict.natural_form`)."""
         return fitting_predict.natural_form(self.weights_, self.means_, self.precisions_cholesky_,

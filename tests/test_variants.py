@@ -170,3 +170,23 @@ def test_a_collapse_error_names_the_remedy_of_the_notes(where):
                                           weights_init=np.full(3, 1 / 3), precisions_init=np.stack([np.eye(2)] * 3))
     with pytest.raises(ValueError, match=r"ill-defined empirical.*Component 2 .*on_collapse=\"reinit\" re-seeds"):
         GaussianMixture(3, reg_covar=0.0, random_state=0, **kw).fit(X)
+
+
+def test_bic_counts_only_the_parameters_the_fit_estimates():
+    """The notes' means-only EM (weights and variances fixed to given values) estimates K·D
+    numbers: BIC and AIC count those, not the fixed weights and variances. A group that is
+    not updated but was estimated by the initialisation (not given) still counts."""
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(-2.0, 1.0, 300), rng.normal(3.0, 1.0, 200)][:, None]
+    n = len(x)
+    g = GaussianMixture(2, covariance_type="spherical", update_params="m", weights_init=[0.5, 0.5],
+                        means_init=[[-0.5], [0.5]], precisions_init=[1.0, 1.0]).fit(x)
+    assert g._n_parameters() == 2
+    np.testing.assert_allclose(g.bic(x), -2 * n * g.score(x) + 2 * np.log(n), rtol=1e-12)
+    np.testing.assert_allclose(g.aic(x), -2 * n * g.score(x) + 2 * 2, rtol=1e-12)
+    # weights fixed but estimated by the k-means start: they count; the fixed given variances do not
+    g = GaussianMixture(2, covariance_type="diag", update_params="m", precisions_init=np.ones((2, 1))).fit(x)
+    assert g._n_parameters() == 2 + 1
+    # every group updated: scikit-learn's count
+    g = GaussianMixture(2, covariance_type="diag", precisions_init=np.ones((2, 1))).fit(x)
+    assert g._n_parameters() == SkGMM(2, covariance_type="diag").fit(x)._n_parameters() == 5

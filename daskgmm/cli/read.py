@@ -55,8 +55,6 @@ def cmd_score(o, log, metrics):
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
             mean = est.score(src.X)
-    from daskgmm.kernels.covariance import n_parameters
-
     n = src.n_rows
     if hasattr(est, "cluster_centers_"):  # a KMeans or a KMedoids: its score is minus the inertia
         if hasattr(est, "medoid_indices_"):
@@ -68,11 +66,7 @@ def cmd_score(o, log, metrics):
         return EXIT_OK
     result = {"n_rows": n, "mean_loglik": mean}
     if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
-        p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
-        if hasattr(est, "df_"):  # a t mixture: its degrees of freedom too, unless fixed
-            from daskgmm.fitting.studentt import n_parameters as t_parameters
-
-            p = t_parameters(est.covariance_type, est.n_components, est.n_features_in_, est.fixed_df)
+        p = est._n_parameters()  # the estimator's own count (a t mixture's df_, parameters held at given values)
         from daskgmm.fitting.predict import information_criteria
 
         bic, aic = information_criteria(mean, n, p)
