@@ -190,3 +190,24 @@ def test_bic_counts_only_the_parameters_the_fit_estimates():
     # every group updated: scikit-learn's count
     g = GaussianMixture(2, covariance_type="diag", precisions_init=np.ones((2, 1))).fit(x)
     assert g._n_parameters() == SkGMM(2, covariance_type="diag").fit(x)._n_parameters() == 5
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_an_empty_component_with_fixed_means_gains_nothing(ct):
+    """With no row, a component's scatter about its fixed mean is empty: fixing the means adds
+    nothing to its covariance (the M-step's for an empty component), nor to a pooled one."""
+    rng = np.random.default_rng(4)
+    X = np.r_[rng.normal(-1.0, 0.6, (150, 2)), rng.normal(1.5, 1.0, (250, 2))]
+    means = np.array([[-1.0, -1.0], [1.5, 1.5], [500.0, 500.0]])
+    prec = {"full": np.stack([np.eye(2)] * 3), "tied": np.eye(2), "diag": np.ones((3, 2)),
+            "spherical": np.ones(3)}[ct]
+    kw = dict(covariance_type=ct, assignment="hard", weights_init=np.full(3, 1 / 3), max_iter=1, tol=0,
+              reg_covar=0.5)
+    g = GaussianMixture(3, update_params="c", means_init=means, precisions_init=prec, **kw).fit(X)
+    if ct == "tied":  # the two components with rows alone give the same pooled covariance
+        two = GaussianMixture(2, update_params="c", means_init=means[:2], precisions_init=prec,
+                              **{**kw, "weights_init": [0.5, 0.5]}).fit(X)
+        np.testing.assert_allclose(g.covariances_, two.covariances_, rtol=1e-12)
+    else:  # the same E-step, so the same empty component as a fit that updates its mean too
+        free = GaussianMixture(3, update_params="wmc", means_init=means, precisions_init=prec, **kw).fit(X)
+        np.testing.assert_array_equal(g.covariances_[2], free.covariances_[2])

@@ -139,7 +139,7 @@ class MixtureState:
         if "c" not in up:
             return replace(self, weights=weights, means=means if "m" in up else self.means, events=events)
         if "m" not in up:  # Σ's M-step for the fixed means is the scatter about them, not about the new ones
-            covs = cov.covariances_about_fixed_means(covs, nk, means - self.means, self.covariance_type)
+            covs = cov.covariances_about_fixed_means(covs, stats.n, nk, means - self.means, self.covariance_type)
             means = self.means
         bad = ()
         if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component:
