@@ -266,10 +266,9 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
 
     # ----------------------------------------------------------- predictions
     def _n_parameters(self) -> int:
-        given = {g for g, value in (("w", self.weights_init), ("m", self.means_init), ("c", self.precisions_init))
-                 if value is not None}
         return fitting.n_free_parameters(self.covariance_type, self.n_components, self.means_.shape[1],
-                                         self.update_params, given)
+                                         self.update_params, weights_init=self.weights_init,
+                                         means_init=self.means_init, precisions_init=self.precisions_init)
 
     def _natural(self, centre):
         """Log-density parameters for predictions (:func:`daskgmm.fitting.predict.natural_form`)."""

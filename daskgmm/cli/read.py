@@ -66,8 +66,18 @@ def cmd_score(o, log, metrics):
         return EXIT_OK
     result = {"n_rows": n, "mean_loglik": mean}
     if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
-        p = est._n_parameters()  # the estimator's own count (a t mixture's df_, parameters held at given values)
         from daskgmm.fitting.predict import information_criteria
+
+        if hasattr(est, "df_"):  # a t mixture: its degrees of freedom too, unless fixed
+            from daskgmm.fitting.studentt import n_parameters as t_parameters
+
+            p = t_parameters(est.covariance_type, est.n_components, est.n_features_in_, est.fixed_df)
+        else:  # as GaussianMixture.bic counts them: not the groups held at given values
+            from daskgmm.fitting.mixture import n_free_parameters
+
+            p = n_free_parameters(est.covariance_type, est.n_components, est.n_features_in_, est.update_params,
+                                  weights_init=est.weights_init, means_init=est.means_init,
+                                  precisions_init=est.precisions_init)
 
         bic, aic = information_criteria(mean, n, p)
         result.update({"bic": bic, "aic": aic, "n_parameters": p})

@@ -150,15 +150,16 @@ def check_precisions(precisions, covariance_type, n_components, n_features) -> n
     return p.astype(np.float64, copy=False)
 
 
-def n_free_parameters(covariance_type: str, n_components: int, n_features: int, update_params: str = "wmc",
-                      given=frozenset()) -> int:
+def n_free_parameters(covariance_type: str, n_components: int, n_features: int, update_params: str = "wmc", *,
+                      weights_init=None, means_init=None, precisions_init=None) -> int:
     """The parameters a fit estimates, for BIC and AIC: scikit-learn's count, less each group
-    (weights ``w``, means ``m``, covariances ``c``) held fixed at a value the user gave (not in
-    ``update_params`` and in ``given``): the notes' means-only EM with given weights and
-    variances estimates ``K·D`` numbers. A group fixed at what the initialisation estimated counts."""
+    (weights ``w``, means ``m``, covariances ``c``) held fixed (not in ``update_params``) at a value
+    the user gave (its ``*_init``): the notes' means-only EM with given weights and variances
+    estimates ``K·D`` numbers. A group fixed at what the initialisation estimated counts."""
     k, d = n_components, n_features
     sizes = {"w": k - 1, "m": k * d, "c": cov.of(covariance_type).n_covariance_parameters(k, d)}
-    return int(sum(size for g, size in sizes.items() if g in update_params or g not in given))
+    given = {"w": weights_init is not None, "m": means_init is not None, "c": precisions_init is not None}
+    return int(sum(size for g, size in sizes.items() if g in update_params or not given[g]))
 
 
 def check_initial_parameters(weights, means, precisions, params: MixtureParams, n_features) -> dict:
