@@ -235,7 +235,7 @@ def cmd_select(o, log, metrics):
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress,
                                missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors,
-                               checkpoint=ckpt)
+                               checkpoint=ckpt, on_collapse=o.on_collapse)
         for w in caught:
             log(f"warning: {name_columns(w.message, src.columns)}")
         best = res.best_
