@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm.fitting.mixture import restart_seeds
+from daskgmm.fitting.mixture import CollapsedComponentWarning, collapsed_on_rows, restart_seeds
 from daskgmm.fitting.predict import information_criteria
 from daskgmm.fitting.selection import fit_candidates
 from daskgmm.kernels import COVARIANCE_TYPES
@@ -24,20 +24,15 @@ from daskgmm.validation.scan import warn_degenerate
 KINDS = ("gaussian", "bayesian")
 
 
-class CollapsedComponentWarning(UserWarning):
-    """A fitted candidate has a component on fewer rows than its covariance needs (the singularity)."""
-
-
 def _warn_collapsed(models: dict, total_weight: float) -> None:
     """Name the gaussian candidates with a component on a point or a flat subspace: their likelihood
     grows without bound (kept finite by ``reg_covar`` only), so BIC and AIC favour them."""
     found = []
     for c, est in models.items():
-        if c[0] == "bayesian" or not cov.of(est.covariance_type).per_component:
+        if c[0] == "bayesian":
             continue
-        nk = est.weights_ * total_weight
-        for j in cov.collapsed_components(est.covariances_, nk, est.covariance_type):
-            found.append(f"K={c[0]} {c[1]}: component {int(j)} on {nk[j]:.3g} row(s)")
+        for j, rows in collapsed_on_rows(est.weights_, est.covariances_, est.covariance_type, total_weight):
+            found.append(f"K={c[0]} {c[1]}: component {j} on {rows:.3g} row(s)")
     if found:
         warnings.warn(
             "candidates on the likelihood's singularity (a component on fewer rows than its covariance needs, "

@@ -196,7 +196,8 @@ def test_select_command_takes_on_collapse(tmp_path, capsys):
     out = tmp_path / "sel"
     assert main(["select", str(tmp_path / "x.parquet"), "--k-min", "2", "--k-max", "3", "--covariance-types",
                  "full", "--seed", "0", "--out", str(out), *FAST[:-1]]) == 0  # not --quiet: warnings are shown
-    assert "warning: candidates on the likelihood's singularity" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: candidates on the likelihood's singularity" in err and "--on-collapse reinit" in err, err
     assert main(["select", str(tmp_path / "x.parquet"), "--k-min", "2", "--k-max", "3", "--covariance-types",
                  "full", "--seed", "0", "--on-collapse", "reinit", "--out", str(out), *FAST[:-1]]) == 0
     assert "singularity" not in capsys.readouterr().err

@@ -211,3 +211,19 @@ def test_an_empty_component_with_fixed_means_gains_nothing(ct):
     else:  # the same E-step, so the same empty component as a fit that updates its mean too
         free = GaussianMixture(3, update_params="wmc", means_init=means, precisions_init=prec, **kw).fit(X)
         np.testing.assert_array_equal(g.covariances_[2], free.covariances_[2])
+
+
+def test_a_fit_on_the_singularity_says_so():
+    """With the default reg_covar a component on one far row is the notes' singularity, held finite
+    by reg_covar only: the fit goes on as scikit-learn's does, and says so; reinit fits do not."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    with pytest.warns(CollapsedComponentWarning, match=r"component 2 on 1 row\(s\).*reg_covar=1e-06.*reinit"):
+        g = GaussianMixture(3, random_state=0).fit(X)
+    np.testing.assert_allclose(g.means_[2], [40.0, 40.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        GaussianMixture(3, random_state=0, on_collapse="reinit").fit(X)
+        GaussianMixture(2, random_state=0).fit(X)  # no component alone: nothing to say

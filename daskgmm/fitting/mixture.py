@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 import typing
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -160,6 +161,29 @@ def n_free_parameters(covariance_type: str, n_components: int, n_features: int, 
     sizes = {"w": k - 1, "m": k * d, "c": cov.of(covariance_type).n_covariance_parameters(k, d)}
     given = {"w": weights_init is not None, "m": means_init is not None, "c": precisions_init is not None}
     return int(sum(size for g, size in sizes.items() if g in update_params or not given[g]))
+
+
+class CollapsedComponentWarning(UserWarning):
+    """A fitted mixture has a component on fewer rows than its covariance needs: the singularity of
+    maximum likelihood for mixtures, its likelihood held finite by ``reg_covar`` only."""
+
+
+def collapsed_on_rows(weights, covariances, covariance_type: str, total_weight: float) -> list[tuple[int, float]]:
+    """``(component, rows)`` of every component of a fitted mixture on fewer rows (of weight) than its
+    covariance needs (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``."""
+    if not cov.of(covariance_type).per_component:
+        return []
+    nk = np.asarray(weights, dtype=np.float64) * total_weight
+    return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)]
+
+
+def warn_collapsed(found: list[tuple[int, float]], reg_covar: float, stacklevel: int = 2) -> None:
+    """The :class:`CollapsedComponentWarning` of a fit's :func:`collapsed_on_rows`."""
+    if found:
+        which = ", ".join(f"component {j} on {rows:.3g} row(s)" for j, rows in found)
+        warnings.warn(f"{which}: fewer rows than its covariance needs, the likelihood's singularity (held finite "
+                      f'by reg_covar={reg_covar:g} only); on_collapse="reinit" re-seeds such components',
+                      CollapsedComponentWarning, stacklevel=stacklevel + 1)
 
 
 def check_initial_parameters(weights, means, precisions, params: MixtureParams, n_features) -> dict:
