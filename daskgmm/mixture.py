@@ -258,7 +258,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         # the batch's own column names (a DataFrame batch after a fit on a NumPy array), else the model's
         names = input_or_model_names(info, self)
         step = fitting_online.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
-                                          learning_offset=self.learning_offset, feature_names=names, name=name)
+                                          learning_offset=self.learning_offset, feature_names=names, name=name,
+                                          rows_seen=seen)
         # the model keeps the dtype of the data it first learnt from (a float32 batch does not
         # turn a float64 model's parameters into float32, nor the reverse)
         dtype = data.dtype if first else self.means_.dtype
