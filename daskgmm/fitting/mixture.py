@@ -170,11 +170,14 @@ class CollapsedComponentWarning(UserWarning):
 
 def collapsed_on_rows(weights, covariances, covariance_type: str, total_weight: float) -> list[tuple[int, float]]:
     """``(component, rows)`` of every component of a fitted mixture on fewer rows (of weight) than its
-    covariance needs (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``."""
+    covariance needs (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``. A
+    component that holds no rows (its weight scikit-learn's 10 eps: a dead one, whose likelihood grows
+    nothing) is not one of them."""
     if not cov.of(covariance_type).per_component:
         return []
     nk = np.asarray(weights, dtype=np.float64) * total_weight
-    return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)]
+    return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)
+            if nk[j] > 1e-9 * total_weight]
 
 
 def warn_collapsed(found: list[tuple[int, float]], reg_covar: float, stacklevel: int = 2) -> None:
