@@ -202,7 +202,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         set_attributes(self, fitting_attributes.fit_attributes(fit, data.n_rows, d, self.max_iter, data.dtype),
                        drop=("online_stats_",))
         self._warn_if_not_converged()
-        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, scan.weight)
+        # rows, not the scan's weight (which counts complete rows only under missing="marginalize")
+        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows)
         fitting.warn_collapsed(found, self.reg_covar, stacklevel=3)
         return data
 

@@ -244,7 +244,7 @@ def select_model(
                      "kind": "bayesian" if bayesian else "gaussian", "effective_components": k_eff,
                      "lower_bound": fit.lower_bound if bayesian else np.nan})
         models[c] = est
-    _warn_collapsed(models, scan.weight)
+    _warn_collapsed(models, n)  # rows: the scan's weight counts complete rows only under missing="marginalize"
     table = pd.DataFrame(rows)
     table = table.assign(_kind=table["kind"].map({"gaussian": 0, "bayesian": 1}))
     table = table.sort_values(["_kind", "covariance_type", "n_components"], kind="stable")

@@ -241,3 +241,18 @@ def test_a_dead_component_is_not_called_the_singularity():
         g = GaussianMixture(3, assignment="hard", means_init=[[-1, -1], [1.5, 1.5], [500, 500]], max_iter=5,
                             weights_init=np.full(3, 1 / 3), precisions_init=np.stack([np.eye(2)] * 3)).fit(X)
     assert g.weights_[2] < 1e-15
+
+
+def test_the_singularity_warning_counts_incomplete_rows_too():
+    """Under missing="marginalize" a component's rows are its weight times every row, incomplete ones
+    included (the first scan's weight counts complete rows only: healthy components looked collapsed)."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (40, 6)), rng.normal(5, 1, (40, 6)), rng.normal(-5, 1, (40, 6))]
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X = X[~np.isnan(X).all(axis=1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        g = GaussianMixture(3, missing="marginalize", random_state=0).fit(X)
+    assert g.weights_.min() * len(X) > 6 + 1  # D + 1 rows each: none collapsed

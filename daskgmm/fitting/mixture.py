@@ -168,16 +168,17 @@ class CollapsedComponentWarning(UserWarning):
     maximum likelihood for mixtures, its likelihood held finite by ``reg_covar`` only."""
 
 
-def collapsed_on_rows(weights, covariances, covariance_type: str, total_weight: float) -> list[tuple[int, float]]:
-    """``(component, rows)`` of every component of a fitted mixture on fewer rows (of weight) than its
-    covariance needs (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``. A
-    component that holds no rows (its weight scikit-learn's 10 eps: a dead one, whose likelihood grows
-    nothing) is not one of them."""
+def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float) -> list[tuple[int, float]]:
+    """``(component, rows)`` of every component of a fitted mixture on fewer rows (its weight times
+    ``n_rows``, the rows fitted) than its covariance needs
+    (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``. A component that
+    holds no rows (its weight scikit-learn's 10 eps: a dead one, whose likelihood grows nothing) is
+    not one of them."""
     if not cov.of(covariance_type).per_component:
         return []
-    nk = np.asarray(weights, dtype=np.float64) * total_weight
+    nk = np.asarray(weights, dtype=np.float64) * n_rows
     return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)
-            if nk[j] > 1e-9 * total_weight]
+            if nk[j] > 1e-9 * n_rows]
 
 
 def warn_collapsed(found: list[tuple[int, float]], reg_covar: float, stacklevel: int = 2) -> None:
