@@ -268,7 +268,7 @@ shape (n_samples, n_features)
 
     # ------------------------------------------------------------ sequential
     def partial_fit(self, X, y=None, sample_weight=None):
-        """One batch of the sequential k-means update (the notes' ``μ_k ← μ_k + (x - μ_k) / n_k``).
+        """One batch of the sequential k-means update (the notes' ``μ_k ← μ_k + η (x - μ_k)`` with ``η = 1 / n_k``).
 
         Every row of the batch is assigned to its nearest centre as the batch
         starts; then, for each centre, applying ``μ ← μ + (x - μ)/n`` to its

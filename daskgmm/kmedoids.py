@@ -58,7 +58,8 @@ class KMedoids(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, 
         Any name ``sklearn.metrics.pairwise_distances`` accepts for feature rows ("euclidean",
         "manhattan", "cosine", "chebyshev", "sqeuclidean", "minkowski" (p=2), "seuclidean" and
         "mahalanobis" (with the variances or covariance of the whole data) in NumPy; SciPy's other
-        names through scikit-learn), or a picklable callable ``metric(u, v) -> float`` on two rows.
+        names through scikit-learn), or a picklable callable ``metric(u, v) -> float`` of a row ``u``
+        and a medoid ``v`` (the notes' ``V(x_n, μ_k)``; it need not be symmetric).
         "precomputed" is not supported (it needs the N x N matrix this estimator avoids).
     method : {"alternate", "pam"}, default="alternate"
         "alternate" is faster, "pam" more accurate (as in scikit-learn-extra).

@@ -67,7 +67,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         A component whose covariance stops being positive definite raises a
         ValueError naming it ("raise", scikit-learn's behaviour), or is re-seeded
         at the worst-explained rows and the fit continues ("reinit"; recorded
-        in ``history_``).
+        in ``history_``; one the initialisation leaves on a point takes the
+        others' mean covariance).
     cache : {"auto", "memory", "none"}, default="auto"
         Keep Dask input in (cluster) memory across passes, or re-read it every
         pass (out of core). "auto" keeps it when it takes under 40% of memory.
@@ -201,6 +202,9 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         set_attributes(self, fitting_attributes.fit_attributes(fit, data.n_rows, d, self.max_iter, data.dtype),
                        drop=("online_stats_",))
         self._warn_if_not_converged()
+        # rows, not the scan's weight (which counts complete rows only under missing="marginalize")
+        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows)
+        fitting.warn_collapsed(found, self.reg_covar, stacklevel=3)
         return data
 
     # ------------------------------------------------------------ online EM
@@ -255,7 +259,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         # the batch's own column names (a DataFrame batch after a fit on a NumPy array), else the model's
         names = input_or_model_names(info, self)
         step = fitting_online.online_step(data, states, running, t, centre=centre, learning_decay=self.learning_decay,
-                                          learning_offset=self.learning_offset, feature_names=names, name=name)
+                                          learning_offset=self.learning_offset, feature_names=names, name=name,
+                                          rows_seen=seen)
         # the model keeps the dtype of the data it first learnt from (a float32 batch does not
         # turn a float64 model's parameters into float32, nor the reverse)
         dtype = data.dtype if first else self.means_.dtype
@@ -264,6 +269,11 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         return self
 
     # ----------------------------------------------------------- predictions
+    def _n_parameters(self) -> int:
+        return fitting.n_free_parameters(self.covariance_type, self.n_components, self.means_.shape[1],
+                                         self.update_params, weights_init=self.weights_init,
+                                         means_init=self.means_init, precisions_init=self.precisions_init)
+
     def _natural(self, centre):
         """Log-density parameters for predictions (:func:`daskgmm.fitting.predict.natural_form`)."""
         return fitting_predict.natural_form(self.weights_, self.means_, self.precisions_cholesky_,

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm.fitting.mixture import restart_seeds
+from daskgmm.fitting.mixture import CollapsedComponentWarning, collapsed_on_rows, restart_seeds
 from daskgmm.fitting.predict import information_criteria
 from daskgmm.fitting.selection import fit_candidates
 from daskgmm.kernels import COVARIANCE_TYPES
@@ -21,6 +22,22 @@ from daskgmm.validation.scan import warn_degenerate
 
 #: The candidate kinds :func:`select_model` fits.
 KINDS = ("gaussian", "bayesian")
+
+
+def _warn_collapsed(models: dict, total_weight: float) -> None:
+    """Name the gaussian candidates with a component on a point or a flat subspace: their likelihood
+    grows without bound (kept finite by ``reg_covar`` only), so BIC and AIC favour them."""
+    found = []
+    for c, est in models.items():
+        if c[0] == "bayesian":
+            continue
+        for j, rows in collapsed_on_rows(est.weights_, est.covariances_, est.covariance_type, total_weight):
+            found.append(f"K={c[0]} {c[1]}: component {j} on {rows:.3g} row(s)")
+    if found:
+        warnings.warn(
+            "candidates on the likelihood's singularity (a component on fewer rows than its covariance needs, "
+            "its likelihood held finite by reg_covar only, which BIC and AIC reward): " + "; ".join(found)
+            + '; on_collapse="reinit" re-seeds such components', CollapsedComponentWarning, stacklevel=3)
 
 @dataclass
 class SelectionResult:
@@ -100,6 +117,7 @@ def select_model(
     X, n_components=range(1, 11), covariance_types=("full", "diag"), criterion="bic", n_init=1,
     random_state=None, *, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", sample_weight=None,
     cache="auto", progress=None, missing="raise", kinds=("gaussian",), bayesian_params=None, checkpoint=None,
+    on_collapse="raise",
 ) -> SelectionResult:
     """Fit a mixture for every kind, K and covariance type in lockstep; pick by BIC or AIC.
 
@@ -141,6 +159,11 @@ def select_model(
         Save every candidate's restarts after every iteration, and resume from the last
         save (then no candidate is initialised). It must have been written by the same
         selection on the same data (the caller's fingerprint says so).
+    on_collapse : {"raise", "reinit"}, default="raise"
+        As in :class:`daskgmm.GaussianMixture`, for the gaussian candidates. A gaussian
+        candidate left with a component on fewer rows than its covariance needs (the
+        likelihood's singularity, held finite by ``reg_covar`` only; such a candidate can
+        win on BIC) is named in a :class:`CollapsedComponentWarning`.
 
     Returns
     -------
@@ -184,7 +207,8 @@ def select_model(
     # each candidate is validated as the estimator it becomes
     probe = {}
     if "gaussian" in kinds:
-        probe.update({(k, t): GaussianMixture(k, covariance_type=t, **shared) for k in ks for t in types})
+        probe.update({(k, t): GaussianMixture(k, covariance_type=t, on_collapse=on_collapse, **shared)
+                      for k in ks for t in types})
     if "bayesian" in kinds:
         probe.update({("bayesian", k, t): BayesianGaussianMixture(n_components=k, covariance_type=t, **shared,
                                                                   **priors_given)
@@ -220,6 +244,7 @@ def select_model(
                      "kind": "bayesian" if bayesian else "gaussian", "effective_components": k_eff,
                      "lower_bound": fit.lower_bound if bayesian else np.nan})
         models[c] = est
+    _warn_collapsed(models, n)  # rows: the scan's weight counts complete rows only under missing="marginalize"
     table = pd.DataFrame(rows)
     table = table.assign(_kind=table["kind"].map({"gaussian": 0, "bayesian": 1}))
     table = table.sort_values(["_kind", "covariance_type", "n_components"], kind="stable")

@@ -637,3 +637,34 @@ def test_a_column_that_looks_like_a_row_id_is_named_when_used_as_a_feature(tmp_p
     rc = main(["fit", str(data), "--n-components", "2", "--max-iter", "3", "--id-column", "id",
                "--model-out", str(tmp_path / "m2"), *FAST[:-1]])
     assert rc == 0 and "looks like a row id" not in capsys.readouterr().err
+
+
+def test_score_counts_the_parameters_the_model_estimated(tmp_path, capsys):
+    """A means-only model (weights and variances fixed at given values, the notes' example) saved from
+    Python: `daskgmm score` gives the BIC and AIC of its K·D free parameters, as the estimator does."""
+    from daskgmm import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(-2.0, 1.0, 300), rng.normal(3.0, 1.0, 200)]
+    pq.write_table(pa.table({"x": x}), tmp_path / "x.parquet")
+    g = GaussianMixture(2, covariance_type="spherical", update_params="m", weights_init=[0.5, 0.5],
+                        means_init=[[-0.5], [0.5]], precisions_init=[1.0, 1.0]).fit(x[:, None])
+    g.save(str(tmp_path / "model"))
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "x.parquet"), "--model", str(tmp_path / "model"), *FAST]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["n_parameters"] == 2
+    np.testing.assert_allclose([score["bic"], score["aic"]], [g.bic(x[:, None]), g.aic(x[:, None])], rtol=1e-10)
+
+
+def test_a_fit_on_the_singularity_warns_with_the_commands_option(tmp_path, capsys):
+    """Two clusters and one far row, K=3: the third component sits on that row (the notes' singularity,
+    held finite by --reg-covar). The job succeeds, as scikit-learn's fit does, and says so on stderr."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1]}), tmp_path / "x.parquet")
+    rc = main(["fit", str(tmp_path / "x.parquet"), "--n-components", "3", "--seed", "0",
+               "--model-out", str(tmp_path / "m"), *FAST[:-1]])  # not --quiet: warnings are progress lines
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "warning: component 2 on 1 row(s)" in err and "--on-collapse reinit re-seeds" in err, err

@@ -405,3 +405,27 @@ def test_a_boolean_metric_on_numbers_warns_once_as_scikit_learn():
     with pytest.warns(DataConversionWarning, match="converted to boolean for metric jaccard") as record:
         KMedoids(2, metric="jaccard", random_state=0).fit(X)
     assert sum(issubclass(w.category, DataConversionWarning) for w in record) == 1
+
+
+def _asymmetric(u, v):
+    """A dissimilarity of a row u to a prototype v that is not symmetric: a row below it costs 5 times more."""
+    d = u - v
+    return float(np.maximum(d, 0).sum() + 5 * np.maximum(-d, 0).sum())
+
+
+@pytest.mark.parametrize("method", ["alternate", "pam"])
+def test_a_callable_metric_is_the_notes_v_of_a_row_and_a_medoid(method):
+    """The notes' J = Σ_n Σ_k r_nk V(x_n, μ_k) for a general V, not necessarily symmetric: metric(u, v)
+    is called with u a row and v a medoid, from the start on the sample to the passes and transform;
+    on 30 rows the fit reaches the brute-force optimum of that J (the transposed V's optimum is other)."""
+    import itertools
+
+    rng = np.random.default_rng(5)
+    X = np.r_[rng.normal(0, 1, (10, 2)), rng.normal(4, 1, (10, 2)), rng.normal([0, 6], 1, (10, 2))]
+    D = np.array([[_asymmetric(a, b) for b in X] for a in X])  # D[i, j] = V(x_i, x_j as medoid)
+    loss, best = min((D[:, list(c)].min(1).sum(), c) for c in itertools.combinations(range(len(X)), 3))
+    assert best != min((D.T[:, list(c)].min(1).sum(), c) for c in itertools.combinations(range(len(X)), 3))[1]
+    km = KMedoids(3, metric=_asymmetric, method=method, random_state=0).fit(X)
+    assert tuple(sorted(km.medoid_indices_)) == best
+    np.testing.assert_allclose(km.inertia_, loss, rtol=1e-12)
+    np.testing.assert_allclose(km.transform(X), D[:, km.medoid_indices_], rtol=1e-12)

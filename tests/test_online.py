@@ -314,3 +314,22 @@ def test_cli_update_resumes_from_its_checkpoint(tmp_path):
     assert resumed.n_batches_ == whole.n_batches_ == 4
     np.testing.assert_array_equal(resumed.means_, whole.means_)
     np.testing.assert_array_equal(resumed.covariances_, whole.covariances_)
+
+
+def test_reinit_does_not_take_small_batches_for_collapses():
+    """on_collapse="reinit" counts a component's rows behind the running statistics, not in the batch:
+    batches of 10 rows (and a last one of 1) made every component of weight under 0.3 look collapsed
+    (fewer rows than a covariance needs), re-seeding healthy ones at every step (93 times here, and the
+    1-row batch raised "every component collapsed")."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (300, 2)), rng.normal(8, 1, (300, 2)), rng.normal([0, 8], 1, (300, 2))]
+    rng.shuffle(X)
+    fits = {}
+    for on in ("raise", "reinit"):
+        g = GaussianMixture(3, random_state=0, on_collapse=on).partial_fit(X[:300])
+        for i in range(300, 900, 10):
+            g.partial_fit(X[i:i + 10])
+        g.partial_fit(X[:1])
+        fits[on] = g
+    assert not [e for h in fits["reinit"].history_ for e in h["events"]]
+    np.testing.assert_allclose(fits["reinit"].means_, fits["raise"].means_, rtol=1e-10)

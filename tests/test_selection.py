@@ -165,3 +165,42 @@ def test_cli_select_and_fit_plot(tmp_path, capsys):
     assert rc == 0 and (tmp_path / "fit.png").stat().st_size > 1000
     rc = main(["select", str(data), "--columns", "f0,f1", "--k-min", "3", "--k-max", "2", "--out", str(out)])
     assert rc == 2 and "--k-min" in capsys.readouterr().err
+
+
+def _two_clusters_and_an_outlier():
+    rng = np.random.default_rng(0)
+    return np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+
+
+def test_selection_names_candidates_on_the_singularity_and_can_reseed_them():
+    """Two clusters and one far row: the K=3 candidate puts a component on that row alone, whose
+    likelihood is the notes' singularity (held finite by reg_covar only), and BIC picks it, as
+    scikit-learn's BIC does. select_model says so and takes on_collapse="reinit", which re-seeds
+    such components as GaussianMixture does."""
+    X = _two_clusters_and_an_outlier()
+    with pytest.warns(UserWarning, match=r"K=3 full: component 2 .*1 row.*on_collapse=\"reinit\""):
+        res = select_model(X, [2, 3], "full", random_state=0)
+    assert res.best_.n_components == 3 and res.best_.weights_.min() < 0.003  # the row alone
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no candidate is left on the singularity
+        res = select_model(X, [2, 3], "full", random_state=0, on_collapse="reinit")
+    alone = GaussianMixture(3, on_collapse="reinit", random_state=0).fit(X)
+    np.testing.assert_allclose(res.models_[(3, "full")].means_, alone.means_, rtol=1e-10)
+    assert any("collapsed" in e for h in res.models_[(3, "full")].history_ for e in h["events"])
+
+
+def test_select_command_takes_on_collapse(tmp_path, capsys):
+    import pandas as pd
+
+    pd.DataFrame(_two_clusters_and_an_outlier(), columns=["a", "b"]).to_parquet(tmp_path / "x.parquet")
+    out = tmp_path / "sel"
+    assert main(["select", str(tmp_path / "x.parquet"), "--k-min", "2", "--k-max", "3", "--covariance-types",
+                 "full", "--seed", "0", "--out", str(out), *FAST[:-1]]) == 0  # not --quiet: warnings are shown
+    err = capsys.readouterr().err
+    assert "warning: candidates on the likelihood's singularity" in err and "--on-collapse reinit" in err, err
+    assert main(["select", str(tmp_path / "x.parquet"), "--k-min", "2", "--k-max", "3", "--covariance-types",
+                 "full", "--seed", "0", "--on-collapse", "reinit", "--out", str(out), *FAST[:-1]]) == 0
+    assert "singularity" not in capsys.readouterr().err
+    assert main(["select", str(tmp_path / "x.parquet"), "--k-max", "3", "--kinds", "bayesian",
+                 "--on-collapse", "reinit", "--out", str(out), *FAST]) == 2
+    assert "--on-collapse reinit" in capsys.readouterr().err

@@ -106,3 +106,153 @@ def test_collapse_raises_by_default_and_reinit_recovers(ct):
     g2 = GaussianMixture(3, on_collapse="reinit", max_iter=50, **kw).fit(X)
     assert any("component 2 collapsed" in e for h in g2.history_ for e in h["events"])
     assert g2.weights_.min() > 0.01
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("assignment", ["soft", "hard"])
+def test_covariances_with_fixed_means_are_the_scatter_about_those_means(ct, assignment):
+    """``update_params`` without "m": the M-step of Σ_k for means held fixed is the scatter
+    about those means, Σ_n r_nk (x_n - μ_k)(x_n - μ_k)ᵀ / N_k (it maximises the expected
+    log-likelihood for that μ_k), so EM never lowers the likelihood. The scatter about the
+    means an update would have given is another matrix, and the likelihood fell with it."""
+    rng = np.random.default_rng(4)
+    X = np.r_[rng.normal(-1.0, 0.6, (150, 2)), rng.normal(1.5, 1.0, (250, 2))]
+    means = np.array([[-2.0, -0.5], [0.5, 2.5]])
+    prec = {"full": np.stack([np.eye(2)] * 2), "tied": np.eye(2), "diag": np.ones((2, 2)),
+            "spherical": np.ones(2)}[ct]
+    g = GaussianMixture(2, covariance_type=ct, update_params="wc", assignment=assignment, means_init=means,
+                        weights_init=[0.5, 0.5], precisions_init=prec, max_iter=1, tol=0, reg_covar=0.0).fit(X)
+    np.testing.assert_array_equal(g.means_, means)
+    # one E-step from the start, then the notes' M-step of Σ about the fixed means
+    start = GaussianMixture(2, covariance_type=ct, means_init=means, weights_init=[0.5, 0.5],
+                            precisions_init=prec, max_iter=1).fit(X)
+    start.means_, start.weights_ = means, np.array([0.5, 0.5])
+    start.precisions_cholesky_ = np.linalg.cholesky(prec) if ct in ("full", "tied") else np.sqrt(prec)
+    r = start.predict_proba(X)
+    if assignment == "hard":
+        r = np.eye(2)[r.argmax(1)]
+    nk = r.sum(0)
+    scatter = np.stack([(r[:, k, None] * (X - means[k])).T @ (X - means[k]) for k in range(2)])
+    want = {"full": scatter / nk[:, None, None], "tied": scatter.sum(0) / len(X),
+            "diag": np.stack([np.diag(s) for s in scatter]) / nk[:, None],
+            "spherical": np.array([np.trace(s) for s in scatter]) / (2 * nk)}[ct]
+    np.testing.assert_allclose(g.covariances_, want, rtol=1e-10)
+    # and the likelihood never falls
+    g = GaussianMixture(2, covariance_type=ct, update_params="wc", assignment=assignment, means_init=means,
+                        weights_init=[0.5, 0.5], precisions_init=prec, max_iter=20, tol=0).fit(X)
+    assert np.all(np.diff(g.lower_bounds_) >= -1e-10)
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_reinit_also_catches_a_component_collapsed_at_the_start(ct):
+    """k-means gives an isolated point a cluster of its own, so the start already has a
+    component on one point; with reg_covar=0 its covariance is singular. on_collapse="reinit"
+    says it re-seeds such a component and goes on: it raised scikit-learn's error instead."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    if ct == "full":
+        with pytest.raises(ValueError, match=r"ill-defined empirical.*Component 2"):
+            GaussianMixture(3, covariance_type=ct, reg_covar=0.0, random_state=0).fit(X)
+    g = GaussianMixture(3, covariance_type=ct, reg_covar=0.0, on_collapse="reinit", random_state=0).fit(X)
+    events = [e for h in g.history_ for e in h["events"]]
+    assert any("at the start" in e for e in g.history_[0]["events"]), events
+    assert np.all(np.isfinite(g.covariances_)) and g.weights_.min() > 0.005
+    assert np.isfinite(g.score(X))
+
+
+@pytest.mark.parametrize("where", ["start", "iteration"])
+def test_a_collapse_error_names_the_remedy_of_the_notes(where):
+    """The notes' answer to the singularity is to re-seed the component; the error says
+    that on_collapse="reinit" does it, besides scikit-learn's sentence."""
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(size=(400, 2)), rng.normal(size=(400, 2)) + 6, [[30.0, 30.0]]])
+    kw = {} if where == "start" else dict(means_init=[[0.0, 0.0], [6.0, 6.0], [30.0, 30.0]],
+                                          weights_init=np.full(3, 1 / 3), precisions_init=np.stack([np.eye(2)] * 3))
+    with pytest.raises(ValueError, match=r"ill-defined empirical.*Component 2 .*on_collapse=\"reinit\" re-seeds"):
+        GaussianMixture(3, reg_covar=0.0, random_state=0, **kw).fit(X)
+
+
+def test_bic_counts_only_the_parameters_the_fit_estimates():
+    """The notes' means-only EM (weights and variances fixed to given values) estimates K·D
+    numbers: BIC and AIC count those, not the fixed weights and variances. A group that is
+    not updated but was estimated by the initialisation (not given) still counts."""
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(-2.0, 1.0, 300), rng.normal(3.0, 1.0, 200)][:, None]
+    n = len(x)
+    g = GaussianMixture(2, covariance_type="spherical", update_params="m", weights_init=[0.5, 0.5],
+                        means_init=[[-0.5], [0.5]], precisions_init=[1.0, 1.0]).fit(x)
+    assert g._n_parameters() == 2
+    np.testing.assert_allclose(g.bic(x), -2 * n * g.score(x) + 2 * np.log(n), rtol=1e-12)
+    np.testing.assert_allclose(g.aic(x), -2 * n * g.score(x) + 2 * 2, rtol=1e-12)
+    # weights fixed but estimated by the k-means start: they count; the fixed given variances do not
+    g = GaussianMixture(2, covariance_type="diag", update_params="m", precisions_init=np.ones((2, 1))).fit(x)
+    assert g._n_parameters() == 2 + 1
+    # every group updated: scikit-learn's count
+    g = GaussianMixture(2, covariance_type="diag", precisions_init=np.ones((2, 1))).fit(x)
+    assert g._n_parameters() == SkGMM(2, covariance_type="diag").fit(x)._n_parameters() == 5
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_an_empty_component_with_fixed_means_gains_nothing(ct):
+    """With no row, a component's scatter about its fixed mean is empty: fixing the means adds
+    nothing to its covariance (the M-step's for an empty component), nor to a pooled one."""
+    rng = np.random.default_rng(4)
+    X = np.r_[rng.normal(-1.0, 0.6, (150, 2)), rng.normal(1.5, 1.0, (250, 2))]
+    means = np.array([[-1.0, -1.0], [1.5, 1.5], [500.0, 500.0]])
+    prec = {"full": np.stack([np.eye(2)] * 3), "tied": np.eye(2), "diag": np.ones((3, 2)),
+            "spherical": np.ones(3)}[ct]
+    kw = dict(covariance_type=ct, assignment="hard", weights_init=np.full(3, 1 / 3), max_iter=1, tol=0,
+              reg_covar=0.5)
+    g = GaussianMixture(3, update_params="c", means_init=means, precisions_init=prec, **kw).fit(X)
+    if ct == "tied":  # the two components with rows alone give the same pooled covariance
+        two = GaussianMixture(2, update_params="c", means_init=means[:2], precisions_init=prec,
+                              **{**kw, "weights_init": [0.5, 0.5]}).fit(X)
+        np.testing.assert_allclose(g.covariances_, two.covariances_, rtol=1e-12)
+    else:  # the same E-step, so the same empty component as a fit that updates its mean too
+        free = GaussianMixture(3, update_params="wmc", means_init=means, precisions_init=prec, **kw).fit(X)
+        np.testing.assert_array_equal(g.covariances_[2], free.covariances_[2])
+
+
+def test_a_fit_on_the_singularity_says_so():
+    """With the default reg_covar a component on one far row is the notes' singularity, held finite
+    by reg_covar only: the fit goes on as scikit-learn's does, and says so; reinit fits do not."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    with pytest.warns(CollapsedComponentWarning, match=r"component 2 on 1 row\(s\).*reg_covar=1e-06.*reinit"):
+        g = GaussianMixture(3, random_state=0).fit(X)
+    np.testing.assert_allclose(g.means_[2], [40.0, 40.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        GaussianMixture(3, random_state=0, on_collapse="reinit").fit(X)
+        GaussianMixture(2, random_state=0).fit(X)  # no component alone: nothing to say
+
+
+def test_a_dead_component_is_not_called_the_singularity():
+    """A component that no row chooses (hard assignment, started far away) holds no rows: it adds
+    nothing to the likelihood, and the singularity's warning does not name it."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(4)
+    X = np.r_[rng.normal(-1.0, 0.6, (150, 2)), rng.normal(1.5, 1.0, (250, 2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        g = GaussianMixture(3, assignment="hard", means_init=[[-1, -1], [1.5, 1.5], [500, 500]], max_iter=5,
+                            weights_init=np.full(3, 1 / 3), precisions_init=np.stack([np.eye(2)] * 3)).fit(X)
+    assert g.weights_[2] < 1e-15
+
+
+def test_the_singularity_warning_counts_incomplete_rows_too():
+    """Under missing="marginalize" a component's rows are its weight times every row, incomplete ones
+    included (the first scan's weight counts complete rows only: healthy components looked collapsed)."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (40, 6)), rng.normal(5, 1, (40, 6)), rng.normal(-5, 1, (40, 6))]
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X = X[~np.isnan(X).all(axis=1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        g = GaussianMixture(3, missing="marginalize", random_state=0).fit(X)
+    assert g.weights_.min() * len(X) > 6 + 1  # D + 1 rows each: none collapsed

@@ -404,6 +404,9 @@ def _require_estimator_options(o):
         bayesian, where = o.estimator == "bayesian", "--estimator bayesian"
     elif o.command == SELECT:
         bayesian, where = "bayesian" in o.kinds, "--kinds with bayesian"
+        if "gaussian" not in o.kinds and o.on_collapse != "raise":
+            raise UsageError(f"daskgmm select: --on-collapse {o.on_collapse} is an option of the gaussian "
+                             "candidates (EM), and --kinds has none")
     else:
         return
     given = [name for name in PRIOR_OPTIONS if hasattr(o, name) and getattr(o, name) is not None

@@ -93,7 +93,8 @@ OPTIONS = [
     Opt("assignment", "choice", "soft", "soft EM, or hard (classification) EM (--estimator gaussian)", (FIT,),
         choices=("soft", "hard"), result=True),
     Opt("on_collapse", "choice", "raise", "a collapsed component: fail, or re-seed it and go on "
-        "(--estimator gaussian)", (FIT,), choices=("raise", "reinit"), result=True),
+        "(--estimator gaussian; select: the gaussian candidates)", (FIT, SELECT), choices=("raise", "reinit"),
+        result=True),
     Opt("estimator", "choice", "gaussian", "Gaussian mixture by EM, the variational BayesianGaussianMixture, "
         "the robust StudentTMixture (heavy-tailed components, by EM), KMeans (Lloyd's algorithm; --n-components "
         "is K), or KMedoids (K rows of the data as prototypes, for any --metric; --n-components is K)",

@@ -219,6 +219,7 @@ def commit_fit(est, o, src, ckpt, log):
 
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
     from daskgmm.io.files import DataError, DataWarning
     from daskgmm.validation.scan import DegenerateDataWarning
 
@@ -247,7 +248,8 @@ def cmd_fit(o, log, metrics):
                 raise
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
-            if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning)):
+            if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
+                                       CollapsedComponentWarning)):
                 log(f"warning: {name_columns(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         if o.estimator == "kmeans":

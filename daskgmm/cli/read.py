@@ -55,8 +55,6 @@ def cmd_score(o, log, metrics):
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
             mean = est.score(src.X)
-    from daskgmm.kernels.covariance import n_parameters
-
     n = src.n_rows
     if hasattr(est, "cluster_centers_"):  # a KMeans or a KMedoids: its score is minus the inertia
         if hasattr(est, "medoid_indices_"):
@@ -68,12 +66,18 @@ def cmd_score(o, log, metrics):
         return EXIT_OK
     result = {"n_rows": n, "mean_loglik": mean}
     if hasattr(est, "bic"):  # a maximum-likelihood fit; the variational mixture has no BIC/AIC (as scikit-learn's)
-        p = n_parameters(est.covariance_type, est.n_components, est.n_features_in_)
+        from daskgmm.fitting.predict import information_criteria
+
         if hasattr(est, "df_"):  # a t mixture: its degrees of freedom too, unless fixed
             from daskgmm.fitting.studentt import n_parameters as t_parameters
 
             p = t_parameters(est.covariance_type, est.n_components, est.n_features_in_, est.fixed_df)
-        from daskgmm.fitting.predict import information_criteria
+        else:  # as GaussianMixture.bic counts them: not the groups held at given values
+            from daskgmm.fitting.mixture import n_free_parameters
+
+            p = n_free_parameters(est.covariance_type, est.n_components, est.n_features_in_, est.update_params,
+                                  weights_init=est.weights_init, means_init=est.means_init,
+                                  precisions_init=est.precisions_init)
 
         bic, aic = information_criteria(mean, n, p)
         result.update({"bic": bic, "aic": aic, "n_parameters": p})
@@ -231,7 +235,7 @@ def cmd_select(o, log, metrics):
                                random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                init_params=o.init_params, cache=o.cache, progress=report.progress,
                                missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors,
-                               checkpoint=ckpt)
+                               checkpoint=ckpt, on_collapse=o.on_collapse)
         for w in caught:
             log(f"warning: {name_columns(w.message, src.columns)}")
         best = res.best_

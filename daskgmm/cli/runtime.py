@@ -297,7 +297,8 @@ def name_columns(message, columns) -> str:
     def names(m):
         return ", ".join(repr(columns[int(j)]) for j in m.group(1).split(", "))
 
-    return re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
+    text = re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
+    return text.replace('on_collapse="reinit"', "--on-collapse reinit")  # the option's name on the command line
 
 
 def plot_after(o, log, metrics, draw):

@@ -126,6 +126,8 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
             # the first iteration has no previous objective (a run starts at ±inf, a warm start at its own):
             # the convergence test takes the infinite change (never converged), the history None (no change)
             first = not np.isfinite(r.objective)
+            # what made the starting state (a component re-seeded at the start) is told with the first iteration
+            events = [*(r.state.events if r.n_iter == 0 else ()), *new.events]
             change = obj - r.objective
             r.converged = bool(r.state.converged(new, change))
             r.state = new
@@ -137,7 +139,7 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
                 "objective": obj,
                 "change": None if first else change,
                 "seconds": seconds,
-                "events": list(new.events),
+                "events": events,
             })
             if r.converged or r.n_iter >= max_iter:
                 r.done = True

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 import typing
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -150,6 +151,45 @@ def check_precisions(precisions, covariance_type, n_components, n_features) -> n
     return p.astype(np.float64, copy=False)
 
 
+def n_free_parameters(covariance_type: str, n_components: int, n_features: int, update_params: str = "wmc", *,
+                      weights_init=None, means_init=None, precisions_init=None) -> int:
+    """The parameters a fit estimates, for BIC and AIC: scikit-learn's count, less each group
+    (weights ``w``, means ``m``, covariances ``c``) held fixed (not in ``update_params``) at a value
+    the user gave (its ``*_init``): the notes' means-only EM with given weights and variances
+    estimates ``K·D`` numbers. A group fixed at what the initialisation estimated counts."""
+    k, d = n_components, n_features
+    sizes = {"w": k - 1, "m": k * d, "c": cov.of(covariance_type).n_covariance_parameters(k, d)}
+    given = {"w": weights_init is not None, "m": means_init is not None, "c": precisions_init is not None}
+    return int(sum(size for g, size in sizes.items() if g in update_params or not given[g]))
+
+
+class CollapsedComponentWarning(UserWarning):
+    """A fitted mixture has a component on fewer rows than its covariance needs: the singularity of
+    maximum likelihood for mixtures, its likelihood held finite by ``reg_covar`` only."""
+
+
+def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float) -> list[tuple[int, float]]:
+    """``(component, rows)`` of every component of a fitted mixture on fewer rows (its weight times
+    ``n_rows``, the rows fitted) than its covariance needs
+    (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``. A component that
+    holds no rows (its weight scikit-learn's 10 eps: a dead one, whose likelihood grows nothing) is
+    not one of them."""
+    if not cov.of(covariance_type).per_component:
+        return []
+    nk = np.asarray(weights, dtype=np.float64) * n_rows
+    return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)
+            if nk[j] > 1e-9 * n_rows]
+
+
+def warn_collapsed(found: list[tuple[int, float]], reg_covar: float, stacklevel: int = 2) -> None:
+    """The :class:`CollapsedComponentWarning` of a fit's :func:`collapsed_on_rows`."""
+    if found:
+        which = ", ".join(f"component {j} on {rows:.3g} row(s)" for j, rows in found)
+        warnings.warn(f"{which}: fewer rows than its covariance needs, the likelihood's singularity (held finite "
+                      f'by reg_covar={reg_covar:g} only); on_collapse="reinit" re-seeds such components',
+                      CollapsedComponentWarning, stacklevel=stacklevel + 1)
+
+
 def check_initial_parameters(weights, means, precisions, params: MixtureParams, n_features) -> dict:
     """The given initial parameters (None where not given), checked."""
     k, ct = params.n_components, params.covariance_type
@@ -219,10 +259,35 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
         weights = nk / scan.weight if given["weights"] is None else given["weights"]
         means = means if given["means"] is None else given["means"]
         if given["precisions"] is None:
-            states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, **options))
+            events = ()
+            if p.on_collapse == "reinit":
+                weights, covs, events = _reseed_collapsed_start(weights, covs, nk, p.covariance_type)
+            states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, events=events,
+                                                        **options))
         else:
             states.append(_state_from_precisions(weights, means, given["precisions"], p.covariance_type, options))
     return states
+
+
+def _reseed_collapsed_start(weights, covs, nk, covariance_type):
+    """``on_collapse="reinit"`` at the start: a component the initialisation left on too few rows
+    (k-means gives an isolated point a cluster of its own) takes the healthy components' mean
+    covariance and an equal share of weight, as :meth:`MixtureState.update` re-seeds one later.
+
+    Returns ``(weights, covariances, events)``; unchanged when none collapsed or all did (the
+    M-step's error then names them).
+    """
+    if not cov.of(covariance_type).per_component:
+        return weights, covs, ()
+    bad = cov.collapsed_components(covs, nk, covariance_type)
+    good = np.setdiff1d(np.arange(len(nk)), bad)
+    if not len(bad) or not len(good):
+        return weights, covs, ()
+    covs, weights = covs.copy(), np.array(weights, dtype=np.float64)
+    covs[bad] = covs[good].mean(axis=0)
+    weights[bad] = 1.0 / len(nk)
+    events = tuple(f"component {int(k)} collapsed at the start; given the others' mean covariance" for k in bad)
+    return weights / weights.sum(), covs, events
 
 
 def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=None, progress=None,

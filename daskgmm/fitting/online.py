@@ -173,7 +173,7 @@ class OnlineStep:
 
 def online_step(data, states: list[MixtureState], running: SuffStats | None, t: int, *, centre,
                 learning_decay: float = LEARNING_DECAY, learning_offset: float = LEARNING_OFFSET,
-                feature_names=None, name: str = "GaussianMixture") -> OnlineStep:
+                feature_names=None, name: str = "GaussianMixture", rows_seen: int = 0) -> OnlineStep:
     """One step of stepwise EM (Cappé & Moulines 2009; Liang & Klein 2009) on a batch: one pass.
 
     The pass computes every state's statistics of the batch under its current
@@ -181,8 +181,9 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
     state with the highest mean log-likelihood on the batch (the first of equals: several
     are given only on the first batch, one per restart) is stepped: its running statistics
     become ``s ← (1 - η_t) s + η_t s_batch / weight`` (:func:`blend`, about the batch's
-    shift), ``η_t`` from :func:`step_size`, then the M-step on them, scaled back to the
-    batch's weight (so that collapse thresholds count rows as in ``fit``).
+    shift), ``η_t`` from :func:`step_size`, then the M-step on them, scaled to the rows they stand
+    for, the batch's and ``rows_seen`` (so that collapse thresholds count rows as in ``fit``: scaled
+    to a small batch alone, healthy components looked collapsed to ``on_collapse="reinit"``).
 
     Parameters
     ----------
@@ -197,6 +198,8 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
         Shift of the pass.
     feature_names : ndarray of str, optional
         For the messages naming columns with non-finite values.
+    rows_seen : int, default=0
+        Rows the running statistics stand for before this batch (``n_rows_seen_``).
 
     Returns
     -------
@@ -224,8 +227,10 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
     state, batch = states[chosen], stats[chosen]
     eta = step_size(t, learning_decay, learning_offset)
     blended = blend(running, batch, eta)
-    # the M-step sees the running statistics as if they were this batch's rows
-    new = state.update(scale_stats(blended, batch.weight, worst=batch.worst))
+    # the M-step sees the running statistics as the rows behind them: the batch's weight, and as much per row
+    # for the rows seen before
+    behind = batch.weight * (1.0 + rows_seen / batch.rows) if batch.rows else batch.weight
+    new = state.update(scale_stats(blended, behind, worst=batch.worst))
     return OnlineStep(new, blended, float(objectives[chosen]), eta, int(batch.rows), float(batch.weight), seconds,
                       chosen)
 

@@ -336,6 +336,9 @@ class Full(CovarianceType):
     def shift(self, s2, n, s1, delta):
         return s2 + _outer_shift(s1, n, delta)
 
+    def about_fixed_means(self, covariances, n0, nk, delta):
+        return covariances + (n0 / nk)[:, None, None] * _outer(delta, delta)
+
     def from_parameters(self, weights, means, covariances, reg_covar):
         eye = np.eye(np.shape(means)[1])
         return weights[:, None, None] * (covariances - reg_covar * eye + _outer(means, means))
@@ -383,6 +386,9 @@ class Tied(CovarianceType):
     def shift(self, s2, n, s1, delta):
         return s2 + _outer_shift(s1, n, delta).sum(axis=0)
 
+    def about_fixed_means(self, covariances, n0, nk, delta):
+        return covariances + np.einsum("k,ki,kj->ij", n0, delta, delta) / nk.sum()
+
     def from_parameters(self, weights, means, covariances, reg_covar):
         eye = np.eye(np.shape(means)[1])
         return covariances - reg_covar * eye + np.einsum("k,ki,kj->ij", weights, means, means)
@@ -429,6 +435,9 @@ class Diag(CovarianceType):
 
     def shift(self, s2, n, s1, delta):
         return s2 + 2.0 * s1 * delta + n[:, None] * delta**2
+
+    def about_fixed_means(self, covariances, n0, nk, delta):
+        return covariances + (n0 / nk)[:, None] * delta**2
 
     def from_parameters(self, weights, means, covariances, reg_covar):
         return weights[:, None] * (covariances - reg_covar + means**2)
@@ -480,6 +489,9 @@ class Spherical(CovarianceType):
 
     def shift(self, s2, n, s1, delta):
         return s2 + 2.0 * (s1 * delta).sum(axis=1) + n * (delta**2).sum(axis=1)
+
+    def about_fixed_means(self, covariances, n0, nk, delta):
+        return covariances + n0 / nk * (delta**2).mean(axis=1)
 
     def from_parameters(self, weights, means, covariances, reg_covar):
         return weights * (np.shape(means)[1] * (covariances - reg_covar) + (means**2).sum(axis=1))
@@ -663,6 +675,20 @@ def shift_second_moments(s2, n, s1, delta, covariance_type: str) -> np.ndarray:
     ``n`` (K,), ``s1`` and ``delta`` (K, D).
     """
     return of(covariance_type).shift(s2, n, s1, delta)
+
+
+def covariances_about_fixed_means(covariances, n0, nk, delta, covariance_type: str) -> np.ndarray:
+    """The M-step's covariances for means held fixed (``update_params`` without "m").
+
+    The M-step of ``Σ_k`` for a fixed ``μ_k`` is the scatter about ``μ_k``; from the
+    covariances about the means ``m_k`` the M-step would have taken it adds
+    ``(n0_k / nk_k) δ_k δ_kᵀ`` with ``δ_k = m_k - μ_k`` (tied: ``Σ_k n0_k δ_k δ_kᵀ / Σ_k nk_k``;
+    diag: the diagonal; spherical: its mean). ``n0`` (K,) the responsibility sums, ``nk`` the same
+    plus scikit-learn's ``10 eps`` (:func:`estimate_parameters`; an empty component gains nothing),
+    ``delta`` (K, D).
+    """
+    return of(covariance_type).about_fixed_means(np.asarray(covariances), np.asarray(n0), np.asarray(nk),
+                                                 np.asarray(delta))
 
 
 def second_moments_from_parameters(weights, means, covariances, reg_covar, covariance_type: str) -> np.ndarray:

@@ -10,6 +10,7 @@ mixtures' (:mod:`daskgmm.kernels.medoids`), gives ``request(centre)`` instead of
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -22,6 +23,17 @@ from daskgmm.kernels.medoids import Dissimilarity, MedoidRequest, MedoidStats
 
 def _f64(a):
     return None if a is None else np.asarray(a, dtype=np.float64)
+
+
+@contextmanager
+def _collapse_hint(on_collapse: str, covariance_type: str):
+    """A collapse error of a Gaussian EM fit that could have re-seeded the component says how."""
+    try:
+        yield
+    except ValueError as e:
+        if on_collapse != "raise" or not cov.of(covariance_type).per_component or "ill-defined" not in str(e):
+            raise
+        raise ValueError(f'{e} on_collapse="reinit" re-seeds a collapsed component and goes on.') from None
 
 
 @dataclass(frozen=True)
@@ -87,9 +99,10 @@ class MixtureState:
     @classmethod
     def from_covariances(cls, weights, means, covariances, covariance_type, **kw) -> MixtureState:
         eps_dtype = np.dtype(kw.get("eps_dtype", np.float64))
-        prec_chol = cov.precisions_cholesky(
-            covariances, covariance_type, reg_covar=kw.get("reg_covar"), float32=eps_dtype == np.float32
-        )
+        with _collapse_hint(kw.get("on_collapse", "raise"), covariance_type):
+            prec_chol = cov.precisions_cholesky(
+                covariances, covariance_type, reg_covar=kw.get("reg_covar"), float32=eps_dtype == np.float32
+            )
         return cls(_f64(weights), _f64(means), _f64(covariances), prec_chol, covariance_type, **kw)
 
     # -- the loop's interface ---------------------------------------------
@@ -122,20 +135,23 @@ class MixtureState:
         nk, means, covs = cov.estimate_parameters(stats, self.reg_covar, self.eps_dtype)
         up = self.update_params
         weights = nk / nk.sum() if "w" in up else self.weights
-        means = means if "m" in up else self.means
         events = ()
         if "c" not in up:
-            return replace(self, weights=weights, means=means, events=events)
+            return replace(self, weights=weights, means=means if "m" in up else self.means, events=events)
+        if "m" not in up:  # Σ's M-step for the fixed means is the scatter about them, not about the new ones
+            covs = cov.covariances_about_fixed_means(covs, stats.n, nk, means - self.means, self.covariance_type)
+            means = self.means
         bad = ()
         if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component:
             bad = cov.collapsed_components(covs, stats.n, self.covariance_type)
         if len(bad):
             weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)
         else:
-            prec_chol = cov.precisions_cholesky(
-                covs, self.covariance_type, reg_covar=self.reg_covar,
-                float32=self.eps_dtype == np.float32,
-            )
+            with _collapse_hint(self.on_collapse, self.covariance_type):
+                prec_chol = cov.precisions_cholesky(
+                    covs, self.covariance_type, reg_covar=self.reg_covar,
+                    float32=self.eps_dtype == np.float32,
+                )
         return replace(
             self, weights=weights, means=means, covariances=covs,
             precisions_cholesky=prec_chol, events=events,
