@@ -4,7 +4,7 @@
 Usage (after ``pip install -e .``; on a shared machine under the bench lock):
 
     flock /work/notes/bench.lock .venv/bin/python scripts/bench_missing.py
-    .venv/bin/python scripts/bench_missing.py --rows 200000 --no-numpy    # quicker
+    .venv/bin/python scripts/bench_missing.py --rows 200000 --no-numpy --repeats 2    # quicker
 
 The data are 1M rows of 16 features from a 16-component mixture; two copies have each entry
 NaN with probability 0.2 and 0.01 (missing completely at random; a row left with no observed
@@ -12,8 +12,10 @@ value gets one back): 97% and 15% of rows incomplete, nearly every row of the fi
 pattern. Each is fitted by ``GaussianMixture(missing="marginalize")`` on a LocalCluster of
 2 worker processes x 1 thread (the data persisted on the workers first), from the same start
 (``weights_init``/``means_init``/``precisions_init``, ``tol=0``), for every covariance type.
-The cost of an iteration is the *marginal* one: (time with 2 + I iterations - time with 2) / I,
-so the start-up and the first passes cancel; the median of ``--repeats``.
+The cost of an iteration is the *marginal* one: (time with 2 + I iterations - time with 2) / I
+(``--iterations`` I, default 10), so the start-up and the first passes cancel; the median of
+``--repeats`` rounds (default 5), each of which measures every (covariance type, dataset) once, after
+one fit of each has placed its chunks: a load that comes and goes falls on all of them alike.
 
 With ``--numpy`` (the default) the incomplete data are also fitted with the NumPy path
 (``DASKGMM_KERNEL=numpy`` on a second cluster): what the rows with NaN cost before the
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import warnings
 
 import numpy as np
@@ -48,8 +51,13 @@ def make_data(n, d, k, frac, seed=0):
     return xm
 
 
-def run_cluster(datasets, starts, args, kernel):
-    """Seconds per iteration of every (dataset, covariance type) on a fresh 2-worker cluster."""
+def run_cluster(datasets, starts, args, kernel, iterations, repeats):
+    """Seconds per iteration of every (dataset, covariance type) on a fresh 2-worker cluster.
+
+    Every dataset is persisted first and fitted once (start-up, placement); then ``repeats``
+    rounds each measure every (covariance type, dataset) once, so that a load that comes and
+    goes on a shared machine falls on all of them alike; the median of the rounds.
+    """
     import dask.array as da
 
     from daskgmm import ConvergenceWarning, GaussianMixture
@@ -58,28 +66,41 @@ def run_cluster(datasets, starts, args, kernel):
 
     os.environ["DASKGMM_KERNEL"] = kernel  # the workers inherit it
     compiled.reset()
-    out = {}
+    per: dict = {}
     with bench_cluster() as client:
         used = kernels_in_use(client)
         print(f"LocalCluster, 2 workers x 1 thread, kernel {used}:", flush=True)
+        xs = {}
         for name, x in datasets.items():
-            xd = client.persist(da.from_array(x, chunks=(131072, x.shape[1])))
-            xd.sum().compute()
+            xs[name] = client.persist(da.from_array(x, chunks=(131072, x.shape[1])))
+            xs[name].sum().compute()
+
+        def fitter(ct, xd):
+            s = starts[ct]
+
+            def fit(it):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    GaussianMixture(args.components, covariance_type=ct, tol=0.0, max_iter=it,
+                                    missing="marginalize", weights_init=s.weights_, means_init=s.means_,
+                                    precisions_init=s.precisions_).fit(xd)
+            return fit
+
+        for ct in TYPES:
+            for xd in xs.values():
+                fitter(ct, xd)(1)  # the first fit on a dataset places its chunks
+        for r in range(repeats):
             for ct in TYPES:
-                s = starts[ct]
-
-                def fit(it, ct=ct, s=s, xd=xd):
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", ConvergenceWarning)
-                        GaussianMixture(args.components, covariance_type=ct, tol=0.0, max_iter=it,
-                                        missing="marginalize", weights_init=s.weights_, means_init=s.means_,
-                                        precisions_init=s.precisions_).fit(xd)
-
-                r = marginal_seconds(fit, args.iterations, args.repeats)
-                out[(name, ct)] = {**r, "kernel": used}
-                print(f"  {name:>9} {ct:>9}: {r['per_iter']:7.3f} s per iteration  (load {r['load']:.1f})",
-                      flush=True)
-            del xd
+                for name, xd in xs.items():
+                    one = marginal_seconds(fitter(ct, xd), iterations, 1)
+                    per.setdefault((name, ct), []).append((one["per_iter"], one["load"]))
+            print(f"  round {r + 1} of {repeats}: "
+                  + ", ".join(f"{ct} {name} {v[-1][0]:.3f}" for (name, ct), v in per.items()), flush=True)
+    out = {}
+    for key, v in per.items():
+        times = [t for t, _ in v]
+        out[key] = {"per_iter": statistics.median(times), "min": min(times), "all": times,
+                    "load": [ld for _, ld in v], "kernel": used}
     return out
 
 
@@ -88,8 +109,8 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--features", type=int, default=16)
     ap.add_argument("--components", type=int, default=16)
-    ap.add_argument("--iterations", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--numpy", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the incomplete data on the NumPy path (default: yes)")
     ap.add_argument("--out", default="bench-results/bench_missing.json")
@@ -104,10 +125,10 @@ def main(argv=None):
               f"{np.isnan(x).any(axis=1).mean():.1%} of rows with a missing value", flush=True)
     sample = datasets["complete"][:50_000]
     starts = {ct: GaussianMixture(k, covariance_type=ct, max_iter=5, random_state=0).fit(sample) for ct in TYPES}
-    res = run_cluster(datasets, starts, args, os.environ.get("DASKGMM_KERNEL", "auto"))
+    res = run_cluster(datasets, starts, args, os.environ.get("DASKGMM_KERNEL", "auto"), args.iterations, args.repeats)
     before = {}
-    if args.numpy:
-        before = run_cluster({n_: x for n_, x in datasets.items() if n_ != "complete"}, starts, args, "numpy")
+    if args.numpy:  # the NumPy path takes up to ~80x as long: one round of two iterations
+        before = run_cluster({n_: x for n_, x in datasets.items() if n_ != "complete"}, starts, args, "numpy", 2, 1)
 
     print(f"\nseconds per iteration (ratio to complete data), {n:,} x {d}, K={k}, 2 workers:")
     head = f"{'covariance':>10}  {'complete':>8}  {'20% missing':>16}  {'1% missing':>16}"
