@@ -256,3 +256,21 @@ def test_the_singularity_warning_counts_incomplete_rows_too():
         warnings.simplefilter("error", CollapsedComponentWarning)
         g = GaussianMixture(3, missing="marginalize", random_state=0).fit(X)
     assert g.weights_.min() * len(X) > 6 + 1  # D + 1 rows each: none collapsed
+
+
+@pytest.mark.parametrize("where", ["start", "iteration"])
+def test_reinit_counts_rows_whatever_the_scale_of_sample_weight(where):
+    """on_collapse="reinit" takes a component on fewer rows than its covariance needs for collapsed; its
+    rows are the responsibility share of the rows, not the weighted sum: with every sample weight 0.01
+    (the same fit as without weights) every component of 200 rows looked collapsed, and the fit raised
+    'every component collapsed' (in an iteration) or scikit-learn's error (a singleton at the start)."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2))]
+    kw = dict(random_state=0, on_collapse="reinit")
+    if where == "start":  # k-means gives the far row a cluster of its own, singular with reg_covar=0
+        X, kw = np.r_[X, [[40.0, 40.0]]], {**kw, "reg_covar": 0.0}
+    fits = [GaussianMixture(3, **kw).fit(X, sample_weight=w) for w in (None, np.full(len(X), 0.01))]
+    events = [[e for h in g.history_ for e in h["events"]] for g in fits]
+    assert events[0] == events[1]
+    assert any("at the start" in e for e in events[0]) == (where == "start")
+    np.testing.assert_allclose(fits[1].means_, fits[0].means_, rtol=1e-6)

@@ -261,7 +261,7 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
         if given["precisions"] is None:
             events = ()
             if p.on_collapse == "reinit":
-                weights, covs, events = _reseed_collapsed_start(weights, covs, nk, p.covariance_type)
+                weights, covs, events = _reseed_collapsed_start(weights, covs, st.n_rows, p.covariance_type)
             states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, events=events,
                                                         **options))
         else:
@@ -269,7 +269,7 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
     return states
 
 
-def _reseed_collapsed_start(weights, covs, nk, covariance_type):
+def _reseed_collapsed_start(weights, covs, rows, covariance_type):
     """``on_collapse="reinit"`` at the start: a component the initialisation left on too few rows
     (k-means gives an isolated point a cluster of its own) takes the healthy components' mean
     covariance and an equal share of weight, as :meth:`MixtureState.update` re-seeds one later.
@@ -279,13 +279,13 @@ def _reseed_collapsed_start(weights, covs, nk, covariance_type):
     """
     if not cov.of(covariance_type).per_component:
         return weights, covs, ()
-    bad = cov.collapsed_components(covs, nk, covariance_type)
-    good = np.setdiff1d(np.arange(len(nk)), bad)
+    bad = cov.collapsed_components(covs, rows, covariance_type)
+    good = np.setdiff1d(np.arange(len(rows)), bad)
     if not len(bad) or not len(good):
         return weights, covs, ()
     covs, weights = covs.copy(), np.array(weights, dtype=np.float64)
     covs[bad] = covs[good].mean(axis=0)
-    weights[bad] = 1.0 / len(nk)
+    weights[bad] = 1.0 / len(rows)
     events = tuple(f"component {int(k)} collapsed at the start; given the others' mean covariance" for k in bad)
     return weights / weights.sum(), covs, events
 

@@ -143,7 +143,7 @@ class MixtureState:
             means = self.means
         bad = ()
         if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component:
-            bad = cov.collapsed_components(covs, stats.n, self.covariance_type)
+            bad = cov.collapsed_components(covs, stats.n_rows, self.covariance_type)
         if len(bad):
             weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)
         else:
