@@ -172,13 +172,17 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float)
     """``(component, rows)`` of every component of a fitted mixture on fewer rows (its weight times
     ``n_rows``, the rows fitted) than its covariance needs
     (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``. A component that
-    holds no rows (its weight scikit-learn's 10 eps: a dead one, whose likelihood grows nothing) is
-    not one of them."""
+    holds no rows (its weight scikit-learn's 10 eps of the weights' dtype: a dead one, whose likelihood
+    grows nothing) is not one of them."""
     if not cov.of(covariance_type).per_component:
         return []
-    nk = np.asarray(weights, dtype=np.float64) * n_rows
+    weights = np.asarray(weights)
+    eps = np.finfo(weights.dtype if weights.dtype.kind == "f" else np.float64).eps
+    nk = weights.astype(np.float64) * n_rows
+    # float32's 10 eps is 1.2e-6 of a row (unweighted): well under a thousandth of a row is no row
+    dead = max(1e-9 * n_rows, 1e4 * eps)
     return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)
-            if nk[j] > 1e-9 * n_rows]
+            if nk[j] > dead]
 
 
 def warn_collapsed(found: list[tuple[int, float]], reg_covar: float, stacklevel: int = 2) -> None:
