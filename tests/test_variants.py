@@ -276,3 +276,22 @@ def test_reinit_counts_rows_whatever_the_scale_of_sample_weight(where):
     assert events[0] == events[1]
     assert any("at the start" in e for e in events[0]) == (where == "start")
     np.testing.assert_allclose(fits[1].means_, fits[0].means_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("update_params", ["c", "wc"])
+def test_reinit_leaves_the_groups_update_params_holds_fixed(update_params):
+    """on_collapse="reinit" re-seeds what the M-step updates: a collapsed component whose mean (or weight)
+    is held fixed gets the others' mean covariance and keeps its mean (and weight). It moved the fixed mean
+    to a worst-explained row (and gave the fixed weights an equal share), at the start and in iterations,
+    while bic counted them as no free parameters."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    means, weights = np.array([[0.0, 0.0], [6.0, 6.0], [40.0, 40.0]]), np.array([0.45, 0.45, 0.1])
+    g = GaussianMixture(3, update_params=update_params, means_init=means, weights_init=weights, reg_covar=0.0,
+                        on_collapse="reinit", max_iter=5, tol=0).fit(X)
+    events = [e for h in g.history_ for e in h["events"]]
+    assert any("component 2 collapsed" in e for e in events), events
+    np.testing.assert_array_equal(g.means_, means)
+    if "w" not in update_params:
+        np.testing.assert_allclose(g.weights_, weights, rtol=1e-12)
+    assert np.all(np.isfinite(g.covariances_)) and np.isfinite(g.score(X))

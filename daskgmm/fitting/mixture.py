@@ -265,7 +265,8 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
         if given["precisions"] is None:
             events = ()
             if p.on_collapse == "reinit":
-                weights, covs, events = _reseed_collapsed_start(weights, covs, st.n_rows, p.covariance_type)
+                weights, covs, events = _reseed_collapsed_start(weights, covs, st.n_rows, p.covariance_type,
+                                                                "w" in p.update_params)
             states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, events=events,
                                                         **options))
         else:
@@ -273,13 +274,13 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
     return states
 
 
-def _reseed_collapsed_start(weights, covs, rows, covariance_type):
+def _reseed_collapsed_start(weights, covs, rows, covariance_type, share_weight=True):
     """``on_collapse="reinit"`` at the start: a component the initialisation left on too few rows
     (k-means gives an isolated point a cluster of its own) takes the healthy components' mean
     covariance and an equal share of weight, as :meth:`MixtureState.update` re-seeds one later.
 
     Returns ``(weights, covariances, events)``; unchanged when none collapsed or all did (the
-    M-step's error then names them).
+    M-step's error then names them); the weights unchanged without ``share_weight`` (held fixed).
     """
     if not cov.of(covariance_type).per_component:
         return weights, covs, ()
@@ -289,7 +290,8 @@ def _reseed_collapsed_start(weights, covs, rows, covariance_type):
         return weights, covs, ()
     covs, weights = covs.copy(), np.array(weights, dtype=np.float64)
     covs[bad] = covs[good].mean(axis=0)
-    weights[bad] = 1.0 / len(rows)
+    if share_weight:
+        weights[bad] = 1.0 / len(rows)
     events = tuple(f"component {int(k)} collapsed at the start; given the others' mean covariance" for k in bad)
     return weights / weights.sum(), covs, events
 
