@@ -333,3 +333,36 @@ def test_reinit_does_not_take_small_batches_for_collapses():
         fits[on] = g
     assert not [e for h in fits["reinit"].history_ for e in h["events"]]
     np.testing.assert_allclose(fits["reinit"].means_, fits["raise"].means_, rtol=1e-10)
+
+
+def test_reinit_online_counts_rows_whatever_the_scale_of_sample_weight():
+    """on_collapse="reinit" in online EM counts a component's rows, not its weighted responsibility: batches
+    weighted 0.01 each (the same steps as unweighted) made every component look collapsed ('every component
+    collapsed')."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2))]
+    rng.shuffle(X)
+    fits = []
+    for s in (1.0, 0.01):
+        g = GaussianMixture(2, random_state=0, on_collapse="reinit").partial_fit(X[:100], sample_weight=np.full(100, s))
+        for i in range(100, 400, 50):
+            g.partial_fit(X[i:i + 50], sample_weight=np.full(50, s))
+        fits.append(g)
+    assert not [e for g in fits for h in g.history_ for e in h["events"]]
+    np.testing.assert_allclose(fits[1].means_, fits[0].means_, rtol=1e-6)
+
+
+def test_reinit_online_after_fit_counts_the_fitted_rows():
+    """After ``fit`` the running statistics stand for the fitted rows (``n_rows_seen_``) as well as the
+    batch's: small batches do not make healthy components look collapsed (D=4: D + 1 rows needed)."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (300, 4)), rng.normal(8, 1, (300, 4)), rng.normal([0, 8, 0, 8], 1, (300, 4))]
+    rng.shuffle(X)
+    fits = {}
+    for on in ("raise", "reinit"):
+        g = GaussianMixture(3, random_state=0, on_collapse=on).fit(X[:300])
+        for i in range(300, 900, 10):
+            g.partial_fit(X[i:i + 10])
+            assert not [e for h in g.history_ for e in h["events"]]
+        fits[on] = g
+    np.testing.assert_allclose(fits["reinit"].means_, fits["raise"].means_, rtol=1e-10)

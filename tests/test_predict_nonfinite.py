@@ -291,3 +291,21 @@ def test_fit_and_predict_place_the_first_bad_row_in_the_same_words(value, match)
     pieces = [Piece(f"p{i}.parquet", ((0, 0, 100),), 100, (1, 0), (100,)) for i in range(4)]
     assert first_bad_row(pieces, [-1, -1, -1, 71]) == (
         "the first at row 371 (p3.parquet, row group 0, row 71; in rows 300 to 399 of the data, chunk 4 of 4)")
+
+
+def test_the_first_bad_row_is_one_the_message_counts():
+    """NaN's sentence comes first (scikit-learn's), but the first bad row may hold an infinity: the counts
+    then name the infinite values too, so the row placed is one of the values named (it said "column 1:
+    1 value(s), the first at row 310", and row 310 holds no NaN, its infinity is in column 2)."""
+    X, _, _ = make_blobs(n=400, d=3, k=3, seed=3)
+    Xb = _bad(X, np.nan, row=371)
+    Xb[310, 2] = np.inf
+    Xb = da.from_array(Xb, chunks=100)
+    with pytest.raises(ValueError, match=NAN) as fit:
+        daskgmm.GaussianMixture(3, random_state=0, max_iter=5).fit(Xb)
+    with pytest.raises(ValueError, match=NAN) as predict:
+        daskgmm.GaussianMixture(3, random_state=0, max_iter=5).fit(X).predict(Xb).compute()
+    for exc in (fit, predict):
+        msg = str(exc.value)
+        assert "column 1: 1 value(s); infinity in column 2: 1 value(s)" in msg, msg
+        assert "the first at row 310 (in rows 300 to 399 of X, chunk 4 of 4)" in msg, msg

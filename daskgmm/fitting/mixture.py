@@ -172,13 +172,17 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float)
     """``(component, rows)`` of every component of a fitted mixture on fewer rows (its weight times
     ``n_rows``, the rows fitted) than its covariance needs
     (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``. A component that
-    holds no rows (its weight scikit-learn's 10 eps: a dead one, whose likelihood grows nothing) is
-    not one of them."""
+    holds no rows (its weight scikit-learn's 10 eps of the weights' dtype: a dead one, whose likelihood
+    grows nothing) is not one of them."""
     if not cov.of(covariance_type).per_component:
         return []
-    nk = np.asarray(weights, dtype=np.float64) * n_rows
+    weights = np.asarray(weights)
+    eps = np.finfo(weights.dtype if weights.dtype.kind == "f" else np.float64).eps
+    nk = weights.astype(np.float64) * n_rows
+    # float32's 10 eps is 1.2e-6 of a row (unweighted): well under a thousandth of a row is no row
+    dead = max(1e-9 * n_rows, 1e4 * eps)
     return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)
-            if nk[j] > 1e-9 * n_rows]
+            if nk[j] > dead]
 
 
 def warn_collapsed(found: list[tuple[int, float]], reg_covar: float, stacklevel: int = 2) -> None:
@@ -261,7 +265,8 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
         if given["precisions"] is None:
             events = ()
             if p.on_collapse == "reinit":
-                weights, covs, events = _reseed_collapsed_start(weights, covs, nk, p.covariance_type)
+                weights, covs, events = _reseed_collapsed_start(weights, covs, st.n_rows, p.covariance_type,
+                                                                "w" in p.update_params)
             states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, events=events,
                                                         **options))
         else:
@@ -269,23 +274,24 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
     return states
 
 
-def _reseed_collapsed_start(weights, covs, nk, covariance_type):
+def _reseed_collapsed_start(weights, covs, rows, covariance_type, share_weight=True):
     """``on_collapse="reinit"`` at the start: a component the initialisation left on too few rows
     (k-means gives an isolated point a cluster of its own) takes the healthy components' mean
     covariance and an equal share of weight, as :meth:`MixtureState.update` re-seeds one later.
 
     Returns ``(weights, covariances, events)``; unchanged when none collapsed or all did (the
-    M-step's error then names them).
+    M-step's error then names them); the weights unchanged without ``share_weight`` (held fixed).
     """
     if not cov.of(covariance_type).per_component:
         return weights, covs, ()
-    bad = cov.collapsed_components(covs, nk, covariance_type)
-    good = np.setdiff1d(np.arange(len(nk)), bad)
+    bad = cov.collapsed_components(covs, rows, covariance_type)
+    good = np.setdiff1d(np.arange(len(rows)), bad)
     if not len(bad) or not len(good):
         return weights, covs, ()
     covs, weights = covs.copy(), np.array(weights, dtype=np.float64)
     covs[bad] = covs[good].mean(axis=0)
-    weights[bad] = 1.0 / len(nk)
+    if share_weight:
+        weights[bad] = 1.0 / len(rows)
     events = tuple(f"component {int(k)} collapsed at the start; given the others' mean covariance" for k in bad)
     return weights / weights.sum(), covs, events
 

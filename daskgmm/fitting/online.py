@@ -228,9 +228,9 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
     eta = step_size(t, learning_decay, learning_offset)
     blended = blend(running, batch, eta)
     # the M-step sees the running statistics as the rows behind them: the batch's weight, and as much per row
-    # for the rows seen before
+    # for the rows seen before (and those rows as its rows: collapse thresholds count rows, whatever the weights)
     behind = batch.weight * (1.0 + rows_seen / batch.rows) if batch.rows else batch.weight
-    new = state.update(scale_stats(blended, behind, worst=batch.worst))
+    new = state.update(scale_stats(blended, behind, worst=batch.worst, rows=int(batch.rows) + int(rows_seen)))
     return OnlineStep(new, blended, float(objectives[chosen]), eta, int(batch.rows), float(batch.weight), seconds,
                       chosen)
 

@@ -133,6 +133,13 @@ class SuffStats:
     def n_components(self) -> int:
         return self.n.shape[0]
 
+    @property
+    def n_rows(self) -> np.ndarray:
+        """``n`` counted in rows, shape (K,): each component's share of ``rows`` (``n`` itself when
+        unweighted). Collapse thresholds (``D + 1`` rows) count these: the weighted sums depend on the
+        scale of ``sample_weight``, which changes no fit."""
+        return self.n * (self.rows / self.weight) if self.weight > 0 and self.rows else self.n
+
     def merge(self, other: SuffStats) -> SuffStats:
         """Sum of the statistics of two disjoint sets of rows."""
         if self.covariance_type != other.covariance_type or self.n.shape != other.n.shape:

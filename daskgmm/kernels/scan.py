@@ -239,7 +239,8 @@ def all_finite(values) -> bool:
 
 
 def non_finite_message(nan, inf, feature_names=None, what="X", dtype="float64") -> str:
-    """scikit-learn's sentence for NaN (when there is any) or else for infinity, then the columns and counts.
+    """scikit-learn's sentence for NaN (when there is any) or else for infinity, then the columns and counts
+    (after NaN's, the infinities': "column 1: 2 value(s); infinity in column 2: 1 value(s)").
 
     Parameters
     ----------
@@ -251,14 +252,16 @@ def non_finite_message(nan, inf, feature_names=None, what="X", dtype="float64") 
         Of the data, for scikit-learn's "a value too large for dtype(...)".
     """
     nan, inf = np.asarray(nan), np.asarray(inf)
-    if nan.any():
-        sentence, counts = f"Input {what} contains NaN.", nan
-    else:
-        sentence, counts = f"Input {what} contains infinity or a value too large for {np.dtype(dtype)!r}.", inf
-    detail = ", ".join(
-        f"column {repr(str(feature_names[j])) if feature_names is not None else j}: {int(counts[j])} value(s)"
-        for j in np.flatnonzero(counts))
-    return f"{sentence} {detail}"
+
+    def detail(counts):
+        return ", ".join(
+            f"column {repr(str(feature_names[j])) if feature_names is not None else j}: {int(counts[j])} value(s)"
+            for j in np.flatnonzero(counts))
+
+    if not nan.any():
+        return f"Input {what} contains infinity or a value too large for {np.dtype(dtype)!r}. {detail(inf)}"
+    # the infinities too: the first bad row the message goes on to place may hold one and no NaN
+    return f"Input {what} contains NaN. {detail(nan)}" + (f"; infinity in {detail(inf)}" if inf.any() else "")
 
 
 def first_bad_row(row, chunk=None, what="X", file=None) -> str:

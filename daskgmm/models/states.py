@@ -143,7 +143,7 @@ class MixtureState:
             means = self.means
         bad = ()
         if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component:
-            bad = cov.collapsed_components(covs, stats.n, self.covariance_type)
+            bad = cov.collapsed_components(covs, stats.n_rows, self.covariance_type)
         if len(bad):
             weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)
         else:
@@ -169,18 +169,22 @@ class MixtureState:
         worst = stats.worst
         points = worst.points if worst is not None else np.zeros((0, means.shape[1]))
         # A collapsed component restarts at a poorly explained row, with the
-        # average covariance of the healthy ones and an equal share of weight.
+        # average covariance of the healthy ones and an equal share of weight;
+        # a mean or weight update_params holds fixed stays as it is.
+        up = self.update_params
         covs = covs.copy()
         means = means.copy()
         weights = weights.copy()
         avg_cov = covs[good].mean(axis=0)
         events = []
         for j, comp in enumerate(bad):
-            if j < len(points):
+            moved = j < len(points) and "m" in up
+            if moved:
                 means[comp] = points[j]
             covs[comp] = avg_cov
-            weights[comp] = 1.0 / k
-            where = f"row {int(worst.rows[j])}" if j < len(points) else "its old mean"
+            if "w" in up:
+                weights[comp] = 1.0 / k
+            where = f"row {int(worst.rows[j])}" if moved else "its fixed mean" if "m" not in up else "its old mean"
             events.append(f"component {int(comp)} collapsed; re-seeded at {where}")
         weights = weights / weights.sum()
         prec_chol = cov.precisions_cholesky(covs, ct, reg_covar=self.reg_covar)
