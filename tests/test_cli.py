@@ -668,3 +668,19 @@ def test_a_fit_on_the_singularity_warns_with_the_commands_option(tmp_path, capsy
     assert rc == 0
     err = capsys.readouterr().err
     assert "warning: component 2 on 1 row(s)" in err and "--on-collapse reinit re-seeds" in err, err
+
+
+def test_info_says_a_hard_assignment_bound_is_the_classification_likelihood(tmp_path, capsys):
+    """A hard-assignment (classification EM) model's "lower bound" is the classification log-likelihood, not
+    the mixture's: info says which."""
+    from daskgmm import GaussianMixture
+    from daskgmm.cli import main
+
+    x = np.random.default_rng(4).normal(size=(120, 2))
+    for assignment in ("hard", "soft"):
+        GaussianMixture(2, assignment=assignment, random_state=0).fit(x).save(str(tmp_path / assignment))
+        capsys.readouterr()
+        assert main(["info", "--model", str(tmp_path / assignment)]) == 0
+        out = capsys.readouterr().out
+        said = "classification log-likelihood" in out
+        assert said == (assignment == "hard"), out

@@ -166,7 +166,9 @@ def cmd_info(o, log, metrics):
         weights = np.asarray(arrays["weights_"], float)
         lines += [
             f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
-            f"lower bound:      {fit.get('lower_bound')}",
+            f"lower bound:      {fit.get('lower_bound')}"
+            + (" (the classification log-likelihood: each row with its most likely component)"
+               if params.get("assignment") == "hard" else ""),
             "weights:          " + " ".join(f"{w:.4f}" for w in weights),
         ]
         if params.get("missing") == "marginalize":
