@@ -90,6 +90,22 @@ def test_fit_on_local_cluster_with_processes(process_client):
     np.testing.assert_allclose(dist.lower_bound_, local.lower_bound_, rtol=1e-12)
 
 
+def test_a_numpy_fit_on_a_cluster_sends_its_rows_without_distributeds_large_graph_warning(process_client):
+    """A NumPy array fitted with an active Client goes to the workers in the graph, as it must: the
+    scikit-learn user saw distributed's "Sending large graph of size 18.31 MiB ... Consider loading
+    the data with Dask directly" for a 300,000 x 8 array, about a graph they never made."""
+    import dask
+
+    from daskgmm import KMeans
+
+    X, _, _ = make_blobs(n=4000, d=3, k=3)
+    with process_client.as_current(), dask.config.set({"distributed.admin.large-graph-warning-threshold": "10kB"}):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", "Sending large graph", UserWarning)
+            GaussianMixture(3, random_state=0, max_iter=5).fit(X, sample_weight=np.ones(len(X)))
+            KMeans(3, n_init=1, random_state=0, max_iter=5).fit(X)
+
+
 def test_workers_run_blas_single_threaded(process_client):
     def blas_threads():
         from threadpoolctl import threadpool_info
