@@ -62,6 +62,15 @@ def active_client():
     except ImportError:  # pragma: no cover - distributed is a dependency
         return None
     try:
+        from distributed import get_worker
+
+        get_worker()
+        # inside a task (joblib's dask backend running GridSearchCV's fits): the passes waited on the
+        # workers' threads that this task and its siblings hold, and the fit hung; it runs here instead
+        return None
+    except ValueError:
+        pass
+    try:
         return default_client()
     except ValueError:
         return None
