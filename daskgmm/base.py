@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import typing
 
+import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -167,8 +168,9 @@ class BaseMixture(DensityMixin, BaseEstimator):
         """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out."""
         check_is_fitted(self)
         Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"))
+        rows = _widened(x if Xd is None else Xd, self.means_.dtype)
         centre = self._centre()
-        return fitting_predict.apply_mixture(x if Xd is None else Xd, self._natural(centre), centre, what,
+        return fitting_predict.apply_mixture(rows, self._natural(centre), centre, what,
                                              self._marginal(centre), self.n_components)
 
     def predict(self, X):
@@ -228,7 +230,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
         check_is_fitted(self)
-        Xd = prediction_chunks(self, X, getattr(self, "missing", "raise"))
+        Xd = _widened(prediction_chunks(self, X, getattr(self, "missing", "raise")), self.means_.dtype)
         centre = self._centre()
         return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
                                                 self.n_components, ids=ids, id_column=id_column, proba=proba,
@@ -282,6 +284,13 @@ class BaseMixture(DensityMixin, BaseEstimator):
         attributes["history_"] = restore_history(attributes["history_"])
         for name, value in attributes.items():
             setattr(self, name, value)
+
+
+def _widened(X, model_dtype):
+    """X in the wider of its and the model's dtypes, as scikit-learn computes: float32 rows scored by a
+    float64 model give float64 (in float32 lanes they lost the model's precision and gave float32)."""
+    dtype = np.result_type(X.dtype, model_dtype)
+    return X if X.dtype == dtype else X.astype(dtype)
 
 
 class InformationCriteriaMixin:

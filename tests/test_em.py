@@ -90,6 +90,45 @@ def test_fit_on_local_cluster_with_processes(process_client):
     np.testing.assert_allclose(dist.lower_bound_, local.lower_bound_, rtol=1e-12)
 
 
+def test_a_numpy_fit_on_a_cluster_sends_its_rows_without_distributeds_large_graph_warning(process_client):
+    """A NumPy array fitted with an active Client goes to the workers in the graph, as it must: the
+    scikit-learn user saw distributed's "Sending large graph of size 18.31 MiB ... Consider loading
+    the data with Dask directly" for a 300,000 x 8 array, about a graph they never made."""
+    import dask
+
+    from daskgmm import KMeans
+
+    X, _, _ = make_blobs(n=4000, d=3, k=3)
+    with process_client.as_current(), dask.config.set({"distributed.admin.large-graph-warning-threshold": "10kB"}):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", "Sending large graph", UserWarning)
+            GaussianMixture(3, random_state=0, max_iter=5).fit(X, sample_weight=np.ones(len(X)))
+            KMeans(3, n_init=1, random_state=0, max_iter=5).fit(X)
+
+
+def _fit_in_a_task(seed):
+    from distributed import get_client
+
+    get_client()  # as joblib's dask backend does in its tasks: the worker's process then has a client
+    X, _, _ = make_blobs(n=600, d=3, k=3)
+    return GaussianMixture(3, random_state=seed, max_iter=5).fit(X).means_
+
+
+def test_a_fit_inside_a_task_runs_there_instead_of_waiting_on_the_busy_workers(process_client):
+    """GridSearchCV under joblib's dask backend runs each fit in a task: the fit took the worker's
+    client and waited for chunk tasks that needed the threads those fits held, for ever."""
+    from distributed import wait
+
+    workers = sorted(process_client.scheduler_info()["workers"])
+    futures = [process_client.submit(_fit_in_a_task, i, workers=[w], pure=False) for i, w in enumerate(workers)]
+    _, pending = wait(futures, timeout=30)
+    assert not pending, "a fit inside a task did not finish in 30 s"
+    X, _, _ = make_blobs(n=600, d=3, k=3)
+    for i, f in enumerate(futures):
+        np.testing.assert_allclose(f.result(), GaussianMixture(3, random_state=i, max_iter=5).fit(X).means_,
+                                   rtol=1e-9)
+
+
 def test_workers_run_blas_single_threaded(process_client):
     def blas_threads():
         from threadpoolctl import threadpool_info

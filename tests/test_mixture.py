@@ -216,6 +216,19 @@ def test_float32_stays_float32(blobs):
     np.testing.assert_allclose(g.means_, g64.means_, rtol=1e-4, atol=1e-4)
 
 
+def test_float32_rows_on_a_float64_model_give_float64(blobs):
+    """scikit-learn's rule, as KMeans.transform's: float32 rows scored by a float64 model give
+    float64, the rows' values scored with the model's precision (they gave float32)."""
+    X, _, _ = blobs
+    X32 = X.astype(np.float32)
+    g = GaussianMixture(3, random_state=0).fit(X)
+    for rows in (X32, da.from_array(X32, chunks=100)):
+        proba, score = g.predict_proba(rows), g.score_samples(rows)
+        assert proba.dtype == np.float64 and score.dtype == np.float64
+        np.testing.assert_allclose(np.asarray(score), g.score_samples(X32.astype(np.float64)), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(proba), g.predict_proba(X32.astype(np.float64)), rtol=1e-9, atol=1e-12)
+
+
 def test_clone_get_set_params_and_repr():
     g = GaussianMixture(4, covariance_type="diag", random_state=3)
     c = clone(g)

@@ -62,6 +62,15 @@ def active_client():
     except ImportError:  # pragma: no cover - distributed is a dependency
         return None
     try:
+        from distributed import get_worker
+
+        get_worker()
+        # inside a task (joblib's dask backend running GridSearchCV's fits): the passes waited on the
+        # workers' threads that this task and its siblings hold, and the fit hung; it runs here instead
+        return None
+    except ValueError:
+        pass
+    try:
         return default_client()
     except ValueError:
         return None
@@ -468,9 +477,18 @@ def with_known_rows(X):
 
     import dask
 
-    if hasattr(X, "to_dask_array"):  # a frame's partitions are counted as they are, not as arrays
-        lengths = compute_bounded(X.map_partitions(len), what="count of rows per chunk")[0]
-        return X.to_dask_array(lengths=tuple(int(n) for n in lengths))
+    if hasattr(X, "to_dask_array"):
+        # dask-expr may fuse the partitions of a narrow column selection when it builds the array, and
+        # again, maybe otherwise, when it counts (dd.read_parquet(p)[["a"]]: 2 blocks of 4 partitions),
+        # which Dask's to_dask_array(lengths=...) refuses: the frame's partitions are counted as they
+        # are only when nothing is fused, else the array's own blocks
+        arr = X.to_dask_array()
+        if arr.numblocks[0] == X.npartitions:
+            lengths = compute_bounded(X.map_partitions(len), what="count of rows per chunk")[0]
+            if len(lengths) == X.npartitions:
+                return arr.map_blocks(_same, chunks=(tuple(int(n) for n in lengths),) + arr.chunks[1:],
+                                      dtype=arr.dtype, meta=arr._meta)
+        X = arr
     if not any(math.isnan(c) for c in X.chunks[0]):
         return X
     blocks = X.to_delayed().reshape(X.numblocks[0], -1)[:, 0]

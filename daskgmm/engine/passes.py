@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -245,7 +246,11 @@ class ChunkedData:
         self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
             # the passes' chunks: the data's, some cut at the threads' shares of the rows (no chunk larger)
-            placed = persist_placed(self.client, X, sample_weight, np.diff(self.offsets))
+            with warnings.catch_warnings():
+                if in_memory:  # the rows of an in-memory array go in the graph, as they must; distributed's
+                    # advice to load them with Dask is about a graph the caller never made
+                    warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+                placed = persist_placed(self.client, X, sample_weight, np.diff(self.offsets))
             self._futures, self._wfutures = placed.futures, placed.weight_futures
             self._targets, self._batches = placed.targets, placed.batches
             self.offsets = np.concatenate([[0], np.cumsum(placed.sizes)]).astype(np.int64)
