@@ -42,7 +42,6 @@ from daskgmm.validation.params import (
     Options,
     check_missing_supported,
     validate_params,
-    warn_convergence,
 )
 
 INITS = ("k-means||", "k-means++", "random")
@@ -241,7 +240,6 @@ shape (n_samples, n_features)
         fit = fitting_kmeans.fit_lloyd(data, centre, starts, tol=tol, max_iter=self.max_iter,
                                        on_iteration=kmeans_report(tol) if self.verbose else None, progress=progress,
                                        bounds=self.algorithm == "elkan" and k > 1)
-        r = fit.runs[fit.best]
         set_attributes(self, fitting_kmeans.lloyd_attributes(fit, data.dtype))
         distinct = int(np.count_nonzero(self.counts_ > 0))
         if distinct < k:
@@ -251,10 +249,7 @@ shape (n_samples, n_features)
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        if not r.converged:
-            warn_convergence(
-                f"KMeans did not converge in max_iter={self.max_iter} iterations; increase max_iter or tol."
-            )
+        # reaching max_iter is no warning: scikit-learn's KMeans gives none
         self.labels_ = self._labels(X)
         return self
 

@@ -255,3 +255,20 @@ def test_fit_progress_and_verbose_lines_have_no_change_on_the_first_iteration(ca
     assert gm.history_[0]["change"] is None and np.isfinite(gm.history_[1]["change"])
     online = daskgmm.GaussianMixture(3, random_state=0).partial_fit(X).partial_fit(X)
     assert online.history_[0]["change"] is None and np.isfinite(online.history_[1]["change"])
+
+
+def test_reaching_max_iter_warns_as_scikit_learns_kmeans_does_not_at_all():
+    """scikit-learn's KMeans stops at max_iter without a ConvergenceWarning; a drop-in does the same
+    (code run with warnings as errors would break on the swap)."""
+    import warnings
+
+    from sklearn.cluster import KMeans as SkKMeans
+
+    from daskgmm import KMeans
+
+    X = np.random.default_rng(0).normal(size=(2000, 4))
+    for cls in (SkKMeans, KMeans):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            km = cls(n_clusters=8, n_init=1, max_iter=2, tol=0.0, random_state=0).fit(X)
+        assert km.n_iter_ == 2, cls
