@@ -36,21 +36,15 @@ HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sa
 def _write_metrics(path, metrics, storage_options=None):
     from daskgmm.io.files import get_fs, is_local, strip_protocol
     from daskgmm.io.modelfiles import jsonable
-    from daskgmm.io.outputs import make_directories, write_whole
+    from daskgmm.io.outputs import in_made_directory, write_whole
 
     fs = get_fs(str(path), storage_options)
     text = json.dumps(jsonable(metrics), indent=2).encode()
     if not is_local(fs):
         write_whole(strip_protocol(fs, str(path)), lambda f: f.write(text), fs)
         return
-    for attempt in range(3):
-        make_directories(os.path.dirname(os.path.abspath(path)))
-        try:
-            write_whole(str(path), lambda f: f.write(text))
-            return
-        except FileNotFoundError:  # its directory, empty, removed by a failed job that had made it
-            if attempt == 2:
-                raise
+    in_made_directory(os.path.dirname(os.path.abspath(path)), lambda: write_whole(str(path), lambda f: f.write(text)),
+                      attempts=3)
 
 
 class Terminated(KeyboardInterrupt):

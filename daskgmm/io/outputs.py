@@ -94,6 +94,21 @@ def make_directories(path: str) -> None:
             _created.append(d)
 
 
+def in_made_directory(parent: str, act, attempts: int = 20):
+    """``act()`` once the local directory ``parent`` and its missing parents exist
+    (:func:`make_directories`), its result returned. A failed job removes the empty directories it
+    made (:func:`remove_made_directories`); when it removes this one between its making here and
+    ``act``'s file in it, the directory is made again, up to ``attempts`` times: the file, once
+    there, keeps it."""
+    for attempt in range(attempts):
+        try:
+            make_directories(parent)
+            return act()
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+
+
 def remove_made_directories() -> None:
     """Remove the directories :func:`make_directories` made that are empty now, deepest first, and
     forget them all (one holding an output is the user's from now on).
@@ -182,32 +197,18 @@ class OutputLock:
         return self
 
     def _flock(self) -> int:
-        """Make the output's directory and lock the lock file in it (:func:`_flock`); raises
-        BlockingIOError when another process holds it, OSError naming the output on other failures.
-
-        A failed job removes the empty directories it made (:func:`remove_made_directories`);
-        when it removes this one between its making here and the lock file's creation, the
-        directory is made again: the lock file, once there, keeps it.
-        """
-        for attempt in range(20):
-            again = attempt < 19
-            try:
-                if self.parent:
-                    make_directories(self.parent)
-            except OSError as exc:
-                if isinstance(exc, FileNotFoundError) and again:
-                    continue  # a parent removed as it was made: make it again
+        """Make the output's directory and lock the lock file in it (:func:`_flock`, in
+        :func:`in_made_directory`); raises BlockingIOError when another process holds it, OSError
+        naming the output on other failures."""
+        try:
+            return in_made_directory(self.parent or ".", lambda: _flock(self.lock_path))
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            if not os.path.isdir(self.parent or "."):  # the directory could not be made
                 raise OSError(f"cannot create the directory of output {self.target!r}: "
                               f"{exc.strerror or exc}") from None
-            try:
-                return _flock(self.lock_path)
-            except BlockingIOError:
-                raise
-            except OSError as exc:
-                if isinstance(exc, FileNotFoundError) and again:
-                    continue
-                raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
-        raise AssertionError("unreachable")
+            raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
 
     def _acquire_store(self) -> OutputLock:
         fs = self.fs
@@ -623,6 +624,7 @@ __all__ = [
     "OutputLock",
     "StagedOutput",
     "commit_together",
+    "in_made_directory",
     "make_directories",
     "remove_made_directories",
     "staged_directory",
