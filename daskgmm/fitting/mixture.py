@@ -32,7 +32,7 @@ from sklearn.utils import check_array, check_random_state
 from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run, lockstep
 from daskgmm.kernels import covariance as cov
-from daskgmm.models.states import OBJECTIVE_RTOL, MixtureState, first_best
+from daskgmm.models.states import OBJECTIVE_RTOL, MixtureState, first_best, reseed_collapsed
 
 
 def restart_seeds(random_state, n: int) -> list[int]:
@@ -288,12 +288,9 @@ def _reseed_collapsed_start(weights, covs, rows, covariance_type, share_weight=T
     good = np.setdiff1d(np.arange(len(rows)), bad)
     if not len(bad) or not len(good):
         return weights, covs, ()
-    covs, weights = covs.copy(), np.array(weights, dtype=np.float64)
-    covs[bad] = covs[good].mean(axis=0)
-    if share_weight:
-        weights[bad] = 1.0 / len(rows)
+    weights, covs = reseed_collapsed(weights, covs, bad, share_weight)
     events = tuple(f"component {int(k)} collapsed at the start; given the others' mean covariance" for k in bad)
-    return weights / weights.sum(), covs, events
+    return weights, covs, events
 
 
 def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=None, progress=None,

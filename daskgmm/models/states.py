@@ -172,23 +172,29 @@ class MixtureState:
         # average covariance of the healthy ones and an equal share of weight;
         # a mean or weight update_params holds fixed stays as it is.
         up = self.update_params
-        covs = covs.copy()
+        weights, covs = reseed_collapsed(weights, covs, bad, "w" in up)
         means = means.copy()
-        weights = weights.copy()
-        avg_cov = covs[good].mean(axis=0)
         events = []
         for j, comp in enumerate(bad):
             moved = j < len(points) and "m" in up
             if moved:
                 means[comp] = points[j]
-            covs[comp] = avg_cov
-            if "w" in up:
-                weights[comp] = 1.0 / k
             where = f"row {int(worst.rows[j])}" if moved else "its fixed mean" if "m" not in up else "its old mean"
             events.append(f"component {int(comp)} collapsed; re-seeded at {where}")
-        weights = weights / weights.sum()
         prec_chol = cov.precisions_cholesky(covs, ct, reg_covar=self.reg_covar)
         return weights, means, covs, prec_chol, tuple(events)
+
+
+def reseed_collapsed(weights, covariances, bad, share_weight: bool = True):
+    """``(weights, covariances)`` with the collapsed components ``bad`` given the healthy ones' mean
+    covariance and, with ``share_weight`` (the weights not held fixed), an equal share of weight
+    (``1 / K``, then every weight renormalised): a re-seed's, at the start as in an iteration."""
+    good = np.setdiff1d(np.arange(len(weights)), bad)
+    covariances, weights = covariances.copy(), np.array(weights, dtype=np.float64)
+    covariances[bad] = covariances[good].mean(axis=0)
+    if share_weight:
+        weights[bad] = 1.0 / len(weights)
+    return weights / weights.sum(), covariances
 
 
 @dataclass(frozen=True)
