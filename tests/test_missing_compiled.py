@@ -79,6 +79,18 @@ def test_every_missing_count(variant, ct, k, d):
     _compare(x, [spec], centre)
 
 
+@pytest.mark.parametrize("ct", ("full", "tied"))
+def test_rows_missing_most_values(variant, ct):
+    """D = 20, 80% of values missing: a sub-block's terms x_hat_i x_j (i missing, j observed) fill the
+    core's queue of them several times over, so they are added in several flushes, soft and hard."""
+    d, k = 20, 6
+    x = _rows(700, d, 0.8, seed=11)
+    centre = np.nanmean(x, axis=0)
+    s = _state(ct, k, d, seed=4).spec(centre)
+    hard = ModelSpec(s.params, ct, assignment="hard", marginal=s.marginal)
+    _compare(x, [s, hard], centre, np.random.default_rng(3).random(len(x)))
+
+
 @pytest.mark.parametrize("ct", TYPES)
 def test_float32_rows(variant, ct):
     """float32 blocks: complete rows in float32 lanes on both paths, so float32's agreement."""

@@ -1675,6 +1675,7 @@ struct MarginalRow {
     int64_t nm;
     double *z, *b, *L, *X, *cc, *xm, *lg;  // xm: E[x_m | x_o] (nm, kp); lg: logits, l0 in, l out
     double* hl = nullptr;  // (kp) log det P_mm / 2 out (the full step's, for the t pass), or null
+    double* qrx = nullptr;  // at the full level: where marginal_terms puts r x_hat_i, (nm, kp) (CrossQueue)
 };
 
 // Vectors of components per group: their sums stay in registers.
@@ -1947,12 +1948,8 @@ void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double*
             st(St, q + i, v, rx[v] + ld(St, q + i, v));
         }
         if (level == 2) {
-            // (i, j) with j observed: x_hat_i x_j (xc is 0 where missing: those get 0 here, theirs below)
-            double* cr = md.cross + i * d * kp;
-            for (int64_t j = 0; j < d; j++) {
-                const V xj = splat<double>(w.xc[j]);
-                for (int v = 0; v < NV; v++) st(cr, j, v, rx[v] * xj + ld(cr, j, v));
-            }
+            // (i, j) with j observed: x_hat_i x_j, into md.cross by cross_flush (w.qrx: the row's queue entries)
+            for (int v = 0; v < NV; v++) st(w.qrx, a, v, rx[v]);
             for (int64_t c = a; c < nm; c++) {
                 const int64_t j = w.miss[c];  // ascending: i <= j
                 const int64_t pos = i * d - i * (i - 1) / 2 + (j - i);
@@ -2043,9 +2040,95 @@ struct MarginalSet {
     int64_t* keep_miss = nullptr;  // (sub, LATER_M)
     unsigned char* later = nullptr;  // (sub) its missing count for such a row, else 0
     int64_t n_later = 0;
+    // At the full level, each row's terms x_hat_i x_j (i missing, j observed: O(m D) per component)
+    // wait in a queue (r x_hat_i, and the row's xc) until the sub-block's rows with NaN are done;
+    // cross_flush then adds them feature by feature, a tile of md.cross[i] held in registers over
+    // the rows missing i, instead of a load and a store of the whole of md.cross[i] per row (the
+    // same multiply-adds in the same order for every element: the same bits).
+    double* qrx = nullptr;     // (qcap, kp max)
+    double* qxc = nullptr;     // (sub, d) the queued rows' xc, by their place t in the sub-block
+    int64_t* qrow = nullptr;   // (qcap) t
+    int64_t* qfeat = nullptr;  // (qcap) i
+    int64_t* qord = nullptr;   // (qcap) the entries by feature, in queue order
+    int64_t* qcnt = nullptr;   // (d + 1)
+    int64_t nq = 0, qcap = 0;
     bool any = false;
     ~MarginalSet() { std::free(mem); }
 };
+
+// The queue's entries of feature i (ents, in queue order) into the JB x VB tile of md.cross[i] at
+// features j0 .. and components o ..: r x_hat_i x_j summed in registers.
+template <int JB, int VB>
+void cross_tile(const MarginalSet& ms, const int64_t* ents, int64_t ne, double* cr, int64_t d, int64_t kp, int64_t j0,
+                int64_t o) {
+    typedef Lanes<double>::V V;
+    constexpr int W = Lanes<double>::W;
+    V acc[JB][VB];
+    for (int jb = 0; jb < JB; jb++)
+        for (int vb = 0; vb < VB; vb++) acc[jb][vb] = load<double>(cr + (j0 + jb) * kp + o + vb * W);
+    for (int64_t e = 0; e < ne; e++) {
+        const double* rx = ms.qrx + ents[e] * kp + o;
+        const double* xc = ms.qxc + ms.qrow[ents[e]] * d + j0;
+        V r[VB];
+        for (int vb = 0; vb < VB; vb++) r[vb] = load<double>(rx + vb * W);
+        for (int jb = 0; jb < JB; jb++) {
+            const V xj = splat<double>(xc[jb]);
+            for (int vb = 0; vb < VB; vb++) acc[jb][vb] = r[vb] * xj + acc[jb][vb];
+        }
+    }
+    for (int jb = 0; jb < JB; jb++)
+        for (int vb = 0; vb < VB; vb++) store<double>(cr + (j0 + jb) * kp + o + vb * W, acc[jb][vb]);
+}
+
+// Tiles of up to CJ features by CV vectors of components: 20 accumulators and operands in 32
+// registers, 8 and 5 in 16.
+constexpr int CJ = DG_NREGS >= 32 ? 4 : 2, CV = 4;
+typedef void (*CrossTile)(const MarginalSet&, const int64_t*, int64_t, double*, int64_t, int64_t, int64_t, int64_t);
+template <int JB> constexpr CrossTile cross_tiles[CV] = {cross_tile<JB, 1>, cross_tile<JB, 2>, cross_tile<JB, 3>,
+                                                          cross_tile<JB, 4>};
+
+// The queued terms into md.cross (see MarginalSet), the queue emptied.
+inline void cross_flush(MarginalSet& ms, MarginalModel& md) {
+    constexpr int W = Lanes<double>::W;
+    const int64_t nq = ms.nq, d = md.d, kp = md.kp, nv = kp / W;
+    if (!nq) return;
+    int64_t* cnt = ms.qcnt;
+    for (int64_t i = 0; i <= d; i++) cnt[i] = 0;
+    for (int64_t e = 0; e < nq; e++) cnt[ms.qfeat[e] + 1]++;
+    for (int64_t i = 0; i < d; i++) cnt[i + 1] += cnt[i];
+    for (int64_t e = 0; e < nq; e++) ms.qord[cnt[ms.qfeat[e]]++] = e;  // then cnt[i]: where feature i's end
+    static constexpr const CrossTile* by_j[CJ] = {cross_tiles<1>, cross_tiles<2>
+#if DG_NREGS >= 32
+                                                  , cross_tiles<3>, cross_tiles<4>
+#endif
+    };
+    int64_t start = 0;
+    for (int64_t i = 0; i < d; i++) {
+        const int64_t ne = cnt[i] - start;
+        double* cr = md.cross + i * d * kp;
+        for (int64_t j0 = 0; ne && j0 < d; j0 += CJ)
+            for (int64_t v0 = 0; v0 < nv; v0 += CV) {
+                const int64_t jb = d - j0 < CJ ? d - j0 : CJ, vb = nv - v0 < CV ? nv - v0 : CV;
+                by_j[jb - 1][vb - 1](ms, ms.qord + start, ne, cr, d, kp, j0, v0 * W);
+            }
+        start = cnt[i];
+    }
+    ms.nq = 0;
+}
+
+// Row t of the sub-block (w: its pattern and xc) into the queue, before its marginal_terms.
+inline void cross_queue(MarginalSet& ms, MarginalModel& md, MarginalRow& w, int64_t t) {
+    const int64_t d = md.d;
+    if (ms.nq + w.nm > ms.qcap) cross_flush(ms, md);
+    double* xc = ms.qxc + t * d;
+    if (xc != w.xc) std::memcpy(xc, w.xc, sizeof(double) * (size_t)d);
+    for (int64_t a = 0; a < w.nm; a++) {
+        ms.qrow[ms.nq + a] = t;
+        ms.qfeat[ms.nq + a] = w.miss[a];
+    }
+    w.qrx = ms.qrx + ms.nq * md.kp;
+    ms.nq += w.nm;
+}
 
 // Returns false when memory ran out.
 bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const double* const* means,
@@ -2066,10 +2149,17 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     }
     if (!kmax) return true;
     const size_t row_bytes = round64(sizeof(double) * (size_t)(kmax * (4 * d + 4 * d * d + 1)));
+    // the cross queue: room for 4 missing values a row on average (a fuller queue is flushed early)
+    const int64_t qcap = level == 2 ? 4 * sub + d : 0;
+    const size_t queue_bytes = level == 2 ? round64(sizeof(double) * (size_t)(qcap * kmax)) +
+                                                round64(sizeof(double) * (size_t)(sub * d)) +
+                                                3 * round64(sizeof(int64_t) * (size_t)qcap) +
+                                                round64(sizeof(int64_t) * (size_t)(d + 1))
+                                          : 0;
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)d) +
              round64(sizeof(int64_t) * (size_t)d) + round64(sizeof(double) * (size_t)(sub * (d + LATER_SLOT * kmax))) +
-             round64(sizeof(int64_t) * (size_t)(LATER_M * sub)) + round64((size_t)sub);
+             round64(sizeof(int64_t) * (size_t)(LATER_M * sub)) + round64((size_t)sub) + queue_bytes;
     char* p = (char*)std::aligned_alloc(64, total);
     if (!p) return false;
     std::memset(p, 0, total);
@@ -2179,6 +2269,21 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     ms.keep_miss = (int64_t*)p;
     p += round64(sizeof(int64_t) * (size_t)(LATER_M * sub));
     ms.later = (unsigned char*)p;
+    p += round64((size_t)sub);
+    if (qcap) {
+        ms.qcap = qcap;
+        ms.qrx = (double*)p;
+        p += round64(sizeof(double) * (size_t)(qcap * kmax));
+        ms.qxc = (double*)p;
+        p += round64(sizeof(double) * (size_t)(sub * d));
+        ms.qrow = (int64_t*)p;
+        p += round64(sizeof(int64_t) * (size_t)qcap);
+        ms.qfeat = (int64_t*)p;
+        p += round64(sizeof(int64_t) * (size_t)qcap);
+        ms.qord = (int64_t*)p;
+        p += round64(sizeof(int64_t) * (size_t)qcap);
+        ms.qcnt = (int64_t*)p;
+    }
     return true;
 }
 
@@ -2316,6 +2421,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             const V scale = splat<double>(inv);
             for (int64_t v = 0; v < kp / W; v++) store<double>(r + v * W, (load<double>(r + v * W) * scale) * wt);
         }
+        if (k.level == 2) cross_queue(ms, md, w, t);
         over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
     }
     w.xc = xc;
@@ -2342,6 +2448,7 @@ template <class T> void marginal_terms_after(const Work<T>& k, MarginalSet& ms, 
         w.nm = ms.later[t];
         double* r = ms.rb + t * kp;
         for (int64_t c = 0; c < kp; c++) r[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+        if (k.level == 2) cross_queue(ms, md, w, t);
         over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
     }
     w.xc = xc0;
@@ -2567,6 +2674,7 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
                            by_rows || later);
             }
             if (later) marginal_terms_after<T>(k, ms, m, lo);
+            if (marg) cross_flush(ms, ms.models[m]);
             if (by_rows && tiles) marginal_acc_tiles<T>(k, ms.models[m], lo, padded);
             else if (by_rows) marginal_acc<T>(k, ms, ms.models[m], lo, x, a);
             if (marg) {  // the rows with NaN: their log-likelihoods, and (soft) responsibilities for the tiles
@@ -2923,6 +3031,7 @@ void t_marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, c
             const int64_t ncc = md.full ? nm * nm : nm;
             for (int64_t p = 0; p < ncc; p++) store<double>(w.cc + p * kp + v * W, load<double>(w.cc + p * kp + v * W) * iu);
         }
+        if (k.level == 2) cross_queue(ms, md, w, t);
         over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
     }
 }
@@ -3077,7 +3186,10 @@ int64_t run_tblock(const Rows<T>& x, int64_t n, int64_t d, const double* centre6
             const bool mine = ms.any && ms.models[m].k && k.n_nan;
             const bool dense = mine && k.mb && !ms.models[m].full, marg = mine && !dense;
             ms.n_nan = k.n_nan;
-            if (marg) t_marginal_rows<T>(k, ms, m, lo, x, w, a, tts[m], hl, row_scratch);
+            if (marg) {
+                t_marginal_rows<T>(k, ms, m, lo, x, w, a, tts[m], hl, row_scratch);
+                cross_flush(ms, ms.models[m]);
+            }
             if (dense)
                 t_step_dense<T>(k, lo, tts[m], ms.models[m], padded, nobs, ub, hb);
             else
