@@ -1,6 +1,8 @@
 """``daskgmm fit`` from given starting values and with held parameters: --weights-init, --means-init,
 --precisions-init, --update-params (GaussianMixture's) and an array --init (KMeans' and KMedoids')."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -64,7 +66,7 @@ def test_the_options_mirror_the_python_parameters():
     (["--estimator", "kmedoids", "--update-params", "m"], "KMedoids) has no update_params"),
     (["--init", "0,0,0;1,1,1"], "--init is an option of --estimator kmeans and --estimator kmedoids; "
      "--estimator gaussian (GaussianMixture) has no init"),
-    (["--estimator", "bayesian", "--init", "centres.npy"], "BayesianGaussianMixture) has no init"),
+    (["--estimator", "bayesian", "--init", "0,0;1,1"], "BayesianGaussianMixture) has no init"),
     (["--estimator", "kmeans", "--init", "build"], "--init build is a start of --estimator kmedoids"),
     (["--estimator", "kmedoids", "--init", "k-means||"], "--init k-means|| is a start of --estimator kmeans"),
     (["--init", "random"], "--init is an option of --estimator kmeans and --estimator kmedoids"),
@@ -268,6 +270,34 @@ def test_kmeans_and_kmedoids_from_given_centres_equal_the_python_fits(data, tmp_
     est = load(model)
     ref = KMedoids(3, init=centres).fit(X)
     np.testing.assert_array_equal(np.sort(est.medoid_indices_), np.sort(ref.medoid_indices_))
+
+
+def test_the_notes_means_only_em_from_the_command_is_the_python_one(tmp_path, capsys):
+    """Equal weights and unit variances given and held, only the means updated (the lecture notes'
+    means-only EM): the command fits what GaussianMixture(update_params="m", ...) fits, and
+    `daskgmm score` counts its K·D free parameters."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from daskgmm import GaussianMixture, load
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(-2.0, 1.0, 300), rng.normal(3.0, 1.0, 200)]
+    pq.write_table(pa.table({"x": x}), tmp_path / "x.parquet")
+    model = tmp_path / "model"
+    rc = main(["fit", str(tmp_path / "x.parquet"), "--covariance-type", "spherical", "--update-params", "m",
+               "--weights-init", "0.5,0.5", "--means-init=-0.5;0.5", "--precisions-init", "1,1",
+               "--model-out", str(model), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    est = load(model)
+    ref = GaussianMixture(2, covariance_type="spherical", update_params="m", weights_init=[0.5, 0.5],
+                          means_init=[[-0.5], [0.5]], precisions_init=[1.0, 1.0]).fit(x[:, None])
+    np.testing.assert_array_equal(est.weights_, [0.5, 0.5])
+    np.testing.assert_array_equal(est.covariances_, [1.0, 1.0])
+    np.testing.assert_allclose(est.means_, ref.means_, rtol=1e-10)
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "x.parquet"), "--model", str(model), *FAST]) == 0
+    assert json.loads(capsys.readouterr().out)["n_parameters"] == 2
 
 
 # ---------------------------------------------------------------- checkpoints
