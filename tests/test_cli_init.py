@@ -102,6 +102,10 @@ def test_arrays_from_csv_npy_json_yaml_and_the_command_line(tmp_path):
     for given in (str(tmp_path / "m.csv"), str(tmp_path / "m.npy"), str(tmp_path / "m.json"),
                   [[0, 1.5, -2], [5, 5, "1e-3"]], "0,1.5,-2;5,5,1e-3"):
         np.testing.assert_array_equal(coerce(_opt("means_init"), given, "--means-init"), means)
+    # --init: a named start, else an array in any of these forms
+    assert coerce(_opt("init"), "build", "job.yaml") == "build"
+    np.testing.assert_array_equal(coerce(_opt("init"), [[0, 1.5, -2], [5, 5, "1e-3"]], "job.yaml"), means)
+    np.testing.assert_array_equal(coerce(_opt("init"), str(tmp_path / "m.csv"), "--init"), means)
     # one column or one row of a .csv is a vector
     (tmp_path / "w.csv").write_text("0.25\n0.75\n")
     assert coerce(_opt("weights_init"), str(tmp_path / "w.csv"), "--weights-init").shape == (2, 1)
