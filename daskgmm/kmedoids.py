@@ -9,7 +9,6 @@ from __future__ import annotations
 import typing
 import warnings
 
-import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -141,11 +140,7 @@ default="k-medoids++"
     def _given(self, d):
         if isinstance(self.init, str):
             return None
-        c = np.asarray(self.init, dtype=np.float64)
-        if c.ndim != 2 or c.shape != (self.n_clusters, d):
-            raise ValueError(f"The shape of the initial medoids {c.shape} does not match the number of clusters "
-                             f"{self.n_clusters} and of features {d}.")
-        return c
+        return fitting_kmedoids.check_init_medoids(self.init, self.n_clusters, d)
 
     def fit(self, X, y=None, *, checkpoint=None, progress=None):
         """Find the medoids.

@@ -204,7 +204,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         self._warn_if_not_converged()
         # rows, not the scan's weight (which counts complete rows only under missing="marginalize")
         found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows)
-        fitting.warn_collapsed(found, self.reg_covar, stacklevel=3)
+        fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3)
         return data
 
     # ------------------------------------------------------------ online EM

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm.fitting.mixture import CollapsedComponentWarning, collapsed_on_rows, restart_seeds
+from daskgmm.fitting.mixture import collapsed_on_rows, restart_seeds, warn_collapsed
 from daskgmm.fitting.predict import information_criteria
 from daskgmm.fitting.selection import fit_candidates
 from daskgmm.kernels import COVARIANCE_TYPES
@@ -23,21 +22,6 @@ from daskgmm.validation.scan import warn_degenerate
 #: The candidate kinds :func:`select_model` fits.
 KINDS = ("gaussian", "bayesian")
 
-
-def _warn_collapsed(models: dict, total_weight: float) -> None:
-    """Name the gaussian candidates with a component on a point or a flat subspace: their likelihood
-    grows without bound (kept finite by ``reg_covar`` only), so BIC and AIC favour them."""
-    found = []
-    for c, est in models.items():
-        if c[0] == "bayesian":
-            continue
-        for j, rows in collapsed_on_rows(est.weights_, est.covariances_, est.covariance_type, total_weight):
-            found.append(f"K={c[0]} {c[1]}: component {j} on {rows:.3g} row(s)")
-    if found:
-        warnings.warn(
-            "candidates on the likelihood's singularity (a component on fewer rows than its covariance needs, "
-            "its likelihood held finite by reg_covar only, which BIC and AIC reward): " + "; ".join(found)
-            + '; on_collapse="reinit" re-seeds such components', CollapsedComponentWarning, stacklevel=3)
 
 @dataclass
 class SelectionResult:
@@ -163,7 +147,7 @@ def select_model(
         As in :class:`daskgmm.GaussianMixture`, for the gaussian candidates. A gaussian
         candidate left with a component on fewer rows than its covariance needs (the
         likelihood's singularity, held finite by ``reg_covar`` only; such a candidate can
-        win on BIC) is named in a :class:`CollapsedComponentWarning`.
+        win on BIC) is named in a :class:`daskgmm.fitting.mixture.CollapsedComponentWarning`.
 
     Returns
     -------
@@ -244,7 +228,10 @@ def select_model(
                      "kind": "bayesian" if bayesian else "gaussian", "effective_components": k_eff,
                      "lower_bound": fit.lower_bound if bayesian else np.nan})
         models[c] = est
-    _warn_collapsed(models, n)  # rows: the scan's weight counts complete rows only under missing="marginalize"
+    # the gaussian candidates' (a bayesian one's likelihood is not maximised); rows: the scan's weight counts
+    # complete rows only under missing="marginalize"
+    warn_collapsed({f"K={c[0]} {c[1]}": collapsed_on_rows(est.weights_, est.covariances_, est.covariance_type, n)
+                    for c, est in models.items() if c[0] != "bayesian"}, reg_covar, stacklevel=2, criteria=True)
     table = pd.DataFrame(rows)
     table = table.assign(_kind=table["kind"].map({"gaussian": 0, "bayesian": 1}))
     table = table.sort_values(["_kind", "covariance_type", "n_components"], kind="stable")

@@ -171,9 +171,10 @@ def test_kmeans_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
     X = write_data(data, n=300, d=2, k=2, files=1)
     base = ["fit", str(data), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"), *FAST]
     kmeans = [*base, "--estimator", "kmeans"]
-    expect_exit2([*base, "--init", "random"], "--init random is an option of --estimator kmeans", capsys)
+    expect_exit2([*base, "--init", "random"], "--init is an option of --estimator kmeans and --estimator kmedoids",
+                 capsys)
     expect_exit2([*base, "--algorithm", "elkan"], "--algorithm elkan is an option of --estimator kmeans", capsys)
-    expect_exit2([*base, "--estimator", "kmedoids", "--init", "k-means++"], "--init k-means++ is an option of "
+    expect_exit2([*base, "--estimator", "kmedoids", "--init", "k-means++"], "--init k-means++ is a start of "
                  "--estimator kmeans", capsys)
     expect_exit2([*base, "--distance"], "--distance is an option of --estimator kmeans and --estimator kmedoids",
                  capsys)
@@ -183,7 +184,8 @@ def test_kmeans_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
                  ["--mean-precision-prior", "2"]):
         expect_exit2([*kmeans, *flag], f"{flag[0]}: option(s) of the mixtures, not of --estimator kmeans", capsys)
     expect_exit2([*kmeans, "--df", "3"], "--df: option(s) of the Student-t mixture", capsys)
-    expect_exit2([*kmeans, "--init", "kmeans++"], "invalid choice: 'kmeans++'", capsys)
+    expect_exit2([*kmeans, "--init", "kmeans++"], "--init: init: 'kmeans++' is none of k-means||, k-means++, random, "
+                 "k-medoids++, heuristic, build, nor an array", capsys)
     expect_exit2([*kmeans, "--algorithm", "hamerly"], "invalid choice: 'hamerly'", capsys)
     expect_exit2([*kmeans, "--nan-policy", "marginalize"], "--estimator kmeans does not marginalise", capsys)
     expect_exit2([*kmeans, "--checkpoint-dir", str(tmp_path / "ck")], "--checkpoint-dir: a fit of --estimator "
@@ -329,15 +331,19 @@ def test_predict_refuses_the_models_columns_in_another_order(tmp_path, capsys):
 
 
 def test_kmeans_config_and_init_choices():
-    """configs/kmeans.yaml resolves to a kmeans job that no check refuses; the command's --init choices are
-    KMeans' named starts (written out in the options table, which imports no estimator)."""
+    """configs/kmeans.yaml resolves to a kmeans job that no check refuses; the command's named --init starts
+    are KMeans' and KMedoids' (written out in the options table, which imports no estimator), the default
+    first."""
     from daskgmm.cli.args import build_parser, resolve
-    from daskgmm.cli.config import OPTIONS
+    from daskgmm.cli.config import NAMED_STARTS
+    from daskgmm.fitting.kmedoids import INITS as KMEDOIDS_INITS
     from daskgmm.kmeans import INITS
 
     o = resolve(build_parser().parse_args(["fit", "--config", str(REPO / "configs" / "kmeans.yaml")]))
     assert o.estimator == "kmeans" and o.init == "k-means||" and o.distance and o.predictions_out
-    assert next(opt for opt in OPTIONS if opt.dest == "init").choices == INITS
+    assert NAMED_STARTS["kmeans"] == INITS and daskgmm.KMeans().init == INITS[0]
+    assert set(NAMED_STARTS["kmedoids"]) == set(KMEDOIDS_INITS) and daskgmm.KMedoids().init == "k-medoids++"
+    assert NAMED_STARTS["kmedoids"][0] == "k-medoids++"
 
 
 @pytest.mark.parametrize("estimator,k", [("kmeans", 8), ("kmedoids", 8), ("gaussian", 1), ("bayesian", 1)])

@@ -88,11 +88,11 @@ def test_array_values(value, expected):
 
 @pytest.mark.parametrize("value, match", [
     ("1,,2", "an empty value"),
-    ("a,b", "not numbers, nor a .npy or .json file"),
+    ("a,b", "not numbers, nor a .npy, .json or .csv file"),
     ("nan,1", "not every value is finite"),
     ([[1, 2], [3]], "the rows of a matrix must be lists of the same length"),
     ([[1, 2], 3], "the rows of a matrix"),
-    ([[[1]]], "is not a number"),
+    ([[[1]]], "3 dimensions; at most 2 (a matrix)"),
     ([True, 1], "True is not a number"),
     ([], "no numbers"),
     ({"a": 1}, "is not a number"),

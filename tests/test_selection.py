@@ -13,6 +13,7 @@ from sklearn.mixture import GaussianMixture as SkGMM
 import daskgmm
 from daskgmm import GaussianMixture, select_model
 from daskgmm.cli import main
+from daskgmm.fitting.mixture import CollapsedComponentWarning
 
 from .conftest import FAST, make_blobs, write_data
 
@@ -178,7 +179,10 @@ def test_selection_names_candidates_on_the_singularity_and_can_reseed_them():
     scikit-learn's BIC does. select_model says so and takes on_collapse="reinit", which re-seeds
     such components as GaussianMixture does."""
     X = _two_clusters_and_an_outlier()
-    with pytest.warns(UserWarning, match=r"K=3 full: component 2 .*1 row.*on_collapse=\"reinit\""):
+    # the words of a fit's warning (test_variants), the candidate named first
+    with pytest.warns(CollapsedComponentWarning, match=r"K=3 full: component 2 on 1 row\(s\): fewer rows than its "
+                      r"covariance needs, the likelihood's singularity \(held finite by reg_covar=1e-06 only, "
+                      r"which BIC and AIC reward\); on_collapse=\"reinit\" re-seeds such components$"):
         res = select_model(X, [2, 3], "full", random_state=0)
     assert res.best_.n_components == 3 and res.best_.weights_.min() < 0.003  # the row alone
     with warnings.catch_warnings():
@@ -197,7 +201,8 @@ def test_select_command_takes_on_collapse(tmp_path, capsys):
     assert main(["select", str(tmp_path / "x.parquet"), "--k-min", "2", "--k-max", "3", "--covariance-types",
                  "full", "--seed", "0", "--out", str(out), *FAST[:-1]]) == 0  # not --quiet: warnings are shown
     err = capsys.readouterr().err
-    assert "warning: candidates on the likelihood's singularity" in err and "--on-collapse reinit" in err, err
+    assert ("warning: K=3 full: component 2 on 1 row(s): fewer rows than its covariance needs" in err
+            and "--on-collapse reinit" in err), err
     assert main(["select", str(tmp_path / "x.parquet"), "--k-min", "2", "--k-max", "3", "--covariance-types",
                  "full", "--seed", "0", "--on-collapse", "reinit", "--out", str(out), *FAST[:-1]]) == 0
     assert "singularity" not in capsys.readouterr().err

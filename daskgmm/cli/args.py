@@ -8,12 +8,16 @@ any cluster starts (:func:`require`): a bad command line is a :class:`UsageError
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
+
+import numpy as np
 
 from daskgmm.cli.config import (
     FIT,
     INFO,
+    NAMED_STARTS,
     PREDICT,
     SAMPLE,
     SCORE,
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 metavar = opt.metavar or (None if opt.choices else opt.dest.upper())
                 sp.add_argument(*flags, dest=opt.dest, default=None, metavar=metavar,
-                                choices=opt.choices or None, help=opt.help + default)
+                                choices=opt.choices if opt.kind == "choice" else None, help=opt.help + default)
         if cmd == SHOW_CONFIG:
             sp.add_argument("--json", action="store_true", help="print it as JSON")
         elif cmd != INFO:
@@ -140,14 +144,96 @@ def resolve(args) -> argparse.Namespace:
         data = data[0]
     merged["data"] = data
     merged["command"] = cmd
-    for key, (usual, own) in ESTIMATOR_DEFAULTS.items():
-        if cmd == FIT and merged[key] is None:
-            merged[key] = own.get(merged.get("estimator"), usual)
     if cmd == SHOW_CONFIG:
         merged["json"] = bool(getattr(args, "json", False))
     ns = argparse.Namespace(**merged)
+    if cmd == FIT:
+        resolve_starts(ns)  # before the defaults: K may come from the starting values
+        for key, (usual, own) in ESTIMATOR_DEFAULTS.items():
+            if getattr(ns, key) is None:
+                setattr(ns, key, own.get(ns.estimator, usual))
     require(ns)
     return ns
+
+
+#: The classes of ``fit --estimator``, for messages (the command imports an estimator only to fit it).
+ESTIMATOR_CLASSES = {"gaussian": "GaussianMixture", "bayesian": "BayesianGaussianMixture",
+                     "student": "StudentTMixture", "kmeans": "KMeans", "kmedoids": "KMedoids"}
+
+#: ``fit``'s given starting values and held parameters, and the estimators that take each: those whose Python
+#: constructor has the parameter of that name (``tests/test_cli_init.py`` holds the two together).
+INIT_OPTIONS = {"means_init": ("gaussian",), "weights_init": ("gaussian",), "precisions_init": ("gaussian",),
+                "update_params": ("gaussian",), "init": ("kmeans", "kmedoids")}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resolve_starts(o) -> None:
+    """``fit``'s starting values and held parameters (:data:`INIT_OPTIONS`), before the estimator's defaults.
+
+    Refused (:class:`UsageError`) for an estimator whose constructor has no such parameter, as is a named
+    ``--init`` of the other clustering; ``--update-params`` is checked by the estimator's check and written
+    w, m, c (``None`` for all three, the default). The arrays take the estimator's shapes as far as the
+    data are not needed: weights and spherical precisions given as a row or a column become a vector, full
+    precisions given as a matrix of stacked D x D blocks (a .csv) become K matrices. ``--n-components``
+    defaults to the arrays' K, and an error names the two that disagree. Their shapes against the columns
+    are the estimators' checks, once the schema is read (:func:`daskgmm.cli.fit.initial_arrays`).
+    """
+    est = o.estimator
+    for name, takers in INIT_OPTIONS.items():
+        if getattr(o, name) is None or est in takers:
+            continue
+        owner = f" ({ESTIMATOR_CLASSES[takers[0]]}'s {name})" if len(takers) == 1 else ""
+        raise UsageError(f"daskgmm fit: {_flag(name)} is an option of "
+                         f"{' and '.join('--estimator ' + t for t in takers)}{owner}; --estimator {est} "
+                         f"({ESTIMATOR_CLASSES[est]}) has no {name}")
+    if isinstance(o.init, str) and o.init not in NAMED_STARTS[est]:
+        other = next(e for e, names in NAMED_STARTS.items() if o.init in names)
+        raise UsageError(f"daskgmm fit: --init {o.init} is a start of --estimator {other}; --estimator {est} takes "
+                         f"{', '.join(NAMED_STARTS[est])} or an array of starting centres")
+    if o.update_params is not None:
+        from daskgmm.fitting.mixture import check_update_params
+
+        try:
+            check_update_params(o.update_params)
+        except ValueError as exc:
+            raise UsageError(f"daskgmm fit: --update-params: {exc}") from None
+        held = "".join(g for g in "wmc" if g in o.update_params)
+        o.update_params = None if held == "wmc" else held
+    ct = o.covariance_type
+
+    def vector(a):  # a row or a column (a .csv's) of a parameter with one number per component
+        return a.reshape(-1) if a.ndim == 0 or (a.ndim == 2 and 1 in a.shape) else a
+
+    if o.weights_init is not None:
+        o.weights_init = vector(o.weights_init)
+    p = o.precisions_init
+    if p is not None and ct == "spherical":
+        o.precisions_init = vector(p)
+    elif p is not None and ct == "full" and p.ndim == 2 and p.shape[0] % p.shape[1] == 0:
+        o.precisions_init = p.reshape(-1, p.shape[1], p.shape[1])
+    # K: the first axis, where the covariance type's shape has one of that many dimensions
+    ndim = {"means_init": 2, "weights_init": 1, "init": 2,
+            "precisions_init": {"full": 3, "tied": None, "diag": 2, "spherical": 1}[ct]}
+    given = [(name, a.shape, a.shape[0]) for name in INIT_OPTIONS if name in ndim
+             and isinstance(a := getattr(o, name), np.ndarray) and a.ndim == ndim[name]]
+    for (first, shape, k), (name, other, n) in itertools.pairwise(given):
+        if n != k:
+            raise UsageError(f"daskgmm fit: {_flag(name)} holds {n} component(s) (shape {other}) but {_flag(first)} "
+                             f"holds {k} (shape {shape})")
+    if given:
+        name, shape, k = given[0]
+        if o.n_components is None:
+            o.n_components = k
+        elif o.n_components != k:
+            raise UsageError(f"daskgmm fit: {_flag(name)} holds {k} component(s) (shape {shape}) but "
+                             f"--n-components is {o.n_components}; give the same K, or leave --n-components out "
+                             "(it defaults to the K of the starting values)")
+    if est == "kmeans" and isinstance(o.init, np.ndarray) and o.n_init not in (None, 1):
+        raise UsageError(f"daskgmm fit: --n-init {o.n_init}: an --init array is the one start of --estimator "
+                         "kmeans (scikit-learn's KMeans runs it once, with a warning); leave --n-init out")
 
 
 def require(o):
@@ -333,10 +419,10 @@ MIXTURE_DEFAULTS = (("covariance_type", "full"), ("tol", 1e-3), ("n_init", 1), (
 #: The options of ``fit --estimator kmeans`` and ``kmedoids`` only, with their defaults; and what each takes
 #: (for the message refusing a mixture's option).
 CLUSTER_OPTIONS = {
-    "kmeans": ((("init", "k-means||"), ("algorithm", "lloyd")),
+    "kmeans": ((("algorithm", "lloyd"),),
                "--n-components, --init, --n-init, --max-iter, --tol, --algorithm, --seed, --distance"),
     "kmedoids": ((("metric", "euclidean"), ("method", "alternate")),
-                 "--n-components, --metric, --method, --max-iter, --seed, --distance"),
+                 "--n-components, --init, --metric, --method, --max-iter, --seed, --distance"),
 }
 
 

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Opt:
     dest: str
-    kind: str  # int, float, str, bool, list, choice, size, array, mapping
+    kind: str  # int, float, str, bool, list, choice, size, array, mapping, start (a name among choices or an array)
     default: object
     help: str
     commands: tuple
@@ -35,6 +35,8 @@ class Opt:
     metavar: str | None = None
     #: the option changes what the job computes: it is part of the job's checkpoint fingerprint
     result: bool = False
+    #: an array option's most dimensions (``precisions_init`` of full covariances: 3)
+    max_ndim: int = 2
 
     @property
     def flag(self) -> str:
@@ -46,6 +48,14 @@ UPDATE = "update"
 SHOW_CONFIG = "show-config"
 _CLUSTER = (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE)
 _DATA = (FIT, PREDICT, SCORE, SELECT, UPDATE)
+
+#: The named starts of ``fit --init``, by estimator: KMeans' and KMedoids' (``daskgmm.kmeans.INITS``,
+#: ``daskgmm.fitting.kmedoids.INITS``; written out here, as this table imports no estimator), the default first.
+NAMED_STARTS = {"kmeans": ("k-means||", "k-means++", "random"),
+                "kmedoids": ("k-medoids++", "random", "heuristic", "build")}
+
+#: How an array option is given, for the help.
+_ARRAY_FORMS = "numbers, rows separated by ';', or a .npy, .json or .csv file"
 
 OPTIONS = [
     # data
@@ -99,12 +109,17 @@ OPTIONS = [
         "the robust StudentTMixture (heavy-tailed components, by EM), KMeans (Lloyd's algorithm; --n-components "
         "is K), or KMedoids (K rows of the data as prototypes, for any --metric; --n-components is K)",
         (FIT,), choices=("gaussian", "bayesian", "student", "kmeans", "kmedoids"), result=True),
-    # init and algorithm: not in the checkpoint fingerprint (result=False) because a kmeans fit keeps no
-    # checkpoint (--checkpoint-dir is refused with it); as new keys they would make every other
-    # estimator's checkpoint written before them stale
-    Opt("init", "choice", "k-means||", "k-means start (--estimator kmeans): k-means|| (k-means++ and Lloyd's "
+    # algorithm: not in the checkpoint fingerprint (result=False) because a kmeans fit keeps no checkpoint
+    # (--checkpoint-dir is refused with it); as a new key it would make every other estimator's checkpoint
+    # written before it stale. The options added since default to None, which a checkpoint without
+    # them matches (daskgmm.io.modelfiles.Checkpoint), so they are in it.
+    Opt("init", "start", None, "the start of --estimator kmeans: k-means|| (the default: k-means++ and Lloyd's "
         "algorithm on the first scan's sample, no pass of its own), k-means++ (K + 1 passes) or random "
-        "(K distinct rows)", (FIT,), choices=("k-means||", "k-means++", "random")),
+        "(K distinct rows); of --estimator kmedoids: k-medoids++ (the default), random, heuristic or build; "
+        "or, for either, the K starting centres (medoids: the rows nearest to them), K rows of D numbers "
+        "(" + _ARRAY_FORMS + "; K is then their number of rows)", (FIT,),
+        choices=tuple(dict.fromkeys(n for names in NAMED_STARTS.values() for n in names)), metavar="NAME|ARRAY",
+        result=True),
     Opt("algorithm", "choice", "lloyd", "k-means passes (--estimator kmeans): lloyd, or elkan (the same result, "
         "bit for bit: every row keeps a bound between passes and skips the distances that cannot change its "
         "label; faster with many clusters; one restart)", (FIT,), choices=("lloyd", "elkan")),
@@ -128,10 +143,21 @@ OPTIONS = [
     Opt("degrees_of_freedom_prior", "float", None, "Wishart degrees of freedom (--estimator bayesian, "
         "select --kinds bayesian; default D, the number of columns)", (FIT, SELECT), metavar="NU", result=True),
     Opt("mean_prior", "array", None, "mean of the mean prior: one number per feature column, comma-separated, "
-        "or a .npy/.json file (--estimator bayesian, select --kinds bayesian; default: the data's mean)",
+        "or a .npy/.json/.csv file (--estimator bayesian, select --kinds bayesian; default: the data's mean)",
         (FIT, SELECT), metavar="M,M,..|FILE", result=True),
+    Opt("weights_init", "array", None, "the K starting weights, summing to 1 (--estimator gaussian; "
+        + _ARRAY_FORMS + ")", (FIT,), metavar="W,W,..|FILE", result=True),
+    Opt("means_init", "array", None, "the K starting means, K rows of D numbers (--estimator gaussian; "
+        + _ARRAY_FORMS + ")", (FIT,), metavar="M,M,..;M,M,..|FILE", result=True),
+    Opt("precisions_init", "array", None, "the starting precisions (inverse covariances) in the covariance "
+        "type's shape: K D x D matrices (full; in a .csv or a list of rows, stacked: K*D rows of D), one "
+        "D x D matrix (tied), K rows of D numbers (diag) or K numbers (spherical) (--estimator gaussian; "
+        + _ARRAY_FORMS + ")", (FIT,), metavar="P,P,..;..|FILE", result=True, max_ndim=3),
+    Opt("update_params", "str", None, "the parameters EM updates, of w (weights), m (means) and c "
+        "(covariances), e.g. wc to hold the means at --means-init (default wmc, all; --estimator gaussian)",
+        (FIT,), metavar="wmc", result=True),
     Opt("covariance_prior", "array", None, "covariance prior: one number (spherical), one per column (diag), "
-        "or the D x D matrix (full, tied) row by row, rows optionally separated by ';'; or a .npy/.json file "
+        "or the D x D matrix (full, tied) row by row, rows optionally separated by ';'; or a .npy/.json/.csv file "
         "(--estimator bayesian; default: the data's covariance)", (FIT,), metavar="C,C,..|FILE", result=True),
     Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE, SELECT), metavar="S", result=True),
     # outputs
@@ -217,12 +243,12 @@ def _type_name(kind) -> str:
     }[kind]
 
 
-#: File types an array option (``--mean-prior``, ``--covariance-prior``) may name instead of numbers.
-ARRAY_FILES = (".npy", ".json")
+#: File types an array option (``--mean-prior``, ``--means-init``, ...) may name instead of numbers.
+ARRAY_FILES = (".npy", ".json", ".csv")
 
 
 def _numbers(value):
-    """Nested lists of numbers (or numeric strings: YAML reads ``1e-3`` as one) to float64, at most 2-D."""
+    """Nested lists of numbers (or numeric strings: YAML reads ``1e-3`` as one) to float64."""
     def num(v):
         try:
             if isinstance(v, bool) or not isinstance(v, (int, float, str)):
@@ -231,49 +257,76 @@ def _numbers(value):
         except ValueError:
             raise ValueError(f"{v!r} is not a number") from None
 
-    if isinstance(value, list):
-        rows = [[num(v) for v in row] if isinstance(row, list) else num(row) for row in value]
-        if any(isinstance(r, list) for r in rows):
-            if not all(isinstance(r, list) for r in rows) or len({len(r) for r in rows}) != 1:
-                raise ValueError("the rows of a matrix must be lists of the same length")
-    else:
-        rows = num(value)
+    def shape(v):
+        if not isinstance(v, list):
+            return ()
+        inner = {shape(x) for x in v}
+        if len(inner) > 1:
+            raise ValueError("the rows of a matrix must be lists of the same length")
+        return (len(v), *next(iter(inner), ()))
+
+    def floats(v):
+        return [floats(x) for x in v] if isinstance(v, list) else num(v)
+
+    rows = floats(value)
+    shape(rows)
     out = np.asarray(rows, dtype=np.float64)
     if out.size == 0:
         raise ValueError("no numbers")
     return out
 
 
-def _read_array(path: str) -> np.ndarray:
-    """The numbers in a ``.npy`` file (no pickles) or a ``.json`` file (a number or nested lists)."""
+def _read_csv(path: str) -> np.ndarray:
+    """A ``.csv`` file of numbers only (no header; ``#`` starts a comment): its rows, 2-d."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # NumPy's "Empty input file": said below
+            out = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, comments="#", encoding="utf-8")
+    except ValueError as exc:
+        raise ValueError(f"not a .csv of numbers ({exc})") from None
+    if out.size == 0:
+        raise ValueError("no numbers")
+    return out
+
+
+def _read_array(path: str, max_ndim: int) -> np.ndarray:
+    """The numbers in a ``.npy`` file (no pickles), a ``.json`` file (a number or nested lists) or a ``.csv``
+    file (:func:`_read_csv`)."""
     try:
         if path.lower().endswith(".npy"):
             try:
                 raw = np.load(path, allow_pickle=False)
             except ValueError as exc:  # not a .npy file, or an object array
-                raise ValueError(f"{path}: not a readable .npy array of numbers ({exc})") from None
-            if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "iuf" or raw.ndim > 2:
-                raise ValueError(f"{path}: expected a 0-, 1- or 2-d array of numbers, got "
+                raise ValueError(f"not a readable .npy array of numbers ({exc})") from None
+            if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "iuf" or raw.ndim > max_ndim:
+                dims = ", ".join(f"{n}-" for n in range(max_ndim)) + f" or {max_ndim}-d"
+                raise ValueError(f"expected a {dims} array of numbers, got "
                                  f"{getattr(raw, 'dtype', type(raw).__name__)} of shape {np.shape(raw)}")
             return raw.astype(np.float64)
+        if path.lower().endswith(".csv"):
+            return _read_csv(path)
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    try:
-        return _numbers(doc)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"not valid JSON ({exc})") from None
+    return _numbers(doc)
 
 
-def _array(value) -> np.ndarray:
-    """An array option's value: a number, (nested) lists, "1,2,3", "1,0;0,1", or a .npy/.json file."""
+def _array(value, max_ndim: int = 2) -> np.ndarray:
+    """An array option's value: a number, (nested) lists, "1,2,3", "1,0;0,1", or a .npy/.json/.csv file."""
+    named = ""
     if isinstance(value, str):
         text = value.strip()
         if text.lower().endswith(ARRAY_FILES):
-            out = _read_array(text)
+            named = text
+            try:
+                out = _read_array(text, max_ndim)
+            except ValueError as exc:
+                raise ValueError(str(exc) if str(exc).startswith("cannot read") else f"{text}: {exc}") from None
         else:
             rows = [[v.strip() for v in row.split(",")] for row in text.split(";")]
             if any(v == "" for row in rows for v in row):
@@ -283,13 +336,16 @@ def _array(value) -> np.ndarray:
             try:
                 out = _numbers(rows if ";" in text else rows[0] if len(rows[0]) > 1 else rows[0][0])
             except ValueError:
-                raise ValueError(f"not numbers, nor a {' or '.join(ARRAY_FILES)} file") from None
+                files = f"{', '.join(ARRAY_FILES[:-1])} or {ARRAY_FILES[-1]}"
+                raise ValueError(f"not numbers, nor a {files} file") from None
     else:
         out = _numbers(value)
-    if out.ndim > 2:
-        raise ValueError(f"{out.ndim} dimensions; at most 2 (a matrix)")
+    where = f"{named}: " if named else ""
+    if out.ndim > max_ndim:
+        raise ValueError(f"{where}{out.ndim} dimensions; at most {max_ndim}"
+                         + (" (a matrix)" if max_ndim == 2 else ""))
     if not np.all(np.isfinite(out)):
-        raise ValueError("not every value is finite")
+        raise ValueError(f"{where}not every value is finite")
     return out
 
 
@@ -350,9 +406,17 @@ def coerce(opt: Opt, value, where: str):
         return items
     if kind == "array":
         try:
-            return _array(value)
+            return _array(value, opt.max_ndim)
         except ValueError as exc:
             raise ConfigError(f"{where}: {opt.dest}: {exc}") from None
+    if kind == "start":  # a named start, or an array of K rows
+        if isinstance(value, str) and value in opt.choices:
+            return value
+        try:
+            return _array(value, opt.max_ndim)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {opt.dest}: {value!r} is none of {', '.join(opt.choices)}, nor an array "
+                              f"({exc})") from None
     if kind == "mapping":
         if isinstance(value, str):
             try:

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError, require_predictions_out
-from daskgmm.cli.config import OPTIONS
+from daskgmm.cli.config import NAMED_STARTS, OPTIONS
 from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
@@ -29,6 +29,7 @@ from daskgmm.cli.runtime import (
     plot_after,
     storage_options,
 )
+from daskgmm.kernels.covariance import covariance_shape
 from daskgmm.kernels.covariance import of as covariance_kind
 
 #: The options of ``--estimator bayesian`` (its priors).
@@ -101,18 +102,69 @@ def bayesian_priors(o, columns) -> tuple:
     return mean, cov.reshape(d, d)
 
 
+def initial_arrays(o, columns) -> None:
+    """The starting values of ``fit`` (``--means-init``, ``--weights-init``, ``--precisions-init``, an array
+    ``--init``) checked against DATA's columns by the estimator's own checks, before any pass; each is
+    replaced by what the check returns (float64, the estimator's shape).
+
+    Parameters
+    ----------
+    o : argparse.Namespace
+        The resolved options (:func:`daskgmm.cli.args.resolve_starts` has given the arrays the estimator's
+        shapes where the data are not needed, and K).
+    columns : list of str
+        The feature columns, D of them.
+
+    Raises
+    ------
+    UsageError
+        The estimator's message for an array that does not fit, after the option's name, with the shape
+        expected: K components, D columns and the covariance type.
+    """
+    from daskgmm.fitting import kmeans as fitting_kmeans
+    from daskgmm.fitting import kmedoids as fitting_kmedoids
+    from daskgmm.fitting import mixture as fitting_mixture
+
+    k, d, ct = o.n_components, len(columns), o.covariance_type
+    checks = {
+        "means_init": (lambda a: fitting_mixture.check_means(a, k, d), (k, d)),
+        "weights_init": (lambda a: fitting_mixture.check_weights(a, k), (k,)),
+        "precisions_init": (lambda a: fitting_mixture.check_precisions(a, ct, k, d),
+                            covariance_shape(ct, k, d)),
+        "init": ((lambda a: fitting_kmeans.check_init_centers(a, k, d)) if o.estimator == "kmeans" else
+                 (lambda a: fitting_kmedoids.check_init_medoids(a, k, d)), (k, d)),
+    }
+    for name, (check, shape) in checks.items():
+        given = getattr(o, name, None)
+        if not isinstance(given, np.ndarray):
+            continue
+        try:
+            setattr(o, name, check(given))
+        except ValueError as exc:
+            what = f"{k} component(s) x {d} feature column(s) ({', '.join(columns)})"
+            if name == "weights_init":
+                what = f"{k} component(s)"
+            elif name == "precisions_init":
+                what += f" and --covariance-type {ct}"
+                if ct == "full":
+                    what += f" (in a .csv or a list of rows: the {k} matrices stacked, {k * d} rows of {d})"
+            raise UsageError(f"daskgmm fit: --{name.replace('_', '-')}: {exc}; expected {shape}: {what}") from None
+
+
 def make_estimator(o):
     """The estimator ``daskgmm fit`` fits (``assignment``/``on_collapse`` are the Gaussian EM's only)."""
     if o.estimator == "kmeans":
         from daskgmm.kmeans import KMeans
 
-        return KMeans(n_clusters=o.n_components, init=o.init, n_init="auto" if o.n_init is None else o.n_init,
+        return KMeans(n_clusters=o.n_components, init=NAMED_STARTS["kmeans"][0] if o.init is None else o.init,
+                      n_init="auto" if o.n_init is None else o.n_init,
                       max_iter=o.max_iter, tol=o.tol, random_state=o.seed, algorithm=o.algorithm, cache=o.cache)
     if o.estimator == "kmedoids":
         from daskgmm.kmedoids import KMedoids
 
         return KMedoids(n_clusters=o.n_components, metric=o.metric, method=o.method, max_iter=o.max_iter,
-                        random_state=o.seed, cache=o.cache)
+                        init=NAMED_STARTS["kmedoids"][0] if o.init is None else o.init, random_state=o.seed,
+                        cache=o.cache)
     if o.estimator == "bayesian":
         from daskgmm.bayesian import BayesianGaussianMixture
 
@@ -135,6 +187,8 @@ def make_estimator(o):
         n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
         max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
         assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache, missing=missing_policy(o),
+        weights_init=o.weights_init, means_init=o.means_init, precisions_init=o.precisions_init,
+        update_params="wmc" if o.update_params is None else o.update_params,
     )
 
 
@@ -230,6 +284,7 @@ def cmd_fit(o, log, metrics):
                             "need at least as many rows as components")
         if o.estimator == "bayesian":
             o.mean_prior, o.covariance_prior = bayesian_priors(o, src.columns)
+        initial_arrays(o, src.columns)
         est = make_estimator(o)
         ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
         report = Reporter(o.quiet)
@@ -286,11 +341,12 @@ def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start):
     algorithm, restarts = o.algorithm, resolve_n_init(est.n_init, est.init)
     if algorithm == "elkan" and restarts > 1:  # the bounds are kept for one restart: Lloyd's passes ran
         algorithm = f"lloyd (--algorithm elkan applies with one restart; {restarts} ran)"
-    log(f"{est.n_iter_} iteration(s) of {algorithm}: inertia {est.inertia_:.6g} (init {o.init}; fit "
+    init = est.init if isinstance(est.init, str) else "given centres"
+    log(f"{est.n_iter_} iteration(s) of {algorithm}: inertia {est.inertia_:.6g} (init {init}; fit "
         f"{fit_seconds:.2f} s)")
     rows = commit_fit(est, o, src, None, log)
     metrics.update(
-        n_iter=est.n_iter_, inertia=est.inertia_, history=est.history_, counts=est.counts_, init=o.init,
+        n_iter=est.n_iter_, inertia=est.inertia_, history=est.history_, counts=est.counts_, init=init,
         algorithm=o.algorithm, fit_seconds=fit_seconds, total_seconds=time.perf_counter() - t_start,
         n_components=o.n_components, model_out=o.model_out, predictions_out=o.predictions_out,
         predictions_rows=rows,

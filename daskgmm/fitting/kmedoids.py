@@ -4,7 +4,8 @@ then passes over the whole data, predictions, attributes and model files.
 - :func:`dissimilarity` — the metric with what it needs of the whole data (``seuclidean``'s variances,
   ``mahalanobis``' covariance: one pass), checked on two rows;
 - :func:`sample_start` — the named starts and FasterPAM on (a part of) the first scan's sample;
-  :func:`rows_nearest` — the rows nearest to given points (an array ``init``);
+  :func:`check_init_medoids` — an array ``init`` checked; :func:`rows_nearest` — the rows nearest to given points
+  (an array ``init``);
 - :func:`fit_kmedoids` — the start and the loop (:func:`daskgmm.fitting.mixture.run_lockstep`), and the inertia
   of the final medoids;
 - :func:`labels`, :func:`distances`, :func:`inertia`, :func:`prediction_parts` — predictions and scores;
@@ -37,6 +38,16 @@ INITS = ("random", "heuristic", "k-medoids++", "build")
 #: fewer for a callable metric, which Python calls once per pair.
 START_ROWS = 3000
 START_ROWS_CALLABLE = 600
+
+
+def check_init_medoids(init, n_clusters: int, n_features: int) -> np.ndarray:
+    """An array ``init`` (the points the starting medoids are the rows nearest to) as float64, shape
+    (n_clusters, n_features), or the error naming its shape."""
+    c = np.asarray(init, dtype=np.float64)
+    if c.ndim != 2 or c.shape != (n_clusters, n_features):
+        raise ValueError(f"The shape of the initial medoids {c.shape} does not match the number of clusters "
+                         f"{n_clusters} and of features {n_features}.")
+    return c
 
 
 def _check_shippable(metric) -> None:

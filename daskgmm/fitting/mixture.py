@@ -185,12 +185,28 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float)
             if nk[j] > dead]
 
 
-def warn_collapsed(found: list[tuple[int, float]], reg_covar: float, stacklevel: int = 2) -> None:
-    """The :class:`CollapsedComponentWarning` of a fit's :func:`collapsed_on_rows`."""
-    if found:
-        which = ", ".join(f"component {j} on {rows:.3g} row(s)" for j, rows in found)
+def warn_collapsed(found: dict[str, list[tuple[int, float]]], reg_covar: float, stacklevel: int = 2, *,
+                   criteria: bool = False) -> None:
+    """The one :class:`CollapsedComponentWarning`: of a fit, or of ``select_model``'s candidates.
+
+    Parameters
+    ----------
+    found : dict of str to list of (int, float)
+        Each model's :func:`collapsed_on_rows`, under the name the message gives it ("" for a fit's one
+        model, "K=3 full" for a candidate).
+    reg_covar : float
+        What holds their likelihood finite.
+    stacklevel : int
+        Of the caller of the function that calls this one.
+    criteria : bool
+        Say that BIC and AIC reward such models (``select_model`` compares them so).
+    """
+    which = "; ".join(f"{name}: " * bool(name) + ", ".join(f"component {j} on {rows:.3g} row(s)" for j, rows in got)
+                      for name, got in found.items() if got)
+    if which:
+        rewarded = ", which BIC and AIC reward" if criteria else ""
         warnings.warn(f"{which}: fewer rows than its covariance needs, the likelihood's singularity (held finite "
-                      f'by reg_covar={reg_covar:g} only); on_collapse="reinit" re-seeds such components',
+                      f'by reg_covar={reg_covar:g} only{rewarded}); on_collapse="reinit" re-seeds such components',
                       CollapsedComponentWarning, stacklevel=stacklevel + 1)
 
 
