@@ -1,5 +1,6 @@
 """The classic variants from the lecture notes: hard EM, means-only EM, singularities, 1-D."""
 
+import re
 import warnings
 
 import dask.array as da
@@ -276,6 +277,33 @@ def test_reinit_counts_rows_whatever_the_scale_of_sample_weight(where):
     assert events[0] == events[1]
     assert any("at the start" in e for e in events[0]) == (where == "start")
     np.testing.assert_allclose(fits[1].means_, fits[0].means_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("update_params", ["c", "wc"])
+def test_reinit_does_not_loop_on_a_collapse_at_a_fixed_mean(update_params):
+    """A component whose fixed mean sits on a far row collapses onto it again after every re-seed: a
+    re-seed gives it a covariance only, and the E-step puts it back on that row. It was re-seeded at
+    every iteration, and the fit 'converged' on the re-seed's borrowed covariance without a word. It
+    is re-seeded at the start at most; then the fit ends with the M-step's covariance (held finite by
+    reg_covar) and one CollapsedComponentWarning saying why reinit cannot cure it, its rows counted
+    from the last update where the weights are held fixed (weight 0.1 x 401 rows said 40 rows)."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    means, weights = np.array([[0.0, 0.0], [6.0, 6.0], [40.0, 40.0]]), np.array([0.45, 0.45, 0.1])
+    kw = dict(update_params=update_params, means_init=means, weights_init=weights, on_collapse="reinit",
+              max_iter=30)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        g = GaussianMixture(3, **kw).fit(X)
+    collapsed = [w for w in seen if issubclass(w.category, CollapsedComponentWarning)]
+    assert len(collapsed) == 1, [str(w.message) for w in seen]
+    assert re.search(r"component 2 on 1 row\(s\).*holds the means fixed.*cannot", str(collapsed[0].message))
+    events = [e for h in g.history_[1:] for e in h["events"]]
+    assert not any("re-seeded" in e for e in events), events
+    np.testing.assert_array_equal(g.means_, means)
+    assert np.all(np.linalg.eigvalsh(g.covariances_[2]) < 1e-5)  # the M-step's: the row's, plus reg_covar
 
 
 @pytest.mark.parametrize("update_params", ["c", "wc"])
