@@ -299,11 +299,29 @@ def test_reinit_does_not_loop_on_a_collapse_at_a_fixed_mean(update_params):
         g = GaussianMixture(3, **kw).fit(X)
     collapsed = [w for w in seen if issubclass(w.category, CollapsedComponentWarning)]
     assert len(collapsed) == 1, [str(w.message) for w in seen]
-    assert re.search(r"component 2 on 1 row\(s\).*holds the means fixed.*cannot", str(collapsed[0].message))
+    assert re.search(r"component 2 on 1 row\(s\).*cannot cure it.*holds the means fixed", str(collapsed[0].message))
     events = [e for h in g.history_[1:] for e in h["events"]]
     assert not any("re-seeded" in e for e in events), events
     np.testing.assert_array_equal(g.means_, means)
     assert np.all(np.linalg.eigvalsh(g.covariances_[2]) < 1e-5)  # the M-step's: the row's, plus reg_covar
+
+
+def test_a_collapse_at_a_fixed_mean_that_is_ill_defined_says_why_reinit_cannot_cure_it():
+    """An M-step whose covariance about a fixed mean is not positive definite (reg_covar=0; a far row's
+    scatter rounds below zero) raises scikit-learn's collapse error, and says why on_collapse="reinit" does
+    not re-seed the component: its mean is held fixed."""
+    from daskgmm.kernels.results import SuffStats
+    from daskgmm.models.states import MixtureState
+
+    means = np.array([[0.0], [40.0]])
+    state = MixtureState.from_covariances(np.array([0.5, 0.5]), means, np.ones((2, 1)), "diag", reg_covar=0.0,
+                                          update_params="wc", on_collapse="reinit")
+    # component 1 on one row at its fixed mean, its second moment rounded a little below the mean's square
+    stats = SuffStats(n=np.array([400.0, 1.0]), s1=np.array([[0.0], [40.0]]), s2=np.array([[400.0], [1600.0 - 1e-9]]),
+                      loglik=0.0, weight=401.0, rows=401, shift=np.zeros(1), covariance_type="diag")
+    with pytest.raises(ValueError, match=r"Component 1 .*on_collapse=\"reinit\" cannot cure it, as update_params "
+                                         r"holds the means fixed"):
+        state.update(stats)
 
 
 @pytest.mark.parametrize("update_params", ["c", "wc"])

@@ -26,7 +26,7 @@ def _f64(a):
 
 
 #: Why ``on_collapse="reinit"`` leaves a collapse alone when ``update_params`` holds the means fixed.
-FIXED_MEANS_REASON = ('update_params holds the means fixed, so on_collapse="reinit" cannot cure it: a re-seed '
+FIXED_MEANS_REASON = ('on_collapse="reinit" cannot cure it, as update_params holds the means fixed: a re-seed '
                       "cannot move a fixed mean, and the E-step puts the component back on the same rows")
 
 
@@ -42,7 +42,7 @@ def _collapse_hint(on_collapse: str, covariance_type: str, update_params: str = 
         if on_collapse == "raise":
             raise ValueError(f'{e} on_collapse="reinit" re-seeds a collapsed component and goes on.') from None
         if "m" not in update_params:
-            raise ValueError(f"{e} {FIXED_MEANS_REASON[0].upper()}{FIXED_MEANS_REASON[1:]}.") from None
+            raise ValueError(f"{e} {FIXED_MEANS_REASON}.") from None
         raise
 
 
