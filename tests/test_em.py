@@ -114,9 +114,10 @@ def _fit_in_a_task(seed):
     return GaussianMixture(3, random_state=seed, max_iter=5).fit(X).means_
 
 
-def test_a_fit_inside_a_task_runs_there_instead_of_waiting_on_the_busy_workers(process_client):
+def test_a_fit_inside_a_task_does_not_wait_on_the_busy_workers(process_client):
     """GridSearchCV under joblib's dask backend runs each fit in a task: the fit took the worker's
-    client and waited for chunk tasks that needed the threads those fits held, for ever."""
+    client and waited for chunk tasks that needed the threads those fits held, for ever. It leaves the
+    worker's thread pool while it waits (engine.cluster.seceded)."""
     from distributed import wait
 
     workers = sorted(process_client.scheduler_info()["workers"])
