@@ -114,9 +114,10 @@ def _fit_in_a_task(seed):
     return GaussianMixture(3, random_state=seed, max_iter=5).fit(X).means_
 
 
-def test_a_fit_inside_a_task_runs_there_instead_of_waiting_on_the_busy_workers(process_client):
+def test_a_fit_inside_a_task_does_not_wait_on_the_busy_workers(process_client):
     """GridSearchCV under joblib's dask backend runs each fit in a task: the fit took the worker's
-    client and waited for chunk tasks that needed the threads those fits held, for ever."""
+    client and waited for chunk tasks that needed the threads those fits held, for ever. It leaves the
+    worker's thread pool while it waits (engine.cluster.seceded)."""
     from distributed import wait
 
     workers = sorted(process_client.scheduler_info()["workers"])
@@ -127,6 +128,76 @@ def test_a_fit_inside_a_task_runs_there_instead_of_waiting_on_the_busy_workers(p
     for i, f in enumerate(futures):
         np.testing.assert_allclose(f.result(), GaussianMixture(3, random_state=i, max_iter=5).fit(X).means_,
                                    rtol=1e-9)
+
+
+def _fit_in_a_thread_of_a_task(seed):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed import get_client
+
+    get_client()  # the worker's client is the process's default, in every thread
+    X, _, _ = make_blobs(n=600, d=3, k=3)
+    with ThreadPoolExecutor(1) as pool:  # a thread the task started: not a worker thread, it cannot secede
+        return pool.submit(lambda: GaussianMixture(3, random_state=seed, max_iter=5).fit(da.from_array(
+            X, chunks=(150, 3))).means_).result()
+
+
+def test_a_fit_in_a_thread_a_task_started_runs_there_instead_of_waiting_on_the_busy_workers(process_client):
+    """A thread a task starts cannot leave the worker's thread pool (distributed.secede is for the task's own
+    thread): a fit there took the worker's client and waited, for ever, on chunk tasks that needed the threads
+    the tasks held (wait_bounded saw the workers busy, not stalled). It runs in its thread."""
+    from distributed import wait
+
+    workers = sorted(process_client.scheduler_info()["workers"])
+    futures = [process_client.submit(_fit_in_a_thread_of_a_task, i, workers=[w], pure=False)
+               for i, w in enumerate(workers)]
+    try:
+        wait(futures, timeout=60)  # ~10 s on a loaded two-core host
+    except TimeoutError:
+        pytest.fail("a fit in a thread of a task did not finish in 60 s")
+    X, _, _ = make_blobs(n=600, d=3, k=3)
+    for i, f in enumerate(futures):
+        np.testing.assert_allclose(f.result(), GaussianMixture(3, random_state=i, max_iter=5).fit(X).means_,
+                                   rtol=1e-9)
+
+
+def _fit_with_a_client_in_a_task(seed, address, path):
+    from distributed import Client, get_client
+
+    import daskgmm
+
+    if seed == 0:  # a client the task connects itself, to its own cluster
+        with Client(address, set_as_default=True):
+            got = GaussianMixture(3, random_state=seed, max_iter=5).fit(daskgmm.read_parquet(path))
+    else:  # the worker's client (dask.compute's in a task), rows read from Parquet
+        get_client()
+        got = GaussianMixture(3, random_state=seed, max_iter=5).fit(daskgmm.read_parquet(path))
+    return got.means_
+
+
+def test_fits_in_every_task_of_a_cluster_with_its_client_finish(process_client, tmp_path):
+    """Fits inside tasks that hold every worker thread, each with a client of that cluster: the fit uses the
+    cluster as dask.compute does in a task, seceding from the worker's thread pool while it waits (as
+    distributed.worker_client), so the chunk tasks get threads; every wait stays bounded."""
+    import pandas as pd
+    from distributed import wait
+
+    import daskgmm
+
+    X, _, _ = make_blobs(n=600, d=3, k=3)
+    for i in range(3):
+        pd.DataFrame(X[i * 200:(i + 1) * 200], columns=list("abc")).to_parquet(tmp_path / f"p{i}.parquet")
+    workers = sorted(process_client.scheduler_info()["workers"])
+    address = process_client.scheduler.address
+    futures = [process_client.submit(_fit_with_a_client_in_a_task, i, address, str(tmp_path), workers=[w],
+                                     pure=False) for i, w in enumerate(workers)]
+    try:
+        wait(futures, timeout=60)
+    except TimeoutError:
+        pytest.fail("a fit inside a task did not finish in 60 s")
+    for i, f in enumerate(futures):
+        want = GaussianMixture(3, random_state=i, max_iter=5).fit(daskgmm.read_parquet(str(tmp_path))).means_
+        np.testing.assert_allclose(f.result(), want, rtol=1e-9)
 
 
 def test_workers_run_blas_single_threaded(process_client):

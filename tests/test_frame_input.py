@@ -188,3 +188,32 @@ def test_a_narrow_column_selection_of_a_parquet_frame_is_fitted(tmp_path):
         want = ref.means_ if hasattr(ref, "means_") else ref.cluster_centers_
         np.testing.assert_allclose(got, want, rtol=1e-9)
         np.testing.assert_array_equal(np.asarray(ours.predict(frame[["a"]])), ref.predict(df[["a"]]))
+
+
+@pytest.mark.parametrize("est", ["GaussianMixture", "KMeans"])
+def test_ids_of_a_wide_parquet_frame_stay_with_their_rows(tmp_path, est):
+    """Ids given as a Dask Series of a wide multi-file Parquet frame, rows a narrow selection of it:
+    dask-expr fuses the partitions of narrow selections (8 files, 3 fused parts here), and may fuse them
+    differently when it counts the rows per partition and when it cuts the Delayed parts; the ids were
+    the Delayed parts zipped with the counts, so every part is counted itself now. Each row's id must be
+    written beside that row's label."""
+    dd = pytest.importorskip("dask.dataframe")
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(7)
+    frames = []
+    for i in range(8):
+        part = pd.DataFrame(rng.normal(size=(50, 40)), columns=[f"c{j}" for j in range(40)])
+        part["c0"] += np.where(rng.random(50) < 0.5, 6.0, -6.0)
+        part["id"] = [f"row-{i * 50 + r}" for r in range(50)]
+        part.to_parquet(tmp_path / f"part-{i}.parquet", index=False)
+        frames.append(part)
+    df = pd.concat(frames, ignore_index=True)
+    frame = dd.read_parquet(str(tmp_path / "part-*.parquet"))
+    rows = frame[["c0", "c1"]]
+    model = ESTIMATORS[est]().fit(df[["c0", "c1"]])
+    assert model.write_predictions(rows, str(tmp_path / "pred"), ids=frame["id"]) == 400
+    table = pq.read_table(tmp_path / "pred").to_pandas()
+    assert sorted(table["id"]) == sorted(df["id"])
+    want = pd.Series(model.predict(df[["c0", "c1"]]), index=df["id"])
+    np.testing.assert_array_equal(table["label"].to_numpy(), want[table["id"]].to_numpy())

@@ -1,5 +1,6 @@
 """The classic variants from the lecture notes: hard EM, means-only EM, singularities, 1-D."""
 
+import re
 import warnings
 
 import dask.array as da
@@ -278,6 +279,51 @@ def test_reinit_counts_rows_whatever_the_scale_of_sample_weight(where):
     assert events[0] == events[1]
     assert any("at the start" in e for e in events[0]) == (where == "start")
     np.testing.assert_allclose(fits[1].means_, fits[0].means_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("update_params", ["c", "wc"])
+def test_reinit_does_not_loop_on_a_collapse_at_a_fixed_mean(update_params):
+    """A component whose fixed mean sits on a far row collapses onto it again after every re-seed: a
+    re-seed gives it a covariance only, and the E-step puts it back on that row. It was re-seeded at
+    every iteration, and the fit 'converged' on the re-seed's borrowed covariance without a word. It
+    is re-seeded at the start at most; then the fit ends with the M-step's covariance (held finite by
+    reg_covar) and one CollapsedComponentWarning saying why reinit cannot cure it, its rows counted
+    from the last update where the weights are held fixed (weight 0.1 x 401 rows said 40 rows)."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    means, weights = np.array([[0.0, 0.0], [6.0, 6.0], [40.0, 40.0]]), np.array([0.45, 0.45, 0.1])
+    kw = dict(update_params=update_params, means_init=means, weights_init=weights, on_collapse="reinit",
+              max_iter=30)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        g = GaussianMixture(3, **kw).fit(X)
+    collapsed = [w for w in seen if issubclass(w.category, CollapsedComponentWarning)]
+    assert len(collapsed) == 1, [str(w.message) for w in seen]
+    assert re.search(r"component 2 on 1 row\(s\).*cannot cure it.*holds the means fixed", str(collapsed[0].message))
+    events = [e for h in g.history_[1:] for e in h["events"]]
+    assert not any("re-seeded" in e for e in events), events
+    np.testing.assert_array_equal(g.means_, means)
+    assert np.all(np.linalg.eigvalsh(g.covariances_[2]) < 1e-5)  # the M-step's: the row's, plus reg_covar
+
+
+def test_a_collapse_at_a_fixed_mean_that_is_ill_defined_says_why_reinit_cannot_cure_it():
+    """An M-step whose covariance about a fixed mean is not positive definite (reg_covar=0; a far row's
+    scatter rounds below zero) raises scikit-learn's collapse error, and says why on_collapse="reinit" does
+    not re-seed the component: its mean is held fixed."""
+    from daskgmm.kernels.results import SuffStats
+    from daskgmm.models.states import MixtureState
+
+    means = np.array([[0.0], [40.0]])
+    state = MixtureState.from_covariances(np.array([0.5, 0.5]), means, np.ones((2, 1)), "diag", reg_covar=0.0,
+                                          update_params="wc", on_collapse="reinit")
+    # component 1 on one row at its fixed mean, its second moment rounded a little below the mean's square
+    stats = SuffStats(n=np.array([400.0, 1.0]), s1=np.array([[0.0], [40.0]]), s2=np.array([[400.0], [1600.0 - 1e-9]]),
+                      loglik=0.0, weight=401.0, rows=401, shift=np.zeros(1), covariance_type="diag")
+    with pytest.raises(ValueError, match=r"Component 1 .*on_collapse=\"reinit\" cannot cure it, as update_params "
+                                         r"holds the means fixed"):
+        state.update(stats)
 
 
 @pytest.mark.parametrize("update_params", ["c", "wc"])

@@ -56,24 +56,87 @@ _controller = None
 
 
 def active_client():
-    """The default ``distributed.Client`` if one is active, else None."""
+    """The ``distributed.Client`` passes use, or None to compute here with Dask's threaded scheduler.
+
+    Outside a worker: the default client, if there is one. In a task's own thread (GridSearchCV's fits
+    under joblib's dask backend, or a task that connects a client itself): the default client, else the
+    worker's, as ``dask.compute`` there takes; the waits then leave the worker's thread pool
+    (:func:`seceded`, as ``distributed.worker_client`` does), so that the chunk tasks get the threads
+    the waiting tasks hold. In another thread of a worker's process (one a task started), which cannot
+    leave the pool, a client of that worker's cluster is not used: the tasks hold every thread its
+    chunk tasks could take, and the fit would wait for ever; it runs in its thread instead.
+    """
     try:
-        from distributed import default_client
+        from distributed import default_client, get_client
     except ImportError:  # pragma: no cover - distributed is a dependency
         return None
+    try:
+        client = default_client()
+    except ValueError:
+        client = None
+    if _in_task():
+        return client if client is not None else get_client()
+    if client is not None and _worker_of(client):
+        return None
+    return client
+
+
+def _in_task() -> bool:
+    """True in a worker's thread running a task (where ``distributed.secede`` can free its slot)."""
     try:
         from distributed import get_worker
 
         get_worker()
-        # inside a task (joblib's dask backend running GridSearchCV's fits): the passes waited on the
-        # workers' threads that this task and its siblings hold, and the fit hung; it runs here instead
-        return None
-    except ValueError:
-        pass
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+def _worker_of(client) -> bool:
+    """This process is a worker process of ``client``'s cluster (it holds a worker of the same scheduler
+    and no scheduler: a LocalCluster without processes runs its client in the workers' process)."""
+    import sys
+
+    worker_mod, scheduler_mod = sys.modules.get("distributed.worker"), sys.modules.get("distributed.scheduler")
+    # distributed keeps every live Worker (and Scheduler) of the process in these weak sets
+    workers = list(getattr(getattr(worker_mod, "Worker", None), "_instances", ()))
+    if not workers or list(getattr(getattr(scheduler_mod, "Scheduler", None), "_instances", ())):
+        return False
     try:
-        return default_client()
-    except ValueError:
-        return None
+        address = client.scheduler.address
+        return any(getattr(w.scheduler, "address", None) == address for w in workers)
+    except Exception:  # a client closing: not the worker's
+        return False
+
+
+def local_scheduler() -> str | None:
+    """The scheduler of a computation without a client (``active_client()`` None): Dask's default, but in a
+    worker's process, whose default is the worker's client, the threaded one (see :func:`active_client`)."""
+    import sys
+
+    worker_mod = sys.modules.get("distributed.worker")
+    return "threads" if list(getattr(getattr(worker_mod, "Worker", None), "_instances", ())) else None
+
+
+@contextlib.contextmanager
+def seceded():
+    """In a task's thread, out of the worker's thread pool for the block (``distributed.secede``, then
+    ``rejoin``, as ``distributed.worker_client`` and ``Client.get`` do around their waits): its slot goes to
+    the tasks waited for. Elsewhere, or already out of the pool, nothing."""
+    left = False
+    if _in_task():
+        from distributed import rejoin, secede
+
+        try:
+            secede()
+            left = True
+        except Exception:  # already out of the pool (inside worker_client, or a wait within a wait)
+            pass
+    try:
+        yield
+    finally:
+        if left:
+            rejoin()
 
 
 @contextlib.contextmanager
@@ -406,9 +469,14 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
         For ``STALL_SECONDS`` the cluster had no worker, every worker was
         paused for memory, or no worker ran or held any of the waiting tasks.
     """
+    futures = [f for f in futures if f is not None]
+    with seceded():  # in a task: its thread's slot goes to the tasks waited for
+        _wait_bounded(client, futures, what)
+
+
+def _wait_bounded(client, futures, what):
     from distributed import wait
 
-    futures = [f for f in futures if f is not None]
     stalled_since = None
     reason = ""
     while True:
@@ -451,7 +519,7 @@ def compute_bounded(*collections, what: str = "computation"):
 
     client = active_client()
     if client is None:
-        return dask.compute(*collections)
+        return dask.compute(*collections, scheduler=local_scheduler())
     # (not cancelled after a failure: their keys may be those of data a caller holds, persisted)
     futures = client.compute(list(collections))
     wait_bounded(client, futures, what)

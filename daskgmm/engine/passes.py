@@ -35,8 +35,10 @@ from daskgmm.engine.cluster import (
     ClusterError,
     active_client,
     blas_threads,
+    local_scheduler,
     memory_advice,
     pin_worker_blas,
+    seceded,
     wait_bounded,
     with_known_rows,
 )
@@ -354,7 +356,7 @@ class ChunkedData:
             results = self.client.gather(futures)
         else:
             with blas_threads(1):
-                results = dask.compute(*self.graph(requests, centre))
+                results = dask.compute(*self.graph(requests, centre), scheduler=local_scheduler())
         self._slowest = max(self._slowest, time.perf_counter() - t0)
         # the last level of the tree is merged here, in a fixed order
         return functools.reduce(lambda a, b: merge_partials(requests, a, b), results)
@@ -400,7 +402,8 @@ class ChunkedData:
             return await run
 
         try:
-            out = client.sync(call, callback_timeout=bound)
+            with seceded():  # in a task: the batches run in the worker's threads, its own among them
+                out = client.sync(call, callback_timeout=bound)
         except Exception:  # the scheduler or a worker went away, or the bound: the task path tells, or recovers
             return None
         if out is None:

@@ -18,6 +18,7 @@ from daskgmm.engine.cluster import (
     cluster_memory,
     compute_bounded,
     local_memory,
+    local_scheduler,
     wait_bounded,
     workers,
 )
@@ -67,8 +68,8 @@ def persist_local(X, sample_weight):
 
     with blas_threads(1):
         if sample_weight is None:
-            return dask.persist(X)[0], None
-        return dask.persist(X, sample_weight)
+            return dask.persist(X, scheduler=local_scheduler())[0], None
+        return dask.persist(X, sample_weight, scheduler=local_scheduler())
 
 
 @dataclass

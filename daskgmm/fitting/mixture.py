@@ -32,7 +32,7 @@ from sklearn.utils import check_array, check_random_state
 from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run, lockstep
 from daskgmm.kernels import covariance as cov
-from daskgmm.models.states import OBJECTIVE_RTOL, MixtureState, first_best, reseed_collapsed
+from daskgmm.models.states import FIXED_MEANS_REASON, OBJECTIVE_RTOL, MixtureState, first_best, reseed_collapsed
 
 
 def restart_seeds(random_state, n: int) -> list[int]:
@@ -168,9 +168,11 @@ class CollapsedComponentWarning(UserWarning):
     maximum likelihood for mixtures, its likelihood held finite by ``reg_covar`` only."""
 
 
-def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float) -> list[tuple[int, float]]:
+def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
+                      rows=None) -> list[tuple[int, float]]:
     """``(component, rows)`` of every component of a fitted mixture on fewer rows (its weight times
-    ``n_rows``, the rows fitted) than its covariance needs
+    ``n_rows``, the rows fitted; or ``rows``, each component's rows, shape (K,), where the weights do not
+    say them: held fixed) than its covariance needs
     (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``. A component that
     holds no rows (its weight scikit-learn's 10 eps of the weights' dtype: a dead one, whose likelihood
     grows nothing) is not one of them."""
@@ -178,7 +180,7 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float)
         return []
     weights = np.asarray(weights)
     eps = np.finfo(weights.dtype if weights.dtype.kind == "f" else np.float64).eps
-    nk = weights.astype(np.float64) * n_rows
+    nk = weights.astype(np.float64) * n_rows if rows is None else np.asarray(rows, dtype=np.float64)
     # float32's 10 eps is 1.2e-6 of a row (unweighted): well under a thousandth of a row is no row
     dead = max(1e-9 * n_rows, 1e4 * eps)
     return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)
@@ -186,7 +188,7 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float)
 
 
 def warn_collapsed(found: dict[str, list[tuple[int, float]]], reg_covar: float, stacklevel: int = 2, *,
-                   criteria: bool = False) -> None:
+                   criteria: bool = False, update_params: str = "wmc") -> None:
     """The one :class:`CollapsedComponentWarning`: of a fit, or of ``select_model``'s candidates.
 
     Parameters
@@ -200,13 +202,18 @@ def warn_collapsed(found: dict[str, list[tuple[int, float]]], reg_covar: float, 
         Of the caller of the function that calls this one.
     criteria : bool
         Say that BIC and AIC reward such models (``select_model`` compares them so).
+    update_params : str
+        The groups the fit updates: the remedy named is ``on_collapse="reinit"``, unless the means are
+        held fixed (then no re-seed cures it).
     """
     which = "; ".join(f"{name}: " * bool(name) + ", ".join(f"component {j} on {rows:.3g} row(s)" for j, rows in got)
                       for name, got in found.items() if got)
     if which:
         rewarded = ", which BIC and AIC reward" if criteria else ""
+        remedy = ('on_collapse="reinit" re-seeds such components' if "m" in update_params else
+                  f"{FIXED_MEANS_REASON}; update the means, or fit fewer components")
         warnings.warn(f"{which}: fewer rows than its covariance needs, the likelihood's singularity (held finite "
-                      f'by reg_covar={reg_covar:g} only{rewarded}); on_collapse="reinit" re-seeds such components',
+                      f"by reg_covar={reg_covar:g} only{rewarded}); {remedy}",
                       CollapsedComponentWarning, stacklevel=stacklevel + 1)
 
 

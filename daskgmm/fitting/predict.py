@@ -114,9 +114,12 @@ def _dask_ids(ids):
 
     if getattr(ids, "ndim", 1) != 1:
         raise ValueError(f"ids has {ids.ndim} dimensions; expected a Dask Series, one id per row of X")
-    lengths = compute_bounded(ids.map_partitions(len), what="count of rows per chunk")[0]
+    # each Delayed part counted itself: dask-expr may fuse partitions differently when it counts them
+    # (map_partitions(len)) and when it cuts the Delayed parts, and a zip of the two would misplace ids
+    parts = ids.to_delayed()
+    lengths = compute_bounded(*[dask.delayed(len)(part) for part in parts], what="count of rows per chunk")
     return da.concatenate([da.from_delayed(dask.delayed(_ids_array)(part), shape=(int(n),), dtype=object)
-                           for part, n in zip(ids.to_delayed(), lengths)])
+                           for part, n in zip(parts, lengths, strict=True)])
 
 
 def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_column="id", proba=False,

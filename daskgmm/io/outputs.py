@@ -596,14 +596,14 @@ def write_parts_into(fs, directory, parts, name="part") -> int:
     """Compute ``parts`` (as in :func:`write_parts`) and write each as a part file of ``directory``."""
     import dask
 
-    from daskgmm.engine.cluster import active_client, wait_bounded
+    from daskgmm.engine.cluster import active_client, local_scheduler, wait_bounded
 
     tag = uuid.uuid4().hex[:12]
     writes = [dask.delayed(_write_part, pure=False)(fs, directory, i, p, dask_key_name=f"daskgmm-{name}-{i}-{tag}")
               for i, p in enumerate(parts)]
     client = active_client()
     if client is None:
-        return int(sum(dask.compute(*writes)))
+        return int(sum(dask.compute(*writes, scheduler=local_scheduler())))
     futures = client.compute(writes)
     try:
         wait_bounded(client, futures, "write")

@@ -25,15 +25,25 @@ def _f64(a):
     return None if a is None else np.asarray(a, dtype=np.float64)
 
 
+#: Why ``on_collapse="reinit"`` leaves a collapse alone when ``update_params`` holds the means fixed.
+FIXED_MEANS_REASON = ('on_collapse="reinit" cannot cure it, as update_params holds the means fixed: a re-seed '
+                      "cannot move a fixed mean, and the E-step puts the component back on the same rows")
+
+
 @contextmanager
-def _collapse_hint(on_collapse: str, covariance_type: str):
-    """A collapse error of a Gaussian EM fit that could have re-seeded the component says how."""
+def _collapse_hint(on_collapse: str, covariance_type: str, update_params: str = "wmc"):
+    """A collapse error of a Gaussian EM fit that could have re-seeded the component says how; one that
+    ``on_collapse="reinit"`` could not re-seed (its mean held fixed) says why."""
     try:
         yield
     except ValueError as e:
-        if on_collapse != "raise" or not cov.of(covariance_type).per_component or "ill-defined" not in str(e):
+        if not cov.of(covariance_type).per_component or "ill-defined" not in str(e):
             raise
-        raise ValueError(f'{e} on_collapse="reinit" re-seeds a collapsed component and goes on.') from None
+        if on_collapse == "raise":
+            raise ValueError(f'{e} on_collapse="reinit" re-seeds a collapsed component and goes on.') from None
+        if "m" not in update_params:
+            raise ValueError(f"{e} {FIXED_MEANS_REASON}.") from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,9 @@ class MixtureState:
         "marginalize": rows with NaN are scored by the marginal density of their
         observed features and enter the M-step with the conditional expectations
         of the missing ones (EM for incomplete data).
+    rows : ndarray of shape (K,) or None
+        Each component's rows behind the last update (``SuffStats.n_rows``), None before one: with
+        the weights held fixed these, not the weights, say how many rows a component has.
     """
 
     weights: np.ndarray
@@ -81,12 +94,13 @@ class MixtureState:
     on_collapse: str = "raise"
     events: tuple = ()
     missing: str = "raise"
+    rows: np.ndarray | None = None
 
     def __post_init__(self):
         # one memory layout for every parameter array: after an M-step precisions_cholesky
         # has transposed strides, a checkpoint reloads it C-contiguous, and the kernels give
         # other bits for the two layouts; normalised here, a resumed fit is bit-exact
-        for name in ("weights", "means", "covariances", "precisions_cholesky"):
+        for name in ("weights", "means", "covariances", "precisions_cholesky", "rows"):
             value = getattr(self, name)
             if isinstance(value, np.ndarray) and not value.flags.c_contiguous:
                 object.__setattr__(self, name, np.ascontiguousarray(value))
@@ -136,25 +150,29 @@ class MixtureState:
         up = self.update_params
         weights = nk / nk.sum() if "w" in up else self.weights
         events = ()
+        rows = np.array(stats.n_rows, dtype=np.float64)
         if "c" not in up:
-            return replace(self, weights=weights, means=means if "m" in up else self.means, events=events)
+            return replace(self, weights=weights, means=means if "m" in up else self.means, events=events, rows=rows)
         if "m" not in up:  # Σ's M-step for the fixed means is the scatter about them, not about the new ones
             covs = cov.covariances_about_fixed_means(covs, stats.n, nk, means - self.means, self.covariance_type)
             means = self.means
         bad = ()
-        if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component:
+        if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component and "m" in up:
+            # (with the means held fixed a re-seed gives a covariance only, and the next E-step puts the
+            # component back on the rows about its fixed mean: it cannot cure the collapse, and it was
+            # re-seeded at every iteration; the collapse is then the M-step's, its error or the fit's warning)
             bad = cov.collapsed_components(covs, stats.n_rows, self.covariance_type)
         if len(bad):
             weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)
         else:
-            with _collapse_hint(self.on_collapse, self.covariance_type):
+            with _collapse_hint(self.on_collapse, self.covariance_type, up):
                 prec_chol = cov.precisions_cholesky(
                     covs, self.covariance_type, reg_covar=self.reg_covar,
                     float32=self.eps_dtype == np.float32,
                 )
         return replace(
             self, weights=weights, means=means, covariances=covs,
-            precisions_cholesky=prec_chol, events=events,
+            precisions_cholesky=prec_chol, events=events, rows=rows,
         )
 
     def _reinit(self, stats: SuffStats, bad, weights, means, covs):
