@@ -119,7 +119,22 @@ def _read_column(pf, piece: Piece, name):
     return out
 
 
-def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
+def _stored(columns, vectors) -> list:
+    """The columns a chunk reads from its file, each with ``[(j, element or None), ...]``: where its values go
+    in the matrix (an element ``v[k]`` of a vector column ``v`` of ``vectors`` reads ``v``; each column once)."""
+    from daskgmm.io.vectors import ELEMENT
+
+    plan: dict = {}
+    for j, c in enumerate(columns):
+        m = ELEMENT.match(c) if vectors else None
+        if m and m[1] in vectors:
+            plan.setdefault(m[1], []).append((j, int(m[2])))
+        else:
+            plan.setdefault(c, []).append((j, None))
+    return list(plan.items())
+
+
+def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None):
     """Feature matrix (n, D), Fortran-ordered, and the id column of one planned chunk.
 
     One column at a time, in batches of at most ``BATCH_ROWS`` rows
@@ -129,9 +144,12 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
     and was no faster. So a chunk costs its matrix plus one column's batch
     however large the writer's row groups are. Rows before a slice are decoded
     and dropped. Nulls become NaN. Page checksums are verified where the
-    writer stored them.
+    writer stored them. ``vectors`` (``{column: width}``) names the Spark ML vector columns whose
+    elements ``v[k]`` are among ``columns`` (:mod:`daskgmm.io.vectors`).
     """
     import pyarrow as pa
+
+    from daskgmm.io.vectors import vector_block
 
     target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
     path = piece.path
@@ -139,17 +157,28 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
     try:
         with _open_checked(fs, piece) as pf:
             x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
-            for j, c in enumerate(list(columns) + ([id_column] if id_column is not None else [])):
+            reads = _stored(columns, vectors) + ([(id_column, None)] if id_column is not None else [])
+            for i, (c, into) in enumerate(reads):
+                j = len(columns) if id_column is not None and i == len(reads) - 1 else into[0][0]
                 start = 0
                 parts = _read_column(pf, piece, c)
                 for part in parts:
                     if j == len(columns):  # the id column, kept in its own type
+                        continue
+                    if into[0][1] is not None:  # elements of a vector column: every one wanted from one read
+                        block = vector_block(part, vectors[c], c, lambda r, at=start: f"{path} "
+                                             f"({_row_in_file(piece, at + r)})")
+                        for jj, k in into:
+                            x[start : start + len(part), jj] = block[:, k]
+                        start += len(part)
                         continue
                     if part.type != target:
                         # integers beyond 2**53 (2**24 for float32) round, as NumPy's astype rounds them;
                         # Arrow's safe cast refused them without naming the column
                         part = part.cast(target, safe=not pa.types.is_integer(part.type))
                     x[start : start + len(part), j] = arrow_values(part)
+                    for jj, _ in into[1:]:  # a column named twice (never by check_schemas: kept exact anyway)
+                        x[start : start + len(part), jj] = x[start : start + len(part), j]
                     start += len(part)
                 if j == len(columns):
                     ids = np.concatenate([id_values(p) for p in parts]) if parts else None
@@ -159,7 +188,7 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
                     raise InputChangedError(f"{path}: read {start} rows of column {c!r} where the job planned "
                                             f"{piece.rows}; inputs must not change during a job")
         _check_unchanged(fs, piece)
-    except InputChangedError:
+    except DataError:  # a changed file, or a vector of the wrong width: named already
         raise
     except FileNotFoundError:
         raise InputChangedError(f"{path}: the file was removed after the job started; "
@@ -188,9 +217,9 @@ NONFINITE_ADVICE = {
 }
 
 
-def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
+def read_piece(fs, piece, columns, id_column, dtype, nan_policy, vectors=None):
     """One chunk: (features (n, D) Fortran-ordered, ids (n,) or None)."""
-    x, ids = _read_matrix(fs, piece, columns, dtype, id_column)
+    x, ids = _read_matrix(fs, piece, columns, dtype, id_column, vectors)
     # "marginalize" keeps NaN/null (a missing value for the model); infinity stays an error
     bad = np.isinf(x).any(axis=1) if nan_policy == "marginalize" else _bad_rows(x)
     if bad.any():
@@ -226,22 +255,23 @@ def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
     return x, ids
 
 
-def _count_bad(fs, piece, columns, dtype, infinite_only=False):
-    x, _ = _read_matrix(fs, piece, columns, dtype)
+def _count_bad(fs, piece, columns, dtype, infinite_only=False, vectors=None):
+    x, _ = _read_matrix(fs, piece, columns, dtype, vectors=vectors)
     bad = np.isinf(x) if infinite_only else ~np.isfinite(x)
     rows = bad.any(axis=1)
     first = int(np.argmax(rows)) if rows.any() else -1
     return int(rows.sum()), bad.sum(axis=0), first
 
 
-def count_nonfinite(fs, pieces, columns, dtype, infinite_only=False):
+def count_nonfinite(fs, pieces, columns, dtype, infinite_only=False, vectors=None):
     """One read of every piece: rows with non-finite values (``infinite_only``: infinite) per piece, values
     per column, and the first such row of each piece (-1: none; counted in the piece)."""
     import dask
 
     from daskgmm.engine.cluster import compute_bounded
 
-    counts = compute_bounded(*[dask.delayed(_count_bad)(fs, p, columns, dtype, infinite_only) for p in pieces],
+    counts = compute_bounded(*[dask.delayed(_count_bad)(fs, p, columns, dtype, infinite_only, vectors)
+                               for p in pieces],
                              what="count of non-finite values")
     return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0), [c[2] for c in counts]
 
