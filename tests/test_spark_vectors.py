@@ -194,3 +194,36 @@ def test_parquet_written_by_pyspark_reads_as_the_same_rows(tmp_path):
     assert (tmp_path / "vec" / "_SUCCESS").exists()
     x, ids = daskgmm.read_parquet(tmp_path / "vec", id_column="id")
     np.testing.assert_array_equal(x.compute()[np.argsort(ids.compute())], X)
+
+
+def test_sparse_rows_from_a_vector_column(tmp_path):
+    """KMeans's sparse path reads Spark ML's vectors as they are (HashingTF's or a wide
+    VectorAssembler's output): sparse vectors as sparse rows, dense ones without their zeros."""
+    rng = np.random.default_rng(3)
+    X = np.where(rng.random((400, 30)) < 0.1, rng.random((400, 30)), 0.0)
+    root = spark_directory(tmp_path / "vec", X, sparse=set(range(0, 400, 2)))  # every other row dense
+    x, ids = daskgmm.read_sparse_parquet(root, vector="features", id_column="id", chunk_rows=90)
+    assert x.shape == (400, 30)
+    got = x.compute()
+    np.testing.assert_array_equal(ids.compute(), np.arange(400))
+    np.testing.assert_array_equal(got.toarray(), X)
+    assert got.nnz == np.count_nonzero(X)
+    km = daskgmm.KMeans(3, init=X[:3], n_init=1).fit(x)
+    ref = daskgmm.KMeans(3, init=X[:3], n_init=1).fit(X)
+    np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, atol=1e-12)
+    # the layout's list columns are not there: the error says how to read the vectors
+    with pytest.raises(DataError, match="'features' is a column of Spark ML vectors: read it with vector='features'"):
+        daskgmm.read_sparse_parquet(root)
+    with pytest.raises(DataError, match=r"row \d+\): column 'features' holds a (sparse|dense) vector of "
+                                        r"(size 30|30 values) where n_features is 40"):
+        daskgmm.read_sparse_parquet(root, n_features=40, vector="features").compute()
+    with pytest.raises(DataError, match="column 'id' has type int64; vector= needs a column of Spark ML vectors"):
+        daskgmm.read_sparse_parquet(root, vector="id")
+
+
+def test_a_null_vector_is_refused_as_a_sparse_row(tmp_path):
+    X = np.eye(6)
+    root = spark_directory(tmp_path / "vec", X, days=("2026-12-01",), sparse={0, 1}, null={4})
+    with pytest.raises(DataError, match=r"row 1\): column 'features' holds a null vector") as info:
+        daskgmm.read_sparse_parquet(root, vector="features").compute()
+    assert "part-00001" in str(info.value)

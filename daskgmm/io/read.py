@@ -321,8 +321,27 @@ def _list_parts(pf, piece: Piece, name, what):
     return out
 
 
-def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=None):
-    """One chunk of sparse rows: (csr_array (rows, n_features), bad-rows mask or None, ids)."""
+def _vector_entries(pf, piece: Piece, vector, n_features):
+    """Per-row entry counts, columns and values of a Spark ML vector column in one chunk."""
+    from daskgmm.io.vectors import vector_entries
+
+    counts, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    start = 0
+    for part in _read_column(pf, piece, vector):
+        c, k, v = vector_entries(part, n_features, vector,
+                                 lambda r, at=start: f"{piece.path} ({_row_in_file(piece, at + r)})")
+        counts.append(c)
+        cols.append(k)
+        vals.append(v)
+        start += len(part)
+    return np.concatenate(counts), np.concatenate(cols), np.concatenate(vals)
+
+
+def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=None, vector=None):
+    """One chunk of sparse rows: (csr_array (rows, n_features), bad-rows mask or None, ids).
+
+    With ``vector``, the rows are that Spark ML vector column's (:mod:`daskgmm.io.vectors`), not the
+    ``indices`` and ``values`` list columns."""
     import pyarrow as pa
     import scipy.sparse as sp
 
@@ -332,8 +351,12 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
     ids = None
     try:
         with _open_checked(fs, piece) as pf:
-            ind_parts = _list_parts(pf, piece, indices, "indices")
-            val_parts = _list_parts(pf, piece, values, "values")
+            if vector is None:
+                ind_parts = _list_parts(pf, piece, indices, "indices")
+                val_parts = _list_parts(pf, piece, values, "values")
+            else:
+                entries = _vector_entries(pf, piece, vector, n_features)
+                indices = vector  # the column the messages below name
             if id_column is not None:
                 parts = _read_column(pf, piece, id_column)
                 ids = np.concatenate([id_values(p) for p in parts]) if parts else None
@@ -347,8 +370,11 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
         raise DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})") from None
     finally:
         pa.default_memory_pool().release_unused()
-    counts_i = np.concatenate([np.diff(o) for o, _ in ind_parts]) if ind_parts else np.zeros(0, np.int64)
-    counts_v = np.concatenate([np.diff(o) for o, _ in val_parts]) if val_parts else np.zeros(0, np.int64)
+    if vector is None:
+        counts_i = np.concatenate([np.diff(o) for o, _ in ind_parts]) if ind_parts else np.zeros(0, np.int64)
+        counts_v = np.concatenate([np.diff(o) for o, _ in val_parts]) if val_parts else np.zeros(0, np.int64)
+    else:
+        counts_i = counts_v = entries[0]
     if len(counts_i) != piece.rows or len(counts_v) != piece.rows:
         raise InputChangedError(f"{path}: read {len(counts_i)} rows where the job planned {piece.rows}; "
                                 "inputs must not change during a job")
@@ -357,15 +383,19 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
         raise DataError(f"{path} ({_row_in_file(piece, row)}): {int(counts_i[row])} indices in column "
                         f"{indices!r} but {int(counts_v[row])} values in column {values!r}; each row needs one "
                         "value per index")
-    flat_i = [p for _, p in ind_parts]
-    flat_v = [p for _, p in val_parts]
-    if any(p.null_count for p in flat_i):
-        raise DataError(f"{path} ({where}): column {indices!r} holds null indices")
-    col = np.concatenate([p.to_numpy(zero_copy_only=False) for p in flat_i]) if flat_i else np.zeros(0, np.int64)
-    target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
-    # null values become NaN (then the nan_policy decides)
-    data = np.concatenate([p.cast(target).to_numpy(zero_copy_only=False) for p in flat_v]) if flat_v \
-        else np.zeros(0, dtype)
+    if vector is None:
+        flat_i = [p for _, p in ind_parts]
+        flat_v = [p for _, p in val_parts]
+        if any(p.null_count for p in flat_i):
+            raise DataError(f"{path} ({where}): column {indices!r} holds null indices")
+        col = np.concatenate([p.to_numpy(zero_copy_only=False) for p in flat_i]) if flat_i \
+            else np.zeros(0, np.int64)
+        target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
+        # null values become NaN (then the nan_policy decides)
+        data = np.concatenate([p.cast(target).to_numpy(zero_copy_only=False) for p in flat_v]) if flat_v \
+            else np.zeros(0, dtype)
+    else:
+        col, data = entries[1], entries[2]
     indptr = np.concatenate([[0], np.cumsum(counts_i)])
     if col.size:
         lo, hi = int(col.min()), int(col.max())
@@ -390,15 +420,15 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
     return x, ids
 
 
-def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy):
+def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy, vector=None):
     """One chunk of sparse rows: (csr_array (n, n_features), ids (n,) or None)."""
-    x, ids = _read_sparse(fs, piece, indices, values, n_features, dtype, id_column)
+    x, ids = _read_sparse(fs, piece, indices, values, n_features, dtype, id_column, vector)
     bad = _sparse_bad_rows(x)
     if bad.any():
         if nan_policy != "omit":
             raise NonFiniteError(
                 f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {int(bad.sum())} row(s) with "
-                f"NaN, null or infinite values in column {values!r}, the first in "
+                f"NaN, null or infinite values in column {vector or values!r}, the first in "
                 f"{_row_in_file(piece, int(np.flatnonzero(bad)[0]))}; fix the data or use nan_policy='omit'"
             )
         keep = ~bad
@@ -416,16 +446,17 @@ def _sparse_bad_rows(x) -> np.ndarray:
     return np.bincount(rows[bad_entries], minlength=x.shape[0]) > 0
 
 
-def _count_sparse_bad(fs, piece, indices, values, n_features, dtype):
-    x, _ = _read_sparse(fs, piece, indices, values, n_features, dtype)
+def _count_sparse_bad(fs, piece, indices, values, n_features, dtype, vector=None):
+    x, _ = _read_sparse(fs, piece, indices, values, n_features, dtype, vector=vector)
     return int(_sparse_bad_rows(x).sum())
 
 
-def count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype) -> list:
+def count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype, vector=None) -> list:
     """One read of every piece: rows with NaN, null or infinite values per piece."""
     import dask
 
     from daskgmm.engine.cluster import compute_bounded
 
-    return list(compute_bounded(*[dask.delayed(_count_sparse_bad)(fs, p, indices, values, n_features, dtype)
-                                  for p in pieces], what="count of non-finite values"))
+    return list(compute_bounded(*[dask.delayed(_count_sparse_bad)(fs, p, indices, values, n_features, dtype,
+                                                                  vector) for p in pieces],
+                                what="count of non-finite values"))

@@ -216,3 +216,61 @@ def vector_block(part, width: int, name: str, locate) -> np.ndarray:
         x[sparse] = 0.0
         x[rows, cols] = flat[starts_v + within]
     return x
+
+
+def vector_entries(part, width: int, name: str, locate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The vectors of an Arrow struct array as sparse rows: entries per row (n,), their columns and
+    their values (float64), row after row; a dense vector's zeros are left out.
+
+    Errors as :func:`vector_block`'s, and a null vector (a sparse row has no missing values).
+    """
+    import pyarrow as pa
+
+    if isinstance(part, pa.ChunkedArray):
+        part = part.combine_chunks()
+    n = len(part)
+    valid = _valid(part)
+    if not valid.all():
+        i = int(np.argmin(valid))
+        raise DataError(f"{locate(i)}: column {name!r} holds a null vector; sparse rows have no missing values: "
+                        "drop those rows, or read the column densely (daskgmm.read_parquet)")
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    kind_a, size_a, ind_a, val_a = part.flatten()
+    kind = _ints(kind_a)
+    bad = (kind != 0) & (kind != 1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{locate(i)}: column {name!r} holds a vector of type {int(kind[i])}; Spark ML's vectors "
+                        "are 0 (sparse) or 1 (dense)")
+    dense = kind == 1
+    voff = _ints(val_a.offsets)
+    count = np.diff(voff)
+    wrong = dense & (count != width)
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise DataError(f"{locate(i)}: column {name!r} holds a dense vector of {int(count[i])} values where "
+                        f"n_features is {width}; every vector of a column must have one width")
+    size = _ints(size_a)
+    wrong = ~dense & (size != width)
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise DataError(f"{locate(i)}: column {name!r} holds a sparse vector of size {int(size[i])} where "
+                        f"n_features is {width}; every vector of a column must have one width")
+    ioff = _ints(ind_a.offsets)
+    wrong = ~dense & (np.diff(ioff) != count)
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise DataError(f"{locate(i)}: column {name!r} holds a sparse vector of {int(np.diff(ioff)[i])} indices "
+                        f"and {int(count[i])} values")
+    rows = np.repeat(np.arange(n), count)
+    within = np.arange(rows.size) - np.repeat(np.cumsum(count) - count, count)
+    vals = _floats(val_a.values)[voff[rows] + within]
+    cols = within.copy()
+    on_sparse = ~dense[rows]
+    if on_sparse.any():
+        cols[on_sparse] = _ints(ind_a.values)[ioff[rows[on_sparse]] + within[on_sparse]]
+    keep = ~dense[rows] | (vals != 0)  # a dense vector's zeros are not entries of a sparse row
+    if not keep.all():
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    return np.bincount(rows, minlength=n), cols, vals
