@@ -227,3 +227,32 @@ def test_a_null_vector_is_refused_as_a_sparse_row(tmp_path):
     with pytest.raises(DataError, match=r"row 1\): column 'features' holds a null vector") as info:
         daskgmm.read_sparse_parquet(root, vector="features").compute()
     assert "part-00001" in str(info.value)
+
+
+def test_a_column_of_arrays_is_read_as_its_elements(tmp_path):
+    """Spark's ArrayType(DoubleType) (``vector_to_array(features)``), Arrow lists and fixed-size
+    lists: each array a dense vector; a null array a row of missing values, a null element one."""
+    X, _, _ = make_blobs(n=40, d=3, k=2, seed=5)
+    rows = X.tolist()
+    rows[3], rows[7] = None, [X[7, 0], None, X[7, 2]]
+    pq.write_table(pa.table({"id": np.arange(40), "arr": pa.array(rows, pa.list_(pa.float64()))}),
+                   tmp_path / "lists.parquet")
+    src = daskgmm.open_parquet(tmp_path / "lists.parquet", id_column="id", nan_policy="marginalize")
+    assert src.columns == ["arr[0]", "arr[1]", "arr[2]"]
+    want = X.copy()
+    want[3] = np.nan
+    want[7, 1] = np.nan
+    with pytest.raises(DataError, match="every feature missing"):
+        src.X.compute()
+    got = daskgmm.read_parquet(tmp_path / "lists.parquet", id_column="id", nan_policy="omit")[0].compute()
+    np.testing.assert_array_equal(got, np.delete(want, [3, 7], axis=0))
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel().astype(np.float32)), 3)
+    pq.write_table(pa.table({"arr": fixed}), tmp_path / "fixed.parquet")
+    np.testing.assert_array_equal(daskgmm.read_parquet(tmp_path / "fixed.parquet").compute(),
+                                  X.astype(np.float32).astype(np.float64))
+    sparse = daskgmm.read_sparse_parquet(tmp_path / "fixed.parquet", vector="arr").compute()
+    np.testing.assert_array_equal(sparse.toarray(), X.astype(np.float32).astype(np.float64))
+    rows[3] = [1.0, 2.0]
+    pq.write_table(pa.table({"arr": pa.array(rows, pa.list_(pa.float64()))}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"row 3\): column 'arr' holds a dense vector of 2 values where its first"):
+        daskgmm.read_parquet(tmp_path / "bad.parquet").compute()

@@ -356,7 +356,7 @@ def _not_vector(t) -> str:
 
     if pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= {"values"}:
         return (" or Spark ML vectors (a struct of type: int8, size: int32, indices: list<int32>, values: "
-                "list<double>, as Spark writes a VectorUDT column)")
+                "list<double>, as Spark writes a VectorUDT column) or arrays of numbers")
     return ""
 
 

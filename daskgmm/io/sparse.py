@@ -173,7 +173,7 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
         if not is_vector(t):
             raise DataError(f"{info.path}: column {vector!r} has type {t}; vector= needs a column of Spark ML "
                             "vectors (a struct of type: int8, size: int32, indices: list<int32>, values: "
-                            "list<double>, as Spark writes a VectorUDT column)")
+                            "list<double>, as Spark writes a VectorUDT column) or of arrays of numbers")
         if id_column is not None and id_column not in have:
             raise DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(have)})")
     if id_column == vector:

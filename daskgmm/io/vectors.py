@@ -12,6 +12,10 @@ A vector column of width D is read as D feature columns named ``features[0]`` â€
 finds them again); a name ``features[j]`` chooses one element. D is the length of the
 column's first vector; every vector read must have it (an error names the file and row
 otherwise). A null vector is a row of missing values (the ``nan_policy`` decides).
+
+A column of arrays of numbers (Spark's ``ArrayType(DoubleType)``, as
+``pyspark.ml.functions.vector_to_array`` writes it; an Arrow list or fixed-size list) is read the
+same way, each array a dense vector.
 """
 
 from __future__ import annotations
@@ -30,6 +34,20 @@ FIELDS = ("type", "size", "indices", "values")
 
 
 def is_vector(t) -> bool:
+    """Whether an Arrow type is read as vectors: Spark ML's vector struct, or a list of numbers."""
+    return is_spark_vector(t) or is_array(t)
+
+
+def is_array(t) -> bool:
+    """Whether an Arrow type is a list (or fixed-size list) of numbers: a dense vector per row."""
+    import pyarrow as pa
+
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        return False
+    return pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)
+
+
+def is_spark_vector(t) -> bool:
     """Whether an Arrow type is Spark ML's vector struct (``type``, ``size``, ``indices``, ``values``)."""
     import pyarrow as pa
 
@@ -93,6 +111,19 @@ def _floats(arr) -> np.ndarray:
     return _buffer(pc.fill_null(arr, np.nan) if arr.null_count else arr, np.float64)
 
 
+def _children(part):
+    """``(kind, size, indices, values)`` of a vector array (each child sliced as the array is); a list
+    array's rows are dense vectors (kind 1) without ``size`` and ``indices`` (None)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(part.type):
+        kind_a, size_a, ind_a, val_a = part.flatten()
+        return _ints(kind_a), size_a, ind_a, val_a
+    if pa.types.is_fixed_size_list(part.type):
+        part = part.cast(pa.list_(part.type.value_type))
+    return np.ones(len(part), np.int64), None, None, part
+
+
 def vector_width(part):
     """The width of the first non-null vector of an Arrow struct array, or None when every one is null."""
     import pyarrow as pa
@@ -104,6 +135,8 @@ def vector_width(part):
         return None
     i = int(np.argmax(valid))
     row = part[i].as_py()
+    if not pa.types.is_struct(part.type):
+        return len(row)
     return len(row["values"] or ()) if row["type"] == 1 else int(row["size"])
 
 
@@ -170,8 +203,7 @@ def vector_block(part, width: int, name: str, locate) -> np.ndarray:
     valid = _valid(part)
     if not valid.any():
         return x
-    kind_a, size_a, ind_a, val_a = part.flatten()  # each child sliced as the struct is
-    kind = _ints(kind_a)
+    kind, size_a, ind_a, val_a = _children(part)
     bad = valid & (kind != 0) & (kind != 1)
     if bad.any():
         i = int(np.argmax(bad))
@@ -236,8 +268,7 @@ def vector_entries(part, width: int, name: str, locate) -> tuple[np.ndarray, np.
                         "drop those rows, or read the column densely (daskgmm.read_parquet)")
     if not n:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    kind_a, size_a, ind_a, val_a = part.flatten()
-    kind = _ints(kind_a)
+    kind, size_a, ind_a, val_a = _children(part)
     bad = (kind != 0) & (kind != 1)
     if bad.any():
         i = int(np.argmax(bad))
@@ -251,18 +282,19 @@ def vector_entries(part, width: int, name: str, locate) -> tuple[np.ndarray, np.
         i = int(np.argmax(wrong))
         raise DataError(f"{locate(i)}: column {name!r} holds a dense vector of {int(count[i])} values where "
                         f"n_features is {width}; every vector of a column must have one width")
-    size = _ints(size_a)
-    wrong = ~dense & (size != width)
-    if wrong.any():
-        i = int(np.argmax(wrong))
-        raise DataError(f"{locate(i)}: column {name!r} holds a sparse vector of size {int(size[i])} where "
-                        f"n_features is {width}; every vector of a column must have one width")
-    ioff = _ints(ind_a.offsets)
-    wrong = ~dense & (np.diff(ioff) != count)
-    if wrong.any():
-        i = int(np.argmax(wrong))
-        raise DataError(f"{locate(i)}: column {name!r} holds a sparse vector of {int(np.diff(ioff)[i])} indices "
-                        f"and {int(count[i])} values")
+    if not dense.all():  # only Spark's struct has sparse vectors
+        size = _ints(size_a)
+        wrong = ~dense & (size != width)
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            raise DataError(f"{locate(i)}: column {name!r} holds a sparse vector of size {int(size[i])} where "
+                            f"n_features is {width}; every vector of a column must have one width")
+        ioff = _ints(ind_a.offsets)
+        wrong = ~dense & (np.diff(ioff) != count)
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            raise DataError(f"{locate(i)}: column {name!r} holds a sparse vector of {int(np.diff(ioff)[i])} "
+                            f"indices and {int(count[i])} values")
     rows = np.repeat(np.arange(n), count)
     within = np.arange(rows.size) - np.repeat(np.cumsum(count) - count, count)
     vals = _floats(val_a.values)[voff[rows] + within]
