@@ -256,3 +256,28 @@ def test_a_column_of_arrays_is_read_as_its_elements(tmp_path):
     pq.write_table(pa.table({"arr": pa.array(rows, pa.list_(pa.float64()))}), tmp_path / "bad.parquet")
     with pytest.raises(DataError, match=r"row 3\): column 'arr' holds a dense vector of 2 values where its first"):
         daskgmm.read_parquet(tmp_path / "bad.parquet").compute()
+
+
+def test_reading_vectors_imports_no_pandas(tmp_path):
+    """A worker imports no pandas (README, Data larger than memory): reading vectors, nulls
+    included, goes through Arrow's buffers (``pyarrow.compute.fill_null`` of a number imported it)."""
+    import sys
+
+    X = np.arange(12.0).reshape(6, 2)
+    root = spark_directory(tmp_path / "vec", X, days=("2026-12-01",), sparse={1}, null={4})
+    lists = tmp_path / "lists.parquet"
+    pq.write_table(pa.table({"arr": pa.array([[1.0, None], None, [3.0, 4.0]], pa.list_(pa.float64()))}), lists)
+    code = (
+        "import sys, pyarrow.parquet as pq\n"
+        "from daskgmm.io.vectors import vector_block, vector_entries\n"
+        f"for f in {[str(p) for p in sorted(root.rglob('*.parquet'))]!r}:\n"
+        "    col = pq.ParquetFile(f).read_row_group(0, columns=['features']).column(0)\n"
+        "    vector_block(col, 2, 'features', str)\n"
+        "    vector_entries(col.slice(0, 1), 2, 'features', str)\n"
+        f"vector_block(pq.ParquetFile({str(lists)!r}).read_row_group(0).column(0), 2, 'arr', str)\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
+        os.path.abspath(daskgmm.__file__))), os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -93,22 +93,20 @@ def _buffer(arr, dtype) -> np.ndarray:
 
 
 def _ints(arr) -> np.ndarray:
-    """An integer Arrow array as int64, nulls as -1."""
+    """An integer Arrow array as int64, nulls as -1 (masked here: ``pyarrow.compute.fill_null`` of a
+    Python number imports pandas)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    if arr.null_count:
-        arr = pc.fill_null(arr, -1)
-    return _buffer(arr.cast(pa.int64()), np.int64)
+    x = _buffer(arr.cast(pa.int64()), np.int64)
+    return np.where(_valid(arr), x, -1) if arr.null_count else x
 
 
 def _floats(arr) -> np.ndarray:
     """A numeric Arrow array as float64, nulls as NaN."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    arr = arr.cast(pa.float64())
-    return _buffer(pc.fill_null(arr, np.nan) if arr.null_count else arr, np.float64)
+    x = _buffer(arr.cast(pa.float64()), np.float64)
+    return np.where(_valid(arr), x, np.nan) if arr.null_count else x
 
 
 def _children(part):
