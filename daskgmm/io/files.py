@@ -269,6 +269,17 @@ def _parquet_below(fs, directory: str) -> list[str]:
     )
 
 
+def _hidden_match(pattern: str, match: str) -> bool:
+    """Whether a wildcard of a glob matched a name starting with ``_`` or ``.`` (Spark's ``_SUCCESS``,
+    ``_started_*``, ``.crc`` files, ``_temporary/``), which the glob does not name itself: Hadoop's globs
+    skip them, as a directory's listing here does (fsspec's match them)."""
+    pp, mp = pattern.rstrip("/").split("/"), match.rstrip("/").split("/")
+    if "**" in pattern or len(pp) != len(mp):  # components not aligned: judge the last one
+        pp, mp = pp[-1:], mp[-1:]
+    return any(m.startswith(("_", ".")) and any(ch in p for ch in "*?[") and not p.startswith(m[0])
+               for p, m in zip(pp, mp))
+
+
 def _files_at(fs, p: str) -> list[str]:
     """The Parquet files one input path names: a file, a directory (every Parquet file below it) or a glob."""
     files: list[str] = []
@@ -277,6 +288,8 @@ def _files_at(fs, p: str) -> list[str]:
         # a file the glob matches is read as named; a directory (events/date=*) as a directory is
         found = []
         for m in sorted(fs.glob(sp)):
+            if _hidden_match(sp, m):
+                continue
             found.extend([m] if fs.isfile(m) else _parquet_below(fs, m) if fs.isdir(m) else [])
         if not found:
             raise DataError(f"no Parquet files match {p!r}")
