@@ -127,6 +127,22 @@ def test_a_glob_skips_the_files_spark_and_hadoop_hide(tmp_path):
     assert read_parquet(str(out / "_extra*")).shape == (1, 2)  # named explicitly
 
 
+def test_a_directory_of_parquet_files_without_the_suffix_says_how_to_read_them(tmp_path):
+    """A Hive-format table (``STORED AS PARQUET``: ``part-00000-…-c000``, Hive's ``000000_0``) has
+    Parquet files without a suffix: the error names one and says to read them with a glob; a
+    glob does."""
+    X, _, _ = make_blobs(n=100, d=2, k=2, seed=1)
+    (tmp_path / "t").mkdir()
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1]}), tmp_path / "t" / "part-00000-1234-c000")
+    (tmp_path / "t" / "_SUCCESS").write_bytes(b"")
+    (tmp_path / "t" / ".part-00000-1234-c000.crc").write_bytes(b"crc")
+    with pytest.raises(DataError, match=r"holds no Parquet files \(\*\.parquet, \*\.parq, \*\.pq\) but 1 other "
+                                        r"file\(s\), such as part-00000-1234-c000: if they are Parquet, name them "
+                                        r"with a glob, e.g. '.*/t/\*'"):
+        read_parquet(tmp_path / "t")
+    np.testing.assert_array_equal(read_parquet(str(tmp_path / "t" / "*")).compute(), X)
+
+
 def test_prediction_ids_are_aligned_with_the_rows_or_named_as_wrong(tmp_path):
     """``write_predictions(X, path, ids=...)`` takes NumPy or Dask ids, chunked as they come, for
     every estimator that writes predictions; ids that are not one per row of X are an error saying

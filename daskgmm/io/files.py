@@ -280,6 +280,19 @@ def _hidden_match(pattern: str, match: str) -> bool:
                for p, m in zip(pp, mp))
 
 
+def _other_files(fs, directory: str, given: str) -> str:
+    """Words for a directory without Parquet files' names but with other files (not ``_`` or ``.`` ones):
+    a Hive-format table's are Parquet without a suffix (``part-00000-…-c000``, ``000000_0``)."""
+    other = sorted(f for f in fs.find(directory)
+                   if not any(c.startswith(("_", ".")) for c in posixpath.relpath(f, directory).split("/")))
+    if not other:
+        return ""
+    first = posixpath.relpath(other[0], directory)
+    glob = posixpath.join(str(given).rstrip("/"), *["*"] * len(first.split("/")))  # skips _ and . names
+    return (f" but {len(other)} other file(s), such as {first}: if they are Parquet, name them with a glob, "
+            f"e.g. {glob!r}")
+
+
 def _files_at(fs, p: str) -> list[str]:
     """The Parquet files one input path names: a file, a directory (every Parquet file below it) or a glob."""
     files: list[str] = []
@@ -297,7 +310,8 @@ def _files_at(fs, p: str) -> list[str]:
     elif fs.isdir(sp):
         found = _parquet_below(fs, sp)
         if not found:
-            raise DataError(f"directory {p!r} holds no Parquet files (*.parquet, *.parq, *.pq)")
+            raise DataError(f"directory {p!r} holds no Parquet files (*.parquet, *.parq, *.pq)"
+                            f"{_other_files(fs, sp, p)}")
         files.extend(found)
     elif fs.isfile(sp):
         files.append(sp)
