@@ -281,3 +281,18 @@ def test_reading_vectors_imports_no_pandas(tmp_path):
         os.path.abspath(daskgmm.__file__))), os.environ.get("PYTHONPATH")]))}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+def test_the_sparse_layout_read_densely_says_to_read_it_as_sparse_rows(tmp_path):
+    """Files of daskgmm's sparse layout (``indices``/``values`` lists, ``daskgmm.n_features`` in the
+    metadata) read by the dense reader: lists of varying length are no vectors, and the error says
+    which reader takes them (it was "not numeric", then "a dense vector of 7 values where its first
+    vector has 1")."""
+    import scipy.sparse as sp
+
+    daskgmm.write_sparse_parquet(sp.random(50, 20, density=0.2, random_state=0, format="csr"),
+                                 tmp_path / "sp" / "part-0.parquet")
+    with pytest.raises(DataError, match=r"part-0.parquet: columns 'indices', 'values' hold sparse rows in "
+                                        r"daskgmm's layout \(n_features=20 in the metadata\); read them with "
+                                        r"daskgmm.read_sparse_parquet"):
+        daskgmm.read_parquet(tmp_path / "sp")

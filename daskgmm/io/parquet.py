@@ -170,7 +170,9 @@ def open_parquet(
     fs, files = list_files(path, storage_options)
     with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
         infos = list(pool.map(lambda f: inspect_file(fs, f), files))
-    columns, vectors = expand_vectors(check_schemas(infos, columns, id_column), infos, fs)
+    columns = check_schemas(infos, columns, id_column)
+    _not_sparse_layout(infos, columns)
+    columns, vectors = expand_vectors(columns, infos, fs)
     if chunk_rows is None and chunk_bytes is None:
         from daskgmm.engine.cluster import active_client, chunk_budget
 
@@ -216,6 +218,24 @@ def open_parquet(
         ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
     return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
                          fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors)
+
+
+def _not_sparse_layout(infos, columns) -> None:
+    """Refuse files of the sparse layout (:mod:`daskgmm.io.sparse`) whose list columns would be read as
+    vectors: their lengths vary by row, and ``read_sparse_parquet`` is their reader."""
+    from daskgmm.io.sparse import N_FEATURES_KEY
+    from daskgmm.io.vectors import is_array
+
+    for info in infos:
+        width = (info.schema.metadata or {}).get(N_FEATURES_KEY)
+        lists = [c for c in columns if c in info.schema.names and is_array(info.schema.field(c).type)]
+        if width is not None and lists:
+            raise DataError(
+                f"{info.path}: columns {', '.join(map(repr, lists))} hold sparse rows in daskgmm's layout "
+                f"(n_features={width.decode(errors='replace')} in the metadata); read them with "
+                "daskgmm.read_sparse_parquet (KMeans takes sparse rows), or choose other columns with "
+                "columns=[...] (--columns a,b,...)"
+            )
 
 
 def _numpy_dtype(arrow_type) -> np.dtype:
