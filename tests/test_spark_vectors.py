@@ -296,3 +296,25 @@ def test_the_sparse_layout_read_densely_says_to_read_it_as_sparse_rows(tmp_path)
                                         r"daskgmm's layout \(n_features=20 in the metadata\); read them with "
                                         r"daskgmm.read_sparse_parquet"):
         daskgmm.read_parquet(tmp_path / "sp")
+
+
+def test_a_wide_vector_is_named_by_its_first_and_last_elements(tmp_path, capsys):
+    """A 1000-wide vector column (HashingTF's) made a data line of 1000 names, and a zero-variance
+    warning of hundreds; a run of a vector's elements is named by its first and last."""
+    from daskgmm.cli import main
+    from daskgmm.validation.scan import short_columns
+
+    assert short_columns(["id", "v[0]", "v[1]", "v[2]", "w[0]", "w[1]", "v[4]"]) == \
+        "id, v[0] … v[2], w[0], w[1], v[4]"
+    assert short_columns(["v[3]", "v[4]", "v[5]"], quote=True) == "'v[3]' … 'v[5]'"
+    X = np.zeros((60, 300))
+    X[:, :3] = make_blobs(n=60, d=3, k=2, seed=0)[0]
+    spark_directory(tmp_path / "vec", X, days=("2026-12-01",), sparse=set(range(60)))
+    assert main(["fit", str(tmp_path / "vec"), "--id-column", "id", "--estimator", "kmeans", "--n-components",
+                 "2", "--model-out", str(tmp_path / "m"), "--n-workers", "1", "--threads-per-worker", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "300 columns (features[0] … features[299])" in err, err
+    assert "column(s) 'features[3]' … 'features[299]' of X have zero variance" in err, err
+    assert max(len(line) for line in err.splitlines()) < 400, err
+    assert main(["info", "--model", str(tmp_path / "m")]) == 0
+    assert "features:         300 (features[0] … features[299])" in capsys.readouterr().out
