@@ -123,7 +123,7 @@ def _children(part):
 
 
 def vector_width(part):
-    """The width of the first non-null vector of an Arrow struct array, or None when every one is null."""
+    """The width of the first non-null vector of an Arrow struct (or list) array, or None when every one is null."""
     import pyarrow as pa
 
     if isinstance(part, pa.ChunkedArray):
@@ -187,7 +187,7 @@ def expand(columns, infos, fs) -> tuple[list, dict]:
 
 
 def vector_block(part, width: int, name: str, locate) -> np.ndarray:
-    """The vectors of an Arrow struct array as a float64 matrix (n, width); a null vector a row of NaN.
+    """The vectors of an Arrow struct (or list) array as a float64 matrix (n, width); a null vector a row of NaN.
 
     ``locate(i)`` names row i (file, row group, row) in the errors: a vector of another width,
     or a sparse vector whose indices and values differ in number or leave ``[0, width)``.
@@ -249,7 +249,7 @@ def vector_block(part, width: int, name: str, locate) -> np.ndarray:
 
 
 def vector_entries(part, width: int, name: str, locate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The vectors of an Arrow struct array as sparse rows: entries per row (n,), their columns and
+    """The vectors of an Arrow struct (or list) array as sparse rows: entries per row (n,), their columns and
     their values (float64), row after row; a dense vector's zeros are left out.
 
     Errors as :func:`vector_block`'s, and a null vector (a sparse row has no missing values).
