@@ -99,6 +99,50 @@ def test_a_glob_of_directories_reads_the_parquet_files_below_them(tmp_path):
     assert g.write_predictions(x, tmp_path / "preds") == 300
 
 
+def test_a_glob_skips_the_files_spark_and_hadoop_hide(tmp_path):
+    """``out/*`` over a Spark output matches its ``_SUCCESS``, ``.crc`` and ``_started_*`` files
+    too (fsspec's globs match names starting with ``_`` and ``.``): they are skipped, as a
+    directory's are and as Hadoop's globs skip them; the job failed on "_SUCCESS: not a readable
+    Parquet file". A glob that names such files itself still reads them."""
+    X, _, _ = make_blobs(n=200, d=2, k=2, seed=1)
+    out = tmp_path / "out"
+    for day in ("day=1", "day=2"):
+        (out / day / "_temporary").mkdir(parents=True)
+        (out / day / "_temporary" / "part-9.parquet").write_bytes(b"not parquet")
+    for i, day in enumerate(("day=1", "day=2")):
+        pq.write_table(pa.table({"a": X[100 * i:100 * (i + 1), 0], "b": X[100 * i:100 * (i + 1), 1]}),
+                       out / day / "part-0.snappy.parquet")
+        (out / day / ".part-0.snappy.parquet.crc").write_bytes(b"crc")
+        (out / day / "_started_1").write_bytes(b"")
+    (out / "_SUCCESS").write_bytes(b"")
+    (out / "._SUCCESS.crc").write_bytes(b"crc")
+    for glob in ("out/*", "out/*/*", "out/day=*/part-*", "out/*/*/*"):
+        path = str(tmp_path / glob)
+        if glob == "out/*/*/*":  # only the hidden directory's file: no Parquet files left
+            with pytest.raises(DataError, match="no Parquet files match"):
+                read_parquet(path)
+            continue
+        np.testing.assert_array_equal(read_parquet(path).compute(), X)
+    pq.write_table(pa.table({"a": [1.0], "b": [2.0]}), out / "_extra.parquet")
+    assert read_parquet(str(out / "_extra*")).shape == (1, 2)  # named explicitly
+
+
+def test_a_directory_of_parquet_files_without_the_suffix_says_how_to_read_them(tmp_path):
+    """A Hive-format table (``STORED AS PARQUET``: ``part-00000-…-c000``, Hive's ``000000_0``) has
+    Parquet files without a suffix: the error names one and says to read them with a glob; a
+    glob does."""
+    X, _, _ = make_blobs(n=100, d=2, k=2, seed=1)
+    (tmp_path / "t").mkdir()
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1]}), tmp_path / "t" / "part-00000-1234-c000")
+    (tmp_path / "t" / "_SUCCESS").write_bytes(b"")
+    (tmp_path / "t" / ".part-00000-1234-c000.crc").write_bytes(b"crc")
+    with pytest.raises(DataError, match=r"holds no Parquet files \(\*\.parquet, \*\.parq, \*\.pq\) but 1 other "
+                                        r"file\(s\), such as part-00000-1234-c000: if they are Parquet, name them "
+                                        r"with a glob, e.g. '.*/t/\*'"):
+        read_parquet(tmp_path / "t")
+    np.testing.assert_array_equal(read_parquet(str(tmp_path / "t" / "*")).compute(), X)
+
+
 def test_prediction_ids_are_aligned_with_the_rows_or_named_as_wrong(tmp_path):
     """``write_predictions(X, path, ids=...)`` takes NumPy or Dask ids, chunked as they come, for
     every estimator that writes predictions; ids that are not one per row of X are an error saying

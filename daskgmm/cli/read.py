@@ -25,6 +25,7 @@ from daskgmm.cli.runtime import (
     plot_after,
     storage_options,
 )
+from daskgmm.validation.scan import short_columns
 
 
 def cmd_predict(o, log, metrics):
@@ -136,7 +137,7 @@ def cmd_info(o, log, metrics):
     else:
         lines.append(f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)")
     lines += [
-        f"features:         {doc.get('n_features')} ({', '.join(doc.get('columns') or []) or 'unnamed'})",
+        f"features:         {doc.get('n_features')} ({short_columns(doc.get('columns') or []) or 'unnamed'})",
         f"dtype:            {doc.get('dtype')}",
     ]
     if medoids:

@@ -20,6 +20,7 @@ import numpy as np
 import daskgmm.engine.stop as stop
 from daskgmm.cli.args import UsageError
 from daskgmm.cli.config import SELECT
+from daskgmm.validation.scan import short_columns
 
 
 class Reporter:
@@ -252,7 +253,7 @@ def data_command(o, log, metrics):
     with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
         check_outputs(o, locks)
         src = box["src"] = open_data(o, log)
-        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({', '.join(src.columns)}) from "
+        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({short_columns(src.columns)}) from "
             f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, "
             f"{src.X.dtype}")
         metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
@@ -295,7 +296,7 @@ def missing_policy(o) -> str:
 def name_columns(message, columns) -> str:
     """A warning about columns of X by position, with the Parquet column names instead."""
     def names(m):
-        return ", ".join(repr(columns[int(j)]) for j in m.group(1).split(", "))
+        return short_columns([columns[int(j)] for j in m.group(1).split(", ")], quote=True)
 
     text = re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
     return text.replace('on_collapse="reinit"', "--on-collapse reinit")  # the option's name on the command line
@@ -361,6 +362,6 @@ def model_source(o, log, clusters=False):
     if len(src.columns) != est.n_features_in_:
         from daskgmm.io.files import DataError
 
-        raise DataError(f"{o.data}: {len(src.columns)} feature column(s) ({', '.join(src.columns)}) but the model "
+        raise DataError(f"{o.data}: {len(src.columns)} feature column(s) ({short_columns(src.columns)}) but the model "
                         f"expects {est.n_features_in_}; choose them with --columns")
     return est, src

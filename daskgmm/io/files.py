@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daskgmm.io.vectors import element, is_vector, stored_column
 from daskgmm.validation.scan import DataError
 
 #: Rows per chunk when no memory budget is known (no cluster, no ``chunk_rows``).
@@ -268,6 +269,30 @@ def _parquet_below(fs, directory: str) -> list[str]:
     )
 
 
+def _hidden_match(pattern: str, match: str) -> bool:
+    """Whether a wildcard of a glob matched a name starting with ``_`` or ``.`` (Spark's ``_SUCCESS``,
+    ``_started_*``, ``.crc`` files, ``_temporary/``), which the glob does not name itself: Hadoop's globs
+    skip them, as a directory's listing here does (fsspec's match them)."""
+    pp, mp = pattern.rstrip("/").split("/"), match.rstrip("/").split("/")
+    if "**" in pattern or len(pp) != len(mp):  # components not aligned: judge the last one
+        pp, mp = pp[-1:], mp[-1:]
+    return any(m.startswith(("_", ".")) and any(ch in p for ch in "*?[") and not p.startswith(m[0])
+               for p, m in zip(pp, mp))
+
+
+def _other_files(fs, directory: str, given: str) -> str:
+    """Words for a directory without Parquet files' names but with other files (not ``_`` or ``.`` ones):
+    a Hive-format table's are Parquet without a suffix (``part-00000-…-c000``, ``000000_0``)."""
+    other = sorted(f for f in fs.find(directory)
+                   if not any(c.startswith(("_", ".")) for c in posixpath.relpath(f, directory).split("/")))
+    if not other:
+        return ""
+    first = posixpath.relpath(other[0], directory)
+    glob = posixpath.join(str(given).rstrip("/"), *["*"] * len(first.split("/")))  # skips _ and . names
+    return (f" but {len(other)} other file(s), such as {first}: if they are Parquet, name them with a glob, "
+            f"e.g. {glob!r}")
+
+
 def _files_at(fs, p: str) -> list[str]:
     """The Parquet files one input path names: a file, a directory (every Parquet file below it) or a glob."""
     files: list[str] = []
@@ -276,6 +301,8 @@ def _files_at(fs, p: str) -> list[str]:
         # a file the glob matches is read as named; a directory (events/date=*) as a directory is
         found = []
         for m in sorted(fs.glob(sp)):
+            if _hidden_match(sp, m):
+                continue
             found.extend([m] if fs.isfile(m) else _parquet_below(fs, m) if fs.isdir(m) else [])
         if not found:
             raise DataError(f"no Parquet files match {p!r}")
@@ -283,7 +310,8 @@ def _files_at(fs, p: str) -> list[str]:
     elif fs.isdir(sp):
         found = _parquet_below(fs, sp)
         if not found:
-            raise DataError(f"directory {p!r} holds no Parquet files (*.parquet, *.parq, *.pq)")
+            raise DataError(f"directory {p!r} holds no Parquet files (*.parquet, *.parq, *.pq)"
+                            f"{_other_files(fs, sp, p)}")
         files.extend(found)
     elif fs.isfile(sp):
         files.append(sp)
@@ -344,6 +372,21 @@ def _is_numeric(t) -> bool:
             or pa.types.is_null(t))
 
 
+def _is_feature(t) -> bool:
+    """A type read as feature values: a numeric one, or Spark ML's vector (:mod:`daskgmm.io.vectors`)."""
+    return _is_numeric(t) or is_vector(t)
+
+
+def _not_vector(t) -> str:
+    """Words for a struct that looks like Spark ML's vector but is not (another struct is just not numeric)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= {"values"}:
+        return (" or Spark ML vectors (a struct of type: int8, size: int32, indices: list<int32>, values: "
+                "list<double>, as Spark writes a VectorUDT column) or arrays of numbers")
+    return ""
+
+
 def index_columns(schema) -> set:
     """The columns in which pandas or Dask stored a DataFrame's index (named in the file's pandas
     metadata: ``__index_level_0__``, ``__null_dask_index__`` or the index's name); their readers
@@ -397,11 +440,12 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
                 "columns with columns=[...] (--columns a,b,...) to leave them out",
                 DataWarning, stacklevel=3,
             )
-        bad = [c for c in columns if not _is_numeric(first.schema.field(c).type)]
+        bad = [c for c in columns if not _is_feature(first.schema.field(c).type)]
         if bad:
             listed = ", ".join(f"{c!r} ({first.schema.field(c).type})" for c in bad)
+            vector = next(filter(None, (_not_vector(first.schema.field(c).type) for c in bad)), "")
             raise DataError(
-                f"{first.path}: column(s) {listed} are not numeric; choose the numeric feature "
+                f"{first.path}: column(s) {listed} are not numeric{vector}; choose the numeric feature "
                 "columns with columns=[...] (--columns a,b,...)"
             )
     else:
@@ -418,7 +462,7 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
     for info in infos:
         have = info.schema.names
         for c in wanted:
-            if c not in have:
+            if c not in have and not (c in columns and element(c, info.schema)):
                 what = "id column" if c == id_column else "column"
                 # a hive partition key lives in the directory names (date=2026-12-01/), not in the files
                 hive = (f"; {c!r} is a partition key in the path ({c}=...), and partition keys are not read "
@@ -427,11 +471,12 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
         if not sum(info.row_groups):
             continue  # no rows: its types are never read (pandas writes an empty frame's columns as null)
         for c in columns:
-            t = info.schema.field(c).type
-            if not _is_numeric(t):
-                raise DataError(f"{info.path}: column {c!r} has type {t}; feature columns must be numeric")
+            t = info.schema.field(stored_column(c, info.schema)).type
+            if not _is_feature(t):
+                raise DataError(f"{info.path}: column {c!r} has type {t}; feature columns must be numeric"
+                                f"{_not_vector(t)}")
         for c in wanted:
-            t = info.schema.field(c).type
+            t = info.schema.field(stored_column(c, info.schema)).type
             if c in columns and pa.types.is_null(t):
                 continue  # nulls only in this file: missing values whatever the column's type elsewhere
             seen = typed.setdefault(c, (t, info.path))

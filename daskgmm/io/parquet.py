@@ -55,6 +55,7 @@ from daskgmm.io.read import (
     first_bad_row,
     read_piece,
 )
+from daskgmm.io.vectors import expand as expand_vectors
 
 
 @dataclass
@@ -90,6 +91,7 @@ class ParquetSource:
     pieces: list = field(default_factory=list)
     dtype: object = np.dtype(np.float64)
     nan_policy: str = "raise"
+    vectors: dict = field(default_factory=dict)  # Spark ML vector columns read: {column: width}
 
     def signatures(self) -> list:
         """(path, size in bytes, modification time or None) of every file: what a
@@ -100,7 +102,8 @@ class ParquetSource:
         """Rows with NaN, null or infinite feature values (infinite ones under ``nan_policy="marginalize"``)
         over the whole dataset, by column and by file (one more read of the data; for error messages)."""
         marginalize = self.nan_policy == "marginalize"
-        per_piece, per_col, first = count_nonfinite(self.fs, self.pieces, self.columns, self.dtype, marginalize)
+        per_piece, per_col, first = count_nonfinite(self.fs, self.pieces, self.columns, self.dtype, marginalize,
+                                                   self.vectors)
         rows = int(sum(per_piece))
         by_file: dict = {}
         for piece, n in zip(self.pieces, per_piece):
@@ -168,6 +171,8 @@ def open_parquet(
     with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
         infos = list(pool.map(lambda f: inspect_file(fs, f), files))
     columns = check_schemas(infos, columns, id_column)
+    _not_sparse_layout(infos, columns)
+    columns, vectors = expand_vectors(columns, infos, fs)
     if chunk_rows is None and chunk_bytes is None:
         from daskgmm.engine.cluster import active_client, chunk_budget
 
@@ -179,7 +184,7 @@ def open_parquet(
     sizes = [p.rows for p in pieces]
     n_omitted, by_col = 0, {}
     if nan_policy == "omit":
-        per_piece, per_col, _ = count_nonfinite(fs, pieces, columns, dtype)
+        per_piece, per_col, _ = count_nonfinite(fs, pieces, columns, dtype, vectors=vectors)
         sizes = [n - bad for n, bad in zip(sizes, per_piece)]
         n_omitted = int(sum(per_piece))
         by_col = {c: int(n) for c, n in zip(columns, per_col) if n}
@@ -197,7 +202,7 @@ def open_parquet(
     register_reads(tag, path, [i.path for i in infos])
     read_name, x_name, id_name = f"daskgmm-read-{tag}", f"daskgmm-x-{tag}", f"daskgmm-ids-{tag}"
     read_layer = {
-        (read_name, i): (read_piece, fs, p, tuple(columns), id_column, dtype, nan_policy)
+        (read_name, i): (read_piece, fs, p, tuple(columns), id_column, dtype, nan_policy, vectors)
         for i, p in enumerate(pieces)
     }
     x_layer = {(x_name, i, 0): (operator.getitem, (read_name, i), 0) for i in range(len(pieces))}
@@ -212,7 +217,25 @@ def open_parquet(
         g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})
         ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
     return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
-                         fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy)
+                         fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors)
+
+
+def _not_sparse_layout(infos, columns) -> None:
+    """Refuse files of the sparse layout (:mod:`daskgmm.io.sparse`) whose list columns would be read as
+    vectors: their lengths vary by row, and ``read_sparse_parquet`` is their reader."""
+    from daskgmm.io.sparse import N_FEATURES_KEY
+    from daskgmm.io.vectors import is_array
+
+    for info in infos:
+        width = (info.schema.metadata or {}).get(N_FEATURES_KEY)
+        lists = [c for c in columns if c in info.schema.names and is_array(info.schema.field(c).type)]
+        if width is not None and lists:
+            raise DataError(
+                f"{info.path}: columns {', '.join(map(repr, lists))} hold sparse rows in daskgmm's layout "
+                f"(n_features={width.decode(errors='replace')} in the metadata); read them with "
+                "daskgmm.read_sparse_parquet (KMeans takes sparse rows), or choose other columns with "
+                "columns=[...] (--columns a,b,...)"
+            )
 
 
 def _numpy_dtype(arrow_type) -> np.dtype:

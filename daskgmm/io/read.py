@@ -119,7 +119,22 @@ def _read_column(pf, piece: Piece, name):
     return out
 
 
-def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
+def _stored(columns, vectors) -> list:
+    """The columns a chunk reads from its file, each with ``[(j, element or None), ...]``: where its values go
+    in the matrix (an element ``v[k]`` of a vector column ``v`` of ``vectors`` reads ``v``; each column once)."""
+    from daskgmm.io.vectors import ELEMENT
+
+    plan: dict = {}
+    for j, c in enumerate(columns):
+        m = ELEMENT.match(c) if vectors else None
+        if m and m[1] in vectors:
+            plan.setdefault(m[1], []).append((j, int(m[2])))
+        else:
+            plan.setdefault(c, []).append((j, None))
+    return list(plan.items())
+
+
+def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None):
     """Feature matrix (n, D), Fortran-ordered, and the id column of one planned chunk.
 
     One column at a time, in batches of at most ``BATCH_ROWS`` rows
@@ -129,9 +144,12 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
     and was no faster. So a chunk costs its matrix plus one column's batch
     however large the writer's row groups are. Rows before a slice are decoded
     and dropped. Nulls become NaN. Page checksums are verified where the
-    writer stored them.
+    writer stored them. ``vectors`` (``{column: width}``) names the Spark ML vector columns whose
+    elements ``v[k]`` are among ``columns`` (:mod:`daskgmm.io.vectors`).
     """
     import pyarrow as pa
+
+    from daskgmm.io.vectors import vector_block
 
     target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
     path = piece.path
@@ -139,17 +157,28 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
     try:
         with _open_checked(fs, piece) as pf:
             x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
-            for j, c in enumerate(list(columns) + ([id_column] if id_column is not None else [])):
+            reads = _stored(columns, vectors) + ([(id_column, None)] if id_column is not None else [])
+            for i, (c, into) in enumerate(reads):
+                j = len(columns) if id_column is not None and i == len(reads) - 1 else into[0][0]
                 start = 0
                 parts = _read_column(pf, piece, c)
                 for part in parts:
                     if j == len(columns):  # the id column, kept in its own type
+                        continue
+                    if into[0][1] is not None:  # elements of a vector column: every one wanted from one read
+                        block = vector_block(part, vectors[c], c, lambda r, at=start: f"{path} "
+                                             f"({_row_in_file(piece, at + r)})")
+                        for jj, k in into:
+                            x[start : start + len(part), jj] = block[:, k]
+                        start += len(part)
                         continue
                     if part.type != target:
                         # integers beyond 2**53 (2**24 for float32) round, as NumPy's astype rounds them;
                         # Arrow's safe cast refused them without naming the column
                         part = part.cast(target, safe=not pa.types.is_integer(part.type))
                     x[start : start + len(part), j] = arrow_values(part)
+                    for jj, _ in into[1:]:  # a column named twice (never by check_schemas: kept exact anyway)
+                        x[start : start + len(part), jj] = x[start : start + len(part), j]
                     start += len(part)
                 if j == len(columns):
                     ids = np.concatenate([id_values(p) for p in parts]) if parts else None
@@ -159,7 +188,7 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None):
                     raise InputChangedError(f"{path}: read {start} rows of column {c!r} where the job planned "
                                             f"{piece.rows}; inputs must not change during a job")
         _check_unchanged(fs, piece)
-    except InputChangedError:
+    except DataError:  # a changed file, or a vector of the wrong width: named already
         raise
     except FileNotFoundError:
         raise InputChangedError(f"{path}: the file was removed after the job started; "
@@ -188,9 +217,9 @@ NONFINITE_ADVICE = {
 }
 
 
-def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
+def read_piece(fs, piece, columns, id_column, dtype, nan_policy, vectors=None):
     """One chunk: (features (n, D) Fortran-ordered, ids (n,) or None)."""
-    x, ids = _read_matrix(fs, piece, columns, dtype, id_column)
+    x, ids = _read_matrix(fs, piece, columns, dtype, id_column, vectors)
     # "marginalize" keeps NaN/null (a missing value for the model); infinity stays an error
     bad = np.isinf(x).any(axis=1) if nan_policy == "marginalize" else _bad_rows(x)
     if bad.any():
@@ -226,22 +255,23 @@ def read_piece(fs, piece, columns, id_column, dtype, nan_policy):
     return x, ids
 
 
-def _count_bad(fs, piece, columns, dtype, infinite_only=False):
-    x, _ = _read_matrix(fs, piece, columns, dtype)
+def _count_bad(fs, piece, columns, dtype, infinite_only=False, vectors=None):
+    x, _ = _read_matrix(fs, piece, columns, dtype, vectors=vectors)
     bad = np.isinf(x) if infinite_only else ~np.isfinite(x)
     rows = bad.any(axis=1)
     first = int(np.argmax(rows)) if rows.any() else -1
     return int(rows.sum()), bad.sum(axis=0), first
 
 
-def count_nonfinite(fs, pieces, columns, dtype, infinite_only=False):
+def count_nonfinite(fs, pieces, columns, dtype, infinite_only=False, vectors=None):
     """One read of every piece: rows with non-finite values (``infinite_only``: infinite) per piece, values
     per column, and the first such row of each piece (-1: none; counted in the piece)."""
     import dask
 
     from daskgmm.engine.cluster import compute_bounded
 
-    counts = compute_bounded(*[dask.delayed(_count_bad)(fs, p, columns, dtype, infinite_only) for p in pieces],
+    counts = compute_bounded(*[dask.delayed(_count_bad)(fs, p, columns, dtype, infinite_only, vectors)
+                               for p in pieces],
                              what="count of non-finite values")
     return [c[0] for c in counts], np.sum([c[1] for c in counts], axis=0), [c[2] for c in counts]
 
@@ -291,8 +321,27 @@ def _list_parts(pf, piece: Piece, name, what):
     return out
 
 
-def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=None):
-    """One chunk of sparse rows: (csr_array (rows, n_features), bad-rows mask or None, ids)."""
+def _vector_entries(pf, piece: Piece, vector, n_features):
+    """Per-row entry counts, columns and values of a Spark ML vector column in one chunk."""
+    from daskgmm.io.vectors import vector_entries
+
+    counts, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    start = 0
+    for part in _read_column(pf, piece, vector):
+        c, k, v = vector_entries(part, n_features, vector,
+                                 lambda r, at=start: f"{piece.path} ({_row_in_file(piece, at + r)})")
+        counts.append(c)
+        cols.append(k)
+        vals.append(v)
+        start += len(part)
+    return np.concatenate(counts), np.concatenate(cols), np.concatenate(vals)
+
+
+def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=None, vector=None):
+    """One chunk of sparse rows: (csr_array (rows, n_features), bad-rows mask or None, ids).
+
+    With ``vector``, the rows are that Spark ML vector column's (:mod:`daskgmm.io.vectors`), not the
+    ``indices`` and ``values`` list columns."""
     import pyarrow as pa
     import scipy.sparse as sp
 
@@ -302,8 +351,12 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
     ids = None
     try:
         with _open_checked(fs, piece) as pf:
-            ind_parts = _list_parts(pf, piece, indices, "indices")
-            val_parts = _list_parts(pf, piece, values, "values")
+            if vector is None:
+                ind_parts = _list_parts(pf, piece, indices, "indices")
+                val_parts = _list_parts(pf, piece, values, "values")
+            else:
+                entries = _vector_entries(pf, piece, vector, n_features)
+                indices = vector  # the column the messages below name
             if id_column is not None:
                 parts = _read_column(pf, piece, id_column)
                 ids = np.concatenate([id_values(p) for p in parts]) if parts else None
@@ -317,8 +370,11 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
         raise DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})") from None
     finally:
         pa.default_memory_pool().release_unused()
-    counts_i = np.concatenate([np.diff(o) for o, _ in ind_parts]) if ind_parts else np.zeros(0, np.int64)
-    counts_v = np.concatenate([np.diff(o) for o, _ in val_parts]) if val_parts else np.zeros(0, np.int64)
+    if vector is None:
+        counts_i = np.concatenate([np.diff(o) for o, _ in ind_parts]) if ind_parts else np.zeros(0, np.int64)
+        counts_v = np.concatenate([np.diff(o) for o, _ in val_parts]) if val_parts else np.zeros(0, np.int64)
+    else:
+        counts_i = counts_v = entries[0]
     if len(counts_i) != piece.rows or len(counts_v) != piece.rows:
         raise InputChangedError(f"{path}: read {len(counts_i)} rows where the job planned {piece.rows}; "
                                 "inputs must not change during a job")
@@ -327,15 +383,19 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
         raise DataError(f"{path} ({_row_in_file(piece, row)}): {int(counts_i[row])} indices in column "
                         f"{indices!r} but {int(counts_v[row])} values in column {values!r}; each row needs one "
                         "value per index")
-    flat_i = [p for _, p in ind_parts]
-    flat_v = [p for _, p in val_parts]
-    if any(p.null_count for p in flat_i):
-        raise DataError(f"{path} ({where}): column {indices!r} holds null indices")
-    col = np.concatenate([p.to_numpy(zero_copy_only=False) for p in flat_i]) if flat_i else np.zeros(0, np.int64)
-    target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
-    # null values become NaN (then the nan_policy decides)
-    data = np.concatenate([p.cast(target).to_numpy(zero_copy_only=False) for p in flat_v]) if flat_v \
-        else np.zeros(0, dtype)
+    if vector is None:
+        flat_i = [p for _, p in ind_parts]
+        flat_v = [p for _, p in val_parts]
+        if any(p.null_count for p in flat_i):
+            raise DataError(f"{path} ({where}): column {indices!r} holds null indices")
+        col = np.concatenate([p.to_numpy(zero_copy_only=False) for p in flat_i]) if flat_i \
+            else np.zeros(0, np.int64)
+        target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
+        # null values become NaN (then the nan_policy decides)
+        data = np.concatenate([p.cast(target).to_numpy(zero_copy_only=False) for p in flat_v]) if flat_v \
+            else np.zeros(0, dtype)
+    else:
+        col, data = entries[1], entries[2]
     indptr = np.concatenate([[0], np.cumsum(counts_i)])
     if col.size:
         lo, hi = int(col.min()), int(col.max())
@@ -360,15 +420,15 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
     return x, ids
 
 
-def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy):
+def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy, vector=None):
     """One chunk of sparse rows: (csr_array (n, n_features), ids (n,) or None)."""
-    x, ids = _read_sparse(fs, piece, indices, values, n_features, dtype, id_column)
+    x, ids = _read_sparse(fs, piece, indices, values, n_features, dtype, id_column, vector)
     bad = _sparse_bad_rows(x)
     if bad.any():
         if nan_policy != "omit":
             raise NonFiniteError(
                 f"{piece.path} (row group(s) {[g for g, _, _ in piece.slices]}): {int(bad.sum())} row(s) with "
-                f"NaN, null or infinite values in column {values!r}, the first in "
+                f"NaN, null or infinite values in column {vector or values!r}, the first in "
                 f"{_row_in_file(piece, int(np.flatnonzero(bad)[0]))}; fix the data or use nan_policy='omit'"
             )
         keep = ~bad
@@ -386,16 +446,17 @@ def _sparse_bad_rows(x) -> np.ndarray:
     return np.bincount(rows[bad_entries], minlength=x.shape[0]) > 0
 
 
-def _count_sparse_bad(fs, piece, indices, values, n_features, dtype):
-    x, _ = _read_sparse(fs, piece, indices, values, n_features, dtype)
+def _count_sparse_bad(fs, piece, indices, values, n_features, dtype, vector=None):
+    x, _ = _read_sparse(fs, piece, indices, values, n_features, dtype, vector=vector)
     return int(_sparse_bad_rows(x).sum())
 
 
-def count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype) -> list:
+def count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype, vector=None) -> list:
     """One read of every piece: rows with NaN, null or infinite values per piece."""
     import dask
 
     from daskgmm.engine.cluster import compute_bounded
 
-    return list(compute_bounded(*[dask.delayed(_count_sparse_bad)(fs, p, indices, values, n_features, dtype)
-                                  for p in pieces], what="count of non-finite values"))
+    return list(compute_bounded(*[dask.delayed(_count_sparse_bad)(fs, p, indices, values, n_features, dtype,
+                                                                  vector) for p in pieces],
+                                what="count of non-finite values"))

@@ -160,7 +160,44 @@ def check_sparse_schemas(infos, indices, values, id_column, n_features):
     return n_features
 
 
-def open_sparse_parquet(path, n_features=None, *, indices="indices", values="values", id_column=None,
+def check_vector_schemas(fs, infos, vector, id_column, n_features):
+    """The number of features of a Spark ML vector column (:mod:`daskgmm.io.vectors`), after checking that
+    every file has it (and the id column); default: the width of its first vector."""
+    from daskgmm.io.vectors import first_width, is_vector
+
+    for info in infos:
+        have = info.schema.names
+        if vector not in have:
+            raise DataError(f"{info.path}: no column {vector!r} (it has: {', '.join(have)})")
+        t = info.schema.field(vector).type
+        if not is_vector(t):
+            raise DataError(f"{info.path}: column {vector!r} has type {t}; vector= needs a column of Spark ML "
+                            "vectors (a struct of type: int8, size: int32, indices: list<int32>, values: "
+                            "list<double>, as Spark writes a VectorUDT column) or of arrays of numbers")
+        if id_column is not None and id_column not in have:
+            raise DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(have)})")
+    if id_column == vector:
+        raise DataError(f"the id column {id_column!r} is the vector column")
+    if n_features is None:
+        return first_width(fs, infos, vector)
+    n_features = int(n_features)
+    if n_features < 1:
+        raise DataError(f"n_features must be at least 1, got {n_features}")
+    return n_features
+
+
+def _vector_hint(infos, indices) -> str:
+    """Words naming a Spark ML vector column, for a file without the layout's list columns."""
+    from daskgmm.io.vectors import is_vector
+
+    schema = infos[0].schema
+    if indices in schema.names:
+        return ""
+    found = [c for c in schema.names if is_vector(schema.field(c).type)]
+    return f"; {found[0]!r} is a column of Spark ML vectors: read it with vector={found[0]!r}" if found else ""
+
+
+def open_sparse_parquet(path, n_features=None, *, indices="indices", values="values", vector=None, id_column=None,
                         dtype="float64", nan_policy="raise", chunk_rows=None, chunk_bytes=None,
                         storage_options=None) -> SparseParquetSource:
     """Open Parquet files of sparse rows (the layout of this module) as a Dask array of CSR chunks.
@@ -170,9 +207,15 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
     path : str, path-like, or list of them
         A file, a directory, a glob or an fsspec URL, as :func:`daskgmm.io.parquet.open_parquet`.
     n_features : int, optional
-        The width of the rows; default: every file's ``daskgmm.n_features`` metadata.
+        The width of the rows; default: every file's ``daskgmm.n_features`` metadata (with
+        ``vector``: the width of the column's first vector, which every vector must have).
     indices, values : str
         The list columns of the layout.
+    vector : str, optional
+        A column of Spark ML vectors (``VectorUDT``, as Spark writes ``VectorAssembler``'s or
+        ``HashingTF``'s output; :mod:`daskgmm.io.vectors`) to read the rows from instead of
+        ``indices`` and ``values``: sparse vectors as they are, dense ones without their zeros.
+        A null vector is an error naming its file and row.
     id_column : str, optional
     dtype : {"float64", "float32"}
     nan_policy : {"raise", "omit"}
@@ -195,20 +238,28 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
     fs, files = list_files(path, storage_options)
     with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
         infos = list(pool.map(lambda f: inspect_file(fs, f), files))
-    n_features = check_sparse_schemas(infos, indices, values, id_column, n_features)
+    if vector is not None:
+        n_features = check_vector_schemas(fs, infos, vector, id_column, n_features)
+        indices = values = vector  # the column read, planned and named in messages
+    else:
+        try:
+            n_features = check_sparse_schemas(infos, indices, values, id_column, n_features)
+        except DataError as exc:  # Spark ML's own sparse rows are a vector column: say how to read them
+            raise DataError(f"{exc}{_vector_hint(infos, indices)}") from None
     if chunk_rows is None and chunk_bytes is None:
         from daskgmm.engine.cluster import active_client, chunk_budget
 
         chunk_bytes = chunk_budget(active_client())
     # the decoded list columns (from the footers) are about the CSR's size: plan as the dense reader does
-    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, columns=[indices, values], id_column=id_column, dtype=dtype)
+    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, columns=[indices] if vector else [indices, values],
+                         id_column=id_column, dtype=dtype)
     total = sum(p.rows for p in pieces)
     if total == 0:
         raise DataError(f"no rows in {path!r} ({len(files)} file(s), all empty)")
     sizes = [p.rows for p in pieces]
     n_omitted = 0
     if nan_policy == "omit":
-        per_piece = count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype)
+        per_piece = count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype, vector)
         sizes = [n - bad for n, bad in zip(sizes, per_piece)]
         n_omitted = int(sum(per_piece))
         if n_omitted:
@@ -220,7 +271,7 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
     register_reads(tag, path, files)
     read_name, x_name, id_name = f"daskgmm-sparse-read-{tag}", f"daskgmm-sparse-x-{tag}", f"daskgmm-sparse-ids-{tag}"
     read_layer = {
-        (read_name, i): (read_sparse_piece, fs, p, indices, values, id_column, n_features, dtype, nan_policy)
+        (read_name, i): (read_sparse_piece, fs, p, indices, values, id_column, n_features, dtype, nan_policy, vector)
         for i, p in enumerate(pieces)
     }
     x_layer = {(x_name, i, 0): (operator.getitem, (read_name, i), 0) for i in range(len(pieces))}
@@ -241,7 +292,7 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
                                int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype)
 
 
-def read_sparse_parquet(path, n_features=None, *, indices="indices", values="values", id_column=None,
+def read_sparse_parquet(path, n_features=None, *, indices="indices", values="values", vector=None, id_column=None,
                         dtype="float64", nan_policy="raise", chunk_rows=None, chunk_bytes=None,
                         storage_options=None):
     """Sparse rows from Parquet as a Dask array of ``scipy.sparse.csr_array`` chunks (for ``KMeans``).
@@ -255,8 +306,8 @@ def read_sparse_parquet(path, n_features=None, *, indices="indices", values="val
     (X, ids) : tuple of dask.array.Array
         When ``id_column`` is given.
     """
-    src = open_sparse_parquet(path, n_features, indices=indices, values=values, id_column=id_column, dtype=dtype,
-                              nan_policy=nan_policy, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes,
+    src = open_sparse_parquet(path, n_features, indices=indices, values=values, vector=vector, id_column=id_column,
+                              dtype=dtype, nan_policy=nan_policy, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes,
                               storage_options=storage_options)
     return src.X if id_column is None else (src.X, src.ids)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -93,7 +94,8 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
                       "(possibly duplicate points in X); the components cannot be told apart",
                       DegenerateDataWarning, stacklevel=3)
     elif const.size and columns:
-        names = ", ".join(repr(str(feature_names[j])) if feature_names is not None else str(j) for j in const)
+        names = (short_columns([str(feature_names[j]) for j in const], quote=True) if feature_names is not None
+                 else ", ".join(str(j) for j in const))
         warnings.warn(f"column(s) {names} of X have zero variance (one value in every row): they carry no "
                       "information, and their variances rest on reg_covar alone; drop them",
                       DegenerateDataWarning, stacklevel=3)
@@ -119,3 +121,26 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
             "Sample weights must contain at least one non-zero number. "
             f"{name} got sample_weight with a sum of {scan.weight:g}."
         )
+
+
+#: ``name[j]``: element j of a vector column read as columns (:mod:`daskgmm.io.vectors`).
+_ELEMENT = re.compile(r"(.+)\[(\d+)\]\Z")
+
+
+def short_columns(names, quote: bool = False) -> str:
+    """Column names for a message, a run of three or more consecutive elements of one vector column
+    named by its first and last (``features[0] … features[999]``: a 1000-wide vector made lines of
+    1000 names); ``quote`` writes each name as its ``repr``."""
+    names = [str(n) for n in names]
+    word = repr if quote else str
+    out, i = [], 0
+    while i < len(names):
+        j, m = i, _ELEMENT.match(names[i])
+        while m and j + 1 < len(names):
+            n = _ELEMENT.match(names[j + 1])
+            if not (n and n[1] == m[1] and int(n[2]) == int(_ELEMENT.match(names[j])[2]) + 1):
+                break
+            j += 1
+        out.extend([f"{word(names[i])} … {word(names[j])}"] if j - i >= 2 else map(word, names[i:j + 1]))
+        i = j + 1
+    return ", ".join(out)
