@@ -336,7 +336,7 @@ def test_reinit_leaves_the_groups_update_params_holds_fixed(update_params):
     X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
     means, weights = np.array([[0.0, 0.0], [6.0, 6.0], [40.0, 40.0]]), np.array([0.45, 0.45, 0.1])
     g = GaussianMixture(3, update_params=update_params, means_init=means, weights_init=weights, reg_covar=0.0,
-                        on_collapse="reinit", max_iter=5, tol=0).fit(X)
+                        on_collapse="reinit", max_iter=5, tol=0, random_state=0).fit(X)
     events = [e for h in g.history_ for e in h["events"]]
     assert any("component 2 collapsed" in e for e in events), events
     np.testing.assert_array_equal(g.means_, means)
