@@ -145,6 +145,16 @@ def test_bad_csv_files_name_the_option(tmp_path, value, match):
     assert match in str(info.value) and value in str(info.value)
 
 
+@pytest.mark.parametrize("url", ["s3://lake/models/centres.npy", "s3://lake/centres.csv", "gs://b/m.json"])
+def test_an_array_file_at_a_url_is_refused_as_one(url):
+    """Array files are read from this machine's disk (docs/cli.md): a URL, which DATA and the outputs may be,
+    is said to be one, not "No such file or directory" of an object that may well exist."""
+    with pytest.raises(ConfigError, match=r"^--means-init: means_init: cannot read ") as info:
+        coerce(_opt("means_init"), url, "--means-init")
+    assert f"{url}: an array file is read from this machine's disk, not from a URL" in str(info.value)
+    assert "No such file" not in str(info.value) and "not found" not in str(info.value)
+
+
 def test_a_four_dimensional_array_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="precisions_init: 4 dimensions; at most 3"):
         coerce(_opt("precisions_init"), [[[[1.0]]]], "--precisions-init")

@@ -293,7 +293,10 @@ def _read_csv(path: str) -> np.ndarray:
 
 def _read_array(path: str, max_ndim: int) -> np.ndarray:
     """The numbers in a ``.npy`` file (no pickles), a ``.json`` file (a number or nested lists) or a ``.csv``
-    file (:func:`_read_csv`)."""
+    file (:func:`_read_csv`), on this machine's disk."""
+    if "://" in path:  # DATA and the outputs may be URLs; NumPy would say a stored object is "not found"
+        raise ValueError(f"cannot read {path}: an array file is read from this machine's disk, not from a URL "
+                         "(copy it here, or give the numbers)")
     try:
         if path.lower().endswith(".npy"):
             try:
