@@ -145,6 +145,16 @@ def test_bad_csv_files_name_the_option(tmp_path, value, match):
     assert match in str(info.value) and value in str(info.value)
 
 
+def test_csv_and_json_files_with_a_byte_order_mark_are_read(tmp_path):
+    """Excel's "CSV UTF-8" (and some editors' JSON) start with a byte order mark: the numbers are read, with
+    Windows line ends."""
+    (tmp_path / "m.csv").write_bytes(b"\xef\xbb\xbf0,1.5,-2\r\n5,5,1e-3\r\n")
+    (tmp_path / "m.json").write_bytes(b"\xef\xbb\xbf[[0, 1.5, -2], [5, 5, 0.001]]")
+    for name in ("m.csv", "m.json"):
+        np.testing.assert_array_equal(coerce(_opt("means_init"), str(tmp_path / name), "--means-init"),
+                                      [[0.0, 1.5, -2.0], [5.0, 5.0, 1e-3]])
+
+
 @pytest.mark.parametrize("url", ["s3://lake/models/centres.npy", "s3://lake/centres.csv", "gs://b/m.json"])
 def test_an_array_file_at_a_url_is_refused_as_one(url):
     """Array files are read from this machine's disk (docs/cli.md): a URL, which DATA and the outputs may be,

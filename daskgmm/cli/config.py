@@ -283,7 +283,8 @@ def _read_csv(path: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # NumPy's "Empty input file": said below
-            out = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, comments="#", encoding="utf-8")
+            # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first number
+            out = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, comments="#", encoding="utf-8-sig")
     except ValueError as exc:
         raise ValueError(f"not a .csv of numbers ({exc})") from None
     if out.size == 0:
@@ -310,7 +311,7 @@ def _read_array(path: str, max_ndim: int) -> np.ndarray:
             return raw.astype(np.float64)
         if path.lower().endswith(".csv"):
             return _read_csv(path)
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # as a .csv: a byte order mark is skipped
             doc = json.load(f)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
