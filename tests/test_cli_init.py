@@ -190,6 +190,24 @@ def test_n_components_defaults_to_the_k_of_the_starting_values(argv, k):
     assert _resolve(*argv).n_components == k
 
 
+@pytest.mark.parametrize("argv, attr", [
+    (["--means-init", "0,0.5,-1", "--update-params", "c"], "means_init"),  # a covariance about a known mean
+    (["--estimator", "kmeans", "--init", "0,0.5,-1"], "init"),
+    (["--estimator", "kmedoids", "--init", "0,0.5,-1"], "init"),
+    (["--covariance-type", "diag", "--precisions-init", "1,2,3"], "precisions_init"),
+])
+def test_one_row_without_a_semicolon_is_one_component(argv, attr):
+    """Rows are separated by ';' (docs/cli.md), so one row of D numbers is K = 1: it takes the estimator's
+    shape (1, D) and passes its check; as a vector it was refused, with no way to write it on the command
+    line ("0,0.5,-1;" is an empty value), and kmeans' message blamed its default K of 8."""
+    from daskgmm.cli.fit import initial_arrays
+
+    o = _resolve(*argv)
+    assert o.n_components == 1 and getattr(o, attr).shape == (1, 3)
+    initial_arrays(o, ["f0", "f1", "f2"])
+    assert getattr(o, attr).shape == (1, 3)
+
+
 @pytest.mark.parametrize("args, match", [
     (["--means-init", "0,0;5,5", "--n-components", "3"],
      "--means-init holds 2 component(s) (shape (2, 2)) but --n-components is 3"),
