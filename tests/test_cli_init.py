@@ -145,6 +145,26 @@ def test_bad_csv_files_name_the_option(tmp_path, value, match):
     assert match in str(info.value) and value in str(info.value)
 
 
+def test_csv_and_json_files_with_a_byte_order_mark_are_read(tmp_path):
+    """Excel's "CSV UTF-8" (and some editors' JSON) start with a byte order mark: the numbers are read, with
+    Windows line ends."""
+    (tmp_path / "m.csv").write_bytes(b"\xef\xbb\xbf0,1.5,-2\r\n5,5,1e-3\r\n")
+    (tmp_path / "m.json").write_bytes(b"\xef\xbb\xbf[[0, 1.5, -2], [5, 5, 0.001]]")
+    for name in ("m.csv", "m.json"):
+        np.testing.assert_array_equal(coerce(_opt("means_init"), str(tmp_path / name), "--means-init"),
+                                      [[0.0, 1.5, -2.0], [5.0, 5.0, 1e-3]])
+
+
+@pytest.mark.parametrize("url", ["s3://lake/models/centres.npy", "s3://lake/centres.csv", "gs://b/m.json"])
+def test_an_array_file_at_a_url_is_refused_as_one(url):
+    """Array files are read from this machine's disk (docs/cli.md): a URL, which DATA and the outputs may be,
+    is said to be one, not "No such file or directory" of an object that may well exist."""
+    with pytest.raises(ConfigError, match=r"^--means-init: means_init: cannot read ") as info:
+        coerce(_opt("means_init"), url, "--means-init")
+    assert f"{url}: an array file is read from this machine's disk, not from a URL" in str(info.value)
+    assert "No such file" not in str(info.value) and "not found" not in str(info.value)
+
+
 def test_a_four_dimensional_array_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="precisions_init: 4 dimensions; at most 3"):
         coerce(_opt("precisions_init"), [[[[1.0]]]], "--precisions-init")
@@ -168,6 +188,24 @@ def test_a_four_dimensional_array_is_refused(tmp_path):
 ])
 def test_n_components_defaults_to_the_k_of_the_starting_values(argv, k):
     assert _resolve(*argv).n_components == k
+
+
+@pytest.mark.parametrize("argv, attr", [
+    (["--means-init", "0,0.5,-1", "--update-params", "c"], "means_init"),  # a covariance about a known mean
+    (["--estimator", "kmeans", "--init", "0,0.5,-1"], "init"),
+    (["--estimator", "kmedoids", "--init", "0,0.5,-1"], "init"),
+    (["--covariance-type", "diag", "--precisions-init", "1,2,3"], "precisions_init"),
+])
+def test_one_row_without_a_semicolon_is_one_component(argv, attr):
+    """Rows are separated by ';' (docs/cli.md), so one row of D numbers is K = 1: it takes the estimator's
+    shape (1, D) and passes its check; as a vector it was refused, with no way to write it on the command
+    line ("0,0.5,-1;" is an empty value), and kmeans' message blamed its default K of 8."""
+    from daskgmm.cli.fit import initial_arrays
+
+    o = _resolve(*argv)
+    assert o.n_components == 1 and getattr(o, attr).shape == (1, 3)
+    initial_arrays(o, ["f0", "f1", "f2"])
+    assert getattr(o, attr).shape == (1, 3)
 
 
 @pytest.mark.parametrize("args, match", [

@@ -176,7 +176,8 @@ def resolve_starts(o) -> None:
     Refused (:class:`UsageError`) for an estimator whose constructor has no such parameter, as is a named
     ``--init`` of the other clustering; ``--update-params`` is checked by the estimator's check and written
     w, m, c (``None`` for all three, the default). The arrays take the estimator's shapes as far as the
-    data are not needed: weights and spherical precisions given as a row or a column become a vector, full
+    data are not needed: weights and spherical precisions given as a row or a column become a vector, means,
+    an array ``--init`` and diagonal precisions given as one row (no ``;``) one component's, full
     precisions given as a matrix of stacked D x D blocks (a .csv) become K matrices. ``--n-components``
     defaults to the arrays' K, and an error names the two that disagree. Their shapes against the columns
     are the estimators' checks, once the schema is read (:func:`daskgmm.cli.fit.initial_arrays`).
@@ -207,11 +208,17 @@ def resolve_starts(o) -> None:
     def vector(a):  # a row or a column (a .csv's) of a parameter with one number per component
         return a.reshape(-1) if a.ndim == 0 or (a.ndim == 2 and 1 in a.shape) else a
 
+    def matrix(a):  # K rows of D numbers given as one row, without ';' between rows: K = 1
+        return a.reshape(1, -1) if isinstance(a, np.ndarray) and a.ndim < 2 else a
+
     if o.weights_init is not None:
         o.weights_init = vector(o.weights_init)
+    o.means_init, o.init = matrix(o.means_init), matrix(o.init)
     p = o.precisions_init
     if p is not None and ct == "spherical":
         o.precisions_init = vector(p)
+    elif p is not None and ct == "diag":
+        o.precisions_init = matrix(p)
     elif p is not None and ct == "full" and p.ndim == 2 and p.shape[0] % p.shape[1] == 0:
         o.precisions_init = p.reshape(-1, p.shape[1], p.shape[1])
     # K: the first axis, where the covariance type's shape has one of that many dimensions

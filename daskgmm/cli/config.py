@@ -283,7 +283,8 @@ def _read_csv(path: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # NumPy's "Empty input file": said below
-            out = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, comments="#", encoding="utf-8")
+            # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first number
+            out = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, comments="#", encoding="utf-8-sig")
     except ValueError as exc:
         raise ValueError(f"not a .csv of numbers ({exc})") from None
     if out.size == 0:
@@ -293,7 +294,10 @@ def _read_csv(path: str) -> np.ndarray:
 
 def _read_array(path: str, max_ndim: int) -> np.ndarray:
     """The numbers in a ``.npy`` file (no pickles), a ``.json`` file (a number or nested lists) or a ``.csv``
-    file (:func:`_read_csv`)."""
+    file (:func:`_read_csv`), on this machine's disk."""
+    if "://" in path:  # DATA and the outputs may be URLs; NumPy would say a stored object is "not found"
+        raise ValueError(f"cannot read {path}: an array file is read from this machine's disk, not from a URL "
+                         "(copy it here, or give the numbers)")
     try:
         if path.lower().endswith(".npy"):
             try:
@@ -307,7 +311,7 @@ def _read_array(path: str, max_ndim: int) -> np.ndarray:
             return raw.astype(np.float64)
         if path.lower().endswith(".csv"):
             return _read_csv(path)
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # as a .csv: a byte order mark is skipped
             doc = json.load(f)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
