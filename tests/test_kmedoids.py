@@ -429,3 +429,26 @@ def test_a_callable_metric_is_the_notes_v_of_a_row_and_a_medoid(method):
     assert tuple(sorted(km.medoid_indices_)) == best
     np.testing.assert_allclose(km.inertia_, loss, rtol=1e-12)
     np.testing.assert_allclose(km.transform(X), D[:, km.medoid_indices_], rtol=1e-12)
+
+
+def nan_when_far(u, v):
+    """A metric that is NaN between far rows (as correlation is for a constant row)."""
+    d = float(np.abs(u - v).sum())
+    return float("nan") if d > 8.0 else d
+
+
+def test_a_nan_dissimilarity_is_an_error_naming_it():
+    """FasterPAM and the passes compare dissimilarities: a NaN among them left a NaN inertia and medoids
+    chosen by it, with a warning of empty clusters only (the user trial's robust metric; the peers
+    scikit-learn-extra and kmedoids say nothing either)."""
+    X = _blobs(60, seed=3, k=2, d=2)
+    with pytest.raises(ValueError, match=r"metric 'nan_when_far' gave NaN .*rows \d+ and \d+ of X"):
+        KMedoids(2, metric=nan_when_far, random_state=0).fit(X)
+    # an array init computes no dissimilarity matrix on the sample: the passes meet the NaN
+    with pytest.raises(ValueError, match=r"metric 'nan_when_far' gave NaN"):
+        KMedoids(2, metric=nan_when_far, init=X[:2]).fit(X)
+    constant = np.vstack([np.random.default_rng(0).normal(size=(30, 3)), [[1.0, 1.0, 1.0]]])
+    row30 = r"(row 30 and itself|rows \d+ and 30|rows 30 and \d+)"
+    with pytest.raises(ValueError, match=rf"metric 'correlation' gave NaN between {row30} of X"):
+        KMedoids(2, metric="correlation", random_state=0).fit(constant)
+

@@ -84,6 +84,17 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
     return d
 
 
+def check_no_nan(diss: np.ndarray, metric: Dissimilarity, rows) -> None:
+    """A ValueError naming the first pair of rows (global numbers ``rows``) whose dissimilarity is NaN:
+    FasterPAM and the passes compare dissimilarities, and a NaN among them decides nothing."""
+    bad = np.argwhere(np.isnan(diss))
+    if len(bad):
+        i, j = (int(rows[t]) for t in bad[0])
+        pair = f"row {i} and itself" if i == j else f"rows {i} and {j}"
+        raise ValueError(f"metric {metric.name!r} gave NaN between {pair} of X: a dissimilarity must be a "
+                         "number for every pair of rows")
+
+
 def sample_start(diss: np.ndarray, n_clusters: int, init: str, seed: int):
     """A start on a sample's dissimilarity matrix by ``init``, then FasterPAM from it.
 
@@ -179,6 +190,7 @@ def fit_kmedoids(data, scan, n_clusters: int, *, metric=None, method="alternate"
             with blas_threads(1):
                 sub = pool[:start_rows]
                 diss = metric.pairwise(sub, sub)
+                check_no_nan(diss, metric, pool_rows[:start_rows])
                 idx, start_loss, _ = sample_start(diss, n_clusters, init, seed)
             points, rows = pool[idx], pool_rows[idx]
         runs = [Run(KMedoidsState.start(points, rows, pool, pool_rows, metric, method=method,

@@ -470,6 +470,11 @@ class KMedoidsState:
         A medoid moves only for a decrease of the loss beyond rounding, so equal costs keep it where it is.
         """
         k = self.n_components
+        if any(a is not None and np.isnan(a).any() for a in (stats.loss, stats.cost, stats.removal, stats.plus,
+                                                              stats.table)):
+            raise ValueError(f"metric {self.dissimilarity.name!r} gave NaN between a row of X and a medoid or "
+                             f"a candidate (medoids: rows {', '.join(map(str, self.medoid_rows))}): a "
+                             "dissimilarity must be a number for every pair of rows")
         medoids, rows = self.medoids.copy(), self.medoid_rows.copy()
         events = [f"cluster {j} is empty" for j in np.flatnonzero(stats.counts == 0)]
         tol = 1e-12 * max(abs(stats.loss), 1e-300)
