@@ -452,3 +452,13 @@ def test_a_nan_dissimilarity_is_an_error_naming_it():
     with pytest.raises(ValueError, match=rf"metric 'correlation' gave NaN between {row30} of X"):
         KMedoids(2, metric="correlation", random_state=0).fit(constant)
 
+
+def test_a_callable_metric_that_returns_no_number_is_a_type_error_naming_it():
+    X = _blobs(20, seed=3, k=2, d=2)
+
+    def per_feature(u, v):
+        return np.abs(u - v)
+
+    with pytest.raises(TypeError, match=r"metric 'per_feature' returned an ndarray of shape \(2,\), not a number"):
+        KMedoids(2, metric=per_feature).fit(X)
+
