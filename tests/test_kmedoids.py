@@ -462,3 +462,9 @@ def test_a_callable_metric_that_returns_no_number_is_a_type_error_naming_it():
     with pytest.raises(TypeError, match=r"metric 'per_feature' returned an ndarray of shape \(2,\), not a number"):
         KMedoids(2, metric=per_feature).fit(X)
 
+
+def test_one_distinct_point_warns_naming_n_clusters():
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    with pytest.warns(DegenerateDataWarning, match=r"fewer than n_clusters=2 .*the clusters cannot be told apart"):
+        KMedoids(2, random_state=0).fit(np.ones((20, 2)))
