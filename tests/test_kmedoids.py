@@ -468,3 +468,14 @@ def test_one_distinct_point_warns_naming_n_clusters():
 
     with pytest.warns(DegenerateDataWarning, match=r"fewer than n_clusters=2 .*the clusters cannot be told apart"):
         KMedoids(2, random_state=0).fit(np.ones((20, 2)))
+
+
+def test_a_precomputed_metric_is_refused_saying_why_and_what_to_pass():
+    """The kmedoids package's KMedoids takes metric="precomputed" by default and scikit-learn-extra's takes
+    it too: a user of either gets scikit-learn's sentence, then why it is not taken here."""
+    from daskgmm import InvalidParameterError
+
+    X = _blobs(20, seed=3, k=2, d=2)
+    with pytest.raises(InvalidParameterError, match=r"(?s)^The 'metric' parameter of KMedoids must be .*"
+                                                     r"Got 'precomputed' instead\. .*N x N.*feature rows"):
+        KMedoids(2, metric="precomputed").fit(pairwise_distances(X))
