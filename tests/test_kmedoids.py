@@ -479,3 +479,22 @@ def test_a_precomputed_metric_is_refused_saying_why_and_what_to_pass():
     with pytest.raises(InvalidParameterError, match=r"(?s)^The 'metric' parameter of KMedoids must be .*"
                                                      r"Got 'precomputed' instead\. .*N x N.*feature rows"):
         KMedoids(2, metric="precomputed").fit(pairwise_distances(X))
+
+
+@pytest.mark.parametrize("method", ["alternate", "pam"])
+def test_a_small_far_cluster_gets_its_medoid_with_either_method(method, monkeypatch):
+    """Three rows far from three blobs: FasterPAM gives them a medoid. The start on the sample may not
+    (here it sees 300 of 3,000 rows), so a swap pass must weigh candidates beyond each medoid's nearest
+    rows: method="pam" weighed only the 63 nearest and stopped 15% above FasterPAM's loss, where
+    "alternate"'s swap passes reached it (user-trial robust)."""
+    kmedoids = pytest.importorskip("kmedoids")
+    from daskgmm.fitting import kmedoids as fitting_kmedoids
+
+    monkeypatch.setattr(fitting_kmedoids, "START_ROWS", 300)
+    rng = np.random.default_rng(0)
+    X = np.array([[0, 0], [10, 0], [0, 10]])[rng.integers(0, 3, 2997)] + rng.normal(size=(2997, 2))
+    X = np.vstack([X, [200, 200] + rng.normal(size=(3, 2))])
+    ref = kmedoids.fasterpam(pairwise_distances(X), 4, random_state=0, n_cpu=1).loss
+    km = KMedoids(4, method=method, random_state=0).fit(X)
+    assert np.isin(km.medoid_indices_, [2997, 2998, 2999]).any(), km.medoid_indices_
+    assert km.inertia_ <= ref * (1 + 1e-9), km.inertia_ / ref
