@@ -57,7 +57,7 @@ def _check_shippable(metric) -> None:
 
 
 def dissimilarity(metric, data, scan) -> Dissimilarity:
-    """The dissimilarity of the fit: about the data mean, with ``seuclidean``'s variances (ddof=1, from the
+    """The dissimilarity of the fit: about the sample's median, with ``seuclidean``'s variances (ddof=1, from the
     scan) or ``mahalanobis``' inverse covariance (ddof=1, one pass) of the whole data; tried on two rows
     of the sample, so that a metric that cannot take these rows fails now with scikit-learn's message."""
     variance = covariance = None
@@ -78,7 +78,9 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
                       "True", DataConversionWarning, stacklevel=3)
     if callable(metric):
         _check_shippable(metric)
-    d = Dissimilarity.of(metric, scan.mean, variance, covariance)
+    # the product form's centre: the sample's median, not the mean, which gross outliers drag away from the
+    # rows (the form then recomputes most entries by differences)
+    d = Dissimilarity.of(metric, np.median(np.asarray(data.sample(), np.float64), axis=0), variance, covariance)
     probe = data.sample()[:2]
     d.pairwise(probe, probe)
     return d
