@@ -25,6 +25,7 @@ from daskgmm.validation.params import (
     NONE,
     RANDOM_STATE,
     Interval,
+    InvalidParameterError,
     Options,
     validate_params,
     warn_convergence,
@@ -158,7 +159,15 @@ default="k-medoids++"
         -------
         self
         """
-        validate_params(self)
+        try:
+            validate_params(self)
+        except InvalidParameterError as exc:
+            if isinstance(self.metric, str) and self.metric == "precomputed":  # the kmedoids package's default
+                raise InvalidParameterError(
+                    f"{exc} KMedoids takes no precomputed matrix: it never holds the N x N dissimilarities, "
+                    "but computes them from the feature rows in passes over the data. Pass the feature rows and "
+                    "their metric (a name, or a callable metric(u, v) -> float).") from None
+            raise
         name = type(self).__name__
         data, scan, info = prepare_rows(X, None, name, cache=self.cache, chunk_size=self.chunk_size,
                                         min_samples=1, estimator=self)

@@ -519,3 +519,33 @@ def test_a_cut_chunk_gives_the_same_bits_whichever_worker_held_it(process_client
     np.testing.assert_array_equal(scans[0], scans[1])
     for key in ("weights_", "means_", "covariances_", "precisions_cholesky_", "lower_bounds_"):
         np.testing.assert_array_equal(getattr(fits[0], key), getattr(fits[1], key), err_msg=key)
+
+
+def test_rows_kept_in_memory_and_rows_read_every_pass_give_their_chunks_the_same_tasks(process_client, tmp_path):
+    """Persisting the rows and reading them every pass submit the same keys (the chunks of the
+    caller's array): with different tasks under one key, distributed's scheduler logs "Detected
+    different `run_spec`" ("can cause failures and deadlocks"). Seen in a user trial: a KMedoids fit
+    with ``cache="none"`` on a Parquet directory just after one that kept the rows in memory."""
+    import logging
+
+    from daskgmm import read_parquet
+
+    from .conftest import write_data
+
+    write_data(str(tmp_path / "d"), n=3000, files=3)
+    X = read_parquet(str(tmp_path / "d"), columns=["f0", "f1", "f2"])
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("distributed.scheduler")
+    logger.addHandler(handler)
+    try:
+        with process_client.as_current():
+            kept = ChunkedData(X, cache="memory")  # its futures held while the other reads
+            read = ChunkedData(X, cache="none")
+            (a,) = kept.run(_mixture_request(), np.zeros(3))[0]
+            (b,) = read.run(_mixture_request(), np.zeros(3))[0]
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "run_spec" in r.getMessage()], [r.getMessage()[:300] for r in records]
+    np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)

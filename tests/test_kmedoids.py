@@ -429,3 +429,92 @@ def test_a_callable_metric_is_the_notes_v_of_a_row_and_a_medoid(method):
     assert tuple(sorted(km.medoid_indices_)) == best
     np.testing.assert_allclose(km.inertia_, loss, rtol=1e-12)
     np.testing.assert_allclose(km.transform(X), D[:, km.medoid_indices_], rtol=1e-12)
+
+
+def nan_when_far(u, v):
+    """A metric that is NaN between far rows (as correlation is for a constant row)."""
+    d = float(np.abs(u - v).sum())
+    return float("nan") if d > 8.0 else d
+
+
+def test_a_nan_dissimilarity_is_an_error_naming_it():
+    """FasterPAM and the passes compare dissimilarities: a NaN among them left a NaN inertia and medoids
+    chosen by it, with a warning of empty clusters only (the user trial's robust metric; the peers
+    scikit-learn-extra and kmedoids say nothing either)."""
+    X = _blobs(60, seed=3, k=2, d=2)
+    with pytest.raises(ValueError, match=r"metric 'nan_when_far' gave NaN .*rows \d+ and \d+ of X"):
+        KMedoids(2, metric=nan_when_far, random_state=0).fit(X)
+    # an array init computes no dissimilarity matrix on the sample: the passes meet the NaN
+    with pytest.raises(ValueError, match=r"metric 'nan_when_far' gave NaN"):
+        KMedoids(2, metric=nan_when_far, init=X[:2]).fit(X)
+    constant = np.vstack([np.random.default_rng(0).normal(size=(30, 3)), [[1.0, 1.0, 1.0]]])
+    row30 = r"(row 30 and itself|rows \d+ and 30|rows 30 and \d+)"
+    with pytest.raises(ValueError, match=rf"metric 'correlation' gave NaN between {row30} of X"):
+        KMedoids(2, metric="correlation", random_state=0).fit(constant)
+
+
+def test_a_callable_metric_that_returns_no_number_is_a_type_error_naming_it():
+    X = _blobs(20, seed=3, k=2, d=2)
+
+    def per_feature(u, v):
+        return np.abs(u - v)
+
+    with pytest.raises(TypeError, match=r"metric 'per_feature' returned an ndarray of shape \(2,\), not a number"):
+        KMedoids(2, metric=per_feature).fit(X)
+
+
+def test_one_distinct_point_warns_naming_n_clusters():
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    with pytest.warns(DegenerateDataWarning, match=r"fewer than n_clusters=2 .*the clusters cannot be told apart"):
+        KMedoids(2, random_state=0).fit(np.ones((20, 2)))
+
+
+def test_a_precomputed_metric_is_refused_saying_why_and_what_to_pass():
+    """The kmedoids package's KMedoids takes metric="precomputed" by default and scikit-learn-extra's takes
+    it too: a user of either gets scikit-learn's sentence, then why it is not taken here."""
+    from daskgmm import InvalidParameterError
+
+    X = _blobs(20, seed=3, k=2, d=2)
+    with pytest.raises(InvalidParameterError, match=r"(?s)^The 'metric' parameter of KMedoids must be .*"
+                                                     r"Got 'precomputed' instead\. .*N x N.*feature rows"):
+        KMedoids(2, metric="precomputed").fit(pairwise_distances(X))
+
+
+@pytest.mark.parametrize("method", ["alternate", "pam"])
+def test_a_small_far_cluster_gets_its_medoid_with_either_method(method, monkeypatch):
+    """Three rows far from three blobs: FasterPAM gives them a medoid. The start on the sample may not
+    (here it sees 300 of 3,000 rows), so a swap pass must weigh candidates beyond each medoid's nearest
+    rows: method="pam" weighed only the 63 nearest and stopped 15% above FasterPAM's loss, where
+    "alternate"'s swap passes reached it (user-trial robust)."""
+    kmedoids = pytest.importorskip("kmedoids")
+    from daskgmm.fitting import kmedoids as fitting_kmedoids
+
+    monkeypatch.setattr(fitting_kmedoids, "START_ROWS", 300)
+    rng = np.random.default_rng(0)
+    X = np.array([[0, 0], [10, 0], [0, 10]])[rng.integers(0, 3, 2997)] + rng.normal(size=(2997, 2))
+    X = np.vstack([X, [200, 200] + rng.normal(size=(3, 2))])
+    ref = kmedoids.fasterpam(pairwise_distances(X), 4, random_state=0, n_cpu=1).loss
+    km = KMedoids(4, method=method, random_state=0).fit(X)
+    assert np.isin(km.medoid_indices_, [2997, 2998, 2999]).any(), km.medoid_indices_
+    assert km.inertia_ <= ref * (1 + 1e-9), km.inertia_ / ref
+
+
+@pytest.mark.parametrize("far", [1e10, 1e12])
+def test_gross_outliers_at_a_far_sentinel_leave_the_euclidean_dissimilarities_exact(far):
+    """Three rows at one far value (a sentinel) among blobs: the product form ‖a‖² + ‖b‖² - 2 a·b about the
+    data mean, which those rows drag to far / 1000, lost the blobs' distances (at 1e12: labels_ wrong on
+    903 of 3,003 rows, inertia_ 2,778 for medoids whose inertia is 15,764; at 1e10 worse medoids than
+    FasterPAM's), where scikit-learn-extra and kmedoids, on the raw rows, are exact (user-trial robust).
+    About the sample's median the blobs' rows are near the centre. (Far rows near but not at one value
+    still lose their distances to each other: eps · far² in a squared distance.)"""
+    kmedoids = pytest.importorskip("kmedoids")
+    X = np.vstack([_blobs(3000, seed=5, k=2, d=2), np.full((3, 2), far)])
+    D = cdist(X, X)
+    ref = kmedoids.fasterpam(D, 3, random_state=0, n_cpu=1).loss
+    km = KMedoids(3, random_state=0).fit(X)
+    exact = cdist(X, km.cluster_centers_)
+    np.testing.assert_allclose(km.inertia_, exact.min(axis=1).sum(), rtol=1e-9)
+    np.testing.assert_array_equal(km.labels_, exact.argmin(axis=1))
+    assert km.inertia_ <= ref * (1 + 1e-9), (km.inertia_, ref)
+    np.testing.assert_allclose(km.transform(X), exact, rtol=1e-9, atol=1e-9)

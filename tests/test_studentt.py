@@ -468,3 +468,24 @@ def test_gaussian_and_t_models_share_a_pass_and_each_gets_its_own_statistics():
     for mine, alone in zip((got[0], got[2]), alone_t):
         assert mine.loglik == alone.loglik and np.array_equal(mine.log_u, alone.log_u)
         np.testing.assert_array_equal(mine.moments.s2, alone.moments.s2)
+
+
+@pytest.mark.parametrize("init", ["kmeans", "k-means++"])
+def test_gross_outliers_at_one_far_value_get_their_component(init):
+    """A sentinel value far away (three rows at 1e6 among blobs near 0: the label moments about the data
+    mean carry an error of eps * 1e12 = 2e-4, beyond reg_covar) failed the start as "not positive
+    definite", the Gaussian mixture's default start too, where scikit-learn's GaussianMixture and
+    studenttmixture fit it (user-trial robust)."""
+    X, _, _ = make_blobs(n=3000, d=2, k=3, seed=4)
+    X = np.vstack([X, np.full((3, 2), 1e6)])
+    sk = pytest.importorskip("sklearn.mixture").GaussianMixture(3, random_state=0, init_params=init).fit(X)
+    for est in (StudentTMixture(3, init_params=init, random_state=0), GaussianMixture(3, init_params=init,
+                                                                                        random_state=0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the component on three identical rows is named as collapsed
+            est.fit(X)
+        assert np.any(np.all(est.means_ == 1e6, axis=1)), est.means_
+        # the blobs' components where scikit-learn puts them
+        near = np.abs(np.sort(est.means_, axis=0) - np.sort(sk.means_, axis=0)).max()
+        assert near < 0.1, (type(est).__name__, est.means_, sk.means_)
+    assert est.score(X) >= sk.score(X) - 1e-3, (est.score(X), sk.score(X))  # the Gaussian mixture

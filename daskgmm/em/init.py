@@ -332,6 +332,11 @@ def initial_centers(data: ChunkedData, centre, method: str, n_clusters, seeds: l
     raise ValueError(f"unknown centre initialisation {method!r}")
 
 
+#: The largest absolute error ``eps64 · max_k ‖c_k - centre‖²`` that float64 label moments about the pass
+#: centre may carry: a thousandth of the default ``reg_covar``, all a component of identical rows has.
+LABEL_MOMENT_TOLERANCE = 1e-9
+
+
 def label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
     """The spec of the statistics of k-means labels (hard assignment to the nearest centre).
 
@@ -339,14 +344,18 @@ def label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
     for components far from the centre is more than their scatter (two points 9999 apart:
     an error of 1.5 in 2.5e7, against a variance of 0.1). For float32 data, then, the
     labels and their moments come from the per-component path: differences from each
-    centre first, moments about it, summed in float64 (a pass about twice as costly; float64
-    keeps the shared features, whose error there is 1e-9 of the scatter).
+    centre first, moments about it, summed in float64 (a pass about twice as costly). float64
+    keeps the shared features (their error there is 1e-9 of the scatter) unless a centre lies
+    so far that ``eps · ‖c_k - centre‖²`` exceeds :data:`LABEL_MOMENT_TOLERANCE`: gross outliers
+    at one sentinel value (three rows at 1e6 among blobs near 0: an error of 2e-4 in a
+    covariance of 0 + ``reg_covar``) made a scale that was not positive definite.
     """
     from daskgmm.kernels import PerComponent
 
     nat = kmeans_natural_params(centers - centre)
     precise = None
-    if np.dtype(dtype) == np.float32:
+    far = float(np.max(np.sum(np.square(centers - centre), axis=1))) if len(centers) else 0.0
+    if np.dtype(dtype) == np.float32 or np.finfo(np.float64).eps * far > LABEL_MOMENT_TOLERANCE:
         k = len(centers)
         # -‖x - c_k‖² as scikit-learn's per-component form: factor √2, so that -½ (√2)² ‖z‖² = -‖z‖²
         precise = PerComponent(centers - centre, np.full(k, math.sqrt(2.0)), np.zeros(k), "spherical")

@@ -116,7 +116,10 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
     from distributed import futures_of
 
     def persisted(arr):
-        arr = client.persist(arr)
+        # unoptimised, as the passes over rows read every pass submit them (to_delayed(optimize_graph=False)):
+        # fusing would put other tasks under the same chunk keys, which distributed's scheduler logs as
+        # "different run_spec" ("can cause failures and deadlocks") when a fit of each kind meets the other's
+        arr = client.persist(arr, optimize_graph=False)
         by_key = {f.key: f for f in futures_of(arr)}
         return [by_key[k] for k in flatten(arr.__dask_keys__())]
 

@@ -68,7 +68,7 @@ def _check_shippable(metric) -> None:
 
 
 def dissimilarity(metric, data, scan) -> Dissimilarity:
-    """The dissimilarity of the fit: about the data mean, with ``seuclidean``'s variances (ddof=1, from the
+    """The dissimilarity of the fit: about the sample's median, with ``seuclidean``'s variances (ddof=1, from the
     scan) or ``mahalanobis``' inverse covariance (ddof=1, one pass) of the whole data; tried on two rows
     of the sample, so that a metric that cannot take these rows fails now with scikit-learn's message."""
     variance = covariance = None
@@ -89,10 +89,23 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
                       "True", DataConversionWarning, stacklevel=3)
     if callable(metric):
         _check_shippable(metric)
-    d = Dissimilarity.of(metric, scan.mean, variance, covariance)
+    # the product form's centre: the sample's median, not the mean, which gross outliers drag away from the
+    # rows (the form then recomputes most entries by differences)
+    d = Dissimilarity.of(metric, np.median(np.asarray(data.sample(), np.float64), axis=0), variance, covariance)
     probe = data.sample()[:2]
     d.pairwise(probe, probe)
     return d
+
+
+def check_no_nan(diss: np.ndarray, metric: Dissimilarity, rows) -> None:
+    """A ValueError naming the first pair of rows (global numbers ``rows``) whose dissimilarity is NaN:
+    FasterPAM and the passes compare dissimilarities, and a NaN among them decides nothing."""
+    bad = np.argwhere(np.isnan(diss))
+    if len(bad):
+        i, j = (int(rows[t]) for t in bad[0])
+        pair = f"row {i} and itself" if i == j else f"rows {i} and {j}"
+        raise ValueError(f"metric {metric.name!r} gave NaN between {pair} of X: a dissimilarity must be a "
+                         "number for every pair of rows")
 
 
 def sample_start(diss: np.ndarray, n_clusters: int, init: str, seed: int):
@@ -190,6 +203,7 @@ def fit_kmedoids(data, scan, n_clusters: int, *, metric=None, method="alternate"
             with blas_threads(1):
                 sub = pool[:start_rows]
                 diss = metric.pairwise(sub, sub)
+                check_no_nan(diss, metric, pool_rows[:start_rows])
                 idx, start_loss, _ = sample_start(diss, n_clusters, init, seed)
             points, rows = pool[idx], pool_rows[idx]
         runs = [Run(KMedoidsState.start(points, rows, pool, pool_rows, metric, method=method,

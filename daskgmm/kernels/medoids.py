@@ -160,7 +160,14 @@ class Dissimilarity:
             f = self.metric
             for i in range(n):
                 for j in range(m):
-                    out[i, j] = f(a[i], b[j])
+                    v = f(a[i], b[j])
+                    try:
+                        out[i, j] = v
+                    except (TypeError, ValueError):  # numpy's "setting an array element with a sequence"
+                        what = (f"an ndarray of shape {v.shape}" if isinstance(v, np.ndarray)
+                                else f"{type(v).__name__} {v!r:.60}")
+                        raise TypeError(f"metric {self.name!r} returned {what}, not a number, for two rows: "
+                                        "metric(u, v) must return one float") from None
             return out
         from sklearn.metrics import pairwise_distances  # only a process that meets such a metric imports it
 

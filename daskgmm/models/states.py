@@ -358,9 +358,10 @@ MEDOID_CANDIDATES = 64
 class KMedoidsState:
     """Medoids of one k-medoids model (rows of the data), and the candidates its next pass weighs.
 
-    The candidates of cluster k are the rows of ``pool`` (the first scan's sample: the whole data
-    when it is small) nearest to medoid k among those nearest to it, at most ``n_candidates``,
-    its medoid among them. A pass sums, for every candidate, what it would cost
+    The candidates of cluster k are rows of ``pool`` (the first scan's sample: the whole data
+    when it is small) among those nearest to medoid k, at most ``n_candidates``, its medoid among
+    them: the nearest to it for an alternate pass, spread over the cluster (below) for a swap pass,
+    which is every pass of "pam". A pass sums, for every candidate, what it would cost
     (:class:`daskgmm.kernels.medoids.MedoidRequest`); the update takes, per cluster, the
     candidate of least cost ("alternate", Park & Jun's step), or the single swap of a medoid
     for a candidate that lowers the loss most ("pam", FasterPAM's gains).
@@ -445,7 +446,9 @@ class KMedoidsState:
         medoids, rows, pool_rows, dist = fields["medoids"], fields["medoid_rows"], fields["pool_rows"], \
             fields["pool_dist"]
         k, n_cand = len(medoids), fields["n_candidates"]
-        spread = fields.get("phase", "alternate") == "swap"
+        # swap passes (every pass of "pam") weigh rows across each cluster: from the nearest alone no swap
+        # reaches rows the start left in another medoid's cluster, far from it (a small far cluster)
+        spread = fields.get("phase", "alternate") == "swap" or fields["method"] == "pam"
         near = np.argmin(dist, axis=1) if len(dist) else np.zeros(0, np.int64)
         cand, cand_rows, cluster = [], [], []
         for j in range(k):
@@ -488,6 +491,11 @@ class KMedoidsState:
         A medoid moves only for a decrease of the loss beyond rounding, so equal costs keep it where it is.
         """
         k = self.n_components
+        if any(a is not None and np.isnan(a).any() for a in (stats.loss, stats.cost, stats.removal, stats.plus,
+                                                              stats.table)):
+            raise ValueError(f"metric {self.dissimilarity.name!r} gave NaN between a row of X and a medoid or "
+                             f"a candidate (medoids: rows {', '.join(map(str, self.medoid_rows))}): a "
+                             "dissimilarity must be a number for every pair of rows")
         medoids, rows = self.medoids.copy(), self.medoid_rows.copy()
         events = [f"cluster {j} is empty" for j in np.flatnonzero(stats.counts == 0)]
         tol = 1e-12 * max(abs(stats.loss), 1e-300)

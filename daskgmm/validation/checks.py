@@ -543,7 +543,7 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
                chunks=Xd.chunks[0] if info["dask_input"] else None)
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
-        warn_degenerate(result, info["feature_names"],
-                        getattr(estimator, "n_components", getattr(estimator, "n_clusters", None)),
-                        columns=not data.sparse)
+        parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
+        warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
+                        columns=not data.sparse, parameter=parameter)
     return data, result, info

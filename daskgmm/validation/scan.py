@@ -77,8 +77,11 @@ class DegenerateDataWarning(UserWarning):
     """Every row of X is the same point, or a column of X has one value in every row."""
 
 
-def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True) -> None:
+def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True,
+                    parameter: str = "n_components") -> None:
     """Warn (``DegenerateDataWarning``) when every row is the same point, or about columns of one value.
+
+    ``parameter`` names ``n_components`` in the message: ``"n_clusters"`` for k-means and k-medoids.
 
     A column is constant when its standard deviation is below 1e-12 of its mean: the scan
     merges chunk means, so a constant column's variance is rounding, not always zero.
@@ -89,9 +92,10 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
     var = np.asarray(scan.m2, np.float64) / scan.weight
     const = np.flatnonzero(var <= (1e-12 * np.abs(scan.mean)) ** 2)
     if const.size == var.size:
-        more = f", fewer than n_components={n_components}" if n_components and n_components > 1 else ""
+        more = f", fewer than {parameter}={n_components}" if n_components and n_components > 1 else ""
+        parts = "clusters" if parameter == "n_clusters" else "components"
         warnings.warn(f"all {scan.rows} rows of X are the same point: 1 distinct point{more} "
-                      "(possibly duplicate points in X); the components cannot be told apart",
+                      f"(possibly duplicate points in X); the {parts} cannot be told apart",
                       DegenerateDataWarning, stacklevel=3)
     elif const.size and columns:
         names = (short_columns([str(feature_names[j]) for j in const], quote=True) if feature_names is not None
