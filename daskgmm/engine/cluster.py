@@ -118,12 +118,13 @@ def pin_worker_blas(in_worker: bool = False) -> None:
 def _probe_scheduler(address: str, security=None) -> None:
     """Ask ``address`` who it is, within ``distributed.comm.timeouts.connect``: ``Client`` bounds
     the TCP connect but not the handshake after it, so a port that accepts and never answers
-    (a hung scheduler, another service) held it forever.
+    (a hung scheduler, another service) held it forever; and a port where nothing listens is said
+    so here, after one timeout (Client waited it a second time, then said only "Timed out").
 
     Raises
     ------
     ClusterError
-        Nothing answered like a Dask scheduler in time.
+        Nothing accepted the connection, or nothing answered like a Dask scheduler, in time.
     """
     import asyncio
 
@@ -140,7 +141,10 @@ def _probe_scheduler(address: str, security=None) -> None:
     args = security.get_connection_args("client") if security is not None else {}
 
     async def ask():
-        comm = await comm_connect(address, timeout=timeout, **args)
+        try:
+            comm = await comm_connect(address, timeout=timeout, **args)
+        except OSError as exc:  # refused or unreachable for the whole timeout (distributed retries), TLS refused
+            return exc
         try:
             await comm.write({"op": "identity", "reply": True})
             return await comm.read()
@@ -148,18 +152,40 @@ def _probe_scheduler(address: str, security=None) -> None:
             comm.abort()
 
     try:
-        reply = asyncio.run(asyncio.wait_for(ask(), timeout))
-    except TimeoutError:  # before OSError, its base class
+        # a second past comm_connect's own bound: a connection refused for the whole timeout is said so,
+        # not taken for the silent port's timeout that would race it (then Client waited the timeout again)
+        reply = asyncio.run(asyncio.wait_for(ask(), timeout + 1))
+    except TimeoutError:
         reply = None
-    except OSError:
-        return  # refused, unreachable: Client says so in its own words
     except Exception:  # not Dask's protocol (e.g. an HTTP server): said below
         reply = None
+    if isinstance(reply, OSError):
+        raise ClusterError(
+            f"scheduler {address}: cannot connect within {timeout:.0f} s ({_connect_failure(address, reply)}; "
+            "distributed.comm.timeouts.connect): check the address and port, and that the scheduler is running")
     if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
         raise ClusterError(
             f"scheduler {address} did not answer as a Dask scheduler (no answer within {timeout:.0f} s, "
             "distributed.comm.timeouts.connect, or not Dask's protocol): check the address and port, and that the "
             "scheduler is running and not hung")
+
+
+def _connect_failure(address: str, exc: BaseException) -> str:
+    """Why a connection failed, in a few words (distributed's last retry often only timed out)."""
+    import socket
+
+    from distributed.comm.addressing import get_address_host_port
+
+    try:
+        with socket.create_connection(get_address_host_port(address), timeout=2):
+            pass
+    except ConnectionRefusedError:
+        return "connection refused: nothing listens there"
+    except socket.gaierror as err:
+        return f"the host name does not resolve: {err}"
+    except Exception:
+        pass
+    return str(exc)
 
 
 @contextlib.contextmanager
