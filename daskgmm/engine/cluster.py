@@ -229,8 +229,13 @@ def connect(
     if scheduler:
         kwargs = {"security": security} if security is not None else {}
         _probe_scheduler(scheduler, security)
-        with Client(scheduler, set_as_default=True, **kwargs) as client:
-            yield client
+        quieter, log = _ReconnectCancelledFilter(), logging.getLogger("distributed.client")
+        log.addFilter(quieter)
+        try:
+            with Client(scheduler, set_as_default=True, **kwargs) as client:
+                yield client
+        finally:
+            log.removeFilter(quieter)
         return
     if n_workers is None:
         n_workers = min(os.cpu_count() or 1, 4) if threads_per_worker is None else max(
@@ -280,6 +285,17 @@ class _NoWorkersFilter(logging.Filter):
         msg = str(record.getMessage())
         return not ("timed out waiting without any running workers" in msg
                     or ("marked as failed because" in msg and "workers died while trying to run it" in msg))
+
+
+class _ReconnectCancelledFilter(logging.Filter):
+    """A client that lost its scheduler tries to reconnect; the command's close cancels that try,
+    which distributed logs with two chained tracebacks (~40 lines). The command says the connection
+    was lost (``cli.runtime.explain_cluster_failure``)."""
+
+    def filter(self, record):
+        import asyncio
+
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
 class _StoppingFilter(logging.Filter):
