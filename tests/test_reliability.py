@@ -491,6 +491,37 @@ def test_a_scheduler_that_goes_away_mid_job_is_named(tmp_path, cache):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.timeout(60)  # a bound that fails to hold hangs the job: fail in a minute, not in ten
+@pytest.mark.parametrize("own_cluster", [{**UNCONFIGURED, "distributed.scheduler.worker-ttl": None}], indirect=True)
+def test_a_stopped_worker_on_a_scheduler_without_worker_ttl_fails_the_job(own_cluster, tmp_path, capsys,
+                                                                          monkeypatch):
+    """A worker stopped (SIGSTOP: a hung process, a frozen host) holds the pass's tasks and, to the
+    scheduler, is still running them; with a worker-ttl the scheduler removes it in the end (5 min by
+    default: a user trial's pass waited 314 s, then ended with the right bits), without one the job waited
+    for ever. Now it is said at once (a warning naming the worker), and without a worker-ttl the pass
+    fails after the stall bound, saying why."""
+    import daskgmm.engine.cluster
+
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    (pid,) = client.run(os.getpid).values()
+    _before_the_first_pass(monkeypatch, lambda data: os.kill(pid, signal.SIGSTOP))
+    monkeypatch.setattr(daskgmm.engine.cluster, "STALL_SECONDS", 2.0)
+    t0 = time.monotonic()
+    try:
+        status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--cache", "none",
+                       "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m")])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "a pass made no progress for 2 s: the workers holding its tasks (tcp://" in err, err
+    assert ("have not answered the scheduler for over 2 s (stopped, frozen or their host unreachable), and the "
+            "scheduler has no worker-ttl to remove them; start it again or restart it") in err, err
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "m").exists()
+
+
 def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
     """What a real worker has imported after a whole job (fit, predictions) sent to it."""
     cluster, client = own_cluster

@@ -273,6 +273,7 @@ def commit_fit(est, o, src, ckpt, log):
 
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
+    from daskgmm.engine.cluster import SilentWorkerWarning
     from daskgmm.fitting.mixture import CollapsedComponentWarning
     from daskgmm.io.files import DataError, DataWarning
     from daskgmm.validation.scan import DegenerateDataWarning
@@ -304,7 +305,7 @@ def cmd_fit(o, log, metrics):
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
-                                       CollapsedComponentWarning)):
+                                       CollapsedComponentWarning, SilentWorkerWarning)):
                 log(f"warning: {name_columns(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         if o.estimator == "kmeans":

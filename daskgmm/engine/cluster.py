@@ -439,20 +439,42 @@ def memory_advice(client) -> str:
             "--chunk-rows, or use fewer --threads-per-worker")
 
 
+class SilentWorkerWarning(UserWarning):
+    """A worker holding tasks a job waits for has stopped answering its scheduler (the cluster's
+    state, not the numbers': not a RuntimeWarning)."""
+
+
+def _worker_ttl(client):
+    """The scheduler's ``worker-ttl`` in seconds (after which it removes a worker that stopped
+    answering), or None: none set, or not known."""
+    try:
+        return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
+    except Exception:
+        return None
+
+
 def wait_bounded(client, futures, what: str = "pass") -> None:
     """Wait until every future is finished or failed, never forever.
+
+    A worker that holds waiting tasks but has not answered the scheduler (its heartbeat) for
+    ``STALL_SECONDS`` (stopped, frozen, its host unreachable) runs nothing: the scheduler removes it
+    after its ``worker-ttl`` and the tasks run elsewhere, said in a :class:`SilentWorkerWarning`;
+    on a scheduler without a ``worker-ttl`` nothing ever would, and it counts as a stall.
 
     Raises
     ------
     ClusterError
         For ``STALL_SECONDS`` the cluster had no worker, every worker was
-        paused for memory, or no worker ran or held any of the waiting tasks.
+        paused for memory, or no worker ran or held any of the waiting tasks
+        (but silent ones, on a scheduler that never removes them).
     """
     from distributed import wait
 
     futures = [f for f in futures if f is not None]
     stalled_since = None
     reason = ""
+    heard = {}  # worker -> (its last heartbeat as the scheduler saw it, when that changed here)
+    warned, ttl = set(), ...
     while True:
         try:
             wait(futures, timeout=2.0)
@@ -465,20 +487,42 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
             processing = client.processing()
         except Exception:  # the scheduler is going away: let the next wait or gather tell
             info, processing = {}, {}
+        for address, w in info.items():  # compared with itself, not with this host's clock
+            if heard.get(address, (None,))[0] != w.get("last_seen"):
+                heard[address] = (w.get("last_seen"), now)
+        silent = {a for a, tasks in processing.items()
+                  if tasks and a in heard and now - heard[a][1] > STALL_SECONDS}
+        if silent - warned:
+            if ttl is ...:
+                ttl = _worker_ttl(client)
+            names = ", ".join(f"{a} ({info[a].get('name')})" for a in sorted(silent - warned))
+            then = (f"the scheduler removes a worker silent for {ttl:.0f} s (its worker-ttl), then its tasks run "
+                    "elsewhere" if ttl else "the scheduler has no worker-ttl and will never remove it: the "
+                    f"{what} fails")
+            import warnings
+
+            warnings.warn(f"worker {names} holds tasks of a {what} and has not answered the scheduler for "
+                          f"{STALL_SECONDS:.0f} s (stopped, frozen or its host unreachable); {then}",
+                          SilentWorkerWarning, stacklevel=2)
+            warned |= silent
         if not info:
             problem = "the cluster has no workers (they died or never started)"
         elif all(w.get("status") == "paused" for w in info.values()):
             problem = "every worker is paused: its memory is above 80% of its limit"
-        elif not any(processing.values()):
-            problem = "no worker is running any of its tasks"
+        elif not any(tasks for a, tasks in processing.items() if not (ttl is None and a in silent)):
+            problem = ("no worker is running any of its tasks" if not silent else
+                       f"the workers holding its tasks ({', '.join(sorted(silent))}) have not answered the scheduler "
+                       f"for over {STALL_SECONDS:.0f} s (stopped, frozen or their host unreachable), and the "
+                       "scheduler has no worker-ttl to remove them")
         else:
             stalled_since = None
             continue
         if stalled_since is None or problem != reason:
             stalled_since, reason = now, problem
         elif now - stalled_since > STALL_SECONDS:
-            raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; "
-                               f"{memory_advice(client)}")
+            advice = ("start it again or restart it, or set the scheduler's distributed.scheduler.worker-ttl"
+                      if silent and "worker-ttl" in reason else memory_advice(client))
+            raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; {advice}")
 
 
 def compute_bounded(*collections, what: str = "computation"):
