@@ -515,6 +515,9 @@ def test_a_stopped_worker_on_a_scheduler_without_worker_ttl_fails_the_job(own_cl
         os.kill(pid, signal.SIGCONT)
     err = capsys.readouterr().err
     assert status == 1, err
+    # said as it happens, before the failure (with a worker-ttl the pass waits minutes for the scheduler)
+    assert "warning: worker tcp://" in err and "holds tasks of a pass and has not answered the scheduler for 2 s" in err
+    assert err.index("warning: worker tcp://") < err.index("error: a pass made no progress"), err
     assert "a pass made no progress for 2 s: the workers holding its tasks (tcp://" in err, err
     assert ("have not answered the scheduler for over 2 s (stopped, frozen or their host unreachable), and the "
             "scheduler has no worker-ttl to remove them; start it again or restart it") in err, err

@@ -271,9 +271,24 @@ def commit_fit(est, o, src, ckpt, log):
     return rows
 
 
+def said_now(log) -> None:
+    """Inside ``warnings.catch_warnings(record=True)``: say a :class:`SilentWorkerWarning` on stderr as it
+    is raised (a pass may wait minutes for the scheduler to remove the silent worker), record the rest."""
+    from daskgmm.engine.cluster import SilentWorkerWarning
+
+    record = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SilentWorkerWarning):
+            log(f"warning: {message}")
+        else:
+            record(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show  # catch_warnings puts the recorder back at its exit
+
+
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
-    from daskgmm.engine.cluster import SilentWorkerWarning
     from daskgmm.fitting.mixture import CollapsedComponentWarning
     from daskgmm.io.files import DataError, DataWarning
     from daskgmm.validation.scan import DegenerateDataWarning
@@ -291,6 +306,7 @@ def cmd_fit(o, log, metrics):
         report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
+            said_now(log)
             t_fit = time.perf_counter()
             try:
                 if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)
@@ -305,7 +321,7 @@ def cmd_fit(o, log, metrics):
             fit_seconds = time.perf_counter() - t_fit
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
-                                       CollapsedComponentWarning, SilentWorkerWarning)):
+                                       CollapsedComponentWarning)):
                 log(f"warning: {name_columns(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         if o.estimator == "kmeans":
