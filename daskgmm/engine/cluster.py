@@ -496,7 +496,8 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
             if ttl is ...:
                 ttl = _worker_ttl(client)
             names = ", ".join(f"{a} ({info[a].get('name')})" for a in sorted(silent - warned))
-            then = (f"the scheduler removes a worker silent for {ttl:.0f} s (its worker-ttl), then its tasks run "
+            then = (f"the scheduler removes a worker silent for longer than its worker-ttl ({ttl:.0f} s; it looks "
+                    "now and then), then its tasks run "
                     "elsewhere" if ttl else "the scheduler has no worker-ttl and will never remove it: the "
                     f"{what} fails")
             import warnings
