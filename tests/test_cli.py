@@ -197,6 +197,33 @@ def test_a_scheduler_that_never_answers_fails_within_the_connect_timeout(tmp_pat
     assert not (tmp_path / "m").exists()
 
 
+def test_a_closed_scheduler_port_fails_within_the_connect_timeout(tmp_path, capsys):
+    """--scheduler at a port where nothing listens (a scheduler not started yet, or gone): exit 1 naming
+    the address, in our words, within distributed.comm.timeouts.connect (4 s here). The probe left a
+    refused connection to Client, which waited the timeout a second time and said only 'OSError: Timed
+    out trying to connect to ...' (62 s with the default 30 s, user trial)."""
+    import socket
+
+    import dask
+
+    write_data(tmp_path / "data", n=30)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()  # bound, never listening, closed: refused
+    start = time.monotonic()
+    with dask.config.set({"distributed.comm.timeouts.connect": "4s"}):
+        status = main(["fit", str(tmp_path / "data"), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"),
+                       "--scheduler", address, "--quiet"])
+    took = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert f"scheduler {address}: cannot connect within 4 s (connection refused: nothing listens there" in err, err
+    assert "OSError" not in err and "Traceback" not in err, err
+    assert took < 7.5, f"{took:.1f} s: the connect timeout was waited twice"
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:http", ":99999"])
 def test_a_dashboard_address_that_does_not_parse_exits_2_naming_it(tmp_path, capsys, address):
     """It was exit 1 once the cluster had failed to start ("RuntimeError: Cluster failed to start:

@@ -444,6 +444,87 @@ def test_a_cluster_whose_workers_run_none_of_the_tasks_fails_the_job(own_cluster
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_a_scheduler_that_goes_away_mid_job_is_named(tmp_path, cache):
+    """A scheduler started by hand (``dask scheduler``, ``dask worker``: real processes) killed in the
+    middle of a fit: the job fails at once, exit 1, saying that the connection to the scheduler (named)
+    was lost and that the job can be run again, with no traceback. It printed distributed's client
+    traceback (~40 lines) and "FuturesCancelledError: 4 Futures cancelled ... Please check your
+    connection and re-run your work" (user trial), or a bare CommClosedError over rows held in memory."""
+    _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
+    bin_dir = os.path.dirname(sys.executable)
+    info = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--no-dashboard", "--scheduler-file", str(info)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = job = None
+    try:
+        deadline = time.monotonic() + 30
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)  # the file is written whole, then read
+        address = json.loads(info.read_text())["address"]
+        worker = subprocess.Popen([os.path.join(bin_dir, "dask"), "worker", address, "--host", "127.0.0.1",
+                                   "--nthreads", "1", "--no-nanny", "--no-dashboard", "--memory-limit", "1GiB"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        job = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter", 10_000,
+                   "--init-params", "random_from_data", "--chunk-rows", 5000, "--cache", cache,
+                   "--scheduler", address, "--model-out", tmp_path / "m", "--metrics-out", tmp_path / "metrics.json")
+        lines = []
+        assert _wait_for_line(job, "iter    3", lines), "".join(lines)
+        scheduler.kill()
+        start = time.monotonic()
+        err = "".join(lines) + job.communicate(timeout=60)[1]
+        took = time.monotonic() - start
+    finally:
+        for proc in (job, worker, scheduler):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert job.returncode == 1, err
+    assert f"lost the connection to the scheduler {address}" in err, err
+    assert "run the job again" in err and "--resume" in err, err
+    assert "Traceback" not in err and "FuturesCancelledError" not in err and "CommClosedError" not in err, err
+    assert took < 20, f"{took:.0f} s"
+    assert json.loads((tmp_path / "metrics.json").read_text())["exit_code"] == 1
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.timeout(60)  # a bound that fails to hold hangs the job: fail in a minute, not in ten
+@pytest.mark.parametrize("own_cluster", [{**UNCONFIGURED, "distributed.scheduler.worker-ttl": None}], indirect=True)
+def test_a_stopped_worker_on_a_scheduler_without_worker_ttl_fails_the_job(own_cluster, tmp_path, capsys,
+                                                                          monkeypatch):
+    """A worker stopped (SIGSTOP: a hung process, a frozen host) holds the pass's tasks and, to the
+    scheduler, is still running them; with a worker-ttl the scheduler removes it in the end (5 min by
+    default: a user trial's pass waited 314 s, then ended with the right bits), without one the job waited
+    for ever. Now it is said at once (a warning naming the worker), and without a worker-ttl the pass
+    fails after the stall bound, saying why."""
+    import daskgmm.engine.cluster
+
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    (pid,) = client.run(os.getpid).values()
+    _before_the_first_pass(monkeypatch, lambda data: os.kill(pid, signal.SIGSTOP))
+    monkeypatch.setattr(daskgmm.engine.cluster, "STALL_SECONDS", 2.0)
+    t0 = time.monotonic()
+    try:
+        status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--cache", "none",
+                       "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m")])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    err = capsys.readouterr().err
+    assert status == 1, err
+    # said as it happens, before the failure (with a worker-ttl the pass waits minutes for the scheduler)
+    assert "warning: worker tcp://" in err and "holds tasks of a pass and has not answered the scheduler for 2 s" in err
+    assert err.index("warning: worker tcp://") < err.index("error: a pass made no progress"), err
+    assert "a pass made no progress for 2 s: the workers holding its tasks (tcp://" in err, err
+    assert ("have not answered the scheduler for over 2 s (stopped, frozen or their host unreachable), and the "
+            "scheduler has no worker-ttl to remove them; start it again or restart it") in err, err
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "m").exists()
+
+
 def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
     """What a real worker has imported after a whole job (fit, predictions) sent to it."""
     cluster, client = own_cluster

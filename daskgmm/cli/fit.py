@@ -271,6 +271,22 @@ def commit_fit(est, o, src, ckpt, log):
     return rows
 
 
+def said_now(log) -> None:
+    """Inside ``warnings.catch_warnings(record=True)``: say a :class:`SilentWorkerWarning` on stderr as it
+    is raised (a pass may wait minutes for the scheduler to remove the silent worker), record the rest."""
+    from daskgmm.engine.cluster import SilentWorkerWarning
+
+    record = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SilentWorkerWarning):
+            log(f"warning: {message}")
+        else:
+            record(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show  # catch_warnings puts the recorder back at its exit
+
+
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
     from daskgmm.fitting.mixture import CollapsedComponentWarning
@@ -290,6 +306,7 @@ def cmd_fit(o, log, metrics):
         report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
+            said_now(log)
             t_fit = time.perf_counter()
             try:
                 if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)

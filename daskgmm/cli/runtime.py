@@ -164,11 +164,24 @@ def command_cluster(o, log, box=None, metrics=None):
 
 
 def explain_cluster_failure(exc, client):
-    """Turn distributed's KilledWorker into a message saying what happened and what to change."""
+    """Turn distributed's KilledWorker, and a scheduler gone in the middle of a job, into a message
+    saying what happened and what to change."""
     try:
         from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
     except ImportError:  # pragma: no cover
         return
+    if getattr(client, "status", "running") in ("connecting", "closing", "closed"):
+        # distributed cancels every future ("FuturesCancelledError ... re-run your work") or fails the
+        # call in flight (CommClosedError) as it tries to reconnect; a stopped or restarted scheduler
+        # took its workers' tasks and data with it, so the job cannot go on
+        from daskgmm.engine.cluster import ClusterError
+
+        address = getattr(getattr(client, "scheduler", None), "address", None) or "of the job"
+        raise ClusterError(
+            f"lost the connection to the scheduler {address} in the middle of the job (it stopped or was "
+            "restarted, or the network failed); run the job again once the scheduler and its workers are back "
+            "(with --checkpoint-dir and --resume it goes on from its last checkpoint)"
+        ) from None
     if isinstance(exc, (NoWorkerError, NoValidWorkerError)):
         from daskgmm.engine.cluster import ClusterError, memory_advice
 

@@ -181,12 +181,13 @@ def pin_worker_blas(in_worker: bool = False) -> None:
 def _probe_scheduler(address: str, security=None) -> None:
     """Ask ``address`` who it is, within ``distributed.comm.timeouts.connect``: ``Client`` bounds
     the TCP connect but not the handshake after it, so a port that accepts and never answers
-    (a hung scheduler, another service) held it forever.
+    (a hung scheduler, another service) held it forever; and a port where nothing listens is said
+    so here, after one timeout (Client waited it a second time, then said only "Timed out").
 
     Raises
     ------
     ClusterError
-        Nothing answered like a Dask scheduler in time.
+        Nothing accepted the connection, or nothing answered like a Dask scheduler, in time.
     """
     import asyncio
 
@@ -203,7 +204,10 @@ def _probe_scheduler(address: str, security=None) -> None:
     args = security.get_connection_args("client") if security is not None else {}
 
     async def ask():
-        comm = await comm_connect(address, timeout=timeout, **args)
+        try:
+            comm = await comm_connect(address, timeout=timeout, **args)
+        except OSError as exc:  # refused or unreachable for the whole timeout (distributed retries), TLS refused
+            return exc
         try:
             await comm.write({"op": "identity", "reply": True})
             return await comm.read()
@@ -211,18 +215,40 @@ def _probe_scheduler(address: str, security=None) -> None:
             comm.abort()
 
     try:
-        reply = asyncio.run(asyncio.wait_for(ask(), timeout))
-    except TimeoutError:  # before OSError, its base class
+        # a second past comm_connect's own bound: a connection refused for the whole timeout is said so,
+        # not taken for the silent port's timeout that would race it (then Client waited the timeout again)
+        reply = asyncio.run(asyncio.wait_for(ask(), timeout + 1))
+    except TimeoutError:
         reply = None
-    except OSError:
-        return  # refused, unreachable: Client says so in its own words
     except Exception:  # not Dask's protocol (e.g. an HTTP server): said below
         reply = None
+    if isinstance(reply, OSError):
+        raise ClusterError(
+            f"scheduler {address}: cannot connect within {timeout:.0f} s ({_connect_failure(address, reply)}; "
+            "distributed.comm.timeouts.connect): check the address and port, and that the scheduler is running")
     if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
         raise ClusterError(
             f"scheduler {address} did not answer as a Dask scheduler (no answer within {timeout:.0f} s, "
             "distributed.comm.timeouts.connect, or not Dask's protocol): check the address and port, and that the "
             "scheduler is running and not hung")
+
+
+def _connect_failure(address: str, exc: BaseException) -> str:
+    """Why a connection failed, in a few words (distributed's last retry often only timed out)."""
+    import socket
+
+    from distributed.comm.addressing import get_address_host_port
+
+    try:
+        with socket.create_connection(get_address_host_port(address), timeout=2):
+            pass
+    except ConnectionRefusedError:
+        return "connection refused: nothing listens there"
+    except socket.gaierror as err:
+        return f"the host name does not resolve: {err}"
+    except Exception:
+        pass
+    return str(exc)
 
 
 @contextlib.contextmanager
@@ -266,8 +292,13 @@ def connect(
     if scheduler:
         kwargs = {"security": security} if security is not None else {}
         _probe_scheduler(scheduler, security)
-        with Client(scheduler, set_as_default=True, **kwargs) as client:
-            yield client
+        quieter, log = _ReconnectCancelledFilter(), logging.getLogger("distributed.client")
+        log.addFilter(quieter)
+        try:
+            with Client(scheduler, set_as_default=True, **kwargs) as client:
+                yield client
+        finally:
+            log.removeFilter(quieter)
         return
     if n_workers is None:
         n_workers = min(os.cpu_count() or 1, 4) if threads_per_worker is None else max(
@@ -317,6 +348,17 @@ class _NoWorkersFilter(logging.Filter):
         msg = str(record.getMessage())
         return not ("timed out waiting without any running workers" in msg
                     or ("marked as failed because" in msg and "workers died while trying to run it" in msg))
+
+
+class _ReconnectCancelledFilter(logging.Filter):
+    """A client that lost its scheduler tries to reconnect; the command's close cancels that try,
+    which distributed logs with two chained tracebacks (~40 lines). The command says the connection
+    was lost (``cli.runtime.explain_cluster_failure``)."""
+
+    def filter(self, record):
+        import asyncio
+
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
 class _StoppingFilter(logging.Filter):
@@ -460,14 +502,34 @@ def memory_advice(client) -> str:
             "--chunk-rows, or use fewer --threads-per-worker")
 
 
+class SilentWorkerWarning(UserWarning):
+    """A worker holding tasks a job waits for has stopped answering its scheduler (the cluster's
+    state, not the numbers': not a RuntimeWarning)."""
+
+
+def _worker_ttl(client):
+    """The scheduler's ``worker-ttl`` in seconds (after which it removes a worker that stopped
+    answering), or None: none set, or not known."""
+    try:
+        return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
+    except Exception:
+        return None
+
+
 def wait_bounded(client, futures, what: str = "pass") -> None:
     """Wait until every future is finished or failed, never forever.
+
+    A worker that holds waiting tasks but has not answered the scheduler (its heartbeat) for
+    ``STALL_SECONDS`` (stopped, frozen, its host unreachable) runs nothing: the scheduler removes it
+    after its ``worker-ttl`` and the tasks run elsewhere, said in a :class:`SilentWorkerWarning`;
+    on a scheduler without a ``worker-ttl`` nothing ever would, and it counts as a stall.
 
     Raises
     ------
     ClusterError
         For ``STALL_SECONDS`` the cluster had no worker, every worker was
-        paused for memory, or no worker ran or held any of the waiting tasks.
+        paused for memory, or no worker ran or held any of the waiting tasks
+        (but silent ones, on a scheduler that never removes them).
     """
     futures = [f for f in futures if f is not None]
     with seceded():  # in a task: its thread's slot goes to the tasks waited for
@@ -479,6 +541,8 @@ def _wait_bounded(client, futures, what):
 
     stalled_since = None
     reason = ""
+    heard = {}  # worker -> (its last heartbeat as the scheduler saw it, when that changed here)
+    warned, ttl = set(), ...
     while True:
         try:
             wait(futures, timeout=2.0)
@@ -491,20 +555,43 @@ def _wait_bounded(client, futures, what):
             processing = client.processing()
         except Exception:  # the scheduler is going away: let the next wait or gather tell
             info, processing = {}, {}
+        for address, w in info.items():  # compared with itself, not with this host's clock
+            if heard.get(address, (None,))[0] != w.get("last_seen"):
+                heard[address] = (w.get("last_seen"), now)
+        silent = {a for a, tasks in processing.items()
+                  if tasks and a in heard and now - heard[a][1] > STALL_SECONDS}
+        if silent - warned:
+            if ttl is ...:
+                ttl = _worker_ttl(client)
+            names = ", ".join(f"{a} ({info[a].get('name')})" for a in sorted(silent - warned))
+            then = (f"the scheduler removes a worker silent for longer than its worker-ttl ({ttl:.0f} s; it looks "
+                    "now and then), then its tasks run "
+                    "elsewhere" if ttl else "the scheduler has no worker-ttl and will never remove it: the "
+                    f"{what} fails")
+            import warnings
+
+            warnings.warn(f"worker {names} holds tasks of a {what} and has not answered the scheduler for "
+                          f"{STALL_SECONDS:.0f} s (stopped, frozen or its host unreachable); {then}",
+                          SilentWorkerWarning, stacklevel=2)
+            warned |= silent
         if not info:
             problem = "the cluster has no workers (they died or never started)"
         elif all(w.get("status") == "paused" for w in info.values()):
             problem = "every worker is paused: its memory is above 80% of its limit"
-        elif not any(processing.values()):
-            problem = "no worker is running any of its tasks"
+        elif not any(tasks for a, tasks in processing.items() if not (ttl is None and a in silent)):
+            problem = ("no worker is running any of its tasks" if not silent else
+                       f"the workers holding its tasks ({', '.join(sorted(silent))}) have not answered the scheduler "
+                       f"for over {STALL_SECONDS:.0f} s (stopped, frozen or their host unreachable), and the "
+                       "scheduler has no worker-ttl to remove them")
         else:
             stalled_since = None
             continue
         if stalled_since is None or problem != reason:
             stalled_since, reason = now, problem
         elif now - stalled_since > STALL_SECONDS:
-            raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; "
-                               f"{memory_advice(client)}")
+            advice = ("start it again or restart it, or set the scheduler's distributed.scheduler.worker-ttl"
+                      if silent and "worker-ttl" in reason else memory_advice(client))
+            raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; {advice}")
 
 
 def compute_bounded(*collections, what: str = "computation"):
