@@ -549,6 +549,11 @@ def _wait_bounded(client, futures, what):
             return
         except TimeoutError:
             pass
+        if getattr(client, "status", "running") != "running":
+            # the scheduler went away (the client tries to reconnect): asking it would wait the connect timeout
+            address = getattr(getattr(client, "scheduler", None), "address", None) or "of the client"
+            raise ClusterError(f"lost the connection to the scheduler {address} in the middle of a {what} (it "
+                               "stopped or was restarted, or the network failed)")
         now = time.monotonic()
         try:
             info = workers(client)
