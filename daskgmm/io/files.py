@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daskgmm.io.vectors import element, is_vector, stored_column
+from daskgmm.io.vectors import SPARK_VECTORS, element, is_vector, stored_column
 from daskgmm.validation.scan import DataError
 
 #: Rows per chunk when no memory budget is known (no cluster, no ``chunk_rows``).
@@ -382,8 +382,7 @@ def _not_vector(t) -> str:
     import pyarrow as pa
 
     if pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= {"values"}:
-        return (" or Spark ML vectors (a struct of type: int8, size: int32, indices: list<int32>, values: "
-                "list<double>, as Spark writes a VectorUDT column) or arrays of numbers")
+        return f" or {SPARK_VECTORS} or arrays of numbers"
     return ""
 
 

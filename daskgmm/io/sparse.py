@@ -163,7 +163,7 @@ def check_sparse_schemas(infos, indices, values, id_column, n_features):
 def check_vector_schemas(fs, infos, vector, id_column, n_features):
     """The number of features of a Spark ML vector column (:mod:`daskgmm.io.vectors`), after checking that
     every file has it (and the id column); default: the width of its first vector."""
-    from daskgmm.io.vectors import first_width, is_vector
+    from daskgmm.io.vectors import SPARK_VECTORS, first_width, is_vector
 
     for info in infos:
         have = info.schema.names
@@ -171,9 +171,8 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
             raise DataError(f"{info.path}: no column {vector!r} (it has: {', '.join(have)})")
         t = info.schema.field(vector).type
         if not is_vector(t):
-            raise DataError(f"{info.path}: column {vector!r} has type {t}; vector= needs a column of Spark ML "
-                            "vectors (a struct of type: int8, size: int32, indices: list<int32>, values: "
-                            "list<double>, as Spark writes a VectorUDT column) or of arrays of numbers")
+            raise DataError(f"{info.path}: column {vector!r} has type {t}; vector= needs a column of {SPARK_VECTORS} "
+                            "or of arrays of numbers")
         if id_column is not None and id_column not in have:
             raise DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(have)})")
     if id_column == vector:

@@ -20,14 +20,13 @@ same way, each array a dense vector.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-from daskgmm.validation.scan import DataError
+from daskgmm.validation.scan import ELEMENT, DataError
 
-#: ``name[j]``: element j of the vector column ``name``.
-ELEMENT = re.compile(r"(.+)\[(\d+)\]\Z")
+#: Spark ML's vector type in words, for messages.
+SPARK_VECTORS = ("Spark ML vectors (a struct of type: int8, size: int32, indices: list<int32>, values: list<double>, "
+                 "as Spark writes a VectorUDT column)")
 
 #: The fields of Spark's VectorUDT struct, in order.
 FIELDS = ("type", "size", "indices", "values")

@@ -128,7 +128,7 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
 
 
 #: ``name[j]``: element j of a vector column read as columns (:mod:`daskgmm.io.vectors`).
-_ELEMENT = re.compile(r"(.+)\[(\d+)\]\Z")
+ELEMENT = re.compile(r"(.+)\[(\d+)\]\Z")
 
 
 def short_columns(names, quote: bool = False) -> str:
@@ -139,10 +139,10 @@ def short_columns(names, quote: bool = False) -> str:
     word = repr if quote else str
     out, i = [], 0
     while i < len(names):
-        j, m = i, _ELEMENT.match(names[i])
+        j, m = i, ELEMENT.match(names[i])
         while m and j + 1 < len(names):
-            n = _ELEMENT.match(names[j + 1])
-            if not (n and n[1] == m[1] and int(n[2]) == int(_ELEMENT.match(names[j])[2]) + 1):
+            n = ELEMENT.match(names[j + 1])
+            if not (n and n[1] == m[1] and int(n[2]) == int(ELEMENT.match(names[j])[2]) + 1):
                 break
             j += 1
         out.extend([f"{word(names[i])} … {word(names[j])}"] if j - i >= 2 else map(word, names[i:j + 1]))
