@@ -170,29 +170,25 @@ def explain_cluster_failure(exc, client):
         from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
     except ImportError:  # pragma: no cover
         return
-    if getattr(client, "status", "running") in ("connecting", "closing", "closed"):
+    from daskgmm.engine.cluster import ClusterError, memory_advice, scheduler_lost
+
+    lost = scheduler_lost(client)
+    if lost:
         # distributed cancels every future ("FuturesCancelledError ... re-run your work") or fails the
         # call in flight (CommClosedError) as it tries to reconnect; a stopped or restarted scheduler
         # took its workers' tasks and data with it, so the job cannot go on
-        from daskgmm.engine.cluster import ClusterError
-
-        address = getattr(getattr(client, "scheduler", None), "address", None) or "of the job"
         raise ClusterError(
-            f"lost the connection to the scheduler {address} in the middle of the job (it stopped or was "
-            "restarted, or the network failed); run the job again once the scheduler and its workers are back "
-            "(with --checkpoint-dir and --resume it goes on from its last checkpoint)"
+            f"{lost} in the middle of the job (it stopped or was restarted, or the network failed); run the job "
+            "again once the scheduler and its workers are back (with --checkpoint-dir and --resume it goes on "
+            "from its last checkpoint)"
         ) from None
     if isinstance(exc, (NoWorkerError, NoValidWorkerError)):
-        from daskgmm.engine.cluster import ClusterError, memory_advice
-
         task, timeout = exc.args[0], exc.args[-1]
         raise ClusterError(
             f"no worker was left to run task {task} for {timeout:.0f} s: the workers died (most likely "
             f"out of memory) and were not restarted, or never started; {memory_advice(client)}"
         ) from None
     if isinstance(exc, KilledWorker):
-        from daskgmm.engine.cluster import memory_advice
-
         raise WorkersDied(
             f"workers died again and again running the same task ({exc.args[0] if exc.args else 'a task'}), "
             f"most likely out of memory: {memory_advice(client)}"

@@ -92,15 +92,19 @@ def _in_task() -> bool:
         return False
 
 
+def _live(module: str, name: str) -> list:
+    """The live instances of ``distributed``'s class ``module.name`` in this process (its ``Worker`` and
+    ``Scheduler`` keep them in a weak set, ``_instances``), none when the module is not loaded."""
+    import sys
+
+    return list(getattr(getattr(sys.modules.get(module), name, None), "_instances", ()))
+
+
 def _worker_of(client) -> bool:
     """This process is a worker process of ``client``'s cluster (it holds a worker of the same scheduler
     and no scheduler: a LocalCluster without processes runs its client in the workers' process)."""
-    import sys
-
-    worker_mod, scheduler_mod = sys.modules.get("distributed.worker"), sys.modules.get("distributed.scheduler")
-    # distributed keeps every live Worker (and Scheduler) of the process in these weak sets
-    workers = list(getattr(getattr(worker_mod, "Worker", None), "_instances", ()))
-    if not workers or list(getattr(getattr(scheduler_mod, "Scheduler", None), "_instances", ())):
+    workers = _live("distributed.worker", "Worker")
+    if not workers or _live("distributed.scheduler", "Scheduler"):
         return False
     try:
         address = client.scheduler.address
@@ -112,10 +116,7 @@ def _worker_of(client) -> bool:
 def local_scheduler() -> str | None:
     """The scheduler of a computation without a client (``active_client()`` None): Dask's default, but in a
     worker's process, whose default is the worker's client, the threaded one (see :func:`active_client`)."""
-    import sys
-
-    worker_mod = sys.modules.get("distributed.worker")
-    return "threads" if list(getattr(getattr(worker_mod, "Worker", None), "_instances", ())) else None
+    return "threads" if _live("distributed.worker", "Worker") else None
 
 
 @contextlib.contextmanager
@@ -507,6 +508,15 @@ class SilentWorkerWarning(UserWarning):
     state, not the numbers': not a RuntimeWarning)."""
 
 
+def scheduler_lost(client) -> str | None:
+    """"lost the connection to the scheduler ADDRESS" when ``client``'s scheduler went away (the client
+    tries to reconnect, or has closed), else None."""
+    if getattr(client, "status", "running") not in ("connecting", "closing", "closed"):
+        return None
+    address = getattr(getattr(client, "scheduler", None), "address", None) or "of the client"
+    return f"lost the connection to the scheduler {address}"
+
+
 def _worker_ttl(client):
     """The scheduler's ``worker-ttl`` in seconds (after which it removes a worker that stopped
     answering), or None: none set, or not known."""
@@ -549,11 +559,10 @@ def _wait_bounded(client, futures, what):
             return
         except TimeoutError:
             pass
-        if getattr(client, "status", "running") != "running":
-            # the scheduler went away (the client tries to reconnect): asking it would wait the connect timeout
-            address = getattr(getattr(client, "scheduler", None), "address", None) or "of the client"
-            raise ClusterError(f"lost the connection to the scheduler {address} in the middle of a {what} (it "
-                               "stopped or was restarted, or the network failed)")
+        lost = scheduler_lost(client)
+        if lost:  # asking the scheduler now would wait the client's reconnect (the connect timeout)
+            raise ClusterError(f"{lost} in the middle of a {what} (it stopped or was restarted, or the network "
+                               "failed)")
         now = time.monotonic()
         try:
             info = workers(client)
