@@ -31,6 +31,7 @@ from daskgmm.cli.runtime import (
 )
 from daskgmm.kernels.covariance import covariance_shape
 from daskgmm.kernels.covariance import of as covariance_kind
+from daskgmm.validation.scan import short_columns
 
 #: The options of ``--estimator bayesian`` (its priors).
 BAYESIAN_OPTIONS = ("estimator", *PRIOR_OPTIONS)
@@ -76,7 +77,7 @@ def bayesian_priors(o, columns) -> tuple:
         matrix is positive-definite is the estimator's to say).
     """
     d, ct = len(columns), o.covariance_type
-    data = f"the data has {d} feature column(s) ({', '.join(columns)})"
+    data = f"the data has {d} feature column(s) ({short_columns(columns)})"
     mean, cov = o.mean_prior, o.covariance_prior
     check_degrees_of_freedom(o, d)
     if mean is not None:
@@ -141,7 +142,7 @@ def initial_arrays(o, columns) -> None:
         try:
             setattr(o, name, check(given))
         except ValueError as exc:
-            what = f"{k} component(s) x {d} feature column(s) ({', '.join(columns)})"
+            what = f"{k} component(s) x {d} feature column(s) ({short_columns(columns)})"
             if name == "weights_init":
                 what = f"{k} component(s)"
             elif name == "precisions_init":

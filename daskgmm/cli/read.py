@@ -207,7 +207,7 @@ def select_priors(o, columns) -> dict | None:
     if mean is not None:
         if mean.ndim > 1 or mean.size != d:
             raise UsageError(f"daskgmm select: --mean-prior has {size_of(mean)} but the data has {d} feature "
-                             f"column(s) ({', '.join(columns)}); give one number per column")
+                             f"column(s) ({short_columns(columns)}); give one number per column")
         priors["mean_prior"] = mean.reshape(d)
     return priors
 
