@@ -39,6 +39,7 @@ def _extension(name, isa):
     return Extension(
         f"daskgmm.kernels._core_{name}",
         sources=[SOURCE],
+        depends=[SOURCE],
         language="c++",
         define_macros=[("DASKGMM_VARIANT", name), ("DASKGMM_FLAGS", " ".join(isa) or "baseline")],
         extra_compile_args=COMMON + isa,
@@ -54,6 +55,15 @@ class OptionalBuildExt(build_ext):
             self.parallel = os.cpu_count() or 1
 
     def run(self):
+        # every variant compiles the one source, and distutils names an object after its source: built
+        # in parallel, the variants wrote and linked the same object file (a variant could link another's
+        # object, or a half-written one). Each compiles a source of its own that includes the shared one.
+        for ext in self.extensions:
+            wrapper = os.path.join(self.build_temp, "variants", ext.name.rsplit(".", 1)[-1] + ".cpp")
+            os.makedirs(os.path.dirname(wrapper), exist_ok=True)
+            with open(wrapper, "w") as f:
+                f.write(f'#include "{os.path.abspath(SOURCE)}"\n')
+            ext.sources = [wrapper]
         try:
             super().run()
         except Exception as exc:  # no compiler at all (distutils raises its own error types)
