@@ -38,9 +38,10 @@ threads), before and after the clusters, as ``scripts/bench_kmeans.py`` does.
 
 Times of the work come from the workers: the engine's batch function (which both paths run)
 is wrapped in each worker to record its start, stop and thread CPU time; every process runs
-on this machine, so their clocks agree. ``--paths tasks,direct`` profiles both ways a pass
-over placed chunks runs (as tasks through the scheduler, or outside the task graph by
-``client.run``: ``ChunkedData.direct``), an iteration of each in turn on the same cluster
+on this machine, so their clocks agree. ``--paths tasks,direct,rpc`` profiles the ways a pass
+over placed chunks runs (as tasks through the scheduler; outside the task graph by ``client.run``,
+through the scheduler: ``ChunkedData.direct``; or outside it over the client's own connections to
+the workers: ``ChunkedData.to_workers``), an iteration of each in turn on the same cluster
 and data, so that a load that comes and goes falls on both.
 """
 
@@ -117,7 +118,7 @@ class Probe:
         self.client = client
         self._wait = engine.wait_bounded
         self._gather = client.gather
-        self._run = client.run
+        self._run = engine._run_on_workers
         self._sync = client.sync
         self._ship = engine.ChunkedData._ship
         self.plan_bytes = 0
@@ -142,18 +143,12 @@ class Probe:
             probe.plan_bytes = size + sum(b.raw().nbytes for b in buffers)
             return probe._ship(data, plan)
 
-        def run(*args, **kwargs):
+        async def run(*args, **kwargs):  # a direct pass's call of the workers: done when the engine has it
             probe.marks.setdefault("submitted", time.time())
-            out = probe._run(*args, **kwargs)
-            if kwargs.get("asynchronous"):  # a coroutine the engine awaits: done when it is
-                async def waited(out=out):
-                    try:
-                        return await out
-                    finally:
-                        probe.marks["waited"] = time.time()
-                return waited()
-            probe.marks["waited"] = time.time()
-            return out
+            try:
+                return await probe._run(*args, **kwargs)
+            finally:
+                probe.marks["waited"] = time.time()
 
         def sync(*args, **kwargs):  # the engine's direct pass is one call of it: returned when the main thread has it
             out = probe._sync(*args, **kwargs)
@@ -163,14 +158,14 @@ class Probe:
 
         engine.wait_bounded = wait
         client.gather = gather
-        client.run = run
+        engine._run_on_workers = run
         client.sync = sync
         engine.ChunkedData._ship = ship
 
     def close(self):
         self.engine.wait_bounded = self._wait
         self.client.gather = self._gather
-        self.client.run = self._run
+        self.engine._run_on_workers = self._run
         self.client.sync = self._sync
         self.engine.ChunkedData._ship = self._ship
 
@@ -194,6 +189,13 @@ def _states(case, k, starts, X, tol=0.0):
     return out
 
 
+def _use(data, path):
+    """Passes over the placed chunks as tasks, outside the task graph through the scheduler (``client.run``),
+    or outside it over the client's own connections to the workers (``ChunkedData.to_workers``)."""
+    data.direct = path != "tasks"
+    data.to_workers = path == "rpc"
+
+
 def profile(client, data, case, k, n_models, iters, X, paths):
     """Iterations of every path in turn (A B A B ...: a load that changes meanwhile falls on both),
     each path advancing its own copy of the same models; one summary per path."""
@@ -206,16 +208,16 @@ def profile(client, data, case, k, n_models, iters, X, paths):
     centre = data.scan().mean
     client.run(_record_batches)
     for path in paths:  # warm: imports, the compiled core, caches
-        data.direct = path == "direct"
+        _use(data, path)
         one_pass(data, states[path], centre)
-        assert data.direct == (path == "direct")
+        assert data.direct == (path != "tasks")
     client.run(_recorded_batches)
     probe = Probe(engine, client)
     rows: dict = {path: [] for path in paths}
     try:
         for _ in range(iters):
             for path in paths:
-                data.direct = path == "direct"
+                _use(data, path)
                 w0 = client.run(_worker_cpu)
                 probe.marks = {}
                 c0, m0 = time.process_time(), time.thread_time()
@@ -233,7 +235,7 @@ def profile(client, data, case, k, n_models, iters, X, paths):
                 c1, m1 = time.process_time(), time.thread_time()
                 marks = dict(probe.marks)
                 w1 = client.run(_worker_cpu)
-                assert data.direct == (path == "direct"), "a direct pass fell back to tasks"
+                assert data.direct == (path != "tasks"), "a direct pass fell back to tasks"
                 rows[path].append(dict(marks, start=a, passed=e, updated=f, client=c1 - c0, main=m1 - m0,
                                        workers={wk: w1[wk][0] - w0[wk][0] for wk in w1}))
         got = client.run(_recorded_batches).values()
@@ -336,8 +338,9 @@ def main(argv=None):
     ap.add_argument("--n-init", default="1", help="models in lockstep, comma-separated")
     ap.add_argument("--workers", default="2", help="worker counts (1 thread each), comma-separated")
     ap.add_argument("--dtype", default="float64")
-    ap.add_argument("--paths", default="tasks,direct",
-                    help="how passes over the placed chunks run: as tasks, or outside the task graph (client.run)")
+    ap.add_argument("--paths", default="tasks,direct,rpc",
+                    help="how passes over the placed chunks run: as tasks, or outside the task graph through the "
+                         "scheduler (direct: client.run) or over the client's connections to the workers (rpc)")
     ap.add_argument("--sklearn", type=int, default=0, metavar="ITERS",
                     help="also time scikit-learn's KMeans Lloyd iteration in this process on its threads (as "
                          "scripts/bench_kmeans.py does: the marginal cost of ITERS iterations, median of 3), "

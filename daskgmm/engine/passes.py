@@ -158,6 +158,40 @@ def _direct_batch(plan, levels, split_every, items):
     return _batch_task(plan, levels, split_every, items)
 
 
+def _reach_workers(client, addresses) -> bool:
+    """Whether direct passes talk to these workers over the client's own connections: as the client's
+    ``direct_to_workers`` says when it is set; else when every worker is in this process or on this host
+    (the embedded cluster). A remote cluster's workers may be reachable from its scheduler only, as
+    distributed's own gathers assume by default."""
+    from distributed.comm import get_address_host, parse_address
+
+    direct = getattr(client, "direct_to_workers", None)
+    if direct is not None:
+        return bool(direct)
+    try:
+        return all(parse_address(a)[0] == "inproc" or get_address_host(a) in ("localhost", "::1")
+                   or get_address_host(a).startswith("127.") for a in addresses)
+    except (ValueError, TypeError):
+        return False
+
+
+async def _run_on_workers(client, workers, function, *args, direct: bool) -> dict:
+    """``client.run(function, *args, workers=workers, on_error="return")``: each worker's result, or what
+    it raised. ``direct``: over the client's own connections to the workers, the same message to the
+    same handler (the worker's ``run``) that the scheduler would forward: one hop each way instead of two
+    (on the two-core bench host, a round trip to two workers 2.7 against 3.3 ms, medians under load).
+    Not bounded here: the caller's is."""
+    if not direct:
+        return await client.run(function, *args, workers=workers, on_error="return", asynchronous=True)
+    from distributed.protocol.pickle import dumps  # as client.run sends them
+
+    msg = dict(function=dumps(function), args=dumps(args), kwargs=dumps({}), wait=True)
+    replies = await asyncio.gather(*[client.rpc(w).run(**msg) for w in workers], return_exceptions=True)
+    return {w: r["result"] if isinstance(r, dict) and r.get("status") == "OK"
+            else r if isinstance(r, BaseException) else RuntimeError(f"worker {w}: {r.get('exception_text', r)}")
+            for w, r in zip(workers, replies)}
+
+
 _direct_log_quiet = False
 
 
@@ -245,6 +279,9 @@ class ChunkedData:
         #: passes over placed chunks run outside the task graph until one fails (see _run_direct)
         self.direct = True
         self.direct_passes = 0  # how many did
+        #: a direct pass talks to the workers over the client's own connections, not through the scheduler
+        #: (None: decided at the first, by :func:`_reach_workers`)
+        self.to_workers = None
         self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
             # the passes' chunks: the data's, some cut at the threads' shares of the rows (no chunk larger)
@@ -386,9 +423,12 @@ class ChunkedData:
         # bounded (a worker frozen, not dead, would never answer), far above what passes take
         bound = STALL_SECONDS + 10 * self._slowest
 
+        if self.to_workers is None:
+            self.to_workers = _reach_workers(client, jobs)
+
         async def call():
-            run = asyncio.ensure_future(client.run(_direct_batches, plan, levels, se, jobs, workers=sorted(jobs),
-                                                   on_error="return", callback_timeout=bound, asynchronous=True))
+            run = asyncio.ensure_future(_run_on_workers(client, sorted(jobs), _direct_batches, plan, levels, se, jobs,
+                                                        direct=self.to_workers))
             try:
                 # a worker the scheduler no longer knows (it died; a restarted one has another address) would
                 # hold the call for distributed's connect timeout (30 s) before failing: the scheduler is asked
