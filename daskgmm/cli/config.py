@@ -23,6 +23,11 @@ class ConfigError(ValueError):
     """A config file or option value is invalid (the command exits with status 2)."""
 
 
+def flag(name: str) -> str:
+    """The long flag of option ``name`` (a config key): ``--`` and dashes for underscores."""
+    return "--" + name.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class Opt:
     dest: str
@@ -40,7 +45,7 @@ class Opt:
 
     @property
     def flag(self) -> str:
-        return "--" + self.dest.replace("_", "-")
+        return flag(self.dest)
 
 
 FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT = "fit", "predict", "score", "sample", "info", "select"

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError, require_predictions_out
-from daskgmm.cli.config import NAMED_STARTS, OPTIONS
+from daskgmm.cli.config import NAMED_STARTS, OPTIONS, flag
 from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
@@ -149,7 +149,7 @@ def initial_arrays(o, columns) -> None:
                 what += f" and --covariance-type {ct}"
                 if ct == "full":
                     what += f" (in a .csv or a list of rows: the {k} matrices stacked, {k * d} rows of {d})"
-            raise UsageError(f"daskgmm fit: --{name.replace('_', '-')}: {exc}; expected {shape}: {what}") from None
+            raise UsageError(f"daskgmm fit: {flag(name)}: {exc}; expected {shape}: {what}") from None
 
 
 def make_estimator(o):
@@ -414,8 +414,8 @@ def check_update_options(o, est) -> None:
     ``--proba`` and ``--loglik`` to a KMeans (its step is the sequential k-means update), ``--distance``
     to a mixture."""
     if hasattr(est, "cluster_centers_"):
-        wrong = [f"--{k.replace('_', '-')}" for k in ("learning_decay", "learning_offset") if getattr(o, k) is not None]
-        wrong += [flag for flag, given in (("--proba", o.proba), ("--loglik", o.loglik)) if given]
+        wrong = [flag(k) for k in ("learning_decay", "learning_offset") if getattr(o, k) is not None]
+        wrong += [flag(k) for k in ("proba", "loglik") if getattr(o, k)]
         why = "its online step is the sequential k-means update, mu_k <- mu_k + (x - mu_k) / n_k"
     else:
         wrong, why = (["--distance"] if o.distance else []), "--distance is a KMeans model's"
