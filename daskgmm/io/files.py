@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
+import typing
 import warnings
 from dataclasses import dataclass
 
@@ -123,6 +124,17 @@ def unreachable_error(exc, where: str) -> EndpointUnreachableError:
 def credentials_hint(exc) -> str:
     return (f"{exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the "
             "credentials in --storage-options")
+
+
+def raise_store_error(exc, where: str, refused) -> typing.NoReturn:
+    """Raise what the failure ``exc`` of a call to a store (being handled) means: an endpoint not reached
+    (:func:`unreachable_error`, naming ``where``), no credentials (the caller's error, ``refused(hint)``,
+    around :func:`credentials_hint`), else ``exc`` itself."""
+    if unreachable(exc):
+        raise unreachable_error(exc, where) from None
+    if not no_credentials(exc):
+        raise exc
+    raise refused(credentials_hint(exc)) from None
 
 
 def strip_protocol(fs, path: str) -> str:
@@ -247,11 +259,7 @@ def list_files(path, storage_options=None):
         except PermissionError as exc:  # an object store refusing the listing: the credentials or a policy
             raise DataError(f"{p!r}: cannot list or read it ({exc})") from None
         except Exception as exc:
-            if unreachable(exc):
-                raise unreachable_error(exc, p) from None
-            if not no_credentials(exc):
-                raise
-            raise DataError(f"{p!r}: cannot list or read it ({credentials_hint(exc)})") from None
+            raise_store_error(exc, p, lambda hint, p=p: DataError(f"{p!r}: cannot list or read it ({hint})"))
     seen = set()
     unique = [f for f in files if not (f in seen or seen.add(f))]
     if not is_local(fs):  # named as the user names them (s3://bucket/key) in messages, ids and checkpoints
