@@ -180,6 +180,15 @@ def test_bad_paths_and_columns_are_named(dataset, tmp_path):
         read_parquet(root, columns=["a", "a"])
     with pytest.raises(DataError, match="is also listed as a feature column"):
         read_parquet(root, columns=["a", "key"], id_column="key")
+    # files with no rows, dense and sparse: named, with their number
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for i in range(2):
+        pq.write_table(pa.table({"a": pa.array([], pa.float64()), "indices": pa.array([], pa.list_(pa.int32())),
+                                 "values": pa.array([], pa.list_(pa.float64()))}), empty / f"p{i}.parquet")
+    for read in (lambda: read_parquet(str(empty), columns=["a"]), lambda: daskgmm.read_sparse_parquet(str(empty), 3)):
+        with pytest.raises(DataError, match=r"no rows in '.*empty' \(2 file\(s\), all empty\)"):
+            read()
 
 
 def test_nan_policies_through_the_api(dataset, tmp_path):

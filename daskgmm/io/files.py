@@ -13,6 +13,7 @@ import os
 import posixpath
 import typing
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -521,6 +522,29 @@ def bytes_per_row(info: FileInfo, columns, id_column, dtype) -> float:
         if n:
             decoded = max(decoded, sum(max(sizes.get(c, 0) / n, 8.0) for c in wanted))
     return (decoded or 8.0 * len(wanted)) + len(columns) * np.dtype(dtype).itemsize
+
+
+def inspect_files(path, storage_options=None) -> tuple[object, list[str], list[FileInfo]]:
+    """The Parquet files of ``path`` (:func:`list_files`) and their footers (:func:`inspect_file`),
+    read 16 at a time: (fs, files, infos)."""
+    fs, files = list_files(path, storage_options)
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        infos = list(pool.map(lambda f: inspect_file(fs, f), files))
+    return fs, files, infos
+
+
+def plan_input(path, infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int | None, **plan) -> list[Piece]:
+    """The pieces an input ``path`` is read in (:func:`plan_pieces`, ``plan`` its keywords): ``chunk_rows``
+    rows, or ``chunk_bytes`` decoded bytes, by default the active client's budget
+    (:func:`daskgmm.engine.cluster.chunk_budget`). A :class:`DataError` if the files hold no rows."""
+    if chunk_rows is None and chunk_bytes is None:
+        from daskgmm.engine.cluster import active_client, chunk_budget
+
+        chunk_bytes = chunk_budget(active_client())
+    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, **plan)
+    if sum(p.rows for p in pieces) == 0:
+        raise DataError(f"no rows in {path!r} ({len(infos)} file(s), all empty)")
+    return pieces
 
 
 def plan_pieces(infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int | None = None, *,
