@@ -189,6 +189,9 @@ def test_bad_paths_and_columns_are_named(dataset, tmp_path):
     for read in (lambda: read_parquet(str(empty), columns=["a"]), lambda: daskgmm.read_sparse_parquet(str(empty), 3)):
         with pytest.raises(DataError, match=r"no rows in '.*empty' \(2 file\(s\), all empty\)"):
             read()
+    for read in (read_parquet, daskgmm.read_sparse_parquet):
+        with pytest.raises(ValueError, match="dtype must be float32 or float64, got int32"):
+            read(str(empty), dtype="int32")
 
 
 def test_nan_policies_through_the_api(dataset, tmp_path):

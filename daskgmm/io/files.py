@@ -524,6 +524,14 @@ def bytes_per_row(info: FileInfo, columns, id_column, dtype) -> float:
     return (decoded or 8.0 * len(wanted)) + len(columns) * np.dtype(dtype).itemsize
 
 
+def float_dtype(dtype) -> np.dtype:
+    """The float type rows are read as: float32 or float64, else a ValueError."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
 def inspect_files(path, storage_options=None) -> tuple[object, list[str], list[FileInfo]]:
     """The Parquet files of ``path`` (:func:`list_files`) and their footers (:func:`inspect_file`),
     read 16 at a time: (fs, files, infos)."""

@@ -36,6 +36,7 @@ from daskgmm.io.files import (
     bytes_per_row,
     check_schemas,
     file_signature,
+    float_dtype,
     get_fs,
     inspect_file,
     inspect_files,
@@ -160,9 +161,7 @@ def open_parquet(
     -------
     ParquetSource
     """
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    dtype = float_dtype(dtype)
     if nan_policy not in ("raise", "omit", "marginalize"):
         raise ValueError(f"nan_policy must be 'raise', 'omit' or 'marginalize', got {nan_policy!r}")
     fs, _, infos = inspect_files(path, storage_options)

@@ -32,6 +32,7 @@ from daskgmm.io.files import (
     DataError,
     RowsOmittedWarning,
     file_signature,
+    float_dtype,
     inspect_files,
     plan_input,
     register_reads,
@@ -224,9 +225,7 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
     """
     import scipy.sparse as sp
 
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    dtype = float_dtype(dtype)
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit' for sparse rows, got {nan_policy!r}")
     fs, files, infos = inspect_files(path, storage_options)
