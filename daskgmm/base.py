@@ -190,8 +190,14 @@ class BaseMixture(DensityMixin, BaseEstimator):
         s = self.score_samples(X)
         return float(compute_bounded(s.mean(), what="score")[0] if hasattr(s, "compute") else s.mean())
 
+    def _df(self):
+        """The components' degrees of freedom where they are Student-t (:class:`daskgmm.StudentTMixture`),
+        else None (Gaussian): what :meth:`sample` and :meth:`write_sample` draw from."""
+        return None
+
     def sample(self, n_samples=1):
-        """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream).
+        """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream; a
+        :class:`daskgmm.StudentTMixture`'s components are t distributions).
 
         Returns
         -------
@@ -201,7 +207,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
-                                              n_samples, self.random_state)
+                                              n_samples, self.random_state, df=self._df())
 
     # ------------------------------------------------------------ to Parquet
     def _column_names(self):
@@ -261,7 +267,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
 
     def _sample_parts(self, sizes, random_state) -> list:
         return fitting_predict.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
-                                            self.covariance_type, self._column_names())
+                                            self.covariance_type, self._column_names(), df=self._df())
 
     # ----------------------------------------------------------- persistence
     def save(self, path, storage_options=None):
