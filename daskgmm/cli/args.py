@@ -507,10 +507,7 @@ def _require_estimator_options(o):
         raise UsageError(f"daskgmm {o.command}: {flags}: prior(s) of the variational mixture, which need "
                          f"{where}")
     if o.command == FIT and bayesian:
-        em_only = [f"{flag(k)} {getattr(o, k)}" for k, default in
-                   (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
-        if em_only:
-            raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
+        _refuse_em_options(o)
 
 
 def _require_student_options(o):
@@ -520,10 +517,18 @@ def _require_student_options(o):
     if given and not student:
         raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the Student-t mixture, which need "
                          "--estimator student")
-    if not student:
-        return
-    em_only = [f"{flag(k)} {getattr(o, k)}" for k, default in
-               (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
+    if student:
+        _refuse_em_options(o)
+
+
+#: ``fit``'s options of the Gaussian mixture's EM only, with their defaults.
+EM_OPTIONS = (("assignment", "soft"), ("on_collapse", "raise"))
+
+
+def _refuse_em_options(o):
+    """``fit`` of a mixture that is not fitted by EM (the variational and t mixtures): exit 2 naming
+    the EM options given."""
+    em_only = [f"{flag(k)} {getattr(o, k)}" for k, default in EM_OPTIONS if getattr(o, k) != default]
     if em_only:
         raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
 

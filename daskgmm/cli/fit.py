@@ -166,29 +166,23 @@ def make_estimator(o):
         return KMedoids(n_clusters=o.n_components, metric=o.metric, method=o.method, max_iter=o.max_iter,
                         init=NAMED_STARTS["kmedoids"][0] if o.init is None else o.init, random_state=o.seed,
                         cache=o.cache)
+    # the parameters every mixture has (BaseMixture's)
+    mixture = dict(n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+                   max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
+                   cache=o.cache, missing=missing_policy(o))
     if o.estimator == "bayesian":
         from daskgmm.bayesian import BayesianGaussianMixture
 
-        return BayesianGaussianMixture(
-            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
-            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
-            missing=missing_policy(o), **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]},
-        )
+        return BayesianGaussianMixture(**mixture, **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]})
     if o.estimator == "student":
         from daskgmm.studentt_mixture import StudentTMixture
 
-        return StudentTMixture(
-            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
-            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
-            df=4.0 if o.df is None else o.df, fixed_df=o.fixed_df, missing=missing_policy(o),
-        )
+        return StudentTMixture(**mixture, df=4.0 if o.df is None else o.df, fixed_df=o.fixed_df)
     from daskgmm.mixture import GaussianMixture
 
     return GaussianMixture(
-        n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
-        max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
-        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache, missing=missing_policy(o),
-        weights_init=o.weights_init, means_init=o.means_init, precisions_init=o.precisions_init,
+        **mixture, assignment=o.assignment, on_collapse=o.on_collapse, weights_init=o.weights_init,
+        means_init=o.means_init, precisions_init=o.precisions_init,
         update_params="wmc" if o.update_params is None else o.update_params,
     )
 
