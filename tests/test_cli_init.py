@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from daskgmm.cli import main
-from daskgmm.cli.config import OPTIONS, ConfigError, coerce
+from daskgmm.cli.config import OPTIONS, ConfigError, coerce, flag
 
 from .conftest import FAST, expect_exit2, write_data
 
@@ -178,7 +178,7 @@ def test_an_array_string_is_told_a_file_by_its_ending_and_errors_name_it(tmp_pat
     for given in (f"file://{tmp_path}/m.csv", "~/m.csv", " m.csv "):
         np.testing.assert_array_equal(coerce(_opt("means_init"), given, "--means-init"), [[0, 1], [2, 3]])
     for name in ("means_init", "init"):  # --init: a file is an array's, not a misspelt start
-        flag = "--" + name.replace("_", "-")
+        option = flag(name)
         by_name = " (an array file is read as the ending of its name says)"
         for given, message in [("m.txt", "m.txt is a file, not a .npy, .json or .csv file" + by_name),
                                ("d", "d is a directory, not a .npy, .json or .csv file" + by_name),
@@ -187,8 +187,8 @@ def test_an_array_string_is_told_a_file_by_its_ending_and_errors_name_it(tmp_pat
                                ("1,2;3", "'1,2;3': rows of unequal lengths (2, 1 values)"),
                                ("1,inf", "'1,inf': not every value is finite")]:
             with pytest.raises(ConfigError) as info:
-                coerce(_opt(name), given, flag)
-            assert str(info.value) == f"{flag}: {name}: {message}"
+                coerce(_opt(name), given, option)
+            assert str(info.value) == f"{option}: {name}: {message}"
     with pytest.raises(ConfigError) as info:
         coerce(_opt("means_init"), "centres", "--means-init")
     assert str(info.value) == "--means-init: means_init: 'centres' is not numbers, nor a .npy, .json or .csv file"
@@ -425,5 +425,5 @@ def _save(tmp_path, rows):
 def test_fit_help_names_the_starting_values(capsys):
     assert main(["fit", "--help"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--weights-init", "--means-init", "--precisions-init", "--update-params", ".csv"):
-        assert flag in out, flag
+    for word in ("--weights-init", "--means-init", "--precisions-init", "--update-params", ".csv"):
+        assert word in out, word
