@@ -39,7 +39,26 @@ NOT_CONVERGED = ("Best performing initialization did not converge. Try different
                  "max_iter, tol, or check for degenerate data.")
 
 
-class BaseMixture(DensityMixin, BaseEstimator):
+class ModelFilesMixin:
+    """What every estimator with model files and Parquet predictions shares: :meth:`save` (its
+    ``export_state``, by :func:`daskgmm.io.modelfiles.save_model`) and the writing of its
+    ``prediction_parts`` (:meth:`_write_predictions`)."""
+
+    def save(self, path, storage_options=None):
+        """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically)."""
+        from daskgmm.io.modelfiles import save_model
+
+        save_model(self, path, storage_options)
+        return self
+
+    def _write_predictions(self, X, path, storage_options, **columns) -> int:
+        """Write ``prediction_parts(X, **columns)`` to ``path`` atomically; the rows written."""
+        from daskgmm.io.outputs import write_parts
+
+        return write_parts(path, self.prediction_parts(X, **columns), storage_options, name="predictions", inputs=X)
+
+
+class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
     """Base class of the mixture estimators (parameters common to all of them, predictions, outputs).
 
     Subclasses define ``__init__`` with their own parameters (calling this one), ``_fit``
@@ -190,8 +209,14 @@ class BaseMixture(DensityMixin, BaseEstimator):
         s = self.score_samples(X)
         return float(compute_bounded(s.mean(), what="score")[0] if hasattr(s, "compute") else s.mean())
 
+    def _df(self):
+        """The components' degrees of freedom where they are Student-t (:class:`daskgmm.StudentTMixture`),
+        else None (Gaussian): what :meth:`sample` and :meth:`write_sample` draw from."""
+        return None
+
     def sample(self, n_samples=1):
-        """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream).
+        """Draw rows from the fitted mixture (scikit-learn's algorithm and random stream; a
+        :class:`daskgmm.StudentTMixture`'s components are t distributions).
 
         Returns
         -------
@@ -201,7 +226,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
-                                              n_samples, self.random_state)
+                                              n_samples, self.random_state, df=self._df())
 
     # ------------------------------------------------------------ to Parquet
     def _column_names(self):
@@ -222,10 +247,8 @@ class BaseMixture(DensityMixin, BaseEstimator):
         int
             Rows written.
         """
-        from daskgmm.io.outputs import write_parts
-
-        parts = self.prediction_parts(X, ids=ids, id_column=id_column, proba=proba, loglik=loglik)
-        return write_parts(path, parts, storage_options, name="predictions", inputs=X)
+        return self._write_predictions(X, path, storage_options, ids=ids, id_column=id_column, proba=proba,
+                                       loglik=loglik)
 
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
@@ -261,16 +284,9 @@ class BaseMixture(DensityMixin, BaseEstimator):
 
     def _sample_parts(self, sizes, random_state) -> list:
         return fitting_predict.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
-                                            self.covariance_type, self._column_names())
+                                            self.covariance_type, self._column_names(), df=self._df())
 
     # ----------------------------------------------------------- persistence
-    def save(self, path, storage_options=None):
-        """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically)."""
-        from daskgmm.io.modelfiles import save_model
-
-        save_model(self, path, storage_options)
-        return self
-
     def export_state(self):
         """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.base import BaseMixture
+from daskgmm.fitting import mixture as fitting_mixture
 from daskgmm.fitting import variational as fitting_variational
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
@@ -159,20 +160,12 @@ class BayesianGaussianMixture(BaseMixture):
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
         self._validate_params()
         data, scan, _ = self._prepare(X, sample_weight)
-        n, d = data.n_rows, data.n_features
-        k = self.n_components
-        if n < k:
-            raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}"
-            )
+        d = data.n_features
+        fitting_mixture.check_n_samples(data.n_rows, self.n_components)
         params = fitting_variational.VariationalParams.of(self.get_params())
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
-            if self.means_.shape[1] != d:
-                raise ValueError(
-                    f"X has {d} features, but the warm-started {type(self).__name__} was fitted "
-                    f"with {self.means_.shape[1]} features."
-                )
+            fitting_mixture.check_warm_features(type(self).__name__, self.means_.shape[1], d)
         priors = fitting_variational.variational_priors(
             data, scan, params, weight_concentration_prior=self.weight_concentration_prior,
             mean_precision_prior=self.mean_precision_prior, mean_prior=self.mean_prior,

@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from daskgmm.base import ModelFilesMixin
 from daskgmm.em.init import kmeans_tolerance
 from daskgmm.fitting import kmeans as fitting_kmeans
 from daskgmm.fitting.attributes import set_attributes
@@ -48,7 +49,7 @@ INITS = ("k-means||", "k-means++", "random")
 
 
 @register
-class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+class KMeans(ModelFilesMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means clustering on data larger than memory (batch Lloyd) or on a stream (``partial_fit``).
 
     Dense or sparse rows (scipy.sparse, Dask arrays of sparse chunks, :func:`daskgmm.read_sparse_parquet`).
@@ -386,19 +387,9 @@ shape (n_samples, n_features)
         int
             Rows written.
         """
-        from daskgmm.io.outputs import write_parts
-
-        return write_parts(path, self.prediction_parts(X, ids=ids, id_column=id_column, distance=distance),
-                           storage_options, name="predictions", inputs=X)
+        return self._write_predictions(X, path, storage_options, ids=ids, id_column=id_column, distance=distance)
 
     # ----------------------------------------------------------- persistence
-    def save(self, path, storage_options=None):
-        """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically)."""
-        from daskgmm.io.modelfiles import save_model
-
-        save_model(self, path, storage_options)
-        return self
-
     def export_state(self):
         """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)

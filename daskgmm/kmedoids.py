@@ -12,6 +12,7 @@ import warnings
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from daskgmm.base import ModelFilesMixin
 from daskgmm.engine.cluster import compute_bounded
 from daskgmm.fitting import kmedoids as fitting_kmedoids
 from daskgmm.fitting.attributes import set_attributes
@@ -33,7 +34,7 @@ from daskgmm.validation.params import (
 
 
 @register
-class KMedoids(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+class KMedoids(ModelFilesMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-medoids clustering: K rows of the data as prototypes, for any dissimilarity, on data larger than memory.
 
     The notes' robust k-means: ``J = Σ_n Σ_k r_nk V(x_n, μ_k)`` with a general dissimilarity ``V``
@@ -252,21 +253,12 @@ default="k-medoids++"
                           **_) -> int:
         """Predict every row of X and write Parquet parts to ``path`` atomically: ``id_column`` (with
         ``ids``), ``label``, and with ``distance`` the dissimilarity to the nearest medoid. Returns the rows."""
-        from daskgmm.io.outputs import write_parts
-
-        return write_parts(path, self.prediction_parts(X, ids=ids, id_column=id_column, distance=distance),
-                           storage_options, name="predictions", inputs=X)
+        return self._write_predictions(X, path, storage_options, ids=ids, id_column=id_column, distance=distance)
 
     # ----------------------------------------------------------- persistence
-    def save(self, path, storage_options=None):
-        """Save the fitted model to a directory (JSON + ``.npz``, replaced atomically; a named metric only)."""
-        from daskgmm.io.modelfiles import save_model
-
-        save_model(self, path, storage_options)
-        return self
-
     def export_state(self):
-        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
+        """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`
+        (:meth:`save`): a named metric only."""
         check_is_fitted(self)
         if callable(self.metric):
             raise TypeError("cannot save a KMedoids with a callable metric: a model file holds data, never code")

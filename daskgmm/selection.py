@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskgmm.fitting.mixture import collapsed_on_rows, restart_seeds, warn_collapsed
+from daskgmm.fitting.mixture import check_n_samples, collapsed_on_rows, restart_seeds, warn_collapsed
 from daskgmm.fitting.predict import information_criteria
 from daskgmm.fitting.selection import fit_candidates
 from daskgmm.kernels import COVARIANCE_TYPES
@@ -201,8 +201,7 @@ def select_model(
         validate_params(est)
     data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2, missing=missing)
     n, d = data.n_rows, data.n_features
-    if n < max(ks):
-        raise ValueError(f"Expected n_samples >= n_components but got n_components = {max(ks)}, n_samples = {n}")
+    check_n_samples(n, max(ks))
     warn_degenerate(scan, info["feature_names"], max(ks))
     fits = fit_candidates(data, scan, {c: est.get_params() for c, est in probe.items()},
                           restart_seeds(random_state, n_init), priors_given=priors_given, init_params=init_params,

@@ -16,7 +16,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.base import BaseMixture, InformationCriteriaMixin
 from daskgmm.fitting import mixture as fitting
-from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting import studentt as fitting_studentt
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
@@ -177,22 +176,8 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         return fitting_studentt.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1],
                                              self.fixed_df)
 
-    def sample(self, n_samples=1):
-        """Draw rows from the fitted t mixture.
-
-        Returns
-        -------
-        X : ndarray, shape (n_samples, n_features)
-        y : ndarray of int, shape (n_samples,)
-            Component of each row.
-        """
-        check_is_fitted(self)
-        return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
-                                              n_samples, self.random_state, df=self.df_)
-
-    def _sample_parts(self, sizes, random_state) -> list:
-        return fitting_predict.sample_parts(sizes, random_state, self.weights_, self.means_, self.covariances_,
-                                            self.covariance_type, self._column_names(), df=self.df_)
+    def _df(self):
+        return self.df_
 
     # ----------------------------------------------------------- persistence
     def export_state(self):

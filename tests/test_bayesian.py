@@ -150,6 +150,19 @@ def test_no_information_criteria():
     assert not hasattr(est, "bic") and not hasattr(est, "aic")
 
 
+def test_too_few_rows_and_a_warm_start_on_other_features_are_refused_in_scikit_learns_words():
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(ValueError, match="Expected n_samples >= n_components but got n_components = 5, n_samples = 3"):
+        BayesianGaussianMixture(n_components=5).fit(x[:3])
+    warm = BayesianGaussianMixture(n_components=2, max_iter=2, warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warm.fit(x)
+    with pytest.raises(ValueError, match="X has 3 features, but the warm-started BayesianGaussianMixture was fitted "
+                                         "with 2 features"):
+        warm.fit(np.hstack([x, x[:, :1]]))
+
+
 def test_degrees_of_freedom_prior_message(blobs3):
     with pytest.raises(ValueError, match=r"should be greater than 2, but got 1\.500"):
         BayesianGaussianMixture(degrees_of_freedom_prior=1.5).fit(blobs3)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from daskgmm.cli import main
-from daskgmm.cli.config import OPTIONS, ConfigError, coerce
+from daskgmm.cli.config import OPTIONS, ConfigError, coerce, flag
 
 from .conftest import FAST, expect_exit2, write_data
 
@@ -155,7 +155,8 @@ def test_csv_and_json_files_with_a_byte_order_mark_are_read(tmp_path):
                                       [[0.0, 1.5, -2.0], [5.0, 5.0, 1e-3]])
 
 
-@pytest.mark.parametrize("url", ["s3://lake/models/centres.npy", "s3://lake/centres.csv", "gs://b/m.json"])
+@pytest.mark.parametrize("url", ["s3://lake/models/centres.npy", "s3://lake/centres.csv", "gs://b/m.json",
+                                 "s3://lake/centres"])
 def test_an_array_file_at_a_url_is_refused_as_one(url):
     """Array files are read from this machine's disk (docs/cli.md): a URL, which DATA and the outputs may be,
     is said to be one, not "No such file or directory" of an object that may well exist."""
@@ -163,6 +164,39 @@ def test_an_array_file_at_a_url_is_refused_as_one(url):
         coerce(_opt("means_init"), url, "--means-init")
     assert f"{url}: an array file is read from this machine's disk, not from a URL" in str(info.value)
     assert "No such file" not in str(info.value) and "not found" not in str(info.value)
+
+
+def test_an_array_string_is_told_a_file_by_its_ending_and_errors_name_it(tmp_path, monkeypatch):
+    """A string is an array file by its name's ending (.npy, .json, .csv; a file:// URL or ~ as DATA's), else
+    numbers; a file or directory of another name is said to be one (it was "not numbers"), and what is wrong
+    with numbers names them."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "m.csv").write_text("0,1\n2,3\n")
+    (tmp_path / "m.txt").write_text("0,1\n2,3\n")
+    (tmp_path / "d").mkdir()
+    for given in (f"file://{tmp_path}/m.csv", "~/m.csv", " m.csv "):
+        np.testing.assert_array_equal(coerce(_opt("means_init"), given, "--means-init"), [[0, 1], [2, 3]])
+    for name in ("means_init", "init"):  # --init: a file is an array's, not a misspelt start
+        option = flag(name)
+        by_name = " (an array file is read as the ending of its name says)"
+        for given, message in [("m.txt", "m.txt is a file, not a .npy, .json or .csv file" + by_name),
+                               ("d", "d is a directory, not a .npy, .json or .csv file" + by_name),
+                               ("nowhere.csv", "cannot read nowhere.csv: No such file or directory"),
+                               ("1,,2", "'1,,2': an empty value between ',' or ';'"),
+                               ("1,2;3", "'1,2;3': rows of unequal lengths (2, 1 values)"),
+                               ("1,inf", "'1,inf': not every value is finite")]:
+            with pytest.raises(ConfigError) as info:
+                coerce(_opt(name), given, option)
+            assert str(info.value) == f"{option}: {name}: {message}"
+    with pytest.raises(ConfigError) as info:
+        coerce(_opt("means_init"), "centres", "--means-init")
+    assert str(info.value) == "--means-init: means_init: 'centres' is not numbers, nor a .npy, .json or .csv file"
+    with pytest.raises(ConfigError) as info:  # a word: a start misspelt, or an array
+        coerce(_opt("init"), "kmeans++", "job.yaml")
+    assert str(info.value) == ("job.yaml: init: 'kmeans++' is none of k-means||, k-means++, random, k-medoids++, "
+                               "heuristic, build, nor an array (numbers, rows separated by ';', or a .npy, .json or "
+                               ".csv file)")
 
 
 def test_a_four_dimensional_array_is_refused(tmp_path):
@@ -391,5 +425,5 @@ def _save(tmp_path, rows):
 def test_fit_help_names_the_starting_values(capsys):
     assert main(["fit", "--help"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--weights-init", "--means-init", "--precisions-init", "--update-params", ".csv"):
-        assert flag in out, flag
+    for word in ("--weights-init", "--means-init", "--precisions-init", "--update-params", ".csv"):
+        assert word in out, word

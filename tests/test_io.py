@@ -180,6 +180,18 @@ def test_bad_paths_and_columns_are_named(dataset, tmp_path):
         read_parquet(root, columns=["a", "a"])
     with pytest.raises(DataError, match="is also listed as a feature column"):
         read_parquet(root, columns=["a", "key"], id_column="key")
+    # files with no rows, dense and sparse: named, with their number
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for i in range(2):
+        pq.write_table(pa.table({"a": pa.array([], pa.float64()), "indices": pa.array([], pa.list_(pa.int32())),
+                                 "values": pa.array([], pa.list_(pa.float64()))}), empty / f"p{i}.parquet")
+    for read in (lambda: read_parquet(str(empty), columns=["a"]), lambda: daskgmm.read_sparse_parquet(str(empty), 3)):
+        with pytest.raises(DataError, match=r"no rows in '.*empty' \(2 file\(s\), all empty\)"):
+            read()
+    for read in (read_parquet, daskgmm.read_sparse_parquet):
+        with pytest.raises(ValueError, match="dtype must be float32 or float64, got int32"):
+            read(str(empty), dtype="int32")
 
 
 def test_nan_policies_through_the_api(dataset, tmp_path):

@@ -25,6 +25,7 @@ from daskgmm.cli.config import (
     SHOW_CONFIG,
     UPDATE,
     coerce,
+    flag,
     load_config,
     options_for,
 )
@@ -166,10 +167,6 @@ INIT_OPTIONS = {"means_init": ("gaussian",), "weights_init": ("gaussian",), "pre
                 "update_params": ("gaussian",), "init": ("kmeans", "kmedoids")}
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def resolve_starts(o) -> None:
     """``fit``'s starting values and held parameters (:data:`INIT_OPTIONS`), before the estimator's defaults.
 
@@ -187,7 +184,7 @@ def resolve_starts(o) -> None:
         if getattr(o, name) is None or est in takers:
             continue
         owner = f" ({ESTIMATOR_CLASSES[takers[0]]}'s {name})" if len(takers) == 1 else ""
-        raise UsageError(f"daskgmm fit: {_flag(name)} is an option of "
+        raise UsageError(f"daskgmm fit: {flag(name)} is an option of "
                          f"{' and '.join('--estimator ' + t for t in takers)}{owner}; --estimator {est} "
                          f"({ESTIMATOR_CLASSES[est]}) has no {name}")
     if isinstance(o.init, str) and o.init not in NAMED_STARTS[est]:
@@ -228,14 +225,14 @@ def resolve_starts(o) -> None:
              and isinstance(a := getattr(o, name), np.ndarray) and a.ndim == ndim[name]]
     for (first, shape, k), (name, other, n) in itertools.pairwise(given):
         if n != k:
-            raise UsageError(f"daskgmm fit: {_flag(name)} holds {n} component(s) (shape {other}) but {_flag(first)} "
+            raise UsageError(f"daskgmm fit: {flag(name)} holds {n} component(s) (shape {other}) but {flag(first)} "
                              f"holds {k} (shape {shape})")
     if given:
         name, shape, k = given[0]
         if o.n_components is None:
             o.n_components = k
         elif o.n_components != k:
-            raise UsageError(f"daskgmm fit: {_flag(name)} holds {k} component(s) (shape {shape}) but "
+            raise UsageError(f"daskgmm fit: {flag(name)} holds {k} component(s) (shape {shape}) but "
                              f"--n-components is {o.n_components}; give the same K, or leave --n-components out "
                              "(it defaults to the K of the starting values)")
     if est == "kmeans" and isinstance(o.init, np.ndarray) and o.n_init not in (None, 1):
@@ -250,13 +247,13 @@ def require(o):
             UPDATE: ["data", "model", "model_out"], SHOW_CONFIG: []}[o.command]
     for key in need:
         if getattr(o, key) in (None, [], ""):
-            flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
-            raise UsageError(f"daskgmm {o.command}: {flag} is required (or '{key}' in the config)")
+            name = "DATA" if key == "data" else flag(key)
+            raise UsageError(f"daskgmm {o.command}: {name} is required (or '{key}' in the config)")
     for key in ("n_components", "n_init", "max_iter", "n", "chunk_rows", "n_workers", "threads_per_worker",
                 "passes"):
         v = getattr(o, key, None)
         if v is not None and v < (0 if key == "max_iter" else 1):
-            raise UsageError(f"daskgmm {o.command}: --{key.replace('_', '-')} must be at least "
+            raise UsageError(f"daskgmm {o.command}: {flag(key)} must be at least "
                              f"{0 if key == 'max_iter' else 1}, got {v}")
     if o.command == SELECT:
         if o.k_min < 1 or o.k_max < o.k_min:
@@ -327,7 +324,7 @@ def output_conflict(o, key: str) -> str | None:
     if not out:
         return None
     data = getattr(o, "data", None)
-    inputs = []  # (flag, path, place, whether outputs inside it are refused, the glob)
+    inputs = []  # (DATA or --model, path, place, whether outputs inside it are refused, the glob)
     for path in (data if isinstance(data, list) else [data]):
         if not path:
             continue
@@ -342,11 +339,11 @@ def output_conflict(o, key: str) -> str | None:
     where = place_of(out)
     if where[0] != "file" and where[1].count("/") == 1:
         return None  # a bare bucket: io.store refuses it as an output in its own words
-    for flag, path, place, inside_too, pattern in inputs:
+    for source, path, place, inside_too, pattern in inputs:
         if (holds(where, place) or (inside_too and holds(place, where))
                 or (pattern is not None and matches_glob(where, pattern))):
             relation = "is" if where == place else ("holds" if holds(where, place) else "is inside")
-            return (f"daskgmm {o.command}: --{key.replace('_', '-')} {out} {relation} the input {flag} {path}: "
+            return (f"daskgmm {o.command}: {flag(key)} {out} {relation} the input {source} {path}: "
                     "writing it would replace what the job reads; give an output path apart from the inputs")
     return None
 
@@ -398,8 +395,8 @@ def check_filesystems(o):
 
     data = getattr(o, "data", None)
     paths = [("DATA", p) for p in (data if isinstance(data, list) else [data]) if p]
-    paths += [("--" + k.replace("_", "-"), getattr(o, k)) for k in PATH_OPTIONS if getattr(o, k, None)]
-    for flag, path in paths:
+    paths += [(flag(k), getattr(o, k)) for k in PATH_OPTIONS if getattr(o, k, None)]
+    for name, path in paths:
         protocol = protocol_of(path)
         if protocol == "file":
             continue
@@ -407,7 +404,7 @@ def check_filesystems(o):
             fsspec.get_filesystem_class(protocol)
         except (ImportError, ValueError) as exc:
             hint = " (pip install 'daskgmm[s3]')" if protocol in ("s3", "s3a") else ""
-            raise UsageError(f"daskgmm {o.command}: {flag} {path}: {exc}{hint}") from None
+            raise UsageError(f"daskgmm {o.command}: {name} {path}: {exc}{hint}") from None
 
 
 #: Options of the Student-t mixture only (``fit --estimator student``), with their defaults.
@@ -438,7 +435,7 @@ def _require_cluster_options(o):
     if o.command != FIT:
         return
     for name, (own, _) in CLUSTER_OPTIONS.items():
-        given = [f"--{k} {getattr(o, k)}" for k, default in own if getattr(o, k) != default]
+        given = [f"{flag(k)} {getattr(o, k)}" for k, default in own if getattr(o, k) != default]
         if given and o.estimator != name:
             raise UsageError(f"daskgmm fit: {', '.join(given)} is an option of --estimator {name}")
     if o.estimator not in CLUSTER_OPTIONS:
@@ -447,9 +444,9 @@ def _require_cluster_options(o):
         return
     takes = CLUSTER_OPTIONS[o.estimator][1]
     shared = ("tol", "n_init") if o.estimator == "kmeans" else ()
-    given = [f"--{k.replace('_', '-')}" for k, default in MIXTURE_DEFAULTS
+    given = [flag(k) for k, default in MIXTURE_DEFAULTS
              if k not in shared and getattr(o, k) != default]
-    given += [f"--{k.replace('_', '-')}" for k in PRIOR_OPTIONS if getattr(o, k, None) is not None
+    given += [flag(k) for k in PRIOR_OPTIONS if getattr(o, k, None) is not None
               and not (k == "weight_concentration_prior_type" and getattr(o, k) == "dirichlet_process")]
     if given:
         raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the mixtures, not of --estimator "
@@ -470,7 +467,7 @@ def _require_cluster_options(o):
 def require_predictions_out(o):
     """``--proba``, ``--loglik`` and ``--distance`` are columns of ``--predictions-out``: without it, exit 2
     rather than ignore them. (``update`` asks after the model's own refusals, which name the model.)"""
-    given = [f"--{k}" for k in ("proba", "loglik", "distance") if getattr(o, k, False)]
+    given = [flag(k) for k in ("proba", "loglik", "distance") if getattr(o, k, False)]
     if given and not getattr(o, "predictions_out", None):
         raise UsageError(f"daskgmm {o.command}: {', '.join(given)} needs --predictions-out DIR (the column(s) of "
                          "the predictions it writes)")
@@ -506,27 +503,32 @@ def _require_estimator_options(o):
              and not (name == "weight_concentration_prior_type" and o.weight_concentration_prior_type
                       == "dirichlet_process")]
     if given and not bayesian:
-        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        flags = ", ".join(flag(g) for g in given)
         raise UsageError(f"daskgmm {o.command}: {flags}: prior(s) of the variational mixture, which need "
                          f"{where}")
     if o.command == FIT and bayesian:
-        em_only = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k, default in
-                   (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
-        if em_only:
-            raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
+        _refuse_em_options(o)
 
 
 def _require_student_options(o):
     """``fit``: --df and --fixed-df need --estimator student, which has no EM variants."""
     student = o.estimator == "student"
-    given = [f"--{k.replace('_', '-')}" for k, default in STUDENT_OPTIONS if getattr(o, k) != default]
+    given = [flag(k) for k, default in STUDENT_OPTIONS if getattr(o, k) != default]
     if given and not student:
         raise UsageError(f"daskgmm fit: {', '.join(given)}: option(s) of the Student-t mixture, which need "
                          "--estimator student")
-    if not student:
-        return
-    em_only = [f"--{k.replace('_', '-')} {getattr(o, k)}" for k, default in
-               (("assignment", "soft"), ("on_collapse", "raise")) if getattr(o, k) != default]
+    if student:
+        _refuse_em_options(o)
+
+
+#: ``fit``'s options of the Gaussian mixture's EM only, with their defaults.
+EM_OPTIONS = (("assignment", "soft"), ("on_collapse", "raise"))
+
+
+def _refuse_em_options(o):
+    """``fit`` of a mixture that is not fitted by EM (the variational and t mixtures): exit 2 naming
+    the EM options given."""
+    em_only = [f"{flag(k)} {getattr(o, k)}" for k, default in EM_OPTIONS if getattr(o, k) != default]
     if em_only:
         raise UsageError(f"daskgmm fit: {', '.join(em_only)} is an option of --estimator gaussian (EM)")
 

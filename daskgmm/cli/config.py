@@ -8,7 +8,9 @@ values of the wrong type are errors naming the file and the key.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,11 @@ from daskgmm.models.priors import PRIOR_TYPES
 
 class ConfigError(ValueError):
     """A config file or option value is invalid (the command exits with status 2)."""
+
+
+def flag(name: str) -> str:
+    """The long flag of option ``name`` (a config key): ``--`` and dashes for underscores."""
+    return "--" + name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Opt:
 
     @property
     def flag(self) -> str:
-        return "--" + self.dest.replace("_", "-")
+        return flag(self.dest)
 
 
 FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT = "fit", "predict", "score", "sample", "info", "select"
@@ -54,8 +61,13 @@ _DATA = (FIT, PREDICT, SCORE, SELECT, UPDATE)
 NAMED_STARTS = {"kmeans": ("k-means||", "k-means++", "random"),
                 "kmedoids": ("k-medoids++", "random", "heuristic", "build")}
 
-#: How an array option is given, for the help.
-_ARRAY_FORMS = "numbers, rows separated by ';', or a .npy, .json or .csv file"
+#: File types an array option (``--mean-prior``, ``--means-init``, ...) may name instead of numbers, told by
+#: the ending of the name, and the same in words.
+ARRAY_FILES = (".npy", ".json", ".csv")
+_ARRAY_FILE_TYPES = f"{', '.join(ARRAY_FILES[:-1])} or {ARRAY_FILES[-1]}"
+
+#: How an array option is given, for the help and the messages.
+_ARRAY_FORMS = f"numbers, rows separated by ';', or a {_ARRAY_FILE_TYPES} file"
 
 OPTIONS = [
     # data
@@ -243,10 +255,6 @@ def _type_name(kind) -> str:
     }[kind]
 
 
-#: File types an array option (``--mean-prior``, ``--means-init``, ...) may name instead of numbers.
-ARRAY_FILES = (".npy", ".json", ".csv")
-
-
 def _numbers(value):
     """Nested lists of numbers (or numeric strings: YAML reads ``1e-3`` as one) to float64."""
     def num(v):
@@ -276,7 +284,29 @@ def _numbers(value):
     return out
 
 
-def _read_csv(path: str) -> np.ndarray:
+class NotAnArray(ValueError):
+    """A string that is neither numbers nor an array file's name (``--init``: perhaps a misspelt start)."""
+
+
+def _array_file_type(text: str) -> str | None:
+    """The type of array file (an entry of :data:`ARRAY_FILES`) that ``text`` names by its ending, or None."""
+    return next((t for t in ARRAY_FILES if text.lower().endswith(t)), None)
+
+
+def _read_npy(path: str, max_ndim: int) -> np.ndarray:
+    """A ``.npy`` file's array of numbers (no pickles), of at most ``max_ndim`` dimensions."""
+    try:
+        raw = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # not a .npy file, or an object array
+        raise ValueError(f"not a readable .npy array of numbers ({exc})") from None
+    if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "iuf" or raw.ndim > max_ndim:
+        dims = ", ".join(f"{n}-" for n in range(max_ndim)) + f" or {max_ndim}-d"
+        raise ValueError(f"expected a {dims} array of numbers, got "
+                         f"{getattr(raw, 'dtype', type(raw).__name__)} of shape {np.shape(raw)}")
+    return raw.astype(np.float64)
+
+
+def _read_csv(path: str, max_ndim: int) -> np.ndarray:
     """A ``.csv`` file of numbers only (no header; ``#`` starts a comment): its rows, 2-d."""
     import warnings
 
@@ -292,58 +322,97 @@ def _read_csv(path: str) -> np.ndarray:
     return out
 
 
-def _read_array(path: str, max_ndim: int) -> np.ndarray:
-    """The numbers in a ``.npy`` file (no pickles), a ``.json`` file (a number or nested lists) or a ``.csv``
-    file (:func:`_read_csv`), on this machine's disk."""
-    if "://" in path:  # DATA and the outputs may be URLs; NumPy would say a stored object is "not found"
-        raise ValueError(f"cannot read {path}: an array file is read from this machine's disk, not from a URL "
-                         "(copy it here, or give the numbers)")
+def _read_json(path: str, max_ndim: int) -> np.ndarray:
+    """A ``.json`` file's number or nested lists of numbers."""
     try:
-        if path.lower().endswith(".npy"):
-            try:
-                raw = np.load(path, allow_pickle=False)
-            except ValueError as exc:  # not a .npy file, or an object array
-                raise ValueError(f"not a readable .npy array of numbers ({exc})") from None
-            if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "iuf" or raw.ndim > max_ndim:
-                dims = ", ".join(f"{n}-" for n in range(max_ndim)) + f" or {max_ndim}-d"
-                raise ValueError(f"expected a {dims} array of numbers, got "
-                                 f"{getattr(raw, 'dtype', type(raw).__name__)} of shape {np.shape(raw)}")
-            return raw.astype(np.float64)
-        if path.lower().endswith(".csv"):
-            return _read_csv(path)
         with open(path, encoding="utf-8-sig") as f:  # as a .csv: a byte order mark is skipped
             doc = json.load(f)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
     return _numbers(doc)
 
 
+_READERS = {".npy": _read_npy, ".csv": _read_csv, ".json": _read_json}
+
+
+def _read_array(path: str, max_ndim: int) -> np.ndarray:
+    """The numbers in the array file ``path`` (named by its ending, :data:`ARRAY_FILES`) on this machine's disk.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: a URL, a file that cannot be read, or one that holds no array of numbers.
+    """
+    from daskgmm.io.files import place_of
+
+    protocol, local = place_of(path)  # a local path as the data's: ~ and file:// taken
+    if protocol != "file":  # DATA and the outputs may be URLs; NumPy would say a stored object is "not found"
+        raise ValueError(f"cannot read {path}: an array file is read from this machine's disk, not from a URL "
+                         "(copy it here, or give the numbers)")
+    try:
+        return _READERS[_array_file_type(path)](local, max_ndim)
+    except OSError as exc:  # NumPy's loadtxt says "PATH not found." in words of its own
+        why = exc.strerror or (os.strerror(errno.ENOENT) if isinstance(exc, FileNotFoundError) else exc)
+        raise ValueError(f"cannot read {path}: {why}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _text_numbers(text: str) -> np.ndarray:
+    """Numbers written out: ``,`` between numbers, ``;`` between rows (``"1,0;0,1"``: 2-d; ``"1,2"``: 1-d;
+    ``"5"``: 0-d).
+
+    Raises
+    ------
+    ValueError
+        Naming the text: an empty value, rows of unequal lengths; :class:`NotAnArray` where a value is
+        not a number.
+    """
+    rows = [[v.strip() for v in row.split(",")] for row in text.split(";")]
+    if any(v == "" for row in rows for v in row):
+        raise ValueError(f"{text!r}: an empty value between ',' or ';'")
+    if len({len(row) for row in rows}) > 1:
+        raise ValueError(f"{text!r}: rows of unequal lengths ({', '.join(str(len(row)) for row in rows)} values)")
+    try:
+        return _numbers(rows if ";" in text else rows[0] if len(rows[0]) > 1 else rows[0][0])
+    except ValueError:
+        raise NotAnArray(f"{text!r} is not numbers, nor a {_ARRAY_FILE_TYPES} file") from None
+
+
 def _array(value, max_ndim: int = 2) -> np.ndarray:
-    """An array option's value: a number, (nested) lists, "1,2,3", "1,0;0,1", or a .npy/.json/.csv file."""
+    """An array option's value, taken by its YAML type and, for a string, its form.
+
+    - not a string (a config's YAML number or nested lists): those numbers;
+    - a string ending in ``.npy``, ``.json`` or ``.csv``, or a URL: that file's numbers (:func:`_read_array`);
+    - any other string: numbers written out (:func:`_text_numbers`), ``"1,2,3"``, ``"1,0;0,1"``; were they
+      none, a file or directory of that name is said to be one of the wrong type.
+
+    Raises
+    ------
+    ValueError
+        Naming the string or file given (:class:`NotAnArray` for a string that is neither numbers nor a
+        file of any type).
+    """
+    from daskgmm.io.files import place_of, protocol_of
+
     named = ""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower().endswith(ARRAY_FILES):
-            named = text
-            try:
-                out = _read_array(text, max_ndim)
-            except ValueError as exc:
-                raise ValueError(str(exc) if str(exc).startswith("cannot read") else f"{text}: {exc}") from None
-        else:
-            rows = [[v.strip() for v in row.split(",")] for row in text.split(";")]
-            if any(v == "" for row in rows for v in row):
-                raise ValueError("an empty value between ',' or ';'")
-            if len({len(row) for row in rows}) > 1:
-                raise ValueError(f"rows of unequal lengths ({', '.join(str(len(row)) for row in rows)} values)")
-            try:
-                out = _numbers(rows if ";" in text else rows[0] if len(rows[0]) > 1 else rows[0][0])
-            except ValueError:
-                files = f"{', '.join(ARRAY_FILES[:-1])} or {ARRAY_FILES[-1]}"
-                raise ValueError(f"not numbers, nor a {files} file") from None
-    else:
+    if not isinstance(value, str):
         out = _numbers(value)
+    else:
+        text = value.strip()
+        if _array_file_type(text) or protocol_of(text) != "file":
+            named, out = text, _read_array(text, max_ndim)
+        else:
+            named = repr(text)
+            try:
+                out = _text_numbers(text)
+            except NotAnArray:
+                local = place_of(text)[1]
+                if os.path.exists(local):  # a file of another type (by its name): that is what is wrong
+                    what = "a directory" if os.path.isdir(local) else "a file"
+                    raise ValueError(f"{text} is {what}, not a {_ARRAY_FILE_TYPES} file (an array file is read "
+                                     "as the ending of its name says)") from None
+                raise
     where = f"{named}: " if named else ""
     if out.ndim > max_ndim:
         raise ValueError(f"{where}{out.ndim} dimensions; at most {max_ndim}"
@@ -418,9 +487,11 @@ def coerce(opt: Opt, value, where: str):
             return value
         try:
             return _array(value, opt.max_ndim)
-        except ValueError as exc:
+        except NotAnArray:  # a word that is no start: perhaps a misspelt name
             raise ConfigError(f"{where}: {opt.dest}: {value!r} is none of {', '.join(opt.choices)}, nor an array "
-                              f"({exc})") from None
+                              f"({_ARRAY_FORMS})") from None
+        except ValueError as exc:  # numbers or a file, as an array option's
+            raise ConfigError(f"{where}: {opt.dest}: {exc}") from None
     if kind == "mapping":
         if isinstance(value, str):
             try:

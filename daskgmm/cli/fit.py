@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError, require_predictions_out
-from daskgmm.cli.config import NAMED_STARTS, OPTIONS
+from daskgmm.cli.config import NAMED_STARTS, OPTIONS, flag
 from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
@@ -149,7 +149,7 @@ def initial_arrays(o, columns) -> None:
                 what += f" and --covariance-type {ct}"
                 if ct == "full":
                     what += f" (in a .csv or a list of rows: the {k} matrices stacked, {k * d} rows of {d})"
-            raise UsageError(f"daskgmm fit: --{name.replace('_', '-')}: {exc}; expected {shape}: {what}") from None
+            raise UsageError(f"daskgmm fit: {flag(name)}: {exc}; expected {shape}: {what}") from None
 
 
 def make_estimator(o):
@@ -166,29 +166,23 @@ def make_estimator(o):
         return KMedoids(n_clusters=o.n_components, metric=o.metric, method=o.method, max_iter=o.max_iter,
                         init=NAMED_STARTS["kmedoids"][0] if o.init is None else o.init, random_state=o.seed,
                         cache=o.cache)
+    # the parameters every mixture has (BaseMixture's)
+    mixture = dict(n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
+                   max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
+                   cache=o.cache, missing=missing_policy(o))
     if o.estimator == "bayesian":
         from daskgmm.bayesian import BayesianGaussianMixture
 
-        return BayesianGaussianMixture(
-            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
-            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
-            missing=missing_policy(o), **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]},
-        )
+        return BayesianGaussianMixture(**mixture, **{k: getattr(o, k) for k in BAYESIAN_OPTIONS[1:]})
     if o.estimator == "student":
         from daskgmm.studentt_mixture import StudentTMixture
 
-        return StudentTMixture(
-            n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
-            max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed, cache=o.cache,
-            df=4.0 if o.df is None else o.df, fixed_df=o.fixed_df, missing=missing_policy(o),
-        )
+        return StudentTMixture(**mixture, df=4.0 if o.df is None else o.df, fixed_df=o.fixed_df)
     from daskgmm.mixture import GaussianMixture
 
     return GaussianMixture(
-        n_components=o.n_components, covariance_type=o.covariance_type, tol=o.tol, reg_covar=o.reg_covar,
-        max_iter=o.max_iter, n_init=o.n_init, init_params=o.init_params, random_state=o.seed,
-        assignment=o.assignment, on_collapse=o.on_collapse, cache=o.cache, missing=missing_policy(o),
-        weights_init=o.weights_init, means_init=o.means_init, precisions_init=o.precisions_init,
+        **mixture, assignment=o.assignment, on_collapse=o.on_collapse, weights_init=o.weights_init,
+        means_init=o.means_init, precisions_init=o.precisions_init,
         update_params="wmc" if o.update_params is None else o.update_params,
     )
 
@@ -414,8 +408,8 @@ def check_update_options(o, est) -> None:
     ``--proba`` and ``--loglik`` to a KMeans (its step is the sequential k-means update), ``--distance``
     to a mixture."""
     if hasattr(est, "cluster_centers_"):
-        wrong = [f"--{k.replace('_', '-')}" for k in ("learning_decay", "learning_offset") if getattr(o, k) is not None]
-        wrong += [flag for flag, given in (("--proba", o.proba), ("--loglik", o.loglik)) if given]
+        wrong = [flag(k) for k in ("learning_decay", "learning_offset") if getattr(o, k) is not None]
+        wrong += [flag(k) for k in ("proba", "loglik") if getattr(o, k)]
         why = "its online step is the sequential k-means update, mu_k <- mu_k + (x - mu_k) / n_k"
     else:
         wrong, why = (["--distance"] if o.distance else []), "--distance is a KMeans model's"

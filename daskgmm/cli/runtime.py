@@ -19,7 +19,7 @@ import numpy as np
 
 import daskgmm.engine.stop as stop
 from daskgmm.cli.args import UsageError
-from daskgmm.cli.config import SELECT
+from daskgmm.cli.config import SELECT, flag
 from daskgmm.validation.scan import short_columns
 
 
@@ -116,7 +116,7 @@ def command_cluster(o, log, box=None, metrics=None):
         for key in ("tls_ca", "tls_cert", "tls_key"):
             path = getattr(o, key)
             if path and not os.path.isfile(path):
-                raise UsageError(f"--{key.replace('_', '-')}: no such file {path!r}")
+                raise UsageError(f"{flag(key)}: no such file {path!r}")
         security = Security(tls_ca_file=o.tls_ca, tls_client_cert=o.tls_cert, tls_client_key=o.tls_key,
                             require_encryption=True)
     with connect(o.scheduler, n_workers=o.n_workers, threads_per_worker=o.threads_per_worker,
@@ -213,7 +213,7 @@ def check_outputs(o, locks):
     for key in ("plot", "metrics_out"):
         path = getattr(o, key, None)
         if path:
-            check_file_target(path, "--" + key.replace("_", "-"), so)
+            check_file_target(path, flag(key), so)
     ckpt = getattr(o, "checkpoint_dir", None)
     if ckpt and not local_path(ckpt, so):
         check_file_target(ckpt.rstrip("/") + "/checkpoint.npz", "--checkpoint-dir", so)

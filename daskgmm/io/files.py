@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
+import typing
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +125,17 @@ def unreachable_error(exc, where: str) -> EndpointUnreachableError:
 def credentials_hint(exc) -> str:
     return (f"{exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the "
             "credentials in --storage-options")
+
+
+def raise_store_error(exc, where: str, refused) -> typing.NoReturn:
+    """Raise what the failure ``exc`` of a call to a store (being handled) means: an endpoint not reached
+    (:func:`unreachable_error`, naming ``where``), no credentials (the caller's error, ``refused(hint)``,
+    around :func:`credentials_hint`), else ``exc`` itself."""
+    if unreachable(exc):
+        raise unreachable_error(exc, where) from None
+    if not no_credentials(exc):
+        raise exc
+    raise refused(credentials_hint(exc)) from None
 
 
 def strip_protocol(fs, path: str) -> str:
@@ -247,11 +260,7 @@ def list_files(path, storage_options=None):
         except PermissionError as exc:  # an object store refusing the listing: the credentials or a policy
             raise DataError(f"{p!r}: cannot list or read it ({exc})") from None
         except Exception as exc:
-            if unreachable(exc):
-                raise unreachable_error(exc, p) from None
-            if not no_credentials(exc):
-                raise
-            raise DataError(f"{p!r}: cannot list or read it ({credentials_hint(exc)})") from None
+            raise_store_error(exc, p, lambda hint, p=p: DataError(f"{p!r}: cannot list or read it ({hint})"))
     seen = set()
     unique = [f for f in files if not (f in seen or seen.add(f))]
     if not is_local(fs):  # named as the user names them (s3://bucket/key) in messages, ids and checkpoints
@@ -513,6 +522,37 @@ def bytes_per_row(info: FileInfo, columns, id_column, dtype) -> float:
         if n:
             decoded = max(decoded, sum(max(sizes.get(c, 0) / n, 8.0) for c in wanted))
     return (decoded or 8.0 * len(wanted)) + len(columns) * np.dtype(dtype).itemsize
+
+
+def float_dtype(dtype) -> np.dtype:
+    """The float type rows are read as: float32 or float64, else a ValueError."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def inspect_files(path, storage_options=None) -> tuple[object, list[str], list[FileInfo]]:
+    """The Parquet files of ``path`` (:func:`list_files`) and their footers (:func:`inspect_file`),
+    read 16 at a time: (fs, files, infos)."""
+    fs, files = list_files(path, storage_options)
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        infos = list(pool.map(lambda f: inspect_file(fs, f), files))
+    return fs, files, infos
+
+
+def plan_input(path, infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int | None, **plan) -> list[Piece]:
+    """The pieces an input ``path`` is read in (:func:`plan_pieces`, ``plan`` its keywords): ``chunk_rows``
+    rows, or ``chunk_bytes`` decoded bytes, by default the active client's budget
+    (:func:`daskgmm.engine.cluster.chunk_budget`). A :class:`DataError` if the files hold no rows."""
+    if chunk_rows is None and chunk_bytes is None:
+        from daskgmm.engine.cluster import active_client, chunk_budget
+
+        chunk_bytes = chunk_budget(active_client())
+    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, **plan)
+    if sum(p.rows for p in pieces) == 0:
+        raise DataError(f"no rows in {path!r} ({len(infos)} file(s), all empty)")
+    return pieces
 
 
 def plan_pieces(infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int | None = None, *,

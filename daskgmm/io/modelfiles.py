@@ -228,15 +228,7 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
     ModelFileError
         As :func:`load_model`, except that the estimator is not looked up.
     """
-    from daskgmm.io.files import (
-        credentials_hint,
-        get_fs,
-        is_local,
-        no_credentials,
-        strip_protocol,
-        unreachable,
-        unreachable_error,
-    )
+    from daskgmm.io.files import get_fs, is_local, raise_store_error, strip_protocol
 
     path = os.fspath(path)
     fs = get_fs(path, storage_options)
@@ -257,11 +249,7 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
     except PermissionError as exc:
         raise ModelFileError(f"{path}: cannot read the model ({exc})") from None
     except Exception as exc:
-        if unreachable(exc):
-            raise unreachable_error(exc, path) from None
-        if not no_credentials(exc):
-            raise
-        raise ModelFileError(f"{path}: cannot read the model ({credentials_hint(exc)})") from None
+        raise_store_error(exc, path, lambda hint: ModelFileError(f"{path}: cannot read the model ({hint})"))
     if not found:
         raise ModelFileError(f"{path}: no model here (model.json not found)")
     try:

@@ -18,10 +18,8 @@ Writing results is :mod:`daskgmm.io.outputs`.
 
 from __future__ import annotations
 
-import operator
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,10 +36,13 @@ from daskgmm.io.files import (
     bytes_per_row,
     check_schemas,
     file_signature,
+    float_dtype,
     get_fs,
     inspect_file,
+    inspect_files,
     is_local,
     list_files,
+    plan_input,
     plan_pieces,
     register_reads,
     rows_per_part,
@@ -53,6 +54,7 @@ from daskgmm.io.read import (
     NONFINITE_WHAT,
     count_nonfinite,
     first_bad_row,
+    piece_arrays,
     read_piece,
 )
 from daskgmm.io.vectors import expand as expand_vectors
@@ -159,29 +161,16 @@ def open_parquet(
     -------
     ParquetSource
     """
-    import dask.array as da
-    from dask.highlevelgraph import HighLevelGraph
-
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    dtype = float_dtype(dtype)
     if nan_policy not in ("raise", "omit", "marginalize"):
         raise ValueError(f"nan_policy must be 'raise', 'omit' or 'marginalize', got {nan_policy!r}")
-    fs, files = list_files(path, storage_options)
-    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
-        infos = list(pool.map(lambda f: inspect_file(fs, f), files))
+    fs, _, infos = inspect_files(path, storage_options)
     columns = check_schemas(infos, columns, id_column)
     _not_sparse_layout(infos, columns)
     columns, vectors = expand_vectors(columns, infos, fs)
-    if chunk_rows is None and chunk_bytes is None:
-        from daskgmm.engine.cluster import active_client, chunk_budget
-
-        chunk_bytes = chunk_budget(active_client())
-    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype)
-    total = sum(p.rows for p in pieces)
-    if total == 0:
-        raise DataError(f"no rows in {path!r} ({len(files)} file(s), all empty)")
+    pieces = plan_input(path, infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype)
     sizes = [p.rows for p in pieces]
+    total = sum(sizes)
     n_omitted, by_col = 0, {}
     if nan_policy == "omit":
         per_piece, per_col, _ = count_nonfinite(fs, pieces, columns, dtype, vectors=vectors)
@@ -200,22 +189,10 @@ def open_parquet(
             raise DataError(f"every row of {path!r} has NaN, null or infinite values")
     tag = uuid.uuid4().hex[:16]
     register_reads(tag, path, [i.path for i in infos])
-    read_name, x_name, id_name = f"daskgmm-read-{tag}", f"daskgmm-x-{tag}", f"daskgmm-ids-{tag}"
-    read_layer = {
-        (read_name, i): (read_piece, fs, p, tuple(columns), id_column, dtype, nan_policy, vectors)
-        for i, p in enumerate(pieces)
-    }
-    x_layer = {(x_name, i, 0): (operator.getitem, (read_name, i), 0) for i in range(len(pieces))}
-    graph = HighLevelGraph({read_name: read_layer, x_name: x_layer}, {read_name: set(), x_name: {read_name}})
-    X = da.Array(graph, x_name, chunks=(tuple(sizes), (len(columns),)), dtype=dtype,
-                 meta=np.empty((0, len(columns)), dtype=dtype))
-    ids = None
-    if id_column is not None:
-        id_type = infos[0].schema.field(id_column).type
-        id_dtype = _numpy_dtype(id_type)
-        id_layer = {(id_name, i): (operator.getitem, (read_name, i), 1) for i in range(len(pieces))}
-        g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})
-        ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
+    X, ids = piece_arrays("daskgmm", tag, read_piece, fs, pieces,
+                          (tuple(columns), id_column, dtype, nan_policy, vectors), sizes, len(columns), dtype,
+                          np.empty((0, len(columns)), dtype=dtype),
+                          None if id_column is None else infos[0].schema.field(id_column).type)
     return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
                          fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors)
 
@@ -236,13 +213,6 @@ def _not_sparse_layout(infos, columns) -> None:
                 "daskgmm.read_sparse_parquet (KMeans takes sparse rows), or choose other columns with "
                 "columns=[...] (--columns a,b,...)"
             )
-
-
-def _numpy_dtype(arrow_type) -> np.dtype:
-    try:
-        return np.dtype(arrow_type.to_pandas_dtype())
-    except (NotImplementedError, TypeError):
-        return np.dtype(object)
 
 
 def read_parquet(path, columns=None, id_column=None, dtype="float64", *, nan_policy="raise",

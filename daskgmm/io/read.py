@@ -15,6 +15,52 @@ import numpy as np
 from daskgmm.io.files import DataError, InputChangedError, NonFiniteError, Piece, file_signature
 from daskgmm.kernels.scan import first_bad_row as bad_row_words
 
+
+def piece_arrays(prefix: str, tag: str, read, fs, pieces, args: tuple, sizes, width: int, dtype, meta,
+                 id_type=None):
+    """An input's rows (and ids) as Dask arrays over its planned pieces: task ``i`` is
+    ``read(fs, pieces[i], *args)``, which returns (rows, ids).
+
+    Parameters
+    ----------
+    prefix, tag : str
+        The tasks' keys: ``{prefix}-read-{tag}``, ``{prefix}-x-{tag}``, ``{prefix}-ids-{tag}``.
+    sizes : sequence of int
+        Rows of each chunk (after any rows dropped).
+    width, dtype, meta
+        Columns, dtype and an empty chunk of the rows' array.
+    id_type : pyarrow.DataType, optional
+        The id column's type; None: no ids.
+
+    Returns
+    -------
+    X : dask.array.Array, shape (sum(sizes), width)
+    ids : dask.array.Array of shape (sum(sizes),), or None
+    """
+    import operator
+
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    read_name, x_name, id_name = f"{prefix}-read-{tag}", f"{prefix}-x-{tag}", f"{prefix}-ids-{tag}"
+    read_layer = {(read_name, i): (read, fs, p, *args) for i, p in enumerate(pieces)}
+
+    def part(out_name, index, keys):  # element ``index`` of every read task's result
+        layer = {(out_name, i, *keys): (operator.getitem, (read_name, i), index) for i in range(len(pieces))}
+        return HighLevelGraph({read_name: read_layer, out_name: layer}, {read_name: set(), out_name: {read_name}})
+
+    X = da.Array(part(x_name, 0, (0,)), x_name, chunks=(tuple(sizes), (width,)), dtype=dtype, meta=meta)
+    ids = None
+    if id_type is not None:
+        try:
+            id_dtype = np.dtype(id_type.to_pandas_dtype())
+        except (NotImplementedError, TypeError):
+            id_dtype = np.dtype(object)
+        ids = da.Array(part(id_name, 1, ()), id_name, chunks=(tuple(sizes),), dtype=id_dtype,
+                       meta=np.empty((0,), dtype=id_dtype))
+    return X, ids
+
+
 #: Rows of one column decoded at a time inside a chunk task (Arrow's batch size).
 BATCH_ROWS = 65536
 

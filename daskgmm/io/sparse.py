@@ -22,10 +22,8 @@ after one counting pass).
 
 from __future__ import annotations
 
-import operator
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,12 +32,12 @@ from daskgmm.io.files import (
     DataError,
     RowsOmittedWarning,
     file_signature,
-    inspect_file,
-    list_files,
-    plan_pieces,
+    float_dtype,
+    inspect_files,
+    plan_input,
     register_reads,
 )
-from daskgmm.io.read import count_sparse_nonfinite, read_sparse_piece
+from daskgmm.io.read import count_sparse_nonfinite, piece_arrays, read_sparse_piece
 
 #: Key of the number of features in a file's key-value metadata.
 N_FEATURES_KEY = b"daskgmm.n_features"
@@ -225,18 +223,12 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
     -------
     SparseParquetSource
     """
-    import dask.array as da
     import scipy.sparse as sp
-    from dask.highlevelgraph import HighLevelGraph
 
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    dtype = float_dtype(dtype)
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit' for sparse rows, got {nan_policy!r}")
-    fs, files = list_files(path, storage_options)
-    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
-        infos = list(pool.map(lambda f: inspect_file(fs, f), files))
+    fs, files, infos = inspect_files(path, storage_options)
     if vector is not None:
         n_features = check_vector_schemas(fs, infos, vector, id_column, n_features)
         indices = values = vector  # the column read, planned and named in messages
@@ -245,17 +237,11 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
             n_features = check_sparse_schemas(infos, indices, values, id_column, n_features)
         except DataError as exc:  # Spark ML's own sparse rows are a vector column: say how to read them
             raise DataError(f"{exc}{_vector_hint(infos, indices)}") from None
-    if chunk_rows is None and chunk_bytes is None:
-        from daskgmm.engine.cluster import active_client, chunk_budget
-
-        chunk_bytes = chunk_budget(active_client())
     # the decoded list columns (from the footers) are about the CSR's size: plan as the dense reader does
-    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, columns=[indices] if vector else [indices, values],
-                         id_column=id_column, dtype=dtype)
-    total = sum(p.rows for p in pieces)
-    if total == 0:
-        raise DataError(f"no rows in {path!r} ({len(files)} file(s), all empty)")
+    pieces = plan_input(path, infos, chunk_rows, chunk_bytes, columns=[indices] if vector else [indices, values],
+                        id_column=id_column, dtype=dtype)
     sizes = [p.rows for p in pieces]
+    total = sum(sizes)
     n_omitted = 0
     if nan_policy == "omit":
         per_piece = count_sparse_nonfinite(fs, pieces, indices, values, n_features, dtype, vector)
@@ -268,25 +254,10 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
             raise DataError(f"every row of {path!r} has NaN, null or infinite values")
     tag = uuid.uuid4().hex[:16]
     register_reads(tag, path, files)
-    read_name, x_name, id_name = f"daskgmm-sparse-read-{tag}", f"daskgmm-sparse-x-{tag}", f"daskgmm-sparse-ids-{tag}"
-    read_layer = {
-        (read_name, i): (read_sparse_piece, fs, p, indices, values, id_column, n_features, dtype, nan_policy, vector)
-        for i, p in enumerate(pieces)
-    }
-    x_layer = {(x_name, i, 0): (operator.getitem, (read_name, i), 0) for i in range(len(pieces))}
-    graph = HighLevelGraph({read_name: read_layer, x_name: x_layer}, {read_name: set(), x_name: {read_name}})
-    X = da.Array(graph, x_name, chunks=(tuple(sizes), (n_features,)), dtype=dtype,
-                 meta=sp.csr_array((0, n_features), dtype=dtype))
-    ids = None
-    if id_column is not None:
-        id_type = infos[0].schema.field(id_column).type
-        try:
-            id_dtype = np.dtype(id_type.to_pandas_dtype())
-        except (NotImplementedError, TypeError):
-            id_dtype = np.dtype(object)
-        id_layer = {(id_name, i): (operator.getitem, (read_name, i), 1) for i in range(len(pieces))}
-        g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})
-        ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
+    X, ids = piece_arrays("daskgmm-sparse", tag, read_sparse_piece, fs, pieces,
+                          (indices, values, id_column, n_features, dtype, nan_policy, vector), sizes, n_features,
+                          dtype, sp.csr_array((0, n_features), dtype=dtype),
+                          None if id_column is None else infos[0].schema.field(id_column).type)
     return SparseParquetSource(X, ids, n_features, indices, values, id_column, [i.path for i in infos],
                                int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype)
 

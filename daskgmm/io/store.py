@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 
-from daskgmm.io.files import DataError, credentials_hint, no_credentials, unreachable, unreachable_error
+from daskgmm.io.files import DataError, raise_store_error
 
 #: A lock not refreshed for this long (seconds, by the store's clock) is a killed job's.
 LEASE_SECONDS = 120.0
@@ -117,11 +117,7 @@ def check_bucket(fs, path: str, what: str) -> None:
     except PermissionError:
         pass  # HeadBucket may be denied where writing is allowed: the first write says
     except Exception as exc:
-        if unreachable(exc):
-            raise unreachable_error(exc, what) from None
-        if not no_credentials(exc):
-            raise
-        raise OutputPathError(f"{what}: {credentials_hint(exc)}") from None
+        raise_store_error(exc, what, lambda hint: OutputPathError(f"{what}: {hint}"))
 
 
 def probe_write(fs, path: str, what: str) -> None:

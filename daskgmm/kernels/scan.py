@@ -20,6 +20,48 @@ from daskgmm.kernels.results import SampleResult, ScanResult, chan, first_row, s
 from daskgmm.kernels.scratch import scratch
 
 
+def draw_keys(nearest, candidates, w, key: int, rows, potential) -> np.ndarray:
+    """One block's keys of a :class:`SampleRequest`: ``E_i / (w_i d_h(x_i))`` per hypothesis ``h``.
+
+    Parameters
+    ----------
+    nearest : ndarray of shape (n,), or None
+        Every row's squared distance to the nearest centre (None: no centres).
+    candidates : ndarray of shape (h, n), or None
+        The squared distances to each candidate (overwritten: ``d_h``); None: one hypothesis.
+    w : ndarray of shape (n,)
+        The rows' weights.
+    key : int
+    rows : ndarray of int, shape (n,)
+        The rows' indices in the data (``E_i`` depends on ``key`` and these only).
+    potential : ndarray of shape (h,)
+        Added to in place: every hypothesis' ``sum_i w_i d_h(x_i)``.
+
+    Returns
+    -------
+    keys : ndarray of float64, shape (h, n)
+        ``inf`` for rows never drawn: no distance (NaN, rows with missing values), 0/0, negative weights.
+    """
+    if candidates is not None:
+        hyp = candidates
+        if nearest is not None:
+            np.minimum(hyp, nearest, out=hyp)
+    elif nearest is not None:
+        hyp = nearest[None, :]
+    else:
+        hyp = np.ones((1, len(rows)))
+    hyp = hyp.astype(np.float64, copy=False)
+    nan = np.isnan(hyp)
+    if nan.any():  # rows with missing values (missing="marginalize"): no potential, never drawn
+        hyp = np.where(nan, 0.0, hyp)
+    potential += hyp @ w
+    e = keyed_exponential(key, rows)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keys = e / (hyp * w)
+    keys[~(keys >= 0)] = np.inf  # 0/0 and negative weights never get drawn
+    return keys
+
+
 @dataclass(frozen=True)
 class SampleRequest:
     """Draw rows with probability proportional to ``w_i · d(x_i)``, chunking-independent.
@@ -83,25 +125,10 @@ class SampleRequest:
             dist = np.max(prod, axis=0)
             np.negative(dist, out=dist)
             np.maximum(dist, 0.0, out=dist)  # rounding can make a centre's own distance negative
-        if acc["theta_h"] is not None:
-            hyp = np.maximum(-(acc["theta_h"] @ blk.T), 0.0)
-            if dist is not None:
-                np.minimum(hyp, dist, out=hyp)
-        elif dist is not None:
-            hyp = dist[None, :]
-        else:
-            hyp = np.ones((1, blk.size))
+        cand = None if acc["theta_h"] is None else np.maximum(-(acc["theta_h"] @ blk.T), 0.0)
         w = np.ones(blk.size) if blk.w is None else blk.w.astype(np.float64)
-        hyp = hyp.astype(np.float64, copy=False)
-        nan = np.isnan(hyp)
-        if nan.any():  # rows with missing values (missing="marginalize"): no potential, never drawn
-            hyp = np.where(nan, 0.0, hyp)
-        acc["potential"] += hyp @ w
-        e = keyed_exponential(self.key, blk.rows)
+        keys = draw_keys(dist, cand, w, self.key, blk.rows, acc["potential"])
         x64 = np.asarray(blk.x, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            keys = e / (hyp * w)
-        keys[~(keys >= 0)] = np.inf  # 0/0 and negative weights never get drawn
         if self.finite_only:
             keys[:, ~np.isfinite(x64).all(axis=1)] = np.inf
         m = self.n_samples

@@ -36,10 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from daskgmm.kernels.random import keyed_exponential
 from daskgmm.kernels.requests import MixtureRequest
 from daskgmm.kernels.results import SampleResult, ScanResult, SuffStats, WorstRows, chan, first_row, frozen
-from daskgmm.kernels.scan import SampleRequest, ScanRequest, first_row_where
+from daskgmm.kernels.scan import SampleRequest, ScanRequest, draw_keys, first_row_where
 
 #: Bytes of the dense (rows x centres) distance block of one block of rows: the rows of a
 #: block are chosen so that it stays in the L2 cache.
@@ -497,23 +496,9 @@ class _SamplePass:
         dist = None
         if self.c is not None:
             dist = squared_distances(blk.x, blk.sq, *self.c).min(axis=1)
-        if self.h is not None:
-            hyp = squared_distances(blk.x, blk.sq, *self.h).T
-            if dist is not None:
-                np.minimum(hyp, dist, out=hyp)
-        elif dist is not None:
-            hyp = dist[None, :]
-        else:
-            hyp = np.ones((1, blk.size))
+        cand = None if self.h is None else squared_distances(blk.x, blk.sq, *self.h).T
         w = blk.weights
-        nan = np.isnan(hyp)
-        if nan.any():
-            hyp = np.where(nan, 0.0, hyp)
-        acc["potential"] += hyp @ w
-        e = keyed_exponential(req.key, blk.rows)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            keys = e / (hyp * w)
-        keys[~(keys >= 0)] = np.inf  # 0/0 and negative weights never get drawn
+        keys = draw_keys(dist, cand, w, req.key, blk.rows, acc["potential"])
         if req.finite_only:
             bad = _row_sums((~np.isfinite(blk.x.data)).astype(np.float64), blk.x.indptr) > 0
             keys[:, bad] = np.inf
