@@ -343,17 +343,46 @@ def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
     assert pq.read_table(tmp_path / "pred").column("id").to_pylist() == ids
 
 
-def test_a_hive_partition_key_asked_for_as_a_column_is_named_as_one(tmp_path):
-    for day in ("2026-12-01", "2026-12-02"):
-        (tmp_path / f"date={day}").mkdir()
-        pq.write_table(pa.table({"a": [1.0, 2.0], "b": [3.0, 4.0]}), tmp_path / f"date={day}" / "part-0.parquet")
-    assert read_parquet(tmp_path).shape == (4, 2)  # the key is not a column
-    with pytest.raises(DataError, match=r"no column 'date' \(it has: a, b\); 'date' is a partition key in the path"):
-        read_parquet(tmp_path, columns=["a", "date"])
-    with pytest.raises(DataError, match=r"no id column 'date' .*partition key"):
-        read_parquet(tmp_path, id_column="date")
-    with pytest.raises(DataError, match=r"no column 'c' \(it has: a, b\)$"):
-        read_parquet(tmp_path, columns=["c"])
+def test_hive_partition_keys_are_columns_as_spark_and_dask_read_them(tmp_path):
+    """The keys of a partitioned dataset (``partitionBy``, ``write_dataset(partitioning="hive")``:
+    ``day=2026-12-01/hour=3/``) were not columns: naming one was an error. They are columns to name,
+    as id column or, when numeric, as features (never features by default: a job's features do not
+    change when its input gets partitioned); Hive's null is a missing value, values are
+    percent-decoded; a file's own column of that name wins."""
+    import pyarrow.dataset as pads
+
+    t = pa.table({"a": np.arange(8.0), "b": np.arange(8.0) ** 2,
+                  "day": ["2026-12-01"] * 4 + ["2026-12-02"] * 4, "hour": [3, 3, 7, 7] * 2,
+                  "site": ["x/y", "x/y", None, None] * 2})
+    pads.write_dataset(t, tmp_path / "ev", format="parquet", partitioning=["day", "hour", "site"],
+                       partitioning_flavor="hive")
+    ev = tmp_path / "ev"
+    assert read_parquet(ev).shape == (8, 2)  # keys are not features by default
+    x, ids = read_parquet(ev, columns=["a", "hour"], id_column="day")
+    got = sorted(zip(np.asarray(x)[:, 0], np.asarray(x)[:, 1], np.asarray(ids)))
+    assert got == [(i, [3, 3, 7, 7][i % 4], t["day"][i].as_py()) for i in range(8)]
+    _, sites = read_parquet(ev, columns=["a"], id_column="site")
+    assert sorted(np.asarray(sites), key=str) == sorted(["x/y"] * 4 + [None] * 4, key=str)  # x%2Fy, Hive null
+    with pytest.raises(DataError, match=r"day=2026-12-01/.*: column 'day' is a partition key in the path "
+                       r"\(day=2026-12-01\), and its value '2026-12-01' is not a number; feature columns must"):
+        read_parquet(ev, columns=["a", "day"])
+    # a single partition directory, and a glob of them: the keys of their paths too
+    x, ids = read_parquet(ev / "day=2026-12-02", columns=["hour"], id_column="day")
+    assert sorted(np.asarray(x)[:, 0]) == [3, 3, 7, 7] and set(np.asarray(ids)) == {"2026-12-02"}
+    x = read_parquet(str(ev / "day=*" / "hour=7"), columns=["a", "hour"])
+    assert sorted(map(tuple, np.asarray(x))) == [(2, 7), (3, 7), (6, 7), (7, 7)]
+    # a file holding a column of the key's name is read as it is; a file without the key is named
+    (tmp_path / "mix" / "hour=9").mkdir(parents=True)
+    pq.write_table(pa.table({"a": [1.0], "hour": [5.0]}), tmp_path / "mix" / "hour=9" / "p0.parquet")
+    assert np.asarray(read_parquet(tmp_path / "mix", columns=["hour"])).tolist() == [[5.0]]
+    pq.write_table(pa.table({"a": [2.0]}), tmp_path / "mix" / "hour=9" / "p1.parquet")
+    pq.write_table(pa.table({"a": [3.0]}), tmp_path / "mix" / "p2.parquet")
+    with pytest.raises(DataError, match=r"p2.parquet: no column 'hour' \(it has: a\); 'hour' is a partition key "
+                       "of other files"):
+        read_parquet(tmp_path / "mix", columns=["a", "hour"])
+    with pytest.raises(DataError, match=r"no column 'c' \(it has: a, b\); partition keys in its path: day, hour, "
+                       "site$"):
+        read_parquet(ev, columns=["c"])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -42,6 +42,7 @@ from daskgmm.io.files import (
     inspect_file,
     is_local,
     list_files,
+    partition_types,
     plan_pieces,
     register_reads,
     rows_per_part,
@@ -177,7 +178,9 @@ def open_parquet(
         from daskgmm.engine.cluster import active_client, chunk_budget
 
         chunk_bytes = chunk_budget(active_client())
-    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype)
+    keyed = partition_types(infos, columns, id_column)
+    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype,
+                         partition_types=keyed)
     total = sum(p.rows for p in pieces)
     if total == 0:
         raise DataError(f"no rows in {path!r} ({len(files)} file(s), all empty)")
@@ -211,7 +214,7 @@ def open_parquet(
                  meta=np.empty((0, len(columns)), dtype=dtype))
     ids = None
     if id_column is not None:
-        id_type = infos[0].schema.field(id_column).type
+        id_type = keyed[id_column] if id_column in keyed else infos[0].schema.field(id_column).type
         id_dtype = _numpy_dtype(id_type)
         id_layer = {(id_name, i): (operator.getitem, (read_name, i), 1) for i in range(len(pieces))}
         g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})

@@ -158,9 +158,19 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None)
         with _open_checked(fs, piece) as pf:
             x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
             reads = _stored(columns, vectors) + ([(id_column, None)] if id_column is not None else [])
+            constants = dict(piece.constants)
             for i, (c, into) in enumerate(reads):
                 j = len(columns) if id_column is not None and i == len(reads) - 1 else into[0][0]
                 start = 0
+                if c in constants:  # a partition key of the file's path: one value for every row
+                    value = constants[c]
+                    if j == len(columns):
+                        ids = np.full(piece.rows, value, dtype=_constant_dtype(value))
+                    else:
+                        x[:, j] = np.nan if value is None else value
+                        for jj, _ in into[1:]:
+                            x[:, jj] = x[:, j]
+                    continue
                 parts = _read_column(pf, piece, c)
                 for part in parts:
                     if j == len(columns):  # the id column, kept in its own type
@@ -201,6 +211,14 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None)
         # kernels run, so they do not add to the worker's peak
         pa.default_memory_pool().release_unused()
     return x, ids
+
+
+def _constant_dtype(value) -> np.dtype:
+    """The NumPy dtype of an id column read from a partition key: as :func:`id_values` gives the
+    column's Arrow type (int64, float64; strings and nulls as objects)."""
+    if isinstance(value, int):
+        return np.dtype(np.int64)
+    return np.dtype(np.float64) if isinstance(value, float) else np.dtype(object)
 
 
 def _bad_rows(x) -> np.ndarray:
