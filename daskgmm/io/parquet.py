@@ -134,9 +134,12 @@ def open_parquet(
     columns : list of str, optional
         Feature columns (default: every column but ``id_column`` and the index
         pandas or Dask stored, as ``pandas.read_parquet`` reads it, which must
-        then all be numeric).
+        then all be numeric). A Hive partition key of the files' paths
+        (``day=2026-12-01/``, ``hour=3/``) may be named when its every value is a
+        number; keys are never features by default.
     id_column : str, optional
-        A column to carry alongside (e.g. to join predictions back).
+        A column to carry alongside (e.g. to join predictions back), or a
+        partition key of the paths (its values int64, float64 or strings).
     dtype : {"float64", "float32"}
     nan_policy : {"raise", "omit", "marginalize"}
         NaN, null or infinite feature values raise a DataError naming the file,
