@@ -218,6 +218,31 @@ def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_an_output_path_that_cannot_be_written_is_bad_usage_naming_why(tmp_path, monkeypatch):
+    """An output below a file ("--model-out afile/m") failed with "cannot create the directory of output
+    'afile/m': File exists", exit status 1. The path given is at fault: a DataError (exit 2, as a plot's
+    or metrics' path and a refused S3 prefix) naming the file in the way; so is a refused write; a
+    full disk stays an OSError (exit 1)."""
+    import errno
+
+    import daskgmm.io.outputs as outputs
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(DataError, match=r"cannot create the directory of output '.*afile/m': .*afile is a file, "
+                       "not a directory; choose another path"):
+        with staged_directory(str(tmp_path / "afile" / "m")):
+            pass
+    for code, kind in ((errno.EACCES, DataError), (errno.EROFS, DataError), (errno.ENOSPC, OSError)):
+        def refused(path, code=code):
+            raise OSError(code, os.strerror(code), path)
+        monkeypatch.setattr(outputs, "_flock", refused)
+        with pytest.raises((OSError, DataError), match=rf"cannot write output '.*out': {os.strerror(code)}") as info:
+            with staged_directory(str(tmp_path / "out")):
+                pass
+        assert isinstance(info.value, DataError) == (kind is DataError), code
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_model_files_are_checked_on_load(tmp_path):
     X, _, _ = make_blobs(n=300, d=2, k=2, seed=0)
     gm = GaussianMixture(2, random_state=0).fit(X)
