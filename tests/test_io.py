@@ -414,7 +414,7 @@ def test_hive_partition_keys_are_columns_as_spark_and_dask_read_them(tmp_path):
 def test_feature_types_may_differ_between_files(tmp_path, dtype):
     """A feature column that is int32 in one file, int64 or float32 in another and double in a third (a
     writer's inferred types drift between partitions) is read as the job's dtype; an id column's types
-    must agree (its type is kept in the predictions)."""
+    must agree (its type is kept in the predictions), but integers of other widths are read as the wider."""
     d = tmp_path / "drift"
     d.mkdir()
     pq.write_table(pa.table({"k": pa.array([1, 2], pa.int64()), "a": pa.array([1, 2], pa.int32()),
@@ -427,6 +427,14 @@ def test_feature_types_may_differ_between_files(tmp_path, dtype):
     assert x.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(np.asarray(x), np.array([[1, 0.5], [2, 1.5], [3, 2.5], [4.25, 3]], dtype))
     np.testing.assert_array_equal(np.asarray(ids), [1, 2, 3, 4])
-    pq.write_table(pa.table({"k": pa.array(["x"]), "a": [5.0], "b": [5.0]}), d / "p3.parquet")
-    with pytest.raises(DataError, match=r"schemas disagree: column 'k' is int64 in .*p0.parquet but string"):
+    # integer ids of another width (Spark's IntegerType among pandas' int64) are read as the wider: they
+    # were "schemas disagree"
+    pq.write_table(pa.table({"k": pa.array([5], pa.int32()), "a": [5.0], "b": [5.0]}), d / "p3.parquet")
+    _, ids = read_parquet(d, columns=["a", "b"], id_column="k", chunk_rows=1)
+    chunks = [np.asarray(block.compute()) for block in ids.to_delayed().ravel()]
+    assert ids.dtype == np.int64 and {c.dtype for c in chunks} == {np.dtype(np.int64)}  # each chunk: one parquet type
+    assert np.concatenate(chunks).tolist() == [1, 2, 3, 4, 5]
+    pq.write_table(pa.table({"k": pa.array(["x"]), "a": [5.0], "b": [5.0]}), d / "p4.parquet")
+    with pytest.raises(DataError, match=r"schemas disagree: column 'k' is int64 in .*p0.parquet but string in "
+                       r".*p4.parquet; an id column's type must be the same in every file \(integers of any"):
         read_parquet(d, columns=["a", "b"], id_column="k")

@@ -588,14 +588,50 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
             if c in columns and pa.types.is_null(t):
                 continue  # nulls only in this file: missing values whatever the column's type elsewhere
             seen = typed.setdefault(c, (t, info.path))
-            if t != seen[0] and not (c in columns and _is_numeric(t) and _is_numeric(seen[0])):
+            if t != seen[0] and not (c in columns and _is_numeric(t) and _is_numeric(seen[0])) and not (
+                    c == id_column and wider_integer(t, seen[0]) is not None):
                 # a feature column may be int32 in one file and double in another (a writer's inferred
                 # types drift): every piece is cast to the job's dtype as it is read. An id column keeps
-                # its type in the predictions, so its files must agree.
+                # its type in the predictions, so its files must agree, but for integers of other widths
+                # (Spark's IntegerType one night, pandas' int64 the next), read as the wider
                 raise DataError(
                     f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}"
+                    + ("; an id column's type must be the same in every file (integers of any width may mix)"
+                       if c == id_column else "")
                 )
     return columns
+
+
+def wider_integer(a, b):
+    """The Arrow integer type that holds every value of integer types ``a`` and ``b`` (the wider of two
+    signed or two unsigned ones; a signed one wide enough for both when their signs differ), or None
+    (not integers, or uint64 with a signed type: no integer type holds both)."""
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(a) and pa.types.is_integer(b)):
+        return None
+    if pa.types.is_signed_integer(a) == pa.types.is_signed_integer(b):
+        return a if a.bit_width >= b.bit_width else b
+    unsigned, signed = (a, b) if pa.types.is_unsigned_integer(a) else (b, a)
+    width = max(signed.bit_width, 2 * unsigned.bit_width)
+    return {8: pa.int8(), 16: pa.int16(), 32: pa.int32(), 64: pa.int64()}.get(width)
+
+
+def id_type(infos: list[FileInfo], id_column: str, partition_types: dict):
+    """The Arrow type of the id column over the files (checked by :func:`check_schemas`): a partition
+    key's (:func:`partition_types`), else the files' own, integers of other widths widened
+    (:func:`wider_integer`); the first file's when none has rows."""
+    import pyarrow as pa
+
+    if id_column in partition_types:
+        return partition_types[id_column]
+    out = None
+    for info in infos:
+        if not sum(info.row_groups) or id_column not in info.schema.names:
+            continue
+        t = info.schema.field(id_column).type
+        out = t if out is None or pa.types.is_null(out) else wider_integer(out, t) or out
+    return out if out is not None else infos[0].schema.field(id_column).type
 
 
 # ---------------------------------------------------------------------------

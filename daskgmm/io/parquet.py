@@ -39,6 +39,7 @@ from daskgmm.io.files import (
     check_schemas,
     file_signature,
     get_fs,
+    id_type,
     inspect_file,
     is_local,
     list_files,
@@ -217,9 +218,8 @@ def open_parquet(
                  meta=np.empty((0, len(columns)), dtype=dtype))
     ids = None
     if id_column is not None:
-        id_type = keyed[id_column] if id_column in keyed else infos[0].schema.field(id_column).type
-        id_dtype = _numpy_dtype(id_type)
-        id_layer = {(id_name, i): (operator.getitem, (read_name, i), 1) for i in range(len(pieces))}
+        id_dtype = _numpy_dtype(id_type(infos, id_column, keyed))
+        id_layer = {(id_name, i): (_ids_of, (read_name, i), id_dtype) for i in range(len(pieces))}
         g2 = HighLevelGraph({read_name: read_layer, id_name: id_layer}, {read_name: set(), id_name: {read_name}})
         ids = da.Array(g2, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
     return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
@@ -242,6 +242,15 @@ def _not_sparse_layout(infos, columns) -> None:
                 "daskgmm.read_sparse_parquet (KMeans takes sparse rows), or choose other columns with "
                 "columns=[...] (--columns a,b,...)"
             )
+
+
+def _ids_of(chunk, dtype):
+    """The ids of a read chunk, integers widened to ``dtype`` (a file whose id column is int32 among
+    int64 ones); objects (integers with nulls) and other types as read."""
+    ids = chunk[1]
+    if ids is not None and ids.dtype != dtype and ids.dtype.kind in "iu" and dtype.kind in "iu":
+        ids = ids.astype(dtype)
+    return ids
 
 
 def _numpy_dtype(arrow_type) -> np.dtype:
