@@ -243,6 +243,33 @@ def test_an_output_path_that_cannot_be_written_is_bad_usage_naming_why(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
+    """A model that did not fit on its disk failed with "OSError: [Errno 28] No space left on device",
+    naming no output (the predictions' parts named theirs): ``daskgmm.save``, ``fit``'s model beside its
+    predictions and every staged output now say which. Other errors pass as they are."""
+    import errno
+    from types import SimpleNamespace
+
+    import daskgmm.io.modelfiles as modelfiles
+    from daskgmm.cli.fit import commit_model_and_predictions
+
+    gm = GaussianMixture(1, max_iter=2).fit(np.arange(8.0).reshape(4, 2))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(modelfiles, "_write_files", full)
+    for save in (lambda t: gm.save(t), lambda t: commit_model_and_predictions(
+            gm, SimpleNamespace(model_out=t, predictions_out=None), None)):
+        target = str(tmp_path / "m")
+        with pytest.raises(OSError, match=rf"cannot write output {target}: No space left on device") as info:
+            save(target)
+        assert info.value.errno == errno.ENOSPC
+    with pytest.raises(FileNotFoundError, match=r"^gone$"), staged_directory(str(tmp_path / "m")):
+        raise FileNotFoundError("gone")
+    assert os.listdir(tmp_path) == []
+
+
 def test_model_files_are_checked_on_load(tmp_path):
     X, _, _ = make_blobs(n=300, d=2, k=2, seed=0)
     gm = GaussianMixture(2, random_state=0).fit(X)

@@ -84,6 +84,20 @@ def path_error(exc: OSError, target: str, made: bool = True) -> OSError:
     return OSError(f"{what}: {why}")
 
 
+#: What a write into an output's staging fails with when the output's place is at fault (full, over its
+#: quota, read-only, refused), not the data or the job: named by :func:`naming_output`.
+_PLACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def naming_output(exc: BaseException, target) -> BaseException:
+    """``exc``, or for an OSError of the output's place (a full disk: "[Errno 28] No space left on
+    device", which said nothing of which output) one that names ``target``, as
+    :func:`write_parts_into` names the predictions'."""
+    if not isinstance(exc, OSError) or exc.errno not in _PLACE_ERRNOS or "cannot write output" in str(exc):
+        return exc
+    return OSError(exc.errno, f"cannot write output {target}: {exc.strerror or exc}")
+
+
 def make_directories(path: str) -> None:
     """Make the local directory ``path`` and its missing parents, remembering the ones made here.
 
@@ -527,8 +541,11 @@ def staged_directory(target, storage_options=None):
             yield out.fs, out.staging
             stop.check()
             out.finish()
-        except BaseException:
+        except BaseException as exc:
             out.abort()
+            named = naming_output(exc, out.target)
+            if named is not exc:
+                raise named from None
             raise
         out.swap()
     finally:
