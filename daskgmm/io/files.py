@@ -410,9 +410,10 @@ def partition_column(infos: list[FileInfo], key: str, feature: bool):
 def partition_types(infos: list[FileInfo], columns, id_column) -> dict:
     """``{column: Arrow type}`` of the wanted columns (``columns`` and ``id_column``) that some file's
     path gives as a partition key and its file does not hold (:func:`partition_column`)."""
-    wanted = list(columns) + ([id_column] if id_column is not None else [])
+    keys = {k for i in infos for k, _ in i.partitions}
+    wanted = [c for c in list(columns) + ([id_column] if id_column is not None else []) if c in keys]
     return {c: partition_column(infos, c, c in columns) for c in wanted
-            if any(c not in i.schema.names and any(k == c for k, _ in i.partitions) for i in infos)}
+            if any(any(k == c for k, _ in i.partitions) and c not in i.schema.names for i in infos)}
 
 
 def partition_constants(info: FileInfo, names, types: dict) -> tuple:
@@ -422,7 +423,7 @@ def partition_constants(info: FileInfo, names, types: dict) -> tuple:
 
     out = []
     for c in names:
-        if c in info.schema.names or c not in types:
+        if c not in types or c in info.schema.names:  # schema.names makes a list: asked only for keys
             continue
         try:
             v = _partition_value(info, c)
