@@ -441,7 +441,8 @@ def test_hive_partition_keys_are_columns_as_spark_and_dask_read_them(tmp_path):
 def test_feature_types_may_differ_between_files(tmp_path, dtype):
     """A feature column that is int32 in one file, int64 or float32 in another and double in a third (a
     writer's inferred types drift between partitions) is read as the job's dtype; an id column's types
-    must agree (its type is kept in the predictions), but integers of other widths are read as the wider."""
+    must agree (its type is kept in the predictions), but integers of other widths are read as the wider,
+    and text of any Arrow string type as strings."""
     d = tmp_path / "drift"
     d.mkdir()
     pq.write_table(pa.table({"k": pa.array([1, 2], pa.int64()), "a": pa.array([1, 2], pa.int32()),
@@ -465,3 +466,10 @@ def test_feature_types_may_differ_between_files(tmp_path, dtype):
     with pytest.raises(DataError, match=r"schemas disagree: column 'k' is int64 in .*p0.parquet but string in "
                        r".*p4.parquet; an id column's type must be the same in every file \(integers of any"):
         read_parquet(d, columns=["a", "b"], id_column="k")
+    # text ids of any Arrow string type (polars writes large_string, pandas' categories a dictionary)
+    for i, kind in enumerate([pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())]):
+        pq.write_table(pa.table({"k": pa.array([f"id{i}"]).cast(kind), "a": [5.0], "b": [5.0]}),
+                       d / f"p{i}.parquet")
+    for f in ("p3", "p4"):
+        (d / f"{f}.parquet").unlink()
+    assert np.asarray(read_parquet(d, columns=["a", "b"], id_column="k")[1]).tolist() == ["id0", "id1", "id2"]

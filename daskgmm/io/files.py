@@ -590,14 +590,16 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
                 continue  # nulls only in this file: missing values whatever the column's type elsewhere
             seen = typed.setdefault(c, (t, info.path))
             if t != seen[0] and not (c in columns and _is_numeric(t) and _is_numeric(seen[0])) and not (
-                    c == id_column and wider_integer(t, seen[0]) is not None):
+                    c == id_column and common_id_type(t, seen[0]) is not None):
                 # a feature column may be int32 in one file and double in another (a writer's inferred
                 # types drift): every piece is cast to the job's dtype as it is read. An id column keeps
                 # its type in the predictions, so its files must agree, but for integers of other widths
-                # (Spark's IntegerType one night, pandas' int64 the next), read as the wider
+                # (Spark's IntegerType one night, pandas' int64 the next), read as the wider, and text of
+                # any Arrow string type (pyarrow's string, polars' large_string, a dictionary of strings)
                 raise DataError(
                     f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}"
-                    + ("; an id column's type must be the same in every file (integers of any width may mix)"
+                    + ("; an id column's type must be the same in every file (integers of any width may mix, "
+                       "and strings of any Arrow string type)"
                        if c == id_column else "")
                 )
     return columns
@@ -618,10 +620,31 @@ def wider_integer(a, b):
     return {8: pa.int8(), 16: pa.int16(), 32: pa.int32(), 64: pa.int64()}.get(width)
 
 
+def _text(t) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def common_id_type(a, b):
+    """The Arrow type an id column of types ``a`` and ``b`` (in two files) is read as: the same type,
+    the wider of two integer types (:func:`wider_integer`), string for text of any Arrow string type
+    (read as Python strings either way), or None when none holds both."""
+    import pyarrow as pa
+
+    if a == b:
+        return a
+    if _text(a) and _text(b):
+        return pa.string()
+    return wider_integer(a, b)
+
+
 def id_type(infos: list[FileInfo], id_column: str, partition_types: dict):
     """The Arrow type of the id column over the files (checked by :func:`check_schemas`): a partition
-    key's (:func:`partition_types`), else the files' own, integers of other widths widened
-    (:func:`wider_integer`); the first file's when none has rows."""
+    key's (:func:`partition_types`), else the files' own, made common (:func:`common_id_type`); the
+    first file's when none has rows."""
     import pyarrow as pa
 
     if id_column in partition_types:
@@ -631,7 +654,7 @@ def id_type(infos: list[FileInfo], id_column: str, partition_types: dict):
         if not sum(info.row_groups) or id_column not in info.schema.names:
             continue
         t = info.schema.field(id_column).type
-        out = t if out is None or pa.types.is_null(out) else wider_integer(out, t) or out
+        out = t if out is None or pa.types.is_null(out) else common_id_type(out, t) or out
     return out if out is not None else infos[0].schema.field(id_column).type
 
 
