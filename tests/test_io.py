@@ -425,6 +425,11 @@ def test_hive_partition_keys_are_columns_as_spark_and_dask_read_them(tmp_path):
     assert sorted(map(tuple, np.asarray(x))) == [(2, 7), (3, 7), (6, 7), (7, 7)]
     # a file holding a column of the key's name is read as it is; a file without the key is named
     (tmp_path / "mix" / "hour=9").mkdir(parents=True)
+    (tmp_path / "mix" / "hour=9" / "u=18446744073709551621").mkdir()  # an id beyond int64 keeps its digits
+    pq.write_table(pa.table({"a": [1.0]}), tmp_path / "mix" / "hour=9" / "u=18446744073709551621" / "p.parquet")
+    assert np.asarray(read_parquet(tmp_path / "mix", id_column="u")[1]).tolist() == ["18446744073709551621"]
+    assert np.asarray(read_parquet(tmp_path / "mix", columns=["u"])).tolist() == [[2.0**64 + 5]]
+    (tmp_path / "mix" / "hour=9" / "u=18446744073709551621" / "p.parquet").unlink()
     pq.write_table(pa.table({"a": [1.0], "hour": [5.0]}), tmp_path / "mix" / "hour=9" / "p0.parquet")
     assert np.asarray(read_parquet(tmp_path / "mix", columns=["hour"])).tolist() == [[5.0]]
     pq.write_table(pa.table({"a": [2.0]}), tmp_path / "mix" / "hour=9" / "p1.parquet")

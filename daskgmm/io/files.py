@@ -380,7 +380,8 @@ def _number(text):
 def partition_column(infos: list[FileInfo], key: str, feature: bool):
     """The Arrow type of partition key ``key`` read as a column, over the files whose paths give it
     and that do not hold a column of that name (the file's own column wins): int64 when every value
-    is an integer, float64 when every value is a number, else string (nulls of any). A feature's
+    is an integer (string for an id beyond int64), float64 when every value is a number, else string
+    (nulls of any). A feature's
     values must be numbers: a DataError names the first other value and its file."""
     import pyarrow as pa
 
@@ -402,8 +403,12 @@ def partition_column(infos: list[FileInfo], key: str, feature: bool):
                 "not a number; feature columns must be numeric: leave it out of columns=[...] (--columns), or "
                 "carry it to the predictions as id_column (--id-column)")
         return pa.string()
-    if all(isinstance(n, int) for n, _, _ in parsed if n is not None):
-        return pa.int64()
+    numbers = [n for n, _, _ in parsed if n is not None]
+    if all(isinstance(n, int) for n in numbers):
+        if all(-(2**63) <= n < 2**63 for n in numbers):
+            return pa.int64()
+        if not feature:
+            return pa.string()  # ids beyond int64: their digits kept, as text (float64 would round them)
     return pa.float64()
 
 
