@@ -381,8 +381,8 @@ def partition_column(infos: list[FileInfo], key: str, feature: bool):
     """The Arrow type of partition key ``key`` read as a column, over the files whose paths give it
     and that do not hold a column of that name (the file's own column wins): int64 when every value
     is an integer (string for an id beyond int64), float64 when every value is a number, else string
-    (nulls of any). A feature's
-    values must be numbers: a DataError names the first other value and its file."""
+    (nulls of any). A feature's values must be numbers: a DataError names the first other value and
+    its file."""
     import pyarrow as pa
 
     values = []
