@@ -230,6 +230,58 @@ def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_an_output_path_that_cannot_be_written_is_bad_usage_naming_why(tmp_path, monkeypatch):
+    """An output below a file ("--model-out afile/m") failed with "cannot create the directory of output
+    'afile/m': File exists", exit status 1. The path given is at fault: a DataError (exit 2, as a plot's
+    or metrics' path and a refused S3 prefix) naming the file in the way; so is a refused write; a
+    full disk stays an OSError (exit 1)."""
+    import errno
+
+    import daskgmm.io.outputs as outputs
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(DataError, match=r"cannot create the directory of output '.*afile/m': .*afile is a file, "
+                       "not a directory; choose another path"):
+        with staged_directory(str(tmp_path / "afile" / "m")):
+            pass
+    for code, kind in ((errno.EACCES, DataError), (errno.EROFS, DataError), (errno.ENOSPC, OSError)):
+        def refused(path, code=code):
+            raise OSError(code, os.strerror(code), path)
+        monkeypatch.setattr(outputs, "_flock", refused)
+        with pytest.raises((OSError, DataError), match=rf"cannot write output '.*out': {os.strerror(code)}") as info:
+            with staged_directory(str(tmp_path / "out")):
+                pass
+        assert isinstance(info.value, DataError) == (kind is DataError), code
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
+    """A model that did not fit on its disk failed with "OSError: [Errno 28] No space left on device",
+    naming no output (the predictions' parts named theirs): ``daskgmm.save``, ``fit``'s model beside its
+    predictions and every staged output now say which. Other errors pass as they are."""
+    import errno
+    from types import SimpleNamespace
+
+    import daskgmm.io.modelfiles as modelfiles
+    from daskgmm.cli.fit import commit_model_and_predictions
+
+    gm = GaussianMixture(1, max_iter=2).fit(np.arange(8.0).reshape(4, 2))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(modelfiles, "_write_files", full)
+    for save in (lambda t: gm.save(t), lambda t: commit_model_and_predictions(
+            gm, SimpleNamespace(model_out=t, predictions_out=None), None)):
+        target = str(tmp_path / "m")
+        with pytest.raises(OSError, match=rf"cannot write output {target}: No space left on device") as info:
+            save(target)
+        assert info.value.errno == errno.ENOSPC
+    with pytest.raises(FileNotFoundError, match=r"^gone$"), staged_directory(str(tmp_path / "m")):
+        raise FileNotFoundError("gone")
+    assert os.listdir(tmp_path) == []
+
+
 def test_model_files_are_checked_on_load(tmp_path):
     X, _, _ = make_blobs(n=300, d=2, k=2, seed=0)
     gm = GaussianMixture(2, random_state=0).fit(X)
@@ -355,24 +407,59 @@ def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
     assert pq.read_table(tmp_path / "pred").column("id").to_pylist() == ids
 
 
-def test_a_hive_partition_key_asked_for_as_a_column_is_named_as_one(tmp_path):
-    for day in ("2026-12-01", "2026-12-02"):
-        (tmp_path / f"date={day}").mkdir()
-        pq.write_table(pa.table({"a": [1.0, 2.0], "b": [3.0, 4.0]}), tmp_path / f"date={day}" / "part-0.parquet")
-    assert read_parquet(tmp_path).shape == (4, 2)  # the key is not a column
-    with pytest.raises(DataError, match=r"no column 'date' \(it has: a, b\); 'date' is a partition key in the path"):
-        read_parquet(tmp_path, columns=["a", "date"])
-    with pytest.raises(DataError, match=r"no id column 'date' .*partition key"):
-        read_parquet(tmp_path, id_column="date")
-    with pytest.raises(DataError, match=r"no column 'c' \(it has: a, b\)$"):
-        read_parquet(tmp_path, columns=["c"])
+def test_hive_partition_keys_are_columns_as_spark_and_dask_read_them(tmp_path):
+    """The keys of a partitioned dataset (``partitionBy``, ``write_dataset(partitioning="hive")``:
+    ``day=2026-12-01/hour=3/``) were not columns: naming one was an error. They are columns to name,
+    as id column or, when numeric, as features (never features by default: a job's features do not
+    change when its input gets partitioned); Hive's null is a missing value, values are
+    percent-decoded; a file's own column of that name wins."""
+    import pyarrow.dataset as pads
+
+    t = pa.table({"a": np.arange(8.0), "b": np.arange(8.0) ** 2,
+                  "day": ["2026-12-01"] * 4 + ["2026-12-02"] * 4, "hour": [3, 3, 7, 7] * 2,
+                  "site": ["x/y", "x/y", None, None] * 2})
+    pads.write_dataset(t, tmp_path / "ev", format="parquet", partitioning=["day", "hour", "site"],
+                       partitioning_flavor="hive")
+    ev = tmp_path / "ev"
+    assert read_parquet(ev).shape == (8, 2)  # keys are not features by default
+    x, ids = read_parquet(ev, columns=["a", "hour"], id_column="day")
+    got = sorted(zip(np.asarray(x)[:, 0], np.asarray(x)[:, 1], np.asarray(ids)))
+    assert got == [(i, [3, 3, 7, 7][i % 4], t["day"][i].as_py()) for i in range(8)]
+    _, sites = read_parquet(ev, columns=["a"], id_column="site")
+    assert sorted(np.asarray(sites), key=str) == sorted(["x/y"] * 4 + [None] * 4, key=str)  # x%2Fy, Hive null
+    with pytest.raises(DataError, match=r"day=2026-12-01/.*: column 'day' is a partition key in the path "
+                       r"\(day=2026-12-01\), and its value '2026-12-01' is not a number; feature columns must"):
+        read_parquet(ev, columns=["a", "day"])
+    # a single partition directory, and a glob of them: the keys of their paths too
+    x, ids = read_parquet(ev / "day=2026-12-02", columns=["hour"], id_column="day")
+    assert sorted(np.asarray(x)[:, 0]) == [3, 3, 7, 7] and set(np.asarray(ids)) == {"2026-12-02"}
+    x = read_parquet(str(ev / "day=*" / "hour=7"), columns=["a", "hour"])
+    assert sorted(map(tuple, np.asarray(x))) == [(2, 7), (3, 7), (6, 7), (7, 7)]
+    # a file holding a column of the key's name is read as it is; a file without the key is named
+    (tmp_path / "mix" / "hour=9").mkdir(parents=True)
+    (tmp_path / "mix" / "hour=9" / "u=18446744073709551621").mkdir()  # an id beyond int64 keeps its digits
+    pq.write_table(pa.table({"a": [1.0]}), tmp_path / "mix" / "hour=9" / "u=18446744073709551621" / "p.parquet")
+    assert np.asarray(read_parquet(tmp_path / "mix", id_column="u")[1]).tolist() == ["18446744073709551621"]
+    assert np.asarray(read_parquet(tmp_path / "mix", columns=["u"])).tolist() == [[2.0**64 + 5]]
+    (tmp_path / "mix" / "hour=9" / "u=18446744073709551621" / "p.parquet").unlink()
+    pq.write_table(pa.table({"a": [1.0], "hour": [5.0]}), tmp_path / "mix" / "hour=9" / "p0.parquet")
+    assert np.asarray(read_parquet(tmp_path / "mix", columns=["hour"])).tolist() == [[5.0]]
+    pq.write_table(pa.table({"a": [2.0]}), tmp_path / "mix" / "hour=9" / "p1.parquet")
+    pq.write_table(pa.table({"a": [3.0]}), tmp_path / "mix" / "p2.parquet")
+    with pytest.raises(DataError, match=r"p2.parquet: no column 'hour' \(it has: a\); 'hour' is a partition key "
+                       "of other files"):
+        read_parquet(tmp_path / "mix", columns=["a", "hour"])
+    with pytest.raises(DataError, match=r"no column 'c' \(it has: a, b\); partition keys in its path: day, hour, "
+                       "site$"):
+        read_parquet(ev, columns=["c"])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_feature_types_may_differ_between_files(tmp_path, dtype):
     """A feature column that is int32 in one file, int64 or float32 in another and double in a third (a
     writer's inferred types drift between partitions) is read as the job's dtype; an id column's types
-    must agree (its type is kept in the predictions)."""
+    must agree (its type is kept in the predictions), but integers of other widths are read as the wider,
+    and text of any Arrow string type as strings."""
     d = tmp_path / "drift"
     d.mkdir()
     pq.write_table(pa.table({"k": pa.array([1, 2], pa.int64()), "a": pa.array([1, 2], pa.int32()),
@@ -385,6 +472,21 @@ def test_feature_types_may_differ_between_files(tmp_path, dtype):
     assert x.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(np.asarray(x), np.array([[1, 0.5], [2, 1.5], [3, 2.5], [4.25, 3]], dtype))
     np.testing.assert_array_equal(np.asarray(ids), [1, 2, 3, 4])
-    pq.write_table(pa.table({"k": pa.array(["x"]), "a": [5.0], "b": [5.0]}), d / "p3.parquet")
-    with pytest.raises(DataError, match=r"schemas disagree: column 'k' is int64 in .*p0.parquet but string"):
+    # integer ids of another width (Spark's IntegerType among pandas' int64) are read as the wider: they
+    # were "schemas disagree"
+    pq.write_table(pa.table({"k": pa.array([5], pa.int32()), "a": [5.0], "b": [5.0]}), d / "p3.parquet")
+    _, ids = read_parquet(d, columns=["a", "b"], id_column="k", chunk_rows=1)
+    chunks = [np.asarray(block.compute()) for block in ids.to_delayed().ravel()]
+    assert ids.dtype == np.int64 and {c.dtype for c in chunks} == {np.dtype(np.int64)}  # each chunk: one parquet type
+    assert np.concatenate(chunks).tolist() == [1, 2, 3, 4, 5]
+    pq.write_table(pa.table({"k": pa.array(["x"]), "a": [5.0], "b": [5.0]}), d / "p4.parquet")
+    with pytest.raises(DataError, match=r"schemas disagree: column 'k' is int64 in .*p0.parquet but string in "
+                       r".*p4.parquet; an id column's type must be the same in every file \(integers of any"):
         read_parquet(d, columns=["a", "b"], id_column="k")
+    # text ids of any Arrow string type (polars writes large_string, pandas' categories a dictionary)
+    for i, kind in enumerate([pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())]):
+        pq.write_table(pa.table({"k": pa.array([f"id{i}"]).cast(kind), "a": [5.0], "b": [5.0]}),
+                       d / f"p{i}.parquet")
+    for f in ("p3", "p4"):
+        (d / f"{f}.parquet").unlink()
+    assert np.asarray(read_parquet(d, columns=["a", "b"], id_column="k")[1]).tolist() == ["id0", "id1", "id2"]

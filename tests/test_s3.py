@@ -623,6 +623,29 @@ def test_a_failed_job_leaves_the_previous_outputs_and_nothing_else(bucket, sched
     assert_nothing_left(server, b)
 
 
+def test_hive_partition_keys_of_s3_paths_are_columns(s3, tmp_path):
+    """The partitioned layout on S3 (s3://bucket/ev/day=.../hour=.../part-0.parquet) reads as on disk:
+    the keys are columns to name, from the whole prefix or a glob of partitions."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    server, b = s3
+    t = pa.table({"a": np.arange(4.0), "day": ["2026-12-01"] * 2 + ["2026-12-02"] * 2, "hour": [3, 3, 7, 7]})
+    pads.write_dataset(t, tmp_path / "ev", format="parquet", partitioning=["day", "hour"], partitioning_flavor="hive")
+    server.fs().put(str(tmp_path / "ev") + "/", f"{b}/ev/", recursive=True)
+    opts = server.storage_options
+    x, ids = daskgmm.read_parquet(f"s3://{b}/ev", columns=["a", "hour"], id_column="day", storage_options=opts)
+    assert sorted(zip(np.asarray(x)[:, 0], np.asarray(x)[:, 1], np.asarray(ids))) == [
+        (0, 3, "2026-12-01"), (1, 3, "2026-12-01"), (2, 7, "2026-12-02"), (3, 7, "2026-12-02")]
+    x, ids = daskgmm.read_parquet(f"s3://{b}/ev/day=*/hour=7", columns=["a", "hour"], id_column="day",
+                                  storage_options=opts)
+    assert sorted(zip(np.asarray(x)[:, 0], np.asarray(x)[:, 1], np.asarray(ids))) == [
+        (2, 7, "2026-12-02"), (3, 7, "2026-12-02")]
+    with pytest.raises(daskgmm.DataError, match=rf"s3://{b}/ev/day=2026-12-01/hour=3/part-0.parquet: column 'day' "
+                       "is a partition key in the path"):
+        daskgmm.read_parquet(f"s3://{b}/ev", columns=["a", "day"], storage_options=opts)
+
+
 def test_bad_data_on_s3_is_named_by_its_url(bucket, scheduler, capsys, tmp_path):
     """Errors, ids and checkpoints name an object as the user does: s3://bucket/key, not bucket/key."""
     server, b, _ = bucket

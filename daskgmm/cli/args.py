@@ -39,9 +39,11 @@ EXIT_DOC = """exit status:
   0  success
   2  bad usage or bad input: a missing/unknown option or config key, a missing or
      non-numeric column, disagreeing schemas, NaN/inf values, an empty or corrupt
-     file, an unreadable model, a missing output bucket (the message names the
-     file, column, key or value)
-  1  any other failure (e.g. a component collapsed, a worker failed for good)
+     file, an unreadable model, a missing output bucket, an output path that may
+     not be written or lies below a file (the message names the file, column,
+     key or value)
+  1  any other failure (e.g. a component collapsed, a worker failed for good,
+     a full disk)
   130  interrupted (SIGINT, Ctrl-C): stopped cleanly, no output written
   143  terminated (SIGTERM): stopped cleanly, no output written"""
 

@@ -71,9 +71,11 @@ _ARRAY_FORMS = f"numbers, rows separated by ';', or a {_ARRAY_FILE_TYPES} file"
 
 OPTIONS = [
     # data
-    Opt("columns", "list", None, "feature columns, comma-separated (default: all but the id column)", _DATA,
+    Opt("columns", "list", None, "feature columns, comma-separated (default: all the files' columns but the "
+        "id column; a numeric partition key of the paths, hour=3/, may be named)", _DATA,
         metavar="A,B,..."),
-    Opt("id_column", "str", None, "a column carried into the predictions, to join them back (never a feature)",
+    Opt("id_column", "str", None, "a column carried into the predictions, to join them back (never a feature; "
+        "a partition key of the paths, day=2026-12-01/, may be named)",
         (FIT, PREDICT, SELECT, UPDATE),
         metavar="COL"),
     Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32"),

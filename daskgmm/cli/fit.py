@@ -228,7 +228,7 @@ def commit_model_and_predictions(est, o, src):
     Returns the number of predictions written (None without ``--predictions-out``).
     """
     from daskgmm.io.modelfiles import write_model_files
-    from daskgmm.io.outputs import StagedOutput, commit_together, write_parts_into
+    from daskgmm.io.outputs import StagedOutput, commit_together, naming_output, write_parts_into
 
     rows = None
     so = storage_options(o)
@@ -236,7 +236,13 @@ def commit_model_and_predictions(est, o, src):
     try:
         for out in outs:
             out.begin()
-        write_model_files(est, outs[0].fs, outs[0].staging)
+        try:
+            write_model_files(est, outs[0].fs, outs[0].staging)
+        except OSError as exc:  # a full disk: say which output
+            named = naming_output(exc, outs[0].target)
+            if named is not exc:
+                raise named from None
+            raise
         if o.predictions_out:
             what = ({"distance": o.distance} if hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
                     else {"proba": o.proba, "loglik": o.loglik})

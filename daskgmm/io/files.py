@@ -340,6 +340,113 @@ class FileInfo:
     row_groups: tuple  # rows per row group
     col_bytes: tuple = ()  # per row group: {column: uncompressed bytes} (decoded size from the footer)
     signature: tuple = ()  # (size, mtime) when planned
+    partitions: tuple = ()  # ((key, value or None), ...): the key=value directories of its path, outermost first
+
+
+#: The value Hive and Spark write for a null partition key (``partitionBy`` on a column with nulls).
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def partitions_of(path) -> tuple:
+    """The Hive partition keys in a file's path: ``((key, value), ...)`` for each directory named
+    ``key=value`` (``events/day=2026-12-01/country=FR/part-0.parquet``: day and country), values
+    percent-decoded as Spark and pyarrow encode them, :data:`HIVE_NULL` as None."""
+    from urllib.parse import unquote
+
+    out = []
+    for part in str(path).split("/")[:-1]:
+        key, eq, value = part.partition("=")
+        if eq and key and not key.startswith(("_", ".")):
+            value = unquote(value)
+            out.append((unquote(key), None if value == HIVE_NULL else value))
+    return tuple(out)
+
+
+def _partition_value(info: FileInfo, key: str):
+    """The raw value of partition key ``key`` in ``info``'s path; KeyError when its path has none.
+    A key that its path gives twice with different values is an error (Spark refuses it too)."""
+    values = {v for k, v in info.partitions if k == key}
+    if not values:
+        raise KeyError(key)
+    if len(values) > 1:
+        raise DataError(f"{info.path}: partition key {key!r} appears more than once in the path, with values "
+                        f"{', '.join(sorted(map(repr, values)))}")
+    return values.pop()
+
+
+def _number(text):
+    """``text`` as an int or a float, else None (a partition value as Spark infers its type; Python's
+    own parsers would also take ``1_000`` and surrounding spaces, which Spark reads as text)."""
+    import re
+
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        return int(text)
+    if re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", text):
+        return float(text)
+    return None
+
+
+def partition_column(infos: list[FileInfo], key: str, feature: bool):
+    """The Arrow type of partition key ``key`` read as a column, over the files whose paths give it
+    and that do not hold a column of that name (the file's own column wins): int64 when every value
+    is an integer (string for an id beyond int64), float64 when every value is a number, else string
+    (nulls of any). A feature's values must be numbers: a DataError names the first other value and
+    its file."""
+    import pyarrow as pa
+
+    values = []
+    for info in infos:
+        if key in info.schema.names:
+            continue
+        try:
+            values.append((_partition_value(info, key), info))
+        except KeyError:
+            continue
+    parsed = [(_number(v) if v is not None else None, v, info) for v, info in values]
+    words = next(((v, info) for n, v, info in parsed if v is not None and n is None), None)
+    if words is not None:
+        if feature:
+            v, info = words
+            raise DataError(
+                f"{info.path}: column {key!r} is a partition key in the path ({key}={v}), and its value {v!r} is "
+                "not a number; feature columns must be numeric: leave it out of columns=[...] (--columns), or "
+                "carry it to the predictions as id_column (--id-column)")
+        return pa.string()
+    numbers = [n for n, _, _ in parsed if n is not None]
+    if all(isinstance(n, int) for n in numbers):
+        if all(-(2**63) <= n < 2**63 for n in numbers):
+            return pa.int64()
+        if not feature:
+            return pa.string()  # ids beyond int64: their digits kept, as text (float64 would round them)
+    return pa.float64()
+
+
+def partition_types(infos: list[FileInfo], columns, id_column) -> dict:
+    """``{column: Arrow type}`` of the wanted columns (``columns`` and ``id_column``) that some file's
+    path gives as a partition key and its file does not hold (:func:`partition_column`)."""
+    keys = {k for i in infos for k, _ in i.partitions}
+    wanted = [c for c in list(columns) + ([id_column] if id_column is not None else []) if c in keys]
+    return {c: partition_column(infos, c, c in columns) for c in wanted
+            if any(any(k == c for k, _ in i.partitions) and c not in i.schema.names for i in infos)}
+
+
+def partition_constants(info: FileInfo, names, types: dict) -> tuple:
+    """``((column, value), ...)`` for the columns of ``names`` that ``info``'s path gives as partition
+    keys and its file does not hold, each value in its column's type (``types``; None for null)."""
+    import pyarrow as pa
+
+    out = []
+    for c in names:
+        if c not in types or c in info.schema.names:  # schema.names makes a list: asked only for keys
+            continue
+        try:
+            v = _partition_value(info, c)
+        except KeyError:
+            continue
+        if v is not None and not pa.types.is_string(types[c]):
+            v = int(v) if pa.types.is_integer(types[c]) else float(v)
+        out.append((c, v))
+    return tuple(out)
 
 
 def file_signature(fs, path) -> tuple:
@@ -369,7 +476,7 @@ def inspect_file(fs, path) -> FileInfo:
                 col_bytes.append(sizes)
     except Exception as exc:  # any reader failure means an unreadable file
         raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
-    return FileInfo(path, schema, rgs, tuple(col_bytes), sig)
+    return FileInfo(path, schema, rgs, tuple(col_bytes), sig, partitions_of(path))
 
 
 def _is_numeric(t) -> bool:
@@ -466,36 +573,103 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
         if id_column is not None and id_column in columns:
             raise DataError(f"the id column {id_column!r} is also listed as a feature column")
     wanted = columns + ([id_column] if id_column is not None else [])
+    keyed = partition_types(infos, columns, id_column)
     typed: dict = {}  # column: (its type, the first file that has it with rows and not all null)
     for info in infos:
         have = info.schema.names
         for c in wanted:
-            if c not in have and not (c in columns and element(c, info.schema)):
+            if c not in have and not (c in columns and element(c, info.schema)) and not (
+                    c in keyed and any(k == c for k, _ in info.partitions)):
                 what = "id column" if c == id_column else "column"
-                # a hive partition key lives in the directory names (date=2026-12-01/), not in the files
-                hive = (f"; {c!r} is a partition key in the path ({c}=...), and partition keys are not read "
-                        "as columns" if f"/{c}=" in f"/{info.path}" else "")
+                keys = [k for k, _ in info.partitions]
+                hive = (f"; partition keys in its path: {', '.join(keys)}" if keys else "") + (
+                    f"; {c!r} is a partition key of other files ({c}=... in their paths), not of this one"
+                    if c in keyed else "")
                 raise DataError(f"{info.path}: no {what} {c!r} (it has: {', '.join(have)}){hive}")
         if not sum(info.row_groups):
             continue  # no rows: its types are never read (pandas writes an empty frame's columns as null)
+
+        def type_of(c, info=info):  # a partition key's from the paths, the file's own column first
+            return info.schema.field(stored_column(c, info.schema)).type if (
+                c in info.schema.names or c not in keyed) else keyed[c]
+
         for c in columns:
-            t = info.schema.field(stored_column(c, info.schema)).type
+            t = type_of(c)
             if not _is_feature(t):
                 raise DataError(f"{info.path}: column {c!r} has type {t}; feature columns must be numeric"
                                 f"{_not_vector(t)}")
         for c in wanted:
-            t = info.schema.field(stored_column(c, info.schema)).type
+            t = type_of(c)
             if c in columns and pa.types.is_null(t):
                 continue  # nulls only in this file: missing values whatever the column's type elsewhere
             seen = typed.setdefault(c, (t, info.path))
-            if t != seen[0] and not (c in columns and _is_numeric(t) and _is_numeric(seen[0])):
+            if t != seen[0] and not (c in columns and _is_numeric(t) and _is_numeric(seen[0])) and not (
+                    c == id_column and common_id_type(t, seen[0]) is not None):
                 # a feature column may be int32 in one file and double in another (a writer's inferred
                 # types drift): every piece is cast to the job's dtype as it is read. An id column keeps
-                # its type in the predictions, so its files must agree.
+                # its type in the predictions, so its files must agree, but for integers of other widths
+                # (Spark's IntegerType one night, pandas' int64 the next), read as the wider, and text of
+                # any Arrow string type (pyarrow's string, polars' large_string, a dictionary of strings)
                 raise DataError(
                     f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}"
+                    + ("; an id column's type must be the same in every file (integers of any width may mix, "
+                       "and strings of any Arrow string type)"
+                       if c == id_column else "")
                 )
     return columns
+
+
+def wider_integer(a, b):
+    """The Arrow integer type that holds every value of integer types ``a`` and ``b`` (the wider of two
+    signed or two unsigned ones; a signed one wide enough for both when their signs differ), or None
+    (not integers, or uint64 with a signed type: no integer type holds both)."""
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(a) and pa.types.is_integer(b)):
+        return None
+    if pa.types.is_signed_integer(a) == pa.types.is_signed_integer(b):
+        return a if a.bit_width >= b.bit_width else b
+    unsigned, signed = (a, b) if pa.types.is_unsigned_integer(a) else (b, a)
+    width = max(signed.bit_width, 2 * unsigned.bit_width)
+    return {8: pa.int8(), 16: pa.int16(), 32: pa.int32(), 64: pa.int64()}.get(width)
+
+
+def _text(t) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def common_id_type(a, b):
+    """The Arrow type an id column of types ``a`` and ``b`` (in two files) is read as: the same type,
+    the wider of two integer types (:func:`wider_integer`), string for text of any Arrow string type
+    (read as Python strings either way), or None when none holds both."""
+    import pyarrow as pa
+
+    if a == b:
+        return a
+    if _text(a) and _text(b):
+        return pa.string()
+    return wider_integer(a, b)
+
+
+def id_type(infos: list[FileInfo], id_column: str, partition_types: dict):
+    """The Arrow type of the id column over the files (checked by :func:`check_schemas`): a partition
+    key's (:func:`partition_types`), else the files' own, made common (:func:`common_id_type`); the
+    first file's when none has rows."""
+    import pyarrow as pa
+
+    if id_column in partition_types:
+        return partition_types[id_column]
+    out = None
+    for info in infos:
+        if not sum(info.row_groups) or id_column not in info.schema.names:
+            continue
+        t = info.schema.field(id_column).type
+        out = t if out is None or pa.types.is_null(out) else common_id_type(out, t) or out
+    return out if out is not None else infos[0].schema.field(id_column).type
 
 
 # ---------------------------------------------------------------------------
@@ -511,6 +685,7 @@ class Piece:
     rows: int
     signature: tuple  # (size, mtime) of the file when planned
     group_rows: tuple  # rows of each row group in ``slices``, from the footer
+    constants: tuple = ()  # ((column, value), ...): partition keys of its path read as columns (one value)
 
 
 def bytes_per_row(info: FileInfo, columns, id_column, dtype) -> float:
@@ -556,14 +731,17 @@ def plan_input(path, infos: list[FileInfo], chunk_rows: int | None, chunk_bytes:
 
 
 def plan_pieces(infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int | None = None, *,
-                 columns=(), id_column=None, dtype=np.float64) -> list[Piece]:
+                 columns=(), id_column=None, dtype=np.float64, partition_types=None) -> list[Piece]:
     """Chunks of at most ``chunk_rows`` rows (or ``chunk_bytes`` decoded bytes) each.
 
     Consecutive small row groups of a file are merged; a row group larger than
-    a chunk is cut into equal row slices.
+    a chunk is cut into equal row slices. ``partition_types`` (:func:`partition_types`) are the
+    columns read from the files' partition keys: each piece carries its file's values.
     """
     pieces = []
+    wanted = list(columns) + ([id_column] if id_column is not None else [])
     for info in infos:
+        constants = partition_constants(info, wanted, partition_types or {})
         if chunk_rows:
             target = int(chunk_rows)
         elif chunk_bytes:
@@ -584,7 +762,7 @@ def plan_pieces(infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int 
             runs[-1].append((i, 0, n))
         for group in filter(None, runs):
             pieces.append(Piece(info.path, tuple(group), sum(hi - lo for _, lo, hi in group), info.signature,
-                                 tuple(info.row_groups[g] for g, _, _ in group)))
+                                 tuple(info.row_groups[g] for g, _, _ in group), constants))
     return pieces
 
 

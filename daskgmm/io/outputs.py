@@ -14,6 +14,7 @@ rolled forward by the next job; a lock by conditional writes on S3).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import uuid
@@ -68,6 +69,35 @@ _store_held: dict = {}  # lock URL on an object store -> [how many times held, i
 _created: list = []  # local directories this process made for its outputs, parents first
 
 
+def path_error(exc: OSError, target: str, made: bool = True) -> OSError:
+    """The error of an output path whose directory could not be made (``made`` False) or written:
+    a DataError (exit status 2, as a refused S3 prefix) when the path given is at fault (a file
+    where a directory must go, no permission, a read-only filesystem), else an OSError (exit
+    status 1: e.g. a full disk), each naming the output."""
+    what = f"cannot write output {target!r}" if made else f"cannot create the directory of output {target!r}"
+    why = exc.strerror or str(exc)
+    if isinstance(exc, NotADirectoryError) and exc.filename:
+        return DataError(f"{what}: {exc.filename} is a file, not a directory; choose another path")
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return DataError(f"{what}: {why}{where}; choose another path, or one this user may write")
+    return OSError(f"{what}: {why}")
+
+
+#: What a write into an output's staging fails with when the output's place is at fault (full, over its
+#: quota, read-only, refused), not the data or the job: named by :func:`naming_output`.
+_PLACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def naming_output(exc: BaseException, target) -> BaseException:
+    """``exc``, or for an OSError of the output's place (a full disk: "[Errno 28] No space left on
+    device", which said nothing of which output) one that names ``target``, as
+    :func:`write_parts_into` names the predictions'."""
+    if not isinstance(exc, OSError) or exc.errno not in _PLACE_ERRNOS or "cannot write output" in str(exc):
+        return exc
+    return OSError(exc.errno, f"cannot write output {target}: {exc.strerror or exc}")
+
+
 def make_directories(path: str) -> None:
     """Make the local directory ``path`` and its missing parents, remembering the ones made here.
 
@@ -88,8 +118,8 @@ def make_directories(path: str) -> None:
         try:
             os.mkdir(d)
         except FileExistsError:  # another job made it meanwhile: it is not ours to remove
-            if not os.path.isdir(d):
-                raise
+            if not os.path.isdir(d):  # a file where a directory must go ("File exists" said nothing)
+                raise NotADirectoryError(errno.ENOTDIR, f"{d} is a file, not a directory", d) from None
         else:
             _created.append(d)
 
@@ -205,10 +235,7 @@ class OutputLock:
         except BlockingIOError:
             raise
         except OSError as exc:
-            if not os.path.isdir(self.parent or "."):  # the directory could not be made
-                raise OSError(f"cannot create the directory of output {self.target!r}: "
-                              f"{exc.strerror or exc}") from None
-            raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
+            raise path_error(exc, self.target, os.path.isdir(self.parent or ".")) from None
 
     def _acquire_store(self) -> OutputLock:
         fs = self.fs
@@ -514,8 +541,11 @@ def staged_directory(target, storage_options=None):
             yield out.fs, out.staging
             stop.check()
             out.finish()
-        except BaseException:
+        except BaseException as exc:
             out.abort()
+            named = naming_output(exc, out.target)
+            if named is not exc:
+                raise named from None
             raise
         out.swap()
     finally:

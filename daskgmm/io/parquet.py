@@ -38,10 +38,12 @@ from daskgmm.io.files import (
     file_signature,
     float_dtype,
     get_fs,
+    id_type,
     inspect_file,
     inspect_files,
     is_local,
     list_files,
+    partition_types,
     plan_input,
     plan_pieces,
     register_reads,
@@ -135,9 +137,12 @@ def open_parquet(
     columns : list of str, optional
         Feature columns (default: every column but ``id_column`` and the index
         pandas or Dask stored, as ``pandas.read_parquet`` reads it, which must
-        then all be numeric).
+        then all be numeric). A Hive partition key of the files' paths
+        (``day=2026-12-01/``, ``hour=3/``) may be named when its every value is a
+        number; keys are never features by default.
     id_column : str, optional
-        A column to carry alongside (e.g. to join predictions back).
+        A column to carry alongside (e.g. to join predictions back), or a
+        partition key of the paths (its values int64, float64 or strings).
     dtype : {"float64", "float32"}
     nan_policy : {"raise", "omit", "marginalize"}
         NaN, null or infinite feature values raise a DataError naming the file,
@@ -168,7 +173,9 @@ def open_parquet(
     columns = check_schemas(infos, columns, id_column)
     _not_sparse_layout(infos, columns)
     columns, vectors = expand_vectors(columns, infos, fs)
-    pieces = plan_input(path, infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype)
+    keyed = partition_types(infos, columns, id_column)
+    pieces = plan_input(path, infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype,
+                        partition_types=keyed)
     sizes = [p.rows for p in pieces]
     total = sum(sizes)
     n_omitted, by_col = 0, {}
@@ -192,7 +199,7 @@ def open_parquet(
     X, ids = piece_arrays("daskgmm", tag, read_piece, fs, pieces,
                           (tuple(columns), id_column, dtype, nan_policy, vectors), sizes, len(columns), dtype,
                           np.empty((0, len(columns)), dtype=dtype),
-                          None if id_column is None else infos[0].schema.field(id_column).type)
+                          None if id_column is None else id_type(infos, id_column, keyed))
     return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
                          fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors)
 

@@ -56,9 +56,19 @@ def piece_arrays(prefix: str, tag: str, read, fs, pieces, args: tuple, sizes, wi
             id_dtype = np.dtype(id_type.to_pandas_dtype())
         except (NotImplementedError, TypeError):
             id_dtype = np.dtype(object)
-        ids = da.Array(part(id_name, 1, ()), id_name, chunks=(tuple(sizes),), dtype=id_dtype,
-                       meta=np.empty((0,), dtype=id_dtype))
+        layer = {(id_name, i): (_ids_of, (read_name, i), id_dtype) for i in range(len(pieces))}
+        graph = HighLevelGraph({read_name: read_layer, id_name: layer}, {read_name: set(), id_name: {read_name}})
+        ids = da.Array(graph, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
     return X, ids
+
+
+def _ids_of(chunk, dtype):
+    """The ids of a read chunk, integers widened to ``dtype`` (a file whose id column is int32 among
+    int64 ones); objects (integers with nulls) and other types as read."""
+    ids = chunk[1]
+    if ids is not None and ids.dtype != dtype and ids.dtype.kind in "iu" and dtype.kind in "iu":
+        ids = ids.astype(dtype)
+    return ids
 
 
 #: Rows of one column decoded at a time inside a chunk task (Arrow's batch size).
@@ -204,9 +214,19 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None)
         with _open_checked(fs, piece) as pf:
             x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
             reads = _stored(columns, vectors) + ([(id_column, None)] if id_column is not None else [])
+            constants = dict(piece.constants)
             for i, (c, into) in enumerate(reads):
                 j = len(columns) if id_column is not None and i == len(reads) - 1 else into[0][0]
                 start = 0
+                if c in constants:  # a partition key of the file's path: one value for every row
+                    value = constants[c]
+                    if j == len(columns):
+                        ids = np.full(piece.rows, value, dtype=_constant_dtype(value))
+                    else:
+                        x[:, j] = np.nan if value is None else value
+                        for jj, _ in into[1:]:
+                            x[:, jj] = x[:, j]
+                    continue
                 parts = _read_column(pf, piece, c)
                 for part in parts:
                     if j == len(columns):  # the id column, kept in its own type
@@ -247,6 +267,14 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None)
         # kernels run, so they do not add to the worker's peak
         pa.default_memory_pool().release_unused()
     return x, ids
+
+
+def _constant_dtype(value) -> np.dtype:
+    """The NumPy dtype of an id column read from a partition key: as :func:`id_values` gives the
+    column's Arrow type (int64, float64; strings and nulls as objects)."""
+    if isinstance(value, int):
+        return np.dtype(np.int64)
+    return np.dtype(np.float64) if isinstance(value, float) else np.dtype(object)
 
 
 def _bad_rows(x) -> np.ndarray:
