@@ -606,8 +606,13 @@ def test_the_hung_task_bound_fails_only_a_pass_without_progress(monkeypatch, tmp
     from daskgmm.engine import cluster
 
     monkeypatch.setattr(cluster, "_longest", {})
-    answers = []
-    monkeypatch.setattr(cluster, "_running_tasks", lambda client, keys, asked: answers.pop(0))
+    answers, calls = [], []
+
+    def scheduler_says(client, keys, asked):
+        calls.append(asked)
+        return answers.pop(0)
+
+    monkeypatch.setattr(cluster, "_running_tasks", scheduler_says)
     a, b = ("tcp://127.0.0.1:1", "w-a"), ("tcp://127.0.0.1:2", "w-b")
     chunk, read = "daskgmm-chunk-5f0c1e2d3a4b", "daskgmm-read-5f0c1e2d3a4b7e8f"  # as the passes name them
     client, top = object(), [_Future("daskgmm-merge-5f0c1e2d3a4b-1-0")]
@@ -646,6 +651,13 @@ def test_the_hung_task_bound_fails_only_a_pass_without_progress(monkeypatch, tmp
                                                        rf"\('{read}', 3\) \(daskgmm-read, chunk 3\) for 14 s.*"
                                                        r"the bound of 12 s"):
             hung.look(17, silent=set())
+
+    # at the default bound (600 s) the scheduler is asked every 10 s, not at each 2 s turn of the wait
+    hung, calls[:] = cluster._HungTasks(object(), top, "pass", start=0.0), []
+    answers.extend([([(f"{chunk}-0", *a, 2.0)], []), ([(f"{chunk}-1", *a, 1.0)], [])])
+    for t in (2, 4, 6, 8, 10, 12):
+        hung.look(t, silent=set())
+    assert calls == [[], [f"{chunk}-0"]] and not answers
 
     _data(tmp_path / "d", n=100, files=1)
     for key, value, words in [("timeout", "soon", "'soon' is not a duration above 0"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -547,8 +548,6 @@ def hung_task_bounds() -> tuple[float, float]:
     ValueError
         The timeout is not a duration above 0, or the factor not a number from 0 up.
     """
-    import math
-
     import dask
     from dask.utils import parse_timedelta
 
@@ -652,7 +651,9 @@ def _task_words(key) -> str:
 class _HungTasks:
     """The hung-task bound of one wait: fails it when no task of it has finished (nor started) for
     ``max(timeout, factor x the longest task seen in the job)`` and every one of its tasks running has run
-    that long. Looked at every 2 s while workers run its tasks (a wait shorter than 2 s asks nothing)."""
+    that long. Looked at every 2 s while workers run its tasks, or every 60th of the bound if longer (10 s by
+    default: a task's time is known to that much); a wait shorter than 2 s asks nothing. A look misses no
+    progress: a task that finished or started since the last changes the tasks running."""
 
     def __init__(self, client, futures, what, start):
         self.client, self.futures, self.what = client, futures, what
@@ -661,6 +662,7 @@ class _HungTasks:
         self.since = start  # the last progress seen: the wait's start, or a change of its running tasks
         self.running = None  # {key: (worker address, worker name, seconds run)} at the last look
         self.done = sum(f.done() for f in futures)
+        self.looked = -math.inf
 
     def bound(self) -> float:
         return max(self.timeout, self.factor * _longest.get(id(self.client), 0.0))
@@ -677,6 +679,9 @@ class _HungTasks:
     def look(self, now, silent) -> None:
         """Raise :class:`ClusterError` if the bound is passed (tasks on ``silent`` workers aside: theirs
         are the stall rules')."""
+        if now - self.looked < self.bound() / 60:  # each look a call to the scheduler (and a line in its log)
+            return
+        self.looked = now
         asked = list(self.running or ())
         try:
             listed, again = _running_tasks(self.client, self.keys, asked)
