@@ -525,6 +525,149 @@ def test_a_stopped_worker_on_a_scheduler_without_worker_ttl_fails_the_job(own_cl
     assert not (tmp_path / "m").exists()
 
 
+def _hang_on_read(fifo, after):
+    """A patch for a worker's process: its chunk reads (``daskgmm.io.read.read_piece``) past the first
+    ``after`` block in ``open`` on the FIFO ``fifo``, which nobody writes (as a read from a dead network
+    mount never returns), then read as before. Defined here so that it is pickled by value."""
+
+    def patch():
+        from daskgmm.io import read
+
+        original, calls = read.read_piece, []
+
+        def read_piece(*args, **kw):
+            calls.append(1)
+            if len(calls) > after:
+                with open(fifo):  # returns when someone opens it to write (the test, at its end)
+                    pass
+            return original(*args, **kw)
+
+        read.read_piece = read_piece  # tasks look it up by name as they are unpickled
+        read.calls = calls
+
+    return patch
+
+
+@pytest.mark.timeout(60)  # a bound that fails to hold hangs the job: fail in a minute, not in ten
+def test_a_task_hung_in_a_live_worker_fails_the_job_naming_it(own_cluster, tmp_path, capsys):
+    """A chunk read that never returns, in a worker that goes on answering its scheduler (a dead NFS
+    mount, a stuck object-store socket): no stall rule saw it, and the pass waited for ever. Now, once
+    no task of the pass has finished for the hung-task bound (here 0.5 s), the job fails, naming the
+    worker, the task and its chunk, and what to do; the waits before it (the first pass) returned."""
+    import dask
+
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    client.run(_hang_on_read(fifo, after=1))
+    ((address, info),) = client.scheduler_info()["workers"].items()
+    t0 = time.monotonic()
+    try:
+        with dask.config.set({"daskgmm.hung-task.timeout": 0.5}):
+            status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--cache",
+                           "none", "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "m")])
+        took = time.monotonic() - t0
+        reads = client.run(lambda: len(__import__("daskgmm.io.read").io.read.calls))[address]
+    finally:
+        try:  # the hung read returns: the worker closes at once at teardown
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader (the read never started)
+            pass
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert reads == 2, reads  # the first pass read the one chunk and returned; the second hung reading it
+    assert "error: a pass made no progress for 2 s: worker " in err, err
+    assert f"worker {address} ({info['name']}) has run task ('daskgmm-read-" in err, err
+    assert "(daskgmm-read, chunk 0) for 2 s, and no other task of it finished" in err, err
+    assert "the bound of 0.5 s = max(daskgmm.hung-task.timeout 0.5 s, daskgmm.hung-task.factor 10 x" in err, err
+    assert "restart that worker" in err, err
+    assert "DASK_DASKGMM__HUNG_TASK__TIMEOUT" in err, err
+    assert took < 10, f"{took:.1f} s"
+    assert not (tmp_path / "m").exists()
+
+
+class _Future:
+    def __init__(self, key, done=False):
+        self.key, self._done = key, done
+
+    def done(self):
+        return self._done
+
+
+def test_the_hung_task_bound_fails_only_a_pass_without_progress(monkeypatch, tmp_path, capsys):
+    """The rule of engine.cluster's hung-task bound, on the scheduler's answers of successive looks (2 s
+    apart): tasks that finish (the running ones change) never trip it, however short the bound; a task
+    running alone for longer than the bound, with nothing finished meanwhile, does; a finished task's time
+    raises the bound to ``factor`` times it; tasks of a silent worker (the stall rules'), or run again after
+    their worker left, count neither way. A bad config is a usage error of the command."""
+    import dask
+
+    from daskgmm.engine import cluster
+
+    monkeypatch.setattr(cluster, "_longest", {})
+    answers, calls = [], []
+
+    def scheduler_says(client, keys, asked):
+        calls.append(asked)
+        return answers.pop(0)
+
+    monkeypatch.setattr(cluster, "_running_tasks", scheduler_says)
+    a, b = ("tcp://127.0.0.1:1", "w-a"), ("tcp://127.0.0.1:2", "w-b")
+    chunk, read = "daskgmm-chunk-5f0c1e2d3a4b", "daskgmm-read-5f0c1e2d3a4b7e8f"  # as the passes name them
+    client, top = object(), [_Future("daskgmm-merge-5f0c1e2d3a4b-1-0")]
+    with dask.config.set({"daskgmm.hung-task.timeout": "1.5s", "daskgmm.hung-task.factor": 2}):
+        hung = cluster._HungTasks(client, top, "pass", start=0.0)
+        # two threads: one task of chunk 0 hangs on worker a, worker b finishes a chunk every 0.3 s
+        for t in (2, 4, 6):
+            answers.append(([(f"{chunk}-0", *a, t - 0.1), (f"{chunk}-{t}", *b, 0.3)], []))
+            hung.look(t, silent=set())  # progress: no failure, though chunk 0 has run longer than the bound
+        answers.append(([(f"{chunk}-0", *a, 7.9)], []))  # b is done: chunk 0 alone, since 8
+        hung.look(8, silent=set())
+        answers.append(([(f"{chunk}-0", *a, 9.9)], []))
+        hung.look(10, silent={a[0]})  # its worker silent: the stall rules', not this one's
+        answers.append(([(f"{chunk}-0", *a, 10.9)], []))
+        with pytest.raises(cluster.ClusterError) as err:
+            hung.look(11, silent=set())
+        assert (f"a pass made no progress for 3 s: worker tcp://127.0.0.1:1 (w-a) has run task '{chunk}-0' "
+                "(daskgmm-chunk, chunk 0) for 11 s, and no other task of it finished") in str(err.value)
+        assert "the bound of 1.5 s = max(daskgmm.hung-task.timeout 1.5 s, daskgmm.hung-task.factor 2 x the " \
+               "longest task seen in this job, 0.3 s)" in str(err.value)
+
+    # another job: a task seen running 1.2 s that then finished makes its bound 10 x 1.2 s (one of a worker
+    # that left, waiting again, is not finished)
+    client = object()
+    with dask.config.set({"daskgmm.hung-task.timeout": "1.5s"}):
+        hung = cluster._HungTasks(client, top, "pass", start=0.0)
+        answers.append(([((read, 1), *a, 1.2), ((read, 2), *b, 1.4)], []))
+        hung.look(2, silent=set())
+        answers.append(([((read, 3), *a, 1.0)], [(read, 2)]))
+        hung.look(4, silent=set())
+        assert cluster._longest[id(client)] == 1.2
+        answers.append(([((read, 3), *a, 12.0)], []))
+        hung.look(15, silent=set())  # 11 s without progress, under 12 s
+        answers.append(([((read, 3), *a, 14.0)], []))
+        with pytest.raises(cluster.ClusterError, match=rf"for 13 s: worker tcp://127.0.0.1:1 \(w-a\) has run task "
+                                                       rf"\('{read}', 3\) \(daskgmm-read, chunk 3\) for 14 s.*"
+                                                       r"the bound of 12 s"):
+            hung.look(17, silent=set())
+
+    # at the default bound (600 s) the scheduler is asked every 10 s, not at each 2 s turn of the wait
+    hung, calls[:] = cluster._HungTasks(object(), top, "pass", start=0.0), []
+    answers.extend([([(f"{chunk}-0", *a, 2.0)], []), ([(f"{chunk}-1", *a, 1.0)], [])])
+    for t in (2, 4, 6, 8, 10, 12):
+        hung.look(t, silent=set())
+    assert calls == [[], [f"{chunk}-0"]] and not answers
+
+    _data(tmp_path / "d", n=100, files=1)
+    for key, value, words in [("timeout", "soon", "'soon' is not a duration above 0"),
+                              ("factor", -1, "-1 is not a number from 0 up")]:
+        with dask.config.set({f"daskgmm.hung-task.{key}": value}):
+            assert main(["fit", str(tmp_path / "d"), "--n-components", "2", "--model-out", str(tmp_path / "m"),
+                         "--quiet"]) == 2
+        assert f"error: Dask config daskgmm.hung-task.{key}: {words}" in capsys.readouterr().err
+
+
 def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
     """What a real worker has imported after a whole job (fit, predictions) sent to it."""
     cluster, client = own_cluster

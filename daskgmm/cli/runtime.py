@@ -105,10 +105,14 @@ def check_inputs(o) -> None:
 def command_cluster(o, log, box=None, metrics=None):
     """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it.
     ``metrics`` gets ``"kernel"``: what the workers' passes run on."""
-    from daskgmm.engine.cluster import connect
+    from daskgmm.engine.cluster import connect, hung_task_bounds
     from daskgmm.io.files import DataError, NonFiniteError
 
     check_inputs(o)
+    try:
+        hung_task_bounds()  # a bad Dask config is bad usage, said before a cluster starts
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     security = None
     if o.scheduler and any((o.tls_ca, o.tls_cert, o.tls_key)):
         from distributed.security import Security

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -21,6 +22,17 @@ from daskgmm.engine import stop
 #: A pass fails when, for this long, the cluster has had no worker, or no worker
 #: has run or held one of its tasks (every worker paused or idle while tasks wait).
 STALL_SECONDS = 45.0
+
+#: A pass fails when no task of it has finished for ``max(HUNG_TASK_TIMEOUT, HUNG_TASK_FACTOR x the longest
+#: task seen in the job)`` seconds and each of its running tasks has run that long: a task hung inside a live
+#: worker (a read from a dead network mount, a stuck object-store connection), whose worker still answers
+#: the scheduler. Measured here (2 workers of one thread, niced under load 5): Parquet read tasks of 16-64
+#: MiB 0.2-2.2 s (median), at most 4.3 s; chunk tasks 0.3-3.7 s, at most 32 s (full covariances, K = 32,
+#: d = 128), the first of a job up to 10x the median; a task's time grows as K x d at the 64 MiB chunk cap,
+#: and a slow object store's first read may retry for minutes (botocore: 60 s per try). Dask config
+#: ``daskgmm.hung-task.timeout`` and ``daskgmm.hung-task.factor`` override them.
+HUNG_TASK_TIMEOUT = 600.0
+HUNG_TASK_FACTOR = 10.0
 
 #: Distributed settings of the embedded cluster, so that no pass waits forever:
 #: tasks no worker can take fail after ``no-workers-timeout``; a task that took
@@ -526,6 +538,37 @@ def _worker_ttl(client):
         return None
 
 
+def hung_task_bounds() -> tuple[float, float]:
+    """``(timeout, factor)`` of the hung-task bound (see ``HUNG_TASK_TIMEOUT``): Dask config
+    ``daskgmm.hung-task.timeout`` (seconds, or a duration such as ``"1 hour"``) and
+    ``daskgmm.hung-task.factor``, else ``HUNG_TASK_TIMEOUT`` and ``HUNG_TASK_FACTOR``.
+
+    Raises
+    ------
+    ValueError
+        The timeout is not a duration above 0, or the factor not a number from 0 up.
+    """
+    import dask
+    from dask.utils import parse_timedelta
+
+    raw = dask.config.get("daskgmm.hung-task.timeout", HUNG_TASK_TIMEOUT)
+    try:
+        timeout = float(parse_timedelta(raw, default="s"))
+    except (TypeError, ValueError, KeyError):
+        timeout = math.nan
+    if not 0 < timeout < math.inf:
+        raise ValueError(f"Dask config daskgmm.hung-task.timeout: {raw!r} is not a duration above 0 (e.g. 600, "
+                         "'10 minutes', '1 hour')")
+    raw = dask.config.get("daskgmm.hung-task.factor", HUNG_TASK_FACTOR)
+    try:
+        factor = float(raw)
+    except (TypeError, ValueError):
+        factor = math.nan
+    if not 0 <= factor < math.inf:
+        raise ValueError(f"Dask config daskgmm.hung-task.factor: {raw!r} is not a number from 0 up (e.g. 10)")
+    return timeout, factor
+
+
 def wait_bounded(client, futures, what: str = "pass") -> None:
     """Wait until every future is finished or failed, never forever.
 
@@ -539,11 +582,139 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
     ClusterError
         For ``STALL_SECONDS`` the cluster had no worker, every worker was
         paused for memory, or no worker ran or held any of the waiting tasks
-        (but silent ones, on a scheduler that never removes them).
+        (but silent ones, on a scheduler that never removes them). Or a task hung in a
+        worker that answers: no task of the wait finished for the hung-task bound
+        (:func:`hung_task_bounds`) while every one running had run longer than it.
+    ValueError
+        The hung-task bound's Dask config is not valid.
     """
     futures = [f for f in futures if f is not None]
     with seceded():  # in a task: its thread's slot goes to the tasks waited for
         _wait_bounded(client, futures, what)
+
+
+#: client id -> the longest a task of its waits was seen to run, in seconds (the "job" of the hung-task bound)
+_longest: dict = {}
+
+
+def _running_tasks(client, keys, asked) -> tuple[list, list]:
+    """The tasks running in workers that the futures of ``keys`` wait for, as the scheduler sees them
+    (its ``WorkerState.executing``, from each worker's heartbeat): ``[(key, worker address, worker name,
+    seconds run)]``; and those of ``asked`` (tasks seen running earlier) waiting or running again (their
+    worker left) rather than finished. One call to the scheduler."""
+
+    def look(keys, asked, dask_scheduler=None):
+        import time as clock
+
+        now = clock.time()  # the scheduler's clock, as its last_seen
+        wanted, ours = set(keys), {}
+
+        def waited_for(ts):
+            """A future of ``keys`` depends on ``ts`` (upwards through its dependents, a few levels)."""
+            seen, todo = {ts}, [ts]
+            while todo and len(seen) < 10_000:  # a wide graph of someone else's: not looked through
+                t = todo.pop()
+                if t.key in wanted or ours.get(t):
+                    return True
+                todo.extend(d for d in t.dependents if d not in seen)
+                seen.update(t.dependents)
+            return False
+
+        running = []
+        for ws in dask_scheduler.workers.values():
+            for ts, ran in list(ws.executing.items()):  # kept until the next heartbeat: the state says
+                if ts.state == "processing" and ts.processing_on is ws:
+                    ours[ts] = ours.get(ts) or waited_for(ts)
+                    if ours[ts]:
+                        running.append((ts.key, ws.address, ws.name, ran + max(0.0, now - ws.last_seen)))
+        tasks = dask_scheduler.tasks
+        again = [k for k in asked if k in tasks and tasks[k].state in ("waiting", "queued", "no-worker", "processing")]
+        return running, again
+
+    # defined here, not at module level: pickled by value, for a scheduler without daskgmm installed
+    return client.run_on_scheduler(look, list(keys), list(asked))
+
+
+def _task_words(key) -> str:
+    """A task's key, with its prefix and chunk when it has one (``('daskgmm-read-…', 3)``, ``daskgmm-chunk-…-3``)."""
+    from dask.utils import key_split
+
+    chunk = None
+    if isinstance(key, (tuple, list)) and len(key) > 1 and isinstance(key[1], int):
+        chunk = key[1]
+        key = tuple(key)
+    elif isinstance(key, str) and key.startswith("daskgmm-chunk-"):
+        chunk = key.rsplit("-", 1)[-1]
+    return f"{key!r} ({key_split(key)}" + (f", chunk {chunk})" if chunk is not None else ")")
+
+
+class _HungTasks:
+    """The hung-task bound of one wait: fails it when no task of it has finished (nor started) for
+    ``max(timeout, factor x the longest task seen in the job)`` and every one of its tasks running has run
+    that long. Looked at every 2 s while workers run its tasks, or every 60th of the bound if longer (10 s by
+    default: a task's time is known to that much); a wait shorter than 2 s asks nothing. A look misses no
+    progress: a task that finished or started since the last changes the tasks running."""
+
+    def __init__(self, client, futures, what, start):
+        self.client, self.futures, self.what = client, futures, what
+        self.timeout, self.factor = hung_task_bounds()
+        self.keys = [f.key for f in futures]
+        self.since = start  # the last progress seen: the wait's start, or a change of its running tasks
+        self.running = None  # {key: (worker address, worker name, seconds run)} at the last look
+        self.done = sum(f.done() for f in futures)
+        self.looked = -math.inf
+
+    def bound(self) -> float:
+        return max(self.timeout, self.factor * _longest.get(id(self.client), 0.0))
+
+    def _seen(self, seconds) -> None:
+        key = id(self.client)
+        _longest[key] = max(_longest.get(key, 0.0), seconds)
+
+    def finished(self) -> None:
+        """The wait is over: the tasks running at the last look have finished."""
+        for _, _, seconds in (self.running or {}).values():
+            self._seen(seconds)
+
+    def look(self, now, silent) -> None:
+        """Raise :class:`ClusterError` if the bound is passed (tasks on ``silent`` workers aside: theirs
+        are the stall rules')."""
+        if now - self.looked < self.bound() / 60:  # each look a call to the scheduler (and a line in its log)
+            return
+        self.looked = now
+        asked = list(self.running or ())
+        try:
+            listed, again = _running_tasks(self.client, self.keys, asked)
+        except Exception:  # a scheduler that refuses run_on_scheduler, or going away: no look this time
+            return
+        running = {tuple(k) if isinstance(k, list) else k: (a, name, s) for k, a, name, s in listed}
+        again = {tuple(k) if isinstance(k, list) else k for k in again}
+        for key in set(asked) - set(running) - again:
+            self._seen(self.running[key][2])  # finished: at least as long as seen running
+        done = sum(f.done() for f in self.futures)
+        if self.running is not None and (set(running) != set(self.running) or done != self.done):
+            self.since = now
+        self.running, self.done = running, done
+        live = {k: v for k, v in running.items() if v[0] not in silent}
+        bound = self.bound()
+        if live and now - self.since > bound and min(s for _, _, s in live.values()) > bound:
+            raise ClusterError(self._message(live, now - self.since, bound))
+
+    def _message(self, live, stalled, bound) -> str:
+        order = sorted(live.items(), key=lambda kv: -kv[1][2])
+        held = "; ".join(f"worker {a} ({name}) has run task {_task_words(k)} for {s:.0f} s"
+                         for k, (a, name, s) in order[:5])
+        if len(order) > 5:
+            held += f"; and {len(order) - 5} more"
+        longest, bound, timeout = _longest.get(id(self.client), 0.0), round(bound, 1), round(self.timeout, 1)
+        which = "that worker" if len({a for a, _, _ in live.values()}) == 1 else "those workers"
+        return (f"a {self.what} made no progress for {stalled:.0f} s: {held}, and no other task of it finished: "
+                "hung (a read from a dead network mount or a stuck object-store connection, a deadlock), or slower "
+                f"than the bound of {bound:g} s = max(daskgmm.hung-task.timeout {timeout:g} s, "
+                f"daskgmm.hung-task.factor {self.factor:g} x the longest task seen in this job, {longest:.1f} s); "
+                f"a running task cannot be stopped: restart {which} (an embedded cluster closes with the job) "
+                "and check what the task reads; if it is only slow, raise the bound (Dask config, e.g. "
+                "DASK_DASKGMM__HUNG_TASK__TIMEOUT='1 hour')")
 
 
 def _wait_bounded(client, futures, what):
@@ -553,9 +724,11 @@ def _wait_bounded(client, futures, what):
     reason = ""
     heard = {}  # worker -> (its last heartbeat as the scheduler saw it, when that changed here)
     warned, ttl = set(), ...
+    hung = _HungTasks(client, futures, what, time.monotonic())  # its config checked at once
     while True:
         try:
             wait(futures, timeout=2.0)
+            hung.finished()
             return
         except TimeoutError:
             pass
@@ -599,6 +772,7 @@ def _wait_bounded(client, futures, what):
                        "scheduler has no worker-ttl to remove them")
         else:
             stalled_since = None
+            hung.look(now, silent)
             continue
         if stalled_since is None or problem != reason:
             stalled_since, reason = now, problem
