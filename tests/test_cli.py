@@ -552,7 +552,8 @@ def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_every_subcommand_as_a_process(tmp_path):
-    """The console script, as a scheduler runs it: exit codes, outputs and progress on stderr."""
+    """The console script, as a scheduler runs it: exit codes, outputs and progress on stderr (score and
+    sample run in this process in test_fit_predict_score_sample_info: the same entry point, main)."""
     exe = str(pathlib.Path(sys.executable).parent / "daskgmm")
     data = tmp_path / "data"
     write_data(data)
@@ -569,10 +570,6 @@ def test_every_subcommand_as_a_process(tmp_path):
     run("predict", str(data), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "p"), "--id-column",
         "id", "--proba", *one)
     assert pq.read_table(tmp_path / "p").num_rows == 3000
-    score = json.loads(run("score", str(data), "--model", str(tmp_path / "model"), *one).stdout)
-    assert score["n_rows"] == 3000 and np.isfinite(score["bic"])
-    run("sample", "--model", str(tmp_path / "model"), "-n", "100", "--out", str(tmp_path / "s"), *one)
-    assert pq.read_table(tmp_path / "s").num_rows == 100
     assert "3 (full covariance)" in run("info", "--model", str(tmp_path / "model")).stdout
     p = run("select", str(data), "--columns", "f0,f1,f2", "--k-min", "1", "--k-max", "4", "--seed", "0",
             "--out", str(tmp_path / "sel"), "--quiet", *one)

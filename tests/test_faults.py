@@ -107,7 +107,7 @@ def test_killed_workers_do_not_change_the_result(tmp_path):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
 def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
-    """732 MiB of data in 64 MiB (decoded) row groups on 2 workers x 300 MiB, default chunking:
+    """641 MiB of data in 61 MiB (decoded) row groups on 2 workers x 300 MiB, default chunking:
     row groups are read in row slices sized from the memory limit, no worker killed, and the
     fit is the one the same rows, read by pyarrow alone, give in memory (in this process, without
     a cluster), to rounding.
@@ -121,14 +121,14 @@ def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
     import dask.array as da
 
     data = tmp_path / "big"
-    _write(data, n=6_000_000, d=16, files=12, row_group_size=500_000)
-    kw = dict(n_components=4, covariance_type="diag", init_params="random_from_data", random_state=0, max_iter=3,
+    _write(data, n=5_250_000, d=16, files=10, row_group_size=500_000)
+    kw = dict(n_components=4, covariance_type="diag", init_params="random_from_data", random_state=0, max_iter=2,
               tol=0.0)
     cluster, client = _cluster(memory_limit="300MiB")
     try:
         with client.as_current():
             src = open_parquet(data)  # chunks sized from the workers' memory limit
-        assert src.X.nbytes > 1.2 * 2 * 300 * 2**20
+        assert src.X.nbytes > 1.05 * 2 * 300 * 2**20  # more than the cluster's memory
         assert max(src.X.chunks[0]) < 500_000  # the row groups were cut
         pids = sorted(client.run(os.getpid).values())
         with client.as_current():
@@ -153,7 +153,7 @@ def test_out_of_core_fit_under_a_small_memory_limit(tmp_path):
     del table, part
     ref = GaussianMixture(**kw).fit(da.concatenate(blocks))
     del blocks
-    assert g.n_iter_ == ref.n_iter_ == 3
+    assert g.n_iter_ == ref.n_iter_ == 2
     for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
         # measured: equal but for 4e-16 on a few means (the last bit; other arrays' memory layout)
         np.testing.assert_allclose(getattr(g, name), getattr(ref, name), rtol=1e-12, atol=1e-12, err_msg=name)

@@ -6,10 +6,10 @@ chunk to partial results with :func:`daskgmm.kernels.chunk_pass`, merges them in
 a fixed tree (``split_every`` at a time) and returns the merged result to the
 client. Chunks kept in cluster memory lie in contiguous runs, one per worker, and
 a pass runs one batch per worker thread over its run, merging the subtrees of the
-tree that lie inside it: outside the task graph (one ``client.run``: each worker
-runs its batches on the chunks it holds), or as tasks when that cannot be done
-(the first pass, a worker gone or paused, a chunk lost); chunks read on every
-pass get a task each.
+tree that lie inside it: outside the task graph (one call of the workers' ``run``
+handler, as ``client.run`` makes: each worker runs its batches on the chunks it
+holds), or as tasks when that cannot be done (the first pass, a worker gone or
+paused, a chunk lost); chunks read on every pass get a task each.
 
 A pass as tasks builds a new small graph that references the data's graph
 (persisted futures, or the Parquet reads when out of core) and nothing from
