@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.base import BaseMixture
+from daskgmm.fitting import mixture as fitting_mixture
 from daskgmm.fitting import variational as fitting_variational
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
@@ -168,11 +169,9 @@ class BayesianGaussianMixture(BaseMixture):
         params = fitting_variational.VariationalParams.of(self.get_params())
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
-            if self.means_.shape[1] != d:
-                raise ValueError(
-                    f"X has {d} features, but the warm-started {type(self).__name__} was fitted "
-                    f"with {self.means_.shape[1]} features."
-                )
+            fitting_mixture.check_warm_features(type(self).__name__, self.means_.shape[1], d)
+            fitting_mixture.check_continued_model(type(self).__name__, self.means_, self.covariances_,
+                                                  self.precisions_cholesky_, self.n_components, self.covariance_type)
         priors = fitting_variational.variational_priors(
             data, scan, params, weight_concentration_prior=self.weight_concentration_prior,
             mean_precision_prior=self.mean_precision_prior, mean_prior=self.mean_prior,

@@ -172,6 +172,20 @@ def test_warm_start_continues():
     np.testing.assert_allclose(warm.lower_bound_, full.lower_bound_, rtol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_warm_start_and_partial_fit_refuse_a_changed_form():
+    """After set_params changed n_components or covariance_type (see test_fitting_parts)."""
+    X = np.random.RandomState(0).randn(30, 2)
+    g = GaussianMixture(2, warm_start=True, max_iter=2, tol=0.0, random_state=0).fit(X)
+    for change in ({"covariance_type": "tied"}, {"n_components": 3}):
+        g2 = clone(g).set_params(warm_start=False).fit(X).set_params(warm_start=True, **change)
+        for call, what in ((g2.fit, "warm_start=True"), (g2.partial_fit, "partial_fit")):
+            with pytest.raises(ValueError, match=f"{what}.* continues the fitted model"):
+                call(X)
+    g.fit(X)  # the same form continues
+    assert g.n_iter_ == 2
+
+
 def test_outputs_numpy_for_numpy_and_lazy_dask_for_dask(blobs):
     X, _, _ = blobs
     g = GaussianMixture(3, random_state=0).fit(X)

@@ -530,6 +530,18 @@ def covariance_shape(covariance_type: str, n_components: int, n_features: int) -
     return of(covariance_type).shape(n_components, n_features)
 
 
+def fitted_covariance_type(covariances, precisions_cholesky, n_components: int, n_features: int) -> str | None:
+    """The covariance type of fitted arrays, from their shapes: "full" (K, D, D), "spherical" (K,), "tied"
+    (D, D), "diag" (K, D); when K = D, tied's Cholesky factor is upper triangular where diag's entries are
+    all positive. None when the shapes fit no type, or two that are one model (K = D = 1: tied and diag)."""
+    shape = np.shape(covariances)
+    found = [t for t in COVARIANCE_TYPES if shape == covariance_shape(t, n_components, n_features)]
+    if found == ["tied", "diag"] and n_features > 1:
+        below = np.tril(np.asarray(precisions_cholesky), -1)
+        return "tied" if not np.any(below) else "diag"
+    return found[0] if len(found) == 1 else None
+
+
 def zero_stats(n_components: int, shift: np.ndarray, covariance_type: str) -> SuffStats:
     """Statistics of no rows: the identity of :meth:`SuffStats.merge`."""
     k, d = n_components, np.shape(shift)[-1]
