@@ -24,6 +24,7 @@ from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
 from daskgmm.validation.checks import (
+    check_weights,
     in_memory_rows,
     input_or_model_names,
     is_dask,
@@ -300,9 +301,8 @@ shape (n_samples, n_features)
         else:
             x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True, accept_sparse=True)
             d = x.shape[1]
-            w = None if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
-            if w is not None and len(w) != len(x):
-                raise ValueError(f"sample_weight.shape == {w.shape}, expected ({len(x)},)!")
+            # checked as a Dask batch's are by its scan (which refuses a sum of 0, as here)
+            w = None if sample_weight is None else check_weights(sample_weight, len(x), name, allow_all_zero=False)
         if not first and d != self.n_features_in_:
             raise ValueError(f"X has {d} features, but {name} is expecting {self.n_features_in_} features as input.")
         if first:

@@ -74,6 +74,40 @@ def test_sample_weight_counts_as_repeated_rows():
     np.testing.assert_allclose(a.inertia_, b.inertia_, rtol=1e-10)
 
 
+def test_bad_sample_weight_is_refused_with_scikit_learns_sentence_by_every_method():
+    """In-memory weights are checked before any pass, scikit-learn's sentence first, then the count and the
+    first row; partial_fit on an in-memory batch took NaN, infinite, negative, 2-D and all-zero weights
+    silently (NaN centres or none moved; a Dask batch was refused) (user-trial-10)."""
+    X = np.r_[np.zeros((6, 2)), np.ones((6, 2))]
+    km = KMeans(2, init=X[[0, 6]]).fit(X)
+
+    def weights(value, row=3):
+        w = np.ones(len(X))
+        w[row] = value
+        return w
+
+    cases = [
+        (weights(np.nan), r"^Input sample_weight contains NaN\. 1 value\(s\), the first at row 3; KMeans takes"),
+        (weights(np.inf), r"^Input sample_weight contains infinity or a value too large for dtype\('float64'\)\. 1"),
+        (weights(-1.0, 5), r"^Negative values in data passed to `sample_weight`\. 1 value\(s\), the first at row 5"),
+        (np.ones((len(X), 1)), r"^Sample weights must be 1D array or scalar, got 2D array\. Expected either a scalar "
+                               r"value or a 1D array of length 12\.$"),
+        (np.ones(5), r"^sample_weight\.shape == \(5,\), expected \(12,\)!$"),
+        (np.zeros(len(X)), r"^Sample weights must contain at least one non-zero number\. KMeans got"),
+    ]
+    calls = [lambda w: clone(km).fit(X, sample_weight=w), lambda w: km.score(X, sample_weight=w),
+             lambda w: clone(km).partial_fit(X, sample_weight=w), lambda w: clone(km).partial_fit(X).partial_fit(
+                 X, sample_weight=w), lambda w: clone(km).fit(da.from_array(X, chunks=5), sample_weight=w)]
+    for w, match in cases:
+        for call in calls:
+            with pytest.raises(ValueError, match=match):
+                call(w)
+    online = clone(km).partial_fit(X, sample_weight=2.0)  # a scalar weights every row, as in fit
+    np.testing.assert_array_equal(online.counts_, [12.0, 12.0])
+    with pytest.raises(ValueError, match=r"^Input sample_weight contains NaN\. .*GaussianMixture takes"):
+        daskgmm.GaussianMixture(2).fit(X, sample_weight=weights(np.nan))
+
+
 def test_partial_fit_is_the_sequential_update_and_close_to_batch():
     X, _, _ = make_blobs(n=20000, d=3, k=5, seed=3)
     batch = KMeans(5, random_state=0).fit(X)
@@ -208,6 +242,7 @@ def test_score_and_a_later_partial_fit_batch_take_one_pass(monkeypatch):
     np.testing.assert_array_equal(online.counts_, ref.counts_)
     bad = w.copy()
     bad[7] = -1.0
+    bad = da.from_array(bad, chunks=300)  # Dask weights: the scan in the pass counts them (in-memory: checked first)
     for call in (lambda: km.score(lazy, sample_weight=bad), lambda: online.partial_fit(lazy, sample_weight=bad)):
         with pytest.raises(ValueError, match=r"sample_weight has 1 negative or non-finite value\(s\)"):
             call()

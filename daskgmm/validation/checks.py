@@ -51,7 +51,8 @@ from daskgmm.validation.scan import (
 __all__ = [
     "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
     "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
-    "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "finite_chunks", "in_memory_rows",
+    "check_missing_supported", "check_rows", "check_scan", "check_weights", "empty_rows_error", "finite_chunks",
+    "in_memory_rows",
     "input_or_model_names", "is_dask", "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_chunks",
     "prediction_rows", "prepare_rows", "validate_params",
     "warn_convergence", "warn_degenerate",
@@ -474,22 +475,57 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
                         align_arrays=False)
 
 
-def _weights_array(sample_weight, Xd):
-    """``sample_weight`` as a float64 Dask array chunked like the rows of ``Xd``."""
+def _check_weights_shape(shape, n: int) -> None:
+    """scikit-learn's ``_check_sample_weight`` sentences for weights that are not one per row."""
+    if len(shape) != 1:
+        raise ValueError(f"Sample weights must be 1D array or scalar, got {len(shape)}D array. Expected either a "
+                         f"scalar value or a 1D array of length {n}.")
+    if shape[0] != n:
+        raise ValueError(f"sample_weight.shape == {tuple(shape)}, expected ({n},)!")
+
+
+def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True) -> np.ndarray:
+    """In-memory ``sample_weight`` as float64 of shape (n,), checked with scikit-learn's sentences first
+    (``_check_sample_weight``'s, then check_array's for NaN and infinity and check_non_negative's), then
+    how many values and the first one's row. A scalar weights every row alike, as in scikit-learn.
+
+    Unlike scikit-learn's KMeans, a negative weight is refused: a weight is a row's share of the statistics
+    (its k-means++ start fails on one anyway, 'probabilities are not non-negative'). Dask weights are
+    checked by the scan of the pass that reads them (a count of the bad values).
+
+    Parameters
+    ----------
+    allow_all_zero : bool
+        Weights that are all 0 pass (the fit's scan refuses a sum of 0 with its own message).
+    """
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    _check_weights_shape(w.shape, n)
+    for bad, sentence in ((np.isnan(w), "Input sample_weight contains NaN."),
+                          (np.isinf(w), "Input sample_weight contains infinity or a value too large for "
+                                        "dtype('float64')."),
+                          (w < 0, "Negative values in data passed to `sample_weight`.")):
+        if bad.any():
+            raise ValueError(f"{sentence} {int(bad.sum())} value(s), the first at row {int(np.argmax(bad))}; "
+                             f"{name} takes finite non-negative weights.")
+    if not allow_all_zero and not w.any():
+        raise ValueError(f"Sample weights must contain at least one non-zero number. {name} got sample_weight "
+                         "with a sum of 0.")
+    return w
+
+
+def _weights_array(sample_weight, Xd, name):
+    """``sample_weight`` as a float64 Dask array chunked like the rows of ``Xd`` (in-memory weights checked
+    by :func:`check_weights`; Dask weights by the scan of the pass that reads them)."""
     import dask.array as da
 
     n = Xd.shape[0]
     if is_dask(sample_weight):
         w = with_known_rows(sample_weight)
+        _check_weights_shape(w.shape, n)
     else:
-        w = np.asarray(sample_weight, dtype=np.float64)
-        if w.ndim == 0:  # a scalar weights every row alike, as in scikit-learn
-            w = np.full(n, float(w))
-        if w.ndim != 1 or len(w) != n:
-            raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
-        w = da.from_array(w, chunks=(Xd.chunks[0],))
-    if w.ndim != 1 or w.shape[0] != n:
-        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
+        w = da.from_array(check_weights(sample_weight, n, name), chunks=(Xd.chunks[0],))
     return w.astype(np.float64)
 
 
@@ -533,7 +569,7 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
                           accept_sparse=accept_sparse)
     if check_chunks and info["dask_input"]:
         Xd = finite_chunks(Xd, estimator, info, missing)
-    w = None if sample_weight is None else _weights_array(sample_weight, Xd)
+    w = None if sample_weight is None else _weights_array(sample_weight, Xd, name)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
     if not scan:
         return data, None, info
