@@ -288,9 +288,11 @@ shape (n_samples, n_features)
         self
         """
         first = not hasattr(self, "cluster_centers_")
+        name = type(self).__name__
         if first:
             self._validate_params()
-        name = type(self).__name__
+        else:
+            fitting_kmeans.check_continued_centers(name, self.cluster_centers_, self.n_clusters)
         dask_batch = is_dask(X)
         if dask_batch:
             # the first batch's scan gives k-means++ its shift; a later batch's scan runs in the pass of its

@@ -129,6 +129,10 @@ def test_partial_fit_is_the_sequential_update_and_close_to_batch():
         np.testing.assert_allclose(seq.cluster_centers_, mu, rtol=1e-12)
     with pytest.raises(ValueError, match="expecting 2 features"):
         seq.partial_fit(np.zeros((3, 3)))
+    # another n_clusters kept the fitted centres silently, as scikit-learn's MiniBatchKMeans (user-trial-10)
+    with pytest.raises(ValueError, match=r"^KMeans.partial_fit continues the fitted model, which has 2 centres, but "
+                                         r"the parameters say n_clusters=3\. Fit a new model"):
+        seq.set_params(n_clusters=3).partial_fit(rows)
 
 
 def test_kmeans_api_and_errors(tmp_path):

@@ -51,6 +51,16 @@ def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
     return c
 
 
+def check_continued_centers(name: str, centers, n_clusters: int) -> None:
+    """A later ``partial_fit`` continues the fitted centres: after ``set_params(n_clusters=...)`` it kept the
+    old ones under the new number (as scikit-learn's MiniBatchKMeans does), silently."""
+    k = int(np.shape(centers)[0])
+    if k != n_clusters:
+        raise ValueError(f"{name}.partial_fit continues the fitted model, which has {k} centre{'s' * (k != 1)}, but "
+                         f"the parameters say n_clusters={n_clusters}. Fit a new model of that form (fit, or "
+                         "partial_fit on a clone).")
+
+
 def resolve_n_init(n_init, init) -> int:
     """The number of restarts ``KMeans(n_init=, init=)`` runs, as scikit-learn resolves it.
 
