@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.validation import validate_data
 
-from daskgmm.engine.cluster import with_known_rows
+from daskgmm.engine.cluster import with_known_columns, with_known_rows
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -209,6 +209,8 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
         _reject_sparse(X, name)
     if is_dask(X):
         names = _column_names(X) if is_dask_dataframe(X) else None
+        if is_dask_array(X):
+            X = with_known_columns(X)  # the width is checked (and n_features_in_ set) before any pass
         if estimator is not None:
             # scikit-learn reads feature names from pandas frames only: it is given an empty one
             # with the Dask frame's columns, so it sets, checks and warns about names as for pandas
