@@ -77,9 +77,13 @@ def is_dask(X) -> bool:
 
 
 def is_sparse(X) -> bool:
-    """A scipy.sparse matrix or array in memory, or a Dask array whose chunks are scipy.sparse."""
+    """A scipy.sparse matrix or array in memory, a pandas DataFrame of sparse columns only (scikit-learn's
+    ``check_array`` takes it as a sparse matrix; one with dense columns too it makes dense, warning), or a
+    Dask array whose chunks are scipy.sparse."""
     import scipy.sparse
 
+    if _is_pandas_frame(X):
+        return len(X.columns) > 0 and all(type(dt).__name__ == "SparseDtype" for dt in X.dtypes)
     return scipy.sparse.issparse(getattr(X, "_meta", X) if is_dask_array(X) else X)
 
 
