@@ -14,6 +14,7 @@ import typing
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils import metadata_routing
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.em.init import INIT_METHODS
@@ -46,6 +47,11 @@ class BaseMixture(DensityMixin, BaseEstimator):
     (returns the prepared data, sets the fitted attributes), ``_natural`` and, where they
     differ, ``_marginal``, ``sample``, ``_sample_parts``, ``export_state`` and ``import_state``.
     """
+
+    # fit's keywords for the command (a checkpoint, progress events) are no metadata: a meta-estimator
+    # routes none to them, and set_fit_request offers none (as scikit-learn's trees do with check_input)
+    __metadata_request__fit: typing.ClassVar[dict] = {"checkpoint": metadata_routing.UNUSED,
+                                                      "progress": metadata_routing.UNUSED}
 
     _parameter_constraints: typing.ClassVar[dict] = {
         "n_components": [Interval(int, 1, None)],

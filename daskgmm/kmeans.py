@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.em.init import kmeans_tolerance
@@ -113,6 +113,10 @@ default="k-means||"
     n_features_in_ : int
     feature_names_in_ : ndarray of str
     """
+
+    # fit's keyword for the command (progress events) is no metadata: a meta-estimator routes nothing
+    # to it, and set_fit_request does not offer it (as scikit-learn's trees do with check_input)
+    __metadata_request__fit: typing.ClassVar[dict] = {"progress": metadata_routing.UNUSED}
 
     _parameter_constraints: typing.ClassVar[dict] = {
         "n_clusters": [Interval(int, 1, None)],
