@@ -147,6 +147,16 @@ def test_kmeans_api_and_errors(tmp_path):
         KMeans(3, init="kmeans++").fit(X)
     with pytest.raises(ValueError, match="does not match the number of clusters"):
         KMeans(3, init=X[:2]).fit(X)
+    # scikit-learn's check_array sentence, then where: a NaN centre took no row, silently (user-trial-10)
+    nan_start = X[:3].copy()
+    nan_start[2, 1] = np.nan
+    for init in (nan_start, lambda X, k, random_state: nan_start):
+        with pytest.raises(ValueError, match=r"^Input contains NaN\. init holds 1 non-finite value\(s\), "
+                                             r"in centre\(s\) 2\.$"):
+            KMeans(3, init=init).fit(X)
+    with pytest.raises(ValueError, match=r"^Input contains infinity or a value too large for dtype\('float64'\)\. "
+                                         r"init holds"):
+        KMeans(3, init=np.where(np.isnan(nan_start), np.inf, nan_start)).partial_fit(X)
     with pytest.raises(ValueError, match="contains NaN"):
         KMeans(2).fit(np.array([[1.0, np.nan], [0.0, 1.0], [2.0, 2.0]]))
     km.fit(X)

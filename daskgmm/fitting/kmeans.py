@@ -33,12 +33,14 @@ from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, 
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
 from daskgmm.models.states import first_best
+from daskgmm.validation.params import check_finite_starts
 from daskgmm.validation.scan import check_scan
 
 
 def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
-    """Given starting centres as float64, shape (n_clusters, n_features), or scikit-learn's error."""
+    """Given starting centres as float64, shape (n_clusters, n_features), finite, or scikit-learn's error."""
     c = np.asarray(centers.toarray() if sparse_kernels.issparse(centers) else centers, dtype=np.float64)
+    check_finite_starts(c, "init", "centre")  # scikit-learn's check_array comes before the shape's
     if c.ndim != 2 or c.shape[0] != n_clusters:
         raise ValueError(
             f"The shape of the initial centers {c.shape} does not match the number of clusters {n_clusters}."

@@ -39,6 +39,28 @@ def _invalid_parameter_error() -> type:
 InvalidParameterError = _invalid_parameter_error()
 
 
+def check_finite_starts(values, what: str, unit: str) -> None:
+    """scikit-learn's ``check_array`` sentence for given starting points holding NaN or infinity ("Input
+    contains NaN."), then how many and in which rows: ``KMeans(init=array)`` and ``KMedoids(init=array)``
+    started from them silently (a NaN centre takes no row; a NaN point picks arbitrary medoids).
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (k, d)
+    what : str
+        The parameter, for the message ("init").
+    unit : str
+        What a row of it is ("centre", "point").
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    kind = "NaN" if np.isnan(values).any() else "infinity or a value too large for dtype('float64')"
+    rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1)) if np.ndim(values) else np.zeros(1, int)
+    raise ValueError(f"Input contains {kind}. {what} holds {int(bad.sum())} non-finite value(s), in {unit}(s) "
+                     f"{', '.join(map(str, rows))}.")
+
+
 def warn_convergence(message: str) -> None:
     """Warn with scikit-learn's ConvergenceWarning, pointing at the caller of ``fit``."""
     warnings.warn(message, ConvergenceWarning, stacklevel=3)
