@@ -283,6 +283,10 @@ def test_sample_matches_sklearn(faithful):
         ({"covariance_type": "banana"}, "'covariance_type' parameter of GaussianMixture must be a str among"),
         ({"tol": -1.0}, "'tol' parameter"),
         ({"reg_covar": -1}, "'reg_covar' parameter"),
+        # an open bound's infinity is out of range, as in scikit-learn (inf was taken; user-trial-10)
+        ({"reg_covar": np.inf}, r"'reg_covar' parameter of GaussianMixture must be a float in the range \[0\.0, "
+                                r"inf\)\. Got inf instead"),
+        ({"tol": np.inf}, "'tol' parameter"),
         ({"max_iter": -1}, "'max_iter' parameter"),
         ({"n_init": 0}, "'n_init' parameter"),
         ({"init_params": "magic"}, "'init_params' parameter"),

@@ -83,10 +83,14 @@ class Interval:
             return False
         if self.kind is float and not isinstance(v, numbers.Real):
             return False
-        if isinstance(v, float) and math.isnan(v):
+        if not isinstance(v, numbers.Integral) and math.isnan(v):  # np.float32('nan') too
             return False
-        lo_ok = self.left is None or (v >= self.left if self.closed in ("left", "both") else v > self.left)
-        hi_ok = self.right is None or (v <= self.right if self.closed in ("right", "both") else v < self.right)
+        # a missing bound is infinite and, unless closed, excluded (scikit-learn's rule: reg_covar=inf is
+        # not "in the range [0.0, inf)")
+        left = -math.inf if self.left is None else self.left
+        right = math.inf if self.right is None else self.right
+        lo_ok = v >= left if self.closed in ("left", "both") else v > left
+        hi_ok = v <= right if self.closed in ("right", "both") else v < right
         return lo_ok and hi_ok
 
     def __str__(self):
