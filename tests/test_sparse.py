@@ -268,6 +268,11 @@ def test_sparse_nan_is_scikit_learns_error_and_the_mixtures_refuse_sparse_rows()
 
     with pytest.raises(TypeError, match="Sparse data was passed for X, but dense data is required"):
         GaussianMixture(2).fit(_lazy(X, 100))
+    w = np.ones(300)
+    w[[20, 150]] = [np.inf, -1.0]  # the sparse scan counts bad weights by kind, as the dense one
+    with pytest.raises(ValueError, match=r"^Input sample_weight contains infinity .*\. sample_weight holds 1 infinite "
+                                         r"and 1 negative value\(s\), the first at row 20; KMeans"):
+        KMeans(2).fit(_lazy(X, 100), sample_weight=da.from_array(w, chunks=100))
 
 
 def test_a_pandas_frame_of_sparse_columns_is_sparse_rows():

@@ -42,6 +42,7 @@ from daskgmm.validation.params import (
 )
 from daskgmm.validation.scan import (
     DegenerateDataWarning,
+    bad_weights_message,
     check_finite,
     check_scan,
     empty_rows_error,
@@ -493,11 +494,12 @@ def _check_weights_shape(shape, n: int) -> None:
 def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True) -> np.ndarray:
     """In-memory ``sample_weight`` as float64 of shape (n,), checked with scikit-learn's sentences first
     (``_check_sample_weight``'s, then check_array's for NaN and infinity and check_non_negative's), then
-    how many values and the first one's row. A scalar weights every row alike, as in scikit-learn.
+    how many values of each kind and the first one's row (:func:`bad_weights_message`). A scalar weights
+    every row alike, as in scikit-learn.
 
     Unlike scikit-learn's KMeans, a negative weight is refused: a weight is a row's share of the statistics
     (its k-means++ start fails on one anyway, 'probabilities are not non-negative'). Dask weights are
-    checked by the scan of the pass that reads them (a count of the bad values).
+    counted by the scan of the pass that reads them, and named in the same words.
 
     Parameters
     ----------
@@ -508,13 +510,10 @@ def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True)
     if w.ndim == 0:
         w = np.full(n, float(w))
     _check_weights_shape(w.shape, n)
-    for bad, sentence in ((np.isnan(w), "Input sample_weight contains NaN."),
-                          (np.isinf(w), "Input sample_weight contains infinity or a value too large for "
-                                        "dtype('float64')."),
-                          (w < 0, "Negative values in data passed to `sample_weight`.")):
-        if bad.any():
-            raise ValueError(f"{sentence} {int(bad.sum())} value(s), the first at row {int(np.argmax(bad))}; "
-                             f"{name} takes finite non-negative weights.")
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if bad.any():
+        n_nan, n_inf = int(np.isnan(w).sum()), int(np.isinf(w).sum())
+        raise ValueError(bad_weights_message(n_nan, n_inf, int(bad.sum()) - n_nan - n_inf, int(np.argmax(bad)), name))
     if not allow_all_zero and not w.any():
         raise ValueError(f"Sample weights must contain at least one non-zero number. {name} got sample_weight "
                          "with a sum of 0.")
