@@ -170,10 +170,11 @@ class BaseMixture(DensityMixin, BaseEstimator):
         """The per-component form for rows with NaN (``missing="marginalize"``), or None."""
         return None
 
-    def _apply(self, X, what):
-        """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out."""
+    def _apply(self, X, what, min_samples=0):
+        """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out (``min_samples``: Dask rows
+        needed; in-memory input needs one, as scikit-learn's)."""
         check_is_fitted(self)
-        Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"))
+        Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"), min_samples=min_samples)
         rows = _widened(x if Xd is None else Xd, self.means_.dtype)
         centre = self._centre()
         return fitting_predict.apply_mixture(rows, self._natural(centre), centre, what,
@@ -193,7 +194,9 @@ class BaseMixture(DensityMixin, BaseEstimator):
 
     def score(self, X, y=None):
         """Mean log-likelihood per row (a float; Dask input is computed)."""
-        s = self.score_samples(X)
+        # a mean needs a row: scikit-learn's error for Dask input with none too (it gave NaN, and bic a
+        # 'math domain error')
+        s = self._apply(X, "score", min_samples=1)
         return float(compute_bounded(s.mean(), what="score")[0] if hasattr(s, "compute") else s.mean())
 
     def sample(self, n_samples=1):

@@ -346,6 +346,14 @@ def test_predict_checks():
         g.predict(da.zeros((4, 3)))
     with pytest.raises(ValueError, match="contains NaN"):
         g.predict_proba(np.array([[np.nan, 1.0]]))
+    # a mean of no rows: scikit-learn's error for Dask input too (it was NaN, and bic a 'math domain error';
+    # user-trial-10); the predictions of no rows stay an empty lazy array
+    none = da.from_array(X, chunks=50)[da.from_array(X[:, 0], chunks=50) > 1e9]
+    for call in (g.score, g.bic, g.aic):
+        with pytest.raises(ValueError, match=r"^Found array with 0 sample\(s\) \(shape=\(0, 2\)\) while a minimum "
+                                             r"of 1 is required by GaussianMixture\.$"):
+            call(none)
+    assert g.predict(none).compute().shape == (0,)
 
 
 @pytest.mark.parametrize("ct", ["full", "tied"])  # diag/spherical keep scikit-learn's 10 eps μ² (test_stats)

@@ -394,10 +394,11 @@ def _column_names(frame):
     return None
 
 
-def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False):
+def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False, min_samples: int = 0):
     """Rows to predict on with a fitted estimator, checked against what it was fitted on.
 
-    ``missing="marginalize"`` lets NaN through (infinity is still an error).
+    ``missing="marginalize"`` lets NaN through (infinity is still an error). Dask input needs
+    ``min_samples`` rows (0: predictions of no rows are an empty lazy array), in-memory input one.
 
     Returns
     -------
@@ -409,7 +410,8 @@ def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = 
     """
     name = type(estimator).__name__
     if is_dask(X):
-        Xd, info = check_rows(X, name, min_samples=0, estimator=estimator, reset=False, accept_sparse=accept_sparse)
+        Xd, info = check_rows(X, name, min_samples=min_samples, estimator=estimator, reset=False,
+                              accept_sparse=accept_sparse)
         return finite_chunks(Xd, estimator, info, missing), None
     finite = "allow-nan" if missing == "marginalize" else True
     return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
