@@ -275,6 +275,25 @@ def test_sparse_nan_is_scikit_learns_error_and_the_mixtures_refuse_sparse_rows()
         KMeans(2).fit(_lazy(X, 100), sample_weight=da.from_array(w, chunks=100))
 
 
+def test_pydata_sparse_chunks_are_sparse_rows():
+    """Dask's own sparse chunks (pydata sparse, e.g. map_blocks(sparse.COO)) are the scipy.sparse rows they
+    convert to: every method raised pydata's 'Cannot convert a sparse array to dense automatically', the
+    mixtures too (user-trial-10). pydata sparse is no test dependency: skipped where it is missing."""
+    pydata = pytest.importorskip("sparse")
+    from daskgmm import GaussianMixture
+
+    X, _ = _text_like(n=60, d=6)
+    start = X[:2].toarray()
+    ref = KMeans(2, init=start).fit(X)
+    chunks = da.from_array(X.toarray(), chunks=(25, 6)).map_blocks(pydata.COO.from_numpy, dtype=np.float64)
+    for data in (chunks, pydata.COO.from_scipy_sparse(X)):
+        km = KMeans(2, init=start).fit(data)
+        np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-12)
+        np.testing.assert_array_equal(np.asarray(km.predict(data)), ref.labels_)
+    with pytest.raises(TypeError, match=r"dense data is required\. .* GaussianMixture fits dense rows only"):
+        GaussianMixture(2).fit(chunks)
+
+
 def test_a_pandas_frame_of_sparse_columns_is_sparse_rows():
     """scikit-learn's check_array takes a DataFrame of sparse columns as a sparse matrix: KMeans refused it as
     'dense data is required' in fit, score and predict (user-trial-10); the mixtures' refusal says what to pass."""

@@ -56,9 +56,11 @@ def issparse(x) -> bool:
 def as_csr(x) -> sp.csr_array:
     """Rows as a canonical ``csr_array`` (sorted indices, no duplicates), sharing memory when they are one.
 
-    Other sparse formats are converted. A non-canonical CSR (duplicate entries, which
-    every product adds but ``‖x‖²`` would not) is summed on a copy.
+    Other sparse formats are converted, pydata ``sparse`` arrays (Dask's sparse chunks) too. A non-canonical
+    CSR (duplicate entries, which every product adds but ``‖x‖²`` would not) is summed on a copy.
     """
+    if not issparse(x) and hasattr(x, "to_scipy_sparse"):
+        x = x.to_scipy_sparse()
     if x.format != "csr":
         x = x.tocsr()
     out = sp.csr_array((x.data, x.indices, x.indptr), shape=x.shape, copy=False)

@@ -79,13 +79,20 @@ def is_dask(X) -> bool:
 
 def is_sparse(X) -> bool:
     """A scipy.sparse matrix or array in memory, a pandas DataFrame of sparse columns only (scikit-learn's
-    ``check_array`` takes it as a sparse matrix; one with dense columns too it makes dense, warning), or a
-    Dask array whose chunks are scipy.sparse."""
+    ``check_array`` takes it as a sparse matrix; one with dense columns too it makes dense, warning), a 2-D
+    pydata ``sparse`` array, or a Dask array whose chunks are scipy.sparse or pydata ``sparse``."""
     import scipy.sparse
 
     if _is_pandas_frame(X):
         return len(X.columns) > 0 and all(type(dt).__name__ == "SparseDtype" for dt in X.dtypes)
-    return scipy.sparse.issparse(getattr(X, "_meta", X) if is_dask_array(X) else X)
+    x = getattr(X, "_meta", X) if is_dask_array(X) else X
+    return scipy.sparse.issparse(x) or _is_pydata_sparse(x)
+
+
+def _is_pydata_sparse(x) -> bool:
+    """A pydata ``sparse`` array (COO, GCXS): Dask's own sparse chunks, taken as the scipy.sparse rows they
+    convert to (they raised pydata's 'Cannot convert a sparse array to dense automatically')."""
+    return type(x).__module__.split(".")[0] == "sparse" and hasattr(x, "to_scipy_sparse")
 
 
 def _frame_float_dtype(dtypes) -> np.dtype:
@@ -256,6 +263,8 @@ def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool
     if accept_sparse and is_sparse(X):
         from daskgmm.kernels.sparse import as_csr
 
+        if _is_pydata_sparse(X):  # scikit-learn's check_array takes scipy.sparse only
+            X = X.to_scipy_sparse()
         kw["accept_sparse"] = "csr"
         checked = validate_data(estimator, X, reset=reset, **kw) if estimator is not None else \
             check_array(X, estimator=name, **kw)
