@@ -21,6 +21,7 @@ from daskgmm.em.init import INIT_METHODS
 from daskgmm.engine.cluster import compute_bounded
 from daskgmm.fitting import attributes as fitting_attributes
 from daskgmm.fitting import predict as fitting_predict
+from daskgmm.fitting.mixture import check_continued_model
 from daskgmm.fitting.report import VerboseReport
 from daskgmm.kernels import covariance as cov
 from daskgmm.validation.checks import prediction_chunks, prediction_rows, prepare_rows
@@ -141,6 +142,13 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "means_")
 
+    def _check_fitted(self):
+        """Fitted, and the parameters still say the fitted model's form: after set_params changed
+        n_components or covariance_type, the fitted arrays were read as the new form."""
+        check_is_fitted(self)
+        check_continued_model(type(self).__name__, self.means_, self.covariances_, self.precisions_cholesky_,
+                              self.n_components, self.covariance_type, how="fitted")
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = getattr(self, "missing", "raise") == "marginalize"
@@ -173,7 +181,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
     def _apply(self, X, what, min_samples=0):
         """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out (``min_samples``: Dask rows
         needed; in-memory input needs one, as scikit-learn's)."""
-        check_is_fitted(self)
+        self._check_fitted()
         Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"), min_samples=min_samples)
         rows = _widened(x if Xd is None else Xd, self.means_.dtype)
         centre = self._centre()
@@ -208,7 +216,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         y : ndarray of int, shape (n_samples,)
             Component of each row.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
                                               n_samples, self.random_state)
 
@@ -238,7 +246,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
 
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
-        check_is_fitted(self)
+        self._check_fitted()
         Xd = _widened(prediction_chunks(self, X, getattr(self, "missing", "raise")), self.means_.dtype)
         centre = self._centre()
         return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
@@ -261,7 +269,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
         from daskgmm.io.files import rows_per_part
         from daskgmm.io.outputs import write_parts
 
-        check_is_fitted(self)
+        self._check_fitted()
         n_samples = int(n_samples)
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}")
@@ -282,7 +290,7 @@ class BaseMixture(DensityMixin, BaseEstimator):
 
     def export_state(self):
         """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
-        check_is_fitted(self)
+        self._check_fitted()
         return fitting_attributes.export_mixture(self)
 
     def import_state(self, arrays, meta):

@@ -188,7 +188,7 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         y : ndarray of int, shape (n_samples,)
             Component of each row.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
                                               n_samples, self.random_state, df=self.df_)
 

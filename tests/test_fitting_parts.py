@@ -54,7 +54,8 @@ def test_a_continued_model_keeps_its_number_of_components_and_covariance_type():
     changed it they broke (a broadcasting error), fitted from garbage (full read as tied), or kept the old
     components under the new n_components (user-trial-10; scikit-learn's warm start does all three)."""
     d = 2
-    chol = {"full": np.stack([np.triu(np.ones((d, d)))] * 2), "tied": np.triu(np.ones((d, d))),
+    # tied's factor triangular to rounding (a fit left -5e-17 below a diagonal of 2.7)
+    chol = {"full": np.stack([np.triu(np.ones((d, d)))] * 2), "tied": np.array([[2.7, -1.0], [-5e-17, 0.2]]),
             "diag": np.ones((2, d)), "spherical": np.ones(2)}
     for ct, pc in chol.items():  # K = D = 2: tied and diag have one shape, told apart by the triangle
         fitting.check_continued_model("G", np.zeros((2, d)), pc, pc, 2, ct)

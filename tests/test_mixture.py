@@ -173,14 +173,21 @@ def test_warm_start_continues():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_warm_start_and_partial_fit_refuse_a_changed_form():
-    """After set_params changed n_components or covariance_type (see test_fitting_parts)."""
+def test_warm_start_partial_fit_and_predictions_refuse_a_changed_form(tmp_path):
+    """After set_params changed n_components or covariance_type (see test_fitting_parts). Predictions read
+    the fitted arrays as the new form: full read as tied gave labels and a NaN bic (divide-by-zero warnings),
+    another n_components a bic of the wrong parameters, and a model file that does not load (user-trial-10)."""
     X = np.random.RandomState(0).randn(30, 2)
     g = GaussianMixture(2, warm_start=True, max_iter=2, tol=0.0, random_state=0).fit(X)
     for change in ({"covariance_type": "tied"}, {"n_components": 3}):
         g2 = clone(g).set_params(warm_start=False).fit(X).set_params(warm_start=True, **change)
         for call, what in ((g2.fit, "warm_start=True"), (g2.partial_fit, "partial_fit")):
             with pytest.raises(ValueError, match=f"{what}.* continues the fitted model"):
+                call(X)
+        for call in (g2.predict, g2.predict_proba, g2.score, g2.bic, lambda X, g2=g2: g2.sample(2),
+                     lambda X, g2=g2: g2.save(tmp_path / "m")):
+            with pytest.raises(ValueError, match=r"^GaussianMixture was fitted with 2 components and covariance_type="
+                                                 r"'full', but its parameters say .* Fit it again, or set them back"):
                 call(X)
     g.fit(X)  # the same form continues
     assert g.n_iter_ == 2

@@ -122,8 +122,10 @@ def check_continued_model(name: str, means, covariances, precisions_cholesky, n_
 
     Parameters
     ----------
-    how : {"warm_start", "partial_fit"}
-        What continues the model, for the message.
+    how : {"warm_start", "partial_fit", "fitted"}
+        What continues the model, for the message; "fitted": predictions, samples and model files, which
+        read the fitted arrays as the parameters' form (scikit-learn's fail in NumPy; full read as tied
+        gave labels and a NaN bic with divide-by-zero warnings).
     """
     k, d = np.shape(means)
     fitted = cov.fitted_covariance_type(covariances, precisions_cholesky, k, d)
@@ -131,6 +133,9 @@ def check_continued_model(name: str, means, covariances, precisions_cholesky, n_
         return
     was = f"{k} component{'s' * (k != 1)}" + (f" and covariance_type={fitted!r}" if fitted else "")
     now = f"n_components={n_components} and covariance_type={covariance_type!r}"
+    if how == "fitted":
+        raise ValueError(f"{name} was fitted with {was}, but its parameters say {now}: set_params after fit does "
+                         "not change the fitted model. Fit it again, or set them back.")
     who, remedy = ((f"{name}(warm_start=True)", "Set warm_start=False to fit a new model of that form.")
                    if how == "warm_start" else
                    (f"{name}.partial_fit", "Fit a new model of that form (fit, or partial_fit on a clone)."))

@@ -532,13 +532,15 @@ def covariance_shape(covariance_type: str, n_components: int, n_features: int) -
 
 def fitted_covariance_type(covariances, precisions_cholesky, n_components: int, n_features: int) -> str | None:
     """The covariance type of fitted arrays, from their shapes: "full" (K, D, D), "spherical" (K,), "tied"
-    (D, D), "diag" (K, D); when K = D, tied's Cholesky factor is upper triangular where diag's entries are
-    all positive. None when the shapes fit no type, or two that are one model (K = D = 1: tied and diag)."""
+    (D, D), "diag" (K, D); when K = D, tied's Cholesky factor is triangular (to rounding: an entry of
+    -5e-17 below a diagonal of 2.7 was seen) where diag's entries are all positive precisions. None when
+    the shapes fit no type, or two that are one model (K = D = 1: tied and diag)."""
     shape = np.shape(covariances)
     found = [t for t in COVARIANCE_TYPES if shape == covariance_shape(t, n_components, n_features)]
     if found == ["tied", "diag"] and n_features > 1:
-        below = np.tril(np.asarray(precisions_cholesky), -1)
-        return "tied" if not np.any(below) else "diag"
+        pc = np.abs(np.asarray(precisions_cholesky, np.float64))
+        off = min(np.tril(pc, -1).max(), np.triu(pc, 1).max())
+        return "tied" if off <= 1e-12 * pc.max() else "diag"
     return found[0] if len(found) == 1 else None
 
 
