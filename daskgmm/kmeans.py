@@ -408,6 +408,7 @@ shape (n_samples, n_features)
     def export_state(self):
         """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)
+        fitting_kmeans.check_continued_centers(type(self).__name__, self.cluster_centers_, self.n_clusters, "fitted")
         return fitting_kmeans.export_kmeans(self)
 
     def import_state(self, arrays, meta):

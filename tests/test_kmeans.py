@@ -136,6 +136,9 @@ def test_partial_fit_is_the_sequential_update_and_close_to_batch():
     with pytest.raises(ValueError, match=r"^KMeans.partial_fit continues the fitted model, which has 2 centres, but "
                                          r"the parameters say n_clusters=3\. Fit a new model"):
         seq.set_params(n_clusters=3).partial_fit(rows)
+    # a model file said n_clusters=3 beside 2 centres: it did not load
+    with pytest.raises(ValueError, match=r"^KMeans was fitted with 2 centres, but its parameters say n_clusters=3"):
+        seq.export_state()
 
 
 def test_kmeans_api_and_errors(tmp_path):

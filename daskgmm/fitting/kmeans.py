@@ -53,14 +53,19 @@ def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
     return c
 
 
-def check_continued_centers(name: str, centers, n_clusters: int) -> None:
+def check_continued_centers(name: str, centers, n_clusters: int, how: str = "partial_fit") -> None:
     """A later ``partial_fit`` continues the fitted centres: after ``set_params(n_clusters=...)`` it kept the
-    old ones under the new number (as scikit-learn's MiniBatchKMeans does), silently."""
+    old ones under the new number (as scikit-learn's MiniBatchKMeans does), silently; ``how="fitted"``: a
+    model file says the parameters' number of clusters with the fitted centres (it did not load)."""
     k = int(np.shape(centers)[0])
-    if k != n_clusters:
-        raise ValueError(f"{name}.partial_fit continues the fitted model, which has {k} centre{'s' * (k != 1)}, but "
-                         f"the parameters say n_clusters={n_clusters}. Fit a new model of that form (fit, or "
-                         "partial_fit on a clone).")
+    if k == n_clusters:
+        return
+    was = f"{k} centre{'s' * (k != 1)}"
+    if how == "fitted":
+        raise ValueError(f"{name} was fitted with {was}, but its parameters say n_clusters={n_clusters}: set_params "
+                         "after fit does not change the fitted model. Fit it again, or set them back.")
+    raise ValueError(f"{name}.partial_fit continues the fitted model, which has {was}, but the parameters say "
+                     f"n_clusters={n_clusters}. Fit a new model of that form (fit, or partial_fit on a clone).")
 
 
 def resolve_n_init(n_init, init) -> int:
