@@ -14,12 +14,14 @@ import typing
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils import metadata_routing
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.em.init import INIT_METHODS
 from daskgmm.engine.cluster import compute_bounded
 from daskgmm.fitting import attributes as fitting_attributes
 from daskgmm.fitting import predict as fitting_predict
+from daskgmm.fitting.mixture import check_continued_model
 from daskgmm.fitting.report import VerboseReport
 from daskgmm.kernels import covariance as cov
 from daskgmm.validation.checks import prediction_chunks, prediction_rows, prepare_rows
@@ -65,6 +67,11 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
     (returns the prepared data, sets the fitted attributes), ``_natural`` and, where they
     differ, ``_marginal``, ``sample``, ``_sample_parts``, ``export_state`` and ``import_state``.
     """
+
+    # fit's keywords for the command (a checkpoint, progress events) are no metadata: a meta-estimator
+    # routes none to them, and set_fit_request offers none (as scikit-learn's trees do with check_input)
+    __metadata_request__fit: typing.ClassVar[dict] = {"checkpoint": metadata_routing.UNUSED,
+                                                      "progress": metadata_routing.UNUSED}
 
     _parameter_constraints: typing.ClassVar[dict] = {
         "n_components": [Interval(int, 1, None)],
@@ -154,6 +161,13 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "means_")
 
+    def _check_fitted(self):
+        """Fitted, and the parameters still say the fitted model's form: after set_params changed
+        n_components or covariance_type, the fitted arrays were read as the new form."""
+        check_is_fitted(self)
+        check_continued_model(type(self).__name__, self.means_, self.covariances_, self.precisions_cholesky_,
+                              self.n_components, self.covariance_type, how="fitted")
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = getattr(self, "missing", "raise") == "marginalize"
@@ -183,10 +197,11 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         """The per-component form for rows with NaN (``missing="marginalize"``), or None."""
         return None
 
-    def _apply(self, X, what):
-        """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out."""
-        check_is_fitted(self)
-        Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"))
+    def _apply(self, X, what, min_samples=0):
+        """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out (``min_samples``: Dask rows
+        needed; in-memory input needs one, as scikit-learn's)."""
+        self._check_fitted()
+        Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"), min_samples=min_samples)
         rows = _widened(x if Xd is None else Xd, self.means_.dtype)
         centre = self._centre()
         return fitting_predict.apply_mixture(rows, self._natural(centre), centre, what,
@@ -206,7 +221,9 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
 
     def score(self, X, y=None):
         """Mean log-likelihood per row (a float; Dask input is computed)."""
-        s = self.score_samples(X)
+        # a mean needs a row: scikit-learn's error for Dask input with none too (it gave NaN, and bic a
+        # 'math domain error')
+        s = self._apply(X, "score", min_samples=1)
         return float(compute_bounded(s.mean(), what="score")[0] if hasattr(s, "compute") else s.mean())
 
     def _df(self):
@@ -224,7 +241,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         y : ndarray of int, shape (n_samples,)
             Component of each row.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         return fitting_predict.sample_mixture(self.weights_, self.means_, self.covariances_, self.covariance_type,
                                               n_samples, self.random_state, df=self._df())
 
@@ -252,7 +269,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
 
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
-        check_is_fitted(self)
+        self._check_fitted()
         Xd = _widened(prediction_chunks(self, X, getattr(self, "missing", "raise")), self.means_.dtype)
         centre = self._centre()
         return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
@@ -275,7 +292,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         from daskgmm.io.files import rows_per_part
         from daskgmm.io.outputs import write_parts
 
-        check_is_fitted(self)
+        self._check_fitted()
         n_samples = int(n_samples)
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}")
@@ -289,7 +306,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
     # ----------------------------------------------------------- persistence
     def export_state(self):
         """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
-        check_is_fitted(self)
+        self._check_fitted()
         return fitting_attributes.export_mixture(self)
 
     def import_state(self, arrays, meta):

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.base import ModelFilesMixin
@@ -25,6 +25,7 @@ from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
 from daskgmm.validation.checks import (
+    check_weights,
     in_memory_rows,
     input_or_model_names,
     is_dask,
@@ -113,6 +114,10 @@ default="k-means||"
     n_features_in_ : int
     feature_names_in_ : ndarray of str
     """
+
+    # fit's keyword for the command (progress events) is no metadata: a meta-estimator routes nothing
+    # to it, and set_fit_request does not offer it (as scikit-learn's trees do with check_input)
+    __metadata_request__fit: typing.ClassVar[dict] = {"progress": metadata_routing.UNUSED}
 
     _parameter_constraints: typing.ClassVar[dict] = {
         "n_clusters": [Interval(int, 1, None)],
@@ -288,9 +293,11 @@ shape (n_samples, n_features)
         self
         """
         first = not hasattr(self, "cluster_centers_")
+        name = type(self).__name__
         if first:
             self._validate_params()
-        name = type(self).__name__
+        else:
+            fitting_kmeans.check_continued_centers(name, self.cluster_centers_, self.n_clusters)
         dask_batch = is_dask(X)
         if dask_batch:
             # the first batch's scan gives k-means++ its shift; a later batch's scan runs in the pass of its
@@ -301,9 +308,8 @@ shape (n_samples, n_features)
         else:
             x = in_memory_rows(X, name, 1, estimator=self, reset=first, finite=True, accept_sparse=True)
             d = x.shape[1]
-            w = None if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
-            if w is not None and len(w) != len(x):
-                raise ValueError(f"sample_weight.shape == {w.shape}, expected ({len(x)},)!")
+            # checked as a Dask batch's are by its scan (which refuses a sum of 0, as here)
+            w = None if sample_weight is None else check_weights(sample_weight, len(x), name, allow_all_zero=False)
         if not first and d != self.n_features_in_:
             raise ValueError(f"X has {d} features, but {name} is expecting {self.n_features_in_} features as input.")
         if first:
@@ -393,6 +399,7 @@ shape (n_samples, n_features)
     def export_state(self):
         """The fitted model as (arrays, JSON-able metadata), for :func:`daskgmm.io.modelfiles.save_model`."""
         check_is_fitted(self)
+        fitting_kmeans.check_continued_centers(type(self).__name__, self.cluster_centers_, self.n_clusters, "fitted")
         return fitting_kmeans.export_kmeans(self)
 
     def import_state(self, arrays, meta):

@@ -10,6 +10,7 @@ import typing
 import warnings
 
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.utils import metadata_routing
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.base import ModelFilesMixin
@@ -102,6 +103,11 @@ default="k-medoids++"
     n_features_in_ : int
     feature_names_in_ : ndarray of str
     """
+
+    # fit's keywords for the command (a checkpoint, progress events) are no metadata: a meta-estimator
+    # routes none to them, and set_fit_request offers none (as scikit-learn's trees do with check_input)
+    __metadata_request__fit: typing.ClassVar[dict] = {"checkpoint": metadata_routing.UNUSED,
+                                                      "progress": metadata_routing.UNUSED}
 
     _parameter_constraints: typing.ClassVar[dict] = {
         "n_clusters": [Interval(int, 1, None)],

@@ -59,6 +59,27 @@ def test_rows_of_chunks_of_unknown_size_are_counted():
     assert with_known_rows(x) is x
 
 
+def test_columns_of_chunks_of_unknown_width_are_read_from_the_first_row_of_chunks():
+    """map_blocks without chunks= (or from_delayed with a NaN width) leaves the columns unknown: a fit failed
+    on 'cannot convert float NaN to integer' and predict said 'X has nan features' (user-trial-10); the
+    width is read from the first chunk of rows (engine.cluster.with_known_columns), rows and values untouched."""
+    from daskgmm import KMeans
+    from daskgmm.engine.cluster import with_known_columns
+
+    x = np.r_[np.zeros((6, 3)), np.ones((6, 3))]
+    lazy = da.from_array(x, chunks=(4, 2))
+    blind = lazy.map_blocks(lambda b: b, chunks=((np.nan,) * 3, (np.nan,) * 2))
+    known = with_known_columns(blind)
+    assert known.chunks == (blind.chunks[0], (2, 1))
+    np.testing.assert_array_equal(known.compute(), x)
+    assert with_known_columns(lazy) is lazy
+    km = KMeans(2, init=x[[0, 6]]).fit(blind)
+    assert km.n_features_in_ == 3 and km.inertia_ == 0.0
+    np.testing.assert_array_equal(km.predict(blind).compute(), km.labels_.compute())
+    with pytest.raises(ValueError, match="X has 2 features, but KMeans is expecting 3"):
+        km.predict(lazy[:, :2].map_blocks(lambda b: b, chunks=((np.nan,) * 3, (np.nan,))))
+
+
 def test_graph_does_not_grow_with_iterations(monkeypatch):
     X, _, _ = make_blobs(n=2000)
     sizes = []

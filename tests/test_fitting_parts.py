@@ -49,6 +49,27 @@ def test_checks_before_a_fit_give_scikit_learns_messages():
         fitting.check_warm_features("G", 2, 3)
 
 
+def test_a_continued_model_keeps_its_number_of_components_and_covariance_type():
+    """warm_start and a later partial_fit read the fitted arrays as the parameters' form: after set_params
+    changed it they broke (a broadcasting error), fitted from garbage (full read as tied), or kept the old
+    components under the new n_components (user-trial-10; scikit-learn's warm start does all three)."""
+    d = 2
+    # tied's factor triangular to rounding (a fit left -5e-17 below a diagonal of 2.7)
+    chol = {"full": np.stack([np.triu(np.ones((d, d)))] * 2), "tied": np.array([[2.7, -1.0], [-5e-17, 0.2]]),
+            "diag": np.ones((2, d)), "spherical": np.ones(2)}
+    for ct, pc in chol.items():  # K = D = 2: tied and diag have one shape, told apart by the triangle
+        fitting.check_continued_model("G", np.zeros((2, d)), pc, pc, 2, ct)
+        for other in set(chol) - {ct}:
+            with pytest.raises(ValueError, match=rf"G\(warm_start=True\) continues the fitted model, which has 2 "
+                                                 rf"components and covariance_type='{ct}', but the parameters say "
+                                                 rf"n_components=2 and covariance_type='{other}'\. Set warm_start"):
+                fitting.check_continued_model("G", np.zeros((2, d)), pc, pc, 2, other)
+    with pytest.raises(ValueError, match=r"G.partial_fit continues .* 2 components and covariance_type='full', "
+                                         r"but the parameters say n_components=3 .* partial_fit on a clone"):
+        fitting.check_continued_model("G", np.zeros((2, d)), chol["full"], chol["full"], 3, "full", how="partial_fit")
+    fitting.check_continued_model("G", np.zeros((1, 1)), np.ones((1, 1)), np.ones((1, 1)), 1, "diag")  # one model
+
+
 def test_prediction_functions_equal_the_estimator():
     X, _, _ = make_blobs(n=600, d=2, k=3)
     g = GaussianMixture(3, random_state=0).fit(X)

@@ -74,6 +74,43 @@ def test_sample_weight_counts_as_repeated_rows():
     np.testing.assert_allclose(a.inertia_, b.inertia_, rtol=1e-10)
 
 
+def test_bad_sample_weight_is_refused_with_scikit_learns_sentence_by_every_method():
+    """In-memory weights are checked before any pass, scikit-learn's sentence first, then the count and the
+    first row; partial_fit on an in-memory batch took NaN, infinite, negative, 2-D and all-zero weights
+    silently (NaN centres or none moved; a Dask batch was refused) (user-trial-10)."""
+    X = np.r_[np.zeros((6, 2)), np.ones((6, 2))]
+    km = KMeans(2, init=X[[0, 6]]).fit(X)
+
+    def weights(value, row=3):
+        w = np.ones(len(X))
+        w[row] = value
+        return w
+
+    cases = [
+        (weights(np.nan), r"^Input sample_weight contains NaN\. sample_weight holds 1 NaN value\(s\), the first "
+                          r"at row 3; KMeans takes finite non-negative weights\.$"),
+        (weights(np.inf), r"^Input sample_weight contains infinity or a value too large for dtype\('float64'\)\. "
+                          r"sample_weight holds 1 infinite"),
+        (weights(-1.0, 5), r"^Negative values in data passed to `sample_weight`\. sample_weight holds 1 negative "
+                           r"value\(s\), the first at row 5"),
+        (np.ones((len(X), 1)), r"^Sample weights must be 1D array or scalar, got 2D array\. Expected either a scalar "
+                               r"value or a 1D array of length 12\.$"),
+        (np.ones(5), r"^sample_weight\.shape == \(5,\), expected \(12,\)!$"),
+        (np.zeros(len(X)), r"^Sample weights must contain at least one non-zero number\. KMeans got"),
+    ]
+    calls = [lambda w: clone(km).fit(X, sample_weight=w), lambda w: km.score(X, sample_weight=w),
+             lambda w: clone(km).partial_fit(X, sample_weight=w), lambda w: clone(km).partial_fit(X).partial_fit(
+                 X, sample_weight=w), lambda w: clone(km).fit(da.from_array(X, chunks=5), sample_weight=w)]
+    for w, match in cases:
+        for call in calls:
+            with pytest.raises(ValueError, match=match):
+                call(w)
+    online = clone(km).partial_fit(X, sample_weight=2.0)  # a scalar weights every row, as in fit
+    np.testing.assert_array_equal(online.counts_, [12.0, 12.0])
+    with pytest.raises(ValueError, match=r"^Input sample_weight contains NaN\. .*GaussianMixture takes"):
+        daskgmm.GaussianMixture(2).fit(X, sample_weight=weights(np.nan))
+
+
 def test_partial_fit_is_the_sequential_update_and_close_to_batch():
     X, _, _ = make_blobs(n=20000, d=3, k=5, seed=3)
     batch = KMeans(5, random_state=0).fit(X)
@@ -95,6 +132,13 @@ def test_partial_fit_is_the_sequential_update_and_close_to_batch():
         np.testing.assert_allclose(seq.cluster_centers_, mu, rtol=1e-12)
     with pytest.raises(ValueError, match="expecting 2 features"):
         seq.partial_fit(np.zeros((3, 3)))
+    # another n_clusters kept the fitted centres silently, as scikit-learn's MiniBatchKMeans (user-trial-10)
+    with pytest.raises(ValueError, match=r"^KMeans.partial_fit continues the fitted model, which has 2 centres, but "
+                                         r"the parameters say n_clusters=3\. Fit a new model"):
+        seq.set_params(n_clusters=3).partial_fit(rows)
+    # a model file said n_clusters=3 beside 2 centres: it did not load
+    with pytest.raises(ValueError, match=r"^KMeans was fitted with 2 centres, but its parameters say n_clusters=3"):
+        seq.export_state()
 
 
 def test_kmeans_api_and_errors(tmp_path):
@@ -109,6 +153,16 @@ def test_kmeans_api_and_errors(tmp_path):
         KMeans(3, init="kmeans++").fit(X)
     with pytest.raises(ValueError, match="does not match the number of clusters"):
         KMeans(3, init=X[:2]).fit(X)
+    # scikit-learn's check_array sentence, then where: a NaN centre took no row, silently (user-trial-10)
+    nan_start = X[:3].copy()
+    nan_start[2, 1] = np.nan
+    for init in (nan_start, lambda X, k, random_state: nan_start):
+        with pytest.raises(ValueError, match=r"^Input contains NaN\. init holds 1 non-finite value\(s\), "
+                                             r"in centre\(s\) 2\.$"):
+            KMeans(3, init=init).fit(X)
+    with pytest.raises(ValueError, match=r"^Input contains infinity or a value too large for dtype\('float64'\)\. "
+                                         r"init holds"):
+        KMeans(3, init=np.where(np.isnan(nan_start), np.inf, nan_start)).partial_fit(X)
     with pytest.raises(ValueError, match="contains NaN"):
         KMeans(2).fit(np.array([[1.0, np.nan], [0.0, 1.0], [2.0, 2.0]]))
     km.fit(X)
@@ -208,8 +262,13 @@ def test_score_and_a_later_partial_fit_batch_take_one_pass(monkeypatch):
     np.testing.assert_array_equal(online.counts_, ref.counts_)
     bad = w.copy()
     bad[7] = -1.0
+    bad[400] = np.nan
+    bad = da.from_array(bad, chunks=300)  # Dask weights: the scan in the pass counts them (in-memory: checked first)
     for call in (lambda: km.score(lazy, sample_weight=bad), lambda: online.partial_fit(lazy, sample_weight=bad)):
-        with pytest.raises(ValueError, match=r"sample_weight has 1 negative or non-finite value\(s\)"):
+        # scikit-learn's sentence of the worst kind, then each kind's count, in the words of in-memory weights
+        # (was 'sample_weight has 2 negative or non-finite value(s).'; user-trial-10)
+        with pytest.raises(ValueError, match=r"^Input sample_weight contains NaN\. sample_weight holds 1 NaN and 1 "
+                                             r"negative value\(s\), the first at row 7; KMeans takes"):
             call()
 
 

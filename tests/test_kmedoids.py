@@ -310,6 +310,10 @@ def test_errors():
         KMedoids(2, method="clara").fit(X)
     with pytest.raises(ValueError, match=r"initial medoids \(3, 2\) does not match"):
         KMedoids(2, init=X[:3]).fit(X)
+    # a NaN point picked arbitrary medoids, silently (user-trial-10)
+    with pytest.raises(ValueError, match=r"^Input contains NaN\. init holds 1 non-finite value\(s\), "
+                                         r"in point\(s\) 1\."):
+        KMedoids(2, init=np.array([[0.0, 0.0], [np.nan, 1.0]])).fit(X)
     with pytest.raises(ValueError, match=r"(?i)haversine"):  # scikit-learn's own message: 2 columns only
         KMedoids(2, metric="haversine").fit(np.hstack([X, X]))
     with pytest.raises(ValueError, match="column"):

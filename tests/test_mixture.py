@@ -172,6 +172,27 @@ def test_warm_start_continues():
     np.testing.assert_allclose(warm.lower_bound_, full.lower_bound_, rtol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_warm_start_partial_fit_and_predictions_refuse_a_changed_form(tmp_path):
+    """After set_params changed n_components or covariance_type (see test_fitting_parts). Predictions read
+    the fitted arrays as the new form: full read as tied gave labels and a NaN bic (divide-by-zero warnings),
+    another n_components a bic of the wrong parameters, and a model file that does not load (user-trial-10)."""
+    X = np.random.RandomState(0).randn(30, 2)
+    g = GaussianMixture(2, warm_start=True, max_iter=2, tol=0.0, random_state=0).fit(X)
+    for change in ({"covariance_type": "tied"}, {"n_components": 3}):
+        g2 = clone(g).set_params(warm_start=False).fit(X).set_params(warm_start=True, **change)
+        for call, what in ((g2.fit, "warm_start=True"), (g2.partial_fit, "partial_fit")):
+            with pytest.raises(ValueError, match=f"{what}.* continues the fitted model"):
+                call(X)
+        for call in (g2.predict, g2.predict_proba, g2.score, g2.bic, lambda X, g2=g2: g2.sample(2),
+                     lambda X, g2=g2: g2.save(tmp_path / "m")):
+            with pytest.raises(ValueError, match=r"^GaussianMixture was fitted with 2 components and covariance_type="
+                                                 r"'full', but its parameters say .* Fit it again, or set them back"):
+                call(X)
+    g.fit(X)  # the same form continues
+    assert g.n_iter_ == 2
+
+
 def test_outputs_numpy_for_numpy_and_lazy_dask_for_dask(blobs):
     X, _, _ = blobs
     g = GaussianMixture(3, random_state=0).fit(X)
@@ -269,6 +290,10 @@ def test_sample_matches_sklearn(faithful):
         ({"covariance_type": "banana"}, "'covariance_type' parameter of GaussianMixture must be a str among"),
         ({"tol": -1.0}, "'tol' parameter"),
         ({"reg_covar": -1}, "'reg_covar' parameter"),
+        # an open bound's infinity is out of range, as in scikit-learn (inf was taken; user-trial-10)
+        ({"reg_covar": np.inf}, r"'reg_covar' parameter of GaussianMixture must be a float in the range \[0\.0, "
+                                r"inf\)\. Got inf instead"),
+        ({"tol": np.inf}, "'tol' parameter"),
         ({"max_iter": -1}, "'max_iter' parameter"),
         ({"n_init": 0}, "'n_init' parameter"),
         ({"init_params": "magic"}, "'init_params' parameter"),
@@ -328,6 +353,14 @@ def test_predict_checks():
         g.predict(da.zeros((4, 3)))
     with pytest.raises(ValueError, match="contains NaN"):
         g.predict_proba(np.array([[np.nan, 1.0]]))
+    # a mean of no rows: scikit-learn's error for Dask input too (it was NaN, and bic a 'math domain error';
+    # user-trial-10); the predictions of no rows stay an empty lazy array
+    none = da.from_array(X, chunks=50)[da.from_array(X[:, 0], chunks=50) > 1e9]
+    for call in (g.score, g.bic, g.aic):
+        with pytest.raises(ValueError, match=r"^Found array with 0 sample\(s\) \(shape=\(0, 2\)\) while a minimum "
+                                             r"of 1 is required by GaussianMixture\.$"):
+            call(none)
+    assert g.predict(none).compute().shape == (0,)
 
 
 @pytest.mark.parametrize("ct", ["full", "tied"])  # diag/spherical keep scikit-learn's 10 eps μ² (test_stats)

@@ -72,6 +72,16 @@ def test_base_classes_tags_and_exceptions():
     from sklearn.utils._param_validation import InvalidParameterError  # the class scikit-learn raises
 
     assert daskgmm.InvalidParameterError is InvalidParameterError
+    # the command's fit keywords (checkpoint, progress) are no metadata: set_fit_request offered them, and
+    # get_metadata_routing listed them beside sample_weight (user-trial-10)
+    for est in (GaussianMixture(), BayesianGaussianMixture(), StudentTMixture(), KMeans(), daskgmm.KMedoids()):
+        fit = est.get_metadata_routing().fit.requests
+        assert set(fit) == ({"sample_weight"} if hasattr(est, "set_fit_request") else set()), (est, fit)
+    X = np.tile([[0.0, 0.0], [1.0, 1.0]], (6, 1))
+    with sklearn.config_context(enable_metadata_routing=True):
+        km = KMeans(2, init=X[:2]).set_fit_request(sample_weight=True).set_score_request(sample_weight=False)
+        scores = cross_val_score(km, X, cv=2, params={"sample_weight": np.arange(12.0)})
+    np.testing.assert_array_equal(scores, [0.0, 0.0])
     with pytest.raises(InvalidParameterError, match=r"The 'n_components' parameter of GaussianMixture must be"):
         GaussianMixture(n_components=0).fit(np.zeros((4, 2)))
 

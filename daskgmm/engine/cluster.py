@@ -805,8 +805,31 @@ def _block_rows(block) -> int:
     return int(block.shape[0])
 
 
+def _block_columns(block) -> int:
+    return int(block.shape[1])
+
+
 def _same(block):
     return block
+
+
+def with_known_columns(X):
+    """A 2-D Dask array with the width of every column chunk known.
+
+    Dask leaves it unknown (NaN) where it cannot infer it (``map_blocks`` without ``chunks=``,
+    ``from_delayed`` with a NaN in ``shape``); every block of a column chunk has one width, so the
+    first chunk of rows tells it: one small task per column chunk, waited for by :func:`compute_bounded`.
+    Without it the width was NaN in every check (a fit failed on 'cannot convert float NaN to integer').
+    """
+    import math
+
+    import dask
+
+    if getattr(X, "ndim", 0) != 2 or not any(math.isnan(c) for c in X.chunks[1]):
+        return X
+    first = X.to_delayed().reshape(X.numblocks)[0]
+    widths = compute_bounded(*[dask.delayed(_block_columns)(b) for b in first], what="count of columns per chunk")
+    return X.map_blocks(_same, chunks=(X.chunks[0], tuple(int(w) for w in widths)), dtype=X.dtype, meta=X._meta)
 
 
 def with_known_rows(X):

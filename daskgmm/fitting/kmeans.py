@@ -33,12 +33,14 @@ from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, 
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
 from daskgmm.models.states import first_best
+from daskgmm.validation.params import check_finite_starts
 from daskgmm.validation.scan import check_scan
 
 
 def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
-    """Given starting centres as float64, shape (n_clusters, n_features), or scikit-learn's error."""
+    """Given starting centres as float64, shape (n_clusters, n_features), finite, or scikit-learn's error."""
     c = np.asarray(centers.toarray() if sparse_kernels.issparse(centers) else centers, dtype=np.float64)
+    check_finite_starts(c, "init", "centre")  # scikit-learn's check_array comes before the shape's
     if c.ndim != 2 or c.shape[0] != n_clusters:
         raise ValueError(
             f"The shape of the initial centers {c.shape} does not match the number of clusters {n_clusters}."
@@ -49,6 +51,21 @@ def check_init_centers(centers, n_clusters: int, n_features: int) -> np.ndarray:
             f"{n_features}."
         )
     return c
+
+
+def check_continued_centers(name: str, centers, n_clusters: int, how: str = "partial_fit") -> None:
+    """A later ``partial_fit`` continues the fitted centres: after ``set_params(n_clusters=...)`` it kept the
+    old ones under the new number (as scikit-learn's MiniBatchKMeans does), silently; ``how="fitted"``: a
+    model file says the parameters' number of clusters with the fitted centres (it did not load)."""
+    k = int(np.shape(centers)[0])
+    if k == n_clusters:
+        return
+    was = f"{k} centre{'s' * (k != 1)}"
+    if how == "fitted":
+        raise ValueError(f"{name} was fitted with {was}, but its parameters say n_clusters={n_clusters}: set_params "
+                         "after fit does not change the fitted model. Fit it again, or set them back.")
+    raise ValueError(f"{name}.partial_fit continues the fitted model, which has {was}, but the parameters say "
+                     f"n_clusters={n_clusters}. Fit a new model of that form (fit, or partial_fit on a clone).")
 
 
 def resolve_n_init(n_init, init) -> int:

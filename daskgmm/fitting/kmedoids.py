@@ -31,6 +31,7 @@ from daskgmm.kernels import medoids as kernel
 from daskgmm.kernels import pam
 from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, MedoidRequest, NearestRequest
 from daskgmm.models.states import MEDOID_CANDIDATES, KMedoidsState
+from daskgmm.validation.params import check_finite_starts
 
 INITS = ("random", "heuristic", "k-medoids++", "build")
 
@@ -44,6 +45,7 @@ def check_init_medoids(init, n_clusters: int, n_features: int) -> np.ndarray:
     """An array ``init`` (the points the starting medoids are the rows nearest to) as float64, shape
     (n_clusters, n_features), or the error naming its shape."""
     c = np.asarray(init, dtype=np.float64)
+    check_finite_starts(c, "init", "point")
     if c.ndim != 2 or c.shape != (n_clusters, n_features):
         raise ValueError(f"The shape of the initial medoids {c.shape} does not match the number of clusters "
                          f"{n_clusters} and of features {n_features}.")

@@ -12,8 +12,9 @@ dask-ml's estimators are over their module functions:
 - :func:`best_run` — the one rule that picks a restart (scikit-learn's, a tie up to rounding keeping the first);
 - :func:`fit_mixture` — all of the above for one estimator, resumable;
 - :func:`fitted_attributes` — scikit-learn's fitted attributes of a run;
-- :func:`check_update_params`, :func:`check_n_samples`, :func:`check_warm_features` —
-  the checks before a fit; :func:`online_initial_states` — a first ``partial_fit``'s starts.
+- :func:`check_update_params`, :func:`check_n_samples`, :func:`check_warm_features`,
+  :func:`check_continued_model` — the checks before a fit; :func:`online_initial_states` —
+  a first ``partial_fit``'s starts.
 
 Beside it: :mod:`daskgmm.fitting.report` (verbose lines), :mod:`daskgmm.fitting.predict`
 (predictions, samples), :mod:`daskgmm.fitting.attributes` (attributes, model files).
@@ -109,6 +110,36 @@ def check_warm_features(name: str, fitted_features: int, n_features: int) -> Non
             f"X has {n_features} features, but the warm-started {name} was fitted "
             f"with {fitted_features} features."
         )
+
+
+def check_continued_model(name: str, means, covariances, precisions_cholesky, n_components: int,
+                          covariance_type: str, how: str = "warm_start") -> None:
+    """A fit that continues a fitted model (``warm_start``, a later ``partial_fit``) keeps its form: the
+    parameters must still say its number of components and covariance type. After ``set_params`` changed
+    them, the fitted arrays were read as the new form (a broadcasting error, or, as tied from full, a
+    fit from garbage; with another ``n_components`` scikit-learn's fit keeps the old components
+    silently, and ``bic`` counts the new number's parameters).
+
+    Parameters
+    ----------
+    how : {"warm_start", "partial_fit", "fitted"}
+        What continues the model, for the message; "fitted": predictions, samples and model files, which
+        read the fitted arrays as the parameters' form (scikit-learn's fail in NumPy; full read as tied
+        gave labels and a NaN bic with divide-by-zero warnings).
+    """
+    k, d = np.shape(means)
+    fitted = cov.fitted_covariance_type(covariances, precisions_cholesky, k, d)
+    if k == n_components and (fitted is None or fitted == covariance_type):
+        return
+    was = f"{k} component{'s' * (k != 1)}" + (f" and covariance_type={fitted!r}" if fitted else "")
+    now = f"n_components={n_components} and covariance_type={covariance_type!r}"
+    if how == "fitted":
+        raise ValueError(f"{name} was fitted with {was}, but its parameters say {now}: set_params after fit does "
+                         "not change the fitted model. Fit it again, or set them back.")
+    who, remedy = ((f"{name}(warm_start=True)", "Set warm_start=False to fit a new model of that form.")
+                   if how == "warm_start" else
+                   (f"{name}.partial_fit", "Fit a new model of that form (fit, or partial_fit on a clone)."))
+    raise ValueError(f"{who} continues the fitted model, which has {was}, but the parameters say {now}. {remedy}")
 
 
 def check_shape(param, shape, name):

@@ -530,6 +530,20 @@ def covariance_shape(covariance_type: str, n_components: int, n_features: int) -
     return of(covariance_type).shape(n_components, n_features)
 
 
+def fitted_covariance_type(covariances, precisions_cholesky, n_components: int, n_features: int) -> str | None:
+    """The covariance type of fitted arrays, from their shapes: "full" (K, D, D), "spherical" (K,), "tied"
+    (D, D), "diag" (K, D); when K = D, tied's Cholesky factor is triangular (to rounding: an entry of
+    -5e-17 below a diagonal of 2.7 was seen) where diag's entries are all positive precisions. None when
+    the shapes fit no type, or two that are one model (K = D = 1: tied and diag)."""
+    shape = np.shape(covariances)
+    found = [t for t in COVARIANCE_TYPES if shape == covariance_shape(t, n_components, n_features)]
+    if found == ["tied", "diag"] and n_features > 1:
+        pc = np.abs(np.asarray(precisions_cholesky, np.float64))
+        off = min(np.tril(pc, -1).max(), np.triu(pc, 1).max())
+        return "tied" if off <= 1e-12 * pc.max() else "diag"
+    return found[0] if len(found) == 1 else None
+
+
 def zero_stats(n_components: int, shift: np.ndarray, covariance_type: str) -> SuffStats:
     """Statistics of no rows: the identity of :meth:`SuffStats.merge`."""
     k, d = n_components, np.shape(shift)[-1]

@@ -230,6 +230,10 @@ class ScanResult:
     first_nonfinite, first_inf : int
         Global number of the first row holding NaN or ±inf, and of the first holding ±inf (-1: none);
         for the messages, merged as the smallest so that any chunking gives the same row.
+    weight_nan, weight_inf : int
+        Of ``bad_weights``, the NaN and the ±inf ones (the rest are negative), for scikit-learn's sentence.
+    first_bad_weight : int
+        Global number of the first row with a bad weight (-1: none), merged as ``first_nonfinite``.
     """
 
     rows: int
@@ -242,6 +246,9 @@ class ScanResult:
     empty_rows: int = 0
     first_nonfinite: int = -1
     first_inf: int = -1
+    weight_nan: int = 0
+    weight_inf: int = 0
+    first_bad_weight: int = -1
 
     @property
     def variance(self) -> np.ndarray:

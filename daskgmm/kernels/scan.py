@@ -201,11 +201,12 @@ class ScanRequest:
             isnan = np.isnan(x)
             nan = isnan.sum(axis=0)
             inf = (~finite).sum(axis=0) - nan
-        bad = 0
+        bad = w_nan = w_inf = 0
+        w_first = -1
         w = None
         if blk.w is not None:
             w = blk.w.astype(np.float64)
-            badw = ~(np.isfinite(w) & (w >= 0))
+            badw, w_nan, w_inf, w_first = weight_faults(blk, w)
             bad = int(badw.sum())
             w = np.where(badw, 0.0, w)
         if finite_block:
@@ -233,7 +234,8 @@ class ScanRequest:
             first_inf = first_row_where(blk, np.isinf(x).any(axis=1)) if inf.any() else -1
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
                           acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
-                          first_row(acc.first_inf, first_inf))
+                          first_row(acc.first_inf, first_inf), acc.weight_nan + w_nan, acc.weight_inf + w_inf,
+                          first_row(acc.first_bad_weight, w_first))
 
     def finish(self, acc, n_features, centre) -> ScanResult:
         return acc
@@ -243,13 +245,24 @@ class ScanRequest:
         w, m, m2 = chan(a.weight, a.mean, a.m2, b.weight, b.mean, b.m2)
         return ScanResult(a.rows + b.rows, w, m, m2, a.nan + b.nan, a.inf + b.inf, a.bad_weights + b.bad_weights,
                           a.empty_rows + b.empty_rows, first_row(a.first_nonfinite, b.first_nonfinite),
-                          first_row(a.first_inf, b.first_inf))
+                          first_row(a.first_inf, b.first_inf), a.weight_nan + b.weight_nan,
+                          a.weight_inf + b.weight_inf, first_row(a.first_bad_weight, b.first_bad_weight))
 
 
 def first_row_where(blk, mask) -> int:
     """Global number of a block's first row where ``mask`` (shape (nb,)) holds, -1 if none."""
     idx = np.flatnonzero(mask)
     return int(blk.rows[idx].min()) if idx.size else -1
+
+
+def weight_faults(blk, w) -> tuple[np.ndarray, int, int, int]:
+    """A block's bad sample weights (negative or not finite): the mask, how many are NaN and ±inf (the rest
+    are negative), and the global number of the first row holding one (-1: none); the scans of dense and
+    sparse rows count them so, for scikit-learn's sentence of the worst kind."""
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if not bad.any():
+        return bad, 0, 0, -1
+    return bad, int(np.isnan(w).sum()), int(np.isinf(w).sum()), first_row_where(blk, bad)
 
 
 # ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 
 from daskgmm.kernels.requests import MixtureRequest
 from daskgmm.kernels.results import SampleResult, ScanResult, SuffStats, WorstRows, chan, first_row, frozen
-from daskgmm.kernels.scan import SampleRequest, ScanRequest, draw_keys, first_row_where
+from daskgmm.kernels.scan import SampleRequest, ScanRequest, draw_keys, first_row_where, weight_faults
 
 #: Bytes of the dense (rows x centres) distance block of one block of rows: the rows of a
 #: block are chosen so that it stays in the L2 cache.
@@ -55,9 +55,11 @@ def issparse(x) -> bool:
 def as_csr(x) -> sp.csr_array:
     """Rows as a canonical ``csr_array`` (sorted indices, no duplicates), sharing memory when they are one.
 
-    Other sparse formats are converted. A non-canonical CSR (duplicate entries, which
-    every product adds but ``‖x‖²`` would not) is summed on a copy.
+    Other sparse formats are converted, pydata ``sparse`` arrays (Dask's sparse chunks) too. A non-canonical
+    CSR (duplicate entries, which every product adds but ``‖x‖²`` would not) is summed on a copy.
     """
+    if not issparse(x) and hasattr(x, "to_scipy_sparse"):
+        x = x.to_scipy_sparse()
     if x.format != "csr":
         x = x.tocsr()
     out = sp.csr_array((x.data, x.indices, x.indptr), shape=x.shape, copy=False)
@@ -439,10 +441,11 @@ class _ScanPass:
         isnan = np.isnan(data)
         nan = np.bincount(idx[isnan], minlength=d).astype(np.int64)
         inf = np.bincount(idx[~finite & ~isnan], minlength=d).astype(np.int64)
-        bad = 0
+        bad = w_nan = w_inf = 0
+        w_first = -1
         w = blk.weights.copy()
         if blk.w is not None:
-            badw = ~(np.isfinite(w) & (w >= 0))
+            badw, w_nan, w_inf, w_first = weight_faults(blk, w)
             bad = int(badw.sum())
             w[badw] = 0.0
         # rows with a non-finite value stay out of the mean and variance, as in the dense scan
@@ -471,7 +474,8 @@ class _ScanPass:
                 first_inf = first_row_where(blk, _row_sums((~finite & ~isnan).astype(np.float64), x.indptr) > 0)
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
                           acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
-                          first_row(acc.first_inf, first_inf))
+                          first_row(acc.first_inf, first_inf), acc.weight_nan + w_nan, acc.weight_inf + w_inf,
+                          first_row(acc.first_bad_weight, w_first))
 
     def finish(self, acc, x, w):
         return acc

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.validation import validate_data
 
-from daskgmm.engine.cluster import with_known_rows
+from daskgmm.engine.cluster import with_known_columns, with_known_rows
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -42,6 +42,7 @@ from daskgmm.validation.params import (
 )
 from daskgmm.validation.scan import (
     DegenerateDataWarning,
+    bad_weights_message,
     check_finite,
     check_scan,
     empty_rows_error,
@@ -51,7 +52,8 @@ from daskgmm.validation.scan import (
 __all__ = [
     "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
     "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
-    "check_missing_supported", "check_rows", "check_scan", "empty_rows_error", "finite_chunks", "in_memory_rows",
+    "check_missing_supported", "check_rows", "check_scan", "check_weights", "empty_rows_error", "finite_chunks",
+    "in_memory_rows",
     "input_or_model_names", "is_dask", "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_chunks",
     "prediction_rows", "prepare_rows", "validate_params",
     "warn_convergence", "warn_degenerate",
@@ -76,10 +78,21 @@ def is_dask(X) -> bool:
 
 
 def is_sparse(X) -> bool:
-    """A scipy.sparse matrix or array in memory, or a Dask array whose chunks are scipy.sparse."""
+    """A scipy.sparse matrix or array in memory, a pandas DataFrame of sparse columns only (scikit-learn's
+    ``check_array`` takes it as a sparse matrix; one with dense columns too it makes dense, warning), a 2-D
+    pydata ``sparse`` array, or a Dask array whose chunks are scipy.sparse or pydata ``sparse``."""
     import scipy.sparse
 
-    return scipy.sparse.issparse(getattr(X, "_meta", X) if is_dask_array(X) else X)
+    if _is_pandas_frame(X):
+        return len(X.columns) > 0 and all(type(dt).__name__ == "SparseDtype" for dt in X.dtypes)
+    x = getattr(X, "_meta", X) if is_dask_array(X) else X
+    return scipy.sparse.issparse(x) or _is_pydata_sparse(x)
+
+
+def _is_pydata_sparse(x) -> bool:
+    """A pydata ``sparse`` array (COO, GCXS): Dask's own sparse chunks, taken as the scipy.sparse rows they
+    convert to (they raised pydata's 'Cannot convert a sparse array to dense automatically')."""
+    return type(x).__module__.split(".")[0] == "sparse" and hasattr(x, "to_scipy_sparse")
 
 
 def _frame_float_dtype(dtypes) -> np.dtype:
@@ -208,6 +221,8 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
         _reject_sparse(X, name)
     if is_dask(X):
         names = _column_names(X) if is_dask_dataframe(X) else None
+        if is_dask_array(X):
+            X = with_known_columns(X)  # the width is checked (and n_features_in_ set) before any pass
         if estimator is not None:
             # scikit-learn reads feature names from pandas frames only: it is given an empty one
             # with the Dask frame's columns, so it sets, checks and warns about names as for pandas
@@ -248,6 +263,8 @@ def in_memory_rows(X, name, min_samples: int = 1, *, estimator=None, reset: bool
     if accept_sparse and is_sparse(X):
         from daskgmm.kernels.sparse import as_csr
 
+        if _is_pydata_sparse(X):  # scikit-learn's check_array takes scipy.sparse only
+            X = X.to_scipy_sparse()
         kw["accept_sparse"] = "csr"
         checked = validate_data(estimator, X, reset=reset, **kw) if estimator is not None else \
             check_array(X, estimator=name, **kw)
@@ -386,10 +403,11 @@ def _column_names(frame):
     return None
 
 
-def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False):
+def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False, min_samples: int = 0):
     """Rows to predict on with a fitted estimator, checked against what it was fitted on.
 
-    ``missing="marginalize"`` lets NaN through (infinity is still an error).
+    ``missing="marginalize"`` lets NaN through (infinity is still an error). Dask input needs
+    ``min_samples`` rows (0: predictions of no rows are an empty lazy array), in-memory input one.
 
     Returns
     -------
@@ -401,7 +419,8 @@ def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = 
     """
     name = type(estimator).__name__
     if is_dask(X):
-        Xd, info = check_rows(X, name, min_samples=0, estimator=estimator, reset=False, accept_sparse=accept_sparse)
+        Xd, info = check_rows(X, name, min_samples=min_samples, estimator=estimator, reset=False,
+                              accept_sparse=accept_sparse)
         return finite_chunks(Xd, estimator, info, missing), None
     finite = "allow-nan" if missing == "marginalize" else True
     return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
@@ -474,22 +493,55 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
                         align_arrays=False)
 
 
-def _weights_array(sample_weight, Xd):
-    """``sample_weight`` as a float64 Dask array chunked like the rows of ``Xd``."""
+def _check_weights_shape(shape, n: int) -> None:
+    """scikit-learn's ``_check_sample_weight`` sentences for weights that are not one per row."""
+    if len(shape) != 1:
+        raise ValueError(f"Sample weights must be 1D array or scalar, got {len(shape)}D array. Expected either a "
+                         f"scalar value or a 1D array of length {n}.")
+    if shape[0] != n:
+        raise ValueError(f"sample_weight.shape == {tuple(shape)}, expected ({n},)!")
+
+
+def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True) -> np.ndarray:
+    """In-memory ``sample_weight`` as float64 of shape (n,), checked with scikit-learn's sentences first
+    (``_check_sample_weight``'s, then check_array's for NaN and infinity and check_non_negative's), then
+    how many values of each kind and the first one's row (:func:`bad_weights_message`). A scalar weights
+    every row alike, as in scikit-learn.
+
+    Unlike scikit-learn's KMeans, a negative weight is refused: a weight is a row's share of the statistics
+    (its k-means++ start fails on one anyway, 'probabilities are not non-negative'). Dask weights are
+    counted by the scan of the pass that reads them, and named in the same words.
+
+    Parameters
+    ----------
+    allow_all_zero : bool
+        Weights that are all 0 pass (the fit's scan refuses a sum of 0 with its own message).
+    """
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    _check_weights_shape(w.shape, n)
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if bad.any():
+        n_nan, n_inf = int(np.isnan(w).sum()), int(np.isinf(w).sum())
+        raise ValueError(bad_weights_message(n_nan, n_inf, int(bad.sum()) - n_nan - n_inf, int(np.argmax(bad)), name))
+    if not allow_all_zero and not w.any():
+        raise ValueError(f"Sample weights must contain at least one non-zero number. {name} got sample_weight "
+                         "with a sum of 0.")
+    return w
+
+
+def _weights_array(sample_weight, Xd, name):
+    """``sample_weight`` as a float64 Dask array chunked like the rows of ``Xd`` (in-memory weights checked
+    by :func:`check_weights`; Dask weights by the scan of the pass that reads them)."""
     import dask.array as da
 
     n = Xd.shape[0]
     if is_dask(sample_weight):
         w = with_known_rows(sample_weight)
+        _check_weights_shape(w.shape, n)
     else:
-        w = np.asarray(sample_weight, dtype=np.float64)
-        if w.ndim == 0:  # a scalar weights every row alike, as in scikit-learn
-            w = np.full(n, float(w))
-        if w.ndim != 1 or len(w) != n:
-            raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
-        w = da.from_array(w, chunks=(Xd.chunks[0],))
-    if w.ndim != 1 or w.shape[0] != n:
-        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
+        w = da.from_array(check_weights(sample_weight, n, name), chunks=(Xd.chunks[0],))
     return w.astype(np.float64)
 
 
@@ -533,7 +585,7 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
                           accept_sparse=accept_sparse)
     if check_chunks and info["dask_input"]:
         Xd = finite_chunks(Xd, estimator, info, missing)
-    w = None if sample_weight is None else _weights_array(sample_weight, Xd)
+    w = None if sample_weight is None else _weights_array(sample_weight, Xd, name)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
     if not scan:
         return data, None, info

@@ -39,6 +39,28 @@ def _invalid_parameter_error() -> type:
 InvalidParameterError = _invalid_parameter_error()
 
 
+def check_finite_starts(values, what: str, unit: str) -> None:
+    """scikit-learn's ``check_array`` sentence for given starting points holding NaN or infinity ("Input
+    contains NaN."), then how many and in which rows: ``KMeans(init=array)`` and ``KMedoids(init=array)``
+    started from them silently (a NaN centre takes no row; a NaN point picks arbitrary medoids).
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (k, d)
+    what : str
+        The parameter, for the message ("init").
+    unit : str
+        What a row of it is ("centre", "point").
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    kind = "NaN" if np.isnan(values).any() else "infinity or a value too large for dtype('float64')"
+    rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1)) if np.ndim(values) else np.zeros(1, int)
+    raise ValueError(f"Input contains {kind}. {what} holds {int(bad.sum())} non-finite value(s), in {unit}(s) "
+                     f"{', '.join(map(str, rows))}.")
+
+
 def warn_convergence(message: str) -> None:
     """Warn with scikit-learn's ConvergenceWarning, pointing at the caller of ``fit``."""
     warnings.warn(message, ConvergenceWarning, stacklevel=3)
@@ -61,10 +83,14 @@ class Interval:
             return False
         if self.kind is float and not isinstance(v, numbers.Real):
             return False
-        if isinstance(v, float) and math.isnan(v):
+        if not isinstance(v, numbers.Integral) and math.isnan(v):  # np.float32('nan') too
             return False
-        lo_ok = self.left is None or (v >= self.left if self.closed in ("left", "both") else v > self.left)
-        hi_ok = self.right is None or (v <= self.right if self.closed in ("right", "both") else v < self.right)
+        # a missing bound is infinite and, unless closed, excluded (scikit-learn's rule: reg_covar=inf is
+        # not "in the range [0.0, inf)")
+        left = -math.inf if self.left is None else self.left
+        right = math.inf if self.right is None else self.right
+        lo_ok = v >= left if self.closed in ("left", "both") else v > left
+        hi_ok = v <= right if self.closed in ("right", "both") else v < right
         return lo_ok and hi_ok
 
     def __str__(self):

@@ -27,7 +27,20 @@ def empty_rows_error(n_empty: int) -> DataError:
     )
 
 
-def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", chunks=None) -> None:
+def bad_weights_message(n_nan: int, n_inf: int, n_negative: int, first: int, name: str) -> str:
+    """scikit-learn's sentence for the worst kind of bad sample weight (NaN, then infinity, as its check_array
+    finds them, then a negative one, as check_non_negative), then how many of each and the first one's row;
+    in-memory weights (checked before any pass) and Dask weights (counted by the scan) say it alike."""
+    sentence = ("Input sample_weight contains NaN." if n_nan else
+                "Input sample_weight contains infinity or a value too large for dtype('float64')." if n_inf else
+                "Negative values in data passed to `sample_weight`.")
+    counts = [f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite"), (n_negative, "negative")) if n]
+    return (f"{sentence} sample_weight holds {' and '.join(counts)} value(s), the first at row {first}; {name} "
+            "takes finite non-negative weights.")
+
+
+def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", chunks=None,
+                 name: str = "the estimator") -> None:
     """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts,
     then the first bad row (and, given ``chunks``, its chunk's rows).
 
@@ -54,7 +67,9 @@ def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", c
         raise ValueError(f"{non_finite_message(nan, scan.inf, feature_names, what)}"
                          f"{_first_bad_row(scan, missing, chunks, what)}.")
     if scan.bad_weights:
-        raise ValueError(f"sample_weight has {scan.bad_weights} negative or non-finite value(s).")
+        raise ValueError(bad_weights_message(scan.weight_nan, scan.weight_inf,
+                                             scan.bad_weights - scan.weight_nan - scan.weight_inf,
+                                             scan.first_bad_weight, name))
 
 
 def _first_bad_row(scan, missing, chunks, what) -> str:
@@ -112,7 +127,7 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
     variance and sample come from them): at least one is needed to ``initialise``; without
     that (an online step) the caller checks the weight of all rows itself.
     """
-    check_finite(scan, feature_names, missing=missing, chunks=chunks)
+    check_finite(scan, feature_names, missing=missing, chunks=chunks, name=name)
     if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
         if not initialise:
             return
