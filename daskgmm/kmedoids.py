@@ -17,6 +17,7 @@ from daskgmm.base import ModelFilesMixin
 from daskgmm.engine.cluster import compute_bounded
 from daskgmm.fitting import kmedoids as fitting_kmedoids
 from daskgmm.fitting.attributes import set_attributes
+from daskgmm.fitting.kmeans import check_continued_centers
 from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels.medoids import METRICS
@@ -268,6 +269,8 @@ default="k-medoids++"
         check_is_fitted(self)
         if callable(self.metric):
             raise TypeError("cannot save a KMedoids with a callable metric: a model file holds data, never code")
+        # a model file saying the parameters' n_clusters beside the fitted medoids would not load
+        check_continued_centers(type(self).__name__, self.cluster_centers_, self.n_clusters, "fitted")
         return fitting_kmedoids.export_kmedoids(self)
 
     def import_state(self, arrays, meta):

@@ -522,3 +522,13 @@ def test_gross_outliers_at_a_far_sentinel_leave_the_euclidean_dissimilarities_ex
     np.testing.assert_array_equal(km.labels_, exact.argmin(axis=1))
     assert km.inertia_ <= ref * (1 + 1e-9), (km.inertia_, ref)
     np.testing.assert_allclose(km.transform(X), exact, rtol=1e-9, atol=1e-9)
+
+
+def test_save_after_set_params_changed_n_clusters_is_refused(tmp_path):
+    """The model file would say the new n_clusters beside the fitted medoids, and not load."""
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    m = KMedoids(n_clusters=3, random_state=0).fit(X).set_params(n_clusters=4)
+    with pytest.raises(ValueError, match=r"^KMedoids was fitted with 3 centres, but its parameters say n_clusters=4"):
+        m.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    m.set_params(n_clusters=3).save(tmp_path / "m")
