@@ -66,10 +66,12 @@ def test_fit_predict_score_sample_info(tmp_path, capsys):
     assert_same_mixture(est, ref, **SAME_FIT)
 
     out = tmp_path / "pred2"
-    assert main(["predict", str(data), "--model", str(model), "--out", str(out), "--id-column", "id",
+    assert main(["predict", str(data), "--model", str(model), "--out", str(out), "--id-column", "id,tag",
                  "--loglik", *FAST]) == 0
-    t2 = pq.read_table(out)
-    assert t2.column_names == ["id", "label", "loglik"]
+    t2 = pq.read_table(out)  # several id columns, each in its own type, in the order given
+    assert t2.column_names == ["id", "tag", "label", "loglik"]
+    assert [str(t2.schema.field(c).type) for c in ("id", "tag")] == ["int64", "string"]
+    assert set(t2.column("tag").to_pylist()) == {"t"}
     order = np.argsort(t2.column("id").to_numpy())
     np.testing.assert_allclose(t2.column("loglik").to_numpy()[order], est.score_samples(X), rtol=1e-10)
 
@@ -278,6 +280,15 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     model = tmp_path / "model"
     base = ["fit", str(data), "--model-out", str(model), "--n-components", "2", *FAST]
     expect_exit2(base + ["--columns", "f0,nope"], "no column 'nope'", capsys)
+    # several id columns: each named when missing, a feature too, or given twice
+    preds = ["--predictions-out", str(tmp_path / "p")]
+    expect_exit2(base + preds + ["--columns", "f0,f1", "--id-column", "id,nope"], "no id column 'nope'", capsys)
+    expect_exit2(base + preds + ["--columns", "f0,f1", "--id-column", "id,f1"],
+                 "the id column 'f1' is also listed as a feature column", capsys)
+    expect_exit2(base + preds + ["--columns", "f0,f1", "--id-column", "tag,id,tag"],
+                 "--id-column lists 'tag' more than once", capsys)
+    expect_exit2(base + preds + ["--columns", "f0,f1", "--id-column", "id,label"],
+                 "--id-column label is the name of a column the predictions write", capsys)
     expect_exit2(base + ["--columns", "f0,tag"], "column 'tag' has type string", capsys)
     expect_exit2(base, "'tag' (string) are not numeric", capsys)
     expect_exit2(["fit", str(tmp_path / "missing"), "--model-out", str(model)], "no such file or directory", capsys)
@@ -587,7 +598,7 @@ def test_fit_bayesian_end_to_end_with_config_and_info(tmp_path, capsys):
     X = write_data(data)
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump({"estimator": "bayesian", "n_components": 8, "weight_concentration_prior": 0.01,
-                                      "columns": ["f0", "f1", "f2"], "id_column": "id", "seed": 0}))
+                                      "columns": ["f0", "f1", "f2"], "id_column": ["tag", "id"], "seed": 0}))
     model, preds = tmp_path / "model", tmp_path / "preds"
     rc = main(["fit", str(data), "--config", str(config), "--degrees-of-freedom-prior", "4", "--model-out",
                str(model), "--predictions-out", str(preds), "--checkpoint-dir", str(tmp_path / "ck"), *FAST])
@@ -603,6 +614,7 @@ def test_fit_bayesian_end_to_end_with_config_and_info(tmp_path, capsys):
     n_eff = int(np.sum(est.weights_ > 0.01))
     assert est.n_effective_components_ == n_eff < 8
     table = pq.read_table(preds)
+    assert table.column_names == ["tag", "id", "label"]  # a YAML list of id columns, in its order
     ids = table.column("id").to_numpy()
     np.testing.assert_array_equal(table.column("label").to_numpy(), est.predict(X[ids]))
     capsys.readouterr()

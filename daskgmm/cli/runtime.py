@@ -292,13 +292,20 @@ def open_data(o, log, columns=None, dtype=None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RowsOmittedWarning)
         warnings.simplefilter("always", DataWarning)
-        src = open_source(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
+        src = open_source(o.data, columns if columns is not None else o.columns, id_column_of(o),
                            dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows,
                            storage_options=storage_options(o))
     for w in caught:
         if issubclass(w.category, (RowsOmittedWarning, DataWarning)):
             log(f"warning: {w.message}")
     return src
+
+
+def id_column_of(o):
+    """``--id-column`` as the readers take it: None, one name (as the option was before it took a list: the
+    same reads and outputs), or a list of several."""
+    names = getattr(o, "id_column", None)
+    return names[0] if names and len(names) == 1 else names
 
 
 def missing_policy(o) -> str:
