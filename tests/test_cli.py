@@ -94,7 +94,12 @@ def test_fit_predict_score_sample_info(tmp_path, capsys):
     assert "3 (full covariance)" in text and "f0, f1, f2" in text
 
 
-def test_config_file_and_flag_override(tmp_path):
+def test_config_file_and_flag_override(tmp_path, monkeypatch):
+    import daskgmm.io.files as files
+
+    read = []  # the footers a job reads: checked before the cluster starts, then used, not read again
+    monkeypatch.setattr(files, "inspect_file", lambda fs, path, inspect=files.inspect_file: read.append(path)
+                        or inspect(fs, path))
     data = tmp_path / "data"
     write_data(data)
     cfg = tmp_path / "job.yaml"
@@ -106,6 +111,7 @@ def test_config_file_and_flag_override(tmp_path):
     assert main(["fit", "--config", str(cfg), "--n-components", "3"]) == 0
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["n_components"] == 3 and m["covariance_type"] == "diag"
+    assert sorted(os.path.basename(p) for p in read) == [f"part-{i}.parquet" for i in range(3)]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
@@ -274,7 +280,16 @@ def test_an_output_over_the_inputs_is_refused_and_the_data_kept(tmp_path, capsys
     assert output_conflict(resolve(parsed), "model_out") is None
 
 
-def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """Bad input is said before any cluster starts: a missing or non-numeric column, disagreeing schemas and
+    files without rows are found in the footers, read once (no job here starts a cluster: 20 s of them
+    before, 3.7 s now)."""
+    import daskgmm.engine.cluster as cluster
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started for bad input")
+
+    monkeypatch.setattr(cluster, "connect", no_cluster)
     data = tmp_path / "data"
     write_data(data)
     model = tmp_path / "model"
@@ -308,7 +323,18 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     pq.write_table(pa.table({"id": ["x"], "f0": [1.0], "f1": [1.0], "f2": [1.0]}), other)
     expect_exit2(base + ["--columns", "f0,f1,f2", "--id-column", "id"], "schemas disagree: column 'id'", capsys)
     other.unlink()
-    assert not model.exists()
+    # a saved model's columns, checked against the data's footers as well
+    import pandas as pd
+
+    from daskgmm import GaussianMixture
+
+    X, _, _ = make_blobs(n=60, d=3, k=2)
+    GaussianMixture(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1", "f2"])).save(tmp_path / "saved")
+    pq.write_table(pa.table({"f0": X[:, 0], "f1": X[:, 1]}), tmp_path / "two.parquet")
+    for command in (["predict", "--out", str(tmp_path / "q")], ["score"]):
+        expect_exit2([command[0], str(tmp_path / "two.parquet"), "--model", str(tmp_path / "saved"), *command[1:],
+                      *FAST], "two.parquet: no column 'f2'", capsys)
+    assert not model.exists() and not (tmp_path / "q").exists()
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
 
 

@@ -746,10 +746,14 @@ def plan_input(path, infos: list[FileInfo], chunk_rows: int | None, chunk_bytes:
         from daskgmm.engine.cluster import active_client, chunk_budget
 
         chunk_bytes = chunk_budget(active_client())
-    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, **plan)
-    if sum(p.rows for p in pieces) == 0:
+    check_rows(path, infos)
+    return plan_pieces(infos, chunk_rows, chunk_bytes, **plan)
+
+
+def check_rows(path, infos: list[FileInfo]) -> None:
+    """A :class:`DataError` if the files of ``path`` hold no rows (from their footers)."""
+    if not any(sum(info.row_groups) for info in infos):
         raise DataError(f"no rows in {path!r} ({len(infos)} file(s), all empty)")
-    return pieces
 
 
 def plan_pieces(infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int | None = None, *,

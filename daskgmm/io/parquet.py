@@ -34,6 +34,7 @@ from daskgmm.io.files import (
     Piece,
     RowsOmittedWarning,
     bytes_per_row,
+    check_rows,
     check_schemas,
     file_signature,
     float_dtype,
@@ -126,7 +127,7 @@ class ParquetSource:
 
 def open_parquet(
     path, columns=None, id_column=None, dtype="float64", *, nan_policy="raise",
-    chunk_rows=None, chunk_bytes=None, storage_options=None,
+    chunk_rows=None, chunk_bytes=None, storage_options=None, footers=None,
 ) -> ParquetSource:
     """Open Parquet data as a Dask array, checking every file's schema first.
 
@@ -165,6 +166,10 @@ def open_parquet(
         ``DEFAULT_CHUNK_ROWS`` rows.
     storage_options : dict, optional
         Passed to fsspec (credentials, endpoints).
+    footers : tuple, optional
+        What :func:`daskgmm.io.files.inspect_files` returned for ``path`` (``(fs, files, infos)``), when
+        the caller has read the footers already (the command checks them before its cluster starts):
+        they are not read again.
 
     Returns
     -------
@@ -173,7 +178,7 @@ def open_parquet(
     dtype = float_dtype(dtype)
     if nan_policy not in ("raise", "omit", "marginalize"):
         raise ValueError(f"nan_policy must be 'raise', 'omit' or 'marginalize', got {nan_policy!r}")
-    fs, _, infos = inspect_files(path, storage_options)
+    fs, _, infos = footers if footers is not None else inspect_files(path, storage_options)
     ids = id_columns(id_column)
     columns = check_schemas(infos, columns, ids)
     _not_sparse_layout(infos, columns)
@@ -210,6 +215,19 @@ def open_parquet(
         (ids or None, id_arrays or None)
     return ParquetSource(X, id_arrays, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted,
                          by_col, fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors)
+
+
+def check_footers(path, infos, columns=None, id_column=None) -> list:
+    """What :func:`open_parquet` checks of ``path`` from its files' footers alone (``infos``, as
+    :func:`daskgmm.io.files.inspect_files` read them), with the same errors: missing, non-numeric or
+    doubly named columns, disagreeing schemas, files of the sparse layout, a partition key of non-numbers
+    named as a feature, no rows. The command runs it before its cluster starts; returns the feature
+    columns (Spark ML vector columns not yet expanded)."""
+    columns = check_schemas(infos, columns, id_column)
+    _not_sparse_layout(infos, columns)
+    partition_types(infos, columns, id_column)
+    check_rows(path, infos)
+    return columns
 
 
 def _not_sparse_layout(infos, columns) -> None:
