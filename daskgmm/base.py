@@ -254,10 +254,12 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
                           storage_options=None) -> int:
         """Predict every row of Dask (or NumPy) ``X`` and write Parquet parts to ``path``, atomically.
 
-        Columns: ``id_column`` (when ``ids`` are given), ``label``, optionally
-        ``proba_0 … proba_{K-1}`` and ``loglik`` (per-row log-likelihood). The
-        directory is written beside ``path`` and renamed into place with a
-        ``_SUCCESS`` marker only when every part is written.
+        Columns: the id column(s) when ``ids`` are given, each in its own type, in order (``id_column``,
+        a name or a list of names; ``ids``, one array of shape (n_samples,), or for a list one per name
+        or a DataFrame with those columns, as ``read_parquet(..., id_column=[...])`` returns them),
+        ``label``, optionally ``proba_0 … proba_{K-1}`` and ``loglik`` (per-row log-likelihood). The
+        directory is written beside ``path`` and renamed into place with a ``_SUCCESS`` marker only
+        when every part is written.
 
         Returns
         -------

@@ -383,10 +383,13 @@ shape (n_samples, n_features)
         """Predict every row of X (NumPy, pandas, scipy.sparse or Dask; dense or sparse rows) and write
         Parquet parts to ``path``, atomically.
 
-        Columns: ``id_column`` (when ``ids`` are given), ``label`` (int32, as :meth:`predict`) and,
-        with ``distance``, ``distance``: the Euclidean distance to the nearest centre (the row's
-        minimum of :meth:`transform`, float64). The directory is written beside ``path`` and renamed
-        into place with a ``_SUCCESS`` marker only when every part is written.
+        Columns: the id column(s) when ``ids`` are given, each in its own type, in order (``id_column``,
+        a name or a list of names; ``ids``, one array of shape (n_samples,), or for a list one per name
+        or a DataFrame with those columns, as ``read_parquet(..., id_column=[...])`` returns them),
+        ``label`` (int32, as :meth:`predict`) and, with ``distance``, ``distance``: the Euclidean
+        distance to the nearest centre (the row's minimum of :meth:`transform`, float64). The directory
+        is written beside ``path`` and renamed into place with a ``_SUCCESS`` marker only when every
+        part is written.
 
         Returns
         -------

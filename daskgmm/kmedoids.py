@@ -259,7 +259,8 @@ default="k-medoids++"
     def write_predictions(self, X, path, *, ids=None, id_column="id", distance=False, storage_options=None,
                           **_) -> int:
         """Predict every row of X and write Parquet parts to ``path`` atomically: ``id_column`` (with
-        ``ids``), ``label``, and with ``distance`` the dissimilarity to the nearest medoid. Returns the rows."""
+        ``ids``; a name or a list of names, as :meth:`daskgmm.GaussianMixture.write_predictions`), ``label``,
+        and with ``distance`` the dissimilarity to the nearest medoid. Returns the rows."""
         return self._write_predictions(X, path, storage_options, ids=ids, id_column=id_column, distance=distance)
 
     # ----------------------------------------------------------- persistence

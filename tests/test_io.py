@@ -490,3 +490,62 @@ def test_feature_types_may_differ_between_files(tmp_path, dtype):
     for f in ("p3", "p4"):
         (d / f"{f}.parquet").unlink()
     assert np.asarray(read_parquet(d, columns=["a", "b"], id_column="k")[1]).tolist() == ["id0", "id1", "id2"]
+
+
+def test_several_id_columns_travel_with_their_rows_each_in_its_own_type(tmp_path):
+    """``id_column=[...]`` (an ETL job's ``event_id`` and its Hive partition key ``day``): every name is read
+    by the tasks that read the rows, in its own type (int64, a partition key's string, int32 widened to
+    int64 where another file has int64, text), rows dropped with their ids (``nan_policy="omit"``), and
+    written back in the order given, before the model's columns. A single name is a Dask array, as ever.
+    A missing id, one that is also a feature, and a name given twice are errors naming the column."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for f, (day, site_type) in enumerate([("2026-12-01", pa.int32()), ("2026-12-02", pa.int64())]):
+        (tmp_path / "ev" / f"day={day}").mkdir(parents=True)
+        ev = np.arange(40) + 1000 * f
+        a, b = rng.normal(size=40), rng.normal(size=40)
+        a[[3, 25]] = np.nan  # dropped with their ids
+        pq.write_table(pa.table({"event_id": pa.array(ev, pa.int64()), "a": a, "b": b,
+                                 "site": pa.array(ev % 7, site_type), "tag": [f"t{e}" for e in ev]}),
+                       tmp_path / "ev" / f"day={day}" / "p.parquet", row_group_size=15)
+        rows += [(e, day, e % 7, f"t{e}", x, y) for e, x, y in zip(ev, a, b) if np.isfinite(x)]
+    names = ["event_id", "day", "site", "tag"]
+    with pytest.warns(RowsOmittedWarning):
+        x, ids = read_parquet(tmp_path / "ev", columns=["a", "b"], id_column=names, nan_policy="omit", chunk_rows=7)
+    assert isinstance(ids, list) and len(ids) == 4 and x.shape == (76, 2)
+    assert [i.dtype for i in ids] == [np.dtype(np.int64), np.dtype(object), np.dtype(np.int64), np.dtype(object)]
+    got = list(zip(*[np.asarray(i).tolist() for i in ids], *np.asarray(x).T.tolist()))
+    assert got == rows  # each row beside its own ids, in file order
+    gmm = GaussianMixture(2, max_iter=3, random_state=0).fit(x)
+    gmm.write_predictions(x, str(tmp_path / "pred"), ids=ids, id_column=names, loglik=True)
+    t = pq.read_table(tmp_path / "pred")
+    assert t.column_names == [*names, "label", "loglik"]
+    assert [str(t.schema.field(c).type) for c in names] == ["int64", "string", "int64", "string"]
+    assert t.select(names).to_pylist() == [dict(zip(names, r[:4])) for r in rows]
+    np.testing.assert_array_equal(t.column("label").to_numpy(), gmm.predict(np.asarray(x)))
+    # in memory: a list of arrays, or a DataFrame with those columns; a single name as before
+    import pandas as pd
+
+    frame = pd.DataFrame({"day": [r[1] for r in rows], "event_id": [r[0] for r in rows]})
+    for given in (frame, [frame["day"].to_numpy(), frame["event_id"].to_numpy()]):
+        parts = gmm.prediction_parts(np.asarray(x), ids=given, id_column=["day", "event_id"])
+        assert list(parts[0].compute()) == ["day", "event_id", "label"]
+    _, one = read_parquet(tmp_path / "ev", columns=["b"], id_column="event_id")
+    assert one.ndim == 1 and one.shape == (80,)
+    assert open_parquet(tmp_path / "ev", columns=["b"], id_column="day").id_column == "day"
+    # errors naming the column
+    with pytest.raises(DataError, match=r"day=2026-12-01/p.parquet: no id column 'nope'"):
+        read_parquet(tmp_path / "ev", columns=["a"], id_column=["event_id", "nope"])
+    with pytest.raises(DataError, match="the id column 'b' is also listed as a feature column"):
+        read_parquet(tmp_path / "ev", columns=["a", "b"], id_column=["event_id", "b"])
+    with pytest.raises(DataError, match="id_column lists 'day' more than once"):
+        read_parquet(tmp_path / "ev", columns=["a"], id_column=["day", "event_id", "day"])
+    assert read_parquet(tmp_path / "ev", id_column=["event_id", "site", "tag"])[0].shape == (80, 2)  # ids: no features
+    for bad, match in ((["day", "day"], "id_column lists 'day' more than once"),
+                       (["day", "label"], "id_column='label' is the name of a column of the predictions"),
+                       (["day", "event_id", "site"], r"id_column names 3 column\(s\) \(day, event_id, site\) but "
+                                                     r"ids is 2 array\(s\)")):
+        with pytest.raises(ValueError, match=match):
+            gmm.write_predictions(np.asarray(x), tmp_path / "bad", ids=[frame["day"], frame["event_id"]],
+                                  id_column=bad)
+    assert not (tmp_path / "bad").exists()

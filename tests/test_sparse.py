@@ -328,6 +328,10 @@ def test_sparse_parquet_roundtrip_and_fit(tmp_path):
     assert isinstance(Xr.blocks[0].compute(), sp.csr_array)
     assert (Xr.compute() != X).nnz == 0
     np.testing.assert_array_equal(ids.compute(), np.arange(2500))
+    _, listed = read_sparse_parquet(tmp_path, id_column=["id"], chunk_rows=600)  # a list: one array per name
+    assert isinstance(listed, list) and listed[0].compute().tolist() == list(range(2500))
+    with pytest.raises(daskgmm.DataError, match="id_column lists 'id' more than once"):
+        read_sparse_parquet(tmp_path, id_column=["id", "id"])
     ref = KMeans(4, random_state=0).fit(X)
     for chunk_rows in (600, 5000):
         km = KMeans(4, random_state=0).fit(daskgmm.read_sparse_parquet(tmp_path, chunk_rows=chunk_rows))

@@ -476,16 +476,21 @@ def require_predictions_out(o):
 
 
 def _require_id_column_apart(o):
-    """An --id-column named like a column the predictions write would lose the ids under it: exit 2."""
-    c = getattr(o, "id_column", None)
+    """An --id-column named twice, or named like a column the predictions write (which would lose the ids
+    under it): exit 2, naming the column."""
+    names = getattr(o, "id_column", None) or []
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise UsageError(f"daskgmm {o.command}: --id-column lists {', '.join(map(repr, dup))} more than once")
     writes = o.command == PREDICT or (o.command in (FIT, UPDATE) and getattr(o, "predictions_out", None))
-    if not c or not writes:
+    if not writes:
         return
-    taken = (c == "label" or (c == "distance" and o.distance) or (c == "loglik" and o.loglik)
-             or (o.proba and re.fullmatch(r"proba_[0-9]+", c)))
-    if taken:
-        raise UsageError(f"daskgmm {o.command}: --id-column {c} is the name of a column the predictions write "
-                         "(label, proba_k, loglik, distance); rename the id column in the data")
+    for c in names:
+        taken = (c == "label" or (c == "distance" and o.distance) or (c == "loglik" and o.loglik)
+                 or (o.proba and re.fullmatch(r"proba_[0-9]+", c)))
+        if taken:
+            raise UsageError(f"daskgmm {o.command}: --id-column {c} is the name of a column the predictions "
+                             "write (label, proba_k, loglik, distance); rename the id column in the data")
 
 
 def _require_estimator_options(o):

@@ -74,10 +74,11 @@ OPTIONS = [
     Opt("columns", "list", None, "feature columns, comma-separated (default: all the files' columns but the "
         "id column; a numeric partition key of the paths, hour=3/, may be named)", _DATA,
         metavar="A,B,..."),
-    Opt("id_column", "str", None, "a column carried into the predictions, to join them back (never a feature; "
-        "a partition key of the paths, day=2026-12-01/, may be named)",
+    Opt("id_column", "list", None, "column(s) carried into the predictions, comma-separated, each in its own "
+        "type and in this order before the model's columns, to join them back (never features; a partition key "
+        "of the paths, day=2026-12-01/, may be named)",
         (FIT, PREDICT, SELECT, UPDATE),
-        metavar="COL"),
+        metavar="COL[,COL...]"),
     Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32"),
         result=True),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "

@@ -88,17 +88,29 @@ NUMPY_PASSES = {"kmedoids": "k-medoids"}
 
 def check_inputs(o) -> None:
     """DATA's files and --model's files exist and are what they say, checked before a cluster
-    starts: a wrong path is bad input at once (exit 2), not after seconds of cluster start-up.
-    --model's files are kept in ``o.model_files`` for the load: read once."""
+    starts: a wrong path, a missing or non-numeric column, disagreeing schemas or no rows are bad
+    input at once (exit 2), not after seconds of cluster start-up. DATA's footers are kept in
+    ``o.footers`` and --model's files in ``o.model_files`` for the open and the load: read once."""
     so = storage_options(o)
     if getattr(o, "data", None) is not None:
-        from daskgmm.io.files import list_files
+        from daskgmm.io.files import inspect_files
 
-        list_files(o.data, so)
+        o.footers = inspect_files(o.data, so)
     if getattr(o, "model", None) is not None and o.command != "sample":
         from daskgmm.io.modelfiles import read_model_files
 
         o.model_files = read_model_files(o.model, so)
+    if getattr(o, "data", None) is not None:
+        from daskgmm.io.files import DataWarning
+        from daskgmm.io.parquet import check_footers
+
+        # the columns open_data will read: --columns, else a saved model's (model_source), else all
+        columns = o.columns
+        if columns is None and getattr(o, "model_files", None) is not None:
+            columns = o.model_files[0].get("columns") or None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)  # said by open_data, on the job's stderr
+            check_footers(o.data, o.footers[2], columns, id_column_of(o))
 
 
 @contextlib.contextmanager
@@ -292,13 +304,20 @@ def open_data(o, log, columns=None, dtype=None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RowsOmittedWarning)
         warnings.simplefilter("always", DataWarning)
-        src = open_source(o.data, columns if columns is not None else o.columns, getattr(o, "id_column", None),
+        src = open_source(o.data, columns if columns is not None else o.columns, id_column_of(o),
                            dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows,
-                           storage_options=storage_options(o))
+                           storage_options=storage_options(o), footers=getattr(o, "footers", None))
     for w in caught:
         if issubclass(w.category, (RowsOmittedWarning, DataWarning)):
             log(f"warning: {w.message}")
     return src
+
+
+def id_column_of(o):
+    """``--id-column`` as the readers take it: None, one name (as the option was before it took a list: the
+    same reads and outputs), or a list of several."""
+    names = getattr(o, "id_column", None)
+    return names[0] if names and len(names) == 1 else names
 
 
 def missing_policy(o) -> str:

@@ -32,6 +32,7 @@ from daskgmm.fitting.predict import delayed_parts
 from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
+from daskgmm.kernels.results import named_ids
 from daskgmm.models.states import first_best
 from daskgmm.validation.params import check_finite_starts
 from daskgmm.validation.scan import check_scan
@@ -306,13 +307,12 @@ def inertia(data, centers, feature_names=None, name: str = "KMeans") -> float:
 def prediction_part(x, ids, centers, id_column, distance: bool) -> dict:
     """Columns of one part of a predictions dataset, from one block of rows (NumPy or scipy.sparse).
 
-    ``id_column`` (None: no id column) holds ``ids``; ``label`` is :func:`nearest_labels` (int32, what
+    ``id_column`` (a name, names, or None: no id column) holds ``ids`` (:func:`daskgmm.kernels.results.named_ids`),
+    first; ``label`` is :func:`nearest_labels` (int32, what
     ``KMeans.predict`` gives); with ``distance``, ``distance`` is the row's least :func:`distances`
     (what ``KMeans.transform`` gives, its row minimum) as float64.
     """
-    out = {}
-    if id_column is not None:
-        out[id_column] = ids
+    out = named_ids(ids, id_column)
     out["label"] = nearest_labels(x, centers)
     if distance:
         out["distance"] = distances(x, centers).min(axis=1).astype(np.float64, copy=False)

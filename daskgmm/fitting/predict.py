@@ -134,13 +134,40 @@ def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_co
                          proba=proba, loglik=loglik, n_components=n_components, marginal=marginal)
 
 
+def id_arrays(ids, id_column) -> tuple[list, list]:
+    """(names, arrays) of the id columns: ``id_column`` a name and ``ids`` its values (one array), or
+    ``id_column`` a list of names and ``ids`` one array per name in that order (a sequence of arrays, or a
+    pandas or Dask DataFrame holding those columns). A name given twice, or a number of arrays other than
+    of names, is a ValueError naming it."""
+    if isinstance(id_column, str):
+        return [id_column], [ids]
+    if not isinstance(id_column, (list, tuple)) or not id_column or not all(isinstance(c, str) for c in id_column):
+        raise ValueError(f"id_column must be a column name or a non-empty list of them, got {id_column!r}")
+    names = list(id_column)
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise ValueError(f"id_column lists {', '.join(map(repr, dup))} more than once")
+    if hasattr(ids, "columns") and hasattr(ids, "__getitem__"):  # a DataFrame: its columns of those names
+        missing = [c for c in names if c not in list(ids.columns)]
+        if missing:
+            raise ValueError(f"ids has no column {missing[0]!r} of id_column (it has: "
+                             f"{', '.join(map(str, ids.columns))})")
+        return names, [ids[c] for c in names]
+    if isinstance(ids, (list, tuple)) and len(ids) == len(names):
+        return names, list(ids)
+    got = f"{len(ids)} array(s)" if isinstance(ids, (list, tuple)) else f"a {type(ids).__name__}"
+    raise ValueError(f"id_column names {len(names)} column(s) ({', '.join(names)}) but ids is {got}; give one "
+                     "array per name, in order, or a DataFrame with those columns")
+
+
 def delayed_parts(Xd, part, columns, *, ids=None, id_column="id", **args) -> list:
     """One Delayed ``part(x, ids, id_column=..., **args)`` per chunk ``x`` of the Dask array ``Xd``: the
     column dict of one part of a predictions dataset (a mixture's, a KMeans', a KMedoids').
 
     ``ids`` (array-like or Dask array of shape (n_samples,)) are chunked like the rows by
-    :func:`id_blocks`, which refuses an ``id_column`` among ``columns`` (the part's own); without ids
-    ``id_column`` is None: no id column.
+    :func:`id_blocks`, which refuses an ``id_column`` among ``columns`` (the part's own); with a list
+    ``id_column``, ``ids`` holds one such array per name (:func:`id_arrays`) and the part gets a tuple of
+    names and one of blocks. Without ids ``id_column`` is None: no id column.
     """
     import dask
 
@@ -148,8 +175,12 @@ def delayed_parts(Xd, part, columns, *, ids=None, id_column="id", **args) -> lis
     xb = Xd.to_delayed(optimize_graph=False).ravel()
     if ids is None:
         ib, id_column = [None] * len(xb), None
-    else:
+    elif isinstance(id_column, str):
         ib = id_blocks(ids, Xd, id_column, columns)
+    else:
+        names, arrays = id_arrays(ids, id_column)
+        blocks_by_column = [id_blocks(a, Xd, c, columns) for c, a in zip(names, arrays)]
+        ib, id_column = [tuple(b) for b in zip(*blocks_by_column)], tuple(names)
     part = dask.delayed(part, pure=True)
     return [part(x, i, id_column=id_column, **args) for x, i in zip(xb, ib)]
 

@@ -422,10 +422,10 @@ def partition_column(infos: list[FileInfo], key: str, feature: bool):
 
 
 def partition_types(infos: list[FileInfo], columns, id_column) -> dict:
-    """``{column: Arrow type}`` of the wanted columns (``columns`` and ``id_column``) that some file's
-    path gives as a partition key and its file does not hold (:func:`partition_column`)."""
+    """``{column: Arrow type}`` of the wanted columns (``columns`` and the id column(s) ``id_column``) that
+    some file's path gives as a partition key and its file does not hold (:func:`partition_column`)."""
     keys = {k for i in infos for k, _ in i.partitions}
-    wanted = [c for c in list(columns) + ([id_column] if id_column is not None else []) if c in keys]
+    wanted = [c for c in list(columns) + id_columns(id_column) if c in keys]
     return {c: partition_column(infos, c, c in columns) for c in wanted
             if any(any(k == c for k, _ in i.partitions) and c not in i.schema.names for i in infos)}
 
@@ -519,12 +519,33 @@ def data_columns(schema) -> list:
     return [c for c in schema.names if c not in index]
 
 
+def id_columns(id_column) -> list:
+    """The names of ``id_column`` as a list: None (or an empty list) gives none, a name one, a list or tuple of
+    names those, in order. A name given twice, or one that is not a string, is a DataError naming it."""
+    if id_column is None:
+        return []
+    if isinstance(id_column, str):
+        return [id_column]
+    if not isinstance(id_column, (list, tuple)):
+        raise DataError(f"id_column must be a column name or a list of them, got {id_column!r}")
+    names = list(id_column)
+    odd = [c for c in names if not isinstance(c, str)]
+    if odd:
+        raise DataError(f"id_column: {odd[0]!r} is not a column name (a string)")
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise DataError(f"id_column lists {', '.join(map(repr, dup))} more than once")
+    return names
+
+
 def check_schemas(infos: list[FileInfo], columns, id_column):
     """Feature columns after checking every file's schema; raises DataError naming file and column.
 
-    Without ``columns``, every column but ``id_column`` and a stored pandas index."""
+    ``id_column``: a name or a list of names (:func:`id_columns`). Without ``columns``, every column but the
+    id columns and a stored pandas index."""
     import pyarrow as pa
 
+    ids = id_columns(id_column)
     first = infos[0]
     names = data_columns(first.schema)
     if columns is None:
@@ -545,7 +566,7 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
                 f"{common[0].path} have: {', '.join(sorted(base))}); choose the feature columns with "
                 "columns=[...] (--columns a,b,...)"
             )
-        columns = [c for c in names if c != id_column]
+        columns = [c for c in names if c not in ids]
         # the types of a file with rows (an empty frame's columns are written as null)
         first = next((i for i in infos if sum(i.row_groups)), first)
         flags = [c for c in columns if pa.types.is_boolean(first.schema.field(c).type)]
@@ -570,17 +591,18 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
         dup = sorted({c for c in columns if columns.count(c) > 1})
         if dup:
             raise DataError(f"columns lists {', '.join(map(repr, dup))} more than once")
-        if id_column is not None and id_column in columns:
-            raise DataError(f"the id column {id_column!r} is also listed as a feature column")
-    wanted = columns + ([id_column] if id_column is not None else [])
-    keyed = partition_types(infos, columns, id_column)
+        both = [c for c in ids if c in columns]
+        if both:
+            raise DataError(f"the id column {both[0]!r} is also listed as a feature column")
+    wanted = columns + ids
+    keyed = partition_types(infos, columns, ids)
     typed: dict = {}  # column: (its type, the first file that has it with rows and not all null)
     for info in infos:
         have = info.schema.names
         for c in wanted:
             if c not in have and not (c in columns and element(c, info.schema)) and not (
                     c in keyed and any(k == c for k, _ in info.partitions)):
-                what = "id column" if c == id_column else "column"
+                what = "id column" if c in ids else "column"
                 keys = [k for k, _ in info.partitions]
                 hive = (f"; partition keys in its path: {', '.join(keys)}" if keys else "") + (
                     f"; {c!r} is a partition key of other files ({c}=... in their paths), not of this one"
@@ -604,7 +626,7 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
                 continue  # nulls only in this file: missing values whatever the column's type elsewhere
             seen = typed.setdefault(c, (t, info.path))
             if t != seen[0] and not (c in columns and _is_numeric(t) and _is_numeric(seen[0])) and not (
-                    c == id_column and common_id_type(t, seen[0]) is not None):
+                    c in ids and common_id_type(t, seen[0]) is not None):
                 # a feature column may be int32 in one file and double in another (a writer's inferred
                 # types drift): every piece is cast to the job's dtype as it is read. An id column keeps
                 # its type in the predictions, so its files must agree, but for integers of other widths
@@ -614,7 +636,7 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
                     f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}"
                     + ("; an id column's type must be the same in every file (integers of any width may mix, "
                        "and strings of any Arrow string type)"
-                       if c == id_column else "")
+                       if c in ids else "")
                 )
     return columns
 
@@ -691,7 +713,7 @@ class Piece:
 def bytes_per_row(info: FileInfo, columns, id_column, dtype) -> float:
     """Decoded bytes a chunk task holds per row: the Arrow columns (from the footer's
     uncompressed sizes, at least 8 bytes a value) plus the feature matrix."""
-    wanted = list(columns) + ([id_column] if id_column is not None else [])
+    wanted = list(columns) + id_columns(id_column)
     decoded = 0.0
     for n, sizes in zip(info.row_groups, info.col_bytes):
         if n:
@@ -724,10 +746,14 @@ def plan_input(path, infos: list[FileInfo], chunk_rows: int | None, chunk_bytes:
         from daskgmm.engine.cluster import active_client, chunk_budget
 
         chunk_bytes = chunk_budget(active_client())
-    pieces = plan_pieces(infos, chunk_rows, chunk_bytes, **plan)
-    if sum(p.rows for p in pieces) == 0:
+    check_rows(path, infos)
+    return plan_pieces(infos, chunk_rows, chunk_bytes, **plan)
+
+
+def check_rows(path, infos: list[FileInfo]) -> None:
+    """A :class:`DataError` if the files of ``path`` hold no rows (from their footers)."""
+    if not any(sum(info.row_groups) for info in infos):
         raise DataError(f"no rows in {path!r} ({len(infos)} file(s), all empty)")
-    return pieces
 
 
 def plan_pieces(infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int | None = None, *,
@@ -739,7 +765,7 @@ def plan_pieces(infos: list[FileInfo], chunk_rows: int | None, chunk_bytes: int 
     columns read from the files' partition keys: each piece carries its file's values.
     """
     pieces = []
-    wanted = list(columns) + ([id_column] if id_column is not None else [])
+    wanted = list(columns) + id_columns(id_column)
     for info in infos:
         constants = partition_constants(info, wanted, partition_types or {})
         if chunk_rows:

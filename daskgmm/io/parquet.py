@@ -34,10 +34,12 @@ from daskgmm.io.files import (
     Piece,
     RowsOmittedWarning,
     bytes_per_row,
+    check_rows,
     check_schemas,
     file_signature,
     float_dtype,
     get_fs,
+    id_columns,
     id_type,
     inspect_file,
     inspect_files,
@@ -69,11 +71,12 @@ class ParquetSource:
     Attributes
     ----------
     X : dask.array.Array, shape (n_rows, n_features)
-    ids : dask.array.Array of shape (n_rows,), or None
-        The id column, read by the same tasks as ``X``.
+    ids : dask.array.Array of shape (n_rows,), list of them, or None
+        The id column (a list of the id columns, in order, when ``id_column`` is a list), read by the
+        same tasks as ``X``.
     columns : list of str
         Feature column names, in order.
-    id_column : str or None
+    id_column : str, list of str, or None
     files : list of str
     n_rows : int
         Rows after dropping (``nan_policy="omit"``).
@@ -86,7 +89,7 @@ class ParquetSource:
     X: object
     ids: object
     columns: list
-    id_column: str | None
+    id_column: str | list | None
     files: list
     n_rows: int
     n_omitted: int = 0
@@ -124,7 +127,7 @@ class ParquetSource:
 
 def open_parquet(
     path, columns=None, id_column=None, dtype="float64", *, nan_policy="raise",
-    chunk_rows=None, chunk_bytes=None, storage_options=None,
+    chunk_rows=None, chunk_bytes=None, storage_options=None, footers=None,
 ) -> ParquetSource:
     """Open Parquet data as a Dask array, checking every file's schema first.
 
@@ -140,9 +143,11 @@ def open_parquet(
         then all be numeric). A Hive partition key of the files' paths
         (``day=2026-12-01/``, ``hour=3/``) may be named when its every value is a
         number; keys are never features by default.
-    id_column : str, optional
-        A column to carry alongside (e.g. to join predictions back), or a
-        partition key of the paths (its values int64, float64 or strings).
+    id_column : str or list of str, optional
+        A column to carry alongside the rows (e.g. to join predictions back), or
+        several (``["event_id", "day"]``), each read in its own type by the tasks
+        that read the rows. A partition key of the paths may be one (its values
+        int64, float64 or strings). None of them may be a feature column.
     dtype : {"float64", "float32"}
     nan_policy : {"raise", "omit", "marginalize"}
         NaN, null or infinite feature values raise a DataError naming the file,
@@ -161,6 +166,10 @@ def open_parquet(
         ``DEFAULT_CHUNK_ROWS`` rows.
     storage_options : dict, optional
         Passed to fsspec (credentials, endpoints).
+    footers : tuple, optional
+        What :func:`daskgmm.io.files.inspect_files` returned for ``path`` (``(fs, files, infos)``), when
+        the caller has read the footers already (the command checks them before its cluster starts):
+        they are not read again.
 
     Returns
     -------
@@ -169,12 +178,13 @@ def open_parquet(
     dtype = float_dtype(dtype)
     if nan_policy not in ("raise", "omit", "marginalize"):
         raise ValueError(f"nan_policy must be 'raise', 'omit' or 'marginalize', got {nan_policy!r}")
-    fs, _, infos = inspect_files(path, storage_options)
-    columns = check_schemas(infos, columns, id_column)
+    fs, _, infos = footers if footers is not None else inspect_files(path, storage_options)
+    ids = id_columns(id_column)
+    columns = check_schemas(infos, columns, ids)
     _not_sparse_layout(infos, columns)
     columns, vectors = expand_vectors(columns, infos, fs)
-    keyed = partition_types(infos, columns, id_column)
-    pieces = plan_input(path, infos, chunk_rows, chunk_bytes, columns=columns, id_column=id_column, dtype=dtype,
+    keyed = partition_types(infos, columns, ids)
+    pieces = plan_input(path, infos, chunk_rows, chunk_bytes, columns=columns, id_column=ids, dtype=dtype,
                         partition_types=keyed)
     sizes = [p.rows for p in pieces]
     total = sum(sizes)
@@ -196,12 +206,28 @@ def open_parquet(
             raise DataError(f"every row of {path!r} has NaN, null or infinite values")
     tag = uuid.uuid4().hex[:16]
     register_reads(tag, path, [i.path for i in infos])
-    X, ids = piece_arrays("daskgmm", tag, read_piece, fs, pieces,
-                          (tuple(columns), id_column, dtype, nan_policy, vectors), sizes, len(columns), dtype,
-                          np.empty((0, len(columns)), dtype=dtype),
-                          None if id_column is None else id_type(infos, id_column, keyed))
-    return ParquetSource(X, ids, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted, by_col,
-                         fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors)
+    X, id_arrays = piece_arrays("daskgmm", tag, read_piece, fs, pieces,
+                                (tuple(columns), tuple(ids), dtype, nan_policy, vectors), sizes, len(columns),
+                                dtype, np.empty((0, len(columns)), dtype=dtype),
+                                [id_type(infos, c, keyed) for c in ids])
+    # a name gives its column, a list one column per name (a list of one too)
+    id_column, id_arrays = (id_column, id_arrays[0]) if isinstance(id_column, str) else \
+        (ids or None, id_arrays or None)
+    return ParquetSource(X, id_arrays, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted,
+                         by_col, fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors)
+
+
+def check_footers(path, infos, columns=None, id_column=None) -> list:
+    """What :func:`open_parquet` checks of ``path`` from its files' footers alone (``infos``, as
+    :func:`daskgmm.io.files.inspect_files` read them), with the same errors: missing, non-numeric or
+    doubly named columns, disagreeing schemas, files of the sparse layout, a partition key of non-numbers
+    named as a feature, no rows. The command runs it before its cluster starts; returns the feature
+    columns (Spark ML vector columns not yet expanded)."""
+    columns = check_schemas(infos, columns, id_column)
+    _not_sparse_layout(infos, columns)
+    partition_types(infos, columns, id_column)
+    check_rows(path, infos)
+    return columns
 
 
 def _not_sparse_layout(infos, columns) -> None:
@@ -232,9 +258,11 @@ def read_parquet(path, columns=None, id_column=None, dtype="float64", *, nan_pol
     -------
     X : dask.array.Array, shape (n_rows, n_features)
         When ``id_column`` is None.
-    (X, ids) : tuple of dask.array.Array
-        When ``id_column`` is given: the features and the id column, read by
-        the same tasks.
+    (X, ids) : tuple
+        When ``id_column`` is given: the features and the id column (a Dask
+        array of shape (n_rows,)), or, for a list of names, a list of such
+        arrays, one per name in order; read by the same tasks as the features.
+        ``write_predictions(X, path, ids=ids, id_column=id_column)`` writes them back.
     """
     src = open_parquet(path, columns, id_column, dtype, nan_policy=nan_policy, chunk_rows=chunk_rows,
                        chunk_bytes=chunk_bytes, storage_options=storage_options)

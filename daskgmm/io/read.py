@@ -17,9 +17,9 @@ from daskgmm.kernels.scan import first_bad_row as bad_row_words
 
 
 def piece_arrays(prefix: str, tag: str, read, fs, pieces, args: tuple, sizes, width: int, dtype, meta,
-                 id_type=None):
-    """An input's rows (and ids) as Dask arrays over its planned pieces: task ``i`` is
-    ``read(fs, pieces[i], *args)``, which returns (rows, ids).
+                 id_types=()):
+    """An input's rows (and id columns) as Dask arrays over its planned pieces: task ``i`` is
+    ``read(fs, pieces[i], *args)``, which returns (rows, a tuple of one array per id column).
 
     Parameters
     ----------
@@ -29,20 +29,21 @@ def piece_arrays(prefix: str, tag: str, read, fs, pieces, args: tuple, sizes, wi
         Rows of each chunk (after any rows dropped).
     width, dtype, meta
         Columns, dtype and an empty chunk of the rows' array.
-    id_type : pyarrow.DataType, optional
-        The id column's type; None: no ids.
+    id_types : sequence of pyarrow.DataType
+        The id columns' types, in the order the reads return them (none: no ids).
 
     Returns
     -------
     X : dask.array.Array, shape (sum(sizes), width)
-    ids : dask.array.Array of shape (sum(sizes),), or None
+    ids : list of dask.array.Array of shape (sum(sizes),)
+        One per id column, each taken from the same read tasks as ``X`` (a row's ids travel with it).
     """
     import operator
 
     import dask.array as da
     from dask.highlevelgraph import HighLevelGraph
 
-    read_name, x_name, id_name = f"{prefix}-read-{tag}", f"{prefix}-x-{tag}", f"{prefix}-ids-{tag}"
+    read_name, x_name = f"{prefix}-read-{tag}", f"{prefix}-x-{tag}"
     read_layer = {(read_name, i): (read, fs, p, *args) for i, p in enumerate(pieces)}
 
     def part(out_name, index, keys):  # element ``index`` of every read task's result
@@ -50,23 +51,26 @@ def piece_arrays(prefix: str, tag: str, read, fs, pieces, args: tuple, sizes, wi
         return HighLevelGraph({read_name: read_layer, out_name: layer}, {read_name: set(), out_name: {read_name}})
 
     X = da.Array(part(x_name, 0, (0,)), x_name, chunks=(tuple(sizes), (width,)), dtype=dtype, meta=meta)
-    ids = None
-    if id_type is not None:
+    ids = []
+    for k, id_type in enumerate(id_types):
         try:
             id_dtype = np.dtype(id_type.to_pandas_dtype())
         except (NotImplementedError, TypeError):
             id_dtype = np.dtype(object)
-        layer = {(id_name, i): (_ids_of, (read_name, i), id_dtype) for i in range(len(pieces))}
+        # the first id column keeps the name it had alone: a job's task names are what its logs show
+        id_name = f"{prefix}-ids-{tag}" if k == 0 else f"{prefix}-ids{k}-{tag}"
+        layer = {(id_name, i): (_ids_of, (read_name, i), k, id_dtype) for i in range(len(pieces))}
         graph = HighLevelGraph({read_name: read_layer, id_name: layer}, {read_name: set(), id_name: {read_name}})
-        ids = da.Array(graph, id_name, chunks=(tuple(sizes),), dtype=id_dtype, meta=np.empty((0,), dtype=id_dtype))
+        ids.append(da.Array(graph, id_name, chunks=(tuple(sizes),), dtype=id_dtype,
+                            meta=np.empty((0,), dtype=id_dtype)))
     return X, ids
 
 
-def _ids_of(chunk, dtype):
-    """The ids of a read chunk, integers widened to ``dtype`` (a file whose id column is int32 among
+def _ids_of(chunk, k, dtype):
+    """Id column ``k`` of a read chunk, integers widened to ``dtype`` (a file whose id column is int32 among
     int64 ones); objects (integers with nulls) and other types as read."""
-    ids = chunk[1]
-    if ids is not None and ids.dtype != dtype and ids.dtype.kind in "iu" and dtype.kind in "iu":
+    ids = chunk[1][k]
+    if ids.dtype != dtype and ids.dtype.kind in "iu" and dtype.kind in "iu":
         ids = ids.astype(dtype)
     return ids
 
@@ -190,8 +194,9 @@ def _stored(columns, vectors) -> list:
     return list(plan.items())
 
 
-def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None):
-    """Feature matrix (n, D), Fortran-ordered, and the id column of one planned chunk.
+def _read_matrix(fs, piece: Piece, columns, dtype, id_column=(), vectors=None):
+    """Feature matrix (n, D), Fortran-ordered, and the id columns ``id_column`` (names) of one planned chunk,
+    a tuple of one array each, in the column's own type.
 
     One column at a time, in batches of at most ``BATCH_ROWS`` rows
     (single-threaded: Dask provides the parallelism) from a buffered stream:
@@ -209,28 +214,22 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None)
 
     target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
     path = piece.path
-    ids = None
+    ids = []
     try:
         with _open_checked(fs, piece) as pf:
             x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
-            reads = _stored(columns, vectors) + ([(id_column, None)] if id_column is not None else [])
             constants = dict(piece.constants)
-            for i, (c, into) in enumerate(reads):
-                j = len(columns) if id_column is not None and i == len(reads) - 1 else into[0][0]
+            for c, into in _stored(columns, vectors):
+                j = into[0][0]
                 start = 0
                 if c in constants:  # a partition key of the file's path: one value for every row
                     value = constants[c]
-                    if j == len(columns):
-                        ids = np.full(piece.rows, value, dtype=_constant_dtype(value))
-                    else:
-                        x[:, j] = np.nan if value is None else value
-                        for jj, _ in into[1:]:
-                            x[:, jj] = x[:, j]
+                    x[:, j] = np.nan if value is None else value
+                    for jj, _ in into[1:]:
+                        x[:, jj] = x[:, j]
                     continue
                 parts = _read_column(pf, piece, c)
                 for part in parts:
-                    if j == len(columns):  # the id column, kept in its own type
-                        continue
                     if into[0][1] is not None:  # elements of a vector column: every one wanted from one read
                         block = vector_block(part, vectors[c], c, lambda r, at=start: f"{path} "
                                              f"({_row_in_file(piece, at + r)})")
@@ -246,13 +245,20 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None)
                     for jj, _ in into[1:]:  # a column named twice (never by check_schemas: kept exact anyway)
                         x[start : start + len(part), jj] = x[start : start + len(part), j]
                     start += len(part)
-                if j == len(columns):
-                    ids = np.concatenate([id_values(p) for p in parts]) if parts else None
-                    start = 0 if ids is None else len(ids)
                 del parts
                 if start != piece.rows:
                     raise InputChangedError(f"{path}: read {start} rows of column {c!r} where the job planned "
                                             f"{piece.rows}; inputs must not change during a job")
+            for c in id_column:  # each id column kept in its own type
+                if c in constants:  # a partition key of the file's path: one value for every row
+                    ids.append(np.full(piece.rows, constants[c], dtype=_constant_dtype(constants[c])))
+                    continue
+                parts = _read_column(pf, piece, c)
+                ids.append(np.concatenate([id_values(p) for p in parts]) if parts else np.empty(0))
+                del parts
+                if len(ids[-1]) != piece.rows:
+                    raise InputChangedError(f"{path}: read {len(ids[-1])} rows of column {c!r} where the job "
+                                            f"planned {piece.rows}; inputs must not change during a job")
         _check_unchanged(fs, piece)
     except DataError:  # a changed file, or a vector of the wrong width: named already
         raise
@@ -266,7 +272,7 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=None, vectors=None)
         # Arrow's allocator (mimalloc) keeps freed pages: give them back before the
         # kernels run, so they do not add to the worker's peak
         pa.default_memory_pool().release_unused()
-    return x, ids
+    return x, tuple(ids)
 
 
 def _constant_dtype(value) -> np.dtype:
@@ -292,7 +298,8 @@ NONFINITE_ADVICE = {
 
 
 def read_piece(fs, piece, columns, id_column, dtype, nan_policy, vectors=None):
-    """One chunk: (features (n, D) Fortran-ordered, ids (n,) or None)."""
+    """One chunk: (features (n, D) Fortran-ordered, a tuple of the id columns' (n,) arrays, one per name of
+    ``id_column``)."""
     x, ids = _read_matrix(fs, piece, columns, dtype, id_column, vectors)
     # "marginalize" keeps NaN/null (a missing value for the model); infinity stays an error
     bad = np.isinf(x).any(axis=1) if nan_policy == "marginalize" else _bad_rows(x)
@@ -308,8 +315,7 @@ def read_piece(fs, piece, columns, id_column, dtype, nan_policy, vectors=None):
             )
         keep = ~bad
         x = np.asfortranarray(x[keep])
-        if ids is not None:
-            ids = ids[keep]
+        ids = tuple(i[keep] for i in ids)
     if nan_policy == "marginalize":
         # bad data found here names its file and row (the estimator, later, could name neither); column by
         # column (contiguous in the Fortran-ordered chunk), stopping when no row is NaN in all so far: 0.1-0.3 ms
@@ -411,8 +417,8 @@ def _vector_entries(pf, piece: Piece, vector, n_features):
     return np.concatenate(counts), np.concatenate(cols), np.concatenate(vals)
 
 
-def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=None, vector=None):
-    """One chunk of sparse rows: (csr_array (rows, n_features), bad-rows mask or None, ids).
+def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column=(), vector=None):
+    """One chunk of sparse rows: (csr_array (rows, n_features), a tuple of the id columns ``id_column``).
 
     With ``vector``, the rows are that Spark ML vector column's (:mod:`daskgmm.io.vectors`), not the
     ``indices`` and ``values`` list columns."""
@@ -422,7 +428,7 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
     path = piece.path
     where = f"row group(s) {[g for g, _, _ in piece.slices]}"
     idx_dtype = np.int32 if n_features < 2**31 else np.int64
-    ids = None
+    ids = []
     try:
         with _open_checked(fs, piece) as pf:
             if vector is None:
@@ -431,9 +437,9 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
             else:
                 entries = _vector_entries(pf, piece, vector, n_features)
                 indices = vector  # the column the messages below name
-            if id_column is not None:
-                parts = _read_column(pf, piece, id_column)
-                ids = np.concatenate([id_values(p) for p in parts]) if parts else None
+            for c in id_column:
+                parts = _read_column(pf, piece, c)
+                ids.append(np.concatenate([id_values(p) for p in parts]) if parts else np.empty(0))
         _check_unchanged(fs, piece)
     except (DataError, InputChangedError):
         raise
@@ -491,11 +497,11 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
             row = int(np.searchsorted(x.indptr, k, side="right") - 1)
             raise DataError(f"{path} ({_row_in_file(piece, row)}): index {int(x.indices[k])} appears twice in "
                             f"column {indices!r}; each index at most once per row")
-    return x, ids
+    return x, tuple(ids)
 
 
 def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy, vector=None):
-    """One chunk of sparse rows: (csr_array (n, n_features), ids (n,) or None)."""
+    """One chunk of sparse rows: (csr_array (n, n_features), a tuple of the id columns' (n,) arrays)."""
     x, ids = _read_sparse(fs, piece, indices, values, n_features, dtype, id_column, vector)
     bad = _sparse_bad_rows(x)
     if bad.any():
@@ -507,8 +513,7 @@ def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, 
             )
         keep = ~bad
         x = x[keep]
-        if ids is not None:
-            ids = ids[keep]
+        ids = tuple(i[keep] for i in ids)
     return x, ids
 
 

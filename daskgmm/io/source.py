@@ -21,11 +21,12 @@ class Source(Protocol):
     ----------
     X : dask.array.Array, shape (n_rows, n_features)
         The feature rows, chunked by rows (chunks sized from the workers' memory).
-    ids : dask.array.Array of shape (n_rows,), or None
-        A column carried beside the rows (to join predictions back), read by the same tasks.
+    ids : dask.array.Array of shape (n_rows,), list of them, or None
+        A column carried beside the rows (to join predictions back), or one per name when ``id_column``
+        is a list, read by the same tasks.
     columns : list of str
         The feature columns' names, in order.
-    id_column : str or None
+    id_column : str, list of str, or None
     files : list of str
         Every file read, in order.
     n_rows : int
@@ -37,7 +38,7 @@ class Source(Protocol):
     X: object
     ids: object
     columns: list
-    id_column: str | None
+    id_column: str | list | None
     files: list
     n_rows: int
     n_omitted: int
@@ -61,7 +62,7 @@ def open_source(data, columns=None, id_column=None, dtype="float64", *, format="
     data : str, path-like, or list of them
         Files, directories, globs or fsspec URLs.
     columns : list of str, optional
-    id_column : str, optional
+    id_column : str or list of str, optional
     dtype : {"float64", "float32"}
     format : str
         A key of ``OPENERS``.

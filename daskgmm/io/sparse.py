@@ -33,6 +33,7 @@ from daskgmm.io.files import (
     RowsOmittedWarning,
     file_signature,
     float_dtype,
+    id_columns,
     inspect_files,
     plan_input,
     register_reads,
@@ -51,11 +52,11 @@ class SparseParquetSource:
     ----------
     X : dask.array.Array, shape (n_rows, n_features)
         Chunks are ``scipy.sparse.csr_array``.
-    ids : dask.array.Array of shape (n_rows,), or None
+    ids : dask.array.Array of shape (n_rows,), list of them (``id_column`` a list), or None
     n_features : int
     indices, values : str
         The list columns.
-    id_column : str or None
+    id_column : str, list of str, or None
     files : list of str
     n_rows : int
         Rows after dropping (``nan_policy="omit"``).
@@ -67,7 +68,7 @@ class SparseParquetSource:
     n_features: int
     indices: str
     values: str
-    id_column: str | None
+    id_column: str | list | None
     files: list
     n_rows: int
     n_omitted: int = 0
@@ -124,15 +125,16 @@ def check_sparse_schemas(infos, indices, values, id_column, n_features):
     for info in infos:
         _check_list_column(info, indices, True, "indices")
         _check_list_column(info, values, False, "values")
-    if id_column is not None:
-        if id_column in (indices, values):
-            raise DataError(f"the id column {id_column!r} is also a column of the sparse layout")
+    ids = id_columns(id_column)
+    for c in ids:
+        if c in (indices, values):
+            raise DataError(f"the id column {c!r} is also a column of the sparse layout")
         for info in infos:
-            if id_column not in info.schema.names:
-                raise DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(info.schema.names)})")
+            if c not in info.schema.names:
+                raise DataError(f"{info.path}: no id column {c!r} (it has: {', '.join(info.schema.names)})")
     first = infos[0]
     for info in infos[1:]:
-        for c in [indices, values] + ([id_column] if id_column is not None else []):
+        for c in [indices, values] + ids:
             t0, t = first.schema.field(c).type, info.schema.field(c).type
             if t != t0:
                 raise DataError(f"schemas disagree: column {c!r} is {t0} in {first.path} but {t} in {info.path}")
@@ -171,10 +173,11 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
         if not is_vector(t):
             raise DataError(f"{info.path}: column {vector!r} has type {t}; vector= needs a column of {SPARK_VECTORS} "
                             "or of arrays of numbers")
-        if id_column is not None and id_column not in have:
-            raise DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(have)})")
-    if id_column == vector:
-        raise DataError(f"the id column {id_column!r} is the vector column")
+        for c in id_columns(id_column):
+            if c not in have:
+                raise DataError(f"{info.path}: no id column {c!r} (it has: {', '.join(have)})")
+    if vector in id_columns(id_column):
+        raise DataError(f"the id column {vector!r} is the vector column")
     if n_features is None:
         return first_width(fs, infos, vector)
     n_features = int(n_features)
@@ -213,7 +216,8 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
         ``HashingTF``'s output; :mod:`daskgmm.io.vectors`) to read the rows from instead of
         ``indices`` and ``values``: sparse vectors as they are, dense ones without their zeros.
         A null vector is an error naming its file and row.
-    id_column : str, optional
+    id_column : str or list of str, optional
+        As :func:`daskgmm.io.parquet.open_parquet`'s.
     dtype : {"float64", "float32"}
     nan_policy : {"raise", "omit"}
     chunk_rows, chunk_bytes, storage_options
@@ -254,10 +258,12 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
             raise DataError(f"every row of {path!r} has NaN, null or infinite values")
     tag = uuid.uuid4().hex[:16]
     register_reads(tag, path, files)
+    names = id_columns(id_column)
     X, ids = piece_arrays("daskgmm-sparse", tag, read_sparse_piece, fs, pieces,
-                          (indices, values, id_column, n_features, dtype, nan_policy, vector), sizes, n_features,
+                          (indices, values, tuple(names), n_features, dtype, nan_policy, vector), sizes, n_features,
                           dtype, sp.csr_array((0, n_features), dtype=dtype),
-                          None if id_column is None else infos[0].schema.field(id_column).type)
+                          [infos[0].schema.field(c).type for c in names])
+    id_column, ids = (id_column, ids[0]) if isinstance(id_column, str) else (names or None, ids or None)
     return SparseParquetSource(X, ids, n_features, indices, values, id_column, [i.path for i in infos],
                                int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype)
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from daskgmm.kernels.features import NO_FEATURES
 from daskgmm.kernels.protocol import Block
-from daskgmm.kernels.results import smallest
+from daskgmm.kernels.results import named_ids, smallest
 
 #: The names ``sklearn.metrics.pairwise_distances`` accepts for a metric on feature rows
 #: (scikit-learn's own and SciPy's; "precomputed" is not one: k-medoids here reads feature rows).
@@ -437,11 +437,10 @@ def medoid_distances(x, medoids, metric: Dissimilarity, block_rows: int = 4096) 
 
 
 def medoid_part(x, ids, medoids, metric: Dissimilarity, id_column, distance: bool) -> dict:
-    """Columns of one part of a predictions dataset: the id, ``label`` and optionally ``distance``."""
+    """Columns of one part of a predictions dataset: the id column(s) (:func:`named_ids`), ``label`` and
+    optionally ``distance``."""
     d = medoid_distances(x, medoids, metric) if len(x) else np.zeros((0, len(medoids)))
-    out = {}
-    if id_column is not None:
-        out[id_column] = ids
+    out = named_ids(ids, id_column)
     label = np.argmin(d, axis=1) if len(d) else np.zeros(0, np.int64)
     out["label"] = label.astype(np.int32)
     if distance:

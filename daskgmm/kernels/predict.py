@@ -14,7 +14,7 @@ from daskgmm.kernels import compiled
 from daskgmm.kernels.features import block_rows_for, build_features
 from daskgmm.kernels.missing import marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
-from daskgmm.kernels.results import SuffStats, frozen
+from daskgmm.kernels.results import SuffStats, frozen, named_ids
 from daskgmm.kernels.scratch import scratch
 from daskgmm.kernels.studentt import StudentTMarginal
 
@@ -140,11 +140,10 @@ def mixture_block(x, nat, centre, what, marginal=None):
 
 
 def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components, marginal=None):
-    """Columns of one part of a predictions dataset (``marginal``: see :func:`mixture_logits`)."""
+    """Columns of one part of a predictions dataset: the id column(s) (:func:`named_ids`), then the model's
+    (``marginal``: see :func:`mixture_logits`)."""
     logits = mixture_logits(x, nat, centre, marginal) if marginal is not None else component_logits(x, nat, centre)
-    out = {}
-    if id_column is not None:
-        out[id_column] = ids
+    out = named_ids(ids, id_column)
     out["label"] = logits.argmax(axis=1).astype(np.int32)
     if proba or loglik:
         mx = logits.max(axis=1, keepdims=True) if len(logits) else np.zeros((0, 1), logits.dtype)

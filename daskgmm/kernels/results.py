@@ -266,3 +266,14 @@ def chan(wa, ma, m2a, wb, mb, m2b):
         return w, ma, m2a
     delta = mb - ma
     return w, ma + delta * (wb / w), m2a + m2b + delta**2 * (wa * wb / w)
+
+
+def named_ids(ids, id_column) -> dict:
+    """The id columns of one part of a predictions dataset: ``{name: values}`` for the names ``id_column``
+    (a name, a sequence of names, or None: no id column) and ``ids`` (the values; for several names a
+    sequence of arrays, in their order)."""
+    if id_column is None:
+        return {}
+    if isinstance(id_column, str):
+        return {id_column: ids}
+    return dict(zip(id_column, ids, strict=True))
