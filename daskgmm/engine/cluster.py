@@ -16,6 +16,7 @@ import math
 import os
 import threading
 import time
+import weakref
 
 from daskgmm.engine import stop
 
@@ -593,8 +594,10 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
         _wait_bounded(client, futures, what)
 
 
-#: client id -> the longest a task of its waits was seen to run, in seconds (the "job" of the hung-task bound)
-_longest: dict = {}
+#: client -> the longest a task of its waits was seen to run, in seconds (the "job" of the hung-task bound);
+#: weak: an entry goes with its client (keyed by id(), a process running job after job kept one per client,
+#: and a new client given a freed one's id took its job's longest task)
+_longest: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _running_tasks(client, keys, asked) -> tuple[list, list]:
@@ -665,11 +668,10 @@ class _HungTasks:
         self.looked = -math.inf
 
     def bound(self) -> float:
-        return max(self.timeout, self.factor * _longest.get(id(self.client), 0.0))
+        return max(self.timeout, self.factor * _longest.get(self.client, 0.0))
 
     def _seen(self, seconds) -> None:
-        key = id(self.client)
-        _longest[key] = max(_longest.get(key, 0.0), seconds)
+        _longest[self.client] = max(_longest.get(self.client, 0.0), seconds)
 
     def finished(self) -> None:
         """The wait is over: the tasks running at the last look have finished."""
@@ -706,7 +708,7 @@ class _HungTasks:
                          for k, (a, name, s) in order[:5])
         if len(order) > 5:
             held += f"; and {len(order) - 5} more"
-        longest, bound, timeout = _longest.get(id(self.client), 0.0), round(bound, 1), round(self.timeout, 1)
+        longest, bound, timeout = _longest.get(self.client, 0.0), round(bound, 1), round(self.timeout, 1)
         which = "that worker" if len({a for a, _, _ in live.values()}) == 1 else "those workers"
         return (f"a {self.what} made no progress for {stalled:.0f} s: {held}, and no other task of it finished: "
                 "hung (a read from a dead network mount or a stuck object-store connection, a deadlock), or slower "
