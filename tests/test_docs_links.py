@@ -86,7 +86,8 @@ def test_the_check_sees_a_broken_link(tmp_path):
 # A repository file named in a code span (`daskgmm/io/files.py`, `scripts/demo`), and a dotted
 # name of the package (`daskgmm.engine.cluster.STALL_SECONDS`): both go stale when code moves.
 _CODE_PATH = re.compile(r"`((?:daskgmm|scripts|tests|configs|docs)/[A-Za-z0-9_./-]+\.(?:py|cpp|yaml|json|md|png))`")
-_DOTTED = re.compile(r"`(daskgmm(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(?![A-Za-z0-9_<])")
+# (a dotted name followed by "-" is a Dask config key, `daskgmm.hung-task.timeout`, not a Python name)
+_DOTTED = re.compile(r"`(daskgmm(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(?![A-Za-z0-9_<-])")
 #: dotted names in the docs that are not Python objects
 NOT_PYTHON = {"daskgmm.n_features"}  # the sparse Parquet files' metadata key
 
@@ -124,5 +125,6 @@ def test_files_and_names_in_code_spans_exist(page):
 def test_the_name_check_sees_stale_names(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("`daskgmm/io/files.py` `daskgmm/fitting_gone.py` `daskgmm.io.files.DataError` "
-                    "`daskgmm.io.files.Gone` `daskgmm.kernels._core_<variant>` `daskgmm.n_features`\n")
+                    "`daskgmm.io.files.Gone` `daskgmm.kernels._core_<variant>` `daskgmm.n_features` "
+                    "`daskgmm.hung-task.timeout`\n")
     assert stale_names(page) == ["daskgmm.io.files.Gone", "daskgmm/fitting_gone.py"]
