@@ -695,6 +695,66 @@ def test_the_hung_task_bound_forgets_a_job_with_its_client(monkeypatch):
     assert inherited == 0 and len(cluster._longest) == 0
 
 
+class _Task:
+    """A stand-in for the scheduler's ``TaskState``; ``touched`` collects the tasks whose graph edges a
+    look followed."""
+
+    touched = None  # a set, per test
+
+    def __init__(self, key, state="waiting", deps=()):
+        self.key, self.state, self.processing_on = key, state, None
+        self._dependents, self._dependencies = set(), set(deps)
+        for d in deps:
+            d._dependents.add(self)
+
+    @property
+    def dependents(self):
+        _Task.touched.add(self.key)
+        return self._dependents
+
+    @property
+    def dependencies(self):
+        _Task.touched.add(self.key)
+        return self._dependencies
+
+
+def test_a_look_of_the_hung_task_bound_walks_its_own_graph_only():
+    """The scheduler's side of a look (run on its event loop, every 10 s by default) finds the running
+    tasks that the waited futures need, and follows the graph of these futures only: a shared cluster's
+    other jobs running a wide graph (a shuffle: each transfer task below a barrier above thousands of
+    tasks) were climbed from each of their running tasks, up to 10,000 tasks each (100 workers of 8
+    threads: seconds of the scheduler's loop a look)."""
+    import types
+
+    from daskgmm.engine import cluster
+
+    def worker(i):
+        return types.SimpleNamespace(address=f"tcp://10.0.0.{i}:1", name=f"w{i}", last_seen=time.time(), executing={})
+
+    # someone else's shuffle: 2,000 transfer tasks -> a barrier -> 2,000 unpack tasks -> 2,000 more
+    transfers = [_Task(("transfer-x", i)) for i in range(2000)]
+    barrier = _Task("barrier-x", deps=transfers)
+    unpacks = [_Task(("unpack-x", i), deps=[barrier]) for i in range(2000)]
+    later = [_Task(("later-x", i), deps=[u]) for i, u in enumerate(unpacks)]
+    # ours: two chunks in memory, a batch task running on each, merged by the future waited for
+    chunks = [_Task(f"daskgmm-chunk-5f0c-{i}", "memory") for i in range(2)]
+    batches = [_Task(("daskgmm-batch-5f0c", i), "processing", deps=[c]) for i, c in enumerate(chunks)]
+    top = _Task("daskgmm-merge-5f0c-1-0", deps=batches)
+    workers = [worker(i) for i in range(4)]
+    for i, t in enumerate(transfers[:12] + batches[:1]):  # 3 of the shuffle's tasks and one of ours a worker
+        t.state, t.processing_on = "processing", workers[i % 4]
+        workers[i % 4].executing[t] = 5.0
+    scheduler = types.SimpleNamespace(workers={w.address: w for w in workers},
+                                      tasks={t.key: t for t in [*transfers, barrier, *unpacks, *later, *chunks,
+                                                                *batches, top]})
+    client = types.SimpleNamespace(run_on_scheduler=lambda f, *a: f(*a, dask_scheduler=scheduler))
+    _Task.touched = set()
+    running, again = cluster._running_tasks(client, [top.key], [("daskgmm-batch-5f0c", 1)])
+    assert [(k, a, name) for k, a, name, _ in running] == [(("daskgmm-batch-5f0c", 0), "tcp://10.0.0.0:1", "w0")]
+    assert again == [("daskgmm-batch-5f0c", 1)]  # not finished: waiting (its worker left, say)
+    assert not {k for k in _Task.touched if not str(k).count("daskgmm")}, sorted(_Task.touched, key=str)[:5]
+
+
 def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
     """What a real worker has imported after a whole job (fit, predictions) sent to it."""
     cluster, client = own_cluster

@@ -610,27 +610,25 @@ def _running_tasks(client, keys, asked) -> tuple[list, list]:
         import time as clock
 
         now = clock.time()  # the scheduler's clock, as its last_seen
-        wanted, ours = set(keys), {}
-
-        def waited_for(ts):
-            """A future of ``keys`` depends on ``ts`` (upwards through its dependents, a few levels)."""
-            seen, todo = {ts}, [ts]
-            while todo and len(seen) < 10_000:  # a wide graph of someone else's: not looked through
-                t = todo.pop()
-                if t.key in wanted or ours.get(t):
-                    return True
-                todo.extend(d for d in t.dependents if d not in seen)
-                seen.update(t.dependents)
-            return False
+        tasks = dask_scheduler.tasks
+        # the tasks the futures still need: down from them through their dependencies to the tasks done.
+        # Their graph only, on the scheduler's loop: climbing from every running task to see whether a
+        # future needs it went through other jobs' graphs on a shared cluster (a shuffle's barrier has
+        # thousands of dependents), seconds of the loop a look with hundreds of threads
+        ours, todo = set(), [tasks[k] for k in keys if k in tasks]
+        while todo and len(ours) < 100_000:  # a larger graph: the tasks beyond go unseen (a bound the later)
+            ts = todo.pop()
+            if ts in ours or ts.state in ("memory", "erred", "forgotten"):
+                continue
+            ours.add(ts)
+            if ts.state != "processing":  # a running task's inputs are in memory
+                todo.extend(ts.dependencies)
 
         running = []
         for ws in dask_scheduler.workers.values():
             for ts, ran in list(ws.executing.items()):  # kept until the next heartbeat: the state says
-                if ts.state == "processing" and ts.processing_on is ws:
-                    ours[ts] = ours.get(ts) or waited_for(ts)
-                    if ours[ts]:
-                        running.append((ts.key, ws.address, ws.name, ran + max(0.0, now - ws.last_seen)))
-        tasks = dask_scheduler.tasks
+                if ts in ours and ts.state == "processing" and ts.processing_on is ws:
+                    running.append((ts.key, ws.address, ws.name, ran + max(0.0, now - ws.last_seen)))
         again = [k for k in asked if k in tasks and tasks[k].state in ("waiting", "queued", "no-worker", "processing")]
         return running, again
 
