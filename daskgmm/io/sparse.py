@@ -111,6 +111,14 @@ def _metadata_n_features(info):
     return value
 
 
+def _no_id_column(info, id_column) -> DataError:
+    """A file without the id column; a partition key of its path (``day=2026-12-01/``) said to be one, which
+    the dense readers take as a column and these do not."""
+    key = (f"; {id_column!r} is a partition key of its path, which read_sparse_parquet does not read as a column "
+           "(read_parquet and open_parquet do)" if any(k == id_column for k, _ in info.partitions) else "")
+    return DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(info.schema.names)}){key}")
+
+
 def check_sparse_schemas(infos, indices, values, id_column, n_features):
     """The number of features, after checking every file's sparse layout from its footer.
 
@@ -129,7 +137,7 @@ def check_sparse_schemas(infos, indices, values, id_column, n_features):
             raise DataError(f"the id column {id_column!r} is also a column of the sparse layout")
         for info in infos:
             if id_column not in info.schema.names:
-                raise DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(info.schema.names)})")
+                raise _no_id_column(info, id_column)
     first = infos[0]
     for info in infos[1:]:
         for c in [indices, values] + ([id_column] if id_column is not None else []):
@@ -172,7 +180,7 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
             raise DataError(f"{info.path}: column {vector!r} has type {t}; vector= needs a column of {SPARK_VECTORS} "
                             "or of arrays of numbers")
         if id_column is not None and id_column not in have:
-            raise DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(have)})")
+            raise _no_id_column(info, id_column)
     if id_column == vector:
         raise DataError(f"the id column {id_column!r} is the vector column")
     if n_features is None:
