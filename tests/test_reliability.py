@@ -74,19 +74,19 @@ def _wait_for_line(proc, needle, lines):
 
 
 #: Runs ``daskgmm ARGV`` with the client held, for up to a minute, inside the wait of its third pass
-#: ("pass": the wait for its tasks, or the ``client.run`` of a pass outside the task graph, which the
-#: client's event loop awaits while the main thread waits for it) or of the
+#: ("pass": the wait for its tasks, or the call of the workers of a pass outside the task graph,
+#: ``engine._run_on_workers`` by either route, which the client's event loop awaits while the main
+#: thread waits for it) or of the
 #: writing of its predictions ("write"), after saying so on stderr: a signal sent then lands there,
 #: whatever the machine's speed.
 HELD = r"""
 import asyncio, sys, time
-from distributed import Client
 from daskgmm.engine import cluster
 from daskgmm.engine import passes as engine
 
 where, waits = sys.argv[1], []
 wait_bounded = cluster.wait_bounded
-client_run = Client.run
+run_on_workers = engine._run_on_workers
 
 def hold(what):
     waits.append(what)
@@ -98,24 +98,18 @@ def held(client, futures, what="pass"):
     hold(what)
     return wait_bounded(client, futures, what)
 
-def held_run(self, function, *args, **kwargs):
+async def held_run(client, workers, function, *args, direct):
+    # awaited on the client's event loop while the main thread waits for it: hold the call there
+    # (a sleep would stop the loop itself, which no slow pass does)
     if getattr(function, "__name__", "") == "_direct_batches":
-        if not kwargs.get("asynchronous"):
-            hold("pass")
-        else:
-            # awaited on the client's event loop while the main thread waits for it: hold the call there
-            # (a sleep would stop the loop itself, which no slow pass does)
-            waits.append("pass")
-            if where == "pass" and waits.count("pass") == 3:
-                async def held_call():
-                    print("daskgmm-test: held in the pass", file=sys.stderr, flush=True)
-                    await asyncio.sleep(60)
-                    return await client_run(self, function, *args, **kwargs)
-                return held_call()
-    return client_run(self, function, *args, **kwargs)
+        waits.append("pass")
+        if where == "pass" and waits.count("pass") == 3:
+            print("daskgmm-test: held in the pass", file=sys.stderr, flush=True)
+            await asyncio.sleep(60)
+    return await run_on_workers(client, workers, function, *args, direct=direct)
 
 cluster.wait_bounded = engine.wait_bounded = held
-Client.run = held_run
+engine._run_on_workers = held_run
 if where == "start":  # hold the embedded cluster's start for 3 s, with its worker's nanny not yet started
     from distributed import Nanny
     nanny_start = Nanny.start_unsafe
