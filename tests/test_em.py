@@ -1,6 +1,7 @@
 """The distributed path: chunking invariance, graph size, real LocalCluster."""
 
 import time
+import types
 import warnings
 
 import dask.array as da
@@ -395,6 +396,9 @@ def test_a_call_of_the_workers_answers_the_same_by_either_route(process_client):
         assert isinstance(out[ws[1]], Exception) and f"no chunk here ({ws[1]})" in str(out[ws[1]])
     assert engine._reach_workers(process_client, ws)
     assert not engine._reach_workers(process_client, ["tcp://10.1.2.3:4000", ws[0]])
+    # a client given the scheduler's address (no cluster object here): its workers' 127.0.0.1 may be another
+    # host's, behind an ssh -L tunnel to a remote LocalCluster, where a direct call waited 30 s to fail
+    assert not engine._reach_workers(types.SimpleNamespace(direct_to_workers=None, cluster=None), ws)
     process_client.direct_to_workers = False
     try:
         assert not engine._reach_workers(process_client, ws)

@@ -375,6 +375,14 @@ def test_sparse_parquet_errors_name_the_file_row_group_and_row(tmp_path):
     p = tmp_path / "nometa.parquet"
     _write(p, [[0]], [[1.0]], metadata=False)
     err(p, r"nometa.parquet: no 'daskgmm.n_features' in its metadata; give n_features=")
+    # a partition key of the path as the id (docs/python.md, Coming from Spark MLlib): the dense readers' only
+    (tmp_path / "day=2026-12-01").mkdir()
+    keyed = tmp_path / "day=2026-12-01" / "part-0.parquet"
+    _write(keyed, [[0]], [[1.0]])
+    for kw in ({}, {"vector": "values"}):
+        err(keyed, r"part-0.parquet: no id column 'day' \(it has: indices, values\); 'day' is a partition key of its "
+               r"path, which read_sparse_parquet does not read as a column \(read_parquet and open_parquet do\)",
+            id_column="day", **kw)
     assert read_sparse_parquet(p, n_features=4).shape == (1, 4)
     err(good, r"stores n_features=10, more than the n_features=5 given", n_features=5)
     d = tmp_path / "disagree"

@@ -16,6 +16,7 @@ import math
 import os
 import threading
 import time
+import weakref
 
 from daskgmm.engine import stop
 
@@ -593,8 +594,10 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
         _wait_bounded(client, futures, what)
 
 
-#: client id -> the longest a task of its waits was seen to run, in seconds (the "job" of the hung-task bound)
-_longest: dict = {}
+#: client -> the longest a task of its waits was seen to run, in seconds (the "job" of the hung-task bound);
+#: weak: an entry goes with its client (keyed by id(), a process running job after job kept one per client,
+#: and a new client given a freed one's id took its job's longest task)
+_longest: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _running_tasks(client, keys, asked) -> tuple[list, list]:
@@ -607,27 +610,25 @@ def _running_tasks(client, keys, asked) -> tuple[list, list]:
         import time as clock
 
         now = clock.time()  # the scheduler's clock, as its last_seen
-        wanted, ours = set(keys), {}
-
-        def waited_for(ts):
-            """A future of ``keys`` depends on ``ts`` (upwards through its dependents, a few levels)."""
-            seen, todo = {ts}, [ts]
-            while todo and len(seen) < 10_000:  # a wide graph of someone else's: not looked through
-                t = todo.pop()
-                if t.key in wanted or ours.get(t):
-                    return True
-                todo.extend(d for d in t.dependents if d not in seen)
-                seen.update(t.dependents)
-            return False
+        tasks = dask_scheduler.tasks
+        # the tasks the futures still need: down from them through their dependencies to the tasks done.
+        # Their graph only, on the scheduler's loop: climbing from every running task to see whether a
+        # future needs it went through other jobs' graphs on a shared cluster (a shuffle's barrier has
+        # thousands of dependents), seconds of the loop a look with hundreds of threads
+        ours, todo = set(), [tasks[k] for k in keys if k in tasks]
+        while todo and len(ours) < 100_000:  # a larger graph: the tasks beyond go unseen (a bound the later)
+            ts = todo.pop()
+            if ts in ours or ts.state in ("memory", "erred", "forgotten"):
+                continue
+            ours.add(ts)
+            if ts.state != "processing":  # a running task's inputs are in memory
+                todo.extend(ts.dependencies)
 
         running = []
         for ws in dask_scheduler.workers.values():
             for ts, ran in list(ws.executing.items()):  # kept until the next heartbeat: the state says
-                if ts.state == "processing" and ts.processing_on is ws:
-                    ours[ts] = ours.get(ts) or waited_for(ts)
-                    if ours[ts]:
-                        running.append((ts.key, ws.address, ws.name, ran + max(0.0, now - ws.last_seen)))
-        tasks = dask_scheduler.tasks
+                if ts in ours and ts.state == "processing" and ts.processing_on is ws:
+                    running.append((ts.key, ws.address, ws.name, ran + max(0.0, now - ws.last_seen)))
         again = [k for k in asked if k in tasks and tasks[k].state in ("waiting", "queued", "no-worker", "processing")]
         return running, again
 
@@ -665,11 +666,10 @@ class _HungTasks:
         self.looked = -math.inf
 
     def bound(self) -> float:
-        return max(self.timeout, self.factor * _longest.get(id(self.client), 0.0))
+        return max(self.timeout, self.factor * _longest.get(self.client, 0.0))
 
     def _seen(self, seconds) -> None:
-        key = id(self.client)
-        _longest[key] = max(_longest.get(key, 0.0), seconds)
+        _longest[self.client] = max(_longest.get(self.client, 0.0), seconds)
 
     def finished(self) -> None:
         """The wait is over: the tasks running at the last look have finished."""
@@ -706,7 +706,7 @@ class _HungTasks:
                          for k, (a, name, s) in order[:5])
         if len(order) > 5:
             held += f"; and {len(order) - 5} more"
-        longest, bound, timeout = _longest.get(id(self.client), 0.0), round(bound, 1), round(self.timeout, 1)
+        longest, bound, timeout = _longest.get(self.client, 0.0), round(bound, 1), round(self.timeout, 1)
         which = "that worker" if len({a for a, _, _ in live.values()}) == 1 else "those workers"
         return (f"a {self.what} made no progress for {stalled:.0f} s: {held}, and no other task of it finished: "
                 "hung (a read from a dead network mount or a stuck object-store connection, a deadlock), or slower "

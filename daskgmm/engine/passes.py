@@ -160,14 +160,20 @@ def _direct_batch(plan, levels, split_every, items):
 
 def _reach_workers(client, addresses) -> bool:
     """Whether direct passes talk to these workers over the client's own connections: as the client's
-    ``direct_to_workers`` says when it is set; else when every worker is in this process or on this host
-    (the embedded cluster). A remote cluster's workers may be reachable from its scheduler only, as
-    distributed's own gathers assume by default."""
+    ``direct_to_workers`` says when it is set; else when the client was made from a cluster object of
+    this process (``client.cluster``: the embedded cluster, a LocalCluster of the caller's) and every
+    worker is in this process or on this host. A remote cluster's workers may be reachable from its
+    scheduler only, as distributed's own gathers assume by default; and a client given an address of
+    127.0.0.1 may reach another host's scheduler through a tunnel (``ssh -L`` to a LocalCluster there),
+    whose workers' 127.0.0.1 is that host's: a direct call waited distributed's connect timeout (30 s)
+    to fail, and the passes ran as tasks after it."""
     from distributed.comm import get_address_host, parse_address
 
     direct = getattr(client, "direct_to_workers", None)
     if direct is not None:
         return bool(direct)
+    if getattr(client, "cluster", None) is None:
+        return False
     try:
         return all(parse_address(a)[0] == "inproc" or get_address_host(a) in ("localhost", "::1")
                    or get_address_host(a).startswith("127.") for a in addresses)

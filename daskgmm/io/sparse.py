@@ -112,6 +112,14 @@ def _metadata_n_features(info):
     return value
 
 
+def _no_id_column(info, id_column) -> DataError:
+    """A file without the id column; a partition key of its path (``day=2026-12-01/``) said to be one, which
+    the dense readers take as a column and these do not."""
+    key = (f"; {id_column!r} is a partition key of its path, which read_sparse_parquet does not read as a column "
+           "(read_parquet and open_parquet do)" if any(k == id_column for k, _ in info.partitions) else "")
+    return DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(info.schema.names)}){key}")
+
+
 def check_sparse_schemas(infos, indices, values, id_column, n_features):
     """The number of features, after checking every file's sparse layout from its footer.
 
@@ -131,7 +139,7 @@ def check_sparse_schemas(infos, indices, values, id_column, n_features):
             raise DataError(f"the id column {c!r} is also a column of the sparse layout")
         for info in infos:
             if c not in info.schema.names:
-                raise DataError(f"{info.path}: no id column {c!r} (it has: {', '.join(info.schema.names)})")
+                raise _no_id_column(info, c)
     first = infos[0]
     for info in infos[1:]:
         for c in [indices, values] + ids:
@@ -175,7 +183,7 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
                             "or of arrays of numbers")
         for c in id_columns(id_column):
             if c not in have:
-                raise DataError(f"{info.path}: no id column {c!r} (it has: {', '.join(have)})")
+                raise _no_id_column(info, c)
     if vector in id_columns(id_column):
         raise DataError(f"the id column {vector!r} is the vector column")
     if n_features is None:
