@@ -463,8 +463,9 @@ def cmd_update(o, log, metrics):
 
     t_start = time.perf_counter()
     box: dict = {}
-    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
-        check_outputs(o, locks)
+    with contextlib.ExitStack() as locks:
+        check_outputs(o, locks)  # before the input's check: a lock completes a killed job's commit
+        locks.enter_context(command_cluster(o, log, box, metrics))
         est, src = model_source(o, log, clusters=True)
         box["src"] = src
         if not hasattr(est, "partial_fit"):  # the variational and t mixtures, KMedoids: no online step

@@ -275,8 +275,11 @@ def data_command(o, log, metrics):
     """The cluster of a command that reads DATA and writes outputs (fit, select): the outputs
     checked and locked, DATA opened, described on stderr and in the metrics; yields the source."""
     box: dict = {}
-    with contextlib.ExitStack() as locks, command_cluster(o, log, box, metrics):
+    # the outputs locked before the input is checked: taking a lock completes the commit of a job killed
+    # in it, which a job that then fails on bad input must do as any other
+    with contextlib.ExitStack() as locks:
         check_outputs(o, locks)
+        locks.enter_context(command_cluster(o, log, box, metrics))
         src = box["src"] = open_data(o, log)
         log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({short_columns(src.columns)}) from "
             f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, "
