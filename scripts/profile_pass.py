@@ -38,10 +38,9 @@ threads), before and after the clusters, as ``scripts/bench_kmeans.py`` does.
 
 Times of the work come from the workers: the engine's batch function (which both paths run)
 is wrapped in each worker to record its start, stop and thread CPU time; every process runs
-on this machine, so their clocks agree. ``--paths tasks,direct,rpc`` profiles the ways a pass
-over placed chunks runs (as tasks through the scheduler; outside the task graph by ``client.run``,
-through the scheduler: ``ChunkedData.direct``; or outside it over the client's own connections to
-the workers: ``ChunkedData.to_workers``), an iteration of each in turn on the same cluster
+on this machine, so their clocks agree. ``--paths tasks,direct`` profiles both ways a pass
+over placed chunks runs (as tasks through the scheduler, or outside the task graph by
+``client.run``: ``ChunkedData.direct``), an iteration of each in turn on the same cluster
 and data, so that a load that comes and goes falls on both.
 """
 
@@ -190,10 +189,8 @@ def _states(case, k, starts, X, tol=0.0):
 
 
 def _use(data, path):
-    """Passes over the placed chunks as tasks, outside the task graph through the scheduler (``client.run``),
-    or outside it over the client's own connections to the workers (``ChunkedData.to_workers``)."""
-    data.direct = path != "tasks"
-    data.to_workers = path == "rpc"
+    """Passes over the placed chunks as tasks, or outside the task graph (``client.run``)."""
+    data.direct = path == "direct"
 
 
 def profile(client, data, case, k, n_models, iters, X, paths):
@@ -210,7 +207,7 @@ def profile(client, data, case, k, n_models, iters, X, paths):
     for path in paths:  # warm: imports, the compiled core, caches
         _use(data, path)
         one_pass(data, states[path], centre)
-        assert data.direct == (path != "tasks")
+        assert data.direct == (path == "direct")
     client.run(_recorded_batches)
     probe = Probe(engine, client)
     rows: dict = {path: [] for path in paths}
@@ -235,7 +232,7 @@ def profile(client, data, case, k, n_models, iters, X, paths):
                 c1, m1 = time.process_time(), time.thread_time()
                 marks = dict(probe.marks)
                 w1 = client.run(_worker_cpu)
-                assert data.direct == (path != "tasks"), "a direct pass fell back to tasks"
+                assert data.direct == (path == "direct"), "a direct pass fell back to tasks"
                 rows[path].append(dict(marks, start=a, passed=e, updated=f, client=c1 - c0, main=m1 - m0,
                                        workers={wk: w1[wk][0] - w0[wk][0] for wk in w1}))
         got = client.run(_recorded_batches).values()
@@ -338,9 +335,8 @@ def main(argv=None):
     ap.add_argument("--n-init", default="1", help="models in lockstep, comma-separated")
     ap.add_argument("--workers", default="2", help="worker counts (1 thread each), comma-separated")
     ap.add_argument("--dtype", default="float64")
-    ap.add_argument("--paths", default="tasks,direct,rpc",
-                    help="how passes over the placed chunks run: as tasks, or outside the task graph through the "
-                         "scheduler (direct: client.run) or over the client's connections to the workers (rpc)")
+    ap.add_argument("--paths", default="tasks,direct",
+                    help="how passes over the placed chunks run: as tasks, or outside the task graph (client.run)")
     ap.add_argument("--sklearn", type=int, default=0, metavar="ITERS",
                     help="also time scikit-learn's KMeans Lloyd iteration in this process on its threads (as "
                          "scripts/bench_kmeans.py does: the marginal cost of ITERS iterations, median of 3), "

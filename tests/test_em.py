@@ -1,7 +1,6 @@
 """The distributed path: chunking invariance, graph size, real LocalCluster."""
 
 import time
-import types
 import warnings
 
 import dask.array as da
@@ -334,12 +333,9 @@ def test_any_batching_gives_the_same_bits(process_client):
         return np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]])
 
     first = stats()  # the first pass runs as tasks
-    placed = stats()  # outside the task graph (ChunkedData._run_direct), over the client's connections to the workers
-    assert len(data._batches) == 2 and data.direct and data.direct_passes == 1 and data.to_workers
+    placed = stats()  # outside the task graph (ChunkedData._run_direct)
+    assert len(data._batches) == 2 and data.direct and data.direct_passes == 1
     np.testing.assert_array_equal(first, placed)
-    data.to_workers = False  # through the scheduler (client.run)
-    np.testing.assert_array_equal(stats(), placed)
-    assert data.direct_passes == 2
     data.direct = False  # the same batches as tasks
     np.testing.assert_array_equal(stats(), placed)
     for batches in ([(None, [i]) for i in range(20)], [(None, list(range(0, 20, 2))), (None, list(range(1, 20, 2)))],
@@ -366,44 +362,17 @@ def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, fai
     ref = stats()  # the first pass, as tasks
     calls = []
 
-    async def run(client, workers, fn, *args, direct):  # the engine awaits it beside its question to the scheduler
-        calls.append((fn.__name__, direct))
+    async def run(client, workers, fn, *args):  # the engine awaits it beside its question to the scheduler
+        calls.append(fn.__name__)
         if failure == "raises":
             raise OSError("connection closed")
         return {w: None for w in workers}  # as _direct_batches answers for a missing chunk
 
     monkeypatch.setattr(engine, "_run_on_workers", run)
     np.testing.assert_array_equal(stats(), ref)
-    assert calls == [("_direct_batches", True)] and not data.direct and data.direct_passes == 0
+    assert calls == ["_direct_batches"] and not data.direct and data.direct_passes == 0
     np.testing.assert_array_equal(stats(), ref)
     assert len(calls) == 1
-
-
-def _fails_on(address, dask_worker=None):
-    if dask_worker.address == address:
-        raise ValueError(f"no chunk here ({address})")
-    return dask_worker.address
-
-
-def test_a_call_of_the_workers_answers_the_same_by_either_route(process_client):
-    """Over the client's connections to the workers or through the scheduler (client.run): each worker's
-    result, or what it raised; the embedded cluster's workers (on 127.0.0.1) are reached directly, a
-    client's direct_to_workers=False is obeyed."""
-    ws = sorted(process_client.scheduler_info()["workers"])
-    for direct in (True, False):
-        out = process_client.sync(engine._run_on_workers, process_client, ws, _fails_on, ws[1], direct=direct)
-        assert out[ws[0]] == ws[0]
-        assert isinstance(out[ws[1]], Exception) and f"no chunk here ({ws[1]})" in str(out[ws[1]])
-    assert engine._reach_workers(process_client, ws)
-    assert not engine._reach_workers(process_client, ["tcp://10.1.2.3:4000", ws[0]])
-    # a client given the scheduler's address (no cluster object here): its workers' 127.0.0.1 may be another
-    # host's, behind an ssh -L tunnel to a remote LocalCluster, where a direct call waited 30 s to fail
-    assert not engine._reach_workers(types.SimpleNamespace(direct_to_workers=None, cluster=None), ws)
-    process_client.direct_to_workers = False
-    try:
-        assert not engine._reach_workers(process_client, ws)
-    finally:
-        process_client.direct_to_workers = None
 
 
 def _set_status(name, dask_worker=None):

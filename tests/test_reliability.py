@@ -75,7 +75,7 @@ def _wait_for_line(proc, needle, lines):
 
 #: Runs ``daskgmm ARGV`` with the client held, for up to a minute, inside the wait of its third pass
 #: ("pass": the wait for its tasks, or the call of the workers of a pass outside the task graph,
-#: ``engine._run_on_workers`` by either route, which the client's event loop awaits while the main
+#: ``engine._run_on_workers``, which the client's event loop awaits while the main
 #: thread waits for it) or of the
 #: writing of its predictions ("write"), after saying so on stderr: a signal sent then lands there,
 #: whatever the machine's speed.
@@ -98,7 +98,7 @@ def held(client, futures, what="pass"):
     hold(what)
     return wait_bounded(client, futures, what)
 
-async def held_run(client, workers, function, *args, direct):
+async def held_run(client, workers, function, *args):
     # awaited on the client's event loop while the main thread waits for it: hold the call there
     # (a sleep would stop the loop itself, which no slow pass does)
     if getattr(function, "__name__", "") == "_direct_batches":
@@ -106,7 +106,7 @@ async def held_run(client, workers, function, *args, direct):
         if where == "pass" and waits.count("pass") == 3:
             print("daskgmm-test: held in the pass", file=sys.stderr, flush=True)
             await asyncio.sleep(60)
-    return await run_on_workers(client, workers, function, *args, direct=direct)
+    return await run_on_workers(client, workers, function, *args)
 
 cluster.wait_bounded = engine.wait_bounded = held
 engine._run_on_workers = held_run

@@ -6,10 +6,10 @@ chunk to partial results with :func:`daskgmm.kernels.chunk_pass`, merges them in
 a fixed tree (``split_every`` at a time) and returns the merged result to the
 client. Chunks kept in cluster memory lie in contiguous runs, one per worker, and
 a pass runs one batch per worker thread over its run, merging the subtrees of the
-tree that lie inside it: outside the task graph (one call of the workers' ``run``
-handler, as ``client.run`` makes: each worker runs its batches on the chunks it
-holds), or as tasks when that cannot be done (the first pass, a worker gone or
-paused, a chunk lost); chunks read on every pass get a task each.
+tree that lie inside it: outside the task graph (one ``client.run``: each worker
+runs its batches on the chunks it holds), or as tasks when that cannot be done
+(the first pass, a worker gone or paused, a chunk lost); chunks read on every
+pass get a task each.
 
 A pass as tasks builds a new small graph that references the data's graph
 (persisted futures, or the Parquet reads when out of core) and nothing from
@@ -158,44 +158,13 @@ def _direct_batch(plan, levels, split_every, items):
     return _batch_task(plan, levels, split_every, items)
 
 
-def _reach_workers(client, addresses) -> bool:
-    """Whether direct passes talk to these workers over the client's own connections: as the client's
-    ``direct_to_workers`` says when it is set; else when the client was made from a cluster object of
-    this process (``client.cluster``: the embedded cluster, a LocalCluster of the caller's) and every
-    worker is in this process or on this host. A remote cluster's workers may be reachable from its
-    scheduler only, as distributed's own gathers assume by default; and a client given an address of
-    127.0.0.1 may reach another host's scheduler through a tunnel (``ssh -L`` to a LocalCluster there),
-    whose workers' 127.0.0.1 is that host's: a direct call waited distributed's connect timeout (30 s)
-    to fail, and the passes ran as tasks after it."""
-    from distributed.comm import get_address_host, parse_address
-
-    direct = getattr(client, "direct_to_workers", None)
-    if direct is not None:
-        return bool(direct)
-    if getattr(client, "cluster", None) is None:
-        return False
-    try:
-        return all(parse_address(a)[0] == "inproc" or get_address_host(a) in ("localhost", "::1")
-                   or get_address_host(a).startswith("127.") for a in addresses)
-    except (ValueError, TypeError):
-        return False
-
-
-async def _run_on_workers(client, workers, function, *args, direct: bool) -> dict:
+async def _run_on_workers(client, workers, function, *args) -> dict:
     """``client.run(function, *args, workers=workers, on_error="return")``: each worker's result, or what
-    it raised. ``direct``: over the client's own connections to the workers, the same message to the
-    same handler (the worker's ``run``) that the scheduler would forward: one hop each way instead of two
-    (on the two-core bench host, a round trip to two workers 2.7 against 3.3 ms, medians under load).
-    Not bounded here: the caller's is."""
-    if not direct:
-        return await client.run(function, *args, workers=workers, on_error="return", asynchronous=True)
-    from distributed.protocol.pickle import dumps  # as client.run sends them
-
-    msg = dict(function=dumps(function), args=dumps(args), kwargs=dumps({}), wait=True)
-    replies = await asyncio.gather(*[client.rpc(w).run(**msg) for w in workers], return_exceptions=True)
-    return {w: r["result"] if isinstance(r, dict) and r.get("status") == "OK"
-            else r if isinstance(r, BaseException) else RuntimeError(f"worker {w}: {r.get('exception_text', r)}")
-            for w, r in zip(workers, replies)}
+    it raised; the one place a direct pass calls the workers. Through the scheduler: the client's own
+    connections to the workers (the worker's ``run`` handler, distributed's internal message) saved
+    0.3-0.4 ms of a 20 ms k-means iteration in two runs of three and nothing in the third
+    (docs/performance.md, tenth round). Not bounded here: the caller's is."""
+    return await client.run(function, *args, workers=workers, on_error="return", asynchronous=True)
 
 
 _direct_log_quiet = False
@@ -285,9 +254,6 @@ class ChunkedData:
         #: passes over placed chunks run outside the task graph until one fails (see _run_direct)
         self.direct = True
         self.direct_passes = 0  # how many did
-        #: a direct pass talks to the workers over the client's own connections, not through the scheduler
-        #: (None: decided at the first, by :func:`_reach_workers`)
-        self.to_workers = None
         self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
             # the passes' chunks: the data's, some cut at the threads' shares of the rows (no chunk larger)
@@ -429,12 +395,8 @@ class ChunkedData:
         # bounded (a worker frozen, not dead, would never answer), far above what passes take
         bound = STALL_SECONDS + 10 * self._slowest
 
-        if self.to_workers is None:
-            self.to_workers = _reach_workers(client, jobs)
-
         async def call():
-            run = asyncio.ensure_future(_run_on_workers(client, sorted(jobs), _direct_batches, plan, levels, se, jobs,
-                                                        direct=self.to_workers))
+            run = asyncio.ensure_future(_run_on_workers(client, sorted(jobs), _direct_batches, plan, levels, se, jobs))
             try:
                 # a worker the scheduler no longer knows (it died; a restarted one has another address) would
                 # hold the call for distributed's connect timeout (30 s) before failing: the scheduler is asked
