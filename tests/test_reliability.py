@@ -520,6 +520,112 @@ def test_a_stopped_worker_on_a_scheduler_without_worker_ttl_fails_the_job(own_cl
     assert not (tmp_path / "m").exists()
 
 
+def test_a_frozen_scheduler_fails_the_wait_after_the_stall_bound(monkeypatch):
+    """A scheduler stopped (SIGSTOP: frozen, its connection left open) answers no call: each of the wait's
+    calls to it (its workers, their tasks) is bounded, and not answering is a stall reason, failing the
+    wait after the stall bound, naming the scheduler, where it waited for ever."""
+    from distributed import Client
+
+    from daskgmm.engine import cluster
+    from daskgmm.engine.cluster import ClusterError
+
+    procs = []
+    try:
+        scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                      "--port", "0", "--no-dashboard", "--no-show"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        procs.append(scheduler)
+        for line in scheduler.stderr:  # its address, once it listens
+            if "Scheduler at:" in line:
+                address = line.split("Scheduler at:")[1].strip()
+                break
+        else:
+            pytest.fail("the scheduler did not start")
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads",
+                                       "1", "--no-dashboard", "--no-nanny"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(address, timeout=10) as client:
+            client.wait_for_workers(1, timeout=10)
+            future = client.submit(time.sleep, 30, pure=False)
+            deadline = time.monotonic() + 5
+            while not any(client.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            monkeypatch.setattr(cluster, "STALL_SECONDS", 1.0)
+            monkeypatch.setattr(cluster, "_WAIT_STEP", 0.1)
+            scheduler.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            try:
+                with pytest.raises(ClusterError, match=f"the scheduler {address} has not answered for [0-9]+ s "
+                                                       r"\(stopped, frozen or its host unreachable\)"):
+                    cluster.wait_bounded(client, [future])
+                assert time.monotonic() - t0 < 3
+            finally:
+                scheduler.send_signal(signal.SIGCONT)
+            future.cancel()
+    finally:
+        for p in procs[::-1]:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("frozen_at", ["identity", "processing", "look", "worker-ttl"])
+def test_every_call_of_a_wait_to_the_scheduler_is_bounded(monkeypatch, frozen_at):
+    """The calls of a wait to the scheduler between its waits for the futures (its workers, their tasks, the
+    hung-task look, the worker-ttl asked of a silent worker), on a stand-in client whose scheduler freezes at
+    one of them: each call is bounded (one without a bound fails the test at once: it would wait for ever),
+    and the wait fails after the stall bound."""
+    import distributed
+
+    from daskgmm.engine import cluster
+    from daskgmm.engine.cluster import ClusterError
+
+    worker = "tcp://127.0.0.1:1"
+
+    class Frozen:
+        """The scheduler freezes at the call ``frozen_at``: it and every call after it get no answer."""
+
+        status, frozen = "running", False
+
+        def __init__(self):
+            self.scheduler = type("rpc", (), {"address": "tcp://127.0.0.1:8786", "identity": "identity",
+                                              "processing": "processing"})()
+
+        def _answer(self, name, callback_timeout):
+            self.frozen = self.frozen or name == frozen_at
+            if not self.frozen:
+                return None
+            if callback_timeout is None:
+                pytest.fail(f"a call to the scheduler ({name}) without a bound")
+            time.sleep(callback_timeout)
+            raise TimeoutError(f"timed out after {callback_timeout} s.")
+
+        def sync(self, name, *args, callback_timeout=None, **kw):
+            self._answer(name, callback_timeout)
+            # its heartbeat never changes: silent after the stall bound, its worker-ttl asked
+            return ({"workers": {worker: {"name": "w", "status": "running", "last_seen": 1.0}}}
+                    if name == "identity" else {worker: ["daskgmm-chunk-5f0c-0"]})
+
+        def run_on_scheduler(self, function, *args, callback_timeout=None):
+            if function.__name__ == "<lambda>":
+                self._answer("worker-ttl", callback_timeout)
+                return 300.0
+            self._answer("look", callback_timeout)
+            return [("daskgmm-chunk-5f0c-0", worker, "w", 1.0)], []
+
+    def wait(futures, timeout):
+        time.sleep(timeout)
+        raise TimeoutError
+
+    monkeypatch.setattr(distributed, "wait", wait)
+    monkeypatch.setattr(cluster, "STALL_SECONDS", 0.4)
+    monkeypatch.setattr(cluster, "_WAIT_STEP", 0.05)
+    monkeypatch.setattr(cluster, "_longest", type(cluster._longest)())
+    with pytest.raises(ClusterError, match=r"a pass made no progress for 0 s: the scheduler tcp://127.0.0.1:8786 "
+                                           r"has not answered for [0-9]+ s \(stopped, frozen"):
+        cluster.wait_bounded(Frozen(), [_Future("daskgmm-merge-5f0c-1-0")])
+
+
 def _hang_on_read(fifo, after):
     """A patch for a worker's process: its chunk reads (``daskgmm.io.read.read_piece``) past the first
     ``after`` block in ``open`` on the FIFO ``fifo``, which nobody writes (as a read from a dead network
@@ -741,7 +847,7 @@ def test_a_look_of_the_hung_task_bound_walks_its_own_graph_only():
     scheduler = types.SimpleNamespace(workers={w.address: w for w in workers},
                                       tasks={t.key: t for t in [*transfers, barrier, *unpacks, *later, *chunks,
                                                                 *batches, top]})
-    client = types.SimpleNamespace(run_on_scheduler=lambda f, *a: f(*a, dask_scheduler=scheduler))
+    client = types.SimpleNamespace(run_on_scheduler=lambda f, *a, **kw: f(*a, dask_scheduler=scheduler))
     _Task.touched = set()
     running, again = cluster._running_tasks(client, [top.key], [("daskgmm-batch-5f0c", 1)])
     assert [(k, a, name) for k, a, name, _ in running] == [(("daskgmm-batch-5f0c", 0), "tcp://10.0.0.0:1", "w0")]

@@ -398,8 +398,14 @@ class _QuietComputeFailed(_WorkerPlugin):
         logging.getLogger("distributed.worker").addFilter(_ComputeFailedFilter())
 
 
-def workers(client) -> dict:
-    """Every worker the scheduler knows: address -> info (recent distributed lists 5 by default)."""
+def workers(client, timeout: float | None = None) -> dict:
+    """Every worker the scheduler knows: address -> info (recent distributed lists 5 by default).
+    With ``timeout``: :class:`TimeoutError` when the scheduler has not answered in that many seconds."""
+    if timeout is not None:  # scheduler_info() has no timeout: its call to the scheduler, bounded
+        try:
+            return client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=timeout)["workers"]
+        except TypeError:  # a scheduler of an older distributed, without n_workers (it lists every worker)
+            return client.sync(client.scheduler.identity, callback_timeout=timeout)["workers"]
     try:
         return client.scheduler_info(n_workers=-1)["workers"]
     except TypeError:  # older distributed without n_workers
@@ -530,11 +536,20 @@ def scheduler_lost(client) -> str | None:
     return f"lost the connection to the scheduler {address}"
 
 
+def _answer_seconds() -> float:
+    """How long a wait's call to the scheduler waits for its answer: a frozen scheduler (stopped, its
+    connection open) would hold a call without a bound forever."""
+    return min(10.0, STALL_SECONDS / 4)
+
+
 def _worker_ttl(client):
     """The scheduler's ``worker-ttl`` in seconds (after which it removes a worker that stopped
-    answering), or None: none set, or not known."""
+    answering), or None: none set, or not known. :class:`TimeoutError` when the scheduler does not answer."""
     try:
-        return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
+        return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl,
+                                       callback_timeout=_answer_seconds())
+    except TimeoutError:
+        raise
     except Exception:
         return None
 
@@ -633,7 +648,7 @@ def _running_tasks(client, keys, asked) -> tuple[list, list]:
         return running, again
 
     # defined here, not at module level: pickled by value, for a scheduler without daskgmm installed
-    return client.run_on_scheduler(look, list(keys), list(asked))
+    return client.run_on_scheduler(look, list(keys), list(asked), callback_timeout=_answer_seconds())
 
 
 def _task_words(key) -> str:
@@ -685,7 +700,8 @@ class _HungTasks:
         asked = list(self.running or ())
         try:
             listed, again = _running_tasks(self.client, self.keys, asked)
-        except Exception:  # a scheduler that refuses run_on_scheduler, or going away: no look this time
+        except Exception:  # a scheduler that refuses run_on_scheduler, going away or not answering (bounded: a
+            # frozen one, the next wait's first call tells): no look this time
             return
         running = {tuple(k) if isinstance(k, list) else k: (a, name, s) for k, a, name, s in listed}
         again = {tuple(k) if isinstance(k, list) else k for k in again}
@@ -717,9 +733,17 @@ class _HungTasks:
                 "DASK_DASKGMM__HUNG_TASK__TIMEOUT='1 hour')")
 
 
+#: Each wait for the futures, in seconds, before the scheduler is asked about the cluster
+_WAIT_STEP = 2.0
+
+#: The stall reason of a scheduler that does not answer (its message says for how long)
+_NO_ANSWER = "the scheduler does not answer"
+
+
 def _wait_bounded(client, futures, what):
     from distributed import wait
 
+    answered = time.monotonic()  # the scheduler's last answer
     stalled_since = None
     reason = ""
     heard = {}  # worker -> (its last heartbeat as the scheduler saw it, when that changed here)
@@ -727,7 +751,7 @@ def _wait_bounded(client, futures, what):
     hung = _HungTasks(client, futures, what, time.monotonic())  # its config checked at once
     while True:
         try:
-            wait(futures, timeout=2.0)
+            wait(futures, timeout=_WAIT_STEP)
             hung.finished()
             return
         except TimeoutError:
@@ -738,18 +762,26 @@ def _wait_bounded(client, futures, what):
                                "failed)")
         now = time.monotonic()
         try:
-            info = workers(client)
-            processing = client.processing()
+            # each call bounded: a frozen scheduler (stopped, its connection open) would hold it forever
+            # while no future finishes; not answering is a stall reason like the others
+            info = workers(client, timeout=_answer_seconds())
+            processing = client.sync(client.scheduler.processing, workers=None, callback_timeout=_answer_seconds())
+            answered = now
+        except TimeoutError:
+            info = processing = None
         except Exception:  # the scheduler is going away: let the next wait or gather tell
             info, processing = {}, {}
-        for address, w in info.items():  # compared with itself, not with this host's clock
+        for address, w in (info or {}).items():  # compared with itself, not with this host's clock
             if heard.get(address, (None,))[0] != w.get("last_seen"):
                 heard[address] = (w.get("last_seen"), now)
-        silent = {a for a, tasks in processing.items()
+        silent = {a for a, tasks in (processing or {}).items()
                   if tasks and a in heard and now - heard[a][1] > STALL_SECONDS}
-        if silent - warned:
-            if ttl is ...:
+        if silent - warned and ttl is ...:
+            try:
                 ttl = _worker_ttl(client)
+            except TimeoutError:
+                info = None  # no answer: no word on the silent workers this time
+        if silent - warned and ttl is not ...:
             names = ", ".join(f"{a} ({info[a].get('name')})" for a in sorted(silent - warned))
             then = (f"the scheduler removes a worker silent for longer than its worker-ttl ({ttl:.0f} s; it looks "
                     "now and then), then its tasks run "
@@ -761,7 +793,9 @@ def _wait_bounded(client, futures, what):
                           f"{STALL_SECONDS:.0f} s (stopped, frozen or its host unreachable); {then}",
                           SilentWorkerWarning, stacklevel=2)
             warned |= silent
-        if not info:
+        if info is None:
+            problem = _NO_ANSWER
+        elif not info:
             problem = "the cluster has no workers (they died or never started)"
         elif all(w.get("status") == "paused" for w in info.values()):
             problem = "every worker is paused: its memory is above 80% of its limit"
@@ -777,6 +811,12 @@ def _wait_bounded(client, futures, what):
         if stalled_since is None or problem != reason:
             stalled_since, reason = now, problem
         elif now - stalled_since > STALL_SECONDS:
+            if problem == _NO_ANSWER:
+                address = getattr(getattr(client, "scheduler", None), "address", None) or "of the client"
+                raise ClusterError(
+                    f"a {what} made no progress for {STALL_SECONDS:.0f} s: the scheduler {address} has not answered "
+                    f"for {time.monotonic() - answered:.0f} s (stopped, frozen or its host unreachable); restart it, "
+                    "or check the network to it")
             advice = ("start it again or restart it, or set the scheduler's distributed.scheduler.worker-ttl"
                       if silent and "worker-ttl" in reason else memory_advice(client))
             raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; {advice}")
