@@ -558,7 +558,7 @@ def test_a_frozen_scheduler_fails_the_wait_after_the_stall_bound(monkeypatch):
                 with pytest.raises(ClusterError, match=f"the scheduler {address} has not answered for [0-9]+ s "
                                                        r"\(stopped, frozen or its host unreachable\)"):
                     cluster.wait_bounded(client, [future])
-                assert time.monotonic() - t0 < 3
+                assert time.monotonic() - t0 < 30  # bounded (about 1.5 s here; a loaded CI host is slower)
             finally:
                 scheduler.send_signal(signal.SIGCONT)
             future.cancel()
