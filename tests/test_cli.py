@@ -45,6 +45,7 @@ def test_fit_predict_score_sample_info(tmp_path, capsys):
     assert sorted(os.listdir(model)) == ["_SUCCESS", "arrays.npz", "model.json"]
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["n_rows"] == 3000 and m["converged"] and m["columns"] == ["f0", "f1", "f2"]
+    assert m["rows_in_memory"] is True  # cache "auto": these rows fit in the workers' memory
     from daskgmm.kernels import compiled
 
     assert m["kernel"] == compiled.describe()  # the workers run what this process would

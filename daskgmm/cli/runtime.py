@@ -32,6 +32,8 @@ class Reporter:
         self.last = self.t0
         #: the iteration a checkpoint was resumed at (0: started afresh), for the metrics
         self.resumed_from = 0
+        #: whether the fit kept the rows in the workers' memory (None: no "init" event said it)
+        self.rows_in_memory = None
 
     def __call__(self, msg: str) -> None:
         stop.check()  # every line is a safe point to stop at
@@ -43,6 +45,7 @@ class Reporter:
         now = time.perf_counter()
         if event == "init":
             runs = info["runs"]
+            self.rows_in_memory = info.get("persisted")
             if info["resumed"]:
                 # the checkpoint holds every run after the last iteration it finished
                 self.resumed_from = max((r.n_iter for r in runs), default=0)
@@ -74,6 +77,13 @@ class Reporter:
                 for e in r.history[-1]["events"]:
                     self(f"          {e}")
         self.last = now
+
+
+def rows_read(report) -> str:
+    """How the fit's passes read the rows (``--cache``, "auto" deciding by size), for its summary line."""
+    if report.rows_in_memory is None:
+        return ""
+    return "rows kept in the workers' memory" if report.rows_in_memory else "rows read from DATA every pass"
 
 
 def objective_name(run) -> str:
