@@ -122,8 +122,9 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
             save (a job killed at any point ends, when run again, with the model
             an uninterrupted fit gives).
         progress : callable, optional
-            ``progress(event, **info)``: "init" (``seconds``, ``resumed``, ``runs``)
-            and "iteration" (``iteration``, ``runs``) events.
+            ``progress(event, **info)``: "init" (``seconds``, ``resumed``, ``runs``, ``persisted``:
+            whether ``cache`` kept the rows in memory rather than reading them again every pass) and
+            "iteration" (``iteration``, ``runs``) events.
 
         Returns
         -------

@@ -216,8 +216,9 @@ shape (n_samples, n_features)
             ``‖x‖² - 2 x·c + ‖c‖²`` by sparse x dense products (:mod:`daskgmm.kernels.sparse`).
         sample_weight : array-like of shape (n_samples,), optional
         progress : callable, optional
-            ``progress(event, **info)``: "init" (``seconds``, ``resumed=False``, ``runs``: the starts) and
-            "iteration" (``iteration``, ``runs``) events (the command's progress lines).
+            ``progress(event, **info)``: "init" (``seconds``, ``resumed=False``, ``runs``: the starts,
+            ``persisted``: whether ``cache`` kept the rows in memory rather than reading them again every
+            pass) and "iteration" (``iteration``, ``runs``) events (the command's progress lines).
 
         Returns
         -------
@@ -241,7 +242,7 @@ shape (n_samples, n_features)
         if self.verbose:
             print(f"Initialization complete ({seconds:.3f}s)")
         if progress is not None:
-            progress("init", seconds=seconds, resumed=False, runs=starts)
+            progress("init", seconds=seconds, resumed=False, runs=starts, persisted=data.persisted)
         tol = kmeans_tolerance(scan.variance, self.tol)
         fit = fitting_kmeans.fit_lloyd(data, centre, starts, tol=tol, max_iter=self.max_iter,
                                        on_iteration=kmeans_report(tol) if self.verbose else None, progress=progress,

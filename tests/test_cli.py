@@ -45,6 +45,7 @@ def test_fit_predict_score_sample_info(tmp_path, capsys):
     assert sorted(os.listdir(model)) == ["_SUCCESS", "arrays.npz", "model.json"]
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["n_rows"] == 3000 and m["converged"] and m["columns"] == ["f0", "f1", "f2"]
+    assert m["rows_in_memory"] is True  # cache "auto": these rows fit in the workers' memory
     from daskgmm.kernels import compiled
 
     assert m["kernel"] == compiled.describe()  # the workers run what this process would
@@ -351,6 +352,35 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
                       *FAST], "two.parquet: no column 'f2'", capsys)
     assert not model.exists() and not (tmp_path / "q").exists()
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+
+
+def test_a_models_features_are_checked_against_the_data_before_the_cluster(tmp_path, capsys, monkeypatch):
+    """predict, score and update check a saved model's features against --columns (their order, their
+    number) and an unnamed model's against DATA's columns from the model files and the footers, before any
+    cluster starts."""
+    import pandas as pd
+
+    import daskgmm.engine.cluster as cluster
+    from daskgmm import GaussianMixture
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started for bad input")
+
+    monkeypatch.setattr(cluster, "connect", no_cluster)
+    X = write_data(tmp_path / "data", n=60, files=1)
+    data, saved, out = str(tmp_path / "data"), ["--model", str(tmp_path / "saved")], tmp_path / "out"
+    GaussianMixture(2, random_state=0).fit(pd.DataFrame(X, columns=["f0", "f1", "f2"])).save(tmp_path / "saved")
+    expect_exit2(["predict", data, *saved, "--out", str(out), "--columns", "f2,f1,f0", *FAST],
+                 "--columns f2,f1,f0 name the model's features (f0, f1, f2) in another order", capsys)
+    expect_exit2(["update", data, *saved, "--model-out", str(out), "--columns", "f1,f0,f2", *FAST],
+                 "in another order", capsys)
+    expect_exit2(["score", data, *saved, "--columns", "f0,f1", *FAST],
+                 "2 feature column(s) (f0, f1) but the model expects 3; choose them with --columns", capsys)
+    GaussianMixture(2, random_state=0).fit(X[:, :2]).save(tmp_path / "unnamed")  # no feature names
+    pq.write_table(pa.table({f"f{j}": X[:, j] for j in range(3)}), tmp_path / "three.parquet")
+    expect_exit2(["score", str(tmp_path / "three.parquet"), "--model", str(tmp_path / "unnamed"), *FAST],
+                 "3 feature column(s) (f0, f1, f2) but the model expects 2", capsys)
+    assert not out.exists()
 
 
 def test_a_failed_job_removes_the_empty_directories_it_made_and_only_those(tmp_path, capsys):

@@ -153,17 +153,22 @@ def test_fit_kmeans_end_to_end(tmp_path, capsys):
 
 def test_fit_kmeans_says_when_elkan_ran_lloyd(tmp_path, capsys):
     """--algorithm elkan keeps its bounds with one restart only: with --n-init 2 the summary line says Lloyd's
-    passes ran (it said "of elkan"); with one restart it says elkan."""
-    data = tmp_path / "data"
+    passes ran (it said "of elkan"); with one restart it says elkan. The line and the metrics say whether the
+    rows were kept in the workers' memory (--cache none: read again every pass; auto: these few rows kept)."""
+    data, metrics = tmp_path / "data", tmp_path / "m.json"
     write_data(data, n=400, d=2, k=2, files=1)
     base = ["fit", str(data), "--columns", "f0,f1", "--estimator", "kmeans", "--n-components", "2",
-            "--algorithm", "elkan", "--model-out", str(tmp_path / "m"), *FAST[:-1]]  # not --quiet: the line
-    assert main([*base, "--n-init", "2"]) == 0
+            "--algorithm", "elkan", "--model-out", str(tmp_path / "m"), "--metrics-out", str(metrics),
+            *FAST[:-1]]  # not --quiet: the line
+    assert main([*base, "--n-init", "2", "--cache", "none"]) == 0
     err = capsys.readouterr().err
     assert "iteration(s) of lloyd (--algorithm elkan applies with one restart; 2 ran)" in err, err
+    assert "s; rows read from DATA every pass)" in err, err
+    assert json.loads(metrics.read_text())["rows_in_memory"] is False
     assert main(base) == 0
     err = capsys.readouterr().err
-    assert "iteration(s) of elkan:" in err, err
+    assert "iteration(s) of elkan:" in err and "s; rows kept in the workers' memory)" in err, err
+    assert json.loads(metrics.read_text())["rows_in_memory"] is True
 
 
 def test_kmeans_options_are_refused_where_they_do_not_apply(tmp_path, capsys):

@@ -27,6 +27,7 @@ from daskgmm.cli.runtime import (
     model_source,
     name_columns,
     plot_after,
+    rows_read,
     storage_options,
 )
 from daskgmm.kernels.covariance import covariance_shape
@@ -320,18 +321,19 @@ def cmd_fit(o, log, metrics):
                     raise UsageError(f"daskgmm fit: --covariance-prior: {exc}") from None
                 raise
             fit_seconds = time.perf_counter() - t_fit
+        metrics["rows_in_memory"] = report.rows_in_memory
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
                                        CollapsedComponentWarning)):
                 log(f"warning: {name_columns(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         if o.estimator == "kmeans":
-            return finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start)
+            return finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start, rows_read(report))
         if o.estimator == "kmedoids":
-            return finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start)
+            return finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start, rows_read(report))
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
-            f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data)")
+            f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data{joined(rows_read(report))})")
         rows = commit_fit(est, o, src, ckpt, log)
         metrics.update(
             converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
@@ -351,7 +353,12 @@ def cmd_fit(o, log, metrics):
     return EXIT_OK
 
 
-def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start):
+def joined(text, sep=", ") -> str:
+    """``text`` after ``sep``, or nothing for no text."""
+    return f"{sep}{text}" if text else ""
+
+
+def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start, read=""):
     """The end of ``fit --estimator kmeans``: its summary line, outputs and metrics (a fit that did not
     converge said so in a warning line)."""
     from daskgmm.fitting.kmeans import resolve_n_init
@@ -361,7 +368,7 @@ def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start):
         algorithm = f"lloyd (--algorithm elkan applies with one restart; {restarts} ran)"
     init = est.init if isinstance(est.init, str) else "given centres"
     log(f"{est.n_iter_} iteration(s) of {algorithm}: inertia {est.inertia_:.6g} (init {init}; fit "
-        f"{fit_seconds:.2f} s)")
+        f"{fit_seconds:.2f} s{joined(read, '; ')})")
     rows = commit_fit(est, o, src, None, log)
     metrics.update(
         n_iter=est.n_iter_, inertia=est.inertia_, history=est.history_, counts=est.counts_, init=init,
@@ -372,11 +379,11 @@ def finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start):
     return EXIT_OK
 
 
-def finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start):
+def finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start, read=""):
     """The end of ``fit --estimator kmedoids``: its summary line, outputs and metrics."""
     state = "converged" if est.converged_ else "did not converge"
     log(f"{state} after {est.n_iter_} pass(es) of {o.method}: inertia {est.inertia_:.6g} ({o.metric}; fit "
-        f"{fit_seconds:.2f} s, {est.n_passes_} passes over the data); medoids at rows "
+        f"{fit_seconds:.2f} s, {est.n_passes_} passes over the data{joined(read)}); medoids at rows "
         f"{', '.join(str(int(r)) for r in est.medoid_indices_)}")
     rows = commit_fit(est, o, src, ckpt, log)
     metrics.update(

@@ -32,6 +32,8 @@ class Reporter:
         self.last = self.t0
         #: the iteration a checkpoint was resumed at (0: started afresh), for the metrics
         self.resumed_from = 0
+        #: whether the fit kept the rows in the workers' memory (None: no "init" event said it)
+        self.rows_in_memory = None
 
     def __call__(self, msg: str) -> None:
         stop.check()  # every line is a safe point to stop at
@@ -43,6 +45,7 @@ class Reporter:
         now = time.perf_counter()
         if event == "init":
             runs = info["runs"]
+            self.rows_in_memory = info.get("persisted")
             if info["resumed"]:
                 # the checkpoint holds every run after the last iteration it finished
                 self.resumed_from = max((r.n_iter for r in runs), default=0)
@@ -76,6 +79,13 @@ class Reporter:
         self.last = now
 
 
+def rows_read(report) -> str:
+    """How the fit's passes read the rows (``--cache``, "auto" deciding by size), for its summary line."""
+    if report.rows_in_memory is None:
+        return ""
+    return "rows kept in the workers' memory" if report.rows_in_memory else "rows read from DATA every pass"
+
+
 def objective_name(run) -> str:
     """What a run's objective is, as the progress line names it (a mean log-likelihood by default)."""
     return getattr(getattr(run, "state", None), "objective_name", "loglik")
@@ -106,11 +116,40 @@ def check_inputs(o) -> None:
 
         # the columns open_data will read: --columns, else a saved model's (model_source), else all
         columns = o.columns
-        if columns is None and getattr(o, "model_files", None) is not None:
-            columns = o.model_files[0].get("columns") or None
+        doc = o.model_files[0] if getattr(o, "model_files", None) is not None else None
+        if doc is not None:
+            check_model_order(o, doc.get("columns"))
+            if columns is None:
+                columns = doc.get("columns") or None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataWarning)  # said by open_data, on the job's stderr
-            check_footers(o.data, o.footers[2], columns, id_column_of(o))
+            features = check_footers(o.data, o.footers[2], columns, id_column_of(o))
+        from daskgmm.io.vectors import whole_vectors
+
+        # a whole vector column's width is in its rows, not the footers: model_source checks that count
+        if doc is not None and doc.get("n_features") is not None and not whole_vectors(features, o.footers[2]):
+            check_model_width(o, features, int(doc["n_features"]))
+
+
+def check_model_order(o, model_cols) -> None:
+    """A UsageError if --columns name the model's features (``model_cols``) in another order."""
+    if o.columns is None or model_cols is None:
+        return
+    # columns are matched to the features by position: the model's own names elsewhere are a mistake
+    cols, names = o.columns, [str(c) for c in model_cols]
+    if any(c != m and c in names for c, m in zip(cols, names)):
+        raise UsageError(f"daskgmm {o.command}: --columns {','.join(cols)} name the model's features "
+                         f"({', '.join(names)}) in another order; columns are matched by position: give "
+                         "them in the model's order, or leave --columns out")
+
+
+def check_model_width(o, columns, n_features: int) -> None:
+    """A DataError if DATA's feature ``columns`` are not as many as the model's ``n_features``."""
+    if len(columns) != n_features:
+        from daskgmm.io.files import DataError
+
+        raise DataError(f"{o.data}: {len(columns)} feature column(s) ({short_columns(columns)}) but the model "
+                        f"expects {n_features}; choose them with --columns")
 
 
 @contextlib.contextmanager
@@ -376,13 +415,7 @@ def model_source(o, log, clusters=False):
     model_cols = getattr(est, "feature_names_in_", None)
     if cols is None and model_cols is not None:
         cols = [str(c) for c in model_cols]
-    elif model_cols is not None:
-        # columns are matched to the features by position: the model's own names elsewhere are a mistake
-        names = [str(c) for c in model_cols]
-        if any(c != m and c in names for c, m in zip(cols, names)):
-            raise UsageError(f"daskgmm {o.command}: --columns {','.join(cols)} name the model's features "
-                             f"({', '.join(names)}) in another order; columns are matched by position: give "
-                             "them in the model's order, or leave --columns out")
+    check_model_order(o, model_cols)  # check_inputs said it before the cluster; a caller without it, here
     if o.nan_policy is None:  # as the estimator in Python: a model fitted with missing values marginalises them
         o.nan_policy = "marginalize" if getattr(est, "missing", "raise") == "marginalize" else "raise"
     if missing_policy(o) == "marginalize":
@@ -394,9 +427,5 @@ def model_source(o, log, clusters=False):
         est.set_params(missing="marginalize")  # marginal densities need nothing of how the model was fitted
     centres = est.means_ if hasattr(est, "means_") else est.cluster_centers_
     src = open_data(o, log, columns=cols, dtype=str(np.asarray(centres).dtype))
-    if len(src.columns) != est.n_features_in_:
-        from daskgmm.io.files import DataError
-
-        raise DataError(f"{o.data}: {len(src.columns)} feature column(s) ({short_columns(src.columns)}) but the model "
-                        f"expects {est.n_features_in_}; choose them with --columns")
+    check_model_width(o, src.columns, est.n_features_in_)  # a whole vector column's width is known only now
     return est, src

@@ -217,7 +217,7 @@ def fit_kmedoids(data, scan, n_clusters: int, *, metric=None, method="alternate"
         start_rows = int(checkpoint.extra.get("start_rows", 0))
     init_seconds = time.perf_counter() - t0
     if progress is not None:
-        progress("init", seconds=init_seconds, resumed=resumed, runs=runs)
+        progress("init", seconds=init_seconds, resumed=resumed, runs=runs, persisted=data.persisted)
     with blas_threads(1):
         run_lockstep(data, runs, centre=centre, max_iter=max_iter, checkpoint=checkpoint, progress=progress,
                      on_iteration=on_iteration)

@@ -447,8 +447,8 @@ def fit_runs(data, make_states, *, centre, n_init: int, max_iter: int, random_st
     checkpoint : daskgmm.io.modelfiles.Checkpoint, optional
         Resume from its last save (then nothing is initialised) and save every iteration.
     progress : callable, optional
-        ``progress(event, **info)`` with "init" (``seconds``, ``resumed``, ``runs``)
-        and "iteration" events.
+        ``progress(event, **info)`` with "init" (``seconds``, ``resumed``, ``runs``, ``persisted``:
+        whether the rows are kept in memory, ``ChunkedData.persisted``) and "iteration" events.
     on_iteration : callable, optional
         ``on_iteration(iteration, runs)``.
 
@@ -473,7 +473,7 @@ def fit_runs(data, make_states, *, centre, n_init: int, max_iter: int, random_st
     init_seconds = time.perf_counter() - t0
     init_passes = data.passes
     if progress is not None:
-        progress("init", seconds=init_seconds, resumed=resumed, runs=runs)
+        progress("init", seconds=init_seconds, resumed=resumed, runs=runs, persisted=data.persisted)
     run_lockstep(data, runs, centre=centre, max_iter=max_iter, checkpoint=checkpoint,
                  progress=progress, on_iteration=on_iteration)
     best, lower_bound = best_run(runs, max_iter)

@@ -98,7 +98,8 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
     checkpoint : daskgmm.io.modelfiles.Checkpoint, optional
         Save every run after every iteration; resume from its last save.
     progress : callable, optional
-        ``progress(event, **info)``: "init" and "iteration" events.
+        ``progress(event, **info)``: "init" (``seconds``, ``resumed``, ``runs``, ``persisted``: whether
+        the rows are kept in memory) and "iteration" events.
 
     Returns
     -------
@@ -115,7 +116,8 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
         if checkpoint is not None:
             checkpoint.save(runs, extra={"rng": {"generator": fitting.RNG_NOTE, "restart_seeds": seeds}})
     if progress is not None:
-        progress("init", seconds=time.perf_counter() - t_init, resumed=resumed, runs=runs)
+        progress("init", seconds=time.perf_counter() - t_init, resumed=resumed, runs=runs,
+                 persisted=data.persisted)
     fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint, progress=progress)
     # the best restart of each candidate (each kind's rule: the largest lower bound), then one
     # pass scores them all by the log-likelihood of their plug-in parameters

@@ -153,6 +153,14 @@ def first_width(fs, infos, name: str) -> int:
                     "vector to give its width")
 
 
+def whole_vectors(columns, infos) -> list:
+    """The vector columns among ``columns`` (as :func:`daskgmm.io.files.check_schemas` gives them) named whole:
+    each stands for as many features as its first vector has elements, which only reading it tells (the
+    footers do not)."""
+    schema = next((i.schema for i in infos if sum(i.row_groups)), infos[0].schema)
+    return [c for c in columns if c in schema.names and is_vector(schema.field(c).type)]
+
+
 def expand(columns, infos, fs) -> tuple[list, dict]:
     """The feature columns with each vector column spelt out as its elements, and the widths of the
     vector columns read (``{column: D}``).
