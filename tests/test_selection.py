@@ -160,7 +160,8 @@ def test_cli_select_and_fit_plot(tmp_path, capsys):
     best = daskgmm.load(out / "model")
     assert best.n_components == 3 and list(best.feature_names_in_) == ["f0", "f1"]
     assert (tmp_path / "sel.png").exists()
-    assert json.loads((tmp_path / "m.json").read_text())["status"] == "ok"
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["status"] == "ok" and metrics["rows_in_memory"] is True  # 3000 rows: kept in memory
     rc = main(["fit", str(data), "--columns", "f0,f1", "--n-components", "3", "--model-out", str(tmp_path / "m"),
                "--plot", str(tmp_path / "fit.png"), *FAST])
     assert rc == 0 and (tmp_path / "fit.png").stat().st_size > 1000

@@ -23,6 +23,7 @@ from daskgmm.cli.runtime import (
     model_source,
     name_columns,
     plot_after,
+    rows_read,
     storage_options,
 )
 from daskgmm.validation.scan import short_columns
@@ -247,8 +248,9 @@ def cmd_select(o, log, metrics):
             m.feature_names_in_ = best.feature_names_in_
         kind = "bayesian" if hasattr(best, "n_effective_components_") else "gaussian"
         effective = f" ({best.n_effective_components_} effective)" if kind == "bayesian" else ""
+        how = rows_read(report)
         log(f"best by {o.criterion.upper()}: K={best.n_components}{effective}, {best.covariance_type} covariance, "
-            f"{kind}")
+            f"{kind}" + (f" ({res.n_passes} passes over the data, {how})" if how else ""))
         if not o.quiet:
             print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
         summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
@@ -270,7 +272,7 @@ def cmd_select(o, log, metrics):
             ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
             log(f"checkpoint {ckpt.path} removed (the job finished)")
         metrics.update(summary, n_rows=src.n_rows, passes=res.n_passes, resumed_from_iteration=report.resumed_from,
-                       total_seconds=time.perf_counter() - t_start, out=o.out)
+                       rows_in_memory=report.rows_in_memory, total_seconds=time.perf_counter() - t_start, out=o.out)
         if o.plot:
             from daskgmm.plot import plot_selection
 
