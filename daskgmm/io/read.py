@@ -214,7 +214,6 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=(), vectors=None):
 
     target = pa.float32() if np.dtype(dtype) == np.float32 else pa.float64()
     path = piece.path
-    ids = []
     try:
         with _open_checked(fs, piece) as pf:
             x = np.empty((piece.rows, len(columns)), dtype=dtype, order="F")
@@ -249,16 +248,7 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=(), vectors=None):
                 if start != piece.rows:
                     raise InputChangedError(f"{path}: read {start} rows of column {c!r} where the job planned "
                                             f"{piece.rows}; inputs must not change during a job")
-            for c in id_column:  # each id column kept in its own type
-                if c in constants:  # a partition key of the file's path: one value for every row
-                    ids.append(np.full(piece.rows, constants[c], dtype=_constant_dtype(constants[c])))
-                    continue
-                parts = _read_column(pf, piece, c)
-                ids.append(np.concatenate([id_values(p) for p in parts]) if parts else np.empty(0))
-                del parts
-                if len(ids[-1]) != piece.rows:
-                    raise InputChangedError(f"{path}: read {len(ids[-1])} rows of column {c!r} where the job "
-                                            f"planned {piece.rows}; inputs must not change during a job")
+            ids = _read_ids(pf, piece, id_column)
         _check_unchanged(fs, piece)
     except DataError:  # a changed file, or a vector of the wrong width: named already
         raise
@@ -272,7 +262,26 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=(), vectors=None):
         # Arrow's allocator (mimalloc) keeps freed pages: give them back before the
         # kernels run, so they do not add to the worker's peak
         pa.default_memory_pool().release_unused()
-    return x, tuple(ids)
+    return x, ids
+
+
+def _read_ids(pf, piece: Piece, id_column) -> tuple:
+    """The id columns ``id_column`` (names) of one planned chunk, one array each in the column's own type;
+    a partition key of the file's path (``piece.constants``) gives its one value on every row."""
+    constants = dict(piece.constants)
+    ids = []
+    for c in id_column:
+        if c in constants:
+            ids.append(np.full(piece.rows, constants[c], dtype=_constant_dtype(constants[c])))
+            continue
+        parts = _read_column(pf, piece, c)
+        got = np.concatenate([id_values(p) for p in parts]) if parts else np.empty(0)
+        del parts
+        if len(got) != piece.rows:
+            raise InputChangedError(f"{piece.path}: read {len(got)} rows of column {c!r} where the job planned "
+                                    f"{piece.rows}; inputs must not change during a job")
+        ids.append(got)
+    return tuple(ids)
 
 
 def _constant_dtype(value) -> np.dtype:
@@ -428,7 +437,6 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
     path = piece.path
     where = f"row group(s) {[g for g, _, _ in piece.slices]}"
     idx_dtype = np.int32 if n_features < 2**31 else np.int64
-    ids = []
     try:
         with _open_checked(fs, piece) as pf:
             if vector is None:
@@ -437,9 +445,7 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
             else:
                 entries = _vector_entries(pf, piece, vector, n_features)
                 indices = vector  # the column the messages below name
-            for c in id_column:
-                parts = _read_column(pf, piece, c)
-                ids.append(np.concatenate([id_values(p) for p in parts]) if parts else np.empty(0))
+            ids = _read_ids(pf, piece, id_column)
         _check_unchanged(fs, piece)
     except (DataError, InputChangedError):
         raise
@@ -497,7 +503,7 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
             row = int(np.searchsorted(x.indptr, k, side="right") - 1)
             raise DataError(f"{path} ({_row_in_file(piece, row)}): index {int(x.indices[k])} appears twice in "
                             f"column {indices!r}; each index at most once per row")
-    return x, tuple(ids)
+    return x, ids
 
 
 def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy, vector=None):
