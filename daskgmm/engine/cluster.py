@@ -532,8 +532,12 @@ def scheduler_lost(client) -> str | None:
     tries to reconnect, or has closed), else None."""
     if getattr(client, "status", "running") not in ("connecting", "closing", "closed"):
         return None
-    address = getattr(getattr(client, "scheduler", None), "address", None) or "of the client"
-    return f"lost the connection to the scheduler {address}"
+    return f"lost the connection to the scheduler {_scheduler_address(client)}"
+
+
+def _scheduler_address(client) -> str:
+    """The address of ``client``'s scheduler, for messages ("of the client" when it has none)."""
+    return getattr(getattr(client, "scheduler", None), "address", None) or "of the client"
 
 
 def _answer_seconds() -> float:
@@ -812,9 +816,9 @@ def _wait_bounded(client, futures, what):
             stalled_since, reason = now, problem
         elif now - stalled_since > STALL_SECONDS:
             if problem == _NO_ANSWER:
-                address = getattr(getattr(client, "scheduler", None), "address", None) or "of the client"
                 raise ClusterError(
-                    f"a {what} made no progress for {STALL_SECONDS:.0f} s: the scheduler {address} has not answered "
+                    f"a {what} made no progress for {STALL_SECONDS:.0f} s: the scheduler {_scheduler_address(client)} "
+                    "has not answered "
                     f"for {time.monotonic() - answered:.0f} s (stopped, frozen or its host unreachable); restart it, "
                     "or check the network to it")
             advice = ("start it again or restart it, or set the scheduler's distributed.scheduler.worker-ttl"
