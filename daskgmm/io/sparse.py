@@ -173,6 +173,7 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
     every file has it (and the id column); default: the width of its first vector."""
     from daskgmm.io.vectors import SPARK_VECTORS, first_width, is_vector
 
+    ids = id_columns(id_column)
     for info in infos:
         have = info.schema.names
         if vector not in have:
@@ -181,10 +182,10 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
         if not is_vector(t):
             raise DataError(f"{info.path}: column {vector!r} has type {t}; vector= needs a column of {SPARK_VECTORS} "
                             "or of arrays of numbers")
-        for c in id_columns(id_column):
+        for c in ids:
             if c not in have:
                 raise _no_id_column(info, c)
-    if vector in id_columns(id_column):
+    if vector in ids:
         raise DataError(f"the id column {vector!r} is the vector column")
     if n_features is None:
         return first_width(fs, infos, vector)
