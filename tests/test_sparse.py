@@ -6,6 +6,7 @@ import tracemalloc
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -341,6 +342,41 @@ def test_sparse_parquet_roundtrip_and_fit(tmp_path):
     assert x32.dtype == np.float32 and x32.shape == (2500, 100)
 
 
+def test_sparse_parquet_several_id_columns_and_partition_keys_to_predictions(tmp_path):
+    """write_sparse_parquet writes several id columns, each in its own type, in order, before the layout's;
+    read_sparse_parquet reads them and a partition key of the paths as id columns (int32 and int64 ids of
+    two files as int64, as the dense reader), and KMeans' predictions of those rows carry each, in order
+    and in its own type, before ``label``. Wrong ids are a ValueError naming them."""
+    X, _ = _text_like(n=40, d=12, k=2)
+    data = tmp_path / "events"
+    tags = np.array([f"t{i}" for i in range(40)], dtype=object)
+    daskgmm.write_sparse_parquet(X[:15], data / "day=2026-12-01" / "a.parquet", id_column=["event_id", "tag"],
+                                 ids=[np.arange(15, dtype=np.int32), tags[:15]])
+    daskgmm.write_sparse_parquet(X[15:], data / "day=2026-12-02" / "b.parquet", id_column=["event_id", "tag"],
+                                 ids=pd.DataFrame({"tag": tags[15:], "event_id": np.arange(15, 40)}))
+    schema = pq.read_schema(data / "day=2026-12-01" / "a.parquet")
+    assert schema.names == ["event_id", "tag", "indices", "values"] and schema.field("event_id").type == pa.int32()
+    names = ["event_id", "day", "tag"]
+    Xr, ids = read_sparse_parquet(data, id_column=names, chunk_rows=10)
+    assert (Xr.compute() != X).nnz == 0
+    assert [i.dtype for i in ids] == [np.int64, object, object]
+    km = KMeans(2, random_state=0, n_init=1).fit(X)
+    assert km.write_predictions(Xr, tmp_path / "out", ids=ids, id_column=names) == 40
+    p = pq.read_table(tmp_path / "out").to_pandas()
+    assert list(p.columns) == [*names, "label"] and p["event_id"].dtype == np.int64
+    assert p["event_id"].tolist() == list(range(40)) and p["tag"].tolist() == list(tags)
+    assert p["day"].tolist() == ["2026-12-01"] * 15 + ["2026-12-02"] * 25
+    np.testing.assert_array_equal(p["label"], km.predict(X))
+    for kw, match in [({"ids": np.arange(40), "id_column": "values"}, "id_column='values' is the name of a column "
+                       r"of the sparse layout \(indices, values\)"),
+                      ({"ids": [np.arange(40), tags[:39]], "id_column": ["a", "b"]},
+                       r"ids of 'b' has shape \(39,\); expected \(40,\)"),
+                      ({"ids": [np.arange(40)], "id_column": ["a", "b"]}, r"id_column names 2 column\(s\)")]:
+        with pytest.raises(ValueError, match=match):
+            daskgmm.write_sparse_parquet(X, tmp_path / "bad" / "x.parquet", **kw)
+    assert not (tmp_path / "bad").exists() or not os.listdir(tmp_path / "bad")
+
+
 def test_write_sparse_parquet_creates_its_directory(tmp_path):
     """docs/python.md's example (Sparse rows) writes ``tfidf/part-0.parquet`` into a directory that
     need not exist (it was a FileNotFoundError naming a temporary file); nothing but the file is
@@ -375,14 +411,22 @@ def test_sparse_parquet_errors_name_the_file_row_group_and_row(tmp_path):
     p = tmp_path / "nometa.parquet"
     _write(p, [[0]], [[1.0]], metadata=False)
     err(p, r"nometa.parquet: no 'daskgmm.n_features' in its metadata; give n_features=")
-    # a partition key of the path as the id (docs/python.md, Coming from Spark MLlib): the dense readers' only
-    (tmp_path / "day=2026-12-01").mkdir()
-    keyed = tmp_path / "day=2026-12-01" / "part-0.parquet"
-    _write(keyed, [[0]], [[1.0]])
+    # a partition key of the path is an id column, as for the dense reader (docs/python.md, Coming from Spark
+    # MLlib); a key or column that is not there is named with the keys the path has, with the list columns
+    # and with vector=
+    keyed = tmp_path / "keyed"
+    for day, rows in (("2026-12-01", [[0], [1]]), ("2026-12-02", [[2]])):
+        (keyed / f"day={day}").mkdir(parents=True)
+        _write(keyed / f"day={day}" / "part-0.parquet", rows, [[1.0]] * len(rows))
+    (keyed / "nokey").mkdir()
+    _write(keyed / "nokey" / "part-0.parquet", [[3]], [[1.0]])
     for kw in ({}, {"vector": "values"}):
-        err(keyed, r"part-0.parquet: no id column 'day' \(it has: indices, values\); 'day' is a partition key of its "
-               r"path, which read_sparse_parquet does not read as a column \(read_parquet and open_parquet do\)",
-            id_column="day", **kw)
+        _, day = read_sparse_parquet(keyed / "day=2026-12-0*", id_column="day", **kw)
+        assert day.compute().tolist() == ["2026-12-01", "2026-12-01", "2026-12-02"]
+        err(keyed / "day=2026-12-01", r"day=2026-12-01/part-0.parquet: no id column 'hour' \(it has: indices, "
+            r"values\); partition keys in its path: day$", id_column=["day", "hour"], **kw)
+        err(keyed, r"nokey/part-0.parquet: no id column 'day' \(it has: indices, values\); 'day' is a partition "
+            r"key of other files \(day=... in their paths\), not of this one", id_column="day", **kw)
     assert read_sparse_parquet(p, n_features=4).shape == (1, 4)
     err(good, r"stores n_features=10, more than the n_features=5 given", n_features=5)
     d = tmp_path / "disagree"

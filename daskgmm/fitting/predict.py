@@ -85,7 +85,7 @@ def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
     if is_dask_dataframe(ids):
         ids = _dask_ids(ids)
     elif not isinstance(ids, da.Array):
-        ids = _ids_array(ids)
+        ids = ids_array(ids)
     n = Xd.shape[0]
     known = not (math.isnan(ids.shape[0]) or math.isnan(n)) if ids.ndim else True
     if ids.ndim != 1 or (known and ids.shape[0] != n):
@@ -95,7 +95,7 @@ def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
     return list(ids.rechunk((Xd.chunks[0],)).to_delayed(optimize_graph=False).ravel())
 
 
-def _ids_array(ids) -> np.ndarray:
+def ids_array(ids) -> np.ndarray:
     """In-memory ids as NumPy; a pandas column of a nullable type with missing values as objects with
     None for them (NumPy's conversion made integer ids float, rounding those over 2**53, and strings
     with NaN, which Arrow refused: "Expected bytes, got a 'float' object")."""
@@ -107,7 +107,7 @@ def _ids_array(ids) -> np.ndarray:
 
 
 def _dask_ids(ids):
-    """A Dask Series of ids as a Dask array, each partition converted by :func:`_ids_array` by its own task
+    """A Dask Series of ids as a Dask array, each partition converted by :func:`ids_array` by its own task
     (``np.asarray`` computed the whole Series in the client, and made nullable integers float)."""
     import dask
     import dask.array as da
@@ -118,7 +118,7 @@ def _dask_ids(ids):
     # (map_partitions(len)) and when it cuts the Delayed parts, and a zip of the two would misplace ids
     parts = ids.to_delayed()
     lengths = compute_bounded(*[dask.delayed(len)(part) for part in parts], what="count of rows per chunk")
-    return da.concatenate([da.from_delayed(dask.delayed(_ids_array)(part), shape=(int(n),), dtype=object)
+    return da.concatenate([da.from_delayed(dask.delayed(ids_array)(part), shape=(int(n),), dtype=object)
                            for part, n in zip(parts, lengths, strict=True)])
 
 

@@ -594,51 +594,87 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
         both = [c for c in ids if c in columns]
         if both:
             raise DataError(f"the id column {both[0]!r} is also listed as a feature column")
-    wanted = columns + ids
     keyed = partition_types(infos, columns, ids)
     typed: dict = {}  # column: (its type, the first file that has it with rows and not all null)
     for info in infos:
-        have = info.schema.names
-        for c in wanted:
-            if c not in have and not (c in columns and element(c, info.schema)) and not (
-                    c in keyed and any(k == c for k, _ in info.partitions)):
-                what = "id column" if c in ids else "column"
-                keys = [k for k, _ in info.partitions]
-                hive = (f"; partition keys in its path: {', '.join(keys)}" if keys else "") + (
-                    f"; {c!r} is a partition key of other files ({c}=... in their paths), not of this one"
-                    if c in keyed else "")
-                raise DataError(f"{info.path}: no {what} {c!r} (it has: {', '.join(have)}){hive}")
+        for c in columns:
+            if not (has_column(info, c, keyed) or element(c, info.schema)):
+                raise missing_column(info, c, "column", keyed)
         if not sum(info.row_groups):
             continue  # no rows: its types are never read (pandas writes an empty frame's columns as null)
-
-        def type_of(c, info=info):  # a partition key's from the paths, the file's own column first
-            return info.schema.field(stored_column(c, info.schema)).type if (
-                c in info.schema.names or c not in keyed) else keyed[c]
-
         for c in columns:
-            t = type_of(c)
+            t = column_type(info, c, keyed)
             if not _is_feature(t):
                 raise DataError(f"{info.path}: column {c!r} has type {t}; feature columns must be numeric"
                                 f"{_not_vector(t)}")
-        for c in wanted:
-            t = type_of(c)
-            if c in columns and pa.types.is_null(t):
+        for c in columns:
+            t = column_type(info, c, keyed)
+            if pa.types.is_null(t):
                 continue  # nulls only in this file: missing values whatever the column's type elsewhere
             seen = typed.setdefault(c, (t, info.path))
-            if t != seen[0] and not (c in columns and _is_numeric(t) and _is_numeric(seen[0])) and not (
-                    c in ids and common_id_type(t, seen[0]) is not None):
-                # a feature column may be int32 in one file and double in another (a writer's inferred
-                # types drift): every piece is cast to the job's dtype as it is read. An id column keeps
-                # its type in the predictions, so its files must agree, but for integers of other widths
-                # (Spark's IntegerType one night, pandas' int64 the next), read as the wider, and text of
-                # any Arrow string type (pyarrow's string, polars' large_string, a dictionary of strings)
-                raise DataError(
-                    f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}"
-                    + ("; an id column's type must be the same in every file (integers of any width may mix, "
-                       "and strings of any Arrow string type)"
-                       if c in ids else "")
-                )
+            # a feature column may be int32 in one file and double in another (a writer's inferred
+            # types drift): every piece is cast to the job's dtype as it is read
+            if t != seen[0] and not (_is_numeric(t) and _is_numeric(seen[0])):
+                raise DataError(f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}")
+    check_id_columns(infos, ids, keyed)
     return columns
+
+
+def has_column(info: FileInfo, c: str, keyed: dict) -> bool:
+    """Whether ``info``'s file holds column ``c``, or its path gives ``c`` as a partition key read as a
+    column (``keyed``: :func:`partition_types`)."""
+    return c in info.schema.names or (c in keyed and any(k == c for k, _ in info.partitions))
+
+
+def column_type(info: FileInfo, c: str, keyed: dict):
+    """The Arrow type of column ``c`` in ``info``'s file: the file's own column (a vector element's: the
+    vector column's) first, else the partition key's (``keyed``: :func:`partition_types`)."""
+    if c in info.schema.names or c not in keyed:
+        return info.schema.field(stored_column(c, info.schema)).type
+    return keyed[c]
+
+
+def missing_column(info: FileInfo, c: str, what: str, keyed: dict) -> DataError:
+    """The error of a file without column ``c`` (``what``: "column", "id column"), naming the partition
+    keys of its path, and saying when ``c`` is a key of other files' paths (``keyed``) but not of its."""
+    keys = [k for k, _ in info.partitions]
+    hive = (f"; partition keys in its path: {', '.join(keys)}" if keys else "") + (
+        f"; {c!r} is a partition key of other files ({c}=... in their paths), not of this one"
+        if c in keyed else "")
+    return DataError(f"{info.path}: no {what} {c!r} (it has: {', '.join(info.schema.names)}){hive}")
+
+
+def check_id_columns(infos: list[FileInfo], id_column, keyed: dict | None = None) -> dict:
+    """Check the id column(s) ``id_column`` (:func:`id_columns`) in every file, of any reader (dense rows,
+    sparse rows, vectors); returns ``{column: Arrow type}`` of those read from the paths' partition keys
+    (``keyed``, :func:`partition_types`, when the caller has them).
+
+    Each must be a column of every file or a partition key of its path (``day=2026-12-01/``; a key
+    of some paths must be one of every file's that lacks the column), else a DataError names the file,
+    its columns and its keys. An id column keeps its type in the predictions, so its files must agree,
+    but for integers of other widths (Spark's IntegerType one night, pandas' int64 the next; read as the
+    wider) and text of any Arrow string type (pyarrow's string, polars' large_string, a dictionary of
+    strings): :func:`common_id_type`.
+    """
+    ids = id_columns(id_column)
+    if keyed is None:
+        keyed = partition_types(infos, (), ids)
+    typed: dict = {}  # column: (its type, the first file that has it with rows)
+    for info in infos:
+        for c in ids:
+            if not has_column(info, c, keyed):
+                raise missing_column(info, c, "id column", keyed)
+        if not sum(info.row_groups):
+            continue  # no rows: its types are never read
+        for c in ids:
+            t = column_type(info, c, keyed)
+            seen = typed.setdefault(c, (t, info.path))
+            if common_id_type(t, seen[0]) is None:
+                raise DataError(
+                    f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}; an id "
+                    "column's type must be the same in every file (integers of any width may mix, and strings of "
+                    "any Arrow string type)")
+    return keyed
 
 
 def wider_integer(a, b):

@@ -6,7 +6,8 @@ of equal length per row (the ``indices`` and ``values`` of Spark ML's ``SparseVe
 - ``indices``: ``list<int32>`` or ``list<int64>``: the columns of the row's non-zero values,
   each in ``[0, n_features)``, each at most once (in any order);
 - ``values``: a list of any numeric type: the values, in the same order;
-- optionally an id column carried alongside, as with dense data.
+- optionally id columns carried alongside, as with dense data (a Hive partition key of the
+  paths, ``day=2026-12-01/``, may be one: its value on every row of the file).
 
 An empty list is a row of zeros; a null list, an index out of range, an index listed
 twice and lists of different lengths are errors naming the file, row group and row.
@@ -31,10 +32,13 @@ import numpy as np
 from daskgmm.io.files import (
     DataError,
     RowsOmittedWarning,
+    check_id_columns,
     file_signature,
     float_dtype,
     id_columns,
+    id_type,
     inspect_files,
+    partition_types,
     plan_input,
     register_reads,
 )
@@ -112,14 +116,6 @@ def _metadata_n_features(info):
     return value
 
 
-def _no_id_column(info, id_column) -> DataError:
-    """A file without the id column; a partition key of its path (``day=2026-12-01/``) said to be one, which
-    the dense readers take as a column and these do not."""
-    key = (f"; {id_column!r} is a partition key of its path, which read_sparse_parquet does not read as a column "
-           "(read_parquet and open_parquet do)" if any(k == id_column for k, _ in info.partitions) else "")
-    return DataError(f"{info.path}: no id column {id_column!r} (it has: {', '.join(info.schema.names)}){key}")
-
-
 def check_sparse_schemas(infos, indices, values, id_column, n_features):
     """The number of features, after checking every file's sparse layout from its footer.
 
@@ -133,16 +129,13 @@ def check_sparse_schemas(infos, indices, values, id_column, n_features):
     for info in infos:
         _check_list_column(info, indices, True, "indices")
         _check_list_column(info, values, False, "values")
-    ids = id_columns(id_column)
-    for c in ids:
+    for c in id_columns(id_column):
         if c in (indices, values):
             raise DataError(f"the id column {c!r} is also a column of the sparse layout")
-        for info in infos:
-            if c not in info.schema.names:
-                raise _no_id_column(info, c)
+    check_id_columns(infos, id_column)  # as the dense reader's: a column of every file or a partition key
     first = infos[0]
     for info in infos[1:]:
-        for c in [indices, values] + ids:
+        for c in [indices, values]:
             t0, t = first.schema.field(c).type, info.schema.field(c).type
             if t != t0:
                 raise DataError(f"schemas disagree: column {c!r} is {t0} in {first.path} but {t} in {info.path}")
@@ -173,7 +166,6 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
     every file has it (and the id column); default: the width of its first vector."""
     from daskgmm.io.vectors import SPARK_VECTORS, first_width, is_vector
 
-    ids = id_columns(id_column)
     for info in infos:
         have = info.schema.names
         if vector not in have:
@@ -182,11 +174,9 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
         if not is_vector(t):
             raise DataError(f"{info.path}: column {vector!r} has type {t}; vector= needs a column of {SPARK_VECTORS} "
                             "or of arrays of numbers")
-        for c in ids:
-            if c not in have:
-                raise _no_id_column(info, c)
-    if vector in ids:
+    if vector in id_columns(id_column):
         raise DataError(f"the id column {vector!r} is the vector column")
+    check_id_columns(infos, id_column)  # as the dense reader's: a column of every file or a partition key
     if n_features is None:
         return first_width(fs, infos, vector)
     n_features = int(n_features)
@@ -226,7 +216,9 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
         ``indices`` and ``values``: sparse vectors as they are, dense ones without their zeros.
         A null vector is an error naming its file and row.
     id_column : str or list of str, optional
-        As :func:`daskgmm.io.parquet.open_parquet`'s.
+        As :func:`daskgmm.io.parquet.open_parquet`'s: columns carried alongside the rows, each in its own
+        type, checked as that reader checks them (:func:`daskgmm.io.files.check_id_columns`); a partition
+        key of the paths (``day=2026-12-01/``) may be one.
     dtype : {"float64", "float32"}
     nan_policy : {"raise", "omit"}
     chunk_rows, chunk_bytes, storage_options
@@ -250,9 +242,11 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
             n_features = check_sparse_schemas(infos, indices, values, id_column, n_features)
         except DataError as exc:  # Spark ML's own sparse rows are a vector column: say how to read them
             raise DataError(f"{exc}{_vector_hint(infos, indices)}") from None
+    names = id_columns(id_column)
+    keyed = partition_types(infos, (), names)  # id columns read from the paths' partition keys (day=2026-12-01/)
     # the decoded list columns (from the footers) are about the CSR's size: plan as the dense reader does
     pieces = plan_input(path, infos, chunk_rows, chunk_bytes, columns=[indices] if vector else [indices, values],
-                        id_column=id_column, dtype=dtype)
+                        id_column=names, dtype=dtype, partition_types=keyed)
     sizes = [p.rows for p in pieces]
     total = sum(sizes)
     n_omitted = 0
@@ -267,11 +261,10 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
             raise DataError(f"every row of {path!r} has NaN, null or infinite values")
     tag = uuid.uuid4().hex[:16]
     register_reads(tag, path, files)
-    names = id_columns(id_column)
     X, ids = piece_arrays("daskgmm-sparse", tag, read_sparse_piece, fs, pieces,
                           (indices, values, tuple(names), n_features, dtype, nan_policy, vector), sizes, n_features,
                           dtype, sp.csr_array((0, n_features), dtype=dtype),
-                          [infos[0].schema.field(c).type for c in names])
+                          [id_type(infos, c, keyed) for c in names])
     id_column, ids = (id_column, ids[0]) if isinstance(id_column, str) else (names or None, ids or None)
     return SparseParquetSource(X, ids, n_features, indices, values, id_column, [i.path for i in infos],
                                int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype)
@@ -307,8 +300,12 @@ def write_sparse_parquet(X, path, *, indices="indices", values="values", ids=Non
     path : str or path-like
         The file; written beside under a temporary name and renamed into place. Its
         directory is created if needed.
-    ids : array-like of shape (n,), optional
-        Written as ``id_column``.
+    ids : array-like of shape (n,), list of them, or DataFrame, optional
+        Written as ``id_column``; with a list of names, one array per name in that order (or a pandas
+        DataFrame holding those columns), as ``write_predictions`` takes them. Each id column is
+        written in its own type, in the order given, before the layout's columns.
+    id_column : str or list of str
+        Names other than ``indices`` and ``values``.
     """
     import os
 
@@ -326,10 +323,21 @@ def write_sparse_parquet(X, path, *, indices="indices", values="values", ids=Non
         values: list_type.from_arrays(offsets, pa.array(x.data)),
     }
     if ids is not None:
-        ids = np.asarray(ids)
-        if len(ids) != x.shape[0]:
-            raise ValueError(f"ids has {len(ids)} values for {x.shape[0]} rows")
-        cols = {id_column: pa.array(ids), **cols}
+        from daskgmm.fitting.predict import id_arrays, ids_array
+
+        names, arrays = id_arrays(ids, id_column)
+        clash = [c for c in names if c in cols]
+        if clash:
+            raise ValueError(f"id_column={clash[0]!r} is the name of a column of the sparse layout ({indices}, "
+                             f"{values}); give the ids another name")
+        written = {}
+        for c, a in zip(names, arrays):
+            a = ids_array(a)  # a nullable pandas column's missing values as None, its integers kept
+            if a.ndim != 1 or len(a) != x.shape[0]:
+                raise ValueError(f"ids{'' if isinstance(id_column, str) else f' of {c!r}'} has shape {a.shape}; "
+                                 f"expected ({x.shape[0]},): one id per row of X")
+            written[c] = pa.array(a)
+        cols = {**written, **cols}
     table = pa.table(cols).replace_schema_metadata({N_FEATURES_KEY: str(x.shape[1]).encode()})
     from daskgmm.io.outputs import write_whole
 
