@@ -157,16 +157,19 @@ def test_csv_and_json_files_with_a_byte_order_mark_are_read(tmp_path):
 
 def test_an_array_file_at_a_url_is_read_through_fsspec_and_named_by_its_url():
     """An array file may be at an fsspec URL, as DATA (memory:// here; s3:// with the job's storage options:
-    tests/test_s3.py); a missing object or a URL of no array file's ending is named, exit 2 as a local file's."""
+    tests/test_s3.py); a missing or empty object, or a URL of no array file's ending, is named, exit 2 as a local
+    file's."""
     import fsspec
 
     fs = fsspec.filesystem("memory")
-    fs.pipe("/daskgmm-arrays/m.csv", b"0,1\n2,3\n")
+    fs.pipe({"/daskgmm-arrays/m.csv": b"0,1\n2,3\n", "/daskgmm-arrays/empty.npy": b""})
     try:
         np.testing.assert_array_equal(coerce(_opt("means_init"), "memory://daskgmm-arrays/m.csv", "--means-init"),
                                       [[0, 1], [2, 3]])
         for url, message in [("memory://daskgmm-arrays/gone.npy", "cannot read memory://daskgmm-arrays/gone.npy: "
                               "No such file or directory"),
+                             ("memory://daskgmm-arrays/empty.npy", "memory://daskgmm-arrays/empty.npy: not a readable "
+                              ".npy array of numbers (No data left in file)"),  # NumPy's EOFError, was exit 1
                              ("memory://daskgmm-arrays/m", "memory://daskgmm-arrays/m is not a .npy, .json or .csv "
                               "file (an array file is read as the ending of its name says)")]:
             with pytest.raises(ConfigError) as info:
