@@ -79,11 +79,12 @@ class Reporter:
         self.last = now
 
 
-def rows_read(report) -> str:
-    """How the fit's passes read the rows (``--cache``, "auto" deciding by size), for its summary line."""
-    if report.rows_in_memory is None:
+def rows_read(in_memory: bool | None) -> str:
+    """How a job's passes read the rows (fit's ``--cache``, "auto" deciding by size; a :class:`Reporter`'s
+    ``rows_in_memory``), for its summary line; "" when no pass said (None)."""
+    if in_memory is None:
         return ""
-    return "rows kept in the workers' memory" if report.rows_in_memory else "rows read from DATA every pass"
+    return "rows kept in the workers' memory" if in_memory else "rows read from DATA every pass"
 
 
 def objective_name(run) -> str:
