@@ -356,8 +356,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
 
 def test_a_models_features_are_checked_against_the_data_before_the_cluster(tmp_path, capsys, monkeypatch):
     """predict, score and update check a saved model's features against --columns (their order, their
-    number) and an unnamed model's against DATA's columns from the model files and the footers, before any
-    cluster starts."""
+    number) and an unnamed model's against DATA's columns from the model files and the footers (a vector
+    column's width from its first vector), before any cluster starts."""
     import pandas as pd
 
     import daskgmm.engine.cluster as cluster
@@ -380,6 +380,14 @@ def test_a_models_features_are_checked_against_the_data_before_the_cluster(tmp_p
     pq.write_table(pa.table({f"f{j}": X[:, j] for j in range(3)}), tmp_path / "three.parquet")
     expect_exit2(["score", str(tmp_path / "three.parquet"), "--model", str(tmp_path / "unnamed"), *FAST],
                  "3 feature column(s) (f0, f1, f2) but the model expects 2", capsys)
+    # a vector (list) column's width is in its rows: its first vector is read before the cluster too
+    vec = tmp_path / "vec.parquet"
+    pq.write_table(pa.table({"v": pa.array(X[:, :2].tolist(), pa.list_(pa.float64()))}), vec)
+    expect_exit2(["score", str(vec), *saved, "--columns", "v", *FAST],
+                 "2 feature column(s) (v[0], v[1]) but the model expects 3; choose them with --columns", capsys)
+    expect_exit2(["predict", str(vec), "--model", str(tmp_path / "unnamed"), "--out", str(out),
+                  "--columns", "v[1],v[2]", *FAST],
+                 "column 'v[2]': the vector column 'v' has 2 elements (v[0] to v[1])", capsys)
     assert not out.exists()
 
 

@@ -155,15 +155,28 @@ def test_csv_and_json_files_with_a_byte_order_mark_are_read(tmp_path):
                                       [[0.0, 1.5, -2.0], [5.0, 5.0, 1e-3]])
 
 
-@pytest.mark.parametrize("url", ["s3://lake/models/centres.npy", "s3://lake/centres.csv", "gs://b/m.json",
-                                 "s3://lake/centres"])
-def test_an_array_file_at_a_url_is_refused_as_one(url):
-    """Array files are read from this machine's disk (docs/cli.md): a URL, which DATA and the outputs may be,
-    is said to be one, not "No such file or directory" of an object that may well exist."""
-    with pytest.raises(ConfigError, match=r"^--means-init: means_init: cannot read ") as info:
-        coerce(_opt("means_init"), url, "--means-init")
-    assert f"{url}: an array file is read from this machine's disk, not from a URL" in str(info.value)
-    assert "No such file" not in str(info.value) and "not found" not in str(info.value)
+def test_an_array_file_at_a_url_is_read_through_fsspec_and_named_by_its_url():
+    """An array file may be at an fsspec URL, as DATA (memory:// here; s3:// with the job's storage options:
+    tests/test_s3.py); a missing or empty object, or a URL of no array file's ending, is named, exit 2 as a local
+    file's."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/daskgmm-arrays/m.csv": b"0,1\n2,3\n", "/daskgmm-arrays/empty.npy": b""})
+    try:
+        np.testing.assert_array_equal(coerce(_opt("means_init"), "memory://daskgmm-arrays/m.csv", "--means-init"),
+                                      [[0, 1], [2, 3]])
+        for url, message in [("memory://daskgmm-arrays/gone.npy", "cannot read memory://daskgmm-arrays/gone.npy: "
+                              "No such file or directory"),
+                             ("memory://daskgmm-arrays/empty.npy", "memory://daskgmm-arrays/empty.npy: not a readable "
+                              ".npy array of numbers (No data left in file)"),  # NumPy's EOFError, was exit 1
+                             ("memory://daskgmm-arrays/m", "memory://daskgmm-arrays/m is not a .npy, .json or .csv "
+                              "file (an array file is read as the ending of its name says)")]:
+            with pytest.raises(ConfigError) as info:
+                coerce(_opt("means_init"), url, "--means-init")
+            assert str(info.value) == f"--means-init: means_init: {message}"
+    finally:
+        fs.rm("/daskgmm-arrays", recursive=True)
 
 
 def test_an_array_string_is_told_a_file_by_its_ending_and_errors_name_it(tmp_path, monkeypatch):

@@ -656,6 +656,43 @@ def test_bad_data_on_s3_is_named_by_its_url(bucket, scheduler, capsys, tmp_path)
     assert f"s3://{b}/bad/" in err, err
 
 
+def test_array_options_read_objects_with_the_jobs_storage_options(s3, tmp_path, monkeypatch, capsys):
+    """A scheduled job keeps its init arrays on its store: --means-init s3://... is read with the job's
+    storage options, of the flag or of the config (whichever line of it they are on); a missing object or
+    bucket, or bad contents, is exit 2 naming the URL, before any cluster starts."""
+    import yaml
+
+    from daskgmm.cli.args import build_parser, resolve
+
+    server, b = s3
+    for k in server.env():  # s3_env's, set by this module's earlier tests: the storage options alone reach it
+        monkeypatch.delenv(k, raising=False)
+    fs, means = server.fs(), np.array([[0.0, 1.5], [5.0, 1e-3]])
+    with fs.open(f"{b}/init/m.npy", "wb") as f:
+        np.save(f, means)
+    fs.pipe({f"{b}/init/m.csv": b"0,1.5\n5,1e-3\n", f"{b}/init/m.json": b"[[0, 1.5], [5, 0.001]]",
+             f"{b}/init/bad.npy": b"not an array"})
+    fit = ["fit", "d", "--model-out", str(tmp_path / "m")]
+    for name in ("m.npy", "m.csv", "m.json"):
+        o = resolve(build_parser().parse_args([*fit, "--means-init", f"s3://{b}/init/{name}",
+                                               "--storage-options", so(server)]))
+        np.testing.assert_array_equal(o.means_init, means)
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"means_init": f"s3://{b}/init/m.npy", "storage_options": server.storage_options},
+                                  sort_keys=False))
+    np.testing.assert_array_equal(resolve(build_parser().parse_args([*fit, "--config", str(cfg)])).means_init, means)
+
+    gone = f"daskgmm-missing-{b[-8:]}"
+    for url, why in [(f"s3://{b}/init/gone.npy", "cannot read {url}: No such file or directory"),
+                     (f"s3://{gone}/m.npy", "cannot read {url}: No such file or directory"),
+                     (f"s3://{b}/init/bad.npy", "{url}: not a readable .npy array of numbers")]:
+        assert run(server, *fit, "--means-init", url) == 2, url
+        err = capsys.readouterr().err
+        assert f"daskgmm: error: --means-init: means_init: {why.format(url=url)}" in err, err
+        assert "cluster" not in err
+    assert gone not in fs.ls("")
+
+
 @pytest.fixture
 def silent_endpoint():
     """An "S3 endpoint" on 127.0.0.1 that accepts every connection and never answers (a store

@@ -148,19 +148,26 @@ def test_another_struct_is_refused_naming_the_vector_layout(tmp_path):
     assert "p.parquet" in str(info.value)
 
 
-def test_the_command_fits_and_predicts_a_vector_column(spark_data, tmp_path):
+def test_the_command_fits_and_predicts_a_vector_column(spark_data, tmp_path, monkeypatch):
+    """... and reads the vector column's first vector once per job, before its cluster starts (the check of
+    the model's width, and the open)."""
+    import daskgmm.io.vectors as vectors
     from daskgmm.cli import main
 
     root, X = spark_data
+    reads, first_width = [], vectors.first_width
+    monkeypatch.setattr(vectors, "first_width", lambda *a: reads.append(a[2]) or first_width(*a))
     cfg = tmp_path / "job.yaml"
     cfg.write_text(f"data: {root}\nid_column: id\nn_components: 3\nseed: 0\nmodel_out: {tmp_path / 'm'}\n"
                    f"predictions_out: {tmp_path / 'p'}\n")
     assert main(["fit", "--config", str(cfg), *FAST]) == 0
+    assert reads == ["features"]
     model = daskgmm.load(tmp_path / "m")
     assert list(model.feature_names_in_) == ["features[0]", "features[1]", "features[2]"]
     # predict reads the model's columns, the elements of the same vector column
     assert main(["predict", str(root), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "q"),
                  "--id-column", "id", *FAST]) == 0
+    assert reads == ["features", "features"]
     got = pq.read_table(tmp_path / "q").to_pandas().sort_values("id")
     np.testing.assert_array_equal(got["label"], model.predict(pd.DataFrame(X, columns=model.feature_names_in_)))
 

@@ -131,16 +131,19 @@ def resolve(args) -> argparse.Namespace:
     """Defaults (the estimator's, :data:`ESTIMATOR_DEFAULTS`), then the config file, then explicit flags."""
     cmd = args.command
     merged = {o.dest: o.default for o in options_for(cmd)}
+    given = [(o, getattr(args, o.dest)) for o in options_for(cmd) if getattr(args, o.dest, None) is not None]
+    # --storage-options first: an array option (of the config too) may name a file on the job's object store
+    storage = {o.dest: coerce(o, v, o.flag) for o, v in given if o.dest == "storage_options"}
     config = getattr(args, "config", None)
     data = None
     if config:
-        values = load_config(config, cmd)
+        values = load_config(config, cmd, storage.get("storage_options"))
         data = values.pop("data", None)
         merged.update(values)
-    for o in options_for(cmd):
-        given = getattr(args, o.dest, None)
-        if given is not None:
-            merged[o.dest] = coerce(o, given, o.flag)
+    merged.update(storage)
+    for o, value in given:
+        if o.dest not in storage:
+            merged[o.dest] = coerce(o, value, o.flag, merged.get("storage_options"))
     if getattr(args, "data", None):
         data = args.data
     if isinstance(data, list) and len(data) == 1:

@@ -9,6 +9,7 @@ values of the wrong type are errors naming the file and the key.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -296,28 +297,29 @@ def _array_file_type(text: str) -> str | None:
     return next((t for t in ARRAY_FILES if text.lower().endswith(t)), None)
 
 
-def _read_npy(path: str, max_ndim: int) -> np.ndarray:
+def _read_npy(raw: bytes, max_ndim: int) -> np.ndarray:
     """A ``.npy`` file's array of numbers (no pickles), of at most ``max_ndim`` dimensions."""
     try:
-        raw = np.load(path, allow_pickle=False)
-    except ValueError as exc:  # not a .npy file, or an object array
+        out = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, EOFError) as exc:  # not a .npy file, an object array, or nothing in it
         raise ValueError(f"not a readable .npy array of numbers ({exc})") from None
-    if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "iuf" or raw.ndim > max_ndim:
+    if not isinstance(out, np.ndarray) or out.dtype.kind not in "iuf" or out.ndim > max_ndim:
         dims = ", ".join(f"{n}-" for n in range(max_ndim)) + f" or {max_ndim}-d"
         raise ValueError(f"expected a {dims} array of numbers, got "
-                         f"{getattr(raw, 'dtype', type(raw).__name__)} of shape {np.shape(raw)}")
-    return raw.astype(np.float64)
+                         f"{getattr(out, 'dtype', type(out).__name__)} of shape {np.shape(out)}")
+    return out.astype(np.float64)
 
 
-def _read_csv(path: str, max_ndim: int) -> np.ndarray:
+def _read_csv(raw: bytes, max_ndim: int) -> np.ndarray:
     """A ``.csv`` file of numbers only (no header; ``#`` starts a comment): its rows, 2-d."""
     import warnings
 
     try:
+        # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first number
+        text = io.StringIO(raw.decode("utf-8-sig"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # NumPy's "Empty input file": said below
-            # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first number
-            out = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, comments="#", encoding="utf-8-sig")
+            out = np.loadtxt(text, delimiter=",", ndmin=2, dtype=np.float64, comments="#")
     except ValueError as exc:
         raise ValueError(f"not a .csv of numbers ({exc})") from None
     if out.size == 0:
@@ -325,11 +327,10 @@ def _read_csv(path: str, max_ndim: int) -> np.ndarray:
     return out
 
 
-def _read_json(path: str, max_ndim: int) -> np.ndarray:
+def _read_json(raw: bytes, max_ndim: int) -> np.ndarray:
     """A ``.json`` file's number or nested lists of numbers."""
     try:
-        with open(path, encoding="utf-8-sig") as f:  # as a .csv: a byte order mark is skipped
-            doc = json.load(f)
+        doc = json.loads(raw.decode("utf-8-sig"))  # as a .csv: a byte order mark is skipped
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
     return _numbers(doc)
@@ -338,25 +339,50 @@ def _read_json(path: str, max_ndim: int) -> np.ndarray:
 _READERS = {".npy": _read_npy, ".csv": _read_csv, ".json": _read_json}
 
 
-def _read_array(path: str, max_ndim: int) -> np.ndarray:
-    """The numbers in the array file ``path`` (named by its ending, :data:`ARRAY_FILES`) on this machine's disk.
+def _file_bytes(path: str, storage_options: dict | None) -> bytes:
+    """The bytes of the file ``path``: on this machine's disk (``~`` and ``file://`` as the data's), or at a
+    URL through fsspec with the job's ``storage_options`` (an array file is small: read whole, once)."""
+    from daskgmm.io.files import credentials_hint, get_fs, no_credentials, place_of, unreachable, unreachable_error
+
+    protocol, local = place_of(path)
+    try:
+        if protocol == "file":
+            with open(local, "rb") as f:
+                return f.read()
+        fs = get_fs(path, storage_options)
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except ImportError as exc:  # s3:// without s3fs, as check_filesystems says of DATA's
+        hint = " (pip install 'daskgmm[s3]')" if protocol in ("s3", "s3a") else ""
+        raise ValueError(f"cannot read {path}: {exc}{hint}") from None
+    except OSError as exc:  # a missing file or object (or bucket), one the credentials may not read
+        why = exc.strerror or (os.strerror(errno.ENOENT) if isinstance(exc, FileNotFoundError) else exc)
+        raise ValueError(f"cannot read {path}: {why}") from None
+    except Exception as exc:
+        if unreachable(exc):  # the store's endpoint, exit 1 as for the data (not a bad value)
+            raise unreachable_error(exc, path) from None
+        if no_credentials(exc):
+            raise ValueError(f"cannot read {path}: {credentials_hint(exc)}") from None
+        raise
+
+
+def _read_array(path: str, max_ndim: int, storage_options: dict | None = None) -> np.ndarray:
+    """The numbers in the array file ``path`` (its type told by its ending, :data:`ARRAY_FILES`), on this
+    machine's disk or at an fsspec URL (``s3://bucket/means.npy``) read with ``storage_options``.
 
     Raises
     ------
     ValueError
-        Naming the file: a URL, a file that cannot be read, or one that holds no array of numbers.
+        Naming the file: a name of no array file type, a file or object that cannot be read, or one
+        that holds no array of numbers.
     """
-    from daskgmm.io.files import place_of
-
-    protocol, local = place_of(path)  # a local path as the data's: ~ and file:// taken
-    if protocol != "file":  # DATA and the outputs may be URLs; NumPy would say a stored object is "not found"
-        raise ValueError(f"cannot read {path}: an array file is read from this machine's disk, not from a URL "
-                         "(copy it here, or give the numbers)")
+    kind = _array_file_type(path)
+    if kind is None:  # a URL of another ending (a local name without one is taken as numbers)
+        raise ValueError(f"{path} is not a {_ARRAY_FILE_TYPES} file (an array file is read as the ending of "
+                         "its name says)")
+    raw = _file_bytes(path, storage_options)
     try:
-        return _READERS[_array_file_type(path)](local, max_ndim)
-    except OSError as exc:  # NumPy's loadtxt says "PATH not found." in words of its own
-        why = exc.strerror or (os.strerror(errno.ENOENT) if isinstance(exc, FileNotFoundError) else exc)
-        raise ValueError(f"cannot read {path}: {why}") from None
+        return _READERS[kind](raw, max_ndim)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
@@ -382,11 +408,12 @@ def _text_numbers(text: str) -> np.ndarray:
         raise NotAnArray(f"{text!r} is not numbers, nor a {_ARRAY_FILE_TYPES} file") from None
 
 
-def _array(value, max_ndim: int = 2) -> np.ndarray:
+def _array(value, max_ndim: int = 2, storage_options: dict | None = None) -> np.ndarray:
     """An array option's value, taken by its YAML type and, for a string, its form.
 
     - not a string (a config's YAML number or nested lists): those numbers;
-    - a string ending in ``.npy``, ``.json`` or ``.csv``, or a URL: that file's numbers (:func:`_read_array`);
+    - a string ending in ``.npy``, ``.json`` or ``.csv``, or a URL: that file's numbers (:func:`_read_array`,
+      a URL's read with the job's fsspec ``storage_options``);
     - any other string: numbers written out (:func:`_text_numbers`), ``"1,2,3"``, ``"1,0;0,1"``; were they
       none, a file or directory of that name is said to be one of the wrong type.
 
@@ -404,7 +431,7 @@ def _array(value, max_ndim: int = 2) -> np.ndarray:
     else:
         text = value.strip()
         if _array_file_type(text) or protocol_of(text) != "file":
-            named, out = text, _read_array(text, max_ndim)
+            named, out = text, _read_array(text, max_ndim, storage_options)
         else:
             named = repr(text)
             try:
@@ -425,8 +452,11 @@ def _array(value, max_ndim: int = 2) -> np.ndarray:
     return out
 
 
-def coerce(opt: Opt, value, where: str):
-    """Convert a config (or command-line) value to the option's type, or raise ConfigError."""
+def coerce(opt: Opt, value, where: str, storage_options: dict | None = None):
+    """Convert a config (or command-line) value to the option's type, or raise ConfigError.
+
+    ``storage_options``: the job's fsspec options, with which an array option's file at a URL is read.
+    """
     def bad(extra=""):
         want = _type_name(opt.kind) + (f" {', '.join(opt.choices)}" if opt.kind == "choice" else "")
         named = where if where == opt.flag else f"{where}: {opt.dest}"  # a flag names the option itself
@@ -482,14 +512,14 @@ def coerce(opt: Opt, value, where: str):
         return items
     if kind == "array":
         try:
-            return _array(value, opt.max_ndim)
+            return _array(value, opt.max_ndim, storage_options)
         except ValueError as exc:
             raise ConfigError(f"{where}: {opt.dest}: {exc}") from None
     if kind == "start":  # a named start, or an array of K rows
         if isinstance(value, str) and value in opt.choices:
             return value
         try:
-            return _array(value, opt.max_ndim)
+            return _array(value, opt.max_ndim, storage_options)
         except NotAnArray:  # a word that is no start: perhaps a misspelt name
             raise ConfigError(f"{where}: {opt.dest}: {value!r} is none of {', '.join(opt.choices)}, nor an array "
                               f"({_ARRAY_FORMS})") from None
@@ -531,8 +561,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: str, command: str) -> dict:
+def load_config(path: str, command: str, storage_options: dict | None = None) -> dict:
     """Read a YAML config for ``command``: a mapping of option names (underscores) to values.
+
+    An array option's file at a URL is read with ``storage_options`` (``--storage-options``), or, when
+    None, with the config's own ``storage_options``: the options the job reads its data with.
 
     Raises
     ------
@@ -556,7 +589,8 @@ def load_config(path: str, command: str) -> dict:
     valid = {o.dest: o for o in options_for(command)}
     valid.pop("config", None)
     out = {}
-    for key, value in doc.items():
+    # storage_options first: an array option's file may be on the job's object store
+    for key, value in sorted(doc.items(), key=lambda kv: str(kv[0]).replace("-", "_") != "storage_options"):
         k = str(key).replace("-", "_")
         if k in out:
             raise ConfigError(f"{path}: {key}: given twice (as {k!r} too)")
@@ -571,5 +605,6 @@ def load_config(path: str, command: str) -> dict:
                 f"{path}: unknown key {key!r} for 'daskgmm {command}' (valid: "
                 f"{', '.join(sorted(list(valid) + list(POSITIONAL_KEYS)))})"
             )
-        out[k] = coerce(valid[k], value, path)
+        out[k] = coerce(valid[k], value, path,
+                        storage_options if storage_options is not None else out.get("storage_options"))
     return out

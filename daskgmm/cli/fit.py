@@ -322,18 +322,19 @@ def cmd_fit(o, log, metrics):
                 raise
             fit_seconds = time.perf_counter() - t_fit
         metrics["rows_in_memory"] = report.rows_in_memory
+        how = rows_read(report.rows_in_memory)
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
                                        CollapsedComponentWarning)):
                 log(f"warning: {name_columns(w.message, src.columns)}")
         est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         if o.estimator == "kmeans":
-            return finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start, rows_read(report))
+            return finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start, how)
         if o.estimator == "kmedoids":
-            return finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start, rows_read(report))
+            return finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start, how)
         state = "converged" if est.converged_ else "did not converge"
         log(f"{state} after {est.n_iter_} iteration(s): lower bound {est.lower_bound_:.6f} "
-            f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data{joined(rows_read(report))})")
+            f"(fit {fit_seconds:.2f} s, {est.n_passes_} passes over the data{joined(how)})")
         rows = commit_fit(est, o, src, ckpt, log)
         metrics.update(
             converged=est.converged_, n_iter=est.n_iter_, lower_bound=est.lower_bound_,
@@ -529,6 +530,14 @@ def cmd_update(o, log, metrics):
                 if ckpt is not None:
                     save_model(est, snapshot, so)
         update_seconds = time.perf_counter() - t_fit
+        steps_run = o.passes - done
+        # partial_fit keeps no rows of a fitted model's batch (cache="none"): each step reads DATA again
+        # (None: no step ran, nothing was read)
+        in_memory = False if steps_run else None
+        if steps_run:
+            log(f"{steps_run} step(s) in {update_seconds:.2f} s ({steps_run} passes over the data, "
+                f"{rows_read(in_memory)})")
+        metrics["rows_in_memory"] = in_memory
         rows = commit_model_and_predictions(est, o, src)
         steps, seen = online_counts(est)
         log(f"model written to {o.model_out} ({steps} {'step(s)' if kmeans else 'batch(es)'}, {seen:,.0f} rows "
@@ -540,14 +549,14 @@ def cmd_update(o, log, metrics):
             remove_snapshot(snapshot, so)
             log(f"checkpoint {ckpt.path} removed (the job finished)")
         if kmeans:
-            metrics.update(passes=o.passes, steps_run=o.passes - done, n_steps=est.n_steps_,
+            metrics.update(passes=o.passes, steps_run=steps_run, n_steps=est.n_steps_,
                            counts=est.counts_.tolist(), update_seconds=update_seconds,
                            total_seconds=time.perf_counter() - t_start, n_clusters=est.n_clusters,
                            model_out=o.model_out, predictions_out=o.predictions_out, predictions_rows=rows)
             return EXIT_OK
         steps = est.history_[-o.passes:]  # this job's steps
         metrics.update(
-            passes=o.passes, steps_run=o.passes - done, n_batches=est.n_batches_, n_rows_seen=est.n_rows_seen_,
+            passes=o.passes, steps_run=steps_run, n_batches=est.n_batches_, n_rows_seen=est.n_rows_seen_,
             lower_bound=est.lower_bound_,
             history=steps, learning_decay=est.learning_decay, learning_offset=est.learning_offset,
             update_seconds=update_seconds, total_seconds=time.perf_counter() - t_start,

@@ -248,7 +248,7 @@ def cmd_select(o, log, metrics):
             m.feature_names_in_ = best.feature_names_in_
         kind = "bayesian" if hasattr(best, "n_effective_components_") else "gaussian"
         effective = f" ({best.n_effective_components_} effective)" if kind == "bayesian" else ""
-        how = rows_read(report)
+        how = rows_read(report.rows_in_memory)
         log(f"best by {o.criterion.upper()}: K={best.n_components}{effective}, {best.covariance_type} covariance, "
             f"{kind}" + (f" ({res.n_passes} passes over the data, {how})" if how else ""))
         if not o.quiet:

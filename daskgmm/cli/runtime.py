@@ -79,11 +79,12 @@ class Reporter:
         self.last = now
 
 
-def rows_read(report) -> str:
-    """How the fit's passes read the rows (``--cache``, "auto" deciding by size), for its summary line."""
-    if report.rows_in_memory is None:
+def rows_read(in_memory: bool | None) -> str:
+    """How a job's passes read the rows (fit's ``--cache``, "auto" deciding by size; a :class:`Reporter`'s
+    ``rows_in_memory``), for its summary line; "" when no pass said (None)."""
+    if in_memory is None:
         return ""
-    return "rows kept in the workers' memory" if report.rows_in_memory else "rows read from DATA every pass"
+    return "rows kept in the workers' memory" if in_memory else "rows read from DATA every pass"
 
 
 def objective_name(run) -> str:
@@ -100,7 +101,8 @@ def check_inputs(o) -> None:
     """DATA's files and --model's files exist and are what they say, checked before a cluster
     starts: a wrong path, a missing or non-numeric column, disagreeing schemas or no rows are bad
     input at once (exit 2), not after seconds of cluster start-up. DATA's footers are kept in
-    ``o.footers`` and --model's files in ``o.model_files`` for the open and the load: read once."""
+    ``o.footers``, the widths of its vector columns in ``o.vector_widths`` and --model's files in
+    ``o.model_files`` for the open and the load: read once."""
     so = storage_options(o)
     if getattr(o, "data", None) is not None:
         from daskgmm.io.files import inspect_files
@@ -124,10 +126,12 @@ def check_inputs(o) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataWarning)  # said by open_data, on the job's stderr
             features = check_footers(o.data, o.footers[2], columns, id_column_of(o))
-        from daskgmm.io.vectors import whole_vectors
+        from daskgmm.io.vectors import expand
 
-        # a whole vector column's width is in its rows, not the footers: model_source checks that count
-        if doc is not None and doc.get("n_features") is not None and not whole_vectors(features, o.footers[2]):
+        # a vector column's width is in its rows, not the footers: its first vector, which the open would
+        # read, is read now (and handed to the open), so that its elements are counted before the cluster
+        features, o.vector_widths = expand(features, o.footers[2], o.footers[0])
+        if doc is not None and doc.get("n_features") is not None:
             check_model_width(o, features, int(doc["n_features"]))
 
 
@@ -348,7 +352,8 @@ def open_data(o, log, columns=None, dtype=None):
         warnings.simplefilter("always", DataWarning)
         src = open_source(o.data, columns if columns is not None else o.columns, id_column_of(o),
                            dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows,
-                           storage_options=storage_options(o), footers=getattr(o, "footers", None))
+                           storage_options=storage_options(o), footers=getattr(o, "footers", None),
+                           vector_widths=getattr(o, "vector_widths", None))
     for w in caught:
         if issubclass(w.category, (RowsOmittedWarning, DataWarning)):
             log(f"warning: {w.message}")

@@ -127,7 +127,7 @@ class ParquetSource:
 
 def open_parquet(
     path, columns=None, id_column=None, dtype="float64", *, nan_policy="raise",
-    chunk_rows=None, chunk_bytes=None, storage_options=None, footers=None,
+    chunk_rows=None, chunk_bytes=None, storage_options=None, footers=None, vector_widths=None,
 ) -> ParquetSource:
     """Open Parquet data as a Dask array, checking every file's schema first.
 
@@ -170,6 +170,9 @@ def open_parquet(
         What :func:`daskgmm.io.files.inspect_files` returned for ``path`` (``(fs, files, infos)``), when
         the caller has read the footers already (the command checks them before its cluster starts):
         they are not read again.
+    vector_widths : dict, optional
+        ``{column: D}``, the widths of vector columns the caller read from the same ``footers``
+        (:func:`daskgmm.io.vectors.expand`): their first vectors are not read again.
 
     Returns
     -------
@@ -182,7 +185,7 @@ def open_parquet(
     ids = id_columns(id_column)
     columns = check_schemas(infos, columns, ids)
     _not_sparse_layout(infos, columns)
-    columns, vectors = expand_vectors(columns, infos, fs)
+    columns, vectors = expand_vectors(columns, infos, fs, vector_widths)
     keyed = partition_types(infos, columns, ids)
     pieces = plan_input(path, infos, chunk_rows, chunk_bytes, columns=columns, id_column=ids, dtype=dtype,
                         partition_types=keyed)

@@ -153,22 +153,16 @@ def first_width(fs, infos, name: str) -> int:
                     "vector to give its width")
 
 
-def whole_vectors(columns, infos) -> list:
-    """The vector columns among ``columns`` (as :func:`daskgmm.io.files.check_schemas` gives them) named whole:
-    each stands for as many features as its first vector has elements, which only reading it tells (the
-    footers do not)."""
-    schema = next((i.schema for i in infos if sum(i.row_groups)), infos[0].schema)
-    return [c for c in columns if c in schema.names and is_vector(schema.field(c).type)]
-
-
-def expand(columns, infos, fs) -> tuple[list, dict]:
+def expand(columns, infos, fs, known=None) -> tuple[list, dict]:
     """The feature columns with each vector column spelt out as its elements, and the widths of the
     vector columns read (``{column: D}``).
 
     ``columns`` come from :func:`daskgmm.io.files.check_schemas`: a vector column's name stands for all
-    its elements, ``v[j]`` for one.
+    its elements, ``v[j]`` for one. ``known``: widths an earlier ``expand`` of the same ``infos`` returned
+    (the command's, before its cluster starts), not read again.
     """
     schema = next((i.schema for i in infos if sum(i.row_groups)), infos[0].schema)
+    known = known or {}
     widths: dict = {}
     out: list = []
     for c in columns:
@@ -178,7 +172,7 @@ def expand(columns, infos, fs) -> tuple[list, dict]:
             out.append(c)
             continue
         if base not in widths:
-            widths[base] = first_width(fs, infos, base)
+            widths[base] = known[base] if base in known else first_width(fs, infos, base)
         if e is None:
             out.extend(f"{base}[{j}]" for j in range(widths[base]))
         elif e[1] >= widths[base]:
