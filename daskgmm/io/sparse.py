@@ -168,16 +168,16 @@ def check_sparse_schemas(infos, indices, values, id_column, n_features):
                 raise DataError(f"schemas disagree: column {c!r} is {t0} in {first.path} but {t} in {info.path}")
     stored = {info.path: _metadata_n_features(info) for info in infos}
     known = {p: v for p, v in stored.items() if v is not None}
-    if len(set(known.values())) > 1:
-        ordered = sorted(known.items(), key=lambda kv: kv[1])
-        (pa_, va), (pb, vb) = ordered[0], ordered[-1]
-        raise DataError(f"files disagree on the number of features: {pa_} stores n_features={va}, {pb} stores "
-                        f"{vb}; give n_features=... (at least {vb})")
-    if n_features is None:
+    if n_features is None:  # given, it is the width of every file's rows: each stored one at most it (below)
+        if len(set(known.values())) > 1:
+            ordered = sorted(known.items(), key=lambda kv: kv[1])
+            (pa_, va), (pb, vb) = ordered[0], ordered[-1]
+            raise DataError(f"files disagree on the number of features: {pa_} stores n_features={va}, {pb} "
+                            f"stores {vb}; give n_features=... (--n-features N) of at least {vb}")
         if len(known) < len(infos):
             missing = next(p for p, v in stored.items() if v is None)
             raise DataError(f"{missing}: no {N_FEATURES_KEY.decode()!r} in its metadata; give n_features=... "
-                            "(the width of the sparse rows)")
+                            "(--n-features N: the width of the sparse rows)")
         return next(iter(known.values()))
     n_features = int(n_features)
     if n_features < 1:
