@@ -137,8 +137,10 @@ def cmd_info(o, log, metrics):
         lines.append(f"clusters:         {doc.get('n_components')}")
     else:
         lines.append(f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)")
+    sparse = doc.get("sparse_columns")  # fitted by daskgmm fit --sparse: features without names
+    named = f"sparse rows in column(s) {', '.join(sparse)}" if sparse else short_columns(doc.get("columns") or [])
     lines += [
-        f"features:         {doc.get('n_features')} ({short_columns(doc.get('columns') or []) or 'unnamed'})",
+        f"features:         {doc.get('n_features')} ({named or 'unnamed'})",
         f"dtype:            {doc.get('dtype')}",
     ]
     if medoids:
