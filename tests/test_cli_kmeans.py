@@ -349,6 +349,8 @@ def test_kmeans_config_and_init_choices():
     assert NAMED_STARTS["kmeans"] == INITS and daskgmm.KMeans().init == INITS[0]
     assert set(NAMED_STARTS["kmedoids"]) == set(KMEDOIDS_INITS) and daskgmm.KMedoids().init == "k-medoids++"
     assert NAMED_STARTS["kmedoids"][0] == "k-medoids++"
+    o = resolve(build_parser().parse_args(["fit", "--config", str(REPO / "configs" / "kmeans-sparse.yaml")]))
+    assert (o.estimator, o.sparse, o.columns, o.n_components) == ("kmeans", True, ["features"], 64)
 
 
 @pytest.mark.parametrize("estimator,k", [("kmeans", 8), ("kmedoids", 8), ("gaussian", 1), ("bayesian", 1)])
