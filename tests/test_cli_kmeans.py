@@ -565,6 +565,13 @@ def test_sparse_rows_bad_input_exits_2_before_a_cluster_starts(tmp_path, capsys,
     model.mkdir()
     write_model_files(daskgmm.KMeans(2, random_state=0).fit(X), get_fs(str(model)), str(model),
                       {"sparse_columns": ["indices", "values"]})
+    capsys.readouterr()
+    assert main(["info", "--model", str(model)]) == 0  # the centres' sizes, not 20 numbers each (2^18 of text)
+    info = capsys.readouterr().out
+    assert "features:         20 (sparse rows in column(s) indices, values)" in info, info
+    centres = daskgmm.load(model).cluster_centers_
+    assert (f"center[1]:      {np.count_nonzero(centres[1])} non-zero of 20 (norm "
+            f"{np.linalg.norm(centres[1]):.6g}; daskgmm.load(MODEL).cluster_centers_ has them)\n") in info, info
     predict = ["predict", "--model", str(model), "--out", str(out), *FAST]
     expect_exit2([*predict, str(data)], f"daskgmm predict: {model} was fitted on sparse rows (20 features, from "
                  "column(s) indices, values): give --sparse", capsys)

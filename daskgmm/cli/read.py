@@ -189,7 +189,12 @@ def cmd_info(o, log, metrics):
     # a KMeans' centres are centres (a KMedoids' medoids, above), a mixture's means
     label, pad = ("center", 7) if kmeans else ("mean", 9)
     for k, m in enumerate(np.asarray(centres, float)):
-        lines.append(f"{label}[{k}]:{' ' * (pad - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
+        if sparse:  # a centre of sparse rows' features (2^18 of HashingTF's): its size, not its numbers
+            values = (f"{np.count_nonzero(m):,} non-zero of {m.size:,} (norm {np.linalg.norm(m):.6g}; "
+                      "daskgmm.load(MODEL).cluster_centers_ has them)")
+        else:
+            values = " ".join(f"{v:.6g}" for v in m)
+        lines.append(f"{label}[{k}]:{' ' * (pad - len(str(k)))}{values}")
     print("\n".join(lines))
     return EXIT_OK
 
