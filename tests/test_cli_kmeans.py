@@ -455,6 +455,8 @@ def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys):
     sparse rows: fit writes the model and predictions of what KMeans fits on the same CSR rows in Python, the
     model records the column, and predict (the same predictions), score (the inertia) and update (partial_fit)
     read it so by default. A predict that fails on bad rows leaves its previous output byte for byte."""
+    import pyarrow as pa
+
     from .test_spark_vectors import spark_directory
 
     rng = np.random.default_rng(3)
@@ -499,6 +501,20 @@ def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys):
         np.testing.assert_allclose(updated.cluster_centers_, daskgmm.load(model).partial_fit(rows).cluster_centers_,
                                    rtol=1e-10)
         assert json.loads((tmp_path / "u" / "model.json").read_text())["sparse_columns"] == ["features"]
+
+        # Spark's arrays of indices and values (no width stored): --n-features; predict reads them at the model's
+        lists = tmp_path / "lists"
+        lists.mkdir()
+        offsets = pa.array(rows.indptr.astype(np.int32))
+        pq.write_table(pa.table({"idx": pa.ListArray.from_arrays(offsets, pa.array(rows.indices.astype(np.int32))),
+                                 "val": pa.ListArray.from_arrays(offsets, pa.array(rows.data))}),
+                       lists / "part-0.parquet")
+        assert main(["fit", str(lists), "--sparse", "--columns", "idx,val", "--n-features", "40", "--estimator",
+                     "kmeans", "--n-components", "3", "--seed", "0", "--model-out", str(tmp_path / "m2"), *at]) == 0
+        np.testing.assert_allclose(daskgmm.load(tmp_path / "m2").cluster_centers_, ref.cluster_centers_, rtol=1e-10)
+        assert main(["predict", str(lists), "--sparse", "--model", str(tmp_path / "m2"), "--out",
+                     str(tmp_path / "q2"), *at]) == 0, capsys.readouterr().err
+        np.testing.assert_array_equal(pd.read_parquet(tmp_path / "q2")["label"].to_numpy(), ref.predict(rows))
 
         # the sparse layout's list columns (--columns indices,values), a NaN in the last file: exit 2 counting
         # the bad rows by file, the previous predictions as they were, no staging left
