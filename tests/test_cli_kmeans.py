@@ -350,6 +350,8 @@ def test_kmeans_config_and_init_choices():
     assert NAMED_STARTS["kmeans"] == INITS and daskgmm.KMeans().init == INITS[0]
     assert set(NAMED_STARTS["kmedoids"]) == set(KMEDOIDS_INITS) and daskgmm.KMedoids().init == "k-medoids++"
     assert NAMED_STARTS["kmedoids"][0] == "k-medoids++"
+    o = resolve(build_parser().parse_args(["fit", "--config", str(REPO / "configs" / "kmeans-sparse.yaml")]))
+    assert (o.estimator, o.sparse, o.columns, o.n_components) == ("kmeans", True, ["features"], 64)
 
 
 @pytest.mark.parametrize("estimator,k", [("kmeans", 8), ("kmedoids", 8), ("gaussian", 1), ("bayesian", 1)])
@@ -438,3 +440,165 @@ def test_an_updated_kmeans_model_says_so_and_has_null_for_what_it_no_longer_has(
 
 def km_inertia(model):
     return daskgmm.load(model).inertia_
+
+
+def _in_process_cluster():
+    """One cluster in this process, for a test's several commands (``--scheduler``): each command's own
+    embedded cluster would take seconds to start."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
+                        dashboard_address=None)
+
+
+def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys):
+    """--sparse (``sparse: true`` in a config) reads a column of Spark ML sparse vectors (HashingTF's) as
+    sparse rows: fit writes the model and predictions of what KMeans fits on the same CSR rows in Python, the
+    model records the column, and predict (the same predictions), score (the inertia) and update (partial_fit)
+    read it so by default. A predict that fails on bad rows leaves its previous output byte for byte."""
+    import pyarrow as pa
+
+    from .test_spark_vectors import spark_directory
+
+    rng = np.random.default_rng(3)
+    X = np.where(rng.random((400, 40)) < 0.1, rng.random((400, 40)), 0.0)
+    X[:200, :3] += 2.0  # two groups
+    root = spark_directory(tmp_path / "vec", X, sparse=set(range(400)))  # every row a sparse vector
+    model, preds, metrics, again = tmp_path / "m", tmp_path / "p", tmp_path / "m.json", tmp_path / "again"
+    config = tmp_path / "fit.yaml"
+    config.write_text(f"data: {root}\nsparse: true\ncolumns: features\nestimator: kmeans\nn_components: 3\n"
+                      f"seed: 0\nid_column: id\nmodel_out: {model}\npredictions_out: {preds}\ndistance: true\n"
+                      f"metrics_out: {metrics}\n")
+    rows = sp.csr_array(X)
+    ref = daskgmm.KMeans(3, random_state=0).fit(rows)
+    with _in_process_cluster() as cluster:
+        at = ["--scheduler", cluster.scheduler_address, "--quiet"]
+        assert main(["fit", "--config", str(config), *at]) == 0, capsys.readouterr().err
+        est = daskgmm.load(model)
+        assert type(est).__name__ == "KMeans" and est.n_features_in_ == 40
+        assert not hasattr(est, "feature_names_in_")  # 40 features without names, not the column's name
+        assert json.loads((model / "model.json").read_text())["sparse_columns"] == ["features"]
+        np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=1e-10)
+        p = pd.read_parquet(preds).sort_values("id")
+        assert list(p.columns) == ["id", "label", "distance"]
+        np.testing.assert_array_equal(p["id"].to_numpy(), np.arange(400))
+        np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(rows))
+        np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(rows).min(axis=1), rtol=1e-10)
+        m = json.loads(metrics.read_text())
+        assert (m["status"], m["n_features"], m["columns"], m["sparse"]) == ("ok", 40, ["features"], True)
+
+        # predict, score and update read the model's column without --columns
+        assert main(["predict", str(root), "--sparse", "--model", str(model), "--id-column", "id", "--out",
+                     str(again), "--distance", *at]) == 0, capsys.readouterr().err
+        q = pd.read_parquet(again).sort_values("id")
+        pd.testing.assert_frame_equal(p.reset_index(drop=True), q.reset_index(drop=True))
+        capsys.readouterr()
+        assert main(["score", str(root), "--sparse", "--model", str(model), *at]) == 0
+        score = json.loads(capsys.readouterr().out)
+        assert score["inertia"] == pytest.approx(est.inertia_, rel=1e-10) and score["n_rows"] == 400
+        assert main(["update", str(root), "--sparse", "--model", str(model), "--model-out", str(tmp_path / "u"),
+                     *at]) == 0, capsys.readouterr().err
+        updated = daskgmm.load(tmp_path / "u")
+        np.testing.assert_allclose(updated.cluster_centers_, daskgmm.load(model).partial_fit(rows).cluster_centers_,
+                                   rtol=1e-10)
+        assert json.loads((tmp_path / "u" / "model.json").read_text())["sparse_columns"] == ["features"]
+
+        # Spark's arrays of indices and values (no width stored): --n-features; predict reads them at the model's
+        lists = tmp_path / "lists"
+        lists.mkdir()
+        offsets = pa.array(rows.indptr.astype(np.int32))
+        pq.write_table(pa.table({"idx": pa.ListArray.from_arrays(offsets, pa.array(rows.indices.astype(np.int32))),
+                                 "val": pa.ListArray.from_arrays(offsets, pa.array(rows.data))}),
+                       lists / "part-0.parquet")
+        assert main(["fit", str(lists), "--sparse", "--columns", "idx,val", "--n-features", "40", "--estimator",
+                     "kmeans", "--n-components", "3", "--seed", "0", "--model-out", str(tmp_path / "m2"), *at]) == 0
+        np.testing.assert_allclose(daskgmm.load(tmp_path / "m2").cluster_centers_, ref.cluster_centers_, rtol=1e-10)
+        assert main(["predict", str(lists), "--sparse", "--model", str(tmp_path / "m2"), "--out",
+                     str(tmp_path / "q2"), *at]) == 0, capsys.readouterr().err
+        np.testing.assert_array_equal(pd.read_parquet(tmp_path / "q2")["label"].to_numpy(), ref.predict(rows))
+
+        # the sparse layout's list columns (--columns indices,values), a NaN in the last file: exit 2 counting
+        # the bad rows by file, the previous predictions as they were, no staging left
+        bad = tmp_path / "bad"
+        daskgmm.write_sparse_parquet(rows[:200], bad / "part-0.parquet", ids=np.arange(200))
+        tail = rows[200:].copy()
+        tail.data[-1] = np.nan
+        daskgmm.write_sparse_parquet(tail, bad / "part-1.parquet", ids=np.arange(200, 400))
+        before = tree_bytes(again)
+        rc = main(["predict", str(bad), "--sparse", "--columns", "indices,values", "--model", str(model),
+                   "--id-column", "id", "--out", str(again), "--distance", *at])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert "1 of 400 row(s) have NaN, null or infinite values in column 'values' in 1 of 2 file(s)" in err, err
+        assert "part-1.parquet (1)" in err, err
+    assert tree_bytes(again) == before
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+
+
+def test_sparse_rows_bad_input_exits_2_before_a_cluster_starts(tmp_path, capsys, monkeypatch):
+    """--sparse with an estimator other than kmeans, or a model other than a KMeans, and sparse input that
+    its footers (or first vector) refute exit 2 naming the file, column or widths, before any cluster starts;
+    a model fitted on sparse rows needs --sparse (read densely, each row would hold all its features)."""
+    import pyarrow as pa
+
+    import daskgmm.engine.cluster as cluster
+    from daskgmm.io.files import get_fs
+    from daskgmm.io.modelfiles import write_model_files
+
+    from .test_spark_vectors import spark_directory
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started for bad input")
+
+    monkeypatch.setattr(cluster, "connect", no_cluster)
+    X = sp.random(50, 20, density=0.2, random_state=0, format="csr")
+    data, out = tmp_path / "d", tmp_path / "out"
+    daskgmm.write_sparse_parquet(X, data / "part-0.parquet", ids=np.arange(50))
+    vec = spark_directory(tmp_path / "vec", X.toarray(), days=("2026-12-01",), sparse=set(range(50)))
+    fit = ["fit", str(data), "--sparse", "--model-out", str(out), *FAST]
+    expect_exit2(fit, "daskgmm fit: --sparse: only --estimator kmeans takes sparse rows", capsys)
+    expect_exit2([*fit, "--estimator", "kmedoids"], "--estimator kmedoids (KMedoids) needs dense rows", capsys)
+    expect_exit2([*fit[:2], *fit[3:], "--n-features", "20"], "--n-features is the width of sparse rows: it needs "
+                 "--sparse", capsys)
+    expect_exit2([*fit[:2], *fit[3:], "--estimator", "kmeans"], "read them with daskgmm.read_sparse_parquet (KMeans "
+                 "takes sparse rows; daskgmm fit --estimator kmeans --sparse)", capsys)  # without --sparse
+    kmeans = ["fit", "--sparse", "--estimator", "kmeans", "--model-out", str(out), *FAST]
+    expect_exit2([*kmeans, str(vec)], "no column 'indices' (indices; it has: id, features); name the sparse "
+                 "layout's columns with indices=..., values=... (daskgmm --sparse --columns INDICES,VALUES); "
+                 "'features' is a column of Spark ML vectors: read it with vector='features' (daskgmm --sparse "
+                 "--columns features)", capsys)
+    expect_exit2([*kmeans, str(vec), "--columns", "id"], "column 'id' has type int64; vector= needs a column of "
+                 "Spark ML vectors", capsys)
+    expect_exit2([*kmeans, str(data), "--columns", "indices,values,id"], "sparse rows are read from one column of "
+                 "Spark ML vectors or from two list columns (indices, values), not from 3 columns", capsys)
+    spark = tmp_path / "spark"  # Spark's own arrays of indices and values: no width stored
+    spark.mkdir()
+    pq.write_table(pa.table({"indices": [[0, 3]], "values": [[1.0, 2.0]]}), spark / "part-0.parquet")
+    expect_exit2([*kmeans, str(spark)], "part-0.parquet: no 'daskgmm.n_features' in its metadata; give "
+                 "n_features=... (--n-features N: the width of the sparse rows)", capsys)
+
+    # a model fitted on sparse rows, as fit --sparse writes it
+    model = tmp_path / "km"
+    model.mkdir()
+    write_model_files(daskgmm.KMeans(2, random_state=0).fit(X), get_fs(str(model)), str(model),
+                      {"sparse_columns": ["indices", "values"]})
+    capsys.readouterr()
+    assert main(["info", "--model", str(model)]) == 0  # the centres' sizes, not 20 numbers each (2^18 of text)
+    info = capsys.readouterr().out
+    assert "features:         20 (sparse rows in column(s) indices, values)" in info, info
+    centres = daskgmm.load(model).cluster_centers_
+    assert (f"center[1]:      {np.count_nonzero(centres[1])} non-zero of 20 (norm "
+            f"{np.linalg.norm(centres[1]):.6g}; daskgmm.load(MODEL).cluster_centers_ has them)\n") in info, info
+    predict = ["predict", "--model", str(model), "--out", str(out), *FAST]
+    expect_exit2([*predict, str(data)], f"daskgmm predict: {model} was fitted on sparse rows (20 features, from "
+                 "column(s) indices, values): give --sparse", capsys)
+    wider = spark_directory(tmp_path / "wide", np.eye(30), days=("2026-12-01",), sparse=set(range(30)))
+    expect_exit2([*predict, str(wider), "--sparse", "--columns", "features"], f"sparse rows of 30 features "
+                 f"(column(s) features) but the model {model} expects 20", capsys)
+    expect_exit2(["score", str(vec), "--sparse", "--model", str(model), *FAST], "no column 'indices'", capsys)
+    gmm = tmp_path / "gmm"
+    daskgmm.GaussianMixture(1, random_state=0).fit(X.toarray()).save(gmm)
+    expect_exit2(["predict", str(data), "--sparse", "--model", str(gmm), "--out", str(out), *FAST],
+                 f"daskgmm predict: --sparse: {gmm} holds a GaussianMixture model; only a KMeans model takes sparse "
+                 "rows", capsys)
+    assert not out.exists()

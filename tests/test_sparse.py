@@ -433,7 +433,10 @@ def test_sparse_parquet_errors_name_the_file_row_group_and_row(tmp_path):
     d.mkdir()
     _write(d / "a.parquet", [[0]], [[1.0]], n_features=10)
     _write(d / "b.parquet", [[0]], [[1.0]], n_features=12)
-    err(d, r"files disagree on the number of features: .*a.parquet stores n_features=10, .*b.parquet stores 12")
+    err(d, r"files disagree on the number of features: .*a.parquet stores n_features=10, .*b.parquet stores 12; "
+           r"give n_features=\.\.\. \(--n-features N\) of at least 12")
+    assert read_sparse_parquet(d, n_features=12).shape == (2, 12)  # as the message says (it failed the same)
+    err(d, r"a.parquet stores n_features=10, more than the n_features=9 given", n_features=9)
     d2 = tmp_path / "types2"
     d2.mkdir()
     _write(d2 / "a.parquet", [[0]], [[1.0]])

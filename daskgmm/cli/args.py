@@ -255,7 +255,7 @@ def require(o):
             name = "DATA" if key == "data" else flag(key)
             raise UsageError(f"daskgmm {o.command}: {name} is required (or '{key}' in the config)")
     for key in ("n_components", "n_init", "max_iter", "n", "chunk_rows", "n_workers", "threads_per_worker",
-                "passes"):
+                "passes", "n_features"):
         v = getattr(o, key, None)
         if v is not None and v < (0 if key == "max_iter" else 1):
             raise UsageError(f"daskgmm {o.command}: {flag(key)} must be at least "
@@ -272,6 +272,7 @@ def require(o):
             raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "
                              "(--kinds takes gaussian, bayesian or both)")
     _require_estimator_options(o)
+    _require_sparse(o)
     if o.command == FIT:
         require_predictions_out(o)
     _require_id_column_apart(o)
@@ -467,6 +468,18 @@ def _require_cluster_options(o):
     if o.estimator == "kmeans" and o.checkpoint_dir:
         raise UsageError("daskgmm fit: --checkpoint-dir: a fit of --estimator kmeans keeps no checkpoint (its "
                          "iterations are not saved); run it without --checkpoint-dir and --resume")
+
+
+def _require_sparse(o):
+    """``--sparse`` is ``fit --estimator kmeans``'s (whose passes keep rows sparse; a saved model's kind is
+    checked with its files), and ``--n-features`` the width of sparse rows."""
+    sparse = getattr(o, "sparse", None)
+    if o.command == FIT and sparse and o.estimator != "kmeans":
+        raise UsageError(f"daskgmm fit: --sparse: only --estimator kmeans takes sparse rows (its distances keep "
+                         f"them sparse); --estimator {o.estimator} ({ESTIMATOR_CLASSES[o.estimator]}) needs dense "
+                         "rows: leave --sparse out")
+    if getattr(o, "n_features", None) is not None and not sparse:
+        raise UsageError(f"daskgmm {o.command}: --n-features is the width of sparse rows: it needs --sparse")
 
 
 def require_predictions_out(o):

@@ -73,8 +73,18 @@ _ARRAY_FORMS = f"numbers, rows separated by ';', or a {_ARRAY_FILE_TYPES} file"
 OPTIONS = [
     # data
     Opt("columns", "list", None, "feature columns, comma-separated (default: all the files' columns but the "
-        "id column; a numeric partition key of the paths, hour=3/, may be named)", _DATA,
+        "id column; a numeric partition key of the paths, hour=3/, may be named); with --sparse, the column of "
+        "Spark ML vectors or the INDICES,VALUES list columns the sparse rows are read from", _DATA,
         metavar="A,B,..."),
+    # sparse: None by default, which a checkpoint written before the option matches (daskgmm.io.modelfiles)
+    Opt("sparse", "bool", None, "read DATA as sparse rows, never made dense (--estimator kmeans, or a KMeans "
+        "model): from one column of Spark ML vectors (--columns features: HashingTF's or a wide "
+        "VectorAssembler's output) or from two list columns of the non-zeros' indices and values (--columns "
+        "INDICES,VALUES; default indices,values, daskgmm's sparse layout); a model fitted so needs it, and "
+        "reads the columns it was fitted on by default", (FIT, PREDICT, SCORE, UPDATE), result=True),
+    Opt("n_features", "int", None, "the width of the sparse rows (--sparse) read from list columns whose files "
+        "do not store it (daskgmm's layout stores it, a vector carries its size), e.g. Spark's arrays of "
+        "indices and values: every index below N", (FIT,), metavar="N", result=True),
     Opt("id_column", "list", None, "column(s) carried into the predictions, comma-separated, each in its own "
         "type and in this order before the model's columns, to join them back (never features; a partition key "
         "of the paths, day=2026-12-01/, may be named)",

@@ -23,10 +23,12 @@ from daskgmm.cli.runtime import (
     check_outputs,
     command_cluster,
     data_command,
+    features_text,
     missing_policy,
     model_source,
     name_columns,
     plot_after,
+    reads_sparse,
     rows_read,
     storage_options,
 )
@@ -104,7 +106,7 @@ def bayesian_priors(o, columns) -> tuple:
     return mean, cov.reshape(d, d)
 
 
-def initial_arrays(o, columns) -> None:
+def initial_arrays(o, columns, n_features=None) -> None:
     """The starting values of ``fit`` (``--means-init``, ``--weights-init``, ``--precisions-init``, an array
     ``--init``) checked against DATA's columns by the estimator's own checks, before any pass; each is
     replaced by what the check returns (float64, the estimator's shape).
@@ -114,8 +116,10 @@ def initial_arrays(o, columns) -> None:
     o : argparse.Namespace
         The resolved options (:func:`daskgmm.cli.args.resolve_starts` has given the arrays the estimator's
         shapes where the data are not needed, and K).
-    columns : list of str
-        The feature columns, D of them.
+    columns : list of str or None
+        The feature columns, D of them; None for sparse rows.
+    n_features : int, optional
+        D, when ``columns`` does not give it (sparse rows).
 
     Raises
     ------
@@ -127,7 +131,8 @@ def initial_arrays(o, columns) -> None:
     from daskgmm.fitting import kmedoids as fitting_kmedoids
     from daskgmm.fitting import mixture as fitting_mixture
 
-    k, d, ct = o.n_components, len(columns), o.covariance_type
+    k, ct = o.n_components, o.covariance_type
+    d = len(columns) if n_features is None else n_features
     checks = {
         "means_init": (lambda a: fitting_mixture.check_means(a, k, d), (k, d)),
         "weights_init": (lambda a: fitting_mixture.check_weights(a, k), (k,)),
@@ -143,7 +148,8 @@ def initial_arrays(o, columns) -> None:
         try:
             setattr(o, name, check(given))
         except ValueError as exc:
-            what = f"{k} component(s) x {d} feature column(s) ({short_columns(columns)})"
+            what = (f"{k} component(s) x {d} feature column(s) ({short_columns(columns)})" if columns is not None
+                    else f"{k} component(s) x {d} features (of the sparse rows)")
             if name == "weights_init":
                 what = f"{k} component(s)"
             elif name == "precisions_init":
@@ -238,7 +244,9 @@ def commit_model_and_predictions(est, o, src):
         for out in outs:
             out.begin()
         try:
-            write_model_files(est, outs[0].fs, outs[0].staging)
+            # a model of sparse rows says which columns it read them from: predict reads them so by default
+            write_model_files(est, outs[0].fs, outs[0].staging,
+                              {"sparse_columns": src.columns} if reads_sparse(o) else None)
         except OSError as exc:  # a full disk: say which output
             named = naming_output(exc, outs[0].target)
             if named is not exc:
@@ -302,7 +310,11 @@ def cmd_fit(o, log, metrics):
                             "need at least as many rows as components")
         if o.estimator == "bayesian":
             o.mean_prior, o.covariance_prior = bayesian_priors(o, src.columns)
-        initial_arrays(o, src.columns)
+        sparse = reads_sparse(o)
+        if sparse:  # features without names, as many as the rows are wide
+            initial_arrays(o, None, src.X.shape[1])
+        else:
+            initial_arrays(o, src.columns)
         est = make_estimator(o)
         ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
         report = Reporter(o.quiet)
@@ -326,8 +338,9 @@ def cmd_fit(o, log, metrics):
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
                                        CollapsedComponentWarning)):
-                log(f"warning: {name_columns(w.message, src.columns)}")
-        est.feature_names_in_ = np.asarray(src.columns, dtype=object)
+                log(f"warning: {name_columns(w.message, None if sparse else src.columns)}")
+        if not sparse:
+            est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         if o.estimator == "kmeans":
             return finish_kmeans(est, o, src, log, metrics, fit_seconds, t_start, how)
         if o.estimator == "kmedoids":
@@ -488,9 +501,9 @@ def cmd_update(o, log, metrics):
         steps, seen = online_counts(est)
         log(f"model: {est.n_clusters} cluster(s), {steps} step(s) and {seen:,.0f} rows received" if kmeans else
             f"model: {est.n_components} component(s), {steps} batch(es) and {seen:,.0f} rows seen")
-        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns from {len(src.files)} file(s), "
+        log(f"data: {src.n_rows:,} rows x {features_text(o, src)} from {len(src.files)} file(s), "
             f"{src.X.numblocks[0]} chunk(s)")
-        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
+        metrics.update(n_rows=src.n_rows, n_features=src.X.shape[1], columns=src.columns,
                        n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0],
                        **{"n_steps_before" if kmeans else "n_batches_before": steps})
         base, done, ckpt, snapshot = steps, 0, None, None

@@ -137,8 +137,10 @@ def cmd_info(o, log, metrics):
         lines.append(f"clusters:         {doc.get('n_components')}")
     else:
         lines.append(f"components:       {doc.get('n_components')} ({doc.get('covariance_type')} covariance)")
+    sparse = doc.get("sparse_columns")  # fitted by daskgmm fit --sparse: features without names
+    named = f"sparse rows in column(s) {', '.join(sparse)}" if sparse else short_columns(doc.get("columns") or [])
     lines += [
-        f"features:         {doc.get('n_features')} ({short_columns(doc.get('columns') or []) or 'unnamed'})",
+        f"features:         {doc.get('n_features')} ({named or 'unnamed'})",
         f"dtype:            {doc.get('dtype')}",
     ]
     if medoids:
@@ -187,7 +189,12 @@ def cmd_info(o, log, metrics):
     # a KMeans' centres are centres (a KMedoids' medoids, above), a mixture's means
     label, pad = ("center", 7) if kmeans else ("mean", 9)
     for k, m in enumerate(np.asarray(centres, float)):
-        lines.append(f"{label}[{k}]:{' ' * (pad - len(str(k)))}" + " ".join(f"{v:.6g}" for v in m))
+        if sparse:  # a centre of sparse rows' features (2^18 of HashingTF's): its size, not its numbers
+            values = (f"{np.count_nonzero(m):,} non-zero of {m.size:,} (norm {np.linalg.norm(m):.6g}; "
+                      "daskgmm.load(MODEL).cluster_centers_ has them)")
+        else:
+            values = " ".join(f"{v:.6g}" for v in m)
+        lines.append(f"{label}[{k}]:{' ' * (pad - len(str(k)))}{values}")
     print("\n".join(lines))
     return EXIT_OK
 

@@ -116,9 +116,13 @@ def check_inputs(o) -> None:
         from daskgmm.io.files import DataWarning
         from daskgmm.io.parquet import check_footers
 
+        doc = o.model_files[0] if getattr(o, "model_files", None) is not None else None
+        check_sparse_model(o, doc)
+        if reads_sparse(o):
+            o.sparse_width = check_sparse_input(o, doc)
+            return
         # the columns open_data will read: --columns, else a saved model's (model_source), else all
         columns = o.columns
-        doc = o.model_files[0] if getattr(o, "model_files", None) is not None else None
         if doc is not None:
             check_model_order(o, doc.get("columns"))
             if columns is None:
@@ -133,6 +137,68 @@ def check_inputs(o) -> None:
         features, o.vector_widths = expand(features, o.footers[2], o.footers[0])
         if doc is not None and doc.get("n_features") is not None:
             check_model_width(o, features, int(doc["n_features"]))
+
+
+def reads_sparse(o) -> bool:
+    """Whether the command reads DATA as sparse rows (``--sparse``)."""
+    return bool(getattr(o, "sparse", None))
+
+
+def sparse_columns(o, doc=None):
+    """The columns sparse rows are read from: ``--columns``, else those a saved model (its ``model.json``,
+    ``doc``) was fitted on, else None (the layout's ``indices``, ``values``)."""
+    return o.columns or (doc or {}).get("sparse_columns")
+
+
+def check_sparse_model(o, doc) -> None:
+    """A UsageError for sparse rows and a saved model (``doc``, its ``model.json``; None: no model) that do
+    not go together: ``--sparse`` with a model that is not a KMeans, a model fitted on sparse rows without
+    ``--sparse`` (read densely, every row would hold all of its features)."""
+    if doc is None:
+        return
+    if reads_sparse(o) and doc.get("estimator") != "KMeans":
+        raise UsageError(f"daskgmm {o.command}: --sparse: {o.model} holds a {doc.get('estimator')} model; only a "
+                         "KMeans model takes sparse rows")
+    fitted = doc.get("sparse_columns")
+    if fitted and not reads_sparse(o):
+        raise UsageError(f"daskgmm {o.command}: {o.model} was fitted on sparse rows ({doc.get('n_features')} "
+                         f"features, from column(s) {', '.join(fitted)}): give --sparse (read densely, every row "
+                         "would hold all of its features)")
+
+
+def check_sparse_input(o, doc) -> int:
+    """The width of DATA's sparse rows, checked before a cluster starts as the sparse reader checks them
+    (:func:`daskgmm.io.sparse.check_sparse_footers`), and against a saved model's (``doc``): a DataError
+    naming the file and column, or both widths."""
+    from daskgmm.io.files import DataError
+    from daskgmm.io.sparse import check_sparse_footers, sparse_layout
+
+    fs, _, infos = o.footers
+    layout = sparse_layout(sparse_columns(o, doc))
+    width = None if doc is None else doc.get("n_features")
+    given = getattr(o, "n_features", None)
+    # list columns whose files do not store their width are read at the model's (a vector carries its own)
+    from_model = given is None and width is not None and "vector" not in layout
+    try:
+        n = check_sparse_footers(o.data, fs, infos, id_column=id_column_of(o), **layout,
+                                 n_features=int(width) if from_model else given)
+    except DataError as exc:
+        if from_model:
+            raise DataError(f"{exc} (n_features: the model's, {o.model})") from None
+        raise
+    if width is not None and n != int(width):
+        read = ", ".join(layout.values()) if layout else "indices, values"
+        raise DataError(f"{o.data}: sparse rows of {n} features (column(s) {read}) but the model {o.model} "
+                        f"expects {width}")
+    return n
+
+
+def features_text(o, src) -> str:
+    """DATA's features, for the ``data:`` line: "3 columns (a, b, c)", or "262,144 features, sparse rows in
+    column(s) features"."""
+    if reads_sparse(o):
+        return f"{src.X.shape[1]:,} features, sparse rows in column(s) {', '.join(src.columns)}"
+    return f"{len(src.columns)} columns ({short_columns(src.columns)})"
 
 
 def check_model_order(o, model_cols) -> None:
@@ -324,12 +390,12 @@ def data_command(o, log, metrics):
         check_outputs(o, locks)
         locks.enter_context(command_cluster(o, log, box, metrics))
         src = box["src"] = open_data(o, log)
-        log(f"data: {src.n_rows:,} rows x {len(src.columns)} columns ({short_columns(src.columns)}) from "
-            f"{len(src.files)} file(s), {src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, "
-            f"{src.X.dtype}")
-        metrics.update(n_rows=src.n_rows, n_features=len(src.columns), columns=src.columns,
-                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0])
-        if o.columns is None:
+        log(f"data: {src.n_rows:,} rows x {features_text(o, src)} from {len(src.files)} file(s), "
+            f"{src.X.numblocks[0]} chunk(s) of up to {max(src.X.chunks[0]):,} rows, {src.X.dtype}")
+        metrics.update(n_rows=src.n_rows, n_features=src.X.shape[1], columns=src.columns,
+                       n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0],
+                       **({"sparse": True} if reads_sparse(o) else {}))
+        if o.columns is None and not reads_sparse(o):
             for c in src.columns:
                 if ID_LIKE.fullmatch(c):
                     log(f"warning: column {c!r} looks like a row id and is used as a feature (every numeric "
@@ -347,13 +413,16 @@ def open_data(o, log, columns=None, dtype=None):
     from daskgmm.io.files import DataWarning, RowsOmittedWarning
     from daskgmm.io.source import open_source
 
+    # sparse rows: at the width check_inputs found (a vector column's first vector is not read again)
+    sparse = {"format": "sparse", "n_features": getattr(o, "sparse_width", None) or getattr(o, "n_features", None)
+              } if reads_sparse(o) else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RowsOmittedWarning)
         warnings.simplefilter("always", DataWarning)
         src = open_source(o.data, columns if columns is not None else o.columns, id_column_of(o),
                            dtype or o.dtype, nan_policy=o.nan_policy, chunk_rows=o.chunk_rows,
                            storage_options=storage_options(o), footers=getattr(o, "footers", None),
-                           vector_widths=getattr(o, "vector_widths", None))
+                           **(sparse or {"vector_widths": getattr(o, "vector_widths", None)}))
     for w in caught:
         if issubclass(w.category, (RowsOmittedWarning, DataWarning)):
             log(f"warning: {w.message}")
@@ -373,8 +442,11 @@ def missing_policy(o) -> str:
 
 
 def name_columns(message, columns) -> str:
-    """A warning about columns of X by position, with the Parquet column names instead."""
+    """A warning about columns of X by position, with the Parquet column names instead (``columns`` None:
+    sparse rows, whose features have no names: by position)."""
     def names(m):
+        if columns is None:
+            return m.group(1)
         return short_columns([columns[int(j)] for j in m.group(1).split(", ")], quote=True)
 
     text = re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
@@ -418,9 +490,13 @@ def model_source(o, log, clusters=False):
     est = load_saved(o, clusters=clusters)
     cols = o.columns
     model_cols = getattr(est, "feature_names_in_", None)
-    if cols is None and model_cols is not None:
+    if reads_sparse(o):  # the columns the model was fitted on, not one per feature
+        files = getattr(o, "model_files", None)
+        cols = sparse_columns(o, files[0] if files is not None else None)
+    elif cols is None and model_cols is not None:
         cols = [str(c) for c in model_cols]
-    check_model_order(o, model_cols)  # check_inputs said it before the cluster; a caller without it, here
+    if not reads_sparse(o):
+        check_model_order(o, model_cols)  # check_inputs said it before the cluster; a caller without it, here
     if o.nan_policy is None:  # as the estimator in Python: a model fitted with missing values marginalises them
         o.nan_policy = "marginalize" if getattr(est, "missing", "raise") == "marginalize" else "raise"
     if missing_policy(o) == "marginalize":
@@ -432,5 +508,6 @@ def model_source(o, log, clusters=False):
         est.set_params(missing="marginalize")  # marginal densities need nothing of how the model was fitted
     centres = est.means_ if hasattr(est, "means_") else est.cluster_centers_
     src = open_data(o, log, columns=cols, dtype=str(np.asarray(centres).dtype))
-    check_model_width(o, src.columns, est.n_features_in_)  # a whole vector column's width is known only now
+    if not reads_sparse(o):  # sparse rows: their width was checked against the model's by check_inputs
+        check_model_width(o, src.columns, est.n_features_in_)  # a whole vector column's width is known only now
     return est, src

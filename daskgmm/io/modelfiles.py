@@ -164,10 +164,11 @@ def _write_files(fs, directory, stored, doc):
         json.dump(doc, f, indent=2)
 
 
-def write_model_files(estimator, fs, directory) -> None:
-    """Write a model's files into an existing (staging) directory."""
+def write_model_files(estimator, fs, directory, extra: dict | None = None) -> None:
+    """Write a model's files into an existing (staging) directory; ``extra``: keys of ``model.json`` besides
+    the estimator's (the command's ``sparse_columns``: the columns it read sparse rows from)."""
     stored, doc = model_document(estimator)
-    _write_files(fs, directory, stored, doc)
+    _write_files(fs, directory, stored, {**doc, **(extra or {})})
 
 
 def _version() -> str:

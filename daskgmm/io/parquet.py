@@ -246,8 +246,8 @@ def _not_sparse_layout(infos, columns) -> None:
             raise DataError(
                 f"{info.path}: columns {', '.join(map(repr, lists))} hold sparse rows in daskgmm's layout "
                 f"(n_features={width.decode(errors='replace')} in the metadata); read them with "
-                "daskgmm.read_sparse_parquet (KMeans takes sparse rows), or choose other columns with "
-                "columns=[...] (--columns a,b,...)"
+                "daskgmm.read_sparse_parquet (KMeans takes sparse rows; daskgmm fit --estimator kmeans --sparse), or "
+                "choose other columns with columns=[...] (--columns a,b,...)"
             )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from daskgmm.io.parquet import open_parquet
+from daskgmm.io.sparse import open_sparse_source
 
 
 @runtime_checkable
@@ -20,12 +21,14 @@ class Source(Protocol):
     Attributes
     ----------
     X : dask.array.Array, shape (n_rows, n_features)
-        The feature rows, chunked by rows (chunks sized from the workers' memory).
+        The feature rows, chunked by rows (chunks sized from the workers' memory); of sparse rows, chunks of
+        ``scipy.sparse.csr_array``.
     ids : dask.array.Array of shape (n_rows,), list of them, or None
         A column carried beside the rows (to join predictions back), or one per name when ``id_column``
         is a list, read by the same tasks.
     columns : list of str
-        The feature columns' names, in order.
+        The feature columns' names, in order; of sparse rows, the columns they are read from (a vector column,
+        or the indices and values columns), not one per feature.
     id_column : str, list of str, or None
     files : list of str
         Every file read, in order.
@@ -50,8 +53,8 @@ class Source(Protocol):
         """Where the non-finite feature values are (by column and file), for error messages."""
 
 
-#: The openers by format.
-OPENERS = {"parquet": open_parquet}
+#: The openers by format: dense feature columns, and sparse rows (a vector column, or indices and values).
+OPENERS = {"parquet": open_parquet, "sparse": open_sparse_source}
 
 
 def open_source(data, columns=None, id_column=None, dtype="float64", *, format="parquet", **options) -> Source:
@@ -67,7 +70,8 @@ def open_source(data, columns=None, id_column=None, dtype="float64", *, format="
     format : str
         A key of ``OPENERS``.
     **options
-        The opener's own (for Parquet: ``nan_policy``, ``chunk_rows``, ``storage_options``, ...).
+        The opener's own (for Parquet: ``nan_policy``, ``chunk_rows``, ``storage_options``, ``footers``, ...;
+        sparse rows also ``n_features``).
     """
     if format not in OPENERS:
         raise ValueError(f"format must be one of {tuple(OPENERS)}, got {format!r}")

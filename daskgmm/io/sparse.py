@@ -33,6 +33,7 @@ from daskgmm.io.files import (
     DataError,
     RowsOmittedWarning,
     check_id_columns,
+    check_rows,
     file_signature,
     float_dtype,
     id_columns,
@@ -65,6 +66,8 @@ class SparseParquetSource:
     n_rows : int
         Rows after dropping (``nan_policy="omit"``).
     n_omitted : int
+    vector : str or None
+        The column of Spark ML vectors read (``indices`` and ``values`` then name it too), or None.
     """
 
     X: object
@@ -79,10 +82,33 @@ class SparseParquetSource:
     fs: object = None
     pieces: list = field(default_factory=list)
     dtype: object = np.dtype(np.float64)
+    vector: str | None = None
+
+    @property
+    def columns(self) -> list:
+        """The columns the rows are read from (``[vector]`` or ``[indices, values]``), as
+        :func:`sparse_layout` takes them: not one per feature, as a dense source's are."""
+        return [self.vector] if self.vector else [self.indices, self.values]
 
     def signatures(self) -> list:
         """(path, size in bytes, modification time or None) of every file."""
         return [[path, *file_signature(self.fs, path)] for path in self.files]
+
+    def nonfinite_summary(self) -> str:
+        """Rows with NaN, null or infinite values over the whole dataset, by file (one more read of the
+        data; for error messages, as the dense source's)."""
+        per_piece = count_sparse_nonfinite(self.fs, self.pieces, self.indices, self.values, self.n_features,
+                                           self.dtype, self.vector)
+        by_file: dict = {}
+        for piece, n in zip(self.pieces, per_piece):
+            if n:
+                by_file[piece.path] = by_file.get(piece.path, 0) + int(n)
+        shown = sorted(by_file.items(), key=lambda kv: -kv[1])[:5]
+        more = f" and {len(by_file) - len(shown)} more" if len(by_file) > len(shown) else ""
+        return (f"{int(sum(per_piece))} of {sum(p.rows for p in self.pieces)} row(s) have NaN, null or infinite "
+                f"values in column {self.vector or self.values!r} in {len(by_file)} of {len(self.files)} file(s): "
+                f"{', '.join(f'{p} ({n})' for p, n in shown)}{more}; fix the data or drop those rows with "
+                "nan_policy='omit' (--nan-policy omit)")
 
 
 def _check_list_column(info, name, integer: bool, what: str):
@@ -90,7 +116,8 @@ def _check_list_column(info, name, integer: bool, what: str):
 
     if name not in info.schema.names:
         raise DataError(f"{info.path}: no column {name!r} ({what}; it has: {', '.join(info.schema.names)}); "
-                        f"name the sparse layout's columns with indices=..., values=...")
+                        "name the sparse layout's columns with indices=..., values=... (daskgmm --sparse --columns "
+                        "INDICES,VALUES)")
     t = info.schema.field(name).type
     ok = pa.types.is_list(t) or pa.types.is_large_list(t)
     if ok:
@@ -141,16 +168,16 @@ def check_sparse_schemas(infos, indices, values, id_column, n_features):
                 raise DataError(f"schemas disagree: column {c!r} is {t0} in {first.path} but {t} in {info.path}")
     stored = {info.path: _metadata_n_features(info) for info in infos}
     known = {p: v for p, v in stored.items() if v is not None}
-    if len(set(known.values())) > 1:
-        ordered = sorted(known.items(), key=lambda kv: kv[1])
-        (pa_, va), (pb, vb) = ordered[0], ordered[-1]
-        raise DataError(f"files disagree on the number of features: {pa_} stores n_features={va}, {pb} stores "
-                        f"{vb}; give n_features=... (at least {vb})")
-    if n_features is None:
+    if n_features is None:  # given, it is the width of every file's rows: each stored one at most it (below)
+        if len(set(known.values())) > 1:
+            ordered = sorted(known.items(), key=lambda kv: kv[1])
+            (pa_, va), (pb, vb) = ordered[0], ordered[-1]
+            raise DataError(f"files disagree on the number of features: {pa_} stores n_features={va}, {pb} "
+                            f"stores {vb}; give n_features=... (--n-features N) of at least {vb}")
         if len(known) < len(infos):
             missing = next(p for p, v in stored.items() if v is None)
             raise DataError(f"{missing}: no {N_FEATURES_KEY.decode()!r} in its metadata; give n_features=... "
-                            "(the width of the sparse rows)")
+                            "(--n-features N: the width of the sparse rows)")
         return next(iter(known.values()))
     n_features = int(n_features)
     if n_features < 1:
@@ -193,12 +220,58 @@ def _vector_hint(infos, indices) -> str:
     if indices in schema.names:
         return ""
     found = [c for c in schema.names if is_vector(schema.field(c).type)]
-    return f"; {found[0]!r} is a column of Spark ML vectors: read it with vector={found[0]!r}" if found else ""
+    if not found:
+        return ""
+    return f"; {found[0]!r} is a column of Spark ML vectors: read it with vector={found[0]!r} (daskgmm --sparse " \
+           f"--columns {found[0]})"
+
+
+def sparse_layout(columns) -> dict:
+    """The columns sparse rows are read from, given as one list (the command's ``--sparse --columns``), as the
+    keywords of :func:`open_sparse_parquet`: None, the layout's ``indices`` and ``values``; one name, a column
+    of Spark ML vectors (``vector=``); two names, the layout's ``indices`` and ``values`` columns, in that order.
+
+    Raises
+    ------
+    DataError
+        Naming the columns given, for three or more.
+    """
+    if columns is None:
+        return {}
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    if len(columns) == 1:
+        return {"vector": columns[0]}
+    if len(columns) == 2:
+        return {"indices": columns[0], "values": columns[1]}
+    raise DataError(f"sparse rows are read from one column of Spark ML vectors or from two list columns (indices, "
+                    f"values), not from {len(columns)} columns ({', '.join(columns)})")
+
+
+def check_sparse_footers(path, fs, infos, *, indices="indices", values="values", vector=None, id_column=None,
+                         n_features=None) -> int:
+    """What :func:`open_sparse_parquet` checks of ``path`` before its first pass, from the files' footers
+    (``infos``, as :func:`daskgmm.io.files.inspect_files` read them) and, for a vector column without
+    ``n_features``, its first vector; with the same errors. The command runs it before its cluster starts.
+
+    Returns
+    -------
+    n_features : int
+        The width of the rows.
+    """
+    if vector is not None:
+        n_features = check_vector_schemas(fs, infos, vector, id_column, n_features)
+    else:
+        try:
+            n_features = check_sparse_schemas(infos, indices, values, id_column, n_features)
+        except DataError as exc:  # Spark ML's own sparse rows are a vector column: say how to read them
+            raise DataError(f"{exc}{_vector_hint(infos, indices)}") from None
+    check_rows(path, infos)
+    return n_features
 
 
 def open_sparse_parquet(path, n_features=None, *, indices="indices", values="values", vector=None, id_column=None,
                         dtype="float64", nan_policy="raise", chunk_rows=None, chunk_bytes=None,
-                        storage_options=None) -> SparseParquetSource:
+                        storage_options=None, footers=None) -> SparseParquetSource:
     """Open Parquet files of sparse rows (the layout of this module) as a Dask array of CSR chunks.
 
     Parameters
@@ -221,8 +294,8 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
         key of the paths (``day=2026-12-01/``) may be one.
     dtype : {"float64", "float32"}
     nan_policy : {"raise", "omit"}
-    chunk_rows, chunk_bytes, storage_options
-        As :func:`daskgmm.io.parquet.open_parquet`.
+    chunk_rows, chunk_bytes, storage_options, footers
+        As :func:`daskgmm.io.parquet.open_parquet` (``footers``: the files' footers read already).
 
     Returns
     -------
@@ -233,15 +306,11 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
     dtype = float_dtype(dtype)
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit' for sparse rows, got {nan_policy!r}")
-    fs, files, infos = inspect_files(path, storage_options)
+    fs, files, infos = footers if footers is not None else inspect_files(path, storage_options)
+    n_features = check_sparse_footers(path, fs, infos, indices=indices, values=values, vector=vector,
+                                      id_column=id_column, n_features=n_features)
     if vector is not None:
-        n_features = check_vector_schemas(fs, infos, vector, id_column, n_features)
         indices = values = vector  # the column read, planned and named in messages
-    else:
-        try:
-            n_features = check_sparse_schemas(infos, indices, values, id_column, n_features)
-        except DataError as exc:  # Spark ML's own sparse rows are a vector column: say how to read them
-            raise DataError(f"{exc}{_vector_hint(infos, indices)}") from None
     names = id_columns(id_column)
     keyed = partition_types(infos, (), names)  # id columns read from the paths' partition keys (day=2026-12-01/)
     # the decoded list columns (from the footers) are about the CSR's size: plan as the dense reader does
@@ -267,7 +336,13 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
                           [id_type(infos, c, keyed) for c in names])
     id_column, ids = (id_column, ids[0]) if isinstance(id_column, str) else (names or None, ids or None)
     return SparseParquetSource(X, ids, n_features, indices, values, id_column, [i.path for i in infos],
-                               int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype)
+                               int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype, vector=vector)
+
+
+def open_sparse_source(path, columns=None, id_column=None, dtype="float64", **options) -> SparseParquetSource:
+    """The opener of sparse rows as :mod:`daskgmm.io.source` calls openers: :func:`open_sparse_parquet` with
+    the columns read given as one list (:func:`sparse_layout`), ``options`` its other keywords."""
+    return open_sparse_parquet(path, id_column=id_column, dtype=dtype, **sparse_layout(columns), **options)
 
 
 def read_sparse_parquet(path, n_features=None, *, indices="indices", values="values", vector=None, id_column=None,
