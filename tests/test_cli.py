@@ -34,14 +34,26 @@ def tree_bytes(path):
     return out
 
 
-def test_fit_predict_score_sample_info(tmp_path, capsys):
-    data = tmp_path / "data"
+def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
+    import daskgmm.cli.fit as cli_fit
+
+    data, away = tmp_path / "data", tmp_path / "away"
     X = write_data(data)
     model, preds, metrics = tmp_path / "model", tmp_path / "preds", tmp_path / "m.json"
+    kept, keep_rows = [], cli_fit.keep_rows
+
+    def keep_and_hide(o, src):  # DATA gone once the rows are kept: the fit and its predictions read it once
+        kept.append(keep_rows(o, src))
+        data.rename(away)
+        return kept[-1]
+
+    monkeypatch.setattr(cli_fit, "keep_rows", keep_and_hide)
     rc = main(["fit", str(data), "--columns", "f0,f1,f2", "--id-column", "id", "--n-components", "3",
                "--seed", "0", "--model-out", str(model), "--predictions-out", str(preds), "--proba",
                "--metrics-out", str(metrics), *FAST])
-    assert rc == 0
+    away.rename(data)
+    monkeypatch.undo()
+    assert rc == 0 and kept == [True]
     assert sorted(os.listdir(model)) == ["_SUCCESS", "arrays.npz", "model.json"]
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["n_rows"] == 3000 and m["converged"] and m["columns"] == ["f0", "f1", "f2"]

@@ -230,25 +230,28 @@ def _cli(tmp_path):
 
 
 def test_cli_update_equals_partial_fit(tmp_path, monkeypatch):
+    import daskgmm.cli.fit as cli_fit
     from daskgmm import read_parquet
-    from daskgmm.engine.passes import ChunkedData
 
     main, fast, _, day2 = _cli(tmp_path)
-    metrics = tmp_path / "metrics.json"
-    kept, init = [], ChunkedData.__init__  # whether the steps' rows were kept in memory, as the metrics say
+    metrics, away = tmp_path / "metrics.json", tmp_path / "away"
+    kept, keep_rows = [], cli_fit.keep_rows
 
-    def recording(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        kept.append(self.persisted)
+    def keep_and_hide(o, src):  # DATA gone once the rows are kept: the steps and predictions read it once
+        kept.append(keep_rows(o, src))
+        day2.rename(away)
+        return kept[-1]
 
-    monkeypatch.setattr(ChunkedData, "__init__", recording)
-    assert main(["update", str(day2), "--model", str(tmp_path / "m1"), "--model-out", str(tmp_path / "m2"),
-                 "--passes", "2", "--metrics-out", str(metrics), "--predictions-out", str(tmp_path / "p"),
-                 "--id-column", "id", *fast]) == 0
+    monkeypatch.setattr(cli_fit, "keep_rows", keep_and_hide)
+    rc = main(["update", str(day2), "--model", str(tmp_path / "m1"), "--model-out", str(tmp_path / "m2"),
+               "--passes", "2", "--metrics-out", str(metrics), "--predictions-out", str(tmp_path / "p"),
+               "--id-column", "id", *fast])
+    away.rename(day2)
+    monkeypatch.undo()
+    assert rc == 0
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["n_batches"] == 3 and m["n_rows_seen"] == 1500 + 2 * 1200
-    assert kept == [False, False] and m["rows_in_memory"] is False  # each step read DATA again
-    monkeypatch.undo()
+    assert kept == [True] and m["rows_in_memory"] is True  # the steps and predictions read the kept rows
     assert len(m["history"]) == 2 and (tmp_path / "m2" / "_SUCCESS").exists() and (tmp_path / "p" / "_SUCCESS").exists()
     cli = load(tmp_path / "m2")
     py = load(tmp_path / "m1")

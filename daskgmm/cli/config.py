@@ -105,6 +105,8 @@ OPTIONS = [
         (SAMPLE,), metavar="N"),
     Opt("cache", "choice", "auto", "keep data in cluster memory across passes, or re-read every pass",
         (FIT, SELECT), choices=("auto", "memory", "none")),
+    Opt("cache", "choice", "auto", "keep data in cluster memory across the steps and the predictions, or re-read "
+        "it for each", (UPDATE,), choices=("auto", "memory", "none")),
     # model
     Opt("n_components", "int", None, "number of mixture components K (default 1); --estimator kmeans or kmedoids: "
         "of clusters (default 8, as scikit-learn's KMeans)", (FIT,), metavar="K", result=True),

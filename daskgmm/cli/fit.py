@@ -24,6 +24,7 @@ from daskgmm.cli.runtime import (
     command_cluster,
     data_command,
     features_text,
+    keep_rows,
     missing_policy,
     model_source,
     name_columns,
@@ -317,6 +318,8 @@ def cmd_fit(o, log, metrics):
             initial_arrays(o, src.columns)
         est = make_estimator(o)
         ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
+        if o.predictions_out or o.plot:  # read again after the fit: once, if the rows stay in memory
+            keep_rows(o, src)
         report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
@@ -525,6 +528,8 @@ def cmd_update(o, log, metrics):
                 remove_snapshot(snapshot, so)
             ckpt.save([], extra={"update_model": snapshot})
             metrics["resumed_steps"] = done
+        # each step reads DATA, and so do the predictions: once, if the rows stay in memory
+        kept = (o.passes - done > 1 or bool(o.predictions_out)) and keep_rows(o, src)
         t_fit = time.perf_counter()
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array
@@ -545,8 +550,8 @@ def cmd_update(o, log, metrics):
         update_seconds = time.perf_counter() - t_fit
         steps_run = o.passes - done
         # partial_fit keeps no rows of a fitted model's batch (cache="none"): each step reads DATA again
-        # (None: no step ran, nothing was read)
-        in_memory = False if steps_run else None
+        # unless the command kept them (None: no step ran, nothing was read)
+        in_memory = kept if steps_run else None
         if steps_run:
             log(f"{steps_run} step(s) in {update_seconds:.2f} s ({steps_run} passes over the data, "
                 f"{rows_read(in_memory)})")

@@ -87,6 +87,32 @@ def rows_read(in_memory: bool | None) -> str:
     return "rows kept in the workers' memory" if in_memory else "rows read from DATA every pass"
 
 
+def keep_rows(o, src) -> bool:
+    """Persist DATA's rows in the workers' memory for a job that reads them again after its passes (fit's
+    predictions and plot, update's steps and predictions): the fit's own cache ends with the fit, so these
+    would read DATA again (on an object store, the whole of it again). Only where ``--cache`` keeps rows
+    (auto: when they fit, by the fit's rule; memory); the fit then finds them persisted and reads nothing.
+    Replaces ``src.X``; returns whether it did."""
+    from distributed import futures_of
+
+    from daskgmm.engine.cluster import active_client, wait_bounded
+    from daskgmm.engine.passes import is_sparse_array
+    from daskgmm.engine.placement import should_persist
+
+    client = active_client()
+    if client is None or not should_persist(client, src.X, o.cache, False, is_sparse_array(src.X)):
+        return False
+    # the id columns too: they come from the same read tasks as the rows, which would run again for them
+    ids = [] if src.ids is None else [src.ids] if not isinstance(src.ids, list) else src.ids
+    # unoptimised, as the passes persist and submit chunks: the same keys, so the fit's persist is a no-op
+    X, *kept_ids = client.persist([src.X, *ids], optimize_graph=False)
+    wait_bounded(client, futures_of([X, *kept_ids]), "persist")
+    src.X = X
+    if src.ids is not None:
+        src.ids = kept_ids if isinstance(src.ids, list) else kept_ids[0]
+    return True
+
+
 def objective_name(run) -> str:
     """What a run's objective is, as the progress line names it (a mean log-likelihood by default)."""
     return getattr(getattr(run, "state", None), "objective_name", "loglik")
