@@ -223,7 +223,7 @@ def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 0, err
     assert f"model written to {out} (2 step(s), 3,300 rows received)" in err, err
-    assert " s (2 passes over the data, rows read from DATA every pass)\n" in err, err
+    assert " s (2 passes over the data, rows kept in the workers' memory)\n" in err, err  # DATA read once
     assert not os.path.exists(tmp_path / "ck" / "update-model")  # the job finished: its snapshot is gone
     got = daskgmm.load(out)
     batch = pd.DataFrame(X2, columns=cols)
@@ -238,7 +238,7 @@ def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
     np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(batch).min(axis=1), rtol=1e-10)
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and (m["n_steps"], m["steps_run"], m["predictions_rows"]) == (2, 2, 1200)
-    assert m["counts"] == got.counts_.tolist() and m["rows_in_memory"] is False
+    assert m["counts"] == got.counts_.tolist() and m["rows_in_memory"] is True
     # the model says it was updated, with null for the fit's inertia and iterations it no longer has
     fit = _strict((out / "model.json").read_text())["fit"]
     assert (fit["updated"], fit["inertia"], fit["n_iter"], fit["n_steps"]) == (True, None, None, 2)
