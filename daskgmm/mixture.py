@@ -207,7 +207,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         # rows, not the scan's weight (which counts complete rows only under missing="marginalize")
         # (fixed weights say nothing of a component's rows: the last update's rows do)
         rows = fit.best.state.rows if "w" not in self.update_params else None
-        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows)
+        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows,
+                                         self.reg_covar)
         fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, update_params=self.update_params)
         return data
 

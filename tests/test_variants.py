@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture as SkGMM
 
+import daskgmm
 from daskgmm import GaussianMixture, KMeans
 
 from .conftest import make_blobs
@@ -230,6 +231,34 @@ def test_a_fit_on_the_singularity_says_so():
         warnings.simplefilter("error", CollapsedComponentWarning)
         GaussianMixture(3, random_state=0, on_collapse="reinit").fit(X)
         GaussianMixture(2, random_state=0).fit(X)  # no component alone: nothing to say
+
+
+def test_a_component_on_repeated_rows_is_the_singularity_too():
+    """Five copies of one row (a saturated patch of an image) draw a component onto that point, its
+    covariance reg_covar's: the notes' singularity, however many rows it holds. The fit said nothing (the
+    warning counted rows only); it says so now, and that a re-seed does not help. select_model too."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(6, 1, (100, 2)), np.tile([[20.0, -5.0]], (5, 1))]
+    said = (r"component 2 on 5 row\(s\) that are one point \(its covariance is reg_covar's\), the likelihood's "
+            r"singularity \(held finite by reg_covar=1e-06 only%s\); on_collapse=\"reinit\" does not re-seed them")
+    for ct in ("full", "diag", "spherical"):
+        with pytest.warns(CollapsedComponentWarning, match="^" + said % ""):
+            g = GaussianMixture(3, covariance_type=ct, random_state=0).fit(X)
+        np.testing.assert_allclose(g.means_[2], [20.0, -5.0])
+    with pytest.warns(CollapsedComponentWarning, match="^K=3 diag: " + said % ", which BIC and AIC reward"):
+        daskgmm.select_model(X, [3], "diag", random_state=0)
+    # with a far row alone as well, each is named for what it is, and reinit for the one it cures
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 2 on 1 row\(s\): fewer rows than its covariance "
+                      r"needs; component 3 on 5 row\(s\) that are one point .*re-seeds those on too few rows$"):
+        GaussianMixture(4, random_state=0).fit(np.r_[X, [[40.0, 40.0]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        GaussianMixture(3, covariance_type="tied", random_state=0).fit(X)  # one shared covariance: no singularity
+        GaussianMixture(3, random_state=0).fit(X[:-5])  # three healthy components
+        # flat in one direction only (a column constant in the data or a cluster): not a point
+        GaussianMixture(2, covariance_type="diag", random_state=0).fit(np.c_[X[:200], np.zeros(200)])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
