@@ -162,6 +162,18 @@ def test_reinit_also_catches_a_component_collapsed_at_the_start(ct):
     assert np.isfinite(g.score(X))
 
 
+@pytest.mark.parametrize("init_params", ["k-means++", "random_from_data"])
+def test_reinit_says_why_it_cannot_cure_a_start_with_every_component_on_one_row(init_params):
+    """These starts put each component on one row: with reg_covar=0 every covariance is singular, and
+    reinit, which lends a collapsed component the healthy ones' covariance, has none to lend. The error
+    said only scikit-learn's sentence, as if reinit had not been asked for; it says why and what helps."""
+    x = np.random.default_rng(0).normal(size=(20, 1))
+    with pytest.raises(ValueError, match=r"ill-defined empirical.*Components 0, 1, 2 .*on_collapse=\"reinit\" gives "
+                       r"a collapsed component the healthy ones' mean covariance, and none was healthy: increase "
+                       r"reg_covar, or start from init_params=\"kmeans\""):
+        GaussianMixture(3, init_params=init_params, reg_covar=0.0, on_collapse="reinit", random_state=0).fit(x)
+
+
 @pytest.mark.parametrize("where", ["start", "iteration"])
 def test_a_collapse_error_names_the_remedy_of_the_notes(where):
     """The notes' answer to the singularity is to re-seed the component; the error says
