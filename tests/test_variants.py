@@ -174,6 +174,24 @@ def test_reinit_says_why_it_cannot_cure_a_start_with_every_component_on_one_row(
         GaussianMixture(3, init_params=init_params, reg_covar=0.0, on_collapse="reinit", random_state=0).fit(x)
 
 
+def test_a_fit_that_keeps_reseeding_says_so_when_it_does_not_converge():
+    """Two clusters of 100 rows and one far row, K = 3: EM draws a component back onto the far row again
+    and again, each re-seed starting the drift anew, so the fit never converges (any seed, any reg_covar).
+    Its ConvergenceWarning said only scikit-learn's sentence, as for too small a max_iter; it says what
+    happened and what helps. One re-seed (the start's) in a fit stopped early adds nothing."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(6, 1, (100, 2)), [[30.0, 30.0]]]
+    with pytest.warns(ConvergenceWarning, match=r"^Best performing initialization did not converge\..* "
+                      r"on_collapse=\"reinit\" re-seeded a collapsed component \d+ times, the last in iteration "
+                      r"\d+ of 40: EM draws a component back onto a point .*fit fewer components"):
+        g = GaussianMixture(3, on_collapse="reinit", max_iter=40, random_state=0).fit(X)
+    assert sum("re-seeded at row" in e for h in g.history_ for e in h["events"]) > 2
+    with pytest.warns(ConvergenceWarning, match=r"degenerate data\.$"):
+        GaussianMixture(3, on_collapse="reinit", max_iter=1, random_state=0).fit(X)
+
+
 @pytest.mark.parametrize("where", ["start", "iteration"])
 def test_a_collapse_error_names_the_remedy_of_the_notes(where):
     """The notes' answer to the singularity is to re-seed the component; the error says
