@@ -277,6 +277,8 @@ def test_a_component_on_repeated_rows_is_the_singularity_too():
         with pytest.warns(CollapsedComponentWarning, match="^" + said % ""):
             g = GaussianMixture(3, covariance_type=ct, random_state=0).fit(X)
         np.testing.assert_allclose(g.means_[2], [20.0, -5.0])
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 0 on 1,500 row\(s\) that are one point"):
+        GaussianMixture(3, random_state=0).fit(np.r_[X[:200], np.tile([[20.0, -5.0]], (1500, 1))])  # not 1.5e+03
     with pytest.warns(CollapsedComponentWarning, match="^K=3 diag: " + said % ", which BIC and AIC reward"):
         daskgmm.select_model(X, [3], "diag", random_state=0)
     # with a far row alone as well, each is named for what it is, and reinit for the one it cures

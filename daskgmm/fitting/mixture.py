@@ -242,8 +242,9 @@ def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: f
         held fixed (then no re-seed cures it) or every such component is on one point (a re-seed, which
         goes to the worst-explained rows, is drawn back to it; the fit would not converge).
     """
-    def listed(got, on_point):
-        return ", ".join(f"component {j} on {rows:.3g} row(s)" for j, rows, p in got if p == on_point)
+    def listed(got, on_point):  # rows: 1.49 (responsibilities), 256, 1,024 (not 1.02e+03)
+        return ", ".join(f"component {j} on {rows:,.0f} row(s)" if rows >= 1000 else f"component {j} on {rows:.3g} "
+                         "row(s)" for j, rows, p in got if p == on_point)
 
     parts = []
     for name, got in found.items():
