@@ -268,6 +268,7 @@ def test_a_component_on_repeated_rows_is_the_singularity_too():
     covariance reg_covar's: the notes' singularity, however many rows it holds. The fit said nothing (the
     warning counted rows only); it says so now, and that a re-seed does not help. select_model too."""
     from daskgmm.fitting.mixture import CollapsedComponentWarning
+    from daskgmm.validation.scan import DegenerateDataWarning
 
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(6, 1, (100, 2)), np.tile([[20.0, -5.0]], (5, 1))]
@@ -291,6 +292,12 @@ def test_a_component_on_repeated_rows_is_the_singularity_too():
         GaussianMixture(3, random_state=0).fit(X[:-5])  # three healthy components
         # flat in one direction only (a column constant in the data or a cluster): not a point
         GaussianMixture(2, covariance_type="diag", random_state=0).fit(np.c_[X[:200], np.zeros(200)])
+        # data of one point: the scan's warning says it (the point warning said it again, advising fewer
+        # components to a fit of one)
+        with pytest.warns(DegenerateDataWarning, match="are the same point"):
+            GaussianMixture(1).fit(np.ones((20, 2)))
+        with pytest.warns(DegenerateDataWarning, match="are the same point"):
+            daskgmm.select_model(np.ones((20, 2)), [1], "full")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
