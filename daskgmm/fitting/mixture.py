@@ -196,8 +196,8 @@ def n_free_parameters(covariance_type: str, n_components: int, n_features: int, 
 
 class CollapsedComponentWarning(UserWarning):
     """A fitted mixture has a component on fewer rows than its covariance needs, or on rows that are one
-    point: the singularity of maximum likelihood for mixtures, its likelihood
-    held finite by ``reg_covar`` only."""
+    point: the singularity of maximum likelihood for mixtures, its likelihood held finite by ``reg_covar``
+    only."""
 
 
 def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
@@ -222,6 +222,11 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
     return [(j, float(nk[j]), j in point) for j in sorted(few + point) if nk[j] > dead]
 
 
+def _rows(n: float) -> str:
+    """A component's rows as a message says them: 1.49 (responsibilities), 256, 1,024 (not 1.02e+03)."""
+    return f"{n:,.0f}" if n >= 1000 else f"{n:.3g}"
+
+
 def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: float, stacklevel: int = 2, *,
                    criteria: bool = False, update_params: str = "wmc") -> None:
     """The one :class:`CollapsedComponentWarning`: of a fit, or of ``select_model``'s candidates.
@@ -242,9 +247,8 @@ def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: f
         held fixed (then no re-seed cures it) or every such component is on one point (a re-seed, which
         goes to the worst-explained rows, is drawn back to it; the fit would not converge).
     """
-    def listed(got, on_point):  # rows: 1.49 (responsibilities), 256, 1,024 (not 1.02e+03)
-        return ", ".join(f"component {j} on {rows:,.0f} row(s)" if rows >= 1000 else f"component {j} on {rows:.3g} "
-                         "row(s)" for j, rows, p in got if p == on_point)
+    def listed(got, on_point):
+        return ", ".join(f"component {j} on {_rows(n)} row(s)" for j, n, p in got if p == on_point)
 
     parts = []
     for name, got in found.items():
