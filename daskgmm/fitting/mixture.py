@@ -223,8 +223,12 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
 
 
 def _rows(n: float) -> str:
-    """A component's rows as a message says them: 1.49 (responsibilities), 256, 1,024 (not 1.02e+03)."""
-    return f"{n:,.0f}" if n >= 1000 else f"{n:.3g}"
+    """A component's rows as a message says them: 1.49 (responsibilities), 256, 1,024 (not 1.02e+03), and
+    1.99996 rather than 2, which the rows a covariance needs are (D + 1, or 2), not fewer."""
+    if n >= 1000:
+        return f"{n:,.0f}"
+    said = f"{n:.3g}"
+    return f"{n:.6g}" if float(said) > n and float(said).is_integer() else said
 
 
 def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: float, stacklevel: int = 2, *,
@@ -270,8 +274,10 @@ def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: f
             else:  # a re-seed goes to the worst-explained rows, and EM takes it back to the point
                 remedy = ('on_collapse="reinit" does not re-seed them (a re-seed is drawn back): fit fewer components, '
                           "or set reg_covar to the spread such rows should have")
-        warnings.warn(f"{'; '.join(parts)}, the likelihood's singularity (held finite by reg_covar={reg_covar:g} "
-                      f"only{rewarded}); {remedy}", CollapsedComponentWarning, stacklevel=stacklevel + 1)
+        # (with reg_covar=0 nothing bounds it: such a component's few distinct rows keep it finite, for now)
+        held = f"held finite by reg_covar={reg_covar:g} only" if reg_covar > 0 else "reg_covar=0 does not bound it"
+        warnings.warn(f"{'; '.join(parts)}, the likelihood's singularity ({held}{rewarded}); {remedy}",
+                      CollapsedComponentWarning, stacklevel=stacklevel + 1)
 
 
 def check_initial_parameters(weights, means, precisions, params: MixtureParams, n_features) -> dict:
