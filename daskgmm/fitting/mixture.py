@@ -232,7 +232,7 @@ def _rows(n: float) -> str:
 
 
 def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: float, stacklevel: int = 2, *,
-                   criteria: bool = False, update_params: str = "wmc") -> None:
+                   criteria: bool = False, update_params: str = "wmc", reinit: bool = True) -> None:
     """The one :class:`CollapsedComponentWarning`: of a fit, or of ``select_model``'s candidates.
 
     Parameters
@@ -250,6 +250,9 @@ def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: f
         The groups the fit updates: the remedy named is ``on_collapse="reinit"``, unless the means are
         held fixed (then no re-seed cures it) or every such component is on one point (a re-seed, which
         goes to the worst-explained rows, is drawn back to it; the fit would not converge).
+    reinit : bool
+        The estimator takes ``on_collapse="reinit"`` (``StudentTMixture`` does not: fewer components is the
+        remedy named).
     """
     def listed(got, on_point):
         return ", ".join(f"component {j} on {_rows(n)} row(s)" for j, n, p in got if p == on_point)
@@ -263,7 +266,10 @@ def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: f
             parts.append(f"{name}: " * bool(name) + "; ".join(said))
     if parts:
         rewarded = ", which BIC and AIC reward" if criteria else ""
-        if "m" not in update_params:
+        if not reinit:
+            remedy = "fit fewer components" + (", or set reg_covar to the spread such rows should have" if any(
+                p for got in found.values() for _, _, p in got) else "")
+        elif "m" not in update_params:
             remedy = f"{FIXED_MEANS_REASON}; update the means, or fit fewer components"
         else:
             kinds = {p for got in found.values() for _, _, p in got}
