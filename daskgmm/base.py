@@ -41,6 +41,20 @@ NOT_CONVERGED = ("Best performing initialization did not converge. Try different
                  "max_iter, tol, or check for degenerate data.")
 
 
+def _reseeds_said(history) -> str:
+    """What a fit that did not converge owes to on_collapse="reinit": EM drew a component back onto a
+    point again and again (two clusters and one far row, K = 3: a re-seed every ~18 iterations, never
+    converging), which the bare sentence does not tell from too small a max_iter ("" if at most one re-seed:
+    a component the start left on a point, re-seeded once, is no cycle)."""
+    its = [h["iteration"] for h in history for e in h.get("events", ()) if "; re-seeded at " in e]
+    if len(its) < 2:
+        return ""
+    return (f' on_collapse="reinit" re-seeded a collapsed component {len(its)} times, the last in iteration '
+            f"{its[-1]} of {history[-1]['iteration']}: EM draws a component back onto a point (an isolated row, or "
+            "repeated ones) that it holds only by the singularity; fit fewer components, or let one hold that "
+            'point (on_collapse="raise" with reg_covar > 0).')
+
+
 class ModelFilesMixin:
     """What every estimator with model files and Parquet predictions shares: :meth:`save` (its
     ``export_state``, by :func:`daskgmm.io.modelfiles.save_model`) and the writing of its
@@ -157,7 +171,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
 
     def _warn_if_not_converged(self):
         if not self.converged_ and self.max_iter > 0:
-            warn_convergence(NOT_CONVERGED)
+            warn_convergence(NOT_CONVERGED + _reseeds_said(getattr(self, "history_", ())))
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "means_")

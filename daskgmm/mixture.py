@@ -21,6 +21,7 @@ from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
 from daskgmm.validation.checks import input_or_model_names, prepare_rows
 from daskgmm.validation.params import ARRAY_LIKE, NONE, Interval, Options
+from daskgmm.validation.scan import one_point
 
 
 @register
@@ -207,7 +208,9 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         # rows, not the scan's weight (which counts complete rows only under missing="marginalize")
         # (fixed weights say nothing of a component's rows: the last update's rows do)
         rows = fit.best.state.rows if "w" not in self.update_params else None
-        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows)
+        # (data of one point: the DegenerateDataWarning of the scan said it; no component on it to name)
+        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows,
+                                         0.0 if one_point(scan) else self.reg_covar)
         fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, update_params=self.update_params)
         return data
 

@@ -17,7 +17,7 @@ from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIOR_PARAMETERS
 from daskgmm.validation.checks import prepare_rows
 from daskgmm.validation.params import validate_params
-from daskgmm.validation.scan import warn_degenerate
+from daskgmm.validation.scan import one_point, warn_degenerate
 
 #: The candidate kinds :func:`select_model` fits.
 KINDS = ("gaussian", "bayesian")
@@ -229,8 +229,10 @@ def select_model(
         models[c] = est
     # the gaussian candidates' (a bayesian one's likelihood is not maximised); rows: the scan's weight counts
     # complete rows only under missing="marginalize"
-    warn_collapsed({f"K={c[0]} {c[1]}": collapsed_on_rows(est.weights_, est.covariances_, est.covariance_type, n)
-                    for c, est in models.items() if c[0] != "bayesian"}, reg_covar, stacklevel=2, criteria=True)
+    found = {f"K={c[0]} {c[1]}": collapsed_on_rows(est.weights_, est.covariances_, est.covariance_type, n,
+                                                   reg_covar=0.0 if one_point(scan) else reg_covar)
+             for c, est in models.items() if c[0] != "bayesian"}
+    warn_collapsed(found, reg_covar, stacklevel=2, criteria=True)
     table = pd.DataFrame(rows)
     table = table.assign(_kind=table["kind"].map({"gaussian": 0, "bayesian": 1}))
     table = table.sort_values(["_kind", "covariance_type", "n_components"], kind="stable")

@@ -21,6 +21,7 @@ from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
 from daskgmm.models.studentt import t_form, t_marginal
 from daskgmm.validation.params import BOOLEAN, Interval
+from daskgmm.validation.scan import one_point
 
 
 @register
@@ -160,6 +161,10 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         self._verbose_end(fit.runs)
         set_attributes(self, fitting_studentt.studentt_attributes(fit, d, self.max_iter, data.dtype))
         self._warn_if_not_converged()
+        # the t likelihood has the Gaussian's singularity: a component on one row, its scale reg_covar's
+        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, None,
+                                         0.0 if one_point(scan) else self.reg_covar)
+        fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, reinit=False)
         return data
 
     # ----------------------------------------------------------- predictions

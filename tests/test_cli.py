@@ -347,6 +347,11 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
     (tmp_path / "corrupt" / "c.parquet").write_bytes(b"PAR1 this is not parquet")
     expect_exit2(["fit", str(tmp_path / "corrupt"), "--model-out", str(model)], "not a readable Parquet file",
                   capsys)
+    # the notes' data set is a CSV file: the message says how to convert it (it said only Arrow's words)
+    (tmp_path / "faithful.csv").write_text("eruptions,waiting\n3.6,79\n1.8,54\n")
+    expect_exit2(["fit", str(tmp_path / "faithful.csv"), "--model-out", str(model)], "file.); daskgmm reads Parquet "
+                 f"only: convert the table first, e.g. in Python pandas.read_csv({str(tmp_path / 'faithful.csv')!r})"
+                 ".to_parquet('data.parquet', index=False)", capsys)
     other = tmp_path / "data" / "part-9.parquet"
     pq.write_table(pa.table({"id": ["x"], "f0": [1.0], "f1": [1.0], "f2": [1.0]}), other)
     expect_exit2(base + ["--columns", "f0,f1,f2", "--id-column", "id"], "schemas disagree: column 'id'", capsys)

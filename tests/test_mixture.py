@@ -337,6 +337,15 @@ def test_bad_shapes_and_types():
         g.fit([[1.0, 2.0], [3.0, "a"], [1.0, 1.0]])
     with pytest.raises(ValueError, match="dim 3"):
         g.fit(np.zeros((4, 2, 2)))
+    # an image's pixels as a Dask array (H, W, C): scikit-learn's sentence, as for NumPy, where fit advised
+    # reshape(-1, 1) and predict counted W features ('X has 4 features, but ... expecting 3')
+    img = da.zeros((4, 4, 3), chunks=(2, 4, 3))
+    with pytest.raises(ValueError, match=r"^Found array with dim 3, while dim <= 2 is required by GaussianMixture\.$"):
+        g.fit(img)
+    fitted = GaussianMixture(2, random_state=0).fit(np.random.default_rng(0).normal(size=(20, 3)))
+    for method in (fitted.predict, fitted.score_samples, fitted.score):
+        with pytest.raises(ValueError, match=r"^Found array with dim 3, while dim <= 2 is required by GaussianMixture"):
+            method(img)
     with pytest.raises(ValueError, match="numeric"):
         g.fit(da.from_array(np.array([["a", "b"], ["c", "d"]], dtype=object), chunks=(1, 2)))
 

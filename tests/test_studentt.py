@@ -489,3 +489,21 @@ def test_gross_outliers_at_one_far_value_get_their_component(init):
         near = np.abs(np.sort(est.means_, axis=0) - np.sort(sk.means_, axis=0)).max()
         assert near < 0.1, (type(est).__name__, est.means_, sk.means_)
     assert est.score(X) >= sk.score(X) - 1e-3, (est.score(X), sk.score(X))  # the Gaussian mixture
+
+
+def test_a_component_on_one_row_is_named_as_the_gaussian_mixtures_is():
+    """The t likelihood has the Gaussian's singularity: two clusters and one far row, K = 3, put a
+    component on that row alone, its scale reg_covar's. GaussianMixture says so; StudentTMixture said
+    nothing. It says so now, naming the remedy it has (no on_collapse: fewer components)."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(6, 1, (100, 2)), [[30.0, 30.0]]]
+    with pytest.warns(CollapsedComponentWarning, match=r"^component \d on 1 row\(s\): fewer rows than its covariance "
+                      r"needs, the likelihood's singularity \(held finite by reg_covar=1e-06 only\); fit fewer "
+                      r"components$"):
+        t = StudentTMixture(3, random_state=0).fit(X)
+    assert t.weights_.min() < 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        StudentTMixture(2, random_state=0).fit(X)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture as SkGMM
 
+import daskgmm
 from daskgmm import GaussianMixture, KMeans
 
 from .conftest import make_blobs
@@ -161,6 +162,36 @@ def test_reinit_also_catches_a_component_collapsed_at_the_start(ct):
     assert np.isfinite(g.score(X))
 
 
+@pytest.mark.parametrize("init_params", ["k-means++", "random_from_data"])
+def test_reinit_says_why_it_cannot_cure_a_start_with_every_component_on_one_row(init_params):
+    """These starts put each component on one row: with reg_covar=0 every covariance is singular, and
+    reinit, which lends a collapsed component the healthy ones' covariance, has none to lend. The error
+    said only scikit-learn's sentence, as if reinit had not been asked for; it says why and what helps."""
+    x = np.random.default_rng(0).normal(size=(20, 1))
+    with pytest.raises(ValueError, match=r"ill-defined empirical.*Components 0, 1, 2 .*on_collapse=\"reinit\" gives "
+                       r"a collapsed component the healthy ones' mean covariance, and none was healthy: increase "
+                       r"reg_covar, or start from init_params=\"kmeans\""):
+        GaussianMixture(3, init_params=init_params, reg_covar=0.0, on_collapse="reinit", random_state=0).fit(x)
+
+
+def test_a_fit_that_keeps_reseeding_says_so_when_it_does_not_converge():
+    """Two clusters of 100 rows and one far row, K = 3: EM draws a component back onto the far row again
+    and again, each re-seed starting the drift anew, so the fit never converges (any seed, any reg_covar).
+    Its ConvergenceWarning said only scikit-learn's sentence, as for too small a max_iter; it says what
+    happened and what helps. One re-seed (the start's) in a fit stopped early adds nothing."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(6, 1, (100, 2)), [[30.0, 30.0]]]
+    with pytest.warns(ConvergenceWarning, match=r"^Best performing initialization did not converge\..* "
+                      r"on_collapse=\"reinit\" re-seeded a collapsed component \d+ times, the last in iteration "
+                      r"\d+ of 40: EM draws a component back onto a point .*fit fewer components"):
+        g = GaussianMixture(3, on_collapse="reinit", max_iter=40, random_state=0).fit(X)
+    assert sum("re-seeded at row" in e for h in g.history_ for e in h["events"]) > 2
+    with pytest.warns(ConvergenceWarning, match=r"degenerate data\.$"):
+        GaussianMixture(3, on_collapse="reinit", max_iter=1, random_state=0).fit(X)
+
+
 @pytest.mark.parametrize("where", ["start", "iteration"])
 def test_a_collapse_error_names_the_remedy_of_the_notes(where):
     """The notes' answer to the singularity is to re-seed the component; the error says
@@ -230,6 +261,55 @@ def test_a_fit_on_the_singularity_says_so():
         warnings.simplefilter("error", CollapsedComponentWarning)
         GaussianMixture(3, random_state=0, on_collapse="reinit").fit(X)
         GaussianMixture(2, random_state=0).fit(X)  # no component alone: nothing to say
+
+
+def test_a_component_on_repeated_rows_is_the_singularity_too():
+    """Five copies of one row (a saturated patch of an image) draw a component onto that point, its
+    covariance reg_covar's: the notes' singularity, however many rows it holds. The fit said nothing (the
+    warning counted rows only); it says so now, and that a re-seed does not help. select_model too."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(6, 1, (100, 2)), np.tile([[20.0, -5.0]], (5, 1))]
+    said = (r"component 2 on 5 row\(s\) that are one point \(its covariance is reg_covar's\), the likelihood's "
+            r"singularity \(held finite by reg_covar=1e-06 only%s\); on_collapse=\"reinit\" does not re-seed them")
+    for ct in ("full", "diag", "spherical"):
+        with pytest.warns(CollapsedComponentWarning, match="^" + said % ""):
+            g = GaussianMixture(3, covariance_type=ct, random_state=0).fit(X)
+        np.testing.assert_allclose(g.means_[2], [20.0, -5.0])
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 0 on 1,500 row\(s\) that are one point"):
+        GaussianMixture(3, random_state=0).fit(np.r_[X[:200], np.tile([[20.0, -5.0]], (1500, 1))])  # not 1.5e+03
+    with pytest.warns(CollapsedComponentWarning, match="^K=3 diag: " + said % ", which BIC and AIC reward"):
+        daskgmm.select_model(X, [3], "diag", random_state=0)
+    # with a far row alone as well, each is named for what it is, and reinit for the one it cures
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 2 on 1 row\(s\): fewer rows than its covariance "
+                      r"needs; component 3 on 5 row\(s\) that are one point .*re-seeds those on too few rows$"):
+        GaussianMixture(4, random_state=0).fit(np.r_[X, [[40.0, 40.0]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        GaussianMixture(3, covariance_type="tied", random_state=0).fit(X)  # one shared covariance: no singularity
+        GaussianMixture(3, random_state=0).fit(X[:-5])  # three healthy components
+        # flat in one direction only (a column constant in the data or a cluster): not a point
+        GaussianMixture(2, covariance_type="diag", random_state=0).fit(np.c_[X[:200], np.zeros(200)])
+        # data of one point: the scan's warning says it (the point warning said it again, advising fewer
+        # components to a fit of one)
+        with pytest.warns(DegenerateDataWarning, match="are the same point"):
+            GaussianMixture(1).fit(np.ones((20, 2)))
+        with pytest.warns(DegenerateDataWarning, match="are the same point"):
+            daskgmm.select_model(np.ones((20, 2)), [1], "full")
+
+
+def test_the_singularity_warning_says_rows_and_reg_covar_as_they_are():
+    """1.99996 rows are fewer than the 2 a variance needs: the warning said '2 row(s): fewer rows than its
+    covariance needs'; and with reg_covar=0 nothing holds the likelihood finite, which it said reg_covar=0 did
+    (seen on 60 components over Old Faithful's eruptions, diag, reinit)."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning, warn_collapsed
+
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 0 on 1\.99996 row\(s\), component 1 on 1\.5 "
+                      r"row\(s\): fewer rows than its covariance needs, the likelihood's singularity \(reg_covar=0 "
+                      r"does not bound it\); on_collapse"):
+        warn_collapsed({"": [(0, 1.99996, False), (1, 1.5, False)]}, 0.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -195,18 +195,21 @@ def n_free_parameters(covariance_type: str, n_components: int, n_features: int, 
 
 
 class CollapsedComponentWarning(UserWarning):
-    """A fitted mixture has a component on fewer rows than its covariance needs: the singularity of
-    maximum likelihood for mixtures, its likelihood held finite by ``reg_covar`` only."""
+    """A fitted mixture has a component on fewer rows than its covariance needs, or on rows that are one
+    point: the singularity of maximum likelihood for mixtures, its likelihood held finite by ``reg_covar``
+    only."""
 
 
 def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
-                      rows=None) -> list[tuple[int, float]]:
-    """``(component, rows)`` of every component of a fitted mixture on fewer rows (its weight times
-    ``n_rows``, the rows fitted; or ``rows``, each component's rows, shape (K,), where the weights do not
-    say them: held fixed) than its covariance needs
-    (:func:`daskgmm.kernels.covariance.collapsed_components`); none for ``tied``. A component that
-    holds no rows (its weight scikit-learn's 10 eps of the weights' dtype: a dead one, whose likelihood
-    grows nothing) is not one of them."""
+                      rows=None, reg_covar: float = 0.0) -> list[tuple[int, float, bool]]:
+    """``(component, rows, on_a_point)`` of every component of a fitted mixture on fewer rows (its weight
+    times ``n_rows``, the rows fitted; or ``rows``, each component's rows, shape (K,), where the weights do
+    not say them: held fixed) than its covariance needs
+    (:func:`daskgmm.kernels.covariance.collapsed_components`; ``on_a_point`` False), or, given
+    ``reg_covar``, on rows that are one point, its covariance ``reg_covar``'s
+    (:func:`daskgmm.kernels.covariance.on_a_point`; True); none for ``tied``. A component
+    that holds no rows (its weight scikit-learn's 10 eps of the weights' dtype: a dead one, whose
+    likelihood grows nothing) is not one of them."""
     if not cov.of(covariance_type).per_component:
         return []
     weights = np.asarray(weights)
@@ -214,17 +217,27 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
     nk = weights.astype(np.float64) * n_rows if rows is None else np.asarray(rows, dtype=np.float64)
     # float32's 10 eps is 1.2e-6 of a row (unweighted): well under a thousandth of a row is no row
     dead = max(1e-9 * n_rows, 1e4 * eps)
-    return [(int(j), float(nk[j])) for j in cov.collapsed_components(covariances, nk, covariance_type)
-            if nk[j] > dead]
+    few = [int(j) for j in cov.collapsed_components(covariances, nk, covariance_type)]
+    point = [int(j) for j in cov.on_a_point(covariances, covariance_type, reg_covar) if j not in few]
+    return [(j, float(nk[j]), j in point) for j in sorted(few + point) if nk[j] > dead]
 
 
-def warn_collapsed(found: dict[str, list[tuple[int, float]]], reg_covar: float, stacklevel: int = 2, *,
-                   criteria: bool = False, update_params: str = "wmc") -> None:
+def _rows(n: float) -> str:
+    """A component's rows as a message says them: 1.49 (responsibilities), 256, 1,024 (not 1.02e+03), and
+    1.99996 rather than 2, which the rows a covariance needs are (D + 1, or 2), not fewer."""
+    if n >= 1000:
+        return f"{n:,.0f}"
+    said = f"{n:.3g}"
+    return f"{n:.6g}" if float(said) > n and float(said).is_integer() else said
+
+
+def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: float, stacklevel: int = 2, *,
+                   criteria: bool = False, update_params: str = "wmc", reinit: bool = True) -> None:
     """The one :class:`CollapsedComponentWarning`: of a fit, or of ``select_model``'s candidates.
 
     Parameters
     ----------
-    found : dict of str to list of (int, float)
+    found : dict of str to list of (int, float, bool)
         Each model's :func:`collapsed_on_rows`, under the name the message gives it ("" for a fit's one
         model, "K=3 full" for a candidate).
     reg_covar : float
@@ -235,16 +248,41 @@ def warn_collapsed(found: dict[str, list[tuple[int, float]]], reg_covar: float, 
         Say that BIC and AIC reward such models (``select_model`` compares them so).
     update_params : str
         The groups the fit updates: the remedy named is ``on_collapse="reinit"``, unless the means are
-        held fixed (then no re-seed cures it).
+        held fixed (then no re-seed cures it) or every such component is on one point (a re-seed, which
+        goes to the worst-explained rows, is drawn back to it; the fit would not converge).
+    reinit : bool
+        The estimator takes ``on_collapse="reinit"`` (``StudentTMixture`` does not: fewer components is the
+        remedy named).
     """
-    which = "; ".join(f"{name}: " * bool(name) + ", ".join(f"component {j} on {rows:.3g} row(s)" for j, rows in got)
-                      for name, got in found.items() if got)
-    if which:
+    def listed(got, on_point):
+        return ", ".join(f"component {j} on {_rows(n)} row(s)" for j, n, p in got if p == on_point)
+
+    parts = []
+    for name, got in found.items():
+        few, point = listed(got, False), listed(got, True)
+        said = [f"{few}: fewer rows than its covariance needs"] * bool(few) + [
+            f"{point} that are one point (its covariance is reg_covar's)"] * bool(point)
+        if said:
+            parts.append(f"{name}: " * bool(name) + "; ".join(said))
+    if parts:
         rewarded = ", which BIC and AIC reward" if criteria else ""
-        remedy = ('on_collapse="reinit" re-seeds such components' if "m" in update_params else
-                  f"{FIXED_MEANS_REASON}; update the means, or fit fewer components")
-        warnings.warn(f"{which}: fewer rows than its covariance needs, the likelihood's singularity (held finite "
-                      f"by reg_covar={reg_covar:g} only{rewarded}); {remedy}",
+        if not reinit:
+            remedy = "fit fewer components" + (", or set reg_covar to the spread such rows should have" if any(
+                p for got in found.values() for _, _, p in got) else "")
+        elif "m" not in update_params:
+            remedy = f"{FIXED_MEANS_REASON}; update the means, or fit fewer components"
+        else:
+            kinds = {p for got in found.values() for _, _, p in got}
+            if True not in kinds:
+                remedy = 'on_collapse="reinit" re-seeds such components'
+            elif False in kinds:
+                remedy = 'on_collapse="reinit" re-seeds those on too few rows'
+            else:  # a re-seed goes to the worst-explained rows, and EM takes it back to the point
+                remedy = ('on_collapse="reinit" does not re-seed them (a re-seed is drawn back): fit fewer components, '
+                          "or set reg_covar to the spread such rows should have")
+        # (with reg_covar=0 nothing bounds it: such a component's few distinct rows keep it finite, for now)
+        held = f"held finite by reg_covar={reg_covar:g} only" if reg_covar > 0 else "reg_covar=0 does not bound it"
+        warnings.warn(f"{'; '.join(parts)}, the likelihood's singularity ({held}{rewarded}); {remedy}",
                       CollapsedComponentWarning, stacklevel=stacklevel + 1)
 
 

@@ -456,6 +456,17 @@ def file_signature(fs, path) -> tuple:
     return int(info.get("size") or 0), None if mtime is None else str(mtime)
 
 
+def _text_hint(path) -> str:
+    """How to convert a text table (the notes' Old Faithful is a CSV file) that was given as DATA."""
+    name = str(path).lower()
+    sep = {".csv": "", ".tsv": ", sep='\\t'", ".txt": ", sep=None"}
+    suffix = next((s for s in sep if name.endswith(s)), None)
+    if suffix is None:
+        return ""
+    return (f"; daskgmm reads Parquet only: convert the table first, e.g. in Python "
+            f"pandas.read_csv({str(path)!r}{sep[suffix]}).to_parquet('data.parquet', index=False)")
+
+
 def inspect_file(fs, path) -> FileInfo:
     import pyarrow.parquet as pq
 
@@ -475,7 +486,8 @@ def inspect_file(fs, path) -> FileInfo:
                     sizes[name] = sizes.get(name, 0) + int(c.total_uncompressed_size or 0)
                 col_bytes.append(sizes)
     except Exception as exc:  # any reader failure means an unreadable file
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+        why = f"{type(exc).__name__}: {exc}"
+        raise DataError(f"{path}: not a readable Parquet file ({why}){_text_hint(path)}") from None
     return FileInfo(path, schema, rgs, tuple(col_bytes), sig, partitions_of(path))
 
 

@@ -22,6 +22,12 @@ import numpy as np
 from daskgmm.kernels.features import DIAG_LEVEL, FULL_LEVEL, SPHERICAL_LEVEL, diag_positions
 from daskgmm.kernels.results import SuffStats, frozen
 
+#: A component whose covariance is ``reg_covar`` to within this fraction in every direction has (almost)
+#: no scatter of its own, under a thousandth of ``reg_covar``: its rows are one point (:func:`on_a_point`).
+#: Rounding leaves about eps times the data's squared spread (1e-11 for pixels in [0, 255]), far below a
+#: thousandth of the default reg_covar.
+ON_POINT_RTOL = 1e-3
+
 
 def _collapse_error(components, covariance_type, reg_covar, float32) -> ValueError:
     """scikit-learn's message for a singular covariance, then which components and the reg_covar in use."""
@@ -718,6 +724,34 @@ def second_moments_from_parameters(weights, means, covariances, reg_covar, covar
 def component_covariance(covariances, covariance_type: str, k: int, n_features: int) -> np.ndarray:
     """The (D, D) covariance matrix of component ``k``."""
     return of(covariance_type).component_matrix(np.asarray(covariances, dtype=np.float64), k, n_features)
+
+
+def on_a_point(covariances, covariance_type, reg_covar) -> np.ndarray:
+    """Components whose covariance is ``reg_covar``'s (to within ``ON_POINT_RTOL``) in every direction.
+
+    Their rows are one point (repeated rows: a saturated patch of an image), however many they are: the
+    singularity of maximum likelihood for mixtures, which ``reg_covar`` only masks (without it the
+    covariance would be zero). A component flat in some directions only (data with a column constant
+    within a cluster, such as the border pixels of digits) is not one of them. None for ``tied`` or
+    ``reg_covar=0`` (a zero covariance then fails the fit).
+
+    Parameters
+    ----------
+    covariances : ndarray
+        Fitted covariances (``reg_covar`` included) in the shape of ``covariance_type``.
+    covariance_type : str
+    reg_covar : float
+
+    Returns
+    -------
+    ndarray of int, shape (n,)
+    """
+    t = of(covariance_type)
+    if not t.per_component or not reg_covar > 0:
+        return np.zeros(0, dtype=np.intp)
+    covs = np.asarray(covariances, dtype=np.float64)
+    largest = np.linalg.eigvalsh(covs)[:, -1] if t.dense else covs.reshape(len(covs), -1).max(axis=1)
+    return np.flatnonzero(largest <= reg_covar * (1 + ON_POINT_RTOL))
 
 
 def collapsed_components(covs, nk, covariance_type) -> np.ndarray:

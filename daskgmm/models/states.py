@@ -43,7 +43,11 @@ def _collapse_hint(on_collapse: str, covariance_type: str, update_params: str = 
             raise ValueError(f'{e} on_collapse="reinit" re-seeds a collapsed component and goes on.') from None
         if "m" not in update_params:
             raise ValueError(f"{e} {FIXED_MEANS_REASON}.") from None
-        raise
+        # reinit got here only when no component was left to lend its covariance: at the start, every one
+        raise ValueError(f'{e} on_collapse="reinit" gives a collapsed component the healthy ones\' mean '
+                         "covariance, and none was healthy: increase reg_covar, or start from "
+                         'init_params="kmeans" ("k-means++" and "random_from_data" put each component on one '
+                         "row).") from None
 
 
 @dataclass(frozen=True)

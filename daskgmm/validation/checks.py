@@ -151,12 +151,7 @@ def _dask_rows(X, name, min_samples):
             frame = X.astype(dtype)  # nullable (extension) columns become float with NaN for missing values
         arr = with_known_rows(frame)
     else:
-        if X.ndim != 2:
-            raise ValueError(
-                f"Expected 2D array, got {X.ndim}D array instead:\narray={X!r}.\nReshape your data either using "
-                "array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) if it "
-                "contains a single sample."
-            )
+        _check_dims(X, name)
         if X.dtype.kind == "c":
             raise ValueError("Complex data not supported")
         if X.dtype.kind not in "biuf":
@@ -169,6 +164,19 @@ def _dask_rows(X, name, min_samples):
     if arr.numblocks[1] != 1:
         arr = arr.rechunk({1: -1})
     return arr
+
+
+def _check_dims(X, name):
+    """A Dask array of rows is 2-D: scikit-learn's sentences for NumPy input of other dimensions (its
+    reshape advice is for 1-D arrays; an image of shape (H, W, C) was told to reshape to (-1, 1))."""
+    if X.ndim > 2:
+        raise ValueError(f"Found array with dim {X.ndim}, while dim <= 2 is required by {name}.")
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead:\narray={X!r}.\nReshape your data either using "
+            "array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) if it "
+            "contains a single sample."
+        )
 
 
 def _csr_chunks(arr):
@@ -222,6 +230,7 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
     if is_dask(X):
         names = _column_names(X) if is_dask_dataframe(X) else None
         if is_dask_array(X):
+            _check_dims(X, name)  # before the features are counted from shape[1]
             X = with_known_columns(X)  # the width is checked (and n_features_in_ set) before any pass
         if estimator is not None:
             # scikit-learn reads feature names from pandas frames only: it is given an empty one

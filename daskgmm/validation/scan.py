@@ -92,6 +92,19 @@ class DegenerateDataWarning(UserWarning):
     """Every row of X is the same point, or a column of X has one value in every row."""
 
 
+def _constant_columns(scan) -> np.ndarray:
+    # a column's standard deviation below 1e-12 of its mean: the scan merges chunk means, so a constant
+    # column's variance is rounding, not always zero
+    var = np.asarray(scan.m2, np.float64) / scan.weight
+    return np.flatnonzero(var <= (1e-12 * np.abs(scan.mean)) ** 2)
+
+
+def one_point(scan) -> bool:
+    """Every row of X is the same point (at least two rows, of positive weight): :func:`warn_degenerate`
+    says so, and a component on that point needs no other word."""
+    return scan.rows >= 2 and scan.weight > 0 and _constant_columns(scan).size == np.size(scan.mean)
+
+
 def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True,
                     parameter: str = "n_components") -> None:
     """Warn (``DegenerateDataWarning``) when every row is the same point, or about columns of one value.
@@ -104,9 +117,8 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
     """
     if scan.rows < 2 or scan.weight <= 0:
         return
-    var = np.asarray(scan.m2, np.float64) / scan.weight
-    const = np.flatnonzero(var <= (1e-12 * np.abs(scan.mean)) ** 2)
-    if const.size == var.size:
+    const = _constant_columns(scan)
+    if one_point(scan):
         more = f", fewer than {parameter}={n_components}" if n_components and n_components > 1 else ""
         parts = "clusters" if parameter == "n_clusters" else "components"
         warnings.warn(f"all {scan.rows} rows of X are the same point: 1 distinct point{more} "
