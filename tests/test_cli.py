@@ -36,24 +36,32 @@ def tree_bytes(path):
 
 def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
     import daskgmm.cli.fit as cli_fit
+    import daskgmm.engine.placement as placement
 
     data, away = tmp_path / "data", tmp_path / "away"
     X = write_data(data)
     model, preds, metrics = tmp_path / "model", tmp_path / "preds", tmp_path / "m.json"
     kept, keep_rows = [], cli_fit.keep_rows
+    cuts, cut_chunks = [], placement.cut_chunks
 
     def keep_and_hide(o, src):  # DATA gone once the rows are kept: the fit and its predictions read it once
         kept.append(keep_rows(o, src))
         data.rename(away)
         return kept[-1]
 
+    def cutting(client, futs, wfuts, pieces):
+        cuts.append(len(pieces))
+        return cut_chunks(client, futs, wfuts, pieces)
+
     monkeypatch.setattr(cli_fit, "keep_rows", keep_and_hide)
+    # 3 chunks of 1,000 rows over 2 threads: kept cut at the threads' shares, the fit cuts (and holds) nothing more
+    monkeypatch.setattr(placement, "cut_chunks", cutting)
     rc = main(["fit", str(data), "--columns", "f0,f1,f2", "--id-column", "id", "--n-components", "3",
                "--seed", "0", "--model-out", str(model), "--predictions-out", str(preds), "--proba",
                "--metrics-out", str(metrics), *FAST])
     away.rename(data)
     monkeypatch.undo()
-    assert rc == 0 and kept == [True]
+    assert rc == 0 and kept == [True] and cuts == []
     assert sorted(os.listdir(model)) == ["_SUCCESS", "arrays.npz", "model.json"]
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["n_rows"] == 3000 and m["converged"] and m["columns"] == ["f0", "f1", "f2"]

@@ -97,15 +97,16 @@ def keep_rows(o, src) -> bool:
 
     from daskgmm.engine.cluster import active_client, wait_bounded
     from daskgmm.engine.passes import is_sparse_array
-    from daskgmm.engine.placement import should_persist
+    from daskgmm.engine.placement import cut_at_shares, should_persist
 
     client = active_client()
     if client is None or not should_persist(client, src.X, o.cache, False, is_sparse_array(src.X)):
         return False
     # the id columns too: they come from the same read tasks as the rows, which would run again for them
     ids = [] if src.ids is None else [src.ids] if not isinstance(src.ids, list) else src.ids
-    # unoptimised, as the passes persist and submit chunks: the same keys, so the fit's persist is a no-op
-    X, *kept_ids = client.persist([src.X, *ids], optimize_graph=False)
+    # cut as the fit would cut them, so that it holds them once; unoptimised, as the passes persist and submit
+    # chunks: the same keys, so the fit's persist is a no-op
+    X, *kept_ids = client.persist(cut_at_shares(client, [src.X, *ids]), optimize_graph=False)
     wait_bounded(client, futures_of([X, *kept_ids]), "persist")
     src.X = X
     if src.ids is not None:

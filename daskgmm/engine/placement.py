@@ -161,6 +161,36 @@ def _rows(x, start, stop):
     return piece.copy(order="K")
 
 
+def cut_at_shares(client, arrays: list) -> list:
+    """Dask arrays of rows (the first (N, D), the others 1-D with its chunks: id columns) with their chunks
+    cut at the worker threads' shares of the rows (:func:`daskgmm.engine.tree.share_cuts`, pieces by
+    :func:`_rows`), as :func:`persist_placed` cuts a fit's persisted chunks: persisted so, they are the
+    fit's chunks, which it finds cut and does not hold a second time (its cut pieces beside the chunks
+    kept for later reads would be up to a chunk per thread more). The same list where nothing is cut,
+    the chunk sizes are not known, or the rows come in more than one block of columns."""
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    X = arrays[0]
+    sizes = X.chunks[0]
+    if any(np.isnan(s) for s in sizes) or any(n != 1 for n in X.numblocks[1:]):
+        return arrays
+    threads = worker_threads(client)
+    pieces = share_cuts(sizes, sum(t for _, t in threads)) if threads else []
+    if len(pieces) <= len(sizes):
+        return arrays
+    out = []
+    for a in arrays:
+        name = f"daskgmm-shares-{tokenize(a.name, pieces)}"
+        rest = (0,) * (a.ndim - 1)
+        layer = {(name, p, *rest): (_rows, (a.name, i, *rest), start, stop)
+                 for p, (i, start, stop) in enumerate(pieces)}
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[a])
+        out.append(da.Array(graph, name, (tuple(b - c for _, c, b in pieces), *a.chunks[1:]), meta=a._meta))
+    return out
+
+
 def cut_chunks(client, futs, wfuts, pieces):
     """Futures of the pieces (:func:`daskgmm.engine.tree.share_cuts`) of persisted chunks: a chunk
     that is not cut keeps its future, a piece is a task on its chunk (computed where the chunk is,
