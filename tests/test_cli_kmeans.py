@@ -569,6 +569,10 @@ def test_sparse_rows_bad_input_exits_2_before_a_cluster_starts(tmp_path, capsys,
                  "--columns features)", capsys)
     expect_exit2([*kmeans, str(vec), "--columns", "id"], "column 'id' has type int64; vector= needs a column of "
                  "Spark ML vectors", capsys)
+    # a vector carries its width: --n-features other than its first vector's would refuse every row after the
+    # cluster started
+    expect_exit2([*kmeans, str(vec), "--columns", "features", "--n-features", "30"], "column 'features' holds "
+                 "vectors of 20 features (its first vector's width), not the --n-features 30 given", capsys)
     expect_exit2([*kmeans, str(data), "--columns", "indices,values,id"], "sparse rows are read from one column of "
                  "Spark ML vectors or from two list columns (indices, values), not from 3 columns", capsys)
     spark = tmp_path / "spark"  # Spark's own arrays of indices and values: no width stored
