@@ -258,6 +258,33 @@ def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
     assert not (tmp_path / "u").exists()
 
 
+def test_an_update_resumed_with_no_step_left_reads_data_once_without_keeping_it(tmp_path, capsys, monkeypatch):
+    """A job killed after its last step resumes with no step left: its predictions are DATA's only read, so its
+    rows are not kept in memory first (they would be held for nothing); rows_in_memory is null."""
+    import daskgmm.cli.fit as cli_fit
+
+    write_data(tmp_path / "d", n=300, d=2, k=2, files=1, seed=0)
+    model, ck = tmp_path / "km", tmp_path / "ck"
+    daskgmm.KMeans(2, random_state=0).fit(pd.read_parquet(tmp_path / "d")[["f0", "f1"]]).save(model)
+    commit, kept = cli_fit.commit_model_and_predictions, []
+
+    def killed(*args):
+        raise KeyboardInterrupt  # as a job killed after its step, before its outputs
+
+    monkeypatch.setattr(cli_fit, "keep_rows", lambda o, src: kept.append(o.resume) or False)
+    monkeypatch.setattr(cli_fit, "commit_model_and_predictions", killed)
+    with _in_process_cluster() as cluster:
+        job = ["update", str(tmp_path / "d"), "--columns", "f0,f1", "--model", str(model), "--model-out",
+               str(tmp_path / "out"), "--predictions-out", str(tmp_path / "p"), "--checkpoint-dir", str(ck),
+               "--scheduler", cluster.scheduler_address, "--quiet"]
+        assert main(job) != 0
+        monkeypatch.setattr(cli_fit, "commit_model_and_predictions", commit)
+        assert main([*job, "--resume", "--metrics-out", str(tmp_path / "m.json")]) == 0, capsys.readouterr().err
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert (m["resumed_steps"], m["steps_run"], m["rows_in_memory"], m["predictions_rows"]) == (1, 0, None, 300)
+    assert kept == [False]  # the first job's step and predictions: two reads; the resumed job's one: none
+
+
 def test_prediction_columns_without_predictions_out_are_refused(tmp_path, capsys):
     """``--distance`` (``--proba``, ``--loglik``) adds a column to the predictions: given to ``fit`` or ``update``
     without ``--predictions-out`` it exits 2 naming it, before anything is written (it was silently ignored)."""
