@@ -478,14 +478,23 @@ def _in_process_cluster():
                         dashboard_address=None)
 
 
-def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys):
+def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys, monkeypatch):
     """--sparse (``sparse: true`` in a config) reads a column of Spark ML sparse vectors (HashingTF's) as
     sparse rows: fit writes the model and predictions of what KMeans fits on the same CSR rows in Python, the
     model records the column, and predict (the same predictions), score (the inertia) and update (partial_fit)
-    read it so by default. A predict that fails on bad rows leaves its previous output byte for byte."""
+    read it so by default. The fit keeps the rows for its predictions as --cache auto sizes sparse rows (by
+    their non-zeros). A predict that fails on bad rows leaves its previous output byte for byte."""
     import pyarrow as pa
 
+    import daskgmm.cli.fit as cli_fit
+    import daskgmm.engine.placement as placement
+
     from .test_spark_vectors import spark_directory
+
+    # memory for the rows' non-zeros (about 25 kB) but not for them dense (128 kB), under MEMORY_FRACTION
+    monkeypatch.setattr(placement, "cluster_memory", lambda client: 100_000)
+    kept, keep_rows = [], cli_fit.keep_rows
+    monkeypatch.setattr(cli_fit, "keep_rows", lambda o, src: kept.append(keep_rows(o, src)) or kept[-1])
 
     rng = np.random.default_rng(3)
     X = np.where(rng.random((400, 40)) < 0.1, rng.random((400, 40)), 0.0)
@@ -513,6 +522,7 @@ def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys):
         np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(rows).min(axis=1), rtol=1e-10)
         m = json.loads(metrics.read_text())
         assert (m["status"], m["n_features"], m["columns"], m["sparse"]) == ("ok", 40, ["features"], True)
+        assert kept == [True] and m["rows_in_memory"] is True  # sized as sparse rows, not 400 x 40 numbers
 
         # predict, score and update read the model's column without --columns
         assert main(["predict", str(root), "--sparse", "--model", str(model), "--id-column", "id", "--out",
