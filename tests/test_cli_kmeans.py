@@ -105,6 +105,17 @@ def test_write_predictions_refuses_an_id_column_named_like_an_output_column(tmp_
     assert est.write_predictions(X, tmp_path / "ok", ids=np.arange(300), id_column="row", **kw) == 300
 
 
+def assert_predictions(path, ref, X):
+    """The predictions at ``path`` (ids 0..n-1, label and distance) are the KMeans ``ref``'s of the rows ``X``;
+    returns them sorted by id."""
+    p = pd.read_parquet(path).sort_values("id")
+    assert list(p.columns) == ["id", "label", "distance"]
+    np.testing.assert_array_equal(p["id"].to_numpy(), np.arange(X.shape[0]))
+    np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(X))
+    np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(X).min(axis=1), rtol=1e-10)
+    return p
+
+
 def test_fit_kmeans_end_to_end(tmp_path, capsys):
     """fit writes the model and the predictions (``label``, ``distance``) of what the Python API fits; info,
     predict (the same predictions) and score (the inertia) take the model; the defaults are KMeans'."""
@@ -125,11 +136,7 @@ def test_fit_kmeans_end_to_end(tmp_path, capsys):
     ref = daskgmm.KMeans(3, random_state=0).fit(X)
     np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=1e-10)
     assert est.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
-    p = pd.read_parquet(preds).sort_values("id")
-    assert list(p.columns) == ["id", "label", "distance"]
-    np.testing.assert_array_equal(p["id"].to_numpy(), np.arange(3000))
-    np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(X))
-    np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(X).min(axis=1), rtol=1e-10)
+    p = assert_predictions(preds, ref, X)
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["algorithm"] == "elkan" and m["predictions_rows"] == 3000
     assert m["inertia"] == est.inertia_ and m["n_iter"] == est.n_iter_
@@ -515,11 +522,7 @@ def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys, monkeypatch):
         assert not hasattr(est, "feature_names_in_")  # 40 features without names, not the column's name
         assert json.loads((model / "model.json").read_text())["sparse_columns"] == ["features"]
         np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=1e-10)
-        p = pd.read_parquet(preds).sort_values("id")
-        assert list(p.columns) == ["id", "label", "distance"]
-        np.testing.assert_array_equal(p["id"].to_numpy(), np.arange(400))
-        np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(rows))
-        np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(rows).min(axis=1), rtol=1e-10)
+        p = assert_predictions(preds, ref, rows)
         m = json.loads(metrics.read_text())
         assert (m["status"], m["n_features"], m["columns"], m["sparse"]) == ("ok", 40, ["features"], True)
         assert kept == [True] and m["rows_in_memory"] is True  # sized as sparse rows, not 400 x 40 numbers
