@@ -105,6 +105,17 @@ def test_write_predictions_refuses_an_id_column_named_like_an_output_column(tmp_
     assert est.write_predictions(X, tmp_path / "ok", ids=np.arange(300), id_column="row", **kw) == 300
 
 
+def assert_predictions(path, ref, X):
+    """The predictions at ``path`` (ids 0..n-1, label and distance) are the KMeans ``ref``'s of the rows ``X``;
+    returns them sorted by id."""
+    p = pd.read_parquet(path).sort_values("id")
+    assert list(p.columns) == ["id", "label", "distance"]
+    np.testing.assert_array_equal(p["id"].to_numpy(), np.arange(X.shape[0]))
+    np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(X))
+    np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(X).min(axis=1), rtol=1e-10)
+    return p
+
+
 def test_fit_kmeans_end_to_end(tmp_path, capsys):
     """fit writes the model and the predictions (``label``, ``distance``) of what the Python API fits; info,
     predict (the same predictions) and score (the inertia) take the model; the defaults are KMeans'."""
@@ -125,11 +136,7 @@ def test_fit_kmeans_end_to_end(tmp_path, capsys):
     ref = daskgmm.KMeans(3, random_state=0).fit(X)
     np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=1e-10)
     assert est.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
-    p = pd.read_parquet(preds).sort_values("id")
-    assert list(p.columns) == ["id", "label", "distance"]
-    np.testing.assert_array_equal(p["id"].to_numpy(), np.arange(3000))
-    np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(X))
-    np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(X).min(axis=1), rtol=1e-10)
+    p = assert_predictions(preds, ref, X)
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["algorithm"] == "elkan" and m["predictions_rows"] == 3000
     assert m["inertia"] == est.inertia_ and m["n_iter"] == est.n_iter_
@@ -256,6 +263,33 @@ def test_update_of_a_kmeans_model_is_partial_fit(tmp_path, capsys):
     expect_exit2([*update[:3], str(tmp_path / "gmm"), *update[4:], "--distance"],
                  f"daskgmm update: --distance does not apply to {tmp_path / 'gmm'}, a GaussianMixture model", capsys)
     assert not (tmp_path / "u").exists()
+
+
+def test_an_update_resumed_with_no_step_left_reads_data_once_without_keeping_it(tmp_path, capsys, monkeypatch):
+    """A job killed after its last step resumes with no step left: its predictions are DATA's only read, so its
+    rows are not kept in memory first (they would be held for nothing); rows_in_memory is null."""
+    import daskgmm.cli.fit as cli_fit
+
+    write_data(tmp_path / "d", n=300, d=2, k=2, files=1, seed=0)
+    model, ck = tmp_path / "km", tmp_path / "ck"
+    daskgmm.KMeans(2, random_state=0).fit(pd.read_parquet(tmp_path / "d")[["f0", "f1"]]).save(model)
+    commit, kept = cli_fit.commit_model_and_predictions, []
+
+    def killed(*args):
+        raise KeyboardInterrupt  # as a job killed after its step, before its outputs
+
+    monkeypatch.setattr(cli_fit, "keep_rows", lambda o, src: kept.append(o.resume) or False)
+    monkeypatch.setattr(cli_fit, "commit_model_and_predictions", killed)
+    with _in_process_cluster() as cluster:
+        job = ["update", str(tmp_path / "d"), "--columns", "f0,f1", "--model", str(model), "--model-out",
+               str(tmp_path / "out"), "--predictions-out", str(tmp_path / "p"), "--checkpoint-dir", str(ck),
+               "--scheduler", cluster.scheduler_address, "--quiet"]
+        assert main(job) != 0
+        monkeypatch.setattr(cli_fit, "commit_model_and_predictions", commit)
+        assert main([*job, "--resume", "--metrics-out", str(tmp_path / "m.json")]) == 0, capsys.readouterr().err
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert (m["resumed_steps"], m["steps_run"], m["rows_in_memory"], m["predictions_rows"]) == (1, 0, None, 300)
+    assert kept == [False]  # the first job's step and predictions: two reads; the resumed job's one: none
 
 
 def test_prediction_columns_without_predictions_out_are_refused(tmp_path, capsys):
@@ -451,14 +485,23 @@ def _in_process_cluster():
                         dashboard_address=None)
 
 
-def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys):
+def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys, monkeypatch):
     """--sparse (``sparse: true`` in a config) reads a column of Spark ML sparse vectors (HashingTF's) as
     sparse rows: fit writes the model and predictions of what KMeans fits on the same CSR rows in Python, the
     model records the column, and predict (the same predictions), score (the inertia) and update (partial_fit)
-    read it so by default. A predict that fails on bad rows leaves its previous output byte for byte."""
+    read it so by default. The fit keeps the rows for its predictions as --cache auto sizes sparse rows (by
+    their non-zeros). A predict that fails on bad rows leaves its previous output byte for byte."""
     import pyarrow as pa
 
+    import daskgmm.cli.fit as cli_fit
+    import daskgmm.engine.placement as placement
+
     from .test_spark_vectors import spark_directory
+
+    # memory for the rows' non-zeros (about 25 kB) but not for them dense (128 kB), under MEMORY_FRACTION
+    monkeypatch.setattr(placement, "cluster_memory", lambda client: 100_000)
+    kept, keep_rows = [], cli_fit.keep_rows
+    monkeypatch.setattr(cli_fit, "keep_rows", lambda o, src: kept.append(keep_rows(o, src)) or kept[-1])
 
     rng = np.random.default_rng(3)
     X = np.where(rng.random((400, 40)) < 0.1, rng.random((400, 40)), 0.0)
@@ -479,13 +522,10 @@ def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys):
         assert not hasattr(est, "feature_names_in_")  # 40 features without names, not the column's name
         assert json.loads((model / "model.json").read_text())["sparse_columns"] == ["features"]
         np.testing.assert_allclose(est.cluster_centers_, ref.cluster_centers_, rtol=1e-10)
-        p = pd.read_parquet(preds).sort_values("id")
-        assert list(p.columns) == ["id", "label", "distance"]
-        np.testing.assert_array_equal(p["id"].to_numpy(), np.arange(400))
-        np.testing.assert_array_equal(p["label"].to_numpy(), ref.predict(rows))
-        np.testing.assert_allclose(p["distance"].to_numpy(), ref.transform(rows).min(axis=1), rtol=1e-10)
+        p = assert_predictions(preds, ref, rows)
         m = json.loads(metrics.read_text())
         assert (m["status"], m["n_features"], m["columns"], m["sparse"]) == ("ok", 40, ["features"], True)
+        assert kept == [True] and m["rows_in_memory"] is True  # sized as sparse rows, not 400 x 40 numbers
 
         # predict, score and update read the model's column without --columns
         assert main(["predict", str(root), "--sparse", "--model", str(model), "--id-column", "id", "--out",
@@ -569,6 +609,10 @@ def test_sparse_rows_bad_input_exits_2_before_a_cluster_starts(tmp_path, capsys,
                  "--columns features)", capsys)
     expect_exit2([*kmeans, str(vec), "--columns", "id"], "column 'id' has type int64; vector= needs a column of "
                  "Spark ML vectors", capsys)
+    # a vector carries its width: --n-features other than its first vector's would refuse every row after the
+    # cluster started
+    expect_exit2([*kmeans, str(vec), "--columns", "features", "--n-features", "30"], "column 'features' holds "
+                 "vectors of 20 features (its first vector's width), not the --n-features 30 given", capsys)
     expect_exit2([*kmeans, str(data), "--columns", "indices,values,id"], "sparse rows are read from one column of "
                  "Spark ML vectors or from two list columns (indices, values), not from 3 columns", capsys)
     spark = tmp_path / "spark"  # Spark's own arrays of indices and values: no width stored

@@ -528,8 +528,10 @@ def cmd_update(o, log, metrics):
                 remove_snapshot(snapshot, so)
             ckpt.save([], extra={"update_model": snapshot})
             metrics["resumed_steps"] = done
-        # each step reads DATA, and so do the predictions: once, if the rows stay in memory
-        kept = (o.passes - done > 1 or bool(o.predictions_out)) and keep_rows(o, src)
+        # each step reads DATA, and so do the predictions: once, if the rows stay in memory (a resumed job
+        # with no step left reads them once, for its predictions: nothing to keep them for)
+        steps_run = o.passes - done
+        kept = steps_run + bool(o.predictions_out) > 1 and keep_rows(o, src)
         t_fit = time.perf_counter()
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array
@@ -548,7 +550,6 @@ def cmd_update(o, log, metrics):
                 if ckpt is not None:
                     save_model(est, snapshot, so)
         update_seconds = time.perf_counter() - t_fit
-        steps_run = o.passes - done
         # partial_fit keeps no rows of a fitted model's batch (cache="none"): each step reads DATA again
         # unless the command kept them (None: no step ran, nothing was read)
         in_memory = kept if steps_run else None

@@ -206,13 +206,19 @@ def check_sparse_input(o, doc) -> int:
     given = getattr(o, "n_features", None)
     # list columns whose files do not store their width are read at the model's (a vector carries its own)
     from_model = given is None and width is not None and "vector" not in layout
+    vector = layout.get("vector")
     try:
+        # a vector column's width is its first vector's, read here whatever --n-features says (every vector
+        # must have it: another number would refuse every row, after the cluster started)
         n = check_sparse_footers(o.data, fs, infos, id_column=id_column_of(o), **layout,
-                                 n_features=int(width) if from_model else given)
+                                 n_features=None if vector else int(width) if from_model else given)
     except DataError as exc:
         if from_model:
             raise DataError(f"{exc} (n_features: the model's, {o.model})") from None
         raise
+    if vector and given is not None and n != given:
+        raise DataError(f"{o.data}: column {vector!r} holds vectors of {n} features (its first vector's width), not "
+                        f"the --n-features {given} given; a vector carries its width: leave --n-features out")
     if width is not None and n != int(width):
         read = ", ".join(layout.values()) if layout else "indices, values"
         raise DataError(f"{o.data}: sparse rows of {n} features (column(s) {read}) but the model {o.model} "
