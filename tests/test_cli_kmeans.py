@@ -489,8 +489,8 @@ def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys, monkeypatch):
     """--sparse (``sparse: true`` in a config) reads a column of Spark ML sparse vectors (HashingTF's) as
     sparse rows: fit writes the model and predictions of what KMeans fits on the same CSR rows in Python, the
     model records the column, and predict (the same predictions), score (the inertia) and update (partial_fit)
-    read it so by default. The fit keeps the rows for its predictions as --cache auto sizes sparse rows (by
-    their non-zeros). A predict that fails on bad rows leaves its previous output byte for byte."""
+    read it so by default. The fit keeps the rows as --cache auto sizes sparse rows (by their non-zeros); the
+    predictions read them again. A predict that fails on bad rows leaves its previous output byte for byte."""
     import pyarrow as pa
 
     import daskgmm.cli.fit as cli_fit
@@ -525,7 +525,9 @@ def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys, monkeypatch):
         p = assert_predictions(preds, ref, rows)
         m = json.loads(metrics.read_text())
         assert (m["status"], m["n_features"], m["columns"], m["sparse"]) == ("ok", 40, ["features"], True)
-        assert kept == [True] and m["rows_in_memory"] is True  # sized as sparse rows, not 400 x 40 numbers
+        # the fit kept them, sized as sparse rows (not 400 x 40 numbers); the command did not keep them for the
+        # predictions (keep_rows: the fit's CSR chunks are its own)
+        assert kept == [False] and m["rows_in_memory"] is True
 
         # predict, score and update read the model's column without --columns
         assert main(["predict", str(root), "--sparse", "--model", str(model), "--id-column", "id", "--out",

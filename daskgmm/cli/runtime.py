@@ -92,7 +92,11 @@ def keep_rows(o, src) -> bool:
     predictions and plot, update's steps and predictions): the fit's own cache ends with the fit, so these
     would read DATA again (on an object store, the whole of it again). Only where ``--cache`` keeps rows
     (auto: when they fit, by the fit's rule; memory); the fit then finds them persisted and reads nothing.
-    Replaces ``src.X``; returns whether it did."""
+    Replaces ``src.X``; returns whether it did.
+
+    Not sparse rows (``--sparse``): the fit checks their chunks into canonical CSR under keys of its own, so
+    kept, each chunk placement moves to another worker would be held twice for the whole fit, where Dask
+    counts a ``csr_array`` at a few bytes (its memory limits do not see them); they are read again."""
     from distributed import futures_of
 
     from daskgmm.engine.cluster import active_client, wait_bounded
@@ -100,7 +104,7 @@ def keep_rows(o, src) -> bool:
     from daskgmm.engine.placement import cut_at_shares, should_persist
 
     client = active_client()
-    if client is None or not should_persist(client, src.X, o.cache, False, is_sparse_array(src.X)):
+    if client is None or is_sparse_array(src.X) or not should_persist(client, src.X, o.cache, False, False):
         return False
     # the id columns too: they come from the same read tasks as the rows, which would run again for them
     ids = [] if src.ids is None else [src.ids] if not isinstance(src.ids, list) else src.ids
