@@ -44,8 +44,8 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
     kept, keep_rows = [], cli_fit.keep_rows
     cuts, cut_chunks = [], placement.cut_chunks
 
-    def keep_and_hide(o, src):  # DATA gone once the rows are kept: the fit and its predictions read it once
-        kept.append(keep_rows(o, src))
+    def keep_and_hide(o, src, **how):  # DATA gone once the rows are kept: the fit and its predictions read it once
+        kept.append(keep_rows(o, src, **how))
         data.rename(away)
         return kept[-1]
 

@@ -278,7 +278,7 @@ def test_an_update_resumed_with_no_step_left_reads_data_once_without_keeping_it(
     def killed(*args):
         raise KeyboardInterrupt  # as a job killed after its step, before its outputs
 
-    monkeypatch.setattr(cli_fit, "keep_rows", lambda o, src: kept.append(o.resume) or False)
+    monkeypatch.setattr(cli_fit, "keep_rows", lambda o, src, **how: kept.append(o.resume) or False)
     monkeypatch.setattr(cli_fit, "commit_model_and_predictions", killed)
     with _in_process_cluster() as cluster:
         job = ["update", str(tmp_path / "d"), "--columns", "f0,f1", "--model", str(model), "--model-out",
@@ -501,7 +501,7 @@ def test_fit_predict_score_update_on_sparse_rows(tmp_path, capsys, monkeypatch):
     # memory for the rows' non-zeros (about 25 kB) but not for them dense (128 kB), under MEMORY_FRACTION
     monkeypatch.setattr(placement, "cluster_memory", lambda client: 100_000)
     kept, keep_rows = [], cli_fit.keep_rows
-    monkeypatch.setattr(cli_fit, "keep_rows", lambda o, src: kept.append(keep_rows(o, src)) or kept[-1])
+    monkeypatch.setattr(cli_fit, "keep_rows", lambda o, src, **how: kept.append(keep_rows(o, src, **how)) or kept[-1])
 
     rng = np.random.default_rng(3)
     X = np.where(rng.random((400, 40)) < 0.1, rng.random((400, 40)), 0.0)

@@ -237,8 +237,8 @@ def test_cli_update_equals_partial_fit(tmp_path, monkeypatch):
     metrics, away = tmp_path / "metrics.json", tmp_path / "away"
     kept, keep_rows = [], cli_fit.keep_rows
 
-    def keep_and_hide(o, src):  # DATA gone once the rows are kept: the steps and predictions read it once
-        kept.append(keep_rows(o, src))
+    def keep_and_hide(o, src, **how):  # DATA gone once the rows are kept: the steps and predictions read it once
+        kept.append(keep_rows(o, src, **how))
         day2.rename(away)
         return kept[-1]
 
@@ -315,7 +315,7 @@ def test_cli_update_resumes_from_its_checkpoint(tmp_path):
     # (written as it starts) and the model after the step
     assert main([*common, "--passes", "1", "--model-out", str(tmp_path / "one")]) == 0
     job = SimpleNamespace(command="update", model=str(tmp_path / "m1"), passes=3, dtype="float64", nan_policy="raise",
-                          chunk_rows=None, learning_decay=None, learning_offset=None)
+                          chunk_rows=None, learning_decay=None, learning_offset=None, sparse=None)
     src = open_parquet(str(day2), ["f0", "f1", "f2"])
     Checkpoint(str(ckpt), _update_fingerprint(job, src, load(tmp_path / "m1"))).save([])
     save_model(load(tmp_path / "one"), ckpt / "update-model")

@@ -531,7 +531,7 @@ def cmd_update(o, log, metrics):
         # each step reads DATA, and so do the predictions: once, if the rows stay in memory (a resumed job
         # with no step left reads them once, for its predictions: nothing to keep them for)
         steps_run = o.passes - done
-        kept = steps_run + bool(o.predictions_out) > 1 and keep_rows(o, src)
+        kept = steps_run + bool(o.predictions_out) > 1 and keep_rows(o, src, cut=False)
         t_fit = time.perf_counter()
         with warnings.catch_warnings():
             # the command matches Parquet columns to the model's names itself and passes a Dask array

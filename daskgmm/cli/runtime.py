@@ -87,12 +87,15 @@ def rows_read(in_memory: bool | None) -> str:
     return "rows kept in the workers' memory" if in_memory else "rows read from DATA every pass"
 
 
-def keep_rows(o, src) -> bool:
+def keep_rows(o, src, *, cut: bool = True) -> bool:
     """Persist DATA's rows in the workers' memory for a job that reads them again after its passes (fit's
     predictions and plot, update's steps and predictions): the fit's own cache ends with the fit, so these
     would read DATA again (on an object store, the whole of it again). Only where ``--cache`` keeps rows
     (auto: when they fit, by the fit's rule; memory); the fit then finds them persisted and reads nothing.
-    Replaces ``src.X``; returns whether it did.
+    Replaces ``src.X``; returns whether it did. ``cut``: cut at the worker threads' shares, as a fit's own
+    persist cuts (so that the fit holds them once); not for update's steps, which read the chunks as they
+    are (``cache="none"``): cut, their reduction tree and bits would depend on whether the rows were kept
+    (a resumed job keeps them or not by its steps left).
 
     Not sparse rows (``--sparse``): the fit checks their chunks into canonical CSR under keys of its own, so
     kept, each chunk placement moves to another worker would be held twice for the whole fit, where Dask
@@ -110,7 +113,8 @@ def keep_rows(o, src) -> bool:
     ids = [] if src.ids is None else [src.ids] if not isinstance(src.ids, list) else src.ids
     # cut as the fit would cut them, so that it holds them once; unoptimised, as the passes persist and submit
     # chunks: the same keys, so the fit's persist is a no-op
-    X, *kept_ids = client.persist(cut_at_shares(client, [src.X, *ids]), optimize_graph=False)
+    arrays = cut_at_shares(client, [src.X, *ids]) if cut else [src.X, *ids]
+    X, *kept_ids = client.persist(arrays, optimize_graph=False)
     wait_bounded(client, futures_of([X, *kept_ids]), "persist")
     src.X = X
     if src.ids is not None:
