@@ -45,7 +45,9 @@ class SelectionResult:
     models_ : dict
         Every fitted candidate: gaussian ones keyed by ``(n_components,
         covariance_type)``, bayesian ones by ``("bayesian", n_components,
-        covariance_type)``.
+        covariance_type)``. Each has the attributes of the estimator fitted alone
+        (``init_seconds_``, ``init_passes_`` and ``n_passes_`` those of the shared
+        passes), so ``partial_fit`` and ``warm_start`` continue it.
     n_passes : int
         Passes over the data, all candidates together (scan, prior covariance,
         initialisation, EM, and the final scoring pass).

@@ -32,6 +32,10 @@ def test_selection_recovers_true_k():
     assert res.models_[(4, "diag")].n_components == 4
 
 
+def _fitted_names(est):
+    return sorted(k for k in vars(est) if k.endswith("_") and not k.startswith("_"))
+
+
 def test_each_candidate_equals_its_own_fit():
     """Lockstep changes nothing: every candidate is the fit GaussianMixture would make."""
     X, _, _ = make_blobs(n=2000, d=2, k=3, seed=12)
@@ -42,6 +46,12 @@ def test_each_candidate_equals_its_own_fit():
         np.testing.assert_allclose(model.means_, alone.means_, rtol=1e-9, atol=1e-9)
         assert model.n_iter_ == alone.n_iter_
         slowest = max(slowest, alone.n_passes_)
+        # every attribute of the fit alone, so what continues a fit continues a candidate: partial_fit
+        # read n_batches_, which a candidate lacked (an AttributeError, user-trial-r11)
+        assert _fitted_names(model) == _fitted_names(alone)
+        assert (model.n_batches_, model.n_rows_seen_) == (alone.n_batches_, alone.n_rows_seen_) == (1, len(X))
+        np.testing.assert_allclose(model.partial_fit(X[:300]).means_, alone.partial_fit(X[:300]).means_, rtol=1e-9,
+                                   atol=1e-9)
     # in lockstep: all eight runs together take the passes of the slowest alone, plus the scoring pass
     assert res.n_passes <= slowest + 1
 

@@ -30,7 +30,8 @@ class CandidateFit:
     Attributes
     ----------
     attributes : dict
-        Its estimator's fitted attributes (priors included for a bayesian candidate).
+        Its estimator's fitted attributes (priors included for a bayesian candidate; ``init_seconds_``,
+        ``init_passes_`` and ``n_passes_`` those of the passes all candidates shared).
     log_likelihood : float
         Mean log-likelihood per row of the Gaussian mixture with its plug-in parameters.
     n_iter : int
@@ -115,9 +116,9 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
         runs = [Run(st) for st in initial_states(data, scan, candidates, priors, seeds, init_params)]
         if checkpoint is not None:
             checkpoint.save(runs, extra={"rng": {"generator": fitting.RNG_NOTE, "restart_seeds": seeds}})
+    init_seconds, init_passes = time.perf_counter() - t_init, data.passes
     if progress is not None:
-        progress("init", seconds=time.perf_counter() - t_init, resumed=resumed, runs=runs,
-                 persisted=data.persisted)
+        progress("init", seconds=init_seconds, resumed=resumed, runs=runs, persisted=data.persisted)
     fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint, progress=progress)
     # the best restart of each candidate (each kind's rule: the largest lower bound), then one
     # pass scores them all by the log-likelihood of their plug-in parameters
@@ -142,5 +143,9 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
             attributes.update(fitting_variational.prior_attributes(priors[c], data.dtype))
         else:
             attributes = fitting.fitted_attributes(r, by_candidate[c], lower_bound, max_iter, data.dtype)
+            # as GaussianMixture.fit: the fit is its first batch, so partial_fit continues the candidate
+            attributes.update(n_batches_=1, n_rows_seen_=int(data.n_rows))
+        # the passes every candidate shared (the final scoring pass included)
+        attributes.update(init_seconds_=init_seconds, init_passes_=init_passes, n_passes_=data.passes)
         out[c] = CandidateFit(attributes, st.loglik / st.weight, r.n_iter, r.converged, lower_bound)
     return out
