@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from daskgmm.fitting.mixture import check_n_samples, collapsed_on_rows, restart_seeds, warn_collapsed
 from daskgmm.fitting.predict import information_criteria
@@ -99,6 +101,22 @@ def _check_bayesian_params(bayesian_params, kinds, covariance_types=()) -> dict:
     return dict(bayesian_params)
 
 
+def _warn_unfinished(table, top, max_iter: int) -> None:
+    """One ConvergenceWarning naming the candidates that stopped at ``max_iter``, as each estimator
+    fitted alone warns (not for ``max_iter=0``, which asks for the initialisation only)."""
+    if max_iter <= 0 or table["converged"].all():
+        return
+
+    def name(row):
+        return f"{'bayesian ' * (row['kind'] == 'bayesian')}K={row['n_components']} {row['covariance_type']}"
+
+    left = [name(row) for _, row in table[~table["converged"]].iterrows()]
+    best = " (the best among them)" if not top["converged"] else ""
+    warnings.warn(f"{len(left)} candidate(s) did not converge within max_iter={max_iter} iterations: "
+                  f"{', '.join(left)}{best}; their criteria compare unfinished fits (the table's converged column). "
+                  "Increase max_iter or tol.", ConvergenceWarning, stacklevel=3)
+
+
 def select_model(
     X, n_components=range(1, 11), covariance_types=("full", "diag"), criterion="bic", n_init=1,
     random_state=None, *, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", sample_weight=None,
@@ -150,6 +168,12 @@ def select_model(
         candidate left with a component on fewer rows than its covariance needs (the
         likelihood's singularity, held finite by ``reg_covar`` only; such a candidate can
         win on BIC) is named in a :class:`daskgmm.fitting.mixture.CollapsedComponentWarning`.
+
+    Warns
+    -----
+    ConvergenceWarning
+        One, naming the candidates that stopped at ``max_iter`` (as each estimator fitted
+        alone warns; none for ``max_iter=0``).
 
     Returns
     -------
@@ -241,4 +265,5 @@ def select_model(
     top = ordered.iloc[0]
     key = (int(top["n_components"]), top["covariance_type"])
     best = models[("bayesian", *key) if top["kind"] == "bayesian" else key]
+    _warn_unfinished(table, top, max_iter)
     return SelectionResult(best_=best, table=table, criterion=criterion, models_=models, n_passes=data.passes)

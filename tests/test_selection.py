@@ -60,11 +60,19 @@ def test_each_candidate_equals_its_own_fit():
 def test_select_model_and_gaussian_mixture_share_the_best_restart_rule(max_iter):
     """Same restart kept, same restarts_ and lower bound, whatever max_iter (0 keeps the last restart)."""
     X, _, _ = make_blobs(n=1500, d=2, k=3, seed=4)
-    res = select_model(X, [3], "full", random_state=2, n_init=3, max_iter=max_iter, init_params="random_from_data")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", daskgmm.ConvergenceWarning)
+        res = select_model(X, [3], "full", random_state=2, n_init=3, max_iter=max_iter,
+                           init_params="random_from_data")
     alone = GaussianMixture(3, random_state=2, n_init=3, max_iter=max_iter, init_params="random_from_data")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)
+    with warnings.catch_warnings(record=True) as said_alone:
+        warnings.simplefilter("always", daskgmm.ConvergenceWarning)
         alone.fit(X)
+    # a ConvergenceWarning when the fit alone gives one (none before: user-trial-r11), naming the candidate
+    said = [str(w.message) for w in said if w.category is daskgmm.ConvergenceWarning]
+    assert len(said) == len([w for w in said_alone if w.category is daskgmm.ConvergenceWarning]) == (max_iter == 1)
+    if said:
+        assert said[0].startswith("1 candidate(s) did not converge within max_iter=1 iterations: K=3 full (the best")
     model = res.models_[(3, "full")]
     np.testing.assert_array_equal(model.means_, alone.means_)
     assert model.lower_bound_ == alone.lower_bound_
@@ -215,8 +223,12 @@ def test_select_command_takes_on_collapse(tmp_path, capsys):
     assert ("warning: K=3 full: component 2 on 1 row(s): fewer rows than its covariance needs" in err
             and "--on-collapse reinit" in err), err
     assert main(["select", str(tmp_path / "x.parquet"), "--k-min", "2", "--k-max", "3", "--covariance-types",
-                 "full", "--seed", "0", "--on-collapse", "reinit", "--out", str(out), *FAST[:-1]]) == 0
-    assert "singularity" not in capsys.readouterr().err
+                 "full", "--seed", "0", "--on-collapse", "reinit", "--max-iter", "1", "--out", str(out),
+                 *FAST[:-1]]) == 0
+    err = capsys.readouterr().err
+    assert "singularity" not in err
+    # the unfinished candidates said (ConvergenceWarning was ignored here before: user-trial-r11)
+    assert "warning: 2 candidate(s) did not converge within max_iter=1 iterations: K=2 full, K=3 full" in err, err
     assert main(["select", str(tmp_path / "x.parquet"), "--k-max", "3", "--kinds", "bayesian",
                  "--on-collapse", "reinit", "--out", str(out), *FAST]) == 2
     assert "--on-collapse reinit" in capsys.readouterr().err
