@@ -160,6 +160,12 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         self._verbose_end(fit.runs)
         set_attributes(self, fitting_studentt.studentt_attributes(fit, d, self.max_iter, data.dtype))
         self._warn_if_not_converged()
+        # a t component on a point is the Gaussian one's singularity (its scale reg_covar): said as
+        # GaussianMixture says it (rows, not the scan's weight, which counts complete rows only under
+        # missing="marginalize")
+        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows)
+        fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, remedy=(
+            "fit fewer components (heavy tails take in outliers without a component of their own)"))
         return data
 
     # ----------------------------------------------------------- predictions

@@ -489,3 +489,21 @@ def test_gross_outliers_at_one_far_value_get_their_component(init):
         near = np.abs(np.sort(est.means_, axis=0) - np.sort(sk.means_, axis=0)).max()
         assert near < 0.1, (type(est).__name__, est.means_, sk.means_)
     assert est.score(X) >= sk.score(X) - 1e-3, (est.score(X), sk.score(X))  # the Gaussian mixture
+
+
+def test_a_component_on_one_row_is_said_as_gaussian_mixtures_is():
+    """Two clusters and one far row: a t component on that row has the scale reg_covar, the Gaussian
+    singularity, which GaussianMixture names and the t mixture passed over silently (user-trial-r11). Its
+    remedy is no on_collapse, which StudentTMixture does not take."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 2 on 1 row\(s\): fewer rows than its covariance "
+                      r"needs, the likelihood's singularity \(held finite by reg_covar=1e-06 only\); fit fewer "
+                      r"components \(heavy tails take in outliers"):
+        t = StudentTMixture(3, random_state=0).fit(X)
+    assert t.weights_[2] * len(X) == pytest.approx(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        StudentTMixture(2, random_state=0).fit(X)  # the far row in a tail

@@ -219,7 +219,7 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
 
 
 def warn_collapsed(found: dict[str, list[tuple[int, float]]], reg_covar: float, stacklevel: int = 2, *,
-                   criteria: bool = False, update_params: str = "wmc") -> None:
+                   criteria: bool = False, update_params: str = "wmc", remedy: str | None = None) -> None:
     """The one :class:`CollapsedComponentWarning`: of a fit, or of ``select_model``'s candidates.
 
     Parameters
@@ -236,13 +236,16 @@ def warn_collapsed(found: dict[str, list[tuple[int, float]]], reg_covar: float, 
     update_params : str
         The groups the fit updates: the remedy named is ``on_collapse="reinit"``, unless the means are
         held fixed (then no re-seed cures it).
+    remedy : str, optional
+        The remedy to name instead (an estimator without ``on_collapse``).
     """
     which = "; ".join(f"{name}: " * bool(name) + ", ".join(f"component {j} on {rows:.3g} row(s)" for j, rows in got)
                       for name, got in found.items() if got)
     if which:
         rewarded = ", which BIC and AIC reward" if criteria else ""
-        remedy = ('on_collapse="reinit" re-seeds such components' if "m" in update_params else
-                  f"{FIXED_MEANS_REASON}; update the means, or fit fewer components")
+        if remedy is None:
+            remedy = ('on_collapse="reinit" re-seeds such components' if "m" in update_params else
+                      f"{FIXED_MEANS_REASON}; update the means, or fit fewer components")
         warnings.warn(f"{which}: fewer rows than its covariance needs, the likelihood's singularity (held finite "
                       f"by reg_covar={reg_covar:g} only{rewarded}); {remedy}",
                       CollapsedComponentWarning, stacklevel=stacklevel + 1)
