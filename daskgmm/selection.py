@@ -104,14 +104,15 @@ def _check_bayesian_params(bayesian_params, kinds, covariance_types=()) -> dict:
 def _warn_unfinished(table, top, max_iter: int) -> None:
     """One ConvergenceWarning naming the candidates that stopped at ``max_iter``, as each estimator
     fitted alone warns (not for ``max_iter=0``, which asks for the initialisation only)."""
-    if max_iter <= 0 or table["converged"].all():
+    converged = table["converged"].astype(bool)
+    if max_iter <= 0 or converged.all():
         return
 
     def name(row):
         return f"{'bayesian ' * (row['kind'] == 'bayesian')}K={row['n_components']} {row['covariance_type']}"
 
-    left = [name(row) for _, row in table[~table["converged"]].iterrows()]
-    best = " (the best among them)" if not top["converged"] else ""
+    left = [name(row) for _, row in table[~converged].iterrows()]
+    best = " (the best among them)" if not bool(top["converged"]) else ""
     warnings.warn(f"{len(left)} candidate(s) did not converge within max_iter={max_iter} iterations: "
                   f"{', '.join(left)}{best}; their criteria compare unfinished fits (the table's converged column). "
                   "Increase max_iter or tol.", ConvergenceWarning, stacklevel=3)
