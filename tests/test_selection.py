@@ -187,6 +187,20 @@ def test_cli_select_and_fit_plot(tmp_path, capsys):
     assert rc == 2 and "--k-min" in capsys.readouterr().err
 
 
+def test_a_candidate_that_fails_is_named():
+    """A collapse with reg_covar=0 stops the sweep with GaussianMixture's error, which did not say which of
+    the candidates failed (user-trial-r11): at the start (k-means put a component on the far rows) and in
+    an iteration (from random responsibilities). The candidate named fails alone, the others do not."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(6, 1, (40, 2)), [[20.0, 20.0], [20.0, 20.0], [20.0, 20.1]]]
+    for init, seed, failing in (("kmeans", 3, "K=3 full"), ("random", 0, "K=4 full")):
+        with pytest.raises(ValueError, match=r"^Fitting the mixture model failed because some components have "
+                                             rf"ill-defined .* \(select_model's candidate {failing}\)$"):
+            select_model(X, [2, 3, 4], ("full", "diag"), reg_covar=0.0, random_state=seed, init_params=init)
+    with pytest.raises(ValueError, match="ill-defined"):
+        GaussianMixture(4, reg_covar=0.0, random_state=0, init_params="random").fit(X)
+
+
 def _two_clusters_and_an_outlier():
     rng = np.random.default_rng(0)
     return np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]

@@ -10,6 +10,7 @@ states ask a pass for the same mixture statistics.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -55,15 +56,31 @@ def initial_states(data, scan, candidates: dict, priors: dict, seeds, init_param
     states = []
     for c, params in candidates.items():
         k, t = c[-2:]
-        if c[0] == "bayesian":
-            vp = fitting_variational.VariationalParams.of(params)
-            states += fitting_variational.variational_states_from_stats(
-                [stats[(k, t, s)] for s in seeds], [vp] * len(seeds), [priors[c]] * len(seeds), data.dtype)
-        else:
-            mp = fitting.MixtureParams.of(params)
-            states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [mp] * len(seeds),
-                                                data.dtype)
+        with _naming(c):
+            if c[0] == "bayesian":
+                vp = fitting_variational.VariationalParams.of(params)
+                states += fitting_variational.variational_states_from_stats(
+                    [stats[(k, t, s)] for s in seeds], [vp] * len(seeds), [priors[c]] * len(seeds), data.dtype)
+            else:
+                mp = fitting.MixtureParams.of(params)
+                states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [mp] * len(seeds),
+                                                    data.dtype)
     return states
+
+
+def candidate_name(c) -> str:
+    """A candidate's name in messages: "K=3 full", "bayesian K=3 full"."""
+    return f"{'bayesian ' * (c[0] == 'bayesian')}K={c[-2]} {c[-1]}"
+
+
+@contextlib.contextmanager
+def _naming(c):
+    """A candidate's failure (a collapsed component's ValueError, scikit-learn's sentence) says which one: a
+    sweep over many K and covariance types failed without it."""
+    try:
+        yield
+    except ValueError as exc:
+        raise type(exc)(f"{exc} (select_model's candidate {candidate_name(c)})") from exc
 
 
 def candidate_priors(data, scan, candidates: dict, priors_given: dict) -> dict:
@@ -119,7 +136,14 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
     init_seconds, init_passes = time.perf_counter() - t_init, data.passes
     if progress is not None:
         progress("init", seconds=init_seconds, resumed=resumed, runs=runs, persisted=data.persisted)
-    fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint, progress=progress)
+    try:
+        fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint,
+                             progress=progress)
+    except ValueError as exc:
+        if getattr(exc, "run", None) is None:
+            raise
+        with _naming(jobs[exc.run][0]):
+            raise
     # the best restart of each candidate (each kind's rule: the largest lower bound), then one
     # pass scores them all by the log-likelihood of their plug-in parameters
     by_candidate: dict = {}
