@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from daskgmm.fitting.mixture import check_n_samples, collapsed_on_rows, restart_seeds, warn_collapsed
 from daskgmm.fitting.predict import information_criteria
-from daskgmm.fitting.selection import fit_candidates
+from daskgmm.fitting.selection import candidate_name, fit_candidates
 from daskgmm.kernels import COVARIANCE_TYPES
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIOR_PARAMETERS
@@ -107,11 +107,8 @@ def _warn_unfinished(table, top, max_iter: int) -> None:
     converged = table["converged"].astype(bool)
     if max_iter <= 0 or converged.all():
         return
-
-    def name(row):
-        return f"{'bayesian ' * (row['kind'] == 'bayesian')}K={row['n_components']} {row['covariance_type']}"
-
-    left = [name(row) for _, row in table[~converged].iterrows()]
+    left = [candidate_name((*("bayesian",) * (row["kind"] == "bayesian"), row["n_components"], row["covariance_type"]))
+            for _, row in table[~converged].iterrows()]
     best = " (the best among them)" if not bool(top["converged"]) else ""
     warnings.warn(f"{len(left)} candidate(s) did not converge within max_iter={max_iter} iterations: "
                   f"{', '.join(left)}{best}; their criteria compare unfinished fits (the table's converged column). "
