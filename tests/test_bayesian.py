@@ -187,6 +187,28 @@ def test_a_changed_prior_type_is_refused_by_predictions_warm_start_and_save(tmp_
         assert est.n_iter_ == 2
 
 
+def test_a_spherical_covariance_prior_is_one_positive_number():
+    """A list of one number was a TypeError from float(); an array of a negative number failed in the fit
+    with the collapse message, and of zero or NaN went on (user-trial-r11). Refused in scikit-learn's words
+    for the other types' priors."""
+    x = np.random.default_rng(0).normal(size=(30, 2))
+
+    def prior(value):
+        return BayesianGaussianMixture(n_components=2, covariance_type="spherical", covariance_prior=value,
+                                       max_iter=2, random_state=0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for value in ([2.0], np.array(2.0), np.array([[2.0]]), 2.0):
+            assert prior(value).fit(x).covariance_prior_ == 2.0
+    for value, said in ((np.array(-1.0), "'spherical precision' should be positive"),
+                        (np.array(0.0), "'spherical precision' should be positive"),
+                        (np.array(np.nan), "Input covariance_prior contains NaN"),
+                        ([2.0, 2.0], r"'spherical covariance_prior' should be one number, but got shape \(2,\)")):
+        with pytest.raises(ValueError, match=said):
+            prior(value).fit(x)
+
+
 def test_degrees_of_freedom_prior_message(blobs3):
     with pytest.raises(ValueError, match=r"should be greater than 2, but got 1\.500"):
         BayesianGaussianMixture(degrees_of_freedom_prior=1.5).fit(blobs3)
