@@ -168,6 +168,7 @@ class BayesianGaussianMixture(BaseMixture):
             fitting_mixture.check_warm_features(type(self).__name__, self.means_.shape[1], d)
             fitting_mixture.check_continued_model(type(self).__name__, self.means_, self.covariances_,
                                                   self.precisions_cholesky_, self.n_components, self.covariance_type)
+            self._check_prior_type("warm_start")
         priors = fitting_variational.variational_priors(
             data, scan, params, weight_concentration_prior=self.weight_concentration_prior,
             mean_precision_prior=self.mean_precision_prior, mean_prior=self.mean_prior,
@@ -191,6 +192,30 @@ class BayesianGaussianMixture(BaseMixture):
         self.n_effective_components_ = effective_components(self.weights_)
         self._warn_if_not_converged()
         return data
+
+    def _check_fitted(self):
+        """As :meth:`BaseMixture._check_fitted`, and the prior type too (see :meth:`_check_prior_type`)."""
+        super()._check_fitted()
+        self._check_prior_type("fitted")
+
+    def _check_prior_type(self, how: str) -> None:
+        """The fitted posterior's ``weight_concentration_`` has the form of its prior type (a pair of arrays for
+        the Dirichlet process, one array for the distribution). After ``set_params`` changed
+        ``weight_concentration_prior_type``, predictions, a warm start and ``save`` read it as the other form:
+        scikit-learn's (and ours before) failed inside NumPy one way and took the Dirichlet distribution's
+        concentrations as the process's two arrays the other way, silently; the saved model did not load."""
+        fitted = "dirichlet_process" if np.ndim(self.weight_concentration_) == 2 else "dirichlet_distribution"
+        now = self.weight_concentration_prior_type
+        if fitted == now:
+            return
+        name = type(self).__name__
+        if how == "fitted":
+            raise ValueError(f"{name} was fitted with weight_concentration_prior_type={fitted!r}, but its parameters "
+                             f"say {now!r}: set_params after fit does not change the fitted model. Fit it again, "
+                             "or set it back.")
+        raise ValueError(f"{name}(warm_start=True) continues the fitted model, which has "
+                         f"weight_concentration_prior_type={fitted!r}, but the parameters say {now!r}. Set "
+                         "warm_start=False to fit a new model of that form.")
 
     def _set_priors(self, priors: dict, dtype) -> None:
         for name, value in fitting_variational.prior_attributes(priors, dtype).items():

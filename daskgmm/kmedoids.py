@@ -272,6 +272,13 @@ default="k-medoids++"
             raise TypeError("cannot save a KMedoids with a callable metric: a model file holds data, never code")
         # a model file saying the parameters' n_clusters beside the fitted medoids would not load
         check_continued_centers(type(self).__name__, self.cluster_centers_, self.n_clusters, "fitted")
+        # the file's parameters name the metric the loaded model computes with: after set_params changed it,
+        # the medoids chosen under the fitted one were saved under the new one (a model that predicts otherwise)
+        fitted = self._dissimilarity.metric
+        if not (self.metric is fitted or (isinstance(self.metric, str) and self.metric == fitted)):
+            raise ValueError(f"{type(self).__name__} was fitted with metric={self._dissimilarity.name!r}, but its "
+                             f"parameters say metric={self.metric!r}: set_params after fit does not change the "
+                             "fitted model (its predictions use the fitted metric). Fit it again, or set it back.")
         return fitting_kmedoids.export_kmedoids(self)
 
     def import_state(self, arrays, meta):

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from daskgmm.fitting.mixture import check_n_samples, collapsed_on_rows, restart_seeds, warn_collapsed
 from daskgmm.fitting.predict import information_criteria
-from daskgmm.fitting.selection import fit_candidates
+from daskgmm.fitting.selection import candidate_name, fit_candidates
 from daskgmm.kernels import COVARIANCE_TYPES
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIOR_PARAMETERS
@@ -45,7 +47,9 @@ class SelectionResult:
     models_ : dict
         Every fitted candidate: gaussian ones keyed by ``(n_components,
         covariance_type)``, bayesian ones by ``("bayesian", n_components,
-        covariance_type)``.
+        covariance_type)``. Each has the attributes of the estimator fitted alone
+        (``init_seconds_``, ``init_passes_`` and ``n_passes_`` those of the shared
+        passes), so ``partial_fit`` and ``warm_start`` continue it.
     n_passes : int
         Passes over the data, all candidates together (scan, prior covariance,
         initialisation, EM, and the final scoring pass).
@@ -95,6 +99,20 @@ def _check_bayesian_params(bayesian_params, kinds, covariance_types=()) -> dict:
             "sweeps several: leave it out (the default is the data's covariance) or select over one type"
         )
     return dict(bayesian_params)
+
+
+def _warn_unfinished(table, top, max_iter: int) -> None:
+    """One ConvergenceWarning naming the candidates that stopped at ``max_iter``, as each estimator
+    fitted alone warns (not for ``max_iter=0``, which asks for the initialisation only)."""
+    converged = table["converged"].astype(bool)
+    if max_iter <= 0 or converged.all():
+        return
+    left = [candidate_name((*("bayesian",) * (row["kind"] == "bayesian"), row["n_components"], row["covariance_type"]))
+            for _, row in table[~converged].iterrows()]
+    best = " (the best among them)" if not bool(top["converged"]) else ""
+    warnings.warn(f"{len(left)} candidate(s) did not converge within max_iter={max_iter} iterations: "
+                  f"{', '.join(left)}{best}; their criteria compare unfinished fits (the table's converged column). "
+                  "Increase max_iter or tol.", ConvergenceWarning, stacklevel=3)
 
 
 def select_model(
@@ -148,6 +166,12 @@ def select_model(
         candidate left with a component on fewer rows than its covariance needs (the
         likelihood's singularity, held finite by ``reg_covar`` only; such a candidate can
         win on BIC) is named in a :class:`daskgmm.fitting.mixture.CollapsedComponentWarning`.
+
+    Warns
+    -----
+    ConvergenceWarning
+        One, naming the candidates that stopped at ``max_iter`` (as each estimator fitted
+        alone warns; none for ``max_iter=0``).
 
     Returns
     -------
@@ -241,4 +265,5 @@ def select_model(
     top = ordered.iloc[0]
     key = (int(top["n_components"]), top["covariance_type"])
     best = models[("bayesian", *key) if top["kind"] == "bayesian" else key]
+    _warn_unfinished(table, top, max_iter)
     return SelectionResult(best_=best, table=table, criterion=criterion, models_=models, n_passes=data.passes)

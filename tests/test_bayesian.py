@@ -163,6 +163,52 @@ def test_too_few_rows_and_a_warm_start_on_other_features_are_refused_in_scikit_l
         warm.fit(np.hstack([x, x[:, :1]]))
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_changed_prior_type_is_refused_by_predictions_warm_start_and_save(tmp_path):
+    """set_params(weight_concentration_prior_type=...) after fit, as a changed n_components is in
+    test_mixture: the Dirichlet process's pair of arrays read as the distribution's one failed inside NumPy
+    and its saved model did not load; the other way the predictions took the concentrations as the pair,
+    silently, and a warm start continued from that (scikit-learn's do both: user-trial-r11)."""
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    types = {"dirichlet_process": "dirichlet_distribution", "dirichlet_distribution": "dirichlet_process"}
+    for fitted, other in types.items():
+        est = BayesianGaussianMixture(n_components=2, max_iter=2, random_state=0,
+                                      weight_concentration_prior_type=fitted).fit(x)
+        est.set_params(weight_concentration_prior_type=other)
+        said = rf"fitted with weight_concentration_prior_type='{fitted}', but its parameters say '{other}'"
+        for call in (est.predict, est.score_samples, lambda x, est=est: est.sample(2),
+                     lambda x, est=est: est.save(tmp_path / "m")):
+            with pytest.raises(ValueError, match=rf"^BayesianGaussianMixture was {said}: set_params after fit"):
+                call(x)
+        with pytest.raises(ValueError, match=rf"^BayesianGaussianMixture\(warm_start=True\) continues the fitted "
+                                             rf"model, which has weight_concentration_prior_type='{fitted}'"):
+            est.set_params(warm_start=True).fit(x)
+        est.set_params(weight_concentration_prior_type=fitted).fit(x)  # the same form continues
+        assert est.n_iter_ == 2
+
+
+def test_a_spherical_covariance_prior_is_one_positive_number():
+    """A list of one number was a TypeError from float(); an array of a negative number failed in the fit
+    with the collapse message, and of zero or NaN went on (user-trial-r11). Refused in scikit-learn's words
+    for the other types' priors."""
+    x = np.random.default_rng(0).normal(size=(30, 2))
+
+    def prior(value):
+        return BayesianGaussianMixture(n_components=2, covariance_type="spherical", covariance_prior=value,
+                                       max_iter=2, random_state=0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for value in ([2.0], np.array(2.0), np.array([[2.0]]), 2.0):
+            assert prior(value).fit(x).covariance_prior_ == 2.0
+    for value, said in ((np.array(-1.0), "'spherical precision' should be positive"),
+                        (np.array(0.0), "'spherical precision' should be positive"),
+                        (np.array(np.nan), "Input covariance_prior contains NaN"),
+                        ([2.0, 2.0], r"'spherical covariance_prior' should be one number, but got shape \(2,\)")):
+        with pytest.raises(ValueError, match=said):
+            prior(value).fit(x)
+
+
 def test_degrees_of_freedom_prior_message(blobs3):
     with pytest.raises(ValueError, match=r"should be greater than 2, but got 1\.500"):
         BayesianGaussianMixture(degrees_of_freedom_prior=1.5).fit(blobs3)

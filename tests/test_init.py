@@ -142,3 +142,33 @@ def test_small_data_fit_is_the_same_for_weights_and_repeated_rows_in_any_order()
     pts, wts, shift = I._distinct_rows(np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0]]), np.array([1.0, 2.0, 3.0]))
     np.testing.assert_array_equal(pts + shift, [[0.0, 2.0], [1.0, 0.0]])
     np.testing.assert_array_equal(wts, [2.0, 4.0])
+
+
+def test_the_kmeans_start_on_fewer_distinct_points_than_components_warns_as_scikit_learns():
+    """scikit-learn's mixtures say it through their KMeans start (a ConvergenceWarning); ours said nothing
+    and fitted components of weight 0 beside ones on single points (user-trial-r11). Not for the starts
+    from chosen rows, as scikit-learn's."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    import daskgmm
+
+    X = np.repeat(np.random.default_rng(0).normal(size=(3, 2)), 20, axis=0)
+
+    def said(fit):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit()
+        return [str(w.message) for w in caught if w.category is ConvergenceWarning]
+
+    expected = said(lambda: SkGMM(5, random_state=0).fit(X))
+    assert expected == ["Number of distinct clusters (3) found smaller than n_clusters (5). Possibly due to "
+                        "duplicate points in X."]
+    for est in (daskgmm.GaussianMixture(5, random_state=0), daskgmm.BayesianGaussianMixture(n_components=5),
+                daskgmm.StudentTMixture(5, random_state=0)):
+        assert said(lambda est=est: est.fit(da.from_array(X, chunks=25))) == expected, est
+    assert said(lambda: daskgmm.GaussianMixture(5, init_params="random_from_data", random_state=0).fit(X)) == []
+    assert said(lambda: daskgmm.GaussianMixture(3, random_state=0).fit(X)) == []
+    assert said(lambda: daskgmm.select_model(X, [2, 5], "diag", random_state=0)) == expected

@@ -1,6 +1,7 @@
 """KMedoids: the kernels against scikit-learn and SciPy, FasterPAM against the kmedoids package, the
 estimator for any chunking and input, inside scikit-learn, in model files and with a killed worker."""
 
+import json
 import os
 import signal
 import time
@@ -531,4 +532,21 @@ def test_save_after_set_params_changed_n_clusters_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"^KMedoids was fitted with 3 centres, but its parameters say n_clusters=4"):
         m.save(tmp_path / "m")
     assert not (tmp_path / "m").exists()
-    m.set_params(n_clusters=3).save(tmp_path / "m")
+    # another metric: the file named it beside the medoids fitted under euclidean, and the loaded model
+    # computed with it (user-trial-r11); the fitted model itself predicts with the fitted metric
+    m.set_params(n_clusters=3)
+    fitted = m.transform(X[:5])
+    m.set_params(metric="manhattan")
+    np.testing.assert_array_equal(m.transform(X[:5]), fitted)
+    with pytest.raises(ValueError, match=r"^KMedoids was fitted with metric='euclidean', but its parameters say "
+                                         r"metric='manhattan': set_params after fit"):
+        m.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    m.set_params(metric="euclidean").save(tmp_path / "m")
+    np.testing.assert_array_equal(daskgmm.load(tmp_path / "m").transform(X[:5]), fitted)
+    # such a file, written before, does not load
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    doc["params"]["metric"] = "manhattan"
+    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(daskgmm.ModelFileError, match="fitted with metric='euclidean', its parameters say 'manhattan'"):
+        daskgmm.load(tmp_path / "m")

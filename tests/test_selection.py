@@ -32,6 +32,10 @@ def test_selection_recovers_true_k():
     assert res.models_[(4, "diag")].n_components == 4
 
 
+def _fitted_names(est):
+    return sorted(k for k in vars(est) if k.endswith("_") and not k.startswith("_"))
+
+
 def test_each_candidate_equals_its_own_fit():
     """Lockstep changes nothing: every candidate is the fit GaussianMixture would make."""
     X, _, _ = make_blobs(n=2000, d=2, k=3, seed=12)
@@ -42,6 +46,12 @@ def test_each_candidate_equals_its_own_fit():
         np.testing.assert_allclose(model.means_, alone.means_, rtol=1e-9, atol=1e-9)
         assert model.n_iter_ == alone.n_iter_
         slowest = max(slowest, alone.n_passes_)
+        # every attribute of the fit alone, so what continues a fit continues a candidate: partial_fit
+        # read n_batches_, which a candidate lacked (an AttributeError, user-trial-r11)
+        assert _fitted_names(model) == _fitted_names(alone)
+        assert (model.n_batches_, model.n_rows_seen_) == (alone.n_batches_, alone.n_rows_seen_) == (1, len(X))
+        np.testing.assert_allclose(model.partial_fit(X[:300]).means_, alone.partial_fit(X[:300]).means_, rtol=1e-9,
+                                   atol=1e-9)
     # in lockstep: all eight runs together take the passes of the slowest alone, plus the scoring pass
     assert res.n_passes <= slowest + 1
 
@@ -50,11 +60,19 @@ def test_each_candidate_equals_its_own_fit():
 def test_select_model_and_gaussian_mixture_share_the_best_restart_rule(max_iter):
     """Same restart kept, same restarts_ and lower bound, whatever max_iter (0 keeps the last restart)."""
     X, _, _ = make_blobs(n=1500, d=2, k=3, seed=4)
-    res = select_model(X, [3], "full", random_state=2, n_init=3, max_iter=max_iter, init_params="random_from_data")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", daskgmm.ConvergenceWarning)
+        res = select_model(X, [3], "full", random_state=2, n_init=3, max_iter=max_iter,
+                           init_params="random_from_data")
     alone = GaussianMixture(3, random_state=2, n_init=3, max_iter=max_iter, init_params="random_from_data")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)
+    with warnings.catch_warnings(record=True) as said_alone:
+        warnings.simplefilter("always", daskgmm.ConvergenceWarning)
         alone.fit(X)
+    # a ConvergenceWarning when the fit alone gives one (none before: user-trial-r11), naming the candidate
+    said = [str(w.message) for w in said if w.category is daskgmm.ConvergenceWarning]
+    assert len(said) == len([w for w in said_alone if w.category is daskgmm.ConvergenceWarning]) == (max_iter == 1)
+    if said:
+        assert said[0].startswith("1 candidate(s) did not converge within max_iter=1 iterations: K=3 full (the best")
     model = res.models_[(3, "full")]
     np.testing.assert_array_equal(model.means_, alone.means_)
     assert model.lower_bound_ == alone.lower_bound_
@@ -169,6 +187,20 @@ def test_cli_select_and_fit_plot(tmp_path, capsys):
     assert rc == 2 and "--k-min" in capsys.readouterr().err
 
 
+def test_a_candidate_that_fails_is_named():
+    """A collapse with reg_covar=0 stops the sweep with GaussianMixture's error, which did not say which of
+    the candidates failed (user-trial-r11): at the start (k-means put a component on the far rows) and in
+    an iteration (from random responsibilities). The candidate named fails alone, the others do not."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (40, 2)), rng.normal(6, 1, (40, 2)), [[20.0, 20.0], [20.0, 20.0], [20.0, 20.1]]]
+    for init, seed, failing in (("kmeans", 3, "K=3 full"), ("random", 0, "K=4 full")):
+        with pytest.raises(ValueError, match=r"^Fitting the mixture model failed because some components have "
+                                             rf"ill-defined .* \(select_model's candidate {failing}\)$"):
+            select_model(X, [2, 3, 4], ("full", "diag"), reg_covar=0.0, random_state=seed, init_params=init)
+    with pytest.raises(ValueError, match="ill-defined"):
+        GaussianMixture(4, reg_covar=0.0, random_state=0, init_params="random").fit(X)
+
+
 def _two_clusters_and_an_outlier():
     rng = np.random.default_rng(0)
     return np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
@@ -205,8 +237,12 @@ def test_select_command_takes_on_collapse(tmp_path, capsys):
     assert ("warning: K=3 full: component 2 on 1 row(s): fewer rows than its covariance needs" in err
             and "--on-collapse reinit" in err), err
     assert main(["select", str(tmp_path / "x.parquet"), "--k-min", "2", "--k-max", "3", "--covariance-types",
-                 "full", "--seed", "0", "--on-collapse", "reinit", "--out", str(out), *FAST[:-1]]) == 0
-    assert "singularity" not in capsys.readouterr().err
+                 "full", "--seed", "0", "--on-collapse", "reinit", "--max-iter", "1", "--out", str(out),
+                 *FAST[:-1]]) == 0
+    err = capsys.readouterr().err
+    assert "singularity" not in err
+    # the unfinished candidates said (ConvergenceWarning was ignored here before: user-trial-r11)
+    assert "warning: 2 candidate(s) did not converge within max_iter=1 iterations: K=2 full, K=3 full" in err, err
     assert main(["select", str(tmp_path / "x.parquet"), "--k-max", "3", "--kinds", "bayesian",
                  "--on-collapse", "reinit", "--out", str(out), *FAST]) == 2
     assert "--on-collapse reinit" in capsys.readouterr().err

@@ -53,6 +53,9 @@ def test_each_bayesian_candidate_equals_its_own_fit_and_shares_the_passes(bayesi
             np.testing.assert_allclose(mine["lower_bound"], theirs["lower_bound"], rtol=1e-10)
         assert model.n_effective_components_ == alone.n_effective_components_
         assert model.weight_concentration_prior_ == alone.weight_concentration_prior_
+        # every attribute of the fit alone (init_passes_ and n_passes_ were missing)
+        assert sorted(k for k in vars(model) if k.endswith("_") and not k.startswith("_")) == sorted(
+            k for k in vars(alone) if k.endswith("_") and not k.startswith("_"))
         np.testing.assert_allclose(model.predict_proba(X), alone.predict_proba(X), rtol=1e-8, atol=1e-12)
         if ct == "full":
             init_passes = alone.init_passes_  # the scan, the prior covariance, the initialisation

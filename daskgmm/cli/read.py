@@ -239,7 +239,7 @@ def cmd_select(o, log, metrics):
         ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
         report = Reporter(o.quiet)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("always", ConvergenceWarning)  # one, naming the unfinished candidates
             warnings.simplefilter("always", DataWarning)
             warnings.simplefilter("always", DegenerateDataWarning)
             res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,

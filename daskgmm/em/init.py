@@ -362,6 +362,23 @@ def label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
     return ModelSpec(nat, covariance_type, "hard", precise=precise)
 
 
+def warn_fewer_clusters(jobs, stats) -> None:
+    """scikit-learn's ``KMeans`` warning, which its mixtures' "kmeans" start gives: k-means labelled the rows
+    with fewer clusters than components (fewer distinct points: duplicate rows), so a component starts, and
+    stays, empty (weight 0) while the others sit on single points. Once per (n_components, seed)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning  # here: workers import this module without scikit-learn
+
+    said = set()
+    for (k, _, s), st in zip(jobs, stats, strict=True):
+        distinct = int(np.count_nonzero(np.asarray(st.n) > 0))
+        if distinct < k and (k, s) not in said:
+            said.add((k, s))
+            warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
+                          "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=2)
+
+
 def mixture_init_stats(
     data: ChunkedData, centre, *, method: str, jobs: list[tuple],
     kmeans_tol: float = 1e-4, kmeans_max_iter: int = MIXTURE_KMEANS_MAX_ITER, chosen_labels: bool = False,
@@ -407,7 +424,10 @@ def mixture_init_stats(
         if method != "kmeans" and not chosen_labels:
             return [points_stats(by_key[(k, s)], centre, ct) for k, ct, s in jobs]
         specs = [label_spec(by_key[(k, s)], centre, ct, data.dtype) for k, ct, s in jobs]
-        return data.run([MixtureRequest(specs)], centre)[0]
+        stats = data.run([MixtureRequest(specs)], centre)[0]
+        if method == "kmeans":
+            warn_fewer_clusters(jobs, stats)
+        return stats
     if method == "random":
         d = data.n_features
         specs = [

@@ -122,7 +122,13 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
         seconds = time.perf_counter() - t0
         for r, st in zip(active, stats):
             obj = r.state.objective(st)
-            new = r.state.update(st)
+            try:
+                new = r.state.update(st)
+            except ValueError as exc:
+                # which run failed (a collapse): a caller fitting several names it (by identity: a Run's == compares
+                # its arrays)
+                exc.run = next(i for i, q in enumerate(runs) if q is r)
+                raise
             # the first iteration has no previous objective (a run starts at ±inf, a warm start at its own):
             # the convergence test takes the infinite change (never converged), the history None (no change)
             first = not np.isfinite(r.objective)

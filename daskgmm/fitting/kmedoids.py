@@ -322,6 +322,8 @@ def import_kmedoids(arrays, meta, n_clusters: int, metric) -> dict:
         raise ValueError(f"medoid_indices_ must be {k} row numbers, got shape {rows.shape} of {rows.dtype}")
     if callable(metric) or metric not in kernel.METRICS:
         raise ValueError(f"metric {metric!r} cannot be read from a model file")
+    if meta.get("metric", metric) != metric:  # a file saved after set_params changed the metric (now refused)
+        raise ValueError(f"its medoids were fitted with metric={meta['metric']!r}, its parameters say {metric!r}")
     centre = np.asarray(arrays["metric_centre"], np.float64)
     transform = arrays.get("metric_transform")
     if metric in DATA_DEPENDENT and transform is None:

@@ -10,6 +10,7 @@ states ask a pass for the same mixture statistics.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -30,7 +31,8 @@ class CandidateFit:
     Attributes
     ----------
     attributes : dict
-        Its estimator's fitted attributes (priors included for a bayesian candidate).
+        Its estimator's fitted attributes (priors included for a bayesian candidate; ``init_seconds_``,
+        ``init_passes_`` and ``n_passes_`` those of the passes all candidates shared).
     log_likelihood : float
         Mean log-likelihood per row of the Gaussian mixture with its plug-in parameters.
     n_iter : int
@@ -54,15 +56,31 @@ def initial_states(data, scan, candidates: dict, priors: dict, seeds, init_param
     states = []
     for c, params in candidates.items():
         k, t = c[-2:]
-        if c[0] == "bayesian":
-            vp = fitting_variational.VariationalParams.of(params)
-            states += fitting_variational.variational_states_from_stats(
-                [stats[(k, t, s)] for s in seeds], [vp] * len(seeds), [priors[c]] * len(seeds), data.dtype)
-        else:
-            mp = fitting.MixtureParams.of(params)
-            states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [mp] * len(seeds),
-                                                data.dtype)
+        with _naming(c):
+            if c[0] == "bayesian":
+                vp = fitting_variational.VariationalParams.of(params)
+                states += fitting_variational.variational_states_from_stats(
+                    [stats[(k, t, s)] for s in seeds], [vp] * len(seeds), [priors[c]] * len(seeds), data.dtype)
+            else:
+                mp = fitting.MixtureParams.of(params)
+                states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [mp] * len(seeds),
+                                                    data.dtype)
     return states
+
+
+def candidate_name(c) -> str:
+    """A candidate's name in messages: "K=3 full", "bayesian K=3 full"."""
+    return f"{'bayesian ' * (c[0] == 'bayesian')}K={c[-2]} {c[-1]}"
+
+
+@contextlib.contextmanager
+def _naming(c):
+    """A candidate's failure (a collapsed component's ValueError, scikit-learn's sentence) says which one: a
+    sweep over many K and covariance types failed without it."""
+    try:
+        yield
+    except ValueError as exc:
+        raise type(exc)(f"{exc} (select_model's candidate {candidate_name(c)})") from exc
 
 
 def candidate_priors(data, scan, candidates: dict, priors_given: dict) -> dict:
@@ -115,10 +133,17 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
         runs = [Run(st) for st in initial_states(data, scan, candidates, priors, seeds, init_params)]
         if checkpoint is not None:
             checkpoint.save(runs, extra={"rng": {"generator": fitting.RNG_NOTE, "restart_seeds": seeds}})
+    init_seconds, init_passes = time.perf_counter() - t_init, data.passes
     if progress is not None:
-        progress("init", seconds=time.perf_counter() - t_init, resumed=resumed, runs=runs,
-                 persisted=data.persisted)
-    fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint, progress=progress)
+        progress("init", seconds=init_seconds, resumed=resumed, runs=runs, persisted=data.persisted)
+    try:
+        fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint,
+                             progress=progress)
+    except ValueError as exc:
+        if getattr(exc, "run", None) is None:
+            raise
+        with _naming(jobs[exc.run][0]):
+            raise
     # the best restart of each candidate (each kind's rule: the largest lower bound), then one
     # pass scores them all by the log-likelihood of their plug-in parameters
     by_candidate: dict = {}
@@ -142,5 +167,9 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
             attributes.update(fitting_variational.prior_attributes(priors[c], data.dtype))
         else:
             attributes = fitting.fitted_attributes(r, by_candidate[c], lower_bound, max_iter, data.dtype)
+            # as GaussianMixture.fit: the fit is its first batch, so partial_fit continues the candidate
+            attributes.update(n_batches_=1, n_rows_seen_=int(data.n_rows))
+        # the passes every candidate shared (the final scoring pass included)
+        attributes.update(init_seconds_=init_seconds, init_passes_=init_passes, n_passes_=data.passes)
         out[c] = CandidateFit(attributes, st.loglik / st.weight, r.n_iter, r.converged, lower_bound)
     return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from daskgmm.em.init import kmeans_tolerance, label_spec, mixture_init_stats, sample_kmeans
+from daskgmm.em.init import kmeans_tolerance, label_spec, mixture_init_stats, sample_kmeans, warn_fewer_clusters
 from daskgmm.em.loop import Run, lockstep
 from daskgmm.fitting.mixture import FitParams, MixtureFit, fit_runs, fitted_attributes
 from daskgmm.kernels import MixtureRequest, chunk_pass
@@ -125,6 +125,8 @@ def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> 
         centers = sample_kmeans(data, centre, [p.n_components] * len(seeds), seeds, tol=tol_scaled, tries=1)
         stats = rows.run([MixtureRequest([label_spec(c, centre, p.covariance_type, np.float64)
                                           for c in centers])], centre)[0]
+        if full:  # the sample is the data: its labels say the distinct clusters, as the Gaussian start's do
+            warn_fewer_clusters([(p.n_components, p.covariance_type, seed)], stats[:1])
         options = p.state_options(data.dtype)
         runs = []
         for st in stats:

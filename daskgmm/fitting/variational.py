@@ -93,7 +93,15 @@ def variational_priors(data, scan, params: VariationalParams, *, weight_concentr
         else:
             out["covariance_prior"] = t.from_variances(scan.m2 / (scan.weight - 1.0))
     elif t.component_shape(d) == ():
-        out["covariance_prior"] = np.asarray(float(covariance_prior))
+        # one positive number, as the float the parameter's constraint takes: an array of one value too (a list
+        # was a TypeError from float(), a negative, zero or NaN array passed on to fail in the fit or not at all)
+        c = check_array(np.reshape(covariance_prior, -1), dtype=[np.float64, np.float32], ensure_2d=False,
+                        input_name="covariance_prior")
+        if c.shape != (1,):
+            raise ValueError(f"The parameter '{ct} covariance_prior' should be one number, but got shape "
+                             f"{np.shape(covariance_prior)}")
+        t.check_precisions(c, f"{ct} precision")
+        out["covariance_prior"] = np.asarray(float(c[0]))
     else:
         c = check_array(covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False)
         check_shape(c, t.component_shape(d), f"{ct} covariance_prior")
