@@ -130,10 +130,10 @@ def test_a_numpy_fit_on_a_cluster_sends_its_rows_without_distributeds_large_grap
 def test_predictions_send_a_large_models_parameters_to_the_workers_once_not_in_the_graph(process_client, monkeypatch,
                                                                                            tmp_path):
     """predict, predict_proba, score_samples, score, transform and write_predictions on Dask rows (the command's
-    predict, score and --predictions-out) put a fitted model's parameters in the graph by value: KMeans on
-    sparse rows of 2**18 features, K=8, gave "Sending large graph of size 16 MiB" (a full-covariance mixture of
-    K=50, D=1000 has 400 MB of them). Over ``INLINE_BYTES`` they go to the workers once, as a pass's plan does
-    (``engine.cluster.ship``), with the bits of the graph that holds them."""
+    predict, score and --predictions-out), and write_sample, put a fitted model's parameters in the graph by
+    value: KMeans on sparse rows of 2**18 features, K=8, gave "Sending large graph of size 16 MiB" (a
+    full-covariance mixture of K=50, D=1000 has 400 MB of them). Over ``INLINE_BYTES`` they go to the workers
+    once, as a pass's plan does (``engine.cluster.ship``), with the bits of the graph that holds them."""
     import dask
     import pandas as pd
     import scipy.sparse as sp
@@ -164,6 +164,7 @@ def test_predictions_send_a_large_models_parameters_to_the_workers_once_not_in_t
     with process_client.as_current(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
         want = dask.compute(*lazy(), gm.predict(Xg), gm.predict_proba(Xg))  # the parameters in the graph
+        gm.write_sample(tmp_path / "s0", 50, random_state=0, chunk_rows=25)
     monkeypatch.setattr(cluster, "INLINE_BYTES", 8 << 10)
     with process_client.as_current(), warnings.catch_warnings(), \
             dask.config.set({"distributed.admin.large-graph-warning-threshold": "24kB"}):
@@ -174,6 +175,8 @@ def test_predictions_send_a_large_models_parameters_to_the_workers_once_not_in_t
         assert gm.write_predictions(Xg, tmp_path / "p", proba=True, loglik=True) == 60
         written = pd.read_parquet(tmp_path / "p").to_numpy()
         np.testing.assert_array_equal(written, np.column_stack([*want[-2:], want[0]]))
+        assert gm.write_sample(tmp_path / "s", 50, random_state=0, chunk_rows=25) == 50  # the command's sample
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s"), pd.read_parquet(tmp_path / "s0"))
 
 
 def _fit_in_a_task(seed):

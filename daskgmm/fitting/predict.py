@@ -249,18 +249,17 @@ def part_seed(random_state) -> int:
 
 
 def sample_parts(part_rows, random_state, weights, means, covariances, covariance_type, names, df=None) -> list:
-    """One callable per part of ``part_rows`` rows drawn from the mixture, returning its column dict.
+    """One ``(callable, *args)`` per part of ``part_rows`` rows drawn from the mixture: the callable, called
+    with the args, returns the part's column dict.
 
     Each part is drawn from a seed derived from ``random_state`` and the part number, by
     the task that writes it (:func:`daskgmm.io.outputs.write_parts`), so a worker holds one
     part per thread. Columns: ``names`` and ``component``. With ``df`` (per component) the
-    components are Student-t with scales ``covariances``.
+    components are Student-t with scales ``covariances``. The means and covariances are
+    :func:`shipped`: in every write task when small, else futures sent to the workers once.
     """
-    import functools
-
     seed = part_seed(random_state)
     w = np.asarray(weights, np.float64)
-    args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(covariances, np.float64), covariance_type,
-            list(names), np.asarray(means).dtype)
-    df = None if df is None else np.asarray(df, np.float64)
-    return [functools.partial(blocks.sample_part, n, seed, i, *args, df=df) for i, n in enumerate(part_rows)]
+    args = (w / w.sum(), shipped(np.asarray(means, np.float64)), shipped(np.asarray(covariances, np.float64)),
+            covariance_type, list(names), np.asarray(means).dtype, None if df is None else np.asarray(df, np.float64))
+    return [(blocks.sample_part, n, seed, i, *args) for i, n in enumerate(part_rows)]
