@@ -127,6 +127,58 @@ def test_a_numpy_fit_on_a_cluster_sends_its_rows_without_distributeds_large_grap
             KMeans(3, n_init=1, random_state=0, max_iter=5).fit(X)
 
 
+def test_predictions_send_a_large_models_parameters_to_the_workers_once_not_in_the_graph(process_client, monkeypatch,
+                                                                                           tmp_path):
+    """predict, predict_proba, score_samples, score, transform and write_predictions on Dask rows (the command's
+    predict, score and --predictions-out), and write_sample, put a fitted model's parameters in the graph by
+    value: KMeans on sparse rows of 2**18 features, K=8, gave "Sending large graph of size 16 MiB" (a
+    full-covariance mixture of K=50, D=1000 has 400 MB of them). Over ``INLINE_BYTES`` they go to the workers
+    once, as a pass's plan does (``engine.cluster.ship``), with the bits of the graph that holds them."""
+    import dask
+    import pandas as pd
+    import scipy.sparse as sp
+
+    import daskgmm.engine.cluster as cluster
+    from daskgmm import KMeans, KMedoids
+
+    rng = np.random.default_rng(0)
+    Xg, Xk = rng.normal(size=(60, 100)), rng.normal(size=(60, 1000))
+    Xk[np.abs(Xk) < 1.0] = 0.0  # the same rows as sparse chunks
+    # fitted models of 30-160 kB of parameters, set as a model file sets them (a fit here takes ~0.4 s)
+    gm, km, kmed = GaussianMixture(2, covariance_type="full"), KMeans(4), KMedoids(4)
+    gm.import_state({"weights_": np.array([0.4, 0.6]), "means_": Xg[:2],
+                     "precisions_cholesky_": np.stack([np.eye(100), 2 * np.eye(100)])},
+                    {"n_components": 2, "covariance_type": "full", "n_features": 100})
+    km.import_state({"cluster_centers_": Xk[:4]}, {"n_components": 4, "n_features": 1000})
+    kmed.import_state({"cluster_centers_": Xk[:4], "medoid_indices_": np.arange(4), "metric_centre": Xk.mean(0)},
+                      {"n_components": 4, "n_features": 1000, "metric": "euclidean"})
+    # the rows persisted (the graphs name their keys), on one worker: no transfers, which a busy host slows down
+    first = sorted(process_client.nthreads())[:1]
+    Xg, Xd = (process_client.persist(da.from_array(x, chunks=(20, x.shape[1])), workers=first) for x in (Xg, Xk))
+    Xs = process_client.persist(da.from_array(sp.csr_array(Xk), chunks=(20, 1000), asarray=False), workers=first)
+
+    def lazy():  # every kind of prediction graph: a mixture's, k-means' on dense and sparse rows, k-medoids'
+        return (gm.score_samples(Xg), km.predict(Xd), km.transform(Xd), km.predict(Xs), km.transform(Xs),
+                kmed.predict(Xd), kmed.transform(Xd))
+
+    with process_client.as_current(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+        want = dask.compute(*lazy(), gm.predict(Xg), gm.predict_proba(Xg))  # the parameters in the graph
+        gm.write_sample(tmp_path / "s0", 50, random_state=0, chunk_rows=25)
+    monkeypatch.setattr(cluster, "INLINE_BYTES", 8 << 10)
+    with process_client.as_current(), warnings.catch_warnings(), \
+            dask.config.set({"distributed.admin.large-graph-warning-threshold": "24kB"}):
+        warnings.filterwarnings("error", "Sending large graph", UserWarning)
+        for got, ref in zip(dask.compute(*lazy()), want, strict=False):
+            np.testing.assert_array_equal(got, ref)
+        # the parts of a predictions dataset (KMeans' and KMedoids' take the same path, fitting.predict.delayed_parts)
+        assert gm.write_predictions(Xg, tmp_path / "p", proba=True, loglik=True) == 60
+        written = pd.read_parquet(tmp_path / "p").to_numpy()
+        np.testing.assert_array_equal(written, np.column_stack([*want[-2:], want[0]]))
+        assert gm.write_sample(tmp_path / "s", 50, random_state=0, chunk_rows=25) == 50  # the command's sample
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s"), pd.read_parquet(tmp_path / "s0"))
+
+
 def _fit_in_a_task(seed):
     from distributed import get_client
 

@@ -244,10 +244,10 @@ def test_sparse_rows_are_never_made_dense():
 def test_kmeans_on_sparse_chunks_on_a_cluster(process_client, monkeypatch, ship):
     """On worker processes, in memory and re-read each pass; with the plan inside each task, and scattered to
     the workers once per pass (as plans over the inline size are: the centres of wide sparse rows)."""
-    import daskgmm.engine.passes as engine
+    import daskgmm.engine.cluster as cluster
 
     if ship == "scattered":
-        monkeypatch.setattr(engine, "PLAN_INLINE_BYTES", 0)
+        monkeypatch.setattr(cluster, "INLINE_BYTES", 0)
     X, _ = _text_like(n=4000, d=120)
     ref = KMeans(4, random_state=1).fit(X)
     for cache in ("memory", "none"):

@@ -35,6 +35,12 @@ STALL_SECONDS = 45.0
 HUNG_TASK_TIMEOUT = 600.0
 HUNG_TASK_FACTOR = 10.0
 
+#: A value tasks take (a pass's plan, a fitted model's parameters for predictions) larger than this, pickled:
+#: the centres of k-means on wide sparse rows (16 MiB at K=8, D=2**18), a full-covariance mixture's
+#: precisions (400 MB at K=50, D=1000), goes to every worker once (:func:`ship`) instead of inside the graph,
+#: once per task or per graph, through the scheduler.
+INLINE_BYTES = 1 << 20
+
 #: Distributed settings of the embedded cluster, so that no pass waits forever:
 #: tasks no worker can take fail after ``no-workers-timeout``; a task that took
 #: down its worker this many times fails with ``KilledWorker``. And no statistical
@@ -495,6 +501,27 @@ def chunk_budget(client) -> int | None:
     if not per_thread:
         return None
     return int(min(64 << 20, max(1 << 20, min(per_thread) / 4)))
+
+
+def ship(client, value, what: str = "a pass's parameters"):
+    """``value`` as the tasks of a graph take it: itself when small (pickled, at most :data:`INLINE_BYTES`) or
+    without a client, else a future of it on every worker (scattered once; the graph holds the future, so the
+    value lives on the workers as long as a graph or a collection refers to it). ``what`` names it in the
+    ``ClusterError`` of a scatter that outlasts ``STALL_SECONDS``."""
+    from distributed.protocol.pickle import dumps  # as distributed sends it: cloudpickle for closures
+
+    if client is None:
+        return value
+    buffers: list = []  # the arrays' bytes stay out of band: measuring copies nothing
+    size = len(dumps(value, protocol=5, buffer_callback=buffers.append))
+    size += sum(b.raw().nbytes for b in buffers)
+    if size <= INLINE_BYTES:
+        return value
+    try:
+        return client.scatter(value, broadcast=True, hash=False, timeout=STALL_SECONDS)
+    except TimeoutError:
+        raise ClusterError(f"could not send {what} ({size / 2**20:.0f} MiB) to the workers in "
+                           f"{STALL_SECONDS:.0f} s; {memory_advice(client)}") from None
 
 
 _limits: dict = {}

@@ -32,13 +32,12 @@ import numpy as np
 
 from daskgmm.engine.cluster import (
     STALL_SECONDS,
-    ClusterError,
     active_client,
     blas_threads,
     local_scheduler,
-    memory_advice,
     pin_worker_blas,
     seceded,
+    ship,
     wait_bounded,
     with_known_rows,
 )
@@ -54,11 +53,6 @@ SCAN_SAMPLE_BYTES = 4 << 20
 #: Stream of the scan's sample, and of the larger one an initialisation draws when it is too
 #: small (fixed: the scan runs before any seed is known; the seeds act on what is done with it).
 SCAN_SAMPLE_KEY = 0x5CA17
-#: A plan larger than this (the centres of k-means on wide sparse rows: 51 MB at K=64,
-#: D=100,000) is scattered to the workers once per pass instead of travelling inside every
-#: task through the scheduler.
-PLAN_INLINE_BYTES = 1 << 20
-
 #: Rows of the scan's sample of sparse rows: a fixed number, since bytes per row are not
 #: known before the scan and the sample must not depend on the chunking (4096 rows of 100
 #: non-zeros are 5 MiB). An initialisation that needs more draws them in one pass.
@@ -295,21 +289,8 @@ class ChunkedData:
         return self.X.dtype
 
     def _ship(self, plan: _Plan):
-        """The plan as tasks take it: itself when small, else a future of it on every worker."""
-        from distributed.protocol.pickle import dumps  # as distributed sends it: cloudpickle for closures
-
-        if self.client is None:
-            return plan
-        buffers: list = []  # the arrays' bytes stay out of band: measuring copies nothing
-        size = len(dumps(plan, protocol=5, buffer_callback=buffers.append))
-        size += sum(b.raw().nbytes for b in buffers)
-        if size <= PLAN_INLINE_BYTES:
-            return plan
-        try:
-            return self.client.scatter(plan, broadcast=True, hash=False, timeout=STALL_SECONDS)
-        except TimeoutError:
-            raise ClusterError(f"could not send a pass's parameters ({size / 2**20:.0f} MiB) to the workers in "
-                               f"{STALL_SECONDS:.0f} s; {memory_advice(self.client)}") from None
+        """The plan as tasks take it: itself when small, else a future of it on every worker (:func:`ship`)."""
+        return ship(self.client, plan, "a pass's parameters")
 
     def graph(self, requests: list, centre=None) -> list:
         """The Delayed partial results of one pass, reduced on the cluster to at most
@@ -317,7 +298,7 @@ class ChunkedData:
 
         The plan (a few KiB: the parameters of every model) travels inside each
         chunk task rather than as a task of its own, which would cost every
-        chunk task a fetch before it could start; a plan over ``PLAN_INLINE_BYTES``
+        chunk task a fetch before it could start; a plan over ``INLINE_BYTES``
         (k-means centres of wide sparse rows) is scattered to the workers once instead.
         """
         from dask import delayed

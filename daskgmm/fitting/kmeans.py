@@ -28,7 +28,7 @@ import numpy as np
 from daskgmm.em.init import initial_centers, lloyd
 from daskgmm.engine.passes import ChunkedData, is_sparse_array
 from daskgmm.fitting.mixture import iteration_hook
-from daskgmm.fitting.predict import delayed_parts
+from daskgmm.fitting.predict import delayed_parts, shipped
 from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
@@ -270,12 +270,12 @@ def nearest_labels(X, centers):
     if is_sparse_array(X) or sparse_kernels.issparse(X):
         centers = np.asarray(centers, np.float64)
         if _is_dask(X):
-            return X.map_blocks(sparse_kernels.nearest_labels, centers, dtype=np.int32, drop_axis=1,
+            return X.map_blocks(sparse_kernels.nearest_labels, shipped(centers), dtype=np.int32, drop_axis=1,
                                 meta=np.empty((0,), np.int32))
         return sparse_kernels.nearest_labels(X, centers)
     nat, centre = kmeans_form(centers)
     if _is_dask(X):
-        return X.map_blocks(blocks.nearest_labels, nat, centre, dtype=np.int32, drop_axis=1)
+        return X.map_blocks(blocks.nearest_labels, shipped(nat), shipped(centre), dtype=np.int32, drop_axis=1)
     return blocks.nearest_labels(X, nat, centre)
 
 
@@ -290,11 +290,11 @@ def distances(X, centers):
     shape = {"chunks": (X.chunks[0], (centers.shape[0],))} if _is_dask(X) else {}
     if is_sparse_array(X) or sparse_kernels.issparse(X):
         if shape:
-            return X.map_blocks(sparse_kernels.distances, centers, dtype, dtype=dtype, meta=np.empty((0, 0), dtype),
-                                **shape)
+            return X.map_blocks(sparse_kernels.distances, shipped(centers), dtype, dtype=dtype,
+                                meta=np.empty((0, 0), dtype), **shape)
         return sparse_kernels.distances(X, centers, dtype)
     if shape:
-        return X.map_blocks(blocks.distances, centers, dtype, dtype=dtype, **shape)
+        return X.map_blocks(blocks.distances, shipped(centers), dtype, dtype=dtype, **shape)
     return blocks.distances(X, centers, dtype)
 
 

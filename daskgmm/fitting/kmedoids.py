@@ -26,7 +26,7 @@ from daskgmm.em.loop import Run
 from daskgmm.engine.cluster import blas_threads
 from daskgmm.fitting.kmeans import checked_centres
 from daskgmm.fitting.mixture import run_lockstep
-from daskgmm.fitting.predict import delayed_parts
+from daskgmm.fitting.predict import delayed_parts, shipped
 from daskgmm.kernels import medoids as kernel
 from daskgmm.kernels import pam
 from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, MedoidRequest, NearestRequest
@@ -258,7 +258,7 @@ def labels(X, medoids, metric: Dissimilarity):
     """Index of the nearest medoid of every row (int64): NumPy in, NumPy out; Dask in, lazy Dask out."""
     medoids = np.asarray(medoids, np.float64)
     if hasattr(X, "map_blocks"):
-        return X.map_blocks(kernel.nearest_medoid, medoids, metric, dtype=np.int64, drop_axis=1)
+        return X.map_blocks(kernel.nearest_medoid, shipped(medoids), shipped(metric), dtype=np.int64, drop_axis=1)
     return kernel.nearest_medoid(X, medoids, metric)
 
 
@@ -267,7 +267,7 @@ def distances(X, medoids, metric: Dissimilarity):
     medoids = np.asarray(medoids, np.float64)
     if hasattr(X, "map_blocks"):
         dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-        return X.map_blocks(kernel.medoid_distances, medoids, metric, dtype=dtype,
+        return X.map_blocks(kernel.medoid_distances, shipped(medoids), shipped(metric), dtype=dtype,
                             chunks=(X.chunks[0], (len(medoids),)))
     return kernel.medoid_distances(X, medoids, metric)
 

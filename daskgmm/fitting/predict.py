@@ -3,7 +3,8 @@
 The estimators check their input (:mod:`daskgmm.validation.checks`) and pick the log-density
 parameters (the variational mixture has its own); these functions build the work:
 NumPy in, NumPy out; Dask in, lazy Dask out (one task per chunk, as
-``daskgmm.kernels.predict`` computes it).
+``daskgmm.kernels.predict`` computes it). A graph takes a fitted model's parameters as a pass takes
+its plan (:func:`shipped`): inside it when small, else a future of them, sent to the workers once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import numpy as np
 from sklearn.utils import check_random_state
 
-from daskgmm.engine.cluster import compute_bounded, with_known_rows
+from daskgmm.engine.cluster import active_client, compute_bounded, ship, with_known_rows
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import params as forms
 from daskgmm.kernels import predict as blocks
@@ -25,6 +26,15 @@ def information_criteria(mean_log_likelihood: float, n_rows: int, n_parameters: 
     rows and ``n_parameters`` free parameters, as scikit-learn's ``GaussianMixture.bic``/``aic``."""
     total = mean_log_likelihood * n_rows
     return -2 * total + n_parameters * math.log(n_rows), -2 * total + 2 * n_parameters
+
+
+def shipped(value):
+    """A fitted model's parameters (any picklable value) as the tasks of a graph on Dask rows take them:
+    themselves when small or without a client, else a future of them on every worker
+    (:func:`daskgmm.engine.cluster.ship`). Inside the graph, a full-covariance mixture's precisions (400 MB at
+    K=50, D=1000) or k-means' centres on wide sparse rows (16 MiB at K=8, D=2**18) went through the scheduler,
+    once per graph or per task."""
+    return ship(active_client(), value, "the model's parameters")
 
 
 def mixture_centre(weights, means) -> np.ndarray:
@@ -66,6 +76,7 @@ def apply_mixture(X, nat, centre, what, marginal, n_components):
     """
     if not hasattr(X, "map_blocks"):
         return blocks.mixture_block(X, nat, centre, what, marginal)
+    nat, centre, marginal = shipped(nat), shipped(centre), shipped(marginal)
     if what == "proba":
         return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=X.dtype,
                             chunks=(X.chunks[0], (n_components,)))
@@ -167,7 +178,8 @@ def delayed_parts(Xd, part, columns, *, ids=None, id_column="id", **args) -> lis
     ``ids`` (array-like or Dask array of shape (n_samples,)) are chunked like the rows by
     :func:`id_blocks`, which refuses an ``id_column`` among ``columns`` (the part's own); with a list
     ``id_column``, ``ids`` holds one such array per name (:func:`id_arrays`) and the part gets a tuple of
-    names and one of blocks. Without ids ``id_column`` is None: no id column.
+    names and one of blocks. Without ids ``id_column`` is None: no id column. Each of ``args`` (the model's
+    parameters) is :func:`shipped`: in every task when small, else a future sent to the workers once.
     """
     import dask
 
@@ -182,6 +194,7 @@ def delayed_parts(Xd, part, columns, *, ids=None, id_column="id", **args) -> lis
         blocks_by_column = [id_blocks(a, Xd, c, columns) for c, a in zip(names, arrays)]
         ib, id_column = [tuple(b) for b in zip(*blocks_by_column)], tuple(names)
     part = dask.delayed(part, pure=True)
+    args = {name: shipped(value) for name, value in args.items()}
     return [part(x, i, id_column=id_column, **args) for x, i in zip(xb, ib)]
 
 
@@ -236,18 +249,17 @@ def part_seed(random_state) -> int:
 
 
 def sample_parts(part_rows, random_state, weights, means, covariances, covariance_type, names, df=None) -> list:
-    """One callable per part of ``part_rows`` rows drawn from the mixture, returning its column dict.
+    """One ``(callable, *args)`` per part of ``part_rows`` rows drawn from the mixture: the callable, called
+    with the args, returns the part's column dict.
 
     Each part is drawn from a seed derived from ``random_state`` and the part number, by
     the task that writes it (:func:`daskgmm.io.outputs.write_parts`), so a worker holds one
     part per thread. Columns: ``names`` and ``component``. With ``df`` (per component) the
-    components are Student-t with scales ``covariances``.
+    components are Student-t with scales ``covariances``. The means and covariances are
+    :func:`shipped`: in every write task when small, else futures sent to the workers once.
     """
-    import functools
-
     seed = part_seed(random_state)
     w = np.asarray(weights, np.float64)
-    args = (w / w.sum(), np.asarray(means, np.float64), np.asarray(covariances, np.float64), covariance_type,
-            list(names), np.asarray(means).dtype)
-    df = None if df is None else np.asarray(df, np.float64)
-    return [functools.partial(blocks.sample_part, n, seed, i, *args, df=df) for i, n in enumerate(part_rows)]
+    args = (w / w.sum(), shipped(np.asarray(means, np.float64)), shipped(np.asarray(covariances, np.float64)),
+            covariance_type, list(names), np.asarray(means).dtype, None if df is None else np.asarray(df, np.float64))
+    return [(blocks.sample_part, n, seed, i, *args) for i, n in enumerate(part_rows)]

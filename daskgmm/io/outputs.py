@@ -569,14 +569,14 @@ def _arrow(values):
     return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
 
 
-def _write_part(fs, directory, index, columns):
+def _write_part(fs, directory, index, columns, *args):
     """Write one Parquet part file from a dict of equal-length arrays, or from what a
-    callable returns (called here: then the part exists only inside this task)."""
+    callable returns (called here with ``args``: then the part exists only inside this task)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if callable(columns):
-        columns = columns()
+        columns = columns(*args)
     table = pa.table({k: _arrow(v) for k, v in columns.items()})
     rows = table.num_rows
     path = posixpath.join(directory, f"part-{index:05d}.parquet")
@@ -598,10 +598,12 @@ def write_parts(target, parts, storage_options=None, name="part", inputs=None) -
     ----------
     target : str
         Output directory (replaced as a whole on success).
-    parts : list of dask.delayed.Delayed or callables
+    parts : list of dask.delayed.Delayed, callables or tuples ``(callable, *args)``
         Each computes a dict ``{column name: 1-D array}`` for one part. A callable
-        (taking no argument) is called by the task that writes its part, so that a
-        worker holds one part per task it runs, never one waiting to be written.
+        is called (with ``args``, taking none without them) by the task that writes its
+        part, so that a worker holds one part per task it runs, never one waiting to be
+        written. Futures among ``args`` (a model's parameters sent to the workers once,
+        :func:`daskgmm.fitting.predict.shipped`) reach it as their values.
     name : str
         The write tasks are ``daskgmm-{name}-{i}-…``.
     inputs : Dask collection, optional
@@ -629,7 +631,8 @@ def write_parts_into(fs, directory, parts, name="part") -> int:
     from daskgmm.engine.cluster import active_client, local_scheduler, wait_bounded
 
     tag = uuid.uuid4().hex[:12]
-    writes = [dask.delayed(_write_part, pure=False)(fs, directory, i, p, dask_key_name=f"daskgmm-{name}-{i}-{tag}")
+    writes = [dask.delayed(_write_part, pure=False)(fs, directory, i, *(p if isinstance(p, tuple) else (p,)),
+                                                     dask_key_name=f"daskgmm-{name}-{i}-{tag}")
               for i, p in enumerate(parts)]
     client = active_client()
     if client is None:
