@@ -26,6 +26,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.validation import validate_data
 
 from daskgmm.engine.cluster import with_known_columns, with_known_rows
+from daskgmm.engine.sizes import csr_chunk
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -175,11 +176,10 @@ def _csr_chunks(arr):
     """A Dask array of sparse chunks (any scipy format) as canonical CSR chunks (``csr_array``)."""
     import scipy.sparse
 
-    from daskgmm.kernels.sparse import as_csr
-
     if arr.numblocks[1] != 1:
         arr = arr.rechunk({1: -1})
-    return arr.map_blocks(as_csr, dtype=arr.dtype, meta=scipy.sparse.csr_array((0, arr.shape[1]), dtype=arr.dtype))
+    # the engine's task, not the kernel: the worker that stores the chunks then counts their size
+    return arr.map_blocks(csr_chunk, dtype=arr.dtype, meta=scipy.sparse.csr_array((0, arr.shape[1]), dtype=arr.dtype))
 
 
 def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, estimator=None,
