@@ -234,6 +234,8 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
                          accept_sparse=accept_sparse)
     rows = chunk_rows or default_chunk_rows(arr.shape[0])
     darr = da.from_array(arr, chunks=(max(1, rows), arr.shape[1]), asarray=False)
+    if not isinstance(arr, np.ndarray):  # sparse rows: chunks made by the engine's task, as a Dask array's are
+        darr = darr.map_blocks(csr_chunk, dtype=darr.dtype, meta=darr._meta)
     names = _column_names(X) if hasattr(X, "columns") else None
     return darr, {"dask_input": False, "in_memory": True, "feature_names": names}
 
