@@ -97,14 +97,16 @@ def test_no_private_names_across_modules(path):
 
 def test_worker_side_modules_do_not_import_scikit_learn():
     """Workers import these to run tasks; scikit-learn would cost each ~64 MiB (of a 300 MiB limit),
-    pandas ~40 MiB. (What a real worker imports running a whole job: tests/test_reliability.py.)"""
+    pandas ~40 MiB. (What a real worker imports running a whole job: tests/test_reliability.py.) Nor
+    SciPy, sizing dense chunks: the size of sparse ones (engine.sizes) is registered lazily."""
     import subprocess
     import sys
 
     code = (
         "import sys, daskgmm.em.loop, daskgmm.engine.passes, daskgmm.io.parquet, daskgmm.kernels, "
-        "daskgmm.models.states, daskgmm.kernels.predict, "
+        "daskgmm.models.states, daskgmm.kernels.predict, daskgmm.engine.sizes, "
         "daskgmm.kernels.studentt, daskgmm.em.init, daskgmm.engine.cluster, daskgmm.io.read, daskgmm.io.outputs; "
+        "import numpy; from dask.sizeof import sizeof; sizeof([numpy.zeros((4, 3)), (numpy.arange(3), 'a')]); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'pandas')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

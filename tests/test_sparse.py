@@ -240,6 +240,62 @@ def test_sparse_rows_are_never_made_dense():
     np.testing.assert_array_equal(np.bincount(labels), [n // 2, n // 2])
 
 
+def _csr_bytes(x) -> int:
+    return x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
+
+
+def test_dask_counts_a_sparse_array_by_its_arrays():
+    """Workers spill and pause by Dask's ``sizeof`` of what they hold: a ``csr_array`` (Dask knows only
+    ``spmatrix``: 56 bytes whatever its size) counts its arrays' bytes once daskgmm's engine is imported."""
+    from dask.sizeof import sizeof
+
+    X = sp.csr_array(_text_like(n=300, d=40)[0])
+    assert _csr_bytes(X) <= sizeof(X) <= _csr_bytes(X) + 1000
+    coo = X.tocoo()
+    assert coo.data.nbytes + sum(c.nbytes for c in coo.coords) <= sizeof(coo) <= sizeof(X) * 2
+    assert sizeof(sp.csr_matrix(X)) >= _csr_bytes(X)  # Dask's own, for spmatrix, kept
+
+
+def test_a_process_that_sized_a_sparse_array_before_daskgmm_counts_it_after():
+    """Dask caches its dispatch per type: a worker that stored a user's sparse chunk before it ran a daskgmm
+    task must count the next ones; importing what a sparse Parquet read task unpickles registers the size."""
+    import subprocess
+    import sys
+
+    code = ("import scipy.sparse as sp; from dask.sizeof import sizeof; x = sp.random_array((400, 50), density=0.1, "
+            "format='csr', rng=0); before = sizeof(x); import daskgmm.io.read; "
+            "print(before, sizeof(x), x.data.nbytes + x.indices.nbytes + x.indptr.nbytes)")
+    before, after, real = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                  check=True).stdout.split())
+    assert before < 100 and real <= after <= real + 1000, (before, after, real)
+
+
+def test_workers_count_the_bytes_of_sparse_chunks(process_client, tmp_path):
+    """On worker processes: a user's Dask array of sparse chunks and in-memory scipy.sparse rows, made CSR by
+    validation, and sparse Parquet reads, persisted, are their arrays' bytes in the scheduler's accounting, not
+    56 bytes each: spilling and pausing at the memory limits see them. (When this test runs first on the
+    cluster, the first two are each on a worker that had run no daskgmm task: what registers the size is
+    the chunk's own task.)"""
+    from distributed import wait
+
+    from daskgmm.validation.checks import check_rows
+
+    client = process_client
+    X = sp.csr_array(_text_like(n=2000, d=100)[0])
+    daskgmm.write_sparse_parquet(X, tmp_path / "a.parquet", row_group_size=500)
+    users, in_memory = (check_rows(x, "X", accept_sparse=True, chunk_rows=500)[0] for x in (_lazy(X, 500), X))
+    read = read_sparse_parquet(tmp_path, chunk_rows=500)
+    workers = sorted(client.nthreads())
+    for arr, where in ((users, workers[:1]), (in_memory, workers[1:]), (read, None)):
+        kept = client.persist(arr, workers=where)
+        wait(kept)
+        nbytes = client.nbytes(summary=False)
+        bounds = np.cumsum((0, *arr.chunks[0]))
+        for (key,), a, b in zip(kept.__dask_keys__(), bounds[:-1], bounds[1:]):
+            assert nbytes[key] >= X[a:b].nnz * 12, (key, nbytes[key])  # values and int32 indices at least
+        del kept
+
+
 @pytest.mark.parametrize("ship", ["inline", "scattered"])
 def test_kmeans_on_sparse_chunks_on_a_cluster(process_client, monkeypatch, ship):
     """On worker processes, in memory and re-read each pass; with the plan inside each task, and scattered to

@@ -12,6 +12,8 @@ import contextlib
 
 import numpy as np
 
+# a worker stores the sparse chunks these reads return: Dask must count their size (engine.sizes)
+import daskgmm.engine.sizes  # noqa: F401
 from daskgmm.io.files import DataError, InputChangedError, NonFiniteError, Piece, file_signature
 from daskgmm.kernels.scan import first_bad_row as bad_row_words
 

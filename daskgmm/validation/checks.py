@@ -26,6 +26,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.validation import validate_data
 
 from daskgmm.engine.cluster import with_known_columns, with_known_rows
+from daskgmm.engine.sizes import csr_chunk
 from daskgmm.validation.params import (
     ARRAY_LIKE,
     BOOLEAN,
@@ -183,11 +184,10 @@ def _csr_chunks(arr):
     """A Dask array of sparse chunks (any scipy format) as canonical CSR chunks (``csr_array``)."""
     import scipy.sparse
 
-    from daskgmm.kernels.sparse import as_csr
-
     if arr.numblocks[1] != 1:
         arr = arr.rechunk({1: -1})
-    return arr.map_blocks(as_csr, dtype=arr.dtype, meta=scipy.sparse.csr_array((0, arr.shape[1]), dtype=arr.dtype))
+    # the engine's task, not the kernel: the worker that stores the chunks then counts their size
+    return arr.map_blocks(csr_chunk, dtype=arr.dtype, meta=scipy.sparse.csr_array((0, arr.shape[1]), dtype=arr.dtype))
 
 
 def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, estimator=None,
@@ -243,6 +243,8 @@ def check_rows(X, name, *, min_samples: int = 1, chunk_rows: int | None = None, 
                          accept_sparse=accept_sparse)
     rows = chunk_rows or default_chunk_rows(arr.shape[0])
     darr = da.from_array(arr, chunks=(max(1, rows), arr.shape[1]), asarray=False)
+    if not isinstance(arr, np.ndarray):  # sparse rows: chunks made by the engine's task, as a Dask array's are
+        darr = darr.map_blocks(csr_chunk, dtype=darr.dtype, meta=darr._meta)
     names = _column_names(X) if hasattr(X, "columns") else None
     return darr, {"dask_input": False, "in_memory": True, "feature_names": names}
 
