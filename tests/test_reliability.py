@@ -864,6 +864,10 @@ def test_workers_import_neither_pandas_nor_scikit_learn(own_cluster, tmp_path):
                  str(tmp_path / "p"), "--proba", "--quiet"]) == 0
     assert main(["sample", "--model", str(tmp_path / "m"), "-n", "1000", "--out", str(tmp_path / "s"),
                  "--scheduler", cluster.scheduler_address, "--quiet"]) == 0
+    # a KMeans' predictions too (their part function once lived in fitting, which imports scikit-learn)
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--estimator", "kmeans", "--n-components", "2",
+                 "--scheduler", cluster.scheduler_address, "--model-out", str(tmp_path / "km"), "--predictions-out",
+                 str(tmp_path / "kp"), "--distance", "--quiet"]) == 0
 
     def heavy():  # defined here, so that it is pickled by value (importing this module would import pandas)
         import sys

@@ -32,7 +32,6 @@ from daskgmm.fitting.predict import delayed_parts, shipped
 from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
-from daskgmm.kernels.results import named_ids
 from daskgmm.models.states import first_best
 from daskgmm.validation.params import check_finite_starts
 from daskgmm.validation.scan import check_scan
@@ -304,27 +303,13 @@ def inertia(data, centers, feature_names=None, name: str = "KMeans") -> float:
     return float(checked_statistics(data, centers, feature_names, name).loglik)
 
 
-def prediction_part(x, ids, centers, id_column, distance: bool) -> dict:
-    """Columns of one part of a predictions dataset, from one block of rows (NumPy or scipy.sparse).
-
-    ``id_column`` (a name, names, or None: no id column) holds ``ids`` (:func:`daskgmm.kernels.results.named_ids`),
-    first; ``label`` is :func:`nearest_labels` (int32, what
-    ``KMeans.predict`` gives); with ``distance``, ``distance`` is the row's least :func:`distances`
-    (what ``KMeans.transform`` gives, its row minimum) as float64.
-    """
-    out = named_ids(ids, id_column)
-    out["label"] = nearest_labels(x, centers)
-    if distance:
-        out["distance"] = distances(x, centers).min(axis=1).astype(np.float64, copy=False)
-    return out
-
-
 def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False) -> list:
     """One Delayed column dict per chunk of the Dask array X (dense or of sparse chunks): see
-    :func:`prediction_part`. ``ids`` (array-like or Dask array of shape (n_samples,)) are rechunked
-    like the rows; without them there is no id column."""
-    return delayed_parts(X, prediction_part, ["label", *(["distance"] if distance else [])], ids=ids,
-                         id_column=id_column, centers=np.asarray(centers), distance=distance)
+    :func:`daskgmm.kernels.predict.kmeans_prediction_part`. ``ids`` (array-like or Dask array of shape
+    (n_samples,)) are rechunked like the rows; without them there is no id column."""
+    nat, centre = kmeans_form(centers)
+    return delayed_parts(X, blocks.kmeans_prediction_part, ["label", *(["distance"] if distance else [])], ids=ids,
+                         id_column=id_column, centers=np.asarray(centers), nat=nat, centre=centre, distance=distance)
 
 
 # ---------------------------------------------------------------------------

@@ -192,6 +192,31 @@ def nearest_labels(x, nat, centre):
     return component_logits(np.asarray(x), nat, centre).argmax(axis=1).astype(np.int32)
 
 
+def kmeans_prediction_part(x, ids, centers, nat, centre, id_column, distance: bool) -> dict:
+    """Columns of one part of a KMeans' predictions dataset, from one block of rows (NumPy or scipy.sparse).
+
+    ``id_column`` (a name, names, or None: no id column) holds ``ids`` (:func:`named_ids`), first; ``label``
+    is the nearest centre (int32, what ``KMeans.predict`` gives: :func:`nearest_labels` with ``nat`` and
+    ``centre``, k-means' form about the centres' mean); with ``distance``, ``distance`` is the row's least
+    distance to ``centers`` (``KMeans.transform``'s row minimum) as float64. Here, not in ``fitting``: a
+    worker writing predictions imports neither scikit-learn nor, for dense rows, SciPy.
+    """
+    out = named_ids(ids, id_column)
+    centers = np.asarray(centers)
+    dtype = np.result_type(x.dtype, centers.dtype)  # scikit-learn's transform: the wider of the two
+    if type(x).__module__.startswith("scipy.sparse"):
+        from daskgmm.kernels import sparse as sparse_kernels
+
+        out["label"] = sparse_kernels.nearest_labels(x, np.asarray(centers, np.float64))
+        d = sparse_kernels.distances(x, centers, dtype) if distance else None
+    else:
+        out["label"] = nearest_labels(x, nat, centre)
+        d = distances(x, centers, dtype) if distance else None
+    if distance:
+        out["distance"] = d.min(axis=1).astype(np.float64, copy=False)
+    return out
+
+
 def distances(x, centers, dtype=None):
     """Euclidean distances (n, K), by differences (exact for rows near a centre), in ``dtype``
     (default: the rows' dtype)."""
