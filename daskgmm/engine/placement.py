@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# the passes' tasks (passes imports this module) and the chunks' cuts run on workers that store sparse chunks:
+# Dask must count their size (engine.sizes)
+import daskgmm.engine.sizes  # noqa: F401
 from daskgmm.engine.cluster import (
     STALL_SECONDS,
     blas_threads,

@@ -6,9 +6,10 @@ does not see persisted sparse rows. Importing this module registers their arrays
 (on the first sizing of a SciPy object: a worker of dense data never imports SciPy).
 
 Dask caches the dispatch per type, so the registration must run in a process before it sizes its
-first sparse chunk: the engine's package imports this module (every engine task registers it), so
+first sparse chunk: the modules of the engine's tasks import this one (``passes``, ``placement``), so
 do the sparse Parquet reads (``io.read``), and validation turns a user's sparse chunks into CSR with
-:func:`csr_chunk`. Should a process have sized a sparse array before, the generic size it cached for
+:func:`csr_chunk`. Not the engine's package: the command imports ``engine.stop``, and ``--help`` imports
+no Dask. Should a process have sized a sparse array before, the generic size it cached for
 that type is dropped.
 """
 
