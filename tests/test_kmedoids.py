@@ -486,6 +486,17 @@ def test_a_precomputed_metric_is_refused_saying_why_and_what_to_pass():
         KMedoids(2, metric="precomputed").fit(pairwise_distances(X))
 
 
+def test_nan_euclidean_is_refused_saying_why_even_for_rows_with_nan():
+    """It was accepted, but X with a NaN, the input it exists for, was refused as for any metric (user trial):
+    the name is refused at fit, before the rows are read, saying why and what to do."""
+    X = _blobs(20, seed=3, k=2, d=2)
+    X[3, 1] = np.nan
+    for rows in (X, np.nan_to_num(X)):
+        with pytest.raises(ValueError, match=r"^KMedoids does not support metric='nan_euclidean': .*missing "
+                                             r"values \(NaN\).*Impute .*metric='euclidean'"):
+            KMedoids(2, metric="nan_euclidean").fit(rows)
+
+
 @pytest.mark.parametrize("method", ["alternate", "pam"])
 def test_a_small_far_cluster_gets_its_medoid_with_either_method(method, monkeypatch):
     """Three rows far from three blobs: FasterPAM gives them a medoid. The start on the sample may not
