@@ -468,6 +468,24 @@ def test_a_callable_metric_that_returns_no_number_is_a_type_error_naming_it():
         KMedoids(2, metric=per_feature).fit(X)
 
 
+def signed_difference(u, v):
+    """Not a dissimilarity: negative when v's coordinates sum higher than u's."""
+    return float((u - v).sum())
+
+
+def test_a_callable_metric_with_negative_values_is_an_error_naming_the_value():
+    """It was accepted, with a warning of empty clusters and duplicate points (user trial): refused where its
+    values are computed, with an array init (the first values in a pass) too."""
+    X = _blobs(20, seed=3, k=2, d=2)
+    message = r"^Negative values in the dissimilarities of metric 'signed_difference': it returned -\d"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the duplicate points warning is gone too
+        with pytest.raises(ValueError, match=message):
+            KMedoids(2, metric=signed_difference, random_state=0).fit(X)
+        with pytest.raises(ValueError, match=message):
+            KMedoids(2, metric=signed_difference, init=X[:2]).fit(X)
+
+
 def test_one_distinct_point_warns_naming_n_clusters():
     from daskgmm.validation.scan import DegenerateDataWarning
 
