@@ -63,7 +63,8 @@ class KMedoids(ModelFilesMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         "mahalanobis" (with the variances or covariance of the whole data) in NumPy; SciPy's other
         names through scikit-learn), or a picklable callable ``metric(u, v) -> float`` of a row ``u``
         and a medoid ``v`` (the notes' ``V(x_n, μ_k)``; it need not be symmetric).
-        "precomputed" is not supported (it needs the N x N matrix this estimator avoids).
+        "precomputed" is not supported (it needs the N x N matrix this estimator avoids), nor "nan_euclidean"
+        (X cannot hold NaN: impute, then use "euclidean").
     method : {"alternate", "pam"}, default="alternate"
         "alternate" is faster, "pam" more accurate (as in scikit-learn-extra).
     init : {"k-medoids++", "random", "heuristic", "build"} or array of shape (n_clusters, n_features), \
@@ -176,6 +177,14 @@ default="k-medoids++"
                     "but computes them from the feature rows in passes over the data. Pass the feature rows and "
                     "their metric (a name, or a callable metric(u, v) -> float).") from None
             raise
+        if isinstance(self.metric, str) and self.metric == "nan_euclidean":
+            # scikit-learn's nan_euclidean exists to measure rows with missing values, but every pass here (the
+            # scan's statistics, the sample, predict, transform and score) refuses NaN; on finite rows it is
+            # "euclidean" (checked before the rows are read, so NaN input meets this message, not the NaN one)
+            raise InvalidParameterError(
+                "KMedoids does not support metric='nan_euclidean': its rows cannot hold missing values (NaN), "
+                "which is what that metric is for, and without NaN it equals metric='euclidean'. Impute the "
+                "missing values (e.g. sklearn.impute.SimpleImputer) and use metric='euclidean'.")
         name = type(self).__name__
         data, scan, info = prepare_rows(X, None, name, cache=self.cache, chunk_size=self.chunk_size,
                                         min_samples=1, estimator=self)

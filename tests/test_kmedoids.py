@@ -468,6 +468,24 @@ def test_a_callable_metric_that_returns_no_number_is_a_type_error_naming_it():
         KMedoids(2, metric=per_feature).fit(X)
 
 
+def signed_difference(u, v):
+    """Not a dissimilarity: negative when v's coordinates sum higher than u's."""
+    return float((u - v).sum())
+
+
+def test_a_callable_metric_with_negative_values_is_an_error_naming_the_value():
+    """It was accepted, with a warning of empty clusters and duplicate points (user trial): refused where its
+    values are computed, with an array init (the first values in a pass) too."""
+    X = _blobs(20, seed=3, k=2, d=2)
+    message = r"^Negative values in the dissimilarities of metric 'signed_difference': it returned -\d"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the duplicate points warning is gone too
+        with pytest.raises(ValueError, match=message):
+            KMedoids(2, metric=signed_difference, random_state=0).fit(X)
+        with pytest.raises(ValueError, match=message):
+            KMedoids(2, metric=signed_difference, init=X[:2]).fit(X)
+
+
 def test_one_distinct_point_warns_naming_n_clusters():
     from daskgmm.validation.scan import DegenerateDataWarning
 
@@ -484,6 +502,17 @@ def test_a_precomputed_metric_is_refused_saying_why_and_what_to_pass():
     with pytest.raises(InvalidParameterError, match=r"(?s)^The 'metric' parameter of KMedoids must be .*"
                                                      r"Got 'precomputed' instead\. .*N x N.*feature rows"):
         KMedoids(2, metric="precomputed").fit(pairwise_distances(X))
+
+
+def test_nan_euclidean_is_refused_saying_why_even_for_rows_with_nan():
+    """It was accepted, but X with a NaN, the input it exists for, was refused as for any metric (user trial):
+    the name is refused at fit, before the rows are read, saying why and what to do."""
+    X = _blobs(20, seed=3, k=2, d=2)
+    X[3, 1] = np.nan
+    for rows in (X, np.nan_to_num(X)):
+        with pytest.raises(ValueError, match=r"^KMedoids does not support metric='nan_euclidean': .*missing "
+                                             r"values \(NaN\).*Impute .*metric='euclidean'"):
+            KMedoids(2, metric="nan_euclidean").fit(rows)
 
 
 @pytest.mark.parametrize("method", ["alternate", "pam"])

@@ -168,6 +168,14 @@ class Dissimilarity:
                                 else f"{type(v).__name__} {v!r:.60}")
                         raise TypeError(f"metric {self.name!r} returned {what}, not a number, for two rows: "
                                         "metric(u, v) must return one float") from None
+            # here, where a callable's values are made, in every pass: a negative one made clusters empty,
+            # with a warning of duplicate points (the named metrics are >= 0 by construction)
+            neg = np.flatnonzero(out < 0)
+            if len(neg):
+                i, j = np.unravel_index(neg[0], out.shape)
+                raise ValueError(f"Negative values in the dissimilarities of metric {self.name!r}: it returned "
+                                 f"{float(out[i, j])!r} for u={a[i].tolist()!s:.60} and v={b[j].tolist()!s:.60}. "
+                                 "A dissimilarity must be >= 0 (k-medoids sums them as distances).")
             return out
         from sklearn.metrics import pairwise_distances  # only a process that meets such a metric imports it
 
