@@ -142,6 +142,10 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         """The fit (:func:`daskgmm.fitting.studentt.fit_studentt`); returns the prepared data."""
         self._validate_params()
         data, scan, _ = self._prepare(X, sample_weight)
+        # the fit is the same for any scale of the weights: tiny ones are scaled up (exactly), or the
+        # M-step's 10 eps would swamp them
+        data.rescale_weights()
+        scan = data.scan()
         d = data.n_features
         fitting.check_n_samples(data.n_rows, self.n_components)
         params = fitting_studentt.StudentTParams.of(self.get_params())
