@@ -185,6 +185,10 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         self._validate_params()
         fitting.check_update_params(self.update_params)
         data, scan, _ = self._prepare(X, sample_weight)
+        # the fit is the same for any scale of the weights: tiny ones are scaled up (exactly), or the
+        # M-step's 10 eps would swamp them
+        data.rescale_weights()
+        scan = data.scan()
         d = data.n_features
         fitting.check_n_samples(data.n_rows, self.n_components)
         params = fitting.MixtureParams.of(self.get_params())

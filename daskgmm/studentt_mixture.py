@@ -19,8 +19,8 @@ from daskgmm.fitting import mixture as fitting
 from daskgmm.fitting import studentt as fitting_studentt
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
-from daskgmm.models.studentt import t_form, t_marginal
-from daskgmm.validation.params import BOOLEAN, Interval
+from daskgmm.models.studentt import DF_BOUNDS, t_form, t_marginal
+from daskgmm.validation.params import BOOLEAN, Interval, InvalidParameterError
 from daskgmm.validation.scan import one_point
 
 
@@ -61,7 +61,10 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         one row per component with scales of ``reg_covar``, would take every ``df_`` to about
         0.1 in the first update, where EM barely moves.
     df : float, default=4.0
-        The degrees of freedom every component starts with (studenttmixture's name).
+        The degrees of freedom every component starts with (studenttmixture's name). Estimated
+        degrees of freedom are kept in [0.01, 1e6] (``daskgmm.models.studentt.DF_BOUNDS``; at 1e6
+        a component is Gaussian to about 1e-6 in its log-density), so unless ``fixed_df`` the
+        start must lie there too; with ``fixed_df`` any finite positive value is kept as given.
     fixed_df : bool, default=False
         Keep every component's degrees of freedom at ``df`` (studenttmixture's name;
         its default is True).
@@ -95,7 +98,8 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         Inverses of the scales.
     precisions_cholesky_ : ndarray
     df_ : ndarray of shape (n_components,)
-        Degrees of freedom of each component.
+        Degrees of freedom of each component (estimated ones in [0.01, 1e6]: a bound means
+        the likelihood asked for more, or less).
     converged_ : bool
     n_iter_ : int
     lower_bound_ : float
@@ -138,10 +142,26 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         self.df = df
         self.fixed_df = fixed_df
 
+    def _validate_params(self):
+        super()._validate_params()
+        lo, hi = DF_BOUNDS
+        # an estimated df is kept in DF_BOUNDS: a start beyond them was taken to the bound by the first
+        # update without a word (df=1e8 fitted 1e6)
+        if not self.fixed_df and not lo <= self.df <= hi:
+            raise InvalidParameterError(
+                f"The 'df' parameter of {type(self).__name__} must be a float in the range [{lo:g}, {hi:g}] "
+                f"with fixed_df=False (the range its estimated degrees of freedom are kept in). Got {self.df!r} "
+                "instead; set fixed_df=True to keep it as given."
+            )
+
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
         """The fit (:func:`daskgmm.fitting.studentt.fit_studentt`); returns the prepared data."""
         self._validate_params()
         data, scan, _ = self._prepare(X, sample_weight)
+        # the fit is the same for any scale of the weights: tiny ones are scaled up (exactly), or the
+        # M-step's 10 eps would swamp them
+        data.rescale_weights()
+        scan = data.scan()
         d = data.n_features
         fitting.check_n_samples(data.n_rows, self.n_components)
         params = fitting_studentt.StudentTParams.of(self.get_params())

@@ -97,6 +97,7 @@ def test_the_student_options_say_so_in_the_help():
     (["--estimator", "bayesian", "--fixed-df"], "--fixed-df: option(s) of the Student-t mixture"),
     (["--estimator", "student", "--on-collapse", "reinit"], "--on-collapse reinit is an option of --estimator"),
     (["--estimator", "student", "--df=-1"], "The 'df' parameter of StudentTMixture must be a float in the range"),
+    (["--estimator", "student", "--df=1e8"], "range [0.01, 1e+06] with fixed_df=False"),
     (["--estimator", "student", "--mean-prior", "0,0,0"], "prior(s) of the variational mixture"),
 ])
 def test_bad_student_options_exit_2(data, tmp_path, capsys, args, match):

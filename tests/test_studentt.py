@@ -377,6 +377,14 @@ def test_refusals_and_parameter_errors(blobs):
         StudentTMixture(3, df=np.inf).fit(X)
     with pytest.raises(ValueError, match=r"The 'fixed_df' parameter of StudentTMixture"):
         StudentTMixture(3, fixed_df="yes").fit(X)
+    # an estimated df is kept in DF_BOUNDS: a start beyond them fitted the bound without a word (df=1e8 gave
+    # df_ of 1e6); with fixed_df it is kept as given
+    for df in (DF_BOUNDS[1] * 1.5, DF_BOUNDS[0] / 2):
+        with pytest.raises(ValueError, match=r"The 'df' parameter of StudentTMixture must be a float in the "
+                                             r"range \[0.01, 1e\+06\] with fixed_df=False.*set fixed_df=True"):
+            StudentTMixture(3, df=df).fit(X)
+    fixed = StudentTMixture(1, df=1e8, fixed_df=True, max_iter=2).fit(X[:50])
+    np.testing.assert_array_equal(fixed.df_, [1e8])
     bad = X.copy()
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):

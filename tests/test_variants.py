@@ -361,6 +361,23 @@ def test_reinit_counts_rows_whatever_the_scale_of_sample_weight(where):
     np.testing.assert_allclose(fits[1].means_, fits[0].means_, rtol=1e-6)
 
 
+@pytest.mark.parametrize("model", ["gaussian", "studentt"])
+def test_tiny_sample_weights_fit_as_any_scale(model):
+    """A maximum-likelihood mixture is the same for any scale of the weights: 400 weights of 1e-18
+    (a sum of 4e-16, under the M-step's 10 eps) pulled every mean to the data's mean without a word.
+    They are scaled up by a power of two, exactly: weights of 2**-60 give the bits of weights of 1."""
+    from daskgmm import StudentTMixture
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(-5, 1, (200, 2)), rng.normal(5, 1, (200, 2))]
+    Model = GaussianMixture if model == "gaussian" else StudentTMixture
+    fits = [Model(2, random_state=0).fit(X, sample_weight=np.full(len(X), s)) for s in (1.0, 2.0**-60, 1e-18)]
+    for attr in ("means_", "covariances_", "weights_", "lower_bound_"):
+        np.testing.assert_array_equal(getattr(fits[1], attr), getattr(fits[0], attr))
+        np.testing.assert_allclose(getattr(fits[2], attr), getattr(fits[0], attr), rtol=1e-6)
+    assert np.abs(fits[2].means_[:, 0]).min() > 4  # one component at each cluster
+
+
 @pytest.mark.parametrize("update_params", ["c", "wc"])
 def test_reinit_does_not_loop_on_a_collapse_at_a_fixed_mean(update_params):
     """A component whose fixed mean sits on a far row collapses onto it again after every re-seed: a

@@ -23,6 +23,7 @@ CPU); another chunking or kernel gives the same result to rounding.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import uuid
 import warnings
@@ -57,6 +58,10 @@ SCAN_SAMPLE_KEY = 0x5CA17
 #: known before the scan and the sample must not depend on the chunking (4096 rows of 100
 #: non-zeros are 5 MiB). An initialisation that needs more draws them in one pass.
 SPARSE_SCAN_SAMPLE_ROWS = 4096
+#: A mean sample weight below this (2**-20, ~1e-6) is scaled up by :meth:`ChunkedData.rescale_weights`
+#: for a fit that is the same for any scale of the weights: above it, scikit-learn's ``10 eps`` added to
+#: a component's weight sum is under ~2e-9 of a row's weight; weights nearer 1 are left as given.
+TINY_MEAN_WEIGHT = 2.0**-20
 
 
 def is_sparse_chunk(x) -> bool:
@@ -78,10 +83,14 @@ class _Plan:
     #: variant its CPU takes, so a cluster of one kind of machine gives the same bits whichever
     #: worker runs a chunk).
     compiled: bool = True
+    #: A power of two every sample weight is multiplied by (:meth:`ChunkedData.rescale_weights`): exact.
+    weight_scale: float = 1.0
 
 
 def _chunk_task(x, w, row0, plan: _Plan):
     pin_worker_blas()
+    if w is not None and plan.weight_scale != 1.0:
+        w = np.asarray(w, np.float64) * plan.weight_scale
     if is_sparse_chunk(x):
         # imported here: a worker of dense data never imports SciPy
         from daskgmm.kernels.sparse import sparse_chunk_pass
@@ -272,6 +281,8 @@ class ChunkedData:
             else list(sample_weight.to_delayed(optimize_graph=False).ravel())
         )
         self._scan = None
+        #: every pass multiplies the sample weights by this (:meth:`rescale_weights`)
+        self.weight_scale = 1.0
         self._sample = self._sample_rows = self._sample_weights = None
         self._sample_complete = False
         self.passes = 0
@@ -328,7 +339,7 @@ class ChunkedData:
 
     def _plan(self, requests, centre) -> _Plan:
         centre = None if centre is None else np.asarray(centre, np.float64)
-        return _Plan(list(requests), centre, self.block_rows, compiled=True)
+        return _Plan(list(requests), centre, self.block_rows, compiled=True, weight_scale=self.weight_scale)
 
     def run(self, requests: list, centre=None) -> list:
         """One pass: every request over every chunk, merged. Returns one result per request."""
@@ -480,6 +491,28 @@ class ChunkedData:
             # fewer drawn than asked for: every row that can be drawn was
             self._sample_complete = bool(not ok.all() or ok.size >= self.n_rows)
         return self._scan
+
+    def rescale_weights(self) -> float:
+        """Multiply the sample weights by a power of two (exact) that brings their mean to [1, 2) when it
+        is below ``TINY_MEAN_WEIGHT``; returns the factor (1.0: unchanged). For a model whose fit does not
+        depend on the weights' scale (a maximum-likelihood mixture): its M-step adds scikit-learn's
+        ``10 eps`` to each component's weight sum, which swamps sums near 1e-15 (every mean pulled to the
+        data's). Not for a model whose prior or reported sums see the scale (variational, k-means'
+        ``inertia_``). Call once, after :meth:`scan` and before any other pass: the scan's weight and the
+        sample's weights are scaled with it.
+        """
+        scan = self.scan()
+        if self.sample_weight is None or not scan.weight > 0 or not scan.rows:
+            return 1.0
+        mean = scan.weight / scan.rows
+        if mean >= TINY_MEAN_WEIGHT:
+            return 1.0
+        # (at most 2**1000: subnormal weights come up to ~1e-2, no overflow)
+        factor = float(np.ldexp(1.0, min(1000, -int(np.floor(np.log2(mean))))))
+        self.weight_scale *= factor
+        self._scan = dataclasses.replace(scan, weight=scan.weight * factor, m2=scan.m2 * factor)
+        self._sample_weights = self._sample_weights * factor
+        return factor
 
     def _sample_request(self) -> SampleRequest:
         d = self.n_features
