@@ -550,5 +550,5 @@ def model_source(o, log, clusters=False):
     centres = est.means_ if hasattr(est, "means_") else est.cluster_centers_
     src = open_data(o, log, columns=cols, dtype=str(np.asarray(centres).dtype))
     if not reads_sparse(o):  # sparse rows: their width was checked against the model's by check_inputs
-        check_model_width(o, src.columns, est.n_features_in_)  # a whole vector column's width is known only now
+        check_model_width(o, src.columns, est.n_features_in_)  # as check_inputs did before the cluster
     return est, src

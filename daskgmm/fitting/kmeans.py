@@ -307,7 +307,9 @@ def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False) ->
     """One Delayed column dict per chunk of the Dask array X (dense or of sparse chunks): see
     :func:`daskgmm.kernels.predict.kmeans_prediction_part`. ``ids`` (array-like or Dask array of shape
     (n_samples,)) are rechunked like the rows; without them there is no id column."""
-    nat, centre = kmeans_form(centers)
+    # k-means' form for dense rows only: sparse rows' labels come from the centres, and on wide rows the form
+    # would be shipped beside them (as large)
+    nat, centre = (None, None) if is_sparse_array(X) else kmeans_form(centers)
     return delayed_parts(X, blocks.kmeans_prediction_part, ["label", *(["distance"] if distance else [])], ids=ids,
                          id_column=id_column, centers=np.asarray(centers), nat=nat, centre=centre, distance=distance)
 

@@ -197,9 +197,10 @@ def kmeans_prediction_part(x, ids, centers, nat, centre, id_column, distance: bo
 
     ``id_column`` (a name, names, or None: no id column) holds ``ids`` (:func:`named_ids`), first; ``label``
     is the nearest centre (int32, what ``KMeans.predict`` gives: :func:`nearest_labels` with ``nat`` and
-    ``centre``, k-means' form about the centres' mean); with ``distance``, ``distance`` is the row's least
-    distance to ``centers`` (``KMeans.transform``'s row minimum) as float64. Here, not in ``fitting``: a
-    worker writing predictions imports neither scikit-learn nor, for dense rows, SciPy.
+    ``centre``, k-means' form about the centres' mean, None for sparse rows); with ``distance``,
+    ``distance`` is the row's least distance to ``centers`` (``KMeans.transform``'s row minimum) as
+    float64. Here, not in ``fitting``: a worker writing predictions imports neither scikit-learn nor, for
+    dense rows, SciPy.
     """
     out = named_ids(ids, id_column)
     centers = np.asarray(centers)
