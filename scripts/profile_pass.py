@@ -155,11 +155,23 @@ class Probe:
                 probe.marks["waited"] = time.time()
             return out
 
+        from daskgmm.engine.channel import Channel
+
+        self._call = Channel.call
+
+        def call(*args, **kwargs):  # a direct pass over its channel: the main thread sends and waits
+            probe.marks.setdefault("submitted", time.time())
+            try:
+                return probe._call(*args, **kwargs)
+            finally:
+                probe.marks["waited"] = time.time()
+
         engine.wait_bounded = wait
         client.gather = gather
         engine._run_on_workers = run
         client.sync = sync
         engine.ChunkedData._ship = ship
+        Channel.call = call
 
     def close(self):
         self.engine.wait_bounded = self._wait
@@ -167,6 +179,9 @@ class Probe:
         self.engine._run_on_workers = self._run
         self.client.sync = self._sync
         self.engine.ChunkedData._ship = self._ship
+        from daskgmm.engine.channel import Channel
+
+        Channel.call = self._call
 
 
 def _states(case, k, starts, X, tol=0.0):
@@ -189,8 +204,12 @@ def _states(case, k, starts, X, tol=0.0):
 
 
 def _use(data, path):
-    """Passes over the placed chunks as tasks, or outside the task graph (``client.run``)."""
-    data.direct = path == "direct"
+    """Passes over the placed chunks as tasks, or outside the task graph: over the pass's channel
+    (``direct``), or through ``client.run`` (``run``)."""
+    import daskgmm.engine.passes as engine
+
+    data.direct = path in ("direct", "run")
+    engine.CHANNEL = path == "direct"
 
 
 def profile(client, data, case, k, n_models, iters, X, paths):
@@ -207,7 +226,7 @@ def profile(client, data, case, k, n_models, iters, X, paths):
     for path in paths:  # warm: imports, the compiled core, caches
         _use(data, path)
         one_pass(data, states[path], centre)
-        assert data.direct == (path == "direct")
+        assert data.direct == (path in ("direct", "run"))
     client.run(_recorded_batches)
     probe = Probe(engine, client)
     rows: dict = {path: [] for path in paths}
@@ -232,7 +251,7 @@ def profile(client, data, case, k, n_models, iters, X, paths):
                 c1, m1 = time.process_time(), time.thread_time()
                 marks = dict(probe.marks)
                 w1 = client.run(_worker_cpu)
-                assert data.direct == (path == "direct"), "a direct pass fell back to tasks"
+                assert data.direct == (path in ("direct", "run")), "a direct pass fell back to tasks"
                 rows[path].append(dict(marks, start=a, passed=e, updated=f, client=c1 - c0, main=m1 - m0,
                                        workers={wk: w1[wk][0] - w0[wk][0] for wk in w1}))
         got = client.run(_recorded_batches).values()
@@ -336,7 +355,8 @@ def main(argv=None):
     ap.add_argument("--workers", default="2", help="worker counts (1 thread each), comma-separated")
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--paths", default="tasks,direct",
-                    help="how passes over the placed chunks run: as tasks, or outside the task graph (client.run)")
+                    help="how passes over the placed chunks run: as tasks (tasks), or outside the task graph over "
+                         "the pass's channel (direct) or through client.run (run)")
     ap.add_argument("--sklearn", type=int, default=0, metavar="ITERS",
                     help="also time scikit-learn's KMeans Lloyd iteration in this process on its threads (as "
                          "scripts/bench_kmeans.py does: the marginal cost of ITERS iterations, median of 3), "

@@ -385,9 +385,13 @@ def test_any_batching_gives_the_same_bits(process_client):
         return np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]])
 
     first = stats()  # the first pass runs as tasks
-    placed = stats()  # outside the task graph (ChunkedData._run_direct)
+    placed = stats()  # outside the task graph (ChunkedData._run_direct), over the pass's channel
     assert len(data._batches) == 2 and data.direct and data.direct_passes == 1
+    assert data._channel is not None and data._channel.workers == {t for t, _ in data._batches}
     np.testing.assert_array_equal(first, placed)
+    data._channel.close()  # closed: the next passes go through client.run, without a channel
+    np.testing.assert_array_equal(stats(), placed)
+    assert data.direct_passes == 2 and data._channel is None
     data.direct = False  # the same batches as tasks
     np.testing.assert_array_equal(stats(), placed)
     for batches in ([(None, [i]) for i in range(20)], [(None, list(range(0, 20, 2))), (None, list(range(1, 20, 2)))],
@@ -399,10 +403,14 @@ def test_any_batching_gives_the_same_bits(process_client):
     np.testing.assert_array_equal(np.concatenate([st.n, st.s1.ravel(), st.s2.ravel(), [st.loglik]]), placed)
 
 
+@pytest.mark.parametrize("route", ["channel", "client.run"])
 @pytest.mark.parametrize("failure", ["raises", "a worker lost a chunk"])
-def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, failure):
+def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, failure, route):
     """A pass outside the task graph that cannot run (the scheduler or a worker gone, a chunk no longer
-    where it was placed) runs again as tasks, with the same bits, and later passes stay tasks."""
+    where it was placed), over the pass's channel or through ``client.run``, runs again as tasks, with
+    the same bits, and later passes stay tasks."""
+    from daskgmm.engine.channel import Channel, ChannelError
+
     X = da.random.default_rng(0).standard_normal((20_000, 3), chunks=1000)
     data = ChunkedData(process_client.persist(X), cache="memory", split_every=4)
     req = _mixture_request()
@@ -420,9 +428,21 @@ def test_a_direct_pass_that_fails_runs_as_tasks(process_client, monkeypatch, fai
             raise OSError("connection closed")
         return {w: None for w in workers}  # as _direct_batches answers for a missing chunk
 
-    monkeypatch.setattr(engine, "_run_on_workers", run)
+    def call(self, fn, args, timeout):
+        calls.append(fn.__name__)
+        if failure == "raises":
+            self.close()
+            raise ChannelError("the worker closed the connection")
+        return {w: None for w in self.workers}
+
+    if route == "channel":
+        monkeypatch.setattr(Channel, "call", call)
+    else:
+        monkeypatch.setattr(engine, "CHANNEL", False)
+        monkeypatch.setattr(engine, "_run_on_workers", run)
     np.testing.assert_array_equal(stats(), ref)
     assert calls == ["_direct_batches"] and not data.direct and data.direct_passes == 0
+    assert (data._channel is not None) == (route == "channel")
     np.testing.assert_array_equal(stats(), ref)
     assert len(calls) == 1
 

@@ -74,9 +74,9 @@ def _wait_for_line(proc, needle, lines):
 
 
 #: Runs ``daskgmm ARGV`` with the client held, for up to a minute, inside the wait of its third pass
-#: ("pass": the wait for its tasks, or the call of the workers of a pass outside the task graph,
-#: ``engine._run_on_workers``, which the client's event loop awaits while the main
-#: thread waits for it) or of the
+#: ("pass": the wait for its tasks, or the call of the workers of a pass outside the task graph: over
+#: the pass's channel, ``Channel.call`` in the main thread, or ``engine._run_on_workers``, which the
+#: client's event loop awaits while the main thread waits for it) or of the
 #: writing of its predictions ("write"), after saying so on stderr: a signal sent then lands there,
 #: whatever the machine's speed.
 HELD = r"""
@@ -108,8 +108,21 @@ async def held_run(client, workers, function, *args):
             await asyncio.sleep(60)
     return await run_on_workers(client, workers, function, *args)
 
+from daskgmm.engine.channel import Channel
+channel_call = Channel.call
+
+def held_call(self, function, args, timeout):
+    # a pass over the pass's own channel: the main thread waits on its sockets, where a signal lands
+    if getattr(function, "__name__", "") == "_direct_batches":
+        waits.append("pass")
+        if where == "pass" and waits.count("pass") == 3:
+            print("daskgmm-test: held in the pass", file=sys.stderr, flush=True)
+            time.sleep(60)
+    return channel_call(self, function, args, timeout)
+
 cluster.wait_bounded = engine.wait_bounded = held
 engine._run_on_workers = held_run
+Channel.call = held_call
 if where == "start":  # hold the embedded cluster's start for 3 s, with its worker's nanny not yet started
     from distributed import Nanny
     nanny_start = Nanny.start_unsafe

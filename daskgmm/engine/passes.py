@@ -27,10 +27,12 @@ import dataclasses
 import functools
 import uuid
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
+from daskgmm.engine.channel import Channel
 from daskgmm.engine.cluster import (
     STALL_SECONDS,
     active_client,
@@ -45,6 +47,10 @@ from daskgmm.engine.cluster import (
 from daskgmm.engine.placement import persist_local, persist_placed, should_persist
 from daskgmm.engine.tree import children, merge_levels, subtree_merges
 from daskgmm.kernels import SampleRequest, ScanRequest, bounds, chunk_pass, merge_partials
+
+#: Passes over placed chunks call the workers over a :class:`~daskgmm.engine.channel.Channel` of their
+#: own when they can (False: always through ``client.run``).
+CHANNEL = True
 
 #: The first scan also draws a uniform sample of rows (by sample weight, keyed by
 #: row number: the same rows for any chunking) for the initialisations: at most this
@@ -163,10 +169,12 @@ def _direct_batch(plan, levels, split_every, items):
 
 async def _run_on_workers(client, workers, function, *args) -> dict:
     """``client.run(function, *args, workers=workers, on_error="return")``: each worker's result, or what
-    it raised; the one place a direct pass calls the workers. Through the scheduler: the client's own
-    connections to the workers (the worker's ``run`` handler, distributed's internal message) saved
-    0.3-0.4 ms of a 20 ms k-means iteration in two runs of three and nothing in the third
-    (docs/performance.md, tenth round). Not bounded here: the caller's is."""
+    it raised; where a direct pass calls the workers when it has no :class:`~daskgmm.engine.channel.Channel`
+    (TLS, workers not reachable from here, or :data:`CHANNEL` off). Through the scheduler: the client's
+    own connections to the workers by distributed's ``run`` message saved 0.3-0.4 ms of a 20 ms k-means
+    iteration in two runs of three and nothing in the third (docs/performance.md, tenth round); a
+    channel of the pass's own saves ~1 ms of each round trip (twelfth round). Not bounded here: the
+    caller's is."""
     return await client.run(function, *args, workers=workers, on_error="return", asynchronous=True)
 
 
@@ -257,6 +265,8 @@ class ChunkedData:
         #: passes over placed chunks run outside the task graph until one fails (see _run_direct)
         self.direct = True
         self.direct_passes = 0  # how many did
+        self._channel = None  # the direct passes' connections to the workers (engine.channel), once opened
+        self._channel_tried = False
         self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
             # the passes' chunks: the data's, some cut at the threads' shares of the rows (no chunk larger)
@@ -401,9 +411,13 @@ class ChunkedData:
                 raise
             return await run
 
+        channel = self._open_channel(jobs, bound)
         try:
             with seceded():  # in a task: the batches run in the worker's threads, its own among them
-                out = client.sync(call, callback_timeout=bound)
+                if channel is not None:
+                    out = channel.call(_direct_batches, (plan, levels, se, jobs), bound)
+                else:
+                    out = client.sync(call, callback_timeout=bound)
         except Exception:  # the scheduler or a worker went away, or the bound: the task path tells, or recovers
             return None
         if out is None:
@@ -417,6 +431,27 @@ class ChunkedData:
                 values.update(frontier)
         self.direct_passes += 1
         return _merge_up(plan, levels, se, values)
+
+    def _open_channel(self, jobs, bound) -> Channel | None:
+        """The direct passes' channel to the workers of ``jobs``, opened at the first direct pass (None:
+        passes go through ``client.run``). A channel that failed is not opened again: the pass that saw
+        it fail runs as tasks, and so do all after it."""
+        if not CHANNEL:
+            return None
+        if self._channel is not None and self._channel.workers == set(jobs):
+            return self._channel
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._channel_tried:
+            return None
+        self._channel_tried = True
+        with seceded():
+            self._channel = Channel.open(self.client, jobs, bound)
+        if self._channel is not None:
+            # closed when these data go (a fit's end): the worker's side then ends too
+            weakref.finalize(self, self._channel.close)
+        return self._channel
 
     def _run_placed(self, requests, centre) -> list:
         """A pass over persisted chunks with the futures API: one task per batch of a worker's chunks.

@@ -1,0 +1,213 @@
+"""A direct pass's own connection to each worker: an authenticated TCP stream served on its event loop.
+
+A pass over placed chunks (:mod:`daskgmm.engine.passes`) calls every worker once per iteration.
+Through distributed (``client.run``: the client's event loop, the scheduler, the worker, and back)
+that round trip cost ~1.5 ms for a no-op and ~3 ms for a k-means pass on the two-core bench host;
+over a stream the calling thread writes and reads itself, ~0.4 ms (docs/performance.md, twelfth
+round). XGBoost's and LightGBM's Dask integrations do the same for their iterations: Dask places
+the data and starts the processes, the training loop talks over connections of its own.
+
+One :class:`Channel` per :class:`~daskgmm.engine.passes.ChunkedData`: for each worker, the client
+asks it by ``client.run`` (:func:`serve`) to listen on its own host at a free port, for a key the
+client made, then connects. Each side proves it holds the key without sending it (HMAC-SHA256 of
+the other's random challenge): no process that merely reaches the port, nor one listening on a
+client's tunnelled ``127.0.0.1``, can send or receive a message. Anyone who can hand a worker the
+key can run code on it by ``client.run`` already. With TLS (a ``tls://`` worker address)
+distributed's connection encrypts and this one would not: there is no channel, passes go through
+``client.run``.
+
+The worker serves one authenticated connection, then stops listening (and after
+:data:`ACCEPT_SECONDS` if none came). A call carries a coroutine function and its arguments,
+pickled; the worker awaits it on its event loop with ``dask_worker=`` as ``client.run`` does.
+Every wait of the client is bounded (the caller's bound); any failure closes the channel, and the
+caller goes on as it does when ``client.run`` fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import pickle
+import secrets
+import socket
+import struct
+import time
+
+#: A worker stops listening this long after :func:`serve` if no authenticated connection came.
+ACCEPT_SECONDS = 30.0
+#: The client's bound on connecting and on the two-way proof of the key.
+CONNECT_SECONDS = 5.0
+
+_HEAD = struct.Struct("<Q")
+_NONCE = 32
+_MAC = 32  # SHA-256
+
+
+class ChannelError(ConnectionError):
+    """The channel failed: closed, a bound passed, the peer did not prove the key, or a call raised."""
+
+
+def _proof(key: bytes, who: bytes, nonce: bytes) -> bytes:
+    return hmac.new(key, who + nonce, "sha256").digest()
+
+
+def _host(address: str) -> str | None:
+    """The host of a ``tcp://`` address (IPv6 without its brackets); None for any other protocol."""
+    if not address.startswith("tcp://"):
+        return None
+    host = address[len("tcp://"):].rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
+# ---------------------------------------------------------------------------- the worker's side
+
+
+async def serve(key: bytes, dask_worker=None):
+    """In a worker (``client.run``): listen on the worker's host for one connection that proves ``key``;
+    returns ``(host, port)``, or None when the worker's address is not ``tcp://``."""
+    host = _host(dask_worker.address)
+    if host is None:
+        return None
+    done = asyncio.Event()
+
+    async def handle(reader, writer):
+        try:
+            nonce = secrets.token_bytes(_NONCE)
+            writer.write(nonce)
+            await writer.drain()
+            got = await asyncio.wait_for(reader.readexactly(_MAC + _NONCE), CONNECT_SECONDS)
+            if done.is_set() or not hmac.compare_digest(got[:_MAC], _proof(key, b"client", nonce)):
+                return  # not the client (or a second connection): nothing is read from it
+            done.set()
+            server.close()  # one connection per key
+            writer.write(_proof(key, b"worker", got[_MAC:]))
+            await writer.drain()
+            while True:  # idle between passes: the client closes the connection when its data go
+                (size,) = _HEAD.unpack(await reader.readexactly(_HEAD.size))
+                function, args = pickle.loads(await reader.readexactly(size))
+                try:
+                    reply = (True, await function(*args, dask_worker=dask_worker))
+                except Exception as exc:  # the caller runs the pass again as tasks, which raise it
+                    reply = (False, repr(exc))
+                body = pickle.dumps(reply, protocol=5)
+                writer.write(_HEAD.pack(len(body)) + body)
+                await writer.drain()
+        except (Exception, asyncio.CancelledError):
+            # the client gone, a bound passed, a call it could not unpickle: the client sees the connection
+            # closed at once (and runs the pass another way). Cancelled (the worker closing): ended here, as
+            # Python 3.11's streams log a handler's cancellation as an error with its traceback
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host=host, port=0)
+    asyncio.get_running_loop().call_later(ACCEPT_SECONDS, server.close)
+    return server.sockets[0].getsockname()[:2]
+
+
+# ---------------------------------------------------------------------------- the client's side
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ChannelError("no answer within the bound")
+        sock.settimeout(left)
+        k = sock.recv_into(view[got:])
+        if not k:
+            raise ChannelError("the worker closed the connection")
+        got += k
+    return bytes(buf)
+
+
+class Channel:
+    """Connections to workers (``{address: socket}``), each authenticated; :meth:`call` runs a
+    coroutine function on every one of them. Not thread-safe: one caller at a time (a pass)."""
+
+    def __init__(self, socks: dict):
+        self._socks = socks
+
+    @property
+    def workers(self) -> set:
+        return set(self._socks)
+
+    @classmethod
+    def open(cls, client, workers, timeout: float) -> Channel | None:
+        """A channel to ``workers`` (addresses), or None when one of them is not ``tcp://`` or cannot be
+        reached from here (then passes go through ``client.run``, as before)."""
+        workers = sorted(workers)
+        if not workers or any(_host(w) is None for w in workers):
+            return None
+        key = secrets.token_bytes(32)
+        try:
+            where = client.run(serve, key, workers=workers, on_error="return", callback_timeout=timeout)
+        except Exception:
+            return None
+        socks: dict = {}
+        try:
+            for w in workers:
+                hp = where.get(w)
+                if not isinstance(hp, (tuple, list)) or len(hp) != 2:
+                    raise ChannelError(f"{w} did not listen: {hp!r}")
+                socks[w] = cls._connect(tuple(hp), key)
+        except (OSError, ChannelError):
+            for s in socks.values():
+                s.close()
+            return None
+        return cls(socks)
+
+    @staticmethod
+    def _connect(host_port, key: bytes) -> socket.socket:
+        deadline = time.monotonic() + CONNECT_SECONDS
+        sock = socket.create_connection(host_port, timeout=CONNECT_SECONDS)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a pass's messages are small
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            theirs = _recv_exact(sock, _NONCE, deadline)
+            mine = secrets.token_bytes(_NONCE)
+            sock.sendall(_proof(key, b"client", theirs) + mine)
+            if not hmac.compare_digest(_recv_exact(sock, _MAC, deadline), _proof(key, b"worker", mine)):
+                raise ChannelError("the worker did not prove the key")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def call(self, function, args: tuple, timeout: float) -> dict:
+        """``await function(*args, dask_worker=worker)`` on every worker; ``{address: result}``. Raises
+        :class:`ChannelError` (the channel is then closed) when a worker is gone, raised, or did not answer
+        within ``timeout`` seconds; any other exception (a signal's) closes it too."""
+        if not self._socks:
+            raise ChannelError("the channel is closed")
+        deadline = time.monotonic() + timeout
+        body = pickle.dumps((function, args), protocol=5)
+        frame = _HEAD.pack(len(body)) + body
+        out = {}
+        try:
+            for sock in self._socks.values():
+                sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+                sock.sendall(frame)
+            for w, sock in self._socks.items():
+                (size,) = _HEAD.unpack(_recv_exact(sock, _HEAD.size, deadline))
+                ok, value = pickle.loads(_recv_exact(sock, size, deadline))
+                if not ok:
+                    raise ChannelError(f"{w}: {value}")
+                out[w] = value
+        except BaseException as exc:
+            self.close()  # a frame half sent or half read: the streams cannot be used again
+            if isinstance(exc, OSError) and not isinstance(exc, ChannelError):
+                raise ChannelError(str(exc) or type(exc).__name__) from exc
+            raise
+        return out
+
+    def close(self) -> None:
+        socks, self._socks = self._socks, {}
+        for s in socks.values():
+            try:
+                s.close()
+            except OSError:
+                pass
