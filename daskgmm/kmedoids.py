@@ -20,7 +20,7 @@ from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.kmeans import check_continued_centers
 from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.io.modelfiles import register
-from daskgmm.kernels.medoids import METRICS
+from daskgmm.kernels.medoids import METRICS, REFUSED_METRICS
 from daskgmm.validation.checks import prediction_rows, prepare_rows
 from daskgmm.validation.params import (
     ARRAY_LIKE,
@@ -177,14 +177,10 @@ default="k-medoids++"
                     "but computes them from the feature rows in passes over the data. Pass the feature rows and "
                     "their metric (a name, or a callable metric(u, v) -> float).") from None
             raise
-        if isinstance(self.metric, str) and self.metric == "nan_euclidean":
-            # scikit-learn's nan_euclidean exists to measure rows with missing values, but every pass here (the
-            # scan's statistics, the sample, predict, transform and score) refuses NaN; on finite rows it is
-            # "euclidean" (checked before the rows are read, so NaN input meets this message, not the NaN one)
+        if isinstance(self.metric, str) and self.metric in REFUSED_METRICS:
+            # checked before the rows are read, so NaN input meets this message, not the NaN one
             raise InvalidParameterError(
-                "KMedoids does not support metric='nan_euclidean': its rows cannot hold missing values (NaN), "
-                "which is what that metric is for, and without NaN it equals metric='euclidean'. Impute the "
-                "missing values (e.g. sklearn.impute.SimpleImputer) and use metric='euclidean'.")
+                f"KMedoids does not support metric={self.metric!r}: {REFUSED_METRICS[self.metric]}.")
         name = type(self).__name__
         data, scan, info = prepare_rows(X, None, name, cache=self.cache, chunk_size=self.chunk_size,
                                         min_samples=1, estimator=self)

@@ -70,3 +70,41 @@ def test_kmedoids_options_are_refused_where_they_do_not_apply(tmp_path, capsys):
                  "--model-out", str(model), *FAST]) == 0
     expect_exit2(["predict", str(data), "--model", str(model), "--out", str(tmp_path / "p"), "--proba", *FAST],
                  "--proba does not apply", capsys)
+
+
+def test_nan_euclidean_is_no_metric_of_the_command_but_an_old_model_with_it_loads(tmp_path, capsys):
+    """KMedoids refuses metric='nan_euclidean' (its rows cannot hold NaN): the command refuses it before its
+    cluster starts, as a flag and in a config, saying why; it is no choice of --metric. It stays a name a
+    model file may hold: one saved with it before the refusal loads, tells its info and predicts."""
+    from daskgmm.cli.args import build_parser
+
+    data = tmp_path / "data"
+    X = write_data(data, n=60, d=2, k=2, files=1)
+    base = ["fit", str(data), "--columns", "f0,f1", "--estimator", "kmedoids", "--model-out", str(tmp_path / "m"),
+            *FAST]
+    why = "nan_euclidean: KMedoids does not support it: its rows cannot hold missing values (NaN)"
+    expect_exit2([*base, "--metric", "nan_euclidean"], f"argument --metric: {why}", capsys)
+    config = tmp_path / "c.yaml"
+    config.write_text("metric: nan_euclidean\n")
+    expect_exit2([*base, "--config", str(config)], f"{config}: metric: {why}", capsys)
+    assert not os.path.exists(tmp_path / "m")
+    fit = next(a for a in build_parser()._subparsers._group_actions[0].choices["fit"]._actions
+               if a.dest == "metric")
+    assert "nan_euclidean" not in fit.choices and "but nan_euclidean" in fit.help and "manhattan" in fit.choices
+
+    # a model saved with it before the refusal (written here from a euclidean one: on rows without NaN the two
+    # are the same dissimilarity)
+    model = tmp_path / "old"
+    km = daskgmm.KMedoids(2, random_state=0).fit(X)
+    km.save(model)
+    doc = json.loads((model / "model.json").read_text())
+    assert doc["params"]["metric"] == "euclidean"
+    doc["params"]["metric"] = "nan_euclidean"
+    doc["metric"] = "nan_euclidean"
+    (model / "model.json").write_text(json.dumps(doc))
+    old = daskgmm.load(model)
+    assert old.metric == "nan_euclidean"
+    np.testing.assert_array_equal(old.predict(X), km.predict(X))
+    np.testing.assert_allclose(old.transform(X), km.transform(X), rtol=1e-12)
+    assert main(["info", "--model", str(model)]) == 0
+    assert "nan_euclidean dissimilarity" in capsys.readouterr().out

@@ -107,13 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 metavar = opt.metavar or (None if opt.choices else opt.dest.upper())
                 sp.add_argument(*flags, dest=opt.dest, default=None, metavar=metavar,
-                                choices=opt.choices if opt.kind == "choice" else None, help=opt.help + default)
+                                choices=opt.choices if opt.kind == "choice" else None, help=opt.help + default,
+                                **({"type": _refusing(opt)} if opt.refused else {}))
         if cmd == SHOW_CONFIG:
             sp.add_argument("--json", action="store_true", help="print it as JSON")
         elif cmd != INFO:
             sp.add_argument("--config", metavar="FILE.yaml",
                             help="YAML file holding the same options (underscores for dashes); flags override it")
     return parser
+
+
+def _refusing(opt):
+    """argparse's ``type`` of an option with refused values: a refused value is argparse's error (exit 2)
+    saying why, before its choices are checked (which would say only "invalid choice")."""
+    reasons = dict(opt.refused)
+
+    def value(text: str) -> str:
+        if text in reasons:
+            raise argparse.ArgumentTypeError(f"{text}: {reasons[text]}")
+        return text
+
+    return value
 
 
 def _show(value):

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from daskgmm.kernels.covariance import COVARIANCE_TYPES
-from daskgmm.kernels.medoids import METRICS
+from daskgmm.kernels.medoids import METRICS, REFUSED_METRICS
 from daskgmm.models.priors import PRIOR_TYPES
 
 
@@ -45,6 +45,10 @@ class Opt:
     result: bool = False
     #: an array option's most dimensions (``precisions_init`` of full covariances: 3)
     max_ndim: int = 2
+    #: values a choice option refuses, each with the reason its error says (value, reason) (not among
+    #: ``choices``; a flag's is argparse's error, :func:`daskgmm.cli.args.build_parser`, a config's is
+    #: :func:`coerce`'s)
+    refused: tuple = ()
 
     @property
     def flag(self) -> str:
@@ -151,8 +155,11 @@ OPTIONS = [
     Opt("algorithm", "choice", "lloyd", "k-means passes (--estimator kmeans): lloyd, or elkan (the same result, "
         "bit for bit: every row keeps a bound between passes and skips the distances that cannot change its "
         "label; faster with many clusters; one restart)", (FIT,), choices=("lloyd", "elkan")),
+    # METRICS keeps the refused names for model files saved before the refusal; a job may not fit with them
     Opt("metric", "choice", "euclidean", "dissimilarity (--estimator kmedoids): any name of "
-        "sklearn.metrics.pairwise_distances", (FIT,), choices=METRICS, metavar="NAME", result=True),
+        f"sklearn.metrics.pairwise_distances but {', '.join(REFUSED_METRICS)}", (FIT,),
+        choices=tuple(m for m in METRICS if m not in REFUSED_METRICS), metavar="NAME", result=True,
+        refused=tuple((m, f"KMedoids does not support it: {why}") for m, why in REFUSED_METRICS.items())),
     Opt("method", "choice", "alternate", "k-medoids passes (--estimator kmedoids): alternate (faster) or pam "
         "(FasterPAM's swaps, more accurate)", (FIT,), choices=("alternate", "pam"), result=True),
     Opt("df", "float", None, "degrees of freedom every component starts with (--estimator student; default 4)",
@@ -547,6 +554,9 @@ def coerce(opt: Opt, value, where: str, storage_options: dict | None = None):
             raise bad()
         return value
     if kind == "choice":
+        if isinstance(value, str) and value in dict(opt.refused):
+            named = where if where == opt.flag else f"{where}: {opt.dest}"
+            raise ConfigError(f"{named}: {value}: {dict(opt.refused)[value]}")
         if not isinstance(value, str) or value not in opt.choices:
             raise bad()
         return value

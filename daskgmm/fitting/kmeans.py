@@ -10,8 +10,9 @@ pass: counts, sums and the inertia of every restart per chunk.
   assignment, the restart with the lowest inertia;
 - :func:`first_batch_centers`, :func:`batch_statistics` (:func:`checked_statistics`), :func:`sequential_update` —
   one step of the sequential (online) update;
-- :func:`kmeans_form`, :func:`nearest_labels`, :func:`distances`, :func:`inertia` —
-  predictions and scores; :func:`prediction_parts` — the parts of a predictions dataset (``label`` as
+- :func:`nearest_labels`, :func:`distances`, :func:`inertia` — predictions and scores (a block's labels and
+  distances, sparse or dense, are :mod:`daskgmm.kernels.predict`'s; k-means' form, ``kmeans_form``, is
+  :mod:`daskgmm.kernels.params`'); :func:`prediction_parts` — the parts of a predictions dataset (``label`` as
   :func:`nearest_labels`, ``distance`` the least of :func:`distances`);
 - :func:`lloyd_attributes`, :func:`export_kmeans`, :func:`import_kmeans` — the fitted
   attributes after ``fit`` and in model files.
@@ -32,6 +33,7 @@ from daskgmm.fitting.predict import delayed_parts, shipped
 from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
+from daskgmm.kernels.params import kmeans_form
 from daskgmm.models.states import first_best
 from daskgmm.validation.params import check_finite_starts
 from daskgmm.validation.scan import check_scan
@@ -86,13 +88,6 @@ def resolve_n_init(n_init, init) -> int:
     if not named and not callable(init):
         return 1
     return int(n_init)
-
-
-def kmeans_form(centers):
-    """The log-density parameters of k-means about the centres' mean, and that mean (float64, (D,))."""
-    centers = np.asarray(centers, np.float64)
-    centre = centers.mean(axis=0)
-    return kmeans_natural_params(centers - centre), centre
 
 
 # ---------------------------------------------------------------------------
@@ -265,36 +260,32 @@ def _is_dask(X) -> bool:
 
 
 def nearest_labels(X, centers):
-    """Index of the nearest centre of every row (int32): NumPy or sparse in, NumPy out; Dask in, lazy Dask out."""
-    if is_sparse_array(X) or sparse_kernels.issparse(X):
-        centers = np.asarray(centers, np.float64)
-        if _is_dask(X):
-            return X.map_blocks(sparse_kernels.nearest_labels, shipped(centers), dtype=np.int32, drop_axis=1,
-                                meta=np.empty((0,), np.int32))
-        return sparse_kernels.nearest_labels(X, centers)
+    """Index of the nearest centre of every row (int32): NumPy or sparse in, NumPy out
+    (:func:`daskgmm.kernels.predict.kmeans_labels`); Dask in, lazy Dask out."""
+    if not _is_dask(X):
+        return blocks.kmeans_labels(X, centers)
+    if is_sparse_array(X):
+        return X.map_blocks(sparse_kernels.nearest_labels, shipped(np.asarray(centers, np.float64)), dtype=np.int32,
+                            drop_axis=1, meta=np.empty((0,), np.int32))
     nat, centre = kmeans_form(centers)
-    if _is_dask(X):
-        return X.map_blocks(blocks.nearest_labels, shipped(nat), shipped(centre), dtype=np.int32, drop_axis=1)
-    return blocks.nearest_labels(X, nat, centre)
+    return X.map_blocks(blocks.nearest_labels, shipped(nat), shipped(centre), dtype=np.int32, drop_axis=1)
 
 
 def distances(X, centers):
     """Distances of every row to every centre, shape (n_samples, n_clusters); lazy for Dask X.
 
     In the wider of the rows' and the centres' dtypes, as scikit-learn's ``transform``
-    (float32 rows and float64 centres give float64).
+    (float32 rows and float64 centres give float64): :func:`daskgmm.kernels.predict.kmeans_distances`.
     """
     centers = np.asarray(centers)
-    dtype = np.result_type(X.dtype, centers.dtype)
-    shape = {"chunks": (X.chunks[0], (centers.shape[0],))} if _is_dask(X) else {}
-    if is_sparse_array(X) or sparse_kernels.issparse(X):
-        if shape:
-            return X.map_blocks(sparse_kernels.distances, shipped(centers), dtype, dtype=dtype,
-                                meta=np.empty((0, 0), dtype), **shape)
-        return sparse_kernels.distances(X, centers, dtype)
-    if shape:
-        return X.map_blocks(blocks.distances, shipped(centers), dtype, dtype=dtype, **shape)
-    return blocks.distances(X, centers, dtype)
+    if not _is_dask(X):
+        return blocks.kmeans_distances(X, centers)
+    dtype = blocks.distances_dtype(X, centers)
+    shape = {"chunks": (X.chunks[0], (centers.shape[0],))}
+    if is_sparse_array(X):
+        return X.map_blocks(sparse_kernels.distances, shipped(centers), dtype, dtype=dtype,
+                            meta=np.empty((0, 0), dtype), **shape)
+    return X.map_blocks(blocks.distances, shipped(centers), dtype, dtype=dtype, **shape)
 
 
 def inertia(data, centers, feature_names=None, name: str = "KMeans") -> float:

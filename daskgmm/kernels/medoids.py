@@ -37,6 +37,16 @@ METRICS = (
     "rogerstanimoto", "russellrao", "seuclidean", "sokalsneath", "sqeuclidean", "yule",
 )
 
+#: Names of :data:`METRICS` that ``KMedoids`` refuses to fit with, and why (they stay in :data:`METRICS`: a
+#: model file saved with one before the refusal still loads and predicts). scikit-learn's nan_euclidean exists
+#: to measure rows with missing values, but every pass here (the scan's statistics, the sample, predict,
+#: transform and score) refuses NaN; on finite rows it is "euclidean".
+REFUSED_METRICS = {
+    "nan_euclidean": "its rows cannot hold missing values (NaN), which is what that metric is for, and without NaN "
+                     "it equals metric='euclidean'. Impute the missing values (e.g. sklearn.impute.SimpleImputer) "
+                     "and use metric='euclidean'",
+}
+
 #: Names computed here in NumPy, and the form each takes ("minkowski" is SciPy's default p = 2).
 NATIVE = {
     "euclidean": "euclidean", "l2": "euclidean", "minkowski": "euclidean", "seuclidean": "euclidean",

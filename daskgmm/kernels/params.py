@@ -84,6 +84,13 @@ def kmeans_natural_params(centres: np.ndarray) -> NaturalParams:
     )
 
 
+def kmeans_form(centers) -> tuple[NaturalParams, np.ndarray]:
+    """The log-density parameters of k-means about the centres' mean, and that mean (float64, (D,))."""
+    centers = np.asarray(centers, np.float64)
+    centre = centers.mean(axis=0)
+    return kmeans_natural_params(centers - centre), centre
+
+
 @dataclass(frozen=True)
 class PerComponent:
     """Gaussian log-densities in scikit-learn's per-component form, for the precise path.

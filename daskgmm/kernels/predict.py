@@ -13,7 +13,7 @@ import daskgmm.kernels.covariance as cov
 from daskgmm.kernels import compiled
 from daskgmm.kernels.features import block_rows_for, build_features
 from daskgmm.kernels.missing import marginal_logits
-from daskgmm.kernels.params import NaturalParams, PerComponent
+from daskgmm.kernels.params import NaturalParams, PerComponent, kmeans_form
 from daskgmm.kernels.results import SuffStats, frozen, named_ids
 from daskgmm.kernels.scratch import scratch
 from daskgmm.kernels.studentt import StudentTMarginal
@@ -189,32 +189,69 @@ def sample_part(n, seed, part, weights, means, covs, covariance_type, names, dty
 
 
 def nearest_labels(x, nat, centre):
+    """Index of the nearest centre (int32) of every dense row, from k-means' form ``nat`` about ``centre``
+    (:func:`daskgmm.kernels.params.kmeans_form`)."""
     return component_logits(np.asarray(x), nat, centre).argmax(axis=1).astype(np.int32)
+
+
+def _sparse_rows(x) -> bool:
+    """A scipy.sparse block (by its type's module: dense rows never import SciPy)."""
+    return type(x).__module__.startswith("scipy.sparse")
+
+
+def distances_dtype(x, centers) -> np.dtype:
+    """The dtype of k-means' distances of rows ``x`` (anything with a ``dtype``: a block or a Dask array) to
+    ``centers``: the wider of the two, as scikit-learn's ``transform`` (float32 rows, float64 centres: float64)."""
+    return np.result_type(x.dtype, np.asarray(centers).dtype)
+
+
+def kmeans_labels(x, centers, nat=None, centre=None) -> np.ndarray:
+    """Index of the nearest centre (int32, ``KMeans.predict``) of every row of a block, NumPy or scipy.sparse.
+
+    Parameters
+    ----------
+    x : ndarray or scipy.sparse matrix, shape (n, D)
+    centers : array-like, shape (K, D)
+        Sparse rows are labelled from them (as float64); dense rows only through ``nat`` and ``centre``.
+    nat, centre : NaturalParams and ndarray of shape (D,), optional
+        k-means' form of ``centers`` (:func:`daskgmm.kernels.params.kmeans_form`), for dense rows: made here
+        when not given (a caller labelling many blocks makes it once).
+    """
+    if _sparse_rows(x):
+        from daskgmm.kernels import sparse as sparse_kernels
+
+        return sparse_kernels.nearest_labels(x, np.asarray(centers, np.float64))
+    if nat is None:
+        nat, centre = kmeans_form(centers)
+    return nearest_labels(x, nat, centre)
+
+
+def kmeans_distances(x, centers) -> np.ndarray:
+    """Euclidean distances (n, K) of a block of rows, NumPy or scipy.sparse, to ``centers`` (K, D)
+    (``KMeans.transform``), in :func:`distances_dtype`."""
+    centers = np.asarray(centers)
+    dtype = distances_dtype(x, centers)
+    if _sparse_rows(x):
+        from daskgmm.kernels import sparse as sparse_kernels
+
+        return sparse_kernels.distances(x, centers, dtype)
+    return distances(x, centers, dtype)
 
 
 def kmeans_prediction_part(x, ids, centers, nat, centre, id_column, distance: bool) -> dict:
     """Columns of one part of a KMeans' predictions dataset, from one block of rows (NumPy or scipy.sparse).
 
     ``id_column`` (a name, names, or None: no id column) holds ``ids`` (:func:`named_ids`), first; ``label``
-    is the nearest centre (int32, what ``KMeans.predict`` gives: :func:`nearest_labels` with ``nat`` and
+    is the nearest centre (int32, what ``KMeans.predict`` gives: :func:`kmeans_labels` with ``nat`` and
     ``centre``, k-means' form about the centres' mean, None for sparse rows); with ``distance``,
-    ``distance`` is the row's least distance to ``centers`` (``KMeans.transform``'s row minimum) as
-    float64. Here, not in ``fitting``: a worker writing predictions imports neither scikit-learn nor, for
-    dense rows, SciPy.
+    ``distance`` is the row's least distance to ``centers`` (``KMeans.transform``'s row minimum,
+    :func:`kmeans_distances`) as float64. Here, not in ``fitting``: a worker writing predictions imports
+    neither scikit-learn nor, for dense rows, SciPy.
     """
     out = named_ids(ids, id_column)
-    centers = np.asarray(centers)
-    dtype = np.result_type(x.dtype, centers.dtype)  # scikit-learn's transform: the wider of the two
-    if type(x).__module__.startswith("scipy.sparse"):
-        from daskgmm.kernels import sparse as sparse_kernels
-
-        out["label"] = sparse_kernels.nearest_labels(x, np.asarray(centers, np.float64))
-        d = sparse_kernels.distances(x, centers, dtype) if distance else None
-    else:
-        out["label"] = nearest_labels(x, nat, centre)
-        d = distances(x, centers, dtype) if distance else None
+    out["label"] = kmeans_labels(x, centers, nat, centre)
     if distance:
-        out["distance"] = d.min(axis=1).astype(np.float64, copy=False)
+        out["distance"] = kmeans_distances(x, centers).min(axis=1).astype(np.float64, copy=False)
     return out
 
 
