@@ -519,13 +519,21 @@ class ChunkedData:
         sample's weights are scaled with it.
         """
         scan = self.scan()
-        factor = 1.0 if self.sample_weight is None else tiny_weight_factor(scan.weight, scan.rows)
+        factor = self.tiny_weight_factor()
         if factor == 1.0:
             return 1.0
         self.weight_scale *= factor
         self._scan = dataclasses.replace(scan, weight=scan.weight * factor, m2=scan.m2 * factor)
         self._sample_weights = self._sample_weights * factor
         return factor
+
+    def tiny_weight_factor(self) -> float:
+        """The factor :meth:`rescale_weights` would take now (:func:`tiny_weight_factor` of the scan's weight
+        and rows; 1.0 without sample weights or once they are rescaled), without taking it: for a model whose
+        M-step scales its statistics itself (``select_model``'s gaussian candidates, whose passes serve
+        variational candidates too)."""
+        scan = self.scan()
+        return 1.0 if self.sample_weight is None else tiny_weight_factor(scan.weight, scan.rows)
 
     def _sample_request(self) -> SampleRequest:
         d = self.n_features
