@@ -251,6 +251,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         if first:
             # chunks checked as they are read: a bad value is named with its rows, as score names it
             data, scan, info = self._prepare(X, sample_weight, check_chunks=True)
+            data.rescale_weights()  # as fit: the starts are the same for any scale of the weights
+            scan = data.scan()
             fitting.check_n_samples(data.n_rows, self.n_components)
             given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                                      params, data.n_features)

@@ -36,7 +36,8 @@ class SelectionResult:
     table : pandas.DataFrame
         One row per candidate: ``n_components``, ``covariance_type``,
         ``log_likelihood`` (mean per row under the final parameters: the plug-in
-        weights, means and covariances), ``bic``, ``aic``, ``n_parameters``,
+        weights, means and covariances; per unit of weight with ``sample_weight``),
+        ``bic``, ``aic`` (``n`` the sum of the sample weights), ``n_parameters``,
         ``n_iter``, ``converged``, then ``kind`` ("gaussian" or "bayesian"),
         ``effective_components`` (K for gaussian rows; components of weight above
         :data:`daskgmm.models.variational.EFFECTIVE_WEIGHT` for bayesian ones) and
@@ -139,6 +140,15 @@ def select_model(
     max_iter, tol, reg_covar, init_params :
         As in :class:`daskgmm.GaussianMixture`; the same for every candidate.
     sample_weight : array-like of shape (n_samples,), optional
+        Frequency weights, as scikit-learn's estimators mean them: a weight of 2 counts a row twice.
+        The criteria's ``n`` is their sum (the number of rows without weights), so rows duplicated
+        and the same rows with weight 2 give the same BIC and AIC; a sum under 1 warns (BIC's
+        penalty is then negative). The gaussian candidates are fitted as ``GaussianMixture.fit``
+        fits them, the same for any scale of the weights (tiny ones are scaled up by a power of
+        two in their M-steps: exact). The bayesian candidates see the scale, as
+        ``BayesianGaussianMixture.fit`` does: the weights' sum is the sample size the priors are
+        weighed against (weights summing to 1 leave a fit near its prior), and the default
+        ``covariance_prior``, the data's covariance with ``ddof=1``, needs a sum above 1.
     cache : {"auto", "memory", "none"}
     progress : callable, optional
         ``progress(event, **info)`` with "init" and "iteration" events.
@@ -245,7 +255,8 @@ def select_model(
             est.n_effective_components_ = k_eff
         # a bayesian candidate counts only its effective components (at least one)
         p = cov.n_parameters(t, max(k_eff, 1), d)
-        bic, aic = information_criteria(fit.log_likelihood, n, p)
+        # sample weights as frequencies (a weight of 2: the row twice): n is their sum, the number of rows without
+        bic, aic = information_criteria(fit.log_likelihood, fit.weight, p)
         rows.append({"n_components": k, "covariance_type": t, "log_likelihood": fit.log_likelihood, "bic": bic,
                      "aic": aic, "n_parameters": p, "n_iter": fit.n_iter, "converged": fit.converged,
                      "kind": "bayesian" if bayesian else "gaussian", "effective_components": k_eff,
@@ -257,6 +268,11 @@ def select_model(
                                                    reg_covar=0.0 if one_point(scan) else reg_covar)
              for c, est in models.items() if c[0] != "bayesian"}
     warn_collapsed(found, reg_covar, stacklevel=2, criteria=True)
+    total = next(iter(fits.values())).weight
+    if sample_weight is not None and total < 1.0:
+        warnings.warn(f"select_model counts sample weights as frequencies (n = their sum, {total:g} here): under one "
+                      "row, BIC's penalty n_parameters * log(n) is negative and AIC's outweighs any likelihood. Scale "
+                      "the weights to the number of rows they stand for.", UserWarning, stacklevel=2)
     table = pd.DataFrame(rows)
     table = table.assign(_kind=table["kind"].map({"gaussian": 0, "bayesian": 1}))
     table = table.sort_values(["_kind", "covariance_type", "n_components"], kind="stable")

@@ -146,6 +146,30 @@ def test_sample_weight_counts_as_repeated_rows():
     np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=1e-10)
 
 
+@pytest.mark.parametrize("start", ["partial_fit", "fit"])
+def test_tiny_sample_weights_step_as_any_scale(start):
+    """Online EM is the same for any scale of the weights (as ``fit``): the running statistics are per
+    unit weight, but the M-step saw them at the batch's weight, where its 10 eps swamped weights of 1e-12
+    (means off by ~1e-4; weights of 1e-200: every mean at the data's). Scaled by the power of two ``fit``
+    takes: weights of 1e-12 give the bits of weights 2**40 times as large, the first batch's starts too."""
+    rng = np.random.default_rng(0)
+    X = draw(240, rng)
+    w = rng.uniform(0.5, 2.0, len(X))
+    fits = []
+    for s in (1e-12 * 2.0**40, 1e-12, 1e-200):
+        g = GaussianMixture(3, random_state=0, init_params="random")
+        if start == "fit":
+            g.fit(X[:80], sample_weight=w[:80] * s)
+        else:
+            g.partial_fit(X[:80], sample_weight=w[:80] * s)
+        for i in (80, 160):
+            g.partial_fit(X[i:i + 80], sample_weight=w[i:i + 80] * s)
+        fits.append(g)
+    for attr in ("means_", "covariances_", "weights_", "lower_bound_"):
+        np.testing.assert_array_equal(getattr(fits[1], attr), getattr(fits[0], attr), err_msg=attr)
+        np.testing.assert_allclose(getattr(fits[2], attr), getattr(fits[0], attr), rtol=1e-6, err_msg=attr)
+
+
 def test_fit_then_partial_fit_continues():
     rng = np.random.default_rng(7)
     X = draw(5000, rng)

@@ -246,3 +246,18 @@ def test_select_command_takes_on_collapse(tmp_path, capsys):
     assert main(["select", str(tmp_path / "x.parquet"), "--k-max", "3", "--kinds", "bayesian",
                  "--on-collapse", "reinit", "--out", str(out), *FAST]) == 2
     assert "--on-collapse reinit" in capsys.readouterr().err
+
+
+def test_criteria_count_sample_weights_as_frequencies():
+    """A weight of 2 is the row twice (scikit-learn's meaning): BIC and AIC take n as the sum of the weights,
+    so the same rows with weight 2 and those rows duplicated give the same table and choice (n counted the
+    rows, halving the likelihood term and moving BIC's penalty)."""
+    X, _, _ = make_blobs(n=90, d=2, k=2, sep=6.0, seed=5)
+    kw = dict(n_components=[1, 2, 3], covariance_types=("full", "spherical"), random_state=0,
+              kinds=("gaussian", "bayesian"))
+    twice = select_model(np.vstack([X, X]), **kw)
+    weighted = select_model(X, sample_weight=np.full(len(X), 2.0), **kw)
+    for col in ("log_likelihood", "bic", "aic"):
+        np.testing.assert_allclose(weighted.table[col], twice.table[col], rtol=1e-9, err_msg=col)
+    assert (weighted.best_.n_components, weighted.best_.covariance_type) == (
+        twice.best_.n_components, twice.best_.covariance_type)

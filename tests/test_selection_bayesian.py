@@ -165,3 +165,26 @@ def test_a_covariance_prior_needs_a_single_covariance_type():
     res = select_model(X, [2], "spherical", kinds="bayesian", bayesian_params={"covariance_prior": 2.0},
                        random_state=0)
     assert res.best_.covariance_prior_ == 2.0
+
+
+def test_tiny_sample_weights_fit_each_kind_as_its_estimator():
+    """Weights of ~1e-12: a gaussian candidate is GaussianMixture.fit's model (scaled up in its M-steps by the
+    power of two fit scales the weights by; it pulled means towards the data's before), a bayesian one is
+    BayesianGaussianMixture.fit's on the same weights (their scale is its sample size: not rescaled), to the
+    bit; the default covariance prior refuses a weight sum under 1 in both alike, saying why."""
+    X, _, _ = make_blobs(n=120, d=2, k=2, sep=8.0, seed=3)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(X)) * 1e-12
+    prior = {"covariance_prior": np.eye(2)}
+    with pytest.warns(UserWarning, match="frequencies"):
+        res = select_model(X, [1, 2], "full", random_state=0, kinds=("gaussian", "bayesian"), sample_weight=w,
+                           bayesian_params=prior)
+    for k in (1, 2):
+        alone = GaussianMixture(k, random_state=0).fit(X, sample_weight=w)
+        bayes = BayesianGaussianMixture(n_components=k, random_state=0, **prior).fit(X, sample_weight=w)
+        for name in ("weights_", "means_", "covariances_", "lower_bound_"):
+            np.testing.assert_array_equal(getattr(res.models_[(k, "full")], name), getattr(alone, name), name)
+            np.testing.assert_array_equal(getattr(res.models_[("bayesian", k, "full")], name), getattr(bayes, name))
+    for fit in (lambda: select_model(X, [2], "full", kinds="bayesian", sample_weight=w),
+                lambda: BayesianGaussianMixture(n_components=2).fit(X, sample_weight=w)):
+        with pytest.raises(ValueError, match=r"summing to more than 1; they sum to 1.57155e-10\. The scale"):
+            fit()

@@ -70,6 +70,23 @@ SPARSE_SCAN_SAMPLE_ROWS = 4096
 TINY_MEAN_WEIGHT = 2.0**-20
 
 
+def tiny_weight_factor(weight: float, rows: int) -> float:
+    """The power of two that brings a mean sample weight ``weight / rows`` below ``TINY_MEAN_WEIGHT`` to
+    [1, 2), else 1.0 (also for no rows or no positive weight). Exact and scale-equivariant: weights ``2**k``
+    times as large get a factor ``2**-k`` times as large while both are tiny, so the products are the same
+    bits (``np.frexp`` reads the exponent exactly; a logarithm can round across a power of two).
+    Shared by :meth:`ChunkedData.rescale_weights` and online EM's M-step scale.
+    """
+    if not rows or not weight > 0:
+        return 1.0
+    mean = weight / rows
+    if not mean < TINY_MEAN_WEIGHT:
+        return 1.0
+    # mean = m 2**e with m in [0.5, 1): 2**(1 - e) mean in [1, 2); at most 2**1000 (subnormal weights come up
+    # to ~1e-2, no overflow)
+    return float(np.ldexp(1.0, min(1000, 1 - int(np.frexp(mean)[1]))))
+
+
 def is_sparse_chunk(x) -> bool:
     """A scipy.sparse matrix or array (by its type's module: no SciPy import)."""
     return type(x).__module__.startswith("scipy.sparse")
@@ -537,17 +554,21 @@ class ChunkedData:
         sample's weights are scaled with it.
         """
         scan = self.scan()
-        if self.sample_weight is None or not scan.weight > 0 or not scan.rows:
+        factor = self.tiny_weight_factor()
+        if factor == 1.0:
             return 1.0
-        mean = scan.weight / scan.rows
-        if mean >= TINY_MEAN_WEIGHT:
-            return 1.0
-        # (at most 2**1000: subnormal weights come up to ~1e-2, no overflow)
-        factor = float(np.ldexp(1.0, min(1000, -int(np.floor(np.log2(mean))))))
         self.weight_scale *= factor
         self._scan = dataclasses.replace(scan, weight=scan.weight * factor, m2=scan.m2 * factor)
         self._sample_weights = self._sample_weights * factor
         return factor
+
+    def tiny_weight_factor(self) -> float:
+        """The factor :meth:`rescale_weights` would take now (:func:`tiny_weight_factor` of the scan's weight
+        and rows; 1.0 without sample weights or once they are rescaled), without taking it: for a model whose
+        M-step scales its statistics itself (``select_model``'s gaussian candidates, whose passes serve
+        variational candidates too)."""
+        scan = self.scan()
+        return 1.0 if self.sample_weight is None else tiny_weight_factor(scan.weight, scan.rows)
 
     def _sample_request(self) -> SampleRequest:
         d = self.n_features

@@ -342,17 +342,22 @@ def initial_states(data, scan, jobs: list[tuple[MixtureParams, int]], given: dic
     return states_from_stats(stats, scan, [p for p, _ in jobs], data.dtype, given)
 
 
-def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: dict | None = None) -> list[MixtureState]:
+def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: dict | None = None,
+                      weight_scale: float = 1.0) -> list[MixtureState]:
     """Starting models from initial statistics (an M-step each), one per ``params``.
 
-    ``given`` is as in :func:`initial_states`; ``scan`` gives the total weight.
+    ``given`` is as in :func:`initial_states`; ``scan`` gives the total weight. ``weight_scale``: the
+    power of two the states' M-steps multiply the statistics by (:class:`MixtureState`), these too.
     """
     given = given or {"weights": None, "means": None, "precisions": None}
     states = []
     for p, st in zip(params, stats, strict=True):
         options = p.state_options(dtype)
+        if weight_scale != 1.0:
+            options["weight_scale"] = weight_scale
+            st = st.scaled(weight_scale)
         nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
-        weights = nk / scan.weight if given["weights"] is None else given["weights"]
+        weights = nk / (scan.weight * weight_scale) if given["weights"] is None else given["weights"]
         means = means if given["means"] is None else given["means"]
         if given["precisions"] is None:
             events = ()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from daskgmm.engine.passes import tiny_weight_factor
 from daskgmm.kernels import MixtureRequest, ScanRequest, SuffStats
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import OBJECTIVE_RTOL, MixtureState, first_best
@@ -228,8 +229,11 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
     eta = step_size(t, learning_decay, learning_offset)
     blended = blend(running, batch, eta)
     # the M-step sees the running statistics as the rows behind them: the batch's weight, and as much per row
-    # for the rows seen before (and those rows as its rows: collapse thresholds count rows, whatever the weights)
+    # for the rows seen before (and those rows as its rows: collapse thresholds count rows, whatever the weights).
+    # Tiny weights times the power of two fit's rescale_weights takes (exact; 1 for a batch rescaled already):
+    # the M-step's 10 eps added to each component's sum swamped sums near 1e-12, the step is the same for any scale
     behind = batch.weight * (1.0 + rows_seen / batch.rows) if batch.rows else batch.weight
+    behind *= tiny_weight_factor(batch.weight, batch.rows)
     new = state.update(scale_stats(blended, behind, worst=batch.worst, rows=int(batch.rows) + int(rows_seen)))
     return OnlineStep(new, blended, float(objectives[chosen]), eta, int(batch.rows), float(batch.weight), seconds,
                       chosen)

@@ -21,9 +21,10 @@ from daskgmm.kernels import predict as blocks
 from daskgmm.validation.checks import is_dask_dataframe
 
 
-def information_criteria(mean_log_likelihood: float, n_rows: int, n_parameters: int) -> tuple[float, float]:
+def information_criteria(mean_log_likelihood: float, n_rows: float, n_parameters: int) -> tuple[float, float]:
     """BIC and AIC (lower is better) of a model with the given mean log-likelihood per row on ``n_rows``
-    rows and ``n_parameters`` free parameters, as scikit-learn's ``GaussianMixture.bic``/``aic``."""
+    rows and ``n_parameters`` free parameters, as scikit-learn's ``GaussianMixture.bic``/``aic``. With
+    frequency weights, ``n_rows`` is their sum and the mean is per unit of weight (``select_model``)."""
     total = mean_log_likelihood * n_rows
     return -2 * total + n_parameters * math.log(n_rows), -2 * total + 2 * n_parameters
 

@@ -34,10 +34,13 @@ class CandidateFit:
         Its estimator's fitted attributes (priors included for a bayesian candidate; ``init_seconds_``,
         ``init_passes_`` and ``n_passes_`` those of the passes all candidates shared).
     log_likelihood : float
-        Mean log-likelihood per row of the Gaussian mixture with its plug-in parameters.
+        Mean log-likelihood per unit of sample weight (per row without weights) of the Gaussian mixture
+        with its plug-in parameters.
     n_iter : int
     converged : bool
     lower_bound : float
+    weight : float
+        The sum of the sample weights of the rows scored (the number of rows without weights).
     """
 
     attributes: dict
@@ -45,11 +48,18 @@ class CandidateFit:
     n_iter: int
     converged: bool
     lower_bound: float
+    weight: float
 
 
 def initial_states(data, scan, candidates: dict, priors: dict, seeds, init_params) -> list:
     """The starting state of every (candidate, seed), in the order of ``candidates`` then ``seeds``;
-    the initial statistics of each (K, covariance type, seed) are computed once for both kinds."""
+    the initial statistics of each (K, covariance type, seed) are computed once for both kinds.
+
+    The passes take the weights as given (a variational posterior sees their scale: it is the sample
+    size the prior is weighed against); a gaussian candidate's M-steps scale its statistics up as
+    ``GaussianMixture.fit`` scales tiny weights (``ChunkedData.tiny_weight_factor``: a power of two, exact).
+    """
+    weight_scale = data.tiny_weight_factor()
     ks_types = list(dict.fromkeys(c[-2:] for c in candidates))
     init_keys = [(k, t, s) for k, t in ks_types for s in seeds]
     stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys)))
@@ -64,7 +74,7 @@ def initial_states(data, scan, candidates: dict, priors: dict, seeds, init_param
             else:
                 mp = fitting.MixtureParams.of(params)
                 states += fitting.states_from_stats([stats[(k, t, s)] for s in seeds], scan, [mp] * len(seeds),
-                                                    data.dtype)
+                                                    data.dtype, weight_scale=weight_scale)
     return states
 
 
@@ -171,5 +181,5 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
             attributes.update(n_batches_=1, n_rows_seen_=int(data.n_rows))
         # the passes every candidate shared (the final scoring pass included)
         attributes.update(init_seconds_=init_seconds, init_passes_=init_passes, n_passes_=data.passes)
-        out[c] = CandidateFit(attributes, st.loglik / st.weight, r.n_iter, r.converged, lower_bound)
+        out[c] = CandidateFit(attributes, st.loglik / st.weight, r.n_iter, r.converged, lower_bound, st.weight)
     return out

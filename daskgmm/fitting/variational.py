@@ -28,6 +28,19 @@ class VariationalParams(FitParams):
     missing: str = "raise"
 
 
+def _frequencies(total: float) -> float:
+    """The sum of the sample weights, which the covariance with ``ddof=1`` divides by less 1 (weights as
+    frequencies): refused unless above 1 (the covariance was negative or infinite, and the fit failed on a
+    covariance "not positive definite", naming components)."""
+    if not total > 1.0:
+        raise ValueError(
+            "The default covariance_prior is the data's covariance with sample weights as frequencies "
+            f"(divided by their sum minus 1), which needs sample weights summing to more than 1; they sum to "
+            f"{total:g}. The scale of the weights is the sample size the priors are weighed against: give "
+            "covariance_prior, or weights on the scale of row counts.")
+    return total
+
+
 def data_covariance(data, scan) -> np.ndarray:
     """The (weighted) covariance of the rows with ``ddof=1``, shape (D, D): one pass.
 
@@ -40,7 +53,7 @@ def data_covariance(data, scan) -> np.ndarray:
     d = data.n_features
     nat = NaturalParams(np.zeros((1, d, d)), np.zeros((1, d)), np.zeros(1))
     st = data.run([MixtureRequest([ModelSpec(nat, "full")])], scan.mean)[0][0]
-    n = st.n[0]
+    n = _frequencies(st.n[0])
     s1 = st.s1[0]
     scatter = st.s2[0] - np.outer(s1, s1) / n  # about the exact mean (s1 is ~0, not 0)
     out = scatter / (n - 1.0)
@@ -91,7 +104,7 @@ def variational_priors(data, scan, params: VariationalParams, *, weight_concentr
         if t.dense:
             out["covariance_prior"] = data_covariance(data, scan) if data_cov is None else data_cov
         else:
-            out["covariance_prior"] = t.from_variances(scan.m2 / (scan.weight - 1.0))
+            out["covariance_prior"] = t.from_variances(scan.m2 / (_frequencies(scan.weight) - 1.0))
     elif t.component_shape(d) == ():
         # one positive number, as the float the parameter's constraint takes: an array of one value too (a list
         # was a TypeError from float(), a negative, zero or NaN array passed on to fail in the fit or not at all)

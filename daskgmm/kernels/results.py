@@ -5,7 +5,7 @@ Pure NumPy; nothing here knows about Dask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -139,6 +139,13 @@ class SuffStats:
         unweighted). Collapse thresholds (``D + 1`` rows) count these: the weighted sums depend on the
         scale of ``sample_weight``, which changes no fit."""
         return self.n * (self.rows / self.weight) if self.weight > 0 and self.rows else self.n
+
+    def scaled(self, factor: float) -> SuffStats:
+        """The statistics of the same rows with every sample weight times ``factor`` (``rows`` and ``worst``
+        as they are): exact for a power of two."""
+        return replace(self, n=frozen(self.n * factor), s1=frozen(self.s1 * factor), s2=frozen(self.s2 * factor),
+                       loglik=self.loglik * factor, weight=self.weight * factor,
+                       resp_log_resp=self.resp_log_resp * factor)
 
     def merge(self, other: SuffStats) -> SuffStats:
         """Sum of the statistics of two disjoint sets of rows."""

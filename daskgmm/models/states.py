@@ -83,6 +83,11 @@ class MixtureState:
     rows : ndarray of shape (K,) or None
         Each component's rows behind the last update (``SuffStats.n_rows``), None before one: with
         the weights held fixed these, not the weights, say how many rows a component has.
+    weight_scale : float
+        A power of two the M-step multiplies the statistics by (exact): the fit is the same for any scale
+        of the weights, but scikit-learn's ``10 eps`` added to each component's weight sum swamps tiny
+        ones. For passes whose weights are not scaled already (``ChunkedData.rescale_weights``):
+        ``select_model``'s gaussian candidates, whose passes serve variational ones, which see the scale.
     """
 
     weights: np.ndarray
@@ -99,6 +104,7 @@ class MixtureState:
     events: tuple = ()
     missing: str = "raise"
     rows: np.ndarray | None = None
+    weight_scale: float = 1.0
 
     def __post_init__(self):
         # one memory layout for every parameter array: after an M-step precisions_cholesky
@@ -150,6 +156,8 @@ class MixtureState:
 
     def update(self, stats: SuffStats) -> MixtureState:
         """M-step. Raises ValueError naming collapsed components (``on_collapse="raise"``)."""
+        if self.weight_scale != 1.0:
+            stats = stats.scaled(self.weight_scale)
         nk, means, covs = cov.estimate_parameters(stats, self.reg_covar, self.eps_dtype)
         up = self.update_params
         weights = nk / nk.sum() if "w" in up else self.weights
