@@ -65,6 +65,10 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         degrees of freedom are kept in [0.01, 1e6] (``daskgmm.models.studentt.DF_BOUNDS``; at 1e6
         a component is Gaussian to about 1e-6 in its log-density), so unless ``fixed_df`` the
         start must lie there too; with ``fixed_df`` any finite positive value is kept as given.
+        Unless ``fixed_df``, each start's degrees of freedom are then those of highest t likelihood on
+        the first scan's sample given the start's locations and scales (``df`` is kept only where
+        that is no higher): EM's own update moves a large ``nu`` so slowly (by about ``Var(δ²)/2``
+        per iteration) that a fit from ``df=1e5`` stopped near it on heavy-tailed data.
     fixed_df : bool, default=False
         Keep every component's degrees of freedom at ``df`` (studenttmixture's name;
         its default is True).
