@@ -185,9 +185,15 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         self._verbose_end(fit.runs)
         set_attributes(self, fitting_studentt.studentt_attributes(fit, d, self.max_iter, data.dtype))
         self._warn_if_not_converged()
-        # the t likelihood has the Gaussian's singularity: a component on one row, its scale reg_covar's
+        # the t likelihood has the Gaussian's singularity: a component on one row, its scale reg_covar's, or on
+        # rows that are one point (a saturated patch), its scale reg_covar's and a share of its tails'
+        reg = 0.0 if one_point(scan) else self.reg_covar
+        x, w = fitting_studentt.sample_rows(data)
+        points = fitting_studentt.t_on_a_point(self.weights_, self.means_, self.covariances_,
+                                               self.precisions_cholesky_, self.covariance_type, self.df_, reg, x, w,
+                                               scan.mean)
         found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, None,
-                                         0.0 if one_point(scan) else self.reg_covar)
+                                         reg, points=points)
         fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, reinit=False)
         return data
 

@@ -543,3 +543,26 @@ def test_a_component_on_one_row_is_named_as_the_gaussian_mixtures_is():
     with warnings.catch_warnings():
         warnings.simplefilter("error", CollapsedComponentWarning)
         StudentTMixture(2, random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_component_on_identical_rows_is_named_as_the_gaussian_mixtures_is(k):
+    """Pixels, 60% of them saturated: GaussianMixture names the component on that point; StudentTMixture did
+    not, its scale 0.3-10% above reg_covar's (a share of its tails; ON_POINT_RTOL is 0.1%). It names it now,
+    in the same words; rows spread about the point (a tenth of reg_covar each way) are named by neither."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 255, size=(200, 3))
+    X[:120] = 255.0
+    said = (r"^component \d on 12\d(\.\d+)? row\(s\) that are one point \(its covariance is reg_covar's\), the "
+            r"likelihood's singularity \(held finite by reg_covar=1e-06 only\); fit fewer components, or set "
+            r"reg_covar to the spread such rows should have$")
+    with pytest.warns(CollapsedComponentWarning, match=said):
+        t = StudentTMixture(k, random_state=0).fit(X)
+    assert len(cov.on_a_point(t.covariances_, "full", 1e-6)) == 0  # the Gaussian test misses it: its tails' share
+    X[:120] += rng.normal(scale=np.sqrt(1e-7), size=(120, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        StudentTMixture(k, random_state=0).fit(X)
+        GaussianMixture(k, random_state=0).fit(X)
