@@ -65,6 +65,10 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         degrees of freedom are kept in [0.01, 1e6] (``daskgmm.models.studentt.DF_BOUNDS``; at 1e6
         a component is Gaussian to about 1e-6 in its log-density), so unless ``fixed_df`` the
         start must lie there too; with ``fixed_df`` any finite positive value is kept as given.
+        Unless ``fixed_df``, each start's degrees of freedom are then those of highest t likelihood on
+        the first scan's sample given the start's locations and scales (``df`` is kept only where
+        that is no higher): EM's own update moves a large ``nu`` so slowly (by about ``Var(δ²)/2``
+        per iteration) that a fit from ``df=1e5`` stopped near it on heavy-tailed data.
     fixed_df : bool, default=False
         Keep every component's degrees of freedom at ``df`` (studenttmixture's name;
         its default is True).
@@ -181,9 +185,15 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         self._verbose_end(fit.runs)
         set_attributes(self, fitting_studentt.studentt_attributes(fit, d, self.max_iter, data.dtype))
         self._warn_if_not_converged()
-        # the t likelihood has the Gaussian's singularity: a component on one row, its scale reg_covar's
+        # the t likelihood has the Gaussian's singularity: a component on one row, its scale reg_covar's, or on
+        # rows that are one point (a saturated patch), its scale reg_covar's and a share of its tails'
+        reg = 0.0 if one_point(scan) else self.reg_covar
+        x, w = fitting_studentt.sample_rows(data)
+        points = fitting_studentt.t_on_a_point(self.weights_, self.means_, self.covariances_,
+                                               self.precisions_cholesky_, self.covariance_type, self.df_, reg, x, w,
+                                               scan.mean)
         found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, None,
-                                         0.0 if one_point(scan) else self.reg_covar)
+                                         reg, points=points)
         fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, reinit=False)
         return data
 

@@ -201,7 +201,7 @@ class CollapsedComponentWarning(UserWarning):
 
 
 def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
-                      rows=None, reg_covar: float = 0.0) -> list[tuple[int, float, bool]]:
+                      rows=None, reg_covar: float = 0.0, points=None) -> list[tuple[int, float, bool]]:
     """``(component, rows, on_a_point)`` of every component of a fitted mixture on fewer rows (its weight
     times ``n_rows``, the rows fitted; or ``rows``, each component's rows, shape (K,), where the weights do
     not say them: held fixed) than its covariance needs
@@ -209,7 +209,9 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
     ``reg_covar``, on rows that are one point, its covariance ``reg_covar``'s
     (:func:`daskgmm.kernels.covariance.on_a_point`; True); none for ``tied``. A component
     that holds no rows (its weight scikit-learn's 10 eps of the weights' dtype: a dead one, whose
-    likelihood grows nothing) is not one of them."""
+    likelihood grows nothing) is not one of them. ``points``, the components known to be on one point, replaces
+    the covariance test where a model has its own (a t mixture's: its scales keep a share of their tails,
+    :func:`daskgmm.fitting.studentt.t_on_a_point`)."""
     if not cov.of(covariance_type).per_component:
         return []
     weights = np.asarray(weights)
@@ -218,7 +220,9 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
     # float32's 10 eps is 1.2e-6 of a row (unweighted): well under a thousandth of a row is no row
     dead = max(1e-9 * n_rows, 1e4 * eps)
     few = [int(j) for j in cov.collapsed_components(covariances, nk, covariance_type)]
-    point = [int(j) for j in cov.on_a_point(covariances, covariance_type, reg_covar) if j not in few]
+    if points is None:
+        points = cov.on_a_point(covariances, covariance_type, reg_covar)
+    point = [int(j) for j in points if j not in few]
     return [(j, float(nk[j]), j in point) for j in sorted(few + point) if nk[j] > dead]
 
 

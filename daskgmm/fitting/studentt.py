@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.special import logsumexp
 
 from daskgmm.em.init import kmeans_tolerance, label_spec, mixture_init_stats, sample_kmeans, warn_fewer_clusters
 from daskgmm.em.loop import Run, lockstep
@@ -14,8 +15,9 @@ from daskgmm.fitting.mixture import FitParams, MixtureFit, fit_runs, fitted_attr
 from daskgmm.kernels import MixtureRequest, chunk_pass
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.random import stream_key
+from daskgmm.kernels.studentt import t_logits
 from daskgmm.models.states import first_best
-from daskgmm.models.studentt import StudentTState
+from daskgmm.models.studentt import StudentTState, observed_df, t_form
 
 #: k-means starts the "kmeans" initialisation tries per restart, each fitted on the scan's sample,
 #: the one of highest t likelihood there kept (see :func:`studentt_initial_states`).
@@ -59,7 +61,9 @@ def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]], 
     start; the start itself, scales of ``reg_covar``, would drive the degrees of freedom to
     about 0.1 in the first update, where EM barely moves). "kmeans" (the default) is made
     robust to gross outliers unless ``robust`` is False: several k-means starts, the one the
-    t likelihood prefers on the scan's sample (:func:`sample_fitted_states`).
+    t likelihood prefers on the scan's sample (:func:`sample_fitted_states`). Unless ``fixed_df``, every
+    start's degrees of freedom are those of highest t likelihood on the sample given its other
+    parameters (:func:`sample_df`), not ``df`` itself.
     """
     methods = {p.init_params for p, _ in jobs}
     if len(methods) != 1:
@@ -80,7 +84,105 @@ def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]], 
         nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
         states.append(StudentTState.from_covariances(nk / scan.weight, means, covs, p.covariance_type, p.df,
                                                      **options))
-    return states
+    if data.sparse:
+        return states
+    x, w = sample_rows(data)
+    return [sample_df(s, x, w, scan.mean) for s in states]
+
+
+def sample_rows(data) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first :data:`SAMPLE_FIT_ROWS` rows of the scan's sample (float64), and their sample weights when the
+    sample is the data (else None: the sample is drawn by weight)."""
+    sample = data.sample()
+    full = data.sample_complete and len(sample) <= SAMPLE_FIT_ROWS
+    x = np.asarray(sample[:SAMPLE_FIT_ROWS], np.float64)
+    w = np.asarray(data.sample_weights(), np.float64)[: len(x)] if full else None
+    return x, w
+
+
+def sample_df(state: StudentTState, x: np.ndarray, w, centre) -> StudentTState:
+    """``state`` with the degrees of freedom the t likelihood of rows ``x`` asks for given its other parameters
+    (:func:`daskgmm.models.studentt.observed_df`, ECME's step; unchanged with ``fixed_df`` or no rows).
+
+    A start's ``df`` is only where EM's degrees of freedom begin, and EM's update moves a large one by a
+    roughly constant amount per iteration, each gaining less than ``tol``: from ``df=1e5`` a fit on rows
+    of a t with 3 degrees of freedom stopped at 99,400, where ``df=10`` found 2.7. The likelihood's own
+    maximum given the start's locations and scales does not depend on ``df``.
+    """
+    if state.fixed_df or len(x) == 0:
+        return state
+    d2, resp = _distances_and_responsibilities(state.weights, state.means, state.precisions_cholesky,
+                                               state.covariance_type, state.df, x, centre)
+    if w is not None:
+        resp = resp * w[None, :]
+    return replace(state, df=observed_df(state.df, d2, resp, x.shape[1]))
+
+
+def _distances_and_responsibilities(weights, means, prec_chol, covariance_type, df, x, centre):
+    """``δ²`` and the responsibilities of rows ``x`` (n, D) under a t mixture, each (K, n), float64."""
+    centre = np.asarray(centre, np.float64)
+    form = t_form(weights, means, prec_chol, covariance_type, df, centre)
+    d2 = form.squared_distances(np.ascontiguousarray((np.asarray(x, np.float64) - centre).T))[0]
+    logits = t_logits(d2, form.df, form.const, x.shape[1])
+    return d2, np.exp(logits - logsumexp(logits, axis=0))
+
+
+#: A t component on rows that are one point has a scale above ``reg_covar``'s by what its tails lend it: a far
+#: row adds ``r u (x - μ)(x - μ)ᵀ`` with ``u (x - μ)ᵀ Σ⁻¹ (x - μ) < nu + D``, a share of the scale itself
+#: (0.3-10% measured on pixels with 60% of the rows saturated), so the scale says only "candidate" below
+#: ``1 + T_POINT_RTOL`` times ``reg_covar``, and the rows decide.
+T_POINT_RTOL = 1.0
+
+
+def t_on_a_point(weights, means, covariances, prec_chol, covariance_type, df, reg_covar, x, w,
+                 centre) -> np.ndarray:
+    """Components of a fitted t mixture on rows that are one point (a saturated patch of an image).
+
+    ``GaussianMixture``'s test (:func:`daskgmm.kernels.covariance.on_a_point`: the covariance
+    ``reg_covar``'s to a thousandth) misses them: a t component's scale keeps a share of its tails
+    (:data:`T_POINT_RTOL`). So a component is on one point when its scale is within ``1 + T_POINT_RTOL``
+    of ``reg_covar`` in every direction, and the rows ``x`` (the scan's sample) it holds (responsibility above one
+    half) within its scale (``δ² <= D``) hold most of its responsibility there and scatter less than the
+    Gaussian test allows, a thousandth of ``reg_covar`` (:data:`daskgmm.kernels.covariance.ON_POINT_RTOL`)
+    in every direction.
+
+    Parameters
+    ----------
+    weights, means, covariances, prec_chol, covariance_type, df :
+        The fitted mixture (scales as ``covariances``).
+    reg_covar : float
+        0: none (as :func:`daskgmm.kernels.covariance.on_a_point`).
+    x : ndarray, shape (n, D)
+        Rows of the data (finite).
+    w : ndarray, shape (n,), or None
+        Their sample weights (None: ones).
+    centre : ndarray, shape (D,)
+        The centre the t form is taken about (the scan's mean: its rounding is the pass's).
+
+    Returns
+    -------
+    ndarray of int, shape (m,)
+    """
+    candidates = cov.on_a_point(covariances, covariance_type, reg_covar, rtol=T_POINT_RTOL)
+    if len(candidates) == 0 or len(x) == 0:
+        return candidates
+    x = np.asarray(x, np.float64)
+    d2, resp = _distances_and_responsibilities(weights, means, prec_chol, covariance_type, df, x, centre)
+    resp *= np.ones(len(x)) if w is None else np.asarray(w, np.float64)
+    out = []
+    for k in candidates:
+        # its core: rows within its scale (δ² <= D) that it holds; with nu near 0 it also holds rows around the
+        # point a little way off (a share of its weight, few rows), which lend its scale the tails' share
+        core = (resp[k] > 0.5 * (w if w is not None else 1.0)) & (d2[k] <= x.shape[1])
+        held = np.sum(resp[k][core])
+        if not held > 0.5 * np.sum(resp[k]):
+            continue  # its rows in the sample are not mostly within its scale (or there are none)
+        rows, ww = x[core], resp[k][core] / held
+        diff = rows - ww @ rows
+        scatter = (diff * ww[:, None]).T @ diff
+        if np.linalg.eigvalsh(scatter)[-1] <= cov.ON_POINT_RTOL * reg_covar:
+            out.append(int(k))
+    return np.array(out, dtype=np.intp)
 
 
 class _SampleRows:
@@ -104,18 +206,16 @@ def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> 
     component broad, two clusters in one). So for each job, :data:`KMEANS_STARTS` k-means
     starts on the sample (:func:`daskgmm.em.init.sample_kmeans`, the job's seed first and then
     seeds derived from it), each turned into a t mixture as the "kmeans" init does (label
-    moments, ``df`` degrees of freedom) and fitted by EM on the sample's first
+    moments, the degrees of freedom of :func:`sample_df` from ``df``) and fitted by EM on the sample's first
     :data:`SAMPLE_FIT_ROWS` rows (at most :data:`SAMPLE_FIT_ITER` iterations, in this process);
-    the fit of highest mean t log-likelihood there is the job's start, after more EM on the
-    sample to ``tol / 10`` (at most :data:`SAMPLE_POLISH_ITER` iterations: EM's degrees-of-freedom
+    the fit of highest mean t log-likelihood there is the job's start, after another :func:`sample_df`
+    and more EM on the sample to ``tol / 10`` (at most :data:`SAMPLE_POLISH_ITER` iterations: EM's degrees-of-freedom
     update gains less than ``tol`` per iteration long before it is done). No pass over the data:
     the sample is the same rows for any chunking, and so is the start. A start whose sample
     fit fails (a scale not positive definite on the few rows) is passed over.
     """
-    sample = data.sample()
-    full = data.sample_complete and len(sample) <= SAMPLE_FIT_ROWS
-    x = np.asarray(sample[:SAMPLE_FIT_ROWS], np.float64)
-    w = np.asarray(data.sample_weights(), np.float64)[: len(x)] if full else None
+    x, w = sample_rows(data)
+    full = w is not None
     rows = _SampleRows(x, w)
     centre = np.asarray(scan.mean, np.float64)
     tol_scaled = kmeans_tolerance(scan.variance, 1e-4)
@@ -134,6 +234,7 @@ def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> 
             try:
                 start = StudentTState.from_covariances(nk / nk.sum(), means, covs, p.covariance_type, p.df,
                                                        **options)
+                start = sample_df(start, x, w, centre)
                 run = Run(start)
                 lockstep(rows, [run], centre=centre, max_iter=SAMPLE_FIT_ITER)
             except (ValueError, np.linalg.LinAlgError):
@@ -146,7 +247,7 @@ def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> 
         best = runs[first_best([r.objective for r in runs], maximize=True)]
         # EM's nu-update gains little per iteration as nu grows: in memory, take the chosen fit to a
         # tenth of tol, so that a start is not left short of the degrees of freedom the sample asks for
-        run = Run(replace(best.state, tol=p.tol / 10))
+        run = Run(replace(sample_df(best.state, x, w, centre), tol=p.tol / 10))
         try:
             lockstep(rows, [run], centre=centre, max_iter=SAMPLE_POLISH_ITER)
             polished = run.state if np.isfinite(run.objective) and run.objective >= best.objective else best.state

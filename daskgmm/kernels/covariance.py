@@ -726,8 +726,8 @@ def component_covariance(covariances, covariance_type: str, k: int, n_features: 
     return of(covariance_type).component_matrix(np.asarray(covariances, dtype=np.float64), k, n_features)
 
 
-def on_a_point(covariances, covariance_type, reg_covar) -> np.ndarray:
-    """Components whose covariance is ``reg_covar``'s (to within ``ON_POINT_RTOL``) in every direction.
+def on_a_point(covariances, covariance_type, reg_covar, rtol: float = ON_POINT_RTOL) -> np.ndarray:
+    """Components whose covariance is ``reg_covar``'s (to within ``rtol``) in every direction.
 
     Their rows are one point (repeated rows: a saturated patch of an image), however many they are: the
     singularity of maximum likelihood for mixtures, which ``reg_covar`` only masks (without it the
@@ -741,6 +741,9 @@ def on_a_point(covariances, covariance_type, reg_covar) -> np.ndarray:
         Fitted covariances (``reg_covar`` included) in the shape of ``covariance_type``.
     covariance_type : str
     reg_covar : float
+    rtol : float
+        A looser one names candidates that other evidence must confirm (a t component's scale keeps a
+        share of its tails: :func:`daskgmm.fitting.studentt.t_on_a_point`).
 
     Returns
     -------
@@ -751,7 +754,7 @@ def on_a_point(covariances, covariance_type, reg_covar) -> np.ndarray:
         return np.zeros(0, dtype=np.intp)
     covs = np.asarray(covariances, dtype=np.float64)
     largest = np.linalg.eigvalsh(covs)[:, -1] if t.dense else covs.reshape(len(covs), -1).max(axis=1)
-    return np.flatnonzero(largest <= reg_covar * (1 + ON_POINT_RTOL))
+    return np.flatnonzero(largest <= reg_covar * (1 + rtol))
 
 
 def collapsed_components(covs, nk, covariance_type) -> np.ndarray:
