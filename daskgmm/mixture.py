@@ -195,8 +195,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
             fitting.check_warm_features(type(self).__name__, self.means_.shape[1], d)
-            fitting.check_continued_model(type(self).__name__, self.means_, self.covariances_,
-                                          self.precisions_cholesky_, self.n_components, self.covariance_type)
+            self._check_continued()
             warm = (fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
                                        params, data.dtype), self.lower_bound_)
         given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init, params, d)
@@ -258,8 +257,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
             running, t, centre, seen = None, 0, scan.mean, 0
         else:
             check_is_fitted(self)
-            fitting.check_continued_model(name, self.means_, self.covariances_, self.precisions_cholesky_,
-                                          self.n_components, self.covariance_type, how="partial_fit")
+            self._check_continued("partial_fit")
             data, _, info = prepare_rows(X, sample_weight, name, cache="none", chunk_size=self.chunk_size,
                                          min_samples=1, estimator=self, reset=False, scan=False,
                                          missing=self.missing, check_chunks=True)

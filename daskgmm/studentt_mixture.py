@@ -168,8 +168,7 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
             fitting.check_warm_features(type(self).__name__, self.means_.shape[1], d)
-            fitting.check_continued_model(type(self).__name__, self.means_, self.covariances_,
-                                          self.precisions_cholesky_, self.n_components, self.covariance_type)
+            self._check_continued()
             warm = (fitting_studentt.studentt_warm_state(self.weights_, self.means_, self.covariances_,
                                                          self.precisions_cholesky_, self.df_, params, data.dtype),
                     self.lower_bound_)

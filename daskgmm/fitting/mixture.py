@@ -112,8 +112,13 @@ def check_warm_features(name: str, fitted_features: int, n_features: int) -> Non
         )
 
 
+# The fitted estimator's attribute recording the covariance type it was fitted with: its arrays' shapes do not
+# always say it (see check_continued_model); private, as scikit-learn's fitted attributes end in "_".
+FITTED_TYPE = "_fitted_covariance_type"
+
+
 def check_continued_model(name: str, means, covariances, precisions_cholesky, n_components: int,
-                          covariance_type: str, how: str = "warm_start") -> None:
+                          covariance_type: str, how: str = "warm_start", fitted_type: str | None = None) -> None:
     """A fit that continues a fitted model (``warm_start``, a later ``partial_fit``) keeps its form: the
     parameters must still say its number of components and covariance type. After ``set_params`` changed
     them, the fitted arrays were read as the new form (a broadcasting error, or, as tied from full, a
@@ -126,9 +131,15 @@ def check_continued_model(name: str, means, covariances, precisions_cholesky, n_
         What continues the model, for the message; "fitted": predictions, samples and model files, which
         read the fitted arrays as the parameters' form (scikit-learn's fail in NumPy; full read as tied
         gave labels and a NaN bic with divide-by-zero warnings).
+    fitted_type : str, optional
+        The covariance type the model was fitted with, as its fit or model file recorded it
+        (:data:`FITTED_TYPE`). Without it (an estimator pickled by a version that did not record it) the
+        type is inferred from the arrays' shapes, which cannot tell tied from diag when K = D: a diag
+        model whose precisions span twelve orders of magnitude looked triangular (tied), and at K = D = 1
+        the shapes say nothing.
     """
     k, d = np.shape(means)
-    fitted = cov.fitted_covariance_type(covariances, precisions_cholesky, k, d)
+    fitted = fitted_type or cov.fitted_covariance_type(covariances, precisions_cholesky, k, d)
     if k == n_components and (fitted is None or fitted == covariance_type):
         return
     was = f"{k} component{'s' * (k != 1)}" + (f" and covariance_type={fitted!r}" if fitted else "")
@@ -564,6 +575,7 @@ def fitted_attributes(best: Run, runs: list[Run], lower_bound: float, max_iter: 
             {"lower_bound": float(r.objective), "n_iter": int(r.n_iter), "converged": bool(r.converged)}
             for r in runs
         ],
+        FITTED_TYPE: st.covariance_type,
     }
     if st.covariances is not None:
         out["covariances_"] = st.covariances.astype(dtype)
