@@ -209,8 +209,12 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
                        drop=("online_stats_",))
         self._warn_if_not_converged()
         # rows, not the scan's weight (which counts complete rows only under missing="marginalize")
-        # (fixed weights say nothing of a component's rows: the last update's rows do)
-        rows = fit.best.state.rows if "w" not in self.update_params else None
+        # (fixed weights say nothing of a component's rows: the last update's rows do; nor do sample weights)
+        rows = fitting.component_rows(data, [fit.best.state], scan.mean)
+        if rows is not None:
+            rows, self.n_passes_ = rows[0], self.n_passes_ + 1
+        elif "w" not in self.update_params:
+            rows = fit.best.state.rows
         # (data of one point: the DegenerateDataWarning of the scan said it; no component on it to name)
         found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows,
                                          0.0 if one_point(scan) else self.reg_covar)

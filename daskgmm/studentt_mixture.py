@@ -181,7 +181,10 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         set_attributes(self, fitting_studentt.studentt_attributes(fit, d, self.max_iter, data.dtype))
         self._warn_if_not_converged()
         # the t likelihood has the Gaussian's singularity: a component on one row, its scale reg_covar's
-        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, None,
+        rows = fitting.component_rows(data, [fit.best.state], scan.mean)  # weighted rows: counted (one pass)
+        if rows is not None:
+            rows, self.n_passes_ = rows[0], self.n_passes_ + 1
+        found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows,
                                          0.0 if one_point(scan) else self.reg_covar)
         fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, reinit=False)
         return data

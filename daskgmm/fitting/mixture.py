@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.utils import check_array, check_random_state
 
 from daskgmm.em.init import mixture_init_stats
-from daskgmm.em.loop import Run, lockstep
+from daskgmm.em.loop import Run, lockstep, run_specs
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import FIXED_MEANS_REASON, OBJECTIVE_RTOL, MixtureState, first_best, reseed_collapsed
 
@@ -211,11 +211,26 @@ class CollapsedComponentWarning(UserWarning):
     only."""
 
 
+def component_rows(data, states: list, centre) -> list | None:
+    """Each state's rows per component, ``Σ_i r_ik`` over the rows, their sample weights left out: shape (K,)
+    each, the ``rows`` of :func:`collapsed_on_rows`. A collapse is about how many rows a covariance is
+    estimated from, not about their weight: a component's share of the weight times the rows (the same for
+    any scale of the weights) took one row of weight 1e6 among 1,000 of weight 1 for 999 rows, and 50 rows
+    of weight 1e-6 for 5e-5 of a row. One pass, for weighted data only; None without sample weights (then
+    the weights' shares are the rows')."""
+    if data.sample_weight is None or not states:
+        return None
+    with data.unweighted():
+        stats = run_specs(data, [s.spec(centre) for s in states], centre)
+    # a t mixture's statistics: its responsibilities' sums apart from the moments (weighted by u)
+    return [np.asarray(st.resp if hasattr(st, "resp") else st.n, np.float64) for st in stats]
+
+
 def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
                       rows=None, reg_covar: float = 0.0) -> list[tuple[int, float, bool]]:
     """``(component, rows, on_a_point)`` of every component of a fitted mixture on fewer rows (its weight
     times ``n_rows``, the rows fitted; or ``rows``, each component's rows, shape (K,), where the weights do
-    not say them: held fixed) than its covariance needs
+    not say them: sample weights (:func:`component_rows`), or weights held fixed) than its covariance needs
     (:func:`daskgmm.kernels.covariance.collapsed_components`; ``on_a_point`` False), or, given
     ``reg_covar``, on rows that are one point, its covariance ``reg_covar``'s
     (:func:`daskgmm.kernels.covariance.on_a_point`; True); none for ``tied``. A component
