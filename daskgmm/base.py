@@ -21,7 +21,7 @@ from daskgmm.em.init import INIT_METHODS
 from daskgmm.engine.cluster import compute_bounded
 from daskgmm.fitting import attributes as fitting_attributes
 from daskgmm.fitting import predict as fitting_predict
-from daskgmm.fitting.mixture import check_continued_model
+from daskgmm.fitting.mixture import FITTED_TYPE, check_continued_model
 from daskgmm.fitting.report import VerboseReport
 from daskgmm.kernels import covariance as cov
 from daskgmm.validation.checks import prediction_chunks, prediction_rows, prepare_rows
@@ -180,8 +180,14 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         """Fitted, and the parameters still say the fitted model's form: after set_params changed
         n_components or covariance_type, the fitted arrays were read as the new form."""
         check_is_fitted(self)
+        self._check_continued("fitted")
+
+    def _check_continued(self, how: str = "warm_start") -> None:
+        """The fitted model's form is still the parameters' (:func:`daskgmm.fitting.mixture.check_continued_model`):
+        before a warm start, a later ``partial_fit`` (``how``), or predictions ("fitted")."""
         check_continued_model(type(self).__name__, self.means_, self.covariances_, self.precisions_cholesky_,
-                              self.n_components, self.covariance_type, how="fitted")
+                              self.n_components, self.covariance_type, how=how,
+                              fitted_type=getattr(self, FITTED_TYPE, None))  # None: pickled before it was recorded
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

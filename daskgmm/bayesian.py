@@ -166,8 +166,7 @@ class BayesianGaussianMixture(BaseMixture):
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
             fitting_mixture.check_warm_features(type(self).__name__, self.means_.shape[1], d)
-            fitting_mixture.check_continued_model(type(self).__name__, self.means_, self.covariances_,
-                                                  self.precisions_cholesky_, self.n_components, self.covariance_type)
+            self._check_continued()
             self._check_prior_type("warm_start")
         priors = fitting_variational.variational_priors(
             data, scan, params, weight_concentration_prior=self.weight_concentration_prior,

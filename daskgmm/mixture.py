@@ -195,8 +195,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         warm = None
         if self.warm_start and hasattr(self, "converged_"):
             fitting.check_warm_features(type(self).__name__, self.means_.shape[1], d)
-            fitting.check_continued_model(type(self).__name__, self.means_, self.covariances_,
-                                          self.precisions_cholesky_, self.n_components, self.covariance_type)
+            self._check_continued()
             warm = (fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
                                        params, data.dtype), self.lower_bound_)
         given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init, params, d)
@@ -210,8 +209,12 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
                        drop=("online_stats_",))
         self._warn_if_not_converged()
         # rows, not the scan's weight (which counts complete rows only under missing="marginalize")
-        # (fixed weights say nothing of a component's rows: the last update's rows do)
-        rows = fit.best.state.rows if "w" not in self.update_params else None
+        # (fixed weights say nothing of a component's rows: the last update's rows do; nor do sample weights)
+        rows = fitting.component_rows(data, [fit.best.state], scan.mean)
+        if rows is not None:
+            rows, self.n_passes_ = rows[0], self.n_passes_ + 1
+        elif "w" not in self.update_params:
+            rows = fit.best.state.rows
         # (data of one point: the DegenerateDataWarning of the scan said it; no component on it to name)
         found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows,
                                          0.0 if one_point(scan) else self.reg_covar)
@@ -260,8 +263,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
             running, t, centre, seen = None, 0, scan.mean, 0
         else:
             check_is_fitted(self)
-            fitting.check_continued_model(name, self.means_, self.covariances_, self.precisions_cholesky_,
-                                          self.n_components, self.covariance_type, how="partial_fit")
+            self._check_continued("partial_fit")
             data, _, info = prepare_rows(X, sample_weight, name, cache="none", chunk_size=self.chunk_size,
                                          min_samples=1, estimator=self, reset=False, scan=False,
                                          missing=self.missing, check_chunks=True)

@@ -265,7 +265,7 @@ def select_model(
     # the gaussian candidates' (a bayesian one's likelihood is not maximised); rows: the scan's weight counts
     # complete rows only under missing="marginalize"
     found = {f"K={c[0]} {c[1]}": collapsed_on_rows(est.weights_, est.covariances_, est.covariance_type, n,
-                                                   reg_covar=0.0 if one_point(scan) else reg_covar)
+                                                   fits[c].rows, reg_covar=0.0 if one_point(scan) else reg_covar)
              for c, est in models.items() if c[0] != "bayesian"}
     warn_collapsed(found, reg_covar, stacklevel=2, criteria=True)
     total = next(iter(fits.values())).weight

@@ -193,6 +193,32 @@ def test_warm_start_partial_fit_and_predictions_refuse_a_changed_form(tmp_path):
     assert g.n_iter_ == 2
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_the_fitted_covariance_type_is_recorded_not_read_from_the_shapes(tmp_path):
+    """At K = D tied's (D, D) arrays have diag's (K, D) shape: the type was inferred from the arrays, and a diag
+    model whose precisions span 13 orders of magnitude looked triangular (tied): its own predictions refused
+    it. At K = D = 1 the shapes say nothing: tied set to diag went on silently, where spherical refused."""
+    X = np.random.RandomState(0).randn(30, 2)
+    pc = np.array([[1e6, 1e-7], [1e-7, 1.0]])  # diag's precision factors, as given: max_iter=0 keeps them
+    g = GaussianMixture(2, covariance_type="diag", max_iter=0, means_init=[[0, 0], [1, 1]],
+                        precisions_init=pc**2).fit(X)
+    g.predict(X)
+    g.save(tmp_path / "m")  # model.json's covariance_type is recorded on loading
+    loaded = daskgmm.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict(X), g.predict(X))
+    for est in (g, loaded):
+        with pytest.raises(ValueError, match="fitted with 2 components and covariance_type='diag', but"):
+            est.set_params(covariance_type="tied").predict(X)
+    g1 = GaussianMixture(1, covariance_type="tied", max_iter=2, random_state=0).partial_fit(X[:, :1])  # no fit
+    g1.set_params(covariance_type="diag", warm_start=True)
+    for call, match in ((g1.predict, "fitted with 1 component and covariance_type='tied'"),
+                        (g1.fit, "continues the fitted model, which has 1 component and covariance_type='tied'")):
+        with pytest.raises(ValueError, match=match):
+            call(X[:, :1])
+    del g1._fitted_covariance_type  # as pickled by an older version: inferred from the shapes (one model)
+    g1.predict(X[:, :1])
+
+
 def test_outputs_numpy_for_numpy_and_lazy_dask_for_dask(blobs):
     X, _, _ = blobs
     g = GaussianMixture(3, random_state=0).fit(X)

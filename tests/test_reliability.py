@@ -533,6 +533,51 @@ def test_a_stopped_worker_on_a_scheduler_without_worker_ttl_fails_the_job(own_cl
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("own_cluster", [UNCONFIGURED], indirect=True)
+def test_every_command_says_a_silent_worker_as_it_happens(own_cluster, tmp_path, capsys, monkeypatch):
+    """The warning of the test above, through every command that waits on the cluster (one home,
+    cli.runtime.warnings_said): update, predict and score showed Python's raw warning
+    ("…/cluster.py:825: SilentWorkerWarning: …"), select recorded it and lost it when its pass then failed.
+    The silent worker is faked at the engine's wait (a real one: the test above, for fit): the wait warns
+    as it does, then fails as without a worker-ttl."""
+    import warnings
+
+    from daskgmm.engine import cluster as engine_cluster
+
+    cluster, _ = own_cluster
+    _data(tmp_path / "d", n=400, files=1, row_group_size=400)
+    at = ["--scheduler", cluster.scheduler_address]
+    data, model = str(tmp_path / "d"), str(tmp_path / "m")
+    from daskgmm import GaussianMixture
+
+    g = GaussianMixture(2, covariance_type="diag")  # a model without a fit: the job's first pass costs 3 s
+    g.import_state({"weights_": np.full(2, 0.5), "means_": np.eye(2, 3), "precisions_cholesky_": np.ones((2, 3))},
+                   {"n_components": 2, "covariance_type": "diag", "n_features": 3, "columns": ["f0", "f1", "f2"]})
+    g.save(model)
+    wait = engine_cluster._wait_bounded
+
+    def silent(client, futures, what):
+        if what in ("pass", "write", "score"):  # each command's long work (not its persists and counts)
+            warnings.warn(f"worker tcp://127.0.0.1:1 (0) holds tasks of a {what} and has not answered the "
+                          "scheduler for 45 s", engine_cluster.SilentWorkerWarning, stacklevel=2)
+            raise engine_cluster.ClusterError(f"a {what} made no progress for 45 s")
+        return wait(client, futures, what)
+
+    monkeypatch.setattr(engine_cluster, "_wait_bounded", silent)
+    capsys.readouterr()
+    for argv in (["update", data, "--model", model, "--model-out", str(tmp_path / "u"), "--id-column", "id"],
+                 ["predict", data, "--model", model, "--out", str(tmp_path / "p"), "--id-column", "id"],
+                 ["score", data, "--model", model, "--columns", "f0,f1,f2"],
+                 ["select", data, "--k-min", "1", "--k-max", "2", "--out", str(tmp_path / "s"), "--id-column", "id"],
+                 ["fit", data, "--id-column", "id", "--n-components", "2", "--model-out", str(tmp_path / "f")]):
+        assert main([*argv, *at]) == 1
+        err = capsys.readouterr().err
+        assert re.search(r"warning: worker tcp://127.0.0.1:1 \(0\) holds tasks of a \w+ and has not answered", err), err
+        assert err.index("warning: worker") < err.index("error: a "), err
+        assert "SilentWorkerWarning" not in err, err
+
+
 def test_a_frozen_scheduler_fails_the_wait_after_the_stall_bound(monkeypatch):
     """A scheduler stopped (SIGSTOP: frozen, its connection left open) answers no call: each of the wait's
     calls to it (its workers, their tasks) is bounded, and not answering is a stall reason, failing the

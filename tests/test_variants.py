@@ -263,6 +263,37 @@ def test_a_fit_on_the_singularity_says_so():
         GaussianMixture(2, random_state=0).fit(X)  # no component alone: nothing to say
 
 
+def test_the_singularity_counts_rows_not_their_weights():
+    """A collapse is about how many rows a covariance is estimated from, not their weight. The check took a
+    component's share of the weight times the rows: one far row of weight 1e6 among 400 of weight 1 was
+    named for the two clusters ('component 1 on 0.0802 row(s), component 2 on 0.0802 row(s)'), and 50 rows
+    of weight 1e-6 were 'component 2 on 5.62e-05 row(s)'. The rows are counted now (one pass without the
+    weights), whatever the weights' scale; in StudentTMixture and select_model too."""
+    from daskgmm import StudentTMixture
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    heavy = np.r_[np.ones(400), 1e6]
+    one_row = r"^(K=3 full: )?component (\d) on 1 row\(s\): fewer rows than its covariance needs"
+    for scale in (1.0, 1e-3):
+        with pytest.warns(CollapsedComponentWarning, match=one_row) as said:
+            g = GaussianMixture(3, random_state=0).fit(X, sample_weight=heavy * scale)
+        j = int(re.match(one_row, str(said[0].message)).group(2))
+        np.testing.assert_allclose(g.means_[j], [40.0, 40.0])
+    assert g.n_passes_ == g.init_passes_ + g.n_iter_ + 1  # the count's pass
+    with pytest.warns(CollapsedComponentWarning, match=one_row):
+        StudentTMixture(3, random_state=0).fit(X, sample_weight=heavy)
+    with pytest.warns(CollapsedComponentWarning, match=one_row):
+        daskgmm.select_model(X, [3], "full", random_state=0, sample_weight=heavy)
+    Y = np.r_[X[:400], rng.normal(40, 1, (50, 2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedComponentWarning)
+        g = GaussianMixture(3, means_init=[[0, 0], [6, 6], [40, 40]], random_state=0).fit(
+            Y, sample_weight=np.r_[np.ones(400), np.full(50, 1e-6)])
+    assert g.weights_[2] < 1e-6
+
+
 def test_a_component_on_repeated_rows_is_the_singularity_too():
     """Five copies of one row (a saturated patch of an image) draw a component onto that point, its
     covariance reg_covar's: the notes' singularity, however many rows it holds. The fit said nothing (the

@@ -32,6 +32,7 @@ from daskgmm.cli.runtime import (
     reads_sparse,
     rows_read,
     storage_options,
+    warnings_said,
 )
 from daskgmm.kernels.covariance import covariance_shape
 from daskgmm.kernels.covariance import of as covariance_kind
@@ -282,22 +283,6 @@ def commit_fit(est, o, src, ckpt, log):
     return rows
 
 
-def said_now(log) -> None:
-    """Inside ``warnings.catch_warnings(record=True)``: say a :class:`SilentWorkerWarning` on stderr as it
-    is raised (a pass may wait minutes for the scheduler to remove the silent worker), record the rest."""
-    from daskgmm.engine.cluster import SilentWorkerWarning
-
-    record = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, SilentWorkerWarning):
-            log(f"warning: {message}")
-        else:
-            record(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show  # catch_warnings puts the recorder back at its exit
-
-
 def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
     from daskgmm.fitting.mixture import CollapsedComponentWarning
@@ -321,9 +306,8 @@ def cmd_fit(o, log, metrics):
         if o.predictions_out or o.plot:  # read again after the fit: once, if the rows stay in memory
             keep_rows(o, src)
         report = Reporter(o.quiet)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings_said(log, record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            said_now(log)
             t_fit = time.perf_counter()
             try:
                 if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)

@@ -25,6 +25,7 @@ from daskgmm.cli.runtime import (
     plot_after,
     rows_read,
     storage_options,
+    warnings_said,
 )
 from daskgmm.validation.scan import short_columns
 
@@ -238,7 +239,7 @@ def cmd_select(o, log, metrics):
         priors = select_priors(o, src.columns)
         ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
         report = Reporter(o.quiet)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings_said(log, record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)  # one, naming the unfinished candidates
             warnings.simplefilter("always", DataWarning)
             warnings.simplefilter("always", DegenerateDataWarning)

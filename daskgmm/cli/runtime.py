@@ -264,6 +264,30 @@ def check_model_width(o, columns, n_features: int) -> None:
 
 
 @contextlib.contextmanager
+def warnings_said(log, record: bool = False):
+    """``warnings.catch_warnings(record=record)`` in which a :class:`SilentWorkerWarning` is said on stderr as
+    it is raised ("warning: worker … has not answered the scheduler …"): a pass may wait minutes for the
+    scheduler to remove the silent worker, or fail (no worker-ttl). The other warnings are recorded
+    (``record``: the list it yields, as ``catch_warnings``) or shown as outside it.
+
+    :func:`command_cluster` holds one over every command that uses the cluster; a block that records warnings
+    inside it must be one too (``catch_warnings(record=True)`` puts back the default ``showwarning``)."""
+    from daskgmm.engine.cluster import SilentWorkerWarning
+
+    with warnings.catch_warnings(record=record) as caught:
+        other = warnings.showwarning  # the recorder, or the display outside
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, SilentWorkerWarning):
+                log(f"warning: {message}")
+            else:
+                other(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show  # catch_warnings puts the previous one back at its exit
+        yield caught
+
+
+@contextlib.contextmanager
 def command_cluster(o, log, box=None, metrics=None):
     """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it.
     ``metrics`` gets ``"kernel"``: what the workers' passes run on."""
@@ -317,7 +341,8 @@ def command_cluster(o, log, box=None, metrics=None):
         else:
             log("dashboard: not served (Dask's dashboard needs bokeh: pip install 'bokeh>=3.1')")
         try:
-            yield client
+            with warnings_said(log):  # through the whole command: its passes, persists, writes and scores
+                yield client
         except NonFiniteError as exc:
             src = (box or {}).get("src")
             if src is None:

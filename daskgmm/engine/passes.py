@@ -23,6 +23,7 @@ CPU); another chunking or kernel gives the same result to rounding.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import uuid
@@ -108,10 +109,14 @@ class _Plan:
     compiled: bool = True
     #: A power of two every sample weight is multiplied by (:meth:`ChunkedData.rescale_weights`): exact.
     weight_scale: float = 1.0
+    #: False: the rows count one each, their sample weights left out (:meth:`ChunkedData.unweighted`).
+    weighted: bool = True
 
 
 def _chunk_task(x, w, row0, plan: _Plan):
     pin_worker_blas()
+    if not plan.weighted:
+        w = None
     if w is not None and plan.weight_scale != 1.0:
         w = np.asarray(w, np.float64) * plan.weight_scale
     if is_sparse_chunk(x):
@@ -310,6 +315,7 @@ class ChunkedData:
         self._scan = None
         #: every pass multiplies the sample weights by this (:meth:`rescale_weights`)
         self.weight_scale = 1.0
+        self._weighted = True
         self._sample = self._sample_rows = self._sample_weights = None
         self._sample_complete = False
         self.passes = 0
@@ -366,7 +372,18 @@ class ChunkedData:
 
     def _plan(self, requests, centre) -> _Plan:
         centre = None if centre is None else np.asarray(centre, np.float64)
-        return _Plan(list(requests), centre, self.block_rows, compiled=True, weight_scale=self.weight_scale)
+        return _Plan(list(requests), centre, self.block_rows, compiled=True, weight_scale=self.weight_scale,
+                     weighted=self._weighted)
+
+    @contextlib.contextmanager
+    def unweighted(self):
+        """The passes inside count every row once, their sample weights left out: a component's rows (a
+        collapse is about how many rows its covariance is estimated from, not about their weight)."""
+        self._weighted = False
+        try:
+            yield self
+        finally:
+            self._weighted = True
 
     def run(self, requests: list, centre=None) -> list:
         """One pass: every request over every chunk, merged. Returns one result per request."""

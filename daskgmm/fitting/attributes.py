@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daskgmm.fitting.mixture import fitted_attributes
+from daskgmm.fitting.mixture import FITTED_TYPE, fitted_attributes
 from daskgmm.kernels import SuffStats
 from daskgmm.kernels import covariance as cov
 
@@ -66,6 +66,7 @@ def online_attributes(step, t: int, seen: int, passes: int, dtype, previous=None
         "precisions_cholesky_": np.asarray(st.precisions_cholesky).astype(dtype),
         "precisions_": cov.precisions_from_cholesky(st.precisions_cholesky, st.covariance_type).astype(dtype),
         "online_stats_": step.stats,
+        FITTED_TYPE: st.covariance_type,
         "n_batches_": t + 1,
         "n_rows_seen_": seen + step.rows,
         # no convergence test: stepwise EM runs for as long as batches come
@@ -181,6 +182,7 @@ def import_mixture(arrays, meta, n_components: int, covariance_type: str) -> dic
         init_seconds_=float(fit.get("init_seconds", 0.0)),
         n_features_in_=d,
     )
+    out[FITTED_TYPE] = ct  # model.json's covariance_type: the form its arrays were written in
     if meta.get("columns") is not None:
         out["feature_names_in_"] = np.asarray(meta["columns"], dtype=object)
     return out

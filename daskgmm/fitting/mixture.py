@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.utils import check_array, check_random_state
 
 from daskgmm.em.init import mixture_init_stats
-from daskgmm.em.loop import Run, lockstep
+from daskgmm.em.loop import Run, lockstep, run_specs
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import FIXED_MEANS_REASON, OBJECTIVE_RTOL, MixtureState, first_best, reseed_collapsed
 
@@ -112,8 +112,13 @@ def check_warm_features(name: str, fitted_features: int, n_features: int) -> Non
         )
 
 
+# The fitted estimator's attribute recording the covariance type it was fitted with: its arrays' shapes do not
+# always say it (see check_continued_model); private, as scikit-learn's fitted attributes end in "_".
+FITTED_TYPE = "_fitted_covariance_type"
+
+
 def check_continued_model(name: str, means, covariances, precisions_cholesky, n_components: int,
-                          covariance_type: str, how: str = "warm_start") -> None:
+                          covariance_type: str, how: str = "warm_start", fitted_type: str | None = None) -> None:
     """A fit that continues a fitted model (``warm_start``, a later ``partial_fit``) keeps its form: the
     parameters must still say its number of components and covariance type. After ``set_params`` changed
     them, the fitted arrays were read as the new form (a broadcasting error, or, as tied from full, a
@@ -126,9 +131,15 @@ def check_continued_model(name: str, means, covariances, precisions_cholesky, n_
         What continues the model, for the message; "fitted": predictions, samples and model files, which
         read the fitted arrays as the parameters' form (scikit-learn's fail in NumPy; full read as tied
         gave labels and a NaN bic with divide-by-zero warnings).
+    fitted_type : str, optional
+        The covariance type the model was fitted with, as its fit or model file recorded it
+        (:data:`FITTED_TYPE`). Without it (an estimator pickled by a version that did not record it) the
+        type is inferred from the arrays' shapes, which cannot tell tied from diag when K = D: a diag
+        model whose precisions span twelve orders of magnitude looked triangular (tied), and at K = D = 1
+        the shapes say nothing.
     """
     k, d = np.shape(means)
-    fitted = cov.fitted_covariance_type(covariances, precisions_cholesky, k, d)
+    fitted = fitted_type or cov.fitted_covariance_type(covariances, precisions_cholesky, k, d)
     if k == n_components and (fitted is None or fitted == covariance_type):
         return
     was = f"{k} component{'s' * (k != 1)}" + (f" and covariance_type={fitted!r}" if fitted else "")
@@ -200,11 +211,26 @@ class CollapsedComponentWarning(UserWarning):
     only."""
 
 
+def component_rows(data, states: list, centre) -> list | None:
+    """Each state's rows per component, ``Σ_i r_ik`` over the rows, their sample weights left out: shape (K,)
+    each, the ``rows`` of :func:`collapsed_on_rows`. A collapse is about how many rows a covariance is
+    estimated from, not about their weight: a component's share of the weight times the rows (the same for
+    any scale of the weights) took one row of weight 1e6 among 1,000 of weight 1 for 999 rows, and 50 rows
+    of weight 1e-6 for 5e-5 of a row. One pass, for weighted data only; None without sample weights (then
+    the weights' shares are the rows')."""
+    if data.sample_weight is None or not states:
+        return None
+    with data.unweighted():
+        stats = run_specs(data, [s.spec(centre) for s in states], centre)
+    # a t mixture's statistics: its responsibilities' sums apart from the moments (weighted by u)
+    return [np.asarray(st.resp if hasattr(st, "resp") else st.n, np.float64) for st in stats]
+
+
 def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
                       rows=None, reg_covar: float = 0.0, points=None) -> list[tuple[int, float, bool]]:
     """``(component, rows, on_a_point)`` of every component of a fitted mixture on fewer rows (its weight
     times ``n_rows``, the rows fitted; or ``rows``, each component's rows, shape (K,), where the weights do
-    not say them: held fixed) than its covariance needs
+    not say them: sample weights (:func:`component_rows`), or weights held fixed) than its covariance needs
     (:func:`daskgmm.kernels.covariance.collapsed_components`; ``on_a_point`` False), or, given
     ``reg_covar``, on rows that are one point, its covariance ``reg_covar``'s
     (:func:`daskgmm.kernels.covariance.on_a_point`; True); none for ``tied``. A component
@@ -573,6 +599,7 @@ def fitted_attributes(best: Run, runs: list[Run], lower_bound: float, max_iter: 
             {"lower_bound": float(r.objective), "n_iter": int(r.n_iter), "converged": bool(r.converged)}
             for r in runs
         ],
+        FITTED_TYPE: st.covariance_type,
     }
     if st.covariances is not None:
         out["covariances_"] = st.covariances.astype(dtype)

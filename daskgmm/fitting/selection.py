@@ -14,6 +14,8 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run
 from daskgmm.fitting import mixture as fitting
@@ -41,6 +43,9 @@ class CandidateFit:
     lower_bound : float
     weight : float
         The sum of the sample weights of the rows scored (the number of rows without weights).
+    rows : ndarray of shape (K,) or None
+        A gaussian candidate's rows per component on weighted data (:func:`fitting.component_rows`), for
+        its collapse check; None without sample weights (its weights say them) and for a bayesian one.
     """
 
     attributes: dict
@@ -49,6 +54,7 @@ class CandidateFit:
     converged: bool
     lower_bound: float
     weight: float
+    rows: np.ndarray | None = None
 
 
 def initial_states(data, scan, candidates: dict, priors: dict, seeds, init_params) -> list:
@@ -168,6 +174,9 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
                               reg_covar=st.reg_covar, eps_dtype=st.eps_dtype, missing=st.missing)
         specs.append(st.spec(scan.mean))
     final = data.run([MixtureRequest(specs)], scan.mean)[0]
+    gaussian = [c for c in candidates if c[0] != "bayesian"]
+    counted = fitting.component_rows(data, [best_of[c][0].state for c in gaussian], scan.mean)
+    rows_of = dict(zip(gaussian, counted)) if counted is not None else {}
     out = {}
     for c, st in zip(candidates, final):
         r, lower_bound = best_of[c]
@@ -181,5 +190,6 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
             attributes.update(n_batches_=1, n_rows_seen_=int(data.n_rows))
         # the passes every candidate shared (the final scoring pass included)
         attributes.update(init_seconds_=init_seconds, init_passes_=init_passes, n_passes_=data.passes)
-        out[c] = CandidateFit(attributes, st.loglik / st.weight, r.n_iter, r.converged, lower_bound, st.weight)
+        out[c] = CandidateFit(attributes, st.loglik / st.weight, r.n_iter, r.converged, lower_bound, st.weight,
+                              rows_of.get(c))
     return out
