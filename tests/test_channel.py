@@ -139,3 +139,40 @@ def test_the_channel_is_closed_with_its_data(process_client):
     del data
     gc.collect()
     assert all(s.fileno() == -1 for s in socks)
+
+
+def test_a_worker_not_reached_is_not_tried_again(monkeypatch):
+    """Connecting costs up to CONNECT_SECONDS where a firewall drops the packets: a worker this process
+    could not reach gets no channel again (its passes go through client.run)."""
+    monkeypatch.setattr(ch, "_unreachable", set())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    calls = []
+
+    class Client:
+        def run(self, fn, *args, workers, **kwargs):
+            calls.append(workers)
+            return {w: ("127.0.0.1", port) for w in workers}
+
+    assert ch.Channel.open(Client(), ["tcp://127.0.0.1:9"], timeout=5) is None
+    assert ch._unreachable == {"tcp://127.0.0.1:9"} and len(calls) == 1
+    assert ch.Channel.open(Client(), ["tcp://127.0.0.1:9"], timeout=5) is None
+    assert len(calls) == 1
+
+
+def test_dask_config_turns_the_channel_off(process_client):
+    import dask
+
+    X = da.random.default_rng(0).standard_normal((4000, 3), chunks=1000)
+    data = ChunkedData(process_client.persist(X), cache="memory")
+    req = [MixtureRequest([ModelSpec(kmeans_natural_params(np.eye(3)), "spherical", "hard")])]
+    with dask.config.set({"daskgmm.pass-channel": False}):
+        data.run(req, np.zeros(3))  # as tasks
+        data.run(req, np.zeros(3))  # through client.run
+    assert data.direct_passes == 1 and data._channel is None
+    with dask.config.set({"daskgmm.pass_channel": "false"}):  # as DASK_DASKGMM__PASS_CHANNEL=false gives it
+        data.run(req, np.zeros(3))
+    assert data.direct_passes == 2 and data._channel is None
+    data.run(req, np.zeros(3))
+    assert data.direct_passes == 3 and data._channel is not None

@@ -38,6 +38,9 @@ ACCEPT_SECONDS = 30.0
 #: The client's bound on connecting and on the two-way proof of the key.
 CONNECT_SECONDS = 5.0
 
+#: Workers this process could not connect to (or that did not listen): no channel to them is tried again.
+_unreachable: set = set()
+
 _HEAD = struct.Struct("<Q")
 _NONCE = 32
 _MAC = 32  # SHA-256
@@ -140,7 +143,7 @@ class Channel:
         """A channel to ``workers`` (addresses), or None when one of them is not ``tcp://`` or cannot be
         reached from here (then passes go through ``client.run``, as before)."""
         workers = sorted(workers)
-        if not workers or any(_host(w) is None for w in workers):
+        if not workers or any(_host(w) is None or w in _unreachable for w in workers):
             return None
         key = secrets.token_bytes(32)
         try:
@@ -148,6 +151,7 @@ class Channel:
         except Exception:
             return None
         socks: dict = {}
+        w = None
         try:
             for w in workers:
                 hp = where.get(w)
@@ -157,6 +161,8 @@ class Channel:
         except (OSError, ChannelError):
             for s in socks.values():
                 s.close()
+            # a firewall that drops the packets costs CONNECT_SECONDS: once per worker and process
+            _unreachable.add(w)
             return None
         return cls(socks)
 

@@ -50,7 +50,7 @@ from daskgmm.engine.tree import children, merge_levels, subtree_merges
 from daskgmm.kernels import SampleRequest, ScanRequest, bounds, chunk_pass, merge_partials
 
 #: Passes over placed chunks call the workers over a :class:`~daskgmm.engine.channel.Channel` of their
-#: own when they can (False: always through ``client.run``).
+#: own when they can (False, or Dask config ``daskgmm.pass-channel: false``: always through ``client.run``).
 CHANNEL = True
 
 #: The first scan also draws a uniform sample of rows (by sample weight, keyed by
@@ -470,7 +470,12 @@ class ChunkedData:
         """The direct passes' channel to the workers of ``jobs``, opened at the first direct pass (None:
         passes go through ``client.run``). A channel that failed is not opened again: the pass that saw
         it fail runs as tasks, and so do all after it."""
-        if not CHANNEL:
+        import dask
+
+        on = dask.config.get("daskgmm.pass-channel", True)
+        if isinstance(on, str):  # from the environment, DASK_DASKGMM__PASS_CHANNEL=false: Dask keeps the word
+            on = on.strip().lower() not in ("false", "0", "no", "off")
+        if not CHANNEL or not on:
             return None
         if self._channel is not None and self._channel.workers == set(jobs):
             return self._channel
