@@ -77,6 +77,28 @@ def test_callable_metric_and_far_offsets():
     np.testing.assert_allclose(dis.pairwise(x + off, y + off), cdist(x + off, y + off), rtol=1e-10)
 
 
+def test_rows_close_together_far_from_the_centre_keep_their_distances():
+    """The product form ‖a‖² + ‖b‖² - 2 a·b rounds at eps (‖a‖² + ‖b‖²): rows 1e-6 apart 1e3 from the
+    centre were all at 0 (or at rounding's noise) from each other, and KMedoids labelled them by rounding,
+    its inertia_ 0. Entries below rounding's reach are taken by differences."""
+    rng = np.random.default_rng(3)
+    far = np.array([1e3, 1e3])
+    a = far + rng.normal(size=(40, 2)) * 1e-12
+    b = far + [0.0, 1e-6] + rng.normal(size=(40, 2)) * 1e-12
+    x = np.vstack([a, b, rng.normal(size=(20, 2))])
+    for metric in ("euclidean", "sqeuclidean"):
+        dis = Dissimilarity.of(metric, np.zeros(2))
+        got = dis.pairwise(x, x[[0, 40, 90]])
+        want = cdist(x, x[[0, 40, 90]], metric)
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=0)
+    pts = np.repeat([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]], 100, axis=0)
+    X = np.vstack([pts, a, b])
+    km = KMedoids(5, random_state=0).fit(X)
+    d = cdist(X, km.cluster_centers_)
+    np.testing.assert_array_equal(km.labels_, d.argmin(axis=1))
+    np.testing.assert_allclose(km.inertia_, d.min(axis=1).sum(), rtol=1e-6)
+
+
 def test_swap_gains_are_the_change_of_the_loss():
     rng = np.random.default_rng(2)
     pts = rng.normal(size=(300, 2))
