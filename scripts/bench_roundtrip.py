@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""What the scheduler's hop costs a pass outside the task graph: ``client.run`` against the client calling each
-worker's ``run`` handler itself.
+"""What the round trip costs a pass outside the task graph: ``client.run``, the client calling each worker's
+``run`` handler itself, and the passes' own channel (``daskgmm.engine.channel``, what the engine uses).
 
 Usage (after ``pip install -e .``; under the bench lock on a shared host):
 
@@ -15,7 +15,7 @@ executor thread, a 32 KiB answer, a ~10 KiB argument) both ways in turn, each wi
 question to the scheduler (``client.nthreads``), awaited in ``client.sync`` from the main thread as the
 engine does, and prints medians (ms) of: the call to the last worker's function starting (``send``), the
 last function's end to the client's event loop having every answer (``answer``), and the event loop to the
-main thread (``main``).
+main thread (``main``). Over the channel the main thread writes and reads the streams itself (``main`` 0).
 """
 
 from __future__ import annotations
@@ -56,15 +56,29 @@ def measure(workers: int, reps: int, work_ms: float) -> dict:
                 return await answers, time.time()
             return pass_
 
-        ways = {"client.run": as_the_engine(by_run), "client calls the workers": as_the_engine(by_rpc)}
+        from daskgmm.engine.channel import Channel
+
+        channel = Channel.open(client, addresses, timeout=30)
+        assert channel is not None, "no channel to the workers"
+
+        def by_channel():
+            out = channel.call(pass_like, (plan, work_ms / 1e3), timeout=30)
+            return [out[a] for a in addresses], time.time()
+
+        ways = {"client.run": as_the_engine(by_run), "client calls the workers": as_the_engine(by_rpc),
+                "the passes' channel": by_channel}
+
+        def call(way):
+            return way() if way is by_channel else client.sync(way)
+
         for way in ways.values():  # warm: connections, imports
             for _ in range(10):
-                client.sync(way)
+                call(way)
         rec: dict = {k: {"send": [], "answer": [], "main": [], "total beyond the work": []} for k in ways}
         for _ in range(reps):
             for name, way in ways.items():
                 t0 = time.time()
-                out, t_loop = client.sync(way)
+                out, t_loop = call(way)
                 t1 = time.time()
                 start, end = max(o[0] for o in out), max(o[1] for o in out)
                 r = rec[name]
@@ -72,6 +86,7 @@ def measure(workers: int, reps: int, work_ms: float) -> dict:
                 r["answer"].append(t_loop - end)
                 r["main"].append(t1 - t_loop)
                 r["total beyond the work"].append(t1 - t0 - max(o[1] - o[0] for o in out))
+        channel.close()
     return {name: {k: statistics.median(v) * 1e3 for k, v in r.items()} for name, r in rec.items()}
 
 
