@@ -122,6 +122,17 @@ def unreachable_error(exc, where: str) -> EndpointUnreachableError:
         "in the config)")
 
 
+def this_worker() -> str:
+    """"worker ADDRESS" when this runs in a Dask worker, else "" (a message names the worker whose
+    credentials or endpoint a store refused: on a cluster of other hosts, not the command's)."""
+    try:
+        from distributed import get_worker
+
+        return f"worker {get_worker().address}"
+    except Exception:  # not in a worker (Dask's threaded scheduler, or the command's own process)
+        return ""
+
+
 def credentials_hint(exc) -> str:
     return (f"{exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the "
             "credentials in --storage-options")

@@ -150,9 +150,9 @@ def _read_failed(fs, path: str, where: str, exc: BaseException) -> Exception:
     the command's own (:class:`~daskgmm.io.files.EndpointUnreachableError`, exit 1), a refusal is bad
     input as the command's own (exit 2), anything else a file that cannot be read.
     """
-    from daskgmm.io.files import is_local, no_credentials, unreachable, unreachable_error
+    from daskgmm.io.files import is_local, no_credentials, this_worker, unreachable, unreachable_error
 
-    by = _reading_worker()
+    by = this_worker()
     if unreachable(exc):
         error = unreachable_error(exc, f"{path} (read by {by})" if by else path)
         if by:
@@ -166,16 +166,6 @@ def _read_failed(fs, path: str, where: str, exc: BaseException) -> Exception:
                          "AWS_PROFILE, ~/.aws, a role) or those of the storage options, not the ones of the host "
                          "that runs the command: check them where the workers run")
     return DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})")
-
-
-def _reading_worker() -> str:
-    """"worker ADDRESS" when this runs in a Dask worker, else ""."""
-    try:
-        from distributed import get_worker
-
-        return f"worker {get_worker().address}"
-    except Exception:  # not in a worker (Dask's threaded scheduler, or the command's own process)
-        return ""
 
 
 def _check_unchanged(fs, piece: Piece, pf=None):
