@@ -580,6 +580,10 @@ def _write_part(fs, directory, index, columns, *args):
     table = pa.table({k: _arrow(v) for k, v in columns.items()})
     rows = table.num_rows
     path = posixpath.join(directory, f"part-{index:05d}.parquet")
+    if not _local(fs):
+        from daskgmm.io.files import bound_s3_writes
+
+        bound_s3_writes(fs)  # in a worker: its writes bounded as the command's are
     try:
         with fs.open(path, "wb") as f:
             pq.write_table(table, f, write_page_checksum=True)  # readers can verify every page

@@ -14,7 +14,15 @@ import numpy as np
 
 # a worker stores the sparse chunks these reads return: Dask must count their size (engine.sizes)
 import daskgmm.engine.sizes  # noqa: F401
-from daskgmm.io.files import DataError, InputChangedError, NonFiniteError, Piece, file_signature
+from daskgmm.io.files import (
+    DataError,
+    InputChangedError,
+    NonFiniteError,
+    Piece,
+    bound_s3_writes,
+    file_signature,
+    is_local,
+)
 from daskgmm.kernels.scan import first_bad_row as bad_row_words
 
 
@@ -133,6 +141,10 @@ def _open_checked(fs, piece: Piece):
     the file the job planned before it is opened and once its footer is read."""
     import pyarrow.parquet as pq
 
+    if not is_local(fs):
+        # in a worker, before its first request makes the store's session: the worker's writes of the same
+        # filesystem then take the bound too (daskgmm.io.files.bound_s3_writes)
+        bound_s3_writes(fs)
     _check_unchanged(fs, piece)
     with fs.open(piece.path, "rb") as f:
         pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
