@@ -226,6 +226,30 @@ def test_a_scheduler_that_never_answers_fails_within_the_connect_timeout(tmp_pat
     assert not (tmp_path / "m").exists()
 
 
+def test_embedded_cluster_options_with_a_scheduler_are_said_to_be_ignored(tmp_path, capsys, monkeypatch):
+    """--n-workers, --threads-per-worker, --memory-limit and --dashboard-address size the embedded LocalCluster
+    only: given with --scheduler (configs/nightly.yaml's with --scheduler, user-trial-r12) they were dropped
+    without a word. A warning names them, before the cluster is reached; none without them."""
+    import daskgmm.engine.cluster
+
+    class Reached(Exception):
+        pass
+
+    def connect(*args, **kwargs):  # the scheduler is never contacted: the warning comes before
+        raise Reached("the cluster")
+
+    monkeypatch.setattr(daskgmm.engine.cluster, "connect", connect)
+    write_data(tmp_path / "data", n=30)
+    argv = ["fit", str(tmp_path / "data"), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"),
+            "--scheduler", "tcp://127.0.0.1:8786"]
+    assert main(argv + ["--memory-limit", "1GiB", "--n-workers", "3"]) == 1
+    err = capsys.readouterr().err
+    assert ("warning: --n-workers, --memory-limit set(s) only the embedded LocalCluster, not the workers of "
+            "--scheduler tcp://127.0.0.1:8786: ignored") in err, err
+    assert main(argv) == 1
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_a_closed_scheduler_port_fails_within_the_connect_timeout(tmp_path, capsys, monkeypatch):
     """--scheduler at a port where nothing listens (a scheduler not started yet, or gone): exit 1 naming
     the address, in our words, within distributed.comm.timeouts.connect (4 s here). The probe left a

@@ -549,3 +549,70 @@ def test_several_id_columns_travel_with_their_rows_each_in_its_own_type(tmp_path
             gmm.write_predictions(np.asarray(x), tmp_path / "bad", ids=[frame["day"], frame["event_id"]],
                                   id_column=bad)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("failure", ["refused", "no credentials", "unreachable", "corrupt"])
+def test_a_read_the_store_refuses_a_worker_says_it_is_the_workers_environment(failure, monkeypatch):
+    """The footers are read where the command runs, the chunks on the workers with their own hosts'
+    credentials and endpoint (user-trial-r12: workers without AWS_ENDPOINT_URL or with another key
+    failed "reading row group 0 ... failed (PermissionError: Forbidden)", exit 2 as a corrupt file,
+    the unreachable endpoint too): the message names the worker and where its credentials come from,
+    an endpoint it cannot reach is exit 1 as the command's own."""
+    import botocore.exceptions
+
+    from daskgmm.io import files, read
+    from daskgmm.io.files import EndpointUnreachableError, Piece
+
+    exc = {"refused": PermissionError("Forbidden"), "no credentials": botocore.exceptions.NoCredentialsError(),
+           "unreachable": botocore.exceptions.EndpointConnectionError(endpoint_url="https://lake.s3.amazonaws.com/a"),
+           "corrupt": OSError("Couldn't deserialize thrift")}[failure]
+
+    class Store:
+        protocol = ("s3", "s3a")
+
+        def open(self, path, mode):
+            raise exc
+
+    piece = Piece("lake/events/part-0.parquet", ((0, 0, 10),), 10, (), (10,))
+    monkeypatch.setattr(files, "this_worker", lambda: "worker tcp://10.0.0.7:4000")
+    with pytest.raises(Exception) as info:
+        read.read_piece(Store(), piece, ["a"], (), np.float64, "raise")
+    msg = str(info.value)
+    assert msg.startswith("lake/events/part-0.parquet")
+    if failure == "unreachable":
+        assert isinstance(info.value, EndpointUnreachableError)  # exit 1, as the command's own
+        assert ("(read by worker tcp://10.0.0.7:4000): cannot connect to the S3 endpoint "
+                "https://lake.s3.amazonaws.com") in msg
+        assert "AWS_ENDPOINT_URL" in msg
+    elif failure == "corrupt":
+        assert type(info.value) is DataError and "reading row group 0 rows 0-10 failed (OSError: Couldn't" in msg
+    else:
+        assert type(info.value) is DataError  # exit 2, as refused credentials where the command runs
+        assert "the store refused reading row group 0 rows 0-10 to worker tcp://10.0.0.7:4000" in msg
+        assert "a worker reads with its own host's credentials" in msg and "AWS_ACCESS_KEY_ID" in msg
+
+
+@pytest.mark.parametrize("failure", ["refused", "no credentials"])
+def test_a_part_the_store_refuses_a_worker_names_the_worker_and_its_credentials(failure, monkeypatch):
+    """The command checks an output with its own credentials, the workers write the parts with theirs
+    (user-trial-r12: workers with read-only credentials ended "OSError: [Errno None] cannot write output
+    ...: Access Denied"): the message names the worker and where its credentials come from, without
+    "[Errno None]", and botocore's NoCredentialsError names the part too."""
+    import botocore.exceptions
+
+    from daskgmm.io import files, outputs
+
+    exc = {"refused": PermissionError("Access Denied"), "no credentials": botocore.exceptions.NoCredentialsError()}
+
+    class Store:
+        protocol = ("s3", "s3a")
+
+        def open(self, path, mode):
+            raise exc[failure]
+
+    monkeypatch.setattr(files, "this_worker", lambda: "worker tcp://10.0.0.7:4000")
+    with pytest.raises(OSError) as info:
+        outputs._write_part(Store(), "lake/pred/.p.staging-1", 3, {"label": np.zeros(4, np.int32)})
+    msg = str(info.value)
+    assert msg.startswith("cannot write lake/pred/.p.staging-1/part-00003.parquet: "), msg
+    assert "(to worker tcp://10.0.0.7:4000: a worker writes with its own host's credentials" in msg

@@ -286,8 +286,39 @@ def test_a_task_that_keeps_killing_its_worker_fails_the_job(own_cluster, tmp_pat
     err = capsys.readouterr().err
     assert status == 1, err
     assert "workers died again and again running the same task" in err
-    assert "raise --memory-limit" in err and "--chunk-rows" in err
+    assert "start the workers with a higher memory limit (dask worker --memory-limit" in err and "--chunk-rows" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_memory_advice_names_the_options_that_size_the_workers_of_the_cluster_in_use(monkeypatch):
+    """On the embedded cluster --memory-limit and --threads-per-worker size the workers; on a cluster of
+    yours (--scheduler) they change nothing (user-trial-r12: "raise --memory-limit" after the workers of
+    an external cluster died): the advice names dask worker's options there."""
+    import daskgmm.engine.cluster
+    from daskgmm.engine.cluster import memory_advice
+
+    # the floors are remembered by id(client): the fakes' must not outlive the test
+    monkeypatch.setattr(daskgmm.engine.cluster, "_floors", {})
+    monkeypatch.setattr(daskgmm.engine.cluster, "_limits", {})
+
+    class FakeClient:
+        def __init__(self, cluster):
+            self.cluster = cluster
+
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": {"tcp://w": {"memory_limit": 500 << 20, "nthreads": 1}}}
+
+        def run(self, function, callback_timeout=None):
+            return {"tcp://w": 150 << 20}
+
+    embedded = memory_advice(FakeClient(cluster=object()))
+    assert embedded.startswith("worker memory limit 500 MiB, of which an idle worker already takes 150 MiB; ")
+    assert "raise --memory-limit" in embedded and "--threads-per-worker" in embedded
+    external = memory_advice(FakeClient(cluster=None))
+    assert external.startswith("worker memory limit 500 MiB, of which an idle worker already takes 150 MiB; ")
+    assert "raise --memory-limit" not in external and "--threads-per-worker" not in external
+    assert "(dask worker --memory-limit" in external and "--chunk-rows" in external
+    assert "(dask worker --nthreads)" in external
 
 
 def _without_workers(cluster, monkeypatch):
@@ -317,7 +348,7 @@ def test_a_cluster_whose_workers_are_gone_fails_the_job(own_cluster, tmp_path, c
     err = capsys.readouterr().err
     assert status == 1, err
     assert "no worker was left to run task" in err
-    assert "worker memory limit 1024 MiB" in err and "raise --memory-limit" in err
+    assert "worker memory limit 1024 MiB" in err and "(dask worker --memory-limit" in err
     assert not (tmp_path / "m").exists()
 
 
@@ -335,7 +366,7 @@ def test_a_remote_cluster_without_workers_fails_the_job(own_cluster, tmp_path, c
     err = capsys.readouterr().err
     assert status == 1, err
     assert "made no progress for 2 s: the cluster has no workers" in err
-    assert "raise --memory-limit" in err
+    assert "(dask worker --memory-limit" in err
     assert not (tmp_path / "m").exists()
 
 
@@ -422,7 +453,7 @@ def test_a_cluster_whose_workers_are_all_paused_fails_the_job(own_cluster, tmp_p
     err = capsys.readouterr().err
     assert status == 1, err
     assert "made no progress for 2 s: every worker is paused: its memory is above 80% of its limit" in err, err
-    assert "raise --memory-limit" in err
+    assert "(dask worker --memory-limit" in err
     assert time.monotonic() - t0 < 20  # the bound, not another one
     assert not (tmp_path / "m").exists()
 

@@ -743,6 +743,27 @@ def test_silent_endpoint_fails_within_a_bound(silent_endpoint):
     assert elapsed < 9, f"{elapsed:.1f} s"
 
 
+@pytest.mark.timeout(60)  # unbounded, the write waits for ever
+def test_a_write_to_a_silent_endpoint_fails_within_a_bound(silent_endpoint, monkeypatch):
+    """botocore sends every PUT with "Expect: 100-continue" and aiohttp arms its read timeout only once the
+    body is sent: a store gone silent held a write (a checkpoint, a lock's refresh, a part) for ever, where
+    a read failed within the bound (user-trial-r12: a fit stopped at its checkpoint write for 10 minutes,
+    until killed). daskgmm's filesystems send writes without it, and the read timeout bounds them."""
+    import s3fs
+
+    from daskgmm.io.files import get_fs
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # one try: the request's own bound is what is tested
+    endpoint, _ = silent_endpoint
+    fs = get_fs("s3://lake/out/", {"endpoint_url": endpoint, "key": "k", "secret": "s",
+                                   "config_kwargs": {"read_timeout": 0.05, "connect_timeout": 1,
+                                                     "retries": {"total_max_attempts": 1}}})
+    start = time.monotonic()
+    with pytest.raises(Exception, match=r"(?i)timeout"):
+        fs.pipe_file("lake/out/checkpoint.npz", b"0" * 1000)
+    assert time.monotonic() - start < 10, f"{time.monotonic() - start:.1f} s"
+
+
 def test_operator_retries_are_kept():
     """Retries and timeouts an operator sets in --storage-options win over daskgmm's bounds, which
     apply otherwise."""

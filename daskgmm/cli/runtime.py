@@ -295,6 +295,15 @@ def command_cluster(o, log, box=None, metrics=None):
     from daskgmm.io.files import DataError, NonFiniteError
 
     check_inputs(o)
+    if o.scheduler:
+        # these size the embedded LocalCluster only; a config written for one (configs/nightly.yaml) run with
+        # --scheduler would otherwise look as if it had set the workers of the user's cluster
+        embedded = [flag(key) for key, default in (("n_workers", None), ("threads_per_worker", None),
+                                                   ("memory_limit", "auto"), ("dashboard_address", "127.0.0.1:0"))
+                    if getattr(o, key, default) not in (None, default)]
+        if embedded:
+            log(f"warning: {', '.join(embedded)} set(s) only the embedded LocalCluster, not the workers of "
+                f"--scheduler {o.scheduler}: ignored (dask worker --nthreads and --memory-limit set theirs)")
     try:
         hung_task_bounds()  # a bad Dask config is bad usage, said before a cluster starts
     except ValueError as exc:

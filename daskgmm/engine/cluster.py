@@ -549,6 +549,12 @@ def memory_advice(client) -> str:
     text = f"worker memory limit {have}"
     if floor:
         text += f", of which an idle worker already takes {floor / 2**20:.0f} MiB"
+    if getattr(client, "cluster", None) is None:
+        # a cluster of yours (--scheduler): --memory-limit and --threads-per-worker set only the embedded
+        # LocalCluster's workers, so naming them would send the user to options that change nothing
+        return (f"{text}; start the workers with a higher memory limit (dask worker --memory-limit; "
+                "distributed pauses a worker at 80% of it), or lower --chunk-rows, or give the workers fewer "
+                "threads (dask worker --nthreads)")
     return (f"{text}; raise --memory-limit (distributed pauses a worker at 80% of it), or lower "
             "--chunk-rows, or use fewer --threads-per-worker")
 

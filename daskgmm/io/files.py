@@ -76,12 +76,44 @@ def _bounded_s3(path, storage_options) -> dict:
     options = dict(storage_options or {})
     if protocol_of(path) not in ("s3", "s3a"):
         return options
+    bound_s3_writes()
     config = dict(options.get("config_kwargs") or {})
     config.setdefault("read_timeout", S3_READ_TIMEOUT)
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
         config.setdefault("retries", {"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
     options["config_kwargs"] = config
     return options
+
+
+_writes_bounded = False
+
+
+def _drop_expect_continue(request, **kwargs):
+    del request.headers["Expect"]  # no error when absent; botocore never signs this header
+
+
+def bound_s3_writes(fs=None) -> None:
+    """Send this process's S3 writes without ``Expect: 100-continue``, so that ``read_timeout`` bounds them.
+
+    botocore asks S3 to accept every PutObject and UploadPart before it sends the body, and
+    aiohttp arms its read timeout only once the body is sent: a store that goes silent held such
+    a request for ever (user-trial-r12: a stopped S3 server held the fit's checkpoint write and
+    its locks' refresh past ten minutes, while reads failed in ~55 s). Without the header the body
+    goes at once, and a store that does not answer fails the write as it fails a read. Every
+    botocore session made in this process from now on drops it for S3 (an S3 client's requests
+    only); ``fs``'s client, when it has one already, too. Idempotent.
+    """
+    global _writes_bounded
+    if fs is not None and "s3" not in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+        return
+    if not _writes_bounded:
+        import botocore.handlers
+
+        botocore.handlers.BUILTIN_HANDLERS.append(("before-sign.s3", _drop_expect_continue))
+        _writes_bounded = True
+    client = getattr(fs, "_s3", None)
+    if client is not None:
+        client.meta.events.register("before-sign.s3", _drop_expect_continue, unique_id="daskgmm-no-100-continue")
 
 
 def no_credentials(exc) -> bool:
@@ -120,6 +152,17 @@ def unreachable_error(exc, where: str) -> EndpointUnreachableError:
         f"{where}: cannot connect to the S3 endpoint {endpoint} ({reason}); check that the store runs "
         "there, and the endpoint_url of the storage options (--storage-options, or storage_options "
         "in the config)")
+
+
+def this_worker() -> str:
+    """"worker ADDRESS" when this runs in a Dask worker, else "" (a message names the worker whose
+    credentials or endpoint a store refused: on a cluster of other hosts, not the command's)."""
+    try:
+        from distributed import get_worker
+
+        return f"worker {get_worker().address}"
+    except Exception:  # not in a worker (Dask's threaded scheduler, or the command's own process)
+        return ""
 
 
 def credentials_hint(exc) -> str:

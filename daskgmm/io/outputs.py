@@ -580,15 +580,36 @@ def _write_part(fs, directory, index, columns, *args):
     table = pa.table({k: _arrow(v) for k, v in columns.items()})
     rows = table.num_rows
     path = posixpath.join(directory, f"part-{index:05d}.parquet")
+    if not _local(fs):
+        from daskgmm.io.files import bound_s3_writes
+
+        bound_s3_writes(fs)  # in a worker: its writes bounded as the command's are
     try:
         with fs.open(path, "wb") as f:
             pq.write_table(table, f, write_page_checksum=True)  # readers can verify every page
-    except OSError as exc:  # disk full, permissions: name the output
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # disk full, permissions: name the output
+        from daskgmm.io.files import no_credentials, this_worker
+
+        if not (isinstance(exc, OSError) or no_credentials(exc)):
+            raise
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        by = this_worker()
+        if by and not _local(fs) and (isinstance(exc, PermissionError) or no_credentials(exc)):
+            # the command checked the output with its own credentials; the parts are written by the workers
+            reason += (f" (to {by}: a worker writes with its own host's credentials, AWS_ACCESS_KEY_ID and "
+                       "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws, a role, or those of the storage options, "
+                       "not the ones of the host that runs the command: check them where the workers run)")
+        raise _os_error(getattr(exc, "errno", None), f"cannot write {path}: {reason}") from None
     finally:
         del table
         pa.default_memory_pool().release_unused()  # as after reads: Arrow's allocator keeps freed pages
     return rows
+
+
+def _os_error(number, text: str) -> OSError:
+    """``OSError(number, text)``, or ``OSError(text)`` without an errno: an object store's refusal has none,
+    and ``OSError(None, text)`` reads "[Errno None] text"."""
+    return OSError(number, text) if number is not None else OSError(text)
 
 
 def write_parts(target, parts, storage_options=None, name="part", inputs=None) -> int:
@@ -646,7 +667,7 @@ def write_parts_into(fs, directory, parts, name="part") -> int:
         target = posixpath.join(parent, name[1:].split(".staging-")[0]) if ".staging-" in name else directory
         if not _local(fs):
             target = store.url(fs, target)
-        raise OSError(exc.errno, f"cannot write output {target}: {exc.strerror or exc}") from None
+        raise _os_error(exc.errno, f"cannot write output {target}: {exc.strerror or exc}") from None
     finally:
         # no write task may still run when the staging directory is removed after a failure
         client.cancel(futures)

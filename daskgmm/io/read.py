@@ -14,7 +14,15 @@ import numpy as np
 
 # a worker stores the sparse chunks these reads return: Dask must count their size (engine.sizes)
 import daskgmm.engine.sizes  # noqa: F401
-from daskgmm.io.files import DataError, InputChangedError, NonFiniteError, Piece, file_signature
+from daskgmm.io.files import (
+    DataError,
+    InputChangedError,
+    NonFiniteError,
+    Piece,
+    bound_s3_writes,
+    file_signature,
+    is_local,
+)
 from daskgmm.kernels.scan import first_bad_row as bad_row_words
 
 
@@ -133,11 +141,43 @@ def _open_checked(fs, piece: Piece):
     the file the job planned before it is opened and once its footer is read."""
     import pyarrow.parquet as pq
 
+    if not is_local(fs):
+        # in a worker, before its first request makes the store's session: the worker's writes of the same
+        # filesystem then take the bound too (daskgmm.io.files.bound_s3_writes)
+        bound_s3_writes(fs)
     _check_unchanged(fs, piece)
     with fs.open(piece.path, "rb") as f:
         pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)
         _check_unchanged(fs, piece, pf)
         yield pf
+
+
+def _read_failed(fs, path: str, where: str, exc: BaseException) -> Exception:
+    """The error of a chunk read of ``path`` that failed with ``exc``.
+
+    The command checked the footers with its own host's credentials and endpoint; the reads run on
+    the workers, with theirs (their hosts' ``AWS_*`` variables, profiles and roles): on a cluster of
+    other hosts a store that refuses them, or an endpoint they cannot reach, is their environment,
+    not a corrupt file, and the message says which worker read it. An endpoint not reached fails as
+    the command's own (:class:`~daskgmm.io.files.EndpointUnreachableError`, exit 1), a refusal is bad
+    input as the command's own (exit 2), anything else a file that cannot be read.
+    """
+    from daskgmm.io.files import is_local, no_credentials, this_worker, unreachable, unreachable_error
+
+    by = this_worker()
+    if unreachable(exc):
+        error = unreachable_error(exc, f"{path} (read by {by})" if by else path)
+        if by:
+            error.args = (f"{error}; a worker reaches the store by its own host's settings (AWS_ENDPOINT_URL, "
+                          "~/.aws/config) unless the storage options name the endpoint",)
+        return error
+    if not is_local(fs) and (isinstance(exc, PermissionError) or no_credentials(exc)):
+        on = f" to {by}" if by else ""
+        return DataError(f"{path}: the store refused reading {where}{on} ({type(exc).__name__}: {exc}); a worker "
+                         "reads with its own host's credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                         "AWS_PROFILE, ~/.aws, a role) or those of the storage options, not the ones of the host "
+                         "that runs the command: check them where the workers run")
+    return DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})")
 
 
 def _check_unchanged(fs, piece: Piece, pf=None):
@@ -259,7 +299,7 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=(), vectors=None):
                                 "inputs must not change during a job") from None
     except Exception as exc:  # a corrupt file fails in many ways
         where = ", ".join(f"row group {g} rows {lo}-{hi}" for g, lo, hi in piece.slices)
-        raise DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})") from None
+        raise _read_failed(fs, path, where, exc) from None
     finally:
         # Arrow's allocator (mimalloc) keeps freed pages: give them back before the
         # kernels run, so they do not add to the worker's peak
@@ -455,7 +495,7 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
         raise InputChangedError(f"{path}: the file was removed after the job started; "
                                 "inputs must not change during a job") from None
     except Exception as exc:  # a corrupt file fails in many ways
-        raise DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})") from None
+        raise _read_failed(fs, path, where, exc) from None
     finally:
         pa.default_memory_pool().release_unused()
     if vector is None:
