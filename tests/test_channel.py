@@ -206,3 +206,30 @@ def test_opening_the_channel_and_the_call_share_one_bound(process_client, monkey
     np.testing.assert_array_equal(data.run(req, np.zeros(3))[0][0].n, ref)
     assert time.monotonic() - t0 < 1.5 * bound  # 1.8 bounds when the call got a bound of its own
     assert not data.direct and data.direct_passes == 0
+
+
+async def _worker_end_keepalive(dask_worker=None):
+    """The worker's end of the connection this call came over (it runs inside the connection's handler)."""
+    import asyncio
+
+    writer = asyncio.current_task().get_coro().cr_frame.f_locals["writer"]
+    sock = writer.get_extra_info("socket")
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), sock.getsockopt(
+        socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", socket.SO_KEEPALIVE))
+
+
+def test_both_ends_see_a_vanished_peer(process_client):
+    """TCP keepalive of ~30 s on both ends: the worker's end idles in a read between passes, and a client host
+    that vanished without a FIN would hold its connection, task and key for good."""
+    key = secrets.token_bytes(32)
+    _, where = _listen(process_client, key)
+    c = ch.Channel({"w": ch.Channel._connect(where, key)})
+    try:
+        mine = c._socks["w"]
+        assert mine.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        (theirs,) = c.call(_worker_end_keepalive, (), timeout=10).values()
+        assert theirs[0]
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert theirs[1] == ch.KEEPALIVE[0] == mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+    finally:
+        c.close()
