@@ -176,3 +176,60 @@ def test_dask_config_turns_the_channel_off(process_client):
     assert data.direct_passes == 2 and data._channel is None
     data.run(req, np.zeros(3))
     assert data.direct_passes == 3 and data._channel is not None
+
+
+def test_opening_the_channel_and_the_call_share_one_bound(process_client, monkeypatch):
+    """A worker frozen at the first direct pass holds the opening's client.run until the bound: the pass then
+    runs as tasks, not after a second bound through client.run (every wait of a direct pass: one bound)."""
+    import asyncio
+
+    from daskgmm.engine import passes
+
+    X = da.random.default_rng(0).standard_normal((4000, 3), chunks=1000)
+    data = ChunkedData(process_client.persist(X), cache="memory")
+    req = [MixtureRequest([ModelSpec(kmeans_natural_params(np.eye(3)), "spherical", "hard")])]
+    ref = data.run(req, np.zeros(3))[0][0].n  # as tasks
+    bound = 1.0
+    monkeypatch.setattr(passes, "STALL_SECONDS", bound)
+    data._slowest = 1e-3  # the bound: STALL_SECONDS + 0.01 s
+
+    def frozen_open(cls, client, workers, timeout):
+        time.sleep(0.8 * timeout)  # the serve call waited most of the bound, then failed
+        return None
+
+    async def frozen_run(client, workers, function, *args):
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(ch.Channel, "open", classmethod(frozen_open))
+    monkeypatch.setattr(passes, "_run_on_workers", frozen_run)
+    t0 = time.monotonic()
+    np.testing.assert_array_equal(data.run(req, np.zeros(3))[0][0].n, ref)
+    assert time.monotonic() - t0 < 1.5 * bound  # 1.8 bounds when the call got a bound of its own
+    assert not data.direct and data.direct_passes == 0
+
+
+async def _worker_end_keepalive(dask_worker=None):
+    """The worker's end of the connection this call came over (it runs inside the connection's handler)."""
+    import asyncio
+
+    writer = asyncio.current_task().get_coro().cr_frame.f_locals["writer"]
+    sock = writer.get_extra_info("socket")
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), sock.getsockopt(
+        socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", socket.SO_KEEPALIVE))
+
+
+def test_both_ends_see_a_vanished_peer(process_client):
+    """TCP keepalive of ~30 s on both ends: the worker's end idles in a read between passes, and a client host
+    that vanished without a FIN would hold its connection, task and key for good."""
+    key = secrets.token_bytes(32)
+    _, where = _listen(process_client, key)
+    c = ch.Channel({"w": ch.Channel._connect(where, key)})
+    try:
+        mine = c._socks["w"]
+        assert mine.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        (theirs,) = c.call(_worker_end_keepalive, (), timeout=10).values()
+        assert theirs[0]
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert theirs[1] == ch.KEEPALIVE[0] == mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+    finally:
+        c.close()

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import time
 import uuid
 import warnings
 import weakref
@@ -387,8 +388,6 @@ class ChunkedData:
 
     def run(self, requests: list, centre=None) -> list:
         """One pass: every request over every chunk, merged. Returns one result per request."""
-        import time
-
         import dask
 
         self.passes += 1
@@ -414,8 +413,9 @@ class ChunkedData:
         A pass as tasks costs a round of the scheduler's graph and task machinery: on the two-core
         bench host ~10 ms of the client process's CPU (its scheduler) and 10-15 ms of latency for two
         trivial tasks, against ~2.5 ms and 3-5 ms for ``client.run``. The same batches and merges in
-        the same order: the same bits as the tasks. The wait is bounded by ``STALL_SECONDS`` plus ten
-        times the longest pass so far (a worker stopped, not dead, would hold it forever).
+        the same order: the same bits as the tasks. The wait (opening the channel included) is bounded by
+        ``STALL_SECONDS`` plus ten times the longest pass so far (a worker stopped, not dead, would hold it
+        forever).
         """
         plan = self._plan(requests, centre)
         se = self.split_every
@@ -445,13 +445,18 @@ class ChunkedData:
                 raise
             return await run
 
+        # one bound for all of it: opening the channel (its client.run waits for a frozen worker too) and the call
+        deadline = time.monotonic() + bound
         channel = self._open_channel(jobs, bound)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
         try:
             with seceded():  # in a task: the batches run in the worker's threads, its own among them
                 if channel is not None:
-                    out = channel.call(_direct_batches, (plan, levels, se, jobs), bound)
+                    out = channel.call(_direct_batches, (plan, levels, se, jobs), left)
                 else:
-                    out = client.sync(call, callback_timeout=bound)
+                    out = client.sync(call, callback_timeout=left)
         except Exception:  # the scheduler or a worker went away, or the bound: the task path tells, or recovers
             return None
         if out is None:
