@@ -759,9 +759,16 @@ def test_a_write_to_a_silent_endpoint_fails_within_a_bound(silent_endpoint, monk
                                    "config_kwargs": {"read_timeout": 0.05, "connect_timeout": 1,
                                                      "retries": {"total_max_attempts": 1}}})
     start = time.monotonic()
-    with pytest.raises(Exception, match=r"(?i)timeout"):
+    with pytest.raises(Exception, match=r"(?i)timeout") as err:
         fs.pipe_file("lake/out/checkpoint.npz", b"0" * 1000)
     assert time.monotonic() - start < 10, f"{time.monotonic() - start:.1f} s"
+    # the command says what it means, not botocore's words alone
+    from daskgmm.cli import EXIT_FAILURE, _fail
+
+    metrics: dict = {}
+    _fail(metrics, err.value, EXIT_FAILURE)
+    assert metrics["error"].startswith("Read timeout on endpoint URL") and "checkpoint.npz" in metrics["error"]
+    assert "the object store stopped answering" in metrics["error"] and "--resume" in metrics["error"]
 
 
 def test_operator_retries_are_kept():

@@ -175,12 +175,14 @@ def _check_kernel_choice() -> None:
 
 def _fail(metrics, exc, status):
     from daskgmm.engine.cluster import ClusterError
-    from daskgmm.io.files import EndpointUnreachableError
+    from daskgmm.io.files import EndpointUnreachableError, silent_store_message, store_silent
     from daskgmm.io.outputs import OutputBusyError
 
     text = exc if isinstance(exc, str) else f"{exc}"
     own = (ClusterError, OutputBusyError, WorkersDied, EndpointUnreachableError)  # our own messages say what happened
-    if not isinstance(exc, str) and status == EXIT_FAILURE and not isinstance(exc, own):
+    if not isinstance(exc, str) and store_silent(exc):
+        text = silent_store_message(exc)
+    elif not isinstance(exc, str) and status == EXIT_FAILURE and not isinstance(exc, own):
         text = f"{type(exc).__name__}: {exc}"
     print(f"daskgmm: error: {text}", file=sys.stderr, flush=True)
     metrics.update(status="error", exit_code=status, error=text)

@@ -131,6 +131,20 @@ def unreachable(exc) -> bool:
         c.__name__ == "EndpointConnectionError" for c in type(exc).__mro__)
 
 
+def store_silent(exc) -> bool:
+    """Whether ``exc`` is botocore's read timeout: a store that took the request and did not answer within
+    the storage options' ``read_timeout`` (on every try). By name, as :func:`unreachable`."""
+    return type(exc).__module__.startswith("botocore") and any(
+        c.__name__ == "ReadTimeoutError" for c in type(exc).__mro__)
+
+
+def silent_store_message(exc) -> str:
+    """What the command says of :func:`store_silent` ``exc`` (botocore's words name the URL)."""
+    return (f"{exc}: the object store stopped answering (no reply within the read timeout of the storage "
+            "options, on every try); run the job again once it answers (with --checkpoint-dir and --resume it "
+            "goes on from its last checkpoint)")
+
+
 def unreachable_error(exc, where: str) -> EndpointUnreachableError:
     """The error of :func:`unreachable` ``exc``, naming the endpoint (scheme, host and port of the
     request botocore could not send) and ``where`` (the path, or the output, that needed it)."""
