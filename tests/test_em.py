@@ -637,3 +637,30 @@ def test_rows_kept_in_memory_and_rows_read_every_pass_give_their_chunks_the_same
         logger.removeHandler(handler)
     assert not [r for r in records if "run_spec" in r.getMessage()], [r.getMessage()[:300] for r in records]
     np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
+
+
+def _set_code(code, dask_worker=None):
+    from daskgmm.engine import cluster
+
+    old, cluster.CODE = cluster.CODE, code
+    return old
+
+
+def test_workers_that_run_another_daskgmm_are_named(process_client):
+    """A long-lived worker keeps the daskgmm it imported (user-trial-r12: edited code ran old passes on
+    external workers): the command names every worker whose version and sources' digest differ from its own."""
+    from daskgmm.cli.runtime import other_code_warning
+    from daskgmm.engine import cluster
+
+    assert cluster.workers_with_other_code(process_client) == {}
+    first = sorted(process_client.scheduler_info()["workers"])[0]
+    old = process_client.run(_set_code, "0.0.9+0123456789ab", workers=[first])[first]
+    try:
+        assert cluster.workers_with_other_code(process_client) == {first: "0.0.9+0123456789ab"}
+        said: list = []
+        other_code_warning(process_client, said.append)
+        assert said == [f"warning: 1 worker(s) run another daskgmm than this command ({cluster.CODE}): {first} "
+                        "(0.0.9+0123456789ab); restart them (dask worker) once the same daskgmm is installed "
+                        "there, or their passes run other code"]
+    finally:
+        process_client.run(_set_code, old, workers=[first])

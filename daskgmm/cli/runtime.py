@@ -287,6 +287,18 @@ def warnings_said(log, record: bool = False):
         yield caught
 
 
+def other_code_warning(client, log) -> None:
+    """Say which workers run another daskgmm than the command (the trial of the twelfth round: long-lived
+    ``dask worker`` processes ran the code they had imported before daskgmm was changed)."""
+    from daskgmm.engine.cluster import CODE, workers_with_other_code
+
+    other = workers_with_other_code(client)
+    if other:
+        listed = ", ".join(f"{w} ({c})" for w, c in list(other.items())[:4]) + (", ..." if len(other) > 4 else "")
+        log(f"warning: {len(other)} worker(s) run another daskgmm than this command ({CODE}): {listed}; restart "
+            "them (dask worker) once the same daskgmm is installed there, or their passes run other code")
+
+
 @contextlib.contextmanager
 def command_cluster(o, log, box=None, metrics=None):
     """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it.
@@ -340,6 +352,8 @@ def command_cluster(o, log, box=None, metrics=None):
         if metrics is not None:
             metrics["kernel"] = kernel
         log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}; kernel {kernel}")
+        if o.scheduler:  # the embedded cluster's workers start from this install
+            other_code_warning(client, log)
         import importlib.util
 
         # the embedded scheduler runs in this process: its dashboard pages need bokeh here
