@@ -49,6 +49,7 @@ from daskgmm.engine.cluster import (
 from daskgmm.engine.placement import persist_local, persist_placed, should_persist
 from daskgmm.engine.tree import children, merge_levels, subtree_merges
 from daskgmm.kernels import SampleRequest, ScanRequest, bounds, chunk_pass, merge_partials
+from daskgmm.kernels.protocol import issparse as is_sparse_chunk  # a chunk of sparse rows (no SciPy import)
 
 #: Passes over placed chunks call the workers over a :class:`~daskgmm.engine.channel.Channel` of their
 #: own when they can (False, or Dask config ``daskgmm.pass-channel: false``: always through ``client.run``).
@@ -87,11 +88,6 @@ def tiny_weight_factor(weight: float, rows: int) -> float:
     # mean = m 2**e with m in [0.5, 1): 2**(1 - e) mean in [1, 2); at most 2**1000 (subnormal weights come up
     # to ~1e-2, no overflow)
     return float(np.ldexp(1.0, min(1000, 1 - int(np.frexp(mean)[1]))))
-
-
-def is_sparse_chunk(x) -> bool:
-    """A scipy.sparse matrix or array (by its type's module: no SciPy import)."""
-    return type(x).__module__.startswith("scipy.sparse")
 
 
 def is_sparse_array(X) -> bool:

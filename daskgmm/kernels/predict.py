@@ -14,6 +14,7 @@ from daskgmm.kernels import compiled
 from daskgmm.kernels.features import block_rows_for, build_features
 from daskgmm.kernels.missing import marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent, kmeans_form
+from daskgmm.kernels.protocol import issparse
 from daskgmm.kernels.results import SuffStats, frozen, named_ids
 from daskgmm.kernels.scratch import scratch
 from daskgmm.kernels.studentt import StudentTMarginal
@@ -194,11 +195,6 @@ def nearest_labels(x, nat, centre):
     return component_logits(np.asarray(x), nat, centre).argmax(axis=1).astype(np.int32)
 
 
-def _sparse_rows(x) -> bool:
-    """A scipy.sparse block (by its type's module: dense rows never import SciPy)."""
-    return type(x).__module__.startswith("scipy.sparse")
-
-
 def distances_dtype(x, centers) -> np.dtype:
     """The dtype of k-means' distances of rows ``x`` (anything with a ``dtype``: a block or a Dask array) to
     ``centers``: the wider of the two, as scikit-learn's ``transform`` (float32 rows, float64 centres: float64)."""
@@ -217,7 +213,7 @@ def kmeans_labels(x, centers, nat=None, centre=None) -> np.ndarray:
         k-means' form of ``centers`` (:func:`daskgmm.kernels.params.kmeans_form`), for dense rows: made here
         when not given (a caller labelling many blocks makes it once).
     """
-    if _sparse_rows(x):
+    if issparse(x):
         from daskgmm.kernels import sparse as sparse_kernels
 
         return sparse_kernels.nearest_labels(x, np.asarray(centers, np.float64))
@@ -231,7 +227,7 @@ def kmeans_distances(x, centers) -> np.ndarray:
     (``KMeans.transform``), in :func:`distances_dtype`."""
     centers = np.asarray(centers)
     dtype = distances_dtype(x, centers)
-    if _sparse_rows(x):
+    if issparse(x):
         from daskgmm.kernels import sparse as sparse_kernels
 
         return sparse_kernels.distances(x, centers, dtype)

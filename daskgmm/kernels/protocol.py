@@ -23,6 +23,12 @@ from daskgmm.kernels.features import NO_FEATURES, block_rows_for, build_features
 from daskgmm.kernels.scratch import scratch
 
 
+def issparse(x) -> bool:
+    """A scipy.sparse matrix or array, a block of sparse rows (by its type's module: checking it imports no
+    SciPy, which a pass over dense rows never does)."""
+    return type(x).__module__.startswith("scipy.sparse")
+
+
 class Block:
     """One cache-sized block of a chunk, as the requests see it.
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from daskgmm.kernels.protocol import issparse
 from daskgmm.kernels.requests import MixtureRequest
 from daskgmm.kernels.results import SampleResult, ScanResult, SuffStats, WorstRows, chan, first_row, frozen
 from daskgmm.kernels.scan import SampleRequest, ScanRequest, draw_keys, first_row_where, weight_faults
@@ -45,11 +46,6 @@ from daskgmm.kernels.scan import SampleRequest, ScanRequest, draw_keys, first_ro
 DISTANCE_BLOCK_BYTES = 1 << 21
 #: Rows per block of a pass with no distances to compute (the scan and uniform draws).
 SCAN_BLOCK_ROWS = 1 << 16
-
-
-def issparse(x) -> bool:
-    """A scipy.sparse matrix or array (checked by type, so that a dense pass never imports SciPy)."""
-    return type(x).__module__.startswith("scipy.sparse")
 
 
 def as_csr(x) -> sp.csr_array:
