@@ -104,7 +104,7 @@ def bound_s3_writes(fs=None) -> None:
     only); ``fs``'s client, when it has one already, too. Idempotent.
     """
     global _writes_bounded
-    if fs is not None and "s3" not in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+    if fs is not None and "s3" not in _protocols(fs):
         return
     if not _writes_bounded:
         import botocore.handlers
@@ -179,6 +179,14 @@ def this_worker() -> str:
         return ""
 
 
+def worker_credentials(verb: str) -> str:
+    """Why a store refuses a worker what it let the command do (``verb``: "reads", "writes"): the command
+    checked with its own host's credentials, the workers use theirs."""
+    return (f"a worker {verb} with its own host's credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE, ~/.aws, a role) or those of the storage options, not the ones of the host that runs "
+            "the command: check them where the workers run")
+
+
 def credentials_hint(exc) -> str:
     return (f"{exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the "
             "credentials in --storage-options")
@@ -201,7 +209,12 @@ def strip_protocol(fs, path: str) -> str:
 
 def is_local(fs) -> bool:
     """Whether ``fs`` is the local filesystem (atomic renames, directories); else an object store or the like."""
-    return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
+    return "file" in _protocols(fs)
+
+
+def _protocols(fs) -> tuple:
+    """``fs.protocol`` as a tuple (fsspec gives a string or a tuple of names)."""
+    return tuple(fs.protocol) if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
 
 
 def protocol_of(path) -> str:

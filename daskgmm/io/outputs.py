@@ -588,7 +588,7 @@ def _write_part(fs, directory, index, columns, *args):
         with fs.open(path, "wb") as f:
             pq.write_table(table, f, write_page_checksum=True)  # readers can verify every page
     except Exception as exc:  # disk full, permissions: name the output
-        from daskgmm.io.files import no_credentials, this_worker
+        from daskgmm.io.files import no_credentials, this_worker, worker_credentials
 
         if not (isinstance(exc, OSError) or no_credentials(exc)):
             raise
@@ -596,9 +596,7 @@ def _write_part(fs, directory, index, columns, *args):
         by = this_worker()
         if by and not _local(fs) and (isinstance(exc, PermissionError) or no_credentials(exc)):
             # the command checked the output with its own credentials; the parts are written by the workers
-            reason += (f" (to {by}: a worker writes with its own host's credentials, AWS_ACCESS_KEY_ID and "
-                       "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws, a role, or those of the storage options, "
-                       "not the ones of the host that runs the command: check them where the workers run)")
+            reason += f" (to {by}: {worker_credentials('writes')})"
         raise _os_error(getattr(exc, "errno", None), f"cannot write {path}: {reason}") from None
     finally:
         del table

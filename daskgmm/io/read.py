@@ -162,7 +162,14 @@ def _read_failed(fs, path: str, where: str, exc: BaseException) -> Exception:
     the command's own (:class:`~daskgmm.io.files.EndpointUnreachableError`, exit 1), a refusal is bad
     input as the command's own (exit 2), anything else a file that cannot be read.
     """
-    from daskgmm.io.files import is_local, no_credentials, this_worker, unreachable, unreachable_error
+    from daskgmm.io.files import (
+        is_local,
+        no_credentials,
+        this_worker,
+        unreachable,
+        unreachable_error,
+        worker_credentials,
+    )
 
     by = this_worker()
     if unreachable(exc):
@@ -173,10 +180,8 @@ def _read_failed(fs, path: str, where: str, exc: BaseException) -> Exception:
         return error
     if not is_local(fs) and (isinstance(exc, PermissionError) or no_credentials(exc)):
         on = f" to {by}" if by else ""
-        return DataError(f"{path}: the store refused reading {where}{on} ({type(exc).__name__}: {exc}); a worker "
-                         "reads with its own host's credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                         "AWS_PROFILE, ~/.aws, a role) or those of the storage options, not the ones of the host "
-                         "that runs the command: check them where the workers run")
+        return DataError(f"{path}: the store refused reading {where}{on} ({type(exc).__name__}: {exc}); "
+                         f"{worker_credentials('reads')}")
     return DataError(f"{path}: reading {where} failed ({type(exc).__name__}: {exc})")
 
 
