@@ -187,8 +187,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         data, scan, _ = self._prepare(X, sample_weight)
         # the fit is the same for any scale of the weights: tiny ones are scaled up (exactly), or the
         # M-step's 10 eps would swamp them
-        data.rescale_weights()
-        scan = data.scan()
+        scan = data.rescale_weights()
         d = data.n_features
         fitting.check_n_samples(data.n_rows, self.n_components)
         params = fitting.MixtureParams.of(self.get_params())
@@ -254,8 +253,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         if first:
             # chunks checked as they are read: a bad value is named with its rows, as score names it
             data, scan, info = self._prepare(X, sample_weight, check_chunks=True)
-            data.rescale_weights()  # as fit: the starts are the same for any scale of the weights
-            scan = data.scan()
+            scan = data.rescale_weights()  # as fit: the starts are the same for any scale of the weights
             fitting.check_n_samples(data.n_rows, self.n_components)
             given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                                      params, data.n_features)

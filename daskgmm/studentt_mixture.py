@@ -164,8 +164,7 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         data, scan, _ = self._prepare(X, sample_weight)
         # the fit is the same for any scale of the weights: tiny ones are scaled up (exactly), or the
         # M-step's 10 eps would swamp them
-        data.rescale_weights()
-        scan = data.scan()
+        scan = data.rescale_weights()
         d = data.n_features
         fitting.check_n_samples(data.n_rows, self.n_components)
         params = fitting_studentt.StudentTParams.of(self.get_params())

@@ -567,9 +567,10 @@ class ChunkedData:
             self._sample_complete = bool(not ok.all() or ok.size >= self.n_rows)
         return self._scan
 
-    def rescale_weights(self) -> float:
+    def rescale_weights(self):
         """Multiply the sample weights by a power of two (exact) that brings their mean to [1, 2) when it
-        is below ``TINY_MEAN_WEIGHT``; returns the factor (1.0: unchanged). For a model whose fit does not
+        is below ``TINY_MEAN_WEIGHT``; returns the scan the passes now see (:meth:`scan`, its weight scaled
+        too; :attr:`weight_scale` is the factor). For a model whose fit does not
         depend on the weights' scale (a maximum-likelihood mixture): its M-step adds scikit-learn's
         ``10 eps`` to each component's weight sum, which swamps sums near 1e-15 (every mean pulled to the
         data's). Not for a model whose prior or reported sums see the scale (variational, k-means'
@@ -579,11 +580,11 @@ class ChunkedData:
         scan = self.scan()
         factor = self.tiny_weight_factor()
         if factor == 1.0:
-            return 1.0
+            return scan
         self.weight_scale *= factor
         self._scan = dataclasses.replace(scan, weight=scan.weight * factor, m2=scan.m2 * factor)
         self._sample_weights = self._sample_weights * factor
-        return factor
+        return self._scan
 
     def tiny_weight_factor(self) -> float:
         """The factor :meth:`rescale_weights` would take now (:func:`tiny_weight_factor` of the scan's weight
