@@ -474,7 +474,7 @@ class ChunkedData:
         import dask
 
         on = dask.config.get("daskgmm.pass-channel", True)
-        if isinstance(on, str):  # from the environment, DASK_DASKGMM__PASS_CHANNEL=false: Dask keeps the word
+        if isinstance(on, str):  # a word set in Python (dask.config.set({"daskgmm.pass-channel": "false"}))
             on = on.strip().lower() not in ("false", "0", "no", "off")
         if not CHANNEL or not on:
             return None

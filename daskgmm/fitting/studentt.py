@@ -168,7 +168,8 @@ def t_on_a_point(weights, means, covariances, prec_chol, covariance_type, df, re
         return candidates
     x = np.asarray(x, np.float64)
     d2, resp = _distances_and_responsibilities(weights, means, prec_chol, covariance_type, df, x, centre)
-    resp *= np.ones(len(x)) if w is None else np.asarray(w, np.float64)
+    if w is not None:
+        resp *= np.asarray(w, np.float64)
     out = []
     for k in candidates:
         # its core: rows within its scale (δ² <= D) that it holds; with nu near 0 it also holds rows around the
