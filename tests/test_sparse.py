@@ -270,6 +270,27 @@ def test_a_process_that_sized_a_sparse_array_before_daskgmm_counts_it_after():
     assert before < 100 and real <= after <= real + 1000, (before, after, real)
 
 
+@pytest.mark.parametrize("task", ["read", "cut"])
+def test_the_tasks_that_make_sparse_chunks_count_them_in_a_process_without_scipy(task, tmp_path):
+    """A worker that imported daskgmm's reads and cuts before SciPy, and sized a user's sparse array since
+    (the generic size is cached for its type), counts the sparse chunks a read or a cut returns."""
+    import subprocess
+    import sys
+
+    X = sp.random_array((400, 50), density=0.1, format="csr", rng=0)
+    daskgmm.write_sparse_parquet(X, tmp_path / "a.parquet")
+    make = {"read": f"read_sparse_parquet({str(tmp_path)!r}, n_features=50).blocks[0].compute(scheduler='sync')",
+            "cut": "daskgmm.engine.placement._rows(x, 0, 400)"}[task]
+    code = ("import sys, daskgmm.engine.placement, daskgmm.io.read; from dask.sizeof import sizeof; "
+            "assert 'scipy' not in sys.modules; from daskgmm.io.sparse import read_sparse_parquet; "
+            "import scipy.sparse as sp; x = sp.random_array((400, 50), density=0.1, format='csr', rng=0); "
+            f"before = sizeof(x); y = {make}; "
+            "print(before, sizeof(y), y.data.nbytes + y.indices.nbytes + y.indptr.nbytes)")
+    before, after, real = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                  check=True).stdout.split())
+    assert before < 100 and real <= after <= real + 1000, (before, after, real)
+
+
 def test_workers_count_the_bytes_of_sparse_chunks(process_client, tmp_path):
     """On worker processes: a user's Dask array of sparse chunks and in-memory scipy.sparse rows, made CSR by
     validation, and sparse Parquet reads, persisted, are their arrays' bytes in the scheduler's accounting, not

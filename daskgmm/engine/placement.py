@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# the passes' tasks (passes imports this module) and the chunks' cuts run on workers that store sparse chunks:
-# Dask must count their size (engine.sizes)
-import daskgmm.engine.sizes  # noqa: F401
 from daskgmm.engine.cluster import (
     STALL_SECONDS,
     blas_threads,
@@ -25,6 +22,7 @@ from daskgmm.engine.cluster import (
     wait_bounded,
     workers,
 )
+from daskgmm.engine.sizes import counted
 from daskgmm.engine.tree import balanced_targets, contiguous_batches, share_cuts
 
 #: Fraction of the workers' (or this machine's) memory the data may take when
@@ -160,7 +158,7 @@ def _rows(x, start, stop):
     """
     piece = x[start:stop]
     if not isinstance(piece, np.ndarray) or piece.flags.c_contiguous or piece.flags.f_contiguous:
-        return piece  # (sparse rows: a CSR slice is its own arrays)
+        return counted(piece)  # (sparse rows: a CSR slice is its own arrays, which the worker must count)
     return piece.copy(order="K")
 
 

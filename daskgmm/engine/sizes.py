@@ -2,15 +2,17 @@
 
 Dask's ``sizeof`` knows ``scipy.sparse.spmatrix`` only: a ``csr_array`` (a ``sparray``) counts
 as 56 bytes whatever it holds, so a worker's memory accounting (spilling, pausing at its limits)
-does not see persisted sparse rows. Importing this module registers their arrays' bytes, lazily
-(on the first sizing of a SciPy object: a worker of dense data never imports SciPy).
+does not see persisted sparse rows. :func:`counted` registers their arrays' bytes, through Dask's
+public ``sizeof.register`` only, in the process that makes a sparse chunk, before Dask sizes it:
+the tasks that make the chunks a fit holds call it (:func:`csr_chunk`, which validation maps over a
+user's sparse chunks; the sparse Parquet reads, ``io.read``; the chunks' cuts, ``engine.placement``).
+A worker of dense data never imports SciPy for it. Importing this module registers at once where
+SciPy's sparse module is loaded already.
 
-Dask caches the dispatch per type, so the registration must run in a process before it sizes its
-first sparse chunk: the modules of the engine's tasks import this one (``passes``, ``placement``), so
-do the sparse Parquet reads (``io.read``), and validation turns a user's sparse chunks into CSR with
-:func:`csr_chunk`. Not the engine's package: the command imports ``engine.stop``, and ``--help`` imports
-no Dask. Should a process have sized a sparse array before, the generic size it cached for
-that type is dropped.
+Dask caches its dispatch per type, so a process that sized a sparse array before (a user's chunk, in a
+worker that had run no daskgmm task yet) holds the generic ``object`` size for that type: the
+registration names every ``sparray`` class whose dispatch is still that generic one, which replaces
+what was cached.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import sys
 
 from dask.sizeof import sizeof
 
+from daskgmm.kernels.protocol import issparse
+
+_registered = False
+
 
 def sizeof_sparray(x) -> int:
     """Bytes of a ``scipy.sparse.sparray``: its arrays (``data``, ``indices``, ``indptr``, ``coords``, ...)
@@ -26,35 +32,46 @@ def sizeof_sparray(x) -> int:
     return int(sum(sizeof(v) for v in vars(x).values()))
 
 
-def _register() -> None:
+def _subclasses(cls) -> list:
+    out, todo = [], [cls]
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo.extend(c.__subclasses__())
+    return out
+
+
+def register() -> None:
+    """Count ``sparray``'s arrays in this process (imports SciPy's sparse module; once per process)."""
+    global _registered
+    if _registered:
+        return
     from scipy import sparse
 
-    sizeof.register(sparse.sparray, sizeof_sparray)
-    # a sparse array sized before (a user's chunk in a worker that had not imported daskgmm yet) cached
-    # the generic ``object`` size for its type; the dispatch would never look again
-    lookup = getattr(sizeof, "_lookup", {})
-    generic = lookup.get(object)
-    for cls in [c for c, f in lookup.items() if f is generic and isinstance(c, type) and issubclass(c, sparse.sparray)]:
-        del lookup[cls]
+    generic = sizeof.dispatch(object)
+    # a class sized before has the generic size cached as its own entry: naming it replaces that entry
+    stale = [c for c in _subclasses(sparse.sparray) if sizeof.dispatch(c) is generic]
+    sizeof.register((sparse.sparray, *stale), sizeof_sparray)
+    _registered = True
+
+
+def counted(x):
+    """``x``, after :func:`register` if it is a scipy.sparse block: a task that returns a sparse chunk
+    calls it, so that the worker which stores the chunk counts its bytes."""
+    if not _registered and issparse(x):
+        register()
+    return x
 
 
 def csr_chunk(x):
     """A chunk of sparse rows (any scipy format, pydata ``sparse``) as a canonical ``csr_array``
     (:func:`daskgmm.kernels.sparse.as_csr`), as a task of this module: the worker that stores it
-    has registered the size of sparse arrays."""
+    counts the size of sparse arrays."""
     from daskgmm.kernels.sparse import as_csr
 
+    register()
     return as_csr(x)
 
 
 if "scipy.sparse" in sys.modules:
-    _register()
-else:
-    # one lazy registration per top-level module: Dask's own (``spmatrix``) is kept by calling it first
-    _dasks = getattr(sizeof, "_lazy", {}).get("scipy")
-
-    @sizeof.register_lazy("scipy")
-    def _register_lazily() -> None:
-        if _dasks is not None:
-            _dasks()
-        _register()
+    register()

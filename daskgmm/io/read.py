@@ -12,8 +12,8 @@ import contextlib
 
 import numpy as np
 
-# a worker stores the sparse chunks these reads return: Dask must count their size (engine.sizes)
-import daskgmm.engine.sizes  # noqa: F401
+# a worker stores the sparse chunks these reads return: Dask must count their size
+from daskgmm.engine.sizes import counted
 from daskgmm.io.files import (
     DataError,
     InputChangedError,
@@ -550,7 +550,7 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
             row = int(np.searchsorted(x.indptr, k, side="right") - 1)
             raise DataError(f"{path} ({_row_in_file(piece, row)}): index {int(x.indices[k])} appears twice in "
                             f"column {indices!r}; each index at most once per row")
-    return x, ids
+    return counted(x), ids
 
 
 def read_sparse_piece(fs, piece, indices, values, id_column, n_features, dtype, nan_policy, vector=None):
