@@ -38,8 +38,16 @@ ACCEPT_SECONDS = 30.0
 #: The client's bound on connecting and on the two-way proof of the key.
 CONNECT_SECONDS = 5.0
 
-#: Workers this process could not connect to (or that did not listen): no channel to them is tried again.
-_unreachable: set = set()
+#: After a worker did not listen or could not be reached, no channel to it is tried for the first figure's
+#: seconds, doubled at each failure after it up to the second: a firewall that drops the packets costs one
+#: opening (at most CONNECT_SECONDS) per period, a worker that was busy or restarting gets its channel back.
+BACKOFF_SECONDS = (60.0, 3600.0)
+
+#: ``{worker address: (time.monotonic() before which no channel to it is tried, the period that gave it)}``.
+#: By address: a worker that replaced it (another address) starts afresh; one restarted at the same address
+#: (a fixed ``--worker-port``) waits out the period.
+_backoff: dict = {}
+_clock = time.monotonic  # the back-off's (a test's own clock)
 
 _HEAD = struct.Struct("<Q")
 _NONCE = 32
@@ -69,6 +77,23 @@ def _keepalive(sock) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
             except OSError:
                 pass
+
+
+def _waiting(address: str, now: float) -> bool:
+    until = _backoff.get(address, (0.0, 0.0))[0]
+    return now < until
+
+
+def _failed(addresses, now: float) -> None:
+    """Starts (or doubles) the back-off of ``addresses``; forgets the records of workers long gone."""
+    first, cap = BACKOFF_SECONDS
+    for address in addresses:
+        last = _backoff.get(address)
+        period = first if last is None else min(2 * last[1], cap)
+        _backoff[address] = (now + period, period)
+    for address, (until, _) in list(_backoff.items()):  # a long-lived client sees many addresses come and go
+        if until + cap < now:
+            _backoff.pop(address, None)
 
 
 def _host(address: str) -> str | None:
@@ -158,15 +183,17 @@ class Channel:
 
     @classmethod
     def open(cls, client, workers, timeout: float) -> Channel | None:
-        """A channel to ``workers`` (addresses), or None when one of them is not ``tcp://`` or cannot be
-        reached from here (then passes go through ``client.run``, as before)."""
+        """A channel to ``workers`` (addresses), or None when one of them is not ``tcp://``, is in its back-off
+        (:data:`BACKOFF_SECONDS`), or did not listen or cannot be reached from here (then passes go through
+        ``client.run``, as before)."""
         workers = sorted(workers)
-        if not workers or any(_host(w) is None or w in _unreachable for w in workers):
+        if not workers or any(_host(w) is None or _waiting(w, _clock()) for w in workers):
             return None
         key = secrets.token_bytes(32)
         try:
             where = client.run(serve, key, workers=workers, on_error="return", callback_timeout=timeout)
         except Exception:
+            _failed(workers, _clock())  # which worker held it (frozen, gone) is not known
             return None
         socks: dict = {}
         w = None
@@ -179,9 +206,10 @@ class Channel:
         except (OSError, ChannelError):
             for s in socks.values():
                 s.close()
-            # a firewall that drops the packets costs CONNECT_SECONDS: once per worker and process
-            _unreachable.add(w)
+            _failed([w], _clock())  # a firewall that drops the packets: CONNECT_SECONDS once per period
             return None
+        for w in workers:
+            _backoff.pop(w, None)
         return cls(socks)
 
     @staticmethod
