@@ -241,6 +241,57 @@ def test_a_worker_not_reached_is_tried_again_after_a_doubling_back_off(monkeypat
     assert not ch._backoff
 
 
+def _slow_worker(key, delay):
+    """A listener that proves ``key`` as a worker does, ``delay`` seconds after the connection (a busy worker);
+    ``(host, port)``. Its thread ends when the client closes the connection."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def prove():
+        with server:
+            conn, _ = server.accept()
+        with conn:
+            time.sleep(delay)
+            nonce = secrets.token_bytes(32)
+            conn.sendall(nonce)
+            got = b""
+            while len(got) < 64:
+                got += conn.recv(64 - len(got))
+            if ch._proof(key, b"client", nonce) == got[:32]:
+                conn.sendall(ch._proof(key, b"worker", got[32:]))
+                conn.recv(1)
+
+    threading.Thread(target=prove, daemon=True).start()
+    return server.getsockname()
+
+
+def test_opening_several_workers_is_bounded_by_one_deadline(monkeypatch):
+    """The workers are connected to at once: three busy ones cost what one does (not three times), and three
+    that never answer cost the opening's bound once (not CONNECT_SECONDS each, nor past the pass's bound)."""
+    monkeypatch.setattr(ch, "_backoff", {})
+    workers = [f"tcp://127.0.0.1:{i}" for i in (1, 2, 3)]
+    t0 = time.monotonic()
+    c = ch.Channel.open(_Workers(answer=lambda w, key: _slow_worker(key, 0.4)), workers, timeout=5)
+    took = time.monotonic() - t0
+    assert c is not None and c.workers == set(workers)
+    c.close()
+    assert took < 0.8  # one after another: 1.2 s
+
+    silent = []  # listening, never accepting: the client connects, then waits for the worker's challenge
+    for _ in workers:
+        silent.append(socket.create_server(("127.0.0.1", 0)))
+    try:
+        t0 = time.monotonic()
+        where = {w: s.getsockname() for w, s in zip(workers, silent)}
+        assert ch.Channel.open(_Workers(answer=lambda w, key: where[w]), workers, timeout=0.3) is None
+        assert time.monotonic() - t0 < 1.5  # CONNECT_SECONDS (5 s) for the first, one after another
+        assert set(ch._backoff) == set(workers)  # each of them, not only the first that failed
+    finally:
+        for s in silent:
+            s.close()
+
+
 def test_dask_config_turns_the_channel_off(process_client):
     import dask
 
