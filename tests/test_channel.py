@@ -292,6 +292,42 @@ def test_opening_several_workers_is_bounded_by_one_deadline(monkeypatch):
             s.close()
 
 
+def _link_local():
+    """``(address, interface)`` of an IPv6 link-local address of this host, or None."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                hexaddr, _, _, scope, _, name = line.split()
+                if scope == "20":  # link
+                    return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hexaddr)), name
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def test_a_worker_at_a_link_local_address_with_its_zone(monkeypatch, worker_loop):
+    """``tcp://[fe80::1%eth0]:port``: the worker listens on that interface, and the client connects with the zone
+    as its own host names it (as distributed's connections do), not with the worker's bare ``fe80::1`` (EINVAL)."""
+    _, name = socket.if_nameindex()[0]
+    family, sockaddr = ch._sockaddr(f"tcp://[fe80::1%{name}]:1", ("fe80::1", 5))
+    assert family == socket.AF_INET6 and sockaddr[:2] == ("fe80::1", 5)
+    assert sockaddr[3] == socket.if_nametoindex(name)
+    assert ch._sockaddr("tcp://worker-a:1", ("10.0.0.2", 5)) == (socket.AF_INET, ("10.0.0.2", 5))  # no lookup
+    with pytest.raises(ch.ChannelError, match="did not listen"):
+        ch._sockaddr("tcp://10.0.0.2:1", OSError("no such port"))
+    found = _link_local()
+    if found is None:
+        pytest.skip("no IPv6 link-local address on this host")
+    monkeypatch.setattr(ch, "_backoff", {})
+    worker = "tcp://[{}%{}]:1".format(*found)
+    c = ch.Channel.open(_Workers(worker_loop), [worker], timeout=5)
+    assert c is not None, ch._backoff
+    try:
+        assert c.call(_where, (), timeout=5) == {worker: True}
+    finally:
+        c.close()
+
+
 def test_dask_config_turns_the_channel_off(process_client):
     import dask
 

@@ -174,16 +174,21 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
 
 def _sockaddr(address: str, served) -> tuple:
     """``(family, sockaddr)`` the client connects to for the worker at ``address`` that listens where ``served``
-    (``(host, port)`` from :func:`serve`, a numeric host) says. Numeric only: no lookup that could outlast the
-    bound."""
+    (``(host, port)`` from :func:`serve`) says: the host of the worker's address, whose IPv6 zone
+    (``fe80::1%eth0``) this host resolves, as distributed's own connections to that address do (the host the
+    worker bound comes without it: ``getsockname`` keeps only the worker's interface number, meaningless
+    here); or the numeric host the worker bound when the address names a host. Numeric only: no lookup
+    that could outlast the bound."""
     if not isinstance(served, (tuple, list)) or len(served) != 2:
         raise ChannelError(f"{address} did not listen: {served!r}")
-    try:
-        family, _, _, _, sockaddr = socket.getaddrinfo(
-            served[0], int(served[1]), type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
-    except (OSError, ValueError, TypeError, UnicodeError):
-        raise ChannelError(f"{address} listens at {served!r}: not a numeric address") from None
-    return family, sockaddr
+    for host in (_host(address), served[0]):
+        try:
+            family, _, _, _, sockaddr = socket.getaddrinfo(
+                host, int(served[1]), type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
+        except (OSError, ValueError, TypeError, UnicodeError):
+            continue
+        return family, sockaddr
+    raise ChannelError(f"{address} listens at {served!r}: not a numeric address")
 
 
 def _read(sock: socket.socket, n: int):
