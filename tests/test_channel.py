@@ -141,24 +141,191 @@ def test_the_channel_is_closed_with_its_data(process_client):
     assert all(s.fileno() == -1 for s in socks)
 
 
-def test_a_worker_not_reached_is_not_tried_again(monkeypatch):
-    """Connecting costs up to CONNECT_SECONDS where a firewall drops the packets: a worker this process
-    could not reach gets no channel again (its passes go through client.run)."""
-    monkeypatch.setattr(ch, "_unreachable", set())
-    with socket.socket() as s:
+class _Stand:
+    """A worker as :func:`daskgmm.engine.channel.serve` sees it: its address."""
+
+    def __init__(self, address):
+        self.address = address
+
+
+@pytest.fixture
+def worker_loop():
+    """An event loop in a thread, the workers' stand-in: ``serve`` listens on it and runs the calls."""
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+
+    async def drain():  # the connections' handlers end before the loop does
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    asyncio.run_coroutine_threadsafe(drain(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+class _Workers:
+    """``client.run(serve, key, ...)`` for Channel.open without a cluster: ``answer(address, key)`` says where each
+    worker listens; None, or no ``answer``: the real ``serve`` on ``loop``, as a worker at that address."""
+
+    def __init__(self, loop=None, answer=None):
+        self.loop, self.answer, self.calls = loop, answer, []
+
+    def run(self, fn, key, workers, **kwargs):
+        import asyncio
+
+        self.calls.append(sorted(workers))
+        out = {}
+        for w in workers:
+            got = None if self.answer is None else self.answer(w, key)
+            if got is None:
+                got = asyncio.run_coroutine_threadsafe(fn(key, dask_worker=_Stand(w)), self.loop).result(5)
+            out[w] = got
+        return out
+
+
+def _refused_port():
+    with socket.socket() as s:  # a port where nothing listens: refused, at once
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    calls = []
+        return s.getsockname()[1]
 
-    class Client:
-        def run(self, fn, *args, workers, **kwargs):
-            calls.append(workers)
-            return {w: ("127.0.0.1", port) for w in workers}
 
-    assert ch.Channel.open(Client(), ["tcp://127.0.0.1:9"], timeout=5) is None
-    assert ch._unreachable == {"tcp://127.0.0.1:9"} and len(calls) == 1
-    assert ch.Channel.open(Client(), ["tcp://127.0.0.1:9"], timeout=5) is None
-    assert len(calls) == 1
+def test_a_worker_not_reached_is_tried_again_after_a_doubling_back_off(monkeypatch, worker_loop):
+    """Connecting costs up to CONNECT_SECONDS where a firewall drops the packets: a worker this process could
+    not reach gets no channel for a period (its passes go through client.run), doubled at each failure up to a
+    cap; then it is tried again, and a worker busy or restarting at the time gets its channel back."""
+    now = [1000.0]
+    monkeypatch.setattr(ch, "_clock", lambda: now[0])
+    monkeypatch.setattr(ch, "_backoff", {})
+    monkeypatch.setattr(ch, "BACKOFF_SECONDS", (60.0, 150.0))
+    port = _refused_port()
+    reachable = False
+    client = _Workers(worker_loop, lambda w, key: None if reachable else ("127.0.0.1", port))
+    old, new = "tcp://127.0.0.1:9", "tcp://127.0.0.1:10"
+
+    def tried(workers):
+        calls = len(client.calls)
+        c = ch.Channel.open(client, workers, timeout=5)
+        return len(client.calls) > calls, c
+
+    assert tried([old]) == (True, None)
+    now[0] += 59
+    assert tried([old]) == (False, None) and tried([new, old]) == (False, None)  # in its period: no cost
+    assert tried([new]) == (True, None)  # the worker that replaced it: its own record
+    now[0] += 2
+    assert tried([old]) == (True, None)  # tried again: failed, the period doubled
+    now[0] += 119
+    assert tried([old]) == (False, None)
+    now[0] += 2
+    assert tried([old]) == (True, None)  # the period capped: 150 s, not 240
+    now[0] += 149
+    assert tried([old]) == (False, None)
+    now[0] += 2
+    reachable = True
+    done, c = tried([old])
+    try:
+        assert done and c is not None and old not in ch._backoff  # it got its channel back
+        assert c.call(_where, (), timeout=5) == {old: True}
+    finally:
+        c.close()
+    now[0] += 1000
+    ch._failed([], now[0])  # workers gone for longer than the cap: forgotten
+    assert not ch._backoff
+
+
+def _slow_worker(key, delay):
+    """A listener that proves ``key`` as a worker does, ``delay`` seconds after the connection (a busy worker);
+    ``(host, port)``. Its thread ends when the client closes the connection."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def prove():
+        with server:
+            conn, _ = server.accept()
+        with conn:
+            time.sleep(delay)
+            nonce = secrets.token_bytes(32)
+            conn.sendall(nonce)
+            got = b""
+            while len(got) < 64:
+                got += conn.recv(64 - len(got))
+            if ch._proof(key, b"client", nonce) == got[:32]:
+                conn.sendall(ch._proof(key, b"worker", got[32:]))
+                conn.recv(1)
+
+    threading.Thread(target=prove, daemon=True).start()
+    return server.getsockname()
+
+
+def test_opening_several_workers_is_bounded_by_one_deadline(monkeypatch):
+    """The workers are connected to at once: three busy ones cost what one does (not three times), and three
+    that never answer cost the opening's bound once (not CONNECT_SECONDS each, nor past the pass's bound)."""
+    monkeypatch.setattr(ch, "_backoff", {})
+    workers = [f"tcp://127.0.0.1:{i}" for i in (1, 2, 3)]
+    t0 = time.monotonic()
+    c = ch.Channel.open(_Workers(answer=lambda w, key: _slow_worker(key, 0.4)), workers, timeout=5)
+    took = time.monotonic() - t0
+    assert c is not None and c.workers == set(workers)
+    c.close()
+    assert took < 0.8  # one after another: 1.2 s
+
+    silent = []  # listening, never accepting: the client connects, then waits for the worker's challenge
+    for _ in workers:
+        silent.append(socket.create_server(("127.0.0.1", 0)))
+    try:
+        t0 = time.monotonic()
+        where = {w: s.getsockname() for w, s in zip(workers, silent)}
+        assert ch.Channel.open(_Workers(answer=lambda w, key: where[w]), workers, timeout=0.3) is None
+        assert time.monotonic() - t0 < 1.5  # CONNECT_SECONDS (5 s) for the first, one after another
+        assert set(ch._backoff) == set(workers)  # each of them, not only the first that failed
+    finally:
+        for s in silent:
+            s.close()
+
+
+def _link_local():
+    """``(address, interface)`` of an IPv6 link-local address of this host, or None."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                hexaddr, _, _, scope, _, name = line.split()
+                if scope == "20":  # link
+                    return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hexaddr)), name
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def test_a_worker_at_a_link_local_address_with_its_zone(monkeypatch, worker_loop):
+    """``tcp://[fe80::1%eth0]:port``: the worker listens on that interface, and the client connects with the zone
+    as its own host names it (as distributed's connections do), not with the worker's bare ``fe80::1`` (EINVAL)."""
+    _, name = socket.if_nameindex()[0]
+    family, sockaddr = ch._sockaddr(f"tcp://[fe80::1%{name}]:1", ("fe80::1", 5))
+    assert family == socket.AF_INET6 and sockaddr[:2] == ("fe80::1", 5)
+    assert sockaddr[3] == socket.if_nametoindex(name)
+    assert ch._sockaddr("tcp://worker-a:1", ("10.0.0.2", 5)) == (socket.AF_INET, ("10.0.0.2", 5))  # no lookup
+    with pytest.raises(ch.ChannelError, match="did not listen"):
+        ch._sockaddr("tcp://10.0.0.2:1", OSError("no such port"))
+    found = _link_local()
+    if found is None:
+        pytest.skip("no IPv6 link-local address on this host")
+    monkeypatch.setattr(ch, "_backoff", {})
+    worker = "tcp://[{}%{}]:1".format(*found)
+    c = ch.Channel.open(_Workers(worker_loop), [worker], timeout=5)
+    assert c is not None, ch._backoff
+    try:
+        assert c.call(_where, (), timeout=5) == {worker: True}
+    finally:
+        c.close()
 
 
 def test_dask_config_turns_the_channel_off(process_client):
@@ -176,6 +343,24 @@ def test_dask_config_turns_the_channel_off(process_client):
     assert data.direct_passes == 2 and data._channel is None
     data.run(req, np.zeros(3))
     assert data.direct_passes == 3 and data._channel is not None
+
+
+def test_a_pass_opens_the_channel_once_its_workers_back_off_is_over(process_client, monkeypatch):
+    """A long fit is not left without its channel for good by a worker busy at its first pass: a later pass
+    tries again once the back-off is over, and the passes before it went through client.run at no cost."""
+    now = [1000.0]
+    monkeypatch.setattr(ch, "_clock", lambda: now[0])
+    X = da.random.default_rng(0).standard_normal((4000, 3), chunks=1000)
+    data = ChunkedData(process_client.persist(X), cache="memory")
+    req = [MixtureRequest([ModelSpec(kmeans_natural_params(np.eye(3)), "spherical", "hard")])]
+    data.run(req, np.zeros(3))  # as tasks
+    monkeypatch.setattr(ch, "_backoff", {t: (now[0] + 60, 60.0) for t, _ in data._batches})
+    data.run(req, np.zeros(3))
+    data.run(req, np.zeros(3))
+    assert data.direct_passes == 2 and data._channel is None  # through client.run
+    now[0] += 61
+    data.run(req, np.zeros(3))
+    assert data.direct_passes == 3 and data._channel is not None and not ch._backoff
 
 
 def test_opening_the_channel_and_the_call_share_one_bound(process_client, monkeypatch):

@@ -26,20 +26,30 @@ caller goes on as it does when ``client.run`` fails.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
+import os
 import pickle
 import secrets
+import selectors
 import socket
 import struct
 import time
 
 #: A worker stops listening this long after :func:`serve` if no authenticated connection came.
 ACCEPT_SECONDS = 30.0
-#: The client's bound on connecting and on the two-way proof of the key.
+#: The client's bound on connecting to the workers and on the two-way proof of the key: one for all of them.
 CONNECT_SECONDS = 5.0
+#: After a worker did not listen or could not be reached, no channel to it is tried for the first figure's
+#: seconds, doubled at each failure after it up to the second: a firewall that drops the packets costs one
+#: opening (at most CONNECT_SECONDS) per period, a worker that was busy or restarting gets its channel back.
+BACKOFF_SECONDS = (60.0, 3600.0)
 
-#: Workers this process could not connect to (or that did not listen): no channel to them is tried again.
-_unreachable: set = set()
+#: ``{worker address: (time.monotonic() before which no channel to it is tried, the period that gave it)}``.
+#: By address: a worker that replaced it (another address) starts afresh; one restarted at the same address
+#: (a fixed ``--worker-port``) waits out the period.
+_backoff: dict = {}
+_clock = time.monotonic  # the back-off's (a test's own clock)
 
 _HEAD = struct.Struct("<Q")
 _NONCE = 32
@@ -69,6 +79,23 @@ def _keepalive(sock) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
             except OSError:
                 pass
+
+
+def _waiting(address: str, now: float) -> bool:
+    until = _backoff.get(address, (0.0, 0.0))[0]
+    return now < until
+
+
+def _failed(addresses, now: float) -> None:
+    """Starts (or doubles) the back-off of ``addresses``; forgets the records of workers long gone."""
+    first, cap = BACKOFF_SECONDS
+    for address in addresses:
+        last = _backoff.get(address)
+        period = first if last is None else min(2 * last[1], cap)
+        _backoff[address] = (now + period, period)
+    for address, (until, _) in list(_backoff.items()):  # a long-lived client sees many addresses come and go
+        if until + cap < now:
+            _backoff.pop(address, None)
 
 
 def _host(address: str) -> str | None:
@@ -145,6 +172,118 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
     return bytes(buf)
 
 
+def _sockaddr(address: str, served) -> tuple:
+    """``(family, sockaddr)`` the client connects to for the worker at ``address`` that listens where ``served``
+    (``(host, port)`` from :func:`serve`) says: the host of the worker's address, whose IPv6 zone
+    (``fe80::1%eth0``) this host resolves, as distributed's own connections to that address do (the host the
+    worker bound comes without it: ``getsockname`` keeps only the worker's interface number, meaningless
+    here); or the numeric host the worker bound when the address names a host. Numeric only: no lookup
+    that could outlast the bound."""
+    if not isinstance(served, (tuple, list)) or len(served) != 2:
+        raise ChannelError(f"{address} did not listen: {served!r}")
+    for host in (_host(address), served[0]):
+        try:
+            family, _, _, _, sockaddr = socket.getaddrinfo(
+                host, int(served[1]), type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
+        except (OSError, ValueError, TypeError, UnicodeError):
+            continue
+        return family, sockaddr
+    raise ChannelError(f"{address} listens at {served!r}: not a numeric address")
+
+
+def _read(sock: socket.socket, n: int):
+    buf = b""
+    while len(buf) < n:
+        yield selectors.EVENT_READ
+        try:
+            got = sock.recv(n - len(buf))
+        except (BlockingIOError, InterruptedError):
+            continue
+        if not got:
+            raise ChannelError("the worker closed the connection")
+        buf += got
+    return buf
+
+
+def _write(sock: socket.socket, data: bytes):
+    view = memoryview(data)
+    while view:
+        yield selectors.EVENT_WRITE
+        try:
+            view = view[sock.send(view):]
+        except (BlockingIOError, InterruptedError):
+            continue
+
+
+def _handshake(sock: socket.socket, key: bytes):
+    """The client's side of the two-way proof on a socket connecting without blocking: a generator that
+    yields the event it waits for next (:func:`_connect_all` drives all of them)."""
+    yield selectors.EVENT_WRITE  # connected, or failed
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a pass's messages are small
+    _keepalive(sock)
+    theirs = yield from _read(sock, _NONCE)
+    mine = secrets.token_bytes(_NONCE)
+    yield from _write(sock, _proof(key, b"client", theirs) + mine)
+    if not hmac.compare_digest((yield from _read(sock, _MAC)), _proof(key, b"worker", mine)):
+        raise ChannelError("the worker did not prove the key")
+
+
+#: What connecting without blocking returns when it has started (Windows: WSAEWOULDBLOCK).
+_CONNECTING = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, getattr(errno, "WSAEWOULDBLOCK", errno.EWOULDBLOCK)}
+
+
+def _connect_all(targets: dict, key: bytes, deadline: float) -> tuple[dict, dict]:
+    """Connects to every worker of ``{address: (family, sockaddr)}`` at once, in this thread, and each side
+    proves ``key``; all by ``deadline`` (``time.monotonic()``): a slow worker costs the others nothing, and
+    several slow ones no more than one. ``({address: blocking socket}, {address: the exception it failed
+    with})``, every address in one of them."""
+    socks: dict = {}
+    errors: dict = {}
+    sel = selectors.DefaultSelector()
+    try:
+        for w, (family, sockaddr) in targets.items():
+            try:
+                sock = socks[w] = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                err = sock.connect_ex(sockaddr)
+                if err not in _CONNECTING:
+                    raise OSError(err, os.strerror(err))  # e.g. EINVAL: a link-local address without its zone
+                steps = _handshake(sock, key)
+                sel.register(sock, next(steps), (w, steps))
+            except OSError as exc:
+                errors[w] = exc
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for ready, _ in sel.select(left):
+                w, steps = ready.data
+                try:
+                    sel.modify(ready.fileobj, steps.send(None), ready.data)
+                except StopIteration:
+                    sel.unregister(ready.fileobj)
+                except OSError as exc:  # ChannelError among them
+                    sel.unregister(ready.fileobj)
+                    errors[w] = exc
+        for pending in list(sel.get_map().values()):
+            errors[pending.data[0]] = ChannelError("no answer within the bound")
+    except BaseException:
+        for sock in socks.values():
+            sock.close()
+        raise
+    finally:
+        sel.close()
+    for w in errors:
+        if w in socks:
+            socks.pop(w).close()
+    for sock in socks.values():
+        sock.setblocking(True)  # Channel.call sets each wait's timeout
+    return socks, errors
+
+
 class Channel:
     """Connections to workers (``{address: socket}``), each authenticated; :meth:`call` runs a
     coroutine function on every one of them. Not thread-safe: one caller at a time (a pass)."""
@@ -158,48 +297,48 @@ class Channel:
 
     @classmethod
     def open(cls, client, workers, timeout: float) -> Channel | None:
-        """A channel to ``workers`` (addresses), or None when one of them is not ``tcp://`` or cannot be
-        reached from here (then passes go through ``client.run``, as before)."""
+        """A channel to ``workers`` (addresses), or None when one of them is not ``tcp://``, is in its back-off
+        (:data:`BACKOFF_SECONDS`), or did not listen or cannot be reached from here (then passes go through
+        ``client.run``, as before). All of it within ``timeout`` seconds: the workers are connected to at once."""
         workers = sorted(workers)
-        if not workers or any(_host(w) is None or w in _unreachable for w in workers):
+        if not workers or any(_host(w) is None or _waiting(w, _clock()) for w in workers):
             return None
+        deadline = time.monotonic() + timeout
         key = secrets.token_bytes(32)
         try:
             where = client.run(serve, key, workers=workers, on_error="return", callback_timeout=timeout)
         except Exception:
+            _failed(workers, _clock())  # which worker held it (frozen, gone) is not known
             return None
+        targets: dict = {}
+        failed = []
+        for w in workers:
+            try:
+                targets[w] = _sockaddr(w, where.get(w))
+            except ChannelError:
+                failed.append(w)
         socks: dict = {}
-        w = None
-        try:
-            for w in workers:
-                hp = where.get(w)
-                if not isinstance(hp, (tuple, list)) or len(hp) != 2:
-                    raise ChannelError(f"{w} did not listen: {hp!r}")
-                socks[w] = cls._connect(tuple(hp), key)
-        except (OSError, ChannelError):
+        if not failed:
+            socks, errors = _connect_all(targets, key, min(deadline, time.monotonic() + CONNECT_SECONDS))
+            failed = list(errors)
+        if failed:
             for s in socks.values():
                 s.close()
-            # a firewall that drops the packets costs CONNECT_SECONDS: once per worker and process
-            _unreachable.add(w)
+            _failed(failed, _clock())
             return None
+        for w in workers:
+            _backoff.pop(w, None)
         return cls(socks)
 
     @staticmethod
     def _connect(host_port, key: bytes) -> socket.socket:
-        deadline = time.monotonic() + CONNECT_SECONDS
-        sock = socket.create_connection(host_port, timeout=CONNECT_SECONDS)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a pass's messages are small
-            _keepalive(sock)
-            theirs = _recv_exact(sock, _NONCE, deadline)
-            mine = secrets.token_bytes(_NONCE)
-            sock.sendall(_proof(key, b"client", theirs) + mine)
-            if not hmac.compare_digest(_recv_exact(sock, _MAC, deadline), _proof(key, b"worker", mine)):
-                raise ChannelError("the worker did not prove the key")
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        """One authenticated connection to a numeric ``(host, port)``, within CONNECT_SECONDS."""
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            *host_port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
+        socks, errors = _connect_all({None: (family, sockaddr)}, key, time.monotonic() + CONNECT_SECONDS)
+        if errors:
+            raise errors[None]
+        return socks[None]
 
     def call(self, function, args: tuple, timeout: float) -> dict:
         """``await function(*args, dask_worker=worker)`` on every worker; ``{address: result}``. Raises

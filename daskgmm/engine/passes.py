@@ -285,7 +285,6 @@ class ChunkedData:
         self.direct = True
         self.direct_passes = 0  # how many did
         self._channel = None  # the direct passes' connections to the workers (engine.channel), once opened
-        self._channel_tried = False
         self._slowest = 0.0  # seconds of the longest pass so far (the bound of a direct pass's wait)
         if self.persisted and self.client is not None:
             # the passes' chunks: the data's, some cut at the threads' shares of the rows (no chunk larger)
@@ -469,8 +468,10 @@ class ChunkedData:
 
     def _open_channel(self, jobs, bound) -> Channel | None:
         """The direct passes' channel to the workers of ``jobs``, opened at the first direct pass (None:
-        passes go through ``client.run``). A channel that failed is not opened again: the pass that saw
-        it fail runs as tasks, and so do all after it."""
+        passes go through ``client.run``). A channel that could not be opened is tried again by a later pass
+        once its workers' back-off is over (``engine.channel.BACKOFF_SECONDS``: no pass pays for more than one
+        opening in a period); one that failed in a call is not: the pass that saw it fail runs as tasks, and so
+        do all after it."""
         import dask
 
         on = dask.config.get("daskgmm.pass-channel", True)
@@ -483,9 +484,6 @@ class ChunkedData:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self._channel_tried:
-            return None
-        self._channel_tried = True
         with seceded():
             self._channel = Channel.open(self.client, jobs, bound)
         if self._channel is not None:
