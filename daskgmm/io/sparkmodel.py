@@ -319,11 +319,19 @@ def read_spark_model(path, storage_options=None) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from daskgmm.io.files import get_fs, strip_protocol
+    from daskgmm.io.files import get_fs, is_local, strip_protocol
 
     given = os.fspath(path)
     fs = get_fs(given, storage_options)
     root = strip_protocol(fs, given).rstrip("/")
+    if not is_local(fs):
+        # Spark's own directories have no _SUCCESS at their top, so only an export being committed (its
+        # journal beside it: daskgmm.io.store) says the model is incomplete
+        fs.invalidate_cache(root)
+        parent, base = posixpath.split(root)
+        if not fs.exists(posixpath.join(root, "_SUCCESS")) and fs.glob(posixpath.join(parent, f".{base}.commit-*")):
+            raise SparkModelError(f"{given}: the model is incomplete: it is being written, or a job writing it was "
+                                  "killed and the next job writing it will finish its commit")
     try:
         meta_files = _visible(fs, posixpath.join(root, "metadata"))
         data_files = _visible(fs, posixpath.join(root, "data"))
