@@ -388,7 +388,7 @@ def export_spark_model(estimator, path, storage_options=None) -> None:
     1e-16-sized terms to each). No Spark is needed to write it. A mixture of any covariance type is written
     with full covariance matrices, which is all MLlib has. Spark reads the features from one vector column
     (``features`` by default, ``model.setFeaturesCol`` to change it) in the order of the model's columns,
-    which the metadata's ``daskgmm.columns`` lists.
+    which the metadata's ``daskgmm`` entry lists (``columns``).
 
     Parameters
     ----------
