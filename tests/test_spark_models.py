@@ -73,6 +73,8 @@ def test_export_is_laid_out_as_spark_writes_it(tmp_path, kind):
     assert {k: v for k, v in spark["defaultParamMap"].items() if k in mine["defaultParamMap"]} == \
         mine["defaultParamMap"]
     assert mine["paramMap"]["k"] == (est.n_components if kind == "gmm" else est.n_clusters)
+    names = getattr(est, "feature_names_in_", None)  # the order the features vector must follow
+    assert mine["daskgmm"].get("columns") == (None if names is None else list(names))
 
 
 def test_import_reads_sparks_models():

@@ -198,13 +198,10 @@ def metadata_line(cls: str, n_clusters: int, meta: dict) -> str:
     from daskgmm.version import __version__
 
     prefix = "GaussianMixture" if cls == GMM_CLASS else "KMeans"
+    ours = {"version": __version__, "covariance_type": meta.get("covariance_type"), "columns": meta.get("columns")}
     doc = {"class": cls, "timestamp": int(time.time() * 1000), "sparkVersion": SPARK_VERSION,
            "uid": f"{prefix}_{uuid.uuid4().hex[-12:]}", "paramMap": {"k": int(n_clusters)},
-           "defaultParamMap": _DEFAULTS[cls],
-           "daskgmm": {"version": __version__, "covariance_type": meta.get("covariance_type"),
-                       "columns": meta.get("columns")}}
-    if doc["daskgmm"]["covariance_type"] is None:
-        del doc["daskgmm"]["covariance_type"]
+           "defaultParamMap": _DEFAULTS[cls], "daskgmm": {k: v for k, v in ours.items() if v is not None}}
     return json.dumps(doc, separators=(",", ":"))
 
 
