@@ -91,14 +91,12 @@ def test_import_reads_sparks_models():
 
 
 def test_imported_starts_give_sparks_predictions():
-    """The arrays read are Spark's model: a mixture made of them labels rows as Spark did (no fit)."""
-    from scipy.stats import multivariate_normal
-
-    gm = daskgmm.read_spark_model(SPARK / "gmm")
+    """The arrays read are Spark's model: daskgmm's estimators started from them (no iteration) label and
+    weigh rows as Spark did."""
     e = EXPECTED["gmm"]
-    dens = np.column_stack([w * multivariate_normal(m, np.linalg.inv(p)).pdf(e["rows"])
-                            for w, m, p in zip(gm["weights_init"], gm["means_init"], gm["precisions_init"])])
-    np.testing.assert_allclose(dens / dens.sum(1, keepdims=True), e["probability"], rtol=1e-9, atol=1e-12)
+    gm = daskgmm.GaussianMixture(**daskgmm.read_spark_model(SPARK / "gmm"), max_iter=0).fit(_rows())
+    np.testing.assert_allclose(gm.predict_proba(np.array(e["rows"])), e["probability"], rtol=1e-9, atol=1e-12)
+    assert gm.predict(np.array(e["rows"])).tolist() == e["prediction"]
     km = daskgmm.read_spark_model(SPARK / "kmeans")
     d = ((np.asarray(EXPECTED["kmeans"]["rows"])[:, None] - km["init"][None]) ** 2).sum(-1)
     assert d.argmin(1).tolist() == EXPECTED["kmeans"]["prediction"]
