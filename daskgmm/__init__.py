@@ -27,10 +27,12 @@ _LAZY = {
     "RowsOmittedWarning": ("daskgmm.io.files", "RowsOmittedWarning"),
     "SelectionResult": ("daskgmm.selection", "SelectionResult"),
     "StudentTMixture": ("daskgmm.studentt_mixture", "StudentTMixture"),
+    "export_spark_model": ("daskgmm.io.sparkmodel", "export_spark_model"),
     "open_parquet": ("daskgmm.io.parquet", "open_parquet"),
     "open_sparse_parquet": ("daskgmm.io.sparse", "open_sparse_parquet"),
     "read_parquet": ("daskgmm.io.parquet", "read_parquet"),
     "read_sparse_parquet": ("daskgmm.io.sparse", "read_sparse_parquet"),
+    "read_spark_model": ("daskgmm.io.sparkmodel", "read_spark_model"),
     "select_model": ("daskgmm.selection", "select_model"),
     "write_sparse_parquet": ("daskgmm.io.sparse", "write_sparse_parquet"),
 }

@@ -196,6 +196,19 @@ def test_save_load_and_write_predictions_in_python(bucket):
     assert_predictions_of(server, b, "p", gmm, X)
     X2 = daskgmm.read_parquet(f"s3://{b}/data", columns=["f0", "f1", "f2"], storage_options=opts)
     np.testing.assert_allclose(np.asarray(X2.compute()), X)
+    # a Spark ML model directory, committed as the others (tests/test_spark_models.py: its layout)
+    daskgmm.export_spark_model(gmm, f"s3://{b}/spark", storage_options=opts)
+    assert [k for k in keys(server, b) if k.startswith("spark/")] == [
+        "spark/_SUCCESS", "spark/data/_SUCCESS", "spark/data/part-00000.snappy.parquet", "spark/metadata/_SUCCESS",
+        "spark/metadata/part-00000"]
+    starts = daskgmm.read_spark_model(f"s3://{b}/spark", storage_options=opts)
+    np.testing.assert_array_equal(starts["means_init"], gmm.means_)
+    fs = server.fs()  # as while a commit copies it in: no _SUCCESS, a journal beside it
+    fs.rm_file(f"{b}/spark/_SUCCESS")
+    fs.pipe_file(f"{b}/.spark.commit-1-x", b"[]")
+    with pytest.raises(ModelFileError, match="incomplete"):
+        daskgmm.read_spark_model(f"s3://{b}/spark", storage_options=opts)
+    fs.rm_file(f"{b}/.spark.commit-1-x")
     assert_nothing_left(server, b)
 
 

@@ -20,9 +20,21 @@ import threading
 
 import daskgmm.engine.stop as stop
 from daskgmm.cli.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, output_conflict, resolve
-from daskgmm.cli.config import FIT, INFO, OPTIONS, PREDICT, SAMPLE, SCORE, SELECT, SHOW_CONFIG, UPDATE, ConfigError
+from daskgmm.cli.config import (
+    EXPORT,
+    FIT,
+    INFO,
+    OPTIONS,
+    PREDICT,
+    SAMPLE,
+    SCORE,
+    SELECT,
+    SHOW_CONFIG,
+    UPDATE,
+    ConfigError,
+)
 from daskgmm.cli.fit import BAYESIAN_OPTIONS, cmd_fit, cmd_update, fingerprint, update_fingerprint
-from daskgmm.cli.read import cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select, cmd_show_config
+from daskgmm.cli.read import cmd_export, cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select, cmd_show_config
 from daskgmm.cli.runtime import Reporter, WorkersDied, open_data
 
 # the names these helpers had when this module held them all (tests and scripts import them)
@@ -30,7 +42,7 @@ _fingerprint, _update_fingerprint, _open = fingerprint, update_fingerprint, open
 
 
 HANDLERS = {FIT: cmd_fit, PREDICT: cmd_predict, SCORE: cmd_score, SAMPLE: cmd_sample, INFO: cmd_info,
-            SELECT: cmd_select, UPDATE: cmd_update, SHOW_CONFIG: cmd_show_config}
+            SELECT: cmd_select, UPDATE: cmd_update, SHOW_CONFIG: cmd_show_config, EXPORT: cmd_export}
 
 
 def _write_metrics(path, metrics, storage_options=None):

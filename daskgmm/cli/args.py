@@ -15,6 +15,7 @@ import re
 import numpy as np
 
 from daskgmm.cli.config import (
+    EXPORT,
     FIT,
     INFO,
     NAMED_STARTS,
@@ -69,6 +70,8 @@ COMMANDS = {
     UPDATE: "update a saved Gaussian mixture with new Parquet data by online EM (partial_fit) and save it; a "
             "saved KMeans by the sequential k-means update (its partial_fit)",
     SHOW_CONFIG: "print the compiled core's build and which variant this CPU runs (--json for JSON)",
+    EXPORT: "write a saved GaussianMixture or KMeans model as a Spark ML model directory (any covariance type, "
+            "as full matrices), which pyspark.ml.clustering's GaussianMixtureModel.load and KMeansModel.load read",
 }
 
 
@@ -263,7 +266,7 @@ def require(o):
     """Refuse a resolved command line that cannot run: a missing required value, a bad number or combination."""
     need = {FIT: ["data", "model_out"], PREDICT: ["data", "model", "out"], SCORE: ["data", "model"],
             SAMPLE: ["model", "n", "out"], INFO: ["model"], SELECT: ["data", "out"],
-            UPDATE: ["data", "model", "model_out"], SHOW_CONFIG: []}[o.command]
+            UPDATE: ["data", "model", "model_out"], SHOW_CONFIG: [], EXPORT: ["model", "out"]}[o.command]
     for key in need:
         if getattr(o, key) in (None, [], ""):
             name = "DATA" if key == "data" else flag(key)

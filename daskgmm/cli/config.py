@@ -58,6 +58,7 @@ class Opt:
 FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT = "fit", "predict", "score", "sample", "info", "select"
 UPDATE = "update"
 SHOW_CONFIG = "show-config"
+EXPORT = "export"
 _CLUSTER = (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE)
 _DATA = (FIT, PREDICT, SCORE, SELECT, UPDATE)
 
@@ -213,11 +214,13 @@ OPTIONS = [
     Opt("plot", "str", None, "write a PNG picture of the fit, or of the candidates (select); needs matplotlib: "
         "pip install daskgmm[plot]",
         (FIT, SELECT), metavar="FILE.png"),
-    Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE)),
-    # predict / score / sample / info / update
-    Opt("model", "str", None, "directory of a saved model (required)", (PREDICT, SCORE, SAMPLE, INFO, UPDATE),
-        metavar="DIR"),
+    Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE, EXPORT)),
+    # predict / score / sample / info / update / export
+    Opt("model", "str", None, "directory of a saved model (required)",
+        (PREDICT, SCORE, SAMPLE, INFO, UPDATE, EXPORT), metavar="DIR"),
     Opt("out", "str", None, "output directory (required)", (PREDICT, SAMPLE, SELECT), metavar="DIR"),
+    Opt("out", "str", None, "the Spark ML model directory to write (required), which "
+        "pyspark.ml.clustering.GaussianMixtureModel.load or KMeansModel.load reads", (EXPORT,), metavar="DIR"),
     Opt("n", "int", None, "number of rows to draw (required)", (SAMPLE,), short="-n", metavar="N"),
     Opt("json", "bool", False, "print the model's JSON metadata", (INFO,)),
     # select
@@ -244,7 +247,7 @@ OPTIONS = [
         "(s3fs's options; without them the standard AWS variables and profiles apply); needs "
         "pip install 'daskgmm[s3]'. Outputs on S3 are locked by conditional writes; on other object stores "
         "they are committed the same way but not locked",
-        (FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT, UPDATE), metavar="JSON"),
+        (FIT, PREDICT, SCORE, SAMPLE, INFO, SELECT, UPDATE, EXPORT), metavar="JSON"),
     # cluster
     Opt("scheduler", "str", None, "address of a running Dask scheduler (default: an embedded LocalCluster "
         "on 127.0.0.1)", _CLUSTER, metavar="ADDRESS"),

@@ -1,5 +1,5 @@
 """The commands that leave saved models as they are: ``predict``, ``score``, ``sample``, ``info``,
-and ``select`` (which fits its candidates but writes only its own ``--out``, never a model in place).
+``export`` and ``select`` (which fits its candidates but writes only its own ``--out``, never a model in place).
 """
 
 from __future__ import annotations
@@ -111,6 +111,19 @@ def cmd_show_config(o, log, metrics):
         info = daskgmm.show_config()
     print(json.dumps(info, indent=2) if o.json else text.getvalue(), end="" if not o.json else "\n")
     metrics["kernel"] = info["kernel"]
+    return EXIT_OK
+
+
+def cmd_export(o, log, metrics):
+    """A saved model as a Spark ML model directory, from its files alone (:mod:`daskgmm.io.sparkmodel`)."""
+    from daskgmm.io.modelfiles import read_model_files
+    from daskgmm.io.sparkmodel import write_spark_model
+
+    so = storage_options(o)
+    doc, arrays = read_model_files(o.model, so)
+    cls = write_spark_model(o.out, doc["estimator"], arrays, doc, so)
+    metrics["spark_class"] = cls
+    log(f"{doc['estimator']} written to {o.out} as a Spark ML {cls.rsplit('.', 1)[-1]}")
     return EXIT_OK
 
 

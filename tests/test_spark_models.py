@@ -1,0 +1,211 @@
+"""Spark ML model directories: ``export_spark_model`` writes what pyspark's ``GaussianMixtureModel.load`` and
+``KMeansModel.load`` read, laid out as Spark writes it (the directories in tests/data/spark, saved by pyspark
+4.3.0 with ``scripts/make_spark_models.py``), and ``read_spark_model`` reads Spark's directories back as
+starting values. The round trip through real pyspark is the slow test at the end."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import daskgmm
+from daskgmm.cli import main
+
+DATA = pathlib.Path(__file__).parent / "data"
+SPARK = DATA / "spark"
+MODELS = DATA / "models"
+EXPECTED = json.loads((SPARK / "expected.json").read_text())
+ROW_METADATA = b"org.apache.spark.sql.parquet.row.metadata"
+
+
+def _rows(n=60):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 3))
+    X[n // 2:] = X[n // 2:] * [1.0, 2.0, 0.5] + [5.0, 5.0, 1.0]
+    return X
+
+
+def _parts(model_dir, sub):
+    """The files Spark reads in ``sub`` (metadata or data): not hidden, not ``_SUCCESS``."""
+    return sorted(p for p in (model_dir / sub).iterdir() if not p.name.startswith(("_", ".")))
+
+
+def _metadata(model_dir):
+    (part,) = _parts(model_dir, "metadata")
+    lines = part.read_text().splitlines()
+    assert len(lines) == 1  # one JSON line, as Spark's text reader takes the first
+    return json.loads(lines[0])
+
+
+def _data(model_dir):
+    (part,) = _parts(model_dir, "data")
+    return pq.ParquetFile(part)
+
+
+@pytest.mark.parametrize("kind", ["gmm", "kmeans"])
+def test_export_is_laid_out_as_spark_writes_it(tmp_path, kind):
+    """The Parquet schema (types, nullability, list layout), Spark's schema in the footer (its UDTs), and
+    the metadata line are Spark's own, so any Spark that reads its own model reads this one."""
+    est = daskgmm.load(MODELS / kind)
+    daskgmm.export_spark_model(est, tmp_path / "out")
+    ours, theirs = tmp_path / "out", SPARK / kind
+    assert (ours / "metadata" / "_SUCCESS").exists() and (ours / "data" / "_SUCCESS").exists()
+    a, b = _data(ours), _data(theirs)
+    # the Parquet schema, repetition and annotations included (below its root, which only Spark names)
+    assert str(a.schema).splitlines()[2:] == str(b.schema).splitlines()[2:]
+    assert a.schema_arrow.remove_metadata().equals(b.schema_arrow.remove_metadata(), check_metadata=False)
+    for field_a, field_b in zip(a.schema_arrow, b.schema_arrow):  # nullability, to the innermost field
+        assert field_a.type == field_b.type and field_a.nullable == field_b.nullable
+    keys = a.metadata.metadata
+    assert json.loads(keys[ROW_METADATA]) == json.loads(b.metadata.metadata[ROW_METADATA])
+    assert b"ARROW:schema" not in keys  # Spark's footer keys only
+    assert a.metadata.num_rows == (1 if kind == "gmm" else est.n_clusters)
+    mine, spark = _metadata(ours), _metadata(theirs)
+    assert mine["class"] == spark["class"]
+    assert {"class", "timestamp", "sparkVersion", "uid", "paramMap", "defaultParamMap"} <= set(mine)
+    assert mine["uid"].split("_")[0] == spark["uid"].split("_")[0] and len(mine["uid"]) == len(spark["uid"])
+    # defaults Spark 3.5 and 4.x both know (4.3 writes more, which 3.5 could not set)
+    assert set(mine["defaultParamMap"]) <= set(spark["defaultParamMap"])
+    assert {k: v for k, v in spark["defaultParamMap"].items() if k in mine["defaultParamMap"]} == \
+        mine["defaultParamMap"]
+    assert mine["paramMap"]["k"] == (est.n_components if kind == "gmm" else est.n_clusters)
+    names = getattr(est, "feature_names_in_", None)  # the order the features vector must follow
+    assert mine["daskgmm"].get("columns") == (None if names is None else list(names))
+
+
+def test_import_reads_sparks_models():
+    gm = daskgmm.read_spark_model(SPARK / "gmm")
+    e = EXPECTED["gmm"]
+    assert set(gm) == {"n_components", "weights_init", "means_init", "precisions_init"}
+    assert gm["n_components"] == 2
+    np.testing.assert_array_equal(gm["weights_init"], e["weights"])
+    np.testing.assert_array_equal(gm["means_init"], e["means"])
+    np.testing.assert_allclose(np.linalg.inv(gm["precisions_init"]), e["covariances"], rtol=1e-12, atol=1e-14)
+    km = daskgmm.read_spark_model(SPARK / "kmeans")
+    assert km["n_clusters"] == 2
+    np.testing.assert_array_equal(km["init"], EXPECTED["kmeans"]["centers"])
+
+
+def test_imported_starts_give_sparks_predictions():
+    """The arrays read are Spark's model: daskgmm's estimators started from them (no iteration) label and
+    weigh rows as Spark did."""
+    e = EXPECTED["gmm"]
+    gm = daskgmm.GaussianMixture(**daskgmm.read_spark_model(SPARK / "gmm"), max_iter=0).fit(_rows())
+    np.testing.assert_allclose(gm.predict_proba(np.array(e["rows"])), e["probability"], rtol=1e-9, atol=1e-12)
+    assert gm.predict(np.array(e["rows"])).tolist() == e["prediction"]
+    km = daskgmm.read_spark_model(SPARK / "kmeans")
+    d = ((np.asarray(EXPECTED["kmeans"]["rows"])[:, None] - km["init"][None]) ** 2).sum(-1)
+    assert d.argmin(1).tolist() == EXPECTED["kmeans"]["prediction"]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_every_covariance_type_exports_as_full_matrices(tmp_path, covariance_type):
+    from daskgmm.kernels.covariance import component_covariance
+
+    X = _rows()
+    gm = daskgmm.GaussianMixture(2, covariance_type=covariance_type, max_iter=3, random_state=0).fit(X)
+    daskgmm.export_spark_model(gm, str(tmp_path / "m"))
+    back = daskgmm.read_spark_model(str(tmp_path / "m"))
+    np.testing.assert_array_equal(back["weights_init"], gm.weights_)
+    np.testing.assert_array_equal(back["means_init"], gm.means_)
+    full = [component_covariance(gm.covariances_, covariance_type, k, 3) for k in range(2)]
+    np.testing.assert_allclose(np.linalg.inv(back["precisions_init"]), full, rtol=1e-10)
+    # the starts are the estimator's own: a fit from them takes them
+    again = daskgmm.GaussianMixture(**back, max_iter=0, reg_covar=0.0).fit(X)
+    np.testing.assert_allclose(again.means_, gm.means_, rtol=1e-9)
+
+
+def test_export_replaces_the_directory_whole(tmp_path):
+    """Written as daskgmm's other outputs: a second export replaces the first, nothing left beside it."""
+    out = tmp_path / "m"
+    daskgmm.export_spark_model(daskgmm.load(MODELS / "gmm"), out)
+    daskgmm.export_spark_model(daskgmm.load(MODELS / "kmeans"), out)
+    assert _metadata(out)["class"] == "org.apache.spark.ml.clustering.KMeansModel"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    assert (out / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("kind,name", [("bgmm", "BayesianGaussianMixture"), ("kmedoids", "KMedoids"),
+                                       ("studentt", "StudentTMixture")])
+def test_models_spark_cannot_hold_are_refused(tmp_path, capsys, kind, name):
+    with pytest.raises(daskgmm.ModelFileError, match=f"{name}.*Spark ML has no such model"):
+        daskgmm.export_spark_model(daskgmm.load(MODELS / kind), tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    assert main(["export", "--model", str(MODELS / kind), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert name in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_unfitted_estimator_is_refused(tmp_path):
+    with pytest.raises(daskgmm.NotFittedError):
+        daskgmm.export_spark_model(daskgmm.GaussianMixture(2), tmp_path / "m")
+
+
+def test_command_exports_a_saved_model(tmp_path, capsys):
+    out = tmp_path / "spark"
+    assert main(["export", "--model", str(MODELS / "kmeans"), "--out", str(out)]) == 0
+    assert _metadata(out)["class"] == "org.apache.spark.ml.clustering.KMeansModel"
+    assert "KMeansModel" in capsys.readouterr().err
+    centres = daskgmm.load(MODELS / "kmeans").cluster_centers_
+    np.testing.assert_array_equal(daskgmm.read_spark_model(out)["init"], centres)
+    # its output may not replace the model it reads
+    assert main(["export", "--model", str(MODELS / "kmeans"), "--out", str(MODELS)]) == 2
+
+
+def test_import_names_what_it_cannot_read(tmp_path):
+    with pytest.raises(daskgmm.ModelFileError, match="no Spark ML model here"):
+        daskgmm.read_spark_model(tmp_path)
+    shutil.copytree(SPARK / "kmeans", tmp_path / "m")
+    meta = _parts(tmp_path / "m", "metadata")[0]
+    meta.write_text(meta.read_text().replace("clustering.KMeansModel", "clustering.BisectingKMeansModel"))
+    with pytest.raises(daskgmm.ModelFileError, match=r"BisectingKMeansModel.*GaussianMixtureModel or KMeansModel"):
+        daskgmm.read_spark_model(tmp_path / "m")
+
+
+def _java() -> bool:
+    try:
+        return subprocess.run(["java", "-version"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slow
+def test_round_trip_through_pyspark(tmp_path):
+    """pyspark loads the exported models and predicts as daskgmm does; daskgmm reads what pyspark saves."""
+    pytest.importorskip("pyspark")
+    if not _java():
+        pytest.skip("no Java")
+    from pyspark.ml.clustering import GaussianMixtureModel, KMeansModel
+    from pyspark.ml.linalg import Vectors
+    from pyspark.sql import SparkSession
+
+    X = _rows()
+    models = {ct: daskgmm.GaussianMixture(2, covariance_type=ct, random_state=0).fit(X) for ct in ("full", "diag")}
+    km = daskgmm.KMeans(2, random_state=0).fit(X)
+    for ct, gm in models.items():
+        daskgmm.export_spark_model(gm, tmp_path / ct)
+    daskgmm.export_spark_model(km, tmp_path / "kmeans")
+    spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+             .getOrCreate())
+    try:
+        df = spark.createDataFrame([(Vectors.dense(r),) for r in X], ["features"])
+        for ct, gm in models.items():
+            model = GaussianMixtureModel.load(str(tmp_path / ct))
+            rows = model.transform(df).collect()
+            assert model.getK() == 2
+            np.testing.assert_allclose(model.weights, gm.weights_, rtol=1e-15)
+            np.testing.assert_allclose([r.probability.toArray() for r in rows], gm.predict_proba(X), atol=2e-11)
+            assert [r.prediction for r in rows] == gm.predict(X).tolist()
+            model.write().overwrite().save(str(tmp_path / f"{ct}-spark"))
+            back = daskgmm.read_spark_model(str(tmp_path / f"{ct}-spark"))
+            np.testing.assert_array_equal(back["means_init"], gm.means_)
+        model = KMeansModel.load(str(tmp_path / "kmeans"))
+        assert [r.prediction for r in model.transform(df).collect()] == km.predict(X).tolist()
+        np.testing.assert_array_equal(np.array(model.clusterCenters()), km.cluster_centers_)
+    finally:
+        spark.stop()
