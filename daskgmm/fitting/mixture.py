@@ -368,6 +368,7 @@ def initial_states(data, scan, jobs: list[tuple[MixtureParams, int]], given: dic
         ]
     stats = mixture_init_stats(
         data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
+        count_rows=any(p.on_collapse == "reinit" for p, _ in jobs),
     )
     return states_from_stats(stats, scan, [p for p, _ in jobs], data.dtype, given)
 
@@ -391,7 +392,7 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
         means = means if given["means"] is None else given["means"]
         if given["precisions"] is None:
             events = ()
-            if p.on_collapse == "reinit":
+            if p.on_collapse == "reinit":  # rows, not weights (st.counts on weighted data: count_rows)
                 weights, covs, events = _reseed_collapsed_start(weights, covs, st.n_rows, p.covariance_type,
                                                                 "w" in p.update_params)
             states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, events=events,

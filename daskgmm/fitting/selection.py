@@ -68,7 +68,9 @@ def initial_states(data, scan, candidates: dict, priors: dict, seeds, init_param
     weight_scale = data.tiny_weight_factor()
     ks_types = list(dict.fromkeys(c[-2:] for c in candidates))
     init_keys = [(k, t, s) for k, t in ks_types for s in seeds]
-    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys)))
+    reinit = any(params.get("on_collapse") == "reinit" for params in candidates.values())
+    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys,
+                                                   count_rows=reinit)))
     states = []
     for c, params in candidates.items():
         k, t = c[-2:]
