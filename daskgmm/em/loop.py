@@ -16,6 +16,7 @@ import numpy as np
 
 from daskgmm.engine.passes import ChunkedData
 from daskgmm.kernels import MixtureRequest, Unweighted
+from daskgmm.models.states import OBJECTIVE_RTOL, first_best
 
 
 @dataclass
@@ -106,7 +107,8 @@ def _serve(data, specs, own, n, centre, counted=()) -> list:
     return out
 
 
-def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callback=None) -> list[Run]:
+def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callback=None,
+             propose=None) -> list[Run]:
     """Advance every run by EM iterations, all served by one pass per iteration.
 
     Semantics per run are scikit-learn's: iteration ``t`` computes the
@@ -123,6 +125,12 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
     max_iter : int
     callback : callable, optional
         ``callback(iteration, runs)`` after every iteration (progress, checkpoints).
+    propose : callable, optional
+        ``propose(state) -> state or None``: another state to try in place of a run's (a t mixture's degrees
+        of freedom from the rows' likelihood, ECME's step on the scan's sample), served in the same pass: the
+        run goes on from the one of higher objective (the run's own on a tie up to rounding,
+        :func:`daskgmm.models.states.first_best`), so that the objective still never decreases (the update
+        from the better of the two gains on it).
     """
     while True:
         active = [r for r in runs if not r.done and r.n_iter < max_iter]
@@ -131,9 +139,16 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
                 r.done = True
             return runs
         t0 = time.perf_counter()
-        stats = with_worst_rows(data, [r.state for r in active], one_pass(data, [r.state for r in active], centre),
-                                centre)
+        tried = [(j, alt) for j, r in enumerate(active)
+                 if propose is not None and (alt := propose(r.state)) is not None]
+        states = [r.state for r in active] + [alt for _, alt in tried]
+        stats = with_worst_rows(data, states, one_pass(data, states, centre), centre)
         seconds = time.perf_counter() - t0
+        for (j, alt), st in zip(tried, stats[len(active):], strict=True):
+            # higher beyond rounding (which the chunking sets), by the rule that picks a restart
+            if first_best([active[j].state.objective(stats[j]), alt.objective(st)], maximize=True,
+                          atol=OBJECTIVE_RTOL) == 1:
+                active[j].state, stats[j] = alt, st
         for r, st in zip(active, stats):
             obj = r.state.objective(st)
             try:
