@@ -389,6 +389,33 @@ def test_reinit_online_counts_rows_whatever_the_scale_of_sample_weight():
     np.testing.assert_allclose(fits[1].means_, fits[0].means_, rtol=1e-6)
 
 
+def test_reinit_online_counts_rows_not_their_weights(tmp_path):
+    """on_collapse="reinit" in online EM counts a component's rows with their weights left out, as fit does: 50
+    rows of weight 1e-6 (beside 400 of weight 1) were 5.6e-05 rows, re-seeded at every step. The running
+    share of the rows is kept with the model, so a saved and loaded model steps as the one in memory."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), rng.normal(40, 1, (50, 2))]
+    sw = np.r_[np.ones(400), np.full(50, 1e-6)]
+    order = rng.permutation(len(X))
+    X, sw = X[order], sw[order]
+    fits = {}
+    for on in ("raise", "reinit"):
+        g = GaussianMixture(3, means_init=[[0, 0], [6, 6], [40, 40]], random_state=0, on_collapse=on)
+        for i in range(0, 300, 150):
+            g.partial_fit(X[i:i + 150], sample_weight=sw[i:i + 150])
+        fits[on] = g
+    g = fits["reinit"]
+    assert g.online_stats_.counts is not None
+    g.save(tmp_path / "m")
+    again = load(tmp_path / "m")
+    np.testing.assert_array_equal(again.online_stats_.counts, g.online_stats_.counts)
+    for m in (*fits.values(), again):
+        m.partial_fit(X[300:], sample_weight=sw[300:])
+    assert not [e for h in g.history_ for e in h["events"]]
+    np.testing.assert_array_equal(g.means_, fits["raise"].means_)
+    np.testing.assert_array_equal(again.means_, g.means_)
+
+
 def test_reinit_online_after_fit_counts_the_fitted_rows():
     """After ``fit`` the running statistics stand for the fitted rows (``n_rows_seen_``) as well as the
     batch's: small batches do not make healthy components look collapsed (D=4: D + 1 rows needed)."""

@@ -188,3 +188,43 @@ def test_tiny_sample_weights_fit_each_kind_as_its_estimator():
                 lambda: BayesianGaussianMixture(n_components=2).fit(X, sample_weight=w)):
         with pytest.raises(ValueError, match=r"summing to more than 1; they sum to 1.57155e-10\. The scale"):
             fit()
+
+
+def test_a_checkpoint_from_before_weight_scale_resumes_as_the_job(tmp_path):
+    """A select checkpoint written before MixtureState.weight_scale has no such field: resumed, a gaussian
+    candidate takes the job's scale (the one its weights give, as a fresh start would), and the resumed
+    job ends on the bits of the job run whole (a bayesian candidate has no scale). The dataclass's 1.0 was
+    taken: with weights of ~1e-12 the last iterations' M-steps differed from the whole job's."""
+    import json
+
+    from daskgmm.io.modelfiles import Checkpoint
+
+    X, _, _ = make_blobs(n=120, d=2, k=2, sep=8.0, seed=3)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(X)) * 1e-12
+    kw = dict(n_components=[2], covariance_types="full", random_state=0, kinds=("gaussian", "bayesian"),
+              sample_weight=w, bayesian_params={"covariance_prior": np.eye(2)}, max_iter=4, tol=0.0)
+
+    class Killed(Exception):
+        pass
+
+    def kill(event, **info):
+        if event == "iteration" and info["iteration"] == 2:
+            raise Killed
+
+    path = tmp_path / "checkpoint.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = select_model(X, **kw)
+        with pytest.raises(Killed):
+            select_model(X, **kw, checkpoint=Checkpoint(tmp_path, {"job": 1}), progress=kill)
+        with np.load(path) as npz:
+            saved = dict(npz)
+        doc = json.loads(str(saved["__meta__"]))
+        assert [rd["state"].pop("weight_scale", None) for rd in doc["runs"]] == [2.0 ** 40, None]
+        saved["__meta__"] = np.array(json.dumps(doc))
+        np.savez(path, **saved)
+        resumed = select_model(X, **kw, checkpoint=Checkpoint(tmp_path, {"job": 1}))
+    assert resumed.n_passes < whole.n_passes
+    for key, model in whole.models_.items():
+        for name in ("weights_", "means_", "covariances_", "lower_bound_"):
+            np.testing.assert_array_equal(getattr(resumed.models_[key], name), getattr(model, name), name)

@@ -294,6 +294,30 @@ def test_the_singularity_counts_rows_not_their_weights():
     assert g.weights_[2] < 1e-6
 
 
+def test_reinit_in_the_loop_counts_rows_not_their_weights():
+    """on_collapse="reinit" re-seeds a component on fewer rows than its covariance needs, counted as the warning
+    at the end counts them (rows, their sample weights left out). It judged by the weight share times the rows:
+    50 rows of weight 1e-6 were re-seeded ('component 2 collapsed' on 5.6e-05 rows), the one far row of weight
+    1e6 was not (400 of the 401 rows' share), and the two 200-row clusters beside it were (0.08 row each)."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
+    means = [[0, 0], [6, 6], [40, 40]]
+    start = dict(weights_init=[0.4, 0.4, 0.2], means_init=means, precisions_init=np.stack([np.eye(2)] * 3))
+    for scale in (1.0, 1e-3):
+        g = GaussianMixture(3, on_collapse="reinit", max_iter=2, **start).fit(
+            X, sample_weight=np.r_[np.ones(400), 1e6] * scale)
+        assert [e[:22] for e in g.history_[0]["events"]] == ["component 2 collapsed;"], g.history_[0]["events"]
+    # at the start too: k-means gives the far row a cluster of its own, the one component re-seeded
+    g = GaussianMixture(3, on_collapse="reinit", max_iter=1, random_state=0).fit(
+        X, sample_weight=np.r_[np.ones(400), 1e6])
+    assert sum("at the start" in e for e in g.history_[0]["events"]) == 1, g.history_[0]["events"]
+    Y = np.r_[X[:400], rng.normal(40, 1, (50, 2))]
+    fits = {on: GaussianMixture(3, means_init=means, on_collapse=on, random_state=0).fit(
+        Y, sample_weight=np.r_[np.ones(400), np.full(50, 1e-6)]) for on in ("raise", "reinit")}
+    assert not [e for h in fits["reinit"].history_ for e in h["events"]]
+    np.testing.assert_array_equal(fits["reinit"].means_, fits["raise"].means_)
+
+
 def test_a_component_on_repeated_rows_is_the_singularity_too():
     """Five copies of one row (a saturated patch of an image) draw a component onto that point, its
     covariance reg_covar's: the notes' singularity, however many rows it holds. The fit said nothing (the

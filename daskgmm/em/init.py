@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 
-from daskgmm.em.loop import Run, lockstep
+from daskgmm.em.loop import Run, lockstep, run_specs
 from daskgmm.engine.passes import SCAN_SAMPLE_KEY, ChunkedData
 from daskgmm.engine.passes import is_sparse_chunk as issparse
-from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, kmeans_natural_params
+from daskgmm.kernels import ModelSpec, SampleRequest, kmeans_natural_params
 from daskgmm.kernels.random import stream_key
 from daskgmm.models.states import KMeansState, first_best
 
@@ -382,6 +382,7 @@ def warn_fewer_clusters(jobs, stats) -> None:
 def mixture_init_stats(
     data: ChunkedData, centre, *, method: str, jobs: list[tuple],
     kmeans_tol: float = 1e-4, kmeans_max_iter: int = MIXTURE_KMEANS_MAX_ITER, chosen_labels: bool = False,
+    count_rows: bool = False,
 ):
     """Statistics of the initial responsibilities, one per job, with scikit-learn's meaning.
 
@@ -405,7 +406,8 @@ def mixture_init_stats(
     Gaussian mixture's first E-step gives from scikit-learn's start (one row per component,
     scales ``reg_covar``), up to ``exp(-gap / (2 reg_covar))`` where two rows are nearly tied.
     For float32 data the statistics of the labels are taken about each centre
-    (:func:`label_spec`).
+    (:func:`label_spec`). ``count_rows``: on weighted data, the statistics a pass gives count each
+    component's rows too (``SuffStats.counts``, in the same pass), which ``on_collapse="reinit"`` judges.
     """
     from daskgmm.kernels import NaturalParams, points_stats
 
@@ -424,7 +426,7 @@ def mixture_init_stats(
         if method != "kmeans" and not chosen_labels:
             return [points_stats(by_key[(k, s)], centre, ct) for k, ct, s in jobs]
         specs = [label_spec(by_key[(k, s)], centre, ct, data.dtype) for k, ct, s in jobs]
-        stats = data.run([MixtureRequest(specs)], centre)[0]
+        stats = run_specs(data, specs, centre, count_rows)
         if method == "kmeans":
             warn_fewer_clusters(jobs, stats)
         return stats
@@ -435,5 +437,5 @@ def mixture_init_stats(
                       seed=stream_key(s, 9))
             for k, ct, s in jobs
         ]
-        return data.run([MixtureRequest(specs)], centre)[0]
+        return run_specs(data, specs, centre, count_rows)
     raise ValueError(f"init_params must be one of {INIT_METHODS}; got {method!r}")

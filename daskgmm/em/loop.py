@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from daskgmm.engine.passes import ChunkedData
-from daskgmm.kernels import MixtureRequest
+from daskgmm.kernels import MixtureRequest, Unweighted
+from daskgmm.models.states import OBJECTIVE_RTOL, first_best
 
 
 @dataclass
@@ -50,10 +51,13 @@ class Run:
 def one_pass(data: ChunkedData, states: list, centre) -> list:
     """One pass serving every state, one result per state in their order: a state with a pass request of
     its own (``request``, e.g. k-medoids) adds it; the others' specs (``spec``) are grouped by kind (the
-    spec's ``request_class``, the mixture request by default), one request per kind."""
+    spec's ``request_class``, the mixture request by default), one request per kind. A state that judges a
+    collapse by its components' rows (``counts_rows``) gets them counted (``SuffStats.counts``) on weighted
+    data, in the same pass."""
     own = [i for i, s in enumerate(states) if hasattr(s, "request")]
     specs = [(i, s.spec(centre)) for i, s in enumerate(states) if not hasattr(s, "request")]
-    return _serve(data, specs, [(i, states[i].request(centre)) for i in own], len(states), centre)
+    counted = [i for i, _ in specs if getattr(states[i], "counts_rows", False)]
+    return _serve(data, specs, [(i, states[i].request(centre)) for i in own], len(states), centre, counted)
 
 
 def with_worst_rows(data: ChunkedData, states: list, stats: list, centre) -> list:
@@ -71,28 +75,40 @@ def with_worst_rows(data: ChunkedData, states: list, stats: list, centre) -> lis
     return out
 
 
-def run_specs(data: ChunkedData, specs: list, centre) -> list:
+def run_specs(data: ChunkedData, specs: list, centre, count_rows: bool = False) -> list:
     """One pass serving every spec: one request per kind of spec (its ``request_class``, the mixture
-    request by default), all in the same pass; the results in the order of ``specs``."""
-    return _serve(data, list(enumerate(specs)), [], len(specs), centre)
+    request by default), all in the same pass; the results in the order of ``specs``. ``count_rows``: on
+    weighted data each result's ``counts`` too (mixture specs only)."""
+    return _serve(data, list(enumerate(specs)), [], len(specs), centre,
+                  list(range(len(specs))) if count_rows else [])
 
 
-def _serve(data, specs, own, n, centre) -> list:
+def _serve(data, specs, own, n, centre, counted=()) -> list:
     kinds: dict = {}
     for i, spec in specs:
         kinds.setdefault(getattr(spec, "request_class", MixtureRequest), []).append((i, spec))
     requests = [cls([sp for _, sp in items]) for cls, items in kinds.items()] + [req for _, req in own]
+    # the rows each component holds, their weights left out (a collapse is about rows: without sample weights
+    # the weighted sums are the rows); the same E-step again, in the same pass
+    counted = [i for i in counted if getattr(data, "sample_weight", None) is not None]
+    if counted:
+        spec_of = dict(specs)
+        requests.append(Unweighted(MixtureRequest([replace(spec_of[i], n_worst=0) for i in counted])))
     results = data.run(requests, centre)
     out: list = [None] * n
     for result, items in zip(results, kinds.values()):
         for (i, _), st in zip(items, result, strict=True):
             out[i] = st
-    for (i, _), res in zip(own, results[len(kinds):], strict=True):
+    for (i, _), res in zip(own, results[len(kinds):len(kinds) + len(own)], strict=True):
         out[i] = res
+    if counted:
+        for i, st in zip(counted, results[-1], strict=True):
+            out[i] = replace(out[i], counts=st.n)
     return out
 
 
-def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callback=None) -> list[Run]:
+def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callback=None,
+             propose=None) -> list[Run]:
     """Advance every run by EM iterations, all served by one pass per iteration.
 
     Semantics per run are scikit-learn's: iteration ``t`` computes the
@@ -109,6 +125,12 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
     max_iter : int
     callback : callable, optional
         ``callback(iteration, runs)`` after every iteration (progress, checkpoints).
+    propose : callable, optional
+        ``propose(state) -> state or None``: another state to try in place of a run's (a t mixture's degrees
+        of freedom from the rows' likelihood, ECME's step on the scan's sample), served in the same pass: the
+        run goes on from the one of higher objective (the run's own on a tie up to rounding,
+        :func:`daskgmm.models.states.first_best`), so that the objective still never decreases (the update
+        from the better of the two gains on it).
     """
     while True:
         active = [r for r in runs if not r.done and r.n_iter < max_iter]
@@ -117,9 +139,16 @@ def lockstep(data: ChunkedData, runs: list[Run], *, centre, max_iter: int, callb
                 r.done = True
             return runs
         t0 = time.perf_counter()
-        stats = with_worst_rows(data, [r.state for r in active], one_pass(data, [r.state for r in active], centre),
-                                centre)
+        tried = [(j, alt) for j, r in enumerate(active)
+                 if propose is not None and (alt := propose(r.state)) is not None]
+        states = [r.state for r in active] + [alt for _, alt in tried]
+        stats = with_worst_rows(data, states, one_pass(data, states, centre), centre)
         seconds = time.perf_counter() - t0
+        for (j, alt), st in zip(tried, stats[len(active):], strict=True):
+            # higher beyond rounding (which the chunking sets), by the rule that picks a restart
+            if first_best([active[j].state.objective(stats[j]), alt.objective(st)], maximize=True,
+                          atol=OBJECTIVE_RTOL) == 1:
+                active[j].state, stats[j] = alt, st
         for r, st in zip(active, stats):
             obj = r.state.objective(st)
             try:

@@ -130,6 +130,8 @@ def export_online(estimator, arrays: dict, meta: dict) -> None:
     if stats is not None:
         # the running statistics, so that a loaded model continues exactly (float64 always)
         arrays.update(online_n=stats.n, online_s1=stats.s1, online_s2=stats.s2, online_shift=stats.shift)
+        if stats.counts is not None:  # the components' rows (weighted rows, on_collapse="reinit")
+            arrays["online_counts"] = stats.counts
         meta["online"].update(loglik=float(stats.loglik), weight=float(stats.weight), rows=int(stats.rows))
 
 
@@ -210,8 +212,13 @@ def online_statistics(arrays, online: dict, n_components: int, n_features: int, 
             raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
     if shift.shape not in ((d,), (k, d)):
         raise ValueError(f"online_shift has shape {shift.shape}, expected ({d},) or ({k}, {d})")
-    if not all(np.all(np.isfinite(a)) for a in (n, s1, s2, shift)):
+    counts = None
+    if "online_counts" in arrays:  # written since the components' rows are counted (absent: their weights say it)
+        counts = np.asarray(arrays["online_counts"], np.float64)
+        if counts.shape != (k,):
+            raise ValueError(f"online_counts has shape {counts.shape}, expected {(k,)}")
+    if not all(np.all(np.isfinite(a)) for a in (n, s1, s2, shift, *([] if counts is None else [counts]))):
         raise ValueError("the running statistics hold NaN or infinite values")
     return SuffStats(n=n, s1=s1, s2=s2, loglik=float(online.get("loglik", 0.0)),
                      weight=float(online.get("weight", 1.0)), rows=int(online.get("rows", 0)), shift=shift,
-                     covariance_type=ct)
+                     covariance_type=ct, counts=counts)

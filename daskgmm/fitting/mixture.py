@@ -368,6 +368,7 @@ def initial_states(data, scan, jobs: list[tuple[MixtureParams, int]], given: dic
         ]
     stats = mixture_init_stats(
         data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
+        count_rows=any(p.on_collapse == "reinit" for p, _ in jobs),
     )
     return states_from_stats(stats, scan, [p for p, _ in jobs], data.dtype, given)
 
@@ -391,7 +392,7 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
         means = means if given["means"] is None else given["means"]
         if given["precisions"] is None:
             events = ()
-            if p.on_collapse == "reinit":
+            if p.on_collapse == "reinit":  # rows, not weights (st.counts on weighted data: count_rows)
                 weights, covs, events = _reseed_collapsed_start(weights, covs, st.n_rows, p.covariance_type,
                                                                 "w" in p.update_params)
             states.append(MixtureState.from_covariances(weights, means, covs, p.covariance_type, events=events,
@@ -421,7 +422,7 @@ def _reseed_collapsed_start(weights, covs, rows, covariance_type, share_weight=T
 
 
 def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=None, progress=None,
-                 on_iteration=None) -> list[Run]:
+                 on_iteration=None, propose=None) -> list[Run]:
     """:func:`daskgmm.em.loop.lockstep` with the hooks a fit offers.
 
     Parameters
@@ -432,9 +433,12 @@ def run_lockstep(data, runs: list[Run], *, centre, max_iter: int, checkpoint=Non
         ``progress("iteration", iteration=, runs=)`` after every iteration.
     on_iteration : callable, optional
         ``on_iteration(iteration, runs)`` (the estimators' verbose lines).
+    propose : callable, optional
+        As in :func:`daskgmm.em.loop.lockstep`.
     """
     return lockstep(data, runs, centre=centre, max_iter=max_iter,
-                    callback=iteration_hook(checkpoint=checkpoint, progress=progress, on_iteration=on_iteration))
+                    callback=iteration_hook(checkpoint=checkpoint, progress=progress, on_iteration=on_iteration),
+                    propose=propose)
 
 
 def iteration_hook(*, checkpoint=None, progress=None, on_iteration=None):
@@ -502,7 +506,7 @@ class MixtureFit:
 
 
 def fit_runs(data, make_states, *, centre, n_init: int, max_iter: int, random_state=None, warm=None,
-             checkpoint=None, progress=None, on_iteration=None) -> MixtureFit:
+             checkpoint=None, progress=None, on_iteration=None, propose=None) -> MixtureFit:
     """Fit any model kind: ``n_init`` restarts in lockstep, or continue a warm state.
 
     Parameters
@@ -524,6 +528,8 @@ def fit_runs(data, make_states, *, centre, n_init: int, max_iter: int, random_st
         whether the rows are kept in memory, ``ChunkedData.persisted``) and "iteration" events.
     on_iteration : callable, optional
         ``on_iteration(iteration, runs)``.
+    propose : callable, optional
+        Another state to try beside each run's in every pass (:func:`daskgmm.em.loop.lockstep`).
 
     Returns
     -------
@@ -548,7 +554,7 @@ def fit_runs(data, make_states, *, centre, n_init: int, max_iter: int, random_st
     if progress is not None:
         progress("init", seconds=init_seconds, resumed=resumed, runs=runs, persisted=data.persisted)
     run_lockstep(data, runs, centre=centre, max_iter=max_iter, checkpoint=checkpoint,
-                 progress=progress, on_iteration=on_iteration)
+                 progress=progress, on_iteration=on_iteration, propose=propose)
     best, lower_bound = best_run(runs, max_iter)
     return MixtureFit(runs, best, lower_bound, init_seconds, init_passes, data.passes, resumed)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from daskgmm.engine.passes import tiny_weight_factor
-from daskgmm.kernels import MixtureRequest, ScanRequest, SuffStats
+from daskgmm.kernels import MixtureRequest, ScanRequest, SuffStats, Unweighted
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import OBJECTIVE_RTOL, MixtureState, first_best
 from daskgmm.validation.scan import check_scan
@@ -96,7 +96,10 @@ def blend(running: SuffStats | None, batch: SuffStats, eta: float) -> SuffStats:
     Returns
     -------
     SuffStats
-        Per unit weight; ``rows`` counts every row that entered; ``worst`` is the batch's.
+        Per unit weight; ``rows`` counts every row that entered; ``worst`` is the batch's. ``counts`` (when
+        the batch has them: weighted rows, ``on_collapse="reinit"``) each component's share of the rows,
+        blended as the rest (the running statistics' share of the weight where they have no counts), times
+        ``rows``.
     """
     if not batch.weight > 0:
         raise ValueError("a batch with no positive weight has no statistics to blend")
@@ -104,16 +107,38 @@ def blend(running: SuffStats | None, batch: SuffStats, eta: float) -> SuffStats:
     if running is None or eta >= 1.0:
         if running is None and eta < 1.0:
             raise ValueError(f"the first batch needs eta = 1, got {eta}")
-        return replace(b, weight=1.0, rows=int(batch.rows) + (0 if running is None else int(running.rows)))
+        rows = int(batch.rows) + (0 if running is None else int(running.rows))
+        return replace(b, weight=1.0, rows=rows, counts=_blend_counts(None, batch, 1.0, rows))
     r = recentre(running, b.shift)
     if not np.isclose(r.weight, 1.0):
         r = scale_stats(r, 1.0 / r.weight)
     keep = 1.0 - eta
+    rows = int(r.rows) + int(batch.rows)
     return SuffStats(
         n=_frozen(keep * r.n + eta * b.n), s1=_frozen(keep * r.s1 + eta * b.s1),
         s2=_frozen(keep * r.s2 + eta * b.s2), loglik=float(keep * r.loglik + eta * b.loglik), weight=1.0,
-        rows=int(r.rows) + int(batch.rows), shift=b.shift, covariance_type=b.covariance_type, worst=batch.worst,
+        rows=rows, shift=b.shift, covariance_type=b.covariance_type, worst=batch.worst,
+        counts=_blend_counts(r, batch, eta, rows),
     )
+
+
+def share_of_rows(stats: SuffStats) -> np.ndarray:
+    """Each component's share of the rows behind running statistics, shape (K,): ``counts / rows`` where they
+    were counted, else the share of the weight (``n / weight``)."""
+    if stats.counts is not None and stats.rows > 0:
+        return np.asarray(stats.counts, np.float64) / stats.rows
+    return np.asarray(stats.n, np.float64) / stats.weight
+
+
+def _blend_counts(running, batch, eta, rows):
+    """``(1 - η) running + η batch`` of the components' shares of the rows, times ``rows`` (None when the batch's
+    rows were not counted: its share of the weight is the rows', as the running statistics' is then)."""
+    if batch.counts is None or not batch.rows:
+        return None
+    share = np.asarray(batch.counts, np.float64) / batch.rows
+    if running is not None and eta < 1.0:
+        share = (1.0 - eta) * share_of_rows(running) + eta * share
+    return _frozen(share * rows)
 
 
 def model_statistics(state: MixtureState, shift=None, loglik: float = 0.0, rows: int = 0) -> SuffStats:
@@ -214,7 +239,15 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
         M-step collapsed a component (``on_collapse="raise"``).
     """
     t0 = time.perf_counter()
-    scan, stats = data.run([ScanRequest(), MixtureRequest([s.spec(centre) for s in states])], centre)
+    specs = [s.spec(centre) for s in states]
+    requests = [ScanRequest(), MixtureRequest(specs)]
+    # on weighted rows, reinit's rows: each component's, the weights left out (em.loop.one_pass's, in the same pass)
+    counted = data.sample_weight is not None and any(s.counts_rows for s in states)
+    if counted:
+        requests.append(Unweighted(MixtureRequest([replace(sp, n_worst=0) for sp in specs])))
+    scan, stats, *rows_of = data.run(requests, centre)
+    if counted:
+        stats = [replace(st, counts=c.n) for st, c in zip(stats, rows_of[0], strict=True)]
     seconds = time.perf_counter() - t0
     missing = states[0].missing
     check_scan(scan, feature_names, name, missing=missing, initialise=False)
@@ -234,7 +267,9 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
     # the M-step's 10 eps added to each component's sum swamped sums near 1e-12, the step is the same for any scale
     behind = batch.weight * (1.0 + rows_seen / batch.rows) if batch.rows else batch.weight
     behind *= tiny_weight_factor(batch.weight, batch.rows)
-    new = state.update(scale_stats(blended, behind, worst=batch.worst, rows=int(batch.rows) + int(rows_seen)))
+    rows = int(batch.rows) + int(rows_seen)
+    counts = None if blended.counts is None else _frozen(share_of_rows(blended) * rows)
+    new = state.update(scale_stats(blended, behind, worst=batch.worst, rows=rows, counts=counts))
     return OnlineStep(new, blended, float(objectives[chosen]), eta, int(batch.rows), float(batch.weight), seconds,
                       chosen)
 

@@ -68,7 +68,9 @@ def initial_states(data, scan, candidates: dict, priors: dict, seeds, init_param
     weight_scale = data.tiny_weight_factor()
     ks_types = list(dict.fromkeys(c[-2:] for c in candidates))
     init_keys = [(k, t, s) for k, t in ks_types for s in seeds]
-    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys)))
+    reinit = any(params.get("on_collapse") == "reinit" for params in candidates.values())
+    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys,
+                                                   count_rows=reinit)))
     states = []
     for c, params in candidates.items():
         k, t = c[-2:]
@@ -143,7 +145,10 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
     t_init = time.perf_counter()
     priors = candidate_priors(data, scan, candidates, priors_given)
     jobs = [(c, s) for c in candidates for s in seeds]  # (candidate key, seed) per run
-    runs = checkpoint.load(n_runs=len(jobs)) if checkpoint is not None else None
+    # a checkpoint from before the gaussian candidates' weight_scale: the scale their weights give, as at a start
+    # (the dataclass's 1.0 is GaussianMixture.fit's, whose passes scale the weights themselves)
+    absent = {"MixtureState": {"weight_scale": data.tiny_weight_factor()}}
+    runs = checkpoint.load(n_runs=len(jobs), absent=absent) if checkpoint is not None else None
     resumed = runs is not None
     if not resumed:
         runs = [Run(st) for st in initial_states(data, scan, candidates, priors, seeds, init_params)]

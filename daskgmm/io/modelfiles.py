@@ -415,13 +415,17 @@ class Checkpoint:
         write_whole(self._key if not self.local else self.path,
                     lambda f: np.savez(f, __meta__=np.array(json.dumps(doc)), **arrays), self.fs)
 
-    def load(self, n_runs: int | None = None):
+    def load(self, n_runs: int | None = None, absent: dict | None = None):
         """Runs saved by :meth:`save`, or None when there is no checkpoint.
 
         Parameters
         ----------
         n_runs : int, optional
             How many runs the job has: a checkpoint with another number is another job's.
+        absent : dict, optional
+            State class name -> ``{field: value}``: the value of a field a checkpoint written before the
+            field existed lacks, where its class's default is not what this job gives it (e.g.
+            ``select_model``'s ``MixtureState.weight_scale``, which its weights set).
 
         Raises
         ------
@@ -455,6 +459,8 @@ class Checkpoint:
                     kwargs[name] = tuple(value)
                 else:
                     kwargs[name] = value
+            for name, value in (absent or {}).get(rd["state_class"], {}).items():
+                kwargs.setdefault(name, value)
             state = classes[rd["state_class"]](**kwargs)
             history = restore_history(rd["history"])
             for h in history:

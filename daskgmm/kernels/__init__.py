@@ -19,7 +19,7 @@ from daskgmm.kernels.covariance import COVARIANCE_TYPES
 from daskgmm.kernels.features import Level, build_features, n_feature_rows
 from daskgmm.kernels.params import NaturalParams, PerComponent, kmeans_natural_params
 from daskgmm.kernels.predict import component_logits, points_stats
-from daskgmm.kernels.protocol import Block, Request, chunk_pass, merge_partials
+from daskgmm.kernels.protocol import Block, Request, Unweighted, chunk_pass, merge_partials
 from daskgmm.kernels.requests import MixtureRequest, ModelSpec
 from daskgmm.kernels.responsibilities import soft_responsibilities
 from daskgmm.kernels.results import SampleResult, ScanResult, SuffStats, WorstRows
@@ -28,7 +28,7 @@ from daskgmm.kernels.selfcheck import known_answer  # registers the compiled cor
 
 __all__ = [
     "COVARIANCE_TYPES", "Block", "Level", "MixtureRequest", "ModelSpec", "NaturalParams", "PerComponent", "Request",
-    "SampleRequest", "SampleResult", "ScanRequest", "ScanResult", "SuffStats", "WorstRows", "build_features",
-    "chunk_pass", "component_logits", "kmeans_natural_params", "known_answer", "merge_partials", "n_feature_rows",
-    "points_stats", "soft_responsibilities",
+    "SampleRequest", "SampleResult", "ScanRequest", "ScanResult", "SuffStats", "Unweighted", "WorstRows",
+    "build_features", "chunk_pass", "component_logits", "kmeans_natural_params", "known_answer", "merge_partials",
+    "n_feature_rows", "points_stats", "soft_responsibilities",
 ]

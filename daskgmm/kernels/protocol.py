@@ -141,6 +141,40 @@ class Request(Protocol):
         """Combine two partial results: associative and commutative (the combine step)."""
 
 
+class Unweighted:
+    """A request served the rows without their sample weights, in a pass over weighted rows: a component's
+    rows (``Σ_i r_ik``), which a collapse is judged by, beside the weighted statistics of the same pass.
+
+    Parameters
+    ----------
+    request : Request
+        Folds the same blocks, their ``w`` None while it does (the features are the pass's, built once).
+    """
+
+    def __init__(self, request):
+        self.request = request
+        self.level, self.width = request.level, request.width
+
+    def start(self, n_features, dtype, level, centre, kernel):
+        return self.request.start(n_features, dtype, level, centre, kernel)
+
+    def block_rows(self, acc):
+        return self.request.block_rows(acc)
+
+    def update(self, acc, blk: Block):
+        w, blk.w = blk.w, None
+        try:
+            return self.request.update(acc, blk)
+        finally:
+            blk.w = w
+
+    def finish(self, acc, n_features, centre):
+        return self.request.finish(acc, n_features, centre)
+
+    def merge(self, a, b):
+        return self.request.merge(a, b)
+
+
 def chunk_pass(x, requests, centre=None, *, sample_weight=None, row0=0, block_rows=None, compiled=False):
     """Run every request over one chunk of rows.
 

@@ -115,6 +115,9 @@ class SuffStats:
     incomplete_rows : int
         Rows with missing values scored by the marginal density of their observed
         features (models with ``ModelSpec.marginal``); 0 for the others.
+    counts : ndarray of shape (K,) or None
+        ``Σ_i r_ik``, the rows each component holds, their sample weights left out (a pass over weighted
+        rows counts them only when asked: :func:`daskgmm.em.loop.one_pass`); None when not counted.
     """
 
     n: np.ndarray
@@ -128,6 +131,7 @@ class SuffStats:
     worst: WorstRows | None = field(default=None, compare=False)
     resp_log_resp: float = 0.0
     incomplete_rows: int = 0
+    counts: np.ndarray | None = None
 
     @property
     def n_components(self) -> int:
@@ -135,9 +139,12 @@ class SuffStats:
 
     @property
     def n_rows(self) -> np.ndarray:
-        """``n`` counted in rows, shape (K,): each component's share of ``rows`` (``n`` itself when
-        unweighted). Collapse thresholds (``D + 1`` rows) count these: the weighted sums depend on the
-        scale of ``sample_weight``, which changes no fit."""
+        """Each component's rows, shape (K,): ``counts`` when the pass counted them, else ``n`` (the rows
+        themselves when unweighted) as a share of ``rows``. Collapse thresholds (``D + 1`` rows) count
+        these: a covariance is estimated from rows, whatever their weights (the share is right for any
+        scale of ``sample_weight``, not for uneven weights: one row of weight 1e6 among 400 took most of them)."""
+        if self.counts is not None:
+            return self.counts
         return self.n * (self.rows / self.weight) if self.weight > 0 and self.rows else self.n
 
     def scaled(self, factor: float) -> SuffStats:
@@ -170,6 +177,7 @@ class SuffStats:
             worst=worst,
             resp_log_resp=self.resp_log_resp + other.resp_log_resp,
             incomplete_rows=self.incomplete_rows + other.incomplete_rows,
+            counts=None if self.counts is None or other.counts is None else frozen(self.counts + other.counts),
         )
 
 

@@ -30,6 +30,15 @@ FIXED_MEANS_REASON = ('on_collapse="reinit" cannot cure it, as update_params hol
                       "cannot move a fixed mean, and the E-step puts the component back on the same rows")
 
 
+def reinit_judges(on_collapse: str, covariance_type: str, update_params: str = "wmc") -> bool:
+    """``on_collapse="reinit"`` looks for collapsed components after an M-step: per-component covariances
+    updated with the means (with the means held fixed a re-seed gives a covariance only, and the next E-step
+    puts the component back on the rows about its fixed mean: it cannot cure the collapse, and it was
+    re-seeded at every iteration; the collapse is then the M-step's, its error or the fit's warning)."""
+    return (on_collapse == "reinit" and cov.of(covariance_type).per_component and "m" in update_params
+            and "c" in update_params)
+
+
 @contextmanager
 def _collapse_hint(on_collapse: str, covariance_type: str, update_params: str = "wmc"):
     """A collapse error of a Gaussian EM fit that could have re-seeded the component says how; one that
@@ -119,6 +128,13 @@ class MixtureState:
     def n_components(self) -> int:
         return self.means.shape[0]
 
+    @property
+    def counts_rows(self) -> bool:
+        """The M-step judges a collapse (``on_collapse="reinit"``, :meth:`update`): on weighted data the pass
+        counts each component's rows for it (:attr:`SuffStats.counts`; :func:`daskgmm.em.loop.one_pass`), as
+        the warning at the end of a fit does (:func:`daskgmm.fitting.mixture.component_rows`)."""
+        return reinit_judges(self.on_collapse, self.covariance_type, self.update_params)
+
     # -- construction -----------------------------------------------------
     @classmethod
     def from_covariances(cls, weights, means, covariances, covariance_type, **kw) -> MixtureState:
@@ -169,10 +185,8 @@ class MixtureState:
             covs = cov.covariances_about_fixed_means(covs, stats.n, nk, means - self.means, self.covariance_type)
             means = self.means
         bad = ()
-        if self.on_collapse == "reinit" and cov.of(self.covariance_type).per_component and "m" in up:
-            # (with the means held fixed a re-seed gives a covariance only, and the next E-step puts the
-            # component back on the rows about its fixed mean: it cannot cure the collapse, and it was
-            # re-seeded at every iteration; the collapse is then the M-step's, its error or the fit's warning)
+        if self.counts_rows:
+            # rows, not weights (stats.counts on weighted data)
             bad = cov.collapsed_components(covs, stats.n_rows, self.covariance_type)
         if len(bad):
             weights, means, covs, prec_chol, events = self._reinit(stats, bad, weights, means, covs)
