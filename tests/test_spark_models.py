@@ -166,6 +166,61 @@ def test_import_names_what_it_cannot_read(tmp_path):
         daskgmm.read_spark_model(tmp_path / "m")
 
 
+def _resolve(*argv):
+    from daskgmm.cli.args import build_parser, resolve
+
+    return resolve(build_parser().parse_args(["fit", "data", "--model-out", "m", *argv]))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
+def test_fit_init_spark_gives_the_models_starts_in_the_covariance_type(covariance_type):
+    """``fit --init-spark DIR``: a GaussianMixtureModel's weights and means, and the precisions of its covariances
+    as an M-step of the covariance type makes them (their diagonals, mean variances, weighted mean); K from it."""
+    e = EXPECTED["gmm"]
+    o = _resolve("--init-spark", str(SPARK / "gmm"), "--covariance-type", covariance_type)
+    assert o.n_components == 2
+    np.testing.assert_allclose(o.weights_init, e["weights"], rtol=1e-15)
+    np.testing.assert_allclose(o.means_init, e["means"], rtol=1e-15)
+    cov = np.asarray(e["covariances"])
+    want = {"full": np.linalg.inv(cov), "diag": 1 / np.diagonal(cov, axis1=1, axis2=2),
+            "spherical": 1 / np.diagonal(cov, axis1=1, axis2=2).mean(1),
+            "tied": np.linalg.inv(np.einsum("k,kij->ij", e["weights"], cov))}[covariance_type]
+    np.testing.assert_allclose(o.precisions_init, want, rtol=1e-9)
+    km = _resolve("--estimator", "kmeans", "--init-spark", str(SPARK / "kmeans"))
+    assert km.n_components == len(EXPECTED["kmeans"]["centers"])
+    np.testing.assert_array_equal(km.init, EXPECTED["kmeans"]["centers"])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--estimator", "kmeans", "--init-spark", str(SPARK / "gmm")], "holds a Spark GaussianMixtureModel, not a "
+     "KMeansModel: --estimator gaussian starts from it"),
+    (["--init-spark", str(SPARK / "kmeans")], "holds a Spark KMeansModel, not a GaussianMixtureModel"),
+    (["--estimator", "bayesian", "--init-spark", str(SPARK / "gmm")], "--estimator bayesian "
+     "(BayesianGaussianMixture) has no Spark ML model"),
+    (["--init-spark", str(SPARK / "gmm"), "--means-init", "0,0,0;1,1,1"], "--init-spark and --means-init both"),
+    (["--init-spark", str(SPARK / "gmm"), "--n-components", "3"], "but --n-components is 3"),
+    (["--init-spark", str(SPARK)], "no Spark ML model here"),
+])
+def test_fit_init_spark_refusals_exit_2_before_any_cluster(tmp_path, capsys, argv, match):
+    from .conftest import expect_exit2
+
+    expect_exit2(["fit", str(tmp_path), "--model-out", str(tmp_path / "m"), *argv], match, capsys)
+
+
+def test_fit_init_spark_fits_as_python_from_the_same_starts(tmp_path, capsys):
+    import pandas as pd
+
+    from .conftest import FAST
+
+    X = _rows()
+    pd.DataFrame(X, columns=["a", "b", "c"]).to_parquet(tmp_path / "rows.parquet")
+    rc = main(["fit", str(tmp_path / "rows.parquet"), "--init-spark", str(SPARK / "gmm"), "--max-iter", "3",
+               "--model-out", str(tmp_path / "m"), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    ref = daskgmm.GaussianMixture(**daskgmm.read_spark_model(SPARK / "gmm"), max_iter=3).fit(X)
+    np.testing.assert_allclose(daskgmm.load(tmp_path / "m").means_, ref.means_, rtol=1e-10)
+
+
 def _java() -> bool:
     try:
         return subprocess.run(["java", "-version"], capture_output=True, timeout=60).returncode == 0

@@ -189,6 +189,47 @@ INIT_OPTIONS = {"means_init": ("gaussian",), "weights_init": ("gaussian",), "pre
                 "update_params": ("gaussian",), "init": ("kmeans", "kmedoids")}
 
 
+#: What ``fit --init-spark`` reads from a Spark ML model of each kind, by the estimator that takes it.
+SPARK_STARTS = {"gaussian": ("GaussianMixtureModel", ("weights_init", "means_init", "precisions_init")),
+                "kmeans": ("KMeansModel", ("init",))}
+
+
+def spark_starts(o) -> None:
+    """``fit --init-spark DIR``: the starting values of the Spark ML model there
+    (:func:`daskgmm.io.sparkmodel.read_spark_model`) set as the options that give them (``--weights-init``,
+    ``--means-init``, ``--precisions-init``, or ``--init``), which then go through the same checks. A
+    GaussianMixtureModel's covariances are full: for another ``--covariance-type`` the precisions are those of
+    each covariance's diagonal (diag), of its mean variance (spherical), or of the weighted mean of the
+    covariances (tied), as the M-step of that type would make them from the same responsibilities."""
+    from daskgmm.io.sparkmodel import read_spark_model
+
+    est = o.estimator
+    if est not in SPARK_STARTS:
+        raise UsageError(f"daskgmm fit: --init-spark is a start of --estimator gaussian (a Spark "
+                         f"GaussianMixtureModel) and --estimator kmeans (a KMeansModel); --estimator {est} "
+                         f"({ESTIMATOR_CLASSES[est]}) has no Spark ML model")
+    cls, names = SPARK_STARTS[est]
+    given = [flag(n) for n in ("weights_init", "means_init", "precisions_init", "init") if getattr(o, n) is not None]
+    if given:
+        raise UsageError(f"daskgmm fit: --init-spark and {', '.join(given)} both give starting values; give one")
+    starts = read_spark_model(o.init_spark, getattr(o, "storage_options", None))
+    if not set(names) <= set(starts):
+        other = next(c for e, (c, n) in SPARK_STARTS.items() if set(n) <= set(starts))
+        raise UsageError(f"daskgmm fit: --init-spark {o.init_spark} holds a Spark {other}, not a {cls}: "
+                         f"--estimator {next(e for e, (c, _) in SPARK_STARTS.items() if c == other)} starts from it")
+    if est == "gaussian" and o.covariance_type != "full":
+        covariances = np.linalg.inv(starts["precisions_init"])
+        if o.covariance_type == "diag":
+            starts["precisions_init"] = 1.0 / np.diagonal(covariances, axis1=1, axis2=2)
+        elif o.covariance_type == "spherical":
+            starts["precisions_init"] = 1.0 / np.diagonal(covariances, axis1=1, axis2=2).mean(axis=1)
+        else:  # tied
+            tied = np.einsum("k,kij->ij", starts["weights_init"], covariances)
+            starts["precisions_init"] = np.linalg.inv((tied + tied.T) / 2)
+    for name in names:
+        setattr(o, name, np.asarray(starts[name], dtype=np.float64))
+
+
 def resolve_starts(o) -> None:
     """``fit``'s starting values and held parameters (:data:`INIT_OPTIONS`), before the estimator's defaults.
 
@@ -202,6 +243,8 @@ def resolve_starts(o) -> None:
     are the estimators' checks, once the schema is read (:func:`daskgmm.cli.fit.initial_arrays`).
     """
     est = o.estimator
+    if getattr(o, "init_spark", None) is not None:
+        spark_starts(o)
     for name, takers in INIT_OPTIONS.items():
         if getattr(o, name) is None or est in takers:
             continue

@@ -189,6 +189,11 @@ OPTIONS = [
         "type's shape: K D x D matrices (full; in a .csv or a list of rows, stacked: K*D rows of D), one "
         "D x D matrix (tied), K rows of D numbers (diag) or K numbers (spherical) (--estimator gaussian; "
         + _ARRAY_FORMS + ")", (FIT,), metavar="P,P,..;..|FILE", result=True, max_ndim=3),
+    Opt("init_spark", "str", None, "a Spark ML model directory as the start (pyspark's model.save: local or an "
+        "fsspec URL): a GaussianMixtureModel's weights, means and precisions (--estimator gaussian; for "
+        "--covariance-type diag, spherical or tied those of its covariances' diagonals, mean variances or "
+        "weighted mean) or a KMeansModel's centres (--estimator kmeans); --n-components defaults to its K",
+        (FIT,), metavar="DIR", result=True),
     Opt("update_params", "str", None, "the parameters EM updates, of w (weights), m (means) and c "
         "(covariances), e.g. wc to hold the means at --means-init (default wmc, all; --estimator gaussian)",
         (FIT,), metavar="wmc", result=True),
