@@ -828,3 +828,32 @@ def test_a_store_gone_silent_fails_the_job_within_one_deadline(bucket, scheduler
     assert not [k for k in left if k.startswith("out/") and not k.startswith("out/.")], left  # nothing complete
     server.fs().rm([k.removeprefix("s3://") for k in locks if k.removeprefix(f"s3://{b}/") in left])
     assert_nothing_left(server, b)
+
+
+@pytest.mark.timeout(60)
+def test_a_staging_left_on_a_silent_store_is_named_and_never_complete(s3, monkeypatch, forget_silence):
+    """In Python as in the command: a store that stops answering while an output is staged fails the write
+    once, then removing the staging and releasing the lock share the deadline (one read timeout here);
+    what is left is named (io.files.left_behind), and nothing of it is a complete output."""
+    import s3fs
+
+    from daskgmm.io import files
+    from daskgmm.io.outputs import staged_directory
+
+    server, b = s3
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
+    monkeypatch.setattr(files, "SILENT_CLEANUP_TIMEOUTS", 1)
+    options = {**server.storage_options,
+               "config_kwargs": {"read_timeout": 0.5, "retries": {"total_max_attempts": 1}}}
+    silent = server.trap("PUT", f"{b}/out/.preds.staging-", nth=2, silence=True)
+    with pytest.raises(OSError) as err, staged_directory(f"s3://{b}/out/preds", options) as (fs, staging):
+        fs.pipe_file(f"{staging}/part-00000.parquet", b"rows")
+        fs.pipe_file(f"{staging}/part-00001.parquet", b"rows")  # the store stops answering
+    after = time.monotonic() - silent.at
+    server.clear_traps()
+    assert files.store_silent(err.value), err.value
+    assert after < 1.5, f"{after:.1f} s after the store went silent"  # the write's 0.5 s, the deadline's 0.5 s
+    left = files.left_behind()
+    assert [x.split(" ")[0] for x in left] == [f"s3://{staging}/", f"s3://{b}/out/.preds.lock"], left
+    assert "the next job writing it removes it" in left[0] and "the next job takes it over" in left[1], left
+    assert keys(server, b) == sorted([f"{staging[len(b) + 1:]}/part-00000.parquet", "out/.preds.lock"])  # no _SUCCESS

@@ -153,8 +153,9 @@ def silent_store_message(exc) -> str:
 #: that does not fit is left, and named (:func:`left_behind`): every step waiting its own ~55 s made such a
 #: failure take 180-230 s (user-trial-r12), where about a minute was promised.
 SILENT_CLEANUP_TIMEOUTS = 2
-#: How long a silence is remembered: a later job of a long-lived process cleans up as usual.
-SILENT_MEMORY_SECONDS = 60.0
+#: How long a silence is remembered (longer than the deadline): a later job of a long-lived process cleans up as
+#: usual after it, or once the store answered it (:func:`store_answered`); a command forgets it as it ends.
+SILENT_MEMORY_SECONDS = 300.0
 
 _silence: dict = {}  # "seen": monotonic time the silence was first seen; "left": what clean-up left on the store
 
@@ -172,7 +173,7 @@ def note_silent(exc) -> bool:
         seen.add(id(exc))
         if store_silent(exc):
             if silence_seen() is None:
-                _silence.update(seen=time.monotonic(), left=[])
+                _silence["seen"] = time.monotonic()
             return True
         exc = exc.__cause__ or exc.__context__  # a message that names the output was raised from it
     return False
@@ -183,16 +184,20 @@ def silence_seen() -> float | None:
     :data:`SILENT_MEMORY_SECONDS` ago)."""
     seen = _silence.get("seen")
     if seen is not None and time.monotonic() - seen > SILENT_MEMORY_SECONDS:
-        forget_silence()
+        store_answered()  # long enough ago: whatever the store does now, it is a new failure's
         return None
     return seen
 
 
-def forget_silence() -> list:
-    """Forget a silence seen (a command starts or ends); returns what its clean-up left (:func:`left_behind`)."""
-    left = _silence.get("left", [])
+def forget_silence() -> None:
+    """Forget a silence seen and what its clean-up left (a command starts or ends)."""
     _silence.clear()
-    return left
+
+
+def store_answered() -> None:
+    """An S3 store answered this process (it took a lock): a silence seen before is over, its clean-up
+    deadline gone (what clean-up left stays to be said: :func:`left_behind`)."""
+    _silence.pop("seen", None)
 
 
 def cleanup_seconds(fs) -> float | None:

@@ -48,6 +48,7 @@ from daskgmm.io.files import (
     cleanup_seconds,
     note_silent,
     raise_store_error,
+    store_answered,
 )
 
 #: A lock not refreshed for this long (seconds, by the store's clock) is a killed job's.
@@ -458,6 +459,7 @@ class StoreLock:
         else:
             raise OutputBusyError(f"output {self.target}: could not take its lock {url(self.fs, self.path)} "
                                 f"in {LOCK_ATTEMPTS} attempts (other jobs keep taking it)")
+        store_answered()  # a job that fails later cleans up as usual, whatever an earlier one found
         self._thread = threading.Thread(target=self._refresh_loop, name=f"daskgmm-lock {self.target}", daemon=True)
         self._thread.start()
         return self
