@@ -666,7 +666,11 @@ def write_parts_into(fs, directory, parts, name="part") -> int:
         return int(sum(dask.compute(*writes, scheduler=local_scheduler())))
     futures = client.compute(writes)
     try:
-        wait_bounded(client, futures, "write")
+        # a store gone silent fails every part after its own bound (~55 s): the first ends the wait, not the
+        # last of as many rounds as there are parts per worker thread
+        from daskgmm.io.files import store_silent
+
+        wait_bounded(client, futures, "write", ends=store_silent)
         return int(sum(client.gather(futures)))
     except OSError as exc:  # disk full, permissions: name the output, not only its staging part
         parent, name = posixpath.split(directory.rstrip("/"))
