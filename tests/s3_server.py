@@ -11,6 +11,7 @@ policy does not let one write (moto does not enforce bucket policies).
 from __future__ import annotations
 
 import threading
+import time
 import urllib.parse
 
 #: Credentials moto accepts (any would do); never real ones.
@@ -22,9 +23,11 @@ ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDe
 
 
 class Trap:
-    def __init__(self, method, prefix, copy, nth, times, hold, status, body):
+    def __init__(self, method, prefix, copy, nth, times, hold, status, body, silence=False):
         self.method, self.prefix, self.copy, self.nth = method, prefix, copy, nth
         self.times, self.hold, self.status, self.body = times, hold, status, body
+        self.silence = silence
+        self.at = None  # time.monotonic() when first sprung
         self.seen = 0
         self.hit = threading.Event()
         self.release = threading.Event()
@@ -91,11 +94,12 @@ class S3Server:
         return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **self.storage_options)
 
     def trap(self, method, prefix, *, copy=False, nth=1, times=1, hold=True, status="503 Service Unavailable",
-             body=b"") -> Trap:
+             body=b"", silence=False) -> Trap:
         """Catch the ``nth`` ``method`` request on a key starting with ``prefix`` ("bucket/key...")
         (and the ``times - 1`` after it; ``times=None``: all of them): hold it until released, then
-        answer ``status`` (or answer at once with ``hold=False``); it never reaches the store."""
-        trap = Trap(method, prefix, copy, nth, times, hold, status, body)
+        answer ``status`` (or answer at once with ``hold=False``); it never reaches the store.
+        ``silence``: once it is sprung, every request is held so (a store that stopped answering)."""
+        trap = Trap(method, prefix, copy, nth, times, hold, status, body, silence)
         with self._lock:
             self.traps.append(trap)
         return trap
@@ -108,9 +112,11 @@ class S3Server:
 
     def _wsgi(self, environ, start_response):
         with self._lock:
-            sprung = next((t for t in self.traps if t.matches(environ)), None)
+            sprung = next((t for t in self.traps if t.silence and t.hit.is_set()), None)
+            sprung = sprung or next((t for t in self.traps if t.matches(environ)), None)
         if sprung is not None:
             _drain(environ)  # the connection stays usable for the client's next request
+            sprung.at = sprung.at or time.monotonic()
             sprung.hit.set()
             if sprung.hold:
                 sprung.release.wait(60)

@@ -94,9 +94,9 @@ def hold(what):
         print(f"daskgmm-test: held in the {what}", file=sys.stderr, flush=True)
         time.sleep(60)
 
-def held(client, futures, what="pass"):
+def held(client, futures, what="pass", **kw):
     hold(what)
-    return wait_bounded(client, futures, what)
+    return wait_bounded(client, futures, what, **kw)
 
 async def held_run(client, workers, function, *args):
     # awaited on the client's event loop while the main thread waits for it: hold the call there
@@ -789,6 +789,33 @@ class _Future:
 
 class _Client:
     """A stand-in for a ``distributed.Client`` (which the hung-task bound only keys its job by)."""
+
+
+def _silent_store(seconds):
+    time.sleep(seconds)
+    raise TimeoutError("the store stopped answering")
+
+
+def test_a_wait_told_what_ends_it_ends_at_the_first_such_failure():
+    """A store gone silent fails every part of the predictions after its own bound: the write's wait ends at
+    the first such failure (``ends``), not after as many rounds as there are parts per worker thread; any
+    other failure is waited out with the rest, as without ``ends``."""
+    from distributed import Client, LocalCluster
+
+    from daskgmm.engine import cluster
+
+    # in this process (no network, no worker process to start): a wait's rules are the same
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as local, \
+            Client(local) as client:
+        for ends, at_least, at_most in [(lambda e: isinstance(e, TimeoutError), 0.0, 0.6), (lambda e: False, 0.8, 30)]:
+            futures = [client.submit(_silent_store, 0.1, pure=False)] + [
+                client.submit(time.sleep, 0.5, pure=False) for _ in range(2)]
+            t0 = time.monotonic()
+            cluster.wait_bounded(client, futures, "write", ends=ends)
+            took = time.monotonic() - t0
+            assert at_least <= took < at_most, f"{took:.2f} s"
+            assert futures[0].status == "error"
+            client.cancel(futures)
 
 
 def test_the_hung_task_bound_fails_only_a_pass_without_progress(monkeypatch, tmp_path, capsys):

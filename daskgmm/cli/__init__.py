@@ -53,7 +53,10 @@ def _write_metrics(path, metrics, storage_options=None):
     fs = get_fs(str(path), storage_options)
     text = json.dumps(jsonable(metrics), indent=2).encode()
     if not is_local(fs):
-        write_whole(strip_protocol(fs, str(path)), lambda f: f.write(text), fs)
+        from daskgmm.io.files import cleanup_bound
+
+        # one PUT (whole or absent), within the clean-up deadline of a store that went silent
+        fs.pipe_file(strip_protocol(fs, str(path)), text, **cleanup_bound(fs))
         return
     in_made_directory(os.path.dirname(os.path.abspath(path)), lambda: write_whole(str(path), lambda f: f.write(text)),
                       attempts=3)
@@ -82,10 +85,12 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     stop.clear()
+    _forget_silence()
     try:
         return _main(argv)
     finally:
         stop.clear()
+        _forget_silence()
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -131,22 +136,46 @@ def _main(argv=None) -> int:
     except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
         status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
         _fail(metrics, exc, status)
+    _say_left_behind(metrics)
     if metrics_out and output_conflict(o if o is not None else args, "metrics_out"):
         metrics_out = None  # never over the data or the model, whatever failed first
     if metrics_out:
         try:
             _write_metrics(metrics_out, metrics, storage)
         except Exception as exc:  # the job's own status stands; say why there are no metrics (no traceback)
-            from daskgmm.io.files import unreachable, unreachable_error
+            from daskgmm.io.files import note_silent, silence_seen, unreachable, unreachable_error
 
             where = f"cannot write --metrics-out {metrics_out}"
-            why = unreachable_error(exc, where) if unreachable(exc) else f"{where}: {type(exc).__name__}: {exc}"
+            if (isinstance(exc, TimeoutError) and silence_seen() is not None) or note_silent(exc):
+                why = (f"--metrics-out {metrics_out} not written: the object store did not answer within the "
+                       "job's clean-up deadline (an object there is an earlier run's)")
+            elif unreachable(exc):
+                why = unreachable_error(exc, where)
+            else:
+                why = f"{where}: {type(exc).__name__}: {exc}"
             print(f"daskgmm: error: {why}", file=sys.stderr)
             status = status or EXIT_FAILURE
     outputs = sys.modules.get("daskgmm.io.outputs")  # not loaded: no directory made (nor paid for)
     if outputs is not None:
         outputs.remove_made_directories()  # what a failed job made for its outputs and left empty
     return status
+
+
+def _forget_silence() -> None:
+    files = sys.modules.get("daskgmm.io.files")  # not loaded: no store was touched
+    if files is not None:
+        files.forget_silence()
+
+
+def _say_left_behind(metrics) -> None:
+    """Name what a failed job's clean-up left on a store that went silent (its staging prefixes, its
+    locks: :func:`daskgmm.io.files.left_behind`), on stderr and in the metrics (``left_behind``)."""
+    files = sys.modules.get("daskgmm.io.files")
+    left = files.left_behind() if files is not None else []
+    if left:
+        print("daskgmm: the object store did not answer: left on it for the next job (or you) to remove: "
+              + "; ".join(left), file=sys.stderr, flush=True)
+        metrics["left_behind"] = left
 
 
 def _stdout_closed() -> bool:
@@ -187,12 +216,15 @@ def _check_kernel_choice() -> None:
 
 def _fail(metrics, exc, status):
     from daskgmm.engine.cluster import ClusterError
-    from daskgmm.io.files import EndpointUnreachableError, silent_store_message, store_silent
+    from daskgmm.io.files import EndpointUnreachableError, note_silent, silent_store_message
     from daskgmm.io.outputs import OutputBusyError
 
     text = exc if isinstance(exc, str) else f"{exc}"
+    # a silent store (also behind a message naming the output): what is still written on it (--metrics-out)
+    # waits the clean-up deadline at most
+    silent = not isinstance(exc, str) and note_silent(exc) and isinstance(exc, OSError)
     own = (ClusterError, OutputBusyError, WorkersDied, EndpointUnreachableError)  # our own messages say what happened
-    if not isinstance(exc, str) and store_silent(exc):
+    if silent:
         text = silent_store_message(exc)
     elif not isinstance(exc, str) and status == EXIT_FAILURE and not isinstance(exc, own):
         text = f"{type(exc).__name__}: {exc}"

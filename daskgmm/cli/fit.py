@@ -260,9 +260,9 @@ def commit_model_and_predictions(est, o, src):
             parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what)
             rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions")
         commit_together(outs)
-    except BaseException:
+    except BaseException as exc:
         for out in outs:
-            out.abort()
+            out.abort(exc)
         raise
     finally:
         for out in outs:

@@ -373,6 +373,9 @@ def command_cluster(o, log, box=None, metrics=None):
             log(f"{exc}; counting over all the data")
             raise DataError(src.nonfinite_summary()) from None
         except Exception as exc:
+            from daskgmm.io.files import note_silent
+
+            note_silent(exc)  # the clean-up deadline of a silent store starts now, not once the cluster is closed
             explain_cluster_failure(exc, client)
             raise
 

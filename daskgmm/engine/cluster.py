@@ -667,8 +667,9 @@ def hung_task_bounds() -> tuple[float, float]:
     return timeout, factor
 
 
-def wait_bounded(client, futures, what: str = "pass") -> None:
-    """Wait until every future is finished or failed, never forever.
+def wait_bounded(client, futures, what: str = "pass", ends=None) -> None:
+    """Wait until every future is finished or failed, never forever; or, with ``ends``, until one failed with an
+    exception for which ``ends(exc)`` is true (the others' tasks may still run: the caller cancels them).
 
     A worker that holds waiting tasks but has not answered the scheduler (its heartbeat) for
     ``STALL_SECONDS`` (stopped, frozen, its host unreachable) runs nothing: the scheduler removes it
@@ -688,7 +689,7 @@ def wait_bounded(client, futures, what: str = "pass") -> None:
     """
     futures = [f for f in futures if f is not None]
     with seceded():  # in a task: its thread's slot goes to the tasks waited for
-        _wait_bounded(client, futures, what)
+        _wait_bounded(client, futures, what, ends)
 
 
 #: client -> the longest a task of its waits was seen to run, in seconds (the "job" of the hung-task bound);
@@ -822,7 +823,19 @@ _WAIT_STEP = 2.0
 _NO_ANSWER = "the scheduler does not answer"
 
 
-def _wait_bounded(client, futures, what):
+def _ended(futures, ends) -> bool:
+    """Whether a failed future's exception ends the wait (``ends``, of :func:`wait_bounded`)."""
+    for f in futures:
+        if f.status == "error":
+            try:
+                if ends(f.exception(timeout=_answer_seconds())):
+                    return True
+            except Exception:  # its exception not had: the wait goes on
+                pass
+    return False
+
+
+def _wait_bounded(client, futures, what, ends=None):
     from distributed import wait
 
     answered = time.monotonic()  # the scheduler's last answer
@@ -831,11 +844,23 @@ def _wait_bounded(client, futures, what):
     heard = {}  # worker -> (its last heartbeat as the scheduler saw it, when that changed here)
     warned, ttl = set(), ...
     hung = _HungTasks(client, futures, what, time.monotonic())  # its config checked at once
+    pending = futures  # with ends: those not finished yet
     while True:
         try:
-            wait(futures, timeout=_WAIT_STEP)
-            hung.finished()
-            return
+            if ends is None:
+                wait(futures, timeout=_WAIT_STEP)
+                hung.finished()
+                return
+            done, pending = wait(pending, timeout=_WAIT_STEP, return_when="FIRST_COMPLETED")
+            if any(f.status == "error" for f in done):
+                if _ended(done, ends):
+                    hung.finished()
+                    return
+                ends = None  # another failure: the rest is waited for, as without ends
+            if not pending:
+                hung.finished()
+                return
+            continue
         except TimeoutError:
             pass
         lost = scheduler_lost(client)

@@ -8,9 +8,11 @@ slices (:class:`Piece`), so that one task's working set stays within a byte budg
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import posixpath
+import time
 import typing
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -143,6 +145,103 @@ def silent_store_message(exc) -> str:
     return (f"{exc}: the object store stopped answering (no reply within the read timeout of the storage "
             "options, on every try); run the job again once it answers (with --checkpoint-dir and --resume it "
             "goes on from its last checkpoint)")
+
+
+#: Once an S3 store is known silent (a request failed on every try, ~55 s), what a failed job still does on
+#: it to clean up (delete its staging objects and its locks, write --metrics-out) shares one deadline: this
+#: many read timeouts of the storage options (10 s by default) from the moment the silence was seen. A step
+#: that does not fit is left, and named (:func:`left_behind`): every step waiting its own ~55 s made such a
+#: failure take 180-230 s (user-trial-r12), where about a minute was promised.
+SILENT_CLEANUP_TIMEOUTS = 2
+#: How long a silence is remembered (longer than the deadline): a later job of a long-lived process cleans up as
+#: usual after it, or once the store answered it (:func:`store_answered`); a command forgets it as it ends.
+SILENT_MEMORY_SECONDS = 300.0
+
+_silence: dict = {}  # "seen": monotonic time the silence was first seen; "left": what clean-up left on the store
+
+
+class CleanupSkipped(TimeoutError):
+    """A clean-up step on an S3 store known silent, for which its deadline left no time (never leaves
+    :func:`cleaning_up`)."""
+
+
+def note_silent(exc) -> bool:
+    """Whether ``exc``, or an exception it was raised from or while handling, is :func:`store_silent`; if so
+    the silence is remembered from now (unless it already is): the clean-up deadline starts."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if store_silent(exc):
+            if silence_seen() is None:
+                _silence["seen"] = time.monotonic()
+            return True
+        exc = exc.__cause__ or exc.__context__  # a message that names the output was raised from it
+    return False
+
+
+def silence_seen() -> float | None:
+    """When (``time.monotonic``) this process last saw an S3 store go silent, or None (never, or more than
+    :data:`SILENT_MEMORY_SECONDS` ago)."""
+    seen = _silence.get("seen")
+    if seen is not None and time.monotonic() - seen > SILENT_MEMORY_SECONDS:
+        store_answered()  # long enough ago: whatever the store does now, it is a new failure's
+        return None
+    return seen
+
+
+def forget_silence() -> None:
+    """Forget a silence seen and what its clean-up left (a command starts or ends)."""
+    _silence.clear()
+
+
+def store_answered() -> None:
+    """An S3 store answered this process (it took a lock): a silence seen before is over, its clean-up
+    deadline gone (what clean-up left stays to be said: :func:`left_behind`)."""
+    _silence.pop("seen", None)
+
+
+def cleanup_seconds(fs) -> float | None:
+    """How long a clean-up request on ``fs`` may still take: None (its own bound) when ``fs`` is not S3 or no
+    silence was seen, else what is left of the deadline (:data:`SILENT_CLEANUP_TIMEOUTS`; 0 or less: none)."""
+    seen = silence_seen()
+    if seen is None or "s3" not in _protocols(fs):
+        return None
+    read_timeout = float((getattr(fs, "config_kwargs", None) or {}).get("read_timeout") or S3_READ_TIMEOUT)
+    return seen + SILENT_CLEANUP_TIMEOUTS * read_timeout - time.monotonic()
+
+
+def cleanup_bound(fs) -> dict:
+    """The keywords bounding one clean-up request of ``fs``'s (fsspec's ``timeout``): none but when a
+    silence was seen (:func:`cleanup_seconds`); :class:`CleanupSkipped` when the deadline has passed."""
+    left = cleanup_seconds(fs)
+    if left is None:
+        return {}
+    if left <= 0:  # fsspec takes a timeout of 0 as none
+        raise CleanupSkipped
+    return {"timeout": left}
+
+
+@contextlib.contextmanager
+def cleaning_up(fs, what: str):
+    """Around one clean-up step on ``fs`` whose requests are bounded by :func:`cleanup_bound`: when the store
+    is silent (the step's time ran out, or a request found it silent: the deadline starts then), the step
+    ends and ``what``, naming what it leaves on the store and who removes it, is kept for
+    :func:`left_behind`. Other errors pass."""
+    import asyncio
+
+    try:
+        yield
+    except Exception as exc:
+        if not (isinstance(exc, asyncio.TimeoutError) and silence_seen() is not None) and not note_silent(exc):
+            raise
+        _silence.setdefault("left", []).append(what)
+
+
+def left_behind() -> list:
+    """What clean-up left on a silent store (:func:`cleaning_up`), in order; the list empties."""
+    left = list(_silence.get("left", []))
+    _silence.get("left", []).clear()
+    return left
 
 
 def unreachable_error(exc, where: str) -> EndpointUnreachableError:

@@ -21,7 +21,7 @@ import uuid
 
 import daskgmm.engine.stop as stop
 import daskgmm.io.store as store
-from daskgmm.io.files import DataError, get_fs, is_local, output_over_inputs, strip_protocol
+from daskgmm.io.files import DataError, cleaning_up, get_fs, is_local, note_silent, output_over_inputs, strip_protocol
 from daskgmm.io.store import OutputBusyError
 
 
@@ -292,6 +292,8 @@ class OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc):
+        if exc[1] is not None:
+            note_silent(exc[1])  # a silent store: the release waits the clean-up deadline at most
         self.release()
 
 
@@ -376,12 +378,18 @@ class StagedOutput:
             _move(fs, self.staging, path)
         self.staging = None
 
-    def abort(self) -> None:
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Remove the staging directory (the job failed, with ``exc`` when known). On a store that went
+        silent, within the clean-up deadline (:func:`daskgmm.io.files.cleaning_up`), else left, and named."""
+        if exc is not None:
+            note_silent(exc)
         if self.staging is not None:
             if _local(self.fs):
                 _rm_retrying(self.fs, self.staging)
             else:
-                store.remove_prefix(self.fs, self.staging)
+                with cleaning_up(self.fs, f"{store.url(self.fs, self.staging)}/ (the staging of output {self.target}, "
+                                          "never complete there: the next job writing it removes it)"):
+                    store.remove_prefix(self.fs, self.staging, cleanup=True)
             self.staging = None
 
     def release(self) -> None:
@@ -542,7 +550,7 @@ def staged_directory(target, storage_options=None):
             stop.check()
             out.finish()
         except BaseException as exc:
-            out.abort()
+            out.abort(exc)
             named = naming_output(exc, out.target)
             if named is not exc:
                 raise named from None
@@ -588,10 +596,10 @@ def _write_part(fs, directory, index, columns, *args):
         with fs.open(path, "wb") as f:
             pq.write_table(table, f, write_page_checksum=True)  # readers can verify every page
     except Exception as exc:  # disk full, permissions: name the output
-        from daskgmm.io.files import no_credentials, this_worker, worker_credentials
+        from daskgmm.io.files import no_credentials, store_silent, this_worker, worker_credentials
 
-        if not (isinstance(exc, OSError) or no_credentials(exc)):
-            raise
+        if not (isinstance(exc, OSError) or no_credentials(exc)) or store_silent(exc):
+            raise  # a silent store by its type, which the command's clean-up goes by (io.files.note_silent)
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         by = this_worker()
         if by and not _local(fs) and (isinstance(exc, PermissionError) or no_credentials(exc)):
@@ -658,7 +666,11 @@ def write_parts_into(fs, directory, parts, name="part") -> int:
         return int(sum(dask.compute(*writes, scheduler=local_scheduler())))
     futures = client.compute(writes)
     try:
-        wait_bounded(client, futures, "write")
+        # a store gone silent fails every part after its own bound (~55 s): the first ends the wait, not the
+        # last of as many rounds as there are parts per worker thread
+        from daskgmm.io.files import store_silent
+
+        wait_bounded(client, futures, "write", ends=store_silent)
         return int(sum(client.gather(futures)))
     except OSError as exc:  # disk full, permissions: name the output, not only its staging part
         parent, name = posixpath.split(directory.rstrip("/"))

@@ -40,7 +40,16 @@ import threading
 import time
 import uuid
 
-from daskgmm.io.files import DataError, raise_store_error
+from daskgmm.io.files import (
+    CleanupSkipped,
+    DataError,
+    cleaning_up,
+    cleanup_bound,
+    cleanup_seconds,
+    note_silent,
+    raise_store_error,
+    store_answered,
+)
 
 #: A lock not refreshed for this long (seconds, by the store's clock) is a killed job's.
 LEASE_SECONDS = 120.0
@@ -154,25 +163,26 @@ def put_object(fs, path: str, data: bytes) -> None:
 # Listing, copying, removing
 
 
-def list_objects(fs, path: str) -> list:
-    """Every object under the prefix ``path`` (fresh: no cached listing)."""
+def list_objects(fs, path: str, **bound) -> list:
+    """Every object under the prefix ``path`` (fresh: no cached listing); ``bound``: fsspec's ``timeout``."""
     fs.invalidate_cache(path)
     try:
-        found = fs.find(path)
+        found = fs.find(path, **bound)
     except FileNotFoundError:
         return []
     prefix = path.rstrip("/") + "/"
     return sorted(f for f in found if f.startswith(prefix))
 
 
-def remove_prefix(fs, path: str, seconds: float = 5.0) -> None:
-    """Delete every object under ``path``; tasks that were cancelled may still add some for a moment."""
+def remove_prefix(fs, path: str, seconds: float = 5.0, cleanup: bool = False) -> None:
+    """Delete every object under ``path``; tasks that were cancelled may still add some for a moment.
+    ``cleanup``: after a failure, each request bounded by :func:`daskgmm.io.files.cleanup_bound`."""
     deadline = time.monotonic() + seconds
     while True:
-        objects = list_objects(fs, path)
+        objects = list_objects(fs, path, **(cleanup_bound(fs) if cleanup else {}))
         if objects:
             with contextlib.suppress(FileNotFoundError):
-                fs.rm(objects)
+                fs.rm(objects, **(cleanup_bound(fs) if cleanup else {}))
         if not objects or time.monotonic() > deadline:
             return
         time.sleep(0.1)
@@ -382,10 +392,11 @@ class StoreLock:
         self.fs.invalidate_cache(self.path)
         return r["ETag"]
 
-    def _head(self):
-        """(owner metadata, ETag, seconds since it was last written by the store's clock), or None."""
+    def _head(self, **bound):
+        """(owner metadata, ETag, seconds since it was last written by the store's clock), or None;
+        ``bound``: fsspec's ``timeout``."""
         try:
-            h = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
+            h = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key, **bound)
         except FileNotFoundError:
             return None
         meta = {k.removeprefix("daskgmm-"): v for k, v in (h.get("Metadata") or {}).items()}
@@ -448,6 +459,7 @@ class StoreLock:
         else:
             raise OutputBusyError(f"output {self.target}: could not take its lock {url(self.fs, self.path)} "
                                 f"in {LOCK_ATTEMPTS} attempts (other jobs keep taking it)")
+        store_answered()  # a job that fails later cleans up as usual, whatever an earlier one found
         self._thread = threading.Thread(target=self._refresh_loop, name=f"daskgmm-lock {self.target}", daemon=True)
         self._thread.start()
         return self
@@ -484,25 +496,46 @@ class StoreLock:
 
     def release(self) -> None:
         self._stop.set()
-        with self._mutex:
+        left = cleanup_seconds(self.fs)  # a store known silent: the refresh may hold the mutex ~55 s
+        if not self._mutex.acquire(timeout=-1 if left is None else max(left, 0)):
+            self._leave()
+            return
+        try:
             if self.etag is None or self.lost:
                 return
             try:
-                try:
-                    self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    if not _precondition_failed(exc):  # a store without conditional deletes: check, then delete
-                        held = self._head()
+                with cleaning_up(self.fs, self._left()):
+                    try:
+                        self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=self.etag,
+                                        **cleanup_bound(self.fs))
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        if note_silent(exc) or _precondition_failed(exc):
+                            raise
+                        # a store without conditional deletes: check, then delete
+                        held = self._head(**cleanup_bound(self.fs))
                         if held is not None and held[1] == self.etag:
-                            self.fs.rm_file(self.path)
+                            self.fs.rm_file(self.path, **cleanup_bound(self.fs))
             except Exception:  # an unreachable store: the lock lapses (LEASE_SECONDS) or its pid is dead
                 pass
             self.fs.invalidate_cache(self.path)
             self.etag = None
+        finally:
+            self._mutex.release()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+            left = cleanup_seconds(self.fs)
+            self._thread.join(timeout=5 if left is None else min(5, max(left, 0)))
+
+    def _left(self) -> str:
+        """What a release that could not delete the lock leaves, for :func:`daskgmm.io.files.left_behind`."""
+        return (f"{url(self.fs, self.path)} (the lock of output {self.target}: the next job takes it over, from this "
+                f"host once this process has ended, from another after {LEASE_SECONDS:.0f} s without a refresh)")
+
+    def _leave(self) -> None:
+        """Record the lock as left on a silent store (its refresh holds the mutex with a request in flight)."""
+        with cleaning_up(self.fs, self._left()):
+            raise CleanupSkipped
 
 
 __all__ = ["LEASE_SECONDS", "REFRESH_SECONDS", "OutputBusyError", "OutputPathError", "StoreLock", "check_bucket",
