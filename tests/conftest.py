@@ -2,6 +2,10 @@ import itertools
 import os
 import pathlib
 
+# distributed's config defaults, loaded before any test's dask.config.set of a distributed.* key: entered before
+# they were, the set removes on exit the subtree it found absent ("distributed.comm": KeyError in the next
+# cluster's start), whatever importing distributed meanwhile added
+import distributed  # noqa: F401
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
