@@ -588,12 +588,12 @@ def test_every_command_says_a_silent_worker_as_it_happens(own_cluster, tmp_path,
     g.save(model)
     wait = engine_cluster._wait_bounded
 
-    def silent(client, futures, what):
+    def silent(client, futures, what, ends=None):
         if what in ("pass", "write", "score"):  # each command's long work (not its persists and counts)
             warnings.warn(f"worker tcp://127.0.0.1:1 (0) holds tasks of a {what} and has not answered the "
                           "scheduler for 45 s", engine_cluster.SilentWorkerWarning, stacklevel=2)
             raise engine_cluster.ClusterError(f"a {what} made no progress for 45 s")
-        return wait(client, futures, what)
+        return wait(client, futures, what, ends)
 
     monkeypatch.setattr(engine_cluster, "_wait_bounded", silent)
     capsys.readouterr()
