@@ -2287,6 +2287,20 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     return true;
 }
 
+// The lanes of a float64 vector that hold NaN, as bits (lane l at bit l).
+static inline unsigned nan_bits(Lanes<double>::V v) {
+#if DG_AVX2_INTRINSICS
+    return (unsigned)_mm256_movemask_pd(_mm256_cmp_pd((__m256d)v, (__m256d)v, _CMP_UNORD_Q));
+#elif DG_AVX512_INTRINSICS
+    return (unsigned)_mm512_cmp_pd_mask((__m512d)v, (__m512d)v, _CMP_UNORD_Q);
+#else
+    const IVec<double>::V nan = (IVec<double>::V)(v != v);
+    unsigned b = 0;
+    for (int l = 0; l < Lanes<double>::W; l++) b |= (unsigned)(nan[l] != 0) << l;
+    return b;
+#endif
+}
+
 // The E-step of the sub-block's rows with NaN for model m (logits lo .. hi at x0 in k.lb): their
 // responsibilities (times the weight) into ms.rb, log p(x_o) or the largest logit into ms.lp,
 // and the statistics beyond r T(x0) (all of them for hard assignment) into the model's St.
@@ -2297,8 +2311,9 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
                                    double* xc) {
     int64_t nm = 0, j0 = 0;
     if constexpr (sizeof(T) == 8) {
-        // float64 rows contiguous: by vectors, the missing features' list only from a vector with NaN
-        // (the same values as the loop below)
+        // float64 rows contiguous: by vectors, the missing features' list from the vector's NaN as
+        // bits, without a branch (the same values as the loop below; a test per vector for any NaN,
+        // taken at random at 20% missing, and the lanes read one by one, had cost more)
         if (x.by_rows()) {
             typedef Lanes<double>::V V;
             typedef IVec<double>::V I;
@@ -2309,13 +2324,11 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
                 const V v = loadx<double>(row + j0);
                 const I nan = (I)(v != v);
                 store<double>(xc + j0, nan ? zero : v - load<double>((const double*)centre + j0));
-                I any = nan;
-                for (int l = 1; l < W; l++) any[0] |= nan[l];
-                if (any[0])
-                    for (int l = 0; l < W; l++) {
-                        miss[nm] = j0 + l;
-                        nm += nan[l] != 0;
-                    }
+                const unsigned bits = nan_bits(v);
+                for (int l = 0; l < W; l++) {
+                    miss[nm] = j0 + l;
+                    nm += (bits >> l) & 1;
+                }
             }
         }
     }
