@@ -1934,31 +1934,38 @@ void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double*
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
     const int64_t d = md.d, kp = md.kp, nm = NM ? NM : w.nm, q = quad_rows(level, d);
-    double* St = md.St;
+    // the model's and the row's fields in locals: the stores (through a may_alias type) could
+    // otherwise change them, and each was read again after every store to St
+    double* const St = md.St;
+    const bool full = md.full;
+    const double* const xm = w.xm;
+    const double* const cc = w.cc;
+    double* const qrx = w.qrx;
+    const int64_t* const miss = w.miss;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
-    auto cov = [&](int64_t a, int64_t c, int v) { return md.full ? ld(w.cc, a * nm + c, v) : (a == c ? ld(w.cc, a, v) : V{}); };
+    auto cov = [&](int64_t a, int64_t c, int v) { return full ? ld(cc, a * nm + c, v) : (a == c ? ld(cc, a, v) : V{}); };
     V rv[NV];
     for (int v = 0; v < NV; v++) rv[v] = ld(r, 0, v);
     for (int64_t a = 0; a < nm; a++) {
-        const int64_t i = w.miss[a];
+        const int64_t i = miss[a];
         V rx[NV];
         for (int v = 0; v < NV; v++) {
-            rx[v] = rv[v] * ld(w.xm, a, v);
+            rx[v] = rv[v] * ld(xm, a, v);
             st(St, q + i, v, rx[v] + ld(St, q + i, v));
         }
         if (level == 2) {
             // (i, j) with j observed: x_hat_i x_j, into md.cross by cross_flush (w.qrx: the row's queue entries)
-            for (int v = 0; v < NV; v++) st(w.qrx, a, v, rx[v]);
+            for (int v = 0; v < NV; v++) st(qrx, a, v, rx[v]);
             for (int64_t c = a; c < nm; c++) {
-                const int64_t j = w.miss[c];  // ascending: i <= j
+                const int64_t j = miss[c];  // ascending: i <= j
                 const int64_t pos = i * d - i * (i - 1) / 2 + (j - i);
                 for (int v = 0; v < NV; v++)
-                    st(St, pos, v, rx[v] * ld(w.xm, c, v) + (rv[v] * cov(a, c, v) + ld(St, pos, v)));
+                    st(St, pos, v, rx[v] * ld(xm, c, v) + (rv[v] * cov(a, c, v) + ld(St, pos, v)));
             }
         } else {
             const int64_t pos = level == 1 ? i : 0;
-            for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * ld(w.xm, a, v) + (rv[v] * cov(a, a, v) + ld(St, pos, v)));
+            for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * ld(xm, a, v) + (rv[v] * cov(a, a, v) + ld(St, pos, v)));
         }
     }
 }
