@@ -1934,31 +1934,38 @@ void marginal_terms(const MarginalModel& md, const MarginalRow& w, const double*
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
     const int64_t d = md.d, kp = md.kp, nm = NM ? NM : w.nm, q = quad_rows(level, d);
-    double* St = md.St;
+    // the model's and the row's fields in locals: the stores (through a may_alias type) could
+    // otherwise change them, and each was read again after every store to St
+    double* const St = md.St;
+    const bool full = md.full;
+    const double* const xm = w.xm;
+    const double* const cc = w.cc;
+    double* const qrx = w.qrx;
+    const int64_t* const miss = w.miss;
     auto ld = [&](const double* base, int64_t i, int v) { return load<double>(base + i * kp + o + v * W); };
     auto st = [&](double* base, int64_t i, int v, V x) { store<double>(base + i * kp + o + v * W, x); };
-    auto cov = [&](int64_t a, int64_t c, int v) { return md.full ? ld(w.cc, a * nm + c, v) : (a == c ? ld(w.cc, a, v) : V{}); };
+    auto cov = [&](int64_t a, int64_t c, int v) { return full ? ld(cc, a * nm + c, v) : (a == c ? ld(cc, a, v) : V{}); };
     V rv[NV];
     for (int v = 0; v < NV; v++) rv[v] = ld(r, 0, v);
     for (int64_t a = 0; a < nm; a++) {
-        const int64_t i = w.miss[a];
+        const int64_t i = miss[a];
         V rx[NV];
         for (int v = 0; v < NV; v++) {
-            rx[v] = rv[v] * ld(w.xm, a, v);
+            rx[v] = rv[v] * ld(xm, a, v);
             st(St, q + i, v, rx[v] + ld(St, q + i, v));
         }
         if (level == 2) {
             // (i, j) with j observed: x_hat_i x_j, into md.cross by cross_flush (w.qrx: the row's queue entries)
-            for (int v = 0; v < NV; v++) st(w.qrx, a, v, rx[v]);
+            for (int v = 0; v < NV; v++) st(qrx, a, v, rx[v]);
             for (int64_t c = a; c < nm; c++) {
-                const int64_t j = w.miss[c];  // ascending: i <= j
+                const int64_t j = miss[c];  // ascending: i <= j
                 const int64_t pos = i * d - i * (i - 1) / 2 + (j - i);
                 for (int v = 0; v < NV; v++)
-                    st(St, pos, v, rx[v] * ld(w.xm, c, v) + (rv[v] * cov(a, c, v) + ld(St, pos, v)));
+                    st(St, pos, v, rx[v] * ld(xm, c, v) + (rv[v] * cov(a, c, v) + ld(St, pos, v)));
             }
         } else {
             const int64_t pos = level == 1 ? i : 0;
-            for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * ld(w.xm, a, v) + (rv[v] * cov(a, a, v) + ld(St, pos, v)));
+            for (int v = 0; v < NV; v++) st(St, pos, v, rx[v] * ld(xm, a, v) + (rv[v] * cov(a, a, v) + ld(St, pos, v)));
         }
     }
 }
@@ -2052,6 +2059,11 @@ struct MarginalSet {
     int64_t* qord = nullptr;   // (qcap) the entries by feature, in queue order
     int64_t* qcnt = nullptr;   // (d + 1)
     int64_t nq = 0, qcap = 0;
+    // float64 rows: the model's logits (then its responsibilities) of the whole sub-block as rows,
+    // (padded, kp), 0 past its k components (logits_to_rows): a row's marginal step works on its
+    // own run instead of a gather from and a scatter to k of the buffer's rows, read back as vectors
+    double* lt = nullptr;  // (sub, kp max)
+    int64_t lt_rows = 0;   // the sub-block's padded rows, or 0 when lt is not in use
     bool any = false;
     ~MarginalSet() { std::free(mem); }
 };
@@ -2130,6 +2142,51 @@ inline void cross_queue(MarginalSet& ms, MarginalModel& md, MarginalRow& w, int6
     ms.nq += w.nm;
 }
 
+// Components lo .. lo + kk of the logits buffer lb (rows of stride ld), columns 0 .. padded (a multiple
+// of 4), into lt as rows (padded, kp), 0 past kk; and back (rows_to_logits, components < kk). Pure
+// copies: the same bits either way, by 4 x 4 transposes where AVX2 is.
+inline void logits_to_rows(const double* lb, int64_t ld, int64_t lo, int64_t kk, int64_t kp, int64_t padded, double* lt) {
+    int64_t c0 = 0;
+#if DG_X86_TRANSPOSE
+    for (; c0 + 4 <= kk; c0 += 4)
+        for (int64_t i = 0; i < padded; i += 4) {
+            const double* s = lb + (lo + c0) * ld + i;
+            const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ld);
+            const __m256d r2 = _mm256_loadu_pd(s + 2 * ld), r3 = _mm256_loadu_pd(s + 3 * ld);
+            const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double* o = lt + i * kp + c0;
+            _mm256_storeu_pd(o, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(o + kp, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(o + 2 * kp, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(o + 3 * kp, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+#endif
+    for (; c0 < kp; c0++)
+        for (int64_t i = 0; i < padded; i++) lt[i * kp + c0] = c0 < kk ? lb[(lo + c0) * ld + i] : 0.0;
+}
+
+inline void rows_to_logits(const double* lt, int64_t kk, int64_t kp, int64_t padded, double* lb, int64_t ld, int64_t lo) {
+    int64_t c0 = 0;
+#if DG_X86_TRANSPOSE
+    for (; c0 + 4 <= kk; c0 += 4)
+        for (int64_t i = 0; i < padded; i += 4) {
+            const double* s = lt + i * kp + c0;
+            const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + kp);
+            const __m256d r2 = _mm256_loadu_pd(s + 2 * kp), r3 = _mm256_loadu_pd(s + 3 * kp);
+            const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double* o = lb + (lo + c0) * ld + i;
+            _mm256_storeu_pd(o, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(o + ld, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(o + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(o + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+#endif
+    for (; c0 < kk; c0++)
+        for (int64_t i = 0; i < padded; i++) lb[(lo + c0) * ld + i] = lt[i * kp + c0];
+}
+
 // Returns false when memory ran out.
 bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const double* const* means,
                     const double* const* factor, const int* full, int64_t d, int64_t nf, int64_t sub, int level,
@@ -2159,7 +2216,8 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     total += row_bytes + round64(sizeof(double) * (size_t)(sub * kmax)) + round64(sizeof(double) * (size_t)sub) +
              round64(sizeof(int64_t) * (size_t)sub) + round64(sizeof(double) * (size_t)d) +
              round64(sizeof(int64_t) * (size_t)d) + round64(sizeof(double) * (size_t)(sub * (d + LATER_SLOT * kmax))) +
-             round64(sizeof(int64_t) * (size_t)(LATER_M * sub)) + round64((size_t)sub) + queue_bytes;
+             round64(sizeof(int64_t) * (size_t)(LATER_M * sub)) + round64((size_t)sub) + queue_bytes +
+             round64(sizeof(double) * (size_t)(sub * kmax));
     char* p = (char*)std::aligned_alloc(64, total);
     if (!p) return false;
     std::memset(p, 0, total);
@@ -2270,6 +2328,8 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     p += round64(sizeof(int64_t) * (size_t)(LATER_M * sub));
     ms.later = (unsigned char*)p;
     p += round64((size_t)sub);
+    ms.lt = (double*)p;
+    p += round64(sizeof(double) * (size_t)(sub * kmax));
     if (qcap) {
         ms.qcap = qcap;
         ms.qrx = (double*)p;
@@ -2287,6 +2347,20 @@ bool marginal_setup(MarginalSet& ms, int64_t nm, const int64_t* bounds, const do
     return true;
 }
 
+// The lanes of a float64 vector that hold NaN, as bits (lane l at bit l).
+static inline unsigned nan_bits(Lanes<double>::V v) {
+#if DG_AVX2_INTRINSICS
+    return (unsigned)_mm256_movemask_pd(_mm256_cmp_pd((__m256d)v, (__m256d)v, _CMP_UNORD_Q));
+#elif DG_AVX512_INTRINSICS
+    return (unsigned)_mm512_cmp_pd_mask((__m512d)v, (__m512d)v, _CMP_UNORD_Q);
+#else
+    const IVec<double>::V nan = (IVec<double>::V)(v != v);
+    unsigned b = 0;
+    for (int l = 0; l < Lanes<double>::W; l++) b |= (unsigned)(nan[l] != 0) << l;
+    return b;
+#endif
+}
+
 // The E-step of the sub-block's rows with NaN for model m (logits lo .. hi at x0 in k.lb): their
 // responsibilities (times the weight) into ms.rb, log p(x_o) or the largest logit into ms.lp,
 // and the statistics beyond r T(x0) (all of them for hard assignment) into the model's St.
@@ -2297,8 +2371,9 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
                                    double* xc) {
     int64_t nm = 0, j0 = 0;
     if constexpr (sizeof(T) == 8) {
-        // float64 rows contiguous: by vectors, the missing features' list only from a vector with NaN
-        // (the same values as the loop below)
+        // float64 rows contiguous: by vectors, the missing features' list from the vector's NaN as
+        // bits, without a branch (the same values as the loop below; a test per vector for any NaN,
+        // taken at random at 20% missing, and the lanes read one by one, had cost more)
         if (x.by_rows()) {
             typedef Lanes<double>::V V;
             typedef IVec<double>::V I;
@@ -2309,13 +2384,11 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
                 const V v = loadx<double>(row + j0);
                 const I nan = (I)(v != v);
                 store<double>(xc + j0, nan ? zero : v - load<double>((const double*)centre + j0));
-                I any = nan;
-                for (int l = 1; l < W; l++) any[0] |= nan[l];
-                if (any[0])
-                    for (int l = 0; l < W; l++) {
-                        miss[nm] = j0 + l;
-                        nm += nan[l] != 0;
-                    }
+                const unsigned bits = nan_bits(v);
+                for (int l = 0; l < W; l++) {
+                    miss[nm] = j0 + l;
+                    nm += (bits >> l) & 1;
+                }
             }
         }
     }
@@ -2332,7 +2405,7 @@ static inline int64_t marginal_row(const Rows<T>& x, int64_t i, int64_t d, const
 
 template <class T>
 void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, const Rows<T>& x, const double* wts,
-                   int64_t a0, bool hard, bool want_rlogr) {
+                   int64_t a0, bool hard, bool want_rlogr, int64_t padded) {
     typedef Lanes<double>::V V;
     constexpr int W = Lanes<double>::W;
     MarginalModel& md = ms.models[m];
@@ -2351,6 +2424,11 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         if (kp - W + l >= kk) pad[l] = 0.0;
     const V floor = splat<double>(Math<double>::FLOOR);
     marginal_tables(md);
+    // float64: the logits as rows (MarginalSet::lt); each row's step works on its own run of them
+    double* const lg0 = w.lg;
+    // (with a third or more of the sub-block's rows incomplete: its transposes are over every row)
+    ms.lt_rows = sizeof(T) == 8 && 3 * ms.n_nan >= padded ? padded : 0;
+    if (ms.lt_rows) logits_to_rows((const double*)k.lb, ld, lo, kk, kp, padded, ms.lt);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         const int64_t i = ms.nan_rows[t];
         ms.later[t] = 0;
@@ -2361,9 +2439,14 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             if (w.nm <= LATER_M) {
                 w.xm = slot + d;
                 w.cc = slot + d + LATER_M * kp;
-                for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+                if (ms.lt_rows) {
+                    w.lg = ms.lt + i * kp;  // back into the logits buffer after the loop
+                } else {
+                    for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+                }
                 over_groups<FullStep>(kp, md, w);
-                for (int64_t c = 0; c < kk; c++) k.lb[(lo + c) * ld + i] = (T)w.lg[c];
+                if (!ms.lt_rows)
+                    for (int64_t c = 0; c < kk; c++) k.lb[(lo + c) * ld + i] = (T)w.lg[c];
                 for (int64_t a = 0; a < w.nm; a++) ms.keep_miss[LATER_M * t + a] = miss[a];
                 ms.later[t] = (unsigned char)w.nm;
                 ms.n_later++;
@@ -2375,7 +2458,10 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         } else {
             w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, xc);
         }
-        for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+        if (ms.lt_rows)
+            w.lg = ms.lt + i * kp;
+        else
+            for (int64_t c = 0; c < kp; c++) w.lg[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (md.full)
             over_groups<FullStep>(kp, md, w);
         else
@@ -2425,6 +2511,11 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
     }
     w.xc = xc;
+    w.lg = lg0;
+    // the rows left for the tiles' softmax: their marginal logits back (every row: the others' are
+    // the same bits, and the rows with NaN that did their own softmax have weight 0 in the tiles'
+    // and get their responsibilities written over after it)
+    if (ms.lt_rows && ms.n_later) rows_to_logits(ms.lt, kk, kp, padded, (double*)k.lb, ld, lo);
 }
 
 // After the tiles' softmax: the terms of the rows marginal_rows left for it (MarginalSet::later),
@@ -2437,6 +2528,8 @@ template <class T> void marginal_terms_after(const Work<T>& k, MarginalSet& ms, 
     double* const xm0 = w.xm;
     double* const cc0 = w.cc;
     const int64_t* const miss0 = w.miss;
+    // float64: the responsibilities as rows, as marginal_rows took the logits
+    if (ms.lt_rows) logits_to_rows((const double*)k.lb, ld, lo, kk, kp, ms.lt_rows, ms.lt);
     for (int64_t t = 0; t < ms.n_nan; t++) {
         if (!ms.later[t]) continue;
         const int64_t i = ms.nan_rows[t];
@@ -2446,8 +2539,9 @@ template <class T> void marginal_terms_after(const Work<T>& k, MarginalSet& ms, 
         w.cc = slot + d + LATER_M * kp;
         w.miss = ms.keep_miss + LATER_M * t;
         w.nm = ms.later[t];
-        double* r = ms.rb + t * kp;
-        for (int64_t c = 0; c < kp; c++) r[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
+        double* r = ms.lt_rows ? ms.lt + i * kp : ms.rb + t * kp;
+        if (!ms.lt_rows)
+            for (int64_t c = 0; c < kp; c++) r[c] = c < kk ? (double)k.lb[(lo + c) * ld + i] : 0.0;
         if (k.level == 2) cross_queue(ms, md, w, t);
         over_groups<TermStep>(kp, md, w, (const double*)r, (int)k.level);
     }
@@ -2665,7 +2759,7 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
             if (by_rows && tiles) marginal_add_tiles<T>(k, ms.models[m], lo, padded);
             else if (by_rows) marginal_add<T>(k, ms, ms.models[m], lo, x, a);
             ms.n_later = 0;
-            if (marg) marginal_rows<T>(k, ms, m, lo, x, w, a, modes[m] & 1, modes[m] & 2);
+            if (marg) marginal_rows<T>(k, ms, m, lo, x, w, a, modes[m] & 1, modes[m] & 2, padded);
             const bool later = marg && ms.n_later;
             if (modes[m] & 1) {
                 hard<T>(k, lo, hi, rows, per_row + m * n + a);
