@@ -5,6 +5,7 @@ starting values. The round trip through real pyspark is the slow test at the end
 
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -154,6 +155,47 @@ def test_command_exports_a_saved_model(tmp_path, capsys):
     np.testing.assert_array_equal(daskgmm.read_spark_model(out)["init"], centres)
     # its output may not replace the model it reads
     assert main(["export", "--model", str(MODELS / "kmeans"), "--out", str(MODELS)]) == 2
+
+
+def test_a_signal_in_the_middle_of_a_commit_says_the_next_job_finishes_it(capsys, monkeypatch):
+    """SIGTERM after the commit point of an object store (journal written, the old objects deleted, the new ones
+    not all copied in) said "terminated (SIGTERM): stopped, no output written" (user-trial-r13, on moto's S3),
+    as if the old export stood. It says the commit is left to the next job; readers refuse the export until
+    then, and the next export finishes it first. (fsspec's memory store: committed as S3 is, without locks.)"""
+    import os
+    import signal
+    import time
+    import uuid
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    bucket = f"r13-{uuid.uuid4().hex[:12]}"
+    out = f"memory://{bucket}/spark"
+    assert main(["export", "--model", str(MODELS / "gmm"), "--out", out, "--quiet"]) == 0
+    copy = type(fs).copy
+
+    def copy_then_sigterm(self, *args, **kwargs):  # the first copy lands, then the signal
+        monkeypatch.setattr(type(fs), "copy", copy)
+        copy(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+
+    monkeypatch.setattr(type(fs), "copy", copy_then_sigterm)
+    try:
+        assert main(["export", "--model", str(MODELS / "kmeans"), "--out", out, "--quiet"]) == 143
+        err = capsys.readouterr().err
+        assert re.search(f"terminated \\(SIGTERM\\) in the middle of committing memory:///?{bucket}/spark: the commit "
+                         "was decided", err), err
+        assert "no output written" not in err
+        with pytest.raises(daskgmm.ModelFileError, match="incomplete"):
+            daskgmm.read_spark_model(out)
+        assert main(["export", "--model", str(MODELS / "gmm"), "--out", out, "--quiet"]) == 0
+        assert daskgmm.read_spark_model(out)["n_components"] == daskgmm.load(MODELS / "gmm").n_components
+        left = [p for p in fs.find(f"/{bucket}") if not p.startswith(f"/{bucket}/spark/")]
+        assert not left, left  # no journal or staging left
+    finally:
+        fs.rm(f"/{bucket}", recursive=True)
 
 
 def test_import_names_what_it_cannot_read(tmp_path):
