@@ -381,9 +381,11 @@ def export_spark_model(estimator, path, storage_options=None) -> None:
     """Write a fitted ``GaussianMixture`` or ``KMeans`` as a Spark ML model directory.
 
     ``pyspark.ml.clustering.GaussianMixtureModel.load(path)`` (or ``KMeansModel.load``) reads it in Spark
-    3.5 and 4.x and predicts as the estimator does: labels, and a mixture's probabilities (Spark adds
-    1e-16-sized terms to each). No Spark is needed to write it. A mixture of any covariance type is written
-    with full covariance matrices, which is all MLlib has. Spark reads the features from one vector column
+    3.5 and 4.x and predicts as the estimator does: labels, and a mixture's probabilities (Spark adds machine
+    epsilon to each weighted density, which pulls a row of low density towards 1/K; a row whose every weighted
+    density is below ~1e-32 gets 1/K each and label 0). No Spark is needed to write it. A mixture of any
+    covariance type is written with full covariance matrices, which is all MLlib has. Spark reads the features
+    from one vector column
     (``features`` by default, ``model.setFeaturesCol`` to change it) in the order of the model's columns,
     which the metadata's ``daskgmm`` entry lists (``columns``).
 
