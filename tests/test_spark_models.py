@@ -201,11 +201,38 @@ def test_a_signal_in_the_middle_of_a_commit_says_the_next_job_finishes_it(capsys
 def test_import_names_what_it_cannot_read(tmp_path):
     with pytest.raises(daskgmm.ModelFileError, match="no Spark ML model here"):
         daskgmm.read_spark_model(tmp_path)
+    ours = r"no Spark ML model here .*; it is a daskgmm model: daskgmm\.load"
+    with pytest.raises(daskgmm.ModelFileError, match=ours):
+        daskgmm.read_spark_model(MODELS / "gmm")
     shutil.copytree(SPARK / "kmeans", tmp_path / "m")
     meta = _parts(tmp_path / "m", "metadata")[0]
     meta.write_text(meta.read_text().replace("clustering.KMeansModel", "clustering.BisectingKMeansModel"))
     with pytest.raises(daskgmm.ModelFileError, match=r"BisectingKMeansModel.*GaussianMixtureModel or KMeansModel"):
         daskgmm.read_spark_model(tmp_path / "m")
+
+
+def test_a_spark_model_given_as_a_daskgmm_model_is_named(tmp_path, capsys):
+    """A Spark ML model directory where a daskgmm model is expected (``--model``, ``load``) said "no model here
+    (model.json not found)" and, on an object store, "the model is incomplete (no _SUCCESS): it is being
+    written ..." (Spark writes no _SUCCESS at its top; user-trial-r13 on moto's S3). It names what it is and
+    how daskgmm reads it. (fsspec's memory store takes the object-store path.)"""
+    import uuid
+
+    import fsspec
+
+    said = r"a Spark ML model directory \(metadata/, data/\), not a daskgmm model: .*daskgmm.read_spark_model"
+    with pytest.raises(daskgmm.ModelFileError, match=said):
+        daskgmm.load(SPARK / "gmm")
+    fs = fsspec.filesystem("memory")
+    bucket = f"r13-{uuid.uuid4().hex[:12]}"
+    try:
+        fs.put(str(SPARK / "gmm"), f"/{bucket}/gmm", recursive=True)
+        with pytest.raises(daskgmm.ModelFileError, match=said):
+            daskgmm.load(f"memory://{bucket}/gmm")
+        assert main(["info", "--model", f"memory://{bucket}/gmm"]) == 2
+        assert re.search(said, capsys.readouterr().err)
+    finally:
+        fs.rm(f"/{bucket}", recursive=True)
 
 
 def _java() -> bool:

@@ -335,7 +335,10 @@ def read_spark_model(path, storage_options=None) -> dict:
     except FileNotFoundError:
         meta_files = data_files = []
     if not meta_files:
-        raise SparkModelError(f"{given}: no Spark ML model here (no metadata/ part file)")
+        daskgmm_model = fs.exists(posixpath.join(root, "model.json"))
+        raise SparkModelError(f"{given}: no Spark ML model here (no metadata/ part file)" + (
+            "; it is a daskgmm model: daskgmm.load reads it, daskgmm.export_spark_model (daskgmm export) writes it "
+            "as a Spark ML model" if daskgmm_model else ""))
     try:
         with fs.open(meta_files[0], "rb") as f:
             meta = json.loads(f.readline())
