@@ -141,6 +141,21 @@ def test_models_spark_cannot_hold_are_refused(tmp_path, capsys, kind, name):
     assert not (tmp_path / "m").exists()
 
 
+def test_one_component_is_refused(tmp_path, capsys):
+    """Spark ML's k must be above 1, and its loader checks it: a one-component export was written, and pyspark
+    4.3's load failed on it ("GaussianMixture_… parameter k given invalid value 1", user-trial-r13)."""
+    X = _rows()
+    for est in (daskgmm.GaussianMixture(1, random_state=0).fit(X), daskgmm.KMeans(1, random_state=0).fit(X)):
+        with pytest.raises(daskgmm.ModelFileError, match=f"cannot export a {type(est).__name__} of 1 .*k must be "
+                           "above 1"):
+            daskgmm.export_spark_model(est, tmp_path / "m")
+        assert not (tmp_path / "m").exists()
+    est.save(tmp_path / "km1")
+    assert main(["export", "--model", str(tmp_path / "km1"), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert "KMeansModel.load refuses k = 1" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_unfitted_estimator_is_refused(tmp_path):
     with pytest.raises(daskgmm.NotFittedError):
         daskgmm.export_spark_model(daskgmm.GaussianMixture(2), tmp_path / "m")

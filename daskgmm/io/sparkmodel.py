@@ -177,11 +177,17 @@ def spark_rows(name: str, arrays: dict, meta: dict) -> tuple[str, list]:
     Raises
     ------
     SparkModelError
-        A model Spark ML has no class for (BayesianGaussianMixture, StudentTMixture, KMedoids).
+        A model Spark ML has no class for (BayesianGaussianMixture, StudentTMixture, KMedoids), or of one
+        component or cluster (Spark ML's k must be above 1).
     """
     from daskgmm.kernels.covariance import component_covariance
 
     cls = spark_class(name)
+    n = len(arrays["cluster_centers_" if cls == KMEANS_CLASS else "means_"])
+    if n < 2:  # Spark's param validator (k > 1) runs on load too: the directory would not load
+        raise SparkModelError(f"cannot export a {name} of {n} {'cluster' if cls == KMEANS_CLASS else 'component'} "
+                              f"as a Spark ML model: Spark ML's k must be above 1 (pyspark's "
+                              f"{cls.rsplit('.', 1)[-1]}.load refuses k = {n}: 'parameter k given invalid value')")
     if cls == KMEANS_CLASS:
         centres = np.asarray(arrays["cluster_centers_"], dtype=np.float64)
         return cls, [{"clusterIdx": k, "clusterCenter": _dense_vector(c)} for k, c in enumerate(centres)]
