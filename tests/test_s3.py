@@ -203,6 +203,16 @@ def test_save_load_and_write_predictions_in_python(bucket):
         "spark/metadata/part-00000"]
     starts = daskgmm.read_spark_model(f"s3://{b}/spark", storage_options=opts)
     np.testing.assert_array_equal(starts["means_init"], gmm.means_)
+    # rewritten by another process (its own s3fs): this one's listings of metadata/ and data/ were stale, and
+    # the next read failed ("… Etag … no longer exists"; user-trial-r13, a session reading a nightly export)
+    other = GaussianMixture(2, random_state=0).fit(X)
+    daskgmm.export_spark_model(other, f"s3://{b}/spark2", storage_options=opts)
+    fs = server.fs()
+    for part in ("metadata/part-00000", "data/part-00000.snappy.parquet"):
+        fs.copy(f"{b}/spark2/{part}", f"{b}/spark/{part}")
+    fs.rm(f"{b}/spark2", recursive=True)
+    starts = daskgmm.read_spark_model(f"s3://{b}/spark", storage_options=opts)
+    np.testing.assert_array_equal(starts["means_init"], other.means_)
     fs = server.fs()  # as while a commit copies it in: no _SUCCESS, a journal beside it
     fs.rm_file(f"{b}/spark/_SUCCESS")
     fs.pipe_file(f"{b}/.spark.commit-1-x", b"[]")

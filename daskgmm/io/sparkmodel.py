@@ -329,8 +329,11 @@ def read_spark_model(path, storage_options=None) -> dict:
     root = strip_protocol(fs, given).rstrip("/")
     if not is_local(fs):
         # Spark's own directories have no _SUCCESS at their top, so only an export being committed (its
-        # journal beside it: daskgmm.io.store) says the model is incomplete
-        fs.invalidate_cache(root)
+        # journal beside it: daskgmm.io.store) says the model is incomplete. Fresh listings below the root too
+        # (s3fs forgets a path and its parents, not its children): a directory rewritten by another job since
+        # this process last read it was listed with its old objects' ETags, which reading them then refused
+        for sub in ("", "metadata", "data"):
+            fs.invalidate_cache(posixpath.join(root, sub).rstrip("/"))
         parent, base = posixpath.split(root)
         if not fs.exists(posixpath.join(root, "_SUCCESS")) and fs.glob(posixpath.join(parent, f".{base}.commit-*")):
             raise SparkModelError(f"{given}: the model is incomplete: it is being written, or a job writing it was "
