@@ -667,6 +667,14 @@ def test_hive_partition_keys_of_s3_paths_are_columns(s3, tmp_path):
     with pytest.raises(daskgmm.DataError, match=rf"s3://{b}/ev/day=2026-12-01/hour=3/part-0.parquet: column 'day' "
                        "is a partition key in the path"):
         daskgmm.read_parquet(f"s3://{b}/ev", columns=["a", "day"], storage_options=opts)
+    # the partitions rewritten by another process (its own s3fs): this one listed them with the old objects'
+    # ETags, and read nothing ("…/part-0.parquet: not a readable Parquet file (FileExpired …)"; user-trial-r13,
+    # a session reading partitioned data again after the nightly job rewrote it)
+    pads.write_dataset(t.set_column(0, "a", pa.array(np.arange(4.0) + 10)), tmp_path / "ev2", format="parquet",
+                       partitioning=["day", "hour"], partitioning_flavor="hive")
+    server.fs().put(str(tmp_path / "ev2") + "/", f"{b}/ev/", recursive=True)
+    x, _ = daskgmm.read_parquet(f"s3://{b}/ev", columns=["a", "hour"], id_column="day", storage_options=opts)
+    assert sorted(np.asarray(x)[:, 0]) == [10, 11, 12, 13]
 
 
 def test_bad_data_on_s3_is_named_by_its_url(bucket, scheduler, capsys, tmp_path):
