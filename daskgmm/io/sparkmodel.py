@@ -397,9 +397,8 @@ def export_spark_model(estimator, path, storage_options=None) -> None:
     epsilon to each weighted density, which pulls a row of low density towards 1/K; a row whose every weighted
     density is below ~1e-32 gets 1/K each and label 0). No Spark is needed to write it. A mixture of any
     covariance type is written with full covariance matrices, which is all MLlib has. Spark reads the features
-    from one vector column
-    (``features`` by default, ``model.setFeaturesCol`` to change it) in the order of the model's columns,
-    which the metadata's ``daskgmm`` entry lists (``columns``).
+    from one vector column (``features`` by default, ``model.setFeaturesCol`` to change it) in the order of the
+    model's columns, which the metadata's ``daskgmm`` entry lists (``columns``).
 
     Parameters
     ----------
@@ -413,7 +412,8 @@ def export_spark_model(estimator, path, storage_options=None) -> None:
     Raises
     ------
     ModelFileError
-        The estimator has no Spark ML model (BayesianGaussianMixture, StudentTMixture, KMedoids).
+        The estimator has no Spark ML model (BayesianGaussianMixture, StudentTMixture, KMedoids), or it has one
+        component or cluster (Spark ML's k must be above 1).
     NotFittedError
         It is not fitted.
     """
