@@ -217,7 +217,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         # (data of one point: the DegenerateDataWarning of the scan said it; no component on it to name)
         found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows,
                                          0.0 if one_point(scan) else self.reg_covar)
-        fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, update_params=self.update_params)
+        fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, update_params=self.update_params,
+                               reseeded=self.on_collapse == "reinit")
         return data
 
     # ------------------------------------------------------------ online EM

@@ -267,7 +267,7 @@ def select_model(
     found = {f"K={c[0]} {c[1]}": collapsed_on_rows(est.weights_, est.covariances_, est.covariance_type, n,
                                                    fits[c].rows, reg_covar=0.0 if one_point(scan) else reg_covar)
              for c, est in models.items() if c[0] != "bayesian"}
-    warn_collapsed(found, reg_covar, stacklevel=2, criteria=True)
+    warn_collapsed(found, reg_covar, stacklevel=2, criteria=True, reseeded=on_collapse == "reinit")
     total = next(iter(fits.values())).weight
     if sample_weight is not None and total < 1.0:
         warnings.warn(f"select_model counts sample weights as frequencies (n = their sum, {total:g} here): under one "

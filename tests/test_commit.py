@@ -152,7 +152,8 @@ def test_a_job_killed_anywhere_in_the_commit_is_repaired_by_the_next(killed, k, 
 
 def test_a_signal_during_the_swaps_leaves_the_commit_to_be_rolled_forward(tmp_path, monkeypatch):
     """An exception between the swaps (SIGTERM's, raised wherever the handler runs) must not
-    remove what is not swapped in yet: the commit is decided, and the next job finishes it."""
+    remove what is not swapped in yet: the commit is decided, and the next job finishes it; the exception
+    names the outputs of that commit."""
     from daskgmm.io import outputs
 
     targets = [tmp_path / "a" / "model", tmp_path / "b" / "preds"]
@@ -172,7 +173,7 @@ def test_a_signal_during_the_swaps_leaves_the_commit_to_be_rolled_forward(tmp_pa
         move(fs, a, b)
 
     monkeypatch.setattr(outputs, "_move", interrupted_move)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         try:
             commit_together(outs)
         except BaseException:
@@ -183,6 +184,8 @@ def test_a_signal_during_the_swaps_leaves_the_commit_to_be_rolled_forward(tmp_pa
             for o in outs:
                 o.release()
     monkeypatch.setattr(outputs, "_move", move)
+    # what the command says then, rather than "no output written" (daskgmm.cli._stopped)
+    assert stopped.value.daskgmm_commit_under_way == [str(t) for t in targets]
     assert (targets[0] / "v.txt").read_text() == "new" and (targets[1] / "v.txt").read_text() == "old"
     with OutputLock(targets[1]):
         assert [(t / "v.txt").read_text() for t in targets] == ["new", "new"]

@@ -203,6 +203,16 @@ def test_save_load_and_write_predictions_in_python(bucket):
         "spark/metadata/part-00000"]
     starts = daskgmm.read_spark_model(f"s3://{b}/spark", storage_options=opts)
     np.testing.assert_array_equal(starts["means_init"], gmm.means_)
+    # rewritten by another process (its own s3fs): this one's listings of metadata/ and data/ were stale, and
+    # the next read failed ("… Etag … no longer exists"; user-trial-r13, a session reading a nightly export)
+    other = GaussianMixture(2, random_state=0).fit(X)
+    daskgmm.export_spark_model(other, f"s3://{b}/spark2", storage_options=opts)
+    fs = server.fs()
+    for part in ("metadata/part-00000", "data/part-00000.snappy.parquet"):
+        fs.copy(f"{b}/spark2/{part}", f"{b}/spark/{part}")
+    fs.rm(f"{b}/spark2", recursive=True)
+    starts = daskgmm.read_spark_model(f"s3://{b}/spark", storage_options=opts)
+    np.testing.assert_array_equal(starts["means_init"], other.means_)
     fs = server.fs()  # as while a commit copies it in: no _SUCCESS, a journal beside it
     fs.rm_file(f"{b}/spark/_SUCCESS")
     fs.pipe_file(f"{b}/.spark.commit-1-x", b"[]")
@@ -657,6 +667,14 @@ def test_hive_partition_keys_of_s3_paths_are_columns(s3, tmp_path):
     with pytest.raises(daskgmm.DataError, match=rf"s3://{b}/ev/day=2026-12-01/hour=3/part-0.parquet: column 'day' "
                        "is a partition key in the path"):
         daskgmm.read_parquet(f"s3://{b}/ev", columns=["a", "day"], storage_options=opts)
+    # the partitions rewritten by another process (its own s3fs): this one listed them with the old objects'
+    # ETags, and read nothing ("…/part-0.parquet: not a readable Parquet file (FileExpired …)"; user-trial-r13,
+    # a session reading partitioned data again after the nightly job rewrote it)
+    pads.write_dataset(t.set_column(0, "a", pa.array(np.arange(4.0) + 10)), tmp_path / "ev2", format="parquet",
+                       partitioning=["day", "hour"], partitioning_flavor="hive")
+    server.fs().put(str(tmp_path / "ev2") + "/", f"{b}/ev/", recursive=True)
+    x, _ = daskgmm.read_parquet(f"s3://{b}/ev", columns=["a", "hour"], id_column="day", storage_options=opts)
+    assert sorted(np.asarray(x)[:, 0]) == [10, 11, 12, 13]
 
 
 def test_bad_data_on_s3_is_named_by_its_url(bucket, scheduler, capsys, tmp_path):

@@ -5,6 +5,7 @@ starting values. The round trip through real pyspark is the slow test at the end
 
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -140,6 +141,21 @@ def test_models_spark_cannot_hold_are_refused(tmp_path, capsys, kind, name):
     assert not (tmp_path / "m").exists()
 
 
+def test_one_component_is_refused(tmp_path, capsys):
+    """Spark ML's k must be above 1, and its loader checks it: a one-component export was written, and pyspark
+    4.3's load failed on it ("GaussianMixture_… parameter k given invalid value 1", user-trial-r13)."""
+    X = _rows()
+    for est in (daskgmm.GaussianMixture(1, random_state=0).fit(X), daskgmm.KMeans(1, random_state=0).fit(X)):
+        with pytest.raises(daskgmm.ModelFileError, match=f"cannot export a {type(est).__name__} of 1 .*k must be "
+                           "above 1"):
+            daskgmm.export_spark_model(est, tmp_path / "m")
+        assert not (tmp_path / "m").exists()
+    est.save(tmp_path / "km1")
+    assert main(["export", "--model", str(tmp_path / "km1"), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert "KMeansModel.load refuses k = 1" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_unfitted_estimator_is_refused(tmp_path):
     with pytest.raises(daskgmm.NotFittedError):
         daskgmm.export_spark_model(daskgmm.GaussianMixture(2), tmp_path / "m")
@@ -156,9 +172,53 @@ def test_command_exports_a_saved_model(tmp_path, capsys):
     assert main(["export", "--model", str(MODELS / "kmeans"), "--out", str(MODELS)]) == 2
 
 
+def test_a_signal_in_the_middle_of_a_commit_says_the_next_job_finishes_it(capsys, monkeypatch):
+    """SIGTERM after the commit point of an object store (journal written, the old objects deleted, the new ones
+    not all copied in) said "terminated (SIGTERM): stopped, no output written" (user-trial-r13, on moto's S3),
+    as if the old export stood. It says the commit is left to the next job; readers refuse the export until
+    then, and the next export finishes it first. (fsspec's memory store: committed as S3 is, without locks.)"""
+    import os
+    import signal
+    import time
+    import uuid
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    bucket = f"r13-{uuid.uuid4().hex[:12]}"
+    out = f"memory://{bucket}/spark"
+    assert main(["export", "--model", str(MODELS / "gmm"), "--out", out, "--quiet"]) == 0
+    copy = type(fs).copy
+
+    def copy_then_sigterm(self, *args, **kwargs):  # the first copy lands, then the signal
+        monkeypatch.setattr(type(fs), "copy", copy)
+        copy(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+
+    monkeypatch.setattr(type(fs), "copy", copy_then_sigterm)
+    try:
+        assert main(["export", "--model", str(MODELS / "kmeans"), "--out", out, "--quiet"]) == 143
+        err = capsys.readouterr().err
+        assert re.search(f"terminated \\(SIGTERM\\) in the middle of committing memory:///?{bucket}/spark: the commit "
+                         "was decided", err), err
+        assert "no output written" not in err
+        with pytest.raises(daskgmm.ModelFileError, match="incomplete"):
+            daskgmm.read_spark_model(out)
+        assert main(["export", "--model", str(MODELS / "gmm"), "--out", out, "--quiet"]) == 0
+        assert daskgmm.read_spark_model(out)["n_components"] == daskgmm.load(MODELS / "gmm").n_components
+        left = [p for p in fs.find(f"/{bucket}") if not p.startswith(f"/{bucket}/spark/")]
+        assert not left, left  # no journal or staging left
+    finally:
+        fs.rm(f"/{bucket}", recursive=True)
+
+
 def test_import_names_what_it_cannot_read(tmp_path):
     with pytest.raises(daskgmm.ModelFileError, match="no Spark ML model here"):
         daskgmm.read_spark_model(tmp_path)
+    ours = r"no Spark ML model here .*; it is a daskgmm model: daskgmm\.load"
+    with pytest.raises(daskgmm.ModelFileError, match=ours):
+        daskgmm.read_spark_model(MODELS / "gmm")
     shutil.copytree(SPARK / "kmeans", tmp_path / "m")
     meta = _parts(tmp_path / "m", "metadata")[0]
     meta.write_text(meta.read_text().replace("clustering.KMeansModel", "clustering.BisectingKMeansModel"))
@@ -219,6 +279,30 @@ def test_fit_init_spark_fits_as_python_from_the_same_starts(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     ref = daskgmm.GaussianMixture(**daskgmm.read_spark_model(SPARK / "gmm"), max_iter=3).fit(X)
     np.testing.assert_allclose(daskgmm.load(tmp_path / "m").means_, ref.means_, rtol=1e-10)
+
+
+def test_a_spark_model_given_as_a_daskgmm_model_is_named(tmp_path, capsys):
+    """A Spark ML model directory where a daskgmm model is expected (``--model``, ``load``) said "no model here
+    (model.json not found)" and, on an object store, "the model is incomplete (no _SUCCESS): it is being
+    written ..." (Spark writes no _SUCCESS at its top; user-trial-r13 on moto's S3). It names what it is and
+    how daskgmm reads it. (fsspec's memory store takes the object-store path.)"""
+    import uuid
+
+    import fsspec
+
+    said = r"a Spark ML model directory \(metadata/, data/\), not a daskgmm model: .*daskgmm.read_spark_model"
+    with pytest.raises(daskgmm.ModelFileError, match=said):
+        daskgmm.load(SPARK / "gmm")
+    fs = fsspec.filesystem("memory")
+    bucket = f"r13-{uuid.uuid4().hex[:12]}"
+    try:
+        fs.put(str(SPARK / "gmm"), f"/{bucket}/gmm", recursive=True)
+        with pytest.raises(daskgmm.ModelFileError, match=said):
+            daskgmm.load(f"memory://{bucket}/gmm")
+        assert main(["info", "--model", f"memory://{bucket}/gmm"]) == 2
+        assert re.search(said, capsys.readouterr().err)
+    finally:
+        fs.rm(f"/{bucket}", recursive=True)
 
 
 def _java() -> bool:

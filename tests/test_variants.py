@@ -178,8 +178,13 @@ def test_a_fit_that_keeps_reseeding_says_so_when_it_does_not_converge():
     """Two clusters of 100 rows and one far row, K = 3: EM draws a component back onto the far row again
     and again, each re-seed starting the drift anew, so the fit never converges (any seed, any reg_covar).
     Its ConvergenceWarning said only scikit-learn's sentence, as for too small a max_iter; it says what
-    happened and what helps. One re-seed (the start's) in a fit stopped early adds nothing."""
+    happened and what helps. One re-seed (the start's) in a fit stopped early adds nothing. A component left on
+    the far row at the end (when it weighs a million rows) is named, and the remedy is not the on_collapse="reinit"
+    in use (user-trial-r13: the warning said 'on_collapse="reinit" re-seeds such components' to a fit that had
+    re-seeded 50 times); in select_model too."""
     from sklearn.exceptions import ConvergenceWarning
+
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
 
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(6, 1, (100, 2)), [[30.0, 30.0]]]
@@ -187,6 +192,17 @@ def test_a_fit_that_keeps_reseeding_says_so_when_it_does_not_converge():
                       r"on_collapse=\"reinit\" re-seeded a collapsed component \d+ times, the last in iteration "
                       r"\d+ of 40: EM draws a component back onto a point .*fit fewer components"):
         g = GaussianMixture(3, on_collapse="reinit", max_iter=40, random_state=0).fit(X)
+    heavy = np.r_[np.ones(200), 1e6]  # the far row weighs a million rows: the fit ends on it
+    remedy = ('on_collapse="reinit" was in use and EM drew the component back: fit fewer components, or let one hold '
+              'that point (on_collapse="raise" with reg_covar > 0)')
+    for fit in (lambda: GaussianMixture(3, on_collapse="reinit", max_iter=40, random_state=0).fit(
+                    X, sample_weight=heavy),
+                lambda: daskgmm.select_model(X, [3], "full", random_state=0, sample_weight=heavy, max_iter=40,
+                                             on_collapse="reinit")):
+        with pytest.warns(CollapsedComponentWarning) as said:
+            fit()
+        (said,) = [str(w.message) for w in said if w.category is CollapsedComponentWarning]
+        assert said.endswith(remedy), said
     assert sum("re-seeded at row" in e for h in g.history_ for e in h["events"]) > 2
     with pytest.warns(ConvergenceWarning, match=r"degenerate data\.$"):
         GaussianMixture(3, on_collapse="reinit", max_iter=1, random_state=0).fit(X)

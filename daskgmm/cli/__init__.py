@@ -121,12 +121,12 @@ def _main(argv=None) -> int:
     except (UsageError, ConfigError) as exc:
         status = EXIT_USAGE
         _fail(metrics, exc, status)
-    except Terminated:
+    except Terminated as exc:
         status = 143
-        _fail(metrics, "terminated (SIGTERM): stopped, no output written", status)
-    except KeyboardInterrupt:
+        _fail(metrics, _stopped("terminated (SIGTERM)", exc, "no output written"), status)
+    except KeyboardInterrupt as exc:
         status = 130
-        _fail(metrics, "interrupted", status)
+        _fail(metrics, _stopped("interrupted", exc, ""), status)
     except BrokenPipeError as exc:
         status = EXIT_FAILURE
         if _stdout_closed():  # `daskgmm info ... | head`: the reader went away; nothing to say
@@ -176,6 +176,19 @@ def _say_left_behind(metrics) -> None:
         print("daskgmm: the object store did not answer: left on it for the next job (or you) to remove: "
               + "; ".join(left), file=sys.stderr, flush=True)
         metrics["left_behind"] = left
+
+
+def _stopped(what: str, exc: BaseException, otherwise: str) -> str:
+    """What a signal's stop left: nothing written, or a commit past its commit point (its journal written),
+    which the next job writing one of its outputs finishes: "no output written" told the user the old
+    outputs stood, where (on S3) they were deleted and the new ones not all copied in (user-trial-r13)."""
+    targets = getattr(exc, "daskgmm_commit_under_way", None)
+    if not targets:
+        return f"{what}: stopped, {otherwise}" if otherwise else what
+    one = len(targets) == 1
+    return (f"{what} in the middle of committing {', '.join(targets)}: the commit was decided (its journal "
+            f"written) and is left to the next job writing {'it' if one else 'one of them'}, which finishes it "
+            f"first; until then take {'it' if one else 'them'} as incomplete")
 
 
 def _stdout_closed() -> bool:

@@ -45,8 +45,9 @@ EXIT_DOC = """exit status:
      key or value)
   1  any other failure (e.g. a component collapsed, a worker failed for good,
      a full disk)
-  130  interrupted (SIGINT, Ctrl-C): stopped cleanly, no output written
-  143  terminated (SIGTERM): stopped cleanly, no output written"""
+  130  interrupted (SIGINT, Ctrl-C): stopped cleanly, no output written (stopped
+       in the middle of a commit, it says so: the next job writing it finishes it)
+  143  terminated (SIGTERM): the same"""
 
 #: What the commands that write outputs add to the exit statuses.
 OUTPUTS_DOC = """

@@ -262,7 +262,8 @@ def _rows(n: float) -> str:
 
 
 def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: float, stacklevel: int = 2, *,
-                   criteria: bool = False, update_params: str = "wmc", reinit: bool = True) -> None:
+                   criteria: bool = False, update_params: str = "wmc", reinit: bool = True,
+                   reseeded: bool = False) -> None:
     """The one :class:`CollapsedComponentWarning`: of a fit, or of ``select_model``'s candidates.
 
     Parameters
@@ -283,6 +284,9 @@ def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: f
     reinit : bool
         The estimator takes ``on_collapse="reinit"`` (``StudentTMixture`` does not: fewer components is the
         remedy named).
+    reseeded : bool
+        The fit ran with ``on_collapse="reinit"`` already: its re-seeds did not cure these components (EM drew
+        them back), so the remedy named is not the option in use.
     """
     def listed(got, on_point):
         return ", ".join(f"component {j} on {_rows(n)} row(s)" for j, n, p in got if p == on_point)
@@ -303,7 +307,10 @@ def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: f
             remedy = f"{FIXED_MEANS_REASON}; update the means, or fit fewer components"
         else:
             kinds = {p for got in found.values() for _, _, p in got}
-            if True not in kinds:
+            if reseeded and False in kinds:  # naming the option in use would send the user round in a circle
+                remedy = ('on_collapse="reinit" was in use and EM drew the component back: fit fewer components, or '
+                          'let one hold that point (on_collapse="raise" with reg_covar > 0)')
+            elif True not in kinds:
                 remedy = 'on_collapse="reinit" re-seeds such components'
             elif False in kinds:
                 remedy = 'on_collapse="reinit" re-seeds those on too few rows'

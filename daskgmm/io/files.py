@@ -422,6 +422,11 @@ def list_files(path, storage_options=None):
         raise DataError("no input path given")
     paths = [os.fspath(p) for p in paths]
     fs = get_fs(paths[0], storage_options)
+    if not is_local(fs):
+        # listed afresh: s3fs keeps the listings of a process's earlier reads (instances are cached), with each
+        # object's ETag, and refuses to read an object rewritten since ("FileExpired"); invalidating a prefix
+        # forgets it and its parents, not the partition prefixes below it, so all of them
+        fs.invalidate_cache()
     files: list[str] = []
     for p in paths:
         try:

@@ -213,6 +213,16 @@ def load_model(path, storage_options=None, files=None):
     return est
 
 
+def _refuse_spark_model(fs, root: str, json_path: str, path: str) -> None:
+    """Raise a :class:`ModelFileError` saying so when ``root`` is a Spark ML model directory (``metadata/``,
+    no ``model.json``: Spark's own or ``daskgmm export``'s), which daskgmm reads as starting values only. On an
+    object store it was called incomplete ("being written"), as Spark writes no ``_SUCCESS`` at its top."""
+    if not fs.exists(json_path) and fs.exists(posixpath.join(root, "metadata")):
+        raise ModelFileError(f"{path}: a Spark ML model directory (metadata/, data/), not a daskgmm model: daskgmm "
+                             "reads one only as starting values, daskgmm.read_spark_model(path) (in Python; give "
+                             "its arrays to the command as --means-init, --weights-init, --precisions-init or --init)")
+
+
 def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
     """A saved model's ``model.json`` and ``arrays.npz``, checked, without building the estimator
     (``daskgmm info`` reads a model so, with no estimator imported).
@@ -242,6 +252,7 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
             parent, base = posixpath.split(root)
             if not fs.exists(posixpath.join(root, "_SUCCESS")) and (
                     fs.exists(root) or fs.glob(posixpath.join(parent, f".{base}.commit-*"))):
+                _refuse_spark_model(fs, root, json_path, path)  # Spark writes no _SUCCESS at its top
                 raise ModelFileError(f"{path}: the model is incomplete (no _SUCCESS): it is being written, or a "
                                      "job writing it was killed and the next job writing it will finish its commit")
         found = fs.exists(json_path)
@@ -252,6 +263,7 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
     except Exception as exc:
         raise_store_error(exc, path, lambda hint: ModelFileError(f"{path}: cannot read the model ({hint})"))
     if not found:
+        _refuse_spark_model(fs, root, json_path, path)
         raise ModelFileError(f"{path}: no model here (model.json not found)")
     try:
         with fs.open(json_path, "r") as f:

@@ -512,11 +512,12 @@ def commit_together(outputs: list[StagedOutput]) -> None:
     try:
         for o in outputs:
             o.swap()
-    except BaseException:
+    except BaseException as exc:
         # every journal is written, so the commit is decided: what is not swapped in yet stays
         # staged for the next job to roll forward (a SIGTERM here must not leave half a commit)
         for o in outputs:
             o.staging = None
+        store.commit_under_way(exc, [o.target for o in outputs])
         raise
     for j in journals:
         with contextlib.suppress(FileNotFoundError):

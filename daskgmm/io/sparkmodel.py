@@ -177,11 +177,17 @@ def spark_rows(name: str, arrays: dict, meta: dict) -> tuple[str, list]:
     Raises
     ------
     SparkModelError
-        A model Spark ML has no class for (BayesianGaussianMixture, StudentTMixture, KMedoids).
+        A model Spark ML has no class for (BayesianGaussianMixture, StudentTMixture, KMedoids), or of one
+        component or cluster (Spark ML's k must be above 1).
     """
     from daskgmm.kernels.covariance import component_covariance
 
     cls = spark_class(name)
+    n = len(arrays["cluster_centers_" if cls == KMEANS_CLASS else "means_"])
+    if n < 2:  # Spark's param validator (k > 1) runs on load too: the directory would not load
+        raise SparkModelError(f"cannot export a {name} of {n} {'cluster' if cls == KMEANS_CLASS else 'component'} "
+                              f"as a Spark ML model: Spark ML's k must be above 1 (pyspark's "
+                              f"{cls.rsplit('.', 1)[-1]}.load refuses k = {n}: 'parameter k given invalid value')")
     if cls == KMEANS_CLASS:
         centres = np.asarray(arrays["cluster_centers_"], dtype=np.float64)
         return cls, [{"clusterIdx": k, "clusterCenter": _dense_vector(c)} for k, c in enumerate(centres)]
@@ -323,8 +329,11 @@ def read_spark_model(path, storage_options=None) -> dict:
     root = strip_protocol(fs, given).rstrip("/")
     if not is_local(fs):
         # Spark's own directories have no _SUCCESS at their top, so only an export being committed (its
-        # journal beside it: daskgmm.io.store) says the model is incomplete
-        fs.invalidate_cache(root)
+        # journal beside it: daskgmm.io.store) says the model is incomplete. Fresh listings below the root too
+        # (s3fs forgets a path and its parents, not its children): a directory rewritten by another job since
+        # this process last read it was listed with its old objects' ETags, which reading them then refused
+        for sub in ("", "metadata", "data"):
+            fs.invalidate_cache(posixpath.join(root, sub).rstrip("/"))
         parent, base = posixpath.split(root)
         if not fs.exists(posixpath.join(root, "_SUCCESS")) and fs.glob(posixpath.join(parent, f".{base}.commit-*")):
             raise SparkModelError(f"{given}: the model is incomplete: it is being written, or a job writing it was "
@@ -335,7 +344,10 @@ def read_spark_model(path, storage_options=None) -> dict:
     except FileNotFoundError:
         meta_files = data_files = []
     if not meta_files:
-        raise SparkModelError(f"{given}: no Spark ML model here (no metadata/ part file)")
+        daskgmm_model = fs.exists(posixpath.join(root, "model.json"))
+        raise SparkModelError(f"{given}: no Spark ML model here (no metadata/ part file)" + (
+            "; it is a daskgmm model: daskgmm.load reads it, daskgmm.export_spark_model (daskgmm export) writes it "
+            "as a Spark ML model" if daskgmm_model else ""))
     try:
         with fs.open(meta_files[0], "rb") as f:
             meta = json.loads(f.readline())
@@ -381,11 +393,12 @@ def export_spark_model(estimator, path, storage_options=None) -> None:
     """Write a fitted ``GaussianMixture`` or ``KMeans`` as a Spark ML model directory.
 
     ``pyspark.ml.clustering.GaussianMixtureModel.load(path)`` (or ``KMeansModel.load``) reads it in Spark
-    3.5 and 4.x and predicts as the estimator does: labels, and a mixture's probabilities (Spark adds
-    1e-16-sized terms to each). No Spark is needed to write it. A mixture of any covariance type is written
-    with full covariance matrices, which is all MLlib has. Spark reads the features from one vector column
-    (``features`` by default, ``model.setFeaturesCol`` to change it) in the order of the model's columns,
-    which the metadata's ``daskgmm`` entry lists (``columns``).
+    3.5 and 4.x and predicts as the estimator does: labels, and a mixture's probabilities (Spark adds machine
+    epsilon to each weighted density, which pulls a row of low density towards 1/K; a row whose every weighted
+    density is below ~1e-32 gets 1/K each and label 0). No Spark is needed to write it. A mixture of any
+    covariance type is written with full covariance matrices, which is all MLlib has. Spark reads the features
+    from one vector column (``features`` by default, ``model.setFeaturesCol`` to change it) in the order of the
+    model's columns, which the metadata's ``daskgmm`` entry lists (``columns``).
 
     Parameters
     ----------
@@ -399,7 +412,8 @@ def export_spark_model(estimator, path, storage_options=None) -> None:
     Raises
     ------
     ModelFileError
-        The estimator has no Spark ML model (BayesianGaussianMixture, StudentTMixture, KMedoids).
+        The estimator has no Spark ML model (BayesianGaussianMixture, StudentTMixture, KMedoids), or it has one
+        component or cluster (Spark ML's k must be above 1).
     NotFittedError
         It is not fitted.
     """

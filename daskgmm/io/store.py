@@ -265,13 +265,27 @@ def commit(fs, pairs: list, verify=(), committing=None) -> None:
     doc = json.dumps([[s, t] for s, t in pairs]).encode()
     if committing is not None:
         committing()
-    for j in journals:  # the first one written is the commit point
-        put_object(fs, j, doc)
-    for staging, target in pairs:
-        replace(fs, staging, target)
+    decided = False
+    try:
+        for j in journals:  # the first one written is the commit point
+            put_object(fs, j, doc)
+            decided = True
+        for staging, target in pairs:
+            replace(fs, staging, target)
+    except BaseException as exc:
+        if decided:  # a signal's stop (or a failure) from here on leaves the commit to the next job
+            commit_under_way(exc, [url(fs, t) for _, t in pairs])
+        raise
     for j in journals:
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(j)
+
+
+def commit_under_way(exc: BaseException, targets: list) -> None:
+    """Record on ``exc`` that it stopped a commit past its commit point: ``targets`` are then neither the old
+    outputs nor the new ones until the next job writing one of them finishes the commit (what the command
+    says on a SIGTERM there, rather than "no output written")."""
+    exc.daskgmm_commit_under_way = list(targets)
 
 
 def roll_forward(fs, journal: str, lock_target) -> None:
