@@ -112,7 +112,7 @@ def test_kmeans_pass_equals_numpy(variant, d, sizes, dtype):
 def test_float32_kmeans_ties_go_to_the_first_component_on_every_path(variant, k):
     """float32 k-means in the core: an exactly repeated centre has the same logits bit for bit and
     never wins (ties to the first), whether the labels come from masks of the row's maximum (float32,
-    components in one group of vectors) or from the per-lane arg-max (more components; or rows so
+    components in two vectors: K = 16 on 256-bit vectors) or from the per-lane arg-max (others; or rows so
     large that the core cannot rule out an overflow: the same data times 2^59, which scales every
     logit exactly, so the same counts)."""
     rng = np.random.default_rng(k)

@@ -982,8 +982,8 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
 }
 
 #if DG_LANES_MAX
-// A model whose components all fit one group (G vectors) on rows whose logits cannot be NaN: each of
-// the RT rows' largest logit (best) and its component (label). No component is carried per lane:
+// A model whose components are the G vectors of one group, on rows whose logits cannot be NaN: each
+// of the RT rows' largest logit (best) and its component (label). No component is carried per lane:
 // the logits are still in the registers, so the row's maximum (lanes_max of hard_group's per-lane
 // maxima, as lanes_best takes it: the same bits) is compared with them, and the lowest set bit of
 // the G masks is the first component equal to it, the one hard_group and lanes_best find (each
@@ -1008,18 +1008,6 @@ static inline void hard_group_labels(const HardModel<T>& hm, const T* e, const T
     }
 }
 
-template <class T, int RT, int G> struct HardLabels {
-    static void run(const HardModel<T>& hm, const T* e, const T* s, int64_t dp, int64_t d, T* best, int64_t* label) {
-        if (hm.kv == G) {
-            hard_group_labels<T, G, RT>(hm, e, s, dp, d, best, label);
-        } else {
-            HardLabels<T, RT, G - 1>::run(hm, e, s, dp, d, best, label);
-        }
-    }
-};
-template <class T, int RT> struct HardLabels<T, RT, 0> {
-    static void run(const HardModel<T>&, const T*, const T*, int64_t, int64_t, T*, int64_t*) {}
-};
 #endif
 
 template <class T, int RT, int G, bool SEC = false> struct HardGroups {
@@ -1092,6 +1080,53 @@ static void add_labelled_rows(const HardModel<T>& hm, const T* eb, const T* sb, 
     }
 }
 
+#if DG_LANES_MAX
+// hard_tiles for a float32 model whose components are two vectors, with the labels from masks
+// (hard_group_labels), when no logit can be NaN; false (nothing done) otherwise. Two vectors only:
+// with one (K <= 8 on 256-bit vectors), three or four the masks made the pass slower, for reasons
+// not found (ms per million rows at D = 16, avx512_256: K = 8 11.3 -> 12.6, K = 16 13.7 -> 12.8,
+// K = 24 15.3 -> 16.3, K = 32 17.4 -> 18.1; avx2: K = 8 11.4 -> 12.5, K = 16 14.7 -> 14.2). None can
+// be NaN when none can overflow: with finite coefficients and rows, every partial sum of a row's
+// logits is at most |cons| + |quad| s + |lin| |e| (Cauchy-Schwarz), |e|^2 = s up to rounding,
+// whatever the order and rounding of the sums (margins: a quarter of the largest finite value, 1% on
+// |e|). Not inlined: inside hard_tiles it changed the other paths' code (avx2, float32, K = 8: 6%
+// slower).
+template <class T, int RT>
+__attribute__((noinline)) static bool hard_tiles_masks(const HardModel<T>& hm, const T* eb, const T* sb,
+                                                       const unsigned char* skip, const double* w, int64_t a,
+                                                       int64_t rows, int64_t dp, int64_t d, const char* pf,
+                                                       const char* pf_end) {
+    typedef typename Lanes<T>::V V;
+    // the largest norm, a vector at a time (the norms past the last row are the tiles' zero padding)
+    V mv = V{};
+    for (int64_t r = 0; r < rows; r += Lanes<T>::W) mv = vmax(mv, load<T>(sb + r));
+    T smax = 0;
+    for (int l = 0; l < Lanes<T>::W; l++) smax = mv[l] > smax ? mv[l] : smax;
+    const double bound = hm.cons_abs + hm.quad_abs * (double)smax + hm.lin_norm * std::sqrt((double)smax) * 1.01;
+    if (!(bound < 0.25 * (double)std::numeric_limits<T>::max())) return false;
+    const int64_t pf_step = (int64_t)sizeof(T) * d * RT;
+    int64_t label[HROWS + 8];
+    T best[HROWS + 8];
+    for (int64_t i = 0; i < rows; i += RT) {
+        if (pf) {
+            for (int64_t o = 0; o < pf_step && pf + o < pf_end; o += 64) __builtin_prefetch(pf + o);
+            pf += pf_step;
+        }
+        // rows past the end are the copy's zero padding: computed, never used
+        hard_group_labels<T, 2, RT>(hm, eb + i * dp, sb + i, dp, d, best + i, label + i);
+    }
+    double* const per_row = hm.per_row + a;
+    if (hm.one_quad) {
+        const T quad = hm.quad[0];
+        for (int64_t r = 0; r < rows; r++) per_row[r] = skip[r] ? 0.0 : (double)with_quad<T>(sb[r], quad, best[r]);
+    } else {
+        for (int64_t r = 0; r < rows; r++) per_row[r] = skip[r] ? 0.0 : (double)best[r];
+    }
+    add_labelled_rows<T>(hm, eb, sb, skip, w, label, a, rows, dp, d);
+    return true;
+}
+#endif
+
 // Rows 0 .. rows - 1 of the sub-block (centred copy eb, squared norms sb, NaN flags skip) into
 // one model: arg-max, per_row, statistics (weights w from row a). pf: the rows of the next
 // sub-block, prefetched a tile's worth at a time (or null), so that they come from memory while
@@ -1104,36 +1139,8 @@ void hard_tiles(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned
     V bv[RT], bi[RT];
     int64_t label[HROWS + 8];
 #if DG_LANES_MAX
-    // float32, every component in one group, and no logit can be NaN: the labels from masks
-    // (hard_group_labels). None can be NaN when none can overflow: with finite coefficients and rows,
-    // every partial sum of a row's logits is at most |cons| + |quad| s + |lin| |e| (Cauchy-Schwarz),
-    // |e|^2 = s up to rounding, whatever the order and rounding of the sums (margins: a quarter of
-    // the largest finite value, 1% on |e|).
-    if constexpr (sizeof(T) == 4) {
-        T smax = 0;
-        for (int64_t r = 0; r < rows; r++) smax = sb[r] > smax ? sb[r] : smax;
-        const double bound = hm.cons_abs + hm.quad_abs * (double)smax + hm.lin_norm * std::sqrt((double)smax) * 1.01;
-        if (hm.kv <= HG && bound < 0.25 * (double)std::numeric_limits<T>::max()) {
-            T best[HROWS + 8];
-            for (int64_t i = 0; i < rows; i += RT) {
-                if (pf) {
-                    for (int64_t o = 0; o < pf_step && pf + o < pf_end; o += 64) __builtin_prefetch(pf + o);
-                    pf += pf_step;
-                }
-                // rows past the end are the copy's zero padding: computed, never used
-                HardLabels<T, RT, HG>::run(hm, eb + i * dp, sb + i, dp, d, best + i, label + i);
-            }
-            double* const per_row = hm.per_row + a;
-            if (hm.one_quad) {
-                const T quad = hm.quad[0];
-                for (int64_t r = 0; r < rows; r++) per_row[r] = skip[r] ? 0.0 : (double)with_quad<T>(sb[r], quad, best[r]);
-            } else {
-                for (int64_t r = 0; r < rows; r++) per_row[r] = skip[r] ? 0.0 : (double)best[r];
-            }
-            add_labelled_rows<T>(hm, eb, sb, skip, w, label, a, rows, dp, d);
-            return;
-        }
-    }
+    if constexpr (sizeof(T) == 4)
+        if (hm.kv == 2 && hard_tiles_masks<T, RT>(hm, eb, sb, skip, w, a, rows, dp, d, pf, pf_end)) return;
 #endif
     for (int64_t i = 0; i < rows; i += RT) {
         if (pf) {
