@@ -108,6 +108,37 @@ def test_kmeans_pass_equals_numpy(variant, d, sizes, dtype):
                 assert g.n[2] == 0  # the duplicate of component 1 never wins
 
 
+@pytest.mark.parametrize("k", [3, 16, 40])
+def test_float32_kmeans_ties_go_to_the_first_component_on_every_path(variant, k):
+    """float32 k-means in the core: an exactly repeated centre has the same logits bit for bit and
+    never wins (ties to the first), whether the labels come from masks of the row's maximum (float32,
+    components in two vectors: K = 16 on 256-bit vectors) or from the per-lane arg-max (others; or rows so
+    large that the core cannot rule out an overflow: the same data times 2^59, which scales every
+    logit exactly, so the same counts)."""
+    rng = np.random.default_rng(k)
+    d = 5
+    x = rng.normal(size=(700, d)) + rng.integers(0, 4, size=(700, 1)) * 3
+    centres = x[rng.choice(len(x), k, replace=False)].copy()
+    centres[2], centres[k - 1] = centres[1], centres[0]
+    counts = []
+    for scale in (1.0, 2.0**59):
+        xs, cs = (x * scale).astype(np.float32), (centres * scale).astype(np.float32).astype(np.float64)
+        centre = xs.astype(np.float64).mean(axis=0)
+        c = cs - centre
+        params = NaturalParams(quad=-np.ones(k), lin=2 * c, const=-np.einsum("kd,kd->k", c, c))
+        if scale > 1:  # the core's bound on the logits' partial sums passes a quarter of float32's range,
+            # though none comes near it
+            e = xs.astype(np.float64) - centre
+            e2 = (e**2).sum(axis=1).max()
+            bound = np.abs(params.const).max() + e2 + np.linalg.norm(params.lin, axis=1).max() * np.sqrt(e2)
+            largest = (np.abs(params.const) + np.abs(e) @ np.abs(params.lin).T).max()
+            assert largest < np.finfo(np.float32).max / 2 and bound > np.finfo(np.float32).max / 4
+        got = chunk_pass(xs, [MixtureRequest([ModelSpec(params, "spherical", "hard")])], centre, compiled=True)[0][0]
+        assert got.n[2] == got.n[k - 1] == 0 and got.n.sum() == len(x)
+        counts.append(got.n)
+    np.testing.assert_array_equal(counts[0], counts[1])
+
+
 @pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
 def test_hard_assignment_and_resp_log_resp(variant, ct):
     """Hard models (k-means, classification EM) and the variational Σ r log r, mixed in one pass."""

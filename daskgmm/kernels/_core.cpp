@@ -27,10 +27,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <utility>
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -801,7 +803,53 @@ template <class T> struct HardModel {
     double* sum;      // (k, sp) this call's sums per component: [e, s, weight], rows of whole vectors
     int64_t sp;
     double* per_row;  // (n)
+    // of the components (not the padding): the largest |cons|, |quad| and Euclidean norm of lin (inf
+    // when any is not finite), which bound every partial sum of a row's logits (see hard_tiles)
+    double cons_abs, quad_abs, lin_norm;
 };
+
+#if DG_AVX2_INTRINSICS || DG_AVX512_INTRINSICS
+// The largest lane of v in every lane (by shuffles; AVX-512: reduced, then broadcast). lanes_best
+// takes its maximum from here, so both give the same bits (a zero's sign included).
+template <class T> static inline typename Lanes<T>::V lanes_max(typename Lanes<T>::V v) {
+#if DG_AVX2_INTRINSICS
+    if constexpr (sizeof(T) == 8) {
+        __m256d m = _mm256_max_pd((__m256d)v, _mm256_permute2f128_pd((__m256d)v, (__m256d)v, 1));
+        return (typename Lanes<T>::V)_mm256_max_pd(m, _mm256_permute_pd(m, 5));
+    } else {
+        __m256 m = _mm256_max_ps((__m256)v, _mm256_permute2f128_ps((__m256)v, (__m256)v, 1));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
+        return (typename Lanes<T>::V)_mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));
+    }
+#else
+    if constexpr (sizeof(T) == 8) {
+        return (typename Lanes<T>::V)_mm512_set1_pd(_mm512_reduce_max_pd((__m512d)v));
+    } else {
+        return (typename Lanes<T>::V)_mm512_set1_ps(_mm512_reduce_max_ps((__m512)v));
+    }
+#endif
+}
+
+// Bit l set where lane l of a equals lane l of b (ordered: never for NaN).
+template <class T> static inline uint64_t lanes_equal(typename Lanes<T>::V a, typename Lanes<T>::V b) {
+#if DG_AVX2_INTRINSICS
+    if constexpr (sizeof(T) == 8) {
+        return (uint64_t)(unsigned)_mm256_movemask_pd(_mm256_cmp_pd((__m256d)a, (__m256d)b, _CMP_EQ_OQ));
+    } else {
+        return (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_EQ_OQ));
+    }
+#else
+    if constexpr (sizeof(T) == 8) {
+        return (uint64_t)_mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_EQ_OQ);
+    } else {
+        return (uint64_t)_mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_EQ_OQ);
+    }
+#endif
+}
+#define DG_LANES_MAX 1
+#else
+#define DG_LANES_MAX 0
+#endif
 
 // A row's best logit and its component (ties to the first) from the best per lane (bv) and the
 // component it came from (bi, as a number of the data's type: exact below 2^24 components).
@@ -811,18 +859,15 @@ static inline void lanes_best(typename Lanes<T>::V bv, typename Lanes<T>::V bi, 
 #if DG_AVX2_INTRINSICS
     // the maximum in every lane by shuffles, then the smallest component among the lanes equal to it
     if constexpr (sizeof(T) == 8) {
-        __m256d v = (__m256d)bv, m = _mm256_max_pd(v, _mm256_permute2f128_pd(v, v, 1));
-        m = _mm256_max_pd(m, _mm256_permute_pd(m, 5));
-        __m256d i = _mm256_blendv_pd(_mm256_set1_pd(__builtin_inf()), (__m256d)bi, _mm256_cmp_pd(v, m, _CMP_EQ_OQ));
+        const __m256d m = (__m256d)lanes_max<T>(bv);
+        __m256d i = _mm256_blendv_pd(_mm256_set1_pd(__builtin_inf()), (__m256d)bi, _mm256_cmp_pd((__m256d)bv, m, _CMP_EQ_OQ));
         i = _mm256_min_pd(i, _mm256_permute2f128_pd(i, i, 1));
         i = _mm256_min_pd(i, _mm256_permute_pd(i, 5));
         best = _mm256_cvtsd_f64(m);
         at = (int64_t)_mm256_cvtsd_f64(i);
     } else {
-        __m256 v = (__m256)bv, m = _mm256_max_ps(v, _mm256_permute2f128_ps(v, v, 1));
-        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
-        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));
-        __m256 i = _mm256_blendv_ps(_mm256_set1_ps(__builtin_inff()), (__m256)bi, _mm256_cmp_ps(v, m, _CMP_EQ_OQ));
+        const __m256 m = (__m256)lanes_max<T>(bv);
+        __m256 i = _mm256_blendv_ps(_mm256_set1_ps(__builtin_inff()), (__m256)bi, _mm256_cmp_ps((__m256)bv, m, _CMP_EQ_OQ));
         i = _mm256_min_ps(i, _mm256_permute2f128_ps(i, i, 1));
         i = _mm256_min_ps(i, _mm256_permute_ps(i, 0x4E));
         i = _mm256_min_ps(i, _mm256_permute_ps(i, 0xB1));
@@ -863,17 +908,13 @@ static inline void lanes_best(typename Lanes<T>::V bv, typename Lanes<T>::V bi, 
 template <class T> static inline T with_quad(T s, T quad, T best) { return s * quad + best; }
 
 // Logits of the components in vectors g0 .. g0 + G - 1 for the RT rows at e (stride dp) with
-// squared norms s; each row's best per lane (bv, bi) replaced where this group's is strictly
-// greater (so ties keep the earlier component).
-// SEC: also each lane's second-best logit in b2 (every value seen, ties included), for k-means' bounds
-// (see hard_bounded); the arg-max is computed the same way either way.
-template <class T, int G, int RT, bool SEC = false>
-static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, const T* s, int64_t dp, int64_t d,
-                              typename Lanes<T>::V* bv, typename Lanes<T>::V* bi, typename Lanes<T>::V* b2 = nullptr) {
+// squared norms s, into acc.
+template <class T, int G, int RT>
+__attribute__((always_inline)) static inline void hard_logits(const HardModel<T>& hm, int64_t g0, const T* e, const T* s,
+                                                              int64_t dp, int64_t d, typename Lanes<T>::V (&acc)[RT][G]) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t kw = hm.kv * W;
-    V acc[RT][G];
     for (int v = 0; v < G; v++) {
         const V c = load<T>(hm.cons + (g0 + v) * W), q = load<T>(hm.quad + (g0 + v) * W);
         if (hm.one_quad) {
@@ -894,6 +935,20 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
             for (int v = 0; v < G; v++) acc[r][v] = b * t[v] + acc[r][v];
         }
     }
+}
+
+// Logits of the components in vectors g0 .. g0 + G - 1 for the RT rows at e (stride dp) with
+// squared norms s; each row's best per lane (bv, bi) replaced where this group's is strictly
+// greater (so ties keep the earlier component).
+// SEC: also each lane's second-best logit in b2 (every value seen, ties included), for k-means' bounds
+// (see hard_bounded); the arg-max is computed the same way either way.
+template <class T, int G, int RT, bool SEC = false>
+static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, const T* s, int64_t dp, int64_t d,
+                              typename Lanes<T>::V* bv, typename Lanes<T>::V* bi, typename Lanes<T>::V* b2 = nullptr) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    V acc[RT][G];
+    hard_logits<T, G, RT>(hm, g0, e, s, dp, d, acc);
     V comp[G];  // the component of each lane
     for (int v = 0; v < G; v++) comp[v] = load<T>(hm.ids + (g0 + v) * W);
     if constexpr (SEC) {
@@ -925,6 +980,35 @@ static inline void hard_group(const HardModel<T>& hm, int64_t g0, const T* e, co
         }
     }
 }
+
+#if DG_LANES_MAX
+// A model whose components are the G vectors of one group, on rows whose logits cannot be NaN: each
+// of the RT rows' largest logit (best) and its component (label). No component is carried per lane:
+// the logits are still in the registers, so the row's maximum (lanes_max of hard_group's per-lane
+// maxima, as lanes_best takes it: the same bits) is compared with them, and the lowest set bit of
+// the G masks is the first component equal to it, the one hard_group and lanes_best find (each
+// lane's first maximum, then the smallest component among the lanes equal to the largest). Used for
+// float32, where the arg-max had cost as much as the multiply-adds save over float64; in float64
+// (more logits per row to compare, fewer rows a tile) it was slower than lanes_best.
+template <class T, int G, int RT>
+static inline void hard_group_labels(const HardModel<T>& hm, const T* e, const T* s, int64_t dp, int64_t d, T* best,
+                                     int64_t* label) {
+    typedef typename Lanes<T>::V V;
+    constexpr int W = Lanes<T>::W;
+    V acc[RT][G];
+    hard_logits<T, G, RT>(hm, 0, e, s, dp, d, acc);
+    for (int r = 0; r < RT; r++) {
+        V m = acc[r][0];
+        for (int v = 1; v < G; v++) m = acc[r][v] > m ? acc[r][v] : m;
+        m = lanes_max<T>(m);
+        uint64_t bits = 0;
+        for (int v = 0; v < G; v++) bits |= lanes_equal<T>(acc[r][v], m) << (v * W);
+        best[r] = m[0];
+        label[r] = __builtin_ctzll(bits);  // never 0: no logit is NaN, so some lane equals the maximum
+    }
+}
+
+#endif
 
 template <class T, int RT, int G, bool SEC = false> struct HardGroups {
     static void run(const HardModel<T>& hm, int64_t g0, int64_t ng, const T* e, const T* s, int64_t dp, int64_t d,
@@ -996,6 +1080,53 @@ static void add_labelled_rows(const HardModel<T>& hm, const T* eb, const T* sb, 
     }
 }
 
+#if DG_LANES_MAX
+// hard_tiles for a float32 model whose components are two vectors, with the labels from masks
+// (hard_group_labels), when no logit can be NaN; false (nothing done) otherwise. Two vectors only:
+// with one (K <= 8 on 256-bit vectors), three or four the masks made the pass slower, for reasons
+// not found (ms per million rows at D = 16, avx512_256: K = 8 11.3 -> 12.6, K = 16 13.7 -> 12.8,
+// K = 24 15.3 -> 16.3, K = 32 17.4 -> 18.1; avx2: K = 8 11.4 -> 12.5, K = 16 14.7 -> 14.2). None can
+// be NaN when none can overflow: with finite coefficients and rows, every partial sum of a row's
+// logits is at most |cons| + |quad| s + |lin| |e| (Cauchy-Schwarz), |e|^2 = s up to rounding,
+// whatever the order and rounding of the sums (margins: a quarter of the largest finite value, 1% on
+// |e|). Not inlined: inside hard_tiles it changed the other paths' code (avx2, float32, K = 8: 6%
+// slower).
+template <class T, int RT>
+__attribute__((noinline)) static bool hard_tiles_masks(const HardModel<T>& hm, const T* eb, const T* sb,
+                                                       const unsigned char* skip, const double* w, int64_t a,
+                                                       int64_t rows, int64_t dp, int64_t d, const char* pf,
+                                                       const char* pf_end) {
+    typedef typename Lanes<T>::V V;
+    // the largest norm, a vector at a time (the norms past the last row are the tiles' zero padding)
+    V mv = V{};
+    for (int64_t r = 0; r < rows; r += Lanes<T>::W) mv = vmax(mv, load<T>(sb + r));
+    T smax = 0;
+    for (int l = 0; l < Lanes<T>::W; l++) smax = mv[l] > smax ? mv[l] : smax;
+    const double bound = hm.cons_abs + hm.quad_abs * (double)smax + hm.lin_norm * std::sqrt((double)smax) * 1.01;
+    if (!(bound < 0.25 * (double)std::numeric_limits<T>::max())) return false;
+    const int64_t pf_step = (int64_t)sizeof(T) * d * RT;
+    int64_t label[HROWS + 8];
+    T best[HROWS + 8];
+    for (int64_t i = 0; i < rows; i += RT) {
+        if (pf) {
+            for (int64_t o = 0; o < pf_step && pf + o < pf_end; o += 64) __builtin_prefetch(pf + o);
+            pf += pf_step;
+        }
+        // rows past the end are the copy's zero padding: computed, never used
+        hard_group_labels<T, 2, RT>(hm, eb + i * dp, sb + i, dp, d, best + i, label + i);
+    }
+    double* const per_row = hm.per_row + a;
+    if (hm.one_quad) {
+        const T quad = hm.quad[0];
+        for (int64_t r = 0; r < rows; r++) per_row[r] = skip[r] ? 0.0 : (double)with_quad<T>(sb[r], quad, best[r]);
+    } else {
+        for (int64_t r = 0; r < rows; r++) per_row[r] = skip[r] ? 0.0 : (double)best[r];
+    }
+    add_labelled_rows<T>(hm, eb, sb, skip, w, label, a, rows, dp, d);
+    return true;
+}
+#endif
+
 // Rows 0 .. rows - 1 of the sub-block (centred copy eb, squared norms sb, NaN flags skip) into
 // one model: arg-max, per_row, statistics (weights w from row a). pf: the rows of the next
 // sub-block, prefetched a tile's worth at a time (or null), so that they come from memory while
@@ -1007,6 +1138,10 @@ void hard_tiles(const HardModel<T>& hm, const T* eb, const T* sb, const unsigned
     const int64_t pf_step = (int64_t)sizeof(T) * d * RT;
     V bv[RT], bi[RT];
     int64_t label[HROWS + 8];
+#if DG_LANES_MAX
+    if constexpr (sizeof(T) == 4)
+        if (hm.kv == 2 && hard_tiles_masks<T, RT>(hm, eb, sb, skip, w, a, rows, dp, d, pf, pf_end)) return;
+#endif
     for (int64_t i = 0; i < rows; i += RT) {
         if (pf) {
             for (int64_t o = 0; o < pf_step && pf + o < pf_end; o += 64) __builtin_prefetch(pf + o);
@@ -1550,7 +1685,21 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
         }
         bool one_quad = true;
         for (int64_t c = 1; c < k; c++) one_quad &= quad[c] == quad[0];
-        hm[m] = HardModel<T>{kv, lin, quad, cons, ids, one_quad, sums + lo * sp, sp, per_row + m * n};
+        double cons_abs = 0, quad_abs = 0, lin_norm = 0;
+        bool finite = true;
+        for (int64_t c = 0; c < k; c++) {
+            const T* th = theta + (lo + c) * nf;
+            double l2 = 0;
+            for (int64_t j = 0; j < d; j++) l2 += (double)th[1 + j] * (double)th[1 + j];
+            const double ca = std::fabs((double)th[1 + d]), qa = std::fabs((double)th[0]), ln = std::sqrt(l2);
+            finite &= std::isfinite(ca) && std::isfinite(qa) && std::isfinite(ln);
+            cons_abs = ca > cons_abs ? ca : cons_abs;
+            quad_abs = qa > quad_abs ? qa : quad_abs;
+            lin_norm = ln > lin_norm ? ln : lin_norm;
+        }
+        if (!finite) cons_abs = quad_abs = lin_norm = __builtin_inf();
+        hm[m] = HardModel<T>{kv,       lin,      quad,     cons,    ids,    one_quad, sums + lo * sp, sp, per_row + m * n,
+                             cons_abs, quad_abs, lin_norm};
     }
     KBoundsConsts kc;
     if (kb) kc = kbounds_consts<T>(hm[0], bounds[1], d, kb->shift);
