@@ -331,3 +331,25 @@ def test_reaching_max_iter_warns_as_scikit_learns_kmeans_does_not_at_all():
             warnings.simplefilter("error")
             km = cls(n_clusters=8, n_init=1, max_iter=2, tol=0.0, random_state=0).fit(X)
         assert km.n_iter_ == 2, cls
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+def test_rows_whose_squared_distances_overflow_are_refused_not_put_in_one_cluster(kernel, monkeypatch):
+    """float32 rows near 1e19: their squares overflow float32, every logit of a row is NaN (or inf), and the fit
+    put every row in cluster 0 with an inertia of 0 (the core) or inf (NumPy). A ValueError names it."""
+    from daskgmm.kernels import compiled
+
+    if kernel == "numpy":
+        monkeypatch.setenv("DASKGMM_KERNEL", "numpy")
+        compiled.reset()
+    X = np.random.default_rng(0).normal(size=(400, 16)).astype(np.float32) * np.float32(1e19)
+    try:
+        with pytest.raises(ValueError, match="squared distances overflow the rows' floating-point type"), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's own about the overflow in its matmul
+            KMeans(4, n_init=1, random_state=0).fit(X)
+        np.testing.assert_allclose(KMeans(4, n_init=1, random_state=0, max_iter=5).fit(X.astype(np.float64)).inertia_,
+                                   ((X.astype(np.float64) - X.mean(0, dtype=np.float64)) ** 2).sum(), rtol=0.5)
+    finally:
+        monkeypatch.undo()
+        compiled.reset()

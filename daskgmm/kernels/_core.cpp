@@ -851,6 +851,11 @@ template <class T> static inline uint64_t lanes_equal(typename Lanes<T>::V a, ty
 #define DG_LANES_MAX 0
 #endif
 
+// A lane's component number as an index. No lane holds the maximum when every logit of the row is NaN
+// (float32's squares overflowed: the objective then is NaN, which the caller reports); the reductions
+// then give +inf, which must not become an index (a conversion out of range, then a write far from the sums).
+template <class T> static inline int64_t lane_index(T v) { return v < (T)16777216 ? (int64_t)v : 0; }
+
 // A row's best logit and its component (ties to the first) from the best per lane (bv) and the
 // component it came from (bi, as a number of the data's type: exact below 2^24 components).
 template <class T>
@@ -864,7 +869,7 @@ static inline void lanes_best(typename Lanes<T>::V bv, typename Lanes<T>::V bi, 
         i = _mm256_min_pd(i, _mm256_permute2f128_pd(i, i, 1));
         i = _mm256_min_pd(i, _mm256_permute_pd(i, 5));
         best = _mm256_cvtsd_f64(m);
-        at = (int64_t)_mm256_cvtsd_f64(i);
+        at = lane_index<double>(_mm256_cvtsd_f64(i));
     } else {
         const __m256 m = (__m256)lanes_max<T>(bv);
         __m256 i = _mm256_blendv_ps(_mm256_set1_ps(__builtin_inff()), (__m256)bi, _mm256_cmp_ps((__m256)bv, m, _CMP_EQ_OQ));
@@ -872,7 +877,7 @@ static inline void lanes_best(typename Lanes<T>::V bv, typename Lanes<T>::V bi, 
         i = _mm256_min_ps(i, _mm256_permute_ps(i, 0x4E));
         i = _mm256_min_ps(i, _mm256_permute_ps(i, 0xB1));
         best = _mm256_cvtss_f32(m);
-        at = (int64_t)_mm256_cvtss_f32(i);
+        at = lane_index<float>(_mm256_cvtss_f32(i));
     }
     return;
 #endif
@@ -883,13 +888,13 @@ static inline void lanes_best(typename Lanes<T>::V bv, typename Lanes<T>::V bi, 
         const double b = _mm512_reduce_max_pd(v);
         const __mmask8 eq = _mm512_cmp_pd_mask(v, _mm512_set1_pd(b), _CMP_EQ_OQ);
         best = b;
-        at = (int64_t)_mm512_mask_reduce_min_pd(eq, (__m512d)bi);
+        at = lane_index<double>(_mm512_mask_reduce_min_pd(eq, (__m512d)bi));
     } else {
         const __m512 v = (__m512)bv;
         const float b = _mm512_reduce_max_ps(v);
         const __mmask16 eq = _mm512_cmp_ps_mask(v, _mm512_set1_ps(b), _CMP_EQ_OQ);
         best = b;
-        at = (int64_t)_mm512_mask_reduce_min_ps(eq, (__m512)bi);
+        at = lane_index<float>(_mm512_mask_reduce_min_ps(eq, (__m512)bi));
     }
     return;
 #endif
@@ -900,7 +905,7 @@ static inline void lanes_best(typename Lanes<T>::V bv, typename Lanes<T>::V bi, 
         i = take ? bi[l] : i;
     }
     best = b;
-    at = (int64_t)i;
+    at = lane_index<T>(i);
 }
 
 // A k-means row's largest logit with the shared quadratic term added (one expression, so that every

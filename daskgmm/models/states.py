@@ -289,7 +289,19 @@ class KMeansState:
     objective_name = "inertia"
 
     def objective(self, stats: SuffStats) -> float:
-        """Inertia: the weighted sum of squared distances to the nearest centre."""
+        """Inertia: the weighted sum of squared distances to the nearest centre.
+
+        Raises
+        ------
+        ValueError
+            Not finite: of finite rows (validation refuses others), the squared distances overflowed the
+            rows' floating-point type (float32's at values near 1e19; each row would go to one cluster and
+            the inertia read 0)."""
+        if not np.isfinite(stats.loglik):
+            raise ValueError(f"KMeans: the inertia is not finite ({-stats.loglik}): the squared distances "
+                             "overflow the rows' floating-point type (float32 holds squares up to 3.4e38, "
+                             "reached by values near 1e19); fit the rows as float64 (X.astype(np.float64)) or "
+                             "rescale the features")
         return -stats.loglik
 
     def converged(self, new: KMeansState, change: float) -> bool:
