@@ -2296,6 +2296,20 @@ inline void cross_queue(MarginalSet& ms, MarginalModel& md, MarginalRow& w, int6
     ms.nq += w.nm;
 }
 
+#if DG_X86_TRANSPOSE
+// A 4 x 4 block of doubles transposed: rows src, src + ls, ... (4 values each) to rows dst, dst + ld, ...
+static inline void transpose4(const double* src, int64_t ls, double* dst, int64_t ld) {
+    const __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + ls);
+    const __m256d r2 = _mm256_loadu_pd(src + 2 * ls), r3 = _mm256_loadu_pd(src + 3 * ls);
+    const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+    const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(dst + ld, _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(dst + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(dst + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+#endif
+
 // Components lo .. lo + kk of the logits buffer lb (rows of stride ld), columns 0 .. padded (a multiple
 // of 4), into lt as rows (padded, kp), 0 past kk; and back (rows_to_logits, components < kk). Pure
 // copies: the same bits either way, by 4 x 4 transposes where AVX2 is.
@@ -2303,18 +2317,7 @@ inline void logits_to_rows(const double* lb, int64_t ld, int64_t lo, int64_t kk,
     int64_t c0 = 0;
 #if DG_X86_TRANSPOSE
     for (; c0 + 4 <= kk; c0 += 4)
-        for (int64_t i = 0; i < padded; i += 4) {
-            const double* s = lb + (lo + c0) * ld + i;
-            const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ld);
-            const __m256d r2 = _mm256_loadu_pd(s + 2 * ld), r3 = _mm256_loadu_pd(s + 3 * ld);
-            const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-            const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-            double* o = lt + i * kp + c0;
-            _mm256_storeu_pd(o, _mm256_permute2f128_pd(t0, t2, 0x20));
-            _mm256_storeu_pd(o + kp, _mm256_permute2f128_pd(t1, t3, 0x20));
-            _mm256_storeu_pd(o + 2 * kp, _mm256_permute2f128_pd(t0, t2, 0x31));
-            _mm256_storeu_pd(o + 3 * kp, _mm256_permute2f128_pd(t1, t3, 0x31));
-        }
+        for (int64_t i = 0; i < padded; i += 4) transpose4(lb + (lo + c0) * ld + i, ld, lt + i * kp + c0, kp);
 #endif
     for (; c0 < kp; c0++)
         for (int64_t i = 0; i < padded; i++) lt[i * kp + c0] = c0 < kk ? lb[(lo + c0) * ld + i] : 0.0;
@@ -2324,18 +2327,7 @@ inline void rows_to_logits(const double* lt, int64_t kk, int64_t kp, int64_t pad
     int64_t c0 = 0;
 #if DG_X86_TRANSPOSE
     for (; c0 + 4 <= kk; c0 += 4)
-        for (int64_t i = 0; i < padded; i += 4) {
-            const double* s = lt + i * kp + c0;
-            const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + kp);
-            const __m256d r2 = _mm256_loadu_pd(s + 2 * kp), r3 = _mm256_loadu_pd(s + 3 * kp);
-            const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-            const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-            double* o = lb + (lo + c0) * ld + i;
-            _mm256_storeu_pd(o, _mm256_permute2f128_pd(t0, t2, 0x20));
-            _mm256_storeu_pd(o + ld, _mm256_permute2f128_pd(t1, t3, 0x20));
-            _mm256_storeu_pd(o + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
-            _mm256_storeu_pd(o + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
-        }
+        for (int64_t i = 0; i < padded; i += 4) transpose4(lt + i * kp + c0, kp, lb + (lo + c0) * ld + i, ld);
 #endif
     for (; c0 < kk; c0++)
         for (int64_t i = 0; i < padded; i++) lb[(lo + c0) * ld + i] = lt[i * kp + c0];
