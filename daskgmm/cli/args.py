@@ -198,10 +198,8 @@ SPARK_STARTS = {"gaussian": ("GaussianMixtureModel", ("weights_init", "means_ini
 def spark_starts(o) -> None:
     """``fit --init-spark DIR``: the starting values of the Spark ML model there
     (:func:`daskgmm.io.sparkmodel.read_spark_model`) set as the options that give them (``--weights-init``,
-    ``--means-init``, ``--precisions-init``, or ``--init``), which then go through the same checks. A
-    GaussianMixtureModel's covariances are full: for another ``--covariance-type`` the precisions are those of
-    each covariance's diagonal (diag), of its mean variance (spherical), or of the weighted mean of the
-    covariances (tied), as the M-step of that type would make them from the same responsibilities."""
+    ``--means-init``, ``--precisions-init``, or ``--init``), which then go through the same checks; the
+    precisions in ``--covariance-type``'s shape (``read_spark_model``'s ``covariance_type``)."""
     from daskgmm.io.sparkmodel import read_spark_model
 
     est = o.estimator
@@ -213,20 +211,11 @@ def spark_starts(o) -> None:
     given = [flag(n) for n in ("weights_init", "means_init", "precisions_init", "init") if getattr(o, n) is not None]
     if given:
         raise UsageError(f"daskgmm fit: --init-spark and {', '.join(given)} both give starting values; give one")
-    starts = read_spark_model(o.init_spark, getattr(o, "storage_options", None))
+    starts = read_spark_model(o.init_spark, getattr(o, "storage_options", None), o.covariance_type)
     if not set(names) <= set(starts):
         other = next(c for e, (c, n) in SPARK_STARTS.items() if set(n) <= set(starts))
         raise UsageError(f"daskgmm fit: --init-spark {o.init_spark} holds a Spark {other}, not a {cls}: "
                          f"--estimator {next(e for e, (c, _) in SPARK_STARTS.items() if c == other)} starts from it")
-    if est == "gaussian" and o.covariance_type != "full":
-        covariances = np.linalg.inv(starts["precisions_init"])
-        if o.covariance_type == "diag":
-            starts["precisions_init"] = 1.0 / np.diagonal(covariances, axis1=1, axis2=2)
-        elif o.covariance_type == "spherical":
-            starts["precisions_init"] = 1.0 / np.diagonal(covariances, axis1=1, axis2=2).mean(axis=1)
-        else:  # tied
-            tied = np.einsum("k,kij->ij", starts["weights_init"], covariances)
-            starts["precisions_init"] = np.linalg.inv((tied + tied.T) / 2)
     for name in names:
         setattr(o, name, np.asarray(starts[name], dtype=np.float64))
 

@@ -279,22 +279,25 @@ def _matrix(m, where: str) -> np.ndarray:
     return out
 
 
-def _precisions(covariances: np.ndarray, where: str) -> np.ndarray:
-    """The inverses of symmetric positive definite covariances (scikit-learn's ``precisions_init``)."""
-    out = np.empty_like(covariances)
-    for k, c in enumerate(covariances):
-        c = (c + c.T) / 2  # Spark's are symmetric; a last bit of rounding is not a model
-        try:
-            chol = np.linalg.cholesky(c)
-        except np.linalg.LinAlgError:
-            raise SparkModelError(f"{where}: the covariance of component {k} is not positive definite, so it has "
-                                  "no precision matrix to start from") from None
-        inv = np.linalg.inv(chol)
-        out[k] = inv.T @ inv
-    return out
+def _precisions(covariances: np.ndarray, weights: np.ndarray, covariance_type: str, where: str) -> np.ndarray:
+    """The precisions of a mixture's full covariances in ``covariance_type``'s shape (scikit-learn's
+    ``precisions_init``): of each covariance's diagonal (diag), of its mean variance (spherical), or of the
+    covariances' mean weighted by ``weights`` (tied), as that type's M-step makes them from the same
+    responsibilities."""
+    from daskgmm.kernels import covariance as cov
+
+    full = (covariances + covariances.transpose(0, 2, 1)) / 2  # Spark's are symmetric; a last bit is not a model
+    diagonals = np.diagonal(full, axis1=1, axis2=2)
+    shaped = {"full": full, "diag": diagonals.copy(), "spherical": diagonals.mean(axis=1),
+              "tied": np.einsum("k,kij->ij", weights, full)}[covariance_type]
+    try:
+        chol = cov.precisions_cholesky(shaped, covariance_type)
+    except ValueError as exc:
+        raise SparkModelError(f"{where}: its covariances have no precision matrix to start from ({exc})") from None
+    return cov.precisions_from_cholesky(chol, covariance_type)
 
 
-def read_spark_model(path, storage_options=None) -> dict:
+def read_spark_model(path, storage_options=None, covariance_type="full") -> dict:
     """The starting values a Spark ML ``GaussianMixtureModel`` or ``KMeansModel`` directory holds, as
     keyword arguments of daskgmm's estimator of the same kind.
 
@@ -305,13 +308,18 @@ def read_spark_model(path, storage_options=None) -> dict:
         local or an fsspec URL.
     storage_options : dict, optional
         Passed to fsspec for a URL.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        The shape of ``precisions_init``. MLlib's covariances are full: for another type the precisions are
+        those of each covariance's diagonal (diag), of its mean variance (spherical), or of the covariances'
+        mean weighted by the model's weights (tied).
 
     Returns
     -------
     dict
         For a ``GaussianMixtureModel``: ``n_components`` (K), ``weights_init`` (K,), ``means_init`` (K, D) and
-        ``precisions_init`` (K, D, D) (the inverses of its covariances; full, as MLlib's are), so that
-        ``GaussianMixture(**read_spark_model(path))`` starts from it. For a ``KMeansModel``: ``n_clusters``
+        ``precisions_init`` in ``covariance_type``'s shape ((K, D, D) for full: the inverses of its
+        covariances), so that ``GaussianMixture(covariance_type=ct, **read_spark_model(path,
+        covariance_type=ct))`` starts from it. For a ``KMeansModel``: ``n_clusters``
         (K) and ``init`` (K, D), its centres, for ``KMeans(**read_spark_model(path))``.
 
     Raises
@@ -323,7 +331,9 @@ def read_spark_model(path, storage_options=None) -> dict:
     import pyarrow.parquet as pq
 
     from daskgmm.io.files import get_fs, is_local, strip_protocol
+    from daskgmm.kernels import covariance as cov
 
+    cov.of(covariance_type)  # an unknown type is refused before anything is read
     given = os.fspath(path)
     fs = get_fs(given, storage_options)
     root = strip_protocol(fs, given).rstrip("/")
@@ -386,7 +396,7 @@ def read_spark_model(path, storage_options=None) -> dict:
         raise SparkModelError(f"{where}: {weights.size} weights, {k} means of {d} features and covariances of "
                               f"shape {covariances.shape} do not make one mixture")
     return {"n_components": k, "weights_init": weights, "means_init": means,
-            "precisions_init": _precisions(covariances, where)}
+            "precisions_init": _precisions(covariances, weights, covariance_type, where)}
 
 
 def export_spark_model(estimator, path, storage_options=None) -> None:
