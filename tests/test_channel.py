@@ -27,6 +27,16 @@ class _Touch:
         return (open, (self.path, "w"))
 
 
+def _connect(host_port, key: bytes) -> socket.socket:
+    """One authenticated connection to a numeric ``(host, port)``, within CONNECT_SECONDS, as Channel.open makes
+    each of its own."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(*host_port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
+    socks, errors = ch._connect_all({None: (family, sockaddr)}, key, time.monotonic() + ch.CONNECT_SECONDS)
+    if errors:
+        raise errors[None]
+    return socks[None]
+
+
 def _listen(client, key):
     (worker,) = sorted(client.scheduler_info()["workers"])[:1]
     (where,) = client.run(ch.serve, key, workers=[worker]).values()
@@ -48,7 +58,7 @@ def test_a_worker_reads_nothing_from_a_peer_that_does_not_prove_the_key(process_
     time.sleep(0.2)
     assert not touched.exists()
     # the worker still listens for the client that holds the key (one proven connection per key)
-    sock = ch.Channel._connect(where, key)
+    sock = _connect(where, key)
     try:
         c = ch.Channel({"w": sock})
         assert c.call(_where, (), timeout=10) == {"w": os.getpid() != 0}
@@ -85,7 +95,7 @@ def test_a_client_does_not_talk_to_a_listener_that_does_not_prove_the_key():
         t.start()
         key = secrets.token_bytes(32)
         with pytest.raises(ch.ChannelError, match="did not prove the key"):
-            ch.Channel._connect(server.getsockname(), key)
+            _connect(server.getsockname(), key)
         t.join(5)
         assert seen and key not in seen[0]
 
@@ -93,7 +103,7 @@ def test_a_client_does_not_talk_to_a_listener_that_does_not_prove_the_key():
 def test_a_call_that_raises_or_outlives_its_bound_closes_the_channel(process_client):
     key = secrets.token_bytes(32)
     _, where = _listen(process_client, key)
-    c = ch.Channel({"w": ch.Channel._connect(where, key)})
+    c = ch.Channel({"w": _connect(where, key)})
     with pytest.raises(ch.ChannelError, match="no such chunk"):
         c.call(_raises, (), timeout=10)
     assert not c.workers
@@ -101,7 +111,7 @@ def test_a_call_that_raises_or_outlives_its_bound_closes_the_channel(process_cli
         c.call(_where, (), timeout=10)
     key = secrets.token_bytes(32)
     _, where = _listen(process_client, key)
-    c = ch.Channel({"w": ch.Channel._connect(where, key)})
+    c = ch.Channel({"w": _connect(where, key)})
     t0 = time.monotonic()
     with pytest.raises(ch.ChannelError):
         c.call(_sleeps, (3.0,), timeout=0.3)
@@ -124,7 +134,7 @@ def test_no_channel_where_distributed_would_encrypt_or_nothing_listens(process_c
         port = s.getsockname()[1]
     t0 = time.monotonic()
     with pytest.raises(OSError):
-        ch.Channel._connect(("127.0.0.1", port), b"k" * 32)
+        _connect(("127.0.0.1", port), b"k" * 32)
     assert time.monotonic() - t0 < 2
 
 
@@ -408,7 +418,7 @@ def test_both_ends_see_a_vanished_peer(process_client):
     that vanished without a FIN would hold its connection, task and key for good."""
     key = secrets.token_bytes(32)
     _, where = _listen(process_client, key)
-    c = ch.Channel({"w": ch.Channel._connect(where, key)})
+    c = ch.Channel({"w": _connect(where, key)})
     try:
         mine = c._socks["w"]
         assert mine.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)

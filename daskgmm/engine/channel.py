@@ -330,16 +330,6 @@ class Channel:
             _backoff.pop(w, None)
         return cls(socks)
 
-    @staticmethod
-    def _connect(host_port, key: bytes) -> socket.socket:
-        """One authenticated connection to a numeric ``(host, port)``, within CONNECT_SECONDS."""
-        family, _, _, _, sockaddr = socket.getaddrinfo(
-            *host_port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
-        socks, errors = _connect_all({None: (family, sockaddr)}, key, time.monotonic() + CONNECT_SECONDS)
-        if errors:
-            raise errors[None]
-        return socks[None]
-
     def call(self, function, args: tuple, timeout: float) -> dict:
         """``await function(*args, dask_worker=worker)`` on every worker; ``{address: result}``. Raises
         :class:`ChannelError` (the channel is then closed) when a worker is gone, raised, or did not answer
