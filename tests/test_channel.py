@@ -40,7 +40,7 @@ def _connect(host_port, key: bytes) -> socket.socket:
 def _listen(client, key):
     (worker,) = sorted(client.scheduler_info()["workers"])[:1]
     (where,) = client.run(ch.serve, key, workers=[worker]).values()
-    return worker, tuple(where)
+    return worker, tuple(where[:2])  # (host, port, the worker's id)
 
 
 def test_a_worker_reads_nothing_from_a_peer_that_does_not_prove_the_key(process_client, tmp_path):
@@ -152,10 +152,10 @@ def test_the_channel_is_closed_with_its_data(process_client):
 
 
 class _Stand:
-    """A worker as :func:`daskgmm.engine.channel.serve` sees it: its address."""
+    """A worker as :func:`daskgmm.engine.channel.serve` sees it: its address and its process's id."""
 
-    def __init__(self, address):
-        self.address = address
+    def __init__(self, address, id="Worker-stand"):
+        self.address, self.id = address, id
 
 
 @pytest.fixture
@@ -249,6 +249,40 @@ def test_a_worker_not_reached_is_tried_again_after_a_doubling_back_off(monkeypat
     now[0] += 1000
     ch._failed([], now[0])  # workers gone for longer than the cap: forgotten
     assert not ch._backoff
+
+
+def test_a_new_process_at_the_address_of_a_worker_in_its_back_off_starts_afresh(monkeypatch, worker_loop):
+    """A worker restarted at the same address (a fixed --worker-port, a nanny's restart) is another process: it
+    does not wait out the back-off of the one it replaced, while the same process keeps its own. Its id comes with
+    the opening's answer and with each pass's answer through client.run (channel.seen): no round trip of its own."""
+    now = [1000.0]
+    monkeypatch.setattr(ch, "_clock", lambda: now[0])
+    monkeypatch.setattr(ch, "_backoff", {})
+    monkeypatch.setattr(ch, "BACKOFF_SECONDS", (60.0, 150.0))
+    port = _refused_port()
+    w, pid = "tcp://127.0.0.1:9", ["Worker-a"]
+    client = _Workers(worker_loop, lambda w, key: ("127.0.0.1", port, pid[0]))
+
+    def tried():
+        calls = len(client.calls)
+        assert ch.Channel.open(client, [w], timeout=5) is None
+        return len(client.calls) > calls
+
+    assert tried() and ch._backoff[w][1:] == (60.0, "Worker-a")
+    ch.seen({w: "Worker-a"})  # a pass through client.run answered by the same process: its back-off stays
+    now[0] += 59
+    assert not tried()
+    now[0] += 2
+    assert tried() and ch._backoff[w][1:] == (120.0, "Worker-a")  # the same process failed again: doubled
+    pid[0] = "Worker-b"
+    ch.seen({w: "Worker-b"})  # restarted at the same address: the next pass tries at once
+    assert w not in ch._backoff and tried() and ch._backoff[w][1:] == (60.0, "Worker-b")  # its own first period
+    now[0] += 61
+    pid[0] = "Worker-c"  # replaced between two passes, failed at the next opening: afresh, not doubled
+    assert tried() and ch._backoff[w][1:] == (60.0, "Worker-c")
+    ch._backoff[w] = (now[0] + 60, 60.0, None)  # the opening's client.run failed: the worker's process not known
+    ch.seen({w: "Worker-d"})
+    assert ch._backoff[w][2] == "Worker-d" and not tried()  # taken as the one that failed
 
 
 def _slow_worker(key, delay):
@@ -364,13 +398,27 @@ def test_a_pass_opens_the_channel_once_its_workers_back_off_is_over(process_clie
     data = ChunkedData(process_client.persist(X), cache="memory")
     req = [MixtureRequest([ModelSpec(kmeans_natural_params(np.eye(3)), "spherical", "hard")])]
     data.run(req, np.zeros(3))  # as tasks
-    monkeypatch.setattr(ch, "_backoff", {t: (now[0] + 60, 60.0) for t, _ in data._batches})
+    ids = process_client.run(_worker_id)
+    monkeypatch.setattr(ch, "_backoff", {t: (now[0] + 60, 60.0, ids[t]) for t, _ in data._batches})
     data.run(req, np.zeros(3))
     data.run(req, np.zeros(3))
     assert data.direct_passes == 2 and data._channel is None  # through client.run
     now[0] += 61
     data.run(req, np.zeros(3))
     assert data.direct_passes == 3 and data._channel is not None and not ch._backoff
+    # a worker restarted at its address (another process) does not wait out the back-off of the one it replaced:
+    # the pass through client.run learns its id, the next one opens the channel
+    data._channel.close()
+    data._channel = None
+    monkeypatch.setattr(ch, "_backoff", {t: (now[0] + 60, 60.0, "Worker-gone") for t, _ in data._batches})
+    data.run(req, np.zeros(3))
+    assert data.direct_passes == 4 and data._channel is None
+    data.run(req, np.zeros(3))
+    assert data.direct_passes == 5 and data._channel is not None and not ch._backoff
+
+
+async def _worker_id(dask_worker=None):
+    return dask_worker.id
 
 
 def test_opening_the_channel_and_the_call_share_one_bound(process_client, monkeypatch):

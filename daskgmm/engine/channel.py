@@ -43,11 +43,16 @@ CONNECT_SECONDS = 5.0
 #: After a worker did not listen or could not be reached, no channel to it is tried for the first figure's
 #: seconds, doubled at each failure after it up to the second: a firewall that drops the packets costs one
 #: opening (at most CONNECT_SECONDS) per period, a worker that was busy or restarting gets its channel back.
+#: Per worker process (:data:`_backoff`): a new process at the same address starts afresh.
 BACKOFF_SECONDS = (60.0, 3600.0)
 
-#: ``{worker address: (time.monotonic() before which no channel to it is tried, the period that gave it)}``.
-#: By address: a worker that replaced it (another address) starts afresh; one restarted at the same address
-#: (a fixed ``--worker-port``) waits out the period.
+#: ``{worker address: (time.monotonic() before which no channel to it is tried, the period that gave it, the id of
+#: the worker process that failed)}``. By address and process: a worker that replaced it at another address, or a
+#: new process at the same address (a fixed ``--worker-port``, a nanny's restart), starts afresh; the same process
+#: keeps its period. The id is distributed's ``Worker.id``, unique to the process (the scheduler's ``"id"`` of a
+#: worker is its name, which a restart keeps). It comes with :func:`serve`'s answer, and with each pass's answer
+#: through ``client.run`` while no channel is tried (:func:`seen`): no round trip of its own. None when the worker
+#: failed before it answered (the opening's ``client.run`` failed): the first id seen after is taken as its own.
 _backoff: dict = {}
 _clock = time.monotonic  # the back-off's (a test's own clock)
 
@@ -86,15 +91,33 @@ def _waiting(address: str, now: float) -> bool:
     return now < until
 
 
-def _failed(addresses, now: float) -> None:
-    """Starts (or doubles) the back-off of ``addresses``; forgets the records of workers long gone."""
+def _failed(addresses, now: float, ids=None) -> None:
+    """Starts (or doubles) the back-off of ``addresses``, whose worker processes are ``ids``
+    (``{address: Worker.id}``, where known); forgets the records of workers long gone."""
     first, cap = BACKOFF_SECONDS
     for address in addresses:
         last = _backoff.get(address)
+        wid = (ids or {}).get(address)
+        if last is not None and wid is not None and last[2] not in (None, wid):
+            last = None  # another process at that address: its own first period
         period = first if last is None else min(2 * last[1], cap)
-        _backoff[address] = (now + period, period)
-    for address, (until, _) in list(_backoff.items()):  # a long-lived client sees many addresses come and go
+        _backoff[address] = (now + period, period, wid if wid is not None or last is None else last[2])
+    for address, (until, _, _) in list(_backoff.items()):  # a long-lived client sees many addresses come and go
         if until + cap < now:
+            _backoff.pop(address, None)
+
+
+def seen(ids: dict) -> None:
+    """The worker processes a pass through ``client.run`` answered from (``{address: Worker.id}``): the back-off of
+    an address where another process answers ends (a restarted worker gets its channel at the next pass); one
+    whose process was not known takes the id."""
+    for address, wid in ids.items():
+        last = _backoff.get(address)
+        if last is None or wid is None or last[2] == wid:
+            continue
+        if last[2] is None:
+            _backoff[address] = (last[0], last[1], wid)
+        else:
             _backoff.pop(address, None)
 
 
@@ -111,7 +134,8 @@ def _host(address: str) -> str | None:
 
 async def serve(key: bytes, dask_worker=None):
     """In a worker (``client.run``): listen on the worker's host for one connection that proves ``key``;
-    returns ``(host, port)``, or None when the worker's address is not ``tcp://``."""
+    returns ``(host, port, worker id)`` (the id: :data:`_backoff`'s), or None when the worker's address is
+    not ``tcp://``."""
     host = _host(dask_worker.address)
     if host is None:
         return None
@@ -150,7 +174,7 @@ async def serve(key: bytes, dask_worker=None):
 
     server = await asyncio.start_server(handle, host=host, port=0)
     asyncio.get_running_loop().call_later(ACCEPT_SECONDS, server.close)
-    return server.sockets[0].getsockname()[:2]
+    return (*server.sockets[0].getsockname()[:2], dask_worker.id)
 
 
 # ---------------------------------------------------------------------------- the client's side
@@ -174,7 +198,7 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
 
 def _sockaddr(address: str, served) -> tuple:
     """``(family, sockaddr)`` the client connects to for the worker at ``address`` that listens where ``served``
-    (``(host, port)`` from :func:`serve`) says: the host of the worker's address, whose IPv6 zone
+    (the ``(host, port)`` of :func:`serve`'s answer) says: the host of the worker's address, whose IPv6 zone
     (``fe80::1%eth0``) this host resolves, as distributed's own connections to that address do (the host the
     worker bound comes without it: ``getsockname`` keeps only the worker's interface number, meaningless
     here); or the numeric host the worker bound when the address names a host. Numeric only: no lookup
@@ -311,10 +335,14 @@ class Channel:
             _failed(workers, _clock())  # which worker held it (frozen, gone) is not known
             return None
         targets: dict = {}
+        ids: dict = {}
         failed = []
         for w in workers:
+            served = where.get(w)
+            if isinstance(served, (tuple, list)) and len(served) == 3:
+                served, ids[w] = served[:2], served[2]
             try:
-                targets[w] = _sockaddr(w, where.get(w))
+                targets[w] = _sockaddr(w, served)
             except ChannelError:
                 failed.append(w)
         socks: dict = {}
@@ -324,7 +352,7 @@ class Channel:
         if failed:
             for s in socks.values():
                 s.close()
-            _failed(failed, _clock())
+            _failed(failed, _clock(), ids)
             return None
         for w in workers:
             _backoff.pop(w, None)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daskgmm.engine.channel import Channel
+from daskgmm.engine.channel import seen as channel_seen
 from daskgmm.engine.cluster import (
     STALL_SECONDS,
     active_client,
@@ -155,12 +156,19 @@ async def _direct_batches(plan: _Plan, levels, split_every, jobs, dask_worker=No
     """This worker's batches of a pass, run in its threads outside the task graph (``client.run``).
 
     ``jobs`` maps worker addresses to their batches, each a list of ``(index, key, weight key,
-    row0)`` naming persisted chunks this worker holds. Returns each batch's frontier (as
-    :func:`_batch_task`), or None when a chunk is not here (a worker died, the scheduler moved it)
-    or the worker is not running (paused for memory): the caller then runs the pass as tasks,
-    and the scheduler recomputes what was lost, or the pass waits for the worker within its bound.
+    row0)`` naming persisted chunks this worker holds. Returns ``(the worker's id, each batch's
+    frontier)`` (the frontiers as :func:`_batch_task`'s; the id, ``Worker.id``, tells the channel's
+    back-off which process answered: :func:`daskgmm.engine.channel.seen`), the frontiers None when a
+    chunk is not here (a worker died, the scheduler moved it) or the worker is not running (paused
+    for memory): the caller then runs the pass as tasks, and the scheduler recomputes what was lost,
+    or the pass waits for the worker within its bound.
     """
     _quiet_direct_log()
+    return dask_worker.id, await _worker_batches(plan, levels, split_every, jobs, dask_worker)
+
+
+async def _worker_batches(plan: _Plan, levels, split_every, jobs, dask_worker):
+    """:func:`_direct_batches`' frontiers, or None."""
     if getattr(dask_worker.status, "name", "") != "running":
         return None  # paused for memory (or closing): the tasks wait for it, within the stall bound
     data = dask_worker.data
@@ -456,9 +464,12 @@ class ChunkedData:
             return None
         if out is None:
             return None
+        out = {w: got if isinstance(got, tuple) and len(got) == 2 else (None, None) for w, got in out.items()}
+        if channel is None:  # a worker in its channel's back-off: restarted, it gets the channel at the next pass
+            channel_seen({w: wid for w, (wid, _) in out.items()})
         values: dict = {}
         for target, batches in jobs.items():
-            got = out.get(target)
+            got = out.get(target, (None, None))[1]
             if not isinstance(got, list) or len(got) != len(batches):
                 return None  # a worker failed or lost a chunk (an error in the pass is raised again by the tasks)
             for frontier in got:
