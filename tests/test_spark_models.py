@@ -168,8 +168,24 @@ def test_command_exports_a_saved_model(tmp_path, capsys):
     assert "KMeansModel" in capsys.readouterr().err
     centres = daskgmm.load(MODELS / "kmeans").cluster_centers_
     np.testing.assert_array_equal(daskgmm.read_spark_model(out)["init"], centres)
-    # its output may not replace the model it reads
+    # its output may not replace the model it reads, nor lie inside it (a save over the model would take it)
     assert main(["export", "--model", str(MODELS / "kmeans"), "--out", str(MODELS)]) == 2
+
+
+@pytest.mark.parametrize("where", ["is", "inside", "holds"])
+@pytest.mark.parametrize("root", ["local", "s3"])
+def test_export_refuses_an_output_at_inside_or_above_its_model(tmp_path, capsys, where, root):
+    """Exit 2 naming both paths, before anything is written or read (an s3:// model: no store is reached)."""
+    model = str(tmp_path / "model") if root == "local" else "s3://no-such-bucket-daskgmm/models/model"
+    if root == "local":
+        shutil.copytree(MODELS / "kmeans", model)
+    out = {"is": model, "inside": model + "/spark", "holds": model.rsplit("/", 1)[0]}[where]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["export", "--model", model, "--out", out, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    relation = {"is": "is", "inside": "is inside", "holds": "holds"}[where]
+    assert f"--out {out} {relation} the input --model {model}" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_a_signal_in_the_middle_of_a_commit_says_the_next_job_finishes_it(capsys, monkeypatch):
