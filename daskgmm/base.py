@@ -21,7 +21,7 @@ from daskgmm.em.init import INIT_METHODS
 from daskgmm.engine.cluster import compute_bounded
 from daskgmm.fitting import attributes as fitting_attributes
 from daskgmm.fitting import predict as fitting_predict
-from daskgmm.fitting.mixture import FITTED_TYPE, check_continued_model
+from daskgmm.fitting.mixture import FITTED_TYPE, check_continued_model, check_n_samples, check_warm_features
 from daskgmm.fitting.report import VerboseReport
 from daskgmm.kernels import covariance as cov
 from daskgmm.validation.checks import prediction_chunks, prediction_rows, prepare_rows
@@ -165,6 +165,29 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
             if self.missing != "raise" or not str(exc).startswith("Input X contains NaN"):
                 raise
             raise type(exc)(f"{exc} {type(self).__name__} marginalises them with missing='marginalize'.") from None
+
+    #: Whether the fit is the same for any scale of the sample weights (a maximum-likelihood mixture): then
+    #: tiny ones are scaled up, exactly, or the M-step's ``10 eps`` would swamp them
+    #: (:meth:`daskgmm.engine.passes.ChunkedData.rescale_weights`). Not for a variational one: its priors count them.
+    _weights_scale_free = True
+
+    def _fit_rows(self, X, sample_weight, check_chunks=False):
+        """The rows a fit reads (:meth:`_prepare`): ``(data, scan, info)``, the weights rescaled where
+        :attr:`_weights_scale_free`; scikit-learn's error for fewer rows than components."""
+        data, scan, info = self._prepare(X, sample_weight, check_chunks=check_chunks)
+        if self._weights_scale_free:
+            scan = data.rescale_weights()
+        check_n_samples(data.n_rows, self.n_components)
+        return data, scan, info
+
+    def _continues(self, n_features: int) -> bool:
+        """Whether this fit starts from the fitted model (``warm_start`` on a fitted estimator), once checked
+        that it can: rows of ``n_features`` as the fitted model's, and the parameters still its form."""
+        if not (self.warm_start and hasattr(self, "converged_")):
+            return False
+        check_warm_features(type(self).__name__, self.means_.shape[1], n_features)
+        self._check_continued()
+        return True
 
     def _validate_params(self):
         validate_params(self)

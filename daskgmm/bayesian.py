@@ -8,7 +8,6 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.base import BaseMixture
-from daskgmm.fitting import mixture as fitting_mixture
 from daskgmm.fitting import variational as fitting_variational
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
@@ -98,6 +97,9 @@ class BayesianGaussianMixture(BaseMixture):
         As in :class:`daskgmm.GaussianMixture` (``history_`` records the lower bound).
     """
 
+    # the weights' scale is the prior's sample size: not rescaled (a weight sum under 1 is refused, saying why)
+    _weights_scale_free = False
+
     _parameter_constraints: typing.ClassVar[dict] = {
         **BaseMixture._parameter_constraints,
         "weight_concentration_prior_type": [Options(*PRIOR_TYPES)],
@@ -159,14 +161,12 @@ class BayesianGaussianMixture(BaseMixture):
 
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
         self._validate_params()
-        data, scan, _ = self._prepare(X, sample_weight)
+        data, scan, _ = self._fit_rows(X, sample_weight)
         d = data.n_features
-        fitting_mixture.check_n_samples(data.n_rows, self.n_components)
         params = fitting_variational.VariationalParams.of(self.get_params())
         warm = None
-        if self.warm_start and hasattr(self, "converged_"):
-            fitting_mixture.check_warm_features(type(self).__name__, self.means_.shape[1], d)
-            self._check_continued()
+        continues = self._continues(d)
+        if continues:
             self._check_prior_type("warm_start")
         priors = fitting_variational.variational_priors(
             data, scan, params, weight_concentration_prior=self.weight_concentration_prior,
@@ -174,7 +174,7 @@ class BayesianGaussianMixture(BaseMixture):
             degrees_of_freedom_prior=self.degrees_of_freedom_prior, covariance_prior=self.covariance_prior,
         )
         self._set_priors(priors, data.dtype)
-        if self.warm_start and hasattr(self, "converged_"):
+        if continues:
             warm = (self._state(data.dtype), self.lower_bound_)
         self._verbose_start(1 if warm is not None else self.n_init)
         fit = fitting_variational.fit_variational(

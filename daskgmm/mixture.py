@@ -184,17 +184,11 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         """The fit (:func:`daskgmm.fitting.mixture.fit_mixture`); returns the prepared data."""
         self._validate_params()
         fitting.check_update_params(self.update_params)
-        data, scan, _ = self._prepare(X, sample_weight)
-        # the fit is the same for any scale of the weights: tiny ones are scaled up (exactly), or the
-        # M-step's 10 eps would swamp them
-        scan = data.rescale_weights()
+        data, scan, _ = self._fit_rows(X, sample_weight)
         d = data.n_features
-        fitting.check_n_samples(data.n_rows, self.n_components)
         params = fitting.MixtureParams.of(self.get_params())
         warm = None
-        if self.warm_start and hasattr(self, "converged_"):
-            fitting.check_warm_features(type(self).__name__, self.means_.shape[1], d)
-            self._check_continued()
+        if self._continues(d):
             warm = (fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
                                        params, data.dtype), self.lower_bound_)
         given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init, params, d)
@@ -253,9 +247,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         params = fitting.MixtureParams.of(self.get_params())
         if first:
             # chunks checked as they are read: a bad value is named with its rows, as score names it
-            data, scan, info = self._prepare(X, sample_weight, check_chunks=True)
-            scan = data.rescale_weights()  # as fit: the starts are the same for any scale of the weights
-            fitting.check_n_samples(data.n_rows, self.n_components)
+            data, scan, info = self._fit_rows(X, sample_weight, check_chunks=True)
             given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                                      params, data.n_features)
             states, self.init_seconds_ = fitting.online_initial_states(data, scan, params, self.random_state, given)

@@ -161,17 +161,11 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
     def _fit(self, X, sample_weight, *, checkpoint=None, progress=None):
         """The fit (:func:`daskgmm.fitting.studentt.fit_studentt`); returns the prepared data."""
         self._validate_params()
-        data, scan, _ = self._prepare(X, sample_weight)
-        # the fit is the same for any scale of the weights: tiny ones are scaled up (exactly), or the
-        # M-step's 10 eps would swamp them
-        scan = data.rescale_weights()
+        data, scan, _ = self._fit_rows(X, sample_weight)
         d = data.n_features
-        fitting.check_n_samples(data.n_rows, self.n_components)
         params = fitting_studentt.StudentTParams.of(self.get_params())
         warm = None
-        if self.warm_start and hasattr(self, "converged_"):
-            fitting.check_warm_features(type(self).__name__, self.means_.shape[1], d)
-            self._check_continued()
+        if self._continues(d):
             warm = (fitting_studentt.studentt_warm_state(self.weights_, self.means_, self.covariances_,
                                                          self.precisions_cholesky_, self.df_, params, data.dtype),
                     self.lower_bound_)

@@ -511,3 +511,23 @@ def test_reinit_leaves_the_groups_update_params_holds_fixed(update_params):
     if "w" not in update_params:
         np.testing.assert_allclose(g.weights_, weights, rtol=1e-12)
     assert np.all(np.isfinite(g.covariances_)) and np.isfinite(g.score(X))
+
+
+@pytest.mark.parametrize("name", ["GaussianMixture", "StudentTMixture", "BayesianGaussianMixture"])
+def test_every_mixture_refuses_too_few_rows_and_a_warm_start_on_other_features(name):
+    """The checks before a fit, one for all the mixtures (BaseMixture._fit_rows, _continues): fewer rows than
+    components, and a warm start on rows of another width, in scikit-learn's words; a warm start on rows of
+    the fitted width continues the model."""
+    Model = getattr(daskgmm, name)
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(ValueError, match="Expected n_samples >= n_components but got n_components = 5, n_samples = 3"):
+        Model(n_components=5).fit(X[:3])
+    warm = Model(n_components=2, max_iter=2, warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged in 2 iterations
+        warm.fit(X)
+        with pytest.raises(ValueError, match=f"X has 3 features, but the warm-started {name} was fitted with 2"):
+            warm.fit(np.c_[X, X[:, :1]])
+        means = warm.means_.copy()
+        warm.fit(X)
+    assert warm.n_init == 1 and not np.array_equal(warm.means_, means)  # from where it stood: the means moved
