@@ -27,28 +27,11 @@ import time
 import warnings
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from daskgmm import GaussianMixture, StudentTMixture
-from tests.conftest import make_blobs
-
-
-def outlier_data(seed, n=4000, frac=0.05):
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
-    X = centres[rng.integers(3, size=n)] + rng.normal(size=(n, 2))
-    m = int(frac * n)
-    X[:m] = rng.uniform(-40, 40, size=(m, 2))
-    rng.shuffle(X)
-    return X, centres
-
-
-def mean_error(means, truth):
-    d = ((means[:, None] - truth[None]) ** 2).sum(axis=2)
-    rows, cols = linear_sum_assignment(d)
-    return float(np.sqrt(d[rows, cols].max()))
+from tests.conftest import make_blobs, mean_error, outlier_data
 
 
 def outliers(seeds):

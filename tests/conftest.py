@@ -30,6 +30,27 @@ def make_blobs(n=3000, d=3, k=3, seed=0, spread=1.0, sep=6.0, offset=0.0):
     return X, labels, centres
 
 
+def outlier_data(seed, n=4000, frac=0.05):
+    """Three unit Gaussian clusters 8 apart in 2-D, ``frac`` of the ``n`` rows replaced by gross outliers
+    (uniform in [-40, 40]²): ``(X, the true means)``. The Student-t tests' data, and scripts/bench_studentt.py's."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    X = centres[rng.integers(3, size=n)] + rng.normal(size=(n, 2))
+    m = int(frac * n)
+    X[:m] = rng.uniform(-40, 40, size=(m, 2))
+    rng.shuffle(X)
+    return X, centres
+
+
+def mean_error(means, truth):
+    """Largest distance from a true mean to its matched fitted mean (optimal assignment)."""
+    from scipy.optimize import linear_sum_assignment
+
+    d = ((means[:, None] - truth[None]) ** 2).sum(axis=2)
+    rows, cols = linear_sum_assignment(d)
+    return float(np.sqrt(d[rows, cols].max()))
+
+
 #: CLI options for a small, quick embedded cluster in tests
 FAST = ["--n-workers", "1", "--threads-per-worker", "2", "--quiet"]
 

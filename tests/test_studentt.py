@@ -12,7 +12,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.optimize import brentq, linear_sum_assignment, minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
 from scipy.special import digamma
 from scipy.stats import f as f_dist
 from scipy.stats import kstest, multivariate_t
@@ -24,7 +24,7 @@ from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.studentt import StudentTRequest
 from daskgmm.models.studentt import DF_BOUNDS, StudentTState, log_gamma_ratio, observed_df, t_form
 
-from .conftest import make_blobs
+from .conftest import make_blobs, mean_error, outlier_data
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -230,30 +230,12 @@ def test_monotone_and_the_same_for_any_chunking():
         np.testing.assert_allclose(f.lower_bounds_, base.lower_bounds_, rtol=1e-12)
 
 
-def _outlier_data(seed, n=4000, frac=0.05):
-    """Three unit Gaussian clusters 8 apart, 5% of the rows replaced by gross outliers (uniform in [-40, 40]²)."""
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
-    X = centres[rng.integers(3, size=n)] + rng.normal(size=(n, 2))
-    m = int(frac * n)
-    X[:m] = rng.uniform(-40, 40, size=(m, 2))
-    rng.shuffle(X)
-    return X, centres
-
-
-def _mean_error(means, truth):
-    """Largest distance from a true mean to its matched fitted mean (optimal assignment)."""
-    d = ((means[:, None] - truth[None]) ** 2).sum(axis=2)
-    rows, cols = linear_sum_assignment(d)
-    return float(np.sqrt(d[rows, cols].max()))
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_gross_outliers_recover_the_true_means_far_better_than_gaussian_mixture(seed):
-    X, truth = _outlier_data(seed)
+    X, truth = outlier_data(seed)
     t = StudentTMixture(3, random_state=seed).fit(X)
     g = GaussianMixture(3, random_state=seed).fit(X)
-    t_err, g_err = _mean_error(t.means_, truth), _mean_error(g.means_, truth)
+    t_err, g_err = mean_error(t.means_, truth), mean_error(g.means_, truth)
     assert t_err < 0.15, t_err  # within 0.15 of a unit spread (measured 0.046-0.083)
     assert g_err > 10 * t_err, (g_err, t_err)  # the Gaussian merges two clusters (measured 3.9-4.2)
     assert t.score(X) > g.score(X) + 0.2
@@ -268,9 +250,9 @@ def test_the_default_start_is_not_captured_by_the_outliers_on_any_of_many_seeds(
     # default start takes the k-means start the t likelihood prefers on the scan's sample.
     errors, scores = [], []
     for seed in range(20):
-        X, truth = _outlier_data(seed, n=2000)
+        X, truth = outlier_data(seed, n=2000)
         t = StudentTMixture(3, random_state=seed).fit(X)
-        errors.append(_mean_error(t.means_, truth))
+        errors.append(mean_error(t.means_, truth))
         scores.append(t.score(X))
     assert max(errors) < 0.2, np.round(errors, 3)  # measured 0.02-0.13
     assert min(scores) > -4.7, np.round(scores, 3)
@@ -280,11 +262,11 @@ def test_the_default_start_on_part_of_the_sample_is_the_same_for_any_chunking(mo
     from daskgmm.fitting import studentt as fitting_studentt
 
     monkeypatch.setattr(fitting_studentt, "SAMPLE_FIT_ROWS", 1000)  # a start on 1,000 of the 6,000 rows
-    X, truth = _outlier_data(3, n=6000)
+    X, truth = outlier_data(3, n=6000)
     fits = [StudentTMixture(3, random_state=0).fit(X), StudentTMixture(3, random_state=0, chunk_size=777).fit(X),
             StudentTMixture(3, random_state=0).fit(da.from_array(X, chunks=(2500, 2)))]
     assert fits[0].n_iter_ > 2  # the passes over all rows continue from the sample's fit
-    assert _mean_error(fits[0].means_, truth) < 0.15
+    assert mean_error(fits[0].means_, truth) < 0.15
     for f in fits[1:]:
         for name in ("weights_", "means_", "covariances_", "df_"):
             np.testing.assert_allclose(getattr(f, name), getattr(fits[0], name), rtol=1e-9, atol=1e-12,
@@ -296,7 +278,7 @@ def test_the_default_start_on_part_of_the_sample_is_the_same_for_any_chunking(mo
 @pytest.mark.parametrize("init", ["kmeans", "random"])
 def test_log_likelihood_at_least_studenttmixtures_best_of_three(seed, init):
     stm = pytest.importorskip("studenttmixture")
-    X, _ = _outlier_data(seed)
+    X, _ = outlier_data(seed)
     ours = StudentTMixture(3, init_params=init, n_init=3, random_state=seed).fit(X)  # best of 3 too
     with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per restart that did not converge
         theirs = stm.EMStudentMixture(3, fixed_df=False, n_init=3, random_state=seed)
