@@ -211,6 +211,41 @@ def test_the_loop_keeps_a_proposed_df_only_when_the_rows_agree():
     assert np.all(np.diff(better.objectives) >= -1e-12)
 
 
+def test_the_loop_tries_proposals_that_gain_nothing_less_often_and_converges_only_after_one():
+    """A run whose proposals gain nothing skips 1, 2, 4, ... iterations between tries, at most PROPOSE_GAP_MAX (a t
+    mixture's costs ECME's step on the client); one that gains brings them back every iteration; and a run whose EM
+    has converged in an iteration that tried none goes on to one that does."""
+    from daskgmm.em.loop import PROPOSE_GAP_MAX, Run, lockstep
+    from daskgmm.fitting.studentt import _SampleRows, sample_df
+
+    X = multivariate_t(np.zeros(2), np.eye(2), df=3).rvs(size=300, random_state=2)
+    start = StudentTState.from_covariances(np.ones(1), np.zeros((1, 2)), np.eye(2)[None], "full", 1e4, tol=0.0)
+    centre = X.mean(axis=0)
+
+    def fit(propose, state=start, max_iter=40):
+        run, tried = Run(state), []
+
+        def counted(s):
+            tried.append(run.n_iter + 1)
+            return propose(s)
+
+        lockstep(_SampleRows(X, None), [run], centre=centre, max_iter=max_iter, propose=counted)
+        return run, tried
+
+    assert PROPOSE_GAP_MAX == 8
+    _, tried = fit(lambda s: None)
+    assert tried == [1, 3, 6, 11, 20, 29, 38]
+    better = fit(lambda s: sample_df(s, X, None, centre), max_iter=3)[1]
+    assert better[:2] == [1, 2]  # taken at the first: tried again at the next
+    # EM alone converges at the second iteration (any change below tol), which tries no proposal: done at the third
+    loose = replace(start, tol=1e9)
+    run, tried = fit(lambda s: None, state=loose)
+    assert run.converged and run.n_iter == 3 and tried == [1, 3]
+    plain = Run(loose)
+    lockstep(_SampleRows(X, None), [plain], centre=centre, max_iter=40)
+    assert plain.converged and plain.n_iter == 2
+
+
 def test_monotone_and_the_same_for_any_chunking():
     """EM: the mean log-likelihood never decreases; NumPy, Dask arrays of other chunks and a Dask
     DataFrame give the same fit (up to the order of float sums)."""
