@@ -665,3 +665,24 @@ def test_workers_that_run_another_daskgmm_are_named(process_client):
                         "there, or their passes run other code"]
     finally:
         process_client.run(_set_code, old, workers=[first])
+
+
+def test_the_loop_runs_the_clients_blas_on_one_thread():
+    """The loop's own arithmetic (updates, a t mixture's proposals) takes one BLAS thread, whatever the process
+    had: with workers on the same machine, OpenBLAS's threads took their cores (docs: em.loop.lockstep)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from daskgmm.em.loop import Run, lockstep
+    from daskgmm.models.states import KMeansState
+
+    X, _, _ = make_blobs(n=500, d=3, k=3, seed=1)
+    seen = []
+
+    def callback(iteration, runs):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        lockstep(ChunkedData(da.from_array(X, chunks=250)), [Run(KMeansState(X[:3].copy(), tol=0.0))],
+                 centre=X.mean(axis=0), max_iter=2, callback=callback)
+    assert before == {2} and seen == [{1}, {1}]

@@ -218,9 +218,8 @@ def fit_kmedoids(data, scan, n_clusters: int, *, metric=None, method="alternate"
     init_seconds = time.perf_counter() - t0
     if progress is not None:
         progress("init", seconds=init_seconds, resumed=resumed, runs=runs, persisted=data.persisted)
-    with blas_threads(1):
-        run_lockstep(data, runs, centre=centre, max_iter=max_iter, checkpoint=checkpoint, progress=progress,
-                     on_iteration=on_iteration)
+    run_lockstep(data, runs, centre=centre, max_iter=max_iter, checkpoint=checkpoint, progress=progress,
+                 on_iteration=on_iteration)  # BLAS on one thread there
     run = runs[0]
     counts = None
     if run.converged:
