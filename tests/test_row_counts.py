@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from daskgmm.em.loop import run_specs
 from daskgmm.kernels import MixtureRequest, Unweighted, chunk_pass
 from daskgmm.models.states import MixtureState
 
@@ -97,3 +98,30 @@ def test_counts_of_the_numpy_only_paths():
             np.testing.assert_allclose(g.counts, r.n, rtol=1e-12, atol=1e-12 * r.rows)
             if weights is None:
                 np.testing.assert_allclose(g.counts, g.n, rtol=1e-12)
+
+
+class _Rows:
+    """What the loop asks of the data: its weights, and a pass (one chunk, the NumPy path)."""
+
+    def __init__(self, x, w):
+        self.x, self.sample_weight, self.requests = x, w, []
+
+    def run(self, requests, centre):
+        self.requests.append(requests)
+        return chunk_pass(self.x, requests, centre, sample_weight=self.sample_weight)
+
+
+def test_the_loop_counts_rows_in_the_weighted_pass_itself():
+    """A pass that counts rows (``run_specs(count_rows=True)``, as ``one_pass`` for ``on_collapse="reinit"``)
+    is one request on weighted rows, the E-step once; unweighted rows count nothing (``n`` are the rows)."""
+    x, w = _rows(0.0, np.float64, n=400)
+    centre = x.mean(axis=0)
+    specs = [_spec("full", 3, 1, centre), _spec("diag", 2, 2, centre, "hard")]
+    data = _Rows(x, w)
+    stats = run_specs(data, specs, centre, count_rows=True)
+    assert [type(r).__name__ for r in data.requests[0]] == ["MixtureRequest"]
+    ref = chunk_pass(x, [Unweighted(MixtureRequest(specs))], centre, sample_weight=w)[0]
+    for st, r in zip(stats, ref, strict=True):
+        assert r.n.min() > 0
+        np.testing.assert_allclose(st.counts, r.n, rtol=1e-12)
+    assert all(st.counts is None for st in run_specs(_Rows(x, None), specs, centre, count_rows=True))
