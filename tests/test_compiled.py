@@ -321,6 +321,11 @@ def _good_args(n=10, d=3, k=2, level=FULL_LEVEL):
     (dict(S=np.zeros((2, 10))[None][0].view()), None),
     (dict(per_row=np.zeros((1, 11))), r"per_row must have shape \(1, 10\)"),
     (dict(rlogr=np.zeros(2)), r"rlogr must have shape \(1,\)"),
+    (dict(counts=np.zeros(3)), r"counts must have shape \(2,\)"),
+    (dict(counts=np.zeros(2, np.float32)), "counts must be float64"),
+    (dict(counts=np.zeros((2, 1))), "counts must be 1-D"),
+    (dict(counts=np.zeros(4)[::2]), "counts must be a C-contiguous"),
+    (dict(counts=np.zeros(2)), None),
     (dict(level=3), "level must be 0, 1 or 2"),
 ])
 def test_every_pointer_is_checked(change, message):
@@ -338,6 +343,10 @@ def test_read_only_outputs_are_refused():
     args = _good_args()
     args["S"].setflags(write=False)
     with pytest.raises(ValueError, match="S must be a C-contiguous writable"):
+        mod.mixture_block(**args)
+    args = {**_good_args(), "counts": np.zeros(2)}
+    args["counts"].setflags(write=False)
+    with pytest.raises(ValueError, match="counts must be a C-contiguous writable"):
         mod.mixture_block(**args)
 
 

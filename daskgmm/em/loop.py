@@ -16,7 +16,7 @@ import numpy as np
 
 from daskgmm.engine.cluster import blas_threads
 from daskgmm.engine.passes import ChunkedData
-from daskgmm.kernels import MixtureRequest, Unweighted
+from daskgmm.kernels import MixtureRequest
 from daskgmm.models.states import OBJECTIVE_RTOL, first_best
 
 
@@ -66,7 +66,7 @@ def one_pass(data: ChunkedData, states: list, centre) -> list:
     its own (``request``, e.g. k-medoids) adds it; the others' specs (``spec``) are grouped by kind (the
     spec's ``request_class``, the mixture request by default), one request per kind. A state that judges a
     collapse by its components' rows (``counts_rows``) gets them counted (``SuffStats.counts``) on weighted
-    data, in the same pass."""
+    data, from the same E-step (``ModelSpec.count_rows``)."""
     own = [i for i, s in enumerate(states) if hasattr(s, "request")]
     specs = [(i, s.spec(centre)) for i, s in enumerate(states) if not hasattr(s, "request")]
     counted = [i for i, _ in specs if getattr(states[i], "counts_rows", False)]
@@ -97,16 +97,15 @@ def run_specs(data: ChunkedData, specs: list, centre, count_rows: bool = False) 
 
 
 def _serve(data, specs, own, n, centre, counted=()) -> list:
+    # the rows each component holds, their weights left out (a collapse is about rows: without sample weights
+    # the weighted sums are the rows), summed from the same responsibilities (ModelSpec.count_rows)
+    if counted and getattr(data, "sample_weight", None) is not None:
+        counted = set(counted)
+        specs = [(i, replace(sp, count_rows=True) if i in counted else sp) for i, sp in specs]
     kinds: dict = {}
     for i, spec in specs:
         kinds.setdefault(getattr(spec, "request_class", MixtureRequest), []).append((i, spec))
     requests = [cls([sp for _, sp in items]) for cls, items in kinds.items()] + [req for _, req in own]
-    # the rows each component holds, their weights left out (a collapse is about rows: without sample weights
-    # the weighted sums are the rows); the same E-step again, in the same pass
-    counted = [i for i in counted if getattr(data, "sample_weight", None) is not None]
-    if counted:
-        spec_of = dict(specs)
-        requests.append(Unweighted(MixtureRequest([replace(spec_of[i], n_worst=0) for i in counted])))
     results = data.run(requests, centre)
     out: list = [None] * n
     for result, items in zip(results, kinds.values()):
@@ -114,9 +113,6 @@ def _serve(data, specs, own, n, centre, counted=()) -> list:
             out[i] = st
     for (i, _), res in zip(own, results[len(kinds):len(kinds) + len(own)], strict=True):
         out[i] = res
-    if counted:
-        for i, st in zip(counted, results[-1], strict=True):
-            out[i] = replace(out[i], counts=st.n)
     return out
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from daskgmm.engine.passes import tiny_weight_factor
-from daskgmm.kernels import MixtureRequest, ScanRequest, SuffStats, Unweighted
+from daskgmm.kernels import MixtureRequest, ScanRequest, SuffStats
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import OBJECTIVE_RTOL, MixtureState, first_best
 from daskgmm.validation.scan import check_scan
@@ -240,14 +240,10 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
     """
     t0 = time.perf_counter()
     specs = [s.spec(centre) for s in states]
-    requests = [ScanRequest(), MixtureRequest(specs)]
-    # on weighted rows, reinit's rows: each component's, the weights left out (em.loop.one_pass's, in the same pass)
-    counted = data.sample_weight is not None and any(s.counts_rows for s in states)
-    if counted:
-        requests.append(Unweighted(MixtureRequest([replace(sp, n_worst=0) for sp in specs])))
-    scan, stats, *rows_of = data.run(requests, centre)
-    if counted:
-        stats = [replace(st, counts=c.n) for st, c in zip(stats, rows_of[0], strict=True)]
+    # on weighted rows, reinit's rows: each component's, the weights left out, from the same E-step (em.loop.one_pass's)
+    if data.sample_weight is not None and any(s.counts_rows for s in states):
+        specs = [replace(sp, count_rows=True) for sp in specs]
+    scan, stats = data.run([ScanRequest(), MixtureRequest(specs)], centre)
     seconds = time.perf_counter() - t0
     missing = states[0].missing
     check_scan(scan, feature_names, name, missing=missing, initialise=False)

@@ -259,6 +259,12 @@ template <class T> struct Work {
     const char* pf = nullptr;  // the next sub-block's rows, prefetched by the first logits tile (or null)
     const char* pf_end = nullptr;
     int64_t pf_step = 0;       // bytes per tile of rows
+    // each component's rows (sum r before the weights), when the caller asks (else all null)
+    double* cnt = nullptr;     // (nw) the caller's counts
+    T* ub = nullptr;           // (ld) 1 on the rows wb weighs, 0 on padding and rows with NaN
+    T* um = nullptr;           // (ld) 1 on the rows wm weighs (marginal_rows zeroes the ones it does itself)
+    T* cl = nullptr;           // (nw, W) soft counts per lane, in the data's type
+    double* cl64 = nullptr;    // (nw, W) float32 lanes flushed into float64 with the moments' (else cl)
 };
 
 // A block of rows in either layout, read where it lies: element (i, j) at p[i * rs + j * cs]. Rows
@@ -465,6 +471,8 @@ void fill_features(Work<T>& k, const Rows<T>& x, const T* centre, const double* 
         }
         k.wb[i] = w ? (T)w[a + i] : (T)1;
         if (k.wm) k.wm[i] = k.wb[i];
+        if (k.ub) k.ub[i] = nan ? (T)0 : (T)1;
+        if (k.um) k.um[i] = (T)1;
         k.skip[i] = nan;
         // left out (weight 0), as the NumPy path leaves rows with NaN out of models that do not
         // marginalise; the models that do take them from marginal_rows
@@ -480,6 +488,8 @@ void fill_features(Work<T>& k, const Rows<T>& x, const T* centre, const double* 
         for (int64_t j = 0; j < d; j++) xs[j * ld + i] = 0;
         k.wb[i] = 0;
         if (k.wm) k.wm[i] = 0;
+        if (k.ub) k.ub[i] = 0;
+        if (k.um) k.um[i] = 0;
     }
     // the missing-value indicators, for the diagonal models' tiles when a third or more of the rows
     // have NaN (else those rows one at a time; either way the same statistics)
@@ -582,11 +592,13 @@ template <class T> void logits(const Work<T>& k, int64_t padded) {
 // Soft responsibilities of model rows lo..hi in place (times the weight), log p(x) per row,
 // and sum_k r_k log r_k per row when asked (from the clamped exponents: no log per term).
 // Rows with NaN are left out (k.wb), or with with_nan taken at their weight (k.wm): their
-// logits are then a model's marginal ones.
+// logits are then a model's marginal ones. With k.cl, each component's r before the weight is
+// added to its lanes too (the rows it holds; k.ub or k.um: the same rows, each weighing 1).
 template <class T>
 void softmax(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, int64_t padded, double* per_row,
              double* rlogr, bool with_nan = false) {
     const T* wb = with_nan ? k.wm : k.wb;
+    const T* ub = with_nan ? k.um : k.ub;
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t ld = k.ld;
@@ -620,7 +632,16 @@ void softmax(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, int64_t pad
             store<T>(L + c * ld + i, e);
         }
         V scale = load<T>(wb + i) / s;
-        for (int64_t c = lo; c < hi; c++) store<T>(L + c * ld + i, load<T>(L + c * ld + i) * scale);
+        if (k.cl) {
+            const V once = load<T>(ub + i) / s;
+            for (int64_t c = lo; c < hi; c++) {
+                const V e = load<T>(L + c * ld + i);
+                store<T>(L + c * ld + i, e * scale);
+                store<T>(k.cl + c * W, e * once + load<T>(k.cl + c * W));
+            }
+        } else {
+            for (int64_t c = lo; c < hi; c++) store<T>(L + c * ld + i, load<T>(L + c * ld + i) * scale);
+        }
         V ls = Math<T>::log(s);
         V ll = m + ls;
         const int64_t n = rows - i < W ? rows - i : W;
@@ -654,6 +675,7 @@ void hard(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, double* per_ro
         for (int64_t j = 0; j < n; j++) {
             per_row[i + j] = k.skip[i + j] ? 0.0 : (double)m[j];
             const double wj = (double)k.wb[i + j];
+            if (k.cnt && !k.skip[i + j]) k.cnt[lo + (int64_t)best[j]] += 1.0;  // rows with NaN: marginal_rows'
             double* s = k.S + (lo + (int64_t)best[j]) * nf;
             const T* t = k.tb + i + j;
             for (int64_t f = 0; f < nf; f++) s[f] += wj * (double)t[f * ld];
@@ -806,6 +828,7 @@ template <class T> struct HardModel {
     // of the components (not the padding): the largest |cons|, |quad| and Euclidean norm of lin (inf
     // when any is not finite), which bound every partial sum of a row's logits (see hard_tiles)
     double cons_abs, quad_abs, lin_norm;
+    double* cnt = nullptr;  // (k) each component's rows (unweighted), when the caller counts them (else null)
 };
 
 #if DG_AVX2_INTRINSICS || DG_AVX512_INTRINSICS
@@ -1083,6 +1106,9 @@ static void add_labelled_rows(const HardModel<T>& hm, const T* eb, const T* sb, 
         case 4: add_labelled<T, 4>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
         default: add_labelled<T, 0>(hm, eb, sb, skip, w, label, a, rows, dp, d); break;
     }
+    if (hm.cnt)  // each component's rows, their weights left out (a loop of its own: k-means counts none)
+        for (int64_t row = 0; row < rows; row++)
+            if (!skip[row]) hm.cnt[label[row]] += 1.0;
 }
 
 #if DG_LANES_MAX
@@ -1628,7 +1654,8 @@ static int64_t centre_norms(const T* base, int64_t step, const T* cen, T* eb, T*
 // ran out.
 template <class T>
 int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta,
-                 const int64_t* bounds, int64_t nm, double* S, double* per_row, KBounds* kb = nullptr) {
+                 const int64_t* bounds, int64_t nm, double* S, double* per_row, KBounds* kb = nullptr,
+                 double* counts = nullptr) {
     typedef typename Lanes<T>::V V;
     constexpr int W = Lanes<T>::W;
     const int64_t nf = d + 2;
@@ -1704,7 +1731,7 @@ int64_t run_hard(const Rows<T>& x, int64_t n, int64_t d, const double* centre64,
         }
         if (!finite) cons_abs = quad_abs = lin_norm = __builtin_inf();
         hm[m] = HardModel<T>{kv,       lin,      quad,     cons,    ids,    one_quad, sums + lo * sp, sp, per_row + m * n,
-                             cons_abs, quad_abs, lin_norm};
+                             cons_abs, quad_abs, lin_norm, counts ? counts + lo : nullptr};
     }
     KBoundsConsts kc;
     if (kb) kc = kbounds_consts<T>(hm[0], bounds[1], d, kb->shift);
@@ -2601,6 +2628,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
                 continue;
             }
             k.wm[i] = 0;  // left out of the tiles' softmax: its responsibilities come from below
+            if (k.um) k.um[i] = 0;
         } else {
             w.nm = marginal_row<T>(x, a0 + i, d, k.centre, miss, xc);
         }
@@ -2628,6 +2656,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             while (lg[best] != top) best++;
             ms.lp[t] = top;
             for (int64_t c = 0; c < kp; c++) r[c] = c == best ? wt : 0.0;
+            if (k.cnt) k.cnt[lo + best] += 1.0;
             // the row's own features: the tiles leave it out (weight 0)
             double* s = md.St + best;
             for (int64_t f = 0; f < k.nf; f++) s[f * kp] += wt * (double)k.tb[f * ld + i];
@@ -2651,6 +2680,8 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             ms.lp[t] = top + lt;
             if (want_rlogr) md.rlogr += wt * (ztot * inv - lt);
             const V scale = splat<double>(inv);
+            if (k.cnt)  // the row's responsibilities before its weight (the padding's are 0)
+                for (int64_t c = 0; c < kk; c++) k.cnt[lo + c] += r[c] * inv;
             for (int64_t v = 0; v < kp / W; v++) store<double>(r + v * W, (load<double>(r + v * W) * scale) * wt);
         }
         if (k.level == 2) cross_queue(ms, md, w, t);
@@ -2814,11 +2845,11 @@ template <class T>
 int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64, const double* w, const T* theta, int level,
               const int64_t* bounds, const int64_t* modes, int64_t nm, double* S, double* per_row, double* rlogr,
               int64_t sub_rows, const double* const* mmeans, const double* const* mfactor, const int* mfull,
-              KBounds* kb = nullptr) {
+              KBounds* kb = nullptr, double* counts = nullptr) {
     if (level == 0 && !mmeans) {  // k-means and spherical classification EM: their own path
         bool all_hard = true;
         for (int64_t m = 0; m < nm; m++) all_hard &= (modes[m] & 1) != 0;
-        if (all_hard) return run_hard<T>(x, n, d, centre64, w, theta, bounds, nm, S, per_row, kb);
+        if (all_hard) return run_hard<T>(x, n, d, centre64, w, theta, bounds, nm, S, per_row, kb, counts);
     }
     constexpr int W = Lanes<T>::W;
     // float32 lanes are added into float64 every this many rows: sums of at most 2048 / W terms
@@ -2834,9 +2865,13 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
     const size_t bytes_lanes64 = narrow ? sizeof(double) * (size_t)(k.nw * k.nf * W + W) : 0;
     const size_t bytes_c = sizeof(T) * (size_t)(d + 1);
     const size_t bytes_s = (size_t)k.ld;
+    // counts: the rows' masks ub and um, and the soft counts' lanes (float32: and their float64 ones)
+    const size_t bytes_u = counts ? sizeof(T) * (size_t)k.ld : 0;
+    const size_t bytes_cl = counts ? sizeof(T) * (size_t)(k.nw * W) : 0;
+    const size_t bytes_cl64 = counts && narrow ? sizeof(double) * (size_t)(k.nw * W) : 0;
     auto round64 = [](size_t b) { return (b + 63) / 64 * 64; };
     size_t total = round64(bytes_t) + round64(bytes_l) + round64(bytes_w) + round64(bytes_lanes) + round64(bytes_lanes64) + round64(bytes_c) +
-                   round64(bytes_s);
+                   round64(bytes_s) + 2 * round64(bytes_u) + round64(bytes_cl) + round64(bytes_cl64);
     char* mem = (char*)std::aligned_alloc(64, round64(total));
     if (!mem) return -1;
     char* p = mem;
@@ -2853,6 +2888,19 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
     T* centre = (T*)p;
     p += round64(bytes_c);
     k.skip = (unsigned char*)p;
+    p += round64(bytes_s);
+    if (counts) {
+        k.cnt = counts;
+        k.ub = (T*)p;
+        p += round64(bytes_u);
+        k.um = (T*)p;
+        p += round64(bytes_u);
+        k.cl = (T*)p;
+        p += round64(bytes_cl);
+        k.cl64 = narrow ? (double*)p : (double*)k.cl;
+        std::memset(k.cl, 0, bytes_cl);
+        if (narrow) std::memset(k.cl64, 0, bytes_cl64);
+    }
     k.incomplete = 0;
     MarginalSet ms;
     if (mmeans && !marginal_setup(ms, nm, bounds, mmeans, mfactor, mfull, d, k.nf, sub, level, modes)) {
@@ -2882,6 +2930,10 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
         for (int64_t i = 0; i < nlanes; i++) {
             k.lanes64[i] += (double)k.lanes[i];
             k.lanes[i] = 0;
+        }
+        for (int64_t i = 0; k.cl && i < k.nw * W; i++) {
+            k.cl64[i] += (double)k.cl[i];
+            k.cl[i] = 0;
         }
     };
     int64_t unflushed = 0;
@@ -2945,6 +2997,11 @@ int64_t run_block(const Rows<T>& x, int64_t n, int64_t d, const double* centre64
                     for (int j = 0; j < W; j++) s += l[j];
                     S[c * k.nf + f] += s;
                 }
+            for (int64_t c = bounds[m]; k.cl && c < bounds[m + 1]; c++) {
+                double s = 0;
+                for (int j = 0; j < W; j++) s += k.cl64[c * W + j];
+                counts[c] += s;
+            }
         }
     }
     for (int64_t m = 0; ms.any && m < nm; m++) {
@@ -3616,7 +3673,8 @@ bool get_rows(PyObject* ox, PyObject* oc, int level, Buf& x, Buf& c, int64_t& rs
 }
 
 const char* mixture_block_doc =
-    "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0, marginal=None)\n"
+    "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0, marginal=None,\n"
+    "              kmeans_bounds=None, counts=None)\n"
     "--\n\n"
     "Fold a block of rows into the statistics of models with logits theta . T(x - centre).\n\n"
     "x (n, D) float32/float64, rows or columns contiguous (read where it lies); centre (D,) float64;\n"
@@ -3636,7 +3694,9 @@ const char* mixture_block_doc =
     "of its distance to the others' coefficients, read (when shift is not None) and written; shift\n"
     "(K,) float64 or None: how far each component's coefficients moved since label and lower were\n"
     "written (None: they were not). The rows the bounds settle skip the arg-max's tiles; the results\n"
-    "are those of the pass without bounds, bit for bit. Returns (rows with NaN, rows spared) then.";
+    "are those of the pass without bounds, bit for bit. Returns (rows with NaN, rows spared) then.\n\n"
+    "counts: None, or (W,) float64 += each component's rows, sum r with the weights left out (hard: the\n"
+    "rows it took), over the rows the statistics take (a row with NaN only by a model that marginalises).";
 
 // One model's (means, factor) for marginalising, checked: means (k, d), factor (k, d, d) or (k, d).
 bool get_marginal(PyObject* entry, int64_t m, int64_t k, int64_t d, Buf& mb, Buf& fb, int& full) {
@@ -3780,12 +3840,12 @@ bool get_block_args(PyObject* ox, PyObject* oc, PyObject* ow, PyObject* oth, PyO
 
 PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"x", "centre", "w", "theta", "level", "bounds", "modes", "S",
-                                   "per_row", "rlogr", "sub_rows", "marginal", "kmeans_bounds", nullptr};
-    PyObject *ox, *oc, *ow, *oth, *ob, *om, *oS, *op, *orl, *omarg = Py_None, *okb = Py_None;
+                                   "per_row", "rlogr", "sub_rows", "marginal", "kmeans_bounds", "counts", nullptr};
+    PyObject *ox, *oc, *ow, *oth, *ob, *om, *oS, *op, *orl, *omarg = Py_None, *okb = Py_None, *ocn = Py_None;
     int level;
     long long sub_rows = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|LOO:mixture_block", (char**)kwlist, &ox, &oc, &ow, &oth,
-                                     &level, &ob, &om, &oS, &op, &orl, &sub_rows, &omarg, &okb))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOiOOOOO|LOOO:mixture_block", (char**)kwlist, &ox, &oc, &ow,
+                                     &oth, &level, &ob, &om, &oS, &op, &orl, &sub_rows, &omarg, &okb, &ocn))
         return nullptr;
     BlockArgs a;
     if (!get_block_args(ox, oc, ow, oth, ob, level, sub_rows, a)) return nullptr;
@@ -3806,6 +3866,9 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (!get(oS, S, "S", 2, 'd', true) || !shape_is(S, "S", nw, nf)) return nullptr;
     if (!get(op, pr, "per_row", 2, 'd', true) || !shape_is(pr, "per_row", nm, n)) return nullptr;
     if (!get(orl, rl, "rlogr", 1, 'd', true) || !shape_is(rl, "rlogr", nm)) return nullptr;
+    Buf cn;  // each component's rows, when asked
+    if (ocn != Py_None && (!get(ocn, cn, "counts", 1, 'd', true) || !shape_is(cn, "counts", nw))) return nullptr;
+    double* counts = ocn != Py_None ? (double*)cn.view.buf : nullptr;
     MarginalArgs marg;  // the models that marginalise missing values
     if (!marg.parse(omarg, nm, bounds, d)) return nullptr;
     Buf kl, klo, ksh;
@@ -3846,11 +3909,11 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     if (dt == 'd')
         rc = run_block<double>(Rows<double>{(const double*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
                                (const double*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb);
+                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb, counts);
     else
         rc = run_block<float>(Rows<float>{(const float*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
                               (const float*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb);
+                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb, counts);
     Py_END_ALLOW_THREADS
     if (rc < 0) return PyErr_NoMemory();
     if (kb) return Py_BuildValue("LL", (long long)rc, (long long)kbv.spared);

@@ -386,12 +386,16 @@ class Fused(_BlockState):
         ``{m: PerComponent}`` for the models that marginalise missing values: their rows with
         NaN are scored by the density of their observed features and add the expected
         statistics of their completions (:func:`marginal_form`); other models leave them out.
+    counts : bool, default=False
+        Also sum each component's responsibilities before the sample weights into
+        :attr:`counts` (W,) (the rows it holds); else :attr:`counts` is None.
     """
 
-    def __init__(self, kernel, theta, bounds, modes, level, centre, marginal=None):
+    def __init__(self, kernel, theta, bounds, modes, level, centre, marginal=None, counts=False):
         super().__init__(kernel, theta, bounds, level, centre, marginal)
         self.modes = np.ascontiguousarray(modes, dtype=np.int64)
         self.rlogr = np.zeros(len(self.modes), dtype=np.float64)
+        self.counts = np.zeros(self.theta.shape[0], dtype=np.float64) if counts else None
 
     def update(self, x, w, per_row, kmeans_bounds=None):
         """Fold rows ``x`` (n, D) with weights ``w`` (n,) or None; ``per_row`` (M, n) float64 gets
@@ -405,7 +409,8 @@ class Fused(_BlockState):
         (rows with NaN, rows spared)."""
         x, w = self._rows(x, w)
         return self.kernel.mixture_block(x, self.centre, w, self.theta, self.level, self.bounds, self.modes, self.S,
-                                         per_row, self.rlogr, marginal=self.marginal, kmeans_bounds=kmeans_bounds)
+                                         per_row, self.rlogr, marginal=self.marginal, kmeans_bounds=kmeans_bounds,
+                                         counts=self.counts)
 
     @functools.cached_property
     def kmeans_centres(self) -> np.ndarray:

@@ -143,7 +143,9 @@ class Request(Protocol):
 
 class Unweighted:
     """A request served the rows without their sample weights, in a pass over weighted rows: a component's
-    rows (``Σ_i r_ik``), which a collapse is judged by, beside the weighted statistics of the same pass.
+    rows (``Σ_i r_ik``), which a collapse is judged by, beside the weighted statistics of the same pass. Its
+    own E-step: a mixture request gives the same rows from the weighted one (``ModelSpec.count_rows``), which
+    the fits use; this one is the tests' reference.
 
     Parameters
     ----------

@@ -71,6 +71,7 @@ class ModelSpec:
     resp_log_resp: bool = False
     marginal: PerComponent | None = None
     bounds: str | None = None
+    count_rows: bool = False
 
     @property
     def level(self) -> int:
@@ -103,11 +104,12 @@ class MixtureRequest:
             for s in self.specs
         ], dtype=np.int64)
         self._marginal = any(s.marginal is not None for s in self.specs)
-        # k-means' bounds (one hard model at the spherical level, nothing marginalised)
+        self._count = any(s.count_rows for s in self.specs)
+        # k-means' bounds (one hard model at the spherical level, nothing marginalised, no rows counted)
         only = self.specs[0]
         self._bounds_key = (only.bounds if len(self.specs) == 1 and only.bounds is not None
                             and only.assignment == "hard" and only.level == 0 and only.marginal is None
-                            and self._fusable else None)
+                            and self._fusable and not self._count else None)
 
     @property
     def width(self) -> int:
@@ -119,7 +121,8 @@ class MixtureRequest:
         fused = None
         if kernel is not None and self._fusable:
             marginal = {i: s.marginal for i, s in enumerate(self.specs) if s.marginal is not None}
-            fused = compiled.Fused(kernel, theta, self._bounds, self._modes, level, centre, marginal)
+            fused = compiled.Fused(kernel, theta, self._bounds, self._modes, level, centre, marginal,
+                                   counts=self._count)
         return {
             "fused": fused,
             "theta": theta,
@@ -128,6 +131,8 @@ class MixtureRequest:
             "loglik": np.zeros(len(self.specs)),
             "rlogr": np.zeros(len(self.specs)),
             "incomplete": np.zeros(len(self.specs), dtype=np.int64),
+            # Σ r per component before the weights (every model's, when any spec counts rows)
+            "counts": np.zeros(self.width) if self._count else None,
             "weight": 0.0,
             "rows": 0,
             "worst": [None] * len(self.specs),
@@ -231,14 +236,17 @@ class MixtureRequest:
                 per_row = np.zeros((1, nb), dtype=dtype)
             else:
                 raise ValueError(f"unknown assignment {assignment!r}")
+            for j in range(m):
+                if incomplete.size and first + j not in completions:
+                    lm[j][:, incomplete] = 0.0
+                    per_row[j][incomplete] = 0.0
+            if acc["counts"] is not None:
+                # the rows each component holds: the responsibilities before the weights
+                acc["counts"][a:b] += lm.sum(axis=2, dtype=np.float64).ravel()
             if w is not None:
                 np.multiply(lm, w, out=lm)
             for j in range(m):
-                i = first + j
-                if incomplete.size and i not in completions:
-                    lm[j][:, incomplete] = 0.0
-                    per_row[j][incomplete] = 0.0
-                self._add_loglik(acc, i, per_row[j], blk, incomplete)
+                self._add_loglik(acc, first + j, per_row[j], blk, incomplete)
         T = blk.T
         resp_inc = {}
         if incomplete.size:
@@ -284,9 +292,12 @@ class MixtureRequest:
     def finish(self, acc, n_features, centre) -> list[SuffStats]:
         S, d, lvl = acc["S"], n_features, acc["level"]
         q = n_quad_rows(lvl, d)
+        counts = acc["counts"]
         if acc["fused"] is not None:
             S = S + acc["fused"].S
             acc["rlogr"] = acc["rlogr"] + acc["fused"].rlogr
+            if counts is not None:
+                counts = counts + acc["fused"].counts
         out = []
         for m, spec in enumerate(self.specs):
             block = S[self._bounds[m] : self._bounds[m + 1]]
@@ -313,6 +324,7 @@ class MixtureRequest:
                 worst=worst,
                 resp_log_resp=float(acc["rlogr"][m]),
                 incomplete_rows=int(acc["incomplete"][m]),
+                counts=frozen(counts[self._bounds[m] : self._bounds[m + 1]]) if spec.count_rows else None,
             ))
         return out
 

@@ -116,8 +116,9 @@ class SuffStats:
         Rows with missing values scored by the marginal density of their observed
         features (models with ``ModelSpec.marginal``); 0 for the others.
     counts : ndarray of shape (K,) or None
-        ``Σ_i r_ik``, the rows each component holds, their sample weights left out (a pass over weighted
-        rows counts them only when asked: :func:`daskgmm.em.loop.one_pass`); None when not counted.
+        ``Σ_i r_ik``, the rows each component holds, their sample weights left out (a pass counts them only
+        when asked, ``ModelSpec.count_rows``: :func:`daskgmm.em.loop.one_pass` on weighted rows); None when
+        not counted.
     """
 
     n: np.ndarray

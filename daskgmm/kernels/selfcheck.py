@@ -5,10 +5,11 @@ loop wrong: GCC 12.2 at ``-O3`` did, for one arrangement of the marginal E-step 
 docs/architecture.md). The test suite guards the compilers CI runs; this guards the rest.
 Before a process uses a variant, :mod:`daskgmm.kernels.compiled` runs :func:`known_answer`:
 a pass over 27 rows with every covariance type, soft and hard assignment, ``Σ r log r``,
-sample weights, rows with each number of missing values from 1 to 9 under marginalisation,
-several models in lockstep, a k-means pass, Gaussian and Student-t mixtures, float64 and float32
-rows with rows or columns contiguous, and the predictions' logits. A variant
-whose statistics differ from the NumPy reference's by more than rounding is not used.
+sample weights, each component's rows (``counts``), rows with each number of missing values
+from 1 to 9 under marginalisation, several models in lockstep, a k-means pass, Gaussian and
+Student-t mixtures, float64 and float32 rows with rows or columns contiguous, and the
+predictions' logits. A variant whose statistics differ from the NumPy reference's by more than
+rounding is not used.
 
 It costs about 57 ms of CPU once per process (mostly the NumPy reference; at load 4)
 and holds the choice's lock meanwhile. Pure NumPy around the core; nothing here knows Dask.
@@ -68,8 +69,8 @@ def _problem():
         args = (weights, means, u, ct, centre)
         marginal = per_component(*args) if i < 4 else None  # the last leaves incomplete rows out
         gaussian.append(ModelSpec(natural_params(*args), ct, "hard" if i == 3 else "soft", resp_log_resp=i == 2,
-                                  marginal=marginal))
-    gaussian.append(ModelSpec(kmeans_natural_params(rng.normal(size=(4, d))), "spherical", "hard"))
+                                  marginal=marginal, count_rows=True))
+    gaussian.append(ModelSpec(kmeans_natural_params(rng.normal(size=(4, d))), "spherical", "hard", count_rows=True))
     student = []
     lgamma = np.vectorize(math.lgamma)
     for i, (ct, weights, means, u) in enumerate(_models(rng, d)):
@@ -122,7 +123,7 @@ def known_answer(kernel) -> str | None:
         None when they agree; else what differed (the statistic, the dtype, the difference).
     """
     x64, w, centre, gaussian, student = _problem()
-    gauss_stats = ("n", "s1", "s2", "loglik", "resp_log_resp", "weight")
+    gauss_stats = ("n", "s1", "s2", "loglik", "resp_log_resp", "weight", "counts")
     t_stats = ("moments.n", "moments.s1", "moments.s2", "loglik", "resp", "log_u", "weight")
     # the k-means model alone: a pass of hard spherical models only takes the core's k-means path
     passes = ((MixtureRequest, gaussian, gauss_stats), (MixtureRequest, gaussian[-1:], gauss_stats),
