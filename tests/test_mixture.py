@@ -136,6 +136,23 @@ def test_n_init_keeps_the_best_run():
     assert g.n_passes_ - g.init_passes_ == max(r["n_iter"] for r in g.restarts_)
 
 
+def test_n_init_with_max_iter_0_keeps_the_last_initialisation_as_scikit_learn():
+    """scikit-learn's loop keeps the last restart's initial parameters when no iteration runs."""
+    X, _, _ = make_blobs(n=300, d=2, k=3, seed=7)
+    kw = dict(init_params="random_from_data", max_iter=0)
+    rs = np.random.RandomState(0)
+    for _ in range(2):  # the third restart's seed is the third draw (daskgmm.fitting.mixture.restart_seeds)
+        rs.randint(0, np.iinfo(np.int64).max, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no iteration: not converged, and components on their one seed row
+        three = GaussianMixture(3, n_init=3, random_state=0, **kw).fit(X)
+        last = GaussianMixture(3, n_init=1, random_state=rs, **kw).fit(X)
+        first = GaussianMixture(3, n_init=1, random_state=0, **kw).fit(X)
+    np.testing.assert_array_equal(three.means_, last.means_)
+    assert not np.array_equal(three.means_, first.means_)
+    assert three.lower_bound_ == -np.inf and three.n_iter_ == 0
+
+
 def _first_within_rounding_of_max(lbs):
     """scikit-learn keeps the first restart of the largest lower bound; ours, the first within
     rounding (1e-9 relative, and 1e-9 absolute) of it."""
