@@ -213,6 +213,21 @@ def test_nan_policies_through_the_api(dataset, tmp_path):
     assert src.nonfinite_summary().startswith("2 of 1200 row(s) have NaN")
 
 
+
+def test_the_nonfinite_summary_counts_by_column_and_by_file_over_every_chunk(dataset):
+    """The job's error counts each column's rows under its own name (not in another order) and each
+    file's rows over all its chunks (three row groups of one file, one chunk each, here)."""
+    root, _ = dataset
+    for name, col, rows in [("p0.parquet", "b", [10]), ("p1.parquet", "a", [3, 200, 390])]:
+        t = pq.read_table(root / name).to_pydict()
+        for r in rows:
+            t[col][r] = float("nan")
+        pq.write_table(pa.table(t), root / name, row_group_size=150)
+    summary = open_parquet(root, columns=["b", "a"], chunk_rows=150).nonfinite_summary()
+    assert summary.startswith("4 of 1200 row(s) have NaN, null or infinite values (column 'b': 1, column 'a': 3) "
+                              "in 2 of 3 file(s): "), summary
+    assert f"{root / 'p1.parquet'} (3), {root / 'p0.parquet'} (1);" in summary, summary
+
 def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
     target = tmp_path / "out"
     for content in (b"first", b"second"):
