@@ -168,6 +168,17 @@ def test_prediction_ids_are_aligned_with_the_rows_or_named_as_wrong(tmp_path):
             with pytest.raises(ValueError, match=r"ids has shape \(\d+(, 2)?,?\); expected \(300,\)"):
                 est.write_predictions(rows, tmp_path / "bad", ids=ids)
         assert not (tmp_path / "bad").exists()
+    # a mixture's written probabilities and log-likelihoods are predict_proba's and score_samples' (one
+    # normal cloud split in two: probabilities away from 0 and 1, where an unnormalised row still had a 1)
+    Z = np.random.default_rng(0).normal(size=(300, 2))
+    g = GaussianMixture(2, random_state=0).fit(Z)
+    assert g.write_predictions(da.from_array(Z, chunks=100), tmp_path / "proba", proba=True, loglik=True) == 300
+    t = pq.read_table(tmp_path / "proba")
+    proba = np.column_stack([t.column(f"proba_{k}").to_numpy() for k in range(2)])
+    assert ((proba > 0.2) & (proba < 0.8)).any()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(proba, g.predict_proba(Z), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(t.column("loglik").to_numpy(), g.score_samples(Z), rtol=1e-12)
 
 
 def test_bad_paths_and_columns_are_named(dataset, tmp_path):
