@@ -69,6 +69,18 @@ def test_convergence_semantics_match_sklearn(ct):
     np.testing.assert_allclose(g.lower_bound_, sk.lower_bound_, rtol=1e-9)
 
 
+def test_tol_0_is_never_converged_even_at_a_fixed_point_as_scikit_learn():
+    """scikit-learn's test is ``abs(change) < tol``, strict: one component reaches its fixed point at the
+    first M-step (every later change exactly 0), and with tol=0 both fits still run max_iter iterations."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGMM(1, tol=0.0, max_iter=4, random_state=0).fit(X)
+        g = GaussianMixture(1, tol=0.0, max_iter=4, random_state=0).fit(X)
+    assert [h["change"] for h in g.history_][1:] == [0.0, 0.0, 0.0]
+    assert (g.n_iter_, g.converged_) == (sk.n_iter_, sk.converged_) == (4, False)
+
+
 def test_convergence_warning_and_max_iter_zero():
     X, _, _ = make_blobs(n=300)
     with pytest.warns(daskgmm.ConvergenceWarning, match="did not converge"):
