@@ -10,7 +10,7 @@ import yaml
 from daskgmm.cli import main
 from daskgmm.cli.config import OPTIONS, ConfigError, coerce, flag
 
-from .conftest import FAST, expect_exit2, write_data
+from .conftest import FAST, UNPICKLED, Pickled, expect_exit2, write_data
 
 COLS = ["--columns", "f0,f1,f2"]
 
@@ -143,6 +143,15 @@ def test_bad_csv_files_name_the_option(tmp_path, value, match):
     with pytest.raises(ConfigError, match=r"^--means-init: means_init: ") as info:
         coerce(_opt("means_init"), str(tmp_path / value), "--means-init")
     assert match in str(info.value) and value in str(info.value)
+
+
+def test_a_npy_file_of_pickled_objects_is_refused_never_unpickled(tmp_path):
+    """Starting values are data: a .npy of objects is refused before its pickles run."""
+    np.save(tmp_path / "m.npy", np.array([Pickled(), Pickled()], dtype=object), allow_pickle=True)
+    UNPICKLED.clear()
+    with pytest.raises(ConfigError, match=r"^--means-init: means_init: .*not a readable \.npy array of numbers"):
+        coerce(_opt("means_init"), str(tmp_path / "m.npy"), "--means-init")
+    assert UNPICKLED == []
 
 
 def test_csv_and_json_files_with_a_byte_order_mark_are_read(tmp_path):

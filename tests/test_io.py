@@ -15,7 +15,7 @@ from daskgmm.io.modelfiles import ModelFileError
 from daskgmm.io.outputs import staged_directory
 from daskgmm.io.parquet import open_parquet
 
-from .conftest import make_blobs
+from .conftest import UNPICKLED, Pickled, make_blobs
 
 
 @pytest.fixture
@@ -345,6 +345,21 @@ def test_model_files_are_checked_on_load(tmp_path):
         daskgmm.load(broken(lambda d: None, {**arrays, "means_": np.array([object()], dtype=object)}))
     with pytest.raises(ModelFileError, match="inconsistent model"):
         daskgmm.load(broken(lambda d: None, {**arrays, "weights_": np.full(2, np.nan)}))
+
+
+def test_a_checkpoint_holding_pickles_is_corrupt_never_unpickled(tmp_path):
+    """A checkpoint is data (``allow_pickle=False``): one whose arrays hold objects is refused as corrupt,
+    whether the job resumes it or only asks whether it is its own, and the pickles never run."""
+    from daskgmm.io.modelfiles import Checkpoint
+
+    np.savez(tmp_path / "checkpoint.npz", __meta__=np.array("{}"), run0__means=np.array([Pickled()], dtype=object),
+             allow_pickle=True)
+    UNPICKLED.clear()
+    ck = Checkpoint(tmp_path, {"job": 1})
+    with pytest.raises(ModelFileError, match="corrupt checkpoint"):
+        ck.load()
+    assert ck.stale() == "not a checkpoint this daskgmm can read"
+    assert UNPICKLED == []
 
 
 def test_predictions_are_never_written_over_the_parquet_they_are_computed_from(dataset, tmp_path):
