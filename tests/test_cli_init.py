@@ -436,6 +436,13 @@ def test_the_starting_values_are_part_of_the_checkpoint_fingerprint(data, tmp_pa
     Checkpoint(tmp_path / "ck", job("--estimator", "kmedoids", "--n-components", "2")).save([])
     assert "differs in: init" in stale(job("--estimator", "kmedoids", "--init", "0,0,0;5,5,5"))
     assert "differs in: init" in stale(job("--estimator", "kmedoids", "--n-components", "2", "--init", "build"))
+    # and the data options that change what is computed (docs/cli.md: not the cluster's, the outputs' or --cache)
+    Checkpoint(tmp_path / "ck", plain).save([])
+    for args, name in [(("--dtype", "float32"), "dtype"), (("--nan-policy", "omit"), "nan_policy"),
+                       (("--chunk-rows", "100"), "chunk_rows"), (("--seed", "7"), "seed")]:
+        why = stale(job(*args))
+        assert why and why.startswith("written for a different job (differs in: ") and name in why, (args, why)
+    assert stale(job("--cache", "none", "--n-workers", "1", "--metrics-out", str(tmp_path / "m.json"))) is None
 
 
 def _save(tmp_path, rows):
