@@ -203,6 +203,14 @@ def test_bad_paths_and_columns_are_named(dataset, tmp_path):
     for read in (read_parquet, daskgmm.read_sparse_parquet):
         with pytest.raises(ValueError, match="dtype must be float32 or float64, got int32"):
             read(str(empty), dtype="int32")
+    # every file's footer is checked, not the first's alone: the last file without a feature column, or with
+    # one of text, is named with the column before any row is read
+    last = pq.read_table(root / "p2.parquet").to_pydict()
+    for table, match in [({"key": last["key"], "a": last["a"]}, r"p2\.parquet: no column 'b' \(it has: key, a\)"),
+                         ({**last, "b": [str(v) for v in last["b"]]}, r"p2\.parquet: column 'b' has type string")]:
+        pq.write_table(pa.table(table), root / "p2.parquet")
+        with pytest.raises(DataError, match=match):
+            read_parquet(root, columns=["a", "b"])
 
 
 def test_nan_policies_through_the_api(dataset, tmp_path):
