@@ -94,6 +94,22 @@ def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+#: Calls of :func:`record_unpickling`: what a pickle of :class:`Pickled` ran when it was loaded.
+UNPICKLED: list = []
+
+
+def record_unpickling():
+    UNPICKLED.append(True)
+    return 0.0
+
+
+class Pickled:
+    """An object whose unpickling runs code (:func:`record_unpickling`): a reader of data never unpickles it."""
+
+    def __reduce__(self):
+        return (record_unpickling, ())
+
+
 def expect_exit2(argv, match, capsys):
     """Run the command: exit status 2, and ``match`` in what it printed on stderr."""
     from daskgmm.cli import main

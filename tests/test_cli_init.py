@@ -10,7 +10,7 @@ import yaml
 from daskgmm.cli import main
 from daskgmm.cli.config import OPTIONS, ConfigError, coerce, flag
 
-from .conftest import FAST, expect_exit2, write_data
+from .conftest import FAST, UNPICKLED, Pickled, expect_exit2, write_data
 
 COLS = ["--columns", "f0,f1,f2"]
 
@@ -143,6 +143,15 @@ def test_bad_csv_files_name_the_option(tmp_path, value, match):
     with pytest.raises(ConfigError, match=r"^--means-init: means_init: ") as info:
         coerce(_opt("means_init"), str(tmp_path / value), "--means-init")
     assert match in str(info.value) and value in str(info.value)
+
+
+def test_a_npy_file_of_pickled_objects_is_refused_never_unpickled(tmp_path):
+    """Starting values are data: a .npy of objects is refused before its pickles run."""
+    np.save(tmp_path / "m.npy", np.array([Pickled(), Pickled()], dtype=object), allow_pickle=True)
+    UNPICKLED.clear()
+    with pytest.raises(ConfigError, match=r"^--means-init: means_init: .*not a readable \.npy array of numbers"):
+        coerce(_opt("means_init"), str(tmp_path / "m.npy"), "--means-init")
+    assert UNPICKLED == []
 
 
 def test_csv_and_json_files_with_a_byte_order_mark_are_read(tmp_path):
@@ -427,6 +436,13 @@ def test_the_starting_values_are_part_of_the_checkpoint_fingerprint(data, tmp_pa
     Checkpoint(tmp_path / "ck", job("--estimator", "kmedoids", "--n-components", "2")).save([])
     assert "differs in: init" in stale(job("--estimator", "kmedoids", "--init", "0,0,0;5,5,5"))
     assert "differs in: init" in stale(job("--estimator", "kmedoids", "--n-components", "2", "--init", "build"))
+    # and the data options that change what is computed (docs/cli.md: not the cluster's, the outputs' or --cache)
+    Checkpoint(tmp_path / "ck", plain).save([])
+    for args, name in [(("--dtype", "float32"), "dtype"), (("--nan-policy", "omit"), "nan_policy"),
+                       (("--chunk-rows", "100"), "chunk_rows"), (("--seed", "7"), "seed")]:
+        why = stale(job(*args))
+        assert why and why.startswith("written for a different job (differs in: ") and name in why, (args, why)
+    assert stale(job("--cache", "none", "--n-workers", "1", "--metrics-out", str(tmp_path / "m.json"))) is None
 
 
 def _save(tmp_path, rows):

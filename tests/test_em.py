@@ -483,6 +483,19 @@ def test_a_direct_pass_leaves_paused_workers_alone(process_client, monkeypatch):
         process_client.run(_set_status, "running")
 
 
+def test_cache_auto_keeps_the_rows_when_they_take_under_40_percent_of_the_memory(monkeypatch):
+    """``cache="auto"`` (``--cache auto``): rows of files are kept when they take at most 40% of the memory, else
+    read again every pass; "memory" and "none" decide alone."""
+    import daskgmm.engine.placement as placement
+
+    X = da.zeros((1000, 10), chunks=500)  # 80,000 bytes
+    for memory, kept in ((190_000, False), (210_000, True)):
+        monkeypatch.setattr(placement, "local_memory", lambda memory=memory: memory)
+        assert placement.should_persist(None, X, "auto", False, False) is kept
+        assert placement.should_persist(None, X, "memory", False, False) and not placement.should_persist(
+            None, X, "none", False, False)
+
+
 def test_placement_leaves_one_copy_of_each_chunk_and_balanced_rows(process_client):
     X = da.random.default_rng(0).standard_normal((8000, 3), chunks=1000)
     data = ChunkedData(process_client.persist(X), cache="memory")

@@ -15,7 +15,7 @@ from daskgmm.io.modelfiles import ModelFileError
 from daskgmm.io.outputs import staged_directory
 from daskgmm.io.parquet import open_parquet
 
-from .conftest import make_blobs
+from .conftest import UNPICKLED, Pickled, make_blobs
 
 
 @pytest.fixture
@@ -168,6 +168,17 @@ def test_prediction_ids_are_aligned_with_the_rows_or_named_as_wrong(tmp_path):
             with pytest.raises(ValueError, match=r"ids has shape \(\d+(, 2)?,?\); expected \(300,\)"):
                 est.write_predictions(rows, tmp_path / "bad", ids=ids)
         assert not (tmp_path / "bad").exists()
+    # a mixture's written probabilities and log-likelihoods are predict_proba's and score_samples' (one
+    # normal cloud split in two: probabilities away from 0 and 1, where an unnormalised row still had a 1)
+    Z = np.random.default_rng(0).normal(size=(300, 2))
+    g = GaussianMixture(2, random_state=0).fit(Z)
+    assert g.write_predictions(da.from_array(Z, chunks=100), tmp_path / "proba", proba=True, loglik=True) == 300
+    t = pq.read_table(tmp_path / "proba")
+    proba = np.column_stack([t.column(f"proba_{k}").to_numpy() for k in range(2)])
+    assert ((proba > 0.2) & (proba < 0.8)).any()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(proba, g.predict_proba(Z), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(t.column("loglik").to_numpy(), g.score_samples(Z), rtol=1e-12)
 
 
 def test_bad_paths_and_columns_are_named(dataset, tmp_path):
@@ -192,6 +203,14 @@ def test_bad_paths_and_columns_are_named(dataset, tmp_path):
     for read in (read_parquet, daskgmm.read_sparse_parquet):
         with pytest.raises(ValueError, match="dtype must be float32 or float64, got int32"):
             read(str(empty), dtype="int32")
+    # every file's footer is checked, not the first's alone: the last file without a feature column, or with
+    # one of text, is named with the column before any row is read
+    last = pq.read_table(root / "p2.parquet").to_pydict()
+    for table, match in [({"key": last["key"], "a": last["a"]}, r"p2\.parquet: no column 'b' \(it has: key, a\)"),
+                         ({**last, "b": [str(v) for v in last["b"]]}, r"p2\.parquet: column 'b' has type string")]:
+        pq.write_table(pa.table(table), root / "p2.parquet")
+        with pytest.raises(DataError, match=match):
+            read_parquet(root, columns=["a", "b"])
 
 
 def test_nan_policies_through_the_api(dataset, tmp_path):
@@ -212,6 +231,21 @@ def test_nan_policies_through_the_api(dataset, tmp_path):
     src = open_parquet(root, columns=["a", "b"])
     assert src.nonfinite_summary().startswith("2 of 1200 row(s) have NaN")
 
+
+
+def test_the_nonfinite_summary_counts_by_column_and_by_file_over_every_chunk(dataset):
+    """The job's error counts each column's rows under its own name (not in another order) and each
+    file's rows over all its chunks (three row groups of one file, one chunk each, here)."""
+    root, _ = dataset
+    for name, col, rows in [("p0.parquet", "b", [10]), ("p1.parquet", "a", [3, 200, 390])]:
+        t = pq.read_table(root / name).to_pydict()
+        for r in rows:
+            t[col][r] = float("nan")
+        pq.write_table(pa.table(t), root / name, row_group_size=150)
+    summary = open_parquet(root, columns=["b", "a"], chunk_rows=150).nonfinite_summary()
+    assert summary.startswith("4 of 1200 row(s) have NaN, null or infinite values (column 'b': 1, column 'a': 3) "
+                              "in 2 of 3 file(s): "), summary
+    assert f"{root / 'p1.parquet'} (3), {root / 'p0.parquet'} (1);" in summary, summary
 
 def test_a_swap_killed_between_its_renames_is_repaired(tmp_path):
     target = tmp_path / "out"
@@ -319,6 +353,21 @@ def test_model_files_are_checked_on_load(tmp_path):
         daskgmm.load(broken(lambda d: None, {**arrays, "means_": np.array([object()], dtype=object)}))
     with pytest.raises(ModelFileError, match="inconsistent model"):
         daskgmm.load(broken(lambda d: None, {**arrays, "weights_": np.full(2, np.nan)}))
+
+
+def test_a_checkpoint_holding_pickles_is_corrupt_never_unpickled(tmp_path):
+    """A checkpoint is data (``allow_pickle=False``): one whose arrays hold objects is refused as corrupt,
+    whether the job resumes it or only asks whether it is its own, and the pickles never run."""
+    from daskgmm.io.modelfiles import Checkpoint
+
+    np.savez(tmp_path / "checkpoint.npz", __meta__=np.array("{}"), run0__means=np.array([Pickled()], dtype=object),
+             allow_pickle=True)
+    UNPICKLED.clear()
+    ck = Checkpoint(tmp_path, {"job": 1})
+    with pytest.raises(ModelFileError, match="corrupt checkpoint"):
+        ck.load()
+    assert ck.stale() == "not a checkpoint this daskgmm can read"
+    assert UNPICKLED == []
 
 
 def test_predictions_are_never_written_over_the_parquet_they_are_computed_from(dataset, tmp_path):

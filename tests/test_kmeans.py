@@ -34,6 +34,11 @@ def test_same_lloyd_steps_as_sklearn_from_same_centres():
             sk = SkKMeans(4, init=start, n_init=1, max_iter=it, tol=0.0, algorithm="lloyd").fit(X)
             np.testing.assert_allclose(ours.cluster_centers_, sk.cluster_centers_, rtol=1e-10, atol=1e-12)
             np.testing.assert_allclose(ours.inertia_, sk.inertia_, rtol=1e-10)
+    # tol=0 stops where the labels stop changing (the centres then move by exactly 0: scikit-learn's
+    # "strict convergence"), at the same iteration, not at max_iter
+    ours = KMeans(4, init=start, max_iter=300, tol=0.0).fit(X)
+    sk = SkKMeans(4, init=start, n_init=1, max_iter=300, tol=0.0, algorithm="lloyd").fit(X)
+    assert ours.n_iter_ == sk.n_iter_ < 300
 
 
 @pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])

@@ -69,6 +69,18 @@ def test_convergence_semantics_match_sklearn(ct):
     np.testing.assert_allclose(g.lower_bound_, sk.lower_bound_, rtol=1e-9)
 
 
+def test_tol_0_is_never_converged_even_at_a_fixed_point_as_scikit_learn():
+    """scikit-learn's test is ``abs(change) < tol``, strict: one component reaches its fixed point at the
+    first M-step (every later change exactly 0), and with tol=0 both fits still run max_iter iterations."""
+    X, _, _ = make_blobs(n=300, d=2, k=2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGMM(1, tol=0.0, max_iter=4, random_state=0).fit(X)
+        g = GaussianMixture(1, tol=0.0, max_iter=4, random_state=0).fit(X)
+    assert [h["change"] for h in g.history_][1:] == [0.0, 0.0, 0.0]
+    assert (g.n_iter_, g.converged_) == (sk.n_iter_, sk.converged_) == (4, False)
+
+
 def test_convergence_warning_and_max_iter_zero():
     X, _, _ = make_blobs(n=300)
     with pytest.warns(daskgmm.ConvergenceWarning, match="did not converge"):
@@ -134,6 +146,23 @@ def test_n_init_keeps_the_best_run():
     assert g.n_iter_ == g.restarts_[best]["n_iter"]
     # the restarts run in lockstep: one pass per iteration of the longest, not one per restart
     assert g.n_passes_ - g.init_passes_ == max(r["n_iter"] for r in g.restarts_)
+
+
+def test_n_init_with_max_iter_0_keeps_the_last_initialisation_as_scikit_learn():
+    """scikit-learn's loop keeps the last restart's initial parameters when no iteration runs."""
+    X, _, _ = make_blobs(n=300, d=2, k=3, seed=7)
+    kw = dict(init_params="random_from_data", max_iter=0)
+    rs = np.random.RandomState(0)
+    for _ in range(2):  # the third restart's seed is the third draw (daskgmm.fitting.mixture.restart_seeds)
+        rs.randint(0, np.iinfo(np.int64).max, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no iteration: not converged, and components on their one seed row
+        three = GaussianMixture(3, n_init=3, random_state=0, **kw).fit(X)
+        last = GaussianMixture(3, n_init=1, random_state=rs, **kw).fit(X)
+        first = GaussianMixture(3, n_init=1, random_state=0, **kw).fit(X)
+    np.testing.assert_array_equal(three.means_, last.means_)
+    assert not np.array_equal(three.means_, first.means_)
+    assert three.lower_bound_ == -np.inf and three.n_iter_ == 0
 
 
 def _first_within_rounding_of_max(lbs):

@@ -94,6 +94,8 @@ def test_a_wrong_build_is_caught_and_named(where):
             "kmeans": "n of model 0 (spherical, hard) over float64 rows differs",
             "columns": "of model 5 (spherical, hard) over float64 rows, columns contiguous differs"}[where] in why
     assert "differs from NumPy's" in why or "differ from NumPy's" in why
+    # a NaN where NumPy gives a number is a wrong answer too (the difference itself skips NaN)
+    assert selfcheck.known_answer(Wrong(compiled.load_variant(name), by=np.nan, where=where)) is not None
     # rounding is not a failure
     assert selfcheck.known_answer(Wrong(compiled.load_variant(name), by=1e-13, where=where)) is None
 

@@ -22,7 +22,7 @@ from daskgmm import GaussianMixture, StudentTMixture
 from daskgmm.kernels import chunk_pass, merge_partials
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.studentt import StudentTRequest
-from daskgmm.models.studentt import DF_BOUNDS, StudentTState, log_gamma_ratio, observed_df, t_form
+from daskgmm.models.studentt import DF_BOUNDS, StudentTState, log_gamma_ratio, observed_df, t_form, update_df
 
 from .conftest import make_blobs, mean_error, outlier_data
 
@@ -142,7 +142,7 @@ def test_log_gamma_ratio_is_exact_for_large_arguments():
 
 def test_observed_df_is_the_t_likelihoods_maximum_from_any_start():
     """ECME's step: the nu of highest t likelihood given the distances (scipy's density, minimised
-    independently), the same from 3 or 1e6, the upper bound on Gaussian rows."""
+    independently), the same from 3 or 1e6, the upper bound on Gaussian rows, the lower on the heaviest tails."""
     X = multivariate_t(np.zeros(2), np.eye(2), df=3).rvs(size=500, random_state=1)
     d2, r = np.sum(X**2, axis=1)[None], np.ones((1, len(X)))
     want = minimize_scalar(lambda v: -multivariate_t(np.zeros(2), np.eye(2), df=np.exp(v)).logpdf(X).sum(),
@@ -151,7 +151,22 @@ def test_observed_df_is_the_t_likelihoods_maximum_from_any_start():
         np.testing.assert_allclose(observed_df(np.array([start]), d2, r, 2), np.exp(want), rtol=1e-6)
     g = np.random.default_rng(0).normal(size=(2000, 3))
     assert observed_df(np.array([4.0]), np.sum(g**2, axis=1)[None], np.ones((1, 2000)), 3)[0] == DF_BOUNDS[1]
+    # and the lower bound on tails heavier than it allows (half the rows at the centre, half 1e60 away)
+    q = np.concatenate([np.full(50, 1e-30), np.full(50, 1e120)])[None]
+    assert observed_df(np.array([3.0]), q, np.ones((1, 100)), 2)[0] == DF_BOUNDS[0]
 
+
+
+def test_em_df_update_is_the_root_or_the_bound_it_lies_beyond():
+    """EM's df: the root of log(nu/2) - ψ(nu/2) = -(mean(log u - u + 1) + ψ(a) - log a), a = (nu' + D)/2; kept in
+    DF_BOUNDS: the lower bound for a root below it (tails heavier than nu = 0.01 allows), the upper for none."""
+    df, d = np.full(3, 1.0), 2
+    a = 0.5 * (df + d)
+    gap = lambda nu: np.log(nu / 2) - digamma(nu / 2)  # noqa: E731
+    mean = -np.array([gap(3.0), 2 * gap(DF_BOUNDS[0]), 0.0]) - (digamma(a) - np.log(a))
+    got = update_df(df, np.full(3, 10.0), 10.0 * mean, d)
+    np.testing.assert_allclose(got[0], 3.0, rtol=1e-10)
+    assert got[1] == DF_BOUNDS[0] and got[2] == DF_BOUNDS[1]
 
 @pytest.mark.parametrize("init", ["kmeans", "random"])
 def test_a_huge_start_df_finds_the_small_df_of_heavy_tailed_data(init):
