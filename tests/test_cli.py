@@ -164,6 +164,37 @@ def test_bad_config_exits_2(tmp_path, capsys, content, match):
     assert not (tmp_path / "m").exists()
 
 
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ({"n_components": -3}, "--n-components must be at least 1, got -3"),
+        ({"estimator": "kmeans", "checkpoint_dir": "ck"}, "keeps no checkpoint"),
+    ],
+)
+def test_a_config_rejected_after_reading_writes_its_error_metrics(tmp_path, capsys, content, match):
+    """A config whose keys read but whose options are refused together (a K below 1, a checkpoint of a
+    kmeans fit) exited 2 without writing its own metrics_out: a scheduled job's monitor read the
+    last night's "ok" there (user-trial-r14). The metrics land where the config says, and never over DATA."""
+    metrics = tmp_path / "m.json"
+    metrics.write_text('{"status": "ok"}')  # last night's
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"data": "x.parquet", "model_out": str(tmp_path / "m"),
+                                   "metrics_out": str(metrics), **content}))
+    assert main(["fit", "--config", str(cfg)]) == 2
+    assert match in capsys.readouterr().err
+    m = json.loads(metrics.read_text())
+    assert m["status"] == "error" and m["exit_code"] == 2 and match in m["error"]
+    assert not (tmp_path / "m").exists()
+    data = tmp_path / "data"
+    write_data(data, n=20)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    cfg.write_text(yaml.safe_dump({"data": str(data), "model_out": str(tmp_path / "m"),
+                                   "metrics_out": str(data / "part-0.parquet"), **content}))
+    assert main(["fit", "--config", str(cfg)]) == 2
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
 @pytest.mark.parametrize(
     "text, match",
     [

@@ -106,9 +106,16 @@ def _main(argv=None) -> int:
     storage = None
     status = EXIT_FAILURE
     quiet = bool(getattr(args, "quiet", False))
-    o = None
+    o = given = None
     try:
-        o = resolve(args)
+        try:
+            o = resolve(args)
+        except Exception as exc:  # refused once read: the metrics go where the config (or a flag) says
+            given = getattr(exc, "daskgmm_options", None)
+            if given is not None:
+                metrics_out = getattr(given, "metrics_out", None)
+                storage = getattr(given, "storage_options", None)
+            raise
         metrics_out = getattr(o, "metrics_out", None)
         storage = getattr(o, "storage_options", None)
         quiet = bool(getattr(o, "quiet", False))
@@ -137,7 +144,7 @@ def _main(argv=None) -> int:
         status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
         _fail(metrics, exc, status)
     _say_left_behind(metrics)
-    if metrics_out and output_conflict(o if o is not None else args, "metrics_out"):
+    if metrics_out and output_conflict(next(x for x in (o, given, args) if x is not None), "metrics_out"):
         metrics_out = None  # never over the data or the model, whatever failed first
     if metrics_out:
         try:

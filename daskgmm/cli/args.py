@@ -171,12 +171,17 @@ def resolve(args) -> argparse.Namespace:
     if cmd == SHOW_CONFIG:
         merged["json"] = bool(getattr(args, "json", False))
     ns = argparse.Namespace(**merged)
-    if cmd == FIT:
-        resolve_starts(ns)  # before the defaults: K may come from the starting values
-        for key, (usual, own) in ESTIMATOR_DEFAULTS.items():
-            if getattr(ns, key) is None:
-                setattr(ns, key, own.get(ns.estimator, usual))
-    require(ns)
+    try:
+        if cmd == FIT:
+            resolve_starts(ns)  # before the defaults: K may come from the starting values
+            for key, (usual, own) in ESTIMATOR_DEFAULTS.items():
+                if getattr(ns, key) is None:
+                    setattr(ns, key, own.get(ns.estimator, usual))
+        require(ns)
+    except Exception as exc:
+        # the options as given (a config's metrics_out, its storage options): the error metrics go there
+        exc.daskgmm_options = ns
+        raise
     return ns
 
 
