@@ -24,7 +24,7 @@ from daskgmm.validation.scan import short_columns
 
 
 class Reporter:
-    """Progress lines on stderr (unless quiet)."""
+    """Progress lines on stderr (unless quiet), and warning lines (``"warning: ..."``, quiet or not)."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -37,7 +37,9 @@ class Reporter:
 
     def __call__(self, msg: str) -> None:
         stop.check()  # every line is a safe point to stop at
-        if not self.quiet:
+        # --quiet silences progress, not warnings: a quiet nightly job must still say that a component
+        # collapsed, that rows were omitted, that a worker went silent
+        if not self.quiet or msg.startswith("warning: "):
             print(f"daskgmm: {msg}", file=sys.stderr, flush=True)
 
     def progress(self, event, **info):
