@@ -276,7 +276,9 @@ def cmd_select(o, log, metrics):
             print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
         summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
                                                        "covariance_type": best.covariance_type, "kind": kind},
-                   "candidates": res.table.to_dict(orient="records")}
+                   # a gaussian row's ELBO is NaN in the table: null in JSON (jsonable would write "nan")
+                   "candidates": [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()}
+                                  for r in res.table.to_dict(orient="records")]}
         with staged_directory(o.out, storage_options(o)) as (fs, staging):
             model_dir = posixpath.join(staging, "model")
             if is_local(fs):  # an object store has no directories
