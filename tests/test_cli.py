@@ -867,6 +867,31 @@ def test_a_fit_on_the_singularity_warns_with_the_commands_option(tmp_path, capsy
     assert "daskgmm: iter" not in err and "model written" not in err, err  # quiet: no progress
 
 
+def test_info_of_a_mixture_updated_online_says_so(tmp_path, capsys):
+    """After a nightly `daskgmm update` (partial_fit), info said "converged: False after 3 iteration(s)": an
+    online step has no convergence test, so every updated model read as a fit that failed, and the batches
+    and rows it had learnt from were in --json only (user-trial-r14). A fit alone still says it converged."""
+    from daskgmm import GaussianMixture
+
+    x = np.random.default_rng(4).normal(size=(120, 2))
+    g = GaussianMixture(2, random_state=0).fit(x)
+    g.save(str(tmp_path / "fit"))
+    g.partial_fit(x[:50]).save(str(tmp_path / "updated"))
+    GaussianMixture(2, random_state=0).partial_fit(x).save(str(tmp_path / "online"))
+    said = {}
+    for name in ("fit", "updated", "online"):
+        capsys.readouterr()
+        assert main(["info", "--model", str(tmp_path / name)]) == 0
+        said[name] = capsys.readouterr().out
+    assert f"converged:        True after {g.n_iter_ - 1} iteration(s)" in said["fit"]
+    assert "online" not in said["fit"]
+    assert "converged" not in said["updated"] and "converged" not in said["online"], said
+    assert (f"iterations:       {g.n_iter_ - 1} of the fit, then 1 online EM step(s) (2 batch(es), 170 rows "
+            "learnt from; an online step has no convergence test)") in said["updated"], said["updated"]
+    assert ("iterations:       1 online EM step(s) (1 batch(es), 120 rows learnt from; an online step has no "
+            "convergence test)") in said["online"], said["online"]
+
+
 def test_info_says_a_hard_assignment_bound_is_the_classification_likelihood(tmp_path, capsys):
     """A hard-assignment (classification EM) model's "lower bound" is the classification log-likelihood, not
     the mixture's: info says which."""

@@ -182,8 +182,16 @@ def cmd_info(o, log, metrics):
         centres = arrays["cluster_centers_"]
     else:
         weights = np.asarray(arrays["weights_"], float)
+        history = fit.get("history") or []
+        steps = sum("batch" in h for h in history)  # partial_fit's steps (daskgmm update): no convergence test
+        if steps:
+            online = doc.get("online") or {}
+            fitted = f"{len(history) - steps} of the fit, then " if len(history) > steps else ""
+            lines.append(f"iterations:       {fitted}{steps} online EM step(s) ({online.get('n_batches')} batch(es), "
+                         f"{online.get('n_rows_seen', 0):,} rows learnt from; an online step has no convergence test)")
+        else:
+            lines.append(f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)")
         lines += [
-            f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
             f"lower bound:      {fit.get('lower_bound')}"
             + (" (the classification log-likelihood: each row with its most likely component)"
                if params.get("assignment") == "hard" else ""),
