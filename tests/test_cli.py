@@ -867,6 +867,18 @@ def test_a_fit_on_the_singularity_warns_with_the_commands_option(tmp_path, capsy
     assert "daskgmm: iter" not in err and "model written" not in err, err  # quiet: no progress
 
 
+def test_a_metrics_out_that_is_a_directory_is_said_once(tmp_path, capsys):
+    """--metrics-out naming a directory was refused, then the error metrics were tried there too: a second
+    'error: cannot write --metrics-out ...: IsADirectoryError' line under the first (user-trial-r14)."""
+    write_data(tmp_path / "data", n=30)
+    (tmp_path / "metrics").mkdir()
+    assert main(["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m"),
+                 "--metrics-out", str(tmp_path / "metrics"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "is a directory; give a file name" in err, err
+    assert os.listdir(tmp_path / "metrics") == [] and not (tmp_path / "m").exists()
+
+
 def test_info_of_a_mixture_updated_online_says_so(tmp_path, capsys):
     """After a nightly `daskgmm update` (partial_fit), info said "converged: False after 3 iteration(s)": an
     online step has no convergence test, so every updated model read as a fit that failed, and the batches

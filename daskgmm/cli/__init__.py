@@ -146,6 +146,8 @@ def _main(argv=None) -> int:
     _say_left_behind(metrics)
     if metrics_out and output_conflict(next(x for x in (o, given, args) if x is not None), "metrics_out"):
         metrics_out = None  # never over the data or the model, whatever failed first
+    if metrics_out and os.path.isdir(metrics_out):
+        metrics_out = None  # refused before anything else ("is a directory"): said once, not tried again
     if metrics_out:
         try:
             _write_metrics(metrics_out, metrics, storage)
