@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".",
                             epilog=EXIT_DOC + ("" if cmd in (SCORE, INFO, SHOW_CONFIG) else OUTPUTS_DOC),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        # a value that starts with '-' and a digit is a value ('--means-init "-1;1"', '--tol -1e-3'), as
+        # Python 3.13's argparse takes it; 3.11's took only '-1' and '-0.5' and said "expected one argument"
+        sp._negative_number_matcher = re.compile(r"^-\.?\d")
         if cmd in (FIT, PREDICT, SCORE, SELECT, UPDATE):
             sp.add_argument("data", nargs="*", metavar="DATA",
                             help="Parquet file(s), directory, glob or fsspec URL (or 'data' in the config)")
