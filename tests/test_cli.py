@@ -371,6 +371,32 @@ def test_an_output_over_the_inputs_is_refused_and_the_data_kept(tmp_path, capsys
     assert output_conflict(resolve(parsed), "model_out") is None
 
 
+def test_a_file_output_or_checkpoint_inside_a_directory_output_is_refused(tmp_path, capsys):
+    """'--metrics-out M/metrics.json --model-out M' wrote the metrics into the model's directory, and a job that
+    failed then wrote its error metrics into the previous model (outputs are left as they were on failure);
+    a checkpoint there was written into the old model and went aside with it at the commit (user-trial-r14).
+    Refused before anything is read, exit 2, naming both; nothing written."""
+    write_data(tmp_path / "data", n=30)
+    d, m = str(tmp_path / "data"), str(tmp_path / "m")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text("{}")  # the previous model, as it was
+    cases = [
+        (["fit", d, "--model-out", m, "--metrics-out", f"{m}/metrics.json"], "--metrics-out", "--model-out"),
+        (["fit", d, "--model-out", m, "--checkpoint-dir", f"{m}/ck"], "--checkpoint-dir", "--model-out"),
+        (["fit", d, "--model-out", m, "--checkpoint-dir", m], "--checkpoint-dir", "--model-out"),
+        (["fit", d, "--model-out", f"{m}2", "--predictions-out", m, "--plot", f"{m}/fit.png"], "--plot",
+         "--predictions-out"),
+        (["select", d, "--out", m, "--metrics-out", f"{m}/m.json"], "--metrics-out", "--out"),
+        (["update", d, "--model", f"{m}2", "--model-out", m, "--metrics-out", f"{m}/x/m.json"], "--metrics-out",
+         "--model-out"),
+    ]
+    for args, inner, outer in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert f"{inner} " in err and f"is inside {outer} " in err, (args, err)
+    assert os.listdir(tmp_path / "m") == ["model.json"]
+
+
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
     """Bad input is said before any cluster starts: a missing or non-numeric column, disagreeing schemas and
     files without rows are found in the footers, read once (no job here starts a cluster: 20 s of them

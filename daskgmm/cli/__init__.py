@@ -19,7 +19,16 @@ import sys
 import threading
 
 import daskgmm.engine.stop as stop
-from daskgmm.cli.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, output_conflict, resolve
+from daskgmm.cli.args import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    build_parser,
+    inside_directory_output,
+    output_conflict,
+    resolve,
+)
 from daskgmm.cli.config import (
     EXPORT,
     FIT,
@@ -144,8 +153,9 @@ def _main(argv=None) -> int:
         status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
         _fail(metrics, exc, status)
     _say_left_behind(metrics)
-    if metrics_out and output_conflict(next(x for x in (o, given, args) if x is not None), "metrics_out"):
-        metrics_out = None  # never over the data or the model, whatever failed first
+    job = next(x for x in (o, given, args) if x is not None)
+    if metrics_out and (output_conflict(job, "metrics_out") or inside_directory_output(job, "metrics_out")):
+        metrics_out = None  # never over the data or the model, nor into an output, whatever failed first
     if metrics_out and os.path.isdir(metrics_out):
         metrics_out = None  # refused before anything else ("is a directory"): said once, not tried again
     if metrics_out:

@@ -358,6 +358,30 @@ def require(o):
                          f"(they are committed together), got {outs[0]} and {outs[1]}")
     check_filesystems(o)
     check_outputs_apart_from_inputs(o)
+    check_files_apart_from_directory_outputs(o)
+
+
+def check_files_apart_from_directory_outputs(o):
+    """Refuse (:class:`UsageError`) a file output or ``--checkpoint-dir`` inside a directory output: see
+    :func:`inside_directory_output`."""
+    for key in FILE_OUTPUTS + ("checkpoint_dir",):
+        problem = inside_directory_output(o, key)
+        if problem:
+            raise UsageError(problem)
+
+
+def inside_directory_output(o, key: str) -> str | None:
+    """Why ``key`` (``plot``, ``metrics_out``, ``checkpoint_dir``) may not be written where it is, or None: at or
+    inside a directory output, which the commit replaces whole and a failed job leaves as it was, its error
+    metrics or a checkpoint would be written into the previous output (and a checkpoint go aside with it at
+    the commit). The command also asks this before it writes a failed job's error metrics."""
+    inner = getattr(o, key, None)
+    for outer_key in DIRECTORY_OUTPUTS:
+        outer = getattr(o, outer_key, None)
+        if inner and outer and holds(place_of(outer), place_of(inner)):
+            return (f"daskgmm {o.command}: {flag(key)} {inner} is inside {flag(outer_key)} {outer}, which the job "
+                    "replaces whole (a failed job leaves it as it was): give a path apart from it")
+    return None
 
 
 #: Outputs a job replaces as a whole (a directory, or a file), by option.
