@@ -905,6 +905,23 @@ def test_a_metrics_out_that_is_a_directory_is_said_once(tmp_path, capsys):
     assert os.listdir(tmp_path / "metrics") == [] and not (tmp_path / "m").exists()
 
 
+def test_score_checks_its_metrics_out_before_the_cluster(tmp_path, capsys):
+    """score's --metrics-out was checked only when written: below a file, the cluster started, the pass ran,
+    the score was printed, then 'cannot write --metrics-out', exit 1, where fit and select say it first,
+    exit 2 (user-trial-r14)."""
+    from daskgmm import GaussianMixture
+
+    X = write_data(tmp_path / "data", n=30)
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "model")
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--columns", "f0,f1,f2",
+                 "--metrics-out", str(tmp_path / "afile" / "m.json"), *FAST[:-1]]) == 2
+    captured = capsys.readouterr()
+    assert "--metrics-out" in captured.err and "is a file, not a directory" in captured.err, captured.err
+    assert "cluster:" not in captured.err and captured.out == ""
+
+
 def test_info_of_a_mixture_updated_online_says_so(tmp_path, capsys):
     """After a nightly `daskgmm update` (partial_fit), info said "converged: False after 3 iteration(s)": an
     online step has no convergence test, so every updated model read as a fit that failed, and the batches

@@ -16,6 +16,7 @@ from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
 from daskgmm.cli.fit import check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
 from daskgmm.cli.runtime import (
     Reporter,
+    check_file_target,
     command_cluster,
     data_command,
     load_saved,
@@ -51,6 +52,8 @@ def cmd_predict(o, log, metrics):
 
 
 def cmd_score(o, log, metrics):
+    if o.metrics_out:  # its only output: checked before the cluster starts, as fit's and select's
+        check_file_target(o.metrics_out, "--metrics-out", storage_options(o))
     box: dict = {}
     with command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
