@@ -896,13 +896,24 @@ def test_a_fit_on_the_singularity_warns_with_the_commands_option(tmp_path, capsy
 def test_a_metrics_out_that_is_a_directory_is_said_once(tmp_path, capsys):
     """--metrics-out naming a directory was refused, then the error metrics were tried there too: a second
     'error: cannot write --metrics-out ...: IsADirectoryError' line under the first (user-trial-r14)."""
-    write_data(tmp_path / "data", n=30)
+    from daskgmm import GaussianMixture
+
+    X = write_data(tmp_path / "data", n=30)
     (tmp_path / "metrics").mkdir()
     assert main(["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m"),
                  "--metrics-out", str(tmp_path / "metrics"), *FAST]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "is a directory; give a file name" in err, err
     assert os.listdir(tmp_path / "metrics") == [] and not (tmp_path / "m").exists()
+    (tmp_path / "afile").write_text("")  # below a file: the same, for fit, update and score
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "model")
+    for args in (["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m")],
+                 ["update", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--model-out",
+                  str(tmp_path / "m"), "--columns", "f0,f1,f2"],
+                 ["score", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--columns", "f0,f1,f2"]):
+        assert main([*args, "--metrics-out", str(tmp_path / "afile" / "m.json"), *FAST]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and "is a file, not a directory" in err, (args, err)
 
 
 def test_score_checks_its_metrics_out_before_the_cluster(tmp_path, capsys):

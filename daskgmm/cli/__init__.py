@@ -115,7 +115,7 @@ def _main(argv=None) -> int:
     storage = None
     status = EXIT_FAILURE
     quiet = bool(getattr(args, "quiet", False))
-    o = given = None
+    o = given = failure = None
     try:
         try:
             o = resolve(args)
@@ -135,7 +135,7 @@ def _main(argv=None) -> int:
         stop.check()  # a signal whose exception was lost after the last safe point
         metrics["status"] = "ok"
     except (UsageError, ConfigError) as exc:
-        status = EXIT_USAGE
+        status, failure = EXIT_USAGE, exc
         _fail(metrics, exc, status)
     except Terminated as exc:
         status = 143
@@ -150,14 +150,14 @@ def _main(argv=None) -> int:
         else:
             _fail(metrics, exc, status)
     except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
-        status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
+        status, failure = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE, exc
         _fail(metrics, exc, status)
     _say_left_behind(metrics)
     job = next(x for x in (o, given, args) if x is not None)
     if metrics_out and (output_conflict(job, "metrics_out") or inside_directory_output(job, "metrics_out")):
         metrics_out = None  # never over the data or the model, nor into an output, whatever failed first
-    if metrics_out and os.path.isdir(metrics_out):
-        metrics_out = None  # refused before anything else ("is a directory"): said once, not tried again
+    if metrics_out and (os.path.isdir(metrics_out) or getattr(failure, "daskgmm_unwritable", None) == metrics_out):
+        metrics_out = None  # the job failed on that very path ("is a directory", ...): said once, not tried again
     if metrics_out:
         try:
             _write_metrics(metrics_out, metrics, storage)

@@ -452,7 +452,16 @@ def local_path(path, so=None) -> bool:
 
 def check_file_target(path, flag, so=None):
     """Refuse (UsageError) a file output ``flag`` that is a directory or whose directory cannot be written;
-    on an object store (``s3://``), one whose bucket is missing, that is a prefix, or that cannot be written."""
+    on an object store (``s3://``), one whose bucket is missing, that is a prefix, or that cannot be written.
+    The error carries ``daskgmm_unwritable``, the path: the command writes no error metrics there."""
+    try:
+        _check_file_target(path, flag, so)
+    except Exception as exc:
+        exc.daskgmm_unwritable = str(path)
+        raise
+
+
+def _check_file_target(path, flag, so=None):
     if not local_path(path, so):
         from daskgmm.io.files import get_fs, strip_protocol
         from daskgmm.io.store import check_file_target as check_object
