@@ -88,7 +88,10 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
 
     out = tmp_path / "pred2"
     assert main(["predict", str(data), "--model", str(model), "--out", str(out), "--id-column", "id,tag",
-                 "--loglik", *FAST]) == 0
+                 "--loglik", "--metrics-out", str(tmp_path / "p.json"), *FAST]) == 0
+    pm = json.loads((tmp_path / "p.json").read_text())  # a nightly predict reports as a fit does
+    assert pm["status"] == "ok" and pm["predictions_rows"] == pm["n_rows"] == 3000 and pm["n_omitted"] == 0
+    assert pm["kernel"] == m["kernel"] and pm["out"] == str(out) and pm["columns"] == ["f0", "f1", "f2"]
     t2 = pq.read_table(out)  # several id columns, each in its own type, in the order given
     assert t2.column_names == ["id", "tag", "label", "loglik"]
     assert [str(t2.schema.field(c).type) for c in ("id", "tag")] == ["int64", "string"]
@@ -105,7 +108,9 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
 
     samples = tmp_path / "samples"
     assert main(["sample", "--model", str(model), "-n", "2500", "--out", str(samples), "--seed", "1",
-                 "--chunk-rows", "1000", *FAST]) == 0
+                 "--chunk-rows", "1000", "--metrics-out", str(tmp_path / "s.json"), *FAST]) == 0
+    sm = json.loads((tmp_path / "s.json").read_text())
+    assert sm["status"] == "ok" and sm["n_rows"] == 2500 and sm["out"] == str(samples)
     st = pq.read_table(samples)
     assert st.num_rows == 2500 and st.column_names == ["f0", "f1", "f2", "component"]
     assert len([f for f in os.listdir(samples) if f.endswith(".parquet")]) == 3
@@ -931,6 +936,31 @@ def test_score_checks_its_metrics_out_before_the_cluster(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "--metrics-out" in captured.err and "is a file, not a directory" in captured.err, captured.err
     assert "cluster:" not in captured.err and captured.out == ""
+
+
+def test_predict_and_sample_write_their_error_metrics(tmp_path, capsys):
+    """predict and sample took no --metrics-out (a nightly predict job had only its exit status to report);
+    on failure too, before any cluster, and a path that cannot be written is said first (user-trial-r14)."""
+    from daskgmm import GaussianMixture
+
+    X = write_data(tmp_path / "data", n=30)
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "model")
+    metrics = tmp_path / "m.json"
+    for args, said in ((["predict", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--out",
+                         str(tmp_path / "p"), "--columns", "f0,f1,f2", "--id-column", "idx"], "no id column 'idx'"),
+                       (["sample", "--model", str(tmp_path / "data"), "-n", "10", "--out", str(tmp_path / "s")],
+                        "no model here")):
+        assert main([*args, "--metrics-out", str(metrics), *FAST]) == 2
+        assert said in capsys.readouterr().err
+        m = json.loads(metrics.read_text())
+        assert m["status"] == "error" and m["exit_code"] == 2 and said in m["error"], m
+        metrics.unlink()
+    (tmp_path / "afile").write_text("")
+    assert main(["sample", "--model", str(tmp_path / "model"), "-n", "10", "--out", str(tmp_path / "s"),
+                 "--metrics-out", str(tmp_path / "afile" / "m.json"), *FAST[:-1]]) == 2
+    err = capsys.readouterr().err
+    assert "--metrics-out" in err and "is a file, not a directory" in err and "cluster:" not in err, err
+    assert not (tmp_path / "p").exists() and not (tmp_path / "s").exists()
 
 
 def test_info_of_a_mixture_updated_online_says_so(tmp_path, capsys):

@@ -36,6 +36,7 @@ def cmd_predict(o, log, metrics):
 
     box: dict = {}
     so = storage_options(o)
+    check_metrics_out(o)
     with OutputLock(o.out, so), command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
         clusters = hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
@@ -48,12 +49,19 @@ def cmd_predict(o, log, metrics):
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, storage_options=so,
                                      **what)
     log(f"{rows:,} predictions written to {o.out}")
+    metrics.update(n_rows=src.n_rows, n_omitted=src.n_omitted, files=len(src.files), columns=src.columns,
+                   predictions_rows=rows, out=o.out)
     return EXIT_OK
 
 
-def cmd_score(o, log, metrics):
-    if o.metrics_out:  # its only output: checked before the cluster starts, as fit's and select's
+def check_metrics_out(o) -> None:
+    """A command's --metrics-out, checked before its cluster starts, as fit's and select's."""
+    if o.metrics_out:
         check_file_target(o.metrics_out, "--metrics-out", storage_options(o))
+
+
+def cmd_score(o, log, metrics):
+    check_metrics_out(o)  # its only output
     box: dict = {}
     with command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
@@ -97,10 +105,12 @@ def cmd_sample(o, log, metrics):
 
     est = load_saved(o)
     so = storage_options(o)
+    check_metrics_out(o)
     with OutputLock(o.out, so), command_cluster(o, log, None, metrics):
         rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000,
                                 storage_options=so)
     log(f"{rows:,} rows written to {o.out}")
+    metrics.update(n_rows=rows, out=o.out)
     return EXIT_OK
 
 
