@@ -402,6 +402,32 @@ def test_a_file_output_or_checkpoint_inside_a_directory_output_is_refused(tmp_pa
     assert os.listdir(tmp_path / "m") == ["model.json"]
 
 
+def test_a_directory_that_is_not_a_finished_output_is_not_replaced(tmp_path, capsys):
+    """'--model-out DIR' on a directory of the user's (notes, anything without the _SUCCESS of a finished
+    output) replaced it whole: its files were deleted, exit 0 (user-trial-r14). It is refused before any
+    pass, exit 2, naming what it holds, from the command and from save(); an empty directory, or a previous
+    output, is written as before."""
+    from daskgmm import GaussianMixture
+    from daskgmm.io.files import DataError
+
+    X = write_data(tmp_path / "data", n=30)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    assert main(["fit", str(tmp_path / "data"), "--columns", "f0,f1,f2", "--model-out", str(mine), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert f"output '{mine}' is a directory that holds 1 entry (notes.txt) but no _SUCCESS marker" in err, err
+    assert "cluster:" not in err
+    g = GaussianMixture(2, random_state=0).fit(X)
+    with pytest.raises(DataError, match=r"notes\.txt"):
+        g.save(mine)
+    assert os.listdir(mine) == ["notes.txt"] and (mine / "notes.txt").read_text() == "precious"
+    (tmp_path / "empty").mkdir()
+    g.save(tmp_path / "empty")
+    g.save(tmp_path / "empty")  # a finished output: replaced
+    assert sorted(os.listdir(tmp_path / "empty")) == ["_SUCCESS", "arrays.npz", "model.json"]
+
+
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
     """Bad input is said before any cluster starts: a missing or non-numeric column, disagreeing schemas and
     files without rows are found in the footers, read once (no job here starts a cluster: 20 s of them
