@@ -88,7 +88,10 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
 
     out = tmp_path / "pred2"
     assert main(["predict", str(data), "--model", str(model), "--out", str(out), "--id-column", "id,tag",
-                 "--loglik", *FAST]) == 0
+                 "--loglik", "--metrics-out", str(tmp_path / "p.json"), *FAST]) == 0
+    pm = json.loads((tmp_path / "p.json").read_text())  # a nightly predict reports as a fit does
+    assert pm["status"] == "ok" and pm["predictions_rows"] == pm["n_rows"] == 3000 and pm["n_omitted"] == 0
+    assert pm["kernel"] == m["kernel"] and pm["out"] == str(out) and pm["columns"] == ["f0", "f1", "f2"]
     t2 = pq.read_table(out)  # several id columns, each in its own type, in the order given
     assert t2.column_names == ["id", "tag", "label", "loglik"]
     assert [str(t2.schema.field(c).type) for c in ("id", "tag")] == ["int64", "string"]
@@ -105,7 +108,9 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
 
     samples = tmp_path / "samples"
     assert main(["sample", "--model", str(model), "-n", "2500", "--out", str(samples), "--seed", "1",
-                 "--chunk-rows", "1000", *FAST]) == 0
+                 "--chunk-rows", "1000", "--metrics-out", str(tmp_path / "s.json"), *FAST]) == 0
+    sm = json.loads((tmp_path / "s.json").read_text())
+    assert sm["status"] == "ok" and sm["n_rows"] == 2500 and sm["out"] == str(samples)
     st = pq.read_table(samples)
     assert st.num_rows == 2500 and st.column_names == ["f0", "f1", "f2", "component"]
     assert len([f for f in os.listdir(samples) if f.endswith(".parquet")]) == 3
@@ -162,6 +167,37 @@ def test_bad_config_exits_2(tmp_path, capsys, content, match):
     err = capsys.readouterr().err
     assert match in err and str(cfg) in err
     assert not (tmp_path / "m").exists()
+
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ({"n_components": -3}, "--n-components must be at least 1, got -3"),
+        ({"estimator": "kmeans", "checkpoint_dir": "ck"}, "keeps no checkpoint"),
+    ],
+)
+def test_a_config_rejected_after_reading_writes_its_error_metrics(tmp_path, capsys, content, match):
+    """A config whose keys read but whose options are refused together (a K below 1, a checkpoint of a
+    kmeans fit) exited 2 without writing its own metrics_out: a scheduled job's monitor read the
+    last night's "ok" there (user-trial-r14). The metrics land where the config says, and never over DATA."""
+    metrics = tmp_path / "m.json"
+    metrics.write_text('{"status": "ok"}')  # last night's
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"data": "x.parquet", "model_out": str(tmp_path / "m"),
+                                   "metrics_out": str(metrics), **content}))
+    assert main(["fit", "--config", str(cfg)]) == 2
+    assert match in capsys.readouterr().err
+    m = json.loads(metrics.read_text())
+    assert m["status"] == "error" and m["exit_code"] == 2 and match in m["error"]
+    assert not (tmp_path / "m").exists()
+    data = tmp_path / "data"
+    write_data(data, n=20)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    cfg.write_text(yaml.safe_dump({"data": str(data), "model_out": str(tmp_path / "m"),
+                                   "metrics_out": str(data / "part-0.parquet"), **content}))
+    assert main(["fit", "--config", str(cfg)]) == 2
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
 
 
 @pytest.mark.parametrize(
@@ -338,6 +374,58 @@ def test_an_output_over_the_inputs_is_refused_and_the_data_kept(tmp_path, capsys
     # update may write the model where it read it
     parsed = build_parser().parse_args(["update", d, "--model", m, "--model-out", m])
     assert output_conflict(resolve(parsed), "model_out") is None
+
+
+def test_a_file_output_or_checkpoint_inside_a_directory_output_is_refused(tmp_path, capsys):
+    """'--metrics-out M/metrics.json --model-out M' wrote the metrics into the model's directory, and a job that
+    failed then wrote its error metrics into the previous model (outputs are left as they were on failure);
+    a checkpoint there was written into the old model and went aside with it at the commit (user-trial-r14).
+    Refused before anything is read, exit 2, naming both; nothing written."""
+    write_data(tmp_path / "data", n=30)
+    d, m = str(tmp_path / "data"), str(tmp_path / "m")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text("{}")  # the previous model, as it was
+    cases = [
+        (["fit", d, "--model-out", m, "--metrics-out", f"{m}/metrics.json"], "--metrics-out", "--model-out"),
+        (["fit", d, "--model-out", m, "--checkpoint-dir", f"{m}/ck"], "--checkpoint-dir", "--model-out"),
+        (["fit", d, "--model-out", m, "--checkpoint-dir", m], "--checkpoint-dir", "--model-out"),
+        (["fit", d, "--model-out", f"{m}2", "--predictions-out", m, "--plot", f"{m}/fit.png"], "--plot",
+         "--predictions-out"),
+        (["select", d, "--out", m, "--metrics-out", f"{m}/m.json"], "--metrics-out", "--out"),
+        (["update", d, "--model", f"{m}2", "--model-out", m, "--metrics-out", f"{m}/x/m.json"], "--metrics-out",
+         "--model-out"),
+    ]
+    for args, inner, outer in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert f"{inner} " in err and f"is inside {outer} " in err, (args, err)
+    assert os.listdir(tmp_path / "m") == ["model.json"]
+
+
+def test_a_directory_that_is_not_a_finished_output_is_not_replaced(tmp_path, capsys):
+    """'--model-out DIR' on a directory of the user's (notes, anything without the _SUCCESS of a finished
+    output) replaced it whole: its files were deleted, exit 0 (user-trial-r14). It is refused before any
+    pass, exit 2, naming what it holds, from the command and from save(); an empty directory, or a previous
+    output, is written as before."""
+    from daskgmm import GaussianMixture
+    from daskgmm.io.files import DataError
+
+    X = write_data(tmp_path / "data", n=30)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    assert main(["fit", str(tmp_path / "data"), "--columns", "f0,f1,f2", "--model-out", str(mine), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert f"output '{mine}' is a directory that holds 1 entry (notes.txt) but no _SUCCESS marker" in err, err
+    assert "cluster:" not in err
+    g = GaussianMixture(2, random_state=0).fit(X)
+    with pytest.raises(DataError, match=r"notes\.txt"):
+        g.save(mine)
+    assert os.listdir(mine) == ["notes.txt"] and (mine / "notes.txt").read_text() == "precious"
+    (tmp_path / "empty").mkdir()
+    g.save(tmp_path / "empty")
+    g.save(tmp_path / "empty")  # a finished output: replaced
+    assert sorted(os.listdir(tmp_path / "empty")) == ["_SUCCESS", "arrays.npz", "model.json"]
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
@@ -823,15 +911,107 @@ def test_score_counts_the_parameters_the_model_estimated(tmp_path, capsys):
 
 def test_a_fit_on_the_singularity_warns_with_the_commands_option(tmp_path, capsys):
     """Two clusters and one far row, K=3: the third component sits on that row (the notes' singularity,
-    held finite by --reg-covar). The job succeeds, as scikit-learn's fit does, and says so on stderr."""
+    held finite by --reg-covar). The job succeeds, as scikit-learn's fit does, and says so on stderr, under
+    --quiet too: a quiet nightly job lost every warning with the progress lines (user-trial-r14)."""
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2)), [[40.0, 40.0]]]
     pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1]}), tmp_path / "x.parquet")
     rc = main(["fit", str(tmp_path / "x.parquet"), "--n-components", "3", "--seed", "0",
-               "--model-out", str(tmp_path / "m"), *FAST[:-1]])  # not --quiet: warnings are progress lines
+               "--model-out", str(tmp_path / "m"), *FAST])
     assert rc == 0
     err = capsys.readouterr().err
     assert "warning: component 2 on 1 row(s)" in err and "--on-collapse reinit re-seeds" in err, err
+    assert "daskgmm: iter" not in err and "model written" not in err, err  # quiet: no progress
+
+
+def test_a_metrics_out_that_is_a_directory_is_said_once(tmp_path, capsys):
+    """--metrics-out naming a directory was refused, then the error metrics were tried there too: a second
+    'error: cannot write --metrics-out ...: IsADirectoryError' line under the first (user-trial-r14)."""
+    from daskgmm import GaussianMixture
+
+    X = write_data(tmp_path / "data", n=30)
+    (tmp_path / "metrics").mkdir()
+    assert main(["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m"),
+                 "--metrics-out", str(tmp_path / "metrics"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "is a directory; give a file name" in err, err
+    assert os.listdir(tmp_path / "metrics") == [] and not (tmp_path / "m").exists()
+    (tmp_path / "afile").write_text("")  # below a file: the same, for fit, update and score
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "model")
+    for args in (["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m")],
+                 ["update", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--model-out",
+                  str(tmp_path / "m"), "--columns", "f0,f1,f2"],
+                 ["score", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--columns", "f0,f1,f2"]):
+        assert main([*args, "--metrics-out", str(tmp_path / "afile" / "m.json"), *FAST]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and "is a file, not a directory" in err, (args, err)
+
+
+def test_score_checks_its_metrics_out_before_the_cluster(tmp_path, capsys):
+    """score's --metrics-out was checked only when written: below a file, the cluster started, the pass ran,
+    the score was printed, then 'cannot write --metrics-out', exit 1, where fit and select say it first,
+    exit 2 (user-trial-r14)."""
+    from daskgmm import GaussianMixture
+
+    X = write_data(tmp_path / "data", n=30)
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "model")
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--columns", "f0,f1,f2",
+                 "--metrics-out", str(tmp_path / "afile" / "m.json"), *FAST[:-1]]) == 2
+    captured = capsys.readouterr()
+    assert "--metrics-out" in captured.err and "is a file, not a directory" in captured.err, captured.err
+    assert "cluster:" not in captured.err and captured.out == ""
+
+
+def test_predict_and_sample_write_their_error_metrics(tmp_path, capsys):
+    """predict and sample took no --metrics-out (a nightly predict job had only its exit status to report);
+    on failure too, before any cluster, and a path that cannot be written is said first (user-trial-r14)."""
+    from daskgmm import GaussianMixture
+
+    X = write_data(tmp_path / "data", n=30)
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "model")
+    metrics = tmp_path / "m.json"
+    for args, said in ((["predict", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--out",
+                         str(tmp_path / "p"), "--columns", "f0,f1,f2", "--id-column", "idx"], "no id column 'idx'"),
+                       (["sample", "--model", str(tmp_path / "data"), "-n", "10", "--out", str(tmp_path / "s")],
+                        "no model here")):
+        assert main([*args, "--metrics-out", str(metrics), *FAST]) == 2
+        assert said in capsys.readouterr().err
+        m = json.loads(metrics.read_text())
+        assert m["status"] == "error" and m["exit_code"] == 2 and said in m["error"], m
+        metrics.unlink()
+    (tmp_path / "afile").write_text("")
+    assert main(["sample", "--model", str(tmp_path / "model"), "-n", "10", "--out", str(tmp_path / "s"),
+                 "--metrics-out", str(tmp_path / "afile" / "m.json"), *FAST[:-1]]) == 2
+    err = capsys.readouterr().err
+    assert "--metrics-out" in err and "is a file, not a directory" in err and "cluster:" not in err, err
+    assert not (tmp_path / "p").exists() and not (tmp_path / "s").exists()
+
+
+def test_info_of_a_mixture_updated_online_says_so(tmp_path, capsys):
+    """After a nightly `daskgmm update` (partial_fit), info said "converged: False after 3 iteration(s)": an
+    online step has no convergence test, so every updated model read as a fit that failed, and the batches
+    and rows it had learnt from were in --json only (user-trial-r14). A fit alone still says it converged."""
+    from daskgmm import GaussianMixture
+
+    x = np.random.default_rng(4).normal(size=(120, 2))
+    g = GaussianMixture(2, random_state=0).fit(x)
+    g.save(str(tmp_path / "fit"))
+    g.partial_fit(x[:50]).save(str(tmp_path / "updated"))
+    GaussianMixture(2, random_state=0).partial_fit(x).save(str(tmp_path / "online"))
+    said = {}
+    for name in ("fit", "updated", "online"):
+        capsys.readouterr()
+        assert main(["info", "--model", str(tmp_path / name)]) == 0
+        said[name] = capsys.readouterr().out
+    assert f"converged:        True after {g.n_iter_ - 1} iteration(s)" in said["fit"]
+    assert "online" not in said["fit"]
+    assert "converged" not in said["updated"] and "converged" not in said["online"], said
+    assert (f"iterations:       {g.n_iter_ - 1} of the fit, then 1 online EM step(s) (2 batch(es), 170 rows "
+            "learnt from; an online step has no convergence test)") in said["updated"], said["updated"]
+    assert ("iterations:       1 online EM step(s) (1 batch(es), 120 rows learnt from; an online step has no "
+            "convergence test)") in said["online"], said["online"]
 
 
 def test_info_says_a_hard_assignment_bound_is_the_classification_likelihood(tmp_path, capsys):

@@ -128,6 +128,16 @@ def test_arrays_take_the_estimators_shapes(argv, attr, shape):
     assert getattr(_resolve(*argv), attr).shape == shape
 
 
+def test_an_array_that_starts_with_a_minus_sign_is_a_value():
+    """'--means-init "-1;1"' (docs/cli.md's one-dimensional means) was argparse's "expected one argument" on
+    Python 3.11, which takes only '-1' or '-0.5' for a negative number, where 3.13 takes any '-' and digit
+    (user-trial-r14); the '=' form works on both."""
+    np.testing.assert_array_equal(_resolve("--means-init", "-1;1").means_init, [[-1], [1]])
+    np.testing.assert_array_equal(_resolve("--means-init", "-1,0;5,5").means_init, [[-1, 0], [5, 5]])
+    np.testing.assert_array_equal(_resolve("--means-init", "-.5,1e-3").means_init, [[-0.5, 1e-3]])
+    np.testing.assert_array_equal(_resolve("--means-init=-1;1").means_init, [[-1], [1]])
+
+
 @pytest.mark.parametrize("value, match", [
     ("bad.csv", "not a .csv of numbers"),
     ("ragged.csv", "not a .csv of numbers"),

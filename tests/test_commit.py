@@ -160,6 +160,7 @@ def test_a_signal_during_the_swaps_leaves_the_commit_to_be_rolled_forward(tmp_pa
     for t in targets:
         t.mkdir(parents=True)
         (t / "v.txt").write_text("old")
+        (t / "_SUCCESS").touch()  # a finished output, as every one replaced is
     outs = [StagedOutput(t) for t in targets]
     for o in outs:
         o.begin()

@@ -1343,3 +1343,21 @@ def test_the_command_names_a_zero_variance_column(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "d.parquet"), "--id-column", "id", "--n-components", "2",
                  "--model-out", str(tmp_path / "m"), "--n-workers", "1"]) == 0
     assert "warning: column(s) 'b' of X have zero variance" in capsys.readouterr().err
+
+
+def test_the_embedded_workers_drop_the_heartbeat_traceback_of_the_clusters_close():
+    """A successful job printed distributed's ~30-line "Failed to communicate with scheduler during heartbeat"
+    traceback when a worker's heartbeat met the embedded scheduler closing (under load, user-trial-r14; exit
+    0). The embedded workers' log filter drops it, as it drops "Compute Failed" (the command says what failed;
+    its own scheduler goes away only at the end, or the job reports the lost connection)."""
+    import logging
+
+    from daskgmm.engine.cluster import _ComputeFailedFilter
+
+    def record(msg):
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, None, None)
+
+    keep = _ComputeFailedFilter().filter
+    assert not keep(record("Failed to communicate with scheduler during heartbeat."))
+    assert not keep(record("Compute Failed\nKey: x"))
+    assert keep(record("Heartbeat to scheduler failed")) and keep(record("Worker is at 85% memory usage."))

@@ -175,11 +175,14 @@ def test_cli_select_and_fit_plot(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["_SUCCESS", "model", "selection.csv", "selection.json"]
     summary = json.loads((out / "selection.json").read_text())
     assert summary["best"]["n_components"] == 3 and len(summary["candidates"]) == 10
+    # a gaussian candidate has no ELBO: null, as JSON says it, not the string "nan" (user-trial-r14)
+    assert all(c["lower_bound"] is None and isinstance(c["bic"], float) for c in summary["candidates"])
     best = daskgmm.load(out / "model")
     assert best.n_components == 3 and list(best.feature_names_in_) == ["f0", "f1"]
     assert (tmp_path / "sel.png").exists()
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["status"] == "ok" and metrics["rows_in_memory"] is True  # 3000 rows: kept in memory
+    assert metrics["candidates"] == summary["candidates"]
     rc = main(["fit", str(data), "--columns", "f0,f1", "--n-components", "3", "--model-out", str(tmp_path / "m"),
                "--plot", str(tmp_path / "fit.png"), *FAST])
     assert rc == 0 and (tmp_path / "fit.png").stat().st_size > 1000

@@ -19,7 +19,16 @@ import sys
 import threading
 
 import daskgmm.engine.stop as stop
-from daskgmm.cli.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, build_parser, output_conflict, resolve
+from daskgmm.cli.args import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    build_parser,
+    inside_directory_output,
+    output_conflict,
+    resolve,
+)
 from daskgmm.cli.config import (
     EXPORT,
     FIT,
@@ -106,9 +115,16 @@ def _main(argv=None) -> int:
     storage = None
     status = EXIT_FAILURE
     quiet = bool(getattr(args, "quiet", False))
-    o = None
+    o = given = failure = None
     try:
-        o = resolve(args)
+        try:
+            o = resolve(args)
+        except Exception as exc:  # refused once read: the metrics go where the config (or a flag) says
+            given = getattr(exc, "daskgmm_options", None)
+            if given is not None:
+                metrics_out = getattr(given, "metrics_out", None)
+                storage = getattr(given, "storage_options", None)
+            raise
         metrics_out = getattr(o, "metrics_out", None)
         storage = getattr(o, "storage_options", None)
         quiet = bool(getattr(o, "quiet", False))
@@ -119,7 +135,7 @@ def _main(argv=None) -> int:
         stop.check()  # a signal whose exception was lost after the last safe point
         metrics["status"] = "ok"
     except (UsageError, ConfigError) as exc:
-        status = EXIT_USAGE
+        status, failure = EXIT_USAGE, exc
         _fail(metrics, exc, status)
     except Terminated as exc:
         status = 143
@@ -134,11 +150,14 @@ def _main(argv=None) -> int:
         else:
             _fail(metrics, exc, status)
     except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
-        status = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE
+        status, failure = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE, exc
         _fail(metrics, exc, status)
     _say_left_behind(metrics)
-    if metrics_out and output_conflict(o if o is not None else args, "metrics_out"):
-        metrics_out = None  # never over the data or the model, whatever failed first
+    job = next(x for x in (o, given, args) if x is not None)
+    if metrics_out and (output_conflict(job, "metrics_out") or inside_directory_output(job, "metrics_out")):
+        metrics_out = None  # never over the data or the model, nor into an output, whatever failed first
+    if metrics_out and (os.path.isdir(metrics_out) or getattr(failure, "daskgmm_unwritable", None) == metrics_out):
+        metrics_out = None  # the job failed on that very path ("is a directory", ...): said once, not tried again
     if metrics_out:
         try:
             _write_metrics(metrics_out, metrics, storage)

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(cmd, help=text, description=text[0].upper() + text[1:] + ".",
                             epilog=EXIT_DOC + ("" if cmd in (SCORE, INFO, SHOW_CONFIG) else OUTPUTS_DOC),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        # a value that starts with '-' and a digit is a value ('--means-init "-1;1"', '--tol -1e-3'), as
+        # Python 3.13's argparse takes it; 3.11's took only '-1' and '-0.5' and said "expected one argument"
+        sp._negative_number_matcher = re.compile(r"^-\.?\d")
         if cmd in (FIT, PREDICT, SCORE, SELECT, UPDATE):
             sp.add_argument("data", nargs="*", metavar="DATA",
                             help="Parquet file(s), directory, glob or fsspec URL (or 'data' in the config)")
@@ -171,12 +174,17 @@ def resolve(args) -> argparse.Namespace:
     if cmd == SHOW_CONFIG:
         merged["json"] = bool(getattr(args, "json", False))
     ns = argparse.Namespace(**merged)
-    if cmd == FIT:
-        resolve_starts(ns)  # before the defaults: K may come from the starting values
-        for key, (usual, own) in ESTIMATOR_DEFAULTS.items():
-            if getattr(ns, key) is None:
-                setattr(ns, key, own.get(ns.estimator, usual))
-    require(ns)
+    try:
+        if cmd == FIT:
+            resolve_starts(ns)  # before the defaults: K may come from the starting values
+            for key, (usual, own) in ESTIMATOR_DEFAULTS.items():
+                if getattr(ns, key) is None:
+                    setattr(ns, key, own.get(ns.estimator, usual))
+        require(ns)
+    except Exception as exc:
+        # the options as given (a config's metrics_out, its storage options): the error metrics go there
+        exc.daskgmm_options = ns
+        raise
     return ns
 
 
@@ -350,6 +358,30 @@ def require(o):
                          f"(they are committed together), got {outs[0]} and {outs[1]}")
     check_filesystems(o)
     check_outputs_apart_from_inputs(o)
+    check_files_apart_from_directory_outputs(o)
+
+
+def check_files_apart_from_directory_outputs(o):
+    """Refuse (:class:`UsageError`) a file output or ``--checkpoint-dir`` inside a directory output: see
+    :func:`inside_directory_output`."""
+    for key in FILE_OUTPUTS + ("checkpoint_dir",):
+        problem = inside_directory_output(o, key)
+        if problem:
+            raise UsageError(problem)
+
+
+def inside_directory_output(o, key: str) -> str | None:
+    """Why ``key`` (``plot``, ``metrics_out``, ``checkpoint_dir``) may not be written where it is, or None: at or
+    inside a directory output, which the commit replaces whole and a failed job leaves as it was, its error
+    metrics or a checkpoint would be written into the previous output (and a checkpoint go aside with it at
+    the commit). The command also asks this before it writes a failed job's error metrics."""
+    inner = getattr(o, key, None)
+    for outer_key in DIRECTORY_OUTPUTS:
+        outer = getattr(o, outer_key, None)
+        if inner and outer and holds(place_of(outer), place_of(inner)):
+            return (f"daskgmm {o.command}: {flag(key)} {inner} is inside {flag(outer_key)} {outer}, which the job "
+                    "replaces whole (a failed job leaves it as it was): give a path apart from it")
+    return None
 
 
 #: Outputs a job replaces as a whole (a directory, or a file), by option.

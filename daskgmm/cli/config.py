@@ -215,11 +215,12 @@ OPTIONS = [
     Opt("resume", "bool", False, "continue from the checkpoint in --checkpoint-dir if there is one",
         (FIT, SELECT, UPDATE)),
     Opt("metrics_out", "str", None, "write a JSON summary (also on failure) for schedulers",
-        (FIT, SCORE, SELECT, UPDATE), metavar="FILE"),
+        (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE), metavar="FILE"),
     Opt("plot", "str", None, "write a PNG picture of the fit, or of the candidates (select); needs matplotlib: "
         "pip install daskgmm[plot]",
         (FIT, SELECT), metavar="FILE.png"),
-    Opt("quiet", "bool", False, "no progress on stderr", (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE, EXPORT)),
+    Opt("quiet", "bool", False, "no progress on stderr (warnings still)",
+        (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE, EXPORT)),
     # predict / score / sample / info / update / export
     Opt("model", "str", None, "directory of a saved model (required)",
         (PREDICT, SCORE, SAMPLE, INFO, UPDATE, EXPORT), metavar="DIR"),

@@ -16,6 +16,7 @@ from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
 from daskgmm.cli.fit import check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
 from daskgmm.cli.runtime import (
     Reporter,
+    check_file_target,
     command_cluster,
     data_command,
     load_saved,
@@ -35,6 +36,7 @@ def cmd_predict(o, log, metrics):
 
     box: dict = {}
     so = storage_options(o)
+    check_metrics_out(o)
     with OutputLock(o.out, so), command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
         clusters = hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
@@ -47,10 +49,19 @@ def cmd_predict(o, log, metrics):
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, storage_options=so,
                                      **what)
     log(f"{rows:,} predictions written to {o.out}")
+    metrics.update(n_rows=src.n_rows, n_omitted=src.n_omitted, files=len(src.files), columns=src.columns,
+                   predictions_rows=rows, out=o.out)
     return EXIT_OK
 
 
+def check_metrics_out(o) -> None:
+    """A command's --metrics-out, checked before its cluster starts, as fit's and select's."""
+    if o.metrics_out:
+        check_file_target(o.metrics_out, "--metrics-out", storage_options(o))
+
+
 def cmd_score(o, log, metrics):
+    check_metrics_out(o)  # its only output
     box: dict = {}
     with command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
@@ -94,10 +105,12 @@ def cmd_sample(o, log, metrics):
 
     est = load_saved(o)
     so = storage_options(o)
+    check_metrics_out(o)
     with OutputLock(o.out, so), command_cluster(o, log, None, metrics):
         rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000,
                                 storage_options=so)
     log(f"{rows:,} rows written to {o.out}")
+    metrics.update(n_rows=rows, out=o.out)
     return EXIT_OK
 
 
@@ -182,8 +195,16 @@ def cmd_info(o, log, metrics):
         centres = arrays["cluster_centers_"]
     else:
         weights = np.asarray(arrays["weights_"], float)
+        history = fit.get("history") or []
+        steps = sum("batch" in h for h in history)  # partial_fit's steps (daskgmm update): no convergence test
+        if steps:
+            online = doc.get("online") or {}
+            fitted = f"{len(history) - steps} of the fit, then " if len(history) > steps else ""
+            lines.append(f"iterations:       {fitted}{steps} online EM step(s) ({online.get('n_batches')} batch(es), "
+                         f"{online.get('n_rows_seen', 0):,} rows learnt from; an online step has no convergence test)")
+        else:
+            lines.append(f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)")
         lines += [
-            f"converged:        {fit.get('converged')} after {fit.get('n_iter')} iteration(s)",
             f"lower bound:      {fit.get('lower_bound')}"
             + (" (the classification log-likelihood: each row with its most likely component)"
                if params.get("assignment") == "hard" else ""),
@@ -276,7 +297,9 @@ def cmd_select(o, log, metrics):
             print(res.table.to_string(index=False, float_format=lambda v: f"{v:.6g}"), file=sys.stderr)
         summary = {"criterion": o.criterion, "best": {"n_components": best.n_components,
                                                        "covariance_type": best.covariance_type, "kind": kind},
-                   "candidates": res.table.to_dict(orient="records")}
+                   # a gaussian row's ELBO is NaN in the table: null in JSON (jsonable would write "nan")
+                   "candidates": [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()}
+                                  for r in res.table.to_dict(orient="records")]}
         with staged_directory(o.out, storage_options(o)) as (fs, staging):
             model_dir = posixpath.join(staging, "model")
             if is_local(fs):  # an object store has no directories

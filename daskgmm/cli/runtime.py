@@ -24,7 +24,7 @@ from daskgmm.validation.scan import short_columns
 
 
 class Reporter:
-    """Progress lines on stderr (unless quiet)."""
+    """Progress lines on stderr (unless quiet), and warning lines (``"warning: ..."``, quiet or not)."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -37,7 +37,9 @@ class Reporter:
 
     def __call__(self, msg: str) -> None:
         stop.check()  # every line is a safe point to stop at
-        if not self.quiet:
+        # --quiet silences progress, not warnings: a quiet nightly job must still say that a component
+        # collapsed, that rows were omitted, that a worker went silent
+        if not self.quiet or msg.startswith("warning: "):
             print(f"daskgmm: {msg}", file=sys.stderr, flush=True)
 
     def progress(self, event, **info):
@@ -450,7 +452,16 @@ def local_path(path, so=None) -> bool:
 
 def check_file_target(path, flag, so=None):
     """Refuse (UsageError) a file output ``flag`` that is a directory or whose directory cannot be written;
-    on an object store (``s3://``), one whose bucket is missing, that is a prefix, or that cannot be written."""
+    on an object store (``s3://``), one whose bucket is missing, that is a prefix, or that cannot be written.
+    The error carries ``daskgmm_unwritable``, the path: the command writes no error metrics there."""
+    try:
+        _check_file_target(path, flag, so)
+    except Exception as exc:
+        exc.daskgmm_unwritable = str(path)
+        raise
+
+
+def _check_file_target(path, flag, so=None):
     if not local_path(path, so):
         from daskgmm.io.files import get_fs, strip_protocol
         from daskgmm.io.store import check_file_target as check_object

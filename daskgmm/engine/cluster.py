@@ -360,8 +360,14 @@ def connect(
 
 
 class _ComputeFailedFilter(logging.Filter):
+    """An embedded worker's "Compute Failed" (the command says what failed, once) and its heartbeat's failure
+    as the embedded scheduler closes at the job's end (a ~30-line traceback on a successful job's stderr,
+    under load; a scheduler lost mid-job is reported by the command)."""
+
     def filter(self, record):
-        return not str(record.msg).startswith("Compute Failed")
+        msg = str(record.msg)
+        return not (msg.startswith("Compute Failed") or msg.startswith("Failed to communicate with scheduler during "
+                                                                       "heartbeat"))
 
 
 class _NoWorkersFilter(logging.Filter):

@@ -219,8 +219,8 @@ def _refuse_spark_model(fs, root: str, json_path: str, path: str) -> None:
     object store it was called incomplete ("being written"), as Spark writes no ``_SUCCESS`` at its top."""
     if not fs.exists(json_path) and fs.exists(posixpath.join(root, "metadata")):
         raise ModelFileError(f"{path}: a Spark ML model directory (metadata/, data/), not a daskgmm model: daskgmm "
-                             "reads one only as starting values, daskgmm.read_spark_model(path) (in Python; give "
-                             "its arrays to the command as --means-init, --weights-init, --precisions-init or --init)")
+                             "reads one only as starting values: daskgmm fit --init-spark DIR on the command line, "
+                             "daskgmm.read_spark_model(path) in Python")
 
 
 def read_model_files(path, storage_options=None) -> tuple[dict, dict]:

@@ -224,6 +224,11 @@ class OutputLock:
         self.held = True
         # before any pass: what a killed job left is repaired now, not when this job commits
         _tidy(self.fs, self.path)
+        try:
+            _check_replaceable(self.path, self.target)
+        except BaseException:
+            self.release()
+            raise
         return self
 
     def _flock(self) -> int:
@@ -295,6 +300,21 @@ class OutputLock:
         if exc[1] is not None:
             note_silent(exc[1])  # a silent store: the release waits the clean-up deadline at most
         self.release()
+
+
+def _check_replaceable(path: str, target) -> None:
+    """Refuse (:class:`DataError`) to replace a directory that holds files but no ``_SUCCESS``: not an output
+    of a job that finished (every output is committed with its marker, and a killed commit is repaired
+    before this), so replacing it whole would delete what someone put there ("--model-out ~/work")."""
+    try:
+        names = sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if names and "_SUCCESS" not in names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise DataError(f"output {os.fspath(target)!r} is a directory that holds {len(names)} entr"
+                        f"{'y' if len(names) == 1 else 'ies'} ({shown}) but no _SUCCESS marker: not a "
+                        "finished output, and writing it would delete them; remove it, or choose another path")
 
 
 def _staging_owner(name: str, prefix: str) -> int | None:
