@@ -137,6 +137,30 @@ def test_fit_writes_everything_to_s3_through_storage_options_alone(bucket, monke
     assert_predictions_of(server, b, "out/preds", est, X, ["id", "label", "proba_0", "proba_1", "proba_2"])
 
 
+def test_a_prefix_that_is_not_a_finished_output_is_not_replaced(bucket, capsys):
+    """As on a disk (test_cli): '--model-out s3://b/mine' over someone's objects without a _SUCCESS is refused
+    before any pass, exit 2, naming them, and they stay; from save() too. A previous output is replaced."""
+    from daskgmm import GaussianMixture
+    from daskgmm.io.files import DataError
+
+    server, b, X = bucket
+    fs, opts = server.fs(), server.storage_options
+    fs.pipe(f"{b}/mine/notes.txt", b"precious")
+    assert run(server, "fit", f"s3://{b}/data", "--columns", "f0,f1,f2", "--n-components", "2", "--max-iter", "2",
+               "--model-out", f"s3://{b}/mine") == 2
+    err = capsys.readouterr().err
+    assert f"output 's3://{b}/mine' is a directory that holds 1 entry (notes.txt) but no _SUCCESS marker" in err, err
+    assert "cluster:" not in err
+    g = GaussianMixture(2, random_state=0, max_iter=2).fit(X)
+    with pytest.raises(DataError, match=r"notes\.txt"):
+        g.save(f"s3://{b}/mine", storage_options=opts)
+    assert [k for k in keys(server, b) if k.startswith("mine/")] == ["mine/notes.txt"]
+    g.save(f"s3://{b}/m", storage_options=opts)
+    g.save(f"s3://{b}/m", storage_options=opts)  # a finished output: replaced
+    assert [k for k in keys(server, b) if k.startswith("m/")] == ["m/_SUCCESS", "m/arrays.npz", "m/model.json"]
+    assert not [k for k in keys(server, b) if k.startswith(".mine") or k.startswith(".m.")]  # no lock, no staging
+
+
 def test_every_command_reads_and_writes_s3(bucket, scheduler, capsys):
     server, b, X = bucket
     data, model = f"s3://{b}/data", f"s3://{b}/model"

@@ -248,13 +248,27 @@ class OutputLock:
         fs.invalidate_cache(self.path)
         if fs.isfile(self.path):
             raise DataError(f"output {self.target!r} exists and is not a directory (an object, not a prefix)")
+        first = False
         if store.is_s3(fs):
             key = store.url(fs, self.lock_path)
             if key in _store_held:
                 _store_held[key][0] += 1
             else:
                 _store_held[key] = [1, store.StoreLock(fs, self.lock_path, self.target).acquire()]
+                first = True
         self.held = True
+        if first:
+            # once taken (not again by its holder: a killed joint commit's roll-forward takes its targets' locks),
+            # as on a disk: a killed job's commit finished first (its objects have no _SUCCESS until then), then
+            # a prefix of someone's objects refused before any pass. Other stores have no lock (nothing may be
+            # repaired there, so nothing is refused either)
+            try:
+                store.tidy(fs, self.parent, posixpath.basename(self.path),
+                           lambda t: OutputLock(store.url(fs, t), self.storage_options))
+                _check_replaceable(self.path, self.target, fs)
+            except BaseException:
+                self.release()
+                raise
         return self
 
     def verify(self) -> None:
@@ -302,12 +316,18 @@ class OutputLock:
         self.release()
 
 
-def _check_replaceable(path: str, target) -> None:
+def _check_replaceable(path: str, target, fs=None) -> None:
     """Refuse (:class:`DataError`) to replace a directory that holds files but no ``_SUCCESS``: not an output
     of a job that finished (every output is committed with its marker, and a killed commit is repaired
-    before this), so replacing it whole would delete what someone put there ("--model-out ~/work")."""
+    before this), so replacing it whole would delete what someone put there ("--model-out ~/work"). ``fs``:
+    an object store's, where the directory is the prefix ``path/`` (else the local disk)."""
     try:
-        names = sorted(os.listdir(path))
+        if fs is None:
+            names = sorted(os.listdir(path))
+        else:
+            fs.invalidate_cache(path)
+            names = sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(path, detail=False)
+                           if e.rstrip("/") != path)
     except (FileNotFoundError, NotADirectoryError):
         return
     if names and "_SUCCESS" not in names:
