@@ -157,12 +157,15 @@ def resolve(args) -> argparse.Namespace:
     storage = {o.dest: coerce(o, v, o.flag) for o, v in given if o.dest == "storage_options"}
     config = getattr(args, "config", None)
     data = None
+    from_config = set()  # the options the config set and no flag overrode: a refusal of one names the file
     if config:
         values = load_config(config, cmd, storage.get("storage_options"))
         data = values.pop("data", None)
         merged.update(values)
+        from_config = set(values)
     merged.update(storage)
     for o, value in given:
+        from_config.discard(o.dest)
         if o.dest not in storage:
             merged[o.dest] = coerce(o, value, o.flag, merged.get("storage_options"))
     if getattr(args, "data", None):
@@ -181,11 +184,28 @@ def resolve(args) -> argparse.Namespace:
                 if getattr(ns, key) is None:
                     setattr(ns, key, own.get(ns.estimator, usual))
         require(ns)
+    except UsageError as exc:
+        exc = _from_config(exc, from_config, config)
+        exc.daskgmm_options = ns  # the options as given (a config's metrics_out): the error metrics go there
+        raise exc from None
     except Exception as exc:
-        # the options as given (a config's metrics_out, its storage options): the error metrics go there
         exc.daskgmm_options = ns
         raise
     return ns
+
+
+def _from_config(exc: UsageError, keys: set, config) -> UsageError:
+    """``exc`` with each flag it names whose value came from the config named there too (the user wrote
+    ``n_components: -3`` in a file, not ``--n-components``)."""
+    msg = str(exc)
+    named = False
+    for key in sorted(keys, key=len, reverse=True):  # --n-init before --n
+        f = flag(key)
+        at = msg.find(f)
+        if at >= 0 and not msg[at + len(f):at + len(f) + 1].isalnum() and msg[at + len(f):at + len(f) + 1] != "-":
+            msg = msg[:at] + f"{f} ('{key}' in {config})" + msg[at + len(f):]
+            named = True
+    return UsageError(msg) if named else exc
 
 
 #: The classes of ``fit --estimator``, for messages (the command imports an estimator only to fit it).
