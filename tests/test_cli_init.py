@@ -295,13 +295,15 @@ def test_k_that_disagrees_exits_2_before_any_cluster(tmp_path, capsys, args, mat
 @pytest.mark.parametrize("argv, match", [
     (["--means-init", "0,0;5,5"], "--means-init: The parameter 'means' should have the shape of (2, 3), but got "
      "(2, 2); expected (2, 3): 2 component(s) x 3 feature column(s) (f0, f1, f2)"),
-    (["--weights-init", "0.5,0.6"], "--weights-init: The parameter 'weights' should be normalized"),
+    # in the right shape, the values alone are wrong: no shape to expect (user-trial-r14)
+    (["--weights-init", "0.5,0.6"], "--weights-init: The parameter 'weights' should be normalized, but got "
+     "sum(weights) = 1.10000$"),
+    (["--covariance-type", "diag", "--precisions-init", "1,1,-1;1,1,1"],
+     "--precisions-init: 'diag precision' should be positive$"),
     (["--n-components", "2", "--precisions-init", "1,0;0,1;1,0;0,1"],
      "--precisions-init: The parameter 'full precision' should have the shape of (2, 3, 3), but got (2, 2, 2); "
      "expected (2, 3, 3): 2 component(s) x 3 feature column(s) (f0, f1, f2) and --covariance-type full "
      "(in a .csv or a list of rows: the 2 matrices stacked, 6 rows of 3)"),
-    (["--covariance-type", "diag", "--precisions-init", "1,1,-1;1,1,1"],
-     "--precisions-init: 'diag precision' should be positive"),
     (["--estimator", "kmeans", "--init", "0,0;5,5"], "--init: The shape of the initial centers (2, 2) does not "
      "match the number of features of the data 3."),
     (["--estimator", "kmedoids", "--init", "0,0;5,5"], "--init: The shape of the initial medoids (2, 2) does not "
@@ -316,7 +318,8 @@ def test_arrays_that_do_not_fit_the_data_exit_2_in_the_estimators_words(data, tm
     o = _resolve(*argv)
     with pytest.raises(UsageError) as info:
         initial_arrays(o, ["f0", "f1", "f2"])
-    assert match in str(info.value)
+    msg = str(info.value) + "$"
+    assert match in msg, msg
 
 
 def test_an_array_that_does_not_fit_exits_2_with_nothing_written(data, tmp_path, capsys):

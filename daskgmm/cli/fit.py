@@ -158,7 +158,10 @@ def initial_arrays(o, columns, n_features=None) -> None:
                 what += f" and --covariance-type {ct}"
                 if ct == "full":
                     what += f" (in a .csv or a list of rows: the {k} matrices stacked, {k * d} rows of {d})"
-            raise UsageError(f"daskgmm fit: {flag(name)}: {exc}; expected {shape}: {what}") from None
+            # the expected shape only where the given one differs: a value refused in the right shape (weights
+            # that do not sum to 1, a precision not positive definite) is about the values alone
+            shape_note = f"; expected {shape}: {what}" if tuple(given.shape) != tuple(shape) else ""
+            raise UsageError(f"daskgmm fit: {flag(name)}: {exc}{shape_note}") from None
 
 
 def make_estimator(o):
