@@ -219,8 +219,9 @@ OPTIONS = [
     Opt("plot", "str", None, "write a PNG picture of the fit, or of the candidates (select); needs matplotlib: "
         "pip install daskgmm[plot]",
         (FIT, SELECT), metavar="FILE.png"),
+    # info shows no progress; it takes --quiet too, so that a job's commands can all be given it
     Opt("quiet", "bool", False, "no progress on stderr (warnings still)",
-        (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE, EXPORT)),
+        (FIT, PREDICT, SCORE, SAMPLE, SELECT, UPDATE, EXPORT, INFO)),
     # predict / score / sample / info / update / export
     Opt("model", "str", None, "directory of a saved model (required)",
         (PREDICT, SCORE, SAMPLE, INFO, UPDATE, EXPORT), metavar="DIR"),

@@ -189,7 +189,8 @@ def cmd_info(o, log, metrics):
         centres = arrays["cluster_centers_"]
     elif kmeans:
         lines += [
-            f"iterations:       {fit.get('n_iter')} (plus {fit.get('n_steps')} sequential update(s))",
+            f"iterations:       {fit.get('n_iter')}"
+            + (f" (plus {fit.get('n_steps')} sequential update(s))" if fit.get("n_steps") else ""),
             f"inertia:          {fit.get('inertia')}",
         ]
         centres = arrays["cluster_centers_"]
