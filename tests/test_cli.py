@@ -378,6 +378,11 @@ def test_an_output_over_the_inputs_is_refused_and_the_data_kept(tmp_path, capsys
         (["predict", d, "--model", m, "--out", m], "--out"),
         (["sample", "--model", m, "--out", m, "-n", "5"], "--out"),
         (["update", d, "--model", m, "--model-out", f"{m}2", "--predictions-out", m], "--predictions-out"),
+        # inside the model's directory: a later save of the model there replaces it whole, outputs included
+        (["predict", d, "--model", m, "--out", f"{m}/preds"], "--out"),
+        (["sample", "--model", m, "--out", f"{m}/s", "-n", "5"], "--out"),
+        (["score", d, "--model", m, "--metrics-out", f"{m}/score.json"], "--metrics-out"),
+        (["update", d, "--model", m, "--model-out", f"{m}2", "--predictions-out", f"{m}/p"], "--predictions-out"),
     ]
     for args, flag in cases:
         assert main(args) == 2, args

@@ -425,8 +425,8 @@ def output_conflict(o, key: str) -> str | None:
     deleted the data, and one at or above ``--model`` the model. An output inside a DATA directory
     is refused too (a file output there could be one of its files; the next job would read a
     Parquet output there as data), and one a DATA glob matches. ``update`` may write its model where
-    it read it. ``export``'s output inside its ``--model`` directory is refused too (a model directory
-    is the model's own: saving the model there again would replace it whole, export included). The
+    it read it. An output inside the ``--model`` directory is refused too (a model directory is the
+    model's own: saving the model there again would replace it whole, predictions or export included). The
     command also asks this before it writes the error metrics of a job that failed before its options
     were checked.
     """
@@ -445,7 +445,7 @@ def output_conflict(o, key: str) -> str | None:
         else:
             inputs.append(("DATA", path, place_of(path), True, None))
     if getattr(o, "model", None) and not (o.command == UPDATE and key == "model_out"):
-        inputs.append(("--model", str(o.model), place_of(o.model), o.command == EXPORT, None))
+        inputs.append(("--model", str(o.model), place_of(o.model), True, None))
     where = place_of(out)
     if where[0] != "file" and where[1].count("/") == 1:
         return None  # a bare bucket: io.store refuses it as an output in its own words
