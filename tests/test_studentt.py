@@ -431,6 +431,14 @@ def test_tight_components_far_from_the_centre_take_the_precise_path():
     # the shared features alone are wrong by far more than the tolerance: the switch is needed
     fast = _pass(X, replace(spec, precise=None), centre, [0, 250, 600])
     assert abs(fast.loglik - ref["loglik"]) > 1e-8 * abs(ref["loglik"])  # measured 4e-7
+    # in one request with a shared-feature model (which takes the shared path, only the precise one skipped),
+    # each gets what it gets alone
+    req = StudentTRequest([spec, replace(spec, precise=None)])
+    both = chunk_pass(X, [req], centre, block_rows=64)[0]
+    for got, want in zip(both, (st, fast), strict=True):
+        np.testing.assert_allclose(got.moments.s2, want.moments.s2, rtol=1e-12)
+        np.testing.assert_allclose(got.moments.s1, want.moments.s1, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.loglik, want.loglik, rtol=1e-12)
 
 
 def test_estimator_api_and_outputs(blobs, tmp_path):
