@@ -22,7 +22,15 @@ from daskgmm import GaussianMixture, StudentTMixture
 from daskgmm.kernels import chunk_pass, merge_partials
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels.studentt import StudentTRequest
-from daskgmm.models.studentt import DF_BOUNDS, StudentTState, log_gamma_ratio, observed_df, t_form, update_df
+from daskgmm.models.studentt import (
+    DF_BOUNDS,
+    StudentTState,
+    _precise_gap,
+    log_gamma_ratio,
+    observed_df,
+    t_form,
+    update_df,
+)
 
 from .conftest import make_blobs, mean_error, outlier_data
 
@@ -167,6 +175,22 @@ def test_em_df_update_is_the_root_or_the_bound_it_lies_beyond():
     got = update_df(df, np.full(3, 10.0), 10.0 * mean, d)
     np.testing.assert_allclose(got[0], 3.0, rtol=1e-10)
     assert got[1] == DF_BOUNDS[0] and got[2] == DF_BOUNDS[1]
+    # all components' roots at once (Newton on log nu), to a relative 1e-12 over the bounds' eight decades and
+    # from any start, with bounds among them; far from the bounds' ends, where log(nu/2) - ψ(nu/2) ~ 1/nu is a
+    # difference of two terms near log nu, against the root of its asymptotic series
+    roots = np.array([0.02, 0.3, 3.0, 40.0, 700.0, 2e4, 5e5, 1.0, 1.0])
+    gap = _precise_gap(roots / 2)
+    gap[-2:] = 2 * _precise_gap(DF_BOUNDS[0] / 2), 0.0
+    for start in (roots, np.full(9, 4.0), np.full(9, DF_BOUNDS[1])):
+        a = 0.5 * (start + d)
+        log_u = -10.0 * (gap + digamma(a) - np.log(a))
+        got = update_df(start, np.full(9, 10.0), log_u, d)
+        # the root of the target as computed (ψ(a) - log a, ~1/nu, keeps ~1e-9 of it at nu = 5e5)
+        target = -(log_u / 10.0 + digamma(a) - np.log(a))
+        want = [brentq(lambda t, c=c: _precise_gap([np.exp(t) / 2])[0] - c, np.log(DF_BOUNDS[0]),
+                       np.log(DF_BOUNDS[1]), xtol=1e-15, rtol=1e-15) for c in target[:-2]]
+        np.testing.assert_allclose(got[:-2], np.exp(want), rtol=1e-12)
+        assert got[-2] == DF_BOUNDS[0] and got[-1] == DF_BOUNDS[1]
 
 @pytest.mark.parametrize("init", ["kmeans", "random"])
 def test_a_huge_start_df_finds_the_small_df_of_heavy_tailed_data(init):
@@ -407,6 +431,14 @@ def test_tight_components_far_from_the_centre_take_the_precise_path():
     # the shared features alone are wrong by far more than the tolerance: the switch is needed
     fast = _pass(X, replace(spec, precise=None), centre, [0, 250, 600])
     assert abs(fast.loglik - ref["loglik"]) > 1e-8 * abs(ref["loglik"])  # measured 4e-7
+    # in one request with a shared-feature model (which takes the shared path, only the precise one skipped),
+    # each gets what it gets alone
+    req = StudentTRequest([spec, replace(spec, precise=None)])
+    both = chunk_pass(X, [req], centre, block_rows=64)[0]
+    for got, want in zip(both, (st, fast), strict=True):
+        np.testing.assert_allclose(got.moments.s2, want.moments.s2, rtol=1e-12)
+        np.testing.assert_allclose(got.moments.s1, want.moments.s1, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.loglik, want.loglik, rtol=1e-12)
 
 
 def test_estimator_api_and_outputs(blobs, tmp_path):

@@ -290,6 +290,9 @@ class StudentTRequest:
         # the compiled core takes the shared-feature form (a precise model's pass stays NumPy, as a
         # Gaussian one's)
         self._fusable = all(s.precise is None for s in self.specs)
+        # every model per-component (a t start's fit with a tight component far from the centre): the shared
+        # features, their GEMM and their moments serve none of them (a third of such a pass at K = D = 16)
+        self._per_component_only = not self._marginal and all(s.precise is not None for s in self.specs)
 
     @property
     def width(self) -> int:
@@ -358,7 +361,8 @@ class StudentTRequest:
         """The NumPy reference of :meth:`update`."""
         theta = acc["theta"]
         nb, d = blk.size, blk.x.shape[1]
-        T = blk.T
+        shared = not self._per_component_only
+        T = blk.T if shared else None
         incomplete = np.zeros(0, dtype=np.intp)
         if self._marginal:
             # a NaN makes its row's sum NaN (one reduction over the transposed block, as the mixture request)
@@ -374,7 +378,8 @@ class StudentTRequest:
                 T = out
                 x_inc = blk.xT[:, incomplete].T.astype(np.float64)
         dist = scratch("t-distances", (theta.shape[0], nb), theta.dtype)
-        np.matmul(theta, T, out=dist)
+        if shared:
+            np.matmul(theta, T, out=dist)
         w = None if blk.w is None else np.asarray(blk.w, np.float64)
         top = scratch("t-top", (1, nb), np.float64)
         tot = scratch("t-total", (1, nb), np.float64)
@@ -436,12 +441,13 @@ class StudentTRequest:
                 continue
             dist[a:b] = 0.0  # this model's moments are taken about its locations, below
             pc = acc["precise"][i]
-            wz = z * r[:, None, :]
+            wz = np.multiply(z, r[:, None, :], out=scratch("t-wz", z.shape, np.result_type(z, r)))
             pc["n"] += r.sum(axis=1)
             pc["s1"] += wz.sum(axis=2, dtype=np.float64)
             s2 = cov.moments_about_means(wz, z, spec.covariance_type)
             pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
-        add_moments(acc["S"], T, dist)
+        if shared:
+            add_moments(acc["S"], T, dist)
         acc["weight"] += blk.weight_sum()
         acc["rows"] += nb
 
