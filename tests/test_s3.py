@@ -502,6 +502,28 @@ def test_a_dead_process_lock_on_this_machine_is_taken_over_at_once(s3):
     lock.acquire()
     lock._stop.set()
     StoreLock(fs, f"{b}/.o.lock", "o").acquire().release()
+    # two jobs take a dead job's lock over at once: the one that wrote second (its conditional write on the dead
+    # lock's ETag fails) finds the other's, alive, and does not take it too
+    lock = StoreLock(fs, f"{b}/.o.lock", "o")
+    lock.me["pid"] = str(dead.pid)
+    lock.acquire()
+    lock._stop.set()
+    late, early, looked = StoreLock(fs, f"{b}/.o.lock", "o"), StoreLock(fs, f"{b}/.o.lock", "o"), []
+    head = late._head
+
+    def looked_then_the_other_takes_it(**bound):
+        held = head(**bound)
+        if not looked:
+            looked.append(held)
+            early.acquire()
+        return held
+
+    late._head = looked_then_the_other_takes_it
+    with pytest.raises(OutputBusyError, match=rf"pid {os.getpid()} on"):
+        late.acquire()
+    assert looked[0] is not None and looked[0][0]["pid"] == str(dead.pid)
+    early.release()
+    assert not fs.exists(f"{b}/.o.lock")
 
 
 def test_a_second_writer_fails_at_once_while_the_first_commits(bucket, scheduler, capsys):
