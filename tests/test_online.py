@@ -72,6 +72,12 @@ def test_step_size_schedule():
     assert fitting_online.step_size(0) == 1.0
     assert fitting_online.step_size(1) == pytest.approx(11 ** -0.7)
     assert fitting_online.step_size(5, 1.0, 0.0) == pytest.approx(0.2)
+    # partial_fit steps by the estimator's own schedule (its learning_offset too: the default's 10 gave 11 ** -0.6)
+    g = GaussianMixture(2, random_state=0, learning_decay=0.6, learning_offset=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        g.partial_fit(draw(200, rng))
+    assert [h["eta"] for h in g.history_] == pytest.approx([1.0, 2 ** -0.6, 3 ** -0.6])
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
