@@ -294,9 +294,12 @@ def test_cli_update_equals_partial_fit(tmp_path, monkeypatch):
     np.testing.assert_allclose(cli.covariances_, py.covariances_, rtol=1e-10)
     assert list(cli.feature_names_in_) == ["f0", "f1", "f2"]
     # in place: --model and --model-out the same directory, as a nightly job runs it
+    # (with a schedule of its own, which the model keeps and its step takes: eta_3 = (3 + 1) ** -0.6)
     assert main(["update", str(day2), "--model", str(tmp_path / "m2"), "--model-out", str(tmp_path / "m2"),
-                 *fast]) == 0
-    assert load(tmp_path / "m2").n_batches_ == 4
+                 "--learning-offset", "1", "--learning-decay", "0.6", *fast]) == 0
+    m2 = load(tmp_path / "m2")
+    assert m2.n_batches_ == 4 and (m2.learning_offset, m2.learning_decay) == (1.0, 0.6)
+    assert m2.history_[-1]["eta"] == pytest.approx(4 ** -0.6)
 
 
 def test_cli_update_bad_input_exits_2_and_keeps_outputs(tmp_path, capsys):
