@@ -283,6 +283,10 @@ def test_a_new_process_at_the_address_of_a_worker_in_its_back_off_starts_afresh(
     ch._backoff[w] = (now[0] + 60, 60.0, None)  # the opening's client.run failed: the worker's process not known
     ch.seen({w: "Worker-d"})
     assert ch._backoff[w][2] == "Worker-d" and not tried()  # taken as the one that failed
+    ch._failed([w], now[0])  # a failure that does not say which process (a connection lost): the one it knew
+    assert ch._backoff[w][1:] == (120.0, "Worker-d")
+    ch.seen({w: "Worker-e"})  # so a new process there is still told apart
+    assert w not in ch._backoff
 
 
 def _slow_worker(key, delay):

@@ -289,6 +289,22 @@ def test_array_init_starts_at_those_rows_and_max_iter_zero_keeps_them():
     assert fitted.inertia_ < km.inertia_
 
 
+@pytest.mark.parametrize("method", ["pam", "alternate"])
+def test_no_pass_increases_the_loss_and_the_fit_ends_where_none_lowers_it(method):
+    """From a poor start (four rows of one cluster), each pass's move (a swap, or the candidates of least cost)
+    lowers the loss or none is made: the inertia of every iteration is at most the previous one's, and the fit
+    converges, at a loss no single swap of FasterPAM on all the rows lowers."""
+    X = _blobs(300, seed=3, k=4, d=2)
+    km = KMedoids(4, method=method, init=X[:4], random_state=0, max_iter=100).fit(X)
+    inertia = [h["inertia"] for h in km.history_] + [km.inertia_]
+    assert inertia[0] > 2 * inertia[-1]  # a poor start
+    assert np.all(np.diff(inertia) <= 1e-12 * inertia[0]), inertia
+    assert km.n_iter_ < 100
+    if method == "pam":
+        _, loss, swaps = pam.fasterpam(cdist(X, X), km.medoid_indices_)
+        assert swaps == 0 and loss == pytest.approx(km.inertia_, rel=1e-12)
+
+
 def test_max_iter_warns_and_the_inertia_is_of_the_final_medoids():
     X = _blobs(3000, seed=8, k=6, d=2)
     start = X[:6]

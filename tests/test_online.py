@@ -72,6 +72,12 @@ def test_step_size_schedule():
     assert fitting_online.step_size(0) == 1.0
     assert fitting_online.step_size(1) == pytest.approx(11 ** -0.7)
     assert fitting_online.step_size(5, 1.0, 0.0) == pytest.approx(0.2)
+    # partial_fit steps by the estimator's own schedule (its learning_offset too: the default's 10 gave 11 ** -0.6)
+    g = GaussianMixture(2, random_state=0, learning_decay=0.6, learning_offset=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        g.partial_fit(draw(200, rng))
+    assert [h["eta"] for h in g.history_] == pytest.approx([1.0, 2 ** -0.6, 3 ** -0.6])
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
@@ -288,9 +294,12 @@ def test_cli_update_equals_partial_fit(tmp_path, monkeypatch):
     np.testing.assert_allclose(cli.covariances_, py.covariances_, rtol=1e-10)
     assert list(cli.feature_names_in_) == ["f0", "f1", "f2"]
     # in place: --model and --model-out the same directory, as a nightly job runs it
+    # (with a schedule of its own, which the model keeps and its step takes: eta_3 = (3 + 1) ** -0.6)
     assert main(["update", str(day2), "--model", str(tmp_path / "m2"), "--model-out", str(tmp_path / "m2"),
-                 *fast]) == 0
-    assert load(tmp_path / "m2").n_batches_ == 4
+                 "--learning-offset", "1", "--learning-decay", "0.6", *fast]) == 0
+    m2 = load(tmp_path / "m2")
+    assert m2.n_batches_ == 4 and (m2.learning_offset, m2.learning_decay) == (1.0, 0.6)
+    assert m2.history_[-1]["eta"] == pytest.approx(4 ** -0.6)
 
 
 def test_cli_update_bad_input_exits_2_and_keeps_outputs(tmp_path, capsys):

@@ -502,6 +502,60 @@ def test_a_dead_process_lock_on_this_machine_is_taken_over_at_once(s3):
     lock.acquire()
     lock._stop.set()
     StoreLock(fs, f"{b}/.o.lock", "o").acquire().release()
+    # two jobs take a dead job's lock over at once: the one that wrote second (its conditional write on the dead
+    # lock's ETag fails) finds the other's, alive, and does not take it too
+    lock = StoreLock(fs, f"{b}/.o.lock", "o")
+    lock.me["pid"] = str(dead.pid)
+    lock.acquire()
+    lock._stop.set()
+    late, early, looked = StoreLock(fs, f"{b}/.o.lock", "o"), StoreLock(fs, f"{b}/.o.lock", "o"), []
+    head = late._head
+
+    def looked_then_the_other_takes_it(**bound):
+        held = head(**bound)
+        if not looked:
+            looked.append(held)
+            early.acquire()
+        return held
+
+    late._head = looked_then_the_other_takes_it
+    with pytest.raises(OutputBusyError, match=rf"pid {os.getpid()} on"):
+        late.acquire()
+    assert looked[0] is not None and looked[0][0]["pid"] == str(dead.pid)
+    early.release()
+    assert not fs.exists(f"{b}/.o.lock")
+
+
+def test_a_commit_killed_between_its_journals_is_rolled_forward_by_a_job_writing_either_output(s3):
+    """The first journal is a commit's commit point: a job killed after writing the model's journal but before the
+    predictions' is rolled forward by the next job tidying either output (tidying the predictions, it finds the
+    journal their staging's _SUCCESS names), every target under its lock, and nothing of the commit is left. The
+    slow SIGKILL tests above check the same on real jobs."""
+    import contextlib
+
+    from daskgmm.io import store
+
+    server, b = s3
+    fs = server.fs()
+    pairs = [(f"{b}/out/.{n}.staging-1-x", f"{b}/out/{n}") for n in ("model", "preds")]
+    journals = [store.journal_path(t, "1-x") for _, t in pairs]
+    for staging, target in pairs:
+        fs.pipe({f"{target}/v.txt": b"old", f"{target}/only-old.txt": b"old", f"{target}/_SUCCESS": b"",
+                 f"{staging}/v.txt": b"new", f"{staging}/part/w.txt": b"new"})
+        store.write_marker(fs, staging, journals)
+    store.put_object(fs, journals[0], json.dumps([list(p) for p in pairs]).encode())  # killed before the second
+    locked = []
+
+    @contextlib.contextmanager
+    def lock_target(target):
+        locked.append(target)
+        yield
+
+    store.tidy(fs, f"{b}/out", "preds", lock_target)
+    assert sorted(locked) == [t for _, t in pairs]
+    for _, target in pairs:
+        assert fs.cat_file(f"{target}/v.txt") == b"new"
+    assert keys(server, b) == [f"out/{n}/{f}" for n in ("model", "preds") for f in ("_SUCCESS", "part/w.txt", "v.txt")]
 
 
 def test_a_second_writer_fails_at_once_while_the_first_commits(bucket, scheduler, capsys):

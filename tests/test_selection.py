@@ -251,6 +251,23 @@ def test_select_command_takes_on_collapse(tmp_path, capsys):
     assert "--on-collapse reinit" in capsys.readouterr().err
 
 
+def test_the_criterion_asked_for_chooses_and_every_row_is_the_candidates_own():
+    """criterion="aic" chooses the least AIC where BIC (its heavier penalty) chooses another candidate; every
+    row's BIC and AIC are the candidate's own (scikit-learn's formulas)."""
+    X, _, _ = make_blobs(n=150, d=2, k=3, sep=3.0, seed=0)
+    kw = dict(n_components=[1, 2, 3], covariance_types=("full", "spherical"), random_state=0)
+    by = {c: select_model(X, criterion=c, **kw) for c in ("bic", "aic")}
+    chosen = {c: (r.best_.n_components, r.best_.covariance_type) for c, r in by.items()}
+    assert chosen == {"bic": (2, "spherical"), "aic": (2, "full")}
+    table = by["aic"].table
+    for c in by:
+        top = table.loc[table[c].idxmin()]
+        assert (top["n_components"], top["covariance_type"]) == chosen[c]
+    for row in table.itertuples():
+        model = by["aic"].models_[(row.n_components, row.covariance_type)]
+        np.testing.assert_allclose([row.bic, row.aic], [model.bic(X), model.aic(X)], rtol=1e-10)
+
+
 def test_criteria_count_sample_weights_as_frequencies():
     """A weight of 2 is the row twice (scikit-learn's meaning): BIC and AIC take n as the sum of the weights,
     so the same rows with weight 2 and those rows duplicated give the same table and choice (n counted the

@@ -68,6 +68,7 @@ def test_sparse_pass_gives_the_dense_pass_statistics_and_scikit_learns_labels():
     np.testing.assert_allclose(b.loglik, a.loglik, rtol=1e-12)
     labels = pairwise_distances_argmin(Xd, C)
     np.testing.assert_allclose(b.n, np.bincount(labels, weights=w, minlength=4), rtol=1e-12)
+    np.testing.assert_allclose(b.s2, np.bincount(labels, weights=w * (Xd ** 2).sum(axis=1), minlength=4), rtol=1e-12)
     d2 = euclidean_distances(Xd, C, squared=True)[np.arange(1500), labels]
     np.testing.assert_allclose(-b.loglik, w @ d2, rtol=1e-12)
     np.testing.assert_array_equal(b.worst.rows, a.worst.rows)

@@ -276,6 +276,14 @@ def test_the_loop_tries_proposals_that_gain_nothing_less_often_and_converges_onl
     assert tried == [1, 3, 6, 11, 20, 29, 38]
     better = fit(lambda s: sample_df(s, X, None, centre), max_iter=3)[1]
     assert better[:2] == [1, 2]  # taken at the first: tried again at the next
+    # one that gains after two that did not starts the back-off afresh (1, 2, 4, ... after it, not 8)
+    calls = []
+
+    def third_gains(s):
+        calls.append(s)
+        return sample_df(s, X, None, centre) if len(calls) == 3 else None
+
+    assert fit(third_gains, max_iter=12)[1] == [1, 3, 6, 7, 9, 12]
     # EM alone converges at the second iteration (any change below tol), which tries no proposal: done at the third
     loose = replace(start, tol=1e9)
     run, tried = fit(lambda s: None, state=loose)
