@@ -9,8 +9,8 @@ update is
 
 - ``π_k = Σ r / N``, ``μ_k = Σ r u x / Σ r u``, ``Σ_k = Σ r u (x - μ)(x - μ)ᵀ / Σ r``;
 - ``nu_k`` the root of ``log(nu/2) - ψ(nu/2) + 1 + Σ r (log u - u) / Σ r + ψ((nu' + D)/2)
-  - log((nu' + D)/2) = 0`` (``nu'`` the degrees of freedom of the E-step), found by
-  ``brentq`` on ``log nu`` in :data:`DF_BOUNDS`.
+  - log((nu' + D)/2) = 0`` (``nu'`` the degrees of freedom of the E-step), found for
+  every component at once by Newton's method on ``log nu`` in a bracket in :data:`DF_BOUNDS` (:func:`_gap_roots`).
 
 The expected complete-data log-likelihood separates into the weights, (locations,
 scales) given ``u``, and ``nu``, so this is a full M-step: the log-likelihood never
