@@ -179,6 +179,9 @@ def test_cli_select_and_fit_plot(tmp_path, capsys):
     assert all(c["lower_bound"] is None and isinstance(c["bic"], float) for c in summary["candidates"])
     best = daskgmm.load(out / "model")
     assert best.n_components == 3 and list(best.feature_names_in_) == ["f0", "f1"]
+    capsys.readouterr()  # the next job given the selection's directory is told where its model is (user-trial2-r14)
+    assert main(["info", "--model", str(out)]) == 2
+    assert f"{out}: no model here (model.json not found); {out / 'model'} holds" in capsys.readouterr().err
     assert (tmp_path / "sel.png").exists()
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["status"] == "ok" and metrics["rows_in_memory"] is True  # 3000 rows: kept in memory
