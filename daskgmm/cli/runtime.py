@@ -250,7 +250,9 @@ def check_model_order(o, model_cols) -> None:
         return
     # columns are matched to the features by position: the model's own names elsewhere are a mistake
     cols, names = o.columns, [str(c) for c in model_cols]
-    if any(c != m and c in names for c, m in zip(cols, names)):
+    # as many as the model's: another order; fewer or more: check_model_width says the count (a vector column
+    # names many features)
+    if len(cols) == len(names) and any(c != m and c in names for c, m in zip(cols, names)):
         raise UsageError(f"daskgmm {o.command}: --columns {','.join(cols)} name the model's features "
                          f"({', '.join(names)}) in another order; columns are matched by position: give "
                          "them in the model's order, or leave --columns out")
