@@ -104,6 +104,10 @@ def test_selection_errors():
         with pytest.raises(ValueError, match="n_components must hold integers >= 1"):
             select_model(X, bad)
     assert select_model(X, np.array([2, 1]), ("diag",)).table.n_components.tolist() == [1, 2]
+    # NaN: the way to keep them is said, as the mixtures say it (user-trial2-r14)
+    with pytest.raises(ValueError, match=r"Input X contains NaN.*select_model marginalises them with "
+                                         r"missing='marginalize'\.$"):
+        select_model(np.where(np.arange(50)[:, None] == 7, np.nan, X), [1, 2])
 
 
 def _count_ellipses(ax):
