@@ -95,8 +95,10 @@ OPTIONS = [
         "of the paths, day=2026-12-01/, may be named)",
         (FIT, PREDICT, SELECT, UPDATE),
         metavar="COL[,COL...]"),
-    Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32"),
+    Opt("dtype", "choice", "float64", "float type for the computation", (FIT, SELECT), choices=("float64", "float32"),
         result=True),
+    Opt("dtype", "choice", None, "float type: DATA is read in the model's (default; another is an error)",
+        (PREDICT, SCORE, UPDATE), choices=("float64", "float32"), result=True),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "
         "as missing values that the mixture marginalises (inf still fails)", (FIT, SELECT),
         choices=("raise", "omit", "marginalize"), result=True),
