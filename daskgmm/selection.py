@@ -233,7 +233,14 @@ def select_model(
                       for k in ks for t in types})
     for est in probe.values():
         validate_params(est)
-    data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2, missing=missing)
+    try:
+        data, scan, info = prepare_rows(X, sample_weight, "select_model", cache=cache, min_samples=2,
+                                        missing=missing)
+    except ValueError as exc:
+        # the sentence says to remove or impute them: the candidates can also marginalise them (as BaseMixture says)
+        if missing != "raise" or not str(exc).startswith("Input X contains NaN"):
+            raise
+        raise type(exc)(f"{exc} select_model marginalises them with missing='marginalize'.") from None
     n, d = data.n_rows, data.n_features
     check_n_samples(n, max(ks))
     warn_degenerate(scan, info["feature_names"], max(ks))

@@ -535,6 +535,12 @@ def test_a_models_features_are_checked_against_the_data_before_the_cluster(tmp_p
                  "in another order", capsys)
     expect_exit2(["score", data, *saved, "--columns", "f0,f1", *FAST],
                  "2 feature column(s) (f0, f1) but the model expects 3; choose them with --columns", capsys)
+    # --dtype of another float type than the model's was ignored (DATA is read in the model's), exit 0
+    expect_exit2(["update", data, *saved, "--model-out", str(out), "--dtype", "float32", *FAST],
+                 "--dtype float32: DATA is read in the model's dtype, float64", capsys)
+    # fewer columns than the model's, some in other places: a count that differs, not "in another order"
+    expect_exit2(["update", data, *saved, "--model-out", str(out), "--columns", "f1,f2", *FAST],
+                 "2 feature column(s) (f1, f2) but the model expects 3; choose them with --columns", capsys)
     GaussianMixture(2, random_state=0).fit(X[:, :2]).save(tmp_path / "unnamed")  # no feature names
     pq.write_table(pa.table({f"f{j}": X[:, j] for j in range(3)}), tmp_path / "three.parquet")
     expect_exit2(["score", str(tmp_path / "three.parquet"), "--model", str(tmp_path / "unnamed"), *FAST],

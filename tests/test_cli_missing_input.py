@@ -90,7 +90,7 @@ def test_info_says_a_model_marginalises(tmp_path, capsys):
         StudentTMixture(n_components=1, random_state=0, missing=missing).fit(x).save(str(tmp_path / missing))
         capsys.readouterr()
         assert main(["info", "--model", str(tmp_path / missing)]) == 0
-        said = "missing values:   marginalised (--nan-policy marginalize" in capsys.readouterr().out
+        said = "missing values:   marginalised (by predict, score and update too" in capsys.readouterr().out
         assert said == (missing == "marginalize"), missing
 
 

@@ -134,7 +134,9 @@ def test_bad_prior_in_a_config_names_the_file_and_exits_2(tmp_path, capsys):
 @pytest.mark.parametrize("args, match", [
     (["--mean-prior", "1,2"], "--mean-prior has 2 number(s) but the data has 3 feature column(s) (f0, f1, f2)"),
     (["--mean-prior", "1,0;0,1"], "--mean-prior has a 2 x 2 matrix but the data has 3"),
-    (["--covariance-prior", "1,2,3"], "--covariance-type full takes a 3 x 3 matrix (9 numbers, row by row)"),
+    # not "has 3 number(s) but the data has 3 feature column(s)", as if 3 were wrong for 3 columns
+    (["--covariance-prior", "1,2,3"], "--covariance-prior has 3 number(s), but --covariance-type full takes a 3 x 3 "
+     "matrix (9 numbers, row by row) for the data's 3 feature column(s) (f0, f1, f2)"),
     (["--covariance-type", "diag", "--covariance-prior", "2"], "--covariance-type diag takes one number per column"),
     (["--covariance-type", "spherical", "--covariance-prior", "1,2,3"],
      "has 3 number(s) but --covariance-type spherical takes a single number"),

@@ -405,7 +405,8 @@ def test_cli_fit_and_predict_with_nan_policy_marginalize(tmp_path):
 
 
 def test_cli_update_with_nan_policy_marginalize(tmp_path):
-    """The nightly update on day-2 data with NaN gives the model partial_fit gives in Python."""
+    """The nightly update on day-2 data with NaN gives the model partial_fit gives in Python; --nan-policy
+    defaults to the model's."""
     import warnings
 
     import daskgmm
@@ -420,15 +421,17 @@ def test_cli_update_with_nan_policy_marginalize(tmp_path):
     cols = ",".join(f"f{j}" for j in range(6))
     _, day2, _, _ = _mixture_data(11, n=1500)
     _write_missing_parquet(tmp_path / "d2", day2)
-    assert main(["update", str(tmp_path / "d2"), "--model", str(model), "--model-out", str(tmp_path / "m2"),
-                 "--columns", cols, *FAST]) == 2  # NaN is an error by default
-    assert main(["update", str(tmp_path / "d2"), "--model", str(model), "--model-out", str(tmp_path / "m2"),
-                 "--columns", cols, "--nan-policy", "marginalize", *FAST]) == 0
+    update = ["update", str(tmp_path / "d2"), "--model", str(model), "--columns", cols, *FAST]
+    assert main([*update, "--model-out", str(tmp_path / "m2"), "--nan-policy", "raise"]) == 2
+    assert main([*update, "--model-out", str(tmp_path / "m2"), "--nan-policy", "marginalize"]) == 0
+    # by default the model's policy, as partial_fit of the loaded model in Python (predict and score do so too)
+    assert main([*update, "--model-out", str(tmp_path / "m3")]) == 0
     py = load(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a Dask array has no feature names
         py.partial_fit(daskgmm.read_parquet(str(tmp_path / "d2"), columns=cols.split(","), nan_policy="marginalize"))
     np.testing.assert_allclose(load(tmp_path / "m2").means_, py.means_, rtol=1e-10)
+    np.testing.assert_allclose(load(tmp_path / "m3").means_, py.means_, rtol=1e-10)
 
 
 def test_select_model_marginalizes():

@@ -104,6 +104,10 @@ def test_selection_errors():
         with pytest.raises(ValueError, match="n_components must hold integers >= 1"):
             select_model(X, bad)
     assert select_model(X, np.array([2, 1]), ("diag",)).table.n_components.tolist() == [1, 2]
+    # NaN: the way to keep them is said, as the mixtures say it (user-trial2-r14)
+    with pytest.raises(ValueError, match=r"Input X contains NaN.*select_model marginalises them with "
+                                         r"missing='marginalize'\.$"):
+        select_model(np.where(np.arange(50)[:, None] == 7, np.nan, X), [1, 2])
 
 
 def _count_ellipses(ax):
@@ -179,6 +183,9 @@ def test_cli_select_and_fit_plot(tmp_path, capsys):
     assert all(c["lower_bound"] is None and isinstance(c["bic"], float) for c in summary["candidates"])
     best = daskgmm.load(out / "model")
     assert best.n_components == 3 and list(best.feature_names_in_) == ["f0", "f1"]
+    capsys.readouterr()  # the next job given the selection's directory is told where its model is (user-trial2-r14)
+    assert main(["info", "--model", str(out)]) == 2
+    assert f"{out}: no model here (model.json not found); {out / 'model'} holds" in capsys.readouterr().err
     assert (tmp_path / "sel.png").exists()
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["status"] == "ok" and metrics["rows_in_memory"] is True  # 3000 rows: kept in memory

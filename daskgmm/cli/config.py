@@ -95,11 +95,17 @@ OPTIONS = [
         "of the paths, day=2026-12-01/, may be named)",
         (FIT, PREDICT, SELECT, UPDATE),
         metavar="COL[,COL...]"),
-    Opt("dtype", "choice", "float64", "float type for the computation", _DATA, choices=("float64", "float32"),
+    Opt("dtype", "choice", "float64", "float type for the computation", (FIT, SELECT), choices=("float64", "float32"),
         result=True),
+    Opt("dtype", "choice", None, "float type: DATA is read in the model's (default; another is an error)",
+        (PREDICT, SCORE, UPDATE), choices=("float64", "float32"), result=True),
     Opt("nan_policy", "choice", "raise", "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "
-        "as missing values that the mixture marginalises (inf still fails)", (FIT, SELECT, UPDATE),
+        "as missing values that the mixture marginalises (inf still fails)", (FIT, SELECT),
         choices=("raise", "omit", "marginalize"), result=True),
+    # update: the model's policy by default, as partial_fit of the loaded model in Python
+    Opt("nan_policy", "choice", None, "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "
+        "as missing values that the mixture marginalises (inf still fails); default: marginalize for a model "
+        "fitted so, else raise", (UPDATE,), choices=("raise", "omit", "marginalize"), result=True),
     Opt("nan_policy", "choice", None, "rows with NaN/null/inf: fail naming them, drop them, or keep NaN/null "
         "as missing values that the mixture marginalises (inf still fails); default: marginalize for a model "
         "fitted so, else raise", (PREDICT, SCORE), choices=("raise", "omit", "marginalize")),

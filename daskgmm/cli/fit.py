@@ -103,8 +103,9 @@ def bayesian_priors(o, columns) -> tuple:
                              "diag takes one number per column")
         return mean, cov.reshape(d)
     if cov.shape != (d, d) and not (cov.ndim <= 1 and cov.size == d * d):
-        raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but {data}; --covariance-type {ct} "
-                         f"takes a {d} x {d} matrix ({d * d} numbers, row by row)")
+        raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)}, but --covariance-type {ct} takes a "
+                         f"{d} x {d} matrix ({d * d} numbers, row by row) for the data's {d} feature column(s) "
+                         f"({short_columns(columns)})")
     return mean, cov.reshape(d, d)
 
 

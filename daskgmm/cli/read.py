@@ -212,7 +212,8 @@ def cmd_info(o, log, metrics):
             "weights:          " + " ".join(f"{w:.4f}" for w in weights),
         ]
         if params.get("missing") == "marginalize":
-            lines.append("missing values:   marginalised (--nan-policy marginalize for predict and score)")
+            lines.append("missing values:   marginalised (by predict, score and update too, unless --nan-policy "
+                         "says otherwise)")
         if "df_" in arrays:
             fixed = " (fixed)" if params.get("fixed_df") else ""
             lines.append("df:               " + " ".join(f"{v:.4g}" for v in np.asarray(arrays["df_"], float)) + fixed)

@@ -149,6 +149,10 @@ def check_inputs(o) -> None:
         from daskgmm.io.modelfiles import read_model_files
 
         o.model_files = read_model_files(o.model, so)
+        model_dtype = o.model_files[0].get("dtype")
+        if getattr(o, "dtype", None) not in (None, model_dtype) and model_dtype is not None:
+            raise UsageError(f"daskgmm {o.command}: --dtype {o.dtype}: DATA is read in the model's dtype, "
+                             f"{model_dtype} ({o.model}); leave --dtype out")
     if getattr(o, "data", None) is not None:
         from daskgmm.io.files import DataWarning
         from daskgmm.io.parquet import check_footers
@@ -250,7 +254,9 @@ def check_model_order(o, model_cols) -> None:
         return
     # columns are matched to the features by position: the model's own names elsewhere are a mistake
     cols, names = o.columns, [str(c) for c in model_cols]
-    if any(c != m and c in names for c, m in zip(cols, names)):
+    # as many as the model's: another order; fewer or more: check_model_width says the count (a vector column
+    # names many features)
+    if len(cols) == len(names) and any(c != m and c in names for c, m in zip(cols, names)):
         raise UsageError(f"daskgmm {o.command}: --columns {','.join(cols)} name the model's features "
                          f"({', '.join(names)}) in another order; columns are matched by position: give "
                          "them in the model's order, or leave --columns out")
@@ -610,7 +616,8 @@ def model_source(o, log, clusters=False):
                              f"variational or Student-t), {o.model} holds a {type(est).__name__}")
         est.set_params(missing="marginalize")  # marginal densities need nothing of how the model was fitted
     centres = est.means_ if hasattr(est, "means_") else est.cluster_centers_
-    src = open_data(o, log, columns=cols, dtype=str(np.asarray(centres).dtype))
+    o.dtype = str(np.asarray(centres).dtype)  # the model's (check_inputs refused another)
+    src = open_data(o, log, columns=cols, dtype=o.dtype)
     if not reads_sparse(o):  # sparse rows: their width was checked against the model's by check_inputs
         check_model_width(o, src.columns, est.n_features_in_)  # as check_inputs did before the cluster
     return est, src

@@ -827,6 +827,7 @@ _WAIT_STEP = 2.0
 
 #: The stall reason of a scheduler that does not answer (its message says for how long)
 _NO_ANSWER = "the scheduler does not answer"
+_NO_WORKERS = "the cluster has no workers (they died or never started)"
 
 
 def _ended(futures, ends) -> bool:
@@ -909,7 +910,7 @@ def _wait_bounded(client, futures, what, ends=None):
         if info is None:
             problem = _NO_ANSWER
         elif not info:
-            problem = "the cluster has no workers (they died or never started)"
+            problem = _NO_WORKERS
         elif all(w.get("status") == "paused" for w in info.values()):
             problem = "every worker is paused: its memory is above 80% of its limit"
         elif not any(tasks for a, tasks in processing.items() if not (ttl is None and a in silent)):
@@ -932,6 +933,10 @@ def _wait_bounded(client, futures, what, ends=None):
                     "or check the network to it")
             advice = ("start it again or restart it, or set the scheduler's distributed.scheduler.worker-ttl"
                       if silent and "worker-ttl" in reason else memory_advice(client))
+            if reason == _NO_WORKERS and getattr(client, "cluster", None) is None:
+                # a cluster of the user's: workers killed or preempted are as likely as memory, and none comes back
+                advice = (f"start workers for it again (dask worker {_scheduler_address(client)}) and run the job "
+                          f"again; if they died for want of memory: {advice}")
             raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; {advice}")
 
 

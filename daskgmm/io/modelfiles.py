@@ -264,6 +264,11 @@ def read_model_files(path, storage_options=None) -> tuple[dict, dict]:
         raise_store_error(exc, path, lambda hint: ModelFileError(f"{path}: cannot read the model ({hint})"))
     if not found:
         _refuse_spark_model(fs, root, json_path, path)
+        inner = posixpath.join(path.rstrip("/"), "model")
+        # `daskgmm select --out DIR` writes its best model to DIR/model, beside the table
+        if fs.exists(posixpath.join(root, "selection.json")) and fs.exists(posixpath.join(root, "model", "model.json")):
+            raise ModelFileError(f"{path}: no model here (model.json not found); {inner} holds one (the best model "
+                                 "of the `daskgmm select` that wrote this directory)")
         raise ModelFileError(f"{path}: no model here (model.json not found)")
     try:
         with fs.open(json_path, "r") as f:
