@@ -171,7 +171,7 @@ def _gap_roots(c, start, lo: float, hi: float, max_iter: int = 100) -> np.ndarra
         z = 1.0 / h
         z2 = z * z
         lh, ps = np.log(h), digamma(h)
-        gap = np.where(big, z * (0.5 + z * (1.0 / 12.0 - z2 * (1.0 / 120.0 - z2 / 252.0))), lh - ps)
+        gap = _precise_gap(h)
         slope = np.where(big, -z * (0.5 + z * (1.0 / 6.0 - z2 / 30.0)), 1.0 - h * zeta(2.0, np.minimum(h, 1e3)))
         g = gap - c  # > 0 below the root
         below = g > 0
@@ -191,7 +191,7 @@ def _gap_roots(c, start, lo: float, hi: float, max_iter: int = 100) -> np.ndarra
 def _log_root(f, lo: float, hi: float) -> float:
     """The root of ``f`` in ``(lo, hi)`` (``f(lo)`` and ``f(hi)`` of opposite signs) by ``brentq`` on ``log nu``, to a
     relative 1e-12: over the eight decades of :data:`DF_BOUNDS`, ``brentq`` on ``nu`` itself took ~30 evaluations
-    (its first steps bisect a bracket a million wide), on ``log nu`` ~10; each of ECME's costs a pass over the
+    (its first steps bisect a bracket a million wide), on ``log nu`` ~15; each of ECME's costs a pass over the
     sample's distances."""
     a, b = math.log(lo), math.log(hi)
 
