@@ -263,13 +263,16 @@ class OutputLock:
             # a prefix of someone's objects refused before any pass. Other stores have no lock (nothing may be
             # repaired there, so nothing is refused either)
             try:
-                store.tidy(fs, self.parent, posixpath.basename(self.path),
-                           lambda t: OutputLock(store.url(fs, t), self.storage_options))
+                store.tidy(fs, self.parent, posixpath.basename(self.path), self.lock_of)
                 _check_replaceable(self.path, self.target, fs)
             except BaseException:
                 self.release()
                 raise
         return self
+
+    def lock_of(self, target) -> OutputLock:
+        """The lock of another output of this store (a joint commit a killed job left to finish)."""
+        return OutputLock(store.url(self.fs, target), self.storage_options)
 
     def verify(self) -> None:
         """Raise :class:`OutputBusyError` if this job no longer holds the lock (on S3: another job
@@ -372,11 +375,12 @@ class StagedOutput:
         self.lock.acquire()
         prefix = f".{base}.staging-"
         if not _local(fs):
-            try:
-                store.tidy(fs, parent, base, self._lock_target)
-            except BaseException:
-                self.lock.release()
-                raise
+            if not store.is_s3(fs):  # on S3 the lock's acquire has done it (OutputLock.acquire)
+                try:
+                    store.tidy(fs, parent, base, self.lock.lock_of)
+                except BaseException:
+                    self.lock.release()
+                    raise
             # an object store has no directories: the staging prefix exists once a part is written
             self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
             return self.staging
@@ -388,10 +392,6 @@ class StagedOutput:
             self.lock.release()
             raise OSError(f"cannot write output {self.target!r}: {exc.strerror or exc}") from None
         return self.staging
-
-    def _lock_target(self, target):
-        """The lock of another output of this store (a joint commit a killed job left to finish)."""
-        return OutputLock(store.url(self.fs, target), self.storage_options)
 
     def finish(self) -> None:
         """Write ``_SUCCESS`` into the staging directory (the output is complete)."""
