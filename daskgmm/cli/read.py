@@ -16,7 +16,7 @@ from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
 from daskgmm.cli.fit import check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
 from daskgmm.cli.runtime import (
     Reporter,
-    check_file_target,
+    check_file_outputs,
     command_cluster,
     data_command,
     load_saved,
@@ -36,7 +36,7 @@ def cmd_predict(o, log, metrics):
 
     box: dict = {}
     so = storage_options(o)
-    check_metrics_out(o)
+    check_file_outputs(o)
     with OutputLock(o.out, so), command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
         clusters = hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
@@ -54,14 +54,8 @@ def cmd_predict(o, log, metrics):
     return EXIT_OK
 
 
-def check_metrics_out(o) -> None:
-    """A command's --metrics-out, checked before its cluster starts, as fit's and select's."""
-    if o.metrics_out:
-        check_file_target(o.metrics_out, "--metrics-out", storage_options(o))
-
-
 def cmd_score(o, log, metrics):
-    check_metrics_out(o)  # its only output
+    check_file_outputs(o)  # its only output
     box: dict = {}
     with command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
@@ -105,7 +99,7 @@ def cmd_sample(o, log, metrics):
 
     est = load_saved(o)
     so = storage_options(o)
-    check_metrics_out(o)
+    check_file_outputs(o)
     with OutputLock(o.out, so), command_cluster(o, log, None, metrics):
         rows = est.write_sample(o.out, o.n, random_state=o.seed, chunk_rows=o.chunk_rows or 1_000_000,
                                 storage_options=so)

@@ -435,6 +435,13 @@ def check_outputs(o, locks):
         target = getattr(o, key, None)
         if target and (key != "out" or o.command == SELECT):
             locks.enter_context(OutputLock(target, so))
+    check_file_outputs(o)
+
+
+def check_file_outputs(o) -> None:
+    """Before the cluster starts: the plot, metrics and (on an object store) checkpoint paths a job gives can
+    be written (:func:`check_file_target`)."""
+    so = storage_options(o)
     for key in ("plot", "metrics_out"):
         path = getattr(o, key, None)
         if path:
