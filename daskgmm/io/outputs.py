@@ -370,8 +370,8 @@ class StagedOutput:
         self.staging = None
 
     def begin(self) -> str:
-        """Take the lock, tidy a killed job's leftovers, and make the staging directory."""
-        fs, path, parent, base = self.fs, self.path, self.parent, self.base
+        """Take the lock (which tidies what killed jobs left, when first taken) and make the staging directory."""
+        fs, parent, base = self.fs, self.parent, self.base
         self.lock.acquire()
         prefix = f".{base}.staging-"
         if not _local(fs):
@@ -384,7 +384,7 @@ class StagedOutput:
             # an object store has no directories: the staging prefix exists once a part is written
             self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
             return self.staging
-        _tidy(fs, path)
+        # what killed jobs left was tidied when the lock was first taken (OutputLock.acquire)
         self.staging = posixpath.join(parent, f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}")
         try:
             fs.makedirs(self.staging, exist_ok=False)
