@@ -36,6 +36,7 @@ from daskgmm.kernels.studentt import (
     mahalanobis_params,
     scale_update,
 )
+from daskgmm.models.states import OBJECTIVE_RTOL
 
 #: The interval the degrees of freedom are kept in. Below 1 a component has no mean,
 #: and the likelihood may still ask for less on data with a few huge outliers; above
@@ -231,7 +232,8 @@ def observed_df(df, d2, resp, n_features: int, bounds=DF_BOUNDS) -> np.ndarray:
     Parameters
     ----------
     df : ndarray, shape (K,)
-        The current degrees of freedom (kept where the likelihood is no higher at the root).
+        The current degrees of freedom (kept where the likelihood is not higher at the root by more than its
+        rounding: ``OBJECTIVE_RTOL`` of ``Σ r |log t|``).
     d2 : ndarray, shape (K, n)
         Squared Mahalanobis distances ``δ²`` of the rows to each component.
     resp : ndarray, shape (K, n)
@@ -263,7 +265,8 @@ def observed_df(df, d2, resp, n_features: int, bounds=DF_BOUNDS) -> np.ndarray:
 
         def loglik(nu, r=r, q=q):
             const = log_gamma_ratio(np.array([0.5 * nu]), 0.5 * d)[0] - 0.5 * d * math.log(nu)
-            return float(r @ (const - 0.5 * (nu + d) * np.log1p(q / nu)))
+            terms = const - 0.5 * (nu + d) * np.log1p(q / nu)
+            return float(r @ terms), float(r @ np.abs(terms))
 
         if score(hi) >= 0:
             nu = hi
@@ -271,7 +274,14 @@ def observed_df(df, d2, resp, n_features: int, bounds=DF_BOUNDS) -> np.ndarray:
             nu = lo
         else:
             nu = _log_root(score, lo, hi)
-        if not np.isfinite(df[k]) or loglik(nu) >= loglik(float(df[k])):
+        if not np.isfinite(df[k]):
+            out[k] = nu
+            continue
+        (at_root, scale), (now, _) = loglik(nu), loglik(float(df[k]))
+        # a gain of rounding's size is no gain (the loop's OBJECTIVE_RTOL): a component on one point at its mean
+        # has, in two dimensions, a likelihood flat in nu, which its rounding (tens of ulps in log Γ's series
+        # and the BLAS's and CPU's in δ²) tilts either way
+        if at_root - now > OBJECTIVE_RTOL * scale:
             out[k] = nu
     return out
 
