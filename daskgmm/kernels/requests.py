@@ -8,6 +8,7 @@ Pure NumPy; nothing here knows about Dask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -189,7 +190,7 @@ class MixtureRequest:
         nb = blk.size
         dtype = theta.dtype
         L = scratch("logits", (theta.shape[0], nb), dtype)
-        np.matmul(theta, blk.T, out=L)
+        model_products(theta, blk.T, L, self._bounds)
         diffs = {}
         for i in self._precise:
             a, b = self._bounds[i], self._bounds[i + 1]
@@ -260,7 +261,7 @@ class MixtureRequest:
             T = np.where(keep, T, 0.0)  # one masked copy (a copy and then a scatter cost twice as much)
             for z in diffs.values():
                 z[:, :, incomplete] = 0.0
-        add_moments(acc["S"], T, L)
+        add_model_moments(acc["S"], T, L, self._bounds)
         for i, z in diffs.items():
             r = L[self._bounds[i] : self._bounds[i + 1]]  # responsibilities (weighted)
             _precise_moments(acc["precise"][i], z, r, self.specs[i].covariance_type)
@@ -386,6 +387,24 @@ def add_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray) -> None:
     for a in range(0, nb, rows):
         np.matmul(T[:, a : a + rows], lt[a : a + rows], out=part)
         S += part.T
+
+
+def model_products(theta: np.ndarray, T: np.ndarray, out: np.ndarray, bounds) -> None:
+    """``out = theta · T``, a product per model (rows ``bounds[i]:bounds[i + 1]`` of ``theta`` (W, P)).
+
+    BLAS rounds a row of a taller product otherwise (its kernels' edge tiles): a model in lockstep
+    (restarts, ``select_model``'s candidates, a proposal scored beside its run) would not have the bits
+    of the same model fitted alone.
+    """
+    for a, b in pairwise(bounds):
+        np.matmul(theta[a:b], T, out=out[a:b])
+
+
+def add_model_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray, bounds) -> None:
+    """:func:`add_moments` a model at a time (rows ``bounds[i]:bounds[i + 1]`` of ``S`` and ``L``), for the
+    reason :func:`model_products` gives."""
+    for a, b in pairwise(bounds):
+        add_moments(S[a:b], T, L[a:b])
 
 
 def add_completed(acc, i, bounds, spec, completions, resp, cond_resp=None) -> None:

@@ -34,7 +34,7 @@ from daskgmm.kernels.features import n_quad_rows
 from daskgmm.kernels.missing import marginal_distances
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block
-from daskgmm.kernels.requests import add_completed, add_moments
+from daskgmm.kernels.requests import add_completed, add_model_moments, model_products
 from daskgmm.kernels.responsibilities import soft_responsibilities
 from daskgmm.kernels.results import SuffStats, frozen
 from daskgmm.kernels.scratch import scratch
@@ -379,7 +379,7 @@ class StudentTRequest:
                 x_inc = blk.xT[:, incomplete].T.astype(np.float64)
         dist = scratch("t-distances", (theta.shape[0], nb), theta.dtype)
         if shared:
-            np.matmul(theta, T, out=dist)
+            model_products(theta, T, dist, self._bounds)
         w = None if blk.w is None else np.asarray(blk.w, np.float64)
         top = scratch("t-top", (1, nb), np.float64)
         tot = scratch("t-total", (1, nb), np.float64)
@@ -447,7 +447,7 @@ class StudentTRequest:
             s2 = cov.moments_about_means(wz, z, spec.covariance_type)
             pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
         if shared:
-            add_moments(acc["S"], T, dist)
+            add_model_moments(acc["S"], T, dist, self._bounds)
         acc["weight"] += blk.weight_sum()
         acc["rows"] += nb
 
