@@ -243,3 +243,24 @@ def test_a_fit_killed_between_its_swaps_is_rolled_forward_by_the_next_job(proces
             np.testing.assert_array_equal(b[key], a[key], err_msg=key)
     ref, got = pq.read_table(tmp_path / "refp"), pq.read_table(out["preds"])
     assert got.sort_by("id").equals(ref.sort_by("id"))
+
+
+def test_a_tidy_that_fails_lets_the_lock_go(tmp_path, monkeypatch):
+    """The lock tidies what a killed job left when it is first taken; a tidy that fails (a permission, a full
+    disk) raises and lets the lock go, as a refusal does: it stayed held by this process (a scheduler that runs
+    job after job in one process kept every other job off that output, 'being written by another job')."""
+    from daskgmm.io import outputs
+
+    out = tmp_path / "model"
+
+    def failing_tidy(fs, path):
+        raise PermissionError(f"cannot remove {path}/part-0")
+
+    monkeypatch.setattr(outputs, "_tidy", failing_tidy)
+    with pytest.raises(PermissionError):
+        OutputLock(str(out)).acquire()
+    assert not outputs._held
+    # another process takes it at once
+    lock = str(tmp_path / ".model.lock")
+    code = f"import fcntl, os; fcntl.flock(os.open({lock!r}, os.O_RDWR | os.O_CREAT), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

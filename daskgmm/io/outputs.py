@@ -222,9 +222,10 @@ class OutputLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         _held[self.lock_path] = [1, fd]
         self.held = True
-        # before any pass: what a killed job left is repaired now, not when this job commits
-        _tidy(self.fs, self.path)
+        # before any pass: what a killed job left is repaired now, not when this job commits (and a tidy
+        # that fails lets the lock go, as a refusal does: this process may run other jobs after)
         try:
+            _tidy(self.fs, self.path)
             _check_replaceable(self.path, self.target)
         except BaseException:
             self.release()
