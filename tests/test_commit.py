@@ -264,3 +264,49 @@ def test_a_tidy_that_fails_lets_the_lock_go(tmp_path, monkeypatch):
     lock = str(tmp_path / ".model.lock")
     code = f"import fcntl, os; fcntl.flock(os.open({lock!r}, os.O_RDWR | os.O_CREAT), fcntl.LOCK_EX | fcntl.LOCK_NB)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_store_replace_takes_the_targets_success_away_before_anything_else():
+    """On an object store (no rename), ``store.replace`` deletes the target's ``_SUCCESS`` before any of its
+    objects and writes it again after the last copy: a reader that trusts ``_SUCCESS`` never reads a target
+    half old, half new (only a slow S3 test caught the deletion moved after the others)."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from daskgmm.io import store
+
+    class Recording(MemoryFileSystem):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = []  # at every change of the target: is it complete, and what it holds
+
+        def _note(self):
+            held = {p: self.cat_file(p) for p in self.find("/b/out") if not p.endswith("_SUCCESS")}
+            self.seen.append((self.exists("/b/out/_SUCCESS"), held))
+
+        def rm_file(self, path):
+            super().rm_file(path)
+            self._note()
+
+        def cp_file(self, path1, path2, **kwargs):
+            super().cp_file(path1, path2, **kwargs)
+            self._note()
+
+        def pipe_file(self, path, value, **kwargs):
+            super().pipe_file(path, value, **kwargs)
+            self._note()
+
+    fs = Recording(skip_instance_cache=True)
+    fs.store.clear()
+    names = ("part-0.parquet", "part-1.parquet", "model.json")
+    for name in (*names, "_SUCCESS"):
+        fs.pipe_file(f"/b/out/{name}", b"old")
+        fs.pipe_file(f"/b/.out.staging/{name}", b"new")
+    fs.seen.clear()
+    assert store.replace(fs, "/b/.out.staging", "/b/out")
+    old = {f"/b/out/{n}": b"old" for n in names}
+    new = {f"/b/out/{n}": b"new" for n in names}
+    for complete, held in fs.seen:
+        assert not complete or held in (old, new), held
+    assert fs.seen[-1] == (True, new)
+    assert not fs.find("/b/.out.staging")
+    assert not store.replace(fs, "/b/.out.staging", "/b/out")  # done: a second run does nothing
