@@ -31,6 +31,7 @@ from daskgmm.cli.runtime import (
     plot_after,
     reads_sparse,
     rows_read,
+    say_lost_workers,
     storage_options,
     warnings_said,
 )
@@ -561,6 +562,7 @@ def cmd_update(o, log, metrics):
                         f"eta {h['eta']:.4f}, {h['seconds']:.2f} s")
                     for e in h["events"]:
                         log(f"          {e}")
+                say_lost_workers(log, f"at step {online_counts(est)[0] - 1}")
                 if ckpt is not None:
                     save_model(est, snapshot, so)
         update_seconds = time.perf_counter() - t_fit

@@ -437,6 +437,48 @@ def workers(client, timeout: float | None = None) -> dict:
     return info
 
 
+class LostWorkers:
+    """The workers that leave the scheduler of ``client`` while watched (died, killed, out of memory, silent past
+    its ``worker-ttl``, or retired): a job that goes on has survived them, and says so.
+
+    Looked at by :meth:`take`, at most once every ``LOOK_SECONDS`` (one call to the scheduler: its workers'
+    addresses), so that a fit's fast iterations pay nothing; a scheduler that does not answer is not looked
+    at that time. A worker that died and came back at the same address between two looks (a nanny restarting
+    it on a fixed ``--worker-port``) is not seen. (Not the scheduler's events: a client subscribed to its
+    ``"all"`` topic had fits on a shared scheduler fail with "lost dependencies".)
+    """
+
+    #: The least time between two looks, in seconds
+    LOOK_SECONDS = 1.0
+
+    def __init__(self, client):
+        self.client, self.lost, self._taken, self._looked = client, [], 0, time.monotonic()
+        self.known = self._addresses() or set()
+
+    def _addresses(self) -> set | None:
+        try:
+            return set(self.client.sync(self.client.scheduler.ncores, callback_timeout=_answer_seconds()))
+        except Exception:  # not answering, or going away: the wait of the pass says so
+            return None
+
+    @property
+    def count(self) -> int:
+        """How many workers were lost while watched (as of the last look)."""
+        return len(self.lost)
+
+    def take(self, now: bool = False) -> list:
+        """The workers lost since the last call, looked at if the last look is ``LOOK_SECONDS`` old, or ``now``."""
+        if now or time.monotonic() - self._looked >= self.LOOK_SECONDS:
+            self._looked = time.monotonic()
+            current = self._addresses()
+            if current is not None:
+                self.lost += sorted(self.known - current)
+                self.known = current
+        new = self.lost[self._taken:]
+        self._taken += len(new)
+        return new
+
+
 def none_can_return(client) -> list | None:
     """The workers ``client`` has seen (sorted addresses), when none of them can come back: none had a nanny, or
     no nanny of theirs answers the scheduler (killed with its worker, or closed). None when one may (a nanny
