@@ -1,5 +1,6 @@
 """Faults a scheduled job meets, with real processes and real signals (issue 12)."""
 
+import contextlib
 import gc
 import glob
 import json
@@ -485,6 +486,34 @@ def test_a_cluster_whose_workers_run_none_of_the_tasks_fails_the_job(own_cluster
     assert not (tmp_path / "m").exists()
 
 
+@contextlib.contextmanager
+def _cluster_by_hand(tmp_path, *worker_options):
+    """A scheduler and a worker started by hand (``dask scheduler``, ``dask worker --no-nanny``: real processes,
+    as a cluster of the user's); yields ``(address, scheduler process, worker process)`` and kills what is
+    left of them at the end."""
+    bin_dir = os.path.dirname(sys.executable)
+    info = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--no-dashboard", "--scheduler-file", str(info)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 30
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)  # the file is written whole, then read
+        address = json.loads(info.read_text())["address"]
+        worker = subprocess.Popen([os.path.join(bin_dir, "dask"), "worker", address, "--host", "127.0.0.1",
+                                   "--nthreads", "1", "--no-nanny", "--no-dashboard", "--memory-limit", "1GiB",
+                                   *worker_options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield address, scheduler, worker
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_a_scheduler_that_goes_away_mid_job_is_named(tmp_path, cache):
@@ -494,35 +523,23 @@ def test_a_scheduler_that_goes_away_mid_job_is_named(tmp_path, cache):
     traceback (~40 lines) and "FuturesCancelledError: 4 Futures cancelled ... Please check your
     connection and re-run your work" (user trial), or a bare CommClosedError over rows held in memory."""
     _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
-    bin_dir = os.path.dirname(sys.executable)
-    info = tmp_path / "scheduler.json"
-    scheduler = subprocess.Popen([os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                  "--no-dashboard", "--scheduler-file", str(info)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = job = None
-    try:
-        deadline = time.monotonic() + 30
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.2)  # the file is written whole, then read
-        address = json.loads(info.read_text())["address"]
-        worker = subprocess.Popen([os.path.join(bin_dir, "dask"), "worker", address, "--host", "127.0.0.1",
-                                   "--nthreads", "1", "--no-nanny", "--no-dashboard", "--memory-limit", "1GiB"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        job = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter", 10_000,
-                   "--init-params", "random_from_data", "--chunk-rows", 5000, "--cache", cache,
-                   "--scheduler", address, "--model-out", tmp_path / "m", "--metrics-out", tmp_path / "metrics.json")
-        lines = []
-        assert _wait_for_line(job, "iter    3", lines), "".join(lines)
-        scheduler.kill()
-        start = time.monotonic()
-        err = "".join(lines) + job.communicate(timeout=60)[1]
-        took = time.monotonic() - start
-    finally:
-        for proc in (job, worker, scheduler):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    job = None
+    with _cluster_by_hand(tmp_path) as (address, scheduler, _):
+        try:
+            job = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter",
+                       10_000, "--init-params", "random_from_data", "--chunk-rows", 5000, "--cache", cache,
+                       "--scheduler", address, "--model-out", tmp_path / "m", "--metrics-out",
+                       tmp_path / "metrics.json")
+            lines = []
+            assert _wait_for_line(job, "iter    3", lines), "".join(lines)
+            scheduler.kill()
+            start = time.monotonic()
+            err = "".join(lines) + job.communicate(timeout=60)[1]
+            took = time.monotonic() - start
+        finally:
+            if job is not None and job.poll() is None:
+                job.kill()
+                job.wait()
     assert job.returncode == 1, err
     assert f"lost the connection to the scheduler {address}" in err, err
     assert "run the job again" in err and "--resume" in err, err
@@ -530,6 +547,81 @@ def test_a_scheduler_that_goes_away_mid_job_is_named(tmp_path, cache):
     assert took < 20, f"{took:.0f} s"
     assert json.loads((tmp_path / "metrics.json").read_text())["exit_code"] == 1
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_a_worker_lost_in_the_middle_of_a_fit_is_said(own_cluster, tmp_path, capsys, monkeypatch, cache):
+    """The worker SIGKILLed after iteration 2, its nanny restarting it: the fit goes on (the nanny that still
+    answers keeps the stall bound: the job does not fail as one with no worker left would) and ends with the
+    model of an uninterrupted run; the loss is said once, in a warning line that --quiet keeps, and counted in
+    the metrics. It was silent (user trial r14)."""
+    from daskgmm.cli import runtime as cli_runtime
+    from daskgmm.io.modelfiles import load_model
+
+    cluster, client = own_cluster
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=1000)
+    job = ["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "3", "--tol", "0", "--max-iter", "6",
+           "--seed", "0", "--chunk-rows", "1000", "--cache", cache, "--scheduler", cluster.scheduler_address,
+           "--quiet"]
+    assert main([*job, "--model-out", str(tmp_path / "ref"), "--metrics-out", str(tmp_path / "ref.json")]) == 0
+    assert json.loads((tmp_path / "ref.json").read_text())["workers_lost"] == 0
+    progress, killed = cli_runtime.Reporter.progress, []
+
+    def progress_then_kill(self, event, **info):
+        progress(self, event, **info)
+        if event == "iteration" and info["iteration"] == 2 and not killed:
+            (pid,) = client.run(os.getpid).values()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    monkeypatch.setattr(cli_runtime.Reporter, "progress", progress_then_kill)
+    capsys.readouterr()
+    status = main([*job, "--model-out", str(tmp_path / "m"), "--metrics-out", str(tmp_path / "m.json")])
+    err = capsys.readouterr().err
+    assert status == 0 and killed, err
+    said = re.findall(r"^daskgmm: warning: worker (tcp://\S+) was lost (at iteration \d+|during the job) \(it died, "
+                      r"or its scheduler removed it\); the job went on: its chunks were computed again on the "
+                      r"cluster's other workers$", err, flags=re.M)
+    assert len(said) == 1, err
+    assert json.loads((tmp_path / "m.json").read_text())["workers_lost"] == 1
+    ref, got = load_model(tmp_path / "ref"), load_model(tmp_path / "m")
+    np.testing.assert_array_equal(got.means_, ref.means_)
+    np.testing.assert_array_equal(got.covariances_, ref.covariances_)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_a_job_whose_last_worker_died_fails_at_once(tmp_path, cache):
+    """The only worker of a cluster of the user's (no nanny to restart it) SIGKILLed in the middle of a fit: the
+    job fails within seconds, exit 1, saying that the cluster has no worker left and naming the scheduler; it
+    waited out the 45 s stall bound before (user trial r14), which is for workers that may come back."""
+    _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
+    job = None
+    with _cluster_by_hand(tmp_path) as (address, _, worker):
+        try:
+            job = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter",
+                       10_000, "--init-params", "random_from_data", "--chunk-rows", 5000, "--cache", cache,
+                       "--scheduler", address, "--model-out", tmp_path / "m", "--metrics-out",
+                       tmp_path / "metrics.json")
+            lines = []
+            assert _wait_for_line(job, "iter    3", lines), "".join(lines)
+            worker.kill()
+            start = time.monotonic()
+            err = "".join(lines) + job.communicate(timeout=90)[1]
+            took = time.monotonic() - start
+        finally:
+            if job is not None and job.poll() is None:
+                job.kill()
+                job.wait()
+    assert job.returncode == 1, err
+    assert f"the cluster of the scheduler {address} has no worker left" in err, err
+    assert "the job went on" not in err, err  # the lost worker is the error, not a warning of a job that survived
+    assert f"start workers for it again (dask worker {address}) and run the job again" in err, err
+    assert "Traceback" not in err, err
+    assert took < 20, f"{took:.0f} s"
+    assert json.loads((tmp_path / "metrics.json").read_text())["exit_code"] == 1
+    assert not (tmp_path / "m").exists() and not glob.glob(str(tmp_path / ".m.*"))
 
 
 @pytest.mark.timeout(60)  # a bound that fails to hold hangs the job: fail in a minute, not in ten

@@ -175,6 +175,57 @@ def test_a_killed_update_resumes_after_its_last_step(cluster, data, tmp_path, ca
     assert not (ck / "checkpoint.npz").exists() and not (ck / "update-model").exists()
 
 
+#: Runs ``daskgmm ARGV`` and SIGKILLs its process group right after the commit of its model (and
+#: predictions), before the job removes its checkpoint.
+KILLED_AFTER_COMMIT = r"""
+import os, signal, sys
+from daskgmm.cli import fit as cli_fit
+
+commit = cli_fit.commit_model_and_predictions
+
+def commit_then_kill(*args, **kw):
+    commit(*args, **kw)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+cli_fit.commit_model_and_predictions = commit_then_kill
+from daskgmm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_update_in_place_killed_after_its_commit_does_not_learn_the_rows_twice(cluster, data, tmp_path, capsys):
+    """``update --model M --model-out M`` killed between its commit and the removal of its checkpoint: the rerun
+    (a scheduled job run again after a crash) finds M already the job's result and ends with the model one
+    uninterrupted run gives; it learnt the batch a second time, on the updated model, before (user-trial-r14)."""
+    import shutil
+
+    from daskgmm.io.modelfiles import load_model
+
+    ck = tmp_path / "ck"
+    assert main(["fit", str(data), "--columns", "f0,f1,f2", "--n-components", "3", "--max-iter", "3", "--seed", "0",
+                 "--scheduler", cluster, "--model-out", str(tmp_path / "base"), "--quiet"]) == 0
+    shutil.copytree(tmp_path / "base", tmp_path / "m")
+    job = ["update", data, "--passes", 2, "--chunk-rows", 1500, "--scheduler", cluster, "--checkpoint-dir", ck,
+           "--resume"]
+    run([*job, "--model", tmp_path / "base", "--model-out", tmp_path / "ref", "--metrics-out", tmp_path / "ref.json",
+         "--quiet"], capsys)
+    in_place = [*job, "--model", tmp_path / "m", "--model-out", tmp_path / "m", "--predictions-out", tmp_path / "p"]
+    p = subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, *map(str, in_place)], capture_output=True,
+                       text=True, timeout=120, start_new_session=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert (ck / "checkpoint.npz").exists() and load_model(tmp_path / "m").n_batches_ == 3
+    same_arrays(tmp_path / "ref", tmp_path / "m")
+    got, err = run([*in_place, "--metrics-out", tmp_path / "m.json"], capsys)
+    assert "committed its model to" in err and "nothing left to learn" in err, err
+    assert "step " not in err and "checkpoint_discarded" not in got
+    assert (got["resumed_steps"], got["steps_run"], got["n_batches"]) == (2, 0, 3)
+    same_arrays(tmp_path / "ref", tmp_path / "m")
+    assert [h["lower_bound"] for h in got["history"]] == [h["lower_bound"] for h in
+                                                          json.loads((tmp_path / "ref.json").read_text())["history"]]
+    assert pq.read_table(tmp_path / "p").num_rows == 12_000
+    assert not (ck / "checkpoint.npz").exists() and not (ck / "update-model").exists()
+
+
 def test_a_checkpoint_of_rewritten_files_is_not_resumed(cluster, data, tmp_path, capsys):
     """Same file names, row counts and columns, rewritten since the checkpoint was saved (and so
     other values): the checkpoint is another job's, and the fit starts afresh."""

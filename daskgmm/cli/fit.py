@@ -31,6 +31,7 @@ from daskgmm.cli.runtime import (
     plot_after,
     reads_sparse,
     rows_read,
+    say_lost_workers,
     storage_options,
     warnings_said,
 )
@@ -235,10 +236,12 @@ def open_checkpoint(o, log, metrics, fingerprint: dict):
     return ckpt
 
 
-def commit_model_and_predictions(est, o, src):
+def commit_model_and_predictions(est, o, src, staged=None):
     """Write ``--model-out`` and ``--predictions-out`` staged, and swap them in together (one commit).
 
-    Returns the number of predictions written (None without ``--predictions-out``).
+    ``staged(fs, directory)``, when given, is called with the staged model's directory once both outputs
+    are written, before the commit. Returns the number of predictions written (None without
+    ``--predictions-out``).
     """
     from daskgmm.io.modelfiles import write_model_files
     from daskgmm.io.outputs import StagedOutput, commit_together, naming_output, write_parts_into
@@ -263,6 +266,8 @@ def commit_model_and_predictions(est, o, src):
                     else {"proba": o.proba, "loglik": o.loglik})
             parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what)
             rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions")
+        if staged is not None:
+            staged(outs[0].fs, outs[0].staging)
         commit_together(outs)
     except BaseException as exc:
         for out in outs:
@@ -401,16 +406,32 @@ def finish_kmedoids(est, o, src, log, metrics, ckpt, fit_seconds, t_start, read=
     return EXIT_OK
 
 
+def model_identity(fs, root: str) -> str:
+    """A saved model's identity: a hash of its ``model.json`` (which holds its history and save time)."""
+    with fs.open(posixpath.join(root.rstrip("/"), "model.json"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
 def update_fingerprint(o, src, est) -> dict:
-    """What an update's checkpoint belongs to: :func:`fingerprint`, the model it started from (a hash of its
-    ``model.json``) and the learning rate's terms in use (the model's when not given)."""
+    """What an update's checkpoint belongs to: :func:`fingerprint`, the model it started from
+    (:func:`model_identity`) and the learning rate's terms in use (the model's when not given)."""
     from daskgmm.io.files import get_fs, strip_protocol
 
     fs = get_fs(str(o.model), storage_options(o))
-    with fs.open(posixpath.join(strip_protocol(fs, str(o.model)).rstrip("/"), "model.json"), "rb") as f:
-        model = hashlib.sha256(f.read()).hexdigest()[:16]
-    return fingerprint(o, src, model=model, learning_decay=getattr(est, "learning_decay", None),
+    return fingerprint(o, src, model=model_identity(fs, strip_protocol(fs, str(o.model))),
+                       learning_decay=getattr(est, "learning_decay", None),
                        learning_offset=getattr(est, "learning_offset", None))
+
+
+def committed_already(ckpt) -> bool:
+    """Whether the checkpoint on disk is this update's, killed after it committed its model to ``--model``
+    (in place) but before it removed the checkpoint: the same job but for the model it started from, and
+    the model it committed (``commits``, saved just before the commit) is the one this job starts from.
+    Resuming it, or starting afresh, would learn the same rows a second time."""
+    doc = ckpt.saved() or {}
+    theirs, mine = doc.get("fingerprint"), ckpt.fingerprint
+    return (isinstance(theirs, dict) and (doc.get("extra") or {}).get("commits") == mine["model"]
+            and {**theirs, "model": mine["model"]} == mine)
 
 
 def online_counts(est) -> tuple[int, float]:
@@ -497,24 +518,30 @@ def cmd_update(o, log, metrics):
         metrics.update(n_rows=src.n_rows, n_features=src.X.shape[1], columns=src.columns,
                        n_omitted=src.n_omitted, files=len(src.files), chunks=src.X.numblocks[0],
                        **{"n_steps_before" if kmeans else "n_batches_before": steps})
-        base, done, ckpt, snapshot = steps, 0, None, None
+        base, done, ckpt, snapshot, finished = steps, 0, None, None, False
         if o.checkpoint_dir:
             ckpt = Checkpoint(o.checkpoint_dir, update_fingerprint(o, src, est), so)
             snapshot = os.path.join(o.checkpoint_dir, "update-model")
             stale = ckpt.stale() if o.resume else None
-            if stale:
+            if stale and committed_already(ckpt):
+                stale, done, finished = None, o.passes, True
+                log(f"checkpoint {ckpt.path}: the job it belongs to committed its model to {o.model}"
+                    f"{' and its predictions' if o.predictions_out else ''} already (killed before it removed "
+                    "the checkpoint); nothing left to learn")
+            elif stale:
                 log(f"checkpoint {ckpt.path} not resumed: {stale}; starting afresh")
                 metrics["checkpoint_discarded"] = stale
-            resumable = o.resume and not stale and ckpt.exists()
+            resumable = o.resume and not stale and ckpt.exists() and not finished
             if resumable and snapshot_exists(snapshot, so):
                 saved = load_model(snapshot, so)
                 if 0 <= online_counts(saved)[0] - base <= o.passes:
                     est, done = saved, online_counts(saved)[0] - base
                     log(f"resumed from checkpoint after {done} step(s)")
-            if not resumable:
+            if not resumable and not finished:
                 ckpt.clear()  # a fresh run must not pick up another run's progress
                 remove_snapshot(snapshot, so)
-            ckpt.save([], extra={"update_model": snapshot})
+            if not finished:
+                ckpt.save([], extra={"update_model": snapshot})
             metrics["resumed_steps"] = done
         # each step reads DATA, and so do the predictions: once, if the rows stay in memory (a resumed job
         # with no step left reads them once, for its predictions: nothing to keep them for)
@@ -535,6 +562,7 @@ def cmd_update(o, log, metrics):
                         f"eta {h['eta']:.4f}, {h['seconds']:.2f} s")
                     for e in h["events"]:
                         log(f"          {e}")
+                say_lost_workers(log, f"at step {online_counts(est)[0] - 1}")
                 if ckpt is not None:
                     save_model(est, snapshot, so)
         update_seconds = time.perf_counter() - t_fit
@@ -545,10 +573,18 @@ def cmd_update(o, log, metrics):
             log(f"{steps_run} step(s) in {update_seconds:.2f} s ({steps_run} passes over the data, "
                 f"{rows_read(in_memory)})")
         metrics["rows_in_memory"] = in_memory
-        rows = commit_model_and_predictions(est, o, src)
+
+        def name_commit(fs, staging):
+            # before the commit, the checkpoint names the model it commits: a job killed between the commit
+            # and the checkpoint's removal is found done by its rerun (committed_already), in place too
+            ckpt.save([], extra={"update_model": snapshot, "commits": model_identity(fs, staging)})
+
+        rows = None if finished else commit_model_and_predictions(
+            est, o, src, staged=None if ckpt is None else name_commit)
         steps, seen = online_counts(est)
-        log(f"model written to {o.model_out} ({steps} {'step(s)' if kmeans else 'batch(es)'}, {seen:,.0f} rows "
-            f"{'received' if kmeans else 'seen'})")
+        if not finished:
+            log(f"model written to {o.model_out} ({steps} {'step(s)' if kmeans else 'batch(es)'}, {seen:,.0f} "
+                f"rows {'received' if kmeans else 'seen'})")
         if rows is not None:
             log(f"{rows:,} predictions written to {o.predictions_out}")
         if ckpt is not None:

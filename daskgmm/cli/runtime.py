@@ -78,6 +78,7 @@ class Reporter:
             for r in rows:
                 for e in r.history[-1]["events"]:
                     self(f"          {e}")
+            say_lost_workers(self, f"at iteration {it}")
         self.last = now
 
 
@@ -307,11 +308,23 @@ def other_code_warning(client, log) -> None:
             "them (dask worker) once the same daskgmm is installed there, or their passes run other code")
 
 
+#: The workers the cluster of the command running has lost (an ``engine.cluster.LostWorkers``), None outside one
+_lost = None
+
+
+def say_lost_workers(log, when: str, now: bool = False) -> None:
+    """A warning line for each worker the command's cluster lost (and the job survived) since the last call,
+    ``when``: "at iteration 3", "during the job" (``now``: looked at now, not at most once a second)."""
+    for address in _lost.take(now) if _lost is not None else ():
+        log(f"warning: worker {address} was lost {when} (it died, or its scheduler removed it); the job went on: "
+            "its chunks were computed again on the cluster's other workers")
+
+
 @contextlib.contextmanager
 def command_cluster(o, log, box=None, metrics=None):
     """The cluster of a command; NaN found while reading ``box["src"]`` is reported over all of it.
     ``metrics`` gets ``"kernel"``: what the workers' passes run on."""
-    from daskgmm.engine.cluster import connect, hung_task_bounds
+    from daskgmm.engine.cluster import LostWorkers, connect, hung_task_bounds
     from daskgmm.io.files import DataError, NonFiniteError
 
     check_inputs(o)
@@ -371,9 +384,18 @@ def command_cluster(o, log, box=None, metrics=None):
                 metrics["dashboard"] = client.dashboard_link
         else:
             log("dashboard: not served (Dask's dashboard needs bokeh: pip install 'bokeh>=3.1')")
+        global _lost
         try:
             with warnings_said(log):  # through the whole command: its passes, persists, writes and scores
-                yield client
+                _lost = LostWorkers(client)
+                try:
+                    yield client
+                    if not stop.requested():  # a line would raise the stop, after the job's end
+                        say_lost_workers(log, "during the job", now=True)  # a failed job's error says its own
+                finally:
+                    if metrics is not None:
+                        metrics["workers_lost"] = _lost.count
+                    _lost = None
         except NonFiniteError as exc:
             src = (box or {}).get("src")
             if src is None:

@@ -414,18 +414,103 @@ class _QuietComputeFailed(_WorkerPlugin):
         logging.getLogger("distributed.worker").addFilter(_ComputeFailedFilter())
 
 
+#: client -> {address: its nanny's address, or None} of every worker a listing of :func:`workers` showed it (weak,
+#: as ``_longest``): what a cluster left without workers could get back (:func:`none_can_return`)
+_seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def workers(client, timeout: float | None = None) -> dict:
     """Every worker the scheduler knows: address -> info (recent distributed lists 5 by default).
     With ``timeout``: :class:`TimeoutError` when the scheduler has not answered in that many seconds."""
     if timeout is not None:  # scheduler_info() has no timeout: its call to the scheduler, bounded
         try:
-            return client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=timeout)["workers"]
+            info = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=timeout)["workers"]
         except TypeError:  # a scheduler of an older distributed, without n_workers (it lists every worker)
-            return client.sync(client.scheduler.identity, callback_timeout=timeout)["workers"]
-    try:
-        return client.scheduler_info(n_workers=-1)["workers"]
-    except TypeError:  # older distributed without n_workers
-        return client.scheduler_info()["workers"]
+            info = client.sync(client.scheduler.identity, callback_timeout=timeout)["workers"]
+    else:
+        try:
+            info = client.scheduler_info(n_workers=-1)["workers"]
+        except TypeError:  # older distributed without n_workers
+            info = client.scheduler_info()["workers"]
+    with contextlib.suppress(TypeError):  # a client that takes no weak reference: nothing remembered
+        _seen.setdefault(client, {}).update({a: w.get("nanny") for a, w in info.items()})
+    return info
+
+
+class LostWorkers:
+    """The workers that leave the scheduler of ``client`` while watched (died, killed, out of memory, silent past
+    its ``worker-ttl``, or retired): a job that goes on has survived them, and says so.
+
+    Looked at by :meth:`take`, at most once every ``LOOK_SECONDS`` (one call to the scheduler: its workers'
+    addresses), so that a fit's fast iterations pay nothing; a scheduler that does not answer is not looked
+    at that time. A worker that died and came back at the same address between two looks (a nanny restarting
+    it on a fixed ``--worker-port``) is not seen. (Not the scheduler's events: a client subscribed to its
+    ``"all"`` topic had fits on a shared scheduler fail with "lost dependencies".)
+    """
+
+    #: The least time between two looks, in seconds
+    LOOK_SECONDS = 1.0
+
+    def __init__(self, client):
+        self.client, self.lost, self._taken, self._looked = client, [], 0, time.monotonic()
+        self.known = self._addresses() or set()
+
+    def _addresses(self) -> set | None:
+        try:
+            return set(self.client.sync(self.client.scheduler.ncores, callback_timeout=_answer_seconds()))
+        except Exception:  # not answering, or going away: the wait of the pass says so
+            return None
+
+    @property
+    def count(self) -> int:
+        """How many workers were lost while watched (as of the last look)."""
+        return len(self.lost)
+
+    def take(self, now: bool = False) -> list:
+        """The workers lost since the last call, looked at if the last look is ``LOOK_SECONDS`` old, or ``now``."""
+        if now or time.monotonic() - self._looked >= self.LOOK_SECONDS:
+            self._looked = time.monotonic()
+            current = self._addresses()
+            if current is not None:
+                self.lost += sorted(self.known - current)
+                self.known = current
+        new = self.lost[self._taken:]
+        self._taken += len(new)
+        return new
+
+
+def none_can_return(client) -> list | None:
+    """The workers ``client`` has seen (sorted addresses), when none of them can come back: none had a nanny, or
+    no nanny of theirs answers the scheduler (killed with its worker, or closed). None when one may (a nanny
+    restarts its worker in seconds), when none was seen (a cluster still starting) or when the scheduler cannot
+    be asked. For a cluster with no worker left: its job can fail at once rather than after ``STALL_SECONDS``."""
+    seen = _seen.get(client) or {}
+    if not seen:
+        return None
+    nannies = sorted({n for n in seen.values() if n})
+    if nannies:
+        async def answering(nannies, dask_scheduler=None):
+            # defined here: pickled by value, for a scheduler without daskgmm installed
+            import asyncio
+
+            from distributed.comm import connect
+
+            async def answers(address):
+                try:
+                    comm = await connect(address, timeout=1, **dask_scheduler.connection_args)
+                except Exception:
+                    return False
+                comm.abort()
+                return True
+
+            return any(await asyncio.gather(*map(answers, nannies)))
+
+        try:
+            if client.run_on_scheduler(answering, nannies, callback_timeout=_answer_seconds()):
+                return None
+        except Exception:  # a scheduler that refuses run_on_scheduler or does not answer: the stall bound holds
+            return None
+    return sorted(seen)
 
 
 def cluster_memory(client) -> int:
@@ -830,6 +915,24 @@ _NO_ANSWER = "the scheduler does not answer"
 _NO_WORKERS = "the cluster has no workers (they died or never started)"
 
 
+def _no_workers_advice(client) -> str:
+    """What to do about a cluster left without workers."""
+    advice = memory_advice(client)
+    if getattr(client, "cluster", None) is None:
+        # a cluster of the user's: workers killed or preempted are as likely as memory, and none comes back
+        advice = (f"start workers for it again (dask worker {_scheduler_address(client)}) and run the job "
+                  f"again; if they died for want of memory: {advice}")
+    return advice
+
+
+def _gone_words(gone) -> str:
+    """'its worker tcp://… is gone' or 'its 3 workers (tcp://…, …) are gone', with why none comes back."""
+    named = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+    if len(gone) == 1:
+        return f"its worker {named} is gone (killed, or out of memory) and no nanny is left to restart it"
+    return f"its {len(gone)} workers ({named}) are gone (killed, or out of memory) and no nanny is left to restart them"
+
+
 def _ended(futures, ends) -> bool:
     """Whether a failed future's exception ends the wait (``ends``, of :func:`wait_bounded`)."""
     for f in futures:
@@ -911,6 +1014,10 @@ def _wait_bounded(client, futures, what, ends=None):
             problem = _NO_ANSWER
         elif not info:
             problem = _NO_WORKERS
+            gone = none_can_return(client)
+            if gone:  # the stall bound is for workers that may come back: these cannot
+                raise ClusterError(f"a {what} cannot go on: the cluster of the scheduler {_scheduler_address(client)} "
+                                   f"has no worker left: {_gone_words(gone)}; {_no_workers_advice(client)}")
         elif all(w.get("status") == "paused" for w in info.values()):
             problem = "every worker is paused: its memory is above 80% of its limit"
         elif not any(tasks for a, tasks in processing.items() if not (ttl is None and a in silent)):
@@ -932,11 +1039,8 @@ def _wait_bounded(client, futures, what, ends=None):
                     f"for {time.monotonic() - answered:.0f} s (stopped, frozen or its host unreachable); restart it, "
                     "or check the network to it")
             advice = ("start it again or restart it, or set the scheduler's distributed.scheduler.worker-ttl"
-                      if silent and "worker-ttl" in reason else memory_advice(client))
-            if reason == _NO_WORKERS and getattr(client, "cluster", None) is None:
-                # a cluster of the user's: workers killed or preempted are as likely as memory, and none comes back
-                advice = (f"start workers for it again (dask worker {_scheduler_address(client)}) and run the job "
-                          f"again; if they died for want of memory: {advice}")
+                      if silent and "worker-ttl" in reason else
+                      _no_workers_advice(client) if reason == _NO_WORKERS else memory_advice(client))
             raise ClusterError(f"a {what} made no progress for {STALL_SECONDS:.0f} s: {reason}; {advice}")
 
 

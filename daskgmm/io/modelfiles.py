@@ -378,11 +378,26 @@ class Checkpoint:
         if not self.exists():
             return None
         try:
-            with self._open() as f, np.load(f, allow_pickle=False) as npz:
-                doc = json.loads(str(npz["__meta__"]))
+            doc = self._document()
         except (OSError, ValueError, KeyError, EOFError) as exc:
             return f"unreadable ({exc})"
         return self._mismatch(doc)
+
+    def _document(self) -> dict:
+        """The metadata of the checkpoint on disk (raises OSError, ValueError, KeyError or EOFError)."""
+        with self._open() as f, np.load(f, allow_pickle=False) as npz:
+            return json.loads(str(npz["__meta__"]))
+
+    def saved(self) -> dict | None:
+        """The metadata of the checkpoint on disk, whichever job wrote it (its ``fingerprint`` and ``extra``),
+        or None when there is none or it cannot be read."""
+        if not self.exists():
+            return None
+        try:
+            doc = self._document()
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+        return doc if isinstance(doc, dict) else None
 
     def clear(self) -> None:
         """Remove the checkpoint: the job it tracked has finished (its outputs are written)."""
