@@ -393,6 +393,13 @@ def require(o):
         if bad or not o.kinds:
             raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "
                              "(--kinds takes gaussian, bayesian or both)")
+        types = list(dict.fromkeys(o.covariance_types))
+        # as select_model's bayesian_params; without the bayesian kind the prior is refused below, as any prior
+        if o.covariance_prior is not None and "bayesian" in o.kinds and len(types) != 1:
+            raise UsageError(f"daskgmm select: --covariance-prior has the shape of one covariance type (a D x D "
+                             "matrix for full and tied, one number per column for diag, one number for "
+                             f"spherical), and --covariance-types {','.join(types)} tries {len(types)}: give one "
+                             "type with it, or leave it out (the default is the data's covariance)")
     _require_estimator_options(o)
     _require_sparse(o)
     if o.command == FIT:

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
-from daskgmm.cli.fit import check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
+from daskgmm.cli.fit import check_covariance_prior, check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
 from daskgmm.cli.runtime import (
     Reporter,
     check_file_outputs,
@@ -230,9 +230,9 @@ def cmd_info(o, log, metrics):
     return EXIT_OK
 
 
-#: Prior options ``select --kinds bayesian`` passes to every Bayesian candidate (the covariance
-#: prior's shape depends on the covariance type, so it is ``fit``'s only).
-SELECT_PRIORS = tuple(name for name in PRIOR_OPTIONS if name != "covariance_prior")
+#: Prior options ``select --kinds bayesian`` passes to every Bayesian candidate (``--covariance-prior`` has one
+#: covariance type's shape: :func:`daskgmm.cli.args.require` takes it with one of ``--covariance-types`` only).
+SELECT_PRIORS = PRIOR_OPTIONS
 
 
 def select_priors(o, columns) -> dict | None:
@@ -248,6 +248,9 @@ def select_priors(o, columns) -> dict | None:
             raise UsageError(f"daskgmm select: --mean-prior has {size_of(mean)} but the data has {d} feature "
                              f"column(s) ({short_columns(columns)}); give one number per column")
         priors["mean_prior"] = mean.reshape(d)
+    if priors.get("covariance_prior") is not None:
+        priors["covariance_prior"] = check_covariance_prior(o, priors["covariance_prior"], columns,
+                                                            o.covariance_types[0])
     return priors
 
 
