@@ -22,6 +22,7 @@ from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
     command_cluster,
+    count_empty_rows,
     data_command,
     features_text,
     keep_rows,
@@ -324,7 +325,7 @@ def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
     from daskgmm.fitting.mixture import CollapsedComponentWarning
     from daskgmm.io.files import DataError, DataWarning
-    from daskgmm.validation.scan import DegenerateDataWarning
+    from daskgmm.validation.scan import DegenerateDataWarning, EmptyRowsWarning
 
     t_start = time.perf_counter()
     with data_command(o, log, metrics) as src:
@@ -361,8 +362,9 @@ def cmd_fit(o, log, metrics):
         how = rows_read(report.rows_in_memory)
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
-                                       CollapsedComponentWarning)):
+                                       CollapsedComponentWarning, EmptyRowsWarning)):
                 log(f"warning: {name_columns(w.message, None if sparse else src.columns)}")
+        count_empty_rows(caught, metrics)
         if not sparse:
             est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         if o.estimator == "kmeans":
@@ -554,7 +556,7 @@ def cmd_update(o, log, metrics):
         steps_run = o.passes - done
         kept = steps_run + bool(o.predictions_out) > 1 and keep_rows(o, src, cut=False)
         t_fit = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings_said(log, record=True) as caught:
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
             for _ in range(done, o.passes):
@@ -571,6 +573,9 @@ def cmd_update(o, log, metrics):
                 if ckpt is not None:
                     save_model(est, snapshot, so)
         update_seconds = time.perf_counter() - t_fit
+        for said in dict.fromkeys(str(w.message) for w in caught):  # each step's, once
+            log(f"warning: {said}")
+        count_empty_rows(caught, metrics)
         # partial_fit keeps no rows of a fitted model's batch (cache="none"): each step reads DATA again
         # unless the command kept them (None: no step ran, nothing was read)
         in_memory = kept if steps_run else None

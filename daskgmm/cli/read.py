@@ -18,6 +18,7 @@ from daskgmm.cli.runtime import (
     Reporter,
     check_file_outputs,
     command_cluster,
+    count_empty_rows,
     data_command,
     load_saved,
     missing_policy,
@@ -283,6 +284,7 @@ def cmd_select(o, log, metrics):
                                checkpoint=ckpt, on_collapse=o.on_collapse)
         for w in caught:
             log(f"warning: {name_columns(w.message, src.columns)}")
+        count_empty_rows(caught, metrics)
         best = res.best_
         best.feature_names_in_ = np.asarray(src.columns, dtype=object)
         for m in res.models_.values():
