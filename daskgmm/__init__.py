@@ -18,6 +18,7 @@ _LAZY = {
     "BayesianGaussianMixture": ("daskgmm.bayesian", "BayesianGaussianMixture"),
     "ConvergenceWarning": ("daskgmm.validation.checks", "ConvergenceWarning"),
     "DataError": ("daskgmm.io.files", "DataError"),
+    "EmptyRowsWarning": ("daskgmm.validation.checks", "EmptyRowsWarning"),
     "GaussianMixture": ("daskgmm.mixture", "GaussianMixture"),
     "InvalidParameterError": ("daskgmm.validation.params", "InvalidParameterError"),
     "KMeans": ("daskgmm.kmeans", "KMeans"),

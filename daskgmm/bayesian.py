@@ -71,7 +71,8 @@ class BayesianGaussianMixture(BaseMixture):
         conditional covariance included), as :class:`daskgmm.GaussianMixture` does;
         ``lower_bound_`` then includes the entropy of the missing values' posterior.
         ``predict``, ``predict_proba`` and ``score_samples`` give marginal results for rows
-        with NaN. Infinity and rows with every feature missing stay errors; the
+        with NaN. Infinity stays an error; rows with every feature missing are left out of
+        the fit, with an ``EmptyRowsWarning`` (as :class:`daskgmm.GaussianMixture`); the
         initialisation uses the rows without NaN.
 
     Attributes

@@ -87,8 +87,11 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         features and fills the M-step with the conditional expectations of the
         missing ones (Ghahramani & Jordan 1994); ``predict``, ``predict_proba`` and
         ``score_samples`` then give marginal results for rows with NaN. Infinity
-        and rows with every feature missing stay errors. The initialisation uses
-        the rows without NaN (at least one is needed).
+        stays an error. A row with every feature missing holds no information (its
+        likelihood is 1 under every component): the fit leaves it out, with an
+        ``EmptyRowsWarning`` saying how many, and predicts it as the weights (its
+        ``score_samples`` 0). The initialisation uses the rows without NaN (at least
+        one is needed).
 
     Attributes
     ----------
@@ -198,7 +201,10 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
             progress=progress, on_iteration=self._verbose_iteration if self.verbose else None,
         )
         self._verbose_end(fit.runs)
-        set_attributes(self, fitting_attributes.fit_attributes(fit, data.n_rows, d, self.max_iter, data.dtype),
+        # the rows the fit used: those with nothing observed are left out (missing="marginalize"), as an online
+        # step leaves them out of its count
+        set_attributes(self, fitting_attributes.fit_attributes(fit, data.n_rows - scan.empty_rows, d, self.max_iter,
+                                                               data.dtype),
                        drop=("online_stats_",))
         self._warn_if_not_converged()
         # rows, not the scan's weight (which counts complete rows only under missing="marginalize")

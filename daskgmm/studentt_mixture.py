@@ -87,7 +87,8 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         observed features, and the M-step uses the conditional expectations of the missing
         values (ECM for incomplete data, Liu & Rubin 1995; Liu 1997); ``predict``,
         ``predict_proba`` and ``score_samples`` give marginal results for rows with NaN.
-        Infinity and rows with every feature missing stay errors; the initialisation uses the
+        Infinity stays an error; rows with every feature missing are left out of the fit, with an
+        ``EmptyRowsWarning`` (as :class:`daskgmm.GaussianMixture`); the initialisation uses the
         rows without NaN.
 
     Attributes

@@ -208,13 +208,51 @@ def test_a_refused_value_from_a_config_names_the_file_and_key(tmp_path, capsys):
                                    "n_init": 0}))
     assert main(["fit", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert f"--n-components ('n_components' in {cfg}) must be at least 1, got -3" in err, err
+    assert f"Got -3 instead. daskgmm fit: --n-components ('n_components' in {cfg}) was -3" in err, err
     assert main(["fit", "--config", str(cfg), "--n-components", "2"]) == 2
     err = capsys.readouterr().err
-    assert f"--n-init ('n_init' in {cfg}) must be at least 1, got 0" in err, err
+    assert f"Got 0 instead. daskgmm fit: --n-init ('n_init' in {cfg}) was 0" in err, err
     assert main(["fit", "--config", str(cfg), "--n-components", "0"]) == 2
     err = capsys.readouterr().err
-    assert "--n-components must be at least 1, got 0" in err and str(cfg) not in err, err
+    assert "daskgmm fit: --n-components was 0" in err and str(cfg) not in err, err
+
+
+@pytest.mark.parametrize("command, option, value, sentence", [
+    ("fit", "--tol", "-1", "The 'tol' parameter of GaussianMixture must be a float in the range [0.0, inf). "
+     "Got -1.0 instead."),
+    ("fit", "--reg-covar", "-1", "The 'reg_covar' parameter of GaussianMixture must be a float in the range "
+     "[0.0, inf). Got -1.0 instead."),
+    ("fit", "--max-iter", "-1", "The 'max_iter' parameter of GaussianMixture must be an int in the range "
+     "[0, inf). Got -1 instead."),
+    ("fit", "--n-init", "0", "The 'n_init' parameter of GaussianMixture must be an int in the range [1, inf). "
+     "Got 0 instead."),
+    ("fit --estimator kmeans", "--max-iter", "0", "The 'max_iter' parameter of KMeans must be an int in the "
+     "range [1, inf). Got 0 instead."),
+    ("fit --estimator kmeans", "--n-components", "0", "The 'n_clusters' parameter of KMeans must be an int in "
+     "the range [1, inf). Got 0 instead."),
+    ("fit --estimator student", "--df", "0", "The 'df' parameter of StudentTMixture must be a float in the "
+     "range (0.0, inf). Got 0.0 instead."),
+    ("fit --estimator bayesian", "--weight-concentration-prior", "-1", "The 'weight_concentration_prior' "
+     "parameter of BayesianGaussianMixture must be None or a float in the range (0.0, inf). Got -1.0 instead."),
+    ("select", "--tol", "-1", "The 'tol' parameter of GaussianMixture must be a float in the range [0.0, inf). "
+     "Got -1.0 instead."),
+    ("select --kinds bayesian", "--n-init", "0", "The 'n_init' parameter of BayesianGaussianMixture must be an "
+     "int in the range [1, inf). Got 0 instead."),
+    ("update", "--learning-decay", "2", "The 'learning_decay' parameter of GaussianMixture must be a float in "
+     "the range (0.5, 1.0]. Got 2.0 instead."),
+])
+def test_a_refused_number_names_its_flag_after_scikit_learns_sentence(tmp_path, capsys, command, option, value,
+                                                                      sentence):
+    """``--tol -1`` was refused in scikit-learn's words alone ('tol', not --tol), after the cluster had started
+    and the data were read (user-trial-r15): every numeric option that is an estimator parameter is checked
+    against the estimator's constraints before the cluster (DATA is never opened here: it does not exist),
+    scikit-learn's sentence first, then the flag."""
+    cmd, *rest = command.split()
+    outs = {"fit": ["--model-out", str(tmp_path / "m")], "select": ["--out", str(tmp_path / "s")],
+            "update": ["--model", str(tmp_path / "old"), "--model-out", str(tmp_path / "m")]}[cmd]
+    assert main([cmd, str(tmp_path / "x.parquet"), *rest, *outs, option, value]) == 2
+    err = capsys.readouterr().err
+    assert f"daskgmm: error: {sentence} daskgmm {cmd}: {option} was " in err, err
 
 
 @pytest.mark.parametrize(

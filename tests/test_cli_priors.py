@@ -135,15 +135,21 @@ def test_bad_prior_in_a_config_names_the_file_and_exits_2(tmp_path, capsys):
     (["--mean-prior", "1,2"], "--mean-prior has 2 number(s) but the data has 3 feature column(s) (f0, f1, f2)"),
     (["--mean-prior", "1,0;0,1"], "--mean-prior has a 2 x 2 matrix but the data has 3"),
     # not "has 3 number(s) but the data has 3 feature column(s)", as if 3 were wrong for 3 columns
-    (["--covariance-prior", "1,2,3"], "--covariance-prior has 3 number(s), but --covariance-type full takes a 3 x 3 "
-     "matrix (9 numbers, row by row) for the data's 3 feature column(s) (f0, f1, f2)"),
+    (["--covariance-prior", "1,2,3"], "--covariance-prior 1,2,3 has 3 number(s), but --covariance-type full takes a "
+     "3 x 3 matrix (9 numbers, row by row) for the data's 3 feature column(s) (f0, f1, f2)"),
     (["--covariance-type", "diag", "--covariance-prior", "2"], "--covariance-type diag takes one number per column"),
     (["--covariance-type", "spherical", "--covariance-prior", "1,2,3"],
      "has 3 number(s) but --covariance-type spherical takes a single number"),
-    # not positive-definite: the estimator's own words, after the option's name
+    # not positive-definite: the estimator's own words, after the option's name and value, before any pass
     (["--covariance-prior", "1,2,0;2,1,0;0,0,1"],
-     "--covariance-prior: 'full precision' should be symmetric, positive-definite"),
-    (["--covariance-type", "diag", "--covariance-prior", "1,-1,1"], "--covariance-prior: 'diag precision' should be"),
+     "--covariance-prior 1,2,0;2,1,0;0,0,1: 'full precision' should be symmetric, positive-definite; "
+     "--covariance-type full takes a symmetric positive-definite 3 x 3 matrix"),
+    (["--covariance-type", "diag", "--covariance-prior", "1,-1,1"],
+     "--covariance-prior 1,-1,1: 'diag precision' should be positive"),
+    # scikit-learn's constraint sentence without the option's name before
+    (["--covariance-type", "spherical", "--covariance-prior=-1"],
+     "daskgmm fit: --covariance-prior -1: 'spherical precision' should be positive; --covariance-type spherical "
+     "takes a single positive number"),
 ])
 def test_priors_that_do_not_fit_the_data_exit_2(data, tmp_path, capsys, args, match):
     directory, _ = data
@@ -206,6 +212,25 @@ def test_select_with_bayesian_candidates_and_their_priors(data, tmp_path, capsys
 @pytest.mark.parametrize("args, match", [
     (["--kinds", "gaussian,poisson"], "unknown candidate kind(s) poisson"),
     (["--kinds", "bayesian", "--mean-prior", "1,2"], "--mean-prior has 2 number(s) but the data has 3"),
+    # --covariance-prior was argparse's "unrecognized arguments" (user-trial-r15): select takes it with one type
+    (["--kinds", "bayesian", "--covariance-types", "full", "--covariance-prior", "1,0;0,1"],
+     "daskgmm select: --covariance-prior 1,0;0,1 has a 2 x 2 matrix, but --covariance-type full takes a 3 x 3 "
+     "matrix (9 numbers, row by row) for the data's 3 feature column(s) (f0, f1, f2)"),
+    (["--kinds", "bayesian", "--covariance-types", "full", "--covariance-prior", "1,0,0;0,1,0;0,0,-1"],
+     "daskgmm select: --covariance-prior 1,0,0;0,1,0;0,0,-1: 'full precision' should be symmetric, "
+     "positive-definite; --covariance-type full takes a symmetric positive-definite 3 x 3 matrix"),
+    (["--kinds", "bayesian", "--covariance-types", "diag", "--covariance-prior", "1,2"],
+     "daskgmm select: --covariance-prior 1,2 has 2 number(s) but the data has 3 feature column(s) (f0, f1, f2); "
+     "--covariance-type diag takes one number per column"),
+    (["--kinds", "bayesian", "--covariance-types", "spherical", "--covariance-prior=-1"],
+     "daskgmm select: --covariance-prior -1: 'spherical precision' should be positive"),
+    (["--kinds", "bayesian", "--covariance-types", "full", "--covariance-prior", "abc"],
+     "--covariance-prior: covariance_prior: 'abc' is not numbers, nor a .npy, .json or .csv file"),
+    (["--kinds", "bayesian", "--covariance-prior", "1,0,0;0,1,0;0,0,1"],
+     "daskgmm select: --covariance-prior has the shape of one covariance type (a D x D matrix for full and tied, "
+     "one number per column for diag, one number for spherical), and --covariance-types full,diag tries 2"),
+    (["--kinds", "gaussian", "--covariance-types", "diag", "--covariance-prior", "1,2,3"],
+     "daskgmm select: --covariance-prior: prior(s) of the variational mixture, which need --kinds with bayesian"),
 ])
 def test_bad_select_kinds_and_priors_exit_2(data, tmp_path, capsys, args, match):
     directory, _ = data
@@ -227,6 +252,22 @@ def test_options_of_the_other_estimator_and_bad_priors_exit_2(data, tmp_path, ca
     directory, _ = data
     expect_exit2(["fit", str(directory), *COLS, "--model-out", str(tmp_path / "m"), *args, *FAST], match, capsys)
     assert not (tmp_path / "m").exists()
+
+
+def test_select_takes_a_covariance_prior_with_one_covariance_type(data, tmp_path, capsys):
+    """``select --kinds bayesian --covariance-types diag --covariance-prior ...`` is select_model's
+    ``bayesian_params={"covariance_prior": ...}`` (it was refused as an unknown argument)."""
+    from daskgmm import select_model
+
+    directory, X = data
+    out = tmp_path / "sel"
+    rc = main(["select", str(directory), *COLS, "--k-min", "2", "--k-max", "2", "--covariance-types", "diag",
+               "--kinds", "bayesian", "--covariance-prior", "1,2,0.5", "--seed", "0", "--out", str(out), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    rows = json.loads((out / "selection.json").read_text())["candidates"]
+    ref = select_model(X, [2], ("diag",), kinds=("bayesian",), random_state=0,
+                       bayesian_params={"covariance_prior": np.array([1.0, 2.0, 0.5])})
+    np.testing.assert_allclose([r["bic"] for r in rows], ref.table["bic"], rtol=1e-9)
 
 
 def test_select_priors_need_the_bayesian_kind(data, tmp_path, capsys):

@@ -25,7 +25,9 @@ def _full_covs(covs, ct, k, d):
 
 
 def reference_step(x, weights, means, covs, ct, reg_covar):
-    """One EM step for incomplete data, row by row (Little & Rubin, ch. 11): slow and direct."""
+    """One EM step for incomplete data, row by row (Little & Rubin, ch. 11): slow and direct. A row with
+    nothing observed is left out, as the fit leaves it out (its likelihood is 1 under every component)."""
+    x = x[~np.isnan(x).all(axis=1)]
     n, d = x.shape
     k = len(weights)
     sig = _full_covs(covs, ct, k, d)
@@ -191,7 +193,7 @@ def _mixture_data(seed, n=20000, frac=0.2):
     x = means[z] + np.einsum("nij,nj->ni", np.linalg.cholesky(covs)[z], rng.normal(size=(n, d)))
     xm = x.copy()
     xm[rng.random(x.shape) < frac] = np.nan  # missing completely at random
-    keep = ~np.isnan(xm).all(axis=1)  # a row with nothing observed is an error
+    keep = ~np.isnan(xm).all(axis=1)  # a row with nothing observed is left out of the fit
     return x[keep], xm[keep], means, covs
 
 
@@ -282,19 +284,12 @@ def test_errors():
                                                  r"missing='marginalize'\.$"):
                 est.fit(rows)
     bad = xm.copy()
-    bad[3] = np.nan
-    bad[7] = np.nan
-    with pytest.raises(ValueError, match="2 row"):
-        GaussianMixture(2, missing="marginalize").fit(bad)
-    bad = xm.copy()
     bad[3, 0] = np.inf
     with pytest.raises(ValueError, match="infinity"):
         GaussianMixture(2, missing="marginalize").fit(bad)
     with pytest.raises(ValueError, match="missing"):
         GaussianMixture(2, missing="impute").fit(xm)
     g = GaussianMixture(2, missing="marginalize", random_state=0).fit(xm)
-    with pytest.raises(ValueError, match="1 row"):
-        g.score_samples(np.full((1, 6), np.nan))
     with pytest.raises(ValueError, match="infinity"):
         g.predict(np.array([[np.inf, 0, 0, 0, 0, 0]]))
     plain = GaussianMixture(2, random_state=0).fit(xm[~np.isnan(xm).any(axis=1)])
@@ -456,3 +451,68 @@ def test_models_of_every_type_in_one_pass():
         assert abs(alone.loglik - st.loglik) < 1e-10 * abs(st.loglik)
         np.testing.assert_allclose(st.s1, alone.s1, rtol=1e-10, atol=1e-9)
         np.testing.assert_allclose(st.s2, alone.s2, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+@pytest.mark.parametrize("ct", TYPES)
+def test_rows_with_nothing_observed_are_left_out_and_counted(ct, kernel, monkeypatch):
+    """A row with every feature missing made a marginalising fit fail (user-trial-r15). Its marginal
+    likelihood is 1 under every component, so it holds no information on them: each mixture leaves it out
+    (the fit equals the fit without it, on the compiled core and the NumPy path alike, in memory and on Dask
+    chunks), warns with the count, and predicts it from nothing: the weights (the t and Gaussian mixtures;
+    the variational one's expected log-weights), a log-likelihood of 0."""
+    from daskgmm.kernels import compiled as core
+
+    if kernel == "compiled":
+        _core_or_skip()
+        _left_out_and_counted(ct)
+        return
+    monkeypatch.setenv("DASKGMM_KERNEL", "numpy")
+    core.reset()
+    try:
+        _left_out_and_counted(ct)
+    finally:
+        monkeypatch.delenv("DASKGMM_KERNEL")
+        core.reset()
+
+
+def _left_out_and_counted(ct):
+    import warnings
+
+    from daskgmm import BayesianGaussianMixture, GaussianMixture, StudentTMixture
+    from daskgmm.validation.checks import EmptyRowsWarning
+
+    _, xm, _, _ = _mixture_data(4, n=500)
+    empty = [3, 7, 250, 499]
+    bad = xm.copy()
+    bad[empty] = np.nan
+    clean = np.delete(bad, empty, axis=0)
+    for cls in (GaussianMixture, BayesianGaussianMixture, StudentTMixture):
+        kw = dict(n_components=2, covariance_type=ct, missing="marginalize", random_state=0, max_iter=20)
+        ref = cls(**kw).fit(clean)
+        for rows in (bad, da.from_array(bad, chunks=120)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got = cls(**kw).fit(rows)
+            said = [w.message for w in caught if issubclass(w.category, EmptyRowsWarning)]
+            assert len(said) == 1 and said[0].n_rows == 4, (cls, [str(w.message) for w in caught])
+            assert str(said[0]).startswith("4 row(s) have every feature missing"), said[0]
+            assert got.n_iter_ == ref.n_iter_, cls
+            np.testing.assert_allclose(got.means_, ref.means_, rtol=0, atol=1e-9, err_msg=cls.__name__)
+            np.testing.assert_allclose(got.covariances_, ref.covariances_, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(got.weights_, ref.weights_, rtol=1e-9)
+            assert got.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-9, abs=1e-12)
+        nothing = np.full((2, 6), np.nan)
+        proba = got.predict_proba(nothing)
+        assert np.all(got.predict(nothing) == np.argmax(proba[0]))
+        scores = got.score_samples(nothing)
+        if cls is BayesianGaussianMixture:  # the complete row's per-component offset (docs/architecture.md)
+            lp = got.predict_proba(bad[:8])[[3, 7]]
+            np.testing.assert_allclose(proba, lp, rtol=1e-12)
+            np.testing.assert_allclose(np.exp(got.score_samples(bad[:8])[[3, 7]]), np.exp(scores), rtol=1e-12)
+        else:
+            np.testing.assert_allclose(proba, np.tile(got.weights_, (2, 1)), rtol=1e-10)
+            np.testing.assert_allclose(scores, 0.0, atol=1e-12)
+        mixed = got.score_samples(bad[:8])
+        np.testing.assert_allclose(np.delete(mixed, [3, 7]), got.score_samples(np.delete(bad[:8], [3, 7], axis=0)),
+                                   rtol=1e-12)

@@ -93,7 +93,7 @@ def _pass(state, x, centre=None, chunks=1, block_rows=None, w=None):
 
 def _incomplete(n=240, seed=1):
     x = _data(n=n, seed=seed)
-    return x[~np.isnan(x).all(axis=1)]  # a row with nothing observed is an error at validation
+    return x[~np.isnan(x).all(axis=1)]  # a row with nothing observed is left out of the fit
 
 
 @pytest.mark.parametrize("ct", TYPES)

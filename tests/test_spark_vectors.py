@@ -115,8 +115,9 @@ def test_a_null_vector_is_a_row_of_missing_values(tmp_path):
     np.testing.assert_array_equal(src.X.compute(), X[keep])
     summary = daskgmm.open_parquet(root, id_column="id").nonfinite_summary()
     assert "2 of 300 row(s)" in summary and "column 'features[1]': 2" in summary, summary
-    with pytest.raises(DataError, match="every feature missing"):
-        daskgmm.read_parquet(root, id_column="id", nan_policy="marginalize")[0].compute()
+    # kept as a row of NaN, which a marginalising mixture leaves out of its fit
+    got = daskgmm.read_parquet(root, id_column="id", nan_policy="marginalize")[0].compute()
+    assert np.isnan(got[[5, 250]]).all() and not np.isnan(got[keep]).any()
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -228,12 +229,50 @@ def test_sparse_rows_from_a_vector_column(tmp_path):
         daskgmm.read_sparse_parquet(root, vector="id")
 
 
-def test_a_null_vector_is_refused_as_a_sparse_row(tmp_path):
-    X = np.eye(6)
+def test_a_null_vector_is_a_row_with_a_missing_value_as_sparse_rows(tmp_path):
+    """A null vector read as sparse rows was refused whatever the nan_policy, so ``--sparse --nan-policy omit``
+    exited 2 (user-trial-r15): it is a row with a missing value, refused by nan_policy='raise' naming the file,
+    the column and the count, and dropped and counted by 'omit', as the dense reader does."""
+    X = np.eye(6) + np.arange(6.0)[:, None]
     root = spark_directory(tmp_path / "vec", X, days=("2026-12-01",), sparse={0, 1}, null={4})
-    with pytest.raises(DataError, match=r"row 1\): column 'features' holds a null vector") as info:
+    with pytest.raises(NonFiniteError, match=r"part-00001.*: 1 row\(s\) with NaN, null or infinite values in column "
+                                             r"'features', the first in row group 0, row 1"):
         daskgmm.read_sparse_parquet(root, vector="features").compute()
-    assert "part-00001" in str(info.value)
+    with pytest.warns(UserWarning, match=r"dropped 1 of 6 rows with NaN, null or infinite values in column "
+                                         r"'features'"):
+        x = daskgmm.read_sparse_parquet(root, vector="features", nan_policy="omit").compute()
+    np.testing.assert_array_equal(x.toarray(), np.delete(X, 4, axis=0))
+    # every vector of a chunk null, and the dense reader's rows of NaN
+    every = spark_directory(tmp_path / "all", X, days=("2026-12-01",), null={3, 4, 5})
+    with pytest.warns(UserWarning, match="dropped 3 of 6 rows"):
+        x = daskgmm.read_sparse_parquet(every, vector="features", nan_policy="omit").compute()
+    np.testing.assert_array_equal(x.toarray(), X[:3])
+    dense, = daskgmm.read_parquet(root, columns=["features"], nan_policy="omit", id_column="id")[:1]
+    np.testing.assert_array_equal(np.sort(dense.compute(), axis=0), np.sort(np.delete(X, 4, axis=0), axis=0))
+
+
+def test_the_command_drops_null_vectors_of_sparse_rows_with_omit(tmp_path, capsys):
+    """``fit --estimator kmeans --sparse --nan-policy omit`` on a Spark vector column with null vectors
+    (user-trial-r15: exit 2): the rows are dropped and counted (warning, metrics' n_omitted); without
+    omit, exit 2 naming the files, the column and the count."""
+    import json
+
+    from daskgmm.cli import main
+
+    X, _, _ = make_blobs(n=120, d=4, k=2, seed=3)
+    root = spark_directory(tmp_path / "vec", X, sparse=set(range(0, 120, 3)), null={4, 100})
+    base = ["fit", str(root), "--estimator", "kmeans", "--n-components", "2", "--sparse", "--columns", "features",
+            "--seed", "0", *FAST[:-1]]
+    assert main([*base, "--nan-policy", "omit", "--model-out", str(tmp_path / "m"),
+                 "--metrics-out", str(tmp_path / "m.json")]) == 0
+    err = capsys.readouterr().err
+    assert "dropped 2 of 120 rows with NaN, null or infinite values in column 'features'" in err, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert (metrics["n_rows"], metrics["n_omitted"]) == (118, 2)
+    assert main([*base, "--model-out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "error: 2 of 120 row(s) have NaN, null or infinite values in column 'features' in 2 of 4 file(s)" in err
+    assert "--nan-policy omit" in err and not (tmp_path / "r").exists()
 
 
 def test_a_column_of_arrays_is_read_as_its_elements(tmp_path):
@@ -249,8 +288,7 @@ def test_a_column_of_arrays_is_read_as_its_elements(tmp_path):
     want = X.copy()
     want[3] = np.nan
     want[7, 1] = np.nan
-    with pytest.raises(DataError, match="every feature missing"):
-        src.X.compute()
+    np.testing.assert_array_equal(src.X.compute(), want)  # a null array: a row of NaN, kept
     got = daskgmm.read_parquet(tmp_path / "lists.parquet", id_column="id", nan_policy="omit")[0].compute()
     np.testing.assert_array_equal(got, np.delete(want, [3, 7], axis=0))
     fixed = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel().astype(np.float32)), 3)
@@ -280,7 +318,7 @@ def test_reading_vectors_imports_no_pandas(tmp_path):
         f"for f in {[str(p) for p in sorted(root.rglob('*.parquet'))]!r}:\n"
         "    col = pq.ParquetFile(f).read_row_group(0, columns=['features']).column(0)\n"
         "    vector_block(col, 2, 'features', str)\n"
-        "    vector_entries(col.slice(0, 1), 2, 'features', str)\n"
+        "    vector_entries(col, 2, 'features', str)\n"  # a null vector included
         f"vector_block(pq.ParquetFile({str(lists)!r}).read_row_group(0).column(0), 2, 'arr', str)\n"
         "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
     )

@@ -323,6 +323,51 @@ def resolve_starts(o) -> None:
                          "kmeans (scikit-learn's KMeans runs it once, with a warning); leave --n-init out")
 
 
+#: The estimator classes whose constructor parameters the numeric options of ``fit`` set, by ``--estimator``.
+ESTIMATOR_MODULES = {"gaussian": "daskgmm.mixture", "bayesian": "daskgmm.bayesian",
+                     "student": "daskgmm.studentt_mixture", "kmeans": "daskgmm.kmeans", "kmedoids": "daskgmm.kmedoids"}
+
+
+def _option_estimators(o) -> list:
+    """The estimators ``o``'s numeric options become parameters of: ``fit``'s, ``select``'s candidates, and
+    ``update``'s online EM (a KMeans model refuses its options, :func:`daskgmm.cli.fit.check_update_options`)."""
+    import importlib
+
+    if o.command == FIT:
+        kinds = [o.estimator]
+    elif o.command == SELECT:
+        kinds = [k for k in ("gaussian", "bayesian") if k in o.kinds]
+    elif o.command == UPDATE:
+        kinds = ["gaussian"]
+    else:
+        return []
+    return [getattr(importlib.import_module(ESTIMATOR_MODULES[k]), ESTIMATOR_CLASSES[k]) for k in kinds]
+
+
+def check_estimator_numbers(o) -> None:
+    """Check the numeric options that are estimator parameters (``--tol``, ``--reg-covar``, ``--max-iter``,
+    ``--n-init``, ``--n-components``, the priors, ``--df``, the learning rate) against the estimator's own
+    constraints before any cluster starts: a refusal is scikit-learn's sentence (the estimator's, as a Python
+    user gets it) followed by the flag as typed and its value, exit 2 (the sentence alone named ``'tol'``, not
+    ``--tol``, and came after the cluster had started and the data were read). ``--n-components`` is
+    ``n_clusters`` of KMeans and KMedoids."""
+    from daskgmm.validation.params import InvalidParameterError, validate_params
+
+    numeric = [opt.dest for opt in options_for(o.command) if opt.kind in ("int", "float")]
+    for cls in _option_estimators(o):
+        constraints = cls._parameter_constraints
+        for key in numeric:
+            value = getattr(o, key, None)
+            name = "n_clusters" if key == "n_components" and "n_clusters" in constraints else key
+            if value is None or name not in constraints:
+                continue
+            probe = type(cls.__name__, (), {"_parameter_constraints": {name: constraints[name]}, name: value})
+            try:
+                validate_params(probe())
+            except InvalidParameterError as exc:
+                raise UsageError(f"{exc} daskgmm {o.command}: {flag(key)} was {value}") from None
+
+
 def require(o):
     """Refuse a resolved command line that cannot run: a missing required value, a bad number or combination."""
     need = {FIT: ["data", "model_out"], PREDICT: ["data", "model", "out"], SCORE: ["data", "model"],
@@ -332,12 +377,11 @@ def require(o):
         if getattr(o, key) in (None, [], ""):
             name = "DATA" if key == "data" else flag(key)
             raise UsageError(f"daskgmm {o.command}: {name} is required (or '{key}' in the config)")
-    for key in ("n_components", "n_init", "max_iter", "n", "chunk_rows", "n_workers", "threads_per_worker",
-                "passes", "n_features"):
+    for key in ("n", "chunk_rows", "n_workers", "threads_per_worker", "passes", "n_features"):
         v = getattr(o, key, None)
-        if v is not None and v < (0 if key == "max_iter" else 1):
-            raise UsageError(f"daskgmm {o.command}: {flag(key)} must be at least "
-                             f"{0 if key == 'max_iter' else 1}, got {v}")
+        if v is not None and v < 1:
+            raise UsageError(f"daskgmm {o.command}: {flag(key)} must be at least 1, got {v}")
+    check_estimator_numbers(o)
     if o.command == SELECT:
         if o.k_min < 1 or o.k_max < o.k_min:
             raise UsageError(f"daskgmm select: need 1 <= --k-min <= --k-max, got {o.k_min} and {o.k_max}")
@@ -349,6 +393,13 @@ def require(o):
         if bad or not o.kinds:
             raise UsageError(f"daskgmm select: unknown candidate kind(s) {', '.join(bad) or '(none given)'} "
                              "(--kinds takes gaussian, bayesian or both)")
+        types = list(dict.fromkeys(o.covariance_types))
+        # as select_model's bayesian_params; without the bayesian kind the prior is refused below, as any prior
+        if o.covariance_prior is not None and "bayesian" in o.kinds and len(types) != 1:
+            raise UsageError(f"daskgmm select: --covariance-prior has the shape of one covariance type (a D x D "
+                             "matrix for full and tied, one number per column for diag, one number for "
+                             f"spherical), and --covariance-types {','.join(types)} tries {len(types)}: give one "
+                             "type with it, or leave it out (the default is the data's covariance)")
     _require_estimator_options(o)
     _require_sparse(o)
     if o.command == FIT:

@@ -205,7 +205,8 @@ OPTIONS = [
         (FIT,), metavar="wmc", result=True),
     Opt("covariance_prior", "array", None, "covariance prior: one number (spherical), one per column (diag), "
         "or the D x D matrix (full, tied) row by row, rows optionally separated by ';'; or a .npy/.json/.csv file "
-        "(--estimator bayesian; default: the data's covariance)", (FIT,), metavar="C,C,..|FILE", result=True),
+        "(--estimator bayesian, select --kinds bayesian with one of --covariance-types; default: the data's "
+        "covariance)", (FIT, SELECT), metavar="C,C,..|FILE", result=True),
     Opt("seed", "int", None, "random seed (initialisation, sampling)", (FIT, SAMPLE, SELECT), metavar="S", result=True),
     # outputs
     Opt("model_out", "str", None, "directory to write the fitted model to (required)", (FIT, UPDATE),

@@ -22,6 +22,7 @@ from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
     command_cluster,
+    count_empty_rows,
     data_command,
     features_text,
     keep_rows,
@@ -90,24 +91,57 @@ def bayesian_priors(o, columns) -> tuple:
         if mean.ndim > 1 or mean.size != d:
             raise UsageError(f"daskgmm fit: --mean-prior has {size_of(mean)} but {data}; give one number per column")
         mean = mean.reshape(d)
+    return mean, check_covariance_prior(o, cov, columns, ct)
+
+
+def shown(a) -> str:
+    """An array option's value as it may be typed (``1,0;0,1``), or its size when long, for messages."""
+    a = np.asarray(a)
+    if a.size > 25:
+        return size_of(a)
+    rows = a.reshape(1, -1) if a.ndim < 2 else a
+    return ";".join(",".join(f"{v:g}" for v in row) for row in rows)
+
+
+def check_covariance_prior(o, cov, columns, ct):
+    """``--covariance-prior`` in covariance type ``ct``'s shape, checked against DATA's columns before any pass:
+    its size, then the estimator's own check (a symmetric positive-definite matrix, positive variances), each
+    refusal a :class:`UsageError` naming the option, the value and what the type takes.
+
+    Returns
+    -------
+    None, float (spherical), ndarray of shape (D,) (diag) or (D, D) (full, tied)
+        A full or tied matrix may be given flat, D * D numbers row by row.
+    """
     if cov is None:
-        return mean, None
-    shape = covariance_kind(ct).component_shape(d)
+        return None
+    d = len(columns)
+    data = f"the data has {d} feature column(s) ({short_columns(columns)})"
+    where = f"daskgmm {o.command}: --covariance-prior {shown(cov)}"
+    kind = covariance_kind(ct)
+    shape = kind.component_shape(d)
     if shape == ():
         if cov.size != 1:
-            raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but --covariance-type spherical "
-                             "takes a single number")
-        return mean, float(cov.reshape(-1)[0])
-    if len(shape) == 1:
+            raise UsageError(f"{where} has {size_of(cov)} but --covariance-type spherical takes a single number")
+        out, takes = float(cov.reshape(-1)[0]), "a single positive number (a variance)"
+    elif len(shape) == 1:
         if cov.ndim > 1 or cov.size != d:
-            raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)} but {data}; --covariance-type "
-                             "diag takes one number per column")
-        return mean, cov.reshape(d)
-    if cov.shape != (d, d) and not (cov.ndim <= 1 and cov.size == d * d):
-        raise UsageError(f"daskgmm fit: --covariance-prior has {size_of(cov)}, but --covariance-type {ct} takes a "
-                         f"{d} x {d} matrix ({d * d} numbers, row by row) for the data's {d} feature column(s) "
-                         f"({short_columns(columns)})")
-    return mean, cov.reshape(d, d)
+            raise UsageError(f"{where} has {size_of(cov)} but {data}; --covariance-type diag takes one number per "
+                             "column")
+        out, takes = cov.reshape(d), f"{d} positive numbers (one variance per column)"
+    else:
+        if cov.shape != (d, d) and not (cov.ndim <= 1 and cov.size == d * d):
+            raise UsageError(f"{where} has {size_of(cov)}, but --covariance-type {ct} takes a {d} x {d} matrix "
+                             f"({d * d} numbers, row by row) for the data's {d} feature column(s) "
+                             f"({short_columns(columns)})")
+        out, takes = cov.reshape(d, d), f"a symmetric positive-definite {d} x {d} matrix"
+    try:  # the estimator's own check and words (scikit-learn's), now rather than after the cluster's passes
+        kind.check_precisions(np.reshape(out, (1, *shape)), f"{ct} precision")
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"'{ct} precision' should be finite")
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        raise UsageError(f"{where}: {exc}; --covariance-type {ct} takes {takes}") from None
+    return out
 
 
 def initial_arrays(o, columns, n_features=None) -> None:
@@ -296,7 +330,7 @@ def cmd_fit(o, log, metrics):
     from daskgmm import ConvergenceWarning
     from daskgmm.fitting.mixture import CollapsedComponentWarning
     from daskgmm.io.files import DataError, DataWarning
-    from daskgmm.validation.scan import DegenerateDataWarning
+    from daskgmm.validation.scan import DegenerateDataWarning, EmptyRowsWarning
 
     t_start = time.perf_counter()
     with data_command(o, log, metrics) as src:
@@ -333,8 +367,9 @@ def cmd_fit(o, log, metrics):
         how = rows_read(report.rows_in_memory)
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
-                                       CollapsedComponentWarning)):
+                                       CollapsedComponentWarning, EmptyRowsWarning)):
                 log(f"warning: {name_columns(w.message, None if sparse else src.columns)}")
+        count_empty_rows(caught, metrics)
         if not sparse:
             est.feature_names_in_ = np.asarray(src.columns, dtype=object)
         if o.estimator == "kmeans":
@@ -548,7 +583,7 @@ def cmd_update(o, log, metrics):
         steps_run = o.passes - done
         kept = steps_run + bool(o.predictions_out) > 1 and keep_rows(o, src, cut=False)
         t_fit = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings_said(log, record=True) as caught:
             # the command matches Parquet columns to the model's names itself and passes a Dask array
             warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
             for _ in range(done, o.passes):
@@ -566,6 +601,9 @@ def cmd_update(o, log, metrics):
                 if ckpt is not None:
                     save_model(est, snapshot, so)
         update_seconds = time.perf_counter() - t_fit
+        for said in dict.fromkeys(str(w.message) for w in caught):  # each step's, once
+            log(f"warning: {said}")
+        count_empty_rows(caught, metrics)
         # partial_fit keeps no rows of a fitted model's batch (cache="none"): each step reads DATA again
         # unless the command kept them (None: no step ran, nothing was read)
         in_memory = kept if steps_run else None

@@ -13,11 +13,12 @@ import warnings
 import numpy as np
 
 from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError
-from daskgmm.cli.fit import check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
+from daskgmm.cli.fit import check_covariance_prior, check_degrees_of_freedom, fingerprint, open_checkpoint, size_of
 from daskgmm.cli.runtime import (
     Reporter,
     check_file_outputs,
     command_cluster,
+    count_empty_rows,
     data_command,
     load_saved,
     missing_policy,
@@ -230,9 +231,9 @@ def cmd_info(o, log, metrics):
     return EXIT_OK
 
 
-#: Prior options ``select --kinds bayesian`` passes to every Bayesian candidate (the covariance
-#: prior's shape depends on the covariance type, so it is ``fit``'s only).
-SELECT_PRIORS = tuple(name for name in PRIOR_OPTIONS if name != "covariance_prior")
+#: Prior options ``select --kinds bayesian`` passes to every Bayesian candidate (``--covariance-prior`` has one
+#: covariance type's shape: :func:`daskgmm.cli.args.require` takes it with one of ``--covariance-types`` only).
+SELECT_PRIORS = PRIOR_OPTIONS
 
 
 def select_priors(o, columns) -> dict | None:
@@ -248,6 +249,9 @@ def select_priors(o, columns) -> dict | None:
             raise UsageError(f"daskgmm select: --mean-prior has {size_of(mean)} but the data has {d} feature "
                              f"column(s) ({short_columns(columns)}); give one number per column")
         priors["mean_prior"] = mean.reshape(d)
+    if priors.get("covariance_prior") is not None:
+        priors["covariance_prior"] = check_covariance_prior(o, priors["covariance_prior"], columns,
+                                                            o.covariance_types[0])
     return priors
 
 
@@ -280,6 +284,7 @@ def cmd_select(o, log, metrics):
                                checkpoint=ckpt, on_collapse=o.on_collapse)
         for w in caught:
             log(f"warning: {name_columns(w.message, src.columns)}")
+        count_empty_rows(caught, metrics)
         best = res.best_
         best.feature_names_in_ = np.asarray(src.columns, dtype=object)
         for m in res.models_.values():

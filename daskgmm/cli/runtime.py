@@ -296,6 +296,17 @@ def warnings_said(log, record: bool = False):
         yield caught
 
 
+def count_empty_rows(caught, metrics) -> None:
+    """The metrics' ``n_empty_rows``: rows with every feature missing that a fit with ``--nan-policy
+    marginalize`` left out (each fit's :class:`daskgmm.validation.scan.EmptyRowsWarning` says how many; the
+    same data read again, by ``update``'s passes, counts once), as ``n_omitted`` counts the rows omit drops."""
+    from daskgmm.validation.scan import EmptyRowsWarning
+
+    counts = [w.message.n_rows for w in caught if issubclass(w.category, EmptyRowsWarning)]
+    if counts:
+        metrics["n_empty_rows"] = max(counts)
+
+
 def other_code_warning(client, log) -> None:
     """Say which workers run another daskgmm than the command (the trial of the twelfth round: long-lived
     ``dask worker`` processes ran the code they had imported before daskgmm was changed)."""

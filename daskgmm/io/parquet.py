@@ -155,7 +155,8 @@ def open_parquet(
         counting pass first; a RowsOmittedWarning reports how many); or NaN and
         null are kept as NaN, for a mixture's ``missing="marginalize"``
         (``GaussianMixture``, ``BayesianGaussianMixture``, ``StudentTMixture``;
-        infinity, and a row with every feature missing, still raise a DataError).
+        infinity still raises a DataError; a row with every feature missing is
+        read as NaN, and the mixture leaves it out of its fit).
     chunk_rows : int, optional
         Rows per chunk: smaller row groups of a file are merged, larger ones
         cut into row slices. Default: from ``chunk_bytes``.

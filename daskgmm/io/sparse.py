@@ -17,8 +17,8 @@ are an error. As for dense data (:mod:`daskgmm.io.parquet`), every file's schema
 its footer before any data is read (the columns, their list types, the same types in
 every file), chunks are sized from the footers to a memory budget, and each read checks
 that its file is still the one planned and verifies page checksums. NaN, null and
-infinite values raise (``nan_policy="raise"``) or their rows are dropped (``"omit"``,
-after one counting pass).
+infinite values, and a Spark ML vector that is null, raise (``nan_policy="raise"``) or their rows are
+dropped (``"omit"``, after one counting pass).
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
         A column of Spark ML vectors (``VectorUDT``, as Spark writes ``VectorAssembler``'s or
         ``HashingTF``'s output; :mod:`daskgmm.io.vectors`) to read the rows from instead of
         ``indices`` and ``values``: sparse vectors as they are, dense ones without their zeros.
-        A null vector is an error naming its file and row.
+        A null vector is a row with a missing value, which ``nan_policy`` refuses or drops.
     id_column : str or list of str, optional
         As :func:`daskgmm.io.parquet.open_parquet`'s: columns carried alongside the rows, each in its own
         type, checked as that reader checks them (:func:`daskgmm.io.files.check_id_columns`); a partition

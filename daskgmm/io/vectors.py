@@ -253,7 +253,9 @@ def vector_entries(part, width: int, name: str, locate) -> tuple[np.ndarray, np.
     """The vectors of an Arrow struct (or list) array as sparse rows: entries per row (n,), their columns and
     their values (float64), row after row; a dense vector's zeros are left out.
 
-    Errors as :func:`vector_block`'s, and a null vector (a sparse row has no missing values).
+    Errors as :func:`vector_block`'s. A null vector is a row with a missing value: one NaN entry (in column
+    0), so that the reader's ``nan_policy`` decides, as for a NaN in a vector, naming its file, column and
+    count (``raise``) or dropping and counting it (``omit``); a sparse row has no other missing value.
     """
     import pyarrow as pa
 
@@ -261,35 +263,48 @@ def vector_entries(part, width: int, name: str, locate) -> tuple[np.ndarray, np.
         part = part.combine_chunks()
     n = len(part)
     valid = _valid(part)
-    if not valid.all():
-        i = int(np.argmin(valid))
-        raise DataError(f"{locate(i)}: column {name!r} holds a null vector; sparse rows have no missing values: "
-                        "drop those rows, or read the column densely (daskgmm.read_parquet)")
+    if not valid.all():  # the rows of the vectors, then each null vector's NaN entry in row order
+        null = np.flatnonzero(~valid)
+        if valid.any():
+            counts, cols, vals = _valid_entries(part, valid, width, name, locate)
+        else:
+            counts, cols, vals = np.zeros(n, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        rows = np.concatenate([np.repeat(np.arange(n), counts), null])
+        order = np.argsort(rows, kind="stable")
+        counts[null] = 1
+        return (counts, np.concatenate([cols, np.zeros(null.size, cols.dtype)])[order],
+                np.concatenate([vals, np.full(null.size, np.nan)])[order])
     if not n:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return _valid_entries(part, valid, width, name, locate)
+
+
+def _valid_entries(part, valid, width: int, name: str, locate):
+    """:func:`vector_entries` of the rows ``valid`` (those of no null vector; the others get no entry)."""
+    n = len(part)
     kind, size_a, ind_a, val_a = _children(part)
-    bad = (kind != 0) & (kind != 1)
+    bad = valid & (kind != 0) & (kind != 1)
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(f"{locate(i)}: column {name!r} holds a vector of type {int(kind[i])}; Spark ML's vectors "
                         "are 0 (sparse) or 1 (dense)")
     dense = kind == 1
     voff = _ints(val_a.offsets)
-    count = np.diff(voff)
-    wrong = dense & (count != width)
+    count = np.where(valid, np.diff(voff), 0)  # a null vector's children hold anything
+    wrong = valid & dense & (count != width)
     if wrong.any():
         i = int(np.argmax(wrong))
         raise DataError(f"{locate(i)}: column {name!r} holds a dense vector of {int(count[i])} values where "
                         f"n_features is {width}; every vector of a column must have one width")
-    if not dense.all():  # only Spark's struct has sparse vectors
+    if (valid & ~dense).any():  # only Spark's struct has sparse vectors
         size = _ints(size_a)
-        wrong = ~dense & (size != width)
+        wrong = valid & ~dense & (size != width)
         if wrong.any():
             i = int(np.argmax(wrong))
             raise DataError(f"{locate(i)}: column {name!r} holds a sparse vector of size {int(size[i])} where "
                             f"n_features is {width}; every vector of a column must have one width")
         ioff = _ints(ind_a.offsets)
-        wrong = ~dense & (np.diff(ioff) != count)
+        wrong = valid & ~dense & (np.diff(ioff) != count)
         if wrong.any():
             i = int(np.argmax(wrong))
             raise DataError(f"{locate(i)}: column {name!r} holds a sparse vector of {int(np.diff(ioff)[i])} "

@@ -111,9 +111,6 @@ def mixture_logits(x, nat, centre, marginal: PerComponent | None = None) -> np.n
     inc = nan.any(axis=1)
     if not inc.any():
         return component_logits(x, nat, centre)
-    empty = int(nan.all(axis=1).sum())
-    if empty:
-        raise ValueError(f"{empty} row(s) have every feature missing (NaN); marginalising leaves nothing of them.")
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     out = np.empty((x.shape[0], marginal.means.shape[0]), dtype=dtype)
     out[~inc] = component_logits(x[~inc], nat, centre)

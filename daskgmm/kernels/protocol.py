@@ -107,6 +107,36 @@ class Block:
         return float(np.dot(values.astype(np.float64, copy=False), self.w))
 
 
+def empty_rows(x: np.ndarray) -> np.ndarray:
+    """Positions of the rows of ``x`` (n, D) with every value NaN.
+
+    Column by column, stopping when no row is NaN in all so far: a strided read of the first column
+    for rows that have any observed value, a whole pass (``np.isnan(x).all(axis=1)``) only for
+    blocks where every first value is missing.
+    """
+    if not x.size:
+        return np.zeros(0, dtype=np.intp)
+    empty = np.isnan(x[:, 0])
+    for j in range(1, x.shape[1]):
+        if not empty.any():
+            break
+        empty &= np.isnan(x[:, j])
+    return np.flatnonzero(empty)
+
+
+def without_empty_rows(blk: Block) -> Block:
+    """``blk`` less its rows with every value missing (a copy when it has any), for the requests of a
+    model that marginalises: such a row's marginal likelihood is 1 under every component, so it holds no
+    information on the parameters, and EM leaves it out (``missing="marginalize"``, docs/python.md); its
+    weight, rows and log-likelihood are not counted either, so a fit equals the fit without it."""
+    empty = empty_rows(blk.x)
+    if not empty.size:
+        return blk
+    keep = np.ones(blk.size, dtype=bool)
+    keep[empty] = False
+    return blk.take(np.flatnonzero(keep))
+
+
 class Request(Protocol):
     """What one pass computes for one caller (the mixture statistics of many models, a sample, the scan).
 

@@ -18,7 +18,7 @@ from daskgmm.kernels import compiled
 from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows
 from daskgmm.kernels.missing import completed_moments, marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
-from daskgmm.kernels.protocol import Block
+from daskgmm.kernels.protocol import Block, without_empty_rows
 from daskgmm.kernels.random import keyed_uniform
 from daskgmm.kernels.responsibilities import argmax_rows, soft_responsibilities
 from daskgmm.kernels.results import SuffStats, WorstRows, frozen, smallest_positions
@@ -151,6 +151,8 @@ class MixtureRequest:
         return compiled.block_rows(len(self.specs)) if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
+        if self._marginal:
+            blk = without_empty_rows(blk)
         fused = acc["fused"]
         if fused is None:
             self._update_numpy(acc, blk)

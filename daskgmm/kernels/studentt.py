@@ -33,7 +33,7 @@ from daskgmm.kernels import compiled
 from daskgmm.kernels.features import n_quad_rows
 from daskgmm.kernels.missing import marginal_distances
 from daskgmm.kernels.params import NaturalParams, PerComponent
-from daskgmm.kernels.protocol import Block
+from daskgmm.kernels.protocol import Block, without_empty_rows
 from daskgmm.kernels.requests import add_completed, add_model_moments, model_products
 from daskgmm.kernels.responsibilities import soft_responsibilities
 from daskgmm.kernels.results import SuffStats, frozen
@@ -346,6 +346,8 @@ class StudentTRequest:
         return compiled.block_rows(len(self.specs)) if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
+        if self._marginal:
+            blk = without_empty_rows(blk)
         fused = acc["fused"]
         if fused is not None:
             per_row = scratch("t-fused-per-row", (len(self.specs), blk.size), np.float64)

@@ -43,17 +43,17 @@ from daskgmm.validation.params import (
 )
 from daskgmm.validation.scan import (
     DegenerateDataWarning,
+    EmptyRowsWarning,
     bad_weights_message,
     check_finite,
     check_scan,
-    empty_rows_error,
     warn_degenerate,
 )
 
 __all__ = [
     "ARRAY_LIKE", "BOOLEAN", "CALLABLE", "NONE", "RANDOM_STATE", "VERBOSE", "ConvergenceWarning",
-    "DegenerateDataWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options", "check_finite",
-    "check_missing_supported", "check_rows", "check_scan", "check_weights", "empty_rows_error", "finite_chunks",
+    "DegenerateDataWarning", "EmptyRowsWarning", "Interval", "InvalidParameterError", "NotFittedError", "Options",
+    "check_finite", "check_missing_supported", "check_rows", "check_scan", "check_weights", "finite_chunks",
     "in_memory_rows",
     "input_or_model_names", "is_dask", "is_dask_array", "is_dask_dataframe", "is_sparse", "prediction_chunks",
     "prediction_rows", "prepare_rows", "validate_params",

@@ -19,12 +19,36 @@ class DataError(ValueError):
     """
 
 
-def empty_rows_error(n_empty: int) -> DataError:
-    """The error for rows with no observed value under ``missing="marginalize"``."""
-    return DataError(
-        f"{n_empty} row(s) have every feature missing (NaN); marginalising leaves nothing of them. "
-        "Drop them first."
-    )
+class EmptyRowsWarning(UserWarning):
+    """Rows with every feature missing under ``missing="marginalize"``, left out of the fit.
+
+    Attributes
+    ----------
+    n_rows : int
+        How many (the command adds them up into its metrics' ``n_empty_rows``).
+    """
+
+    def __init__(self, message: str = "", n_rows: int = 0):
+        super().__init__(message)
+        self.n_rows = int(n_rows)
+
+
+def warn_empty_rows(n_empty: int, name: str = "the estimator", stacklevel: int = 4) -> None:
+    """Say that ``n_empty`` rows with every feature missing are left out (:class:`EmptyRowsWarning`).
+
+    Such a row's marginal likelihood is 1 under every component (nothing observed), so it holds no
+    information on the parameters: EM for incomplete data would add only the current weights to the counts,
+    and its fixed points, the maximum-likelihood fit, are those of the data without it. Left out, the fit
+    equals the fit without those rows, and the count is said, as ``nan_policy="omit"`` counts the rows it
+    drops. (A refusal made a Parquet job fail on a row with nothing to say; weights added to the counts
+    would only slow EM down.)
+    """
+    if n_empty:
+        warnings.warn(EmptyRowsWarning(
+            f"{n_empty} row(s) have every feature missing (NaN or null): under missing='marginalize' such a row "
+            "is as likely under every component and holds no information on them, so it is left out of "
+            f"{name}'s fit (its predictions are the components' weights, its log-likelihood 0)", n_empty),
+            stacklevel=stacklevel)
 
 
 def bad_weights_message(n_nan: int, n_inf: int, n_negative: int, first: int, name: str) -> str:
@@ -44,8 +68,9 @@ def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", c
     """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts,
     then the first bad row (and, given ``chunks``, its chunk's rows).
 
-    With ``missing="marginalize"`` NaN is allowed, except in rows where every value is NaN. The sentence is
-    :func:`daskgmm.kernels.scan.non_finite_message`'s, as for the rows of a prediction.
+    With ``missing="marginalize"`` NaN is allowed; rows where every value is NaN are left out of the fit, with
+    a warning (:func:`warn_empty_rows`). The sentence is :func:`daskgmm.kernels.scan.non_finite_message`'s, as
+    for the rows of a prediction.
 
     Parameters
     ----------
@@ -54,8 +79,7 @@ def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", c
     """
     nan = np.asarray(scan.nan)
     if missing == "marginalize":
-        if scan.empty_rows:
-            raise empty_rows_error(scan.empty_rows)
+        warn_empty_rows(scan.empty_rows, name)
         nan = np.zeros_like(nan)
     if nan.any():
         raise ValueError(
