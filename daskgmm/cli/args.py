@@ -351,10 +351,13 @@ def check_estimator_numbers(o) -> None:
     user gets it) followed by the flag as typed and its value, exit 2 (the sentence alone named ``'tol'``, not
     ``--tol``, and came after the cluster had started and the data were read). ``--n-components`` is
     ``n_clusters`` of KMeans and KMedoids."""
+    estimators = _option_estimators(o)
+    if not estimators:
+        return  # (info, predict, ...: nothing of scikit-learn imported, see test_model_files)
     from daskgmm.validation.params import InvalidParameterError, validate_params
 
     numeric = [opt.dest for opt in options_for(o.command) if opt.kind in ("int", "float")]
-    for cls in _option_estimators(o):
+    for cls in estimators:
         constraints = cls._parameter_constraints
         for key in numeric:
             value = getattr(o, key, None)
