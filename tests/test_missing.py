@@ -516,3 +516,18 @@ def _left_out_and_counted(ct):
         mixed = got.score_samples(bad[:8])
         np.testing.assert_allclose(np.delete(mixed, [3, 7]), got.score_samples(np.delete(bad[:8], [3, 7], axis=0)),
                                    rtol=1e-12)
+
+
+def test_empty_rows_finds_the_rows_with_every_value_missing_in_either_layout():
+    """``kernels.protocol.empty_rows`` (whole columns while many rows are NaN, then gathers) against
+    ``np.isnan(x).all(axis=1)``: shares of missing values from none to all, C and Fortran order, one column,
+    no rows."""
+    from daskgmm.kernels.protocol import empty_rows
+
+    rng = np.random.default_rng(0)
+    for frac in (0.0, 0.01, 0.2, 0.5, 0.9, 1.0):
+        x = rng.normal(size=(3000, 7))
+        x[rng.random(x.shape) < frac] = np.nan
+        x[::97] = np.nan
+        for y in (x, np.asfortranarray(x), x[:, :1], x[:0]):
+            np.testing.assert_array_equal(empty_rows(y), np.flatnonzero(np.isnan(y).all(axis=1)))
