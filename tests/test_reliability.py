@@ -514,6 +514,30 @@ def _cluster_by_hand(tmp_path, *worker_options):
                 proc.wait()
 
 
+def _kill_in_a_fit_by_hand(tmp_path, cache, which):
+    """A fit on a cluster started by hand (:func:`_cluster_by_hand`) whose ``which`` ("scheduler" or "worker")
+    is SIGKILLed after iteration 3: ``(the job's process, the scheduler's address, its stderr, seconds from the
+    kill to its end)``."""
+    _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
+    job = None
+    with _cluster_by_hand(tmp_path) as (address, scheduler, worker):
+        try:
+            job = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter",
+                       10_000, "--init-params", "random_from_data", "--chunk-rows", 5000, "--cache", cache,
+                       "--scheduler", address, "--model-out", tmp_path / "m", "--metrics-out",
+                       tmp_path / "metrics.json")
+            lines = []
+            assert _wait_for_line(job, "iter    3", lines), "".join(lines)
+            {"scheduler": scheduler, "worker": worker}[which].kill()
+            start = time.monotonic()
+            err = "".join(lines) + job.communicate(timeout=90)[1]
+            return job, address, err, time.monotonic() - start
+        finally:
+            if job is not None and job.poll() is None:
+                job.kill()
+                job.wait()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_a_scheduler_that_goes_away_mid_job_is_named(tmp_path, cache):
@@ -522,24 +546,7 @@ def test_a_scheduler_that_goes_away_mid_job_is_named(tmp_path, cache):
     was lost and that the job can be run again, with no traceback. It printed distributed's client
     traceback (~40 lines) and "FuturesCancelledError: 4 Futures cancelled ... Please check your
     connection and re-run your work" (user trial), or a bare CommClosedError over rows held in memory."""
-    _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
-    job = None
-    with _cluster_by_hand(tmp_path) as (address, scheduler, _):
-        try:
-            job = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter",
-                       10_000, "--init-params", "random_from_data", "--chunk-rows", 5000, "--cache", cache,
-                       "--scheduler", address, "--model-out", tmp_path / "m", "--metrics-out",
-                       tmp_path / "metrics.json")
-            lines = []
-            assert _wait_for_line(job, "iter    3", lines), "".join(lines)
-            scheduler.kill()
-            start = time.monotonic()
-            err = "".join(lines) + job.communicate(timeout=60)[1]
-            took = time.monotonic() - start
-        finally:
-            if job is not None and job.poll() is None:
-                job.kill()
-                job.wait()
+    job, address, err, took = _kill_in_a_fit_by_hand(tmp_path, cache, "scheduler")
     assert job.returncode == 1, err
     assert f"lost the connection to the scheduler {address}" in err, err
     assert "run the job again" in err and "--resume" in err, err
@@ -596,24 +603,7 @@ def test_a_job_whose_last_worker_died_fails_at_once(tmp_path, cache):
     """The only worker of a cluster of the user's (no nanny to restart it) SIGKILLed in the middle of a fit: the
     job fails within seconds, exit 1, saying that the cluster has no worker left and naming the scheduler; it
     waited out the 45 s stall bound before (user trial r14), which is for workers that may come back."""
-    _data(tmp_path / "d", n=20_000, files=2, row_group_size=5000)
-    job = None
-    with _cluster_by_hand(tmp_path) as (address, _, worker):
-        try:
-            job = _cli("fit", tmp_path / "d", "--id-column", "id", "--n-components", 3, "--tol", 0, "--max-iter",
-                       10_000, "--init-params", "random_from_data", "--chunk-rows", 5000, "--cache", cache,
-                       "--scheduler", address, "--model-out", tmp_path / "m", "--metrics-out",
-                       tmp_path / "metrics.json")
-            lines = []
-            assert _wait_for_line(job, "iter    3", lines), "".join(lines)
-            worker.kill()
-            start = time.monotonic()
-            err = "".join(lines) + job.communicate(timeout=90)[1]
-            took = time.monotonic() - start
-        finally:
-            if job is not None and job.poll() is None:
-                job.kill()
-                job.wait()
+    job, address, err, took = _kill_in_a_fit_by_hand(tmp_path, cache, "worker")
     assert job.returncode == 1, err
     assert f"the cluster of the scheduler {address} has no worker left" in err, err
     assert "the job went on" not in err, err  # the lost worker is the error, not a warning of a job that survived
