@@ -623,6 +623,31 @@ def test_a_cut_chunk_gives_the_same_bits_whichever_worker_held_it(process_client
         np.testing.assert_array_equal(getattr(fits[0], key), getattr(fits[1], key), err_msg=key)
 
 
+def test_rows_kept_in_memory_are_row_major_and_fit_as_read_every_pass(process_client, tmp_path):
+    """Parquet's chunks are column-major; a fit that keeps them in memory keeps them row-major (every
+    pass reads them again, and the compiled core reads rows), and fits as a fit reading them every
+    pass (column-major) does: the same bits. Chunks a caller persisted are left as they are."""
+    from daskgmm import read_parquet
+
+    from .conftest import write_data
+
+    # two files of 1500 rows: the threads' shares end where chunks do, so kept chunks are not cut (the
+    # same chunking as the reads')
+    write_data(str(tmp_path / "d"), n=3000, files=2)
+    X = read_parquet(str(tmp_path / "d"), columns=["f0", "f1", "f2"])
+    with process_client.as_current():
+        kept = ChunkedData(X, cache="memory")
+        assert list(np.diff(kept.offsets)) == list(X.chunks[0])
+        layouts = process_client.run(_layout, [f.key for f in kept._futures])
+        assert sorted(v for lay in layouts.values() for v in lay.values()) == ["C"] * len(kept._futures), layouts
+        mine = X.persist()
+        assert not [f.key for f in ChunkedData(mine, cache="memory")._futures if "c-order" in str(f.key)]  # no copy
+        del kept, mine
+        fits = [_fit(X, cache=cache) for cache in ("memory", "none")]
+    for key in ("weights_", "means_", "covariances_", "precisions_cholesky_", "lower_bounds_"):
+        np.testing.assert_array_equal(getattr(fits[0], key), getattr(fits[1], key), err_msg=key)
+
+
 def test_rows_kept_in_memory_and_rows_read_every_pass_give_their_chunks_the_same_tasks(process_client, tmp_path):
     """Persisting the rows and reading them every pass submit the same keys (the chunks of the
     caller's array): with different tasks under one key, distributed's scheduler logs "Detected
