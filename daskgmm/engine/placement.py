@@ -151,9 +151,8 @@ def row_major(X):
     fit persists.
 
     Every pass reads a kept chunk again, and the compiled core reads rows: over column-major
-    chunks it loads 16 column streams per sub-block, and the k-means pass took 33.4 ms per 1M rows
-    against 24.7 over C-ordered ones on an AVX2 host (diag 92.3 against 86.0; full 292.5 against
-    288.3; ``scripts/profile_layout.py``); the copy costs about one iteration's difference, once.
+    chunks its k-means pass took 35.0 CPU ms per 1M rows against 26.6 over C-ordered ones on an
+    AVX2 host (diag 95.9 against 89.8; ``scripts/profile_layout.py``), and the copy 22.8 ms, once.
     The compiled core and the scan give the same bits from either layout. A read of every pass
     (``cache="none"``) keeps Parquet's column-major chunks: there the copy would be paid each time.
     Chunks already row-major pass through (``np.ascontiguousarray`` returns them).
