@@ -41,6 +41,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--fits", action="store_true", help="whole fits from Parquet on 2 workers, by kept layout")
     ap.add_argument("--iters", type=int, default=10, help="with --fits: iterations timed per fit")
+    ap.add_argument("--data", default="", help="with --fits: a Parquet directory of columns f0..f15 to fit "
+                    "instead (e.g. data/bench, scripts/bench.py's); --cases then defaults to full,diag")
+    ap.add_argument("--cases", default="", help="with --fits: some of kmeans,full,diag,spherical")
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     if a.fits:
@@ -122,11 +125,20 @@ def fits(a):
     for ct in ("full", "diag", "spherical"):
         cases[ct] = lambda Xp, it, ct=ct: GaussianMixture(k, covariance_type=ct, means_init=start, max_iter=it,
                                                           tol=0.0, cache="memory").fit(Xp)
+    wanted = a.cases.split(",") if a.cases else ["full", "diag"] if a.data else list(cases)
+    cases = {c: cases[c] for c in wanted}
     with tempfile.TemporaryDirectory() as tmp, bench_cluster() as client:
-        pq.write_table(pa.table({f"f{j}": X[:, j] for j in range(d)}), os.path.join(tmp, "x.parquet"),
-                       row_group_size=a.chunk_rows)
-        Xp = daskgmm.read_parquet(tmp)
-        print(f"{n:,} x {d} from Parquet (row groups of {a.chunk_rows:,}), K = {k}, 2 workers x 1 thread, "
+        if a.data:
+            Xp = daskgmm.read_parquet(a.data, columns=[f"f{j}" for j in range(d)])
+            n = Xp.shape[0]
+            first = Xp[:20000].compute()
+            start = first[np.random.default_rng(0).choice(len(first), k, replace=False)]
+        else:
+            pq.write_table(pa.table({f"f{j}": X[:, j] for j in range(d)}), os.path.join(tmp, "x.parquet"),
+                           row_group_size=a.chunk_rows)
+            Xp = daskgmm.read_parquet(tmp)
+        where = a.data or f"row groups of {a.chunk_rows:,}"
+        print(f"{n:,} x {d} from Parquet ({where}), K = {k}, 2 workers x 1 thread, "
               f"{kernels_in_use(client)}; ms per iteration, pass start to pass start, median of {a.repeats} "
               f"(min):", flush=True)
         try:
