@@ -623,10 +623,29 @@ def test_a_cut_chunk_gives_the_same_bits_whichever_worker_held_it(process_client
         np.testing.assert_array_equal(getattr(fits[0], key), getattr(fits[1], key), err_msg=key)
 
 
+def _compiled_core_runs():
+    from daskgmm.kernels import compiled
+
+    return compiled.ready() is not None
+
+
+def test_kept_layout_is_row_major_where_the_compiled_core_runs(monkeypatch):
+    from daskgmm.kernels import protocol
+
+    x = np.asfortranarray(np.arange(12.0).reshape(6, 2))
+    monkeypatch.setattr(protocol.compiled_kernel, "ready", lambda: object())
+    c = protocol.kept_layout(x)
+    assert c.flags.c_contiguous and np.array_equal(c, x)
+    assert protocol.kept_layout(c) is c
+    monkeypatch.setattr(protocol.compiled_kernel, "ready", lambda: None)  # the NumPy path: as it is
+    assert protocol.kept_layout(x) is x
+
+
 def test_rows_kept_in_memory_are_row_major_and_fit_as_read_every_pass(process_client, tmp_path):
-    """Parquet's chunks are column-major; a fit that keeps them in memory keeps them row-major (every
-    pass reads them again, and the compiled core reads rows), and fits as a fit reading them every
-    pass (column-major) does: the same bits. Chunks a caller persisted are left as they are."""
+    """Parquet's chunks are column-major; a fit that keeps them in memory keeps them row-major where the
+    workers run the compiled core (every pass reads them again, and the core reads rows; the NumPy path
+    keeps them as read), and fits as a fit reading them every pass (column-major) does: the same bits.
+    Chunks a caller persisted are left as they are."""
     from daskgmm import read_parquet
 
     from .conftest import write_data
@@ -639,9 +658,11 @@ def test_rows_kept_in_memory_are_row_major_and_fit_as_read_every_pass(process_cl
         kept = ChunkedData(X, cache="memory")
         assert list(np.diff(kept.offsets)) == list(X.chunks[0])
         layouts = process_client.run(_layout, [f.key for f in kept._futures])
-        assert sorted(v for lay in layouts.values() for v in lay.values()) == ["C"] * len(kept._futures), layouts
+        core = set(process_client.run(_compiled_core_runs).values())
+        want = "C" if core == {True} else "F"
+        assert sorted(v for lay in layouts.values() for v in lay.values()) == [want] * len(kept._futures), layouts
         mine = X.persist()
-        assert not [f.key for f in ChunkedData(mine, cache="memory")._futures if "c-order" in str(f.key)]  # no copy
+        assert not [f.key for f in ChunkedData(mine, cache="memory")._futures if "kept" in str(f.key)]  # no copy
         del kept, mine
         fits = [_fit(X, cache=cache) for cache in ("memory", "none")]
     for key in ("weights_", "means_", "covariances_", "precisions_cholesky_", "lower_bounds_"):

@@ -24,6 +24,7 @@ from daskgmm.engine.cluster import (
 )
 from daskgmm.engine.sizes import counted
 from daskgmm.engine.tree import balanced_targets, contiguous_batches, share_cuts
+from daskgmm.kernels.protocol import kept_layout
 
 #: Fraction of the workers' (or this machine's) memory the data may take when
 #: ``cache="auto"`` decides to keep it in memory.
@@ -146,24 +147,17 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
 
 
 def row_major(X):
-    """``X`` (dense rows) with every chunk kept row-major: a column-major chunk (Parquet's, a Dask
-    DataFrame's) is copied to C order in a task of its own, after its read, whose result is what a
-    fit persists.
+    """``X`` (dense rows) with every chunk laid out as the workers' passes read it fastest
+    (:func:`daskgmm.kernels.protocol.kept_layout`, decided in the worker: C-ordered where the compiled
+    core runs), in a task of its own after each chunk's read, whose result is what a fit persists.
 
-    Every pass reads a kept chunk again, and the compiled core reads rows: over column-major
-    chunks its k-means pass took 35.0 CPU ms per 1M rows against 26.6 over C-ordered ones on an
-    AVX2 host (diag 95.9 against 89.8; ``scripts/profile_layout.py``), and the copy 22.8 ms, once.
-    The compiled core and the scan give the same bits from either layout. A read of every pass
-    (``cache="none"``) keeps Parquet's column-major chunks: there the copy would be paid each time.
-    Chunks already row-major pass through (``np.ascontiguousarray`` returns them).
+    Every pass reads a kept chunk again, and Parquet's chunks (a Dask DataFrame's too) are column-major;
+    the copy costs about what one k-means iteration gains (docs/architecture.md, *Rows kept row-major*).
+    A read of every pass (``cache="none"``) keeps Parquet's layout: there the copy would be paid each time.
     """
     if not isinstance(getattr(X, "_meta", None), np.ndarray) or X.ndim != 2:  # sparse rows, weights
         return X
-    return X.map_blocks(_c_ordered, dtype=X.dtype, name=f"daskgmm-c-order-{X.name}")
-
-
-def _c_ordered(x):
-    return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x
+    return X.map_blocks(kept_layout, dtype=X.dtype, name=f"daskgmm-kept-{X.name}")
 
 
 def _rows(x, start, stop):
