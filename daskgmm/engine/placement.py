@@ -235,12 +235,14 @@ def cut_chunks(client, futs, wfuts, pieces, own=False):
     for i, _, b in pieces:
         sizes[i] = max(sizes.get(i, 0), b)
 
-    def piece(f, i, a, b, rows=_rows):
+    def piece(f, i, a, b, rows=_rows, name="daskgmm-rows"):
         if f is None or (a == 0 and b == sizes[i]):
             return f
-        return client.submit(rows, f, a, b, key=f"daskgmm-rows-{tokenize(f.key, a, b)}")
+        return client.submit(rows, f, a, b, key=f"{name}-{tokenize(f.key, a, b)}")
 
-    return ([piece(futs[i], i, a, b, _own_rows if own else _rows) for i, a, b in pieces],
+    # keys of their own for the copies: a caller may have persisted the same chunks (row_major's keys, as
+    # scripts/bench.py does), and another task under one key is distributed's "different run_spec"
+    return ([piece(futs[i], i, a, b, *((_own_rows, "daskgmm-own-rows") if own else ())) for i, a, b in pieces],
             [piece(wfuts[i], i, a, b) for i, a, b in pieces])
 
 
