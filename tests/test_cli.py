@@ -49,9 +49,9 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
         data.rename(away)
         return kept[-1]
 
-    def cutting(client, futs, wfuts, pieces):
+    def cutting(client, futs, wfuts, pieces, **kw):
         cuts.append(len(pieces))
-        return cut_chunks(client, futs, wfuts, pieces)
+        return cut_chunks(client, futs, wfuts, pieces, **kw)
 
     monkeypatch.setattr(cli_fit, "keep_rows", keep_and_hide)
     # 3 chunks of 1,000 rows over 2 threads: kept cut at the threads' shares, the fit cuts (and holds) nothing more

@@ -77,6 +77,22 @@ def test_callable_metric_and_far_offsets():
     np.testing.assert_allclose(dis.pairwise(x + off, y + off), cdist(x + off, y + off), rtol=1e-10)
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "manhattan", "seuclidean", "mahalanobis"])
+def test_dissimilarity_has_the_same_bits_from_every_layout_of_the_rows(metric):
+    """A fit keeps the chunks it persists row-major (engine.placement.row_major) and reads Parquet's
+    column-major every pass (``cache="none"``, or a caller's persisted chunks): the dissimilarities,
+    and so the inertia and the swaps, must not depend on the layout. NumPy's row norms (einsum) and
+    the product form's matrix product round by layout."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(300, 5)) * 4 + 1.0, rng.normal(size=(7, 5)) * 4
+    dis = Dissimilarity.of(metric, x.mean(axis=0), x.var(axis=0, ddof=1), np.cov(x.T))
+    ref = dis.pairwise(x, y)
+    strided = np.asfortranarray(np.vstack([x, x]))[:300]  # a block of a column-major chunk
+    for rows in (np.asfortranarray(x), strided):
+        for cols in (y, np.asfortranarray(y)):
+            np.testing.assert_array_equal(dis.pairwise(rows, cols), ref)
+
+
 def test_rows_close_together_far_from_the_centre_keep_their_distances():
     """The product form ‖a‖² + ‖b‖² - 2 a·b rounds at eps (‖a‖² + ‖b‖²): rows 1e-6 apart 1e3 from the
     centre were all at 0 (or at rounding's noise) from each other, and KMedoids labelled them by rounding,
@@ -391,6 +407,30 @@ def test_a_callable_metric_on_worker_processes(process_client, monkeypatch):
         X = X[:300]
         with pytest.raises(TypeError, match=r"metric .*cannot be pickled.*lock"):
             KMedoids(2, metric=locked, random_state=0).fit(da.from_array(X, chunks=100))
+
+
+@pytest.mark.parametrize("method", ["alternate", "pam"])
+def test_rows_kept_in_memory_and_read_every_pass_give_the_same_medoids_and_inertia(process_client, method,
+                                                                                   tmp_path):
+    """Parquet's chunks are column-major; a fit that keeps them keeps them row-major (placement.row_major),
+    a fit that reads them every pass and one on a caller's persisted chunks keep Parquet's layout: the
+    same bits all the same (cli.md: in-memory and out-of-core fits of the same chunks have the same bits).
+    The inertia differed in its last bits (the dissimilarities' NumPy sums round by layout)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 5, (3, 4))[rng.integers(0, 3, 6000)] + rng.normal(0, 1.3, (6000, 4))
+    for i in range(2):  # two files of 3000 rows: the shares of the 2 threads end where chunks do (no cut)
+        pq.write_table(pa.table({f"f{j}": X[3000 * i : 3000 * (i + 1), j] for j in range(4)}),
+                       str(tmp_path / f"p{i}.parquet"))
+    Xp = daskgmm.read_parquet(str(tmp_path))
+    with process_client.as_current():
+        fits = [KMedoids(3, method=method, random_state=0, max_iter=8, cache=cache).fit(Xi)
+                for cache, Xi in (("memory", Xp), ("none", Xp), ("memory", Xp.persist()))]
+    for km in fits[1:]:
+        np.testing.assert_array_equal(km.medoid_indices_, fits[0].medoid_indices_)
+        assert km.inertia_ == fits[0].inertia_
 
 
 @pytest.mark.slow

@@ -125,7 +125,8 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
         by_key = {f.key: f for f in futures_of(arr)}
         return [by_key[k] for k in flatten(arr.__dask_keys__())]
 
-    futs = persisted(X if futures_of(X) else row_major(X))
+    own = not futures_of(X)  # else the caller's persisted chunks, left as they are
+    futs = persisted(row_major(X) if own else X)
     wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
     wait_bounded(client, futs + wfuts, "persist")
     # the workers as they are now (one that died while persisting has a new address);
@@ -134,7 +135,7 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
     sizes = [int(n) for n in sizes]
     pieces = share_cuts(sizes, sum(t for _, t in threads)) if threads else []
     if len(pieces) > len(sizes):
-        futs, wfuts = cut_chunks(client, futs, wfuts, pieces)
+        futs, wfuts = cut_chunks(client, futs, wfuts, pieces, own=own)
         sizes = [b - a for _, a, b in pieces]
         wait_bounded(client, futs + [f for f in wfuts if f is not None], "persist")
     targets = [None] * len(futs)
@@ -177,6 +178,16 @@ def _rows(x, start, stop):
     return piece.copy(order="K")
 
 
+def _own_rows(x, start, stop):
+    """:func:`_rows` of a chunk the fit persisted itself (row-major: :func:`row_major`), a copy: a view
+    would hold the whole chunk where it was, and the piece that moves to another worker would be held
+    twice (there, and in the chunk the other piece holds), unseen by Dask's size of a view. A copy
+    frees the chunk, as :func:`_rows`' copy of a column-major chunk does. (A caller's persisted
+    chunks are cut into views: they hold the chunk anyway.)"""
+    piece = _rows(x, start, stop)
+    return piece.copy() if isinstance(piece, np.ndarray) and piece.base is not None else piece
+
+
 def cut_at_shares(client, arrays: list) -> list:
     """Dask arrays of rows (the first (N, D), the others 1-D with its chunks: id columns) with their chunks
     cut at the worker threads' shares of the rows (:func:`daskgmm.engine.tree.share_cuts`, pieces by
@@ -207,22 +218,26 @@ def cut_at_shares(client, arrays: list) -> list:
     return out
 
 
-def cut_chunks(client, futs, wfuts, pieces):
+def cut_chunks(client, futs, wfuts, pieces, own=False):
     """Futures of the pieces (:func:`daskgmm.engine.tree.share_cuts`) of persisted chunks: a chunk
     that is not cut keeps its future, a piece is a task on its chunk (computed where the chunk is,
-    recomputed from it after a worker dies)."""
+    recomputed from it after a worker dies). ``own``: the rows' chunks are the fit's own (persisted by
+    :func:`persist_placed`, not the caller), whose pieces are copies (:func:`_own_rows`)."""
     from dask.base import tokenize
 
     sizes: dict = {}
     for i, _, b in pieces:
         sizes[i] = max(sizes.get(i, 0), b)
 
-    def piece(f, i, a, b):
+    def piece(f, i, a, b, rows=_rows, name="daskgmm-rows"):
         if f is None or (a == 0 and b == sizes[i]):
             return f
-        return client.submit(_rows, f, a, b, key=f"daskgmm-rows-{tokenize(f.key, a, b)}")
+        return client.submit(rows, f, a, b, key=f"{name}-{tokenize(f.key, a, b)}")
 
-    return ([piece(futs[i], i, a, b) for i, a, b in pieces], [piece(wfuts[i], i, a, b) for i, a, b in pieces])
+    # keys of their own for the copies: a caller may have persisted the same chunks (row_major's keys, as
+    # scripts/bench.py does), and another task under one key is distributed's "different run_spec"
+    return ([piece(futs[i], i, a, b, *((_own_rows, "daskgmm-own-rows") if own else ())) for i, a, b in pieces],
+            [piece(wfuts[i], i, a, b) for i, a, b in pieces])
 
 
 def place(client, futs, wfuts, threads, sizes) -> list:

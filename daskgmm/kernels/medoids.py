@@ -146,8 +146,12 @@ class Dissimilarity:
         ``exact``: Euclidean forms by differences (a row's distance to itself is 0, equal distances
         are equal), m times slower than the product form for few ``y``.
         """
-        x = np.asarray(x)
-        y = np.asarray(y)
+        # row-major whatever the chunk's layout: NumPy's row norms (einsum) and the product form's matrix
+        # product round by layout, and a fit keeps its chunks row-major (engine.placement.row_major) where a
+        # read of every pass or a caller's persisted chunks are column-major (Parquet's): the same bits from
+        # each. A copy of a block of a column-major chunk, small beside its (n, m) dissimilarities.
+        x = np.ascontiguousarray(x)
+        y = np.ascontiguousarray(y)
         n, m = x.shape[0], y.shape[0]
         if n == 0 or m == 0:
             return np.zeros((n, m))
