@@ -41,12 +41,24 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
     data, away = tmp_path / "data", tmp_path / "away"
     X = write_data(data)
     model, preds, metrics = tmp_path / "model", tmp_path / "preds", tmp_path / "m.json"
-    kept, keep_rows = [], cli_fit.keep_rows
+    kept, keep_rows, held = [], cli_fit.keep_rows, []
     cuts, cut_chunks = [], placement.cut_chunks
 
     def keep_and_hide(o, src, **how):  # DATA gone once the rows are kept: the fit and its predictions read it once
         kept.append(keep_rows(o, src, **how))
         data.rename(away)
+        # kept as a fit keeps its own rows: row-major where the workers run the compiled core, each row held once
+        from distributed import futures_of
+
+        from daskgmm.engine.cluster import active_client
+
+        from .test_em import _compiled_core_runs, _held_bytes, _layout
+
+        client, keys = active_client(), [f.key for f in futures_of(src.X)]
+        layouts = {v for lay in client.run(_layout, keys).values() for v in lay.values()}
+        # (on the NumPy path as read, or as a move left them)
+        held.append((set(client.run(_compiled_core_runs).values()) != {True} or layouts == {"C"},
+                     sum(client.run(_held_bytes, keys).values()) / src.X.nbytes))
         return kept[-1]
 
     def cutting(client, futs, wfuts, pieces, **kw):
@@ -62,6 +74,7 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
     away.rename(data)
     monkeypatch.undo()
     assert rc == 0 and kept == [True] and cuts == []
+    assert held[0][0] and held[0][1] < 1.05, held  # (a moved piece may sit in its message's buffer: a little more)
     assert sorted(os.listdir(model)) == ["_SUCCESS", "arrays.npz", "model.json"]
     m = json.loads(metrics.read_text())
     assert m["status"] == "ok" and m["n_rows"] == 3000 and m["converged"] and m["columns"] == ["f0", "f1", "f2"]

@@ -722,6 +722,27 @@ def test_a_kept_chunk_cut_at_the_shares_holds_its_rows_once(process_client, tmp_
     assert not [r for r in records if "run_spec" in r.getMessage()], [r.getMessage()[:300] for r in records]
 
 
+def test_rows_the_command_keeps_cut_at_the_shares_hold_their_rows_once(process_client, tmp_path):
+    """The command keeps a job's rows itself when it reads them again after the fit (``cli.runtime.keep_rows``):
+    laid out and cut as a fit's own (``row_major``, ``cut_at_shares(own=True)``: copies), so that the fit,
+    which finds them persisted and only places them, holds each row once after its moves."""
+    from daskgmm import read_parquet
+    from daskgmm.engine.placement import cut_at_shares, row_major
+
+    from .conftest import write_data
+
+    write_data(str(tmp_path / "d"), n=6000, files=3)  # the share boundary (3000) cuts the middle chunk
+    X = read_parquet(str(tmp_path / "d"), columns=["f0", "f1", "f2"])
+    with process_client.as_current():
+        kept = process_client.persist(cut_at_shares(process_client, [row_major(X)], own=True)[0],
+                                      optimize_graph=False)
+        data = ChunkedData(kept, cache="memory")
+        assert list(np.diff(data.offsets)) == [2000, 1000, 1000, 2000]
+        held = process_client.run(_held_bytes, [f.key for f in data._futures])
+        assert sum(held.values()) < 1.05 * X.nbytes, held
+        del data, kept
+
+
 def test_rows_kept_in_memory_and_rows_read_every_pass_give_their_chunks_the_same_tasks(process_client, tmp_path):
     """Persisting the rows and reading them every pass submit the same keys (the chunks of the
     caller's array): with different tasks under one key, distributed's scheduler logs "Detected

@@ -107,16 +107,18 @@ def keep_rows(o, src, *, cut: bool = True) -> bool:
 
     from daskgmm.engine.cluster import active_client, wait_bounded
     from daskgmm.engine.passes import is_sparse_array
-    from daskgmm.engine.placement import cut_at_shares, should_persist
+    from daskgmm.engine.placement import cut_at_shares, row_major, should_persist
 
     client = active_client()
     if client is None or is_sparse_array(src.X) or not should_persist(client, src.X, o.cache, False, False):
         return False
     # the id columns too: they come from the same read tasks as the rows, which would run again for them
     ids = [] if src.ids is None else [src.ids] if not isinstance(src.ids, list) else src.ids
-    # cut as the fit would cut them, so that it holds them once; unoptimised, as the passes persist and submit
-    # chunks: the same keys, so the fit's persist is a no-op
-    arrays = cut_at_shares(client, [src.X, *ids]) if cut else [src.X, *ids]
+    # laid out as a fit keeps its own (row-major where the workers run the compiled core), and cut as the fit
+    # would cut them (into copies: the chunks go), so that it holds them once; unoptimised, as the passes
+    # persist and submit chunks: the same keys, so the fit's persist is a no-op
+    rows = [row_major(src.X), *ids]
+    arrays = cut_at_shares(client, rows, own=True) if cut else rows
     X, *kept_ids = client.persist(arrays, optimize_graph=False)
     wait_bounded(client, futures_of([X, *kept_ids]), "persist")
     src.X = X

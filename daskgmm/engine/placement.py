@@ -188,13 +188,14 @@ def _own_rows(x, start, stop):
     return piece.copy() if isinstance(piece, np.ndarray) and piece.base is not None else piece
 
 
-def cut_at_shares(client, arrays: list) -> list:
+def cut_at_shares(client, arrays: list, own: bool = False) -> list:
     """Dask arrays of rows (the first (N, D), the others 1-D with its chunks: id columns) with their chunks
     cut at the worker threads' shares of the rows (:func:`daskgmm.engine.tree.share_cuts`, pieces by
     :func:`_rows`), as :func:`persist_placed` cuts a fit's persisted chunks: persisted so, they are the
     fit's chunks, which it finds cut and does not hold a second time (its cut pieces beside the chunks
     kept for later reads would be up to a chunk per thread more). The same list where nothing is cut,
-    the chunk sizes are not known, or the rows come in more than one block of columns."""
+    the chunk sizes are not known, or the rows come in more than one block of columns. ``own``: the
+    chunks are the caller's to drop once cut (:func:`row_major`'s), and the pieces copies (:func:`_own_rows`)."""
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -209,9 +210,10 @@ def cut_at_shares(client, arrays: list) -> list:
         return arrays
     out = []
     for a in arrays:
-        name = f"daskgmm-shares-{tokenize(a.name, pieces)}"
+        name = f"daskgmm-{'own-' if own else ''}shares-{tokenize(a.name, pieces)}"
         rest = (0,) * (a.ndim - 1)
-        layer = {(name, p, *rest): (_rows, (a.name, i, *rest), start, stop)
+        cut = _own_rows if own else _rows
+        layer = {(name, p, *rest): (cut, (a.name, i, *rest), start, stop)
                  for p, (i, start, stop) in enumerate(pieces)}
         graph = HighLevelGraph.from_collections(name, layer, dependencies=[a])
         out.append(da.Array(graph, name, (tuple(b - c for _, c, b in pieces), *a.chunks[1:]), meta=a._meta))
