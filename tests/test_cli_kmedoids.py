@@ -108,3 +108,39 @@ def test_nan_euclidean_is_no_metric_of_the_command_but_an_old_model_with_it_load
     np.testing.assert_allclose(old.transform(X), km.transform(X), rtol=1e-12)
     assert main(["info", "--model", str(model)]) == 0
     assert "nan_euclidean dissimilarity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("metric, extra, said", [
+    ("haversine", None, "Haversine distance only valid in 2 dimensions"),
+    ("seuclidean", "const", "metric='seuclidean' divides by every column's variance, and column(s) 'const' of X"),
+    ("mahalanobis", "twice", "metric='mahalanobis' needs the inverse of the data's covariance, which is singular"),
+])
+def test_a_metric_the_data_cannot_take_is_exit_2_naming_the_option_and_columns(tmp_path, capsys, metric, extra,
+                                                                                 said):
+    """A dissimilarity the data cannot have (haversine of 3 columns, seuclidean with a constant column,
+    mahalanobis with a singular covariance) is bad input: exit 2, scikit-learn's (or the estimator's)
+    sentence first, then the flag and DATA's feature columns; no model written (user-trial-r16: exit 1,
+    'ValueError: ...', the column by position)."""
+    data = tmp_path / "data"
+    X = write_data(data, n=300, d=3, k=2, files=1)
+    cols = "f0,f1,f2"
+    if extra is not None:
+        df = pd.read_parquet(data)
+        df[extra] = 1.0 if extra == "const" else 2.0 * df["f0"]
+        for f in data.iterdir():
+            f.unlink()
+        df.to_parquet(data / "part-0.parquet", index=False)
+        cols += f",{extra}"
+    metrics = tmp_path / "m.json"
+    argv = ["fit", str(data), "--columns", cols, "--estimator", "kmedoids", "--n-components", "2",
+            "--metric", metric, "--model-out", str(tmp_path / "model"), "--metrics-out", str(metrics), *FAST]
+    expect_exit2(argv, f"daskgmm: error: {said}", capsys)
+    main(argv)
+    err = capsys.readouterr().err
+    named = f"the {len(cols.split(','))} feature column(s) ({cols.replace(',', ', ')})"
+    assert f"daskgmm fit: --metric {metric} cannot measure {named}" in err, err
+    assert "ValueError" not in err
+    assert not os.path.exists(tmp_path / "model")
+    m = json.loads(metrics.read_text())
+    assert m["exit_code"] == 2 and m["error"].startswith(said)
+    assert X.shape == (300, 3)

@@ -358,6 +358,12 @@ def cmd_fit(o, log, metrics):
                 else:
                     est.fit(src.X, checkpoint=ckpt, progress=report.progress)
             except ValueError as exc:
+                from daskgmm.fitting.kmedoids import DissimilarityError
+
+                if isinstance(exc, DissimilarityError):
+                    raise DataError(f"{name_columns(exc, src.columns)}; daskgmm fit: --metric {o.metric} cannot "
+                                    f"measure the {len(src.columns)} feature column(s) "
+                                    f"({short_columns(src.columns)}) of {o.data}") from None
                 if o.estimator == "bayesian" and o.covariance_prior is not None and any(
                         t in str(exc) for t in PRIOR_REFUSALS):
                     raise UsageError(f"daskgmm fit: --covariance-prior: {exc}") from None

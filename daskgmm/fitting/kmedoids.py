@@ -32,8 +32,15 @@ from daskgmm.kernels import pam
 from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, MedoidRequest, NearestRequest
 from daskgmm.models.states import MEDOID_CANDIDATES, KMedoidsState
 from daskgmm.validation.params import check_finite_starts
+from daskgmm.validation.scan import DataError
 
 INITS = ("random", "heuristic", "k-medoids++", "build")
+
+
+class DissimilarityError(DataError):
+    """The data cannot have the metric (haversine of other than 2 columns, a constant column for
+    ``seuclidean``, a singular covariance for ``mahalanobis``): bad input, as a ValueError in Python, with
+    scikit-learn's or SciPy's message; the command adds the option and the columns."""
 
 #: Rows of the scan's sample the start is computed on (its dissimilarity matrix: 72 MB of float64),
 #: fewer for a callable metric, which Python calls once per pair.
@@ -77,14 +84,18 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
     if metric == "seuclidean":
         variance = scan.m2 / max(scan.weight - 1.0, 1.0)
         if np.any(variance <= 0):
-            raise ValueError("metric='seuclidean' divides by every column's variance, and column(s) "
+            raise DissimilarityError("metric='seuclidean' divides by every column's variance, and column(s) "
                              f"{', '.join(map(str, np.flatnonzero(variance <= 0)))} of X are constant")
     elif metric == "mahalanobis":
         from daskgmm.fitting.variational import data_covariance
 
         covariance = data_covariance(data, scan)
-        if np.linalg.eigvalsh(covariance).min() <= 0:
-            raise ValueError("metric='mahalanobis' needs the inverse of the data's covariance, which is singular")
+        eig = np.linalg.eigvalsh(covariance)
+        # numpy.linalg.matrix_rank's tolerance: a column that is a multiple of another leaves a rounding-sized
+        # eigenvalue, often positive, whose inverse would be a metric of rounding errors
+        if eig.min() <= eig.max() * len(eig) * np.finfo(np.float64).eps:
+            raise DissimilarityError("metric='mahalanobis' needs the inverse of the data's covariance, which is "
+                                     "singular")
     if isinstance(metric, str) and metric in PAIRWISE_BOOLEAN_FUNCTIONS:
         # scikit-learn's warning, once per fit (the passes convert every block, silently)
         warnings.warn(f"Data was converted to boolean for metric {metric}: every non-zero value counts as "
@@ -95,7 +106,12 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
     # rows (the form then recomputes most entries by differences)
     d = Dissimilarity.of(metric, np.median(np.asarray(data.sample(), np.float64), axis=0), variance, covariance)
     probe = data.sample()[:2]
-    d.pairwise(probe, probe)
+    try:
+        d.pairwise(probe, probe)
+    except ValueError as exc:
+        if callable(metric):  # the caller's own function: its error as it raised it
+            raise
+        raise DissimilarityError(str(exc)) from exc  # the data's shape, not a failure of the job
     return d
 
 
