@@ -144,3 +144,18 @@ def test_a_metric_the_data_cannot_take_is_exit_2_naming_the_option_and_columns(t
     m = json.loads(metrics.read_text())
     assert m["exit_code"] == 2 and m["error"].startswith(said)
     assert X.shape == (300, 3)
+
+
+def test_info_of_a_kmedoids_model_started_from_given_points_says_so(tmp_path, capsys):
+    """An array --init starts from the rows nearest to the points, with no FasterPAM on a sample: info says
+    that, not 'FasterPAM on 0 sampled rows, loss nan' (user-trial-r16)."""
+    data = tmp_path / "data"
+    write_data(data, n=300, d=2, k=2, files=1)
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--columns", "f0,f1", "--estimator", "kmedoids", "--init", "0,0;5,5",
+                 "--model-out", str(model), *FAST]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["info", "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "start:            the rows nearest the 2 given points (--init)" in out, out
+    assert "nan" not in out and "0 sampled rows" not in out

@@ -169,8 +169,12 @@ def cmd_info(o, log, metrics):
         lines += [
             f"converged:        {fit.get('converged')} after {fit.get('n_iter')} pass(es)",
             f"inertia:          {fit.get('inertia')}",
-            f"start:            FasterPAM on {fit.get('start_rows')} sampled rows, loss {fit.get('start_loss')}",
         ]
+        if fit.get("start_rows"):
+            lines.append(f"start:            FasterPAM on {fit['start_rows']} sampled rows, "
+                         f"loss {fit.get('start_loss')}")
+        else:  # an array init: the rows nearest to the points, no start on a sample (its loss is NaN)
+            lines.append(f"start:            the rows nearest the {doc.get('n_components')} given points (--init)")
         for k, (row, m) in enumerate(zip(arrays["medoid_indices_"], np.asarray(arrays["cluster_centers_"], float))):
             lines.append(f"medoid[{k}]:{' ' * (7 - len(str(k)))}row {int(row)}: " + " ".join(f"{v:.6g}" for v in m))
         print("\n".join(lines))
