@@ -692,7 +692,21 @@ def test_collapse_is_a_failure_exit_1(tmp_path, capsys):
     pq.write_table(pa.table({"a": [0.0] * 50 + [5.0] * 50, "b": [1.0] * 50 + [2.0] * 50}), d / "x.parquet")
     rc = main(["fit", str(d), "--n-components", "2", "--reg-covar", "0", "--model-out", str(tmp_path / "m"), *FAST])
     assert rc == 1
-    assert "ill-defined empirical covariance" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # scikit-learn's sentence first, then the command's flags, not the Python parameters (user-trial-r16:
+    # 'ValueError: ... (reg_covar=0). on_collapse="reinit" re-seeds ...')
+    assert err.startswith("daskgmm: error: Fitting the mixture model failed because some components have "
+                          "ill-defined empirical covariance"), err
+    assert "--on-collapse reinit re-seeds a collapsed component" in err and 'on_collapse="' not in err, err
+    assert err.rstrip().endswith("daskgmm fit: --reg-covar was 0"), err
+    rc = main(["select", str(d), "--k-min", "2", "--k-max", "2", "--covariance-types", "full", "--reg-covar", "0",
+               "--out", str(tmp_path / "s"), *FAST])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith("daskgmm: error: Fitting the mixture model failed"), err
+    assert "--on-collapse reinit" in err and 'on_collapse="' not in err and "select_model's candidate K=2 full" in err
+    assert err.rstrip().endswith("daskgmm select: --reg-covar was 0"), err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()
 
 
 def _cli(*args, **kw):

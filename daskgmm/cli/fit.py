@@ -21,6 +21,7 @@ from daskgmm.cli.config import NAMED_STARTS, OPTIONS, flag
 from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
+    collapse_in_flags,
     command_cluster,
     count_empty_rows,
     data_command,
@@ -353,10 +354,11 @@ def cmd_fit(o, log, metrics):
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
             try:
-                if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)
-                    est.fit(src.X, progress=report.progress)
-                else:
-                    est.fit(src.X, checkpoint=ckpt, progress=report.progress)
+                with collapse_in_flags(o):
+                    if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)
+                        est.fit(src.X, progress=report.progress)
+                    else:
+                        est.fit(src.X, checkpoint=ckpt, progress=report.progress)
             except ValueError as exc:
                 from daskgmm.fitting.kmedoids import DissimilarityError
 

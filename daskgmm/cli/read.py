@@ -17,6 +17,7 @@ from daskgmm.cli.fit import check_covariance_prior, check_degrees_of_freedom, fi
 from daskgmm.cli.runtime import (
     Reporter,
     check_file_outputs,
+    collapse_in_flags,
     command_cluster,
     count_empty_rows,
     data_command,
@@ -281,11 +282,12 @@ def cmd_select(o, log, metrics):
             warnings.simplefilter("always", ConvergenceWarning)  # one, naming the unfinished candidates
             warnings.simplefilter("always", DataWarning)
             warnings.simplefilter("always", DegenerateDataWarning)
-            res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
-                               random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
-                               init_params=o.init_params, cache=o.cache, progress=report.progress,
-                               missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors,
-                               checkpoint=ckpt, on_collapse=o.on_collapse)
+            with collapse_in_flags(o):
+                res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
+                                   random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
+                                   init_params=o.init_params, cache=o.cache, progress=report.progress,
+                                   missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors,
+                                   checkpoint=ckpt, on_collapse=o.on_collapse)
         for w in caught:
             log(f"warning: {name_columns(w.message, src.columns)}")
         count_empty_rows(caught, metrics)

@@ -457,6 +457,23 @@ class WorkersDied(RuntimeError):
     """Workers died repeatedly on the same task (exit status 1)."""
 
 
+class CollapsedFit(RuntimeError):
+    """A fit stopped by a component collapsed onto a point (exit status 1): scikit-learn's message, the
+    command's flags where the estimator names its parameters, and the --reg-covar in use."""
+
+
+@contextlib.contextmanager
+def collapse_in_flags(o):
+    """A collapse error of a fit or select (:class:`CollapsedFit`) says ``--on-collapse reinit``, not the Python
+    ``on_collapse="reinit"``, and ends with the flag's value (user-trial-r16: the Python names only)."""
+    try:
+        yield
+    except ValueError as exc:
+        if "ill-defined empirical covariance" not in str(exc):
+            raise
+        raise CollapsedFit(f"{name_columns(exc, None)} daskgmm {o.command}: --reg-covar was {o.reg_covar:g}") from None
+
+
 def check_outputs(o, locks):
     """Before any data pass: lock every output directory (which also proves it creatable; on an
     object store, that its bucket exists) and check that the plot, metrics and (on an object
