@@ -1108,3 +1108,19 @@ def test_info_says_a_hard_assignment_bound_is_the_classification_likelihood(tmp_
         out = capsys.readouterr().out
         said = "classification log-likelihood" in out
         assert said == (assignment == "hard"), out
+
+
+def test_select_with_more_components_than_rows_is_exit_2(tmp_path, capsys):
+    """select --k-max above DATA's rows is bad input, as fit's --n-components is: exit 2 before any pass,
+    scikit-learn's sentence first, then the flag and DATA's rows (user-trial-r16: exit 1, 'ValueError: Expected
+    n_samples >= n_components ...' without the flag)."""
+    d = tmp_path / "few"
+    d.mkdir()
+    pq.write_table(pa.table({"a": [0.0, 1.0, 2.0, 3.0, 5.0], "b": [1.0, 0.0, 2.0, 4.0, 3.0]}), d / "x.parquet")
+    metrics = tmp_path / "m.json"
+    expect_exit2(["select", str(d), "--k-min", "2", "--k-max", "6", "--out", str(tmp_path / "s"),
+                  "--metrics-out", str(metrics), *FAST],
+                 "daskgmm: error: Expected n_samples >= n_components but got n_components = 6, n_samples = 5; "
+                 f"daskgmm select: --k-max 6 is above the 5 row(s) of {d}", capsys)
+    assert json.loads(metrics.read_text())["exit_code"] == 2
+    assert not (tmp_path / "s").exists()

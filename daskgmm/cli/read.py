@@ -272,6 +272,12 @@ def cmd_select(o, log, metrics):
 
     t_start = time.perf_counter()
     with data_command(o, log, metrics) as src:
+        if src.n_rows < o.k_max:  # bad input, as fit's --n-components: exit 2 before any pass
+            from daskgmm.io.files import DataError
+
+            raise DataError(f"Expected n_samples >= n_components but got n_components = {o.k_max}, n_samples = "
+                            f"{src.n_rows}; daskgmm select: --k-max {o.k_max} is above the {src.n_rows} row(s) of "
+                            f"{o.data}")
         ks = list(range(o.k_min, o.k_max + 1))
         log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {', '.join(o.kinds)} "
             f"x {o.n_init} restart(s), all in the same passes")
