@@ -212,8 +212,9 @@ def cmd_info(o, log, metrics):
             "weights:          " + " ".join(f"{w:.4f}" for w in weights),
         ]
         if params.get("missing") == "marginalize":
-            lines.append("missing values:   marginalised (by predict, score and update too, unless --nan-policy "
-                         "says otherwise)")
+            # update takes a GaussianMixture only (the one mixture with partial_fit)
+            commands = "predict, score and update" if doc["estimator"] == "GaussianMixture" else "predict and score"
+            lines.append(f"missing values:   marginalised (by {commands} too, unless --nan-policy says otherwise)")
         if "df_" in arrays:
             fixed = " (fixed)" if params.get("fixed_df") else ""
             lines.append("df:               " + " ".join(f"{v:.4g}" for v in np.asarray(arrays["df_"], float)) + fixed)
