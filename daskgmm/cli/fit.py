@@ -22,6 +22,7 @@ from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
     collapse_in_flags,
+    columns_in_data_errors,
     command_cluster,
     count_empty_rows,
     data_command,
@@ -354,7 +355,7 @@ def cmd_fit(o, log, metrics):
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
             try:
-                with collapse_in_flags(o):
+                with collapse_in_flags(o), columns_in_data_errors(None if sparse else src.columns):
                     if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)
                         est.fit(src.X, progress=report.progress)
                     else:

@@ -18,6 +18,7 @@ from daskgmm.cli.runtime import (
     Reporter,
     check_file_outputs,
     collapse_in_flags,
+    columns_in_data_errors,
     command_cluster,
     count_empty_rows,
     data_command,
@@ -289,7 +290,7 @@ def cmd_select(o, log, metrics):
             warnings.simplefilter("always", ConvergenceWarning)  # one, naming the unfinished candidates
             warnings.simplefilter("always", DataWarning)
             warnings.simplefilter("always", DegenerateDataWarning)
-            with collapse_in_flags(o):
+            with collapse_in_flags(o), columns_in_data_errors(src.columns):
                 res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
                                    random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
                                    init_params=o.init_params, cache=o.cache, progress=report.progress,

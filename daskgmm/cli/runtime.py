@@ -463,6 +463,21 @@ class CollapsedFit(RuntimeError):
 
 
 @contextlib.contextmanager
+def columns_in_data_errors(columns):
+    """A DataError of an estimator that names columns of X by position names them as DATA does (the command
+    fits a Dask array, which has no feature names)."""
+    from daskgmm.io.files import DataError
+
+    try:
+        yield
+    except DataError as exc:
+        named = name_columns(exc, columns)
+        if type(exc) is not DataError or named == str(exc):  # a subclass (NonFiniteError) is handled as it is
+            raise
+        raise DataError(named) from None
+
+
+@contextlib.contextmanager
 def collapse_in_flags(o):
     """A collapse error of a fit or select (:class:`CollapsedFit`) says ``--on-collapse reinit``, not the Python
     ``on_collapse="reinit"``, and ends with the flag's value (user-trial-r16: the Python names only)."""
