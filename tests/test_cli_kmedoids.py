@@ -114,17 +114,24 @@ def test_nan_euclidean_is_no_metric_of_the_command_but_an_old_model_with_it_load
     ("haversine", None, "Haversine distance only valid in 2 dimensions"),
     ("seuclidean", "const", "metric='seuclidean' divides by every column's variance, and column(s) 'const' of X"),
     ("mahalanobis", "twice", "metric='mahalanobis' needs the inverse of the data's covariance, which is singular"),
+    ("correlation", "flat", "metric 'correlation' gave NaN between"),
 ])
 def test_a_metric_the_data_cannot_take_is_exit_2_naming_the_option_and_columns(tmp_path, capsys, metric, extra,
                                                                                  said):
     """A dissimilarity the data cannot have (haversine of 3 columns, seuclidean with a constant column,
-    mahalanobis with a singular covariance) is bad input: exit 2, scikit-learn's (or the estimator's)
-    sentence first, then the flag and DATA's feature columns; no model written (user-trial-r16: exit 1,
-    'ValueError: ...', the column by position)."""
+    mahalanobis with a singular covariance, correlation with a constant row) is bad input: exit 2,
+    scikit-learn's (or the estimator's) sentence first, then the flag and DATA's feature columns; no model
+    written (user-trial-r16: exit 1, 'ValueError: ...', the column by position)."""
     data = tmp_path / "data"
     X = write_data(data, n=300, d=3, k=2, files=1)
     cols = "f0,f1,f2"
-    if extra is not None:
+    if extra == "flat":  # a row with one value in every feature: its correlation with any row is 0/0
+        df = pd.read_parquet(data)
+        df.loc[7, ["f0", "f1", "f2"]] = 1.0
+        for f in data.iterdir():
+            f.unlink()
+        df.to_parquet(data / "part-0.parquet", index=False)
+    elif extra is not None:
         df = pd.read_parquet(data)
         df[extra] = 1.0 if extra == "const" else 2.0 * df["f0"]
         for f in data.iterdir():

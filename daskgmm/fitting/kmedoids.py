@@ -29,18 +29,11 @@ from daskgmm.fitting.mixture import run_lockstep
 from daskgmm.fitting.predict import delayed_parts, shipped
 from daskgmm.kernels import medoids as kernel
 from daskgmm.kernels import pam
-from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, MedoidRequest, NearestRequest
+from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, DissimilarityError, MedoidRequest, NearestRequest
 from daskgmm.models.states import MEDOID_CANDIDATES, KMedoidsState
 from daskgmm.validation.params import check_finite_starts
-from daskgmm.validation.scan import DataError
 
 INITS = ("random", "heuristic", "k-medoids++", "build")
-
-
-class DissimilarityError(DataError):
-    """The data cannot have the metric (haversine of other than 2 columns, a constant column for
-    ``seuclidean``, a singular covariance for ``mahalanobis``): bad input, as a ValueError in Python, with
-    scikit-learn's or SciPy's message; the command adds the option and the columns."""
 
 #: Rows of the scan's sample the start is computed on (its dissimilarity matrix: 72 MB of float64),
 #: fewer for a callable metric, which Python calls once per pair.
@@ -122,7 +115,7 @@ def check_no_nan(diss: np.ndarray, metric: Dissimilarity, rows) -> None:
     if len(bad):
         i, j = (int(rows[t]) for t in bad[0])
         pair = f"row {i} and itself" if i == j else f"rows {i} and {j}"
-        raise ValueError(f"metric {metric.name!r} gave NaN between {pair} of X: a dissimilarity must be a "
+        raise DissimilarityError(f"metric {metric.name!r} gave NaN between {pair} of X: a dissimilarity must be a "
                          "number for every pair of rows")
 
 
