@@ -166,3 +166,18 @@ def test_info_of_a_kmedoids_model_started_from_given_points_says_so(tmp_path, ca
     out = capsys.readouterr().out
     assert "start:            the rows nearest the 2 given points (--init)" in out, out
     assert "nan" not in out and "0 sampled rows" not in out
+
+
+def test_fewer_distinct_rows_than_medoids_is_said(tmp_path, capsys):
+    """Rows of fewer distinct points than --n-components leave a medoid's cluster empty: the command says so in
+    a warning line, as KMedoids warns in Python and fit --estimator kmeans does (user-trial-r16: nothing said)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "two.parquet"
+    pq.write_table(pa.table({"x": [0.0] * 50 + [5.0] * 50, "y": [1.0] * 50 + [2.0] * 50}), data)
+    metrics = tmp_path / "m.json"
+    assert main(["fit", str(data), "--estimator", "kmedoids", "--n-components", "3", "--model-out",
+                 str(tmp_path / "model"), "--metrics-out", str(metrics), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "daskgmm: warning: cluster" in err and "is empty: fewer distinct rows than clusters" in err, err
