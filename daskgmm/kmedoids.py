@@ -33,6 +33,7 @@ from daskgmm.validation.params import (
     validate_params,
     warn_convergence,
 )
+from daskgmm.validation.scan import DegenerateDataWarning
 
 
 @register
@@ -201,8 +202,9 @@ default="k-medoids++"
                              f"max_iter to improve the fit (KMedoids: max_iter={self.max_iter} passes).")
         empty = [e for h in self.history_[-1:] for e in h["events"] if e.endswith("is empty")]
         if empty:
+            # a DegenerateDataWarning (a UserWarning), which the command says as it says KMeans' (user-trial-r16)
             warnings.warn(f"{', '.join(empty)}: fewer distinct rows than clusters near its medoid "
-                          "(duplicate points in X?).", UserWarning, stacklevel=2)
+                          "(duplicate points in X?).", DegenerateDataWarning, stacklevel=2)
         # from the rows as validated (X again would be checked against the names just read from it)
         labels = fitting_kmedoids.labels(data.X, self.cluster_centers_, metric)
         self.labels_ = labels if info["dask_input"] else compute_bounded(labels, what="labels")[0]

@@ -705,7 +705,21 @@ def test_collapse_is_a_failure_exit_1(tmp_path, capsys):
     pq.write_table(pa.table({"a": [0.0] * 50 + [5.0] * 50, "b": [1.0] * 50 + [2.0] * 50}), d / "x.parquet")
     rc = main(["fit", str(d), "--n-components", "2", "--reg-covar", "0", "--model-out", str(tmp_path / "m"), *FAST])
     assert rc == 1
-    assert "ill-defined empirical covariance" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # scikit-learn's sentence first, then the command's flags, not the Python parameters (user-trial-r16:
+    # 'ValueError: ... (reg_covar=0). on_collapse="reinit" re-seeds ...')
+    assert err.startswith("daskgmm: error: Fitting the mixture model failed because some components have "
+                          "ill-defined empirical covariance"), err
+    assert "--on-collapse reinit re-seeds a collapsed component" in err and 'on_collapse="' not in err, err
+    assert err.rstrip().endswith("daskgmm fit: --reg-covar was 0"), err
+    rc = main(["select", str(d), "--k-min", "2", "--k-max", "2", "--covariance-types", "full", "--reg-covar", "0",
+               "--out", str(tmp_path / "s"), *FAST])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith("daskgmm: error: Fitting the mixture model failed"), err
+    assert "--on-collapse reinit" in err and 'on_collapse="' not in err and "select_model's candidate K=2 full" in err
+    assert err.rstrip().endswith("daskgmm select: --reg-covar was 0"), err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()
 
 
 def _cli(*args, **kw):
@@ -1107,3 +1121,19 @@ def test_info_says_a_hard_assignment_bound_is_the_classification_likelihood(tmp_
         out = capsys.readouterr().out
         said = "classification log-likelihood" in out
         assert said == (assignment == "hard"), out
+
+
+def test_select_with_more_components_than_rows_is_exit_2(tmp_path, capsys):
+    """select --k-max above DATA's rows is bad input, as fit's --n-components is: exit 2 before any pass,
+    scikit-learn's sentence first, then the flag and DATA's rows (user-trial-r16: exit 1, 'ValueError: Expected
+    n_samples >= n_components ...' without the flag)."""
+    d = tmp_path / "few"
+    d.mkdir()
+    pq.write_table(pa.table({"a": [0.0, 1.0, 2.0, 3.0, 5.0], "b": [1.0, 0.0, 2.0, 4.0, 3.0]}), d / "x.parquet")
+    metrics = tmp_path / "m.json"
+    expect_exit2(["select", str(d), "--k-min", "2", "--k-max", "6", "--out", str(tmp_path / "s"),
+                  "--metrics-out", str(metrics), *FAST],
+                 "daskgmm: error: Expected n_samples >= n_components but got n_components = 6, n_samples = 5; "
+                 f"daskgmm select: --k-max 6 is above the 5 row(s) of {d}", capsys)
+    assert json.loads(metrics.read_text())["exit_code"] == 2
+    assert not (tmp_path / "s").exists()

@@ -108,3 +108,76 @@ def test_nan_euclidean_is_no_metric_of_the_command_but_an_old_model_with_it_load
     np.testing.assert_allclose(old.transform(X), km.transform(X), rtol=1e-12)
     assert main(["info", "--model", str(model)]) == 0
     assert "nan_euclidean dissimilarity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("metric, extra, said", [
+    ("haversine", None, "Haversine distance only valid in 2 dimensions"),
+    ("seuclidean", "const", "metric='seuclidean' divides by every column's variance, and column(s) 'const' of X"),
+    ("mahalanobis", "twice", "metric='mahalanobis' needs the inverse of the data's covariance, which is singular"),
+    ("correlation", "flat", "metric 'correlation' gave NaN between"),
+])
+def test_a_metric_the_data_cannot_take_is_exit_2_naming_the_option_and_columns(tmp_path, capsys, metric, extra,
+                                                                                 said):
+    """A dissimilarity the data cannot have (haversine of 3 columns, seuclidean with a constant column,
+    mahalanobis with a singular covariance, correlation with a constant row) is bad input: exit 2,
+    scikit-learn's (or the estimator's) sentence first, then the flag and DATA's feature columns; no model
+    written (user-trial-r16: exit 1, 'ValueError: ...', the column by position)."""
+    data = tmp_path / "data"
+    X = write_data(data, n=300, d=3, k=2, files=1)
+    cols = "f0,f1,f2"
+    if extra == "flat":  # a row with one value in every feature: its correlation with any row is 0/0
+        df = pd.read_parquet(data)
+        df.loc[7, ["f0", "f1", "f2"]] = 1.0
+        for f in data.iterdir():
+            f.unlink()
+        df.to_parquet(data / "part-0.parquet", index=False)
+    elif extra is not None:
+        df = pd.read_parquet(data)
+        df[extra] = 1.0 if extra == "const" else 2.0 * df["f0"]
+        for f in data.iterdir():
+            f.unlink()
+        df.to_parquet(data / "part-0.parquet", index=False)
+        cols += f",{extra}"
+    metrics = tmp_path / "m.json"
+    argv = ["fit", str(data), "--columns", cols, "--estimator", "kmedoids", "--n-components", "2",
+            "--metric", metric, "--model-out", str(tmp_path / "model"), "--metrics-out", str(metrics), *FAST]
+    expect_exit2(argv, f"daskgmm: error: {said}", capsys)
+    main(argv)
+    err = capsys.readouterr().err
+    named = f"the {len(cols.split(','))} feature column(s) ({cols.replace(',', ', ')})"
+    assert f"daskgmm fit: --metric {metric} cannot measure {named}" in err, err
+    assert "ValueError" not in err
+    assert not os.path.exists(tmp_path / "model")
+    m = json.loads(metrics.read_text())
+    assert m["exit_code"] == 2 and m["error"].startswith(said)
+    assert X.shape == (300, 3)
+
+
+def test_info_of_a_kmedoids_model_started_from_given_points_says_so(tmp_path, capsys):
+    """An array --init starts from the rows nearest to the points, with no FasterPAM on a sample: info says
+    that, not 'FasterPAM on 0 sampled rows, loss nan' (user-trial-r16)."""
+    data = tmp_path / "data"
+    write_data(data, n=300, d=2, k=2, files=1)
+    model = tmp_path / "model"
+    assert main(["fit", str(data), "--columns", "f0,f1", "--estimator", "kmedoids", "--init", "0,0;5,5",
+                 "--model-out", str(model), *FAST]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["info", "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "start:            the rows nearest the 2 given points (--init)" in out, out
+    assert "nan" not in out and "0 sampled rows" not in out
+
+
+def test_fewer_distinct_rows_than_medoids_is_said(tmp_path, capsys):
+    """Rows of fewer distinct points than --n-components leave a medoid's cluster empty: the command says so in
+    a warning line, as KMedoids warns in Python and fit --estimator kmeans does (user-trial-r16: nothing said)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "two.parquet"
+    pq.write_table(pa.table({"x": [0.0] * 50 + [5.0] * 50, "y": [1.0] * 50 + [2.0] * 50}), data)
+    metrics = tmp_path / "m.json"
+    assert main(["fit", str(data), "--estimator", "kmedoids", "--n-components", "3", "--model-out",
+                 str(tmp_path / "model"), "--metrics-out", str(metrics), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "daskgmm: warning: cluster" in err and "is empty: fewer distinct rows than clusters" in err, err

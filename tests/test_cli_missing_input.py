@@ -93,17 +93,21 @@ def test_infinity_under_marginalize_is_named_apart_from_the_missing_values(tmp_p
 
 
 def test_info_says_a_model_marginalises(tmp_path, capsys):
-    """A model fitted with missing="marginalize" says so, and how to predict with it."""
-    from daskgmm import StudentTMixture
+    """A model fitted with missing="marginalize" says so, and how to predict with it: update only for the
+    GaussianMixture, the one model update takes (user-trial-r16: a StudentTMixture's said 'and update too')."""
+    from daskgmm import GaussianMixture, StudentTMixture
     from daskgmm.cli import main
 
     x = np.random.default_rng(3).normal(size=(80, 2))
-    for missing in ("marginalize", "raise"):
-        StudentTMixture(n_components=1, random_state=0, missing=missing).fit(x).save(str(tmp_path / missing))
-        capsys.readouterr()
-        assert main(["info", "--model", str(tmp_path / missing)]) == 0
-        said = "missing values:   marginalised (by predict, score and update too" in capsys.readouterr().out
-        assert said == (missing == "marginalize"), missing
+    for cls, commands in ((StudentTMixture, "predict and score"), (GaussianMixture, "predict, score and update")):
+        for missing in ("marginalize", "raise"):
+            path = str(tmp_path / f"{cls.__name__}-{missing}")
+            cls(n_components=1, random_state=0, missing=missing).fit(x).save(path)
+            capsys.readouterr()
+            assert main(["info", "--model", path]) == 0
+            out = capsys.readouterr().out
+            said = f"missing values:   marginalised (by {commands} too, unless --nan-policy says otherwise)" in out
+            assert said == (missing == "marginalize"), (cls, missing, out)
 
 
 def test_predict_and_score_take_the_models_nan_policy_by_default(tmp_path, capsys):
@@ -133,3 +137,28 @@ def test_predict_and_score_take_the_models_nan_policy_by_default(tmp_path, capsy
     assert "--nan-policy" in capsys.readouterr().err
     assert main(["score", str(data), "--model", str(tmp_path / "plain"), "--columns", "f0,f1,f2",
                  "--nan-policy", "marginalize", *FAST]) == 0
+
+
+def test_a_feature_missing_in_every_row_is_named(tmp_path, capsys):
+    """Under --nan-policy marginalize a feature column that is missing in every row leaves no complete row to
+    start from: exit 2 naming that column, for fit and select (user-trial-r16: 'every row has a missing value',
+    no column named)."""
+    import json
+
+    from daskgmm.cli import main
+
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    x[:, 1] = np.nan
+    data = tmp_path / "d.parquet"
+    _write(data, x)
+    common = ["--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]
+    runs = {"fit": ["--n-components", "2", "--model-out", str(tmp_path / "m")],
+            "select": ["--k-max", "2", "--out", str(tmp_path / "s")]}
+    for command, args in runs.items():
+        capsys.readouterr()
+        metrics = tmp_path / f"{command}.json"
+        assert main([command, str(data), *args, *common, "--metrics-out", str(metrics)]) == 2, command
+        err = capsys.readouterr().err
+        assert "every row has a missing value" in err and "column(s) 'f1' of X are missing in every row" in err, err
+        assert json.loads(metrics.read_text())["exit_code"] == 2
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()

@@ -44,7 +44,7 @@ from daskgmm.cli.config import (
 )
 from daskgmm.cli.fit import BAYESIAN_OPTIONS, cmd_fit, cmd_update, fingerprint, update_fingerprint
 from daskgmm.cli.read import cmd_export, cmd_info, cmd_predict, cmd_sample, cmd_score, cmd_select, cmd_show_config
-from daskgmm.cli.runtime import Reporter, WorkersDied, open_data
+from daskgmm.cli.runtime import CollapsedFit, Reporter, WorkersDied, open_data
 
 # the names these helpers had when this module held them all (tests and scripts import them)
 _fingerprint, _update_fingerprint, _open = fingerprint, update_fingerprint, open_data
@@ -255,7 +255,8 @@ def _fail(metrics, exc, status):
     # a silent store (also behind a message naming the output): what is still written on it (--metrics-out)
     # waits the clean-up deadline at most
     silent = not isinstance(exc, str) and note_silent(exc) and isinstance(exc, OSError)
-    own = (ClusterError, OutputBusyError, WorkersDied, EndpointUnreachableError)  # our own messages say what happened
+    # our own messages say what happened
+    own = (ClusterError, OutputBusyError, WorkersDied, EndpointUnreachableError, CollapsedFit)
     if silent:
         text = silent_store_message(exc)
     elif not isinstance(exc, str) and status == EXIT_FAILURE and not isinstance(exc, own):

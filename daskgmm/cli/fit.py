@@ -21,6 +21,8 @@ from daskgmm.cli.config import NAMED_STARTS, OPTIONS, flag
 from daskgmm.cli.runtime import (
     Reporter,
     check_outputs,
+    collapse_in_flags,
+    columns_in_data_errors,
     command_cluster,
     count_empty_rows,
     data_command,
@@ -353,11 +355,18 @@ def cmd_fit(o, log, metrics):
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
             try:
-                if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)
-                    est.fit(src.X, progress=report.progress)
-                else:
-                    est.fit(src.X, checkpoint=ckpt, progress=report.progress)
+                with collapse_in_flags(o), columns_in_data_errors(None if sparse else src.columns):
+                    if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)
+                        est.fit(src.X, progress=report.progress)
+                    else:
+                        est.fit(src.X, checkpoint=ckpt, progress=report.progress)
             except ValueError as exc:
+                from daskgmm.fitting.kmedoids import DissimilarityError
+
+                if isinstance(exc, DissimilarityError):
+                    raise DataError(f"{name_columns(exc, src.columns)}; daskgmm fit: --metric {o.metric} cannot "
+                                    f"measure the {len(src.columns)} feature column(s) "
+                                    f"({short_columns(src.columns)}) of {o.data}") from None
                 if o.estimator == "bayesian" and o.covariance_prior is not None and any(
                         t in str(exc) for t in PRIOR_REFUSALS):
                     raise UsageError(f"daskgmm fit: --covariance-prior: {exc}") from None

@@ -17,6 +17,8 @@ from daskgmm.cli.fit import check_covariance_prior, check_degrees_of_freedom, fi
 from daskgmm.cli.runtime import (
     Reporter,
     check_file_outputs,
+    collapse_in_flags,
+    columns_in_data_errors,
     command_cluster,
     count_empty_rows,
     data_command,
@@ -169,8 +171,12 @@ def cmd_info(o, log, metrics):
         lines += [
             f"converged:        {fit.get('converged')} after {fit.get('n_iter')} pass(es)",
             f"inertia:          {fit.get('inertia')}",
-            f"start:            FasterPAM on {fit.get('start_rows')} sampled rows, loss {fit.get('start_loss')}",
         ]
+        if fit.get("start_rows"):
+            lines.append(f"start:            FasterPAM on {fit['start_rows']} sampled rows, "
+                         f"loss {fit.get('start_loss')}")
+        else:  # an array init: the rows nearest to the points, no start on a sample (its loss is NaN)
+            lines.append(f"start:            the rows nearest the {doc.get('n_components')} given points (--init)")
         for k, (row, m) in enumerate(zip(arrays["medoid_indices_"], np.asarray(arrays["cluster_centers_"], float))):
             lines.append(f"medoid[{k}]:{' ' * (7 - len(str(k)))}row {int(row)}: " + " ".join(f"{v:.6g}" for v in m))
         print("\n".join(lines))
@@ -207,8 +213,9 @@ def cmd_info(o, log, metrics):
             "weights:          " + " ".join(f"{w:.4f}" for w in weights),
         ]
         if params.get("missing") == "marginalize":
-            lines.append("missing values:   marginalised (by predict, score and update too, unless --nan-policy "
-                         "says otherwise)")
+            # update takes a GaussianMixture only (the one mixture with partial_fit)
+            commands = "predict, score and update" if doc["estimator"] == "GaussianMixture" else "predict and score"
+            lines.append(f"missing values:   marginalised (by {commands} too, unless --nan-policy says otherwise)")
         if "df_" in arrays:
             fixed = " (fixed)" if params.get("fixed_df") else ""
             lines.append("df:               " + " ".join(f"{v:.4g}" for v in np.asarray(arrays["df_"], float)) + fixed)
@@ -267,6 +274,12 @@ def cmd_select(o, log, metrics):
 
     t_start = time.perf_counter()
     with data_command(o, log, metrics) as src:
+        if src.n_rows < o.k_max:  # bad input, as fit's --n-components: exit 2 before any pass
+            from daskgmm.io.files import DataError
+
+            raise DataError(f"Expected n_samples >= n_components but got n_components = {o.k_max}, n_samples = "
+                            f"{src.n_rows}; daskgmm select: --k-max {o.k_max} is above the {src.n_rows} row(s) of "
+                            f"{o.data}")
         ks = list(range(o.k_min, o.k_max + 1))
         log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {', '.join(o.kinds)} "
             f"x {o.n_init} restart(s), all in the same passes")
@@ -277,11 +290,12 @@ def cmd_select(o, log, metrics):
             warnings.simplefilter("always", ConvergenceWarning)  # one, naming the unfinished candidates
             warnings.simplefilter("always", DataWarning)
             warnings.simplefilter("always", DegenerateDataWarning)
-            res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
-                               random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
-                               init_params=o.init_params, cache=o.cache, progress=report.progress,
-                               missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors,
-                               checkpoint=ckpt, on_collapse=o.on_collapse)
+            with collapse_in_flags(o), columns_in_data_errors(src.columns):
+                res = select_model(src.X, ks, o.covariance_types, criterion=o.criterion, n_init=o.n_init,
+                                   random_state=o.seed, max_iter=o.max_iter, tol=o.tol, reg_covar=o.reg_covar,
+                                   init_params=o.init_params, cache=o.cache, progress=report.progress,
+                                   missing=missing_policy(o), kinds=o.kinds, bayesian_params=priors,
+                                   checkpoint=ckpt, on_collapse=o.on_collapse)
         for w in caught:
             log(f"warning: {name_columns(w.message, src.columns)}")
         count_empty_rows(caught, metrics)

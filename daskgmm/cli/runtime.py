@@ -459,6 +459,38 @@ class WorkersDied(RuntimeError):
     """Workers died repeatedly on the same task (exit status 1)."""
 
 
+class CollapsedFit(RuntimeError):
+    """A fit stopped by a component collapsed onto a point (exit status 1): scikit-learn's message, the
+    command's flags where the estimator names its parameters, and the --reg-covar in use."""
+
+
+@contextlib.contextmanager
+def columns_in_data_errors(columns):
+    """A DataError of an estimator that names columns of X by position names them as DATA does (the command
+    fits a Dask array, which has no feature names)."""
+    from daskgmm.io.files import DataError
+
+    try:
+        yield
+    except DataError as exc:
+        named = name_columns(exc, columns)
+        if type(exc) is not DataError or named == str(exc):  # a subclass (NonFiniteError) is handled as it is
+            raise
+        raise DataError(named) from None
+
+
+@contextlib.contextmanager
+def collapse_in_flags(o):
+    """A collapse error of a fit or select (:class:`CollapsedFit`) says ``--on-collapse reinit``, not the Python
+    ``on_collapse="reinit"``, and ends with the flag's value (user-trial-r16: the Python names only)."""
+    try:
+        yield
+    except ValueError as exc:
+        if "ill-defined empirical covariance" not in str(exc):
+            raise
+        raise CollapsedFit(f"{name_columns(exc, None)} daskgmm {o.command}: --reg-covar was {o.reg_covar:g}") from None
+
+
 def check_outputs(o, locks):
     """Before any data pass: lock every output directory (which also proves it creatable; on an
     object store, that its bucket exists) and check that the plot, metrics and (on an object

@@ -29,7 +29,7 @@ from daskgmm.fitting.mixture import run_lockstep
 from daskgmm.fitting.predict import delayed_parts, shipped
 from daskgmm.kernels import medoids as kernel
 from daskgmm.kernels import pam
-from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, MedoidRequest, NearestRequest
+from daskgmm.kernels.medoids import DATA_DEPENDENT, Dissimilarity, DissimilarityError, MedoidRequest, NearestRequest
 from daskgmm.models.states import MEDOID_CANDIDATES, KMedoidsState
 from daskgmm.validation.params import check_finite_starts
 
@@ -77,14 +77,18 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
     if metric == "seuclidean":
         variance = scan.m2 / max(scan.weight - 1.0, 1.0)
         if np.any(variance <= 0):
-            raise ValueError("metric='seuclidean' divides by every column's variance, and column(s) "
+            raise DissimilarityError("metric='seuclidean' divides by every column's variance, and column(s) "
                              f"{', '.join(map(str, np.flatnonzero(variance <= 0)))} of X are constant")
     elif metric == "mahalanobis":
         from daskgmm.fitting.variational import data_covariance
 
         covariance = data_covariance(data, scan)
-        if np.linalg.eigvalsh(covariance).min() <= 0:
-            raise ValueError("metric='mahalanobis' needs the inverse of the data's covariance, which is singular")
+        eig = np.linalg.eigvalsh(covariance)
+        # numpy.linalg.matrix_rank's tolerance: a column that is a multiple of another leaves a rounding-sized
+        # eigenvalue, often positive, whose inverse would be a metric of rounding errors
+        if eig.min() <= eig.max() * len(eig) * np.finfo(np.float64).eps:
+            raise DissimilarityError("metric='mahalanobis' needs the inverse of the data's covariance, which is "
+                                     "singular")
     if isinstance(metric, str) and metric in PAIRWISE_BOOLEAN_FUNCTIONS:
         # scikit-learn's warning, once per fit (the passes convert every block, silently)
         warnings.warn(f"Data was converted to boolean for metric {metric}: every non-zero value counts as "
@@ -95,7 +99,12 @@ def dissimilarity(metric, data, scan) -> Dissimilarity:
     # rows (the form then recomputes most entries by differences)
     d = Dissimilarity.of(metric, np.median(np.asarray(data.sample(), np.float64), axis=0), variance, covariance)
     probe = data.sample()[:2]
-    d.pairwise(probe, probe)
+    try:
+        d.pairwise(probe, probe)
+    except ValueError as exc:
+        if callable(metric):  # the caller's own function: its error as it raised it
+            raise
+        raise DissimilarityError(str(exc)) from exc  # the data's shape, not a failure of the job
     return d
 
 
@@ -106,7 +115,7 @@ def check_no_nan(diss: np.ndarray, metric: Dissimilarity, rows) -> None:
     if len(bad):
         i, j = (int(rows[t]) for t in bad[0])
         pair = f"row {i} and itself" if i == j else f"rows {i} and {j}"
-        raise ValueError(f"metric {metric.name!r} gave NaN between {pair} of X: a dissimilarity must be a "
+        raise DissimilarityError(f"metric {metric.name!r} gave NaN between {pair} of X: a dissimilarity must be a "
                          "number for every pair of rows")
 
 

@@ -60,6 +60,13 @@ NATIVE = {
 DATA_DEPENDENT = ("seuclidean", "mahalanobis")
 
 
+class DissimilarityError(ValueError):
+    """The data cannot have the metric (haversine of other than 2 columns, a constant column for
+    ``seuclidean``, a singular covariance for ``mahalanobis``, NaN between rows): bad input, a ValueError in
+    Python with scikit-learn's, SciPy's or the estimator's message; the command exits 2 on it, naming
+    the option and the columns."""
+
+
 def _sq_norms(a: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, a)
 

@@ -18,7 +18,7 @@ import numpy as np
 from daskgmm.kernels import ModelSpec, SuffStats, kmeans_natural_params
 from daskgmm.kernels import covariance as cov
 from daskgmm.kernels import params as forms
-from daskgmm.kernels.medoids import Dissimilarity, MedoidRequest, MedoidStats
+from daskgmm.kernels.medoids import Dissimilarity, DissimilarityError, MedoidRequest, MedoidStats
 
 
 def _f64(a):
@@ -531,7 +531,7 @@ class KMedoidsState:
         k = self.n_components
         if any(a is not None and np.isnan(a).any() for a in (stats.loss, stats.cost, stats.removal, stats.plus,
                                                               stats.table)):
-            raise ValueError(f"metric {self.dissimilarity.name!r} gave NaN between a row of X and a medoid or "
+            raise DissimilarityError(f"metric {self.dissimilarity.name!r} gave NaN between a row of X and a medoid or "
                              f"a candidate (medoids: rows {', '.join(map(str, self.medoid_rows))}): a "
                              "dissimilarity must be a number for every pair of rows")
         medoids, rows = self.medoids.copy(), self.medoid_rows.copy()

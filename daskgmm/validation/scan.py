@@ -167,9 +167,15 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
     if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
         if not initialise:
             return
+        empty = np.flatnonzero(np.asarray(scan.nan) >= scan.rows)
+        why = ""
+        if empty.size:  # the usual cause: a column with no value at all, which no row can complete
+            names = (short_columns([str(feature_names[j]) for j in empty], quote=True) if feature_names is not None
+                     else ", ".join(str(j) for j in empty))
+            why = f" column(s) {names} of X are missing in every row: drop them."
         raise DataError(
             f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
-            "has a missing value (or no positive weight)."
+            f"has a missing value (or no positive weight).{why}"
         )
     if scan.weight <= 0:
         raise ValueError(
