@@ -1,5 +1,7 @@
 """The distributed path: chunking invariance, graph size, real LocalCluster."""
 
+import contextlib
+import logging
 import time
 import warnings
 
@@ -681,14 +683,26 @@ def _held_bytes(keys, dask_worker=None):
     return sum(bufs.values())
 
 
+@contextlib.contextmanager
+def _scheduler_warnings():
+    """The warnings distributed's scheduler logs meanwhile (in a LocalCluster, in this process)."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("distributed.scheduler")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_a_kept_chunk_cut_at_the_shares_holds_its_rows_once(process_client, tmp_path):
     """A fit keeps Parquet's chunks row-major (placement.row_major), and a chunk cut at the threads'
     shares is cut in pieces, one of which moves to the other worker: a row slice of a row-major chunk
     is a view, which held the whole chunk where it was while the moved piece was held again where it
     went (its rows twice, unseen by Dask's sizes of the views). The fit's own copy is cut into copies,
     and freed, as Parquet's column-major chunks were before the fit kept them row-major."""
-    import logging
-
     from daskgmm import read_parquet
     from daskgmm.engine.placement import row_major
 
@@ -697,12 +711,7 @@ def test_a_kept_chunk_cut_at_the_shares_holds_its_rows_once(process_client, tmp_
     # three files of 2000 rows: the share boundary (3000) cuts the middle chunk
     write_data(str(tmp_path / "d"), n=6000, files=3)
     X = read_parquet(str(tmp_path / "d"), columns=["f0", "f1", "f2"])
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logger = logging.getLogger("distributed.scheduler")
-    logger.addHandler(handler)
-    try:
+    with _scheduler_warnings() as records:
         with process_client.as_current():
             kept = ChunkedData(X, cache="memory")
             assert list(np.diff(kept.offsets)) == [2000, 1000, 1000, 2000]
@@ -717,8 +726,6 @@ def test_a_kept_chunk_cut_at_the_shares_holds_its_rows_once(process_client, tmp_
             mine = ChunkedData(process_client.persist(row_major(X), optimize_graph=False), cache="memory")
             assert not {f.key for f in mine._futures} & {f.key for f in kept._futures if "rows" in str(f.key)}
             del kept, mine
-    finally:
-        logger.removeHandler(handler)
     assert not [r for r in records if "run_spec" in r.getMessage()], [r.getMessage()[:300] for r in records]
 
 
@@ -748,27 +755,18 @@ def test_rows_kept_in_memory_and_rows_read_every_pass_give_their_chunks_the_same
     caller's array): with different tasks under one key, distributed's scheduler logs "Detected
     different `run_spec`" ("can cause failures and deadlocks"). Seen in a user trial: a KMedoids fit
     with ``cache="none"`` on a Parquet directory just after one that kept the rows in memory."""
-    import logging
-
     from daskgmm import read_parquet
 
     from .conftest import write_data
 
     write_data(str(tmp_path / "d"), n=3000, files=3)
     X = read_parquet(str(tmp_path / "d"), columns=["f0", "f1", "f2"])
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logger = logging.getLogger("distributed.scheduler")
-    logger.addHandler(handler)
-    try:
+    with _scheduler_warnings() as records:
         with process_client.as_current():
             kept = ChunkedData(X, cache="memory")  # its futures held while the other reads
             read = ChunkedData(X, cache="none")
             (a,) = kept.run(_mixture_request(), np.zeros(3))[0]
             (b,) = read.run(_mixture_request(), np.zeros(3))[0]
-    finally:
-        logger.removeHandler(handler)
     assert not [r for r in records if "run_spec" in r.getMessage()], [r.getMessage()[:300] for r in records]
     np.testing.assert_allclose(a.loglik, b.loglik, rtol=1e-12)
 
