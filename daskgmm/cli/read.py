@@ -266,7 +266,8 @@ def cmd_select(o, log, metrics):
     import posixpath
 
     from daskgmm import ConvergenceWarning
-    from daskgmm.io.files import DataWarning, is_local
+    from daskgmm.fitting.mixture import check_n_samples
+    from daskgmm.io.files import DataError, DataWarning, is_local
     from daskgmm.io.modelfiles import write_model_files
     from daskgmm.io.outputs import staged_directory
     from daskgmm.selection import select_model
@@ -274,12 +275,11 @@ def cmd_select(o, log, metrics):
 
     t_start = time.perf_counter()
     with data_command(o, log, metrics) as src:
-        if src.n_rows < o.k_max:  # bad input, as fit's --n-components: exit 2 before any pass
-            from daskgmm.io.files import DataError
-
-            raise DataError(f"Expected n_samples >= n_components but got n_components = {o.k_max}, n_samples = "
-                            f"{src.n_rows}; daskgmm select: --k-max {o.k_max} is above the {src.n_rows} row(s) of "
-                            f"{o.data}")
+        try:  # bad input, as fit's --n-components: exit 2 before any pass
+            check_n_samples(src.n_rows, o.k_max)
+        except ValueError as exc:
+            raise DataError(f"{exc}; daskgmm select: --k-max {o.k_max} is above the {src.n_rows} row(s) of "
+                            f"{o.data}") from None
         ks = list(range(o.k_min, o.k_max + 1))
         log(f"candidates: K = {o.k_min}..{o.k_max} x {', '.join(o.covariance_types)} x {', '.join(o.kinds)} "
             f"x {o.n_init} restart(s), all in the same passes")

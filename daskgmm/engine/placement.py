@@ -238,8 +238,8 @@ def cut_chunks(client, futs, wfuts, pieces, own=False):
 
     # keys of their own for the copies: a caller may have persisted the same chunks (row_major's keys, as
     # scripts/bench.py does), and another task under one key is distributed's "different run_spec"
-    return ([piece(futs[i], i, a, b, *((_own_rows, "daskgmm-own-rows") if own else ())) for i, a, b in pieces],
-            [piece(wfuts[i], i, a, b) for i, a, b in pieces])
+    cut = (_own_rows, "daskgmm-own-rows") if own else (_rows, "daskgmm-rows")
+    return [piece(futs[i], i, a, b, *cut) for i, a, b in pieces], [piece(wfuts[i], i, a, b) for i, a, b in pieces]
 
 
 def place(client, futs, wfuts, threads, sizes) -> list:
