@@ -51,8 +51,9 @@ def mean_error(means, truth):
     return float(np.sqrt(d[rows, cols].max()))
 
 
-#: CLI options for a small, quick embedded cluster in tests
-FAST = ["--n-workers", "1", "--threads-per-worker", "2", "--quiet"]
+#: CLI options for a small, quick embedded cluster in tests: threads in the test's process (a worker process
+#: costs each command ~1 s of starting and importing); the tests of processes, signals and memory use their own
+FAST = ["--no-processes", "--n-workers", "1", "--threads-per-worker", "2", "--quiet"]
 
 
 def write_data(directory, n=3000, d=3, k=3, files=3, seed=0, nan_row=None):

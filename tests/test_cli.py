@@ -346,10 +346,10 @@ def test_embedded_cluster_options_with_a_scheduler_are_said_to_be_ignored(tmp_pa
     write_data(tmp_path / "data", n=30)
     argv = ["fit", str(tmp_path / "data"), "--columns", "f0,f1", "--model-out", str(tmp_path / "m"),
             "--scheduler", "tcp://127.0.0.1:8786"]
-    assert main(argv + ["--memory-limit", "1GiB", "--n-workers", "3"]) == 1
+    assert main(argv + ["--memory-limit", "1GiB", "--n-workers", "3", "--no-processes"]) == 1
     err = capsys.readouterr().err
-    assert ("warning: --n-workers, --memory-limit set(s) only the embedded LocalCluster, not the workers of "
-            "--scheduler tcp://127.0.0.1:8786: ignored") in err, err
+    assert ("warning: --n-workers, --no-processes, --memory-limit set(s) only the embedded LocalCluster, not the "
+            "workers of --scheduler tcp://127.0.0.1:8786: ignored") in err, err
     assert main(argv) == 1
     assert "warning" not in capsys.readouterr().err
 
@@ -847,6 +847,28 @@ def test_no_flags_override_config_and_progress_goes_to_stderr(tmp_path, capsys):
         # the first iteration has no previous log-likelihood: no change (it said "change inf")
         assert "loglik" in ln and ("change" in ln) == (i > 0) and "inf" not in ln and ln.rstrip().endswith(" s")
     assert "embedded LocalCluster on 127.0.0.1" in captured.err and "model written to" in captured.err
+
+
+def test_no_processes_runs_the_workers_as_threads_of_the_command_and_fits_the_same_model(tmp_path, capsys):
+    """--no-processes (``processes: false`` in a config): the embedded cluster's workers are threads of the
+    command's process, said on stderr, and the model is the one worker processes fit, to the bit."""
+    from daskgmm import load
+
+    write_data(tmp_path / "data")
+    argv = ["fit", str(tmp_path / "data"), "--columns", "f0,f1,f2", "--n-components", "3", "--seed", "0",
+            "--n-workers", "1", "--threads-per-worker", "2"]
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"processes": False}))
+    assert main(argv + ["--model-out", str(tmp_path / "threads"), "--config", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "embedded LocalCluster on 127.0.0.1, its workers threads of this process" in err, err
+    assert main(argv + ["--model-out", str(tmp_path / "processes"), "--config", str(cfg), "--processes"]) == 0
+    err = capsys.readouterr().err
+    assert "embedded LocalCluster on 127.0.0.1" in err and "threads of this process" not in err, err
+    a, b = load(tmp_path / "threads"), load(tmp_path / "processes")
+    assert a.n_iter_ == b.n_iter_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):

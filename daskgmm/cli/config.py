@@ -268,9 +268,13 @@ OPTIONS = [
     Opt("tls_ca", "str", None, "CA certificate for a tls:// scheduler", _CLUSTER, metavar="FILE"),
     Opt("tls_cert", "str", None, "client certificate for a tls:// scheduler", _CLUSTER, metavar="FILE"),
     Opt("tls_key", "str", None, "client key for a tls:// scheduler", _CLUSTER, metavar="FILE"),
-    Opt("n_workers", "int", None, "LocalCluster worker processes (default: one per core, at most 4)", _CLUSTER,
-        metavar="N"),
+    Opt("n_workers", "int", None, "LocalCluster workers (default: one process per core, at most 4; one with "
+        "--no-processes)", _CLUSTER, metavar="N"),
     Opt("threads_per_worker", "int", None, "LocalCluster threads per worker", _CLUSTER, metavar="T"),
+    Opt("processes", "bool", True, "LocalCluster workers in processes of their own; --no-processes: threads "
+        "in the command's process, started at once (no worker process to start and import into: a small "
+        "job's seconds), for small jobs: tasks that hold the GIL then wait on each other, and "
+        "--memory-limit bounds the whole process", _CLUSTER),
     Opt("memory_limit", "size", "auto", "LocalCluster memory limit per worker (e.g. 2GiB)", _CLUSTER,
         metavar="SIZE"),
     Opt("dashboard_address", "str", "127.0.0.1:0", "where the embedded LocalCluster serves its Dask dashboard "

@@ -344,8 +344,9 @@ def command_cluster(o, log, box=None, metrics=None):
     if o.scheduler:
         # these size the embedded LocalCluster only; a config written for one (configs/nightly.yaml) run with
         # --scheduler would otherwise look as if it had set the workers of the user's cluster
-        embedded = [flag(key) for key, default in (("n_workers", None), ("threads_per_worker", None),
-                                                   ("memory_limit", "auto"), ("dashboard_address", "127.0.0.1:0"))
+        defaults = (("n_workers", None), ("threads_per_worker", None), ("processes", True),
+                    ("memory_limit", "auto"), ("dashboard_address", "127.0.0.1:0"))
+        embedded = ["--no-processes" if key == "processes" else flag(key) for key, default in defaults
                     if getattr(o, key, default) not in (None, default)]
         if embedded:
             log(f"warning: {', '.join(embedded)} set(s) only the embedded LocalCluster, not the workers of "
@@ -365,13 +366,15 @@ def command_cluster(o, log, box=None, metrics=None):
         security = Security(tls_ca_file=o.tls_ca, tls_client_cert=o.tls_cert, tls_client_key=o.tls_key,
                             require_encryption=True)
     with connect(o.scheduler, n_workers=o.n_workers, threads_per_worker=o.threads_per_worker,
-                 memory_limit=o.memory_limit, security=security,
+                 processes=getattr(o, "processes", True), memory_limit=o.memory_limit, security=security,
                  dashboard_address=getattr(o, "dashboard_address", None) or "127.0.0.1:0") as client:
         from daskgmm.engine.cluster import workers as list_workers
 
         workers = list_workers(client)
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
+        if not o.scheduler and workers and not client.cluster.processes:
+            where += ", its workers threads of this process"
         from daskgmm.engine.cluster import worker_floor
 
         # measured now, while every worker lives, for the advice of a later failure

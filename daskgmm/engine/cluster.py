@@ -324,6 +324,8 @@ def connect(
         finally:
             log.removeFilter(quieter)
         return
+    if n_workers is None and not processes:
+        n_workers = 1  # threads of one process: more workers would only split them
     if n_workers is None:
         n_workers = min(os.cpu_count() or 1, 4) if threads_per_worker is None else max(
             1, (os.cpu_count() or 1) // threads_per_worker
@@ -340,6 +342,8 @@ def connect(
             threads_per_worker=threads_per_worker,
             memory_limit=memory_limit,
             processes=processes,
+            # LocalCluster's default without processes, inproc://, takes no host (its address fails to parse)
+            **({} if processes else {"protocol": "tcp"}),
             host="127.0.0.1",
             dashboard_address=dashboard_address,  # by default any free port, loopback only
             silence_logs=logging.ERROR if quiet else logging.WARNING,
