@@ -596,6 +596,30 @@ def test_a_worker_lost_in_the_middle_of_a_fit_is_said(own_cluster, tmp_path, cap
     np.testing.assert_array_equal(got.covariances_, ref.covariances_)
 
 
+@pytest.mark.parametrize("processes", [False, True])
+def test_no_worker_for_a_task_says_paused_threads_of_this_process_or_dead_processes(processes):
+    """distributed's NoWorkerError (no running worker for a task within its timeout) as the command says it: the
+    workers died, or, threads of the command's process (--no-processes), were paused (threads do not die), with
+    the memory limit said to bound the whole process (user-trial-r17: a 300 MiB limit beside --no-processes
+    paused the worker under the client's own libraries, and the error said the workers died)."""
+    from distributed.scheduler import NoWorkerError
+
+    from daskgmm.cli.runtime import explain_cluster_failure
+    from daskgmm.engine.cluster import ClusterError, connect
+
+    with connect(n_workers=1, threads_per_worker=1, processes=processes, memory_limit="300MiB") as client:
+        with pytest.raises(ClusterError) as info:
+            explain_cluster_failure(NoWorkerError(("daskgmm-read-0", 4), 30.0), client)
+    message = str(info.value)
+    assert "no worker" in message and "('daskgmm-read-0', 4) for 30 s" in message and "300 MiB" in message, message
+    if processes:
+        assert "the workers died" in message and "--no-processes" not in message, message
+    else:
+        assert "the workers were paused, most likely for memory" in message and "died" not in message, message
+        assert "threads of this process (--no-processes): the limit bounds all of it" in message, message
+        assert "leave --no-processes out" in message, message
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("cache", ["memory", "none"])

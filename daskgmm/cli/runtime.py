@@ -368,12 +368,13 @@ def command_cluster(o, log, box=None, metrics=None):
     with connect(o.scheduler, n_workers=o.n_workers, threads_per_worker=o.threads_per_worker,
                  processes=getattr(o, "processes", True), memory_limit=o.memory_limit, security=security,
                  dashboard_address=getattr(o, "dashboard_address", None) or "127.0.0.1:0") as client:
+        from daskgmm.engine.cluster import threads_of_this_process
         from daskgmm.engine.cluster import workers as list_workers
 
         workers = list_workers(client)
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
-        if not o.scheduler and workers and not client.cluster.processes:
+        if not o.scheduler and threads_of_this_process(client):
             where += ", its workers threads of this process"
         from daskgmm.engine.cluster import worker_floor
 
@@ -433,7 +434,7 @@ def explain_cluster_failure(exc, client):
         from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
     except ImportError:  # pragma: no cover
         return
-    from daskgmm.engine.cluster import ClusterError, memory_advice, scheduler_lost
+    from daskgmm.engine.cluster import ClusterError, memory_advice, scheduler_lost, threads_of_this_process
 
     lost = scheduler_lost(client)
     if lost:
@@ -447,6 +448,11 @@ def explain_cluster_failure(exc, client):
         ) from None
     if isinstance(exc, (NoWorkerError, NoValidWorkerError)):
         task, timeout = exc.args[0], exc.args[-1]
+        if threads_of_this_process(client):  # threads do not die: they wait, paused for memory
+            raise ClusterError(
+                f"no worker ran task {task} for {timeout:.0f} s: the workers were paused, most likely for memory; "
+                f"{memory_advice(client)}"
+            ) from None
         raise ClusterError(
             f"no worker was left to run task {task} for {timeout:.0f} s: the workers died (most likely "
             f"out of memory) and were not restarted, or never started; {memory_advice(client)}"

@@ -691,8 +691,18 @@ def memory_advice(client) -> str:
         return (f"{text}; start the workers with a higher memory limit (dask worker --memory-limit; "
                 "distributed pauses a worker at 80% of it), or lower --chunk-rows, or give the workers fewer "
                 "threads (dask worker --nthreads)")
-    return (f"{text}; raise --memory-limit (distributed pauses a worker at 80% of it), or lower "
-            "--chunk-rows, or use fewer --threads-per-worker")
+    if not threads_of_this_process(client):
+        return (f"{text}; raise --memory-limit (distributed pauses a worker at 80% of it), or lower "
+                "--chunk-rows, or use fewer --threads-per-worker")
+    # a worker's memory is its process's, which here holds the command itself (its libraries, the client)
+    return (f"{text}, the workers being threads of this process (--no-processes): the limit bounds all of it; "
+            "raise --memory-limit (distributed pauses a worker at 80% of it), or leave --no-processes out "
+            "(worker processes of their own), or lower --chunk-rows")
+
+
+def threads_of_this_process(client) -> bool:
+    """The workers of ``client``'s embedded LocalCluster are threads of this process (``processes=False``)."""
+    return getattr(getattr(client, "cluster", None), "processes", True) is False
 
 
 class SilentWorkerWarning(UserWarning):
