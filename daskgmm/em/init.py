@@ -111,10 +111,15 @@ def _rows(points, index) -> np.ndarray:
     return _sparse_kernels().dense_rows(points, index) if issparse(points) else points[index]
 
 
-def _local_kmeanspp(points, weights, k, rng) -> np.ndarray:
+def _local_kmeanspp(points, weights, k, rng, trim: float = 0.0) -> np.ndarray:
     """Weighted greedy k-means++ on a small in-memory point set (scikit-learn's local trials).
 
     ``points`` dense (n, D), or sparse rows (then the distances are sparse x dense products).
+    ``trim`` > 0: the squared distances that draw the candidates and choose among them are capped
+    at their weighted ``1 - trim`` quantile, so the ``trim`` farthest rows weigh as the nearest of
+    them (the potential of k-means with outliers, Chawla & Gionis 2013): a tight clump of gross
+    outliers, which plain k-means++ almost always draws (its squared distance dwarfs a cluster's),
+    is then drawn about as often as any rows of its weight.
     """
     n = points.shape[0]
     w = np.asarray(weights, dtype=np.float64)
@@ -130,16 +135,26 @@ def _local_kmeanspp(points, weights, k, rng) -> np.ndarray:
         if pot <= 0:
             centers.append(_rows(points, [rng.integers(n)])[0])
             continue
-        cum = np.cumsum(w * closest)
+        capped = np.minimum(closest, _weighted_quantile(closest, w, 1.0 - trim)) if trim > 0 else closest
+        cum = np.cumsum(w * capped)
+        if cum[-1] <= 0:  # the untrimmed rows are all centres already: draw as plain k-means++ does
+            capped, cum = closest, np.cumsum(w * closest)
         cand = np.minimum(np.searchsorted(cum, rng.random(trials) * cum[-1]), n - 1)
         cand_rows = _rows(points, cand)
         dist = _sq_dist(points, sq, cand_rows).T
         np.minimum(dist, closest, out=dist)
-        pots = dist @ w
+        pots = (np.minimum(dist, capped) if trim > 0 else dist) @ w
         best = int(np.argmin(pots))
         centers.append(cand_rows[best])
-        closest, pot = dist[best], float(pots[best])
+        closest, pot = dist[best], float(pots[best] if trim <= 0 else dist[best] @ w)
     return np.array(centers)
+
+
+def _weighted_quantile(values, weights, q: float) -> float:
+    """The smallest value at or below which a fraction ``q`` of the weight lies."""
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order])
+    return float(values[order[min(int(np.searchsorted(cum, q * cum[-1])), len(order) - 1)]])
 
 
 def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.ndarray, float]:
@@ -202,7 +217,7 @@ SAMPLE_ROWS_PER_CLUSTER = 512
 
 
 def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, tol: float = 0.0,
-                  polish: bool = True, tries: int = SAMPLE_KMEANS_TRIES) -> list[np.ndarray]:
+                  polish: bool = True, tries: int = SAMPLE_KMEANS_TRIES, trim: float = 0.0) -> list[np.ndarray]:
     """k-means on the scan's sample, one list of centres per seed ("k-means||").
 
     The first scan draws a uniform sample of rows keyed by row number (the
@@ -217,7 +232,9 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     sample is too small (many clusters, wide data: then one pass draws a
     larger one). Like k-means|| (Bahmani et al. 2012), whose name the method
     keeps, this gives k-means++ quality without a pass per centre; Lloyd
-    passes on the full data then polish the centres.
+    passes on the full data then polish the centres. ``trim``: the seeding's
+    distances capped (:func:`_local_kmeanspp`), for starts that keep away from
+    a clump of gross outliers.
 
     When the scan drew every row and there are at most ``SAMPLE_ROWS_PER_CLUSTER * k``
     of them, k-means runs on the data themselves as a weighted point set
@@ -259,7 +276,7 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
         rng = np.random.default_rng(s)
         found, inertias = [], []
         for _ in range(tries):
-            c = _local_kmeanspp(pts, w, k, rng)
+            c = _local_kmeanspp(pts, w, k, rng, trim=trim)
             if polish:
                 c, inertia = _local_lloyd(pts, w, c, tol=tol)
             elif issparse(pts) or (whole is not None and pts is whole[0]):

@@ -22,6 +22,11 @@ from daskgmm.models.studentt import StudentTState, observed_df, t_constants, t_f
 #: k-means starts the "kmeans" initialisation tries per restart, each fitted on the scan's sample,
 #: the one of highest t likelihood there kept (see :func:`studentt_initial_states`).
 KMEANS_STARTS = 6
+#: More starts after those, seeded with the farthest :data:`TRIMMED_FRACTION` of the sample's squared
+#: distances capped (``sample_kmeans(trim=...)``): a tight clump of gross outliers is a cluster to
+#: k-means, and k-means++ seeds one of its rows on nearly every start.
+TRIMMED_STARTS = 2
+TRIMMED_FRACTION = 0.1
 #: Rows of the scan's sample those fits run on, and their EM iterations at most.
 SAMPLE_FIT_ROWS = 8192
 SAMPLE_FIT_ITER = 50
@@ -237,8 +242,13 @@ def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> 
     tol_scaled = kmeans_tolerance(scan.variance, 1e-4)
     states = []
     for p, seed in jobs:
-        seeds = [int(seed)] + [stream_key(int(seed), 24 + t) % (2**63) for t in range(1, KMEANS_STARTS)]
-        centers = sample_kmeans(data, centre, [p.n_components] * len(seeds), seeds, tol=tol_scaled, tries=1)
+        seeds = [int(seed)] + [stream_key(int(seed), 24 + t) % (2**63)
+                               for t in range(1, KMEANS_STARTS + TRIMMED_STARTS)]
+        plain, trimmed = seeds[:KMEANS_STARTS], seeds[KMEANS_STARTS:]
+        centers = sample_kmeans(data, centre, [p.n_components] * len(plain), plain, tol=tol_scaled, tries=1)
+        if trimmed:  # after the plain ones: a tie keeps the plain start
+            centers += sample_kmeans(data, centre, [p.n_components] * len(trimmed), trimmed, tol=tol_scaled,
+                                     tries=1, trim=TRIMMED_FRACTION)
         stats = rows.run([MixtureRequest([label_spec(c, centre, p.covariance_type, np.float64)
                                           for c in centers])], centre)[0]
         if full:  # the sample is the data: its labels say the distinct clusters, as the Gaussian start's do
