@@ -283,7 +283,7 @@ def connect(
     threads_per_worker: int | None = None,
     memory_limit: str | int | None = "auto",
     security=None,
-    processes: bool = True,
+    processes: bool | None = True,
     quiet: bool = True,
     dashboard_address: str = "127.0.0.1:0",
 ):
@@ -297,7 +297,7 @@ def connect(
         at exit.
     n_workers, threads_per_worker, memory_limit, processes, dashboard_address :
         LocalCluster settings (ignored with ``scheduler``); the dashboard listens on loopback and
-        any free port unless told otherwise.
+        any free port unless told otherwise. ``processes=None`` is LocalCluster's default, worker processes.
     security : distributed.Security, optional
         TLS settings for a remote scheduler. A Dask scheduler runs whatever its
         clients send, so connect only to schedulers on trusted networks.
@@ -324,6 +324,8 @@ def connect(
         finally:
             log.removeFilter(quieter)
         return
+    if processes is None:  # LocalCluster's default (a config's processes: null), not threads' sizes below
+        processes = True
     if n_workers is None and not processes:
         n_workers = 1  # threads of one process: more workers would only split them
     if n_workers is None:
