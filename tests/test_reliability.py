@@ -616,6 +616,7 @@ def test_no_worker_for_a_task_says_paused_threads_of_this_process_or_dead_proces
         assert "the workers died" in message and "--no-processes" not in message, message
     else:
         assert "the workers were paused, most likely for memory" in message and "died" not in message, message
+        assert "of which this process already takes" in message and "idle worker" not in message, message
         assert "threads of this process (--no-processes): the limit bounds all of it" in message, message
         assert "leave --no-processes out" in message, message
 
@@ -1287,6 +1288,31 @@ def test_a_memory_limit_an_idle_worker_fills_is_refused_at_once(tmp_path, capsys
     assert "--memory-limit 20MiB per worker is too small: an idle worker takes at least" in err, err
     assert "cluster:" not in err and time.monotonic() - start < 10  # before any cluster starts
     assert not os.path.exists(tmp_path / "m")
+
+
+def test_a_memory_limit_the_idle_process_fills_with_no_processes_is_refused_at_once(tmp_path, capsys):
+    """--no-processes: the workers are threads of the command's process, whose memory (its libraries and client
+    too) each worker's limit bounds. A limit whose pause threshold the idle process already passes never runs a
+    task: exit 2 once the cluster is up, naming the process's memory, instead of exit 1 after distributed's
+    no-workers timeout (user-trial-r17: 200MiB beside --no-processes, 33 s, "no worker ran task ..."). The
+    cluster: line gives the process's idle memory, not an idle worker's (one figure, whatever the workers)."""
+    from daskgmm.engine.cluster import _rss
+
+    _data(tmp_path / "d", n=2000, files=1)
+    limit = max(150, _rss() >> 20)  # this process takes more once the cluster is up: 80% of it is passed
+    start = time.monotonic()
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--no-processes", "--n-workers", "2",
+                 "--threads-per-worker", "1", "--memory-limit", f"{limit}MiB", "--model-out", str(tmp_path / "m"),
+                 "--metrics-out", str(tmp_path / "metrics.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"--memory-limit {limit}MiB per worker is too small with --no-processes: the workers are threads of this " \
+           "process, which already takes" in err, err
+    assert "leave --no-processes out" in err and "iter" not in err, err
+    assert ", this process takes" in err and "an idle worker takes" not in err, err
+    assert time.monotonic() - start < 20
+    assert not os.path.exists(tmp_path / "m") and not glob.glob(str(tmp_path / ".m*"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["exit_code"] == 2 and "too small with --no-processes" in metrics["error"], metrics
 
 
 def test_column_sets_that_differ_fail_whatever_the_file_order(tmp_path):

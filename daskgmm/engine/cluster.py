@@ -685,7 +685,9 @@ def memory_advice(client) -> str:
     floor = worker_floor(client) if info or id(client) in _floors else 0
     have = ", ".join(f"{lim / 2**20:.0f} MiB" for lim in limits if lim) or "none"
     text = f"worker memory limit {have}"
-    if floor:
+    if floor and threads_of_this_process(client):  # measured in a worker thread: the whole process's
+        text += f", of which this process already takes {floor / 2**20:.0f} MiB idle"
+    elif floor:
         text += f", of which an idle worker already takes {floor / 2**20:.0f} MiB"
     if getattr(client, "cluster", None) is None:
         # a cluster of yours (--scheduler): --memory-limit and --threads-per-worker set only the embedded
@@ -700,6 +702,21 @@ def memory_advice(client) -> str:
     return (f"{text}, the workers being threads of this process (--no-processes): the limit bounds all of it; "
             "raise --memory-limit (distributed pauses a worker at 80% of it), or leave --no-processes out "
             "(worker processes of their own), or lower --chunk-rows")
+
+
+def paused_when_idle(client, floor: int) -> int:
+    """The least memory limit of ``client``'s workers, in bytes, whose pause threshold (distributed's
+    ``distributed.worker.memory.pause`` of it) ``floor`` already passes, when the workers are threads of
+    this process (whose memory is theirs, measured as ``floor``); else 0. Such a worker is paused from
+    the start and never runs a task."""
+    import dask
+
+    if not floor or not threads_of_this_process(client):
+        return 0
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+    limits = [int(w.get("memory_limit") or 0) for w in workers(client).values()]
+    small = [lim for lim in limits if 0 < lim * pause <= floor]
+    return min(small, default=0)
 
 
 def threads_of_this_process(client) -> bool:
