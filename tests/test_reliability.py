@@ -596,6 +596,25 @@ def test_a_worker_lost_in_the_middle_of_a_fit_is_said(own_cluster, tmp_path, cap
     np.testing.assert_array_equal(got.covariances_, ref.covariances_)
 
 
+def test_the_schedulers_line_per_task_failed_for_want_of_workers_is_left_to_the_command():
+    """distributed's scheduler logs an ERROR line per task it fails after its no-workers timeout, those held to
+    some workers (a job's reads) in their own words; the command says it once (user-trial-r17: paused workers,
+    --no-processes or not, printed "Task ('daskgmm-read-…', 0) marked as failed because it timed out waiting
+    for its restrictions to become satisfied." per chunk above the command's error)."""
+    import logging
+
+    from daskgmm.engine.cluster import _NoWorkersFilter
+
+    def passes(msg):
+        return _NoWorkersFilter().filter(logging.LogRecord("distributed.scheduler", logging.ERROR, __file__, 1, msg,
+                                                           (("daskgmm-read-0", 3),), None))
+
+    assert not passes("Task %s marked as failed because it timed out waiting for its restrictions to become "
+                      "satisfied.")
+    assert not passes("Task %s marked as failed because it timed out waiting without any running workers.")
+    assert passes("Task %s erred for another reason")
+
+
 @pytest.mark.parametrize("processes", [False, True])
 def test_no_worker_for_a_task_says_paused_threads_of_this_process_or_dead_processes(processes):
     """distributed's NoWorkerError (no running worker for a task within its timeout) as the command says it: the

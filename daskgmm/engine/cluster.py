@@ -377,12 +377,14 @@ class _ComputeFailedFilter(logging.Filter):
 
 
 class _NoWorkersFilter(logging.Filter):
-    """The scheduler logs one line per task it fails for want of workers, or after workers
-    died running it (hundreds: every task waiting on it fails too); the command says it once."""
+    """The scheduler logs one line per task it fails for want of workers (a task held to some workers, as
+    the reads of a cached chunk are: "waiting for its restrictions"), or after workers died running it
+    (hundreds: every task waiting on it fails too); the command says it once."""
 
     def filter(self, record):
         msg = str(record.getMessage())
         return not ("timed out waiting without any running workers" in msg
+                    or "timed out waiting for its restrictions to become satisfied" in msg
                     or ("marked as failed because" in msg and "workers died while trying to run it" in msg))
 
 
