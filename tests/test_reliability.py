@@ -907,6 +907,52 @@ def test_a_task_hung_in_a_live_worker_fails_the_job_naming_it(own_cluster, tmp_p
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.timeout(90)
+def test_a_task_hung_in_a_worker_thread_with_no_processes_fails_the_job_naming_it_at_once(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """--no-processes: a chunk read that never returns in a worker thread of the command's process. The job
+    fails as with worker processes, naming the task; closing the cluster does not wait for the hung thread
+    (user-trial-r17: Worker.close waited for its executor, the cluster's close timed out after 20 s and the
+    command said only "TimeoutError: timed out after 20 s.", then its exit waited 20 s more: 45 s in all)."""
+    import importlib
+
+    import dask
+
+    read = importlib.import_module("daskgmm.io.read")
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    original, calls = read._read_matrix, []
+
+    def hanging(*args, **kw):
+        calls.append(1)
+        if len(calls) > 1:  # the first pass reads the one chunk; the second hangs on it
+            with open(fifo):  # returns when someone opens it to write (the test, at its end)
+                pass
+        return original(*args, **kw)
+
+    monkeypatch.setattr(read, "_read_matrix", hanging)
+    t0 = time.monotonic()
+    try:
+        with dask.config.set({"daskgmm.hung-task.timeout": 0.5, "daskgmm.hung-task.factor": 0}):
+            status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--cache", "none",
+                           "--no-processes", "--n-workers", "1", "--threads-per-worker", "1",
+                           "--model-out", str(tmp_path / "m")])
+        took = time.monotonic() - t0
+    finally:
+        try:  # the hung read returns: its thread ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader (the read never started)
+            pass
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert len(calls) == 2, calls
+    assert re.search(r"error: a pass made no progress for \d+ s: worker ", err), err
+    assert "has run task ('daskgmm-read-" in err and "TimeoutError" not in err, err
+    assert took < 15, f"{took:.1f} s"  # 3-5 s; the close's 20 s beside it
+    assert not (tmp_path / "m").exists()
+
+
 class _Future:
     def __init__(self, key, done=False):
         self.key, self._done = key, done

@@ -360,9 +360,21 @@ def connect(
             yield client
     finally:
         try:
+            if not processes:
+                _close_thread_workers(cluster)
             cluster.close(timeout=20)
         finally:
             stack.close()
+
+
+def _close_thread_workers(cluster) -> None:
+    """Close the workers of a LocalCluster without processes, not waiting for their tasks' threads: a task
+    hung in one (a read from a dead mount; the job failed saying so) held ``Worker.close``, which waits for its
+    executor, so the cluster's close timed out (its TimeoutError replacing the job's error) and the process's
+    exit waited as long again. The threads are daemons: they end with the process."""
+    for worker in list(getattr(cluster, "workers", {}).values()):
+        with contextlib.suppress(Exception):  # a worker that failed or closed already: cluster.close tells
+            cluster.sync(worker.close, executor_wait=False, reason="daskgmm-job-end", callback_timeout=20)
 
 
 class _ComputeFailedFilter(logging.Filter):
