@@ -871,6 +871,22 @@ def test_no_processes_runs_the_workers_as_threads_of_the_command_and_fits_the_sa
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
+def test_processes_null_in_a_config_is_the_default_cluster(tmp_path, capsys):
+    """``processes: null`` (as ``n_workers: null``) is the default, worker processes, sized as without the key
+    (user-trial-r17: it started worker processes sized as threads, one worker, so another model's bits)."""
+    write_data(tmp_path / "data", n=200)
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text("processes: null\nthreads_per_worker: 1\n")
+    argv = ["score", str(tmp_path / "data"), "--columns", "f0,f1", "--config", str(cfg)]
+    assert main(["fit", str(tmp_path / "data"), "--columns", "f0,f1", "--n-components", "2",
+                 "--model-out", str(tmp_path / "m")] + FAST) == 0
+    capsys.readouterr()
+    assert main(argv + ["--model", str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    expected = max(1, os.cpu_count() or 1)  # one worker process per core with one thread each
+    assert f"embedded LocalCluster on 127.0.0.1, {expected} worker(s), {expected} thread(s)" in err, err
+
+
 def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):
     from daskgmm import KMeans
 

@@ -596,6 +596,25 @@ def test_a_worker_lost_in_the_middle_of_a_fit_is_said(own_cluster, tmp_path, cap
     np.testing.assert_array_equal(got.covariances_, ref.covariances_)
 
 
+def test_the_schedulers_line_per_task_failed_for_want_of_workers_is_left_to_the_command():
+    """distributed's scheduler logs an ERROR line per task it fails after its no-workers timeout, those held to
+    some workers (a job's reads) in their own words; the command says it once (user-trial-r17: paused workers,
+    --no-processes or not, printed "Task ('daskgmm-read-…', 0) marked as failed because it timed out waiting
+    for its restrictions to become satisfied." per chunk above the command's error)."""
+    import logging
+
+    from daskgmm.engine.cluster import _NoWorkersFilter
+
+    def passes(msg):
+        return _NoWorkersFilter().filter(logging.LogRecord("distributed.scheduler", logging.ERROR, __file__, 1, msg,
+                                                           (("daskgmm-read-0", 3),), None))
+
+    assert not passes("Task %s marked as failed because it timed out waiting for its restrictions to become "
+                      "satisfied.")
+    assert not passes("Task %s marked as failed because it timed out waiting without any running workers.")
+    assert passes("Task %s erred for another reason")
+
+
 @pytest.mark.parametrize("processes", [False, True])
 def test_no_worker_for_a_task_says_paused_threads_of_this_process_or_dead_processes(processes):
     """distributed's NoWorkerError (no running worker for a task within its timeout) as the command says it: the
@@ -616,6 +635,7 @@ def test_no_worker_for_a_task_says_paused_threads_of_this_process_or_dead_proces
         assert "the workers died" in message and "--no-processes" not in message, message
     else:
         assert "the workers were paused, most likely for memory" in message and "died" not in message, message
+        assert "of which this process already takes" in message and "idle worker" not in message, message
         assert "threads of this process (--no-processes): the limit bounds all of it" in message, message
         assert "leave --no-processes out" in message, message
 
@@ -884,6 +904,52 @@ def test_a_task_hung_in_a_live_worker_fails_the_job_naming_it(own_cluster, tmp_p
     assert "restart that worker" in err, err
     assert "DASK_DASKGMM__HUNG_TASK__TIMEOUT" in err, err
     assert took < 40, f"{took:.1f} s"  # 5-12 s: a hang is pytest-timeout's 60 s
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.timeout(90)
+def test_a_task_hung_in_a_worker_thread_with_no_processes_fails_the_job_naming_it_at_once(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """--no-processes: a chunk read that never returns in a worker thread of the command's process. The job
+    fails as with worker processes, naming the task; closing the cluster does not wait for the hung thread
+    (user-trial-r17: Worker.close waited for its executor, the cluster's close timed out after 20 s and the
+    command said only "TimeoutError: timed out after 20 s.", then its exit waited 20 s more: 45 s in all)."""
+    import importlib
+
+    import dask
+
+    read = importlib.import_module("daskgmm.io.read")
+    _data(tmp_path / "d", n=4000, files=1, row_group_size=2000)
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    original, calls = read._read_matrix, []
+
+    def hanging(*args, **kw):
+        calls.append(1)
+        if len(calls) > 1:  # the first pass reads the one chunk; the second hangs on it
+            with open(fifo):  # returns when someone opens it to write (the test, at its end)
+                pass
+        return original(*args, **kw)
+
+    monkeypatch.setattr(read, "_read_matrix", hanging)
+    t0 = time.monotonic()
+    try:
+        with dask.config.set({"daskgmm.hung-task.timeout": 0.5, "daskgmm.hung-task.factor": 0}):
+            status = main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", "--cache", "none",
+                           "--no-processes", "--n-workers", "1", "--threads-per-worker", "1",
+                           "--model-out", str(tmp_path / "m")])
+        took = time.monotonic() - t0
+    finally:
+        try:  # the hung read returns: its thread ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader (the read never started)
+            pass
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert len(calls) == 2, calls
+    assert re.search(r"error: a pass made no progress for \d+ s: worker ", err), err
+    assert "has run task ('daskgmm-read-" in err and "TimeoutError" not in err, err
+    assert took < 15, f"{took:.1f} s"  # 3-5 s; the close's 20 s beside it
     assert not (tmp_path / "m").exists()
 
 
@@ -1287,6 +1353,31 @@ def test_a_memory_limit_an_idle_worker_fills_is_refused_at_once(tmp_path, capsys
     assert "--memory-limit 20MiB per worker is too small: an idle worker takes at least" in err, err
     assert "cluster:" not in err and time.monotonic() - start < 10  # before any cluster starts
     assert not os.path.exists(tmp_path / "m")
+
+
+def test_a_memory_limit_the_idle_process_fills_with_no_processes_is_refused_at_once(tmp_path, capsys):
+    """--no-processes: the workers are threads of the command's process, whose memory (its libraries and client
+    too) each worker's limit bounds. A limit whose pause threshold the idle process already passes never runs a
+    task: exit 2 once the cluster is up, naming the process's memory, instead of exit 1 after distributed's
+    no-workers timeout (user-trial-r17: 200MiB beside --no-processes, 33 s, "no worker ran task ..."). The
+    cluster: line gives the process's idle memory, not an idle worker's (one figure, whatever the workers)."""
+    from daskgmm.engine.cluster import _rss
+
+    _data(tmp_path / "d", n=2000, files=1)
+    limit = max(150, _rss() >> 20)  # this process takes more once the cluster is up: 80% of it is passed
+    start = time.monotonic()
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--no-processes", "--n-workers", "2",
+                 "--threads-per-worker", "1", "--memory-limit", f"{limit}MiB", "--model-out", str(tmp_path / "m"),
+                 "--metrics-out", str(tmp_path / "metrics.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"--memory-limit {limit}MiB per worker is too small with --no-processes: the workers are threads of this " \
+           "process, which already takes" in err, err
+    assert "leave --no-processes out" in err and "iter" not in err, err
+    assert ", this process takes" in err and "an idle worker takes" not in err, err
+    assert time.monotonic() - start < 20
+    assert not os.path.exists(tmp_path / "m") and not glob.glob(str(tmp_path / ".m*"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["exit_code"] == 2 and "too small with --no-processes" in metrics["error"], metrics
 
 
 def test_column_sets_that_differ_fail_whatever_the_file_order(tmp_path):

@@ -374,13 +374,16 @@ def command_cluster(o, log, box=None, metrics=None):
         workers = list_workers(client)
         threads = sum(w.get("nthreads", 0) for w in workers.values())
         where = o.scheduler or "embedded LocalCluster on 127.0.0.1"
-        if not o.scheduler and threads_of_this_process(client):
+        in_threads = not o.scheduler and threads_of_this_process(client)
+        if in_threads:
             where += ", its workers threads of this process"
-        from daskgmm.engine.cluster import worker_floor
+        from daskgmm.engine.cluster import paused_when_idle, worker_floor
 
         # measured now, while every worker lives, for the advice of a later failure
         floor = worker_floor(client) if workers else 0
-        idle = f", an idle worker takes {floor / 2**20:.0f} MiB" if floor else ""
+        # a worker thread measures its process: the command's libraries and client too, one figure for all workers
+        idle = "" if not floor else (f", this process takes {floor / 2**20:.0f} MiB idle" if in_threads else
+                                     f", an idle worker takes {floor / 2**20:.0f} MiB")
         from daskgmm.engine.cluster import kernels_in_use
 
         kernel = kernels_in_use(client)
@@ -390,6 +393,19 @@ def command_cluster(o, log, box=None, metrics=None):
         if metrics is not None:
             metrics["kernel"] = kernel
         log(f"cluster: {where}, {len(workers)} worker(s), {threads} thread(s){idle}; kernel {kernel}")
+        small = paused_when_idle(client, floor)
+        if small:  # paused from the start: the job would fail after distributed's no-workers timeout (30 s)
+            import math
+
+            import dask
+
+            pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+            raise UsageError(
+                f"{flag('memory_limit')} {o.memory_limit} per worker is too small with --no-processes: the workers "
+                f"are threads of this process, which already takes {floor / 2**20:.0f} MiB idle (the command's "
+                f"libraries and client too), and distributed pauses a worker at {pause:.0%} of its limit of "
+                f"{small / 2**20:.0f} MiB, so no task would run; raise --memory-limit well above "
+                f"{math.ceil(floor / pause / 2**20)} MiB (the data takes more), or leave --no-processes out")
         if o.scheduler:  # the embedded cluster's workers start from this install
             other_code_warning(client, log)
         import importlib.util

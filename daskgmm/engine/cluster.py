@@ -283,7 +283,7 @@ def connect(
     threads_per_worker: int | None = None,
     memory_limit: str | int | None = "auto",
     security=None,
-    processes: bool = True,
+    processes: bool | None = True,
     quiet: bool = True,
     dashboard_address: str = "127.0.0.1:0",
 ):
@@ -297,7 +297,7 @@ def connect(
         at exit.
     n_workers, threads_per_worker, memory_limit, processes, dashboard_address :
         LocalCluster settings (ignored with ``scheduler``); the dashboard listens on loopback and
-        any free port unless told otherwise.
+        any free port unless told otherwise. ``processes=None`` is LocalCluster's default, worker processes.
     security : distributed.Security, optional
         TLS settings for a remote scheduler. A Dask scheduler runs whatever its
         clients send, so connect only to schedulers on trusted networks.
@@ -324,6 +324,8 @@ def connect(
         finally:
             log.removeFilter(quieter)
         return
+    if processes is None:  # LocalCluster's default (a config's processes: null), not threads' sizes below
+        processes = True
     if n_workers is None and not processes:
         n_workers = 1  # threads of one process: more workers would only split them
     if n_workers is None:
@@ -358,9 +360,21 @@ def connect(
             yield client
     finally:
         try:
+            if not processes:
+                _close_thread_workers(cluster)
             cluster.close(timeout=20)
         finally:
             stack.close()
+
+
+def _close_thread_workers(cluster) -> None:
+    """Close the workers of a LocalCluster without processes, not waiting for their tasks' threads: a task
+    hung in one (a read from a dead mount; the job failed saying so) held ``Worker.close``, which waits for its
+    executor, so the cluster's close timed out (its TimeoutError replacing the job's error) and the process's
+    exit waited as long again. The threads are daemons: they end with the process."""
+    for worker in list(getattr(cluster, "workers", {}).values()):
+        with contextlib.suppress(Exception):  # a worker that failed or closed already: cluster.close tells
+            cluster.sync(worker.close, executor_wait=False, reason="daskgmm-job-end", callback_timeout=20)
 
 
 class _ComputeFailedFilter(logging.Filter):
@@ -375,12 +389,14 @@ class _ComputeFailedFilter(logging.Filter):
 
 
 class _NoWorkersFilter(logging.Filter):
-    """The scheduler logs one line per task it fails for want of workers, or after workers
-    died running it (hundreds: every task waiting on it fails too); the command says it once."""
+    """The scheduler logs one line per task it fails for want of workers (a task held to some workers, as
+    the reads of a cached chunk are: "waiting for its restrictions"), or after workers died running it
+    (hundreds: every task waiting on it fails too); the command says it once."""
 
     def filter(self, record):
         msg = str(record.getMessage())
         return not ("timed out waiting without any running workers" in msg
+                    or "timed out waiting for its restrictions to become satisfied" in msg
                     or ("marked as failed because" in msg and "workers died while trying to run it" in msg))
 
 
@@ -683,7 +699,9 @@ def memory_advice(client) -> str:
     floor = worker_floor(client) if info or id(client) in _floors else 0
     have = ", ".join(f"{lim / 2**20:.0f} MiB" for lim in limits if lim) or "none"
     text = f"worker memory limit {have}"
-    if floor:
+    if floor and threads_of_this_process(client):  # measured in a worker thread: the whole process's
+        text += f", of which this process already takes {floor / 2**20:.0f} MiB idle"
+    elif floor:
         text += f", of which an idle worker already takes {floor / 2**20:.0f} MiB"
     if getattr(client, "cluster", None) is None:
         # a cluster of yours (--scheduler): --memory-limit and --threads-per-worker set only the embedded
@@ -698,6 +716,21 @@ def memory_advice(client) -> str:
     return (f"{text}, the workers being threads of this process (--no-processes): the limit bounds all of it; "
             "raise --memory-limit (distributed pauses a worker at 80% of it), or leave --no-processes out "
             "(worker processes of their own), or lower --chunk-rows")
+
+
+def paused_when_idle(client, floor: int) -> int:
+    """The least memory limit of ``client``'s workers, in bytes, whose pause threshold (distributed's
+    ``distributed.worker.memory.pause`` of it) ``floor`` already passes, when the workers are threads of
+    this process (whose memory is theirs, measured as ``floor``); else 0. Such a worker is paused from
+    the start and never runs a task."""
+    import dask
+
+    if not floor or not threads_of_this_process(client):
+        return 0
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+    limits = [int(w.get("memory_limit") or 0) for w in workers(client).values()]
+    small = [lim for lim in limits if 0 < lim * pause <= floor]
+    return min(small, default=0)
 
 
 def threads_of_this_process(client) -> bool:
