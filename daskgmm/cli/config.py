@@ -271,7 +271,8 @@ OPTIONS = [
     Opt("n_workers", "int", None, "LocalCluster workers (default: one process per core, at most 4; one with "
         "--no-processes)", _CLUSTER, metavar="N"),
     Opt("threads_per_worker", "int", None, "LocalCluster threads per worker", _CLUSTER, metavar="T"),
-    Opt("processes", "bool", True, "LocalCluster workers in processes of their own; --no-processes: threads "
+    Opt("processes", "bool", True, "LocalCluster workers in processes of their own (the default); "
+        "--no-processes: threads "
         "in the command's process, started at once (no worker process to start and import into: a small "
         "job's seconds), for small jobs: tasks that hold the GIL then wait on each other, and "
         "--memory-limit bounds the whole process", _CLUSTER),
