@@ -350,6 +350,9 @@ def test_embedded_cluster_options_with_a_scheduler_are_said_to_be_ignored(tmp_pa
     err = capsys.readouterr().err
     assert ("warning: --n-workers, --no-processes, --memory-limit set(s) only the embedded LocalCluster, not the "
             "workers of --scheduler tcp://127.0.0.1:8786: ignored") in err, err
+    assert main(argv + ["--no-processes"]) == 1  # nothing of dask worker's to name
+    err = capsys.readouterr().err
+    assert "warning: --no-processes set(s) only the embedded LocalCluster" in err and "dask worker" not in err, err
     assert main(argv) == 1
     assert "warning" not in capsys.readouterr().err
 

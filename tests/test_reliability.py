@@ -640,6 +640,30 @@ def test_no_worker_for_a_task_says_paused_threads_of_this_process_or_dead_proces
         assert "leave --no-processes out" in message, message
 
 
+def test_no_worker_for_a_task_says_paused_worker_processes_are_paused():
+    """Worker processes all paused (for memory: here by hand) when no worker ran a task within distributed's
+    timeout: the command says they were paused, not that they died (user-trial-r17, 120 MiB workers)."""
+    from distributed.core import Status
+    from distributed.scheduler import NoWorkerError
+
+    from daskgmm.cli.runtime import explain_cluster_failure
+    from daskgmm.engine.cluster import ClusterError, connect, workers
+
+    def pause(dask_worker):
+        dask_worker.status = Status.paused
+
+    with connect(n_workers=1, threads_per_worker=1, memory_limit="300MiB") as client:
+        client.run(pause)
+        deadline = time.monotonic() + 10
+        while any(w.get("status") != "paused" for w in workers(client).values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ClusterError) as info:
+            explain_cluster_failure(NoWorkerError(("daskgmm-read-0", 4), 30.0), client)
+    message = str(info.value)
+    assert "the workers were paused, most likely for memory" in message and "died" not in message, message
+    assert "of which an idle worker already takes" in message and "--no-processes" not in message, message
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("cache", ["memory", "none"])

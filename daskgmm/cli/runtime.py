@@ -349,8 +349,10 @@ def command_cluster(o, log, box=None, metrics=None):
         embedded = ["--no-processes" if key == "processes" else flag(key) for key, default in defaults
                     if getattr(o, key, default) not in (None, default)]
         if embedded:
+            theirs = " (dask worker --nthreads and --memory-limit set theirs)" if set(embedded) & {
+                "--n-workers", "--threads-per-worker", "--memory-limit"} else ""
             log(f"warning: {', '.join(embedded)} set(s) only the embedded LocalCluster, not the workers of "
-                f"--scheduler {o.scheduler}: ignored (dask worker --nthreads and --memory-limit set theirs)")
+                f"--scheduler {o.scheduler}: ignored{theirs}")
     try:
         hung_task_bounds()  # a bad Dask config is bad usage, said before a cluster starts
     except ValueError as exc:
@@ -450,7 +452,7 @@ def explain_cluster_failure(exc, client):
         from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
     except ImportError:  # pragma: no cover
         return
-    from daskgmm.engine.cluster import ClusterError, memory_advice, scheduler_lost, threads_of_this_process
+    from daskgmm.engine.cluster import ClusterError, all_paused, memory_advice, scheduler_lost, threads_of_this_process
 
     lost = scheduler_lost(client)
     if lost:
@@ -464,7 +466,7 @@ def explain_cluster_failure(exc, client):
         ) from None
     if isinstance(exc, (NoWorkerError, NoValidWorkerError)):
         task, timeout = exc.args[0], exc.args[-1]
-        if threads_of_this_process(client):  # threads do not die: they wait, paused for memory
+        if threads_of_this_process(client) or all_paused(client):  # threads do not die: they wait, paused
             raise ClusterError(
                 f"no worker ran task {task} for {timeout:.0f} s: the workers were paused, most likely for memory; "
                 f"{memory_advice(client)}"

@@ -733,6 +733,16 @@ def paused_when_idle(client, floor: int) -> int:
     return min(small, default=0)
 
 
+def all_paused(client) -> bool:
+    """Every worker the scheduler lists is paused (distributed pauses a worker at 80% of its memory limit);
+    False without workers, or when they cannot be listed."""
+    try:
+        info = workers(client, timeout=STALL_SECONDS)
+    except Exception:
+        return False
+    return bool(info) and all(w.get("status") == "paused" for w in info.values())
+
+
 def threads_of_this_process(client) -> bool:
     """The workers of ``client``'s embedded LocalCluster are threads of this process (``processes=False``)."""
     return getattr(getattr(client, "cluster", None), "processes", True) is False
