@@ -643,6 +643,7 @@ def test_no_worker_for_a_task_says_paused_threads_of_this_process_or_dead_proces
 def test_no_worker_for_a_task_says_paused_worker_processes_are_paused():
     """Worker processes all paused (for memory: here by hand) when no worker ran a task within distributed's
     timeout: the command says they were paused, not that they died (user-trial-r17, 120 MiB workers)."""
+    import dask
     from distributed.core import Status
     from distributed.scheduler import NoWorkerError
 
@@ -652,7 +653,9 @@ def test_no_worker_for_a_task_says_paused_worker_processes_are_paused():
     def pause(dask_worker):
         dask_worker.status = Status.paused
 
-    with connect(n_workers=1, threads_per_worker=1, memory_limit="300MiB") as client:
+    # the worker's memory monitor resumes a paused worker under its pause threshold: off, the pause by hand stays
+    with dask.config.set({"distributed.worker.memory.pause": False}), \
+            connect(n_workers=1, threads_per_worker=1, memory_limit="300MiB") as client:
         client.run(pause)
         deadline = time.monotonic() + 10
         while any(w.get("status") != "paused" for w in workers(client).values()) and time.monotonic() < deadline:
