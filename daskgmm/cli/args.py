@@ -536,16 +536,15 @@ def check_dashboard_address(command: str, address: str) -> None:
 def check_memory_limit(limit) -> None:
     """Refuse an embedded cluster's ``--memory-limit`` that an idle worker already fills past the pause
     threshold: no worker would ever run a task (the job failed after the stall bounds, 30-50 s)."""
-    import dask
     from dask.utils import format_bytes, parse_bytes
 
-    from daskgmm.engine.cluster import MIN_IDLE_WORKER_BYTES
+    from daskgmm.engine.cluster import MIN_IDLE_WORKER_BYTES, pause_fraction, paused_from_the_start
 
-    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
     size = parse_bytes(limit) if isinstance(limit, str) else int(limit)
-    if 0 < size * pause <= MIN_IDLE_WORKER_BYTES:
+    if paused_from_the_start(size, MIN_IDLE_WORKER_BYTES):
         raise UsageError(f"--memory-limit {limit} per worker is too small: an idle worker takes at least "
-                         f"{format_bytes(MIN_IDLE_WORKER_BYTES)}, and distributed pauses a worker at {pause:.0%} of "
+                         f"{format_bytes(MIN_IDLE_WORKER_BYTES)}, and distributed pauses a worker at "
+                         f"{pause_fraction():.0%} of "
                          "its limit; a worker decoding Parquet takes about 165 MiB: give 300MiB or more")
 
 

@@ -370,7 +370,7 @@ def command_cluster(o, log, box=None, metrics=None):
     with connect(o.scheduler, n_workers=o.n_workers, threads_per_worker=o.threads_per_worker,
                  processes=getattr(o, "processes", True), memory_limit=o.memory_limit, security=security,
                  dashboard_address=getattr(o, "dashboard_address", None) or "127.0.0.1:0") as client:
-        from daskgmm.engine.cluster import threads_of_this_process
+        from daskgmm.engine.cluster import pause_fraction, paused_when_idle, threads_of_this_process, worker_floor
         from daskgmm.engine.cluster import workers as list_workers
 
         workers = list_workers(client)
@@ -379,7 +379,6 @@ def command_cluster(o, log, box=None, metrics=None):
         in_threads = not o.scheduler and threads_of_this_process(client)
         if in_threads:
             where += ", its workers threads of this process"
-        from daskgmm.engine.cluster import paused_when_idle, worker_floor
 
         # measured now, while every worker lives, for the advice of a later failure
         floor = worker_floor(client) if workers else 0
@@ -399,9 +398,7 @@ def command_cluster(o, log, box=None, metrics=None):
         if small:  # paused from the start: the job would fail after distributed's no-workers timeout (30 s)
             import math
 
-            import dask
-
-            pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+            pause = pause_fraction()
             raise UsageError(
                 f"{flag('memory_limit')} {o.memory_limit} per worker is too small with --no-processes: the workers "
                 f"are threads of this process, which already takes {floor / 2**20:.0f} MiB idle (the command's "

@@ -146,7 +146,8 @@ def _local_kmeanspp(points, weights, k, rng, trim: float = 0.0) -> np.ndarray:
         pots = (np.minimum(dist, capped) if trim > 0 else dist) @ w
         best = int(np.argmin(pots))
         centers.append(cand_rows[best])
-        closest, pot = dist[best], float(pots[best] if trim <= 0 else dist[best] @ w)
+        closest = dist[best]
+        pot = float(closest @ w)  # the untrimmed potential: 0 once every row of positive weight is a centre
     return np.array(centers)
 
 

@@ -718,29 +718,42 @@ def memory_advice(client) -> str:
             "(worker processes of their own), or lower --chunk-rows")
 
 
-def paused_when_idle(client, floor: int) -> int:
-    """The least memory limit of ``client``'s workers, in bytes, whose pause threshold (distributed's
-    ``distributed.worker.memory.pause`` of it) ``floor`` already passes, when the workers are threads of
-    this process (whose memory is theirs, measured as ``floor``); else 0. Such a worker is paused from
-    the start and never runs a task."""
+def pause_fraction() -> float:
+    """The fraction of its memory limit at which distributed pauses a worker (``distributed.worker.memory.pause``;
+    1 when pausing is off)."""
     import dask
 
+    return dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+
+
+def paused_from_the_start(limit: int, floor: int) -> bool:
+    """A worker with a memory limit of ``limit`` bytes (0: none) that takes ``floor`` bytes idle is past its pause
+    threshold before it holds any data: it never runs a task."""
+    return 0 < limit * pause_fraction() <= floor
+
+
+def paused_when_idle(client, floor: int) -> int:
+    """The least memory limit of ``client``'s workers, in bytes, that ``floor`` already passes the pause threshold
+    of (:func:`paused_from_the_start`), when the workers are threads of this process (whose memory is theirs,
+    measured as ``floor``); else 0."""
     if not floor or not threads_of_this_process(client):
         return 0
-    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
     limits = [int(w.get("memory_limit") or 0) for w in workers(client).values()]
-    small = [lim for lim in limits if 0 < lim * pause <= floor]
-    return min(small, default=0)
+    return min((lim for lim in limits if paused_from_the_start(lim, floor)), default=0)
+
+
+def every_worker_paused(info: dict) -> bool:
+    """Every worker of a listing (:func:`workers`) is paused (for memory); False for none."""
+    return bool(info) and all(w.get("status") == "paused" for w in info.values())
 
 
 def all_paused(client) -> bool:
-    """Every worker the scheduler lists is paused (distributed pauses a worker at 80% of its memory limit);
-    False without workers, or when they cannot be listed."""
+    """Every worker the scheduler lists is paused (:func:`every_worker_paused`); False without workers, or when
+    they cannot be listed."""
     try:
-        info = workers(client, timeout=STALL_SECONDS)
+        return every_worker_paused(workers(client, timeout=STALL_SECONDS))
     except Exception:
         return False
-    return bool(info) and all(w.get("status") == "paused" for w in info.values())
 
 
 def threads_of_this_process(client) -> bool:
@@ -1075,7 +1088,7 @@ def _wait_bounded(client, futures, what, ends=None):
             if gone:  # the stall bound is for workers that may come back: these cannot
                 raise ClusterError(f"a {what} cannot go on: the cluster of the scheduler {_scheduler_address(client)} "
                                    f"has no worker left: {_gone_words(gone)}; {_no_workers_advice(client)}")
-        elif all(w.get("status") == "paused" for w in info.values()):
+        elif every_worker_paused(info):
             problem = "every worker is paused: its memory is above 80% of its limit"
         elif not any(tasks for a, tasks in processing.items() if not (ttl is None and a in silent)):
             problem = ("no worker is running any of its tasks" if not silent else
