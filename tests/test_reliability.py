@@ -640,6 +640,30 @@ def test_no_worker_for_a_task_says_paused_threads_of_this_process_or_dead_proces
         assert "leave --no-processes out" in message, message
 
 
+@pytest.mark.parametrize("limit", ["auto", "300MiB"])
+def test_workers_that_are_threads_of_one_process_each_have_the_process_limit(limit):
+    """--no-processes --n-workers 2: each worker measures the whole process against its limit, so each is given
+    what the two would hold as processes together ("auto": the system's memory, not half of it; 300MiB per
+    worker: 600 MiB), and the cluster's memory and the chunks' budget count that process once
+    (user-trial-r17: each worker's "auto" limit was half the memory, measured against the whole process)."""
+    from dask.utils import parse_bytes
+    from distributed.system import MEMORY_LIMIT
+
+    from daskgmm.engine.cluster import _MEMORY_TARGET, IDLE_WORKER_BYTES, chunk_budget, cluster_memory, connect
+    from daskgmm.engine.cluster import workers as list_workers
+
+    want = MEMORY_LIMIT if limit == "auto" else min(MEMORY_LIMIT, 2 * parse_bytes(limit))
+    with connect(n_workers=2, threads_per_worker=2, processes=False, memory_limit=limit) as client:
+        info = list_workers(client)
+        assert len(info) == 2 and {w["memory_limit"] for w in info.values()} == {want}, info
+        assert cluster_memory(client) == want
+        assert chunk_budget(client) == int(min(64 << 20, max(1 << 20, (want * _MEMORY_TARGET - IDLE_WORKER_BYTES)
+                                                                     / 4 / 4)))
+    with connect(n_workers=2, threads_per_worker=1, processes=True, memory_limit="300MiB") as client:
+        assert {w["memory_limit"] for w in list_workers(client).values()} == {300 << 20}  # processes: as given
+        assert cluster_memory(client) == 600 << 20
+
+
 def test_no_worker_for_a_task_says_paused_worker_processes_are_paused():
     """Worker processes all paused (for memory: here by hand) when no worker ran a task within distributed's
     timeout: the command says they were paused, not that they died (user-trial-r17, 120 MiB workers)."""
@@ -1391,7 +1415,9 @@ def test_a_memory_limit_the_idle_process_fills_with_no_processes_is_refused_at_o
     from daskgmm.engine.cluster import _rss
 
     _data(tmp_path / "d", n=2000, files=1)
-    limit = max(150, _rss() >> 20)  # this process takes more once the cluster is up: 80% of it is passed
+    # the two workers' limit is the process's, twice this (engine.cluster.process_limit); the process takes more
+    # once the cluster is up: 80% of it is passed
+    limit = max(116, _rss() >> 21)  # 116 MiB: the least check_memory_limit takes
     start = time.monotonic()
     assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--no-processes", "--n-workers", "2",
                  "--threads-per-worker", "1", "--memory-limit", f"{limit}MiB", "--model-out", str(tmp_path / "m"),
@@ -1399,6 +1425,10 @@ def test_a_memory_limit_the_idle_process_fills_with_no_processes_is_refused_at_o
     err = capsys.readouterr().err
     assert f"--memory-limit {limit}MiB per worker is too small with --no-processes: the workers are threads of this " \
            "process, which already takes" in err, err
+    assert f"of its limit, the process's (2 workers' together), {2 * limit} MiB" in err, err
+    floor = int(re.search(r"which already takes (\d+) MiB idle", err).group(1))
+    above = int(re.search(r"raise --memory-limit well above (\d+) MiB", err).group(1))
+    assert abs(above - floor / 0.8 / 2) <= 1, err  # per worker: the process's need shared by its two workers
     assert "leave --no-processes out" in err and "iter" not in err, err
     assert ", this process takes" in err and "an idle worker takes" not in err, err
     assert time.monotonic() - start < 20

@@ -398,13 +398,15 @@ def command_cluster(o, log, box=None, metrics=None):
         if small:  # paused from the start: the job would fail after distributed's no-workers timeout (30 s)
             import math
 
-            pause = pause_fraction()
+            pause, n = pause_fraction(), max(1, len(workers))
+            # each worker's limit is the process's, --memory-limit times the workers (engine.cluster.process_limit)
+            whose = "its limit" if n == 1 else f"its limit, the process's ({n} workers' together),"
             raise UsageError(
                 f"{flag('memory_limit')} {o.memory_limit} per worker is too small with --no-processes: the workers "
                 f"are threads of this process, which already takes {floor / 2**20:.0f} MiB idle (the command's "
-                f"libraries and client too), and distributed pauses a worker at {pause:.0%} of its limit of "
+                f"libraries and client too), and distributed pauses a worker at {pause:.0%} of {whose} "
                 f"{small / 2**20:.0f} MiB, so no task would run; raise --memory-limit well above "
-                f"{math.ceil(floor / pause / 2**20)} MiB (the data takes more), or leave --no-processes out")
+                f"{math.ceil(floor / pause / n / 2**20)} MiB (the data takes more), or leave --no-processes out")
         if o.scheduler:  # the embedded cluster's workers start from this install
             other_code_warning(client, log)
         import importlib.util

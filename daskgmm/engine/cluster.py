@@ -334,6 +334,8 @@ def connect(
         )
     if threads_per_worker is None:
         threads_per_worker = max(1, (os.cpu_count() or 1) // n_workers)
+    if not processes:
+        memory_limit = process_limit(memory_limit, n_workers, threads_per_worker)
     stack = contextlib.ExitStack()
     import dask
 
@@ -365,6 +367,21 @@ def connect(
             cluster.close(timeout=20)
         finally:
             stack.close()
+
+
+def process_limit(memory_limit, n_workers: int, threads_per_worker: int) -> int | None:
+    """The memory limit each of ``n_workers`` workers that are threads of one process is given: ``n_workers``
+    times ``memory_limit`` per worker (``"auto"``: distributed's share of the system's memory for
+    ``threads_per_worker`` threads), at most the system's; None for no limit.
+
+    Each such worker measures the whole process against its limit, so a per-worker limit would pause them all
+    once the process held one worker's share (``--no-processes --n-workers 2``: half the memory); the process
+    may hold what as many worker processes would hold together."""
+    from distributed.system import MEMORY_LIMIT
+    from distributed.worker_memory import parse_memory_limit
+
+    each = parse_memory_limit(memory_limit, threads_per_worker, logger=logging.getLogger("distributed.worker"))
+    return None if not each else min(MEMORY_LIMIT, each * max(1, n_workers))
 
 
 def _close_thread_workers(cluster) -> None:
@@ -534,11 +551,12 @@ def none_can_return(client) -> list | None:
 
 
 def cluster_memory(client) -> int:
-    """Sum of the workers' memory limits in bytes (0 when unknown or unlimited)."""
+    """Sum of the workers' memory limits in bytes (0 when unknown or unlimited); of workers that are threads of
+    this process, their process's limit (each worker's: :func:`process_limit`)."""
     limits = [w.get("memory_limit") or 0 for w in workers(client).values()]
     if not limits or any(lim == 0 for lim in limits):
         return 0
-    return int(sum(limits))
+    return int(max(limits) if threads_of_this_process(client) else sum(limits))
 
 
 class ClusterError(RuntimeError):
@@ -643,17 +661,20 @@ def chunk_budget(client) -> int | None:
     The least memory per worker thread, above ``IDLE_WORKER_BYTES`` and below
     ``_MEMORY_TARGET`` of the limit, shared by the task's matrix, its decoded
     batch, the kernels' outputs and a chunk read ahead (a quarter each).
-    Between 1 MiB and 64 MiB.
+    Between 1 MiB and 64 MiB. Workers that are threads of this process share
+    its limit among all their threads.
     """
     if client is None:
         return None
     info = workers(client)
+    # workers that are threads of this process share its limit (process_limit): every thread of it shares it
+    shared = sum(max(1, int(w.get("nthreads", 1))) for w in info.values()) if threads_of_this_process(client) else 0
     per_thread = []
     for w in info.values():
         limit = w.get("memory_limit") or 0
         if not limit:
             return None
-        per_thread.append((limit * _MEMORY_TARGET - IDLE_WORKER_BYTES) / max(1, int(w.get("nthreads", 1))))
+        per_thread.append((limit * _MEMORY_TARGET - IDLE_WORKER_BYTES) / (shared or max(1, int(w.get("nthreads", 1)))))
     if not per_thread:
         return None
     return int(min(64 << 20, max(1 << 20, min(per_thread) / 4)))
@@ -699,6 +720,8 @@ def memory_advice(client) -> str:
     floor = worker_floor(client) if info or id(client) in _floors else 0
     have = ", ".join(f"{lim / 2**20:.0f} MiB" for lim in limits if lim) or "none"
     text = f"worker memory limit {have}"
+    if len(info) > 1 and threads_of_this_process(client):  # each has the process's limit: process_limit
+        text = f"memory limit {have} for this process, its {len(info)} workers' --memory-limit together"
     if floor and threads_of_this_process(client):  # measured in a worker thread: the whole process's
         text += f", of which this process already takes {floor / 2**20:.0f} MiB idle"
     elif floor:
