@@ -21,7 +21,7 @@ from daskgmm.io.files import DataError, InputChangedError
 from daskgmm.io.outputs import OutputLock
 from daskgmm.io.parquet import read_parquet
 
-from .conftest import make_blobs
+from .conftest import FAST, make_blobs
 
 
 def _data(directory, n=20_000, d=3, files=2, seed=0, row_group_size=5000, extra=None):
@@ -242,6 +242,59 @@ def test_a_signal_lost_in_a_gc_callback_still_stops_the_job(tmp_path, monkeypatc
     assert metrics["status"] == "error" and metrics["exit_code"] == status
     out = tmp_path / "out"
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_a_signal_after_the_commit_says_the_outputs_are_complete(tmp_path, monkeypatch):
+    """SIGTERM once the model is committed (the job then closes its cluster, plots, says its summary): the job
+    stops, exit 143, and says the outputs it committed are complete, where it said "no output written" over a
+    new model (user-trial-r17)."""
+    import daskgmm.cli.fit as cli_fit
+
+    _data(tmp_path / "d", n=2000, files=1)
+    commit = cli_fit.commit_fit
+
+    def commit_then_sigterm(*args, **kwargs):
+        rows = commit(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+        return rows
+
+    monkeypatch.setattr(cli_fit, "commit_fit", commit_then_sigterm)
+    model = tmp_path / "m"
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", *FAST,
+                 "--model-out", str(model), "--metrics-out", str(tmp_path / "metrics.json")]) == 143
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "error" and metrics["exit_code"] == 143, metrics
+    assert metrics["error"] == f"terminated (SIGTERM): stopped after committing {model} (complete)", metrics
+    assert (model / "_SUCCESS").exists()
+    from daskgmm import load
+
+    assert load(model).n_components == 2
+
+
+@pytest.mark.parametrize("signum, status, what", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                  (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_as_the_job_ends_lets_its_metrics_be_written(tmp_path, monkeypatch, capsys, signum, status, what):
+    """A signal while the job's metrics are written (its status settled "ok"): the metrics are written whole and
+    the command says the job had finished, exit 143 (130), where the signal's exception ended the command with a
+    traceback and exit 1 (user-trial-r17)."""
+    import daskgmm.cli
+
+    _data(tmp_path / "d", n=2000, files=1)
+    write = daskgmm.cli._write_metrics
+
+    def signal_then_write(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(0.2)  # the handler runs here
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(daskgmm.cli, "_write_metrics", signal_then_write)
+    assert main(["fit", str(tmp_path / "d"), "--id-column", "id", "--n-components", "2", *FAST,
+                 "--model-out", str(tmp_path / "m"), "--metrics-out", str(tmp_path / "metrics.json")]) == status
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+    err = capsys.readouterr().err
+    assert f"daskgmm: {what} as the job ended: it had finished, its outputs and metrics are complete" in err, err
+    assert (tmp_path / "m" / "_SUCCESS").exists()
 
 
 # ---------------------------------------------------------------------------- never a hang

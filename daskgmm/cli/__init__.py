@@ -95,11 +95,13 @@ def main(argv=None) -> int:
         previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     stop.clear()
     _forget_silence()
+    _forget_committed()
     try:
         return _main(argv)
     finally:
         stop.clear()
         _forget_silence()
+        _forget_committed()
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -152,6 +154,22 @@ def _main(argv=None) -> int:
     except Exception as exc:  # bad data or parameters: exit 2; every other failure: exit 1 with the reason
         status, failure = EXIT_USAGE if _bad_input(exc) else EXIT_FAILURE, exc
         _fail(metrics, exc, status)
+    # the job's status is settled: a signal from here on is recorded, not raised, so that the metrics and the
+    # clean-up finish (raised, it ended the command with a traceback and exit 1, the metrics perhaps unwritten)
+    with stop.deferred():
+        status = _finish(o, given, args, metrics, metrics_out, storage, failure, status)
+    late = stop.pending()
+    if late is not None and status == EXIT_OK:
+        status = 143 if issubclass(late, Terminated) else 130
+        what = "terminated (SIGTERM)" if status == 143 else "interrupted"
+        print(f"daskgmm: {what} as the job ended: it had finished, its outputs and metrics are complete",
+              file=sys.stderr, flush=True)
+    return status
+
+
+def _finish(o, given, args, metrics, metrics_out, storage, failure, status) -> int:
+    """The end of a command whose status is settled: what a silent store kept, the metrics, the directories
+    made for outputs of a failed job. Returns the exit status (a failure to write the metrics makes it 1)."""
     _say_left_behind(metrics)
     job = next(x for x in (o, given, args) if x is not None)
     if metrics_out and (output_conflict(job, "metrics_out") or inside_directory_output(job, "metrics_out")):
@@ -180,6 +198,17 @@ def _main(argv=None) -> int:
     return status
 
 
+def _forget_committed() -> None:
+    outputs = sys.modules.get("daskgmm.io.outputs")  # not loaded: nothing committed
+    if outputs is not None:
+        outputs.forget_committed()
+
+
+def _committed() -> list:
+    outputs = sys.modules.get("daskgmm.io.outputs")
+    return outputs.committed() if outputs is not None else []
+
+
 def _forget_silence() -> None:
     files = sys.modules.get("daskgmm.io.files")  # not loaded: no store was touched
     if files is not None:
@@ -202,6 +231,9 @@ def _stopped(what: str, exc: BaseException, otherwise: str) -> str:
     which the next job writing one of its outputs finishes: "no output written" told the user the old
     outputs stood, where (on S3) they were deleted and the new ones not all copied in (user-trial-r13)."""
     targets = getattr(exc, "daskgmm_commit_under_way", None)
+    done = _committed()
+    if not targets and done:  # stopped in the job's last steps (closing its cluster, a plot, a summary)
+        return f"{what}: stopped after committing {', '.join(done)} (complete)"
     if not targets:
         return f"{what}: stopped, {otherwise}" if otherwise else what
     one = len(targets) == 1

@@ -39,6 +39,11 @@ def requested() -> bool:
     return _pending is not None
 
 
+def pending() -> type[BaseException] | None:
+    """The exception type of the stop a signal asked for, or None."""
+    return _pending
+
+
 @contextlib.contextmanager
 def deferred():
     """A block a signal's exception must not cut in two: a signal arriving inside only records its

@@ -13,6 +13,7 @@ rolled forward by the next job; a lock by conditional writes on S3).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
@@ -23,6 +24,20 @@ import daskgmm.engine.stop as stop
 import daskgmm.io.store as store
 from daskgmm.io.files import DataError, cleaning_up, get_fs, is_local, note_silent, output_over_inputs, strip_protocol
 from daskgmm.io.store import OutputBusyError
+
+#: The targets this process committed last (a command commits one to three): a stop after them must not say
+#: that nothing was written (daskgmm.cli). Bounded, for a long-lived process that saves model after model.
+_committed: collections.deque = collections.deque(maxlen=16)
+
+
+def committed() -> list[str]:
+    """The outputs committed (swapped into place, complete) since :func:`forget_committed`, in order."""
+    return list(_committed)
+
+
+def forget_committed() -> None:
+    """Start a new record of :func:`committed` (a command's start)."""
+    _committed.clear()
 
 
 def _local(fs) -> bool:
@@ -409,14 +424,17 @@ class StagedOutput:
         if not _local(fs):
             store.commit(fs, [(self.staging, path)], verify=[self.lock.verify],
                          committing=lambda: setattr(self, "staging", None))
+            _committed.append(str(self.target))
             return
         if fs.exists(path):
             old = posixpath.join(self.parent, f".{self.base}.old-{uuid.uuid4().hex[:12]}")
             _move(fs, path, old)
             _move(fs, self.staging, path)
+            _committed.append(str(self.target))
             fs.rm(old, recursive=True)
         else:
             _move(fs, self.staging, path)
+            _committed.append(str(self.target))
         self.staging = None
 
     def abort(self, exc: BaseException | None = None) -> None:
@@ -538,6 +556,7 @@ def commit_together(outputs: list[StagedOutput]) -> None:
 
         store.commit(remote[0].fs, [(o.staging, o.path) for o in outputs], verify=[o.lock.verify for o in outputs],
                      committing=committing)
+        _committed.extend(str(o.target) for o in outputs)
         return
     if len(outputs) < 2 or not all(_local(o.fs) for o in outputs):
         for o in outputs:
