@@ -272,6 +272,31 @@ def test_a_signal_after_the_commit_says_the_outputs_are_complete(tmp_path, monke
     assert load(model).n_components == 2
 
 
+def test_a_stop_after_commits_names_the_jobs_outputs_only(tmp_path):
+    """What a stop says it committed: the command's outputs (--model-out, --predictions-out, --out), not what it
+    commits beside its checkpoint (update's model snapshots, committed as outputs are)."""
+    from types import SimpleNamespace
+
+    from daskgmm.cli import _stopped
+    from daskgmm.io.outputs import forget_committed, staged_directory
+
+    def commit(path):
+        with staged_directory(str(path)) as (fs, staging):
+            fs.pipe_file(f"{staging}/x", b"x")
+
+    forget_committed()
+    try:
+        commit(tmp_path / "snapshot")
+        o = SimpleNamespace(model_out=str(tmp_path / "m"), predictions_out=None)
+        assert _stopped("terminated (SIGTERM)", KeyboardInterrupt(), "no output written", o) == \
+            "terminated (SIGTERM): stopped, no output written"
+        commit(tmp_path / "m")
+        assert _stopped("terminated (SIGTERM)", KeyboardInterrupt(), "no output written", o) == \
+            f"terminated (SIGTERM): stopped after committing {tmp_path / 'm'} (complete)"
+    finally:
+        forget_committed()
+
+
 @pytest.mark.parametrize("signum, status, what", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
                                                   (signal.SIGINT, 130, "interrupted")])
 def test_a_signal_as_the_job_ends_lets_its_metrics_be_written(tmp_path, monkeypatch, capsys, signum, status, what):

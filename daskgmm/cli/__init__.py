@@ -141,10 +141,10 @@ def _main(argv=None) -> int:
         _fail(metrics, exc, status)
     except Terminated as exc:
         status = 143
-        _fail(metrics, _stopped("terminated (SIGTERM)", exc, "no output written"), status)
+        _fail(metrics, _stopped("terminated (SIGTERM)", exc, "no output written", o), status)
     except KeyboardInterrupt as exc:
         status = 130
-        _fail(metrics, _stopped("interrupted", exc, ""), status)
+        _fail(metrics, _stopped("interrupted", exc, "", o), status)
     except BrokenPipeError as exc:
         status = EXIT_FAILURE
         if _stdout_closed():  # `daskgmm info ... | head`: the reader went away; nothing to say
@@ -204,6 +204,11 @@ def _forget_committed() -> None:
         outputs.forget_committed()
 
 
+def _outputs_of(o) -> set:
+    """The paths of the outputs a command commits (staged, then swapped into place)."""
+    return {str(getattr(o, key)) for key in ("model_out", "predictions_out", "out") if getattr(o, key, None)}
+
+
 def _committed() -> list:
     outputs = sys.modules.get("daskgmm.io.outputs")
     return outputs.committed() if outputs is not None else []
@@ -226,12 +231,14 @@ def _say_left_behind(metrics) -> None:
         metrics["left_behind"] = left
 
 
-def _stopped(what: str, exc: BaseException, otherwise: str) -> str:
-    """What a signal's stop left: nothing written, or a commit past its commit point (its journal written),
-    which the next job writing one of its outputs finishes: "no output written" told the user the old
-    outputs stood, where (on S3) they were deleted and the new ones not all copied in (user-trial-r13)."""
+def _stopped(what: str, exc: BaseException, otherwise: str, o=None) -> str:
+    """What a signal's stop left: nothing written, the outputs of ``o`` it had committed (complete), or a commit
+    past its commit point (its journal written), which the next job writing one of its outputs finishes:
+    "no output written" told the user the old outputs stood, where (on S3) they were deleted and the new ones
+    not all copied in (user-trial-r13)."""
     targets = getattr(exc, "daskgmm_commit_under_way", None)
-    done = _committed()
+    # the job's outputs, not the snapshots it keeps beside its checkpoint (update)
+    done = [t for t in _committed() if o is not None and t in _outputs_of(o)]
     if not targets and done:  # stopped in the job's last steps (closing its cluster, a plot, a summary)
         return f"{what}: stopped after committing {', '.join(done)} (complete)"
     if not targets:
