@@ -723,18 +723,34 @@ def test_workers_that_are_threads_of_one_process_each_have_the_process_limit(lim
     """--no-processes --n-workers 2: each worker measures the whole process against its limit, so each is given
     what the two would hold as processes together ("auto": the system's memory, not half of it; 300MiB per
     worker: 600 MiB), and the cluster's memory and the chunks' budget count that process once
-    (user-trial-r17: each worker's "auto" limit was half the memory, measured against the whole process)."""
+    (user-trial-r17: each worker's "auto" limit was half the memory, measured against the whole process), less
+    what the process takes idle where rows are kept or not (2M x 16 rows at --memory-limit 400MiB were kept, and
+    the process, with its 211 MiB of libraries and client, paused its workers)."""
+    import dask.array as da
     from dask.utils import parse_bytes
     from distributed.system import MEMORY_LIMIT
 
-    from daskgmm.engine.cluster import _MEMORY_TARGET, IDLE_WORKER_BYTES, chunk_budget, cluster_memory, connect
+    from daskgmm.engine.cluster import (
+        _MEMORY_TARGET,
+        IDLE_WORKER_BYTES,
+        chunk_budget,
+        cluster_memory,
+        connect,
+        worker_floor,
+    )
     from daskgmm.engine.cluster import workers as list_workers
+    from daskgmm.engine.placement import should_persist
 
     want = MEMORY_LIMIT if limit == "auto" else min(MEMORY_LIMIT, 2 * parse_bytes(limit))
     with connect(n_workers=2, threads_per_worker=2, processes=False, memory_limit=limit) as client:
         info = list_workers(client)
         assert len(info) == 2 and {w["memory_limit"] for w in info.values()} == {want}, info
-        assert cluster_memory(client) == want
+        # what the data may take: the process's limit less what it takes idle (its libraries, its client)
+        floor = worker_floor(client)
+        assert 0 < floor < want and cluster_memory(client) == want - floor
+        if limit != "auto":  # rows that fit 40% of 600 MiB but not of 600 MiB less the process: read every pass
+            rows = da.zeros((int(0.4 * (want - floor / 2)) // 128, 16), chunks=(100_000, 16))
+            assert not should_persist(client, rows, "auto", in_memory=False, sparse=False)
         assert chunk_budget(client) == int(min(64 << 20, max(1 << 20, (want * _MEMORY_TARGET - IDLE_WORKER_BYTES)
                                                                      / 4 / 4)))
     with connect(n_workers=2, threads_per_worker=1, processes=True, memory_limit="300MiB") as client:

@@ -552,11 +552,14 @@ def none_can_return(client) -> list | None:
 
 def cluster_memory(client) -> int:
     """Sum of the workers' memory limits in bytes (0 when unknown or unlimited); of workers that are threads of
-    this process, their process's limit (each worker's: :func:`process_limit`)."""
+    this process, their process's limit (each worker's: :func:`process_limit`) less what the process takes idle
+    (:func:`worker_floor`: the command's own libraries and client, which worker processes do not hold)."""
     limits = [w.get("memory_limit") or 0 for w in workers(client).values()]
     if not limits or any(lim == 0 for lim in limits):
         return 0
-    return int(max(limits) if threads_of_this_process(client) else sum(limits))
+    if threads_of_this_process(client):
+        return int(max(1, max(limits) - worker_floor(client)))
+    return int(sum(limits))
 
 
 class ClusterError(RuntimeError):
