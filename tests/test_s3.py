@@ -939,6 +939,40 @@ def test_a_store_gone_silent_fails_the_job_within_one_deadline(bucket, scheduler
     assert_nothing_left(server, b)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_store_gone_silent_during_reads_fails_the_pass_at_its_first_chunk(bucket, scheduler, monkeypatch, capsys,
+                                                                           forget_silence):
+    """user-trial-ops-r18: the S3 server stopped (SIGSTOP) in the middle of a fit reading DATA every pass (on a
+    `dask scheduler` with two workers): the job ended after 281 s, exit 2, "reading row group 0 rows 0-125000
+    failed (ReadTimeoutError ...)", and left its locks unnamed. The workers' read error became a DataError (bad
+    input, and the client no longer saw a silent store), and the pass waited for every chunk to fail in turn (a
+    round of ~55 s per chunk a worker thread had). Now: exit 1, the silent store's message, within about one
+    chunk's bound (here 5 tries of 0.5 s in the worker, which keeps s3fs's retries), not six rounds of it."""
+    from daskgmm.io import files
+
+    server, b, _ = bucket
+    monkeypatch.setattr(files, "SILENT_CLEANUP_TIMEOUTS", 1)
+    options = {**server.storage_options,
+               "config_kwargs": {"read_timeout": 0.5, "retries": {"total_max_attempts": 1}}}
+    # footers read first; then 12 chunks a pass, each read by its task: the store goes silent a few passes in
+    silent = server.trap("GET", f"{b}/data/", nth=60, silence=True)
+    status = main(["fit", f"s3://{b}/data", *COLS, "--n-components", "2", "--model-out", f"s3://{b}/out/model",
+                   "--cache", "none", "--chunk-rows", "250", "--max-iter", "500", "--tol", "0",
+                   "--storage-options", json.dumps(options), "--scheduler", scheduler, "--quiet"])
+    after = time.monotonic() - silent.at if silent.at is not None else None
+    err = capsys.readouterr().err
+    server.clear_traps()
+    assert status == 1, err
+    assert "the object store stopped answering" in err and f"{b}/data/part-" in err, err
+    # one chunk's reads (~3.5 s with s3fs's pauses between its tries) and the deadline; before, 6 rounds: ~25 s
+    assert after is not None and after < 12.0, f"{after} s after the store went silent\n{err}"
+    assert f"s3://{b}/out/.model.lock" in err or f"s3://{b}/out/.model.lock" not in keys(server, b), err
+    if [k for k in keys(server, b) if k.startswith("out/")]:
+        server.fs().rm(f"{b}/out", recursive=True)
+    assert_nothing_left(server, b)
+
+
 @pytest.mark.timeout(60)
 def test_a_staging_left_on_a_silent_store_is_named_and_never_complete(s3, monkeypatch, forget_silence):
     """In Python as in the command: a store that stops answering while an output is staged fails the write

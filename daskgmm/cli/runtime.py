@@ -120,7 +120,7 @@ def keep_rows(o, src, *, cut: bool = True) -> bool:
     rows = [row_major(src.X), *ids]
     arrays = cut_at_shares(client, rows, own=True) if cut else rows
     X, *kept_ids = client.persist(arrays, optimize_graph=False)
-    wait_bounded(client, futures_of([X, *kept_ids]), "persist")
+    wait_bounded(client, futures_of([X, *kept_ids]), "persist", first_failure=True)
     src.X = X
     if src.ids is not None:
         src.ids = kept_ids if isinstance(src.ids, list) else kept_ids[0]
