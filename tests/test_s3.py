@@ -880,6 +880,24 @@ def test_a_write_to_a_silent_endpoint_fails_within_a_bound(silent_endpoint, monk
     assert "the object store stopped answering" in metrics["error"] and "--resume" in metrics["error"]
 
 
+def test_a_misspelled_storage_option_is_a_usage_error_naming_it(bucket, tmp_path, capsys):
+    """user-trial-ops-r18: --storage-options '{"endpoint": ...}' (for endpoint_url) ended the job with "TypeError:
+    AioSession.__init__() got an unexpected keyword argument 'endpoint'", exit 1, once the first request was made.
+    An unknown key is bad usage (exit 2, before any cluster starts), named with the one meant; from a config too."""
+    from .conftest import expect_exit2
+
+    server, b, _ = bucket
+    wrong = {**{k: v for k, v in server.storage_options.items() if k != "endpoint_url"},
+             "endpoint": server.storage_options["endpoint_url"]}
+    expect_exit2(["info", "--model", f"s3://{b}/model", "--storage-options", json.dumps(wrong)],
+                 "--storage-options: unknown option 'endpoint' for s3:// (did you mean 'endpoint_url'?", capsys)
+    config = tmp_path / "job.yaml"
+    config.write_text(f"data: s3://{b}/data\nmodel_out: {tmp_path}/model\nstorage_options: {json.dumps(wrong)}\n")
+    expect_exit2(["fit", "--config", str(config), *COLS, "--no-processes"],
+                 f"--storage-options ('storage_options' in {config}): unknown option 'endpoint'", capsys)
+    assert not (tmp_path / "model").exists()
+
+
 def test_operator_retries_are_kept():
     """Retries and timeouts an operator sets in --storage-options win over daskgmm's bounds, which
     apply otherwise."""

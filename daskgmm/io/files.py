@@ -71,6 +71,21 @@ def get_fs(path, storage_options=None):
 #: takes a 503 again) and 5 s without a byte bound it to ~55 s. An operator's own
 #: ``config_kwargs`` ``retries`` / ``read_timeout`` (or ``AWS_MAX_ATTEMPTS``) win.
 S3_MAX_ATTEMPTS = 2
+
+
+def s3_option_names() -> set:
+    """The storage options an ``s3://`` filesystem takes: ``s3fs.S3FileSystem``'s parameters, those it hands
+    to fsspec, and those of the botocore session it passes every other one to (which refuses an unknown one
+    only at the first request, as a bare TypeError: user-trial-ops-r18's ``endpoint`` for ``endpoint_url``)."""
+    import inspect
+
+    import s3fs
+    from aiobotocore.session import AioSession
+
+    names = set(inspect.signature(s3fs.S3FileSystem.__init__).parameters)
+    names |= set(inspect.signature(AioSession.__init__).parameters)
+    names |= {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
+    return names - {"self", "kwargs"}
 S3_READ_TIMEOUT = 5
 
 
