@@ -898,6 +898,22 @@ def test_a_misspelled_storage_option_is_a_usage_error_naming_it(bucket, tmp_path
     assert not (tmp_path / "model").exists()
 
 
+def test_a_profile_that_no_file_holds_is_bad_usage_naming_the_path(bucket, tmp_path, capsys):
+    """user-trial-ops-r18: a profile of the storage options (or AWS_PROFILE) that ~/.aws does not hold ended the
+    job with "ProfileNotFound: The config profile (…) could not be found", exit 1, naming neither the path nor
+    where the profile came from. It is credentials the job cannot have, as none at all: exit 2, named."""
+    from .conftest import expect_exit2
+
+    server, b, _ = bucket
+    profile = f"no-such-profile-{os.getpid()}"
+    options = json.dumps({**server.storage_options, "profile": profile})
+    expect_exit2(["fit", f"s3://{b}/data", *COLS, "--model-out", str(tmp_path / "m"), "--storage-options", options,
+                  "--no-processes"], f"'s3://{b}/data': cannot list or read it (The config profile ({profile}) "
+                 "could not be found: name a profile that ~/.aws/config", capsys)
+    expect_exit2(["info", "--model", f"s3://{b}/model", "--storage-options", options],
+                 f"s3://{b}/model: cannot read the model (The config profile ({profile})", capsys)
+
+
 def test_operator_retries_are_kept():
     """Retries and timeouts an operator sets in --storage-options win over daskgmm's bounds, which
     apply otherwise."""

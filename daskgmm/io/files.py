@@ -134,11 +134,11 @@ def bound_s3_writes(fs=None) -> None:
 
 
 def no_credentials(exc) -> bool:
-    """Whether ``exc`` is botocore's "no credentials" (found none, or part of them), which s3fs
-    passes on as it is where it turns a refused request into a PermissionError. By name: a
+    """Whether ``exc`` is botocore's "no credentials" (found none, or part of them, or a profile named that no
+    file holds), which s3fs passes on as it is where it turns a refused request into a PermissionError. By name: a
     process reading local files never imports botocore."""
     return type(exc).__module__.startswith("botocore") and type(exc).__name__ in (
-        "NoCredentialsError", "PartialCredentialsError")
+        "NoCredentialsError", "PartialCredentialsError", "ProfileNotFound")
 
 
 def unreachable(exc) -> bool:
@@ -302,6 +302,9 @@ def worker_credentials(verb: str) -> str:
 
 
 def credentials_hint(exc) -> str:
+    if type(exc).__name__ == "ProfileNotFound":  # AWS_PROFILE, or the storage options' profile
+        return (f"{exc}: name a profile that ~/.aws/config or ~/.aws/credentials holds (AWS_PROFILE, or "
+                "'profile' in --storage-options), or leave it out")
     return (f"{exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the "
             "credentials in --storage-options")
 
