@@ -1098,6 +1098,30 @@ def test_score_checks_its_metrics_out_before_the_cluster(tmp_path, capsys):
     assert "cluster:" not in captured.err and captured.out == ""
 
 
+def test_a_local_checkpoint_dir_that_cannot_be_written_is_refused_before_the_cluster(tmp_path, capsys):
+    """--checkpoint-dir below a file (or on a read-only filesystem, where the same check refuses it) was found
+    only at the first checkpoint write, after the cluster and the first pass: "NotADirectoryError: [Errno 20]
+    Not a directory: '…/checkpoint.npz'", exit 1 (user-trial-ops-r18). On S3 it was checked first already;
+    now on disk too: exit 2, naming the option, before any cluster; nothing made."""
+    from daskgmm import GaussianMixture
+
+    X = write_data(tmp_path / "data", n=30)
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "model")
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    for args in (["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m"), "--columns", "f0,f1,f2"],
+                 ["select", str(tmp_path / "data"), "--k-max", "2", "--out", str(tmp_path / "m"), "--columns",
+                  "f0,f1,f2"],
+                 ["update", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--model-out",
+                  str(tmp_path / "m"), "--columns", "f0,f1,f2"]):
+        for ckpt in (tmp_path / "afile" / "ck", tmp_path / "afile"):
+            assert main([*args, "--checkpoint-dir", str(ckpt), *FAST[:-1]]) == 2, capsys.readouterr().err
+            err = capsys.readouterr().err
+            said = f"--checkpoint-dir {ckpt}: {tmp_path / 'afile'} is a file, not a directory"
+            assert said in err and "cluster:" not in err, (args, err)
+            assert not (tmp_path / "m").exists()
+
+
 def test_predict_and_sample_write_their_error_metrics(tmp_path, capsys):
     """predict and sample took no --metrics-out (a nightly predict job had only its exit status to report);
     on failure too, before any cluster, and a path that cannot be written is said first (user-trial-r14)."""

@@ -532,8 +532,8 @@ def check_outputs(o, locks):
 
 
 def check_file_outputs(o) -> None:
-    """Before the cluster starts: the plot, metrics and (on an object store) checkpoint paths a job gives can
-    be written (:func:`check_file_target`)."""
+    """Before the cluster starts: the plot, metrics and checkpoint paths a job gives can be written
+    (:func:`check_file_target`, :func:`check_local_directory`)."""
     so = storage_options(o)
     for key in ("plot", "metrics_out"):
         path = getattr(o, key, None)
@@ -542,6 +542,24 @@ def check_file_outputs(o) -> None:
     ckpt = getattr(o, "checkpoint_dir", None)
     if ckpt and not local_path(ckpt, so):
         check_file_target(ckpt.rstrip("/") + "/checkpoint.npz", "--checkpoint-dir", so)
+    elif ckpt:
+        check_local_directory(ckpt, "--checkpoint-dir")
+
+
+def check_local_directory(path, flag) -> None:
+    """Refuse (UsageError) a local directory ``flag`` that could not be made or written: below a file, on a
+    read-only filesystem, or where this user may not write. Nothing is made (a checkpoint directory is made
+    at the first checkpoint and stays, as before); unchecked, the first checkpoint write failed after the
+    cluster and a pass, exit 1 (user-trial-ops-r18)."""
+    head = str(path)
+    head = os.path.abspath(os.path.expanduser(head[len("file://"):] if head.startswith("file://") else head))
+    while not os.path.lexists(head):  # the nearest part of it that exists: the one a mkdir writes in
+        head = os.path.dirname(head)
+    if not os.path.isdir(head):
+        raise UsageError(f"{flag} {path}: {head} is a file, not a directory; choose another path")
+    if not os.access(head, os.W_OK):
+        raise UsageError(f"{flag} {path}: directory {head} is not writable (read-only, or not this user's); "
+                         "choose another path, or one this user may write")
 
 
 def storage_options(o) -> dict | None:
