@@ -1122,6 +1122,20 @@ def test_a_local_checkpoint_dir_that_cannot_be_written_is_refused_before_the_clu
             assert not (tmp_path / "m").exists()
 
 
+def test_file_urls_of_metrics_and_checkpoints_are_the_paths_they_name(tmp_path, monkeypatch, capsys):
+    """--metrics-out file:///abs/m.json (and --checkpoint-dir file://…) were written below the working
+    directory, at ./file:/abs/m.json, exit 0, where --model-out file://… and DATA take the URL's path
+    (user-trial-ops-r18): a job's monitor read an old or no file."""
+    write_data(tmp_path / "data", n=30)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["fit", f"file://{tmp_path}/data", "--columns", "f0,f1,f2", "--model-out", f"file://{tmp_path}/m",
+                 "--metrics-out", f"file://{tmp_path}/m.json", "--checkpoint-dir", f"file://{tmp_path}/ck",
+                 *FAST]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "m.json").read_text())["status"] == "ok"
+    assert (tmp_path / "m" / "_SUCCESS").exists() and os.listdir(tmp_path / "cwd") == []
+
+
 def test_predict_and_sample_write_their_error_metrics(tmp_path, capsys):
     """predict and sample took no --metrics-out (a nightly predict job had only its exit status to report);
     on failure too, before any cluster, and a path that cannot be written is said first (user-trial-r14)."""

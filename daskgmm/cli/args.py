@@ -174,6 +174,10 @@ def resolve(args) -> argparse.Namespace:
         data = data[0]
     merged["data"] = data
     merged["command"] = cmd
+    for key in PATH_OPTIONS:  # a file:// URL is the local path it names (the metrics and checkpoints, written
+        value = merged.get(key)  # by open(), went to ./file:/… below the working directory)
+        if isinstance(value, str) and value.startswith("file://"):
+            merged[key] = value[len("file://"):]
     if cmd == SHOW_CONFIG:
         merged["json"] = bool(getattr(args, "json", False))
     ns = argparse.Namespace(**merged)
