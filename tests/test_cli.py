@@ -1136,6 +1136,34 @@ def test_file_urls_of_metrics_and_checkpoints_are_the_paths_they_name(tmp_path, 
     assert (tmp_path / "m" / "_SUCCESS").exists() and os.listdir(tmp_path / "cwd") == []
 
 
+def test_options_a_model_does_not_take_are_refused_before_the_cluster(tmp_path, capsys):
+    """predict --proba with a KMeans model (and update --distance with a mixture, ...) was refused only once
+    the cluster had started and the model was loaded in it: 17 s on an embedded cluster of worker processes
+    under load, for what the model's model.json says (user-trial-ops-r18). Now before any cluster: exit 2,
+    the same message."""
+    from daskgmm import GaussianMixture, KMeans
+
+    X = write_data(tmp_path / "data", n=30)
+    KMeans(2, random_state=0, n_init=1).fit(X).save(tmp_path / "km")
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "gm")
+    capsys.readouterr()
+    cols = ["--columns", "f0,f1,f2"]
+    for args, said in (
+            (["predict", "--model", "km", "--out", "p", "--proba"], "--proba does not apply to {km}, a KMeans model"),
+            (["predict", "--model", "gm", "--out", "p", "--distance"],
+             "--distance does not apply to {gm}, a GaussianMixture model"),
+            (["update", "--model", "km", "--model-out", "p", "--predictions-out", "q", "--loglik"],
+             "--loglik does not apply to {km}, a KMeans model (its online step"),
+            (["update", "--model", "gm", "--model-out", "p", "--predictions-out", "q", "--distance"],
+             "--distance does not apply to {gm}, a GaussianMixture model (--distance is a KMeans model's)")):
+        args = [str(tmp_path / a) if a in ("km", "gm", "p", "q") else a for a in args]
+        said = said.format(km=tmp_path / "km", gm=tmp_path / "gm")
+        assert main([args[0], str(tmp_path / "data"), *args[1:], *cols, *FAST[:-1]]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "cluster:" not in err, (args, err)
+        assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
+
+
 def test_predict_and_sample_write_their_error_metrics(tmp_path, capsys):
     """predict and sample took no --metrics-out (a nightly predict job had only its exit status to report);
     on failure too, before any cluster, and a path that cannot be written is said first (user-trial-r14)."""

@@ -162,6 +162,7 @@ def check_inputs(o) -> None:
 
         doc = o.model_files[0] if getattr(o, "model_files", None) is not None else None
         check_sparse_model(o, doc)
+        check_model_options(o, doc)
         if reads_sparse(o):
             o.sparse_width = check_sparse_input(o, doc)
             return
@@ -192,6 +193,37 @@ def sparse_columns(o, doc=None):
     """The columns sparse rows are read from: ``--columns``, else those a saved model (its ``model.json``,
     ``doc``) was fitted on, else None (the layout's ``indices``, ``values``)."""
     return o.columns or (doc or {}).get("sparse_columns")
+
+
+#: The saved models whose predictions are a centre's label and distance (no probabilities, no log-likelihood).
+CLUSTER_MODELS = ("KMeans", "KMedoids")
+
+
+def check_model_options(o, doc) -> None:
+    """A UsageError for an option of ``predict`` or ``update`` that the saved model (``doc``, its
+    ``model.json``) does not take, from its file before any cluster starts: refused once the cluster had
+    started and loaded the model, it cost the cluster's start-up (user-trial-ops-r18). The same messages as
+    the checks beside the load (``cmd_predict``, ``cli.fit.check_update_options``), which stay."""
+    if doc is None or o.command not in ("predict", "update") or doc.get("estimator") is None:
+        return
+    name = doc["estimator"]
+    clusters = name in CLUSTER_MODELS
+    if o.command == "predict":
+        wrong = [f for f, v, mine in (("--proba", o.proba, False), ("--loglik", o.loglik, False),
+                                      ("--distance", o.distance, True)) if v and mine != clusters]
+        if wrong:
+            raise UsageError(f"daskgmm predict: {', '.join(wrong)} does not apply to {o.model}, a {name} model")
+        return
+    if name not in ("GaussianMixture", "KMeans"):
+        return  # update refuses the others whole, naming them
+    if clusters:
+        wrong = [flag(k) for k in ("learning_decay", "learning_offset") if getattr(o, k) is not None]
+        wrong += [flag(k) for k in ("proba", "loglik") if getattr(o, k)]
+        why = "its online step is the sequential k-means update, mu_k <- mu_k + (x - mu_k) / n_k"
+    else:
+        wrong, why = (["--distance"] if o.distance else []), "--distance is a KMeans model's"
+    if wrong:
+        raise UsageError(f"daskgmm update: {', '.join(wrong)} does not apply to {o.model}, a {name} model ({why})")
 
 
 def check_sparse_model(o, doc) -> None:
