@@ -1098,6 +1098,72 @@ def test_score_checks_its_metrics_out_before_the_cluster(tmp_path, capsys):
     assert "cluster:" not in captured.err and captured.out == ""
 
 
+def test_a_local_checkpoint_dir_that_cannot_be_written_is_refused_before_the_cluster(tmp_path, capsys):
+    """--checkpoint-dir below a file (or on a read-only filesystem, where the same check refuses it) was found
+    only at the first checkpoint write, after the cluster and the first pass: "NotADirectoryError: [Errno 20]
+    Not a directory: '…/checkpoint.npz'", exit 1 (user-trial-ops-r18). On S3 it was checked first already;
+    now on disk too: exit 2, naming the option, before any cluster; nothing made."""
+    from daskgmm import GaussianMixture
+
+    X = write_data(tmp_path / "data", n=30)
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "model")
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    for args in (["fit", str(tmp_path / "data"), "--model-out", str(tmp_path / "m"), "--columns", "f0,f1,f2"],
+                 ["select", str(tmp_path / "data"), "--k-max", "2", "--out", str(tmp_path / "m"), "--columns",
+                  "f0,f1,f2"],
+                 ["update", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--model-out",
+                  str(tmp_path / "m"), "--columns", "f0,f1,f2"]):
+        for ckpt in (tmp_path / "afile" / "ck", tmp_path / "afile"):
+            assert main([*args, "--checkpoint-dir", str(ckpt), *FAST[:-1]]) == 2, capsys.readouterr().err
+            err = capsys.readouterr().err
+            said = f"--checkpoint-dir {ckpt}: {tmp_path / 'afile'} is a file, not a directory"
+            assert said in err and "cluster:" not in err, (args, err)
+            assert not (tmp_path / "m").exists()
+
+
+def test_file_urls_of_metrics_and_checkpoints_are_the_paths_they_name(tmp_path, monkeypatch, capsys):
+    """--metrics-out file:///abs/m.json (and --checkpoint-dir file://…) were written below the working
+    directory, at ./file:/abs/m.json, exit 0, where --model-out file://… and DATA take the URL's path
+    (user-trial-ops-r18): a job's monitor read an old or no file."""
+    write_data(tmp_path / "data", n=30)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["fit", f"file://{tmp_path}/data", "--columns", "f0,f1,f2", "--model-out", f"file://{tmp_path}/m",
+                 "--metrics-out", f"file://{tmp_path}/m.json", "--checkpoint-dir", f"file://{tmp_path}/ck",
+                 *FAST]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "m.json").read_text())["status"] == "ok"
+    assert (tmp_path / "m" / "_SUCCESS").exists() and os.listdir(tmp_path / "cwd") == []
+
+
+def test_options_a_model_does_not_take_are_refused_before_the_cluster(tmp_path, capsys):
+    """predict --proba with a KMeans model (and update --distance with a mixture, ...) was refused only once
+    the cluster had started and the model was loaded in it: 17 s on an embedded cluster of worker processes
+    under load, for what the model's model.json says (user-trial-ops-r18). Now before any cluster: exit 2,
+    the same message."""
+    from daskgmm import GaussianMixture, KMeans
+
+    X = write_data(tmp_path / "data", n=30)
+    KMeans(2, random_state=0, n_init=1).fit(X).save(tmp_path / "km")
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "gm")
+    capsys.readouterr()
+    cols = ["--columns", "f0,f1,f2"]
+    for args, said in (
+            (["predict", "--model", "km", "--out", "p", "--proba"], "--proba does not apply to {km}, a KMeans model"),
+            (["predict", "--model", "gm", "--out", "p", "--distance"],
+             "--distance does not apply to {gm}, a GaussianMixture model"),
+            (["update", "--model", "km", "--model-out", "p", "--predictions-out", "q", "--loglik"],
+             "--loglik does not apply to {km}, a KMeans model (its online step"),
+            (["update", "--model", "gm", "--model-out", "p", "--predictions-out", "q", "--distance"],
+             "--distance does not apply to {gm}, a GaussianMixture model (--distance is a KMeans model's)")):
+        args = [str(tmp_path / a) if a in ("km", "gm", "p", "q") else a for a in args]
+        said = said.format(km=tmp_path / "km", gm=tmp_path / "gm")
+        assert main([args[0], str(tmp_path / "data"), *args[1:], *cols, *FAST[:-1]]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "cluster:" not in err, (args, err)
+        assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
+
+
 def test_predict_and_sample_write_their_error_metrics(tmp_path, capsys):
     """predict and sample took no --metrics-out (a nightly predict job had only its exit status to report);
     on failure too, before any cluster, and a path that cannot be written is said first (user-trial-r14)."""

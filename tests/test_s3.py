@@ -880,6 +880,40 @@ def test_a_write_to_a_silent_endpoint_fails_within_a_bound(silent_endpoint, monk
     assert "the object store stopped answering" in metrics["error"] and "--resume" in metrics["error"]
 
 
+def test_a_misspelled_storage_option_is_a_usage_error_naming_it(bucket, tmp_path, capsys):
+    """user-trial-ops-r18: --storage-options '{"endpoint": ...}' (for endpoint_url) ended the job with "TypeError:
+    AioSession.__init__() got an unexpected keyword argument 'endpoint'", exit 1, once the first request was made.
+    An unknown key is bad usage (exit 2, before any cluster starts), named with the one meant; from a config too."""
+    from .conftest import expect_exit2
+
+    server, b, _ = bucket
+    wrong = {**{k: v for k, v in server.storage_options.items() if k != "endpoint_url"},
+             "endpoint": server.storage_options["endpoint_url"]}
+    expect_exit2(["info", "--model", f"s3://{b}/model", "--storage-options", json.dumps(wrong)],
+                 "--storage-options: unknown option 'endpoint' for s3:// (did you mean 'endpoint_url'?", capsys)
+    config = tmp_path / "job.yaml"
+    config.write_text(f"data: s3://{b}/data\nmodel_out: {tmp_path}/model\nstorage_options: {json.dumps(wrong)}\n")
+    expect_exit2(["fit", "--config", str(config), *COLS, "--no-processes"],
+                 f"--storage-options ('storage_options' in {config}): unknown option 'endpoint'", capsys)
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_profile_that_no_file_holds_is_bad_usage_naming_the_path(bucket, tmp_path, capsys):
+    """user-trial-ops-r18: a profile of the storage options (or AWS_PROFILE) that ~/.aws does not hold ended the
+    job with "ProfileNotFound: The config profile (…) could not be found", exit 1, naming neither the path nor
+    where the profile came from. It is credentials the job cannot have, as none at all: exit 2, named."""
+    from .conftest import expect_exit2
+
+    server, b, _ = bucket
+    profile = f"no-such-profile-{os.getpid()}"
+    options = json.dumps({**server.storage_options, "profile": profile})
+    expect_exit2(["fit", f"s3://{b}/data", *COLS, "--model-out", str(tmp_path / "m"), "--storage-options", options,
+                  "--no-processes"], f"'s3://{b}/data': cannot list or read it (The config profile ({profile}) "
+                 "could not be found: name a profile that ~/.aws/config", capsys)
+    expect_exit2(["info", "--model", f"s3://{b}/model", "--storage-options", options],
+                 f"s3://{b}/model: cannot read the model (The config profile ({profile})", capsys)
+
+
 def test_operator_retries_are_kept():
     """Retries and timeouts an operator sets in --storage-options win over daskgmm's bounds, which
     apply otherwise."""
@@ -936,6 +970,40 @@ def test_a_store_gone_silent_fails_the_job_within_one_deadline(bucket, scheduler
     left = keys(server, b)
     assert not [k for k in left if k.startswith("out/") and not k.startswith("out/.")], left  # nothing complete
     server.fs().rm([k.removeprefix("s3://") for k in locks if k.removeprefix(f"s3://{b}/") in left])
+    assert_nothing_left(server, b)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_store_gone_silent_during_reads_fails_the_pass_at_its_first_chunk(bucket, scheduler, monkeypatch, capsys,
+                                                                           forget_silence):
+    """user-trial-ops-r18: the S3 server stopped (SIGSTOP) in the middle of a fit reading DATA every pass (on a
+    `dask scheduler` with two workers): the job ended after 281 s, exit 2, "reading row group 0 rows 0-125000
+    failed (ReadTimeoutError ...)", and left its locks unnamed. The workers' read error became a DataError (bad
+    input, and the client no longer saw a silent store), and the pass waited for every chunk to fail in turn (a
+    round of ~55 s per chunk a worker thread had). Now: exit 1, the silent store's message, within about one
+    chunk's bound (here 5 tries of 0.5 s in the worker, which keeps s3fs's retries), not six rounds of it."""
+    from daskgmm.io import files
+
+    server, b, _ = bucket
+    monkeypatch.setattr(files, "SILENT_CLEANUP_TIMEOUTS", 1)
+    options = {**server.storage_options,
+               "config_kwargs": {"read_timeout": 0.5, "retries": {"total_max_attempts": 1}}}
+    # footers read first; then 12 chunks a pass, each read by its task: the store goes silent a few passes in
+    silent = server.trap("GET", f"{b}/data/", nth=60, silence=True)
+    status = main(["fit", f"s3://{b}/data", *COLS, "--n-components", "2", "--model-out", f"s3://{b}/out/model",
+                   "--cache", "none", "--chunk-rows", "250", "--max-iter", "500", "--tol", "0",
+                   "--storage-options", json.dumps(options), "--scheduler", scheduler, "--quiet"])
+    after = time.monotonic() - silent.at if silent.at is not None else None
+    err = capsys.readouterr().err
+    server.clear_traps()
+    assert status == 1, err
+    assert "the object store stopped answering" in err and f"{b}/data/part-" in err, err
+    # one chunk's reads (~3.5 s with s3fs's pauses between its tries) and the deadline; before, 6 rounds: ~25 s
+    assert after is not None and after < 12.0, f"{after} s after the store went silent\n{err}"
+    assert f"s3://{b}/out/.model.lock" in err or f"s3://{b}/out/.model.lock" not in keys(server, b), err
+    if [k for k in keys(server, b) if k.startswith("out/")]:
+        server.fs().rm(f"{b}/out", recursive=True)
     assert_nothing_left(server, b)
 
 

@@ -174,6 +174,10 @@ def resolve(args) -> argparse.Namespace:
         data = data[0]
     merged["data"] = data
     merged["command"] = cmd
+    for key in PATH_OPTIONS:  # a file:// URL is the local path it names (the metrics and checkpoints, written
+        value = merged.get(key)  # by open(), went to ./file:/… below the working directory)
+        if isinstance(value, str) and value.startswith("file://"):
+            merged[key] = value[len("file://"):]
     if cmd == SHOW_CONFIG:
         merged["json"] = bool(getattr(args, "json", False))
     ns = argparse.Namespace(**merged)
@@ -568,6 +572,25 @@ def check_filesystems(o):
         except (ImportError, ValueError) as exc:
             hint = " (pip install 'daskgmm[s3]')" if protocol in ("s3", "s3a") else ""
             raise UsageError(f"daskgmm {o.command}: {name} {path}: {exc}{hint}") from None
+        if protocol in ("s3", "s3a"):
+            _check_s3_options(o)
+
+
+def _check_s3_options(o):
+    """An unknown key of ``--storage-options`` for an ``s3://`` path is bad usage, named with the key meant:
+    s3fs hands it to botocore's session, which refused it only at the job's first request, with a bare
+    TypeError, exit 1."""
+    import difflib
+
+    from daskgmm.io.files import s3_option_names
+
+    known = s3_option_names()
+    unknown = sorted(k for k in (getattr(o, "storage_options", None) or {}) if k not in known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        meant = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"daskgmm {o.command}: --storage-options: unknown option {unknown[0]!r} for s3://{meant}; "
+                         f"s3fs takes {', '.join(sorted(known))}")
 
 
 #: Options of the Student-t mixture only (``fit --estimator student``), with their defaults.

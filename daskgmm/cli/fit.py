@@ -20,6 +20,7 @@ from daskgmm.cli.args import EXIT_OK, PRIOR_OPTIONS, UsageError, require_predict
 from daskgmm.cli.config import NAMED_STARTS, OPTIONS, flag
 from daskgmm.cli.runtime import (
     Reporter,
+    check_model_options,
     check_outputs,
     collapse_in_flags,
     columns_in_data_errors,
@@ -489,16 +490,8 @@ def online_counts(est) -> tuple[int, float]:
 def check_update_options(o, est) -> None:
     """Exit 2 naming the options that do not apply to the model: the online EM's learning rate,
     ``--proba`` and ``--loglik`` to a KMeans (its step is the sequential k-means update), ``--distance``
-    to a mixture."""
-    if hasattr(est, "cluster_centers_"):
-        wrong = [flag(k) for k in ("learning_decay", "learning_offset") if getattr(o, k) is not None]
-        wrong += [flag(k) for k in ("proba", "loglik") if getattr(o, k)]
-        why = "its online step is the sequential k-means update, mu_k <- mu_k + (x - mu_k) / n_k"
-    else:
-        wrong, why = (["--distance"] if o.distance else []), "--distance is a KMeans model's"
-    if wrong:
-        raise UsageError(f"daskgmm update: {', '.join(wrong)} does not apply to {o.model}, a {type(est).__name__} "
-                         f"model ({why})")
+    to a mixture (:func:`daskgmm.cli.runtime.check_model_options`, by the loaded model's class)."""
+    check_model_options(o, {"estimator": type(est).__name__})
 
 
 def snapshot_exists(snapshot, so) -> bool:

@@ -17,6 +17,7 @@ from daskgmm.cli.fit import check_covariance_prior, check_degrees_of_freedom, fi
 from daskgmm.cli.runtime import (
     Reporter,
     check_file_outputs,
+    check_model_options,
     collapse_in_flags,
     columns_in_data_errors,
     command_cluster,
@@ -43,11 +44,7 @@ def cmd_predict(o, log, metrics):
     with OutputLock(o.out, so), command_cluster(o, log, box, metrics):
         est, src = box["model"], box["src"] = model_source(o, log, clusters=True)
         clusters = hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
-        wrong = [f for f, v, mine in (("--proba", o.proba, False), ("--loglik", o.loglik, False),
-                                      ("--distance", o.distance, True)) if v and mine != clusters]
-        if wrong:
-            raise UsageError(f"daskgmm predict: {', '.join(wrong)} does not apply to {o.model}, a "
-                             f"{type(est).__name__} model")
+        check_model_options(o, {"estimator": type(est).__name__})  # checked from model.json already
         what = {"distance": o.distance} if clusters else {"proba": o.proba, "loglik": o.loglik}
         rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, storage_options=so,
                                      **what)

@@ -120,7 +120,7 @@ def keep_rows(o, src, *, cut: bool = True) -> bool:
     rows = [row_major(src.X), *ids]
     arrays = cut_at_shares(client, rows, own=True) if cut else rows
     X, *kept_ids = client.persist(arrays, optimize_graph=False)
-    wait_bounded(client, futures_of([X, *kept_ids]), "persist")
+    wait_bounded(client, futures_of([X, *kept_ids]), "persist", first_failure=True)
     src.X = X
     if src.ids is not None:
         src.ids = kept_ids if isinstance(src.ids, list) else kept_ids[0]
@@ -162,6 +162,7 @@ def check_inputs(o) -> None:
 
         doc = o.model_files[0] if getattr(o, "model_files", None) is not None else None
         check_sparse_model(o, doc)
+        check_model_options(o, doc)
         if reads_sparse(o):
             o.sparse_width = check_sparse_input(o, doc)
             return
@@ -192,6 +193,37 @@ def sparse_columns(o, doc=None):
     """The columns sparse rows are read from: ``--columns``, else those a saved model (its ``model.json``,
     ``doc``) was fitted on, else None (the layout's ``indices``, ``values``)."""
     return o.columns or (doc or {}).get("sparse_columns")
+
+
+#: The saved models whose predictions are a centre's label and distance (no probabilities, no log-likelihood).
+CLUSTER_MODELS = ("KMeans", "KMedoids")
+
+
+def check_model_options(o, doc) -> None:
+    """A UsageError for an option of ``predict`` or ``update`` that the saved model (``doc``, its
+    ``model.json``) does not take, from its file before any cluster starts: refused once the cluster had
+    started and loaded the model, it cost the cluster's start-up (user-trial-ops-r18). The same messages as
+    the checks beside the load (``cmd_predict``, ``cli.fit.check_update_options``), which stay."""
+    if doc is None or o.command not in ("predict", "update") or doc.get("estimator") is None:
+        return
+    name = doc["estimator"]
+    clusters = name in CLUSTER_MODELS
+    if o.command == "predict":
+        wrong = [f for f, v, mine in (("--proba", o.proba, False), ("--loglik", o.loglik, False),
+                                      ("--distance", o.distance, True)) if v and mine != clusters]
+        if wrong:
+            raise UsageError(f"daskgmm predict: {', '.join(wrong)} does not apply to {o.model}, a {name} model")
+        return
+    if name not in ("GaussianMixture", "KMeans"):
+        return  # update refuses the others whole, naming them
+    if clusters:
+        wrong = [flag(k) for k in ("learning_decay", "learning_offset") if getattr(o, k) is not None]
+        wrong += [flag(k) for k in ("proba", "loglik") if getattr(o, k)]
+        why = "its online step is the sequential k-means update, mu_k <- mu_k + (x - mu_k) / n_k"
+    else:
+        wrong, why = (["--distance"] if o.distance else []), "--distance is a KMeans model's"
+    if wrong:
+        raise UsageError(f"daskgmm update: {', '.join(wrong)} does not apply to {o.model}, a {name} model ({why})")
 
 
 def check_sparse_model(o, doc) -> None:
@@ -532,8 +564,8 @@ def check_outputs(o, locks):
 
 
 def check_file_outputs(o) -> None:
-    """Before the cluster starts: the plot, metrics and (on an object store) checkpoint paths a job gives can
-    be written (:func:`check_file_target`)."""
+    """Before the cluster starts: the plot, metrics and checkpoint paths a job gives can be written
+    (:func:`check_file_target`, :func:`check_local_directory`)."""
     so = storage_options(o)
     for key in ("plot", "metrics_out"):
         path = getattr(o, key, None)
@@ -542,6 +574,24 @@ def check_file_outputs(o) -> None:
     ckpt = getattr(o, "checkpoint_dir", None)
     if ckpt and not local_path(ckpt, so):
         check_file_target(ckpt.rstrip("/") + "/checkpoint.npz", "--checkpoint-dir", so)
+    elif ckpt:
+        check_local_directory(ckpt, "--checkpoint-dir")
+
+
+def check_local_directory(path, flag) -> None:
+    """Refuse (UsageError) a local directory ``flag`` that could not be made or written: below a file, on a
+    read-only filesystem, or where this user may not write. Nothing is made (a checkpoint directory is made
+    at the first checkpoint and stays, as before); unchecked, the first checkpoint write failed after the
+    cluster and a pass, exit 1 (user-trial-ops-r18)."""
+    head = str(path)
+    head = os.path.abspath(os.path.expanduser(head[len("file://"):] if head.startswith("file://") else head))
+    while not os.path.lexists(head):  # the nearest part of it that exists: the one a mkdir writes in
+        head = os.path.dirname(head)
+    if not os.path.isdir(head):
+        raise UsageError(f"{flag} {path}: {head} is a file, not a directory; choose another path")
+    if not os.access(head, os.W_OK):
+        raise UsageError(f"{flag} {path}: directory {head} is not writable (read-only, or not this user's); "
+                         "choose another path, or one this user may write")
 
 
 def storage_options(o) -> dict | None:

@@ -399,7 +399,8 @@ class ChunkedData:
             results = self._run_placed(requests, centre)
         elif self.client is not None:
             futures = self.client.compute(self.graph(requests, centre))
-            wait_bounded(self.client, futures)  # never wait forever on a cluster that cannot finish
+            # never wait forever on a cluster that cannot finish; a failed read fails the pass at once
+            wait_bounded(self.client, futures, first_failure=True)
             results = self.client.gather(futures)
         else:
             with blas_threads(1):

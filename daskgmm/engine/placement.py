@@ -128,7 +128,7 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
     own = not futures_of(X)  # else the caller's persisted chunks, left as they are
     futs = persisted(row_major(X) if own else X)
     wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
-    wait_bounded(client, futs + wfuts, "persist")
+    wait_bounded(client, futs + wfuts, "persist", first_failure=True)
     # the workers as they are now (one that died while persisting has a new address);
     # placement is only an optimisation: any failure leaves the chunks where they are
     threads = worker_threads(client)
@@ -137,7 +137,7 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
     if len(pieces) > len(sizes):
         futs, wfuts = cut_chunks(client, futs, wfuts, pieces, own=own)
         sizes = [b - a for _, a, b in pieces]
-        wait_bounded(client, futs + [f for f in wfuts if f is not None], "persist")
+        wait_bounded(client, futs + [f for f in wfuts if f is not None], "persist", first_failure=True)
     targets = [None] * len(futs)
     if threads:  # (none listed while workers restart)
         try:

@@ -71,6 +71,21 @@ def get_fs(path, storage_options=None):
 #: takes a 503 again) and 5 s without a byte bound it to ~55 s. An operator's own
 #: ``config_kwargs`` ``retries`` / ``read_timeout`` (or ``AWS_MAX_ATTEMPTS``) win.
 S3_MAX_ATTEMPTS = 2
+
+
+def s3_option_names() -> set:
+    """The storage options an ``s3://`` filesystem takes: ``s3fs.S3FileSystem``'s parameters, those it hands
+    to fsspec, and those of the botocore session it passes every other one to (which refuses an unknown one
+    only at the first request, as a bare TypeError: user-trial-ops-r18's ``endpoint`` for ``endpoint_url``)."""
+    import inspect
+
+    import s3fs
+    from aiobotocore.session import AioSession
+
+    names = set(inspect.signature(s3fs.S3FileSystem.__init__).parameters)
+    names |= set(inspect.signature(AioSession.__init__).parameters)
+    names |= {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
+    return names - {"self", "kwargs"}
 S3_READ_TIMEOUT = 5
 
 
@@ -119,11 +134,11 @@ def bound_s3_writes(fs=None) -> None:
 
 
 def no_credentials(exc) -> bool:
-    """Whether ``exc`` is botocore's "no credentials" (found none, or part of them), which s3fs
-    passes on as it is where it turns a refused request into a PermissionError. By name: a
+    """Whether ``exc`` is botocore's "no credentials" (found none, or part of them, or a profile named that no
+    file holds), which s3fs passes on as it is where it turns a refused request into a PermissionError. By name: a
     process reading local files never imports botocore."""
     return type(exc).__module__.startswith("botocore") and type(exc).__name__ in (
-        "NoCredentialsError", "PartialCredentialsError")
+        "NoCredentialsError", "PartialCredentialsError", "ProfileNotFound")
 
 
 def unreachable(exc) -> bool:
@@ -287,6 +302,9 @@ def worker_credentials(verb: str) -> str:
 
 
 def credentials_hint(exc) -> str:
+    if type(exc).__name__ == "ProfileNotFound":  # AWS_PROFILE, or the storage options' profile
+        return (f"{exc}: name a profile that ~/.aws/config or ~/.aws/credentials holds (AWS_PROFILE, or "
+                "'profile' in --storage-options), or leave it out")
     return (f"{exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the "
             "credentials in --storage-options")
 

@@ -165,6 +165,7 @@ def _read_failed(fs, path: str, where: str, exc: BaseException) -> Exception:
     from daskgmm.io.files import (
         is_local,
         no_credentials,
+        store_silent,
         this_worker,
         unreachable,
         unreachable_error,
@@ -172,6 +173,10 @@ def _read_failed(fs, path: str, where: str, exc: BaseException) -> Exception:
     )
 
     by = this_worker()
+    if store_silent(exc):
+        # botocore's own error, which pickles as itself and names the file's URL: the command knows a silent
+        # store by its type (exit 1, its clean-up deadline); a DataError made it bad input, exit 2
+        return exc
     if unreachable(exc):
         error = unreachable_error(exc, f"{path} (read by {by})" if by else path)
         if by:
