@@ -1,8 +1,6 @@
 """``python -m daskgmm``: the ``daskgmm`` command."""
 
-import sys
-
-from daskgmm.cli import main
+from daskgmm.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -272,6 +272,34 @@ def test_a_signal_after_the_commit_says_the_outputs_are_complete(tmp_path, monke
     assert load(model).n_components == 2
 
 
+@pytest.mark.parametrize("signals, status", [(1, 0), (2, 128 + signal.SIGTERM)])
+def test_a_signal_after_the_command_returned_leaves_its_exit_status(signals, status):
+    """The console script once the command has returned (its outputs, metrics and messages final) while the
+    interpreter's exit hooks run (~0.5 s with Dask loaded): a SIGTERM then made a finished job's exit 143 with no
+    message, its metrics saying "ok" (user trial ops-r18: a scheduler's timeout would read it as killed). The
+    first signal is ignored; a second one ends the process by its default action."""
+    script = ("import atexit, sys, time\n"
+              "atexit.register(lambda: (print('exiting', flush=True), time.sleep(3)))\n"
+              "sys.argv = ['daskgmm', 'show-config']\n"
+              "from daskgmm.cli import console\n"
+              "console()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "exiting":
+                break
+        for _ in range(signals):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode if proc.returncode >= 0 else 128 - proc.returncode) == status, proc.stderr.read()
+
+
 def test_a_stop_after_commits_names_the_jobs_outputs_only(tmp_path):
     """What a stop says it committed: the command's outputs (--model-out, --predictions-out, --out), not what it
     commits beside its checkpoint (update's model snapshots, committed as outputs are)."""
