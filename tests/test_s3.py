@@ -1008,6 +1008,38 @@ def test_a_store_gone_silent_during_reads_fails_the_pass_at_its_first_chunk(buck
 
 
 @pytest.mark.timeout(60)
+def test_a_staging_left_on_a_store_gone_unreachable_is_named(monkeypatch, forget_silence):
+    """An S3 endpoint gone in the middle of a write (connection refused: a server killed, which may come back
+    with its objects): the write fails, and the staging and the lock the clean-up could not remove are named
+    (io.files.left_behind), as on a silent store; they were passed over in silence (user-trial-ops-r18)."""
+    import uuid
+
+    import s3fs
+
+    from daskgmm.io import files
+    from daskgmm.io.outputs import staged_directory
+
+    from .s3_server import S3Server
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
+    server = S3Server()
+    try:
+        b = f"daskgmm-{uuid.uuid4().hex[:12]}"
+        server.fs().mkdir(b)
+        options = {**server.storage_options, "skip_instance_cache": True,
+                   "config_kwargs": {"connect_timeout": 1, "retries": {"total_max_attempts": 1}}}
+        with pytest.raises(Exception) as err, staged_directory(f"s3://{b}/out/preds", options) as (fs, staging):
+            fs.pipe_file(f"{staging}/part-00000.parquet", b"rows")
+            server.close()  # connections refused from here on
+            fs.pipe_file(f"{staging}/part-00001.parquet", b"rows")
+    finally:
+        server.close()
+    assert files.unreachable(err.value) or files.unreachable(err.value.__cause__ or err.value.__context__), err.value
+    left = files.left_behind()
+    assert [x.split(" ")[0] for x in left] == [f"s3://{staging}/", f"s3://{b}/out/.preds.lock"], left
+
+
+@pytest.mark.timeout(60)
 def test_a_staging_left_on_a_silent_store_is_named_and_never_complete(s3, monkeypatch, forget_silence):
     """In Python as in the command: a store that stops answering while an output is staged fails the write
     once, then removing the staging and releasing the lock share the deadline (one read timeout here);

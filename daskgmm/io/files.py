@@ -239,15 +239,17 @@ def cleanup_bound(fs) -> dict:
 @contextlib.contextmanager
 def cleaning_up(fs, what: str):
     """Around one clean-up step on ``fs`` whose requests are bounded by :func:`cleanup_bound`: when the store
-    is silent (the step's time ran out, or a request found it silent: the deadline starts then), the step
-    ends and ``what``, naming what it leaves on the store and who removes it, is kept for
-    :func:`left_behind`. Other errors pass."""
+    is silent (the step's time ran out, or a request found it silent: the deadline starts then) or cannot be
+    reached (:func:`unreachable`: an endpoint gone, which may come back with what was left), the step ends and
+    ``what``, naming what it leaves on the store and who removes it, is kept for :func:`left_behind`. Other
+    errors pass."""
     import asyncio
 
     try:
         yield
     except Exception as exc:
-        if not (isinstance(exc, asyncio.TimeoutError) and silence_seen() is not None) and not note_silent(exc):
+        if not (isinstance(exc, asyncio.TimeoutError) and silence_seen() is not None) and not note_silent(exc) \
+                and not unreachable(exc):
             raise
         _silence.setdefault("left", []).append(what)
 
