@@ -243,7 +243,7 @@ def select_model(
         raise type(exc)(f"{exc} select_model marginalises them with missing='marginalize'.") from None
     n, d = data.n_rows, data.n_features
     check_n_samples(n, max(ks))
-    warn_degenerate(scan, info["feature_names"], max(ks))
+    warn_degenerate(scan, info["feature_names"], max(ks), weighted=sample_weight is not None)
     fits = fit_candidates(data, scan, {c: est.get_params() for c, est in probe.items()},
                           restart_seeds(random_state, n_init), priors_given=priors_given, init_params=init_params,
                           max_iter=max_iter, checkpoint=checkpoint, progress=progress)

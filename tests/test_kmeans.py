@@ -358,3 +358,38 @@ def test_rows_whose_squared_distances_overflow_are_refused_not_put_in_one_cluste
     finally:
         monkeypatch.undo()
         compiled.reset()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one iteration: a model to predict
+@pytest.mark.filterwarnings("ignore::daskgmm.fitting.mixture.CollapsedComponentWarning")
+def test_labels_of_dense_rows_take_blocks_not_an_n_by_k_matrix(monkeypatch):
+    """KMeans.predict (and fit's labels_) of NumPy rows made every row's K logits at once: 1M rows of 2
+    features and 256 centres took 2 GB and 4.5 s where scikit-learn's took 13 MB and 0.2 s (user trial r18).
+    The rows are labelled by blocks, as sparse rows were, with the bits of the whole. So are a mixture's
+    labels and log-densities (score_samples), whose one value per row needs no (N, K) matrix either
+    (predict_proba's output is one)."""
+    import tracemalloc
+
+    import daskgmm.kernels.predict
+    from daskgmm import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120_000, 2))
+    km = KMeans(256, init=X[:256], n_init=1, max_iter=1).fit(X[:2000])
+    gm = GaussianMixture(256, covariance_type="diag", means_init=X[:256], max_iter=1).fit(X[:2000])
+    runs = {"KMeans.predict": lambda: km.predict(X), "GaussianMixture.predict": lambda: gm.predict(X),
+            "GaussianMixture.score_samples": lambda: gm.score_samples(X)}
+    n_by_k = X.shape[0] * 256 * 8  # 245 MB
+    blocked = {}
+    for what, run in runs.items():
+        tracemalloc.start()
+        try:
+            blocked[what] = run()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < n_by_k / 4, f"{what} peaked at {peak / 2**20:.0f} MiB"
+    assert blocked["KMeans.predict"].dtype == np.int32
+    monkeypatch.setattr(daskgmm.kernels.predict, "LOGIT_BLOCK_BYTES", 1 << 40)  # the whole at once
+    for what, run in runs.items():
+        np.testing.assert_array_equal(blocked[what], run(), err_msg=what)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import numpy as np
 import pyarrow as pa
@@ -418,14 +419,77 @@ def test_memory_advice_names_the_options_that_size_the_workers_of_the_cluster_in
         def run(self, function, callback_timeout=None):
             return {"tcp://w": 150 << 20}
 
-    embedded = memory_advice(FakeClient(cluster=object()))
+    embedded_client = FakeClient(cluster=object())
+    monkeypatch.setattr(daskgmm.engine.cluster, "_command_clients", weakref.WeakSet([embedded_client]))
+    embedded = memory_advice(embedded_client)
     assert embedded.startswith("worker memory limit 500 MiB, of which an idle worker already takes 150 MiB; ")
     assert "raise --memory-limit" in embedded and "--threads-per-worker" in embedded
-    external = memory_advice(FakeClient(cluster=None))
+    external_client = FakeClient(cluster=None)
+    daskgmm.engine.cluster._command_clients.add(external_client)
+    external = memory_advice(external_client)
     assert external.startswith("worker memory limit 500 MiB, of which an idle worker already takes 150 MiB; ")
     assert "raise --memory-limit" not in external and "--threads-per-worker" not in external
     assert "(dask worker --memory-limit" in external and "--chunk-rows" in external
     assert "(dask worker --nthreads)" in external
+
+
+def test_memory_advice_of_a_python_users_client_names_no_option_of_the_command(monkeypatch):
+    """A fit from Python on a client of the user's (user trial r18: LocalCluster(memory_limit="110MiB"), its
+    workers gone, "raise --memory-limit ..., or lower --chunk-rows, or use fewer --threads-per-worker"):
+    the command's options size nothing there; the advice names what does (LocalCluster's memory_limit,
+    processes and threads_per_worker, dask worker's options, the chunks of the rows)."""
+    import daskgmm.engine.cluster
+    from daskgmm.engine.cluster import memory_advice
+
+    monkeypatch.setattr(daskgmm.engine.cluster, "_floors", {})
+    monkeypatch.setattr(daskgmm.engine.cluster, "_limits", {})
+
+    class FakeCluster:
+        def __init__(self, processes):
+            self.processes = processes
+
+    class FakeClient:
+        def __init__(self, cluster):
+            self.cluster = cluster
+
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": {f"tcp://w{i}": {"memory_limit": 500 << 20, "nthreads": 1} for i in range(2)}}
+
+        def run(self, function, callback_timeout=None):
+            return {"tcp://w0": 150 << 20, "tcp://w1": 150 << 20}
+
+    for cluster in (FakeCluster(processes=True), FakeCluster(processes=False), None):
+        advice = memory_advice(FakeClient(cluster))
+        assert advice.startswith("worker memory limit 500 MiB, of which "), advice
+        assert "--memory-limit together" not in advice and "--no-processes" not in advice, advice
+        for option in ("--chunk-rows", "--threads-per-worker", "raise --memory-limit"):
+            assert option not in advice, advice
+        assert "the Dask array's chunks" in advice and "chunk_size" in advice, advice
+    assert "LocalCluster(memory_limit=...)" in memory_advice(FakeClient(FakeCluster(processes=True)))
+    assert "threads_per_worker" in memory_advice(FakeClient(FakeCluster(processes=True)))
+    assert "processes=True" in memory_advice(FakeClient(FakeCluster(processes=False)))
+    assert "(dask worker --memory-limit" in memory_advice(FakeClient(None))
+
+
+@pytest.mark.slow
+def test_a_fit_on_a_python_users_cluster_without_workers_names_no_option_of_the_command(monkeypatch):
+    """End to end, from Python: a LocalCluster of the user's with no worker fails the fit's first wait (the
+    stall bound shortened), its advice without the command's options."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    import daskgmm.engine.cluster
+    from daskgmm import GaussianMixture
+    from daskgmm.engine.cluster import ClusterError
+
+    monkeypatch.setattr(daskgmm.engine.cluster, "STALL_SECONDS", 2.0)
+    X = da.random.default_rng(0).standard_normal((2_000, 3), chunks=500)
+    with LocalCluster(host="127.0.0.1", n_workers=0, dashboard_address=None) as cluster, Client(cluster):
+        with pytest.raises(ClusterError, match="the cluster has no workers") as err:
+            GaussianMixture(2, random_state=0).fit(X)
+    message = str(err.value)
+    assert "--memory-limit" not in message and "--chunk-rows" not in message, message
+    assert "LocalCluster(memory_limit=...)" in message, message
 
 
 def _without_workers(cluster, monkeypatch):

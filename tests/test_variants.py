@@ -531,3 +531,27 @@ def test_every_mixture_refuses_too_few_rows_and_a_warm_start_on_other_features(n
         means = warm.means_.copy()
         warm.fit(X)
     assert warm.n_init == 1 and not np.array_equal(warm.means_, means)  # from where it stood: the means moved
+
+
+def test_the_degenerate_data_warning_under_sample_weights_speaks_of_the_rows_of_positive_weight():
+    """Rows of weight 0 are no part of the fit: with one row of positive weight among 200 distinct rows the
+    warning said "all 200 rows of X are the same point" (user trial r18); it says the rows of positive weight."""
+    import daskgmm
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    w = np.r_[1.0, np.zeros(199)]
+    for est in (GaussianMixture(2, random_state=0), daskgmm.KMeans(2, random_state=0)):
+        with pytest.warns(DegenerateDataWarning) as record:
+            est.fit(X, sample_weight=w)
+        said = [str(r.message) for r in record if issubclass(r.category, DegenerateDataWarning)]
+        assert said and said[0].startswith("every row of X of positive sample weight is the same point: "), said
+        assert "all 200 rows" not in said[0]
+    # a column constant where the weights are: not "one value in every row"
+    Xc = np.c_[X[:, 0], np.where(np.arange(200) < 100, 3.0, X[:, 1])]
+    with pytest.warns(DegenerateDataWarning, match=r"have zero variance \(one value in every row of positive "
+                      r"sample weight\)"):
+        GaussianMixture(2, random_state=0).fit(Xc, sample_weight=np.r_[np.ones(100), np.zeros(100)])
+    # unweighted, as before
+    with pytest.warns(DegenerateDataWarning, match=r"^all 20 rows of X are the same point"):
+        GaussianMixture(1).fit(np.ones((20, 2)))

@@ -320,6 +320,7 @@ def connect(
         log.addFilter(quieter)
         try:
             with Client(scheduler, set_as_default=True, **kwargs) as client:
+                _command_clients.add(client)
                 yield client
         finally:
             log.removeFilter(quieter)
@@ -359,6 +360,7 @@ def connect(
         stop.check()
         with Client(cluster, set_as_default=True) as client:
             client.register_plugin(_QuietComputeFailed(), name="daskgmm-quiet-compute-failed")
+            _command_clients.add(client)
             yield client
     finally:
         try:
@@ -706,12 +708,18 @@ def ship(client, value, what: str = "a pass's parameters"):
 
 _limits: dict = {}
 
+#: The clients :func:`connect` opened: the command's, whose workers its options size. A client of the Python
+#: API's user is not here, and advice for it names no option of the command (user trial r18)
+_command_clients: weakref.WeakSet = weakref.WeakSet()
+
 
 def memory_advice(client) -> str:
     """What the cluster has and what to change, for messages about dying workers.
 
     The limits and the idle-worker floor are those seen while workers lived (a failure
-    is often reported when none is left).
+    is often reported when none is left). The command's options (``--memory-limit``, ``--chunk-rows``,
+    ...) are named for its clients only (:data:`_command_clients`); for a client of the Python API's
+    user, what sizes their workers and chunks (:func:`_python_memory_advice`).
     """
     if client is None:
         return ""
@@ -722,13 +730,16 @@ def memory_advice(client) -> str:
     limits = sorted({int(w.get("memory_limit") or 0) for w in info.values()}) or _limits.get(id(client), [])
     floor = worker_floor(client) if info or id(client) in _floors else 0
     have = ", ".join(f"{lim / 2**20:.0f} MiB" for lim in limits if lim) or "none"
+    command = client in _command_clients
     text = f"worker memory limit {have}"
-    if len(info) > 1 and threads_of_this_process(client):  # each has the process's limit: process_limit
+    if command and len(info) > 1 and threads_of_this_process(client):  # each has the process's: process_limit
         text = f"memory limit {have} for this process, its {len(info)} workers' --memory-limit together"
     if floor and threads_of_this_process(client):  # measured in a worker thread: the whole process's
         text += f", of which this process already takes {floor / 2**20:.0f} MiB idle"
     elif floor:
         text += f", of which an idle worker already takes {floor / 2**20:.0f} MiB"
+    if not command:
+        return _python_memory_advice(client, text)
     if getattr(client, "cluster", None) is None:
         # a cluster of yours (--scheduler): --memory-limit and --threads-per-worker set only the embedded
         # LocalCluster's workers, so naming them would send the user to options that change nothing
@@ -742,6 +753,21 @@ def memory_advice(client) -> str:
     return (f"{text}, the workers being threads of this process (--no-processes): the limit bounds all of it; "
             "raise --memory-limit (distributed pauses a worker at 80% of it), or leave --no-processes out "
             "(worker processes of their own), or lower --chunk-rows")
+
+
+def _python_memory_advice(client, text: str) -> str:
+    """:func:`memory_advice` after ``text`` (what the cluster has) for a client of the Python API's user: the
+    settings of their cluster and of their rows, none of the command's options."""
+    chunks = "or pass the rows in smaller chunks (the Dask array's chunks; chunk_size for in-memory input)"
+    if getattr(client, "cluster", None) is None:  # a scheduler of theirs: its workers were started apart
+        return (f"{text}; start the workers with a higher memory limit (dask worker --memory-limit; distributed "
+                f"pauses a worker at 80% of it), {chunks}, or give the workers fewer threads (dask worker --nthreads)")
+    if threads_of_this_process(client):
+        return (f"{text}, the workers being threads of this process (processes=False): the limit bounds all of it; "
+                "give the cluster a higher memory limit (LocalCluster(memory_limit=...); distributed pauses a worker "
+                f"at 80% of it), or worker processes of their own (processes=True), {chunks}")
+    return (f"{text}; give the cluster's workers a higher memory limit (LocalCluster(memory_limit=...); distributed "
+            f"pauses a worker at 80% of it), {chunks}, or give them fewer threads (threads_per_worker=...)")
 
 
 def pause_fraction() -> float:
@@ -1029,8 +1055,9 @@ def _no_workers_advice(client) -> str:
     advice = memory_advice(client)
     if getattr(client, "cluster", None) is None:
         # a cluster of the user's: workers killed or preempted are as likely as memory, and none comes back
-        advice = (f"start workers for it again (dask worker {_scheduler_address(client)}) and run the job "
-                  f"again; if they died for want of memory: {advice}")
+        again = "run the job again" if client in _command_clients else "fit again"
+        advice = (f"start workers for it again (dask worker {_scheduler_address(client)}) and {again}; "
+                  f"if they died for want of memory: {advice}")
     return advice
 
 

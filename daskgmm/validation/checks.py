@@ -608,5 +608,5 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
-                        columns=not data.sparse, parameter=parameter)
+                        columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
     return data, result, info

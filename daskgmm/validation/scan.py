@@ -130,10 +130,12 @@ def one_point(scan) -> bool:
 
 
 def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True,
-                    parameter: str = "n_components") -> None:
+                    parameter: str = "n_components", weighted: bool = False) -> None:
     """Warn (``DegenerateDataWarning``) when every row is the same point, or about columns of one value.
 
     ``parameter`` names ``n_components`` in the message: ``"n_clusters"`` for k-means and k-medoids.
+    ``weighted``: sample weights were given, so the scan's moments are those of the rows of positive
+    weight (rows of weight 0 may hold anything), and the message speaks of those.
 
     A column is constant when its standard deviation is below 1e-12 of its mean: the scan
     merges chunk means, so a constant column's variance is rounding, not always zero.
@@ -145,13 +147,15 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
     if one_point(scan):
         more = f", fewer than {parameter}={n_components}" if n_components and n_components > 1 else ""
         parts = "clusters" if parameter == "n_clusters" else "components"
-        warnings.warn(f"all {scan.rows} rows of X are the same point: 1 distinct point{more} "
+        which = "every row of X of positive sample weight is" if weighted else f"all {scan.rows} rows of X are"
+        warnings.warn(f"{which} the same point: 1 distinct point{more} "
                       f"(possibly duplicate points in X); the {parts} cannot be told apart",
                       DegenerateDataWarning, stacklevel=3)
     elif const.size and columns:
         names = (short_columns([str(feature_names[j]) for j in const], quote=True) if feature_names is not None
                  else ", ".join(str(j) for j in const))
-        warnings.warn(f"column(s) {names} of X have zero variance (one value in every row): they carry no "
+        rows = "every row of positive sample weight" if weighted else "every row"
+        warnings.warn(f"column(s) {names} of X have zero variance (one value in {rows}): they carry no "
                       "information, and their variances rest on reg_covar alone; drop them",
                       DegenerateDataWarning, stacklevel=3)
 
