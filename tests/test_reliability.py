@@ -850,6 +850,36 @@ def test_workers_that_are_threads_of_one_process_each_have_the_process_limit(lim
         assert cluster_memory(client) == 600 << 20
 
 
+def _exit_in_a_worker_on_chunk_one(x, block_info=None):
+    if block_info[0]["chunk-location"][0] == 1:  # as a worker out of memory dies
+        os._exit(1)
+    return x
+
+
+def test_workers_killed_again_and_again_in_a_python_fit_say_what_to_change():
+    """A fit from Python whose task kills its worker every time (as a worker out of memory dies): distributed's
+    KilledWorker, as a Dask user catches it, with daskgmm's advice for the Python user's cluster as a note
+    under it (user-trial-py-r18: distributed's words only, nothing of the memory or the chunks)."""
+    import dask
+    import dask.array as da
+    from distributed import Client, LocalCluster
+    from distributed.scheduler import KilledWorker
+
+    from daskgmm import GaussianMixture
+
+    rows = np.random.default_rng(0).normal(size=(4000, 3))
+    X = da.from_array(rows, chunks=(1000, 3)).map_blocks(_exit_in_a_worker_on_chunk_one, dtype=rows.dtype,
+                                                         meta=np.empty((0, 3)))
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                         memory_limit="1GiB") as cluster, Client(cluster):
+        with pytest.raises(KilledWorker) as info:
+            GaussianMixture(2, random_state=0).fit(X)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "daskgmm: workers died again and again running this task, most likely out of memory" in notes, notes
+    assert "LocalCluster(memory_limit=...)" in notes and "--memory-limit" not in notes, notes
+
+
 def test_no_worker_for_a_task_says_paused_worker_processes_are_paused():
     """Worker processes all paused (for memory: here by hand) when no worker ran a task within distributed's
     timeout: the command says they were paused, not that they died (user-trial-r17, 120 MiB workers)."""

@@ -911,7 +911,19 @@ def wait_bounded(client, futures, what: str = "pass", ends=None, first_failure: 
     if first_failure:
         for f in futures:
             if f.status == "error":
-                raise f.exception(timeout=_answer_seconds())
+                raise _advised(client, f.exception(timeout=_answer_seconds()))
+
+
+def _advised(client, exc: BaseException) -> BaseException:
+    """``exc``, and for distributed's ``KilledWorker`` (workers died again and again running one task) what to
+    change as a note under its traceback (PEP 678; the type stays, for callers that catch it). A fit from
+    Python said only distributed's words; the command says its own (``cli.runtime.explain_cluster_failure``)."""
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, KilledWorker) and not any("daskgmm:" in n for n in getattr(exc, "__notes__", [])):
+        exc.add_note(f"daskgmm: workers died again and again running this task, most likely out of memory: "
+                     f"{memory_advice(client)}")
+    return exc
 
 
 def _any_failure(exc) -> bool:
