@@ -702,6 +702,31 @@ def test_failed_predict_leaves_previous_output_byte_identical(tmp_path, capsys, 
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
 
 
+@pytest.mark.parametrize("bokeh", [False, True])
+def test_a_scheduler_without_the_dashboards_pages_gets_no_link(tmp_path, capsys, monkeypatch, bokeh):
+    """--scheduler: the dashboard's link is said only when the scheduler serves its pages (they need bokeh where the
+    scheduler runs); distributed lists its HTTP server as "dashboard" either way, and the link led to a 404 (docs
+    trial r18). The scheduler here runs in this process: bokeh's presence is this process's."""
+    import importlib.util
+
+    from distributed import LocalCluster
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if bokeh else None) if name == "bokeh" else find_spec(name, *a))
+    data = tmp_path / "data"
+    write_data(data, files=1)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster:
+        assert main(["fit", str(data), "--columns", "f0,f1,f2", "--n-components", "2", "--max-iter", "2",
+                     "--model-out", str(tmp_path / "m"), "--scheduler", cluster.scheduler_address]) == 0
+    err = capsys.readouterr().err
+    if bokeh:
+        assert "daskgmm: dashboard http://127.0.0.1:" in err, err
+    else:
+        assert "daskgmm: dashboard: not served (the scheduler has no bokeh" in err and "dashboard http" not in err, err
+
+
 def test_collapse_is_a_failure_exit_1(tmp_path, capsys):
     d = tmp_path / "dup"
     d.mkdir()

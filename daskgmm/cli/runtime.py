@@ -441,13 +441,13 @@ def command_cluster(o, log, box=None, metrics=None):
                 f"{math.ceil(floor / pause / n / 2**20)} MiB (the data takes more), or leave --no-processes out")
         if o.scheduler:  # the embedded cluster's workers start from this install
             other_code_warning(client, log)
-        import importlib.util
-
-        # the embedded scheduler runs in this process: its dashboard pages need bokeh here
-        if o.scheduler or importlib.util.find_spec("bokeh") is not None:
+        if serves_dashboard(client, remote=bool(o.scheduler)):
             log(f"dashboard {client.dashboard_link}")
             if metrics is not None:
                 metrics["dashboard"] = client.dashboard_link
+        elif o.scheduler:
+            log("dashboard: not served (the scheduler has no bokeh, which Dask's dashboard needs where the scheduler "
+                "runs)")
         else:
             log("dashboard: not served (Dask's dashboard needs bokeh: pip install 'bokeh>=3.1')")
         global _lost
@@ -474,6 +474,21 @@ def command_cluster(o, log, box=None, metrics=None):
             note_silent(exc)  # the clean-up deadline of a silent store starts now, not once the cluster is closed
             explain_cluster_failure(exc, client)
             raise
+
+
+def serves_dashboard(client, remote: bool) -> bool:
+    """Whether the scheduler serves Dask's dashboard pages, which need bokeh where it runs: this process for the
+    embedded one; asked of a remote one (distributed lists its HTTP server as "dashboard" either way, and the
+    link led to a 404). True when a remote scheduler cannot be asked (it refuses run_on_scheduler): its link."""
+    import importlib.util
+
+    if not remote:
+        return importlib.util.find_spec("bokeh") is not None
+    try:  # by value (a lambda): the scheduler need not have daskgmm
+        return bool(client.run_on_scheduler(lambda: __import__("importlib.util").util.find_spec("bokeh") is not None,
+                                            callback_timeout=10))
+    except Exception:
+        return True
 
 
 def explain_cluster_failure(exc, client):
