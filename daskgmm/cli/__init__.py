@@ -20,6 +20,7 @@ import threading
 
 import daskgmm.engine.stop as stop
 from daskgmm.cli.args import (
+    DIRECTORY_OUTPUTS,
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -228,7 +229,7 @@ def _forget_committed() -> None:
 
 def _outputs_of(o) -> set:
     """The paths of the outputs a command commits (staged, then swapped into place)."""
-    return {str(getattr(o, key)) for key in ("model_out", "predictions_out", "out") if getattr(o, key, None)}
+    return {str(getattr(o, key)) for key in DIRECTORY_OUTPUTS if getattr(o, key, None)}
 
 
 def _committed() -> list:

@@ -598,8 +598,7 @@ def check_local_directory(path, flag) -> None:
     read-only filesystem, or where this user may not write. Nothing is made (a checkpoint directory is made
     at the first checkpoint and stays, as before); unchecked, the first checkpoint write failed after the
     cluster and a pass, exit 1 (user-trial-ops-r18)."""
-    head = str(path)
-    head = os.path.abspath(os.path.expanduser(head[len("file://"):] if head.startswith("file://") else head))
+    head = os.path.abspath(os.path.expanduser(str(path)))  # (a file:// URL is its path already: cli.args.resolve)
     while not os.path.lexists(head):  # the nearest part of it that exists: the one a mkdir writes in
         head = os.path.dirname(head)
     if not os.path.isdir(head):

@@ -920,7 +920,9 @@ def _advised(client, exc: BaseException) -> BaseException:
     Python said only distributed's words; the command says its own (``cli.runtime.explain_cluster_failure``)."""
     from distributed.scheduler import KilledWorker
 
-    if isinstance(exc, KilledWorker) and not any("daskgmm:" in n for n in getattr(exc, "__notes__", [])):
+    # the command's own clients: it replaces the error with its message (memory_advice there once, not twice)
+    if isinstance(exc, KilledWorker) and client not in _command_clients \
+            and not any("daskgmm:" in n for n in getattr(exc, "__notes__", [])):
         exc.add_note(f"daskgmm: workers died again and again running this task, most likely out of memory: "
                      f"{memory_advice(client)}")
     return exc
