@@ -471,6 +471,34 @@ def test_memory_advice_of_a_python_users_client_names_no_option_of_the_command(m
     assert "(dask worker --memory-limit" in memory_advice(FakeClient(None))
 
 
+def test_memory_advice_quotes_the_pause_fraction_of_the_dask_config(monkeypatch):
+    """The advice says where distributed pauses (or restarts) a worker as the Dask config sets it, not a
+    fixed 80% (trial r18)."""
+    import dask
+
+    import daskgmm.engine.cluster
+    from daskgmm.engine.cluster import memory_advice
+
+    monkeypatch.setattr(daskgmm.engine.cluster, "_floors", {})
+    monkeypatch.setattr(daskgmm.engine.cluster, "_limits", {})
+
+    class FakeClient:
+        cluster = None
+
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": {"tcp://w": {"memory_limit": 500 << 20, "nthreads": 1}}}
+
+        def run(self, function, callback_timeout=None):
+            return {"tcp://w": 150 << 20}
+
+    with dask.config.set({"distributed.worker.memory.pause": 0.6}):
+        assert "distributed pauses a worker at 60% of it" in memory_advice(FakeClient())
+    with dask.config.set({"distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": 0.9}):
+        advice = memory_advice(FakeClient())
+        assert "distributed restarts a worker at 90% of it" in advice and "pauses" not in advice, advice
+    assert "distributed pauses a worker at 80% of it" in memory_advice(FakeClient())  # Dask's default
+
+
 @pytest.mark.slow
 def test_a_fit_on_a_python_users_cluster_without_workers_names_no_option_of_the_command(monkeypatch):
     """End to end, from Python: a LocalCluster of the user's with no worker fails the fit's first wait (the

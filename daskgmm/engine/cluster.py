@@ -58,7 +58,7 @@ CLUSTER_CONFIG = {
 }
 
 #: Fraction of a worker's memory limit its resident memory may reach
-#: (distributed pauses a worker at 80%).
+#: (distributed pauses a worker at 80% of it by default).
 _MEMORY_TARGET = 0.7
 
 #: What a worker takes before it holds data, with numpy, pyarrow, distributed and the
@@ -70,7 +70,7 @@ _MEMORY_TARGET = 0.7
 IDLE_WORKER_BYTES = 128 << 20
 
 #: The least an idle worker was measured to take (92-95 MiB here, docs/cli.md): a memory limit whose
-#: pause threshold (distributed pauses a worker at 80% of it) lies below this never runs a task.
+#: pause threshold (80% of it by default) lies below this never runs a task.
 MIN_IDLE_WORKER_BYTES = 92 << 20
 
 _pin_lock = threading.Lock()
@@ -744,14 +744,14 @@ def memory_advice(client) -> str:
         # a cluster of yours (--scheduler): --memory-limit and --threads-per-worker set only the embedded
         # LocalCluster's workers, so naming them would send the user to options that change nothing
         return (f"{text}; start the workers with a higher memory limit (dask worker --memory-limit; "
-                "distributed pauses a worker at 80% of it), or lower --chunk-rows, or give the workers fewer "
+                f"{_pausing()}), or lower --chunk-rows, or give the workers fewer "
                 "threads (dask worker --nthreads)")
     if not threads_of_this_process(client):
-        return (f"{text}; raise --memory-limit (distributed pauses a worker at 80% of it), or lower "
+        return (f"{text}; raise --memory-limit ({_pausing()}), or lower "
                 "--chunk-rows, or use fewer --threads-per-worker")
     # a worker's memory is its process's, which here holds the command itself (its libraries, the client)
     return (f"{text}, the workers being threads of this process (--no-processes): the limit bounds all of it; "
-            "raise --memory-limit (distributed pauses a worker at 80% of it), or leave --no-processes out "
+            f"raise --memory-limit ({_pausing()}), or leave --no-processes out "
             "(worker processes of their own), or lower --chunk-rows")
 
 
@@ -760,14 +760,14 @@ def _python_memory_advice(client, text: str) -> str:
     settings of their cluster and of their rows, none of the command's options."""
     chunks = "or pass the rows in smaller chunks (the Dask array's chunks; chunk_size for in-memory input)"
     if getattr(client, "cluster", None) is None:  # a scheduler of theirs: its workers were started apart
-        return (f"{text}; start the workers with a higher memory limit (dask worker --memory-limit; distributed "
-                f"pauses a worker at 80% of it), {chunks}, or give the workers fewer threads (dask worker --nthreads)")
+        return (f"{text}; start the workers with a higher memory limit (dask worker --memory-limit; "
+                f"{_pausing()}), {chunks}, or give the workers fewer threads (dask worker --nthreads)")
     if threads_of_this_process(client):
         return (f"{text}, the workers being threads of this process (processes=False): the limit bounds all of it; "
-                "give the cluster a higher memory limit (LocalCluster(memory_limit=...); distributed pauses a worker "
-                f"at 80% of it), or worker processes of their own (processes=True), {chunks}")
-    return (f"{text}; give the cluster's workers a higher memory limit (LocalCluster(memory_limit=...); distributed "
-            f"pauses a worker at 80% of it), {chunks}, or give them fewer threads (threads_per_worker=...)")
+                f"give the cluster a higher memory limit (LocalCluster(memory_limit=...); {_pausing()}), "
+                f"or worker processes of their own (processes=True), {chunks}")
+    return (f"{text}; give the cluster's workers a higher memory limit (LocalCluster(memory_limit=...); "
+            f"{_pausing()}), {chunks}, or give them fewer threads (threads_per_worker=...)")
 
 
 def pause_fraction() -> float:
@@ -776,6 +776,19 @@ def pause_fraction() -> float:
     import dask
 
     return dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+
+
+def _pausing() -> str:
+    """What distributed does at a worker's memory limit, in this process's Dask config (which the embedded
+    cluster's workers share; a scheduler's own workers read theirs)."""
+    import dask
+
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8)
+    if pause:
+        return f"distributed pauses a worker at {pause:.0%} of it"
+    terminate = dask.config.get("distributed.worker.memory.terminate", 0.95)
+    return (f"distributed restarts a worker at {terminate:.0%} of it" if terminate else
+            "distributed neither pauses nor restarts a worker at it")
 
 
 def paused_from_the_start(limit: int, floor: int) -> bool:
@@ -1169,7 +1182,7 @@ def _wait_bounded(client, futures, what, ends=None):
                 raise ClusterError(f"a {what} cannot go on: the cluster of the scheduler {_scheduler_address(client)} "
                                    f"has no worker left: {_gone_words(gone)}; {_no_workers_advice(client)}")
         elif every_worker_paused(info):
-            problem = "every worker is paused: its memory is above 80% of its limit"
+            problem = f"every worker is paused: its memory is above {pause_fraction():.0%} of its limit"
         elif not any(tasks for a, tasks in processing.items() if not (ttl is None and a in silent)):
             problem = ("no worker is running any of its tasks" if not silent else
                        f"the workers holding its tasks ({', '.join(sorted(silent))}) have not answered the scheduler "
