@@ -1807,7 +1807,9 @@ def test_progress_shows_the_best_over_every_run_and_the_real_init_time(capsys):
 
     # the best run finished at iteration 3; the one still active is worse
     Reporter(quiet=False).progress("iteration", iteration=4, runs=[run(-1.0, 3, True), run(-2.0, 4, False)])
-    assert "loglik -1.000000" in capsys.readouterr().err
+    # and the one still running is shown beside it, so that the line does not look frozen (trial r18)
+    assert ("loglik -1.000000  change 5.000e-01 (run 0, done at iteration 3; the best still running: "
+            "loglik -2.000000  change 5.000e-01)") in capsys.readouterr().err
     seen = {}
     X, _, _ = make_blobs(n=2000, d=2)
     select_model(X, n_components=[1, 2, 3], covariance_types=["full"], random_state=0, max_iter=5,

@@ -67,11 +67,20 @@ class Reporter:
             for r in runs:
                 if r.history:
                     kinds.setdefault(objective_name(r), []).append(r)
+            def shown(name, r):
+                change = r.history[-1]["change"]  # None on a first iteration: no previous objective
+                return f"{name} {r.objective:.6f}" + ("" if change is None else f"  change {change:.3e}")
+
             parts = []
             for name, group in kinds.items():
-                best = (min if name == "inertia" else max)(group, key=lambda r: r.objective)
-                change = best.history[-1]["change"]  # None on a first iteration: no previous objective
-                parts.append(f"{name} {best.objective:.6f}" + ("" if change is None else f"  change {change:.3e}"))
+                pick = min if name == "inertia" else max
+                best = pick(group, key=lambda r: r.objective)
+                text = shown(name, best)
+                going = [r for r in group if not r.done]
+                if best.done and going:  # its figures stay as they were: show that the others go on
+                    text += (f" (run {runs.index(best)}, done at iteration {best.n_iter}; the best still running: "
+                             f"{shown(name, pick(going, key=lambda r: r.objective))})")
+                parts.append(text)
             active = sum(not r.done for r in runs)
             many = f"  [best of {len(runs)} run(s), {active} still active]" if len(runs) > 1 else ""
             self(f"iter {it:4d}  {';  '.join(parts)}  {rows[0].history[-1]['seconds']:.2f} s{many}")
