@@ -261,6 +261,20 @@ def test_an_empty_component_with_fixed_means_gains_nothing(ct):
         np.testing.assert_array_equal(g.covariances_[2], free.covariances_[2])
 
 
+def test_a_collapse_warning_names_a_few_components_and_counts_the_rest():
+    """At K = 256 a warning naming every collapsed component ran to thousands of characters (trial r18): it
+    names the first eight and says how many more, on how many rows."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning, warn_collapsed
+
+    found = {"": [(j, 1.0 + (j // 3) % 3, False) for j in range(0, 60, 3)]}
+    with pytest.warns(CollapsedComponentWarning) as said:
+        warn_collapsed(found, 1e-6)
+    text = str(said[0].message)
+    assert text.startswith("component 0 on 1 row(s), component 3 on 2 row(s), ")
+    assert ", component 21 on 2 row(s), and 12 more components, on 1 to 3 row(s) each: fewer rows than" in text
+    assert "component 24 " not in text and len(text) < 500, text
+
+
 def test_a_fit_on_the_singularity_says_so():
     """With the default reg_covar a component on one far row is the notes' singularity, held finite
     by reg_covar only: the fit goes on as scikit-learn's does, and says so; reinit fits do not."""

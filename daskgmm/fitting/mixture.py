@@ -252,6 +252,10 @@ def collapsed_on_rows(weights, covariances, covariance_type: str, n_rows: float,
     return [(j, float(nk[j]), j in point) for j in sorted(few + point) if nk[j] > dead]
 
 
+#: Components a collapse warning names one by one; it counts the rest.
+_LISTED = 8
+
+
 def _rows(n: float) -> str:
     """A component's rows as a message says them: 1.49 (responsibilities), 256, 1,024 (not 1.02e+03), and
     1.99996 rather than 2, which the rows a covariance needs are (D + 1, or 2), not fewer."""
@@ -289,7 +293,13 @@ def warn_collapsed(found: dict[str, list[tuple[int, float, bool]]], reg_covar: f
         them back), so the remedy named is not the option in use.
     """
     def listed(got, on_point):
-        return ", ".join(f"component {j} on {_rows(n)} row(s)" for j, n, p in got if p == on_point)
+        these = [(j, n) for j, n, p in got if p == on_point]
+        # at K = 256 every component could be named: the first few, and how many more, on how many rows
+        said = ", ".join(f"component {j} on {_rows(n)} row(s)" for j, n in these[:_LISTED])
+        if len(these) > _LISTED:
+            rest = [n for _, n in these[_LISTED:]]
+            said += f", and {len(rest)} more components, on {_rows(min(rest))} to {_rows(max(rest))} row(s) each"
+        return said
 
     parts = []
     for name, got in found.items():
