@@ -116,7 +116,7 @@ def keep_rows(o, src, *, cut: bool = True) -> bool:
 
     from daskgmm.engine.cluster import active_client, wait_bounded
     from daskgmm.engine.passes import is_sparse_array
-    from daskgmm.engine.placement import cut_at_shares, row_major, should_persist
+    from daskgmm.engine.placement import PERSIST, cut_at_shares, row_major, should_persist
 
     client = active_client()
     if client is None or is_sparse_array(src.X) or not should_persist(client, src.X, o.cache, False, False):
@@ -129,7 +129,7 @@ def keep_rows(o, src, *, cut: bool = True) -> bool:
     rows = [row_major(src.X), *ids]
     arrays = cut_at_shares(client, rows, own=True) if cut else rows
     X, *kept_ids = client.persist(arrays, optimize_graph=False)
-    wait_bounded(client, futures_of([X, *kept_ids]), "persist", first_failure=True)
+    wait_bounded(client, futures_of([X, *kept_ids]), PERSIST, first_failure=True)
     src.X = X
     if src.ids is not None:
         src.ids = kept_ids if isinstance(src.ids, list) else kept_ids[0]

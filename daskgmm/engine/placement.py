@@ -33,6 +33,10 @@ MEMORY_FRACTION = 0.4
 #: Rounds of moving chunks to their targets (a busy worker can let a copy fail silently).
 PLACEMENT_ROUNDS = 3
 
+#: What the bounded waits call a persist in their messages ("a ... made no progress for 600 s"): a user
+#: who called ``fit`` never asked for a persist by name.
+PERSIST = "persist of the rows into the workers' memory"
+
 
 def data_nbytes(X, sparse: bool) -> float:
     """The data's size in memory; for sparse chunks, extrapolated by rows from the first
@@ -128,7 +132,7 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
     own = not futures_of(X)  # else the caller's persisted chunks, left as they are
     futs = persisted(row_major(X) if own else X)
     wfuts = [None] * len(futs) if sample_weight is None else persisted(sample_weight)
-    wait_bounded(client, futs + wfuts, "persist", first_failure=True)
+    wait_bounded(client, futs + wfuts, PERSIST, first_failure=True)
     # the workers as they are now (one that died while persisting has a new address);
     # placement is only an optimisation: any failure leaves the chunks where they are
     threads = worker_threads(client)
@@ -137,7 +141,7 @@ def persist_placed(client, X, sample_weight, sizes) -> Placement:
     if len(pieces) > len(sizes):
         futs, wfuts = cut_chunks(client, futs, wfuts, pieces, own=own)
         sizes = [b - a for _, a, b in pieces]
-        wait_bounded(client, futs + [f for f in wfuts if f is not None], "persist", first_failure=True)
+        wait_bounded(client, futs + [f for f in wfuts if f is not None], PERSIST, first_failure=True)
     targets = [None] * len(futs)
     if threads:  # (none listed while workers restart)
         try:
