@@ -28,6 +28,7 @@ class Trap:
         self.times, self.hold, self.status, self.body = times, hold, status, body
         self.silence = silence
         self.at = None  # time.monotonic() when first sprung
+        self.held = 0  # requests it caught (with silence: every request from then on)
         self.seen = 0
         self.hit = threading.Event()
         self.release = threading.Event()
@@ -117,6 +118,7 @@ class S3Server:
         if sprung is not None:
             _drain(environ)  # the connection stays usable for the client's next request
             sprung.at = sprung.at or time.monotonic()
+            sprung.held += 1
             sprung.hit.set()
             if sprung.hold:
                 sprung.release.wait(60)

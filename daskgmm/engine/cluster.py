@@ -899,7 +899,7 @@ def wait_bounded(client, futures, what: str = "pass", ends=None, first_failure: 
     with ``first_failure``, until one failed, whose exception is raised then.
 
     ``first_failure`` is for reads, which leave nothing behind: a store gone silent fails every read task after
-    its own bound (~55 s), and waiting for them all took a round of it per task a worker thread had left
+    its own bound (~60 s), and waiting for them all took a round of it per task a worker thread had left
     (user-trial-ops-r18: 281 s for 8 chunks on 2 threads).
 
     A worker that holds waiting tasks but has not answered the scheduler (its heartbeat) for

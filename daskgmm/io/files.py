@@ -61,16 +61,26 @@ def get_fs(path, storage_options=None):
     # url_to_fs, not get_fs_token_paths: that one lists a glob's matches too (a listing the caller
     # makes again, and whose errors would come out here, unnamed)
     fs, _ = fsspec.core.url_to_fs(path, **_bounded_s3(path, storage_options))
+    bound_s3_tries(fs)
     return fs
 
 
-#: s3fs tries a timed-out request 5 times (its class attribute, which a pickled filesystem
-#: does not carry to the workers), each a botocore call of 5 attempts: 25 read timeouts of
-#: 15 s before a store that accepts connections but stops answering fails a request, ~7 min
-#: (a nightly job seen as hung). Two attempts per s3fs try (botocore's retry is the one that
-#: takes a 503 again) and 5 s without a byte bound it to ~55 s. An operator's own
+#: botocore's attempts of a request (its standard retry mode: throttling and 503s taken again with
+#: its backoff). s3fs tries each botocore call :data:`S3_TRIES` times, and a ranged read (every read of
+#: a Parquet file's bytes) that many times again: s3fs's own defaults, 5 tries of calls of 5 attempts of
+#: 15 s, and 5 of those for a read, held a request to a store that accepts connections but stops answering
+#: ~7 min, a read ~30 min (a nightly job seen as hung). Here 3 attempts of 5 s without a byte: a request
+#: fails after 2 x 3 x 5 s (~30 s), a read after 2 x 2 x 3 x 5 s (~60 s). An operator's own
 #: ``config_kwargs`` ``retries`` / ``read_timeout`` (or ``AWS_MAX_ATTEMPTS``) win.
-S3_MAX_ATTEMPTS = 2
+S3_MAX_ATTEMPTS = 3
+#: s3fs's tries of a botocore call (its ``retries``, a class attribute of 5, which a pickled filesystem does
+#: not carry to the workers: :func:`bound_s3_tries` sets it on the instance in each process). Its ranged reads
+#: wrap the call, tried so, in as many tries again: the bound of a read is its square (user-trial-ops-r18's
+#: 281 s for a store gone silent during reads was 25 tries of botocore's 2 attempts of 5 s, and a test of
+#: it was flaky: it waited 5 tries or 25, by whether the silence met a file's metadata or its bytes).
+S3_TRIES = 2
+#: Seconds without a byte before botocore gives an attempt up (its default is 60).
+S3_READ_TIMEOUT = 5
 
 
 def s3_option_names() -> set:
@@ -86,7 +96,6 @@ def s3_option_names() -> set:
     names |= set(inspect.signature(AioSession.__init__).parameters)
     names |= {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
     return names - {"self", "kwargs"}
-S3_READ_TIMEOUT = 5
 
 
 def _bounded_s3(path, storage_options) -> dict:
@@ -109,13 +118,28 @@ def _drop_expect_continue(request, **kwargs):
     del request.headers["Expect"]  # no error when absent; botocore never signs this header
 
 
+def bound_s3_tries(fs) -> None:
+    """At most :data:`S3_TRIES` of s3fs's tries per request on ``fs`` (an S3 filesystem; nothing for others),
+    in this process: every process that uses a filesystem (the command, each worker) sets it before its first
+    request. A lower class setting (``s3fs.S3FileSystem.retries``) wins."""
+    if "s3" in _protocols(fs) and isinstance(getattr(fs, "retries", None), int):
+        fs.retries = min(fs.retries, S3_TRIES)
+
+
+def bound_s3(fs) -> None:
+    """Both bounds of daskgmm's S3 requests on ``fs``, in this process: writes that a silent store fails
+    (:func:`bound_s3_writes`) and s3fs's tries (:func:`bound_s3_tries`). For a worker, before its first request."""
+    bound_s3_writes(fs)
+    bound_s3_tries(fs)
+
+
 def bound_s3_writes(fs=None) -> None:
     """Send this process's S3 writes without ``Expect: 100-continue``, so that ``read_timeout`` bounds them.
 
     botocore asks S3 to accept every PutObject and UploadPart before it sends the body, and
     aiohttp arms its read timeout only once the body is sent: a store that goes silent held such
     a request for ever (user-trial-r12: a stopped S3 server held the fit's checkpoint write and
-    its locks' refresh past ten minutes, while reads failed in ~55 s). Without the header the body
+    its locks' refresh past ten minutes, while reads failed in a bounded time). Without the header the body
     goes at once, and a store that does not answer fails the write as it fails a read. Every
     botocore session made in this process from now on drops it for S3 (an S3 client's requests
     only); ``fs``'s client, when it has one already, too. Idempotent.
@@ -162,11 +186,11 @@ def silent_store_message(exc) -> str:
             "goes on from its last checkpoint)")
 
 
-#: Once an S3 store is known silent (a request failed on every try, ~55 s), what a failed job still does on
+#: Once an S3 store is known silent (a request failed on every try, ~30 s), what a failed job still does on
 #: it to clean up (delete its staging objects and its locks, write --metrics-out) shares one deadline: this
 #: many read timeouts of the storage options (10 s by default) from the moment the silence was seen. A step
-#: that does not fit is left, and named (:func:`left_behind`): every step waiting its own ~55 s made such a
-#: failure take 180-230 s (user-trial-r12), where about a minute was promised.
+#: that does not fit is left, and named (:func:`left_behind`): every step waiting its own bound (~55 s then) made
+#: such a failure take 180-230 s (user-trial-r12), where about a minute was promised.
 SILENT_CLEANUP_TIMEOUTS = 2
 #: How long a silence is remembered (longer than the deadline): a later job of a long-lived process cleans up as
 #: usual after it, or once the store answered it (:func:`store_answered`); a command forgets it as it ends.

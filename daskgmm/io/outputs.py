@@ -650,9 +650,9 @@ def _write_part(fs, directory, index, columns, *args):
     rows = table.num_rows
     path = posixpath.join(directory, f"part-{index:05d}.parquet")
     if not _local(fs):
-        from daskgmm.io.files import bound_s3_writes
+        from daskgmm.io.files import bound_s3
 
-        bound_s3_writes(fs)  # in a worker: its writes bounded as the command's are
+        bound_s3(fs)  # in a worker: its requests bounded as the command's are
     try:
         with fs.open(path, "wb") as f:
             pq.write_table(table, f, write_page_checksum=True)  # readers can verify every page
@@ -727,7 +727,7 @@ def write_parts_into(fs, directory, parts, name="part") -> int:
         return int(sum(dask.compute(*writes, scheduler=local_scheduler())))
     futures = client.compute(writes)
     try:
-        # a store gone silent fails every part after its own bound (~55 s): the first ends the wait, not the
+        # a store gone silent fails every part after its own bound (~30 s): the first ends the wait, not the
         # last of as many rounds as there are parts per worker thread
         from daskgmm.io.files import store_silent
 

@@ -19,7 +19,7 @@ from daskgmm.io.files import (
     InputChangedError,
     NonFiniteError,
     Piece,
-    bound_s3_writes,
+    bound_s3,
     file_signature,
     is_local,
 )
@@ -143,8 +143,8 @@ def _open_checked(fs, piece: Piece):
 
     if not is_local(fs):
         # in a worker, before its first request makes the store's session: the worker's writes of the same
-        # filesystem then take the bound too (daskgmm.io.files.bound_s3_writes)
-        bound_s3_writes(fs)
+        # filesystem then take the bound too (daskgmm.io.files.bound_s3)
+        bound_s3(fs)
     _check_unchanged(fs, piece)
     with fs.open(piece.path, "rb") as f:
         pf = pq.ParquetFile(f, buffer_size=_READ_BUFFER, pre_buffer=False, page_checksum_verification=True)

@@ -510,7 +510,7 @@ class StoreLock:
 
     def release(self) -> None:
         self._stop.set()
-        left = cleanup_seconds(self.fs)  # a store known silent: the refresh may hold the mutex ~55 s
+        left = cleanup_seconds(self.fs)  # a store known silent: the refresh may hold the mutex ~30 s
         if not self._mutex.acquire(timeout=-1 if left is None else max(left, 0)):
             self._leave()
             return
