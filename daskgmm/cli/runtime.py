@@ -78,7 +78,8 @@ class Reporter:
                 text = shown(name, best)
                 going = [r for r in group if not r.done]
                 if best.done and going:  # its figures stay as they were: show that the others go on
-                    text += (f" (run {runs.index(best)}, done at iteration {best.n_iter}; the best still running: "
+                    number = next(i for i, r in enumerate(runs) if r is best)  # runs are dataclasses of arrays: no ==
+                    text += (f" (run {number}, done at iteration {best.n_iter}; the best still running: "
                              f"{shown(name, pick(going, key=lambda r: r.objective))})")
                 parts.append(text)
             active = sum(not r.done for r in runs)
