@@ -75,9 +75,10 @@ def get_fs(path, storage_options=None):
 S3_MAX_ATTEMPTS = 3
 #: s3fs's tries of a botocore call (its ``retries``, a class attribute of 5, which a pickled filesystem does
 #: not carry to the workers: :func:`bound_s3_tries` sets it on the instance in each process). Its ranged reads
-#: wrap the call, tried so, in as many tries again: the bound of a read is its square (user-trial-ops-r18's
-#: 281 s for a store gone silent during reads was 25 tries of botocore's 2 attempts of 5 s, and a test of
-#: it was flaky: it waited 5 tries or 25, by whether the silence met a file's metadata or its bytes).
+#: wrap the call, tried so, in as many tries again: the bound of a read is its square (25 tries of botocore's
+#: 2 attempts of 5 s before, ~4.5 min, which fits user-trial-ops-r18's 281 s for a store gone silent during
+#: reads; and a test of it was flaky: it waited 5 tries or 25, by whether the silence met a file's metadata
+#: or its bytes).
 S3_TRIES = 2
 #: Seconds without a byte before botocore gives an attempt up (its default is 60).
 S3_READ_TIMEOUT = 5
