@@ -386,6 +386,7 @@ def test_a_fit_with_the_core_equals_one_without(monkeypatch):
     np.testing.assert_allclose(ka.cluster_centers_, kb.cluster_centers_, rtol=1e-12)
 
 
+@pytest.mark.behaviour
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages no one may read: mmap and mprotect")
 def test_no_read_past_either_end_of_a_block(variant):
     """Every kind of pass reads a block's bytes only: blocks in C and Fortran order, aligned or at
@@ -476,6 +477,7 @@ def test_an_unknown_choice_is_named():
     assert rc == 1 and "DASKGMM_KERNEL must be one of" in err and "'sse9'" in err
 
 
+@pytest.mark.behaviour
 def test_without_the_extension_passes_use_numpy(tmp_path):
     """No compiler at install: the package imports, fits, and says why it runs NumPy."""
     rc, out, err = _run("""

@@ -130,6 +130,7 @@ def test_a_numpy_fit_on_a_cluster_sends_its_rows_without_distributeds_large_grap
             KMeans(3, n_init=1, random_state=0, max_iter=5).fit(X)
 
 
+@pytest.mark.behaviour
 def test_predictions_send_a_large_models_parameters_to_the_workers_once_not_in_the_graph(process_client, monkeypatch,
                                                                                            tmp_path):
     """predict, predict_proba, score_samples, score, transform and write_predictions on Dask rows (the command's
@@ -190,6 +191,7 @@ def _fit_in_a_task(seed):
     return GaussianMixture(3, random_state=seed, max_iter=5).fit(X).means_
 
 
+@pytest.mark.behaviour
 def test_a_fit_inside_a_task_does_not_wait_on_the_busy_workers(process_client):
     """GridSearchCV under joblib's dask backend runs each fit in a task: the fit took the worker's
     client and waited for chunk tasks that needed the threads those fits held, for ever. It leaves the
@@ -251,6 +253,7 @@ def _fit_with_a_client_in_a_task(seed, address, path):
     return got.means_
 
 
+@pytest.mark.behaviour
 def test_fits_in_every_task_of_a_cluster_with_its_client_finish(process_client, tmp_path):
     """Fits inside tasks that hold every worker thread, each with a client of that cluster: the fit uses the
     cluster as dask.compute does in a task, seceding from the worker's thread pool while it waits (as
@@ -462,6 +465,7 @@ def _set_status(name, dask_worker=None):
     dask_worker.status = getattr(Status, name)
 
 
+@pytest.mark.behaviour
 def test_a_direct_pass_leaves_paused_workers_alone(process_client, monkeypatch):
     """Workers paused for memory run no pass outside the task graph either: the pass goes to tasks,
     which wait for the workers within the stall bound (here shortened), and fails saying why."""

@@ -360,6 +360,7 @@ def test_rows_whose_squared_distances_overflow_are_refused_not_put_in_one_cluste
         compiled.reset()
 
 
+@pytest.mark.behaviour
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one iteration: a model to predict
 @pytest.mark.filterwarnings("ignore::daskgmm.fitting.mixture.CollapsedComponentWarning")
 def test_labels_of_dense_rows_take_blocks_not_an_n_by_k_matrix(monkeypatch):
