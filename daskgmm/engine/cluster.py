@@ -783,8 +783,8 @@ def _pausing() -> str:
     cluster's workers share; a scheduler's own workers read theirs)."""
     import dask
 
-    pause = dask.config.get("distributed.worker.memory.pause", 0.8)
-    if pause:
+    pause = pause_fraction()
+    if pause < 1:
         return f"distributed pauses a worker at {pause:.0%} of it"
     terminate = dask.config.get("distributed.worker.memory.terminate", 0.95)
     return (f"distributed restarts a worker at {terminate:.0%} of it" if terminate else
