@@ -398,27 +398,37 @@ def test_a_task_that_keeps_killing_its_worker_fails_the_job(own_cluster, tmp_pat
     assert not (tmp_path / "m").exists()
 
 
-def test_memory_advice_names_the_options_that_size_the_workers_of_the_cluster_in_use(monkeypatch):
+class _OneWorkerClient:
+    """A client's answers to memory_advice: one worker of 500 MiB taking 150 MiB idle; ``cluster`` None for a
+    scheduler of the user's."""
+
+    def __init__(self, cluster=None):
+        self.cluster = cluster
+
+    def scheduler_info(self, n_workers=-1):
+        return {"workers": {"tcp://w": {"memory_limit": 500 << 20, "nthreads": 1}}}
+
+    def run(self, function, callback_timeout=None):
+        return {"tcp://w": 150 << 20}
+
+
+@pytest.fixture
+def fake_clients(monkeypatch):
+    """The floors and limits memory_advice remembers by id(client): the fakes' must not outlive the test."""
+    import daskgmm.engine.cluster
+
+    monkeypatch.setattr(daskgmm.engine.cluster, "_floors", {})
+    monkeypatch.setattr(daskgmm.engine.cluster, "_limits", {})
+
+
+def test_memory_advice_names_the_options_that_size_the_workers_of_the_cluster_in_use(monkeypatch, fake_clients):
     """On the embedded cluster --memory-limit and --threads-per-worker size the workers; on a cluster of
     yours (--scheduler) they change nothing (user-trial-r12: "raise --memory-limit" after the workers of
     an external cluster died): the advice names dask worker's options there."""
     import daskgmm.engine.cluster
     from daskgmm.engine.cluster import memory_advice
 
-    # the floors are remembered by id(client): the fakes' must not outlive the test
-    monkeypatch.setattr(daskgmm.engine.cluster, "_floors", {})
-    monkeypatch.setattr(daskgmm.engine.cluster, "_limits", {})
-
-    class FakeClient:
-        def __init__(self, cluster):
-            self.cluster = cluster
-
-        def scheduler_info(self, n_workers=-1):
-            return {"workers": {"tcp://w": {"memory_limit": 500 << 20, "nthreads": 1}}}
-
-        def run(self, function, callback_timeout=None):
-            return {"tcp://w": 150 << 20}
-
+    FakeClient = _OneWorkerClient
     embedded_client = FakeClient(cluster=object())
     monkeypatch.setattr(daskgmm.engine.cluster, "_command_clients", weakref.WeakSet([embedded_client]))
     embedded = memory_advice(embedded_client)
@@ -433,16 +443,12 @@ def test_memory_advice_names_the_options_that_size_the_workers_of_the_cluster_in
     assert "(dask worker --nthreads)" in external
 
 
-def test_memory_advice_of_a_python_users_client_names_no_option_of_the_command(monkeypatch):
+def test_memory_advice_of_a_python_users_client_names_no_option_of_the_command(fake_clients):
     """A fit from Python on a client of the user's (user trial r18: LocalCluster(memory_limit="110MiB"), its
     workers gone, "raise --memory-limit ..., or lower --chunk-rows, or use fewer --threads-per-worker"):
     the command's options size nothing there; the advice names what does (LocalCluster's memory_limit,
     processes and threads_per_worker, dask worker's options, the chunks of the rows)."""
-    import daskgmm.engine.cluster
     from daskgmm.engine.cluster import memory_advice
-
-    monkeypatch.setattr(daskgmm.engine.cluster, "_floors", {})
-    monkeypatch.setattr(daskgmm.engine.cluster, "_limits", {})
 
     class FakeCluster:
         def __init__(self, processes):
@@ -471,26 +477,14 @@ def test_memory_advice_of_a_python_users_client_names_no_option_of_the_command(m
     assert "(dask worker --memory-limit" in memory_advice(FakeClient(None))
 
 
-def test_memory_advice_quotes_the_pause_fraction_of_the_dask_config(monkeypatch):
+def test_memory_advice_quotes_the_pause_fraction_of_the_dask_config(fake_clients):
     """The advice says where distributed pauses (or restarts) a worker as the Dask config sets it, not a
     fixed 80% (trial r18)."""
     import dask
 
-    import daskgmm.engine.cluster
     from daskgmm.engine.cluster import memory_advice
 
-    monkeypatch.setattr(daskgmm.engine.cluster, "_floors", {})
-    monkeypatch.setattr(daskgmm.engine.cluster, "_limits", {})
-
-    class FakeClient:
-        cluster = None
-
-        def scheduler_info(self, n_workers=-1):
-            return {"workers": {"tcp://w": {"memory_limit": 500 << 20, "nthreads": 1}}}
-
-        def run(self, function, callback_timeout=None):
-            return {"tcp://w": 150 << 20}
-
+    FakeClient = _OneWorkerClient
     with dask.config.set({"distributed.worker.memory.pause": 0.6}):
         assert "distributed pauses a worker at 60% of it" in memory_advice(FakeClient())
     with dask.config.set({"distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": 0.9}):
