@@ -977,9 +977,9 @@ def test_a_store_gone_silent_fails_the_job_within_one_deadline(bucket, scheduler
 @pytest.mark.timeout(60)
 def test_a_workers_read_of_a_silent_store_makes_a_bounded_number_of_requests(bucket, scheduler, forget_silence):
     """s3fs tries a ranged read (a Parquet file's bytes) as many times again as it tries each call it makes (its
-    ``retries``, 5): 25 tries of botocore's attempts, where the rest of its requests make 5. That was
-    user-trial-ops-r18's 281 s for a store gone silent during reads (daskgmm's bounds then: 25 tries x 2 attempts
-    x 5 s), and made the test below wait 5 tries or 25, by whether the silence met a file's metadata or its bytes.
+    ``retries``, 5): 25 tries of botocore's attempts, where the rest of its requests make 5 (daskgmm's bounds then:
+    25 tries x 2 attempts x 5 s, which fits user-trial-ops-r18's 281 s for a store gone silent during reads), and
+    made the test below wait 5 tries or 25, by whether the silence met a file's metadata or its bytes.
     A worker's read now makes S3_TRIES² requests (4), each of botocore's attempts."""
     from distributed import Client
 
