@@ -1,8 +1,9 @@
 """The size Dask counts for scipy's sparse arrays (the chunks of sparse rows).
 
-Dask's ``sizeof`` knows ``scipy.sparse.spmatrix`` only: a ``csr_array`` (a ``sparray``) counts
-as 56 bytes whatever it holds, so a worker's memory accounting (spilling, pausing at its limits)
-does not see persisted sparse rows. :func:`counted` registers their arrays' bytes, through Dask's
+Dask's ``sizeof`` before 2026.11 knows ``scipy.sparse.spmatrix`` only: a ``csr_array`` (a ``sparray``)
+counts as 56 bytes whatever it holds, so a worker's memory accounting (spilling, pausing at its limits)
+does not see persisted sparse rows. Where Dask counts ``sparray`` itself (2026.11 on), its own is kept
+and this module registers nothing. Otherwise :func:`counted` registers their arrays' bytes, through Dask's
 public ``sizeof.register`` only, in the process that makes a sparse chunk, before Dask sizes it:
 the tasks that make the chunks a fit holds call it (:func:`csr_chunk`, which validation maps over a
 user's sparse chunks; the sparse Parquet reads, ``io.read``; the chunks' cuts, ``engine.placement``).
@@ -42,13 +43,17 @@ def _subclasses(cls) -> list:
 
 
 def register() -> None:
-    """Count ``sparray``'s arrays in this process (imports SciPy's sparse module; once per process)."""
+    """Count ``sparray``'s arrays in this process (imports SciPy's sparse module; once per process),
+    unless Dask counts them itself."""
     global _registered
     if _registered:
         return
     from scipy import sparse
 
     generic = sizeof.dispatch(object)
+    if sizeof.dispatch(sparse.sparray) is not generic:  # Dask's own (its lazy SciPy registration ran)
+        _registered = True
+        return
     # a class sized before has the generic size cached as its own entry: naming it replaces that entry
     stale = [c for c in _subclasses(sparse.sparray) if sizeof.dispatch(c) is generic]
     sizeof.register((sparse.sparray, *stale), sizeof_sparray)
