@@ -79,6 +79,40 @@ def test_sample_kmeans_does_not_depend_on_rounding():
             np.testing.assert_allclose(a / f, b, rtol=1e-10, atol=1e-10)
 
 
+def test_kmeanspp_distances_by_centre_are_the_rows_distances():
+    """k-means++ takes its candidates' distances as (k, n) from the points by column: each the distance
+    of _sq_dist's (n, k) array (the same expression; a GEMM of the other layout may round a product
+    otherwise), never below 0."""
+    x = np.random.default_rng(0).normal(size=(3000, 5)) * 4
+    c = np.vstack([x[:6], x[7:8] * (1 + 1e-15)])  # candidates on rows: distances that round to about 0
+    sq = I._sq_norms(x)
+    got = I._sq_dist_by_centre(np.ascontiguousarray(x.T), sq, c)
+    np.testing.assert_allclose(got, I._sq_dist(x, sq, c).T, rtol=1e-12, atol=1e-11)
+    assert got.shape == (7, 3000) and got.flags.c_contiguous and got.min() >= 0
+
+
+@pytest.mark.skipif(I.compiled_kernel.ready() is None, reason="the compiled core is not in use here")
+@pytest.mark.parametrize("max_iter", [300, 3])
+def test_the_local_lloyd_on_the_compiled_core_is_numpys(max_iter, monkeypatch):
+    """The client's Lloyd on the sample runs the compiled core's k-means pass: the centres (to rounding),
+    iterations and inertia of NumPy's GEMM and arg-min, weighted, with a cluster that stays empty, and
+    overlapping blobs whose rows change cluster for many iterations (its stop on an unchanged partition)."""
+    X, _, _ = make_blobs(n=5000, d=3, k=12, seed=4, sep=1.5)
+    w = np.random.default_rng(5).random(len(X)) + 0.5
+    start = I._local_kmeanspp(X, w, 11, np.random.default_rng(2))
+    start = np.vstack([start, np.full((1, 3), 1e3)])  # far from every row: stays empty
+    calls = []
+    real = I.chunk_pass
+    monkeypatch.setattr(I, "chunk_pass", lambda *a, **k: calls.append(1) or real(*a, **k))
+    centers, inertia = I._local_lloyd(X, w, start, max_iter=max_iter)
+    monkeypatch.setattr(I.compiled_kernel, "ready", lambda: None)
+    ref, ref_inertia = I._local_lloyd(X, w, start, max_iter=max_iter)
+    np.testing.assert_allclose(centers, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(inertia, ref_inertia, rtol=1e-12)
+    np.testing.assert_array_equal(centers[-1], start[-1])
+    assert 10 < len(calls) < max_iter if max_iter == 300 else len(calls) == max_iter
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sample_kmeans_matches_scikit_learns_kmeans_quality(seed):
     """Overlapping blobs (many local optima): inertia no worse than scikit-learn's KMeans
