@@ -103,6 +103,19 @@ def test_imported_starts_give_sparks_predictions():
     assert d.argmin(1).tolist() == EXPECTED["kmeans"]["prediction"]
 
 
+def test_a_spark_models_full_precisions_given_to_another_type_name_the_remedy():
+    """read_spark_model returns full precisions unless told the type: given to a diag mixture, the error says
+    scikit-learn's sentence, then whose shape that is and what to pass."""
+    start = daskgmm.read_spark_model(SPARK / "gmm")
+    with pytest.raises(ValueError, match=r"^The parameter 'diag precision' should have the shape of \(\d+, \d+\), "
+                       r"but got \(\d+, \d+, \d+\): 'full' precisions have that shape, not 'diag' ones; a Spark "
+                       r"model's precisions read by read_spark_model\(path\) are full: pass it "
+                       r"covariance_type='diag' too$"):
+        daskgmm.GaussianMixture(covariance_type="diag", **start, max_iter=0).fit(_rows())
+    daskgmm.GaussianMixture(covariance_type="diag", max_iter=0,
+                            **daskgmm.read_spark_model(SPARK / "gmm", covariance_type="diag")).fit(_rows())
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_every_covariance_type_exports_as_full_matrices(tmp_path, covariance_type):
     from daskgmm.kernels.covariance import component_covariance

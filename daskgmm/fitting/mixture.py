@@ -188,8 +188,17 @@ def check_means(means, n_components, n_features) -> np.ndarray:
 def check_precisions(precisions, covariance_type, n_components, n_features) -> np.ndarray:
     """``precisions_init`` checked as scikit-learn checks it; float64, the covariance type's shape."""
     p = _as_param_array(precisions, f"{covariance_type} precision")
-    check_shape(p, cov.covariance_shape(covariance_type, n_components, n_features), f"{covariance_type} precision")
-    cov.of(covariance_type).check_precisions(p, f"{covariance_type} precision")
+    name = f"{covariance_type} precision"
+    want = cov.covariance_shape(covariance_type, n_components, n_features)
+    if p.shape != want:
+        other = [t for t in cov.COVARIANCE_TYPES if cov.covariance_shape(t, n_components, n_features) == p.shape]
+        hint = (f": {' or '.join(map(repr, other))} precisions have that shape, not {covariance_type!r} ones"
+                if other else "")
+        if "full" in other:  # what read_spark_model gives unless told the type (Spark's covariances are full)
+            hint += (f"; a Spark model's precisions read by read_spark_model(path) are full: pass it "
+                     f"covariance_type={covariance_type!r} too")
+        raise ValueError(f"The parameter '{name}' should have the shape of {want}, but got {p.shape}{hint}")
+    cov.of(covariance_type).check_precisions(p, name)
     return p.astype(np.float64, copy=False)
 
 
