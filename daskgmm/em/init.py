@@ -96,21 +96,22 @@ def _sq_dist(points, sq_points, centers) -> np.ndarray:
     ``|x|^2 - 2 x.c + |c|^2`` in the GEMM's own array, step by step as the expression would round it: its
     temporaries, three arrays of n x k, made a local Lloyd iteration on the k-means|| sample (65,536 rows,
     K = 128) take 49-107 ms instead of 34-39, most of a KMeans(128) fit."""
-    d = np.asarray(points @ centers.T)
-    d *= 2.0
-    np.subtract(sq_points[:, None], d, out=d)
-    d += np.einsum("kd,kd->k", centers, centers)[None, :]
-    return np.maximum(d, 0.0, out=d)
+    return _from_products(np.asarray(points @ centers.T), sq_points[:, None], centers, (None, slice(None)))
 
 
 def _sq_dist_by_centre(columns, sq_points, centers) -> np.ndarray:
     """:func:`_sq_dist`'s distances as (k, n), from the points by column (D, n): the same expression rounded in
     the same steps, each centre's distances contiguous (k-means++'s candidates, 131,072 rows x 3, 7 of them:
     2.5 against 4.7 ms with the (n, k) array's transpose)."""
-    d = centers @ columns
+    return _from_products(centers @ columns, sq_points[None, :], centers, (slice(None), None))
+
+
+def _from_products(d, sq_points, centers, along):
+    """``|x|^2 - 2 x.c + |c|^2`` clipped at 0, in the array ``d`` of the products ``x.c``, step by step;
+    ``sq_points`` shaped to broadcast over ``d``, ``along`` the index that does so for the centres' norms."""
     d *= 2.0
-    np.subtract(sq_points[None, :], d, out=d)
-    d += np.einsum("kd,kd->k", centers, centers)[:, None]
+    np.subtract(sq_points, d, out=d)
+    d += np.einsum("kd,kd->k", centers, centers)[along]
     return np.maximum(d, 0.0, out=d)
 
 
@@ -225,12 +226,8 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
-        wk = np.bincount(labels, weights=w, minlength=k)
-        sums = _label_sums(points * w[:, None], labels, k)
-        moved = wk > 0
-        old = centers.copy()
-        centers[moved] = sums[moved] / wk[moved, None]
-        if float(((centers - old) ** 2).sum()) <= tol:
+        if _lloyd_update(centers, np.bincount(labels, weights=w, minlength=k),
+                         _label_sums(points * w[:, None], labels, k), tol):
             labels = _nearest(points, sq, centers)  # the assignment of the centres returned
             break
     else:
@@ -252,12 +249,18 @@ def _core_lloyd(points, w, centers, max_iter, tol) -> np.ndarray:
         if before is not None and np.array_equal(st.n, before.n) and np.array_equal(st.s1, before.s1):
             break
         before = st
-        moved = st.n > 0
-        old = centers.copy()
-        centers[moved] = st.s1[moved] / st.n[moved, None]
-        if float(((centers - old) ** 2).sum()) <= tol:
+        if _lloyd_update(centers, st.n, st.s1, tol):
             break
     return centers
+
+
+def _lloyd_update(centers, counts, sums, tol) -> bool:
+    """Lloyd's update of ``centers`` in place: each cluster of positive weight to its rows' weighted mean
+    (``sums / counts``), an empty one left; whether they moved by at most ``tol`` in total squared distance."""
+    moved = counts > 0
+    old = centers.copy()
+    centers[moved] = sums[moved] / counts[moved, None]
+    return float(((centers - old) ** 2).sum()) <= tol
 
 
 def _label_sums(values, labels, k) -> np.ndarray:
