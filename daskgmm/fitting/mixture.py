@@ -153,9 +153,10 @@ def check_continued_model(name: str, means, covariances, precisions_cholesky, n_
     raise ValueError(f"{who} continues the fitted model, which has {was}, but the parameters say {now}. {remedy}")
 
 
-def check_shape(param, shape, name):
+def check_shape(param, shape, name, detail: str = ""):
+    """scikit-learn's error for a parameter of another shape, ``detail`` after its sentence."""
     if param.shape != shape:
-        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}")
+        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {param.shape}{detail}")
 
 
 def _as_param_array(value, name) -> np.ndarray:
@@ -190,14 +191,14 @@ def check_precisions(precisions, covariance_type, n_components, n_features) -> n
     p = _as_param_array(precisions, f"{covariance_type} precision")
     name = f"{covariance_type} precision"
     want = cov.covariance_shape(covariance_type, n_components, n_features)
-    if p.shape != want:
-        other = [t for t in cov.COVARIANCE_TYPES if cov.covariance_shape(t, n_components, n_features) == p.shape]
-        hint = (f": {' or '.join(map(repr, other))} precisions have that shape, not {covariance_type!r} ones"
-                if other else "")
+    hint = ""
+    other = [t for t in cov.COVARIANCE_TYPES if cov.covariance_shape(t, n_components, n_features) == p.shape]
+    if p.shape != want and other:
+        hint = f": {' or '.join(map(repr, other))} precisions have that shape, not {covariance_type!r} ones"
         if "full" in other:  # what read_spark_model gives unless told the type (Spark's covariances are full)
             hint += (f"; a Spark model's precisions read by read_spark_model(path) are full: pass it "
                      f"covariance_type={covariance_type!r} too")
-        raise ValueError(f"The parameter '{name}' should have the shape of {want}, but got {p.shape}{hint}")
+    check_shape(p, want, name, hint)
     cov.of(covariance_type).check_precisions(p, name)
     return p.astype(np.float64, copy=False)
 
