@@ -880,6 +880,34 @@ def test_a_write_to_a_silent_endpoint_fails_within_a_bound(silent_endpoint, monk
     assert "the object store stopped answering" in metrics["error"] and "--resume" in metrics["error"]
 
 
+@pytest.mark.timeout(60)
+def test_a_filesystem_made_before_daskgmm_bounds_its_writes_once_daskgmm_takes_it(silent_endpoint):
+    """fsspec hands out one instance per set of options: a filesystem with daskgmm's options whose client was made
+    before daskgmm touched S3 in the process (before it changed how botocore's sessions are made) is the one
+    ``get_fs`` returns. Its writes to a silent store are bounded from then on too. In a process of its own: the
+    change to new sessions lasts the process."""
+    endpoint, _ = silent_endpoint
+    script = f"""
+import copy, time, s3fs
+s3fs.S3FileSystem.retries = 1
+options = {{"endpoint_url": "{endpoint}", "key": "k", "secret": "s",  # every bound given: daskgmm adds none
+           "config_kwargs": {{"read_timeout": 0.05, "connect_timeout": 1, "retries": {{"total_max_attempts": 1}}}}}}
+early = s3fs.S3FileSystem(**copy.deepcopy(options))
+early.connect()
+from daskgmm.io.files import get_fs
+
+fs = get_fs("s3://lake/out/", options)
+assert fs is early and options["config_kwargs"]["retries"] == {{"total_max_attempts": 1}}
+start = time.monotonic()
+try:
+    fs.pipe_file("lake/out/checkpoint.npz", b"0" * 1000)
+except Exception as exc:
+    print("failed after", round(time.monotonic() - start, 1), type(exc).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("failed after"), (out.stdout, out.stderr[-2000:])
+
+
 def test_a_misspelled_storage_option_is_a_usage_error_naming_it(bucket, tmp_path, capsys):
     """user-trial-ops-r18: --storage-options '{"endpoint": ...}' (for endpoint_url) ended the job with "TypeError:
     AioSession.__init__() got an unexpected keyword argument 'endpoint'", exit 1, once the first request was made.
@@ -925,6 +953,20 @@ def test_operator_retries_are_kept():
     fs = get_fs("s3://lake/y", {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"})
     request = fs.config_kwargs["read_timeout"] * fs.config_kwargs["retries"]["total_max_attempts"] * fs.retries
     assert request <= 30 and request * fs.retries <= 60  # a ranged read is tried fs.retries times over
+
+
+def test_the_callers_options_are_not_changed_and_name_one_filesystem():
+    """botocore writes a "mode" into the ``retries`` of the options its client is made from: daskgmm's bounded options
+    are a copy to their depth, so that the caller's (a config's, handed on to every worker) stay as given and the
+    same options name the same filesystem on the next call."""
+    from daskgmm.io.files import get_fs
+
+    options = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s",
+               "config_kwargs": {"retries": {"total_max_attempts": 2}}}
+    fs = get_fs("s3://lake/z", options)
+    fs.connect()  # makes the client; no request
+    assert options["config_kwargs"] == {"retries": {"total_max_attempts": 2}}
+    assert get_fs("s3://lake/z", options) is fs
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ slices (:class:`Piece`), so that one task's working set stays within a byte budg
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import os
 import posixpath
@@ -61,7 +62,7 @@ def get_fs(path, storage_options=None):
     # url_to_fs, not get_fs_token_paths: that one lists a glob's matches too (a listing the caller
     # makes again, and whose errors would come out here, unnamed)
     fs, _ = fsspec.core.url_to_fs(path, **_bounded_s3(path, storage_options))
-    bound_s3_tries(fs)
+    bound_s3(fs)  # also an instance from fsspec's cache whose client was made before
     return fs
 
 
@@ -103,8 +104,9 @@ def _bounded_s3(path, storage_options) -> dict:
     options = dict(storage_options or {})
     if protocol_of(path) not in ("s3", "s3a"):
         return options
-    bound_s3_writes()
-    config = dict(options.get("config_kwargs") or {})
+    # a copy to its depth: botocore writes into its ``retries`` (a "mode"), which changed the caller's options and so
+    # fsspec's token of them (the next call with the same options made another filesystem)
+    config = copy.deepcopy(options.get("config_kwargs") or {})
     config.setdefault("read_timeout", S3_READ_TIMEOUT)
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
         config.setdefault("retries", {"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
