@@ -531,3 +531,22 @@ def test_empty_rows_finds_the_rows_with_every_value_missing_in_either_layout():
         x[::97] = np.nan
         for y in (x, np.asfortranarray(x), x[:, :1], x[:0]):
             np.testing.assert_array_equal(empty_rows(y), np.flatnonzero(np.isnan(y).all(axis=1)))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
+def test_a_request_on_some_of_a_blocks_rows_leaves_the_blocks_own_to_the_requests_after_it(compiled):
+    """A model that marginalises drops the rows with every value missing (a block of the others); that block's
+    centred rows and features went into the same scratch memory as those the whole block had cached, and a
+    request after it read the others' rows: NaN statistics on the NumPy path."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 4)) * 3
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[7] = np.nan
+    centre = np.nanmean(x, axis=0)
+    weights, means, covs = random_mixture("full", 3, 4, rng, 3.0)
+    plain = MixtureState.from_covariances(weights, means, covs, "full").spec(centre)
+    marginal = MixtureState.from_covariances(weights, means, covs, "full", missing="marginalize").spec(centre)
+    before, _, after = chunk_pass(x, [MixtureRequest([plain]), MixtureRequest([marginal]), MixtureRequest([plain])],
+                                  centre, compiled=compiled)
+    for name in ("n", "s1", "s2", "loglik"):
+        np.testing.assert_array_equal(getattr(after[0], name), getattr(before[0], name), err_msg=name)

@@ -53,11 +53,18 @@ class Block:
         Global row numbers.
     """
 
-    def __init__(self, x, level, centre, w, rows):
+    def __init__(self, x, level, centre, w, rows, depth=0):
         # rows: the global row numbers, or the first of them (consecutive rows: numbered on first
         # use, which a pass through the compiled core never makes)
         self.x, self.level, self.centre, self.w, self._rows = x, level, centre, w, rows
         self._xT = self._T = None
+        # a block made from another's rows (take, part) keeps its xT and T in scratch buffers of its own: in the
+        # other's, they overwrote what that block had cached for the requests after (NaN statistics for a model
+        # after one that marginalises, on the NumPy path)
+        self._depth = depth
+
+    def _scratch(self, name: str, shape, dtype) -> np.ndarray:
+        return scratch(name if not self._depth else f"{name}/{self._depth}", shape, dtype)
 
     @property
     def rows(self) -> np.ndarray:
@@ -74,7 +81,7 @@ class Block:
     def xT(self) -> np.ndarray | None:
         if self._xT is None and self.level > NO_FEATURES:
             x = self.x
-            self._xT = scratch("xT", x.shape[::-1], x.dtype)
+            self._xT = self._scratch("xT", x.shape[::-1], x.dtype)
             np.subtract(x.T, self.centre.astype(x.dtype)[:, None], out=self._xT)
         return self._xT
 
@@ -82,7 +89,7 @@ class Block:
     def T(self) -> np.ndarray | None:
         if self._T is None and self.level > NO_FEATURES:
             d, nb = self.x.shape[1], self.size
-            out = scratch("features", (n_feature_rows(self.level, d), nb), self.x.dtype)
+            out = self._scratch("features", (n_feature_rows(self.level, d), nb), self.x.dtype)
             self._T = build_features(self.xT, self.level, out)
         return self._T
 
@@ -92,11 +99,13 @@ class Block:
 
     def take(self, idx: np.ndarray) -> Block:
         """The rows at positions ``idx`` as a block of their own (a copy)."""
-        return Block(self.x[idx], self.level, self.centre, None if self.w is None else self.w[idx], self.rows[idx])
+        return Block(self.x[idx], self.level, self.centre, None if self.w is None else self.w[idx], self.rows[idx],
+                     self._depth + 1)
 
     def part(self, a: int, b: int) -> Block:
         """Rows ``a:b`` as a block of their own."""
-        return Block(self.x[a:b], self.level, self.centre, None if self.w is None else self.w[a:b], self.rows[a:b])
+        return Block(self.x[a:b], self.level, self.centre, None if self.w is None else self.w[a:b], self.rows[a:b],
+                     self._depth + 1)
 
     def weight_sum(self) -> float:
         return float(self.size) if self.w is None else float(self.w.sum(dtype=np.float64))
