@@ -276,6 +276,40 @@ def test_rows_with_nan_are_left_out_as_numpy_does(variant):
     _compare(x, specs, centre=np.zeros(3))
 
 
+@pytest.mark.parametrize("n", [3000, 70000], ids=["one block", "many blocks"])
+def test_models_in_lockstep_with_a_precise_one_keep_the_core_and_their_bits_alone(variant, n):
+    """A model with a tight component far from the pass centre takes the per-component path, which only NumPy
+    runs. In lockstep with others (restarts, select's candidates) it took the whole pass to NumPy: the others
+    lost the core's speed and the bits they have fitted alone. The others now go through the core as a request
+    of their own, the precise one through NumPy in its own blocks; each model's statistics are those of its
+    pass alone, and NumPy's for the whole request within rounding."""
+    from daskgmm.models.states import MixtureState
+
+    from .conftest import random_mixture
+
+    rng = np.random.default_rng(11)
+    d = 5
+    x = rng.normal(size=(n, d)) * 2
+    x[: n // 100] = 1000 + rng.normal(size=(n // 100, d)) * 0.01  # the precise model's far, tight component's rows
+    centre = x.mean(axis=0)
+    specs = []
+    for ct, k, far, hard in [("full", 3, False, False), ("full", 2, True, False), ("diag", 4, False, True),
+                             ("tied", 3, False, False)]:
+        weights, means, covs = random_mixture(ct, k, d, rng, 2.0)
+        if far:
+            means[0], covs[0] = 1000.0, np.eye(d) * 1e-4
+        spec = MixtureState.from_covariances(weights, means, covs, ct).spec(centre)
+        assert (spec.precise is not None) == far
+        specs.append(ModelSpec(spec.params, ct, assignment="hard" if hard else "soft", n_worst=3,
+                               precise=spec.precise, resp_log_resp=not hard))
+    got = _compare(x, specs, rtol=1e-9, centre=centre)
+    for spec, g in zip(specs, got, strict=True):
+        alone = chunk_pass(x, [MixtureRequest([spec])], centre, compiled=True)[0][0]
+        for name in ("n", "s1", "s2", "shift", "loglik", "resp_log_resp", "weight"):
+            np.testing.assert_array_equal(getattr(g, name), getattr(alone, name), err_msg=name)
+        np.testing.assert_array_equal(g.worst.rows, alone.worst.rows)
+
+
 def test_many_blocks_accumulate(variant):
     rng = np.random.default_rng(0)
     n, d = 2 * 4096 + 1001, 3

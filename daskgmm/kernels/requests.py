@@ -15,7 +15,7 @@ import numpy as np
 import daskgmm.kernels.covariance as cov
 from daskgmm.kernels import bounds as bounds_store
 from daskgmm.kernels import compiled
-from daskgmm.kernels.features import FULL_LEVEL, n_quad_rows
+from daskgmm.kernels.features import FULL_LEVEL, NO_FEATURES, block_rows_for, n_feature_rows, n_quad_rows
 from daskgmm.kernels.missing import completed_moments, marginal_logits
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block, without_empty_rows
@@ -90,6 +90,9 @@ class MixtureRequest:
         sizes = [s.params.n_components for s in self.specs]
         self._bounds = np.concatenate([[0], np.cumsum(sizes)])
         self._precise = [i for i, sp in enumerate(self.specs) if sp.precise is not None]
+        # the models whose logits and moments come from the shared features (a precise model's come from its
+        # rows' differences alone: the features' products would be overwritten and their moments never read)
+        self._shared = [(a, b) for i, (a, b) in enumerate(pairwise(self._bounds)) if self.specs[i].precise is None]
         # consecutive models with the same assignment and K are done as one (M, K, nb) array
         self._groups = []
         for i, spec in enumerate(self.specs):
@@ -106,6 +109,14 @@ class MixtureRequest:
         ], dtype=np.int64)
         self._marginal = any(s.marginal is not None for s in self.specs)
         self._count = any(s.count_rows for s in self.specs)
+        # models in lockstep of which some need the precise path (restarts or candidates with a tight component far
+        # from the centre): the others still take the compiled core, with the bits they get alone, as a request of
+        # their own; the precise ones NumPy's (where the core runs; else the whole request is NumPy's anyway)
+        self._parts = None
+        shared = [i for i, (a, b) in enumerate(pairwise(self._bounds)) if (a, b) in self._shared]
+        if 0 < len(shared) < len(self.specs) and all(s.assignment in ("soft", "hard") for s in self.specs):
+            self._parts = [(idx, MixtureRequest([self.specs[i] for i in idx]))
+                           for idx in (shared, self._precise)]
         # k-means' bounds (one hard model at the spherical level, nothing marginalised, no rows counted)
         only = self.specs[0]
         self._bounds_key = (only.bounds if len(self.specs) == 1 and only.bounds is not None
@@ -118,6 +129,9 @@ class MixtureRequest:
         return int(self._bounds[-1])
 
     def start(self, n_features, dtype, level, centre, kernel=None):
+        if kernel is not None and self._parts is not None:
+            return {"parts": [(idx, req, req.start(n_features, dtype, level, centre, kernel))
+                              for idx, req in self._parts]}
         theta = np.vstack([s.params.theta(level, dtype) for s in self.specs])
         fused = None
         if kernel is not None and self._fusable:
@@ -147,10 +161,22 @@ class MixtureRequest:
 
     def block_rows(self, acc) -> int | None:
         # the compiled core keeps its own L2-sized scratch: blocks bound only the Python work
-        # around each call
+        # around each call; a request in parts takes the blocks its compiled part would alone
+        if "parts" in acc:
+            (_, req, part), _ = acc["parts"]
+            return req.block_rows(part)
         return compiled.block_rows(len(self.specs)) if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
+        if "parts" in acc:
+            (_, fused, a), (_, numpy_req, b) = acc["parts"]
+            fused.update(a, blk)
+            # the NumPy part in the blocks it takes alone (its scratch is (K, D, rows) per model)
+            p = n_feature_rows(blk.level, blk.x.shape[1]) if blk.level > NO_FEATURES else blk.x.shape[1]
+            nb = block_rows_for(p + numpy_req.width, blk.x.dtype.itemsize)
+            for start in range(0, blk.size, nb):
+                numpy_req.update(b, blk if nb >= blk.size else blk.part(start, min(blk.size, start + nb)))
+            return
         if self._marginal:
             blk = without_empty_rows(blk)
         fused = acc["fused"]
@@ -192,7 +218,8 @@ class MixtureRequest:
         nb = blk.size
         dtype = theta.dtype
         L = scratch("logits", (theta.shape[0], nb), dtype)
-        model_products(theta, blk.T, L, self._bounds)
+        if self._shared:
+            model_products(theta, blk.T, L, self._shared)
         diffs = {}
         for i in self._precise:
             a, b = self._bounds[i], self._bounds[i + 1]
@@ -250,7 +277,7 @@ class MixtureRequest:
                 np.multiply(lm, w, out=lm)
             for j in range(m):
                 self._add_loglik(acc, first + j, per_row[j], blk, incomplete)
-        T = blk.T
+        T = blk.T if self._shared else None
         resp_inc = {}
         if incomplete.size:
             # their statistics are the expected ones, added below; here they count as zero rows
@@ -258,12 +285,14 @@ class MixtureRequest:
                 a, b = self._bounds[i], self._bounds[i + 1]
                 resp_inc[i] = L[a:b, incomplete].astype(np.float64)
                 L[a:b, incomplete] = 0.0
-            keep = np.ones(T.shape[1], dtype=bool)
-            keep[incomplete] = False
-            T = np.where(keep, T, 0.0)  # one masked copy (a copy and then a scatter cost twice as much)
+            if T is not None:
+                keep = np.ones(T.shape[1], dtype=bool)
+                keep[incomplete] = False
+                T = np.where(keep, T, 0.0)  # one masked copy (a copy and then a scatter cost twice as much)
             for z in diffs.values():
                 z[:, :, incomplete] = 0.0
-        add_model_moments(acc["S"], T, L, self._bounds)
+        if self._shared:
+            add_model_moments(acc["S"], T, L, self._shared)
         for i, z in diffs.items():
             r = L[self._bounds[i] : self._bounds[i + 1]]  # responsibilities (weighted)
             _precise_moments(acc["precise"][i], z, r, self.specs[i].covariance_type)
@@ -293,6 +322,12 @@ class MixtureRequest:
         add_completed(acc, i, self._bounds, self.specs[i], completions, r)
 
     def finish(self, acc, n_features, centre) -> list[SuffStats]:
+        if "parts" in acc:
+            out = [None] * len(self.specs)
+            for idx, req, part in acc["parts"]:
+                for i, stats in zip(idx, req.finish(part, n_features, centre), strict=True):
+                    out[i] = stats
+            return out
         S, d, lvl = acc["S"], n_features, acc["level"]
         q = n_quad_rows(lvl, d)
         counts = acc["counts"]
@@ -391,21 +426,22 @@ def add_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray) -> None:
         S += part.T
 
 
-def model_products(theta: np.ndarray, T: np.ndarray, out: np.ndarray, bounds) -> None:
-    """``out = theta · T``, a product per model (rows ``bounds[i]:bounds[i + 1]`` of ``theta`` (W, P)).
+def model_products(theta: np.ndarray, T: np.ndarray, out: np.ndarray, spans) -> None:
+    """``out = theta · T``, a product per model (its rows ``a:b`` of ``theta`` (W, P), for each ``(a, b)`` of
+    ``spans``; the other rows of ``out`` are left as they are).
 
     BLAS rounds a row of a taller product otherwise (its kernels' edge tiles): a model in lockstep
     (restarts, ``select_model``'s candidates, a proposal scored beside its run) would not have the bits
     of the same model fitted alone.
     """
-    for a, b in pairwise(bounds):
+    for a, b in spans:
         np.matmul(theta[a:b], T, out=out[a:b])
 
 
-def add_model_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray, bounds) -> None:
-    """:func:`add_moments` a model at a time (rows ``bounds[i]:bounds[i + 1]`` of ``S`` and ``L``), for the
-    reason :func:`model_products` gives."""
-    for a, b in pairwise(bounds):
+def add_model_moments(S: np.ndarray, T: np.ndarray, L: np.ndarray, spans) -> None:
+    """:func:`add_moments` a model at a time (its rows ``a:b`` of ``S`` and ``L`` for each ``(a, b)`` of ``spans``),
+    for the reason :func:`model_products` gives."""
+    for a, b in spans:
         add_moments(S[a:b], T, L[a:b])
 
 

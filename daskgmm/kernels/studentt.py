@@ -25,6 +25,7 @@ each block to it (:class:`daskgmm.kernels.compiled.FusedStudentT`). Nothing here
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -381,7 +382,7 @@ class StudentTRequest:
                 x_inc = blk.xT[:, incomplete].T.astype(np.float64)
         dist = scratch("t-distances", (theta.shape[0], nb), theta.dtype)
         if shared:
-            model_products(theta, T, dist, self._bounds)
+            model_products(theta, T, dist, pairwise(self._bounds))
         w = None if blk.w is None else np.asarray(blk.w, np.float64)
         top = scratch("t-top", (1, nb), np.float64)
         tot = scratch("t-total", (1, nb), np.float64)
@@ -449,7 +450,7 @@ class StudentTRequest:
             s2 = cov.moments_about_means(wz, z, spec.covariance_type)
             pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
         if shared:
-            add_model_moments(acc["S"], T, dist, self._bounds)
+            add_model_moments(acc["S"], T, dist, pairwise(self._bounds))
         acc["weight"] += blk.weight_sum()
         acc["rows"] += nb
 
