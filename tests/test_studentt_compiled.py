@@ -288,3 +288,28 @@ def test_sub_rows_is_checked_and_bounded_by_the_rows(entry):
             np.testing.assert_array_equal(g, r)
     with pytest.raises(ValueError, match="sub_rows must be >= 0"):
         run(-1)
+
+
+@pytest.mark.parametrize("n", [3000, 70000], ids=["one block", "many blocks"])
+def test_models_in_lockstep_with_a_precise_one_keep_the_core_and_their_bits_alone(variant, n):
+    """As a Gaussian mixture's (tests/test_compiled.py): a t model that needs the per-component form took the
+    whole pass to NumPy; now the others keep the core, and every model has its statistics alone, bit for bit."""
+    from dataclasses import replace
+
+    from daskgmm.models.studentt import t_form
+
+    d = 4
+    x = _rows(n, d, 5)
+    centre = x.mean(axis=0)
+    states = [_state(ct, k, d, seed) for ct, k, seed in [("full", 3, 1), ("diag", 2, 2), ("tied", 3, 3)]]
+    specs = [_spec(s, centre) for s in states]
+    far = states[1]
+    specs[1] = replace(specs[1], precise=t_form(far.weights, far.means, far.precisions_cholesky, "diag", far.df,
+                                                centre))
+    got = _compare(x, specs, centre)
+    for spec, g in zip(specs, got, strict=True):
+        alone = chunk_pass(x, [StudentTRequest([spec])], centre, compiled=True)[0][0]
+        for name in ("n", "s1", "s2", "shift"):
+            np.testing.assert_array_equal(getattr(g.moments, name), getattr(alone.moments, name), err_msg=name)
+        for name in ("resp", "log_u", "loglik", "weight"):
+            np.testing.assert_array_equal(getattr(g, name), getattr(alone, name), err_msg=name)

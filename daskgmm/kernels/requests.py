@@ -79,6 +79,52 @@ class ModelSpec:
         return max(self.params.level, cov.of(self.covariance_type).level)
 
 
+class PreciseApart:
+    """A request's models in two requests of their own: those in the shared-feature form and those that need the
+    precise per-component one (a tight component far from the pass centre), which only NumPy runs.
+
+    Models in lockstep (restarts, ``select_model``'s candidates, a t start's proposal) of which some are precise
+    took the whole pass to NumPy: the others lost the compiled core's speed and the bits they have fitted alone.
+    In parts, the shared ones go through the core in the blocks they take alone, the precise ones through NumPy
+    in NumPy's blocks (its scratch is (K, D, rows) per model). Used where the core runs.
+    """
+
+    def __init__(self, specs, make):
+        shared = [i for i, s in enumerate(specs) if s.precise is None]
+        precise = [i for i, s in enumerate(specs) if s.precise is not None]
+        self.parts = [(idx, make([specs[i] for i in idx])) for idx in (shared, precise)]
+
+    @staticmethod
+    def wanted(specs) -> bool:
+        return 0 < sum(s.precise is not None for s in specs) < len(specs)
+
+    def start(self, n_features, dtype, level, centre, kernel) -> dict:
+        return {"parts": [(idx, req, req.start(n_features, dtype, level, centre, kernel)) for idx, req in self.parts]}
+
+    @staticmethod
+    def block_rows(acc) -> int | None:
+        (_, req, part), _ = acc["parts"]
+        return req.block_rows(part)
+
+    @staticmethod
+    def update(acc, blk: Block) -> None:
+        (_, shared, a), (_, precise, b) = acc["parts"]
+        shared.update(a, blk)
+        d = blk.x.shape[1]
+        p = n_feature_rows(blk.level, d) if blk.level > NO_FEATURES else d
+        nb = block_rows_for(p + precise.width, blk.x.dtype.itemsize)
+        for start in range(0, blk.size, nb):
+            precise.update(b, blk if nb >= blk.size else blk.part(start, min(blk.size, start + nb)))
+
+    @staticmethod
+    def finish(acc, n_models, n_features, centre) -> list:
+        out = [None] * n_models
+        for idx, req, part in acc["parts"]:
+            for i, stats in zip(idx, req.finish(part, n_features, centre), strict=True):
+                out[i] = stats
+        return out
+
+
 class MixtureRequest:
     """E-step and M-step statistics of a list of models, in one GEMM pair per block."""
 
@@ -109,14 +155,7 @@ class MixtureRequest:
         ], dtype=np.int64)
         self._marginal = any(s.marginal is not None for s in self.specs)
         self._count = any(s.count_rows for s in self.specs)
-        # models in lockstep of which some need the precise path (restarts or candidates with a tight component far
-        # from the centre): the others still take the compiled core, with the bits they get alone, as a request of
-        # their own; the precise ones NumPy's (where the core runs; else the whole request is NumPy's anyway)
-        self._parts = None
-        shared = [i for i, (a, b) in enumerate(pairwise(self._bounds)) if (a, b) in self._shared]
-        if 0 < len(shared) < len(self.specs) and all(s.assignment in ("soft", "hard") for s in self.specs):
-            self._parts = [(idx, MixtureRequest([self.specs[i] for i in idx]))
-                           for idx in (shared, self._precise)]
+        self._parts = PreciseApart(self.specs, MixtureRequest) if PreciseApart.wanted(self.specs) else None
         # k-means' bounds (one hard model at the spherical level, nothing marginalised, no rows counted)
         only = self.specs[0]
         self._bounds_key = (only.bounds if len(self.specs) == 1 and only.bounds is not None
@@ -130,8 +169,7 @@ class MixtureRequest:
 
     def start(self, n_features, dtype, level, centre, kernel=None):
         if kernel is not None and self._parts is not None:
-            return {"parts": [(idx, req, req.start(n_features, dtype, level, centre, kernel))
-                              for idx, req in self._parts]}
+            return self._parts.start(n_features, dtype, level, centre, kernel)
         theta = np.vstack([s.params.theta(level, dtype) for s in self.specs])
         fused = None
         if kernel is not None and self._fusable:
@@ -161,21 +199,14 @@ class MixtureRequest:
 
     def block_rows(self, acc) -> int | None:
         # the compiled core keeps its own L2-sized scratch: blocks bound only the Python work
-        # around each call; a request in parts takes the blocks its compiled part would alone
+        # around each call
         if "parts" in acc:
-            (_, req, part), _ = acc["parts"]
-            return req.block_rows(part)
+            return PreciseApart.block_rows(acc)
         return compiled.block_rows(len(self.specs)) if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
         if "parts" in acc:
-            (_, fused, a), (_, numpy_req, b) = acc["parts"]
-            fused.update(a, blk)
-            # the NumPy part in the blocks it takes alone (its scratch is (K, D, rows) per model)
-            p = n_feature_rows(blk.level, blk.x.shape[1]) if blk.level > NO_FEATURES else blk.x.shape[1]
-            nb = block_rows_for(p + numpy_req.width, blk.x.dtype.itemsize)
-            for start in range(0, blk.size, nb):
-                numpy_req.update(b, blk if nb >= blk.size else blk.part(start, min(blk.size, start + nb)))
+            PreciseApart.update(acc, blk)
             return
         if self._marginal:
             blk = without_empty_rows(blk)
@@ -323,11 +354,7 @@ class MixtureRequest:
 
     def finish(self, acc, n_features, centre) -> list[SuffStats]:
         if "parts" in acc:
-            out = [None] * len(self.specs)
-            for idx, req, part in acc["parts"]:
-                for i, stats in zip(idx, req.finish(part, n_features, centre), strict=True):
-                    out[i] = stats
-            return out
+            return PreciseApart.finish(acc, len(self.specs), n_features, centre)
         S, d, lvl = acc["S"], n_features, acc["level"]
         q = n_quad_rows(lvl, d)
         counts = acc["counts"]

@@ -35,7 +35,7 @@ from daskgmm.kernels.features import n_quad_rows
 from daskgmm.kernels.missing import marginal_distances
 from daskgmm.kernels.params import NaturalParams, PerComponent
 from daskgmm.kernels.protocol import Block, without_empty_rows
-from daskgmm.kernels.requests import add_completed, add_model_moments, model_products
+from daskgmm.kernels.requests import PreciseApart, add_completed, add_model_moments, model_products
 from daskgmm.kernels.responsibilities import soft_responsibilities
 from daskgmm.kernels.results import SuffStats, frozen
 from daskgmm.kernels.scratch import scratch
@@ -294,6 +294,7 @@ class StudentTRequest:
         # every model per-component (a t start's fit with a tight component far from the centre): the shared
         # features, their GEMM and their moments serve none of them (a third of such a pass at K = D = 16)
         self._per_component_only = not self._marginal and all(s.precise is not None for s in self.specs)
+        self._parts = PreciseApart(self.specs, StudentTRequest) if PreciseApart.wanted(self.specs) else None
 
     @property
     def width(self) -> int:
@@ -301,6 +302,8 @@ class StudentTRequest:
         return int(self._bounds[-1])
 
     def start(self, n_features, dtype, level, centre, kernel=None):
+        if kernel is not None and self._parts is not None:
+            return self._parts.start(n_features, dtype, level, centre, kernel)
         theta = np.vstack([s.maha.theta(level, dtype) for s in self.specs])
         w = self.width
         fused = None
@@ -344,9 +347,14 @@ class StudentTRequest:
 
     def block_rows(self, acc) -> int | None:
         # the compiled core keeps its own L2-sized scratch; NumPy blocks are sized for the cache
+        if "parts" in acc:
+            return PreciseApart.block_rows(acc)
         return compiled.block_rows(len(self.specs)) if acc["fused"] is not None else None
 
     def update(self, acc, blk: Block) -> None:
+        if "parts" in acc:
+            PreciseApart.update(acc, blk)
+            return
         if self._marginal:
             blk = without_empty_rows(blk)
         fused = acc["fused"]
@@ -460,6 +468,8 @@ class StudentTRequest:
         add_completed(acc, i, self._bounds, self.specs[i], comps, ru, cond_resp=r)
 
     def finish(self, acc, n_features, centre) -> list[StudentTStats]:
+        if "parts" in acc:
+            return PreciseApart.finish(acc, len(self.specs), n_features, centre)
         S, d, lvl = acc["S"], n_features, acc["level"]
         resp, log_u = acc["resp"], acc["log_u"]
         if acc["fused"] is not None:
