@@ -22,6 +22,7 @@ from daskgmm.em.init import kmeans_tolerance
 from daskgmm.fitting import kmeans as fitting_kmeans
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.mixture import restart_seeds
+from daskgmm.fitting.predict import transform_output
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
 from daskgmm.validation.checks import (
@@ -356,7 +357,7 @@ shape (n_samples, n_features)
     def transform(self, X):
         """Distances of every row to every centre, shape (n_samples, n_clusters)."""
         Xd, x = self._rows(X)
-        return fitting_kmeans.distances(x if Xd is None else Xd, self.cluster_centers_)
+        return transform_output(self, X, fitting_kmeans.distances(x if Xd is None else Xd, self.cluster_centers_))
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of X (a float; Dask input is computed, in one pass).

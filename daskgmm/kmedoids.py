@@ -19,6 +19,7 @@ from daskgmm.fitting import kmedoids as fitting_kmedoids
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.kmeans import check_continued_centers
 from daskgmm.fitting.mixture import restart_seeds
+from daskgmm.fitting.predict import transform_output
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels.medoids import METRICS, REFUSED_METRICS
 from daskgmm.validation.checks import prediction_rows, prepare_rows
@@ -238,7 +239,8 @@ default="k-medoids++"
 
     def transform(self, X):
         """Dissimilarities of every row to every medoid, shape (n_samples, n_clusters)."""
-        return fitting_kmedoids.distances(self._rows(X), self.cluster_centers_, self._dissimilarity)
+        return transform_output(self, X, fitting_kmedoids.distances(self._rows(X), self.cluster_centers_,
+                                                                    self._dissimilarity))
 
     def score(self, X, y=None):
         """Opposite of the inertia of X: minus the sum of every row's dissimilarity to its nearest medoid
