@@ -226,8 +226,8 @@ shape (n_samples, n_features)
         self
         """
         self._validate_params()
-        data, scan, _ = prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
-                                     chunk_size=self.chunk_size, min_samples=1, estimator=self, accept_sparse=True)
+        data, scan, info = prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
+                                        chunk_size=self.chunk_size, min_samples=1, estimator=self, accept_sparse=True)
         n, d = data.n_rows, data.n_features
         k = self.n_clusters
         if n < k:
@@ -258,7 +258,11 @@ shape (n_samples, n_features)
                 stacklevel=2,
             )
         # reaching max_iter is no warning: scikit-learn's KMeans gives none
-        self.labels_ = self._labels(X)
+        # from the rows the fit validated, as KMedoids' (X again is validated and its partitions counted once
+        # more, and labels_.compute() just after the fit then logged distributed's "different run_spec"), unless
+        # they are the rows persisted in this process (no client), which labels_ must not keep alive
+        lazy_rows = info["dask_input"] and (data.client is not None or not data.persisted)
+        self.labels_ = fitting_kmeans.nearest_labels(data.X, self.cluster_centers_) if lazy_rows else self._labels(X)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):

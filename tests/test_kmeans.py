@@ -394,3 +394,32 @@ def test_labels_of_dense_rows_take_blocks_not_an_n_by_k_matrix(monkeypatch):
     monkeypatch.setattr(daskgmm.kernels.predict, "LOGIT_BLOCK_BYTES", 1 << 40)  # the whole at once
     for what, run in runs.items():
         np.testing.assert_array_equal(blocked[what], run(), err_msg=what)
+
+
+def test_labels_of_a_dask_frame_computed_at_once_after_the_fit_log_nothing(process_client):
+    """``KMeans().fit(ddf).labels_.compute()`` under a distributed client logged distributed's "Detected
+    different `run_spec`" ("can cause failures and deadlocks") on most fits: ``labels_`` was built from X
+    validated (and its partitions counted) once more, while the fit's chunks were being released; from the rows
+    the fit validated, as ``KMedoids``' labels, it never did (a trial with scikit-learn's workflows)."""
+    import logging
+
+    import dask.dataframe as dd
+    import pandas as pd
+
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("distributed.scheduler")
+    logger.addHandler(handler)
+    X, _, _ = make_blobs(n=1000, d=3, k=2, seed=3)
+    try:
+        with process_client.as_current():
+            for i in range(4):
+                frame = dd.from_pandas(pd.DataFrame(X + i, columns=["a", "b", "c"]), npartitions=4)
+                km = KMeans(2, random_state=0).fit(frame)
+                labels = km.labels_.compute()
+                np.testing.assert_array_equal(labels, km.predict(pd.DataFrame(X + i, columns=["a", "b", "c"])))
+                assert labels.dtype == np.int32
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "run_spec" in r.getMessage()], [r.getMessage()[:300] for r in records]
