@@ -607,7 +607,7 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     result = data.scan()
     # Dask input: the message names the chunk of the first bad row as the user chunked X
     check_scan(result, info["feature_names"], name, missing=missing,
-               chunks=Xd.chunks[0] if info["dask_input"] else None)
+               chunks=Xd.chunks[0] if info["dask_input"] else None, dtype=Xd.dtype)
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
