@@ -360,6 +360,20 @@ def test_rows_whose_squared_distances_overflow_are_refused_not_put_in_one_cluste
         compiled.reset()
 
 
+def test_float64_rows_whose_squares_overflow_are_named_so_for_a_mixture_too():
+    """float64 rows near 1e300 (squares beyond 1.8e308) fail a mixture's k-means start: the message said
+    "KMeans: ..." and advised float64 for rows already float64 (scikit-learn's GaussianMixture fails in SciPy,
+    "array must not contain infs or NaNs")."""
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    X[1, 0] = 1e300
+    for est in (daskgmm.GaussianMixture(2, random_state=0), KMeans(2, random_state=0)):
+        with pytest.raises(ValueError, match=r"^k-means: the inertia is not finite .*float64 up to 1\.8e308, "
+                                             r"near 1\.3e154\); fit float32 rows as float64"), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            est.fit(X)
+
+
 @pytest.mark.behaviour
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one iteration: a model to predict
 @pytest.mark.filterwarnings("ignore::daskgmm.fitting.mixture.CollapsedComponentWarning")
