@@ -22,6 +22,7 @@ from daskgmm.em.init import kmeans_tolerance
 from daskgmm.fitting import kmeans as fitting_kmeans
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.mixture import restart_seeds
+from daskgmm.fitting.predict import transform_output
 from daskgmm.fitting.report import kmeans_report
 from daskgmm.io.modelfiles import register
 from daskgmm.validation.checks import (
@@ -225,8 +226,8 @@ shape (n_samples, n_features)
         self
         """
         self._validate_params()
-        data, scan, _ = prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
-                                     chunk_size=self.chunk_size, min_samples=1, estimator=self, accept_sparse=True)
+        data, scan, info = prepare_rows(X, sample_weight, type(self).__name__, cache=self.cache,
+                                        chunk_size=self.chunk_size, min_samples=1, estimator=self, accept_sparse=True)
         n, d = data.n_rows, data.n_features
         k = self.n_clusters
         if n < k:
@@ -257,7 +258,11 @@ shape (n_samples, n_features)
                 stacklevel=2,
             )
         # reaching max_iter is no warning: scikit-learn's KMeans gives none
-        self.labels_ = self._labels(X)
+        # from the rows the fit validated, as KMedoids' (X again is validated and its partitions counted once
+        # more, and labels_.compute() just after the fit then logged distributed's "different run_spec"), unless
+        # they are the rows persisted in this process (no client), which labels_ must not keep alive
+        lazy_rows = info["dask_input"] and (data.client is not None or not data.persisted)
+        self.labels_ = fitting_kmeans.nearest_labels(data.X, self.cluster_centers_) if lazy_rows else self._labels(X)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -356,7 +361,7 @@ shape (n_samples, n_features)
     def transform(self, X):
         """Distances of every row to every centre, shape (n_samples, n_clusters)."""
         Xd, x = self._rows(X)
-        return fitting_kmeans.distances(x if Xd is None else Xd, self.cluster_centers_)
+        return transform_output(self, X, fitting_kmeans.distances(x if Xd is None else Xd, self.cluster_centers_))
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of X (a float; Dask input is computed, in one pass).

@@ -19,6 +19,7 @@ from daskgmm.fitting import kmedoids as fitting_kmedoids
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.fitting.kmeans import check_continued_centers
 from daskgmm.fitting.mixture import restart_seeds
+from daskgmm.fitting.predict import transform_output
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels.medoids import METRICS, REFUSED_METRICS
 from daskgmm.validation.checks import prediction_rows, prepare_rows
@@ -205,8 +206,13 @@ default="k-medoids++"
             # a DegenerateDataWarning (a UserWarning), which the command says as it says KMeans' (user-trial-r16)
             warnings.warn(f"{', '.join(empty)}: fewer distinct rows than clusters near its medoid "
                           "(duplicate points in X?).", DegenerateDataWarning, stacklevel=2)
-        # from the rows as validated (X again would be checked against the names just read from it)
-        labels = fitting_kmedoids.labels(data.X, self.cluster_centers_, metric)
+        # from the rows as validated (X again would be checked against the names just read from it), unless
+        # they are the rows persisted in this process (no client), which a lazy labels_ must not keep alive
+        # (nor carry into a pickle): then from X's graph, as predict builds it
+        if info["dask_input"] and data.client is None and data.persisted:
+            labels = fitting_kmedoids.labels(self._rows(X), self.cluster_centers_, metric)
+        else:
+            labels = fitting_kmedoids.labels(data.X, self.cluster_centers_, metric)
         self.labels_ = labels if info["dask_input"] else compute_bounded(labels, what="labels")[0]
         return self
 
@@ -238,7 +244,8 @@ default="k-medoids++"
 
     def transform(self, X):
         """Dissimilarities of every row to every medoid, shape (n_samples, n_clusters)."""
-        return fitting_kmedoids.distances(self._rows(X), self.cluster_centers_, self._dissimilarity)
+        return transform_output(self, X, fitting_kmedoids.distances(self._rows(X), self.cluster_centers_,
+                                                                    self._dissimilarity))
 
     def score(self, X, y=None):
         """Opposite of the inertia of X: minus the sum of every row's dissimilarity to its nearest medoid

@@ -152,6 +152,25 @@ def test_a_pandas_frame_and_its_dask_frame_are_fitted_on_the_same_numbers(est, k
         np.testing.assert_array_equal(np.asarray(got.predict(X)), ref.predict(pd.DataFrame({"a": a, "b": b})))
 
 
+@pytest.mark.parametrize("other", ["bool", "int8", "uint16", "float16", "float32", "int32", "float64", "Float32"])
+@pytest.mark.parametrize("est", ["GaussianMixture", "KMeans"])
+def test_a_dask_frame_is_fitted_in_the_dtype_of_its_pandas_frame(est, other):
+    # scikit-learn's check_array gives a frame of NumPy columns their common type when that is float32
+    # (a float32 column beside booleans or small integers: float32), else float64; the Dask frame of the
+    # same columns was fitted in float64 unless every column was float32
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=60).astype(np.float32)
+    b = pd.Series(rng.integers(0, 3, 60)).astype(other)
+    frame = pd.DataFrame({"a": a, "b": b})
+    attr = "means_" if est == "GaussianMixture" else "cluster_centers_"
+    ref = ESTIMATORS[est]().fit(frame)
+    got = ESTIMATORS[est]().fit(dd.from_pandas(frame, npartitions=3))
+    assert getattr(got, attr).dtype == getattr(ref, attr).dtype
+    np.testing.assert_allclose(getattr(got, attr), getattr(ref, attr), rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["object", "category", "string"])
 def test_a_column_of_labels_is_refused_alike_in_pandas_and_dask_naming_it(kind):
     import dask.dataframe as dd

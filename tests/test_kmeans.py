@@ -360,6 +360,20 @@ def test_rows_whose_squared_distances_overflow_are_refused_not_put_in_one_cluste
         compiled.reset()
 
 
+def test_float64_rows_whose_squares_overflow_are_named_so_for_a_mixture_too():
+    """float64 rows near 1e300 (squares beyond 1.8e308) fail a mixture's k-means start: the message said
+    "KMeans: ..." and advised float64 for rows already float64 (scikit-learn's GaussianMixture fails in SciPy,
+    "array must not contain infs or NaNs")."""
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    X[1, 0] = 1e300
+    for est in (daskgmm.GaussianMixture(2, random_state=0), KMeans(2, random_state=0)):
+        with pytest.raises(ValueError, match=r"^k-means: the inertia is not finite .*float64 up to 1\.8e308, "
+                                             r"near 1\.3e154\); fit float32 rows as float64"), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            est.fit(X)
+
+
 @pytest.mark.behaviour
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one iteration: a model to predict
 @pytest.mark.filterwarnings("ignore::daskgmm.fitting.mixture.CollapsedComponentWarning")
@@ -394,3 +408,32 @@ def test_labels_of_dense_rows_take_blocks_not_an_n_by_k_matrix(monkeypatch):
     monkeypatch.setattr(daskgmm.kernels.predict, "LOGIT_BLOCK_BYTES", 1 << 40)  # the whole at once
     for what, run in runs.items():
         np.testing.assert_array_equal(blocked[what], run(), err_msg=what)
+
+
+def test_labels_of_a_dask_frame_computed_at_once_after_the_fit_log_nothing(process_client):
+    """``KMeans().fit(ddf).labels_.compute()`` under a distributed client logged distributed's "Detected
+    different `run_spec`" ("can cause failures and deadlocks") on most fits: ``labels_`` was built from X
+    validated (and its partitions counted) once more, while the fit's chunks were being released; from the rows
+    the fit validated, as ``KMedoids``' labels, it never did (a trial with scikit-learn's workflows)."""
+    import logging
+
+    import dask.dataframe as dd
+    import pandas as pd
+
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("distributed.scheduler")
+    logger.addHandler(handler)
+    X, _, _ = make_blobs(n=1000, d=3, k=2, seed=3)
+    try:
+        with process_client.as_current():
+            for i in range(4):
+                frame = dd.from_pandas(pd.DataFrame(X + i, columns=["a", "b", "c"]), npartitions=4)
+                km = KMeans(2, random_state=0).fit(frame)
+                labels = km.labels_.compute()
+                np.testing.assert_array_equal(labels, km.predict(pd.DataFrame(X + i, columns=["a", "b", "c"])))
+                assert labels.dtype == np.int32
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "run_spec" in r.getMessage()], [r.getMessage()[:300] for r in records]

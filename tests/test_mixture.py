@@ -376,6 +376,25 @@ def test_nan_and_inf_are_rejected(bad, match, as_dask):
     assert "column 1: 2 value(s)" in str(exc.value)
 
 
+@pytest.mark.parametrize("as_dask", [False, True])
+def test_infinity_in_float32_rows_names_float32(as_dask):
+    # scikit-learn's sentence names the rows' dtype: "... too large for dtype('float32')"; the fit's scan said
+    # float64's for float32 rows, the first batch of partial_fit and KMeans' later batches too
+    X, _, _ = make_blobs(n=100)
+    X = X.astype(np.float32)
+    X[7, 1] = np.inf
+    Xin = da.from_array(X, chunks=(30, 3)) if as_dask else X
+    want = r"^Input X contains infinity or a value too large for dtype\('float32'\)\."
+    for est in (GaussianMixture(2), daskgmm.KMeans(2), daskgmm.StudentTMixture(2)):
+        with pytest.raises(ValueError, match=want + r" column 1: 1 value\(s\)"):
+            est.fit(Xin)
+    # (a later NumPy batch is checked by scikit-learn's check_array: its sentence alone)
+    with pytest.raises(ValueError, match=want):
+        GaussianMixture(2, random_state=0).fit(X[10:]).partial_fit(Xin)
+    with pytest.raises(ValueError, match=want):
+        daskgmm.KMeans(2, random_state=0).fit(X[10:]).partial_fit(Xin)
+
+
 def test_bad_shapes_and_types():
     g = GaussianMixture(2)
     with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):

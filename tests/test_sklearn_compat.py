@@ -129,6 +129,27 @@ def test_set_output_pandas_through_kmeans_transform(three_blobs):
     assert list(pipe[-1].get_feature_names_out()) == ["kmeans0", "kmeans1", "kmeans2"]
 
 
+def test_set_output_pandas_keeps_the_index_of_a_dask_frame(three_blobs):
+    # a pandas frame's index is kept by scikit-learn's wrapper; a Dask frame's must be too, or the
+    # distances of a frame indexed by an id cannot be joined back to it (they came with 0 .. n-1)
+    X, _ = three_blobs
+    df = pd.DataFrame(X, columns=["a", "b"], index=pd.Index(np.arange(len(X)) * 10 + 7, name="id"))
+    ddf = dd.from_pandas(df, npartitions=3)
+    for est in (KMeans(3, random_state=0), daskgmm.KMedoids(3, random_state=0)):
+        expected = est.set_output(transform="pandas").fit(df).transform(df)
+        prefix = type(est).__name__.lower()
+        for out in (est.fit(ddf).transform(ddf), clone(est).fit_transform(ddf)):
+            assert isinstance(out, pd.DataFrame)
+            assert list(out.columns) == [f"{prefix}0", f"{prefix}1", f"{prefix}2"]
+            pd.testing.assert_index_equal(out.index, df.index, exact=True)
+            np.testing.assert_allclose(out.to_numpy(), expected.to_numpy(), rtol=1e-12)
+    with sklearn.config_context(transform_output="pandas"):  # the global setting, as set_output's
+        out = KMeans(3, random_state=0).fit(ddf).transform(ddf)
+    pd.testing.assert_index_equal(out.index, df.index, exact=True)
+    # the default output stays a lazy Dask array
+    assert not isinstance(KMeans(3, random_state=0).fit(ddf).transform(ddf), pd.DataFrame)
+
+
 def test_grid_search_picks_the_true_k_and_cross_val_score(three_blobs):
     X, _ = three_blobs
     search = GridSearchCV(GaussianMixture(random_state=0), {"n_components": [1, 2, 3, 4]}, cv=3).fit(X)

@@ -228,7 +228,7 @@ def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: st
     """
     request, centre = _statistics_request(centers)
     scan, stats = batch.run([ScanRequest(), request], centre)
-    check_scan(scan, feature_names, name)
+    check_scan(scan, feature_names, name, dtype=batch.dtype)
     return stats[0]
 
 

@@ -246,7 +246,7 @@ def online_step(data, states: list[MixtureState], running: SuffStats | None, t: 
     scan, stats = data.run([ScanRequest(), MixtureRequest(specs)], centre)
     seconds = time.perf_counter() - t0
     missing = states[0].missing
-    check_scan(scan, feature_names, name, missing=missing, initialise=False)
+    check_scan(scan, feature_names, name, missing=missing, initialise=False, dtype=data.dtype)
     if stats[0].weight <= 0:  # under missing="marginalize" the scan's weight counts complete rows only
         raise ValueError(
             "Sample weights must contain at least one non-zero number. "

@@ -199,6 +199,39 @@ def delayed_parts(Xd, part, columns, *, ids=None, id_column="id", **args) -> lis
     return [part(x, i, id_column=id_column, **args) for x, i in zip(xb, ib)]
 
 
+def transform_output(estimator, X, result):
+    """``result`` of ``transform`` (a lazy Dask array, a row per row of the Dask DataFrame ``X``) as a pandas
+    DataFrame indexed by ``X``'s index when ``set_output(transform="pandas")`` (or scikit-learn's global
+    ``transform_output``) asks for pandas; otherwise ``result`` as it is.
+
+    scikit-learn's wrapper keeps the index of a pandas input, and of nothing else: a Dask frame's came back
+    as 0 .. n-1, so distances could not be joined to the rows of a frame indexed by an id. The index is
+    computed with the result, in the same compute (the wrapper would bring every row into the client
+    anyway).
+    """
+    if not is_dask_dataframe(X):
+        return result
+    import sklearn
+
+    # set_output's per-estimator choice, else the global one, as scikit-learn's wrapper reads them
+    wanted = getattr(estimator, "_sklearn_output_config", {}).get("transform",
+                                                                  sklearn.get_config()["transform_output"])
+    if wanted != "pandas":
+        return result
+    import dask
+    import pandas as pd
+
+    # the index's partitions as Delayed objects (a Dask frame's own collection beside an array in one compute
+    # is materialised with Dask's "mixed collections" warning), joined as pandas joins them: names and dtypes
+    index = dask.delayed(_joined_index)(X.index.to_delayed())
+    values, index = compute_bounded(result, index, what="transform")
+    return pd.DataFrame(values, index=index)
+
+
+def _joined_index(parts):
+    return parts[0].append(list(parts[1:])) if len(parts) > 1 else parts[0]
+
+
 def n_rows(X) -> int:
     """Rows of any supported input (unknown Dask chunk sizes are computed)."""
     if is_dask_dataframe(X):

@@ -295,13 +295,14 @@ class KMeansState:
         ------
         ValueError
             Not finite: of finite rows (validation refuses others), the squared distances overflowed the
-            rows' floating-point type (float32's at values near 1e19; each row would go to one cluster and
-            the inertia read 0)."""
+            rows' floating-point type (float32's at values near 1e19, float64's near 1e154; each row would go
+            to one cluster and the inertia read 0)."""
         if not np.isfinite(stats.loglik):
-            raise ValueError(f"KMeans: the inertia is not finite ({-stats.loglik}): the squared distances "
+            # k-means' state serves KMeans and the k-means start of every mixture, on rows of either type
+            raise ValueError(f"k-means: the inertia is not finite ({-stats.loglik}): the squared distances "
                              "overflow the rows' floating-point type (float32 holds squares up to 3.4e38, "
-                             "reached by values near 1e19); fit the rows as float64 (X.astype(np.float64)) or "
-                             "rescale the features")
+                             "reached by values near 1e19; float64 up to 1.8e308, near 1.3e154); fit float32 "
+                             "rows as float64 (X.astype(np.float64)), or rescale the features")
         return -stats.loglik
 
     def converged(self, new: KMeansState, change: float) -> bool:

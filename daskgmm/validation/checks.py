@@ -97,9 +97,13 @@ def _is_pydata_sparse(x) -> bool:
 
 
 def _frame_float_dtype(dtypes) -> np.dtype:
-    """float32 when every column is float32, else float64 (what the frame converts to)."""
+    """What a frame converts to, by scikit-learn's ``check_array`` rule: float32 when its columns are all
+    NumPy types whose common type is float32 (float32 beside booleans, small integers or float16 too),
+    else float64 (nullable, Arrow, object or text columns among them; an int32 beside a float32)."""
     dts = list(dtypes)
-    return np.dtype(np.float32) if dts and all(str(d) == "float32" for d in dts) else np.dtype(np.float64)
+    if dts and all(isinstance(d, np.dtype) for d in dts) and np.result_type(*dts) == np.float32:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def default_chunk_rows(n_rows: int) -> int:
@@ -603,7 +607,7 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     result = data.scan()
     # Dask input: the message names the chunk of the first bad row as the user chunked X
     check_scan(result, info["feature_names"], name, missing=missing,
-               chunks=Xd.chunks[0] if info["dask_input"] else None)
+               chunks=Xd.chunks[0] if info["dask_input"] else None, dtype=Xd.dtype)
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"

@@ -64,7 +64,7 @@ def bad_weights_message(n_nan: int, n_inf: int, n_negative: int, first: int, nam
 
 
 def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", chunks=None,
-                 name: str = "the estimator") -> None:
+                 name: str = "the estimator", dtype="float64") -> None:
     """Raise if the scan found NaN or infinite values: scikit-learn's sentence, then columns and counts,
     then the first bad row (and, given ``chunks``, its chunk's rows).
 
@@ -76,6 +76,8 @@ def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", c
     ----------
     chunks : sequence of int, optional
         Rows in each chunk of X (Dask input), to say which chunk holds the first bad row.
+    dtype : dtype
+        Of the rows, for scikit-learn's "a value too large for dtype(...)" (float32 rows said float64's).
     """
     nan = np.asarray(scan.nan)
     if missing == "marginalize":
@@ -83,12 +85,13 @@ def check_finite(scan, feature_names, what: str = "X", missing: str = "raise", c
         nan = np.zeros_like(nan)
     if nan.any():
         raise ValueError(
-            f"{non_finite_message(nan, scan.inf, feature_names, what)}{_first_bad_row(scan, missing, chunks, what)}. "
+            f"{non_finite_message(nan, scan.inf, feature_names, what, dtype)}"
+            f"{_first_bad_row(scan, missing, chunks, what)}. "
             "Remove or impute missing values before "
             "fitting (daskgmm.read_parquet(..., nan_policy='omit') drops such rows)."
         )
     if np.any(scan.inf):
-        raise ValueError(f"{non_finite_message(nan, scan.inf, feature_names, what)}"
+        raise ValueError(f"{non_finite_message(nan, scan.inf, feature_names, what, dtype)}"
                          f"{_first_bad_row(scan, missing, chunks, what)}.")
     if scan.bad_weights:
         raise ValueError(bad_weights_message(scan.weight_nan, scan.weight_inf,
@@ -160,14 +163,16 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
                       DegenerateDataWarning, stacklevel=3)
 
 
-def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True, chunks=None) -> None:
+def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True, chunks=None,
+               dtype="float64") -> None:
     """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
 
     Under ``missing="marginalize"`` the scan's weight is that of the complete rows (its mean,
     variance and sample come from them): at least one is needed to ``initialise``; without
-    that (an online step) the caller checks the weight of all rows itself.
+    that (an online step) the caller checks the weight of all rows itself. ``dtype`` is the rows' (for the
+    message about infinity).
     """
-    check_finite(scan, feature_names, missing=missing, chunks=chunks, name=name)
+    check_finite(scan, feature_names, missing=missing, chunks=chunks, name=name, dtype=dtype)
     if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
         if not initialise:
             return
