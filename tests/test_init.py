@@ -113,6 +113,31 @@ def test_the_local_lloyd_on_the_compiled_core_is_numpys(max_iter, monkeypatch):
     assert 10 < len(calls) < max_iter if max_iter == 300 else len(calls) == max_iter
 
 
+@pytest.mark.skipif(I.compiled_kernel.ready() is None, reason="the compiled core is not in use here")
+def test_the_local_lloyd_with_many_clusters_keeps_bounds_and_the_same_bits(monkeypatch):
+    """From LOCAL_BOUNDS_MIN_K clusters the client's Lloyd keeps k-means' bounds between its steps: the same
+    centres to the bit as without, rows spared, and nothing left in the process's store after it (each block
+    keeps its own: blocks made small here; weighted, overlapping blobs)."""
+    from daskgmm.kernels import bounds, compiled
+
+    monkeypatch.setattr(I, "LOCAL_BOUNDS_MIN_K", 8)
+    monkeypatch.setattr(compiled, "block_rows", lambda n_models: 2048)
+    X, _, _ = make_blobs(n=9000, d=3, k=12, seed=3, sep=1.5)
+    w = np.random.default_rng(1).random(len(X)) + 0.5
+    start = I._local_kmeanspp(X, w, 12, np.random.default_rng(2))
+    spared = {}
+    forget = bounds.forget
+    monkeypatch.setattr(bounds, "forget", lambda key: spared.update({key: bounds.counts(key)}) or forget(key))
+    got, inertia = I._local_lloyd(X, w, start.copy())
+    monkeypatch.setattr(I, "LOCAL_BOUNDS_MIN_K", 10**9)
+    ref, ref_inertia = I._local_lloyd(X, w, start.copy())
+    np.testing.assert_array_equal(got, ref)
+    assert inertia == ref_inertia
+    ((key, (rows_spared, rows_passed)),) = spared.items()
+    assert rows_passed > 10 * len(X) and rows_spared > rows_passed / 2, (rows_spared, rows_passed)
+    assert bounds.counts(key) == (0, 0) and not any(k[0] == key for k in bounds._store)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sample_kmeans_matches_scikit_learns_kmeans_quality(seed):
     """Overlapping blobs (many local optima): inertia no worse than scikit-learn's KMeans

@@ -12,6 +12,7 @@ k-means on the sample to the bit).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -236,22 +237,38 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
     return centers, float(w @ np.einsum("nd,nd->n", diff, diff))
 
 
+#: Clusters from which the local Lloyd keeps k-means' bounds between its steps (``algorithm="elkan"``'s, the same
+#: bits): below, the bounds cost about what they spare (docs/performance.md, *k-means' bounds*).
+LOCAL_BOUNDS_MIN_K = 64
+
+
 def _core_lloyd(points, w, centers, max_iter, tol) -> np.ndarray:
     """:func:`_local_lloyd`'s iterations by the compiled core's k-means pass over the points (labels and
-    sums in one sweep; 65,536 rows x 2, K = 128: 3 ms a step against NumPy's GEMM and arg-min 19 ms). The
-    labels are not returned: a step whose counts and sums are those of the step before (to the bit) had
-    the same partition, the stop :func:`_local_lloyd` makes on labels."""
+    sums in one sweep; 65,536 rows x 2, K = 128: 3 ms a step against NumPy's GEMM and arg-min 19 ms), with
+    k-means' bounds from :data:`LOCAL_BOUNDS_MIN_K` clusters. The labels are not returned: a step whose counts
+    and sums are those of the step before (to the bit) had the same partition, the stop :func:`_local_lloyd`
+    makes on labels."""
+    from daskgmm.kernels import bounds as bounds_store
+
     origin = np.zeros(points.shape[1])
+    key = f"daskgmm-local-lloyd-{next(_local_keys)}" if len(centers) >= LOCAL_BOUNDS_MIN_K else None
     before = None
-    for _ in range(max_iter):
-        (st,) = chunk_pass(points, [MixtureRequest([ModelSpec(kmeans_natural_params(centers), "spherical", "hard")])],
-                           origin, sample_weight=w, compiled=True)[0]
-        if before is not None and np.array_equal(st.n, before.n) and np.array_equal(st.s1, before.s1):
-            break
-        before = st
-        if _lloyd_update(centers, st.n, st.s1, tol):
-            break
+    try:
+        for _ in range(max_iter):
+            spec = ModelSpec(kmeans_natural_params(centers), "spherical", "hard", bounds=key)
+            (st,) = chunk_pass(points, [MixtureRequest([spec])], origin, sample_weight=w, compiled=True)[0]
+            if before is not None and np.array_equal(st.n, before.n) and np.array_equal(st.s1, before.s1):
+                break
+            before = st
+            if _lloyd_update(centers, st.n, st.s1, tol):
+                break
+    finally:
+        if key is not None:
+            bounds_store.forget(key)
     return centers
+
+
+_local_keys = itertools.count()
 
 
 def _lloyd_update(centers, counts, sums, tol) -> bool:
