@@ -438,6 +438,33 @@ def test_integers_beyond_float_precision_are_read_rounded(tmp_path):
     np.testing.assert_array_equal(got32[:, 1], big.astype(np.float32))
 
 
+def test_values_beyond_float32_are_named_not_counted_as_infinities(tmp_path):
+    """A double beyond float32's range, read as float32, became inf: counted as an infinity of the data
+    (exit 2 saying the file held infinite values, which it did not), and dropped by nan_policy='omit'."""
+    from daskgmm.io.sparse import read_sparse_parquet
+
+    a = np.arange(6.0)
+    a[4] = -1e39
+    vec = pa.array([[v, 1.0] for v in a], pa.list_(pa.float64()))
+    pq.write_table(pa.table({"a": a, "b": np.ones(6), "v": vec, "indices": pa.array([[0]] * 6, pa.list_(pa.int32())),
+                             "values": pa.array([[v] for v in a], pa.list_(pa.float64()))}),
+                   tmp_path / "p.parquet", row_group_size=3)
+    match = r"p\.parquet \(row group 1, row 1\): column '{}' holds -1e\+39, a value too large for dtype\('float32'\)"
+    for policy in ("raise", "omit"):
+        with pytest.raises(DataError, match=match.format("a")):
+            open_parquet(tmp_path / "p.parquet", columns=["a", "b"], dtype="float32", nan_policy=policy).X.compute()
+    with pytest.raises(DataError, match=match.format(r"v\[0\]")):
+        read_parquet(tmp_path / "p.parquet", columns=["v"], dtype="float32").compute()
+    with pytest.raises(DataError, match=match.format("values")):
+        read_sparse_parquet(tmp_path / "p.parquet", n_features=1, dtype="float32").compute()
+    # as float64 it is a value like any other; a file's own infinity is still one
+    assert read_parquet(tmp_path / "p.parquet", columns=["a"]).compute()[4, 0] == -1e39
+    a[4] = -np.inf
+    pq.write_table(pa.table({"a": a}), tmp_path / "inf.parquet")
+    with pytest.raises(NonFiniteError, match="column 'a': 1"):
+        read_parquet(tmp_path / "inf.parquet", dtype="float32").compute()
+
+
 def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
     """An integer id column with a null came back as float64 (ids over 2**53 lost digits), and the
     predictions' part of that chunk wrote it as double where the other parts wrote int64: their
