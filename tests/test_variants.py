@@ -547,6 +547,29 @@ def test_every_mixture_refuses_too_few_rows_and_a_warm_start_on_other_features(n
     assert warm.n_init == 1 and not np.array_equal(warm.means_, means)  # from where it stood: the means moved
 
 
+def test_rows_far_from_the_origin_are_not_called_one_point():
+    """1e9 + noise of 1e-4 (distinct rows: float64 resolves 1e-7 there) was warned as "all 600 rows of X are
+    the same point" and each column as "one value in every row": the test was a standard deviation under
+    1e-12 of the mean. Now a column is constant when its smallest and largest values are equal."""
+    import daskgmm
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    rng = np.random.default_rng(0)
+    X = 1e9 + 1e-4 * np.r_[rng.normal(0, 1, (300, 2)), rng.normal(8, 1, (300, 2))]
+    for est in (daskgmm.KMeans(2, random_state=0), GaussianMixture(2, covariance_type="diag", reg_covar=1e-12,
+                                                                   random_state=0)):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            est.fit(X)
+        assert not [str(r.message) for r in record if issubclass(r.category, DegenerateDataWarning)]
+    # a constant column stays one, far out, over chunks whose means merge, and under weights
+    Xc = np.c_[X, np.full(600, 1e9 + 0.1)]
+    for fit in (lambda: daskgmm.KMeans(2, random_state=0).fit(da.from_array(Xc, chunks=(77, 3))),
+                lambda: daskgmm.KMeans(2, random_state=0).fit(Xc, sample_weight=rng.uniform(0.1, 3, 600))):
+        with pytest.warns(DegenerateDataWarning, match=r"^column\(s\) 2 of X have zero variance"):
+            fit()
+
+
 def test_the_degenerate_data_warning_under_sample_weights_speaks_of_the_rows_of_positive_weight():
     """Rows of weight 0 are no part of the fit: with one row of positive weight among 200 distinct rows the
     warning said "all 200 rows of X are the same point" (user trial r18); it says the rows of positive weight."""

@@ -117,8 +117,10 @@ class DegenerateDataWarning(UserWarning):
 
 
 def _constant_columns(scan) -> np.ndarray:
-    # a column's standard deviation below 1e-12 of its mean: the scan merges chunk means, so a constant
-    # column's variance is rounding, not always zero
+    if scan.lo is not None:  # one value exactly: a variance relative to the mean took 1e8 + 1e-4 noise for one
+        return np.flatnonzero(np.asarray(scan.hi) <= np.asarray(scan.lo))
+    # (sparse rows) a column's standard deviation below 1e-12 of its mean: the scan merges chunk means, so a
+    # constant column's variance is rounding, not always zero
     var = np.asarray(scan.m2, np.float64) / scan.weight
     return np.flatnonzero(var <= (1e-12 * np.abs(scan.mean)) ** 2)
 
@@ -137,8 +139,9 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
     ``weighted``: sample weights were given, so the scan's moments are those of the rows of positive
     weight (rows of weight 0 may hold anything), and the message speaks of those.
 
-    A column is constant when its standard deviation is below 1e-12 of its mean: the scan
-    merges chunk means, so a constant column's variance is rounding, not always zero.
+    A column is constant when its smallest and largest values are equal (rows of sparse data: when its
+    standard deviation is below 1e-12 of its mean, the scan merging chunk means, so a constant column's
+    variance is rounding, not always zero).
     ``columns=False`` warns only when every row is the same point (sparse rows).
     """
     if scan.rows < 2 or scan.weight <= 0:
