@@ -324,6 +324,20 @@ def test_the_singularity_counts_rows_not_their_weights():
     assert g.weights_[2] < 1e-6
 
 
+def test_the_singularity_leaves_rows_of_weight_zero_uncounted():
+    """Rows of weight 0 are no part of the fit, but the warning's count of a component's rows (a pass
+    without the weights) took them as rows: 2 rows of weight 1 among 600 were 'component 0 on 392 row(s),
+    component 1 on 208 row(s) that are one point'. Each component is on 1 row now."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    X = np.random.default_rng(0).normal(size=(600, 2))
+    w = np.r_[1.0, 1.0, np.zeros(598)]
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 0 on 1 row\(s\), component 1 on 1 row\(s\): "
+                      r"fewer rows than its covariance needs"):
+        g = GaussianMixture(2, random_state=0).fit(X, sample_weight=w)
+    np.testing.assert_allclose(np.sort(g.means_, axis=0), np.sort(X[:2], axis=0))
+
+
 def test_reinit_in_the_loop_counts_rows_not_their_weights():
     """on_collapse="reinit" re-seeds a component on fewer rows than its covariance needs, counted as the warning
     at the end counts them (rows, their sample weights left out). It judged by the weight share times the rows:
