@@ -15,7 +15,7 @@ from daskgmm.io.modelfiles import ModelFileError
 from daskgmm.io.outputs import staged_directory
 from daskgmm.io.parquet import open_parquet
 
-from .conftest import UNPICKLED, Pickled, make_blobs
+from .conftest import FAST, UNPICKLED, Pickled, make_blobs
 
 
 @pytest.fixture
@@ -463,6 +463,26 @@ def test_values_beyond_float32_are_named_not_counted_as_infinities(tmp_path):
     pq.write_table(pa.table({"a": a}), tmp_path / "inf.parquet")
     with pytest.raises(NonFiniteError, match="column 'a': 1"):
         read_parquet(tmp_path / "inf.parquet", dtype="float32").compute()
+
+
+def test_a_column_name_twice_in_a_schema_is_named(tmp_path, capsys):
+    """pyarrow writes a schema with a name twice: reading it failed with "KeyError: 'Column a does not exist
+    in schema'", exit 1. Now exit 2 naming the file and the column; a name twice that the job does not read is
+    no matter."""
+    from daskgmm.cli import main
+
+    t = pa.Table.from_arrays([pa.array(np.arange(6.0)), pa.array(np.ones(6)), pa.array(np.arange(6.0) ** 2)],
+                             names=["a", "a", "b"])
+    pq.write_table(t, tmp_path / "p.parquet")
+    match = r"p\.parquet: column\(s\) 'a' appear more than once in its schema; column names must be unique"
+    for columns in (None, ["a", "b"]):
+        with pytest.raises(DataError, match=match):
+            read_parquet(tmp_path / "p.parquet", columns=columns)
+    np.testing.assert_array_equal(read_parquet(tmp_path / "p.parquet", columns=["b"]).compute()[:, 0],
+                                  np.arange(6.0) ** 2)
+    assert main(["fit", str(tmp_path / "p.parquet"), "--n-components", "2", "--model-out", str(tmp_path / "m"),
+                 *FAST]) == 2
+    assert "column(s) 'a' appear more than once" in capsys.readouterr().err
 
 
 def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):

@@ -779,6 +779,14 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
     import pyarrow as pa
 
     ids = id_columns(id_column)
+    wanted = None if columns is None else {columns} if isinstance(columns, str) else set(columns)
+    for info in infos:
+        # pyarrow writes a schema with a name twice; reading it by name failed (KeyError, exit 1)
+        names = info.schema.names
+        dup = sorted({c for c in names if names.count(c) > 1 and (wanted is None or c in wanted or c in ids)})
+        if dup:
+            raise DataError(f"{info.path}: column(s) {', '.join(map(repr, dup))} appear more than once in its "
+                            "schema; column names must be unique")
     first = infos[0]
     names = data_columns(first.schema)
     if columns is None:
