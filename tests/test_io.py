@@ -503,6 +503,40 @@ def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
     assert pq.read_table(tmp_path / "pred").column("id").to_pylist() == ids
 
 
+def test_the_commands_write_each_id_column_in_its_type_in_every_part(tmp_path):
+    """The predictions' parts typed their id columns from their own values: a decimal(10, 0) id was
+    decimal(2, 0) in one part and decimal(3, 0) in the next, a chunk of null ids wrote type null, a time
+    zone was dropped; pyarrow and pandas could not read the output ("Unsupported cast from string to
+    null", "Decimal value does not fit in precision 2"), nor could daskgmm. fit and predict write the
+    input's types now."""
+    import decimal
+
+    from daskgmm.cli import main
+
+    n = 300
+    src = pa.table({
+        "dec": pa.array([decimal.Decimal(i) for i in range(n)], pa.decimal128(10, 0)),
+        "s": pa.array([None if i < 100 else f"r{i}" for i in range(n)], pa.large_string()),
+        "ts": pa.array(np.arange(n).astype("datetime64[s]")).cast(pa.timestamp("us", tz="Europe/Paris")),
+        "a": np.random.default_rng(0).normal(size=n), "b": np.random.default_rng(1).normal(size=n)})
+    pq.write_table(src, tmp_path / "p.parquet")
+    common = ["--id-column", "dec,s,ts", "--columns", "a,b", "--chunk-rows", "100", *FAST]
+    assert main(["fit", str(tmp_path / "p.parquet"), "--n-components", "2", "--model-out", str(tmp_path / "m"),
+                 "--predictions-out", str(tmp_path / "fit"), *common]) == 0
+    assert main(["predict", str(tmp_path / "p.parquet"), "--model", str(tmp_path / "m"), "--out",
+                 str(tmp_path / "pred"), *common]) == 0
+    for out in ("fit", "pred"):
+        parts = sorted((tmp_path / out).glob("*.parquet"))
+        assert len(parts) > 1 and pq.read_table(parts[0]).column("s").null_count == pq.read_table(parts[0]).num_rows
+        for part in parts:
+            schema = pq.read_schema(part)
+            assert [str(schema.field(c).type) for c in ("dec", "s", "ts")] == \
+                ["decimal128(10, 0)", "string", "timestamp[us, tz=Europe/Paris]"], (part, schema)
+        got = pq.read_table(tmp_path / out)
+        assert got.column("dec").equals(src.column("dec")) and got.column("ts").equals(src.column("ts"))
+        assert got.column("s").to_pylist() == src.column("s").to_pylist()
+
+
 def test_hive_partition_keys_are_columns_as_spark_and_dask_read_them(tmp_path):
     """The keys of a partitioned dataset (``partitionBy``, ``write_dataset(partitioning="hive")``:
     ``day=2026-12-01/hour=3/``) were not columns: naming one was an error. They are columns to name,

@@ -954,6 +954,16 @@ def common_id_type(a, b):
     return wider_integer(a, b)
 
 
+def written_id_type(t):
+    """The Arrow type the predictions write an id column of type ``t`` (:func:`id_type`) in: its own, but text
+    as ``string`` and a dictionary as its values' type (the values the reads give: strings, numbers)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.string() if _text(t) else t
+
+
 def id_type(infos: list[FileInfo], id_column: str, partition_types: dict):
     """The Arrow type of the id column over the files (checked by :func:`check_schemas`): a partition
     key's (:func:`partition_types`), else the files' own, made common (:func:`common_id_type`); the
