@@ -537,6 +537,30 @@ def test_the_commands_write_each_id_column_in_its_type_in_every_part(tmp_path):
         assert got.column("s").to_pylist() == src.column("s").to_pylist()
 
 
+def test_write_predictions_writes_ids_read_from_parquet_in_their_type(tmp_path):
+    """As the command: ids that read_parquet gave are written in their Arrow type in every part (a part
+    of null string ids was type null, a decimal's precision that of the part's values: a dataset pyarrow
+    could not read), as one array or a list of them, by a mixture and a KMeans."""
+    import decimal
+
+    n = 300
+    src = pa.table({"dec": pa.array([decimal.Decimal(i) for i in range(n)], pa.decimal128(10, 0)),
+                    "s": pa.array([None if i < 100 else f"r{i}" for i in range(n)]),
+                    "a": np.random.default_rng(0).normal(size=n), "b": np.random.default_rng(1).normal(size=n)})
+    pq.write_table(src, tmp_path / "p.parquet")
+    x, ids = read_parquet(tmp_path / "p.parquet", columns=["a", "b"], id_column=["dec", "s"], chunk_rows=100)
+    for est, out in ((GaussianMixture(2, max_iter=3, random_state=0), "gmm"), (daskgmm.KMeans(2, random_state=0),
+                                                                              "km")):
+        est.fit(x).write_predictions(x, str(tmp_path / out), ids=ids, id_column=["dec", "s"])
+        types = {(str(pq.read_schema(p).field("dec").type), str(pq.read_schema(p).field("s").type))
+                 for p in (tmp_path / out).glob("*.parquet")}
+        assert types == {("decimal128(10, 0)", "string")}, types
+        assert pq.read_table(tmp_path / out).column("dec").equals(src.column("dec"))
+    x, s = read_parquet(tmp_path / "p.parquet", columns=["a", "b"], id_column="s", chunk_rows=100)
+    est.write_predictions(x, str(tmp_path / "one"), ids=s, id_column="s")
+    assert pq.read_table(tmp_path / "one").column("s").to_pylist() == src.column("s").to_pylist()
+
+
 def test_hive_partition_keys_are_columns_as_spark_and_dask_read_them(tmp_path):
     """The keys of a partitioned dataset (``partitionBy``, ``write_dataset(partitioning="hive")``:
     ``day=2026-12-01/hour=3/``) were not columns: naming one was an error. They are columns to name,

@@ -73,7 +73,27 @@ def piece_arrays(prefix: str, tag: str, read, fs, pieces, args: tuple, sizes, wi
         graph = HighLevelGraph({read_name: read_layer, id_name: layer}, {read_name: set(), id_name: {read_name}})
         ids.append(da.Array(graph, id_name, chunks=(tuple(sizes),), dtype=id_dtype,
                             meta=np.empty((0,), dtype=id_dtype)))
+        _ID_TYPES[id_name] = id_type
     return X, ids
+
+
+#: The Arrow type of each id column read (``{its layer's name: type}``): what ``write_predictions`` writes it as
+_ID_TYPES: dict = {}
+
+
+def id_type_of(ids):
+    """The Arrow type the predictions write ids in (:func:`daskgmm.io.files.written_id_type`), when ``ids`` is
+    (computed from) one id column of daskgmm's Parquet reads, else None: the parts of ids of other sources
+    type them from their values."""
+    from daskgmm.io.files import written_id_type
+
+    graph = ids.__dask_graph__() if hasattr(ids, "__dask_graph__") else None
+    if graph is None:
+        return None
+    names = set(getattr(graph, "layers", {}) or {})
+    names.update(k[0] if isinstance(k, tuple) else k for k in graph.keys())
+    found = {_ID_TYPES[n] for n in names if isinstance(n, str) and n in _ID_TYPES}
+    return written_id_type(found.pop()) if len(found) == 1 else None
 
 
 def _ids_of(chunk, k, dtype):
