@@ -637,6 +637,11 @@ def test_feature_types_may_differ_between_files(tmp_path, dtype):
     with pytest.raises(DataError, match=r"schemas disagree: column 'k' is int64 in .*p0.parquet but string in "
                        r".*p4.parquet; an id column's type must be the same in every file \(integers of any"):
         read_parquet(d, columns=["a", "b"], id_column="k")
+    # uint64 beside int64: no integer type holds both, which "integers of any width may mix" contradicted
+    pq.write_table(pa.table({"k": pa.array([6], pa.uint64()), "a": [5.0], "b": [5.0]}), d / "p4.parquet")
+    with pytest.raises(DataError, match=r"but uint64 in .*p4.parquet; integers of other widths are read as the "
+                       r"wider, but no integer type holds every int64 and uint64: write the column as one type$"):
+        read_parquet(d, columns=["a", "b"], id_column="k")
     # text ids of any Arrow string type (polars writes large_string, pandas' categories a dictionary)
     for i, kind in enumerate([pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())]):
         pq.write_table(pa.table({"k": pa.array([f"id{i}"]).cast(kind), "a": [5.0], "b": [5.0]}),

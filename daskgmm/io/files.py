@@ -911,10 +911,16 @@ def check_id_columns(infos: list[FileInfo], id_column, keyed: dict | None = None
             t = column_type(info, c, keyed)
             seen = typed.setdefault(c, (t, info.path))
             if common_id_type(t, seen[0]) is None:
-                raise DataError(
-                    f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}; an id "
-                    "column's type must be the same in every file (integers of any width may mix, and strings of "
-                    "any Arrow string type)")
+                import pyarrow as pa
+
+                # "integers of any width may mix" read as a contradiction for uint64 and int64
+                ints = pa.types.is_integer(t) and pa.types.is_integer(seen[0])
+                why = (f"integers of other widths are read as the wider, but no integer type holds every {seen[0]} "
+                       f"and {t}: write the column as one type" if ints else
+                       "an id column's type must be the same in every file (integers of any width may mix, and "
+                       "strings of any Arrow string type)")
+                raise DataError(f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}; "
+                                f"{why}")
     return keyed
 
 
