@@ -48,6 +48,7 @@ from daskgmm.validation.scan import (
     check_finite,
     check_scan,
     warn_degenerate,
+    weight_sum_message,
 )
 
 __all__ = [
@@ -539,6 +540,8 @@ def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True)
     if not allow_all_zero and not w.any():
         raise ValueError(f"Sample weights must contain at least one non-zero number. {name} got sample_weight "
                          "with a sum of 0.")
+    if not np.isfinite(w.sum()):
+        raise ValueError(weight_sum_message(name))
     return w
 
 

@@ -189,6 +189,15 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
             "Sample weights must contain at least one non-zero number. "
             f"{name} got sample_weight with a sum of {scan.weight:g}."
         )
+    if not np.isfinite(scan.weight):  # finite weights (checked above) whose sum overflows
+        raise ValueError(weight_sum_message(name))
+
+
+def weight_sum_message(name: str) -> str:
+    """Finite sample weights whose sum overflows float64: NumPy's "Probabilities do not sum to 1" from the
+    initialisation's draw said nothing of them, and an online step gave NaN centres."""
+    return (f"{name} got sample_weight whose sum overflows float64 (every weight is finite, their sum is inf); "
+            "divide the weights by a constant")
 
 
 #: ``name[j]``: element j of a vector column read as columns (:mod:`daskgmm.io.vectors`).
