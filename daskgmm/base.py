@@ -68,10 +68,17 @@ class ModelFilesMixin:
         return self
 
     def _write_predictions(self, X, path, storage_options, **columns) -> int:
-        """Write ``prediction_parts(X, **columns)`` to ``path`` atomically; the rows written."""
+        """Write ``prediction_parts(X, **columns)`` to ``path`` atomically; the rows written. Id columns read
+        from Parquet by daskgmm are written in their Arrow type in every part (:func:`daskgmm.io.read.id_type_of`)."""
         from daskgmm.io.outputs import write_parts
+        from daskgmm.io.read import id_type_of
 
-        return write_parts(path, self.prediction_parts(X, **columns), storage_options, name="predictions", inputs=X)
+        ids, names = columns.get("ids"), columns.get("id_column")
+        arrays = [ids] if isinstance(names, str) else list(ids) if isinstance(ids, (list, tuple)) else []
+        names = [names] if isinstance(names, str) else list(names or [])
+        types = {n: t for n, t in zip(names, map(id_type_of, arrays)) if t is not None}
+        return write_parts(path, self.prediction_parts(X, **columns), storage_options, name="predictions", inputs=X,
+                           types=types)
 
 
 class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):

@@ -649,3 +649,19 @@ def test_sparse_rows_bad_input_exits_2_before_a_cluster_starts(tmp_path, capsys,
                  f"daskgmm predict: --sparse: {gmm} holds a GaussianMixture model; only a KMeans model takes sparse "
                  "rows", capsys)
     assert not out.exists()
+
+
+def test_squared_distances_beyond_float32_are_bad_data_naming_the_dtype_flag(tmp_path, capsys):
+    """Features near 1e37 read as float32 (--dtype float32): k-means' squared distances overflow. It was exit 1,
+    'ValueError: ... fit the rows as float64 (X.astype(np.float64))', Python the command cannot run; the data
+    are wrong for that dtype: exit 2 naming --dtype float64, for a k-means fit and a mixture's k-means start."""
+    import pyarrow as pa
+
+    x = np.random.default_rng(0).standard_normal((300, 2)) * 1e37
+    pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1]}), tmp_path / "d.parquet")
+    for estimator in ("kmeans", "gaussian"):
+        expect_exit2(["fit", str(tmp_path / "d.parquet"), "--estimator", estimator, "--n-components", "2",
+                      "--dtype", "float32", "--model-out", str(tmp_path / estimator), *FAST],
+                     "squared distances overflow the rows' floating-point type (float32 holds squares up to 3.4e38, "
+                     "reached by values near 1e19); fit the rows as float64 (--dtype float64)", capsys)
+        assert not (tmp_path / estimator).exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from .conftest import FAST
 
@@ -70,6 +71,36 @@ def test_no_row_without_nan_is_bad_data(tmp_path, capsys):
                      "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2, estimator
         assert "every row has a missing value" in capsys.readouterr().err, estimator
         assert not out.exists(), estimator
+
+
+def test_fewer_rows_without_nan_than_components_is_bad_data(tmp_path, capsys):
+    """Wide rows with scattered missing values leave few rows without one, and the start is drawn from
+    those: with 1 such row of 300 the fit went on from one point ('all 300 rows of X are the same point',
+    components that could not be told apart). Fewer such rows than components is exit 2 saying so, for fit
+    and select; in Python a DataError."""
+    import daskgmm
+    from daskgmm.cli import main
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3)) + np.repeat([[0.0] * 3, [8.0] * 3, [16.0] * 3], 100, axis=0)
+    x[np.arange(1, 300), np.arange(1, 300) % 3] = np.nan  # row 0 alone is complete
+    data = tmp_path / "d.parquet"
+    _write(data, x)
+    said = "initialises from the rows without NaN, and only 1 of 300 row(s) (of positive weight) have every feature"
+    for estimator in ("gaussian", "bayesian", "student"):
+        out = tmp_path / f"model-{estimator}"
+        capsys.readouterr()
+        assert main(["fit", str(data), "--estimator", estimator, "--n-components", "3", "--model-out", str(out),
+                     "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2, estimator
+        err = capsys.readouterr().err
+        assert said in err and "fewer than n_components=3" in err, (estimator, err)
+        assert not out.exists(), estimator
+    assert main(["select", str(data), "--k-min", "1", "--k-max", "3", "--out", str(tmp_path / "sel"),
+                 "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2
+    assert "fewer than k=3" in capsys.readouterr().err
+    with pytest.raises(daskgmm.DataError, match="fewer than n_components=2"):
+        daskgmm.GaussianMixture(2, missing="marginalize").fit(x)
+    daskgmm.GaussianMixture(1, missing="marginalize").fit(x)  # one row is a start for one component
 
 
 def test_infinity_under_marginalize_is_named_apart_from_the_missing_values(tmp_path, capsys):

@@ -15,7 +15,7 @@ from daskgmm.io.modelfiles import ModelFileError
 from daskgmm.io.outputs import staged_directory
 from daskgmm.io.parquet import open_parquet
 
-from .conftest import UNPICKLED, Pickled, make_blobs
+from .conftest import FAST, UNPICKLED, Pickled, make_blobs
 
 
 @pytest.fixture
@@ -438,6 +438,53 @@ def test_integers_beyond_float_precision_are_read_rounded(tmp_path):
     np.testing.assert_array_equal(got32[:, 1], big.astype(np.float32))
 
 
+def test_values_beyond_float32_are_named_not_counted_as_infinities(tmp_path):
+    """A double beyond float32's range, read as float32, became inf: counted as an infinity of the data
+    (exit 2 saying the file held infinite values, which it did not), and dropped by nan_policy='omit'."""
+    from daskgmm.io.sparse import read_sparse_parquet
+
+    a = np.arange(6.0)
+    a[4] = -1e39
+    vec = pa.array([[v, 1.0] for v in a], pa.list_(pa.float64()))
+    pq.write_table(pa.table({"a": a, "b": np.ones(6), "v": vec, "indices": pa.array([[0]] * 6, pa.list_(pa.int32())),
+                             "values": pa.array([[v] for v in a], pa.list_(pa.float64()))}),
+                   tmp_path / "p.parquet", row_group_size=3)
+    match = r"p\.parquet \(row group 1, row 1\): column '{}' holds -1e\+39, a value too large for dtype\('float32'\)"
+    for policy in ("raise", "omit"):
+        with pytest.raises(DataError, match=match.format("a")):
+            open_parquet(tmp_path / "p.parquet", columns=["a", "b"], dtype="float32", nan_policy=policy).X.compute()
+    with pytest.raises(DataError, match=match.format(r"v\[0\]")):
+        read_parquet(tmp_path / "p.parquet", columns=["v"], dtype="float32").compute()
+    with pytest.raises(DataError, match=match.format("values")):
+        read_sparse_parquet(tmp_path / "p.parquet", n_features=1, dtype="float32").compute()
+    # as float64 it is a value like any other; a file's own infinity is still one
+    assert read_parquet(tmp_path / "p.parquet", columns=["a"]).compute()[4, 0] == -1e39
+    a[4] = -np.inf
+    pq.write_table(pa.table({"a": a}), tmp_path / "inf.parquet")
+    with pytest.raises(NonFiniteError, match="column 'a': 1"):
+        read_parquet(tmp_path / "inf.parquet", dtype="float32").compute()
+
+
+def test_a_column_name_twice_in_a_schema_is_named(tmp_path, capsys):
+    """pyarrow writes a schema with a name twice: reading it failed with "KeyError: 'Column a does not exist
+    in schema'", exit 1. Now exit 2 naming the file and the column; a name twice that the job does not read is
+    no matter."""
+    from daskgmm.cli import main
+
+    t = pa.Table.from_arrays([pa.array(np.arange(6.0)), pa.array(np.ones(6)), pa.array(np.arange(6.0) ** 2)],
+                             names=["a", "a", "b"])
+    pq.write_table(t, tmp_path / "p.parquet")
+    match = r"p\.parquet: column\(s\) 'a' appear more than once in its schema; column names must be unique"
+    for columns in (None, ["a", "b"]):
+        with pytest.raises(DataError, match=match):
+            read_parquet(tmp_path / "p.parquet", columns=columns)
+    np.testing.assert_array_equal(read_parquet(tmp_path / "p.parquet", columns=["b"]).compute()[:, 0],
+                                  np.arange(6.0) ** 2)
+    assert main(["fit", str(tmp_path / "p.parquet"), "--n-components", "2", "--model-out", str(tmp_path / "m"),
+                 *FAST]) == 2
+    assert "column(s) 'a' appear more than once" in capsys.readouterr().err
+
+
 def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
     """An integer id column with a null came back as float64 (ids over 2**53 lost digits), and the
     predictions' part of that chunk wrote it as double where the other parts wrote int64: their
@@ -454,6 +501,64 @@ def test_integer_ids_with_nulls_keep_their_type_and_digits(tmp_path):
     parts = sorted((tmp_path / "pred").glob("*.parquet"))
     assert len(parts) == 3 and {str(pq.read_schema(p).field("id").type) for p in parts} == {"int64"}
     assert pq.read_table(tmp_path / "pred").column("id").to_pylist() == ids
+
+
+def test_the_commands_write_each_id_column_in_its_type_in_every_part(tmp_path):
+    """The predictions' parts typed their id columns from their own values: a decimal(10, 0) id was
+    decimal(2, 0) in one part and decimal(3, 0) in the next, a chunk of null ids wrote type null, a time
+    zone was dropped; pyarrow and pandas could not read the output ("Unsupported cast from string to
+    null", "Decimal value does not fit in precision 2"), nor could daskgmm. fit and predict write the
+    input's types now."""
+    import decimal
+
+    from daskgmm.cli import main
+
+    n = 300
+    src = pa.table({
+        "dec": pa.array([decimal.Decimal(i) for i in range(n)], pa.decimal128(10, 0)),
+        "s": pa.array([None if i < 100 else f"r{i}" for i in range(n)], pa.large_string()),
+        "ts": pa.array(np.arange(n).astype("datetime64[s]")).cast(pa.timestamp("us", tz="Europe/Paris")),
+        "a": np.random.default_rng(0).normal(size=n), "b": np.random.default_rng(1).normal(size=n)})
+    pq.write_table(src, tmp_path / "p.parquet")
+    common = ["--id-column", "dec,s,ts", "--columns", "a,b", "--chunk-rows", "100", *FAST]
+    assert main(["fit", str(tmp_path / "p.parquet"), "--n-components", "2", "--model-out", str(tmp_path / "m"),
+                 "--predictions-out", str(tmp_path / "fit"), *common]) == 0
+    assert main(["predict", str(tmp_path / "p.parquet"), "--model", str(tmp_path / "m"), "--out",
+                 str(tmp_path / "pred"), *common]) == 0
+    for out in ("fit", "pred"):
+        parts = sorted((tmp_path / out).glob("*.parquet"))
+        assert len(parts) > 1 and pq.read_table(parts[0]).column("s").null_count == pq.read_table(parts[0]).num_rows
+        for part in parts:
+            schema = pq.read_schema(part)
+            assert [str(schema.field(c).type) for c in ("dec", "s", "ts")] == \
+                ["decimal128(10, 0)", "string", "timestamp[us, tz=Europe/Paris]"], (part, schema)
+        got = pq.read_table(tmp_path / out)
+        assert got.column("dec").equals(src.column("dec")) and got.column("ts").equals(src.column("ts"))
+        assert got.column("s").to_pylist() == src.column("s").to_pylist()
+
+
+def test_write_predictions_writes_ids_read_from_parquet_in_their_type(tmp_path):
+    """As the command: ids that read_parquet gave are written in their Arrow type in every part (a part
+    of null string ids was type null, a decimal's precision that of the part's values: a dataset pyarrow
+    could not read), as one array or a list of them, by a mixture and a KMeans."""
+    import decimal
+
+    n = 300
+    src = pa.table({"dec": pa.array([decimal.Decimal(i) for i in range(n)], pa.decimal128(10, 0)),
+                    "s": pa.array([None if i < 100 else f"r{i}" for i in range(n)]),
+                    "a": np.random.default_rng(0).normal(size=n), "b": np.random.default_rng(1).normal(size=n)})
+    pq.write_table(src, tmp_path / "p.parquet")
+    x, ids = read_parquet(tmp_path / "p.parquet", columns=["a", "b"], id_column=["dec", "s"], chunk_rows=100)
+    for est, out in ((GaussianMixture(2, max_iter=3, random_state=0), "gmm"), (daskgmm.KMeans(2, random_state=0),
+                                                                              "km")):
+        est.fit(x).write_predictions(x, str(tmp_path / out), ids=ids, id_column=["dec", "s"])
+        types = {(str(pq.read_schema(p).field("dec").type), str(pq.read_schema(p).field("s").type))
+                 for p in (tmp_path / out).glob("*.parquet")}
+        assert types == {("decimal128(10, 0)", "string")}, types
+        assert pq.read_table(tmp_path / out).column("dec").equals(src.column("dec"))
+    x, s = read_parquet(tmp_path / "p.parquet", columns=["a", "b"], id_column="s", chunk_rows=100)
+    est.write_predictions(x, str(tmp_path / "one"), ids=s, id_column="s")
+    assert pq.read_table(tmp_path / "one").column("s").to_pylist() == src.column("s").to_pylist()
 
 
 def test_hive_partition_keys_are_columns_as_spark_and_dask_read_them(tmp_path):
@@ -531,6 +636,11 @@ def test_feature_types_may_differ_between_files(tmp_path, dtype):
     pq.write_table(pa.table({"k": pa.array(["x"]), "a": [5.0], "b": [5.0]}), d / "p4.parquet")
     with pytest.raises(DataError, match=r"schemas disagree: column 'k' is int64 in .*p0.parquet but string in "
                        r".*p4.parquet; an id column's type must be the same in every file \(integers of any"):
+        read_parquet(d, columns=["a", "b"], id_column="k")
+    # uint64 beside int64: no integer type holds both, which "integers of any width may mix" contradicted
+    pq.write_table(pa.table({"k": pa.array([6], pa.uint64()), "a": [5.0], "b": [5.0]}), d / "p4.parquet")
+    with pytest.raises(DataError, match=r"but uint64 in .*p4.parquet; integers of other widths are read as the "
+                       r"wider, but no integer type holds every int64 and uint64: write the column as one type$"):
         read_parquet(d, columns=["a", "b"], id_column="k")
     # text ids of any Arrow string type (polars writes large_string, pandas' categories a dictionary)
     for i, kind in enumerate([pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())]):

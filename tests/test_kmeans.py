@@ -102,6 +102,10 @@ def test_bad_sample_weight_is_refused_with_scikit_learns_sentence_by_every_metho
                                r"value or a 1D array of length 12\.$"),
         (np.ones(5), r"^sample_weight\.shape == \(5,\), expected \(12,\)!$"),
         (np.zeros(len(X)), r"^Sample weights must contain at least one non-zero number\. KMeans got"),
+        # finite weights whose sum overflows: NumPy's "Probabilities do not sum to 1" from the start's draw,
+        # and NaN centres from partial_fit
+        (np.full(len(X), 1e308), r"^KMeans got sample_weight whose sum overflows float64 \(every weight is finite, "
+                                 r"their sum is inf\); divide the weights by a constant$"),
     ]
     calls = [lambda w: clone(km).fit(X, sample_weight=w), lambda w: km.score(X, sample_weight=w),
              lambda w: clone(km).partial_fit(X, sample_weight=w), lambda w: clone(km).partial_fit(X).partial_fit(
@@ -114,6 +118,11 @@ def test_bad_sample_weight_is_refused_with_scikit_learns_sentence_by_every_metho
     np.testing.assert_array_equal(online.counts_, [12.0, 12.0])
     with pytest.raises(ValueError, match=r"^Input sample_weight contains NaN\. .*GaussianMixture takes"):
         daskgmm.GaussianMixture(2).fit(X, sample_weight=weights(np.nan))
+    for w in (np.full(len(X), 1e308), da.from_array(np.full(len(X), 1e308), chunks=5)):
+        with pytest.raises(ValueError, match=r"^GaussianMixture got sample_weight whose sum overflows float64"), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's own, about the scan's sums of Dask weights
+            daskgmm.GaussianMixture(2).fit(da.from_array(X, chunks=5) if hasattr(w, "dask") else X, sample_weight=w)
 
 
 def test_partial_fit_is_the_sequential_update_and_close_to_batch():

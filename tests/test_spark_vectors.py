@@ -363,3 +363,14 @@ def test_a_wide_vector_is_named_by_its_first_and_last_elements(tmp_path, capsys)
     assert max(len(line) for line in err.splitlines()) < 400, err
     assert main(["info", "--model", str(tmp_path / "m")]) == 0
     assert "features:         300 (features[0] … features[299])" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("column", [
+    pa.array([[]] * 4, pa.list_(pa.float64())),
+    pa.array([{"type": 0, "size": 0, "indices": [], "values": []}] * 4, type=VECTOR),
+])
+def test_a_vector_column_of_empty_vectors_is_named(tmp_path, column):
+    # was read as 0 feature columns: the command stopped with a ZeroDivisionError, exit 1
+    pq.write_table(pa.table({"v": column}), tmp_path / "p.parquet")
+    with pytest.raises(DataError, match=r"p\.parquet: column 'v': its first vector is empty \(0 elements\)"):
+        daskgmm.read_parquet(tmp_path / "p.parquet", columns=["v"])

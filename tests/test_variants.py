@@ -324,6 +324,20 @@ def test_the_singularity_counts_rows_not_their_weights():
     assert g.weights_[2] < 1e-6
 
 
+def test_the_singularity_leaves_rows_of_weight_zero_uncounted():
+    """Rows of weight 0 are no part of the fit, but the warning's count of a component's rows (a pass
+    without the weights) took them as rows: 2 rows of weight 1 among 600 were 'component 0 on 392 row(s),
+    component 1 on 208 row(s) that are one point'. Each component is on 1 row now."""
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    X = np.random.default_rng(0).normal(size=(600, 2))
+    w = np.r_[1.0, 1.0, np.zeros(598)]
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 0 on 1 row\(s\), component 1 on 1 row\(s\): "
+                      r"fewer rows than its covariance needs"):
+        g = GaussianMixture(2, random_state=0).fit(X, sample_weight=w)
+    np.testing.assert_allclose(np.sort(g.means_, axis=0), np.sort(X[:2], axis=0))
+
+
 def test_reinit_in_the_loop_counts_rows_not_their_weights():
     """on_collapse="reinit" re-seeds a component on fewer rows than its covariance needs, counted as the warning
     at the end counts them (rows, their sample weights left out). It judged by the weight share times the rows:
@@ -545,6 +559,29 @@ def test_every_mixture_refuses_too_few_rows_and_a_warm_start_on_other_features(n
         means = warm.means_.copy()
         warm.fit(X)
     assert warm.n_init == 1 and not np.array_equal(warm.means_, means)  # from where it stood: the means moved
+
+
+def test_rows_far_from_the_origin_are_not_called_one_point():
+    """1e9 + noise of 1e-4 (distinct rows: float64 resolves 1e-7 there) was warned as "all 600 rows of X are
+    the same point" and each column as "one value in every row": the test was a standard deviation under
+    1e-12 of the mean. Now a column is constant when its smallest and largest values are equal."""
+    import daskgmm
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    rng = np.random.default_rng(0)
+    X = 1e9 + 1e-4 * np.r_[rng.normal(0, 1, (300, 2)), rng.normal(8, 1, (300, 2))]
+    for est in (daskgmm.KMeans(2, random_state=0), GaussianMixture(2, covariance_type="diag", reg_covar=1e-12,
+                                                                   random_state=0)):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            est.fit(X)
+        assert not [str(r.message) for r in record if issubclass(r.category, DegenerateDataWarning)]
+    # a constant column stays one, far out, over chunks whose means merge, and under weights
+    Xc = np.c_[X, np.full(600, 1e9 + 0.1)]
+    for fit in (lambda: daskgmm.KMeans(2, random_state=0).fit(da.from_array(Xc, chunks=(77, 3))),
+                lambda: daskgmm.KMeans(2, random_state=0).fit(Xc, sample_weight=rng.uniform(0.1, 3, 600))):
+        with pytest.warns(DegenerateDataWarning, match=r"^column\(s\) 2 of X have zero variance"):
+            fit()
 
 
 def test_the_degenerate_data_warning_under_sample_weights_speaks_of_the_rows_of_positive_weight():

@@ -302,7 +302,7 @@ def commit_model_and_predictions(est, o, src, staged=None):
             what = ({"distance": o.distance} if hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
                     else {"proba": o.proba, "loglik": o.loglik})
             parts = est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what)
-            rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions")
+            rows = write_parts_into(outs[1].fs, outs[1].staging, parts, "predictions", getattr(src, "id_types", None))
         if staged is not None:
             staged(outs[0].fs, outs[0].staging)
         commit_together(outs)

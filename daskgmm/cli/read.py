@@ -36,7 +36,7 @@ from daskgmm.validation.scan import short_columns
 
 
 def cmd_predict(o, log, metrics):
-    from daskgmm.io.outputs import OutputLock
+    from daskgmm.io.outputs import OutputLock, write_parts
 
     box: dict = {}
     so = storage_options(o)
@@ -46,8 +46,9 @@ def cmd_predict(o, log, metrics):
         clusters = hasattr(est, "cluster_centers_")  # a KMeans or a KMedoids
         check_model_options(o, {"estimator": type(est).__name__})  # checked from model.json already
         what = {"distance": o.distance} if clusters else {"proba": o.proba, "loglik": o.loglik}
-        rows = est.write_predictions(src.X, o.out, ids=src.ids, id_column=src.id_column, storage_options=so,
-                                     **what)
+        # write_predictions, with the id columns' Arrow types: each part infers none of its own
+        rows = write_parts(o.out, est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what), so,
+                           name="predictions", inputs=src.X, types=getattr(src, "id_types", None))
     log(f"{rows:,} predictions written to {o.out}")
     metrics.update(n_rows=src.n_rows, n_omitted=src.n_omitted, files=len(src.files), columns=src.columns,
                    predictions_rows=rows, out=o.out)

@@ -565,10 +565,16 @@ def columns_in_data_errors(columns):
 @contextlib.contextmanager
 def collapse_in_flags(o):
     """A collapse error of a fit or select (:class:`CollapsedFit`) says ``--on-collapse reinit``, not the Python
-    ``on_collapse="reinit"``, and ends with the flag's value (user-trial-r16: the Python names only)."""
+    ``on_collapse="reinit"``, and ends with the flag's value (user-trial-r16: the Python names only). K-means'
+    squared distances overflowing float32 are the data's for that dtype: a DataError (exit 2) saying
+    ``--dtype float64``, where it was exit 1 advising ``X.astype(np.float64)``."""
+    from daskgmm.validation.scan import DataError
+
     try:
         yield
     except ValueError as exc:
+        if "squared distances overflow the rows' floating-point type" in str(exc):
+            raise DataError(f"{exc}".replace("X.astype(np.float64)", "--dtype float64")) from None
         if "ill-defined empirical covariance" not in str(exc):
             raise
         raise CollapsedFit(f"{name_columns(exc, None)} daskgmm {o.command}: --reg-covar was {o.reg_covar:g}") from None

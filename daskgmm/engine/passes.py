@@ -107,14 +107,17 @@ class _Plan:
     compiled: bool = True
     #: A power of two every sample weight is multiplied by (:meth:`ChunkedData.rescale_weights`): exact.
     weight_scale: float = 1.0
-    #: False: the rows count one each, their sample weights left out (:meth:`ChunkedData.unweighted`).
+    #: False: the rows of positive weight count one each, their sample weights left out
+    #: (:meth:`ChunkedData.unweighted`).
     weighted: bool = True
 
 
 def _chunk_task(x, w, row0, plan: _Plan):
     pin_worker_blas()
     if not plan.weighted:
-        w = None
+        # each row counts once, but a row of weight 0 is no part of the fit: it counted as one of a
+        # component's rows (2 rows of weight 1 among 600 of weight 0: "component 0 on 392 row(s)")
+        w = None if w is None or (np.asarray(w) > 0).all() else (np.asarray(w) > 0).astype(np.float64)
     if w is not None and plan.weight_scale != 1.0:
         w = np.asarray(w, np.float64) * plan.weight_scale
     if is_sparse_chunk(x):
@@ -381,8 +384,9 @@ class ChunkedData:
 
     @contextlib.contextmanager
     def unweighted(self):
-        """The passes inside count every row once, their sample weights left out: a component's rows (a
-        collapse is about how many rows its covariance is estimated from, not about their weight)."""
+        """The passes inside count every row of positive weight once, their sample weights left out: a
+        component's rows (a collapse is about how many rows its covariance is estimated from, not about their
+        weight; a row of weight 0 is none of them)."""
         self._weighted = False
         try:
             yield self

@@ -779,6 +779,14 @@ def check_schemas(infos: list[FileInfo], columns, id_column):
     import pyarrow as pa
 
     ids = id_columns(id_column)
+    wanted = None if columns is None else {columns} if isinstance(columns, str) else set(columns)
+    for info in infos:
+        # pyarrow writes a schema with a name twice; reading it by name failed (KeyError, exit 1)
+        names = info.schema.names
+        dup = sorted({c for c in names if names.count(c) > 1 and (wanted is None or c in wanted or c in ids)})
+        if dup:
+            raise DataError(f"{info.path}: column(s) {', '.join(map(repr, dup))} appear more than once in its "
+                            "schema; column names must be unique")
     first = infos[0]
     names = data_columns(first.schema)
     if columns is None:
@@ -903,10 +911,16 @@ def check_id_columns(infos: list[FileInfo], id_column, keyed: dict | None = None
             t = column_type(info, c, keyed)
             seen = typed.setdefault(c, (t, info.path))
             if common_id_type(t, seen[0]) is None:
-                raise DataError(
-                    f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}; an id "
-                    "column's type must be the same in every file (integers of any width may mix, and strings of "
-                    "any Arrow string type)")
+                import pyarrow as pa
+
+                # "integers of any width may mix" read as a contradiction for uint64 and int64
+                ints = pa.types.is_integer(t) and pa.types.is_integer(seen[0])
+                why = (f"integers of other widths are read as the wider, but no integer type holds every {seen[0]} "
+                       f"and {t}: write the column as one type" if ints else
+                       "an id column's type must be the same in every file (integers of any width may mix, and "
+                       "strings of any Arrow string type)")
+                raise DataError(f"schemas disagree: column {c!r} is {seen[0]} in {seen[1]} but {t} in {info.path}; "
+                                f"{why}")
     return keyed
 
 
@@ -944,6 +958,16 @@ def common_id_type(a, b):
     if _text(a) and _text(b):
         return pa.string()
     return wider_integer(a, b)
+
+
+def written_id_type(t):
+    """The Arrow type the predictions write an id column of type ``t`` (:func:`id_type`) in: its own, but text
+    as ``string`` and a dictionary as its values' type (the values the reads give: strings, numbers)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.string() if _text(t) else t
 
 
 def id_type(infos: list[FileInfo], id_column: str, partition_types: dict):

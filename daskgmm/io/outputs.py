@@ -625,28 +625,38 @@ def _move(fs, src, dst):
     os.rename(src, dst)  # atomic on one filesystem (object stores copy instead: see outputs_store)
 
 
-def _arrow(values):
+def _arrow(values, arrow_type=None):
     """A 1-D array as an Arrow array; numbers from their buffer (``pa.array`` imports pandas,
-    ~40 MiB in a worker that has no other use for it)."""
+    ~40 MiB in a worker that has no other use for it). ``arrow_type``: the type to write a column of
+    objects or dates in (an id column's, :func:`daskgmm.io.files.written_id_type`), where inferring it
+    from one part's values gives each part its own (a decimal's precision, null for a part of nulls
+    only, no time zone), and pyarrow then cannot read the parts as one dataset."""
     import numpy as np
     import pyarrow as pa
 
     v = np.asarray(values)
     if v.ndim != 1 or v.dtype.kind not in "iuf":
+        if arrow_type is not None:
+            try:
+                return pa.array(v, type=arrow_type, from_pandas=v.dtype == object)
+            except (pa.ArrowException, TypeError, ValueError):
+                pass  # values the type does not hold (ids given in Python): as inferred
         return pa.array(v, from_pandas=v.dtype == object)  # None and NaN among objects are nulls
     v = np.ascontiguousarray(v)
     return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
 
 
-def _write_part(fs, directory, index, columns, *args):
+def _write_part(fs, directory, index, columns, *args, types=None):
     """Write one Parquet part file from a dict of equal-length arrays, or from what a
-    callable returns (called here with ``args``: then the part exists only inside this task)."""
+    callable returns (called here with ``args``: then the part exists only inside this task);
+    ``types``: ``{column: Arrow type}`` for columns of objects (:func:`_arrow`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if callable(columns):
         columns = columns(*args)
-    table = pa.table({k: _arrow(v) for k, v in columns.items()})
+    types = types or {}
+    table = pa.table({k: _arrow(v, types.get(k)) for k, v in columns.items()})
     rows = table.num_rows
     path = posixpath.join(directory, f"part-{index:05d}.parquet")
     if not _local(fs):
@@ -679,7 +689,7 @@ def _os_error(number, text: str) -> OSError:
     return OSError(number, text) if number is not None else OSError(text)
 
 
-def write_parts(target, parts, storage_options=None, name="part", inputs=None) -> int:
+def write_parts(target, parts, storage_options=None, name="part", inputs=None, types=None) -> int:
     """Write Dask-computed column dicts as Parquet parts into ``target``, atomically.
 
     Parameters
@@ -697,6 +707,9 @@ def write_parts(target, parts, storage_options=None, name="part", inputs=None) -
     inputs : Dask collection, optional
         What the parts are computed from: when it reads Parquet through daskgmm, ``target`` may not
         be one of its files, a directory above one, or inside a directory it reads (``ValueError``).
+    types : dict, optional
+        ``{column: pyarrow.DataType}``: the type every part writes a column of objects or dates in
+        (the id columns of a Parquet input: :attr:`daskgmm.io.parquet.ParquetSource.id_types`).
 
     Returns
     -------
@@ -709,18 +722,19 @@ def write_parts(target, parts, storage_options=None, name="part", inputs=None) -
             raise ValueError(f"{problem}: writing it would replace or mix with what it is computed from; "
                              "give an output path apart from the inputs")
     with staged_directory(target, storage_options) as (fs, staging):
-        return write_parts_into(fs, staging, parts, name)
+        return write_parts_into(fs, staging, parts, name, types)
 
 
-def write_parts_into(fs, directory, parts, name="part") -> int:
-    """Compute ``parts`` (as in :func:`write_parts`) and write each as a part file of ``directory``."""
+def write_parts_into(fs, directory, parts, name="part", types=None) -> int:
+    """Compute ``parts`` (as in :func:`write_parts`, and its ``types``) and write each as a part file of
+    ``directory``."""
     import dask
 
     from daskgmm.engine.cluster import active_client, local_scheduler, wait_bounded
 
     tag = uuid.uuid4().hex[:12]
     writes = [dask.delayed(_write_part, pure=False)(fs, directory, i, *(p if isinstance(p, tuple) else (p,)),
-                                                     dask_key_name=f"daskgmm-{name}-{i}-{tag}")
+                                                     types=types, dask_key_name=f"daskgmm-{name}-{i}-{tag}")
               for i, p in enumerate(parts)]
     client = active_client()
     if client is None:

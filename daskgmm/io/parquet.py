@@ -51,6 +51,7 @@ from daskgmm.io.files import (
     register_reads,
     rows_per_part,
     strip_protocol,
+    written_id_type,
 )
 from daskgmm.io.read import (
     BATCH_ROWS,
@@ -99,6 +100,9 @@ class ParquetSource:
     dtype: object = np.dtype(np.float64)
     nan_policy: str = "raise"
     vectors: dict = field(default_factory=dict)  # Spark ML vector columns read: {column: width}
+    #: The id columns' Arrow types, as the predictions write them: ``{column: type}``
+    #: (:func:`daskgmm.io.outputs.write_parts`' ``types``; :func:`daskgmm.io.files.written_id_type`)
+    id_types: dict = field(default_factory=dict)
 
     def signatures(self) -> list:
         """(path, size in bytes, modification time or None) of every file: what a
@@ -218,7 +222,8 @@ def open_parquet(
     id_column, id_arrays = (id_column, id_arrays[0]) if isinstance(id_column, str) else \
         (ids or None, id_arrays or None)
     return ParquetSource(X, id_arrays, columns, id_column, [i.path for i in infos], int(sum(sizes)), n_omitted,
-                         by_col, fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors)
+                         by_col, fs=fs, pieces=pieces, dtype=dtype, nan_policy=nan_policy, vectors=vectors,
+                         id_types={c: written_id_type(id_type(infos, c, keyed)) for c in ids})
 
 
 def check_footers(path, infos, columns=None, id_column=None) -> list:

@@ -73,7 +73,27 @@ def piece_arrays(prefix: str, tag: str, read, fs, pieces, args: tuple, sizes, wi
         graph = HighLevelGraph({read_name: read_layer, id_name: layer}, {read_name: set(), id_name: {read_name}})
         ids.append(da.Array(graph, id_name, chunks=(tuple(sizes),), dtype=id_dtype,
                             meta=np.empty((0,), dtype=id_dtype)))
+        _ID_TYPES[id_name] = id_type
     return X, ids
+
+
+#: The Arrow type of each id column read (``{its layer's name: type}``): what ``write_predictions`` writes it as
+_ID_TYPES: dict = {}
+
+
+def id_type_of(ids):
+    """The Arrow type the predictions write ids in (:func:`daskgmm.io.files.written_id_type`), when ``ids`` is
+    (computed from) one id column of daskgmm's Parquet reads, else None: the parts of ids of other sources
+    type them from their values."""
+    from daskgmm.io.files import written_id_type
+
+    graph = ids.__dask_graph__() if hasattr(ids, "__dask_graph__") else None
+    if graph is None:
+        return None
+    names = set(getattr(graph, "layers", {}) or {})
+    names.update(k[0] if isinstance(k, tuple) else k for k in graph.keys())
+    found = {_ID_TYPES[n] for n in names if isinstance(n, str) and n in _ID_TYPES}
+    return written_id_type(found.pop()) if len(found) == 1 else None
 
 
 def _ids_of(chunk, k, dtype):
@@ -285,14 +305,22 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=(), vectors=None):
                         block = vector_block(part, vectors[c], c, lambda r, at=start: f"{path} "
                                              f"({_row_in_file(piece, at + r)})")
                         for jj, k in into:
-                            x[start : start + len(part), jj] = block[:, k]
+                            with np.errstate(over="ignore"):  # a double beyond float32: named just below
+                                x[start : start + len(part), jj] = block[:, k]
+                            _check_float32_range(x[start : start + len(part), jj], lambda b=block[:, k]: b,
+                                                 f"{c}[{k}]", piece, lambda i, at=start: at + i)
                         start += len(part)
                         continue
+                    source = part
                     if part.type != target:
                         # integers beyond 2**53 (2**24 for float32) round, as NumPy's astype rounds them;
                         # Arrow's safe cast refused them without naming the column
                         part = part.cast(target, safe=not pa.types.is_integer(part.type))
                     x[start : start + len(part), j] = arrow_values(part)
+                    if source is not part:
+                        _check_float32_range(x[start : start + len(part), j],
+                                             lambda s=source: arrow_values(s.cast(pa.float64())), c, piece,
+                                             lambda i, at=start: at + i)
                     for jj, _ in into[1:]:  # a column named twice (never by check_schemas: kept exact anyway)
                         x[start : start + len(part), jj] = x[start : start + len(part), j]
                     start += len(part)
@@ -315,6 +343,27 @@ def _read_matrix(fs, piece: Piece, columns, dtype, id_column=(), vectors=None):
         # kernels run, so they do not add to the worker's peak
         pa.default_memory_pool().release_unused()
     return x, ids
+
+
+def _check_float32_range(got, source, column: str, piece: Piece, row):
+    """Refuse a finite value of the file that became ±inf in ``got``, a column read as float32.
+
+    Such values (above 3.4e38 in magnitude, in a double or decimal column) would otherwise be
+    counted and dropped as infinities of the data. ``source()`` gives the column's values as float64
+    (called only when ``got`` holds an infinity); ``row(i)``: the row of the chunk that ``got[i]`` is in.
+    """
+    if got.dtype != np.float32:
+        return
+    inf = np.isinf(got)
+    if not inf.any():
+        return
+    values = np.asarray(source(), dtype=np.float64)
+    over = inf & np.isfinite(values)
+    if over.any():
+        i = int(np.argmax(over))
+        raise DataError(f"{piece.path} ({_row_in_file(piece, row(i))}): column {column!r} holds {values[i]:.6g}, "
+                        "a value too large for dtype('float32') (at most 3.4e38 in magnitude); read the data as "
+                        "float64 (dtype='float64', --dtype float64) or rescale the column")
 
 
 def _read_ids(pf, piece: Piece, id_column) -> tuple:
@@ -526,7 +575,16 @@ def _read_sparse(fs, piece: Piece, indices, values, n_features, dtype, id_column
             row = int(np.searchsorted(indptr, bad, side="right") - 1)
             raise DataError(f"{path} ({_row_in_file(piece, row)}): index {int(col[bad])} in column {indices!r} "
                             f"is outside [0, n_features={n_features}); give the right n_features")
-    x = sp.csr_array((data.astype(dtype, copy=False), col.astype(idx_dtype, copy=False),
+    with np.errstate(over="ignore"):  # a double beyond float32: named just below
+        data = data.astype(dtype, copy=False)
+    if vector is None:
+        _check_float32_range(data, lambda: np.concatenate([p.cast(pa.float64()).to_numpy(zero_copy_only=False)
+                                                           for p in flat_v]),
+                             values, piece, lambda i: int(np.searchsorted(indptr, i, side="right") - 1))
+    else:
+        _check_float32_range(data, lambda: entries[2], vector, piece,
+                             lambda i: int(np.searchsorted(indptr, i, side="right") - 1))
+    x = sp.csr_array((data, col.astype(idx_dtype, copy=False),
                       indptr.astype(idx_dtype if indptr[-1] < 2**31 else np.int64)),
                      shape=(piece.rows, n_features), copy=False)
     if not x.has_canonical_format:

@@ -42,6 +42,7 @@ from daskgmm.io.files import (
     partition_types,
     plan_input,
     register_reads,
+    written_id_type,
 )
 from daskgmm.io.read import count_sparse_nonfinite, piece_arrays, read_sparse_piece
 
@@ -83,6 +84,8 @@ class SparseParquetSource:
     pieces: list = field(default_factory=list)
     dtype: object = np.dtype(np.float64)
     vector: str | None = None
+    #: The id columns' Arrow types, as the predictions write them (as :class:`daskgmm.io.parquet.ParquetSource`'s)
+    id_types: dict = field(default_factory=dict)
 
     @property
     def columns(self) -> list:
@@ -336,7 +339,8 @@ def open_sparse_parquet(path, n_features=None, *, indices="indices", values="val
                           [id_type(infos, c, keyed) for c in names])
     id_column, ids = (id_column, ids[0]) if isinstance(id_column, str) else (names or None, ids or None)
     return SparseParquetSource(X, ids, n_features, indices, values, id_column, [i.path for i in infos],
-                               int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype, vector=vector)
+                               int(sum(sizes)), n_omitted, fs=fs, pieces=pieces, dtype=dtype, vector=vector,
+                               id_types={c: written_id_type(id_type(infos, c, keyed)) for c in names})
 
 
 def open_sparse_source(path, columns=None, id_column=None, dtype="float64", **options) -> SparseParquetSource:

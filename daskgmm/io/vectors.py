@@ -147,6 +147,10 @@ def first_width(fs, infos, name: str) -> int:
         with fs.open(info.path, "rb") as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, columns=[name], use_threads=False):
                 width = vector_width(batch.column(0))
+                if width == 0:
+                    # zero features would reach the chunk sizing (a division by zero) or a fit of no columns
+                    raise DataError(f"{info.path}: column {name!r}: its first vector is empty (0 elements); a vector "
+                                    "column's vectors must have at least one element")
                 if width is not None:
                     return width
     raise DataError(f"column {name!r}: every vector is null in {len(infos)} file(s); a vector column needs one "

@@ -250,6 +250,12 @@ class ScanResult:
         Of ``bad_weights``, the NaN and the ±inf ones (the rest are negative), for scikit-learn's sentence.
     first_bad_weight : int
         Global number of the first row with a bad weight (-1: none), merged as ``first_nonfinite``.
+    complete : int
+        Rows in ``mean`` (finite, of positive weight); -1: not counted (the scan of sparse rows).
+    lo, hi : ndarray, shape (D,), or None
+        Smallest and largest value per column over the rows in ``mean`` (finite, of positive weight):
+        a column is constant exactly when they are equal, where its variance, rounding of a mean far
+        from 0, cannot tell (None: not counted, as by the scan of sparse rows).
     """
 
     rows: int
@@ -265,6 +271,9 @@ class ScanResult:
     weight_nan: int = 0
     weight_inf: int = 0
     first_bad_weight: int = -1
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    complete: int = -1
 
     @property
     def variance(self) -> np.ndarray:

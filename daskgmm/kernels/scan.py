@@ -189,7 +189,8 @@ class ScanRequest:
 
     def start(self, n_features, dtype, level, centre, kernel=None):
         z = np.zeros(n_features)
-        return ScanResult(0, 0.0, z, z, np.zeros(n_features, np.int64), np.zeros(n_features, np.int64), 0)
+        return ScanResult(0, 0.0, z, z, np.zeros(n_features, np.int64), np.zeros(n_features, np.int64), 0,
+                          lo=np.full(n_features, np.inf), hi=np.full(n_features, -np.inf), complete=0)
 
     def update(self, acc: ScanResult, blk: Block) -> ScanResult:
         x = blk.x
@@ -224,8 +225,12 @@ class ScanRequest:
             dev = np.subtract(xo, mb)
             np.square(dev, out=dev)
             m2b = dev.sum(axis=0) if wo is None else wo @ dev
+            kept = xo if wo is None or (wo > 0).all() else xo[wo > 0]
+            lo = acc.lo if not len(kept) else np.minimum(acc.lo, kept.min(axis=0))
+            hi = acc.hi if not len(kept) else np.maximum(acc.hi, kept.max(axis=0))
         else:
             mb = m2b = np.zeros(x.shape[1])
+            lo, hi, kept = acc.lo, acc.hi, ()
         w_, m_, m2_ = chan(acc.weight, acc.mean, acc.m2, wb, mb, m2b)
         empty = int(isnan.all(axis=1).sum()) if not finite_block and nan.any() else 0
         first_bad = first_inf = -1
@@ -235,7 +240,7 @@ class ScanRequest:
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
                           acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
                           first_row(acc.first_inf, first_inf), acc.weight_nan + w_nan, acc.weight_inf + w_inf,
-                          first_row(acc.first_bad_weight, w_first))
+                          first_row(acc.first_bad_weight, w_first), lo, hi, acc.complete + len(kept))
 
     def finish(self, acc, n_features, centre) -> ScanResult:
         return acc
@@ -246,7 +251,10 @@ class ScanRequest:
         return ScanResult(a.rows + b.rows, w, m, m2, a.nan + b.nan, a.inf + b.inf, a.bad_weights + b.bad_weights,
                           a.empty_rows + b.empty_rows, first_row(a.first_nonfinite, b.first_nonfinite),
                           first_row(a.first_inf, b.first_inf), a.weight_nan + b.weight_nan,
-                          a.weight_inf + b.weight_inf, first_row(a.first_bad_weight, b.first_bad_weight))
+                          a.weight_inf + b.weight_inf, first_row(a.first_bad_weight, b.first_bad_weight),
+                          None if a.lo is None or b.lo is None else np.minimum(a.lo, b.lo),
+                          None if a.hi is None or b.hi is None else np.maximum(a.hi, b.hi),
+                          a.complete + b.complete if min(a.complete, b.complete) >= 0 else -1)
 
 
 def first_row_where(blk, mask) -> int:

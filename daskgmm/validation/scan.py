@@ -120,8 +120,10 @@ class DegenerateDataWarning(UserWarning):
 
 
 def _constant_columns(scan) -> np.ndarray:
-    # a column's standard deviation below 1e-12 of its mean: the scan merges chunk means, so a constant
-    # column's variance is rounding, not always zero
+    if scan.lo is not None:  # one value exactly: a variance relative to the mean took 1e8 + 1e-4 noise for one
+        return np.flatnonzero(np.asarray(scan.hi) <= np.asarray(scan.lo))
+    # (sparse rows) a column's standard deviation below 1e-12 of its mean: the scan merges chunk means, so a
+    # constant column's variance is rounding, not always zero
     var = np.asarray(scan.m2, np.float64) / scan.weight
     return np.flatnonzero(var <= (1e-12 * np.abs(scan.mean)) ** 2)
 
@@ -140,8 +142,9 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
     ``weighted``: sample weights were given, so the scan's moments are those of the rows of positive
     weight (rows of weight 0 may hold anything), and the message speaks of those.
 
-    A column is constant when its standard deviation is below 1e-12 of its mean: the scan
-    merges chunk means, so a constant column's variance is rounding, not always zero.
+    A column is constant when its smallest and largest values are equal (rows of sparse data: when its
+    standard deviation is below 1e-12 of its mean, the scan merging chunk means, so a constant column's
+    variance is rounding, not always zero).
     ``columns=False`` warns only when every row is the same point (sparse rows).
     """
     if scan.rows < 2 or scan.weight <= 0:
@@ -191,6 +194,15 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
             "Sample weights must contain at least one non-zero number. "
             f"{name} got sample_weight with a sum of {scan.weight:g}."
         )
+    if not np.isfinite(scan.weight):  # finite weights (checked above) whose sum overflows
+        raise ValueError(weight_sum_message(name))
+
+
+def weight_sum_message(name: str) -> str:
+    """Finite sample weights whose sum overflows float64: NumPy's "Probabilities do not sum to 1" from the
+    initialisation's draw said nothing of them, and an online step gave NaN centres."""
+    return (f"{name} got sample_weight whose sum overflows float64 (every weight is finite, their sum is inf); "
+            "divide the weights by a constant")
 
 
 #: ``name[j]``: element j of a vector column read as columns (:mod:`daskgmm.io.vectors`).
