@@ -446,3 +446,16 @@ def test_labels_of_a_dask_frame_computed_at_once_after_the_fit_log_nothing(proce
     finally:
         logger.removeHandler(handler)
     assert not [r for r in records if "run_spec" in r.getMessage()], [r.getMessage()[:300] for r in records]
+
+
+def test_the_score_of_rows_on_their_centres_is_not_positive():
+    """Every row on a centre: each row's squared distance, by the expansion |x|^2 - 2 x.c + |c|^2, rounded to
+    about +-1e-14, and the score (minus the inertia) could come out positive; the fit's inertia_ is held at 0."""
+    rng = np.random.default_rng(0)
+    for seed in range(4):
+        Y = np.repeat(rng.normal(size=(3, 2)) * 5, 100, axis=0)
+        km = KMeans(3, random_state=seed).fit(Y)
+        assert 0.0 <= km.inertia_ < 1e-10
+        for rows in (Y, da.from_array(Y, chunks=70)):
+            score = km.score(rows)
+            assert -1e-10 < score <= 0.0 and str(score) != "-0.0"

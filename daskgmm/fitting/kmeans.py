@@ -290,8 +290,10 @@ def distances(X, centers):
 
 def inertia(data, centers, feature_names=None, name: str = "KMeans") -> float:
     """Opposite of the (weighted) inertia of the rows of a ChunkedData (its first scan not run): one pass,
-    its values and weights checked in it (:func:`checked_statistics`)."""
-    return float(checked_statistics(data, centers, feature_names, name).loglik)
+    its values and weights checked in it (:func:`checked_statistics`). Never above 0: the rows' squared distances
+    come from the expansion ``|x|^2 - 2 x.c + |c|^2``, whose rounding gave rows on a centre -1e-12 (the fit's
+    ``inertia_`` is held at 0 the same way)."""
+    return min(0.0, float(checked_statistics(data, centers, feature_names, name).loglik)) or 0.0
 
 
 def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False) -> list:
