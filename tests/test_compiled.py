@@ -302,12 +302,44 @@ def test_models_in_lockstep_with_a_precise_one_keep_the_core_and_their_bits_alon
         assert (spec.precise is not None) == far
         specs.append(ModelSpec(spec.params, ct, assignment="hard" if hard else "soft", n_worst=3,
                                precise=spec.precise, resp_log_resp=not hard))
-    got = _compare(x, specs, rtol=1e-9, centre=centre)
+    w = rng.random(n) + 0.5
+    got = _compare(x, specs, w, rtol=1e-9, centre=centre)
     for spec, g in zip(specs, got, strict=True):
-        alone = chunk_pass(x, [MixtureRequest([spec])], centre, compiled=True)[0][0]
+        alone = chunk_pass(x, [MixtureRequest([spec])], centre, sample_weight=w, compiled=True)[0][0]
         for name in ("n", "s1", "s2", "shift", "loglik", "resp_log_resp", "weight"):
             np.testing.assert_array_equal(getattr(g, name), getattr(alone, name), err_msg=name)
         np.testing.assert_array_equal(g.worst.rows, alone.worst.rows)
+
+
+@pytest.mark.parametrize("case", ["nine shared models", "a pass level above the precise model's"])
+def test_a_precise_model_in_lockstep_is_cut_into_the_blocks_it_takes_alone(case):
+    """The precise part's NumPy blocks are those of its own pass (its feature level, its width), and the core's
+    blocks a whole number of them: nine shared models take 58,254 rows a block, not a multiple of NumPy's 2,048;
+    a full model beside a diagonal precise one made the pass's features full, 976 rows a block at D = 64, where
+    alone it takes 2,048 (the precise model's sums then split elsewhere: other bits)."""
+    from daskgmm.models.states import MixtureState
+
+    from .conftest import random_mixture
+
+    if compiled.ready() is None:
+        pytest.skip("the compiled core is not in use here")
+    n, d, models = ((140_000, 3, [("diag", 2, False)] * 9 + [("diag", 2, True)]) if case == "nine shared models"
+                    else (6000, 64, [("full", 2, False), ("diag", 2, True)]))
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(n, d)) * 2
+    x[: n // 100] = 1000 + rng.normal(size=(n // 100, d)) * 0.01
+    centre = x.mean(axis=0)
+    specs = []
+    for ct, k, far in models:
+        weights, means, covs = random_mixture(ct, k, d, rng, 2.0)
+        if far:
+            means[0], covs[0] = 1000.0, (np.full(d, 1e-4) if ct == "diag" else np.eye(d) * 1e-4)
+        specs.append(MixtureState.from_covariances(weights, means, covs, ct).spec(centre))
+        assert (specs[-1].precise is not None) == far
+    got = chunk_pass(x, [MixtureRequest(specs)], centre, compiled=True)[0][-1]
+    alone = chunk_pass(x, [MixtureRequest(specs[-1:])], centre, compiled=True)[0][0]
+    for name in ("n", "s1", "s2", "loglik"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(alone, name), err_msg=name)
 
 
 def test_many_blocks_accumulate(variant):

@@ -434,3 +434,35 @@ def test_kmeans_elkan_is_lloyd_bit_for_bit_on_a_cluster(process_client):
     b = KMeans(6, random_state=1, tol=0, max_iter=30, algorithm="elkan").fit(X)
     _same_fit(a, b)
     assert set(process_client.run(bounds.stored_bytes).values()) == {0}
+
+
+def test_a_child_forked_while_the_store_is_locked_can_use_it():
+    """The client's local Lloyd keeps bounds too: a process forked (a LocalCluster's, a user's multiprocessing)
+    while another thread held the store's lock would wait on it for ever."""
+    import multiprocessing
+    import threading
+
+    from daskgmm.kernels import bounds
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with bounds._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        p = ctx.Process(target=bounds.stored_bytes)
+        p.start()
+        p.join(20)
+        alive = p.is_alive()
+        if alive:
+            p.kill()
+    finally:
+        release.set()
+        t.join()
+    assert not alive and p.exitcode == 0

@@ -20,6 +20,7 @@ Pure NumPy; nothing here knows about Dask.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -34,6 +35,17 @@ STORE_BYTES = 512 << 20
 SHIFT_SLACK = 1e-12
 
 _lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    # a child forked while another thread held the lock (the client's local Lloyd keeps bounds too) would wait for
+    # ever on it: it takes a lock of its own (the store it inherits stays valid: its entries are whole)
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 _store: OrderedDict = OrderedDict()  # (key, first row, rows) -> (label, lower, coefficients)
 _bytes = 0
 _last: dict = {}  # key -> the last coefficients seen (shared by the blocks that refer to them)

@@ -85,8 +85,11 @@ class PreciseApart:
 
     Models in lockstep (restarts, ``select_model``'s candidates, a t start's proposal) of which some are precise
     took the whole pass to NumPy: the others lost the compiled core's speed and the bits they have fitted alone.
-    In parts, the shared ones go through the core in the blocks they take alone, the precise ones through NumPy
-    in NumPy's blocks (its scratch is (K, D, rows) per model). Used where the core runs.
+    In parts, the shared ones go through the core, the precise ones through NumPy in the blocks their own pass
+    takes (sized by NumPy's rule from their level and width), the core's blocks a whole number of those. Each
+    model then has its bits alone: the precise ones always (but under an explicit ``block_rows``, which their
+    own pass would take whole), the shared ones as any models in lockstep on the core (the same blocks up to 8
+    models; more take smaller ones, :func:`daskgmm.kernels.compiled.block_rows`). Used where the core runs.
     """
 
     def __init__(self, specs, make):
@@ -99,20 +102,25 @@ class PreciseApart:
         return 0 < sum(s.precise is not None for s in specs) < len(specs)
 
     def start(self, n_features, dtype, level, centre, kernel) -> dict:
-        return {"parts": [(idx, req, req.start(n_features, dtype, level, centre, kernel)) for idx, req in self.parts]}
+        precise = self.parts[1][1]
+        # the NumPy blocks the precise models take in a pass of their own (its level, not the pass's)
+        p = n_feature_rows(precise.level, n_features) if precise.level > NO_FEATURES else n_features
+        nb = block_rows_for(p + precise.width, np.dtype(dtype).itemsize)
+        return {"parts": [(idx, req, req.start(n_features, dtype, level, centre, kernel)) for idx, req in self.parts],
+                "numpy_rows": nb}
 
     @staticmethod
     def block_rows(acc) -> int | None:
         (_, req, part), _ = acc["parts"]
-        return req.block_rows(part)
+        rows, nb = req.block_rows(part), acc["numpy_rows"]
+        # a multiple of the precise part's blocks, so that they are cut where they are alone
+        return None if rows is None else max(nb, rows // nb * nb)
 
     @staticmethod
     def update(acc, blk: Block) -> None:
         (_, shared, a), (_, precise, b) = acc["parts"]
         shared.update(a, blk)
-        d = blk.x.shape[1]
-        p = n_feature_rows(blk.level, d) if blk.level > NO_FEATURES else d
-        nb = block_rows_for(p + precise.width, blk.x.dtype.itemsize)
+        nb = acc["numpy_rows"]
         for start in range(0, blk.size, nb):
             precise.update(b, blk if nb >= blk.size else blk.part(start, min(blk.size, start + nb)))
 
