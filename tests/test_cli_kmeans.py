@@ -663,5 +663,6 @@ def test_squared_distances_beyond_float32_are_bad_data_naming_the_dtype_flag(tmp
         expect_exit2(["fit", str(tmp_path / "d.parquet"), "--estimator", estimator, "--n-components", "2",
                       "--dtype", "float32", "--model-out", str(tmp_path / estimator), *FAST],
                      "squared distances overflow the rows' floating-point type (float32 holds squares up to 3.4e38, "
-                     "reached by values near 1e19); fit the rows as float64 (--dtype float64)", capsys)
+                     "reached by values near 1e19; float64 up to 1.8e308, near 1.3e154); fit float32 rows as float64 "
+                     "(--dtype float64)", capsys)
         assert not (tmp_path / estimator).exists()
