@@ -459,3 +459,16 @@ def test_the_score_of_rows_on_their_centres_is_not_positive():
         for rows in (Y, da.from_array(Y, chunks=70)):
             score = km.score(rows)
             assert -1e-10 < score <= 0.0 and str(score) != "-0.0"
+
+
+def test_weights_too_small_to_draw_a_row_by_are_named():
+    """Every weight subnormal (1e-320): each row's draw key E / w overflowed, the scan drew no row, and the
+    start indexed an empty sample (IndexError). A ValueError now names the weights, in memory and Dask."""
+    from daskgmm import GaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(600, 2))
+    w = np.full(600, 1e-320)
+    for est in (KMeans(2, random_state=0), GaussianMixture(2, random_state=0)):
+        for rows, weights in ((X, w), (da.from_array(X, chunks=200), da.from_array(w, chunks=200))):
+            with pytest.raises(ValueError, match=r"sample_weight: no row could be drawn .* too small"):
+                est.fit(rows, sample_weight=weights)

@@ -574,6 +574,12 @@ class ChunkedData:
         if self._scan is None:
             self._scan, sample = self.run([ScanRequest(), self._sample_request()])
             ok = np.isfinite(sample.keys[0])
+            if not ok.any() and self._scan.weight > 0 and self.sample_weight is not None:
+                # a row is drawn with its key E / w: under ~1e-306 every key overflowed, and the start indexed an
+                # empty sample (an IndexError)
+                raise ValueError("sample_weight: no row could be drawn for the start: the positive weights are "
+                                 "all too small (below about 1e-306, where 1 / w overflows float64); scale them up "
+                                 "(a maximum-likelihood fit is the same for any scale of the weights)")
             self._sample = sample.points[0][ok]
             self._sample_rows = sample.rows[0][ok]
             self._sample_weights = sample.weights[0][ok]

@@ -56,7 +56,7 @@ def draw_keys(nearest, candidates, w, key: int, rows, potential) -> np.ndarray:
         hyp = np.where(nan, 0.0, hyp)
     potential += hyp @ w
     e = keyed_exponential(key, rows)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a key beyond float64: never drawn
         keys = e / (hyp * w)
     keys[~(keys >= 0)] = np.inf  # 0/0 and negative weights never get drawn
     return keys
