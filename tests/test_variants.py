@@ -606,3 +606,59 @@ def test_the_degenerate_data_warning_under_sample_weights_speaks_of_the_rows_of_
     # unweighted, as before
     with pytest.warns(DegenerateDataWarning, match=r"^all 20 rows of X are the same point"):
         GaussianMixture(1).fit(np.ones((20, 2)))
+
+
+def test_collapse_count_of_rows_ignores_the_weights_scale():
+    """With tiny weights (rescaled by a power of two) and some of weight 0, the 0/1 weights of the pass that
+    counts a component's rows were multiplied by the scale: 'component 0 on 562,949,953,421,312 row(s)'."""
+    from daskgmm import GaussianMixture
+    from daskgmm.fitting.mixture import CollapsedComponentWarning
+
+    X = np.random.default_rng(0).normal(size=(600, 2))
+    w = np.r_[1e-12, 1e-12, np.zeros(598)]
+    with pytest.warns(CollapsedComponentWarning, match=r"^component 0 on 1 row\(s\), component 1 on 1 row\(s\)"):
+        GaussianMixture(2, random_state=0).fit(X, sample_weight=w)
+
+
+def test_scan_min_max_and_complete_merge_in_any_order_and_skip_weight_zero():
+    """The scan's per-column smallest and largest values and its count of complete rows: merged in any order
+    (an empty chunk too), rows of weight 0 and rows with NaN left out of the count."""
+    from daskgmm.kernels import ScanRequest, chunk_pass
+    from daskgmm.validation.scan import _constant_columns
+
+    r = ScanRequest()
+    a = np.c_[np.full(50, 1e9), np.arange(50.0)]             # column 0 constant within chunk a
+    b = np.c_[np.full(50, 1e9 + 1e-3), np.full(50, 7.0)]      # ... and within b, another value
+    empty = np.zeros((0, 2))
+    wa, wb = np.ones(50), np.r_[np.zeros(49), 1.0]
+    parts = [chunk_pass(c, [r], sample_weight=w, row0=i * 50)[0]
+             for i, (c, w) in enumerate([(a, wa), (b, wb), (empty, np.zeros(0))])]
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        m = parts[order[0]]
+        for i in order[1:]:
+            m = r.merge(m, parts[i])
+        assert list(_constant_columns(m)) == [] and m.complete == 51
+    assert list(_constant_columns(r.merge(parts[1], parts[2]))) == [0, 1]
+    x = np.c_[np.full(10, 3.0), np.r_[np.nan, np.arange(9.0)]]
+    s = chunk_pass(x, [r], sample_weight=np.r_[1.0, 1.0, np.zeros(8)])[0]
+    assert s.complete == 1  # row 0 has a NaN, row 1 alone is complete with positive weight
+
+
+def test_a_column_that_varies_only_among_incomplete_rows_is_not_constant():
+    """Under missing='marginalize' a column's smallest and largest values are taken over its observed values
+    (rows of positive weight), not the complete rows only: with one complete row every column was 'constant'
+    and the fit warned that all 300 distinct rows were the same point (and took the collapse check's
+    reg_covar of one point)."""
+    import warnings
+
+    from daskgmm import GaussianMixture
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3)) + np.repeat([[0.0] * 3, [8.0] * 3, [16.0] * 3], 100, axis=0)
+    x[np.arange(1, 300), np.arange(1, 300) % 3] = np.nan  # row 0 alone is complete
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GaussianMixture(1, missing="marginalize", random_state=0).fit(x)
+    said = [str(w.message) for w in caught if issubclass(w.category, DegenerateDataWarning)]
+    assert not any("same point" in m or "constant" in m for m in said), said

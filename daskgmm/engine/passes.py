@@ -118,7 +118,7 @@ def _chunk_task(x, w, row0, plan: _Plan):
         # each row counts once, but a row of weight 0 is no part of the fit: it counted as one of a
         # component's rows (2 rows of weight 1 among 600 of weight 0: "component 0 on 392 row(s)")
         w = None if w is None or (np.asarray(w) > 0).all() else (np.asarray(w) > 0).astype(np.float64)
-    if w is not None and plan.weight_scale != 1.0:
+    elif w is not None and plan.weight_scale != 1.0:  # rows counted are not rescaled (they counted 2^49 each)
         w = np.asarray(w, np.float64) * plan.weight_scale
     if is_sparse_chunk(x):
         # imported here: a worker of dense data never imports SciPy

@@ -53,6 +53,14 @@ def data_covariance(data, scan) -> np.ndarray:
     d = data.n_features
     nat = NaturalParams(np.zeros((1, d, d)), np.zeros((1, d)), np.zeros(1))
     st = data.run([MixtureRequest([ModelSpec(nat, "full")])], scan.mean)[0][0]
+    if not st.n[0] > 1.0 and np.any(scan.nan) and scan.complete >= 0:
+        from daskgmm.validation.scan import DataError
+
+        # missing="marginalize": the pass leaves the rows with NaN out, and the weights were not the cause
+        raise DataError(
+            "The default covariance_prior is the covariance of the rows without NaN (missing='marginalize'), which "
+            f"needs more than one of them (of total weight above 1); {scan.complete} of {scan.rows} row(s) have "
+            "every feature. Give covariance_prior, or drop or impute the feature columns missing most often.")
     n = _frequencies(st.n[0])
     s1 = st.s1[0]
     scatter = st.s2[0] - np.outer(s1, s1) / n  # about the exact mean (s1 is ~0, not 0)

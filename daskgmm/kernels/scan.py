@@ -225,12 +225,22 @@ class ScanRequest:
             dev = np.subtract(xo, mb)
             np.square(dev, out=dev)
             m2b = dev.sum(axis=0) if wo is None else wo @ dev
-            kept = xo if wo is None or (wo > 0).all() else xo[wo > 0]
-            lo = acc.lo if not len(kept) else np.minimum(acc.lo, kept.min(axis=0))
-            hi = acc.hi if not len(kept) else np.maximum(acc.hi, kept.max(axis=0))
         else:
             mb = m2b = np.zeros(x.shape[1])
-            lo, hi, kept = acc.lo, acc.hi, ()
+        # each column's smallest and largest value over its finite values in rows of positive weight (under
+        # missing="marginalize" the observed values of incomplete rows too: a column that varies only among
+        # them is not constant), in place (a copy of the kept rows cost a zero-weight block twice its scan)
+        if finite_block:
+            v, keep = xo, None if wo is None or (wo > 0).all() else (wo > 0)[:, None]
+        else:
+            v, keep = x, finite if w is None else finite & (w > 0)[:, None]
+        if keep is None and len(v):
+            lo, hi = np.minimum(acc.lo, v.min(axis=0)), np.maximum(acc.hi, v.max(axis=0))
+        else:
+            where = True if keep is None else keep
+            lo = np.minimum(acc.lo, np.min(v, axis=0, where=where, initial=np.inf))
+            hi = np.maximum(acc.hi, np.max(v, axis=0, where=where, initial=-np.inf))
+        complete = len(xo) if wo is None else int(np.count_nonzero(wo > 0))
         w_, m_, m2_ = chan(acc.weight, acc.mean, acc.m2, wb, mb, m2b)
         empty = int(isnan.all(axis=1).sum()) if not finite_block and nan.any() else 0
         first_bad = first_inf = -1
@@ -240,7 +250,7 @@ class ScanRequest:
         return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
                           acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
                           first_row(acc.first_inf, first_inf), acc.weight_nan + w_nan, acc.weight_inf + w_inf,
-                          first_row(acc.first_bad_weight, w_first), lo, hi, acc.complete + len(kept))
+                          first_row(acc.first_bad_weight, w_first), lo, hi, acc.complete + complete)
 
     def finish(self, acc, n_features, centre) -> ScanResult:
         return acc

@@ -42,7 +42,6 @@ from daskgmm.validation.params import (
     warn_convergence,
 )
 from daskgmm.validation.scan import (
-    DataError,
     DegenerateDataWarning,
     EmptyRowsWarning,
     bad_weights_message,
@@ -552,19 +551,22 @@ def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True)
 
 def check_complete_rows(scan, name, missing, parameter, n_components) -> None:
     """Under ``missing="marginalize"`` the start is drawn from the rows without NaN: fewer of them than
-    components is a DataError. Wide rows with scattered missing values have few (200 features 5% missing:
-    1 row of 2,000), and the fit went on from one point: components that could not be told apart, an
-    adjusted Rand index of 0 on three clusters a complete fit separates, and a warning that every row was
-    that point."""
+    components is a :class:`DegenerateDataWarning` saying what to do. Wide rows with scattered missing values
+    have few (200 features 5% missing: 1 row of 2,000), and the fit went on silently from one point (an
+    adjusted Rand index of 0 on three clusters a complete fit separates). A warning, not an error: a start
+    given (``means_init``; the caller does not ask then), a variational mixture's ``n_components`` as an upper
+    bound, and ``select_model``'s smaller candidates fit well from few such rows."""
     if missing != "marginalize" or not n_components or scan.complete < 0 or scan.complete >= n_components:
         return
     if not np.any(scan.nan) or scan.weight <= 0:
         return  # no missing value, or none complete: check_scan's
-    raise DataError(
+    import warnings
+
+    warnings.warn(
         f"{name} with missing='marginalize' initialises from the rows without NaN, and only {scan.complete} of "
         f"{scan.rows} row(s) (of positive weight) have every feature, fewer than {parameter}={n_components}: "
-        "drop the feature columns missing most often, or impute them, before fitting"
-    )
+        "its start may not tell the components apart; give it one (means_init), or drop or impute the feature "
+        "columns missing most often before fitting", DegenerateDataWarning, stacklevel=4)
 
 
 def _weights_array(sample_weight, Xd, name):
@@ -632,7 +634,8 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
-        check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None))
+        if getattr(estimator, "means_init", None) is None:  # a start given is not drawn from the complete rows
+            check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None))
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
     return data, result, info
