@@ -9,6 +9,7 @@ how the kernels want them (transposed, features by rows).
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 
 import numpy as np
 
@@ -74,11 +75,16 @@ def piece_arrays(prefix: str, tag: str, read, fs, pieces, args: tuple, sizes, wi
         ids.append(da.Array(graph, id_name, chunks=(tuple(sizes),), dtype=id_dtype,
                             meta=np.empty((0,), dtype=id_dtype)))
         _ID_TYPES[id_name] = id_type
+        _ID_TYPES.move_to_end(id_name)
+        while len(_ID_TYPES) > _ID_TYPES_KEPT:  # a long-lived process's reads: the newest are the ones written
+            _ID_TYPES.popitem(last=False)
     return X, ids
 
 
 #: The Arrow type of each id column read (``{its layer's name: type}``): what ``write_predictions`` writes it as
-_ID_TYPES: dict = {}
+_ID_TYPES: OrderedDict = OrderedDict()
+#: How many reads' id types are kept (an older read's ids are then typed by each part's values, as others' are)
+_ID_TYPES_KEPT = 4096
 
 
 def id_type_of(ids):
