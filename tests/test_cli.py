@@ -1269,3 +1269,33 @@ def test_select_with_more_components_than_rows_is_exit_2(tmp_path, capsys):
                  f"daskgmm select: --k-max 6 is above the 5 row(s) of {d}", capsys)
     assert json.loads(metrics.read_text())["exit_code"] == 2
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("cache, kept", [("memory", "rows read, checked and kept in the workers' memory"),
+                                         ("none", "rows read and checked")])
+def test_fit_says_what_its_first_pass_took(tmp_path, monkeypatch, capsys, cache, kept):
+    """The first pass (read, check, scan, and keep the rows) runs before the initialisation's clock: on 20M rows
+    it was 46 of a k-means fit's 48 s while the lines said "initialised in 0.07 s" and two 0.6 s iterations,
+    and no metric held it. The init line and ``first_pass_seconds`` say it (reads slowed here: 3 chunks on one
+    worker thread, 0.2 s each, at least 0.6 s)."""
+    import daskgmm.io.parquet as parquet
+
+    data, metrics = tmp_path / "data", tmp_path / "m.json"
+    write_data(data, n=600, d=2, k=2, files=3)
+    slow = parquet.read_piece
+
+    def read_slowly(*args, **kw):
+        time.sleep(0.2)
+        return slow(*args, **kw)
+
+    monkeypatch.setattr(parquet, "read_piece", read_slowly)
+    for estimator in ("gaussian", "kmeans"):
+        assert main(["fit", str(data), "--columns", "f0,f1", "--estimator", estimator, "--n-components", "2",
+                     "--seed", "0", "--cache", cache, "--model-out", str(tmp_path / estimator),
+                     "--metrics-out", str(metrics), "--no-processes", "--n-workers", "1",
+                     "--threads-per-worker", "1"]) == 0
+        err = capsys.readouterr().err
+        m = json.loads(metrics.read_text())
+        assert 0.6 <= m["first_pass_seconds"] <= m["fit_seconds"], m
+        line = next(ln for ln in err.splitlines() if "initialised" in ln)
+        assert f", after the first pass over the data in {m['first_pass_seconds']:.2f} s ({kept})" in line, line

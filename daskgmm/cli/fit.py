@@ -349,9 +349,9 @@ def cmd_fit(o, log, metrics):
             initial_arrays(o, src.columns)
         est = make_estimator(o)
         ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
+        report = Reporter(o.quiet)  # before keep_rows: its read is the first pass's
         if o.predictions_out or o.plot:  # read again after the fit: once, if the rows stay in memory
             keep_rows(o, src)
-        report = Reporter(o.quiet)
         with warnings_said(log, record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             t_fit = time.perf_counter()
@@ -374,6 +374,7 @@ def cmd_fit(o, log, metrics):
                 raise
             fit_seconds = time.perf_counter() - t_fit
         metrics["rows_in_memory"] = report.rows_in_memory
+        metrics["first_pass_seconds"] = report.first_pass_seconds
         how = rows_read(report.rows_in_memory)
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,
