@@ -1013,6 +1013,25 @@ def test_check_truth_matches_permuted_components_and_refuses_wrong_ones():
     assert mod.compare(means[:2], np.array([0.5, 0.5]), truth)[0] is False
 
 
+def test_check_truth_reads_a_kmeans_model(tmp_path, capsys):
+    """A KMeans model (no means_ nor weights_) is checked by its centres and its clusters' shares of the rows:
+    it was a traceback (AttributeError: 'KMeans' object has no attribute 'means_'), exit 1."""
+    import importlib.util
+
+    from daskgmm import KMeans
+
+    spec = importlib.util.spec_from_file_location("check_truth", REPO / "scripts" / "check_truth.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(300, 2)), rng.normal(size=(700, 2)) + [20.0, 0.0]])
+    KMeans(2, random_state=0).fit(X).save(tmp_path / "km")
+    truth = {"means": [[0.0, 0.0], [20.0, 0.0]], "weights": [0.3, 0.7], "covariances": [np.eye(2).tolist()] * 2}
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    assert mod.main([str(tmp_path / "km"), str(tmp_path / "truth.json"), "--tol", "0.2"]) == 0
+    assert "the model matches the truth (2 components" in capsys.readouterr().out
+
+
 def test_model_files_are_read_once(tmp_path, capsys, monkeypatch):
     """--model is checked before the cluster starts, and those files are the ones loaded: read once
     (a job never checks one version of a model and scores with another)."""
