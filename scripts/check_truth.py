@@ -5,6 +5,9 @@ Usage::
 
     python scripts/check_truth.py MODEL_DIR DATA_DIR/truth.json [--tol 0.1] [--weight-tol 0.02]
 
+MODEL_DIR holds a mixture (its means and weights) or a KMeans (its centres, and each cluster's
+share of the rows as its weight).
+
 The fitted components are matched to the true ones by an optimal assignment
 (Hungarian, on the Mahalanobis distance of the means under the true covariance).
 The model matches when it has as many components as the truth, every matched mean
@@ -39,6 +42,16 @@ def compare(means, weights, truth) -> tuple[bool, float, float]:
     return True, float(dist[rows, cols].max()), float(np.abs(weights[rows] - t_weights[cols]).max())
 
 
+def centres_and_weights(model) -> tuple[np.ndarray, np.ndarray]:
+    """A mixture's means and weights; a KMeans' (or KMedoids') centres and shares of the rows (its
+    ``counts_``; equal shares without them). KMeans has no ``means_``: the check ended in a traceback."""
+    if hasattr(model, "means_"):
+        return np.asarray(model.means_), np.asarray(model.weights_)
+    centres = np.asarray(model.cluster_centers_)
+    counts = np.asarray(getattr(model, "counts_", np.ones(len(centres))), np.float64)
+    return centres, counts / counts.sum()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="model directory written by `daskgmm fit --model-out`")
@@ -55,10 +68,11 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as exc:
         print(f"check_truth: error: {exc}", file=sys.stderr)
         return 2
-    same_k, d_mean, d_weight = compare(np.asarray(model.means_), np.asarray(model.weights_), truth)
+    means, weights = centres_and_weights(model)
+    same_k, d_mean, d_weight = compare(means, weights, truth)
     k_true = len(truth["means"])
     if not same_k:
-        print(f"the model does NOT match the truth: {len(model.means_)} components, the data were drawn "
+        print(f"the model does NOT match the truth: {len(means)} components, the data were drawn "
               f"from {k_true}")
         return 1
     ok = d_mean <= a.tol and d_weight <= a.weight_tol

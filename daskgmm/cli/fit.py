@@ -349,12 +349,11 @@ def cmd_fit(o, log, metrics):
             initial_arrays(o, src.columns)
         est = make_estimator(o)
         ckpt = open_checkpoint(o, log, metrics, fingerprint(o, src))
+        report = Reporter(o.quiet)  # before keep_rows: its read is the first pass's
         if o.predictions_out or o.plot:  # read again after the fit: once, if the rows stay in memory
             keep_rows(o, src)
-        report = Reporter(o.quiet)
         with warnings_said(log, record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            t_fit = time.perf_counter()
             try:
                 with collapse_in_flags(o), columns_in_data_errors(None if sparse else src.columns):
                     if o.estimator == "kmeans":  # no checkpoint: refused with it (daskgmm.cli.args)
@@ -372,8 +371,10 @@ def cmd_fit(o, log, metrics):
                         t in str(exc) for t in PRIOR_REFUSALS):
                     raise UsageError(f"daskgmm fit: --covariance-prior: {exc}") from None
                 raise
-            fit_seconds = time.perf_counter() - t_fit
+            # from the reporter's start: keep_rows' read is the fit's first pass, as the fit's own would be
+            fit_seconds = time.perf_counter() - report.t0
         metrics["rows_in_memory"] = report.rows_in_memory
+        metrics["first_pass_seconds"] = report.first_pass_seconds
         how = rows_read(report.rows_in_memory)
         for w in caught:
             if issubclass(w.category, (ConvergenceWarning, DataWarning, DegenerateDataWarning,

@@ -329,7 +329,8 @@ def cmd_select(o, log, metrics):
             ckpt.clear()  # the job is done: tomorrow's run of the same command starts afresh
             log(f"checkpoint {ckpt.path} removed (the job finished)")
         metrics.update(summary, n_rows=src.n_rows, passes=res.n_passes, resumed_from_iteration=report.resumed_from,
-                       rows_in_memory=report.rows_in_memory, total_seconds=time.perf_counter() - t_start, out=o.out)
+                       rows_in_memory=report.rows_in_memory, first_pass_seconds=report.first_pass_seconds,
+                       total_seconds=time.perf_counter() - t_start, out=o.out)
         if o.plot:
             from daskgmm.plot import plot_selection
 
