@@ -100,10 +100,15 @@ def test_fit_predict_score_sample_info(tmp_path, capsys, monkeypatch):
     assert_same_mixture(est, ref, **SAME_FIT)
 
     out = tmp_path / "pred2"
+    capsys.readouterr()
     assert main(["predict", str(data), "--model", str(model), "--out", str(out), "--id-column", "id,tag",
-                 "--loglik", "--metrics-out", str(tmp_path / "p.json"), *FAST]) == 0
+                 "--loglik", "--metrics-out", str(tmp_path / "p.json"), *FAST, "--no-quiet"]) == 0
     pm = json.loads((tmp_path / "p.json").read_text())  # a nightly predict reports as a fit does
     assert pm["status"] == "ok" and pm["predictions_rows"] == pm["n_rows"] == 3000 and pm["n_omitted"] == 0
+    # its one pass said before it starts and timed (at 20M rows it ran 26-57 s without a word)
+    err = capsys.readouterr().err
+    assert f"predicting 3,000 rows into {out} (one pass" in err and "3,000 predictions written to" in err, err
+    assert 0 < pm["predict_seconds"] < 600
     assert pm["kernel"] == m["kernel"] and pm["out"] == str(out) and pm["columns"] == ["f0", "f1", "f2"]
     t2 = pq.read_table(out)  # several id columns, each in its own type, in the order given
     assert t2.column_names == ["id", "tag", "label", "loglik"]
