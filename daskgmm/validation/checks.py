@@ -48,6 +48,7 @@ from daskgmm.validation.scan import (
     check_finite,
     check_scan,
     warn_degenerate,
+    warn_far_rows,
     weight_sum_message,
 )
 
@@ -638,4 +639,6 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
             check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None))
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
+        if not data.sparse:
+            warn_far_rows(result, data.sample(), info["feature_names"])
     return data, result, info

@@ -166,6 +166,44 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
                       DegenerateDataWarning, stacklevel=3)
 
 
+#: How many robust standard deviations (1.4826 MAD of the scan's sample) a column's mean may lie from its median
+#: before :func:`warn_far_rows` speaks: every pass shifts the rows by the mean, and k-means' squared distances
+#: (differences of terms of that size, squared) then carry errors of 2.2e-16 x 1e14 = 2% of the bulk's squared
+#: spread; at 1e8 spreads they are noise.
+FAR_MEAN_SPREADS = 1e7
+
+
+def warn_far_rows(scan, sample, feature_names) -> None:
+    """Warn (``DegenerateDataWarning``) about columns whose mean a few rows far from all others have pulled
+    millions of robust spreads from their median (an unmasked fill value such as 1e20 or netCDF's 9.97e36
+    among values near 1): the passes, which shift every row by the mean, then lose the other rows' precision,
+    and k-means groups them as one cluster with an inertia of 0 (a user trial; scikit-learn's KMeans too).
+    The spread is the scan's sample's (rows drawn uniformly; dense rows), so a handful of such rows cannot
+    widen it; columns whose sample has one value are left out."""
+    if sample is None or getattr(sample, "ndim", 0) != 2 or sample.shape[0] < 8 or scan.weight <= 0:
+        return
+    mean = np.asarray(scan.mean, dtype=np.float64)
+    median = np.median(sample, axis=0)
+    spread = 1.4826 * np.median(np.abs(sample - median), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far = np.flatnonzero((spread > 0) & (np.abs(mean - median) > FAR_MEAN_SPREADS * spread))
+    if not far.size:
+        return
+    j = int(far[np.argmax(np.abs(mean - median)[far] / spread[far])])
+    names = (short_columns([str(feature_names[i]) for i in far], quote=True) if feature_names is not None
+             else ", ".join(str(i) for i in far))
+    extreme = scan.hi[j] if scan.hi is not None and abs(scan.hi[j] - median[j]) >= abs(scan.lo[j] - median[j]) \
+        else (scan.lo[j] if scan.lo is not None else None)
+    values = f", values up to {extreme:.3g}" if extreme is not None else ""
+    col = feature_names[j] if feature_names is not None else j
+    warnings.warn(f"column(s) {names} of X: a few rows lie far from all others (column {col}: "
+                  f"mean {mean[j]:.3g}, median {median[j]:.3g}, robust spread {spread[j]:.3g}{values}; a fill value "
+                  "left unmasked, or a heavy tail to transform?). Every pass shifts the rows by the mean, which "
+                  "loses the other rows' precision: k-means and the mixtures then cannot tell them apart. Mask such "
+                  "values as NaN (nan_policy='omit', or missing='marginalize' for a mixture) or drop those rows",
+                  DegenerateDataWarning, stacklevel=3)
+
+
 def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True, chunks=None,
                dtype="float64") -> None:
     """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
