@@ -297,3 +297,15 @@ def test_every_initialisation_restarts_and_warm_start(init):
     first = b.lower_bound_
     b.set_params(warm_start=True, max_iter=5).fit(xm)  # continues from the fitted posterior
     assert b.lower_bounds_[0] >= first - 1e-12 * abs(first)
+
+
+def test_the_default_prior_from_normalised_weights_is_blamed_on_the_weights():
+    """The default covariance prior divides by the weights' sum less 1: under missing='marginalize' the error
+    names the rows without NaN only when there are not two of them (review: 300 complete rows of 400 with
+    weights summing to 1 were told to drop or impute columns)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    x[:100, 0] = np.nan
+    with pytest.raises(ValueError, match="needs sample weights summing to more than 1"):
+        BayesianGaussianMixture(n_components=2, missing="marginalize", random_state=0).fit(
+            x, sample_weight=np.full(400, 1 / 400))

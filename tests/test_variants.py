@@ -682,3 +682,14 @@ def test_rows_far_from_all_others_are_warned_of():
             warnings.simplefilter("error", DegenerateDataWarning)
             GaussianMixture(2, random_state=0).fit(Y)
             GaussianMixture(2, random_state=0).fit(da.from_array(Y, chunks=200))
+    # found by review: a tight cluster beside a wide one (probabilities near 0 beside others) is not a few far rows,
+    # and a weighted table whose weight sits at its far value has its median there
+    n = 5000
+    p = np.where(rng.random(n) < 0.7, 10 ** rng.uniform(-14, -8, n), rng.uniform(0.2, 1, n))
+    tight = np.where(rng.random(n) < 0.6, 1e-9 * rng.normal(size=n), 1 + 0.1 * rng.normal(size=n))
+    table = np.r_[1 + 1e-7 * rng.normal(size=99), 100.0]
+    for Y, w in ((np.c_[p, rng.normal(size=n)], None), (np.c_[tight, rng.normal(size=n)], None),
+                 (np.c_[table, rng.normal(size=100)], np.r_[np.ones(99), 1e6])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DegenerateDataWarning)
+            KMeans(2, random_state=0, n_init=1).fit(Y, sample_weight=w)

@@ -52,7 +52,7 @@ def cmd_predict(o, log, metrics):
         # write_predictions, with the id columns' Arrow types: each part infers none of its own
         rows = write_parts(o.out, est.prediction_parts(src.X, ids=src.ids, id_column=src.id_column, **what), so,
                            name="predictions", inputs=src.X, types=getattr(src, "id_types", None))
-    seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0  # the pass, not the lock's release or the cluster's close
     log(f"{rows:,} predictions written to {o.out} in {seconds:.2f} s")
     metrics.update(n_rows=src.n_rows, n_omitted=src.n_omitted, files=len(src.files), columns=src.columns,
                    predictions_rows=rows, out=o.out, predict_seconds=seconds)

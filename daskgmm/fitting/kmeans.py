@@ -293,7 +293,8 @@ def inertia(data, centers, feature_names=None, name: str = "KMeans") -> float:
     its values and weights checked in it (:func:`checked_statistics`). Never above 0: the rows' squared distances
     come from the expansion ``|x|^2 - 2 x.c + |c|^2``, whose rounding gave rows on a centre -1e-12 (the fit's
     ``inertia_`` is held at 0 the same way)."""
-    return min(0.0, float(checked_statistics(data, centers, feature_names, name).loglik)) or 0.0
+    score = float(checked_statistics(data, centers, feature_names, name).loglik)
+    return score if not score > 0 else 0.0  # NaN stays NaN
 
 
 def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False) -> list:

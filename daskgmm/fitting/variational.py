@@ -53,7 +53,7 @@ def data_covariance(data, scan) -> np.ndarray:
     d = data.n_features
     nat = NaturalParams(np.zeros((1, d, d)), np.zeros((1, d)), np.zeros(1))
     st = data.run([MixtureRequest([ModelSpec(nat, "full")])], scan.mean)[0][0]
-    if not st.n[0] > 1.0 and np.any(scan.nan) and scan.complete >= 0:
+    if not st.n[0] > 1.0 and np.any(scan.nan) and 0 <= scan.complete <= 1:
         from daskgmm.validation.scan import DataError
 
         # missing="marginalize": the pass leaves the rows with NaN out, and the weights were not the cause

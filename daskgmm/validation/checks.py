@@ -640,5 +640,6 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
         if not data.sparse:
-            warn_far_rows(result, data.sample(), info["feature_names"])
+            warn_far_rows(result, data.sample(), info["feature_names"],
+                          data.sample_weights() if data.sample_complete else None)
     return data, result, info

@@ -173,20 +173,36 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
 FAR_MEAN_SPREADS = 1e7
 
 
-def warn_far_rows(scan, sample, feature_names) -> None:
+def _weighted_median(values, weights):
+    """Each column's weighted median of ``values`` (n, D) under ``weights`` (n,)."""
+    order = np.argsort(values, axis=0, kind="stable")
+    cum = np.cumsum(weights[order], axis=0)
+    at = np.argmax(cum >= 0.5 * cum[-1], axis=0)
+    cols = np.arange(values.shape[1])
+    return values[order[at, cols], cols]
+
+
+def warn_far_rows(scan, sample, feature_names, weights=None) -> None:
     """Warn (``DegenerateDataWarning``) about columns whose mean a few rows far from all others have pulled
     millions of robust spreads from their median (an unmasked fill value such as 1e20 or netCDF's 9.97e36
     among values near 1): the passes, which shift every row by the mean, then lose the other rows' precision,
     and k-means groups them as one cluster with an inertia of 0 (a user trial; scikit-learn's KMeans too).
-    The spread is the scan's sample's (rows drawn uniformly; dense rows), so a handful of such rows cannot
-    widen it; columns whose sample has one value are left out."""
+    The spread is the scan's sample's (rows drawn by weight; dense rows), so a handful of such rows cannot
+    widen it; columns whose sample has one value are left out, and so are columns where more than 5% of the
+    sample lies that far (a tight cluster beside a wide one, as probabilities near 0 beside others: the spread
+    is then the tight cluster's, and the rows are not few). ``weights``: the sample's weights when the sample is
+    every row (not drawn by weight: the median and spread are then weighted, as the mean is)."""
     if sample is None or getattr(sample, "ndim", 0) != 2 or sample.shape[0] < 8 or scan.weight <= 0:
         return
     mean = np.asarray(scan.mean, dtype=np.float64)
-    median = np.median(sample, axis=0)
-    spread = 1.4826 * np.median(np.abs(sample - median), axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        far = np.flatnonzero((spread > 0) & (np.abs(mean - median) > FAR_MEAN_SPREADS * spread))
+    w = None if weights is None or np.all(weights == weights[0]) else np.asarray(weights, dtype=np.float64)
+    median = np.median(sample, axis=0) if w is None else _weighted_median(sample, w)
+    dev = np.abs(sample - median)
+    spread = 1.4826 * (np.median(dev, axis=0) if w is None else _weighted_median(dev, w))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        beyond = dev > FAR_MEAN_SPREADS * spread
+        share = beyond.mean(axis=0) if w is None else (w @ beyond) / w.sum()
+        far = np.flatnonzero((spread > 0) & (share <= 0.05) & (np.abs(mean - median) > FAR_MEAN_SPREADS * spread))
     if not far.size:
         return
     j = int(far[np.argmax(np.abs(mean - median)[far] / spread[far])])
