@@ -291,9 +291,10 @@ class StudentTRequest:
         # the compiled core takes the shared-feature form (a precise model's pass stays NumPy, as a
         # Gaussian one's)
         self._fusable = all(s.precise is None for s in self.specs)
-        # every model per-component (a t start's fit with a tight component far from the centre): the shared
+        # the models whose distances and moments come from the shared features: a per-component model's come from
+        # its rows' differences alone (a t start's fit with a tight component far from the centre), so the shared
         # features, their GEMM and their moments serve none of them (a third of such a pass at K = D = 16)
-        self._per_component_only = not self._marginal and all(s.precise is not None for s in self.specs)
+        self._shared = [(a, b) for i, (a, b) in enumerate(pairwise(self._bounds)) if self.specs[i].precise is None]
         self._parts = PreciseApart(self.specs, StudentTRequest) if PreciseApart.wanted(self.specs) else None
 
     @property
@@ -372,13 +373,13 @@ class StudentTRequest:
         """The NumPy reference of :meth:`update`."""
         theta = acc["theta"]
         nb, d = blk.size, blk.x.shape[1]
-        shared = not self._per_component_only
+        shared = bool(self._shared)
         T = blk.T if shared else None
         incomplete = np.zeros(0, dtype=np.intp)
         if self._marginal:
             # a NaN makes its row's sum NaN (one reduction over the transposed block, as the mixture request)
             incomplete = np.flatnonzero(np.isnan(blk.xT.sum(axis=0)))
-            if incomplete.size:
+            if incomplete.size and shared:
                 # their moments are the expected ones, added apart: their feature columns (NaN) count as 0,
                 # copied under a mask into zeros (a scatter of zeros into a copy cost 1.2 s per 1M rows at D=16)
                 keep = np.ones(nb, dtype=bool)
@@ -387,10 +388,11 @@ class StudentTRequest:
                 out.fill(0.0)
                 np.copyto(out, T, where=keep)
                 T = out
+            if incomplete.size:
                 x_inc = blk.xT[:, incomplete].T.astype(np.float64)
         dist = scratch("t-distances", (theta.shape[0], nb), theta.dtype)
         if shared:
-            model_products(theta, T, dist, pairwise(self._bounds))
+            model_products(theta, T, dist, self._shared)
         w = None if blk.w is None else np.asarray(blk.w, np.float64)
         top = scratch("t-top", (1, nb), np.float64)
         tot = scratch("t-total", (1, nb), np.float64)
@@ -450,15 +452,14 @@ class StudentTRequest:
             if z is None:
                 dist[a:b] = r
                 continue
-            dist[a:b] = 0.0  # this model's moments are taken about its locations, below
-            pc = acc["precise"][i]
+            pc = acc["precise"][i]  # this model's moments are taken about its locations
             wz = np.multiply(z, r[:, None, :], out=scratch("t-wz", z.shape, np.result_type(z, r)))
             pc["n"] += r.sum(axis=1)
             pc["s1"] += wz.sum(axis=2, dtype=np.float64)
             s2 = cov.moments_about_means(wz, z, spec.covariance_type)
             pc["s2"] = s2 if pc["s2"] is None else pc["s2"] + s2
         if shared:
-            add_model_moments(acc["S"], T, dist, pairwise(self._bounds))
+            add_model_moments(acc["S"], T, dist, self._shared)
         acc["weight"] += blk.weight_sum()
         acc["rows"] += nb
 
