@@ -245,9 +245,7 @@ def select_model(
     check_n_samples(n, max(ks))
     check_complete_rows(scan, "select_model", missing, "k", max(ks))
     warn_degenerate(scan, info["feature_names"], max(ks), weighted=sample_weight is not None)
-    if not data.sparse:
-        warn_far_rows(scan, data.sample(), info["feature_names"],
-                      data.sample_weights() if data.sample_complete else None)
+    warn_far_rows(scan, data, info["feature_names"])
     fits = fit_candidates(data, scan, {c: est.get_params() for c, est in probe.items()},
                           restart_seeds(random_state, n_init), priors_given=priors_given, init_params=init_params,
                           max_iter=max_iter, checkpoint=checkpoint, progress=progress)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
@@ -456,8 +457,6 @@ def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool 
         NaN is allowed with "marginalize" (infinity never is).
     accept_sparse : bool
     """
-    import warnings
-
     with warnings.catch_warnings():
         # the command matches Parquet columns to the model's names itself and passes a Dask array
         warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
@@ -561,8 +560,6 @@ def check_complete_rows(scan, name, missing, parameter, n_components) -> None:
         return
     if not np.any(scan.nan) or scan.weight <= 0:
         return  # no missing value, or none complete: check_scan's
-    import warnings
-
     warnings.warn(
         f"{name} with missing='marginalize' initialises from the rows without NaN, and only {scan.complete} of "
         f"{scan.rows} row(s) (of positive weight) have every feature, fewer than {parameter}={n_components}: "
@@ -639,7 +636,5 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
             check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None))
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
-        if not data.sparse:
-            warn_far_rows(result, data.sample(), info["feature_names"],
-                          data.sample_weights() if data.sample_complete else None)
+        warn_far_rows(result, data, info["feature_names"])
     return data, result, info

@@ -182,7 +182,7 @@ def _weighted_median(values, weights):
     return values[order[at, cols], cols]
 
 
-def warn_far_rows(scan, sample, feature_names, weights=None) -> None:
+def warn_far_rows(scan, data, feature_names) -> None:
     """Warn (``DegenerateDataWarning``) about columns whose mean a few rows far from all others have pulled
     millions of robust spreads from their median (an unmasked fill value such as 1e20 or netCDF's 9.97e36
     among values near 1): the passes, which shift every row by the mean, then lose the other rows' precision,
@@ -190,10 +190,15 @@ def warn_far_rows(scan, sample, feature_names, weights=None) -> None:
     The spread is the scan's sample's (rows drawn by weight; dense rows), so a handful of such rows cannot
     widen it; columns whose sample has one value are left out, and so are columns where more than 5% of the
     sample lies that far (a tight cluster beside a wide one, as probabilities near 0 beside others: the spread
-    is then the tight cluster's, and the rows are not few). ``weights``: the sample's weights when the sample is
-    every row (not drawn by weight: the median and spread are then weighted, as the mean is)."""
-    if sample is None or getattr(sample, "ndim", 0) != 2 or sample.shape[0] < 8 or scan.weight <= 0:
+    is then the tight cluster's, and the rows are not few). ``data``: the rows' ChunkedData, whose scan drew the
+    sample; where the sample is every row (not drawn by weight), its median and spread are weighted, as the mean is.
+    Sparse rows are left out."""
+    if data.sparse or scan.weight <= 0:
         return
+    sample = data.sample()
+    if sample.ndim != 2 or sample.shape[0] < 8:
+        return
+    weights = data.sample_weights() if data.sample_complete else None
     mean = np.asarray(scan.mean, dtype=np.float64)
     w = None if weights is None or np.all(weights == weights[0]) else np.asarray(weights, dtype=np.float64)
     median = np.median(sample, axis=0) if w is None else _weighted_median(sample, w)
@@ -208,9 +213,10 @@ def warn_far_rows(scan, sample, feature_names, weights=None) -> None:
     j = int(far[np.argmax(np.abs(mean - median)[far] / spread[far])])
     names = (short_columns([str(feature_names[i]) for i in far], quote=True) if feature_names is not None
              else ", ".join(str(i) for i in far))
-    extreme = scan.hi[j] if scan.hi is not None and abs(scan.hi[j] - median[j]) >= abs(scan.lo[j] - median[j]) \
-        else (scan.lo[j] if scan.lo is not None else None)
-    values = f", values up to {extreme:.3g}" if extreme is not None else ""
+    values = ""
+    if scan.hi is not None:  # the column's value farthest from its median
+        extreme = scan.hi[j] if abs(scan.hi[j] - median[j]) >= abs(scan.lo[j] - median[j]) else scan.lo[j]
+        values = f", values up to {extreme:.3g}"
     col = feature_names[j] if feature_names is not None else j
     warnings.warn(f"column(s) {names} of X: a few rows lie far from all others (column {col}: "
                   f"mean {mean[j]:.3g}, median {median[j]:.3g}, robust spread {spread[j]:.3g}{values}; a fill value "
