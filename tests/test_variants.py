@@ -674,8 +674,12 @@ def test_rows_far_from_all_others_are_warned_of():
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0, 1, (300, 2)), rng.normal(8, 1, (300, 2)), [[1e20, 1e20]] * 5]
     with pytest.warns(DegenerateDataWarning, match=r"column\(s\) 0, 1 of X: a few rows lie far from all others "
-                                                    r"\(column 1: mean 8.26e\+17, median .*values up to 1e\+20"):
+                                                    r"\(the farthest of them: mean 8.26e\+17, median .*values up to "
+                                                    r"1e\+20"):
         KMeans(3, random_state=0).fit(X)
+    with pytest.warns(DegenerateDataWarning, match=r"column\(s\) 0 of X: a few rows lie far from all others "
+                                                    r"\(mean 8.26e\+17, median .*values up to 1e\+20"):
+        KMeans(3, random_state=0).fit(X[:, :1])
     for Y in (rng.normal(1e9, 1e-4, (600, 3)), rng.normal(0, 1, (600, 3)) * [1, 1e6, 1e-6],
               np.r_[rng.normal(0, 1, (600, 2)), [[1e3, 1e3]]]):
         with warnings.catch_warnings():

@@ -217,8 +217,9 @@ def warn_far_rows(scan, data, feature_names) -> None:
     if scan.hi is not None:  # the column's value farthest from its median
         extreme = scan.hi[j] if abs(scan.hi[j] - median[j]) >= abs(scan.lo[j] - median[j]) else scan.lo[j]
         values = f", values up to {extreme:.3g}"
-    col = feature_names[j] if feature_names is not None else j
-    warnings.warn(f"column(s) {names} of X: a few rows lie far from all others (column {col}: "
+    # the farthest column's figures without its name: the command renames "column(s) N of X" only
+    farthest = "the farthest of them: " if far.size > 1 else ""
+    warnings.warn(f"column(s) {names} of X: a few rows lie far from all others ({farthest}"
                   f"mean {mean[j]:.3g}, median {median[j]:.3g}, robust spread {spread[j]:.3g}{values}; a fill value "
                   "left unmasked, or a heavy tail to transform?). Every pass shifts the rows by the mean, which "
                   "loses the other rows' precision: k-means and the mixtures then cannot tell them apart. Mask such "
