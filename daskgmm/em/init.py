@@ -438,8 +438,34 @@ def initial_centers(data: ChunkedData, centre, method: str, n_clusters, seeds: l
 LABEL_MOMENT_TOLERANCE = 1e-9
 
 
-def label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
+def label_spread(data: ChunkedData, centers) -> float:
+    """The within-cluster variance per feature of k-means labels: the mean of ``‖x - c‖² / D`` over the scan's
+    sample (weighted where the sample is every row, as :func:`sample_kmeans` weighs it), each row about its nearest
+    of ``centers``; 1.0 where that is 0 (every sampled row on a centre). The spherical variance that makes k-means
+    the hard limit of a mixture of equal weights: the conditional variance of a missing value in :func:`label_spec`.
+    The sample is taken about its own mean (in row order), so the figure is the same for any chunking."""
+    sample = data.sample()
+    if sample.shape[0] == 0:
+        return 1.0
+    w = data.sample_weights() if data.sample_complete else np.ones(sample.shape[0])
+    mean = np.add.accumulate(sample, axis=0)[-1] / sample.shape[0]
+    pts, cs = sample - mean, np.asarray(centers, np.float64) - mean
+    labels = _nearest(pts, _sq_norms(pts), cs)
+    d2 = np.einsum("nd,nd->n", pts - cs[labels], pts - cs[labels])  # exact, not the GEMM's expansion
+    var = float(w @ d2) / (float(w.sum()) * sample.shape[1]) if w.sum() > 0 else 0.0
+    return var if var > 0 and math.isfinite(var) else 1.0
+
+
+def label_spec(centers, centre, covariance_type, dtype, missing_variance=None) -> ModelSpec:
     """The spec of the statistics of k-means labels (hard assignment to the nearest centre).
+
+    ``missing_variance`` (rows with missing values, ``missing="marginalize"``; :func:`label_spread`): such rows
+    are labelled by their nearest centre over their observed values and enter the statistics with each missing
+    value completed by the centre's, of conditional variance ``missing_variance``: the hard E-step of the
+    spherical mixture of equal weights of which k-means is the limit. Without it they were left out, and a
+    start from the few complete rows of wide data (D = 50 with 5% missing: 150 of 2,000 rows) gave singular
+    covariances and a poor optimum (adjusted Rand 0.002 where a diagonal fit found 1.0). Complete rows are
+    labelled and summed as without it.
 
     float32 features about the pass centre hold ``‖x - centre‖²`` to ``eps32`` of itself, which
     for components far from the centre is more than their scatter (two points 9999 apart:
@@ -452,15 +478,42 @@ def label_spec(centers, centre, covariance_type, dtype) -> ModelSpec:
     covariance of 0 + ``reg_covar``) made a scale that was not positive definite.
     """
     from daskgmm.kernels import PerComponent
+    from daskgmm.kernels import params as forms
 
+    centers = np.asarray(centers, np.float64)
+    k = len(centers)
+    far = float(np.max(np.sum(np.square(centers - centre), axis=1))) if k else 0.0
+    per_component = np.dtype(dtype) == np.float32 or np.finfo(np.float64).eps * far > LABEL_MOMENT_TOLERANCE
+    if missing_variance is not None:
+        # the mixture itself, so that the core's marginal logits (the shared form's, corrected by the per-component
+        # one's) and NumPy's (the per-component one's alone) agree: its logits are k-means' scaled by 1 / (2 var)
+        args = (np.full(k, 1.0 / k), centers, np.full(k, 1.0 / math.sqrt(missing_variance)), "spherical", centre)
+        marginal = forms.per_component(*args)
+        return ModelSpec(forms.natural_params(*args), covariance_type, "hard",
+                         precise=marginal if per_component else None, marginal=marginal)
     nat = kmeans_natural_params(centers - centre)
     precise = None
-    far = float(np.max(np.sum(np.square(centers - centre), axis=1))) if len(centers) else 0.0
-    if np.dtype(dtype) == np.float32 or np.finfo(np.float64).eps * far > LABEL_MOMENT_TOLERANCE:
-        k = len(centers)
+    if per_component:
         # -‖x - c_k‖² as scikit-learn's per-component form: factor √2, so that -½ (√2)² ‖z‖² = -‖z‖²
         precise = PerComponent(centers - centre, np.full(k, math.sqrt(2.0)), np.zeros(k), "spherical")
     return ModelSpec(nat, covariance_type, "hard", precise=precise)
+
+
+def _label_stats(data, centre, jobs, by_key, missing: bool, count_rows: bool) -> list:
+    """One pass for the statistics of every job's labels, by the nearest of its key's centres in ``by_key``;
+    rows with NaN labelled by their observed values when ``missing`` (:func:`label_spread`'s variance)."""
+    spread = {key: label_spread(data, c) for key, c in by_key.items()} if missing else {}
+    specs = [label_spec(by_key[(k, s)], centre, ct, data.dtype, spread.get((k, s))) for k, ct, s in jobs]
+    return run_specs(data, specs, centre, count_rows)
+
+
+def start_weight(scan, stats, method: str, chosen_labels: bool = False) -> float:
+    """The weight the statistics of :func:`mixture_init_stats` share, which an initial M-step divides each
+    component's sum by for its weight: the scan's (scikit-learn's ``n_samples``), except where the statistics are
+    of labels that hold the rows with NaN too (``missing="marginalize"``), which the scan's weight (its complete
+    rows') leaves out: then the statistics' own (``stats.weight``)."""
+    labelled = method == "kmeans" or (chosen_labels and method in ("k-means++", "random_from_data"))
+    return float(stats.weight) if labelled and np.any(scan.nan) else float(scan.weight)
 
 
 def warn_fewer_clusters(jobs, stats) -> None:
@@ -483,7 +536,7 @@ def warn_fewer_clusters(jobs, stats) -> None:
 def mixture_init_stats(
     data: ChunkedData, centre, *, method: str, jobs: list[tuple],
     kmeans_tol: float = 1e-4, kmeans_max_iter: int = MIXTURE_KMEANS_MAX_ITER, chosen_labels: bool = False,
-    count_rows: bool = False,
+    count_rows: bool = False, centers=None,
 ):
     """Statistics of the initial responsibilities, one per job, with scikit-learn's meaning.
 
@@ -509,10 +562,21 @@ def mixture_init_stats(
     For float32 data the statistics of the labels are taken about each centre
     (:func:`label_spec`). ``count_rows``: on weighted data, the statistics a pass gives count each
     component's rows too (``SuffStats.counts``, in the same pass), which ``on_collapse="reinit"`` judges.
+
+    Rows with missing values (``missing="marginalize"``, the scan found NaN) enter the statistics of labels
+    (:func:`label_spec`), labelled by their observed values; then ``centers`` (shape (K, D), the user's
+    ``means_init``), when given, are every job's labels' centres in place of k-means' (the start's covariances are
+    then those about the given means; k-means on the few complete rows of wide data can give fewer distinct
+    centres than components). :func:`start_weight` is what the statistics' weights then sum to.
     """
     from daskgmm.kernels import NaturalParams, points_stats
 
     keys = sorted({(k, s) for k, _, s in jobs})
+    missing = not data.sparse and bool(np.any(data.scan().nan))
+    labels = method == "kmeans" or (chosen_labels and method in ("k-means++", "random_from_data"))
+    if labels and missing and centers is not None:
+        by_key = {key: np.asarray(centers, np.float64) for key in keys}
+        return _label_stats(data, centre, jobs, by_key, missing, count_rows)
     if method in ("kmeans", "k-means++", "random_from_data"):
         ks, seeds = [k for k, _ in keys], [s for _, s in keys]
         if method == "kmeans":
@@ -526,8 +590,7 @@ def mixture_init_stats(
         by_key = dict(zip(keys, centers))
         if method != "kmeans" and not chosen_labels:
             return [points_stats(by_key[(k, s)], centre, ct) for k, ct, s in jobs]
-        specs = [label_spec(by_key[(k, s)], centre, ct, data.dtype) for k, ct, s in jobs]
-        stats = run_specs(data, specs, centre, count_rows)
+        stats = _label_stats(data, centre, jobs, by_key, missing, count_rows)
         if method == "kmeans":
             warn_fewer_clusters(jobs, stats)
         return stats

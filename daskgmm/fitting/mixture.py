@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.utils import check_array, check_random_state
 
-from daskgmm.em.init import mixture_init_stats
+from daskgmm.em.init import mixture_init_stats, start_weight
 from daskgmm.em.loop import Run, lockstep, run_specs
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import FIXED_MEANS_REASON, OBJECTIVE_RTOL, MixtureState, first_best, reseed_collapsed
@@ -395,7 +395,7 @@ def initial_states(data, scan, jobs: list[tuple[MixtureParams, int]], given: dic
         ]
     stats = mixture_init_stats(
         data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
-        count_rows=any(p.on_collapse == "reinit" for p, _ in jobs),
+        count_rows=any(p.on_collapse == "reinit" for p, _ in jobs), centers=given["means"],
     )
     return states_from_stats(stats, scan, [p for p, _ in jobs], data.dtype, given)
 
@@ -411,11 +411,12 @@ def states_from_stats(stats, scan, params: list[MixtureParams], dtype, given: di
     states = []
     for p, st in zip(params, stats, strict=True):
         options = p.state_options(dtype)
+        total = start_weight(scan, st, p.init_params) * weight_scale
         if weight_scale != 1.0:
             options["weight_scale"] = weight_scale
             st = st.scaled(weight_scale)
         nk, means, covs = cov.estimate_parameters(st, p.reg_covar, options["eps_dtype"])
-        weights = nk / (scan.weight * weight_scale) if given["weights"] is None else given["weights"]
+        weights = nk / total if given["weights"] is None else given["weights"]
         means = means if given["means"] is None else given["means"]
         if given["precisions"] is None:
             events = ()
