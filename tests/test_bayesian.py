@@ -242,3 +242,30 @@ def test_checkpoint_resume_gives_the_uninterrupted_fit(blobs3, tmp_path):
     assert resumed.lower_bounds_ == whole.lower_bounds_
     assert resumed.n_passes_ < whole.n_passes_  # resumed, not started again
     np.testing.assert_array_equal(resumed.means_, whole.means_)
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_weights_summing_to_one_up_to_rounding_are_refused_as_summing_to_one(ct):
+    """The default covariance prior divides by the weights' sum less 1 (weights as frequencies): weights that
+    sum to 1 but whose float sum rounds to 1 + 2.2e-16 were taken, and the prior came out ~1e15 times the
+    data's covariance (or not, by the order of the sum: a full prior refused the weights a diag one took).
+    Weights summing to 1 within the rounding of their sum are the sample size 1, refused as a sum of 1 is."""
+    x = np.random.default_rng(0).normal(size=(256, 2))
+    exact = np.full(256, 2.0 ** -8)
+    above = exact.copy()
+    above[7] += 2.0 ** -52  # the sum is 1 + 2**-52 exactly, in any order
+    w = np.random.default_rng(16).uniform(0.5, 2.0, 256)
+    normalised = w / w.sum()
+    kw = dict(n_components=2, covariance_type=ct, random_state=0, max_iter=2)
+    for weights in (exact, above, normalised):
+        with pytest.raises(ValueError, match=r"needs sample weights summing to more than 1; they sum to 1\b"):
+            BayesianGaussianMixture(**kw).fit(x, sample_weight=weights)
+    # a sum above 1 by more than rounding is a sample size, however small: the prior is the scatter over it
+    weights = exact * (1 + 1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        got = BayesianGaussianMixture(**kw).fit(x, sample_weight=weights).covariance_prior_
+    d = x - np.average(x, axis=0, weights=weights)
+    full = (weights[:, None] * d).T @ d / (weights.sum() - 1.0)
+    want = {"full": full, "tied": full, "diag": np.diag(full), "spherical": np.diag(full).mean()}[ct]
+    np.testing.assert_allclose(got, want, rtol=1e-5)

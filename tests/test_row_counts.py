@@ -15,6 +15,7 @@ import pytest
 
 from daskgmm.em.loop import run_specs
 from daskgmm.kernels import MixtureRequest, Unweighted, chunk_pass
+from daskgmm.kernels import covariance as cov
 from daskgmm.models.states import MixtureState
 
 from .conftest import random_mixture
@@ -35,8 +36,15 @@ def _rows(frac, dtype, n=3000, seed=0):
         x[rng.random(x.shape) < frac] = np.nan
         x[0, :-1] = np.nan  # all but one value missing
     w = rng.random(n) * 3.0
-    w[5] = 0.0  # a row of weight 0 is a row all the same
+    w[5::7] = 0.0  # a row of weight 0 holds nothing: as if it were not there (with NaN or without)
     return x.astype(dtype), w
+
+
+def _held(x, specs, centre, w, compiled):
+    """The reference counts: each component's rows of positive weight (``n`` under weights 1 for those, 0 for
+    rows of weight 0, which hold nothing, as if they were not there)."""
+    return chunk_pass(x, [MixtureRequest(specs)], centre, sample_weight=(w > 0).astype(np.float64),
+                      compiled=compiled)[0]
 
 
 def _passes(centre):
@@ -60,8 +68,8 @@ def _check(frac, dtype, compiled):
     rtol = 1e-12 if dtype == np.float64 else 1e-6
     for specs in _passes(centre):
         counted = [replace(s, count_rows=True) for s in specs]
-        got, ref = chunk_pass(x, [MixtureRequest(counted), Unweighted(MixtureRequest(specs))], centre,
-                              sample_weight=w, compiled=compiled)
+        got = chunk_pass(x, [MixtureRequest(counted)], centre, sample_weight=w, compiled=compiled)[0]
+        ref = _held(x, specs, centre, w, compiled)
         plain = chunk_pass(x, [MixtureRequest(specs)], centre, sample_weight=w, compiled=compiled)[0]
         for g, r, p in zip(got, ref, plain, strict=True):
             np.testing.assert_allclose(g.counts, r.n, rtol=rtol, atol=rtol * r.rows)
@@ -92,8 +100,10 @@ def test_counts_of_the_numpy_only_paths():
     random = replace(_spec("diag", 4, 2, centre), assignment="random", seed=7, marginal=None, precise=None)
     specs = [precise, random]
     for weights in (w, None):
-        got, ref = chunk_pass(x, [MixtureRequest([replace(s, count_rows=True) for s in specs]),
-                                  Unweighted(MixtureRequest(specs))], centre, sample_weight=weights)
+        got = chunk_pass(x, [MixtureRequest([replace(s, count_rows=True) for s in specs])], centre,
+                         sample_weight=weights)[0]
+        ref = (chunk_pass(x, [Unweighted(MixtureRequest(specs))], centre)[0] if weights is None
+               else _held(x, specs, centre, weights, False))
         for g, r in zip(got, ref, strict=True):
             np.testing.assert_allclose(g.counts, r.n, rtol=1e-12, atol=1e-12 * r.rows)
             if weights is None:
@@ -120,8 +130,84 @@ def test_the_loop_counts_rows_in_the_weighted_pass_itself():
     data = _Rows(x, w)
     stats = run_specs(data, specs, centre, count_rows=True)
     assert [type(r).__name__ for r in data.requests[0]] == ["MixtureRequest"]
-    ref = chunk_pass(x, [Unweighted(MixtureRequest(specs))], centre, sample_weight=w)[0]
+    ref = _held(x, specs, centre, w, False)
     for st, r in zip(stats, ref, strict=True):
         assert r.n.min() > 0
         np.testing.assert_allclose(st.counts, r.n, rtol=1e-12)
     assert all(st.counts is None for st in run_specs(_Rows(x, None), specs, centre, count_rows=True))
+
+
+def _far_blob_of_weight_zero(n=400, far=60):
+    """Two blobs of positive weight and, far from them, ``far`` rows of weight 0 (some with a NaN), with a
+    three-component mixture's start: a component on each blob and one on the rows of weight 0."""
+    rng = np.random.default_rng(7)
+    x = np.vstack([rng.normal(size=(n, 3)), rng.normal(size=(n, 3)) + 6.0, rng.normal(size=(far, 3)) + 40.0])
+    w = np.r_[rng.uniform(0.5, 2.0, 2 * n), np.zeros(far)]
+    x[-far::5, 1] = np.nan
+    means = np.array([[0.0] * 3, [6.0] * 3, [40.0] * 3])
+    return x, w, means
+
+
+def _check_weight_zero(ct, assignment, compiled):
+    """A component whose only rows weigh 0 holds no rows, as one with no rows at all: its count is what it is
+    without those rows, and ``on_collapse="reinit"``'s test (``D + 1`` rows) finds it collapsed. The counts
+    summed the responsibilities of every row, weight 0 or not (NumPy's and the core's: its rows' masks, the
+    arg-max, its rows with NaN and the hard spherical pass)."""
+    x, w, means = _far_blob_of_weight_zero()
+    covs = {"full": np.stack([np.eye(3)] * 3), "diag": np.ones((3, 3)), "spherical": np.ones(3)}[ct]
+    centre = np.average(x[:800], axis=0, weights=w[:800])
+    specs = [replace(MixtureState.from_covariances(np.full(3, 1 / 3), means, covs, ct, missing=missing)
+                     .spec(centre), assignment=assignment, count_rows=True)
+             for missing in ("marginalize", "raise")]
+    # both together (the core's general pass), and the one leaving NaN out alone (hard spherical: k-means' pass)
+    for group in (specs, specs[1:]):
+        got = chunk_pass(x, [MixtureRequest(group)], centre, sample_weight=w, compiled=compiled)[0]
+        alone = chunk_pass(x[:800], [MixtureRequest(group)], centre, sample_weight=w[:800], compiled=compiled)[0]
+        for g, a in zip(got, alone, strict=True):
+            np.testing.assert_allclose(g.counts, a.counts, rtol=1e-12, atol=1e-12)
+            assert g.counts[2] < 1e-12 and g.counts[:2].sum() == pytest.approx(800)
+            np.testing.assert_array_equal(cov.collapsed_components(np.asarray(covs), g.counts, ct), [2])
+
+
+@pytest.mark.parametrize("assignment", ["soft", "hard"])
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_a_component_on_rows_of_weight_zero_holds_no_rows_numpy(ct, assignment):
+    _check_weight_zero(ct, assignment, compiled=False)
+
+
+@pytest.mark.parametrize("assignment", ["soft", "hard"])
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_a_component_on_rows_of_weight_zero_holds_no_rows_compiled(variant, ct, assignment):
+    _check_weight_zero(ct, assignment, compiled=True)
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+@pytest.mark.parametrize("ct", ["full", "diag"])
+def test_reinit_reseeds_a_component_on_rows_of_weight_zero_as_one_on_no_rows(kernel, ct, monkeypatch):
+    """on_collapse="reinit" with a component started on rows of weight 0 only: re-seeded in the first
+    iteration, at a row of positive weight, as when those rows are not there at all (the same events and
+    fit). It counted those rows as the component's, found it healthy (its covariance reg_covar's alone),
+    and the fit kept a component of weight 0."""
+    from daskgmm import GaussianMixture
+    from daskgmm.kernels import compiled
+
+    if kernel == "numpy":
+        monkeypatch.setenv("DASKGMM_KERNEL", "numpy")
+    compiled.reset()
+    x, w, means = _far_blob_of_weight_zero()
+    prec = {"full": np.stack([np.eye(3)] * 3), "diag": np.ones((3, 3))}[ct]
+    kw = dict(covariance_type=ct, means_init=means, weights_init=np.full(3, 1 / 3), precisions_init=prec,
+              on_collapse="reinit", missing="marginalize", max_iter=30, random_state=0)
+    try:
+        got = GaussianMixture(3, **kw).fit(x, sample_weight=w)
+        alone = GaussianMixture(3, **kw).fit(x[:800], sample_weight=w[:800])
+    finally:
+        monkeypatch.delenv("DASKGMM_KERNEL", raising=False)
+        compiled.reset()
+    events = [(h["iteration"], e) for h in got.history_ for e in h["events"]]
+    assert events == [(h["iteration"], e) for h in alone.history_ for e in h["events"]]
+    assert events and events[0][0] == 1 and "component 2 collapsed; re-seeded at row" in events[0][1], events
+    assert int(events[0][1].rsplit(" ", 1)[1]) < 800  # a row of positive weight
+    assert got.n_iter_ == alone.n_iter_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(got, name), getattr(alone, name), rtol=1e-7, atol=1e-9, err_msg=name)

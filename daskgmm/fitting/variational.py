@@ -28,16 +28,24 @@ class VariationalParams(FitParams):
     missing: str = "raise"
 
 
-def _frequencies(total: float) -> float:
+def _frequencies(total: float, rows: int) -> float:
     """The sum of the sample weights, which the covariance with ``ddof=1`` divides by less 1 (weights as
     frequencies): refused unless above 1 (the covariance was negative or infinite, and the fit failed on a
-    covariance "not positive definite", naming components)."""
-    if not total > 1.0:
+    covariance "not positive definite", naming components) by more than the rounding of a sum of ``rows``
+    weights.
+
+    Weights normalised to sum to 1 (``w / w.sum()``) sum in floats to 1 within ``rows`` ulps, either side
+    (the normalising sum and ours each round by up to ``(rows - 1) / 2`` ulps of 1, the quotients by half
+    an ulp each), so twice that is taken as 1: a float sum of 1 + 2.2e-16 had made the prior 4.5e15 times
+    the data's covariance, or not, by the order the chunks were summed in.
+    """
+    if not total > 1.0 + 2.0 * rows * np.finfo(np.float64).eps:
+        shown = f"{float(total)!r}, 1 within the rounding of a sum of {rows} weights" if total > 1.0 else f"{total:g}"
         raise ValueError(
             "The default covariance_prior is the data's covariance with sample weights as frequencies "
             f"(divided by their sum minus 1), which needs sample weights summing to more than 1; they sum to "
-            f"{total:g}. The scale of the weights is the sample size the priors are weighed against: give "
-            "covariance_prior, or weights on the scale of row counts.")
+            f"{shown}. The scale of the weights is the sample size the priors are weighed against: "
+            "give covariance_prior, or weights on the scale of row counts.")
     return total
 
 
@@ -61,7 +69,7 @@ def data_covariance(data, scan) -> np.ndarray:
             "The default covariance_prior is the covariance of the rows without NaN (missing='marginalize'), which "
             f"needs more than one of them (of total weight above 1); {scan.complete} of {scan.rows} row(s) have "
             "every feature. Give covariance_prior, or drop or impute the feature columns missing most often.")
-    n = _frequencies(st.n[0])
+    n = _frequencies(st.n[0], scan.rows)
     s1 = st.s1[0]
     scatter = st.s2[0] - np.outer(s1, s1) / n  # about the exact mean (s1 is ~0, not 0)
     out = scatter / (n - 1.0)
@@ -112,7 +120,7 @@ def variational_priors(data, scan, params: VariationalParams, *, weight_concentr
         if t.dense:
             out["covariance_prior"] = data_covariance(data, scan) if data_cov is None else data_cov
         else:
-            out["covariance_prior"] = t.from_variances(scan.m2 / (_frequencies(scan.weight) - 1.0))
+            out["covariance_prior"] = t.from_variances(scan.m2 / (_frequencies(scan.weight, scan.rows) - 1.0))
     elif t.component_shape(d) == ():
         # one positive number, as the float the parameter's constraint takes: an array of one value too (a list
         # was a TypeError from float(), a negative, zero or NaN array passed on to fail in the fit or not at all)

@@ -261,7 +261,7 @@ template <class T> struct Work {
     int64_t pf_step = 0;       // bytes per tile of rows
     // each component's rows (sum r before the weights), when the caller asks (else all null)
     double* cnt = nullptr;     // (nw) the caller's counts
-    T* ub = nullptr;           // (ld) 1 on the rows wb weighs, 0 on padding and rows with NaN
+    T* ub = nullptr;           // (ld) 1 on the rows wb weighs, 0 on padding, rows with NaN and rows of weight 0
     T* um = nullptr;           // (ld) 1 on the rows wm weighs (marginal_rows zeroes the ones it does itself)
     T* cl = nullptr;           // (nw, W) soft counts per lane, in the data's type
     double* cl64 = nullptr;    // (nw, W) float32 lanes flushed into float64 with the moments' (else cl)
@@ -494,8 +494,10 @@ void fill_features(Work<T>& k, const Rows<T>& x, const T* centre, const double* 
         T* const um = k.um;
         const unsigned char* const skip = k.skip;
         for (int64_t i = 0; i < padded; i++) {
-            ub[i] = i < rows && !skip[i] ? (T)1 : (T)0;
-            um[i] = i < rows ? (T)1 : (T)0;
+            // a row of weight 0 holds nothing, as if it were not there: a component on such rows only is empty
+            const bool held = i < rows && (!w || w[a + i] > 0);
+            ub[i] = held && !skip[i] ? (T)1 : (T)0;
+            um[i] = held ? (T)1 : (T)0;
         }
     }
     // the missing-value indicators, for the diagonal models' tiles when a third or more of the rows
@@ -683,7 +685,7 @@ void hard(const Work<T>& k, int64_t lo, int64_t hi, int64_t rows, double* per_ro
         for (int64_t j = 0; j < n; j++) {
             per_row[i + j] = k.skip[i + j] ? 0.0 : (double)m[j];
             const double wj = (double)k.wb[i + j];
-            if (k.cnt && !k.skip[i + j]) k.cnt[lo + (int64_t)best[j]] += 1.0;  // rows with NaN: marginal_rows'
+            if (k.cnt && k.ub[i + j] != 0) k.cnt[lo + (int64_t)best[j]] += 1.0;  // NaN: marginal_rows'; weight 0: none
             double* s = k.S + (lo + (int64_t)best[j]) * nf;
             const T* t = k.tb + i + j;
             for (int64_t f = 0; f < nf; f++) s[f] += wj * (double)t[f * ld];
@@ -1116,7 +1118,7 @@ static void add_labelled_rows(const HardModel<T>& hm, const T* eb, const T* sb, 
     }
     if (hm.cnt)  // each component's rows, their weights left out (a loop of its own: k-means counts none)
         for (int64_t row = 0; row < rows; row++)
-            if (!skip[row]) hm.cnt[label[row]] += 1.0;
+            if (!skip[row] && (!w || w[a + row] > 0)) hm.cnt[label[row]] += 1.0;  // a row of weight 0 holds none
 }
 
 #if DG_LANES_MAX
@@ -2664,7 +2666,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             while (lg[best] != top) best++;
             ms.lp[t] = top;
             for (int64_t c = 0; c < kp; c++) r[c] = c == best ? wt : 0.0;
-            if (k.cnt) k.cnt[lo + best] += 1.0;
+            if (k.cnt && wt > 0) k.cnt[lo + best] += 1.0;  // a row of weight 0 holds none
             // the row's own features: the tiles leave it out (weight 0)
             double* s = md.St + best;
             for (int64_t f = 0; f < k.nf; f++) s[f * kp] += wt * (double)k.tb[f * ld + i];
@@ -2688,7 +2690,7 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
             ms.lp[t] = top + lt;
             if (want_rlogr) md.rlogr += wt * (ztot * inv - lt);
             const V scale = splat<double>(inv);
-            if (k.cnt)  // the row's responsibilities before its weight (the padding's are 0)
+            if (k.cnt && wt > 0)  // the row's responsibilities before its weight (the padding's are 0; weight 0: none)
                 for (int64_t c = 0; c < kk; c++) k.cnt[lo + c] += r[c] * inv;
             for (int64_t v = 0; v < kp / W; v++) store<double>(r + v * W, (load<double>(r + v * W) * scale) * wt);
         }
@@ -3704,7 +3706,8 @@ const char* mixture_block_doc =
     "written (None: they were not). The rows the bounds settle skip the arg-max's tiles; the results\n"
     "are those of the pass without bounds, bit for bit. Returns (rows with NaN, rows spared) then.\n\n"
     "counts: None, or (W,) float64 += each component's rows, sum r with the weights left out (hard: the\n"
-    "rows it took), over the rows the statistics take (a row with NaN only by a model that marginalises).";
+    "rows it took), over the rows the statistics take (a row with NaN only by a model that marginalises)\n"
+    "and of positive weight (a row of weight 0 holds nothing).";
 
 // One model's (means, factor) for marginalising, checked: means (k, d), factor (k, d, d) or (k, d).
 bool get_marginal(PyObject* entry, int64_t m, int64_t k, int64_t d, Buf& mb, Buf& fb, int& full) {

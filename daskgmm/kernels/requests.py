@@ -61,6 +61,10 @@ class ModelSpec:
         (:mod:`daskgmm.kernels.bounds`), so that rows whose label cannot change skip the
         distances to the other centres. The same results as without; used when the model is the
         pass's only one and the compiled core runs it (ignored otherwise).
+    count_rows : bool
+        Also return each component's rows (:attr:`SuffStats.counts`: ``Σ r`` before the sample weights, over
+        the rows of positive weight), which ``on_collapse="reinit"`` judges a collapse by on weighted rows;
+        rows of weight 0 are then no worst rows either (a component re-seeded there would hold none).
     """
 
     params: NaturalParams
@@ -310,8 +314,10 @@ class MixtureRequest:
                     lm[j][:, incomplete] = 0.0
                     per_row[j][incomplete] = 0.0
             if acc["counts"] is not None:
-                # the rows each component holds: the responsibilities before the weights
-                acc["counts"][a:b] += lm.sum(axis=2, dtype=np.float64).ravel()
+                # the rows each component holds: the responsibilities before the weights, over the rows of
+                # positive weight (a row of weight 0 holds nothing: a component on such rows only is empty)
+                held = True if blk.w is None or blk.w.all() else blk.w > 0
+                acc["counts"][a:b] += lm.sum(axis=2, dtype=np.float64, where=held).ravel()
             if w is not None:
                 np.multiply(lm, w, out=lm)
             for j in range(m):
@@ -351,8 +357,9 @@ class MixtureRequest:
             below = None if prev is None or len(prev.values) < spec.n_worst else prev.values[-1]
             if below is not None and np.isnan(below):
                 below = None
-            # a row with NaN cannot re-seed a component
-            worst = _block_worst(per_row, blk, spec.n_worst, incomplete, below)
+            # a row with NaN cannot re-seed a component, nor can one of weight 0 where rows are counted
+            # (on_collapse="reinit": a component re-seeded there would hold no rows again)
+            worst = _block_worst(per_row, blk, spec.n_worst, incomplete, below, positive=spec.count_rows)
             if worst is not None:
                 acc["worst"][i] = worst if prev is None else prev.merge(worst, spec.n_worst)
 
@@ -509,11 +516,16 @@ def add_completed(acc, i, bounds, spec, completions, resp, cond_resp=None) -> No
     S[a:b, q + d] += n
 
 
-def _block_worst(per_row: np.ndarray, blk: Block, m: int, incomplete=None, below=None) -> WorstRows | None:
+def _block_worst(per_row: np.ndarray, blk: Block, m: int, incomplete=None, below=None,
+                 positive: bool = False) -> WorstRows | None:
     """The block's ``m`` rows of smallest ``(per_row, row)``, rows with NaN excluded; only they are copied.
 
     ``below``: only rows with ``per_row <= below`` are candidates (None when there is none).
+    ``positive``: rows of weight 0 are no candidates either.
     """
+    if positive and blk.w is not None and not blk.w.all():
+        zero = np.flatnonzero(~(blk.w > 0))
+        incomplete = zero if incomplete is None or not incomplete.size else np.union1d(incomplete, zero)
     idx = None
     if below is not None:
         keep = per_row <= np.float64(below)
