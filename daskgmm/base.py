@@ -248,6 +248,11 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         """The per-component form for rows with NaN (``missing="marginalize"``), or None."""
         return None
 
+    #: ``score_samples`` of a row with every value missing (``missing="marginalize"``): a Gaussian or t mixture's
+    #: density of nothing observed is 1 (log 0, exactly: the log of its weights' sum rounded to ±1e-16); None
+    #: where the model's score is no density (the variational mixture's E-step logits, offsets included)
+    _nothing_observed_score = 0.0
+
     def _apply(self, X, what, min_samples=0):
         """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out (``min_samples``: Dask rows
         needed; in-memory input needs one, as scikit-learn's)."""
@@ -256,7 +261,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         rows = _widened(x if Xd is None else Xd, self.means_.dtype)
         centre = self._centre()
         return fitting_predict.apply_mixture(rows, self._natural(centre), centre, what,
-                                             self._marginal(centre), self.n_components)
+                                             self._marginal(centre), self.n_components, self._nothing_observed_score)
 
     def predict(self, X):
         """Most likely component of each row, shape (n_samples,)."""
@@ -327,7 +332,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         centre = self._centre()
         return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
                                                 self.n_components, ids=ids, id_column=id_column, proba=proba,
-                                                loglik=loglik)
+                                                loglik=loglik, empty=self._nothing_observed_score)
 
     def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
         """Stream ``n_samples`` rows drawn from the mixture to Parquet parts, atomically.

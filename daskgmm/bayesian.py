@@ -111,6 +111,10 @@ class BayesianGaussianMixture(BaseMixture):
         "covariance_prior": [NONE, ARRAY_LIKE, Interval(float, 0.0, None, "neither")],
     }
 
+    # its score is the variational E-step's log-sum (scikit-learn's), no density: a row with nothing observed gets
+    # that of its expected log-weights and the complete row's offsets, the limit as a row's values go missing
+    _nothing_observed_score = None
+
     def __init__(
         self,
         *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -512,7 +513,13 @@ def _left_out_and_counted(ct):
             np.testing.assert_allclose(np.exp(got.score_samples(bad[:8])[[3, 7]]), np.exp(scores), rtol=1e-12)
         else:
             np.testing.assert_allclose(proba, np.tile(got.weights_, (2, 1)), rtol=1e-10)
-            np.testing.assert_allclose(scores, 0.0, atol=1e-12)
+            # exactly 0, the density of nothing observed being 1 (the log of the weights' sum gave ±1e-16), in
+            # memory, in a Dask chunk of other rows, and in the predictions' loglik column
+            assert np.all(scores == 0.0), scores
+            lazy = got.score_samples(da.from_array(bad[:8], chunks=4)).compute()
+            assert lazy[3] == 0.0 and lazy[7] == 0.0, lazy
+            (part,) = dask.compute(got.prediction_parts(da.from_array(bad[:8], chunks=8), loglik=True)[0])
+            assert part["loglik"][3] == 0.0 and part["loglik"][7] == 0.0, part["loglik"]
         mixed = got.score_samples(bad[:8])
         np.testing.assert_allclose(np.delete(mixed, [3, 7]), got.score_samples(np.delete(bad[:8], [3, 7], axis=0)),
                                    rtol=1e-12)

@@ -60,7 +60,7 @@ def marginal_form(weights, means, precisions_cholesky, covariance_type, centre, 
     return forms.per_component(weights, means, precisions_cholesky, covariance_type, centre)
 
 
-def apply_mixture(X, nat, centre, what, marginal, n_components):
+def apply_mixture(X, nat, centre, what, marginal, n_components, empty=None):
     """``what`` ("labels", "proba" or "score") of every row of X.
 
     Parameters
@@ -69,6 +69,9 @@ def apply_mixture(X, nat, centre, what, marginal, n_components):
         Checked rows (:func:`daskgmm.validation.checks.prediction_rows`).
     nat, centre, marginal :
         From :func:`natural_form`, :func:`mixture_centre`, :func:`marginal_form`.
+    empty : float or None
+        The log-density of a row with every value missing, where the model gives it exactly
+        (:func:`daskgmm.kernels.predict.nothing_observed`).
 
     Returns
     -------
@@ -76,13 +79,13 @@ def apply_mixture(X, nat, centre, what, marginal, n_components):
         Shape (n_samples,), or (n_samples, n_components) for "proba"; lazy for Dask X.
     """
     if not hasattr(X, "map_blocks"):
-        return blocks.mixture_block(X, nat, centre, what, marginal)
+        return blocks.mixture_block(X, nat, centre, what, marginal, empty)
     nat, centre, marginal = shipped(nat), shipped(centre), shipped(marginal)
     if what == "proba":
-        return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=X.dtype,
+        return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, empty, dtype=X.dtype,
                             chunks=(X.chunks[0], (n_components,)))
     dtype = np.intp if what == "labels" else X.dtype
-    return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=dtype, drop_axis=1)
+    return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, empty, dtype=dtype, drop_axis=1)
 
 
 def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
@@ -135,7 +138,7 @@ def _dask_ids(ids):
 
 
 def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_column="id", proba=False,
-                     loglik=False) -> list:
+                     loglik=False, empty=None) -> list:
     """One Delayed column dict per chunk of the Dask array ``Xd`` (label, probabilities, log-likelihood, ids).
 
     ``ids`` (array-like or Dask array of shape (n_samples,)) are rechunked like the rows;
@@ -143,7 +146,7 @@ def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_co
     """
     columns = ["label", *(f"proba_{k}" for k in range(n_components) if proba), *(["loglik"] if loglik else [])]
     return delayed_parts(Xd, blocks.prediction_part, columns, ids=ids, id_column=id_column, nat=nat, centre=centre,
-                         proba=proba, loglik=loglik, n_components=n_components, marginal=marginal)
+                         proba=proba, loglik=loglik, n_components=n_components, marginal=marginal, empty=empty)
 
 
 def id_arrays(ids, id_column) -> tuple[list, list]:

@@ -139,19 +139,32 @@ def _n_components(params) -> int:
     return params.means.shape[0] if isinstance(params, PerComponent) else params.n_components
 
 
-def mixture_block(x, nat, centre, what, marginal=None):
+def mixture_block(x, nat, centre, what, marginal=None, empty=None):
     """Per-chunk predictions (a top-level function so that workers can unpickle it): ``what`` is "labels",
     "proba" (n, K) or "loglik"; labels and log-densities by blocks of rows (:data:`LOGIT_BLOCK_BYTES`), each
-    row's the same bits as from the whole chunk's logits."""
+    row's the same bits as from the whole chunk's logits. ``empty``: the log-density of a row with every value
+    missing, where the model gives it exactly (:func:`nothing_observed`), else None."""
     x = np.asarray(x)
     if what == "proba":
         return _mixture_values(mixture_logits(x, nat, centre, marginal), what)
     step = _logit_rows(_n_components(nat), 8)
     if x.shape[0] <= step:
-        return _mixture_values(mixture_logits(x, nat, centre, marginal), what)
-    parts = [_mixture_values(mixture_logits(x[a:a + step], nat, centre, marginal), what)
-             for a in range(0, x.shape[0], step)]
-    return np.concatenate(parts)
+        out = _mixture_values(mixture_logits(x, nat, centre, marginal), what)
+    else:
+        out = np.concatenate([_mixture_values(mixture_logits(x[a:a + step], nat, centre, marginal), what)
+                              for a in range(0, x.shape[0], step)])
+    if what != "labels":
+        nothing_observed(out, x, marginal, empty)
+    return out
+
+
+def nothing_observed(loglik, x, marginal, empty) -> None:
+    """Set ``loglik`` to ``empty`` on the rows of ``x`` with every value missing (a model that marginalises;
+    ``empty`` None: left as computed). A Gaussian or t mixture's density of nothing observed is 1, exactly (its
+    logits' sum, the weights', rounded to ±1e-16); a variational mixture's score is its E-step's, offsets
+    included, which is no density and is left as it is."""
+    if empty is not None and marginal is not None and x.size and x.dtype.kind == "f":
+        loglik[np.isnan(x).all(axis=1)] = empty
 
 
 def _mixture_values(logits, what):
@@ -166,9 +179,9 @@ def _mixture_values(logits, what):
     return lse[:, 0]
 
 
-def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components, marginal=None):
+def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components, marginal=None, empty=None):
     """Columns of one part of a predictions dataset: the id column(s) (:func:`named_ids`), then the model's
-    (``marginal``: see :func:`mixture_logits`)."""
+    (``marginal``: see :func:`mixture_logits`; ``empty``: :func:`mixture_block`'s)."""
     logits = mixture_logits(x, nat, centre, marginal) if marginal is not None else component_logits(x, nat, centre)
     out = named_ids(ids, id_column)
     out["label"] = logits.argmax(axis=1).astype(np.int32)
@@ -181,7 +194,9 @@ def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components,
                 for k in range(n_components):
                     out[f"proba_{k}"] = p[:, k]
         if loglik:
-            out["loglik"] = lse[:, 0]
+            values = lse[:, 0]
+            nothing_observed(values, np.asarray(x), marginal, empty)
+            out["loglik"] = values
     return out
 
 
