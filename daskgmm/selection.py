@@ -243,7 +243,7 @@ def select_model(
         raise type(exc)(f"{exc} select_model marginalises them with missing='marginalize'.") from None
     n, d = data.n_rows, data.n_features
     check_n_samples(n, max(ks))
-    check_complete_rows(scan, "select_model", missing, "k", max(ks))
+    check_complete_rows(scan, "select_model", missing, "k", max(ks), info["feature_names"])
     warn_degenerate(scan, info["feature_names"], max(ks), weighted=sample_weight is not None)
     warn_far_rows(scan, data, info["feature_names"])
     fits = fit_candidates(data, scan, {c: est.get_params() for c, est in probe.items()},

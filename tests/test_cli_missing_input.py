@@ -71,7 +71,10 @@ def test_no_row_without_nan_is_bad_data(tmp_path, capsys):
         capsys.readouterr()
         assert main(["fit", str(data), "--estimator", estimator, "--n-components", "2", "--model-out", str(out),
                      "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2, estimator
-        assert "every row has a missing value" in capsys.readouterr().err, estimator
+        err = capsys.readouterr().err
+        assert "every row has a missing value" in err, estimator
+        # the columns to drop or impute by their Parquet names (they were not named)
+        assert "column(s) 'f0', 'f1', 'f2' of X are missing most often (in 20, 20 and 20 of 60 rows)" in err, err
         assert not out.exists(), estimator
 
 
@@ -79,7 +82,7 @@ def test_fewer_rows_without_nan_than_components_are_warned_of_and_a_start_given_
     """Wide rows with scattered missing values leave few rows without one, and the start is drawn from
     those: with 1 such row of 300 the fit went on silently from one point (components that could not be told
     apart). Fewer such rows than components is a warning that says what to do, for fit and select. Not an
-    error: a start given (means_init) needs no complete row (it separates these clusters exactly), and a
+    error: a start given (means_init) needs only one complete row (it separates these clusters exactly), and a
     variational mixture's n_components is an upper bound (a refusal of both was found by review)."""
     from sklearn.metrics import adjusted_rand_score
 

@@ -620,3 +620,30 @@ def test_a_full_fit_of_wide_rows_with_few_complete_ones_starts_from_every_row(se
     data = ChunkedData(da.from_array(X, chunks=700), None, cache="memory")
     (start,) = initial_states(data, data.scan(), [(MixtureParams(4, missing="marginalize"), seed)])
     assert abs(start.weights.sum() - 1.0) < 1e-12
+
+
+def test_no_complete_row_names_the_columns_missing_most_often():
+    """Wide sensor rows with scattered gaps (every row misses some value, no column missing everywhere) were refused
+    with "every row has a missing value" alone, which named nothing to drop and left the docs' "give it a start"
+    (means_init) to fail the same way (user trial, D = 80 with 10% missing). The error and the warning for too
+    few complete rows name the columns missing most often, with their counts, and say that means_init needs a
+    complete row too."""
+    import warnings
+
+    from daskgmm import GaussianMixture
+    from daskgmm.io.files import DataError
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    x[:150, 2] = x[150:, 1] = x[:20, 1] = x[150:180, 0] = np.nan  # every row misses a value; 150, 70 and 30 rows
+    for kw in ({}, {"means_init": np.zeros((2, 4))}):
+        with pytest.raises(DataError, match=r"column\(s\) 2, 1, 0 of X are missing most often \(in 150, 70 and "
+                                            r"30 of 200 rows\).*at least one row with every feature, with means_init"):
+            GaussianMixture(2, missing="marginalize", **kw).fit(x)
+    x[199] = rng.normal(size=4)  # one complete row: a warning, naming the columns too
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GaussianMixture(2, missing="marginalize", max_iter=2).fit(x)
+    said = [str(w.message) for w in caught if issubclass(w.category, DegenerateDataWarning)]
+    assert len(said) == 1 and "column(s) 2, 1, 0 of X are missing most often (in 150, 69 and 30 of 200 rows)" in said[0]

@@ -48,6 +48,7 @@ from daskgmm.validation.scan import (
     bad_weights_message,
     check_finite,
     check_scan,
+    most_missing,
     warn_degenerate,
     warn_far_rows,
     weight_sum_message,
@@ -549,7 +550,7 @@ def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True)
     return w
 
 
-def check_complete_rows(scan, name, missing, parameter, n_components) -> None:
+def check_complete_rows(scan, name, missing, parameter, n_components, feature_names=None) -> None:
     """Under ``missing="marginalize"`` the start is drawn from the rows without NaN: fewer of them than
     components is a :class:`DegenerateDataWarning` saying what to do. Wide rows with scattered missing values
     have few (200 features 5% missing: 1 row of 2,000), and the fit went on silently from one point (an
@@ -564,7 +565,8 @@ def check_complete_rows(scan, name, missing, parameter, n_components) -> None:
         f"{name} with missing='marginalize' initialises from the rows without NaN, and only {scan.complete} of "
         f"{scan.rows} row(s) (of positive weight) have every feature, fewer than {parameter}={n_components}: "
         "its start may not tell the components apart; give it one (means_init), or drop or impute the feature "
-        "columns missing most often before fitting", DegenerateDataWarning, stacklevel=4)
+        f"columns missing most often before fitting ({most_missing(scan, feature_names)})", DegenerateDataWarning,
+        stacklevel=4)
 
 
 def _weights_array(sample_weight, Xd, name):
@@ -633,7 +635,8 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
         if getattr(estimator, "means_init", None) is None:  # a start given is not drawn from the complete rows
-            check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None))
+            check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None),
+                                info["feature_names"])
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
         warn_far_rows(result, data, info["feature_names"])

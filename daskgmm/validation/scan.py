@@ -241,11 +241,13 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
         if not initialise:
             return
         empty = np.flatnonzero(np.asarray(scan.nan) >= scan.rows)
-        why = ""
         if empty.size:  # the usual cause: a column with no value at all, which no row can complete
             names = (short_columns([str(feature_names[j]) for j in empty], quote=True) if feature_names is not None
                      else ", ".join(str(j) for j in empty))
             why = f" column(s) {names} of X are missing in every row: drop them."
+        else:  # wide rows with scattered gaps (80 sensors each 10% missing): name where to start
+            why = (f" {most_missing(scan, feature_names)}: drop or impute them (or impute every missing value) "
+                   "before fitting; the start needs at least one row with every feature, with means_init too.")
         raise DataError(
             f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
             f"has a missing value (or no positive weight).{why}"
@@ -257,6 +259,19 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
         )
     if not np.isfinite(scan.weight):  # finite weights (checked above) whose sum overflows
         raise ValueError(weight_sum_message(name))
+
+
+def most_missing(scan, feature_names, n: int = 3) -> str:
+    """The (at most ``n``) columns missing in the most rows, with their counts, as "column(s) … of X are missing
+    most often (in a, b and c of N rows)": a column of X by position where ``feature_names`` is None, which the
+    command renames to its Parquet name."""
+    nan = np.asarray(scan.nan)
+    top = [int(j) for j in np.argsort(-nan, kind="stable")[:n] if nan[j] > 0]
+    names = (", ".join(repr(str(feature_names[j])) for j in top) if feature_names is not None
+             else ", ".join(str(j) for j in top))
+    counts = [f"{int(nan[j]):,}" for j in top]
+    counts = counts[0] if len(counts) == 1 else f"{', '.join(counts[:-1])} and {counts[-1]}"
+    return f"column(s) {names} of X are missing most often (in {counts} of {scan.rows:,} rows)"
 
 
 def weight_sum_message(name: str) -> str:
