@@ -630,7 +630,7 @@ def test_no_complete_row_names_the_columns_missing_most_often():
     complete row too."""
     import warnings
 
-    from daskgmm import GaussianMixture
+    from daskgmm import BayesianGaussianMixture, GaussianMixture, StudentTMixture
     from daskgmm.io.files import DataError
     from daskgmm.validation.scan import DegenerateDataWarning
 
@@ -641,9 +641,16 @@ def test_no_complete_row_names_the_columns_missing_most_often():
         with pytest.raises(DataError, match=r"column\(s\) 2, 1, 0 of X are missing most often \(in 150, 70 and "
                                             r"30 of 200 rows\).*at least one row with every feature, with means_init"):
             GaussianMixture(2, missing="marginalize", **kw).fit(x)
+    for est in (BayesianGaussianMixture(n_components=2, missing="marginalize"),
+                StudentTMixture(n_components=2, missing="marginalize")):  # no means_init to suggest
+        with pytest.raises(DataError, match=r"missing most often \(in 150, 70 and 30 of 200 rows\).*every feature\.$"):
+            est.fit(x)
     x[199] = rng.normal(size=4)  # one complete row: a warning, naming the columns too
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         GaussianMixture(2, missing="marginalize", max_iter=2).fit(x)
+        StudentTMixture(n_components=2, missing="marginalize", max_iter=2).fit(x)
     said = [str(w.message) for w in caught if issubclass(w.category, DegenerateDataWarning)]
-    assert len(said) == 1 and "column(s) 2, 1, 0 of X are missing most often (in 150, 69 and 30 of 200 rows)" in said[0]
+    assert len(said) == 2 and all("column(s) 2, 1, 0 of X are missing most often (in 150, 69 and 30 of 200 rows)"
+                                  in m for m in said), said
+    assert "give it one (means_init)" in said[0] and "means_init" not in said[1], said  # the t mixture takes none

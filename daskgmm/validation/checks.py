@@ -550,13 +550,16 @@ def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True)
     return w
 
 
-def check_complete_rows(scan, name, missing, parameter, n_components, feature_names=None) -> None:
+def check_complete_rows(scan, name, missing, parameter, n_components, feature_names=None,
+                        takes_start: bool = False) -> None:
     """Under ``missing="marginalize"`` the start is drawn from the rows without NaN: fewer of them than
     components is a :class:`DegenerateDataWarning` saying what to do. Wide rows with scattered missing values
     have few (200 features 5% missing: 1 row of 2,000), and the fit went on silently from one point (an
     adjusted Rand index of 0 on three clusters a complete fit separates). A warning, not an error: a start
     given (``means_init``; the caller does not ask then), a variational mixture's ``n_components`` as an upper
-    bound, and ``select_model``'s smaller candidates fit well from few such rows."""
+    bound, and ``select_model``'s smaller candidates fit well from few such rows. ``takes_start``: the estimator
+    takes ``means_init``, which the warning then suggests (it told the t and variational mixtures and
+    ``select_model``, which have none, to give one)."""
     if missing != "marginalize" or not n_components or scan.complete < 0 or scan.complete >= n_components:
         return
     if not np.any(scan.nan) or scan.weight <= 0:
@@ -564,7 +567,8 @@ def check_complete_rows(scan, name, missing, parameter, n_components, feature_na
     warnings.warn(
         f"{name} with missing='marginalize' initialises from the rows without NaN, and only {scan.complete} of "
         f"{scan.rows} row(s) (of positive weight) have every feature, fewer than {parameter}={n_components}: "
-        "its start may not tell the components apart; give it one (means_init), or drop or impute the feature "
+        f"its start may not tell the components apart; {'give it one (means_init), or ' if takes_start else ''}"
+        "drop or impute the feature "
         f"columns missing most often before fitting ({most_missing(scan, feature_names)})", DegenerateDataWarning,
         stacklevel=4)
 
@@ -628,15 +632,16 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     if not scan:
         return data, None, info
     result = data.scan()
+    takes_start = estimator is not None and "means_init" in estimator.get_params()
     # Dask input: the message names the chunk of the first bad row as the user chunked X
     check_scan(result, info["feature_names"], name, missing=missing,
-               chunks=Xd.chunks[0] if info["dask_input"] else None, dtype=Xd.dtype)
+               chunks=Xd.chunks[0] if info["dask_input"] else None, dtype=Xd.dtype, takes_start=takes_start)
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
         if getattr(estimator, "means_init", None) is None:  # a start given is not drawn from the complete rows
             check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None),
-                                info["feature_names"])
+                                info["feature_names"], takes_start)
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
         warn_far_rows(result, data, info["feature_names"])

@@ -228,13 +228,14 @@ def warn_far_rows(scan, data, feature_names) -> None:
 
 
 def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True, chunks=None,
-               dtype="float64") -> None:
+               dtype="float64", takes_start: bool = False) -> None:
     """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
 
     Under ``missing="marginalize"`` the scan's weight is that of the complete rows (its mean,
     variance and sample come from them): at least one is needed to ``initialise``; without
     that (an online step) the caller checks the weight of all rows itself. ``dtype`` is the rows' (for the
-    message about infinity).
+    message about infinity). ``takes_start``: the estimator takes ``means_init``, which the message then says
+    needs a complete row too (the others have no such parameter to try).
     """
     check_finite(scan, feature_names, missing=missing, chunks=chunks, name=name, dtype=dtype)
     if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
@@ -247,7 +248,8 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
             why = f" column(s) {names} of X are missing in every row: drop them."
         else:  # wide rows with scattered gaps (80 sensors each 10% missing): name where to start
             why = (f" {most_missing(scan, feature_names)}: drop or impute them (or impute every missing value) "
-                   "before fitting; the start needs at least one row with every feature, with means_init too.")
+                   "before fitting; the start needs at least one row with every feature"
+                   f"{', with means_init too' if takes_start else ''}.")
         raise DataError(
             f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
             f"has a missing value (or no positive weight).{why}"
