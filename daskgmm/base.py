@@ -244,6 +244,10 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         """The log-density form of the fitted model for predictions."""
         raise NotImplementedError
 
+    #: A row with every value missing scores exactly 0 (``missing="marginalize"``): its likelihood is 1 under a
+    #: mixture whose weights sum to 1 (the variational mixture's form says otherwise: False there)
+    _EMPTY_ROWS_SCORE_0 = True
+
     def _marginal(self, centre):
         """The per-component form for rows with NaN (``missing="marginalize"``), or None."""
         return None
@@ -256,7 +260,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         rows = _widened(x if Xd is None else Xd, self.means_.dtype)
         centre = self._centre()
         return fitting_predict.apply_mixture(rows, self._natural(centre), centre, what,
-                                             self._marginal(centre), self.n_components)
+                                             self._marginal(centre), self.n_components, self._EMPTY_ROWS_SCORE_0)
 
     def predict(self, X):
         """Most likely component of each row, shape (n_samples,)."""
@@ -327,7 +331,7 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         centre = self._centre()
         return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
                                                 self.n_components, ids=ids, id_column=id_column, proba=proba,
-                                                loglik=loglik)
+                                                loglik=loglik, zero_empty=self._EMPTY_ROWS_SCORE_0)
 
     def write_sample(self, path, n_samples, *, random_state=None, chunk_rows=1_000_000, storage_options=None) -> int:
         """Stream ``n_samples`` rows drawn from the mixture to Parquet parts, atomically.

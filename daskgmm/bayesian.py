@@ -227,6 +227,9 @@ class BayesianGaussianMixture(BaseMixture):
         as scikit-learn's ``predict``/``score_samples`` use them."""
         return self._state(np.asarray(self.means_).dtype).natural(centre)
 
+    #: its score of a row with nothing observed is the variational form's, log Σ_k exp(E[log π_k] + offset_k)
+    _EMPTY_ROWS_SCORE_0 = False
+
     def _marginal(self, centre):
         """The variational E-step's form for rows with NaN (``missing="marginalize"``), else None."""
         if getattr(self, "missing", "raise") != "marginalize":

@@ -60,7 +60,7 @@ def marginal_form(weights, means, precisions_cholesky, covariance_type, centre, 
     return forms.per_component(weights, means, precisions_cholesky, covariance_type, centre)
 
 
-def apply_mixture(X, nat, centre, what, marginal, n_components):
+def apply_mixture(X, nat, centre, what, marginal, n_components, zero_empty=False):
     """``what`` ("labels", "proba" or "score") of every row of X.
 
     Parameters
@@ -69,6 +69,8 @@ def apply_mixture(X, nat, centre, what, marginal, n_components):
         Checked rows (:func:`daskgmm.validation.checks.prediction_rows`).
     nat, centre, marginal :
         From :func:`natural_form`, :func:`mixture_centre`, :func:`marginal_form`.
+    zero_empty : bool
+        A row with every value missing scores exactly 0 (a mixture whose weights sum to 1).
 
     Returns
     -------
@@ -76,13 +78,13 @@ def apply_mixture(X, nat, centre, what, marginal, n_components):
         Shape (n_samples,), or (n_samples, n_components) for "proba"; lazy for Dask X.
     """
     if not hasattr(X, "map_blocks"):
-        return blocks.mixture_block(X, nat, centre, what, marginal)
+        return blocks.mixture_block(X, nat, centre, what, marginal, zero_empty)
     nat, centre, marginal = shipped(nat), shipped(centre), shipped(marginal)
     if what == "proba":
         return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=X.dtype,
                             chunks=(X.chunks[0], (n_components,)))
     dtype = np.intp if what == "labels" else X.dtype
-    return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, dtype=dtype, drop_axis=1)
+    return X.map_blocks(blocks.mixture_block, nat, centre, what, marginal, zero_empty, dtype=dtype, drop_axis=1)
 
 
 def id_blocks(ids, Xd, id_column=None, columns=()) -> list:
@@ -135,7 +137,7 @@ def _dask_ids(ids):
 
 
 def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_column="id", proba=False,
-                     loglik=False) -> list:
+                     loglik=False, zero_empty=False) -> list:
     """One Delayed column dict per chunk of the Dask array ``Xd`` (label, probabilities, log-likelihood, ids).
 
     ``ids`` (array-like or Dask array of shape (n_samples,)) are rechunked like the rows;
@@ -143,7 +145,8 @@ def prediction_parts(Xd, nat, centre, marginal, n_components, *, ids=None, id_co
     """
     columns = ["label", *(f"proba_{k}" for k in range(n_components) if proba), *(["loglik"] if loglik else [])]
     return delayed_parts(Xd, blocks.prediction_part, columns, ids=ids, id_column=id_column, nat=nat, centre=centre,
-                         proba=proba, loglik=loglik, n_components=n_components, marginal=marginal)
+                         proba=proba, loglik=loglik, n_components=n_components, marginal=marginal,
+                         zero_empty=zero_empty)
 
 
 def id_arrays(ids, id_column) -> tuple[list, list]:

@@ -139,19 +139,32 @@ def _n_components(params) -> int:
     return params.means.shape[0] if isinstance(params, PerComponent) else params.n_components
 
 
-def mixture_block(x, nat, centre, what, marginal=None):
+def mixture_block(x, nat, centre, what, marginal=None, zero_empty=False):
     """Per-chunk predictions (a top-level function so that workers can unpickle it): ``what`` is "labels",
     "proba" (n, K) or "loglik"; labels and log-densities by blocks of rows (:data:`LOGIT_BLOCK_BYTES`), each
-    row's the same bits as from the whole chunk's logits."""
+    row's the same bits as from the whole chunk's logits. ``zero_empty``: a row with every value missing has
+    log-density 0 (:func:`_zero_empty_rows`)."""
     x = np.asarray(x)
     if what == "proba":
         return _mixture_values(mixture_logits(x, nat, centre, marginal), what)
     step = _logit_rows(_n_components(nat), 8)
     if x.shape[0] <= step:
-        return _mixture_values(mixture_logits(x, nat, centre, marginal), what)
-    parts = [_mixture_values(mixture_logits(x[a:a + step], nat, centre, marginal), what)
-             for a in range(0, x.shape[0], step)]
-    return np.concatenate(parts)
+        out = _mixture_values(mixture_logits(x, nat, centre, marginal), what)
+    else:
+        out = np.concatenate([_mixture_values(mixture_logits(x[a:a + step], nat, centre, marginal), what)
+                              for a in range(0, x.shape[0], step)])
+    if what != "labels" and marginal is not None and zero_empty:
+        _zero_empty_rows(out, x)
+    return out
+
+
+def _zero_empty_rows(loglik, x) -> None:
+    """A row with every value missing has log-density exactly 0 under a mixture whose weights sum to 1 (its
+    marginal is the empty integral), where the log-sum-exp of the log-weights left rounding (about -1e-16;
+    +3e-16 for a t mixture). Not the variational mixture's: its expected log-weights and offsets make another
+    value (docs/python.md, "Missing values")."""
+    if x.size and np.isnan(x[:, 0]).any():
+        loglik[np.isnan(x).all(axis=1)] = 0.0
 
 
 def _mixture_values(logits, what):
@@ -166,9 +179,9 @@ def _mixture_values(logits, what):
     return lse[:, 0]
 
 
-def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components, marginal=None):
+def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components, marginal=None, zero_empty=False):
     """Columns of one part of a predictions dataset: the id column(s) (:func:`named_ids`), then the model's
-    (``marginal``: see :func:`mixture_logits`)."""
+    (``marginal``: see :func:`mixture_logits`; ``zero_empty``: :func:`mixture_block`'s)."""
     logits = mixture_logits(x, nat, centre, marginal) if marginal is not None else component_logits(x, nat, centre)
     out = named_ids(ids, id_column)
     out["label"] = logits.argmax(axis=1).astype(np.int32)
@@ -181,7 +194,10 @@ def prediction_part(x, ids, nat, centre, id_column, proba, loglik, n_components,
                 for k in range(n_components):
                     out[f"proba_{k}"] = p[:, k]
         if loglik:
-            out["loglik"] = lse[:, 0]
+            ll = lse[:, 0]
+            if marginal is not None and zero_empty:
+                _zero_empty_rows(ll, np.asarray(x))
+            out["loglik"] = ll
     return out
 
 
