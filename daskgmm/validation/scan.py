@@ -44,11 +44,14 @@ def warn_empty_rows(n_empty: int, name: str = "the estimator", stacklevel: int =
     would only slow EM down.)
     """
     if n_empty:
+        # the variational mixture predicts and scores by its own form (expected log-weights and offsets)
+        what = ("its predictions are those of the expected log-weights, its score a little below 0"
+                if name == "BayesianGaussianMixture" else "its predictions are the components' weights, its "
+                "log-likelihood 0")
         warnings.warn(EmptyRowsWarning(
             f"{n_empty} row(s) have every feature missing (NaN or null): under missing='marginalize' such a row "
             "is as likely under every component and holds no information on them, so it is left out of "
-            f"{name}'s fit (its predictions are the components' weights, its log-likelihood 0)", n_empty),
-            stacklevel=stacklevel)
+            f"{name}'s fit ({what})", n_empty), stacklevel=stacklevel)
 
 
 def bad_weights_message(n_nan: int, n_inf: int, n_negative: int, first: int, name: str) -> str:
