@@ -684,3 +684,32 @@ def test_a_row_with_nothing_observed_scores_exactly_0(dtype, tmp_path):
             else:
                 assert np.all(empty == 0.0), (cls.__name__, empty)
             assert np.all(got[[1, 2, 199]] < -1), got[:3]
+
+
+def test_rows_with_nan_given_to_a_mixture_that_does_not_marginalise_say_that_it_can(tmp_path):
+    """A model fitted with missing='raise' and asked to predict, score, write or learn from rows with NaN gave
+    scikit-learn's sentence alone, which says to impute or drop them (user trial: the fit's error says the mixture
+    marginalises them; these did not): the mixtures' messages end saying how (set_params on the fitted model), in
+    memory and from Dask chunks; KMeans, which cannot, says nothing of it."""
+    from daskgmm import GaussianMixture, KMeans, StudentTMixture
+
+    x, xm, _, _ = _mixture_data(4, n=300)
+    lazy = da.from_array(xm, chunks=70)
+    said = "takes them as missing values with missing='marginalize' (on a fitted model, set_params"
+    for model in (GaussianMixture(2, random_state=0, max_iter=5), StudentTMixture(n_components=2, max_iter=5),
+                  KMeans(2, n_init=1, random_state=0)):
+        model.fit(x)
+        calls = [("predict", xm), ("predict", lazy), ("score", xm), ("write_predictions", lazy)]
+        if hasattr(model, "partial_fit"):
+            calls += [("partial_fit", xm), ("partial_fit", lazy)]
+        for method, rows in calls:
+            args = (tmp_path / f"{type(model).__name__}",) if method == "write_predictions" else ()
+            with pytest.raises(ValueError, match="Input X contains NaN") as err:
+                got = getattr(model, method)(rows, *args)
+                if hasattr(got, "compute"):
+                    got.compute()
+            name = type(model).__name__
+            assert (said in str(err.value)) == (name != "KMeans"), (name, str(err.value))
+            assert ("its predictions and partial_fit" in str(err.value)) == (name == "GaussianMixture")
+    model = GaussianMixture(2, random_state=0, max_iter=5).fit(x).set_params(missing="marginalize")
+    assert np.isfinite(model.score(xm)) and model.partial_fit(xm).n_batches_ == 2  # as the message says

@@ -351,7 +351,7 @@ def first_bad_row(row, chunk=None, what="X", file=None) -> str:
     return f"the first at row {int(row)}" + (f" ({'; '.join(where)})" if where else "")
 
 
-def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
+def check_finite_rows(x, place=None, allow_nan=False, feature_names=None, nan_hint=""):
     """One chunk of rows to predict on, unchanged when every value is finite (NaN too with ``allow_nan``).
 
     Cheap for the usual chunk (:func:`all_finite`: one reduction), and run by the task that reads the
@@ -365,6 +365,8 @@ def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
     feature_names : sequence of str, optional
     place : array-like of int, shape (3,), optional
         The chunk's first row in X, its number (from 0) and the number of chunks.
+    nan_hint : str
+        A sentence to end the message with when the chunk holds NaN (a mixture's: how to keep them).
 
     Raises
     ------
@@ -392,5 +394,6 @@ def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
         first = int(np.flatnonzero(bad.any(axis=1))[0])
     start, chunk, chunks = (int(v) for v in place) if place is not None else (0, None, None)
     counted = " in its chunk" if chunks is not None and chunks > 1 else ""  # this task sees its chunk alone
+    hint = f" {nan_hint}" if nan_hint and np.any(nan) else ""
     raise ValueError(f"{non_finite_message(nan, inf, feature_names, dtype=values.dtype)}{counted}, "
-                     f"{first_bad_row(start + first, (start, start + n, chunk, chunks))}.")
+                     f"{first_bad_row(start + first, (start, start + n, chunk, chunks))}.{hint}")

@@ -18,6 +18,7 @@ scan (:mod:`daskgmm.validation.scan`: non-finite values, weights, degenerate dat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -422,11 +423,13 @@ def _column_names(frame):
     return None
 
 
-def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False, min_samples: int = 0):
+def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False, min_samples: int = 0,
+                    nan_hint: str = ""):
     """Rows to predict on with a fitted estimator, checked against what it was fitted on.
 
     ``missing="marginalize"`` lets NaN through (infinity is still an error). Dask input needs
     ``min_samples`` rows (0: predictions of no rows are an empty lazy array), in-memory input one.
+    ``nan_hint`` ends the message about NaN (a mixture's: :func:`nan_hint`).
 
     Returns
     -------
@@ -440,13 +443,36 @@ def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = 
     if is_dask(X):
         Xd, info = check_rows(X, name, min_samples=min_samples, estimator=estimator, reset=False,
                               accept_sparse=accept_sparse)
-        return finite_chunks(Xd, estimator, info, missing), None
+        return finite_chunks(Xd, estimator, info, missing, nan_hint), None
     finite = "allow-nan" if missing == "marginalize" else True
-    return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
-                                accept_sparse=accept_sparse)
+    with hinted(nan_hint):
+        return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
+                                    accept_sparse=accept_sparse)
 
 
-def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool = False):
+def nan_hint(estimator) -> str:
+    """What a mixture that does not marginalise says after scikit-learn's "Input X contains NaN." when asked to
+    predict or learn from rows with NaN: it can (scikit-learn's sentence says to impute or drop them only)."""
+    # a mixture (its form for rows with NaN); KMeans has `missing` too, and refuses "marginalize"
+    if getattr(estimator, "missing", None) != "raise" or not hasattr(estimator, "_marginal"):
+        return ""
+    also = " and partial_fit" if hasattr(estimator, "partial_fit") else ""
+    return (f"{type(estimator).__name__} takes them as missing values with missing='marginalize' (on a fitted "
+            f"model, set_params(missing='marginalize') lets its predictions{also} marginalise them).")
+
+
+@contextlib.contextmanager
+def hinted(hint: str):
+    """scikit-learn's ``ValueError("Input X contains NaN. ...")`` raised inside, with ``hint`` at its end."""
+    try:
+        yield
+    except ValueError as exc:
+        if not hint or not str(exc).startswith("Input X contains NaN"):
+            raise
+        raise type(exc)(f"{exc} {hint}") from None
+
+
+def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool = False, nan_hint: str = ""):
     """Rows to write predictions for, as a row-chunked Dask array (:func:`check_rows`): in-memory input
     checked now, Dask input by the task of each chunk (:func:`finite_chunks`).
 
@@ -457,13 +483,15 @@ def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool 
     missing : {"raise", "marginalize"}
         NaN is allowed with "marginalize" (infinity never is).
     accept_sparse : bool
+    nan_hint : str
+        Ends the message about NaN (:func:`prediction_rows`).
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), hinted(nan_hint):
         # the command matches Parquet columns to the model's names itself and passes a Dask array
         warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
         Xd, info = check_rows(X, type(estimator).__name__, min_samples=0, estimator=estimator, reset=False,
                               finite="allow-nan" if missing == "marginalize" else True, accept_sparse=accept_sparse)
-    return finite_chunks(Xd, estimator, info, missing) if info["dask_input"] else Xd
+    return finite_chunks(Xd, estimator, info, missing, nan_hint) if info["dask_input"] else Xd
 
 
 def input_or_model_names(info, estimator):
@@ -473,7 +501,7 @@ def input_or_model_names(info, estimator):
     return getattr(estimator, "feature_names_in_", None) if names is None else names
 
 
-def finite_chunks(Xd, estimator, info, missing: str = "raise"):
+def finite_chunks(Xd, estimator, info, missing: str = "raise", nan_hint: str = ""):
     """Dask rows to predict on, each chunk checked for NaN and infinity by the task that reads it.
 
     The check cannot compute the array up front: the chunk with a bad value raises scikit-learn's
@@ -493,6 +521,8 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
         :func:`check_rows`'s.
     missing : {"raise", "marginalize"}
         NaN is allowed with "marginalize" (infinity never is).
+    nan_hint : str
+        Ends the message of a chunk with NaN (:func:`prediction_rows`).
     """
     import dask.array as da
 
@@ -506,8 +536,8 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
     n = len(rows)
     place = np.column_stack([np.cumsum(rows) - rows, np.arange(n), np.full(n, n)]).ravel()
     return da.blockwise(check_finite_rows, "ij", Xd, "ij", da.from_array(place, chunks=3), "i",
-                        missing == "marginalize", None, names, None, dtype=Xd.dtype, meta=Xd._meta,
-                        align_arrays=False)
+                        missing == "marginalize", None, names, None, nan_hint, None, dtype=Xd.dtype,
+                        meta=Xd._meta, align_arrays=False)
 
 
 def _check_weights_shape(shape, n: int) -> None:
@@ -626,7 +656,8 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
                           reset=reset, finite=(not scan) and ("allow-nan" if missing == "marginalize" else True),
                           accept_sparse=accept_sparse)
     if check_chunks and info["dask_input"]:
-        Xd = finite_chunks(Xd, estimator, info, missing)
+        # a later batch of a fitted mixture: its NaN could be marginalised (a first batch's are named by the fit)
+        Xd = finite_chunks(Xd, estimator, info, missing, "" if reset or estimator is None else nan_hint(estimator))
     w = None if sample_weight is None else _weights_array(sample_weight, Xd, name)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
     if not scan:
