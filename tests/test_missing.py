@@ -713,3 +713,37 @@ def test_rows_with_nan_given_to_a_mixture_that_does_not_marginalise_say_that_it_
             assert ("its predictions and partial_fit" in str(err.value)) == (name == "GaussianMixture")
     model = GaussianMixture(2, random_state=0, max_iter=5).fit(x).set_params(missing="marginalize")
     assert np.isfinite(model.score(xm)) and model.partial_fit(xm).n_batches_ == 2  # as the message says
+
+
+def _one_cluster_without_complete_rows(seed, n=1500, d=6):
+    """Three clusters, 5% of values missing at random, and feature 0 missing in every row of cluster 0 (missing not at
+    random: a sensor that one kind of machine lacks), so that cluster has no complete row."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 6.0, (3, d))
+    y = rng.integers(0, 3, n)
+    a = [rng.normal(0, 0.4, (d, d)) + np.eye(d) for _ in range(3)]
+    x = np.stack([means[y[i]] + a[y[i]] @ rng.normal(size=d) for i in range(n)])
+    x[rng.random((n, d)) < 0.05] = np.nan
+    x[y == 0, 0] = np.nan
+    return x, y
+
+
+@pytest.mark.parametrize("seed, random_state", [(5, 0), (6, 1), (8, 0)])
+def test_a_cluster_without_complete_rows_gets_its_own_component(seed, random_state):
+    """The 'kmeans' start ran k-means on the scan's sample, which holds complete rows only: a cluster with none
+    (a feature missing in all its rows) was not seen, its rows joined another component at the start and EM kept
+    them there (adjusted Rand 0.44-0.55 on 7 of 30 seeds of this data, where mean imputation and scikit-learn's
+    GaussianMixture got 0.95-1.0 on five of them; user trial). k-means now runs on a sample of every row with an
+    observed value, its missing values filled by their column's mean: 1.0 on all 30 (these three were 0.44-0.55),
+    for the Gaussian and variational mixtures, the same model for any chunking."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from daskgmm import BayesianGaussianMixture, GaussianMixture
+
+    x, y = _one_cluster_without_complete_rows(seed)
+    for make in (lambda: GaussianMixture(3, missing="marginalize", random_state=random_state),
+                 lambda: BayesianGaussianMixture(n_components=3, missing="marginalize", random_state=random_state)):
+        got = make().fit(x)
+        assert adjusted_rand_score(y, got.predict(x)) > 0.99, type(got).__name__
+        chunked = make().fit(da.from_array(x, chunks=211))
+        np.testing.assert_allclose(chunked.means_, got.means_, rtol=0, atol=1e-9)

@@ -76,7 +76,8 @@ class SampleRequest:
     Sampling without replacement uses exponential keys ``E_i / (w_i d(x_i))``
     (Efraimidis & Spirakis 2006) with ``E_i`` a function of ``(key, row)``
     only, and keeps the ``n_samples`` smallest: any chunking draws the same rows.
-    With ``finite_only``, rows holding NaN or ±inf are never drawn.
+    With ``finite_only``, rows holding NaN or ±inf are never drawn; with ``observed_only`` (dense rows), rows
+    holding ±inf or nothing but NaN (rows with some NaN are drawn, as they are).
     """
 
     centres: np.ndarray
@@ -84,6 +85,7 @@ class SampleRequest:
     key: int
     candidates: np.ndarray | None = None
     finite_only: bool = False
+    observed_only: bool = False
 
     @property
     def width(self) -> int:
@@ -131,6 +133,8 @@ class SampleRequest:
         x64 = np.asarray(blk.x, dtype=np.float64)
         if self.finite_only:
             keys[:, ~np.isfinite(x64).all(axis=1)] = np.inf
+        elif self.observed_only and not all_finite(x64):
+            keys[:, np.isinf(x64).any(axis=1) | np.isnan(x64).all(axis=1)] = np.inf
         m = self.n_samples
         for h in range(keys.shape[0]):
             kh = keys[h]
