@@ -648,8 +648,9 @@ def test_no_complete_row_names_the_columns_missing_most_often():
     x[199] = rng.normal(size=4)  # one complete row: a warning, naming the columns too
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        GaussianMixture(2, missing="marginalize", max_iter=2).fit(x)
-        StudentTMixture(n_components=2, missing="marginalize", max_iter=2).fit(x)
+        # the starts that draw complete rows (the default draws every row: no warning)
+        GaussianMixture(2, missing="marginalize", max_iter=2, init_params="k-means++").fit(x)
+        StudentTMixture(n_components=2, missing="marginalize", max_iter=2, init_params="k-means++").fit(x)
     said = [str(w.message) for w in caught if issubclass(w.category, DegenerateDataWarning)]
     assert len(said) == 2 and all("column(s) 2, 1, 0 of X are missing most often (in 150, 69 and 30 of 200 rows)"
                                   in m for m in said), said
@@ -747,3 +748,30 @@ def test_a_cluster_without_complete_rows_gets_its_own_component(seed, random_sta
         assert adjusted_rand_score(y, got.predict(x)) > 0.99, type(got).__name__
         chunked = make().fit(da.from_array(x, chunks=211))
         np.testing.assert_allclose(chunked.means_, got.means_, rtol=0, atol=1e-9)
+
+
+def test_random_from_data_with_fewer_rows_to_draw_than_components_is_refused():
+    """init_params='random_from_data' starts each component at a distinct row of positive weight (and no NaN under
+    missing='marginalize'): with fewer such rows the draw took what there was, and a GaussianMixture(3) ended with
+    means_ of shape (1, D), whose predict then said set_params had changed it (user trial). scikit-learn's
+    'Expected n_samples >= n_components' now, a DataError (the command exits 2), for every mixture and select_model."""
+    from daskgmm import BayesianGaussianMixture, GaussianMixture, StudentTMixture, select_model
+    from daskgmm.io.files import DataError
+
+    x = np.random.default_rng(1).normal(size=(60, 3))
+    x[1:, 0] = np.nan  # one complete row
+    weights = np.r_[1.0, 1.0, np.zeros(58)]  # two rows of positive weight
+    said = r"Expected n_samples >= n_components but got n_components = 3, n_samples = {}: .*init_params='kmeans'"
+    for model in (GaussianMixture(3, init_params="random_from_data", missing="marginalize"),
+                  BayesianGaussianMixture(n_components=3, init_params="random_from_data", missing="marginalize",
+                                          covariance_prior=1.0, covariance_type="spherical"),
+                  StudentTMixture(n_components=3, init_params="random_from_data", missing="marginalize")):
+        with pytest.raises(DataError, match=said.format(1)):
+            model.fit(x)
+    complete = np.nan_to_num(x, nan=0.5)
+    with pytest.raises(DataError, match=said.format(2)):
+        GaussianMixture(3, init_params="random_from_data").fit(complete, sample_weight=weights)
+    with pytest.raises(DataError, match=said.format(2)):
+        select_model(complete, [1, 3], ("diag",), init_params="random_from_data", sample_weight=weights)
+    two = GaussianMixture(2, init_params="random_from_data").fit(complete, sample_weight=weights)
+    assert two.means_.shape == (2, 3)

@@ -748,6 +748,7 @@ def name_columns(message, columns) -> str:
 
     text = re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
     # the options' names on the command line
+    text = re.sub(r"init_params='([\w+-]+)'", r"--init-params \1", text)
     return (text.replace('on_collapse="reinit"', "--on-collapse reinit").replace("(means_init)", "(--means-init)")
             .replace("with means_init too", "with --means-init too"))
 

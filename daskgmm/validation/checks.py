@@ -44,6 +44,7 @@ from daskgmm.validation.params import (
     warn_convergence,
 )
 from daskgmm.validation.scan import (
+    DataError,
     DegenerateDataWarning,
     EmptyRowsWarning,
     bad_weights_message,
@@ -581,7 +582,7 @@ def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True)
 
 
 def check_complete_rows(scan, name, missing, parameter, n_components, feature_names=None,
-                        takes_start: bool = False) -> None:
+                        takes_start: bool = False, init_params: str | None = None) -> None:
     """Under ``missing="marginalize"`` the start is drawn from the rows without NaN: fewer of them than
     components is a :class:`DegenerateDataWarning` saying what to do. Wide rows with scattered missing values
     have few (200 features 5% missing: 1 row of 2,000), and the fit went on silently from one point (an
@@ -589,8 +590,11 @@ def check_complete_rows(scan, name, missing, parameter, n_components, feature_na
     given (``means_init``; the caller does not ask then), a variational mixture's ``n_components`` as an upper
     bound, and ``select_model``'s smaller candidates fit well from few such rows. ``takes_start``: the estimator
     takes ``means_init``, which the warning then suggests (it told the t and variational mixtures and
-    ``select_model``, which have none, to give one)."""
-    if missing != "marginalize" or not n_components or scan.complete < 0 or scan.complete >= n_components:
+    ``select_model``, which have none, to give one). ``init_params="kmeans"`` draws every row with an observed
+    value (:func:`daskgmm.em.init.observed_sample`; 1 complete row of 2,000 in 120 features: adjusted Rand 1.0),
+    so it is not warned of; the starts that draw rows draw complete ones."""
+    if init_params == "kmeans" or missing != "marginalize" or not n_components or scan.complete < 0 \
+            or scan.complete >= n_components:
         return
     if not np.any(scan.nan) or scan.weight <= 0:
         return  # no missing value, or none complete: check_scan's
@@ -599,8 +603,23 @@ def check_complete_rows(scan, name, missing, parameter, n_components, feature_na
         f"{scan.rows} row(s) (of positive weight) have every feature, fewer than {parameter}={n_components}: "
         f"its start may not tell the components apart; {'give it one (means_init), or ' if takes_start else ''}"
         "drop or impute the feature "
-        f"columns missing most often before fitting ({most_missing(scan, feature_names)})", DegenerateDataWarning,
-        stacklevel=4)
+        f"columns missing most often before fitting ({most_missing(scan, feature_names)}), or start with "
+        "init_params='kmeans', which draws every row", DegenerateDataWarning, stacklevel=4)
+
+
+def check_drawable_rows(scan, name, init_params, n_components) -> None:
+    """``init_params="random_from_data"`` starts each component at a distinct row of positive weight (without NaN
+    under ``missing="marginalize"``): fewer such rows than components is scikit-learn's "Expected n_samples >=
+    n_components" (a :class:`DataError`). The draw took what there was, and the fit ended with that many
+    components: a ``GaussianMixture(3)`` with ``means_`` of shape (1, D), whose ``predict`` then said that
+    ``set_params`` had changed it (user trial; 2 rows of weight 1 among 100 of weight 0 did the same)."""
+    if init_params != "random_from_data" or not n_components or scan.complete < 0 or scan.complete >= n_components:
+        return
+    nan = " and no NaN" if np.any(scan.nan) else ""
+    raise DataError(
+        f"Expected n_samples >= n_components but got n_components = {n_components}, n_samples = {scan.complete}: "
+        f"{name}'s init_params='random_from_data' starts each component at a distinct row of positive sample "
+        f"weight{nan}, and only {scan.complete} of the {scan.rows} row(s) are such; use init_params='kmeans'")
 
 
 def _weights_array(sample_weight, Xd, name):
@@ -671,8 +690,10 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
         if getattr(estimator, "means_init", None) is None:  # a start given is not drawn from the complete rows
+            init_params = getattr(estimator, "init_params", None)
+            check_drawable_rows(result, name, init_params, getattr(estimator, parameter, None))
             check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None),
-                                info["feature_names"], takes_start)
+                                info["feature_names"], takes_start, init_params)
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
         warn_far_rows(result, data, info["feature_names"])
