@@ -24,7 +24,7 @@ from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting.mixture import FITTED_TYPE, check_continued_model, check_n_samples, check_warm_features
 from daskgmm.fitting.report import VerboseReport
 from daskgmm.kernels import covariance as cov
-from daskgmm.validation.checks import prediction_chunks, prediction_rows, prepare_rows
+from daskgmm.validation.checks import nan_hint, prediction_chunks, prediction_rows, prepare_rows
 from daskgmm.validation.params import (
     BOOLEAN,
     NONE,
@@ -257,7 +257,8 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
         """``what`` of every row: NumPy in, NumPy out; Dask in, lazy Dask out (``min_samples``: Dask rows
         needed; in-memory input needs one, as scikit-learn's)."""
         self._check_fitted()
-        Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"), min_samples=min_samples)
+        Xd, x = prediction_rows(self, X, missing=getattr(self, "missing", "raise"), min_samples=min_samples,
+                                nan_hint=nan_hint(self))
         rows = _widened(x if Xd is None else Xd, self.means_.dtype)
         centre = self._centre()
         return fitting_predict.apply_mixture(rows, self._natural(centre), centre, what,
@@ -328,7 +329,8 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
     def prediction_parts(self, X, *, ids=None, id_column="id", proba=False, loglik=False) -> list:
         """One Delayed column dict per chunk of X (see :meth:`write_predictions`)."""
         self._check_fitted()
-        Xd = _widened(prediction_chunks(self, X, getattr(self, "missing", "raise")), self.means_.dtype)
+        Xd = _widened(prediction_chunks(self, X, getattr(self, "missing", "raise"), nan_hint=nan_hint(self)),
+                      self.means_.dtype)
         centre = self._centre()
         return fitting_predict.prediction_parts(Xd, self._natural(centre), centre, self._marginal(centre),
                                                 self.n_components, ids=ids, id_column=id_column, proba=proba,

@@ -19,7 +19,7 @@ from daskgmm.fitting import online as fitting_online
 from daskgmm.fitting import predict as fitting_predict
 from daskgmm.fitting.attributes import set_attributes
 from daskgmm.io.modelfiles import register
-from daskgmm.validation.checks import input_or_model_names, prepare_rows
+from daskgmm.validation.checks import hinted, input_or_model_names, nan_hint, prepare_rows
 from daskgmm.validation.params import ARRAY_LIKE, NONE, Interval, Options
 from daskgmm.validation.scan import one_point
 
@@ -261,9 +261,10 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         else:
             check_is_fitted(self)
             self._check_continued("partial_fit")
-            data, _, info = prepare_rows(X, sample_weight, name, cache="none", chunk_size=self.chunk_size,
-                                         min_samples=1, estimator=self, reset=False, scan=False,
-                                         missing=self.missing, check_chunks=True)
+            with hinted(nan_hint(self)):  # rows with NaN that this model could marginalise
+                data, _, info = prepare_rows(X, sample_weight, name, cache="none", chunk_size=self.chunk_size,
+                                             min_samples=1, estimator=self, reset=False, scan=False,
+                                             missing=self.missing, check_chunks=True)
             states = [fitting.warm_state(self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
                                          params, data.dtype)]
             running = getattr(self, "online_stats_", None)

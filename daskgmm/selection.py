@@ -17,7 +17,7 @@ from daskgmm.fitting.selection import candidate_name, fit_candidates
 from daskgmm.kernels import COVARIANCE_TYPES
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIOR_PARAMETERS
-from daskgmm.validation.checks import check_complete_rows, prepare_rows
+from daskgmm.validation.checks import check_complete_rows, check_drawable_rows, prepare_rows
 from daskgmm.validation.params import validate_params
 from daskgmm.validation.scan import one_point, warn_degenerate, warn_far_rows
 
@@ -243,7 +243,8 @@ def select_model(
         raise type(exc)(f"{exc} select_model marginalises them with missing='marginalize'.") from None
     n, d = data.n_rows, data.n_features
     check_n_samples(n, max(ks))
-    check_complete_rows(scan, "select_model", missing, "k", max(ks))
+    check_drawable_rows(scan, "select_model", init_params, max(ks))
+    check_complete_rows(scan, "select_model", missing, "k", max(ks), info["feature_names"], init_params=init_params)
     warn_degenerate(scan, info["feature_names"], max(ks), weighted=sample_weight is not None)
     warn_far_rows(scan, data, info["feature_names"])
     fits = fit_candidates(data, scan, {c: est.get_params() for c, est in probe.items()},

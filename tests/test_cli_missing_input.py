@@ -71,7 +71,11 @@ def test_no_row_without_nan_is_bad_data(tmp_path, capsys):
         capsys.readouterr()
         assert main(["fit", str(data), "--estimator", estimator, "--n-components", "2", "--model-out", str(out),
                      "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2, estimator
-        assert "every row has a missing value" in capsys.readouterr().err, estimator
+        err = capsys.readouterr().err
+        assert "every row has a missing value" in err, estimator
+        # the columns to drop or impute by their Parquet names (they were not named), a start by its flag
+        assert "column(s) 'f0', 'f1', 'f2' of X are missing most often (in 20, 20 and 20 of 60 rows)" in err, err
+        assert ("with --means-init too" in err) == (estimator == "gaussian") and "means_init" not in err, err
         assert not out.exists(), estimator
 
 
@@ -79,8 +83,10 @@ def test_fewer_rows_without_nan_than_components_are_warned_of_and_a_start_given_
     """Wide rows with scattered missing values leave few rows without one, and the start is drawn from
     those: with 1 such row of 300 the fit went on silently from one point (components that could not be told
     apart). Fewer such rows than components is a warning that says what to do, for fit and select. Not an
-    error: a start given (means_init) needs no complete row (it separates these clusters exactly), and a
-    variational mixture's n_components is an upper bound (a refusal of both was found by review)."""
+    error: a start given (means_init) needs only one complete row (it separates these clusters exactly), and a
+    variational mixture's n_components is an upper bound (a refusal of both was found by review). The default
+    start ('kmeans') draws every row with an observed value and separates them: no warning (it said the start
+    might not tell the components apart, which was no longer so); the starts that draw complete rows warn."""
     from sklearn.metrics import adjusted_rand_score
 
     import daskgmm
@@ -99,19 +105,35 @@ def test_fewer_rows_without_nan_than_components_are_warned_of_and_a_start_given_
         # the variational mixture's default prior is the covariance of those rows: one is no covariance (exit 2;
         # it said the sample weights, which none were given, summed to 1)
         assert main(["fit", str(data), "--estimator", estimator, "--n-components", "3", "--model-out", str(out),
-                     "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == (
-                         2 if estimator == "bayesian" else 0), estimator
+                     "--nan-policy", "marginalize", "--columns", "f0,f1,f2", "--init-params", "k-means++",
+                     *FAST]) == (2 if estimator == "bayesian" else 0), estimator
         err = capsys.readouterr().err
         if estimator == "bayesian":
             assert "covariance of the rows without NaN (missing='marginalize'), which needs more than one" in err
             assert "1 of 300 row(s) have every feature" in err and not out.exists()
         else:
-            assert said in err and "fewer than n_components=3" in err and "means_init" in err, (estimator, err)
+            assert said in err and "fewer than n_components=3" in err, (estimator, err)
+            # a start to give by its flag, and only where the estimator takes one (the t mixture was told to)
+            assert ("give it one (--means-init)" in err) == (estimator == "gaussian"), (estimator, err)
+            assert "means_init" not in err
     assert main(["select", str(data), "--k-min", "1", "--k-max", "3", "--out", str(tmp_path / "sel"),
-                 "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 0
-    assert "fewer than k=3" in capsys.readouterr().err
+                 "--nan-policy", "marginalize", "--columns", "f0,f1,f2", "--init-params", "k-means++", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "fewer than k=3" in err and "means_init" not in err and "--means-init" not in err
+    assert "or start with --init-params kmeans, which draws every row" in err, err  # the flag, not the Python name
+    # a start that draws a complete row per component, with one such row: exit 2 (it fitted one component)
+    assert main(["fit", str(data), "--n-components", "3", "--model-out", str(tmp_path / "m-rfd"), "--nan-policy",
+                 "marginalize", "--columns", "f0,f1,f2", "--init-params", "random_from_data", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "Expected n_samples >= n_components but got n_components = 3, n_samples = 1" in err, err
+    assert "--init-params random_from_data starts each component" in err and "use --init-params kmeans" in err, err
     with pytest.warns(DegenerateDataWarning, match="fewer than n_components=2"):
-        daskgmm.GaussianMixture(2, missing="marginalize").fit(x)
+        daskgmm.GaussianMixture(2, missing="marginalize", init_params="k-means++").fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateDataWarning)
+        for model in (daskgmm.GaussianMixture(3, missing="marginalize", random_state=0),
+                      daskgmm.StudentTMixture(n_components=3, missing="marginalize", random_state=0)):
+            assert adjusted_rand_score(np.repeat([0, 1, 2], 100), model.fit(x).predict(x)) == 1.0
     means = np.array([[0.0] * 3, [8.0] * 3, [16.0] * 3])
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateDataWarning)

@@ -747,7 +747,10 @@ def name_columns(message, columns) -> str:
         return short_columns([columns[int(j)] for j in m.group(1).split(", ")], quote=True)
 
     text = re.sub(r"(?<=column\(s\) )(\d+(?:, \d+)*)(?= of X)", names, str(message))
-    return text.replace('on_collapse="reinit"', "--on-collapse reinit")  # the option's name on the command line
+    # the options' names on the command line
+    text = re.sub(r"init_params='([\w+-]+)'", r"--init-params \1", text)
+    return (text.replace('on_collapse="reinit"', "--on-collapse reinit").replace("(means_init)", "(--means-init)")
+            .replace("with means_init too", "with --means-init too"))
 
 
 def plot_after(o, log, metrics, draw):

@@ -76,7 +76,8 @@ class SampleRequest:
     Sampling without replacement uses exponential keys ``E_i / (w_i d(x_i))``
     (Efraimidis & Spirakis 2006) with ``E_i`` a function of ``(key, row)``
     only, and keeps the ``n_samples`` smallest: any chunking draws the same rows.
-    With ``finite_only``, rows holding NaN or ±inf are never drawn.
+    With ``finite_only``, rows holding NaN or ±inf are never drawn; with ``observed_only`` (dense rows), rows
+    holding ±inf or nothing but NaN (rows with some NaN are drawn, as they are).
     """
 
     centres: np.ndarray
@@ -84,6 +85,7 @@ class SampleRequest:
     key: int
     candidates: np.ndarray | None = None
     finite_only: bool = False
+    observed_only: bool = False
 
     @property
     def width(self) -> int:
@@ -131,6 +133,8 @@ class SampleRequest:
         x64 = np.asarray(blk.x, dtype=np.float64)
         if self.finite_only:
             keys[:, ~np.isfinite(x64).all(axis=1)] = np.inf
+        elif self.observed_only and not all_finite(x64):
+            keys[:, np.isinf(x64).any(axis=1) | np.isnan(x64).all(axis=1)] = np.inf
         m = self.n_samples
         for h in range(keys.shape[0]):
             kh = keys[h]
@@ -351,7 +355,7 @@ def first_bad_row(row, chunk=None, what="X", file=None) -> str:
     return f"the first at row {int(row)}" + (f" ({'; '.join(where)})" if where else "")
 
 
-def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
+def check_finite_rows(x, place=None, allow_nan=False, feature_names=None, nan_hint=""):
     """One chunk of rows to predict on, unchanged when every value is finite (NaN too with ``allow_nan``).
 
     Cheap for the usual chunk (:func:`all_finite`: one reduction), and run by the task that reads the
@@ -365,6 +369,8 @@ def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
     feature_names : sequence of str, optional
     place : array-like of int, shape (3,), optional
         The chunk's first row in X, its number (from 0) and the number of chunks.
+    nan_hint : str
+        A sentence to end the message with when the chunk holds NaN (a mixture's: how to keep them).
 
     Raises
     ------
@@ -392,5 +398,6 @@ def check_finite_rows(x, place=None, allow_nan=False, feature_names=None):
         first = int(np.flatnonzero(bad.any(axis=1))[0])
     start, chunk, chunks = (int(v) for v in place) if place is not None else (0, None, None)
     counted = " in its chunk" if chunks is not None and chunks > 1 else ""  # this task sees its chunk alone
+    hint = f" {nan_hint}" if nan_hint and np.any(nan) else ""
     raise ValueError(f"{non_finite_message(nan, inf, feature_names, dtype=values.dtype)}{counted}, "
-                     f"{first_bad_row(start + first, (start, start + n, chunk, chunks))}.")
+                     f"{first_bad_row(start + first, (start, start + n, chunk, chunks))}.{hint}")

@@ -18,6 +18,7 @@ scan (:mod:`daskgmm.validation.scan`: non-finite values, weights, degenerate dat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -43,11 +44,13 @@ from daskgmm.validation.params import (
     warn_convergence,
 )
 from daskgmm.validation.scan import (
+    DataError,
     DegenerateDataWarning,
     EmptyRowsWarning,
     bad_weights_message,
     check_finite,
     check_scan,
+    most_missing,
     warn_degenerate,
     warn_far_rows,
     weight_sum_message,
@@ -421,11 +424,13 @@ def _column_names(frame):
     return None
 
 
-def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False, min_samples: int = 0):
+def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = False, min_samples: int = 0,
+                    nan_hint: str = ""):
     """Rows to predict on with a fitted estimator, checked against what it was fitted on.
 
     ``missing="marginalize"`` lets NaN through (infinity is still an error). Dask input needs
     ``min_samples`` rows (0: predictions of no rows are an empty lazy array), in-memory input one.
+    ``nan_hint`` ends the message about NaN (a mixture's: :func:`nan_hint`).
 
     Returns
     -------
@@ -439,13 +444,36 @@ def prediction_rows(estimator, X, missing: str = "raise", accept_sparse: bool = 
     if is_dask(X):
         Xd, info = check_rows(X, name, min_samples=min_samples, estimator=estimator, reset=False,
                               accept_sparse=accept_sparse)
-        return finite_chunks(Xd, estimator, info, missing), None
+        return finite_chunks(Xd, estimator, info, missing, nan_hint), None
     finite = "allow-nan" if missing == "marginalize" else True
-    return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
-                                accept_sparse=accept_sparse)
+    with hinted(nan_hint):
+        return None, in_memory_rows(X, name, 1, estimator=estimator, reset=False, finite=finite,
+                                    accept_sparse=accept_sparse)
 
 
-def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool = False):
+def nan_hint(estimator) -> str:
+    """What a mixture that does not marginalise says after scikit-learn's "Input X contains NaN." when asked to
+    predict or learn from rows with NaN: it can (scikit-learn's sentence says to impute or drop them only)."""
+    # a mixture (its form for rows with NaN); KMeans has `missing` too, and refuses "marginalize"
+    if getattr(estimator, "missing", None) != "raise" or not hasattr(estimator, "_marginal"):
+        return ""
+    also = " and partial_fit" if hasattr(estimator, "partial_fit") else ""
+    return (f"{type(estimator).__name__} takes them as missing values with missing='marginalize' (on a fitted "
+            f"model, set_params(missing='marginalize') lets its predictions{also} marginalise them).")
+
+
+@contextlib.contextmanager
+def hinted(hint: str):
+    """scikit-learn's ``ValueError("Input X contains NaN. ...")`` raised inside, with ``hint`` at its end."""
+    try:
+        yield
+    except ValueError as exc:
+        if not hint or not str(exc).startswith("Input X contains NaN"):
+            raise
+        raise type(exc)(f"{exc} {hint}") from None
+
+
+def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool = False, nan_hint: str = ""):
     """Rows to write predictions for, as a row-chunked Dask array (:func:`check_rows`): in-memory input
     checked now, Dask input by the task of each chunk (:func:`finite_chunks`).
 
@@ -456,13 +484,15 @@ def prediction_chunks(estimator, X, missing: str = "raise", accept_sparse: bool 
     missing : {"raise", "marginalize"}
         NaN is allowed with "marginalize" (infinity never is).
     accept_sparse : bool
+    nan_hint : str
+        Ends the message about NaN (:func:`prediction_rows`).
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), hinted(nan_hint):
         # the command matches Parquet columns to the model's names itself and passes a Dask array
         warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
         Xd, info = check_rows(X, type(estimator).__name__, min_samples=0, estimator=estimator, reset=False,
                               finite="allow-nan" if missing == "marginalize" else True, accept_sparse=accept_sparse)
-    return finite_chunks(Xd, estimator, info, missing) if info["dask_input"] else Xd
+    return finite_chunks(Xd, estimator, info, missing, nan_hint) if info["dask_input"] else Xd
 
 
 def input_or_model_names(info, estimator):
@@ -472,7 +502,7 @@ def input_or_model_names(info, estimator):
     return getattr(estimator, "feature_names_in_", None) if names is None else names
 
 
-def finite_chunks(Xd, estimator, info, missing: str = "raise"):
+def finite_chunks(Xd, estimator, info, missing: str = "raise", nan_hint: str = ""):
     """Dask rows to predict on, each chunk checked for NaN and infinity by the task that reads it.
 
     The check cannot compute the array up front: the chunk with a bad value raises scikit-learn's
@@ -492,6 +522,8 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
         :func:`check_rows`'s.
     missing : {"raise", "marginalize"}
         NaN is allowed with "marginalize" (infinity never is).
+    nan_hint : str
+        Ends the message of a chunk with NaN (:func:`prediction_rows`).
     """
     import dask.array as da
 
@@ -505,8 +537,8 @@ def finite_chunks(Xd, estimator, info, missing: str = "raise"):
     n = len(rows)
     place = np.column_stack([np.cumsum(rows) - rows, np.arange(n), np.full(n, n)]).ravel()
     return da.blockwise(check_finite_rows, "ij", Xd, "ij", da.from_array(place, chunks=3), "i",
-                        missing == "marginalize", None, names, None, dtype=Xd.dtype, meta=Xd._meta,
-                        align_arrays=False)
+                        missing == "marginalize", None, names, None, nan_hint, None, dtype=Xd.dtype,
+                        meta=Xd._meta, align_arrays=False)
 
 
 def _check_weights_shape(shape, n: int) -> None:
@@ -549,22 +581,45 @@ def check_weights(sample_weight, n: int, name: str, allow_all_zero: bool = True)
     return w
 
 
-def check_complete_rows(scan, name, missing, parameter, n_components) -> None:
+def check_complete_rows(scan, name, missing, parameter, n_components, feature_names=None,
+                        takes_start: bool = False, init_params: str | None = None) -> None:
     """Under ``missing="marginalize"`` the start is drawn from the rows without NaN: fewer of them than
     components is a :class:`DegenerateDataWarning` saying what to do. Wide rows with scattered missing values
     have few (200 features 5% missing: 1 row of 2,000), and the fit went on silently from one point (an
     adjusted Rand index of 0 on three clusters a complete fit separates). A warning, not an error: a start
     given (``means_init``; the caller does not ask then), a variational mixture's ``n_components`` as an upper
-    bound, and ``select_model``'s smaller candidates fit well from few such rows."""
-    if missing != "marginalize" or not n_components or scan.complete < 0 or scan.complete >= n_components:
+    bound, and ``select_model``'s smaller candidates fit well from few such rows. ``takes_start``: the estimator
+    takes ``means_init``, which the warning then suggests (it told the t and variational mixtures and
+    ``select_model``, which have none, to give one). ``init_params="kmeans"`` draws every row with an observed
+    value (:func:`daskgmm.em.init.observed_sample`; 1 complete row of 2,000 in 120 features: adjusted Rand 1.0),
+    so it is not warned of; the starts that draw rows draw complete ones."""
+    if init_params == "kmeans" or missing != "marginalize" or not n_components or scan.complete < 0 \
+            or scan.complete >= n_components:
         return
     if not np.any(scan.nan) or scan.weight <= 0:
         return  # no missing value, or none complete: check_scan's
     warnings.warn(
         f"{name} with missing='marginalize' initialises from the rows without NaN, and only {scan.complete} of "
         f"{scan.rows} row(s) (of positive weight) have every feature, fewer than {parameter}={n_components}: "
-        "its start may not tell the components apart; give it one (means_init), or drop or impute the feature "
-        "columns missing most often before fitting", DegenerateDataWarning, stacklevel=4)
+        f"its start may not tell the components apart; {'give it one (means_init), or ' if takes_start else ''}"
+        "drop or impute the feature "
+        f"columns missing most often before fitting ({most_missing(scan, feature_names)}), or start with "
+        "init_params='kmeans', which draws every row", DegenerateDataWarning, stacklevel=4)
+
+
+def check_drawable_rows(scan, name, init_params, n_components) -> None:
+    """``init_params="random_from_data"`` starts each component at a distinct row of positive weight (without NaN
+    under ``missing="marginalize"``): fewer such rows than components is scikit-learn's "Expected n_samples >=
+    n_components" (a :class:`DataError`). The draw took what there was, and the fit ended with that many
+    components: a ``GaussianMixture(3)`` with ``means_`` of shape (1, D), whose ``predict`` then said that
+    ``set_params`` had changed it (user trial; 2 rows of weight 1 among 100 of weight 0 did the same)."""
+    if init_params != "random_from_data" or not n_components or scan.complete < 0 or scan.complete >= n_components:
+        return
+    nan = " and no NaN" if np.any(scan.nan) else ""
+    raise DataError(
+        f"Expected n_samples >= n_components but got n_components = {n_components}, n_samples = {scan.complete}: "
+        f"{name}'s init_params='random_from_data' starts each component at a distinct row of positive sample "
+        f"weight{nan}, and only {scan.complete} of the {scan.rows} row(s) are such; use init_params='kmeans'")
 
 
 def _weights_array(sample_weight, Xd, name):
@@ -620,20 +675,25 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
                           reset=reset, finite=(not scan) and ("allow-nan" if missing == "marginalize" else True),
                           accept_sparse=accept_sparse)
     if check_chunks and info["dask_input"]:
-        Xd = finite_chunks(Xd, estimator, info, missing)
+        # a later batch of a fitted mixture: its NaN could be marginalised (a first batch's are named by the fit)
+        Xd = finite_chunks(Xd, estimator, info, missing, "" if reset or estimator is None else nan_hint(estimator))
     w = None if sample_weight is None else _weights_array(sample_weight, Xd, name)
     data = ChunkedData(Xd, w, cache=cache, in_memory=info["in_memory"])
     if not scan:
         return data, None, info
     result = data.scan()
+    takes_start = estimator is not None and "means_init" in estimator.get_params()
     # Dask input: the message names the chunk of the first bad row as the user chunked X
     check_scan(result, info["feature_names"], name, missing=missing,
-               chunks=Xd.chunks[0] if info["dask_input"] else None, dtype=Xd.dtype)
+               chunks=Xd.chunks[0] if info["dask_input"] else None, dtype=Xd.dtype, takes_start=takes_start)
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
         if getattr(estimator, "means_init", None) is None:  # a start given is not drawn from the complete rows
-            check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None))
+            init_params = getattr(estimator, "init_params", None)
+            check_drawable_rows(result, name, init_params, getattr(estimator, parameter, None))
+            check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None),
+                                info["feature_names"], takes_start, init_params)
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
         warn_far_rows(result, data, info["feature_names"])

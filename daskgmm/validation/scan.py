@@ -44,11 +44,14 @@ def warn_empty_rows(n_empty: int, name: str = "the estimator", stacklevel: int =
     would only slow EM down.)
     """
     if n_empty:
+        # the variational mixture predicts and scores by its own form (expected log-weights and offsets)
+        what = ("its predictions are those of the expected log-weights, its score a little below 0"
+                if name == "BayesianGaussianMixture" else "its predictions are the components' weights, its "
+                "log-likelihood 0")
         warnings.warn(EmptyRowsWarning(
             f"{n_empty} row(s) have every feature missing (NaN or null): under missing='marginalize' such a row "
             "is as likely under every component and holds no information on them, so it is left out of "
-            f"{name}'s fit (its predictions are the components' weights, its log-likelihood 0)", n_empty),
-            stacklevel=stacklevel)
+            f"{name}'s fit ({what})", n_empty), stacklevel=stacklevel)
 
 
 def bad_weights_message(n_nan: int, n_inf: int, n_negative: int, first: int, name: str) -> str:
@@ -228,24 +231,28 @@ def warn_far_rows(scan, data, feature_names) -> None:
 
 
 def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bool = True, chunks=None,
-               dtype="float64") -> None:
+               dtype="float64", takes_start: bool = False) -> None:
     """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
 
     Under ``missing="marginalize"`` the scan's weight is that of the complete rows (its mean,
     variance and sample come from them): at least one is needed to ``initialise``; without
     that (an online step) the caller checks the weight of all rows itself. ``dtype`` is the rows' (for the
-    message about infinity).
+    message about infinity). ``takes_start``: the estimator takes ``means_init``, which the message then says
+    needs a complete row too (the others have no such parameter to try).
     """
     check_finite(scan, feature_names, missing=missing, chunks=chunks, name=name, dtype=dtype)
     if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
         if not initialise:
             return
         empty = np.flatnonzero(np.asarray(scan.nan) >= scan.rows)
-        why = ""
         if empty.size:  # the usual cause: a column with no value at all, which no row can complete
             names = (short_columns([str(feature_names[j]) for j in empty], quote=True) if feature_names is not None
                      else ", ".join(str(j) for j in empty))
             why = f" column(s) {names} of X are missing in every row: drop them."
+        else:  # wide rows with scattered gaps (80 sensors each 10% missing): name where to start
+            why = (f" {most_missing(scan, feature_names)}: drop or impute them (or impute every missing value) "
+                   "before fitting; the start needs at least one row with every feature"
+                   f"{', with means_init too' if takes_start else ''}.")
         raise DataError(
             f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
             f"has a missing value (or no positive weight).{why}"
@@ -257,6 +264,19 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
         )
     if not np.isfinite(scan.weight):  # finite weights (checked above) whose sum overflows
         raise ValueError(weight_sum_message(name))
+
+
+def most_missing(scan, feature_names, n: int = 3) -> str:
+    """The (at most ``n``) columns missing in the most rows, with their counts, as "column(s) … of X are missing
+    most often (in a, b and c of N rows)": a column of X by position where ``feature_names`` is None, which the
+    command renames to its Parquet name."""
+    nan = np.asarray(scan.nan)
+    top = [int(j) for j in np.argsort(-nan, kind="stable")[:n] if nan[j] > 0]
+    names = (", ".join(repr(str(feature_names[j])) for j in top) if feature_names is not None
+             else ", ".join(str(j) for j in top))
+    counts = [f"{int(nan[j]):,}" for j in top]
+    counts = counts[0] if len(counts) == 1 else f"{', '.join(counts[:-1])} and {counts[-1]}"
+    return f"column(s) {names} of X are missing most often (in {counts} of {scan.rows:,} rows)"
 
 
 def weight_sum_message(name: str) -> str:
