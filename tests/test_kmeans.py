@@ -472,3 +472,24 @@ def test_weights_too_small_to_draw_a_row_by_are_named():
         for rows, weights in ((X, w), (da.from_array(X, chunks=200), da.from_array(w, chunks=200))):
             with pytest.raises(ValueError, match=r"sample_weight: no row could be drawn .* too small"):
                 est.fit(rows, sample_weight=weights)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_max_iter_keeps_its_meaning_when_the_larger_sample_is_every_row(sparse):
+    """Data just past the scan's sample (4,096 sparse rows; 4 MiB of float64 rows, 1,024 rows of 512 columns)
+    but within the 512 rows per cluster k-means|| takes: the larger sample it draws holds every row, and Lloyd
+    to convergence on it was the whole fit, on the client. Was: n_iter_ 1 whatever max_iter (a 5,000 x 300
+    sparse fit, K = 20, reported 1 iteration where scikit-learn's took 10, and max_iter=1 returned the converged
+    centres). As when the scan's sample holds every row, the start is k-means++ only and Lloyd is the fit's."""
+    import scipy.sparse as sp
+
+    from daskgmm import KMeans
+
+    if sparse:
+        X, k = sp.random(5000, 300, density=0.03, random_state=0, format="csr"), 20
+    else:
+        X, k = np.random.default_rng(0).normal(size=(1500, 512)), 3
+    full = KMeans(k, random_state=0, n_init=1).fit(X)
+    one = KMeans(k, random_state=0, n_init=1, max_iter=1).fit(X)
+    assert full.n_iter_ > 1
+    assert one.n_iter_ == 1 and one.inertia_ > full.inertia_
