@@ -559,3 +559,24 @@ def test_chunked_data_of_sparse_rows_caches_by_their_size():
     assert lazy.nbytes == 2000 * 1_000_000 * 8  # dask counts the dense size
     data = ChunkedData(lazy, cache="auto")
     assert data.sparse and data.persisted  # by the first chunk's bytes, a few hundred KB
+
+
+def test_list_columns_are_not_called_spark_vectors_when_the_layout_columns_are_missing(tmp_path):
+    """Files of daskgmm's layout read with other column names (a model fitted on ``idx, val`` given files of
+    ``indices, values``): the error called the list column 'indices' "a column of Spark ML vectors" and said to
+    read it with vector='indices' (user trial, sparse rows). List columns are named as what they may be: a
+    row's indices and values, or one array a dense row each; a Spark ML vector column keeps its hint."""
+    X = sp.random(20, 6, density=0.3, random_state=0, format="csr")
+    daskgmm.write_sparse_parquet(X, tmp_path / "a.parquet", ids=np.arange(20))
+    with pytest.raises(DataError) as info:
+        read_sparse_parquet(tmp_path, indices="idx", values="val")
+    msg = str(info.value)
+    assert "Spark ML" not in msg and "vector=" not in msg, msg
+    assert "'indices' and 'values' are list columns" in msg and "indices='indices', values='values'" in msg, msg
+    assert "(daskgmm --sparse --columns indices,values)" in msg, msg
+    # one list column of numbers: an array per row, read as a vector column
+    pq.write_table(pa.table({"id": np.arange(3), "arr": pa.array([[1.0, 2.0]] * 3)}), tmp_path / "b.parquet")
+    with pytest.raises(DataError) as info:
+        read_sparse_parquet(tmp_path / "b.parquet", n_features=2)
+    msg = str(info.value)
+    assert "Spark ML" not in msg and "'arr' is a column of arrays of numbers: read it with vector='arr'" in msg, msg

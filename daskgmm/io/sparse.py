@@ -216,17 +216,31 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
 
 
 def _vector_hint(infos, indices) -> str:
-    """Words naming a Spark ML vector column, for a file without the layout's list columns."""
-    from daskgmm.io.vectors import is_vector
+    """Words naming the columns that may hold the rows, for a file without the layout's list columns:
+    a Spark ML vector column, else two list columns (a row's indices and values), else one (an array a row)."""
+    import pyarrow as pa
+
+    from daskgmm.io.vectors import is_array, is_spark_vector
 
     schema = infos[0].schema
     if indices in schema.names:
         return ""
-    found = [c for c in schema.names if is_vector(schema.field(c).type)]
-    if not found:
-        return ""
-    return f"; {found[0]!r} is a column of Spark ML vectors: read it with vector={found[0]!r} (daskgmm --sparse " \
-           f"--columns {found[0]})"
+    spark = [c for c in schema.names if is_spark_vector(schema.field(c).type)]
+    if spark:
+        return f"; {spark[0]!r} is a column of Spark ML vectors: read it with vector={spark[0]!r} (daskgmm " \
+               f"--sparse --columns {spark[0]})"
+    # a list column is no Spark vector (the hint said so of daskgmm's own 'indices'): say what it may be
+    lists = [c for c in schema.names if is_array(schema.field(c).type)]
+    ints = [c for c in lists if pa.types.is_integer(schema.field(c).type.value_type)]
+    if ints and len(lists) > 1:
+        i = ints[0]
+        v = next(c for c in lists if c != i)
+        return f"; {i!r} and {v!r} are list columns: if they hold each row's indices and values, read them with " \
+               f"indices={i!r}, values={v!r} (daskgmm --sparse --columns {i},{v})"
+    if lists:
+        return f"; {lists[0]!r} is a column of arrays of numbers: read it with vector={lists[0]!r}, each array a " \
+               f"row (daskgmm --sparse --columns {lists[0]})"
+    return ""
 
 
 def sparse_layout(columns) -> dict:
