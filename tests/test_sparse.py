@@ -580,3 +580,17 @@ def test_list_columns_are_not_called_spark_vectors_when_the_layout_columns_are_m
         read_sparse_parquet(tmp_path / "b.parquet", n_features=2)
     msg = str(info.value)
     assert "Spark ML" not in msg and "'arr' is a column of arrays of numbers: read it with vector='arr'" in msg, msg
+
+
+def test_list_columns_of_varying_length_read_densely_point_to_the_sparse_reader(tmp_path):
+    """Spark's arrays of indices and values read as dense vector columns (``--columns idx,val`` without
+    ``--sparse``) failed with "holds a dense vector of 0 values where its first vector has 5" and no word of
+    the sparse reader (user trial, sparse rows): the message now says how to read such lists."""
+    table = pa.table({"idx": pa.array([[0, 3], [], [1]], pa.list_(pa.int32())),
+                      "val": pa.array([[1.0, 2.0], [], [0.5]])})
+    pq.write_table(table, tmp_path / "a.parquet")
+    with pytest.raises(DataError, match=r"holds a dense vector of 0 values where its first vector has 2; .*"
+                                        r"read as sparse rows by daskgmm.read_sparse_parquet.*--sparse"):
+        daskgmm.read_parquet(tmp_path, columns=["idx", "val"]).compute()
+    x = read_sparse_parquet(tmp_path, 4, indices="idx", values="val").compute()
+    np.testing.assert_array_equal(x.toarray(), [[1, 0, 0, 2], [0, 0, 0, 0], [0, 0.5, 0, 0]])
