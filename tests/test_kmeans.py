@@ -493,3 +493,35 @@ def test_max_iter_keeps_its_meaning_when_the_larger_sample_is_every_row(sparse):
     one = KMeans(k, random_state=0, n_init=1, max_iter=1).fit(X)
     assert full.n_iter_ > 1
     assert one.n_iter_ == 1 and one.inertia_ > full.inertia_
+
+
+def test_partial_fit_of_float32_rows_keeps_float32_centres_as_fit_and_minibatchkmeans(tmp_path):
+    """KMeans.partial_fit of float32 rows (NumPy, sparse or Dask) gave float64 centres, and so float64
+    distances, where fit of the same rows and scikit-learn's MiniBatchKMeans.partial_fit give float32; a
+    fitted float32 model became float64 at its first update. The centres keep the first batch's (or the
+    fit's) dtype; a later batch of float64 rows widens them, as predictions take the wider of the two."""
+    import dask.array as da
+    import scipy.sparse as sp
+    from sklearn.cluster import MiniBatchKMeans
+
+    from daskgmm import KMeans
+
+    X = sp.random(600, 8, density=0.4, random_state=0, format="csr", dtype=np.float32)
+    init = X[:3].toarray()
+    ref = MiniBatchKMeans(3, init=init, n_init=1, reassignment_ratio=0.0)
+    for batch in (X[:300], X[300:]):
+        ref.partial_fit(batch)
+    assert ref.cluster_centers_.dtype == np.float32
+    for rows in (X, X.toarray(), da.from_array(X.toarray(), chunks=(150, 8)),
+                 da.from_array(X, chunks=(150, 8), asarray=False)):
+        km = KMeans(3, init=init, n_init=1)
+        for batch in (rows[:300], rows[300:]):
+            km.partial_fit(batch)
+        assert km.cluster_centers_.dtype == np.float32, type(rows)
+        assert km.transform(rows[:5]).dtype == np.float32
+        np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-5, atol=1e-6)
+    fitted = KMeans(3, random_state=0).fit(X).partial_fit(X[:100])
+    assert fitted.cluster_centers_.dtype == np.float32
+    fitted.save(tmp_path / "m")
+    assert daskgmm.load(tmp_path / "m").cluster_centers_.dtype == np.float32
+    assert fitted.partial_fit(X[:100].astype(np.float64)).cluster_centers_.dtype == np.float64
