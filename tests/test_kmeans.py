@@ -525,3 +525,21 @@ def test_partial_fit_of_float32_rows_keeps_float32_centres_as_fit_and_minibatchk
     fitted.save(tmp_path / "m")
     assert daskgmm.load(tmp_path / "m").cluster_centers_.dtype == np.float32
     assert fitted.partial_fit(X[:100].astype(np.float64)).cluster_centers_.dtype == np.float64
+
+
+def test_partial_fit_seeding_from_a_dask_batch_of_fewer_rows_than_clusters_is_refused_as_numpy():
+    """A first batch of fewer rows than clusters, without an init array, is refused with scikit-learn's
+    sentence (MiniBatchKMeans': "n_samples=3 should be >= n_clusters=4."): a NumPy batch was, a Dask batch
+    (dense or sparse chunks) was seeded with a row repeated, two equal centres (user trial, streaming)."""
+    import dask.array as da
+    import scipy.sparse as sp
+
+    from daskgmm import KMeans
+
+    X = np.random.default_rng(0).normal(size=(3, 2))
+    for batch in (X, da.from_array(X, chunks=2), da.from_array(sp.csr_matrix(X), chunks=(2, 2), asarray=False)):
+        with pytest.raises(ValueError, match=r"^n_samples=3 should be >= n_clusters=4\.$"):
+            KMeans(4, random_state=0).partial_fit(batch)
+    # with the centres given, any batch updates them (one row at a time is the notes' sequential k-means)
+    km = KMeans(4, init=np.zeros((4, 2)), n_init=1).partial_fit(da.from_array(X, chunks=2))
+    assert km.counts_.sum() == 3
