@@ -594,3 +594,20 @@ def test_list_columns_of_varying_length_read_densely_point_to_the_sparse_reader(
         daskgmm.read_parquet(tmp_path, columns=["idx", "val"]).compute()
     x = read_sparse_parquet(tmp_path, 4, indices="idx", values="val").compute()
     np.testing.assert_array_equal(x.toarray(), [[1, 0, 0, 2], [0, 0, 0, 0], [0, 0.5, 0, 0]])
+
+
+def test_dense_only_estimators_say_how_to_make_dask_sparse_chunks_dense():
+    """KMedoids (and the mixtures) refused a Dask array of scipy.sparse chunks saying "for data larger than memory,
+    pass a Dask array", which it was (user trial, sparse rows): the message now says how to make its chunks
+    dense, and that advice works."""
+    from daskgmm import GaussianMixture, KMedoids
+
+    X, _ = _text_like(n=60, d=6)
+    chunks = da.from_array(X, chunks=(25, 6), asarray=False)
+    for est in (KMedoids(2, random_state=0), GaussianMixture(2, random_state=0)):
+        with pytest.raises(TypeError, match=r"dense data is required\. .* fits dense rows only .*; X is a Dask "
+                                            r"array of sparse chunks: make its chunks dense, X\.map_blocks"):
+            est.fit(chunks)
+    dense = chunks.map_blocks(lambda b: b.toarray(), dtype=chunks.dtype)
+    got, ref = KMedoids(2, random_state=0).fit(dense), KMedoids(2, random_state=0).fit(X.toarray())
+    np.testing.assert_array_equal(got.medoid_indices_, ref.medoid_indices_)
