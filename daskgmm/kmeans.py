@@ -333,7 +333,12 @@ shape (n_samples, n_features)
             st = fitting_kmeans.batch_statistics(data, self.cluster_centers_)
         else:
             st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, input_or_model_names(info, self), name)
-        self.cluster_centers_, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
+        centers, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
+        # float32 rows keep float32 centres, as fit's and MiniBatchKMeans' (the update itself runs in float64); a
+        # later batch of float64 rows widens a float32 model, as its predictions take the wider dtype
+        rows_dtype = data.dtype if dask_batch else x.dtype
+        self.cluster_centers_ = centers.astype(rows_dtype if first else
+                                               np.result_type(self.cluster_centers_.dtype, rows_dtype))
         self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         for stale in ("labels_", "inertia_", "n_iter_", "history_"):  # the fit's, under the old centres
             self.__dict__.pop(stale, None)

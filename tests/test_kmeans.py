@@ -472,3 +472,74 @@ def test_weights_too_small_to_draw_a_row_by_are_named():
         for rows, weights in ((X, w), (da.from_array(X, chunks=200), da.from_array(w, chunks=200))):
             with pytest.raises(ValueError, match=r"sample_weight: no row could be drawn .* too small"):
                 est.fit(rows, sample_weight=weights)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_max_iter_keeps_its_meaning_when_the_larger_sample_is_every_row(sparse):
+    """Data just past the scan's sample (4,096 sparse rows; 4 MiB of float64 rows, 1,024 rows of 512 columns)
+    but within the 512 rows per cluster k-means|| takes: the larger sample it draws holds every row, and Lloyd
+    to convergence on it was the whole fit, on the client. Was: n_iter_ 1 whatever max_iter (a 5,000 x 300
+    sparse fit, K = 20, reported 1 iteration where scikit-learn's took 10, and max_iter=1 returned the converged
+    centres). As when the scan's sample holds every row, the start is k-means++ only and Lloyd is the fit's."""
+    import scipy.sparse as sp
+
+    from daskgmm import KMeans
+
+    if sparse:
+        X, k = sp.random(5000, 300, density=0.03, random_state=0, format="csr"), 20
+    else:
+        X, k = np.random.default_rng(0).normal(size=(1500, 512)), 3
+    full = KMeans(k, random_state=0, n_init=1).fit(X)
+    one = KMeans(k, random_state=0, n_init=1, max_iter=1).fit(X)
+    assert full.n_iter_ > 1
+    assert one.n_iter_ == 1 and one.inertia_ > full.inertia_
+
+
+def test_partial_fit_of_float32_rows_keeps_float32_centres_as_fit_and_minibatchkmeans(tmp_path):
+    """KMeans.partial_fit of float32 rows (NumPy, sparse or Dask) gave float64 centres, and so float64
+    distances, where fit of the same rows and scikit-learn's MiniBatchKMeans.partial_fit give float32; a
+    fitted float32 model became float64 at its first update. The centres keep the first batch's (or the
+    fit's) dtype; a later batch of float64 rows widens them, as predictions take the wider of the two."""
+    import dask.array as da
+    import scipy.sparse as sp
+    from sklearn.cluster import MiniBatchKMeans
+
+    from daskgmm import KMeans
+
+    X = sp.random(600, 8, density=0.4, random_state=0, format="csr", dtype=np.float32)
+    init = X[:3].toarray()
+    ref = MiniBatchKMeans(3, init=init, n_init=1, reassignment_ratio=0.0)
+    for batch in (X[:300], X[300:]):
+        ref.partial_fit(batch)
+    assert ref.cluster_centers_.dtype == np.float32
+    for rows in (X, X.toarray(), da.from_array(X.toarray(), chunks=(150, 8)),
+                 da.from_array(X, chunks=(150, 8), asarray=False)):
+        km = KMeans(3, init=init, n_init=1)
+        for batch in (rows[:300], rows[300:]):
+            km.partial_fit(batch)
+        assert km.cluster_centers_.dtype == np.float32, type(rows)
+        assert km.transform(rows[:5]).dtype == np.float32
+        np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-5, atol=1e-6)
+    fitted = KMeans(3, random_state=0).fit(X).partial_fit(X[:100])
+    assert fitted.cluster_centers_.dtype == np.float32
+    fitted.save(tmp_path / "m")
+    assert daskgmm.load(tmp_path / "m").cluster_centers_.dtype == np.float32
+    assert fitted.partial_fit(X[:100].astype(np.float64)).cluster_centers_.dtype == np.float64
+
+
+def test_partial_fit_seeding_from_a_dask_batch_of_fewer_rows_than_clusters_is_refused_as_numpy():
+    """A first batch of fewer rows than clusters, without an init array, is refused with scikit-learn's
+    sentence (MiniBatchKMeans': "n_samples=3 should be >= n_clusters=4."): a NumPy batch was, a Dask batch
+    (dense or sparse chunks) was seeded with a row repeated, two equal centres (user trial, streaming)."""
+    import dask.array as da
+    import scipy.sparse as sp
+
+    from daskgmm import KMeans
+
+    X = np.random.default_rng(0).normal(size=(3, 2))
+    for batch in (X, da.from_array(X, chunks=2), da.from_array(sp.csr_matrix(X), chunks=(2, 2), asarray=False)):
+        with pytest.raises(ValueError, match=r"^n_samples=3 should be >= n_clusters=4\.$"):
+            KMeans(4, random_state=0).partial_fit(batch)
+    # with the centres given, any batch updates them (one row at a time is the notes' sequential k-means)
+    km = KMeans(4, init=np.zeros((4, 2)), n_init=1).partial_fit(da.from_array(X, chunks=2))
+    assert km.counts_.sum() == 3

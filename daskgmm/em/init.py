@@ -301,7 +301,7 @@ SAMPLE_ROWS_PER_CLUSTER = 512
 
 
 def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, tol: float = 0.0,
-                  polish: bool = True, tries: int = SAMPLE_KMEANS_TRIES, trim: float = 0.0,
+                  polish: bool | None = True, tries: int = SAMPLE_KMEANS_TRIES, trim: float = 0.0,
                   drawn=None) -> list[np.ndarray]:
     """k-means on the scan's sample, one list of centres per seed ("k-means||").
 
@@ -313,7 +313,9 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     ``tries`` times, and the first centres of lowest inertia on the sample up to
     rounding are kept (with ``polish=False``, k-means++ only: when the sample
     is the whole data, Lloyd's algorithm on it is the fit itself, and ``max_iter``
-    must keep its meaning). No pass over the data is needed unless the scan's
+    must keep its meaning; ``polish=None``: ``False`` when the scan's sample holds
+    every row, and when the larger sample does, the seeding of the try whose Lloyd on
+    it ends lowest, else ``True``). No pass over the data is needed unless the scan's
     sample is too small (many clusters, wide data: then one pass draws a
     larger one). Like k-means|| (Bahmani et al. 2012), whose name the method
     keeps, this gives k-means++ quality without a pass per centre; Lloyd
@@ -335,8 +337,11 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     need = min(SAMPLE_ROWS_PER_CLUSTER * max(ks), data.n_rows)
     # the whole data as a weighted point set, when the scan drew every row and k-means takes them all
     whole = (_distinct_rows(sample, data.sample_weights() if weights is None else weights) if every else None)
+    drawn_every_row = False
     if sample.shape[0] < need and whole is None and drawn is None:
         sample = random_rows(data, centre, need, [SCAN_SAMPLE_KEY], stream=11, dense=False)[0]
+        # fewer rows than asked for: there were no more to draw (need is at most n_rows)
+        drawn_every_row = sample.shape[0] < need or need == data.n_rows
     if issparse(sample):
         # sparse rows cannot be shifted and stay sparse: distances about the origin
         centre = np.zeros(data.n_features)
@@ -363,9 +368,18 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
             continue
         rng = np.random.default_rng(s)
         found, inertias = [], []
+        # k-means on every row is the fit itself: Lloyd's iterations are left to it, so that max_iter, n_iter_
+        # and the verbose lines keep scikit-learn's meaning. From the larger sample (every row, unweighted) the
+        # tries are still ranked by their converged inertia, as on a sample, and the winner's seeding is kept:
+        # the fit's Lloyd goes from it to those centres (ranked by their seeding instead, 8 fits of 5,000 sparse
+        # rows, K = 20, ended 0.9% higher on average)
+        polish_k = polish if polish is not None else not data.sample_complete
+        seeding_only = polish is None and drawn_every_row
         for _ in range(tries):
             c = _local_kmeanspp(pts, w, k, rng, trim=trim)
-            if polish:
+            if seeding_only:
+                inertia = _local_lloyd(pts, w, c, tol=tol)[1]
+            elif polish_k:
                 c, inertia = _local_lloyd(pts, w, c, tol=tol)
             elif issparse(pts) or (whole is not None and pts is whole[0]):
                 inertia = float(_sq_dist(pts, _sq_norms(pts), c).min(axis=1) @ w)
@@ -454,9 +468,9 @@ MIXTURE_KMEANS_MAX_ITER = 1
 def initial_centers(data: ChunkedData, centre, method: str, n_clusters, seeds: list[int]) -> list[np.ndarray]:
     """Starting centres per seed: "k-means||", "k-means++" or "random" (distinct rows)."""
     if method == "k-means||":
-        whole = data.sample_complete  # the sample is the data: leave Lloyd to the fit
+        # when k-means takes every row (the scan's sample or the larger one), Lloyd is left to the fit
         return sample_kmeans(data, centre, n_clusters, seeds, tol=kmeans_tolerance(data.scan().variance, 1e-4),
-                             polish=not whole)
+                             polish=None)
     if method == "k-means++":
         return kmeans_plusplus(data, centre, n_clusters, seeds)
     if method == "random":

@@ -192,6 +192,8 @@ def first_batch_centers(batch, n_clusters: int, seeds) -> np.ndarray:
         local = ChunkedData(da.from_array(batch, chunks=batch.shape, asarray=False), None, cache="none",
                             in_memory=True)
         return initial_centers(local, np.asarray(batch.mean(axis=0)).ravel(), "k-means++", n_clusters, seeds)[0]
+    if batch.n_rows < n_clusters:  # as above: k-means++ would repeat a row (MiniBatchKMeans refuses it)
+        raise ValueError(f"n_samples={batch.n_rows} should be >= n_clusters={n_clusters}.")
     return initial_centers(batch, batch.scan().mean, "k-means++", n_clusters, seeds)[0]
 
 

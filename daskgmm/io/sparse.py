@@ -216,17 +216,31 @@ def check_vector_schemas(fs, infos, vector, id_column, n_features):
 
 
 def _vector_hint(infos, indices) -> str:
-    """Words naming a Spark ML vector column, for a file without the layout's list columns."""
-    from daskgmm.io.vectors import is_vector
+    """Words naming the columns that may hold the rows, for a file without the layout's list columns:
+    a Spark ML vector column, else two list columns (a row's indices and values), else one (an array a row)."""
+    import pyarrow as pa
+
+    from daskgmm.io.vectors import is_array, is_spark_vector
 
     schema = infos[0].schema
     if indices in schema.names:
         return ""
-    found = [c for c in schema.names if is_vector(schema.field(c).type)]
-    if not found:
-        return ""
-    return f"; {found[0]!r} is a column of Spark ML vectors: read it with vector={found[0]!r} (daskgmm --sparse " \
-           f"--columns {found[0]})"
+    spark = [c for c in schema.names if is_spark_vector(schema.field(c).type)]
+    if spark:
+        return f"; {spark[0]!r} is a column of Spark ML vectors: read it with vector={spark[0]!r} (daskgmm " \
+               f"--sparse --columns {spark[0]})"
+    # a list column is no Spark vector (the hint said so of daskgmm's own 'indices'): say what it may be
+    lists = [c for c in schema.names if is_array(schema.field(c).type)]
+    ints = [c for c in lists if pa.types.is_integer(schema.field(c).type.value_type)]
+    if ints and len(lists) > 1:
+        i = ints[0]
+        v = next(c for c in lists if c != i)
+        return f"; {i!r} and {v!r} are list columns: if they hold each row's indices and values, read them with " \
+               f"indices={i!r}, values={v!r} (daskgmm --sparse --columns {i},{v})"
+    if lists:
+        return f"; {lists[0]!r} is a column of arrays of numbers: read it with vector={lists[0]!r}, each array a " \
+               f"row (daskgmm --sparse --columns {lists[0]})"
+    return ""
 
 
 def sparse_layout(columns) -> dict:
@@ -375,7 +389,8 @@ def write_sparse_parquet(X, path, *, indices="indices", values="values", ids=Non
 
     Parameters
     ----------
-    X : scipy.sparse matrix or array, shape (n, D)
+    X : scipy.sparse matrix or array, pydata sparse array or ndarray, shape (n, D)
+        Rows in memory (a Dask array is refused: compute it, or write each chunk to a file of its own).
     path : str or path-like
         The file; written beside under a temporary name and renamed into place. Its
         directory is created if needed.
@@ -392,7 +407,15 @@ def write_sparse_parquet(X, path, *, indices="indices", values="values", ids=Non
     import pyarrow.parquet as pq
     import scipy.sparse as sp
 
-    x = sp.csr_array(X)
+    from daskgmm.validation.checks import is_dask_array
+
+    if is_dask_array(X):
+        # read_sparse_parquet gives a Dask array: scipy's constructor refused it with "function missing 1 required
+        # positional argument: 'shape'"
+        raise TypeError("write_sparse_parquet writes rows held in memory (scipy.sparse, pydata sparse or dense) "
+                        "as one file; X is a Dask array: compute it (X.compute()), or write each chunk to a file "
+                        "of its own (X.to_delayed())")
+    x = sp.csr_array(X.to_scipy_sparse() if hasattr(X, "to_scipy_sparse") else X)  # pydata sparse: COO, GCXS
     x.sum_duplicates()
     offsets = pa.array(x.indptr.astype(np.int64)) if x.nnz >= 2**31 else pa.array(x.indptr.astype(np.int32))
     list_type = pa.LargeListArray if x.nnz >= 2**31 else pa.ListArray

@@ -220,8 +220,13 @@ def vector_block(part, width: int, name: str, locate) -> np.ndarray:
         wrong = count[dense] != width
         if wrong.any():
             i = int(dense[np.argmax(wrong)])
+            # lists of varying length are most often a sparse row's indices or values (Spark's arrays)
+            hint = "" if pa.types.is_struct(part.type) else (
+                " (lists of varying length, such as the indices and values of sparse rows, are read as sparse "
+                "rows by daskgmm.read_sparse_parquet(path, n_features, indices=..., values=...); daskgmm --sparse "
+                "--columns INDICES,VALUES --n-features N)")
             raise DataError(f"{locate(i)}: column {name!r} holds a dense vector of {int(count[i])} values where "
-                            f"its first vector has {width}; every vector of a column must have one width")
+                            f"its first vector has {width}; every vector of a column must have one width{hint}")
         x[dense] = flat[voff[dense, None] + np.arange(width)]
     sparse = np.flatnonzero(valid & (kind == 0))
     if sparse.size:

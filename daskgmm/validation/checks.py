@@ -134,10 +134,15 @@ def _shape_errors(shape, name, min_samples=1) -> None:
 
 def _reject_sparse(X, name):
     if is_sparse(X):
+        if is_dask_array(X):
+            # "pass a Dask array" told the owner of one (of sparse chunks) nothing: say how to make it dense
+            advice = ("X is a Dask array of sparse chunks: make its chunks dense, X.map_blocks(lambda b: "
+                      "b.toarray(), dtype=X.dtype) (pydata sparse chunks: b.todense())")
+        else:
+            advice = "for data larger than memory, pass a Dask array or daskgmm.read_parquet(...)"
         raise TypeError(
             "Sparse data was passed for X, but dense data is required. Use '.toarray()' to convert to a "
-            f"dense numpy array. {name} fits dense rows only (its statistics are dense); for data larger "
-            "than memory, pass a Dask array or daskgmm.read_parquet(...)."
+            f"dense numpy array. {name} fits dense rows only (its statistics are dense); {advice}."
         )
 
 
