@@ -404,6 +404,8 @@ def test_a_closed_endpoint_is_exit_1_naming_it_and_the_path(closed_endpoint, sch
 
     write_data(tmp_path / "data", n=30)
     options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": closed_endpoint}}
+    # one attempt each (botocore's backoff took ~2 s a command); the config below keeps daskgmm's default retries
+    once = {**options, "config_kwargs": {"retries": {"total_max_attempts": 1}}}
     model = tmp_path / "new" / "m"
     local = [str(tmp_path / "data"), "--columns", "f0,f1", "--scheduler", scheduler, "--quiet"]
     for args, named in ((["fit", "s3://lake/data", "--model-out", model, "--quiet"], "s3://lake/data"),
@@ -412,7 +414,7 @@ def test_a_closed_endpoint_is_exit_1_naming_it_and_the_path(closed_endpoint, sch
                          "--metrics-out s3://lake/m.json"),
                         (["predict", *local, "--model", "s3://lake/m", "--out", model], "s3://lake/m"),
                         (["info", "--model", "s3://lake/m"], "s3://lake/m")):
-        assert main([*map(str, args), "--storage-options", json.dumps(options)]) == 1, args
+        assert main([*map(str, args), "--storage-options", json.dumps(once)]) == 1, args
         err = capsys.readouterr().err
         assert f"{named}: cannot connect to the S3 endpoint {closed_endpoint} (connection refused)" in err, err
         assert "Traceback" not in err and "EndpointConnectionError" not in err, err
@@ -469,19 +471,27 @@ def test_a_lock_is_refreshed_while_held_and_taken_over_once_it_lapses(s3, monkey
 
     server, b = s3
     fs = server.fs()
-    monkeypatch.setattr(store, "LEASE_SECONDS", 4.0)  # margins for a loaded machine: Date and
-    monkeypatch.setattr(store, "REFRESH_SECONDS", 0.5)  # LastModified are whole seconds
+    lease = 2.0
+    monkeypatch.setattr(store, "LEASE_SECONDS", lease)  # Date and LastModified are whole seconds: an
+    monkeypatch.setattr(store, "REFRESH_SECONDS", 0.25)  # age is read up to 1 s either side of the true one
     path = f"{b}/.out.lock"
     first = store.StoreLock(fs, path, "out")
     first.me["host"] = "another-host"  # as if on another machine: its pid cannot be checked, only its lease
     first.acquire()
-    time.sleep(5)  # longer than the lease: the refreshes keep it
+    time.sleep(lease + 1.5)  # unrefreshed, it would have lapsed however the seconds fall: the refreshes keep it
     with pytest.raises(OutputBusyError, match=r"pid \d+ on another-host"):
         store.StoreLock(fs, path, "out").acquire()
     first._stop.set()  # its job hangs: no more refreshes
     first._thread.join(timeout=5)
-    time.sleep(6)
-    second = store.StoreLock(fs, path, "out").acquire()  # lapsed: taken over
+    stopped = time.monotonic()
+    while True:  # taken over once the lease lapses, not before (polled, not slept: the lapse is what is waited for)
+        try:
+            second = store.StoreLock(fs, path, "out").acquire()
+            break
+        except OutputBusyError:
+            assert time.monotonic() - stopped < lease + 5, "the lapsed lock was not taken over"
+            time.sleep(0.1)
+    assert time.monotonic() - stopped > lease - 1.5  # not at once: whole seconds, and a refresh up to 0.25 s before
     with pytest.raises(OutputBusyError, match="lost its lock"):
         first.verify()  # the hung job finds out before it commits
     first.release()  # and does not delete the lock it lost
