@@ -775,8 +775,11 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     common = ["fit", str(data), "--columns", "f0,f1,f2,f3", "--n-components", "4", "--covariance-type", "full",
               "--tol", "0", "--max-iter", "25", "--seed", "3", "--init-params", "random_from_data",
               "--n-workers", "2", "--threads-per-worker", "1", "--quiet"]
-    ref = _cli(*common, "--model-out", str(tmp_path / "ref"), "--metrics-out", str(tmp_path / "ref.json"))
-    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    # the uninterrupted fit in this process, its two workers threads: the same bits as worker processes
+    # (test_no_processes_runs_the_workers_as_threads_of_the_command_and_fits_the_same_model), without a third
+    # command's start and its two worker processes' (~5 s of the suite)
+    assert main([*common, "--no-processes", "--model-out", str(tmp_path / "ref"),
+                 "--metrics-out", str(tmp_path / "ref.json")]) == 0
     ckpt = tmp_path / "ckpt"
     run = _cli(*common, "--model-out", str(tmp_path / "model"), "--checkpoint-dir", str(ckpt))
     deadline = time.time() + 240
@@ -944,11 +947,14 @@ def test_kmeans_model_info_and_clear_refusals(tmp_path, capsys):
 @pytest.mark.slow
 def test_every_subcommand_as_a_process(tmp_path):
     """The console script, as a scheduler runs it: exit codes, outputs and progress on stderr (score and
-    sample run in this process in test_fit_predict_score_sample_info: the same entry point, main)."""
+    sample run in this process in test_fit_predict_score_sample_info: the same entry point, main). fit starts
+    the embedded cluster's worker process from the script, as a scheduled job does; predict and select run
+    their worker as a thread of the command (a worker process cost each ~2 s of the suite)."""
     exe = str(pathlib.Path(sys.executable).parent / "daskgmm")
     data = tmp_path / "data"
     write_data(data)
     one = ["--n-workers", "1", "--threads-per-worker", "1"]
+    threads = ["--no-processes", *one]
 
     def run(*args):
         p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
@@ -959,11 +965,11 @@ def test_every_subcommand_as_a_process(tmp_path):
             "--model-out", str(tmp_path / "model"), *one)
     assert "daskgmm: iter" in p.stderr and "converged after" in p.stderr
     run("predict", str(data), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "p"), "--id-column",
-        "id", "--proba", *one)
+        "id", "--proba", *threads)
     assert pq.read_table(tmp_path / "p").num_rows == 3000
     assert "3 (full covariance)" in run("info", "--model", str(tmp_path / "model")).stdout
     p = run("select", str(data), "--columns", "f0,f1,f2", "--k-min", "1", "--k-max", "4", "--seed", "0",
-            "--out", str(tmp_path / "sel"), "--quiet", *one)
+            "--out", str(tmp_path / "sel"), "--quiet", *threads)
     assert json.loads((tmp_path / "sel" / "selection.json").read_text())["best"]["n_components"] == 3
     bad = subprocess.run([exe, "predict", str(data), "--model", str(tmp_path / "nope"), "--out",
                           str(tmp_path / "q")], capture_output=True, text=True, timeout=120)

@@ -34,6 +34,28 @@ def _cluster(n_workers=2, **kw):
     return cluster, Client(cluster)
 
 
+@pytest.fixture(scope="module")
+def two_workers():
+    """A cluster of two worker processes for the tests that kill a worker, shared (a cluster of their own cost
+    each ~5 s of starting and closing): ``[cluster, client]``, which :func:`_both_workers` hands to a test."""
+    held = list(_cluster())
+    yield held
+    held[1].close()
+    held[0].close()
+
+
+def _both_workers(held):
+    """The client of the shared cluster once both its workers run (a nanny restarts the one a test before
+    killed), or of a new cluster if they do not within 30 s (a test that failed does not fail the next)."""
+    try:
+        held[1].wait_for_workers(2, timeout=30)
+    except Exception:
+        held[1].close()
+        held[0].close()
+        held[:] = _cluster()
+    return held[1]
+
+
 def _kill_in_pass_plugin(trigger, record, pids=None):
     """A worker plugin that SIGKILLs its worker as it starts a task of a pass (a chunk or batch task),
     once ``trigger`` exists: the first worker to claim the trigger (by removing it) dies, after writing
@@ -60,48 +82,46 @@ def _kill_in_pass_plugin(trigger, record, pids=None):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
-def test_killed_workers_do_not_change_the_result(tmp_path):
+def test_killed_workers_do_not_change_the_result(two_workers, tmp_path):
     """A worker process is killed between two passes (its chunks are lost), and another as it starts
     a task in the middle of a pass; Dask recomputes what was lost and the fit ends with the bits of an
     undisturbed one, in memory and out of core (which give the same bits)."""
     data = tmp_path / "d"
     _write(data, n=240_000, d=4, files=4, row_group_size=20_000)
     kw = dict(n_components=4, random_state=0, tol=0.0, max_iter=10, init_params="random_from_data")
-    cluster, client = _cluster()
-    try:
-        with client.as_current():
-            X = open_parquet(data, chunk_rows=30_000).X  # 8 chunks
-            ref = GaussianMixture(**kw, cache="memory").fit(X)
-            for cache in ("memory", "none"):
-                trigger, record = tmp_path / f"kill-{cache}", tmp_path / f"killed-{cache}"
-                pids = set(client.run(os.getpid).values())
-                # the kill inside a pass takes the worker the kill between passes left alive
-                client.register_plugin(_kill_in_pass_plugin(str(trigger), str(record), pids), name="kill-in-pass")
+    client = _both_workers(two_workers)
+    with client.as_current():
+        X = open_parquet(data, chunk_rows=30_000).X  # 8 chunks
+        ref = GaussianMixture(**kw, cache="memory").fit(X)
+        for cache in ("memory", "none"):
+            trigger, record = tmp_path / f"kill-{cache}", tmp_path / f"killed-{cache}"
+            pids = set(client.run(os.getpid).values())
+            # the kill inside a pass takes the worker the kill between passes left alive
+            client.register_plugin(_kill_in_pass_plugin(str(trigger), str(record), pids), name="kill-in-pass")
 
-                def progress(event, trigger=trigger, **info):
-                    if event != "iteration":
-                        return
-                    if info["iteration"] == 3:  # between passes: the next pass finds the chunks lost
-                        os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
-                    elif info["iteration"] == 6:  # the first task of the next pass kills its worker
-                        trigger.touch()
+            def progress(event, trigger=trigger, **info):
+                if event != "iteration":
+                    return
+                if info["iteration"] == 3:  # between passes: the next pass finds the chunks lost
+                    os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+                elif info["iteration"] == 6:  # the first task of the next pass kills its worker
+                    trigger.touch()
 
-                g = GaussianMixture(**kw, cache=cache)
+            g = GaussianMixture(**kw, cache=cache)
+            try:
                 g.fit(X, progress=progress)
+            finally:
                 client.unregister_worker_plugin("kill-in-pass")
-                assert not trigger.exists() and record.exists(), "the kill in the pass did not happen"
-                assert any(s in record.read_text() for s in ("_batch_task", "daskgmm-chunk"))
-                deadline = time.time() + 30
-                while len(client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
-                    time.sleep(0.1)
-                now = set(client.run(os.getpid).values())
-                assert len(now) == 2 and len(now & pids) == 0, "both workers were killed and restarted"
-                for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
-                    np.testing.assert_array_equal(getattr(g, name), getattr(ref, name), err_msg=f"{cache}: {name}")
-                assert g.n_iter_ == ref.n_iter_ == 10
-    finally:
-        client.close()
-        cluster.close()
+            assert not trigger.exists() and record.exists(), "the kill in the pass did not happen"
+            assert any(s in record.read_text() for s in ("_batch_task", "daskgmm-chunk"))
+            deadline = time.time() + 30
+            while len(client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+            now = set(client.run(os.getpid).values())
+            assert len(now) == 2 and len(now & pids) == 0, "both workers were killed and restarted"
+            for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+                np.testing.assert_array_equal(getattr(g, name), getattr(ref, name), err_msg=f"{cache}: {name}")
+            assert g.n_iter_ == ref.n_iter_ == 10
 
 
 @pytest.mark.slow
@@ -167,15 +187,15 @@ def _slow_block(b):
 
 
 @pytest.mark.slow
-def test_worker_killed_while_persisting_leaves_placement_to_the_new_worker():
+def test_worker_killed_while_persisting_leaves_placement_to_the_new_worker(two_workers):
     """A worker dies while the data is persisted: the nanny restarts it under a new address,
     and placement uses the workers as they are then (it raised KeyError on the old address)."""
     import dask.array as da
 
     from daskgmm.engine.passes import ChunkedData
 
-    cluster, client = _cluster()
-    try:
+    client = _both_workers(two_workers)
+    with client.as_current():
         X = da.from_array(np.random.default_rng(0).normal(size=(8000, 3)), chunks=(1000, 3))
         X = X.map_blocks(_slow_block, dtype=float)
         pids = client.run(os.getpid)
@@ -189,12 +209,9 @@ def test_worker_killed_while_persisting_leaves_placement_to_the_new_worker():
         holders = client.who_has(data._futures)
         assert all(len(h) == 1 and set(h) <= alive for h in holders.values()), holders
         np.testing.assert_allclose(data.scan().mean, X.mean(axis=0).compute(), rtol=1e-12)
-    finally:
-        client.close()
-        cluster.close()
 
 
-def test_a_worker_killed_between_direct_passes_sends_the_next_to_tasks_at_once():
+def test_a_worker_killed_between_direct_passes_sends_the_next_to_tasks_at_once(two_workers):
     """Passes over placed chunks run outside the task graph; after a worker died, the next pass runs as
     tasks at once (not after distributed's 30 s connect timeout to the dead address), the scheduler
     recomputes the lost chunks, and the statistics keep their bits."""
@@ -203,8 +220,8 @@ def test_a_worker_killed_between_direct_passes_sends_the_next_to_tasks_at_once()
     from daskgmm.engine.passes import ChunkedData
     from daskgmm.kernels import MixtureRequest, ModelSpec, kmeans_natural_params
 
-    cluster, client = _cluster()
-    try:
+    client = _both_workers(two_workers)
+    with client.as_current():
         X = da.random.default_rng(0).standard_normal((16_000, 3), chunks=2000)
         data = ChunkedData(client.persist(X), cache="memory")
         req = [MixtureRequest([ModelSpec(kmeans_natural_params(np.eye(3)), "spherical", "hard")])]
@@ -223,6 +240,3 @@ def test_a_worker_killed_between_direct_passes_sends_the_next_to_tasks_at_once()
         t0 = time.monotonic()
         np.testing.assert_array_equal(stats(), ref)
         assert time.monotonic() - t0 < 15 and not data.direct and data.direct_passes == 1
-    finally:
-        client.close()
-        cluster.close()

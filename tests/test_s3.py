@@ -404,6 +404,8 @@ def test_a_closed_endpoint_is_exit_1_naming_it_and_the_path(closed_endpoint, sch
 
     write_data(tmp_path / "data", n=30)
     options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": closed_endpoint}}
+    # one attempt each (botocore's backoff took ~2 s a command); the config below keeps daskgmm's default retries
+    once = {**options, "config_kwargs": {"retries": {"total_max_attempts": 1}}}
     model = tmp_path / "new" / "m"
     local = [str(tmp_path / "data"), "--columns", "f0,f1", "--scheduler", scheduler, "--quiet"]
     for args, named in ((["fit", "s3://lake/data", "--model-out", model, "--quiet"], "s3://lake/data"),
@@ -412,7 +414,7 @@ def test_a_closed_endpoint_is_exit_1_naming_it_and_the_path(closed_endpoint, sch
                          "--metrics-out s3://lake/m.json"),
                         (["predict", *local, "--model", "s3://lake/m", "--out", model], "s3://lake/m"),
                         (["info", "--model", "s3://lake/m"], "s3://lake/m")):
-        assert main([*map(str, args), "--storage-options", json.dumps(options)]) == 1, args
+        assert main([*map(str, args), "--storage-options", json.dumps(once)]) == 1, args
         err = capsys.readouterr().err
         assert f"{named}: cannot connect to the S3 endpoint {closed_endpoint} (connection refused)" in err, err
         assert "Traceback" not in err and "EndpointConnectionError" not in err, err
@@ -469,19 +471,27 @@ def test_a_lock_is_refreshed_while_held_and_taken_over_once_it_lapses(s3, monkey
 
     server, b = s3
     fs = server.fs()
-    monkeypatch.setattr(store, "LEASE_SECONDS", 4.0)  # margins for a loaded machine: Date and
-    monkeypatch.setattr(store, "REFRESH_SECONDS", 0.5)  # LastModified are whole seconds
+    lease = 2.0
+    monkeypatch.setattr(store, "LEASE_SECONDS", lease)  # Date and LastModified are whole seconds: an
+    monkeypatch.setattr(store, "REFRESH_SECONDS", 0.25)  # age is read up to 1 s either side of the true one
     path = f"{b}/.out.lock"
     first = store.StoreLock(fs, path, "out")
     first.me["host"] = "another-host"  # as if on another machine: its pid cannot be checked, only its lease
     first.acquire()
-    time.sleep(5)  # longer than the lease: the refreshes keep it
+    time.sleep(lease + 1.5)  # unrefreshed, it would have lapsed however the seconds fall: the refreshes keep it
     with pytest.raises(OutputBusyError, match=r"pid \d+ on another-host"):
         store.StoreLock(fs, path, "out").acquire()
     first._stop.set()  # its job hangs: no more refreshes
     first._thread.join(timeout=5)
-    time.sleep(6)
-    second = store.StoreLock(fs, path, "out").acquire()  # lapsed: taken over
+    stopped = time.monotonic()
+    while True:  # taken over once the lease lapses, not before (polled, not slept: the lapse is what is waited for)
+        try:
+            second = store.StoreLock(fs, path, "out").acquire()
+            break
+        except OutputBusyError:
+            assert time.monotonic() - stopped < lease + 5, "the lapsed lock was not taken over"
+            time.sleep(0.1)
+    assert time.monotonic() - stopped > lease - 1.5  # not at once: whole seconds, and a refresh up to 0.25 s before
     with pytest.raises(OutputBusyError, match="lost its lock"):
         first.verify()  # the hung job finds out before it commits
     first.release()  # and does not delete the lock it lost
@@ -603,13 +613,36 @@ def test_two_writers_started_together_never_mix_their_outputs(bucket, scheduler)
 # ---------------------------------------------------------------------------- killed jobs
 
 
+@pytest.fixture(scope="module")
+def committed(s3_env, scheduler, tmp_path_factory):
+    """A bucket holding what each case below starts from, made once (a fit and a reference model cost each case
+    ~1.5 s): ``out/`` as a job writing model and predictions (2 components) leaves it, and ``ref/``, a model of 4
+    components of the same data. A case copies them (copies on the server) into its own bucket."""
+    from daskgmm import GaussianMixture
+
+    server, name = s3_env, f"daskgmm-committed-{os.getpid()}"
+    server.fs().mkdir(name)
+    data = tmp_path_factory.mktemp("committed") / "data"
+    X = write_data(data, n=N)
+    server.fs().put(str(data) + "/", f"{name}/data/", recursive=True)
+    out = ["--model-out", f"s3://{name}/out/model", "--predictions-out", f"s3://{name}/out/preds"]
+    assert run(server, "fit", f"s3://{name}/data", *COLS, *out, "--quiet", "--seed", 0, "--n-components", 2,
+               scheduler=scheduler) == 0
+    ref = GaussianMixture(4, random_state=1).fit(X)
+    ref.feature_names_in_ = np.array(["f0", "f1", "f2"], dtype=object)
+    ref.save(f"s3://{name}/ref", storage_options=server.storage_options)
+    assert_nothing_left(server, name)
+    return name, ref
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("where", "signum"), [
     ("before the journal", signal.SIGKILL), ("copying the model", signal.SIGKILL),
     ("copying the predictions", signal.SIGKILL), ("copying the model", signal.SIGTERM)],
     ids=["SIGKILL before the journal", "SIGKILL copying the model", "SIGKILL copying the predictions",
          "SIGTERM copying the model"])
-def test_a_job_killed_in_its_commit_is_rolled_back_or_forward_by_the_next(bucket, scheduler, where, signum):
+def test_a_job_killed_in_its_commit_is_rolled_back_or_forward_by_the_next(bucket, scheduler, committed, where,
+                                                                         signum):
     """SIGKILL a real `daskgmm fit` at a step of its commit of model and predictions; readers never
     take an incomplete model; the next job writing either output rolls the commit back (killed
     before its journal) or forward (after), and afterwards nothing of the killed job is left.
@@ -617,14 +650,14 @@ def test_a_job_killed_in_its_commit_is_rolled_back_or_forward_by_the_next(bucket
     needs: the next job finishes the commit the same way."""
     server, b, X = bucket
     opts = server.storage_options
-    from daskgmm import GaussianMixture
-
     out = ["--model-out", f"s3://{b}/out/model", "--predictions-out", f"s3://{b}/out/preds"]
     fit = ["fit", f"s3://{b}/data", *COLS, *out, "--quiet", "--seed", 0, "--scheduler", scheduler]
-    assert run(server, *fit[:-2], "--n-components", 2, scheduler=scheduler) == 0  # the outputs before
-    ref = GaussianMixture(4, random_state=1).fit(X)
-    ref.feature_names_in_ = np.array(["f0", "f1", "f2"], dtype=object)
-    ref.save(f"s3://{b}/ref", storage_options=opts)
+    template, ref = committed  # the outputs before (a fit of 2 components), and another model
+    fs = server.fs()
+    for key in keys(server, template):
+        if key.startswith(("out/", "ref/")):
+            fs.copy(f"{template}/{key}", f"{b}/{key}")
+    assert daskgmm.load(f"s3://{b}/out/model", storage_options=opts).n_components == 2
 
     trap = {"before the journal": lambda: server.trap("PUT", f"{b}/out/.model.commit-"),
             "copying the model": lambda: server.trap("PUT", f"{b}/out/model/", copy=True),

@@ -294,9 +294,16 @@ def _bad_input(exc) -> bool:
     # imported only when a command failed: --help, show-config and usage errors never pay for
     # Dask, pyarrow and scikit-learn
     from daskgmm.io.files import DataError
+
+    if isinstance(exc, DataError):
+        return True
+    # scikit-learn's InvalidParameterError is raised only once scikit-learn is imported: a command refused before
+    # (a model path that holds no model, data that is not there) spent ~2 s importing it to find that out
+    if "sklearn" not in sys.modules:
+        return False
     from daskgmm.validation.params import InvalidParameterError
 
-    return isinstance(exc, (DataError, InvalidParameterError))
+    return isinstance(exc, InvalidParameterError)
 
 
 def _check_kernel_choice() -> None:
