@@ -423,7 +423,7 @@ def observed_sample(data: ChunkedData, centre, n: int):
     number, so the same rows in the same order for any chunking), each missing value filled with its column's mean
     over the drawn rows (``centre``'s where none of them has one): the rows k-means starts a mixture from under
     ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns ``(rows, weights, every)`` for
-    :func:`sample_kmeans` (``every``: fewer drawn than asked, so every such row).
+    :func:`sample_kmeans` (``every``: every such row was drawn: fewer than asked, or ``n`` is every row).
 
     The scan's sample holds complete rows only, and a cluster with none of them (a column missing in every row
     of one cluster: sensors of one kind of machine) was not seen by k-means at all: its rows joined another
@@ -442,7 +442,10 @@ def observed_sample(data: ChunkedData, centre, n: int):
         sums = np.add.accumulate(np.where(nan, 0.0, pts), axis=0)[-1]
         fill = np.where(seen > 0, sums / np.maximum(seen, 1), np.asarray(centre, np.float64))
         pts = np.where(nan, fill, pts)
-    return pts, w, bool(not ok.all())
+    # every row drawn also when there were exactly n to draw: else k-means took the draw as a sample (unweighted,
+    # in the draw's order), and a row with nothing observed or of weight 0 added to the data, which leaves one
+    # fewer to draw, changed the start (and the fit) that the docs say it leaves alone
+    return pts, w, bool(not ok.all() or n >= data.n_rows)
 
 
 def kmeans_tolerance(variance, tol: float) -> float:
