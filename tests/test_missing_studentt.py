@@ -308,3 +308,25 @@ def test_every_initialisation_restarts_and_warm_start(init):
         first = t.lower_bound_
         t.set_params(warm_start=True, max_iter=5).fit(xm)  # continues from the fitted parameters
     assert t.lower_bounds_[0] >= first - 1e-12 * abs(first)
+
+
+def test_the_robust_start_gives_way_for_few_complete_rows_not_for_a_capped_sample():
+    """The t mixture's outlier-robust start fits on the scan's sample of complete rows, and gives way to the plain
+    one under missing='marginalize' when complete rows are too few for it (under 2 K D). It asked whether the
+    sample held that many, and the sample is capped for wide rows (4 MiB: 2,621 rows at D = 200): one NaN in 3,000
+    rows of 200 features dropped the robust start at K = 7 (2,800), which the complete rows, sampled the same way,
+    keep."""
+    import dask.array as da
+
+    from daskgmm.engine.passes import ChunkedData
+    from daskgmm.fitting.studentt import StudentTParams, _few_complete_rows
+
+    x = np.random.default_rng(0).normal(size=(3000, 200))
+    x[0, 0] = np.nan
+    data = ChunkedData(da.from_array(x, chunks=(1000, -1)), None, cache="memory")
+    assert len(data.sample()) < 2 * 7 * 200 <= data.scan().complete
+    assert not _few_complete_rows(data, data.scan(), [(StudentTParams(7, missing="marginalize"), 0)])
+    few = x.copy()
+    few[1:2700, 1] = np.nan  # 300 complete rows
+    data = ChunkedData(da.from_array(few, chunks=(1000, -1)), None, cache="memory")
+    assert _few_complete_rows(data, data.scan(), [(StudentTParams(1, missing="marginalize"), 0)])

@@ -395,7 +395,7 @@ def initial_states(data, scan, jobs: list[tuple[MixtureParams, int]], given: dic
         ]
     stats = mixture_init_stats(
         data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
-        count_rows=any(p.on_collapse == "reinit" for p, _ in jobs), centers=given["means"],
+        count_rows=any(p.on_collapse == "reinit" for p, _ in jobs),
     )
     return states_from_stats(stats, scan, [p for p, _ in jobs], data.dtype, given)
 
