@@ -351,8 +351,14 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
         # in row order, not the scan's (whose rounding depends on the chunking): everything below is a
         # function of the sample's rows, which are the same for any chunking.
         if sample.shape[0]:
-            centre = np.add.accumulate(sample, axis=0)[-1] / sample.shape[0]
+            centre = _row_order_sum(sample) / sample.shape[0]
         centred = sample - np.asarray(centre, dtype=np.float64)
+    # k-means on every row is the fit itself: Lloyd's iterations are left to it, so that max_iter, n_iter_ and the
+    # verbose lines keep scikit-learn's meaning. From the larger sample (every row, unweighted) the tries are still
+    # ranked by their converged inertia, as on a sample, and the winner's seeding is kept: the fit's Lloyd goes from
+    # it to those centres (ranked by their seeding instead, 8 fits of 5,000 sparse rows, K = 20, ended 0.9% higher)
+    polish_k = polish if polish is not None else not data.sample_complete
+    seeding_only = polish is None and drawn_every_row
     out = []
     for k, s in zip(ks, seeds):
         if whole is not None and sample.shape[0] <= SAMPLE_ROWS_PER_CLUSTER * k:
@@ -368,13 +374,6 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
             continue
         rng = np.random.default_rng(s)
         found, inertias = [], []
-        # k-means on every row is the fit itself: Lloyd's iterations are left to it, so that max_iter, n_iter_
-        # and the verbose lines keep scikit-learn's meaning. From the larger sample (every row, unweighted) the
-        # tries are still ranked by their converged inertia, as on a sample, and the winner's seeding is kept:
-        # the fit's Lloyd goes from it to those centres (ranked by their seeding instead, 8 fits of 5,000 sparse
-        # rows, K = 20, ended 0.9% higher on average)
-        polish_k = polish if polish is not None else not data.sample_complete
-        seeding_only = polish is None and drawn_every_row
         for _ in range(tries):
             c = _local_kmeanspp(pts, w, k, rng, trim=trim)
             if seeding_only:
@@ -390,6 +389,12 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
         # tries that reach the same partition (in another order) differ by rounding: keep the first
         out.append(found[first_best(inertias, maximize=False)] + shift)
     return out
+
+
+def _row_order_sum(values) -> np.ndarray:
+    """The column sums of a sample's rows (n, D) added one row after another: their order is the same for any
+    chunking (the sample's), where NumPy's pairwise sums round by blocks of rows."""
+    return np.add.accumulate(values, axis=0)[-1]
 
 
 def _distinct_rows(points, weights):
@@ -418,17 +423,16 @@ def _distinct_rows(points, weights):
 
 
 
-def observed_sample(data: ChunkedData, centre, n: int, sizes=None):
-    """``n`` rows drawn uniformly by sample weight among those with an observed value (one pass; keyed by row
-    number, so the same rows in the same order for any chunking), each missing value filled with its column's mean
-    over the drawn rows (``centre``'s where none of them has one): the rows k-means starts a mixture from under
-    ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns ``(rows, weights, every)`` for
-    :func:`sample_kmeans` (``every``: every such row was drawn: fewer than asked, or ``n`` is every row).
+def observed_sample(data: ChunkedData, centre, sizes) -> dict:
+    """For each ``m`` of ``sizes``, ``m`` rows drawn uniformly by sample weight among those with an observed value
+    (keyed by row number, so the same rows in the same order for any chunking), each missing value filled with its
+    column's mean over those rows (``centre``'s where none of them has one): the rows k-means starts a mixture from
+    under ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns ``{m: (rows, weights, every)}`` for
+    :func:`sample_kmeans` (``every``: every such row was drawn: fewer than asked, or ``m`` is every row).
 
-    ``sizes`` (each at most ``n``): a dict ``{m: (rows, weights, every)}`` instead, of the draws of ``m`` rows, from
-    the one pass: the draw is in key order, so its first ``m`` rows are the draw of ``m``, and each is filled by
-    its own rows' means, so that a candidate of a lockstep sweep (``select_model``: ``n`` for its largest K)
-    starts from the rows, and the fill, it starts from alone.
+    One pass draws the largest: the draw is in key order, so its first ``m`` rows are the draw of ``m``, and each is
+    filled by its own rows' means, so that a candidate of a lockstep sweep (``select_model``) starts from the rows,
+    and the fill, it starts from alone.
 
     The scan's sample holds complete rows only, and a cluster with none of them (a column missing in every row
     of one cluster: sensors of one kind of machine) was not seen by k-means at all: its rows joined another
@@ -436,7 +440,8 @@ def observed_sample(data: ChunkedData, centre, n: int, sizes=None):
     on mean-imputed rows as ``means_init`` gave 0.98 on average; user trial). Filled with the column's mean, such
     rows still stand apart in their observed coordinates; the start's labels then complete them by their centre's.
     """
-    req = SampleRequest(np.zeros((0, data.n_features)), n, stream_key(SCAN_SAMPLE_KEY, 13), observed_only=True)
+    req = SampleRequest(np.zeros((0, data.n_features)), max(sizes), stream_key(SCAN_SAMPLE_KEY, 13),
+                        observed_only=True)
     res = data.run([req], centre)[0]
     keys, points, weights = res.keys[0], res.points[0], res.weights[0]
 
@@ -446,8 +451,7 @@ def observed_sample(data: ChunkedData, centre, n: int, sizes=None):
         nan = np.isnan(pts)
         if nan.any():
             seen = (~nan).sum(axis=0)
-            # summed in the sample's order (the same for any chunking), not by np.nanmean's pairwise blocks
-            sums = np.add.accumulate(np.where(nan, 0.0, pts), axis=0)[-1]
+            sums = _row_order_sum(np.where(nan, 0.0, pts))  # not np.nanmean's pairwise blocks
             fill = np.where(seen > 0, sums / np.maximum(seen, 1), np.asarray(centre, np.float64))
             pts = np.where(nan, fill, pts)
         # every row drawn also when there were exactly m to draw: else k-means took the draw as a sample
@@ -455,7 +459,7 @@ def observed_sample(data: ChunkedData, centre, n: int, sizes=None):
         # which leaves one fewer to draw, changed the start (and the fit) that the docs say it leaves alone
         return pts, w, bool(not ok.all() or m >= data.n_rows)
 
-    return filled(n) if sizes is None else {m: filled(m) for m in sizes}
+    return {m: filled(m) for m in sizes}
 
 
 def kmeans_tolerance(variance, tol: float) -> float:
@@ -506,7 +510,7 @@ def label_spread(data: ChunkedData, centers) -> float:
     if sample.shape[0] == 0:
         return 1.0
     w = data.sample_weights() if data.sample_complete else np.ones(sample.shape[0])
-    mean = np.add.accumulate(sample, axis=0)[-1] / sample.shape[0]
+    mean = _row_order_sum(sample) / sample.shape[0]
     pts, cs = sample - mean, np.asarray(centers, np.float64) - mean
     labels = _nearest(pts, _sq_norms(pts), cs)
     d2 = np.einsum("nd,nd->n", pts - cs[labels], pts - cs[labels])  # exact, not the GEMM's expansion
@@ -640,7 +644,7 @@ def mixture_init_stats(
             tol_scaled = kmeans_tolerance(data.scan().variance, kmeans_tol)
             # each K from its own draw (the first rows of the largest), as when fitted alone
             size = {k: min(SAMPLE_ROWS_PER_CLUSTER * k, data.n_rows) for k in ks}
-            drawn = observed_sample(data, centre, max(size.values()), sizes=set(size.values()))
+            drawn = observed_sample(data, centre, set(size.values()))
             centers = [sample_kmeans(data, centre, [k], [s], tol=tol_scaled, tries=1, drawn=drawn[size[k]])[0]
                        for k, s in zip(ks, seeds)]
         elif method == "kmeans":

@@ -111,10 +111,10 @@ def _few_complete_rows(data, scan, jobs) -> bool:
     (:func:`daskgmm.em.init.label_spec`)."""
     if not np.any(scan.nan):
         return False
-    # the complete rows, not the sample's: the sample is capped for wide rows (4 MiB), and complete data, sampled
-    # the same way, keep the robust start (one NaN in 3,000 rows of 200 features dropped it at K = 7)
-    held = scan.complete if scan.complete >= 0 else len(data.sample())
-    return held < 2 * max(p.n_components for p, _ in jobs) * data.n_features
+    # the complete rows (counted by the scan of dense rows, which alone come here), not the sample's: the sample is
+    # capped for wide rows (4 MiB), and complete data, sampled the same way, keep the robust start (one NaN in
+    # 3,000 rows of 200 features dropped it at K = 7)
+    return scan.complete < 2 * max(p.n_components for p, _ in jobs) * data.n_features
 
 
 def sample_rows(data) -> tuple[np.ndarray, np.ndarray | None]:
