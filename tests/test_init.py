@@ -63,6 +63,36 @@ def test_sample_kmeans_is_the_same_for_any_chunking_and_passes_no_data():
     np.testing.assert_array_equal(I.sample_kmeans(data, data.scan().mean, 3, [2])[0], ref[1])
 
 
+def test_the_clients_start_runs_blas_on_one_thread(monkeypatch):
+    """The start's k-means on the sample (and the t mixture's fits on it) run BLAS on one thread, as the loop's
+    client arithmetic does: OpenBLAS's threaded dot products round by the thread count (the centres depended on
+    the client's cores) and wait for threads the workers' batches hold (a fit's start 5.1-5.8 s against 1.8 s
+    beside two busy processes)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from daskgmm import StudentTMixture
+
+    from daskgmm.fitting import studentt
+
+    seen = []
+
+    def recording(fn):
+        def call(*args, **kwargs):
+            seen.append((fn.__name__, [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]))
+            return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(I, "_local_kmeanspp", recording(I._local_kmeanspp))
+    monkeypatch.setattr(studentt, "sample_df", recording(studentt.sample_df))
+    X, _, _ = make_blobs(n=3000, d=3, k=4, seed=1)
+    with threadpool_limits(2, user_api="blas"):
+        data = _data(X, 1000)
+        I.sample_kmeans(data, data.scan().mean, 4, [0])
+        StudentTMixture(4, max_iter=1, random_state=0).fit(X)
+    assert {name for name, _ in seen} == {"_local_kmeanspp", "sample_df"}
+    assert all(threads and all(t == 1 for t in threads) for _, threads in seen)
+
+
 def test_sample_kmeans_does_not_depend_on_rounding():
     """Tries that reach the same partition, in another order, differ by rounding only; the
     first of them is kept, so other rounding (another BLAS kernel; here data scaled by

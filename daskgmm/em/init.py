@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from daskgmm.em.loop import Run, lockstep, run_specs
+from daskgmm.engine.cluster import blas_threads
 from daskgmm.engine.passes import SCAN_SAMPLE_KEY, ChunkedData
 from daskgmm.engine.passes import is_sparse_chunk as issparse
 from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, chunk_pass, kmeans_natural_params
@@ -300,6 +301,7 @@ SAMPLE_KMEANS_TRIES = 3
 SAMPLE_ROWS_PER_CLUSTER = 512
 
 
+@blas_threads(1)
 def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, tol: float = 0.0,
                   polish: bool | None = True, tries: int = SAMPLE_KMEANS_TRIES, trim: float = 0.0,
                   drawn=None) -> list[np.ndarray]:
@@ -331,6 +333,11 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
 
     ``drawn`` (``(rows, weights, every)``, :func:`observed_sample`): k-means on those rows in place of the scan's
     sample (``every``: they are all the rows there are to draw, as the scan's ``sample_complete``).
+
+    BLAS runs on one thread here, as for the loop's client arithmetic (:func:`daskgmm.em.loop.lockstep`):
+    OpenBLAS's threaded dot products (from 10,000 rows) round by the thread count, so the centres depended on
+    the client's cores, and they wait for threads the workers' batches hold (40,000 x 2, K = 100, beside two
+    busy processes: the fit 5.1-5.8 s with two BLAS threads, 1.8 s with one; scikit-learn limits its Lloyd so).
     """
     ks = _per_seed(n_clusters, seeds)
     sample, weights, every = (data.sample(), None, data.sample_complete) if drawn is None else drawn

@@ -18,6 +18,7 @@ from daskgmm.em.init import (
     warn_fewer_clusters,
 )
 from daskgmm.em.loop import Run, lockstep
+from daskgmm.engine.cluster import blas_threads
 from daskgmm.fitting.mixture import FitParams, MixtureFit, fit_runs, fitted_attributes
 from daskgmm.kernels import MixtureRequest, chunk_pass
 from daskgmm.kernels import covariance as cov
@@ -61,6 +62,7 @@ def n_parameters(covariance_type: str, n_components: int, n_features: int, fixed
     return cov.n_parameters(covariance_type, n_components, n_features) + (0 if fixed_df else n_components)
 
 
+@blas_threads(1)
 def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]], *,
                             robust: bool = True) -> list[StudentTState]:
     """Starting models of many jobs (restarts) from one set of initialisation passes.
@@ -75,7 +77,8 @@ def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]], 
     robust to gross outliers unless ``robust`` is False: several k-means starts, the one the
     t likelihood prefers on the scan's sample (:func:`sample_fitted_states`). Unless ``fixed_df``, every
     start's degrees of freedom are those of highest t likelihood on the sample given its other
-    parameters (:func:`sample_df`), not ``df`` itself.
+    parameters (:func:`sample_df`), not ``df`` itself. The client's fits on the sample run BLAS on one thread, as
+    its arithmetic in the loop does (:func:`daskgmm.em.loop.lockstep`).
     """
     methods = {p.init_params for p, _ in jobs}
     if len(methods) != 1:
