@@ -71,7 +71,6 @@ def test_the_clients_start_runs_blas_on_one_thread(monkeypatch):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from daskgmm import StudentTMixture
-
     from daskgmm.fitting import studentt
 
     seen = []

@@ -241,3 +241,21 @@ def test_marginal_none_entries_and_form():
         args = _args()
         compiled.ready().mixture_block(**args, marginal=[(means, factor)])
         assert np.isfinite(args["per_row"][0, 0]) and args["per_row"][0, 0] != 0.0
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_hard_assignment_with_nan_parameters_stays_in_the_model(variant, ct):
+    """Parameters of NaN (a start from no drawable row) in a hard marginal model: no logit of a row with NaN
+    equals its NaN maximum, and the core's search for the first one ran on past the components, writing far
+    from the sums (a segmentation fault in a StudentTMixture start with no complete row). Every row goes to the
+    first component, as NumPy's arg-max and the core's complete rows give it."""
+    d, k = 6, 3
+    x = _rows(300, d, 0.3, seed=1)
+    centre = np.nanmean(x, axis=0)
+    weights, means, covs = random_mixture(ct, k, d, np.random.default_rng(2), 3.0)
+    means[:] = np.nan
+    s = MixtureState.from_covariances(weights, means, covs, ct, missing="marginalize").spec(centre)
+    hard = ModelSpec(s.params, ct, assignment="hard", marginal=s.marginal)
+    counts = [chunk_pass(x, [MixtureRequest([hard])], centre, compiled=c)[0][0].n for c in (True, False)]
+    np.testing.assert_array_equal(counts[0], counts[1])
+    assert counts[0][0] == len(x) - 1  # the row with nothing observed is left out

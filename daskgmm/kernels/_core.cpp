@@ -2662,8 +2662,11 @@ void marginal_rows(const Work<T>& k, MarginalSet& ms, int64_t m, int64_t lo, con
         const double wt = wts ? wts[a0 + i] : 1.0;
         double* r = ms.rb + t * kp;
         if (hard) {
-            int64_t best = 0;  // the first of the largest, as numpy.argmax
-            while (lg[best] != top) best++;
+            // the first of the largest, as numpy.argmax; none equals a NaN top (NaN parameters), and an all -inf row's
+            // top is the padding's: the first component then, as hard() gives, never a search past the components
+            int64_t best = 0;
+            while (best < kk && lg[best] != top) best++;
+            if (best == kk) best = 0;
             ms.lp[t] = top;
             for (int64_t c = 0; c < kp; c++) r[c] = c == best ? wt : 0.0;
             if (k.cnt && wt > 0) k.cnt[lo + best] += 1.0;  // a row of weight 0 holds none
