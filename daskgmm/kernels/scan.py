@@ -16,7 +16,7 @@ from daskgmm.kernels.features import NO_FEATURES, SPHERICAL_LEVEL
 from daskgmm.kernels.params import kmeans_natural_params
 from daskgmm.kernels.protocol import Block
 from daskgmm.kernels.random import keyed_exponential
-from daskgmm.kernels.results import SampleResult, ScanResult, chan, first_row, smallest
+from daskgmm.kernels.results import SampleResult, ScanResult, chan_columns, first_row, smallest
 from daskgmm.kernels.scratch import scratch
 
 
@@ -194,7 +194,7 @@ class ScanRequest:
     def start(self, n_features, dtype, level, centre, kernel=None):
         z = np.zeros(n_features)
         return ScanResult(0, 0.0, z, z, np.zeros(n_features, np.int64), np.zeros(n_features, np.int64), 0,
-                          lo=np.full(n_features, np.inf), hi=np.full(n_features, -np.inf), complete=0)
+                          lo=np.full(n_features, np.inf), hi=np.full(n_features, -np.inf), complete=0, observed=z)
 
     def update(self, acc: ScanResult, blk: Block) -> ScanResult:
         x = blk.x
@@ -224,13 +224,17 @@ class ScanRequest:
         # rows round differently by layout, and the scan's mean is every later pass's shift
         xo = np.asfortranarray(xo, dtype=np.float64)
         wb = float(len(xo)) if wo is None else float(wo.sum())
-        if wb > 0:
+        if not finite_block:  # each column over its own observed values (missing="marginalize"); wb: complete rows'
+            ob, mb, m2b = observed_moments(x, finite, w)
+        elif wb > 0:
             mb = (xo.sum(axis=0) if wo is None else wo @ xo) / wb
             dev = np.subtract(xo, mb)
             np.square(dev, out=dev)
             m2b = dev.sum(axis=0) if wo is None else wo @ dev
         else:
             mb = m2b = np.zeros(x.shape[1])
+        if finite_block:  # every value observed: each column's weight is the rows'
+            ob = np.full(x.shape[1], wb)
         # each column's smallest and largest value over its finite values in rows of positive weight (under
         # missing="marginalize" the observed values of incomplete rows too: a column that varies only among
         # them is not constant), in place (a copy of the kept rows cost a zero-weight block twice its scan)
@@ -245,30 +249,46 @@ class ScanRequest:
             lo = np.minimum(acc.lo, np.min(v, axis=0, where=where, initial=np.inf))
             hi = np.maximum(acc.hi, np.max(v, axis=0, where=where, initial=-np.inf))
         complete = len(xo) if wo is None else int(np.count_nonzero(wo > 0))
-        w_, m_, m2_ = chan(acc.weight, acc.mean, acc.m2, wb, mb, m2b)
+        o_, m_, m2_ = chan_columns(acc.observed, acc.mean, acc.m2, ob, mb, m2b)
         empty = int(isnan.all(axis=1).sum()) if not finite_block and nan.any() else 0
         first_bad = first_inf = -1
         if not finite_block:  # the rows to name in the message: found here, so no other pass looks for them
             first_bad = first_row_where(blk, ~rows_ok)
             first_inf = first_row_where(blk, np.isinf(x).any(axis=1)) if inf.any() else -1
-        return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
-                          acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
+        return ScanResult(acc.rows + blk.size, acc.weight + wb, m_, m2_, acc.nan + nan, acc.inf + inf,
+                          acc.bad_weights + bad, acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
                           first_row(acc.first_inf, first_inf), acc.weight_nan + w_nan, acc.weight_inf + w_inf,
-                          first_row(acc.first_bad_weight, w_first), lo, hi, acc.complete + complete)
+                          first_row(acc.first_bad_weight, w_first), lo, hi, acc.complete + complete, o_)
 
     def finish(self, acc, n_features, centre) -> ScanResult:
         return acc
 
     @staticmethod
     def merge(a: ScanResult, b: ScanResult) -> ScanResult:
-        w, m, m2 = chan(a.weight, a.mean, a.m2, b.weight, b.mean, b.m2)
-        return ScanResult(a.rows + b.rows, w, m, m2, a.nan + b.nan, a.inf + b.inf, a.bad_weights + b.bad_weights,
-                          a.empty_rows + b.empty_rows, first_row(a.first_nonfinite, b.first_nonfinite),
+        o, m, m2 = chan_columns(a.column_weight, a.mean, a.m2, b.column_weight, b.mean, b.m2)
+        return ScanResult(a.rows + b.rows, a.weight + b.weight, m, m2, a.nan + b.nan, a.inf + b.inf,
+                          a.bad_weights + b.bad_weights, a.empty_rows + b.empty_rows,
+                          first_row(a.first_nonfinite, b.first_nonfinite),
                           first_row(a.first_inf, b.first_inf), a.weight_nan + b.weight_nan,
                           a.weight_inf + b.weight_inf, first_row(a.first_bad_weight, b.first_bad_weight),
                           None if a.lo is None or b.lo is None else np.minimum(a.lo, b.lo),
                           None if a.hi is None or b.hi is None else np.maximum(a.hi, b.hi),
-                          a.complete + b.complete if min(a.complete, b.complete) >= 0 else -1)
+                          a.complete + b.complete if min(a.complete, b.complete) >= 0 else -1,
+                          None if a.observed is None and b.observed is None else o)
+
+
+def observed_moments(x, finite, w):
+    """Each column's weight, weighted mean and sum of squared deviations over its finite values (a block with
+    NaN under ``missing="marginalize"``): arrays of shape (D,), 0 in a column without weight. ``w``: the rows'
+    weights (bad ones 0), or None."""
+    xf = np.asfortranarray(np.where(finite, x, 0.0), dtype=np.float64)
+    wm = finite.astype(np.float64) if w is None else np.where(finite, w[:, None], 0.0)
+    ob = wm.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        om = np.where(ob > 0, (wm * xf).sum(axis=0) / np.where(ob > 0, ob, 1.0), 0.0)
+    dev = np.subtract(xf, om)
+    np.square(dev, out=dev)
+    return ob, om, (wm * dev).sum(axis=0)
 
 
 def first_row_where(blk, mask) -> int:
