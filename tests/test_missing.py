@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dask
 import dask.array as da
 import numpy as np
@@ -629,13 +631,16 @@ def test_a_full_fit_of_wide_rows_with_few_complete_ones_starts_from_every_row(se
     assert abs(start.weights.sum() - 1.0) < 1e-12
 
 
-def test_no_complete_row_names_the_columns_missing_most_often():
+def test_no_complete_row_refuses_only_the_starts_that_draw_complete_rows():
     """Wide sensor rows with scattered gaps (every row misses some value, no column missing everywhere) were refused
-    with "every row has a missing value" alone, which named nothing to drop and left the docs' "give it a start"
-    (means_init) to fail the same way (user trial, D = 80 with 10% missing). The error and the warning for too
-    few complete rows name the columns missing most often, with their counts, and say that means_init needs a
-    complete row too."""
+    whatever the start (user trial, D = 80 with 10% missing): the scan's centre came from the complete rows. Each
+    column's observed values centre them now, and the default start draws every row with an observed value, so
+    they fit (with means_init too); the starts that take complete rows (k-means++, random, random_from_data) are
+    refused, naming the columns missing most often, with their counts; the warning for too few complete rows
+    names them too."""
     import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
 
     from daskgmm import BayesianGaussianMixture, GaussianMixture, StudentTMixture
     from daskgmm.io.files import DataError
@@ -644,14 +649,20 @@ def test_no_complete_row_names_the_columns_missing_most_often():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4))
     x[:150, 2] = x[150:, 1] = x[:20, 1] = x[150:180, 0] = np.nan  # every row misses a value; 150, 70 and 30 rows
-    for kw in ({}, {"means_init": np.zeros((2, 4))}):
-        with pytest.raises(DataError, match=r"column\(s\) 2, 1, 0 of X are missing most often \(in 150, 70 and "
-                                            r"30 of 200 rows\).*at least one row with every feature, with means_init"):
-            GaussianMixture(2, missing="marginalize", **kw).fit(x)
-    for est in (BayesianGaussianMixture(n_components=2, missing="marginalize"),
-                StudentTMixture(n_components=2, missing="marginalize")):  # no means_init to suggest
-        with pytest.raises(DataError, match=r"missing most often \(in 150, 70 and 30 of 200 rows\).*every feature\.$"):
-            est.fit(x)
+    for est in (GaussianMixture(2, missing="marginalize", max_iter=3),
+                GaussianMixture(2, missing="marginalize", max_iter=3, means_init=np.zeros((2, 4))),
+                BayesianGaussianMixture(n_components=2, missing="marginalize", max_iter=3),
+                StudentTMixture(n_components=2, missing="marginalize", max_iter=3)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            assert np.isfinite(est.fit(x).score(x))
+    for cls in (GaussianMixture, BayesianGaussianMixture, StudentTMixture):
+        for init in ("k-means++", "random", "random_from_data"):
+            said = (rf"init_params='{re.escape(init)}' starts .*row.* without NaN, and every one of the 200 row\(s\).*"
+                    r"use init_params='kmeans'.*column\(s\) 2, 1, 0 of X are missing most often \(in 150, 70 and 30 "
+                    r"of 200 rows\)")
+            with pytest.raises(DataError, match=said):
+                cls(n_components=2, missing="marginalize", init_params=init).fit(x)
     x[199] = rng.normal(size=4)  # one complete row: a warning, naming the columns too
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
