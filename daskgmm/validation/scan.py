@@ -245,12 +245,12 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
     check_finite(scan, feature_names, missing=missing, chunks=chunks, name=name, dtype=dtype)
     weight = scan.weight
     if missing == "marginalize" and np.any(scan.nan):
-        if not initialise:
-            return
         # the weight of the rows with an observed value (each such row's is in some column's)
         weight = float(np.max(scan.column_weight, initial=0.0))
+        if not initialise and not weight > 0:
+            return
         unseen = np.flatnonzero(np.asarray(scan.column_weight) <= 0)
-        if weight > 0 and unseen.size:  # no value of positive weight: the column has no centre, no start
+        if initialise and weight > 0 and unseen.size:  # no value of positive weight: the column has no centre, no start
             names = (short_columns([str(feature_names[j]) for j in unseen], quote=True) if feature_names is not None
                      else ", ".join(str(j) for j in unseen))
             why = ("are missing in every row: drop them" if np.all(np.asarray(scan.nan)[unseen] >= scan.rows) else
