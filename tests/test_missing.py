@@ -910,6 +910,7 @@ def test_no_complete_row_fits_each_mixture_whatever_the_chunking(name):
         np.testing.assert_allclose(a.mean_prior_, np.nanmean(x, axis=0), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # two iterations, to see the start
 def test_no_complete_row_start_takes_the_scale_of_the_observed_values():
     """The 'kmeans' start completes a missing value with its centre's, of the within-cluster variance k-means
     leaves (label_spread), taken on the scan's sample of complete rows: without one it was 1.0, whatever the data's

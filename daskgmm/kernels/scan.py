@@ -225,7 +225,9 @@ class ScanRequest:
         xo = np.asfortranarray(xo, dtype=np.float64)
         wb = float(len(xo)) if wo is None else float(wo.sum())
         if not finite_block:  # each column over its own observed values (missing="marginalize"); wb: complete rows'
-            ob, mb, m2b = observed_moments(x, finite, w)
+            # a row holding ±inf stays out, as of the complete rows' mean (its fit is refused anyway)
+            seen = finite if not inf.any() else finite & ~np.isinf(x).any(axis=1)[:, None]
+            ob, mb, m2b = observed_moments(x, seen, w)
         elif wb > 0:
             mb = (xo.sum(axis=0) if wo is None else wo @ xo) / wb
             dev = np.subtract(xo, mb)
@@ -277,12 +279,12 @@ class ScanRequest:
                           None if a.observed is None and b.observed is None else o)
 
 
-def observed_moments(x, finite, w):
-    """Each column's weight, weighted mean and sum of squared deviations over its finite values (a block with
-    NaN under ``missing="marginalize"``): arrays of shape (D,), 0 in a column without weight. ``w``: the rows'
-    weights (bad ones 0), or None."""
-    xf = np.asfortranarray(np.where(finite, x, 0.0), dtype=np.float64)
-    wm = finite.astype(np.float64) if w is None else np.where(finite, w[:, None], 0.0)
+def observed_moments(x, seen, w):
+    """Each column's weight, weighted mean and sum of squared deviations over its values where ``seen`` (a block
+    with NaN under ``missing="marginalize"``): arrays of shape (D,), 0 in a column without weight. ``w``: the rows'
+    weights (bad ones 0), or None. Column-major whatever the block's layout, as the complete rows' sums."""
+    xf = np.asfortranarray(np.where(seen, x, 0.0), dtype=np.float64)
+    wm = np.asfortranarray(seen, dtype=np.float64) if w is None else np.asfortranarray(np.where(seen, w[:, None], 0.0))
     ob = wm.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         om = np.where(ob > 0, (wm * xf).sum(axis=0) / np.where(ob > 0, ob, 1.0), 0.0)
