@@ -215,19 +215,19 @@ class ScanRequest:
             bad = int(badw.sum())
             w = np.where(badw, 0.0, w)
         if finite_block:
-            xo, wo = x, w
+            # float64, column-major whatever the block's layout (one copy at most): NumPy's sums over
+            # rows round differently by layout, and the scan's mean is every later pass's shift
+            xo, wo = np.asfortranarray(x, dtype=np.float64), w
+            n_complete = len(xo)
         else:
             rows_ok = finite.all(axis=1)
-            xo = x[rows_ok]
             wo = None if w is None else w[rows_ok]
-        # float64, column-major whatever the block's layout (one copy at most): NumPy's sums over
-        # rows round differently by layout, and the scan's mean is every later pass's shift
-        xo = np.asfortranarray(xo, dtype=np.float64)
-        wb = float(len(xo)) if wo is None else float(wo.sum())
+            n_complete = int(np.count_nonzero(rows_ok))
+        wb = float(n_complete) if wo is None else float(wo.sum())
         if not finite_block:  # each column over its own observed values (missing="marginalize"); wb: complete rows'
             # a row holding ±inf stays out, as of the complete rows' mean (its fit is refused anyway)
-            seen = finite if not inf.any() else finite & ~np.isinf(x).any(axis=1)[:, None]
-            ob, mb, m2b = observed_moments(x, seen, w)
+            unseen = isnan if not inf.any() else ~finite | np.isinf(x).any(axis=1)[:, None]
+            ob, mb, m2b = observed_moments(x, unseen, w)
         elif wb > 0:
             mb = (xo.sum(axis=0) if wo is None else wo @ xo) / wb
             dev = np.subtract(xo, mb)
@@ -250,7 +250,7 @@ class ScanRequest:
             where = True if keep is None else keep
             lo = np.minimum(acc.lo, np.min(v, axis=0, where=where, initial=np.inf))
             hi = np.maximum(acc.hi, np.max(v, axis=0, where=where, initial=-np.inf))
-        complete = len(xo) if wo is None else int(np.count_nonzero(wo > 0))
+        complete = n_complete if wo is None else int(np.count_nonzero(wo > 0))
         o_, m_, m2_ = chan_columns(acc.observed, acc.mean, acc.m2, ob, mb, m2b)
         empty = int(isnan.all(axis=1).sum()) if not finite_block and nan.any() else 0
         first_bad = first_inf = -1
@@ -279,18 +279,28 @@ class ScanRequest:
                           None if a.observed is None and b.observed is None else o)
 
 
-def observed_moments(x, seen, w):
-    """Each column's weight, weighted mean and sum of squared deviations over its values where ``seen`` (a block
+def observed_moments(x, unseen, w):
+    """Each column's weight, weighted mean and sum of squared deviations over its values not ``unseen`` (a block
     with NaN under ``missing="marginalize"``): arrays of shape (D,), 0 in a column without weight. ``w``: the rows'
     weights (bad ones 0), or None. Column-major whatever the block's layout, as the complete rows' sums."""
-    xf = np.asfortranarray(np.where(seen, x, 0.0), dtype=np.float64)
-    wm = np.asfortranarray(seen, dtype=np.float64) if w is None else np.asfortranarray(np.where(seen, w[:, None], 0.0))
-    ob = wm.sum(axis=0)
+    xf = np.array(x, dtype=np.float64, order="F")
+    np.copyto(xf, 0.0, where=unseen)
+    if w is None:
+        wm = None
+        ob = (x.shape[0] - np.count_nonzero(unseen, axis=0)).astype(np.float64)
+        sums = xf.sum(axis=0)
+    else:
+        wm = np.empty(x.shape, order="F")
+        np.copyto(wm, w[:, None])
+        np.copyto(wm, 0.0, where=unseen)
+        ob = wm.sum(axis=0)
+        sums = np.einsum("ij,ij->j", wm, xf)
     with np.errstate(divide="ignore", invalid="ignore"):
-        om = np.where(ob > 0, (wm * xf).sum(axis=0) / np.where(ob > 0, ob, 1.0), 0.0)
-    dev = np.subtract(xf, om)
-    np.square(dev, out=dev)
-    return ob, om, (wm * dev).sum(axis=0)
+        om = np.where(ob > 0, sums / np.where(ob > 0, ob, 1.0), 0.0)
+    np.subtract(xf, om, out=xf)
+    np.square(xf, out=xf)
+    np.copyto(xf, 0.0, where=unseen)
+    return ob, om, xf.sum(axis=0) if wm is None else np.einsum("ij,ij->j", wm, xf)
 
 
 def first_row_where(blk, mask) -> int:
