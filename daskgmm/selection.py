@@ -243,7 +243,7 @@ def select_model(
         raise type(exc)(f"{exc} select_model marginalises them with missing='marginalize'.") from None
     n, d = data.n_rows, data.n_features
     check_n_samples(n, max(ks))
-    check_drawable_rows(scan, "select_model", init_params, max(ks))
+    check_drawable_rows(scan, "select_model", init_params, max(ks), feature_names=info["feature_names"])
     check_complete_rows(scan, "select_model", missing, "k", max(ks), info["feature_names"], init_params=init_params)
     warn_degenerate(scan, info["feature_names"], max(ks), weighted=sample_weight is not None)
     warn_far_rows(scan, data, info["feature_names"])

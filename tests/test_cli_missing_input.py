@@ -58,8 +58,10 @@ def test_rows_with_every_feature_missing_are_left_out_and_counted(tmp_path, caps
     assert main(["score", str(data), "--model", str(tmp_path / "m-student"), *common]) == 0
 
 
-def test_no_row_without_nan_is_bad_data(tmp_path, capsys):
-    """Every row misses a value: nothing to initialise from, a fault of the data (exit 2), for each mixture."""
+def test_no_row_without_nan_fits_and_the_starts_that_draw_one_are_bad_data(tmp_path, capsys):
+    """Every row misses a value: the default start (k-means on every row with an observed value) fits each mixture
+    (it was refused, exit 2); a start that draws rows without NaN is a fault of the data (exit 2), naming the
+    columns to impute by their Parquet names and the start by its flag."""
     from daskgmm.cli import main
 
     x = np.random.default_rng(1).normal(size=(60, 3))
@@ -68,15 +70,19 @@ def test_no_row_without_nan_is_bad_data(tmp_path, capsys):
     _write(data, x)
     for estimator in ("gaussian", "bayesian", "student"):
         out = tmp_path / f"model-{estimator}"
-        capsys.readouterr()
         assert main(["fit", str(data), "--estimator", estimator, "--n-components", "2", "--model-out", str(out),
-                     "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 2, estimator
+                     "--nan-policy", "marginalize", "--columns", "f0,f1,f2", *FAST]) == 0, estimator
+        assert out.exists(), estimator
+        capsys.readouterr()
+        bad = tmp_path / f"model-{estimator}-kpp"
+        assert main(["fit", str(data), "--estimator", estimator, "--n-components", "2", "--model-out", str(bad),
+                     "--nan-policy", "marginalize", "--columns", "f0,f1,f2", "--init-params", "k-means++",
+                     *FAST]) == 2, estimator
         err = capsys.readouterr().err
-        assert "every row has a missing value" in err, estimator
-        # the columns to drop or impute by their Parquet names (they were not named), a start by its flag
+        assert "--init-params k-means++ starts each component at a row without NaN" in err, err
+        assert "use --init-params kmeans" in err and "init_params" not in err, err
         assert "column(s) 'f0', 'f1', 'f2' of X are missing most often (in 20, 20 and 20 of 60 rows)" in err, err
-        assert ("with --means-init too" in err) == (estimator == "gaussian") and "means_init" not in err, err
-        assert not out.exists(), estimator
+        assert not bad.exists(), estimator
 
 
 def test_fewer_rows_without_nan_than_components_are_warned_of_and_a_start_given_needs_none(tmp_path, capsys):
@@ -102,20 +108,16 @@ def test_fewer_rows_without_nan_than_components_are_warned_of_and_a_start_given_
     for estimator in ("gaussian", "bayesian", "student"):
         out = tmp_path / f"model-{estimator}"
         capsys.readouterr()
-        # the variational mixture's default prior is the covariance of those rows: one is no covariance (exit 2;
-        # it said the sample weights, which none were given, summed to 1)
+        # the variational mixture's default prior was the covariance of those rows, and one is no covariance (exit
+        # 2): with at most D such rows it is the diagonal of each column's variance over its observed values
         assert main(["fit", str(data), "--estimator", estimator, "--n-components", "3", "--model-out", str(out),
                      "--nan-policy", "marginalize", "--columns", "f0,f1,f2", "--init-params", "k-means++",
-                     *FAST]) == (2 if estimator == "bayesian" else 0), estimator
+                     *FAST]) == 0, estimator
         err = capsys.readouterr().err
-        if estimator == "bayesian":
-            assert "covariance of the rows without NaN (missing='marginalize'), which needs more than one" in err
-            assert "1 of 300 row(s) have every feature" in err and not out.exists()
-        else:
-            assert said in err and "fewer than n_components=3" in err, (estimator, err)
-            # a start to give by its flag, and only where the estimator takes one (the t mixture was told to)
-            assert ("give it one (--means-init)" in err) == (estimator == "gaussian"), (estimator, err)
-            assert "means_init" not in err
+        assert said in err and "fewer than n_components=3" in err, (estimator, err)
+        # a start to give by its flag, and only where the estimator takes one (the t mixture was told to)
+        assert ("give it one (--means-init)" in err) == (estimator == "gaussian"), (estimator, err)
+        assert "means_init" not in err
     assert main(["select", str(data), "--k-min", "1", "--k-max", "3", "--out", str(tmp_path / "sel"),
                  "--nan-policy", "marginalize", "--columns", "f0,f1,f2", "--init-params", "k-means++", *FAST]) == 0
     err = capsys.readouterr().err
@@ -210,9 +212,9 @@ def test_predict_and_score_take_the_models_nan_policy_by_default(tmp_path, capsy
 
 
 def test_a_feature_missing_in_every_row_is_named(tmp_path, capsys):
-    """Under --nan-policy marginalize a feature column that is missing in every row leaves no complete row to
-    start from: exit 2 naming that column, for fit and select (user-trial-r16: 'every row has a missing value',
-    no column named)."""
+    """Under --nan-policy marginalize a feature column that is missing in every row has no value to start from:
+    exit 2 naming that column, for fit and select (user-trial-r16: 'every row has a missing value', no column
+    named)."""
     import json
 
     from daskgmm.cli import main
@@ -229,6 +231,6 @@ def test_a_feature_missing_in_every_row_is_named(tmp_path, capsys):
         metrics = tmp_path / f"{command}.json"
         assert main([command, str(data), *args, *common, "--metrics-out", str(metrics)]) == 2, command
         err = capsys.readouterr().err
-        assert "every row has a missing value" in err and "column(s) 'f1' of X are missing in every row" in err, err
+        assert "column(s) 'f1' of X are missing in every row: drop them" in err, err
         assert json.loads(metrics.read_text())["exit_code"] == 2
     assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()

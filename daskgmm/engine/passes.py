@@ -602,7 +602,8 @@ class ChunkedData:
         if factor == 1.0:
             return scan
         self.weight_scale *= factor
-        self._scan = dataclasses.replace(scan, weight=scan.weight * factor, m2=scan.m2 * factor)
+        self._scan = dataclasses.replace(scan, weight=scan.weight * factor, m2=scan.m2 * factor,
+                                         observed=None if scan.observed is None else scan.observed * factor)
         self._sample_weights = self._sample_weights * factor
         return self._scan
 

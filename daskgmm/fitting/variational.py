@@ -49,26 +49,34 @@ def _frequencies(total: float, rows: int) -> float:
     return total
 
 
+def column_variances(scan) -> np.ndarray:
+    """Each column's (weighted) variance with ``ddof=1`` (D,), over its observed values under
+    ``missing="marginalize"`` (the scan's ``column_weight``; every row's on complete data), weights as frequencies
+    (:func:`_frequencies`: each column's must sum to more than 1)."""
+    w = np.asarray(scan.column_weight, np.float64)
+    _frequencies(float(w.min()), scan.rows)
+    return scan.m2 / (w - 1.0)
+
+
 def data_covariance(data, scan) -> np.ndarray:
     """The (weighted) covariance of the rows with ``ddof=1``, shape (D, D): one pass.
 
     As ``np.cov(X.T)`` for unweighted rows; sample weights count as frequencies
     (divided by ``Σ w - 1``). A one-component model with zero logits has every
-    responsibility 1, so the mixture pass returns the scatter about the scan's mean.
+    responsibility 1, so the mixture pass returns the scatter about the scan's mean. Under
+    ``missing="marginalize"`` that pass sees the complete rows only: with at most D of them, the diagonal of
+    :func:`column_variances` instead (no pass).
     """
     from daskgmm.kernels import ModelSpec, NaturalParams
 
     d = data.n_features
+    if np.any(scan.nan) and 0 <= scan.complete <= d:
+        # missing="marginalize" with at most D complete rows, whose covariance is singular (none: there is none):
+        # the diagonal of each column's variance over its observed values, as the diagonal prior's. (The refusal
+        # it replaces made rows with scattered gaps and no complete row unfit for the variational mixture.)
+        return np.diag(column_variances(scan))
     nat = NaturalParams(np.zeros((1, d, d)), np.zeros((1, d)), np.zeros(1))
     st = data.run([MixtureRequest([ModelSpec(nat, "full")])], scan.mean)[0][0]
-    if not st.n[0] > 1.0 and np.any(scan.nan) and 0 <= scan.complete <= 1:
-        from daskgmm.validation.scan import DataError
-
-        # missing="marginalize": the pass leaves the rows with NaN out, and the weights were not the cause
-        raise DataError(
-            "The default covariance_prior is the covariance of the rows without NaN (missing='marginalize'), which "
-            f"needs more than one of them (of total weight above 1); {scan.complete} of {scan.rows} row(s) have "
-            "every feature. Give covariance_prior, or drop or impute the feature columns missing most often.")
     n = _frequencies(st.n[0], scan.rows)
     s1 = st.s1[0]
     scatter = st.s2[0] - np.outer(s1, s1) / n  # about the exact mean (s1 is ~0, not 0)
@@ -120,7 +128,7 @@ def variational_priors(data, scan, params: VariationalParams, *, weight_concentr
         if t.dense:
             out["covariance_prior"] = data_covariance(data, scan) if data_cov is None else data_cov
         else:
-            out["covariance_prior"] = t.from_variances(scan.m2 / (_frequencies(scan.weight, scan.rows) - 1.0))
+            out["covariance_prior"] = t.from_variances(column_variances(scan))
     elif t.component_shape(d) == ():
         # one positive number, as the float the parameter's constraint takes: an array of one value too (a list
         # was a TypeError from float(), a negative, zero or NaN array passed on to fail in the fit or not at all)

@@ -233,10 +233,12 @@ class ScanResult:
     ----------
     rows : int
     weight : float
-        Sum of sample weights.
+        Sum of sample weights (of the complete rows, finite in every column, under ``missing="marginalize"``).
     mean, m2 : ndarray, shape (D,)
-        Weighted mean and sum of weighted squared deviations (Chan et al.'s
-        pairwise update, stable for any offset).
+        Each column's weighted mean and sum of weighted squared deviations over its observed (finite) values in
+        rows of finite weight (Chan et al.'s pairwise update, stable for any offset): the complete rows' where
+        every row is complete, to the bit. Under ``missing="marginalize"`` a column's own values, so that data
+        with no complete row (80 sensors each missing 10% of the time) have a centre, a prior and a scale too.
     nan, inf : ndarray of int64, shape (D,)
         Number of NaN and of ±inf values per column.
     bad_weights : int
@@ -256,6 +258,9 @@ class ScanResult:
         Smallest and largest value per column over the rows in ``mean`` (finite, of positive weight):
         a column is constant exactly when they are equal, where its variance, rounding of a mean far
         from 0, cannot tell (None: not counted, as by the scan of sparse rows).
+    observed : ndarray, shape (D,), or None
+        The weight of each column's observed values, in ``mean`` and ``m2`` (``weight`` in every column when
+        every row is complete); None: not counted (the scan of sparse rows, whose every value is observed).
     """
 
     rows: int
@@ -274,10 +279,20 @@ class ScanResult:
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
     complete: int = -1
+    observed: np.ndarray | None = None
+
+    @property
+    def column_weight(self) -> np.ndarray:
+        """The weight in each column's ``mean`` and ``m2`` (D,): ``observed``, or ``weight`` in every column
+        where it is not counted (rows without NaN: the scan of sparse rows)."""
+        return np.full(np.shape(self.mean), float(self.weight)) if self.observed is None else self.observed
 
     @property
     def variance(self) -> np.ndarray:
-        return self.m2 / self.weight if self.weight > 0 else np.zeros_like(self.m2)
+        """Each column's weighted variance (``ddof=0``) over its observed values; 0 where it has no weight."""
+        w = self.column_weight
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(w > 0, self.m2 / np.where(w > 0, w, 1.0), 0.0)
 
 
 def first_row(a: int, b: int) -> int:
@@ -291,6 +306,19 @@ def chan(wa, ma, m2a, wb, mb, m2b):
         return w, ma, m2a
     delta = mb - ma
     return w, ma + delta * (wb / w), m2a + m2b + delta**2 * (wa * wb / w)
+
+
+def chan_columns(wa, ma, m2a, wb, mb, m2b):
+    """:func:`chan` column by column, each column of its own weight (arrays of shape (D,)): where every weight
+    is one number, the same arithmetic, so the same bits; a column of no weight on both sides keeps ``ma``,
+    ``m2a`` (``mb`` and ``m2b`` of a side without weight are 0)."""
+    w = wa + wb
+    delta = mb - ma
+    pos = w > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(pos, wb / np.where(pos, w, 1.0), 0.0)
+        cross = np.where(pos, wa * wb / np.where(pos, w, 1.0), 0.0)
+    return w, ma + delta * share, m2a + m2b + delta**2 * cross
 
 
 def named_ids(ids, id_column) -> dict:

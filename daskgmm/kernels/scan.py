@@ -16,7 +16,7 @@ from daskgmm.kernels.features import NO_FEATURES, SPHERICAL_LEVEL
 from daskgmm.kernels.params import kmeans_natural_params
 from daskgmm.kernels.protocol import Block
 from daskgmm.kernels.random import keyed_exponential
-from daskgmm.kernels.results import SampleResult, ScanResult, chan, first_row, smallest
+from daskgmm.kernels.results import SampleResult, ScanResult, chan_columns, first_row, smallest
 from daskgmm.kernels.scratch import scratch
 
 
@@ -194,7 +194,7 @@ class ScanRequest:
     def start(self, n_features, dtype, level, centre, kernel=None):
         z = np.zeros(n_features)
         return ScanResult(0, 0.0, z, z, np.zeros(n_features, np.int64), np.zeros(n_features, np.int64), 0,
-                          lo=np.full(n_features, np.inf), hi=np.full(n_features, -np.inf), complete=0)
+                          lo=np.full(n_features, np.inf), hi=np.full(n_features, -np.inf), complete=0, observed=z)
 
     def update(self, acc: ScanResult, blk: Block) -> ScanResult:
         x = blk.x
@@ -215,22 +215,28 @@ class ScanRequest:
             bad = int(badw.sum())
             w = np.where(badw, 0.0, w)
         if finite_block:
-            xo, wo = x, w
+            # float64, column-major whatever the block's layout (one copy at most): NumPy's sums over
+            # rows round differently by layout, and the scan's mean is every later pass's shift
+            xo, wo = np.asfortranarray(x, dtype=np.float64), w
+            n_complete = len(xo)
         else:
             rows_ok = finite.all(axis=1)
-            xo = x[rows_ok]
             wo = None if w is None else w[rows_ok]
-        # float64, column-major whatever the block's layout (one copy at most): NumPy's sums over
-        # rows round differently by layout, and the scan's mean is every later pass's shift
-        xo = np.asfortranarray(xo, dtype=np.float64)
-        wb = float(len(xo)) if wo is None else float(wo.sum())
-        if wb > 0:
+            n_complete = int(np.count_nonzero(rows_ok))
+        wb = float(n_complete) if wo is None else float(wo.sum())
+        if not finite_block:  # each column over its own observed values (missing="marginalize"); wb: complete rows'
+            # a row holding ±inf stays out, as of the complete rows' mean (its fit is refused anyway)
+            unseen = isnan if not inf.any() else ~finite | np.isinf(x).any(axis=1)[:, None]
+            ob, mb, m2b = observed_moments(x, unseen, w)
+        elif wb > 0:
             mb = (xo.sum(axis=0) if wo is None else wo @ xo) / wb
             dev = np.subtract(xo, mb)
             np.square(dev, out=dev)
             m2b = dev.sum(axis=0) if wo is None else wo @ dev
         else:
             mb = m2b = np.zeros(x.shape[1])
+        if finite_block:  # every value observed: each column's weight is the rows'
+            ob = np.full(x.shape[1], wb)
         # each column's smallest and largest value over its finite values in rows of positive weight (under
         # missing="marginalize" the observed values of incomplete rows too: a column that varies only among
         # them is not constant), in place (a copy of the kept rows cost a zero-weight block twice its scan)
@@ -244,31 +250,57 @@ class ScanRequest:
             where = True if keep is None else keep
             lo = np.minimum(acc.lo, np.min(v, axis=0, where=where, initial=np.inf))
             hi = np.maximum(acc.hi, np.max(v, axis=0, where=where, initial=-np.inf))
-        complete = len(xo) if wo is None else int(np.count_nonzero(wo > 0))
-        w_, m_, m2_ = chan(acc.weight, acc.mean, acc.m2, wb, mb, m2b)
+        complete = n_complete if wo is None else int(np.count_nonzero(wo > 0))
+        o_, m_, m2_ = chan_columns(acc.observed, acc.mean, acc.m2, ob, mb, m2b)
         empty = int(isnan.all(axis=1).sum()) if not finite_block and nan.any() else 0
         first_bad = first_inf = -1
         if not finite_block:  # the rows to name in the message: found here, so no other pass looks for them
             first_bad = first_row_where(blk, ~rows_ok)
             first_inf = first_row_where(blk, np.isinf(x).any(axis=1)) if inf.any() else -1
-        return ScanResult(acc.rows + blk.size, w_, m_, m2_, acc.nan + nan, acc.inf + inf, acc.bad_weights + bad,
-                          acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
+        return ScanResult(acc.rows + blk.size, acc.weight + wb, m_, m2_, acc.nan + nan, acc.inf + inf,
+                          acc.bad_weights + bad, acc.empty_rows + empty, first_row(acc.first_nonfinite, first_bad),
                           first_row(acc.first_inf, first_inf), acc.weight_nan + w_nan, acc.weight_inf + w_inf,
-                          first_row(acc.first_bad_weight, w_first), lo, hi, acc.complete + complete)
+                          first_row(acc.first_bad_weight, w_first), lo, hi, acc.complete + complete, o_)
 
     def finish(self, acc, n_features, centre) -> ScanResult:
         return acc
 
     @staticmethod
     def merge(a: ScanResult, b: ScanResult) -> ScanResult:
-        w, m, m2 = chan(a.weight, a.mean, a.m2, b.weight, b.mean, b.m2)
-        return ScanResult(a.rows + b.rows, w, m, m2, a.nan + b.nan, a.inf + b.inf, a.bad_weights + b.bad_weights,
-                          a.empty_rows + b.empty_rows, first_row(a.first_nonfinite, b.first_nonfinite),
+        o, m, m2 = chan_columns(a.column_weight, a.mean, a.m2, b.column_weight, b.mean, b.m2)
+        return ScanResult(a.rows + b.rows, a.weight + b.weight, m, m2, a.nan + b.nan, a.inf + b.inf,
+                          a.bad_weights + b.bad_weights, a.empty_rows + b.empty_rows,
+                          first_row(a.first_nonfinite, b.first_nonfinite),
                           first_row(a.first_inf, b.first_inf), a.weight_nan + b.weight_nan,
                           a.weight_inf + b.weight_inf, first_row(a.first_bad_weight, b.first_bad_weight),
                           None if a.lo is None or b.lo is None else np.minimum(a.lo, b.lo),
                           None if a.hi is None or b.hi is None else np.maximum(a.hi, b.hi),
-                          a.complete + b.complete if min(a.complete, b.complete) >= 0 else -1)
+                          a.complete + b.complete if min(a.complete, b.complete) >= 0 else -1,
+                          None if a.observed is None and b.observed is None else o)
+
+
+def observed_moments(x, unseen, w):
+    """Each column's weight, weighted mean and sum of squared deviations over its values not ``unseen`` (a block
+    with NaN under ``missing="marginalize"``): arrays of shape (D,), 0 in a column without weight. ``w``: the rows'
+    weights (bad ones 0), or None. Column-major whatever the block's layout, as the complete rows' sums."""
+    xf = np.array(x, dtype=np.float64, order="F")
+    np.copyto(xf, 0.0, where=unseen)
+    if w is None:
+        wm = None
+        ob = (x.shape[0] - np.count_nonzero(unseen, axis=0)).astype(np.float64)
+        sums = xf.sum(axis=0)
+    else:
+        wm = np.empty(x.shape, order="F")
+        np.copyto(wm, w[:, None])
+        np.copyto(wm, 0.0, where=unseen)
+        ob = wm.sum(axis=0)
+        sums = np.einsum("ij,ij->j", wm, xf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        om = np.where(ob > 0, sums / np.where(ob > 0, ob, 1.0), 0.0)
+    np.subtract(xf, om, out=xf)
+    np.square(xf, out=xf)
+    np.copyto(xf, 0.0, where=unseen)
+    return ob, om, xf.sum(axis=0) if wm is None else np.einsum("ij,ij->j", wm, xf)
 
 
 def first_row_where(blk, mask) -> int:

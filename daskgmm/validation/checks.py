@@ -601,8 +601,8 @@ def check_complete_rows(scan, name, missing, parameter, n_components, feature_na
     if init_params == "kmeans" or missing != "marginalize" or not n_components or scan.complete < 0 \
             or scan.complete >= n_components:
         return
-    if not np.any(scan.nan) or scan.weight <= 0:
-        return  # no missing value, or none complete: check_scan's
+    if not np.any(scan.nan) or scan.complete == 0:
+        return  # no missing value, or none complete: check_drawable_rows refuses these starts
     warnings.warn(
         f"{name} with missing='marginalize' initialises from the rows without NaN, and only {scan.complete} of "
         f"{scan.rows} row(s) (of positive weight) have every feature, fewer than {parameter}={n_components}: "
@@ -612,13 +612,34 @@ def check_complete_rows(scan, name, missing, parameter, n_components, feature_na
         "init_params='kmeans', which draws every row", DegenerateDataWarning, stacklevel=4)
 
 
-def check_drawable_rows(scan, name, init_params, n_components) -> None:
+#: The starts that take rows without NaN under ``missing="marginalize"`` (chosen rows, or the random
+#: responsibilities of the complete rows): with none, :func:`check_drawable_rows` refuses them.
+COMPLETE_ROW_STARTS = ("k-means++", "random", "random_from_data")
+
+
+def check_drawable_rows(scan, name, init_params, n_components, means_given: bool = False,
+                        feature_names=None) -> None:
     """``init_params="random_from_data"`` starts each component at a distinct row of positive weight (without NaN
     under ``missing="marginalize"``): fewer such rows than components is scikit-learn's "Expected n_samples >=
     n_components" (a :class:`DataError`). The draw took what there was, and the fit ended with that many
     components: a ``GaussianMixture(3)`` with ``means_`` of shape (1, D), whose ``predict`` then said that
-    ``set_params`` had changed it (user trial; 2 rows of weight 1 among 100 of weight 0 did the same)."""
-    if init_params != "random_from_data" or not n_components or scan.complete < 0 or scan.complete >= n_components:
+    ``set_params`` had changed it (user trial; 2 rows of weight 1 among 100 of weight 0 did the same).
+
+    Rows with missing values and not one complete row: every start of :data:`COMPLETE_ROW_STARTS` is refused
+    (a given ``means_init`` too: the start's weights and covariances come from ``init_params``), naming the
+    columns missing most often. k-means++ drew no row (a crash in the compiled core), "random" gave every
+    component a weight of 0/0 (adjusted Rand 0). The default start, k-means on every row with an observed value,
+    needs none. ``means_given``: only that check (the others are about the means a start draws)."""
+    if init_params in COMPLETE_ROW_STARTS and scan.complete == 0 and np.any(scan.nan):
+        how = ("starts each component at a row without NaN" if init_params != "random"
+               else "starts from random responsibilities of the rows without NaN")
+        raise DataError(
+            f"{name} with missing='marginalize' and init_params={init_params!r} {how}, and every one of the "
+            f"{scan.rows:,} row(s) (of positive weight) has a missing value; use init_params='kmeans', which starts "
+            "from every row with an observed value, or impute the missing values "
+            f"({most_missing(scan, feature_names)}).")
+    if means_given or init_params != "random_from_data" or not n_components or scan.complete < 0 \
+            or scan.complete >= n_components:
         return
     nan = " and no NaN" if np.any(scan.nan) else ""
     raise DataError(
@@ -694,9 +715,11 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
     if estimator is not None and reset:  # a fit (not a score or a later partial_fit batch)
         # columns of zeros are what sparse rows are made of: only "every row is one point" is news there
         parameter = "n_components" if hasattr(estimator, "n_components") else "n_clusters"
-        if getattr(estimator, "means_init", None) is None:  # a start given is not drawn from the complete rows
-            init_params = getattr(estimator, "init_params", None)
-            check_drawable_rows(result, name, init_params, getattr(estimator, parameter, None))
+        init_params = getattr(estimator, "init_params", None)
+        given = getattr(estimator, "means_init", None) is not None
+        check_drawable_rows(result, name, init_params, getattr(estimator, parameter, None), given,
+                            info["feature_names"])
+        if not given:  # a start given is not drawn from the complete rows
             check_complete_rows(result, name, missing, parameter, getattr(estimator, parameter, None),
                                 info["feature_names"], takes_start, init_params)
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),

@@ -234,35 +234,35 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
                dtype="float64", takes_start: bool = False) -> None:
     """Reject a scan with non-finite values or weights (:func:`check_finite`), or no positive weight.
 
-    Under ``missing="marginalize"`` the scan's weight is that of the complete rows (its mean,
-    variance and sample come from them): at least one is needed to ``initialise``; without
-    that (an online step) the caller checks the weight of all rows itself. ``dtype`` is the rows' (for the
-    message about infinity). ``takes_start``: the estimator takes ``means_init``, which the message then says
-    needs a complete row too (the others have no such parameter to try).
+    Under ``missing="marginalize"`` the scan's ``weight`` is that of the complete rows, and its mean and
+    variance are each column's over its observed values (:class:`daskgmm.kernels.results.ScanResult`): a fit
+    needs no complete row (the default start draws every row with an observed value; the starts that draw
+    complete rows say so, :func:`daskgmm.validation.checks.check_drawable_rows`), but every column needs a value
+    in a row of positive weight, for its centre and its start, to ``initialise``. Without that (an online step)
+    the caller checks the weight of all rows itself. ``dtype`` is the rows' (for the message about infinity).
+    ``takes_start``: the estimator takes ``means_init`` (no longer said: a start given needs no complete row).
     """
     check_finite(scan, feature_names, missing=missing, chunks=chunks, name=name, dtype=dtype)
-    if missing == "marginalize" and scan.weight <= 0 and scan.nan.any():
-        if not initialise:
+    weight = scan.weight
+    if missing == "marginalize" and np.any(scan.nan):
+        # the weight of the rows with an observed value (each such row's is in some column's)
+        weight = float(np.max(scan.column_weight, initial=0.0))
+        if not initialise and not weight > 0:
             return
-        empty = np.flatnonzero(np.asarray(scan.nan) >= scan.rows)
-        if empty.size:  # the usual cause: a column with no value at all, which no row can complete
-            names = (short_columns([str(feature_names[j]) for j in empty], quote=True) if feature_names is not None
-                     else ", ".join(str(j) for j in empty))
-            why = f" column(s) {names} of X are missing in every row: drop them."
-        else:  # wide rows with scattered gaps (80 sensors each 10% missing): name where to start
-            why = (f" {most_missing(scan, feature_names)}: drop or impute them (or impute every missing value) "
-                   "before fitting; the start needs at least one row with every feature"
-                   f"{', with means_init too' if takes_start else ''}.")
-        raise DataError(
-            f"{name} with missing='marginalize' initialises from the rows without NaN, and every row "
-            f"has a missing value (or no positive weight).{why}"
-        )
-    if scan.weight <= 0:
+        unseen = np.flatnonzero(np.asarray(scan.column_weight) <= 0)
+        if initialise and weight > 0 and unseen.size:  # no value of positive weight: the column has no centre, no start
+            names = (short_columns([str(feature_names[j]) for j in unseen], quote=True) if feature_names is not None
+                     else ", ".join(str(j) for j in unseen))
+            why = ("are missing in every row: drop them" if np.all(np.asarray(scan.nan)[unseen] >= scan.rows) else
+                   "have no value in a row of positive sample weight: drop them, or give such rows weight")
+            raise DataError(f"{name} with missing='marginalize' starts each feature from its observed values, and "
+                            f"column(s) {names} of X {why}.")
+    if not weight > 0:
         raise ValueError(
             "Sample weights must contain at least one non-zero number. "
-            f"{name} got sample_weight with a sum of {scan.weight:g}."
+            f"{name} got sample_weight with a sum of {weight:g}."
         )
-    if not np.isfinite(scan.weight):  # finite weights (checked above) whose sum overflows
+    if not np.isfinite(weight):  # finite weights (checked above) whose sum overflows
         raise ValueError(weight_sum_message(name))
 
 
