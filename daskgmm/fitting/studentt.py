@@ -334,7 +334,7 @@ def _observed_sample_rows(data, centre, jobs):
     (:func:`daskgmm.em.init.observed_sample`). One pass.
 
     The scan's sample holds complete rows only, and a cluster with none (a column missing in all its rows: a sensor
-    one kind of machine lacks) was not in it: the start missed that cluster (adjusted Rand 0.62-0.64 on 4 to 5 of 10
+    one kind of machine lacks) was not in it: the start missed that cluster (adjusted Rand 0.62-0.70 on 4 or 5 of 10
     seeds per covariance type, 4 blobs in 6 features; ``GaussianMixture``'s start, from every row, 0.99-1.0)."""
     size = {p.n_components: min(SAMPLE_ROWS_PER_CLUSTER * p.n_components, data.n_rows) for p, _ in jobs}
     want = min(max(SAMPLE_FIT_ROWS, *size.values()), data.n_rows)
