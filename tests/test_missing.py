@@ -874,6 +874,30 @@ def test_a_row_that_says_nothing_leaves_the_kmeans_start_alone(seed, added):
         np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("model", ["GaussianMixture", "StudentTMixture"])
+def test_a_row_that_says_nothing_leaves_the_start_alone_with_exactly_the_rows_the_draw_asks_for(model):
+    """The 'kmeans' start's draw asks for 512 rows per component; with exactly that many rows with an observed value
+    it took them all but, one more row of nothing observed in the data, called them a sample (k-means unweighted, in
+    the draw's order): another start, and another optimum (means 11 apart, 4 clusters of 2,048 rows), for the
+    Gaussian mixture and the t mixture's robust start alike. The draw now asks for one more row than it keeps: fewer
+    came, every row was drawn."""
+    import warnings
+
+    import daskgmm
+
+    rng = np.random.default_rng(1)
+    x = np.vstack([rng.normal(c, 1.0, (512, 6)) for c in (0.0, 5.0, 10.0, 15.0)])
+    x[:, :3] += rng.normal(0, 4.0, (4, 3)).repeat(512, axis=0)
+    x[rng.random(x.shape) < 0.02] = np.nan
+    more = np.vstack([x, np.full((1, 6), np.nan)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = getattr(daskgmm, model)(4, missing="marginalize", random_state=0, max_iter=20).fit(x)
+        b = getattr(daskgmm, model)(4, missing="marginalize", random_state=0, max_iter=20).fit(more)
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
 def test_a_candidate_of_select_model_starts_as_the_estimator_alone_with_missing_values():
     """Under missing='marginalize' the 'kmeans' start draws 512 rows per component with an observed value and fills
     their NaN by the drawn rows' column means. select_model drew for its largest K and gave every candidate that

@@ -438,12 +438,13 @@ def observed_sample(data: ChunkedData, centre, sizes, drawn=None) -> dict:
     (keyed by row number, so the same rows in the same order for any chunking), each missing value filled with its
     column's mean over those rows (``centre``'s where none of them has one): the rows k-means starts a mixture from
     under ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns ``{m: (rows, weights, every)}`` for
-    :func:`sample_kmeans` (``every``: every such row was drawn: fewer than asked, or ``m`` is every row).
+    :func:`sample_kmeans` (``every``: every such row was drawn).
 
     One pass draws the largest: the draw is in key order, so its first ``m`` rows are the draw of ``m``, and each is
     filled by its own rows' means, so that a candidate of a lockstep sweep (``select_model``) starts from the rows,
-    and the fill, it starts from alone. ``drawn``: :func:`observed_rows`' draw of at least ``max(sizes)`` rows to take
-    them from (a caller that wants more of the same rows), in place of that pass.
+    and the fill, it starts from alone. It asks for one row more than the largest: fewer came, and every such row
+    was drawn. ``drawn``: :func:`observed_rows`' draw of more than ``max(sizes)`` rows to take them from (a caller
+    that wants more of the same rows), in place of that pass.
 
     The scan's sample holds complete rows only, and a cluster with none of them (a column missing in every row
     of one cluster: sensors of one kind of machine) was not seen by k-means at all: its rows joined another
@@ -451,7 +452,7 @@ def observed_sample(data: ChunkedData, centre, sizes, drawn=None) -> dict:
     on mean-imputed rows as ``means_init`` gave 0.98 on average; user trial). Filled with the column's mean, such
     rows still stand apart in their observed coordinates; the start's labels then complete them by their centre's.
     """
-    points, weights = observed_rows(data, centre, max(sizes)) if drawn is None else drawn
+    points, weights = observed_rows(data, centre, max(sizes) + 1) if drawn is None else drawn
 
     def filled(m: int):
         pts, w = points[:m], weights[:m]
@@ -463,8 +464,9 @@ def observed_sample(data: ChunkedData, centre, sizes, drawn=None) -> dict:
             pts = np.where(nan, fill, pts)
         # every row drawn also when there were exactly m to draw: else k-means took the draw as a sample
         # (unweighted, in the draw's order), and a row with nothing observed or of weight 0 added to the data,
-        # which leaves one fewer to draw, changed the start (and the fit) that the docs say it leaves alone
-        return pts, w, bool(len(pts) < m or m >= data.n_rows)
+        # which is not drawn, changed the start (and the fit) that the docs say it leaves alone; so the draw's
+        # count says it (m rows with an observed value among m + 1 rows was a sample before)
+        return pts, w, bool(len(points) <= m)
 
     return {m: filled(m) for m in sizes}
 
