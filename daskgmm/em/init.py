@@ -430,17 +430,29 @@ def _distinct_rows(points, weights):
 
 
 
-def observed_sample(data: ChunkedData, centre, sizes) -> dict:
+def observed_rows(data: ChunkedData, centre, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` rows drawn uniformly by sample weight among those with an observed value, NaN kept, as float64, and
+    their sample weights: one pass (fewer rows where there are no more to draw). Keyed by row number, so the same
+    rows in the same order for any chunking; the first rows of a draw are the draw of fewer."""
+    req = SampleRequest(np.zeros((0, data.n_features)), m, stream_key(SCAN_SAMPLE_KEY, 13), observed_only=True)
+    res = data.run([req], centre)[0]
+    ok = np.isfinite(res.keys[0])  # the drawn rows come first, in key order
+    return np.array(res.points[0][ok], dtype=np.float64), res.weights[0][ok]
+
+
+def observed_sample(data: ChunkedData, centre, sizes, drawn=None) -> dict:
     """For each ``m`` of ``sizes``, ``m`` rows drawn uniformly by sample weight among those with an observed value
     (keyed by row number, so the same rows in the same order for any chunking), each missing value filled with its
     column's mean over those rows (``centre``'s where none of them has one): the rows k-means starts a mixture from
     under ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns ``{m: (rows, weights, every, drawn)}`` for
-    :func:`sample_kmeans` (``every``: every such row was drawn: fewer than asked, or ``m`` is every row; ``drawn``:
-    the rows unfilled, for :func:`label_spread` where no row is complete).
+    :func:`sample_kmeans` (``every``: every such row was drawn; ``drawn``: the rows unfilled, for
+    :func:`label_spread` where no row is complete).
 
     One pass draws the largest: the draw is in key order, so its first ``m`` rows are the draw of ``m``, and each is
     filled by its own rows' means, so that a candidate of a lockstep sweep (``select_model``) starts from the rows,
-    and the fill, it starts from alone.
+    and the fill, it starts from alone. It asks for one row more than the largest: fewer came, and every such row
+    was drawn. ``drawn``: :func:`observed_rows`' draw of more than ``max(sizes)`` rows to take them from (a caller
+    that wants more of the same rows), in place of that pass.
 
     The scan's sample holds complete rows only, and a cluster with none of them (a column missing in every row
     of one cluster: sensors of one kind of machine) was not seen by k-means at all: its rows joined another
@@ -448,15 +460,11 @@ def observed_sample(data: ChunkedData, centre, sizes) -> dict:
     on mean-imputed rows as ``means_init`` gave 0.98 on average; user trial). Filled with the column's mean, such
     rows still stand apart in their observed coordinates; the start's labels then complete them by their centre's.
     """
-    req = SampleRequest(np.zeros((0, data.n_features)), max(sizes), stream_key(SCAN_SAMPLE_KEY, 13),
-                        observed_only=True)
-    res = data.run([req], centre)[0]
-    keys, points, weights = res.keys[0], res.points[0], res.weights[0]
+    points, weights = observed_rows(data, centre, max(sizes) + 1) if drawn is None else drawn
 
     def filled(m: int):
-        ok = np.isfinite(keys[:m])
-        pts, w = np.array(points[:m][ok], dtype=np.float64), weights[:m][ok]
-        raw = pts.copy()
+        pts, w = points[:m], weights[:m]
+        raw = pts
         nan = np.isnan(pts)
         if nan.any():
             seen = (~nan).sum(axis=0)
@@ -465,8 +473,9 @@ def observed_sample(data: ChunkedData, centre, sizes) -> dict:
             pts = np.where(nan, fill, pts)
         # every row drawn also when there were exactly m to draw: else k-means took the draw as a sample
         # (unweighted, in the draw's order), and a row with nothing observed or of weight 0 added to the data,
-        # which leaves one fewer to draw, changed the start (and the fit) that the docs say it leaves alone
-        return pts, w, bool(not ok.all() or m >= data.n_rows), raw
+        # which is not drawn, changed the start (and the fit) that the docs say it leaves alone; so the draw's
+        # count says it (m rows with an observed value among m + 1 rows was a sample before)
+        return pts, w, bool(len(points) <= m), raw
 
     return {m: filled(m) for m in sizes}
 
