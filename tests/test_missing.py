@@ -1013,3 +1013,50 @@ def test_no_complete_row_start_takes_the_scale_of_the_observed_values():
             for s in (1.0, 0.01)]
     np.testing.assert_allclose(fits[1].means_, fits[0].means_ * 0.01, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(fits[1].covariances_, fits[0].covariances_ * 1e-4, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", ["GaussianMixture", "StudentTMixture"])
+def test_tiny_sample_weights_fit_as_any_scale_without_a_complete_row(model):
+    """A maximum-likelihood fit scales tiny weights up by a power of two (rescale_weights), or the M-step's 10 eps
+    swamps them; the factor was taken from the scan's weight, the complete rows' under missing='marginalize', and
+    with none (a fit allowed since no complete row is needed) no factor was taken: weights of 2**-60 pulled the
+    means to the data's mean. The factor is taken from the weight of the rows with an observed value."""
+    import daskgmm
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(-5, 1, (200, 3)), rng.normal(5, 1, (200, 3))]
+    x[np.arange(400), rng.integers(0, 3, 400)] = np.nan  # every row misses one value
+    fits = [getattr(daskgmm, model)(2, missing="marginalize", random_state=0, max_iter=20).fit(
+        x, sample_weight=np.full(400, s)) for s in (1.0, 2.0**-60)]
+    for attr in ("means_", "covariances_", "weights_"):
+        np.testing.assert_array_equal(getattr(fits[1], attr), getattr(fits[0], attr), err_msg=attr)
+
+
+def test_every_value_missing_names_the_columns_not_the_weights():
+    """X of nothing but NaN under missing='marginalize' said "Sample weights must contain at least one non-zero
+    number ... got sample_weight with a sum of 0" (a ValueError: the command's exit 1) where no weights were
+    given: no column has an observed value, which the DataError names (exit 2), as for one such column."""
+    import warnings
+
+    from daskgmm import BayesianGaussianMixture, GaussianMixture, StudentTMixture
+    from daskgmm.io.files import DataError
+
+    x = np.full((40, 3), np.nan)
+    for cls in (GaussianMixture, BayesianGaussianMixture, StudentTMixture):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the rows with every value missing, left out
+            with pytest.raises(DataError, match=r"column\(s\) 0, 1, 2 of X are missing in every row"):
+                cls(n_components=2, missing="marginalize").fit(x)
+
+
+def test_a_constant_column_is_warned_of_without_a_complete_row():
+    """The zero-variance warning (and 'every row is one point') was silent on data with no complete row: it
+    returned for a scan of no weight, the complete rows' under missing='marginalize'; such data fit now, so a
+    constant column among the observed values is warned of as on data with complete rows."""
+    from daskgmm import GaussianMixture
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    x, _ = _no_complete_row(n=300, d=6)
+    x[:, 0] = np.where(np.isnan(x[:, 0]), np.nan, 3.0)
+    with pytest.warns(DegenerateDataWarning, match=r"column\(s\) 0 of X have zero variance"):
+        GaussianMixture(2, missing="marginalize", max_iter=2).fit(x)

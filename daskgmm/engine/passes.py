@@ -613,7 +613,8 @@ class ChunkedData:
         M-step scales its statistics itself (``select_model``'s gaussian candidates, whose passes serve
         variational candidates too)."""
         scan = self.scan()
-        return 1.0 if self.sample_weight is None else tiny_weight_factor(scan.weight, scan.rows)
+        # the rows' weight, not the complete rows' (missing="marginalize": none complete took no factor)
+        return 1.0 if self.sample_weight is None else tiny_weight_factor(scan.rows_weight, scan.rows)
 
     def _sample_request(self) -> SampleRequest:
         d = self.n_features

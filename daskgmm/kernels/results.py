@@ -288,6 +288,15 @@ class ScanResult:
         return np.full(np.shape(self.mean), float(self.weight)) if self.observed is None else self.observed
 
     @property
+    def rows_weight(self) -> float:
+        """The weight of the rows with an observed value, at least (the largest column's): ``weight`` where
+        every row is complete or ``observed`` is not counted. Under ``missing="marginalize"`` ``weight`` is the
+        complete rows' alone, 0 where every row misses a value: the data's weight is this."""
+        if self.observed is None:
+            return float(self.weight)
+        return max(float(self.weight), float(np.max(self.observed, initial=0.0)))
+
+    @property
     def variance(self) -> np.ndarray:
         """Each column's weighted variance (``ddof=0``) over its observed values; 0 where it has no weight."""
         w = self.column_weight

@@ -134,7 +134,7 @@ def _constant_columns(scan) -> np.ndarray:
 def one_point(scan) -> bool:
     """Every row of X is the same point (at least two rows, of positive weight): :func:`warn_degenerate`
     says so, and a component on that point needs no other word."""
-    return scan.rows >= 2 and scan.weight > 0 and _constant_columns(scan).size == np.size(scan.mean)
+    return scan.rows >= 2 and scan.rows_weight > 0 and _constant_columns(scan).size == np.size(scan.mean)
 
 
 def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True,
@@ -150,7 +150,7 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
     variance is rounding, not always zero).
     ``columns=False`` warns only when every row is the same point (sparse rows).
     """
-    if scan.rows < 2 or scan.weight <= 0:
+    if scan.rows < 2 or not scan.rows_weight > 0:  # (the complete rows' weight: none under missing="marginalize")
         return
     const = _constant_columns(scan)
     if one_point(scan):
@@ -245,15 +245,17 @@ def check_scan(scan, feature_names, name, missing: str = "raise", initialise: bo
     check_finite(scan, feature_names, missing=missing, chunks=chunks, name=name, dtype=dtype)
     weight = scan.weight
     if missing == "marginalize" and np.any(scan.nan):
-        # the weight of the rows with an observed value (each such row's is in some column's)
-        weight = float(np.max(scan.column_weight, initial=0.0))
+        weight = scan.rows_weight  # the weight of the rows with an observed value
         if not initialise and not weight > 0:
             return
         unseen = np.flatnonzero(np.asarray(scan.column_weight) <= 0)
-        if initialise and weight > 0 and unseen.size:  # no value of positive weight: the column has no centre, no start
+        everywhere = bool(np.all(np.asarray(scan.nan)[unseen] >= scan.rows))
+        # no value of positive weight: the column has no centre, no start; every value of X missing is the
+        # columns' fault, not the weights' (no weight at all then, and no weights given)
+        if initialise and unseen.size and (weight > 0 or everywhere):
             names = (short_columns([str(feature_names[j]) for j in unseen], quote=True) if feature_names is not None
                      else ", ".join(str(j) for j in unseen))
-            why = ("are missing in every row: drop them" if np.all(np.asarray(scan.nan)[unseen] >= scan.rows) else
+            why = ("are missing in every row: drop them" if everywhere else
                    "have no value in a row of positive sample weight: drop them, or give such rows weight")
             raise DataError(f"{name} with missing='marginalize' starts each feature from its observed values, and "
                             f"column(s) {names} of X {why}.")
