@@ -807,8 +807,11 @@ def test_the_t_mixtures_robust_start_sees_a_cluster_without_complete_rows(ct):
         chunked = StudentTMixture(4, covariance_type=ct, missing="marginalize", random_state=8).fit(
             da.from_array(x, chunks=(611, 6)))
     assert adjusted_rand_score(y, got.predict(x)) > 0.99
-    for name in ("weights_", "means_", "covariances_", "df_"):
+    for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(got, name), rtol=1e-9, atol=1e-9, err_msg=name)
+    # a component's df_ of 1.5e4 ('full'), where the likelihood is flat in it (4e-5 of it is ~1e-15 a row): the
+    # passes' rounding by chunking moves it by 3e-9 of itself
+    np.testing.assert_allclose(chunked.df_, got.df_, rtol=1e-8, err_msg="df_")
 
 
 def test_the_t_mixtures_robust_start_still_keeps_away_from_outliers_with_such_a_cluster(monkeypatch):

@@ -238,7 +238,9 @@ def observed_df(df, d2, resp, n_features: int, bounds=DF_BOUNDS) -> np.ndarray:
         Squared Mahalanobis distances ``δ²`` of the rows to each component.
     resp : ndarray, shape (K, n)
         Their weights per component (responsibilities times sample weights).
-    n_features : int
+    n_features : int, or ndarray of shape (n,)
+        The rows' dimension; per row, the observed features' count of rows with missing values (``d2`` then the
+        t marginal's distances of their observed features, :func:`daskgmm.kernels.missing.marginal_distances`).
     bounds : (float, float)
         The root is kept in this interval (a bound is returned when the likelihood rises beyond it).
 
@@ -247,7 +249,12 @@ def observed_df(df, d2, resp, n_features: int, bounds=DF_BOUNDS) -> np.ndarray:
     ndarray, shape (K,)
     """
     lo, hi = bounds
-    d = float(n_features)
+    per_row = np.ndim(n_features) > 0
+    if per_row:  # each distinct dimension's terms once
+        dims, at = np.unique(np.asarray(n_features, np.float64), return_inverse=True)
+        d = dims[at]
+    else:
+        d = float(n_features)
     d2 = np.asarray(d2, dtype=np.float64)
     resp = np.asarray(resp, dtype=np.float64)
     df = np.asarray(df, dtype=np.float64)
@@ -260,11 +267,18 @@ def observed_df(df, d2, resp, n_features: int, bounds=DF_BOUNDS) -> np.ndarray:
         def score(nu, r=r, q=q):
             # 2 d/dnu log t, term by term of size 1/nu (their sum is of 1/nu²): ψ((nu + D)/2) - ψ(nu/2) as
             # log1p(D/nu) - gap((nu + D)/2) + gap(nu/2), then - log1p(δ²/nu) + (δ² - D)/(nu + δ²)
-            g = math.log1p(d / nu) - _precise_gap(np.array([0.5 * (nu + d), 0.5 * nu])) @ np.array([1.0, -1.0])
+            if per_row:
+                g = (np.log1p(dims / nu) - _precise_gap(0.5 * (nu + dims)) + _precise_gap(np.array([0.5 * nu])))[at]
+            else:
+                g = math.log1p(d / nu) - _precise_gap(np.array([0.5 * (nu + d), 0.5 * nu])) @ np.array([1.0, -1.0])
             return float(r @ (g - np.log1p(q / nu) + (q - d) / (nu + q)))
 
         def loglik(nu, r=r, q=q):
-            const = log_gamma_ratio(np.array([0.5 * nu]), 0.5 * d)[0] - 0.5 * d * math.log(nu)
+            if per_row:
+                const = np.array([log_gamma_ratio(np.array([0.5 * nu]), 0.5 * j)[0] - 0.5 * j * math.log(nu)
+                                  for j in dims])[at]
+            else:
+                const = log_gamma_ratio(np.array([0.5 * nu]), 0.5 * d)[0] - 0.5 * d * math.log(nu)
             terms = const - 0.5 * (nu + d) * np.log1p(q / nu)
             return float(r @ terms), float(r @ np.abs(terms))
 
