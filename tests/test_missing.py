@@ -1063,3 +1063,17 @@ def test_a_constant_column_is_warned_of_without_a_complete_row():
     x[:, 0] = np.where(np.isnan(x[:, 0]), np.nan, 3.0)
     with pytest.warns(DegenerateDataWarning, match=r"column\(s\) 0 of X have zero variance"):
         GaussianMixture(2, missing="marginalize", max_iter=2).fit(x)
+
+
+def test_random_from_data_without_a_complete_row_says_scikit_learns_sentence_first():
+    """init_params='random_from_data' with fewer rows to draw than components is scikit-learn's "Expected n_samples
+    >= n_components" first, then ours; with no complete row at all the new refusal said ours alone (one complete
+    row: scikit-learn's sentence). Both now, the columns named too."""
+    from daskgmm import GaussianMixture
+    from daskgmm.io.files import DataError
+
+    x, _ = _no_complete_row(n=60, d=3)
+    with pytest.raises(DataError, match=r"^Expected n_samples >= n_components but got n_components = 2, n_samples = "
+                                        r"0: GaussianMixture with missing='marginalize' and init_params="
+                                        r"'random_from_data' starts .*column\(s\) .* of X are missing most often"):
+        GaussianMixture(2, missing="marginalize", init_params="random_from_data").fit(x)

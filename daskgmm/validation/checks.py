@@ -633,8 +633,11 @@ def check_drawable_rows(scan, name, init_params, n_components, means_given: bool
     if init_params in COMPLETE_ROW_STARTS and scan.complete == 0 and np.any(scan.nan):
         how = ("starts each component at a row without NaN" if init_params != "random"
                else "starts from random responsibilities of the rows without NaN")
+        # random_from_data: scikit-learn's sentence first, as with fewer such rows than components (below)
+        sk = (f"Expected n_samples >= n_components but got n_components = {n_components}, n_samples = 0: "
+              if init_params == "random_from_data" and n_components else "")
         raise DataError(
-            f"{name} with missing='marginalize' and init_params={init_params!r} {how}, and every one of the "
+            f"{sk}{name} with missing='marginalize' and init_params={init_params!r} {how}, and every one of the "
             f"{scan.rows:,} row(s) (of positive weight) has a missing value; use init_params='kmeans', which starts "
             "from every row with an observed value, or impute the missing values "
             f"({most_missing(scan, feature_names)}).")
