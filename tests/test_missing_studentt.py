@@ -348,16 +348,18 @@ def _t_rows_few_complete(nu, complete, seed=0, n=3000, d=8, frac=0.1):
     return x
 
 
-@pytest.mark.parametrize("complete", [1, 5])
-def test_the_starts_degrees_of_freedom_take_every_drawn_row(complete):
+@pytest.mark.parametrize("init, complete", [("kmeans", 1), ("kmeans", 5), ("k-means++", 5)])
+def test_the_starts_degrees_of_freedom_take_every_drawn_row(init, complete):
     """The robust start's ECME degrees of freedom (sample_df) took the complete rows of its draw alone: with one or
     five of 3,000 (rows of a t with 30 degrees of freedom, 10% missing), a component or all three started at 1e6,
     where EM does not bring them back: the fit's log-likelihood was below the fixed df=30 fit's by 15 and 45
-    units. Every drawn row now, each by its observed features' t marginal (no complete row: EM alone moved them)."""
+    units. Every drawn row now, each by its observed features' t marginal (no complete row: EM alone moved them);
+    the plain start ('k-means++': the scan's sample of complete rows) too."""
     x = _t_rows_few_complete(30.0, complete)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        free = StudentTMixture(3, missing="marginalize", random_state=0).fit(x)
-        fixed = StudentTMixture(3, missing="marginalize", random_state=0, df=30.0, fixed_df=True).fit(x)
+        free = StudentTMixture(3, missing="marginalize", init_params=init, random_state=0).fit(x)
+        fixed = StudentTMixture(3, missing="marginalize", init_params=init, random_state=0, df=30.0,
+                                fixed_df=True).fit(x)
     assert np.all(free.df_ < 200), free.df_
     assert free.score(x) > fixed.score(x) - 1e-3  # (the fit's tol)
