@@ -181,13 +181,13 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         # the t likelihood has the Gaussian's singularity: a component on one row, its scale reg_covar's, or on
         # rows that are one point (a saturated patch), its scale reg_covar's and a share of its tails'
         reg = 0.0 if one_point(scan) else self.reg_covar
-        rows = fitting.component_rows(data, [fit.best.state], scan.mean)  # weighted rows: counted (one pass)
+        rows = fitting.component_rows(data, [fit.best.state], scan.centre)  # weighted rows: counted (one pass)
         if rows is not None:
             rows, self.n_passes_ = rows[0], self.n_passes_ + 1
         x, w = fitting_studentt.sample_rows(data)
         points = fitting_studentt.t_on_a_point(self.weights_, self.means_, self.covariances_,
                                                self.precisions_cholesky_, self.covariance_type, self.df_, reg, x, w,
-                                               scan.mean)
+                                               scan.centre)
         found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows,
                                          reg, points=points)
         fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, reinit=False)

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.kernels.scan import first_bad_row, non_finite_message
+from daskgmm.kernels.scan import far_columns, first_bad_row, non_finite_message
 
 
 class DataError(ValueError):
@@ -169,22 +169,6 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
                       DegenerateDataWarning, stacklevel=3)
 
 
-#: How many robust standard deviations (1.4826 MAD of the scan's sample) a column's mean may lie from its median
-#: before :func:`warn_far_rows` speaks: every pass shifts the rows by the mean, and k-means' squared distances
-#: (differences of terms of that size, squared) then carry errors of 2.2e-16 x 1e14 = 2% of the bulk's squared
-#: spread; at 1e8 spreads they are noise.
-FAR_MEAN_SPREADS = 1e7
-
-
-def _weighted_median(values, weights):
-    """Each column's weighted median of ``values`` (n, D) under ``weights`` (n,)."""
-    order = np.argsort(values, axis=0, kind="stable")
-    cum = np.cumsum(weights[order], axis=0)
-    at = np.argmax(cum >= 0.5 * cum[-1], axis=0)
-    cols = np.arange(values.shape[1])
-    return values[order[at, cols], cols]
-
-
 def warn_far_rows(scan, data, feature_names) -> None:
     """Warn (``DegenerateDataWarning``) about columns whose mean a few rows far from all others have pulled
     millions of robust spreads from their median (an unmasked fill value such as 1e20 or netCDF's 9.97e36
@@ -199,18 +183,9 @@ def warn_far_rows(scan, data, feature_names) -> None:
     if data.sparse or scan.weight <= 0:
         return
     sample = data.sample()
-    if sample.ndim != 2 or sample.shape[0] < 8:
-        return
     weights = data.sample_weights() if data.sample_complete else None
     mean = np.asarray(scan.mean, dtype=np.float64)
-    w = None if weights is None or np.all(weights == weights[0]) else np.asarray(weights, dtype=np.float64)
-    median = np.median(sample, axis=0) if w is None else _weighted_median(sample, w)
-    dev = np.abs(sample - median)
-    spread = 1.4826 * (np.median(dev, axis=0) if w is None else _weighted_median(dev, w))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        beyond = dev > FAR_MEAN_SPREADS * spread
-        share = beyond.mean(axis=0) if w is None else (w @ beyond) / w.sum()
-        far = np.flatnonzero((spread > 0) & (share <= 0.05) & (np.abs(mean - median) > FAR_MEAN_SPREADS * spread))
+    far, median, spread = far_columns(sample, weights, mean)
     if not far.size:
         return
     j = int(far[np.argmax(np.abs(mean - median)[far] / spread[far])])
