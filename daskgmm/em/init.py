@@ -24,7 +24,7 @@ from daskgmm.engine.passes import is_sparse_chunk as issparse
 from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import compiled as compiled_kernel
 from daskgmm.kernels.random import stream_key
-from daskgmm.kernels.scan import weighted_median
+from daskgmm.kernels.scan import CANCELLED, weighted_median
 from daskgmm.models.states import KMeansState, first_best
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -68,6 +68,7 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
     d = data.n_features
     ks = _per_seed(n_clusters, seeds)
     trials = [2 + int(math.log(k)) for k in ks]
+    exact = bool(data.scan().far.size)  # rows far from the others: distances where the expansion cancels exact
     first = data.run(
         [SampleRequest(np.zeros((0, d)), 1, stream_key(s, 1000), finite_only=True) for s in seeds], centre
     )
@@ -76,7 +77,7 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
     if not active:
         return chosen
     res = data.run(
-        [SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1001)) for i in active], centre
+        [SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1001), exact=exact) for i in active], centre
     )
     cands = {i: _finite_points(r) for i, r in zip(active, res)}
     for step in range(2, max(ks) + 1):
@@ -84,7 +85,8 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
         reqs = []
         for i in active:
             cand = cands[i] if len(cands[i]) else chosen[i][:1]  # every row is a centre: repeat one
-            reqs.append(SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1000 + step), candidates=cand))
+            reqs.append(SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1000 + step), candidates=cand,
+                                      exact=exact))
         res = data.run(reqs, centre)
         for i, req, r in zip(active, reqs, res):
             best = int(np.argmin(r.potential))
@@ -110,11 +112,6 @@ def _sq_dist_by_centre(columns, sq_points, centers, exact: bool = False) -> np.n
     2.5 against 4.7 ms with the (n, k) array's transpose)."""
     d = _from_products(centers @ columns, sq_points[None, :], centers, (slice(None), None))
     return _exact_where_cancelled(d, columns, sq_points, centers, by_centre=True) if exact else d
-
-
-#: A squared distance from the expansion at most this share of ``|x|^2 + |c|^2`` is mostly its rounding:
-#: :func:`_exact_where_cancelled` takes it from ``x - c`` instead.
-CANCELLED = 1e-8
 
 
 def _exact_where_cancelled(d, points, sq_points, centers, by_centre: bool):
