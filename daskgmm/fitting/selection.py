@@ -20,6 +20,7 @@ from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run
 from daskgmm.fitting import mixture as fitting
 from daskgmm.fitting import variational as fitting_variational
+from daskgmm.fitting.attributes import kept_shift
 from daskgmm.kernels import MixtureRequest
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIORS
@@ -194,7 +195,8 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
             # as GaussianMixture.fit: the fit is its first batch, so partial_fit continues the candidate
             attributes.update(n_batches_=1, n_rows_seen_=int(data.n_rows))
         # the passes every candidate shared (the final scoring pass included)
-        attributes.update(init_seconds_=init_seconds, init_passes_=init_passes, n_passes_=data.passes)
+        attributes.update(init_seconds_=init_seconds, init_passes_=init_passes, n_passes_=data.passes,
+                          _shift=kept_shift(scan))  # the predictions' shift where the passes' was robust
         out[c] = CandidateFit(attributes, st.loglik / st.weight, r.n_iter, r.converged, lower_bound, st.weight,
                               rows_of.get(c))
     return out
