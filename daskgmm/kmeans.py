@@ -330,6 +330,8 @@ shape (n_samples, n_features)
             self.counts_ = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_features_in_ = d
+            # a Dask batch's scan may find rows far from the others: its shift is kept (in-memory batches have none)
+            self._shift = kept_shift(data.scan()) if dask_batch else None
         shift = self._prediction_shift()  # a fit's robust shift, kept by the updates after it
         if not dask_batch:
             st = fitting_kmeans.batch_statistics(x, self.cluster_centers_, w, shift)

@@ -68,7 +68,7 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
     d = data.n_features
     ks = _per_seed(n_clusters, seeds)
     trials = [2 + int(math.log(k)) for k in ks]
-    exact = bool(data.scan().far.size)  # rows far from the others: distances where the expansion cancels exact
+    exact = bool(data.far.size)  # rows far from the others: distances where the expansion cancels exact
     first = data.run(
         [SampleRequest(np.zeros((0, d)), 1, stream_key(s, 1000), finite_only=True) for s in seeds], centre
     )

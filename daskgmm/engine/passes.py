@@ -597,6 +597,12 @@ class ChunkedData:
                     self._scan = dataclasses.replace(self._scan, shift=shift)
         return self._scan
 
+    @property
+    def far(self) -> np.ndarray:
+        """The columns whose passes' shift is the scan's sample's median (:attr:`ScanResult.far
+        <daskgmm.kernels.results.ScanResult.far>`); empty before the scan has run (no pass is run for it)."""
+        return np.zeros(0, np.intp) if self._scan is None else self._scan.far
+
     def rescale_weights(self):
         """Multiply the sample weights by a power of two (exact) that brings their mean to [1, 2) when it
         is below ``TINY_MEAN_WEIGHT``; returns the scan the passes now see (:meth:`scan`, its weight scaled
