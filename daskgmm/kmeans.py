@@ -245,11 +245,11 @@ shape (n_samples, n_features)
         if progress is not None:
             progress("init", seconds=seconds, resumed=False, runs=starts, persisted=data.persisted)
         tol = kmeans_tolerance(scan.variance, self.tol)
-        # rows far from the others (a fill value): the passes' shift is robust, and predictions keep it
-        far = bool(scan.far.size)
+        # rows far from the others (a fill value): the passes' shift is robust (and their form per component,
+        # KMeansState.precise), and predictions keep it
         fit = fitting_kmeans.fit_lloyd(data, centre, starts, tol=tol, max_iter=self.max_iter,
                                        on_iteration=kmeans_report(tol) if self.verbose else None, progress=progress,
-                                       bounds=self.algorithm == "elkan" and k > 1, exact=far)
+                                       bounds=self.algorithm == "elkan" and k > 1)
         set_attributes(self, fitting_kmeans.lloyd_attributes(fit, data.dtype, kept_shift(scan)))
         distinct = int(np.count_nonzero(self.counts_ > 0))
         if distinct < k:

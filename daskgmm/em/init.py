@@ -528,8 +528,11 @@ def kmeans_tolerance(variance, tol: float) -> float:
 def lloyd(data: ChunkedData, centre, centers: list[np.ndarray], *, max_iter: int, tol_scaled: float,
           callback=None, bounds: str | None = None) -> list[Run]:
     """Lloyd's algorithm on the cluster, every start in lockstep (one pass per iteration); ``bounds``:
-    the key under which the passes keep the rows' bounds (:attr:`KMeansState.bounds`)."""
-    runs = [Run(KMeansState(np.asarray(c, dtype=np.float64), tol=tol_scaled, bounds=bounds), objective=np.inf)
+    the key under which the passes keep the rows' bounds (:attr:`KMeansState.bounds`). Where the scan found rows
+    far from the others, the passes take the per-component form (:attr:`KMeansState.precise`), without bounds."""
+    precise = bool(data.far.size)
+    runs = [Run(KMeansState(np.asarray(c, dtype=np.float64), tol=tol_scaled, bounds=None if precise else bounds,
+                            precise=precise), objective=np.inf)
             for c in centers]
     return lockstep(data, runs, centre=centre, max_iter=max_iter, callback=callback)
 

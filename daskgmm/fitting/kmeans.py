@@ -31,7 +31,7 @@ from daskgmm.engine.passes import ChunkedData, is_sparse_array
 from daskgmm.fitting.attributes import checked_shift
 from daskgmm.fitting.mixture import iteration_hook
 from daskgmm.fitting.predict import delayed_parts, shipped
-from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, kmeans_natural_params
+from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
 from daskgmm.kernels.params import kmeans_form, kmeans_precise
@@ -126,7 +126,7 @@ class LloydFit:
 
 
 def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=None, progress=None,
-              bounds: bool = False, exact: bool = False) -> LloydFit:
+              bounds: bool = False) -> LloydFit:
     """Lloyd's algorithm from every start in lockstep (one pass per iteration), then one pass
     measuring the final centres (Lloyd's last pass measured the previous ones).
 
@@ -146,25 +146,17 @@ def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=N
         Keep each row's label and a lower bound of its distance to the other centres between
         passes (Hamerly's bound; ``KMeans(algorithm="elkan")``): rows whose label cannot change
         skip their distances to the other centres. The same results; one start (dense rows) only.
-    exact : bool
-        Measure the final centres in the per-component form (:func:`daskgmm.kernels.params.kmeans_precise`): the
-        scan found rows far from the others (:attr:`daskgmm.kernels.results.ScanResult.far`), whose squared
-        distances to their own centre the expansion gives as noise (about 1e24 at 1e20) that swamped the inertia
-        by which the restarts are compared.
     """
     key = f"daskgmm-kmeans-{uuid.uuid4().hex}" if bounds and len(starts) == 1 and not data.sparse else None
     try:
         runs = lloyd(data, centre, starts, max_iter=max_iter, tol_scaled=tol, bounds=key,
                      callback=iteration_hook(progress=progress, on_iteration=on_iteration))
-        specs = [ModelSpec(kmeans_natural_params(r.state.centers - centre), "spherical", "hard",
-                           bounds=None if exact else key,
-                           precise=kmeans_precise(r.state.centers, centre) if exact else None) for r in runs]
-        final = data.run([MixtureRequest(specs)], centre)[0]
+        final = data.run([MixtureRequest([r.state.spec(centre) for r in runs])], centre)[0]
     finally:
         if key is not None:
             data.release(key)
-    # the per-component form's logits are -‖x - c‖² / 2
-    inertias = [max(0.0, float(-st.loglik) * (2.0 if exact else 1.0)) for st in final]  # never -0.0
+    # never -0.0; the per-component form's logits (far rows, KMeansState.precise) are -‖x - c‖² / 2
+    inertias = [max(0.0, float(-st.loglik) * (2.0 if r.state.precise else 1.0)) for r, st in zip(runs, final)]
     best = first_best(inertias, maximize=False)  # restarts that found the same centres differ by rounding
     return LloydFit(runs, best, inertias, final[best].n.copy())
 
@@ -208,11 +200,13 @@ def first_batch_centers(batch, n_clusters: int, seeds) -> np.ndarray:
     return initial_centers(batch, batch.scan().centre, "k-means++", n_clusters, seeds)[0]
 
 
-def _statistics_request(centers, shift=None):
+def _statistics_request(centers, shift=None, precise: bool = False):
     """The pass request of a batch's hard-assignment statistics under ``centers``, and its centre (``shift``, the
-    fit's where it was robust, :func:`daskgmm.kernels.params.kmeans_form`)."""
+    fit's where it was robust, :func:`daskgmm.kernels.params.kmeans_form`); ``precise``: in the per-component form
+    (:func:`daskgmm.kernels.params.kmeans_precise`, its log-likelihood ``-inertia / 2``)."""
     nat, centre = kmeans_form(centers, shift)
-    return MixtureRequest([ModelSpec(nat, "spherical", "hard")]), centre
+    form = kmeans_precise(centers, centre) if precise else None
+    return MixtureRequest([ModelSpec(nat, "spherical", "hard", precise=form)]), centre
 
 
 def batch_statistics(batch, centers, sample_weight=None, shift=None):
@@ -226,7 +220,8 @@ def batch_statistics(batch, centers, sample_weight=None, shift=None):
     return chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
 
 
-def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: str = "KMeans", shift=None):
+def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: str = "KMeans", shift=None,
+                       precise: bool = False):
     """:func:`batch_statistics` of rows whose first scan was not run, with a scan in the same pass
     that rejects non-finite values and weights (:func:`daskgmm.validation.scan.check_scan`): one pass
     where a scan and then the statistics took two (``KMeans.score``, a later ``partial_fit`` batch).
@@ -240,7 +235,7 @@ def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: st
     feature_names : sequence of str, optional
         For the scan's message.
     """
-    request, centre = _statistics_request(centers, shift)
+    request, centre = _statistics_request(centers, shift, precise)
     scan, stats = batch.run([ScanRequest(), request], centre)
     check_scan(scan, feature_names, name, dtype=batch.dtype)
     return stats[0]
@@ -309,8 +304,11 @@ def inertia(data, centers, feature_names=None, name: str = "KMeans", shift=None)
     """Opposite of the (weighted) inertia of the rows of a ChunkedData (its first scan not run): one pass,
     its values and weights checked in it (:func:`checked_statistics`). Never above 0: the rows' squared distances
     come from the expansion ``|x|^2 - 2 x.c + |c|^2``, whose rounding gave rows on a centre -1e-12 (the fit's
-    ``inertia_`` is held at 0 the same way)."""
-    score = float(checked_statistics(data, centers, feature_names, name, shift).loglik)
+    ``inertia_`` is held at 0 the same way). With the fit's robust ``shift`` (rows far from the others), in the
+    per-component form: a far row's distance to its centre by the expansion is its noise (6e24 at 1e20)."""
+    precise = shift is not None
+    score = float(checked_statistics(data, centers, feature_names, name, shift, precise).loglik)
+    score = 2.0 * score if precise else score  # its logits are -‖x - c‖² / 2
     return score if not score > 0 else 0.0  # NaN stays NaN
 
 
