@@ -113,7 +113,7 @@ def test_rows_at_a_fill_value_leave_the_other_components_their_precision(ct):
     """5 rows at an unmasked fill value of 1e20 among 600 near 0 and 8 (apart in that column only): the passes
     and the start's k-means shifted every row by the mean (8.3e17), and predictions by the means' mean, and the
     mixture put the 600 in one component (adjusted Rand 0.03; scikit-learn's too). The passes shift that column by
-    the sample's median now, and predictions by the fit's shift (a mean's mean would lie at 1.6e18): the three
+    the sample's median now, and predictions by the fit's shift (the means' mean lies at 8.3e17): the three
     components, NumPy and Dask rows alike, with no warning."""
     from sklearn.metrics import adjusted_rand_score
 
