@@ -295,7 +295,9 @@ class ScanResult:
     @property
     def far(self) -> np.ndarray:
         """The columns whose :attr:`centre` is the sample's median (int, empty for most data)."""
-        return np.zeros(0, np.intp) if self.shift is None else np.flatnonzero(self.shift != self.mean)
+        # a column without a value has a NaN mean and shift: not far
+        return np.zeros(0, np.intp) if self.shift is None else np.flatnonzero(np.isfinite(self.shift)
+                                                                               & (self.shift != self.mean))
 
     @property
     def column_weight(self) -> np.ndarray:
