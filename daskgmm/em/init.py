@@ -116,9 +116,10 @@ def _sq_dist_by_centre(columns, sq_points, centers, exact: bool = False) -> np.n
 
 def _exact_where_cancelled(d, points, sq_points, centers, by_centre: bool):
     """``d`` (n, k; (k, n) ``by_centre``, the points then by column) with ``‖x - c‖²`` from the difference where the
-    expansion cancelled (``d <= CANCELLED (‖x‖² + ‖c‖²)``). For rows far from the others (a fill value of 1e20):
-    their distance to a centre among them is the expansion's noise, about 1e24, which made k-means++ draw them
-    twice and swamped the inertia. Only where the scan found far columns: elsewhere the bits stay the GEMM's."""
+    expansion cancelled (``d <= CANCELLED (‖x‖² + ‖c‖²)``). For rows far from the others (a fill value): their
+    distance to a centre among them can be the expansion's noise (1.1e15 for five columns at -1e15, against the
+    other rows' 64), which made k-means++ draw a second centre there. Only where the scan found far columns:
+    elsewhere the bits stay the GEMM's."""
     sq_c = np.einsum("kd,kd->k", centers, centers)
     bound = CANCELLED * ((sq_c[:, None] + sq_points[None, :]) if by_centre else (sq_points[:, None] + sq_c[None, :]))
     kk, nn = np.nonzero(d <= bound) if by_centre else np.nonzero(d <= bound)[::-1]
