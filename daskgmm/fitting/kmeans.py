@@ -34,7 +34,7 @@ from daskgmm.fitting.predict import delayed_parts, shipped
 from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
-from daskgmm.kernels.params import kmeans_form, kmeans_precise
+from daskgmm.kernels.params import kmeans_form, kmeans_labels_form, kmeans_precise
 from daskgmm.models.states import first_best
 from daskgmm.validation.params import check_finite_starts
 from daskgmm.validation.scan import check_scan
@@ -275,11 +275,11 @@ def nearest_labels(X, centers, shift=None):
     if not _is_dask(X):
         if shift is None or sparse_kernels.issparse(X):
             return blocks.kmeans_labels(X, centers)
-        return blocks.kmeans_labels(X, centers, *kmeans_form(centers, shift))
+        return blocks.kmeans_labels(X, centers, *kmeans_labels_form(centers, shift))
     if is_sparse_array(X):
         return X.map_blocks(sparse_kernels.nearest_labels, shipped(np.asarray(centers, np.float64)), dtype=np.int32,
                             drop_axis=1, meta=np.empty((0,), np.int32))
-    nat, centre = kmeans_form(centers, shift)
+    nat, centre = kmeans_labels_form(centers, shift)
     return X.map_blocks(blocks.nearest_labels, shipped(nat), shipped(centre), dtype=np.int32, drop_axis=1)
 
 
@@ -318,7 +318,7 @@ def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False, sh
     (n_samples,)) are rechunked like the rows; without them there is no id column."""
     # k-means' form for dense rows only: sparse rows' labels come from the centres, and on wide rows the form
     # would be shipped beside them (as large)
-    nat, centre = (None, None) if is_sparse_array(X) else kmeans_form(centers, shift)
+    nat, centre = (None, None) if is_sparse_array(X) else kmeans_labels_form(centers, shift)
     return delayed_parts(X, blocks.kmeans_prediction_part, ["label", *(["distance"] if distance else [])], ids=ids,
                          id_column=id_column, centers=np.asarray(centers), nat=nat, centre=centre, distance=distance)
 

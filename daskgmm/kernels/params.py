@@ -93,6 +93,17 @@ def kmeans_form(centers, shift=None) -> tuple[NaturalParams, np.ndarray]:
     return kmeans_natural_params(centers - centre), centre
 
 
+def kmeans_labels_form(centers, shift=None):
+    """The form k-means' labels are taken in, and its centre: :func:`kmeans_form` about the centres' mean; with the
+    fit's robust ``shift`` (rows far from the others), :func:`kmeans_precise` about it, each row's distances from its
+    differences: a far centre's ``‖c‖²`` overflowed at 1e300 (every row then went to one centre), and the
+    expansion's noise at a fill value of 1e20 is 1e24."""
+    if shift is None:
+        return kmeans_form(centers)
+    centre = np.asarray(shift, np.float64)
+    return kmeans_precise(centers, centre), centre
+
+
 def kmeans_precise(centers, centre) -> PerComponent:
     """k-means' logits in the per-component form, halved: ``-‖x - c_k‖² / 2`` from each row's difference to each
     centre (``centers`` in data coordinates, ``centre`` the pass's shift), so the distance of a row at a fill value
