@@ -238,7 +238,10 @@ class BaseMixture(ModelFilesMixin, DensityMixin, BaseEstimator):
 
     # ----------------------------------------------------------- predictions
     def _centre(self):
-        return fitting_predict.mixture_centre(self.weights_, self.means_)
+        """The shift of prediction passes: the fit's (``_shift``) where the scan found rows far from the others,
+        whose means' mean lies far from the other rows and would take their precision; else the mixture's mean."""
+        shift = getattr(self, "_shift", None)
+        return fitting_predict.mixture_centre(self.weights_, self.means_) if shift is None else shift
 
     def _natural(self, centre):  # pragma: no cover - abstract
         """The log-density form of the fitted model for predictions."""

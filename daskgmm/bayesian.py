@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from daskgmm.base import BaseMixture
 from daskgmm.fitting import variational as fitting_variational
+from daskgmm.fitting.attributes import kept_shift
 from daskgmm.io.modelfiles import register
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIOR_TYPES, PRIORS
@@ -193,6 +194,7 @@ class BayesianGaussianMixture(BaseMixture):
             setattr(self, name, value)
         self.init_seconds_, self.init_passes_, self.n_passes_ = fit.init_seconds, fit.init_passes, fit.n_passes
         self.n_features_in_ = d
+        self._shift = kept_shift(scan)  # the predictions' shift where the passes' was robust (far rows)
         self.n_effective_components_ = effective_components(self.weights_)
         self._warn_if_not_converged()
         return data

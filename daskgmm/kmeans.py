@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from daskgmm.base import ModelFilesMixin
 from daskgmm.em.init import kmeans_tolerance
 from daskgmm.fitting import kmeans as fitting_kmeans
-from daskgmm.fitting.attributes import set_attributes
+from daskgmm.fitting.attributes import kept_shift, set_attributes
 from daskgmm.fitting.mixture import restart_seeds
 from daskgmm.fitting.predict import transform_output
 from daskgmm.fitting.report import kmeans_report
@@ -238,17 +238,19 @@ shape (n_samples, n_features)
         n_init = self._n_init()
         seeds = restart_seeds(self.random_state, n_init)
         given = self._init_arrays(d, X, n_init)
-        centre = scan.mean
+        centre = scan.centre
         starts, seconds = fitting_kmeans.lloyd_starts(data, centre, self.init, k, seeds, given)
         if self.verbose:
             print(f"Initialization complete ({seconds:.3f}s)")
         if progress is not None:
             progress("init", seconds=seconds, resumed=False, runs=starts, persisted=data.persisted)
         tol = kmeans_tolerance(scan.variance, self.tol)
+        # rows far from the others (a fill value): the passes' shift is robust (and their form per component,
+        # KMeansState.precise), and predictions keep it
         fit = fitting_kmeans.fit_lloyd(data, centre, starts, tol=tol, max_iter=self.max_iter,
                                        on_iteration=kmeans_report(tol) if self.verbose else None, progress=progress,
                                        bounds=self.algorithm == "elkan" and k > 1)
-        set_attributes(self, fitting_kmeans.lloyd_attributes(fit, data.dtype))
+        set_attributes(self, fitting_kmeans.lloyd_attributes(fit, data.dtype, kept_shift(scan)))
         distinct = int(np.count_nonzero(self.counts_ > 0))
         if distinct < k:
             warnings.warn(
@@ -262,7 +264,8 @@ shape (n_samples, n_features)
         # more, and labels_.compute() just after the fit then logged distributed's "different run_spec"), unless
         # they are the rows persisted in this process (no client), which labels_ must not keep alive
         lazy_rows = info["dask_input"] and (data.client is not None or not data.persisted)
-        self.labels_ = fitting_kmeans.nearest_labels(data.X, self.cluster_centers_) if lazy_rows else self._labels(X)
+        self.labels_ = (fitting_kmeans.nearest_labels(data.X, self.cluster_centers_, self._prediction_shift())
+                        if lazy_rows else self._labels(X))
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -327,12 +330,16 @@ shape (n_samples, n_features)
             self.counts_ = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_features_in_ = d
+            # a Dask batch's scan may find rows far from the others: its shift is kept (in-memory batches have none)
+            self._shift = kept_shift(data.scan()) if dask_batch else None
+        shift = self._prediction_shift()  # a fit's robust shift, kept by the updates after it
         if not dask_batch:
-            st = fitting_kmeans.batch_statistics(x, self.cluster_centers_, w)
+            st = fitting_kmeans.batch_statistics(x, self.cluster_centers_, w, shift)
         elif first:
-            st = fitting_kmeans.batch_statistics(data, self.cluster_centers_)
+            st = fitting_kmeans.batch_statistics(data, self.cluster_centers_, shift=shift)
         else:
-            st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, input_or_model_names(info, self), name)
+            st = fitting_kmeans.checked_statistics(data, self.cluster_centers_, input_or_model_names(info, self), name,
+                                                   shift)
         centers, self.counts_ = fitting_kmeans.sequential_update(self.cluster_centers_, self.counts_, st)
         # float32 rows keep float32 centres, as fit's and MiniBatchKMeans' (the update itself runs in float64); a
         # later batch of float64 rows widens a float32 model, as its predictions take the wider dtype
@@ -352,7 +359,12 @@ shape (n_samples, n_features)
     def _labels(self, X):
         """``labels_`` of the rows just fitted (int32, as scikit-learn's)."""
         Xd, x = self._rows(X)
-        return fitting_kmeans.nearest_labels(x if Xd is None else Xd, self.cluster_centers_)
+        return fitting_kmeans.nearest_labels(x if Xd is None else Xd, self.cluster_centers_, self._prediction_shift())
+
+    def _prediction_shift(self):
+        """The fit's passes' shift where the scan found rows far from the others (``_shift``), else None: the
+        centres' mean (a model fitted before it was kept, or one ``partial_fit`` started)."""
+        return getattr(self, "_shift", None)
 
     def predict(self, X):
         """Index of the nearest centre for each row (NumPy for NumPy input, lazy Dask for Dask).
@@ -380,7 +392,8 @@ shape (n_samples, n_features)
         # (non-finite values, weights) runs in the pass of the inertia
         data, _, info = prepare_rows(X, sample_weight, name, cache="none", min_samples=1, estimator=self,
                                      reset=False, scan=False, accept_sparse=True, check_chunks=True)
-        return fitting_kmeans.inertia(data, self.cluster_centers_, info["feature_names"], name)
+        return fitting_kmeans.inertia(data, self.cluster_centers_, info["feature_names"], name,
+                                      self._prediction_shift())
 
     # ------------------------------------------------------------ to Parquet
     def prediction_parts(self, X, *, ids=None, id_column="id", distance=False) -> list:
@@ -388,7 +401,7 @@ shape (n_samples, n_features)
         check_is_fitted(self)
         Xd = prediction_chunks(self, X, accept_sparse=True)
         return fitting_kmeans.prediction_parts(Xd, self.cluster_centers_, ids=ids, id_column=id_column,
-                                               distance=distance)
+                                               distance=distance, shift=self._prediction_shift())
 
     def write_predictions(self, X, path, *, ids=None, id_column="id", distance=False, storage_options=None) -> int:
         """Predict every row of X (NumPy, pandas, scipy.sparse or Dask; dense or sparse rows) and write

@@ -206,10 +206,11 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         set_attributes(self, fitting_attributes.fit_attributes(fit, data.n_rows - scan.empty_rows, d, self.max_iter,
                                                                data.dtype),
                        drop=("online_stats_",))
+        self._shift = fitting_attributes.kept_shift(scan)
         self._warn_if_not_converged()
         # rows, not the scan's weight (which counts complete rows only under missing="marginalize")
         # (fixed weights say nothing of a component's rows: the last update's rows do; nor do sample weights)
-        rows = fitting.component_rows(data, [fit.best.state], scan.mean)
+        rows = fitting.component_rows(data, [fit.best.state], scan.centre)
         if rows is not None:
             rows, self.n_passes_ = rows[0], self.n_passes_ + 1
         elif "w" not in self.update_params:
@@ -257,7 +258,7 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
             given = fitting.check_initial_parameters(self.weights_init, self.means_init, self.precisions_init,
                                                      params, data.n_features)
             states, self.init_seconds_ = fitting.online_initial_states(data, scan, params, self.random_state, given)
-            running, t, centre, seen = None, 0, scan.mean, 0
+            running, t, centre, seen = None, 0, scan.centre, 0
         else:
             check_is_fitted(self)
             self._check_continued("partial_fit")
@@ -281,6 +282,8 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
         dtype = data.dtype if first else self.means_.dtype
         set_attributes(self, fitting_attributes.online_attributes(step, t, seen, data.passes, dtype,
                                                                   previous=None if first else self))
+        if first:  # the later steps (and predictions) keep the first batch's shift
+            self._shift = fitting_attributes.kept_shift(scan)
         return self
 
     # ----------------------------------------------------------- predictions

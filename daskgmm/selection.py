@@ -19,7 +19,7 @@ from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIOR_PARAMETERS
 from daskgmm.validation.checks import check_complete_rows, check_drawable_rows, prepare_rows
 from daskgmm.validation.params import validate_params
-from daskgmm.validation.scan import one_point, warn_degenerate, warn_far_rows
+from daskgmm.validation.scan import far_rows_remain, one_point, warn_degenerate, warn_far_rows
 
 #: The candidate kinds :func:`select_model` fits.
 KINDS = ("gaussian", "bayesian")
@@ -246,7 +246,7 @@ def select_model(
     check_drawable_rows(scan, "select_model", init_params, max(ks), feature_names=info["feature_names"])
     check_complete_rows(scan, "select_model", missing, "k", max(ks), info["feature_names"], init_params=init_params)
     warn_degenerate(scan, info["feature_names"], max(ks), weighted=sample_weight is not None)
-    warn_far_rows(scan, data, info["feature_names"])
+    warn_far_rows(scan, data, info["feature_names"], far_rows_remain(probe.values()))
     fits = fit_candidates(data, scan, {c: est.get_params() for c, est in probe.items()},
                           restart_seeds(random_state, n_init), priors_given=priors_given, init_params=init_params,
                           max_iter=max_iter, checkpoint=checkpoint, progress=progress)

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from daskgmm.base import BaseMixture, InformationCriteriaMixin
 from daskgmm.fitting import mixture as fitting
 from daskgmm.fitting import studentt as fitting_studentt
-from daskgmm.fitting.attributes import set_attributes
+from daskgmm.fitting.attributes import kept_shift, set_attributes
 from daskgmm.io.modelfiles import register
 from daskgmm.models.studentt import DF_BOUNDS, t_form, t_marginal
 from daskgmm.validation.params import BOOLEAN, Interval, InvalidParameterError
@@ -177,17 +177,18 @@ class StudentTMixture(InformationCriteriaMixin, BaseMixture):
         )
         self._verbose_end(fit.runs)
         set_attributes(self, fitting_studentt.studentt_attributes(fit, d, self.max_iter, data.dtype))
+        self._shift = kept_shift(scan)  # the predictions' shift where the passes' was robust (far rows)
         self._warn_if_not_converged()
         # the t likelihood has the Gaussian's singularity: a component on one row, its scale reg_covar's, or on
         # rows that are one point (a saturated patch), its scale reg_covar's and a share of its tails'
         reg = 0.0 if one_point(scan) else self.reg_covar
-        rows = fitting.component_rows(data, [fit.best.state], scan.mean)  # weighted rows: counted (one pass)
+        rows = fitting.component_rows(data, [fit.best.state], scan.centre)  # weighted rows: counted (one pass)
         if rows is not None:
             rows, self.n_passes_ = rows[0], self.n_passes_ + 1
         x, w = fitting_studentt.sample_rows(data)
         points = fitting_studentt.t_on_a_point(self.weights_, self.means_, self.covariances_,
                                                self.precisions_cholesky_, self.covariance_type, self.df_, reg, x, w,
-                                               scan.mean)
+                                               scan.centre)
         found = fitting.collapsed_on_rows(self.weights_, self.covariances_, self.covariance_type, data.n_rows, rows,
                                          reg, points=points)
         fitting.warn_collapsed({"": found}, self.reg_covar, stacklevel=3, reinit=False)

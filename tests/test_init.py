@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans as SkKMeans
 from daskgmm.em import init as I
 from daskgmm.engine.passes import ChunkedData
 
-from .conftest import make_blobs
+from .conftest import far_rows, make_blobs
 
 
 def _data(X, chunks, w=None):
@@ -106,6 +106,38 @@ def test_sample_kmeans_does_not_depend_on_rounding():
             ref = out
         for a, b in zip(out, ref):
             np.testing.assert_allclose(a / f, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["k-means||", "k-means++"])
+@pytest.mark.parametrize("rows", [{}, {"seed": 5, "fill": -1e15, "d": 5, "columns": 5}])
+def test_the_starts_draw_one_centre_at_a_fill_value(method, rows):
+    """Rows at a fill value of 1e20: their squared distance to a centre among them by the expansion
+    ``‖x‖² - 2 x·c + ‖c‖²`` is its noise, about 1e24, which outweighs the other rows' (about 64), so k-means++ (on
+    the sample and over the passes alike) drew a second centre there and the 600 other rows shared one. Where the
+    scan finds far columns such distances are taken from the differences: one centre at the fill value, one in
+    each cluster, for any chunking. (The client's expansion cancels to its noise in 5 columns at -1e15: a second
+    centre there in 40 of 40 seeds.)"""
+    X, _ = far_rows(**rows)
+    for chunks in (605, 101):
+        data = _data(X, chunks)
+        scan = data.scan()
+        np.testing.assert_array_equal(scan.far, np.arange(rows.get("columns", 1)))
+        for seed in range(4):
+            c = I.initial_centers(data, scan.centre, method, 3, [seed])[0]
+            at_fill = np.abs(c[:, 0]) > 1e10
+            assert np.sum(at_fill) == 1, c
+            assert np.sum((c[:, 0] < 4) & ~at_fill) == 1 and np.sum((c[:, 0] > 4) & ~at_fill) == 1, c
+
+
+def test_ordinary_data_keep_the_scans_mean_as_the_passes_shift():
+    """The robust shift is only for columns a few far rows pulled the mean millions of spreads from the median:
+    data far from the origin, wide columns, heavy tails and a moderate outlier keep the mean (and their bits)."""
+    rng = np.random.default_rng(0)
+    for X in (rng.normal(1e9, 1e-4, (600, 3)), rng.normal(0, 1, (600, 3)) * [1, 1e6, 1e-6],
+              rng.standard_t(2, (600, 3)), np.r_[rng.normal(0, 1, (600, 2)), [[1e3, 1e3]]]):
+        scan = _data(X, 97).scan()
+        assert scan.shift is None and scan.far.size == 0
+        assert scan.centre is scan.mean
 
 
 def test_kmeanspp_distances_by_centre_are_the_rows_distances():

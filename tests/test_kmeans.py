@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans as SkKMeans
 import daskgmm
 from daskgmm import KMeans
 
-from .conftest import make_blobs
+from .conftest import far_rows, make_blobs
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
@@ -51,6 +51,33 @@ def test_inits_find_separated_clusters_and_do_not_depend_on_chunking(init):
     assert a.inertia_ <= 1.01 * sk.inertia_
     assert isinstance(b.labels_, da.Array)
     np.testing.assert_array_equal(b.labels_.compute(), a.labels_)
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++"])
+def test_rows_at_a_fill_value_leave_the_other_clusters_their_precision(init):
+    """5 rows at an unmasked fill value of 1e20 among 600 near 0 and 8: every pass shifted the rows by the mean
+    (8.3e17), and KMeans put the 600 in one cluster with an inertia of 0 (adjusted Rand 0.03; scikit-learn's
+    too). The passes shift that column by the sample's median now, the starts take the distances the expansion
+    cancels from the differences (else k-means++ drew the far rows twice), the passes measure each row against
+    each centre, and predictions keep the fit's shift: the three clusters, NumPy and Dask rows alike, and an
+    inertia_, history and score that are the rows' own (the expansion's noise was 6e24), with no warning."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    X, labels = far_rows()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateDataWarning)
+        a = KMeans(3, init=init, random_state=0).fit(X)
+        b = KMeans(3, init=init, random_state=0).fit(da.from_array(X, chunks=(101, 2)))
+    assert adjusted_rand_score(labels, a.labels_) == 1.0
+    np.testing.assert_array_equal(b.labels_.compute(), a.labels_)
+    np.testing.assert_array_equal(a.predict(X), a.labels_)
+    np.testing.assert_array_equal(a.predict(da.from_array(X, chunks=(200, 2))).compute(), a.labels_)
+    np.testing.assert_allclose(b.cluster_centers_, a.cluster_centers_, rtol=1e-10)
+    inertia = ((X - a.cluster_centers_[a.labels_]) ** 2).sum()
+    np.testing.assert_allclose([a.inertia_, b.inertia_, -a.score(X)], inertia, rtol=1e-9)
+    assert all(h["inertia"] < 1e4 for h in a.history_)  # of the centres before each step
 
 
 def test_predict_transform_score_against_sklearn():
@@ -372,15 +399,21 @@ def test_rows_whose_squared_distances_overflow_are_refused_not_put_in_one_cluste
 def test_float64_rows_whose_squares_overflow_are_named_so_for_a_mixture_too():
     """float64 rows near 1e300 (squares beyond 1.8e308) fail a mixture's k-means start: the message said
     "KMeans: ..." and advised float64 for rows already float64 (scikit-learn's GaussianMixture fails in SciPy,
-    "array must not contain infs or NaNs")."""
+    "array must not contain infs or NaNs"). Such a row is far from all others: KMeans now shifts that column by the
+    sample's median and takes each row's distances from its differences, so it fits the row a cluster of its own
+    (it raised the same error, and predicted the other rows in two clusters with the row)."""
     X = np.random.default_rng(0).normal(size=(60, 2))
     X[1, 0] = 1e300
-    for est in (daskgmm.GaussianMixture(2, random_state=0), KMeans(2, random_state=0)):
-        with pytest.raises(ValueError, match=r"^k-means: the inertia is not finite .*float64 up to 1\.8e308, "
-                                             r"near 1\.3e154\); fit float32 rows as float64"), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            est.fit(X)
+    with pytest.raises(ValueError, match=r"^k-means: the inertia is not finite .*float64 up to 1\.8e308, "
+                                         r"near 1\.3e154\); fit float32 rows as float64"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        daskgmm.GaussianMixture(2, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        km = KMeans(2, random_state=0).fit(X)
+    assert np.flatnonzero(km.labels_ == km.labels_[1]).tolist() == [1]
+    rest = np.delete(X, 1, axis=0)
+    np.testing.assert_allclose(km.inertia_, ((rest - rest.mean(axis=0)) ** 2).sum(), rtol=1e-9)
 
 
 @pytest.mark.behaviour

@@ -14,7 +14,7 @@ from sklearn.mixture import GaussianMixture as SkGMM
 import daskgmm
 from daskgmm import GaussianMixture
 
-from .conftest import make_blobs
+from .conftest import far_rows, make_blobs
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -106,6 +106,31 @@ def test_old_faithful_two_regimes(faithful):
     sk = SkGMM(2, random_state=0).fit(faithful)
     np.testing.assert_allclose(g.lower_bound_, sk.lower_bound_, rtol=1e-6)
     assert g.converged_
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_rows_at_a_fill_value_leave_the_other_components_their_precision(ct):
+    """5 rows at an unmasked fill value of 1e20 among 600 near 0 and 8 (apart in that column only): the passes
+    and the start's k-means shifted every row by the mean (8.3e17), and predictions by the means' mean, and the
+    mixture put the 600 in one component (adjusted Rand 0.03; scikit-learn's too). The passes shift that column by
+    the sample's median now, and predictions by the fit's shift (the means' mean lies at 8.3e17): the three
+    components, NumPy and Dask rows alike, with no warning."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from daskgmm.validation.scan import DegenerateDataWarning
+
+    X, labels = far_rows()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateDataWarning)
+        a = GaussianMixture(3, covariance_type=ct, random_state=0).fit(X)
+        b = GaussianMixture(3, covariance_type=ct, random_state=0).fit(da.from_array(X, chunks=(101, 2)))
+    found = a.predict(X)
+    # the two clusters 8 spreads apart overlap at a row or two; the fill value's rows are a component of their own
+    assert adjusted_rand_score(labels, found) > 0.98
+    assert len(set(found[600:].tolist())) == 1 and found[600] not in found[:600]
+    np.testing.assert_array_equal(b.predict(da.from_array(X, chunks=(200, 2))).compute(), found)
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-9)
+    assert np.all(np.isfinite(a.score_samples(X)))
 
 
 @pytest.mark.parametrize("init", ["kmeans", "k-means++", "random_from_data", "random"])

@@ -60,3 +60,32 @@ def test_the_first_iterations_infinite_change_of_an_older_file_loads_as_none(kin
     history = daskgmm.load(MODELS / kind).history_
     assert history[0]["change"] is None
     assert all(isinstance(h["change"], float) and np.isfinite(h["change"]) for h in history[1:])
+
+
+@pytest.mark.parametrize("kind", ["kmeans", "gmm"])
+def test_the_shift_a_fit_kept_for_rows_at_a_fill_value_is_saved(tmp_path, kind):
+    """A fit on rows with an unmasked fill value (1e20) keeps its passes' robust shift for its predictions: the
+    centres' or means' mean lies far out, and rows shifted by it lost their precision (the 600 ordinary rows in
+    one cluster). The model files save it (an optional array ``shift``), so the loaded model predicts the same;
+    a model of other data saves none (its files as before), and files written before it load without one."""
+    from sklearn.metrics import adjusted_rand_score
+
+    import daskgmm
+
+    from .conftest import far_rows
+
+    X, labels = far_rows()
+    make = (lambda: daskgmm.KMeans(3, random_state=0)) if kind == "kmeans" else (
+        lambda: daskgmm.GaussianMixture(3, random_state=0))
+    est = make().fit(X)
+    est.save(tmp_path / "m")
+    loaded = daskgmm.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded._shift, est._shift)
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+    assert adjusted_rand_score(labels, loaded.predict(X)) > 0.98  # 0.03 about the means' mean
+    plain = make().fit(np.r_[X[:600], X[:5]])
+    assert plain._shift is None
+    plain.save(tmp_path / "p")
+    assert "shift" not in np.load(tmp_path / "p" / "arrays.npz").files
+    assert daskgmm.load(tmp_path / "p")._shift is None
+    assert daskgmm.load(MODELS / kind)._shift is None

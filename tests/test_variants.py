@@ -664,22 +664,27 @@ def test_a_column_that_varies_only_among_incomplete_rows_is_not_constant():
     assert not any("same point" in m or "constant" in m for m in said), said
 
 
-def test_rows_far_from_all_others_are_warned_of():
-    """An unmasked fill value (1e20 among values near 1) pulls the mean so far that the passes, shifting every
-    row by it, lose the other rows' precision: KMeans grouped them as one cluster with an inertia of 0, silently
-    (scikit-learn's too). A DegenerateDataWarning now names the columns and what to do; ordinary data, data far
-    from the origin and a moderate outlier say nothing."""
+def test_rows_far_from_all_others_are_warned_of_where_the_fit_is_still_wrong():
+    """An unmasked fill value (1e20 among values near 1) pulled the mean so far that the passes, shifting every
+    row by it, lost the other rows' precision: KMeans grouped them as one cluster with an inertia of 0, silently
+    (scikit-learn's too). The passes now shift those columns by the sample's median, and KMeans says nothing; a
+    tied covariance, still swamped there (scikit-learn's term), is warned of: a DegenerateDataWarning names the
+    columns, what remains and what to do. Ordinary data, data far from the origin and a moderate outlier say
+    nothing."""
     from daskgmm.validation.scan import DegenerateDataWarning
 
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0, 1, (300, 2)), rng.normal(8, 1, (300, 2)), [[1e20, 1e20]] * 5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateDataWarning)
+        KMeans(3, random_state=0).fit(X)
     with pytest.warns(DegenerateDataWarning, match=r"column\(s\) 0, 1 of X: a few rows lie far from all others "
                                                     r"\(the farthest of them: mean 8.26e\+17, median .*values up to "
-                                                    r"1e\+20"):
-        KMeans(3, random_state=0).fit(X)
+                                                    r"1e\+20.*but a tied covariance pools"):
+        GaussianMixture(3, covariance_type="tied", random_state=0).fit(X)
     with pytest.warns(DegenerateDataWarning, match=r"column\(s\) 0 of X: a few rows lie far from all others "
                                                     r"\(mean 8.26e\+17, median .*values up to 1e\+20"):
-        KMeans(3, random_state=0).fit(X[:, :1])
+        GaussianMixture(3, covariance_type="tied", random_state=0).fit(X[:, :1])
     for Y in (rng.normal(1e9, 1e-4, (600, 3)), rng.normal(0, 1, (600, 3)) * [1, 1e6, 1e-6],
               np.r_[rng.normal(0, 1, (600, 2)), [[1e3, 1e3]]]):
         with warnings.catch_warnings():

@@ -24,6 +24,7 @@ from daskgmm.engine.passes import is_sparse_chunk as issparse
 from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import compiled as compiled_kernel
 from daskgmm.kernels.random import stream_key
+from daskgmm.kernels.scan import CANCELLED, weighted_median
 from daskgmm.models.states import KMeansState, first_best
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -67,6 +68,7 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
     d = data.n_features
     ks = _per_seed(n_clusters, seeds)
     trials = [2 + int(math.log(k)) for k in ks]
+    exact = bool(data.far.size)  # rows far from the others: distances where the expansion cancels exact
     first = data.run(
         [SampleRequest(np.zeros((0, d)), 1, stream_key(s, 1000), finite_only=True) for s in seeds], centre
     )
@@ -75,7 +77,7 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
     if not active:
         return chosen
     res = data.run(
-        [SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1001)) for i in active], centre
+        [SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1001), exact=exact) for i in active], centre
     )
     cands = {i: _finite_points(r) for i, r in zip(active, res)}
     for step in range(2, max(ks) + 1):
@@ -83,7 +85,8 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
         reqs = []
         for i in active:
             cand = cands[i] if len(cands[i]) else chosen[i][:1]  # every row is a centre: repeat one
-            reqs.append(SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1000 + step), candidates=cand))
+            reqs.append(SampleRequest(chosen[i], trials[i], stream_key(seeds[i], 1000 + step), candidates=cand,
+                                      exact=exact))
         res = data.run(reqs, centre)
         for i, req, r in zip(active, reqs, res):
             best = int(np.argmin(r.potential))
@@ -92,20 +95,42 @@ def kmeans_plusplus(data: ChunkedData, centre, n_clusters, seeds: list[int]) -> 
     return chosen
 
 
-def _sq_dist(points, sq_points, centers) -> np.ndarray:
+def _sq_dist(points, sq_points, centers, exact: bool = False) -> np.ndarray:
     """Squared distances (n, k) by one GEMM (sparse x dense for sparse points), clipped at 0 against rounding.
 
     ``|x|^2 - 2 x.c + |c|^2`` in the GEMM's own array, step by step as the expression would round it: its
     temporaries, three arrays of n x k, made a local Lloyd iteration on the k-means|| sample (65,536 rows,
-    K = 128) take 49-107 ms instead of 34-39, most of a KMeans(128) fit."""
-    return _from_products(np.asarray(points @ centers.T), sq_points[:, None], centers, (None, slice(None)))
+    K = 128) take 49-107 ms instead of 34-39, most of a KMeans(128) fit. ``exact`` (dense points with far
+    columns, :attr:`daskgmm.kernels.results.ScanResult.far`): :func:`_exact_where_cancelled`."""
+    d = _from_products(np.asarray(points @ centers.T), sq_points[:, None], centers, (None, slice(None)))
+    return _exact_where_cancelled(d, points, sq_points, centers, by_centre=False) if exact else d
 
 
-def _sq_dist_by_centre(columns, sq_points, centers) -> np.ndarray:
+def _sq_dist_by_centre(columns, sq_points, centers, exact: bool = False) -> np.ndarray:
     """:func:`_sq_dist`'s distances as (k, n), from the points by column (D, n): the same expression rounded in
     the same steps, each centre's distances contiguous (k-means++'s candidates, 131,072 rows x 3, 7 of them:
     2.5 against 4.7 ms with the (n, k) array's transpose)."""
-    return _from_products(centers @ columns, sq_points[None, :], centers, (slice(None), None))
+    d = _from_products(centers @ columns, sq_points[None, :], centers, (slice(None), None))
+    return _exact_where_cancelled(d, columns, sq_points, centers, by_centre=True) if exact else d
+
+
+def _exact_where_cancelled(d, points, sq_points, centers, by_centre: bool):
+    """``d`` (n, k; (k, n) ``by_centre``, the points then by column) with ``‖x - c‖²`` from the difference where the
+    expansion cancelled (``d <= CANCELLED (‖x‖² + ‖c‖²)``). For rows far from the others (a fill value): their
+    distance to a centre among them can be the expansion's noise (1.1e15 for five columns at -1e15, against the
+    other rows' 64), which made k-means++ draw a second centre there. Only where the scan found far columns:
+    elsewhere the bits stay the GEMM's."""
+    sq_c = np.einsum("kd,kd->k", centers, centers)
+    bound = CANCELLED * ((sq_c[:, None] + sq_points[None, :]) if by_centre else (sq_points[:, None] + sq_c[None, :]))
+    kk, nn = np.nonzero(d <= bound) if by_centre else np.nonzero(d <= bound)[::-1]
+    if kk.size:
+        diff = (points[:, nn].T if by_centre else points[nn]) - centers[kk]
+        exact = np.einsum("nd,nd->n", diff, diff)
+        if by_centre:
+            d[kk, nn] = exact
+        else:
+            d[nn, kk] = exact
+    return d
 
 
 def _from_products(d, sq_points, centers, along):
@@ -149,7 +174,7 @@ def _rows(points, index) -> np.ndarray:
     return _sparse_kernels().dense_rows(points, index) if issparse(points) else points[index]
 
 
-def _local_kmeanspp(points, weights, k, rng, trim: float = 0.0) -> np.ndarray:
+def _local_kmeanspp(points, weights, k, rng, trim: float = 0.0, exact: bool = False) -> np.ndarray:
     """Weighted greedy k-means++ on a small in-memory point set (scikit-learn's local trials).
 
     ``points`` dense (n, D), or sparse rows (then the distances are sparse x dense products).
@@ -157,7 +182,8 @@ def _local_kmeanspp(points, weights, k, rng, trim: float = 0.0) -> np.ndarray:
     at their weighted ``1 - trim`` quantile, so the ``trim`` farthest rows weigh as the nearest of
     them (the potential of k-means with outliers, Chawla & Gionis 2013): a tight clump of gross
     outliers, which plain k-means++ almost always draws (its squared distance dwarfs a cluster's),
-    is then drawn about as often as any rows of its weight.
+    is then drawn about as often as any rows of its weight. ``exact``: distances where the expansion cancels taken
+    from the differences (:func:`_exact_where_cancelled`; the scan found far columns).
     """
     n = points.shape[0]
     w = np.asarray(weights, dtype=np.float64)
@@ -169,7 +195,7 @@ def _local_kmeanspp(points, weights, k, rng, trim: float = 0.0) -> np.ndarray:
     first = rng.choice(n, p=w / w.sum())
     first_row = _rows(points, [first])
     centers = [first_row[0]]
-    closest = _sq_dist(points, sq, first_row)[:, 0]
+    closest = _sq_dist(points, sq, first_row, exact)[:, 0]
     pot = float(w @ closest)
     for _ in range(1, k):
         if pot <= 0:
@@ -181,7 +207,8 @@ def _local_kmeanspp(points, weights, k, rng, trim: float = 0.0) -> np.ndarray:
             capped, cum = closest, np.cumsum(w * closest)
         cand = np.minimum(np.searchsorted(cum, rng.random(trials) * cum[-1]), n - 1)
         cand_rows = _rows(points, cand)
-        dist = _sq_dist(points, sq, cand_rows).T if columns is None else _sq_dist_by_centre(columns, sq, cand_rows)
+        dist = (_sq_dist(points, sq, cand_rows).T if columns is None
+                else _sq_dist_by_centre(columns, sq, cand_rows, exact))
         np.minimum(dist, closest, out=dist)
         pots = (np.minimum(dist, capped) if trim > 0 else dist) @ w
         best = int(np.argmin(pots))
@@ -341,9 +368,12 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
     """
     ks = _per_seed(n_clusters, seeds)
     sample, weights, every = (data.sample(), None, data.sample_complete) if drawn is None else drawn[:3]
+    # rows far from the others (a fill value): their columns shifted by the sample's median, distances exact
+    far = np.zeros(0, np.intp) if issparse(sample) else data.scan().far
+    exact = bool(far.size)
     need = min(SAMPLE_ROWS_PER_CLUSTER * max(ks), data.n_rows)
     # the whole data as a weighted point set, when the scan drew every row and k-means takes them all
-    whole = (_distinct_rows(sample, data.sample_weights() if weights is None else weights) if every else None)
+    whole = (_distinct_rows(sample, data.sample_weights() if weights is None else weights, far) if every else None)
     drawn_every_row = False
     if sample.shape[0] < need and whole is None and drawn is None:
         sample = random_rows(data, centre, need, [SCAN_SAMPLE_KEY], stream=11, dense=False)[0]
@@ -358,7 +388,7 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
         # in row order, not the scan's (whose rounding depends on the chunking): everything below is a
         # function of the sample's rows, which are the same for any chunking.
         if sample.shape[0]:
-            centre = _row_order_sum(sample) / sample.shape[0]
+            centre = _sample_shift(sample, far)
         centred = sample - np.asarray(centre, dtype=np.float64)
     # k-means on every row is the fit itself: Lloyd's iterations are left to it, so that max_iter, n_iter_ and the
     # verbose lines keep scikit-learn's meaning. From the larger sample (every row, unweighted) the tries are still
@@ -382,13 +412,13 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
         rng = np.random.default_rng(s)
         found, inertias = [], []
         for _ in range(tries):
-            c = _local_kmeanspp(pts, w, k, rng, trim=trim)
+            c = _local_kmeanspp(pts, w, k, rng, trim=trim, exact=exact)
             if seeding_only:
                 inertia = _local_lloyd(pts, w, c, tol=tol)[1]
             elif polish_k:
                 c, inertia = _local_lloyd(pts, w, c, tol=tol)
             elif issparse(pts) or (whole is not None and pts is whole[0]):
-                inertia = float(_sq_dist(pts, _sq_norms(pts), c).min(axis=1) @ w)
+                inertia = float(_sq_dist(pts, _sq_norms(pts), c, exact).min(axis=1) @ w)
             else:
                 inertia = float((((pts[:, None, :] - c[None]) ** 2).sum(axis=2)).min(axis=1).sum())
             found.append(c)
@@ -404,9 +434,18 @@ def _row_order_sum(values) -> np.ndarray:
     return np.add.accumulate(values, axis=0)[-1]
 
 
-def _distinct_rows(points, weights):
+def _sample_shift(sample, far):
+    """The shift of a sample's rows (n, D): their mean summed in row order (the same for any chunking), but on the
+    ``far`` columns (the scan's, :attr:`daskgmm.kernels.results.ScanResult.far`) their median."""
+    shift = _row_order_sum(sample) / sample.shape[0]
+    if len(far):
+        shift[far] = np.median(sample[:, far], axis=0)
+    return shift
+
+
+def _distinct_rows(points, weights, far=()):
     """The data as a weighted point set: distinct rows in a canonical order, their weights summed,
-    about their weighted mean; ``(points, weights, shift)``.
+    about their weighted mean (weighted median on the ``far`` columns); ``(points, weights, shift)``.
 
     It is the same set whether a weight is given or a row repeated, and whatever the
     rows' order, so the k-means on it (and the fit from there) is too: a weight of 3 and
@@ -424,6 +463,8 @@ def _distinct_rows(points, weights):
         inverse = inverse.reshape(-1)
         total = np.bincount(inverse, weights=w, minlength=len(distinct))
         shift = (total @ distinct) / total.sum() if total.sum() > 0 else np.zeros(points.shape[1])
+        if len(far) and total.sum() > 0:
+            shift[far] = weighted_median(distinct[:, far], total)
         distinct = distinct - shift
     return distinct, np.bincount(inverse, weights=w, minlength=distinct.shape[0]), shift
 
@@ -488,8 +529,11 @@ def kmeans_tolerance(variance, tol: float) -> float:
 def lloyd(data: ChunkedData, centre, centers: list[np.ndarray], *, max_iter: int, tol_scaled: float,
           callback=None, bounds: str | None = None) -> list[Run]:
     """Lloyd's algorithm on the cluster, every start in lockstep (one pass per iteration); ``bounds``:
-    the key under which the passes keep the rows' bounds (:attr:`KMeansState.bounds`)."""
-    runs = [Run(KMeansState(np.asarray(c, dtype=np.float64), tol=tol_scaled, bounds=bounds), objective=np.inf)
+    the key under which the passes keep the rows' bounds (:attr:`KMeansState.bounds`). Where the scan found rows
+    far from the others, the passes take the per-component form (:attr:`KMeansState.precise`), without bounds."""
+    precise = bool(data.far.size)
+    runs = [Run(KMeansState(np.asarray(c, dtype=np.float64), tol=tol_scaled, bounds=None if precise else bounds,
+                            precise=precise), objective=np.inf)
             for c in centers]
     return lockstep(data, runs, centre=centre, max_iter=max_iter, callback=callback)
 
@@ -534,7 +578,7 @@ def label_spread(data: ChunkedData, centers, observed=None) -> float:
     if sample.shape[0] == 0:
         return 1.0 if observed is None else _observed_spread(*observed, centers)
     w = data.sample_weights() if data.sample_complete else np.ones(sample.shape[0])
-    mean = _row_order_sum(sample) / sample.shape[0]
+    mean = _sample_shift(sample, data.scan().far)
     pts, cs = sample - mean, np.asarray(centers, np.float64) - mean
     labels = _nearest(pts, _sq_norms(pts), cs)
     d2 = np.einsum("nd,nd->n", pts - cs[labels], pts - cs[labels])  # exact, not the GEMM's expansion

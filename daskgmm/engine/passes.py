@@ -50,7 +50,8 @@ from daskgmm.engine.cluster import (
 from daskgmm.engine.placement import persist_local, persist_placed, should_persist
 from daskgmm.engine.tree import children, merge_levels, subtree_merges
 from daskgmm.kernels import SampleRequest, ScanRequest, bounds, chunk_pass, merge_partials
-from daskgmm.kernels.protocol import issparse as is_sparse_chunk  # a chunk of sparse rows (no SciPy import)
+from daskgmm.kernels.protocol import issparse as is_sparse_chunk
+from daskgmm.kernels.scan import far_columns  # a chunk of sparse rows (no SciPy import)
 
 #: Passes over placed chunks call the workers over a :class:`~daskgmm.engine.channel.Channel` of their
 #: own when they can (False, or Dask config ``daskgmm.pass-channel: false``: always through ``client.run``).
@@ -585,7 +586,22 @@ class ChunkedData:
             self._sample_weights = sample.weights[0][ok]
             # fewer drawn than asked for: every row that can be drawn was
             self._sample_complete = bool(not ok.all() or ok.size >= self.n_rows)
+            if not self.sparse and self._scan.weight > 0:
+                # a few rows far from the others (a fill value left unmasked) pull the mean away: the passes shift
+                # by the sample's median on those columns (the same rows, so the same bits, for any chunking)
+                far, median, _ = far_columns(self._sample, self._sample_weights if self._sample_complete else None,
+                                             self._scan.mean)
+                if far.size:
+                    shift = np.array(self._scan.mean, dtype=np.float64)
+                    shift[far] = median[far]
+                    self._scan = dataclasses.replace(self._scan, shift=shift)
         return self._scan
+
+    @property
+    def far(self) -> np.ndarray:
+        """The columns whose passes' shift is the scan's sample's median (:attr:`ScanResult.far
+        <daskgmm.kernels.results.ScanResult.far>`); empty before the scan has run (no pass is run for it)."""
+        return np.zeros(0, np.intp) if self._scan is None else self._scan.far
 
     def rescale_weights(self):
         """Multiply the sample weights by a power of two (exact) that brings their mean to [1, 2) when it

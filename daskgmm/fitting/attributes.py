@@ -116,6 +116,8 @@ def export_mixture(estimator) -> tuple[dict, dict]:
             "init_seconds": float(getattr(est, "init_seconds_", 0.0)),
         },
     }
+    if getattr(est, "_shift", None) is not None:  # only where the fit's shift was robust: other files unchanged
+        arrays["shift"] = est._shift
     return arrays, meta
 
 
@@ -133,6 +135,25 @@ def export_online(estimator, arrays: dict, meta: dict) -> None:
         if stats.counts is not None:  # the components' rows (weighted rows, on_collapse="reinit")
             arrays["online_counts"] = stats.counts
         meta["online"].update(loglik=float(stats.loglik), weight=float(stats.weight), rows=int(stats.rows))
+
+
+def kept_shift(scan):
+    """The ``_shift`` a fit keeps for its predictions: the passes' shift (:attr:`ScanResult.centre
+    <daskgmm.kernels.results.ScanResult.centre>`) where the scan found rows far from the others (a fill value of
+    1e20 among values near 1), else None (predictions about the centres' or means' mean, as before). Kept from the
+    fit, since no rule on the K centres alone tells a far one (a cluster of 1% at the fill value) from the others."""
+    return np.array(scan.centre, np.float64) if scan.far.size else None
+
+
+def checked_shift(arrays, n_features: int):
+    """The saved predictions' shift (``"shift"``, saved where the fit's passes took a robust one), checked: (D,),
+    finite; None where there is none (every other model, and files written before it was kept)."""
+    if "shift" not in arrays:
+        return None
+    shift = np.asarray(arrays["shift"], np.float64)
+    if shift.shape != (n_features,) or not np.all(np.isfinite(shift)):
+        raise ValueError(f"shift has shape {shift.shape} or non-finite values, expected ({n_features},), finite")
+    return shift
 
 
 def import_mixture(arrays, meta, n_components: int, covariance_type: str) -> dict:
@@ -183,6 +204,7 @@ def import_mixture(arrays, meta, n_components: int, covariance_type: str) -> dic
         restarts_=fit.get("restarts", []),
         init_seconds_=float(fit.get("init_seconds", 0.0)),
         n_features_in_=d,
+        _shift=checked_shift(arrays, d),
     )
     out[FITTED_TYPE] = ct  # model.json's covariance_type: the form its arrays were written in
     if meta.get("columns") is not None:

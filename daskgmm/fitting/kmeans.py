@@ -28,12 +28,13 @@ import numpy as np
 
 from daskgmm.em.init import initial_centers, lloyd
 from daskgmm.engine.passes import ChunkedData, is_sparse_array
+from daskgmm.fitting.attributes import checked_shift
 from daskgmm.fitting.mixture import iteration_hook
 from daskgmm.fitting.predict import delayed_parts, shipped
-from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass, kmeans_natural_params
+from daskgmm.kernels import MixtureRequest, ModelSpec, ScanRequest, chunk_pass
 from daskgmm.kernels import predict as blocks
 from daskgmm.kernels import sparse as sparse_kernels
-from daskgmm.kernels.params import kmeans_form
+from daskgmm.kernels.params import kmeans_form, kmeans_labels_form, kmeans_precise
 from daskgmm.models.states import first_best
 from daskgmm.validation.params import check_finite_starts
 from daskgmm.validation.scan import check_scan
@@ -150,21 +151,23 @@ def fit_lloyd(data, centre, starts, *, tol: float, max_iter: int, on_iteration=N
     try:
         runs = lloyd(data, centre, starts, max_iter=max_iter, tol_scaled=tol, bounds=key,
                      callback=iteration_hook(progress=progress, on_iteration=on_iteration))
-        specs = [ModelSpec(kmeans_natural_params(r.state.centers - centre), "spherical", "hard", bounds=key)
-                 for r in runs]
-        final = data.run([MixtureRequest(specs)], centre)[0]
+        final = data.run([MixtureRequest([r.state.spec(centre) for r in runs])], centre)[0]
     finally:
         if key is not None:
             data.release(key)
-    inertias = [max(0.0, float(-st.loglik)) for st in final]  # never -0.0
+    # never -0.0; the per-component form's logits (far rows, KMeansState.precise) are -‖x - c‖² / 2
+    inertias = [max(0.0, float(-st.loglik) * (2.0 if r.state.precise else 1.0)) for r, st in zip(runs, final)]
     best = first_best(inertias, maximize=False)  # restarts that found the same centres differ by rounding
     return LloydFit(runs, best, inertias, final[best].n.copy())
 
 
-def lloyd_attributes(fit: LloydFit, dtype) -> dict:
-    """``KMeans.fit``'s attributes (all but ``labels_``) in ``dtype``."""
+def lloyd_attributes(fit: LloydFit, dtype, shift=None) -> dict:
+    """``KMeans.fit``'s attributes (all but ``labels_``) in ``dtype``; ``_shift``: the passes' shift where the scan
+    found far columns (predictions take it in place of the centres' mean, :func:`daskgmm.kernels.params.kmeans_form`),
+    else None."""
     r = fit.runs[fit.best]
     return {
+        "_shift": None if shift is None else np.array(shift, np.float64),
         "cluster_centers_": r.state.centers.astype(dtype),
         "inertia_": fit.inertias[fit.best],
         "n_iter_": int(r.n_iter),
@@ -194,19 +197,22 @@ def first_batch_centers(batch, n_clusters: int, seeds) -> np.ndarray:
         return initial_centers(local, np.asarray(batch.mean(axis=0)).ravel(), "k-means++", n_clusters, seeds)[0]
     if batch.n_rows < n_clusters:  # as above: k-means++ would repeat a row (MiniBatchKMeans refuses it)
         raise ValueError(f"n_samples={batch.n_rows} should be >= n_clusters={n_clusters}.")
-    return initial_centers(batch, batch.scan().mean, "k-means++", n_clusters, seeds)[0]
+    return initial_centers(batch, batch.scan().centre, "k-means++", n_clusters, seeds)[0]
 
 
-def _statistics_request(centers):
-    """The pass request of a batch's hard-assignment statistics under ``centers``, and its centre."""
-    nat, centre = kmeans_form(centers)
-    return MixtureRequest([ModelSpec(nat, "spherical", "hard")]), centre
+def _statistics_request(centers, shift=None, precise: bool = False):
+    """The pass request of a batch's hard-assignment statistics under ``centers``, and its centre (``shift``, the
+    fit's where it was robust, :func:`daskgmm.kernels.params.kmeans_form`); ``precise``: in the per-component form
+    (:func:`daskgmm.kernels.params.kmeans_precise`, its log-likelihood ``-inertia / 2``)."""
+    nat, centre = kmeans_form(centers, shift)
+    form = kmeans_precise(centers, centre) if precise else None
+    return MixtureRequest([ModelSpec(nat, "spherical", "hard", precise=form)]), centre
 
 
-def batch_statistics(batch, centers, sample_weight=None):
+def batch_statistics(batch, centers, sample_weight=None, shift=None):
     """The hard-assignment statistics of a batch (ChunkedData, or an ndarray or sparse matrix with optional
     weights). Sparse rows give statistics about the origin (``shift`` 0)."""
-    request, centre = _statistics_request(centers)
+    request, centre = _statistics_request(centers, shift)
     if isinstance(batch, ChunkedData):
         return batch.run([request], centre)[0][0]
     if sparse_kernels.issparse(batch):
@@ -214,7 +220,8 @@ def batch_statistics(batch, centers, sample_weight=None):
     return chunk_pass(batch, [request], centre, sample_weight=sample_weight)[0][0]
 
 
-def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: str = "KMeans"):
+def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: str = "KMeans", shift=None,
+                       precise: bool = False):
     """:func:`batch_statistics` of rows whose first scan was not run, with a scan in the same pass
     that rejects non-finite values and weights (:func:`daskgmm.validation.scan.check_scan`): one pass
     where a scan and then the statistics took two (``KMeans.score``, a later ``partial_fit`` batch).
@@ -228,7 +235,7 @@ def checked_statistics(batch: ChunkedData, centers, feature_names=None, name: st
     feature_names : sequence of str, optional
         For the scan's message.
     """
-    request, centre = _statistics_request(centers)
+    request, centre = _statistics_request(centers, shift, precise)
     scan, stats = batch.run([ScanRequest(), request], centre)
     check_scan(scan, feature_names, name, dtype=batch.dtype)
     return stats[0]
@@ -261,15 +268,18 @@ def _is_dask(X) -> bool:
     return hasattr(X, "map_blocks") and hasattr(X, "chunks")
 
 
-def nearest_labels(X, centers):
+def nearest_labels(X, centers, shift=None):
     """Index of the nearest centre of every row (int32): NumPy or sparse in, NumPy out
-    (:func:`daskgmm.kernels.predict.kmeans_labels`); Dask in, lazy Dask out."""
+    (:func:`daskgmm.kernels.predict.kmeans_labels`); Dask in, lazy Dask out. ``shift``: the fit's, where it was
+    robust (dense rows; :func:`daskgmm.kernels.params.kmeans_form`)."""
     if not _is_dask(X):
-        return blocks.kmeans_labels(X, centers)
+        if shift is None or sparse_kernels.issparse(X):
+            return blocks.kmeans_labels(X, centers)
+        return blocks.kmeans_labels(X, centers, *kmeans_labels_form(centers, shift))
     if is_sparse_array(X):
         return X.map_blocks(sparse_kernels.nearest_labels, shipped(np.asarray(centers, np.float64)), dtype=np.int32,
                             drop_axis=1, meta=np.empty((0,), np.int32))
-    nat, centre = kmeans_form(centers)
+    nat, centre = kmeans_labels_form(centers, shift)
     return X.map_blocks(blocks.nearest_labels, shipped(nat), shipped(centre), dtype=np.int32, drop_axis=1)
 
 
@@ -290,22 +300,25 @@ def distances(X, centers):
     return X.map_blocks(blocks.distances, shipped(centers), dtype, dtype=dtype, **shape)
 
 
-def inertia(data, centers, feature_names=None, name: str = "KMeans") -> float:
+def inertia(data, centers, feature_names=None, name: str = "KMeans", shift=None) -> float:
     """Opposite of the (weighted) inertia of the rows of a ChunkedData (its first scan not run): one pass,
     its values and weights checked in it (:func:`checked_statistics`). Never above 0: the rows' squared distances
     come from the expansion ``|x|^2 - 2 x.c + |c|^2``, whose rounding gave rows on a centre -1e-12 (the fit's
-    ``inertia_`` is held at 0 the same way)."""
-    score = float(checked_statistics(data, centers, feature_names, name).loglik)
+    ``inertia_`` is held at 0 the same way). With the fit's robust ``shift`` (rows far from the others), in the
+    per-component form: a far row's distance to its centre by the expansion is its noise (6e24 at 1e20)."""
+    precise = shift is not None
+    score = float(checked_statistics(data, centers, feature_names, name, shift, precise).loglik)
+    score = 2.0 * score if precise else score  # its logits are -‖x - c‖² / 2
     return score if not score > 0 else 0.0  # NaN stays NaN
 
 
-def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False) -> list:
+def prediction_parts(X, centers, *, ids=None, id_column="id", distance=False, shift=None) -> list:
     """One Delayed column dict per chunk of the Dask array X (dense or of sparse chunks): see
     :func:`daskgmm.kernels.predict.kmeans_prediction_part`. ``ids`` (array-like or Dask array of shape
     (n_samples,)) are rechunked like the rows; without them there is no id column."""
     # k-means' form for dense rows only: sparse rows' labels come from the centres, and on wide rows the form
     # would be shipped beside them (as large)
-    nat, centre = (None, None) if is_sparse_array(X) else kmeans_form(centers)
+    nat, centre = (None, None) if is_sparse_array(X) else kmeans_labels_form(centers, shift)
     return delayed_parts(X, blocks.kmeans_prediction_part, ["label", *(["distance"] if distance else [])], ids=ids,
                          id_column=id_column, centers=np.asarray(centers), nat=nat, centre=centre, distance=distance)
 
@@ -333,7 +346,10 @@ def export_kmeans(estimator) -> tuple[dict, dict]:
             "history": getattr(est, "history_", []),
         },
     }
-    return {"cluster_centers_": est.cluster_centers_, "counts_": est.counts_}, meta
+    arrays = {"cluster_centers_": est.cluster_centers_, "counts_": est.counts_}
+    if getattr(est, "_shift", None) is not None:  # only where the fit's shift was robust: other files unchanged
+        arrays["shift"] = est._shift
+    return arrays, meta
 
 
 def checked_centres(arrays, meta, n_clusters: int):
@@ -359,6 +375,7 @@ def import_kmeans(arrays, meta, n_clusters: int) -> dict:
         "counts_": np.asarray(arrays.get("counts_", np.zeros(k)), np.float64),
         "n_steps_": int(fit.get("n_steps", 0)),
         "n_features_in_": c.shape[1],
+        "_shift": checked_shift(arrays, c.shape[1]),
     }
     if not fit.get("updated", False):
         out.update(inertia_=float(fit.get("inertia", np.nan)), n_iter_=int(fit.get("n_iter", 0)),

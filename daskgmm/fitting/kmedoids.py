@@ -201,7 +201,7 @@ def fit_kmedoids(data, scan, n_clusters: int, *, metric=None, method="alternate"
     MedoidsFit
     """
     t0 = time.perf_counter()
-    centre = scan.mean
+    centre = scan.centre
     pool, pool_rows = data.sample(), data.sample_rows()
     runs = checkpoint.load() if checkpoint is not None else None
     resumed = runs is not None
@@ -282,7 +282,7 @@ def distances(X, medoids, metric: Dissimilarity):
 
 def inertia(data, medoids, metric: Dissimilarity) -> float:
     """The sum of every row's dissimilarity to its nearest medoid, over a ChunkedData: one pass."""
-    return float(data.run([MedoidRequest(metric, np.asarray(medoids, np.float64))], data.scan().mean)[0].loss)
+    return float(data.run([MedoidRequest(metric, np.asarray(medoids, np.float64))], data.scan().centre)[0].loss)
 
 
 def prediction_parts(X, medoids, metric: Dissimilarity, *, ids=None, id_column="id", distance=False) -> list:

@@ -394,7 +394,7 @@ def initial_states(data, scan, jobs: list[tuple[MixtureParams, int]], given: dic
             for p, _ in jobs
         ]
     stats = mixture_init_stats(
-        data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
+        data, scan.centre, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
         count_rows=any(p.on_collapse == "reinit" for p, _ in jobs),
     )
     return states_from_stats(stats, scan, [p for p, _ in jobs], data.dtype, given)
@@ -606,7 +606,7 @@ def fit_mixture(data, scan, params: MixtureParams, *, random_state=None, given=N
     MixtureFit
     """
     return fit_runs(
-        data, lambda seeds: initial_states(data, scan, [(params, s) for s in seeds], given), centre=scan.mean,
+        data, lambda seeds: initial_states(data, scan, [(params, s) for s in seeds], given), centre=scan.centre,
         n_init=params.n_init, max_iter=params.max_iter, random_state=random_state, warm=warm,
         checkpoint=checkpoint, progress=progress, on_iteration=on_iteration,
     )

@@ -20,6 +20,7 @@ from daskgmm.em.init import mixture_init_stats
 from daskgmm.em.loop import Run
 from daskgmm.fitting import mixture as fitting
 from daskgmm.fitting import variational as fitting_variational
+from daskgmm.fitting.attributes import kept_shift
 from daskgmm.kernels import MixtureRequest
 from daskgmm.kernels import covariance as cov
 from daskgmm.models.priors import PRIORS
@@ -69,7 +70,7 @@ def initial_states(data, scan, candidates: dict, priors: dict, seeds, init_param
     ks_types = list(dict.fromkeys(c[-2:] for c in candidates))
     init_keys = [(k, t, s) for k, t in ks_types for s in seeds]
     reinit = any(params.get("on_collapse") == "reinit" for params in candidates.values())
-    stats = dict(zip(init_keys, mixture_init_stats(data, scan.mean, method=init_params, jobs=init_keys,
+    stats = dict(zip(init_keys, mixture_init_stats(data, scan.centre, method=init_params, jobs=init_keys,
                                                    count_rows=reinit)))
     states = []
     for c, params in candidates.items():
@@ -158,7 +159,7 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
     if progress is not None:
         progress("init", seconds=init_seconds, resumed=resumed, runs=runs, persisted=data.persisted)
     try:
-        fitting.run_lockstep(data, runs, centre=scan.mean, max_iter=max_iter, checkpoint=checkpoint,
+        fitting.run_lockstep(data, runs, centre=scan.centre, max_iter=max_iter, checkpoint=checkpoint,
                              progress=progress)
     except ValueError as exc:
         if getattr(exc, "run", None) is None:
@@ -177,10 +178,10 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
         if c[0] == "bayesian":  # the Gaussian mixture of its expected weights and normalised covariances
             st = MixtureState(st.weights, st.means, st.covariances, st.precisions_cholesky, st.covariance_type,
                               reg_covar=st.reg_covar, eps_dtype=st.eps_dtype, missing=st.missing)
-        specs.append(st.spec(scan.mean))
-    final = data.run([MixtureRequest(specs)], scan.mean)[0]
+        specs.append(st.spec(scan.centre))
+    final = data.run([MixtureRequest(specs)], scan.centre)[0]
     gaussian = [c for c in candidates if c[0] != "bayesian"]
-    counted = fitting.component_rows(data, [best_of[c][0].state for c in gaussian], scan.mean)
+    counted = fitting.component_rows(data, [best_of[c][0].state for c in gaussian], scan.centre)
     rows_of = dict(zip(gaussian, counted)) if counted is not None else {}
     out = {}
     for c, st in zip(candidates, final):
@@ -194,7 +195,8 @@ def fit_candidates(data, scan, candidates: dict, seeds: list, *, priors_given: d
             # as GaussianMixture.fit: the fit is its first batch, so partial_fit continues the candidate
             attributes.update(n_batches_=1, n_rows_seen_=int(data.n_rows))
         # the passes every candidate shared (the final scoring pass included)
-        attributes.update(init_seconds_=init_seconds, init_passes_=init_passes, n_passes_=data.passes)
+        attributes.update(init_seconds_=init_seconds, init_passes_=init_passes, n_passes_=data.passes,
+                          _shift=kept_shift(scan))  # the predictions' shift where the passes' was robust
         out[c] = CandidateFit(attributes, st.loglik / st.weight, r.n_iter, r.converged, lower_bound, st.weight,
                               rows_of.get(c))
     return out

@@ -96,7 +96,7 @@ def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]], 
     # its first nu-update, from u ~ reg_covar, takes nu to about 0.1, where EM crawls; so the start is
     # one Gaussian E-step on: the labels of the nearest chosen row
     stats = mixture_init_stats(
-        data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
+        data, scan.centre, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
         chosen_labels=True,
     )
     states = []
@@ -108,8 +108,8 @@ def studentt_initial_states(data, scan, jobs: list[tuple[StudentTParams, int]], 
                                                      **options))
     if data.sparse:
         return states
-    x, w = df_rows(data, scan.mean)
-    return [sample_df(s, x, w, scan.mean) for s in states]
+    x, w = df_rows(data, scan.centre)
+    return [sample_df(s, x, w, scan.centre) for s in states]
 
 
 def sample_rows(data) -> tuple[np.ndarray, np.ndarray | None]:
@@ -306,7 +306,7 @@ def sample_fitted_states(data, scan, jobs: list[tuple[StudentTParams, int]]) -> 
     whose t fits were singular): the plain start gave a component to 3% of gross outliers (20 features, 12% missing:
     adjusted Rand 0.71 on 5 of 6 seeds, 1.0 on 4 of those with this start).
     """
-    centre = np.asarray(scan.mean, np.float64)
+    centre = np.asarray(scan.centre, np.float64)
     missing = bool(np.any(scan.nan))
     if missing:
         x, w, kmeans_rows = _observed_sample_rows(data, centre, jobs)
@@ -385,9 +385,9 @@ def fit_studentt(data, scan, params: StudentTParams, *, random_state=None, warm=
                  progress=None, on_iteration=None) -> MixtureFit:
     """Fit one Student-t mixture (:func:`daskgmm.fitting.mixture.fit_runs` with :func:`studentt_initial_states`),
     every pass trying the degrees of freedom the rows ask for beside EM's (:func:`df_proposal`)."""
-    propose = None if params.fixed_df or data.sparse else df_proposal(data, scan.mean)
+    propose = None if params.fixed_df or data.sparse else df_proposal(data, scan.centre)
     return fit_runs(
-        data, lambda seeds: studentt_initial_states(data, scan, [(params, s) for s in seeds]), centre=scan.mean,
+        data, lambda seeds: studentt_initial_states(data, scan, [(params, s) for s in seeds]), centre=scan.centre,
         n_init=params.n_init, max_iter=params.max_iter, random_state=random_state, warm=warm,
         checkpoint=checkpoint, progress=progress, on_iteration=on_iteration, propose=propose,
     )

@@ -76,7 +76,7 @@ def data_covariance(data, scan) -> np.ndarray:
         # it replaces made rows with scattered gaps and no complete row unfit for the variational mixture.)
         return np.diag(column_variances(scan))
     nat = NaturalParams(np.zeros((1, d, d)), np.zeros((1, d)), np.zeros(1))
-    st = data.run([MixtureRequest([ModelSpec(nat, "full")])], scan.mean)[0][0]
+    st = data.run([MixtureRequest([ModelSpec(nat, "full")])], scan.centre)[0][0]
     n = _frequencies(st.n[0], scan.rows)
     s1 = st.s1[0]
     scatter = st.s2[0] - np.outer(s1, s1) / n  # about the exact mean (s1 is ~0, not 0)
@@ -173,7 +173,7 @@ def variational_initial_states(data, scan, jobs: list[tuple[VariationalParams, i
     if len(methods) != 1:
         raise ValueError(f"jobs must share one init_params, got {sorted(methods)}")
     stats = mixture_init_stats(
-        data, scan.mean, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
+        data, scan.centre, method=methods.pop(), jobs=[(p.n_components, p.covariance_type, s) for p, s in jobs],
     )
     return variational_states_from_stats(stats, [p for p, _ in jobs], [priors] * len(jobs), data.dtype)
 
@@ -207,7 +207,7 @@ def fit_variational(data, scan, params: VariationalParams, priors: dict, *, rand
     """Fit one variational mixture (:func:`fit_runs` with :func:`variational_initial_states`)."""
     return fit_runs(
         data, lambda seeds: variational_initial_states(data, scan, [(params, s) for s in seeds], priors),
-        centre=scan.mean, n_init=params.n_init, max_iter=params.max_iter, random_state=random_state,
+        centre=scan.centre, n_init=params.n_init, max_iter=params.max_iter, random_state=random_state,
         warm=warm, checkpoint=checkpoint, progress=progress, on_iteration=on_iteration,
     )
 

@@ -38,6 +38,9 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #ifndef DASKGMM_VARIANT
 #error "DASKGMM_VARIANT must name the variant (avx512, avx2, baseline, generic)"
@@ -3685,6 +3688,26 @@ bool get_rows(PyObject* ox, PyObject* oc, int level, Buf& x, Buf& c, int64_t& rs
     return get(oc, c, "centre", 1, 'd', false) && shape_is(c, "centre", x.view.shape[1]);
 }
 
+// Results below the smallest normal number are flushed to zero while a pass with soft assignment runs (MXCSR's
+// FTZ, per thread; the caller's mode comes back on return). A responsibility near exp(FLOOR) times a small feature
+// makes them (data of scale 0.01: the terms of every far component), and on Intel CPUs each one took a microcode
+// assist of ~100 cycles: a full pass 3.7x slower at scale 0.01 than with the flush, float32 slower than float64
+// (docs/performance.md, twenty-third round). Each term lost is below 2.2e-308 (float: 1.2e-38), far inside any
+// sum's rounding. Hard passes (k-means, labels' statistics) and logits keep subnormal results: k-means on rows of
+// scale 1e-158 (squared distances subnormal) found its clusters and must go on doing so (there every weight is
+// a row's own, so no tiny responsibility makes them). Inputs are read as they are (no DAZ).
+struct FlushSubnormals {
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned int saved = _mm_getcsr();
+    explicit FlushSubnormals(bool on) {
+        if (on) _mm_setcsr(saved | 0x8000u);
+    }
+    ~FlushSubnormals() { _mm_setcsr(saved); }
+#else
+    explicit FlushSubnormals(bool) {}
+#endif
+};
+
 const char* mixture_block_doc =
     "mixture_block(x, centre, w, theta, level, bounds, modes, S, per_row, rlogr, sub_rows=0, marginal=None,\n"
     "              kmeans_bounds=None, counts=None)\n"
@@ -3919,15 +3942,20 @@ PyObject* mixture_block(PyObject*, PyObject* args, PyObject* kwargs) {
     const double* const* mm = marg.mmeans.get();
     const double* const* mf = marg.mfactor.get();
     const int* mfl = marg.mfull.get();
+    bool soft = false;  // a model with soft assignment: its responsibilities can be tiny
+    for (int64_t m = 0; m < nm; m++) soft |= (modes[m] & 1) == 0;
     Py_BEGIN_ALLOW_THREADS
-    if (dt == 'd')
-        rc = run_block<double>(Rows<double>{(const double*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
-                               (const double*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                               (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb, counts);
-    else
-        rc = run_block<float>(Rows<float>{(const float*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
-                              (const float*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
-                              (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb, counts);
+    {
+        const FlushSubnormals flush(soft);
+        if (dt == 'd')
+            rc = run_block<double>(Rows<double>{(const double*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
+                                   (const double*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
+                                   (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb, counts);
+        else
+            rc = run_block<float>(Rows<float>{(const float*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
+                                  (const float*)th.view.buf, level, bounds, modes, nm, (double*)S.view.buf,
+                                  (double*)pr.view.buf, (double*)rl.view.buf, sub_rows, mm, mf, mfl, kb, counts);
+    }
     Py_END_ALLOW_THREADS
     if (rc < 0) return PyErr_NoMemory();
     if (kb) return Py_BuildValue("LL", (long long)rc, (long long)kbv.spared);
@@ -3990,16 +4018,19 @@ PyObject* studentt_block(PyObject*, PyObject* args, PyObject* kwargs) {
     const double* cop = (const double*)co.view.buf;
     const double* hp = (const double*)hh.view.buf;
     Py_BEGIN_ALLOW_THREADS
-    if (dt == 'd')
-        rc = run_tblock<double>(Rows<double>{(const double*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
-                                (const double*)th.view.buf, level, bounds, nm, dfp, cop, hp, (double*)S.view.buf,
-                                (double*)rs.view.buf, (double*)lu.view.buf, (double*)pr.view.buf, sub_rows, mm, mf,
-                                mfl);
-    else
-        rc = run_tblock<float>(Rows<float>{(const float*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
-                               (const float*)th.view.buf, level, bounds, nm, dfp, cop, hp, (double*)S.view.buf,
-                               (double*)rs.view.buf, (double*)lu.view.buf, (double*)pr.view.buf, sub_rows, mm, mf,
-                               mfl);
+    {
+        const FlushSubnormals flush(true);
+        if (dt == 'd')
+            rc = run_tblock<double>(Rows<double>{(const double*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
+                                    (const double*)th.view.buf, level, bounds, nm, dfp, cop, hp, (double*)S.view.buf,
+                                    (double*)rs.view.buf, (double*)lu.view.buf, (double*)pr.view.buf, sub_rows, mm, mf,
+                                    mfl);
+        else
+            rc = run_tblock<float>(Rows<float>{(const float*)x.view.buf, a.rs, a.cs}, n, d, (const double*)c.view.buf, wp,
+                                   (const float*)th.view.buf, level, bounds, nm, dfp, cop, hp, (double*)S.view.buf,
+                                   (double*)rs.view.buf, (double*)lu.view.buf, (double*)pr.view.buf, sub_rows, mm, mf,
+                                   mfl);
+    }
     Py_END_ALLOW_THREADS
     if (rc < 0) return PyErr_NoMemory();
     return PyLong_FromLongLong(rc);

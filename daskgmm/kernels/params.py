@@ -84,11 +84,33 @@ def kmeans_natural_params(centres: np.ndarray) -> NaturalParams:
     )
 
 
-def kmeans_form(centers) -> tuple[NaturalParams, np.ndarray]:
-    """The log-density parameters of k-means about the centres' mean, and that mean (float64, (D,))."""
+def kmeans_form(centers, shift=None) -> tuple[NaturalParams, np.ndarray]:
+    """The log-density parameters of k-means about the centres' mean, and that mean (float64, (D,)); about
+    ``shift`` where given (the fit's, where a few rows far from the others made its passes' shift robust: the
+    centres' mean then lies far from the other rows, which it would take the precision of)."""
     centers = np.asarray(centers, np.float64)
-    centre = centers.mean(axis=0)
+    centre = centers.mean(axis=0) if shift is None else np.asarray(shift, np.float64)
     return kmeans_natural_params(centers - centre), centre
+
+
+def kmeans_labels_form(centers, shift=None):
+    """The form k-means' labels are taken in, and its centre: :func:`kmeans_form` about the centres' mean; with the
+    fit's robust ``shift`` (rows far from the others), :func:`kmeans_precise` about it, each row's distances from its
+    differences: a far centre's ``‖c‖²`` overflowed at 1e300 (every row then went to one centre), and the
+    expansion's noise at a fill value of 1e20 is 1e24."""
+    if shift is None:
+        return kmeans_form(centers)
+    centre = np.asarray(shift, np.float64)
+    return kmeans_precise(centers, centre), centre
+
+
+def kmeans_precise(centers, centre) -> PerComponent:
+    """k-means' logits in the per-component form, halved: ``-‖x - c_k‖² / 2`` from each row's difference to each
+    centre (``centers`` in data coordinates, ``centre`` the pass's shift), so the distance of a row at a fill value
+    of 1e20 to its own centre is not the expansion's noise (1e24). Its log-likelihood is ``-inertia / 2``."""
+    centers = np.asarray(centers, np.float64)
+    k = centers.shape[0]
+    return PerComponent(centers - np.asarray(centre, np.float64), np.ones(k), np.zeros(k), "spherical")
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,10 @@ class ScanResult:
     observed : ndarray, shape (D,), or None
         The weight of each column's observed values, in ``mean`` and ``m2`` (``weight`` in every column when
         every row is complete); None: not counted (the scan of sparse rows, whose every value is observed).
+    shift : ndarray, shape (D,), or None
+        The passes' shift where it is not ``mean``: on the columns a few far rows pulled the mean away from the
+        others (:func:`daskgmm.kernels.scan.far_columns`), the scan's sample's median, ``mean`` elsewhere
+        (:attr:`centre`); None: ``mean`` in every column.
     """
 
     rows: int
@@ -280,6 +284,20 @@ class ScanResult:
     hi: np.ndarray | None = None
     complete: int = -1
     observed: np.ndarray | None = None
+    shift: np.ndarray | None = None
+
+    @property
+    def centre(self) -> np.ndarray:
+        """The shift of every pass: ``mean``, but on :attr:`far` columns the scan's sample's median, so that a few
+        rows at a fill value (1e20 among values near 1) do not take the other rows' precision."""
+        return self.mean if self.shift is None else self.shift
+
+    @property
+    def far(self) -> np.ndarray:
+        """The columns whose :attr:`centre` is the sample's median (int, empty for most data)."""
+        # a column without a value has a NaN mean and shift: not far
+        return np.zeros(0, np.intp) if self.shift is None else np.flatnonzero(np.isfinite(self.shift)
+                                                                               & (self.shift != self.mean))
 
     @property
     def column_weight(self) -> np.ndarray:

@@ -78,6 +78,9 @@ class SampleRequest:
     only, and keeps the ``n_samples`` smallest: any chunking draws the same rows.
     With ``finite_only``, rows holding NaN or ±inf are never drawn; with ``observed_only`` (dense rows), rows
     holding ±inf or nothing but NaN (rows with some NaN are drawn, as they are).
+    With ``exact`` (dense rows; the scan found rows far from the others, a fill value of 1e20), a distance the
+    expansion cancelled (at most :data:`CANCELLED` of ``‖x‖² + ‖c‖²``) is taken from ``x - c``: a far row's
+    distance to a centre among them was the expansion's noise, about 1e24, and k-means++ drew such rows again.
     """
 
     centres: np.ndarray
@@ -86,6 +89,7 @@ class SampleRequest:
     candidates: np.ndarray | None = None
     finite_only: bool = False
     observed_only: bool = False
+    exact: bool = False
 
     @property
     def width(self) -> int:
@@ -108,7 +112,10 @@ class SampleRequest:
             return kmeans_natural_params(p).theta(level, dtype)
 
         h = 1 if self.candidates is None else len(self.candidates)
+        shifted = [None if p is None or len(p) == 0 else np.asarray(p, dtype=np.float64) - centre
+                   for p in (self.centres, self.candidates)]
         return {
+            "exact": (np.asarray(centre, dtype=np.float64), *shifted) if self.exact else None,
             "theta_c": theta(self.centres),
             "theta_h": theta(self.candidates),
             "potential": np.zeros(h),
@@ -128,6 +135,8 @@ class SampleRequest:
             np.negative(dist, out=dist)
             np.maximum(dist, 0.0, out=dist)  # rounding can make a centre's own distance negative
         cand = None if acc["theta_h"] is None else np.maximum(-(acc["theta_h"] @ blk.T), 0.0)
+        if acc["exact"] is not None:
+            _exact_distances(acc["exact"], blk.x, dist, cand)
         w = np.ones(blk.size) if blk.w is None else blk.w.astype(np.float64)
         keys = draw_keys(dist, cand, w, self.key, blk.rows, acc["potential"])
         x64 = np.asarray(blk.x, dtype=np.float64)
@@ -180,6 +189,39 @@ class SampleRequest:
     def merge(self, a: SampleResult, b: SampleResult) -> SampleResult:
         # the result merges itself: a sparse pass returns its rows sparse (daskgmm.kernels.sparse)
         return a.merge(b, self.n_samples)
+
+
+#: A squared distance from the expansion ``‖x‖² - 2 x·c + ‖c‖²`` at most this share of ``‖x‖² + ‖c‖²`` is mostly
+#: its rounding: where the scan found far rows, it is taken from ``x - c`` instead (``SampleRequest(exact=True)``,
+#: the client's ``daskgmm.em.init._sq_dist``).
+CANCELLED = 1e-8
+
+
+def _exact_distances(shifted, x, dist, cand) -> None:
+    """:class:`SampleRequest`'s distances of a block's rows ``x`` (n, D) where the expansion cancelled, from the
+    differences, in place: ``dist`` (n,) to the nearest of the centres, ``cand`` (h, n) to each candidate.
+    ``shifted``: the pass's centre and the centres and candidates less it ((k, D) or None)."""
+    centre, centres, candidates = shifted
+    z = np.asarray(x, dtype=np.float64) - centre
+    sq = np.einsum("nd,nd->n", z, z)
+    if dist is not None and centres is not None:
+        d2 = _differences(z, centres)  # (k, n): the nearest again, exactly, where any was cancelled
+        sq_c = np.einsum("kd,kd->k", centres, centres)
+        near = np.argmin(d2, axis=0)
+        bad = dist <= CANCELLED * (sq + sq_c[near])
+        dist[bad] = d2[near[bad], np.flatnonzero(bad)]
+    if cand is not None and candidates is not None:
+        sq_h = np.einsum("kd,kd->k", candidates, candidates)
+        bad = cand <= CANCELLED * (sq[None, :] + sq_h[:, None])
+        if bad.any():
+            hh, nn = np.nonzero(bad)
+            diff = z[nn] - candidates[hh]
+            cand[hh, nn] = np.einsum("nd,nd->n", diff, diff)
+
+
+def _differences(z, points) -> np.ndarray:
+    """``‖z_i - p_k‖²`` (k, n) from the differences."""
+    return np.stack([np.einsum("nd,nd->n", z - p, z - p) for p in points]) if len(points) else np.zeros((0, len(z)))
 
 
 class ScanRequest:
@@ -277,6 +319,58 @@ class ScanRequest:
                           None if a.hi is None or b.hi is None else np.maximum(a.hi, b.hi),
                           a.complete + b.complete if min(a.complete, b.complete) >= 0 else -1,
                           None if a.observed is None and b.observed is None else o)
+
+
+#: How many robust standard deviations (1.4826 MAD of the scan's sample) a column's mean may lie from its median
+#: before the column counts as far (:func:`far_columns`): every pass shifted the rows by the mean, and k-means'
+#: squared distances (differences of terms of that size, squared) then carried errors of 2.2e-16 x 1e14 = 2% of
+#: the bulk's squared spread; at 1e8 spreads they are noise.
+FAR_MEAN_SPREADS = 1e7
+
+
+def weighted_median(values, weights):
+    """Each column's weighted median of ``values`` (n, D) under ``weights`` (n,)."""
+    order = np.argsort(values, axis=0, kind="stable")
+    cum = np.cumsum(weights[order], axis=0)
+    at = np.argmax(cum >= 0.5 * cum[-1], axis=0)
+    cols = np.arange(values.shape[1])
+    return values[order[at, cols], cols]
+
+
+def far_columns(sample, weights, mean):
+    """The columns whose mean a few rows far from all others (an unmasked fill value such as 1e20 among values near
+    1) pulled more than :data:`FAR_MEAN_SPREADS` robust spreads from their median, with at most 5% of the sample
+    that far (a tight cluster beside a wide one is no few rows); columns whose sample has one value are left out.
+
+    Parameters
+    ----------
+    sample : ndarray, shape (m, D)
+        The scan's sample (dense rows; its rows are the same for any chunking, so the result is too).
+    weights : ndarray of shape (m,), or None
+        The sample's weights where it is every row (the median and spread weighted, as the mean is); None: drawn
+        by weight already.
+    mean : ndarray, shape (D,)
+
+    Returns
+    -------
+    far : ndarray of int
+        The far columns (empty when the sample has fewer than 8 rows).
+    median, spread : ndarray, shape (D,)
+        The sample's (weighted) median and 1.4826 x its median absolute deviation.
+    """
+    d = np.shape(mean)[0]
+    if sample.ndim != 2 or sample.shape[0] < 8:
+        return np.zeros(0, np.intp), np.full(d, np.nan), np.full(d, np.nan)
+    mean = np.asarray(mean, dtype=np.float64)
+    w = None if weights is None or np.all(weights == weights[0]) else np.asarray(weights, dtype=np.float64)
+    median = np.median(sample, axis=0) if w is None else weighted_median(sample, w)
+    dev = np.abs(sample - median)
+    spread = 1.4826 * (np.median(dev, axis=0) if w is None else weighted_median(dev, w))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        beyond = dev > FAR_MEAN_SPREADS * spread
+        share = beyond.mean(axis=0) if w is None else (w @ beyond) / w.sum()
+        far = np.flatnonzero((spread > 0) & (share <= 0.05) & (np.abs(mean - median) > FAR_MEAN_SPREADS * spread))
+    return far, median, spread
 
 
 def observed_moments(x, unseen, w):

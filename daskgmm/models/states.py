@@ -258,12 +258,19 @@ class KMeansState:
         empty, :meth:`needs_worst`).
     bounds : str or None
         The key of the rows' bounds the passes keep (:attr:`daskgmm.kernels.ModelSpec.bounds`).
+    precise : bool
+        The passes take each row's distance to each centre from their difference (the per-component form,
+        :func:`daskgmm.kernels.params.kmeans_precise`; NumPy, no bounds), where the scan found rows far from the
+        others: their distance to their own centre by the expansion is its noise (about 1e24 at a fill value of
+        1e20), which swamped the inertia the restarts are compared by, and the statistics are taken about each
+        centre.
     """
 
     centers: np.ndarray
     tol: float = 0.0
     relocate_empty: bool = True
     bounds: str | None = None
+    precise: bool = False
     events: tuple = ()
     shift: float = np.inf  # summed squared move of the centres in the update that made this state
 
@@ -274,6 +281,9 @@ class KMeansState:
     def spec(self, centre, n_worst: int = 0) -> ModelSpec:
         # no worst rows by default: keeping them costs every block of every pass (~4.5 ms of CPU per
         # 1M rows, 15% of the compiled k-means pass), and they serve only a pass that empties a cluster
+        if self.precise:
+            return ModelSpec(kmeans_natural_params(self.centers - centre), "spherical", "hard", n_worst=n_worst,
+                             precise=forms.kmeans_precise(self.centers, centre))
         return ModelSpec(
             kmeans_natural_params(self.centers - centre), "spherical", "hard", n_worst=n_worst, bounds=self.bounds
         )
@@ -303,7 +313,7 @@ class KMeansState:
                              "overflow the rows' floating-point type (float32 holds squares up to 3.4e38, "
                              "reached by values near 1e19; float64 up to 1.8e308, near 1.3e154); fit float32 "
                              "rows as float64 (X.astype(np.float64)), or rescale the features")
-        return -stats.loglik
+        return -2.0 * stats.loglik if self.precise else -stats.loglik  # the per-component logits: -‖x - c‖² / 2
 
     def converged(self, new: KMeansState, change: float) -> bool:
         shift = float(((new.centers - self.centers) ** 2).sum())

@@ -50,6 +50,7 @@ from daskgmm.validation.scan import (
     bad_weights_message,
     check_finite,
     check_scan,
+    far_rows_remain,
     most_missing,
     warn_degenerate,
     warn_far_rows,
@@ -727,5 +728,5 @@ def prepare_rows(X, sample_weight, name, *, cache="auto", chunk_size=None, min_s
                                 info["feature_names"], takes_start, init_params)
         warn_degenerate(result, info["feature_names"], getattr(estimator, parameter, None),
                         columns=not data.sparse, parameter=parameter, weighted=sample_weight is not None)
-        warn_far_rows(result, data, info["feature_names"])
+        warn_far_rows(result, data, info["feature_names"], far_rows_remain([estimator]))
     return data, result, info

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from daskgmm.kernels.scan import first_bad_row, non_finite_message
+from daskgmm.kernels.scan import far_columns, first_bad_row, non_finite_message
 
 
 class DataError(ValueError):
@@ -169,48 +169,55 @@ def warn_degenerate(scan, feature_names, n_components=None, columns: bool = True
                       DegenerateDataWarning, stacklevel=3)
 
 
-#: How many robust standard deviations (1.4826 MAD of the scan's sample) a column's mean may lie from its median
-#: before :func:`warn_far_rows` speaks: every pass shifts the rows by the mean, and k-means' squared distances
-#: (differences of terms of that size, squared) then carry errors of 2.2e-16 x 1e14 = 2% of the bulk's squared
-#: spread; at 1e8 spreads they are noise.
-FAR_MEAN_SPREADS = 1e7
+def far_rows_remain(estimators) -> str:
+    """What the fits of ``estimators`` still get wrong on rows far from the others ("" where nothing), for
+    :func:`warn_far_rows`. The passes shift those columns by the sample's median, k-means' distances that the
+    expansion cancels are exact and predictions keep the fit's shift: k-means, k-medoids and the Gaussian and t
+    mixtures then fit the other rows as without them (600 rows near 0 and 8, 5 at 1e20: adjusted Rand 1.0, 0.03
+    before). What is left is the models' own arithmetic, scikit-learn's too:
+
+    - a tied covariance pools scikit-learn's term ``(10 eps / n_k) μ_k μ_kᵀ`` of every component (its M-step's
+      in data coordinates), which for a component at a fill value of 1e20 is 1e-15 x 1e40 / n: 3e22 in that
+      column's shared variance (scikit-learn's: 3.2e22), so only the other columns tell the clusters apart;
+    - the variational mixture's default priors (``mean_prior``, ``covariance_prior``) are the data's mean and
+      covariance, which those rows make;
+    - a mixture's random starts (``init_params="random"``, ``"random_from_data"``): responsibilities that blend
+      those rows into every component, or rows drawn among the others only, from which EM left all the other
+      rows in one component (scikit-learn's too, adjusted Rand 0.03).
+    """
+    why = []
+    for est in estimators:
+        params = est.get_params() if hasattr(est, "get_params") else {}
+        if params.get("covariance_type") == "tied":
+            why.append("a tied covariance pools scikit-learn's (10 eps / n_k) mean_k mean_kᵀ of a component at "
+                       "those values, which swamps the others' spread in those columns")
+        if params.get("init_params") in ("random", "random_from_data"):
+            why.append(f"a mixture's init_params={params['init_params']!r} may start every component among or "
+                       "blended with those rows, from which EM keeps the other rows in one component")
+        if "mean_prior" in params and (params.get("mean_prior") is None or params.get("covariance_prior") is None):
+            why.append("the variational mixture's default priors (mean_prior, covariance_prior) are the data's mean "
+                       "and covariance, which those rows make")
+    return "; ".join(dict.fromkeys(why))
 
 
-def _weighted_median(values, weights):
-    """Each column's weighted median of ``values`` (n, D) under ``weights`` (n,)."""
-    order = np.argsort(values, axis=0, kind="stable")
-    cum = np.cumsum(weights[order], axis=0)
-    at = np.argmax(cum >= 0.5 * cum[-1], axis=0)
-    cols = np.arange(values.shape[1])
-    return values[order[at, cols], cols]
-
-
-def warn_far_rows(scan, data, feature_names) -> None:
+def warn_far_rows(scan, data, feature_names, remains: str = "") -> None:
     """Warn (``DegenerateDataWarning``) about columns whose mean a few rows far from all others have pulled
     millions of robust spreads from their median (an unmasked fill value such as 1e20 or netCDF's 9.97e36
-    among values near 1): the passes, which shift every row by the mean, then lose the other rows' precision,
-    and k-means groups them as one cluster with an inertia of 0 (a user trial; scikit-learn's KMeans too).
+    among values near 1; :func:`daskgmm.kernels.scan.far_columns`), where the fit still gets something wrong
+    there: ``remains`` (:func:`far_rows_remain`; "" says nothing). The passes shift those columns by the scan's
+    sample's median (:attr:`daskgmm.kernels.results.ScanResult.centre`), which keeps the other rows' precision.
     The spread is the scan's sample's (rows drawn by weight; dense rows), so a handful of such rows cannot
     widen it; columns whose sample has one value are left out, and so are columns where more than 5% of the
     sample lies that far (a tight cluster beside a wide one, as probabilities near 0 beside others: the spread
     is then the tight cluster's, and the rows are not few). ``data``: the rows' ChunkedData, whose scan drew the
     sample; where the sample is every row (not drawn by weight), its median and spread are weighted, as the mean is.
     Sparse rows are left out."""
-    if data.sparse or scan.weight <= 0:
+    if not remains or data.sparse or scan.weight <= 0:
         return
     sample = data.sample()
-    if sample.ndim != 2 or sample.shape[0] < 8:
-        return
     weights = data.sample_weights() if data.sample_complete else None
     mean = np.asarray(scan.mean, dtype=np.float64)
-    w = None if weights is None or np.all(weights == weights[0]) else np.asarray(weights, dtype=np.float64)
-    median = np.median(sample, axis=0) if w is None else _weighted_median(sample, w)
-    dev = np.abs(sample - median)
-    spread = 1.4826 * (np.median(dev, axis=0) if w is None else _weighted_median(dev, w))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        beyond = dev > FAR_MEAN_SPREADS * spread
-        share = beyond.mean(axis=0) if w is None else (w @ beyond) / w.sum()
-        far = np.flatnonzero((spread > 0) & (share <= 0.05) & (np.abs(mean - median) > FAR_MEAN_SPREADS * spread))
+    far, median, spread = far_columns(sample, weights, mean)
     if not far.size:
         return
     j = int(far[np.argmax(np.abs(mean - median)[far] / spread[far])])
@@ -224,9 +231,9 @@ def warn_far_rows(scan, data, feature_names) -> None:
     farthest = "the farthest of them: " if far.size > 1 else ""
     warnings.warn(f"column(s) {names} of X: a few rows lie far from all others ({farthest}"
                   f"mean {mean[j]:.3g}, median {median[j]:.3g}, robust spread {spread[j]:.3g}{values}; a fill value "
-                  "left unmasked, or a heavy tail to transform?). Every pass shifts the rows by the mean, which "
-                  "loses the other rows' precision: k-means and the mixtures then cannot tell them apart. Mask such "
-                  "values as NaN (nan_policy='omit', or missing='marginalize' for a mixture) or drop those rows",
+                  f"left unmasked, or a heavy tail to transform?). The passes keep the other rows' precision, but "
+                  f"{remains}. Mask such values as NaN (nan_policy='omit', or missing='marginalize' for a mixture) "
+                  "or drop those rows",
                   DegenerateDataWarning, stacklevel=3)
 
 
