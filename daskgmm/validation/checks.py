@@ -639,9 +639,8 @@ def check_drawable_rows(scan, name, init_params, n_components, means_given: bool
               if init_params == "random_from_data" and n_components else "")
         raise DataError(
             f"{sk}{name} with missing='marginalize' and init_params={init_params!r} {how}, and every one of the "
-            f"{scan.rows:,} row(s) (of positive weight) has a missing value; use init_params='kmeans', which starts "
-            "from every row with an observed value, or impute the missing values "
-            f"({most_missing(scan, feature_names)}).")
+            f"{scan.rows:,} row(s) has a missing value; use init_params='kmeans', which starts from every row with "
+            f"an observed value, or impute the missing values: {most_missing(scan, feature_names)}.")
     if means_given or init_params != "random_from_data" or not n_components or scan.complete < 0 \
             or scan.complete >= n_components:
         return
