@@ -485,10 +485,10 @@ def observed_sample(data: ChunkedData, centre, sizes, drawn=None) -> dict:
     """For each ``m`` of ``sizes``, ``m`` rows drawn uniformly by sample weight among those with an observed value
     (keyed by row number, so the same rows in the same order for any chunking), each missing value filled with its
     column's mean over those rows (its median on the scan's far columns, :attr:`ChunkedData.far
-    <daskgmm.engine.passes.ChunkedData.far>`; ``centre``'s where none of them has one): the rows k-means starts a mixture from
-    under ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns ``{m: (rows, weights, every, drawn)}`` for
-    :func:`sample_kmeans` (``every``: every such row was drawn; ``drawn``: the rows unfilled, for
-    :func:`label_spread` where no row is complete).
+    <daskgmm.engine.passes.ChunkedData.far>`; ``centre``'s where none of them has one): the rows k-means starts a
+    mixture from under ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns
+    ``{m: (rows, weights, every, drawn)}`` for :func:`sample_kmeans` (``every``: every such row was drawn;
+    ``drawn``: the rows unfilled, for :func:`label_spread` where no row is complete).
 
     One pass draws the largest: the draw is in key order, so its first ``m`` rows are the draw of ``m``, and each is
     filled by its own rows' means, so that a candidate of a lockstep sweep (``select_model``) starts from the rows,
