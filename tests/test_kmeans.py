@@ -80,6 +80,20 @@ def test_rows_at_a_fill_value_leave_the_other_clusters_their_precision(init):
     assert all(h["inertia"] < 1e4 for h in a.history_)  # of the centres before each step
 
 
+def test_partial_fit_of_an_in_memory_batch_with_rows_at_a_fill_value():
+    """KMeans.partial_fit's first batch in memory (NumPy) was not scanned, so it kept no robust shift: k-means++ and
+    the statistics about the mean (8.3e17) put the 600 rows in one cluster (adjusted Rand 0.03) where the same rows
+    as a Dask batch gave the three. An in-memory dense batch is scanned too now, and keeps the Dask batch's shift."""
+    from sklearn.metrics import adjusted_rand_score
+
+    X, labels = far_rows()
+    a = KMeans(3, random_state=0).partial_fit(X)
+    b = KMeans(3, random_state=0).partial_fit(da.from_array(X, chunks=(101, 2)))
+    assert adjusted_rand_score(labels, a.predict(X)) == 1.0
+    np.testing.assert_allclose(a._shift, b._shift, rtol=1e-12)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
 def test_predict_transform_score_against_sklearn():
     X, _, _ = make_blobs(n=2000, d=3, k=3)
     ours = KMeans(3, random_state=0).fit(X)
