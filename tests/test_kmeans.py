@@ -94,6 +94,19 @@ def test_partial_fit_of_an_in_memory_batch_with_rows_at_a_fill_value():
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
 
 
+def test_score_of_sparse_rows_under_a_fit_with_a_robust_shift():
+    """A KMeans fitted on dense rows at a fill value keeps a robust shift, and its score took the per-component
+    form, which a pass over sparse rows refuses: score(sparse X) raised "only KMeans fits sparse rows" (a TypeError,
+    from KMeans itself). Sparse rows are scored in the form their pass knows, about the kept shift."""
+    import scipy.sparse as sp
+
+    X, _ = far_rows()
+    km = KMeans(3, random_state=0).fit(X)
+    assert km._shift is not None
+    np.testing.assert_allclose(km.score(sp.csr_matrix(X)), km.score(X), rtol=0.01)
+    np.testing.assert_array_equal(km.predict(sp.csr_matrix(X)), km.labels_)
+
+
 def test_predict_transform_score_against_sklearn():
     X, _, _ = make_blobs(n=2000, d=3, k=3)
     ours = KMeans(3, random_state=0).fit(X)

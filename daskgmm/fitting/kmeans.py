@@ -318,7 +318,8 @@ def inertia(data, centers, feature_names=None, name: str = "KMeans", shift=None)
     come from the expansion ``|x|^2 - 2 x.c + |c|^2``, whose rounding gave rows on a centre -1e-12 (the fit's
     ``inertia_`` is held at 0 the same way). With the fit's robust ``shift`` (rows far from the others), in the
     per-component form: a far row's distance to its centre by the expansion is its noise (6e24 at 1e20)."""
-    precise = shift is not None
+    # sparse rows (never found far: the scan of sparse rows has no sample median) take the form their pass knows
+    precise = shift is not None and not data.sparse
     score = float(checked_statistics(data, centers, feature_names, name, shift, precise).loglik)
     score = 2.0 * score if precise else score  # its logits are -‖x - c‖² / 2
     return score if not score > 0 else 0.0  # NaN stays NaN
