@@ -150,6 +150,20 @@ def test_rows_at_a_fill_value_with_missing_values_in_that_column():
     np.testing.assert_allclose(b.means_, a.means_, rtol=1e-9)
 
 
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical"])
+def test_partial_fit_after_a_fit_on_rows_at_a_fill_value(ct):
+    """partial_fit after fit starts from statistics the fitted model stands for, taken about the means' mean: with
+    a component at 1e20 that is 8e17, and the components near 0 and 8 lost their covariances to terms of 1e35, so
+    any batch (the fit's own rows too) raised "not positive definite". Where the fit kept a robust shift, they are
+    taken about each component's mean."""
+    from sklearn.metrics import adjusted_rand_score
+
+    X, labels = far_rows()
+    a = GaussianMixture(3, covariance_type=ct, random_state=0).fit(X)
+    a.partial_fit(X[np.r_[0:50, 300:350, 600:605]])
+    assert adjusted_rand_score(labels, a.predict(X)) > 0.98
+
+
 @pytest.mark.parametrize("init", ["kmeans", "k-means++", "random_from_data", "random"])
 def test_every_init_is_reproducible_and_chunking_independent(init):
     X, _, _ = make_blobs(n=2000, d=2, k=3, sep=8.0)
