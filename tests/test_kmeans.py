@@ -107,6 +107,18 @@ def test_score_of_sparse_rows_under_a_fit_with_a_robust_shift():
     np.testing.assert_array_equal(km.predict(sp.csr_matrix(X)), km.labels_)
 
 
+def test_tol_0_converges_on_rows_at_a_fill_value():
+    """tol=0 stops where the labels stop changing (scikit-learn's strict convergence): the centres then stop moving.
+    On rows at a fill value the passes take each row's distance to each centre, and the update ``c + Σ (x - c) / n``
+    has no exact fixed point: the centres moved by an ulp each step (squared moves of 1e-32), and KMeans ran to
+    max_iter. A step that moves every centre by its rounding only is converged."""
+    X, _ = far_rows()
+    a = KMeans(3, random_state=0, n_init=1, tol=0, max_iter=50).fit(X)
+    assert a.n_iter_ < 10
+    b = KMeans(3, random_state=0, n_init=1, tol=0, max_iter=a.n_iter_ + 10).fit(X)
+    np.testing.assert_allclose(b.cluster_centers_, a.cluster_centers_, rtol=1e-12, atol=1e-12)
+
+
 def test_predict_transform_score_against_sklearn():
     X, _, _ = make_blobs(n=2000, d=3, k=3)
     ours = KMeans(3, random_state=0).fit(X)
