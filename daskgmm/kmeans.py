@@ -323,15 +323,17 @@ shape (n_samples, n_features)
             raise ValueError(f"X has {d} features, but {name} is expecting {self.n_features_in_} features as input.")
         if first:
             seed = restart_seeds(self.random_state, 1)
+            # an in-memory batch's scan too may find rows far from the others (a fill value): its shift is kept
+            rows = data if dask_batch else fitting_kmeans.in_memory_batch(x)
             given = self._init_array(d, X, seed[0])
             if given is None:
-                given = fitting_kmeans.first_batch_centers(data if dask_batch else x, self.n_clusters, seed)
+                given = fitting_kmeans.first_batch_centers(data if dask_batch else x, self.n_clusters, seed,
+                                                           None if dask_batch else rows)
             self.cluster_centers_ = np.asarray(given, np.float64)
             self.counts_ = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_features_in_ = d
-            # a Dask batch's scan may find rows far from the others: its shift is kept (in-memory batches have none)
-            self._shift = kept_shift(data.scan()) if dask_batch else None
+            self._shift = None if rows.sparse else kept_shift(rows.scan())
         shift = self._prediction_shift()  # a fit's robust shift, kept by the updates after it
         if not dask_batch:
             st = fitting_kmeans.batch_statistics(x, self.cluster_centers_, w, shift)

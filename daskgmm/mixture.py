@@ -270,7 +270,10 @@ class GaussianMixture(InformationCriteriaMixin, BaseMixture):
                                          params, data.dtype)]
             running = getattr(self, "online_stats_", None)
             if running is None:  # after fit or a model saved by fit: the model stands for its data
-                running = fitting_online.model_statistics(states[0], loglik=self.lower_bound_)
+                # about each component's mean where the fit kept a robust shift (rows at a fill value): about the
+                # means' mean (8e17), a component near 0 lost its covariance to 1e35 terms (not positive definite)
+                shift = None if getattr(self, "_shift", None) is None else states[0].means
+                running = fitting_online.model_statistics(states[0], shift, loglik=self.lower_bound_)
             t, centre, seen = int(self.n_batches_), self._centre(), int(self.n_rows_seen_)
         # the batch's own column names (a DataFrame batch after a fit on a NumPy array), else the model's
         names = input_or_model_names(info, self)

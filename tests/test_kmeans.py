@@ -80,6 +80,45 @@ def test_rows_at_a_fill_value_leave_the_other_clusters_their_precision(init):
     assert all(h["inertia"] < 1e4 for h in a.history_)  # of the centres before each step
 
 
+def test_partial_fit_of_an_in_memory_batch_with_rows_at_a_fill_value():
+    """KMeans.partial_fit's first batch in memory (NumPy) was not scanned, so it kept no robust shift: k-means++ and
+    the statistics about the mean (8.3e17) put the 600 rows in one cluster (adjusted Rand 0.03) where the same rows
+    as a Dask batch gave the three. An in-memory dense batch is scanned too now, and keeps the Dask batch's shift."""
+    from sklearn.metrics import adjusted_rand_score
+
+    X, labels = far_rows()
+    a = KMeans(3, random_state=0).partial_fit(X)
+    b = KMeans(3, random_state=0).partial_fit(da.from_array(X, chunks=(101, 2)))
+    assert adjusted_rand_score(labels, a.predict(X)) == 1.0
+    np.testing.assert_allclose(a._shift, b._shift, rtol=1e-12)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_score_of_sparse_rows_under_a_fit_with_a_robust_shift():
+    """A KMeans fitted on dense rows at a fill value keeps a robust shift, and its score took the per-component
+    form, which a pass over sparse rows refuses: score(sparse X) raised "only KMeans fits sparse rows" (a TypeError,
+    from KMeans itself). Sparse rows are scored in the form their pass knows, about the kept shift."""
+    import scipy.sparse as sp
+
+    X, _ = far_rows()
+    km = KMeans(3, random_state=0).fit(X)
+    assert km._shift is not None
+    np.testing.assert_allclose(km.score(sp.csr_matrix(X)), km.score(X), rtol=0.01)
+    np.testing.assert_array_equal(km.predict(sp.csr_matrix(X)), km.labels_)
+
+
+def test_tol_0_converges_on_rows_at_a_fill_value():
+    """tol=0 stops where the labels stop changing (scikit-learn's strict convergence): the centres then stop moving.
+    On rows at a fill value the passes take each row's distance to each centre, and the update ``c + Σ (x - c) / n``
+    has no exact fixed point: the centres moved by an ulp each step (squared moves of 1e-32), and KMeans ran to
+    max_iter. A step that moves every centre by its rounding only is converged."""
+    X, _ = far_rows()
+    a = KMeans(3, random_state=0, n_init=1, tol=0, max_iter=50).fit(X)
+    assert a.n_iter_ < 10
+    b = KMeans(3, random_state=0, n_init=1, tol=0, max_iter=a.n_iter_ + 10).fit(X)
+    np.testing.assert_allclose(b.cluster_centers_, a.cluster_centers_, rtol=1e-12, atol=1e-12)
+
+
 def test_predict_transform_score_against_sklearn():
     X, _, _ = make_blobs(n=2000, d=3, k=3)
     ours = KMeans(3, random_state=0).fit(X)

@@ -664,6 +664,24 @@ def test_a_column_that_varies_only_among_incomplete_rows_is_not_constant():
     assert not any("same point" in m or "constant" in m for m in said), said
 
 
+def test_the_far_rows_warning_takes_the_scans_far_columns(monkeypatch):
+    """The scan finds the far columns (their sample medians and spreads, 110 ms for 10,485 x 50 weighted rows); the
+    warning, for a fit it concerns (a tied covariance), took them again from the sample on every fit (a tied
+    mixture of 30,000 x 10 weighted rows: 0.234 s, 0.181 before the merge); now only where the scan found some."""
+    from daskgmm.validation import scan as validation_scan
+
+    calls = []
+    real = validation_scan.far_columns
+    monkeypatch.setattr(validation_scan, "far_columns", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 2))
+    GaussianMixture(2, covariance_type="tied", random_state=0).fit(X)
+    assert not calls
+    with pytest.warns(Warning, match="a few rows lie far"):
+        GaussianMixture(2, covariance_type="tied", random_state=0).fit(np.r_[X, [[1e20, 0.0]] * 5])
+    assert len(calls) == 1
+
+
 def test_rows_far_from_all_others_are_warned_of_where_the_fit_is_still_wrong():
     """An unmasked fill value (1e20 among values near 1) pulled the mean so far that the passes, shifting every
     row by it, lost the other rows' precision: KMeans grouped them as one cluster with an inertia of 0, silently
@@ -701,4 +719,5 @@ def test_rows_far_from_all_others_are_warned_of_where_the_fit_is_still_wrong():
                  (np.c_[table, rng.normal(size=100)], np.r_[np.ones(99), 1e6])):
         with warnings.catch_warnings():
             warnings.simplefilter("error", DegenerateDataWarning)
-            KMeans(2, random_state=0, n_init=1).fit(Y, sample_weight=w)
+            # KMeans warns of none now: the robust shift it would keep says whether the scan found far columns
+            assert KMeans(2, random_state=0, n_init=1).fit(Y, sample_weight=w)._shift is None

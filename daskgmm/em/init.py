@@ -484,10 +484,11 @@ def observed_rows(data: ChunkedData, centre, m: int) -> tuple[np.ndarray, np.nda
 def observed_sample(data: ChunkedData, centre, sizes, drawn=None) -> dict:
     """For each ``m`` of ``sizes``, ``m`` rows drawn uniformly by sample weight among those with an observed value
     (keyed by row number, so the same rows in the same order for any chunking), each missing value filled with its
-    column's mean over those rows (``centre``'s where none of them has one): the rows k-means starts a mixture from
-    under ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns ``{m: (rows, weights, every, drawn)}`` for
-    :func:`sample_kmeans` (``every``: every such row was drawn; ``drawn``: the rows unfilled, for
-    :func:`label_spread` where no row is complete).
+    column's mean over those rows (its median on the scan's far columns, :attr:`ChunkedData.far
+    <daskgmm.engine.passes.ChunkedData.far>`; ``centre``'s where none of them has one): the rows k-means starts a
+    mixture from under ``missing="marginalize"`` (:func:`mixture_init_stats`). Returns
+    ``{m: (rows, weights, every, drawn)}`` for :func:`sample_kmeans` (``every``: every such row was drawn;
+    ``drawn``: the rows unfilled, for :func:`label_spread` where no row is complete).
 
     One pass draws the largest: the draw is in key order, so its first ``m`` rows are the draw of ``m``, and each is
     filled by its own rows' means, so that a candidate of a lockstep sweep (``select_model``) starts from the rows,
@@ -502,6 +503,7 @@ def observed_sample(data: ChunkedData, centre, sizes, drawn=None) -> dict:
     rows still stand apart in their observed coordinates; the start's labels then complete them by their centre's.
     """
     points, weights = observed_rows(data, centre, max(sizes) + 1) if drawn is None else drawn
+    far = data.far
 
     def filled(m: int):
         pts, w = points[:m], weights[:m]
@@ -511,6 +513,9 @@ def observed_sample(data: ChunkedData, centre, sizes, drawn=None) -> dict:
             seen = (~nan).sum(axis=0)
             sums = _row_order_sum(np.where(nan, 0.0, pts))  # not np.nanmean's pairwise blocks
             fill = np.where(seen > 0, sums / np.maximum(seen, 1), np.asarray(centre, np.float64))
+            for j in far:  # a column a few rows far from the others pulled the mean there (a fill value): its median
+                if seen[j]:
+                    fill[j] = np.median(pts[~nan[:, j], j])
             pts = np.where(nan, fill, pts)
         # every row drawn also when there were exactly m to draw: else k-means took the draw as a sample
         # (unweighted, in the draw's order), and a row with nothing observed or of weight 0 added to the data,

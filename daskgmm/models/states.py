@@ -273,6 +273,8 @@ class KMeansState:
     precise: bool = False
     events: tuple = ()
     shift: float = np.inf  # summed squared move of the centres in the update that made this state
+    # precise: each centre's squared move that the update's rounding alone makes (None: not precise, or no update)
+    noise: np.ndarray | None = None
 
     @property
     def n_components(self) -> int:
@@ -316,8 +318,13 @@ class KMeansState:
         return -2.0 * stats.loglik if self.precise else -stats.loglik  # the per-component logits: -‖x - c‖² / 2
 
     def converged(self, new: KMeansState, change: float) -> bool:
-        shift = float(((new.centers - self.centers) ** 2).sum())
-        return shift <= self.tol
+        squares = (new.centers - self.centers) ** 2
+        if float(squares.sum()) <= self.tol:
+            return True
+        # the per-component update (c + Σ (x - c) / n) has no exact fixed point: with the same rows, a centre moves
+        # by an ulp or so each step, and tol=0 ran to max_iter; a step that moved every centre by its rounding only
+        # is converged (scikit-learn's strict convergence: the labels did not change)
+        return new.noise is not None and bool(np.all(squares.sum(axis=1) <= new.noise))
 
     def update(self, stats: SuffStats) -> KMeansState:
         """Lloyd's update; empty clusters move onto the rows farthest from their centres.
@@ -358,7 +365,13 @@ class KMeansState:
         centers = self.centers.copy()
         full = n > 0
         centers[full] = shift[full] + s1[full] / n[full, None]
-        return replace(self, centers=centers, events=events, shift=float(((centers - self.centers) ** 2).sum()))
+        noise = None
+        if self.precise and not events and np.ndim(stats.s2) == 1:
+            # rounding of a mean of differences: a few eps of the rows' spread about the centre and of its size
+            spread = np.where(full, np.asarray(stats.s2, np.float64) / np.where(full, n, 1.0), 0.0)
+            noise = (16 * np.finfo(np.float64).eps) ** 2 * (spread + (centers**2).sum(axis=1))
+        return replace(self, centers=centers, events=events, shift=float(((centers - self.centers) ** 2).sum()),
+                       noise=noise)
 
 
 #: Objectives of runs (mean log-likelihood, inertia) closer than this to the best, relative to

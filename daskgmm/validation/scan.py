@@ -212,7 +212,8 @@ def warn_far_rows(scan, data, feature_names, remains: str = "") -> None:
     is then the tight cluster's, and the rows are not few). ``data``: the rows' ChunkedData, whose scan drew the
     sample; where the sample is every row (not drawn by weight), its median and spread are weighted, as the mean is.
     Sparse rows are left out."""
-    if not remains or data.sparse or scan.weight <= 0:
+    # the scan found them already (ScanResult.far): most data have none, and their medians are not computed again
+    if not remains or data.sparse or scan.weight <= 0 or not scan.far.size:
         return
     sample = data.sample()
     weights = data.sample_weights() if data.sample_complete else None
