@@ -89,3 +89,18 @@ def test_the_shift_a_fit_kept_for_rows_at_a_fill_value_is_saved(tmp_path, kind):
     assert "shift" not in np.load(tmp_path / "p" / "arrays.npz").files
     assert daskgmm.load(tmp_path / "p")._shift is None
     assert daskgmm.load(MODELS / kind)._shift is None
+    # a file with a shift says format 3, which a reader of 2 (that would ignore the shift) refuses; without, 2
+    import json
+
+    from daskgmm.io import modelfiles
+
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["format_version"] == 3
+    assert json.loads((tmp_path / "p" / "model.json").read_text())["format_version"] == 2
+    older = pytest.MonkeyPatch()
+    older.setattr(modelfiles, "FORMAT_VERSION", 2)
+    try:
+        with pytest.raises(modelfiles.ModelFileError, match="model format version 3 is newer"):
+            daskgmm.load(tmp_path / "m")
+        assert daskgmm.load(tmp_path / "p")._shift is None
+    finally:
+        older.undo()

@@ -36,7 +36,12 @@ FORMAT = "daskgmm-model"
 #: objective), and a KMeans' fit ``inertia`` and ``n_iter`` once ``partial_fit`` (``daskgmm update``) has
 #: moved its centres, which its fit summary says by ``"updated": true`` (format 1 said it by an inertia of
 #: "nan"). Format-1 files are read as format 2 (:func:`upgrade_document`); a format-1 reader refuses 2.
-FORMAT_VERSION = 2
+#: 3: a model may carry a ``shift`` array (the predictions' shift kept from a fit on rows far from the others, a
+#: fill value of 1e20). A reader of 2 would ignore it and predict such rows' neighbours wrongly, so a file with it
+#: says 3 and such a reader refuses it; a file without it still says 2, which every reader since 2 reads.
+FORMAT_VERSION = 3
+#: The version of a model file without a ``shift``: unchanged since 2.
+PLAIN_FORMAT_VERSION = 2
 CHECKPOINT_FORMAT = "daskgmm-checkpoint"
 #: 2: a run's first iteration has a null ``change`` (no previous objective; 1 wrote "inf" or "-inf").
 #: Version 1 checkpoints are read; a reader of version 1 only refuses version 2 (it read "change" as a float).
@@ -146,7 +151,7 @@ def model_document(estimator):
     stored = {**arrays, **{f"param__{k}": v for k, v in param_arrays.items()}}
     doc = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if "shift" in arrays else PLAIN_FORMAT_VERSION,
         "daskgmm_version": _version(),
         "estimator": name,
         "params": params,
