@@ -147,11 +147,22 @@ def _from_products(d, sq_points, centers, along):
 NEAREST_BLOCK_ROWS = 4096
 
 
-def _nearest(points, sq_points, centers) -> np.ndarray:
+def _nearest(points, sq_points, centers, exact: bool = False) -> np.ndarray:
     """Each point's nearest centre (the first of equals): :func:`_sq_dist`'s arg-min, a block of rows at a time
-    (each row's distances are the same numbers; 65,536 rows, K = 128: 22 against 30 ms)."""
+    (each row's distances are the same numbers; 65,536 rows, K = 128: 22 against 30 ms). ``exact`` (dense points
+    with far columns, :attr:`daskgmm.kernels.results.ScanResult.far`): every distance from the differences, in
+    blocks of at most 2^20 of them: a row at 1e300 has ``‖x‖² = inf``, where the expansion gives inf or NaN to
+    every centre, its own included, and no cancelled value is left to correct."""
     n = points.shape[0]
     out = np.empty(n, dtype=np.intp)
+    if exact and not issparse(points):
+        c = np.asarray(centers, dtype=np.float64)
+        step = max(1, min(NEAREST_BLOCK_ROWS, 2**20 // max(1, c.size)))
+        with np.errstate(over="ignore"):  # a far row's distance to the others' centres: inf, the right order
+            for a in range(0, n, step):
+                diff = points[a : a + step, None, :] - c[None, :, :]
+                out[a : a + step] = np.einsum("nkd,nkd->nk", diff, diff).argmin(axis=1)
+        return out
     for a in range(0, n, NEAREST_BLOCK_ROWS):
         b = min(n, a + NEAREST_BLOCK_ROWS)
         out[a:b] = _sq_dist(points[a:b], sq_points[a:b], centers).argmin(axis=1)
@@ -225,7 +236,7 @@ def _weighted_quantile(values, weights, q: float) -> float:
     return float(values[order[min(int(np.searchsorted(cum, q * cum[-1])), len(order) - 1)]])
 
 
-def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.ndarray, float]:
+def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0, exact: bool = False) -> tuple[np.ndarray, float]:
     """Weighted Lloyd iterations on a small in-memory point set, to convergence.
 
     Stops when no label changes or the centres move by at most ``tol`` in
@@ -235,7 +246,10 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
     rounding only, which :func:`~daskgmm.models.states.first_best` treats as a tie. Sparse rows take
     :func:`daskgmm.kernels.sparse.lloyd`: the same labels, with Elkan's bounds skipping the
     distances that cannot change them (its inertia is the expansion's, about the origin). Dense rows
-    take the compiled core's k-means pass where it is built (:func:`_core_lloyd`), else NumPy's GEMM.
+    take the compiled core's k-means pass where it is built (:func:`_core_lloyd`), else NumPy's GEMM. ``exact``
+    (the scan found far columns): NumPy's steps with every distance from the differences (:func:`_nearest`); the
+    core's expansion overflowed for a row at 1e300 and put it with 29 others, where the mixture's start then failed
+    ("the inertia is not finite") while the NumPy path fitted it a component of its own.
     """
     w = np.asarray(weights, dtype=np.float64)
     if issparse(points):
@@ -244,25 +258,26 @@ def _local_lloyd(points, weights, centers, max_iter=300, tol=0.0) -> tuple[np.nd
         return centers, inertia
     centers = np.array(centers, dtype=np.float64)
     sq = _sq_norms(points)
-    if compiled_kernel.ready() is not None:
+    if compiled_kernel.ready() is not None and not exact:
         centers = _core_lloyd(points, w, centers, max_iter, tol)
         diff = points - centers[_nearest(points, sq, centers)]
         return centers, float(w @ np.einsum("nd,nd->n", diff, diff))
     k = len(centers)
     labels = None
     for _ in range(max_iter):
-        new = _nearest(points, sq, centers)
+        new = _nearest(points, sq, centers, exact)
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
         if _lloyd_update(centers, np.bincount(labels, weights=w, minlength=k),
                          _label_sums(points * w[:, None], labels, k), tol):
-            labels = _nearest(points, sq, centers)  # the assignment of the centres returned
+            labels = _nearest(points, sq, centers, exact)  # the assignment of the centres returned
             break
     else:
-        labels = _nearest(points, sq, centers)
+        labels = _nearest(points, sq, centers, exact)
     diff = points - centers[labels]
-    return centers, float(w @ np.einsum("nd,nd->n", diff, diff))
+    with np.errstate(over="ignore"):
+        return centers, float(w @ np.einsum("nd,nd->n", diff, diff))
 
 
 #: Clusters from which the local Lloyd keeps k-means' bounds between its steps (``algorithm="elkan"``'s, the same
@@ -414,9 +429,9 @@ def sample_kmeans(data: ChunkedData, centre, n_clusters, seeds: list[int], *, to
         for _ in range(tries):
             c = _local_kmeanspp(pts, w, k, rng, trim=trim, exact=exact)
             if seeding_only:
-                inertia = _local_lloyd(pts, w, c, tol=tol)[1]
+                inertia = _local_lloyd(pts, w, c, tol=tol, exact=exact)[1]
             elif polish_k:
-                c, inertia = _local_lloyd(pts, w, c, tol=tol)
+                c, inertia = _local_lloyd(pts, w, c, tol=tol, exact=exact)
             elif issparse(pts) or (whole is not None and pts is whole[0]):
                 inertia = float(_sq_dist(pts, _sq_norms(pts), c, exact).min(axis=1) @ w)
             else:
@@ -585,7 +600,7 @@ def label_spread(data: ChunkedData, centers, observed=None) -> float:
     w = data.sample_weights() if data.sample_complete else np.ones(sample.shape[0])
     mean = _sample_shift(sample, data.scan().far)
     pts, cs = sample - mean, np.asarray(centers, np.float64) - mean
-    labels = _nearest(pts, _sq_norms(pts), cs)
+    labels = _nearest(pts, _sq_norms(pts), cs, exact=bool(data.scan().far.size))
     d2 = np.einsum("nd,nd->n", pts - cs[labels], pts - cs[labels])  # exact, not the GEMM's expansion
     var = float(w @ d2) / (float(w.sum()) * sample.shape[1]) if w.sum() > 0 else 0.0
     return var if var > 0 and math.isfinite(var) else 1.0
