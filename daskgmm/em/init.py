@@ -24,7 +24,7 @@ from daskgmm.engine.passes import is_sparse_chunk as issparse
 from daskgmm.kernels import MixtureRequest, ModelSpec, SampleRequest, chunk_pass, kmeans_natural_params
 from daskgmm.kernels import compiled as compiled_kernel
 from daskgmm.kernels.random import stream_key
-from daskgmm.kernels.scan import CANCELLED, weighted_median
+from daskgmm.kernels.scan import exact_where_cancelled, weighted_median
 from daskgmm.models.states import KMeansState, first_best
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -101,9 +101,9 @@ def _sq_dist(points, sq_points, centers, exact: bool = False) -> np.ndarray:
     ``|x|^2 - 2 x.c + |c|^2`` in the GEMM's own array, step by step as the expression would round it: its
     temporaries, three arrays of n x k, made a local Lloyd iteration on the k-means|| sample (65,536 rows,
     K = 128) take 49-107 ms instead of 34-39, most of a KMeans(128) fit. ``exact`` (dense points with far
-    columns, :attr:`daskgmm.kernels.results.ScanResult.far`): :func:`_exact_where_cancelled`."""
+    columns, :attr:`daskgmm.kernels.results.ScanResult.far`): :func:`daskgmm.kernels.scan.exact_where_cancelled`."""
     d = _from_products(np.asarray(points @ centers.T), sq_points[:, None], centers, (None, slice(None)))
-    return _exact_where_cancelled(d, points, sq_points, centers, by_centre=False) if exact else d
+    return exact_where_cancelled(d, points, sq_points, centers) if exact else d
 
 
 def _sq_dist_by_centre(columns, sq_points, centers, exact: bool = False) -> np.ndarray:
@@ -111,26 +111,7 @@ def _sq_dist_by_centre(columns, sq_points, centers, exact: bool = False) -> np.n
     the same steps, each centre's distances contiguous (k-means++'s candidates, 131,072 rows x 3, 7 of them:
     2.5 against 4.7 ms with the (n, k) array's transpose)."""
     d = _from_products(centers @ columns, sq_points[None, :], centers, (slice(None), None))
-    return _exact_where_cancelled(d, columns, sq_points, centers, by_centre=True) if exact else d
-
-
-def _exact_where_cancelled(d, points, sq_points, centers, by_centre: bool):
-    """``d`` (n, k; (k, n) ``by_centre``, the points then by column) with ``‖x - c‖²`` from the difference where the
-    expansion cancelled (``d <= CANCELLED (‖x‖² + ‖c‖²)``). For rows far from the others (a fill value): their
-    distance to a centre among them can be the expansion's noise (1.1e15 for five columns at -1e15, against the
-    other rows' 64), which made k-means++ draw a second centre there. Only where the scan found far columns:
-    elsewhere the bits stay the GEMM's."""
-    sq_c = np.einsum("kd,kd->k", centers, centers)
-    bound = CANCELLED * ((sq_c[:, None] + sq_points[None, :]) if by_centre else (sq_points[:, None] + sq_c[None, :]))
-    kk, nn = np.nonzero(d <= bound) if by_centre else np.nonzero(d <= bound)[::-1]
-    if kk.size:
-        diff = (points[:, nn].T if by_centre else points[nn]) - centers[kk]
-        exact = np.einsum("nd,nd->n", diff, diff)
-        if by_centre:
-            d[kk, nn] = exact
-        else:
-            d[nn, kk] = exact
-    return d
+    return exact_where_cancelled(d, columns, sq_points, centers, by_centre=True) if exact else d
 
 
 def _from_products(d, sq_points, centers, along):
@@ -194,7 +175,7 @@ def _local_kmeanspp(points, weights, k, rng, trim: float = 0.0, exact: bool = Fa
     them (the potential of k-means with outliers, Chawla & Gionis 2013): a tight clump of gross
     outliers, which plain k-means++ almost always draws (its squared distance dwarfs a cluster's),
     is then drawn about as often as any rows of its weight. ``exact``: distances where the expansion cancels taken
-    from the differences (:func:`_exact_where_cancelled`; the scan found far columns).
+    from the differences (:func:`daskgmm.kernels.scan.exact_where_cancelled`; the scan found far columns).
     """
     n = points.shape[0]
     w = np.asarray(weights, dtype=np.float64)

@@ -211,12 +211,27 @@ def _exact_distances(shifted, x, dist, cand) -> None:
         bad = dist <= CANCELLED * (sq + sq_c[near])
         dist[bad] = d2[near[bad], np.flatnonzero(bad)]
     if cand is not None and candidates is not None:
-        sq_h = np.einsum("kd,kd->k", candidates, candidates)
-        bad = cand <= CANCELLED * (sq[None, :] + sq_h[:, None])
-        if bad.any():
-            hh, nn = np.nonzero(bad)
-            diff = z[nn] - candidates[hh]
-            cand[hh, nn] = np.einsum("nd,nd->n", diff, diff)
+        exact_where_cancelled(cand.T, z, sq, candidates)  # (n, h) view: written through into cand
+
+
+def exact_where_cancelled(d, points, sq_points, centers, by_centre: bool = False):
+    """``d`` (n, k; (k, n) ``by_centre``, the points then by column) with ``‖x - c‖²`` from the difference where the
+    expansion cancelled (``d <= CANCELLED (‖x‖² + ‖c‖²)``), in place; returns ``d``. For rows far from the others (a
+    fill value): their distance to a centre among them can be the expansion's noise (1.1e15 for five columns at
+    -1e15, against the other rows' 64), which made k-means++ draw a second centre there. Only where the scan found
+    far columns (:class:`SampleRequest` ``exact``, the client's ``daskgmm.em.init._sq_dist``): elsewhere the bits
+    stay the GEMM's."""
+    sq_c = np.einsum("kd,kd->k", centers, centers)
+    bound = CANCELLED * ((sq_c[:, None] + sq_points[None, :]) if by_centre else (sq_points[:, None] + sq_c[None, :]))
+    kk, nn = np.nonzero(d <= bound) if by_centre else np.nonzero(d <= bound)[::-1]
+    if kk.size:
+        diff = (points[:, nn].T if by_centre else points[nn]) - centers[kk]
+        exact = np.einsum("nd,nd->n", diff, diff)
+        if by_centre:
+            d[kk, nn] = exact
+        else:
+            d[nn, kk] = exact
+    return d
 
 
 def _differences(z, points) -> np.ndarray:
