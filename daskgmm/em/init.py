@@ -453,16 +453,13 @@ def _distinct_rows(points, weights, far=()):
     if issparse(points):
         first, inverse = _sparse_kernels().distinct_rows(points)  # in the order np.unique gives dense rows
         distinct = _sparse_kernels().as_csr(points)[first]
-        shift = np.zeros(points.shape[1])
-    else:
-        distinct, inverse = np.unique(points, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        total = np.bincount(inverse, weights=w, minlength=len(distinct))
-        shift = (total @ distinct) / total.sum() if total.sum() > 0 else np.zeros(points.shape[1])
-        if len(far) and total.sum() > 0:
-            shift[far] = weighted_median(distinct[:, far], total)
-        distinct = distinct - shift
-    return distinct, np.bincount(inverse, weights=w, minlength=distinct.shape[0]), shift
+        return distinct, np.bincount(inverse, weights=w, minlength=distinct.shape[0]), np.zeros(points.shape[1])
+    distinct, inverse = np.unique(points, axis=0, return_inverse=True)
+    total = np.bincount(inverse.reshape(-1), weights=w, minlength=len(distinct))
+    shift = (total @ distinct) / total.sum() if total.sum() > 0 else np.zeros(points.shape[1])
+    if len(far) and total.sum() > 0:
+        shift[far] = weighted_median(distinct[:, far], total)
+    return distinct - shift, total, shift
 
 
 
