@@ -131,7 +131,12 @@ def df_rows(data, centre) -> tuple[np.ndarray, np.ndarray | None]:
     rows, 8 features with 10% missing, rows of a t with 30: a fit 9-45 log-likelihood units below df=30 fixed)."""
     if data.sparse or not np.any(data.scan().nan):
         return sample_rows(data)
-    points, weights = observed_rows(data, np.asarray(centre, np.float64), SAMPLE_FIT_ROWS + 1)
+    return _fit_rows(*observed_rows(data, np.asarray(centre, np.float64), SAMPLE_FIT_ROWS + 1))
+
+
+def _fit_rows(points, weights) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first :data:`SAMPLE_FIT_ROWS` rows of a draw in key order (the draw of that many), and their sample
+    weights when the draw holds every row it could (fewer came than asked), else None (drawn by weight already)."""
     x = points[:SAMPLE_FIT_ROWS]
     return x, (np.asarray(weights[: len(x)], np.float64) if len(points) <= SAMPLE_FIT_ROWS else None)
 
@@ -375,10 +380,7 @@ def _observed_sample_rows(data, centre, jobs):
     # one row more than either takes: fewer came, and they are every such row
     points, weights = observed_rows(data, centre, max(SAMPLE_FIT_ROWS, *size.values()) + 1)
     kmeans_rows = observed_sample(data, centre, set(size.values()), drawn=(points, weights))
-    by_k = {k: kmeans_rows[m] for k, m in size.items()}
-    x = points[:SAMPLE_FIT_ROWS]
-    full = len(points) <= SAMPLE_FIT_ROWS
-    return x, (np.asarray(weights[: len(x)], np.float64) if full else None), by_k
+    return *_fit_rows(points, weights), {k: kmeans_rows[m] for k, m in size.items()}
 
 
 def fit_studentt(data, scan, params: StudentTParams, *, random_state=None, warm=None, checkpoint=None,
